@@ -1,0 +1,173 @@
+/* buf.c — bounded growable buffers. See buf.h for the contract.
+ *
+ * Growth doubles (amortised O(1) appends) but never past max + 1, so a
+ * hostile input can make a buffer at most as large as its cap. */
+#include "buf.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "banned.h"
+
+/* Shared by every empty buf so that ptr is never NULL without allocating;
+ * only ever read (buf_grow replaces it before the first write). */
+char buf_empty_[1];
+
+void buf_init(struct buf *b, size_t max)
+{
+	b->ptr = buf_empty_;
+	b->len = 0;
+	b->alloc = 0;
+	b->max = max;
+}
+
+void buf_release(struct buf *b)
+{
+	if (b->alloc)
+		free(b->ptr);
+	buf_init(b, b->max);
+}
+
+void buf_reset(struct buf *b)
+{
+	b->len = 0;
+	if (b->alloc)
+		b->ptr[0] = '\0';
+}
+
+char *buf_detach(struct buf *b, size_t *len_out)
+{
+	char *p;
+
+	if (b->alloc) {
+		p = b->ptr;
+	} else {
+		p = malloc(1);
+		if (!p)
+			return NULL;
+		p[0] = '\0';
+	}
+	if (len_out)
+		*len_out = b->len;
+	b->ptr = buf_empty_;
+	b->len = 0;
+	b->alloc = 0;
+	return p;
+}
+
+/* Makes room for extra more bytes plus the terminating NUL. */
+static enum st_rc buf_grow(struct buf *b, size_t extra)
+{
+	size_t need, cap;
+	char *p;
+
+	if (extra > b->max || b->len > b->max - extra)
+		return ST_TOO_LARGE;
+	need = b->len + extra + 1;
+	if (need <= b->alloc)
+		return ST_OK;
+	cap = b->alloc ? b->alloc : 64;
+	while (cap < need)
+		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+	if (cap > b->max + 1)
+		cap = b->max + 1;
+	p = realloc(b->alloc ? b->ptr : NULL, cap);
+	if (!p)
+		return ST_NOMEM;
+	if (!b->alloc)
+		p[0] = '\0';
+	b->ptr = p;
+	b->alloc = cap;
+	return ST_OK;
+}
+
+enum st_rc buf_append(struct buf *b, const void *data, size_t len)
+{
+	enum st_rc rc = buf_grow(b, len);
+
+	if (rc)
+		return rc;
+	if (len)
+		memcpy(b->ptr + b->len, data, len);
+	b->len += len;
+	b->ptr[b->len] = '\0';
+	return ST_OK;
+}
+
+enum st_rc buf_puts(struct buf *b, const char *s)
+{
+	return buf_append(b, s, strlen(s));
+}
+
+enum st_rc buf_putc(struct buf *b, char c)
+{
+	return buf_append(b, &c, 1);
+}
+
+enum st_rc buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+{
+	va_list cp;
+	int n;
+	enum st_rc rc;
+
+	va_copy(cp, ap);
+	n = vsnprintf(NULL, 0, fmt, cp);
+	va_end(cp);
+	if (n < 0)
+		return ST_INTERNAL;
+	rc = buf_grow(b, (size_t)n);
+	if (rc)
+		return rc;
+	vsnprintf(b->ptr + b->len, (size_t)n + 1, fmt, ap);
+	b->len += (size_t)n;
+	return ST_OK;
+}
+
+enum st_rc buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	enum st_rc rc;
+
+	va_start(ap, fmt);
+	rc = buf_vprintf(b, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+enum st_rc buf_json_escape(struct buf *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t start = b->len;
+	enum st_rc rc = ST_OK;
+
+	for (size_t i = 0; i < len && !rc; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[7];
+
+		switch (c) {
+		case '"': rc = buf_append(b, "\\\"", 2); break;
+		case '\\': rc = buf_append(b, "\\\\", 2); break;
+		case '\n': rc = buf_append(b, "\\n", 2); break;
+		case '\r': rc = buf_append(b, "\\r", 2); break;
+		case '\t': rc = buf_append(b, "\\t", 2); break;
+		default:
+			if (c < 0x20) {
+				memcpy(esc, "\\u00", 4);
+				esc[4] = hex[c >> 4];
+				esc[5] = hex[c & 15];
+				rc = buf_append(b, esc, 6);
+			} else {
+				rc = buf_putc(b, (char)c);
+			}
+		}
+	}
+	if (rc) {
+		/* Leave b as it was: a half-escaped string is never useful. */
+		b->len = start;
+		if (b->alloc)
+			b->ptr[start] = '\0';
+	}
+	return rc;
+}

@@ -1,0 +1,97 @@
+/* config.h — settled's configuration: environment variables (12-factor),
+ * each also a --flag, validated into one struct at start.
+ *
+ * Precedence: built-in default < environment variable < command-line flag.
+ * Every option is described once, in the table in config.c, which drives
+ * parsing, --help and the start-up log line (secrets redacted). */
+#ifndef SETTLED_CONFIG_H
+#define SETTLED_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "buf.h"
+#include "rc.h"
+
+#define CONFIG_MAX_LIST 16
+
+struct config {
+	/* network */
+	char listen_host[64];       /* SETTLED_LISTEN host part, default 127.0.0.1 */
+	uint16_t listen_port;       /* SETTLED_LISTEN port part, default 8080; 0 = any free port */
+	char port_file[512];        /* --port-file / SETTLED_PORT_FILE: write the bound port here ("" = off) */
+	size_t max_body;            /* SETTLED_MAX_BODY bytes, default 1 MiB */
+	unsigned http_threads;      /* SETTLED_HTTP_THREADS, default 0 = number of cores */
+	unsigned conn_timeout_s;    /* SETTLED_CONN_TIMEOUT seconds, default 30 */
+	unsigned conn_limit;        /* SETTLED_MAX_CONNECTIONS, default 20000 */
+	char *cors_origins[CONFIG_MAX_LIST]; /* SETTLED_CORS_ORIGINS, comma separated */
+	size_t n_cors_origins;
+	char *trust_proxy[CONFIG_MAX_LIST];  /* SETTLED_TRUST_PROXY: proxy IPs whose X-Forwarded-For is honoured */
+	size_t n_trust_proxy;
+
+	/* storage */
+	char db_path[512];          /* SETTLED_DB, default ./settled.db */
+	char *database_url;         /* SETTLED_DATABASE_URL (secret: contains a password), NULL = embedded */
+	char *redis_url;            /* SETTLED_REDIS_URL, NULL = in-process rate limits */
+
+	/* auth and secrets (never logged) */
+	char *admin_token;          /* SETTLED_ADMIN_TOKEN, NULL = admin routes disabled (401) */
+	char *webhook_secrets[CONFIG_MAX_LIST];   /* SETTLED_WEBHOOK_SECRET (Coinbase Commerce) */
+	size_t n_webhook_secrets;
+	char *stripe_secrets[CONFIG_MAX_LIST];    /* SETTLED_STRIPE_WEBHOOK_SECRET */
+	size_t n_stripe_secrets;
+	char *standard_secrets[CONFIG_MAX_LIST];  /* SETTLED_STANDARD_WEBHOOK_SECRET (whsec_...) */
+	size_t n_standard_secrets;
+
+	/* behaviour */
+	unsigned workers;           /* SETTLED_WORKERS, default 4 */
+	int log_level;              /* SETTLED_LOG_LEVEL: debug=0 info=1 warn=2 error=3; default info */
+	int64_t idempotency_ttl_ms; /* SETTLED_IDEMPOTENCY_TTL, default 24h; accepts 90s, 15m, 24h, 7d or plain seconds */
+	bool require_idempotency_key; /* SETTLED_REQUIRE_IDEMPOTENCY_KEY=1 */
+	int64_t treasury_funding;   /* SETTLED_TREASURY_FUNDING base units, default 100000000 */
+	char asset[16];             /* SETTLED_ASSET, default USD */
+	int64_t commission_bps;     /* SETTLED_COMMISSION_BPS, default 1000 */
+	int64_t sim_confirm_ms;     /* SETTLED_SIM_CONFIRM_MS, default 200 */
+	double sim_fail_rate;       /* SETTLED_SIM_FAIL_RATE 0..1, default 0 */
+	int64_t stuck_after_ms;     /* SETTLED_STUCK_AFTER, default 10m */
+	int64_t hold_timeout_ms;    /* SETTLED_HOLD_TIMEOUT, default 1h: claim holds expire after this */
+	int64_t job_base_delay_ms;  /* SETTLED_JOB_BASE_DELAY, default 1s */
+	int64_t job_max_delay_ms;   /* SETTLED_JOB_MAX_DELAY, default 10m */
+	int job_max_attempts;       /* SETTLED_JOB_MAX_ATTEMPTS, default 8 */
+	int64_t api_key_grace_ms;   /* SETTLED_API_KEY_GRACE, default 24h */
+	char *otel_endpoint;        /* OTEL_EXPORTER_OTLP_ENDPOINT, NULL = tracing off */
+
+	/* rate limits (SPEC section 5); 0 disables a policy */
+	int64_t rl_register_per_hour;      /* RL_REGISTER_PER_HOUR, 5 */
+	int64_t rl_register_per_day_wallet;/* RL_REGISTER_PER_DAY_WALLET, 10 */
+	int64_t rl_claim_per_hour;         /* RL_CLAIM_PER_HOUR, 60 */
+	int64_t rl_webhook_per_min;        /* RL_WEBHOOK_PER_MIN, 100 */
+	int64_t rl_health_per_min;         /* RL_HEALTH_PER_MIN, 600 */
+	int64_t rl_api_per_min;            /* RL_API_PER_MIN, 1000 */
+	bool rl_fail_open_money;           /* SETTLED_RL_FAIL: "open" / "closed" / default (health open, money closed) */
+	bool rl_fail_open_other;
+};
+
+/* Fills cfg from defaults, then the environment (envp, NULL-terminated
+ * "NAME=value" strings), then argv. On a bad value or unknown flag returns
+ * ST_INVALID with a one-line reason in err (e.g. "SETTLED_MAX_BODY: not a
+ * size: 12q"). If argv holds --help, *help_wanted is set and ST_OK returned.
+ * cfg owns every string it holds; release with config_release(). */
+enum st_rc config_load(struct config *cfg, char **envp, int argc, char **argv,
+		       bool *help_wanted, struct buf *err);
+void config_release(struct config *cfg);
+
+/* Writes the --help text: every option, its env name, flag and default. */
+void config_help(FILE *out);
+
+/* Appends the effective configuration as JSON object members (no braces),
+ * secrets shown as "[redacted]" when set, for the start-up log line. */
+enum st_rc config_describe(const struct config *cfg, struct buf *out);
+
+/* Parses durations like "90s", "15m", "24h", "7d", "250ms" or bare seconds
+ * into milliseconds. ST_INVALID on anything else or overflow. */
+enum st_rc config_parse_duration(const char *s, int64_t *ms_out);
+
+#endif

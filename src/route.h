@@ -1,0 +1,70 @@
+/* route.h — the route table: method + path template -> handler and flags.
+ *
+ * Templates are literal segments and "{name}" parameters that match one
+ * non-empty segment ("/api/v2/intents/{id}"). The template string doubles
+ * as the metrics label for the route, so cardinality stays bounded whatever
+ * paths clients send. Matching is a linear scan: the table has a few dozen
+ * entries and a scan is cheaper than any index at that size. */
+#ifndef SETTLED_ROUTE_H
+#define SETTLED_ROUTE_H
+
+#include <stddef.h>
+
+#include "buf.h"
+#include "rc.h"
+
+struct req_ctx;
+typedef enum st_rc route_handler(struct req_ctx *rq);
+
+/* Route flags: the dispatcher applies these once, so handlers never do. */
+enum {
+	ROUTE_JSON_BODY = 1 << 0,   /* body must be JSON (415 otherwise); parsed before the handler */
+	ROUTE_IDEMPOTENT = 1 << 1,  /* goes through the idempotency pipeline (every POST) */
+	ROUTE_MONEY = 1 << 2,       /* money-moving: key mandatory under SETTLED_REQUIRE_IDEMPOTENCY_KEY */
+	ROUTE_ADMIN = 1 << 3,       /* needs the admin token */
+	ROUTE_API_KEY = 1 << 4,     /* needs an API key or the admin token */
+	ROUTE_NO_LOG_BODY = 1 << 5, /* never logged (secrets in body) */
+};
+
+/* One rate-limit policy applied to a route, with where its key comes from. */
+enum rl_key_source { RL_KEY_NONE = 0, RL_KEY_CLIENT_IP, RL_KEY_BODY_WALLET, RL_KEY_API_KEY, RL_KEY_PROVIDER };
+#define ROUTE_MAX_LIMITS 2
+
+struct route {
+	const char *method;     /* "GET", "POST", "DELETE" */
+	const char *path;       /* template, also the metrics label */
+	route_handler *handler;
+	unsigned flags;
+	struct {
+		int policy;     /* index into the server's policy table (enum rl_policy_id) */
+		enum rl_key_source key;
+	} limits[ROUTE_MAX_LIMITS];
+};
+
+#define ROUTE_MAX_PARAMS 4
+struct route_params {
+	size_t n;
+	struct {
+		const char *name;   /* borrowed from the template, not NUL-terminated */
+		size_t name_len;
+		const char *value;  /* borrowed from the request path, not NUL-terminated */
+		size_t value_len;
+	} p[ROUTE_MAX_PARAMS];
+};
+
+enum route_result { ROUTE_FOUND = 0, ROUTE_NOT_FOUND, ROUTE_METHOD_NOT_ALLOWED };
+
+/* Matches path (without query string) against table[0..n). On ROUTE_FOUND
+ * sets *found and fills params (borrowing from path and the table). On
+ * ROUTE_METHOD_NOT_ALLOWED appends the allowed methods to allow, comma
+ * separated ("GET, POST"), in table order without repeats. A path with an
+ * empty segment ("//"), or over 2048 bytes, never matches. HEAD matches GET
+ * routes. Trailing slash is not stripped: "/healthz/" is not "/healthz". */
+enum route_result route_match(const struct route *table, size_t n, const char *method,
+			      const char *path, const struct route **found,
+			      struct route_params *params, struct buf *allow);
+
+/* Looks up a matched parameter by name; NULL when absent. *len_out gets its length. */
+const char *route_param(const struct route_params *params, const char *name, size_t *len_out);
+
+#endif

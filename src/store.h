@@ -1,0 +1,182 @@
+/* store.h — the store interface: transactions and write units over two
+ * backends (SQLite embedded, PostgreSQL scale-out), picked by store_open().
+ *
+ * The one rule (DESIGN.md): a request's effect, its idempotency record and
+ * the jobs it causes commit in one transaction or not at all. So callers
+ * never BEGIN or COMMIT: they hand the store a *write unit*, a function that
+ * runs inside an open transaction and returns ST_OK to commit its work or
+ * anything else to roll it back.
+ *
+ * SQLite: one writer thread takes every queued unit and runs each under its
+ * own SAVEPOINT inside one BEGIN IMMEDIATE ... COMMIT (group commit: one
+ * fsync per batch); a failing unit rolls back to its savepoint alone. Only
+ * that thread writes, so writes never see SQLITE_BUSY. Reads run on a pool
+ * of read-only connections (WAL lets them run beside the writer).
+ * PostgreSQL: a pool of connections; each unit is one transaction, retried
+ * on serialization failure.
+ *
+ * SQL is written once where the dialects agree: parameters are $1, $2...
+ * (the SQLite backend binds them by name, so order and reuse are free),
+ * RETURNING, ON CONFLICT. Where they differ, branch on tx_dialect().
+ * Statements are prepared once per connection and cached by their text's
+ * address, so pass string literals (or other storage that outlives the
+ * store) as sql. */
+#ifndef SETTLED_STORE_H
+#define SETTLED_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "buf.h"
+#include "rc.h"
+
+struct store;
+struct tx;
+struct logger;
+
+enum st_dialect { ST_SQLITE = 1, ST_PG = 2 };
+
+/* A bound parameter. Text is copied by the backend during the call. */
+struct st_val {
+	enum { SV_NULL = 0, SV_INT, SV_TEXT } type;
+	int64_t i;
+	const char *s;
+	size_t len;
+};
+#define SV_I(x) ((struct st_val){ .type = SV_INT, .i = (int64_t)(x) })
+#define SV_S(x) ((struct st_val){ .type = SV_TEXT, .s = (x), .len = strlen(x) })
+#define SV_SN(x, n) ((struct st_val){ .type = SV_TEXT, .s = (x), .len = (n) })
+#define SV_NULLV ((struct st_val){ .type = SV_NULL })
+/* A string that may be NULL: bound as SQL NULL then. */
+#define SV_SOPT(x) ((x) ? SV_S(x) : SV_NULLV)
+/* ST_ARGS(v1, v2, ...) expands to the `n, params` pair the tx_* calls take. */
+#define ST_ARGS(...) \
+	(int)(sizeof((struct st_val[]){ __VA_ARGS__ }) / sizeof(struct st_val)), \
+		(struct st_val[]){ __VA_ARGS__ }
+#define ST_NOARGS 0, NULL
+
+/* A materialised result: every cell as text (SQL NULL -> NULL pointer).
+ * Results are small by construction (keyset pages are capped). */
+struct st_rows {
+	int nrows;
+	int ncols;
+	char **cells;   /* nrows * ncols; row-major */
+	size_t *lens;
+};
+const char *rows_text(const struct st_rows *r, int row, int col); /* NULL if SQL NULL */
+size_t rows_len(const struct st_rows *r, int row, int col);
+int64_t rows_i64(const struct st_rows *r, int row, int col);      /* 0 if NULL */
+void rows_free(struct st_rows *r);                                 /* accepts NULL */
+
+/* Runs sql with params. *changes (may be NULL) gets the affected row count.
+ * Returns ST_UNIQUE on a unique-constraint violation, ST_CONFLICT on a CHECK
+ * or trigger rejection (ledger balance, negative balance), ST_BUSY when the
+ * backend says retry, ST_UNAVAILABLE when the connection is gone, ST_INTERNAL
+ * otherwise. On PostgreSQL an error aborts the whole transaction, so a unit
+ * must return the error rather than carry on (use tx_nested to contain one). */
+enum st_rc tx_exec(struct tx *tx, const char *sql, int n, const struct st_val *params,
+		   int64_t *changes);
+/* As tx_exec, returning rows (caller frees with rows_free). *out is set
+ * only on ST_OK. */
+enum st_rc tx_query(struct tx *tx, const char *sql, int n, const struct st_val *params,
+		    struct st_rows **out);
+enum st_dialect tx_dialect(const struct tx *tx);
+/* Milliseconds since the epoch, fixed for the whole transaction (the
+ * store's clock, injectable in tests). */
+int64_t tx_now_ms(const struct tx *tx);
+
+typedef enum st_rc store_unit_fn(struct tx *tx, void *arg);
+typedef void store_done_fn(void *arg, enum st_rc rc);
+
+/* Runs fn inside a savepoint of tx: if fn fails, only its work is undone
+ * and its rc is returned; the enclosing unit may go on. */
+enum st_rc tx_nested(struct tx *tx, store_unit_fn *fn, void *arg);
+
+struct store_ops {
+	const char *name;
+	enum st_rc (*submit)(struct store *s, store_unit_fn *fn, store_done_fn *done, void *arg);
+	enum st_rc (*read)(struct store *s, store_unit_fn *fn, void *arg);
+	enum st_rc (*ping)(struct store *s, struct buf *why);
+	void (*close)(struct store *s);
+};
+
+struct store {
+	const struct store_ops *ops;
+	const struct logger *log;
+	int64_t (*clock_ms)(void *clock_arg); /* NULL = wall clock */
+	void *clock_arg;
+};
+
+struct store_options {
+	const char *sqlite_path;    /* embedded mode */
+	const char *database_url;   /* postgres://... selects PostgreSQL */
+	unsigned read_conns;        /* read pool size; 0 = 4 */
+	const struct logger *log;
+};
+
+/* Opens the backend the options name, applies pending migrations and
+ * returns it in *out. ST_UNAVAILABLE when it cannot be reached; err says why. */
+enum st_rc store_open(const struct store_options *opt, struct store **out, struct buf *err);
+
+/* Queues fn as a write unit. done(arg, rc) is called exactly once, on a
+ * store thread, after the unit's work is durable (rc == ST_OK) or rolled
+ * back (rc is fn's error, or the commit's). arg is borrowed until done. */
+static inline enum st_rc store_submit(struct store *s, store_unit_fn *fn, store_done_fn *done,
+				      void *arg)
+{
+	return s->ops->submit(s, fn, done, arg);
+}
+
+/* Synchronous write unit: blocks until committed or rolled back. For
+ * workers, the ticker and tests; request threads use store_submit. */
+enum st_rc store_run(struct store *s, store_unit_fn *fn, void *arg);
+
+/* Runs fn in a read-only transaction on a read connection (consistent
+ * snapshot); writes fail. Blocks the calling thread. */
+static inline enum st_rc store_read(struct store *s, store_unit_fn *fn, void *arg)
+{
+	return s->ops->read(s, fn, arg);
+}
+
+/* Cheap liveness check for /health/ready. */
+static inline enum st_rc store_ping(struct store *s, struct buf *why)
+{
+	return s->ops->ping(s, why);
+}
+
+/* Finishes queued units, then closes. Accepts NULL. */
+void store_close(struct store *s);
+
+/* Backends. */
+enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out, struct buf *err);
+enum st_rc store_pg_open(const struct store_options *opt, struct store **out, struct buf *err);
+
+/* Backend-private: each backend implements these for its struct tx. */
+struct tx_ops {
+	enum st_rc (*exec)(struct tx *tx, const char *sql, int n, const struct st_val *params,
+			   int64_t *changes, struct st_rows **out);
+	enum st_rc (*savepoint)(struct tx *tx, int depth);
+	enum st_rc (*rollback_to)(struct tx *tx, int depth);
+	enum st_rc (*release)(struct tx *tx, int depth);
+};
+struct tx {
+	const struct tx_ops *ops;
+	enum st_dialect dialect;
+	int64_t now_ms;
+	int depth;       /* savepoint nesting */
+	bool read_only;
+};
+
+/* Migrations: NULL-terminated arrays of { version, sql } per dialect,
+ * generated at build time from migrations/<dialect>/NNN_name.sql. */
+struct st_migration {
+	int version;
+	const char *name;
+	const char *sql;
+};
+extern const struct st_migration st_migrations_sqlite[];
+extern const struct st_migration st_migrations_pg[];
+
+#endif
