@@ -19,7 +19,8 @@
 
 struct config {
 	/* network */
-	char listen_host[64];       /* SETTLED_LISTEN host part, default 127.0.0.1 */
+	char listen_host[64];       /* SETTLED_LISTEN host part, default 127.0.0.1; always numeric:
+				     * IPv4 dotted or IPv6 without brackets ("localhost" -> 127.0.0.1) */
 	uint16_t listen_port;       /* SETTLED_LISTEN port part, default 8080; 0 = any free port */
 	char port_file[512];        /* --port-file / SETTLED_PORT_FILE: write the bound port here ("" = off) */
 	size_t max_body;            /* SETTLED_MAX_BODY bytes, default 1 MiB */
@@ -75,19 +76,30 @@ struct config {
 };
 
 /* Fills cfg from defaults, then the environment (envp, NULL-terminated
- * "NAME=value" strings), then argv. On a bad value or unknown flag returns
- * ST_INVALID with a one-line reason in err (e.g. "SETTLED_MAX_BODY: not a
- * size: 12q"). If argv holds --help, *help_wanted is set and ST_OK returned.
- * cfg owns every string it holds; release with config_release(). */
+ * "NAME=value" strings; NULL = none), then argv (argv[0], the program name,
+ * is skipped). An empty value means unset: the default applies. On a bad
+ * value or unknown flag returns ST_INVALID with a one-line reason in err
+ * (e.g. "SETTLED_MAX_BODY: not a size: 12q"; a secret's value is never
+ * echoed); ST_NOMEM when memory runs out. On failure cfg is zeroed, so
+ * config_release(cfg) is harmless. If argv holds --help or -h,
+ * *help_wanted is set and ST_OK returned with cfg holding the defaults only.
+ * help_wanted and err may be NULL. cfg owns every string it holds; release
+ * with config_release(). */
 enum st_rc config_load(struct config *cfg, char **envp, int argc, char **argv,
 		       bool *help_wanted, struct buf *err);
+/* Frees every string of cfg and zeroes it; cfg may be NULL. */
 void config_release(struct config *cfg);
 
 /* Writes the --help text: every option, its env name, flag and default. */
 void config_help(FILE *out);
 
-/* Appends the effective configuration as JSON object members (no braces),
- * secrets shown as "[redacted]" when set, for the start-up log line. */
+/* Appends the effective configuration as JSON object members (no braces,
+ * no leading comma: put one first to use it as log_emit fields), for the
+ * start-up log line. Keys are the flag names with '_' ("max_body");
+ * durations are strings ("24h"), sizes numbers of bytes. Secrets show as
+ * "[redacted]" when set and null when not; URLs keep everything but the
+ * password ("postgres://app:***@db/settled"). On error (the cap of out)
+ * out is left as it was. */
 enum st_rc config_describe(const struct config *cfg, struct buf *out);
 
 /* Parses durations like "90s", "15m", "24h", "7d", "250ms" or bare seconds

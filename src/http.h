@@ -45,6 +45,11 @@ enum st_rc resp_json(struct resp *r, int status, json_t *body);
  * rc maps to; extra (may be NULL) is merged in and its reference stolen. */
 enum st_rc resp_error(struct resp *r, enum st_rc rc, const char *code, const char *message,
 		      json_t *extra);
+/* For write units: fills r with the error answer and returns rc, so a unit
+ * can `return unit_fail(resp, ST_CONFLICT, "already_registered", "...", NULL);`
+ * and have its work rolled back. */
+enum st_rc unit_fail(struct resp *r, enum st_rc rc, const char *code, const char *message,
+		     json_t *extra);
 enum st_rc resp_header(struct resp *r, const char *name, const char *value);
 enum st_rc resp_location(struct resp *r, const char *location);
 /* Frees everything r holds; r is reusable (as a fresh resp). */

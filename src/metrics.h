@@ -20,6 +20,9 @@
 
 #define METRICS_MAX_LABELS 4
 
+/* Content-Type of metrics_render() output (text exposition format 0.0.4). */
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
 struct metrics;        /* the registry */
 struct metric_family;  /* one name, one type, fixed label names */
 struct metric_series;  /* one label-value combination of a family */
@@ -65,6 +68,15 @@ void metrics_set(struct metric_family *f, const char *const *values, double v);
  * metrics (process_cpu_seconds_total, process_resident_memory_bytes,
  * process_open_fds, process_max_fds, process_start_time_seconds) read from
  * /proc/self. */
+/* Appends to out. ST_OK, or ST_TOO_LARGE / ST_NOMEM from out, in which case
+ * out is left exactly as it was. process_virtual_memory_bytes is also
+ * exported. A process metric whose /proc source cannot be read is left out
+ * (never an error); a registered family with the same name replaces it. */
 enum st_rc metrics_render(struct metrics *m, struct buf *out);
+
+/* Reads the process metrics from root ("/proc" layout: root/self/stat,
+ * root/self/statm, root/self/fd, root/stat) instead of /proc; for tests.
+ * root is copied; NULL restores /proc. ST_OK or ST_NOMEM. */
+enum st_rc metrics_set_procfs(struct metrics *m, const char *root);
 
 #endif

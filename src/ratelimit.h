@@ -50,7 +50,14 @@ struct ratelimit {
 	const struct rl_ops *ops;
 };
 
-/* In-process backend with nshards shards (0 = 64). NULL on ENOMEM. */
+/* In-process backend with nshards shards (0 = 64). NULL on ENOMEM.
+ * Also NULL if getrandom() fails; nshards above 4096 is taken as 4096.
+ * The caller frees it with rl_free(). Its check() returns ST_INVALID for
+ * an invalid policy (rl_policy_valid), a NULL name, a NULL key with
+ * key_len > 0, or a key/name longer than RL_KEY_MAX/RL_NAME_MAX, and
+ * ST_NOMEM when a new key's entry cannot be allocated; *out is set only on
+ * ST_OK. A disabled policy (limit 0) stores nothing. memory() counts heap
+ * bytes as glibc lays them out: see docs/internals/ratelimit.md. */
 struct ratelimit *rl_memory_new(size_t nshards);
 
 /* Decides one request for key under policy p at now_ms. A policy with
@@ -70,7 +77,49 @@ static inline void rl_free(struct ratelimit *rl)
 
 /* Pure GCRA step, shared by backends and unit-tested on its own: given the
  * key's stored TAT (0 = none) decides at now_ms and returns the new TAT to
- * store (unchanged when limited). */
+ * store (unchanged when limited, but see rl_gcra_exact() on clocks that
+ * step back).
+ *
+ * Whole milliseconds only: exact when period_ms % limit == 0 (every SPEC
+ * policy). Otherwise the emission interval has a fraction of a ms, which the
+ * returned TAT rounds up, so a burst can lose its last request; backends
+ * should store a struct rl_tat and call rl_gcra_exact() instead. */
 int64_t rl_gcra(const struct rl_policy *p, int64_t tat_ms, int64_t now_ms, struct rl_decision *out);
+
+/* Bounds of a valid policy: products and sums of them fit in int64_t. */
+#define RL_LIMIT_MAX  (INT64_C(1) << 53)
+#define RL_PERIOD_MAX (INT64_C(1) << 53) /* ms, about 285,000 years */
+/* Clock values are clamped to [0, RL_TIME_MAX] (ms). */
+#define RL_TIME_MAX   (INT64_C(1) << 61)
+
+/* Whether config may use p: limit == 0 (disabled), or 1 <= limit <=
+ * RL_LIMIT_MAX and 1 <= period_ms <= RL_PERIOD_MAX. rl_gcra*() clamp an
+ * invalid policy into range instead (a negative limit disables it); a
+ * backend's check() returns ST_INVALID for one. NULL is invalid. */
+bool rl_policy_valid(const struct rl_policy *p);
+
+/* Exact GCRA state of one key: the TAT is ms + frac / limit milliseconds,
+ * with 0 <= frac < limit, so T = period_ms / limit is kept exactly (7 per
+ * hour does not drift). {0, 0} means no state. frac is in units of the
+ * policy's limit; should the limit change, a frac out of range is rounded
+ * up to the next ms (any other error is under 1 ms). */
+struct rl_tat {
+	int64_t ms;
+	int64_t frac;
+};
+
+/* The exact GCRA step: decides one request at now_ms and updates *tat in
+ * place (unchanged when limited, except that a TAT more than one period in
+ * the future, which only a clock stepping back produces, is pulled in to
+ * now + period so a key never waits longer than the policy allows).
+ * Semantics of *out as in struct rl_decision; limit 0 allows with limit,
+ * remaining and reset all 0. Never fails. */
+void rl_gcra_exact(const struct rl_policy *p, struct rl_tat *tat, int64_t now_ms,
+		   struct rl_decision *out);
+
+/* In-process backend only: largest key_len and strlen(policy name) that
+ * check() accepts (ST_INVALID beyond), which bounds the bytes per key. */
+#define RL_KEY_MAX  256
+#define RL_NAME_MAX 64
 
 #endif

@@ -59,7 +59,11 @@ enum route_result { ROUTE_FOUND = 0, ROUTE_NOT_FOUND, ROUTE_METHOD_NOT_ALLOWED }
  * ROUTE_METHOD_NOT_ALLOWED appends the allowed methods to allow, comma
  * separated ("GET, POST"), in table order without repeats. A path with an
  * empty segment ("//"), or over 2048 bytes, never matches. HEAD matches GET
- * routes. Trailing slash is not stripped: "/healthz/" is not "/healthz". */
+ * routes. Trailing slash is not stripped: "/healthz/" is not "/healthz".
+ * The first route in table order whose template and method match wins.
+ * Methods compare case-sensitively; nothing is percent-decoded. found,
+ * params and allow may each be NULL. If allow cannot hold the whole list
+ * (its cap, or no memory) it is left as it was; the result is still 405. */
 enum route_result route_match(const struct route *table, size_t n, const char *method,
 			      const char *path, const struct route **found,
 			      struct route_params *params, struct buf *allow);

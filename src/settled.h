@@ -28,18 +28,45 @@ enum rl_policy_id {
 
 struct idem;
 struct http;
-struct settled_metrics;
+struct worker_pool;
+struct ticker;
+struct rail;
+
+/* Metric families every module updates, registered once at start. */
+struct settled_metrics {
+	struct metric_family *http_requests;     /* http_requests_total{method,route,status} */
+	struct metric_family *http_duration;     /* http_request_duration_seconds{method,route,status} */
+	struct metric_family *idempotency;       /* settled_idempotency_total{result} */
+	struct metric_family *rate_limited;      /* settled_rate_limited_total{policy} */
+	struct metric_family *rl_backend_errors; /* settled_rate_limit_backend_errors_total{policy,decision} */
+	/* jobs, sweeper, reconciliation (worker.c, ticker.c) */
+	struct metric_family *jobs;               /* settled_jobs{queue,state} gauge */
+	struct metric_family *job_duration;       /* settled_job_duration_seconds{queue,kind,result} */
+	struct metric_family *job_retries;        /* settled_job_retries_total{queue,kind} */
+	struct metric_family *dlq_jobs;           /* settled_dlq_jobs gauge */
+	struct metric_family *lease_reclaims;     /* settled_job_lease_reclaims_total */
+	struct metric_family *stuck_intents;      /* settled_stuck_intents_total{action} */
+	struct metric_family *ledger_imbalance;   /* settled_ledger_imbalance gauge (must be 0) */
+	struct metric_family *recon_runs;         /* settled_reconciliation_runs_total{result} */
+	struct metric_family *recon_problems;     /* settled_reconciliation_problems gauge */
+};
+
+/* Registers the families above in reg. ST_NOMEM on failure. */
+enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg);
 
 struct settled {
 	const struct config *cfg;
 	struct logger log;
 	struct store *store;
 	struct metrics *metrics;
-	struct settled_metrics *m;   /* the families modules update, looked up once */
+	struct settled_metrics m;    /* the families modules update, looked up once */
 	struct ratelimit *rl;
 	struct rl_policy policies[RLP_COUNT];
 	struct idem *idem;           /* in-flight idempotency keys of this instance */
 	struct http *http;
+	struct rail *rail;           /* the settlement rail (rail.h) */
+	struct worker_pool *workers; /* job workers (worker.h); NULL when none */
+	struct ticker *ticker;       /* sweepers and reconciliation (ticker.h) */
 	char instance_id[40];        /* random per process: owner of leases */
 	int64_t started_ms;
 	atomic_bool stopping;

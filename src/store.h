@@ -13,7 +13,10 @@
  * that thread writes, so writes never see SQLITE_BUSY. Reads run on a pool
  * of read-only connections (WAL lets them run beside the writer).
  * PostgreSQL: a pool of connections; each unit is one transaction, retried
- * on serialization failure.
+ * as a whole (up to 5 times) on serialization failure or deadlock, and when
+ * the connection died before COMMIT was sent. A unit may therefore run more
+ * than once before done() is called: it must fill its outputs from scratch
+ * each time and have no effects outside tx (see docs/internals/store.md).
  *
  * SQL is written once where the dialects agree: parameters are $1, $2...
  * (the SQLite backend binds them by name, so order and reuse are free),
@@ -113,6 +116,7 @@ struct store_options {
 	const char *sqlite_path;    /* embedded mode */
 	const char *database_url;   /* postgres://... selects PostgreSQL */
 	unsigned read_conns;        /* read pool size; 0 = 4 */
+	unsigned write_conns;       /* PostgreSQL write pool size; 0 = 8 (SQLite: one writer) */
 	const struct logger *log;
 };
 

@@ -26,7 +26,8 @@ enum st_rc parse_amount(const char *s, size_t len, int64_t *out);
  * lower-cased form plus NUL (WALLET_LEN + 1 bytes). */
 enum st_rc parse_wallet(const char *s, size_t len, char out[WALLET_LEN + 1]);
 
-/* tx hash: "0x" + 64 hex digits, any case; out lower-cased + NUL. */
+/* tx hash: "0x" + 64 hex digits, any case; out lower-cased + NUL.
+ * Like parse_wallet, a "0X" prefix is accepted and canonicalised to "0x". */
 enum st_rc parse_tx_hash(const char *s, size_t len, char out[TX_HASH_LEN + 1]);
 
 /* Idempotency-Key: 1..255 printable ASCII (0x20..0x7e). */
@@ -45,7 +46,10 @@ enum st_rc parse_traceparent(const char *s, size_t len, char trace_id[33], char 
 /* Decimal money amount ("12.34") to base units with `decimals` fraction
  * digits (USD: 2), exact, no floating point: "12.3" -> 1230, "12" -> 1200;
  * more fraction digits than decimals -> ST_INVALID (SPEC 9: never rounded);
- * a sign, exponent or overflow -> ST_INVALID. Zero is allowed here. */
+ * a sign, exponent or overflow -> ST_INVALID. Zero is allowed here.
+ * Also ST_INVALID: leading zeros ("01", "00.5"; "0.5" is fine), a bare or
+ * trailing point (".5", "5."), any other byte, and decimals outside 0..18.
+ * Extra fraction digits are rejected even when zero ("12.340" at 2). */
 enum st_rc parse_decimal_amount(const char *s, size_t len, int decimals, int64_t *out);
 
 #endif

@@ -1,0 +1,1206 @@
+/* http.c — the HTTP server on libmicrohttpd, and the request pipeline.
+ *
+ * libmicrohttpd runs its own thread pool with epoll (one thread per core by
+ * default). A request's path through this file:
+ *   1. first callback: req_ctx created, request id and trace context set,
+ *      route matched (404/405/OPTIONS answered here), Content-Length checked
+ *      against SETTLED_MAX_BODY (413 before the body is read);
+ *   2. body callbacks: bytes appended to a capped buf (an over-long chunked
+ *      body is discarded and answered 413 at its end);
+ *   3. last callback: content type (415), auth (401/403), JSON parse (400
+ *      with line and column), rate limits (429), Idempotency-Key checks,
+ *      replay of a finished key from a read connection (no write), then the
+ *      handler. A handler that writes calls req_commit(): the connection is
+ *      suspended and the unit queued on the store; the store's thread
+ *      resumes it once the unit is durable, and libmicrohttpd calls us a
+ *      fourth time to send the answer.
+ *   4. completion callback: metrics and the request's log line, then the
+ *      req_ctx and everything hanging off it are freed.
+ *
+ * Only this file knows HTTP status codes (http_status_of). */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "idempotency.h"
+#include "log.h"
+#include "metrics.h"
+#include "settled.h"
+#include "validate.h"
+#include "banned.h"
+
+#define BODY_DISCARD_FACTOR 4 /* an over-long chunked body is read up to this many caps, then cut */
+
+struct http {
+	struct MHD_Daemon *daemon;
+	struct settled *app;
+	const struct route *routes;
+	size_t nroutes;
+	uint16_t port;
+	atomic_int inflight;
+};
+
+enum rq_state { RQ_NEW = 0, RQ_BODY, RQ_WAITING, RQ_READY, RQ_SENT };
+
+struct rq_alloc {
+	struct rq_alloc *next;
+	max_align_t data[];
+};
+
+struct req_ctx {
+	struct http *h;
+	struct MHD_Connection *conn;
+	enum rq_state state;
+	const char *method;
+	const char *url;                /* path, borrowed from MHD for the request's life */
+	const struct route *route;
+	struct route_params params;
+	char *param_copies[ROUTE_MAX_PARAMS];
+	char request_id[REQUEST_ID_MAX + 1];
+	char trace_id[33];
+	char span_id[17];
+	uint8_t trace_flags;
+	char client_ip[INET6_ADDRSTRLEN];
+	const char *client_id;
+	struct buf body;
+	bool body_too_large;
+	size_t discarded;
+	json_t *json;
+	struct resp resp;
+	struct timespec started;
+	int64_t now_ms;
+	struct rq_alloc *allocs;
+
+	/* idempotency */
+	const char *idem_key;
+	char *idem_scope;
+	char fingerprint[IDEM_FINGERPRINT_LEN + 1];
+	bool idem_running;          /* holds the in-memory running mark */
+	const char *idem_result;    /* "HIT" / "MISS" for X-Idempotency */
+
+	/* write unit */
+	req_unit_fn *unit;
+	void *unit_arg;
+	enum st_rc handler_rc;      /* what the handler's unit returned */
+
+	/* rate limit headers (the most restrictive decision) */
+	char rl_policy_hdr[256];
+	struct rl_decision rl_shown;
+	bool rl_have;
+};
+
+/* ---------------------------------------------------------------- statuses */
+
+static const int rc_status[ST_RC_COUNT] = {
+	[ST_OK] = 200,
+	[ST_NOMEM] = 503,
+	[ST_INVALID] = 400,
+	[ST_UNAUTHORIZED] = 401,
+	[ST_FORBIDDEN] = 403,
+	[ST_NOT_FOUND] = 404,
+	[ST_CONFLICT] = 409,
+	[ST_UNPROCESSABLE] = 422,
+	[ST_TOO_LARGE] = 413,
+	[ST_UNSUPPORTED] = 415,
+	[ST_LIMITED] = 429,
+	[ST_UNIQUE] = 409,
+	[ST_BUSY] = 503,
+	[ST_UNAVAILABLE] = 503,
+	[ST_INTERNAL] = 500,
+};
+
+int http_status_of(enum st_rc rc)
+{
+	if ((unsigned)rc >= ST_RC_COUNT || !rc_status[rc])
+		return 500;
+	return rc_status[rc];
+}
+
+/* ---------------------------------------------------------------- resp */
+
+static void resp_init(struct resp *r)
+{
+	memset(r, 0, sizeof(*r));
+	buf_init(&r->body, (size_t)64 << 20);
+}
+
+void resp_release(struct resp *r)
+{
+	buf_release(&r->body);
+	free(r->location);
+	for (size_t i = 0; i < r->nheaders; i++) {
+		free(r->headers[i].name);
+		free(r->headers[i].value);
+	}
+	resp_init(r);
+}
+
+enum st_rc resp_json(struct resp *r, int status, json_t *body)
+{
+	char *text;
+	enum st_rc rc;
+
+	if (!body)
+		return ST_NOMEM;
+	text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (!text)
+		return ST_NOMEM;
+	buf_reset(&r->body);
+	rc = buf_puts(&r->body, text);
+	free(text);
+	if (rc == ST_OK)
+		r->status = status;
+	return rc;
+}
+
+enum st_rc resp_error(struct resp *r, enum st_rc rc, const char *code, const char *message,
+		      json_t *extra)
+{
+	json_t *o = json_pack("{s:s, s:s}", "error", code, "message", message);
+
+	if (o && extra)
+		json_object_update(o, extra);
+	json_decref(extra);
+	return resp_json(r, http_status_of(rc), o);
+}
+
+enum st_rc unit_fail(struct resp *r, enum st_rc rc, const char *code, const char *message,
+		     json_t *extra)
+{
+	resp_release(r);
+	resp_error(r, rc, code, message, extra);
+	return rc;
+}
+
+enum st_rc resp_header(struct resp *r, const char *name, const char *value)
+{
+	char *n, *v;
+
+	if (r->nheaders == RESP_MAX_HEADERS)
+		return ST_TOO_LARGE;
+	n = strdup(name);
+	v = strdup(value);
+	if (!n || !v) {
+		free(n);
+		free(v);
+		return ST_NOMEM;
+	}
+	r->headers[r->nheaders].name = n;
+	r->headers[r->nheaders].value = v;
+	r->nheaders++;
+	return ST_OK;
+}
+
+enum st_rc resp_location(struct resp *r, const char *location)
+{
+	char *l = strdup(location);
+
+	if (!l)
+		return ST_NOMEM;
+	free(r->location);
+	r->location = l;
+	return ST_OK;
+}
+
+/* ---------------------------------------------------------------- accessors */
+
+struct settled *req_app(const struct req_ctx *rq) { return rq->h->app; }
+const char *req_method(const struct req_ctx *rq) { return rq->method; }
+const char *req_route(const struct req_ctx *rq) { return rq->route ? rq->route->path : "unmatched"; }
+const char *req_id(const struct req_ctx *rq) { return rq->request_id; }
+const char *req_trace_id(const struct req_ctx *rq) { return rq->trace_id; }
+const char *req_client_ip(const struct req_ctx *rq) { return rq->client_ip; }
+const char *req_client_id(const struct req_ctx *rq) { return rq->client_id; }
+json_t *req_json(const struct req_ctx *rq) { return rq->json; }
+int64_t req_now_ms(const struct req_ctx *rq) { return rq->now_ms; }
+struct resp *req_resp(struct req_ctx *rq) { return &rq->resp; }
+
+const char *req_header(const struct req_ctx *rq, const char *name)
+{
+	return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+const char *req_query(const struct req_ctx *rq, const char *name)
+{
+	return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *req_param(const struct req_ctx *rq, const char *name)
+{
+	for (size_t i = 0; i < rq->params.n; i++) {
+		if (strlen(name) == rq->params.p[i].name_len &&
+		    !memcmp(name, rq->params.p[i].name, rq->params.p[i].name_len))
+			return rq->param_copies[i];
+	}
+	return NULL;
+}
+
+const char *req_body(const struct req_ctx *rq, size_t *len)
+{
+	if (len)
+		*len = rq->body.len;
+	return rq->body.ptr;
+}
+
+void *req_alloc(struct req_ctx *rq, size_t size)
+{
+	struct rq_alloc *a = calloc(1, sizeof(*a) + size);
+
+	if (!a)
+		return NULL;
+	a->next = rq->allocs;
+	rq->allocs = a;
+	return a->data;
+}
+
+enum st_rc req_reply(struct req_ctx *rq, int status, json_t *body)
+{
+	enum st_rc rc = resp_json(&rq->resp, status, body);
+
+	if (rc) {
+		resp_release(&rq->resp);
+		resp_error(&rq->resp, ST_NOMEM, "out_of_memory", "the server is out of memory", NULL);
+	}
+	return ST_OK;
+}
+
+enum st_rc req_fail(struct req_ctx *rq, enum st_rc rc, const char *code, const char *message)
+{
+	resp_release(&rq->resp);
+	resp_error(&rq->resp, rc, code, message, NULL);
+	return ST_OK;
+}
+
+enum st_rc req_fail_field(struct req_ctx *rq, enum st_rc rc, const char *code,
+			  const char *message, const char *field)
+{
+	resp_release(&rq->resp);
+	resp_error(&rq->resp, rc, code, message, json_pack("{s:s}", "field", field));
+	return ST_OK;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static void random_hex(char *out, size_t nbytes)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char raw[32];
+
+	if (nbytes > sizeof(raw))
+		nbytes = sizeof(raw);
+	if (RAND_bytes(raw, (int)nbytes) != 1) {
+		/* RAND_bytes only fails when the OS has no entropy source at all;
+		 * ids then only need to be unique-ish, not secret. */
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		for (size_t i = 0; i < nbytes; i++)
+			raw[i] = (unsigned char)((uint64_t)ts.tv_nsec >> (i % 8 * 8)) ^ (unsigned char)i;
+	}
+	for (size_t i = 0; i < nbytes; i++) {
+		out[2 * i] = hex[raw[i] >> 4];
+		out[2 * i + 1] = hex[raw[i] & 15];
+	}
+	out[2 * nbytes] = '\0';
+}
+
+static double elapsed_s(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* Case-insensitive check that a Content-Type is JSON: "application/json"
+ * with optional parameters, or a "+json" structured suffix. */
+static bool content_type_is_json(const char *ct)
+{
+	size_t n = strcspn(ct, ";");
+
+	while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	if (n == 16 && !strncasecmp(ct, "application/json", 16))
+		return true;
+	return n > 17 && !strncasecmp(ct, "application/", 12) && !strncasecmp(ct + n - 5, "+json", 5);
+}
+
+static bool ip_in_list(const char *ip, char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(ip, list[i]))
+			return true;
+	return false;
+}
+
+/* The client's address: the socket peer, unless the peer is a trusted proxy;
+ * then the right-most X-Forwarded-For hop that is not itself a trusted proxy
+ * (everything left of it could have been written by the client). */
+static void resolve_client_ip(struct req_ctx *rq)
+{
+	const struct config *cfg = rq->h->app->cfg;
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const char *xff;
+	char hop[INET6_ADDRSTRLEN];
+
+	snprintf(rq->client_ip, sizeof(rq->client_ip), "unknown");
+	if (ci && ci->client_addr) {
+		const struct sockaddr *sa = ci->client_addr;
+
+		if (sa->sa_family == AF_INET)
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, rq->client_ip,
+				  sizeof(rq->client_ip));
+		else if (sa->sa_family == AF_INET6)
+			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, rq->client_ip,
+				  sizeof(rq->client_ip));
+	}
+	if (!cfg->n_trust_proxy || !ip_in_list(rq->client_ip, cfg->trust_proxy, cfg->n_trust_proxy))
+		return;
+	xff = req_header(rq, "X-Forwarded-For");
+	if (!xff)
+		return;
+	for (const char *end = xff + strlen(xff); end > xff;) {
+		const char *start = end;
+		size_t len;
+
+		while (start > xff && start[-1] != ',')
+			start--;
+		len = (size_t)(end - start);
+		while (len && (*start == ' ' || *start == '\t')) {
+			start++;
+			len--;
+		}
+		while (len && (start[len - 1] == ' ' || start[len - 1] == '\t'))
+			len--;
+		end = start > xff ? start - 1 : xff;
+		while (end > xff && end[-1] != ',' && end[-1] != ' ' && end[-1] != '\t' && 0)
+			end--;
+		if (!len || len >= sizeof(hop))
+			return;
+		memcpy(hop, start, len);
+		hop[len] = '\0';
+		{
+			struct in6_addr a6;
+			struct in_addr a4;
+
+			if (inet_pton(AF_INET, hop, &a4) != 1 && inet_pton(AF_INET6, hop, &a6) != 1)
+				return; /* garbage: keep the last trustworthy answer */
+		}
+		snprintf(rq->client_ip, sizeof(rq->client_ip), "%s", hop);
+		if (!ip_in_list(hop, cfg->trust_proxy, cfg->n_trust_proxy))
+			return;
+		if (start == xff)
+			return;
+		end = start - 1; /* the comma before this hop */
+	}
+}
+
+static bool cors_origin_allowed(const struct req_ctx *rq, const char *origin)
+{
+	const struct config *cfg = rq->h->app->cfg;
+
+	return origin && ip_in_list(origin, cfg->cors_origins, cfg->n_cors_origins);
+}
+
+/* Constant-time token check: both sides are hashed first so that neither
+ * the comparison time nor an early length mismatch reveals anything. */
+static bool token_equal(const char *given, const char *expected)
+{
+	unsigned char a[32], b[32];
+	unsigned int la = 0, lb = 0;
+
+	if (!EVP_Digest(given, strlen(given), a, &la, EVP_sha256(), NULL) ||
+	    !EVP_Digest(expected, strlen(expected), b, &lb, EVP_sha256(), NULL))
+		return false;
+	return CRYPTO_memcmp(a, b, sizeof(a)) == 0;
+}
+
+static const char *bearer_token(const struct req_ctx *rq)
+{
+	const char *auth = req_header(rq, "Authorization");
+
+	if (!auth || strncasecmp(auth, "Bearer ", 7))
+		return NULL;
+	auth += 7;
+	while (*auth == ' ')
+		auth++;
+	return *auth ? auth : NULL;
+}
+
+/* ---------------------------------------------------------------- sending */
+
+static bool resp_has_header(const struct resp *resp, const char *name)
+{
+	for (size_t i = 0; i < resp->nheaders; i++)
+		if (!strcasecmp(resp->headers[i].name, name))
+			return true;
+	return false;
+}
+
+static void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
+{
+	const char *origin = req_header(rq, "Origin");
+	char traceparent[64];
+
+	if (!resp_has_header(&rq->resp, "Content-Type"))
+		MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "X-Request-Id", rq->request_id);
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(r, "X-Frame-Options", "DENY");
+	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+	MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	snprintf(traceparent, sizeof(traceparent), "00-%s-%s-%02x", rq->trace_id, rq->span_id,
+		 rq->trace_flags);
+	MHD_add_response_header(r, "traceparent", traceparent);
+	if (cors_origin_allowed(rq, origin)) {
+		MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+		MHD_add_response_header(r, "Vary", "Origin");
+		MHD_add_response_header(r, "Access-Control-Expose-Headers",
+					"X-Request-Id, Location, Retry-After, X-Idempotency, "
+					"Idempotent-Replayed, RateLimit, RateLimit-Policy, "
+					"X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset");
+	}
+	if (rq->rl_have) {
+		char v[128];
+		int64_t reset_s = (rq->rl_shown.reset_ms + 999) / 1000;
+
+		MHD_add_response_header(r, "RateLimit-Policy", rq->rl_policy_hdr);
+		snprintf(v, sizeof(v), "limit=%lld, remaining=%lld, reset=%lld",
+			 (long long)rq->rl_shown.limit, (long long)rq->rl_shown.remaining,
+			 (long long)reset_s);
+		MHD_add_response_header(r, "RateLimit", v);
+		snprintf(v, sizeof(v), "%lld", (long long)rq->rl_shown.limit);
+		MHD_add_response_header(r, "X-RateLimit-Limit", v);
+		snprintf(v, sizeof(v), "%lld", (long long)rq->rl_shown.remaining);
+		MHD_add_response_header(r, "X-RateLimit-Remaining", v);
+		snprintf(v, sizeof(v), "%lld", (long long)(rq->now_ms / 1000 + reset_s));
+		MHD_add_response_header(r, "X-RateLimit-Reset", v);
+	}
+}
+
+static enum MHD_Result send_resp(struct req_ctx *rq)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+
+	if (!rq->resp.status)
+		resp_error(&rq->resp, ST_INTERNAL, "internal_error", "the handler gave no answer", NULL);
+	r = MHD_create_response_from_buffer(rq->resp.body.len, rq->resp.body.ptr,
+					    MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return MHD_NO;
+	add_common_headers(rq, r);
+	if (rq->resp.location)
+		MHD_add_response_header(r, "Location", rq->resp.location);
+	for (size_t i = 0; i < rq->resp.nheaders; i++)
+		MHD_add_response_header(r, rq->resp.headers[i].name, rq->resp.headers[i].value);
+	if (rq->idem_result) {
+		MHD_add_response_header(r, "X-Idempotency", rq->idem_result);
+		if (!strcmp(rq->idem_result, "HIT"))
+			MHD_add_response_header(r, "Idempotent-Replayed", "true");
+	}
+	if (atomic_load(&rq->h->app->stopping))
+		MHD_add_response_header(r, "Connection", "close");
+	ret = MHD_queue_response(rq->conn, (unsigned)rq->resp.status, r);
+	MHD_destroy_response(r);
+	rq->state = RQ_SENT;
+	return ret;
+}
+
+static enum MHD_Result fail_now(struct req_ctx *rq, enum st_rc rc, const char *code, const char *msg)
+{
+	req_fail(rq, rc, code, msg);
+	return send_resp(rq);
+}
+
+/* ---------------------------------------------------------------- rate limits */
+
+/* Applies the route's policies; on a refusal fills the 429 and returns false. */
+static bool apply_rate_limits(struct req_ctx *rq)
+{
+	struct settled *app = rq->h->app;
+	size_t off = 0;
+
+	for (int i = 0; i < ROUTE_MAX_LIMITS; i++) {
+		const struct rl_policy *p;
+		const char *key = NULL;
+		char keybuf[320];
+		struct rl_decision d;
+		enum st_rc rc;
+
+		if (rq->route->limits[i].key == RL_KEY_NONE)
+			continue;
+		p = &app->policies[rq->route->limits[i].policy];
+		if (p->limit <= 0)
+			continue;
+		switch (rq->route->limits[i].key) {
+		case RL_KEY_CLIENT_IP: key = rq->client_ip; break;
+		case RL_KEY_API_KEY: key = rq->client_id; break;
+		case RL_KEY_PROVIDER: key = rq->route->path; break;
+		case RL_KEY_BODY_WALLET: {
+			json_t *w = rq->json ? json_object_get(rq->json, "wallet") : NULL;
+			char wallet[WALLET_LEN + 1];
+
+			/* An invalid wallet is refused later by the handler; only
+			 * canonical wallets count, so case games cannot dodge it. */
+			if (!json_is_string(w) ||
+			    parse_wallet(json_string_value(w), json_string_length(w), wallet))
+				continue;
+			snprintf(keybuf, sizeof(keybuf), "%s", wallet);
+			key = keybuf;
+			break;
+		}
+		default: continue;
+		}
+		rc = rl_check(app->rl, p, key, strlen(key), rq->now_ms, &d);
+		if (rc) {
+			const char *const lv[] = { p->name, p->fail_open ? "open" : "closed" };
+
+			metrics_inc(app->m.rl_backend_errors, lv);
+			if (p->fail_open)
+				continue;
+			req_fail(rq, ST_UNAVAILABLE, "rate_limiter_unavailable",
+				 "the rate limiter is unavailable; try again later");
+			return false;
+		}
+		off += (size_t)snprintf(rq->rl_policy_hdr + off, sizeof(rq->rl_policy_hdr) - off,
+					"%s%lld;w=%lld;name=\"%s\"", off ? ", " : "", (long long)p->limit,
+					(long long)(p->period_ms / 1000), p->name);
+		if (off >= sizeof(rq->rl_policy_hdr))
+			off = sizeof(rq->rl_policy_hdr) - 1;
+		if (!rq->rl_have || d.remaining < rq->rl_shown.remaining || !d.allowed) {
+			if (!(rq->rl_have && !rq->rl_shown.allowed))
+				rq->rl_shown = d;
+			rq->rl_have = true;
+		}
+		if (!d.allowed) {
+			const char *const lv[] = { p->name };
+			int64_t secs = (d.retry_after_ms + 999) / 1000;
+			char ra[32];
+
+			if (secs < 1)
+				secs = 1;
+			metrics_inc(app->m.rate_limited, lv);
+			snprintf(ra, sizeof(ra), "%lld", (long long)secs);
+			resp_release(&rq->resp);
+			resp_error(&rq->resp, ST_LIMITED, "rate_limited", "too many requests; slow down",
+				   json_pack("{s:I, s:s}", "retry_after", (json_int_t)secs, "policy", p->name));
+			resp_header(&rq->resp, "Retry-After", ra);
+			rq->rl_shown = d;
+			return false;
+		}
+	}
+	return true;
+}
+
+/* ---------------------------------------------------------------- idempotency */
+
+static void idem_count(struct req_ctx *rq, const char *result)
+{
+	const char *const lv[] = { result };
+
+	metrics_inc(rq->h->app->m.idempotency, lv);
+}
+
+static void replay_record(struct req_ctx *rq, struct idem_record *rec)
+{
+	resp_release(&rq->resp);
+	rq->resp.status = rec->status;
+	buf_append(&rq->resp.body, rec->body, rec->body_len);
+	if (rec->location)
+		resp_location(&rq->resp, rec->location);
+	rq->idem_result = "HIT";
+	idem_count(rq, "hit");
+}
+
+struct lookup_arg {
+	struct req_ctx *rq;
+	struct idem_record rec;
+};
+
+static enum st_rc lookup_unit(struct tx *tx, void *arg)
+{
+	struct lookup_arg *la = arg;
+
+	return idem_lookup(tx, la->rq->idem_scope, la->rq->idem_key, la->rq->fingerprint, &la->rec);
+}
+
+/* Checks the Idempotency-Key header. Returns true when the request should
+ * go on to the handler; false when rq->resp already holds the answer. */
+static bool idempotency_precheck(struct req_ctx *rq)
+{
+	struct settled *app = rq->h->app;
+	const char *key = req_header(rq, "Idempotency-Key");
+	struct lookup_arg la = { .rq = rq };
+	size_t n;
+	enum st_rc rc;
+
+	if (!key) {
+		if (app->cfg->require_idempotency_key && (rq->route->flags & ROUTE_MONEY)) {
+			idem_count(rq, "invalid");
+			req_fail(rq, ST_INVALID, "idempotency_key_required",
+				 "this endpoint needs an Idempotency-Key header");
+			return false;
+		}
+		return true;
+	}
+	if (!idem_key_valid(key, strlen(key))) {
+		idem_count(rq, "invalid");
+		req_fail(rq, ST_INVALID, "invalid_idempotency_key",
+			 "Idempotency-Key must be 1-255 printable ASCII characters");
+		return false;
+	}
+	rq->idem_key = key;
+	idem_fingerprint(rq->method, rq->route->path, rq->body.ptr, rq->body.len, rq->fingerprint);
+	n = strlen(rq->client_id) + strlen(rq->method) + strlen(rq->route->path) + 3;
+	rq->idem_scope = req_alloc(rq, n);
+	if (!rq->idem_scope) {
+		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		return false;
+	}
+	snprintf(rq->idem_scope, n, "%s %s %s", rq->client_id, rq->method, rq->route->path);
+
+	if (!idem_begin(app->idem, rq->idem_scope, key)) {
+		idem_count(rq, "in_use");
+		req_fail(rq, ST_CONFLICT, "idempotency_key_in_use",
+			 "a request with this Idempotency-Key is still running; retry shortly");
+		resp_header(&rq->resp, "Retry-After", "1");
+		return false;
+	}
+	rq->idem_running = true;
+
+	/* A finished key is answered from a read connection: no writer, no write. */
+	rc = store_read(app->store, lookup_unit, &la);
+	if (rc == ST_OK) {
+		if (la.rec.same_fingerprint) {
+			replay_record(rq, &la.rec);
+		} else {
+			idem_count(rq, "reused");
+			req_fail(rq, ST_UNPROCESSABLE, "idempotency_key_reused",
+				 "this Idempotency-Key was used with a different request");
+		}
+		idem_record_release(&la.rec);
+		return false;
+	}
+	if (rc != ST_NOT_FOUND) {
+		req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store is unavailable; retry");
+		return false;
+	}
+	return true;
+}
+
+/* The unit the store runs: claim the key, run the handler's unit in a
+ * savepoint, record the answer. See idempotency.h for why this is safe. */
+struct handler_call {
+	struct req_ctx *rq;
+};
+
+static enum st_rc handler_unit(struct tx *tx, void *arg)
+{
+	struct req_ctx *rq = arg;
+	enum st_rc rc;
+
+	resp_release(&rq->resp);
+	rc = rq->unit(tx, rq->unit_arg, &rq->resp);
+	rq->handler_rc = rc;
+	if (rc && !rq->resp.status)
+		resp_error(&rq->resp, rc, rc == ST_INTERNAL ? "internal_error" : st_rc_str(rc),
+			   "the request could not be completed", NULL);
+	if (!rc && !rq->resp.status)
+		rq->resp.status = 200;
+	return rc;
+}
+
+static enum st_rc request_unit(struct tx *tx, void *arg)
+{
+	struct req_ctx *rq = arg;
+	struct settled *app = rq->h->app;
+	enum idem_claim claim;
+	struct idem_record found = { 0 };
+	enum st_rc rc, hrc;
+
+	if (!rq->idem_key)
+		return handler_unit(tx, rq);
+
+	rc = idem_claim(tx, rq->idem_scope, rq->idem_key, rq->fingerprint, app->instance_id,
+			app->cfg->idempotency_ttl_ms, &claim, &found);
+	if (rc)
+		return rc;
+	if (claim == IDEM_FOUND) {
+		/* Another request with this key committed first. */
+		if (found.same_fingerprint) {
+			replay_record(rq, &found);
+		} else {
+			idem_count(rq, "reused");
+			req_fail(rq, ST_UNPROCESSABLE, "idempotency_key_reused",
+				 "this Idempotency-Key was used with a different request");
+		}
+		idem_record_release(&found);
+		return ST_OK;
+	}
+	hrc = tx_nested(tx, handler_unit, rq);
+	if (rq->resp.status >= 500)
+		return hrc ? hrc : ST_INTERNAL; /* releases the key: nothing recorded */
+	rc = idem_complete(tx, rq->idem_scope, rq->idem_key, rq->resp.status, rq->resp.location,
+			   rq->resp.body.ptr, rq->resp.body.len);
+	if (rc)
+		return rc;
+	rq->idem_result = "MISS";
+	idem_count(rq, "miss");
+	return ST_OK;
+}
+
+static void request_done(void *arg, enum st_rc rc)
+{
+	struct req_ctx *rq = arg;
+
+	if (rc && !(rc == rq->handler_rc && rq->resp.status > 0 && rq->resp.status < 500)) {
+		/* Rolled back as a whole by a store failure or a 5xx from the
+		 * handler (a 4xx from the handler keeps its own answer). Keep
+		 * the handler's own 5xx answer if it made one. */
+		if (rq->resp.status < 500 || rc != rq->handler_rc) {
+			rq->idem_result = NULL;
+			if (rc == ST_UNAVAILABLE || rc == ST_BUSY || rc == ST_NOMEM)
+				req_fail(rq, ST_UNAVAILABLE, "store_unavailable",
+					 "the store is unavailable; retry with the same Idempotency-Key");
+			else
+				req_fail(rq, ST_INTERNAL, "internal_error", "the request could not be completed");
+		}
+	}
+	rq->state = RQ_READY;
+	MHD_resume_connection(rq->conn);
+}
+
+enum st_rc req_commit(struct req_ctx *rq, req_unit_fn *fn, void *arg)
+{
+	enum st_rc rc;
+
+	rq->unit = fn;
+	rq->unit_arg = arg;
+	rq->state = RQ_WAITING;
+	/* Suspend before queueing: the writer may finish and resume us before
+	 * this thread gets back to libmicrohttpd. */
+	MHD_suspend_connection(rq->conn);
+	rc = store_submit(rq->h->app->store, request_unit, request_done, rq);
+	if (rc) {
+		MHD_resume_connection(rq->conn);
+		rq->state = RQ_READY;
+		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store is not accepting writes");
+	}
+	return ST_OK;
+}
+
+/* ---------------------------------------------------------------- pipeline */
+
+static enum MHD_Result answer_options(struct req_ctx *rq, const char *allow)
+{
+	const char *origin = req_header(rq, "Origin");
+	struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+	enum MHD_Result ret;
+
+	if (!r)
+		return MHD_NO;
+	rq->resp.status = 204;
+	add_common_headers(rq, r);
+	MHD_add_response_header(r, "Allow", allow);
+	if (cors_origin_allowed(rq, origin)) {
+		MHD_add_response_header(r, "Access-Control-Allow-Methods", allow);
+		MHD_add_response_header(r, "Access-Control-Allow-Headers",
+					"Authorization, Content-Type, Idempotency-Key, X-Request-Id, "
+					"traceparent, tracestate");
+		MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
+	}
+	ret = MHD_queue_response(rq->conn, 204, r);
+	MHD_destroy_response(r);
+	rq->state = RQ_SENT;
+	return ret;
+}
+
+/* Finds the route; answers 404/405/OPTIONS itself. */
+static enum MHD_Result route_request(struct req_ctx *rq, bool *answered)
+{
+	struct buf allow = BUF_INIT(256);
+	const char *method = !strcmp(rq->method, "OPTIONS") ? "GET" : rq->method;
+	enum route_result res;
+	enum MHD_Result ret = MHD_YES;
+
+	*answered = false;
+	res = route_match(rq->h->routes, rq->h->nroutes, method, rq->url, &rq->route, &rq->params, &allow);
+	if (!strcmp(rq->method, "OPTIONS")) {
+		/* Collect every method the path allows for Allow / preflight. */
+		struct buf all = BUF_INIT(256);
+		const struct route *ignored;
+		struct route_params p;
+
+		rq->route = NULL;
+		if (route_match(rq->h->routes, rq->h->nroutes, "OPTIONS", rq->url, &ignored, &p, &all) ==
+		    ROUTE_METHOD_NOT_ALLOWED) {
+			buf_puts(&all, ", OPTIONS");
+			ret = answer_options(rq, all.ptr);
+		} else {
+			ret = fail_now(rq, ST_NOT_FOUND, "not_found", "no such route");
+		}
+		buf_release(&all);
+		*answered = true;
+	} else if (res == ROUTE_NOT_FOUND) {
+		ret = fail_now(rq, ST_NOT_FOUND, "not_found", "no such route");
+		*answered = true;
+	} else if (res == ROUTE_METHOD_NOT_ALLOWED) {
+		req_fail(rq, ST_CONFLICT, "method_not_allowed", "this route does not take that method");
+		rq->resp.status = 405;
+		resp_header(&rq->resp, "Allow", allow.ptr);
+		ret = send_resp(rq);
+		*answered = true;
+	} else {
+		for (size_t i = 0; i < rq->params.n; i++) {
+			char *c = req_alloc(rq, rq->params.p[i].value_len + 1);
+
+			if (!c) {
+				ret = fail_now(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+				*answered = true;
+				break;
+			}
+			memcpy(c, rq->params.p[i].value, rq->params.p[i].value_len);
+			rq->param_copies[i] = c;
+		}
+	}
+	buf_release(&allow);
+	return ret;
+}
+
+/* Authentication by route flag. Returns false with the answer filled. */
+static bool authenticate(struct req_ctx *rq)
+{
+	const struct config *cfg = rq->h->app->cfg;
+	unsigned flags = rq->route->flags;
+	const char *token;
+
+	rq->client_id = "anon";
+	if (!(flags & (ROUTE_ADMIN | ROUTE_API_KEY)))
+		return true;
+	token = bearer_token(rq);
+	if (!token) {
+		req_fail(rq, ST_UNAUTHORIZED, "unauthorized", "this route needs Authorization: Bearer <token>");
+		resp_header(&rq->resp, "WWW-Authenticate", "Bearer");
+		return false;
+	}
+	if (cfg->admin_token && token_equal(token, cfg->admin_token)) {
+		rq->client_id = "admin";
+		return true;
+	}
+	if (flags & ROUTE_ADMIN) {
+		req_fail(rq, ST_FORBIDDEN, "forbidden", "the token is not valid for this route");
+		return false;
+	}
+	req_fail(rq, ST_UNAUTHORIZED, "unauthorized", "unknown, expired or revoked key");
+	resp_header(&rq->resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+	return false;
+}
+
+static bool parse_body(struct req_ctx *rq)
+{
+	const char *ct = req_header(rq, "Content-Type");
+	json_error_t jerr;
+
+	if (!rq->body.len) {
+		if (rq->route->flags & ROUTE_JSON_BODY) {
+			resp_release(&rq->resp);
+			resp_error(&rq->resp, ST_INVALID, "invalid_json", "the request body is empty",
+				   json_pack("{s:i, s:i}", "line", 1, "column", 0));
+			return false;
+		}
+		return true;
+	}
+	if (!ct || !content_type_is_json(ct)) {
+		req_fail(rq, ST_UNSUPPORTED, "unsupported_media_type",
+			 "request bodies must be Content-Type: application/json");
+		return false;
+	}
+	rq->json = json_loadb(rq->body.ptr, rq->body.len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!rq->json) {
+		char msg[256];
+
+		snprintf(msg, sizeof(msg), "malformed JSON: %s", jerr.text);
+		resp_release(&rq->resp);
+		resp_error(&rq->resp, ST_INVALID, "invalid_json", msg,
+			   json_pack("{s:i, s:i, s:i}", "line", jerr.line, "column", jerr.column,
+				     "position", jerr.position));
+		return false;
+	}
+	if (!json_is_object(rq->json)) {
+		req_fail(rq, ST_INVALID, "invalid_body", "the request body must be a JSON object");
+		return false;
+	}
+	return true;
+}
+
+/* Runs everything between the last body byte and the handler. */
+static enum MHD_Result dispatch(struct req_ctx *rq)
+{
+	enum st_rc rc;
+
+	if (rq->body_too_large)
+		return fail_now(rq, ST_TOO_LARGE, "payload_too_large", "the request body is too large");
+	if (!authenticate(rq) || !parse_body(rq) || !apply_rate_limits(rq))
+		return send_resp(rq);
+	if ((rq->route->flags & ROUTE_IDEMPOTENT) && !idempotency_precheck(rq))
+		return send_resp(rq);
+	rc = rq->route->handler(rq);
+	if (rc && !rq->resp.status)
+		req_fail(rq, rc, st_rc_str(rc), "the request could not be completed");
+	if (rq->state == RQ_WAITING)
+		return MHD_YES;
+	return send_resp(rq);
+}
+
+static void init_request(struct req_ctx *rq)
+{
+	const char *rid = req_header(rq, "X-Request-Id");
+	const char *tp = req_header(rq, "traceparent");
+
+	if (rid && request_id_valid(rid, strlen(rid)))
+		snprintf(rq->request_id, sizeof(rq->request_id), "%s", rid);
+	else
+		random_hex(rq->request_id, 16);
+	if (!tp || parse_traceparent(tp, strlen(tp), rq->trace_id, rq->span_id, &rq->trace_flags)) {
+		random_hex(rq->trace_id, 16);
+		rq->trace_flags = 1;
+	}
+	/* Our span is a child of the caller's: a new span id, same trace. */
+	random_hex(rq->span_id, 8);
+	resolve_client_ip(rq);
+	rq->client_id = "anon";
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **con_cls)
+{
+	struct http *h = cls;
+	struct req_ctx *rq = *con_cls;
+
+	(void)version;
+	if (!rq) {
+		const char *cl;
+		bool answered;
+		enum MHD_Result ret;
+
+		rq = calloc(1, sizeof(*rq));
+		if (!rq)
+			return MHD_NO;
+		*con_cls = rq;
+		atomic_fetch_add(&h->inflight, 1);
+		rq->h = h;
+		rq->conn = conn;
+		rq->method = method;
+		rq->url = url;
+		clock_gettime(CLOCK_MONOTONIC, &rq->started);
+		rq->now_ms = settled_now_ms(h->app);
+		buf_init(&rq->body, h->app->cfg->max_body);
+		resp_init(&rq->resp);
+		init_request(rq);
+		ret = route_request(rq, &answered);
+		if (answered)
+			return ret;
+		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+		if (cl) {
+			char *end;
+			unsigned long long n = strtoull(cl, &end, 10);
+
+			/* Refuse before reading a byte of it. */
+			if (*end || n > h->app->cfg->max_body)
+				return fail_now(rq, ST_TOO_LARGE, "payload_too_large",
+						"the request body is larger than SETTLED_MAX_BODY");
+		}
+		rq->state = RQ_BODY;
+		return MHD_YES;
+	}
+	if (rq->state == RQ_SENT) {
+		*upload_data_size = 0; /* answered early (413): drop the rest */
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		if (!rq->body_too_large && buf_append(&rq->body, upload_data, *upload_data_size)) {
+			rq->body_too_large = true;
+			buf_release(&rq->body);
+		}
+		if (rq->body_too_large) {
+			rq->discarded += *upload_data_size;
+			if (rq->discarded > BODY_DISCARD_FACTOR * h->app->cfg->max_body)
+				return MHD_NO; /* a stream that will not end: cut the connection */
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (rq->state == RQ_BODY)
+		return dispatch(rq);
+	if (rq->state == RQ_READY)
+		return send_resp(rq);
+	return MHD_YES; /* RQ_WAITING: a spurious call while suspended */
+}
+
+static void log_request(struct req_ctx *rq, double secs, int status)
+{
+	const struct settled *app = rq->h->app;
+	struct buf f = BUF_INIT(4096);
+
+	log_field_str(&f, "method", rq->method);
+	log_field_str(&f, "route", req_route(rq));
+	log_field_str(&f, "path", rq->url);
+	log_field_int(&f, "status", status);
+	log_field_num(&f, "duration_ms", secs * 1000.0);
+	log_field_str(&f, "client_ip", rq->client_ip);
+	log_field_str(&f, "span_id", rq->span_id);
+	if (rq->idem_result)
+		log_field_str(&f, "idempotency", rq->idem_result);
+	log_emit(&app->log, status >= 500 ? LOG_ERROR : LOG_INFO, rq->request_id, rq->trace_id, "request",
+		 &f);
+	buf_release(&f);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct http *h = cls;
+	struct req_ctx *rq = *con_cls;
+	double secs;
+	int status;
+	char status_s[8];
+
+	(void)conn;
+	if (!rq)
+		return;
+	secs = elapsed_s(&rq->started);
+	status = rq->state == RQ_SENT ? rq->resp.status : 499; /* 499: the client went away */
+	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && rq->state != RQ_SENT)
+		status = 499;
+	snprintf(status_s, sizeof(status_s), "%d", status);
+	{
+		const char *const lv[] = { rq->method, req_route(rq), status_s };
+
+		metrics_inc(h->app->m.http_requests, lv);
+		metrics_observe(h->app->m.http_duration, lv, secs);
+	}
+	log_request(rq, secs, status);
+	if (rq->idem_running)
+		idem_end(h->app->idem, rq->idem_scope, rq->idem_key);
+	json_decref(rq->json);
+	buf_release(&rq->body);
+	resp_release(&rq->resp);
+	while (rq->allocs) {
+		struct rq_alloc *a = rq->allocs;
+
+		rq->allocs = a->next;
+		free(a);
+	}
+	free(rq);
+	*con_cls = NULL;
+	atomic_fetch_sub(&h->inflight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	struct http *h = cls;
+	char line[512];
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	log_msg(&h->app->log, LOG_WARN, "libmicrohttpd: %s", line);
+}
+
+enum st_rc http_start(struct settled *app, const struct route *routes, size_t nroutes,
+		      struct http **out, struct buf *err)
+{
+	const struct config *cfg = app->cfg;
+	struct http *h = calloc(1, sizeof(*h));
+	struct sockaddr_in6 a6;
+	struct sockaddr_in a4;
+	struct sockaddr *sa;
+	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+	unsigned threads = cfg->http_threads;
+	const union MHD_DaemonInfo *info;
+
+	if (!h)
+		return ST_NOMEM;
+	h->app = app;
+	h->routes = routes;
+	h->nroutes = nroutes;
+	if (!threads) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		threads = n > 0 ? (unsigned)n : 1;
+	}
+	memset(&a4, 0, sizeof(a4));
+	memset(&a6, 0, sizeof(a6));
+	if (inet_pton(AF_INET, cfg->listen_host, &a4.sin_addr) == 1) {
+		a4.sin_family = AF_INET;
+		a4.sin_port = htons(cfg->listen_port);
+		sa = (struct sockaddr *)&a4;
+	} else if (inet_pton(AF_INET6, cfg->listen_host, &a6.sin6_addr) == 1) {
+		a6.sin6_family = AF_INET6;
+		a6.sin6_port = htons(cfg->listen_port);
+		sa = (struct sockaddr *)&a6;
+		flags |= MHD_USE_IPv6;
+	} else if (!strcmp(cfg->listen_host, "localhost")) {
+		a4.sin_family = AF_INET;
+		a4.sin_port = htons(cfg->listen_port);
+		a4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sa = (struct sockaddr *)&a4;
+	} else {
+		buf_printf(err, "SETTLED_LISTEN: cannot use host %s", cfg->listen_host);
+		free(h);
+		return ST_INVALID;
+	}
+	h->daemon = MHD_start_daemon(flags, cfg->listen_port, NULL, NULL, on_request, h,
+				     MHD_OPTION_SOCK_ADDR, sa,
+				     MHD_OPTION_THREAD_POOL_SIZE, threads,
+				     MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s,
+				     MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
+				     MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096,
+				     MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+				     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+				     MHD_OPTION_END);
+	if (!h->daemon) {
+		buf_printf(err, "cannot listen on %s:%u", cfg->listen_host, cfg->listen_port);
+		free(h);
+		return ST_UNAVAILABLE;
+	}
+	info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	h->port = info ? info->port : cfg->listen_port;
+	*out = h;
+	return ST_OK;
+}
+
+uint16_t http_port(const struct http *h)
+{
+	return h->port;
+}
+
+void http_stop(struct http *h, int64_t grace_ms)
+{
+	struct timespec step = { 0, 10 * 1000 * 1000 };
+
+	if (!h)
+		return;
+	/* Stop accepting; requests already read keep going to completion. */
+	MHD_quiesce_daemon(h->daemon);
+	for (int64_t waited = 0; atomic_load(&h->inflight) > 0 && waited < grace_ms; waited += 10)
+		nanosleep(&step, NULL);
+	MHD_stop_daemon(h->daemon);
+	free(h);
+}

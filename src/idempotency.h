@@ -1,0 +1,77 @@
+/* idempotency.h — exactly-once effects for POST requests (SPEC section 4).
+ *
+ * Design (docs/internals/idempotency.md): the key is claimed by inserting
+ * its row *inside the same write unit* that runs the handler, and the row
+ * is completed with the response before that unit commits. So:
+ *   - two requests with one key race on the table's primary key; the loser
+ *     waits for (PostgreSQL) or runs after (SQLite writer) the winner and
+ *     then finds a finished record to replay: never check-then-insert;
+ *   - a crash before COMMIT loses the claim together with the effect: no key
+ *     is ever stuck "in progress" in the store, so nothing needs a lease
+ *     to take over; the crash tests show it;
+ *   - while a request is running, a second one with the same key on the
+ *     same instance is answered 409 idempotency_key_in_use from an
+ *     in-memory table of running keys (struct idem), without queueing.
+ *
+ * Scope = client id + method + route template; fingerprint = SHA-256 over
+ * method, route template and raw body. */
+#ifndef SETTLED_IDEMPOTENCY_H
+#define SETTLED_IDEMPOTENCY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "rc.h"
+#include "store.h"
+
+#define IDEM_FINGERPRINT_LEN 64
+
+/* Running keys of this instance. */
+struct idem;
+struct idem *idem_new(void);
+void idem_free(struct idem *ix); /* accepts NULL */
+
+/* Marks scope+key running. false when it already is (answer 409). */
+bool idem_begin(struct idem *ix, const char *scope, const char *key);
+/* Unmarks it; call exactly once after a successful idem_begin. */
+void idem_end(struct idem *ix, const char *scope, const char *key);
+
+/* Hex SHA-256 over method, route and body, each length-prefixed so that
+ * no two different triples hash the same input. out gets 64 hex + NUL. */
+void idem_fingerprint(const char *method, const char *route, const char *body, size_t body_len,
+		      char out[IDEM_FINGERPRINT_LEN + 1]);
+
+/* A finished record, as stored. */
+struct idem_record {
+	int status;
+	char *location;   /* NULL or malloc'd */
+	char *body;       /* malloc'd */
+	size_t body_len;
+	bool same_fingerprint;
+};
+void idem_record_release(struct idem_record *r);
+
+enum idem_claim { IDEM_CLAIMED = 0, IDEM_FOUND };
+
+/* Claims scope+key in tx. IDEM_CLAIMED: the row is ours (or an expired one
+ * was taken over) and must be completed with idem_complete in the same tx.
+ * IDEM_FOUND: a live record exists; *found is filled (caller releases). */
+enum st_rc idem_claim(struct tx *tx, const char *scope, const char *key, const char *fingerprint,
+		      const char *owner, int64_t ttl_ms, enum idem_claim *res,
+		      struct idem_record *found);
+
+/* Stores the response on our claimed row. */
+enum st_rc idem_complete(struct tx *tx, const char *scope, const char *key, int status,
+			 const char *location, const char *body, size_t body_len);
+
+/* Reads a live record without claiming (the read path: replay with no
+ * write). ST_NOT_FOUND when absent or expired. */
+enum st_rc idem_lookup(struct tx *tx, const char *scope, const char *key, const char *fingerprint,
+		       struct idem_record *out);
+
+/* Deletes up to limit expired records; *deleted gets the count. */
+enum st_rc idem_sweep(struct tx *tx, int64_t limit, int64_t *deleted);
+
+#endif

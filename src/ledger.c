@@ -1,0 +1,405 @@
+/* ledger.c — balanced, append-only transactions and holds. See ledger.h
+ * and docs/internals/ledger.md.
+ *
+ * The code checks every transaction before writing it (ledger_check), and
+ * the store checks it again: entries go in first, the ledger_tx row last,
+ * and the store's trigger refuses that row unless the entries balance. The
+ * same triggers move balances and held amounts, so this file never writes
+ * accounts.balance or accounts.held itself.
+ *
+ * Workload: one claim is a hold (insert) and later a capture (two entries
+ * and a tx row) or a release (one update); reads are keyset pages of
+ * entries. Everything here is a handful of indexed statements. */
+#include "ledger.h"
+
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "banned.h"
+
+/* Any constant will do: it names "the ledger append lock" on PostgreSQL. */
+#define LEDGER_PG_APPEND_LOCK 0x5e771ed
+
+void ledger_new_id(const char *prefix, char out[LEDGER_ID_MAX + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char raw[12];
+	size_t p = strlen(prefix);
+
+	if (p > 12)
+		p = 12;
+	if (RAND_bytes(raw, sizeof(raw)) != 1)
+		memset(raw, 0, sizeof(raw)); /* the primary key catches the impossible clash */
+	memcpy(out, prefix, p);
+	for (size_t i = 0; i < sizeof(raw); i++) {
+		out[p + 2 * i] = hex[raw[i] >> 4];
+		out[p + 2 * i + 1] = hex[raw[i] & 15];
+	}
+	out[p + 2 * sizeof(raw)] = '\0';
+}
+
+static const char *dir_str(enum ledger_dir d)
+{
+	return d == LEDGER_CREDIT ? "credit" : "debit";
+}
+
+enum st_rc ledger_check(const struct ledger_post *p)
+{
+	int64_t debits = 0, credits = 0;
+
+	if (!p || !p->kind || !p->entries || p->n < 2 || p->n > LEDGER_MAX_ENTRIES)
+		return ST_INVALID;
+	for (size_t i = 0; i < p->n; i++) {
+		const struct ledger_entry *e = &p->entries[i];
+		int64_t *sum = e->dir == LEDGER_CREDIT ? &credits : &debits;
+
+		if (!e->account_id || !*e->account_id || e->amount <= 0 ||
+		    (e->dir != LEDGER_DEBIT && e->dir != LEDGER_CREDIT))
+			return ST_INVALID;
+		if (__builtin_add_overflow(*sum, e->amount, sum))
+			return ST_INVALID;
+	}
+	return debits == credits ? ST_OK : ST_INVALID;
+}
+
+/* The posting itself; p is checked, hold_id may be NULL. */
+static enum st_rc post(struct tx *tx, const struct ledger_post *p, const char *hold_id,
+		       char tx_id_out[LEDGER_ID_MAX + 1])
+{
+	char id[LEDGER_ID_MAX + 1];
+	int64_t now = tx_now_ms(tx);
+	enum st_rc rc;
+
+	if (p->ref) {
+		/* Answer a repeated reference before writing entries: on
+		 * PostgreSQL a failing INSERT would abort the whole unit. */
+		struct st_rows *rows = NULL;
+
+		rc = tx_query(tx, "SELECT 1 FROM ledger_tx WHERE ref = $1", ST_ARGS(SV_S(p->ref)), &rows);
+		if (rc)
+			return rc;
+		rc = rows->nrows ? ST_UNIQUE : ST_OK;
+		rows_free(rows);
+		if (rc)
+			return rc;
+	}
+	if (tx_dialect(tx) == ST_PG) {
+		/* Entry ids must become visible in id order for keyset pages to
+		 * be stable: serialise ledger appends until commit. */
+		rc = tx_exec(tx, "SELECT pg_advisory_xact_lock($1)", ST_ARGS(SV_I(LEDGER_PG_APPEND_LOCK)),
+			     NULL);
+		if (rc)
+			return rc;
+	}
+	ledger_new_id("ltx_", id);
+	for (size_t i = 0; i < p->n; i++) {
+		const struct ledger_entry *e = &p->entries[i];
+
+		rc = tx_exec(tx,
+			     "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			     " VALUES ($1, $2, $3, $4, $5)",
+			     ST_ARGS(SV_S(id), SV_S(e->account_id), SV_S(dir_str(e->dir)), SV_I(e->amount),
+				     SV_I(now)),
+			     NULL);
+		if (rc)
+			return rc;
+	}
+	/* Closing the transaction: the store checks the balance here and
+	 * moves the balances (and resolves the captured hold). */
+	rc = tx_exec(tx,
+		     "INSERT INTO ledger_tx (id, kind, ref, intent_id, hold_id, created_at)"
+		     " VALUES ($1, $2, $3, $4, $5, $6)",
+		     ST_ARGS(SV_S(id), SV_S(p->kind), SV_SOPT(p->ref), SV_SOPT(p->intent_id),
+			     SV_SOPT(hold_id), SV_I(now)),
+		     NULL);
+	if (rc)
+		return rc;
+	if (tx_id_out)
+		memcpy(tx_id_out, id, sizeof(id));
+	return ST_OK;
+}
+
+enum st_rc ledger_post(struct tx *tx, const struct ledger_post *p, char tx_id_out[LEDGER_ID_MAX + 1])
+{
+	enum st_rc rc = ledger_check(p);
+
+	return rc ? rc : post(tx, p, NULL, tx_id_out);
+}
+
+enum st_rc ledger_fund_treasury(struct tx *tx, int64_t amount, bool *funded)
+{
+	const struct ledger_entry e[2] = {
+		{ ACCT_EXTERNAL, LEDGER_DEBIT, amount },
+		{ ACCT_TREASURY, LEDGER_CREDIT, amount },
+	};
+	const struct ledger_post p = { .kind = "treasury_funding", .ref = LEDGER_TREASURY_FUNDING_REF,
+				       .n = 2, .entries = e };
+	enum st_rc rc;
+
+	if (funded)
+		*funded = false;
+	if (amount <= 0)
+		return ST_OK;
+	rc = ledger_post(tx, &p, NULL);
+	if (rc == ST_UNIQUE)
+		return ST_OK; /* funded at an earlier start */
+	if (rc == ST_OK && funded)
+		*funded = true;
+	return rc;
+}
+
+/* ---- holds ---- */
+
+static const char *const hold_status_names[] = { "pending", "captured", "released", "expired" };
+
+const char *hold_status_str(enum hold_status s)
+{
+	return (unsigned)s < 4 ? hold_status_names[s] : "unknown";
+}
+
+static enum hold_status hold_status_parse(const char *s)
+{
+	for (int i = 0; i < 4; i++)
+		if (s && !strcmp(s, hold_status_names[i]))
+			return (enum hold_status)i;
+	return HOLD_PENDING; /* the CHECK constraint makes this unreachable */
+}
+
+#define HOLD_COLS "id, account_id, intent_id, amount, status, expires_at, created_at, resolved_at"
+
+static void hold_from_row(const struct st_rows *r, int row, struct ledger_hold *h)
+{
+	const char *intent = rows_text(r, row, 2);
+
+	memset(h, 0, sizeof(*h));
+	snprintf(h->id, sizeof(h->id), "%s", rows_text(r, row, 0));
+	snprintf(h->account_id, sizeof(h->account_id), "%s", rows_text(r, row, 1));
+	snprintf(h->intent_id, sizeof(h->intent_id), "%s", intent ? intent : "");
+	h->amount = rows_i64(r, row, 3);
+	h->status = hold_status_parse(rows_text(r, row, 4));
+	h->expires_at = rows_i64(r, row, 5);
+	h->created_at = rows_i64(r, row, 6);
+	h->resolved_at = rows_i64(r, row, 7);
+}
+
+enum st_rc ledger_hold_get(struct tx *tx, const char *hold_id, struct ledger_hold *out)
+{
+	struct st_rows *rows = NULL;
+	enum st_rc rc = tx_query(tx, "SELECT " HOLD_COLS " FROM holds WHERE id = $1",
+				 ST_ARGS(SV_S(hold_id)), &rows);
+
+	if (rc)
+		return rc;
+	if (rows->nrows)
+		hold_from_row(rows, 0, out);
+	else
+		rc = ST_NOT_FOUND;
+	rows_free(rows);
+	return rc;
+}
+
+enum st_rc ledger_hold_create(struct tx *tx, const char *account_id, int64_t amount,
+			      int64_t expires_at, const char *intent_id, struct ledger_hold *out)
+{
+	struct account a;
+	struct ledger_hold h;
+	int64_t held_after, available;
+	enum st_rc rc;
+
+	if (amount <= 0)
+		return ST_INVALID;
+	rc = account_by_id(tx, account_id, &a);
+	if (rc)
+		return rc;
+	/* Checked here to answer 422 without an error on the store; the
+	 * accounts CHECK refuses the same over-commit if two units race
+	 * (PostgreSQL), which we report the same way. */
+	if (__builtin_add_overflow(a.held, amount, &held_after))
+		return ST_UNPROCESSABLE;
+	if (!a.may_go_negative &&
+	    (__builtin_sub_overflow(a.balance, a.held, &available) || available < amount))
+		return ST_UNPROCESSABLE;
+
+	memset(&h, 0, sizeof(h));
+	ledger_new_id("hold_", h.id);
+	snprintf(h.account_id, sizeof(h.account_id), "%s", account_id);
+	snprintf(h.intent_id, sizeof(h.intent_id), "%s", intent_id ? intent_id : "");
+	h.amount = amount;
+	h.status = HOLD_PENDING;
+	h.expires_at = expires_at > 0 ? expires_at : 0;
+	h.created_at = tx_now_ms(tx);
+	rc = tx_exec(tx,
+		     "INSERT INTO holds (id, account_id, amount, status, expires_at, intent_id, created_at)"
+		     " VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
+		     ST_ARGS(SV_S(h.id), SV_S(account_id), SV_I(amount),
+			     h.expires_at ? SV_I(h.expires_at) : SV_NULLV, SV_SOPT(intent_id),
+			     SV_I(h.created_at)),
+		     NULL);
+	if (rc == ST_CONFLICT)
+		return ST_UNPROCESSABLE; /* the store's over-commit check */
+	if (rc)
+		return rc;
+	*out = h;
+	return ST_OK;
+}
+
+/* Resolves a pending hold as status; exactly one row must change. */
+static enum st_rc hold_resolve(struct tx *tx, const char *hold_id, const char *status)
+{
+	int64_t changed = 0;
+	enum st_rc rc = tx_exec(tx,
+				"UPDATE holds SET status = $2, resolved_at = $3"
+				" WHERE id = $1 AND status = 'pending'",
+				ST_ARGS(SV_S(hold_id), SV_S(status), SV_I(tx_now_ms(tx))), &changed);
+	struct ledger_hold h;
+
+	if (rc)
+		return rc;
+	if (changed == 1)
+		return ST_OK;
+	rc = ledger_hold_get(tx, hold_id, &h);
+	return rc ? rc : ST_CONFLICT;
+}
+
+enum st_rc ledger_hold_release(struct tx *tx, const char *hold_id)
+{
+	return hold_resolve(tx, hold_id, "released");
+}
+
+enum st_rc ledger_hold_expire_one(struct tx *tx, const char *hold_id)
+{
+	return hold_resolve(tx, hold_id, "expired");
+}
+
+enum st_rc ledger_hold_keep(struct tx *tx, const char *hold_id)
+{
+	int64_t changed = 0;
+	struct ledger_hold h;
+	enum st_rc rc = tx_exec(tx,
+				"UPDATE holds SET expires_at = NULL WHERE id = $1 AND status = 'pending'",
+				ST_ARGS(SV_S(hold_id)), &changed);
+
+	if (rc)
+		return rc;
+	if (changed == 1)
+		return ST_OK;
+	rc = ledger_hold_get(tx, hold_id, &h);
+	return rc ? rc : ST_CONFLICT;
+}
+
+enum st_rc ledger_hold_capture(struct tx *tx, const char *hold_id, const char *to_account,
+			       const char *kind, const char *intent_id,
+			       char tx_id_out[LEDGER_ID_MAX + 1])
+{
+	struct ledger_hold h;
+	struct ledger_entry e[2];
+	struct ledger_post p;
+	enum st_rc rc = ledger_hold_get(tx, hold_id, &h);
+
+	if (rc)
+		return rc;
+	if (h.status != HOLD_PENDING)
+		return ST_CONFLICT;
+	e[0] = (struct ledger_entry){ h.account_id, LEDGER_DEBIT, h.amount };
+	e[1] = (struct ledger_entry){ to_account, LEDGER_CREDIT, h.amount };
+	p = (struct ledger_post){ .kind = kind, .intent_id = intent_id, .n = 2, .entries = e };
+	rc = ledger_check(&p);
+	if (rc)
+		return rc;
+	/* The store resolves the hold as 'captured' when this row lands and
+	 * accepts one such row per hold (ledger_tx.hold_id is unique). */
+	return post(tx, &p, h.id, tx_id_out);
+}
+
+enum st_rc ledger_hold_expire(struct tx *tx, int64_t now_ms, int limit, int64_t *n_out)
+{
+	struct st_rows *rows = NULL;
+	int64_t n = 0;
+	enum st_rc rc;
+
+	*n_out = 0;
+	rc = tx_query(tx,
+		      "SELECT id FROM holds WHERE status = 'pending' AND expires_at IS NOT NULL"
+		      " AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
+		      ST_ARGS(SV_I(now_ms), SV_I(limit)), &rows);
+	if (rc)
+		return rc;
+	for (int i = 0; i < rows->nrows && rc == ST_OK; i++) {
+		rc = ledger_hold_expire_one(tx, rows_text(rows, i, 0));
+		n += rc == ST_OK;
+	}
+	rows_free(rows);
+	if (rc == ST_OK)
+		*n_out = n;
+	return rc;
+}
+
+/* ---- reads ---- */
+
+#define ENTRY_COLS \
+	"e.id, e.tx_id, t.kind, e.account_id, a.wallet, e.direction, e.amount, e.created_at" \
+	" FROM ledger_entries e JOIN ledger_tx t ON t.id = e.tx_id JOIN accounts a ON a.id = e.account_id"
+
+enum st_rc ledger_entries_page(struct tx *tx, const char *account_id, int64_t after, int limit,
+			       struct ledger_entry_row **out, size_t *n_out, bool *more)
+{
+	struct st_rows *rows = NULL;
+	struct ledger_entry_row *v = NULL;
+	size_t n;
+	enum st_rc rc;
+
+	if (limit < 1 || limit > LEDGER_PAGE_MAX || after < 0)
+		return ST_INVALID;
+	/* One row beyond the page says whether another page follows. */
+	if (account_id)
+		rc = tx_query(tx, "SELECT " ENTRY_COLS " WHERE e.account_id = $1 AND e.id > $2"
+			      " ORDER BY e.id LIMIT $3",
+			      ST_ARGS(SV_S(account_id), SV_I(after), SV_I(limit + 1)), &rows);
+	else
+		rc = tx_query(tx, "SELECT " ENTRY_COLS " WHERE e.id > $1 ORDER BY e.id LIMIT $2",
+			      ST_ARGS(SV_I(after), SV_I(limit + 1)), &rows);
+	if (rc)
+		return rc;
+	n = rows->nrows > limit ? (size_t)limit : (size_t)rows->nrows;
+	if (n) {
+		v = calloc(n, sizeof(*v));
+		if (!v) {
+			rows_free(rows);
+			return ST_NOMEM;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *w = rows_text(rows, (int)i, 4);
+		const char *dir = rows_text(rows, (int)i, 5);
+
+		v[i].id = rows_i64(rows, (int)i, 0);
+		snprintf(v[i].tx_id, sizeof(v[i].tx_id), "%s", rows_text(rows, (int)i, 1));
+		snprintf(v[i].kind, sizeof(v[i].kind), "%s", rows_text(rows, (int)i, 2));
+		snprintf(v[i].account_id, sizeof(v[i].account_id), "%s", rows_text(rows, (int)i, 3));
+		snprintf(v[i].wallet, sizeof(v[i].wallet), "%s", w ? w : "");
+		v[i].dir = dir && !strcmp(dir, "credit") ? LEDGER_CREDIT : LEDGER_DEBIT;
+		v[i].amount = rows_i64(rows, (int)i, 6);
+		v[i].created_at = rows_i64(rows, (int)i, 7);
+	}
+	*more = rows->nrows > limit;
+	rows_free(rows);
+	*out = v;
+	*n_out = n;
+	return ST_OK;
+}
+
+enum st_rc ledger_balance(struct tx *tx, const char *account_id, struct ledger_balance *out)
+{
+	struct account a;
+	enum st_rc rc = account_by_id(tx, account_id, &a);
+
+	if (rc)
+		return rc;
+	out->balance = a.balance;
+	out->held = a.held;
+	if (__builtin_sub_overflow(a.balance, a.held, &out->available))
+		return ST_INTERNAL; /* only a may-go-negative account far below zero */
+	return ST_OK;
+}

@@ -1,0 +1,231 @@
+/* main.c — flags, wiring and signals. No business logic lives here.
+ *
+ * Start-up order matters: signals are blocked before any thread starts, so
+ * SIGTERM/SIGINT reach only the main thread's sigtimedwait(); the store is
+ * open and migrated before the server accepts a connection; the port file is
+ * written only once the server is listening (tests wait for it). */
+#include <errno.h>
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "account.h"
+#include "config.h"
+#include "http.h"
+#include "idempotency.h"
+#include "log.h"
+#include "metrics.h"
+#include "ratelimit.h"
+#include "routes.h"
+#include "settled.h"
+#include "store.h"
+#include "banned.h"
+
+#define SHUTDOWN_GRACE_MS 30000
+#define IDEM_SWEEP_EVERY_MS 60000
+#define IDEM_SWEEP_BATCH 5000
+
+extern char **environ;
+
+/* The fd limit bounds how many connections we can hold; raise the soft
+ * limit to the hard one and say so when that is still low. */
+static void raise_fd_limit(const struct logger *log, unsigned want)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < (rlim_t)want + 64)
+		log_msg(log, LOG_WARN,
+			"open-file limit is %llu, below SETTLED_MAX_CONNECTIONS=%u; raise it (ulimit -n)",
+			(unsigned long long)rl.rlim_cur, want);
+}
+
+static void policies_init(struct settled *app)
+{
+	const struct config *c = app->cfg;
+	const int64_t min = 60 * 1000, hour = 60 * min, day = 24 * hour;
+
+	/* Fail mode: health and other reads fail open, money-moving routes
+	 * closed, unless SETTLED_RL_FAIL says otherwise (SPEC section 5). */
+	app->policies[RLP_REGISTER_IP] = (struct rl_policy){ "register_ip", c->rl_register_per_hour, hour, c->rl_fail_open_money };
+	app->policies[RLP_REGISTER_WALLET] = (struct rl_policy){ "register_wallet", c->rl_register_per_day_wallet, day, c->rl_fail_open_money };
+	app->policies[RLP_CLAIM_WALLET] = (struct rl_policy){ "claim_wallet", c->rl_claim_per_hour, hour, c->rl_fail_open_money };
+	app->policies[RLP_WEBHOOK] = (struct rl_policy){ "webhook", c->rl_webhook_per_min, min, c->rl_fail_open_money };
+	app->policies[RLP_HEALTH] = (struct rl_policy){ "health", c->rl_health_per_min, min, c->rl_fail_open_other };
+	app->policies[RLP_API] = (struct rl_policy){ "api", c->rl_api_per_min, min, c->rl_fail_open_other };
+}
+
+static enum st_rc write_port_file(const char *path, uint16_t port)
+{
+	char tmp[600];
+	FILE *f;
+
+	/* Written to a temp name and renamed, so a reader never sees half a number. */
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (!f)
+		return ST_UNAVAILABLE;
+	fprintf(f, "%u\n", port);
+	if (fclose(f) || rename(tmp, path))
+		return ST_UNAVAILABLE;
+	return ST_OK;
+}
+
+static enum st_rc bootstrap_unit(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return account_ensure_system(tx);
+}
+
+static enum st_rc sweep_unit(struct tx *tx, void *arg)
+{
+	return idem_sweep(tx, IDEM_SWEEP_BATCH, arg);
+}
+
+/* Periodic housekeeping on the main thread between signal checks. */
+static void housekeeping(struct settled *app, int64_t *next_sweep)
+{
+	int64_t now = settled_now_ms(app), deleted = 0;
+
+	if (now < *next_sweep)
+		return;
+	*next_sweep = now + IDEM_SWEEP_EVERY_MS;
+	if (store_run(app->store, sweep_unit, &deleted) == ST_OK && deleted)
+		log_msg(&app->log, LOG_INFO, "idempotency sweep deleted %lld expired keys",
+			(long long)deleted);
+}
+
+static int serve(struct settled *app, const sigset_t *sigs)
+{
+	const struct config *cfg = app->cfg;
+	struct store_options so = { .sqlite_path = cfg->db_path, .database_url = cfg->database_url, .log = &app->log };
+	struct buf err = BUF_INIT(1024), desc = BUF_INIT(16384);
+	int64_t next_sweep = 0;
+	int exit_code = 1;
+	enum st_rc rc;
+
+	config_describe(cfg, &desc);
+	{
+		struct buf f = BUF_INIT(20000);
+
+		buf_putc(&f, ',');
+		buf_append(&f, desc.ptr, desc.len);
+		log_emit(&app->log, LOG_INFO, NULL, NULL, "starting settled", &f);
+		buf_release(&f);
+	}
+	raise_fd_limit(&app->log, cfg->conn_limit);
+
+	rc = store_open(&so, &app->store, &err);
+	if (rc) {
+		log_msg(&app->log, LOG_ERROR, "cannot open the store: %s", err.ptr);
+		goto out;
+	}
+	rc = store_run(app->store, bootstrap_unit, NULL);
+	if (rc) {
+		log_msg(&app->log, LOG_ERROR, "cannot create the system accounts: %s", st_rc_str(rc));
+		goto out;
+	}
+	rc = http_start(app, settled_routes, settled_nroutes, &app->http, &err);
+	if (rc) {
+		log_msg(&app->log, LOG_ERROR, "cannot start the HTTP server: %s", err.ptr);
+		goto out;
+	}
+	if (cfg->port_file[0] && write_port_file(cfg->port_file, http_port(app->http))) {
+		log_msg(&app->log, LOG_ERROR, "cannot write the port file %s", cfg->port_file);
+		goto out;
+	}
+	log_msg(&app->log, LOG_INFO, "listening on %s:%u (%s store)", cfg->listen_host,
+		http_port(app->http), app->store->ops->name);
+
+	for (;;) {
+		struct timespec tick = { 1, 0 };
+		int sig = sigtimedwait(sigs, NULL, &tick);
+
+		if (sig == SIGTERM || sig == SIGINT) {
+			log_msg(&app->log, LOG_INFO, "signal %d: finishing in-flight requests", sig);
+			break;
+		}
+		housekeeping(app, &next_sweep);
+	}
+	exit_code = 0;
+out:
+	atomic_store(&app->stopping, true);
+	http_stop(app->http, SHUTDOWN_GRACE_MS);
+	app->http = NULL;
+	store_close(app->store);
+	app->store = NULL;
+	if (exit_code == 0)
+		log_msg(&app->log, LOG_INFO, "stopped cleanly");
+	buf_release(&err);
+	buf_release(&desc);
+	return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	struct settled app;
+	struct buf err = BUF_INIT(1024);
+	bool help = false;
+	sigset_t sigs;
+	unsigned char rnd[8];
+	int code;
+
+	memset(&app, 0, sizeof(app));
+	if (config_load(&cfg, environ, argc, argv, &help, &err)) {
+		fprintf(stderr, "settled: %s\n", err.ptr);
+		fprintf(stderr, "settled: see settled --help\n");
+		buf_release(&err);
+		config_release(&cfg);
+		return 2;
+	}
+	buf_release(&err);
+	if (help) {
+		config_help(stdout);
+		config_release(&cfg);
+		return 0;
+	}
+
+	/* Block the shutdown signals in every thread; main waits for them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	app.cfg = &cfg;
+	log_init(&app.log, STDOUT_FILENO, (enum log_level)cfg.log_level);
+	app.started_ms = settled_now_ms(&app);
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		memset(rnd, 0, sizeof(rnd));
+	snprintf(app.instance_id, sizeof(app.instance_id), "%ld-%02x%02x%02x%02x%02x%02x%02x%02x",
+		 (long)getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+	policies_init(&app);
+
+	app.metrics = metrics_new();
+	app.rl = rl_memory_new(0);
+	app.idem = idem_new();
+	if (!app.metrics || !app.rl || !app.idem || settled_metrics_init(&app.m, app.metrics)) {
+		fprintf(stderr, "settled: out of memory at start\n");
+		code = 1;
+	} else {
+		code = serve(&app, &sigs);
+	}
+	idem_free(app.idem);
+	rl_free(app.rl);
+	metrics_free(app.metrics);
+	config_release(&cfg);
+	return code;
+}

@@ -1,0 +1,519 @@
+/* queue.c — the durable job queue: SQL over the store's tx API.
+ *
+ * Everything runs inside the caller's transaction; see queue.h for the state
+ * machine and why completion is fenced by the lease. SQL is written once
+ * where SQLite and PostgreSQL agree; claiming and the lease sweep differ
+ * (PostgreSQL needs FOR UPDATE SKIP LOCKED so concurrent instances never
+ * take the same row; SQLite has one writer, so its SELECT + UPDATE is
+ * already atomic). Parameters are never combined arithmetically in SQL
+ * (times are computed here), and CASE branches that yield a parameter cast
+ * it, so PostgreSQL can infer every parameter's type.
+ *
+ * Workload: claims and completions are one short statement each; the live
+ * part of the table (available, running, dead) is small, completed rows are
+ * purged by the ticker after a retention period. */
+#include "queue.h"
+
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "banned.h"
+
+#define JOB_COLS \
+	"id, queue, kind, payload, state, attempts, max_attempts, run_at, lease_owner, " \
+	"lease_expires_at, last_error, unique_key, traceparent, created_at, updated_at, finished_at"
+
+static const char *const state_names[JOB_STATE_COUNT] = { "available", "running", "completed",
+							   "dead" };
+
+const char *job_state_str(enum job_state s)
+{
+	return (unsigned)s < JOB_STATE_COUNT ? state_names[s] : "unknown";
+}
+
+int job_state_parse(const char *s)
+{
+	for (int i = 0; s && i < JOB_STATE_COUNT; i++)
+		if (!strcmp(s, state_names[i]))
+			return i;
+	return -1;
+}
+
+void job_release(struct job *j)
+{
+	if (!j)
+		return;
+	free(j->payload);
+	free(j->unique_key);
+	free(j->last_error);
+	free(j->traceparent);
+	j->payload = j->unique_key = j->last_error = j->traceparent = NULL;
+}
+
+static enum st_rc dup_opt(const struct st_rows *r, int row, int col, char **out)
+{
+	const char *t = rows_text(r, row, col);
+
+	*out = NULL;
+	if (!t)
+		return ST_OK;
+	*out = strdup(t);
+	return *out ? ST_OK : ST_NOMEM;
+}
+
+static void copy_field(char *dst, size_t cap, const char *src)
+{
+	snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* Fills *j from row `row` of a JOB_COLS result. j is zeroed first. */
+static enum st_rc job_from_row(const struct st_rows *r, int row, struct job *j)
+{
+	int st;
+
+	memset(j, 0, sizeof(*j));
+	j->id = rows_i64(r, row, 0);
+	copy_field(j->queue, sizeof(j->queue), rows_text(r, row, 1));
+	copy_field(j->kind, sizeof(j->kind), rows_text(r, row, 2));
+	st = job_state_parse(rows_text(r, row, 4));
+	j->state = st < 0 ? JOB_AVAILABLE : (enum job_state)st;
+	j->attempts = (int)rows_i64(r, row, 5);
+	j->max_attempts = (int)rows_i64(r, row, 6);
+	j->run_at = rows_i64(r, row, 7);
+	copy_field(j->lease_owner, sizeof(j->lease_owner), rows_text(r, row, 8));
+	j->lease_expires_at = rows_i64(r, row, 9);
+	j->created_at = rows_i64(r, row, 13);
+	j->updated_at = rows_i64(r, row, 14);
+	j->finished_at = rows_i64(r, row, 15);
+	if (dup_opt(r, row, 3, &j->payload) || dup_opt(r, row, 10, &j->last_error) ||
+	    dup_opt(r, row, 11, &j->unique_key) || dup_opt(r, row, 12, &j->traceparent)) {
+		job_release(j);
+		return ST_NOMEM;
+	}
+	if (!j->payload && !(j->payload = strdup("{}"))) {
+		job_release(j);
+		return ST_NOMEM;
+	}
+	return ST_OK;
+}
+
+/* Converts every row of r into out[0..); *n_out gets the count. On error
+ * nothing is left allocated. */
+static enum st_rc jobs_from_rows(const struct st_rows *r, int max, struct job *out, int *n_out)
+{
+	int n = r->nrows < max ? r->nrows : max;
+
+	for (int i = 0; i < n; i++) {
+		enum st_rc rc = job_from_row(r, i, &out[i]);
+
+		if (rc) {
+			while (i--)
+				job_release(&out[i]);
+			return rc;
+		}
+	}
+	*n_out = n;
+	return ST_OK;
+}
+
+static bool name_ok(const char *s, size_t max)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	return n > 0 && n <= max;
+}
+
+/* ---- enqueue ---- */
+
+enum st_rc queue_enqueue_spec(struct tx *tx, const struct job_spec *spec, int64_t *id_out,
+			      bool *inserted)
+{
+	struct st_rows *rows = NULL;
+	int64_t now = tx_now_ms(tx);
+	json_t *check;
+	enum st_rc rc;
+
+	if (!name_ok(spec->queue, QUEUE_NAME_MAX) || !name_ok(spec->kind, QUEUE_KIND_MAX) ||
+	    !spec->payload)
+		return ST_INVALID;
+	/* A job whose payload cannot be parsed could only ever fail: refuse it
+	 * here, with its cause, rather than find it in the DLQ later. */
+	check = json_loads(spec->payload, JSON_DECODE_ANY, NULL);
+	if (!check)
+		return ST_INVALID;
+	json_decref(check);
+	rc = tx_query(tx,
+		      "INSERT INTO jobs (queue, kind, payload, state, attempts, max_attempts, run_at,"
+		      " unique_key, traceparent, created_at, updated_at)"
+		      " VALUES ($1, $2, $3, 'available', 0, $4, $5, $6, $7, $8, $8)"
+		      " ON CONFLICT (unique_key) DO NOTHING RETURNING id",
+		      ST_ARGS(SV_S(spec->queue), SV_S(spec->kind), SV_S(spec->payload),
+			      SV_I(spec->max_attempts > 0 ? spec->max_attempts : QUEUE_DEFAULT_MAX_ATTEMPTS),
+			      SV_I(spec->run_at > 0 ? spec->run_at : now), SV_SOPT(spec->unique_key),
+			      SV_SOPT(spec->traceparent), SV_I(now)),
+		      &rows);
+	if (rc)
+		return rc;
+	if (id_out)
+		*id_out = rows->nrows ? rows_i64(rows, 0, 0) : 0;
+	if (inserted)
+		*inserted = rows->nrows > 0;
+	rows_free(rows);
+	return ST_OK;
+}
+
+enum st_rc queue_enqueue(struct tx *tx, const char *queue, const char *kind,
+			 const char *payload_json, const char *unique_key, int64_t run_at,
+			 int max_attempts)
+{
+	struct job_spec spec = { .queue = queue, .kind = kind, .payload = payload_json,
+				 .unique_key = unique_key, .run_at = run_at,
+				 .max_attempts = max_attempts };
+
+	return queue_enqueue_spec(tx, &spec, NULL, NULL);
+}
+
+/* ---- claim, complete, fail, release ---- */
+
+enum st_rc queue_claim(struct tx *tx, const char *queue, int max, const char *lease_owner,
+		       int64_t lease_ms, struct job *out, int *n_out)
+{
+	struct st_rows *rows = NULL;
+	int64_t now = tx_now_ms(tx);
+	enum st_rc rc;
+
+	*n_out = 0;
+	if (max <= 0)
+		return ST_OK;
+	if (!name_ok(lease_owner, QUEUE_OWNER_MAX))
+		return ST_INVALID;
+	if (tx_dialect(tx) == ST_PG)
+		rc = tx_query(tx,
+			      "UPDATE jobs SET state = 'running', lease_owner = $2, lease_expires_at = $3,"
+			      " updated_at = $4"
+			      " WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND queue = $1"
+			      "  AND run_at <= $4 ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)"
+			      " RETURNING " JOB_COLS,
+			      ST_ARGS(SV_S(queue), SV_S(lease_owner), SV_I(now + lease_ms), SV_I(now),
+				      SV_I(max)),
+			      &rows);
+	else
+		rc = tx_query(tx,
+			      "UPDATE jobs SET state = 'running', lease_owner = $2, lease_expires_at = $3,"
+			      " updated_at = $4"
+			      " WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND queue = $1"
+			      "  AND run_at <= $4 ORDER BY run_at, id LIMIT $5)"
+			      " RETURNING " JOB_COLS,
+			      ST_ARGS(SV_S(queue), SV_S(lease_owner), SV_I(now + lease_ms), SV_I(now),
+				      SV_I(max)),
+			      &rows);
+	if (rc)
+		return rc;
+	rc = jobs_from_rows(rows, max, out, n_out);
+	rows_free(rows);
+	return rc;
+}
+
+enum st_rc queue_complete(struct tx *tx, int64_t id, const char *lease_owner)
+{
+	int64_t changes = 0;
+	int64_t now = tx_now_ms(tx);
+	enum st_rc rc;
+
+	rc = tx_exec(tx,
+		     "UPDATE jobs SET state = 'completed', lease_owner = NULL, lease_expires_at = NULL,"
+		     " finished_at = $3, updated_at = $3"
+		     " WHERE id = $1 AND state = 'running' AND lease_owner = $2",
+		     ST_ARGS(SV_I(id), SV_S(lease_owner), SV_I(now)), &changes);
+	if (rc)
+		return rc;
+	return changes == 1 ? ST_OK : ST_CONFLICT;
+}
+
+enum st_rc queue_fail(struct tx *tx, int64_t id, const char *lease_owner, const char *error,
+		      int64_t delay_ms, bool permanent, enum job_state *new_state)
+{
+	struct st_rows *rows = NULL;
+	int64_t now = tx_now_ms(tx);
+	size_t elen = error ? strlen(error) : 0;
+	enum st_rc rc;
+
+	if (delay_ms < 0)
+		delay_ms = 0;
+	if (elen > QUEUE_ERROR_MAX)
+		elen = QUEUE_ERROR_MAX;
+	/* In an UPDATE, `attempts` on the right-hand side is the old value in
+	 * both dialects, so every CASE sees the same count. */
+	rc = tx_query(tx,
+		      "UPDATE jobs SET attempts = attempts + 1, last_error = $3, updated_at = $4,"
+		      " state = CASE WHEN attempts + 1 >= max_attempts OR $6 = 1 THEN 'dead'"
+		      "  ELSE 'available' END,"
+		      " run_at = CASE WHEN attempts + 1 >= max_attempts OR $6 = 1 THEN run_at"
+		      "  ELSE CAST($5 AS BIGINT) END,"
+		      " finished_at = CASE WHEN attempts + 1 >= max_attempts OR $6 = 1"
+		      "  THEN CAST($4 AS BIGINT) ELSE NULL END,"
+		      " lease_owner = NULL, lease_expires_at = NULL"
+		      " WHERE id = $1 AND state = 'running' AND lease_owner = $2"
+		      " RETURNING state",
+		      ST_ARGS(SV_I(id), SV_S(lease_owner), SV_SN(error ? error : "", elen), SV_I(now),
+			      SV_I(now + delay_ms), SV_I(permanent ? 1 : 0)),
+		      &rows);
+	if (rc)
+		return rc;
+	if (rows->nrows != 1) {
+		rows_free(rows);
+		return ST_CONFLICT;
+	}
+	if (new_state) {
+		int st = job_state_parse(rows_text(rows, 0, 0));
+
+		*new_state = st < 0 ? JOB_AVAILABLE : (enum job_state)st;
+	}
+	rows_free(rows);
+	return ST_OK;
+}
+
+enum st_rc queue_release(struct tx *tx, int64_t id, const char *lease_owner)
+{
+	int64_t changes = 0;
+	enum st_rc rc;
+
+	rc = tx_exec(tx,
+		     "UPDATE jobs SET state = 'available', lease_owner = NULL, lease_expires_at = NULL,"
+		     " updated_at = $3"
+		     " WHERE id = $1 AND state = 'running' AND lease_owner = $2",
+		     ST_ARGS(SV_I(id), SV_S(lease_owner), SV_I(tx_now_ms(tx))), &changes);
+	if (rc)
+		return rc;
+	return changes == 1 ? ST_OK : ST_CONFLICT;
+}
+
+/* ---- sweeping ---- */
+
+enum st_rc queue_sweep_leases(struct tx *tx, int64_t limit, bool all, int64_t *reclaimed,
+			      int64_t *dead)
+{
+	struct st_rows *rows = NULL;
+	int64_t now = tx_now_ms(tx), nd = 0;
+	enum st_rc rc;
+
+	if (tx_dialect(tx) == ST_PG)
+		rc = tx_query(tx,
+			      "UPDATE jobs SET attempts = attempts + 1, updated_at = $1,"
+			      " last_error = 'lease expired: the worker running it was lost',"
+			      " state = CASE WHEN attempts + 1 >= max_attempts THEN 'dead' ELSE 'available' END,"
+			      " finished_at = CASE WHEN attempts + 1 >= max_attempts THEN CAST($1 AS BIGINT)"
+			      "  ELSE NULL END,"
+			      " lease_owner = NULL, lease_expires_at = NULL"
+			      " WHERE id IN (SELECT id FROM jobs WHERE state = 'running'"
+			      "  AND (lease_expires_at <= $1 OR $3 = 1) ORDER BY lease_expires_at LIMIT $2"
+			      "  FOR UPDATE SKIP LOCKED)"
+			      " AND state = 'running'"
+			      " RETURNING state",
+			      ST_ARGS(SV_I(now), SV_I(limit), SV_I(all ? 1 : 0)), &rows);
+	else
+		rc = tx_query(tx,
+			      "UPDATE jobs SET attempts = attempts + 1, updated_at = $1,"
+			      " last_error = 'lease expired: the worker running it was lost',"
+			      " state = CASE WHEN attempts + 1 >= max_attempts THEN 'dead' ELSE 'available' END,"
+			      " finished_at = CASE WHEN attempts + 1 >= max_attempts THEN CAST($1 AS BIGINT)"
+			      "  ELSE NULL END,"
+			      " lease_owner = NULL, lease_expires_at = NULL"
+			      " WHERE id IN (SELECT id FROM jobs WHERE state = 'running'"
+			      "  AND (lease_expires_at <= $1 OR $3 = 1) ORDER BY lease_expires_at LIMIT $2)"
+			      " RETURNING state",
+			      ST_ARGS(SV_I(now), SV_I(limit), SV_I(all ? 1 : 0)), &rows);
+	if (rc)
+		return rc;
+	for (int i = 0; i < rows->nrows; i++)
+		nd += job_state_parse(rows_text(rows, i, 0)) == JOB_DEAD;
+	if (reclaimed)
+		*reclaimed = rows->nrows;
+	if (dead)
+		*dead = nd;
+	rows_free(rows);
+	return ST_OK;
+}
+
+enum st_rc queue_purge_completed(struct tx *tx, int64_t before_ms, int64_t limit,
+				 int64_t *deleted)
+{
+	return tx_exec(tx,
+		       "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = 'completed'"
+		       " AND finished_at < $1 ORDER BY finished_at LIMIT $2)",
+		       ST_ARGS(SV_I(before_ms), SV_I(limit)), deleted);
+}
+
+/* ---- reads and the DLQ ---- */
+
+enum st_rc queue_get(struct tx *tx, int64_t id, struct job *out)
+{
+	struct st_rows *rows = NULL;
+	enum st_rc rc;
+
+	rc = tx_query(tx, "SELECT " JOB_COLS " FROM jobs WHERE id = $1", ST_ARGS(SV_I(id)), &rows);
+	if (rc)
+		return rc;
+	rc = rows->nrows ? job_from_row(rows, 0, out) : ST_NOT_FOUND;
+	rows_free(rows);
+	return rc;
+}
+
+enum st_rc queue_dlq_list(struct tx *tx, int64_t after_id, int limit, struct job *out,
+			  int *n_out)
+{
+	struct st_rows *rows = NULL;
+	enum st_rc rc;
+
+	*n_out = 0;
+	if (limit <= 0)
+		return ST_OK;
+	rc = tx_query(tx,
+		      "SELECT " JOB_COLS " FROM jobs WHERE state = 'dead' AND id > $1"
+		      " ORDER BY id LIMIT $2",
+		      ST_ARGS(SV_I(after_id), SV_I(limit)), &rows);
+	if (rc)
+		return rc;
+	rc = jobs_from_rows(rows, limit, out, n_out);
+	rows_free(rows);
+	return rc;
+}
+
+/* After a conditional change touched nothing: absent or in the wrong state. */
+static enum st_rc why_not_dead(struct tx *tx, int64_t id)
+{
+	struct st_rows *rows = NULL;
+	enum st_rc rc;
+
+	rc = tx_query(tx, "SELECT state FROM jobs WHERE id = $1", ST_ARGS(SV_I(id)), &rows);
+	if (rc)
+		return rc;
+	rc = rows->nrows ? ST_CONFLICT : ST_NOT_FOUND;
+	rows_free(rows);
+	return rc;
+}
+
+enum st_rc queue_dlq_retry(struct tx *tx, int64_t id)
+{
+	int64_t changes = 0, now = tx_now_ms(tx);
+	enum st_rc rc;
+
+	rc = tx_exec(tx,
+		     "UPDATE jobs SET state = 'available', attempts = 0, run_at = $2, finished_at = NULL,"
+		     " updated_at = $2 WHERE id = $1 AND state = 'dead'",
+		     ST_ARGS(SV_I(id), SV_I(now)), &changes);
+	if (rc)
+		return rc;
+	return changes == 1 ? ST_OK : why_not_dead(tx, id);
+}
+
+enum st_rc queue_dlq_delete(struct tx *tx, int64_t id)
+{
+	int64_t changes = 0;
+	enum st_rc rc;
+
+	rc = tx_exec(tx, "DELETE FROM jobs WHERE id = $1 AND state = 'dead'", ST_ARGS(SV_I(id)),
+		     &changes);
+	if (rc)
+		return rc;
+	return changes == 1 ? ST_OK : why_not_dead(tx, id);
+}
+
+enum st_rc queue_counts(struct tx *tx, queue_count_fn *fn, void *arg)
+{
+	struct st_rows *rows = NULL;
+	enum st_rc rc;
+
+	rc = tx_query(tx, "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state", ST_NOARGS,
+		      &rows);
+	if (rc)
+		return rc;
+	for (int i = 0; i < rows->nrows; i++) {
+		int st = job_state_parse(rows_text(rows, i, 1));
+
+		if (st >= 0)
+			fn(arg, rows_text(rows, i, 0), (enum job_state)st, rows_i64(rows, i, 2));
+	}
+	rows_free(rows);
+	return ST_OK;
+}
+
+enum st_rc queue_count_state(struct tx *tx, enum job_state state, int64_t *n)
+{
+	struct st_rows *rows = NULL;
+	enum st_rc rc;
+
+	rc = tx_query(tx, "SELECT count(*) FROM jobs WHERE state = $1",
+		      ST_ARGS(SV_S(job_state_str(state))), &rows);
+	if (rc)
+		return rc;
+	*n = rows_i64(rows, 0, 0);
+	rows_free(rows);
+	return ST_OK;
+}
+
+enum st_rc queue_count_payload(struct tx *tx, const char *kind, const char *payload,
+			       unsigned state_mask, int64_t *n)
+{
+	int64_t total = 0;
+
+	/* One indexed lookup per state: the live states are small sets, and
+	 * completed is only scanned when asked for. */
+	for (int s = 0; s < JOB_STATE_COUNT; s++) {
+		struct st_rows *rows = NULL;
+		enum st_rc rc;
+
+		if (!(state_mask & (1u << s)))
+			continue;
+		rc = tx_query(tx,
+			      "SELECT count(*) FROM jobs WHERE state = $1 AND kind = $2 AND payload = $3",
+			      ST_ARGS(SV_S(state_names[s]), SV_S(kind), SV_S(payload)), &rows);
+		if (rc)
+			return rc;
+		total += rows_i64(rows, 0, 0);
+		rows_free(rows);
+	}
+	*n = total;
+	return ST_OK;
+}
+
+/* ---- backoff ---- */
+
+uint64_t queue_rand_default(void *arg)
+{
+	uint64_t v = 0;
+
+	(void)arg;
+	if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
+		v = 0; /* no entropy: no jitter (the ceiling still bounds the delay) */
+	return v;
+}
+
+int64_t queue_backoff_ceiling_ms(int attempt, int64_t base_ms, int64_t cap_ms)
+{
+	if (base_ms <= 0 || cap_ms <= 0)
+		return 0;
+	if (attempt < 0)
+		attempt = 0;
+	/* base * 2^attempt > cap  <=>  base > cap >> attempt (for attempt < 63). */
+	if (attempt >= 62 || base_ms > (cap_ms >> attempt))
+		return cap_ms;
+	return base_ms << attempt;
+}
+
+int64_t queue_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, queue_rand_fn *rnd,
+			 void *rnd_arg)
+{
+	int64_t ceiling = queue_backoff_ceiling_ms(attempt, base_ms, cap_ms);
+
+	if (ceiling <= 0)
+		return 0;
+	if (!rnd)
+		rnd = queue_rand_default;
+	/* Full jitter: uniform over [0, ceiling], both ends included. The
+	 * modulo bias is below ceiling / 2^64: immaterial. */
+	return (int64_t)(rnd(rnd_arg) % ((uint64_t)ceiling + 1));
+}

@@ -1,0 +1,176 @@
+/* queue.h — the durable job queue on the store (SPEC section 10).
+ *
+ * A job is a row in `jobs`: queue, kind, JSON payload, state, attempts,
+ * run_at, lease. Every function here runs inside the caller's transaction
+ * (a write unit), so:
+ *   - queue_enqueue() commits with the state change that causes the job, or
+ *     not at all: never a job without its cause, never a cause without its job;
+ *   - a handler's effect and queue_complete() commit in one unit, and
+ *     queue_complete() changes the row only while the job is still running
+ *     under the caller's lease (ST_CONFLICT otherwise, so the unit rolls the
+ *     effect back): a retried or stolen job cannot apply its effect twice.
+ *
+ * States: available -> running (claimed: lease owner + expiry) -> completed;
+ * running -> available (failure: attempts + 1, run_at = now + backoff; or a
+ * lease handed back at shutdown, no attempt counted); running -> dead after
+ * max_attempts (the dead-letter queue); dead -> available (operator retry).
+ * A lease that expires (a crashed worker) is swept back to available and
+ * counts as an attempt, so a job that kills its worker ends in the DLQ
+ * instead of looping.
+ *
+ * Lease owners are "<instance_id>#<claim sequence>": unique per claim, so two
+ * claims of the same job (after a lease was swept) never share a fence, even
+ * on one instance. Claiming: SQLite's single writer makes SELECT + UPDATE
+ * atomic; PostgreSQL uses UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
+ * LOCKED LIMIT n) so concurrent instances never claim the same row.
+ * docs/internals/queue.md has the details. */
+#ifndef SETTLED_QUEUE_H
+#define SETTLED_QUEUE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "rc.h"
+#include "store.h"
+
+#define QUEUE_DEFAULT_MAX_ATTEMPTS 8
+#define QUEUE_NAME_MAX 32
+#define QUEUE_KIND_MAX 48
+#define QUEUE_OWNER_MAX 64
+#define QUEUE_ERROR_MAX 1000     /* last_error is truncated to this many bytes */
+
+enum job_state { JOB_AVAILABLE = 0, JOB_RUNNING, JOB_COMPLETED, JOB_DEAD, JOB_STATE_COUNT };
+
+/* "available", "running", "completed", "dead"; never NULL. */
+const char *job_state_str(enum job_state s);
+/* Parses the text above; -1 when unknown. */
+int job_state_parse(const char *s);
+
+/* A job row as the queue hands it out. Strings are owned by the struct;
+ * release with job_release(). */
+struct job {
+	int64_t id;
+	char queue[QUEUE_NAME_MAX + 1];
+	char kind[QUEUE_KIND_MAX + 1];
+	char lease_owner[QUEUE_OWNER_MAX + 1]; /* "" unless running */
+	enum job_state state;
+	int attempts;            /* failed attempts so far */
+	int max_attempts;
+	int64_t run_at;
+	int64_t lease_expires_at;/* 0 unless running */
+	int64_t created_at;
+	int64_t updated_at;
+	int64_t finished_at;     /* 0 unless completed or dead */
+	char *payload;           /* JSON text, never NULL after a successful read */
+	char *unique_key;        /* NULL when none */
+	char *last_error;        /* NULL when none */
+	char *traceparent;       /* NULL when none */
+};
+void job_release(struct job *j); /* frees the strings; accepts NULL */
+
+/* What to enqueue. queue, kind and payload are required; the rest may be
+ * 0/NULL: run_at 0 = now (the transaction's clock), max_attempts <= 0 =
+ * QUEUE_DEFAULT_MAX_ATTEMPTS, unique_key NULL = no de-duplication. */
+struct job_spec {
+	const char *queue;
+	const char *kind;
+	const char *payload;      /* JSON text */
+	const char *unique_key;
+	int64_t run_at;
+	int max_attempts;
+	const char *traceparent;
+};
+
+/* Inserts the job in tx. If unique_key is set and a job with that key
+ * already exists (in any state), nothing is inserted (ON CONFLICT DO
+ * NOTHING): *inserted (may be NULL) says which. *id_out (may be NULL) gets
+ * the new id, or 0 when nothing was inserted. ST_INVALID on a missing or
+ * over-long queue/kind; store errors otherwise. */
+enum st_rc queue_enqueue_spec(struct tx *tx, const struct job_spec *spec, int64_t *id_out,
+			      bool *inserted);
+/* Shorthand for the common case (see struct job_spec for the 0/NULL meanings). */
+enum st_rc queue_enqueue(struct tx *tx, const char *queue, const char *kind,
+			 const char *payload_json, const char *unique_key, int64_t run_at,
+			 int max_attempts);
+
+/* Claims up to max available jobs of queue with run_at <= now (oldest run_at
+ * first), marking them running under lease_owner until now + lease_ms.
+ * out[0..*n_out) are filled (caller releases each with job_release); out
+ * must hold max entries. lease_owner should be unique per claim (see
+ * above); at most QUEUE_OWNER_MAX bytes. */
+enum st_rc queue_claim(struct tx *tx, const char *queue, int max, const char *lease_owner,
+		       int64_t lease_ms, struct job *out, int *n_out);
+
+/* Marks the job completed if it is still running under lease_owner.
+ * ST_CONFLICT when it is not (lease expired and swept, stolen, finished):
+ * the caller's unit must then roll its effect back by returning the rc. */
+enum st_rc queue_complete(struct tx *tx, int64_t id, const char *lease_owner);
+
+/* Records a failed attempt of a job running under lease_owner: attempts + 1,
+ * last_error = error (truncated), and then dead (with finished_at) when the
+ * attempts reach max_attempts or permanent is set, else available again at
+ * now + delay_ms. *new_state (may be NULL) gets the resulting state.
+ * ST_CONFLICT when the job is no longer ours. */
+enum st_rc queue_fail(struct tx *tx, int64_t id, const char *lease_owner, const char *error,
+		      int64_t delay_ms, bool permanent, enum job_state *new_state);
+
+/* Hands a running job back without counting an attempt (graceful shutdown):
+ * available, lease cleared, run_at unchanged. ST_CONFLICT when not ours. */
+enum st_rc queue_release(struct tx *tx, int64_t id, const char *lease_owner);
+
+/* The lease sweeper: up to limit running jobs whose lease expired at or
+ * before now go back to available (or dead, when that was their last
+ * attempt), counting the lost attempt. With all set, every running job is
+ * swept whatever its lease (embedded mode at start: one process owns the
+ * file, so every running job belongs to a dead predecessor). *reclaimed and
+ * *dead (may be NULL) get the counts. */
+enum st_rc queue_sweep_leases(struct tx *tx, int64_t limit, bool all, int64_t *reclaimed,
+			      int64_t *dead);
+
+/* Deletes up to limit completed jobs finished before before_ms. */
+enum st_rc queue_purge_completed(struct tx *tx, int64_t before_ms, int64_t limit,
+				 int64_t *deleted);
+
+/* Reads one job. ST_NOT_FOUND when absent. */
+enum st_rc queue_get(struct tx *tx, int64_t id, struct job *out);
+
+/* Dead-letter queue. Lists up to limit dead jobs with id > after_id in id
+ * order into out (which holds limit entries); *n_out gets the count. */
+enum st_rc queue_dlq_list(struct tx *tx, int64_t after_id, int limit, struct job *out,
+			  int *n_out);
+/* A dead job goes back to available now with attempts reset (last_error
+ * kept for the record). ST_NOT_FOUND when no such job, ST_CONFLICT when it
+ * is not dead. */
+enum st_rc queue_dlq_retry(struct tx *tx, int64_t id);
+/* Deletes a dead job. ST_NOT_FOUND / ST_CONFLICT as queue_dlq_retry. */
+enum st_rc queue_dlq_delete(struct tx *tx, int64_t id);
+
+/* Job counts by queue and state, for the settled_jobs gauge. Calls fn once
+ * per (queue, state) pair that has jobs. */
+typedef void queue_count_fn(void *arg, const char *queue, enum job_state state, int64_t n);
+enum st_rc queue_counts(struct tx *tx, queue_count_fn *fn, void *arg);
+/* Number of jobs in one state (all queues). */
+enum st_rc queue_count_state(struct tx *tx, enum job_state state, int64_t *n);
+/* Number of jobs of kind with this exact payload in the given states
+ * (a bit mask of 1 << enum job_state): "is there still a job for X". */
+enum st_rc queue_count_payload(struct tx *tx, const char *kind, const char *payload,
+			       unsigned state_mask, int64_t *n);
+
+/* ---- backoff ---- */
+
+/* A source of uniformly distributed 64-bit values. */
+typedef uint64_t queue_rand_fn(void *arg);
+/* The default source: OpenSSL's CSPRNG (thread-safe; arg unused). */
+uint64_t queue_rand_default(void *arg);
+
+/* Exponential backoff with full jitter: a delay drawn uniformly from
+ * [0, min(cap_ms, base_ms * 2^attempt)] (attempt 0 = the first retry).
+ * Overflow-safe for any attempt; base_ms <= 0 gives 0; cap_ms < base_ms
+ * caps everything at cap_ms. rnd may be NULL for queue_rand_default. */
+int64_t queue_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, queue_rand_fn *rnd,
+			 void *rnd_arg);
+/* The upper bound above: min(cap_ms, base_ms * 2^attempt), overflow-safe. */
+int64_t queue_backoff_ceiling_ms(int attempt, int64_t base_ms, int64_t cap_ms);
+
+#endif

@@ -1,0 +1,157 @@
+/* route.c — matching a request's method and path against the route table.
+ *
+ * A path and a template are both sequences of '/'-prefixed segments and
+ * match when they have the same number of segments and each pair matches:
+ * a literal segment byte for byte, a "{name}" segment any non-empty run of
+ * bytes other than '/'. Nothing is decoded or normalised: "%2F" is three
+ * literal bytes, "/healthz/" has an empty trailing segment and so is not
+ * "/healthz", and a path containing "//" is refused outright. Keeping the
+ * matcher this literal means the router and any proxy in front of it can
+ * never disagree about which route a request reached.
+ *
+ * The first route in table order whose template and method both match
+ * wins, so a literal route meant to shadow a parameterised one goes first.
+ * Method names compare case-sensitively (RFC 9110 section 9.1); HEAD also
+ * matches GET routes. Workload: one linear scan per request over a few
+ * dozen entries, no allocation except the Allow list on the 405 path. */
+#include "route.h"
+
+#include <assert.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "banned.h"
+
+#define ROUTE_PATH_MAX 2048
+
+/* Matches one template against path[0..plen). Params are written to *pp,
+ * which the caller copies out only on a full match. */
+static bool tpl_match(const char *tpl, const char *path, size_t plen, struct route_params *pp)
+{
+	const char *t = tpl, *p = path, *pend = path + plen;
+
+	pp->n = 0;
+	while (*t == '/' && p < pend && *p == '/') {
+		const char *tseg = ++t, *pseg = ++p;
+		size_t tlen, slen;
+
+		while (*t && *t != '/')
+			t++;
+		while (p < pend && *p != '/')
+			p++;
+		tlen = (size_t)(t - tseg);
+		slen = (size_t)(p - pseg);
+		if (tlen >= 3 && tseg[0] == '{' && tseg[tlen - 1] == '}') {
+			if (slen == 0)
+				return false;
+			/* More parameters than route_params holds is a bug in the
+			 * table, not something a request can cause. */
+			assert(pp->n < ROUTE_MAX_PARAMS);
+			if (pp->n >= ROUTE_MAX_PARAMS)
+				return false;
+			pp->p[pp->n].name = tseg + 1;
+			pp->p[pp->n].name_len = tlen - 2;
+			pp->p[pp->n].value = pseg;
+			pp->p[pp->n].value_len = slen;
+			pp->n++;
+		} else if (tlen != slen || memcmp(tseg, pseg, tlen) != 0) {
+			return false;
+		}
+	}
+	/* Both must run out together: a leftover on either side means a
+	 * different segment count (which is also how "/x/" fails "/x"). */
+	return *t == '\0' && p == pend;
+}
+
+static bool method_matches(const char *route_method, const char *method)
+{
+	return strcmp(route_method, method) == 0 ||
+	       (strcmp(method, "HEAD") == 0 && strcmp(route_method, "GET") == 0);
+}
+
+/* Appends each method of a route whose template matches the path, once,
+ * in table order. Dedup re-checks earlier entries instead of keeping a
+ * set: this runs only on a 405, over a handful of routes. On failure allow
+ * is put back as it was, since a truncated Allow list would be a lie. */
+static void build_allow(const struct route *table, size_t n, const char *path, size_t plen,
+			struct buf *allow)
+{
+	struct route_params scratch;
+	size_t start = allow->len;
+	bool first = true;
+	enum st_rc rc = ST_OK;
+
+	for (size_t i = 0; i < n && !rc; i++) {
+		bool seen = false;
+
+		if (!tpl_match(table[i].path, path, plen, &scratch))
+			continue;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = strcmp(table[j].method, table[i].method) == 0 &&
+			       tpl_match(table[j].path, path, plen, &scratch);
+		if (seen)
+			continue;
+		if (!first)
+			rc = buf_append(allow, ", ", 2);
+		if (!rc)
+			rc = buf_puts(allow, table[i].method);
+		first = false;
+	}
+	if (rc) {
+		allow->len = start;
+		if (allow->alloc)
+			allow->ptr[start] = '\0';
+	}
+}
+
+enum route_result route_match(const struct route *table, size_t n, const char *method,
+			      const char *path, const struct route **found,
+			      struct route_params *params, struct buf *allow)
+{
+	struct route_params pp;
+	bool path_known = false;
+	size_t plen;
+
+	if (!method || !path)
+		return ROUTE_NOT_FOUND;
+	/* strnlen: never walk further than the cap into a hostile path. */
+	plen = strnlen(path, ROUTE_PATH_MAX + 1);
+	if (plen == 0 || plen > ROUTE_PATH_MAX || path[0] != '/' || memmem(path, plen, "//", 2))
+		return ROUTE_NOT_FOUND;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!tpl_match(table[i].path, path, plen, &pp))
+			continue;
+		if (!method_matches(table[i].method, method)) {
+			path_known = true;
+			continue;
+		}
+		if (found)
+			*found = &table[i];
+		if (params)
+			*params = pp;
+		return ROUTE_FOUND;
+	}
+	if (!path_known)
+		return ROUTE_NOT_FOUND;
+	if (allow)
+		build_allow(table, n, path, plen, allow);
+	return ROUTE_METHOD_NOT_ALLOWED;
+}
+
+const char *route_param(const struct route_params *params, const char *name, size_t *len_out)
+{
+	size_t nlen;
+
+	if (!params || !name)
+		return NULL;
+	nlen = strlen(name);
+	for (size_t i = 0; i < params->n && i < ROUTE_MAX_PARAMS; i++) {
+		if (params->p[i].name_len == nlen && memcmp(params->p[i].name, name, nlen) == 0) {
+			if (len_out)
+				*len_out = params->p[i].value_len;
+			return params->p[i].value;
+		}
+	}
+	return NULL;
+}

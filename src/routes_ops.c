@@ -1,0 +1,55 @@
+/* routes_ops.c — health and metrics endpoints: what operators and load
+ * balancers poll. Liveness says the process answers; readiness says its
+ * dependencies do, naming the failing one. */
+#include <jansson.h>
+
+#include "http.h"
+#include "routes.h"
+#include "settled.h"
+#include "banned.h"
+
+enum st_rc route_healthz(struct req_ctx *rq)
+{
+	return req_reply(rq, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+enum st_rc route_health_ready(struct req_ctx *rq)
+{
+	struct settled *app = req_app(rq);
+	struct buf why = BUF_INIT(512);
+	json_t *checks = json_object();
+	json_t *failing = json_array();
+	enum st_rc rc = store_ping(app->store, &why);
+	bool ok = rc == ST_OK;
+
+	json_object_set_new(checks, "store", json_pack("{s:s, s:s}", "status", ok ? "ok" : "unavailable",
+						       "backend", app->store->ops->name));
+	if (!ok) {
+		json_object_set_new(json_object_get(checks, "store"), "error", json_string(why.ptr));
+		json_array_append_new(failing, json_string("store"));
+	}
+	buf_release(&why);
+	if (atomic_load(&app->stopping)) {
+		ok = false;
+		json_array_append_new(failing, json_string("shutting_down"));
+	}
+	if (!ok)
+		return req_reply(rq, 503, json_pack("{s:s, s:s, s:s, s:o, s:o}", "error", "not_ready",
+						    "message", "a dependency is unavailable", "status",
+						    "unavailable", "failing", failing, "checks", checks));
+	json_decref(failing);
+	return req_reply(rq, 200, json_pack("{s:s, s:o}", "status", "ready", "checks", checks));
+}
+
+enum st_rc route_metrics(struct req_ctx *rq)
+{
+	struct resp *resp = req_resp(rq);
+	enum st_rc rc;
+
+	buf_reset(&resp->body);
+	rc = metrics_render(req_app(rq)->metrics, &resp->body);
+	if (rc)
+		return rc;
+	resp->status = 200;
+	return resp_header(resp, "Content-Type", METRICS_CONTENT_TYPE);
+}

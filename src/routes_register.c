@@ -1,0 +1,70 @@
+/* routes_register.c — POST /api/register {wallet, referrer?}: creates the
+ * wallet's ledger account (SPEC section 8). */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "account.h"
+#include "clock.h"
+#include "http.h"
+#include "routes.h"
+#include "validate.h"
+#include "banned.h"
+
+struct register_req {
+	char wallet[WALLET_LEN + 1];
+	char referrer[WALLET_LEN + 1];
+	bool has_referrer;
+};
+
+static enum st_rc register_unit(struct tx *tx, void *arg, struct resp *resp)
+{
+	struct register_req *r = arg;
+	struct account a;
+	char created[RFC3339_LEN], location[96];
+	enum st_rc rc;
+
+	rc = account_register(tx, r->wallet, r->has_referrer ? r->referrer : NULL, &a);
+	if (rc == ST_CONFLICT)
+		return unit_fail(resp, ST_CONFLICT, "already_registered", "this wallet is already registered",
+				 json_pack("{s:s}", "wallet", r->wallet));
+	if (rc == ST_NOT_FOUND)
+		return unit_fail(resp, ST_NOT_FOUND, "unknown_referrer", "the referrer is not registered",
+				 json_pack("{s:s}", "field", "referrer"));
+	if (rc == ST_INVALID)
+		return unit_fail(resp, ST_INVALID, "invalid_referrer", "a wallet cannot refer itself",
+				 json_pack("{s:s}", "field", "referrer"));
+	if (rc)
+		return rc;
+	format_rfc3339(a.created_at, created);
+	snprintf(location, sizeof(location), "/api/v2/accounts/%s", a.wallet);
+	rc = resp_location(resp, location);
+	if (rc)
+		return rc;
+	return resp_json(resp, 201,
+			 json_pack("{s:s, s:s, s:o, s:s}", "id", a.id, "wallet", a.wallet, "referrer",
+				   r->has_referrer ? json_string(r->referrer) : json_null(), "created_at",
+				   created));
+}
+
+enum st_rc route_register(struct req_ctx *rq)
+{
+	json_t *body = req_json(rq);
+	json_t *w = json_object_get(body, "wallet");
+	json_t *ref = json_object_get(body, "referrer");
+	struct register_req *r = req_alloc(rq, sizeof(*r));
+
+	if (!r)
+		return ST_NOMEM;
+	if (!json_is_string(w) || parse_wallet(json_string_value(w), json_string_length(w), r->wallet))
+		return req_fail_field(rq, ST_INVALID, "invalid_wallet",
+				      "wallet must be 0x followed by 40 hex digits", "wallet");
+	if (ref && !json_is_null(ref)) {
+		if (!json_is_string(ref) ||
+		    parse_wallet(json_string_value(ref), json_string_length(ref), r->referrer))
+			return req_fail_field(rq, ST_INVALID, "invalid_wallet",
+					      "referrer must be 0x followed by 40 hex digits", "referrer");
+		r->has_referrer = true;
+	}
+	return req_commit(rq, register_unit, r);
+}

@@ -1,0 +1,82 @@
+/* settled.c — the server context's own helpers: clock and shared metrics. */
+#include "settled.h"
+
+#include <time.h>
+
+#include "banned.h"
+
+int64_t settled_now_ms(const struct settled *app)
+{
+	struct timespec ts;
+
+	if (app->clock_ms)
+		return app->clock_ms(app->clock_arg);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The job queue's, sweeper's and reconciliation's families (issue 6). */
+static enum st_rc settled_job_metrics_init(struct settled_metrics *m, struct metrics *reg)
+{
+	static const char *const queue_state[] = { "queue", "state" };
+	static const char *const queue_kind_result[] = { "queue", "kind", "result" };
+	static const char *const queue_kind[] = { "queue", "kind" };
+	static const char *const action[] = { "action" };
+	static const char *const result[] = { "result" };
+	static const double job_buckets[] = { 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120 };
+
+	m->jobs = metrics_gauge(reg, "settled_jobs", "Jobs in the store by queue and state.", 2,
+				queue_state);
+	m->job_duration = metrics_histogram(reg, "settled_job_duration_seconds",
+					    "Time a worker spent on a job attempt, by outcome.", 3,
+					    queue_kind_result, job_buckets,
+					    sizeof(job_buckets) / sizeof(job_buckets[0]));
+	m->job_retries = metrics_counter(reg, "settled_job_retries_total",
+					 "Failed job attempts scheduled for a retry.", 2, queue_kind);
+	m->dlq_jobs = metrics_gauge(reg, "settled_dlq_jobs", "Jobs in the dead-letter queue.", 0, NULL);
+	m->lease_reclaims = metrics_counter(reg, "settled_job_lease_reclaims_total",
+					    "Running jobs whose lease expired and were taken back.", 0,
+					    NULL);
+	m->stuck_intents = metrics_counter(reg, "settled_stuck_intents_total",
+					   "Intents found stuck in LOCKED or SUBMITTED, by what was done.",
+					   1, action);
+	m->ledger_imbalance = metrics_gauge(reg, "settled_ledger_imbalance",
+					    "Ledger imbalance found by the last reconciliation (must be 0).",
+					    0, NULL);
+	m->recon_runs = metrics_counter(reg, "settled_reconciliation_runs_total",
+					"Reconciliation runs by result (ok, problems, error).", 1, result);
+	m->recon_problems = metrics_gauge(reg, "settled_reconciliation_problems",
+					  "Failed checks in the last reconciliation report.", 0, NULL);
+	if (!m->jobs || !m->job_duration || !m->job_retries || !m->dlq_jobs || !m->lease_reclaims ||
+	    !m->stuck_intents || !m->ledger_imbalance || !m->recon_runs || !m->recon_problems)
+		return ST_NOMEM;
+	return ST_OK;
+}
+
+enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
+{
+	static const char *const http_labels[] = { "method", "route", "status" };
+	static const char *const result[] = { "result" };
+	static const char *const policy[] = { "policy" };
+	static const char *const policy_decision[] = { "policy", "decision" };
+
+	m->http_requests = metrics_counter(reg, "http_requests_total", "HTTP requests answered.", 3,
+					   http_labels);
+	m->http_duration = metrics_histogram(reg, "http_request_duration_seconds",
+					     "Time from first byte to response queued.", 3, http_labels,
+					     NULL, 0);
+	m->idempotency = metrics_counter(reg, "settled_idempotency_total",
+					 "Idempotency-Key outcomes: hit, miss, in_use, reused, invalid.", 1,
+					 result);
+	m->rate_limited = metrics_counter(reg, "settled_rate_limited_total",
+					  "Requests refused by a rate-limit policy.", 1, policy);
+	m->rl_backend_errors = metrics_counter(reg, "settled_rate_limit_backend_errors_total",
+					       "Rate-limit decisions taken while the backend was down.", 2,
+					       policy_decision);
+	if (!m->http_requests || !m->http_duration || !m->idempotency || !m->rate_limited ||
+	    !m->rl_backend_errors)
+		return ST_NOMEM;
+	if (settled_job_metrics_init(m, reg))
+		return ST_NOMEM;
+	return ST_OK;
+}

@@ -1,0 +1,156 @@
+/* store.c — backend-independent parts of the store: choosing a backend,
+ * the synchronous wrapper around write units, nested savepoints and the
+ * materialised result helpers. See store.h for the contract. */
+#include "store.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "banned.h"
+
+enum st_rc store_open(const struct store_options *opt, struct store **out, struct buf *err)
+{
+	if (opt->database_url && *opt->database_url)
+		return store_pg_open(opt, out, err);
+	return store_sqlite_open(opt, out, err);
+}
+
+void store_close(struct store *s)
+{
+	if (s)
+		s->ops->close(s);
+}
+
+/* store_run waits on this; it lives on the caller's stack, which is safe
+ * because the caller cannot return before done() has signalled. */
+struct sync_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int finished;
+	enum st_rc rc;
+};
+
+static void sync_done(void *arg, enum st_rc rc)
+{
+	struct sync_wait *w = arg;
+
+	pthread_mutex_lock(&w->mu);
+	w->rc = rc;
+	w->finished = 1;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+struct sync_unit {
+	store_unit_fn *fn;
+	void *arg;
+	struct sync_wait wait;
+};
+
+static enum st_rc sync_run(struct tx *tx, void *arg)
+{
+	struct sync_unit *u = arg;
+
+	return u->fn(tx, u->arg);
+}
+
+static void sync_unit_done(void *arg, enum st_rc rc)
+{
+	struct sync_unit *u = arg;
+
+	sync_done(&u->wait, rc);
+}
+
+enum st_rc store_run(struct store *s, store_unit_fn *fn, void *arg)
+{
+	struct sync_unit u = { .fn = fn, .arg = arg };
+	enum st_rc rc;
+
+	pthread_mutex_init(&u.wait.mu, NULL);
+	pthread_cond_init(&u.wait.cv, NULL);
+	rc = store_submit(s, sync_run, sync_unit_done, &u);
+	if (rc == ST_OK) {
+		pthread_mutex_lock(&u.wait.mu);
+		while (!u.wait.finished)
+			pthread_cond_wait(&u.wait.cv, &u.wait.mu);
+		rc = u.wait.rc;
+		pthread_mutex_unlock(&u.wait.mu);
+	}
+	pthread_cond_destroy(&u.wait.cv);
+	pthread_mutex_destroy(&u.wait.mu);
+	return rc;
+}
+
+enum st_rc tx_exec(struct tx *tx, const char *sql, int n, const struct st_val *params,
+		   int64_t *changes)
+{
+	return tx->ops->exec(tx, sql, n, params, changes, NULL);
+}
+
+enum st_rc tx_query(struct tx *tx, const char *sql, int n, const struct st_val *params,
+		    struct st_rows **out)
+{
+	return tx->ops->exec(tx, sql, n, params, NULL, out);
+}
+
+enum st_dialect tx_dialect(const struct tx *tx)
+{
+	return tx->dialect;
+}
+
+int64_t tx_now_ms(const struct tx *tx)
+{
+	return tx->now_ms;
+}
+
+enum st_rc tx_nested(struct tx *tx, store_unit_fn *fn, void *arg)
+{
+	int depth = tx->depth + 1;
+	enum st_rc rc, rc2;
+
+	rc = tx->ops->savepoint(tx, depth);
+	if (rc)
+		return rc;
+	tx->depth = depth;
+	rc = fn(tx, arg);
+	tx->depth = depth - 1;
+	if (rc) {
+		rc2 = tx->ops->rollback_to(tx, depth);
+		if (rc2)
+			return rc2;
+	}
+	rc2 = tx->ops->release(tx, depth);
+	return rc ? rc : rc2;
+}
+
+const char *rows_text(const struct st_rows *r, int row, int col)
+{
+	if (!r || row < 0 || row >= r->nrows || col < 0 || col >= r->ncols)
+		return NULL;
+	return r->cells[row * r->ncols + col];
+}
+
+size_t rows_len(const struct st_rows *r, int row, int col)
+{
+	if (!rows_text(r, row, col))
+		return 0;
+	return r->lens[row * r->ncols + col];
+}
+
+int64_t rows_i64(const struct st_rows *r, int row, int col)
+{
+	const char *t = rows_text(r, row, col);
+
+	return t ? strtoll(t, NULL, 10) : 0;
+}
+
+void rows_free(struct st_rows *r)
+{
+	if (!r)
+		return;
+	for (int i = 0; i < r->nrows * r->ncols; i++)
+		free(r->cells[i]);
+	free(r->cells);
+	free(r->lens);
+	free(r);
+}

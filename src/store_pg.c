@@ -1,0 +1,1208 @@
+/* store_pg.c — the scale-out backend: PostgreSQL through libpq.
+ *
+ * Writes: a pool of N connections (store_options.write_conns, default 8),
+ * each owned by one worker thread. Workers take write units from one shared
+ * FIFO and run each as its own transaction (BEGIN ISOLATION LEVEL READ
+ * COMMITTED ... COMMIT). There is no group commit: PostgreSQL commits many
+ * transactions per WAL flush by itself, and units on different connections
+ * run in parallel, serialised only by the row locks they take. The ledger's
+ * invariants live in the schema (CHECK constraints, triggers), uniqueness in
+ * unique indexes, so READ COMMITTED is enough: ON CONFLICT and row locks
+ * give the right answer under it without serialization failures.
+ *
+ * Retries. A unit is re-run as a whole, on a fresh transaction, when
+ *  1. PostgreSQL reports serialization_failure (40001) or deadlock_detected
+ *     (40P01) anywhere in it, even inside a tx_nested the unit recovered
+ *     from (tx_exec returns ST_BUSY; the flag sticks to the transaction);
+ *  2. the unit itself returns ST_BUSY;
+ *  3. the connection died before COMMIT was sent (the server rolls back an
+ *     open transaction on disconnect, so nothing of the unit happened).
+ * At most PG_UNIT_ATTEMPTS runs, with full-jitter exponential backoff for
+ * 1 and 2. A connection lost *during* COMMIT is never retried: the outcome
+ * is unknown, the unit gets ST_UNAVAILABLE, and the client's idempotency
+ * key sorts it out. Units must therefore be re-runnable: fill outputs from
+ * scratch, touch nothing outside tx. Every unit in the tree already is.
+ *
+ * Reads: a separate pool of read_conns connections (default 4), borrowed
+ * by the calling thread for one REPEATABLE READ READ ONLY transaction (one
+ * snapshot for the whole read). Separate so that reads never queue behind
+ * a burst of writes, and a slow read never holds a writer.
+ *
+ * Connections die (PostgreSQL restarts, admin kills, network). A statement
+ * that finds its connection gone returns ST_UNAVAILABLE and drops the
+ * connection; the next use reconnects at once, and while reconnecting fails
+ * it waits out a jittered backoff (100 ms doubling to 2 s) during which
+ * units on that connection fail fast with ST_UNAVAILABLE instead of
+ * hanging. A writer whose connection is down leaves the queue to workers
+ * with a live one. Nothing here ever exits the process.
+ *
+ * Statements are prepared once per connection (PQprepare with no types:
+ * PostgreSQL infers them) and cached by the address of their SQL text under
+ * generated names; parameters go as text, results come back as text and
+ * are materialised into struct st_rows like the SQLite backend's (booleans
+ * become "1"/"0" so portable SQL reads the same on both).
+ *
+ * Migrations: migrations/pg/NNN_*.sql, each in its own transaction that
+ * first takes pg_advisory_xact_lock(PG_MIGRATION_LOCK), so instances that
+ * start together apply each version exactly once.
+ *
+ * The connection URL holds a password: it is never logged, and every libpq
+ * message passed on is scrubbed of it. */
+#include "store.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "banned.h"
+
+#define PG_WRITE_CONNS_DEFAULT 8
+#define PG_READ_CONNS_DEFAULT 4
+#define PG_UNIT_ATTEMPTS 5
+#define PG_RETRY_BASE_MS 4          /* first retry waits up to 8 ms */
+#define PG_RECONNECT_MIN_MS 100
+#define PG_RECONNECT_MAX_MS 2000
+#define PG_CONNECT_TIMEOUT "5"      /* seconds; the URL may override it */
+#define PG_PING_TIMEOUT_MS 2000
+#define PG_STMT_CACHE_MIN 64
+#define PG_MIGRATION_LOCK "7310427712" /* pg_advisory_xact_lock key: "settled" */
+#define PG_BOOLOID 16
+
+struct pg_stmt {
+	const char *sql;  /* cache key: the address, not the text */
+	unsigned id;      /* prepared as "s<id>" */
+	int nparams;
+};
+
+struct pg_store;
+
+struct pg_conn {
+	struct pg_store *s;
+	PGconn *pg;                /* NULL while down */
+	const char *role;          /* "writer", "reader", "ping": for logs */
+	unsigned idx;
+	bool writer;               /* counted in pg_store.healthy */
+	struct pg_stmt *slots;     /* open addressing on the sql pointer */
+	size_t nslots, used;
+	unsigned next_id;
+	unsigned drops;            /* times the connection was lost */
+	int64_t backoff_ms;        /* 0 while connecting works */
+	int64_t next_try_ms;       /* monotonic; no reconnect before this */
+	bool down_logged;
+	uint64_t rng;
+};
+
+struct pg_tx {
+	struct tx base;
+	struct pg_conn *conn;
+	bool aborted;   /* a statement failed: PostgreSQL ignores the rest */
+	bool retry;     /* 40001 / 40P01 seen: the unit is re-run */
+};
+
+struct pg_unit {
+	store_unit_fn *fn;
+	store_done_fn *done;
+	void *arg;
+	struct pg_unit *next;
+};
+
+struct pg_worker {
+	struct pg_conn conn;
+	pthread_t thread;
+	bool started;
+};
+
+struct pg_store {
+	struct store base;
+	char *url;
+	char *password;            /* scrubbed from messages; NULL if none */
+
+	struct pg_worker *workers;
+	unsigned nworkers;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;         /* CLOCK_MONOTONIC */
+	struct pg_unit *head, *tail;
+	bool stopping;
+	atomic_uint healthy;       /* writer connections up */
+
+	struct pg_conn *readers;
+	unsigned nreaders;
+	unsigned *free_readers;    /* stack of indexes */
+	unsigned nfree;
+	pthread_mutex_t rmu;
+	pthread_cond_t rcv;
+
+	struct pg_conn pinger;     /* migrations at open, then /health/ready */
+	pthread_mutex_t pmu;
+};
+
+static const struct store_ops pg_store_ops;
+static const struct tx_ops pg_tx_ops;
+
+static struct pg_store *pg_downcast(struct store *s)
+{
+	if (s->ops != &pg_store_ops)
+		abort(); /* a programmer error: another backend's store */
+	return (struct pg_store *)s;
+}
+
+static struct pg_tx *pg_tx_downcast(struct tx *tx)
+{
+	if (tx->ops != &pg_tx_ops)
+		abort();
+	return (struct pg_tx *)tx;
+}
+
+/* ---- clocks, jitter, messages ---- */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t store_clock(const struct store *s)
+{
+	struct timespec ts;
+
+	if (s->clock_ms)
+		return s->clock_ms(s->clock_arg);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/* xorshift64*: jitter only, never security. */
+static uint64_t jitter_next(uint64_t *state)
+{
+	uint64_t x = *state ? *state : 0x9e3779b97f4a7c15ULL;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*state = x;
+	return x * 0x2545f4914f6cdd1dULL;
+}
+
+/* A uniformly random wait in [max/2, max]: spread, but never ~0. */
+static int64_t jitter_ms(uint64_t *state, int64_t max)
+{
+	if (max < 2)
+		return max;
+	return max / 2 + (int64_t)(jitter_next(state) % (uint64_t)(max / 2 + 1));
+}
+
+/* Copies a libpq message into out on one line, without the password. */
+static void put_message(const struct pg_store *s, struct buf *out, const char *msg)
+{
+	size_t start = out->len, plen = s->password ? strlen(s->password) : 0;
+	const char *p = msg ? msg : "unknown error";
+
+	while (*p) {
+		if (plen >= 3 && strncmp(p, s->password, plen) == 0) {
+			buf_puts(out, "***");
+			p += plen;
+			continue;
+		}
+		buf_putc(out, *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : *p);
+		p++;
+	}
+	while (out->len > start && out->ptr[out->len - 1] == ' ')
+		out->ptr[--out->len] = '\0';
+}
+
+static void notice_ignore(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message; /* "relation already exists, skipping" and the like */
+}
+
+/* ---- connections ---- */
+
+static void conn_init(struct pg_conn *c, struct pg_store *s, const char *role, unsigned idx, bool writer)
+{
+	memset(c, 0, sizeof(*c));
+	c->s = s;
+	c->role = role;
+	c->idx = idx;
+	c->writer = writer;
+	c->rng = (uint64_t)mono_ms() * 0x9e3779b97f4a7c15ULL ^ ((uint64_t)idx << 32) ^ (uintptr_t)c;
+}
+
+static void cache_clear(struct pg_conn *c)
+{
+	free(c->slots);
+	c->slots = NULL;
+	c->nslots = c->used = 0;
+}
+
+/* Opens a connection. The URL may be a postgres:// URI or a key=value
+ * string; our defaults come first, so the URL's own settings win. */
+static PGconn *pg_connect(struct pg_store *s, const char *timeout, struct buf *why)
+{
+	const char *const keys[] = { "connect_timeout", "application_name", "keepalives_idle",
+				     "keepalives_interval", "keepalives_count", "dbname", NULL };
+	const char *const vals[] = { timeout, "settled", "30", "10", "3", s->url, NULL };
+	PGconn *pg = PQconnectdbParams(keys, vals, 1);
+
+	if (!pg) {
+		buf_puts(why, "out of memory");
+		return NULL;
+	}
+	if (PQstatus(pg) != CONNECTION_OK) {
+		put_message(s, why, PQerrorMessage(pg));
+		PQfinish(pg);
+		return NULL;
+	}
+	PQsetNoticeProcessor(pg, notice_ignore, NULL);
+	return pg;
+}
+
+/* Forgets a connection that is gone. Its transaction, if any, is rolled
+ * back by the server; its prepared statements went with it. */
+static void conn_drop(struct pg_conn *c, const char *why)
+{
+	if (!c->pg)
+		return;
+	if (!c->down_logged)
+		log_msg(c->s->base.log, LOG_WARN, "postgres: %s connection %u lost: %s", c->role, c->idx,
+			why && *why ? why : "connection closed");
+	c->down_logged = true;
+	PQfinish(c->pg);
+	c->pg = NULL;
+	c->drops++;
+	c->next_try_ms = 0; /* the first reconnect is immediate */
+	cache_clear(c);
+	if (c->writer && atomic_fetch_sub(&c->s->healthy, 1) == 1) {
+		/* The last live writer: wake the others so none idles on the
+		 * queue waiting for a peer that is gone too. */
+		pthread_cond_broadcast(&c->s->cv);
+	}
+}
+
+/* Makes sure c has a live connection: reconnects if it is down and its
+ * backoff has passed. ST_UNAVAILABLE otherwise (at once during backoff). */
+static enum st_rc conn_ensure(struct pg_conn *c, const char *timeout)
+{
+	struct pg_store *s = c->s;
+	struct buf why = BUF_INIT(1024);
+	int64_t now;
+
+	if (c->pg)
+		return ST_OK;
+	now = mono_ms();
+	if (now < c->next_try_ms)
+		return ST_UNAVAILABLE;
+	c->pg = pg_connect(s, timeout, &why);
+	if (!c->pg) {
+		c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : PG_RECONNECT_MIN_MS;
+		if (c->backoff_ms > PG_RECONNECT_MAX_MS)
+			c->backoff_ms = PG_RECONNECT_MAX_MS;
+		c->next_try_ms = mono_ms() + jitter_ms(&c->rng, c->backoff_ms);
+		if (!c->down_logged)
+			log_msg(s->base.log, LOG_WARN, "postgres: %s connection %u cannot connect: %s",
+				c->role, c->idx, why.ptr);
+		c->down_logged = true;
+		buf_release(&why);
+		return ST_UNAVAILABLE;
+	}
+	buf_release(&why);
+	if (c->down_logged)
+		log_msg(s->base.log, LOG_INFO, "postgres: %s connection %u reconnected", c->role, c->idx);
+	c->down_logged = false;
+	c->backoff_ms = 0;
+	if (c->writer)
+		atomic_fetch_add(&s->healthy, 1);
+	return ST_OK;
+}
+
+static void conn_close(struct pg_conn *c)
+{
+	if (c->pg) {
+		PQfinish(c->pg);
+		c->pg = NULL;
+		if (c->writer)
+			atomic_fetch_sub(&c->s->healthy, 1);
+	}
+	cache_clear(c);
+}
+
+/* ---- errors ---- */
+
+static bool sqlstate_is(const char *st, const char *code)
+{
+	return st && strcmp(st, code) == 0;
+}
+
+/* Server states that mean this connection is finished. */
+static bool sqlstate_conn_gone(const char *st)
+{
+	if (!st)
+		return false;
+	if (st[0] == '0' && st[1] == '8')
+		return !sqlstate_is(st, "08P01"); /* protocol violation: our bug, not the link */
+	return sqlstate_is(st, "57P01") || sqlstate_is(st, "57P02") || sqlstate_is(st, "57P03");
+}
+
+static enum st_rc map_sqlstate(const char *st)
+{
+	if (!st || strlen(st) != 5)
+		return ST_INTERNAL;
+	if (sqlstate_is(st, "23505"))
+		return ST_UNIQUE;
+	if (st[0] == '2' && st[1] == '3')          /* check, fk, not null, exclusion */
+		return ST_CONFLICT;
+	if (sqlstate_is(st, "P0001"))              /* raise_exception: our triggers */
+		return ST_CONFLICT;
+	if (sqlstate_is(st, "40001") || sqlstate_is(st, "40P01"))
+		return ST_BUSY;
+	if (sqlstate_conn_gone(st))
+		return ST_UNAVAILABLE;
+	if (st[0] == '5' && st[1] == '3')          /* insufficient resources: disk, memory */
+		return ST_UNAVAILABLE;
+	if (sqlstate_is(st, "57014"))              /* statement timeout, cancel */
+		return ST_UNAVAILABLE;
+	return ST_INTERNAL;
+}
+
+/* Turns one libpq result into a store code, and keeps the transaction's
+ * state in step: any failure aborts it on the server; 40001/40P01 mark it
+ * for a retry; a dead connection is dropped. res may be NULL. */
+static enum st_rc result_rc(struct pg_tx *t, struct pg_conn *c, PGresult *res, const char *what)
+{
+	ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	const char *st;
+	enum st_rc rc;
+
+	if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
+		return ST_OK;
+	st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	rc = map_sqlstate(st);
+	if (t)
+		t->aborted = true;
+	if (PQstatus(c->pg) != CONNECTION_OK || sqlstate_conn_gone(st)) {
+		struct buf why = BUF_INIT(1024);
+
+		put_message(c->s, &why, res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
+		if (!why.len)
+			put_message(c->s, &why, PQerrorMessage(c->pg));
+		conn_drop(c, why.ptr);
+		buf_release(&why);
+		return ST_UNAVAILABLE;
+	}
+	if (rc == ST_BUSY && t)
+		t->retry = true;
+	if (rc == ST_INTERNAL || rc == ST_UNAVAILABLE) {
+		struct buf why = BUF_INIT(1024);
+
+		put_message(c->s, &why, res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
+		log_msg(c->s->base.log, rc == ST_INTERNAL ? LOG_ERROR : LOG_WARN,
+			"postgres: %s failed: %s %s", what, st ? st : "-----", why.ptr);
+		buf_release(&why);
+	}
+	return rc;
+}
+
+/* ---- statement cache ---- */
+
+static size_t slot_hash(const char *sql, size_t n)
+{
+	uintptr_t p = (uintptr_t)sql;
+
+	p ^= p >> 17;
+	p *= (uintptr_t)0x9e3779b97f4a7c15ULL;
+	return (size_t)(p >> 7) & (n - 1);
+}
+
+static enum st_rc cache_grow(struct pg_conn *c)
+{
+	size_t n = c->nslots ? c->nslots * 2 : PG_STMT_CACHE_MIN;
+	struct pg_stmt *slots = calloc(n, sizeof(*slots));
+
+	if (!slots)
+		return ST_NOMEM;
+	for (size_t i = 0; i < c->nslots; i++) {
+		size_t h;
+
+		if (!c->slots[i].sql)
+			continue;
+		h = slot_hash(c->slots[i].sql, n);
+		while (slots[h].sql)
+			h = (h + 1) & (n - 1);
+		slots[h] = c->slots[i];
+	}
+	free(c->slots);
+	c->slots = slots;
+	c->nslots = n;
+	return ST_OK;
+}
+
+static void stmt_name(char *name, size_t size, unsigned id)
+{
+	snprintf(name, size, "s%u", id);
+}
+
+/* Finds sql's prepared statement on this connection, preparing it (and
+ * asking the server how many parameters it takes) the first time. */
+static enum st_rc conn_stmt(struct pg_tx *t, const char *sql, const struct pg_stmt **out)
+{
+	struct pg_conn *c = t->conn;
+	char name[24];
+	PGresult *res;
+	enum st_rc rc;
+	unsigned id;
+	int nparams;
+	size_t h;
+
+	if (c->used * 2 >= c->nslots && cache_grow(c))
+		return ST_NOMEM;
+	h = slot_hash(sql, c->nslots);
+	while (c->slots[h].sql) {
+		if (c->slots[h].sql == sql) {
+			*out = &c->slots[h];
+			return ST_OK;
+		}
+		h = (h + 1) & (c->nslots - 1);
+	}
+	id = ++c->next_id;
+	stmt_name(name, sizeof(name), id);
+	res = PQprepare(c->pg, name, sql, 0, NULL);
+	rc = result_rc(t, c, res, "prepare");
+	PQclear(res);
+	if (rc)
+		return rc;
+	res = PQdescribePrepared(c->pg, name);
+	rc = result_rc(t, c, res, "describe");
+	nparams = rc ? 0 : PQnparams(res);
+	PQclear(res);
+	if (rc)
+		return rc;
+	c->slots[h].sql = sql;
+	c->slots[h].id = id;
+	c->slots[h].nparams = nparams;
+	c->used++;
+	*out = &c->slots[h];
+	return ST_OK;
+}
+
+/* ---- tx ops ---- */
+
+/* Renders params as NUL-terminated text in one allocation (*block, caller
+ * frees). PostgreSQL text cannot hold NUL, so a value with one is refused
+ * rather than cut short. */
+static enum st_rc params_text(int n, const struct st_val *params, const char ***values, char **block)
+{
+	size_t size = sizeof(char *) * (size_t)n, off;
+	char *b;
+	const char **v;
+
+	for (int i = 0; i < n; i++) {
+		if (params[i].type == SV_TEXT) {
+			if (params[i].len && memchr(params[i].s, '\0', params[i].len))
+				return ST_INVALID;
+			size += params[i].len + 1;
+		} else if (params[i].type == SV_INT) {
+			size += 24;
+		}
+	}
+	b = malloc(size ? size : 1);
+	if (!b)
+		return ST_NOMEM;
+	v = (const char **)(void *)b;
+	off = sizeof(char *) * (size_t)n;
+	for (int i = 0; i < n; i++) {
+		char *dst = b + off;
+
+		switch (params[i].type) {
+		case SV_INT:
+			off += (size_t)snprintf(dst, 24, "%lld", (long long)params[i].i) + 1;
+			v[i] = dst;
+			break;
+		case SV_TEXT:
+			if (params[i].len)
+				memcpy(dst, params[i].s, params[i].len);
+			dst[params[i].len] = '\0';
+			off += params[i].len + 1;
+			v[i] = dst;
+			break;
+		default:
+			v[i] = NULL;
+			break;
+		}
+	}
+	*values = v;
+	*block = b;
+	return ST_OK;
+}
+
+static enum st_rc rows_from_result(PGresult *res, struct st_rows **out)
+{
+	struct st_rows *r = calloc(1, sizeof(*r));
+	int nr = PQntuples(res), nc = PQnfields(res);
+	size_t ncells = (size_t)nr * (size_t)nc;
+
+	if (!r)
+		return ST_NOMEM;
+	r->ncols = nc;
+	if (ncells) {
+		r->cells = calloc(ncells, sizeof(*r->cells));
+		r->lens = calloc(ncells, sizeof(*r->lens));
+		if (!r->cells || !r->lens) {
+			rows_free(r);
+			return ST_NOMEM;
+		}
+	}
+	r->nrows = nr; /* cells are NULL until filled: rows_free copes */
+	for (int row = 0; row < nr; row++) {
+		for (int col = 0; col < nc; col++) {
+			size_t idx = (size_t)row * (size_t)nc + (size_t)col;
+			const char *v;
+			size_t len;
+
+			if (PQgetisnull(res, row, col))
+				continue;
+			v = PQgetvalue(res, row, col);
+			len = (size_t)PQgetlength(res, row, col);
+			if (PQftype(res, col) == PG_BOOLOID) {
+				/* SQLite has no booleans: keep SELECT a > b portable. */
+				v = v[0] == 't' ? "1" : "0";
+				len = 1;
+			}
+			r->cells[idx] = malloc(len + 1);
+			if (!r->cells[idx]) {
+				rows_free(r);
+				return ST_NOMEM;
+			}
+			memcpy(r->cells[idx], v, len);
+			r->cells[idx][len] = '\0';
+			r->lens[idx] = len;
+		}
+	}
+	*out = r;
+	return ST_OK;
+}
+
+static enum st_rc pg_exec(struct tx *tx, const char *sql, int n, const struct st_val *params,
+			  int64_t *changes, struct st_rows **out)
+{
+	struct pg_tx *t = pg_tx_downcast(tx);
+	struct pg_conn *c = t->conn;
+	const struct pg_stmt *st;
+	const char **values = NULL;
+	char *block = NULL, name[24];
+	PGresult *res = NULL;
+	enum st_rc rc;
+
+	if (!c->pg)
+		return ST_UNAVAILABLE;
+	rc = conn_stmt(t, sql, &st);
+	if (rc)
+		return rc;
+	if (n < st->nparams) {
+		/* SQLite says the same (ST_INTERNAL) for a $k past the params. */
+		log_msg(c->s->base.log, LOG_ERROR, "postgres: statement takes %d parameters, %d given",
+			st->nparams, n);
+		return ST_INTERNAL;
+	}
+	/* Extra params are fine, as on SQLite; the server only takes its count. */
+	rc = params_text(st->nparams, params, &values, &block);
+	if (rc)
+		return rc;
+	stmt_name(name, sizeof(name), st->id);
+	res = PQexecPrepared(c->pg, name, st->nparams, values, NULL, NULL, 0);
+	rc = result_rc(t, c, res, "statement");
+	if (rc)
+		goto out;
+	if (changes) {
+		const char *tuples = PQcmdTuples(res);
+
+		*changes = *tuples ? strtoll(tuples, NULL, 10) : 0;
+	}
+	if (out)
+		rc = rows_from_result(res, out);
+out:
+	PQclear(res);
+	free(block);
+	return rc;
+}
+
+/* Runs a fixed command (BEGIN, COMMIT, SAVEPOINT ...) on t's connection.
+ * tag, if given, gets the command tag ("COMMIT" or "ROLLBACK"). */
+static enum st_rc tx_command(struct pg_tx *t, const char *sql, char *tag, size_t tag_size)
+{
+	struct pg_conn *c = t->conn;
+	PGresult *res;
+	enum st_rc rc;
+
+	if (!c->pg)
+		return ST_UNAVAILABLE;
+	res = PQexec(c->pg, sql);
+	rc = result_rc(t, c, res, sql);
+	if (rc == ST_OK && tag)
+		snprintf(tag, tag_size, "%s", PQcmdStatus(res));
+	PQclear(res);
+	return rc;
+}
+
+static enum st_rc savepoint_cmd(struct tx *tx, const char *verb, int depth)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "%s sp%d", verb, depth);
+	return tx_command(pg_tx_downcast(tx), sql, NULL, 0);
+}
+
+static enum st_rc pg_savepoint(struct tx *tx, int depth)
+{
+	return savepoint_cmd(tx, "SAVEPOINT", depth);
+}
+
+static enum st_rc pg_rollback_to(struct tx *tx, int depth)
+{
+	enum st_rc rc = savepoint_cmd(tx, "ROLLBACK TO SAVEPOINT", depth);
+
+	if (rc == ST_OK)
+		pg_tx_downcast(tx)->aborted = false; /* usable again; retry stays set */
+	return rc;
+}
+
+static enum st_rc pg_release(struct tx *tx, int depth)
+{
+	return savepoint_cmd(tx, "RELEASE SAVEPOINT", depth);
+}
+
+static const struct tx_ops pg_tx_ops = {
+	.exec = pg_exec,
+	.savepoint = pg_savepoint,
+	.rollback_to = pg_rollback_to,
+	.release = pg_release,
+};
+
+static void tx_start(struct pg_tx *t, struct pg_store *s, struct pg_conn *c, bool read_only)
+{
+	memset(t, 0, sizeof(*t));
+	t->base.ops = &pg_tx_ops;
+	t->base.dialect = ST_PG;
+	t->base.read_only = read_only;
+	t->base.now_ms = store_clock(&s->base);
+	t->conn = c;
+}
+
+/* Ends t with ROLLBACK, ignoring errors beyond dropping a dead connection. */
+static void tx_rollback(struct pg_tx *t)
+{
+	if (t->conn->pg)
+		tx_command(t, "ROLLBACK", NULL, 0);
+}
+
+/* ---- writers ---- */
+
+/* One run of u, then retries as the header comment says. */
+static enum st_rc run_unit(struct pg_conn *c, struct pg_unit *u)
+{
+	struct pg_store *s = c->s;
+	enum st_rc rc = ST_UNAVAILABLE;
+
+	for (int attempt = 1; attempt <= PG_UNIT_ATTEMPTS; attempt++) {
+		struct pg_tx t;
+		unsigned drops = c->drops;
+		bool committing = false;
+
+		rc = conn_ensure(c, PG_CONNECT_TIMEOUT);
+		if (rc)
+			return rc;
+		tx_start(&t, s, c, false);
+		rc = tx_command(&t, "BEGIN ISOLATION LEVEL READ COMMITTED", NULL, 0);
+		if (rc == ST_OK) {
+			rc = u->fn(&t.base, u->arg);
+			if (t.retry) {
+				rc = ST_BUSY;
+			} else if (rc == ST_OK && t.aborted) {
+				/* On SQLite this unit would have committed its other
+				 * statements; here the failed one aborted them all. */
+				log_msg(s->base.log, LOG_ERROR,
+					"postgres: a write unit returned ok after a failed statement;"
+					" rolled back (contain expected errors with tx_nested)");
+				rc = ST_INTERNAL;
+			}
+			if (rc == ST_OK) {
+				char tag[32] = "";
+
+				committing = true;
+				rc = tx_command(&t, "COMMIT", tag, sizeof(tag));
+				if (rc == ST_OK && strcmp(tag, "COMMIT") != 0)
+					rc = ST_INTERNAL; /* the server rolled back */
+				if (rc == ST_BUSY)
+					committing = false; /* refused, definitely not committed */
+			} else {
+				tx_rollback(&t);
+			}
+		}
+		if (rc == ST_BUSY && attempt < PG_UNIT_ATTEMPTS) {
+			sleep_ms(jitter_ms(&c->rng, PG_RETRY_BASE_MS << attempt));
+			continue;
+		}
+		if (rc == ST_UNAVAILABLE && c->drops != drops && !committing &&
+		    attempt < PG_UNIT_ATTEMPTS)
+			continue; /* nothing of it happened: run it on a new connection */
+		if (rc == ST_BUSY)
+			log_msg(s->base.log, LOG_WARN, "postgres: a write unit still conflicted after %d attempts",
+				attempt);
+		return rc;
+	}
+	return rc;
+}
+
+static void timed_wait_until(struct pg_store *s, int64_t mono_deadline)
+{
+	struct timespec ts = { (time_t)(mono_deadline / 1000), (long)(mono_deadline % 1000) * 1000000L };
+
+	pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+}
+
+static void *worker_main(void *arg)
+{
+	struct pg_conn *c = arg;
+	struct pg_store *s = c->s;
+
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		struct pg_unit *u;
+		enum st_rc rc;
+
+		if (!s->head) {
+			if (s->stopping)
+				break;
+			pthread_cond_wait(&s->cv, &s->mu);
+			continue;
+		}
+		/* Down and backing off while another writer is up: leave the
+		 * work to it rather than failing units that could succeed. */
+		if (!c->pg && !s->stopping && atomic_load(&s->healthy) > 0 && mono_ms() < c->next_try_ms) {
+			timed_wait_until(s, c->next_try_ms);
+			continue;
+		}
+		u = s->head;
+		s->head = u->next;
+		if (!s->head)
+			s->tail = NULL;
+		pthread_mutex_unlock(&s->mu);
+
+		rc = run_unit(c, u);
+		u->done(u->arg, rc);
+		free(u);
+
+		pthread_mutex_lock(&s->mu);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+static enum st_rc pg_submit(struct store *base, store_unit_fn *fn, store_done_fn *done, void *arg)
+{
+	struct pg_store *s = pg_downcast(base);
+	struct pg_unit *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return ST_NOMEM;
+	u->fn = fn;
+	u->done = done;
+	u->arg = arg;
+	pthread_mutex_lock(&s->mu);
+	if (s->stopping) {
+		pthread_mutex_unlock(&s->mu);
+		free(u);
+		return ST_UNAVAILABLE;
+	}
+	if (s->tail)
+		s->tail->next = u;
+	else
+		s->head = u;
+	s->tail = u;
+	/* While some writer is down, a signal could wake only a worker that
+	 * declines the unit; wake them all then. */
+	if (atomic_load(&s->healthy) < s->nworkers)
+		pthread_cond_broadcast(&s->cv);
+	else
+		pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	return ST_OK;
+}
+
+/* ---- readers ---- */
+
+static enum st_rc pg_read(struct store *base, store_unit_fn *fn, void *arg)
+{
+	struct pg_store *s = pg_downcast(base);
+	struct pg_conn *c;
+	enum st_rc rc = ST_UNAVAILABLE;
+	unsigned idx;
+
+	pthread_mutex_lock(&s->rmu);
+	while (!s->nfree)
+		pthread_cond_wait(&s->rcv, &s->rmu);
+	idx = s->free_readers[--s->nfree];
+	pthread_mutex_unlock(&s->rmu);
+	c = &s->readers[idx];
+
+	/* A second try only when BEGIN found the connection dead (a server
+	 * restart since its last use): fn has not run, so running it on a
+	 * new connection is safe whatever fn does. */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct pg_tx t;
+		unsigned drops = c->drops;
+
+		rc = conn_ensure(c, PG_CONNECT_TIMEOUT);
+		if (rc)
+			break;
+		tx_start(&t, s, c, true);
+		rc = tx_command(&t, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, 0);
+		if (rc) {
+			if (c->drops != drops)
+				continue;
+			break;
+		}
+		rc = fn(&t.base, arg);
+		if (rc == ST_OK && !t.aborted)
+			tx_command(&t, "COMMIT", NULL, 0);
+		else
+			tx_rollback(&t);
+		break;
+	}
+
+	pthread_mutex_lock(&s->rmu);
+	s->free_readers[s->nfree++] = idx;
+	pthread_cond_signal(&s->rcv);
+	pthread_mutex_unlock(&s->rmu);
+	return rc;
+}
+
+/* ---- ping ---- */
+
+/* SELECT 1 with a deadline, so a hung server cannot hang /health/ready. */
+static enum st_rc ping_query(struct pg_conn *c, int timeout_ms, struct buf *why)
+{
+	int64_t deadline = mono_ms() + timeout_ms;
+	PGresult *res;
+	bool ok = false;
+
+	if (!PQsendQuery(c->pg, "SELECT 1"))
+		goto lost;
+	while (PQisBusy(c->pg)) {
+		struct pollfd pfd = { .fd = PQsocket(c->pg), .events = POLLIN };
+		int64_t left = deadline - mono_ms();
+		int n;
+
+		if (left <= 0) {
+			buf_printf(why, "no answer to SELECT 1 within %d ms", timeout_ms);
+			conn_drop(c, why->ptr);
+			return ST_UNAVAILABLE;
+		}
+		n = poll(&pfd, 1, (int)left);
+		if (n < 0 && errno != EINTR)
+			goto lost;
+		if (n > 0 && !PQconsumeInput(c->pg))
+			goto lost;
+	}
+	while ((res = PQgetResult(c->pg))) {
+		if (PQresultStatus(res) == PGRES_TUPLES_OK)
+			ok = true;
+		else if (!why->len)
+			put_message(c->s, why, PQresultErrorMessage(res));
+		PQclear(res);
+	}
+	if (ok)
+		return ST_OK;
+	if (PQstatus(c->pg) == CONNECTION_OK)
+		return ST_UNAVAILABLE;
+lost:
+	if (!why->len)
+		put_message(c->s, why, PQerrorMessage(c->pg));
+	conn_drop(c, why->ptr);
+	return ST_UNAVAILABLE;
+}
+
+static enum st_rc pg_ping(struct store *base, struct buf *why)
+{
+	struct pg_store *s = pg_downcast(base);
+	struct buf reason = BUF_INIT(1024);
+	struct pg_conn *c = &s->pinger;
+	enum st_rc rc;
+
+	pthread_mutex_lock(&s->pmu);
+	/* Readiness wants the truth now, so no backoff: probes are rare. */
+	c->next_try_ms = 0;
+	if (!c->pg) {
+		c->pg = pg_connect(s, "2", &reason);
+		if (c->pg && c->down_logged)
+			log_msg(s->base.log, LOG_INFO, "postgres: ping connection reconnected");
+		c->down_logged = !c->pg;
+	}
+	rc = c->pg ? ping_query(c, PG_PING_TIMEOUT_MS, &reason) : ST_UNAVAILABLE;
+	pthread_mutex_unlock(&s->pmu);
+	if (rc && why)
+		buf_printf(why, "postgres: %s", reason.len ? reason.ptr : st_rc_str(rc));
+	buf_release(&reason);
+	return rc;
+}
+
+/* ---- close ---- */
+
+static void pg_close(struct store *base)
+{
+	struct pg_store *s = pg_downcast(base);
+
+	pthread_mutex_lock(&s->mu);
+	s->stopping = true; /* workers finish what is queued, then exit */
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	for (unsigned i = 0; i < s->nworkers; i++)
+		if (s->workers[i].started)
+			pthread_join(s->workers[i].thread, NULL);
+	for (unsigned i = 0; i < s->nworkers; i++)
+		conn_close(&s->workers[i].conn);
+	for (unsigned i = 0; i < s->nreaders; i++)
+		conn_close(&s->readers[i]);
+	conn_close(&s->pinger);
+	free(s->workers);
+	free(s->readers);
+	free(s->free_readers);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->rmu);
+	pthread_cond_destroy(&s->rcv);
+	pthread_mutex_destroy(&s->pmu);
+	free(s->url);
+	if (s->password) {
+		memset(s->password, 0, strlen(s->password));
+		free(s->password);
+	}
+	free(s);
+}
+
+static const struct store_ops pg_store_ops = {
+	.name = "postgres",
+	.submit = pg_submit,
+	.read = pg_read,
+	.ping = pg_ping,
+	.close = pg_close,
+};
+
+/* ---- open + migrate ---- */
+
+/* Runs sql on a connection outside any pg_tx; on failure err says why. */
+static enum st_rc simple(struct pg_store *s, PGconn *pg, const char *sql, int n, const char *const *params,
+			 PGresult **out, struct buf *err)
+{
+	PGresult *res = n ? PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0) : PQexec(pg, sql);
+	ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+
+	if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
+		if (out)
+			*out = res;
+		else
+			PQclear(res);
+		return ST_OK;
+	}
+	put_message(s, err, res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
+	PQclear(res);
+	return PQstatus(pg) == CONNECTION_OK ? ST_INTERNAL : ST_UNAVAILABLE;
+}
+
+/* One transaction: takes the migration lock, reads the current version
+ * and applies m if it is newer. */
+static enum st_rc migrate_one(struct pg_store *s, PGconn *pg, const struct st_migration *m, struct buf *err)
+{
+	PGresult *res = NULL;
+	enum st_rc rc;
+	int current;
+
+	rc = simple(s, pg, "BEGIN", 0, NULL, NULL, err);
+	if (rc)
+		return rc;
+	rc = simple(s, pg,
+		    "SELECT pg_advisory_xact_lock(" PG_MIGRATION_LOCK ");"
+		    "CREATE TABLE IF NOT EXISTS schema_version ("
+		    " version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+		    0, NULL, NULL, err);
+	if (!rc)
+		rc = simple(s, pg, "SELECT coalesce(max(version), 0) FROM schema_version", 0, NULL, &res, err);
+	if (rc)
+		goto fail;
+	current = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	res = NULL;
+	if (m && m->version > current) {
+		char version[16];
+		const char *params[2] = { version, m->name };
+
+		snprintf(version, sizeof(version), "%d", m->version);
+		rc = simple(s, pg, m->sql, 0, NULL, NULL, err);
+		if (!rc)
+			rc = simple(s, pg,
+				    "INSERT INTO schema_version (version, name, applied_at)"
+				    " VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
+				    2, params, NULL, err);
+		if (rc)
+			goto fail;
+		log_msg(s->base.log, LOG_INFO, "applied migration %s", m->name);
+	}
+	return simple(s, pg, "COMMIT", 0, NULL, NULL, err);
+fail:
+	PQclear(res);
+	if (PQstatus(pg) == CONNECTION_OK)
+		PQclear(PQexec(pg, "ROLLBACK"));
+	return rc;
+}
+
+static enum st_rc migrate(struct pg_store *s, PGconn *pg, struct buf *err)
+{
+	struct buf why = BUF_INIT(1024);
+	enum st_rc rc = migrate_one(s, pg, NULL, &why);
+
+	for (const struct st_migration *m = st_migrations_pg; !rc && m->sql; m++)
+		if ((rc = migrate_one(s, pg, m, &why)))
+			buf_printf(err, "postgres: migration %s failed: %s", m->name, why.ptr);
+	if (rc && !err->len)
+		buf_printf(err, "postgres: migrations: %s", why.ptr);
+	buf_release(&why);
+	return rc;
+}
+
+/* The password, if the URL has one, so that messages can be scrubbed. */
+static enum st_rc url_password(const char *url, char **out)
+{
+	char *errmsg = NULL;
+	PQconninfoOption *opts = PQconninfoParse(url, &errmsg);
+	enum st_rc rc = ST_OK;
+
+	*out = NULL;
+	if (!opts) {
+		PQfreemem(errmsg);
+		return ST_INVALID;
+	}
+	for (PQconninfoOption *o = opts; o->keyword; o++) {
+		if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) {
+			*out = strdup(o->val);
+			if (!*out)
+				rc = ST_NOMEM;
+		}
+	}
+	PQconninfoFree(opts);
+	return rc;
+}
+
+enum st_rc store_pg_open(const struct store_options *opt, struct store **out, struct buf *err)
+{
+	struct pg_store *s = calloc(1, sizeof(*s));
+	pthread_condattr_t ca;
+	struct buf why = BUF_INIT(1024);
+	enum st_rc rc;
+
+	if (!s)
+		return ST_NOMEM;
+	s->base.ops = &pg_store_ops;
+	s->base.log = opt->log;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&s->rmu, NULL);
+	pthread_cond_init(&s->rcv, NULL);
+	pthread_mutex_init(&s->pmu, NULL);
+	atomic_init(&s->healthy, 0);
+	conn_init(&s->pinger, s, "ping", 0, false);
+
+	s->url = strdup(opt->database_url);
+	if (!s->url) {
+		rc = ST_NOMEM;
+		goto fail;
+	}
+	rc = url_password(s->url, &s->password);
+	if (rc) {
+		/* libpq's parse error may quote the URL: say less. */
+		buf_puts(err, rc == ST_NOMEM ? "postgres: out of memory"
+					     : "postgres: SETTLED_DATABASE_URL is not a valid connection URL");
+		goto fail;
+	}
+	if (!PQisthreadsafe()) {
+		buf_puts(err, "postgres: libpq was built without thread safety");
+		rc = ST_INTERNAL;
+		goto fail;
+	}
+
+	s->pinger.pg = pg_connect(s, PG_CONNECT_TIMEOUT, &why);
+	if (!s->pinger.pg) {
+		buf_printf(err, "postgres: %s", why.ptr);
+		rc = ST_UNAVAILABLE;
+		goto fail;
+	}
+	rc = migrate(s, s->pinger.pg, err);
+	if (rc)
+		goto fail;
+
+	s->nworkers = opt->write_conns ? opt->write_conns : PG_WRITE_CONNS_DEFAULT;
+	s->nreaders = opt->read_conns ? opt->read_conns : PG_READ_CONNS_DEFAULT;
+	s->workers = calloc(s->nworkers, sizeof(*s->workers));
+	s->readers = calloc(s->nreaders, sizeof(*s->readers));
+	s->free_readers = calloc(s->nreaders, sizeof(*s->free_readers));
+	if (!s->workers || !s->readers || !s->free_readers) {
+		rc = ST_NOMEM;
+		goto fail;
+	}
+	/* Connect everything now: a server that cannot get its pool (too
+	 * many clients, bad permissions) should say so at start. */
+	for (unsigned i = 0; i < s->nreaders; i++) {
+		conn_init(&s->readers[i], s, "reader", i, false);
+		s->free_readers[s->nfree++] = i;
+	}
+	for (unsigned i = 0; i < s->nworkers; i++)
+		conn_init(&s->workers[i].conn, s, "writer", i, true);
+	for (unsigned i = 0; i < s->nreaders + s->nworkers; i++) {
+		struct pg_conn *c = i < s->nreaders ? &s->readers[i] : &s->workers[i - s->nreaders].conn;
+
+		buf_reset(&why);
+		c->pg = pg_connect(s, PG_CONNECT_TIMEOUT, &why);
+		if (!c->pg) {
+			buf_printf(err, "postgres: %s connection %u: %s", c->role, c->idx, why.ptr);
+			rc = ST_UNAVAILABLE;
+			goto fail;
+		}
+		if (c->writer)
+			atomic_fetch_add(&s->healthy, 1);
+	}
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i].conn)) {
+			buf_puts(err, "postgres: cannot start the pool threads");
+			rc = ST_INTERNAL;
+			goto fail;
+		}
+		s->workers[i].started = true;
+	}
+	log_msg(s->base.log, LOG_INFO, "postgres store: database %s on %s port %s, %u writers, %u readers",
+		PQdb(s->pinger.pg), PQhost(s->pinger.pg), PQport(s->pinger.pg), s->nworkers, s->nreaders);
+	buf_release(&why);
+	*out = &s->base;
+	return ST_OK;
+fail:
+	buf_release(&why);
+	pg_close(&s->base);
+	return rc;
+}

@@ -1,0 +1,656 @@
+/* store_sqlite.c — the embedded backend: SQLite in WAL mode with
+ * synchronous=FULL, one writer thread with group commit, a pool of
+ * read-only connections.
+ *
+ * Why one writer thread: SQLite allows one writer at a time; with writers
+ * on many threads they would queue on the file lock and fail with
+ * SQLITE_BUSY under load. Instead every write unit is queued here and the
+ * writer runs whatever is queued as one transaction, each unit under its own
+ * SAVEPOINT, and commits once: one fsync for the whole batch. A unit that
+ * fails rolls back to its savepoint without touching the others. Units are
+ * answered only after COMMIT returns, so an acknowledged write is durable.
+ *
+ * Statements are prepared once per connection (SQLITE_PREPARE_PERSISTENT)
+ * and cached by the address of their SQL text. */
+#include "store.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "banned.h"
+
+#define WRITER_BATCH_MAX 512
+#define STMT_CACHE_MIN 64
+
+struct stmt_slot {
+	const char *sql;
+	sqlite3_stmt *stmt;
+};
+
+struct sqlite_conn {
+	sqlite3 *db;
+	struct stmt_slot *slots;  /* open addressing on the sql pointer */
+	size_t nslots, used;
+};
+
+struct sqlite_tx {
+	struct tx base;
+	struct sqlite_conn *conn;
+};
+
+struct unit {
+	store_unit_fn *fn;
+	store_done_fn *done;
+	void *arg;
+	enum st_rc rc;
+	struct unit *next;
+};
+
+struct sqlite_store {
+	struct store base;
+	char *path;
+
+	struct sqlite_conn writer;
+	pthread_t writer_thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct unit *head, *tail;
+	int stopping;
+	int writer_started;
+
+	struct sqlite_conn *readers;
+	unsigned nreaders;
+	unsigned *free_readers;   /* stack of indexes */
+	unsigned nfree;
+	pthread_mutex_t rmu;
+	pthread_cond_t rcv;
+};
+
+static const struct store_ops sqlite_store_ops;
+static const struct tx_ops sqlite_tx_ops;
+
+static struct sqlite_store *sqlite_downcast(struct store *s)
+{
+	if (s->ops != &sqlite_store_ops)
+		abort(); /* a programmer error: another backend's store */
+	return (struct sqlite_store *)s;
+}
+
+static int64_t store_clock(const struct store *s)
+{
+	struct timespec ts;
+
+	if (s->clock_ms)
+		return s->clock_ms(s->clock_arg);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static enum st_rc map_sqlite_error(int rc)
+{
+	switch (rc) {
+	case SQLITE_CONSTRAINT_UNIQUE:
+	case SQLITE_CONSTRAINT_PRIMARYKEY:
+		return ST_UNIQUE;
+	case SQLITE_CONSTRAINT_CHECK:
+	case SQLITE_CONSTRAINT_TRIGGER:
+	case SQLITE_CONSTRAINT_FOREIGNKEY:
+	case SQLITE_CONSTRAINT_NOTNULL:
+	case SQLITE_CONSTRAINT:
+		return ST_CONFLICT;
+	case SQLITE_NOMEM:
+		return ST_NOMEM;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+	case SQLITE_BUSY_SNAPSHOT:
+		return ST_BUSY;
+	case SQLITE_IOERR:
+	case SQLITE_FULL:
+	case SQLITE_CANTOPEN:
+	case SQLITE_READONLY:
+		return ST_UNAVAILABLE;
+	default:
+		if ((rc & 0xff) == SQLITE_CONSTRAINT)
+			return ST_CONFLICT;
+		if ((rc & 0xff) == SQLITE_IOERR)
+			return ST_UNAVAILABLE;
+		return ST_INTERNAL;
+	}
+}
+
+/* ---- statement cache ---- */
+
+static size_t slot_hash(const char *sql, size_t n)
+{
+	uintptr_t p = (uintptr_t)sql;
+
+	p ^= p >> 17;
+	p *= (uintptr_t)0x9e3779b97f4a7c15ULL;
+	return (size_t)(p >> 7) & (n - 1);
+}
+
+static enum st_rc cache_grow(struct sqlite_conn *c)
+{
+	size_t n = c->nslots ? c->nslots * 2 : STMT_CACHE_MIN;
+	struct stmt_slot *slots = calloc(n, sizeof(*slots));
+
+	if (!slots)
+		return ST_NOMEM;
+	for (size_t i = 0; i < c->nslots; i++) {
+		size_t h;
+
+		if (!c->slots[i].sql)
+			continue;
+		h = slot_hash(c->slots[i].sql, n);
+		while (slots[h].sql)
+			h = (h + 1) & (n - 1);
+		slots[h] = c->slots[i];
+	}
+	free(c->slots);
+	c->slots = slots;
+	c->nslots = n;
+	return ST_OK;
+}
+
+static enum st_rc conn_stmt(struct sqlite_conn *c, const char *sql, sqlite3_stmt **out)
+{
+	size_t h;
+	int rc;
+
+	if (c->used * 2 >= c->nslots && cache_grow(c))
+		return ST_NOMEM;
+	h = slot_hash(sql, c->nslots);
+	while (c->slots[h].sql) {
+		if (c->slots[h].sql == sql) {
+			*out = c->slots[h].stmt;
+			return ST_OK;
+		}
+		h = (h + 1) & (c->nslots - 1);
+	}
+	rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
+	if (rc != SQLITE_OK)
+		return map_sqlite_error(sqlite3_extended_errcode(c->db));
+	c->slots[h].sql = sql;
+	c->slots[h].stmt = *out;
+	c->used++;
+	return ST_OK;
+}
+
+static void conn_close(struct sqlite_conn *c)
+{
+	for (size_t i = 0; i < c->nslots; i++)
+		if (c->slots[i].sql)
+			sqlite3_finalize(c->slots[i].stmt);
+	free(c->slots);
+	c->slots = NULL;
+	c->nslots = c->used = 0;
+	if (c->db)
+		sqlite3_close(c->db);
+	c->db = NULL;
+}
+
+/* ---- tx ops ---- */
+
+static enum st_rc bind_params(sqlite3_stmt *st, int n, const struct st_val *params)
+{
+	int count = sqlite3_bind_parameter_count(st);
+
+	for (int i = 1; i <= count; i++) {
+		const char *name = sqlite3_bind_parameter_name(st, i);
+		long k;
+		const struct st_val *v;
+		int rc;
+
+		/* Parameters are "$k": bound by their number, whatever the order. */
+		if (!name || name[0] != '$')
+			return ST_INTERNAL;
+		k = strtol(name + 1, NULL, 10);
+		if (k < 1 || k > n)
+			return ST_INTERNAL;
+		v = &params[k - 1];
+		switch (v->type) {
+		case SV_INT: rc = sqlite3_bind_int64(st, i, v->i); break;
+		case SV_TEXT: rc = sqlite3_bind_text64(st, i, v->s, v->len, SQLITE_TRANSIENT, SQLITE_UTF8); break;
+		default: rc = sqlite3_bind_null(st, i); break;
+		}
+		if (rc != SQLITE_OK)
+			return map_sqlite_error(rc);
+	}
+	return ST_OK;
+}
+
+static enum st_rc rows_append(struct st_rows *r, sqlite3_stmt *st, int *cap)
+{
+	int nc = r->ncols;
+
+	if (r->nrows == *cap) {
+		int ncap = *cap ? *cap * 2 : 8;
+		char **cells = realloc(r->cells, sizeof(char *) * (size_t)ncap * (size_t)nc);
+		size_t *lens;
+
+		if (!cells)
+			return ST_NOMEM;
+		r->cells = cells;
+		lens = realloc(r->lens, sizeof(size_t) * (size_t)ncap * (size_t)nc);
+		if (!lens)
+			return ST_NOMEM;
+		r->lens = lens;
+		*cap = ncap;
+	}
+	for (int c = 0; c < nc; c++) {
+		size_t idx = (size_t)r->nrows * (size_t)nc + (size_t)c;
+		const unsigned char *t;
+		int len;
+
+		r->cells[idx] = NULL;
+		r->lens[idx] = 0;
+		if (sqlite3_column_type(st, c) == SQLITE_NULL)
+			continue;
+		t = sqlite3_column_text(st, c);
+		len = sqlite3_column_bytes(st, c);
+		r->cells[idx] = malloc((size_t)len + 1);
+		if (!r->cells[idx]) {
+			/* Count the partial row so rows_free releases what it holds. */
+			for (int z = c + 1; z < nc; z++)
+				r->cells[(size_t)r->nrows * (size_t)nc + (size_t)z] = NULL;
+			r->nrows++;
+			return ST_NOMEM;
+		}
+		memcpy(r->cells[idx], t, (size_t)len);
+		r->cells[idx][len] = '\0';
+		r->lens[idx] = (size_t)len;
+	}
+	r->nrows++;
+	return ST_OK;
+}
+
+static enum st_rc sqlite_exec(struct tx *tx, const char *sql, int n, const struct st_val *params,
+			      int64_t *changes, struct st_rows **out)
+{
+	struct sqlite_tx *t = (struct sqlite_tx *)tx;
+	sqlite3_stmt *st = NULL;
+	struct st_rows *rows = NULL;
+	int cap = 0, rc;
+	enum st_rc ret;
+
+	ret = conn_stmt(t->conn, sql, &st);
+	if (ret)
+		return ret;
+	ret = bind_params(st, n, params);
+	if (ret)
+		goto out;
+	if (out) {
+		rows = calloc(1, sizeof(*rows));
+		if (!rows) {
+			ret = ST_NOMEM;
+			goto out;
+		}
+		rows->ncols = sqlite3_column_count(st);
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (rows && (ret = rows_append(rows, st, &cap)))
+			goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		ret = map_sqlite_error(sqlite3_extended_errcode(t->conn->db));
+		goto out;
+	}
+	if (changes)
+		*changes = sqlite3_changes64(t->conn->db);
+	if (out) {
+		*out = rows;
+		rows = NULL;
+	}
+	ret = ST_OK;
+out:
+	rows_free(rows);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return ret;
+}
+
+static enum st_rc conn_simple(struct sqlite_conn *c, const char *sql)
+{
+	int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+
+	return rc == SQLITE_OK ? ST_OK : map_sqlite_error(sqlite3_extended_errcode(c->db));
+}
+
+static enum st_rc savepoint_cmd(struct tx *tx, const char *verb, int depth)
+{
+	struct sqlite_tx *t = (struct sqlite_tx *)tx;
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "%s sp%d", verb, depth);
+	return conn_simple(t->conn, sql);
+}
+
+static enum st_rc sqlite_savepoint(struct tx *tx, int depth)
+{
+	return savepoint_cmd(tx, "SAVEPOINT", depth);
+}
+
+static enum st_rc sqlite_rollback_to(struct tx *tx, int depth)
+{
+	return savepoint_cmd(tx, "ROLLBACK TO", depth);
+}
+
+static enum st_rc sqlite_release(struct tx *tx, int depth)
+{
+	return savepoint_cmd(tx, "RELEASE", depth);
+}
+
+static const struct tx_ops sqlite_tx_ops = {
+	.exec = sqlite_exec,
+	.savepoint = sqlite_savepoint,
+	.rollback_to = sqlite_rollback_to,
+	.release = sqlite_release,
+};
+
+/* ---- writer ---- */
+
+static void run_batch(struct sqlite_store *s, struct unit *batch)
+{
+	struct sqlite_tx t = { .base = { .ops = &sqlite_tx_ops, .dialect = ST_SQLITE }, .conn = &s->writer };
+	enum st_rc rc = conn_simple(&s->writer, "BEGIN IMMEDIATE");
+	int any_ok = 0;
+
+	for (struct unit *u = batch; u; u = u->next) {
+		if (rc) {
+			u->rc = rc;
+			continue;
+		}
+		t.base.now_ms = store_clock(&s->base);
+		t.base.depth = 0;
+		u->rc = tx_nested(&t.base, u->fn, u->arg);
+		any_ok |= u->rc == ST_OK;
+	}
+	if (rc == ST_OK) {
+		rc = any_ok ? conn_simple(&s->writer, "COMMIT") : conn_simple(&s->writer, "ROLLBACK");
+		if (rc) {
+			log_msg(s->base.log, LOG_ERROR, "sqlite commit failed: %s",
+				sqlite3_errmsg(s->writer.db));
+			conn_simple(&s->writer, "ROLLBACK");
+			/* Nothing of this batch is durable: tell every unit so. */
+			for (struct unit *u = batch; u; u = u->next)
+				if (u->rc == ST_OK)
+					u->rc = rc == ST_BUSY ? ST_UNAVAILABLE : rc;
+		}
+	}
+	while (batch) {
+		struct unit *next = batch->next;
+
+		batch->done(batch->arg, batch->rc);
+		free(batch);
+		batch = next;
+	}
+}
+
+static void *writer_main(void *arg)
+{
+	struct sqlite_store *s = arg;
+
+	for (;;) {
+		struct unit *batch, *last;
+		int n = 1;
+
+		pthread_mutex_lock(&s->mu);
+		while (!s->head && !s->stopping)
+			pthread_cond_wait(&s->cv, &s->mu);
+		if (!s->head) {
+			pthread_mutex_unlock(&s->mu);
+			break;
+		}
+		/* Take up to WRITER_BATCH_MAX units: the group commit. */
+		batch = last = s->head;
+		while (last->next && n < WRITER_BATCH_MAX) {
+			last = last->next;
+			n++;
+		}
+		s->head = last->next;
+		if (!s->head)
+			s->tail = NULL;
+		last->next = NULL;
+		pthread_mutex_unlock(&s->mu);
+		run_batch(s, batch);
+	}
+	return NULL;
+}
+
+static enum st_rc sqlite_submit(struct store *base, store_unit_fn *fn, store_done_fn *done, void *arg)
+{
+	struct sqlite_store *s = sqlite_downcast(base);
+	struct unit *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return ST_NOMEM;
+	u->fn = fn;
+	u->done = done;
+	u->arg = arg;
+	pthread_mutex_lock(&s->mu);
+	if (s->stopping) {
+		pthread_mutex_unlock(&s->mu);
+		free(u);
+		return ST_UNAVAILABLE;
+	}
+	if (s->tail)
+		s->tail->next = u;
+	else
+		s->head = u;
+	s->tail = u;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	return ST_OK;
+}
+
+/* ---- readers ---- */
+
+static enum st_rc sqlite_read(struct store *base, store_unit_fn *fn, void *arg)
+{
+	struct sqlite_store *s = sqlite_downcast(base);
+	struct sqlite_tx t = { .base = { .ops = &sqlite_tx_ops, .dialect = ST_SQLITE, .read_only = true } };
+	unsigned idx;
+	enum st_rc rc;
+
+	pthread_mutex_lock(&s->rmu);
+	while (!s->nfree)
+		pthread_cond_wait(&s->rcv, &s->rmu);
+	idx = s->free_readers[--s->nfree];
+	pthread_mutex_unlock(&s->rmu);
+
+	t.conn = &s->readers[idx];
+	t.base.now_ms = store_clock(base);
+	rc = conn_simple(t.conn, "BEGIN");
+	if (rc == ST_OK) {
+		rc = fn(&t.base, arg);
+		conn_simple(t.conn, "COMMIT");
+	}
+
+	pthread_mutex_lock(&s->rmu);
+	s->free_readers[s->nfree++] = idx;
+	pthread_cond_signal(&s->rcv);
+	pthread_mutex_unlock(&s->rmu);
+	return rc;
+}
+
+static enum st_rc ping_unit(struct tx *tx, void *arg)
+{
+	struct st_rows *rows = NULL;
+	enum st_rc rc = tx_query(tx, "SELECT count(*) FROM schema_version", ST_NOARGS, &rows);
+
+	(void)arg;
+	rows_free(rows);
+	return rc;
+}
+
+static enum st_rc sqlite_ping(struct store *base, struct buf *why)
+{
+	enum st_rc rc = sqlite_read(base, ping_unit, NULL);
+
+	if (rc && why)
+		buf_printf(why, "sqlite: %s", st_rc_str(rc));
+	return rc;
+}
+
+static void sqlite_close(struct store *base)
+{
+	struct sqlite_store *s = sqlite_downcast(base);
+
+	if (s->writer_started) {
+		pthread_mutex_lock(&s->mu);
+		s->stopping = 1;
+		pthread_cond_broadcast(&s->cv);
+		pthread_mutex_unlock(&s->mu);
+		pthread_join(s->writer_thread, NULL);
+	}
+	for (unsigned i = 0; i < s->nreaders; i++)
+		conn_close(&s->readers[i]);
+	free(s->readers);
+	free(s->free_readers);
+	/* A clean close checkpoints the WAL into the database file. */
+	conn_close(&s->writer);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->rmu);
+	pthread_cond_destroy(&s->rcv);
+	free(s->path);
+	free(s);
+}
+
+static const struct store_ops sqlite_store_ops = {
+	.name = "sqlite",
+	.submit = sqlite_submit,
+	.read = sqlite_read,
+	.ping = sqlite_ping,
+	.close = sqlite_close,
+};
+
+/* ---- open + migrate ---- */
+
+static enum st_rc conn_open(struct sqlite_conn *c, const char *path, int readonly, struct buf *err)
+{
+	int flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+		    SQLITE_OPEN_NOMUTEX;
+	static const char *const pragmas =
+		"PRAGMA busy_timeout = 5000;"
+		"PRAGMA foreign_keys = ON;"
+		"PRAGMA synchronous = FULL;";
+
+	if (sqlite3_open_v2(path, &c->db, flags, NULL) != SQLITE_OK) {
+		buf_printf(err, "sqlite: cannot open %s: %s", path,
+			   c->db ? sqlite3_errmsg(c->db) : "out of memory");
+		return ST_UNAVAILABLE;
+	}
+	sqlite3_extended_result_codes(c->db, 1);
+	if (!readonly && sqlite3_exec(c->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL) != SQLITE_OK) {
+		buf_printf(err, "sqlite: cannot enable WAL on %s: %s", path, sqlite3_errmsg(c->db));
+		return ST_UNAVAILABLE;
+	}
+	if (sqlite3_exec(c->db, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
+		buf_printf(err, "sqlite: %s", sqlite3_errmsg(c->db));
+		return ST_UNAVAILABLE;
+	}
+	return ST_OK;
+}
+
+static enum st_rc migrate(struct sqlite_conn *c, const struct logger *log, struct buf *err)
+{
+	sqlite3_stmt *st = NULL;
+	int current = 0;
+
+	if (sqlite3_exec(c->db,
+			 "CREATE TABLE IF NOT EXISTS schema_version ("
+			 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+			 NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	if (sqlite3_prepare_v2(c->db, "SELECT coalesce(max(version), 0) FROM schema_version", -1, &st, NULL) !=
+	    SQLITE_OK)
+		goto fail;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		current = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	st = NULL;
+
+	for (const struct st_migration *m = st_migrations_sqlite; m->sql; m++) {
+		char record[256];
+
+		if (m->version <= current)
+			continue;
+		snprintf(record, sizeof(record),
+			 "INSERT INTO schema_version (version, name, applied_at) "
+			 "VALUES (%d, '%s', CAST(strftime('%%s','now') AS INTEGER) * 1000)",
+			 m->version, m->name);
+		if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+			goto fail;
+		if (sqlite3_exec(c->db, m->sql, NULL, NULL, NULL) != SQLITE_OK ||
+		    sqlite3_exec(c->db, record, NULL, NULL, NULL) != SQLITE_OK) {
+			buf_printf(err, "sqlite: migration %s failed: %s", m->name, sqlite3_errmsg(c->db));
+			sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+			return ST_INTERNAL;
+		}
+		if (sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+			goto fail;
+		log_msg(log, LOG_INFO, "applied migration %s", m->name);
+	}
+	return ST_OK;
+fail:
+	sqlite3_finalize(st);
+	buf_printf(err, "sqlite: migrations: %s", sqlite3_errmsg(c->db));
+	return ST_UNAVAILABLE;
+}
+
+enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out, struct buf *err)
+{
+	struct sqlite_store *s = calloc(1, sizeof(*s));
+	enum st_rc rc;
+
+	if (!s)
+		return ST_NOMEM;
+	s->base.ops = &sqlite_store_ops;
+	s->base.log = opt->log;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	pthread_mutex_init(&s->rmu, NULL);
+	pthread_cond_init(&s->rcv, NULL);
+	s->path = strdup(opt->sqlite_path ? opt->sqlite_path : "settled.db");
+	if (!s->path) {
+		rc = ST_NOMEM;
+		goto fail;
+	}
+	rc = conn_open(&s->writer, s->path, 0, err);
+	if (rc)
+		goto fail;
+	rc = migrate(&s->writer, opt->log, err);
+	if (rc)
+		goto fail;
+
+	s->nreaders = opt->read_conns ? opt->read_conns : 4;
+	s->readers = calloc(s->nreaders, sizeof(*s->readers));
+	s->free_readers = calloc(s->nreaders, sizeof(*s->free_readers));
+	if (!s->readers || !s->free_readers) {
+		rc = ST_NOMEM;
+		goto fail;
+	}
+	for (unsigned i = 0; i < s->nreaders; i++) {
+		rc = conn_open(&s->readers[i], s->path, 1, err);
+		if (rc)
+			goto fail;
+		s->free_readers[s->nfree++] = i;
+	}
+	if (pthread_create(&s->writer_thread, NULL, writer_main, s)) {
+		buf_puts(err, "sqlite: cannot start the writer thread");
+		rc = ST_INTERNAL;
+		goto fail;
+	}
+	s->writer_started = 1;
+	*out = &s->base;
+	return ST_OK;
+fail:
+	sqlite_close(&s->base);
+	return rc;
+}

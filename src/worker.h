@@ -1,0 +1,85 @@
+/* worker.h — job worker threads (SPEC section 10, DESIGN "Threads").
+ *
+ * One fetcher thread claims due jobs for every queue the handler table
+ * names, within each queue's concurrency limit and the pool's free
+ * capacity, and hands them to SETTLED_WORKERS worker threads. A worker looks
+ * the job's kind up in a static table (worker.c: one line per kind) and
+ * calls its handler on the worker thread, outside any transaction, so a
+ * handler may do I/O (ask a rail, deliver a webhook). The handler then
+ * commits its effect with job_commit(), which runs the effect and the job's
+ * completion in ONE write unit fenced by the lease: if the lease was lost
+ * (swept after expiry, the job re-claimed), the completion changes no row
+ * and the effect is rolled back. A handler that returns an error (or whose
+ * commit failed) records a failed attempt: retry after backoff with full
+ * jitter, or the dead-letter queue after max_attempts.
+ *
+ * Claiming never blocks the writer for nothing: the fetcher first peeks on a
+ * read connection for a due job and only then runs the claim unit. It polls
+ * every WORKER_POLL_MS (short, so the sim rail's confirmation delay is
+ * honoured closely) and is woken at once by worker_pool_nudge() and by a
+ * worker finishing.
+ *
+ * Shutdown: worker_pool_stop() stops claiming, lets running jobs finish and
+ * hands claimed-but-not-started jobs back (available, no attempt counted). */
+#ifndef SETTLED_WORKER_H
+#define SETTLED_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "queue.h"
+#include "rc.h"
+#include "store.h"
+
+#define WORKER_LEASE_MS 30000  /* a claimed job's lease; a lost worker's jobs return after it */
+#define WORKER_POLL_MS 50      /* idle poll interval of the fetcher */
+
+struct settled;
+struct worker_pool;
+
+/* What a handler gets. */
+struct job_ctx {
+	struct settled *app;
+	const struct job *job;   /* borrowed for the call */
+	struct buf error;        /* why the attempt failed (job_failf fills it) */
+	int64_t retry_in_ms;     /* > 0: retry after this instead of the backoff */
+	bool permanent;          /* the failure cannot heal: straight to the DLQ */
+	bool committed;          /* job_commit succeeded: the job is completed */
+	bool lost;               /* job_commit found the lease gone: nothing applied */
+};
+
+/* A handler: ST_OK when the job is done (after job_commit, or with nothing
+ * to commit: the worker then completes the job alone); any other rc is a
+ * failed attempt. Runs on a worker thread, outside any transaction. */
+typedef enum st_rc job_handler_fn(struct job_ctx *ctx);
+
+/* Runs effect(tx, arg) and the job's completion in one write unit. ST_OK:
+ * both committed. ST_CONFLICT with ctx->lost set: the lease is gone, the
+ * effect was rolled back, and the job is someone else's now (the handler
+ * should return the rc; the worker then leaves the job alone). Any other
+ * rc is effect's (or the store's): rolled back, the job is still ours. */
+enum st_rc job_commit(struct job_ctx *ctx, store_unit_fn *effect, void *arg);
+
+/* Sets ctx->error from a format and returns rc, so a handler can write
+ * `return job_failf(ctx, ST_UNAVAILABLE, "rail: %s", why);`. */
+enum st_rc job_failf(struct job_ctx *ctx, enum st_rc rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* In embedded mode, first returns every job left running by a previous
+ * process to available (counting the lost attempt); then, when
+ * app->cfg->workers > 0, starts the fetcher and the workers. *out is NULL
+ * when no workers run. The pool uses app->store, metrics, log, cfg. */
+enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, struct buf *err);
+
+/* Wakes the fetcher now (a job was enqueued). Accepts NULL. Thread-safe. */
+void worker_pool_nudge(struct worker_pool *p);
+
+/* Stops claiming, waits for running jobs, hands the others back, frees.
+ * Call before the store closes. Accepts NULL. */
+void worker_pool_stop(struct worker_pool *p);
+
+/* The names of the queues the handler table uses (for gauges), NULL-terminated. */
+const char *const *worker_queue_names(void);
+
+#endif

@@ -1,0 +1,854 @@
+"""Integration harness for settled: runs the real binary, one per test.
+
+What every test gets from here (STYLE.md section 8):
+
+* ``start_server(env=None, args=None)`` — fixture factory. Each server lives
+  in a fresh temp dir (pytest's ``tmp_path``) and is started as
+  ``settled --listen 127.0.0.1:0 --port-file DIR/port --db DIR/settled.db``;
+  the harness polls for the port file with a hard timeout (10 s) and fails at
+  once, with the tail of the child's output, if the child exits first. At
+  teardown every server still running gets SIGTERM, 10 s, then SIGKILL, and
+  the test fails if the server needed the KILL, exited non-zero, or printed
+  "Sanitizer" / "runtime error:" (ASan/UBSan) on stdout or stderr.
+  ``server`` is the same with the default environment.
+  A ``Server`` can be SIGKILLed (``kill()``) and started again on the same
+  dir (``start()`` / ``restart()``) for crash tests.
+
+* A backend abstraction answering "what was written": ``server.snapshot()``
+  returns ``{table: row_count}`` over all user tables, so error tests assert
+  ``snapshot_before == snapshot_after`` (or use ``with server.unchanged():``).
+  The embedded backend reads DIR/settled.db read-only with sqlite3.
+  ``SETTLED_TEST_BACKEND=pg`` selects ``PgBackend``: the hook for the
+  scale-out mode, not implemented yet (see its docstring).
+
+* HTTP helpers on ``http.client`` returning a ``Response`` (status, headers
+  [case-insensitive], raw body bytes, parsed JSON or None; it also unpacks
+  as a 4-tuple). ``RawConnection`` / ``raw_request`` send arbitrary bytes for
+  malformed requests. ``concurrent_requests`` runs N threads, each with its
+  own connection already open, released together by a ``threading.Barrier``.
+
+* ``assert_common_headers(resp)`` — X-Request-Id and the security headers of
+  SPEC section 3. Every helper here calls it on every response it returns
+  (pass ``check=False`` to opt out, e.g. while a server is being killed).
+  ``assert_error(resp, status, code)`` adds the error body shape.
+
+Run: ``SETTLED_BIN=build/settled python3 -m pytest -q tests/integration``.
+"""
+
+import contextlib
+import http.client
+import io
+import json
+import os
+import re
+import secrets
+import select
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("SETTLED_BIN") or str(ROOT / "build" / "settled")
+
+ADMIN_TOKEN = "test-admin-token"
+BOOT_TIMEOUT = 10.0      # seconds for the port file to appear
+STOP_TIMEOUT = 10.0      # seconds between SIGTERM and SIGKILL
+HTTP_TIMEOUT = 15.0      # socket timeout of every helper request
+BAD_OUTPUT = ("Sanitizer", "runtime error:")
+
+# The environment every server gets unless a test overrides a name (a value
+# of None removes it). Rate limits are high so only rate-limit tests hit them.
+DEFAULT_ENV = {
+    "SETTLED_LOG_LEVEL": "debug",
+    "SETTLED_ADMIN_TOKEN": ADMIN_TOKEN,
+    "RL_REGISTER_PER_HOUR": "1000000",
+    "RL_REGISTER_PER_DAY_WALLET": "1000000",
+    "RL_CLAIM_PER_HOUR": "1000000",
+    "RL_WEBHOOK_PER_MIN": "1000000",
+    "RL_HEALTH_PER_MIN": "1000000",
+    "RL_API_PER_MIN": "1000000",
+}
+
+# Variables of the developer's shell that must not leak into a test server.
+_ENV_PREFIXES = ("SETTLED_", "RL_", "OTEL_")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'",
+}
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def pytest_configure(config):
+    name = backend_name()
+    if name not in BACKENDS:
+        raise pytest.UsageError(
+            f"SETTLED_TEST_BACKEND={name!r}: known backends are {sorted(BACKENDS)}")
+
+
+# --------------------------------------------------------------------------
+# Small utilities
+
+
+def new_wallet(upper=False):
+    """A fresh random wallet: 0x + 40 hex digits (lower-case unless upper)."""
+    hexpart = secrets.token_hex(20)
+    return "0x" + (hexpart.upper() if upper else hexpart)
+
+
+def param_id(value):
+    """A short, printable pytest id for a parameter (keys of 1000 chars...)."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 24 else f"{text[:8]}..{text[-8:]}({len(text)})"
+
+
+def new_key(prefix="k"):
+    """A fresh Idempotency-Key."""
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def wait_until(predicate, timeout=5.0, interval=0.02, what="condition"):
+    """Polls predicate() until it returns a truthy value, which is returned;
+    fails the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def tail(path, lines=40):
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return "(no file)"
+    text = data.decode("utf-8", "replace").splitlines()
+    return "\n".join(text[-lines:]) or "(empty)"
+
+
+# --------------------------------------------------------------------------
+# Responses and header checks
+
+
+class Response:
+    """One HTTP response. headers is an http.client.HTTPMessage: get() is
+    case-insensitive, get_all() returns repeated fields. json is the parsed
+    body or None when the body is not JSON. Unpacks as
+    (status, headers, body, json)."""
+
+    __slots__ = ("status", "reason", "headers", "body", "json")
+
+    def __init__(self, status, reason, headers, body):
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.json = None
+        if body:
+            try:
+                self.json = json.loads(body)
+            except ValueError:
+                self.json = None
+
+    def __iter__(self):
+        return iter((self.status, self.headers, self.body, self.json))
+
+    def header(self, name):
+        return self.headers.get(name)
+
+    @property
+    def error(self):
+        return self.json.get("error") if isinstance(self.json, dict) else None
+
+    def __repr__(self):
+        body = self.body[:300]
+        return f"<Response {self.status} {dict(self.headers.items())!r} {body!r}>"
+
+
+def assert_common_headers(resp, cache_control=True):
+    """Every response carries a valid X-Request-Id and the security headers
+    of SPEC section 3 (Cache-Control: no-store unless cache_control=False)."""
+    rid = resp.headers.get("X-Request-Id")
+    assert rid is not None, f"no X-Request-Id on {resp!r}"
+    assert REQUEST_ID_RE.match(rid), f"X-Request-Id {rid!r} is not 1-128 of [A-Za-z0-9._-]"
+    for name, value in SECURITY_HEADERS.items():
+        got = resp.headers.get(name)
+        assert got == value, f"{name}: expected {value!r}, got {got!r} on {resp!r}"
+    if cache_control:
+        cc = resp.headers.get("Cache-Control") or ""
+        assert "no-store" in [p.strip().lower() for p in cc.split(",")], \
+            f"Cache-Control: expected no-store, got {cc!r} on {resp!r}"
+
+
+def assert_error(resp, status, code, field=None):
+    """An error answer: the status, the common headers, a JSON object body
+    {"error": code, "message": non-empty text, ...} and, if given, field."""
+    assert resp.status == status, f"expected {status} {code}, got {resp!r}"
+    assert_common_headers(resp)
+    ctype = (resp.headers.get("Content-Type") or "").lower()
+    assert ctype.startswith("application/json"), f"error Content-Type {ctype!r}"
+    body = resp.json
+    assert isinstance(body, dict), f"error body is not a JSON object: {resp.body!r}"
+    if isinstance(code, (set, frozenset, tuple, list)):
+        assert body.get("error") in code, f"error code {body.get('error')!r} not in {code}"
+    else:
+        assert body.get("error") == code, f"error code {body.get('error')!r} != {code!r}"
+    assert isinstance(body.get("message"), str) and body["message"], \
+        f"error message missing or empty: {body!r}"
+    if field is not None:
+        assert body.get("field") == field, f"field {body.get('field')!r} != {field!r}"
+    return body
+
+
+# --------------------------------------------------------------------------
+# HTTP clients
+
+
+def _encode(json_body, body, headers):
+    hdrs = {}
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        hdrs["Content-Type"] = "application/json"
+    elif isinstance(body, str):
+        body = body.encode()
+    for name, value in (headers or {}).items():
+        # A None value removes a default header such as Content-Type.
+        for existing in [k for k in hdrs if k.lower() == name.lower()]:
+            del hdrs[existing]
+        if value is not None:
+            hdrs[name] = value
+    return body, hdrs
+
+
+def _send(conn, method, path, body, hdrs):
+    conn.request(method, path, body=body, headers=hdrs)
+    r = conn.getresponse()
+    data = r.read()
+    return Response(r.status, r.reason, r.msg, data)
+
+
+def http_request(port, method, path, json_body=None, body=None, headers=None,
+                 timeout=HTTP_TIMEOUT, check=True):
+    """One request on a fresh connection. json_body is serialized with
+    Content-Type: application/json; body is sent as is (bytes or str);
+    headers override (None removes). Header values may be bytes, which are
+    sent unencoded (for non-ASCII tests)."""
+    body, hdrs = _encode(json_body, body, headers)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        resp = _send(conn, method, path, body, hdrs)
+    finally:
+        conn.close()
+    if check:
+        assert_common_headers(resp, cache_control=not path.startswith("/metrics"))
+    return resp
+
+
+class RawConnection:
+    """A plain TCP connection for requests http.client will not send:
+    partial bodies, lying Content-Length, hand-made chunking, bad bytes."""
+
+    def __init__(self, port, timeout=HTTP_TIMEOUT):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.eof = False
+
+    def send(self, data, ignore_reset=False):
+        """Sends bytes; with ignore_reset a peer that already answered and
+        closed (EPIPE / ECONNRESET) is not an error. Returns False then."""
+        try:
+            self.sock.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            if not ignore_reset:
+                raise
+            return False
+
+    def readable(self, timeout):
+        """True when the peer has sent something (or closed) within timeout."""
+        if self.buf or self.eof:
+            return True
+        r, _, _ = select.select([self.sock], [], [], timeout)
+        return bool(r)
+
+    def _fill(self):
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+        self.buf += chunk
+        return bool(chunk)
+
+    def _read_until(self, marker):
+        while marker not in self.buf:
+            if self.eof or not self._fill():
+                raise ConnectionError(f"connection closed before {marker!r}; got {self.buf[:200]!r}")
+        head, self.buf = self.buf.split(marker, 1)
+        return head
+
+    def _read_exact(self, n):
+        while len(self.buf) < n:
+            if self.eof or not self._fill():
+                raise ConnectionError(f"connection closed with {len(self.buf)}/{n} body bytes")
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_response(self, method="POST", interim=False, check=True):
+        """Reads one response. 1xx responses are skipped unless interim=True,
+        in which case the first response of any kind is returned."""
+        while True:
+            head = self._read_until(b"\r\n\r\n")
+            status_line, _, rest = head.partition(b"\r\n")
+            parts = status_line.decode("latin-1").split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+                raise ConnectionError(f"bad status line {status_line!r}")
+            status = int(parts[1])
+            reason = parts[2] if len(parts) > 2 else ""
+            headers = http.client.parse_headers(io.BytesIO(rest + b"\r\n\r\n"))
+            if 100 <= status < 200:
+                if interim:
+                    return Response(status, reason, headers, b"")
+                continue
+            break
+        if method == "HEAD" or status in (204, 304):
+            body = b""
+        elif (headers.get("Transfer-Encoding") or "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self._read_until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    self._read_until(b"\r\n")
+                    break
+                body += self._read_exact(size)
+                self._read_exact(2)
+        elif headers.get("Content-Length") is not None:
+            body = self._read_exact(int(headers["Content-Length"]))
+        else:
+            while not self.eof and self._fill():
+                pass
+            body, self.buf = self.buf, b""
+        resp = Response(status, reason, headers, body)
+        if check:
+            assert_common_headers(resp)
+        return resp
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def raw_request(port, data, timeout=HTTP_TIMEOUT, method="POST", check=True):
+    """Sends data as is on a fresh connection and reads one response."""
+    with RawConnection(port, timeout) as c:
+        c.send(data, ignore_reset=True)
+        return c.read_response(method=method, check=check)
+
+
+def build_request(method, path, body=b"", headers=None):
+    """Serializes a request to bytes (Host and Content-Length added)."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    hdrs = dict(headers or {})
+    if body and not any(k.lower() in ("content-length", "transfer-encoding") for k in hdrs):
+        hdrs["Content-Length"] = str(len(body))
+    lines += [f"{k}: {v}" for k, v in hdrs.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def barrier_run(fns, timeout=60.0):
+    """Runs each fn(release) in its own thread; fn does its set-up, calls
+    release() (a threading.Barrier shared by all), then its action. Returns
+    the results in order; an exception raised by a fn is returned in its place."""
+    n = len(fns)
+    barrier = threading.Barrier(n, timeout=timeout)
+    results = [None] * n
+
+    def worker(i):
+        try:
+            results[i] = fns[i](barrier.wait)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            results[i] = exc
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in threads):
+        pytest.fail(f"concurrent requests did not finish within {timeout}s")
+    return results
+
+
+def concurrent_requests(port, requests, timeout=60.0, check=True):
+    """requests: list of dicts with method, path and optional json_body, body,
+    headers. Each goes on its own connection, opened before the barrier, and
+    all are sent the moment the barrier releases. Returns the Responses in
+    order (an exception in place of a response that failed)."""
+
+    def make(req):
+        body, hdrs = _encode(req.get("json_body"), req.get("body"), req.get("headers"))
+
+        def fn(release):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT)
+            try:
+                conn.connect()
+                release()
+                resp = _send(conn, req["method"], req["path"], body, hdrs)
+            finally:
+                conn.close()
+            if check:
+                assert_common_headers(resp)
+            return resp
+        return fn
+
+    return barrier_run([make(r) for r in requests], timeout=timeout)
+
+
+def only_responses(results):
+    """Fails the test on an exception among concurrent results (the root
+    cause, not the BrokenBarrierError it caused in the other threads)."""
+    errors = [r for r in results if isinstance(r, BaseException)]
+    roots = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+    if roots or errors:
+        raise (roots or errors)[0]
+    return results
+
+
+# --------------------------------------------------------------------------
+# Backends: what the server wrote
+
+
+def backend_name():
+    name = os.environ.get("SETTLED_TEST_BACKEND", "sqlite").lower()
+    return "sqlite" if name in ("", "embedded") else name
+
+
+class Backend:
+    """Where a test server keeps its data, and how a test reads what it wrote.
+
+    A backend gives the server its storage arguments/environment and answers
+    snapshot() -> {table: row count} over every user table. Tests only ever
+    compare snapshots or read counts, so they run unchanged on any backend."""
+
+    name = "?"
+
+    def __init__(self, dir):
+        self.dir = Path(dir)
+
+    def server_args(self):
+        return []
+
+    def server_env(self):
+        return {}
+
+    def snapshot(self):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+class SqliteBackend(Backend):
+    """Embedded mode: DIR/settled.db, read through a read-only connection
+    opened per snapshot (so it always sees the latest committed state)."""
+
+    name = "sqlite"
+
+    def __init__(self, dir):
+        super().__init__(dir)
+        self.path = self.dir / "settled.db"
+
+    def server_args(self):
+        return ["--db", str(self.path)]
+
+    def snapshot(self):
+        if not self.path.exists():
+            pytest.fail(f"{self.path} does not exist: the server never created its store")
+        uri = "file:" + urllib.parse.quote(str(self.path)) + "?mode=ro"
+        con = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
+        try:
+            con.execute("BEGIN")   # one read transaction: a consistent view
+            names = [r[0] for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+            counts = {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+            con.execute("COMMIT")
+            return counts
+        finally:
+            con.close()
+
+
+class PgBackend(Backend):
+    """Scale-out mode (SETTLED_TEST_BACKEND=pg) — the hook, not implemented.
+
+    To add it: a session-scoped fixture runs initdb in a temp dir and starts a
+    private postgres (pg_ctl, unix socket in that dir, listen_addresses='',
+    or a free loopback port), as `make test` must (STYLE.md section 8; honour
+    SETTLED_TEST_PG to use a running one instead). Per test, this class would
+    CREATE DATABASE t_<random>, return {"SETTLED_DATABASE_URL": url} from
+    server_env() (no --db), count rows of every table in the public schema in
+    snapshot() (one REPEATABLE READ transaction, exact count(*)), and DROP the
+    database in close(). Redis for rate limits is a second hook of the same
+    shape (SETTLED_REDIS_URL)."""
+
+    name = "pg"
+
+    def __init__(self, dir):
+        super().__init__(dir)
+        raise NotImplementedError("SETTLED_TEST_BACKEND=pg: the PostgreSQL test backend "
+                                  "is not implemented yet (see PgBackend in conftest.py)")
+
+
+BACKENDS = {"sqlite": SqliteBackend, "pg": PgBackend}
+
+
+def make_backend(dir):
+    return BACKENDS[backend_name()](dir)
+
+
+# --------------------------------------------------------------------------
+# The server under test
+
+
+def server_environment(env=None):
+    """os.environ without settled's own variables, then DEFAULT_ENV, then env
+    (None values remove a name)."""
+    out = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)}
+    out.update(DEFAULT_ENV)
+    for k, v in (env or {}).items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = str(v)
+    return out
+
+
+class Server:
+    """One settled process on a temp dir; can be stopped, killed and
+    started again on the same dir (same database)."""
+
+    def __init__(self, dir, env=None, args=None):
+        self.dir = Path(dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.env = dict(env or {})
+        self.args = list(args or [])
+        self.backend = make_backend(self.dir)
+        self.port_file = self.dir / "port"
+        self.stdout_path = self.dir / "stdout.log"
+        self.stderr_path = self.dir / "stderr.log"
+        self.proc = None
+        self.port = None
+        self.starts = 0
+        self.run_offsets = (0, 0)   # stdout/stderr sizes at the current start
+        self.problems = []          # found at stop: needed KILL, bad exit code
+
+    # ---- lifecycle
+
+    def command(self):
+        return [BIN, "--listen", "127.0.0.1:0", "--port-file", str(self.port_file),
+                *self.backend.server_args(), *self.args]
+
+    def start(self):
+        assert self.proc is None or self.proc.poll() is not None, "server already running"
+        if not os.access(BIN, os.X_OK):
+            pytest.fail(f"server binary {BIN} not found or not executable "
+                        "(build it with make, or set SETTLED_BIN)")
+        with contextlib.suppress(FileNotFoundError):
+            self.port_file.unlink()
+        env = server_environment({**self.backend.server_env(), **self.env})
+        self.run_offsets = (self._size(self.stdout_path), self._size(self.stderr_path))
+        out = open(self.stdout_path, "ab")
+        err = open(self.stderr_path, "ab")
+        try:
+            self.proc = subprocess.Popen(self.command(), cwd=self.dir, env=env,
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        finally:
+            out.close()
+            err.close()
+        self.starts += 1
+        self.port = self._wait_port()
+        return self
+
+    def _wait_port(self):
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                pytest.fail(f"settled exited with {rc} before writing its port file\n"
+                            f"--- stderr ---\n{tail(self.stderr_path)}\n"
+                            f"--- stdout ---\n{tail(self.stdout_path)}")
+            port = self._read_port()
+            if port:
+                # The port file is written after bind; make sure it accepts.
+                with contextlib.suppress(OSError):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return port
+            if time.monotonic() >= deadline:
+                self._kill()
+                pytest.fail(f"settled failed to boot in {BOOT_TIMEOUT:.0f} seconds\n"
+                            f"--- stderr ---\n{tail(self.stderr_path)}\n"
+                            f"--- stdout ---\n{tail(self.stdout_path)}")
+            time.sleep(0.01)
+
+    def _read_port(self):
+        try:
+            text = self.port_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if text.isdigit() and 0 < int(text) < 65536:
+            return int(text)
+        return None
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout=STOP_TIMEOUT):
+        """Waits for the process to exit; returns its code or None on timeout."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """sig, wait up to timeout, then SIGKILL. Returns the exit code
+        (negative when killed by a signal). Needing the KILL is recorded
+        as a problem the teardown reports."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        self.proc.send_signal(sig)
+        rc = self.wait_exit(timeout)
+        if rc is None:
+            self.problems.append(f"did not exit within {timeout:.0f}s of {sig.name}; killed")
+            self._kill()
+            rc = self.proc.returncode
+        return rc
+
+    def kill(self):
+        """SIGKILL (a crash) and reap; the dir stays for a restart."""
+        self._kill()
+        return self.proc.returncode
+
+    def _kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self):
+        """Stops (SIGTERM) if running, then starts again on the same dir."""
+        if self.running:
+            rc = self.stop()
+            if rc != 0:
+                self.problems.append(f"exited with {rc} on SIGTERM before restart")
+        return self.start()
+
+    # ---- output
+
+    @staticmethod
+    def _size(path):
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def stdout(self, all_runs=True):
+        data = self.stdout_path.read_bytes() if self.stdout_path.exists() else b""
+        return data if all_runs else data[self.run_offsets[0]:]
+
+    def stderr(self, all_runs=True):
+        data = self.stderr_path.read_bytes() if self.stderr_path.exists() else b""
+        return data if all_runs else data[self.run_offsets[1]:]
+
+    def log_lines(self, all_runs=True):
+        """stdout split into lines (bytes), without empty ones."""
+        return [ln for ln in self.stdout(all_runs).split(b"\n") if ln.strip()]
+
+    def log_records(self):
+        """stdout lines parsed as JSON; lines that are not JSON give None."""
+        out = []
+        for ln in self.log_lines():
+            try:
+                out.append(json.loads(ln))
+            except ValueError:
+                out.append(None)
+        return out
+
+    def wait_for_log(self, predicate, timeout=5.0, what="a log line"):
+        """Polls stdout until a parsed record satisfies predicate; returns it."""
+        def find():
+            for rec in self.log_records():
+                if isinstance(rec, dict) and predicate(rec):
+                    return rec
+            return None
+        return wait_until(find, timeout=timeout, what=what)
+
+    def output_problems(self):
+        found = []
+        for name, data in (("stderr", self.stderr()), ("stdout", self.stdout())):
+            for marker in BAD_OUTPUT:
+                if marker.encode() in data:
+                    found.append(f"{marker!r} in {name}:\n{tail(self.dir / (name + '.log'), 60)}")
+        return found
+
+    # ---- HTTP
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, method, path, json_body=None, body=None, headers=None, **kw):
+        return http_request(self.port, method, path, json_body=json_body, body=body,
+                            headers=headers, **kw)
+
+    def get(self, path, headers=None, **kw):
+        return self.request("GET", path, headers=headers, **kw)
+
+    def post(self, path, json_body=None, body=None, headers=None, key=None, **kw):
+        """POST; key sets Idempotency-Key."""
+        if key is not None:
+            headers = {**(headers or {}), "Idempotency-Key": key}
+        return self.request("POST", path, json_body=json_body, body=body, headers=headers, **kw)
+
+    def raw(self, data, **kw):
+        return raw_request(self.port, data, **kw)
+
+    def connect_raw(self, timeout=HTTP_TIMEOUT):
+        return RawConnection(self.port, timeout)
+
+    def register(self, wallet=None, referrer=None, key=None, **kw):
+        body = {"wallet": wallet or new_wallet()}
+        if referrer is not None:
+            body["referrer"] = referrer
+        return self.post("/api/register", body, key=key, **kw)
+
+    # ---- what was written
+
+    def snapshot(self):
+        return self.backend.snapshot()
+
+    def count(self, table):
+        return self.snapshot().get(table, 0)
+
+    @contextlib.contextmanager
+    def unchanged(self):
+        """Asserts that no table's row count changed inside the block."""
+        before = self.snapshot()
+        yield before
+        after = self.snapshot()
+        assert after == before, f"rows were written: {diff_snapshots(before, after)}"
+
+    def metrics(self):
+        resp = self.get("/metrics")
+        assert resp.status == 200, resp
+        return resp.body.decode()
+
+
+def diff_snapshots(before, after):
+    names = sorted(set(before) | set(after))
+    return {n: (before.get(n), after.get(n)) for n in names if before.get(n) != after.get(n)}
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Factory: start_server(env=None, args=None) -> a running Server in a
+    fresh dir under this test's tmp_path. Every server is stopped at teardown
+    (TERM, 10 s, KILL) and its output checked for sanitizer reports."""
+    servers = []
+
+    def start(env=None, args=None):
+        d = tmp_path / (f"srv{len(servers)}" if servers else "srv")
+        srv = Server(d, env=env, args=args)
+        servers.append(srv)
+        return srv.start()
+
+    yield start
+
+    problems = []
+    for srv in servers:
+        if srv.running:
+            rc = srv.stop()
+            if rc != 0:
+                srv.problems.append(f"exited with {rc} on SIGTERM at teardown\n"
+                                    f"--- stderr ---\n{tail(srv.stderr_path)}")
+        problems += [f"{srv.dir}: {p}" for p in srv.problems + srv.output_problems()]
+        srv.backend.close()
+    if problems:
+        pytest.fail("server problems:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def server(start_server):
+    """A running server with the default environment."""
+    return start_server()
+
+
+def run_settled(args, env=None, cwd=None, timeout=10.0):
+    """Runs the binary to completion (for --help and bad configurations).
+    Returns (exit code, stdout text, stderr text); a run still going after
+    timeout is killed and fails the test. Sanitizer output fails it too."""
+    if not os.access(BIN, os.X_OK):
+        pytest.fail(f"server binary {BIN} not found or not executable")
+    try:
+        p = subprocess.run([BIN, *args], env=server_environment(env), cwd=cwd,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"settled {' '.join(args)} still running after {timeout}s "
+                    f"(stderr: {exc.stderr!r})")
+    out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    for marker in BAD_OUTPUT:
+        assert marker not in out and marker not in err, f"{marker!r} in output:\n{err}\n{out}"
+    return p.returncode, out, err
+
+
+# --------------------------------------------------------------------------
+# Prometheus text parsing (enough for assertions)
+
+_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """Returns a list of (name, {label: value}, float value) samples."""
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE_RE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        name, labels, value = m.groups()
+        lab = {k: v.replace('\\"', '"').replace("\\\\", "\\") for k, v in _LABEL_RE.findall(labels or "")}
+        samples.append((name, lab, float(value)))
+    return samples
+
+
+def find_samples(samples, name, **labels):
+    return [s for s in samples if s[0] == name and all(s[1].get(k) == v for k, v in labels.items())]

@@ -1,0 +1,120 @@
+"""SPEC sections 8 (health, metrics) and 11 (metrics, logs)."""
+
+import json
+import time
+
+import pytest
+
+from conftest import (
+    ADMIN_TOKEN,
+    find_samples,
+    new_wallet,
+    parse_metrics,
+    wait_until,
+)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/health/live", "/health/ready"])
+def test_health_endpoints_answer_200_json(server, path):
+    with server.unchanged():
+        r = server.get(path)
+    assert r.status == 200, r
+    assert (r.headers.get("Content-Type") or "").startswith("application/json")
+    assert isinstance(r.json, dict), r.body
+
+
+def test_head_healthz(server):
+    r = server.request("HEAD", "/healthz")
+    assert r.status == 200, r
+    assert r.body == b""
+
+
+def _metrics_samples(srv):
+    r = srv.get("/metrics")
+    assert r.status == 200, r
+    ctype = r.headers.get("Content-Type") or ""
+    assert ctype.startswith("text/plain"), ctype
+    assert "0.0.4" in ctype, ctype
+    return r.body.decode(), parse_metrics(r.body.decode())
+
+
+def test_metrics_exposition(server):
+    server.get("/healthz")
+    text, samples = _metrics_samples(server)
+    assert "# TYPE http_requests_total counter" in text
+    assert "# TYPE http_request_duration_seconds histogram" in text
+    assert find_samples(samples, "http_request_duration_seconds_bucket", le="+Inf")
+    assert find_samples(samples, "http_request_duration_seconds_count")
+    assert find_samples(samples, "http_request_duration_seconds_sum")
+    rss = find_samples(samples, "process_resident_memory_bytes")
+    assert rss and rss[0][2] > 0
+    start = find_samples(samples, "process_start_time_seconds")
+    assert start and abs(start[0][2] - time.time()) < 3600, start
+    assert find_samples(samples, "process_cpu_seconds_total")
+    assert find_samples(samples, "process_open_fds")
+
+
+def test_metrics_label_by_route_template(server):
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    r = server.get("/api/v2/intents/abc", headers=auth)
+    assert r.status != 405
+    server.get("/no-such-route-xyz-123")
+    server.get("/healthz")
+
+    def labelled():
+        text, samples = _metrics_samples(server)
+        hits = find_samples(samples, "http_requests_total",
+                            route="/api/v2/intents/{id}", method="GET")
+        return (text, hits, samples) if hits else None
+
+    text, hits, samples = wait_until(labelled, what='http_requests_total{route="/api/v2/intents/{id}"}')
+    assert all("status" in s[1] for s in hits), hits
+    assert any(s[1]["status"] == str(r.status) for s in hits), (r.status, hits)
+    assert find_samples(samples, "http_request_duration_seconds_bucket",
+                        route="/api/v2/intents/{id}", method="GET")
+    assert find_samples(samples, "http_requests_total", route="/healthz", method="GET")
+    # raw paths never become label values: cardinality stays bounded
+    assert "/api/v2/intents/abc" not in text
+    assert "no-such-route-xyz-123" not in text
+
+
+def _is_json_object_line(line):
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def test_logs_are_json_lines_with_request_ids_and_no_secrets(server):
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    secret = {"Authorization": "Bearer secret-token-abc"}
+    server.get("/healthz", headers={"X-Request-Id": "log-health-1", **secret})
+    r = server.post("/api/register", {"wallet": new_wallet()},
+                    headers={"X-Request-Id": "log-register-1", "traceparent": tp, **secret})
+    assert r.status == 201, r
+    server.post("/api/register", {"wallet": "alice@example.com"},
+                headers={"X-Request-Id": "log-bad-1", **secret})
+    server.get("/api/v2/intents/x", headers={"X-Request-Id": "log-v2-1", **secret})
+
+    for rid in ("log-health-1", "log-register-1", "log-bad-1", "log-v2-1"):
+        server.wait_for_log(lambda rec, rid=rid: rec.get("request_id") == rid,
+                            what=f"a log line with request_id {rid}")
+    reg = server.wait_for_log(lambda rec: rec.get("request_id") == "log-register-1")
+    assert reg.get("trace_id") == "0af7651916cd43dd8448eb211c80319c", reg
+
+    assert server.stop() == 0
+    lines = server.log_lines()
+    assert lines, "nothing logged on stdout"
+    for ln in lines:
+        assert _is_json_object_line(ln), f"stdout line is not a JSON object: {ln[:300]!r}"
+        rec = json.loads(ln)
+        for field in ("ts", "level", "msg"):
+            assert isinstance(rec.get(field), str) and rec[field], f"{field} missing: {rec}"
+        # a line about one of our requests carries its id as request_id
+        for rid in ("log-health-1", "log-register-1", "log-bad-1", "log-v2-1"):
+            if rid in ln.decode() and rec.get("request_id") != rid:
+                pytest.fail(f"line mentions {rid} but its request_id is {rec.get('request_id')!r}: {rec}")
+
+    everything = server.stdout() + server.stderr()
+    assert b"secret-token-abc" not in everything, "the Authorization header was logged"
+    assert b"alice@example.com" not in everything, "an e-mail address was logged unredacted"

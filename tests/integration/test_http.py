@@ -1,0 +1,318 @@
+"""SPEC section 3: HTTP conventions. Every error answer is checked for its
+status, its error code, the error body shape, the common headers, and that
+nothing was written to the store."""
+
+import pytest
+
+from conftest import (
+    TRACEPARENT_RE,
+    assert_common_headers,
+    assert_error,
+    build_request,
+    new_wallet,
+    param_id,
+)
+
+JSON = {"Content-Type": "application/json"}
+
+
+# ---- routing ------------------------------------------------------------
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/nope"),
+    ("GET", "/api/registerx"),
+    ("GET", "/healthz/"),            # trailing slash is another path
+    ("GET", "/api/v2/intents"),      # template needs its {id} segment
+    ("GET", "//healthz"),
+])
+def test_unknown_route_get_is_404(server, method, path):
+    with server.unchanged():
+        assert_error(server.request(method, path), 404, "not_found")
+
+
+def test_unknown_route_post_is_404_and_writes_nothing(server):
+    with server.unchanged():
+        r = server.post("/api/nope", {"wallet": new_wallet()})
+        assert_error(r, 404, "not_found")
+
+
+@pytest.mark.parametrize("method,path,allowed", [
+    ("GET", "/api/register", "POST"),
+    ("PUT", "/api/register", "POST"),
+    ("DELETE", "/api/register", "POST"),
+    ("POST", "/healthz", "GET"),
+    ("DELETE", "/metrics", "GET"),
+])
+def test_wrong_method_is_405_with_allow(server, method, path, allowed):
+    body = b'{"wallet": "%s"}' % new_wallet().encode() if method in ("POST", "PUT") else None
+    with server.unchanged():
+        r = server.request(method, path, body=body, headers=JSON if body else None)
+        assert_error(r, 405, "method_not_allowed")
+    allow = [m.strip().upper() for m in (r.headers.get("Allow") or "").split(",")]
+    assert allowed in allow, f"Allow: {r.headers.get('Allow')!r}"
+    assert method not in allow
+
+
+# ---- body: JSON, media type, size ---------------------------------------
+
+@pytest.mark.parametrize("body,line", [
+    (b'{"wallet": }', 1),
+    (b'{"wallet": "0x00', 1),
+    (b"{'wallet': 1}", 1),
+    (b'{"wallet": "0x0000000000000000000000000000000000000000",}', 1),
+    (b'{\n  "wallet": "x",\n  "referrer": oops\n}', 3),
+    (b'{"wallet": "\xff\xfe"}', 1),          # invalid UTF-8
+])
+def test_malformed_json_is_400_with_line_and_column(server, body, line):
+    with server.unchanged():
+        r = server.post("/api/register", body=body, headers=JSON)
+        err = assert_error(r, 400, "invalid_json")
+    assert isinstance(err.get("line"), int) and not isinstance(err.get("line"), bool), err
+    assert isinstance(err.get("column"), int) and not isinstance(err.get("column"), bool), err
+    assert err["line"] == line, err
+    assert err["column"] >= 0, err
+
+
+def test_empty_json_body_is_400(server):
+    with server.unchanged():
+        r = server.post("/api/register", body=b"", headers=JSON)
+        assert_error(r, 400, {"invalid_json", "invalid_body"})
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"0x00"', b"42", b"null", b"true"])
+def test_json_top_level_not_an_object_is_400(server, body):
+    with server.unchanged():
+        r = server.post("/api/register", body=body, headers=JSON)
+        assert_error(r, 400, {"invalid_json", "invalid_body"})
+
+
+@pytest.mark.parametrize("ctype", [
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/xml",
+    None,                     # a body without any Content-Type
+])
+def test_non_json_content_type_is_415(server, ctype):
+    body = b'{"wallet": "%s"}' % new_wallet().encode()
+    with server.unchanged():
+        r = server.post("/api/register", body=body, headers={"Content-Type": ctype})
+        assert_error(r, 415, "unsupported_media_type")
+
+
+def test_json_content_type_with_charset_is_accepted(server):
+    body = b'{"wallet": "%s"}' % new_wallet().encode()
+    r = server.post("/api/register", body=body,
+                    headers={"Content-Type": "application/json; charset=utf-8"})
+    assert r.status == 201, r
+
+
+@pytest.fixture
+def small_server(start_server):
+    return start_server(env={"SETTLED_MAX_BODY": "1024"})
+
+
+def padded_body(size):
+    """A valid register body of exactly size bytes (JSON whitespace pad)."""
+    body = b'{"wallet": "%s"}' % new_wallet().encode()
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+def test_body_at_limit_is_accepted(small_server):
+    r = small_server.post("/api/register", body=padded_body(1024), headers=JSON)
+    assert r.status == 201, r
+
+
+def test_body_over_limit_with_content_length_is_413(small_server):
+    with small_server.unchanged():
+        r = small_server.post("/api/register", body=padded_body(1025), headers=JSON)
+        assert_error(r, 413, "payload_too_large")
+        r = small_server.post("/api/register", body=padded_body(64 * 1024), headers=JSON)
+        assert_error(r, 413, "payload_too_large")
+
+
+def test_body_over_limit_is_refused_before_it_is_read(small_server):
+    """Content-Length announces 10 MB; only the headers and a little body are
+    sent. The 413 must come without the server waiting for the rest."""
+    head = build_request("POST", "/api/register", headers={
+        "Content-Type": "application/json", "Content-Length": str(10 * 1024 * 1024)})
+    with small_server.unchanged():
+        with small_server.connect_raw(timeout=10) as c:
+            c.send(head + b'{"wallet": "')
+            r = c.read_response()
+        assert_error(r, 413, "payload_too_large")
+
+
+def _send_chunked(conn, total, chunk=256):
+    """Streams a chunked JSON body of about total bytes, stopping early once
+    the server has answered (it may close without reading the rest)."""
+    head = build_request("POST", "/api/register", headers={
+        "Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    conn.send(head)
+    payload = b'{"wallet": "%s", "pad": "' % new_wallet().encode()
+    payload += b"x" * max(0, total - len(payload) - 2) + b'"}'
+    for i in range(0, len(payload), chunk):
+        part = payload[i:i + chunk]
+        if not conn.send(b"%x\r\n%s\r\n" % (len(part), part), ignore_reset=True):
+            return
+        if conn.readable(0.01):
+            return
+    conn.send(b"0\r\n\r\n", ignore_reset=True)
+
+
+def test_chunked_body_over_limit_is_413(small_server):
+    with small_server.unchanged():
+        with small_server.connect_raw(timeout=10) as c:
+            _send_chunked(c, 64 * 1024)
+            r = c.read_response()
+        assert_error(r, 413, "payload_too_large")
+
+
+def test_chunked_body_under_limit_is_accepted(small_server):
+    with small_server.connect_raw(timeout=10) as c:
+        _send_chunked(c, 200, chunk=50)
+        r = c.read_response()
+    assert r.status == 201, r
+
+
+# ---- request ids and tracing --------------------------------------------
+
+@pytest.mark.parametrize("rid", ["abc-123", "A.b_c-9", "x", "r" * 128], ids=param_id)
+def test_valid_request_id_is_echoed(server, rid):
+    r = server.get("/healthz", headers={"X-Request-Id": rid})
+    assert r.status == 200
+    assert r.headers["X-Request-Id"] == rid
+    r = server.post("/api/register", {"wallet": "bad"}, headers={"X-Request-Id": rid})
+    assert_error(r, 400, "invalid_wallet")
+    assert r.headers["X-Request-Id"] == rid
+
+
+@pytest.mark.parametrize("rid", [
+    "r" * 129, "has space", "a/b", "semi;colon", "quote\"d", b"caf\xc3\xa9", "",
+], ids=param_id)
+def test_invalid_request_id_is_replaced(server, rid):
+    r = server.get("/healthz", headers={"X-Request-Id": rid})
+    assert r.status == 200
+    got = r.headers["X-Request-Id"]      # format checked by assert_common_headers
+    sent = rid.decode("latin-1") if isinstance(rid, bytes) else rid
+    assert got != sent
+
+
+def test_generated_request_ids_differ(server):
+    ids = {server.get("/healthz").headers["X-Request-Id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+VALID_TP = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+def test_valid_traceparent_is_propagated(server):
+    r = server.get("/healthz", headers={"traceparent": VALID_TP})
+    assert r.status == 200
+    tp = r.headers.get("traceparent")
+    assert tp, "no traceparent on the response"
+    m = TRACEPARENT_RE.match(tp)
+    assert m, tp
+    assert m.group(2) == TRACE_ID
+
+
+@pytest.mark.parametrize("tp", [
+    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",   # zero trace id
+    f"00-{TRACE_ID}-0000000000000000-01",                        # zero parent id
+    f"ff-{TRACE_ID}-00f067aa0ba902b7-01",                        # version ff
+    f"00-{TRACE_ID[:-1]}-00f067aa0ba902b7-01",                   # short trace id
+    f"00-{TRACE_ID.upper()}-00F067AA0BA902B7-01",                # upper-case hex
+    f"00-{TRACE_ID}-00f067aa0ba902b7",                           # no flags
+    "garbage",
+])
+def test_invalid_traceparent_is_ignored(server, tp):
+    r = server.get("/healthz", headers={"traceparent": tp})
+    assert r.status == 200
+    got = r.headers.get("traceparent")
+    assert got, "no traceparent on the response"
+    m = TRACEPARENT_RE.match(got)
+    assert m, got
+    assert m.group(2) != TRACE_ID and m.group(2) != "0" * 32, got
+
+
+# ---- security headers ----------------------------------------------------
+
+def test_security_headers_on_every_kind_of_answer(server):
+    answers = [
+        server.get("/healthz"),
+        server.get("/nope"),
+        server.request("DELETE", "/healthz"),
+        server.post("/api/register", body=b"{", headers=JSON),
+        server.post("/api/register", {"wallet": new_wallet()}),
+    ]
+    for r in answers:
+        assert_common_headers(r)
+    # and on an answer the server writes for a request it cannot parse as ours
+    r = server.raw(build_request("POST", "/api/register", b"[]", JSON))
+    assert_common_headers(r)
+
+
+# ---- CORS ----------------------------------------------------------------
+
+ORIGIN = "https://app.example"
+
+
+@pytest.fixture
+def cors_server(start_server):
+    return start_server(env={"SETTLED_CORS_ORIGINS": ORIGIN})
+
+
+def _preflight(srv, origin):
+    return srv.request("OPTIONS", "/api/register", headers={
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, idempotency-key",
+    })
+
+
+def _tokens(value):
+    return {t.strip().lower() for t in (value or "").split(",") if t.strip()}
+
+
+def test_cors_preflight_from_allowed_origin(cors_server):
+    with cors_server.unchanged():
+        r = _preflight(cors_server, ORIGIN)
+    assert r.status == 204, r
+    assert r.headers.get("Access-Control-Allow-Origin") == ORIGIN
+    assert r.headers.get("Access-Control-Max-Age") == "86400"
+    assert "post" in _tokens(r.headers.get("Access-Control-Allow-Methods"))
+    allowed = _tokens(r.headers.get("Access-Control-Allow-Headers"))
+    assert {"content-type", "idempotency-key"} <= allowed, allowed
+    assert r.body == b""
+
+
+def test_cors_actual_request_from_allowed_origin(cors_server):
+    r = cors_server.get("/healthz", headers={"Origin": ORIGIN})
+    assert r.status == 200
+    assert r.headers.get("Access-Control-Allow-Origin") == ORIGIN
+    assert "origin" in _tokens(r.headers.get("Vary"))
+
+
+@pytest.mark.parametrize("origin", [
+    "https://evil.example", "https://app.example.evil", "http://app.example", "null",
+])
+def test_cors_other_origin_gets_no_cors_headers(cors_server, origin):
+    with cors_server.unchanged():
+        r = _preflight(cors_server, origin)
+    assert r.status < 500, r
+    for name in ("Access-Control-Allow-Origin", "Access-Control-Allow-Methods",
+                 "Access-Control-Allow-Headers", "Access-Control-Allow-Credentials"):
+        assert r.headers.get(name) is None, f"{name} sent to {origin}"
+    r = cors_server.get("/healthz", headers={"Origin": origin})
+    assert r.status == 200
+    assert r.headers.get("Access-Control-Allow-Origin") is None
+
+
+def test_cors_off_by_default(server):
+    r = _preflight(server, ORIGIN)
+    assert r.status < 500, r
+    assert r.headers.get("Access-Control-Allow-Origin") is None
+    r = server.get("/healthz", headers={"Origin": ORIGIN})
+    assert r.headers.get("Access-Control-Allow-Origin") is None

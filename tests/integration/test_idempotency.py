@@ -1,0 +1,267 @@
+"""SPEC section 4 and issue 3: Idempotency-Key on every POST, exactly-once
+effect, byte-for-byte replay, concurrency and crash safety."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from conftest import (
+    HTTP_TIMEOUT,
+    assert_error,
+    concurrent_requests,
+    find_samples,
+    http_request,
+    new_key,
+    new_wallet,
+    only_responses,
+    param_id,
+    parse_metrics,
+)
+
+
+
+def wallet_body(wallet=None):
+    return json.dumps({"wallet": wallet or new_wallet()}).encode()
+
+
+def post_register(srv, body, key, **kw):
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return srv.request("POST", "/api/register", body=body, headers=headers, **kw)
+
+
+def assert_replay(first, again):
+    """again is a HIT replay of first: same status, body bytes, Location."""
+    assert again.status == first.status, (first, again)
+    assert again.body == first.body, (first.body, again.body)
+    assert again.headers.get("Location") == first.headers.get("Location")
+    assert again.headers.get("X-Idempotency") == "HIT", again
+    assert (again.headers.get("Idempotent-Replayed") or "").lower() == "true", again
+
+
+def test_first_is_miss_and_replay_is_identical_hit(server):
+    key, body = new_key(), wallet_body()
+    before = server.snapshot()
+    first = post_register(server, body, key)
+    assert first.status == 201, first
+    assert first.headers.get("X-Idempotency") == "MISS"
+    after_first = server.snapshot()
+    assert after_first["accounts"] == before["accounts"] + 1
+    with server.unchanged():
+        for _ in range(3):
+            assert_replay(first, post_register(server, body, key))
+
+
+def test_replay_metrics(server):
+    key, body = new_key(), wallet_body()
+    assert post_register(server, body, key).status == 201
+    assert post_register(server, body, key).headers.get("X-Idempotency") == "HIT"
+    samples = parse_metrics(server.metrics())
+    assert find_samples(samples, "settled_idempotency_total", result="miss")
+    hit = find_samples(samples, "settled_idempotency_total", result="hit")
+    assert hit and hit[0][2] >= 1, hit
+
+
+def test_same_key_different_body_is_422(server):
+    key, body = new_key(), wallet_body()
+    first = post_register(server, body, key)
+    assert first.status == 201, first
+    with server.unchanged():
+        r = post_register(server, wallet_body(), key)
+        assert_error(r, 422, "idempotency_key_reused")
+        # the same JSON with other whitespace is another fingerprint (raw body)
+        r = post_register(server, body + b" ", key)
+        assert_error(r, 422, "idempotency_key_reused")
+        # the original is still replayed
+        assert_replay(first, post_register(server, body, key))
+
+
+@pytest.mark.parametrize("key", [
+    "",
+    "k" * 256,
+    "k" * 1000,
+    "bad\x01key",
+    "bad\x7fkey",
+    "bad\tkey",
+    b"cl\xc3\xa9",            # non-ASCII (UTF-8 bytes)
+    b"\xff\xfe",
+], ids=param_id)
+def test_invalid_key_is_400(server, key):
+    with server.unchanged():
+        r = server.request("POST", "/api/register", body=wallet_body(),
+                           headers={"Content-Type": "application/json", "Idempotency-Key": key})
+        assert_error(r, 400, "invalid_idempotency_key")
+
+
+@pytest.mark.parametrize("key", ["k" * 255, "x", "~!@#$%^&*()_+{}|:<>?[];',./`= spaced"],
+                         ids=param_id)
+def test_boundary_keys_are_valid(server, key):
+    r = post_register(server, wallet_body(), key)
+    assert r.status == 201, r
+    assert r.headers.get("X-Idempotency") == "MISS"
+
+
+def test_conflict_answer_is_replayed(server):
+    wallet = new_wallet()
+    assert server.register(wallet).status == 201
+    key, body = new_key(), wallet_body(wallet)
+    first = post_register(server, body, key)
+    assert_error(first, 409, "already_registered")
+    assert first.headers.get("X-Idempotency") == "MISS"
+    with server.unchanged():
+        assert_replay(first, post_register(server, body, key))
+
+
+@pytest.fixture
+def small_server(start_server):
+    return start_server(env={"SETTLED_MAX_BODY": "1024"})
+
+
+@pytest.mark.parametrize("status,code,body,ctype", [
+    (400, "invalid_wallet", b'{"wallet": "0x123"}', "application/json"),
+    (400, "invalid_json", b'{"wallet": ', "application/json"),
+    (415, "unsupported_media_type", b'{"wallet": "0x00"}', "text/plain"),
+    (413, "payload_too_large", b'{"wallet": "0x00", "pad": "' + b"x" * 2000 + b'"}',
+     "application/json"),
+])
+def test_rejected_requests_store_nothing(small_server, status, code, body, ctype):
+    srv = small_server
+    key = new_key()
+    with srv.unchanged():
+        for _ in range(2):          # not replayed either
+            r = srv.request("POST", "/api/register", body=body,
+                            headers={"Content-Type": ctype, "Idempotency-Key": key})
+            assert_error(r, status, code)
+            assert r.headers.get("X-Idempotency") != "HIT"
+    # the key is still free for a valid request
+    r = post_register(srv, wallet_body(), key)
+    assert r.status == 201, r
+    assert r.headers.get("X-Idempotency") == "MISS"
+
+
+def test_key_required_on_money_routes(start_server):
+    srv = start_server(env={"SETTLED_REQUIRE_IDEMPOTENCY_KEY": "1"})
+    wallet = new_wallet()
+    assert post_register(srv, wallet_body(wallet), new_key()).status == 201
+    with srv.unchanged():
+        r = srv.post("/api/claim/prepare", {"wallet": wallet, "amount": "100"})
+        assert_error(r, 400, "idempotency_key_required")
+
+
+def test_key_scope_is_per_route(server):
+    key, wallet = new_key(), new_wallet()
+    reg = post_register(server, wallet_body(wallet), key)
+    assert reg.status == 201, reg
+    claim = server.post("/api/claim/prepare", {"wallet": wallet, "amount": "100"}, key=key)
+    assert claim.status == 201, claim
+    assert claim.headers.get("X-Idempotency") == "MISS"
+    assert claim.json.get("status") == "PENDING", claim.json
+    # each route replays its own answer
+    assert_replay(reg, post_register(server, wallet_body(wallet), key))
+    assert_replay(claim, server.post("/api/claim/prepare",
+                                     {"wallet": wallet, "amount": "100"}, key=key))
+
+
+def _check_round(results, before, after):
+    statuses = sorted(r.status for r in results)
+    assert all(r.status < 500 for r in results), statuses
+    misses = [r for r in results if r.status == 201 and r.headers.get("X-Idempotency") == "MISS"]
+    assert len(misses) == 1, f"{len(misses)} executions; statuses {statuses}"
+    first = misses[0]
+    for r in results:
+        if r is first:
+            continue
+        if r.status == 409:
+            assert_error(r, 409, "idempotency_key_in_use")
+            assert r.headers.get("Retry-After") == "1", r
+        else:
+            assert r.status == 201, r
+            assert_replay(first, r)
+    assert after["accounts"] == before["accounts"] + 1, (before, after)
+
+
+def test_concurrent_same_key_one_effect(server):
+    """64 connections, same key and body, released at once; 50 rounds."""
+    for _ in range(50):
+        key, body = new_key(), wallet_body()
+        req = {"method": "POST", "path": "/api/register", "body": body,
+               "headers": {"Content-Type": "application/json", "Idempotency-Key": key}}
+        before = server.snapshot()
+        results = only_responses(concurrent_requests(server.port, [req] * 64))
+        _check_round(results, before, server.snapshot())
+        # afterwards the key answers with the replay
+        assert_replay(next(r for r in results if r.headers.get("X-Idempotency") == "MISS"),
+                      post_register(server, body, key))
+
+
+def test_crash_mid_flight_then_retry_every_key(start_server):
+    """SIGKILL while keyed registrations are in flight; after a restart every
+    key's retry yields its single effect and no key is stuck."""
+    srv = start_server()
+    before = srv.snapshot()
+    n, threads = 200, 16
+    jobs = [(new_key("crash"), wallet_body()) for _ in range(n)]
+    results = [None] * n
+    lock = threading.Lock()
+    done = [0]
+    enough = threading.Event()
+    next_job = iter(range(n))
+
+    def worker():
+        while True:
+            with lock:
+                i = next(next_job, None)
+            if i is None:
+                return
+            key, body = jobs[i]
+            try:
+                results[i] = http_request(srv.port, "POST", "/api/register", body=body, headers={
+                    "Content-Type": "application/json", "Idempotency-Key": key},
+                    timeout=5, check=False)
+            except OSError as exc:          # refused / reset / timeout after the kill
+                results[i] = exc
+            with lock:
+                done[0] += 1
+                if done[0] >= n // 4:
+                    enough.set()
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    enough.wait(HTTP_TIMEOUT)
+    srv.kill()
+    for t in pool:
+        t.join(HTTP_TIMEOUT)
+    assert not any(t.is_alive() for t in pool)
+
+    acked = {}
+    for i, r in enumerate(results):
+        if r is None or isinstance(r, Exception):
+            continue
+        assert r.status == 201, f"before the crash: {r!r}"
+        acked[i] = r
+    assert acked, "the server was killed before it answered anything"
+    assert len(acked) < n, "every request was answered before the kill: nothing was in flight"
+
+    srv.start()
+    deadline = time.monotonic() + 15
+    for i, (key, body) in enumerate(jobs):
+        while True:
+            r = post_register(srv, body, key)
+            if r.status == 409 and r.error == "idempotency_key_in_use" and time.monotonic() < deadline:
+                time.sleep(0.05)     # a lease left by the dead process may still run
+                continue
+            break
+        assert r.status == 201, f"key {key}: {r!r}"
+        assert r.headers.get("X-Idempotency") in ("HIT", "MISS"), r
+        if i in acked:
+            # acknowledged before the crash: durable, and replayed exactly
+            assert_replay(acked[i], r)
+    after = srv.snapshot()
+    assert after["accounts"] == before["accounts"] + n, (before, after)
+    # and every key now replays
+    for key, body in jobs[:20]:
+        assert post_register(srv, body, key).headers.get("X-Idempotency") == "HIT"

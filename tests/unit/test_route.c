@@ -1,0 +1,370 @@
+/* test_route.c — route_match / route_param against a realistic table.
+ *
+ * The table mirrors SPEC section 8 (a subset, including every shape: bare
+ * literal, one and two parameters, a parameter in the middle, the same
+ * template under several methods). Handlers are never called, so they are
+ * NULL; each route is identified by its index. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "buf.h"
+#include "route.h"
+
+#include "banned.h"
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static const struct route table[] = {
+	/*  0 */ { "GET", "/healthz", NULL, 0, { { 0 } } },
+	/*  1 */ { "GET", "/metrics", NULL, 0, { { 0 } } },
+	/*  2 */ { "POST", "/api/register", NULL, ROUTE_JSON_BODY | ROUTE_IDEMPOTENT, { { 0 } } },
+	/*  3 */ { "GET", "/api/v2/intents/{id}", NULL, ROUTE_API_KEY, { { 0 } } },
+	/*  4 */ { "POST", "/api/v2/payouts/batch", NULL, ROUTE_API_KEY | ROUTE_MONEY, { { 0 } } },
+	/*  5 */ { "POST", "/api/v2/payouts/batch/{id}/approve", NULL, ROUTE_ADMIN, { { 0 } } },
+	/*  6 */ { "GET", "/api/v2/payouts/batch/{id}", NULL, ROUTE_API_KEY, { { 0 } } },
+	/*  7 */ { "DELETE", "/api/admin/api-keys/{id}", NULL, ROUTE_ADMIN, { { 0 } } },
+	/*  8 */ { "POST", "/api/admin/api-keys/{id}/rotate", NULL, ROUTE_ADMIN, { { 0 } } },
+	/*  9 */ { "GET", "/api/admin/dlq", NULL, ROUTE_ADMIN, { { 0 } } },
+	/* 10 */ { "POST", "/api/admin/dlq/{job}/retry", NULL, ROUTE_ADMIN, { { 0 } } },
+	/* 11 */ { "DELETE", "/api/admin/dlq/{job}", NULL, ROUTE_ADMIN, { { 0 } } },
+	/* 12 */ { "GET", "/api/v2/accounts/{wallet}", NULL, ROUTE_API_KEY, { { 0 } } },
+	/* 13 */ { "POST", "/api/admin/api-keys", NULL, ROUTE_ADMIN, { { 0 } } },
+	/* 14 */ { "GET", "/t/{a}/x/{b}/{c}/{d}", NULL, 0, { { 0 } } },
+};
+
+static struct buf allow;
+
+static void setup(void)
+{
+	buf_init(&allow, 256);
+}
+
+static void teardown(void)
+{
+	buf_release(&allow);
+	cr_expect_eq(allow.alloc, 0);
+}
+
+TestSuite(route, .init = setup, .fini = teardown);
+
+static enum route_result match(const char *method, const char *path, const struct route **r,
+			       struct route_params *pp)
+{
+	buf_reset(&allow);
+	return route_match(table, NELEM(table), method, path, r, pp, &allow);
+}
+
+Test(route, found)
+{
+	static const struct {
+		const char *method, *path;
+		int idx;
+	} t[] = {
+		{ "GET", "/healthz", 0 },
+		{ "GET", "/metrics", 1 },
+		{ "POST", "/api/register", 2 },
+		{ "GET", "/api/v2/intents/123", 3 },
+		{ "GET", "/api/v2/intents/int_01HX", 3 },
+		{ "POST", "/api/v2/payouts/batch", 4 },
+		{ "POST", "/api/v2/payouts/batch/b1/approve", 5 },
+		{ "GET", "/api/v2/payouts/batch/b1", 6 },
+		{ "DELETE", "/api/admin/api-keys/k1", 7 },
+		{ "POST", "/api/admin/api-keys/k1/rotate", 8 },
+		{ "GET", "/api/admin/dlq", 9 },
+		{ "POST", "/api/admin/dlq/42/retry", 10 },
+		{ "DELETE", "/api/admin/dlq/42", 11 },
+		{ "GET", "/api/v2/accounts/0xabc", 12 },
+		{ "POST", "/api/admin/api-keys", 13 },
+		/* a parameter segment whose value looks like a literal elsewhere */
+		{ "GET", "/api/v2/payouts/batch/approve", 6 },
+		{ "DELETE", "/api/admin/dlq/retry", 11 },
+		/* percent-encoding is matched literally, not decoded */
+		{ "GET", "/api/v2/intents/a%2Fb", 3 },
+		{ "GET", "/api/v2/intents/%20", 3 },
+		/* HEAD matches GET routes */
+		{ "HEAD", "/healthz", 0 },
+		{ "HEAD", "/api/v2/intents/7", 3 },
+	};
+
+	for (size_t i = 0; i < NELEM(t); i++) {
+		const struct route *r = NULL;
+		struct route_params pp;
+
+		cr_expect_eq(match(t[i].method, t[i].path, &r, &pp), ROUTE_FOUND, "case %zu %s %s", i,
+			     t[i].method, t[i].path);
+		cr_expect_eq(r, &table[t[i].idx], "case %zu %s %s: got route %td", i, t[i].method,
+			     t[i].path, r ? r - table : -1);
+		cr_expect_eq(allow.len, 0, "case %zu: allow written on FOUND", i);
+	}
+}
+
+Test(route, not_found)
+{
+	static const struct {
+		const char *method, *path;
+	} t[] = {
+		{ "GET", "" },
+		{ "GET", "/" },
+		{ "GET", "healthz" },              /* not absolute */
+		{ "GET", "/nope" },
+		{ "GET", "/healthz/" },            /* trailing slash is not stripped */
+		{ "GET", "/healthz/x" },
+		{ "GET", "/Healthz" },             /* case-sensitive literals */
+		{ "GET", "/HEALTHZ" },
+		{ "GET", "/healthzz" },
+		{ "GET", "/health" },
+		{ "GET", "/healthz?x=1" },         /* the query is the caller's to strip */
+		{ "GET", "//healthz" },            /* double slashes never match */
+		{ "GET", "/api//register" },
+		{ "GET", "/api/v2/intents//" },
+		{ "GET", "/api/v2/intents/1//" },
+		{ "GET", "/api/v2/intents" },
+		{ "GET", "/api/v2/intents/" },     /* {id} needs a non-empty segment */
+		{ "GET", "/api/v2/intents/1/" },
+		{ "GET", "/api/v2/intents/1/2" },
+		{ "POST", "/api/v2/payouts/batch//approve" },
+		{ "POST", "/api/v2/payouts/batch/b1/approve/" },
+		{ "POST", "/api/v2/payouts/batch/b1/approvee" },
+		{ "GET", "/api/v2/payouts" },
+		{ "GET", "/api/admin/dlq/1/retry/again" },
+		{ "GET", "/api/v2/intents/%2F/x" },
+		{ "GET", "/api/./register" },      /* no dot-segment normalisation */
+		{ "GET", "/api/v2/../register" },
+		{ "GET", "/t/1/x/2/3" },
+		{ "GET", "/t/1/x/2/3/4/5" },
+	};
+
+	for (size_t i = 0; i < NELEM(t); i++) {
+		const struct route *r = (const struct route *)&allow; /* sentinel */
+		struct route_params pp = { .n = 99 };
+
+		cr_expect_eq(match(t[i].method, t[i].path, &r, &pp), ROUTE_NOT_FOUND,
+			     "case %zu %s \"%s\"", i, t[i].method, t[i].path);
+		cr_expect_eq(r, (const struct route *)&allow, "case %zu: found set", i);
+		cr_expect_eq(pp.n, 99, "case %zu: params set", i);
+		cr_expect_eq(allow.len, 0, "case %zu: allow written on 404", i);
+	}
+}
+
+Test(route, method_not_allowed)
+{
+	static const struct {
+		const char *method, *path, *allow;
+	} t[] = {
+		{ "POST", "/healthz", "GET" },
+		{ "DELETE", "/metrics", "GET" },
+		{ "GET", "/api/register", "POST" },
+		{ "HEAD", "/api/register", "POST" },       /* HEAD only borrows GET */
+		{ "PUT", "/api/v2/intents/1", "GET" },
+		{ "GET", "/api/v2/payouts/batch", "POST" },
+		{ "GET", "/api/v2/payouts/batch/b1/approve", "POST" },
+		{ "POST", "/api/v2/payouts/batch/b1", "GET" },
+		{ "GET", "/api/admin/api-keys/k1", "DELETE" },
+		{ "DELETE", "/api/admin/api-keys", "POST" },
+		{ "POST", "/api/admin/dlq", "GET" },
+		{ "GET", "/api/admin/dlq/42", "DELETE" },
+		{ "DELETE", "/api/admin/dlq/42/retry", "POST" },
+		{ "get", "/healthz", "GET" },              /* methods are case-sensitive */
+		{ "OPTIONS", "/healthz", "GET" },
+		{ "", "/healthz", "GET" },
+	};
+
+	for (size_t i = 0; i < NELEM(t); i++) {
+		const struct route *r = NULL;
+		struct route_params pp = { .n = 99 };
+
+		cr_expect_eq(match(t[i].method, t[i].path, &r, &pp), ROUTE_METHOD_NOT_ALLOWED,
+			     "case %zu %s %s", i, t[i].method, t[i].path);
+		cr_expect_str_eq(allow.ptr, t[i].allow, "case %zu %s %s", i, t[i].method, t[i].path);
+		cr_expect_null(r, "case %zu: found set on 405", i);
+		cr_expect_eq(pp.n, 99, "case %zu: params set on 405", i);
+	}
+}
+
+/* Several methods on one path: the list is in table order, without repeats,
+ * and a parameterised template and a literal one both count. */
+Test(route, allow_lists_every_method_once)
+{
+	static const struct route multi[] = {
+		{ "GET", "/things/{id}", NULL, 0, { { 0 } } },
+		{ "POST", "/things/special", NULL, 0, { { 0 } } },
+		{ "DELETE", "/things/{id}", NULL, 0, { { 0 } } },
+		{ "GET", "/things/special", NULL, 0, { { 0 } } },  /* GET again: no repeat */
+		{ "PATCH", "/other/{id}", NULL, 0, { { 0 } } },
+		{ "POST", "/things/{x}", NULL, 0, { { 0 } } },      /* POST again */
+	};
+	const struct route *r = NULL;
+
+	cr_expect_eq(route_match(multi, NELEM(multi), "PUT", "/things/special", &r, NULL, &allow),
+		     ROUTE_METHOD_NOT_ALLOWED);
+	cr_expect_str_eq(allow.ptr, "GET, POST, DELETE");
+
+	buf_reset(&allow);
+	cr_expect_eq(route_match(multi, NELEM(multi), "PUT", "/things/7", &r, NULL, &allow),
+		     ROUTE_METHOD_NOT_ALLOWED);
+	cr_expect_str_eq(allow.ptr, "GET, DELETE, POST");
+
+	/* the first matching route in table order wins */
+	cr_expect_eq(route_match(multi, NELEM(multi), "GET", "/things/special", &r, NULL, &allow),
+		     ROUTE_FOUND);
+	cr_expect_eq(r, &multi[0]);
+	cr_expect_eq(route_match(multi, NELEM(multi), "POST", "/things/special", &r, NULL, &allow),
+		     ROUTE_FOUND);
+	cr_expect_eq(r, &multi[1]);
+}
+
+Test(route, allow_appends_and_is_all_or_nothing)
+{
+	struct buf small;
+
+	/* "appends": existing contents are kept */
+	cr_assert_eq(buf_puts(&allow, "Allow: "), ST_OK);
+	cr_expect_eq(route_match(table, NELEM(table), "PUT", "/healthz", NULL, NULL, &allow),
+		     ROUTE_METHOD_NOT_ALLOWED);
+	cr_expect_str_eq(allow.ptr, "Allow: GET");
+
+	/* a buffer too small for the list is left as it was, not truncated */
+	static const struct route multi[] = {
+		{ "GET", "/x", NULL, 0, { { 0 } } },
+		{ "POST", "/x", NULL, 0, { { 0 } } },
+	};
+	buf_init(&small, 5);
+	cr_assert_eq(buf_puts(&small, "A:"), ST_OK);
+	cr_expect_eq(route_match(multi, 2, "PUT", "/x", NULL, NULL, &small),
+		     ROUTE_METHOD_NOT_ALLOWED);
+	cr_expect_str_eq(small.ptr, "A:");
+	cr_expect_eq(small.len, 2);
+	buf_release(&small);
+	cr_expect_eq(small.alloc, 0);
+
+	/* allow may be NULL */
+	cr_expect_eq(route_match(multi, 2, "PUT", "/x", NULL, NULL, NULL),
+		     ROUTE_METHOD_NOT_ALLOWED);
+}
+
+Test(route, params_extracted)
+{
+	const struct route *r = NULL;
+	struct route_params pp;
+	const char *v;
+	size_t len = 12345;
+	const char *path = "/api/v2/payouts/batch/batch_9f/approve";
+
+	cr_assert_eq(match("POST", path, &r, &pp), ROUTE_FOUND);
+	cr_expect_eq(r, &table[5]);
+	cr_expect_eq(pp.n, 1);
+	v = route_param(&pp, "id", &len);
+	cr_assert_not_null(v);
+	cr_expect_eq(len, 8);
+	cr_expect_eq(memcmp(v, "batch_9f", 8), 0);
+	cr_expect_eq(v, path + strlen("/api/v2/payouts/batch/"), "value borrows from the path");
+
+	/* absent names: NULL, *len_out untouched */
+	len = 777;
+	cr_expect_null(route_param(&pp, "job", &len));
+	cr_expect_null(route_param(&pp, "i", &len));
+	cr_expect_null(route_param(&pp, "idx", &len));
+	cr_expect_null(route_param(&pp, "", &len));
+	cr_expect_eq(len, 777);
+	cr_expect_not_null(route_param(&pp, "id", NULL));
+	cr_expect_null(route_param(NULL, "id", &len));
+
+	cr_assert_eq(match("DELETE", "/api/admin/dlq/job-42", &r, &pp), ROUTE_FOUND);
+	v = route_param(&pp, "job", &len);
+	cr_assert_not_null(v);
+	cr_expect_eq(len, 6);
+	cr_expect_eq(memcmp(v, "job-42", 6), 0);
+	cr_expect_null(route_param(&pp, "id", &len));
+
+	/* literal routes have no params */
+	cr_assert_eq(match("GET", "/healthz", &r, &pp), ROUTE_FOUND);
+	cr_expect_eq(pp.n, 0);
+	cr_expect_null(route_param(&pp, "id", &len));
+
+	/* percent-encoded values are handed over undecoded */
+	cr_assert_eq(match("GET", "/api/v2/accounts/0x%41b", &r, &pp), ROUTE_FOUND);
+	v = route_param(&pp, "wallet", &len);
+	cr_assert_not_null(v);
+	cr_expect_eq(len, 6);
+	cr_expect_eq(memcmp(v, "0x%41b", 6), 0);
+}
+
+Test(route, four_params)
+{
+	const struct route *r = NULL;
+	struct route_params pp;
+	static const char *const names[] = { "a", "b", "c", "d" };
+	static const char *const vals[] = { "1", "22", "333", "4444" };
+	size_t len;
+
+	cr_assert_eq(match("GET", "/t/1/x/22/333/4444", &r, &pp), ROUTE_FOUND);
+	cr_expect_eq(r, &table[14]);
+	cr_assert_eq(pp.n, 4);
+	for (size_t i = 0; i < 4; i++) {
+		const char *v = route_param(&pp, names[i], &len);
+
+		cr_assert_not_null(v, "param %s", names[i]);
+		cr_expect_eq(len, strlen(vals[i]));
+		cr_expect_eq(memcmp(v, vals[i], len), 0, "param %s", names[i]);
+	}
+}
+
+Test(route, long_path)
+{
+	static char path[4096];
+	const struct route *r = NULL;
+	struct route_params pp;
+	const char *prefix = "/api/v2/intents/";
+	size_t plen = strlen(prefix);
+	size_t len = 0;
+
+	/* exactly 2048 bytes: still matches */
+	memcpy(path, prefix, plen);
+	memset(path + plen, 'a', 2048 - plen);
+	path[2048] = '\0';
+	cr_expect_eq(match("GET", path, &r, &pp), ROUTE_FOUND);
+	cr_expect_not_null(route_param(&pp, "id", &len));
+	cr_expect_eq(len, 2048 - plen);
+
+	/* 2049 bytes: never matches, not even as a 405 */
+	path[2048] = 'a';
+	path[2049] = '\0';
+	cr_expect_eq(match("GET", path, &r, &pp), ROUTE_NOT_FOUND);
+	cr_expect_eq(match("POST", path, &r, &pp), ROUTE_NOT_FOUND);
+	cr_expect_eq(allow.len, 0);
+
+	/* far longer, with no NUL until the end */
+	memset(path + plen, 'a', sizeof(path) - plen - 1);
+	path[sizeof(path) - 1] = '\0';
+	cr_expect_eq(match("GET", path, &r, &pp), ROUTE_NOT_FOUND);
+
+	/* many segments */
+	for (size_t i = 0; i + 2 < sizeof(path); i += 2) {
+		path[i] = '/';
+		path[i + 1] = 'a';
+	}
+	path[sizeof(path) - 1] = '\0';
+	cr_expect_eq(match("GET", path, &r, &pp), ROUTE_NOT_FOUND);
+	path[200] = '\0';
+	cr_expect_eq(match("GET", path, &r, &pp), ROUTE_NOT_FOUND);
+}
+
+Test(route, degenerate_inputs)
+{
+	const struct route *r = NULL;
+	struct route_params pp;
+
+	cr_expect_eq(route_match(table, 0, "GET", "/healthz", &r, &pp, &allow), ROUTE_NOT_FOUND);
+	cr_expect_eq(route_match(NULL, 0, "GET", "/healthz", &r, &pp, &allow), ROUTE_NOT_FOUND);
+	cr_expect_eq(route_match(table, NELEM(table), NULL, "/healthz", &r, &pp, &allow),
+		     ROUTE_NOT_FOUND);
+	cr_expect_eq(route_match(table, NELEM(table), "GET", NULL, &r, &pp, &allow),
+		     ROUTE_NOT_FOUND);
+	/* "//" is refused before any template is looked at, even one that
+	 * (wrongly) contains it */
+	static const struct route odd[] = { { "GET", "/x//y", NULL, 0, { { 0 } } } };
+	cr_expect_eq(route_match(odd, 1, "GET", "/x//y", &r, &pp, &allow), ROUTE_NOT_FOUND);
+	/* found and params may be NULL */
+	cr_expect_eq(route_match(table, NELEM(table), "GET", "/api/v2/intents/9", NULL, NULL, NULL),
+		     ROUTE_FOUND);
+}
