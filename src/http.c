@@ -1166,14 +1166,15 @@ enum st_rc http_start(struct settled *app, const struct route *routes, size_t nr
 		free(h);
 		return ST_INVALID;
 	}
+	/* The logger goes first so that errors about later options reach it. */
 	h->daemon = MHD_start_daemon(flags, cfg->listen_port, NULL, NULL, on_request, h,
+				     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 				     MHD_OPTION_SOCK_ADDR, sa,
 				     MHD_OPTION_THREAD_POOL_SIZE, threads,
 				     MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s,
 				     MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
 				     MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096,
 				     MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-				     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 				     MHD_OPTION_END);
 	if (!h->daemon) {
 		buf_printf(err, "cannot listen on %s:%u", cfg->listen_host, cfg->listen_port);

@@ -313,26 +313,51 @@ enum st_rc ledger_hold_capture(struct tx *tx, const char *hold_id, const char *t
 	return post(tx, &p, h.id, tx_id_out);
 }
 
-enum st_rc ledger_hold_expire(struct tx *tx, int64_t now_ms, int limit, int64_t *n_out)
+enum st_rc ledger_holds_due(struct tx *tx, int64_t now_ms, int limit, struct ledger_hold **out,
+			    size_t *n_out)
 {
 	struct st_rows *rows = NULL;
-	int64_t n = 0;
+	struct ledger_hold *v = NULL;
 	enum st_rc rc;
 
+	*out = NULL;
 	*n_out = 0;
+	if (limit < 1)
+		return ST_OK;
 	rc = tx_query(tx,
-		      "SELECT id FROM holds WHERE status = 'pending' AND expires_at IS NOT NULL"
+		      "SELECT " HOLD_COLS " FROM holds WHERE status = 'pending' AND expires_at IS NOT NULL"
 		      " AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
 		      ST_ARGS(SV_I(now_ms), SV_I(limit)), &rows);
 	if (rc)
 		return rc;
-	for (int i = 0; i < rows->nrows && rc == ST_OK; i++) {
-		rc = ledger_hold_expire_one(tx, rows_text(rows, i, 0));
-		n += rc == ST_OK;
+	if (rows->nrows) {
+		v = calloc((size_t)rows->nrows, sizeof(*v));
+		if (!v) {
+			rows_free(rows);
+			return ST_NOMEM;
+		}
+		for (int i = 0; i < rows->nrows; i++)
+			hold_from_row(rows, i, &v[i]);
 	}
+	*out = v;
+	*n_out = (size_t)rows->nrows;
 	rows_free(rows);
+	return ST_OK;
+}
+
+enum st_rc ledger_hold_expire(struct tx *tx, int64_t now_ms, int limit, int64_t *n_out)
+{
+	struct ledger_hold *due = NULL;
+	size_t n = 0;
+	enum st_rc rc;
+
+	*n_out = 0;
+	rc = ledger_holds_due(tx, now_ms, limit, &due, &n);
+	for (size_t i = 0; i < n && rc == ST_OK; i++)
+		rc = ledger_hold_expire_one(tx, due[i].id);
+	free(due);
 	if (rc == ST_OK)
-		*n_out = n;
+		*n_out = (int64_t)n;
 	return rc;
 }
 

@@ -120,9 +120,15 @@ enum st_rc ledger_hold_expire_one(struct tx *tx, const char *hold_id);
  * released). ST_NOT_FOUND, or ST_CONFLICT when it is no longer pending. */
 enum st_rc ledger_hold_keep(struct tx *tx, const char *hold_id);
 
-/* Expires up to limit pending holds whose expires_at <= now_ms, oldest
- * first. *n_out gets how many. Holds owned by an intent should be expired
- * through intent_expire() instead, which fails the intent with its hold. */
+/* Up to limit pending holds whose timeout has passed (expires_at <=
+ * now_ms), oldest first. *out is malloc'd (caller frees with free(); NULL
+ * when *n_out == 0). */
+enum st_rc ledger_holds_due(struct tx *tx, int64_t now_ms, int limit, struct ledger_hold **out,
+			    size_t *n_out);
+
+/* Expires up to limit due holds (ledger_holds_due). *n_out gets how many.
+ * Holds owned by an intent should be expired through intent_expire()
+ * instead, which fails the intent with its hold. */
 enum st_rc ledger_hold_expire(struct tx *tx, int64_t now_ms, int limit, int64_t *n_out);
 
 /* ---- reads ---- */

@@ -33,9 +33,14 @@
 
 extern char **environ;
 
-/* The fd limit bounds how many connections we can hold; raise the soft
- * limit to the hard one and say so when that is still low. */
-static void raise_fd_limit(const struct logger *log, unsigned want)
+/* The fd limit bounds how many connections we can hold: raise the soft
+ * limit to the hard one; if that is still short of SETTLED_MAX_CONNECTIONS
+ * plus what the store and workers need, lower the connection limit to fit
+ * (refusing connections beats failing accept() and open() at random) and
+ * say so. */
+#define FD_RESERVE 256
+
+static void fit_fd_limit(const struct logger *log, unsigned *conn_limit)
 {
 	struct rlimit rl;
 
@@ -43,13 +48,17 @@ static void raise_fd_limit(const struct logger *log, unsigned want)
 		return;
 	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-		getrlimit(RLIMIT_NOFILE, &rl);
+		if (setrlimit(RLIMIT_NOFILE, &rl) || getrlimit(RLIMIT_NOFILE, &rl))
+			log_msg(log, LOG_WARN, "cannot raise the open-file limit: %s", strerror(errno));
 	}
-	if (rl.rlim_cur < (rlim_t)want + 64)
-		log_msg(log, LOG_WARN,
-			"open-file limit is %llu, below SETTLED_MAX_CONNECTIONS=%u; raise it (ulimit -n)",
-			(unsigned long long)rl.rlim_cur, want);
+	if (rl.rlim_cur >= (rlim_t)*conn_limit + FD_RESERVE)
+		return;
+	log_msg(log, LOG_WARN,
+		"open-file limit %llu is below SETTLED_MAX_CONNECTIONS=%u + %d; serving at most %llu "
+		"connections (raise it with ulimit -n)",
+		(unsigned long long)rl.rlim_cur, *conn_limit, FD_RESERVE,
+		rl.rlim_cur > FD_RESERVE * 2 ? (unsigned long long)(rl.rlim_cur - FD_RESERVE) : 64ULL);
+	*conn_limit = rl.rlim_cur > FD_RESERVE * 2 ? (unsigned)(rl.rlim_cur - FD_RESERVE) : 64;
 }
 
 static void policies_init(struct settled *app)
@@ -125,7 +134,6 @@ static int serve(struct settled *app, const sigset_t *sigs)
 		log_emit(&app->log, LOG_INFO, NULL, NULL, "starting settled", &f);
 		buf_release(&f);
 	}
-	raise_fd_limit(&app->log, cfg->conn_limit);
 
 	rc = store_open(&so, &app->store, &err);
 	if (rc) {
@@ -207,6 +215,7 @@ int main(int argc, char **argv)
 
 	app.cfg = &cfg;
 	log_init(&app.log, STDOUT_FILENO, (enum log_level)cfg.log_level);
+	fit_fd_limit(&app.log, &cfg.conn_limit);
 	app.started_ms = settled_now_ms(&app);
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
 		memset(rnd, 0, sizeof(rnd));

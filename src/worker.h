@@ -25,6 +25,7 @@
 #define SETTLED_WORKER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "buf.h"
@@ -79,7 +80,8 @@ void worker_pool_nudge(struct worker_pool *p);
  * Call before the store closes. Accepts NULL. */
 void worker_pool_stop(struct worker_pool *p);
 
-/* The names of the queues the handler table uses (for gauges), NULL-terminated. */
-const char *const *worker_queue_names(void);
+/* Copies up to max names of the queues the handler table uses (static
+ * strings) into out; returns how many. For the settled_jobs gauge. */
+size_t worker_queue_names(const char **out, size_t max);
 
 #endif

@@ -192,9 +192,12 @@ def test_concurrent_same_key_one_effect(server):
         before = server.snapshot()
         results = only_responses(concurrent_requests(server.port, [req] * 64))
         _check_round(results, before, server.snapshot())
-        # afterwards the key answers with the replay
-        assert_replay(next(r for r in results if r.headers.get("X-Idempotency") == "MISS"),
-                      post_register(server, body, key))
+        # once every answer is in, the key answers with the replay
+        miss = next(r for r in results if r.headers.get("X-Idempotency") == "MISS")
+        again = post_register(server, body, key)
+        assert again.error != "idempotency_key_in_use", \
+            "key still 'in use' after its 201 was delivered: the in-flight claim outlives the response"
+        assert_replay(miss, again)
 
 
 def test_crash_mid_flight_then_retry_every_key(start_server):

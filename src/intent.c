@@ -1,0 +1,394 @@
+/* intent.c — intents and the claim state machine. See intent.h.
+ *
+ * The machine is the table `transitions` below and nothing else: every
+ * status change goes through transition(), which checks the table, moves
+ * the row with a guarded UPDATE (WHERE status = <from>: a concurrent change
+ * makes it touch no row, reported as ST_CONFLICT) and appends the change to
+ * intent_transitions. The store's CHECK keeps statuses inside the machine.
+ *
+ * Side effects on money are the ledger's: creating a claim holds treasury
+ * funds, SETTLED captures the hold (one posted transaction), FAILED
+ * releases it. Each public function does its ledger work and its
+ * transition in the caller's transaction, so both commit or neither does. */
+#include "intent.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "account.h"
+#include "banned.h"
+
+static const char *const status_names[INTENT_STATUS_COUNT] = {
+	[INTENT_PENDING] = "PENDING",     [INTENT_LOCKED] = "LOCKED",
+	[INTENT_SUBMITTED] = "SUBMITTED", [INTENT_CONFIRMED] = "CONFIRMED",
+	[INTENT_SETTLED] = "SETTLED",     [INTENT_FAILED] = "FAILED",
+};
+
+/* SPEC section 7: the forward chain, and FAILED from any non-terminal state. */
+static const bool transitions[INTENT_STATUS_COUNT][INTENT_STATUS_COUNT] = {
+	[INTENT_PENDING] = { [INTENT_LOCKED] = true, [INTENT_FAILED] = true },
+	[INTENT_LOCKED] = { [INTENT_SUBMITTED] = true, [INTENT_FAILED] = true },
+	[INTENT_SUBMITTED] = { [INTENT_CONFIRMED] = true, [INTENT_FAILED] = true },
+	[INTENT_CONFIRMED] = { [INTENT_SETTLED] = true, [INTENT_FAILED] = true },
+};
+
+const char *intent_status_str(enum intent_status s)
+{
+	return (unsigned)s < INTENT_STATUS_COUNT ? status_names[s] : "UNKNOWN";
+}
+
+bool intent_status_parse(const char *s, enum intent_status *out)
+{
+	for (int i = 0; s && i < INTENT_STATUS_COUNT; i++) {
+		if (!strcmp(s, status_names[i])) {
+			*out = (enum intent_status)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool intent_transition_valid(enum intent_status from, enum intent_status to)
+{
+	if ((unsigned)from >= INTENT_STATUS_COUNT || (unsigned)to >= INTENT_STATUS_COUNT)
+		return false;
+	return transitions[from][to];
+}
+
+bool intent_status_terminal(enum intent_status s)
+{
+	return s == INTENT_SETTLED || s == INTENT_FAILED;
+}
+
+/* Columns the row carries beyond the status, set by some transitions. */
+struct transition_extra {
+	const char *tx_hash;
+	const char *ledger_tx_id;
+	const char *reason;
+};
+
+static struct st_val text_max(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	return SV_SN(s, n > max ? max : n);
+}
+
+static enum st_rc append_transition(struct tx *tx, const char *id, const char *from,
+				    enum intent_status to, const char *actor)
+{
+	return tx_exec(tx,
+		       "INSERT INTO intent_transitions (intent_id, from_status, to_status, at, actor)"
+		       " VALUES ($1, $2, $3, $4, $5)",
+		       ST_ARGS(SV_S(id), SV_SOPT(from), SV_S(intent_status_str(to)), SV_I(tx_now_ms(tx)),
+			       text_max(actor ? actor : "unknown", INTENT_ACTOR_MAX)),
+		       NULL);
+}
+
+/* The one place an intent changes status. */
+static enum st_rc transition(struct tx *tx, struct intent *it, enum intent_status to,
+			     const char *actor, const struct transition_extra *x)
+{
+	static const struct transition_extra none = { 0 };
+	int64_t now = tx_now_ms(tx), changed = 0;
+	enum st_rc rc;
+
+	if (!x)
+		x = &none;
+	if (!intent_transition_valid(it->status, to))
+		return ST_CONFLICT;
+	rc = tx_exec(tx,
+		     "UPDATE intents SET status = $2, updated_at = $3, tx_hash = coalesce($5, tx_hash),"
+		     " ledger_tx_id = coalesce($6, ledger_tx_id), failure_reason = coalesce($7, failure_reason)"
+		     " WHERE id = $1 AND status = $4",
+		     ST_ARGS(SV_S(it->id), SV_S(intent_status_str(to)), SV_I(now),
+			     SV_S(intent_status_str(it->status)), SV_SOPT(x->tx_hash), SV_SOPT(x->ledger_tx_id),
+			     x->reason ? text_max(x->reason, INTENT_REASON_MAX) : SV_NULLV),
+		     &changed);
+	if (rc)
+		return rc;
+	if (changed != 1)
+		return ST_CONFLICT; /* moved by someone else since we read it */
+	rc = append_transition(tx, it->id, intent_status_str(it->status), to, actor);
+	if (rc)
+		return rc;
+	it->status = to;
+	it->updated_at = now;
+	if (x->tx_hash)
+		snprintf(it->tx_hash, sizeof(it->tx_hash), "%s", x->tx_hash);
+	if (x->ledger_tx_id)
+		snprintf(it->ledger_tx_id, sizeof(it->ledger_tx_id), "%s", x->ledger_tx_id);
+	if (x->reason)
+		snprintf(it->failure_reason, sizeof(it->failure_reason), "%s", x->reason);
+	return ST_OK;
+}
+
+#define INTENT_COLS \
+	"id, kind, wallet, amount, status, tx_hash, hold_id, ledger_tx_id, failure_reason," \
+	" created_at, updated_at"
+
+static void copy_opt(char *dst, size_t n, const char *src)
+{
+	snprintf(dst, n, "%s", src ? src : "");
+}
+
+enum st_rc intent_get(struct tx *tx, const char *id, struct intent *out)
+{
+	struct st_rows *r = NULL;
+	struct intent it;
+	enum st_rc rc = tx_query(tx, "SELECT " INTENT_COLS " FROM intents WHERE id = $1",
+				 ST_ARGS(SV_S(id)), &r);
+
+	if (rc)
+		return rc;
+	if (!r->nrows) {
+		rows_free(r);
+		return ST_NOT_FOUND;
+	}
+	memset(&it, 0, sizeof(it));
+	copy_opt(it.id, sizeof(it.id), rows_text(r, 0, 0));
+	copy_opt(it.kind, sizeof(it.kind), rows_text(r, 0, 1));
+	copy_opt(it.wallet, sizeof(it.wallet), rows_text(r, 0, 2));
+	it.amount = rows_i64(r, 0, 3);
+	if (!intent_status_parse(rows_text(r, 0, 4), &it.status))
+		rc = ST_INTERNAL; /* the CHECK constraint makes this unreachable */
+	copy_opt(it.tx_hash, sizeof(it.tx_hash), rows_text(r, 0, 5));
+	copy_opt(it.hold_id, sizeof(it.hold_id), rows_text(r, 0, 6));
+	copy_opt(it.ledger_tx_id, sizeof(it.ledger_tx_id), rows_text(r, 0, 7));
+	copy_opt(it.failure_reason, sizeof(it.failure_reason), rows_text(r, 0, 8));
+	it.created_at = rows_i64(r, 0, 9);
+	it.updated_at = rows_i64(r, 0, 10);
+	rows_free(r);
+	if (rc == ST_OK)
+		*out = it;
+	return rc;
+}
+
+enum st_rc intent_claim_create(struct tx *tx, const char *wallet, int64_t amount,
+			       int64_t hold_timeout_ms, const char *actor, struct intent *out,
+			       struct ledger_hold *hold)
+{
+	struct account a;
+	struct ledger_hold h;
+	struct intent it;
+	int64_t now = tx_now_ms(tx), expires = 0;
+	enum st_rc rc;
+
+	if (amount <= 0)
+		return ST_INVALID;
+	rc = account_by_wallet(tx, wallet, &a);
+	if (rc)
+		return rc;
+	memset(&it, 0, sizeof(it));
+	ledger_new_id("int_", it.id);
+	if (hold_timeout_ms > 0 && __builtin_add_overflow(now, hold_timeout_ms, &expires))
+		expires = INT64_MAX;
+	rc = ledger_hold_create(tx, ACCT_TREASURY, amount, expires, it.id, &h);
+	if (rc)
+		return rc;
+	snprintf(it.kind, sizeof(it.kind), "claim");
+	snprintf(it.wallet, sizeof(it.wallet), "%s", a.wallet);
+	snprintf(it.hold_id, sizeof(it.hold_id), "%s", h.id);
+	it.amount = amount;
+	it.status = INTENT_PENDING;
+	it.created_at = it.updated_at = now;
+	rc = tx_exec(tx,
+		     "INSERT INTO intents (id, kind, wallet, amount, status, hold_id, created_at, updated_at)"
+		     " VALUES ($1, 'claim', $2, $3, 'PENDING', $4, $5, $5)",
+		     ST_ARGS(SV_S(it.id), SV_S(it.wallet), SV_I(amount), SV_S(h.id), SV_I(now)), NULL);
+	if (rc)
+		return rc;
+	rc = append_transition(tx, it.id, NULL, INTENT_PENDING, actor);
+	if (rc)
+		return rc;
+	*out = it;
+	if (hold)
+		*hold = h;
+	return ST_OK;
+}
+
+static void set_out(struct intent *out, const struct intent *it)
+{
+	if (out)
+		*out = *it;
+}
+
+enum st_rc intent_record(struct tx *tx, const char *id, const char *tx_hash, const char *actor,
+			 struct intent *out)
+{
+	struct transition_extra x = { .tx_hash = tx_hash };
+	struct intent it;
+	enum st_rc rc = intent_get(tx, id, &it);
+
+	if (rc)
+		return rc;
+	if (it.status != INTENT_PENDING)
+		return ST_CONFLICT;
+	rc = transition(tx, &it, INTENT_LOCKED, actor, &x);
+	if (rc)
+		return rc;
+	rc = transition(tx, &it, INTENT_SUBMITTED, actor, NULL);
+	if (rc)
+		return rc;
+	/* The chain has the transaction now: the hold must outlive the
+	 * confirmation, however slow; the stuck sweeper bounds it instead. */
+	rc = ledger_hold_keep(tx, it.hold_id);
+	if (rc)
+		return rc;
+	set_out(out, &it);
+	return ST_OK;
+}
+
+enum st_rc intent_confirm(struct tx *tx, const char *id, const char *actor, struct intent *out)
+{
+	struct intent it;
+	enum st_rc rc = intent_get(tx, id, &it);
+
+	if (rc)
+		return rc;
+	rc = transition(tx, &it, INTENT_CONFIRMED, actor, NULL);
+	if (rc)
+		return rc;
+	set_out(out, &it);
+	return ST_OK;
+}
+
+enum st_rc intent_settle(struct tx *tx, const char *id, const char *actor, struct intent *out)
+{
+	char ltx[LEDGER_ID_MAX + 1];
+	struct transition_extra x = { .ledger_tx_id = ltx };
+	struct account a;
+	struct intent it;
+	enum st_rc rc = intent_get(tx, id, &it);
+
+	if (rc)
+		return rc;
+	if (!intent_transition_valid(it.status, INTENT_SETTLED))
+		return ST_CONFLICT; /* before any ledger write */
+	rc = account_by_wallet(tx, it.wallet, &a);
+	if (rc)
+		return rc == ST_NOT_FOUND ? ST_INTERNAL : rc; /* the FK makes it unreachable */
+	rc = ledger_hold_capture(tx, it.hold_id, a.id, "claim", it.id, ltx);
+	if (rc)
+		return rc;
+	rc = transition(tx, &it, INTENT_SETTLED, actor, &x);
+	if (rc)
+		return rc;
+	set_out(out, &it);
+	return ST_OK;
+}
+
+/* FAILED with the hold resolved as released or expired. */
+static enum st_rc fail_with(struct tx *tx, struct intent *it, const char *actor, const char *reason,
+			    bool expired)
+{
+	struct transition_extra x = { .reason = reason ? reason : "failed" };
+	enum st_rc rc;
+
+	if (!intent_transition_valid(it->status, INTENT_FAILED))
+		return ST_CONFLICT;
+	rc = expired ? ledger_hold_expire_one(tx, it->hold_id) : ledger_hold_release(tx, it->hold_id);
+	if (rc)
+		return rc;
+	return transition(tx, it, INTENT_FAILED, actor, &x);
+}
+
+enum st_rc intent_fail(struct tx *tx, const char *id, const char *actor, const char *reason,
+		       struct intent *out)
+{
+	struct intent it;
+	enum st_rc rc = intent_get(tx, id, &it);
+
+	if (rc)
+		return rc;
+	rc = fail_with(tx, &it, actor, reason, false);
+	if (rc)
+		return rc;
+	set_out(out, &it);
+	return ST_OK;
+}
+
+enum st_rc intent_expire(struct tx *tx, int64_t now_ms, int limit, const char *actor,
+			 int64_t *n_failed)
+{
+	struct ledger_hold *due = NULL;
+	size_t n = 0;
+	int64_t failed = 0;
+	enum st_rc rc;
+
+	*n_failed = 0;
+	rc = ledger_holds_due(tx, now_ms, limit, &due, &n);
+	for (size_t i = 0; i < n && rc == ST_OK; i++) {
+		struct intent it;
+
+		rc = due[i].intent_id[0] ? intent_get(tx, due[i].intent_id, &it) : ST_NOT_FOUND;
+		if (rc == ST_OK && !intent_status_terminal(it.status)) {
+			rc = fail_with(tx, &it, actor, "hold_expired", true);
+			failed += rc == ST_OK;
+		} else if (rc == ST_OK || rc == ST_NOT_FOUND) {
+			rc = ledger_hold_expire_one(tx, due[i].id); /* not an intent's, or orphaned */
+		}
+	}
+	free(due);
+	if (rc == ST_OK)
+		*n_failed = failed;
+	return rc;
+}
+
+enum st_rc intent_history(struct tx *tx, const char *id, struct intent_transition **out,
+			  size_t *n_out)
+{
+	struct st_rows *r = NULL;
+	struct intent_transition *v = NULL;
+	enum st_rc rc;
+
+	*out = NULL;
+	*n_out = 0;
+	rc = tx_query(tx,
+		      "SELECT from_status, to_status, at, actor FROM intent_transitions"
+		      " WHERE intent_id = $1 ORDER BY id",
+		      ST_ARGS(SV_S(id)), &r);
+	if (rc)
+		return rc;
+	if (r->nrows) {
+		v = calloc((size_t)r->nrows, sizeof(*v));
+		if (!v) {
+			rows_free(r);
+			return ST_NOMEM;
+		}
+	}
+	for (int i = 0; i < r->nrows; i++) {
+		v[i].from_none = !intent_status_parse(rows_text(r, i, 0), &v[i].from);
+		intent_status_parse(rows_text(r, i, 1), &v[i].to);
+		v[i].at = rows_i64(r, i, 2);
+		copy_opt(v[i].actor, sizeof(v[i].actor), rows_text(r, i, 3));
+	}
+	*out = v;
+	*n_out = (size_t)r->nrows;
+	rows_free(r);
+	return ST_OK;
+}
+
+void intent_count(struct metric_family *intents_total, enum intent_status status, double n)
+{
+	const char *const lv[] = { intent_status_str(status) };
+	struct metric_series *s;
+
+	if (!intents_total || n <= 0)
+		return;
+	s = metric_series_get(intents_total, lv);
+	if (s)
+		metric_add(s, n);
+}
+
+void intent_observe(struct metric_family *intents_total, struct metric_family *duration,
+		    const struct intent *it)
+{
+	intent_count(intents_total, it->status, 1);
+	if (duration && it->status == INTENT_SETTLED) {
+		const char *const none[] = { NULL };
+
+		metrics_observe(duration, none, (double)(it->updated_at - it->created_at) / 1000.0);
+	}
+}

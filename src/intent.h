@@ -1,0 +1,139 @@
+/* intent.h — intents and their state machine (SPEC section 7).
+ *
+ *   PENDING -> LOCKED -> SUBMITTED -> CONFIRMED -> SETTLED
+ *   and FAILED from any non-terminal state (SETTLED, FAILED are terminal).
+ *
+ * Every status change goes through one function checked against one table
+ * in intent.c (intent_transition_valid() exposes that table); each change
+ * is stored in intent_transitions with its time and actor. An invalid
+ * change returns ST_CONFLICT and writes nothing (the routes answer 409
+ * invalid_transition).
+ *
+ * A claim is an intent to move amount from treasury to a wallet: creating
+ * it puts a hold on treasury; SETTLED captures the hold (a posted
+ * treasury -> wallet transaction); FAILED releases it.
+ *
+ * Every function runs inside a write unit's transaction (reads: any
+ * transaction). Actors are short strings naming who acted: "req:<request
+ * id>" for requests, "job:<job id>" for jobs, "sweeper" for the ticker.
+ *
+ * Metrics are not counted here: the store may still roll the unit back.
+ * Callers count after their unit committed, with intent_count() /
+ * intent_observe() (see those). */
+#ifndef SETTLED_INTENT_H
+#define SETTLED_INTENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ledger.h"
+#include "metrics.h"
+#include "rc.h"
+#include "store.h"
+#include "validate.h"
+
+enum intent_status {
+	INTENT_PENDING = 0,
+	INTENT_LOCKED,
+	INTENT_SUBMITTED,
+	INTENT_CONFIRMED,
+	INTENT_SETTLED,
+	INTENT_FAILED,
+	INTENT_STATUS_COUNT
+};
+
+/* "PENDING", ...; "UNKNOWN" outside the enum. Never NULL. */
+const char *intent_status_str(enum intent_status s);
+/* Parses a status name; false when unknown. */
+bool intent_status_parse(const char *s, enum intent_status *out);
+/* The one transition table: may an intent go from -> to? */
+bool intent_transition_valid(enum intent_status from, enum intent_status to);
+/* SETTLED or FAILED. */
+bool intent_status_terminal(enum intent_status s);
+
+#define INTENT_ACTOR_MAX 160
+#define INTENT_REASON_MAX 120
+
+struct intent {
+	char id[LEDGER_ID_MAX + 1];
+	char kind[16];                        /* "claim" */
+	char wallet[WALLET_LEN + 1];
+	int64_t amount;
+	enum intent_status status;
+	char tx_hash[TX_HASH_LEN + 1];        /* "" until recorded */
+	char hold_id[LEDGER_ID_MAX + 1];
+	char ledger_tx_id[LEDGER_ID_MAX + 1]; /* "" until settled */
+	char failure_reason[INTENT_REASON_MAX + 1];
+	int64_t created_at;
+	int64_t updated_at;
+};
+
+/* Creates a claim intent (PENDING) for a registered wallet (canonical,
+ * parse_wallet) and a hold of amount on treasury that expires at
+ * now + hold_timeout_ms (<= 0: no timeout). Fills *out and, when hold is
+ * not NULL, *hold.
+ * ST_INVALID: amount <= 0. ST_NOT_FOUND: the wallet is not registered.
+ * ST_UNPROCESSABLE: treasury's available funds are below amount. */
+enum st_rc intent_claim_create(struct tx *tx, const char *wallet, int64_t amount,
+			       int64_t hold_timeout_ms, const char *actor, struct intent *out,
+			       struct ledger_hold *hold);
+
+/* Reads an intent. ST_NOT_FOUND if none. */
+enum st_rc intent_get(struct tx *tx, const char *id, struct intent *out);
+
+/* Records the chain transaction of a PENDING intent: PENDING -> LOCKED ->
+ * SUBMITTED in the caller's transaction, storing tx_hash (canonical,
+ * parse_tx_hash). The hold's timeout is dropped: from SUBMITTED on the
+ * stuck-intent sweeper (SPEC section 10) bounds it. out may be NULL.
+ * ST_NOT_FOUND; ST_CONFLICT: not PENDING (invalid transition);
+ * ST_UNIQUE: tx_hash already recorded for another intent. */
+enum st_rc intent_record(struct tx *tx, const char *id, const char *tx_hash, const char *actor,
+			 struct intent *out);
+
+/* SUBMITTED -> CONFIRMED (the rail confirmed the transaction). For the job
+ * worker. out may be NULL. ST_NOT_FOUND; ST_CONFLICT: invalid transition. */
+enum st_rc intent_confirm(struct tx *tx, const char *id, const char *actor, struct intent *out);
+
+/* CONFIRMED -> SETTLED: captures the hold, i.e. posts the treasury -> wallet
+ * transaction, exactly once. out may be NULL (out->updated_at -
+ * out->created_at is the settlement duration). ST_NOT_FOUND; ST_CONFLICT:
+ * invalid transition or the hold is not pending. */
+enum st_rc intent_settle(struct tx *tx, const char *id, const char *actor, struct intent *out);
+
+/* Any non-terminal status -> FAILED, releasing the hold. reason (may be
+ * NULL) is stored, truncated to INTENT_REASON_MAX. out may be NULL.
+ * ST_NOT_FOUND; ST_CONFLICT: already SETTLED or FAILED. */
+enum st_rc intent_fail(struct tx *tx, const char *id, const char *actor, const char *reason,
+		       struct intent *out);
+
+/* Fails up to limit PENDING intents whose hold timed out (expires_at <=
+ * now_ms), resolving the hold as 'expired' (reason "hold_expired"); then
+ * expires any other pending hold past its timeout. *n_failed gets the
+ * number of intents failed (for settled_intents_total{status="FAILED"}). */
+enum st_rc intent_expire(struct tx *tx, int64_t now_ms, int limit, const char *actor,
+			 int64_t *n_failed);
+
+/* One stored transition. */
+struct intent_transition {
+	enum intent_status from;   /* meaningless when from_none */
+	bool from_none;            /* the creation: NULL -> PENDING */
+	enum intent_status to;
+	int64_t at;
+	char actor[INTENT_ACTOR_MAX + 1];
+};
+
+/* The intent's transitions in order. *out is malloc'd (caller frees with
+ * free(); NULL when *n_out == 0). */
+enum st_rc intent_history(struct tx *tx, const char *id, struct intent_transition **out,
+			  size_t *n_out);
+
+/* Metrics, for callers after their unit committed:
+ * settled_intents_total{status} += n for status. */
+void intent_count(struct metric_family *intents_total, enum intent_status status, double n);
+/* Counts the intent's current status once and, when it is SETTLED,
+ * observes settled_settlement_duration_seconds (created -> settled). */
+void intent_observe(struct metric_family *intents_total, struct metric_family *duration,
+		    const struct intent *it);
+
+#endif

@@ -1,0 +1,635 @@
+/* worker.c — the fetcher and worker threads; see worker.h for the design.
+ *
+ * Invariants, all under pool->mu:
+ *   - busy + nready <= capacity (2 x workers): the fetcher never claims more
+ *     than the workers can start soon, so a claimed job's lease does not run
+ *     out while it waits in the ready list;
+ *   - inflight[q] (ready + running jobs of queue q) <= the queue's limit;
+ *   - a job is in exactly one place: the ready list, a worker's hands, or
+ *     the store (after completion, failure or hand-back).
+ * The lease owner is "<instance_id>#<claim sequence>", unique per claim
+ * unit (queue.h explains why a per-claim fence matters). */
+#include "worker.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "settled.h"
+#include "banned.h"
+
+/* ---- the handler table: one line per job kind ---- */
+
+static job_handler_fn noop_job;
+
+struct job_kind {
+	const char *kind;
+	const char *queue;
+	job_handler_fn *handler;
+};
+
+static const struct job_kind job_kinds[] = {
+	{ "noop", "default", noop_job },   /* benchmarks and tests: completes at once */
+};
+#define NKINDS (sizeof(job_kinds) / sizeof(job_kinds[0]))
+
+/* Per-queue concurrency: at most this many jobs of the queue run (or wait
+ * to run) at once on this instance. Queues not listed may use every worker. */
+static const struct {
+	const char *queue;
+	int max_running;
+} queue_limits[] = {
+	{ "default", 0 },   /* 0 = the pool's size */
+};
+
+#define MAX_QUEUES 16
+#define CLAIM_MAX 32
+
+static enum st_rc noop_job(struct job_ctx *ctx)
+{
+	(void)ctx;
+	return ST_OK;
+}
+
+/* ---- the pool ---- */
+
+struct ready {
+	struct job job;
+	int qi;
+	struct ready *next;
+};
+
+struct worker_pool {
+	struct settled *app;
+	pthread_mutex_t mu;
+	pthread_cond_t work_cv;   /* workers: a job is ready, or stop */
+	pthread_cond_t fetch_cv;  /* fetcher: capacity freed, nudge, or stop */
+	struct ready *head, *tail;
+	int nready, busy, capacity;
+	int nqueues;
+	const char *queues[MAX_QUEUES + 1];
+	int limit[MAX_QUEUES];
+	int inflight[MAX_QUEUES];
+	int rr;                   /* round-robin start, for fairness between queues */
+	bool stopping, nudged;
+	atomic_uint_fast64_t claim_seq;
+
+	pthread_t fetcher;
+	bool fetcher_started;
+	pthread_t *threads;
+	unsigned nthreads;
+};
+
+static int build_queue_list(const char **out, int *limits, int pool_size)
+{
+	int n = 0;
+
+	for (size_t k = 0; k < NKINDS; k++) {
+		int i;
+
+		for (i = 0; i < n; i++)
+			if (!strcmp(out[i], job_kinds[k].queue))
+				break;
+		if (i < n || n == MAX_QUEUES)
+			continue;
+		out[n] = job_kinds[k].queue;
+		limits[n] = pool_size;
+		for (size_t l = 0; l < sizeof(queue_limits) / sizeof(queue_limits[0]); l++)
+			if (!strcmp(queue_limits[l].queue, out[n]) && queue_limits[l].max_running > 0 &&
+			    queue_limits[l].max_running < pool_size)
+				limits[n] = queue_limits[l].max_running;
+		n++;
+	}
+	out[n] = NULL;
+	return n;
+}
+
+size_t worker_queue_names(const char **out, size_t max)
+{
+	const char *names[MAX_QUEUES + 1];
+	int limits[MAX_QUEUES];
+	size_t n = (size_t)build_queue_list(names, limits, 1);
+
+	if (n > max)
+		n = max;
+	memcpy(out, names, n * sizeof(*out));
+	return n;
+}
+
+static const struct job_kind *kind_find(const char *kind)
+{
+	for (size_t k = 0; k < NKINDS; k++)
+		if (!strcmp(job_kinds[k].kind, kind))
+			return &job_kinds[k];
+	return NULL;
+}
+
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void deadline_in(struct timespec *ts, int64_t ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/* ---- handler API ---- */
+
+struct commit_call {
+	struct job_ctx *ctx;
+	store_unit_fn *effect;
+	void *arg;
+	bool lost;
+};
+
+static enum st_rc commit_unit(struct tx *tx, void *arg)
+{
+	struct commit_call *c = arg;
+	enum st_rc rc;
+
+	c->lost = false;
+	if (c->effect) {
+		rc = c->effect(tx, c->arg);
+		if (rc)
+			return rc;
+	}
+	/* The fence: only the holder of the current lease may complete the
+	 * job, and with it commit the effect. */
+	rc = queue_complete(tx, c->ctx->job->id, c->ctx->job->lease_owner);
+	if (rc == ST_CONFLICT)
+		c->lost = true;
+	return rc;
+}
+
+enum st_rc job_commit(struct job_ctx *ctx, store_unit_fn *effect, void *arg)
+{
+	struct commit_call c = { .ctx = ctx, .effect = effect, .arg = arg };
+	enum st_rc rc = store_run(ctx->app->store, commit_unit, &c);
+
+	if (rc == ST_OK)
+		ctx->committed = true;
+	else if (c.lost && rc == ST_CONFLICT)
+		ctx->lost = true;
+	return rc;
+}
+
+enum st_rc job_failf(struct job_ctx *ctx, enum st_rc rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	buf_reset(&ctx->error);
+	va_start(ap, fmt);
+	buf_vprintf(&ctx->error, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* ---- running one job ---- */
+
+struct fail_call {
+	const struct job *job;
+	const char *error;
+	int64_t delay_ms;
+	bool permanent;
+	enum job_state state;
+};
+
+static enum st_rc fail_unit(struct tx *tx, void *arg)
+{
+	struct fail_call *f = arg;
+
+	return queue_fail(tx, f->job->id, f->job->lease_owner, f->error, f->delay_ms, f->permanent,
+			  &f->state);
+}
+
+static void job_log(struct worker_pool *p, enum log_level lvl, const struct job *j,
+		    const char *msg, const struct job_ctx *ctx, int64_t delay_ms, int64_t cap_ms)
+{
+	struct buf f = BUF_INIT(4096);
+
+	log_field_int(&f, "job_id", j->id);
+	log_field_str(&f, "queue", j->queue);
+	log_field_str(&f, "kind", j->kind);
+	log_field_int(&f, "attempt", j->attempts + 1);
+	log_field_int(&f, "max_attempts", j->max_attempts);
+	if (ctx && ctx->error.len)
+		log_field_str(&f, "error", ctx->error.ptr);
+	if (delay_ms >= 0) {
+		log_field_int(&f, "delay_ms", delay_ms);
+		log_field_int(&f, "backoff_cap_ms", cap_ms);
+	}
+	log_emit(&p->app->log, lvl, NULL, NULL, msg, &f);
+	buf_release(&f);
+}
+
+static void run_job(struct worker_pool *p, struct job *j)
+{
+	struct settled *app = p->app;
+	const struct config *cfg = app->cfg;
+	const struct job_kind *k = kind_find(j->kind);
+	struct job_ctx ctx = { .app = app, .job = j, .error = BUF_INIT(QUEUE_ERROR_MAX) };
+	const char *result;
+	double t0 = mono_s();
+	enum st_rc rc;
+
+	if (k)
+		rc = k->handler(&ctx);
+	else
+		rc = job_failf(&ctx, ST_INVALID, "no handler for job kind %s", j->kind);
+
+	if (ctx.lost) {
+		result = "lost";
+		job_log(p, LOG_WARN, j, "job lease lost: effect rolled back", &ctx, -1, 0);
+	} else if (rc == ST_OK) {
+		result = "completed";
+		if (!ctx.committed) {
+			rc = job_commit(&ctx, NULL, NULL);
+			if (rc)
+				result = ctx.lost ? "lost" : "error";
+		}
+		if (rc == ST_OK)
+			job_log(p, LOG_DEBUG, j, "job completed", &ctx, -1, 0);
+	} else {
+		struct fail_call f = { .job = j, .permanent = ctx.permanent };
+		int64_t cap = queue_backoff_ceiling_ms(j->attempts, cfg->job_base_delay_ms,
+						       cfg->job_max_delay_ms);
+
+		if (!ctx.error.len)
+			job_failf(&ctx, rc, "handler failed: %s", st_rc_str(rc));
+		f.error = ctx.error.ptr;
+		f.delay_ms = ctx.retry_in_ms > 0 ? ctx.retry_in_ms
+			     : queue_backoff_ms(j->attempts, cfg->job_base_delay_ms,
+						cfg->job_max_delay_ms, NULL, NULL);
+		rc = store_run(app->store, fail_unit, &f);
+		if (rc) {
+			/* The job stays running under our lease; the sweeper
+			 * returns it when the lease expires. */
+			result = "error";
+			log_msg(&app->log, LOG_ERROR, "job %lld: cannot record the failure: %s",
+				(long long)j->id, st_rc_str(rc));
+		} else if (f.state == JOB_DEAD) {
+			result = "dead";
+			job_log(p, LOG_ERROR, j, "job failed for good: moved to the dead-letter queue",
+				&ctx, -1, 0);
+		} else {
+			const char *const lv[] = { j->queue, j->kind };
+
+			result = "retry";
+			metrics_inc(app->m.job_retries, lv);
+			job_log(p, LOG_WARN, j, "job failed: retry scheduled", &ctx, f.delay_ms,
+				ctx.retry_in_ms > 0 ? ctx.retry_in_ms : cap);
+		}
+	}
+	{
+		const char *const lv[] = { j->queue, j->kind, result };
+
+		metrics_observe(app->m.job_duration, lv, mono_s() - t0);
+	}
+	buf_release(&ctx.error);
+}
+
+/* ---- threads ---- */
+
+static void *worker_main(void *arg)
+{
+	struct worker_pool *p = arg;
+
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		struct ready *r;
+
+		while (!p->head && !p->stopping)
+			pthread_cond_wait(&p->work_cv, &p->mu);
+		if (p->stopping)
+			break; /* jobs still in the ready list are handed back by stop */
+		r = p->head;
+		p->head = r->next;
+		if (!p->head)
+			p->tail = NULL;
+		p->nready--;
+		p->busy++;
+		pthread_mutex_unlock(&p->mu);
+
+		run_job(p, &r->job);
+
+		pthread_mutex_lock(&p->mu);
+		p->busy--;
+		p->inflight[r->qi]--;
+		pthread_cond_signal(&p->fetch_cv);
+		job_release(&r->job);
+		free(r);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+struct claim_call {
+	struct worker_pool *p;
+	int want[MAX_QUEUES];
+	int got[MAX_QUEUES];
+	struct job jobs[MAX_QUEUES][CLAIM_MAX];
+	char owner[QUEUE_OWNER_MAX + 1];
+	bool due;
+};
+
+/* On a read connection: is any wanted queue holding a due job? */
+static enum st_rc peek_unit(struct tx *tx, void *arg)
+{
+	struct claim_call *c = arg;
+
+	c->due = false;
+	for (int q = 0; q < c->p->nqueues && !c->due; q++) {
+		struct st_rows *rows = NULL;
+		enum st_rc rc;
+
+		if (!c->want[q])
+			continue;
+		rc = tx_query(tx,
+			      "SELECT 1 FROM jobs WHERE state = 'available' AND queue = $1 AND run_at <= $2"
+			      " LIMIT 1",
+			      ST_ARGS(SV_S(c->p->queues[q]), SV_I(tx_now_ms(tx))), &rows);
+		if (rc)
+			return rc;
+		c->due = rows->nrows > 0;
+		rows_free(rows);
+	}
+	return ST_OK;
+}
+
+static enum st_rc claim_unit(struct tx *tx, void *arg)
+{
+	struct claim_call *c = arg;
+
+	for (int q = 0; q < c->p->nqueues; q++) {
+		enum st_rc rc;
+
+		c->got[q] = 0;
+		if (!c->want[q])
+			continue;
+		rc = queue_claim(tx, c->p->queues[q], c->want[q], c->owner, WORKER_LEASE_MS,
+				 c->jobs[q], &c->got[q]);
+		if (rc) {
+			for (int z = 0; z <= q; z++)
+				for (int i = 0; i < c->got[z]; i++)
+					job_release(&c->jobs[z][i]);
+			memset(c->got, 0, sizeof(c->got));
+			return rc;
+		}
+	}
+	return ST_OK;
+}
+
+/* Shares the free capacity between queues under their limits. Returns the
+ * total wanted. Called with mu held. */
+static int plan_claim(struct worker_pool *p, struct claim_call *c)
+{
+	int free_slots = p->capacity - p->busy - p->nready, total = 0;
+
+	memset(c->want, 0, sizeof(c->want));
+	for (int i = 0; i < p->nqueues && free_slots > 0; i++) {
+		int q = (p->rr + i) % p->nqueues;
+		int room = p->limit[q] - p->inflight[q];
+		int n = room < free_slots ? room : free_slots;
+
+		if (n > CLAIM_MAX)
+			n = CLAIM_MAX;
+		if (n <= 0)
+			continue;
+		c->want[q] = n;
+		free_slots -= n;
+		total += n;
+	}
+	p->rr = (p->rr + 1) % (p->nqueues ? p->nqueues : 1);
+	return total;
+}
+
+static void *fetcher_main(void *arg)
+{
+	struct worker_pool *p = arg;
+	struct claim_call *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		log_msg(&p->app->log, LOG_ERROR, "job fetcher: out of memory; no jobs will run");
+		return NULL;
+	}
+	c->p = p;
+	pthread_mutex_lock(&p->mu);
+	while (!p->stopping) {
+		struct timespec until;
+		int wanted = plan_claim(p, c), got = 0;
+		enum st_rc rc = ST_OK;
+
+		p->nudged = false;
+		if (wanted) {
+			pthread_mutex_unlock(&p->mu);
+			snprintf(c->owner, sizeof(c->owner), "%s#%llu", p->app->instance_id,
+				 (unsigned long long)atomic_fetch_add(&p->claim_seq, 1));
+			rc = store_read(p->app->store, peek_unit, c);
+			if (rc == ST_OK && c->due)
+				rc = store_run(p->app->store, claim_unit, c);
+			else
+				memset(c->got, 0, sizeof(c->got));
+			if (rc && !atomic_load(&p->app->stopping))
+				log_msg(&p->app->log, LOG_WARN, "job fetcher: claim failed: %s",
+					st_rc_str(rc));
+			pthread_mutex_lock(&p->mu);
+			for (int q = 0; rc == ST_OK && q < p->nqueues; q++) {
+				for (int i = 0; i < c->got[q]; i++) {
+					struct ready *r = calloc(1, sizeof(*r));
+
+					if (!r) {
+						/* Keep the lease; the sweeper returns the job. */
+						job_release(&c->jobs[q][i]);
+						continue;
+					}
+					r->job = c->jobs[q][i];
+					r->qi = q;
+					if (p->tail)
+						p->tail->next = r;
+					else
+						p->head = r;
+					p->tail = r;
+					p->nready++;
+					p->inflight[q]++;
+					got++;
+				}
+			}
+			if (got)
+				pthread_cond_broadcast(&p->work_cv);
+			/* A full claim may mean more are due: go again at once. */
+			if (got && got == wanted)
+				continue;
+		}
+		if (p->stopping || p->nudged)
+			continue;
+		deadline_in(&until, WORKER_POLL_MS);
+		pthread_cond_timedwait(&p->fetch_cv, &p->mu, &until);
+	}
+	pthread_mutex_unlock(&p->mu);
+	free(c);
+	return NULL;
+}
+
+/* ---- start and stop ---- */
+
+static enum st_rc reclaim_unit(struct tx *tx, void *arg)
+{
+	int64_t *counts = arg;
+
+	/* Only in embedded mode is every running job an orphan: one process
+	 * owns the file. With PostgreSQL other instances may be running theirs;
+	 * the lease sweeper waits for expiry there. */
+	if (tx_dialect(tx) != ST_SQLITE)
+		return ST_OK;
+	return queue_sweep_leases(tx, INT64_MAX, true, &counts[0], &counts[1]);
+}
+
+enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, struct buf *err)
+{
+	struct worker_pool *p;
+	int64_t counts[2] = { 0, 0 };
+	unsigned n = app->cfg->workers;
+	enum st_rc rc;
+
+	*out = NULL;
+	rc = store_run(app->store, reclaim_unit, counts);
+	if (rc) {
+		buf_printf(err, "cannot reclaim the jobs of the previous run: %s", st_rc_str(rc));
+		return rc;
+	}
+	if (counts[0]) {
+		metric_add(metric_series_get(app->m.lease_reclaims, NULL), (double)counts[0]);
+		log_msg(&app->log, LOG_WARN,
+			"took back %lld jobs left running by the previous process (%lld now dead)",
+			(long long)counts[0], (long long)counts[1]);
+	}
+	if (!n)
+		return ST_OK;
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return ST_NOMEM;
+	p->app = app;
+	p->capacity = (int)n * 2;
+	p->nqueues = build_queue_list(p->queues, p->limit, (int)n);
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->work_cv, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&p->fetch_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	p->threads = calloc(n, sizeof(*p->threads));
+	if (!p->threads) {
+		worker_pool_stop(p);
+		return ST_NOMEM;
+	}
+	for (; p->nthreads < n; p->nthreads++) {
+		if (pthread_create(&p->threads[p->nthreads], NULL, worker_main, p)) {
+			buf_puts(err, "cannot start a worker thread");
+			worker_pool_stop(p);
+			return ST_INTERNAL;
+		}
+	}
+	if (pthread_create(&p->fetcher, NULL, fetcher_main, p)) {
+		buf_puts(err, "cannot start the job fetcher thread");
+		worker_pool_stop(p);
+		return ST_INTERNAL;
+	}
+	p->fetcher_started = true;
+	log_msg(&app->log, LOG_INFO, "started %u job workers on %d queues", n, p->nqueues);
+	*out = p;
+	return ST_OK;
+}
+
+void worker_pool_nudge(struct worker_pool *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->nudged = true;
+	pthread_cond_signal(&p->fetch_cv);
+	pthread_mutex_unlock(&p->mu);
+}
+
+struct handback_call {
+	struct ready *list;
+	int64_t n;
+};
+
+static enum st_rc handback_unit(struct tx *tx, void *arg)
+{
+	struct handback_call *h = arg;
+
+	h->n = 0;
+	for (struct ready *r = h->list; r; r = r->next) {
+		enum st_rc rc = queue_release(tx, r->job.id, r->job.lease_owner);
+
+		if (rc == ST_OK)
+			h->n++;
+		else if (rc != ST_CONFLICT)
+			return rc;
+	}
+	return ST_OK;
+}
+
+void worker_pool_stop(struct worker_pool *p)
+{
+	struct handback_call h;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->stopping = true;
+	pthread_cond_broadcast(&p->work_cv);
+	pthread_cond_broadcast(&p->fetch_cv);
+	pthread_mutex_unlock(&p->mu);
+	if (p->fetcher_started)
+		pthread_join(p->fetcher, NULL);
+	for (unsigned i = 0; i < p->nthreads; i++)
+		pthread_join(p->threads[i], NULL);
+
+	/* Claimed but never started: give them back without an attempt. */
+	h.list = p->head;
+	if (h.list) {
+		enum st_rc rc = store_run(p->app->store, handback_unit, &h);
+
+		if (rc)
+			log_msg(&p->app->log, LOG_WARN,
+				"could not hand %d jobs back (%s); their leases will expire", p->nready,
+				st_rc_str(rc));
+		else
+			log_msg(&p->app->log, LOG_INFO, "handed %lld unstarted jobs back", (long long)h.n);
+	}
+	while (p->head) {
+		struct ready *r = p->head;
+
+		p->head = r->next;
+		job_release(&r->job);
+		free(r);
+	}
+	pthread_cond_destroy(&p->work_cv);
+	pthread_cond_destroy(&p->fetch_cv);
+	pthread_mutex_destroy(&p->mu);
+	free(p->threads);
+	free(p);
+}
