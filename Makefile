@@ -9,6 +9,9 @@
 PKGS    = libmicrohttpd jansson sqlite3 libpq hiredis openssl libcurl
 BUILD  ?= build
 CC     ?= cc
+# Debian's interpreter, where scripts/deps installs pytest (a pyenv or venv
+# python3 earlier on PATH would not have it).
+PYTHON ?= /usr/bin/python3
 OPT    ?= -O2 -g
 WARN    = -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
           -Wvla -Wwrite-strings -Wno-format-nonliteral
@@ -27,7 +30,7 @@ TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 all: settled
 
 settled: $(BUILD)/settled
-	@cp $< $@
+	@cp $< $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/settled: $(BUILD)/main.o $(BUILD)/libsettled.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
@@ -64,7 +67,7 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t --jobs 2; done
 
 integration: settled
-	SETTLED_BIN=$(abspath $(BUILD))/settled python3 -m pytest -q tests/integration $(PYTEST_ARGS)
+	SETTLED_BIN=$(abspath $(BUILD))/settled $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 check: unit integration
 

@@ -41,7 +41,10 @@
 #include "validate.h"
 #include "banned.h"
 
-#define BODY_DISCARD_FACTOR 4 /* an over-long chunked body is read up to this many caps, then cut */
+/* libmicrohttpd cannot queue a response while a body is still arriving, so
+ * an over-long chunked body is read and dropped until it ends, then answered
+ * 413; one that goes on past this many bytes is cut off without an answer. */
+#define BODY_DISCARD_MAX ((size_t)8 << 20)
 
 struct http {
 	struct MHD_Daemon *daemon;
@@ -497,6 +500,13 @@ static enum MHD_Result send_resp(struct req_ctx *rq)
 {
 	struct MHD_Response *r;
 	enum MHD_Result ret;
+
+	/* Unmark the key before the answer leaves: a client that has seen it
+	 * and retries at once must find the stored record, not "in use". */
+	if (rq->idem_running) {
+		idem_end(rq->h->app->idem, rq->idem_scope, rq->idem_key);
+		rq->idem_running = false;
+	}
 
 	if (!rq->resp.status)
 		resp_error(&rq->resp, ST_INTERNAL, "internal_error", "the handler gave no answer", NULL);
@@ -1041,7 +1051,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		}
 		if (rq->body_too_large) {
 			rq->discarded += *upload_data_size;
-			if (rq->discarded > BODY_DISCARD_FACTOR * h->app->cfg->max_body)
+			if (rq->discarded > BODY_DISCARD_MAX)
 				return MHD_NO; /* a stream that will not end: cut the connection */
 		}
 		*upload_data_size = 0;

@@ -59,6 +59,9 @@ enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
 	static const char *const result[] = { "result" };
 	static const char *const policy[] = { "policy" };
 	static const char *const policy_decision[] = { "policy", "decision" };
+	static const char *const intent_status[] = { "status" };
+	/* Settlement spans the rail's confirmation: tenths of a second to hours. */
+	static const double settle_buckets[] = { 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600, 1800, 3600 };
 
 	m->http_requests = metrics_counter(reg, "http_requests_total", "HTTP requests answered.", 3,
 					   http_labels);
@@ -73,8 +76,15 @@ enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
 	m->rl_backend_errors = metrics_counter(reg, "settled_rate_limit_backend_errors_total",
 					       "Rate-limit decisions taken while the backend was down.", 2,
 					       policy_decision);
+	m->intents = metrics_counter(reg, "settled_intents_total",
+				     "Intents that entered each status (counted after commit).", 1,
+				     intent_status);
+	m->settlement_duration = metrics_histogram(reg, "settled_settlement_duration_seconds",
+						   "Time from a claim's creation to SETTLED.", 0, NULL,
+						   settle_buckets,
+						   sizeof(settle_buckets) / sizeof(settle_buckets[0]));
 	if (!m->http_requests || !m->http_duration || !m->idempotency || !m->rate_limited ||
-	    !m->rl_backend_errors)
+	    !m->rl_backend_errors || !m->intents || !m->settlement_duration)
 		return ST_NOMEM;
 	if (settled_job_metrics_init(m, reg))
 		return ST_NOMEM;

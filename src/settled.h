@@ -39,6 +39,8 @@ struct settled_metrics {
 	struct metric_family *idempotency;       /* settled_idempotency_total{result} */
 	struct metric_family *rate_limited;      /* settled_rate_limited_total{policy} */
 	struct metric_family *rl_backend_errors; /* settled_rate_limit_backend_errors_total{policy,decision} */
+	struct metric_family *intents;           /* settled_intents_total{status}: intents entering status */
+	struct metric_family *settlement_duration; /* settled_settlement_duration_seconds: created -> SETTLED */
 	/* jobs, sweeper, reconciliation (worker.c, ticker.c) */
 	struct metric_family *jobs;               /* settled_jobs{queue,state} gauge */
 	struct metric_family *job_duration;       /* settled_job_duration_seconds{queue,kind,result} */

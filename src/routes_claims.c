@@ -1,0 +1,284 @@
+/* routes_claims.c — the claim flow and its intents (SPEC sections 7, 8):
+ *
+ *   POST /api/claim/prepare {wallet, amount}     -> 201 intent (PENDING), hold on treasury
+ *   POST /api/claim/record  {intent_id, tx_hash} -> 200 intent (SUBMITTED, via LOCKED)
+ *   GET  /api/v2/intents/{id}                    -> the intent, its hold and its history
+ *
+ * Handlers validate input and build write units; the dispatcher has
+ * already applied auth, rate limits and idempotency (routes.c). Error
+ * codes: invalid_wallet, invalid_amount, invalid_intent_id,
+ * invalid_tx_hash (400); unknown_wallet, intent_not_found (404);
+ * invalid_transition, tx_hash_already_recorded (409); insufficient_funds
+ * (422).
+ *
+ * Metrics are counted inside the units, just before they return ST_OK: the
+ * request API has no after-commit hook, and a unit that returns ST_OK
+ * commits unless the whole batch's COMMIT fails (then the client gets a
+ * 503 and the count is one too high). Workers count after store_run. */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "clock.h"
+#include "http.h"
+#include "intent.h"
+#include "ledger.h"
+#include "routes.h"
+#include "settled.h"
+#include "validate.h"
+#include "banned.h"
+
+#define ACTOR_PREFIX "req:"
+
+static void set_actor(struct req_ctx *rq, char out[INTENT_ACTOR_MAX + 1])
+{
+	snprintf(out, INTENT_ACTOR_MAX + 1, ACTOR_PREFIX "%s", req_id(rq));
+}
+
+static json_t *amount_json(int64_t v)
+{
+	char s[24];
+
+	snprintf(s, sizeof(s), "%lld", (long long)v);
+	return json_string(s);
+}
+
+static json_t *time_json(int64_t ms)
+{
+	char t[RFC3339_LEN];
+
+	if (ms <= 0)
+		return json_null();
+	format_rfc3339(ms, t);
+	return json_string(t);
+}
+
+static json_t *opt_string(const char *s)
+{
+	return s && *s ? json_string(s) : json_null();
+}
+
+/* The intent as every route shows it. A new reference (NULL on ENOMEM). */
+static json_t *intent_json(const struct intent *it)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:o, s:o, s:o, s:o}", "id", it->id,
+			 "kind", it->kind, "status", intent_status_str(it->status), "wallet", it->wallet,
+			 "amount", amount_json(it->amount), "tx_hash", opt_string(it->tx_hash), "hold_id",
+			 it->hold_id, "ledger_tx_id", opt_string(it->ledger_tx_id), "failure_reason",
+			 opt_string(it->failure_reason), "created_at", time_json(it->created_at),
+			 "updated_at", time_json(it->updated_at));
+}
+
+/* ---- POST /api/claim/prepare ---- */
+
+struct prepare_req {
+	char wallet[WALLET_LEN + 1];
+	int64_t amount;
+	int64_t hold_timeout_ms;
+	char actor[INTENT_ACTOR_MAX + 1];
+	struct settled_metrics *m;
+};
+
+static enum st_rc prepare_unit(struct tx *tx, void *arg, struct resp *resp)
+{
+	struct prepare_req *r = arg;
+	struct intent it;
+	struct ledger_hold h;
+	char location[96];
+	json_t *body;
+	enum st_rc rc;
+
+	rc = intent_claim_create(tx, r->wallet, r->amount, r->hold_timeout_ms, r->actor, &it, &h);
+	if (rc == ST_NOT_FOUND)
+		return unit_fail(resp, ST_NOT_FOUND, "unknown_wallet", "the wallet is not registered",
+				 json_pack("{s:s, s:s}", "field", "wallet", "wallet", r->wallet));
+	if (rc == ST_UNPROCESSABLE)
+		return unit_fail(resp, ST_UNPROCESSABLE, "insufficient_funds",
+				 "the treasury cannot cover this claim right now", NULL);
+	if (rc)
+		return rc;
+	body = intent_json(&it);
+	if (!body)
+		return ST_NOMEM;
+	json_object_set_new(body, "expires_at", time_json(h.expires_at));
+	snprintf(location, sizeof(location), "/api/v2/intents/%s", it.id);
+	rc = resp_location(resp, location);
+	if (rc) {
+		json_decref(body);
+		return rc;
+	}
+	rc = resp_json(resp, 201, body);
+	if (rc == ST_OK)
+		intent_observe(r->m->intents, NULL, &it);
+	return rc;
+}
+
+enum st_rc route_claim_prepare(struct req_ctx *rq)
+{
+	struct settled *app = req_app(rq);
+	json_t *body = req_json(rq);
+	json_t *w = json_object_get(body, "wallet");
+	json_t *a = json_object_get(body, "amount");
+	struct prepare_req *r = req_alloc(rq, sizeof(*r));
+
+	if (!r)
+		return ST_NOMEM;
+	if (!json_is_string(w) || parse_wallet(json_string_value(w), json_string_length(w), r->wallet))
+		return req_fail_field(rq, ST_INVALID, "invalid_wallet",
+				      "wallet must be 0x followed by 40 hex digits", "wallet");
+	/* Amounts are JSON strings of base units (SPEC section 3): a JSON
+	 * number is refused like any other malformed amount. */
+	if (!json_is_string(a) || parse_amount(json_string_value(a), json_string_length(a), &r->amount))
+		return req_fail_field(rq, ST_INVALID, "invalid_amount",
+				      "amount must be a string of base units from 1 to 9223372036854775807",
+				      "amount");
+	r->hold_timeout_ms = app->cfg->hold_timeout_ms;
+	r->m = &app->m;
+	set_actor(rq, r->actor);
+	return req_commit(rq, prepare_unit, r);
+}
+
+/* ---- POST /api/claim/record ---- */
+
+struct record_req {
+	char intent_id[LEDGER_ID_MAX + 1];
+	char tx_hash[TX_HASH_LEN + 1];
+	char actor[INTENT_ACTOR_MAX + 1];
+	struct settled_metrics *m;
+};
+
+static enum st_rc record_unit(struct tx *tx, void *arg, struct resp *resp)
+{
+	struct record_req *r = arg;
+	struct intent it;
+	enum st_rc rc;
+
+	rc = intent_record(tx, r->intent_id, r->tx_hash, r->actor, &it);
+	if (rc == ST_NOT_FOUND)
+		return unit_fail(resp, ST_NOT_FOUND, "intent_not_found", "no intent has this id",
+				 json_pack("{s:s}", "field", "intent_id"));
+	if (rc == ST_CONFLICT) {
+		json_t *extra = json_pack("{s:s, s:s}", "intent_id", r->intent_id, "to", "SUBMITTED");
+
+		if (intent_get(tx, r->intent_id, &it) == ST_OK)
+			json_object_set_new(extra, "status", json_string(intent_status_str(it.status)));
+		return unit_fail(resp, ST_CONFLICT, "invalid_transition",
+				 "the intent is not PENDING, so it cannot be recorded", extra);
+	}
+	if (rc == ST_UNIQUE)
+		return unit_fail(resp, ST_CONFLICT, "tx_hash_already_recorded",
+				 "this tx_hash is already recorded for another intent",
+				 json_pack("{s:s}", "field", "tx_hash"));
+	if (rc)
+		return rc;
+	/* Issue 6: the confirmation job is enqueued here, in this same unit,
+	 * so the intent is SUBMITTED if and only if its job exists. */
+	rc = resp_json(resp, 200, intent_json(&it));
+	if (rc == ST_OK) {
+		intent_count(r->m->intents, INTENT_LOCKED, 1);
+		intent_count(r->m->intents, INTENT_SUBMITTED, 1);
+	}
+	return rc;
+}
+
+enum st_rc route_claim_record(struct req_ctx *rq)
+{
+	json_t *body = req_json(rq);
+	json_t *id = json_object_get(body, "intent_id");
+	json_t *h = json_object_get(body, "tx_hash");
+	struct record_req *r = req_alloc(rq, sizeof(*r));
+
+	if (!r)
+		return ST_NOMEM;
+	if (!json_is_string(id) || json_string_length(id) == 0)
+		return req_fail_field(rq, ST_INVALID, "invalid_intent_id",
+				      "intent_id must be the id prepare returned", "intent_id");
+	if (json_string_length(id) > LEDGER_ID_MAX || strlen(json_string_value(id)) != json_string_length(id))
+		return req_fail_field(rq, ST_NOT_FOUND, "intent_not_found", "no intent has this id",
+				      "intent_id");
+	if (!json_is_string(h) || parse_tx_hash(json_string_value(h), json_string_length(h), r->tx_hash))
+		return req_fail_field(rq, ST_INVALID, "invalid_tx_hash",
+				      "tx_hash must be 0x followed by 64 hex digits", "tx_hash");
+	snprintf(r->intent_id, sizeof(r->intent_id), "%s", json_string_value(id));
+	r->m = &req_app(rq)->m;
+	set_actor(rq, r->actor);
+	return req_commit(rq, record_unit, r);
+}
+
+/* ---- GET /api/v2/intents/{id} ---- */
+
+struct intent_read {
+	const char *id;
+	json_t *out;
+};
+
+static json_t *history_json(const struct intent_transition *v, size_t n)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; arr && i < n; i++) {
+		json_t *t = json_pack("{s:o, s:s, s:o, s:s}", "from",
+				      v[i].from_none ? json_null() : json_string(intent_status_str(v[i].from)),
+				      "to", intent_status_str(v[i].to), "at", time_json(v[i].at), "actor",
+				      v[i].actor);
+
+		if (!t || json_array_append_new(arr, t)) {
+			json_decref(arr);
+			return NULL;
+		}
+	}
+	return arr;
+}
+
+static enum st_rc intent_read_unit(struct tx *tx, void *arg)
+{
+	struct intent_read *r = arg;
+	struct intent it;
+	struct ledger_hold h;
+	struct intent_transition *hist = NULL;
+	size_t n = 0;
+	json_t *body = NULL, *hold = NULL, *trans = NULL;
+	enum st_rc rc;
+
+	rc = intent_get(tx, r->id, &it);
+	if (rc)
+		return rc;
+	rc = ledger_hold_get(tx, it.hold_id, &h);
+	if (rc)
+		return rc;
+	rc = intent_history(tx, r->id, &hist, &n);
+	if (rc)
+		return rc;
+	body = intent_json(&it);
+	hold = json_pack("{s:s, s:s, s:o, s:o, s:o}", "id", h.id, "status", hold_status_str(h.status),
+			 "amount", amount_json(h.amount), "expires_at", time_json(h.expires_at),
+			 "resolved_at", time_json(h.resolved_at));
+	trans = history_json(hist, n);
+	free(hist);
+	if (!body || !hold || !trans) {
+		json_decref(body);
+		json_decref(hold);
+		json_decref(trans);
+		return ST_NOMEM;
+	}
+	json_object_set_new(body, "hold", hold);
+	json_object_set_new(body, "transitions", trans);
+	r->out = body;
+	return ST_OK;
+}
+
+enum st_rc route_intent_get(struct req_ctx *rq)
+{
+	struct intent_read r = { .id = req_param(rq, "id") };
+	enum st_rc rc;
+
+	if (!r.id || strlen(r.id) > LEDGER_ID_MAX)
+		return req_fail(rq, ST_NOT_FOUND, "intent_not_found", "no intent has this id");
+	rc = store_read(req_app(rq)->store, intent_read_unit, &r);
+	if (rc == ST_NOT_FOUND)
+		return req_fail(rq, ST_NOT_FOUND, "intent_not_found", "no intent has this id");
+	if (rc)
+		return req_fail(rq, rc == ST_NOMEM ? ST_NOMEM : ST_UNAVAILABLE, "store_unavailable",
+				"the store could not be read; retry");
+	return req_reply(rq, 200, r.out);
+}

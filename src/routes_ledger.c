@@ -1,0 +1,207 @@
+/* routes_ledger.c — ledger reads of the v2 API (SPEC section 8):
+ *
+ *   GET /api/v2/accounts/{wallet}                          balance, held, available
+ *   GET /api/v2/ledger/transactions?account=&after=&limit= keyset-paginated entries
+ *
+ * Both take an API key or the admin token (ROUTE_API_KEY) and read on a
+ * read connection (store_read): a consistent snapshot, no writer involved.
+ * {wallet} and account= name a wallet (0x + 40 hex, any case) or any
+ * account id, so the system accounts ("treasury", "external", ...) can be
+ * inspected too. Amounts are JSON strings.
+ *
+ * Pagination: entries in id order; `after` is the last id seen (0 or
+ * absent: from the start), `limit` 1..500 (default 50; larger values are
+ * capped at 500). next_after is the id to pass next, or null on the last
+ * page. Ids only grow in commit order, so a page never skips an entry that
+ * commits while a client is paging. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "account.h"
+#include "clock.h"
+#include "http.h"
+#include "ledger.h"
+#include "routes.h"
+#include "settled.h"
+#include "validate.h"
+#include "banned.h"
+
+#define PAGE_DEFAULT 50
+
+static json_t *amount_json(int64_t v)
+{
+	char s[24];
+
+	snprintf(s, sizeof(s), "%lld", (long long)v);
+	return json_string(s);
+}
+
+static json_t *time_json(int64_t ms)
+{
+	char t[RFC3339_LEN];
+
+	format_rfc3339(ms, t);
+	return json_string(t);
+}
+
+/* A non-negative decimal integer without sign, spaces or leading zeros
+ * (except "0"), fitting in int64_t. */
+static bool parse_count(const char *s, int64_t *out)
+{
+	int64_t v = 0;
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 19 || (n > 1 && s[0] == '0'))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, s[i] - '0', &v))
+			return false;
+	}
+	*out = v;
+	return true;
+}
+
+/* Resolves a wallet or account id to the account. ST_INVALID: a 0x name
+ * that is not a wallet; ST_NOT_FOUND: no such account. */
+static enum st_rc find_account(struct tx *tx, const char *name, struct account *out)
+{
+	char wallet[WALLET_LEN + 1];
+
+	if ((name[0] == '0' && (name[1] == 'x' || name[1] == 'X'))) {
+		if (parse_wallet(name, strlen(name), wallet))
+			return ST_INVALID;
+		return account_by_wallet(tx, wallet, out);
+	}
+	if (strlen(name) > ACCOUNT_ID_MAX)
+		return ST_NOT_FOUND;
+	return account_by_id(tx, name, out);
+}
+
+/* ---- GET /api/v2/accounts/{wallet} ---- */
+
+struct account_read {
+	const char *name;
+	struct account a;
+	struct ledger_balance b;
+};
+
+static enum st_rc account_read_unit(struct tx *tx, void *arg)
+{
+	struct account_read *r = arg;
+	enum st_rc rc = find_account(tx, r->name, &r->a);
+
+	return rc ? rc : ledger_balance(tx, r->a.id, &r->b);
+}
+
+enum st_rc route_account_get(struct req_ctx *rq)
+{
+	struct account_read r = { .name = req_param(rq, "wallet") };
+	bool wallet;
+	enum st_rc rc;
+
+	if (!r.name)
+		return req_fail(rq, ST_NOT_FOUND, "account_not_found", "no such account");
+	rc = store_read(req_app(rq)->store, account_read_unit, &r);
+	if (rc == ST_INVALID)
+		return req_fail_field(rq, ST_INVALID, "invalid_wallet",
+				      "wallet must be 0x followed by 40 hex digits", "wallet");
+	if (rc == ST_NOT_FOUND)
+		return req_fail(rq, ST_NOT_FOUND, "account_not_found", "no such account");
+	if (rc)
+		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
+	wallet = r.a.wallet[0] != '\0';
+	return req_reply(rq, 200,
+			 json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:b, s:o}", "id", r.a.id, "kind",
+				   wallet ? "wallet" : "system", "wallet",
+				   wallet ? json_string(r.a.wallet) : json_null(), "referrer",
+				   r.a.referrer[0] ? json_string(r.a.referrer) : json_null(), "balance",
+				   amount_json(r.b.balance), "held", amount_json(r.b.held), "available",
+				   amount_json(r.b.available), "may_go_negative", r.a.may_go_negative,
+				   "created_at", time_json(r.a.created_at)));
+}
+
+/* ---- GET /api/v2/ledger/transactions ---- */
+
+struct page_read {
+	const char *account;     /* as given, or NULL */
+	int64_t after;
+	int limit;
+	struct ledger_entry_row *rows;
+	size_t n;
+	bool more;
+};
+
+static enum st_rc page_read_unit(struct tx *tx, void *arg)
+{
+	struct page_read *r = arg;
+	struct account a;
+	const char *account_id = NULL;
+	enum st_rc rc;
+
+	if (r->account) {
+		rc = find_account(tx, r->account, &a);
+		if (rc)
+			return rc;
+		account_id = a.id;
+	}
+	return ledger_entries_page(tx, account_id, r->after, r->limit, &r->rows, &r->n, &r->more);
+}
+
+static json_t *entry_json(const struct ledger_entry_row *e)
+{
+	return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:o, s:o}", "id", (json_int_t)e->id, "tx_id",
+			 e->tx_id, "kind", e->kind, "account", e->wallet[0] ? e->wallet : e->account_id,
+			 "account_id", e->account_id, "direction",
+			 e->dir == LEDGER_CREDIT ? "credit" : "debit", "amount", amount_json(e->amount),
+			 "created_at", time_json(e->created_at));
+}
+
+enum st_rc route_ledger_transactions(struct req_ctx *rq)
+{
+	struct page_read r = { .account = req_query(rq, "account"), .limit = PAGE_DEFAULT };
+	const char *after = req_query(rq, "after"), *limit = req_query(rq, "limit");
+	json_t *data, *body;
+	int64_t v;
+	enum st_rc rc;
+
+	if (limit) {
+		if (!parse_count(limit, &v) || v < 1)
+			return req_fail_field(rq, ST_INVALID, "invalid_parameter",
+					      "limit must be an integer from 1 to 500", "limit");
+		r.limit = v > LEDGER_PAGE_MAX ? LEDGER_PAGE_MAX : (int)v;
+	}
+	if (after && !parse_count(after, &r.after))
+		return req_fail_field(rq, ST_INVALID, "invalid_parameter",
+				      "after must be the non-negative id of the last entry seen", "after");
+	if (r.account && !*r.account)
+		r.account = NULL;
+	rc = store_read(req_app(rq)->store, page_read_unit, &r);
+	if (rc == ST_INVALID)
+		return req_fail_field(rq, ST_INVALID, "invalid_parameter",
+				      "account must be a wallet or an account id", "account");
+	if (rc == ST_NOT_FOUND)
+		return req_fail_field(rq, ST_NOT_FOUND, "account_not_found", "no such account", "account");
+	if (rc)
+		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
+	data = json_array();
+	for (size_t i = 0; data && i < r.n; i++) {
+		json_t *e = entry_json(&r.rows[i]);
+
+		if (!e || json_array_append_new(data, e)) {
+			json_decref(data);
+			data = NULL;
+		}
+	}
+	body = data ? json_pack("{s:o, s:o, s:i}", "data", data, "next_after",
+				r.more && r.n ? json_integer((json_int_t)r.rows[r.n - 1].id) : json_null(),
+				"limit", r.limit)
+		    : NULL;
+	free(r.rows);
+	if (!body)
+		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+	return req_reply(rq, 200, body);
+}

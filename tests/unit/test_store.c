@@ -1,0 +1,900 @@
+/* test_store.c — the store contract, written once and run on both backends.
+ *
+ * Every CONTRACT(name) test runs twice: as store_sqlite/name on a fresh
+ * SQLite file, and as store_pg/name on a fresh database of the PostgreSQL
+ * cluster named by SETTLED_TEST_PG (`make unit` starts a private one through
+ * tests/with-services; without the variable the PostgreSQL half is skipped
+ * with a message). The store_pg-only tests cover what SQLite cannot show:
+ * retries on serialization failures and deadlocks, reconnecting after the
+ * server dropped its connections, and the password staying out of errors. */
+#include <criterion/criterion.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store.h"
+
+#include "banned.h"
+
+static struct store *S;
+static enum st_dialect D;
+static char sqlite_dir[256];
+static char pg_db[64];
+static char pg_url[2048];
+
+/* ---- backends ---------------------------------------------------------- */
+
+static void quiet(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
+static PGconn *pg_admin(void)
+{
+	PGconn *c = PQconnectdb(getenv("SETTLED_TEST_PG"));
+
+	cr_assert(PQstatus(c) == CONNECTION_OK, "SETTLED_TEST_PG: %s", PQerrorMessage(c));
+	PQsetNoticeProcessor(c, quiet, NULL);
+	return c;
+}
+
+static void pg_admin_exec(const char *sql)
+{
+	PGconn *c = pg_admin();
+	PGresult *r = PQexec(c, sql);
+
+	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s",
+		  sql, PQerrorMessage(c));
+	PQclear(r);
+	PQfinish(c);
+}
+
+/* The admin URL with its database replaced by db (URI or key=value form). */
+static void url_with_db(const char *admin, const char *db, char *out, size_t size)
+{
+	const char *scheme = strstr(admin, "://");
+	const char *path, *query;
+
+	if (!scheme) {
+		snprintf(out, size, "%s dbname=%s", admin, db);
+		return;
+	}
+	path = scheme + 3 + strcspn(scheme + 3, "/?");
+	query = strchr(path, '?');
+	snprintf(out, size, "%.*s/%s%s", (int)(path - admin), admin, db, query ? query : "");
+}
+
+static struct store *open_store(void)
+{
+	struct store_options o = { 0 };
+	struct buf err = BUF_INIT(4096);
+	struct store *s = NULL;
+	char path[512];
+	enum st_rc rc;
+
+	if (D == ST_SQLITE) {
+		snprintf(path, sizeof(path), "%s/store.db", sqlite_dir);
+		o.sqlite_path = path;
+	} else {
+		o.database_url = pg_url;
+	}
+	rc = store_open(&o, &s, &err);
+	cr_assert_eq(rc, ST_OK, "store_open: %s (%s)", st_rc_str(rc), err.ptr);
+	buf_release(&err);
+	return s;
+}
+
+static enum st_rc create_kv(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec(tx,
+		       "CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT,"
+		       " n BIGINT NOT NULL DEFAULT 0 CHECK (n >= 0))",
+		       ST_NOARGS, NULL);
+}
+
+static void setup_common(void)
+{
+	S = open_store();
+	cr_assert_eq(store_run(S, create_kv, NULL), ST_OK);
+}
+
+static void setup_sqlite(void)
+{
+	D = ST_SQLITE;
+	snprintf(sqlite_dir, sizeof(sqlite_dir), "/tmp/settled-store-XXXXXX");
+	cr_assert(mkdtemp(sqlite_dir));
+	setup_common();
+}
+
+static void setup_pg(void)
+{
+	const char *admin = getenv("SETTLED_TEST_PG");
+	char sql[128];
+
+	D = ST_PG;
+	S = NULL;
+	if (!admin || !*admin)
+		return; /* the test body skips */
+	snprintf(pg_db, sizeof(pg_db), "t_store_%d_%u", (int)getpid(), (unsigned)rand());
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", pg_db);
+	pg_admin_exec(sql);
+	url_with_db(admin, pg_db, pg_url, sizeof(pg_url));
+	setup_common();
+}
+
+static void teardown(void)
+{
+	char cmd[600];
+
+	store_close(S);
+	S = NULL;
+	if (D == ST_SQLITE && sqlite_dir[0]) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sqlite_dir);
+		cr_assert_eq(system(cmd), 0);
+	} else if (D == ST_PG && pg_db[0]) {
+		snprintf(cmd, sizeof(cmd), "DROP DATABASE IF EXISTS %s WITH (FORCE)", pg_db);
+		pg_admin_exec(cmd);
+	}
+}
+
+static void need_backend(void)
+{
+	if (!S)
+		cr_skip_test("SETTLED_TEST_PG is not set: run under tests/with-services (make unit does)");
+}
+
+/* CONTRACT(name) { body } defines store_sqlite/name and store_pg/name. */
+#define CONTRACT(name)                                                                        \
+	static void name##_body(void);                                                        \
+	Test(store_sqlite, name, .init = setup_sqlite, .fini = teardown, .timeout = 60)       \
+	{                                                                                     \
+		name##_body();                                                                \
+	}                                                                                     \
+	Test(store_pg, name, .init = setup_pg, .fini = teardown, .timeout = 60)               \
+	{                                                                                     \
+		need_backend();                                                               \
+		name##_body();                                                                \
+	}                                                                                     \
+	static void name##_body(void)
+
+#define PG_ONLY(name) Test(store_pg, name, .init = setup_pg, .fini = teardown, .timeout = 60)
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static enum st_rc put_unit(struct tx *tx, void *arg)
+{
+	const char *k = arg;
+
+	return tx_exec(tx, "INSERT INTO kv (k, v) VALUES ($1, $1)", ST_ARGS(SV_S(k)), NULL);
+}
+
+static void put(const char *k)
+{
+	cr_assert_eq(store_run(S, put_unit, (void *)k), ST_OK, "put %s", k);
+}
+
+struct count_q {
+	const char *k;  /* NULL: all rows */
+	int64_t n;
+};
+
+static enum st_rc count_unit(struct tx *tx, void *arg)
+{
+	struct count_q *q = arg;
+	struct st_rows *r = NULL;
+	enum st_rc rc;
+
+	if (q->k)
+		rc = tx_query(tx, "SELECT count(*) FROM kv WHERE k = $1", ST_ARGS(SV_S(q->k)), &r);
+	else
+		rc = tx_query(tx, "SELECT count(*) FROM kv", ST_NOARGS, &r);
+	if (rc)
+		return rc;
+	q->n = rows_i64(r, 0, 0);
+	rows_free(r);
+	return ST_OK;
+}
+
+static int64_t count(const char *k)
+{
+	struct count_q q = { .k = k };
+
+	cr_assert_eq(store_read(S, count_unit, &q), ST_OK);
+	return q.n;
+}
+
+/* ---- the contract ------------------------------------------------------ */
+
+struct row_out {
+	struct st_rows *rows;
+};
+
+static enum st_rc params_write(struct tx *tx, void *arg)
+{
+	static const char partial[] = "abcdef";
+	enum st_rc rc;
+
+	(void)arg;
+	/* $2 before $1, and $2 used twice. */
+	rc = tx_exec(tx, "INSERT INTO kv (k, v, n) VALUES ($2, $2, $1)", ST_ARGS(SV_I(42), SV_S("a")), NULL);
+	if (rc)
+		return rc;
+	/* A length-bounded string that is not NUL-terminated where it ends. */
+	rc = tx_exec(tx, "INSERT INTO kv (k, v, n) VALUES ($1, $2, $3)",
+		     ST_ARGS(SV_S("b"), SV_SN(partial, 3), SV_I(INT64_MAX)), NULL);
+	if (rc)
+		return rc;
+	return tx_exec(tx, "INSERT INTO kv (k, v) VALUES ($1, $2)", ST_ARGS(SV_S("quote'\"\\"), SV_S("\xc3\xa9t\xc3\xa9")),
+		       NULL);
+}
+
+static enum st_rc params_read(struct tx *tx, void *arg)
+{
+	struct row_out *o = arg;
+
+	/* Reversed order again, and an extra parameter the statement ignores. */
+	return tx_query(tx, "SELECT k, v, n FROM kv WHERE n = $2 AND k = $1 ORDER BY k",
+			ST_ARGS(SV_S("a"), SV_I(42), SV_S("unused")), &o->rows);
+}
+
+static enum st_rc all_rows(struct tx *tx, void *arg)
+{
+	struct row_out *o = arg;
+
+	return tx_query(tx, "SELECT k, v, n FROM kv ORDER BY k", ST_NOARGS, &o->rows);
+}
+
+CONTRACT(params_any_order_and_reused)
+{
+	struct row_out o = { 0 };
+
+	cr_assert_eq(store_run(S, params_write, NULL), ST_OK);
+	cr_assert_eq(store_read(S, params_read, &o), ST_OK);
+	cr_assert_eq(o.rows->nrows, 1);
+	cr_assert_eq(o.rows->ncols, 3);
+	cr_assert_str_eq(rows_text(o.rows, 0, 0), "a");
+	cr_assert_str_eq(rows_text(o.rows, 0, 1), "a");
+	cr_assert_str_eq(rows_text(o.rows, 0, 2), "42");
+	cr_assert_eq(rows_i64(o.rows, 0, 2), 42);
+	rows_free(o.rows);
+
+	cr_assert_eq(store_read(S, all_rows, &o), ST_OK);
+	cr_assert_eq(o.rows->nrows, 3);
+	cr_assert_str_eq(rows_text(o.rows, 1, 0), "b");
+	cr_assert_str_eq(rows_text(o.rows, 1, 1), "abc");
+	cr_assert_eq(rows_len(o.rows, 1, 1), 3);
+	cr_assert_eq(rows_i64(o.rows, 1, 2), INT64_MAX);
+	cr_assert_str_eq(rows_text(o.rows, 2, 0), "quote'\"\\");
+	cr_assert_str_eq(rows_text(o.rows, 2, 1), "\xc3\xa9t\xc3\xa9");
+	/* Out of range cells read as NULL, not a crash. */
+	cr_assert_null(rows_text(o.rows, 3, 0));
+	cr_assert_null(rows_text(o.rows, 0, 3));
+	rows_free(o.rows);
+}
+
+static enum st_rc nulls_write(struct tx *tx, void *arg)
+{
+	const char *none = NULL;
+	enum st_rc rc;
+
+	(void)arg;
+	rc = tx_exec(tx, "INSERT INTO kv (k, v) VALUES ($1, $2)", ST_ARGS(SV_S("n1"), SV_NULLV), NULL);
+	if (!rc)
+		rc = tx_exec(tx, "INSERT INTO kv (k, v) VALUES ($1, $2)", ST_ARGS(SV_S("n2"), SV_SOPT(none)), NULL);
+	if (!rc)
+		rc = tx_exec(tx, "INSERT INTO kv (k, v) VALUES ($1, $2)", ST_ARGS(SV_S("n3"), SV_S("")), NULL);
+	return rc;
+}
+
+static enum st_rc nulls_read(struct tx *tx, void *arg)
+{
+	struct row_out *o = arg;
+
+	return tx_query(tx, "SELECT k, v, v IS NULL FROM kv WHERE k LIKE 'n%' ORDER BY k", ST_NOARGS, &o->rows);
+}
+
+CONTRACT(null_round_trip)
+{
+	struct row_out o = { 0 };
+
+	cr_assert_eq(store_run(S, nulls_write, NULL), ST_OK);
+	cr_assert_eq(store_read(S, nulls_read, &o), ST_OK);
+	cr_assert_eq(o.rows->nrows, 3);
+	cr_assert_null(rows_text(o.rows, 0, 1));
+	cr_assert_eq(rows_len(o.rows, 0, 1), 0);
+	cr_assert_null(rows_text(o.rows, 1, 1));
+	/* The empty string is not NULL. */
+	cr_assert_not_null(rows_text(o.rows, 2, 1));
+	cr_assert_str_eq(rows_text(o.rows, 2, 1), "");
+	/* Booleans read as 1/0 on both backends. */
+	cr_assert_str_eq(rows_text(o.rows, 0, 2), "1");
+	cr_assert_str_eq(rows_text(o.rows, 2, 2), "0");
+	cr_assert_eq(rows_i64(o.rows, 0, 1), 0); /* NULL reads as 0 */
+	rows_free(o.rows);
+}
+
+static enum st_rc dup_unit(struct tx *tx, void *arg)
+{
+	enum st_rc *seen = arg;
+
+	*seen = tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S("dup")), NULL);
+	return *seen;
+}
+
+CONTRACT(unique_violation_is_st_unique)
+{
+	enum st_rc seen = ST_OK;
+
+	put("dup");
+	cr_assert_eq(store_run(S, dup_unit, &seen), ST_UNIQUE);
+	cr_assert_eq(seen, ST_UNIQUE);
+	cr_assert_eq(count("dup"), 1);
+}
+
+enum bad_kind { BAD_CHECK, BAD_FK, BAD_NOT_NULL, BAD_ACCOUNT_NEGATIVE, BAD_WALLET_DUP };
+
+static enum st_rc bad_unit(struct tx *tx, void *arg)
+{
+	enum bad_kind k = *(enum bad_kind *)arg;
+
+	switch (k) {
+	case BAD_CHECK:
+		return tx_exec(tx, "INSERT INTO kv (k, n) VALUES ($1, $2)", ST_ARGS(SV_S("neg"), SV_I(-1)), NULL);
+	case BAD_FK:
+		return tx_exec(tx,
+			       "INSERT INTO accounts (id, wallet, kind, referrer, created_at)"
+			       " VALUES ($1, $2, 'wallet', $3, 1)",
+			       ST_ARGS(SV_S("acct_fk"), SV_S("0x1111111111111111111111111111111111111111"),
+				       SV_S("0x2222222222222222222222222222222222222222")),
+			       NULL);
+	case BAD_NOT_NULL:
+		return tx_exec(tx, "INSERT INTO accounts (id, kind, created_at) VALUES ($1, NULL, 1)",
+			       ST_ARGS(SV_S("acct_nn")), NULL);
+	case BAD_ACCOUNT_NEGATIVE:
+		return tx_exec(tx,
+			       "INSERT INTO accounts (id, wallet, kind, balance, created_at)"
+			       " VALUES ($1, $2, 'wallet', $3, 1)",
+			       ST_ARGS(SV_S("acct_neg"), SV_S("0x3333333333333333333333333333333333333333"), SV_I(-5)),
+			       NULL);
+	case BAD_WALLET_DUP: {
+		enum st_rc rc = ST_OK;
+
+		for (int i = 0; i < 2 && !rc; i++)
+			rc = tx_exec(tx,
+				     "INSERT INTO accounts (id, wallet, kind, created_at) VALUES ($1, $2, 'wallet', 1)",
+				     ST_ARGS(SV_S(i ? "acct_b" : "acct_a"),
+					     SV_S("0x4444444444444444444444444444444444444444")),
+				     NULL);
+		return rc;
+	}
+	}
+	return ST_INTERNAL;
+}
+
+static enum st_rc bad(enum bad_kind k)
+{
+	return store_run(S, bad_unit, &k);
+}
+
+CONTRACT(constraint_violations_map_to_conflict)
+{
+	cr_assert_eq(bad(BAD_CHECK), ST_CONFLICT, "check");
+	cr_assert_eq(bad(BAD_FK), ST_CONFLICT, "foreign key");
+	cr_assert_eq(bad(BAD_NOT_NULL), ST_CONFLICT, "not null");
+	cr_assert_eq(bad(BAD_ACCOUNT_NEGATIVE), ST_CONFLICT, "accounts balance check (migration 001)");
+	cr_assert_eq(bad(BAD_WALLET_DUP), ST_UNIQUE, "accounts.wallet unique (migration 001)");
+	cr_assert_eq(count(NULL), 0);
+}
+
+static enum st_rc inner_dup(struct tx *tx, void *arg)
+{
+	enum st_rc rc;
+
+	(void)arg;
+	rc = tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S("inner")), NULL);
+	if (rc)
+		return rc;
+	/* Fails: undoes "inner" but nothing of the enclosing unit. */
+	return tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S("inner")), NULL);
+}
+
+static enum st_rc inner_ok(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S("inner_ok")), NULL);
+}
+
+static enum st_rc outer_unit(struct tx *tx, void *arg)
+{
+	enum st_rc *nested = arg;
+	enum st_rc rc;
+
+	rc = tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S("outer")), NULL);
+	if (rc)
+		return rc;
+	nested[0] = tx_nested(tx, inner_dup, NULL);
+	nested[1] = tx_nested(tx, inner_ok, NULL);
+	/* The transaction is usable after the failed nested unit. */
+	return tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S("after")), NULL);
+}
+
+CONTRACT(nested_rollback_keeps_outer_work)
+{
+	enum st_rc nested[2] = { ST_OK, ST_INTERNAL };
+
+	cr_assert_eq(store_run(S, outer_unit, nested), ST_OK);
+	cr_assert_eq(nested[0], ST_UNIQUE);
+	cr_assert_eq(nested[1], ST_OK);
+	cr_assert_eq(count("outer"), 1);
+	cr_assert_eq(count("after"), 1);
+	cr_assert_eq(count("inner"), 0);
+	cr_assert_eq(count("inner_ok"), 1);
+}
+
+static enum st_rc write_then_fail(struct tx *tx, void *arg)
+{
+	enum st_rc rc = tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S((const char *)arg)), NULL);
+
+	return rc ? rc : ST_NOT_FOUND;
+}
+
+CONTRACT(failing_unit_rolls_back_its_work)
+{
+	cr_assert_eq(store_run(S, write_then_fail, (void *)"gone"), ST_NOT_FOUND);
+	cr_assert_eq(count("gone"), 0);
+}
+
+/* Many units submitted at once, every other one failing after its write:
+ * on SQLite they share batches (one transaction), on PostgreSQL they run
+ * in parallel; either way each failure undoes only its own work. */
+#define ISO_UNITS 200
+
+struct iso_unit {
+	char key[16];
+	bool fail;
+	enum st_rc rc;
+	atomic_int *left;
+	pthread_mutex_t *mu;
+	pthread_cond_t *cv;
+};
+
+static enum st_rc iso_run(struct tx *tx, void *arg)
+{
+	struct iso_unit *u = arg;
+	enum st_rc rc = tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S(u->key)), NULL);
+
+	if (rc)
+		return rc;
+	return u->fail ? ST_CONFLICT : ST_OK;
+}
+
+static void iso_done(void *arg, enum st_rc rc)
+{
+	struct iso_unit *u = arg;
+
+	u->rc = rc;
+	pthread_mutex_lock(u->mu);
+	if (atomic_fetch_sub(u->left, 1) == 1)
+		pthread_cond_signal(u->cv);
+	pthread_mutex_unlock(u->mu);
+}
+
+CONTRACT(failing_unit_does_not_affect_concurrent_ones)
+{
+	static struct iso_unit units[ISO_UNITS];
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+	atomic_int left = ISO_UNITS;
+
+	for (int i = 0; i < ISO_UNITS; i++) {
+		snprintf(units[i].key, sizeof(units[i].key), "iso%03d", i);
+		units[i].fail = i % 2 == 0;
+		units[i].left = &left;
+		units[i].mu = &mu;
+		units[i].cv = &cv;
+	}
+	for (int i = 0; i < ISO_UNITS; i++)
+		cr_assert_eq(store_submit(S, iso_run, iso_done, &units[i]), ST_OK);
+	pthread_mutex_lock(&mu);
+	while (atomic_load(&left) > 0)
+		pthread_cond_wait(&cv, &mu);
+	pthread_mutex_unlock(&mu);
+	for (int i = 0; i < ISO_UNITS; i++) {
+		cr_assert_eq(units[i].rc, units[i].fail ? ST_CONFLICT : ST_OK, "unit %d", i);
+		cr_assert_eq(count(units[i].key), units[i].fail ? 0 : 1, "unit %d", i);
+	}
+	cr_assert_eq(count(NULL), ISO_UNITS / 2);
+}
+
+#define THREADS 16
+#define PER_THREAD 25
+
+static enum st_rc bump_unit(struct tx *tx, void *arg)
+{
+	const char *key = arg;
+	enum st_rc rc;
+
+	rc = tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S(key)), NULL);
+	if (!rc)
+		rc = tx_exec(tx, "UPDATE kv SET n = n + 1 WHERE k = $1", ST_ARGS(SV_S("ctr")), NULL);
+	return rc;
+}
+
+static void *bump_thread(void *arg)
+{
+	intptr_t id = (intptr_t)arg;
+	intptr_t failures = 0;
+
+	for (int i = 0; i < PER_THREAD; i++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "t%02d_%03d", (int)id, i);
+		if (store_run(S, bump_unit, key) != ST_OK)
+			failures++;
+	}
+	return (void *)failures;
+}
+
+static enum st_rc ctr_read(struct tx *tx, void *arg)
+{
+	int64_t *n = arg;
+	struct st_rows *r = NULL;
+	enum st_rc rc = tx_query(tx, "SELECT n FROM kv WHERE k = $1", ST_ARGS(SV_S("ctr")), &r);
+
+	if (rc)
+		return rc;
+	*n = rows_i64(r, 0, 0);
+	rows_free(r);
+	return ST_OK;
+}
+
+CONTRACT(store_run_from_16_threads_all_commit)
+{
+	pthread_t th[THREADS];
+	int64_t n = -1;
+
+	put("ctr");
+	for (intptr_t i = 0; i < THREADS; i++)
+		cr_assert_eq(pthread_create(&th[i], NULL, bump_thread, (void *)i), 0);
+	for (int i = 0; i < THREADS; i++) {
+		void *failures;
+
+		pthread_join(th[i], &failures);
+		cr_assert_eq((intptr_t)failures, 0, "thread %d had failures", i);
+	}
+	cr_assert_eq(count(NULL), THREADS * PER_THREAD + 1);
+	cr_assert_eq(store_read(S, ctr_read, &n), ST_OK);
+	cr_assert_eq(n, THREADS * PER_THREAD, "lost updates: %lld", (long long)n);
+}
+
+static enum st_rc write_in_read(struct tx *tx, void *arg)
+{
+	(void)arg;
+	cr_assert(tx->read_only);
+	return tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S("sneaky")), NULL);
+}
+
+CONTRACT(read_sees_committed_data_and_cannot_write)
+{
+	cr_assert_eq(count("seen"), 0);
+	put("seen");
+	cr_assert_eq(count("seen"), 1);
+	cr_assert_neq(store_read(S, write_in_read, NULL), ST_OK);
+	cr_assert_eq(count("sneaky"), 0);
+}
+
+static enum st_rc changes_unit(struct tx *tx, void *arg)
+{
+	int64_t *ch = arg;
+	enum st_rc rc;
+
+	for (int i = 0; i < 3; i++) {
+		char k[8];
+
+		snprintf(k, sizeof(k), "c%d", i);
+		rc = tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S(k)), &ch[0]);
+		if (rc)
+			return rc;
+	}
+	rc = tx_exec(tx, "UPDATE kv SET n = n + $1 WHERE k LIKE 'c%'", ST_ARGS(SV_I(2)), &ch[1]);
+	if (!rc)
+		rc = tx_exec(tx, "DELETE FROM kv WHERE k = $1", ST_ARGS(SV_S("nothing")), &ch[2]);
+	return rc;
+}
+
+CONTRACT(changes_count_affected_rows)
+{
+	int64_t ch[3] = { -1, -1, -1 };
+
+	cr_assert_eq(store_run(S, changes_unit, ch), ST_OK);
+	cr_assert_eq(ch[0], 1);
+	cr_assert_eq(ch[1], 3);
+	cr_assert_eq(ch[2], 0);
+}
+
+static int64_t fake_clock(void *arg)
+{
+	return *(int64_t *)arg;
+}
+
+static enum st_rc now_unit(struct tx *tx, void *arg)
+{
+	int64_t *seen = arg;
+
+	seen[0] = tx_now_ms(tx);
+	seen[1] = tx_dialect(tx);
+	return ST_OK;
+}
+
+CONTRACT(clock_is_injectable_and_dialect_known)
+{
+	int64_t t = INT64_C(1700000000123), seen[2] = { 0, 0 };
+
+	S->clock_ms = fake_clock;
+	S->clock_arg = &t;
+	cr_assert_eq(store_run(S, now_unit, seen), ST_OK);
+	cr_assert_eq(seen[0], t);
+	cr_assert_eq(seen[1], D);
+	seen[0] = 0;
+	cr_assert_eq(store_read(S, now_unit, seen), ST_OK);
+	cr_assert_eq(seen[0], t);
+}
+
+static enum st_rc versions_unit(struct tx *tx, void *arg)
+{
+	int64_t *v = arg;
+	struct st_rows *r = NULL;
+	enum st_rc rc = tx_query(tx, "SELECT count(*), coalesce(max(version), 0) FROM schema_version", ST_NOARGS, &r);
+
+	if (rc)
+		return rc;
+	v[0] = rows_i64(r, 0, 0);
+	v[1] = rows_i64(r, 0, 1);
+	rows_free(r);
+	return ST_OK;
+}
+
+CONTRACT(migrations_idempotent_on_reopen)
+{
+	const struct st_migration *m = D == ST_SQLITE ? st_migrations_sqlite : st_migrations_pg;
+	int64_t n = 0, last = 0, v[2] = { 0, 0 };
+	struct buf why = BUF_INIT(256);
+
+	for (; m->sql; m++, n++)
+		last = m->version;
+	cr_assert_gt(n, 0);
+	put("kept");
+	cr_assert_eq(store_read(S, versions_unit, v), ST_OK);
+	cr_assert_eq(v[0], n);
+	cr_assert_eq(v[1], last);
+	for (int i = 0; i < 2; i++) {
+		store_close(S);
+		S = open_store();
+		cr_assert_eq(store_read(S, versions_unit, v), ST_OK);
+		cr_assert_eq(v[0], n, "reopen %d applied migrations again", i);
+		cr_assert_eq(count("kept"), 1);
+	}
+	cr_assert_eq(store_ping(S, &why), ST_OK, "%s", why.ptr);
+	buf_release(&why);
+}
+
+Test(store, every_sqlite_migration_has_a_pg_twin)
+{
+	const struct st_migration *a, *b;
+
+	for (int pass = 0; pass < 2; pass++) {
+		const struct st_migration *from = pass ? st_migrations_pg : st_migrations_sqlite;
+		const struct st_migration *to = pass ? st_migrations_sqlite : st_migrations_pg;
+
+		for (a = from; a->sql; a++) {
+			for (b = to; b->sql && b->version != a->version; b++)
+				;
+			cr_expect(b->sql != NULL, "migration %s has no %s twin", a->name, pass ? "sqlite" : "pg");
+			if (b->sql)
+				cr_expect_str_eq(a->name, b->name, "version %d named differently", a->version);
+		}
+	}
+}
+
+/* ---- PostgreSQL only --------------------------------------------------- */
+
+struct retry_arg {
+	atomic_int attempts;
+	int fail_until;       /* raise 40001 while attempts <= this */
+	bool swallow;         /* raise inside tx_nested and ignore it */
+};
+
+static enum st_rc raise_40001(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec(tx,
+		       "DO $$ BEGIN RAISE EXCEPTION 'test conflict' USING ERRCODE = 'serialization_failure'; END $$",
+		       ST_NOARGS, NULL);
+}
+
+static enum st_rc retry_unit(struct tx *tx, void *arg)
+{
+	struct retry_arg *r = arg;
+	int attempt = atomic_fetch_add(&r->attempts, 1) + 1;
+	enum st_rc rc;
+
+	rc = tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S("once")), NULL);
+	if (rc)
+		return rc;
+	if (attempt <= r->fail_until) {
+		if (r->swallow) {
+			(void)tx_nested(tx, raise_40001, NULL);
+			return ST_OK; /* carries on as if nothing happened */
+		}
+		return raise_40001(tx, NULL);
+	}
+	return ST_OK;
+}
+
+PG_ONLY(serialization_failure_is_retried)
+{
+	struct retry_arg r = { .fail_until = 2 };
+
+	need_backend();
+	cr_assert_eq(store_run(S, retry_unit, &r), ST_OK);
+	cr_assert_eq(atomic_load(&r.attempts), 3);
+	cr_assert_eq(count("once"), 1);
+}
+
+PG_ONLY(serialization_failure_retry_is_bounded)
+{
+	struct retry_arg r = { .fail_until = 1000 };
+
+	need_backend();
+	cr_assert_eq(store_run(S, retry_unit, &r), ST_BUSY);
+	cr_assert_eq(atomic_load(&r.attempts), 5);
+	cr_assert_eq(count("once"), 0);
+}
+
+PG_ONLY(serialization_failure_in_nested_still_retries_the_unit)
+{
+	struct retry_arg r = { .fail_until = 1, .swallow = true };
+
+	need_backend();
+	cr_assert_eq(store_run(S, retry_unit, &r), ST_OK);
+	cr_assert_eq(atomic_load(&r.attempts), 2);
+	cr_assert_eq(count("once"), 1);
+}
+
+/* Two units lock rows in opposite orders: PostgreSQL kills one with 40P01,
+ * the pool re-runs it, both commit. */
+struct dl_shared {
+	atomic_int holding;  /* units that hold their first row */
+	atomic_int attempts;
+};
+
+struct dl_arg {
+	struct dl_shared *sh;
+	const char *first, *second;
+};
+
+static enum st_rc dl_unit(struct tx *tx, void *arg)
+{
+	struct dl_arg *a = arg;
+	enum st_rc rc;
+
+	atomic_fetch_add(&a->sh->attempts, 1);
+	rc = tx_exec(tx, "UPDATE kv SET n = n + 1 WHERE k = $1", ST_ARGS(SV_S(a->first)), NULL);
+	if (rc)
+		return rc;
+	atomic_fetch_add(&a->sh->holding, 1);
+	for (int i = 0; i < 500 && atomic_load(&a->sh->holding) < 2; i++)
+		usleep(10000);
+	return tx_exec(tx, "UPDATE kv SET n = n + 1 WHERE k = $1", ST_ARGS(SV_S(a->second)), NULL);
+}
+
+static void *dl_thread(void *arg)
+{
+	return (void *)(intptr_t)store_run(S, dl_unit, arg);
+}
+
+PG_ONLY(deadlock_is_retried)
+{
+	struct dl_shared sh = { 0 };
+	struct dl_arg a = { &sh, "x", "y" }, b = { &sh, "y", "x" };
+	pthread_t ta, tb;
+	void *ra, *rb;
+
+	need_backend();
+	put("x");
+	put("y");
+	pthread_create(&ta, NULL, dl_thread, &a);
+	pthread_create(&tb, NULL, dl_thread, &b);
+	pthread_join(ta, &ra);
+	pthread_join(tb, &rb);
+	cr_assert_eq((intptr_t)ra, ST_OK);
+	cr_assert_eq((intptr_t)rb, ST_OK);
+	cr_assert_eq(atomic_load(&sh.attempts), 3, "one deadlock, one retry");
+}
+
+static enum st_rc ignore_error_unit(struct tx *tx, void *arg)
+{
+	(void)arg;
+	(void)tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S("first")), NULL);
+	(void)tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S("dup")), NULL); /* ST_UNIQUE */
+	return ST_OK; /* wrong on PostgreSQL: the transaction is aborted */
+}
+
+PG_ONLY(ok_after_ignored_error_is_not_committed)
+{
+	need_backend();
+	put("dup");
+	cr_assert_eq(store_run(S, ignore_error_unit, NULL), ST_INTERNAL);
+	cr_assert_eq(count("first"), 0);
+}
+
+static void kill_backends(void)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+		 " WHERE datname = '%s' AND pid <> pg_backend_pid()",
+		 pg_db);
+	pg_admin_exec(sql);
+	usleep(100000); /* let the FATAL messages arrive */
+}
+
+PG_ONLY(reconnects_after_the_server_drops_connections)
+{
+	struct buf why = BUF_INIT(512);
+
+	need_backend();
+	put("before");
+	cr_assert_eq(count("before"), 1);
+	cr_assert_eq(store_ping(S, &why), ST_OK);
+	for (int round = 0; round < 2; round++) {
+		char key[16];
+
+		kill_backends();
+		/* Each pooled connection is dead; the first use of each must
+		 * notice at BEGIN, reconnect and run the unit anyway. */
+		for (int i = 0; i < 20; i++) {
+			snprintf(key, sizeof(key), "r%d_%02d", round, i);
+			put(key);
+			cr_assert_eq(count(key), 1);
+		}
+		buf_reset(&why);
+		/* The ping connection was killed too: the first ping may fail,
+		 * the next one has reconnected. */
+		if (store_ping(S, &why) != ST_OK) {
+			cr_assert(strncmp(why.ptr, "postgres: ", 10) == 0, "%s", why.ptr);
+			buf_reset(&why);
+			cr_assert_eq(store_ping(S, &why), ST_OK, "%s", why.ptr);
+		}
+	}
+	buf_release(&why);
+}
+
+static void expect_open_fails_quietly(const char *url)
+{
+	struct store_options o = { .database_url = url };
+	struct buf err = BUF_INIT(4096);
+	struct store *s = NULL;
+	enum st_rc rc = store_open(&o, &s, &err);
+
+	cr_assert_neq(rc, ST_OK, "%s opened", url);
+	cr_assert_null(s);
+	cr_assert(strncmp(err.ptr, "postgres: ", 10) == 0, "error: %s", err.ptr);
+	cr_assert_null(strstr(err.ptr, "Sekr1tPass"), "the password leaked: %s", err.ptr);
+	buf_release(&err);
+}
+
+Test(store_pg, unreachable_server_fails_open_without_leaking_the_password)
+{
+	/* Port 1 on loopback: nothing listens, refused at once. */
+	expect_open_fails_quietly("postgresql://settled:Sekr1tPass@127.0.0.1:1/settled");
+	expect_open_fails_quietly("postgresql://settled:Sekr1tPass@127.0.0.1:notaport/settled");
+	expect_open_fails_quietly("host=127.0.0.1 port=1 user=settled password=Sekr1tPass dbname=x");
+}
