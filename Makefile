@@ -5,6 +5,7 @@
 #   make test       install missing packages, build, run every test
 #   make asan       the whole suite under AddressSanitizer + UBSan (build-asan/)
 #   make bench      benchmarks with wrk (ops/wrk), printed as a table
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (build-fuzz/)
 
 PKGS    = libmicrohttpd jansson sqlite3 libpq hiredis openssl libcurl
 BUILD  ?= build
@@ -26,7 +27,8 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 
-.PHONY: all run test unit integration check asan bench chaos clean deps deps-run format-check
+.PHONY: all run test unit integration check asan bench chaos clean deps deps-run format-check \
+        fuzz fuzz-smoke fuzz-build fuzz-bins
 all: settled
 
 settled: $(BUILD)/settled
@@ -62,14 +64,22 @@ deps-run:
 run: deps-run settled
 	./settled
 
+# Test targets run under tests/with-services: it starts a private PostgreSQL
+# (SETTLED_TEST_PG) for the PostgreSQL half of the suites and always stops
+# it; an outer one (or a developer's SETTLED_TEST_PG) is reused, so `make
+# check` starts one cluster for everything.
+WITH_SERVICES = tests/with-services
+
 # Unit tests (Criterion), then the integration suite against the real binary.
 unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t --jobs 2; done
+	@$(WITH_SERVICES) sh -c 'set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t --jobs 2; done'
 
 integration: settled
 	SETTLED_BIN=$(abspath $(BUILD))/settled $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
-check: unit integration
+check:
+	$(WITH_SERVICES) $(MAKE) unit integration
+	$(MAKE) fuzz-smoke
 
 test: deps
 	$(MAKE) all
@@ -85,10 +95,38 @@ bench: deps settled
 chaos: deps settled
 	ops/chaos
 
+# Fuzzing with libFuzzer (clang): tests/fuzz/fuzz_<name>.c, each linked with
+# an instrumented (ASan + UBSan + coverage) build of src/ in build-fuzz/.
+# `make fuzz` runs every target for FUZZ_SECONDS, `make fuzz-smoke` (part of
+# check) for FUZZ_SMOKE_SECONDS; FUZZ_TARGETS="route body" picks some.
+# scripts/fuzz prints execs per target and fails on any crash.
+FUZZ_BUILD = build-fuzz
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+FUZZ_OPT = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+           -fno-sanitize-recover=undefined
+FUZZ_SRC = $(wildcard tests/fuzz/fuzz_*.c)
+
+fuzz-build:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT="$(FUZZ_OPT)" fuzz-bins
+
+fuzz-bins: $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(BUILD)/libsettled.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -fsanitize=fuzzer -o $@ $< $(BUILD)/libsettled.a $(LDLIBS)
+
+fuzz: fuzz-build
+	scripts/fuzz $(FUZZ_SECONDS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	scripts/fuzz $(FUZZ_SMOKE_SECONDS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
+
 format-check:
 	clang-format --dry-run --Werror src/*.c src/*.h
 
 clean:
-	rm -rf build build-asan settled
+	rm -rf build build-asan build-fuzz settled
 
 -include $(wildcard $(BUILD)/*.d)

@@ -34,9 +34,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "apikey.h"
 #include "idempotency.h"
 #include "log.h"
 #include "metrics.h"
+#include "reaper.h"
 #include "settled.h"
 #include "validate.h"
 #include "banned.h"
@@ -53,6 +55,7 @@ struct http {
 	size_t nroutes;
 	uint16_t port;
 	atomic_int inflight;
+	struct reaper *reaper;  /* request deadline (reaper.h); NULL: none */
 };
 
 enum rq_state { RQ_NEW = 0, RQ_BODY, RQ_WAITING, RQ_READY, RQ_SENT };
@@ -98,10 +101,13 @@ struct req_ctx {
 	void *unit_arg;
 	enum st_rc handler_rc;      /* what the handler's unit returned */
 
-	/* rate limit headers (the most restrictive decision) */
-	char rl_policy_hdr[256];
-	struct rl_decision rl_shown;
-	bool rl_have;
+	/* rate limits: the policies decided, in route order, and which one the
+	 * headers report (the refusing one, else the most restrictive) */
+	const struct rl_policy *rl_pol[ROUTE_MAX_LIMITS];
+	struct rl_decision rl_dec[ROUTE_MAX_LIMITS];
+	int rl_n;                   /* 0: no RateLimit headers */
+	int rl_shown;
+	int64_t rl_now_ms;          /* the clock the decisions were taken at */
 };
 
 /* ---------------------------------------------------------------- statuses */
@@ -143,6 +149,7 @@ void resp_release(struct resp *r)
 {
 	buf_release(&r->body);
 	free(r->location);
+	free(r->replay_body);
 	for (size_t i = 0; i < r->nheaders; i++) {
 		free(r->headers[i].name);
 		free(r->headers[i].value);
@@ -167,6 +174,21 @@ enum st_rc resp_json(struct resp *r, int status, json_t *body)
 	if (rc == ST_OK)
 		r->status = status;
 	return rc;
+}
+
+enum st_rc resp_replay_json(struct resp *r, json_t *body)
+{
+	char *text;
+
+	if (!body)
+		return ST_NOMEM;
+	text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (!text)
+		return ST_NOMEM;
+	free(r->replay_body);
+	r->replay_body = text;
+	return ST_OK;
 }
 
 enum st_rc resp_error(struct resp *r, enum st_rc rc, const char *code, const char *message,
@@ -349,15 +371,118 @@ static bool ip_in_list(const char *ip, char *const *list, size_t n)
 	return false;
 }
 
+/* Canonical text of the address in s[0..len): IPv4 dotted, IPv6 as
+ * inet_ntop writes it (lower case, zeros compressed), and an IPv4-mapped
+ * IPv6 address as the IPv4 one, so that one client is one key whatever
+ * the spelling. False if s is not an address. */
+static bool addr_canon(const char *s, size_t len, char out[INET6_ADDRSTRLEN])
+{
+	char tmp[INET6_ADDRSTRLEN];
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (!len || len >= sizeof(tmp))
+		return false;
+	memcpy(tmp, s, len);
+	tmp[len] = '\0';
+	if (inet_pton(AF_INET, tmp, &a4) == 1)
+		return inet_ntop(AF_INET, &a4, out, INET6_ADDRSTRLEN) != NULL;
+	if (inet_pton(AF_INET6, tmp, &a6) != 1)
+		return false;
+	if (IN6_IS_ADDR_V4MAPPED(&a6))
+		return inet_ntop(AF_INET, &a6.s6_addr[12], out, INET6_ADDRSTRLEN) != NULL;
+	return inet_ntop(AF_INET6, &a6, out, INET6_ADDRSTRLEN) != NULL;
+}
+
+static bool all_digits(const char *s, size_t len)
+{
+	if (!len || len > 5)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+/* One X-Forwarded-For hop: an address, or "[v6]", "[v6]:port", "v4:port"
+ * (some proxies append the port, which is not part of the key). */
+static bool hop_canon(const char *s, size_t len, char out[INET6_ADDRSTRLEN])
+{
+	const char *colon;
+
+	if (len && s[0] == '[') {
+		const char *rb = memchr(s, ']', len);
+		size_t rest;
+
+		if (!rb || memchr(s + 1, ':', (size_t)(rb - s - 1)) == NULL)
+			return false; /* no ']' or not IPv6 inside the brackets */
+		rest = len - (size_t)(rb + 1 - s);
+		if (rest && (rb[1] != ':' || !all_digits(rb + 2, rest - 1)))
+			return false;
+		return addr_canon(s + 1, (size_t)(rb - s - 1), out);
+	}
+	colon = memchr(s, ':', len);
+	if (colon && !memchr(colon + 1, ':', len - (size_t)(colon + 1 - s))) {
+		size_t alen = (size_t)(colon - s);
+
+		/* Exactly one colon: IPv4 with a port (no colon left, so the
+		 * address part cannot parse as IPv6). */
+		if (!all_digits(colon + 1, len - alen - 1))
+			return false;
+		return addr_canon(s, alen, out);
+	}
+	return addr_canon(s, len, out);
+}
+
+/* Whether canon (canonical text) is one of SETTLED_TRUST_PROXY, compared
+ * as addresses, not strings ("::1" is "0:0:0:0:0:0:0:1"). */
+static bool trusted_proxy(const struct config *cfg, const char *canon)
+{
+	char t[INET6_ADDRSTRLEN];
+
+	for (size_t i = 0; i < cfg->n_trust_proxy; i++)
+		if (addr_canon(cfg->trust_proxy[i], strlen(cfg->trust_proxy[i]), t) && !strcmp(t, canon))
+			return true;
+	return false;
+}
+
+#define XFF_MAX_LINES 16
+
+/* The X-Forwarded-For field lines in order (RFC 9110 section 5.3: several
+ * lines are one comma-separated list). Only the last XFF_MAX_LINES are
+ * kept: the walk starts at the right and rarely gets past one. */
+struct xff_lines {
+	const char *v[XFF_MAX_LINES];
+	size_t n;
+};
+
+static enum MHD_Result xff_collect(void *cls, enum MHD_ValueKind kind, const char *key,
+				   const char *value)
+{
+	struct xff_lines *x = cls;
+
+	(void)kind;
+	if (!key || !value || strcasecmp(key, "X-Forwarded-For"))
+		return MHD_YES;
+	if (x->n == XFF_MAX_LINES) {
+		memmove(x->v, x->v + 1, (XFF_MAX_LINES - 1) * sizeof(x->v[0]));
+		x->n--;
+	}
+	x->v[x->n++] = value;
+	return MHD_YES;
+}
+
 /* The client's address: the socket peer, unless the peer is a trusted proxy;
  * then the right-most X-Forwarded-For hop that is not itself a trusted proxy
- * (everything left of it could have been written by the client). */
+ * (everything left of it could have been written by the client). A hop that
+ * is not an address (empty, "unknown", garbage) ends the walk at the last
+ * trustworthy answer. Addresses are canonical (addr_canon). */
 static void resolve_client_ip(struct req_ctx *rq)
 {
 	const struct config *cfg = rq->h->app->cfg;
 	const union MHD_ConnectionInfo *ci =
 		MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	const char *xff;
+	struct xff_lines x = { .n = 0 };
 	char hop[INET6_ADDRSTRLEN];
 
 	snprintf(rq->client_ip, sizeof(rq->client_ip), "unknown");
@@ -365,51 +490,46 @@ static void resolve_client_ip(struct req_ctx *rq)
 		const struct sockaddr *sa = ci->client_addr;
 
 		if (sa->sa_family == AF_INET)
-			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, rq->client_ip,
-				  sizeof(rq->client_ip));
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, hop, sizeof(hop));
 		else if (sa->sa_family == AF_INET6)
-			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, rq->client_ip,
-				  sizeof(rq->client_ip));
+			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, hop, sizeof(hop));
+		else
+			hop[0] = '\0';
+		if (hop[0] && !addr_canon(hop, strlen(hop), rq->client_ip))
+			snprintf(rq->client_ip, sizeof(rq->client_ip), "%s", hop);
 	}
-	if (!cfg->n_trust_proxy || !ip_in_list(rq->client_ip, cfg->trust_proxy, cfg->n_trust_proxy))
+	if (!cfg->n_trust_proxy || !trusted_proxy(cfg, rq->client_ip))
 		return;
-	xff = req_header(rq, "X-Forwarded-For");
-	if (!xff)
-		return;
-	for (const char *end = xff + strlen(xff); end > xff;) {
-		const char *start = end;
-		size_t len;
+	MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, xff_collect, &x);
+	for (size_t li = x.n; li-- > 0;) {
+		const char *line = x.v[li];
+		const char *end = line + strlen(line);
 
-		while (start > xff && start[-1] != ',')
-			start--;
-		len = (size_t)(end - start);
-		while (len && (*start == ' ' || *start == '\t')) {
-			start++;
-			len--;
-		}
-		while (len && (start[len - 1] == ' ' || start[len - 1] == '\t'))
-			len--;
-		end = start > xff ? start - 1 : xff;
-		while (end > xff && end[-1] != ',' && end[-1] != ' ' && end[-1] != '\t' && 0)
-			end--;
-		if (!len || len >= sizeof(hop))
-			return;
-		memcpy(hop, start, len);
-		hop[len] = '\0';
-		{
-			struct in6_addr a6;
-			struct in_addr a4;
+		for (;;) {
+			const char *start = end, *s;
+			size_t len;
 
-			if (inet_pton(AF_INET, hop, &a4) != 1 && inet_pton(AF_INET6, hop, &a6) != 1)
+			while (start > line && start[-1] != ',')
+				start--;
+			s = start;
+			len = (size_t)(end - start);
+			while (len && (*s == ' ' || *s == '\t')) {
+				s++;
+				len--;
+			}
+			while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+				len--;
+			if (!hop_canon(s, len, hop))
 				return; /* garbage: keep the last trustworthy answer */
+			snprintf(rq->client_ip, sizeof(rq->client_ip), "%s", hop);
+			if (!trusted_proxy(cfg, hop))
+				return;
+			if (start == line)
+				break;
+			end = start - 1; /* the comma before this hop */
 		}
-		snprintf(rq->client_ip, sizeof(rq->client_ip), "%s", hop);
-		if (!ip_in_list(hop, cfg->trust_proxy, cfg->n_trust_proxy))
-			return;
-		if (start == xff)
-			return;
-		end = start - 1; /* the comma before this hop */
 	}
+	/* Every hop was a trusted proxy: the left-most one seen is the answer. */
 }
 
 static bool cors_origin_allowed(const struct req_ctx *rq, const char *origin)
@@ -454,6 +574,73 @@ static bool resp_has_header(const struct resp *resp, const char *name)
 	return false;
 }
 
+/* Whole seconds from ms, rounded up and at least 1: a client that waits
+ * that long is not refused again, and a 429 never says 0. */
+static int64_t rl_secs(int64_t ms)
+{
+	int64_t s = ms > 0 ? (ms + 999) / 1000 : 0;
+
+	return s < 1 ? 1 : s;
+}
+
+/* The ms until the reported quota resets: the full quota for an allowed
+ * request; on a refusal the instant Retry-After names (draft-07 section 4:
+ * reset and Retry-After reference the same point in time). */
+static int64_t rl_reset_ms(const struct rl_decision *d)
+{
+	return d->allowed ? d->reset_ms : d->retry_after_ms;
+}
+
+/* Whether policy i goes into RateLimit-Policy: draft-07 section 3.5
+ * allows no two items with the same limit, so of policies sharing a limit
+ * only the reported one (else the first) is listed. */
+static bool rl_listed(const struct req_ctx *rq, int i)
+{
+	for (int j = 0; j < rq->rl_n; j++)
+		if (j != i && rq->rl_pol[j]->limit == rq->rl_pol[i]->limit &&
+		    (j == rq->rl_shown || (i != rq->rl_shown && j < i)))
+			return false;
+	return true;
+}
+
+/* RateLimit headers, draft-ietf-httpapi-ratelimit-headers-07 style plus the
+ * X- trio (docs/internals/ratelimit.md "Headers"):
+ *   RateLimit-Policy: 5;w=3600;name="register_ip", 10;w=86400;name="register_wallet"
+ *   RateLimit: limit=5, remaining=4, reset=720
+ *   X-RateLimit-Limit: 5, X-RateLimit-Remaining: 4, X-RateLimit-Reset: <unix s> */
+static void add_rate_limit_headers(const struct req_ctx *rq, struct MHD_Response *r)
+{
+	const struct rl_decision *d = &rq->rl_dec[rq->rl_shown];
+	int64_t reset_ms = rl_reset_ms(d);
+	char pol[ROUTE_MAX_LIMITS * (2 * 24 + RL_NAME_MAX + 16)], v[128];
+	size_t off = 0;
+
+	for (int i = 0; i < rq->rl_n; i++) {
+		const struct rl_policy *p = rq->rl_pol[i];
+		int n;
+
+		if (!rl_listed(rq, i))
+			continue;
+		n = snprintf(pol + off, sizeof(pol) - off, "%s%lld;w=%lld;name=\"%s\"", off ? ", " : "",
+			     (long long)p->limit, (long long)rl_secs(p->period_ms), p->name);
+		if (n < 0 || (size_t)n >= sizeof(pol) - off)
+			break; /* cannot happen: names are at most RL_NAME_MAX */
+		off += (size_t)n;
+	}
+	pol[off] = '\0';
+	MHD_add_response_header(r, "RateLimit-Policy", pol);
+	snprintf(v, sizeof(v), "limit=%lld, remaining=%lld, reset=%lld", (long long)d->limit,
+		 (long long)d->remaining, (long long)rl_secs(reset_ms));
+	MHD_add_response_header(r, "RateLimit", v);
+	snprintf(v, sizeof(v), "%lld", (long long)d->limit);
+	MHD_add_response_header(r, "X-RateLimit-Limit", v);
+	snprintf(v, sizeof(v), "%lld", (long long)d->remaining);
+	MHD_add_response_header(r, "X-RateLimit-Remaining", v);
+	/* The instant itself, rounded up: never before the quota is back. */
+	snprintf(v, sizeof(v), "%lld", (long long)((rq->rl_now_ms + reset_ms + 999) / 1000));
+	MHD_add_response_header(r, "X-RateLimit-Reset", v);
+}
+
 static void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 {
 	const char *origin = req_header(rq, "Origin");
@@ -478,22 +665,8 @@ static void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 					"Idempotent-Replayed, RateLimit, RateLimit-Policy, "
 					"X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset");
 	}
-	if (rq->rl_have) {
-		char v[128];
-		int64_t reset_s = (rq->rl_shown.reset_ms + 999) / 1000;
-
-		MHD_add_response_header(r, "RateLimit-Policy", rq->rl_policy_hdr);
-		snprintf(v, sizeof(v), "limit=%lld, remaining=%lld, reset=%lld",
-			 (long long)rq->rl_shown.limit, (long long)rq->rl_shown.remaining,
-			 (long long)reset_s);
-		MHD_add_response_header(r, "RateLimit", v);
-		snprintf(v, sizeof(v), "%lld", (long long)rq->rl_shown.limit);
-		MHD_add_response_header(r, "X-RateLimit-Limit", v);
-		snprintf(v, sizeof(v), "%lld", (long long)rq->rl_shown.remaining);
-		MHD_add_response_header(r, "X-RateLimit-Remaining", v);
-		snprintf(v, sizeof(v), "%lld", (long long)(rq->now_ms / 1000 + reset_s));
-		MHD_add_response_header(r, "X-RateLimit-Reset", v);
-	}
+	if (rq->rl_n)
+		add_rate_limit_headers(rq, r);
 }
 
 static enum MHD_Result send_resp(struct req_ctx *rq)
@@ -540,44 +713,57 @@ static enum MHD_Result fail_now(struct req_ctx *rq, enum st_rc rc, const char *c
 
 /* ---------------------------------------------------------------- rate limits */
 
-/* Applies the route's policies; on a refusal fills the 429 and returns false. */
-static bool apply_rate_limits(struct req_ctx *rq)
+/* Whether decision a is more restrictive than b: fewer requests left, or as
+ * few but a later reset (a refusal is always reported, see below). */
+static bool rl_tighter(const struct rl_decision *a, const struct rl_decision *b)
+{
+	return a->remaining < b->remaining ||
+	       (a->remaining == b->remaining && a->reset_ms > b->reset_ms);
+}
+
+/* Applies the route's policies whose key is known now: with body_keys
+ * false those keyed by address, API key or provider (before the body is
+ * parsed, so malformed requests count too), with body_keys true those
+ * keyed by a body field. Records every decision for the headers; on a
+ * refusal fills the 429 (which reports the refusing policy) and returns
+ * false. Runs before the idempotency lookup. */
+static bool apply_rate_limits(struct req_ctx *rq, bool body_keys)
 {
 	struct settled *app = rq->h->app;
-	size_t off = 0;
 
 	for (int i = 0; i < ROUTE_MAX_LIMITS; i++) {
+		enum rl_key_source src = rq->route->limits[i].key;
 		const struct rl_policy *p;
 		const char *key = NULL;
-		char keybuf[320];
+		char wallet[WALLET_LEN + 1];
 		struct rl_decision d;
 		enum st_rc rc;
 
-		if (rq->route->limits[i].key == RL_KEY_NONE)
+		if (src == RL_KEY_NONE || (src == RL_KEY_BODY_WALLET) != body_keys)
 			continue;
 		p = &app->policies[rq->route->limits[i].policy];
 		if (p->limit <= 0)
-			continue;
-		switch (rq->route->limits[i].key) {
+			continue; /* disabled: no decision, no headers */
+		switch (src) {
 		case RL_KEY_CLIENT_IP: key = rq->client_ip; break;
 		case RL_KEY_API_KEY: key = rq->client_id; break;
 		case RL_KEY_PROVIDER: key = rq->route->path; break;
 		case RL_KEY_BODY_WALLET: {
 			json_t *w = rq->json ? json_object_get(rq->json, "wallet") : NULL;
-			char wallet[WALLET_LEN + 1];
 
 			/* An invalid wallet is refused later by the handler; only
 			 * canonical wallets count, so case games cannot dodge it. */
 			if (!json_is_string(w) ||
 			    parse_wallet(json_string_value(w), json_string_length(w), wallet))
 				continue;
-			snprintf(keybuf, sizeof(keybuf), "%s", wallet);
-			key = keybuf;
+			key = wallet;
 			break;
 		}
 		default: continue;
 		}
-		rc = rl_check(app->rl, p, key, strlen(key), rq->now_ms, &d);
+		if (!rq->rl_n)
+			rq->rl_now_ms = settled_now_ms(app); /* now, not when the headers came */
+		rc = rl_check(app->rl, p, key, strlen(key), rq->rl_now_ms, &d);
 		if (rc) {
 			const char *const lv[] = { p->name, p->fail_open ? "open" : "closed" };
 
@@ -588,30 +774,22 @@ static bool apply_rate_limits(struct req_ctx *rq)
 				 "the rate limiter is unavailable; try again later");
 			return false;
 		}
-		off += (size_t)snprintf(rq->rl_policy_hdr + off, sizeof(rq->rl_policy_hdr) - off,
-					"%s%lld;w=%lld;name=\"%s\"", off ? ", " : "", (long long)p->limit,
-					(long long)(p->period_ms / 1000), p->name);
-		if (off >= sizeof(rq->rl_policy_hdr))
-			off = sizeof(rq->rl_policy_hdr) - 1;
-		if (!rq->rl_have || d.remaining < rq->rl_shown.remaining || !d.allowed) {
-			if (!(rq->rl_have && !rq->rl_shown.allowed))
-				rq->rl_shown = d;
-			rq->rl_have = true;
-		}
+		rq->rl_pol[rq->rl_n] = p;
+		rq->rl_dec[rq->rl_n] = d;
+		if (!rq->rl_n || !d.allowed || rl_tighter(&d, &rq->rl_dec[rq->rl_shown]))
+			rq->rl_shown = rq->rl_n;
+		rq->rl_n++;
 		if (!d.allowed) {
 			const char *const lv[] = { p->name };
-			int64_t secs = (d.retry_after_ms + 999) / 1000;
+			int64_t secs = rl_secs(d.retry_after_ms);
 			char ra[32];
 
-			if (secs < 1)
-				secs = 1;
 			metrics_inc(app->m.rate_limited, lv);
 			snprintf(ra, sizeof(ra), "%lld", (long long)secs);
 			resp_release(&rq->resp);
 			resp_error(&rq->resp, ST_LIMITED, "rate_limited", "too many requests; slow down",
 				   json_pack("{s:I, s:s}", "retry_after", (json_int_t)secs, "policy", p->name));
 			resp_header(&rq->resp, "Retry-After", ra);
-			rq->rl_shown = d;
 			return false;
 		}
 	}
@@ -766,8 +944,13 @@ static enum st_rc request_unit(struct tx *tx, void *arg)
 	hrc = tx_nested(tx, handler_unit, rq);
 	if (rq->resp.status >= 500)
 		return hrc ? hrc : ST_INTERNAL; /* releases the key: nothing recorded */
-	rc = idem_complete(tx, rq->idem_scope, rq->idem_key, rq->resp.status, rq->resp.location,
-			   rq->resp.body.ptr, rq->resp.body.len);
+	/* A response that shows a secret once records a redacted body. */
+	if (rq->resp.replay_body)
+		rc = idem_complete(tx, rq->idem_scope, rq->idem_key, rq->resp.status, rq->resp.location,
+				   rq->resp.replay_body, strlen(rq->resp.replay_body));
+	else
+		rc = idem_complete(tx, rq->idem_scope, rq->idem_key, rq->resp.status, rq->resp.location,
+				   rq->resp.body.ptr, rq->resp.body.len);
 	if (rc)
 		return rc;
 	rq->idem_result = "MISS";
@@ -893,6 +1076,51 @@ static enum MHD_Result route_request(struct req_ctx *rq, bool *answered)
 	return ret;
 }
 
+/* API keys (apikey.h): looked up by prefix on a read connection, digests
+ * compared in constant time. On success the key's client id (its rotation
+ * chain's first key id; copied into the request, so it outlives the read)
+ * becomes the client id: the idempotency scope and the RL_KEY_API_KEY
+ * rate-limit key, stable across a rotation. A store failure answers 503
+ * (nothing was decided); any other refusal is left to the caller's 401. */
+struct key_auth {
+	const char *token;
+	struct api_key key;
+};
+
+static enum st_rc key_auth_unit(struct tx *tx, void *arg)
+{
+	struct key_auth *a = arg;
+
+	return apikey_authenticate(tx, a->token, strlen(a->token), &a->key);
+}
+
+static bool authenticate_api_key(struct req_ctx *rq, const char *token)
+{
+	struct settled *app = rq->h->app;
+	struct key_auth a = { .token = token };
+	enum st_rc rc;
+	char *id;
+
+	if (!apikey_parse(token, strlen(token), NULL))
+		return false; /* never reaches the store */
+	rc = store_read(app->store, key_auth_unit, &a);
+	if (rc == ST_UNAUTHORIZED)
+		return false;
+	if (rc == ST_OK) {
+		const char *const lv[] = { a.key.prefix };
+
+		id = req_alloc(rq, strlen(a.key.client_id) + 1);
+		if (id) {
+			memcpy(id, a.key.client_id, strlen(a.key.client_id) + 1);
+			rq->client_id = id;
+			metrics_inc(app->m.api_key_requests, lv);
+			return true;
+		}
+	}
+	req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the key could not be checked; retry");
+	return false;
+}
+
 /* Authentication by route flag. Returns false with the answer filled. */
 static bool authenticate(struct req_ctx *rq)
 {
@@ -917,6 +1145,10 @@ static bool authenticate(struct req_ctx *rq)
 		req_fail(rq, ST_FORBIDDEN, "forbidden", "the token is not valid for this route");
 		return false;
 	}
+	if (authenticate_api_key(rq, token))
+		return true;
+	if (rq->resp.status)
+		return false; /* the store could not be asked: 503 already filled */
 	req_fail(rq, ST_UNAUTHORIZED, "unauthorized", "unknown, expired or revoked key");
 	resp_header(&rq->resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
 	return false;
@@ -946,6 +1178,12 @@ static bool parse_body(struct req_ctx *rq)
 		char msg[256];
 
 		snprintf(msg, sizeof(msg), "malformed JSON: %s", jerr.text);
+		/* jansson quotes the input near the error and may cut a UTF-8
+		 * sequence in two ("invalid escape near '\u00e\xc8'"); json_pack
+		 * refuses such a string, which turned this 400 into a 500. */
+		for (char *p = msg; *p; p++)
+			if ((unsigned char)*p >= 0x80)
+				*p = '?';
 		resp_release(&rq->resp);
 		resp_error(&rq->resp, ST_INVALID, "invalid_json", msg,
 			   json_pack("{s:i, s:i, s:i}", "line", jerr.line, "column", jerr.column,
@@ -966,7 +1204,8 @@ static enum MHD_Result dispatch(struct req_ctx *rq)
 
 	if (rq->body_too_large)
 		return fail_now(rq, ST_TOO_LARGE, "payload_too_large", "the request body is too large");
-	if (!authenticate(rq) || !parse_body(rq) || !apply_rate_limits(rq))
+	if (!authenticate(rq) || !apply_rate_limits(rq, false) || !parse_body(rq) ||
+	    !apply_rate_limits(rq, true))
 		return send_resp(rq);
 	if ((rq->route->flags & ROUTE_IDEMPOTENT) && !idempotency_precheck(rq))
 		return send_resp(rq);
@@ -980,14 +1219,17 @@ static enum MHD_Result dispatch(struct req_ctx *rq)
 
 static void init_request(struct req_ctx *rq)
 {
-	const char *rid = req_header(rq, "X-Request-Id");
-	const char *tp = req_header(rq, "traceparent");
+	const char *rid = NULL, *tp = NULL;
+	size_t rid_len = 0, tp_len = 0;
 
-	if (rid && request_id_valid(rid, strlen(rid)))
+	/* The lengths libmicrohttpd read, not strlen(): "ab\0cd" is not "ab". */
+	MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "X-Request-Id", 12, &rid, &rid_len);
+	MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "traceparent", 11, &tp, &tp_len);
+	if (rid && request_id_valid(rid, rid_len))
 		snprintf(rq->request_id, sizeof(rq->request_id), "%s", rid);
 	else
 		random_hex(rq->request_id, 16);
-	if (!tp || parse_traceparent(tp, strlen(tp), rq->trace_id, rq->span_id, &rq->trace_flags)) {
+	if (!tp || parse_traceparent(tp, tp_len, rq->trace_id, rq->span_id, &rq->trace_flags)) {
 		random_hex(rq->trace_id, 16);
 		rq->trace_flags = 1;
 	}
@@ -995,6 +1237,105 @@ static void init_request(struct req_ctx *rq)
 	random_hex(rq->span_id, 8);
 	resolve_client_ip(rq);
 	rq->client_id = "anon";
+}
+
+/* What refuse_bad_headers() counts in one pass over the header lines. */
+struct hdr_scan {
+	unsigned content_length;     /* Content-Length lines */
+	unsigned transfer_encoding;  /* Transfer-Encoding lines */
+	bool te_not_chunked;         /* one that is not exactly "chunked" */
+	bool bad_bytes;              /* a name that is no token, a value not UTF-8 */
+};
+
+/* RFC 9110 section 5.1: a field name is a token. This also refuses
+ * "Transfer-Encoding : chunked", which libmicrohttpd would file under the
+ * name "Transfer-Encoding " and so ignore, while a proxy may not. */
+static bool header_name_ok(const char *s, size_t n)
+{
+	static const char tchar[] = "!#$%&'*+-.^_`|~";
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c && strchr(tchar, c))))
+			return false;
+	}
+	return n > 0;
+}
+
+/* Values must be UTF-8 (issue 11); other control bytes are left to each
+ * header's own validator (an Idempotency-Key with one is refused as
+ * invalid_idempotency_key). The NUL test is for libmicrohttpd versions
+ * that report the true length: 0.9.75 measures values with strlen(), so
+ * there a NUL just ends the value early. */
+static bool header_value_ok(const char *s, size_t n)
+{
+	return !memchr(s, '\0', n) && utf8_valid(s, n);
+}
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+				   size_t key_size, const char *value, size_t value_size)
+{
+	struct hdr_scan *sc = cls;
+
+	(void)kind;
+	if (!header_name_ok(key, key_size) || (value && !header_value_ok(value, value_size)))
+		sc->bad_bytes = true;
+	if (key_size == 14 && !strncasecmp(key, "Content-Length", 14)) {
+		sc->content_length++;
+	} else if (key_size == 17 && !strncasecmp(key, "Transfer-Encoding", 17)) {
+		sc->transfer_encoding++;
+		if (!value || value_size != 7 || strncasecmp(value, "chunked", 7))
+			sc->te_not_chunked = true;
+	}
+	return MHD_YES;
+}
+
+/* Refuses, before a byte of the body is read, what libmicrohttpd 0.9.75
+ * lets through (issue 11):
+ *   1. a body length two parsers could read differently, the setup of
+ *      request smuggling (RFC 9112 sections 6.1 and 6.3): Content-Length
+ *      with Transfer-Encoding (libmicrohttpd goes by the chunks), two
+ *      Content-Length lines (it takes the first and would parse the rest of
+ *      the body as the next request), a Transfer-Encoding other than a
+ *      single "chunked" (it would read until the connection closes);
+ *   2. a header name that is not a token (RFC 9110 section 5.1: no blank
+ *      before the colon, no bytes above 0x7e), or a value that is not
+ *      UTF-8 or holds a NUL (see header_value_ok for the NUL).
+ * The answer is 400 with Connection: close: after a framing doubt nothing
+ * else on the connection can be trusted. True when it answered. */
+static bool refuse_bad_headers(struct req_ctx *rq, enum MHD_Result *ret)
+{
+	struct hdr_scan sc = { 0 };
+	const char *code = "invalid_framing", *msg;
+
+	MHD_get_connection_values_n(rq->conn, MHD_HEADER_KIND, scan_header, &sc);
+	if (sc.content_length && sc.transfer_encoding) {
+		msg = "a request cannot have both Content-Length and Transfer-Encoding";
+	} else if (sc.content_length > 1) {
+		msg = "a request can have only one Content-Length";
+	} else if (sc.transfer_encoding > 1 || sc.te_not_chunked) {
+		msg = "the only Transfer-Encoding accepted is chunked";
+	} else if (sc.bad_bytes) {
+		code = "invalid_header";
+		msg = "header names must be tokens and header values UTF-8";
+	} else {
+		return false;
+	}
+	req_fail(rq, ST_INVALID, code, msg);
+	resp_header(&rq->resp, "Connection", "close");
+	*ret = send_resp(rq);
+	return true;
+}
+
+/* The connection's deadline (reaper.h), or NULL when it is not watched. */
+static struct reaper_conn *conn_deadline(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci ? ci->socket_context : NULL;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -1024,6 +1365,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		buf_init(&rq->body, h->app->cfg->max_body);
 		resp_init(&rq->resp);
 		init_request(rq);
+		if (refuse_bad_headers(rq, &ret))
+			return ret;
 		ret = route_request(rq, &answered);
 		if (answered)
 			return ret;
@@ -1057,8 +1400,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	if (rq->state == RQ_BODY)
+	if (rq->state == RQ_BODY) {
+		/* All of it is in: no deadline while the handler (and the
+		 * store) take their time; on_completed() arms the next one. */
+		reaper_disarm(conn_deadline(conn));
 		return dispatch(rq);
+	}
 	if (rq->state == RQ_READY)
 		return send_resp(rq);
 	return MHD_YES; /* RQ_WAITING: a spurious call while suspended */
@@ -1092,9 +1439,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	int status;
 	char status_s[8];
 
-	(void)conn;
 	if (!rq)
 		return;
+	/* The connection may carry another request: a full timeout for it. */
+	reaper_arm(conn_deadline(conn));
 	secs = elapsed_s(&rq->started);
 	status = rq->state == RQ_SENT ? rq->resp.status : 499; /* 499: the client went away */
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && rq->state != RQ_SENT)
@@ -1131,6 +1479,27 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	line[strcspn(line, "\n")] = '\0';
 	log_msg(&h->app->log, LOG_WARN, "libmicrohttpd: %s", line);
+}
+
+/* Every connection is watched by the reaper from accept to close; see
+ * reaper.h for why libmicrohttpd's own (idle) timeout is not enough. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct http *h = cls;
+
+	if (!h->reaper)
+		return;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		*socket_context = ci ? reaper_watch(h->reaper, ci->connect_fd) : NULL;
+	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+		/* Before libmicrohttpd closes the socket: see reaper.c. */
+		reaper_unwatch(h->reaper, *socket_context);
+		*socket_context = NULL;
+	}
 }
 
 enum st_rc http_start(struct settled *app, const struct route *routes, size_t nroutes,
@@ -1176,6 +1545,11 @@ enum st_rc http_start(struct settled *app, const struct route *routes, size_t nr
 		free(h);
 		return ST_INVALID;
 	}
+	if (reaper_new((int64_t)cfg->conn_timeout_s * 1000, &h->reaper)) {
+		buf_printf(err, "cannot start the connection reaper thread");
+		free(h);
+		return ST_NOMEM;
+	}
 	/* The logger goes first so that errors about later options reach it. */
 	h->daemon = MHD_start_daemon(flags, cfg->listen_port, NULL, NULL, on_request, h,
 				     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
@@ -1185,9 +1559,11 @@ enum st_rc http_start(struct settled *app, const struct route *routes, size_t nr
 				     MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
 				     MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096,
 				     MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+				     MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
 				     MHD_OPTION_END);
 	if (!h->daemon) {
 		buf_printf(err, "cannot listen on %s:%u", cfg->listen_host, cfg->listen_port);
+		reaper_free(h->reaper);
 		free(h);
 		return ST_UNAVAILABLE;
 	}
@@ -1213,5 +1589,6 @@ void http_stop(struct http *h, int64_t grace_ms)
 	for (int64_t waited = 0; atomic_load(&h->inflight) > 0 && waited < grace_ms; waited += 10)
 		nanosleep(&step, NULL);
 	MHD_stop_daemon(h->daemon);
+	reaper_free(h->reaper); /* after the daemon: every connection is unwatched */
 	free(h);
 }

@@ -32,6 +32,7 @@ struct resp {
 	int status;              /* 0 until set */
 	struct buf body;
 	char *location;          /* malloc'd Location header or NULL */
+	char *replay_body;       /* malloc'd: what an idempotent replay answers instead of body, or NULL */
 	size_t nheaders;
 	struct {
 		char *name;      /* malloc'd */
@@ -41,6 +42,10 @@ struct resp {
 
 /* Sets status and a JSON body (steals the reference to body). ST_NOMEM on failure. */
 enum st_rc resp_json(struct resp *r, int status, json_t *body);
+/* For answers that show a secret once (a new API key): the body the
+ * idempotency record stores, and so what a replay returns, instead of
+ * r->body (same status and Location). Steals body; ST_NOMEM on failure. */
+enum st_rc resp_replay_json(struct resp *r, json_t *body);
 /* An error body {"error": code, "message": message} with the status that
  * rc maps to; extra (may be NULL) is merged in and its reference stolen. */
 enum st_rc resp_error(struct resp *r, enum st_rc rc, const char *code, const char *message,

@@ -165,9 +165,11 @@ enum st_rc intent_get(struct tx *tx, const char *id, struct intent *out)
 	return rc;
 }
 
-enum st_rc intent_claim_create(struct tx *tx, const char *wallet, int64_t amount,
-			       int64_t hold_timeout_ms, const char *actor, struct intent *out,
-			       struct ledger_hold *hold)
+/* Creates an intent of kind (PENDING) for a registered wallet with a hold
+ * of amount on hold_account (NULL: the wallet's own account). */
+static enum st_rc create_intent(struct tx *tx, const char *kind, const char *wallet, int64_t amount,
+				const char *hold_account, int64_t hold_timeout_ms, const char *actor,
+				struct intent *out, struct ledger_hold *hold)
 {
 	struct account a;
 	struct ledger_hold h;
@@ -184,10 +186,10 @@ enum st_rc intent_claim_create(struct tx *tx, const char *wallet, int64_t amount
 	ledger_new_id("int_", it.id);
 	if (hold_timeout_ms > 0 && __builtin_add_overflow(now, hold_timeout_ms, &expires))
 		expires = INT64_MAX;
-	rc = ledger_hold_create(tx, ACCT_TREASURY, amount, expires, it.id, &h);
+	rc = ledger_hold_create(tx, hold_account ? hold_account : a.id, amount, expires, it.id, &h);
 	if (rc)
 		return rc;
-	snprintf(it.kind, sizeof(it.kind), "claim");
+	snprintf(it.kind, sizeof(it.kind), "%s", kind);
 	snprintf(it.wallet, sizeof(it.wallet), "%s", a.wallet);
 	snprintf(it.hold_id, sizeof(it.hold_id), "%s", h.id);
 	it.amount = amount;
@@ -195,8 +197,10 @@ enum st_rc intent_claim_create(struct tx *tx, const char *wallet, int64_t amount
 	it.created_at = it.updated_at = now;
 	rc = tx_exec(tx,
 		     "INSERT INTO intents (id, kind, wallet, amount, status, hold_id, created_at, updated_at)"
-		     " VALUES ($1, 'claim', $2, $3, 'PENDING', $4, $5, $5)",
-		     ST_ARGS(SV_S(it.id), SV_S(it.wallet), SV_I(amount), SV_S(h.id), SV_I(now)), NULL);
+		     " VALUES ($1, $6, $2, $3, 'PENDING', $4, $5, $5)",
+		     ST_ARGS(SV_S(it.id), SV_S(it.wallet), SV_I(amount), SV_S(h.id), SV_I(now),
+			     SV_S(kind)),
+		     NULL);
 	if (rc)
 		return rc;
 	rc = append_transition(tx, it.id, NULL, INTENT_PENDING, actor);
@@ -206,6 +210,20 @@ enum st_rc intent_claim_create(struct tx *tx, const char *wallet, int64_t amount
 	if (hold)
 		*hold = h;
 	return ST_OK;
+}
+
+enum st_rc intent_claim_create(struct tx *tx, const char *wallet, int64_t amount,
+			       int64_t hold_timeout_ms, const char *actor, struct intent *out,
+			       struct ledger_hold *hold)
+{
+	return create_intent(tx, INTENT_KIND_CLAIM, wallet, amount, ACCT_TREASURY, hold_timeout_ms,
+			     actor, out, hold);
+}
+
+enum st_rc intent_payout_create(struct tx *tx, const char *wallet, int64_t amount,
+				const char *actor, struct intent *out, struct ledger_hold *hold)
+{
+	return create_intent(tx, INTENT_KIND_PAYOUT, wallet, amount, NULL, 0, actor, out, hold);
 }
 
 static void set_out(struct intent *out, const struct intent *it)
@@ -254,6 +272,31 @@ enum st_rc intent_confirm(struct tx *tx, const char *id, const char *actor, stru
 	return ST_OK;
 }
 
+/* A payout leaves through payouts_clearing (docs/internals/payouts.md):
+ * the hold on the wallet is captured into payouts_clearing (the intent's
+ * one posting), and in the same unit payouts_clearing passes the amount on
+ * to external (ref "payout:<intent id>", so at most once; no intent_id, so
+ * the intent keeps exactly one posting). payouts_clearing is credited
+ * before it is debited by the same amount: it never goes negative. */
+static enum st_rc settle_payout(struct tx *tx, const struct intent *it,
+				char ltx[LEDGER_ID_MAX + 1])
+{
+	char ref[LEDGER_ID_MAX + 16];
+	const struct ledger_entry out[] = {
+		{ ACCT_PAYOUTS_CLEARING, LEDGER_DEBIT, it->amount },
+		{ ACCT_EXTERNAL, LEDGER_CREDIT, it->amount },
+	};
+	struct ledger_post p = { .kind = "payout_out", .ref = ref, .n = 2, .entries = out };
+	enum st_rc rc;
+
+	rc = ledger_hold_capture(tx, it->hold_id, ACCT_PAYOUTS_CLEARING, "payout", it->id, ltx);
+	if (rc)
+		return rc;
+	snprintf(ref, sizeof(ref), "payout:%s", it->id);
+	rc = ledger_post(tx, &p, NULL);
+	return rc == ST_UNIQUE ? ST_CONFLICT : rc;
+}
+
 enum st_rc intent_settle(struct tx *tx, const char *id, const char *actor, struct intent *out)
 {
 	char ltx[LEDGER_ID_MAX + 1];
@@ -266,10 +309,14 @@ enum st_rc intent_settle(struct tx *tx, const char *id, const char *actor, struc
 		return rc;
 	if (!intent_transition_valid(it.status, INTENT_SETTLED))
 		return ST_CONFLICT; /* before any ledger write */
-	rc = account_by_wallet(tx, it.wallet, &a);
-	if (rc)
-		return rc == ST_NOT_FOUND ? ST_INTERNAL : rc; /* the FK makes it unreachable */
-	rc = ledger_hold_capture(tx, it.hold_id, a.id, "claim", it.id, ltx);
+	if (!strcmp(it.kind, INTENT_KIND_PAYOUT)) {
+		rc = settle_payout(tx, &it, ltx);
+	} else {
+		rc = account_by_wallet(tx, it.wallet, &a);
+		if (rc)
+			return rc == ST_NOT_FOUND ? ST_INTERNAL : rc; /* the FK makes it unreachable */
+		rc = ledger_hold_capture(tx, it.hold_id, a.id, "claim", it.id, ltx);
+	}
 	if (rc)
 		return rc;
 	rc = transition(tx, &it, INTENT_SETTLED, actor, &x);

@@ -69,6 +69,10 @@ struct intent {
 	int64_t updated_at;
 };
 
+/* Intent kinds (intents.kind). */
+#define INTENT_KIND_CLAIM "claim"
+#define INTENT_KIND_PAYOUT "payout"
+
 /* Creates a claim intent (PENDING) for a registered wallet (canonical,
  * parse_wallet) and a hold of amount on treasury that expires at
  * now + hold_timeout_ms (<= 0: no timeout). Fills *out and, when hold is
@@ -78,6 +82,19 @@ struct intent {
 enum st_rc intent_claim_create(struct tx *tx, const char *wallet, int64_t amount,
 			       int64_t hold_timeout_ms, const char *actor, struct intent *out,
 			       struct ledger_hold *hold);
+
+/* Creates a payout intent (PENDING, issue 9): amount leaves the wallet
+ * (canonical) for the outside world when it settles. The hold of amount is
+ * on the wallet's own account, without timeout (the payout job drives the
+ * intent). Fills *out and, when hold is not NULL, *hold. The rest of the
+ * machine is shared with claims: intent_record submits it, intent_confirm,
+ * intent_settle (capture into payouts_clearing and on to external; see
+ * docs/internals/payouts.md) and intent_fail (releases the hold: the
+ * funds return to the wallet's available balance).
+ * ST_INVALID: amount <= 0. ST_NOT_FOUND: the wallet is not registered.
+ * ST_UNPROCESSABLE: the wallet's available balance is below amount. */
+enum st_rc intent_payout_create(struct tx *tx, const char *wallet, int64_t amount,
+				const char *actor, struct intent *out, struct ledger_hold *hold);
 
 /* Reads an intent. ST_NOT_FOUND if none. */
 enum st_rc intent_get(struct tx *tx, const char *id, struct intent *out);
@@ -96,7 +113,8 @@ enum st_rc intent_record(struct tx *tx, const char *id, const char *tx_hash, con
 enum st_rc intent_confirm(struct tx *tx, const char *id, const char *actor, struct intent *out);
 
 /* CONFIRMED -> SETTLED: captures the hold, i.e. posts the treasury -> wallet
- * transaction, exactly once. out may be NULL (out->updated_at -
+ * transaction (a payout: wallet -> payouts_clearing, then payouts_clearing
+ * -> external in the same unit), exactly once. out may be NULL (out->updated_at -
  * out->created_at is the settlement duration). ST_NOT_FOUND; ST_CONFLICT:
  * invalid transition or the hold is not pending. */
 enum st_rc intent_settle(struct tx *tx, const char *id, const char *actor, struct intent *out);

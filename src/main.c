@@ -19,17 +19,20 @@
 #include "config.h"
 #include "http.h"
 #include "idempotency.h"
+#include "intent.h"
+#include "ledger.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
 #include "routes.h"
 #include "settled.h"
+#include "rail.h"
 #include "store.h"
+#include "ticker.h"
+#include "worker.h"
 #include "banned.h"
 
 #define SHUTDOWN_GRACE_MS 30000
-#define IDEM_SWEEP_EVERY_MS 60000
-#define IDEM_SWEEP_BATCH 5000
 
 extern char **environ;
 
@@ -92,36 +95,30 @@ static enum st_rc write_port_file(const char *path, uint16_t port)
 	return ST_OK;
 }
 
+struct bootstrap {
+	int64_t treasury_funding;
+	bool funded;
+};
+
+/* System accounts, then the treasury's one-time funding (SPEC section 6):
+ * idempotent, so every start may run it. */
 static enum st_rc bootstrap_unit(struct tx *tx, void *arg)
 {
-	(void)arg;
-	return account_ensure_system(tx);
+	struct bootstrap *b = arg;
+	enum st_rc rc = account_ensure_system(tx);
+
+	return rc ? rc : ledger_fund_treasury(tx, b->treasury_funding, &b->funded);
 }
 
-static enum st_rc sweep_unit(struct tx *tx, void *arg)
-{
-	return idem_sweep(tx, IDEM_SWEEP_BATCH, arg);
-}
-
-/* Periodic housekeeping on the main thread between signal checks. */
-static void housekeeping(struct settled *app, int64_t *next_sweep)
-{
-	int64_t now = settled_now_ms(app), deleted = 0;
-
-	if (now < *next_sweep)
-		return;
-	*next_sweep = now + IDEM_SWEEP_EVERY_MS;
-	if (store_run(app->store, sweep_unit, &deleted) == ST_OK && deleted)
-		log_msg(&app->log, LOG_INFO, "idempotency sweep deleted %lld expired keys",
-			(long long)deleted);
-}
+/* Periodic housekeeping (idempotency expiry, hold expiry, the job and
+ * intent sweepers, reconciliation) runs on the ticker thread: ticker.h. */
 
 static int serve(struct settled *app, const sigset_t *sigs)
 {
 	const struct config *cfg = app->cfg;
 	struct store_options so = { .sqlite_path = cfg->db_path, .database_url = cfg->database_url, .log = &app->log };
 	struct buf err = BUF_INIT(1024), desc = BUF_INIT(16384);
-	int64_t next_sweep = 0;
+	struct bootstrap boot = { .treasury_funding = cfg->treasury_funding };
 	int exit_code = 1;
 	enum st_rc rc;
 
@@ -140,9 +137,29 @@ static int serve(struct settled *app, const sigset_t *sigs)
 		log_msg(&app->log, LOG_ERROR, "cannot open the store: %s", err.ptr);
 		goto out;
 	}
-	rc = store_run(app->store, bootstrap_unit, NULL);
+	rc = store_run(app->store, bootstrap_unit, &boot);
 	if (rc) {
 		log_msg(&app->log, LOG_ERROR, "cannot create the system accounts: %s", st_rc_str(rc));
+		goto out;
+	}
+	if (boot.funded)
+		log_msg(&app->log, LOG_INFO, "treasury funded with %lld base units",
+			(long long)boot.treasury_funding);
+	/* Jobs and housekeeping start once the store is ready, before the
+	 * first request can enqueue anything. */
+	app->rail = rail_new(cfg);
+	if (!app->rail) {
+		log_msg(&app->log, LOG_ERROR, "cannot create the settlement rail: out of memory");
+		goto out;
+	}
+	rc = worker_pool_start(app, &app->workers, &err);
+	if (rc) {
+		log_msg(&app->log, LOG_ERROR, "cannot start the job workers: %s", err.ptr);
+		goto out;
+	}
+	rc = ticker_start(app, &app->ticker, &err);
+	if (rc) {
+		log_msg(&app->log, LOG_ERROR, "cannot start the ticker: %s", err.ptr);
 		goto out;
 	}
 	rc = http_start(app, settled_routes, settled_nroutes, &app->http, &err);
@@ -165,15 +182,22 @@ static int serve(struct settled *app, const sigset_t *sigs)
 			log_msg(&app->log, LOG_INFO, "signal %d: finishing in-flight requests", sig);
 			break;
 		}
-		housekeeping(app, &next_sweep);
 	}
 	exit_code = 0;
 out:
 	atomic_store(&app->stopping, true);
 	http_stop(app->http, SHUTDOWN_GRACE_MS);
 	app->http = NULL;
+	/* No request can enqueue now: stop claiming, let running jobs finish,
+	 * hand the rest back; then the housekeeping; then the store. */
+	worker_pool_stop(app->workers);
+	app->workers = NULL;
+	ticker_stop(app->ticker);
+	app->ticker = NULL;
 	store_close(app->store);
 	app->store = NULL;
+	rail_free(app->rail);
+	app->rail = NULL;
 	if (exit_code == 0)
 		log_msg(&app->log, LOG_INFO, "stopped cleanly");
 	buf_release(&err);

@@ -24,6 +24,35 @@ const struct route settled_routes[] = {
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) } },
 	{ "GET", "/api/v2/ledger/transactions", route_ledger_transactions, ROUTE_API_KEY,
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) } },
+	/* Webhooks: not ROUTE_IDEMPOTENT, the provider's event id is the key. */
+	{ "POST", "/api/commerce/webhook", route_webhook_coinbase, ROUTE_JSON_BODY,
+	  { LIMIT(RLP_WEBHOOK, RL_KEY_PROVIDER) } },
+	{ "POST", "/api/webhooks/stripe", route_webhook_stripe, ROUTE_JSON_BODY,
+	  { LIMIT(RLP_WEBHOOK, RL_KEY_PROVIDER) } },
+	{ "POST", "/api/webhooks/standard", route_webhook_standard, ROUTE_JSON_BODY,
+	  { LIMIT(RLP_WEBHOOK, RL_KEY_PROVIDER) } },
+	{ "GET", "/api/admin/dlq", route_admin_dlq_list, ROUTE_ADMIN, { { 0 } } },
+	{ "POST", "/api/admin/dlq/{job}/retry", route_admin_dlq_retry, ROUTE_ADMIN | ROUTE_IDEMPOTENT, { { 0 } } },
+	{ "DELETE", "/api/admin/dlq/{job}", route_admin_dlq_delete, ROUTE_ADMIN, { { 0 } } },
+	{ "GET", "/api/admin/reconciliation", route_admin_reconciliation, ROUTE_ADMIN, { { 0 } } },
+	{ "POST", "/api/admin/reconciliation", route_admin_reconcile_now, ROUTE_ADMIN | ROUTE_IDEMPOTENT, { { 0 } } },
+	/* API keys (issue 9): a new key is shown once, never replayed. */
+	{ "POST", "/api/admin/api-keys", route_apikey_create, ROUTE_ADMIN | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT,
+	  { { 0 } } },
+	{ "POST", "/api/admin/api-keys/{id}/rotate", route_apikey_rotate, ROUTE_ADMIN | ROUTE_IDEMPOTENT,
+	  { { 0 } } },
+	{ "DELETE", "/api/admin/api-keys/{id}", route_apikey_revoke, ROUTE_ADMIN, { { 0 } } },
+	/* The partner API (issue 9): per-client v2 limit; v2 claims also count
+	 * against the per-wallet claim limit, like /api/claim/prepare. */
+	{ "POST", "/api/v2/claims", route_v2_claim,
+	  ROUTE_API_KEY | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY,
+	  { LIMIT(RLP_API, RL_KEY_API_KEY), LIMIT(RLP_CLAIM_WALLET, RL_KEY_BODY_WALLET) } },
+	{ "POST", "/api/v2/payouts/batch", route_payout_batch_create,
+	  ROUTE_API_KEY | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY, { LIMIT(RLP_API, RL_KEY_API_KEY) } },
+	{ "POST", "/api/v2/payouts/batch/{id}/approve", route_payout_batch_approve,
+	  ROUTE_ADMIN | ROUTE_IDEMPOTENT | ROUTE_MONEY, { { 0 } } },
+	{ "GET", "/api/v2/payouts/batch/{id}", route_payout_batch_get, ROUTE_API_KEY,
+	  { LIMIT(RLP_API, RL_KEY_API_KEY) } },
 };
 
 const size_t settled_nroutes = sizeof(settled_routes) / sizeof(settled_routes[0]);

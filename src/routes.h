@@ -14,5 +14,12 @@ route_handler route_healthz, route_health_ready, route_metrics;  /* routes_ops.c
 route_handler route_register;                                     /* routes_register.c */
 route_handler route_claim_prepare, route_claim_record, route_intent_get; /* routes_claims.c */
 route_handler route_account_get, route_ledger_transactions;        /* routes_ledger.c */
+route_handler route_admin_dlq_list, route_admin_dlq_retry, route_admin_dlq_delete,
+	route_admin_reconciliation, route_admin_reconcile_now;      /* routes_admin.c */
+route_handler route_webhook_coinbase, route_webhook_stripe, route_webhook_standard; /* routes_webhooks.c */
+route_handler route_apikey_create, route_apikey_rotate, route_apikey_revoke; /* routes_apikeys.c */
+route_handler route_v2_claim;                                     /* routes_v2_claims.c */
+route_handler route_payout_batch_create, route_payout_batch_approve,
+	route_payout_batch_get;                                     /* routes_payouts.c */
 
 #endif

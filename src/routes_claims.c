@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "claim_job.h"
 #include "clock.h"
 #include "http.h"
 #include "intent.h"
@@ -145,6 +146,7 @@ struct record_req {
 	char tx_hash[TX_HASH_LEN + 1];
 	char actor[INTENT_ACTOR_MAX + 1];
 	struct settled_metrics *m;
+	const struct settled *app;   /* issue 6: for claim_job_enqueue */
 };
 
 static enum st_rc record_unit(struct tx *tx, void *arg, struct resp *resp)
@@ -173,6 +175,9 @@ static enum st_rc record_unit(struct tx *tx, void *arg, struct resp *resp)
 		return rc;
 	/* Issue 6: the confirmation job is enqueued here, in this same unit,
 	 * so the intent is SUBMITTED if and only if its job exists. */
+	rc = claim_job_enqueue(tx, r->app, it.id, 0);
+	if (rc)
+		return rc;
 	rc = resp_json(resp, 200, intent_json(&it));
 	if (rc == ST_OK) {
 		intent_count(r->m->intents, INTENT_LOCKED, 1);
@@ -201,6 +206,7 @@ enum st_rc route_claim_record(struct req_ctx *rq)
 				      "tx_hash must be 0x followed by 64 hex digits", "tx_hash");
 	snprintf(r->intent_id, sizeof(r->intent_id), "%s", json_string_value(id));
 	r->m = &req_app(rq)->m;
+	r->app = req_app(rq);
 	set_actor(rq, r->actor);
 	return req_commit(rq, record_unit, r);
 }

@@ -53,6 +53,51 @@ static enum st_rc settled_job_metrics_init(struct settled_metrics *m, struct met
 	return ST_OK;
 }
 
+/* API keys and payout batches (issue 9). */
+static enum st_rc settled_payout_metrics_init(struct settled_metrics *m, struct metrics *reg)
+{
+	static const char *const key_prefix[] = { "key_prefix" };
+	static const char *const status[] = { "status" };
+	/* Approval waits on a human: seconds to days. */
+	static const double approval_buckets[] = { 1, 10, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400 };
+
+	m->api_key_requests = metrics_counter(reg, "settled_api_key_requests_total",
+					      "Requests authenticated with an API key, by its public prefix.",
+					      1, key_prefix);
+	m->payouts = metrics_counter(reg, "settled_payouts_total",
+				     "Payout items processed, by final status (SETTLED, FAILED).", 1, status);
+	m->payout_approval = metrics_histogram(reg, "settled_payout_approval_latency_seconds",
+					       "Time from a payout batch's creation to its approval.", 0,
+					       NULL, approval_buckets,
+					       sizeof(approval_buckets) / sizeof(approval_buckets[0]));
+	if (!m->api_key_requests || !m->payouts || !m->payout_approval)
+		return ST_NOMEM;
+	return ST_OK;
+}
+
+/* Webhook intake (issue 8). Every provider x result series is created at
+ * start, so each reads 0 instead of being absent until its first event. */
+static enum st_rc settled_webhook_metrics_init(struct settled_metrics *m, struct metrics *reg)
+{
+	static const char *const labels[] = { "provider", "result" };
+	static const char *const providers[] = { "coinbase", "stripe", "standard" };
+	static const char *const results[] = { "accepted", "duplicate", "bad_signature", "stale",
+					       "malformed" };
+
+	m->webhook_events = metrics_counter(reg, "settled_webhook_events_total",
+					    "Webhook deliveries by provider and outcome.", 2, labels);
+	if (!m->webhook_events)
+		return ST_NOMEM;
+	for (size_t p = 0; p < sizeof(providers) / sizeof(providers[0]); p++)
+		for (size_t r = 0; r < sizeof(results) / sizeof(results[0]); r++) {
+			const char *const lv[] = { providers[p], results[r] };
+
+			if (!metric_series_get(m->webhook_events, lv))
+				return ST_NOMEM;
+		}
+	return ST_OK;
+}
+
 enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
 {
 	static const char *const http_labels[] = { "method", "route", "status" };
@@ -87,6 +132,10 @@ enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
 	    !m->rl_backend_errors || !m->intents || !m->settlement_duration)
 		return ST_NOMEM;
 	if (settled_job_metrics_init(m, reg))
+		return ST_NOMEM;
+	if (settled_payout_metrics_init(m, reg))
+		return ST_NOMEM;
+	if (settled_webhook_metrics_init(m, reg))
 		return ST_NOMEM;
 	return ST_OK;
 }

@@ -51,6 +51,12 @@ struct settled_metrics {
 	struct metric_family *ledger_imbalance;   /* settled_ledger_imbalance gauge (must be 0) */
 	struct metric_family *recon_runs;         /* settled_reconciliation_runs_total{result} */
 	struct metric_family *recon_problems;     /* settled_reconciliation_problems gauge */
+	/* webhooks (routes_webhooks.c) */
+	struct metric_family *webhook_events;     /* settled_webhook_events_total{provider,result} */
+	/* API keys and payouts (apikey.c, payout.c; issue 9) */
+	struct metric_family *api_key_requests;   /* settled_api_key_requests_total{key_prefix} */
+	struct metric_family *payouts;            /* settled_payouts_total{status}: items finished (SETTLED, FAILED) */
+	struct metric_family *payout_approval;    /* settled_payout_approval_latency_seconds: created -> approved */
 };
 
 /* Registers the families above in reg. ST_NOMEM on failure. */

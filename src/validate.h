@@ -52,4 +52,10 @@ enum st_rc parse_traceparent(const char *s, size_t len, char trace_id[33], char 
  * Extra fraction digits are rejected even when zero ("12.340" at 2). */
 enum st_rc parse_decimal_amount(const char *s, size_t len, int decimals, int64_t *out);
 
+/* Whether s[0..len) is well-formed UTF-8 (RFC 3629): no stray continuation
+ * byte, overlong form, surrogate, code point past U+10FFFF or cut sequence.
+ * NUL and other control bytes are well-formed UTF-8; callers that refuse
+ * them check for them separately. */
+bool utf8_valid(const char *s, size_t len);
+
 #endif

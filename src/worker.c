@@ -4,6 +4,10 @@
  *   - busy + nready <= capacity (2 x workers): the fetcher never claims more
  *     than the workers can start soon, so a claimed job's lease does not run
  *     out while it waits in the ready list;
+ *   - the fetcher refills in bulk: only when the ready list ran dry or half
+ *     the capacity is free. Refilling one slot per finished job would cost
+ *     one claim unit (one commit) per job and make the fetcher, not the
+ *     workers, the bottleneck;
  *   - inflight[q] (ready + running jobs of queue q) <= the queue's limit;
  *   - a job is in exactly one place: the ready list, a worker's hands, or
  *     the store (after completion, failure or hand-back).
@@ -19,9 +23,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "claim_job.h"
 #include "log.h"
 #include "metrics.h"
+#include "payout_job.h"
 #include "settled.h"
+#include "webhook_job.h"
 #include "banned.h"
 
 /* ---- the handler table: one line per job kind ---- */
@@ -35,6 +42,10 @@ struct job_kind {
 };
 
 static const struct job_kind job_kinds[] = {
+	{ CLAIM_JOB_KIND, CLAIM_JOB_QUEUE, claim_confirm_job },  /* claim_job.c */
+	{ WEBHOOK_JOB_KIND, WEBHOOK_JOB_QUEUE, webhook_process_job }, /* webhook_job.c */
+	{ PAYOUT_EXECUTE_KIND, PAYOUT_JOB_QUEUE, payout_execute_job }, /* payout_job.c */
+	{ PAYOUT_CONFIRM_KIND, PAYOUT_JOB_QUEUE, payout_confirm_job }, /* payout_job.c */
 	{ "noop", "default", noop_job },   /* benchmarks and tests: completes at once */
 };
 #define NKINDS (sizeof(job_kinds) / sizeof(job_kinds[0]))
@@ -45,7 +56,8 @@ static const struct {
 	const char *queue;
 	int max_running;
 } queue_limits[] = {
-	{ "default", 0 },   /* 0 = the pool's size */
+	{ CLAIM_JOB_QUEUE, 0 },   /* 0 = the pool's size */
+	{ "default", 0 },
 };
 
 #define MAX_QUEUES 16
@@ -341,32 +353,36 @@ static void *worker_main(void *arg)
 
 struct claim_call {
 	struct worker_pool *p;
+	int free_slots;          /* what the pool can take now */
+	int room[MAX_QUEUES];    /* what each queue may take under its limit */
+	int due[MAX_QUEUES];     /* due jobs seen by the peek, up to room */
 	int want[MAX_QUEUES];
 	int got[MAX_QUEUES];
 	struct job jobs[MAX_QUEUES][CLAIM_MAX];
 	char owner[QUEUE_OWNER_MAX + 1];
-	bool due;
 };
 
-/* On a read connection: is any wanted queue holding a due job? */
+/* On a read connection, without the writer: how many jobs are due in each
+ * queue that has room (counted up to its room)? */
 static enum st_rc peek_unit(struct tx *tx, void *arg)
 {
 	struct claim_call *c = arg;
 
-	c->due = false;
-	for (int q = 0; q < c->p->nqueues && !c->due; q++) {
+	for (int q = 0; q < c->p->nqueues; q++) {
 		struct st_rows *rows = NULL;
 		enum st_rc rc;
 
-		if (!c->want[q])
+		c->due[q] = 0;
+		if (c->room[q] <= 0)
 			continue;
 		rc = tx_query(tx,
-			      "SELECT 1 FROM jobs WHERE state = 'available' AND queue = $1 AND run_at <= $2"
-			      " LIMIT 1",
-			      ST_ARGS(SV_S(c->p->queues[q]), SV_I(tx_now_ms(tx))), &rows);
+			      "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'available'"
+			      " AND queue = $1 AND run_at <= $2 LIMIT $3) t",
+			      ST_ARGS(SV_S(c->p->queues[q]), SV_I(tx_now_ms(tx)), SV_I(c->room[q])),
+			      &rows);
 		if (rc)
 			return rc;
-		c->due = rows->nrows > 0;
+		c->due[q] = (int)rows_i64(rows, 0, 0);
 		rows_free(rows);
 	}
 	return ST_OK;
@@ -395,20 +411,35 @@ static enum st_rc claim_unit(struct tx *tx, void *arg)
 	return ST_OK;
 }
 
-/* Shares the free capacity between queues under their limits. Returns the
- * total wanted. Called with mu held. */
+/* With mu held: the free capacity and each queue's room under its limit.
+ * Returns the free capacity, or 0 when it is not worth a claim yet. */
 static int plan_claim(struct worker_pool *p, struct claim_call *c)
 {
-	int free_slots = p->capacity - p->busy - p->nready, total = 0;
+	int free_slots = p->capacity - p->busy - p->nready, any = 0;
+
+	if (p->nready > 0 && free_slots < p->capacity / 2)
+		return 0;
+	for (int q = 0; q < p->nqueues; q++) {
+		int room = p->limit[q] - p->inflight[q];
+
+		c->room[q] = room < 0 ? 0 : room > CLAIM_MAX ? CLAIM_MAX : room;
+		any |= c->room[q] > 0;
+	}
+	c->free_slots = any ? free_slots : 0;
+	return c->free_slots;
+}
+
+/* Shares the free capacity between the queues with due jobs, starting
+ * from a rotating queue so none starves. Returns the total wanted. */
+static int share_claim(struct worker_pool *p, struct claim_call *c)
+{
+	int free_slots = c->free_slots, total = 0;
 
 	memset(c->want, 0, sizeof(c->want));
 	for (int i = 0; i < p->nqueues && free_slots > 0; i++) {
 		int q = (p->rr + i) % p->nqueues;
-		int room = p->limit[q] - p->inflight[q];
-		int n = room < free_slots ? room : free_slots;
+		int n = c->due[q] < free_slots ? c->due[q] : free_slots;
 
-		if (n > CLAIM_MAX)
-			n = CLAIM_MAX;
 		if (n <= 0)
 			continue;
 		c->want[q] = n;
@@ -432,19 +463,18 @@ static void *fetcher_main(void *arg)
 	pthread_mutex_lock(&p->mu);
 	while (!p->stopping) {
 		struct timespec until;
-		int wanted = plan_claim(p, c), got = 0;
+		int wanted = 0, got = 0;
 		enum st_rc rc = ST_OK;
 
 		p->nudged = false;
-		if (wanted) {
+		if (plan_claim(p, c)) {
 			pthread_mutex_unlock(&p->mu);
 			snprintf(c->owner, sizeof(c->owner), "%s#%llu", p->app->instance_id,
 				 (unsigned long long)atomic_fetch_add(&p->claim_seq, 1));
+			memset(c->got, 0, sizeof(c->got));
 			rc = store_read(p->app->store, peek_unit, c);
-			if (rc == ST_OK && c->due)
+			if (rc == ST_OK && (wanted = share_claim(p, c)) > 0)
 				rc = store_run(p->app->store, claim_unit, c);
-			else
-				memset(c->got, 0, sizeof(c->got));
 			if (rc && !atomic_load(&p->app->stopping))
 				log_msg(&p->app->log, LOG_WARN, "job fetcher: claim failed: %s",
 					st_rc_str(rc));

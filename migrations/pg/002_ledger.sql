@@ -214,7 +214,7 @@ CREATE TRIGGER holds_no_truncate BEFORE TRUNCATE ON holds
 -- Intents (SPEC section 7); transition rules live in src/intent.c.
 CREATE TABLE intents (
 	id             TEXT PRIMARY KEY,
-	kind           TEXT NOT NULL CHECK (kind IN ('claim')),
+	kind           TEXT NOT NULL CHECK (kind IN ('claim', 'payout')),
 	wallet         TEXT NOT NULL REFERENCES accounts(wallet),
 	amount         BIGINT NOT NULL CHECK (amount > 0),
 	status         TEXT NOT NULL

@@ -154,7 +154,7 @@ END;
 -- src/intent.c; the store keeps statuses inside the machine.
 CREATE TABLE intents (
 	id             TEXT PRIMARY KEY,
-	kind           TEXT NOT NULL CHECK (kind IN ('claim')),
+	kind           TEXT NOT NULL CHECK (kind IN ('claim', 'payout')),
 	wallet         TEXT NOT NULL REFERENCES accounts(wallet),
 	amount         INTEGER NOT NULL CHECK (typeof(amount) = 'integer' AND amount > 0),
 	status         TEXT NOT NULL

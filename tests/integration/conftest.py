@@ -18,8 +18,9 @@ What every test gets from here (STYLE.md section 8):
   returns ``{table: row_count}`` over all user tables, so error tests assert
   ``snapshot_before == snapshot_after`` (or use ``with server.unchanged():``).
   The embedded backend reads DIR/settled.db read-only with sqlite3.
-  ``SETTLED_TEST_BACKEND=pg`` selects ``PgBackend``: the hook for the
-  scale-out mode, not implemented yet (see its docstring).
+  ``SETTLED_TEST_BACKEND=pg`` selects ``PgBackend``: a fresh database per
+  server on the cluster of SETTLED_TEST_PG (tests/with-services), or on a
+  private one started on first use (see its docstring).
 
 * HTTP helpers on ``http.client`` returning a ``Response`` (status, headers
   [case-insensitive], raw body bytes, parsed JSON or None; it also unpacks
@@ -40,6 +41,7 @@ import http.client
 import io
 import json
 import os
+import queue
 import re
 import secrets
 import select
@@ -502,25 +504,172 @@ class SqliteBackend(Backend):
             con.close()
 
 
-class PgBackend(Backend):
-    """Scale-out mode (SETTLED_TEST_BACKEND=pg) — the hook, not implemented.
+PGCTL = ROOT / "tests" / "pg" / "pgctl"
+_pg_cluster = {}   # the private cluster this session started, if any
 
-    To add it: a session-scoped fixture runs initdb in a temp dir and starts a
-    private postgres (pg_ctl, unix socket in that dir, listen_addresses='',
-    or a free loopback port), as `make test` must (STYLE.md section 8; honour
-    SETTLED_TEST_PG to use a running one instead). Per test, this class would
-    CREATE DATABASE t_<random>, return {"SETTLED_DATABASE_URL": url} from
-    server_env() (no --db), count rows of every table in the public schema in
-    snapshot() (one REPEATABLE READ transaction, exact count(*)), and DROP the
-    database in close(). Redis for rate limits is a second hook of the same
-    shape (SETTLED_REDIS_URL)."""
+
+def pg_admin_url():
+    """URL of the PostgreSQL cluster the pg backend uses: SETTLED_TEST_PG
+    (tests/with-services sets it for `make check`), else a private cluster
+    started here on first use with tests/pg/pgctl and stopped when the
+    session ends. The URL's user can CREATE DATABASE."""
+    url = os.environ.get("SETTLED_TEST_PG")
+    if url:
+        return url
+    if "url" not in _pg_cluster:
+        d = subprocess.run(["mktemp", "-d", "/tmp/settled-pg.XXXXXX"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+        p = subprocess.run([str(PGCTL), "start", d], capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            subprocess.run([str(PGCTL), "stop", d], capture_output=True)
+            pytest.fail(f"cannot start a private PostgreSQL:\n{p.stderr}", pytrace=False)
+        _pg_cluster.update(url=p.stdout.strip(), dir=d)
+        os.environ["SETTLED_TEST_PG"] = _pg_cluster["url"]
+        os.environ["SETTLED_TEST_PG_DIR"] = d
+    return _pg_cluster["url"]
+
+
+class _PgDatabases:
+    """Fresh databases made ahead of use on a background thread: with fsync
+    on, CREATE DATABASE takes ~0.4 s, as long as a typical test, so a small
+    lookahead takes it off the critical path."""
+
+    AHEAD = 2
+
+    def __init__(self, admin_url):
+        self.admin_url = admin_url
+        self.queue = queue.Queue(maxsize=self.AHEAD)
+        threading.Thread(target=self._fill, name="pg-databases", daemon=True).start()
+
+    def _create(self):
+        db = "t_" + secrets.token_hex(8)
+        p = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.admin_url,
+                            "-c", f'CREATE DATABASE "{db}"'], capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "PGCONNECT_TIMEOUT": "10"})
+        if p.returncode != 0:
+            raise RuntimeError(f"CREATE DATABASE failed: {p.stderr.strip()}")
+        return db
+
+    def _fill(self):
+        while True:
+            try:
+                item = self._create()
+            except Exception as exc:   # handed to the next taker
+                item = exc
+            self.queue.put(item)
+            if isinstance(item, Exception):
+                return
+
+    def take(self):
+        item = self.queue.get(timeout=180)
+        if isinstance(item, Exception):
+            pytest.fail(str(item), pytrace=False)
+        return item
+
+    def drop_unused(self):
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, str):
+                pg_drop_database(self.admin_url, item)
+
+
+def pg_new_database():
+    """The name of a new, empty database on the test cluster."""
+    if "databases" not in _pg_cluster:
+        _pg_cluster["databases"] = _PgDatabases(pg_admin_url())
+    return _pg_cluster["databases"].take()
+
+
+def pg_drop_database(admin_url, db):
+    # FORCE ends a straggler's session.
+    subprocess.run(["psql", "-X", "-q", "-d", admin_url, "-c",
+                    f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'],
+                   capture_output=True, timeout=60)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if "databases" in _pg_cluster and "dir" not in _pg_cluster:
+        _pg_cluster.pop("databases").drop_unused()   # a developer's server: tidy up
+    if "dir" in _pg_cluster:
+        subprocess.run([str(PGCTL), "stop", _pg_cluster.pop("dir")], capture_output=True, timeout=60)
+
+
+def pgctl(command):
+    """Runs tests/pg/pgctl COMMAND on the test cluster ("restart", "halt",
+    "start") for outage tests; needs a cluster started by pgctl
+    (SETTLED_TEST_PG_DIR), not a developer's own server."""
+    d = os.environ.get("SETTLED_TEST_PG_DIR")
+    if not d:
+        pytest.skip("SETTLED_TEST_PG is not a tests/pg/pgctl cluster (no SETTLED_TEST_PG_DIR)")
+    p = subprocess.run([str(PGCTL), command, d], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, f"pgctl {command}: {p.stderr}"
+    return p.stdout.strip()
+
+
+def psql(url, *commands, timeout=30):
+    """Runs each command in one psql session (so BEGIN ... COMMIT works)
+    and returns the unaligned, tuples-only output. No client library is
+    needed: psql comes with the postgresql package."""
+    args = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url]
+    for c in commands:
+        args += ["-c", c]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, "PGCONNECT_TIMEOUT": "10"})
+    if p.returncode != 0:
+        pytest.fail(f"psql {commands!r} failed: {p.stderr.strip()}", pytrace=False)
+    return p.stdout
+
+
+def pg_url_with_db(url, db):
+    """url with its database replaced by db (URI or key=value form)."""
+    if "://" not in url:
+        return f"{url} dbname={db}"
+    return urllib.parse.urlsplit(url)._replace(path="/" + db).geturl()
+
+
+class PgBackend(Backend):
+    """Scale-out mode (SETTLED_TEST_BACKEND=pg): one fresh database per
+    backend (CREATE DATABASE t_<random>) on the shared test cluster of
+    pg_admin_url(), so tests stay independent and a server restarted on the
+    same dir finds its data. snapshot() counts every table of the public
+    schema exactly, in one REPEATABLE READ transaction; close() drops the
+    database. Redis for rate limits will be a second hook of the same shape
+    (SETTLED_REDIS_URL)."""
 
     name = "pg"
 
     def __init__(self, dir):
         super().__init__(dir)
-        raise NotImplementedError("SETTLED_TEST_BACKEND=pg: the PostgreSQL test backend "
-                                  "is not implemented yet (see PgBackend in conftest.py)")
+        self.admin_url = pg_admin_url()
+        self.db = pg_new_database()
+        self.url = pg_url_with_db(self.admin_url, self.db)
+
+    def server_env(self):
+        return {"SETTLED_DATABASE_URL": self.url}
+
+    def psql(self, *commands):
+        """Runs SQL on this backend's database (see psql())."""
+        return psql(self.url, *commands)
+
+    def snapshot(self):
+        out = psql(self.url,
+                   "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                   "SELECT c.relname, (xpath('/row/n/text()', query_to_xml("
+                   "format('SELECT count(*) AS n FROM public.%I', c.relname), false, true, '')))[1]::text"
+                   " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                   " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1",
+                   "COMMIT")
+        counts = {}
+        for line in out.splitlines():
+            name, _, n = line.rpartition("|")
+            counts[name] = int(n)
+        return counts
+
+    def close(self):
+        pg_drop_database(self.admin_url, self.db)
 
 
 BACKENDS = {"sqlite": SqliteBackend, "pg": PgBackend}

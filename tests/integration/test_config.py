@@ -89,7 +89,8 @@ def test_effective_config_is_logged_without_secrets(start_server):
     assert "wrong-token-" not in out + err, "an Authorization header was logged"
 
     # the effective configuration: a JSON log line that names our database path
-    db = str(srv.backend.path) if hasattr(srv.backend, "path") else None
+    # (on PostgreSQL: the database name, in the password-redacted URL)
+    db = str(srv.backend.path) if hasattr(srv.backend, "path") else getattr(srv.backend, "db", None)
     config_lines = []
     for line in out.splitlines():
         try:

@@ -794,10 +794,12 @@ static enum st_rc payload_count_unit(struct tx *tx, void *arg)
 
 Test(queue, counts_and_purge, .init = setup, .fini = teardown)
 {
-	struct counts cs = { { 0 } };
+	struct counts cs;
 	struct claim c;
 	struct op o = { .owner = "w#1" };
 	int64_t purged = 0, live = 0;
+
+	memset(&cs, 0, sizeof(cs));
 
 	make_dead();
 	enqueue("q", NULL, 0, 0);

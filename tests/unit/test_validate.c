@@ -505,3 +505,37 @@ Test(validate, decimal_very_long)
 	cr_expect_eq(parse_decimal_amount(big, sizeof(big), 2, &v), ST_INVALID);
 	cr_expect_eq(v, CANARY);
 }
+
+/* ---------- utf8_valid ---------- */
+
+Test(validate, utf8_good)
+{
+	static const struct in t[] = {
+		S(""), S("plain ascii"), S("a\0b"), S("caf\xc3\xa9"), S("\xe2\x82\xac"),
+		S("\xf0\x9f\x98\x80"), S("\xc2\x80"), S("\xdf\xbf"), S("\xe0\xa0\x80"),
+		S("\xed\x9f\xbf"), S("\xee\x80\x80"), S("\xf0\x90\x80\x80"), S("\xf4\x8f\xbf\xbf"),
+	};
+
+	for (size_t i = 0; i < NELEM(t); i++)
+		cr_expect(utf8_valid(t[i].s, t[i].len), "case %zu", i);
+}
+
+Test(validate, utf8_bad)
+{
+	static const struct in t[] = {
+		S("\x80"), S("\xbf"), S("\xc0\x80"), S("\xc1\xbf"),       /* stray, overlong */
+		S("\xc3"), S("caf\xc3"), S("\xe2\x82"), S("\xf0\x9f\x98"), /* cut */
+		S("\xe0\x80\x80"), S("\xe0\x9f\xbf"), S("\xf0\x80\x80\x80"), S("\xf0\x8f\xbf\xbf"),
+		S("\xed\xa0\x80"), S("\xed\xbf\xbf"),                     /* surrogates */
+		S("\xf4\x90\x80\x80"), S("\xf5\x80\x80\x80"), S("\xff"), S("\xfe\xff"),
+		S("\xc3\x28"), S("\xe2\x28\xa1"), S("ok\xc3\xa9\xa9"),
+	};
+
+	for (size_t i = 0; i < NELEM(t); i++)
+		cr_expect_not(utf8_valid(t[i].s, t[i].len), "case %zu", i);
+	cr_expect(utf8_valid(NULL, 0));
+	cr_expect_not(utf8_valid(NULL, 1));
+	/* The length bounds the input: a sequence cut by it is invalid. */
+	cr_expect_not(utf8_valid("\xc3\xa9", 1));
+	cr_expect(utf8_valid("\xc3\xa9", 2));
+}

@@ -1,0 +1,250 @@
+/* claim_job.c — the claim confirmation job (see claim_job.h).
+ *
+ * The rail is asked on the worker thread, outside any transaction (a real
+ * rail does network I/O); only the verdict's effect runs in a write unit,
+ * together with the job's completion (job_commit), so it applies at most
+ * once even if the job is retried or its lease stolen. The effect re-reads
+ * the intent inside the unit and does nothing when it already left
+ * SUBMITTED/CONFIRMED (a duplicate job, an operator's failure): the intent
+ * state machine is the second fence. */
+#include "claim_job.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "intent.h"
+#include "log.h"
+#include "queue.h"
+#include "rail.h"
+#include "settled.h"
+#include "banned.h"
+
+void claim_job_payload(const char *intent_id, char out[CLAIM_JOB_PAYLOAD_MAX])
+{
+	struct buf b = BUF_INIT(CLAIM_JOB_PAYLOAD_MAX - 1);
+
+	buf_puts(&b, "{\"intent_id\":\"");
+	buf_json_escape(&b, intent_id, strlen(intent_id));
+	buf_puts(&b, "\"}");
+	snprintf(out, CLAIM_JOB_PAYLOAD_MAX, "%s", b.ptr);
+	buf_release(&b);
+}
+
+enum st_rc claim_job_enqueue(struct tx *tx, const struct settled *app, const char *intent_id,
+			     int64_t generation)
+{
+	char payload[CLAIM_JOB_PAYLOAD_MAX], key[LEDGER_ID_MAX + 64];
+	int64_t delay = app->rail ? rail_confirm_delay_ms(app->rail) : app->cfg->sim_confirm_ms;
+	struct job_spec spec = {
+		.queue = CLAIM_JOB_QUEUE,
+		.kind = CLAIM_JOB_KIND,
+		.payload = payload,
+		.unique_key = key,
+		.run_at = tx_now_ms(tx) + (delay > 0 ? delay : 0),
+		.max_attempts = app->cfg->job_max_attempts,
+	};
+
+	claim_job_payload(intent_id, payload);
+	if (generation > 0)
+		snprintf(key, sizeof(key), CLAIM_JOB_KIND ":%s:%lld", intent_id, (long long)generation);
+	else
+		snprintf(key, sizeof(key), CLAIM_JOB_KIND ":%s", intent_id);
+	return queue_enqueue_spec(tx, &spec, NULL, NULL);
+}
+
+/* ---- the handler ---- */
+
+struct claim_effect {
+	const char *intent_id;
+	char actor[INTENT_ACTOR_MAX + 1];
+	bool settle;               /* else: fail with reason */
+	const char *reason;
+	bool confirmed, applied;   /* what the unit did */
+	struct intent it;
+};
+
+static enum st_rc read_intent_unit(struct tx *tx, void *arg)
+{
+	struct claim_effect *e = arg;
+
+	return intent_get(tx, e->intent_id, &e->it);
+}
+
+static enum st_rc effect_unit(struct tx *tx, void *arg)
+{
+	struct claim_effect *e = arg;
+	enum st_rc rc;
+
+	e->confirmed = e->applied = false;
+	rc = intent_get(tx, e->intent_id, &e->it);
+	if (rc)
+		return rc;
+	if (e->it.status != INTENT_SUBMITTED && e->it.status != INTENT_CONFIRMED)
+		return ST_OK; /* settled or failed already: nothing to apply */
+	if (!e->settle)
+		rc = intent_fail(tx, e->intent_id, e->actor, e->reason, &e->it);
+	else {
+		if (e->it.status == INTENT_SUBMITTED) {
+			rc = intent_confirm(tx, e->intent_id, e->actor, &e->it);
+			if (rc)
+				return rc;
+			e->confirmed = true;
+		}
+		rc = intent_settle(tx, e->intent_id, e->actor, &e->it);
+	}
+	if (rc == ST_OK)
+		e->applied = true;
+	return rc;
+}
+
+static bool payload_intent_id(const char *payload, char out[LEDGER_ID_MAX + 1])
+{
+	json_t *root = json_loads(payload, 0, NULL);
+	json_t *id = json_object_get(root, "intent_id");
+	bool ok = json_is_string(id) && json_string_length(id) > 0 &&
+		  json_string_length(id) <= LEDGER_ID_MAX;
+
+	if (ok)
+		snprintf(out, LEDGER_ID_MAX + 1, "%s", json_string_value(id));
+	json_decref(root);
+	return ok;
+}
+
+enum st_rc claim_confirm_job(struct job_ctx *ctx)
+{
+	struct settled *app = ctx->app;
+	char intent_id[LEDGER_ID_MAX + 1];
+	struct claim_effect e = { .intent_id = intent_id, .settle = true };
+	struct buf why = BUF_INIT(512);
+	struct rail_tx rt;
+	enum rail_result verdict;
+	enum st_rc rc;
+
+	if (!payload_intent_id(ctx->job->payload, intent_id)) {
+		ctx->permanent = true;
+		return job_failf(ctx, ST_INVALID, "payload has no intent_id: %s", ctx->job->payload);
+	}
+	snprintf(e.actor, sizeof(e.actor), "job:%lld", (long long)ctx->job->id);
+	rc = store_read(app->store, read_intent_unit, &e);
+	if (rc == ST_NOT_FOUND) {
+		ctx->permanent = true;
+		return job_failf(ctx, ST_NOT_FOUND, "intent %s does not exist", intent_id);
+	}
+	if (rc)
+		return job_failf(ctx, rc, "cannot read intent %s: %s", intent_id, st_rc_str(rc));
+	if (e.it.status != INTENT_SUBMITTED && e.it.status != INTENT_CONFIRMED) {
+		log_msg(&app->log, LOG_DEBUG, "job %lld: intent %s is %s; nothing to confirm",
+			(long long)ctx->job->id, intent_id, intent_status_str(e.it.status));
+		return ST_OK;
+	}
+
+	rt = (struct rail_tx){ .intent_id = intent_id, .tx_hash = e.it.tx_hash,
+			       .wallet = e.it.wallet, .amount = e.it.amount };
+	verdict = rail_check(app->rail, &rt, &why);
+	switch (verdict) {
+	case RAIL_CONFIRMED:
+		break;
+	case RAIL_REJECTED:
+		e.settle = false;
+		e.reason = "rail_rejected";
+		break;
+	case RAIL_PENDING:
+		/* Not a verdict: ask again after the rail's confirmation delay. */
+		ctx->retry_in_ms = rail_confirm_delay_ms(app->rail);
+		if (ctx->retry_in_ms < 100)
+			ctx->retry_in_ms = 100;
+		rc = job_failf(ctx, ST_UNAVAILABLE, "rail: not yet confirmed: %s", why.ptr);
+		buf_release(&why);
+		return rc;
+	case RAIL_ERROR:
+	default:
+		rc = job_failf(ctx, ST_UNAVAILABLE, "%s", why.len ? why.ptr : "rail error");
+		buf_release(&why);
+		return rc;
+	}
+	buf_release(&why);
+
+	rc = job_commit(ctx, effect_unit, &e);
+	if (rc) {
+		if (ctx->lost)
+			return rc;
+		return job_failf(ctx, rc, "cannot %s intent %s: %s", e.settle ? "settle" : "fail",
+				 intent_id, st_rc_str(rc));
+	}
+	if (e.applied) {
+		if (e.confirmed)
+			intent_count(app->m.intents, INTENT_CONFIRMED, 1);
+		intent_observe(app->m.intents, app->m.settlement_duration, &e.it);
+	}
+	return ST_OK;
+}
+
+/* ---- the stuck-intent sweep ---- */
+
+struct stuck_one {
+	const struct settled *app;
+	const char *id;
+	bool locked;
+	bool acted;
+};
+
+static enum st_rc stuck_one_unit(struct tx *tx, void *arg)
+{
+	struct stuck_one *o = arg;
+	char payload[CLAIM_JOB_PAYLOAD_MAX];
+	int64_t live = 0;
+	enum st_rc rc;
+
+	o->acted = false;
+	if (o->locked) {
+		rc = intent_fail(tx, o->id, "sweeper", "stuck_locked", NULL);
+		o->acted = rc == ST_OK;
+		return rc;
+	}
+	claim_job_payload(o->id, payload);
+	rc = queue_count_payload(tx, CLAIM_JOB_KIND, payload,
+				 (1u << JOB_AVAILABLE) | (1u << JOB_RUNNING) | (1u << JOB_DEAD), &live);
+	if (rc || live)
+		return rc;
+	rc = claim_job_enqueue(tx, o->app, o->id, tx_now_ms(tx));
+	o->acted = rc == ST_OK;
+	return rc;
+}
+
+enum st_rc claim_job_sweep_stuck(struct tx *tx, const struct settled *app, struct claim_sweep *s)
+{
+	struct st_rows *rows = NULL;
+	enum st_rc rc;
+
+	s->seen = 0;
+	rc = tx_query(tx,
+		      "SELECT id, status, updated_at FROM intents"
+		      " WHERE status IN ('LOCKED', 'SUBMITTED') AND updated_at <= $1"
+		      " AND (updated_at > $2 OR (updated_at = $2 AND id > $3))"
+		      " ORDER BY updated_at, id LIMIT $4",
+		      ST_ARGS(SV_I(s->cutoff_ms), SV_I(s->cur_at), SV_S(s->cur_id), SV_I(s->limit)),
+		      &rows);
+	if (rc)
+		return rc;
+	for (int i = 0; i < rows->nrows; i++) {
+		struct stuck_one o = { .app = app, .id = rows_text(rows, i, 0) };
+
+		o.locked = !strcmp(rows_text(rows, i, 1), "LOCKED");
+		rc = tx_nested(tx, stuck_one_unit, &o);
+		if (rc && rc != ST_CONFLICT && rc != ST_NOT_FOUND) {
+			rows_free(rows);
+			return rc;
+		}
+		if (o.acted && o.locked)
+			s->failed++;
+		else if (o.acted)
+			s->requeued++;
+		s->cur_at = rows_i64(rows, i, 2);
+		snprintf(s->cur_id, sizeof(s->cur_id), "%s", o.id);
+	}
+	s->seen = rows->nrows;
+	rows_free(rows);
+	return ST_OK;
+}

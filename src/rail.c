@@ -1,0 +1,90 @@
+/* rail.c — the rail registry and the built-in `sim` rail.
+ *
+ * The sim rail stands in for a chain: by the time the confirmation job runs
+ * (enqueued SETTLED_SIM_CONFIRM_MS after submission) every transaction is
+ * confirmed, except that each check fails with probability
+ * SETTLED_SIM_FAIL_RATE, reported as RAIL_ERROR ("the rail could not be
+ * reached"), which the job treats as a failed attempt: retried with backoff,
+ * dead-lettered after max attempts. It never rejects a transaction, so the
+ * intent stays SUBMITTED until the rail answers (or the operator acts). */
+#include "rail.h"
+
+#include <stdlib.h>
+
+#include "config.h"
+#include "banned.h"
+
+struct sim_rail {
+	struct rail base;
+	int64_t confirm_ms;
+	double fail_rate;
+	queue_rand_fn *rnd;
+	void *rnd_arg;
+};
+
+static int64_t sim_confirm_delay(const struct rail *r)
+{
+	return ((const struct sim_rail *)r)->confirm_ms;
+}
+
+static enum rail_result sim_check(struct rail *r, const struct rail_tx *t, struct buf *why)
+{
+	struct sim_rail *s = (struct sim_rail *)r;
+	/* A uniform draw in [0, 1): the top 53 bits of a 64-bit value. */
+	double u = (double)(s->rnd(s->rnd_arg) >> 11) * (1.0 / 9007199254740992.0);
+
+	if (u < s->fail_rate) {
+		buf_printf(why, "sim rail: injected failure for %s (SETTLED_SIM_FAIL_RATE=%g)",
+			   t->tx_hash, s->fail_rate);
+		return RAIL_ERROR;
+	}
+	return RAIL_CONFIRMED;
+}
+
+static void sim_free(struct rail *r)
+{
+	free(r);
+}
+
+static const struct rail_ops sim_ops = {
+	.name = "sim",
+	.confirm_delay_ms = sim_confirm_delay,
+	.check = sim_check,
+	.free = sim_free,
+};
+
+struct rail *rail_sim_new(int64_t confirm_ms, double fail_rate, queue_rand_fn *rnd, void *rnd_arg)
+{
+	struct sim_rail *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->base.ops = &sim_ops;
+	s->confirm_ms = confirm_ms > 0 ? confirm_ms : 0;
+	s->fail_rate = fail_rate < 0 ? 0 : fail_rate > 1 ? 1 : fail_rate;
+	s->rnd = rnd ? rnd : queue_rand_default;
+	s->rnd_arg = rnd_arg;
+	return &s->base;
+}
+
+struct rail *rail_new(const struct config *cfg)
+{
+	return rail_sim_new(cfg->sim_confirm_ms, cfg->sim_fail_rate, NULL, NULL);
+}
+
+void rail_free(struct rail *r)
+{
+	if (r)
+		r->ops->free(r);
+}
+
+const char *rail_result_str(enum rail_result r)
+{
+	switch (r) {
+	case RAIL_CONFIRMED: return "confirmed";
+	case RAIL_PENDING: return "pending";
+	case RAIL_REJECTED: return "rejected";
+	case RAIL_ERROR: return "error";
+	}
+	return "unknown";
+}

@@ -1,0 +1,218 @@
+/* routes_apikeys.c — API key administration (SPEC section 8, issue 9).
+ * All ROUTE_ADMIN: the dispatcher has checked the admin token (401
+ * without, 403 wrong) before any of this runs.
+ *
+ *   POST   /api/admin/api-keys {name}        201 {id, key, prefix, name, ...}
+ *   POST   /api/admin/api-keys/{id}/rotate   201 the successor; the old key
+ *                                            works until now + SETTLED_API_KEY_GRACE
+ *   DELETE /api/admin/api-keys/{id}          200 the key, revoked at once
+ *
+ * A key is shown once: the 201 carries it, and the idempotency record (so a
+ * replay of the same Idempotency-Key) holds the same answer with "key":
+ * null (resp_replay_json), so the secret is never stored in plain text.
+ * Error codes: invalid_name (400); key_not_found (404); key_inactive,
+ * already_rotated (409). */
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "apikey.h"
+#include "clock.h"
+#include "http.h"
+#include "routes.h"
+#include "settled.h"
+#include "banned.h"
+
+static json_t *time_or_null(int64_t ms)
+{
+	char t[RFC3339_LEN];
+
+	if (ms <= 0)
+		return json_null();
+	format_rfc3339(ms, t);
+	return json_string(t);
+}
+
+/* The stored key as every route shows it (never the secret). */
+static json_t *key_json(const struct api_key *k)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "id", k->id, "client_id",
+			 k->client_id, "prefix", k->prefix,
+			 "name", k->name, "created_at", time_or_null(k->created_at), "expires_at",
+			 time_or_null(k->expires_at), "revoked_at", time_or_null(k->revoked_at),
+			 "replaced_by", k->replaced_by[0] ? json_string(k->replaced_by) : json_null());
+}
+
+/* 201 with the key shown once; the replayable copy says it was. extra (may
+ * be NULL) is merged into both and its reference stolen. */
+static enum st_rc reply_new_key(struct resp *resp, const struct api_key *k, const char *key,
+				json_t *extra)
+{
+	json_t *shown = key_json(k), *replay = key_json(k);
+	char location[96];
+	enum st_rc rc;
+
+	if (!shown || !replay) {
+		json_decref(shown);
+		json_decref(replay);
+		json_decref(extra);
+		return ST_NOMEM;
+	}
+	if (extra) {
+		json_object_update(shown, extra);
+		json_object_update(replay, extra);
+		json_decref(extra);
+	}
+	json_object_set_new(shown, "key", json_string(key));
+	json_object_set_new(replay, "key", json_null());
+	json_object_set_new(replay, "key_note",
+			    json_string("the key was shown once, in the first answer; rotate it if it was lost"));
+	snprintf(location, sizeof(location), "/api/admin/api-keys/%s", k->id);
+	rc = resp_location(resp, location);
+	if (rc == ST_OK)
+		rc = resp_replay_json(resp, replay);
+	else
+		json_decref(replay);
+	if (rc) {
+		json_decref(shown);
+		return rc;
+	}
+	return resp_json(resp, 201, shown);
+}
+
+/* ---- POST /api/admin/api-keys ---- */
+
+struct create_req {
+	char name[APIKEY_NAME_MAX + 1];
+};
+
+static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
+{
+	struct create_req *r = arg;
+	struct api_key k;
+	char key[APIKEY_LEN + 1];
+	enum st_rc rc;
+
+	rc = apikey_create(tx, r->name, &k, key);
+	if (rc)
+		return rc;
+	rc = reply_new_key(resp, &k, key, NULL);
+	OPENSSL_cleanse(key, sizeof(key));
+	return rc;
+}
+
+/* A name: 1..APIKEY_NAME_MAX bytes with no control characters (it shows up
+ * in listings and logs). */
+static bool name_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > APIKEY_NAME_MAX || strlen(s) != len)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+enum st_rc route_apikey_create(struct req_ctx *rq)
+{
+	json_t *name = json_object_get(req_json(rq), "name");
+	struct create_req *r = req_alloc(rq, sizeof(*r));
+
+	if (!r)
+		return ST_NOMEM;
+	if (!json_is_string(name) || !name_valid(json_string_value(name), json_string_length(name)))
+		return req_fail_field(rq, ST_INVALID, "invalid_name",
+				      "name must be a string of 1 to 100 bytes without control characters",
+				      "name");
+	snprintf(r->name, sizeof(r->name), "%s", json_string_value(name));
+	return req_commit(rq, create_unit, r);
+}
+
+/* ---- POST /api/admin/api-keys/{id}/rotate ---- */
+
+struct key_req {
+	char id[APIKEY_ID_MAX + 1];
+	int64_t grace_ms;
+};
+
+static enum st_rc key_not_found(struct resp *resp)
+{
+	return unit_fail(resp, ST_NOT_FOUND, "key_not_found", "no API key has this id", NULL);
+}
+
+static enum st_rc rotate_unit(struct tx *tx, void *arg, struct resp *resp)
+{
+	struct key_req *r = arg;
+	struct api_key k, old;
+	char key[APIKEY_LEN + 1];
+	enum st_rc rc;
+
+	rc = apikey_rotate(tx, r->id, r->grace_ms, &k, key, &old);
+	if (rc == ST_NOT_FOUND)
+		return key_not_found(resp);
+	if (rc == ST_CONFLICT) {
+		if (apikey_get(tx, r->id, &old) == ST_OK && old.replaced_by[0] &&
+		    apikey_active(&old, tx_now_ms(tx)))
+			return unit_fail(resp, ST_CONFLICT, "already_rotated",
+					 "this key was already rotated; rotate its successor",
+					 json_pack("{s:s}", "replaced_by", old.replaced_by));
+		return unit_fail(resp, ST_CONFLICT, "key_inactive",
+				 "this key is revoked or expired and cannot be rotated", NULL);
+	}
+	if (rc)
+		return rc;
+	rc = reply_new_key(resp, &k, key,
+			   json_pack("{s:{s:s, s:s, s:o}}", "replaces", "id", old.id, "prefix", old.prefix,
+				     "expires_at", time_or_null(old.expires_at)));
+	OPENSSL_cleanse(key, sizeof(key));
+	return rc;
+}
+
+static struct key_req *key_req_new(struct req_ctx *rq)
+{
+	const char *id = req_param(rq, "id");
+	struct key_req *r;
+
+	if (!id || !*id || strlen(id) > APIKEY_ID_MAX)
+		return NULL;
+	r = req_alloc(rq, sizeof(*r));
+	if (r)
+		snprintf(r->id, sizeof(r->id), "%s", id);
+	return r;
+}
+
+enum st_rc route_apikey_rotate(struct req_ctx *rq)
+{
+	struct key_req *r = key_req_new(rq);
+
+	if (!r)
+		return req_fail(rq, ST_NOT_FOUND, "key_not_found", "no API key has this id");
+	r->grace_ms = req_app(rq)->cfg->api_key_grace_ms;
+	return req_commit(rq, rotate_unit, r);
+}
+
+/* ---- DELETE /api/admin/api-keys/{id} ---- */
+
+static enum st_rc revoke_unit(struct tx *tx, void *arg, struct resp *resp)
+{
+	struct key_req *r = arg;
+	struct api_key k;
+	enum st_rc rc;
+
+	rc = apikey_revoke(tx, r->id, &k);
+	if (rc == ST_NOT_FOUND)
+		return key_not_found(resp);
+	if (rc)
+		return rc;
+	return resp_json(resp, 200, key_json(&k));
+}
+
+enum st_rc route_apikey_revoke(struct req_ctx *rq)
+{
+	struct key_req *r = key_req_new(rq);
+
+	if (!r)
+		return req_fail(rq, ST_NOT_FOUND, "key_not_found", "no API key has this id");
+	return req_commit(rq, revoke_unit, r);
+}

@@ -1,0 +1,136 @@
+/* routes_v2_claims.c — POST /api/v2/claims {wallet, amount, tx_hash}: the
+ * partner API's one-call claim (SPEC section 8, issue 9): what
+ * /api/claim/prepare and /api/claim/record do, in ONE write unit, so a
+ * client never sees (or leaves behind) a prepared-but-unrecorded claim:
+ *
+ *   intent_claim_create  -> PENDING, hold on treasury
+ *   intent_record        -> LOCKED -> SUBMITTED with tx_hash
+ *   claim_job_enqueue    -> the confirmation job (claim_job.c)
+ *
+ * Any refusal rolls the whole unit back. Answers 201 with the intent (the
+ * same shape as the claim routes) and Location /api/v2/intents/{id}.
+ * Authentication (API key or admin token), the v2 rate limit per client and
+ * the per-wallet claim limit, and idempotency are the dispatcher's
+ * (routes.c). Error codes: invalid_wallet, invalid_amount, invalid_tx_hash
+ * (400); unknown_wallet (404); tx_hash_already_recorded (409);
+ * insufficient_funds (422). */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "claim_job.h"
+#include "clock.h"
+#include "http.h"
+#include "intent.h"
+#include "routes.h"
+#include "settled.h"
+#include "validate.h"
+#include "banned.h"
+
+struct v2_claim_req {
+	char wallet[WALLET_LEN + 1];
+	int64_t amount;
+	char tx_hash[TX_HASH_LEN + 1];
+	char actor[INTENT_ACTOR_MAX + 1];
+	const struct settled *app;
+};
+
+static json_t *amount_json(int64_t v)
+{
+	char s[24];
+
+	snprintf(s, sizeof(s), "%lld", (long long)v);
+	return json_string(s);
+}
+
+static json_t *time_json(int64_t ms)
+{
+	char t[RFC3339_LEN];
+
+	if (ms <= 0)
+		return json_null();
+	format_rfc3339(ms, t);
+	return json_string(t);
+}
+
+static json_t *opt_string(const char *s)
+{
+	return s && *s ? json_string(s) : json_null();
+}
+
+/* The intent as the claim routes show it (routes_claims.c, intent_json). */
+static json_t *intent_json(const struct intent *it)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:o, s:o, s:o, s:o}", "id", it->id,
+			 "kind", it->kind, "status", intent_status_str(it->status), "wallet", it->wallet,
+			 "amount", amount_json(it->amount), "tx_hash", opt_string(it->tx_hash), "hold_id",
+			 it->hold_id, "ledger_tx_id", opt_string(it->ledger_tx_id), "failure_reason",
+			 opt_string(it->failure_reason), "created_at", time_json(it->created_at),
+			 "updated_at", time_json(it->updated_at));
+}
+
+static enum st_rc v2_claim_unit(struct tx *tx, void *arg, struct resp *resp)
+{
+	struct v2_claim_req *r = arg;
+	struct intent it;
+	char location[96];
+	enum st_rc rc;
+
+	rc = intent_claim_create(tx, r->wallet, r->amount, r->app->cfg->hold_timeout_ms, r->actor, &it,
+				 NULL);
+	if (rc == ST_NOT_FOUND)
+		return unit_fail(resp, ST_NOT_FOUND, "unknown_wallet", "the wallet is not registered",
+				 json_pack("{s:s, s:s}", "field", "wallet", "wallet", r->wallet));
+	if (rc == ST_UNPROCESSABLE)
+		return unit_fail(resp, ST_UNPROCESSABLE, "insufficient_funds",
+				 "the treasury cannot cover this claim right now", NULL);
+	if (rc)
+		return rc;
+	rc = intent_record(tx, it.id, r->tx_hash, r->actor, &it);
+	if (rc == ST_UNIQUE)
+		return unit_fail(resp, ST_CONFLICT, "tx_hash_already_recorded",
+				 "this tx_hash is already recorded for another intent",
+				 json_pack("{s:s}", "field", "tx_hash"));
+	if (rc)
+		return rc;
+	rc = claim_job_enqueue(tx, r->app, it.id, 0);
+	if (rc)
+		return rc;
+	snprintf(location, sizeof(location), "/api/v2/intents/%s", it.id);
+	rc = resp_location(resp, location);
+	if (rc)
+		return rc;
+	rc = resp_json(resp, 201, intent_json(&it));
+	if (rc == ST_OK) {
+		/* Counted before the commit, as the claim routes do (see there). */
+		intent_count(r->app->m.intents, INTENT_PENDING, 1);
+		intent_count(r->app->m.intents, INTENT_LOCKED, 1);
+		intent_count(r->app->m.intents, INTENT_SUBMITTED, 1);
+	}
+	return rc;
+}
+
+enum st_rc route_v2_claim(struct req_ctx *rq)
+{
+	json_t *body = req_json(rq);
+	json_t *w = json_object_get(body, "wallet");
+	json_t *a = json_object_get(body, "amount");
+	json_t *h = json_object_get(body, "tx_hash");
+	struct v2_claim_req *r = req_alloc(rq, sizeof(*r));
+
+	if (!r)
+		return ST_NOMEM;
+	if (!json_is_string(w) || parse_wallet(json_string_value(w), json_string_length(w), r->wallet))
+		return req_fail_field(rq, ST_INVALID, "invalid_wallet",
+				      "wallet must be 0x followed by 40 hex digits", "wallet");
+	if (!json_is_string(a) || parse_amount(json_string_value(a), json_string_length(a), &r->amount))
+		return req_fail_field(rq, ST_INVALID, "invalid_amount",
+				      "amount must be a string of base units from 1 to 9223372036854775807",
+				      "amount");
+	if (!json_is_string(h) || parse_tx_hash(json_string_value(h), json_string_length(h), r->tx_hash))
+		return req_fail_field(rq, ST_INVALID, "invalid_tx_hash",
+				      "tx_hash must be 0x followed by 64 hex digits", "tx_hash");
+	r->app = req_app(rq);
+	snprintf(r->actor, sizeof(r->actor), "req:%s", req_id(rq));
+	return req_commit(rq, v2_claim_unit, r);
+}

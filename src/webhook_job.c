@@ -1,0 +1,328 @@
+/* webhook_job.c — the webhook_events table and the webhook.process job
+ * (see webhook_job.h).
+ *
+ * The job runs in three steps, only the last of which writes:
+ *   1. read the stored event on a read connection (nothing to do when it
+ *      was processed already: a duplicate job, an operator's retry);
+ *   2. parse the payment out of the stored raw body (pure, webhook.c): an
+ *      event that cannot be parsed never will be, so the job fails
+ *      permanently (DLQ) with the reason;
+ *   3. job_commit(): in ONE write unit, re-read the event's status, look up
+ *      the wallet and its referrer, post the balanced transaction (2 or 4
+ *      entries) with ref "webhook:<provider>:<event id>", mark the event
+ *      processed, and complete the job under its lease. Any failure rolls
+ *      all of it back.
+ * Commission: floor(amount * bps / 10000) (webhook_commission), paid from
+ * `commissions`; the wallet is credited the whole amount from `revenue`.
+ * A zero commission (small amounts, bps 0) posts the two wallet entries
+ * only: the ledger takes no zero-amount entry. */
+#include "webhook_job.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "account.h"
+#include "ledger.h"
+#include "log.h"
+#include "queue.h"
+#include "settled.h"
+#include "banned.h"
+
+#define REF_MAX (8 + 16 + WEBHOOK_ID_MAX + 2)
+
+static const char *const status_names[] = { "stored", "processed", "ignored", "failed" };
+enum ev_status { EV_STORED = 0, EV_PROCESSED, EV_IGNORED, EV_FAILED, EV_UNKNOWN };
+
+static enum ev_status status_parse(const char *s)
+{
+	for (int i = 0; i < 4; i++)
+		if (s && !strcmp(s, status_names[i]))
+			return (enum ev_status)i;
+	return EV_UNKNOWN;
+}
+
+/* ---------------------------------------------------------------- intake */
+
+static char *job_payload(enum wh_provider p, const char *event_id)
+{
+	json_t *o = json_pack("{s:s, s:s}", "provider", webhook_provider_str(p), "event_id", event_id);
+	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+
+	json_decref(o);
+	return s;
+}
+
+enum st_rc webhook_event_store(struct tx *tx, enum wh_provider p, const struct wh_event *ev,
+			       const char *raw, size_t len, const char *request_id,
+			       int max_attempts, bool *inserted)
+{
+	const char *provider = webhook_provider_str(p);
+	char key[16 + WEBHOOK_ID_MAX + 2];
+	char *payload = NULL;
+	int64_t changes = 0;
+	enum st_rc rc;
+
+	*inserted = false;
+	rc = tx_exec(tx,
+		     "INSERT INTO webhook_events (provider, event_id, type, status, body, request_id,"
+		     " received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+		     " ON CONFLICT (provider, event_id) DO NOTHING",
+		     ST_ARGS(SV_S(provider), SV_S(ev->id), SV_S(ev->type),
+			     SV_S(ev->pays ? "stored" : "ignored"), SV_SN(raw, len),
+			     SV_SOPT(request_id), SV_I(tx_now_ms(tx))),
+		     &changes);
+	if (rc)
+		return rc;
+	if (changes == 0)
+		return ST_OK; /* a redelivery: the first one stored it */
+	*inserted = true;
+	if (!ev->pays)
+		return ST_OK;
+	payload = job_payload(p, ev->id);
+	if (!payload)
+		return ST_NOMEM;
+	snprintf(key, sizeof(key), "%s:%s", provider, ev->id);
+	rc = queue_enqueue(tx, WEBHOOK_JOB_QUEUE, WEBHOOK_JOB_KIND, payload, key, 0, max_attempts);
+	free(payload);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- the job */
+
+struct wh_job {
+	enum wh_provider p;
+	char event_id[WEBHOOK_ID_MAX + 1];
+	int64_t bps;
+	struct wh_payment pay;
+	char ref[REF_MAX];
+	const char *error;      /* mark_failed: the reason */
+	/* read_unit's outputs */
+	enum ev_status status;
+	char *body;             /* malloc'd copy of the stored body */
+	size_t body_len;
+	/* process_unit's outputs, filled from scratch on every run */
+	bool already, unknown_wallet;
+	int64_t commission;
+	char referrer[WALLET_LEN + 1];
+	char tx_id[LEDGER_ID_MAX + 1];
+};
+
+static bool payload_parse(const char *payload, struct wh_job *j)
+{
+	json_t *root = json_loads(payload, 0, NULL);
+	json_t *p = json_object_get(root, "provider"), *id = json_object_get(root, "event_id");
+	int prov = json_is_string(p) ? webhook_provider_parse(json_string_value(p)) : -1;
+	bool ok = prov >= 0 && json_is_string(id) &&
+		  webhook_id_valid(json_string_value(id), json_string_length(id));
+
+	if (ok) {
+		j->p = (enum wh_provider)prov;
+		memcpy(j->event_id, json_string_value(id), json_string_length(id) + 1);
+	}
+	json_decref(root);
+	return ok;
+}
+
+static enum st_rc read_unit(struct tx *tx, void *arg)
+{
+	struct wh_job *j = arg;
+	struct st_rows *rows = NULL;
+	enum st_rc rc;
+
+	free(j->body);
+	j->body = NULL;
+	rc = tx_query(tx, "SELECT status, body FROM webhook_events WHERE provider = $1 AND event_id = $2",
+		      ST_ARGS(SV_S(webhook_provider_str(j->p)), SV_S(j->event_id)), &rows);
+	if (rc)
+		return rc;
+	if (rows->nrows == 0) {
+		rows_free(rows);
+		return ST_NOT_FOUND;
+	}
+	j->status = status_parse(rows_text(rows, 0, 0));
+	j->body_len = rows_len(rows, 0, 1);
+	j->body = malloc(j->body_len + 1);
+	if (j->body) {
+		memcpy(j->body, rows_text(rows, 0, 1) ? rows_text(rows, 0, 1) : "", j->body_len);
+		j->body[j->body_len] = '\0';
+	}
+	rows_free(rows);
+	return j->body ? ST_OK : ST_NOMEM;
+}
+
+static enum st_rc process_unit(struct tx *tx, void *arg)
+{
+	struct wh_job *j = arg;
+	struct ledger_entry e[4];
+	struct ledger_post post = { .kind = WEBHOOK_LEDGER_KIND, .ref = j->ref, .entries = e };
+	struct account wallet, referrer;
+	struct st_rows *rows = NULL;
+	enum ev_status status;
+	int64_t changes = 0;
+	enum st_rc rc;
+
+	j->already = j->unknown_wallet = false;
+	j->commission = 0;
+	j->referrer[0] = j->tx_id[0] = '\0';
+
+	/* The second fence (the lease is the first): never post twice. */
+	rc = tx_query(tx, "SELECT status FROM webhook_events WHERE provider = $1 AND event_id = $2",
+		      ST_ARGS(SV_S(webhook_provider_str(j->p)), SV_S(j->event_id)), &rows);
+	if (rc)
+		return rc;
+	status = rows->nrows ? status_parse(rows_text(rows, 0, 0)) : EV_UNKNOWN;
+	rows_free(rows);
+	if (status == EV_UNKNOWN)
+		return ST_NOT_FOUND;
+	if (status == EV_PROCESSED || status == EV_IGNORED) {
+		j->already = true;
+		return ST_OK;
+	}
+
+	rc = account_by_wallet(tx, j->pay.wallet, &wallet);
+	if (rc == ST_NOT_FOUND)
+		j->unknown_wallet = true;
+	if (rc)
+		return rc;
+	e[0] = (struct ledger_entry){ ACCT_REVENUE, LEDGER_DEBIT, j->pay.amount };
+	e[1] = (struct ledger_entry){ wallet.id, LEDGER_CREDIT, j->pay.amount };
+	post.n = 2;
+	if (wallet.referrer[0]) {
+		rc = webhook_commission(j->pay.amount, j->bps, &j->commission);
+		if (rc)
+			return rc;
+		if (j->commission > 0) {
+			/* accounts.referrer references accounts(wallet): it exists. */
+			rc = account_by_wallet(tx, wallet.referrer, &referrer);
+			if (rc)
+				return rc == ST_NOT_FOUND ? ST_INTERNAL : rc;
+			e[2] = (struct ledger_entry){ ACCT_COMMISSIONS, LEDGER_DEBIT, j->commission };
+			e[3] = (struct ledger_entry){ referrer.id, LEDGER_CREDIT, j->commission };
+			post.n = 4;
+			memcpy(j->referrer, wallet.referrer, sizeof(j->referrer));
+		}
+	}
+	rc = ledger_post(tx, &post, j->tx_id);
+	if (rc)
+		return rc;
+	rc = tx_exec(tx,
+		     "UPDATE webhook_events SET status = 'processed', ledger_tx_id = $3, error = NULL,"
+		     " processed_at = $4 WHERE provider = $1 AND event_id = $2"
+		     " AND status IN ('stored', 'failed')",
+		     ST_ARGS(SV_S(webhook_provider_str(j->p)), SV_S(j->event_id), SV_S(j->tx_id),
+			     SV_I(tx_now_ms(tx))),
+		     &changes);
+	if (rc == ST_OK && changes != 1)
+		rc = ST_CONFLICT;
+	return rc;
+}
+
+static enum st_rc mark_failed_unit(struct tx *tx, void *arg)
+{
+	struct wh_job *j = arg;
+
+	return tx_exec(tx,
+		       "UPDATE webhook_events SET status = 'failed', error = $3, processed_at = $4"
+		       " WHERE provider = $1 AND event_id = $2 AND status IN ('stored', 'failed')",
+		       ST_ARGS(SV_S(webhook_provider_str(j->p)), SV_S(j->event_id), SV_S(j->error),
+			       SV_I(tx_now_ms(tx))),
+		       NULL);
+}
+
+/* Records why the event will not be processed, when this attempt is its
+ * last (permanent, or out of attempts): the job goes to the DLQ with the
+ * same text. Best effort: the job's state is the source of truth. */
+static enum st_rc give_up(struct job_ctx *ctx, struct wh_job *j, enum st_rc rc)
+{
+	if (ctx->permanent || ctx->job->attempts + 1 >= ctx->job->max_attempts) {
+		enum st_rc mrc;
+
+		j->error = ctx->error.ptr;
+		mrc = store_run(ctx->app->store, mark_failed_unit, j);
+		if (mrc)
+			log_msg(&ctx->app->log, LOG_WARN, "webhook %s:%s: cannot mark it failed: %s",
+				webhook_provider_str(j->p), j->event_id, st_rc_str(mrc));
+	}
+	return rc;
+}
+
+enum st_rc webhook_process_job(struct job_ctx *ctx)
+{
+	struct settled *app = ctx->app;
+	struct wh_job *j = calloc(1, sizeof(*j));
+	struct buf why = BUF_INIT(512);
+	json_t *body = NULL;
+	json_error_t jerr;
+	enum st_rc rc;
+
+	if (!j)
+		return job_failf(ctx, ST_NOMEM, "out of memory");
+	if (!payload_parse(ctx->job->payload, j)) {
+		ctx->permanent = true;
+		rc = job_failf(ctx, ST_INVALID, "invalid_payload: %.200s", ctx->job->payload);
+		goto out;
+	}
+	rc = store_read(app->store, read_unit, j);
+	if (rc == ST_NOT_FOUND) {
+		ctx->permanent = true;
+		rc = job_failf(ctx, rc, "event_not_found: no stored %s event %s",
+			       webhook_provider_str(j->p), j->event_id);
+		goto out;
+	}
+	if (rc) {
+		rc = give_up(ctx, j, job_failf(ctx, rc, "cannot read the event: %s", st_rc_str(rc)));
+		goto out;
+	}
+	if (j->status == EV_PROCESSED || j->status == EV_IGNORED) {
+		log_msg(&app->log, LOG_DEBUG, "webhook %s:%s is %s already; nothing to do",
+			webhook_provider_str(j->p), j->event_id, status_names[j->status]);
+		rc = ST_OK;
+		goto out;
+	}
+	body = json_loadb(j->body, j->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!body) {
+		ctx->permanent = true;
+		rc = give_up(ctx, j, job_failf(ctx, ST_INVALID, "invalid_event: the stored body is not JSON: %s",
+					       jerr.text));
+		goto out;
+	}
+	if (webhook_payment_parse(j->p, body, app->cfg->asset, &j->pay, &why)) {
+		ctx->permanent = true;
+		rc = give_up(ctx, j, job_failf(ctx, ST_INVALID, "%s", why.ptr));
+		goto out;
+	}
+	j->bps = app->cfg->commission_bps;
+	snprintf(j->ref, sizeof(j->ref), "webhook:%s:%s", webhook_provider_str(j->p), j->event_id);
+
+	rc = job_commit(ctx, process_unit, j);
+	if (rc == ST_OK) {
+		if (j->already)
+			log_msg(&app->log, LOG_DEBUG, "webhook %s:%s processed already",
+				webhook_provider_str(j->p), j->event_id);
+		else
+			log_msg(&app->log, LOG_INFO,
+				"webhook %s:%s credited %lld to %s (commission %lld to %s) in %s",
+				webhook_provider_str(j->p), j->event_id, (long long)j->pay.amount,
+				j->pay.wallet, (long long)j->commission,
+				j->referrer[0] ? j->referrer : "nobody", j->tx_id);
+		goto out;
+	}
+	if (ctx->lost)
+		goto out;
+	if (j->unknown_wallet) {
+		ctx->permanent = true;
+		rc = give_up(ctx, j, job_failf(ctx, ST_NOT_FOUND,
+					       "unknown_wallet: %s is not registered", j->pay.wallet));
+		goto out;
+	}
+	rc = give_up(ctx, j, job_failf(ctx, rc, "cannot post webhook %s:%s: %s",
+				       webhook_provider_str(j->p), j->event_id, st_rc_str(rc)));
+out:
+	json_decref(body);
+	buf_release(&why);
+	free(j->body);
+	free(j);
+	return rc;
+}

@@ -1,0 +1,50 @@
+/* webhook_job.h — the webhook_events table and the job that processes a
+ * paying event (SPEC section 9; docs/internals/webhooks.md).
+ *
+ * Intake (routes_webhooks.c) stores a verified event with
+ * webhook_event_store() inside the request's write unit; a paying event
+ * enqueues WEBHOOK_JOB_KIND in the same unit, so an event is never stored
+ * without its job nor a job queued without its event. The job
+ * (webhook_process_job, in worker.c's table) credits the wallet named in
+ * the event from `revenue` and, when the wallet has a referrer, pays the
+ * commission from `commissions`: ONE balanced ledger transaction, posted in
+ * the unit that completes the job and marks the event processed, so it
+ * happens exactly once (the job's lease fences the completion, the event's
+ * status and the posting's unique ref fence it again). An event that can
+ * never be processed (unknown wallet, an amount with more decimals than the
+ * asset has, a currency that is not the ledger's) fails the job
+ * permanently: it goes straight to the DLQ with the reason as last_error,
+ * and the event is marked failed with the same reason. */
+#ifndef SETTLED_WEBHOOK_JOB_H
+#define SETTLED_WEBHOOK_JOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rc.h"
+#include "store.h"
+#include "webhook.h"
+#include "worker.h"
+
+#define WEBHOOK_JOB_KIND "webhook.process"
+#define WEBHOOK_JOB_QUEUE "webhooks"
+#define WEBHOOK_LEDGER_KIND "webhook_payment"
+
+/* Stores a verified event: INSERT ... ON CONFLICT (provider, event_id) DO
+ * NOTHING, never check-then-insert, so concurrent deliveries of one event
+ * race on the unique constraint and exactly one inserts. *inserted says
+ * whether this call stored it (false: a redelivery; nothing was changed).
+ * When inserted and ev->pays, the processing job is enqueued in tx (queue
+ * WEBHOOK_JOB_QUEUE, unique key "<provider>:<event id>", max_attempts as
+ * given, <= 0 for the queue's default); other types are stored as
+ * 'ignored'. raw is the body as received (len bytes); request_id may be
+ * NULL. Store errors are returned as they come. */
+enum st_rc webhook_event_store(struct tx *tx, enum wh_provider p, const struct wh_event *ev,
+			       const char *raw, size_t len, const char *request_id,
+			       int max_attempts, bool *inserted);
+
+/* The job handler (worker.c's table). Payload: {"provider":..,"event_id":..}. */
+enum st_rc webhook_process_job(struct job_ctx *ctx);
+
+#endif

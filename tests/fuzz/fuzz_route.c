@@ -1,0 +1,160 @@
+/* fuzz_route.c — route_match (src/route.h) over the server's real table,
+ * settled_routes (src/routes.c). The first byte picks the method (the
+ * table's methods, HEAD, OPTIONS, odd spellings, or a method made of the
+ * next few bytes); the rest is the path, NUL-terminated as libmicrohttpd
+ * hands it over.
+ *
+ * Oracles:
+ *   - ROUTE_FOUND: the route is in the table, its method matches (HEAD
+ *     also GET), and substituting the returned parameters into its
+ *     template rebuilds the path exactly; every parameter is a non-empty
+ *     run without '/' that lies inside the path; route_param finds each.
+ *     No earlier route in the table matches the path and method.
+ *   - ROUTE_METHOD_NOT_ALLOWED: the Allow list is non-empty (or the cap
+ *     was hit), holds no repeats and only methods of the table.
+ *   - A path over 2048 bytes, with "//", or not starting with '/' never
+ *     matches. */
+#include <stdbool.h>
+
+#include "buf.h"
+#include "fuzz.h"
+#include "route.h"
+#include "routes.h"
+
+static const char *const methods[] = {
+	"GET", "POST", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH", "get", "post", "", "GET ",
+	"CONNECT", "TRACE",
+};
+#define NMETHODS (sizeof(methods) / sizeof(methods[0]))
+
+static bool method_ok(const char *route_method, const char *method)
+{
+	return !strcmp(route_method, method) || (!strcmp(method, "HEAD") && !strcmp(route_method, "GET"));
+}
+
+/* Rebuilds the path from a template and parameters; true when equal. */
+static bool rebuild_equals(const char *tpl, const struct route_params *p, const char *path)
+{
+	struct buf b = BUF_INIT(1 << 16);
+	size_t k = 0;
+	bool eq;
+
+	for (const char *t = tpl; *t;) {
+		if (*t == '{') {
+			const char *close = strchr(t, '}');
+
+			FUZZ_CHECK(close && k < p->n);
+			FUZZ_CHECK(p->p[k].name == t + 1 && p->p[k].name_len == (size_t)(close - t - 1));
+			buf_append(&b, p->p[k].value, p->p[k].value_len);
+			k++;
+			t = close + 1;
+		} else {
+			buf_putc(&b, *t++);
+		}
+	}
+	eq = k == p->n && !strcmp(b.ptr, path);
+	buf_release(&b);
+	return eq;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const struct route *found = NULL;
+	struct route_params params;
+	struct buf allow = BUF_INIT(256);
+	char own_method[8];
+	const char *method;
+	char *path;
+	size_t plen;
+	enum route_result res;
+
+	if (size < 1)
+		return 0;
+	if (data[0] < 0xf0) {
+		method = methods[data[0] % NMETHODS];
+		data++;
+		size--;
+	} else {
+		size_t n = data[0] & 7;
+
+		if (n > size - 1)
+			n = size - 1;
+		memcpy(own_method, data + 1, n);
+		own_method[n] = '\0';
+		method = own_method;
+		data += 1 + n;
+		size -= 1 + n;
+	}
+	path = fuzz_strndup(data, size);
+	plen = strlen(path);
+	memset(&params, 0xa5, sizeof(params));
+	res = route_match(settled_routes, settled_nroutes, method, path, &found, &params, &allow);
+
+	if (plen == 0 || plen > 2048 || path[0] != '/' || strstr(path, "//"))
+		FUZZ_CHECK(res == ROUTE_NOT_FOUND);
+	switch (res) {
+	case ROUTE_FOUND:
+		FUZZ_CHECK(found >= settled_routes && found < settled_routes + settled_nroutes);
+		FUZZ_CHECK(method_ok(found->method, method));
+		FUZZ_CHECK(params.n <= ROUTE_MAX_PARAMS);
+		for (size_t i = 0; i < params.n; i++) {
+			char name[64];
+			size_t vlen = 0;
+			const char *v;
+
+			FUZZ_CHECK(params.p[i].value >= path && params.p[i].value_len > 0);
+			FUZZ_CHECK(params.p[i].value + params.p[i].value_len <= path + plen);
+			FUZZ_CHECK(!memchr(params.p[i].value, '/', params.p[i].value_len));
+			FUZZ_CHECK(params.p[i].name_len < sizeof(name));
+			memcpy(name, params.p[i].name, params.p[i].name_len);
+			name[params.p[i].name_len] = '\0';
+			v = route_param(&params, name, &vlen);
+			FUZZ_CHECK(v == params.p[i].value && vlen == params.p[i].value_len);
+		}
+		FUZZ_CHECK(rebuild_equals(found->path, &params, path));
+		/* First match wins: nothing earlier matches too. */
+		for (const struct route *r = settled_routes; r < found; r++) {
+			struct route_params p2;
+			const struct route *f2 = NULL;
+
+			if (!method_ok(r->method, method))
+				continue;
+			FUZZ_CHECK(route_match(r, 1, method, path, &f2, &p2, NULL) != ROUTE_FOUND);
+		}
+		FUZZ_CHECK(allow.len == 0);
+		break;
+	case ROUTE_METHOD_NOT_ALLOWED: {
+		/* Allow is "M1, M2": each a table method, no repeats. */
+		char *copy = fuzz_strndup((const uint8_t *)allow.ptr, allow.len);
+		char *save = NULL;
+		const char *seen[16];
+		size_t nseen = 0;
+
+		FUZZ_CHECK(allow.len > 0);
+		for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+			bool known = false;
+
+			while (*tok == ' ')
+				tok++;
+			for (size_t i = 0; i < settled_nroutes; i++)
+				known |= !strcmp(settled_routes[i].method, tok);
+			FUZZ_CHECK(known);
+			for (size_t i = 0; i < nseen; i++)
+				FUZZ_CHECK(strcmp(seen[i], tok));
+			FUZZ_CHECK(nseen < 16);
+			seen[nseen++] = tok;
+			FUZZ_CHECK(!method_ok(tok, method));
+		}
+		free(copy);
+		break;
+	}
+	case ROUTE_NOT_FOUND:
+		FUZZ_CHECK(allow.len == 0);
+		break;
+	default:
+		FUZZ_CHECK(!"unknown route_result");
+	}
+	buf_release(&allow);
+	free(path);
+	return 0;
+}

@@ -1,0 +1,390 @@
+"""The claim flow, intents, accounts and ledger reads (SPEC sections 3, 6-8;
+issue 5).
+
+Most tests run with SETTLED_SIM_CONFIRM_MS at a day, so a recorded claim
+stays SUBMITTED (the confirmation job of issue 6 is due tomorrow); the flow
+and pagination tests use a fast rail and watch claims settle.
+"""
+
+import secrets
+import threading
+import time
+
+import pytest
+
+from conftest import (ADMIN_TOKEN, assert_error, concurrent_requests, find_samples, new_key,
+                      new_wallet, only_responses, parse_metrics, wait_until)
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+DAY_MS = "86400000"
+INT64_MAX = 2**63 - 1
+
+
+def tx_hash(n=None):
+    return "0x" + (f"{n:064x}" if n is not None else secrets.token_hex(32))
+
+
+def start(start_server, **env):
+    """A server with env, once its start-up writes are done: the ticker's
+    first reconciliation report lands right after boot, and would otherwise
+    race the "nothing written" snapshots."""
+    srv = start_server(env=env)
+    wait_until(lambda: srv.snapshot().get("reconciliation_reports", 1) >= 1, timeout=10,
+               what="the first reconciliation report")
+    return srv
+
+
+@pytest.fixture
+def slow(start_server):
+    """Funds for 100 claims of 1000; recorded claims are not confirmed."""
+    return start(start_server, SETTLED_TREASURY_FUNDING="100000", SETTLED_SIM_CONFIRM_MS=DAY_MS)
+
+
+def registered(srv):
+    w = new_wallet()
+    r = srv.register(w)
+    assert r.status == 201, r
+    return w
+
+
+def prepare(srv, wallet, amount, **kw):
+    return srv.post("/api/claim/prepare", {"wallet": wallet, "amount": amount}, **kw)
+
+
+def record(srv, intent_id, h=None, **kw):
+    return srv.post("/api/claim/record", {"intent_id": intent_id, "tx_hash": h or tx_hash()}, **kw)
+
+
+def account(srv, name):
+    r = srv.get(f"/api/v2/accounts/{name}", headers=AUTH)
+    assert r.status == 200, r
+    return {k: int(r.json[k]) for k in ("balance", "held", "available")}
+
+
+def intent(srv, intent_id):
+    r = srv.get(f"/api/v2/intents/{intent_id}", headers=AUTH)
+    assert r.status == 200, r
+    return r.json
+
+
+def entries(srv, query=""):
+    r = srv.get(f"/api/v2/ledger/transactions{query}", headers=AUTH)
+    assert r.status == 200, r
+    return r.json
+
+
+# ---------------------------------------------------------------------------
+# The flow
+
+
+def test_claim_flow_prepare_record_settle(start_server):
+    srv = start(start_server, SETTLED_TREASURY_FUNDING="5000", SETTLED_SIM_CONFIRM_MS="50")
+    w = registered(srv)
+    assert account(srv, "treasury") == {"balance": 5000, "held": 0, "available": 5000}
+
+    prep = prepare(srv, w.upper().replace("0X", "0x"), "1234", key=new_key())
+    assert prep.status == 201, prep
+    it = prep.json
+    assert it["status"] == "PENDING" and it["kind"] == "claim"
+    assert it["wallet"] == w and it["amount"] == "1234"
+    assert it["id"].startswith("int_") and it["tx_hash"] is None
+    assert it["created_at"].endswith("Z") and it["expires_at"].endswith("Z")
+    assert prep.headers.get("Location") == f"/api/v2/intents/{it['id']}"
+    assert account(srv, "treasury") == {"balance": 5000, "held": 1234, "available": 3766}
+
+    h = tx_hash()
+    r = record(srv, it["id"], h.upper().replace("0X", "0x"), key=new_key())
+    assert r.status == 200, r
+    assert r.json["status"] == "SUBMITTED" and r.json["tx_hash"] == h
+
+    done = wait_until(lambda: (lambda j: j if j["status"] == "SETTLED" else None)(intent(srv, it["id"])),
+                      timeout=15, what="the claim to settle")
+    assert done["hold"]["status"] == "captured"
+    assert done["ledger_tx_id"].startswith("ltx_")
+    path = [(t["from"], t["to"]) for t in done["transitions"]]
+    assert path == [(None, "PENDING"), ("PENDING", "LOCKED"), ("LOCKED", "SUBMITTED"),
+                    ("SUBMITTED", "CONFIRMED"), ("CONFIRMED", "SETTLED")], path
+    assert all(t["actor"] and t["at"].endswith("Z") for t in done["transitions"])
+    assert done["transitions"][0]["actor"] == "req:" + prep.headers.get("X-Request-Id")
+    assert done["transitions"][1]["actor"] == "req:" + r.headers.get("X-Request-Id")
+    assert done["transitions"][2]["actor"] == "req:" + r.headers.get("X-Request-Id")
+
+    assert account(srv, w) == {"balance": 1234, "held": 0, "available": 1234}
+    assert account(srv, "treasury") == {"balance": 3766, "held": 0, "available": 3766}
+    mine = entries(srv, f"?account={w}")["data"]
+    assert [(e["direction"], e["amount"], e["kind"], e["account"]) for e in mine] == \
+        [("credit", "1234", "claim", w)]
+
+    samples = parse_metrics(srv.metrics())
+    for status in ("PENDING", "LOCKED", "SUBMITTED"):
+        assert find_samples(samples, "settled_intents_total", status=status)[0][2] == 1, status
+    assert find_samples(samples, "settled_settlement_duration_seconds_count")
+
+
+def test_prepare_is_idempotent_with_a_key(slow):
+    w = registered(slow)
+    key = new_key()
+    a = prepare(slow, w, "10", key=key)
+    before = slow.snapshot()
+    b = prepare(slow, w, "10", key=key)
+    assert a.status == b.status == 201
+    assert b.body == a.body and b.headers.get("X-Idempotency") == "HIT"
+    assert slow.snapshot() == before
+    assert account(slow, "treasury")["held"] == 10
+
+
+# ---------------------------------------------------------------------------
+# Bad input: 400 and nothing written
+
+BAD_AMOUNTS = [
+    "-1", "-0", "0", "00", "007", "1.5", "1.0", "0.5", ".5", "5.", "1e3", "1E3", "+5", " 5", "5 ",
+    "", "0x10", "1_000", "1,000", "٣", "９", str(2**63), str(2**64), "99999999999999999999999",
+    "NaN", "Infinity", 100, 0, -1, 1.5, True, None, ["5"], {"v": "5"},
+]
+
+
+@pytest.mark.parametrize("amount", BAD_AMOUNTS, ids=repr)
+def test_bad_amount_is_400_and_writes_nothing(slow, amount):
+    w = registered(slow)
+    with slow.unchanged():
+        assert_error(prepare(slow, w, amount), 400, "invalid_amount", field="amount")
+        assert_error(prepare(slow, w, amount, key=new_key()), 400, "invalid_amount", field="amount")
+
+
+def test_missing_amount_is_400(slow):
+    w = registered(slow)
+    with slow.unchanged():
+        assert_error(slow.post("/api/claim/prepare", {"wallet": w}), 400, "invalid_amount", field="amount")
+
+
+def test_largest_amount_is_valid_but_unaffordable(slow):
+    w = registered(slow)
+    with slow.unchanged():
+        assert_error(prepare(slow, w, str(INT64_MAX)), 422, "insufficient_funds")
+
+
+@pytest.mark.parametrize("wallet", ["", "0x123", "0x" + "g" * 40, 42, None, "a" * 42])
+def test_bad_wallet_is_400(slow, wallet):
+    with slow.unchanged():
+        assert_error(prepare(slow, wallet, "5"), 400, "invalid_wallet", field="wallet")
+
+
+def test_unknown_wallet_is_404(slow):
+    with slow.unchanged():
+        assert_error(prepare(slow, new_wallet(), "5"), 404, "unknown_wallet")
+
+
+def test_insufficient_funds_is_422_and_writes_nothing(slow):
+    w = registered(slow)
+    assert prepare(slow, w, "99000").status == 201
+    with slow.unchanged():
+        assert_error(prepare(slow, w, "1001"), 422, "insufficient_funds")
+    assert prepare(slow, w, "1000").status == 201
+    assert account(slow, "treasury") == {"balance": 100000, "held": 100000, "available": 0}
+    with slow.unchanged():
+        assert_error(prepare(slow, w, "1"), 422, "insufficient_funds")
+
+
+BAD_HASHES = ["", "0x", "0x" + "a" * 63, "0x" + "a" * 65, "a" * 66, "0x" + "g" * 64,
+              " 0x" + "a" * 64, 123, None, ["0x" + "a" * 64]]
+
+
+@pytest.mark.parametrize("h", BAD_HASHES, ids=repr)
+def test_bad_tx_hash_is_400(slow, h):
+    w = registered(slow)
+    it = prepare(slow, w, "5").json
+    with slow.unchanged():
+        r = slow.post("/api/claim/record", {"intent_id": it["id"], "tx_hash": h})
+        assert_error(r, 400, "invalid_tx_hash", field="tx_hash")
+    assert intent(slow, it["id"])["status"] == "PENDING"
+
+
+@pytest.mark.parametrize("intent_id", [None, 5, ["int_x"], ""])
+def test_bad_intent_id_is_400(slow, intent_id):
+    with slow.unchanged():
+        r = slow.post("/api/claim/record", {"intent_id": intent_id, "tx_hash": tx_hash()})
+        assert_error(r, 400, "invalid_intent_id", field="intent_id")
+
+
+@pytest.mark.parametrize("intent_id", ["int_000000000000000000000000", "nope", "x" * 300])
+def test_unknown_intent_is_404(slow, intent_id):
+    with slow.unchanged():
+        assert_error(record(slow, intent_id), 404, "intent_not_found")
+
+
+def test_second_record_is_409_invalid_transition(slow):
+    w = registered(slow)
+    it = prepare(slow, w, "5").json
+    assert record(slow, it["id"]).status == 200
+    with slow.unchanged():
+        body = assert_error(record(slow, it["id"]), 409, "invalid_transition")
+        assert body["status"] == "SUBMITTED" and body["intent_id"] == it["id"]
+    # With a key, the refusal itself is remembered (SPEC section 4) and
+    # nothing else is written.
+    before = slow.snapshot()
+    assert_error(record(slow, it["id"], key=new_key()), 409, "invalid_transition")
+    after = slow.snapshot()
+    assert after == {**before, "idempotency_keys": before["idempotency_keys"] + 1}
+    assert [t["to"] for t in intent(slow, it["id"])["transitions"]] == ["PENDING", "LOCKED", "SUBMITTED"]
+
+
+def test_one_tx_hash_records_one_intent(slow):
+    w = registered(slow)
+    a = prepare(slow, w, "5").json
+    b = prepare(slow, w, "6").json
+    h = tx_hash()
+    assert record(slow, a["id"], h).status == 200
+    with slow.unchanged():
+        assert_error(record(slow, b["id"], h), 409, "tx_hash_already_recorded")
+    assert intent(slow, b["id"])["status"] == "PENDING"
+
+
+# ---------------------------------------------------------------------------
+# Reads
+
+
+def test_v2_reads_need_a_token(slow):
+    for path in ("/api/v2/intents/int_x", "/api/v2/accounts/treasury", "/api/v2/ledger/transactions"):
+        assert_error(slow.get(path), 401, "unauthorized")
+        assert_error(slow.get(path, headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
+
+
+def test_intent_read(slow):
+    w = registered(slow)
+    it = prepare(slow, w, "77").json
+    got = intent(slow, it["id"])
+    assert {k: got[k] for k in it if k != "expires_at"} == {k: it[k] for k in it if k != "expires_at"}
+    assert got["hold"]["status"] == "pending" and got["hold"]["amount"] == "77"
+    assert got["hold"]["expires_at"] == it["expires_at"]
+    assert [(t["from"], t["to"]) for t in got["transitions"]] == [(None, "PENDING")]
+    assert got["transitions"][0]["actor"].startswith("req:")
+    assert_error(slow.get("/api/v2/intents/int_nope", headers=AUTH), 404, "intent_not_found")
+
+
+def test_account_read(slow):
+    w = registered(slow)
+    r = slow.get(f"/api/v2/accounts/{w.upper().replace('0X', '0x')}", headers=AUTH)
+    assert r.status == 200, r
+    assert r.json["wallet"] == w and r.json["kind"] == "wallet"
+    assert (r.json["balance"], r.json["held"], r.json["available"]) == ("0", "0", "0")
+    ext = slow.get("/api/v2/accounts/external", headers=AUTH).json
+    assert ext["balance"] == "-100000" and ext["may_go_negative"] is True
+    assert_error(slow.get(f"/api/v2/accounts/{new_wallet()}", headers=AUTH), 404, "account_not_found")
+    assert_error(slow.get("/api/v2/accounts/0x1234", headers=AUTH), 400, "invalid_wallet")
+    assert_error(slow.get("/api/v2/accounts/nobody", headers=AUTH), 404, "account_not_found")
+
+
+@pytest.mark.parametrize("query,field", [
+    ("?limit=0", "limit"), ("?limit=-1", "limit"), ("?limit=abc", "limit"), ("?limit=", "limit"),
+    ("?limit=1.5", "limit"), ("?limit=99999999999999999999", "limit"),
+    ("?after=-1", "after"), ("?after=x", "after"), ("?after=1e3", "after"),
+    ("?after=99999999999999999999", "after"), ("?account=0x12", "account"),
+])
+def test_bad_pagination_parameters_are_400(slow, query, field):
+    assert_error(slow.get(f"/api/v2/ledger/transactions{query}", headers=AUTH), 400,
+                 "invalid_parameter", field=field)
+
+
+def test_pagination_limit_default_and_cap(slow):
+    page = entries(slow)
+    assert page["limit"] == 50 and page["next_after"] is None
+    assert [(e["account"], e["direction"], e["amount"]) for e in page["data"]] == \
+        [("external", "debit", "100000"), ("treasury", "credit", "100000")]
+    assert entries(slow, "?limit=100000")["limit"] == 500
+    assert entries(slow, "?after=2")["data"] == []
+    assert_error(slow.get(f"/api/v2/ledger/transactions?account={new_wallet()}", headers=AUTH), 404,
+                 "account_not_found")
+
+
+def test_pagination_is_stable_under_concurrent_inserts(start_server):
+    srv = start(start_server, SETTLED_TREASURY_FUNDING="1000000", SETTLED_SIM_CONFIRM_MS="0")
+    wallets = [registered(srv) for _ in range(8)]
+
+    def claim(i):
+        it = prepare(srv, wallets[i % len(wallets)], str(1 + i)).json
+        assert record(srv, it["id"]).status == 200
+        return it["id"]
+
+    ids = [claim(i) for i in range(20)]
+    wait_until(lambda: all(intent(srv, i)["status"] == "SETTLED" for i in ids), timeout=20,
+               what="20 claims to settle")
+    before = entries(srv, "?limit=500")["data"]
+    assert len(before) == 2 + 2 * 20
+
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        i = 100
+        while not stop.is_set():
+            try:
+                claim(i)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                return
+            i += 1
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    seen, after = [], 0
+    try:
+        while True:
+            page = entries(srv, f"?limit=3&after={after}")
+            seen += [e["id"] for e in page["data"]]
+            if page["next_after"] is None:
+                break
+            assert page["next_after"] == page["data"][-1]["id"]
+            after = page["next_after"]
+            time.sleep(0.01)
+            if len(seen) > 400:
+                break
+    finally:
+        stop.set()
+        t.join(30)
+    assert not errors, errors
+    assert seen == sorted(set(seen)), "ids ascend and never repeat"
+    assert set(e["id"] for e in before) <= set(seen), "no entry that existed is skipped"
+    # Everything that exists now, up to the last id seen, was seen.
+    everything = [e["id"] for e in entries(srv, "?limit=500")["data"] if e["id"] <= seen[-1]]
+    assert everything == seen
+
+
+# ---------------------------------------------------------------------------
+# Real concurrency
+
+
+def test_100_concurrent_claims_for_50_claims_of_funds(start_server):
+    srv = start(start_server, SETTLED_TREASURY_FUNDING="5000", SETTLED_SIM_CONFIRM_MS=DAY_MS)
+    wallets = [registered(srv) for _ in range(100)]
+    before = srv.snapshot()
+    watching = threading.Event()
+    seen_over = []
+
+    def watch():
+        while not watching.is_set():
+            t = account(srv, "treasury")
+            if t["held"] > t["balance"] or t["available"] < 0:
+                seen_over.append(t)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    reqs = [{"method": "POST", "path": "/api/claim/prepare",
+             "json_body": {"wallet": w, "amount": "100"},
+             "headers": {"Idempotency-Key": new_key()}} for w in wallets]
+    try:
+        results = only_responses(concurrent_requests(srv.port, reqs))
+    finally:
+        watching.set()
+        watcher.join(30)
+    statuses = sorted(r.status for r in results)
+    assert statuses.count(201) == 50 and statuses.count(422) == 50, statuses
+    for r in results:
+        if r.status == 422:
+            assert_error(r, 422, "insufficient_funds")
+    assert not seen_over, seen_over
+    assert account(srv, "treasury") == {"balance": 5000, "held": 5000, "available": 0}
+    after = srv.snapshot()
+    assert after["intents"] == before["intents"] + 50
+    assert after["holds"] == before["holds"] + 50
+    assert after["ledger_entries"] == before["ledger_entries"]
+    assert after["idempotency_keys"] == before["idempotency_keys"] + 100

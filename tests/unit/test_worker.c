@@ -1,0 +1,197 @@
+/* test_worker.c — the worker pool end to end on a real SQLite store:
+ * draining a queue, graceful shutdown handing unstarted jobs back, and the
+ * embedded-mode reclaim of jobs a killed process left running. Uses the
+ * built-in `noop` kind; waits are polls with a deadline. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "metrics.h"
+#include "queue.h"
+#include "settled.h"
+#include "store.h"
+#include "worker.h"
+
+#include "banned.h"
+
+static struct store *st;
+static struct settled app;
+static struct config cfg;
+static char dir[64];
+
+static void setup(void)
+{
+	struct store_options opt = { 0 };
+	struct buf err = BUF_INIT(1024);
+	char path[128];
+
+	snprintf(dir, sizeof(dir), "/tmp/settled-worker-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/settled.db", dir);
+	opt.sqlite_path = path;
+	cr_assert_eq(store_open(&opt, &st, &err), ST_OK, "store_open: %s", err.ptr);
+	buf_release(&err);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.workers = 4;
+	cfg.job_base_delay_ms = 1000;
+	cfg.job_max_delay_ms = 600000;
+	cfg.job_max_attempts = 8;
+	memset(&app, 0, sizeof(app));
+	app.cfg = &cfg;
+	app.store = st;
+	snprintf(app.instance_id, sizeof(app.instance_id), "test-instance");
+	log_init(&app.log, 2, LOG_ERROR);
+	app.metrics = metrics_new();
+	cr_assert_not_null(app.metrics);
+	cr_assert_eq(settled_metrics_init(&app.m, app.metrics), ST_OK);
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	store_close(st);
+	metrics_free(app.metrics);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static enum st_rc enqueue_unit(struct tx *tx, void *arg)
+{
+	int *n = arg;
+
+	for (int i = 0; i < *n; i++) {
+		enum st_rc rc = queue_enqueue(tx, "default", "noop", "{}", NULL, 0, 0);
+
+		if (rc)
+			return rc;
+	}
+	return ST_OK;
+}
+
+static void enqueue(int n)
+{
+	cr_assert_eq(store_run(st, enqueue_unit, &n), ST_OK);
+}
+
+struct states {
+	int64_t n[JOB_STATE_COUNT];
+	int64_t attempts;
+};
+
+static void count_cb(void *arg, const char *queue, enum job_state s, int64_t n)
+{
+	struct states *c = arg;
+
+	(void)queue;
+	c->n[s] += n;
+}
+
+static enum st_rc states_unit(struct tx *tx, void *arg)
+{
+	struct states *c = arg;
+	struct st_rows *rows = NULL;
+	enum st_rc rc = queue_counts(tx, count_cb, c);
+
+	if (rc)
+		return rc;
+	rc = tx_query(tx, "SELECT coalesce(sum(attempts), 0) FROM jobs", ST_NOARGS, &rows);
+	if (rc)
+		return rc;
+	c->attempts = rows_i64(rows, 0, 0);
+	rows_free(rows);
+	return ST_OK;
+}
+
+static struct states states(void)
+{
+	struct states c;
+
+	memset(&c, 0, sizeof(c));
+	cr_assert_eq(store_read(st, states_unit, &c), ST_OK);
+	return c;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+Test(worker, drains_a_queue, .init = setup, .fini = teardown)
+{
+	struct worker_pool *p = NULL;
+	struct buf err = BUF_INIT(256);
+	int waited = 0;
+
+	enqueue(2000);
+	cr_assert_eq(worker_pool_start(&app, &p, &err), ST_OK, "%s", err.ptr);
+	cr_assert_not_null(p);
+	while (states().n[JOB_COMPLETED] < 2000 && waited < 20000) {
+		sleep_ms(20);
+		waited += 20;
+	}
+	worker_pool_stop(p);
+	cr_assert_eq(states().n[JOB_COMPLETED], 2000, "drained within 20 s");
+	cr_assert_eq(states().attempts, 0);
+	buf_release(&err);
+}
+
+Test(worker, stop_hands_unstarted_jobs_back, .init = setup, .fini = teardown)
+{
+	struct worker_pool *p = NULL;
+	struct buf err = BUF_INIT(256);
+	struct states s;
+
+	enqueue(3000);
+	cr_assert_eq(worker_pool_start(&app, &p, &err), ST_OK, "%s", err.ptr);
+	sleep_ms(30);
+	worker_pool_stop(p);
+	s = states();
+	cr_assert_eq(s.n[JOB_RUNNING], 0, "nothing left running after a graceful stop");
+	cr_assert_eq(s.n[JOB_AVAILABLE] + s.n[JOB_COMPLETED], 3000);
+	cr_assert_eq(s.attempts, 0, "handing back counts no attempt");
+	buf_release(&err);
+}
+
+struct take {
+	struct job jobs[16];
+	int n;
+};
+
+static enum st_rc take_unit(struct tx *tx, void *arg)
+{
+	struct take *t = arg;
+
+	return queue_claim(tx, "default", 16, "dead-process#1", 30000, t->jobs, &t->n);
+}
+
+Test(worker, start_reclaims_jobs_a_killed_process_left_running, .init = setup, .fini = teardown)
+{
+	struct worker_pool *p = NULL;
+	struct buf err = BUF_INIT(256);
+	struct take t;
+	struct states s;
+
+	enqueue(5);
+	memset(&t, 0, sizeof(t));
+	cr_assert_eq(store_run(st, take_unit, &t), ST_OK);
+	cr_assert_eq(t.n, 5);
+	for (int i = 0; i < t.n; i++)
+		job_release(&t.jobs[i]);
+
+	/* No workers: only the reclaim runs. */
+	cfg.workers = 0;
+	cr_assert_eq(worker_pool_start(&app, &p, &err), ST_OK, "%s", err.ptr);
+	cr_assert_null(p);
+	s = states();
+	cr_assert_eq(s.n[JOB_RUNNING], 0);
+	cr_assert_eq(s.n[JOB_AVAILABLE], 5);
+	cr_assert_eq(s.attempts, 5, "each interrupted run counts as an attempt");
+	buf_release(&err);
+}
