@@ -18,8 +18,9 @@
  * id>" for requests, "job:<job id>" for jobs, "sweeper" for the ticker.
  *
  * Metrics are not counted here: the store may still roll the unit back.
- * Callers count after their unit committed, with intent_count() /
- * intent_observe() (see those). */
+ * Callers count with intent_count() / intent_observe(): workers after
+ * store_run() returned ST_OK; request units (which have no after-commit
+ * hook) just before returning ST_OK, see routes_claims.c. */
 #ifndef SETTLED_INTENT_H
 #define SETTLED_INTENT_H
 

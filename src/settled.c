@@ -122,7 +122,7 @@ enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
 					       "Rate-limit decisions taken while the backend was down.", 2,
 					       policy_decision);
 	m->intents = metrics_counter(reg, "settled_intents_total",
-				     "Intents that entered each status (counted after commit).", 1,
+				     "Intents that entered each status.", 1,
 				     intent_status);
 	m->settlement_duration = metrics_histogram(reg, "settled_settlement_duration_seconds",
 						   "Time from a claim's creation to SETTLED.", 0, NULL,

@@ -391,12 +391,16 @@ enum st_rc ticker_start(struct settled *app, struct ticker **out, struct buf *er
 	t->every[T_IDEM] = 60000;
 	t->every[T_PURGE] = 60000;
 	t->every[T_RECONCILE] = 60000;
-	/* Everything runs once right away (a reconciliation report exists from
-	 * the start), except the minute-scale cleanups. */
+	/* The sweeps run once right away, the minute-scale cleanups a little
+	 * later. The first reconciliation runs here, before the server accepts
+	 * a request: a report exists from the start, and its write never
+	 * races what the first clients (or tests counting rows) do. */
 	for (int i = 0; i < T_COUNT; i++)
 		t->next[i] = now;
 	t->next[T_IDEM] = now + 5000;
 	t->next[T_PURGE] = now + 10000;
+	task_reconcile(t);
+	t->next[T_RECONCILE] = mono_ms() + t->every[T_RECONCILE];
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -9,7 +9,8 @@
  *                settled_stuck_intents_total{action}
  *   every 2 s    settled_jobs{queue,state} and settled_dlq_jobs from a count query
  *   every 60 s   idempotency key expiry; completed jobs older than 24 h purged
- *   every 60 s   reconciliation (and once at start): report stored,
+ *   every 60 s   reconciliation (and once in ticker_start, before the server
+ *                accepts requests): report stored,
  *                settled_ledger_imbalance, settled_reconciliation_runs_total
  *
  * A task that fails is logged and tried again at its next turn. */

@@ -68,8 +68,8 @@ CREATE TRIGGER ledger_tx_capture_check BEFORE INSERT ON ledger_tx
 WHEN NEW.hold_id IS NOT NULL AND NOT EXISTS (
 	SELECT 1 FROM holds h
 	WHERE h.id = NEW.hold_id AND h.status = 'pending'
-	  AND EXISTS (SELECT 1 FROM ledger_entries e
-	              WHERE e.tx_id = NEW.id AND e.account_id = h.account_id
+	  AND EXISTS (SELECT 1 FROM ledger_entries e       -- unary +: see ledger_tx_post
+	              WHERE e.tx_id = NEW.id AND +e.account_id = h.account_id
 	                AND e.direction = 'debit' AND e.amount = h.amount))
 BEGIN
 	SELECT RAISE(ABORT, 'ledger: capture does not match a pending hold');
@@ -77,13 +77,16 @@ END;
 
 -- Posting: resolve the captured hold first (so its reservation is released
 -- before the debit lands), then move every balance by its net.
+-- The unary + keeps the planner on ledger_entries_tx (a handful of rows per
+-- tx): on the account index it would scan every entry of a busy account
+-- (treasury, external, payouts_clearing) at each posting.
 CREATE TRIGGER ledger_tx_post AFTER INSERT ON ledger_tx
 BEGIN
 	UPDATE holds SET status = 'captured', resolved_at = NEW.created_at
 	WHERE NEW.hold_id IS NOT NULL AND id = NEW.hold_id AND status = 'pending';
 	UPDATE accounts SET balance = balance + (
 		SELECT sum(CASE e.direction WHEN 'credit' THEN e.amount ELSE -e.amount END)
-		FROM ledger_entries e WHERE e.tx_id = NEW.id AND e.account_id = accounts.id)
+		FROM ledger_entries e WHERE e.tx_id = NEW.id AND +e.account_id = accounts.id)
 	WHERE id IN (SELECT account_id FROM ledger_entries WHERE tx_id = NEW.id);
 END;
 

@@ -1,6 +1,7 @@
 /* fuzz_headers.c — the request-header validators of src/validate.h:
- * idem_key_valid (Idempotency-Key), request_id_valid (X-Request-Id) and
- * parse_traceparent (W3C traceparent), each on the same bytes with an
+ * idem_key_valid (Idempotency-Key), request_id_valid (X-Request-Id),
+ * parse_traceparent (W3C traceparent) and utf8_valid (every header value,
+ * in http.c refuse_bad_headers), each on the same bytes with an
  * explicit length, and again as the C string http.c hands them (cut at the
  * first NUL, exact-size allocation so ASan sees any over-read).
  *
@@ -100,6 +101,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *cs = fuzz_strndup(data, size);
 	size_t clen = strlen(cs);
 
+	/* utf8_valid (validate.h) against the RFC 3629 reference in fuzz.h:
+	 * http.c refuses header values on its word. */
+	FUZZ_CHECK(utf8_valid((const char *)data, size) == (fuzz_utf8_valid(data, size) != 0));
 	FUZZ_CHECK(idem_key_valid((const char *)data, size) == ref_idem(data, size));
 	FUZZ_CHECK(request_id_valid((const char *)data, size) == ref_rid(data, size));
 	check_tp(data, size);

@@ -1,414 +1,342 @@
-/* fuzz_webhook.c — the webhook verifiers and parsers of src/webhook.h on
- * hostile input. The first byte picks the function; the rest is split on
- * '\n' into the fields it takes (headers are cut at their first NUL, as
- * http.c hands them over; the body keeps every byte).
+/* fuzz_webhook.c — the webhook signature header parsers and event readers
+ * of src/webhook.h. The first byte picks a mode; the rest is cut at 0xff
+ * bytes into parts (header values, body, ...).
  *
- * To make the valid paths reachable, an '@' in a signature header is
- * replaced by the correct signature, computed here with HMAC() (OpenSSL,
- * not the module): Coinbase hex HMAC(k1, body); Stripe hex HMAC(s2,
- * "<first t= value>.<body>"); Standard base64 HMAC(key, "<id>.<ts>.<body>").
+ *   0 Stripe-Signature   1 Standard Webhooks   2 Coinbase signature
+ *   3 RFC 3339 dates, secrets, event ids   4 event and payment bodies
  *
- * Oracles, written independently of webhook.c:
- *   - verifiers: a naive re-parse of the header (split, trim, compare the
- *     candidate strings with the expected encodings: hex case-insensitive,
- *     base64 exactly, since only the canonical form is accepted) gives the
- *     verdict, which must be the module's;
- *   - webhook_secret_decode: a bit-accumulator base64 decoder (canonical,
- *     optional padding) must agree on acceptance and bytes;
- *   - webhook_parse_rfc3339: for "YYYY-MM-DDTHH:MM:SSZ" inputs, acceptance
- *     must match a timegm()/gmtime_r() round trip and the result must be
- *     timegm's. */
+ * Oracles for the three signature schemes, with fixed secrets and the
+ * digests computed here with OpenSSL's one-shot HMAC:
+ *   - no forgery: a fuzzed header is only ever accepted (WH_VALID or
+ *     WH_STALE) when it carries the right digest for one of the secrets,
+ *     spelt as that scheme allows (hex of either case / canonical base64);
+ *   - no false refusal: a header built here around the right digest, with
+ *     fuzzed extra items that cannot be valid candidates or timestamps, is
+ *     accepted (VALID when its timestamp is fresh, STALE otherwise).
+ * Dates are checked against timegm(); event and payment readers must give
+ * printable ids, canonical wallets, positive amounts and UTF-8 errors. */
+#include <ctype.h>
+#include <jansson.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdbool.h>
-#include <strings.h>
 #include <time.h>
 
+#include "buf.h"
 #include "fuzz.h"
+#include "validate.h"
 #include "webhook.h"
 
-#define NOW_MS (1700000000LL * 1000)
+#define NOW_MS 1795600000000LL /* 2026-11-25 */
+#define NPARTS 5
 
-static char *cb_secrets[] = { (char *)"k1", (char *)"k2" };
-static char *st_secrets[] = { (char *)"s1", (char *)"s2" };
-/* bytes 1..24, and one secret that is not base64 (skipped) */
-static char *std_secrets[] = { (char *)"whsec_!!", (char *)"whsec_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcY" };
-static const unsigned char STD_KEY[24] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-					   13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24 };
+static char *raw_secrets[] = { (char *)"whsec_plain-one", (char *)"second secret" };
+/* Standard Webhooks secrets: base64 of "key-one-bytes!!" and of "k2". */
+static char *std_secrets[] = { (char *)"whsec_a2V5LW9uZS1ieXRlcyEh", (char *)"azI=",
+			       (char *)"not base64 at all" };
+static const char *std_keys[] = { "key-one-bytes!!", "k2" };
 
-struct fields {
-	char *f[4];      /* NUL-terminated copies (cut at the first NUL) */
-	const uint8_t *body;
-	size_t body_len;
-};
-
-/* Splits data into nhdr header fields and the body (all that is left). */
-static void split(const uint8_t *d, size_t n, int nhdr, struct fields *out)
+static void hmac(const char *key, size_t klen, const void *a, size_t alen, const void *b,
+		 size_t blen, const void *c, size_t clen, unsigned char out[32])
 {
-	size_t at = 0;
-
-	for (int i = 0; i < nhdr; i++) {
-		size_t e = at;
-
-		while (e < n && d[e] != '\n')
-			e++;
-		out->f[i] = fuzz_strndup(d + at, e - at);
-		at = e < n ? e + 1 : n;
-	}
-	out->body = d + at;
-	out->body_len = n - at;
-}
-
-static void mac(const void *key, size_t klen, const void *a, size_t alen, const void *b,
-		size_t blen, unsigned char out[32])
-{
-	unsigned char *msg = malloc(alen + blen + 1);
-	unsigned int n = 0;
+	unsigned char *msg = malloc(alen + blen + clen + 1);
+	size_t n = 0;
 
 	FUZZ_CHECK(msg != NULL);
 	memcpy(msg, a, alen);
-	if (blen)
-		memcpy(msg + alen, b, blen);
-	FUZZ_CHECK(HMAC(EVP_sha256(), key, (int)klen, msg, alen + blen, out, &n) && n == 32);
+	memcpy(msg + alen, b, blen);
+	memcpy(msg + alen + blen, c, clen);
+	FUZZ_CHECK(EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, klen, msg, alen + blen + clen,
+			     out, 32, &n) != NULL && n == 32);
 	free(msg);
 }
 
-static void hex(const unsigned char *d, char out[65])
+static void to_hex(const unsigned char d[32], char out[65], bool upper)
 {
-	for (int i = 0; i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", d[i]);
-}
+	static const char lo[] = "0123456789abcdef", up[] = "0123456789ABCDEF";
 
-/* s with every '@' replaced by rep (heap; caller frees). */
-static char *replace_at(const char *s, const char *rep)
-{
-	size_t n = 0, r = strlen(rep);
-	char *out, *o;
-
-	for (const char *p = s; *p; p++)
-		n += *p == '@' ? r : 1;
-	out = o = malloc(n + 1);
-	FUZZ_CHECK(out != NULL);
-	for (const char *p = s; *p; p++) {
-		if (*p == '@') {
-			memcpy(o, rep, r);
-			o += r;
-		} else {
-			*o++ = *p;
-		}
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = (upper ? up : lo)[d[i] >> 4];
+		out[2 * i + 1] = (upper ? up : lo)[d[i] & 15];
 	}
-	*o = '\0';
-	return out;
+	out[64] = '\0';
 }
 
-static bool all_digits(const char *s, size_t n)
+static void to_b64(const unsigned char d[32], char out[45])
 {
-	if (n == 0 || n > 12)
-		return false;
+	FUZZ_CHECK(EVP_EncodeBlock((unsigned char *)out, d, 32) == 44);
+}
+
+/* s with every byte in drop (and NUL) replaced by 'x', at most max bytes. */
+static char *tame(const char *s, const char *drop, size_t max)
+{
+	size_t n = strnlen(s, max);
+	char *t = fuzz_strndup((const uint8_t *)s, n);
+
 	for (size_t i = 0; i < n; i++)
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-	return true;
+		if (strchr(drop, t[i]))
+			t[i] = 'x';
+	return t;
 }
 
-static bool fresh(int64_t ts_ms)
+static bool accepted(enum wh_verdict v)
 {
-	int64_t d = ts_ms - NOW_MS;
-
-	return d >= -WEBHOOK_TOLERANCE_MS && d <= WEBHOOK_TOLERANCE_MS;
+	return v == WH_VALID || v == WH_STALE;
 }
 
-static bool is_hex64(const char *s, size_t n)
+/* ---- Stripe: "t=<secs>,v1=<hex>[,...]", signed "<t>.<body>" ---- */
+static void mode_stripe(char **part)
 {
-	if (n != 64)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!strchr("0123456789abcdefABCDEF", s[i]) || !s[i])
-			return false;
-	return true;
-}
+	const char *header = part[0], *body = part[1];
+	size_t blen = strlen(body);
+	int64_t ts = 0;
+	enum wh_verdict v = webhook_verify_stripe(header, body, blen, raw_secrets, 2, NOW_MS, &ts);
 
-/* ---- reference base64 (RFC 4648, canonical; padding optional) ---- */
+	if (accepted(v)) {
+		/* Some v1 item is the digest of "<the one t>.<body>". */
+		bool found = false;
 
-static int ref_b64(const char *s, size_t n, unsigned char *out, size_t cap)
-{
-	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t pad = 0, len = 0, sym;
-	unsigned acc = 0;
-	int bits = 0;
+		FUZZ_CHECK(strstr(header, "t=") != NULL);
+		for (const char *p = header; p && *p && !found; p = strchr(p + 1, 't')) {
+			size_t tl;
 
-	while (pad < n && s[n - 1 - pad] == '=')
-		pad++;
-	sym = n - pad;
-	if (n == 0 || pad > 2 || (pad && n % 4) || sym % 4 == 1)
-		return -1;
-	for (size_t i = 0; i < sym; i++) {
-		const char *p = s[i] ? strchr(abc, s[i]) : NULL;
+			if (p[0] != 't' || p[1] != '=')
+				continue;
+			tl = strspn(p + 2, "0123456789");
+			for (int k = 0; k < 2 && !found; k++) {
+				unsigned char d[32];
+				char hex[65];
 
-		if (!p)
-			return -1;
-		acc = (acc << 6) | (unsigned)(p - abc);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (len == cap)
-				return -1;
-			out[len++] = (unsigned char)(acc >> bits);
-			acc &= (1u << bits) - 1;
+				hmac(raw_secrets[k], strlen(raw_secrets[k]), p + 2, tl, ".", 1, body, blen, d);
+				to_hex(d, hex, false);
+				for (const char *q = header; (q = strstr(q, "v1=")); q += 3)
+					if (!strncasecmp(q + 3, hex, 64))
+						found = true;
+			}
 		}
+		FUZZ_CHECK(found);
 	}
-	if (acc != 0)     /* leftover bits must be zero: canonical */
-		return -1;
-	return (int)len;
-}
-
-/* ---- targets ---- */
-
-static void coinbase(const uint8_t *d, size_t n)
-{
-	struct fields f;
-	unsigned char m[32];
-	char want[2][65], *h;
-	const char *s;
-	size_t len;
-	enum wh_verdict ref = WH_BAD_SIGNATURE, got;
-
-	split(d, n, 1, &f);
-	mac("k1", 2, "", 0, f.body, f.body_len, m);
-	hex(m, want[0]);
-	h = replace_at(f.f[0], want[0]);
-	mac("k2", 2, "", 0, f.body, f.body_len, m);
-	hex(m, want[1]);
-	s = h;
-	len = strlen(h);
-	if (len <= WEBHOOK_HEADER_MAX) {
-		while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-			len--;
-		while (len && (*s == ' ' || *s == '\t')) {
-			s++;
-			len--;
-		}
-		if (is_hex64(s, len) && (!strncasecmp(s, want[0], 64) || !strncasecmp(s, want[1], 64)))
-			ref = WH_VALID;
-	}
-	got = webhook_verify_coinbase(h, f.body, f.body_len, cb_secrets, 2);
-	FUZZ_CHECK(got == ref);
-	free(h);
-	free(f.f[0]);
-}
-
-static void stripe(const uint8_t *d, size_t n)
-{
-	struct fields f;
-	unsigned char m[32];
-	char sig[65], tbuf[64] = "0", *h, *copy, *item, *save = NULL;
-	const char *t = NULL;
-	int nt = 0, ncand = 0;
-	char cand[40][65];
-	enum wh_verdict ref = WH_BAD_SIGNATURE, got;
-
-	split(d, n, 1, &f);
-	/* '@' becomes the signature for the first t= value (s2). */
+	/* Built around the right digest: junk items without ',' 't' 'v' '='
+	 * cannot be a second t nor a candidate. */
 	{
-		const char *p = strstr(f.f[0], "t=");
-		size_t k = 0;
+		char *j1 = tame(part[2], ",tv=", 200), *j2 = tame(part[3], ",tv=", 200);
+		char secs[32];
+		unsigned char d[32];
+		char hex[65];
+		struct buf h = BUF_INIT(8192);
+		int64_t age = (int64_t)(strlen(part[4]) % 700) - 350; /* seconds, both ways */
 
-		if (p)
-			for (p += 2; k < sizeof(tbuf) - 1 && p[k] && p[k] != ','; k++)
-				tbuf[k] = p[k];
-		tbuf[p ? k : 1] = '\0';
-		{
-			char pre[80];
-			int pl = snprintf(pre, sizeof(pre), "%s.", tbuf);
-
-			mac("s2", 2, pre, (size_t)pl, f.body, f.body_len, m);
-		}
-		hex(m, sig);
+		snprintf(secs, sizeof(secs), "%lld", (long long)(NOW_MS / 1000 + age));
+		hmac(raw_secrets[blen % 2], strlen(raw_secrets[blen % 2]), secs, strlen(secs), ".", 1,
+		     body, blen, d);
+		to_hex(d, hex, blen % 3 == 0);
+		buf_printf(&h, "%s,t=%s, %s ,v1=%s,v0=00", j1, secs, j2, hex);
+		v = webhook_verify_stripe(h.ptr, body, blen, raw_secrets, 2, NOW_MS, &ts);
+		FUZZ_CHECK(v == (age * 1000 <= WEBHOOK_TOLERANCE_MS && -age * 1000 <= WEBHOOK_TOLERANCE_MS
+				 ? WH_VALID : WH_STALE));
+		FUZZ_CHECK(ts == (NOW_MS / 1000 + age) * 1000);
+		buf_release(&h);
+		free(j1);
+		free(j2);
 	}
-	h = replace_at(f.f[0], sig);
-
-	if (strlen(h) <= WEBHOOK_HEADER_MAX) {
-		copy = strdup(h);
-		FUZZ_CHECK(copy != NULL);
-		/* strtok_r would merge empty items; they are ignored anyway. */
-		for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-			size_t l = strlen(item);
-
-			while (*item == ' ' || *item == '\t') {
-				item++;
-				l--;
-			}
-			while (l && (item[l - 1] == ' ' || item[l - 1] == '\t'))
-				item[--l] = '\0';
-			if (!strncmp(item, "t=", 2)) {
-				nt++;
-				t = h + (item - copy) + 2;
-				snprintf(tbuf, sizeof(tbuf), "%.*s", (int)(l - 2 < 63 ? l - 2 : 63), item + 2);
-				if (l - 2 > 12)
-					tbuf[0] = 'x'; /* too long: not digits */
-			} else if (!strncmp(item, "v1=", 3) && is_hex64(item + 3, l - 3)) {
-				if (ncand < 40)
-					memcpy(cand[ncand], item + 3, 65);
-				ncand++;
-			}
-		}
-		if (nt == 1 && all_digits(tbuf, strlen(tbuf)) && ncand > 0 && ncand <= WEBHOOK_MAX_SIGS) {
-			bool match = false;
-			char pre[80];
-			int pl = snprintf(pre, sizeof(pre), "%s.", tbuf);
-
-			for (int s = 0; s < 2; s++) {
-				char want[65];
-
-				mac(st_secrets[s], 2, pre, (size_t)pl, f.body, f.body_len, m);
-				hex(m, want);
-				for (int i = 0; i < ncand; i++)
-					match |= !strncasecmp(cand[i], want, 64);
-			}
-			if (match)
-				ref = fresh(strtoll(tbuf, NULL, 10) * 1000) ? WH_VALID : WH_STALE;
-		}
-		free(copy);
-	}
-	(void)t;
-	got = webhook_verify_stripe(h, f.body, f.body_len, st_secrets, 2, NOW_MS, NULL);
-	FUZZ_CHECK(got == ref);
-	free(h);
-	free(f.f[0]);
 }
 
-static void standard(const uint8_t *d, size_t n)
+/* ---- Standard Webhooks: id, ts, "v1,<b64>" list; signed "<id>.<ts>.<body>" ---- */
+static void mode_standard(char **part)
 {
-	struct fields f;
-	unsigned char m[32];
-	char want[45], *h, *pre;
-	size_t idl, tsl, pl;
-	enum wh_verdict ref = WH_BAD_SIGNATURE, got;
+	const char *id = part[0], *ts = part[1], *sig = part[2], *body = part[3];
+	size_t blen = strlen(body);
+	enum wh_verdict v = webhook_verify_standard(id, ts, sig, body, blen, std_secrets, 3, NOW_MS);
 
-	split(d, n, 3, &f);
-	idl = strlen(f.f[0]);
-	tsl = strlen(f.f[1]);
-	pl = idl + tsl + 2;
-	pre = malloc(pl + 1);
-	FUZZ_CHECK(pre != NULL);
-	snprintf(pre, pl + 1, "%s.%s.", f.f[0], f.f[1]);
-	mac(STD_KEY, sizeof(STD_KEY), pre, pl, f.body, f.body_len, m);
-	EVP_EncodeBlock((unsigned char *)want, m, 32);
-	h = replace_at(f.f[2], want);
+	if (accepted(v)) {
+		bool found = false;
 
-	if (idl <= WEBHOOK_HEADER_MAX && tsl <= WEBHOOK_HEADER_MAX && strlen(h) <= WEBHOOK_HEADER_MAX &&
-	    webhook_id_valid(f.f[0], idl) && !strchr(f.f[0], '.') && all_digits(f.f[1], tsl)) {
-		int ncand = 0;
-		bool match = false;
+		FUZZ_CHECK(webhook_id_valid(id, strlen(id)) && !strchr(id, '.'));
+		for (int k = 0; k < 2 && !found; k++) {
+			unsigned char d[32];
+			char b64[45], pre[600];
 
-		for (char *p = h; *p;) {
-			char *e = p;
-
-			while (*e && *e != ' ' && *e != '\t')
-				e++;
-			if (e - p > 3 && !strncmp(p, "v1,", 3)) {
-				unsigned char dec[64];
-				char re[64];
-				size_t l = (size_t)(e - p - 3);
-
-				/* well-formed: decodes to 32 bytes and re-encodes to itself */
-				if (l == 44 && ref_b64(p + 3, l, dec, sizeof(dec)) == 32 &&
-				    EVP_EncodeBlock((unsigned char *)re, dec, 32) == 44 && !memcmp(re, p + 3, 44)) {
-					ncand++;
-					match |= !memcmp(p + 3, want, 44);
-				}
-			}
-			p = e;
-			while (*p == ' ' || *p == '\t')
-				p++;
+			snprintf(pre, sizeof(pre), "%s.%s.", id, ts);
+			hmac(std_keys[k], strlen(std_keys[k]), pre, strlen(pre), body, blen, "", 0, d);
+			to_b64(d, b64);
+			for (const char *q = sig; (q = strstr(q, "v1,")); q += 3)
+				if (!strncmp(q + 3, b64, 44) && (q[47] == '\0' || q[47] == ' ' || q[47] == '\t'))
+					found = true;
 		}
-		if (ncand > 0 && ncand <= WEBHOOK_MAX_SIGS && match)
-			ref = fresh(strtoll(f.f[1], NULL, 10) * 1000) ? WH_VALID : WH_STALE;
+		FUZZ_CHECK(found);
 	}
-	got = webhook_verify_standard(f.f[0], f.f[1], h, f.body, f.body_len, std_secrets, 2, NOW_MS);
-	FUZZ_CHECK(got == ref);
-	free(pre);
-	free(h);
-	for (int i = 0; i < 3; i++)
-		free(f.f[i]);
+	{
+		char *j = tame(part[4], " \t,", 100);
+		char secs[32], b64[45], pre[64];
+		unsigned char d[32];
+		struct buf s = BUF_INIT(4096);
+		int64_t age = (int64_t)(blen % 700) - 350;
+		const char *good_id = "msg_2KWPBgLlAfxdpx2AI54pPJ85f1W";
+
+		snprintf(secs, sizeof(secs), "%lld", (long long)(NOW_MS / 1000 + age));
+		snprintf(pre, sizeof(pre), "%s.%s.", good_id, secs);
+		hmac(std_keys[blen % 2], strlen(std_keys[blen % 2]), pre, strlen(pre), body, blen, "", 0,
+		     d);
+		to_b64(d, b64);
+		/* "v2,<junk>" and "v1a,<junk>" are other versions: ignored. */
+		buf_printf(&s, "v2,%s v1,%s\tv1a,%s", j, b64, j);
+		v = webhook_verify_standard(good_id, secs, s.ptr, body, blen, std_secrets, 3, NOW_MS);
+		FUZZ_CHECK(v == (age * 1000 <= WEBHOOK_TOLERANCE_MS && -age * 1000 <= WEBHOOK_TOLERANCE_MS
+				 ? WH_VALID : WH_STALE));
+		buf_release(&s);
+		free(j);
+	}
 }
 
-static void secret(const uint8_t *d, size_t n)
+/* ---- Coinbase: 64 hex of HMAC(secret, body), blanks around allowed ---- */
+static void mode_coinbase(char **part)
 {
-	char *s = fuzz_strndup(d, n);
-	const char *b = !strncmp(s, "whsec_", 6) ? s + 6 : s;
-	unsigned char key[WEBHOOK_KEY_MAX], ref[WEBHOOK_KEY_MAX];
-	size_t klen = 12345;
-	int rl = strlen(b) <= 400 ? ref_b64(b, strlen(b), ref, sizeof(ref)) : -1;
-	enum st_rc rc = webhook_secret_decode(s, key, &klen);
+	const char *sig = part[0], *body = part[1];
+	size_t blen = strlen(body);
+	enum wh_verdict v = webhook_verify_coinbase(sig, body, blen, raw_secrets, 2);
 
-	if (rl <= 0) {
-		FUZZ_CHECK(rc == ST_INVALID);
-		FUZZ_CHECK(klen == 12345);
-	} else {
-		FUZZ_CHECK(rc == ST_OK);
-		FUZZ_CHECK(klen == (size_t)rl && !memcmp(key, ref, klen));
+	FUZZ_CHECK(v != WH_STALE);
+	if (v == WH_VALID) {
+		const char *s = sig + strspn(sig, " \t");
+		size_t n = strlen(s);
+		bool found = false;
+
+		while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+			n--;
+		for (int k = 0; k < 2; k++) {
+			unsigned char d[32];
+			char hex[65];
+
+			hmac(raw_secrets[k], strlen(raw_secrets[k]), body, blen, "", 0, "", 0, d);
+			to_hex(d, hex, false);
+			found |= n == 64 && !strncasecmp(s, hex, 64);
+		}
+		FUZZ_CHECK(found);
 	}
-	free(s);
+	{
+		unsigned char d[32];
+		char hex[65], wrapped[80];
+
+		hmac(raw_secrets[1], strlen(raw_secrets[1]), body, blen, "", 0, "", 0, d);
+		to_hex(d, hex, blen % 2);
+		snprintf(wrapped, sizeof(wrapped), " \t%s ", hex);
+		FUZZ_CHECK(webhook_verify_coinbase(wrapped, body, blen, raw_secrets, 2) == WH_VALID);
+	}
 }
 
-static void rfc3339(const uint8_t *d, size_t n)
+/* ---- dates, secrets, ids ---- */
+static void mode_misc(char **part, const uint8_t *raw, size_t rawlen)
 {
-	int64_t ms = 42;
-	enum st_rc rc = webhook_parse_rfc3339((const char *)d, n, &ms);
-	struct tm tm = { 0 }, back;
-	int v[6];
+	int64_t ms = -1;
+	unsigned char key[WEBHOOK_KEY_MAX];
+	size_t klen = 0;
+	const char *s = part[0];
+	size_t n = strlen(s);
 
-	if (rc)
-		FUZZ_CHECK(ms == 42);
-	/* The plain UTC shape: compare with the C library's calendar. */
-	if (n != 20 || d[19] != 'Z' || d[4] != '-' || d[7] != '-' || d[10] != 'T' || d[13] != ':' ||
-	    d[16] != ':')
+	if (webhook_parse_rfc3339(s, n, &ms) == ST_OK) {
+		struct tm tm = { 0 };
+		int y, mo, d, h, mi, sec;
+		long long want;
+		const char *off;
+
+		FUZZ_CHECK(sscanf(s, "%4d-%2d-%2d%*c%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) == 6);
+		tm.tm_year = y - 1900;
+		tm.tm_mon = mo - 1;
+		tm.tm_mday = d;
+		tm.tm_hour = h;
+		tm.tm_min = mi;
+		tm.tm_sec = sec;
+		want = (long long)timegm(&tm);
+		off = s + n - 1;
+		if (*off != 'Z' && *off != 'z') {
+			int oh = (s[n - 5] - '0') * 10 + (s[n - 4] - '0');
+			int om = (s[n - 2] - '0') * 10 + (s[n - 1] - '0');
+
+			want -= (s[n - 6] == '+' ? 1 : -1) * (oh * 3600LL + om * 60);
+		}
+		/* floor(ms / 1000): dates before 1970 are negative. */
+		FUZZ_CHECK(ms / 1000 - (ms % 1000 < 0 ? 1 : 0) == want);
+	}
+	if (webhook_secret_decode(s, key, &klen) == ST_OK)
+		FUZZ_CHECK(klen > 0 && klen <= WEBHOOK_KEY_MAX);
+	{
+		bool ok = rawlen >= 1 && rawlen <= WEBHOOK_ID_MAX;
+
+		for (size_t i = 0; i < rawlen; i++)
+			ok = ok && raw[i] >= 0x21 && raw[i] <= 0x7e;
+		FUZZ_CHECK(webhook_id_valid((const char *)raw, rawlen) == ok);
+	}
+}
+
+/* ---- event and payment bodies ---- */
+static void mode_body(const uint8_t *data, size_t size, const char *std_id)
+{
+	json_t *j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
+	static const char *const assets[] = { "USD", "JPY", "usd", "XXX" };
+
+	if (!j)
 		return;
-	{
-		static const int at[6] = { 0, 5, 8, 11, 14, 17 }, w[6] = { 4, 2, 2, 2, 2, 2 };
+	for (int p = 0; p < WH_PROVIDER_COUNT; p++) {
+		struct wh_event ev;
+		struct wh_payment pay;
+		struct buf err = BUF_INIT(4096);
 
-		for (int i = 0; i < 6; i++) {
-			v[i] = 0;
-			for (int k = 0; k < w[i]; k++) {
-				if (d[at[i] + k] < '0' || d[at[i] + k] > '9') {
-					FUZZ_CHECK(rc == ST_INVALID);
-					return;
-				}
-				v[i] = v[i] * 10 + (d[at[i] + k] - '0');
+		memset(&ev, 0xa5, sizeof(ev));
+		if (webhook_event_parse((enum wh_provider)p, j, std_id, &ev, &err) == ST_OK) {
+			FUZZ_CHECK(webhook_id_valid(ev.id, strlen(ev.id)));
+			FUZZ_CHECK(webhook_id_valid(ev.type, strlen(ev.type)));
+			FUZZ_CHECK(ev.pays == webhook_type_pays((enum wh_provider)p, ev.type));
+		} else {
+			FUZZ_CHECK(err.len > 0 && utf8_valid(err.ptr, err.len));
+		}
+		for (size_t a = 0; a < sizeof(assets) / sizeof(assets[0]); a++) {
+			buf_reset(&err);
+			if (webhook_payment_parse((enum wh_provider)p, j, assets[a], &pay, &err) == ST_OK) {
+				char w[WALLET_LEN + 1];
+
+				FUZZ_CHECK(pay.amount > 0);
+				FUZZ_CHECK(parse_wallet(pay.wallet, strlen(pay.wallet), w) == ST_OK &&
+					   !strcmp(w, pay.wallet));
+			} else {
+				/* Stored as the job's error and shown by the DLQ API. */
+				FUZZ_CHECK(err.len > 0 && utf8_valid(err.ptr, err.len));
 			}
 		}
+		buf_release(&err);
 	}
-	if (v[5] == 60)
-		return; /* leap second: accepted here, not modelled by timegm */
-	tm.tm_year = v[0] - 1900;
-	tm.tm_mon = v[1] - 1;
-	tm.tm_mday = v[2];
-	tm.tm_hour = v[3];
-	tm.tm_min = v[4];
-	tm.tm_sec = v[5];
 	{
-		time_t t = timegm(&tm);
-		bool valid = v[0] >= 1 && v[1] >= 1 && v[1] <= 12 && v[2] >= 1 && v[3] <= 23 &&
-			     v[4] <= 59 && v[5] <= 59 && gmtime_r(&t, &back) &&
-			     back.tm_year == v[0] - 1900 && back.tm_mon == v[1] - 1 && back.tm_mday == v[2];
+		int64_t c;
 
-		FUZZ_CHECK((rc == ST_OK) == valid);
-		if (valid)
-			FUZZ_CHECK(ms == (int64_t)t * 1000);
+		if (webhook_commission((int64_t)size * 1000003, (int64_t)(size % 10001), &c) == ST_OK)
+			FUZZ_CHECK(c >= 0 && c <= (int64_t)size * 1000003);
 	}
+	json_decref(j);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	if (size < 1)
+	char *copy, *part[NPARTS];
+	size_t k = 1;
+	int mode;
+
+	if (size < 1 || size > 8192)
 		return 0;
-	switch (data[0] % 5) {
-	case 0: coinbase(data + 1, size - 1); break;
-	case 1: stripe(data + 1, size - 1); break;
-	case 2: standard(data + 1, size - 1); break;
-	case 3: secret(data + 1, size - 1); break;
-	default: rfc3339(data + 1, size - 1); break;
+	mode = data[0] % 5;
+	copy = fuzz_strndup(data + 1, size - 1);
+	part[0] = copy;
+	for (char *p = copy; k < NPARTS && (p = memchr(p, '\xff', (size_t)(copy + size - 1 - p)));
+	     k++) {
+		*p++ = '\0';
+		part[k] = p;
 	}
+	for (; k < NPARTS; k++)
+		part[k] = (char *)"";
+	switch (mode) {
+	case 0: mode_stripe(part); break;
+	case 1: mode_standard(part); break;
+	case 2: mode_coinbase(part); break;
+	case 3: mode_misc(part, data + 1, size - 1); break;
+	default: mode_body(data + 1, size - 1, part[NPARTS - 1][0] ? part[NPARTS - 1] : "evt_1"); break;
+	}
+	free(copy);
 	return 0;
 }
