@@ -2,9 +2,15 @@
  *
  * libmicrohttpd runs its own thread pool with epoll (one thread per core by
  * default). A request's path through this file:
+ *   0. from accept until a request has fully arrived, the connection's
+ *      deadline runs (SETTLED_CONN_TIMEOUT, reaper.h): slowloris headers and
+ *      dribbled bodies are cut off; it is disarmed while the request is
+ *      handled and re-armed when the answer is done;
  *   1. first callback: req_ctx created, request id and trace context set,
- *      route matched (404/405/OPTIONS answered here), Content-Length checked
- *      against SETTLED_MAX_BODY (413 before the body is read);
+ *      ambiguous framing (smuggling) and header bytes that are no token /
+ *      not UTF-8 refused (400, connection closed), route matched
+ *      (404/405/OPTIONS answered here), Content-Length checked against
+ *      SETTLED_MAX_BODY (413 before the body is read);
  *   2. body callbacks: bytes appended to a capped buf (an over-long chunked
  *      body is discarded and answered 413 at its end);
  *   3. last callback: content type (415), auth (401/403), JSON parse (400

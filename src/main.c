@@ -188,12 +188,13 @@ out:
 	atomic_store(&app->stopping, true);
 	http_stop(app->http, SHUTDOWN_GRACE_MS);
 	app->http = NULL;
-	/* No request can enqueue now: stop claiming, let running jobs finish,
-	 * hand the rest back; then the housekeeping; then the store. */
-	worker_pool_stop(app->workers);
-	app->workers = NULL;
+	/* No request can enqueue now. The ticker first (its stuck sweep nudges
+	 * the workers), then the workers: stop claiming, let running jobs
+	 * finish, hand the rest back; then the store. */
 	ticker_stop(app->ticker);
 	app->ticker = NULL;
+	worker_pool_stop(app->workers);
+	app->workers = NULL;
 	store_close(app->store);
 	app->store = NULL;
 	rail_free(app->rail);

@@ -31,10 +31,13 @@
  * Connections die (PostgreSQL restarts, admin kills, network). A statement
  * that finds its connection gone returns ST_UNAVAILABLE and drops the
  * connection; the next use reconnects at once, and while reconnecting fails
- * it waits out a jittered backoff (100 ms doubling to 2 s) during which
+ * it waits out a jittered backoff (100 ms doubling to 1 s) during which
  * units on that connection fail fast with ST_UNAVAILABLE instead of
- * hanging. A writer whose connection is down leaves the queue to workers
- * with a live one. Nothing here ever exits the process.
+ * hanging. The first connection anywhere in the store that gets through
+ * (often a readiness probe) ends every other's backoff, so the whole pool
+ * recovers as soon as the server is back. A writer whose connection is
+ * down leaves the queue to workers with a live one. Nothing here ever
+ * exits the process.
  *
  * Statements are prepared once per connection (PQprepare with no types:
  * PostgreSQL infers them) and cached by the address of their SQL text under
@@ -68,7 +71,7 @@
 #define PG_UNIT_ATTEMPTS 5
 #define PG_RETRY_BASE_MS 4          /* first retry waits up to 8 ms */
 #define PG_RECONNECT_MIN_MS 100
-#define PG_RECONNECT_MAX_MS 2000
+#define PG_RECONNECT_MAX_MS 1000
 #define PG_CONNECT_TIMEOUT "5"      /* seconds; the URL may override it */
 #define PG_PING_TIMEOUT_MS 2000
 #define PG_STMT_CACHE_MIN 64
@@ -95,6 +98,7 @@ struct pg_conn {
 	unsigned drops;            /* times the connection was lost */
 	int64_t backoff_ms;        /* 0 while connecting works */
 	int64_t next_try_ms;       /* monotonic; no reconnect before this */
+	int64_t failed_at_ms;      /* monotonic time of the last failed connect */
 	bool down_logged;
 	uint64_t rng;
 };
@@ -131,6 +135,7 @@ struct pg_store {
 	struct pg_unit *head, *tail;
 	bool stopping;
 	atomic_uint healthy;       /* writer connections up */
+	_Atomic int64_t up_at_ms;  /* monotonic time of the last successful connect */
 
 	struct pg_conn *readers;
 	unsigned nreaders;
@@ -307,14 +312,15 @@ static enum st_rc conn_ensure(struct pg_conn *c, const char *timeout)
 	if (c->pg)
 		return ST_OK;
 	now = mono_ms();
-	if (now < c->next_try_ms)
+	if (now < c->next_try_ms && atomic_load(&s->up_at_ms) <= c->failed_at_ms)
 		return ST_UNAVAILABLE;
 	c->pg = pg_connect(s, timeout, &why);
 	if (!c->pg) {
 		c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : PG_RECONNECT_MIN_MS;
 		if (c->backoff_ms > PG_RECONNECT_MAX_MS)
 			c->backoff_ms = PG_RECONNECT_MAX_MS;
-		c->next_try_ms = mono_ms() + jitter_ms(&c->rng, c->backoff_ms);
+		c->failed_at_ms = mono_ms();
+		c->next_try_ms = c->failed_at_ms + jitter_ms(&c->rng, c->backoff_ms);
 		if (!c->down_logged)
 			log_msg(s->base.log, LOG_WARN, "postgres: %s connection %u cannot connect: %s",
 				c->role, c->idx, why.ptr);
@@ -327,6 +333,7 @@ static enum st_rc conn_ensure(struct pg_conn *c, const char *timeout)
 		log_msg(s->base.log, LOG_INFO, "postgres: %s connection %u reconnected", c->role, c->idx);
 	c->down_logged = false;
 	c->backoff_ms = 0;
+	atomic_store(&s->up_at_ms, mono_ms());
 	if (c->writer)
 		atomic_fetch_add(&s->healthy, 1);
 	return ST_OK;
@@ -952,6 +959,8 @@ static enum st_rc pg_ping(struct store *base, struct buf *why)
 		c->pg = pg_connect(s, "2", &reason);
 		if (c->pg && c->down_logged)
 			log_msg(s->base.log, LOG_INFO, "postgres: ping connection reconnected");
+		if (c->pg)
+			atomic_store(&s->up_at_ms, mono_ms()); /* the pool may retry now */
 		c->down_logged = !c->pg;
 	}
 	rc = c->pg ? ping_query(c, PG_PING_TIMEOUT_MS, &reason) : ST_UNAVAILABLE;
@@ -1128,6 +1137,7 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 	pthread_cond_init(&s->rcv, NULL);
 	pthread_mutex_init(&s->pmu, NULL);
 	atomic_init(&s->healthy, 0);
+	atomic_init(&s->up_at_ms, 0);
 	conn_init(&s->pinger, s, "ping", 0, false);
 
 	s->url = strdup(opt->database_url);

@@ -26,6 +26,7 @@ from conftest import (ADMIN_TOKEN, assert_error, backend_name, find_samples, new
                       new_wallet, parse_metrics, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+WORKER_LEASE_S = 30   # WORKER_LEASE_MS in src/worker.h
 
 
 def rows(srv, sql):
@@ -287,14 +288,16 @@ def test_crash_with_claims_in_flight(start_server):
         for t in threads:
             t.join(10)
     assert len(recorded) >= 100, f"only {len(recorded)} claims were recorded"
-    print("DEBUG recorded", len(recorded), "kills", kills)
 
     # Everything ends SETTLED or FAILED: submitted ones confirm, prepared-
     # but-never-recorded ones fail when their hold expires.
     def all_final():
         open_ = scalar(srv, "SELECT count(*) FROM intents WHERE status NOT IN ('SETTLED', 'FAILED')")
         return open_ == 0
-    wait_until(all_final, timeout=20, interval=0.2, what="every intent SETTLED or FAILED")
+    # Embedded mode takes back a killed process's running jobs at start; with
+    # PostgreSQL other instances may be alive, so they wait for the lease.
+    timeout = 20 if backend_name() == "sqlite" else 20 + WORKER_LEASE_S
+    wait_until(all_final, timeout=timeout, interval=0.2, what="every intent SETTLED or FAILED")
 
     # Every acknowledged record settled (the rail never fails here).
     statuses = dict(rows(srv, "SELECT id, status FROM intents"))

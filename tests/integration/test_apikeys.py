@@ -1,0 +1,378 @@
+"""API keys and the v2 claims route (SPEC sections 4, 5, 8; issue 9):
+create / rotate / revoke (admin), Bearer authentication of /api/v2 routes
+(401 without, 401 for an unknown, expired or revoked key -- the same answer
+for all), the key's client id as idempotency scope and rate-limit key, and
+POST /api/v2/claims (prepare + record in one idempotent unit).
+
+The rotation grace is tested against the real clock with
+SETTLED_API_KEY_GRACE=2s; the exact boundary is the unit test's
+(tests/unit/test_apikey.c, injected clock).
+"""
+
+import re
+import secrets
+import sqlite3
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import (ADMIN_TOKEN, assert_error, backend_name, find_samples, new_key,
+                      new_wallet, parse_metrics, wait_until)
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+KEY_RE = re.compile(r"^sk_live_([0-9A-Za-z]{8})_[0-9A-Za-z]{32}$")
+UNAUTHORIZED_BODY = {"error": "unauthorized", "message": "unknown, expired or revoked key"}
+
+
+def rows(srv, sql):
+    """A read-only query on the server's store; rows as tuples of str."""
+    if backend_name() == "pg":
+        out = srv.backend.psql(sql)
+        return [tuple(line.split("|")) for line in out.splitlines() if line]
+    uri = "file:" + urllib.parse.quote(str(srv.backend.path)) + "?mode=ro"
+    con = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
+    try:
+        return [tuple("" if v is None else str(v) for v in r) for r in con.execute(sql)]
+    finally:
+        con.close()
+
+
+def start(start_server, **env):
+    """A server with env, once its start-up writes are done."""
+    srv = start_server(env=env)
+    wait_until(lambda: srv.snapshot().get("reconciliation_reports", 1) >= 1, timeout=10,
+               what="the first reconciliation report")
+    return srv
+
+
+@pytest.fixture
+def srv(start_server):
+    return start(start_server, SETTLED_SIM_CONFIRM_MS="86400000")
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def create(srv, name="partner", key=None):
+    r = srv.post("/api/admin/api-keys", {"name": name}, headers=ADMIN, key=key or new_key())
+    assert r.status == 201, r
+    return r.json
+
+
+def rotate(srv, key_id, key=None):
+    return srv.post(f"/api/admin/api-keys/{key_id}/rotate", headers=ADMIN, key=key or new_key())
+
+
+def revoke(srv, key_id, headers=ADMIN):
+    return srv.request("DELETE", f"/api/admin/api-keys/{key_id}", headers=headers)
+
+
+def v2_read(srv, key):
+    """A cheap v2 request: 404 unknown_account when authenticated."""
+    return srv.get(f"/api/v2/accounts/{new_wallet()}", headers=bearer(key))
+
+
+def authenticated(srv, key):
+    r = v2_read(srv, key)
+    if r.status == 401:
+        assert r.json == UNAUTHORIZED_BODY, r
+        return False
+    assert r.status == 404, r
+    return True
+
+
+def tx_hash():
+    return "0x" + secrets.token_hex(32)
+
+
+# --------------------------------------------------------------------------
+# create
+
+
+def test_create_shows_the_key_once_and_stores_only_its_hash(srv):
+    idem = new_key()
+    r = srv.post("/api/admin/api-keys", {"name": "acme"}, headers=ADMIN, key=idem)
+    assert r.status == 201, r
+    body = r.json
+    m = KEY_RE.match(body["key"])
+    assert m, body["key"]
+    assert body["prefix"] == m.group(1)
+    assert body["id"].startswith("key_") and body["client_id"] == body["id"]
+    assert body["name"] == "acme" and body["created_at"]
+    assert body["expires_at"] is None and body["revoked_at"] is None and body["replaced_by"] is None
+    assert r.headers["Location"] == f"/api/admin/api-keys/{body['id']}"
+    assert authenticated(srv, body["key"])
+
+    # A replay answers the same 201 for the same key id, without the secret.
+    r2 = srv.post("/api/admin/api-keys", {"name": "acme"}, headers=ADMIN, key=idem)
+    assert r2.status == 201 and r2.headers["X-Idempotency"] == "HIT", r2
+    assert r2.json["id"] == body["id"] and r2.json["key"] is None and r2.json["key_note"]
+    # Nowhere in the store: not in api_keys, not in the idempotency record.
+    secret = body["key"]
+    for table, cols in (("api_keys", "id || prefix || secret_hash || name"),
+                        ("idempotency_keys", "scope || idem_key || body")):
+        n = rows(srv, f"SELECT count(*) FROM {table} WHERE ({cols}) LIKE '%{secret[17:]}%'")
+        assert n == [("0",)], table
+    stored = rows(srv, f"SELECT secret_hash FROM api_keys WHERE id = '{body['id']}'")
+    import hashlib
+    assert stored == [(hashlib.sha256(secret.encode()).hexdigest(),)]
+
+
+@pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": 5}, {"name": "x" * 101},
+                                  {"name": "a\nb"}, {"name": None}])
+def test_create_with_a_bad_name_is_400(srv, body):
+    with srv.unchanged():
+        r = srv.post("/api/admin/api-keys", body, headers=ADMIN, key=new_key())
+        assert_error(r, 400, "invalid_name", field="name")
+
+
+# --------------------------------------------------------------------------
+# who may do what
+
+
+def test_admin_routes_need_the_admin_token(srv):
+    k = create(srv)
+    routes = [("POST", "/api/admin/api-keys", {"name": "n"}),
+              ("POST", f"/api/admin/api-keys/{k['id']}/rotate", None),
+              ("DELETE", f"/api/admin/api-keys/{k['id']}", None),
+              ("POST", "/api/v2/payouts/batch/pb_x/approve", None)]
+    with srv.unchanged():
+        for method, path, body in routes:
+            hdr = {"Idempotency-Key": new_key()} if method == "POST" else {}
+            r = srv.request(method, path, json_body=body, headers=hdr)
+            assert_error(r, 401, "unauthorized")
+            for wrong in ("not-the-token", k["key"], ADMIN_TOKEN + "x"):
+                r = srv.request(method, path, json_body=body, headers={**hdr, **bearer(wrong)})
+                assert_error(r, 403, "forbidden")
+    assert authenticated(srv, k["key"]), "nothing was revoked by the refused requests"
+
+
+V2_ROUTES = [
+    ("GET", "/api/v2/accounts/0x" + "a" * 40, None),
+    ("GET", "/api/v2/intents/int_x", None),
+    ("GET", "/api/v2/ledger/transactions", None),
+    ("GET", "/api/v2/payouts/batch/pb_x", None),
+    ("POST", "/api/v2/claims", {"wallet": "0x" + "a" * 40, "amount": "1", "tx_hash": "0x" + "b" * 64}),
+    ("POST", "/api/v2/payouts/batch", {"reference": "r", "items": [{"wallet": "0x" + "a" * 40,
+                                                                     "amount": "1"}]}),
+]
+
+
+def test_v2_routes_need_a_key_and_never_say_why_one_is_refused(srv):
+    good = create(srv, "good")
+    gone = create(srv, "gone")
+    assert revoke(srv, gone["id"]).status == 200
+    unknown = "sk_live_" + "A" * 8 + "_" + "B" * 32
+    wrong_secret = good["key"][:-4] + ("zzzz" if not good["key"].endswith("zzzz") else "yyyy")
+    refused = [unknown, wrong_secret, gone["key"], "garbage", good["key"] + "x", ADMIN_TOKEN + "x",
+               good["prefix"]]
+    with srv.unchanged():
+        for method, path, body in V2_ROUTES:
+            hdr = {"Idempotency-Key": new_key()} if method == "POST" else {}
+            r = srv.request(method, path, json_body=body, headers=hdr)
+            assert_error(r, 401, "unauthorized")
+            answers = set()
+            for token in refused:
+                r = srv.request(method, path, json_body=body, headers={**hdr, **bearer(token)})
+                assert r.status == 401, (token, r)
+                assert r.json == UNAUTHORIZED_BODY, (token, r)
+                answers.add(r.body)
+            assert len(answers) == 1, "every refusal must look the same"
+    # The good key and the admin token get past authentication.
+    for method, path, body in V2_ROUTES:
+        for h in (bearer(good["key"]), ADMIN):
+            r = srv.request(method, path, json_body=body,
+                            headers={**h, **({"Idempotency-Key": new_key()} if method == "POST" else {})})
+            assert r.status not in (401, 403), (path, r)
+
+
+# --------------------------------------------------------------------------
+# rotation and revocation
+
+
+def test_rotation_keeps_the_old_key_for_the_grace_period(start_server):
+    srv = start(start_server, SETTLED_API_KEY_GRACE="2s")
+    old = create(srv, "rotating")
+    t0 = time.monotonic()
+    r = rotate(srv, old["id"])
+    assert r.status == 201, r
+    new = r.json
+    assert KEY_RE.match(new["key"]) and new["key"] != old["key"]
+    assert new["id"] != old["id"] and new["client_id"] == old["id"] and new["name"] == "rotating"
+    assert new["replaces"]["id"] == old["id"] and new["replaces"]["expires_at"]
+    # Inside the grace period: both.
+    assert authenticated(srv, old["key"]) and authenticated(srv, new["key"])
+    assert time.monotonic() - t0 < 1.5, "the machine is too slow for a 2 s grace test"
+    # After it: only the new one.
+    time.sleep(max(0.0, 2.3 - (time.monotonic() - t0)))
+    assert not authenticated(srv, old["key"])
+    assert authenticated(srv, new["key"])
+    # A rotated (and now expired) key cannot be rotated again; its successor can.
+    with srv.unchanged():
+        assert_error(srv.post(f"/api/admin/api-keys/{old['id']}/rotate", headers=ADMIN), 409,
+                     "key_inactive")
+    r = rotate(srv, new["id"])
+    assert r.status == 201 and r.json["client_id"] == old["id"], r
+
+
+def test_rotating_twice_in_grace_is_409(srv):
+    k = create(srv)
+    r = rotate(srv, k["id"])
+    assert r.status == 201
+    with srv.unchanged():
+        body = assert_error(srv.post(f"/api/admin/api-keys/{k['id']}/rotate", headers=ADMIN), 409,
+                            "already_rotated")
+    assert body["replaced_by"] == r.json["id"]
+    assert authenticated(srv, k["key"]) and authenticated(srv, r.json["key"])
+
+
+def test_rotate_replay_does_not_show_the_key_again(srv):
+    k = create(srv)
+    idem = new_key()
+    r1 = rotate(srv, k["id"], key=idem)
+    r2 = rotate(srv, k["id"], key=idem)
+    assert r1.status == r2.status == 201 and r2.headers["X-Idempotency"] == "HIT"
+    assert r1.json["key"] and r2.json["key"] is None and r2.json["id"] == r1.json["id"]
+
+
+def test_revoked_key_fails_at_once(srv):
+    a, b = create(srv, "a"), create(srv, "b")
+    assert authenticated(srv, a["key"])
+    r = revoke(srv, a["id"])
+    assert r.status == 200, r
+    assert r.json["id"] == a["id"] and r.json["revoked_at"] and "key" not in r.json
+    assert not authenticated(srv, a["key"])
+    assert authenticated(srv, b["key"])
+    # DELETE again: the same answer, the first revocation time kept.
+    again = revoke(srv, a["id"])
+    assert again.status == 200 and again.json["revoked_at"] == r.json["revoked_at"]
+    assert_error(revoke(srv, "key_nope"), 404, "key_not_found")
+    assert_error(rotate(srv, "key_nope"), 404, "key_not_found")
+    with srv.unchanged():
+        assert_error(srv.post(f"/api/admin/api-keys/{a['id']}/rotate", headers=ADMIN), 409,
+                     "key_inactive")
+
+
+def test_revoking_the_old_key_in_grace_ends_it(srv):
+    old = create(srv)
+    new = rotate(srv, old["id"]).json
+    assert revoke(srv, old["id"]).status == 200
+    assert not authenticated(srv, old["key"]) and authenticated(srv, new["key"])
+
+
+# --------------------------------------------------------------------------
+# the client id: idempotency scope, rate-limit key, metrics
+
+
+def test_idempotency_scope_is_the_client(start_server):
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS="86400000", SETTLED_TREASURY_FUNDING="1000")
+    a, b = create(srv, "a"), create(srv, "b")
+    idem = new_key("shared")
+    body = {"reference": "r1", "items": [{"wallet": new_wallet(), "amount": "1"}]}
+    ra = srv.post("/api/v2/payouts/batch", body, headers=bearer(a["key"]), key=idem)
+    rb = srv.post("/api/v2/payouts/batch", body, headers=bearer(b["key"]), key=idem)
+    assert ra.status == rb.status == 201
+    assert ra.headers["X-Idempotency"] == rb.headers["X-Idempotency"] == "MISS"
+    assert ra.json["id"] != rb.json["id"]
+    # A's rotated key is the same client: the same key replays.
+    a2 = rotate(srv, a["id"]).json
+    r = srv.post("/api/v2/payouts/batch", body, headers=bearer(a2["key"]), key=idem)
+    assert r.status == 201 and r.headers["X-Idempotency"] == "HIT" and r.body == ra.body
+
+
+def test_rate_limit_is_per_client(start_server):
+    srv = start(start_server, RL_API_PER_MIN="3")
+    a, b = create(srv, "a"), create(srv, "b")
+    for _ in range(3):
+        assert v2_read(srv, a["key"]).status == 404
+    r = v2_read(srv, a["key"])
+    assert_error(r, 429, "rate_limited")
+    assert r.headers["Retry-After"]
+    assert v2_read(srv, b["key"]).status == 404, "another client has its own budget"
+
+
+def test_requests_are_counted_by_key_prefix(srv):
+    a = create(srv, "a")
+    for _ in range(3):
+        v2_read(srv, a["key"])
+    v2_read(srv, "sk_live_" + "A" * 8 + "_" + "B" * 32)
+    s = find_samples(parse_metrics(srv.metrics()), "settled_api_key_requests_total",
+                     key_prefix=a["prefix"])
+    assert s and s[0][2] == 3
+    assert not find_samples(parse_metrics(srv.metrics()), "settled_api_key_requests_total",
+                            key_prefix="AAAAAAAA")
+
+
+# --------------------------------------------------------------------------
+# POST /api/v2/claims
+
+
+def test_v2_claim_prepares_records_and_settles(start_server):
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS="50")
+    k = create(srv)
+    w = new_wallet()
+    assert srv.register(w).status == 201
+    h = tx_hash()
+    idem = new_key()
+    r = srv.post("/api/v2/claims", {"wallet": w, "amount": "250", "tx_hash": h},
+                 headers=bearer(k["key"]), key=idem)
+    assert r.status == 201, r
+    it = r.json
+    assert it["status"] == "SUBMITTED" and it["kind"] == "claim" and it["tx_hash"] == h
+    assert it["wallet"] == w and it["amount"] == "250"
+    assert r.headers["Location"] == f"/api/v2/intents/{it['id']}"
+    # Replays answer the same bytes and do nothing.
+    r2 = srv.post("/api/v2/claims", {"wallet": w, "amount": "250", "tx_hash": h},
+                  headers=bearer(k["key"]), key=idem)
+    assert r2.status == 201 and r2.headers["X-Idempotency"] == "HIT" and r2.body == r.body
+
+    def settled():
+        b = srv.get(f"/api/v2/intents/{it['id']}", headers=bearer(k["key"])).json
+        return b if b["status"] == "SETTLED" else None
+    body = wait_until(settled, timeout=10, what="the v2 claim to settle")
+    steps = [(t["from"], t["to"]) for t in body["transitions"]]
+    assert steps == [(None, "PENDING"), ("PENDING", "LOCKED"), ("LOCKED", "SUBMITTED"),
+                     ("SUBMITTED", "CONFIRMED"), ("CONFIRMED", "SETTLED")]
+    acct = srv.get(f"/api/v2/accounts/{w}", headers=ADMIN).json
+    assert acct["balance"] == "250"
+    assert rows(srv, "SELECT count(*) FROM jobs WHERE kind = 'claim.confirm'") == [("1",)]
+
+
+@pytest.mark.parametrize("body,code,field", [
+    ({"amount": "1", "tx_hash": "0x" + "b" * 64}, "invalid_wallet", "wallet"),
+    ({"wallet": "0x12", "amount": "1", "tx_hash": "0x" + "b" * 64}, "invalid_wallet", "wallet"),
+    ({"wallet": "0x" + "a" * 40, "amount": 1, "tx_hash": "0x" + "b" * 64}, "invalid_amount", "amount"),
+    ({"wallet": "0x" + "a" * 40, "amount": "0", "tx_hash": "0x" + "b" * 64}, "invalid_amount", "amount"),
+    ({"wallet": "0x" + "a" * 40, "amount": "1"}, "invalid_tx_hash", "tx_hash"),
+    ({"wallet": "0x" + "a" * 40, "amount": "1", "tx_hash": "0x" + "b" * 63}, "invalid_tx_hash", "tx_hash"),
+])
+def test_v2_claim_bad_input_is_400(srv, body, code, field):
+    with srv.unchanged():
+        r = srv.post("/api/v2/claims", body, headers=ADMIN, key=new_key())
+        assert_error(r, 400, code, field=field)
+
+
+def test_v2_claim_refusals_write_nothing(start_server):
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS="86400000", SETTLED_TREASURY_FUNDING="1000")
+    k = create(srv)
+    w = new_wallet()
+    assert srv.register(w).status == 201
+    used = tx_hash()
+    assert srv.post("/api/v2/claims", {"wallet": w, "amount": "10", "tx_hash": used},
+                    headers=bearer(k["key"]), key=new_key()).status == 201
+    with srv.unchanged():
+        # No Idempotency-Key: a 4xx answer is then not recorded either.
+        r = srv.post("/api/v2/claims", {"wallet": new_wallet(), "amount": "1", "tx_hash": tx_hash()},
+                     headers=bearer(k["key"]))
+        assert_error(r, 404, "unknown_wallet")
+        r = srv.post("/api/v2/claims", {"wallet": w, "amount": "991", "tx_hash": tx_hash()},
+                     headers=bearer(k["key"]))
+        assert_error(r, 422, "insufficient_funds")
+        # The tx_hash is checked after the hold was made: all of it rolls back.
+        r = srv.post("/api/v2/claims", {"wallet": w, "amount": "5", "tx_hash": used},
+                     headers=bearer(k["key"]))
+        assert_error(r, 409, "tx_hash_already_recorded")
+    treasury = srv.get("/api/v2/accounts/treasury", headers=ADMIN).json
+    assert treasury["held"] == "10"
