@@ -21,7 +21,7 @@ CFLAGS += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP -Isrc -I$(BUILD) \
 LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
 SRCS     = $(filter-out src/main.c,$(wildcard src/*.c))
-OBJS     = $(SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/migrations.o
+OBJS     = $(SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/migrations.o $(BUILD)/openapi.o
 MIGS     = $(sort $(wildcard migrations/sqlite/*.sql migrations/pg/*.sql))
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -49,6 +49,13 @@ $(BUILD)/migrations.c: $(MIGS) scripts/embed-sql | $(BUILD)
 
 $(BUILD)/migrations.o: $(BUILD)/migrations.c
 	$(CC) $(CFLAGS) -Wno-missing-prototypes -c -o $@ $<
+
+# GET /api/docs/openapi.json serves docs/openapi.json as built in.
+$(BUILD)/openapi.c: docs/openapi.json scripts/embed-openapi | $(BUILD)
+	scripts/embed-openapi docs/openapi.json > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/openapi.o: $(BUILD)/openapi.c
+	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libsettled.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Wno-missing-prototypes -o $@ $< $(BUILD)/libsettled.a $(LDLIBS) $(TEST_LIBS)

@@ -135,14 +135,14 @@ enum st_rc claim_confirm_job(struct job_ctx *ctx)
 	if (rc)
 		return job_failf(ctx, rc, "cannot read intent %s: %s", intent_id, st_rc_str(rc));
 	if (e.it.status != INTENT_SUBMITTED && e.it.status != INTENT_CONFIRMED) {
-		log_msg(&app->log, LOG_DEBUG, "job %lld: intent %s is %s; nothing to confirm",
-			(long long)ctx->job->id, intent_id, intent_status_str(e.it.status));
+		job_logf(ctx, LOG_DEBUG, "job %lld: intent %s is %s; nothing to confirm",
+			 (long long)ctx->job->id, intent_id, intent_status_str(e.it.status));
 		return ST_OK;
 	}
 
 	rt = (struct rail_tx){ .intent_id = intent_id, .tx_hash = e.it.tx_hash,
 			       .wallet = e.it.wallet, .amount = e.it.amount };
-	verdict = rail_check(app->rail, &rt, &why);
+	verdict = rail_check_traced(app->rail, &ctx->span, &rt, &why);
 	switch (verdict) {
 	case RAIL_CONFIRMED:
 		break;

@@ -29,6 +29,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "redisc.h"
 #include "banned.h"
 
 enum opt_type {
@@ -69,8 +70,8 @@ struct opt {
 	const char *help;
 };
 
-static opt_check_fn check_origin, check_ip, check_pg_url, check_redis_url, check_http_url,
-	check_asset;
+static opt_check_fn check_origin, check_ip, check_pg_url, check_redis_url, check_redis_prefix,
+	check_http_url, check_asset;
 
 #define FIELD(f) offsetof(struct config, f)
 #define FIELD_SIZE(f) sizeof(((struct config *)0)->f)
@@ -109,6 +110,9 @@ static const struct opt opts[] = {
 	{ "SETTLED_REDIS_URL", "--redis-url", OPT_URL, OPT_SECRET, FIELD(redis_url), 0, 0, 0, 0,
 	  check_redis_url, NULL, "URL",
 	  "redis://[:pass@]host:port: shared rate limits; in-process when unset" },
+	{ "SETTLED_REDIS_PREFIX", "--redis-prefix", OPT_STR, 0, FIELD(redis_prefix), 0, 0, 0, 0,
+	  check_redis_prefix, "settled:rl:", "PREFIX",
+	  "prefix of the rate-limit keys in Redis (deployments sharing one Redis)" },
 
 	/* auth and secrets */
 	{ "SETTLED_ADMIN_TOKEN", "--admin-token", OPT_STR, OPT_SECRET, FIELD(admin_token), 0, 0,
@@ -424,9 +428,28 @@ static const char *check_pg_url(const char *v)
 
 static const char *check_redis_url(const char *v)
 {
-	if (has_prefix(v, "redis://") || has_prefix(v, "rediss://"))
-		return NULL;
-	return "not a redis:// or rediss:// URL";
+	struct redisc_url u;
+
+	/* The parser's reasons are static texts that never name the password,
+	 * but the value itself is secret: say only what is wrong. */
+	if (has_prefix(v, "rediss://"))
+		return "rediss:// (TLS) is not supported by this build";
+	if (!has_prefix(v, "redis://"))
+		return "not a redis:// URL";
+	if (redisc_url_parse(v, &u, NULL))
+		return "not a valid redis://[[user]:password@]host[:port][/db] URL";
+	explicit_bzero(u.password, sizeof(u.password));
+	return NULL;
+}
+
+static const char *check_redis_prefix(const char *v)
+{
+	if (strlen(v) > 64)
+		return "longer than 64 bytes";
+	for (; *v; v++)
+		if (*v <= ' ' || *v > '~')
+			return "not printable ASCII without spaces";
+	return NULL;
 }
 
 static const char *check_http_url(const char *v)

@@ -36,6 +36,7 @@ struct config {
 	char db_path[512];          /* SETTLED_DB, default ./settled.db */
 	char *database_url;         /* SETTLED_DATABASE_URL (secret: contains a password), NULL = embedded */
 	char *redis_url;            /* SETTLED_REDIS_URL, NULL = in-process rate limits */
+	char *redis_prefix;         /* SETTLED_REDIS_PREFIX, default "settled:rl:" */
 
 	/* auth and secrets (never logged) */
 	char *admin_token;          /* SETTLED_ADMIN_TOKEN, NULL = admin routes disabled (401) */

@@ -46,6 +46,7 @@
 #include "metrics.h"
 #include "reaper.h"
 #include "settled.h"
+#include "trace.h"
 #include "validate.h"
 #include "banned.h"
 
@@ -84,6 +85,14 @@ struct req_ctx {
 	char trace_id[33];
 	char span_id[17];
 	uint8_t trace_flags;
+	/* tracing (trace.h): the caller's span ("" for a new trace), its
+	 * validated tracestate (borrowed from MHD, NULL: none), the context
+	 * write units hand to the jobs they enqueue (req_alloc'd), and wall
+	 * clock times for the spans (0 when tracing is off) */
+	char parent_span_id[17];
+	const char *tracestate;
+	char *trace_context;
+	int64_t start_ns, submit_ns;
 	char client_ip[INET6_ADDRSTRLEN];
 	const char *client_id;
 	struct buf body;
@@ -909,8 +918,11 @@ static enum st_rc handler_unit(struct tx *tx, void *arg)
 	struct req_ctx *rq = arg;
 	enum st_rc rc;
 
+	const char *prev_tc = tx_set_trace_context(tx, rq->trace_context);
+
 	resp_release(&rq->resp);
 	rc = rq->unit(tx, rq->unit_arg, &rq->resp);
+	tx_set_trace_context(tx, prev_tc);
 	rq->handler_rc = rc;
 	if (rc && !rq->resp.status)
 		resp_error(&rq->resp, rc, rc == ST_INTERNAL ? "internal_error" : st_rc_str(rc),
@@ -964,9 +976,26 @@ static enum st_rc request_unit(struct tx *tx, void *arg)
 	return ST_OK;
 }
 
+/* The request's trace context: its trace, the caller's span as parent
+ * (parent = true) or our server span (false). */
+static void req_trace_ctx(const struct req_ctx *rq, bool parent, struct trace_ctx *c)
+{
+	memcpy(c->trace_id, rq->trace_id, sizeof(c->trace_id));
+	memcpy(c->span_id, parent ? rq->parent_span_id : rq->span_id, sizeof(c->span_id));
+	c->flags = rq->trace_flags;
+	c->state = rq->tracestate;
+}
+
 static void request_done(void *arg, enum st_rc rc)
 {
 	struct req_ctx *rq = arg;
+
+	if (rq->submit_ns) {
+		struct trace_ctx tc;
+
+		req_trace_ctx(rq, false, &tc);
+		trace_store_span(rq->h->app->tracer, &tc, rq->h->app->store->ops->name, rq->submit_ns, rc);
+	}
 
 	if (rc && !(rc == rq->handler_rc && rq->resp.status > 0 && rq->resp.status < 500)) {
 		/* Rolled back as a whole by a store failure or a 5xx from the
@@ -992,6 +1021,15 @@ enum st_rc req_commit(struct req_ctx *rq, req_unit_fn *fn, void *arg)
 	rq->unit = fn;
 	rq->unit_arg = arg;
 	rq->state = RQ_WAITING;
+	rq->trace_context = req_alloc(rq, TRACE_CONTEXT_MAX);
+	if (rq->trace_context) {
+		struct trace_ctx tc;
+
+		req_trace_ctx(rq, false, &tc);
+		trace_ctx_format(&tc, rq->trace_context);
+	}
+	if (rq->h->app->tracer)
+		rq->submit_ns = trace_now_ns();
 	/* Suspend before queueing: the writer may finish and resume us before
 	 * this thread gets back to libmicrohttpd. */
 	MHD_suspend_connection(rq->conn);
@@ -1225,8 +1263,8 @@ static enum MHD_Result dispatch(struct req_ctx *rq)
 
 static void init_request(struct req_ctx *rq)
 {
-	const char *rid = NULL, *tp = NULL;
-	size_t rid_len = 0, tp_len = 0;
+	const char *rid = NULL, *tp = NULL, *ts = NULL;
+	size_t rid_len = 0, tp_len = 0, ts_len = 0;
 
 	/* The lengths libmicrohttpd read, not strlen(): "ab\0cd" is not "ab". */
 	MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "X-Request-Id", 12, &rid, &rid_len);
@@ -1238,9 +1276,17 @@ static void init_request(struct req_ctx *rq)
 	if (!tp || parse_traceparent(tp, tp_len, rq->trace_id, rq->span_id, &rq->trace_flags)) {
 		random_hex(rq->trace_id, 16);
 		rq->trace_flags = 1;
+		rq->span_id[0] = '\0';
+	} else if (MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "tracestate", 10, &ts,
+						 &ts_len) == MHD_YES && ts_len &&
+		   trace_state_valid(ts, ts_len)) {
+		rq->tracestate = ts; /* only with a valid traceparent (W3C) */
 	}
 	/* Our span is a child of the caller's: a new span id, same trace. */
+	memcpy(rq->parent_span_id, rq->span_id, sizeof(rq->parent_span_id));
 	random_hex(rq->span_id, 8);
+	if (rq->h->app->tracer)
+		rq->start_ns = trace_now_ns();
 	resolve_client_ip(rq);
 	rq->client_id = "anon";
 }
@@ -1436,6 +1482,60 @@ static void log_request(struct req_ctx *rq, double secs, int status)
 	buf_release(&f);
 }
 
+/* The request's SERVER span, with the attributes of the OpenTelemetry
+ * HTTP semantic conventions. Its id went out in the response's traceparent
+ * before the span was built, so it is adopted rather than drawn. */
+static void trace_request(struct req_ctx *rq, int status)
+{
+	static const char *const known[] = { "GET", "HEAD", "POST", "PUT", "DELETE",
+					     "CONNECT", "OPTIONS", "TRACE", "PATCH" };
+	const char *method = "_OTHER", *host = req_header(rq, "Host");
+	struct trace_span sp;
+	struct trace_ctx parent;
+	char name[160], hostname[256];
+	int64_t port = rq->h->port;
+
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (!strcmp(rq->method, known[i]))
+			method = known[i];
+	if (rq->route)
+		snprintf(name, sizeof(name), "%s %s", method, rq->route->path);
+	else
+		snprintf(name, sizeof(name), "%s", method);
+	req_trace_ctx(rq, true, &parent);
+	trace_span_start(&sp, rq->h->app->tracer, name, TRACE_SERVER, &parent);
+	trace_span_adopt(&sp, rq->span_id, rq->start_ns);
+	trace_span_set_str(&sp, "http.request.method", method);
+	if (method[0] == '_')
+		trace_span_set_str(&sp, "http.request.method_original", rq->method);
+	trace_span_set_str(&sp, "url.scheme", "http");
+	trace_span_set_str(&sp, "url.path", rq->url);
+	if (rq->route)
+		trace_span_set_str(&sp, "http.route", rq->route->path);
+	if (status != 499)
+		trace_span_set_int(&sp, "http.response.status_code", status);
+	/* server.address/port: what the client asked for (Host), else ours. */
+	snprintf(hostname, sizeof(hostname), "%s", host ? host : rq->h->app->cfg->listen_host);
+	if (host && hostname[0] != '[' && strchr(hostname, ':')) {
+		port = strtol(strchr(hostname, ':') + 1, NULL, 10);
+		*strchr(hostname, ':') = '\0';
+	} else if (host && hostname[0] == '[' && strstr(hostname, "]:")) {
+		port = strtol(strstr(hostname, "]:") + 2, NULL, 10);
+		strstr(hostname, "]:")[1] = '\0';
+	}
+	trace_span_set_str(&sp, "server.address", hostname);
+	trace_span_set_int(&sp, "server.port", port);
+	trace_span_set_str(&sp, "client.address", rq->client_ip);
+	trace_span_set_str(&sp, "user_agent.original", req_header(rq, "User-Agent"));
+	trace_span_set_str(&sp, "settled.request_id", rq->request_id);
+	if (status >= 500) {
+		snprintf(name, sizeof(name), "%d", status);
+		trace_span_set_str(&sp, "error.type", name);
+		trace_span_set_status(&sp, TRACE_ERROR, NULL);
+	}
+	trace_span_end(&sp);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -1461,6 +1561,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		metrics_observe(h->app->m.http_duration, lv, secs);
 	}
 	log_request(rq, secs, status);
+	if (h->app->tracer)
+		trace_request(rq, status);
 	if (rq->idem_running)
 		idem_end(h->app->idem, rq->idem_scope, rq->idem_key);
 	json_decref(rq->json);

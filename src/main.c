@@ -29,6 +29,7 @@
 #include "rail.h"
 #include "store.h"
 #include "ticker.h"
+#include "trace.h"
 #include "worker.h"
 #include "banned.h"
 
@@ -79,6 +80,36 @@ static void policies_init(struct settled *app)
 	app->policies[RLP_API] = (struct rl_policy){ "api", c->rl_api_per_min, min, c->rl_fail_open_other };
 }
 
+/* Scale-out rate limits (SPEC section 1): the Redis backend. Redis being
+ * down at start is not fatal: decisions follow SETTLED_RL_FAIL and
+ * /health/ready says 503 until the pool reconnects. A bad URL is (config
+ * validated it already, so this is out of memory or a bug). One pooled
+ * connection per HTTP thread, plus one for readiness probes. */
+static enum st_rc rate_limits_in_redis(struct settled *app)
+{
+	const struct config *c = app->cfg;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned threads = c->http_threads ? c->http_threads : cores > 0 ? (unsigned)cores : 1;
+	struct rl_redis_options o = { .prefix = c->redis_prefix, .pool_size = threads + 1 };
+	struct buf err = BUF_INIT(512);
+
+	if (o.pool_size > 64)
+		o.pool_size = 64;
+	app->rl = rl_redis_new(c->redis_url, &o, &err);
+	if (!app->rl) {
+		log_msg(&app->log, LOG_ERROR, "cannot set up the Redis rate limiter: %s", err.ptr);
+		buf_release(&err);
+		return ST_INVALID;
+	}
+	buf_reset(&err);
+	if (rl_ping(app->rl, &err))
+		log_msg(&app->log, LOG_WARN,
+			"Redis is not reachable yet (%s); rate-limited routes follow SETTLED_RL_FAIL "
+			"until it is", err.ptr);
+	buf_release(&err);
+	return ST_OK;
+}
+
 static enum st_rc write_port_file(const char *path, uint16_t port)
 {
 	char tmp[600];
@@ -110,6 +141,24 @@ static enum st_rc bootstrap_unit(struct tx *tx, void *arg)
 	return rc ? rc : ledger_fund_treasury(tx, b->treasury_funding, &b->funded);
 }
 
+/* Tracing (trace.h) when OTEL_EXPORTER_OTLP_ENDPOINT is set: the tracer
+ * exists before the first span can start and is freed (flushing what it can
+ * within 2 s) after the last producer, the store, has stopped. */
+static enum st_rc tracing_start(struct settled *app, struct buf *err)
+{
+	struct trace_options o = { .endpoint = app->cfg->otel_endpoint, .service_name = "settled",
+				   .instance_id = app->instance_id, .metrics = app->metrics,
+				   .log = &app->log };
+	enum st_rc rc;
+
+	if (!app->cfg->otel_endpoint)
+		return ST_OK;
+	rc = trace_new(&o, &app->tracer, err);
+	if (!rc)
+		rc = trace_start(app->tracer, err);
+	return rc;
+}
+
 /* Periodic housekeeping (idempotency expiry, hold expiry, the job and
  * intent sweepers, reconciliation) runs on the ticker thread: ticker.h. */
 
@@ -132,6 +181,11 @@ static int serve(struct settled *app, const sigset_t *sigs)
 		buf_release(&f);
 	}
 
+	rc = tracing_start(app, &err);
+	if (rc) {
+		log_msg(&app->log, LOG_ERROR, "cannot start tracing: %s", err.ptr);
+		goto out;
+	}
 	rc = store_open(&so, &app->store, &err);
 	if (rc) {
 		log_msg(&app->log, LOG_ERROR, "cannot open the store: %s", err.ptr);
@@ -199,6 +253,8 @@ out:
 	app->store = NULL;
 	rail_free(app->rail);
 	app->rail = NULL;
+	trace_free(app->tracer);
+	app->tracer = NULL;
 	if (exit_code == 0)
 		log_msg(&app->log, LOG_INFO, "stopped cleanly");
 	buf_release(&err);
@@ -214,6 +270,7 @@ int main(int argc, char **argv)
 	bool help = false;
 	sigset_t sigs;
 	unsigned char rnd[8];
+	enum st_rc rl_rc = ST_OK;
 	int code;
 
 	memset(&app, 0, sizeof(app));
@@ -249,9 +306,15 @@ int main(int argc, char **argv)
 	policies_init(&app);
 
 	app.metrics = metrics_new();
-	app.rl = rl_memory_new(0);
+	if (cfg.redis_url)
+		rl_rc = rate_limits_in_redis(&app);
+	else
+		app.rl = rl_memory_new(0);
 	app.idem = idem_new();
-	if (!app.metrics || !app.rl || !app.idem || settled_metrics_init(&app.m, app.metrics)) {
+	if (rl_rc) {
+		code = 1; /* logged */
+	} else if (!app.metrics || !app.rl || !app.idem ||
+		   settled_metrics_init(&app.m, app.metrics)) {
 		fprintf(stderr, "settled: out of memory at start\n");
 		code = 1;
 	} else {

@@ -206,8 +206,8 @@ enum st_rc payout_execute_job(struct job_ctx *ctx)
 	}
 	if (e.failed) {
 		count_payout(app, PAYOUT_ITEM_FAILED);
-		log_msg(&app->log, LOG_INFO, "payout %s/%lld failed: %s", e.batch_id, (long long)e.idx,
-			e.reason);
+		job_logf(ctx, LOG_INFO, "payout %s/%lld failed: %s", e.batch_id, (long long)e.idx,
+			 e.reason);
 	}
 	return ST_OK;
 }
@@ -313,7 +313,7 @@ enum st_rc payout_confirm_job(struct job_ctx *ctx)
 	if (awaiting_rail(&e.it)) {
 		rt = (struct rail_tx){ .intent_id = e.intent_id, .tx_hash = e.it.tx_hash,
 				       .wallet = e.it.wallet, .amount = e.it.amount };
-		verdict = rail_check(app->rail, &rt, &why);
+		verdict = rail_check_traced(app->rail, &ctx->span, &rt, &why);
 		switch (verdict) {
 		case RAIL_CONFIRMED:
 			break;
@@ -356,6 +356,6 @@ enum st_rc payout_confirm_job(struct job_ctx *ctx)
 	if (e.item_done)
 		count_payout(app, e.item.status);
 	if (e.completed)
-		log_msg(&app->log, LOG_INFO, "payout batch %s completed", e.batch_id);
+		job_logf(ctx, LOG_INFO, "payout batch %s completed", e.batch_id);
 	return ST_OK;
 }

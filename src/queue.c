@@ -153,7 +153,8 @@ enum st_rc queue_enqueue_spec(struct tx *tx, const struct job_spec *spec, int64_
 		      ST_ARGS(SV_S(spec->queue), SV_S(spec->kind), SV_S(spec->payload),
 			      SV_I(spec->max_attempts > 0 ? spec->max_attempts : QUEUE_DEFAULT_MAX_ATTEMPTS),
 			      SV_I(spec->run_at > 0 ? spec->run_at : now), SV_SOPT(spec->unique_key),
-			      SV_SOPT(spec->traceparent), SV_I(now)),
+			      SV_SOPT(spec->traceparent ? spec->traceparent : tx_trace_context(tx)),
+			      SV_I(now)),
 		      &rows);
 	if (rc)
 		return rc;

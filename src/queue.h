@@ -65,7 +65,7 @@ struct job {
 	char *payload;           /* JSON text, never NULL after a successful read */
 	char *unique_key;        /* NULL when none */
 	char *last_error;        /* NULL when none */
-	char *traceparent;       /* NULL when none */
+	char *traceparent;       /* the cause's trace context (trace.h stored form), NULL when none */
 };
 void job_release(struct job *j); /* frees the strings; accepts NULL */
 
@@ -79,7 +79,7 @@ struct job_spec {
 	const char *unique_key;
 	int64_t run_at;
 	int max_attempts;
-	const char *traceparent;
+	const char *traceparent;  /* NULL = the unit's (tx_trace_context): the cause's trace */
 };
 
 /* Inserts the job in tx. If unique_key is set and a job with that key

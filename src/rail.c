@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "config.h"
+#include "trace.h"
 #include "banned.h"
 
 struct sim_rail {
@@ -87,4 +88,25 @@ const char *rail_result_str(enum rail_result r)
 	case RAIL_ERROR: return "error";
 	}
 	return "unknown";
+}
+
+enum rail_result rail_check_traced(struct rail *r, const struct trace_span *parent,
+				   const struct rail_tx *t, struct buf *why)
+{
+	struct trace_span sp;
+	enum rail_result v;
+
+	if (!parent || !parent->tr)
+		return rail_check(r, t, why);
+	trace_span_child(&sp, parent, "rail.check", TRACE_CLIENT);
+	trace_span_set_str(&sp, "rpc.system", "settled.rail");
+	trace_span_set_str(&sp, "rpc.method", "check");
+	trace_span_set_str(&sp, "settled.rail.name", r->ops->name);
+	trace_span_set_str(&sp, "settled.intent_id", t->intent_id);
+	v = rail_check(r, t, why);
+	trace_span_set_str(&sp, "settled.rail.result", rail_result_str(v));
+	if (v == RAIL_ERROR)
+		trace_span_set_status(&sp, TRACE_ERROR, why->len ? why->ptr : "rail error");
+	trace_span_end(&sp);
+	return v;
 }

@@ -19,6 +19,7 @@
 #include "rc.h"
 
 struct config;
+struct trace_span;
 
 enum rail_result {
 	RAIL_CONFIRMED = 0, /* final on the chain: settle */
@@ -66,6 +67,13 @@ static inline enum rail_result rail_check(struct rail *r, const struct rail_tx *
 	return r->ops->check(r, t, why);
 }
 void rail_free(struct rail *r); /* accepts NULL */
+
+/* rail_check inside a CLIENT span "rail.check" (trace.h), a child of parent
+ * (the job's span; NULL: no span), with the rail's name, the intent and
+ * the verdict as attributes; RAIL_ERROR marks it failed. A real rail that
+ * calls out over HTTP would pass this span on as the request's traceparent. */
+enum rail_result rail_check_traced(struct rail *r, const struct trace_span *parent,
+				   const struct rail_tx *t, struct buf *why);
 
 /* "confirmed", "pending", "rejected", "error". */
 const char *rail_result_str(enum rail_result r);

@@ -44,6 +44,10 @@ struct rl_ops {
 	/* Bytes of state held (for the memory bound test and a metric). */
 	size_t (*memory)(struct ratelimit *rl);
 	void (*free)(struct ratelimit *rl);
+	/* Readiness of an external backend: ST_OK, or ST_UNAVAILABLE with
+	 * the reason in err (optional). NULL for a backend that cannot be
+	 * down (in process). */
+	enum st_rc (*ping)(struct ratelimit *rl, struct buf *err);
 };
 
 struct ratelimit {
@@ -60,6 +64,41 @@ struct ratelimit {
  * bytes as glibc lays them out: see docs/internals/ratelimit.md. */
 struct ratelimit *rl_memory_new(size_t nshards);
 
+/* Redis backend (rl_redis.c): the same GCRA (rl_gcra_exact) in one Lua
+ * script per decision, state shared by every instance on the server. */
+struct rl_redis_options {
+	const char *prefix;      /* of every key; NULL = "settled:rl:"; at most RL_PREFIX_MAX bytes */
+	unsigned pool_size;      /* connections; 0 = 8 */
+	int connect_timeout_ms;  /* 0 = 200 */
+	int command_timeout_ms;  /* 0 = 200 */
+	int backoff_max_ms;      /* longest wait between reconnects while down; 0 = 1000 */
+};
+
+#define RL_PREFIX_MAX 64
+
+/* Creates the Redis backend for url (redis://[[user]:password@]host[:port][/db],
+ * see redisc_url_parse) with options o (NULL = defaults). Connects lazily:
+ * it succeeds while Redis is down, and check() answers ST_UNAVAILABLE
+ * (quickly: see redisc.h) until Redis is back. NULL on a bad URL or prefix
+ * or ENOMEM, with the reason (never the password) in err (optional). Free
+ * with rl_free().
+ *
+ * check() gives the in-process backend's decisions, field for field, for
+ * the same sequence of (policy, key, now_ms) (tests/unit/test_rl_redis.c),
+ * within these differences (docs/internals/ratelimit.md, "Redis backend"):
+ * now_ms must be in [0, RL_REDIS_TIME_MAX] and a policy's limit and period
+ * at most RL_REDIS_LIMIT_MAX, so the script's double arithmetic is exact;
+ * policy names containing ':' or '#' are ST_INVALID (they would make key
+ * names ambiguous); ST_UNAVAILABLE when Redis cannot answer, ST_INTERNAL if
+ * the script and rl_gcra_exact() ever disagree. Otherwise the same
+ * ST_INVALID cases as rl_memory_new's. memory() counts only the client
+ * side; the state lives in Redis. */
+struct ratelimit *rl_redis_new(const char *url, const struct rl_redis_options *o,
+			       struct buf *err);
+
+#define RL_REDIS_TIME_MAX  (INT64_C(1) << 51) /* ms, year ~73000 */
+#define RL_REDIS_LIMIT_MAX (INT64_C(1) << 50) /* also the largest period_ms */
+
 /* Decides one request for key under policy p at now_ms. A policy with
  * limit 0 always allows. ST_UNAVAILABLE when the backend is down (the
  * caller applies p->fail_open). Thread-safe. */
@@ -67,6 +106,12 @@ static inline enum st_rc rl_check(struct ratelimit *rl, const struct rl_policy *
 				  size_t key_len, int64_t now_ms, struct rl_decision *out)
 {
 	return rl->ops->check(rl, p, key, key_len, now_ms, out);
+}
+
+/* Whether the backend can decide now: ST_OK for the in-process backend. */
+static inline enum st_rc rl_ping(struct ratelimit *rl, struct buf *err)
+{
+	return rl->ops->ping ? rl->ops->ping(rl, err) : ST_OK;
 }
 
 static inline void rl_free(struct ratelimit *rl)

@@ -53,6 +53,8 @@ const struct route settled_routes[] = {
 	  ROUTE_ADMIN | ROUTE_IDEMPOTENT | ROUTE_MONEY, { { 0 } } },
 	{ "GET", "/api/v2/payouts/batch/{id}", route_payout_batch_get, ROUTE_API_KEY,
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) } },
+	/* The OpenAPI document of this table (docs/openapi.json, built in; issue 12). */
+	{ "GET", "/api/docs/openapi.json", route_openapi, 0, { { 0 } } },
 };
 
 const size_t settled_nroutes = sizeof(settled_routes) / sizeof(settled_routes[0]);

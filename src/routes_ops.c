@@ -1,9 +1,11 @@
 /* routes_ops.c — health and metrics endpoints: what operators and load
  * balancers poll. Liveness says the process answers; readiness says its
- * dependencies do, naming the failing one. */
+ * dependencies do, naming the failing one. Also the built-in OpenAPI
+ * document (openapi.h). */
 #include <jansson.h>
 
 #include "http.h"
+#include "openapi.h"
 #include "routes.h"
 #include "settled.h"
 #include "banned.h"
@@ -29,6 +31,20 @@ enum st_rc route_health_ready(struct req_ctx *rq)
 		json_array_append_new(failing, json_string("store"));
 	}
 	buf_release(&why);
+	if (app->rl->ops->ping) {
+		/* An external rate-limit store (Redis) is a dependency of its own. */
+		struct buf rwhy = BUF_INIT(512);
+		bool rl_ok = rl_ping(app->rl, &rwhy) == ST_OK;
+		json_t *c = json_pack("{s:s}", "status", rl_ok ? "ok" : "unavailable");
+
+		if (!rl_ok) {
+			json_object_set_new(c, "error", json_string(rwhy.ptr));
+			json_array_append_new(failing, json_string(app->rl->ops->name));
+			ok = false;
+		}
+		json_object_set_new(checks, app->rl->ops->name, c);
+		buf_release(&rwhy);
+	}
 	if (atomic_load(&app->stopping)) {
 		ok = false;
 		json_array_append_new(failing, json_string("shutting_down"));
@@ -52,4 +68,19 @@ enum st_rc route_metrics(struct req_ctx *rq)
 		return rc;
 	resp->status = 200;
 	return resp_header(resp, "Content-Type", METRICS_CONTENT_TYPE);
+}
+
+/* GET /api/docs/openapi.json: docs/openapi.json as the binary was built
+ * with it (scripts/embed-openapi), byte for byte. */
+enum st_rc route_openapi(struct req_ctx *rq)
+{
+	struct resp *resp = req_resp(rq);
+	enum st_rc rc;
+
+	buf_reset(&resp->body);
+	rc = buf_append(&resp->body, settled_openapi_json, settled_openapi_json_len);
+	if (rc)
+		return rc;
+	resp->status = 200;
+	return ST_OK;
 }

@@ -31,6 +31,7 @@ struct http;
 struct worker_pool;
 struct ticker;
 struct rail;
+struct tracer;
 
 /* Metric families every module updates, registered once at start. */
 struct settled_metrics {
@@ -75,6 +76,7 @@ struct settled {
 	struct rail *rail;           /* the settlement rail (rail.h) */
 	struct worker_pool *workers; /* job workers (worker.h); NULL when none */
 	struct ticker *ticker;       /* sweepers and reconciliation (ticker.h) */
+	struct tracer *tracer;       /* span export (trace.h); NULL when OTEL_EXPORTER_OTLP_ENDPOINT is unset */
 	char instance_id[40];        /* random per process: owner of leases */
 	int64_t started_ms;
 	atomic_bool stopping;

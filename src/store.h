@@ -171,7 +171,28 @@ struct tx {
 	int64_t now_ms;
 	int depth;       /* savepoint nesting */
 	bool read_only;
+	const char *trace_context; /* see tx_trace_context(); NULL when none */
 };
+
+/* The trace context of whatever the running unit works for (a request, a
+ * job), in the stored form of trace.h ("00-<trace>-<span>-<flags>[ <state>]"),
+ * or NULL. queue_enqueue records it on the jobs the unit enqueues (unless
+ * the job_spec names one), so a job's span continues the trace of its
+ * cause. Set by whoever submits the unit, around the caller's code only
+ * (http.c handler_unit, worker.c commit_unit): tx_set_trace_context returns
+ * the previous value, which the setter restores before returning. The
+ * string is borrowed for as long as it is set. */
+static inline const char *tx_trace_context(const struct tx *tx)
+{
+	return tx->trace_context;
+}
+static inline const char *tx_set_trace_context(struct tx *tx, const char *tc)
+{
+	const char *prev = tx->trace_context;
+
+	tx->trace_context = tc;
+	return prev;
+}
 
 /* Migrations: NULL-terminated arrays of { version, sql } per dialect,
  * generated at build time from migrations/<dialect>/NNN_name.sql. */

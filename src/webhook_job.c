@@ -242,8 +242,8 @@ static enum st_rc give_up(struct job_ctx *ctx, struct wh_job *j, enum st_rc rc)
 		j->error = ctx->error.ptr;
 		mrc = store_run(ctx->app->store, mark_failed_unit, j);
 		if (mrc)
-			log_msg(&ctx->app->log, LOG_WARN, "webhook %s:%s: cannot mark it failed: %s",
-				webhook_provider_str(j->p), j->event_id, st_rc_str(mrc));
+			job_logf(ctx, LOG_WARN, "webhook %s:%s: cannot mark it failed: %s",
+				 webhook_provider_str(j->p), j->event_id, st_rc_str(mrc));
 	}
 	return rc;
 }
@@ -276,8 +276,8 @@ enum st_rc webhook_process_job(struct job_ctx *ctx)
 		goto out;
 	}
 	if (j->status == EV_PROCESSED || j->status == EV_IGNORED) {
-		log_msg(&app->log, LOG_DEBUG, "webhook %s:%s is %s already; nothing to do",
-			webhook_provider_str(j->p), j->event_id, status_names[j->status]);
+		job_logf(ctx, LOG_DEBUG, "webhook %s:%s is %s already; nothing to do",
+			 webhook_provider_str(j->p), j->event_id, status_names[j->status]);
 		rc = ST_OK;
 		goto out;
 	}
@@ -299,14 +299,14 @@ enum st_rc webhook_process_job(struct job_ctx *ctx)
 	rc = job_commit(ctx, process_unit, j);
 	if (rc == ST_OK) {
 		if (j->already)
-			log_msg(&app->log, LOG_DEBUG, "webhook %s:%s processed already",
-				webhook_provider_str(j->p), j->event_id);
+			job_logf(ctx, LOG_DEBUG, "webhook %s:%s processed already",
+				 webhook_provider_str(j->p), j->event_id);
 		else
-			log_msg(&app->log, LOG_INFO,
-				"webhook %s:%s credited %lld to %s (commission %lld to %s) in %s",
-				webhook_provider_str(j->p), j->event_id, (long long)j->pay.amount,
-				j->pay.wallet, (long long)j->commission,
-				j->referrer[0] ? j->referrer : "nobody", j->tx_id);
+			job_logf(ctx, LOG_INFO,
+				 "webhook %s:%s credited %lld to %s (commission %lld to %s) in %s",
+				 webhook_provider_str(j->p), j->event_id, (long long)j->pay.amount,
+				 j->pay.wallet, (long long)j->commission,
+				 j->referrer[0] ? j->referrer : "nobody", j->tx_id);
 		goto out;
 	}
 	if (ctx->lost)

@@ -168,6 +168,7 @@ struct commit_call {
 	store_unit_fn *effect;
 	void *arg;
 	bool lost;
+	const char *trace_context; /* the job's span: jobs the effect enqueues continue it */
 };
 
 static enum st_rc commit_unit(struct tx *tx, void *arg)
@@ -177,7 +178,10 @@ static enum st_rc commit_unit(struct tx *tx, void *arg)
 
 	c->lost = false;
 	if (c->effect) {
+		const char *prev = tx_set_trace_context(tx, c->trace_context);
+
 		rc = c->effect(tx, c->arg);
+		tx_set_trace_context(tx, prev);
 		if (rc)
 			return rc;
 	}
@@ -192,7 +196,19 @@ static enum st_rc commit_unit(struct tx *tx, void *arg)
 enum st_rc job_commit(struct job_ctx *ctx, store_unit_fn *effect, void *arg)
 {
 	struct commit_call c = { .ctx = ctx, .effect = effect, .arg = arg };
-	enum st_rc rc = store_run(ctx->app->store, commit_unit, &c);
+	char tc[TRACE_CONTEXT_MAX];
+	struct trace_ctx span_ctx;
+	int64_t t0 = ctx->span.tr ? trace_now_ns() : 0;
+	enum st_rc rc;
+
+	trace_span_ctx(&ctx->span, &span_ctx);
+	if (span_ctx.trace_id[0]) { /* a ctx not made by run_job (tests) has no span */
+		trace_ctx_format(&span_ctx, tc);
+		c.trace_context = tc;
+	}
+	rc = store_run(ctx->app->store, commit_unit, &c);
+	if (t0)
+		trace_store_span(ctx->span.tr, &span_ctx, ctx->app->store->ops->name, t0, rc);
 
 	if (rc == ST_OK)
 		ctx->committed = true;
@@ -246,8 +262,67 @@ static void job_log(struct worker_pool *p, enum log_level lvl, const struct job 
 		log_field_int(&f, "delay_ms", delay_ms);
 		log_field_int(&f, "backoff_cap_ms", cap_ms);
 	}
-	log_emit(&p->app->log, lvl, NULL, NULL, msg, &f);
+	if (ctx && ctx->span.span_id[0])
+		log_field_str(&f, "span_id", ctx->span.span_id);
+	log_emit(&p->app->log, lvl, NULL, ctx && ctx->span.trace_id[0] ? ctx->span.trace_id : NULL,
+		 msg, &f);
 	buf_release(&f);
+}
+
+void job_logf(const struct job_ctx *ctx, enum log_level lvl, const char *fmt, ...)
+{
+	struct buf msg = BUF_INIT(8192), f = BUF_INIT(1024);
+	va_list ap;
+
+	if (lvl < ctx->app->log.min)
+		return;
+	va_start(ap, fmt);
+	buf_vprintf(&msg, fmt, ap); /* cut at the cap: log_emit bounds the line anyway */
+	va_end(ap);
+	log_field_int(&f, "job_id", ctx->job->id);
+	log_field_str(&f, "queue", ctx->job->queue);
+	log_field_str(&f, "kind", ctx->job->kind);
+	if (ctx->span.span_id[0])
+		log_field_str(&f, "span_id", ctx->span.span_id);
+	log_emit(&ctx->app->log, lvl, NULL, ctx->span.trace_id[0] ? ctx->span.trace_id : NULL,
+		 msg.ptr, &f);
+	buf_release(&msg);
+	buf_release(&f);
+}
+
+/* Starts the job's span: CONSUMER, named as the OpenTelemetry messaging
+ * conventions name a "process" span, child of the enqueuer's span. */
+static void job_span_start(struct job_ctx *ctx)
+{
+	const struct job *j = ctx->job;
+	struct trace_ctx cause;
+	char name[QUEUE_NAME_MAX + 16];
+	bool has_cause = j->traceparent && trace_ctx_parse(j->traceparent, &cause) == ST_OK;
+
+	snprintf(name, sizeof(name), "process %s", j->queue);
+	trace_span_start(&ctx->span, ctx->app->tracer, name, TRACE_CONSUMER, has_cause ? &cause : NULL);
+	trace_span_set_str(&ctx->span, "messaging.system", "settled");
+	trace_span_set_str(&ctx->span, "messaging.operation.type", "process");
+	trace_span_set_str(&ctx->span, "messaging.operation.name", "process");
+	trace_span_set_str(&ctx->span, "messaging.destination.name", j->queue);
+	if (ctx->span.tr) {
+		char id[24];
+
+		snprintf(id, sizeof(id), "%lld", (long long)j->id);
+		trace_span_set_str(&ctx->span, "messaging.message.id", id);
+	}
+	trace_span_set_str(&ctx->span, "settled.job.kind", j->kind);
+	trace_span_set_int(&ctx->span, "settled.job.attempt", j->attempts + 1);
+	trace_span_set_int(&ctx->span, "settled.job.max_attempts", j->max_attempts);
+}
+
+static void job_span_end(struct job_ctx *ctx, const char *result)
+{
+	trace_span_set_str(&ctx->span, "settled.job.result", result);
+	if (strcmp(result, "completed"))
+		trace_span_set_status(&ctx->span, TRACE_ERROR,
+				      ctx->error.len ? ctx->error.ptr : result);
+	trace_span_end(&ctx->span);
 }
 
 static void run_job(struct worker_pool *p, struct job *j)
@@ -260,6 +335,7 @@ static void run_job(struct worker_pool *p, struct job *j)
 	double t0 = mono_s();
 	enum st_rc rc;
 
+	job_span_start(&ctx);
 	if (k)
 		rc = k->handler(&ctx);
 	else
@@ -293,8 +369,8 @@ static void run_job(struct worker_pool *p, struct job *j)
 			/* The job stays running under our lease; the sweeper
 			 * returns it when the lease expires. */
 			result = "error";
-			log_msg(&app->log, LOG_ERROR, "job %lld: cannot record the failure: %s",
-				(long long)j->id, st_rc_str(rc));
+			job_logf(&ctx, LOG_ERROR, "job %lld: cannot record the failure: %s",
+				 (long long)j->id, st_rc_str(rc));
 		} else if (f.state == JOB_DEAD) {
 			result = "dead";
 			job_log(p, LOG_ERROR, j, "job failed for good: moved to the dead-letter queue",
@@ -313,6 +389,7 @@ static void run_job(struct worker_pool *p, struct job *j)
 
 		metrics_observe(app->m.job_duration, lv, mono_s() - t0);
 	}
+	job_span_end(&ctx, result);
 	buf_release(&ctx.error);
 }
 

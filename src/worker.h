@@ -29,9 +29,11 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "log.h"
 #include "queue.h"
 #include "rc.h"
 #include "store.h"
+#include "trace.h"
 
 #define WORKER_LEASE_MS 30000  /* a claimed job's lease; a lost worker's jobs return after it */
 #define WORKER_POLL_MS 50      /* idle poll interval of the fetcher */
@@ -48,6 +50,11 @@ struct job_ctx {
 	bool permanent;          /* the failure cannot heal: straight to the DLQ */
 	bool committed;          /* job_commit succeeded: the job is completed */
 	bool lost;               /* job_commit found the lease gone: nothing applied */
+	/* This run's span (trace.h): a child of the span that enqueued the job
+	 * (jobs.traceparent), else a new trace. Its ids are in the job's log
+	 * lines (job_logf) even with tracing off; rail calls are its children
+	 * (rail_check_traced). */
+	struct trace_span span;
 };
 
 /* A handler: ST_OK when the job is done (after job_commit, or with nothing
@@ -65,6 +72,11 @@ enum st_rc job_commit(struct job_ctx *ctx, store_unit_fn *effect, void *arg);
 /* Sets ctx->error from a format and returns rc, so a handler can write
  * `return job_failf(ctx, ST_UNAVAILABLE, "rail: %s", why);`. */
 enum st_rc job_failf(struct job_ctx *ctx, enum st_rc rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* A log line in the job's context: msg plus job_id, queue, kind and the
+ * trace_id / span_id of the job's span. For handlers instead of log_msg. */
+void job_logf(const struct job_ctx *ctx, enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 /* In embedded mode, first returns every job left running by a previous

@@ -545,7 +545,9 @@ class _PgDatabases:
     def __init__(self, admin_url):
         self.admin_url = admin_url
         self.queue = queue.Queue(maxsize=self.AHEAD)
-        threading.Thread(target=self._fill, name="pg-databases", daemon=True).start()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._fill, name="pg-databases", daemon=True)
+        self.thread.start()
 
     def _create(self):
         db = "t_" + secrets.token_hex(8)
@@ -558,18 +560,26 @@ class _PgDatabases:
 
     def _fill(self):
         failures = 0
-        while True:
+        while not self.stopping.is_set():
             try:
                 item = self._create()
                 failures = 0
             except Exception as exc:
                 # An outage test may have the cluster down for a moment.
                 failures += 1
-                if failures < 30:
+                if failures < 30 and not self.stopping.is_set():
                     time.sleep(1)
                     continue
                 item = exc     # handed to the next taker
-            self.queue.put(item)
+            while True:        # a put that gives up when the session ends
+                try:
+                    self.queue.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    if self.stopping.is_set():
+                        if isinstance(item, str):
+                            pg_drop_database(self.admin_url, item)
+                        return
             if isinstance(item, Exception):
                 return
 
@@ -580,6 +590,9 @@ class _PgDatabases:
         return item
 
     def drop_unused(self):
+        """Stops the filler, then drops what it made and nobody used."""
+        self.stopping.set()
+        self.thread.join(timeout=60)
         while True:
             try:
                 item = self.queue.get_nowait()
@@ -604,8 +617,12 @@ def pg_drop_database(admin_url, db):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if "databases" in _pg_cluster and "dir" not in _pg_cluster:
-        _pg_cluster.pop("databases").drop_unused()   # a developer's server: tidy up
+    databases = _pg_cluster.pop("databases", None)
+    if databases is not None:
+        if "dir" in _pg_cluster:
+            databases.stopping.set()     # our cluster: deleted whole below
+        else:
+            databases.drop_unused()      # someone else's server: tidy up
     if "dir" in _pg_cluster:
         subprocess.run([str(PGCTL), "stop", _pg_cluster.pop("dir")], capture_output=True, timeout=60)
 

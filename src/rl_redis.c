@@ -1,0 +1,278 @@
+/* rl_redis.c — the Redis rate limit backend: GCRA state shared by every
+ * instance, one Lua script (one round trip) per decision.
+ *
+ * Key: prefix + policy name + ':' + key, or + '#' + hex SHA-256 of the key
+ * when the key is longer than RL_REDIS_KEY_INLINE bytes, so a Redis key is
+ * at most 64 + 64 + 65 bytes whatever the client sends. Policy names may
+ * not contain ':' or '#' (ST_INVALID), which keeps the two forms and all
+ * (name, key) pairs distinct.
+ *
+ * Value: the exact TAT of rl_gcra_exact, "ms frac" (a string; frac in
+ * units of the policy's limit), with a TTL of (TAT - now) + RL_REDIS_SLACK_STR ms:
+ * the key vanishes once it is back to a full quota, as the in-process
+ * backend frees such entries. The slack absorbs clock skew between instances
+ * (an instance whose clock is behind still sees the TAT) and the gap between
+ * an injected test clock and Redis's own; an expired TAT is invisible, so
+ * keeping it a little longer changes no decision.
+ *
+ * The script (GCRA_LUA) is rl_gcra_exact line for line, in Lua numbers
+ * (doubles): exact because every value stays below 2^53 (now <= 2^51,
+ * limit and period <= 2^50). It returns the state it read as well as the
+ * decision, and check() replays rl_gcra_exact on that state in C: the
+ * reported fields (remaining needs 128-bit arithmetic) come from the very
+ * code the in-process backend runs, and a disagreement between the two, a
+ * bug, is ST_INTERNAL rather than a silently different decision.
+ *
+ * Time is the caller's now_ms, not Redis TIME: tests inject a clock, and
+ * both backends then decide identically. The cost is that instances must
+ * keep their clocks in step (NTP): an instance whose clock runs d ms ahead
+ * sees every TAT d ms nearer, so it may admit up to d / T extra requests
+ * per key. See docs/internals/ratelimit.md, "Redis backend". */
+#include "ratelimit.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "redisc.h"
+#include "banned.h"
+
+#define RL_REDIS_PREFIX_DEFAULT "settled:rl:"
+#define RL_REDIS_KEY_INLINE     64    /* longer keys are hashed */
+#define RL_REDIS_SLACK_STR      "1000" /* ms of TTL beyond the TAT */
+#define RL_REDIS_KEY_MAX        (RL_PREFIX_MAX + RL_NAME_MAX + 1 + 64)
+
+/* KEYS[1] the state; ARGV now, limit, period, T's whole ms, T's fraction
+ * (in units of limit), TTL slack. Returns {allowed, ms and frac as read
+ * (0 0 = none), ms and frac now stored}. Mirrors rl_gcra_exact(). */
+static const char GCRA_LUA[] =
+	"local now, limit, period = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+	"local t_ms, t_frac, slack = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+	"local BIG = 4503599627370496 -- 2^52: a larger stored value is junk\n"
+	"local ms, frac = 0, 0\n"
+	"local v = redis.call('GET', KEYS[1])\n"
+	"if v then\n"
+	"  local a, b = string.match(v, '^(%d+) (%d+)$')\n"
+	"  if a then ms, frac = math.min(tonumber(a), BIG), math.min(tonumber(b), BIG) end\n"
+	"end\n"
+	"local old_ms, old_frac = ms, frac\n"
+	"-- a state from another limit rounds up; one beyond the horizon is pulled in\n"
+	"if frac >= limit then ms, frac = ms + 1, 0 end\n"
+	"local h = now + period\n"
+	"if ms > h or (ms == h and frac > 0) then ms, frac = h, 0 end\n"
+	"local n_ms, n_frac = ms, frac\n"
+	"if ms < now then n_ms, n_frac = now, 0 end\n"
+	"n_ms, n_frac = n_ms + t_ms, n_frac + t_frac\n"
+	"if n_frac >= limit then n_ms, n_frac = n_ms + 1, n_frac - limit end\n"
+	"local allowed = 0\n"
+	"if n_ms < h or (n_ms == h and n_frac == 0) then\n"
+	"  allowed, ms, frac = 1, n_ms, n_frac\n"
+	"end\n"
+	"if allowed == 1 or ms ~= old_ms or frac ~= old_frac then\n"
+	"  local ttl = ms - now + slack\n"
+	"  if frac > 0 then ttl = ttl + 1 end\n"
+	"  redis.call('SET', KEYS[1], string.format('%.0f %.0f', ms, frac), 'PX',\n"
+	"             string.format('%.0f', ttl))\n"
+	"end\n"
+	"return {allowed, old_ms, old_frac, ms, frac}\n";
+
+struct rl_redis {
+	struct ratelimit base;
+	struct redisc *rc;
+	struct redisc_script gcra;
+	char prefix[RL_PREFIX_MAX + 1];
+	size_t prefix_len;
+};
+
+static enum st_rc redis_check(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+			      size_t key_len, int64_t now_ms, struct rl_decision *out);
+static size_t redis_memory(struct ratelimit *rl);
+static void redis_free(struct ratelimit *rl);
+static enum st_rc redis_ping(struct ratelimit *rl, struct buf *err);
+
+static const struct rl_ops rl_redis_ops = {
+	.name = "redis",
+	.check = redis_check,
+	.memory = redis_memory,
+	.free = redis_free,
+	.ping = redis_ping,
+};
+
+static struct rl_redis *redis_downcast(struct ratelimit *rl)
+{
+	if (rl->ops != &rl_redis_ops)
+		abort(); /* a bug: another backend's object */
+	return (struct rl_redis *)rl;
+}
+
+/* Writes the Redis key of (name, key) into out (RL_REDIS_KEY_MAX bytes);
+ * returns its length, 0 if SHA-256 fails. */
+static size_t make_key(const struct rl_redis *r, const char *name, size_t name_len,
+		       const char *key, size_t key_len, char *out)
+{
+	size_t n = 0;
+
+	memcpy(out, r->prefix, r->prefix_len);
+	n += r->prefix_len;
+	memcpy(out + n, name, name_len);
+	n += name_len;
+	if (key_len <= RL_REDIS_KEY_INLINE) {
+		out[n++] = ':';
+		if (key_len)
+			memcpy(out + n, key, key_len);
+		return n + key_len;
+	}
+	{
+		static const char hex[] = "0123456789abcdef";
+		unsigned char md[EVP_MAX_MD_SIZE];
+		unsigned int mdlen = 0;
+
+		if (!EVP_Digest(key, key_len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
+			return 0;
+		out[n++] = '#';
+		for (unsigned i = 0; i < 32; i++) {
+			out[n++] = hex[md[i] >> 4];
+			out[n++] = hex[md[i] & 15];
+		}
+	}
+	return n;
+}
+
+static bool reply_int(const redisReply *r, long long *v)
+{
+	if (r->type != REDIS_REPLY_INTEGER)
+		return false;
+	*v = r->integer;
+	return true;
+}
+
+static enum st_rc redis_check(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+			      size_t key_len, int64_t now_ms, struct rl_decision *out)
+{
+	struct rl_redis *r = redis_downcast(rl);
+	char rkey[RL_REDIS_KEY_MAX];
+	char a[5][24];
+	const char *args[7];
+	size_t lens[7];
+	redisReply *rep = NULL;
+	long long v[5];
+	struct rl_tat tat;
+	struct rl_decision d;
+	size_t name_len, rkey_len;
+	int64_t now = now_ms < 0 ? 0 : now_ms;
+	enum st_rc rc;
+
+	if (!rl_policy_valid(p) || !p->name || !out || (!key && key_len))
+		return ST_INVALID;
+	name_len = strnlen(p->name, RL_NAME_MAX + 1);
+	if (name_len > RL_NAME_MAX || key_len > RL_KEY_MAX || memchr(p->name, ':', name_len) ||
+	    memchr(p->name, '#', name_len))
+		return ST_INVALID;
+	if (!p->limit) {
+		/* Disabled: nothing to remember, no round trip. */
+		*out = (struct rl_decision){ .allowed = true };
+		return ST_OK;
+	}
+	if (p->limit > RL_REDIS_LIMIT_MAX || p->period_ms > RL_REDIS_LIMIT_MAX ||
+	    now > RL_REDIS_TIME_MAX)
+		return ST_INVALID;
+
+	rkey_len = make_key(r, p->name, name_len, key, key_len, rkey);
+	if (!rkey_len)
+		return ST_NOMEM;
+	snprintf(a[0], sizeof(a[0]), "%lld", (long long)now);
+	snprintf(a[1], sizeof(a[1]), "%lld", (long long)p->limit);
+	snprintf(a[2], sizeof(a[2]), "%lld", (long long)p->period_ms);
+	snprintf(a[3], sizeof(a[3]), "%lld", (long long)(p->period_ms / p->limit));
+	snprintf(a[4], sizeof(a[4]), "%lld", (long long)(p->period_ms % p->limit));
+	args[0] = rkey;
+	lens[0] = rkey_len;
+	for (int i = 0; i < 5; i++) {
+		args[1 + i] = a[i];
+		lens[1 + i] = strlen(a[i]);
+	}
+	args[6] = RL_REDIS_SLACK_STR;
+	lens[6] = strlen(RL_REDIS_SLACK_STR);
+
+	rc = redisc_eval(r->rc, &r->gcra, 1, 7, args, lens, &rep, NULL);
+	if (rc)
+		return rc;
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5) {
+		rc = ST_INTERNAL;
+		goto out;
+	}
+	for (int i = 0; i < 5; i++) {
+		if (!reply_int(rep->element[i], &v[i])) {
+			rc = ST_INTERNAL;
+			goto out;
+		}
+	}
+	/* Replay the step on the state the script read: the fields come from
+	 * rl_gcra_exact itself, and the script must have done the same. */
+	tat = (struct rl_tat){ v[1], v[2] };
+	rl_gcra_exact(p, &tat, now, &d);
+	if (d.allowed != (v[0] == 1) || tat.ms != v[3] || tat.frac != v[4]) {
+		rc = ST_INTERNAL;
+		goto out;
+	}
+	*out = d;
+out:
+	freeReplyObject(rep);
+	return rc;
+}
+
+static enum st_rc redis_ping(struct ratelimit *rl, struct buf *err)
+{
+	return redisc_ping(redis_downcast(rl)->rc, err);
+}
+
+static size_t redis_memory(struct ratelimit *rl)
+{
+	(void)redis_downcast(rl);
+	return sizeof(struct rl_redis);
+}
+
+static void redis_free(struct ratelimit *rl)
+{
+	struct rl_redis *r = redis_downcast(rl);
+
+	redisc_free(r->rc);
+	free(r);
+}
+
+struct ratelimit *rl_redis_new(const char *url, const struct rl_redis_options *o,
+			       struct buf *err)
+{
+	struct redisc_options ro = { 0 };
+	const char *prefix = o && o->prefix ? o->prefix : RL_REDIS_PREFIX_DEFAULT;
+	struct rl_redis *r;
+	size_t plen = strlen(prefix);
+
+	if (plen > RL_PREFIX_MAX) {
+		if (err)
+			buf_printf(err, "the Redis key prefix is longer than %d bytes", RL_PREFIX_MAX);
+		return NULL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		if (err)
+			buf_puts(err, "out of memory");
+		return NULL;
+	}
+	if (o) {
+		ro.pool_size = o->pool_size;
+		ro.connect_timeout_ms = o->connect_timeout_ms;
+		ro.command_timeout_ms = o->command_timeout_ms;
+		ro.backoff_max_ms = o->backoff_max_ms;
+	}
+	if (redisc_new(url, &ro, &r->rc, err)) {
+		free(r);
+		return NULL;
+	}
+	memcpy(r->prefix, prefix, plen + 1);
+	r->prefix_len = plen;
+	redisc_script_init(&r->gcra, GCRA_LUA);
+	r->base.ops = &rl_redis_ops;
+	return &r->base;
+}
