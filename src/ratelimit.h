@@ -72,6 +72,7 @@ struct rl_redis_options {
 	int connect_timeout_ms;  /* 0 = 200 */
 	int command_timeout_ms;  /* 0 = 200 */
 	int backoff_max_ms;      /* longest wait between reconnects while down; 0 = 1000 */
+	int64_t ttl_slack_ms;    /* keys outlive their TAT by this (clock skew); 0 = 1000 */
 };
 
 #define RL_PREFIX_MAX 64

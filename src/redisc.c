@@ -192,14 +192,13 @@ enum st_rc redisc_url_parse(const char *url, struct redisc_url *out, struct buf 
 			at = q;
 	host = p;
 	if (at) {
+		/* user:password, :password, or a lone password (the classic
+		 * requirepass form, redis://password@host). */
 		const char *colon = memchr(p, ':', (size_t)(at - p));
+		const char *pw = colon ? colon + 1 : p;
 
-		if (!colon) {
-			errf(err, "the user info of a Redis URL must be [user]:password");
-			return ST_INVALID;
-		}
-		if (!pct_decode(p, colon, u.user, sizeof(u.user)) ||
-		    !pct_decode(colon + 1, at, u.password, sizeof(u.password))) {
+		if ((colon && !pct_decode(p, colon, u.user, sizeof(u.user))) ||
+		    !pct_decode(pw, at, u.password, sizeof(u.password))) {
 			errf(err, "bad user name or password in the Redis URL (too long, bad %%-escape)");
 			return ST_INVALID;
 		}

@@ -33,8 +33,9 @@ struct redisc_url {
 	char password[256];  /* "" = none; secret: never put in a message */
 };
 
-/* Parses redis://[[user]:password@]host[:port][/db]. The user info may be
- * percent-encoded; host may be [IPv6]; db is 0..65535. rediss:// (TLS),
+/* Parses redis://[[user]:password@]host[:port][/db]; a user info without
+ * ':' is a password (redis://password@host, the requirepass habit). The
+ * user info may be percent-encoded; host may be [IPv6]; db is 0..65535. rediss:// (TLS),
  * unix sockets and query parameters are refused (ST_INVALID), since the
  * hiredis this builds on (0.14) has no TLS. On ST_OK fills *out; on
  * ST_INVALID writes a reason to err (optional) that never contains the

@@ -8,7 +8,7 @@
  * (name, key) pairs distinct.
  *
  * Value: the exact TAT of rl_gcra_exact, "ms frac" (a string; frac in
- * units of the policy's limit), with a TTL of (TAT - now) + RL_REDIS_SLACK_STR ms:
+ * units of the policy's limit), with a TTL of (TAT - now) + a slack (1 s by default):
  * the key vanishes once it is back to a full quota, as the in-process
  * backend frees such entries. The slack absorbs clock skew between instances
  * (an instance whose clock is behind still sees the TAT) and the gap between
@@ -40,7 +40,7 @@
 
 #define RL_REDIS_PREFIX_DEFAULT "settled:rl:"
 #define RL_REDIS_KEY_INLINE     64    /* longer keys are hashed */
-#define RL_REDIS_SLACK_STR      "1000" /* ms of TTL beyond the TAT */
+#define RL_REDIS_SLACK_MS       1000  /* TTL beyond the TAT, by default */
 #define RL_REDIS_KEY_MAX        (RL_PREFIX_MAX + RL_NAME_MAX + 1 + 64)
 
 /* KEYS[1] the state; ARGV now, limit, period, T's whole ms, T's fraction
@@ -83,6 +83,7 @@ struct rl_redis {
 	struct redisc_script gcra;
 	char prefix[RL_PREFIX_MAX + 1];
 	size_t prefix_len;
+	char slack[24];    /* ttl_slack_ms in decimal */
 };
 
 static enum st_rc redis_check(struct ratelimit *rl, const struct rl_policy *p, const char *key,
@@ -192,8 +193,8 @@ static enum st_rc redis_check(struct ratelimit *rl, const struct rl_policy *p, c
 		args[1 + i] = a[i];
 		lens[1 + i] = strlen(a[i]);
 	}
-	args[6] = RL_REDIS_SLACK_STR;
-	lens[6] = strlen(RL_REDIS_SLACK_STR);
+	args[6] = r->slack;
+	lens[6] = strlen(r->slack);
 
 	rc = redisc_eval(r->rc, &r->gcra, 1, 7, args, lens, &rep, NULL);
 	if (rc)
@@ -270,6 +271,10 @@ struct ratelimit *rl_redis_new(const char *url, const struct rl_redis_options *o
 		free(r);
 		return NULL;
 	}
+	snprintf(r->slack, sizeof(r->slack), "%lld",
+		 (long long)(o && o->ttl_slack_ms > 0 && o->ttl_slack_ms <= RL_REDIS_LIMIT_MAX
+				     ? o->ttl_slack_ms
+				     : RL_REDIS_SLACK_MS));
 	memcpy(r->prefix, prefix, plen + 1);
 	r->prefix_len = plen;
 	redisc_script_init(&r->gcra, GCRA_LUA);

@@ -625,6 +625,9 @@ def pytest_sessionfinish(session, exitstatus):
             databases.drop_unused()      # someone else's server: tidy up
     if "dir" in _pg_cluster:
         subprocess.run([str(PGCTL), "stop", _pg_cluster.pop("dir")], capture_output=True, timeout=60)
+    if "dir" in _redis_server:
+        subprocess.run([str(REDISCTL), "stop", _redis_server.pop("dir")], capture_output=True,
+                       timeout=60)
 
 
 def pgctl(command):
@@ -666,8 +669,8 @@ class PgBackend(Backend):
     pg_admin_url(), so tests stay independent and a server restarted on the
     same dir finds its data. snapshot() counts every table of the public
     schema exactly, in one REPEATABLE READ transaction; close() drops the
-    database. Redis for rate limits will be a second hook of the same shape
-    (SETTLED_REDIS_URL)."""
+    database. Rate limits go to the shared test Redis (redis_test_url())
+    under a key prefix of this database's own, as scale-out mode runs."""
 
     name = "pg"
 
@@ -678,7 +681,9 @@ class PgBackend(Backend):
         self.url = pg_url_with_db(self.admin_url, self.db)
 
     def server_env(self):
-        return {"SETTLED_DATABASE_URL": self.url}
+        return {"SETTLED_DATABASE_URL": self.url,
+                "SETTLED_REDIS_URL": redis_test_url(),
+                "SETTLED_REDIS_PREFIX": f"test:{self.db}:"}
 
     def psql(self, *commands):
         """Runs SQL on this backend's database (see psql())."""
@@ -704,6 +709,67 @@ class PgBackend(Backend):
 
 
 BACKENDS = {"sqlite": SqliteBackend, "pg": PgBackend}
+
+
+# --------------------------------------------------------------------------
+# Redis (rate limits in scale-out mode)
+
+REDISCTL = ROOT / "tests" / "redis" / "redisctl"
+_redis_server = {}   # the private Redis this session started, if any
+
+
+def redis_test_url():
+    """URL of the Redis that pg-backend servers share for rate limits:
+    SETTLED_TEST_REDIS (tests/with-services sets it), else a private one
+    started here on first use with tests/redis/redisctl and stopped when the
+    session ends. Servers keep apart by key prefix (SETTLED_REDIS_PREFIX)."""
+    url = os.environ.get("SETTLED_TEST_REDIS")
+    if url:
+        return url
+    if "url" not in _redis_server:
+        d = subprocess.run(["mktemp", "-d", "/tmp/settled-redis.XXXXXX"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+        p = subprocess.run([str(REDISCTL), "start", d], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            subprocess.run([str(REDISCTL), "stop", d], capture_output=True)
+            pytest.fail(f"cannot start a private Redis:\n{p.stderr}", pytrace=False)
+        _redis_server.update(url=p.stdout.strip(), dir=d)
+        os.environ["SETTLED_TEST_REDIS"] = _redis_server["url"]
+        os.environ["SETTLED_TEST_REDIS_DIR"] = d
+    return _redis_server["url"]
+
+
+class PrivateRedis:
+    """A Redis of one test's own, in dir (tests/redis/redisctl), for tests
+    that stop it: halt() and start() keep its port, so url stays valid.
+    args are redis-server flags (e.g. "--requirepass", "pw")."""
+
+    def __init__(self, dir, *args):
+        self.dir = str(dir)
+        self.url = self._ctl("start", *args)
+
+    def _ctl(self, command, *args):
+        p = subprocess.run([str(REDISCTL), command, self.dir, *args], capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 0, f"redisctl {command}: {p.stderr}"
+        return p.stdout.strip()
+
+    def halt(self):
+        self._ctl("halt")
+
+    def start(self):
+        self._ctl("start")
+
+    def stop(self):
+        self._ctl("stop")
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A running PrivateRedis in this test's tmp dir, stopped at teardown."""
+    r = PrivateRedis(tmp_path / "redis")
+    yield r
+    r.stop()
 
 
 def make_backend(dir):

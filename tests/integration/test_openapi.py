@@ -344,8 +344,8 @@ class Live:
             must.append("Allow")
         if resp.status == 429:
             must += ["Retry-After", "RateLimit", "RateLimit-Policy", "X-RateLimit-Reset"]
-        if resp.status == 401:
-            must.append("WWW-Authenticate") if resp.json.get("error") == "unauthorized" else None
+        if resp.status == 401 and resp.json.get("error") == "unauthorized":
+            must.append("WWW-Authenticate")
         if op is not None:
             limits = op.get("x-settled-route", {}).get("rate_limits")
             if limits and 200 <= resp.status < 300:
@@ -887,8 +887,9 @@ def test_live_rate_limits_and_required_keys_match_the_document(start_server):
     assert r.json["policy"] == "health" and r.json["retry_after"] >= 1
     w = new_wallet()
     c.call("POST", "/api/register", 201, json_body={"wallet": w}, key=new_key())
+    # The claim limit is per wallet and checked before the key: another wallet.
     c.call("POST", "/api/claim/prepare", 400, "idempotency_key_required",
-           json_body={"wallet": w, "amount": "1"})
+           json_body={"wallet": new_wallet(), "amount": "1"})
     c.call("POST", "/api/claim/prepare", 201, json_body={"wallet": w, "amount": "1"},
            key=new_key())
     c.call("POST", "/api/claim/prepare", 429, "rate_limited",

@@ -419,11 +419,15 @@ def test_10000_item_batch_is_processed_and_the_ledger_balances(start_server):
     assert_error(approve(srv, batch["id"]), 409, "invalid_transition")
     assert execute_jobs(srv, batch["id"]) == N_ITEMS
 
-    done = wait_completed(srv, batch["id"], timeout=120)
+    # Embedded: ~30 s on 2 cores. PostgreSQL serialises ledger postings on
+    # one advisory lock held to COMMIT (ledger.h), so each settlement costs
+    # a WAL flush: minutes on a busy machine (see docs/internals/payouts.md).
+    limit = 60 if backend_name() == "sqlite" else 900
+    done = wait_completed(srv, batch["id"], timeout=limit + 60)
     t_run = time.monotonic() - t1
-    print(f"\n10k batch: create {t_create:.2f}s, approve {t_approve:.2f}s, "
+    print(f"\n10k batch ({backend_name()}): create {t_create:.2f}s, approve {t_approve:.2f}s, "
           f"approve -> COMPLETED {t_run:.2f}s")
-    assert t_run < 60, f"10,000 payouts took {t_run:.1f}s"
+    assert t_run < limit, f"10,000 payouts took {t_run:.1f}s"
 
     full = get_batch(srv, batch["id"], headers=bearer(key))
     assert len(full["items"]) == N_ITEMS

@@ -501,7 +501,7 @@ Test(config, help_text_lists_every_option)
 		"SETTLED_LISTEN", "SETTLED_PORT_FILE", "SETTLED_MAX_BODY", "SETTLED_HTTP_THREADS",
 		"SETTLED_CONN_TIMEOUT", "SETTLED_MAX_CONNECTIONS", "SETTLED_CORS_ORIGINS",
 		"SETTLED_TRUST_PROXY", "SETTLED_DB", "SETTLED_DATABASE_URL", "SETTLED_REDIS_URL",
-		"SETTLED_ADMIN_TOKEN", "SETTLED_WEBHOOK_SECRET", "SETTLED_STRIPE_WEBHOOK_SECRET",
+		"SETTLED_REDIS_PREFIX", "SETTLED_ADMIN_TOKEN", "SETTLED_WEBHOOK_SECRET", "SETTLED_STRIPE_WEBHOOK_SECRET",
 		"SETTLED_STANDARD_WEBHOOK_SECRET", "SETTLED_WORKERS", "SETTLED_LOG_LEVEL",
 		"SETTLED_IDEMPOTENCY_TTL", "SETTLED_REQUIRE_IDEMPOTENCY_KEY",
 		"SETTLED_TREASURY_FUNDING", "SETTLED_ASSET", "SETTLED_COMMISSION_BPS",
@@ -588,7 +588,7 @@ Test(config, describe_defaults)
 	cr_assert(json_is_null(json_object_get(j, "webhook_secret")));
 	cr_assert(json_is_null(json_object_get(j, "otel_exporter_otlp_endpoint")));
 	cr_assert(json_is_array(json_object_get(j, "cors_origins")));
-	cr_assert_eq(json_object_size(j), 38);
+	cr_assert_eq(json_object_size(j), 39);
 	json_decref(j);
 	free(raw);
 	config_release(&c);
@@ -601,7 +601,7 @@ Test(config, describe_redacts_secrets)
 	json_t *j;
 	char **env = ENV(
 		"SETTLED_DATABASE_URL=postgresql://app:S3cretPW@db:5432/settled?sslmode=require&password=S3cretQ",
-		"SETTLED_REDIS_URL=rediss://default:R3disPW@cache:6380/0",
+		"SETTLED_REDIS_URL=redis://default:R3disPW@cache:6380/0",
 		"SETTLED_ADMIN_TOKEN=AdminTok3n", "SETTLED_WEBHOOK_SECRET=WhSecretA,WhSecretB",
 		"SETTLED_STRIPE_WEBHOOK_SECRET=whsec_Str1pe",
 		"SETTLED_STANDARD_WEBHOOK_SECRET=whsec_St4ndard",
@@ -618,7 +618,7 @@ Test(config, describe_redacts_secrets)
 	cr_assert_str_eq(json_string_value(json_object_get(j, "database_url")),
 			 "postgresql://app:***@db:5432/settled?sslmode=require&password=***");
 	cr_assert_str_eq(json_string_value(json_object_get(j, "redis_url")),
-			 "rediss://default:***@cache:6380/0");
+			 "redis://default:***@cache:6380/0");
 	cr_assert_str_eq(json_string_value(json_object_get(j, "otel_exporter_otlp_endpoint")),
 			 "https://u:***@otel.example:4318");
 	cr_assert_str_eq(json_string_value(json_object_get(j, "admin_token")), "[redacted]");

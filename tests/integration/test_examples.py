@@ -1,0 +1,229 @@
+"""The example clients in examples/ (issue 12) against a live server.
+
+Each of examples/claim.sh (curl), examples/client.mjs (Node's fetch) and
+examples/client.py (Python's urllib) must register, claim and see its
+intent SETTLED:
+
+* directly against the server;
+* through a fault-injecting proxy (here, standard library) that answers the
+  first register 503 with Retry-After, forwards the first prepare but never
+  answers it (the client times out after the effect happened), answers the
+  second prepare 409 idempotency_key_in_use, the first record 429 and the
+  first intent read 500. The client must retry each with the same
+  Idempotency-Key, wait at least Retry-After, get the lost prepare's answer
+  replayed (X-Idempotency: HIT), and leave exactly one intent behind.
+"""
+
+import http.client
+import http.server
+import json
+import os
+import shutil
+import socketserver
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import ADMIN_TOKEN, ROOT, new_key
+
+EXAMPLES = ROOT / "examples"
+CLIENTS = {
+    "curl": ["bash", str(EXAMPLES / "claim.sh")],
+    "node": ["node", str(EXAMPLES / "client.mjs")],
+    "python": ["/usr/bin/python3", str(EXAMPLES / "client.py")],
+}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+CLIENT_TIMEOUT = 1.0          # SETTLED_TIMEOUT of the faulty runs
+HANG = CLIENT_TIMEOUT + 1.5   # how long the proxy sits on a lost answer
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "date",
+               "server"}
+
+
+def route_key(method, path):
+    path = path.split("?", 1)[0]
+    if path.startswith("/api/v2/intents/"):
+        path = "/api/v2/intents/{id}"
+    return f"{method} {path}"
+
+
+class FaultProxy:
+    """An HTTP/1.0 proxy in front of the server. faults maps
+    (route_key, n-th request on it) to an action: an int status answered
+    here (with a JSON error body and Retry-After unless status is 500), or
+    "lose" (forward, then hold the connection past the client's timeout and
+    close it without an answer). Every request is logged with its
+    Idempotency-Key, the time and the server's status / X-Idempotency."""
+
+    def __init__(self, upstream_port, faults):
+        self.upstream_port = upstream_port
+        self.faults = faults
+        self.counts = {}
+        self.log = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                proxy.handle(self)
+
+            do_POST = do_DELETE = do_GET
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def handle(self, h):
+        body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        key = route_key(h.command, h.path)
+        with self.lock:
+            n = self.counts[key] = self.counts.get(key, 0) + 1
+            entry = {"route": key, "n": n, "t": time.monotonic(),
+                     "idem": h.headers.get("Idempotency-Key"), "action": None,
+                     "status": None, "x_idempotency": None}
+            self.log.append(entry)
+        action = self.faults.get((key, n))
+        entry["action"] = action
+        if isinstance(action, int):
+            codes = {503: "store_unavailable", 429: "rate_limited", 409: "idempotency_key_in_use",
+                     500: "internal_error"}
+            payload = json.dumps({"error": codes[action], "message": "injected by the test proxy",
+                                  **({"retry_after": 1} if action == 429 else {})},
+                                 separators=(",", ":")).encode()
+            h.send_response(action)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(payload)))
+            if action != 500:
+                h.send_header("Retry-After", "1")
+            h.end_headers()
+            h.wfile.write(payload)
+            entry["status"] = action
+            return
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_HEADERS}
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=30)
+        try:
+            conn.request(h.command, h.path, body=body or None, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        entry["status"] = resp.status
+        entry["x_idempotency"] = resp.getheader("X-Idempotency")
+        if action == "lose":
+            time.sleep(HANG)          # the client has given up by now
+            h.close_connection = True
+            return
+        h.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in HOP_HEADERS:
+                h.send_header(k, v)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def attempts(self, key):
+        return [e for e in self.log if e["route"] == key]
+
+
+FAULTS = {
+    ("POST /api/register", 1): 503,
+    ("POST /api/claim/prepare", 1): "lose",
+    ("POST /api/claim/prepare", 2): 409,
+    ("POST /api/claim/record", 1): 429,
+    ("GET /api/v2/intents/{id}", 1): 500,
+}
+
+
+def run_client(name, url, api_key, timeout=None):
+    tool = CLIENTS[name][0]
+    if not shutil.which(tool) and not os.access(tool, os.X_OK):
+        pytest.fail(f"{tool} not found (scripts/deps installs it)", pytrace=False)
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+           and not k.startswith(("SETTLED_", "CLAIM_"))}
+    env.update({"SETTLED_URL": url, "SETTLED_API_KEY": api_key, "SETTLED_POLL_TIMEOUT": "30"})
+    if timeout is not None:
+        env["SETTLED_TIMEOUT"] = str(timeout)
+    p = subprocess.run(CLIENTS[name], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, f"{name} example failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    lines = p.stdout.strip().splitlines()
+    assert lines and lines[-1].startswith("SETTLED int_"), p.stdout
+    return p, lines[-1].split()[1]
+
+
+def api_key(srv):
+    r = srv.post("/api/admin/api-keys", {"name": "examples"}, headers=ADMIN, key=new_key())
+    assert r.status == 201, r
+    return r.json["key"]
+
+
+def assert_settled_once(srv, key, intent_id):
+    r = srv.get(f"/api/v2/intents/{intent_id}", headers={"Authorization": f"Bearer {key}"})
+    assert r.status == 200 and r.json["status"] == "SETTLED", r
+    assert [t["to"] for t in r.json["transitions"]] == \
+        ["PENDING", "LOCKED", "SUBMITTED", "CONFIRMED", "SETTLED"], r.json["transitions"]
+    assert srv.count("intents") == 1, "the example created more than one intent"
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_example_claims_to_settled(start_server, name):
+    srv = start_server(env={"SETTLED_SIM_CONFIRM_MS": "50"})
+    key = api_key(srv)
+    p, intent_id = run_client(name, srv.url, key)
+    out = p.stdout
+    assert "registered 0x" in out and "prepared int_" in out and "recorded int_" in out, out
+    assert "retrying" not in p.stderr, p.stderr
+    assert_settled_once(srv, key, intent_id)
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_example_retries_safely_through_faults(start_server, name):
+    srv = start_server(env={"SETTLED_SIM_CONFIRM_MS": "50"})
+    key = api_key(srv)
+    proxy = FaultProxy(srv.port, FAULTS)
+    try:
+        p, intent_id = run_client(name, f"http://127.0.0.1:{proxy.port}", key,
+                                  timeout=CLIENT_TIMEOUT)
+    finally:
+        proxy.close()
+    assert "retrying" in p.stderr, p.stderr
+
+    # Each POST: every attempt with the one key of its operation.
+    keys = {}
+    for route, attempts in (("POST /api/register", 2), ("POST /api/claim/prepare", 3),
+                            ("POST /api/claim/record", 2)):
+        seen = proxy.attempts(route)
+        assert len(seen) == attempts, (route, seen)
+        assert len({e["idem"] for e in seen}) == 1 and seen[0]["idem"], \
+            f"{route}: attempts used different Idempotency-Keys: {seen}"
+        keys[route] = seen[0]["idem"]
+    assert len(set(keys.values())) == 3, f"operations share a key: {keys}"
+
+    # The lost prepare ran once; the retry got its answer replayed.
+    prepare = proxy.attempts("POST /api/claim/prepare")
+    assert prepare[0]["status"] == 201 and prepare[0]["x_idempotency"] == "MISS", prepare
+    assert prepare[2]["status"] == 201 and prepare[2]["x_idempotency"] == "HIT", prepare
+
+    # Retry-After: 1 was honoured after the 503, the 409 and the 429.
+    for route, before in (("POST /api/register", 0), ("POST /api/claim/prepare", 1),
+                          ("POST /api/claim/record", 0)):
+        seen = proxy.attempts(route)
+        waited = seen[before + 1]["t"] - seen[before]["t"]
+        assert waited >= 0.95, f"{route}: retried {waited:.3f}s after Retry-After: 1"
+
+    # The 500 on the read was retried too.
+    reads = proxy.attempts("GET /api/v2/intents/{id}")
+    assert reads[0]["status"] == 500 and any(e["status"] == 200 for e in reads[1:]), reads
+    assert_settled_once(srv, key, intent_id)

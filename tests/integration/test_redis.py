@@ -1,0 +1,268 @@
+"""Issue 7, SPEC sections 1 and 5: rate limits in Redis, shared by instances.
+
+Every test here runs its own Redis (the private_redis fixture: redisctl in
+the test's tmp dir), so stopping it disturbs nothing else, and points its
+servers at it with SETTLED_REDIS_URL. Runs on either store backend: the
+limiter is independent of the store.
+
+- Two instances on one Redis share one quota: 200 concurrent registrations
+  spread over both against 50/hour let exactly 50 through.
+- Redis stopped under load: money-moving routes fail closed (503
+  rate_limiter_unavailable), health fails open, /health/ready is 503 naming
+  redis, settled_rate_limit_backend_errors_total counts both; nothing is
+  written and no server dies. Redis started again: everything recovers
+  within a few seconds with no server restart.
+"""
+
+import secrets
+import threading
+import time
+
+import pytest
+
+from conftest import (
+    PrivateRedis,
+    assert_error,
+    barrier_run,
+    find_samples,
+    http_request,
+    new_key,
+    new_wallet,
+    only_responses,
+    parse_metrics,
+    run_settled,
+    wait_until,
+)
+
+
+def redis_env(redis, prefix=None, **extra):
+    env = {"SETTLED_REDIS_URL": redis.url,
+           "SETTLED_REDIS_PREFIX": prefix or f"it:{secrets.token_hex(6)}:"}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def register_on(port, wallet=None, check=True):
+    return http_request(port, "POST", "/api/register", json_body={"wallet": wallet or new_wallet()},
+                        headers={"Idempotency-Key": new_key("r")}, check=check)
+
+
+def backend_errors(srv, policy, decision):
+    s = find_samples(parse_metrics(srv.metrics()), "settled_rate_limit_backend_errors_total",
+                     policy=policy, decision=decision)
+    return sum(v for _, _, v in s)
+
+
+def ready(srv):
+    return srv.get("/health/ready")
+
+
+# --------------------------------------------------------------------------
+# One quota across instances
+
+
+def test_two_instances_share_a_limit_of_50(start_server, private_redis):
+    env = redis_env(private_redis, RL_REGISTER_PER_HOUR=50)
+    a = start_server(env=env)
+    b = start_server(env=env)
+    for srv in (a, b):
+        r = ready(srv)
+        assert r.status == 200, r
+        assert r.json["checks"]["redis"] == {"status": "ok"}, r.json
+
+    def make(port):
+        body = {"wallet": new_wallet()}
+
+        def fn(release):
+            import http.client
+            import json
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.connect()
+                release()
+                conn.request("POST", "/api/register", body=json.dumps(body),
+                             headers={"Content-Type": "application/json",
+                                      "Idempotency-Key": new_key("c")})
+                resp = conn.getresponse()
+                return port, resp.status, dict(resp.getheaders()), resp.read()
+            finally:
+                conn.close()
+        return fn
+
+    results = only_responses(barrier_run([make(a.port if i % 2 else b.port) for i in range(200)],
+                                         timeout=120))
+    passed = [r for r in results if r[1] == 201]
+    limited = [r for r in results if r[1] == 429]
+    assert len(passed) == 50, sorted(r[1] for r in results)
+    assert len(limited) == 150
+    # One shared state: the 50 passes saw remaining 49, 48, ..., 0 once each,
+    # whichever instance answered.
+    remaining = sorted(int(r[2]["X-RateLimit-Remaining"]) for r in passed)
+    assert remaining == list(range(50)), remaining
+    assert {r[0] for r in passed} == {a.port, b.port}, "both instances admitted some"
+    for _, _, headers, _ in limited:
+        assert headers["X-RateLimit-Remaining"] == "0"
+        assert int(headers["Retry-After"]) >= 1
+    # the limit holds for a later request on either instance
+    for srv in (a, b):
+        assert_error(register_on(srv.port), 429, "rate_limited")
+
+
+def test_instances_with_other_prefixes_do_not_share(start_server, private_redis):
+    a = start_server(env=redis_env(private_redis, RL_REGISTER_PER_HOUR=2))
+    b = start_server(env=redis_env(private_redis, RL_REGISTER_PER_HOUR=2))
+    for srv in (a, b):
+        assert [register_on(srv.port).status for _ in range(3)] == [201, 201, 429]
+
+
+# --------------------------------------------------------------------------
+# Redis down, and back
+
+
+def test_redis_stopped_under_load_fails_closed_then_recovers(start_server, private_redis):
+    env = redis_env(private_redis)
+    servers = [start_server(env=env), start_server(env=env)]
+    pids = [s.proc.pid for s in servers]
+    for srv in servers:
+        assert register_on(srv.port).status == 201
+
+    stop = threading.Event()
+    seen = {}            # status -> count, from the load threads
+    problems = []
+    lock = threading.Lock()
+
+    def load(srv):
+        while not stop.is_set():
+            try:
+                r = register_on(srv.port)
+                code = (r.status, r.error)
+            except Exception as exc:  # noqa: BLE001 - a dead server shows here
+                problems.append(repr(exc))
+                return
+            with lock:
+                seen[code] = seen.get(code, 0) + 1
+            if code not in ((201, None), (503, "rate_limiter_unavailable")):
+                problems.append(f"unexpected {r!r}")
+
+    threads = [threading.Thread(target=load, args=(s,), daemon=True)
+               for s in servers for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        private_redis.halt()
+        t_down = time.monotonic()
+        for srv in servers:
+            # Money-moving: fail closed, fast, and nothing written.
+            before = srv.snapshot()
+            t0 = time.monotonic()
+            r = register_on(srv.port)
+            assert time.monotonic() - t0 < 1.0, "a refusal must not wait for Redis"
+            body = assert_error(r, 503, "rate_limiter_unavailable")
+            assert "retry_after" not in body
+            after = srv.snapshot()
+            assert after.get("accounts") == before.get("accounts")
+            # Health: fails open.
+            assert srv.get("/healthz").status == 200
+            # Readiness: 503, naming redis.
+            r = ready(srv)
+            assert r.status == 503, r
+            assert "redis" in r.json["failing"], r.json
+            assert r.json["checks"]["redis"]["status"] == "unavailable"
+            assert r.json["checks"]["redis"]["error"], r.json
+            assert r.json["checks"]["store"]["status"] == "ok"
+            # Counted, per policy and decision.
+            assert backend_errors(srv, "register_ip", "closed") >= 1
+            assert backend_errors(srv, "health", "open") >= 1
+        time.sleep(1.0)        # a while under load with Redis down
+        private_redis.start()
+        t_up = time.monotonic()
+
+        def recovered():
+            return all(register_on(s.port).status == 201 and ready(s).status == 200
+                       for s in servers)
+        wait_until(recovered, timeout=5.0, interval=0.1, what="recovery after Redis restarted")
+        recovery = time.monotonic() - t_up
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not problems, problems[:5]
+    assert seen.get((503, "rate_limiter_unavailable"), 0) > 0, seen
+    assert seen.get((201, None), 0) > 0, seen
+    assert [s.proc.pid for s in servers] == pids and all(s.running for s in servers), \
+        "no server restarted or died"
+    assert recovery < 5.0 and time.monotonic() - t_down > 1.0
+    for srv in servers:
+        r = ready(srv)
+        assert r.status == 200 and r.json["checks"]["redis"]["status"] == "ok", r
+
+
+def test_server_starts_while_redis_is_down(start_server, tmp_path):
+    redis = PrivateRedis(tmp_path / "redis")
+    try:
+        redis.halt()
+        srv = start_server(env=redis_env(redis))
+        r = ready(srv)
+        assert r.status == 503 and r.json["failing"] == ["redis"], r
+        assert_error(register_on(srv.port), 503, "rate_limiter_unavailable")
+        assert any("Redis is not reachable" in (rec or {}).get("msg", "")
+                   for rec in srv.log_records()), "a warning at start"
+        redis.start()
+        wait_until(lambda: ready(srv).status == 200, timeout=5.0, interval=0.1,
+                   what="readiness once Redis is up")
+        assert register_on(srv.port).status == 201
+    finally:
+        redis.stop()
+
+
+def test_fail_open_lets_money_routes_through(start_server, private_redis):
+    srv = start_server(env=redis_env(private_redis, SETTLED_RL_FAIL="open"))
+    private_redis.halt()
+    r = register_on(srv.port)
+    assert r.status == 201, r
+    assert r.headers.get("RateLimit") is None, "no decision, no RateLimit headers"
+    assert backend_errors(srv, "register_ip", "open") >= 1
+    assert ready(srv).status == 503
+
+
+# --------------------------------------------------------------------------
+# Configuration and secrets
+
+
+def test_password_is_used_and_never_logged(start_server, tmp_path):
+    redis = PrivateRedis(tmp_path / "redis", "--requirepass", "pw-0123456789")
+    try:
+        host = redis.url[len("redis://"):]
+        good = start_server(env={"SETTLED_REDIS_URL": f"redis://:pw-0123456789@{host}/1",
+                                 "SETTLED_REDIS_PREFIX": "it:pw:"})
+        assert ready(good).status == 200
+        assert register_on(good.port).status == 201
+        bad = start_server(env={"SETTLED_REDIS_URL": f"redis://:wrong-9876543210@{host}",
+                                "SETTLED_REDIS_PREFIX": "it:pw:"})
+        r = ready(bad)
+        assert r.status == 503, r
+        assert "AUTH" in r.json["checks"]["redis"]["error"], r.json
+        assert_error(register_on(bad.port), 503, "rate_limiter_unavailable")
+        for srv in (good, bad):
+            out = srv.stdout() + srv.stderr()
+            assert b"pw-0123456789" not in out and b"wrong-9876543210" not in out
+        assert b"wrong-9876543210" not in r.body
+    finally:
+        redis.stop()
+
+
+@pytest.mark.parametrize("url", ["rediss://h:6379", "redis://h:99999", "redis://h/x",
+                                 "redis://:pw@", "redis://:s3cret@h?x=1"])
+def test_bad_redis_url_is_a_config_error(url):
+    code, out, err = run_settled([], env={"SETTLED_REDIS_URL": url})
+    assert code == 2, (code, err)
+    assert "SETTLED_REDIS_URL" in err, err
+    assert "s3cret" not in err + out
+
+
+def test_in_process_limiter_has_no_redis_check(start_server):
+    r = ready(start_server(env={"SETTLED_REDIS_URL": None}))
+    assert r.status == 200
+    assert "redis" not in r.json["checks"], r.json

@@ -1,0 +1,367 @@
+/* test_redisc.c — the hiredis pool: URL parsing, commands and scripts on a
+ * real Redis (SETTLED_TEST_REDIS), and the failure paths: a refused port,
+ * a server that never answers, a server stopped and restarted (a private
+ * one from tests/redis/redisctl), bad credentials. Nothing is mocked. */
+#include <pthread.h>
+
+#include "redis_fixture.h"
+
+#include "banned.h"
+
+static void setup(void)
+{
+	signal(SIGPIPE, SIG_IGN); /* as main.c: hiredis writes with write(2) */
+}
+
+/* ---- URLs ------------------------------------------------------------- */
+
+Test(redisc_url, parses_every_part)
+{
+	struct redisc_url u;
+
+	cr_assert_eq(redisc_url_parse("redis://127.0.0.1:6380/3", &u, NULL), ST_OK);
+	cr_assert_str_eq(u.host, "127.0.0.1");
+	cr_assert_eq(u.port, 6380);
+	cr_assert_eq(u.db, 3);
+	cr_assert_str_eq(u.password, "");
+	cr_assert_str_eq(u.user, "");
+
+	cr_assert_eq(redisc_url_parse("redis://localhost", &u, NULL), ST_OK);
+	cr_assert_str_eq(u.host, "localhost");
+	cr_assert_eq(u.port, 6379);
+	cr_assert_eq(u.db, 0);
+
+	cr_assert_eq(redisc_url_parse("redis://:p%40ss:w@rd@cache.internal:7000/", &u, NULL), ST_OK);
+	cr_assert_str_eq(u.password, "p@ss:w@rd", "percent-decoded, last '@' ends the user info");
+	cr_assert_str_eq(u.user, "");
+	cr_assert_str_eq(u.host, "cache.internal");
+	cr_assert_eq(u.port, 7000);
+	cr_assert_eq(u.db, 0);
+
+	cr_assert_eq(redisc_url_parse("redis://app:secret@[::1]:6379/15", &u, NULL), ST_OK);
+	cr_assert_str_eq(u.user, "app");
+	cr_assert_str_eq(u.password, "secret");
+	cr_assert_str_eq(u.host, "::1");
+	cr_assert_eq(u.db, 15);
+
+	cr_assert_eq(redisc_url_parse("redis://lonepass@cache", &u, NULL), ST_OK);
+	cr_assert_str_eq(u.password, "lonepass", "a user info without ':' is the password");
+	cr_assert_str_eq(u.user, "");
+
+	cr_assert_eq(redisc_url_parse("REDIS://[::1]", &u, NULL), ST_OK);
+	cr_assert_str_eq(u.host, "::1");
+	cr_assert_eq(u.port, 6379);
+}
+
+Test(redisc_url, refuses_bad_ones_without_echoing_the_password)
+{
+	static const char *const bad[] = {
+		NULL, "", "http://h:1", "redis://", "redis://:pw@", "redis://h:0", "redis://h:65536",
+		"redis://h:x", "redis://h/x", "redis://h/1/2", "redis://h/99999", "redis://h?db=1",
+		"redis://h#x", "redis://:bad%zzescape@h", "redis://:nul%00@h",
+		"redis://[::1", "redis://[::1]x", "redis://h h", "rediss://:topsecret@h:6379",
+	};
+	struct redisc_url u;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct buf err = BUF_INIT(512);
+
+		cr_assert_eq(redisc_url_parse(bad[i], &u, &err), ST_INVALID, "accepted %s",
+			     bad[i] ? bad[i] : "NULL");
+		cr_assert(err.len > 0, "no reason for %s", bad[i] ? bad[i] : "NULL");
+		cr_assert_null(strstr(err.ptr, "topsecret"));
+		cr_assert_null(strstr(err.ptr, "bad%zz"));
+		buf_release(&err);
+	}
+}
+
+Test(redisc_url, describe_redacts)
+{
+	struct redisc_url u;
+	struct buf out = BUF_INIT(512);
+
+	cr_assert_eq(redisc_url_parse("redis://:hunter2@10.0.0.5:6390/2", &u, NULL), ST_OK);
+	redisc_url_describe(&u, &out);
+	cr_assert_str_eq(out.ptr, "redis://:[redacted]@10.0.0.5:6390/2");
+	buf_reset(&out);
+	cr_assert_eq(redisc_url_parse("redis://[::1]:6379", &u, NULL), ST_OK);
+	redisc_url_describe(&u, &out);
+	cr_assert_str_eq(out.ptr, "redis://[::1]:6379/0");
+	buf_release(&out);
+}
+
+/* ---- on the shared test server ---------------------------------------- */
+
+Test(redisc, ping_and_commands, .init = setup)
+{
+	const char *url = need_redis();
+	struct redisc *r = NULL;
+	struct buf err = BUF_INIT(512);
+	redisReply *rep = NULL;
+	char prefix[64], key[96];
+	const char *set[3] = { "SET", key, "v\0w" };
+	size_t setl[3];
+	const char *get[2] = { "GET", key };
+	struct redisc_stats st;
+	redisContext *c;
+
+	random_prefix(prefix, sizeof(prefix), "redisc");
+	snprintf(key, sizeof(key), "%sk", prefix);
+	setl[0] = 3;
+	setl[1] = strlen(key);
+	setl[2] = 3; /* binary-safe: an embedded NUL */
+	cr_assert_eq(redisc_new(url, NULL, &r, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(redisc_ping(r, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(redisc_command(r, 3, set, setl, &rep, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(rep->type, REDIS_REPLY_STATUS);
+	freeReplyObject(rep);
+	cr_assert_eq(redisc_command(r, 2, get, NULL, &rep, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(rep->type, REDIS_REPLY_STRING);
+	cr_assert_eq(rep->len, 3);
+	cr_assert_eq(memcmp(rep->str, "v\0w", 3), 0);
+	freeReplyObject(rep);
+	redisc_stats(r, &st);
+	cr_assert_eq(st.connects, 1, "one connection reused");
+	cr_assert_eq(st.open, 1);
+	cr_assert_eq(st.io_errors + st.connect_failures + st.fast_failures, 0);
+	redisc_free(r);
+	c = direct(url, -1);
+	cr_assert_eq(delete_prefix(c, prefix), 1);
+	redisFree(c);
+	buf_release(&err);
+}
+
+static const char INCR_LUA[] = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+
+Test(redisc, eval_loads_the_script_when_redis_forgot_it, .init = setup)
+{
+	const char *url = need_redis();
+	struct redisc *r = NULL;
+	struct redisc_script s;
+	redisReply *rep = NULL;
+	char prefix[64], key[96];
+	const char *args[2] = { key, "5" };
+	redisContext *c = direct(url, -1);
+
+	random_prefix(prefix, sizeof(prefix), "redisc");
+	snprintf(key, sizeof(key), "%sn", prefix);
+	redisc_script_init(&s, INCR_LUA);
+	cr_assert_eq(strlen(s.sha1), 40);
+	cr_assert_eq(redisc_new(url, NULL, &r, NULL), ST_OK);
+	for (int i = 1; i <= 3; i++) {
+		if (i == 3) { /* as after a restart or a failover */
+			redisReply *f = redisCommand(c, "SCRIPT FLUSH");
+
+			cr_assert(f && f->type == REDIS_REPLY_STATUS);
+			freeReplyObject(f);
+		}
+		cr_assert_eq(redisc_eval(r, &s, 1, 2, args, NULL, &rep, NULL), ST_OK);
+		cr_assert_eq(rep->type, REDIS_REPLY_INTEGER);
+		cr_assert_eq(rep->integer, 5 * i);
+		freeReplyObject(rep);
+	}
+	{
+		/* The SHA-1 is Redis's own name for the script. */
+		redisReply *e = redisCommand(c, "SCRIPT EXISTS %s", s.sha1);
+
+		cr_assert(e && e->type == REDIS_REPLY_ARRAY && e->element[0]->integer == 1);
+		freeReplyObject(e);
+	}
+	redisc_free(r);
+	cr_assert_eq(delete_prefix(c, prefix), 1);
+	redisFree(c);
+}
+
+Test(redisc, script_error_is_internal, .init = setup)
+{
+	const char *url = need_redis();
+	struct redisc *r = NULL;
+	struct redisc_script s;
+	struct buf err = BUF_INIT(512);
+	redisReply *rep = NULL;
+
+	redisc_script_init(&s, "return redis.call('NOSUCHCOMMAND')");
+	cr_assert_eq(redisc_new(url, NULL, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_eval(r, &s, 0, 0, NULL, NULL, &rep, &err), ST_INTERNAL);
+	cr_assert_null(rep);
+	cr_assert(strstr(err.ptr, "script error"), "%s", err.ptr);
+	cr_assert_eq(redisc_ping(r, NULL), ST_OK, "the connection is still fine");
+	redisc_free(r);
+	buf_release(&err);
+}
+
+struct pinger {
+	struct redisc *r;
+	int ok;
+};
+
+static void *ping_many(void *arg)
+{
+	struct pinger *p = arg;
+
+	for (int i = 0; i < 200; i++)
+		p->ok += redisc_ping(p->r, NULL) == ST_OK;
+	return NULL;
+}
+
+Test(redisc, sixteen_threads_share_four_connections, .init = setup, .timeout = 60)
+{
+	const char *url = need_redis();
+	struct redisc_options o = { .pool_size = 4 };
+	struct redisc *r = NULL;
+	pthread_t t[16];
+	struct pinger p[16];
+	struct redisc_stats st;
+
+	cr_assert_eq(redisc_new(url, &o, &r, NULL), ST_OK);
+	for (int i = 0; i < 16; i++) {
+		p[i] = (struct pinger){ r, 0 };
+		cr_assert_eq(pthread_create(&t[i], NULL, ping_many, &p[i]), 0);
+	}
+	for (int i = 0; i < 16; i++) {
+		pthread_join(t[i], NULL);
+		cr_assert_eq(p[i].ok, 200, "thread %d: %d of 200", i, p[i].ok);
+	}
+	redisc_stats(r, &st);
+	cr_assert_leq(st.connects, 4);
+	cr_assert_leq(st.open, 4);
+	redisc_free(r);
+}
+
+/* ---- failure paths ---------------------------------------------------- */
+
+Test(redisc, refused_port_fails_fast_and_backs_off, .init = setup)
+{
+	char url[96];
+	struct redisc *r = NULL;
+	struct buf err = BUF_INIT(512);
+	struct redisc_stats st;
+	double t0;
+
+	snprintf(url, sizeof(url), "redis://:hunter2@127.0.0.1:%d", closed_port());
+	cr_assert_eq(redisc_new(url, NULL, &r, &err), ST_OK, "creating a pool connects nothing");
+	t0 = now_s();
+	cr_assert_eq(redisc_ping(r, &err), ST_UNAVAILABLE);
+	cr_assert_lt(now_s() - t0, 0.1, "a refused connect is immediate");
+	cr_assert(strstr(err.ptr, "127.0.0.1"), "%s", err.ptr);
+	cr_assert_null(strstr(err.ptr, "hunter2"), "%s", err.ptr);
+	t0 = now_s();
+	for (int i = 0; i < 10000; i++)
+		cr_assert_eq(redisc_ping(r, NULL), ST_UNAVAILABLE);
+	cr_assert_lt(now_s() - t0, 0.5, "10000 calls during the backoff: no connect each");
+	redisc_stats(r, &st);
+	cr_assert_geq(st.fast_failures, 9990);
+	cr_assert_leq(st.connect_failures, 10, "one probe per backoff step");
+	cr_assert_eq(st.open, 0);
+	redisc_free(r);
+	buf_release(&err);
+}
+
+Test(redisc, hung_server_times_out, .init = setup)
+{
+	int port, fd = silent_server(&port);
+	char url[96];
+	struct redisc_options o = { .command_timeout_ms = 150 };
+	struct redisc *r = NULL;
+	struct buf err = BUF_INIT(512);
+	double t0, dt;
+
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+	cr_assert_eq(redisc_new(url, &o, &r, NULL), ST_OK);
+	t0 = now_s();
+	cr_assert_eq(redisc_ping(r, &err), ST_UNAVAILABLE);
+	dt = now_s() - t0;
+	cr_assert(dt >= 0.14 && dt < 0.5, "the command timeout bounds the wait: %.3f s", dt);
+	cr_assert(strstr(err.ptr, "timeout"), "%s", err.ptr);
+	t0 = now_s();
+	cr_assert_eq(redisc_ping(r, &err), ST_UNAVAILABLE);
+	cr_assert_lt(now_s() - t0, 0.01, "then fails fast during the backoff");
+	redisc_free(r);
+	close(fd);
+	buf_release(&err);
+}
+
+Test(redisc, recovers_when_redis_comes_back, .init = setup, .timeout = 60)
+{
+	struct private_redis p = { 0 };
+	struct redisc *r = NULL;
+	struct buf err = BUF_INIT(512);
+	struct redisc_stats st;
+	double t0;
+	int fails = 0;
+
+	private_start(&p, NULL);
+	cr_assert_eq(redisc_new(p.url, NULL, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_ping(r, &err), ST_OK, "%s", err.ptr);
+
+	/* Restarted between two calls: the stale connection is replaced and
+	 * the caller never sees it (rule 3). */
+	redisctl(&p, "restart", NULL);
+	cr_assert_eq(redisc_ping(r, &err), ST_OK, "%s", err.ptr);
+	redisc_stats(r, &st);
+	cr_assert_eq(st.connects, 2);
+
+	/* Down: every call fails, fast. */
+	redisctl(&p, "halt", NULL);
+	t0 = now_s();
+	for (int i = 0; i < 1000; i++)
+		fails += redisc_ping(r, NULL) == ST_UNAVAILABLE;
+	cr_assert_eq(fails, 1000);
+	cr_assert_lt(now_s() - t0, 0.5);
+
+	/* Back on the same port: found again within the backoff cap (1 s). */
+	redisctl(&p, "start", NULL);
+	t0 = now_s();
+	while (redisc_ping(r, NULL) != ST_OK) {
+		cr_assert_lt(now_s() - t0, 3.0, "not reconnected after 3 s");
+		usleep(10000);
+	}
+	cr_assert_lt(now_s() - t0, 1.5);
+	redisc_free(r);
+	private_stop(&p);
+	buf_release(&err);
+}
+
+Test(redisc, password_and_database, .init = setup, .timeout = 60)
+{
+	struct private_redis p = { 0 };
+	struct redisc *r = NULL;
+	struct buf err = BUF_INIT(512);
+	char url[160];
+	const char *set[3] = { "SET", "where", "db5" };
+	redisReply *rep = NULL;
+	redisContext *c;
+
+	private_start(&p, "--requirepass s3cr3t-pw");
+	/* Wrong password: unavailable, and the reason does not repeat it. */
+	snprintf(url, sizeof(url), "redis://:wrong-pw@%s", p.url + 8);
+	cr_assert_eq(redisc_new(url, NULL, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_ping(r, &err), ST_UNAVAILABLE);
+	cr_assert(strstr(err.ptr, "AUTH"), "%s", err.ptr);
+	cr_assert_null(strstr(err.ptr, "wrong-pw"), "%s", err.ptr);
+	redisc_free(r);
+	/* No password: the server answers NOAUTH, which is not ready. */
+	cr_assert_eq(redisc_new(p.url, NULL, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_ping(r, &err), ST_UNAVAILABLE);
+	cr_assert(strstr(err.ptr, "NOAUTH"), "%s", err.ptr);
+	redisc_free(r);
+	/* Right password, database 5. */
+	snprintf(url, sizeof(url), "redis://:s3cr3t-pw@%s/5", p.url + 8);
+	cr_assert_eq(redisc_new(url, NULL, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_ping(r, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(redisc_command(r, 3, set, NULL, &rep, NULL), ST_OK);
+	freeReplyObject(rep);
+	redisc_free(r);
+	c = direct(url, 5);
+	rep = redisCommand(c, "GET where");
+	cr_assert(rep && rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "db5"));
+	freeReplyObject(rep);
+	redisFree(c);
+	c = direct(url, 0);
+	rep = redisCommand(c, "EXISTS where");
+	cr_assert(rep && rep->integer == 0, "db 0 untouched");
+	freeReplyObject(rep);
+	redisFree(c);
+	private_stop(&p);
+	buf_release(&err);
+}

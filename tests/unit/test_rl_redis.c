@@ -1,0 +1,496 @@
+/* test_rl_redis.c — the Redis rate limit backend against the in-process one.
+ *
+ * The contract (ratelimit.h) is that both backends decide the same: every
+ * sequence here goes through rl_memory and rl_redis with the same injected
+ * clock, and every result code and decision field must match. Then what only
+ * Redis has: one state shared by many threads (16 threads, limit 50: exactly
+ * 50), TTLs that follow the TAT, long keys hashed, a Redis that is down or
+ * hung (ST_UNAVAILABLE, quickly) and one that comes back.
+ *
+ * Needs SETTLED_TEST_REDIS (make unit runs under tests/with-services); fails
+ * without it unless SETTLED_NO_SERVICES=1. Each test has its own key prefix
+ * and deletes its keys. */
+#include <pthread.h>
+
+#include "ratelimit.h"
+#include "redis_fixture.h"
+
+#include "banned.h"
+
+#define MIN_MS  INT64_C(60000)
+#define HOUR_MS INT64_C(3600000)
+#define DAY_MS  INT64_C(86400000)
+#define NOW0    INT64_C(1700000000000)
+
+static struct ratelimit *mem, *red;
+static char prefix[64];
+static const char *url;
+
+static void setup(void)
+{
+	struct buf err = BUF_INIT(512);
+	struct rl_redis_options o = { 0 };
+
+	signal(SIGPIPE, SIG_IGN);
+	url = need_redis();
+	random_prefix(prefix, sizeof(prefix), "rl");
+	o.prefix = prefix;
+	o.pool_size = 16;
+	/* The injected clock runs apart from Redis's: keep every key a day
+	 * past its TAT so Redis never forgets a TAT the memory backend still
+	 * holds (an expired TAT changes no decision). */
+	o.ttl_slack_ms = DAY_MS;
+	mem = rl_memory_new(0);
+	red = rl_redis_new(url, &o, &err);
+	cr_assert_not_null(mem);
+	cr_assert_not_null(red, "rl_redis_new: %s", err.ptr);
+	cr_assert_str_eq(red->ops->name, "redis");
+	cr_assert_eq(rl_ping(red, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(rl_ping(mem, NULL), ST_OK, "the in-process backend is always ready");
+	buf_release(&err);
+}
+
+static void teardown(void)
+{
+	rl_free(mem);
+	rl_free(red);
+	mem = red = NULL;
+	if (url && prefix[0]) {
+		redisContext *c = direct(url, -1);
+
+		delete_prefix(c, prefix);
+		redisFree(c);
+	}
+}
+
+static struct rl_policy pol(const char *name, int64_t limit, int64_t period_ms)
+{
+	return (struct rl_policy){ .name = name, .limit = limit, .period_ms = period_ms };
+}
+
+/* One request through both backends; asserts they agree on everything and
+ * returns the decision. */
+static struct rl_decision both(const struct rl_policy *p, const char *key, size_t len, int64_t now,
+			       enum st_rc *rc_out, const char *ctx)
+{
+	struct rl_decision a, b;
+	enum st_rc ra, rb;
+
+	memset(&a, 0x5a, sizeof(a));
+	memset(&b, 0x5a, sizeof(b));
+	ra = rl_check(mem, p, key, len, now, &a);
+	rb = rl_check(red, p, key, len, now, &b);
+	cr_assert_eq(rb, ra, "%s: rc memory %s, redis %s (policy %s %lld/%lld, now %lld)", ctx,
+		     st_rc_str(ra), st_rc_str(rb), p->name, (long long)p->limit,
+		     (long long)p->period_ms, (long long)now);
+	if (ra == ST_OK) {
+		cr_assert_eq(b.allowed, a.allowed, "%s: allowed (now %lld)", ctx, (long long)now);
+		cr_assert_eq(b.limit, a.limit, "%s: limit", ctx);
+		cr_assert_eq(b.remaining, a.remaining, "%s: remaining %lld vs %lld (now %lld)", ctx,
+			     (long long)a.remaining, (long long)b.remaining, (long long)now);
+		cr_assert_eq(b.reset_ms, a.reset_ms, "%s: reset_ms %lld vs %lld (now %lld)", ctx,
+			     (long long)a.reset_ms, (long long)b.reset_ms, (long long)now);
+		cr_assert_eq(b.retry_after_ms, a.retry_after_ms, "%s: retry_after_ms %lld vs %lld",
+			     ctx, (long long)a.retry_after_ms, (long long)b.retry_after_ms);
+	}
+	if (rc_out)
+		*rc_out = ra;
+	return a;
+}
+
+static struct rl_decision both_s(const struct rl_policy *p, const char *key, int64_t now)
+{
+	return both(p, key, strlen(key), now, NULL, "");
+}
+
+/* ---- same decisions as the in-process backend ------------------------- */
+
+Test(rl_redis, burst_limited_then_steady, .init = setup, .fini = teardown)
+{
+	struct rl_policy p = pol("register_ip", 5, HOUR_MS);
+	struct rl_decision d;
+	int64_t now = NOW0;
+
+	for (int i = 0; i < 5; i++) {
+		d = both_s(&p, "10.0.0.1", now);
+		cr_assert(d.allowed);
+		cr_assert_eq(d.remaining, 4 - i);
+	}
+	d = both_s(&p, "10.0.0.1", now);
+	cr_assert_not(d.allowed);
+	cr_assert_eq(d.retry_after_ms, 720000);
+	/* one ms early: still limited; on time: one passes */
+	d = both_s(&p, "10.0.0.1", now + 720000 - 1);
+	cr_assert_not(d.allowed);
+	d = both_s(&p, "10.0.0.1", now + 720000);
+	cr_assert(d.allowed);
+	/* another key, another policy name: untouched */
+	cr_assert(both_s(&p, "10.0.0.2", now).allowed);
+	cr_assert(both_s(&(struct rl_policy){ "register_wallet", 5, HOUR_MS, false }, "10.0.0.1", now)
+			  .allowed);
+	/* at reset_ms all five are back */
+	d = both_s(&p, "10.0.0.1", now + 720000);
+	cr_assert_not(d.allowed);
+	for (int i = 0; i < 5; i++)
+		cr_assert(both_s(&p, "10.0.0.1", now + 720000 + HOUR_MS).allowed);
+}
+
+Test(rl_redis, fractional_interval_7_per_hour, .init = setup, .fini = teardown)
+{
+	struct rl_policy p = pol("p7", 7, HOUR_MS); /* T = 514285.714... ms */
+	int64_t now = NOW0;
+	int allowed = 0;
+
+	/* A request every 1000 ms for 3 hours: 7 + 21 pass, to the request. */
+	for (int i = 0; i <= 3 * 3600; i++, now += 1000)
+		allowed += both_s(&p, "k", now).allowed;
+	cr_assert_eq(allowed, 7 + 21);
+}
+
+Test(rl_redis, more_requests_than_ms, .init = setup, .fini = teardown)
+{
+	/* L > P: T is 0 ms plus a fraction; whole-ms state would stop limiting. */
+	struct rl_policy p = pol("fast", 1000, 7);
+	int64_t now = NOW0;
+	int allowed = 0;
+
+	for (int i = 0; i < 3000; i++)
+		allowed += both_s(&p, "k", now + i / 1000).allowed; /* 3 ms */
+	cr_assert_gt(allowed, 1000);
+	cr_assert_lt(allowed, 3000);
+}
+
+Test(rl_redis, clock_steps_back_and_limit_changes, .init = setup, .fini = teardown)
+{
+	struct rl_policy p7 = pol("changes", 7, HOUR_MS), p5 = pol("changes", 5, HOUR_MS);
+	int64_t now = NOW0;
+
+	for (int i = 0; i < 9; i++)
+		both_s(&p7, "k", now);
+	/* the clock steps back by a day: the TAT is pulled in, both agree */
+	for (int i = 0; i < 4; i++)
+		both_s(&p7, "k", now - DAY_MS + i * 1000);
+	/* the operator changes the limit: frac out of range rounds up */
+	for (int i = 0; i < 8; i++)
+		both_s(&p5, "k", now + i * 100000);
+	/* a clock before 1970 is 0 in both */
+	both_s(&p5, "k2", -5);
+	both_s(&p5, "k2", 0);
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15u;
+
+static uint64_t next_rand(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+/* Random walks over many policies and keys: the field-by-field check of
+ * the contract. Time moves by 0, 1 ms, fractions and multiples of T and
+ * P, and now and then back; keys include the empty key and keys of 64, 65
+ * and 256 bytes (hashed) and 257 (ST_INVALID in both). */
+Test(rl_redis, random_sequences_match_memory, .init = setup, .fini = teardown, .timeout = 120)
+{
+	static const struct {
+		int64_t limit, period;
+	} pols[] = {
+		{ 5, HOUR_MS }, { 10, DAY_MS }, { 7, HOUR_MS }, { 60, HOUR_MS }, { 100, MIN_MS },
+		{ 600, MIN_MS }, { 1000, MIN_MS }, { 3, 1000 }, { 1, 1 }, { 1000, 7 }, { 13, 1001 },
+		{ 0, MIN_MS }, { 1000000000, DAY_MS },
+	};
+	static const char *const names[] = { "a", "register_ip", "claim_wallet" };
+	char keys[6][300];
+	size_t klen[6] = { 0, 9, 64, 65, 256, 257 };
+	int64_t now = NOW0;
+	int decisions = 0, refused = 0, invalid = 0;
+
+	memset(keys, 0, sizeof(keys));
+	for (int k = 1; k < 6; k++)
+		for (size_t i = 0; i < klen[k]; i++)
+			keys[k][i] = (char)('a' + (i * 7 + (size_t)k) % 26);
+
+	for (int step = 0; step < 6000; step++) {
+		size_t pi = next_rand() % (sizeof(pols) / sizeof(pols[0]));
+		struct rl_policy p = pol(names[next_rand() % 3], pols[pi].limit, pols[pi].period);
+		int k = (int)(next_rand() % 6);
+		int64_t t = pols[pi].limit ? pols[pi].period / pols[pi].limit : 1;
+		enum st_rc rc;
+		struct rl_decision d;
+		char ctx[64];
+
+		switch (next_rand() % 8) {
+		case 0: case 1: break;                                        /* same instant */
+		case 2: now += 1; break;
+		case 3: now += (int64_t)(next_rand() % (uint64_t)(t + 1)); break;
+		case 4: now += t; break;
+		case 5: now += (int64_t)(next_rand() % (uint64_t)(pols[pi].period + 1)); break;
+		case 6: now += (int64_t)(next_rand() % 5000); break;
+		case 7: now -= (int64_t)(next_rand() % 3000); break;          /* clock back */
+		}
+		snprintf(ctx, sizeof(ctx), "step %d key %d", step, k);
+		d = both(&p, keys[k], klen[k], now, &rc, ctx);
+		if (rc == ST_INVALID) {
+			invalid++;
+			cr_assert_eq(klen[k], 257, "%s", ctx);
+			continue;
+		}
+		cr_assert_eq(rc, ST_OK, "%s", ctx);
+		decisions++;
+		refused += !d.allowed;
+	}
+	cr_assert_gt(decisions, 4000);
+	cr_assert_gt(refused, 500, "the walk must hit the limits (%d refused)", refused);
+	cr_assert_gt(invalid, 0);
+}
+
+Test(rl_redis, invalid_inputs_match_memory, .init = setup, .fini = teardown)
+{
+	char name[80];
+	struct rl_decision d;
+
+	memset(name, 'n', sizeof(name));
+	name[65] = '\0';
+	both(&(struct rl_policy){ name, 5, HOUR_MS, false }, "k", 1, NOW0, NULL, "long name");
+	name[64] = '\0';
+	cr_assert(both_s(&(struct rl_policy){ name, 5, HOUR_MS, false }, "k", NOW0).allowed);
+	both(&(struct rl_policy){ "neg", -1, HOUR_MS, false }, "k", 1, NOW0, NULL, "negative limit");
+	both(&(struct rl_policy){ "zero", 5, 0, false }, "k", 1, NOW0, NULL, "zero period");
+	both(&(struct rl_policy){ NULL, 5, HOUR_MS, false }, "k", 1, NOW0, NULL, "NULL name");
+	both(&(struct rl_policy){ "nk", 5, HOUR_MS, false }, NULL, 3, NOW0, NULL, "NULL key");
+	cr_assert(both(&(struct rl_policy){ "nk", 5, HOUR_MS, false }, NULL, 0, NOW0, NULL, "")
+			  .allowed);
+	/* Differences, as documented: names that would make keys ambiguous,
+	 * and ranges past exact double arithmetic. */
+	cr_assert_eq(rl_check(red, &(struct rl_policy){ "a:b", 5, HOUR_MS, false }, "k", 1, NOW0, &d),
+		     ST_INVALID);
+	cr_assert_eq(rl_check(red, &(struct rl_policy){ "a#b", 5, HOUR_MS, false }, "k", 1, NOW0, &d),
+		     ST_INVALID);
+	cr_assert_eq(rl_check(red, &(struct rl_policy){ "big", RL_REDIS_LIMIT_MAX + 1, HOUR_MS, false },
+			      "k", 1, NOW0, &d),
+		     ST_INVALID);
+	cr_assert_eq(rl_check(red, &(struct rl_policy){ "p", 5, HOUR_MS, false }, "k", 1,
+			      RL_REDIS_TIME_MAX + 1, &d),
+		     ST_INVALID);
+}
+
+/* ---- what only a shared store has ------------------------------------- */
+
+struct hammer {
+	const struct rl_policy *p;
+	int allowed, errors;
+	int remaining_seen[64];
+};
+
+static void *hammer_run(void *arg)
+{
+	struct hammer *h = arg;
+	struct rl_decision d;
+
+	for (int i = 0; i < 20; i++) {
+		if (rl_check(red, h->p, "one-key", 7, NOW0, &d) != ST_OK) {
+			h->errors++;
+			continue;
+		}
+		if (d.allowed) {
+			h->allowed++;
+			if (d.remaining >= 0 && d.remaining < 64)
+				h->remaining_seen[d.remaining]++;
+		}
+	}
+	return NULL;
+}
+
+Test(rl_redis, sixteen_threads_limit_50_exactly_50, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+	struct rl_policy p = pol("threads", 50, HOUR_MS);
+	pthread_t t[16];
+	struct hammer h[16];
+	int allowed = 0, seen[64] = { 0 };
+
+	for (int i = 0; i < 16; i++) {
+		memset(&h[i], 0, sizeof(h[i]));
+		h[i].p = &p;
+		cr_assert_eq(pthread_create(&t[i], NULL, hammer_run, &h[i]), 0);
+	}
+	for (int i = 0; i < 16; i++) {
+		pthread_join(t[i], NULL);
+		cr_assert_eq(h[i].errors, 0);
+		allowed += h[i].allowed;
+		for (int r = 0; r < 64; r++)
+			seen[r] += h[i].remaining_seen[r];
+	}
+	cr_assert_eq(allowed, 50, "16 threads x 20 requests, limit 50: %d passed", allowed);
+	for (int r = 0; r < 50; r++)
+		cr_assert_eq(seen[r], 1, "remaining=%d reported %d times", r, seen[r]);
+}
+
+Test(rl_redis, two_backends_on_one_redis_share_state, .init = setup, .fini = teardown)
+{
+	struct rl_redis_options o = { .prefix = prefix };
+	struct ratelimit *other = rl_redis_new(url, &o, NULL);
+	struct rl_policy p = pol("shared", 4, HOUR_MS);
+	struct rl_decision d;
+	int allowed = 0;
+
+	cr_assert_not_null(other);
+	for (int i = 0; i < 10; i++) {
+		cr_assert_eq(rl_check(i % 2 ? red : other, &p, "k", 1, NOW0, &d), ST_OK);
+		allowed += d.allowed;
+	}
+	cr_assert_eq(allowed, 4);
+	rl_free(other);
+}
+
+static long long pttl(redisContext *c, const char *key, size_t len)
+{
+	redisReply *r = redisCommand(c, "PTTL %b", key, len);
+	long long v;
+
+	cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+	v = r->integer;
+	freeReplyObject(r);
+	return v;
+}
+
+Test(rl_redis, keys_expire_with_their_tat_and_long_keys_are_hashed, .init = setup,
+     .fini = teardown)
+{
+	struct rl_policy p = pol("ttl", 5, HOUR_MS);
+	struct rl_redis_options o = { .prefix = prefix }; /* the default slack, 1 s */
+	struct ratelimit *rl = rl_redis_new(url, &o, NULL);
+	redisContext *c = direct(url, -1);
+	char key[256], name[300], longkey[200];
+	struct rl_decision d;
+	long long t;
+	redisReply *r;
+
+	/* wall clock: Redis's TTL runs in real time */
+	int64_t now = (int64_t)time(NULL) * 1000;
+
+	cr_assert_eq(rl_check(rl, &p, "1.2.3.4", 7, now, &d), ST_OK);
+	cr_assert_eq(rl_check(rl, &p, "1.2.3.4", 7, now, &d), ST_OK);
+	cr_assert_eq(d.reset_ms, 2 * 720000);
+	snprintf(key, sizeof(key), "%sttl:1.2.3.4", prefix);
+	t = pttl(c, key, strlen(key));
+	cr_assert(t > d.reset_ms + 1000 - 2000 && t <= d.reset_ms + 1000,
+		  "PTTL %lld for reset %lld (+1 s slack)", t, (long long)d.reset_ms);
+	r = redisCommand(c, "GET %s", key);
+	cr_assert(r && r->type == REDIS_REPLY_STRING);
+	snprintf(name, sizeof(name), "%lld 0", (long long)(now + 2 * 720000));
+	cr_assert_str_eq(r->str, name, "the exact TAT, \"ms frac\"");
+	freeReplyObject(r);
+
+	/* a key of 65 bytes or more is stored under its SHA-256 */
+	memset(longkey, 'x', sizeof(longkey));
+	cr_assert_eq(rl_check(rl, &p, longkey, sizeof(longkey), now, &d), ST_OK);
+	snprintf(name, sizeof(name), "%sttl#", prefix);
+	r = redisCommand(c, "KEYS %s*", name);
+	cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+	cr_assert_eq(r->element[0]->len, strlen(name) + 64);
+	freeReplyObject(r);
+
+	/* a short policy: the key is gone once the TAT (plus slack) passed */
+	p = pol("short", 2, 100);
+	cr_assert_eq(rl_check(rl, &p, "k", 1, now, &d), ST_OK);
+	snprintf(key, sizeof(key), "%sshort:k", prefix);
+	t = pttl(c, key, strlen(key));
+	cr_assert(t > 0 && t <= 50 + 1000, "PTTL %lld", t);
+	usleep(1200 * 1000);
+	cr_assert_eq(pttl(c, key, strlen(key)), -2, "expired and deleted");
+	redisFree(c);
+	rl_free(rl);
+}
+
+/* ---- Redis down -------------------------------------------------------- */
+
+Test(rl_redis, redis_down_is_unavailable_quickly, .init = setup, .fini = teardown)
+{
+	char down_url[96];
+	struct buf err = BUF_INIT(512);
+	struct ratelimit *rl;
+	struct rl_policy p = pol("register_ip", 5, HOUR_MS);
+	struct rl_decision d;
+	double t0;
+
+	snprintf(down_url, sizeof(down_url), "redis://:pw-not-logged@127.0.0.1:%d/2", closed_port());
+	rl = rl_redis_new(down_url, NULL, &err);
+	cr_assert_not_null(rl, "creation connects nothing: %s", err.ptr);
+	memset(&d, 0x5a, sizeof(d));
+	t0 = now_s();
+	cr_assert_eq(rl_check(rl, &p, "k", 1, NOW0, &d), ST_UNAVAILABLE);
+	cr_assert_lt(now_s() - t0, 0.1);
+	cr_assert_eq(d.limit, (int64_t)0x5a5a5a5a5a5a5a5a, "*out untouched on failure");
+	t0 = now_s();
+	for (int i = 0; i < 5000; i++)
+		cr_assert_eq(rl_check(rl, &p, "k", 1, NOW0, &d), ST_UNAVAILABLE);
+	cr_assert_lt(now_s() - t0, 0.5, "5000 decisions while down");
+	cr_assert_eq(rl_ping(rl, &err), ST_UNAVAILABLE);
+	cr_assert(strstr(err.ptr, "127.0.0.1"), "%s", err.ptr);
+	cr_assert_null(strstr(err.ptr, "pw-not-logged"), "%s", err.ptr);
+	/* a disabled policy needs no Redis */
+	cr_assert_eq(rl_check(rl, &(struct rl_policy){ "off", 0, HOUR_MS, false }, "k", 1, NOW0, &d),
+		     ST_OK);
+	cr_assert(d.allowed);
+	rl_free(rl);
+	buf_release(&err);
+}
+
+Test(rl_redis, hung_redis_is_unavailable_within_the_timeout, .init = setup, .fini = teardown)
+{
+	int port, fd = silent_server(&port);
+	char hung[96];
+	struct rl_redis_options o = { .command_timeout_ms = 200 };
+	struct ratelimit *rl;
+	struct rl_policy p = pol("register_ip", 5, HOUR_MS);
+	struct rl_decision d;
+	double t0, dt;
+
+	snprintf(hung, sizeof(hung), "redis://127.0.0.1:%d", port);
+	rl = rl_redis_new(hung, &o, NULL);
+	cr_assert_not_null(rl);
+	t0 = now_s();
+	cr_assert_eq(rl_check(rl, &p, "k", 1, NOW0, &d), ST_UNAVAILABLE);
+	dt = now_s() - t0;
+	cr_assert(dt > 0.15 && dt < 0.6, "%.3f s", dt);
+	rl_free(rl);
+	close(fd);
+}
+
+Test(rl_redis, restart_loses_state_then_decides_again, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+	struct private_redis pr = { 0 };
+	struct ratelimit *rl;
+	struct rl_policy p = pol("register_ip", 3, HOUR_MS);
+	struct rl_decision d;
+	double t0;
+
+	private_start(&pr, NULL);
+	rl = rl_redis_new(pr.url, NULL, NULL);
+	cr_assert_not_null(rl);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(rl_check(rl, &p, "k", 1, NOW0, &d), ST_OK);
+		cr_assert(d.allowed);
+	}
+	cr_assert_eq(rl_check(rl, &p, "k", 1, NOW0, &d), ST_OK);
+	cr_assert_not(d.allowed);
+	redisctl(&pr, "halt", NULL);
+	cr_assert_eq(rl_check(rl, &p, "k", 1, NOW0, &d), ST_UNAVAILABLE);
+	cr_assert_eq(rl_ping(rl, NULL), ST_UNAVAILABLE);
+	redisctl(&pr, "start", NULL);
+	t0 = now_s();
+	while (rl_check(rl, &p, "k", 1, NOW0, &d) != ST_OK) {
+		cr_assert_lt(now_s() - t0, 3.0, "no recovery within 3 s");
+		usleep(10000);
+	}
+	/* no persistence in the test server: the quota is fresh (documented) */
+	cr_assert(d.allowed);
+	cr_assert_eq(d.remaining, 2);
+	cr_assert_eq(rl_ping(rl, NULL), ST_OK);
+	rl_free(rl);
+	private_stop(&pr);
+}
