@@ -99,8 +99,12 @@ asan:
 bench: deps settled
 	ops/bench
 
+# SIGKILL under load, then the invariants (ops/chaos): 25 kills over 90 s on
+# SQLite, then on PostgreSQL (+ Redis) from tests/with-services. A short run
+# (3 kills) is part of the integration suite. CHAOS_ARGS="--seed 7 -v".
 chaos: deps settled
-	ops/chaos
+	ops/chaos --backend sqlite $(CHAOS_ARGS)
+	$(WITH_SERVICES) ops/chaos --backend pg $(CHAOS_ARGS)
 
 # Fuzzing with libFuzzer (clang): tests/fuzz/fuzz_<name>.c, each linked with
 # an instrumented (ASan + UBSan + coverage) build of src/ in build-fuzz/.

@@ -595,7 +595,7 @@ static enum st_rc changes_unit(struct tx *tx, void *arg)
 	enum st_rc rc;
 
 	for (int i = 0; i < 3; i++) {
-		char k[8];
+		char k[24];
 
 		snprintf(k, sizeof(k), "c%d", i);
 		rc = tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S(k)), &ch[0]);
@@ -855,7 +855,7 @@ PG_ONLY(reconnects_after_the_server_drops_connections)
 	cr_assert_eq(count("before"), 1);
 	cr_assert_eq(store_ping(S, &why), ST_OK);
 	for (int round = 0; round < 2; round++) {
-		char key[16];
+		char key[32];
 
 		kill_backends();
 		/* Each pooled connection is dead; the first use of each must
