@@ -27,7 +27,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 
-.PHONY: all run test unit integration check asan bench chaos clean deps deps-run format-check \
+.PHONY: all run test unit integration integration-pg check asan bench chaos clean deps deps-run format-check \
         fuzz fuzz-smoke fuzz-build fuzz-bins
 all: settled
 
@@ -84,8 +84,14 @@ unit: $(UNIT_BIN)
 integration: settled
 	SETTLED_BIN=$(abspath $(BUILD))/settled $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
+# The same suite in scale-out mode: every test server on its own database of
+# the private PostgreSQL (docs/internals/store.md).
+integration-pg: settled
+	$(WITH_SERVICES) env SETTLED_TEST_BACKEND=pg SETTLED_BIN=$(abspath $(BUILD))/settled \
+		$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+
 check:
-	$(WITH_SERVICES) $(MAKE) unit integration
+	$(WITH_SERVICES) $(MAKE) unit integration integration-pg
 	$(MAKE) fuzz-smoke
 
 test: deps

@@ -9,6 +9,9 @@
  *   - a batch is POSTed once: on failure (connection, timeout, non-2xx)
  *     it is dropped and counted. A collector that is down costs one
  *     connect timeout per interval, never a growing backlog;
+ *   - shutdown is bounded: trace_free sets a deadline (shutdown_ms from
+ *     then); the POST in flight is aborted at it and no batch starts after
+ *     it, so a slow collector delays exit by at most about shutdown_ms;
  *   - span text is sanitised when it is set (valid UTF-8, capped), so the
  *     encoder only escapes and always emits valid JSON.
  *
@@ -50,6 +53,10 @@ struct tracer {
 	struct trace_span *ring;
 	size_t cap, head, count;
 	bool stopping;
+	/* Set by trace_free: the monotonic ms by which the exporter must be
+	 * done. An in-flight POST is aborted at it (progress callback), and no
+	 * new batch starts after it; 0 while running. */
+	atomic_llong deadline_ms;
 
 	size_t batch_max;
 	int64_t interval_ms, timeout_ms, shutdown_ms;
@@ -596,6 +603,20 @@ static size_t discard_body(char *ptr, size_t size, size_t nmemb, void *arg)
 	return size * nmemb;
 }
 
+/* libcurl's progress callback: non-zero aborts the transfer. */
+static int past_deadline(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+			 curl_off_t ulnow)
+{
+	struct tracer *tr = arg;
+	long long d = atomic_load(&tr->deadline_ms);
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return d && mono_ms() >= d;
+}
+
 static void export_failed(struct tracer *tr, size_t n, const char *why)
 {
 	int64_t now = mono_ms();
@@ -673,15 +694,16 @@ static void *exporter_main(void *arg)
 		if (tr->stopping)
 			break;
 		pthread_mutex_unlock(&tr->mu);
-		/* Everything queued now, a batch at a time. */
-		while (export_batch(tr, tr->timeout_ms) == tr->batch_max)
+		/* Everything queued now, a batch at a time (until told to stop). */
+		while (!atomic_load(&tr->deadline_ms) &&
+		       export_batch(tr, tr->timeout_ms) == tr->batch_max)
 			;
 		pthread_mutex_lock(&tr->mu);
 	}
 	pthread_mutex_unlock(&tr->mu);
 
 	/* Shutdown: what fits in the budget goes out; trace_free drops the rest. */
-	until_ms = mono_ms() + tr->shutdown_ms;
+	until_ms = atomic_load(&tr->deadline_ms);
 	for (;;) {
 		int64_t left = until_ms - mono_ms();
 
@@ -746,6 +768,7 @@ enum st_rc trace_new(const struct trace_options *opt, struct tracer **out, struc
 	pthread_condattr_destroy(&ca);
 	buf_init(&tr->body, TRACE_BODY_MAX);
 	atomic_init(&tr->dropped_full, 0);
+	atomic_init(&tr->deadline_ms, 0);
 	tr->cap = opt->capacity ? opt->capacity : TRACE_DEFAULT_CAPACITY;
 	tr->batch_max = opt->batch_max ? opt->batch_max : TRACE_DEFAULT_BATCH;
 	if (tr->batch_max > tr->cap)
@@ -807,6 +830,9 @@ enum st_rc trace_start(struct tracer *tr, struct buf *err)
 	curl_easy_setopt(tr->curl, CURLOPT_WRITEFUNCTION, discard_body);
 	curl_easy_setopt(tr->curl, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(tr->curl, CURLOPT_USERAGENT, "settled-otlp");
+	curl_easy_setopt(tr->curl, CURLOPT_XFERINFOFUNCTION, past_deadline);
+	curl_easy_setopt(tr->curl, CURLOPT_XFERINFODATA, tr);
+	curl_easy_setopt(tr->curl, CURLOPT_NOPROGRESS, 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	curl_easy_setopt(tr->curl, CURLOPT_PROTOCOLS_STR, "http,https");
 #endif
@@ -833,6 +859,7 @@ void trace_free(struct tracer *tr)
 	if (!tr)
 		return;
 	if (tr->started) {
+		atomic_store(&tr->deadline_ms, (long long)(mono_ms() + tr->shutdown_ms));
 		pthread_mutex_lock(&tr->mu);
 		tr->stopping = true;
 		pthread_cond_signal(&tr->cv);

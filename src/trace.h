@@ -10,7 +10,8 @@
  * interval or as soon as batch_max spans wait) and POSTs them as OTLP/HTTP
  * JSON to {endpoint}/v1/traces with libcurl; a failed POST is counted and
  * its spans dropped, never retried. At shutdown it exports what it can
- * within shutdown_ms.
+ * within shutdown_ms (a POST in flight is aborted at that deadline).
+ * docs/internals/tracing.md has the span tree and the attributes.
  *
  * Off means off: with OTEL_EXPORTER_OTLP_ENDPOINT unset there is no tracer
  * (NULL), and every function here accepts a span started with a NULL
@@ -115,8 +116,8 @@ struct trace_options {
  * ST_NOMEM, or ST_INVALID with err (may be NULL) saying why. */
 enum st_rc trace_new(const struct trace_options *opt, struct tracer **out, struct buf *err);
 
-/* Starts the exporter thread (and libcurl). Call while the process has
- * one thread, once (curl_global_init is not thread-safe everywhere).
+/* Starts the exporter thread (and libcurl: call it before other threads
+ * might, as curl_global_init is only thread-safe in recent libcurl), once.
  * ST_INVALID without an endpoint; ST_INTERNAL when the thread cannot start. */
 enum st_rc trace_start(struct tracer *tr, struct buf *err);
 

@@ -271,14 +271,17 @@ static void job_log(struct worker_pool *p, enum log_level lvl, const struct job 
 
 void job_logf(const struct job_ctx *ctx, enum log_level lvl, const char *fmt, ...)
 {
-	struct buf msg = BUF_INIT(8192), f = BUF_INIT(1024);
+	struct buf msg = BUF_INIT(1 << 16), f = BUF_INIT(1024);
 	va_list ap;
+	enum st_rc rc;
 
 	if (lvl < ctx->app->log.min)
 		return;
 	va_start(ap, fmt);
-	buf_vprintf(&msg, fmt, ap); /* cut at the cap: log_emit bounds the line anyway */
+	rc = buf_vprintf(&msg, fmt, ap); /* log_emit cuts a long msg to fit the line */
 	va_end(ap);
+	if (rc)
+		buf_puts(&msg, "job log: message not logged (too long or out of memory)");
 	log_field_int(&f, "job_id", ctx->job->id);
 	log_field_str(&f, "queue", ctx->job->queue);
 	log_field_str(&f, "kind", ctx->job->kind);

@@ -14,6 +14,8 @@ limiter is independent of the store.
   within a few seconds with no server restart.
 """
 
+import http.client
+import json
 import secrets
 import threading
 import time
@@ -74,8 +76,6 @@ def test_two_instances_share_a_limit_of_50(start_server, private_redis):
         body = {"wallet": new_wallet()}
 
         def fn(release):
-            import http.client
-            import json
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             try:
                 conn.connect()

@@ -1,8 +1,12 @@
 /* test_trace.c — spans, the bounded ring (drops counted when full), the
  * OTLP/HTTP JSON encoding, W3C context formatting and parsing, and an
  * exporter that stops within its budget when the collector is down. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,7 +82,7 @@ static void record_named(const char *name)
 Test(trace, ring_drops_and_counts_when_full, .init = setup, .fini = teardown)
 {
 	struct trace_span out[8];
-	char name[8];
+	char name[16];
 
 	for (int i = 0; i < 6; i++) {
 		snprintf(name, sizeof(name), "s%d", i);
@@ -104,7 +108,7 @@ Test(trace, ring_drops_and_counts_when_full, .init = setup, .fini = teardown)
 Test(trace, ring_wraps_around, .init = setup, .fini = teardown)
 {
 	struct trace_span out[4];
-	char name[8];
+	char name[16];
 
 	/* Push and pop past the end of the ring several times. */
 	for (int i = 0; i < 10; i++) {
@@ -463,6 +467,56 @@ Test(trace, exporter_stops_within_budget_when_the_collector_is_down)
 	cr_assert_eq(metric_value("settled_trace_spans_exported_total"), 0);
 	reg = NULL;
 	metrics_free(m);
+	buf_release(&err);
+}
+
+static int64_t ms_since(const struct timespec *a)
+{
+	struct timespec b;
+
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return (int64_t)(b.tv_sec - a->tv_sec) * 1000 + (b.tv_nsec - a->tv_nsec) / 1000000;
+}
+
+Test(trace, a_hanging_collector_cannot_hold_shutdown)
+{
+	struct metrics *m = metrics_new();
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	char url[64];
+	struct trace_options o = { .interval_ms = 20, .timeout_ms = 10000, .shutdown_ms = 300,
+				   .metrics = m };
+	struct tracer *t = NULL;
+	struct trace_span sp;
+	struct timespec a;
+	struct buf err = BUF_INIT(256);
+
+	/* Listening but never accepting: connections complete in the backlog,
+	 * the request is sent, no answer ever comes. */
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(lfd, 8), 0);
+	cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u", ntohs(sa.sin_port));
+	o.endpoint = url;
+	cr_assert_eq(trace_new(&o, &t, &err), ST_OK);
+	cr_assert_eq(trace_start(t, &err), ST_OK, "%s", err.ptr);
+	trace_span_start(&sp, t, "stuck", TRACE_INTERNAL, NULL);
+	trace_span_end(&sp);
+	usleep(200 * 1000); /* the exporter is now waiting on the answer */
+	trace_span_start(&sp, t, "queued", TRACE_INTERNAL, NULL);
+	trace_span_end(&sp);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	trace_free(t);
+	cr_assert_lt(ms_since(&a), 2000, "shutdown waited %lld ms", (long long)ms_since(&a));
+	reg = m;
+	cr_assert_eq(metric_value("settled_trace_spans_dropped_total{reason=\"export_failed\"}") +
+			     metric_value("settled_trace_spans_dropped_total{reason=\"shutdown\"}"),
+		     2);
+	reg = NULL;
+	metrics_free(m);
+	close(lfd);
 	buf_release(&err);
 }
 
