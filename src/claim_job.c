@@ -221,7 +221,10 @@ enum st_rc claim_job_sweep_stuck(struct tx *tx, const struct settled *app, struc
 	s->seen = 0;
 	rc = tx_query(tx,
 		      "SELECT id, status, updated_at FROM intents"
-		      " WHERE status IN ('LOCKED', 'SUBMITTED') AND updated_at <= $1"
+		      /* A stuck payout is not ours to re-confirm: payout.confirm
+		       * jobs drive it; only its LOCKED state is failed here. */
+		      " WHERE (status = 'LOCKED' OR (status = 'SUBMITTED' AND kind = 'claim'))"
+		      " AND updated_at <= $1"
 		      " AND (updated_at > $2 OR (updated_at = $2 AND id > $3))"
 		      " ORDER BY updated_at, id LIMIT $4",
 		      ST_ARGS(SV_I(s->cutoff_ms), SV_I(s->cur_at), SV_S(s->cur_id), SV_I(s->limit)),

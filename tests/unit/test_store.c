@@ -898,3 +898,62 @@ Test(store_pg, unreachable_server_fails_open_without_leaking_the_password)
 	expect_open_fails_quietly("postgresql://settled:Sekr1tPass@127.0.0.1:notaport/settled");
 	expect_open_fails_quietly("host=127.0.0.1 port=1 user=settled password=Sekr1tPass dbname=x");
 }
+
+/* Two instances starting together on a new database: the advisory lock
+ * makes each migration apply once, and both open. */
+struct opener {
+	const char *url;
+	pthread_barrier_t *go;
+	struct store *s;
+	enum st_rc rc;
+	char err[512];
+};
+
+static void *open_thread(void *arg)
+{
+	struct opener *o = arg;
+	struct store_options so = { .database_url = o->url, .write_conns = 2, .read_conns = 1 };
+	struct buf err = BUF_INIT(512);
+
+	pthread_barrier_wait(o->go);
+	o->rc = store_open(&so, &o->s, &err);
+	snprintf(o->err, sizeof(o->err), "%s", err.ptr);
+	buf_release(&err);
+	return NULL;
+}
+
+PG_ONLY(instances_starting_together_migrate_once)
+{
+	char db[80], url[2048], sql[160];
+	struct opener o[4];
+	pthread_t th[4];
+	pthread_barrier_t go;
+	int64_t n = 0, v[2] = { 0, 0 };
+
+	need_backend();
+	for (const struct st_migration *m = st_migrations_pg; m->sql; m++)
+		n++;
+	snprintf(db, sizeof(db), "%s_pair", pg_db);
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", db);
+	pg_admin_exec(sql);
+	url_with_db(getenv("SETTLED_TEST_PG"), db, url, sizeof(url));
+	pthread_barrier_init(&go, NULL, 4);
+	for (int i = 0; i < 4; i++) {
+		o[i] = (struct opener){ .url = url, .go = &go };
+		pthread_create(&th[i], NULL, open_thread, &o[i]);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&go);
+	for (int i = 0; i < 4; i++)
+		cr_expect_eq(o[i].rc, ST_OK, "instance %d: %s", i, o[i].err);
+	for (int i = 0; i < 4; i++) {
+		if (o[i].rc)
+			continue;
+		cr_assert_eq(store_read(o[i].s, versions_unit, v), ST_OK);
+		cr_expect_eq(v[0], n, "instance %d sees %lld versions", i, (long long)v[0]);
+		store_close(o[i].s);
+	}
+	snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", db);
+	pg_admin_exec(sql);
+}
