@@ -878,16 +878,9 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	}
 	snprintf(rq->idem_scope, n, "%s %s %s", rq->client_id, rq->method, rq->route->path);
 
-	if (!idem_begin(app->idem, rq->idem_scope, key)) {
-		idem_count(rq, "in_use");
-		req_fail(rq, ST_CONFLICT, "idempotency_key_in_use",
-			 "a request with this Idempotency-Key is still running; retry shortly");
-		resp_header(&rq->resp, "Retry-After", "1");
-		return false;
-	}
-	rq->idem_running = true;
-
-	/* A finished key is answered from a read connection: no writer, no write. */
+	/* A finished key is answered from a read connection: no writer, no
+	 * write. This comes before the running check, so any number of
+	 * concurrent retries of a finished request all get its answer. */
 	rc = store_read(app->store, lookup_unit, &la);
 	if (rc == ST_OK) {
 		if (la.rec.same_fingerprint) {
@@ -904,6 +897,17 @@ static bool idempotency_precheck(struct req_ctx *rq)
 		req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store is unavailable; retry");
 		return false;
 	}
+	/* Not finished. If it is running here, say so at once. If it finishes
+	 * between the read above and this mark, the unit's claim finds the
+	 * committed record and replays it: no second effect either way. */
+	if (!idem_begin(app->idem, rq->idem_scope, key)) {
+		idem_count(rq, "in_use");
+		req_fail(rq, ST_CONFLICT, "idempotency_key_in_use",
+			 "a request with this Idempotency-Key is still running; retry shortly");
+		resp_header(&rq->resp, "Retry-After", "1");
+		return false;
+	}
+	rq->idem_running = true;
 	return true;
 }
 

@@ -203,6 +203,24 @@ def test_concurrent_same_key_one_effect(server):
         assert_replay(miss, again)
 
 
+def test_concurrent_replays_of_a_finished_key_all_hit(server):
+    """Regression (found by make bench): 64 simultaneous retries of a key
+    whose request has finished must all get the stored answer, never 409
+    in_use: the finished-key lookup comes before the running check."""
+    key, body = new_key(), wallet_body()
+    first = post_register(server, body, key)
+    assert first.status == 201, first
+    req = {"method": "POST", "path": "/api/register", "body": body,
+           "headers": {"Content-Type": "application/json", "Idempotency-Key": key}}
+    for _ in range(20):
+        with server.unchanged():
+            results = only_responses(concurrent_requests(server.port, [req] * 64))
+        assert len(results) == 64
+        for r in results:
+            assert r.headers.get("X-Idempotency") == "HIT", r
+            assert_replay(first, r)
+
+
 def test_crash_mid_flight_then_retry_every_key(start_server):
     """SIGKILL while keyed registrations are in flight; after a restart every
     key's retry yields its single effect and no key is stuck."""
