@@ -23,6 +23,7 @@
 #include "settled.h"
 #include "ticker.h"
 #include "worker.h"
+#include "present.h"
 #include "banned.h"
 
 #define DLQ_PAGE_DEFAULT 50
@@ -45,16 +46,6 @@ static bool parse_id(const char *s, int64_t *out)
 	return true;
 }
 
-static json_t *time_or_null(int64_t ms)
-{
-	char t[RFC3339_LEN];
-
-	if (ms <= 0)
-		return json_null();
-	format_rfc3339(ms, t);
-	return json_string(t);
-}
-
 static json_t *str_or_null(const char *s)
 {
 	return s ? json_string(s) : json_null();
@@ -69,9 +60,9 @@ static json_t *job_json(const struct job *j)
 			 job_state_str(j->state), "attempts", j->attempts, "max_attempts",
 			 j->max_attempts, "payload", payload ? payload : json_string(j->payload),
 			 "last_error", str_or_null(j->last_error), "unique_key",
-			 str_or_null(j->unique_key), "run_at", time_or_null(j->run_at), "created_at",
-			 time_or_null(j->created_at), "updated_at", time_or_null(j->updated_at),
-			 "finished_at", time_or_null(j->finished_at));
+			 str_or_null(j->unique_key), "run_at", present_time(j->run_at), "created_at",
+			 present_time(j->created_at), "updated_at", present_time(j->updated_at),
+			 "finished_at", present_time(j->finished_at));
 }
 
 /* ---- GET /api/admin/dlq ---- */

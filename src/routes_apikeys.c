@@ -22,25 +22,16 @@
 #include "http.h"
 #include "routes.h"
 #include "settled.h"
+#include "present.h"
 #include "banned.h"
-
-static json_t *time_or_null(int64_t ms)
-{
-	char t[RFC3339_LEN];
-
-	if (ms <= 0)
-		return json_null();
-	format_rfc3339(ms, t);
-	return json_string(t);
-}
 
 /* The stored key as every route shows it (never the secret). */
 static json_t *key_json(const struct api_key *k)
 {
 	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "id", k->id, "client_id",
 			 k->client_id, "prefix", k->prefix,
-			 "name", k->name, "created_at", time_or_null(k->created_at), "expires_at",
-			 time_or_null(k->expires_at), "revoked_at", time_or_null(k->revoked_at),
+			 "name", k->name, "created_at", present_time(k->created_at), "expires_at",
+			 present_time(k->expires_at), "revoked_at", present_time(k->revoked_at),
 			 "replaced_by", k->replaced_by[0] ? json_string(k->replaced_by) : json_null());
 }
 
@@ -164,7 +155,7 @@ static enum st_rc rotate_unit(struct tx *tx, void *arg, struct resp *resp)
 		return rc;
 	rc = reply_new_key(resp, &k, key,
 			   json_pack("{s:{s:s, s:s, s:o}}", "replaces", "id", old.id, "prefix", old.prefix,
-				     "expires_at", time_or_null(old.expires_at)));
+				     "expires_at", present_time(old.expires_at)));
 	OPENSSL_cleanse(key, sizeof(key));
 	return rc;
 }

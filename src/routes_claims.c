@@ -27,6 +27,7 @@
 #include "routes.h"
 #include "settled.h"
 #include "validate.h"
+#include "present.h"
 #include "banned.h"
 
 #define ACTOR_PREFIX "req:"
@@ -34,40 +35,6 @@
 static void set_actor(struct req_ctx *rq, char out[INTENT_ACTOR_MAX + 1])
 {
 	snprintf(out, INTENT_ACTOR_MAX + 1, ACTOR_PREFIX "%s", req_id(rq));
-}
-
-static json_t *amount_json(int64_t v)
-{
-	char s[24];
-
-	snprintf(s, sizeof(s), "%lld", (long long)v);
-	return json_string(s);
-}
-
-static json_t *time_json(int64_t ms)
-{
-	char t[RFC3339_LEN];
-
-	if (ms <= 0)
-		return json_null();
-	format_rfc3339(ms, t);
-	return json_string(t);
-}
-
-static json_t *opt_string(const char *s)
-{
-	return s && *s ? json_string(s) : json_null();
-}
-
-/* The intent as every route shows it. A new reference (NULL on ENOMEM). */
-static json_t *intent_json(const struct intent *it)
-{
-	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:o, s:o, s:o, s:o}", "id", it->id,
-			 "kind", it->kind, "status", intent_status_str(it->status), "wallet", it->wallet,
-			 "amount", amount_json(it->amount), "tx_hash", opt_string(it->tx_hash), "hold_id",
-			 it->hold_id, "ledger_tx_id", opt_string(it->ledger_tx_id), "failure_reason",
-			 opt_string(it->failure_reason), "created_at", time_json(it->created_at),
-			 "updated_at", time_json(it->updated_at));
 }
 
 /* ---- POST /api/claim/prepare ---- */
@@ -98,10 +65,10 @@ static enum st_rc prepare_unit(struct tx *tx, void *arg, struct resp *resp)
 				 "the treasury cannot cover this claim right now", NULL);
 	if (rc)
 		return rc;
-	body = intent_json(&it);
+	body = present_intent(&it);
 	if (!body)
 		return ST_NOMEM;
-	json_object_set_new(body, "expires_at", time_json(h.expires_at));
+	json_object_set_new(body, "expires_at", present_time(h.expires_at));
 	snprintf(location, sizeof(location), "/api/v2/intents/%s", it.id);
 	rc = resp_location(resp, location);
 	if (rc) {
@@ -178,7 +145,7 @@ static enum st_rc record_unit(struct tx *tx, void *arg, struct resp *resp)
 	rc = claim_job_enqueue(tx, r->app, it.id, 0);
 	if (rc)
 		return rc;
-	rc = resp_json(resp, 200, intent_json(&it));
+	rc = resp_json(resp, 200, present_intent(&it));
 	if (rc == ST_OK) {
 		intent_count(r->m->intents, INTENT_LOCKED, 1);
 		intent_count(r->m->intents, INTENT_SUBMITTED, 1);
@@ -225,7 +192,7 @@ static json_t *history_json(const struct intent_transition *v, size_t n)
 	for (size_t i = 0; arr && i < n; i++) {
 		json_t *t = json_pack("{s:o, s:s, s:o, s:s}", "from",
 				      v[i].from_none ? json_null() : json_string(intent_status_str(v[i].from)),
-				      "to", intent_status_str(v[i].to), "at", time_json(v[i].at), "actor",
+				      "to", intent_status_str(v[i].to), "at", present_time(v[i].at), "actor",
 				      v[i].actor);
 
 		if (!t || json_array_append_new(arr, t)) {
@@ -255,10 +222,10 @@ static enum st_rc intent_read_unit(struct tx *tx, void *arg)
 	rc = intent_history(tx, r->id, &hist, &n);
 	if (rc)
 		return rc;
-	body = intent_json(&it);
+	body = present_intent(&it);
 	hold = json_pack("{s:s, s:s, s:o, s:o, s:o}", "id", h.id, "status", hold_status_str(h.status),
-			 "amount", amount_json(h.amount), "expires_at", time_json(h.expires_at),
-			 "resolved_at", time_json(h.resolved_at));
+			 "amount", present_amount(h.amount), "expires_at", present_time(h.expires_at),
+			 "resolved_at", present_time(h.resolved_at));
 	trans = history_json(hist, n);
 	free(hist);
 	if (!body || !hold || !trans) {

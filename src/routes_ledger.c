@@ -26,25 +26,10 @@
 #include "routes.h"
 #include "settled.h"
 #include "validate.h"
+#include "present.h"
 #include "banned.h"
 
 #define PAGE_DEFAULT 50
-
-static json_t *amount_json(int64_t v)
-{
-	char s[24];
-
-	snprintf(s, sizeof(s), "%lld", (long long)v);
-	return json_string(s);
-}
-
-static json_t *time_json(int64_t ms)
-{
-	char t[RFC3339_LEN];
-
-	format_rfc3339(ms, t);
-	return json_string(t);
-}
 
 /* A non-negative decimal integer without sign, spaces or leading zeros
  * (except "0"), fitting in int64_t. */
@@ -119,9 +104,9 @@ enum st_rc route_account_get(struct req_ctx *rq)
 				   wallet ? "wallet" : "system", "wallet",
 				   wallet ? json_string(r.a.wallet) : json_null(), "referrer",
 				   r.a.referrer[0] ? json_string(r.a.referrer) : json_null(), "balance",
-				   amount_json(r.b.balance), "held", amount_json(r.b.held), "available",
-				   amount_json(r.b.available), "may_go_negative", r.a.may_go_negative,
-				   "created_at", time_json(r.a.created_at)));
+				   present_amount(r.b.balance), "held", present_amount(r.b.held), "available",
+				   present_amount(r.b.available), "may_go_negative", r.a.may_go_negative,
+				   "created_at", present_time(r.a.created_at)));
 }
 
 /* ---- GET /api/v2/ledger/transactions ---- */
@@ -156,8 +141,8 @@ static json_t *entry_json(const struct ledger_entry_row *e)
 	return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:o, s:o}", "id", (json_int_t)e->id, "tx_id",
 			 e->tx_id, "kind", e->kind, "account", e->wallet[0] ? e->wallet : e->account_id,
 			 "account_id", e->account_id, "direction",
-			 e->dir == LEDGER_CREDIT ? "credit" : "debit", "amount", amount_json(e->amount),
-			 "created_at", time_json(e->created_at));
+			 e->dir == LEDGER_CREDIT ? "credit" : "debit", "amount", present_amount(e->amount),
+			 "created_at", present_time(e->created_at));
 }
 
 enum st_rc route_ledger_transactions(struct req_ctx *rq)

@@ -32,34 +32,17 @@
 #include "settled.h"
 #include "validate.h"
 #include "worker.h"
+#include "present.h"
 #include "banned.h"
-
-static json_t *amount_json(int64_t v)
-{
-	char s[24];
-
-	snprintf(s, sizeof(s), "%lld", (long long)v);
-	return json_string(s);
-}
-
-static json_t *time_json(int64_t ms)
-{
-	char t[RFC3339_LEN];
-
-	if (ms <= 0)
-		return json_null();
-	format_rfc3339(ms, t);
-	return json_string(t);
-}
 
 static json_t *batch_json(const struct payout_batch *b)
 {
 	return json_pack("{s:s, s:s, s:s, s:I, s:o, s:I, s:o, s:o, s:o}", "id", b->id, "reference",
 			 b->reference, "status", payout_batch_status_str(b->status), "item_count",
-			 (json_int_t)b->item_count, "total_amount", amount_json(b->total_amount),
-			 "remaining", (json_int_t)b->remaining, "created_at", time_json(b->created_at),
-			 "approved_at", time_json(b->approved_at), "completed_at",
-			 time_json(b->completed_at));
+			 (json_int_t)b->item_count, "total_amount", present_amount(b->total_amount),
+			 "remaining", (json_int_t)b->remaining, "created_at", present_time(b->created_at),
+			 "approved_at", present_time(b->approved_at), "completed_at",
+			 present_time(b->completed_at));
 }
 
 static enum st_rc batch_not_found(struct resp *resp)
@@ -250,11 +233,11 @@ struct batch_read {
 static json_t *item_json(const struct payout_item *it)
 {
 	return json_pack("{s:I, s:s, s:o, s:s, s:o, s:o, s:o}", "idx", (json_int_t)it->idx, "wallet",
-			 it->wallet, "amount", amount_json(it->amount), "status",
+			 it->wallet, "amount", present_amount(it->amount), "status",
 			 payout_item_status_str(it->status), "intent_id",
 			 it->intent_id[0] ? json_string(it->intent_id) : json_null(), "error",
 			 it->error[0] ? json_string(it->error) : json_null(), "updated_at",
-			 time_json(it->updated_at));
+			 present_time(it->updated_at));
 }
 
 /* A SUBMITTED item whose intent already ended (its payout.confirm job is
@@ -328,7 +311,7 @@ static enum st_rc batch_read_unit(struct tx *tx, void *arg)
 	for (int s = 0; rc == ST_OK && s < PAYOUT_ITEM_STATUS_COUNT; s++)
 		if (json_object_set_new(totals, payout_item_status_str((enum payout_item_status)s),
 					json_pack("{s:I, s:o}", "count", (json_int_t)count[s], "amount",
-						  amount_json(amount[s]))))
+						  present_amount(amount[s]))))
 			rc = ST_NOMEM;
 	if (rc) {
 		json_decref(body);

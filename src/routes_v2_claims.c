@@ -25,6 +25,7 @@
 #include "routes.h"
 #include "settled.h"
 #include "validate.h"
+#include "present.h"
 #include "banned.h"
 
 struct v2_claim_req {
@@ -34,40 +35,6 @@ struct v2_claim_req {
 	char actor[INTENT_ACTOR_MAX + 1];
 	const struct settled *app;
 };
-
-static json_t *amount_json(int64_t v)
-{
-	char s[24];
-
-	snprintf(s, sizeof(s), "%lld", (long long)v);
-	return json_string(s);
-}
-
-static json_t *time_json(int64_t ms)
-{
-	char t[RFC3339_LEN];
-
-	if (ms <= 0)
-		return json_null();
-	format_rfc3339(ms, t);
-	return json_string(t);
-}
-
-static json_t *opt_string(const char *s)
-{
-	return s && *s ? json_string(s) : json_null();
-}
-
-/* The intent as the claim routes show it (routes_claims.c, intent_json). */
-static json_t *intent_json(const struct intent *it)
-{
-	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:o, s:o, s:o, s:o}", "id", it->id,
-			 "kind", it->kind, "status", intent_status_str(it->status), "wallet", it->wallet,
-			 "amount", amount_json(it->amount), "tx_hash", opt_string(it->tx_hash), "hold_id",
-			 it->hold_id, "ledger_tx_id", opt_string(it->ledger_tx_id), "failure_reason",
-			 opt_string(it->failure_reason), "created_at", time_json(it->created_at),
-			 "updated_at", time_json(it->updated_at));
-}
 
 static enum st_rc v2_claim_unit(struct tx *tx, void *arg, struct resp *resp)
 {
@@ -100,7 +67,7 @@ static enum st_rc v2_claim_unit(struct tx *tx, void *arg, struct resp *resp)
 	rc = resp_location(resp, location);
 	if (rc)
 		return rc;
-	rc = resp_json(resp, 201, intent_json(&it));
+	rc = resp_json(resp, 201, present_intent(&it));
 	if (rc == ST_OK) {
 		/* Counted before the commit, as the claim routes do (see there). */
 		intent_count(r->app->m.intents, INTENT_PENDING, 1);

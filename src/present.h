@@ -1,0 +1,22 @@
+/* present.h — how API responses show values: the one place that decides
+ * that amounts are JSON strings of base units, times are RFC 3339 UTC with
+ * milliseconds (or null when unset) and absent text is null. Every route
+ * that shows an intent shows it through present_intent(), so the shape
+ * cannot drift between the claim, v2 and payout routes.
+ *
+ * All return new jansson references (NULL on ENOMEM), ready for the
+ * reference-stealing "o" format of json_pack. */
+#ifndef SETTLED_PRESENT_H
+#define SETTLED_PRESENT_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+struct intent;
+
+json_t *present_amount(int64_t base_units);   /* "1234" */
+json_t *present_time(int64_t ms);             /* "2026-11-25T18:55:28.123Z"; null when ms <= 0 */
+json_t *present_opt_str(const char *s);       /* null for NULL or "" */
+json_t *present_intent(const struct intent *it);
+
+#endif
