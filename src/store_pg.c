@@ -3,7 +3,7 @@
  * Writes: a pool of N connections (store_options.write_conns, default 8),
  * each owned by one worker thread. Workers take write units from one shared
  * FIFO and run each as its own transaction (BEGIN ISOLATION LEVEL READ
- * COMMITTED ... COMMIT). There is no group commit: PostgreSQL commits many
+ * COMMITTED READ WRITE ... COMMIT). There is no group commit: PostgreSQL commits many
  * transactions per WAL flush by itself, and units on different connections
  * run in parallel, serialised only by the row locks they take. The ledger's
  * invariants live in the schema (CHECK constraints, triggers), uniqueness in
@@ -36,8 +36,10 @@
  * hanging. The first connection anywhere in the store that gets through
  * (often a readiness probe) ends every other's backoff, so the whole pool
  * recovers as soon as the server is back. A writer whose connection is
- * down leaves the queue to workers with a live one. Nothing here ever
- * exits the process.
+ * down leaves the queue to workers with a live one. A write refused as
+ * read-only (25006: the connection is on a standby after a failover) is
+ * treated the same way: dropped, backed off, ST_UNAVAILABLE. Nothing here
+ * ever exits the process.
  *
  * Statements are prepared once per connection (PQprepare with no types:
  * PostgreSQL infers them) and cached by the address of their SQL text under
@@ -279,6 +281,15 @@ static PGconn *pg_connect(struct pg_store *s, const char *timeout, struct buf *w
 	return pg;
 }
 
+static void backoff_step(struct pg_conn *c)
+{
+	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : PG_RECONNECT_MIN_MS;
+	if (c->backoff_ms > PG_RECONNECT_MAX_MS)
+		c->backoff_ms = PG_RECONNECT_MAX_MS;
+	c->failed_at_ms = mono_ms();
+	c->next_try_ms = c->failed_at_ms + jitter_ms(&c->rng, c->backoff_ms);
+}
+
 /* Forgets a connection that is gone. Its transaction, if any, is rolled
  * back by the server; its prepared statements went with it. */
 static void conn_drop(struct pg_conn *c, const char *why)
@@ -316,11 +327,7 @@ static enum st_rc conn_ensure(struct pg_conn *c, const char *timeout)
 		return ST_UNAVAILABLE;
 	c->pg = pg_connect(s, timeout, &why);
 	if (!c->pg) {
-		c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : PG_RECONNECT_MIN_MS;
-		if (c->backoff_ms > PG_RECONNECT_MAX_MS)
-			c->backoff_ms = PG_RECONNECT_MAX_MS;
-		c->failed_at_ms = mono_ms();
-		c->next_try_ms = c->failed_at_ms + jitter_ms(&c->rng, c->backoff_ms);
+		backoff_step(c);
 		if (!c->down_logged)
 			log_msg(s->base.log, LOG_WARN, "postgres: %s connection %u cannot connect: %s",
 				c->role, c->idx, why.ptr);
@@ -394,6 +401,7 @@ static enum st_rc map_sqlstate(const char *st)
 static enum st_rc result_rc(struct pg_tx *t, struct pg_conn *c, PGresult *res, const char *what)
 {
 	ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	bool wrong_server;
 	const char *st;
 	enum st_rc rc;
 
@@ -403,13 +411,20 @@ static enum st_rc result_rc(struct pg_tx *t, struct pg_conn *c, PGresult *res, c
 	rc = map_sqlstate(st);
 	if (t)
 		t->aborted = true;
-	if (PQstatus(c->pg) != CONNECTION_OK || sqlstate_conn_gone(st)) {
+	/* A write refused as read-only: this connection reached (or stayed
+	 * on) a standby, e.g. after a failover. Drop it and back off, so a
+	 * reconnect can find the new primary (target_session_attrs=read-write
+	 * in the URL makes libpq pick it). */
+	wrong_server = t && !t->base.read_only && sqlstate_is(st, "25006");
+	if (PQstatus(c->pg) != CONNECTION_OK || sqlstate_conn_gone(st) || wrong_server) {
 		struct buf why = BUF_INIT(1024);
 
 		put_message(c->s, &why, res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
 		if (!why.len)
 			put_message(c->s, &why, PQerrorMessage(c->pg));
 		conn_drop(c, why.ptr);
+		if (wrong_server)
+			backoff_step(c);
 		buf_release(&why);
 		return ST_UNAVAILABLE;
 	}
@@ -735,7 +750,7 @@ static enum st_rc run_unit(struct pg_conn *c, struct pg_unit *u)
 		if (rc)
 			return rc;
 		tx_start(&t, s, c, false);
-		rc = tx_command(&t, "BEGIN ISOLATION LEVEL READ COMMITTED", NULL, 0);
+		rc = tx_command(&t, "BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE", NULL, 0);
 		if (rc == ST_OK) {
 			rc = u->fn(&t.base, u->arg);
 			if (t.retry) {

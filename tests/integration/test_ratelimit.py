@@ -154,8 +154,12 @@ def test_register_5_per_hour_then_429_with_headers(start_server):
 
     # Nothing of the refused request was kept, not even in memory: with the
     # limit raised (a restart on the same database) the same key is a MISS.
+    # In scale-out mode the limiter's state lives in Redis and survives the
+    # restart by design (the five passes would still count), so the restart
+    # also gets a fresh key prefix there: a limiter as empty as in process.
     srv.stop()
     srv.env["RL_REGISTER_PER_HOUR"] = "100"
+    srv.env["SETTLED_REDIS_PREFIX"] = f"fresh:{new_key('p')}:"
     srv.start()
     r = register(srv, key=key)
     assert r.status == 201 and r.headers.get("X-Idempotency") == "MISS", r

@@ -5,8 +5,8 @@ the test's tmp dir), so stopping it disturbs nothing else, and points its
 servers at it with SETTLED_REDIS_URL. Runs on either store backend: the
 limiter is independent of the store.
 
-- Two instances on one Redis share one quota: 200 concurrent registrations
-  spread over both against 50/hour let exactly 50 through.
+- Two, then four instances on one Redis share one quota: 200 concurrent
+  registrations spread over them against 50/hour let exactly 50 through.
 - Redis stopped under load: money-moving routes fail closed (503
   rate_limiter_unavailable), health fails open, /health/ready is 503 naming
   redis, settled_rate_limit_backend_errors_total counts both; nothing is
@@ -63,11 +63,11 @@ def ready(srv):
 # One quota across instances
 
 
-def test_two_instances_share_a_limit_of_50(start_server, private_redis):
+@pytest.mark.parametrize("instances", [2, 4])
+def test_instances_share_a_limit_of_50(start_server, private_redis, instances):
     env = redis_env(private_redis, RL_REGISTER_PER_HOUR=50)
-    a = start_server(env=env)
-    b = start_server(env=env)
-    for srv in (a, b):
+    servers = [start_server(env=env) for _ in range(instances)]
+    for srv in servers:
         r = ready(srv)
         assert r.status == 200, r
         assert r.json["checks"]["redis"] == {"status": "ok"}, r.json
@@ -89,7 +89,7 @@ def test_two_instances_share_a_limit_of_50(start_server, private_redis):
                 conn.close()
         return fn
 
-    results = only_responses(barrier_run([make(a.port if i % 2 else b.port) for i in range(200)],
+    results = only_responses(barrier_run([make(servers[i % instances].port) for i in range(200)],
                                          timeout=120))
     passed = [r for r in results if r[1] == 201]
     limited = [r for r in results if r[1] == 429]
@@ -99,12 +99,12 @@ def test_two_instances_share_a_limit_of_50(start_server, private_redis):
     # whichever instance answered.
     remaining = sorted(int(r[2]["X-RateLimit-Remaining"]) for r in passed)
     assert remaining == list(range(50)), remaining
-    assert {r[0] for r in passed} == {a.port, b.port}, "both instances admitted some"
+    assert len({r[0] for r in passed}) >= 2, "the passes came from several instances"
     for _, _, headers, _ in limited:
         assert headers["X-RateLimit-Remaining"] == "0"
         assert int(headers["Retry-After"]) >= 1
-    # the limit holds for a later request on either instance
-    for srv in (a, b):
+    # the limit holds for a later request on every instance
+    for srv in servers:
         assert_error(register_on(srv.port), 429, "rate_limited")
 
 

@@ -957,3 +957,30 @@ PG_ONLY(instances_starting_together_migrate_once)
 	snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", db);
 	pg_admin_exec(sql);
 }
+
+/* A write refused as read-only (what a standby says after a failover)
+ * drops the connection instead of answering 500 forever; the pool goes on
+ * with its other connections and reconnects this one after a backoff. */
+static enum st_rc read_only_write(struct tx *tx, void *arg)
+{
+	enum st_rc rc = tx_exec(tx, "SET TRANSACTION READ ONLY", ST_NOARGS, NULL);
+
+	(void)arg;
+	if (rc)
+		return rc;
+	return tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S("ro")), NULL);
+}
+
+PG_ONLY(read_only_server_is_unavailable_not_internal)
+{
+	need_backend();
+	cr_assert_eq(store_run(S, read_only_write, NULL), ST_UNAVAILABLE);
+	cr_assert_eq(count("ro"), 0);
+	for (int i = 0; i < 20; i++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "after%02d", i);
+		put(key);
+	}
+	cr_assert_eq(count(NULL), 20);
+}
