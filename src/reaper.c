@@ -60,8 +60,9 @@ static void reap_expired(struct reaper *r, int64_t now)
 		if (!atomic_compare_exchange_strong(&c->deadline_ms, &d, 0))
 			continue; /* re-armed or disarmed meanwhile */
 		/* ENOTCONN: the peer is gone already; libmicrohttpd will see it. */
-		shutdown(c->fd, SHUT_RDWR);
+		/* Counted first: whoever sees the EOF must also see the count. */
 		atomic_fetch_add(&r->reaped, 1);
+		shutdown(c->fd, SHUT_RDWR);
 	}
 }
 
