@@ -341,27 +341,29 @@ enum st_rc req_fail_field(struct req_ctx *rq, enum st_rc rc, const char *code,
 
 /* ---------------------------------------------------------------- helpers */
 
-static void random_hex(char *out, size_t nbytes)
+/* Fills raw with random bytes. RAND_bytes only fails when the OS has no
+ * entropy source at all; ids then only need to be unique-ish, not secret. */
+static void random_bytes(unsigned char *raw, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char raw[32];
-
-	if (nbytes > sizeof(raw))
-		nbytes = sizeof(raw);
-	if (RAND_bytes(raw, (int)nbytes) != 1) {
-		/* RAND_bytes only fails when the OS has no entropy source at all;
-		 * ids then only need to be unique-ish, not secret. */
+	if (RAND_bytes(raw, (int)n) != 1) {
 		struct timespec ts;
 
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		for (size_t i = 0; i < nbytes; i++)
+		for (size_t i = 0; i < n; i++)
 			raw[i] = (unsigned char)((uint64_t)ts.tv_nsec >> (i % 8 * 8)) ^ (unsigned char)i;
 	}
-	for (size_t i = 0; i < nbytes; i++) {
+}
+
+/* Lower-case hex of raw[0..n) into out (2n + 1 bytes). */
+static void hex_encode(const unsigned char *raw, size_t n, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
 		out[2 * i] = hex[raw[i] >> 4];
 		out[2 * i + 1] = hex[raw[i] & 15];
 	}
-	out[2 * nbytes] = '\0';
+	out[2 * n] = '\0';
 }
 
 static double elapsed_s(const struct timespec *start)
@@ -1276,6 +1278,11 @@ static void init_request(struct req_ctx *rq)
 {
 	const char *rid = NULL, *tp = NULL, *ts = NULL;
 	size_t rid_len = 0, tp_len = 0, ts_len = 0;
+	/* Request id, trace id and span id from one RAND_bytes call: each call
+	 * costs OpenSSL a provider lookup, and this runs on every request. */
+	unsigned char rnd[16 + 16 + 8];
+
+	random_bytes(rnd, sizeof(rnd));
 
 	/* The lengths libmicrohttpd read, not strlen(): "ab\0cd" is not "ab". */
 	MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "X-Request-Id", 12, &rid, &rid_len);
@@ -1283,9 +1290,9 @@ static void init_request(struct req_ctx *rq)
 	if (rid && request_id_valid(rid, rid_len))
 		snprintf(rq->request_id, sizeof(rq->request_id), "%s", rid);
 	else
-		random_hex(rq->request_id, 16);
+		hex_encode(rnd, 16, rq->request_id);
 	if (!tp || parse_traceparent(tp, tp_len, rq->trace_id, rq->span_id, &rq->trace_flags)) {
-		random_hex(rq->trace_id, 16);
+		hex_encode(rnd + 16, 16, rq->trace_id);
 		rq->trace_flags = 1;
 		rq->span_id[0] = '\0';
 	} else if (MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "tracestate", 10, &ts,
@@ -1295,7 +1302,7 @@ static void init_request(struct req_ctx *rq)
 	}
 	/* Our span is a child of the caller's: a new span id, same trace. */
 	memcpy(rq->parent_span_id, rq->span_id, sizeof(rq->parent_span_id));
-	random_hex(rq->span_id, 8);
+	hex_encode(rnd + 32, 8, rq->span_id);
 	if (rq->h->app->tracer)
 		rq->start_ns = trace_now_ns();
 	resolve_client_ip(rq);
