@@ -22,6 +22,7 @@
 #include "claim_job.h"
 #include "clock.h"
 #include "http.h"
+#include "input.h"
 #include "intent.h"
 #include "ledger.h"
 #include "routes.h"
@@ -91,14 +92,14 @@ enum st_rc route_claim_prepare(struct req_ctx *rq)
 
 	if (!r)
 		return ST_NOMEM;
-	if (!json_is_string(w) || parse_wallet(json_string_value(w), json_string_length(w), r->wallet))
+	if (input_wallet(w, r->wallet))
 		return req_fail_field(rq, ST_INVALID, "invalid_wallet",
-				      "wallet must be 0x followed by 40 hex digits", "wallet");
+				      INPUT_WALLET_MSG, "wallet");
 	/* Amounts are JSON strings of base units (SPEC section 3): a JSON
 	 * number is refused like any other malformed amount. */
-	if (!json_is_string(a) || parse_amount(json_string_value(a), json_string_length(a), &r->amount))
+	if (input_amount(a, &r->amount))
 		return req_fail_field(rq, ST_INVALID, "invalid_amount",
-				      "amount must be a string of base units from 1 to 9223372036854775807",
+				      INPUT_AMOUNT_MSG,
 				      "amount");
 	r->hold_timeout_ms = app->cfg->hold_timeout_ms;
 	r->m = &app->m;
@@ -168,9 +169,9 @@ enum st_rc route_claim_record(struct req_ctx *rq)
 	if (json_string_length(id) > LEDGER_ID_MAX || strlen(json_string_value(id)) != json_string_length(id))
 		return req_fail_field(rq, ST_NOT_FOUND, "intent_not_found", "no intent has this id",
 				      "intent_id");
-	if (!json_is_string(h) || parse_tx_hash(json_string_value(h), json_string_length(h), r->tx_hash))
+	if (input_tx_hash(h, r->tx_hash))
 		return req_fail_field(rq, ST_INVALID, "invalid_tx_hash",
-				      "tx_hash must be 0x followed by 64 hex digits", "tx_hash");
+				      INPUT_TX_HASH_MSG, "tx_hash");
 	snprintf(r->intent_id, sizeof(r->intent_id), "%s", json_string_value(id));
 	r->m = &req_app(rq)->m;
 	r->app = req_app(rq);

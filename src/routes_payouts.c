@@ -25,6 +25,7 @@
 
 #include "clock.h"
 #include "http.h"
+#include "input.h"
 #include "intent.h"
 #include "payout.h"
 #include "payout_job.h"
@@ -136,14 +137,12 @@ enum st_rc route_payout_batch_create(struct req_ctx *rq)
 		if (!json_is_object(it))
 			return item_fail(rq, i, "invalid_item", "each item must be an object {wallet, amount}",
 					 NULL);
-		if (!json_is_string(w) ||
-		    parse_wallet(json_string_value(w), json_string_length(w), r->items[i].wallet))
-			return item_fail(rq, i, "invalid_wallet", "wallet must be 0x followed by 40 hex digits",
+		if (input_wallet(w, r->items[i].wallet))
+			return item_fail(rq, i, "invalid_wallet", INPUT_WALLET_MSG,
 					 "wallet");
-		if (!json_is_string(a) ||
-		    parse_amount(json_string_value(a), json_string_length(a), &r->items[i].amount))
+		if (input_amount(a, &r->items[i].amount))
 			return item_fail(rq, i, "invalid_amount",
-					 "amount must be a string of base units from 1 to 9223372036854775807",
+					 INPUT_AMOUNT_MSG,
 					 "amount");
 		if (__builtin_add_overflow(total, r->items[i].amount, &total))
 			return item_fail(rq, i, "invalid_amount",

@@ -7,6 +7,7 @@
 #include "account.h"
 #include "clock.h"
 #include "http.h"
+#include "input.h"
 #include "routes.h"
 #include "validate.h"
 #include "banned.h"
@@ -56,12 +57,11 @@ enum st_rc route_register(struct req_ctx *rq)
 
 	if (!r)
 		return ST_NOMEM;
-	if (!json_is_string(w) || parse_wallet(json_string_value(w), json_string_length(w), r->wallet))
+	if (input_wallet(w, r->wallet))
 		return req_fail_field(rq, ST_INVALID, "invalid_wallet",
-				      "wallet must be 0x followed by 40 hex digits", "wallet");
+				      INPUT_WALLET_MSG, "wallet");
 	if (ref && !json_is_null(ref)) {
-		if (!json_is_string(ref) ||
-		    parse_wallet(json_string_value(ref), json_string_length(ref), r->referrer))
+		if (input_wallet(ref, r->referrer))
 			return req_fail_field(rq, ST_INVALID, "invalid_wallet",
 					      "referrer must be 0x followed by 40 hex digits", "referrer");
 		r->has_referrer = true;

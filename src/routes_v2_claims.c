@@ -21,6 +21,7 @@
 #include "claim_job.h"
 #include "clock.h"
 #include "http.h"
+#include "input.h"
 #include "intent.h"
 #include "routes.h"
 #include "settled.h"
@@ -87,16 +88,16 @@ enum st_rc route_v2_claim(struct req_ctx *rq)
 
 	if (!r)
 		return ST_NOMEM;
-	if (!json_is_string(w) || parse_wallet(json_string_value(w), json_string_length(w), r->wallet))
+	if (input_wallet(w, r->wallet))
 		return req_fail_field(rq, ST_INVALID, "invalid_wallet",
-				      "wallet must be 0x followed by 40 hex digits", "wallet");
-	if (!json_is_string(a) || parse_amount(json_string_value(a), json_string_length(a), &r->amount))
+				      INPUT_WALLET_MSG, "wallet");
+	if (input_amount(a, &r->amount))
 		return req_fail_field(rq, ST_INVALID, "invalid_amount",
-				      "amount must be a string of base units from 1 to 9223372036854775807",
+				      INPUT_AMOUNT_MSG,
 				      "amount");
-	if (!json_is_string(h) || parse_tx_hash(json_string_value(h), json_string_length(h), r->tx_hash))
+	if (input_tx_hash(h, r->tx_hash))
 		return req_fail_field(rq, ST_INVALID, "invalid_tx_hash",
-				      "tx_hash must be 0x followed by 64 hex digits", "tx_hash");
+				      INPUT_TX_HASH_MSG, "tx_hash");
 	r->app = req_app(rq);
 	snprintf(r->actor, sizeof(r->actor), "req:%s", req_id(rq));
 	return req_commit(rq, v2_claim_unit, r);
