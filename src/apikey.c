@@ -154,22 +154,17 @@ static void new_id(char out[APIKEY_ID_MAX + 1])
 #define KEY_COLS \
 	"id, prefix, name, created_at, expires_at, revoked_at, replaced_by, secret_hash, client_id"
 
-static void copy_text(char *dst, size_t n, const char *src)
-{
-	snprintf(dst, n, "%s", src ? src : "");
-}
-
 static void row_to_key(const struct st_rows *r, int i, struct api_key *k)
 {
 	memset(k, 0, sizeof(*k));
-	copy_text(k->id, sizeof(k->id), rows_text(r, i, 0));
-	copy_text(k->prefix, sizeof(k->prefix), rows_text(r, i, 1));
-	copy_text(k->name, sizeof(k->name), rows_text(r, i, 2));
+	rows_copy(r, i, 0, k->id, sizeof(k->id));
+	rows_copy(r, i, 1, k->prefix, sizeof(k->prefix));
+	rows_copy(r, i, 2, k->name, sizeof(k->name));
 	k->created_at = rows_i64(r, i, 3);
 	k->expires_at = rows_i64(r, i, 4);
 	k->revoked_at = rows_i64(r, i, 5);
-	copy_text(k->replaced_by, sizeof(k->replaced_by), rows_text(r, i, 6));
-	copy_text(k->client_id, sizeof(k->client_id), rows_text(r, i, 8));
+	rows_copy(r, i, 6, k->replaced_by, sizeof(k->replaced_by));
+	rows_copy(r, i, 8, k->client_id, sizeof(k->client_id));
 }
 
 enum st_rc apikey_get(struct tx *tx, const char *id, struct api_key *out)

@@ -128,11 +128,6 @@ static enum st_rc transition(struct tx *tx, struct intent *it, enum intent_statu
 	"id, kind, wallet, amount, status, tx_hash, hold_id, ledger_tx_id, failure_reason," \
 	" created_at, updated_at"
 
-static void copy_opt(char *dst, size_t n, const char *src)
-{
-	snprintf(dst, n, "%s", src ? src : "");
-}
-
 enum st_rc intent_get(struct tx *tx, const char *id, struct intent *out)
 {
 	struct st_rows *r = NULL;
@@ -147,16 +142,16 @@ enum st_rc intent_get(struct tx *tx, const char *id, struct intent *out)
 		return ST_NOT_FOUND;
 	}
 	memset(&it, 0, sizeof(it));
-	copy_opt(it.id, sizeof(it.id), rows_text(r, 0, 0));
-	copy_opt(it.kind, sizeof(it.kind), rows_text(r, 0, 1));
-	copy_opt(it.wallet, sizeof(it.wallet), rows_text(r, 0, 2));
+	rows_copy(r, 0, 0, it.id, sizeof(it.id));
+	rows_copy(r, 0, 1, it.kind, sizeof(it.kind));
+	rows_copy(r, 0, 2, it.wallet, sizeof(it.wallet));
 	it.amount = rows_i64(r, 0, 3);
 	if (!intent_status_parse(rows_text(r, 0, 4), &it.status))
 		rc = ST_INTERNAL; /* the CHECK constraint makes this unreachable */
-	copy_opt(it.tx_hash, sizeof(it.tx_hash), rows_text(r, 0, 5));
-	copy_opt(it.hold_id, sizeof(it.hold_id), rows_text(r, 0, 6));
-	copy_opt(it.ledger_tx_id, sizeof(it.ledger_tx_id), rows_text(r, 0, 7));
-	copy_opt(it.failure_reason, sizeof(it.failure_reason), rows_text(r, 0, 8));
+	rows_copy(r, 0, 5, it.tx_hash, sizeof(it.tx_hash));
+	rows_copy(r, 0, 6, it.hold_id, sizeof(it.hold_id));
+	rows_copy(r, 0, 7, it.ledger_tx_id, sizeof(it.ledger_tx_id));
+	rows_copy(r, 0, 8, it.failure_reason, sizeof(it.failure_reason));
 	it.created_at = rows_i64(r, 0, 9);
 	it.updated_at = rows_i64(r, 0, 10);
 	rows_free(r);
@@ -416,7 +411,7 @@ enum st_rc intent_history(struct tx *tx, const char *id, struct intent_transitio
 		v[i].from_none = !intent_status_parse(rows_text(r, i, 0), &v[i].from);
 		intent_status_parse(rows_text(r, i, 1), &v[i].to);
 		v[i].at = rows_i64(r, i, 2);
-		copy_opt(v[i].actor, sizeof(v[i].actor), rows_text(r, i, 3));
+		rows_copy(r, i, 3, v[i].actor, sizeof(v[i].actor));
 	}
 	*out = v;
 	*n_out = (size_t)r->nrows;

@@ -96,11 +96,6 @@ void payout_item_rail_ref(const char *batch_id, int64_t idx, char out[TX_HASH_LE
 	hex_encode(d, 32, out + 2);
 }
 
-static void copy_text(char *dst, size_t n, const char *src)
-{
-	snprintf(dst, n, "%s", src ? src : "");
-}
-
 /* ---- batches ---- */
 
 #define BATCH_COLS \
@@ -121,9 +116,9 @@ enum st_rc payout_batch_get(struct tx *tx, const char *id, struct payout_batch *
 		return ST_NOT_FOUND;
 	}
 	memset(&b, 0, sizeof(b));
-	copy_text(b.id, sizeof(b.id), rows_text(r, 0, 0));
-	copy_text(b.client_id, sizeof(b.client_id), rows_text(r, 0, 1));
-	copy_text(b.reference, sizeof(b.reference), rows_text(r, 0, 2));
+	rows_copy(r, 0, 0, b.id, sizeof(b.id));
+	rows_copy(r, 0, 1, b.client_id, sizeof(b.client_id));
+	rows_copy(r, 0, 2, b.reference, sizeof(b.reference));
 	if (!batch_status_parse(rows_text(r, 0, 3), &b.status))
 		rc = ST_INTERNAL; /* the CHECK makes it unreachable */
 	b.item_count = rows_i64(r, 0, 4);
@@ -132,7 +127,7 @@ enum st_rc payout_batch_get(struct tx *tx, const char *id, struct payout_batch *
 	b.created_at = rows_i64(r, 0, 7);
 	b.approved_at = rows_i64(r, 0, 8);
 	b.completed_at = rows_i64(r, 0, 9);
-	copy_text(b.approved_by, sizeof(b.approved_by), rows_text(r, 0, 10));
+	rows_copy(r, 0, 10, b.approved_by, sizeof(b.approved_by));
 	rows_free(r);
 	if (rc == ST_OK)
 		*out = b;
@@ -224,8 +219,8 @@ enum st_rc payout_batch_create(struct tx *tx, const char *client_id, const char 
 		return ST_INTERNAL;
 	memcpy(b.id, "pb_", 3);
 	hex_encode(raw, sizeof(raw), b.id + 3);
-	copy_text(b.client_id, sizeof(b.client_id), client_id);
-	copy_text(b.reference, sizeof(b.reference), reference);
+	snprintf(b.client_id, sizeof(b.client_id), "%s", client_id);
+	snprintf(b.reference, sizeof(b.reference), "%s", reference);
 	b.status = PAYOUT_BATCH_PENDING_APPROVAL;
 	b.item_count = b.remaining = (int64_t)n;
 	b.total_amount = total;
@@ -280,13 +275,13 @@ static void row_to_item(const struct st_rows *r, int i, struct payout_item *it)
 {
 	memset(it, 0, sizeof(*it));
 	it->idx = rows_i64(r, i, 0);
-	copy_text(it->wallet, sizeof(it->wallet), rows_text(r, i, 1));
+	rows_copy(r, i, 1, it->wallet, sizeof(it->wallet));
 	it->amount = rows_i64(r, i, 2);
 	if (!payout_item_status_parse(rows_text(r, i, 3), &it->status))
 		it->status = PAYOUT_ITEM_FAILED; /* unreachable: the CHECK */
-	copy_text(it->intent_id, sizeof(it->intent_id), rows_text(r, i, 4));
+	rows_copy(r, i, 4, it->intent_id, sizeof(it->intent_id));
 	it->job_id = rows_i64(r, i, 5);
-	copy_text(it->error, sizeof(it->error), rows_text(r, i, 6));
+	rows_copy(r, i, 6, it->error, sizeof(it->error));
 	it->updated_at = rows_i64(r, i, 7);
 }
 

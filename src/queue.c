@@ -64,11 +64,6 @@ static enum st_rc dup_opt(const struct st_rows *r, int row, int col, char **out)
 	return *out ? ST_OK : ST_NOMEM;
 }
 
-static void copy_field(char *dst, size_t cap, const char *src)
-{
-	snprintf(dst, cap, "%s", src ? src : "");
-}
-
 /* Fills *j from row `row` of a JOB_COLS result. j is zeroed first. */
 static enum st_rc job_from_row(const struct st_rows *r, int row, struct job *j)
 {
@@ -76,14 +71,14 @@ static enum st_rc job_from_row(const struct st_rows *r, int row, struct job *j)
 
 	memset(j, 0, sizeof(*j));
 	j->id = rows_i64(r, row, 0);
-	copy_field(j->queue, sizeof(j->queue), rows_text(r, row, 1));
-	copy_field(j->kind, sizeof(j->kind), rows_text(r, row, 2));
+	rows_copy(r, row, 1, j->queue, sizeof(j->queue));
+	rows_copy(r, row, 2, j->kind, sizeof(j->kind));
 	st = job_state_parse(rows_text(r, row, 4));
 	j->state = st < 0 ? JOB_AVAILABLE : (enum job_state)st;
 	j->attempts = (int)rows_i64(r, row, 5);
 	j->max_attempts = (int)rows_i64(r, row, 6);
 	j->run_at = rows_i64(r, row, 7);
-	copy_field(j->lease_owner, sizeof(j->lease_owner), rows_text(r, row, 8));
+	rows_copy(r, row, 8, j->lease_owner, sizeof(j->lease_owner));
 	j->lease_expires_at = rows_i64(r, row, 9);
 	j->created_at = rows_i64(r, row, 13);
 	j->updated_at = rows_i64(r, row, 14);

@@ -4,6 +4,7 @@
 #include "store.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "banned.h"
@@ -142,6 +143,13 @@ int64_t rows_i64(const struct st_rows *r, int row, int col)
 	const char *t = rows_text(r, row, col);
 
 	return t ? strtoll(t, NULL, 10) : 0;
+}
+
+void rows_copy(const struct st_rows *r, int row, int col, char *dst, size_t cap)
+{
+	const char *t = rows_text(r, row, col);
+
+	snprintf(dst, cap, "%s", t ? t : "");
 }
 
 void rows_free(struct st_rows *r)

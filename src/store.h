@@ -71,6 +71,9 @@ struct st_rows {
 const char *rows_text(const struct st_rows *r, int row, int col); /* NULL if SQL NULL */
 size_t rows_len(const struct st_rows *r, int row, int col);
 int64_t rows_i64(const struct st_rows *r, int row, int col);      /* 0 if NULL */
+/* Copies a cell into dst (cap bytes, always NUL-terminated, cut to fit);
+ * SQL NULL becomes "". For filling the fixed-size fields of row structs. */
+void rows_copy(const struct st_rows *r, int row, int col, char *dst, size_t cap);
 void rows_free(struct st_rows *r);                                 /* accepts NULL */
 
 /* Runs sql with params. *changes (may be NULL) gets the affected row count.
