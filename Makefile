@@ -4,6 +4,7 @@
 #   make run        install missing packages, build, start embedded
 #   make test       install missing packages, build, run every test
 #   make asan       the whole suite under AddressSanitizer + UBSan (build-asan/)
+#   make valgrind   the SQLite integration suite under Valgrind memcheck (build-vg/)
 #   make bench      benchmarks with wrk (ops/wrk), printed as a table
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (build-fuzz/)
 
@@ -27,7 +28,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 
-.PHONY: all run test unit integration integration-pg check asan bench chaos clean deps deps-run format-check \
+.PHONY: all run test unit integration integration-pg check asan valgrind bench chaos clean deps deps-run format-check \
         fuzz fuzz-smoke fuzz-build fuzz-bins
 all: settled
 
@@ -81,12 +82,14 @@ WITH_SERVICES = tests/with-services
 unit: $(UNIT_BIN)
 	@$(WITH_SERVICES) sh -c 'set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t --jobs 2; done'
 
-integration: settled
+# The suites run $(BUILD)/settled, not ./settled: `make asan` must not leave
+# an instrumented ./settled behind for `make bench` or `make run`.
+integration: $(BUILD)/settled
 	SETTLED_BIN=$(abspath $(BUILD))/settled $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 # The same suite in scale-out mode: every test server on its own database of
 # the private PostgreSQL (docs/internals/store.md).
-integration-pg: settled
+integration-pg: $(BUILD)/settled
 	$(WITH_SERVICES) env SETTLED_TEST_BACKEND=pg SETTLED_BIN=$(abspath $(BUILD))/settled \
 		$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
@@ -102,8 +105,23 @@ asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 		LDFLAGS="-fsanitize=address,undefined" check
 
+# Valgrind memcheck of the SQLite integration suite: an -O1 -g build in
+# build-vg/, every test server (and `settled --help` etc.) run under
+# SETTLED_TEST_WRAPPER; the harness (tests/integration/conftest.py) sets the
+# per-process log file, scales its timeouts, skips the few timing/load tests
+# and fails a test whose server's log has errors or definite leaks. Slow
+# (roughly an hour). Suppressions (third-party noise only): tests/valgrind.supp.
+VALGRIND ?= valgrind
+VALGRIND_FLAGS = --tool=memcheck --error-exitcode=99 --leak-check=full \
+          --show-leak-kinds=definite --errors-for-leak-kinds=definite --num-callers=30 \
+          --fair-sched=yes --suppressions=$(abspath tests/valgrind.supp) $(VALGRIND_ARGS)
+
+valgrind:
+	@command -v $(VALGRIND) >/dev/null || { echo "settled: make valgrind needs $(VALGRIND) (apt-get install valgrind)" >&2; exit 1; }
+	SETTLED_TEST_WRAPPER="$(VALGRIND) $(VALGRIND_FLAGS)" $(MAKE) BUILD=build-vg OPT="-O1 -g" integration
+
 bench: deps settled
-	ops/bench
+	$(WITH_SERVICES) ops/bench
 
 # SIGKILL under load, then the invariants (ops/chaos): 25 kills over 90 s on
 # SQLite, then on PostgreSQL (+ Redis) from tests/with-services. A short run
@@ -147,6 +165,6 @@ format-check:
 	clang-format --dry-run --Werror src/*.c src/*.h
 
 clean:
-	rm -rf build build-asan build-fuzz settled
+	rm -rf build build-asan build-vg build-fuzz settled
 
 -include $(wildcard $(BUILD)/*.d)

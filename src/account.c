@@ -1,10 +1,10 @@
 /* account.c — the accounts table. See account.h. */
 #include "account.h"
 
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "ledger.h"
 #include "banned.h"
 
 static const struct {
@@ -19,21 +19,6 @@ static const struct {
 	{ ACCT_COMMISSIONS, true },
 	{ ACCT_PAYOUTS_CLEARING, false },
 };
-
-static void new_account_id(char out[ACCOUNT_ID_MAX + 1])
-{
-	static const char hex[] = "0123456789abcdef";
-	unsigned char raw[12];
-
-	if (RAND_bytes(raw, sizeof(raw)) != 1)
-		memset(raw, 0, sizeof(raw)); /* unique constraint catches the impossible clash */
-	memcpy(out, "acct_", 5);
-	for (size_t i = 0; i < sizeof(raw); i++) {
-		out[5 + 2 * i] = hex[raw[i] >> 4];
-		out[6 + 2 * i] = hex[raw[i] & 15];
-	}
-	out[5 + 2 * sizeof(raw)] = '\0';
-}
 
 #define ACCOUNT_COLS "id, wallet, referrer, balance, held, created_at, may_go_negative"
 
@@ -90,7 +75,7 @@ enum st_rc account_register(struct tx *tx, const char *wallet, const char *refer
 		if (rc)
 			return rc; /* ST_NOT_FOUND: unknown referrer */
 	}
-	new_account_id(id);
+	ledger_new_id(tx, "acct_", id);
 	/* The unique index on wallet decides a race between two registrations;
 	 * we never check first and insert second. */
 	rc = tx_exec(tx,

@@ -132,6 +132,10 @@ static const struct opt opts[] = {
 	  "N", "job worker threads; 0 = this instance runs no jobs" },
 	{ "SETTLED_LOG_LEVEL", "--log-level", OPT_LEVEL, 0, FIELD(log_level), 0, 0, 0, 0, NULL,
 	  "info", "LEVEL", "debug, info, warn or error" },
+	{ "SETTLED_LOG_BUFFER", "--log-buffer", OPT_BOOL, 0, FIELD(log_buffer), 0, 0, 0, 0, NULL,
+	  "true", "BOOL",
+	  "batch info/debug lines, written up to 20 ms late (warn/error never wait); "
+	  "false: one write per line" },
 	{ "SETTLED_IDEMPOTENCY_TTL", "--idempotency-ttl", OPT_DURATION, 0,
 	  FIELD(idempotency_ttl_ms), 0, 0, SEC, 365 * DAY, NULL, "24h", "DURATION",
 	  "how long idempotency keys are remembered" },

@@ -50,6 +50,7 @@ struct config {
 	/* behaviour */
 	unsigned workers;           /* SETTLED_WORKERS, default 4 */
 	int log_level;              /* SETTLED_LOG_LEVEL: debug=0 info=1 warn=2 error=3; default info */
+	bool log_buffer;            /* SETTLED_LOG_BUFFER, default true: log_buffer_start() (log.h) */
 	int64_t idempotency_ttl_ms; /* SETTLED_IDEMPOTENCY_TTL, default 24h; accepts 90s, 15m, 24h, 7d or plain seconds */
 	bool require_idempotency_key; /* SETTLED_REQUIRE_IDEMPOTENCY_KEY=1 */
 	int64_t treasury_funding;   /* SETTLED_TREASURY_FUNDING base units, default 100000000 */

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "apikey.h"
+#include "fmt.h"
 #include "idempotency.h"
 #include "log.h"
 #include "metrics.h"
@@ -341,29 +342,18 @@ enum st_rc req_fail_field(struct req_ctx *rq, enum st_rc rc, const char *code,
 
 /* ---------------------------------------------------------------- helpers */
 
-/* Fills raw with random bytes. RAND_bytes only fails when the OS has no
- * entropy source at all; ids then only need to be unique-ish, not secret. */
-static void random_bytes(unsigned char *raw, size_t n)
+/* Fills raw with random bytes from the server's pool (randpool.h). The
+ * CSPRNG only fails when the OS has no entropy source at all; ids then only
+ * need to be unique-ish, not secret. */
+static void random_bytes(struct randpool *pool, unsigned char *raw, size_t n)
 {
-	if (RAND_bytes(raw, (int)n) != 1) {
+	if (randpool_bytes(pool, raw, n)) {
 		struct timespec ts;
 
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		for (size_t i = 0; i < n; i++)
 			raw[i] = (unsigned char)((uint64_t)ts.tv_nsec >> (i % 8 * 8)) ^ (unsigned char)i;
 	}
-}
-
-/* Lower-case hex of raw[0..n) into out (2n + 1 bytes). */
-static void hex_encode(const unsigned char *raw, size_t n, char *out)
-{
-	static const char hex[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = hex[raw[i] >> 4];
-		out[2 * i + 1] = hex[raw[i] & 15];
-	}
-	out[2 * n] = '\0';
 }
 
 static double elapsed_s(const struct timespec *start)
@@ -636,39 +626,51 @@ static void add_rate_limit_headers(const struct req_ctx *rq, struct MHD_Response
 {
 	const struct rl_decision *d = &rq->rl_dec[rq->rl_shown];
 	int64_t reset_ms = rl_reset_ms(d);
-	char pol[ROUTE_MAX_LIMITS * (2 * 24 + RL_NAME_MAX + 16)], v[128];
+	/* Every response of a limited route carries these five headers, so
+	 * they are put together with fmt_i64 rather than snprintf (fmt.h). */
+	char pol[ROUTE_MAX_LIMITS * (2 * FMT_I64_LEN + RL_NAME_MAX + 16)];
+	char v[3 * FMT_I64_LEN + 32];
 	size_t off = 0;
 
 	for (int i = 0; i < rq->rl_n; i++) {
 		const struct rl_policy *p = rq->rl_pol[i];
-		int n;
+		size_t name_len = strnlen(p->name, RL_NAME_MAX);
 
 		if (!rl_listed(rq, i))
 			continue;
-		n = snprintf(pol + off, sizeof(pol) - off, "%s%lld;w=%lld;name=\"%s\"", off ? ", " : "",
-			     (long long)p->limit, (long long)rl_secs(p->period_ms), p->name);
-		if (n < 0 || (size_t)n >= sizeof(pol) - off)
-			break; /* cannot happen: names are at most RL_NAME_MAX */
-		off += (size_t)n;
+		if (off)
+			off += (size_t)(stpcpy(pol + off, ", ") - (pol + off));
+		off += fmt_i64(pol + off, p->limit);
+		off += (size_t)(stpcpy(pol + off, ";w=") - (pol + off));
+		off += fmt_i64(pol + off, rl_secs(p->period_ms));
+		off += (size_t)(stpcpy(pol + off, ";name=\"") - (pol + off));
+		memcpy(pol + off, p->name, name_len);
+		off += name_len;
+		pol[off++] = '"';
 	}
 	pol[off] = '\0';
 	MHD_add_response_header(r, "RateLimit-Policy", pol);
-	snprintf(v, sizeof(v), "limit=%lld, remaining=%lld, reset=%lld", (long long)d->limit,
-		 (long long)d->remaining, (long long)rl_secs(reset_ms));
+	off = (size_t)(stpcpy(v, "limit=") - v);
+	off += fmt_i64(v + off, d->limit);
+	off += (size_t)(stpcpy(v + off, ", remaining=") - (v + off));
+	off += fmt_i64(v + off, d->remaining);
+	off += (size_t)(stpcpy(v + off, ", reset=") - (v + off));
+	fmt_i64(v + off, rl_secs(reset_ms));
 	MHD_add_response_header(r, "RateLimit", v);
-	snprintf(v, sizeof(v), "%lld", (long long)d->limit);
+	fmt_i64(v, d->limit);
 	MHD_add_response_header(r, "X-RateLimit-Limit", v);
-	snprintf(v, sizeof(v), "%lld", (long long)d->remaining);
+	fmt_i64(v, d->remaining);
 	MHD_add_response_header(r, "X-RateLimit-Remaining", v);
 	/* The instant itself, rounded up: never before the quota is back. */
-	snprintf(v, sizeof(v), "%lld", (long long)((rq->rl_now_ms + reset_ms + 999) / 1000));
+	fmt_i64(v, (rq->rl_now_ms + reset_ms + 999) / 1000);
 	MHD_add_response_header(r, "X-RateLimit-Reset", v);
 }
 
 static void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 {
 	const char *origin = req_header(rq, "Origin");
-	char traceparent[64];
+	struct trace_ctx tc = { .flags = rq->trace_flags, .state = NULL };
+	char traceparent[TRACE_CONTEXT_MAX];
 
 	if (!resp_has_header(&rq->resp, "Content-Type"))
 		MHD_add_response_header(r, "Content-Type", "application/json");
@@ -678,8 +680,9 @@ static void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
 	MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'");
 	MHD_add_response_header(r, "Cache-Control", "no-store");
-	snprintf(traceparent, sizeof(traceparent), "00-%s-%s-%02x", rq->trace_id, rq->span_id,
-		 rq->trace_flags);
+	memcpy(tc.trace_id, rq->trace_id, sizeof(tc.trace_id));
+	memcpy(tc.span_id, rq->span_id, sizeof(tc.span_id));
+	trace_ctx_format(&tc, traceparent);
 	MHD_add_response_header(r, "traceparent", traceparent);
 	if (cors_origin_allowed(rq, origin)) {
 		MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
@@ -1282,7 +1285,7 @@ static void init_request(struct req_ctx *rq)
 	 * costs OpenSSL a provider lookup, and this runs on every request. */
 	unsigned char rnd[16 + 16 + 8];
 
-	random_bytes(rnd, sizeof(rnd));
+	random_bytes(&rq->h->app->rand, rnd, sizeof(rnd));
 
 	/* The lengths libmicrohttpd read, not strlen(): "ab\0cd" is not "ab". */
 	MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "X-Request-Id", 12, &rid, &rid_len);
@@ -1290,9 +1293,9 @@ static void init_request(struct req_ctx *rq)
 	if (rid && request_id_valid(rid, rid_len))
 		snprintf(rq->request_id, sizeof(rq->request_id), "%s", rid);
 	else
-		hex_encode(rnd, 16, rq->request_id);
+		fmt_hex(rnd, 16, rq->request_id);
 	if (!tp || parse_traceparent(tp, tp_len, rq->trace_id, rq->span_id, &rq->trace_flags)) {
-		hex_encode(rnd + 16, 16, rq->trace_id);
+		fmt_hex(rnd + 16, 16, rq->trace_id);
 		rq->trace_flags = 1;
 		rq->span_id[0] = '\0';
 	} else if (MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "tracestate", 10, &ts,
@@ -1302,7 +1305,7 @@ static void init_request(struct req_ctx *rq)
 	}
 	/* Our span is a child of the caller's: a new span id, same trace. */
 	memcpy(rq->parent_span_id, rq->span_id, sizeof(rq->parent_span_id));
-	hex_encode(rnd + 32, 8, rq->span_id);
+	fmt_hex(rnd + 32, 8, rq->span_id);
 	if (rq->h->app->tracer)
 		rq->start_ns = trace_now_ns();
 	resolve_client_ip(rq);
@@ -1490,7 +1493,7 @@ static void log_request(struct req_ctx *rq, double secs, int status)
 	log_field_str(&f, "route", req_route(rq));
 	log_field_str(&f, "path", rq->url);
 	log_field_int(&f, "status", status);
-	log_field_num(&f, "duration_ms", secs * 1000.0);
+	log_field_fixed(&f, "duration_ms", secs * 1000.0, 3); /* to the microsecond */
 	log_field_str(&f, "client_ip", rq->client_ip);
 	log_field_str(&f, "span_id", rq->span_id);
 	if (rq->idem_result)

@@ -12,32 +12,26 @@
  * entries. Everything here is a handful of indexed statements. */
 #include "ledger.h"
 
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fmt.h"
 #include "banned.h"
 
 /* Any constant will do: it names "the ledger append lock" on PostgreSQL. */
 #define LEDGER_PG_APPEND_LOCK 0x5e771ed
 
-void ledger_new_id(const char *prefix, char out[LEDGER_ID_MAX + 1])
+void ledger_new_id(struct tx *tx, const char *prefix, char out[LEDGER_ID_MAX + 1])
 {
-	static const char hex[] = "0123456789abcdef";
 	unsigned char raw[12];
 	size_t p = strlen(prefix);
 
 	if (p > 12)
 		p = 12;
-	if (RAND_bytes(raw, sizeof(raw)) != 1)
-		memset(raw, 0, sizeof(raw)); /* the primary key catches the impossible clash */
+	tx_random(tx, raw, sizeof(raw));
 	memcpy(out, prefix, p);
-	for (size_t i = 0; i < sizeof(raw); i++) {
-		out[p + 2 * i] = hex[raw[i] >> 4];
-		out[p + 2 * i + 1] = hex[raw[i] & 15];
-	}
-	out[p + 2 * sizeof(raw)] = '\0';
+	fmt_hex(raw, sizeof(raw), out + p);
 }
 
 static const char *dir_str(enum ledger_dir d)
@@ -93,7 +87,7 @@ static enum st_rc post(struct tx *tx, const struct ledger_post *p, const char *h
 		if (rc)
 			return rc;
 	}
-	ledger_new_id("ltx_", id);
+	ledger_new_id(tx, "ltx_", id);
 	for (size_t i = 0; i < p->n; i++) {
 		const struct ledger_entry *e = &p->entries[i];
 
@@ -223,7 +217,7 @@ enum st_rc ledger_hold_create(struct tx *tx, const char *account_id, int64_t amo
 		return ST_UNPROCESSABLE;
 
 	memset(&h, 0, sizeof(h));
-	ledger_new_id("hold_", h.id);
+	ledger_new_id(tx, "hold_", h.id);
 	snprintf(h.account_id, sizeof(h.account_id), "%s", account_id);
 	snprintf(h.intent_id, sizeof(h.intent_id), "%s", intent_id ? intent_id : "");
 	h.amount = amount;

@@ -33,7 +33,7 @@
 
 /* Fills out with prefix + 24 random hex digits (ids of ledger rows and
  * intents). prefix must be short (<= 12 bytes). */
-void ledger_new_id(const char *prefix, char out[LEDGER_ID_MAX + 1]);
+void ledger_new_id(struct tx *tx, const char *prefix, char out[LEDGER_ID_MAX + 1]);
 
 enum ledger_dir { LEDGER_DEBIT = 0, LEDGER_CREDIT = 1 };
 

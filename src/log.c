@@ -1,44 +1,70 @@
-/* log.c — structured logs: one JSON object per line, one write(2) per line.
+/* log.c — structured logs: one JSON object per line, written whole.
  *
- * A line is built in a heap buf capped at LOG_LINE_MAX bytes (newline
- * included) and handed to write(2) whole, so lines from concurrent threads
- * never interleave. When a line would not fit, the msg is cut (on a
- * character boundary, marked "truncated":true) rather than the line being
- * dropped; caller fields that alone overflow the cap are dropped and marked
+ * A line is built in a stack array of LOG_LINE_MAX bytes (newline
+ * included) and handed on whole, so lines from concurrent threads never
+ * interleave. When a line would not fit, the msg is cut (on a character
+ * boundary, marked "truncated":true) rather than the line being dropped;
+ * caller fields that alone overflow the cap are dropped and marked
  * "fields_dropped":true. Strings are escaped per RFC 8259 and invalid UTF-8
  * becomes U+FFFD, so every line parses as JSON whatever a caller passes.
  *
- * Redaction (log_redact) runs over the whole msg before it is cut, so a
- * cut can never leave half an address unredacted. It is two passes: e-mail
- * addresses, then phone numbers (the rule is documented in log.h).
+ * Redaction (log_redact.c; the rules are in log.h) runs over the whole msg
+ * before it is cut, so a cut can never leave half an address unredacted.
+ * Text in which nothing matched, the common case, is used where it lies,
+ * not copied.
  *
- * Workload: a few lines per request on the hot path. The cost is one
- * malloc'd line buf and one redaction copy per line; no locks, no globals. */
+ * Output: unbuffered, a line is one write(2) from the calling thread. With
+ * log_buffer_start(), info and debug lines are appended under a mutex to a
+ * 64 KiB buffer. It goes out in one write(2) when the next line would not
+ * fit, or from the flusher thread LOG_BUFFER_DELAY_MS after its first line
+ * went in; a warn or error line writes out what is buffered and then
+ * itself, at once. Two buffers swap, so appending never waits for the
+ * disk; a second mutex, held while writing, keeps the writes in order.
+ *
+ * Workload: one to a few lines per request on the hot path (the request
+ * line of GET /healthz is the common one). Building a line takes no lock,
+ * no printf and no malloc unless the text holds something to redact; no
+ * globals (the buffer's state hangs off the logger). */
 #include "log.h"
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "log_redact.h"
 #include "banned.h"
 
-#define LOG_LINE_MAX 16384 /* bytes in one line, '\n' included */
-#define LOG_ID_MAX 256     /* escaped bytes kept of request_id / trace_id */
-#define PHONE_MAX_DIGITS 15 /* E.164 */
+#define LOG_LINE_MAX 16384    /* bytes in one line, '\n' included */
+#define LOG_ID_MAX 256        /* escaped bytes kept of request_id / trace_id */
+#define LOG_BUFFER_SIZE 65536 /* per buffer; a logger has two */
+#define LOG_MSG_STACK 1024    /* log_msg formats shorter messages on the stack */
+/* A fresh fields buf is sized at once for a request's fields (one 512-byte
+ * malloc) instead of growing 64 -> 128 -> 256 -> 512. */
+#define LOG_FIELDS_RESERVE 300
 
+/* A string literal and its length, for put() and fw_put(). */
+#define LIT(s) (s), (sizeof(s) - 1)
+
+static const char trunc_mark[] = "\",\"truncated\":true";
+static const char dropped_mark[] = ",\"fields_dropped\":true";
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
+static const unsigned char level_len[] = { 5, 4, 4, 5 };
 
 void log_init(struct logger *lg, int fd, enum log_level min)
 {
 	lg->fd = fd;
 	lg->min = min;
+	lg->buffer = NULL;
 }
 
 int log_level_parse(const char *s)
@@ -52,6 +78,100 @@ int log_level_parse(const char *s)
 	if (!strcasecmp(s, "warning"))
 		return LOG_WARN;
 	return -1;
+}
+
+static size_t put(char *dst, const char *s, size_t n)
+{
+	memcpy(dst, s, n);
+	return n;
+}
+
+static void buf_truncate(struct buf *b, size_t len)
+{
+	b->len = len;
+	if (b->alloc)
+		b->ptr[len] = '\0';
+}
+
+/* ---- numbers and time -------------------------------------------------- */
+
+/* Writes v in decimal (at most 20 bytes); returns the length. */
+static size_t dec_u64(char *dst, uint64_t v)
+{
+	char tmp[20];
+	size_t k = sizeof(tmp);
+
+	do {
+		tmp[--k] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	return put(dst, tmp + k, sizeof(tmp) - k);
+}
+
+/* At most 20 bytes. */
+static size_t dec_i64(char *dst, int64_t v)
+{
+	if (v >= 0)
+		return dec_u64(dst, (uint64_t)v);
+	dst[0] = '-';
+	return 1 + dec_u64(dst + 1, (uint64_t)0 - (uint64_t)v);
+}
+
+/* v zero-padded to width digits. */
+static void dec_pad(char *dst, uint64_t v, size_t width)
+{
+	while (width--) {
+		dst[width] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
+/* RFC 3339 UTC with milliseconds: 2026-11-25T18:55:28.123Z, 24 bytes for
+ * years 0-9999 (at most 40 otherwise). The date is computed from the day
+ * number (H. Hinnant's civil_from_days): gmtime_r would take glibc's
+ * time-zone lock for every line. */
+static size_t fmt_ts(char *out)
+{
+	struct timespec now;
+	int64_t days, sod, z, era, doe, yoe, y, doy, mp, d, m;
+	size_t k;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	days = (int64_t)now.tv_sec / 86400;
+	sod = (int64_t)now.tv_sec % 86400;
+	if (sod < 0) {
+		sod += 86400;
+		days--;
+	}
+	z = days + 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	d = doy - (153 * mp + 2) / 5 + 1;
+	m = mp < 10 ? mp + 3 : mp - 9;
+	y = yoe + era * 400 + (m <= 2);
+	if (y >= 0 && y <= 9999) {
+		dec_pad(out, (uint64_t)y, 4);
+		k = 4;
+	} else {
+		k = dec_i64(out, y);
+	}
+	out[k] = '-';
+	dec_pad(out + k + 1, (uint64_t)m, 2);
+	out[k + 3] = '-';
+	dec_pad(out + k + 4, (uint64_t)d, 2);
+	out[k + 6] = 'T';
+	dec_pad(out + k + 7, (uint64_t)(sod / 3600), 2);
+	out[k + 9] = ':';
+	dec_pad(out + k + 10, (uint64_t)(sod / 60 % 60), 2);
+	out[k + 12] = ':';
+	dec_pad(out + k + 13, (uint64_t)(sod % 60), 2);
+	out[k + 15] = '.';
+	dec_pad(out + k + 16, (uint64_t)(now.tv_nsec / 1000000), 3);
+	out[k + 19] = 'Z';
+	return k + 20;
 }
 
 /* ---- JSON strings ------------------------------------------------------ */
@@ -93,458 +213,553 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 	return need;
 }
 
-/* Appends s[0..n) as the inside of a JSON string, stopping before the first
- * character that would take b->len past limit. Returns true when all of s
- * went in, false when it stopped (limit, cap or memory). */
-static bool put_json(struct buf *b, const char *s, size_t n, size_t limit)
+/* Bytes that go into a JSON string as they are: printable ASCII and DEL,
+ * but not '"' or '\\'. */
+static inline bool json_plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+/* End of the run of json_plain bytes starting at u[i]. Eight bytes at a
+ * time while none of them is below 0x20, at or above 0x80, '"' or '\\':
+ * for bytes that are all plain, x - 0x20, (x ^ '"') - 1 and (x ^ '\\') - 1
+ * neither borrow nor set a high bit, while the lowest byte that is not
+ * plain sets one (the bit-twiddling "haszero" test). */
+static size_t plain_run(const unsigned char *u, size_t i, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+
+	while (n - i >= 8) {
+		uint64_t x, q, b;
+
+		memcpy(&x, u + i, 8);
+		q = x ^ (ones * '"');
+		b = x ^ (ones * '\\');
+		if (((x - ones * 0x20) | (q - ones) | (b - ones) | x) & high)
+			break;
+		i += 8;
+	}
+	while (i < n && json_plain(u[i]))
+		i++;
+	return i;
+}
+
+/* Escapes s[*pos..n) into dst[0..cap) as the inside of a JSON string,
+ * stopping before the first character whose escaped form would not fit.
+ * A run of bytes that need no escaping (plain ASCII and well-formed UTF-8
+ * sequences) is measured first and copied with one memcpy; the rest is
+ * escaped one by one, invalid UTF-8 as \ufffd. Advances *pos past what went
+ * in; returns the bytes written. */
+static size_t json_esc(char *dst, size_t cap, const char *s, size_t n, size_t *pos)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t i = 0;
+	static const char named[] = { ['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r',
+				      ['\t'] = 't' };
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = *pos, o = 0;
 
 	while (i < n) {
-		size_t ul = utf8_len((const unsigned char *)s + i, n - i);
-		unsigned char c = (unsigned char)s[i];
-		const char *out = s + i;
-		size_t outlen = ul;
-		char esc[7];
+		size_t r = i, k;
+		char esc[6];
+		unsigned char c;
 
-		if (ul == 0) {
-			out = "\\ufffd";
-			outlen = 6;
-			ul = 1;
+		for (;;) {
+			r = plain_run(u, r, n);
+			if (r < n && u[r] >= 0x80 && (k = utf8_len(u + r, n - r)) != 0)
+				r += k;
+			else
+				break;
+		}
+		k = r - i;
+		if (k > cap - o) {
+			/* Cut between characters, never inside a sequence. */
+			k = cap - o;
+			while (k > 0 && (u[i + k] & 0xc0) == 0x80)
+				k--;
+			memcpy(dst + o, s + i, k);
+			o += k;
+			i += k;
+			break;
+		}
+		memcpy(dst + o, s + i, k);
+		o += k;
+		i = r;
+		if (i == n)
+			break;
+		c = u[i];
+		if (c >= 0x80) {
+			k = put(esc, LIT("\\ufffd"));
 		} else if (c == '"' || c == '\\') {
 			esc[0] = '\\';
 			esc[1] = (char)c;
-			out = esc;
-			outlen = 2;
-		} else if (c < 0x20) {
-			static const char named[] = { ['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n',
-						      ['\r'] = 'r', ['\t'] = 't' };
-
-			out = esc;
-			if (c < sizeof(named) && named[c]) {
-				esc[0] = '\\';
-				esc[1] = named[c];
-				outlen = 2;
-			} else {
-				memcpy(esc, "\\u00", 4);
-				esc[4] = hex[c >> 4];
-				esc[5] = hex[c & 15];
-				outlen = 6;
-			}
+			k = 2;
+		} else if (c < sizeof(named) && named[c]) {
+			esc[0] = '\\';
+			esc[1] = named[c];
+			k = 2;
+		} else {
+			memcpy(esc, "\\u00", 4);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			k = 6;
 		}
-		if (b->len + outlen > limit || buf_append(b, out, outlen))
-			return false;
-		i += ul;
-	}
-	return true;
-}
-
-static void buf_truncate(struct buf *b, size_t len)
-{
-	b->len = len;
-	if (b->alloc)
-		b->ptr[len] = '\0';
-}
-
-/* ---- redaction --------------------------------------------------------- */
-
-static bool is_digit(char c)
-{
-	return c >= '0' && c <= '9';
-}
-
-static bool is_alpha(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-static bool is_alnum(char c)
-{
-	return is_digit(c) || is_alpha(c);
-}
-
-static bool is_email_local(char c)
-{
-	return is_alnum(c) || (c && strchr("._%+-", c));
-}
-
-/* End of the domain starting at s[d] when it makes s[..d-1] an address:
- * labels of letters, digits and '-', at least one dot, no empty label, and
- * a last label of 2+ characters with a letter in it (so "pkg@1.2.3" is not
- * an address). A trailing '.' or '-' is the sentence's, not the domain's.
- * Returns 0 when it is no domain. */
-static size_t email_domain_end(const char *s, size_t n, size_t d)
-{
-	size_t e = d, last_dot = 0;
-	bool letter = false;
-
-	while (e < n && (is_alnum(s[e]) || s[e] == '-' || s[e] == '.'))
-		e++;
-	while (e > d && (s[e - 1] == '.' || s[e - 1] == '-'))
-		e--;
-	if (e == d || !is_alnum(s[d]))
-		return 0;
-	for (size_t k = d; k < e; k++) {
-		if (s[k] == '.') {
-			if (s[k - 1] == '.')
-				return 0;
-			last_dot = k;
-		}
-	}
-	if (!last_dot || e - last_dot - 1 < 2)
-		return 0;
-	for (size_t k = last_dot + 1; k < e; k++)
-		letter = letter || is_alpha(s[k]);
-	return letter ? e : 0;
-}
-
-static enum st_rc redact_emails(const char *s, size_t n, struct buf *out)
-{
-	size_t copied = 0;
-	enum st_rc rc = ST_OK;
-
-	for (size_t i = 0; i < n && !rc; i++) {
-		size_t ls = i, e;
-
-		if (s[i] != '@')
-			continue;
-		/* Never reach back into text already replaced. */
-		while (ls > copied && is_email_local(s[ls - 1]))
-			ls--;
-		while (ls < i && s[ls] == '.')
-			ls++;
-		if (ls == i || !(e = email_domain_end(s, n, i + 1)))
-			continue;
-		rc = buf_append(out, s + copied, ls - copied);
-		if (!rc)
-			rc = buf_puts(out, "[email]");
-		copied = e;
-		i = e - 1;
-	}
-	if (!rc)
-		rc = buf_append(out, s + copied, n - copied);
-	return rc;
-}
-
-/* A character that, right before a candidate, makes it part of a larger
- * token: an identifier, a negative number, a dotted or dashed id, a path. */
-static bool phone_glued_before(char c)
-{
-	return is_alnum(c) || (c && strchr("_-./+@", c));
-}
-
-/* Whether the text at s[e] continues the token that ends a candidate
- * there: a letter or digit, "_:/@+", or '-'/'.' followed by a digit (the
- * candidate would be cut out of a date, an IP address or a UUID). A space
- * or other punctuation ends it. */
-static bool phone_glued_after(const char *s, size_t n, size_t e)
-{
-	if (e >= n)
-		return false;
-	if (is_alnum(s[e]) || strchr("_:/@+", s[e]))
-		return true;
-	return (s[e] == '-' || s[e] == '.') && e + 1 < n && is_digit(s[e + 1]);
-}
-
-struct phone_shape {
-	bool plus, paren, mixed;
-	char sep;              /* first separator seen */
-	unsigned digits, groups, widest;
-};
-
-static bool phone_shape_ok(const struct phone_shape *p)
-{
-	if (p->digits < 7 || p->digits > PHONE_MAX_DIGITS)
-		return false;
-	if (p->plus)
-		return true;
-	/* Without '+' ask for 9 digits, which keeps dates (8) out. */
-	if (p->digits < 9)
-		return false;
-	if (p->paren)
-		return true;
-	if (p->groups < 3 || p->mixed)
-		return false;
-	/* A dotted quad is an IPv4 address. */
-	return !(p->sep == '.' && p->groups == 4 && p->widest <= 3);
-}
-
-/* Length of the longest phone number starting at s[p], 0 if none. Groups
- * are digit runs, or 1-5 digits in parentheses, joined by one ' ', '-' or
- * '.'; a parenthesised group may be followed by digits directly ("(0)20"). */
-static size_t phone_len(const char *s, size_t n, size_t p)
-{
-	struct phone_shape sh = { 0 };
-	size_t i = p, best = 0;
-
-	if (p > 0 && phone_glued_before(s[p - 1]))
-		return 0;
-	if (s[i] == '+') {
-		sh.plus = true;
+		if (k > cap - o)
+			break;
+		o += put(dst + o, esc, k);
 		i++;
 	}
-	for (;;) {
-		bool pg = i < n && s[i] == '(';
-		unsigned gd = 0;
-
-		if (pg)
-			i++;
-		while (i < n && is_digit(s[i])) {
-			i++;
-			gd++;
-		}
-		if (gd == 0)
-			break;
-		if (pg) {
-			if (i >= n || s[i] != ')' || gd > 5)
-				break;
-			i++;
-			sh.paren = true;
-		}
-		sh.digits += gd;
-		sh.groups++;
-		if (gd > sh.widest)
-			sh.widest = gd;
-		if (sh.digits > PHONE_MAX_DIGITS)
-			break;
-		if (phone_shape_ok(&sh) && !phone_glued_after(s, n, i))
-			best = i - p;
-		if (i + 1 < n && (s[i] == ' ' || s[i] == '-' || s[i] == '.') &&
-		    (is_digit(s[i + 1]) || s[i + 1] == '(')) {
-			if (!sh.sep)
-				sh.sep = s[i];
-			else if (s[i] != sh.sep)
-				sh.mixed = true;
-			i++;
-		} else if (!(pg && i < n && is_digit(s[i]))) {
-			break;
-		}
-	}
-	return best;
-}
-
-static enum st_rc redact_phones(const char *s, size_t n, struct buf *out)
-{
-	size_t copied = 0, i = 0;
-	enum st_rc rc = ST_OK;
-
-	while (i < n && !rc) {
-		size_t m = 0;
-
-		if (is_digit(s[i]) || ((s[i] == '+' || s[i] == '(') && i + 1 < n &&
-				       (is_digit(s[i + 1]) || s[i + 1] == '(')))
-			m = phone_len(s, n, i);
-		if (!m) {
-			i++;
-			continue;
-		}
-		rc = buf_append(out, s + copied, i - copied);
-		if (!rc)
-			rc = buf_puts(out, "[phone]");
-		i += m;
-		copied = i;
-	}
-	if (!rc)
-		rc = buf_append(out, s + copied, n - copied);
-	return rc;
-}
-
-enum st_rc log_redact(const char *s, struct buf *out)
-{
-	size_t start = out->len, n = strlen(s);
-	/* "[email]" is at most 2 bytes longer than what it replaces. */
-	struct buf mid = BUF_INIT(n > (SIZE_MAX - 64) / 2 ? SIZE_MAX / 2 : n * 2 + 64);
-	enum st_rc rc = redact_emails(s, n, &mid);
-
-	if (!rc)
-		rc = redact_phones(mid.ptr, mid.len, out);
-	buf_release(&mid);
-	if (rc)
-		buf_truncate(out, start);
-	return rc;
+	*pos = i;
+	return o;
 }
 
 /* ---- fields ------------------------------------------------------------ */
 
-static enum st_rc put_key(struct buf *fields, const char *key)
-{
-	enum st_rc rc = buf_puts(fields, ",\"");
+/* Appends to a fields buf through a stack chunk, so a field is one
+ * buf_append in the common case rather than one per piece. rc keeps the
+ * first error; later pieces are then skipped. */
+struct fw {
+	struct buf *b;
+	enum st_rc rc;
+	size_t len;
+	char chunk[512];
+};
 
-	if (!rc && !put_json(fields, key, strlen(key), SIZE_MAX))
-		rc = ST_TOO_LARGE;
-	if (!rc)
-		rc = buf_puts(fields, "\":");
-	return rc;
+static void fw_init(struct fw *w, struct buf *b)
+{
+	w->b = b;
+	w->rc = ST_OK;
+	w->len = 0;
+}
+
+static void fw_flush(struct fw *w)
+{
+	if (!w->rc && w->len)
+		w->rc = buf_append(w->b, w->chunk, w->len);
+	w->len = 0;
+}
+
+static inline void fw_put(struct fw *w, const char *s, size_t n)
+{
+	if (n > sizeof(w->chunk) - w->len) {
+		fw_flush(w);
+		if (n > sizeof(w->chunk)) {
+			if (!w->rc)
+				w->rc = buf_append(w->b, s, n);
+			return;
+		}
+	}
+	memcpy(w->chunk + w->len, s, n);
+	w->len += n;
+}
+
+static void fw_json(struct fw *w, const char *s, size_t n)
+{
+	size_t pos = 0;
+
+	while (pos < n && !w->rc) {
+		w->len += json_esc(w->chunk + w->len, sizeof(w->chunk) - w->len, s, n, &pos);
+		if (pos < n)
+			fw_flush(w); /* room for at least the next character */
+	}
+}
+
+/* Sizes a fresh fields buf for a request's fields in one malloc (the
+ * bytes are appended and cut again: buf.h has no reserve call). */
+static void fields_reserve(struct buf *b)
+{
+	static const char room[LOG_FIELDS_RESERVE];
+
+	if (b->alloc || b->max - b->len < sizeof(room))
+		return;
+	if (!buf_append(b, room, sizeof(room)))
+		buf_truncate(b, b->len - sizeof(room));
+}
+
+/* Starts `,"key":`. */
+static void fw_key(struct fw *w, const char *key)
+{
+	fields_reserve(w->b);
+	fw_put(w, LIT(",\""));
+	fw_json(w, key, strlen(key));
+	fw_put(w, LIT("\":"));
+}
+
+/* Ends a field: all of it went in, or fields is as it was at start. */
+static void fw_done(struct fw *w, size_t start)
+{
+	fw_flush(w);
+	if (w->rc)
+		buf_truncate(w->b, start);
 }
 
 void log_field_str(struct buf *fields, const char *key, const char *val)
 {
 	struct buf red = BUF_INIT(fields->max);
-	size_t start = fields->len;
-	enum st_rc rc = put_key(fields, key);
+	size_t start = fields->len, vn;
+	const char *v;
+	struct fw w;
 
-	if (!rc && !val) {
-		rc = buf_puts(fields, "null");
-	} else if (!rc) {
-		rc = log_redact(val, &red);
-		if (!rc)
-			rc = buf_putc(fields, '"');
-		if (!rc && !put_json(fields, red.ptr, red.len, SIZE_MAX))
-			rc = ST_TOO_LARGE;
-		if (!rc)
-			rc = buf_putc(fields, '"');
+	fw_init(&w, fields);
+	fw_key(&w, key);
+	if (!val) {
+		fw_put(&w, LIT("null"));
+	} else if (!w.rc) {
+		w.rc = log_redact_view(val, strlen(val), &red, &v, &vn);
+		fw_put(&w, LIT("\""));
+		if (!w.rc)
+			fw_json(&w, v, vn);
+		fw_put(&w, LIT("\""));
 	}
+	fw_done(&w, start);
 	buf_release(&red);
-	if (rc)
-		buf_truncate(fields, start);
 }
 
 void log_field_int(struct buf *fields, const char *key, int64_t val)
 {
 	size_t start = fields->len;
+	char num[24];
+	struct fw w;
 
-	if (put_key(fields, key) || buf_printf(fields, "%lld", (long long)val))
-		buf_truncate(fields, start);
+	fw_init(&w, fields);
+	fw_key(&w, key);
+	fw_put(&w, num, dec_i64(num, val));
+	fw_done(&w, start);
 }
 
 void log_field_num(struct buf *fields, const char *key, double val)
 {
 	size_t start = fields->len;
-	enum st_rc rc = put_key(fields, key);
+	struct fw w;
 
+	fw_init(&w, fields);
+	fw_key(&w, key);
+	fw_flush(&w);
 	/* JSON has no NaN or infinity; six significant digits are plenty for
-	 * durations and rates, and keep lines short. */
-	if (!rc)
-		rc = isfinite(val) ? buf_printf(fields, "%.6g", val) : buf_puts(fields, "null");
-	if (rc)
+	 * rates and the like, and keep lines short. */
+	if (!w.rc)
+		w.rc = isfinite(val) ? buf_printf(fields, "%.6g", val) : buf_puts(fields, "null");
+	if (w.rc)
 		buf_truncate(fields, start);
 }
 
-/* ---- lines ------------------------------------------------------------- */
-
-/* RFC 3339 UTC with milliseconds: 2026-11-25T18:55:28.123Z */
-static void fmt_ts(char *out, size_t n)
+void log_field_fixed(struct buf *fields, const char *key, double val, unsigned decimals)
 {
-	struct timespec now;
-	struct tm tm;
-	size_t k;
+	static const double scale[] = { 1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9 };
+	size_t start = fields->len, k = 0;
+	char num[48];
+	double x;
+	struct fw w;
 
-	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &tm);
-	k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out + k, n - k, ".%03dZ", (int)(now.tv_nsec / 1000000));
+	if (decimals > 9)
+		decimals = 9;
+	x = val * scale[decimals];
+	if (!isfinite(val)) {
+		k = put(num, LIT("null"));
+	} else if (fabs(x) < 9007199254740992.0) {
+		/* Exact in a double below 2^53: round half away from zero. */
+		int64_t v = (int64_t)llround(x);
+		uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+		uint64_t one = (uint64_t)scale[decimals];
+
+		if (v < 0)
+			num[k++] = '-';
+		k += dec_u64(num + k, u / one);
+		if (decimals) {
+			num[k++] = '.';
+			dec_pad(num + k, u % one, decimals);
+			k += decimals;
+		}
+	} else {
+		k = (size_t)snprintf(num, sizeof(num), "%.6g", val);
+	}
+	fw_init(&w, fields);
+	fw_key(&w, key);
+	fw_put(&w, num, k);
+	fw_done(&w, start);
 }
 
-/* Writes all of p; a pipe or file takes a line this small in one write(2)
- * in practice, the loop only covers signals and short writes. */
-static void write_all(int fd, const char *p, size_t len)
-{
-	while (len) {
-		ssize_t w = write(fd, p, len);
+/* ---- output ------------------------------------------------------------ */
 
+/* Writes all of a then all of b (either may be empty) with as few
+ * writev(2) calls as the fd allows; the loop only covers signals and short
+ * writes. A failing fd loses the rest: there is nowhere to report it. */
+static void write2(int fd, const char *a, size_t an, const char *b, size_t bn)
+{
+	struct iovec iov[2] = { { (void *)a, an }, { (void *)b, bn } };
+	struct iovec *v = iov;
+	int cnt = 2;
+
+	while (cnt > 0) {
+		ssize_t w;
+
+		if (v->iov_len == 0) {
+			v++;
+			cnt--;
+			continue;
+		}
+		w = writev(fd, v, cnt);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
 			return;
-		p += w;
-		len -= (size_t)w;
+		while (cnt > 0 && (size_t)w >= v->iov_len) {
+			w -= (ssize_t)v->iov_len;
+			v++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			v->iov_base = (char *)v->iov_base + w;
+			v->iov_len -= (size_t)w;
+		}
 	}
 }
 
-/* request_id, trace_id and the caller's fields, then "}\n". */
-static enum st_rc build_tail(struct buf *t, const char *request_id, const char *trace_id,
-			     const struct buf *fields, bool with_fields)
+struct log_buffer {
+	pthread_mutex_t mu;  /* guards buf, len and stop */
+	pthread_cond_t wake; /* to the flusher: a first line went in, or stop */
+	pthread_mutex_t wmu; /* held while writing, so writes leave in order */
+	pthread_t flusher;
+	int fd;
+	bool stop;
+	size_t len;          /* bytes waiting in buf */
+	char *buf;           /* whole lines waiting; appended to under mu */
+	char *spare;         /* only the holder of wmu touches it */
+	char mem[2][LOG_BUFFER_SIZE];
+};
+
+/* Writes out what is buffered, then extra (NULL: nothing). Called without
+ * mu. The buffers swap under mu, so appending goes on meanwhile; holding
+ * wmu across the swap and the write keeps every write after the ones
+ * before it. */
+static void buffer_drain(struct log_buffer *lb, const char *extra, size_t extra_n)
 {
-	static const char *const names[] = { ",\"request_id\":\"", ",\"trace_id\":\"" };
-	const char *ids[] = { request_id, trace_id };
-	enum st_rc rc = ST_OK;
+	char *p;
+	size_t n;
 
-	for (int k = 0; k < 2 && !rc; k++) {
-		if (!ids[k])
-			continue;
-		rc = buf_puts(t, names[k]);
-		if (!rc)
-			put_json(t, ids[k], strlen(ids[k]), t->len + LOG_ID_MAX);
-		if (!rc)
-			rc = buf_putc(t, '"');
-	}
-	if (!rc && fields && fields->len)
-		rc = with_fields ? buf_append(t, fields->ptr, fields->len)
-				 : buf_puts(t, ",\"fields_dropped\":true");
-	if (!rc)
-		rc = buf_puts(t, "}\n");
-	return rc;
+	pthread_mutex_lock(&lb->wmu);
+	pthread_mutex_lock(&lb->mu);
+	p = lb->buf;
+	n = lb->len;
+	lb->buf = lb->spare;
+	lb->spare = p;
+	lb->len = 0;
+	pthread_mutex_unlock(&lb->mu);
+	write2(lb->fd, p, n, extra, extra_n);
+	pthread_mutex_unlock(&lb->wmu);
 }
+
+/* Appends a whole line (n <= LOG_LINE_MAX < LOG_BUFFER_SIZE). */
+static void buffer_put(struct log_buffer *lb, const char *line, size_t n)
+{
+	pthread_mutex_lock(&lb->mu);
+	while (lb->len + n > LOG_BUFFER_SIZE) {
+		pthread_mutex_unlock(&lb->mu);
+		buffer_drain(lb, NULL, 0);
+		pthread_mutex_lock(&lb->mu);
+	}
+	/* Only the first line of a batch wakes the flusher. */
+	if (lb->len == 0)
+		pthread_cond_signal(&lb->wake);
+	memcpy(lb->buf + lb->len, line, n);
+	lb->len += n;
+	pthread_mutex_unlock(&lb->mu);
+}
+
+/* Sleeps until a line is buffered, gives it LOG_BUFFER_DELAY_MS of company,
+ * writes the batch out; no wakeups while nothing is buffered. */
+static void *flusher_main(void *arg)
+{
+	struct log_buffer *lb = arg;
+
+	pthread_mutex_lock(&lb->mu);
+	while (!lb->stop) {
+		struct timespec due;
+
+		if (lb->len == 0) {
+			pthread_cond_wait(&lb->wake, &lb->mu);
+			continue;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &due);
+		due.tv_nsec += LOG_BUFFER_DELAY_MS * 1000000L;
+		if (due.tv_nsec >= 1000000000L) {
+			due.tv_sec++;
+			due.tv_nsec -= 1000000000L;
+		}
+		/* A full buffer or a warn line may write the batch out first. */
+		while (!lb->stop && lb->len &&
+		       pthread_cond_timedwait(&lb->wake, &lb->mu, &due) != ETIMEDOUT)
+			;
+		if (lb->stop || lb->len == 0)
+			continue;
+		pthread_mutex_unlock(&lb->mu);
+		buffer_drain(lb, NULL, 0);
+		pthread_mutex_lock(&lb->mu);
+	}
+	pthread_mutex_unlock(&lb->mu);
+	return NULL;
+}
+
+static void buffer_free(struct log_buffer *lb)
+{
+	pthread_cond_destroy(&lb->wake);
+	pthread_mutex_destroy(&lb->wmu);
+	pthread_mutex_destroy(&lb->mu);
+	free(lb);
+}
+
+enum st_rc log_buffer_start(struct logger *lg)
+{
+	struct log_buffer *lb;
+	pthread_condattr_t ca;
+	sigset_t all, old;
+	int err;
+
+	if (lg->buffer)
+		return ST_OK;
+	lb = malloc(sizeof(*lb));
+	if (!lb)
+		return ST_NOMEM;
+	lb->fd = lg->fd;
+	lb->stop = false;
+	lb->len = 0;
+	lb->buf = lb->mem[0];
+	lb->spare = lb->mem[1];
+	pthread_mutex_init(&lb->mu, NULL);
+	pthread_mutex_init(&lb->wmu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&lb->wake, &ca);
+	pthread_condattr_destroy(&ca);
+	/* The flusher inherits a mask that blocks every signal: signals are
+	 * for the threads that wait for them. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(&lb->flusher, NULL, flusher_main, lb);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err) {
+		buffer_free(lb);
+		return ST_INTERNAL;
+	}
+	lg->buffer = lb;
+	return ST_OK;
+}
+
+void log_buffer_stop(struct logger *lg)
+{
+	struct log_buffer *lb = lg ? lg->buffer : NULL;
+
+	if (!lb)
+		return;
+	pthread_mutex_lock(&lb->mu);
+	lb->stop = true;
+	pthread_cond_signal(&lb->wake);
+	pthread_mutex_unlock(&lb->mu);
+	pthread_join(lb->flusher, NULL);
+	lg->buffer = NULL;
+	buffer_drain(lb, NULL, 0);
+	buffer_free(lb);
+}
+
+/* ---- lines ------------------------------------------------------------- */
 
 void log_emit(const struct logger *lg, enum log_level lvl, const char *request_id,
 	      const char *trace_id, const char *msg, const struct buf *fields)
 {
-	static const char oom_line[] = "{\"level\":\"error\",\"msg\":\"log: out of memory\"}\n";
-	static const char trunc[] = "\",\"truncated\":true";
-	struct buf line = BUF_INIT(LOG_LINE_MAX);
-	struct buf tail = BUF_INIT(LOG_LINE_MAX);
-	struct buf red = BUF_INIT(SIZE_MAX / 2);
-	char ts[40];
-	enum st_rc rc;
+	static const char *const id_keys[] = { ",\"request_id\":\"", ",\"trace_id\":\"" };
+	static const unsigned char id_keys_len[] = { 15, 13 };
+	const char *ids[] = { request_id, trace_id };
+	char line[LOG_LINE_MAX], idesc[2][LOG_ID_MAX];
+	size_t pos, tail = 2, idlen[2] = { 0, 0 }, limit, mlen, mpos = 0;
+	struct buf scratch = BUF_INIT(SIZE_MAX / 2);
+	bool has_fields = fields && fields->len, with_fields;
+	const char *m;
 
 	if (!lg || lvl < lg->min)
 		return;
 	if ((unsigned)lvl > LOG_ERROR)
 		lvl = LOG_ERROR;
-	fmt_ts(ts, sizeof(ts));
-	rc = buf_printf(&line, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
-			level_names[lvl]);
-	if (!rc)
-		rc = build_tail(&tail, request_id, trace_id, fields, true);
-	if (rc == ST_TOO_LARGE ||
-	    (!rc && line.len + sizeof(trunc) + tail.len > LOG_LINE_MAX)) {
-		buf_reset(&tail);
-		rc = build_tail(&tail, request_id, trace_id, fields, false);
+	pos = put(line, LIT("{\"ts\":\""));
+	pos += fmt_ts(line + pos);
+	pos += put(line + pos, LIT("\",\"level\":\""));
+	pos += put(line + pos, level_names[lvl], level_len[lvl]);
+	pos += put(line + pos, LIT("\",\"msg\":\""));
+
+	/* The tail (ids, fields, "}\n") is sized first: the msg gets what is
+	 * left. Fields that would leave no room at all are dropped. */
+	for (int k = 0; k < 2; k++) {
+		size_t p = 0;
+
+		if (!ids[k])
+			continue;
+		idlen[k] = json_esc(idesc[k], LOG_ID_MAX, ids[k], strlen(ids[k]), &p);
+		tail += id_keys_len[k] + idlen[k] + 1;
 	}
+	with_fields = has_fields && pos + sizeof(trunc_mark) + tail + fields->len <= LOG_LINE_MAX;
+	if (has_fields)
+		tail += with_fields ? fields->len : sizeof(dropped_mark) - 1;
+
 	/* Never fall back to the unredacted text. */
-	if (!rc && log_redact(msg ? msg : "", &red))
-		rc = buf_puts(&red, "[message not logged: redaction failed]");
-	if (!rc) {
-		if (put_json(&line, red.ptr, red.len, LOG_LINE_MAX - tail.len - sizeof(trunc)))
-			rc = buf_putc(&line, '"');
-		else
-			rc = buf_puts(&line, trunc);
+	if (!msg)
+		msg = "";
+	if (log_redact_view(msg, strlen(msg), &scratch, &m, &mlen)) {
+		m = "[message not logged: redaction failed]";
+		mlen = strlen(m);
 	}
-	if (!rc)
-		rc = buf_append(&line, tail.ptr, tail.len);
-	if (rc)
-		write_all(lg->fd, oom_line, sizeof(oom_line) - 1);
+	limit = LOG_LINE_MAX - tail - sizeof(trunc_mark);
+	pos += json_esc(line + pos, limit > pos ? limit - pos : 0, m, mlen, &mpos);
+	if (mpos == mlen)
+		line[pos++] = '"';
 	else
-		write_all(lg->fd, line.ptr, line.len);
-	buf_release(&red);
-	buf_release(&tail);
-	buf_release(&line);
+		pos += put(line + pos, LIT(trunc_mark));
+	buf_release(&scratch);
+
+	for (int k = 0; k < 2; k++) {
+		if (!ids[k])
+			continue;
+		pos += put(line + pos, id_keys[k], id_keys_len[k]);
+		pos += put(line + pos, idesc[k], idlen[k]);
+		line[pos++] = '"';
+	}
+	if (with_fields)
+		pos += put(line + pos, fields->ptr, fields->len);
+	else if (has_fields)
+		pos += put(line + pos, LIT(dropped_mark));
+	pos += put(line + pos, LIT("}\n"));
+
+	if (!lg->buffer)
+		write2(lg->fd, line, pos, NULL, 0);
+	else if (lvl >= LOG_WARN)
+		buffer_drain(lg->buffer, line, pos);
+	else
+		buffer_put(lg->buffer, line, pos);
 }
 
 void log_msg(const struct logger *lg, enum log_level lvl, const char *fmt, ...)
 {
+	char stack[LOG_MSG_STACK], *msg = stack;
 	va_list ap;
-	char *msg;
 	int n;
 
 	if (!lg || lvl < lg->min)
 		return;
 	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
+	n = vsnprintf(stack, sizeof(stack), fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		return;
 	/* The whole message, not a prefix: a cut could split an address that
 	 * redaction would then miss. log_emit bounds the line. */
-	msg = malloc((size_t)n + 1);
-	if (!msg) {
-		log_emit(lg, lvl, NULL, NULL, "log: out of memory", NULL);
-		return;
+	if ((size_t)n >= sizeof(stack)) {
+		msg = malloc((size_t)n + 1);
+		if (!msg) {
+			log_emit(lg, lvl, NULL, NULL, "log: out of memory", NULL);
+			return;
+		}
+		va_start(ap, fmt);
+		vsnprintf(msg, (size_t)n + 1, fmt, ap);
+		va_end(ap);
 	}
-	va_start(ap, fmt);
-	vsnprintf(msg, (size_t)n + 1, fmt, ap);
-	va_end(ap);
 	log_emit(lg, lvl, NULL, NULL, msg, NULL);
-	free(msg);
+	if (msg != stack)
+		free(msg);
 }

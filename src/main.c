@@ -165,7 +165,8 @@ static enum st_rc tracing_start(struct settled *app, struct buf *err)
 static int serve(struct settled *app, const sigset_t *sigs)
 {
 	const struct config *cfg = app->cfg;
-	struct store_options so = { .sqlite_path = cfg->db_path, .database_url = cfg->database_url, .log = &app->log };
+	struct store_options so = { .sqlite_path = cfg->db_path, .database_url = cfg->database_url, .log = &app->log,
+				   .rand = &app->rand };
 	struct buf err = BUF_INIT(1024), desc = BUF_INIT(16384);
 	struct bootstrap boot = { .treasury_funding = cfg->treasury_funding };
 	int exit_code = 1;
@@ -297,6 +298,10 @@ int main(int argc, char **argv)
 
 	app.cfg = &cfg;
 	log_init(&app.log, STDOUT_FILENO, (enum log_level)cfg.log_level);
+	/* Request lines are batched (up to ~20 ms late; warn/error never wait):
+	 * log.h. log_buffer_stop() below is the very last thing main does. */
+	if (cfg.log_buffer && log_buffer_start(&app.log))
+		log_msg(&app.log, LOG_WARN, "cannot start the log buffer: writing lines one by one");
 	fit_fd_limit(&app.log, &cfg.conn_limit);
 	app.started_ms = settled_now_ms(&app);
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
@@ -311,7 +316,10 @@ int main(int argc, char **argv)
 	else
 		app.rl = rl_memory_new(0);
 	app.idem = idem_new();
-	if (rl_rc) {
+	if (randpool_init(&app.rand)) {
+		fprintf(stderr, "settled: cannot initialise the random pool\n");
+		code = 1;
+	} else if (rl_rc) {
 		code = 1; /* logged */
 	} else if (!app.metrics || !app.rl || !app.idem ||
 		   settled_metrics_init(&app.m, app.metrics)) {
@@ -320,9 +328,11 @@ int main(int argc, char **argv)
 	} else {
 		code = serve(&app, &sigs);
 	}
+	randpool_destroy(&app.rand);
 	idem_free(app.idem);
 	rl_free(app.rl);
 	metrics_free(app.metrics);
 	config_release(&cfg);
+	log_buffer_stop(&app.log);
 	return code;
 }

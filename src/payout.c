@@ -13,13 +13,13 @@
 #include "payout.h"
 
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "buf.h"
+#include "fmt.h"
 #include "banned.h"
 
 static const char *const batch_names[PAYOUT_BATCH_STATUS_COUNT] = {
@@ -71,17 +71,6 @@ bool payout_item_terminal(enum payout_item_status s)
 	return s == PAYOUT_ITEM_SETTLED || s == PAYOUT_ITEM_FAILED;
 }
 
-static void hex_encode(const unsigned char *in, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
 void payout_item_rail_ref(const char *batch_id, int64_t idx, char out[TX_HASH_LEN + 1])
 {
 	char text[PAYOUT_ID_MAX + 64];
@@ -93,7 +82,7 @@ void payout_item_rail_ref(const char *batch_id, int64_t idx, char out[TX_HASH_LE
 		memset(d, 0, sizeof(d)); /* a colliding ref is refused by the store, never reused */
 	out[0] = '0';
 	out[1] = 'x';
-	hex_encode(d, 32, out + 2);
+	fmt_hex(d, 32, out + 2);
 }
 
 /* ---- batches ---- */
@@ -215,10 +204,9 @@ enum st_rc payout_batch_create(struct tx *tx, const char *client_id, const char 
 		return rc;
 
 	memset(&b, 0, sizeof(b));
-	if (RAND_bytes(raw, sizeof(raw)) != 1)
-		return ST_INTERNAL;
+	tx_random(tx, raw, sizeof(raw));
 	memcpy(b.id, "pb_", 3);
-	hex_encode(raw, sizeof(raw), b.id + 3);
+	fmt_hex(raw, sizeof(raw), b.id + 3);
 	snprintf(b.client_id, sizeof(b.client_id), "%s", client_id);
 	snprintf(b.reference, sizeof(b.reference), "%s", reference);
 	b.status = PAYOUT_BATCH_PENDING_APPROVAL;

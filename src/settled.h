@@ -12,6 +12,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "randpool.h"
 #include "ratelimit.h"
 #include "store.h"
 
@@ -66,6 +67,7 @@ enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg);
 struct settled {
 	const struct config *cfg;
 	struct logger log;
+	struct randpool rand;        /* request ids and ids made in write units */
 	struct store *store;
 	struct metrics *metrics;
 	struct settled_metrics m;    /* the families modules update, looked up once */

@@ -6,6 +6,11 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "randpool.h"
 
 #include "banned.h"
 
@@ -14,6 +19,16 @@ enum st_rc store_open(const struct store_options *opt, struct store **out, struc
 	if (opt->database_url && *opt->database_url)
 		return store_pg_open(opt, out, err);
 	return store_sqlite_open(opt, out, err);
+}
+
+void tx_random(struct tx *tx, void *out, size_t n)
+{
+	if (tx->rand) {
+		randpool_bytes(tx->rand, out, n); /* zeroes out on failure */
+		return;
+	}
+	if (RAND_bytes(out, (int)n) != 1)
+		memset(out, 0, n);
 }
 
 void store_close(struct store *s)

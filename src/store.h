@@ -108,11 +108,14 @@ struct store_ops {
 	void (*close)(struct store *s);
 };
 
+struct randpool;
+
 struct store {
 	const struct store_ops *ops;
 	const struct logger *log;
 	int64_t (*clock_ms)(void *clock_arg); /* NULL = wall clock */
 	void *clock_arg;
+	struct randpool *rand;              /* ids made in units; NULL = RAND_bytes */
 };
 
 struct store_options {
@@ -121,6 +124,7 @@ struct store_options {
 	unsigned read_conns;        /* read pool size; 0 = 4 */
 	unsigned write_conns;       /* PostgreSQL write pool size; 0 = 8 (SQLite: one writer) */
 	const struct logger *log;
+	struct randpool *rand;      /* borrowed, for tx_random(); may be NULL */
 };
 
 /* Opens the backend the options name, applies pending migrations and
@@ -175,7 +179,13 @@ struct tx {
 	int depth;       /* savepoint nesting */
 	bool read_only;
 	const char *trace_context; /* see tx_trace_context(); NULL when none */
+	struct randpool *rand;     /* the store's; NULL = RAND_bytes each time */
 };
+
+/* Fills out with n random bytes for an identifier made inside a unit (from
+ * the store's randpool, see randpool.h). On the impossible CSPRNG failure
+ * the bytes are zero and the unique constraint on the id catches a clash. */
+void tx_random(struct tx *tx, void *out, size_t n);
 
 /* The trace context of whatever the running unit works for (a request, a
  * job), in the stored form of trace.h ("00-<trace>-<span>-<flags>[ <state>]"),

@@ -723,6 +723,7 @@ static void tx_start(struct pg_tx *t, struct pg_store *s, struct pg_conn *c, boo
 	t->base.dialect = ST_PG;
 	t->base.read_only = read_only;
 	t->base.now_ms = store_clock(&s->base);
+	t->base.rand = s->base.rand;
 	t->conn = c;
 }
 
@@ -1143,6 +1144,7 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 		return ST_NOMEM;
 	s->base.ops = &pg_store_ops;
 	s->base.log = opt->log;
+	s->base.rand = opt->rand;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_mutex_init(&s->mu, NULL);

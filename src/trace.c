@@ -32,6 +32,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "validate.h"
+#include "fmt.h"
 #include "banned.h"
 
 #define TRACE_DEFAULT_CAPACITY 4096
@@ -402,10 +403,23 @@ bool trace_state_valid(const char *s, size_t len)
 
 void trace_ctx_format(const struct trace_ctx *c, char out[TRACE_CONTEXT_MAX])
 {
-	bool st = c->state && *c->state && strlen(c->state) <= TRACE_STATE_MAX;
+	size_t st = c->state ? strnlen(c->state, TRACE_STATE_MAX + 1) : 0;
+	char *p = out;
 
-	snprintf(out, TRACE_CONTEXT_MAX, "00-%.32s-%.16s-%02x%s%s", c->trace_id, c->span_id,
-		 (unsigned)c->flags, st ? " " : "", st ? c->state : "");
+	/* By hand: this runs on every request that writes (fmt.h says why). */
+	p = stpcpy(p, "00-");
+	p = stpncpy(p, c->trace_id, TRACE_ID_LEN);
+	*p++ = '-';
+	p = stpncpy(p, c->span_id, TRACE_SPAN_ID_LEN);
+	*p++ = '-';
+	fmt_hex(&c->flags, 1, p);
+	p += 2;
+	if (st && st <= TRACE_STATE_MAX) {
+		*p++ = ' ';
+		memcpy(p, c->state, st);
+		p += st;
+	}
+	*p = '\0';
 }
 
 enum st_rc trace_ctx_parse(const char *s, struct trace_ctx *out)

@@ -89,6 +89,7 @@ Test(config, defaults)
 	cr_assert_eq(c.n_webhook_secrets + c.n_stripe_secrets + c.n_standard_secrets, 0);
 	cr_assert_eq(c.workers, 4);
 	cr_assert_eq(c.log_level, 1);
+	cr_assert(c.log_buffer);
 	cr_assert_eq(c.idempotency_ttl_ms, 24LL * 3600 * 1000);
 	cr_assert_not(c.require_idempotency_key);
 	cr_assert_eq(c.treasury_funding, 100000000);
@@ -273,6 +274,21 @@ Test(config, bool_flag_forms)
 	load_ok(&c, no_env, AV("--require-idempotency-key", "--workers", "2"));
 	cr_assert(c.require_idempotency_key);
 	cr_assert_eq(c.workers, 2);
+	config_release(&c);
+}
+
+Test(config, log_buffer_can_be_turned_off)
+{
+	struct config c;
+
+	load_ok(&c, ENV("SETTLED_LOG_BUFFER=0"), 1, no_args);
+	cr_assert_not(c.log_buffer);
+	config_release(&c);
+	load_ok(&c, ENV("SETTLED_LOG_BUFFER=0"), AV("--log-buffer"));
+	cr_assert(c.log_buffer);
+	config_release(&c);
+	load_ok(&c, no_env, AV("--log-buffer=off"));
+	cr_assert_not(c.log_buffer);
 	config_release(&c);
 }
 
@@ -502,7 +518,7 @@ Test(config, help_text_lists_every_option)
 		"SETTLED_CONN_TIMEOUT", "SETTLED_MAX_CONNECTIONS", "SETTLED_CORS_ORIGINS",
 		"SETTLED_TRUST_PROXY", "SETTLED_DB", "SETTLED_DATABASE_URL", "SETTLED_REDIS_URL",
 		"SETTLED_REDIS_PREFIX", "SETTLED_ADMIN_TOKEN", "SETTLED_WEBHOOK_SECRET", "SETTLED_STRIPE_WEBHOOK_SECRET",
-		"SETTLED_STANDARD_WEBHOOK_SECRET", "SETTLED_WORKERS", "SETTLED_LOG_LEVEL",
+		"SETTLED_STANDARD_WEBHOOK_SECRET", "SETTLED_WORKERS", "SETTLED_LOG_LEVEL", "SETTLED_LOG_BUFFER",
 		"SETTLED_IDEMPOTENCY_TTL", "SETTLED_REQUIRE_IDEMPOTENCY_KEY",
 		"SETTLED_TREASURY_FUNDING", "SETTLED_ASSET", "SETTLED_COMMISSION_BPS",
 		"SETTLED_SIM_CONFIRM_MS", "SETTLED_SIM_FAIL_RATE", "SETTLED_STUCK_AFTER",
@@ -583,12 +599,13 @@ Test(config, describe_defaults)
 	cr_assert_eq(json_integer_value(json_object_get(j, "treasury_funding")), 100000000);
 	cr_assert_eq(json_integer_value(json_object_get(j, "rl_register_per_hour")), 5);
 	cr_assert(json_is_false(json_object_get(j, "require_idempotency_key")));
+	cr_assert(json_is_true(json_object_get(j, "log_buffer")));
 	cr_assert(json_is_null(json_object_get(j, "database_url")));
 	cr_assert(json_is_null(json_object_get(j, "admin_token")));
 	cr_assert(json_is_null(json_object_get(j, "webhook_secret")));
 	cr_assert(json_is_null(json_object_get(j, "otel_exporter_otlp_endpoint")));
 	cr_assert(json_is_array(json_object_get(j, "cors_origins")));
-	cr_assert_eq(json_object_size(j), 39);
+	cr_assert_eq(json_object_size(j), 40);
 	json_decref(j);
 	free(raw);
 	config_release(&c);

@@ -1,10 +1,16 @@
-/* test_log.c — log line shape, levels, fields, truncation and redaction. */
+/* test_log.c — log line shape, levels, fields, truncation, redaction (the
+ * shortcut path against the full one) and the line buffer. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -411,4 +417,509 @@ Test(log, redact_appends_and_respects_cap)
 	cr_assert_eq(log_redact("this is far too long for the cap", &out), ST_TOO_LARGE);
 	cr_assert_str_eq(out.ptr, "x:[email]");
 	buf_release(&out);
+}
+
+/* ---- the redaction shortcuts against the full passes ------------------- */
+
+/* log_redact (passes skipped when they cannot match, no intermediate buf
+ * when one pass is enough) must equal log_redact_full byte for byte, also
+ * when the output buf is too small. */
+static void check_same_as_full(const char *in)
+{
+	struct buf fast = BUF_INIT(1 << 20), full = BUF_INIT(1 << 20);
+	enum st_rc rc;
+
+	cr_assert_eq(log_redact(in, &fast), ST_OK);
+	cr_assert_eq(log_redact_full(in, &full), ST_OK);
+	cr_assert(fast.len == full.len && !memcmp(fast.ptr, full.ptr, full.len),
+		  "redact(\"%s\"): shortcut \"%s\", full \"%s\"", in, fast.ptr, full.ptr);
+	if (full.len) {
+		struct buf small = BUF_INIT(full.len); /* "x" + result: one byte short */
+
+		cr_assert_eq(buf_puts(&small, "x"), ST_OK);
+		rc = log_redact(in, &small);
+		cr_assert_eq(rc, ST_TOO_LARGE, "\"%s\"", in);
+		cr_assert_str_eq(small.ptr, "x");
+		cr_assert_eq(log_redact_full(in, &small), ST_TOO_LARGE);
+		cr_assert_str_eq(small.ptr, "x");
+		buf_release(&small);
+	}
+	buf_release(&fast);
+	buf_release(&full);
+}
+
+static uint64_t xorshift(uint64_t *st)
+{
+	*st ^= *st << 13;
+	*st ^= *st >> 7;
+	*st ^= *st << 17;
+	return *st;
+}
+
+/* Random text made mostly of what e-mail addresses and phone numbers are
+ * made of, so that both passes match often, in every combination. */
+static void random_text(uint64_t *st, char *out, size_t cap)
+{
+	static const char *const pieces[] = {
+		"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", " ", "-", ".", "+", "(", ")",
+		"@", "a", "x", "Z", "_", ":", "/", "%", "com", ".org", "example", "555", "123",
+		"4567", "+44", "(0)", "20 7946", "\"", "\\", "\n", "\xc3\xa9", "\xe2\x82\xac",
+		"\xff", "\xf0\x9f\x98\x80", "[email]", "x@y.io", "127.0.0.1", "2026-11-25",
+	};
+	size_t n = 0, want = xorshift(st) % 64;
+
+	while (n < want) {
+		const char *p = pieces[xorshift(st) % (sizeof(pieces) / sizeof(pieces[0]))];
+		size_t k = strlen(p);
+		char any = (char)(xorshift(st) % 255 + 1);
+
+		if (xorshift(st) % 8 == 0) {
+			p = &any; /* any byte but NUL */
+			k = 1;
+		}
+		if (n + k >= cap)
+			break;
+		memcpy(out + n, p, k);
+		n += k;
+	}
+	out[n] = '\0';
+}
+
+Test(log, redact_shortcuts_equal_full_passes)
+{
+	static const char *const corpus[] = {
+		"", "request", "GET", "/healthz", "/api/v2/intents/42", "127.0.0.1",
+		"192.168.100.200", "::1", "49882779d4910f86", "alice@example.com",
+		"mail alice@example.com now", "+44 20 7946 0958", "call +44 20 7946 0958 today",
+		"(555) 123-4567", "555-123-4567", "555.123.4567", "020 7946 0958",
+		"a@b.com 555-123-4567", "555-123-4567 a@b.com", "x@555-123-4567.com",
+		"555-123-4567@example.com", "+1 555 123 4567@x.io", "john5551234567@example.com",
+		"user@mail.example.com-suffix", "@@@", "a@", "@b.com", "+1234567", "+123456",
+		"12345678", "123456789", "1 2 3 4 5 6 7 8 9", "(0)20 7946 0958",
+		"2026-11-25T18:55:28.123Z", "balance -5551234567", "tel:+1-555-123-4567",
+		"a 555-123-4567, b 555.987.6543", "lodash@4.17.21 and 555 123 4567",
+	};
+	uint64_t st = 0x5eed5eed5eedULL;
+	char text[512];
+
+	for (size_t i = 0; i < sizeof(corpus) / sizeof(corpus[0]); i++)
+		check_same_as_full(corpus[i]);
+	for (int i = 0; i < 50000; i++) {
+		random_text(&st, text, sizeof(text));
+		check_same_as_full(text);
+	}
+}
+
+/* ---- numbers, time, fields --------------------------------------------- */
+
+Test(log, field_int_and_fixed_exact)
+{
+	struct buf f = BUF_INIT(4096);
+	json_t *j;
+	json_error_t e;
+	char *obj;
+
+	log_field_int(&f, "a", 0);
+	log_field_int(&f, "b", -1);
+	log_field_int(&f, "c", INT64_MIN);
+	log_field_int(&f, "d", INT64_MAX);
+	cr_assert_str_eq(f.ptr, ",\"a\":0,\"b\":-1,\"c\":-9223372036854775808,"
+				"\"d\":9223372036854775807");
+	buf_reset(&f);
+	log_field_fixed(&f, "ms", 0.0153, 3);
+	log_field_fixed(&f, "ms", 0.015, 3);
+	log_field_fixed(&f, "ms", 1.5, 3);
+	log_field_fixed(&f, "ms", 20.9045, 3);
+	log_field_fixed(&f, "ms", 12.5, 0);
+	log_field_fixed(&f, "ms", -2.25, 1);
+	log_field_fixed(&f, "ms", -0.0001, 3);
+	log_field_fixed(&f, "ms", 0.5, 12);
+	log_field_fixed(&f, "ms", 1e300, 3);
+	log_field_fixed(&f, "ms", NAN, 3);
+	log_field_fixed(&f, "ms", -INFINITY, 3);
+	cr_assert_str_eq(f.ptr, ",\"ms\":0.015,\"ms\":0.015,\"ms\":1.500,\"ms\":20.905,\"ms\":13,"
+				"\"ms\":-2.3,\"ms\":0.000,\"ms\":0.500000000,\"ms\":1e+300,"
+				"\"ms\":null,\"ms\":null");
+	/* Every one of them is a JSON number (or null). */
+	cr_assert_eq(asprintf(&obj, "{\"k\":0%s}", f.ptr), (int)strlen(f.ptr) + 7);
+	j = json_loads(obj, 0, &e);
+	cr_assert_not_null(j, "%s: %s", e.text, obj);
+	json_decref(j);
+	free(obj);
+	buf_release(&f);
+}
+
+Test(log, fields_sized_once)
+{
+	struct buf f = BUF_INIT(4096);
+	size_t alloc;
+
+	/* A request's fields: one allocation, no regrowth as they go in. */
+	log_field_str(&f, "method", "GET");
+	alloc = f.alloc;
+	cr_assert_geq(alloc, 300);
+	cr_assert_str_eq(f.ptr, ",\"method\":\"GET\"");
+	log_field_str(&f, "route", "/api/v2/ledger/transactions");
+	log_field_str(&f, "path", "/api/v2/ledger/transactions?account=treasury&limit=50");
+	log_field_int(&f, "status", 200);
+	log_field_fixed(&f, "duration_ms", 1.234, 3);
+	log_field_str(&f, "client_ip", "192.168.100.200");
+	log_field_str(&f, "span_id", "49882779d4910f86");
+	log_field_str(&f, "idempotency", "miss");
+	cr_assert_eq(f.alloc, alloc, "fields regrew to %zu", f.alloc);
+	buf_release(&f);
+}
+
+Test(log, ts_is_now_in_utc)
+{
+	struct logger lg;
+	json_t *j;
+	struct tm tm = { 0 };
+	time_t before, after, ts;
+	const char *s;
+
+	log_init(&lg, pipefd[1], LOG_DEBUG);
+	before = time(NULL);
+	log_emit(&lg, LOG_INFO, NULL, NULL, "tick", NULL);
+	after = time(NULL);
+	j = one_line(NULL);
+	s = str_member(j, "ts");
+	cr_assert_not_null(strptime(s, "%Y-%m-%dT%H:%M:%S", &tm), "ts: %s", s);
+	ts = timegm(&tm);
+	cr_assert(ts >= before && ts <= after, "ts %s is not between %lld and %lld", s,
+		  (long long)before, (long long)after);
+	json_decref(j);
+}
+
+Test(log, long_log_msg_not_cut)
+{
+	struct logger lg;
+	char big[5001];
+	json_t *j;
+
+	memset(big, 'q', 5000);
+	big[5000] = '\0';
+	log_init(&lg, pipefd[1], LOG_DEBUG);
+	log_msg(&lg, LOG_INFO, "%s and %s", big, "x@example.com");
+	j = one_line(NULL);
+	cr_assert_eq(strlen(str_member(j, "msg")), 5000 + 12);
+	cr_assert_null(strstr(str_member(j, "msg"), "x@example.com"));
+	json_decref(j);
+}
+
+Test(log, truncation_at_every_offset_keeps_utf8_whole)
+{
+	struct logger lg;
+	size_t n = 20000;
+	char *msg = malloc(n + 1), *raw;
+	json_t *j;
+
+	/* 4-, 3- and 2-byte characters after a run of ASCII of every length
+	 * mod 8, so the cut lands everywhere inside the runs and sequences. */
+	log_init(&lg, pipefd[1], LOG_DEBUG);
+	for (size_t pre = 0; pre < 16; pre++) {
+		size_t k = 0;
+
+		memset(msg, 'a', pre);
+		k = pre;
+		while (k + 9 < n) {
+			memcpy(msg + k, "\xf0\x9f\x98\x80\xe2\x82\xac\xc3\xa9", 9);
+			k += 9;
+		}
+		msg[k] = '\0';
+		log_emit(&lg, LOG_INFO, NULL, NULL, msg, NULL);
+		j = one_line(&raw);
+		cr_assert_leq(strlen(raw), 16384);
+		cr_assert(json_is_true(json_object_get(j, "truncated")));
+		cr_assert_eq(strncmp(str_member(j, "msg"), msg, strlen(str_member(j, "msg"))), 0);
+		json_decref(j);
+		free(raw);
+	}
+	free(msg);
+}
+
+/* ---- the line buffer --------------------------------------------------- */
+
+static int memfd = -1;
+
+static void buffer_setup(void)
+{
+	memfd = memfd_create("test_log", 0);
+	cr_assert_geq(memfd, 0);
+}
+
+static void buffer_teardown(void)
+{
+	close(memfd);
+}
+
+static double now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* What the memfd holds (a malloc'd string; *len_out its length). */
+static char *written(size_t *len_out)
+{
+	off_t end = lseek(memfd, 0, SEEK_END);
+	char *p = malloc((size_t)end + 1);
+
+	cr_assert_eq(pread(memfd, p, (size_t)end, 0), end);
+	p[end] = '\0';
+	if (len_out)
+		*len_out = (size_t)end;
+	return p;
+}
+
+static size_t count_lines(const char *s)
+{
+	size_t n = 0;
+
+	for (; (s = strchr(s, '\n')); s++)
+		n++;
+	return n;
+}
+
+/* Every line parses as a JSON object. */
+static void assert_json_lines(const char *s)
+{
+	while (*s) {
+		const char *nl = strchr(s, '\n');
+		json_error_t e;
+		json_t *j;
+
+		cr_assert_not_null(nl, "a cut line at the end: %.80s", s);
+		j = json_loadb(s, (size_t)(nl - s), 0, &e);
+		cr_assert(json_is_object(j), "not a JSON line (%s): %.*s", e.text, (int)(nl - s), s);
+		json_decref(j);
+		s = nl + 1;
+	}
+}
+
+TestSuite(log_buffer, .init = buffer_setup, .fini = buffer_teardown);
+
+Test(log_buffer, info_lines_come_late_and_whole)
+{
+	struct logger lg;
+	double t0, t1;
+	char *out;
+	size_t len;
+
+	log_init(&lg, memfd, LOG_DEBUG);
+	cr_assert_null(lg.buffer);
+	cr_assert_eq(log_buffer_start(&lg), ST_OK);
+	cr_assert_not_null(lg.buffer);
+	cr_assert_eq(log_buffer_start(&lg), ST_OK); /* already on */
+	t0 = now_ms();
+	log_emit(&lg, LOG_INFO, "r1", NULL, "first", NULL);
+	log_emit(&lg, LOG_DEBUG, "r2", NULL, "second", NULL);
+	out = written(&len);
+	t1 = now_ms();
+	/* Checked quickly enough, nothing is out yet: the flusher waits. */
+	if (t1 - t0 < LOG_BUFFER_DELAY_MS / 2)
+		cr_assert_eq(len, 0, "written at once: %s", out);
+	free(out);
+	/* Then both arrive in one go, soon (generous bound: a busy machine). */
+	do {
+		usleep(2000);
+		out = written(&len);
+		if (len || now_ms() - t0 > 5000)
+			break;
+		free(out);
+	} while (1);
+	cr_assert_eq(count_lines(out), 2, "%s", out);
+	cr_assert(strstr(out, "\"first\"") < strstr(out, "\"second\""), "%s", out);
+	assert_json_lines(out);
+	free(out);
+	log_buffer_stop(&lg);
+	cr_assert_null(lg.buffer);
+}
+
+Test(log_buffer, warn_and_error_write_at_once_in_order)
+{
+	struct logger lg;
+	char *out;
+
+	log_init(&lg, memfd, LOG_DEBUG);
+	cr_assert_eq(log_buffer_start(&lg), ST_OK);
+	log_emit(&lg, LOG_INFO, NULL, NULL, "one", NULL);
+	log_emit(&lg, LOG_INFO, NULL, NULL, "two", NULL);
+	log_emit(&lg, LOG_WARN, NULL, NULL, "three", NULL);
+	/* Written before log_emit returned: no waiting here. */
+	out = written(NULL);
+	cr_assert_eq(count_lines(out), 3, "%s", out);
+	cr_assert(strstr(out, "\"one\"") < strstr(out, "\"two\"") &&
+		  strstr(out, "\"two\"") < strstr(out, "\"three\""), "%s", out);
+	free(out);
+	log_msg(&lg, LOG_ERROR, "four");
+	out = written(NULL);
+	cr_assert_eq(count_lines(out), 4, "%s", out);
+	assert_json_lines(out);
+	free(out);
+	log_buffer_stop(&lg);
+}
+
+Test(log_buffer, full_buffer_written_without_waiting)
+{
+	struct logger lg;
+	char msg[1000], *out;
+	size_t len;
+
+	memset(msg, 'm', sizeof(msg) - 1);
+	msg[sizeof(msg) - 1] = '\0';
+	log_init(&lg, memfd, LOG_DEBUG);
+	cr_assert_eq(log_buffer_start(&lg), ST_OK);
+	/* 100 lines of about 1 KiB: more than one 64 KiB buffer. */
+	for (int i = 0; i < 100; i++)
+		log_emit(&lg, LOG_INFO, NULL, NULL, msg, NULL);
+	out = written(&len);
+	cr_assert_gt(len, 32768, "nothing written when the buffer filled up");
+	cr_assert_lt(count_lines(out), 100);
+	assert_json_lines(out);
+	free(out);
+	log_buffer_stop(&lg);
+	out = written(&len);
+	cr_assert_eq(count_lines(out), 100);
+	assert_json_lines(out);
+	free(out);
+	/* Unbuffered again, and still working. */
+	log_emit(&lg, LOG_INFO, NULL, NULL, "after", NULL);
+	out = written(NULL);
+	cr_assert_eq(count_lines(out), 101);
+	free(out);
+	log_buffer_stop(&lg);
+	log_buffer_stop(NULL);
+}
+
+struct writer_arg {
+	struct logger *lg;
+	int id;
+};
+
+#define WRITERS 4
+#define LINES_PER_WRITER 3000
+
+static void *writer_main(void *p)
+{
+	const struct writer_arg *a = p;
+
+	for (int i = 0; i < LINES_PER_WRITER; i++) {
+		struct buf f = BUF_INIT(256);
+
+		log_field_int(&f, "w", a->id);
+		log_field_int(&f, "i", i);
+		log_emit(a->lg, i % 97 == 0 ? LOG_WARN : LOG_INFO, NULL, NULL, "concurrent", &f);
+		buf_release(&f);
+	}
+	return NULL;
+}
+
+Test(log_buffer, concurrent_lines_whole_once_in_order)
+{
+	struct logger lg;
+	pthread_t th[WRITERS];
+	struct writer_arg args[WRITERS];
+	int next[WRITERS] = { 0 };
+	char *out, *s;
+
+	log_init(&lg, memfd, LOG_DEBUG);
+	cr_assert_eq(log_buffer_start(&lg), ST_OK);
+	for (int k = 0; k < WRITERS; k++) {
+		args[k] = (struct writer_arg){ &lg, k };
+		cr_assert_eq(pthread_create(&th[k], NULL, writer_main, &args[k]), 0);
+	}
+	for (int k = 0; k < WRITERS; k++)
+		pthread_join(th[k], NULL);
+	log_buffer_stop(&lg);
+	out = written(NULL);
+	cr_assert_eq(count_lines(out), WRITERS * LINES_PER_WRITER);
+	assert_json_lines(out);
+	/* Each writer's lines appear once each, in the order it logged them. */
+	for (s = out; *s; s = strchr(s, '\n') + 1) {
+		json_t *j = json_loadb(s, (size_t)(strchr(s, '\n') - s), 0, NULL);
+		int w = (int)json_integer_value(json_object_get(j, "w"));
+		int i = (int)json_integer_value(json_object_get(j, "i"));
+
+		cr_assert(w >= 0 && w < WRITERS);
+		cr_assert_eq(i, next[w], "writer %d: line %d after %d", w, i, next[w] - 1);
+		next[w]++;
+		json_decref(j);
+	}
+	free(out);
+}
+
+/* voluntary_ctxt_switches of each of this process's threads. */
+static size_t thread_switches(pid_t *tids, long *sw, size_t max)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	size_t n = 0;
+
+	cr_assert_not_null(d);
+	while ((e = readdir(d)) && n < max) {
+		char path[300], line[256];
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		tids[n] = (pid_t)strtol(e->d_name, NULL, 10);
+		sw[n] = -1;
+		while (fgets(line, sizeof(line), f))
+			if (!strncmp(line, "voluntary_ctxt_switches:", 24))
+				sw[n] = strtol(line + 24, NULL, 10);
+		fclose(f);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static long switches_of(pid_t tid)
+{
+	pid_t tids[64];
+	long sw[64];
+	size_t n = thread_switches(tids, sw, 64);
+
+	for (size_t k = 0; k < n; k++)
+		if (tids[k] == tid)
+			return sw[k];
+	return -1;
+}
+
+Test(log_buffer, flusher_sleeps_while_idle)
+{
+	struct logger lg;
+	pid_t before[64], after[64], flusher = 0;
+	long sw[64], s0, s1;
+	size_t nb, na;
+
+	nb = thread_switches(before, sw, 64);
+	log_init(&lg, memfd, LOG_DEBUG);
+	cr_assert_eq(log_buffer_start(&lg), ST_OK);
+	na = thread_switches(after, sw, 64);
+	for (size_t k = 0; k < na && !flusher; k++) {
+		bool known = false;
+
+		for (size_t m = 0; m < nb; m++)
+			known = known || after[k] == before[m];
+		if (!known)
+			flusher = after[k];
+	}
+	cr_assert_neq(flusher, 0, "no flusher thread found");
+	/* One batch: it wakes for it, then goes back to sleep for good. */
+	log_emit(&lg, LOG_INFO, NULL, NULL, "wake up", NULL);
+	usleep(100 * 1000);
+	s0 = switches_of(flusher);
+	usleep(200 * 1000);
+	s1 = switches_of(flusher);
+	cr_assert_geq(s0, 0);
+	cr_assert_eq(s1, s0, "the idle flusher woke up %ld times", s1 - s0);
+	log_buffer_stop(&lg);
 }

@@ -1,0 +1,21 @@
+/* log_redact.h — redaction for the log module's own use (log.c).
+ *
+ * Not an API for other modules: they call log_redact() (log.h), whose
+ * header documents the rules. This is the same without a copy, for the
+ * line builder: text in which nothing matched is used where it lies. */
+#ifndef SETTLED_LOG_REDACT_H
+#define SETTLED_LOG_REDACT_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+/* Redacts s[0..n) (no NUL inside). When nothing matched, *res is s itself
+ * and scratch is untouched; otherwise the redacted text is appended to
+ * scratch and *res points at it there. Either way *res_n is its length and
+ * *res stays valid while s and scratch are. The caller releases scratch.
+ * Returns ST_OK, or scratch's error with scratch left as it was. */
+enum st_rc log_redact_view(const char *s, size_t n, struct buf *scratch, const char **res,
+			   size_t *res_n);
+
+#endif
