@@ -43,6 +43,7 @@
 #include "apikey.h"
 #include "fmt.h"
 #include "idempotency.h"
+#include "json_out.h"
 #include "log.h"
 #include "metrics.h"
 #include "reaper.h"
@@ -182,18 +183,13 @@ void resp_release(struct resp *r)
 
 enum st_rc resp_json(struct resp *r, int status, json_t *body)
 {
-	char *text;
 	enum st_rc rc;
 
 	if (!body)
 		return ST_NOMEM;
-	text = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
-	if (!text)
-		return ST_NOMEM;
 	buf_reset(&r->body);
-	rc = buf_puts(&r->body, text);
-	free(text);
+	rc = json_out(&r->body, body);
+	json_decref(body);
 	if (rc == ST_OK)
 		r->status = status;
 	return rc;
@@ -201,14 +197,18 @@ enum st_rc resp_json(struct resp *r, int status, json_t *body)
 
 enum st_rc resp_replay_json(struct resp *r, json_t *body)
 {
+	struct buf out = BUF_INIT((size_t)64 << 20);
+	enum st_rc rc;
 	char *text;
 
 	if (!body)
 		return ST_NOMEM;
-	text = json_dumps(body, JSON_COMPACT);
+	rc = json_out(&out, body);
 	json_decref(body);
+	text = rc ? NULL : buf_detach(&out, NULL);
+	buf_release(&out);
 	if (!text)
-		return ST_NOMEM;
+		return rc ? rc : ST_NOMEM;
 	free(r->replay_body);
 	r->replay_body = text;
 	return ST_OK;

@@ -1,0 +1,165 @@
+/* test_json_out.c — json_out() must write exactly what
+ * json_dumps(v, JSON_COMPACT) writes: fixed cases for every type and every
+ * escape, then random trees (seeded, so a failure can be replayed) compared
+ * byte for byte. Also the depth limit and the cap of the buf. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fmt.h"
+#include "json_out.h"
+
+#include "banned.h"
+
+static void same_as_jansson(json_t *v)
+{
+	struct buf out = BUF_INIT(1 << 20);
+	char *want = json_dumps(v, JSON_COMPACT);
+
+	cr_assert_not_null(want);
+	cr_assert_eq(json_out(&out, v), ST_OK);
+	cr_assert_str_eq(out.ptr, want);
+	cr_assert_eq(out.len, strlen(want));
+	free(want);
+	buf_release(&out);
+	json_decref(v);
+}
+
+Test(json_out, every_type)
+{
+	same_as_jansson(json_pack("{s:s, s:I, s:I, s:I, s:b, s:b, s:n, s:[], s:{}, s:[i, s, [ {} ]]}",
+				  "s", "text", "zero", (json_int_t)0, "min", (json_int_t)INT64_MIN,
+				  "max", (json_int_t)INT64_MAX, "t", 1, "f", 0, "nothing", "empty_a",
+				  "empty_o", "nested", 1, "two"));
+	same_as_jansson(json_array());
+	same_as_jansson(json_object());
+}
+
+Test(json_out, escapes_and_utf8)
+{
+	static const char tricky[] = "q\"b\\s/\b\f\n\r\t\x01\x1f\x7f é € 😀 \xe2\x80\xa8 end";
+	json_t *o = json_object();
+
+	json_object_set_new(o, tricky, json_stringn(tricky, sizeof(tricky) - 1));
+	json_object_set_new(o, "nul", json_stringn("a\0b", 3));
+	same_as_jansson(o);
+}
+
+Test(json_out, reals_go_through_jansson)
+{
+	same_as_jansson(json_pack("[f, f, f, f]", 0.5, 1.0, -1e300, 123456.789));
+}
+
+/* xorshift64*: a replayable stream for the random trees. */
+static uint64_t next_rand(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 0x2545f4914f6cdd1dULL;
+}
+
+static json_t *random_string(uint64_t *s)
+{
+	static const char *const pieces[] = { "a", "Z", "0", " ", "\"", "\\", "/", "\n", "\t", "\x01",
+					      "\x1f", "\x7f", "é", "€", "😀", "\xe2\x80\xa8", "acct_",
+					      "0xAbC" };
+	char text[64] = "";
+	size_t len = 0, n = next_rand(s) % 8;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *p = pieces[next_rand(s) % (sizeof(pieces) / sizeof(pieces[0]))];
+		size_t pl = strlen(p);
+
+		memcpy(text + len, p, pl);
+		len += pl;
+	}
+	return json_stringn(text, len);
+}
+
+static json_t *random_value(uint64_t *s, int depth)
+{
+	switch (next_rand(s) % (depth > 4 ? 5 : 7)) {
+	case 0: return random_string(s);
+	case 1: return json_integer((json_int_t)next_rand(s));
+	case 2: return json_integer((json_int_t)(next_rand(s) % 2000) - 1000);
+	case 3: return json_boolean(next_rand(s) & 1);
+	case 4: return json_null();
+	case 5: {
+		json_t *a = json_array();
+
+		for (uint64_t n = next_rand(s) % 5; n; n--)
+			json_array_append_new(a, random_value(s, depth + 1));
+		return a;
+	}
+	default: {
+		json_t *o = json_object();
+
+		for (uint64_t n = next_rand(s) % 5; n; n--) {
+			json_t *k = random_string(s);
+
+			json_object_set_new(o, json_string_value(k), random_value(s, depth + 1));
+			json_decref(k);
+		}
+		return o;
+	}
+	}
+}
+
+Test(json_out, random_trees_match_jansson)
+{
+	uint64_t seed = 0x5e771edULL;
+
+	for (int i = 0; i < 5000; i++) {
+		json_t *o = json_object();
+
+		json_object_set_new(o, "v", random_value(&seed, 0));
+		same_as_jansson(o);
+	}
+}
+
+Test(json_out, a_loop_is_refused_and_nothing_is_written)
+{
+	struct buf out = BUF_INIT(1 << 20);
+	json_t *a = json_array(), *b = json_array();
+
+	json_array_append(a, b);
+	json_array_append(b, a); /* a -> b -> a: a reference loop */
+	cr_assert_eq(buf_puts(&out, "kept"), ST_OK);
+	cr_assert_eq(json_out(&out, a), ST_INVALID);
+	cr_assert_str_eq(out.ptr, "kept");
+	json_array_clear(b); /* break the loop so both can be freed */
+	json_decref(a);
+	json_decref(b);
+	buf_release(&out);
+}
+
+Test(json_out, a_full_buf_is_an_error_and_left_as_it_was)
+{
+	struct buf out = BUF_INIT(16);
+	json_t *o = json_pack("{s:s}", "key", "a value longer than sixteen bytes");
+
+	cr_assert_eq(buf_puts(&out, "ab"), ST_OK);
+	cr_assert_eq(json_out(&out, o), ST_TOO_LARGE);
+	cr_assert_str_eq(out.ptr, "ab");
+	cr_assert_eq(out.len, 2);
+	json_decref(o);
+	buf_release(&out);
+}
+
+Test(json_out, fmt_i64_edges)
+{
+	static const struct {
+		int64_t v;
+		const char *want;
+	} cases[] = { { 0, "0" }, { -1, "-1" }, { 9, "9" }, { 10, "10" },
+		      { INT64_MAX, "9223372036854775807" }, { INT64_MIN, "-9223372036854775808" } };
+	char out[FMT_I64_LEN];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(fmt_i64(out, cases[i].v), strlen(cases[i].want));
+		cr_assert_str_eq(out, cases[i].want);
+	}
+}
