@@ -640,6 +640,7 @@ enum st_rc log_buffer_start(struct logger *lg)
 		buffer_free(lb);
 		return ST_INTERNAL;
 	}
+	pthread_setname_np(lb->flusher, "log-flush"); /* for top and perf */
 	lg->buffer = lb;
 	return ST_OK;
 }
