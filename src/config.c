@@ -165,6 +165,10 @@ static const struct opt opts[] = {
 	  0, 0, 1, 30 * DAY, NULL, "10m", "DURATION", "cap on a job's retry delay" },
 	{ "SETTLED_JOB_MAX_ATTEMPTS", "--job-max-attempts", OPT_INT, 0, FIELD(job_max_attempts),
 	  0, 0, 1, 1000, NULL, "8", "N", "attempts before a job goes to the dead-letter queue" },
+	{ "SETTLED_JOB_LEASE", "--job-lease", OPT_DURATION, 0, FIELD(job_lease_ms), 0, 0, SEC,
+	  3600 * SEC, NULL, "30s", "DURATION",
+	  "a claimed job's lease: a crashed instance's jobs run again after it (keep it above the "
+	  "longest job)" },
 	{ "SETTLED_API_KEY_GRACE", "--api-key-grace", OPT_DURATION, 0, FIELD(api_key_grace_ms),
 	  0, 0, 0, 365 * DAY, NULL, "24h", "DURATION",
 	  "how long a rotated API key keeps working" },

@@ -63,6 +63,7 @@ struct config {
 	int64_t job_base_delay_ms;  /* SETTLED_JOB_BASE_DELAY, default 1s */
 	int64_t job_max_delay_ms;   /* SETTLED_JOB_MAX_DELAY, default 10m */
 	int job_max_attempts;       /* SETTLED_JOB_MAX_ATTEMPTS, default 8 */
+	int64_t job_lease_ms;       /* SETTLED_JOB_LEASE, default 30s */
 	int64_t api_key_grace_ms;   /* SETTLED_API_KEY_GRACE, default 24h */
 	char *otel_endpoint;        /* OTEL_EXPORTER_OTLP_ENDPOINT, NULL = tracing off */
 

@@ -478,7 +478,7 @@ static enum st_rc claim_unit(struct tx *tx, void *arg)
 		c->got[q] = 0;
 		if (!c->want[q])
 			continue;
-		rc = queue_claim(tx, c->p->queues[q], c->want[q], c->owner, WORKER_LEASE_MS,
+		rc = queue_claim(tx, c->p->queues[q], c->want[q], c->owner, c->p->app->cfg->job_lease_ms,
 				 c->jobs[q], &c->got[q]);
 		if (rc) {
 			for (int z = 0; z <= q; z++)

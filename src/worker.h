@@ -35,7 +35,6 @@
 #include "store.h"
 #include "trace.h"
 
-#define WORKER_LEASE_MS 30000  /* a claimed job's lease; a lost worker's jobs return after it */
 #define WORKER_POLL_MS 50      /* idle poll interval of the fetcher */
 
 struct settled;

@@ -17,7 +17,7 @@ import subprocess
 from conftest import BIN, ROOT, backend_name
 
 CHAOS = ROOT / "ops" / "chaos"
-TIMEOUT = 300   # seconds; pg waits out a 30 s job lease after the last kill
+TIMEOUT = 300   # seconds
 
 
 def test_chaos_short_run_loses_nothing():

@@ -26,7 +26,7 @@ from conftest import (ADMIN_TOKEN, assert_error, backend_name, find_samples, new
                       new_wallet, parse_metrics, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-WORKER_LEASE_S = 30   # WORKER_LEASE_MS in src/worker.h
+JOB_LEASE_S = 3   # SETTLED_JOB_LEASE of the crash test: how long pg leaves a killed run's jobs
 
 
 def rows(srv, sql):
@@ -244,7 +244,8 @@ def test_reconciliation_report_at_start_and_on_demand(server):
 
 def test_crash_with_claims_in_flight(start_server):
     env = {"SETTLED_SIM_CONFIRM_MS": "800", "SETTLED_STUCK_AFTER": "1s",
-           "SETTLED_HOLD_TIMEOUT": "2s", "SETTLED_WORKERS": "4"}
+           "SETTLED_HOLD_TIMEOUT": "2s", "SETTLED_WORKERS": "4",
+           "SETTLED_JOB_LEASE": f"{JOB_LEASE_S}s"}
     srv = start_server(env=env)
     wallets = [new_wallet() for _ in range(16)]
     for w in wallets:
@@ -296,7 +297,7 @@ def test_crash_with_claims_in_flight(start_server):
         return open_ == 0
     # Embedded mode takes back a killed process's running jobs at start; with
     # PostgreSQL other instances may be alive, so they wait for the lease.
-    timeout = 20 if backend_name() == "sqlite" else 20 + WORKER_LEASE_S
+    timeout = 20 if backend_name() == "sqlite" else 20 + JOB_LEASE_S
     wait_until(all_final, timeout=timeout, interval=0.2, what="every intent SETTLED or FAILED")
 
     # Every acknowledged record settled (the rail never fails here).

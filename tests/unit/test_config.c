@@ -523,7 +523,8 @@ Test(config, help_text_lists_every_option)
 		"SETTLED_TREASURY_FUNDING", "SETTLED_ASSET", "SETTLED_COMMISSION_BPS",
 		"SETTLED_SIM_CONFIRM_MS", "SETTLED_SIM_FAIL_RATE", "SETTLED_STUCK_AFTER",
 		"SETTLED_HOLD_TIMEOUT", "SETTLED_JOB_BASE_DELAY", "SETTLED_JOB_MAX_DELAY",
-		"SETTLED_JOB_MAX_ATTEMPTS", "SETTLED_API_KEY_GRACE", "OTEL_EXPORTER_OTLP_ENDPOINT",
+		"SETTLED_JOB_MAX_ATTEMPTS", "SETTLED_JOB_LEASE", "SETTLED_API_KEY_GRACE",
+		"OTEL_EXPORTER_OTLP_ENDPOINT",
 		"RL_REGISTER_PER_HOUR", "RL_REGISTER_PER_DAY_WALLET", "RL_CLAIM_PER_HOUR",
 		"RL_WEBHOOK_PER_MIN", "RL_HEALTH_PER_MIN", "RL_API_PER_MIN", "SETTLED_RL_FAIL",
 	};
@@ -605,7 +606,8 @@ Test(config, describe_defaults)
 	cr_assert(json_is_null(json_object_get(j, "webhook_secret")));
 	cr_assert(json_is_null(json_object_get(j, "otel_exporter_otlp_endpoint")));
 	cr_assert(json_is_array(json_object_get(j, "cors_origins")));
-	cr_assert_eq(json_object_size(j), 40);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "job_lease")), "30s");
+	cr_assert_eq(json_object_size(j), 41);
 	json_decref(j);
 	free(raw);
 	config_release(&c);
