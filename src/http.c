@@ -881,7 +881,8 @@ static bool idempotency_precheck(struct req_ctx *rq)
 		return false;
 	}
 	rq->idem_key = key;
-	idem_fingerprint(rq->method, rq->route->path, rq->body.ptr, rq->body.len, rq->fingerprint);
+	idem_fingerprint(rq->h->app->idem, rq->method, rq->route->path, rq->body.ptr, rq->body.len,
+			 rq->fingerprint);
 	n = strlen(rq->client_id) + strlen(rq->method) + strlen(rq->route->path) + 3;
 	rq->idem_scope = req_alloc(rq, n);
 	if (!rq->idem_scope) {

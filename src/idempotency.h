@@ -40,8 +40,8 @@ void idem_end(struct idem *ix, const char *scope, const char *key);
 
 /* Hex SHA-256 over method, route and body, each length-prefixed so that
  * no two different triples hash the same input. out gets 64 hex + NUL. */
-void idem_fingerprint(const char *method, const char *route, const char *body, size_t body_len,
-		      char out[IDEM_FINGERPRINT_LEN + 1]);
+void idem_fingerprint(const struct idem *ix, const char *method, const char *route, const char *body,
+		      size_t body_len, char out[IDEM_FINGERPRINT_LEN + 1]);
 
 /* A finished record, as stored. */
 struct idem_record {
