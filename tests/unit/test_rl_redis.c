@@ -40,6 +40,11 @@ static void setup(void)
 	 * past its TAT so Redis never forgets a TAT the memory backend still
 	 * holds (an expired TAT changes no decision). */
 	o.ttl_slack_ms = DAY_MS;
+	/* These tests compare decisions, not timeouts: a loaded machine (make
+	 * asan, valgrind beside it) once took Redis past the 200 ms default and
+	 * failed a step with ST_UNAVAILABLE. test_redisc.c tests the timeouts. */
+	o.connect_timeout_ms = 5000;
+	o.command_timeout_ms = 5000;
 	mem = rl_memory_new(0);
 	red = rl_redis_new(url, &o, &err);
 	cr_assert_not_null(mem);
