@@ -2,45 +2,47 @@
 #include "clock.h"
 
 #include <string.h>
-#include <time.h>
 
+#include "fmt.h"
 #include "banned.h"
 
-/* n as exactly width digits (zero-padded) at p; returns the end. */
-static char *put_digits(char *p, unsigned n, int width)
-{
-	for (int i = width - 1; i >= 0; i--) {
-		p[i] = (char)('0' + n % 10);
-		n /= 10;
-	}
-	return p + width;
-}
-
-/* By hand rather than strftime + snprintf: every response body with a
- * timestamp and every log line formats one (fmt.h says why). */
+/* By hand rather than gmtime_r + strftime + snprintf: every log line and
+ * every response body with a timestamp formats one (fmt.h says why), and
+ * gmtime_r takes glibc's time-zone lock. The date comes from the day
+ * number (H. Hinnant's civil_from_days). */
 void format_rfc3339(int64_t ms, char out[RFC3339_LEN])
 {
-	time_t secs = (time_t)(ms / 1000);
-	struct tm tm;
-	char *p = out;
+	static const char epoch[] = "1970-01-01T00:00:00.000Z";
+	int64_t days = ms / 86400000, msod = ms % 86400000;
+	int64_t z, era, doe, yoe, y, doy, mp, d, m;
 
-	if (ms < 0 || !gmtime_r(&secs, &tm) || tm.tm_year + 1900 > 9999) {
-		memcpy(out, "1970-01-01T00:00:00.000Z", sizeof("1970-01-01T00:00:00.000Z"));
+	/* Before 1970 or after 9999 does not happen with a sane clock. */
+	if (ms < 0 || days > 2932896) {
+		memcpy(out, epoch, sizeof(epoch));
 		return;
 	}
-	p = put_digits(p, (unsigned)(tm.tm_year + 1900), 4);
-	*p++ = '-';
-	p = put_digits(p, (unsigned)tm.tm_mon + 1, 2);
-	*p++ = '-';
-	p = put_digits(p, (unsigned)tm.tm_mday, 2);
-	*p++ = 'T';
-	p = put_digits(p, (unsigned)tm.tm_hour, 2);
-	*p++ = ':';
-	p = put_digits(p, (unsigned)tm.tm_min, 2);
-	*p++ = ':';
-	p = put_digits(p, (unsigned)tm.tm_sec, 2);
-	*p++ = '.';
-	p = put_digits(p, (unsigned)(ms % 1000), 3);
-	*p++ = 'Z';
-	*p = '\0';
+	z = days + 719468;
+	era = z / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	d = doy - (153 * mp + 2) / 5 + 1;
+	m = mp < 10 ? mp + 3 : mp - 9;
+	y = yoe + era * 400 + (m <= 2);
+	fmt_pad(out, (uint64_t)y, 4);
+	out[4] = '-';
+	fmt_pad(out + 5, (uint64_t)m, 2);
+	out[7] = '-';
+	fmt_pad(out + 8, (uint64_t)d, 2);
+	out[10] = 'T';
+	fmt_pad(out + 11, (uint64_t)(msod / 3600000), 2);
+	out[13] = ':';
+	fmt_pad(out + 14, (uint64_t)(msod / 60000 % 60), 2);
+	out[16] = ':';
+	fmt_pad(out + 17, (uint64_t)(msod / 1000 % 60), 2);
+	out[19] = '.';
+	fmt_pad(out + 20, (uint64_t)(msod % 1000), 3);
+	out[23] = 'Z';
+	out[24] = '\0';
 }

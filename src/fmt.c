@@ -3,23 +3,36 @@
 
 #include "banned.h"
 
-size_t fmt_i64(char out[FMT_I64_LEN], int64_t v)
+size_t fmt_u64(char *out, uint64_t v)
 {
 	char rev[FMT_I64_LEN];
-	/* Negate in unsigned arithmetic: -INT64_MIN does not fit an int64_t. */
-	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
 	size_t n = 0, len = 0;
 
 	do {
-		rev[n++] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
-	if (v < 0)
-		out[len++] = '-';
+		rev[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
 	while (n)
 		out[len++] = rev[--n];
 	out[len] = '\0';
 	return len;
+}
+
+size_t fmt_i64(char out[FMT_I64_LEN], int64_t v)
+{
+	if (v >= 0)
+		return fmt_u64(out, (uint64_t)v);
+	out[0] = '-';
+	/* Negate in unsigned arithmetic: -INT64_MIN does not fit an int64_t. */
+	return 1 + fmt_u64(out + 1, 0 - (uint64_t)v);
+}
+
+void fmt_pad(char *out, uint64_t v, size_t width)
+{
+	while (width--) {
+		out[width] = (char)('0' + v % 10);
+		v /= 10;
+	}
 }
 
 void fmt_hex(const void *raw, size_t n, char *out)

@@ -14,6 +14,11 @@
 
 /* Decimal of v into out, NUL-terminated; returns its length. */
 size_t fmt_i64(char out[FMT_I64_LEN], int64_t v);
+size_t fmt_u64(char *out, uint64_t v); /* at most FMT_I64_LEN - 1 bytes and a NUL */
+
+/* v as exactly width digits, zero-padded on the left (higher digits are
+ * dropped), no NUL. */
+void fmt_pad(char *out, uint64_t v, size_t width);
 
 /* Lower-case hex of raw[0..n) into out: 2n characters and a NUL. */
 void fmt_hex(const void *raw, size_t n, char *out);

@@ -42,6 +42,8 @@
 #include <unistd.h>
 
 #include "log_redact.h"
+#include "clock.h"
+#include "fmt.h"
 #include "banned.h"
 
 #define LOG_LINE_MAX 16384    /* bytes in one line, '\n' included */
@@ -95,83 +97,15 @@ static void buf_truncate(struct buf *b, size_t len)
 
 /* ---- numbers and time -------------------------------------------------- */
 
-/* Writes v in decimal (at most 20 bytes); returns the length. */
-static size_t dec_u64(char *dst, uint64_t v)
-{
-	char tmp[20];
-	size_t k = sizeof(tmp);
-
-	do {
-		tmp[--k] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	return put(dst, tmp + k, sizeof(tmp) - k);
-}
-
-/* At most 20 bytes. */
-static size_t dec_i64(char *dst, int64_t v)
-{
-	if (v >= 0)
-		return dec_u64(dst, (uint64_t)v);
-	dst[0] = '-';
-	return 1 + dec_u64(dst + 1, (uint64_t)0 - (uint64_t)v);
-}
-
-/* v zero-padded to width digits. */
-static void dec_pad(char *dst, uint64_t v, size_t width)
-{
-	while (width--) {
-		dst[width] = (char)('0' + v % 10);
-		v /= 10;
-	}
-}
-
-/* RFC 3339 UTC with milliseconds: 2026-11-25T18:55:28.123Z, 24 bytes for
- * years 0-9999 (at most 40 otherwise). The date is computed from the day
- * number (H. Hinnant's civil_from_days): gmtime_r would take glibc's
- * time-zone lock for every line. */
+/* RFC 3339 UTC with milliseconds: 2026-11-25T18:55:28.123Z (24 bytes). */
 static size_t fmt_ts(char *out)
 {
 	struct timespec now;
-	int64_t days, sod, z, era, doe, yoe, y, doy, mp, d, m;
-	size_t k;
+	char ts[RFC3339_LEN];
 
 	clock_gettime(CLOCK_REALTIME, &now);
-	days = (int64_t)now.tv_sec / 86400;
-	sod = (int64_t)now.tv_sec % 86400;
-	if (sod < 0) {
-		sod += 86400;
-		days--;
-	}
-	z = days + 719468;
-	era = (z >= 0 ? z : z - 146096) / 146097;
-	doe = z - era * 146097;
-	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	mp = (5 * doy + 2) / 153;
-	d = doy - (153 * mp + 2) / 5 + 1;
-	m = mp < 10 ? mp + 3 : mp - 9;
-	y = yoe + era * 400 + (m <= 2);
-	if (y >= 0 && y <= 9999) {
-		dec_pad(out, (uint64_t)y, 4);
-		k = 4;
-	} else {
-		k = dec_i64(out, y);
-	}
-	out[k] = '-';
-	dec_pad(out + k + 1, (uint64_t)m, 2);
-	out[k + 3] = '-';
-	dec_pad(out + k + 4, (uint64_t)d, 2);
-	out[k + 6] = 'T';
-	dec_pad(out + k + 7, (uint64_t)(sod / 3600), 2);
-	out[k + 9] = ':';
-	dec_pad(out + k + 10, (uint64_t)(sod / 60 % 60), 2);
-	out[k + 12] = ':';
-	dec_pad(out + k + 13, (uint64_t)(sod % 60), 2);
-	out[k + 15] = '.';
-	dec_pad(out + k + 16, (uint64_t)(now.tv_nsec / 1000000), 3);
-	out[k + 19] = 'Z';
-	return k + 20;
+	format_rfc3339((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, ts);
+	return put(out, ts, strlen(ts));
 }
 
 /* ---- JSON strings ------------------------------------------------------ */
@@ -422,7 +356,7 @@ void log_field_int(struct buf *fields, const char *key, int64_t val)
 
 	fw_init(&w, fields);
 	fw_key(&w, key);
-	fw_put(&w, num, dec_i64(num, val));
+	fw_put(&w, num, fmt_i64(num, val));
 	fw_done(&w, start);
 }
 
@@ -463,10 +397,10 @@ void log_field_fixed(struct buf *fields, const char *key, double val, unsigned d
 
 		if (v < 0)
 			num[k++] = '-';
-		k += dec_u64(num + k, u / one);
+		k += fmt_u64(num + k, u / one);
 		if (decimals) {
 			num[k++] = '.';
-			dec_pad(num + k, u % one, decimals);
+			fmt_pad(num + k, u % one, decimals);
 			k += decimals;
 		}
 	} else {

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fmt.h"
 #include "json_out.h"
 
 #include "banned.h"
@@ -147,19 +146,4 @@ Test(json_out, a_full_buf_is_an_error_and_left_as_it_was)
 	cr_assert_eq(out.len, 2);
 	json_decref(o);
 	buf_release(&out);
-}
-
-Test(json_out, fmt_i64_edges)
-{
-	static const struct {
-		int64_t v;
-		const char *want;
-	} cases[] = { { 0, "0" }, { -1, "-1" }, { 9, "9" }, { 10, "10" },
-		      { INT64_MAX, "9223372036854775807" }, { INT64_MIN, "-9223372036854775808" } };
-	char out[FMT_I64_LEN];
-
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		cr_assert_eq(fmt_i64(out, cases[i].v), strlen(cases[i].want));
-		cr_assert_str_eq(out, cases[i].want);
-	}
 }
