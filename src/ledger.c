@@ -26,10 +26,18 @@ void ledger_new_id(struct tx *tx, const char *prefix, char out[LEDGER_ID_MAX + 1
 {
 	unsigned char raw[12];
 	size_t p = strlen(prefix);
+	uint64_t ms = (uint64_t)tx_now_ms(tx);
 
 	if (p > 12)
 		p = 12;
-	tx_random(tx, raw, sizeof(raw));
+	/* 6 bytes of milliseconds, then 6 random: ids made together sort
+	 * together, so each primary-key index takes its inserts at its right
+	 * edge (one leaf page per group commit) instead of one random leaf
+	 * per row, each a page the WAL must write again. 48 random bits per
+	 * millisecond keep a clash out of reach; the key would refuse one. */
+	for (int i = 0; i < 6; i++)
+		raw[i] = (unsigned char)(ms >> (40 - 8 * i));
+	tx_random(tx, raw + 6, 6);
 	memcpy(out, prefix, p);
 	fmt_hex(raw, sizeof(raw), out + p);
 }
