@@ -28,7 +28,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 
-.PHONY: all run test unit integration integration-pg check asan valgrind bench chaos clean deps deps-run format-check \
+.PHONY: all run test unit integration integration-pg integration-pg-1 integration-pg-2 check asan valgrind bench chaos clean deps deps-run format-check \
         fuzz fuzz-smoke fuzz-build fuzz-bins
 all: settled
 
@@ -79,8 +79,9 @@ run: deps-run settled
 WITH_SERVICES = tests/with-services
 
 # Unit tests (Criterion), then the integration suite against the real binary.
+# UNIT_RUN: a prefix for each unit binary's command (make asan sets it).
 unit: $(UNIT_BIN)
-	@$(WITH_SERVICES) sh -c 'set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t --jobs 2; done'
+	@$(WITH_SERVICES) sh -c 'set -e; for t in $(UNIT_BIN); do echo "== $$t"; $(UNIT_RUN) $$t --jobs 2; done'
 
 # The suites run $(BUILD)/settled, not ./settled: `make asan` must not leave
 # an instrumented ./settled behind for `make bench` or `make run`.
@@ -89,32 +90,55 @@ integration: $(BUILD)/settled
 
 # The same suite in scale-out mode: every test server on its own database of
 # the private PostgreSQL (docs/internals/store.md).
+PG_PYTEST = $(WITH_SERVICES) env SETTLED_TEST_BACKEND=pg SETTLED_BIN=$(abspath $(BUILD))/settled \
+	    $(PYTHON) -m pytest -q
 integration-pg: $(BUILD)/settled
-	$(WITH_SERVICES) env SETTLED_TEST_BACKEND=pg SETTLED_BIN=$(abspath $(BUILD))/settled \
-		$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+	$(PG_PYTEST) tests/integration $(PYTEST_ARGS)
+
+# make check runs the PostgreSQL suite as two halves of about equal time (a
+# server start there costs a database and 13 connections, so it is the long
+# pole); together they are exactly integration-pg.
+PG_HALF_1 = $(addprefix tests/integration/,test_apikeys.py test_chaos_short.py test_config.py \
+	    test_examples.py test_hostile.py test_http.py)
+integration-pg-1: $(BUILD)/settled
+	$(PG_PYTEST) $(PG_HALF_1) $(PYTEST_ARGS)
+integration-pg-2: $(BUILD)/settled
+	$(PG_PYTEST) tests/integration $(addprefix --ignore=,$(PG_HALF_1)) $(PYTEST_ARGS)
 
 # The test cluster runs with fsync off (tests/pg/pgctl says why); make bench
-# and make chaos start theirs with fsync on. The two integration suites run
-# side by side (they mostly wait on servers and clocks, not on the CPU), each
-# one's output printed whole when it ends (-O); either failing fails check.
+# and make chaos start theirs with fsync on. The integration suites run side
+# by side (they mostly wait on servers and clocks, not on the CPU: make test
+# used a quarter of the 2 cores when they ran one after the other), each
+# one's output printed whole when it ends (-O); any failing fails check.
 check:
-	PGCTL_FSYNC=off $(WITH_SERVICES) sh -c '$(MAKE) unit && $(MAKE) -j2 -O integration integration-pg'
+	PGCTL_FSYNC=off $(WITH_SERVICES) sh -c \
+		'$(MAKE) unit && $(MAKE) -j3 -O integration integration-pg-1 integration-pg-2'
 	$(MAKE) fuzz-smoke
 
 test: deps
 	$(MAKE) all
 	$(MAKE) check
 
+# Unit binaries run through tests/sanitized: Criterion counts a test whose
+# worker LeakSanitizer reports as passed, so the report itself must fail it.
+# They unwind every malloc fully (not by frame pointers, which libcriterion
+# lacks) so tests/lsan.supp can name Criterion's own runner; that doubles
+# their time (~1 -> ~2 min), so the servers keep the fast unwinder.
+ASAN_UNIT_RUN = ASAN_OPTIONS=fast_unwind_on_malloc=0 \
+                LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+                $(abspath tests/sanitized)
+
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-		LDFLAGS="-fsanitize=address,undefined" check
+		LDFLAGS="-fsanitize=address,undefined" UNIT_RUN="$(ASAN_UNIT_RUN)" check
 
 # Valgrind memcheck of the SQLite integration suite: an -O1 -g build in
 # build-vg/, every test server (and `settled --help` etc.) run under
 # SETTLED_TEST_WRAPPER; the harness (tests/integration/conftest.py) sets the
 # per-process log file, scales its timeouts, skips the few timing/load tests
-# and fails a test whose server's log has errors or definite leaks. Slow
-# (roughly an hour). Suppressions (third-party noise only): tests/valgrind.supp.
+# and fails a test whose server's log has errors or definite leaks. Slow:
+# about 20 min on 2 cores. Suppressions (third-party noise only) are in
+# tests/valgrind.supp; VALGRIND_ARGS adds flags (e.g. --track-origins=yes).
 VALGRIND ?= valgrind
 VALGRIND_FLAGS = --tool=memcheck --error-exitcode=99 --leak-check=full \
           --show-leak-kinds=definite --errors-for-leak-kinds=definite --num-callers=30 \
