@@ -69,3 +69,83 @@ def test_sigint_exits_0(start_server):
     srv = start_server()
     assert srv.get("/healthz").status == 200
     assert srv.stop(signal.SIGINT) == 0
+
+
+def test_sigterm_under_load_exits_0_every_time(start_server):
+    """Regression: libmicrohttpd's MHD_quiesce_daemon() races its epoll
+    workers for the listen socket and aborts the process when it loses
+    ("Failed to remove listen FD from epoll set", exit -6), which a test
+    teardown hit once. settled no longer quiesces; new requests after the
+    signal get 503 `unavailable` with Connection: close instead. Ten
+    SIGTERMs, each with eight clients sending requests over new and
+    kept-alive connections at the moment it lands."""
+    import http.client
+    import threading
+
+    srv = start_server()
+    for round_ in range(10):
+        stop = threading.Event()
+        statuses, problems = [], []
+
+        def client():
+            while not stop.is_set():
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+                    for _ in range(5):
+                        c.request("GET", "/healthz")
+                        r = c.getresponse()
+                        r.read()
+                        statuses.append(r.status)
+                        if r.status == 503:
+                            if (r.getheader("Connection") or "").lower() != "close":
+                                problems.append("503 without Connection: close")
+                            break
+                    c.close()
+                except (OSError, http.client.HTTPException):
+                    time.sleep(0.005)   # refused or cut: the server is going away
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        srv.send_signal(signal.SIGTERM)
+        rc = srv.wait_exit(15)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        err = srv.stderr(all_runs=False)
+        assert rc == 0, f"round {round_}: exit code {rc} after SIGTERM\n{err[-2000:]!r}"
+        assert not problems, problems
+        assert set(statuses) <= {200, 503}, set(statuses)
+        assert statuses.count(200) > 0
+        if round_ < 9:
+            srv.start()
+
+
+def test_new_requests_during_shutdown_get_503_and_close(start_server):
+    """While an in-flight request holds the shutdown open, a new request on
+    an already open connection is answered 503 `unavailable` with
+    Connection: close, and the in-flight one still completes."""
+    srv = start_server()
+    wallet = new_wallet()
+    body = json.dumps({"wallet": wallet}).encode()
+    head = build_request("POST", "/api/register", headers={
+        "Content-Type": "application/json", "Content-Length": str(len(body)),
+        "Expect": "100-continue"})
+    with srv.connect_raw(timeout=15) as held, srv.connect_raw(timeout=15) as other:
+        other.send(build_request("GET", "/healthz"))
+        assert other.read_response().status == 200          # kept alive
+        held.send(head)
+        if held.readable(2.0):
+            assert held.read_response(interim=True, check=False).status == 100
+        held.send(body[:5])
+        time.sleep(0.1)
+        srv.send_signal(signal.SIGTERM)
+        _shutdown_logged(srv)
+        other.send(build_request("GET", "/healthz"))
+        r = other.read_response()
+        assert_error(r, 503, "unavailable")
+        assert (r.headers.get("Connection") or "").lower() == "close", r
+        held.send(body[5:])
+        assert held.read_response().status == 201
+    assert srv.wait_exit(10) == 0
