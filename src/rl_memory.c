@@ -143,10 +143,19 @@ static uint64_t siphash13(uint64_t k0, uint64_t k1, const unsigned char *in, siz
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* Whether the entry's key is back to a full quota at now. */
+/* An entry is kept this long after its key is back to a full quota, as
+ * the Redis backend keeps its keys (RL_REDIS_SLACK_MS): a clock stepped back
+ * by up to this much still finds the state it would have had, so both
+ * backends decide alike (test_rl_redis.c walks the clock back too). */
+#define RL_MEMORY_SLACK_MS 1000
+
+/* Whether the entry may be freed at now: back to a full quota, plus the
+ * slack. An entry kept longer changes no decision (its TAT is past). */
 static bool entry_expired(const struct rl_entry *e, int64_t now)
 {
-	return e->tat.ms < now || (e->tat.ms == now && e->tat.frac == 0);
+	int64_t t = now - RL_MEMORY_SLACK_MS;
+
+	return e->tat.ms < t || (e->tat.ms == t && e->tat.frac == 0);
 }
 
 static void entry_free(struct rl_shard *s, struct rl_entry *e)
