@@ -97,13 +97,16 @@ integration-pg: $(BUILD)/settled
 
 # make check runs the PostgreSQL suite as two halves of about equal time (a
 # server start there costs a database and 13 connections, so it is the long
-# pole); together they are exactly integration-pg.
+# pole); together they are exactly integration-pg. Each half gets a cluster
+# of its own: test_store_pg.py restarts its cluster under load, which would
+# cut the other half's connections.
 PG_HALF_1 = $(addprefix tests/integration/,test_apikeys.py test_chaos_short.py test_config.py \
 	    test_examples.py test_hostile.py test_http.py)
+OWN_PG = env -u SETTLED_TEST_PG -u SETTLED_TEST_PG_DIR
 integration-pg-1: $(BUILD)/settled
-	$(PG_PYTEST) $(PG_HALF_1) $(PYTEST_ARGS)
+	$(OWN_PG) $(PG_PYTEST) $(PG_HALF_1) $(PYTEST_ARGS)
 integration-pg-2: $(BUILD)/settled
-	$(PG_PYTEST) tests/integration $(addprefix --ignore=,$(PG_HALF_1)) $(PYTEST_ARGS)
+	$(OWN_PG) $(PG_PYTEST) tests/integration $(addprefix --ignore=,$(PG_HALF_1)) $(PYTEST_ARGS)
 
 # The test cluster runs with fsync off (tests/pg/pgctl says why); make bench
 # and make chaos start theirs with fsync on. The integration suites run side
