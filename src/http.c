@@ -1282,8 +1282,8 @@ static void init_request(struct req_ctx *rq)
 {
 	const char *rid = NULL, *tp = NULL, *ts = NULL;
 	size_t rid_len = 0, tp_len = 0, ts_len = 0;
-	/* Request id, trace id and span id from one RAND_bytes call: each call
-	 * costs OpenSSL a provider lookup, and this runs on every request. */
+	/* Request id, trace id and span id from one draw of the randpool
+	 * (randpool.h says why not RAND_bytes per id). */
 	unsigned char rnd[16 + 16 + 8];
 
 	random_bytes(&rq->h->app->rand, rnd, sizeof(rnd));

@@ -101,11 +101,11 @@ static void buf_truncate(struct buf *b, size_t len)
 static size_t fmt_ts(char *out)
 {
 	struct timespec now;
-	char ts[RFC3339_LEN];
 
+	/* Straight into the line: it has room for RFC3339_LEN at this point. */
 	clock_gettime(CLOCK_REALTIME, &now);
-	format_rfc3339((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, ts);
-	return put(out, ts, strlen(ts));
+	format_rfc3339((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, out);
+	return strlen(out);
 }
 
 /* ---- JSON strings ------------------------------------------------------ */

@@ -27,8 +27,12 @@ enum st_rc randpool_bytes(struct randpool *rp, void *out, size_t n)
 	unsigned char *dst = out;
 	enum st_rc rc = ST_OK;
 
-	if (n > RANDPOOL_BLOCK / 4) /* large requests gain nothing from the pool */
-		return RAND_bytes(dst, (int)n) == 1 ? ST_OK : (memset(dst, 0, n), ST_UNAVAILABLE);
+	if (n > RANDPOOL_BLOCK / 4) { /* large requests gain nothing from the pool */
+		if (RAND_bytes(dst, (int)n) == 1)
+			return ST_OK;
+		memset(dst, 0, n);
+		return ST_UNAVAILABLE;
+	}
 	pthread_mutex_lock(&rp->mu);
 	if (RANDPOOL_BLOCK - rp->pos < n) {
 		if (RAND_bytes(rp->block, RANDPOOL_BLOCK) == 1) {

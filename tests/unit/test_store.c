@@ -717,7 +717,6 @@ Test(store_sqlite, wal_stays_bounded_by_the_checkpointer, .init = setup_sqlite, 
 }
 
 /* Savepoints nest past the levels whose statements are cached. */
-static enum st_rc nest_unit(struct tx *tx, void *arg);
 
 static enum st_rc nest_put(struct tx *tx, void *arg)
 {
