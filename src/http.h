@@ -26,8 +26,12 @@
 struct settled;
 struct http;
 
-/* A response under construction. Owned by its req_ctx. */
-#define RESP_MAX_HEADERS 12
+/* A response under construction. Owned by its req_ctx. Route-specific
+ * headers only (Retry-After, Allow, WWW-Authenticate, Connection...): no
+ * answer sets more than three. Kept small so that struct req_ctx stays
+ * under glibc's 1,008-byte small-bin limit: a larger one made every
+ * request's calloc consolidate the fast bins (~2,000 instructions). */
+#define RESP_MAX_HEADERS 6
 struct resp {
 	int status;              /* 0 until set */
 	struct buf body;
@@ -90,6 +94,9 @@ enum st_rc req_fail_field(struct req_ctx *rq, enum st_rc rc, const char *code,
 			  const char *message, const char *field);
 /* Answers with a JSON body at once (steals body). */
 enum st_rc req_reply(struct req_ctx *rq, int status, json_t *body);
+/* The same with a body that is already JSON text (a constant answer such as
+ * the liveness probe's, which need not be built and serialised each time). */
+enum st_rc req_reply_text(struct req_ctx *rq, int status, const char *json, size_t len);
 
 /* A write unit as handlers write it: runs in the open transaction, fills
  * resp, returns ST_OK to commit or an error to roll its work back (resp
