@@ -195,6 +195,21 @@ enum st_rc resp_json(struct resp *r, int status, json_t *body)
 	return rc;
 }
 
+void resp_object_begin(struct resp *r, struct json_writer *w)
+{
+	buf_reset(&r->body);
+	jw_begin(w, &r->body);
+}
+
+enum st_rc resp_object_end(struct resp *r, struct json_writer *w, int status)
+{
+	enum st_rc rc = jw_end(w);
+
+	if (rc == ST_OK)
+		r->status = status;
+	return rc;
+}
+
 enum st_rc resp_replay_json(struct resp *r, json_t *body)
 {
 	struct buf out = BUF_INIT((size_t)64 << 20);

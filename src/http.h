@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "json_out.h"
 #include "rc.h"
 #include "route.h"
 #include "store.h"
@@ -46,6 +47,11 @@ struct resp {
 
 /* Sets status and a JSON body (steals the reference to body). ST_NOMEM on failure. */
 enum st_rc resp_json(struct resp *r, int status, json_t *body);
+/* The same body written member by member (json_out.h's json_writer), for
+ * the write paths: resp_object_begin starts it, resp_object_end closes it
+ * and sets status (or returns the writer's error and leaves status unset). */
+void resp_object_begin(struct resp *r, struct json_writer *w);
+enum st_rc resp_object_end(struct resp *r, struct json_writer *w, int status);
 /* For answers that show a secret once (a new API key): the body the
  * idempotency record stores, and so what a replay returns, instead of
  * r->body (same status and Location). Steals body; ST_NOMEM on failure. */

@@ -130,3 +130,85 @@ enum st_rc json_out(struct buf *out, const json_t *v)
 	}
 	return rc;
 }
+
+void jw_begin(struct json_writer *w, struct buf *out)
+{
+	w->out = out;
+	w->start = out->len;
+	w->depth = 0;
+	w->more[0] = false;
+	w->rc = buf_putc(out, '{');
+}
+
+/* The separator and "key": of the next member. */
+static bool jw_key(struct json_writer *w, const char *key)
+{
+	if (w->rc)
+		return false;
+	if (w->more[w->depth])
+		w->rc = buf_putc(w->out, ',');
+	w->more[w->depth] = true;
+	if (!w->rc)
+		w->rc = put_string(w->out, key, strlen(key));
+	if (!w->rc)
+		w->rc = buf_putc(w->out, ':');
+	return !w->rc;
+}
+
+void jw_str(struct json_writer *w, const char *key, const char *v)
+{
+	if (jw_key(w, key))
+		w->rc = v ? put_string(w->out, v, strlen(v)) : buf_puts(w->out, "null");
+}
+
+void jw_i64(struct json_writer *w, const char *key, int64_t v)
+{
+	char num[FMT_I64_LEN];
+
+	if (jw_key(w, key))
+		w->rc = buf_append(w->out, num, fmt_i64(num, v));
+}
+
+void jw_null(struct json_writer *w, const char *key)
+{
+	if (jw_key(w, key))
+		w->rc = buf_puts(w->out, "null");
+}
+
+void jw_object(struct json_writer *w, const char *key)
+{
+	if (!jw_key(w, key))
+		return;
+	if (w->depth + 1 >= JSON_OUT_MAX_DEPTH) {
+		w->rc = ST_INVALID;
+		return;
+	}
+	w->more[++w->depth] = false;
+	w->rc = buf_putc(w->out, '{');
+}
+
+void jw_close(struct json_writer *w)
+{
+	if (w->rc)
+		return;
+	if (w->depth == 0) {
+		w->rc = ST_INVALID; /* more closes than opens: jw_end closes the outermost */
+		return;
+	}
+	w->depth--;
+	w->rc = buf_putc(w->out, '}');
+}
+
+enum st_rc jw_end(struct json_writer *w)
+{
+	if (!w->rc && w->depth != 0)
+		w->rc = ST_INVALID;
+	if (!w->rc)
+		w->rc = buf_putc(w->out, '}');
+	if (w->rc) {
+		w->out->len = w->start;
+		if (w->out->alloc)
+			w->out->ptr[w->start] = '\0';
+	}
+	return w->rc;
+}

@@ -4,13 +4,16 @@
  * that shows an intent shows it through present_intent(), so the shape
  * cannot drift between the claim, v2 and payout routes.
  *
- * All return new jansson references (NULL on ENOMEM), ready for the
- * reference-stealing "o" format of json_pack. */
+ * The json_t forms return new jansson references (NULL on ENOMEM), ready
+ * for the reference-stealing "o" format of json_pack; the jw_ forms write
+ * the same member into a json_writer (json_out.h), for the write paths. */
 #ifndef SETTLED_PRESENT_H
 #define SETTLED_PRESENT_H
 
 #include <jansson.h>
 #include <stdint.h>
+
+#include "json_out.h"
 
 struct intent;
 
@@ -18,5 +21,13 @@ json_t *present_amount(int64_t base_units);   /* "1234" */
 json_t *present_time(int64_t ms);             /* "2026-11-25T18:55:28.123Z"; null when ms <= 0 */
 json_t *present_opt_str(const char *s);       /* null for NULL or "" */
 json_t *present_intent(const struct intent *it);
+
+void jw_amount(struct json_writer *w, const char *key, int64_t base_units);
+void jw_time(struct json_writer *w, const char *key, int64_t ms);
+void jw_opt_str(struct json_writer *w, const char *key, const char *s);
+/* The intent's members, inside an object the caller opened (so that it can
+ * add its own, as claim/prepare adds expires_at). present_intent is built
+ * from this: the shape is written down once. */
+void jw_intent_members(struct json_writer *w, const struct intent *it);
 
 #endif

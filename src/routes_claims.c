@@ -53,8 +53,8 @@ static enum st_rc prepare_unit(struct tx *tx, void *arg, struct resp *resp)
 	struct prepare_req *r = arg;
 	struct intent it;
 	struct ledger_hold h;
+	struct json_writer w;
 	char location[96];
-	json_t *body;
 	enum st_rc rc;
 
 	rc = intent_claim_create(tx, r->wallet, r->amount, r->hold_timeout_ms, r->actor, &it, &h);
@@ -66,17 +66,14 @@ static enum st_rc prepare_unit(struct tx *tx, void *arg, struct resp *resp)
 				 "the treasury cannot cover this claim right now", NULL);
 	if (rc)
 		return rc;
-	body = present_intent(&it);
-	if (!body)
-		return ST_NOMEM;
-	json_object_set_new(body, "expires_at", present_time(h.expires_at));
 	snprintf(location, sizeof(location), "/api/v2/intents/%s", it.id);
 	rc = resp_location(resp, location);
-	if (rc) {
-		json_decref(body);
+	if (rc)
 		return rc;
-	}
-	rc = resp_json(resp, 201, body);
+	resp_object_begin(resp, &w);
+	jw_intent_members(&w, &it);
+	jw_time(&w, "expires_at", h.expires_at);
+	rc = resp_object_end(resp, &w, 201);
 	if (rc == ST_OK)
 		intent_observe(r->m->intents, NULL, &it);
 	return rc;

@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "account.h"
-#include "clock.h"
 #include "http.h"
 #include "input.h"
+#include "present.h"
 #include "routes.h"
 #include "validate.h"
 #include "banned.h"
@@ -22,7 +22,8 @@ static enum st_rc register_unit(struct tx *tx, void *arg, struct resp *resp)
 {
 	struct register_req *r = arg;
 	struct account a;
-	char created[RFC3339_LEN], location[96];
+	struct json_writer w;
+	char location[96];
 	enum st_rc rc;
 
 	rc = account_register(tx, r->wallet, r->has_referrer ? r->referrer : NULL, &a);
@@ -37,15 +38,16 @@ static enum st_rc register_unit(struct tx *tx, void *arg, struct resp *resp)
 				 json_pack("{s:s}", "field", "referrer"));
 	if (rc)
 		return rc;
-	format_rfc3339(a.created_at, created);
 	snprintf(location, sizeof(location), "/api/v2/accounts/%s", a.wallet);
 	rc = resp_location(resp, location);
 	if (rc)
 		return rc;
-	return resp_json(resp, 201,
-			 json_pack("{s:s, s:s, s:o, s:s}", "id", a.id, "wallet", a.wallet, "referrer",
-				   r->has_referrer ? json_string(r->referrer) : json_null(), "created_at",
-				   created));
+	resp_object_begin(resp, &w);
+	jw_str(&w, "id", a.id);
+	jw_str(&w, "wallet", a.wallet);
+	jw_str(&w, "referrer", r->has_referrer ? r->referrer : NULL);
+	jw_time(&w, "created_at", a.created_at);
+	return resp_object_end(resp, &w, 201);
 }
 
 enum st_rc route_register(struct req_ctx *rq)

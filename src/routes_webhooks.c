@@ -53,6 +53,7 @@ static void count(struct settled *app, enum wh_provider p, const char *result)
 static enum st_rc intake_unit(struct tx *tx, void *arg, struct resp *resp)
 {
 	struct wh_req *r = arg;
+	struct json_writer w;
 	bool inserted = false;
 	enum st_rc rc;
 
@@ -61,7 +62,9 @@ static enum st_rc intake_unit(struct tx *tx, void *arg, struct resp *resp)
 	if (rc)
 		return rc;
 	count(r->app, r->p, inserted ? "accepted" : "duplicate");
-	return resp_json(resp, 200, json_pack("{s:s}", "status", inserted ? "accepted" : "duplicate"));
+	resp_object_begin(resp, &w);
+	jw_str(&w, "status", inserted ? "accepted" : "duplicate");
+	return resp_object_end(resp, &w, 200);
 }
 
 static enum st_rc refuse(struct req_ctx *rq, enum wh_provider p, enum wh_verdict v)

@@ -147,3 +147,108 @@ Test(json_out, a_full_buf_is_an_error_and_left_as_it_was)
 	json_decref(o);
 	buf_release(&out);
 }
+
+/* ---- json_writer: the same bytes as json_out of the same members ---- */
+
+static void writer_matches(struct buf *written, json_t *v)
+{
+	struct buf want = BUF_INIT(1 << 20);
+
+	cr_assert_eq(json_out(&want, v), ST_OK);
+	cr_assert_str_eq(written->ptr, want.ptr);
+	cr_assert_eq(written->len, want.len);
+	buf_release(&want);
+	json_decref(v);
+}
+
+Test(json_writer, members_of_every_kind_match_json_out)
+{
+	struct buf out = BUF_INIT(1 << 20);
+	struct json_writer w;
+
+	jw_begin(&w, &out);
+	jw_str(&w, "id", "acct_0123");
+	jw_str(&w, "esc\"aped", "quote \" backslash \\ newline \n tab \t ctl \x01 utf8 \xc3\xa9");
+	jw_str(&w, "none", NULL);
+	jw_i64(&w, "zero", 0);
+	jw_i64(&w, "min", INT64_MIN);
+	jw_i64(&w, "max", INT64_MAX);
+	jw_null(&w, "nothing");
+	jw_object(&w, "empty");
+	jw_close(&w);
+	jw_object(&w, "nested");
+	jw_str(&w, "a", "b");
+	jw_object(&w, "deeper");
+	jw_i64(&w, "n", -7);
+	jw_close(&w);
+	jw_close(&w);
+	jw_str(&w, "last", "");
+	cr_assert_eq(jw_end(&w), ST_OK);
+	writer_matches(&out, json_pack("{s:s, s:s, s:n, s:I, s:I, s:I, s:n, s:{}, s:{s:s, s:{s:I}}, s:s}",
+				       "id", "acct_0123", "esc\"aped",
+				       "quote \" backslash \\ newline \n tab \t ctl \x01 utf8 \xc3\xa9", "none",
+				       "zero", (json_int_t)0, "min", (json_int_t)INT64_MIN, "max",
+				       (json_int_t)INT64_MAX, "nothing", "empty", "nested", "a", "b",
+				       "deeper", "n", (json_int_t)-7, "last", ""));
+	buf_release(&out);
+}
+
+Test(json_writer, an_empty_object)
+{
+	struct buf out = BUF_INIT(64);
+	struct json_writer w;
+
+	jw_begin(&w, &out);
+	cr_assert_eq(jw_end(&w), ST_OK);
+	cr_assert_str_eq(out.ptr, "{}");
+	buf_release(&out);
+}
+
+Test(json_writer, unbalanced_objects_are_refused_and_nothing_is_written)
+{
+	struct buf out = BUF_INIT(1 << 20);
+	struct json_writer w;
+
+	cr_assert_eq(buf_puts(&out, "kept"), ST_OK);
+	jw_begin(&w, &out);
+	jw_object(&w, "open");
+	jw_str(&w, "k", "v");
+	cr_assert_eq(jw_end(&w), ST_INVALID); /* "open" never closed */
+	cr_assert_str_eq(out.ptr, "kept");
+
+	jw_begin(&w, &out);
+	jw_close(&w); /* nothing to close: jw_end closes the outermost */
+	jw_str(&w, "after", "the error"); /* ignored: errors stick */
+	cr_assert_eq(jw_end(&w), ST_INVALID);
+	cr_assert_str_eq(out.ptr, "kept");
+	cr_assert_eq(out.len, 4);
+	buf_release(&out);
+}
+
+Test(json_writer, too_deep_is_refused)
+{
+	struct buf out = BUF_INIT(1 << 20);
+	struct json_writer w;
+
+	jw_begin(&w, &out);
+	for (int i = 0; i < JSON_OUT_MAX_DEPTH + 2; i++)
+		jw_object(&w, "d");
+	cr_assert_eq(jw_end(&w), ST_INVALID);
+	cr_assert_eq(out.len, 0);
+	buf_release(&out);
+}
+
+Test(json_writer, a_full_buf_is_an_error_and_left_as_it_was)
+{
+	struct buf out = BUF_INIT(16);
+	struct json_writer w;
+
+	cr_assert_eq(buf_puts(&out, "ab"), ST_OK);
+	jw_begin(&w, &out);
+	jw_str(&w, "key", "a value longer than sixteen bytes");
+	jw_str(&w, "k2", "v"); /* after the error: nothing */
+	cr_assert_eq(jw_end(&w), ST_TOO_LARGE);
+	cr_assert_str_eq(out.ptr, "ab");
+	cr_assert_eq(out.len, 2);
+	buf_release(&out);
+}

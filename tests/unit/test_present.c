@@ -1,0 +1,74 @@
+/* test_present.c — how answers show values (present.h). The intent's shape
+ * is pinned here field by field: every route that shows an intent goes
+ * through jw_intent_members, and the json_t form is parsed from it. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <string.h>
+
+#include "intent.h"
+#include "json_out.h"
+#include "present.h"
+
+#include "banned.h"
+
+static void intent_text(const struct intent *it, struct buf *out)
+{
+	json_t *v = present_intent(it);
+
+	cr_assert_not_null(v);
+	cr_assert_eq(json_out(out, v), ST_OK);
+	json_decref(v);
+}
+
+Test(present, a_new_claim_intent)
+{
+	struct intent it = { .id = "int_0001", .kind = "claim", .wallet = "0xabc", .amount = 1500,
+			     .status = INTENT_PENDING, .hold_id = "hold_0001",
+			     .created_at = 1795654486123, .updated_at = 1795654486123 };
+	struct buf out = BUF_INIT(1 << 16);
+
+	intent_text(&it, &out);
+	cr_assert_str_eq(out.ptr, "{\"id\":\"int_0001\",\"kind\":\"claim\",\"status\":\"PENDING\","
+				  "\"wallet\":\"0xabc\",\"amount\":\"1500\",\"tx_hash\":null,"
+				  "\"hold_id\":\"hold_0001\",\"ledger_tx_id\":null,\"failure_reason\":null,"
+				  "\"created_at\":\"2026-11-26T00:54:46.123Z\","
+				  "\"updated_at\":\"2026-11-26T00:54:46.123Z\"}");
+	buf_release(&out);
+}
+
+Test(present, a_failed_intent_shows_every_field)
+{
+	struct intent it = { .id = "int_2", .kind = "claim", .wallet = "0xdef", .amount = 9,
+			     .status = INTENT_FAILED, .tx_hash = "0xfeed", .hold_id = "hold_2",
+			     .ledger_tx_id = "ltx_2", .failure_reason = "rail said \"no\"",
+			     .created_at = 1000, .updated_at = 0 };
+	struct buf out = BUF_INIT(1 << 16);
+
+	intent_text(&it, &out);
+	cr_assert_str_eq(out.ptr, "{\"id\":\"int_2\",\"kind\":\"claim\",\"status\":\"FAILED\","
+				  "\"wallet\":\"0xdef\",\"amount\":\"9\",\"tx_hash\":\"0xfeed\","
+				  "\"hold_id\":\"hold_2\",\"ledger_tx_id\":\"ltx_2\","
+				  "\"failure_reason\":\"rail said \\\"no\\\"\","
+				  "\"created_at\":\"1970-01-01T00:00:01.000Z\",\"updated_at\":null}");
+	buf_release(&out);
+}
+
+Test(present, members_written_into_a_larger_answer)
+{
+	struct intent it = { .id = "int_3", .kind = "claim", .wallet = "0x1", .amount = 1,
+			     .status = INTENT_PENDING, .hold_id = "h", .created_at = 1, .updated_at = 1 };
+	struct buf out = BUF_INIT(1 << 16), alone = BUF_INIT(1 << 16);
+	struct json_writer w;
+
+	jw_begin(&w, &out);
+	jw_intent_members(&w, &it);
+	jw_time(&w, "expires_at", 2000);
+	cr_assert_eq(jw_end(&w), ST_OK);
+	intent_text(&it, &alone);
+	/* the intent's text with one more member before its closing brace */
+	cr_assert_eq(out.len, alone.len + strlen(",\"expires_at\":\"1970-01-01T00:00:02.000Z\""));
+	cr_assert_eq(memcmp(out.ptr, alone.ptr, alone.len - 1), 0);
+	cr_assert_str_eq(out.ptr + alone.len - 1, ",\"expires_at\":\"1970-01-01T00:00:02.000Z\"}");
+	buf_release(&out);
+	buf_release(&alone);
+}
