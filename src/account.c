@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fmt.h"
 #include "ledger.h"
 #include "banned.h"
 
@@ -27,9 +28,9 @@ static void account_from_row(const struct st_rows *r, struct account *a)
 	const char *w = rows_text(r, 0, 1), *ref = rows_text(r, 0, 2);
 
 	memset(a, 0, sizeof(*a));
-	snprintf(a->id, sizeof(a->id), "%s", rows_text(r, 0, 0));
-	snprintf(a->wallet, sizeof(a->wallet), "%s", w ? w : "");
-	snprintf(a->referrer, sizeof(a->referrer), "%s", ref ? ref : "");
+	fmt_str(a->id, sizeof(a->id), rows_text(r, 0, 0));
+	fmt_str(a->wallet, sizeof(a->wallet), w ? w : "");
+	fmt_str(a->referrer, sizeof(a->referrer), ref ? ref : "");
 	a->balance = rows_i64(r, 0, 3);
 	a->held = rows_i64(r, 0, 4);
 	a->created_at = rows_i64(r, 0, 5);
@@ -87,9 +88,9 @@ enum st_rc account_register(struct tx *tx, const char *wallet, const char *refer
 	if (rc)
 		return rc;
 	memset(out, 0, sizeof(*out));
-	snprintf(out->id, sizeof(out->id), "%s", id);
-	snprintf(out->wallet, sizeof(out->wallet), "%s", wallet);
-	snprintf(out->referrer, sizeof(out->referrer), "%s", referrer ? referrer : "");
+	fmt_str(out->id, sizeof(out->id), id);
+	fmt_str(out->wallet, sizeof(out->wallet), wallet);
+	fmt_str(out->referrer, sizeof(out->referrer), referrer ? referrer : "");
 	out->created_at = tx_now_ms(tx);
 	return ST_OK;
 }

@@ -1,6 +1,8 @@
 /* fmt.c — see fmt.h. */
 #include "fmt.h"
 
+#include <string.h>
+
 #include "banned.h"
 
 size_t fmt_u64(char *out, uint64_t v)
@@ -14,6 +16,15 @@ size_t fmt_u64(char *out, uint64_t v)
 	} while (v);
 	while (n)
 		out[len++] = rev[--n];
+	out[len] = '\0';
+	return len;
+}
+
+size_t fmt_str(char *out, size_t size, const char *s)
+{
+	size_t len = strnlen(s, size - 1);
+
+	memcpy(out, s, len);
 	out[len] = '\0';
 	return len;
 }

@@ -16,6 +16,12 @@
 size_t fmt_i64(char out[FMT_I64_LEN], int64_t v);
 size_t fmt_u64(char *out, uint64_t v); /* at most FMT_I64_LEN - 1 bytes and a NUL */
 
+/* s into out[0..size), cut to fit and always NUL-terminated (size > 0);
+ * returns the length written. snprintf(out, size, "%s", s) without the
+ * ~500 instructions of format machinery: the write units copy a few ids
+ * and wallets each, inside the single writer's transaction. */
+size_t fmt_str(char *out, size_t size, const char *s);
+
 /* v as exactly width digits, zero-padded on the left (higher digits are
  * dropped), no NUL. */
 void fmt_pad(char *out, uint64_t v, size_t width);

@@ -586,7 +586,7 @@ static void resolve_client_ip(struct req_ctx *rq)
 				len--;
 			if (!hop_canon(s, len, hop))
 				return; /* garbage: keep the last trustworthy answer */
-			snprintf(rq->client_ip, sizeof(rq->client_ip), "%s", hop);
+			fmt_str(rq->client_ip, sizeof(rq->client_ip), hop);
 			if (!trusted_proxy(cfg, hop))
 				return;
 			if (start == line)
@@ -1343,7 +1343,7 @@ static void init_request(struct req_ctx *rq)
 	MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "X-Request-Id", 12, &rid, &rid_len);
 	MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "traceparent", 11, &tp, &tp_len);
 	if (rid && request_id_valid(rid, rid_len))
-		snprintf(rq->request_id, sizeof(rq->request_id), "%s", rid);
+		fmt_str(rq->request_id, sizeof(rq->request_id), rid);
 	else
 		fmt_hex(rnd, 16, rq->request_id);
 	if (!tp || parse_traceparent(tp, tp_len, rq->trace_id, rq->span_id, &rq->trace_flags)) {
@@ -1580,7 +1580,7 @@ static void trace_request(struct req_ctx *rq, int status)
 	if (rq->route)
 		snprintf(name, sizeof(name), "%s %s", method, rq->route->path);
 	else
-		snprintf(name, sizeof(name), "%s", method);
+		fmt_str(name, sizeof(name), method);
 	req_trace_ctx(rq, true, &parent);
 	trace_span_start(&sp, rq->h->app->tracer, name, TRACE_SERVER, &parent);
 	trace_span_adopt(&sp, rq->span_id, rq->start_ns);
@@ -1594,7 +1594,7 @@ static void trace_request(struct req_ctx *rq, int status)
 	if (status != 499)
 		trace_span_set_int(&sp, "http.response.status_code", status);
 	/* server.address/port: what the client asked for (Host), else ours. */
-	snprintf(hostname, sizeof(hostname), "%s", host ? host : rq->h->app->cfg->listen_host);
+	fmt_str(hostname, sizeof(hostname), host ? host : rq->h->app->cfg->listen_host);
 	if (host && hostname[0] != '[' && strchr(hostname, ':')) {
 		port = strtol(strchr(hostname, ':') + 1, NULL, 10);
 		*strchr(hostname, ':') = '\0';

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "account.h"
+#include "fmt.h"
 #include "banned.h"
 
 static const char *const status_names[INTENT_STATUS_COUNT] = {
@@ -116,11 +117,11 @@ static enum st_rc transition(struct tx *tx, struct intent *it, enum intent_statu
 	it->status = to;
 	it->updated_at = now;
 	if (x->tx_hash)
-		snprintf(it->tx_hash, sizeof(it->tx_hash), "%s", x->tx_hash);
+		fmt_str(it->tx_hash, sizeof(it->tx_hash), x->tx_hash);
 	if (x->ledger_tx_id)
-		snprintf(it->ledger_tx_id, sizeof(it->ledger_tx_id), "%s", x->ledger_tx_id);
+		fmt_str(it->ledger_tx_id, sizeof(it->ledger_tx_id), x->ledger_tx_id);
 	if (x->reason)
-		snprintf(it->failure_reason, sizeof(it->failure_reason), "%s", x->reason);
+		fmt_str(it->failure_reason, sizeof(it->failure_reason), x->reason);
 	return ST_OK;
 }
 
@@ -184,9 +185,9 @@ static enum st_rc create_intent(struct tx *tx, const char *kind, const char *wal
 	rc = ledger_hold_create(tx, hold_account ? hold_account : a.id, amount, expires, it.id, &h);
 	if (rc)
 		return rc;
-	snprintf(it.kind, sizeof(it.kind), "%s", kind);
-	snprintf(it.wallet, sizeof(it.wallet), "%s", a.wallet);
-	snprintf(it.hold_id, sizeof(it.hold_id), "%s", h.id);
+	fmt_str(it.kind, sizeof(it.kind), kind);
+	fmt_str(it.wallet, sizeof(it.wallet), a.wallet);
+	fmt_str(it.hold_id, sizeof(it.hold_id), h.id);
 	it.amount = amount;
 	it.status = INTENT_PENDING;
 	it.created_at = it.updated_at = now;

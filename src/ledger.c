@@ -176,9 +176,9 @@ static void hold_from_row(const struct st_rows *r, int row, struct ledger_hold *
 	const char *intent = rows_text(r, row, 2);
 
 	memset(h, 0, sizeof(*h));
-	snprintf(h->id, sizeof(h->id), "%s", rows_text(r, row, 0));
-	snprintf(h->account_id, sizeof(h->account_id), "%s", rows_text(r, row, 1));
-	snprintf(h->intent_id, sizeof(h->intent_id), "%s", intent ? intent : "");
+	fmt_str(h->id, sizeof(h->id), rows_text(r, row, 0));
+	fmt_str(h->account_id, sizeof(h->account_id), rows_text(r, row, 1));
+	fmt_str(h->intent_id, sizeof(h->intent_id), intent ? intent : "");
 	h->amount = rows_i64(r, row, 3);
 	h->status = hold_status_parse(rows_text(r, row, 4));
 	h->expires_at = rows_i64(r, row, 5);
@@ -226,8 +226,8 @@ enum st_rc ledger_hold_create(struct tx *tx, const char *account_id, int64_t amo
 
 	memset(&h, 0, sizeof(h));
 	ledger_new_id(tx, "hold_", h.id);
-	snprintf(h.account_id, sizeof(h.account_id), "%s", account_id);
-	snprintf(h.intent_id, sizeof(h.intent_id), "%s", intent_id ? intent_id : "");
+	fmt_str(h.account_id, sizeof(h.account_id), account_id);
+	fmt_str(h.intent_id, sizeof(h.intent_id), intent_id ? intent_id : "");
 	h.amount = amount;
 	h.status = HOLD_PENDING;
 	h.expires_at = expires_at > 0 ? expires_at : 0;
@@ -402,10 +402,10 @@ enum st_rc ledger_entries_page(struct tx *tx, const char *account_id, int64_t af
 		const char *dir = rows_text(rows, (int)i, 5);
 
 		v[i].id = rows_i64(rows, (int)i, 0);
-		snprintf(v[i].tx_id, sizeof(v[i].tx_id), "%s", rows_text(rows, (int)i, 1));
-		snprintf(v[i].kind, sizeof(v[i].kind), "%s", rows_text(rows, (int)i, 2));
-		snprintf(v[i].account_id, sizeof(v[i].account_id), "%s", rows_text(rows, (int)i, 3));
-		snprintf(v[i].wallet, sizeof(v[i].wallet), "%s", w ? w : "");
+		fmt_str(v[i].tx_id, sizeof(v[i].tx_id), rows_text(rows, (int)i, 1));
+		fmt_str(v[i].kind, sizeof(v[i].kind), rows_text(rows, (int)i, 2));
+		fmt_str(v[i].account_id, sizeof(v[i].account_id), rows_text(rows, (int)i, 3));
+		fmt_str(v[i].wallet, sizeof(v[i].wallet), w ? w : "");
 		v[i].dir = dir && !strcmp(dir, "credit") ? LEDGER_CREDIT : LEDGER_DEBIT;
 		v[i].amount = rows_i64(rows, (int)i, 6);
 		v[i].created_at = rows_i64(rows, (int)i, 7);

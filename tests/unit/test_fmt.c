@@ -85,3 +85,25 @@ Test(fmt, rfc3339_edges)
 	format_rfc3339(253402300800000, got); /* year 10000 */
 	cr_assert_str_eq(got, "1970-01-01T00:00:00.000Z");
 }
+
+Test(fmt, str_copies_and_cuts_like_snprintf)
+{
+	static const char *const inputs[] = { "", "a", "exactly7", "acct_0123456789abcdef", "tab\there" };
+	char got[8], want[8];
+
+	for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+		for (size_t size = 1; size <= sizeof(got); size++) {
+			int n = snprintf(want, size, "%s", inputs[i]);
+			size_t wrote;
+
+			memset(got, 'x', sizeof(got));
+			wrote = fmt_str(got, size, inputs[i]);
+			cr_assert_str_eq(got, want, "input %zu size %zu", i, size);
+			cr_assert_eq(wrote, strlen(want));
+			cr_assert_leq(wrote, (size_t)n);
+			/* nothing past the NUL is touched */
+			for (size_t k = wrote + 1; k < sizeof(got); k++)
+				cr_assert_eq(got[k], 'x');
+		}
+	}
+}
