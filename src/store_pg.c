@@ -10,6 +10,19 @@
  * unique indexes, so READ COMMITTED is enough: ON CONFLICT and row locks
  * give the right answer under it without serialization failures.
  *
+ * Round trips. On loopback a round trip (two context switches and a backend
+ * wakeup) costs more CPU than most of our statements, so the commands whose
+ * answer nothing waits for -- BEGIN, SAVEPOINT, RELEASE SAVEPOINT -- are
+ * held back on the pg_tx and sent in one libpq pipeline with the next
+ * statement, or with COMMIT (tx_pipeline). A unit of k statements takes
+ * k + 1 round trips instead of k + 2, and a tx_nested step two fewer than
+ * before; a nested step that never reaches the server sends nothing at all.
+ * Errors keep their meaning: PostgreSQL skips the rest of a pipeline after
+ * a failure, so the first failure is the one reported, as the failure of
+ * the statement it travelled with. COMMIT still waits for its WAL flush
+ * (synchronous_commit is left alone); the server commits concurrent
+ * transactions in one flush by itself.
+ *
  * Retries. A unit is re-run as a whole, on a fresh transaction, when
  *  1. PostgreSQL reports serialization_failure (40001) or deadlock_detected
  *     (40P01) anywhere in it, even inside a tx_nested the unit recovered
@@ -17,6 +30,10 @@
  *  2. the unit itself returns ST_BUSY;
  *  3. the connection died before COMMIT was sent (the server rolls back an
  *     open transaction on disconnect, so nothing of the unit happened).
+ *     When the unit's first pipeline (the one carrying BEGIN) finds its
+ *     connection dead, that pipeline alone is sent again on a new
+ *     connection before the unit sees any result (pg_exec), as BEGIN on
+ *     its own used to be.
  * At most PG_UNIT_ATTEMPTS runs, with full-jitter exponential backoff for
  * 1 and 2. A connection lost *during* COMMIT is never retried: the outcome
  * is unknown, the unit gets ST_UNAVAILABLE, and the client's idempotency
@@ -25,7 +42,8 @@
  *
  * Reads: a separate pool of read_conns connections (default 4), borrowed
  * by the calling thread for one REPEATABLE READ READ ONLY transaction (one
- * snapshot for the whole read). Separate so that reads never queue behind
+ * snapshot for the whole read, taken at its first statement, which carries
+ * the held-back BEGIN). Separate so that reads never queue behind
  * a burst of writes, and a slow read never holds a writer.
  *
  * Connections die (PostgreSQL restarts, admin kills, network). A statement
@@ -79,6 +97,7 @@
 #define PG_STMT_CACHE_MIN 64
 #define PG_MIGRATION_LOCK "7310427712" /* pg_advisory_xact_lock key: "settled" */
 #define PG_BOOLOID 16
+#define PG_PENDING_MAX 16           /* BEGIN and savepoints held back; more are flushed */
 
 struct pg_stmt {
 	const char *sql;  /* cache key: the address, not the text */
@@ -105,11 +124,37 @@ struct pg_conn {
 	uint64_t rng;
 };
 
+/* A command whose result nothing waits for: held back on the pg_tx and
+ * sent in one pipeline with the next command that needs an answer. */
+enum pg_pend_kind { PEND_BEGIN, PEND_SAVEPOINT, PEND_RELEASE };
+
+struct pg_pending {
+	enum pg_pend_kind kind;
+	int depth;        /* savepoint sp<depth>; 0 for BEGIN */
+};
+
 struct pg_tx {
 	struct tx base;
 	struct pg_conn *conn;
 	bool aborted;   /* a statement failed: PostgreSQL ignores the rest */
 	bool retry;     /* 40001 / 40P01 seen: the unit is re-run */
+	bool begun;     /* BEGIN has been sent: there is something to end */
+	unsigned drops; /* conn->drops when the transaction started: if it
+			 * moved, the server rolled the transaction back */
+	const char *begin; /* the BEGIN command of this kind of transaction */
+	int npending;
+	struct pg_pending pending[PG_PENDING_MAX];
+};
+
+/* One command of a pipeline: a fixed command (sql), or a prepared
+ * statement's Prepare, Describe or Execute. Each has exactly one result. */
+struct pg_cmd {
+	enum { CMD_SQL, CMD_PREPARE, CMD_DESCRIBE, CMD_EXEC } kind;
+	const char *sql;           /* CMD_SQL and CMD_PREPARE */
+	const char *name;          /* the prepared statement's name */
+	int nparams;               /* CMD_EXEC */
+	const char *const *values;
+	const char *what;          /* for logs */
 };
 
 struct pg_unit {
@@ -441,6 +486,162 @@ static enum st_rc result_rc(struct pg_tx *t, struct pg_conn *c, PGresult *res, c
 	return rc;
 }
 
+/* ---- pipelines ---- */
+
+/* The text of a held-back command. */
+static const char *pending_sql(const struct pg_tx *t, const struct pg_pending *p, char *buf, size_t size)
+{
+	switch (p->kind) {
+	case PEND_BEGIN:
+		return t->begin;
+	case PEND_SAVEPOINT:
+		snprintf(buf, size, "SAVEPOINT sp%d", p->depth);
+		return buf;
+	case PEND_RELEASE:
+		snprintf(buf, size, "RELEASE SAVEPOINT sp%d", p->depth);
+		return buf;
+	}
+	return "";
+}
+
+/* Queues one command; libpq's result: 1 on success. */
+static int cmd_send(PGconn *pg, const struct pg_cmd *cmd)
+{
+	switch (cmd->kind) {
+	case CMD_SQL:
+		return PQsendQueryParams(pg, cmd->sql, 0, NULL, NULL, NULL, NULL, 0);
+	case CMD_PREPARE:
+		return PQsendPrepare(pg, cmd->name, cmd->sql, 0, NULL);
+	case CMD_DESCRIBE:
+		return PQsendDescribePrepared(pg, cmd->name);
+	case CMD_EXEC:
+		return PQsendQueryPrepared(pg, cmd->name, cmd->nparams, cmd->values, NULL, NULL, 0);
+	}
+	return 0;
+}
+
+/* Sends t's held-back commands, then cmds[0..n), as one pipeline (one round
+ * trip instead of one each) and reads every result in order. PostgreSQL
+ * skips whatever follows a failure up to the sync point, so the first
+ * failure is the only one: it goes through result_rc as if its command had
+ * run alone, which keeps t->aborted, t->retry and dead connections in step
+ * exactly as before. A held-back command's failure is thus the failure of
+ * the command it travelled with. The held-back queue is empty afterwards.
+ * On ST_OK, *last (may be NULL) gets cmds[n - 1]'s result; caller PQclears.
+ * If libpq's view of the pipeline ever disagrees with ours, nobody can
+ * tell what ran: the connection is dropped (ST_UNAVAILABLE). */
+static enum st_rc tx_pipeline(struct pg_tx *t, const struct pg_cmd *cmds, int n, PGresult **last)
+{
+	struct pg_conn *c = t->conn;
+	PGconn *pg = c->pg;
+	int total = t->npending + n, got = 0;
+	PGresult *res, *fail = NULL, *keep = NULL;
+	char what[64] = "", text[48];
+	bool in_step = false;
+	enum st_rc rc = ST_OK;
+
+	if (!pg)
+		return ST_UNAVAILABLE;
+	if (!t->npending && n == 1 && cmds[0].kind == CMD_SQL) {
+		/* A fixed command on its own (COMMIT, ROLLBACK) goes as a simple
+		 * Query: one round trip either way, and less work for the server
+		 * than Parse, Bind, Describe and Execute. */
+		res = PQexec(pg, cmds[0].sql);
+		rc = result_rc(t, c, res, cmds[0].what);
+		if (rc || !last)
+			PQclear(res);
+		else
+			*last = res;
+		return rc;
+	}
+	if (!PQenterPipelineMode(pg))
+		goto out;
+	for (int i = 0; i < total; i++) {
+		struct pg_cmd pc = { .kind = CMD_SQL };
+
+		if (i < t->npending) {
+			pc.sql = pending_sql(t, &t->pending[i], text, sizeof(text));
+			if (t->pending[i].kind == PEND_BEGIN)
+				t->begun = true;
+		} else {
+			pc = cmds[i - t->npending];
+		}
+		if (!cmd_send(pg, &pc))
+			goto out;
+	}
+	if (!PQpipelineSync(pg))
+		goto out;
+	for (got = 0; got < total; got++) {
+		ExecStatusType status;
+
+		res = PQgetResult(pg);
+		if (!res)
+			break;
+		status = PQresultStatus(res);
+		if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
+			if (got == total - 1 && last && !fail)
+				keep = res;
+			else
+				PQclear(res);
+		} else if (!fail && status != PGRES_PIPELINE_ABORTED) {
+			fail = res;
+			if (got < t->npending)
+				snprintf(what, sizeof(what), "%s",
+					 pending_sql(t, &t->pending[got], text, sizeof(text)));
+			else
+				snprintf(what, sizeof(what), "%s", cmds[got - t->npending].what);
+		} else {
+			PQclear(res);
+		}
+		if (PQstatus(pg) != CONNECTION_OK)
+			break; /* lost: no more results will come */
+		res = PQgetResult(pg); /* the NULL after each command's result */
+		if (res) {
+			PQclear(res);
+			break;
+		}
+	}
+	if (got == total) {
+		res = PQgetResult(pg);
+		in_step = res && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+		PQclear(res);
+		in_step = in_step && PQexitPipelineMode(pg);
+	}
+out:
+	t->npending = 0;
+	if (!in_step && PQstatus(pg) == CONNECTION_OK) {
+		t->aborted = true;
+		log_msg(c->s->base.log, LOG_ERROR, "postgres: %s connection %u: pipeline out of step (%d of %d results)",
+			c->role, c->idx, got, total);
+		conn_drop(c, "pipeline out of step");
+		rc = ST_UNAVAILABLE;
+	} else if (fail || !in_step) {
+		rc = result_rc(t, c, fail, what[0] ? what : "pipeline");
+	}
+	PQclear(fail);
+	if (rc) {
+		PQclear(keep);
+		keep = NULL;
+	}
+	if (last)
+		*last = keep;
+	return rc;
+}
+
+/* Holds back a command that needs no answer. A full queue goes out first,
+ * on its own. */
+static enum st_rc tx_defer(struct pg_tx *t, enum pg_pend_kind kind, int depth)
+{
+	if (t->npending == PG_PENDING_MAX) {
+		enum st_rc rc = tx_pipeline(t, NULL, 0, NULL);
+
+		if (rc)
+			return rc;
+	}
+	t->pending[t->npending++] = (struct pg_pending){ .kind = kind, .depth = depth };
+	return ST_OK;
+}
+
 /* ---- statement cache ---- */
 
 static size_t slot_hash(const char *sql, size_t n)
@@ -481,12 +682,14 @@ static void stmt_name(char *name, size_t size, unsigned id)
 }
 
 /* Finds sql's prepared statement on this connection, preparing it (and
- * asking the server how many parameters it takes) the first time. */
+ * asking the server how many parameters it takes) the first time: one
+ * pipeline with t's held-back commands, so inside the transaction as any
+ * statement. */
 static enum st_rc conn_stmt(struct pg_tx *t, const char *sql, const struct pg_stmt **out)
 {
 	struct pg_conn *c = t->conn;
 	char name[24];
-	PGresult *res;
+	PGresult *res = NULL;
 	enum st_rc rc;
 	unsigned id;
 	int nparams;
@@ -504,17 +707,16 @@ static enum st_rc conn_stmt(struct pg_tx *t, const char *sql, const struct pg_st
 	}
 	id = ++c->next_id;
 	stmt_name(name, sizeof(name), id);
-	res = PQprepare(c->pg, name, sql, 0, NULL);
-	rc = result_rc(t, c, res, "prepare");
-	PQclear(res);
+	rc = tx_pipeline(t,
+			 (const struct pg_cmd[]){
+				 { .kind = CMD_PREPARE, .sql = sql, .name = name, .what = "prepare" },
+				 { .kind = CMD_DESCRIBE, .name = name, .what = "describe" },
+			 },
+			 2, &res);
 	if (rc)
 		return rc;
-	res = PQdescribePrepared(c->pg, name);
-	rc = result_rc(t, c, res, "describe");
-	nparams = rc ? 0 : PQnparams(res);
+	nparams = PQnparams(res);
 	PQclear(res);
-	if (rc)
-		return rc;
 	c->slots[h].sql = sql;
 	c->slots[h].id = id;
 	c->slots[h].nparams = nparams;
@@ -620,10 +822,11 @@ static enum st_rc rows_from_result(PGresult *res, struct st_rows **out)
 	return ST_OK;
 }
 
-static enum st_rc pg_exec(struct tx *tx, const char *sql, int n, const struct st_val *params,
-			  int64_t *changes, struct st_rows **out)
+/* One statement: prepared if new, then executed in one pipeline with t's
+ * held-back commands. */
+static enum st_rc exec_once(struct pg_tx *t, const char *sql, int n, const struct st_val *params,
+			    int64_t *changes, struct st_rows **out)
 {
-	struct pg_tx *t = pg_tx_downcast(tx);
 	struct pg_conn *c = t->conn;
 	const struct pg_stmt *st;
 	const char **values = NULL;
@@ -647,8 +850,10 @@ static enum st_rc pg_exec(struct tx *tx, const char *sql, int n, const struct st
 	if (rc)
 		return rc;
 	stmt_name(name, sizeof(name), st->id);
-	res = PQexecPrepared(c->pg, name, st->nparams, values, NULL, NULL, 0);
-	rc = result_rc(t, c, res, "statement");
+	rc = tx_pipeline(t,
+			 &(struct pg_cmd){ .kind = CMD_EXEC, .name = name, .nparams = st->nparams,
+					   .values = values, .what = "statement" },
+			 1, &res);
 	if (rc)
 		goto out;
 	if (changes) {
@@ -664,49 +869,114 @@ out:
 	return rc;
 }
 
-/* Runs a fixed command (BEGIN, COMMIT, SAVEPOINT ...) on t's connection.
- * tag, if given, gets the command tag ("COMMIT" or "ROLLBACK"). */
-static enum st_rc tx_command(struct pg_tx *t, const char *sql, char *tag, size_t tag_size)
+static enum st_rc pg_exec(struct tx *tx, const char *sql, int n, const struct st_val *params,
+			  int64_t *changes, struct st_rows **out)
 {
+	struct pg_tx *t = pg_tx_downcast(tx);
 	struct pg_conn *c = t->conn;
-	PGresult *res;
+	struct pg_pending held[PG_PENDING_MAX];
+	int nheld = t->npending;
+	bool first = !t->begun;
+	unsigned drops = c->drops;
 	enum st_rc rc;
 
-	if (!c->pg)
-		return ST_UNAVAILABLE;
-	res = PQexec(c->pg, sql);
-	rc = result_rc(t, c, res, sql);
+	if (first)
+		memcpy(held, t->pending, sizeof(held[0]) * (size_t)nheld);
+	rc = exec_once(t, sql, n, params, changes, out);
+	/* The first statement carries BEGIN. If it found the connection gone
+	 * (the server restarted since the connection's last use), no trace of
+	 * the transaction is left anywhere and the caller has seen no result
+	 * yet: send it all again on a new connection, as the old code did when
+	 * BEGIN alone found the connection dead. */
+	if (rc == ST_UNAVAILABLE && first && c->drops != drops && conn_ensure(c, PG_CONNECT_TIMEOUT) == ST_OK) {
+		memcpy(t->pending, held, sizeof(held[0]) * (size_t)nheld);
+		t->npending = nheld;
+		t->begun = false;
+		t->aborted = false;
+		t->drops = c->drops;
+		rc = exec_once(t, sql, n, params, changes, out);
+	}
+	return rc;
+}
+
+/* Runs a fixed command (COMMIT, ROLLBACK TO SAVEPOINT ...) on t's
+ * connection, after t's held-back ones. tag, if given, gets the command
+ * tag ("COMMIT" or "ROLLBACK"). */
+static enum st_rc tx_command(struct pg_tx *t, const char *sql, char *tag, size_t tag_size)
+{
+	PGresult *res = NULL;
+	enum st_rc rc;
+
+	rc = tx_pipeline(t, &(struct pg_cmd){ .kind = CMD_SQL, .sql = sql, .what = sql }, 1, &res);
 	if (rc == ST_OK && tag)
 		snprintf(tag, tag_size, "%s", PQcmdStatus(res));
 	PQclear(res);
 	return rc;
 }
 
-static enum st_rc savepoint_cmd(struct tx *tx, const char *verb, int depth)
+static enum st_rc savepoint_cmd(struct pg_tx *t, const char *verb, int depth)
 {
 	char sql[64];
 
 	snprintf(sql, sizeof(sql), "%s sp%d", verb, depth);
-	return tx_command(pg_tx_downcast(tx), sql, NULL, 0);
+	return tx_command(t, sql, NULL, 0);
 }
 
+static struct pg_pending *last_pending(struct pg_tx *t)
+{
+	return t->npending ? &t->pending[t->npending - 1] : NULL;
+}
+
+/* SAVEPOINT and RELEASE need no answer: they are held back (see
+ * tx_pipeline). Not after a failure, though: PostgreSQL refuses them then,
+ * and the caller must hear so now, as it did when they were sent at once. */
 static enum st_rc pg_savepoint(struct tx *tx, int depth)
 {
-	return savepoint_cmd(tx, "SAVEPOINT", depth);
+	struct pg_tx *t = pg_tx_downcast(tx);
+
+	if (!t->conn->pg)
+		return ST_UNAVAILABLE;
+	if (t->aborted)
+		return savepoint_cmd(t, "SAVEPOINT", depth);
+	return tx_defer(t, PEND_SAVEPOINT, depth);
 }
 
 static enum st_rc pg_rollback_to(struct tx *tx, int depth)
 {
-	enum st_rc rc = savepoint_cmd(tx, "ROLLBACK TO SAVEPOINT", depth);
+	struct pg_tx *t = pg_tx_downcast(tx);
+	struct pg_pending *p = last_pending(t);
+	enum st_rc rc;
 
+	if (!t->conn->pg)
+		return ST_UNAVAILABLE;
+	/* Nothing has run since the savepoint (it has not even been sent):
+	 * nothing to undo, and t was not aborted when it was held back. */
+	if (p && p->kind == PEND_SAVEPOINT && p->depth == depth)
+		return ST_OK;
+	rc = savepoint_cmd(t, "ROLLBACK TO SAVEPOINT", depth);
 	if (rc == ST_OK)
-		pg_tx_downcast(tx)->aborted = false; /* usable again; retry stays set */
+		t->aborted = false; /* usable again; retry stays set */
 	return rc;
 }
 
 static enum st_rc pg_release(struct tx *tx, int depth)
 {
-	return savepoint_cmd(tx, "RELEASE SAVEPOINT", depth);
+	struct pg_tx *t = pg_tx_downcast(tx);
+	struct pg_pending *p = last_pending(t);
+
+	if (!t->conn->pg)
+		return ST_UNAVAILABLE;
+	if (p && p->kind == PEND_SAVEPOINT && p->depth == depth) {
+		t->npending--; /* nothing ran inside it: neither need be sent */
+		return ST_OK;
+	}
+	if (t->aborted)
+		return savepoint_cmd(t, "RELEASE SAVEPOINT", depth);
+	if (p && p->kind == PEND_RELEASE && p->depth == depth + 1) {
+		p->depth = depth; /* releasing sp<depth> releases the ones inside it */
+		return ST_OK;
+	}
+	return tx_defer(t, PEND_RELEASE, depth);
 }
 
 static const struct tx_ops pg_tx_ops = {
@@ -725,12 +995,43 @@ static void tx_start(struct pg_tx *t, struct pg_store *s, struct pg_conn *c, boo
 	t->base.now_ms = store_clock(&s->base);
 	t->base.rand = s->base.rand;
 	t->conn = c;
+	t->drops = c->drops;
+	/* Held back like a savepoint: it goes out with the first statement. */
+	t->begin = read_only ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+			     : "BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE";
+	t->pending[t->npending++] = (struct pg_pending){ .kind = PEND_BEGIN };
 }
 
-/* Ends t with ROLLBACK, ignoring errors beyond dropping a dead connection. */
+/* Ends t with COMMIT, sent with the commands still held back (RELEASEs).
+ * tag, if given, gets the command tag. A transaction whose BEGIN was never
+ * sent ran nothing: there is nothing to commit. */
+static enum st_rc tx_commit(struct pg_tx *t, char *tag, size_t tag_size)
+{
+	enum st_rc rc;
+
+	if (!t->conn->pg)
+		return ST_UNAVAILABLE;
+	if (!t->begun) {
+		t->npending = 0;
+		if (tag)
+			snprintf(tag, tag_size, "COMMIT");
+		return ST_OK;
+	}
+	rc = tx_command(t, "COMMIT", tag, tag_size);
+	/* A held-back command that failed made PostgreSQL skip the COMMIT
+	 * behind it, so the transaction is still open (aborted): end it, or
+	 * the connection's next unit would start inside it. */
+	if (rc && t->conn->pg && PQtransactionStatus(t->conn->pg) != PQTRANS_IDLE)
+		tx_command(t, "ROLLBACK", NULL, 0);
+	return rc;
+}
+
+/* Ends t with ROLLBACK, ignoring errors beyond dropping a dead connection.
+ * Held-back commands are dropped: ROLLBACK undoes them anyway. */
 static void tx_rollback(struct pg_tx *t)
 {
-	if (t->conn->pg)
+	t->npending = 0;
+	if (t->conn->pg && t->begun)
 		tx_command(t, "ROLLBACK", NULL, 0);
 }
 
@@ -751,31 +1052,34 @@ static enum st_rc run_unit(struct pg_conn *c, struct pg_unit *u)
 		if (rc)
 			return rc;
 		tx_start(&t, s, c, false);
-		rc = tx_command(&t, "BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE", NULL, 0);
+		rc = u->fn(&t.base, u->arg);
+		if (c->drops != t.drops) {
+			/* Whatever the unit made of it, the connection died under
+			 * it before COMMIT: nothing of it happened (rule 3). Its
+			 * BEGIN used to find a dead connection before the unit
+			 * ran; now the unit's first statement does. */
+			rc = ST_UNAVAILABLE;
+		} else if (t.retry) {
+			rc = ST_BUSY;
+		} else if (rc == ST_OK && t.aborted) {
+			/* On SQLite this unit would have committed its other
+			 * statements; here the failed one aborted them all. */
+			log_msg(s->base.log, LOG_ERROR,
+				"postgres: a write unit returned ok after a failed statement;"
+				" rolled back (contain expected errors with tx_nested)");
+			rc = ST_INTERNAL;
+		}
 		if (rc == ST_OK) {
-			rc = u->fn(&t.base, u->arg);
-			if (t.retry) {
-				rc = ST_BUSY;
-			} else if (rc == ST_OK && t.aborted) {
-				/* On SQLite this unit would have committed its other
-				 * statements; here the failed one aborted them all. */
-				log_msg(s->base.log, LOG_ERROR,
-					"postgres: a write unit returned ok after a failed statement;"
-					" rolled back (contain expected errors with tx_nested)");
-				rc = ST_INTERNAL;
-			}
-			if (rc == ST_OK) {
-				char tag[32] = "";
+			char tag[32] = "";
 
-				committing = true;
-				rc = tx_command(&t, "COMMIT", tag, sizeof(tag));
-				if (rc == ST_OK && strcmp(tag, "COMMIT") != 0)
-					rc = ST_INTERNAL; /* the server rolled back */
-				if (rc == ST_BUSY)
-					committing = false; /* refused, definitely not committed */
-			} else {
-				tx_rollback(&t);
-			}
+			committing = true;
+			rc = tx_commit(&t, tag, sizeof(tag));
+			if (rc == ST_OK && strcmp(tag, "COMMIT") != 0)
+				rc = ST_INTERNAL; /* the server rolled back */
+			if (rc == ST_BUSY)
+				committing = false; /* refused, definitely not committed */
+		} else {
+			tx_rollback(&t);
 		}
 		if (rc == ST_BUSY && attempt < PG_UNIT_ATTEMPTS) {
 			sleep_ms(jitter_ms(&c->rng, PG_RETRY_BASE_MS << attempt));
@@ -884,29 +1188,20 @@ static enum st_rc pg_read(struct store *base, store_unit_fn *fn, void *arg)
 	pthread_mutex_unlock(&s->rmu);
 	c = &s->readers[idx];
 
-	/* A second try only when BEGIN found the connection dead (a server
-	 * restart since its last use): fn has not run, so running it on a
-	 * new connection is safe whatever fn does. */
-	for (int attempt = 0; attempt < 2; attempt++) {
+	/* A connection that died since its last use is replaced by the first
+	 * statement (pg_exec), before fn sees anything. */
+	rc = conn_ensure(c, PG_CONNECT_TIMEOUT);
+	if (rc == ST_OK) {
 		struct pg_tx t;
-		unsigned drops = c->drops;
 
-		rc = conn_ensure(c, PG_CONNECT_TIMEOUT);
-		if (rc)
-			break;
 		tx_start(&t, s, c, true);
-		rc = tx_command(&t, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, 0);
-		if (rc) {
-			if (c->drops != drops)
-				continue;
-			break;
-		}
 		rc = fn(&t.base, arg);
 		if (rc == ST_OK && !t.aborted)
-			tx_command(&t, "COMMIT", NULL, 0);
+			tx_commit(&t, NULL, 0);
 		else
 			tx_rollback(&t);
-		break;
+		if (rc != ST_OK && c->drops != t.drops)
+			rc = ST_UNAVAILABLE; /* as when BEGIN found no server */
 	}
 
 	pthread_mutex_lock(&s->rmu);

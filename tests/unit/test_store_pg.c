@@ -1,0 +1,694 @@
+/* test_store_pg.c — the PostgreSQL store's pipelining (issue 10).
+ *
+ * A unit's BEGIN, SAVEPOINT and RELEASE SAVEPOINT are held back and sent in
+ * one pipeline with the next statement (or COMMIT), so an error can now
+ * come back for a command the unit never waited on. These tests pin down
+ * that every such error is still attributed and handled as when each
+ * command was its own round trip: failures in a unit's first statement
+ * (which carries BEGIN) and in a nested step (which carries its SAVEPOINT),
+ * serialization retries, connections found dead by the first pipeline or
+ * lost later, read transactions keeping one snapshot, and savepoints that
+ * never reach the server. test_store.c holds the contract both backends
+ * share. Runs on a fresh database of the cluster named by SETTLED_TEST_PG
+ * (`make unit` starts one through tests/with-services); skipped without. */
+#include <criterion/criterion.h>
+#include <libpq-fe.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store.h"
+
+#include "banned.h"
+
+static struct store *S;
+static char pg_db[64];
+static char pg_url[2048];
+
+/* ---- fixture ----------------------------------------------------------- */
+
+static void quiet(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
+static void admin_exec(const char *sql)
+{
+	PGconn *c = PQconnectdb(getenv("SETTLED_TEST_PG"));
+	PGresult *r;
+
+	cr_assert(PQstatus(c) == CONNECTION_OK, "SETTLED_TEST_PG: %s", PQerrorMessage(c));
+	PQsetNoticeProcessor(c, quiet, NULL);
+	r = PQexec(c, sql);
+	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s",
+		  sql, PQerrorMessage(c));
+	PQclear(r);
+	PQfinish(c);
+}
+
+/* The admin URL with its database replaced by db (URI or key=value form). */
+static void url_with_db(const char *admin, const char *db, char *out, size_t size)
+{
+	const char *scheme = strstr(admin, "://");
+	const char *path, *query;
+
+	if (!scheme) {
+		snprintf(out, size, "%s dbname=%s", admin, db);
+		return;
+	}
+	path = scheme + 3 + strcspn(scheme + 3, "/?");
+	query = strchr(path, '?');
+	snprintf(out, size, "%.*s/%s%s", (int)(path - admin), admin, db, query ? query : "");
+}
+
+static enum st_rc create_kv(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec(tx,
+		       "CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT,"
+		       " n BIGINT NOT NULL DEFAULT 0 CHECK (n >= 0))",
+		       ST_NOARGS, NULL);
+}
+
+static void setup(void)
+{
+	const char *admin = getenv("SETTLED_TEST_PG");
+	struct store_options o = { 0 };
+	struct buf err = BUF_INIT(4096);
+	char sql[128];
+	enum st_rc rc;
+
+	S = NULL;
+	if (!admin || !*admin)
+		return; /* the test body skips */
+	snprintf(pg_db, sizeof(pg_db), "t_pgpipe_%d_%u", (int)getpid(), (unsigned)rand());
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", pg_db);
+	admin_exec(sql);
+	url_with_db(admin, pg_db, pg_url, sizeof(pg_url));
+	o.database_url = pg_url;
+	rc = store_open(&o, &S, &err);
+	cr_assert_eq(rc, ST_OK, "store_open: %s (%s)", st_rc_str(rc), err.ptr);
+	buf_release(&err);
+	cr_assert_eq(store_run(S, create_kv, NULL), ST_OK);
+}
+
+static void teardown(void)
+{
+	char sql[160];
+
+	store_close(S);
+	S = NULL;
+	if (pg_db[0]) {
+		snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", pg_db);
+		admin_exec(sql);
+	}
+}
+
+#define PG_TEST(name) Test(store_pg, name, .init = setup, .fini = teardown, .timeout = 60)
+
+static void need_backend(void)
+{
+	if (!S)
+		cr_skip_test("SETTLED_TEST_PG is not set: run under tests/with-services (make unit does)");
+}
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static enum st_rc insert(struct tx *tx, const char *k)
+{
+	return tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S(k)), NULL);
+}
+
+static enum st_rc put_unit(struct tx *tx, void *arg)
+{
+	return insert(tx, arg);
+}
+
+static void put(const char *k)
+{
+	cr_assert_eq(store_run(S, put_unit, (void *)k), ST_OK, "put %s", k);
+}
+
+struct count_q {
+	const char *k;  /* NULL: all rows */
+	int64_t n;
+};
+
+static enum st_rc count_unit(struct tx *tx, void *arg)
+{
+	struct count_q *q = arg;
+	struct st_rows *r = NULL;
+	enum st_rc rc;
+
+	if (q->k)
+		rc = tx_query(tx, "SELECT count(*) FROM kv WHERE k = $1", ST_ARGS(SV_S(q->k)), &r);
+	else
+		rc = tx_query(tx, "SELECT count(*) FROM kv", ST_NOARGS, &r);
+	if (rc)
+		return rc;
+	q->n = rows_i64(r, 0, 0);
+	rows_free(r);
+	return ST_OK;
+}
+
+static int64_t count(const char *k)
+{
+	struct count_q q = { .k = k };
+
+	cr_assert_eq(store_read(S, count_unit, &q), ST_OK);
+	return q.n;
+}
+
+/* Ends every server connection to the test database but the caller's. */
+static void kill_backends(void)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+		 " WHERE datname = '%s' AND pid <> pg_backend_pid()",
+		 pg_db);
+	admin_exec(sql);
+	usleep(100000); /* let the FATAL messages arrive */
+}
+
+/* ---- a unit's first statement carries its BEGIN ------------------------ */
+
+static enum st_rc first_fails_unit(struct tx *tx, void *arg)
+{
+	enum st_rc *seen = arg;
+
+	*seen = insert(tx, "taken");
+	if (*seen)
+		return *seen;
+	return insert(tx, "never");
+}
+
+PG_TEST(failing_first_statement_is_its_own_error)
+{
+	enum st_rc seen = ST_OK;
+
+	need_backend();
+	put("taken");
+	cr_assert_eq(store_run(S, first_fails_unit, &seen), ST_UNIQUE);
+	cr_assert_eq(seen, ST_UNIQUE);
+	cr_assert_eq(count("never"), 0);
+	/* Every pooled connection is usable afterwards. */
+	for (int i = 0; i < 20; i++) {
+		char k[32];
+
+		snprintf(k, sizeof(k), "after%02d", i);
+		put(k);
+	}
+	cr_assert_eq(count(NULL), 21);
+}
+
+static enum st_rc first_check_unit(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec(tx, "INSERT INTO kv (k, n) VALUES ($1, $2)", ST_ARGS(SV_S("neg"), SV_I(-1)), NULL);
+}
+
+PG_TEST(failing_first_statement_maps_constraints)
+{
+	need_backend();
+	cr_assert_eq(store_run(S, first_check_unit, NULL), ST_CONFLICT);
+	cr_assert_eq(count("neg"), 0);
+}
+
+/* A unit that never reaches the server commits (or fails) without a
+ * transaction: nothing held back is sent. */
+static enum st_rc empty_unit(struct tx *tx, void *arg)
+{
+	(void)tx;
+	return *(enum st_rc *)arg;
+}
+
+PG_TEST(unit_without_statements_needs_no_transaction)
+{
+	enum st_rc ok = ST_OK, nf = ST_NOT_FOUND;
+
+	need_backend();
+	for (int i = 0; i < 20; i++) {
+		cr_assert_eq(store_run(S, empty_unit, &ok), ST_OK);
+		cr_assert_eq(store_run(S, empty_unit, &nf), ST_NOT_FOUND);
+	}
+	put("still_fine");
+	cr_assert_eq(count(NULL), 1);
+}
+
+/* ---- nested steps carry their SAVEPOINT -------------------------------- */
+
+static enum st_rc nested_dup(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return insert(tx, "dup"); /* the nested step's first statement */
+}
+
+static enum st_rc nested_ok(struct tx *tx, void *arg)
+{
+	return insert(tx, arg);
+}
+
+struct nest_res {
+	enum st_rc first, second, third;
+};
+
+/* tx_nested first thing in the unit: BEGIN, SAVEPOINT and the failing
+ * INSERT all travel in one pipeline. */
+static enum st_rc nested_first_unit(struct tx *tx, void *arg)
+{
+	struct nest_res *r = arg;
+
+	r->first = tx_nested(tx, nested_dup, NULL);
+	r->second = tx_nested(tx, nested_ok, (void *)"n1");
+	r->third = tx_nested(tx, nested_dup, NULL);
+	return insert(tx, "outer");
+}
+
+PG_TEST(nested_unique_violation_recovers_with_deferred_begin)
+{
+	struct nest_res r = { ST_OK, ST_INTERNAL, ST_OK };
+
+	need_backend();
+	put("dup");
+	cr_assert_eq(store_run(S, nested_first_unit, &r), ST_OK);
+	cr_assert_eq(r.first, ST_UNIQUE);
+	cr_assert_eq(r.second, ST_OK);
+	cr_assert_eq(r.third, ST_UNIQUE);
+	cr_assert_eq(count("n1"), 1);
+	cr_assert_eq(count("outer"), 1);
+	cr_assert_eq(count(NULL), 3);
+}
+
+/* A nested step that fails its own way, without touching the server: its
+ * SAVEPOINT never needs to be sent, nor its ROLLBACK TO or RELEASE. */
+static enum st_rc nested_refuses(struct tx *tx, void *arg)
+{
+	(void)tx;
+	(void)arg;
+	return ST_NOT_FOUND;
+}
+
+static enum st_rc nested_nothing(struct tx *tx, void *arg)
+{
+	(void)tx;
+	(void)arg;
+	return ST_OK;
+}
+
+static enum st_rc quiet_nested_unit(struct tx *tx, void *arg)
+{
+	struct nest_res *r = arg;
+	enum st_rc rc = insert(tx, "a");
+
+	if (rc)
+		return rc;
+	r->first = tx_nested(tx, nested_refuses, NULL);
+	r->second = tx_nested(tx, nested_nothing, NULL);
+	rc = insert(tx, "b");
+	if (rc)
+		return rc;
+	r->third = tx_nested(tx, nested_refuses, NULL);
+	return ST_OK; /* COMMIT goes out with nothing held back that matters */
+}
+
+PG_TEST(nested_step_that_sends_nothing)
+{
+	struct nest_res r = { ST_OK, ST_INTERNAL, ST_OK };
+
+	need_backend();
+	cr_assert_eq(store_run(S, quiet_nested_unit, &r), ST_OK);
+	cr_assert_eq(r.first, ST_NOT_FOUND);
+	cr_assert_eq(r.second, ST_OK);
+	cr_assert_eq(r.third, ST_NOT_FOUND);
+	cr_assert_eq(count(NULL), 2);
+}
+
+/* Savepoints deeper than the held-back queue (16) with nothing between
+ * them: the queue flushes on its own, the innermost work is kept or undone
+ * as asked, and the RELEASEs of every level still go out with COMMIT. */
+struct deep {
+	int level, depth;
+	int fail_at;      /* the level whose step fails after its insert; 0 none */
+	enum st_rc rcs[32];
+};
+
+static enum st_rc deep_step(struct tx *tx, void *arg)
+{
+	struct deep *d = arg;
+	int level = ++d->level;
+	enum st_rc rc = ST_OK;
+	char k[32];
+
+	if (level < d->depth)
+		d->rcs[level] = tx_nested(tx, deep_step, d);
+	snprintf(k, sizeof(k), "lvl%02d", level);
+	if (level == d->depth || level == d->fail_at)
+		rc = insert(tx, k);
+	if (!rc && level == d->fail_at)
+		rc = ST_CONFLICT;
+	return rc;
+}
+
+static enum st_rc deep_unit(struct tx *tx, void *arg)
+{
+	struct deep *d = arg;
+
+	d->level = 0;
+	d->rcs[0] = tx_nested(tx, deep_step, d);
+	return insert(tx, "top");
+}
+
+PG_TEST(deep_savepoints_overflow_the_queue)
+{
+	struct deep d = { .depth = 24 };
+
+	need_backend();
+	cr_assert_eq(store_run(S, deep_unit, &d), ST_OK);
+	for (int i = 0; i < d.depth; i++)
+		cr_assert_eq(d.rcs[i], ST_OK, "level %d", i + 1);
+	cr_assert_eq(count("lvl24"), 1);
+	cr_assert_eq(count("top"), 1);
+	cr_assert_eq(count(NULL), 2);
+}
+
+static enum st_rc deep_fail_unit(struct tx *tx, void *arg)
+{
+	struct deep *d = arg;
+
+	d->level = 0;
+	d->rcs[0] = tx_nested(tx, deep_step, d);
+	return insert(tx, "top2");
+}
+
+PG_TEST(deep_savepoint_failure_undoes_only_its_levels)
+{
+	struct deep d = { .depth = 24, .fail_at = 20 };
+
+	need_backend();
+	cr_assert_eq(store_run(S, deep_fail_unit, &d), ST_OK);
+	cr_assert_eq(d.rcs[19], ST_CONFLICT, "level 20 failed");
+	for (int i = 0; i < 19; i++)
+		cr_assert_eq(d.rcs[i], ST_OK, "level %d", i + 1);
+	cr_assert_eq(count("lvl20"), 0);
+	cr_assert_eq(count("lvl24"), 0);
+	cr_assert_eq(count("top2"), 1);
+	cr_assert_eq(count(NULL), 1);
+}
+
+/* After a swallowed failure PostgreSQL refuses SAVEPOINT: the unit hears
+ * it from tx_nested at once (the step does not run), as before. */
+struct after_abort {
+	enum st_rc nested;
+	bool ran;
+};
+
+static enum st_rc mark_ran(struct tx *tx, void *arg)
+{
+	(void)tx;
+	((struct after_abort *)arg)->ran = true;
+	return ST_OK;
+}
+
+static enum st_rc nested_after_abort_unit(struct tx *tx, void *arg)
+{
+	struct after_abort *a = arg;
+
+	(void)insert(tx, "dup"); /* ST_UNIQUE, ignored: the transaction is aborted */
+	a->nested = tx_nested(tx, mark_ran, a);
+	return ST_OK;
+}
+
+PG_TEST(savepoint_after_a_failure_is_refused_at_once)
+{
+	struct after_abort a = { ST_OK, false };
+
+	need_backend();
+	put("dup");
+	cr_assert_eq(store_run(S, nested_after_abort_unit, &a), ST_INTERNAL);
+	cr_assert_neq(a.nested, ST_OK);
+	cr_assert(!a.ran);
+	cr_assert_eq(count(NULL), 1);
+}
+
+/* A held-back RELEASE that fails (here the step released its savepoint
+ * itself) makes PostgreSQL skip the COMMIT sent behind it: the unit fails
+ * as it would have at the RELEASE, nothing commits, and the connection is
+ * not left inside the aborted transaction for its next unit. One writer,
+ * so the next unit gets that same connection. */
+static enum st_rc releases_itself(struct tx *tx, void *arg)
+{
+	enum st_rc rc = insert(tx, "inside");
+
+	(void)arg;
+	return rc ? rc : tx_exec(tx, "RELEASE SAVEPOINT sp1", ST_NOARGS, NULL);
+}
+
+static enum st_rc failing_release_unit(struct tx *tx, void *arg)
+{
+	enum st_rc *nested = arg;
+
+	*nested = tx_nested(tx, releases_itself, NULL);
+	return *nested;
+}
+
+PG_TEST(failing_held_back_release_fails_the_commit_and_ends_it)
+{
+	struct store_options o = { .database_url = pg_url, .write_conns = 1, .read_conns = 1 };
+	struct buf err = BUF_INIT(1024);
+	struct store *one = NULL;
+	enum st_rc nested = ST_INTERNAL;
+
+	need_backend();
+	cr_assert_eq(store_open(&o, &one, &err), ST_OK, "%s", err.ptr);
+	buf_release(&err);
+	cr_assert_eq(store_run(one, failing_release_unit, &nested), ST_INTERNAL);
+	cr_assert_eq(nested, ST_OK, "the RELEASE was held back");
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(store_run(one, put_unit, (void *)(i ? "next2" : "next")), i < 2 ? ST_OK : ST_UNIQUE);
+	store_close(one);
+	cr_assert_eq(count("inside"), 0);
+	cr_assert_eq(count(NULL), 2);
+}
+
+/* ---- retries ----------------------------------------------------------- */
+
+struct retry_arg {
+	atomic_int attempts;
+	int fail_until;   /* fail while attempts <= this */
+	bool nested;      /* fail inside tx_nested, as the unit's first step */
+};
+
+static enum st_rc raise_40001(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec(tx,
+		       "DO $$ BEGIN RAISE EXCEPTION 'test conflict' USING ERRCODE = 'serialization_failure'; END $$",
+		       ST_NOARGS, NULL);
+}
+
+/* The failing statement is the unit's first: it shares a pipeline with
+ * BEGIN (and with SAVEPOINT when nested). */
+static enum st_rc retry_first_unit(struct tx *tx, void *arg)
+{
+	struct retry_arg *r = arg;
+	int attempt = atomic_fetch_add(&r->attempts, 1) + 1;
+
+	if (attempt <= r->fail_until) {
+		if (r->nested)
+			(void)tx_nested(tx, raise_40001, NULL);
+		else
+			return raise_40001(tx, NULL);
+	}
+	return insert(tx, "once");
+}
+
+PG_TEST(serialization_failure_in_first_statement_is_retried)
+{
+	struct retry_arg r = { .fail_until = 2 };
+
+	need_backend();
+	cr_assert_eq(store_run(S, retry_first_unit, &r), ST_OK);
+	cr_assert_eq(atomic_load(&r.attempts), 3);
+	cr_assert_eq(count("once"), 1);
+}
+
+PG_TEST(serialization_failure_in_first_nested_step_is_retried)
+{
+	struct retry_arg r = { .fail_until = 1, .nested = true };
+
+	need_backend();
+	cr_assert_eq(store_run(S, retry_first_unit, &r), ST_OK);
+	cr_assert_eq(atomic_load(&r.attempts), 2);
+	cr_assert_eq(count("once"), 1);
+}
+
+PG_TEST(serialization_failure_retry_stays_bounded)
+{
+	struct retry_arg r = { .fail_until = 1000 };
+
+	need_backend();
+	cr_assert_eq(store_run(S, retry_first_unit, &r), ST_BUSY);
+	cr_assert_eq(atomic_load(&r.attempts), 5);
+	cr_assert_eq(count("once"), 0);
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static enum st_rc counted_put(struct tx *tx, void *arg)
+{
+	struct retry_arg *r = arg;
+
+	atomic_fetch_add(&r->attempts, 1);
+	return insert(tx, "survivor");
+}
+
+/* Every pooled connection was killed while idle: the first pipeline (BEGIN
+ * + INSERT) finds its connection dead. Nothing of the unit happened, so it
+ * is sent again on a new connection before the unit sees any result. */
+PG_TEST(dead_connection_before_first_statement_is_retried)
+{
+	struct retry_arg r = { 0 };
+
+	need_backend();
+	put("warm");
+	kill_backends();
+	cr_assert_eq(store_run(S, counted_put, &r), ST_OK);
+	cr_assert_eq(atomic_load(&r.attempts), 1, "the unit itself ran once");
+	cr_assert_eq(count("survivor"), 1);
+}
+
+static enum st_rc counted_read(struct tx *tx, void *arg)
+{
+	struct retry_arg *r = arg;
+	struct count_q q = { .k = "warm" };
+
+	atomic_fetch_add(&r->attempts, 1);
+	return count_unit(tx, &q) ? ST_UNAVAILABLE : (q.n == 1 ? ST_OK : ST_NOT_FOUND);
+}
+
+PG_TEST(dead_connection_before_first_read_is_retried)
+{
+	need_backend();
+	put("warm");
+	cr_assert_eq(count("warm"), 1);
+	kill_backends();
+	/* Four readers, all dead: each read goes through on a new one. */
+	for (int i = 0; i < 8; i++) {
+		struct retry_arg r = { 0 };
+
+		cr_assert_eq(store_read(S, counted_read, &r), ST_OK, "read %d", i);
+		cr_assert_eq(atomic_load(&r.attempts), 1);
+	}
+}
+
+/* The connection dies after the first pipeline, before COMMIT: the whole
+ * unit is re-run (the server rolled the transaction back). */
+static enum st_rc dies_midway_unit(struct tx *tx, void *arg)
+{
+	struct retry_arg *r = arg;
+	int attempt = atomic_fetch_add(&r->attempts, 1) + 1;
+	enum st_rc rc = insert(tx, "midway");
+
+	if (rc || attempt > 1)
+		return rc;
+	rc = tx_exec(tx, "SELECT pg_terminate_backend(pg_backend_pid())", ST_NOARGS, NULL);
+	return rc ? rc : ST_INTERNAL; /* the statement cannot succeed */
+}
+
+PG_TEST(connection_lost_after_first_statement_reruns_the_unit)
+{
+	struct retry_arg r = { 0 };
+
+	need_backend();
+	cr_assert_eq(store_run(S, dies_midway_unit, &r), ST_OK);
+	cr_assert_eq(atomic_load(&r.attempts), 2);
+	cr_assert_eq(count("midway"), 1);
+}
+
+/* The same when the unit ignores the failure and says ok: it did not
+ * commit, so it runs again rather than failing as a unit that went on
+ * after an error. */
+static enum st_rc swallows_loss_unit(struct tx *tx, void *arg)
+{
+	struct retry_arg *r = arg;
+	int attempt = atomic_fetch_add(&r->attempts, 1) + 1;
+	enum st_rc rc = insert(tx, "swallowed");
+
+	if (rc || attempt > 1)
+		return rc;
+	(void)tx_exec(tx, "SELECT pg_terminate_backend(pg_backend_pid())", ST_NOARGS, NULL);
+	return ST_OK;
+}
+
+PG_TEST(connection_lost_and_ignored_still_reruns_the_unit)
+{
+	struct retry_arg r = { 0 };
+
+	need_backend();
+	cr_assert_eq(store_run(S, swallows_loss_unit, &r), ST_OK);
+	cr_assert_eq(atomic_load(&r.attempts), 2);
+	cr_assert_eq(count("swallowed"), 1);
+}
+
+/* ---- reads ------------------------------------------------------------- */
+
+/* BEGIN ... REPEATABLE READ goes out with the first SELECT; the snapshot
+ * is taken there and held to the end, as before. */
+struct snap {
+	int64_t before, after;
+};
+
+static enum st_rc snapshot_read(struct tx *tx, void *arg)
+{
+	struct snap *s = arg;
+	struct count_q q = { .k = NULL };
+	enum st_rc rc = count_unit(tx, &q);
+
+	if (rc)
+		return rc;
+	s->before = q.n;
+	put("meanwhile"); /* commits on a writer connection */
+	rc = count_unit(tx, &q);
+	s->after = q.n;
+	return rc;
+}
+
+PG_TEST(read_is_one_snapshot)
+{
+	struct snap s = { -1, -1 };
+
+	need_backend();
+	put("first");
+	cr_assert_eq(store_read(S, snapshot_read, &s), ST_OK);
+	cr_assert_eq(s.before, 1);
+	cr_assert_eq(s.after, 1, "the second SELECT saw a later commit");
+	cr_assert_eq(count(NULL), 2);
+}
+
+static enum st_rc read_fails_first(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec(tx, "SELECT 1 / 0", ST_NOARGS, NULL);
+}
+
+static enum st_rc read_write_first(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return insert(tx, "sneaky");
+}
+
+PG_TEST(read_whose_first_statement_fails)
+{
+	need_backend();
+	for (int i = 0; i < 8; i++) {
+		cr_assert_neq(store_read(S, read_fails_first, NULL), ST_OK);
+		cr_assert_neq(store_read(S, read_write_first, NULL), ST_OK);
+	}
+	cr_assert_eq(count("sneaky"), 0);
+	cr_assert_eq(store_read(S, empty_unit, &(enum st_rc){ ST_OK }), ST_OK);
+}
