@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "apikey.h"
+#include "client_addr.h"
 #include "fmt.h"
 #include "idempotency.h"
 #include "json_out.h"
@@ -102,7 +103,7 @@ struct req_ctx {
 	const char *tracestate;
 	char *trace_context;
 	int64_t start_ns, submit_ns;
-	char client_ip[INET6_ADDRSTRLEN];
+	char client_ip[CLIENT_ADDR_LEN];
 	const char *client_id;
 	struct buf body;
 	bool body_too_large;
@@ -412,88 +413,10 @@ static bool ip_in_list(const char *ip, char *const *list, size_t n)
 	return false;
 }
 
-/* Canonical text of the address in s[0..len): IPv4 dotted, IPv6 as
- * inet_ntop writes it (lower case, zeros compressed), and an IPv4-mapped
- * IPv6 address as the IPv4 one, so that one client is one key whatever
- * the spelling. False if s is not an address. */
-static bool addr_canon(const char *s, size_t len, char out[INET6_ADDRSTRLEN])
-{
-	char tmp[INET6_ADDRSTRLEN];
-	struct in6_addr a6;
-	struct in_addr a4;
-
-	if (!len || len >= sizeof(tmp))
-		return false;
-	memcpy(tmp, s, len);
-	tmp[len] = '\0';
-	if (inet_pton(AF_INET, tmp, &a4) == 1)
-		return inet_ntop(AF_INET, &a4, out, INET6_ADDRSTRLEN) != NULL;
-	if (inet_pton(AF_INET6, tmp, &a6) != 1)
-		return false;
-	if (IN6_IS_ADDR_V4MAPPED(&a6))
-		return inet_ntop(AF_INET, &a6.s6_addr[12], out, INET6_ADDRSTRLEN) != NULL;
-	return inet_ntop(AF_INET6, &a6, out, INET6_ADDRSTRLEN) != NULL;
-}
-
-static bool all_digits(const char *s, size_t len)
-{
-	if (!len || len > 5)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-	return true;
-}
-
-/* One X-Forwarded-For hop: an address, or "[v6]", "[v6]:port", "v4:port"
- * (some proxies append the port, which is not part of the key). */
-static bool hop_canon(const char *s, size_t len, char out[INET6_ADDRSTRLEN])
-{
-	const char *colon;
-
-	if (len && s[0] == '[') {
-		const char *rb = memchr(s, ']', len);
-		size_t rest;
-
-		if (!rb || memchr(s + 1, ':', (size_t)(rb - s - 1)) == NULL)
-			return false; /* no ']' or not IPv6 inside the brackets */
-		rest = len - (size_t)(rb + 1 - s);
-		if (rest && (rb[1] != ':' || !all_digits(rb + 2, rest - 1)))
-			return false;
-		return addr_canon(s + 1, (size_t)(rb - s - 1), out);
-	}
-	colon = memchr(s, ':', len);
-	if (colon && !memchr(colon + 1, ':', len - (size_t)(colon + 1 - s))) {
-		size_t alen = (size_t)(colon - s);
-
-		/* Exactly one colon: IPv4 with a port (no colon left, so the
-		 * address part cannot parse as IPv6). */
-		if (!all_digits(colon + 1, len - alen - 1))
-			return false;
-		return addr_canon(s, alen, out);
-	}
-	return addr_canon(s, len, out);
-}
-
-/* Whether canon (canonical text) is one of SETTLED_TRUST_PROXY, compared
- * as addresses, not strings ("::1" is "0:0:0:0:0:0:0:1"). */
-static bool trusted_proxy(const struct config *cfg, const char *canon)
-{
-	char t[INET6_ADDRSTRLEN];
-
-	for (size_t i = 0; i < cfg->n_trust_proxy; i++)
-		if (addr_canon(cfg->trust_proxy[i], strlen(cfg->trust_proxy[i]), t) && !strcmp(t, canon))
-			return true;
-	return false;
-}
-
-#define XFF_MAX_LINES 16
-
-/* The X-Forwarded-For field lines in order (RFC 9110 section 5.3: several
- * lines are one comma-separated list). Only the last XFF_MAX_LINES are
- * kept: the walk starts at the right and rarely gets past one. */
+/* The X-Forwarded-For field lines in order; only the last
+ * CLIENT_XFF_MAX_LINES are kept (client_addr.h). */
 struct xff_lines {
-	const char *v[XFF_MAX_LINES];
+	const char *v[CLIENT_XFF_MAX_LINES];
 	size_t n;
 };
 
@@ -505,96 +428,26 @@ static enum MHD_Result xff_collect(void *cls, enum MHD_ValueKind kind, const cha
 	(void)kind;
 	if (!key || !value || strcasecmp(key, "X-Forwarded-For"))
 		return MHD_YES;
-	if (x->n == XFF_MAX_LINES) {
-		memmove(x->v, x->v + 1, (XFF_MAX_LINES - 1) * sizeof(x->v[0]));
+	if (x->n == CLIENT_XFF_MAX_LINES) {
+		memmove(x->v, x->v + 1, (CLIENT_XFF_MAX_LINES - 1) * sizeof(x->v[0]));
 		x->n--;
 	}
 	x->v[x->n++] = value;
 	return MHD_YES;
 }
 
-/* Dotted quad of the 4 bytes at b, NUL-terminated. */
-static void ipv4_text(const uint8_t b[4], char out[INET6_ADDRSTRLEN])
-{
-	size_t len = 0;
-
-	for (int i = 0; i < 4; i++) {
-		if (i)
-			out[len++] = '.';
-		len += fmt_u64(out + len, b[i]);
-	}
-}
-
-/* The socket peer's canonical text, as addr_canon would write it, straight
- * from the sockaddr: inet_ntop formats IPv4 with sprintf, and the round
- * trip through text cost ~3,500 instructions on every request. */
-static bool peer_canon(const struct sockaddr *sa, char out[INET6_ADDRSTRLEN])
-{
-	if (!sa)
-		return false;
-	if (sa->sa_family == AF_INET) {
-		ipv4_text((const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr, out);
-		return true;
-	}
-	if (sa->sa_family == AF_INET6) {
-		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-
-		if (IN6_IS_ADDR_V4MAPPED(a6)) {
-			ipv4_text(&a6->s6_addr[12], out);
-			return true;
-		}
-		return inet_ntop(AF_INET6, a6, out, INET6_ADDRSTRLEN) != NULL;
-	}
-	return false;
-}
-
-/* The client's address: the socket peer, unless the peer is a trusted proxy;
- * then the right-most X-Forwarded-For hop that is not itself a trusted proxy
- * (everything left of it could have been written by the client). A hop that
- * is not an address (empty, "unknown", garbage) ends the walk at the last
- * trustworthy answer. Addresses are canonical (addr_canon). */
 static void resolve_client_ip(struct req_ctx *rq)
 {
 	const struct config *cfg = rq->h->app->cfg;
 	const union MHD_ConnectionInfo *ci =
 		MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	struct xff_lines x = { .n = 0 };
-	char hop[INET6_ADDRSTRLEN];
 
-	if (!ci || !peer_canon(ci->client_addr, rq->client_ip))
-		memcpy(rq->client_ip, "unknown", sizeof("unknown"));
-	if (!cfg->n_trust_proxy || !trusted_proxy(cfg, rq->client_ip))
-		return;
-	MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, xff_collect, &x);
-	for (size_t li = x.n; li-- > 0;) {
-		const char *line = x.v[li];
-		const char *end = line + strlen(line);
-
-		for (;;) {
-			const char *start = end, *s;
-			size_t len;
-
-			while (start > line && start[-1] != ',')
-				start--;
-			s = start;
-			len = (size_t)(end - start);
-			while (len && (*s == ' ' || *s == '\t')) {
-				s++;
-				len--;
-			}
-			while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-				len--;
-			if (!hop_canon(s, len, hop))
-				return; /* garbage: keep the last trustworthy answer */
-			fmt_str(rq->client_ip, sizeof(rq->client_ip), hop);
-			if (!trusted_proxy(cfg, hop))
-				return;
-			if (start == line)
-				break;
-			end = start - 1; /* the comma before this hop */
-		}
-	}
-	/* Every hop was a trusted proxy: the left-most one seen is the answer. */
+	/* The header lines only matter behind a trusted proxy. */
+	if (cfg->n_trust_proxy)
+		MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, xff_collect, &x);
+	client_addr_resolve(ci ? ci->client_addr : NULL, x.v, x.n,
+			    (const char *const *)cfg->trust_proxy, cfg->n_trust_proxy, rq->client_ip);
 }
 
 static bool cors_origin_allowed(const struct req_ctx *rq, const char *origin)
