@@ -22,6 +22,7 @@
 #include "account.h"
 #include "ledger.h"
 #include "store.h"
+#include "store_fixture.h"
 
 #define FX_NOW0 INT64_C(1700000000000)
 #define FX_FUNDING INT64_C(1000000)
@@ -45,40 +46,6 @@ static inline int64_t fx_clock(void *arg)
 static inline void fx_advance(int64_t ms)
 {
 	__atomic_add_fetch(&F.now, ms, __ATOMIC_SEQ_CST);
-}
-
-static inline void fx_quiet(void *arg, const char *msg)
-{
-	(void)arg;
-	(void)msg;
-}
-
-static inline void fx_pg_admin(const char *sql)
-{
-	PGconn *c = PQconnectdb(getenv("SETTLED_TEST_PG"));
-	PGresult *r;
-
-	cr_assert(PQstatus(c) == CONNECTION_OK, "SETTLED_TEST_PG: %s", PQerrorMessage(c));
-	PQsetNoticeProcessor(c, fx_quiet, NULL);
-	r = PQexec(c, sql);
-	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(c));
-	PQclear(r);
-	PQfinish(c);
-}
-
-/* The admin URL with its database replaced by db (URI or key=value form). */
-static inline void fx_url_with_db(const char *admin, const char *db, char *out, size_t size)
-{
-	const char *scheme = strstr(admin, "://");
-	const char *path, *query;
-
-	if (!scheme) {
-		snprintf(out, size, "%s dbname=%s", admin, db);
-		return;
-	}
-	path = scheme + 3 + strcspn(scheme + 3, "/?");
-	query = strchr(path, '?');
-	snprintf(out, size, "%.*s/%s%s", (int)(path - admin), admin, db, query ? query : "");
 }
 
 static inline enum st_rc fx_bootstrap_unit(struct tx *tx, void *arg)
@@ -110,8 +77,8 @@ static inline void fx_open(enum st_dialect d, int64_t funding)
 			return; /* fx_need_backend() skips the test */
 		snprintf(F.pg_db, sizeof(F.pg_db), "t_ledger_%d_%u", (int)getpid(), (unsigned)rand());
 		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", F.pg_db);
-		fx_pg_admin(sql);
-		fx_url_with_db(admin, F.pg_db, url, sizeof(url));
+		sfx_pg_admin_exec(sql);
+		sfx_url_with_db(admin, F.pg_db, url, sizeof(url));
 		o.database_url = url;
 	}
 	rc = store_open(&o, &F.s, &err);
@@ -143,7 +110,7 @@ static inline void fx_close(void)
 		cr_assert_eq(system(cmd), 0);
 	} else if (F.d == ST_PG && F.pg_db[0]) {
 		snprintf(cmd, sizeof(cmd), "DROP DATABASE IF EXISTS %s WITH (FORCE)", F.pg_db);
-		fx_pg_admin(cmd);
+		sfx_pg_admin_exec(cmd);
 	}
 }
 

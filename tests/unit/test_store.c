@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "store_fixture.h"
 
 #include "banned.h"
 
@@ -28,47 +29,6 @@ static char pg_db[64];
 static char pg_url[2048];
 
 /* ---- backends ---------------------------------------------------------- */
-
-static void quiet(void *arg, const char *msg)
-{
-	(void)arg;
-	(void)msg;
-}
-
-static PGconn *pg_admin(void)
-{
-	PGconn *c = PQconnectdb(getenv("SETTLED_TEST_PG"));
-
-	cr_assert(PQstatus(c) == CONNECTION_OK, "SETTLED_TEST_PG: %s", PQerrorMessage(c));
-	PQsetNoticeProcessor(c, quiet, NULL);
-	return c;
-}
-
-static void pg_admin_exec(const char *sql)
-{
-	PGconn *c = pg_admin();
-	PGresult *r = PQexec(c, sql);
-
-	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s",
-		  sql, PQerrorMessage(c));
-	PQclear(r);
-	PQfinish(c);
-}
-
-/* The admin URL with its database replaced by db (URI or key=value form). */
-static void url_with_db(const char *admin, const char *db, char *out, size_t size)
-{
-	const char *scheme = strstr(admin, "://");
-	const char *path, *query;
-
-	if (!scheme) {
-		snprintf(out, size, "%s dbname=%s", admin, db);
-		return;
-	}
-	path = scheme + 3 + strcspn(scheme + 3, "/?");
-	query = strchr(path, '?');
-	snprintf(out, size, "%.*s/%s%s", (int)(path - admin), admin, db, query ? query : "");
-}
 
 static struct store *open_store(void)
 {
@@ -90,19 +50,10 @@ static struct store *open_store(void)
 	return s;
 }
 
-static enum st_rc create_kv(struct tx *tx, void *arg)
-{
-	(void)arg;
-	return tx_exec(tx,
-		       "CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT,"
-		       " n BIGINT NOT NULL DEFAULT 0 CHECK (n >= 0))",
-		       ST_NOARGS, NULL);
-}
-
 static void setup_common(void)
 {
 	S = open_store();
-	cr_assert_eq(store_run(S, create_kv, NULL), ST_OK);
+	cr_assert_eq(store_run(S, sfx_create_kv, NULL), ST_OK);
 }
 
 static void setup_sqlite(void)
@@ -124,8 +75,8 @@ static void setup_pg(void)
 		return; /* the test body skips */
 	snprintf(pg_db, sizeof(pg_db), "t_store_%d_%u", (int)getpid(), (unsigned)rand());
 	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", pg_db);
-	pg_admin_exec(sql);
-	url_with_db(admin, pg_db, pg_url, sizeof(pg_url));
+	sfx_pg_admin_exec(sql);
+	sfx_url_with_db(admin, pg_db, pg_url, sizeof(pg_url));
 	setup_common();
 }
 
@@ -140,14 +91,13 @@ static void teardown(void)
 		cr_assert_eq(system(cmd), 0);
 	} else if (D == ST_PG && pg_db[0]) {
 		snprintf(cmd, sizeof(cmd), "DROP DATABASE IF EXISTS %s WITH (FORCE)", pg_db);
-		pg_admin_exec(cmd);
+		sfx_pg_admin_exec(cmd);
 	}
 }
 
 static void need_backend(void)
 {
-	if (!S)
-		cr_skip_test("SETTLED_TEST_PG is not set: run under tests/with-services (make unit does)");
+	sfx_need_backend(S);
 }
 
 /* CONTRACT(name) { body } defines store_sqlite/name and store_pg/name. */
@@ -168,46 +118,14 @@ static void need_backend(void)
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static enum st_rc put_unit(struct tx *tx, void *arg)
-{
-	const char *k = arg;
-
-	return tx_exec(tx, "INSERT INTO kv (k, v) VALUES ($1, $1)", ST_ARGS(SV_S(k)), NULL);
-}
-
 static void put(const char *k)
 {
-	cr_assert_eq(store_run(S, put_unit, (void *)k), ST_OK, "put %s", k);
-}
-
-struct count_q {
-	const char *k;  /* NULL: all rows */
-	int64_t n;
-};
-
-static enum st_rc count_unit(struct tx *tx, void *arg)
-{
-	struct count_q *q = arg;
-	struct st_rows *r = NULL;
-	enum st_rc rc;
-
-	if (q->k)
-		rc = tx_query(tx, "SELECT count(*) FROM kv WHERE k = $1", ST_ARGS(SV_S(q->k)), &r);
-	else
-		rc = tx_query(tx, "SELECT count(*) FROM kv", ST_NOARGS, &r);
-	if (rc)
-		return rc;
-	q->n = rows_i64(r, 0, 0);
-	rows_free(r);
-	return ST_OK;
+	sfx_put(S, k);
 }
 
 static int64_t count(const char *k)
 {
-	struct count_q q = { .k = k };
-
-	cr_assert_eq(store_read(S, count_unit, &q), ST_OK);
-	return q.n;
+	return sfx_count(S, k);
 }
 
 /* ---- the contract ------------------------------------------------------ */
@@ -739,10 +657,10 @@ static enum st_rc nest_unit(struct tx *tx, void *arg)
 CONTRACT(savepoints_nest_twelve_deep)
 {
 	int left = 12;
-	struct count_q q = { .k = NULL };
+	struct sfx_count_q q = { .k = NULL };
 
 	cr_assert_eq(store_run(S, nest_unit, &left), ST_OK);
-	cr_assert_eq(store_read(S, count_unit, &q), ST_OK);
+	cr_assert_eq(store_read(S, sfx_count_unit, &q), ST_OK);
 	cr_assert_eq(q.n, 12);
 }
 
@@ -904,7 +822,7 @@ static void kill_backends(void)
 		 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
 		 " WHERE datname = '%s' AND pid <> pg_backend_pid()",
 		 pg_db);
-	pg_admin_exec(sql);
+	sfx_pg_admin_exec(sql);
 	usleep(100000); /* let the FATAL messages arrive */
 }
 
@@ -997,8 +915,8 @@ PG_ONLY(instances_starting_together_migrate_once)
 		n++;
 	snprintf(db, sizeof(db), "%s_pair", pg_db);
 	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", db);
-	pg_admin_exec(sql);
-	url_with_db(getenv("SETTLED_TEST_PG"), db, url, sizeof(url));
+	sfx_pg_admin_exec(sql);
+	sfx_url_with_db(getenv("SETTLED_TEST_PG"), db, url, sizeof(url));
 	pthread_barrier_init(&go, NULL, 4);
 	for (int i = 0; i < 4; i++) {
 		o[i] = (struct opener){ .url = url, .go = &go };
@@ -1017,7 +935,7 @@ PG_ONLY(instances_starting_together_migrate_once)
 		store_close(o[i].s);
 	}
 	snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", db);
-	pg_admin_exec(sql);
+	sfx_pg_admin_exec(sql);
 }
 
 /* A write refused as read-only (what a standby says after a failover)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "store_fixture.h"
 
 #include "banned.h"
 
@@ -28,50 +29,6 @@ static char pg_db[64];
 static char pg_url[2048];
 
 /* ---- fixture ----------------------------------------------------------- */
-
-static void quiet(void *arg, const char *msg)
-{
-	(void)arg;
-	(void)msg;
-}
-
-static void admin_exec(const char *sql)
-{
-	PGconn *c = PQconnectdb(getenv("SETTLED_TEST_PG"));
-	PGresult *r;
-
-	cr_assert(PQstatus(c) == CONNECTION_OK, "SETTLED_TEST_PG: %s", PQerrorMessage(c));
-	PQsetNoticeProcessor(c, quiet, NULL);
-	r = PQexec(c, sql);
-	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s",
-		  sql, PQerrorMessage(c));
-	PQclear(r);
-	PQfinish(c);
-}
-
-/* The admin URL with its database replaced by db (URI or key=value form). */
-static void url_with_db(const char *admin, const char *db, char *out, size_t size)
-{
-	const char *scheme = strstr(admin, "://");
-	const char *path, *query;
-
-	if (!scheme) {
-		snprintf(out, size, "%s dbname=%s", admin, db);
-		return;
-	}
-	path = scheme + 3 + strcspn(scheme + 3, "/?");
-	query = strchr(path, '?');
-	snprintf(out, size, "%.*s/%s%s", (int)(path - admin), admin, db, query ? query : "");
-}
-
-static enum st_rc create_kv(struct tx *tx, void *arg)
-{
-	(void)arg;
-	return tx_exec(tx,
-		       "CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT,"
-		       " n BIGINT NOT NULL DEFAULT 0 CHECK (n >= 0))",
-		       ST_NOARGS, NULL);
-}
 
 static void setup(void)
 {
@@ -86,13 +43,13 @@ static void setup(void)
 		return; /* the test body skips */
 	snprintf(pg_db, sizeof(pg_db), "t_pgpipe_%d_%u", (int)getpid(), (unsigned)rand());
 	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", pg_db);
-	admin_exec(sql);
-	url_with_db(admin, pg_db, pg_url, sizeof(pg_url));
+	sfx_pg_admin_exec(sql);
+	sfx_url_with_db(admin, pg_db, pg_url, sizeof(pg_url));
 	o.database_url = pg_url;
 	rc = store_open(&o, &S, &err);
 	cr_assert_eq(rc, ST_OK, "store_open: %s (%s)", st_rc_str(rc), err.ptr);
 	buf_release(&err);
-	cr_assert_eq(store_run(S, create_kv, NULL), ST_OK);
+	cr_assert_eq(store_run(S, sfx_create_kv, NULL), ST_OK);
 }
 
 static void teardown(void)
@@ -103,7 +60,7 @@ static void teardown(void)
 	S = NULL;
 	if (pg_db[0]) {
 		snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", pg_db);
-		admin_exec(sql);
+		sfx_pg_admin_exec(sql);
 	}
 }
 
@@ -111,55 +68,24 @@ static void teardown(void)
 
 static void need_backend(void)
 {
-	if (!S)
-		cr_skip_test("SETTLED_TEST_PG is not set: run under tests/with-services (make unit does)");
+	sfx_need_backend(S);
 }
 
 /* ---- helpers ----------------------------------------------------------- */
 
 static enum st_rc insert(struct tx *tx, const char *k)
 {
-	return tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S(k)), NULL);
-}
-
-static enum st_rc put_unit(struct tx *tx, void *arg)
-{
-	return insert(tx, arg);
+	return sfx_insert(tx, k);
 }
 
 static void put(const char *k)
 {
-	cr_assert_eq(store_run(S, put_unit, (void *)k), ST_OK, "put %s", k);
-}
-
-struct count_q {
-	const char *k;  /* NULL: all rows */
-	int64_t n;
-};
-
-static enum st_rc count_unit(struct tx *tx, void *arg)
-{
-	struct count_q *q = arg;
-	struct st_rows *r = NULL;
-	enum st_rc rc;
-
-	if (q->k)
-		rc = tx_query(tx, "SELECT count(*) FROM kv WHERE k = $1", ST_ARGS(SV_S(q->k)), &r);
-	else
-		rc = tx_query(tx, "SELECT count(*) FROM kv", ST_NOARGS, &r);
-	if (rc)
-		return rc;
-	q->n = rows_i64(r, 0, 0);
-	rows_free(r);
-	return ST_OK;
+	sfx_put(S, k);
 }
 
 static int64_t count(const char *k)
 {
-	struct count_q q = { .k = k };
-
-	cr_assert_eq(store_read(S, count_unit, &q), ST_OK);
-	return q.n;
+	return sfx_count(S, k);
 }
 
 /* Ends every server connection to the test database but the caller's. */
@@ -171,7 +97,7 @@ static void kill_backends(void)
 		 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
 		 " WHERE datname = '%s' AND pid <> pg_backend_pid()",
 		 pg_db);
-	admin_exec(sql);
+	sfx_pg_admin_exec(sql);
 	usleep(100000); /* let the FATAL messages arrive */
 }
 
@@ -469,7 +395,7 @@ PG_TEST(failing_held_back_release_fails_the_commit_and_ends_it)
 	cr_assert_eq(store_run(one, failing_release_unit, &nested), ST_INTERNAL);
 	cr_assert_eq(nested, ST_OK, "the RELEASE was held back");
 	for (int i = 0; i < 3; i++)
-		cr_assert_eq(store_run(one, put_unit, (void *)(i ? "next2" : "next")), i < 2 ? ST_OK : ST_UNIQUE);
+		cr_assert_eq(store_run(one, sfx_put_unit, (void *)(i ? "next2" : "next")), i < 2 ? ST_OK : ST_UNIQUE);
 	store_close(one);
 	cr_assert_eq(count("inside"), 0);
 	cr_assert_eq(count(NULL), 2);
@@ -565,10 +491,10 @@ PG_TEST(dead_connection_before_first_statement_is_retried)
 static enum st_rc counted_read(struct tx *tx, void *arg)
 {
 	struct retry_arg *r = arg;
-	struct count_q q = { .k = "warm" };
+	struct sfx_count_q q = { .k = "warm" };
 
 	atomic_fetch_add(&r->attempts, 1);
-	return count_unit(tx, &q) ? ST_UNAVAILABLE : (q.n == 1 ? ST_OK : ST_NOT_FOUND);
+	return sfx_count_unit(tx, &q) ? ST_UNAVAILABLE : (q.n == 1 ? ST_OK : ST_NOT_FOUND);
 }
 
 PG_TEST(dead_connection_before_first_read_is_retried)
@@ -646,14 +572,14 @@ struct snap {
 static enum st_rc snapshot_read(struct tx *tx, void *arg)
 {
 	struct snap *s = arg;
-	struct count_q q = { .k = NULL };
-	enum st_rc rc = count_unit(tx, &q);
+	struct sfx_count_q q = { .k = NULL };
+	enum st_rc rc = sfx_count_unit(tx, &q);
 
 	if (rc)
 		return rc;
 	s->before = q.n;
 	put("meanwhile"); /* commits on a writer connection */
-	rc = count_unit(tx, &q);
+	rc = sfx_count_unit(tx, &q);
 	s->after = q.n;
 	return rc;
 }

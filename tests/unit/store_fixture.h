@@ -1,0 +1,121 @@
+/* store_fixture.h — what the store's test suites share: an admin
+ * connection to the PostgreSQL cluster named by SETTLED_TEST_PG (make unit
+ * starts one through tests/with-services), the URL of another database on
+ * it, and the kv table every store test writes to, with put and count.
+ * Used by test_store.c, test_store_pg.c and ledger_fixture.h. Header-only
+ * and static inline: each test file is its own program and uses a part. */
+#ifndef SETTLED_STORE_FIXTURE_H
+#define SETTLED_STORE_FIXTURE_H
+
+#include <criterion/criterion.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+
+static inline void sfx_quiet(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
+static inline PGconn *sfx_pg_admin(void)
+{
+	PGconn *c = PQconnectdb(getenv("SETTLED_TEST_PG"));
+
+	cr_assert(PQstatus(c) == CONNECTION_OK, "SETTLED_TEST_PG: %s", PQerrorMessage(c));
+	PQsetNoticeProcessor(c, sfx_quiet, NULL);
+	return c;
+}
+
+static inline void sfx_pg_admin_exec(const char *sql)
+{
+	PGconn *c = sfx_pg_admin();
+	PGresult *r = PQexec(c, sql);
+
+	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s",
+		  sql, PQerrorMessage(c));
+	PQclear(r);
+	PQfinish(c);
+}
+
+/* The admin URL with its database replaced by db (URI or key=value form). */
+static inline void sfx_url_with_db(const char *admin, const char *db, char *out, size_t size)
+{
+	const char *scheme = strstr(admin, "://");
+	const char *path, *query;
+
+	if (!scheme) {
+		snprintf(out, size, "%s dbname=%s", admin, db);
+		return;
+	}
+	path = scheme + 3 + strcspn(scheme + 3, "/?");
+	query = strchr(path, '?');
+	snprintf(out, size, "%.*s/%s%s", (int)(path - admin), admin, db, query ? query : "");
+}
+
+static inline enum st_rc sfx_create_kv(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec(tx,
+		       "CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT,"
+		       " n BIGINT NOT NULL DEFAULT 0 CHECK (n >= 0))",
+		       ST_NOARGS, NULL);
+}
+
+/* One kv row (k, v = k). */
+static inline enum st_rc sfx_insert(struct tx *tx, const char *k)
+{
+	return tx_exec(tx, "INSERT INTO kv (k, v) VALUES ($1, $1)", ST_ARGS(SV_S(k)), NULL);
+}
+
+static inline enum st_rc sfx_put_unit(struct tx *tx, void *arg)
+{
+	return sfx_insert(tx, arg);
+}
+
+static inline void sfx_put(struct store *s, const char *k)
+{
+	cr_assert_eq(store_run(s, sfx_put_unit, (void *)k), ST_OK, "put %s", k);
+}
+
+struct sfx_count_q {
+	const char *k; /* NULL: all rows */
+	int64_t n;
+};
+
+static inline enum st_rc sfx_count_unit(struct tx *tx, void *arg)
+{
+	struct sfx_count_q *q = arg;
+	struct st_rows *r = NULL;
+	enum st_rc rc;
+
+	if (q->k)
+		rc = tx_query(tx, "SELECT count(*) FROM kv WHERE k = $1", ST_ARGS(SV_S(q->k)), &r);
+	else
+		rc = tx_query(tx, "SELECT count(*) FROM kv", ST_NOARGS, &r);
+	if (rc)
+		return rc;
+	q->n = rows_i64(r, 0, 0);
+	rows_free(r);
+	return ST_OK;
+}
+
+/* Rows with key k (NULL: all), read through store_read. */
+static inline int64_t sfx_count(struct store *s, const char *k)
+{
+	struct sfx_count_q q = { .k = k };
+
+	cr_assert_eq(store_read(s, sfx_count_unit, &q), ST_OK);
+	return q.n;
+}
+
+static inline void sfx_need_backend(const struct store *s)
+{
+	if (!s)
+		cr_skip_test("SETTLED_TEST_PG is not set: run under tests/with-services (make unit does)");
+}
+
+#endif
