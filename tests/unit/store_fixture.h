@@ -112,6 +112,16 @@ static inline int64_t sfx_count(struct store *s, const char *k)
 	return q.n;
 }
 
+/* A statement that fails with serialization_failure (40001): PostgreSQL
+ * only, for the store's retry rules. */
+static inline enum st_rc sfx_raise_40001(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec(tx,
+		       "DO $$ BEGIN RAISE EXCEPTION 'test conflict' USING ERRCODE = 'serialization_failure'; END $$",
+		       ST_NOARGS, NULL);
+}
+
 static inline void sfx_need_backend(const struct store *s)
 {
 	if (!s)

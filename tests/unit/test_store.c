@@ -690,14 +690,6 @@ struct retry_arg {
 	bool swallow;         /* raise inside tx_nested and ignore it */
 };
 
-static enum st_rc raise_40001(struct tx *tx, void *arg)
-{
-	(void)arg;
-	return tx_exec(tx,
-		       "DO $$ BEGIN RAISE EXCEPTION 'test conflict' USING ERRCODE = 'serialization_failure'; END $$",
-		       ST_NOARGS, NULL);
-}
-
 static enum st_rc retry_unit(struct tx *tx, void *arg)
 {
 	struct retry_arg *r = arg;
@@ -709,10 +701,10 @@ static enum st_rc retry_unit(struct tx *tx, void *arg)
 		return rc;
 	if (attempt <= r->fail_until) {
 		if (r->swallow) {
-			(void)tx_nested(tx, raise_40001, NULL);
+			(void)tx_nested(tx, sfx_raise_40001, NULL);
 			return ST_OK; /* carries on as if nothing happened */
 		}
-		return raise_40001(tx, NULL);
+		return sfx_raise_40001(tx, NULL);
 	}
 	return ST_OK;
 }

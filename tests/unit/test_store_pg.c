@@ -409,14 +409,6 @@ struct retry_arg {
 	bool nested;      /* fail inside tx_nested, as the unit's first step */
 };
 
-static enum st_rc raise_40001(struct tx *tx, void *arg)
-{
-	(void)arg;
-	return tx_exec(tx,
-		       "DO $$ BEGIN RAISE EXCEPTION 'test conflict' USING ERRCODE = 'serialization_failure'; END $$",
-		       ST_NOARGS, NULL);
-}
-
 /* The failing statement is the unit's first: it shares a pipeline with
  * BEGIN (and with SAVEPOINT when nested). */
 static enum st_rc retry_first_unit(struct tx *tx, void *arg)
@@ -426,9 +418,9 @@ static enum st_rc retry_first_unit(struct tx *tx, void *arg)
 
 	if (attempt <= r->fail_until) {
 		if (r->nested)
-			(void)tx_nested(tx, raise_40001, NULL);
+			(void)tx_nested(tx, sfx_raise_40001, NULL);
 		else
-			return raise_40001(tx, NULL);
+			return sfx_raise_40001(tx, NULL);
 	}
 	return insert(tx, "once");
 }
