@@ -332,23 +332,16 @@ void *req_alloc(struct req_ctx *rq, size_t size)
 
 enum st_rc req_reply(struct req_ctx *rq, int status, json_t *body)
 {
-	enum st_rc rc = resp_json(&rq->resp, status, body);
-
-	if (rc) {
-		resp_release(&rq->resp);
-		resp_error(&rq->resp, ST_NOMEM, "out_of_memory", "the server is out of memory", NULL);
-	}
+	if (resp_json(&rq->resp, status, body))
+		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
 	return ST_OK;
 }
 
 enum st_rc req_reply_text(struct req_ctx *rq, int status, const char *json, size_t len)
 {
 	buf_reset(&rq->resp.body);
-	if (buf_append(&rq->resp.body, json, len)) {
-		resp_release(&rq->resp);
-		resp_error(&rq->resp, ST_NOMEM, "out_of_memory", "the server is out of memory", NULL);
-		return ST_OK;
-	}
+	if (buf_append(&rq->resp.body, json, len))
+		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
 	rq->resp.status = status;
 	return ST_OK;
 }

@@ -1,8 +1,6 @@
 /* present.c — see present.h. */
 #include "present.h"
 
-#include <stdio.h>
-
 #include "clock.h"
 #include "fmt.h"
 #include "intent.h"
@@ -10,9 +8,9 @@
 
 json_t *present_amount(int64_t base_units)
 {
-	char s[24];
+	char s[FMT_I64_LEN];
 
-	snprintf(s, sizeof(s), "%lld", (long long)base_units);
+	fmt_i64(s, base_units);
 	return json_string(s);
 }
 

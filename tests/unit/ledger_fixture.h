@@ -137,34 +137,10 @@ static inline void fx_need_backend(void)
 
 /* ---- reading what was written ------------------------------------------ */
 
-struct fx_q {
-	const char *sql;     /* a string literal (statements are cached by address) */
-	const char *param;   /* bound as $1 when not NULL */
-	int64_t v;
-};
-
-static inline enum st_rc fx_q_unit(struct tx *tx, void *arg)
-{
-	struct fx_q *q = arg;
-	struct st_rows *r = NULL;
-	enum st_rc rc = q->param ? tx_query(tx, q->sql, ST_ARGS(SV_S(q->param)), &r)
-				 : tx_query(tx, q->sql, ST_NOARGS, &r);
-
-	if (rc)
-		return rc;
-	q->v = rows_i64(r, 0, 0);
-	rows_free(r);
-	return ST_OK;
-}
-
 /* The first cell of sql's first row as an integer (0 when NULL or no row). */
 static inline int64_t fx_int(const char *sql, const char *param)
 {
-	struct fx_q q = { sql, param, 0 };
-	enum st_rc rc = store_read(F.s, fx_q_unit, &q);
-
-	cr_assert_eq(rc, ST_OK, "%s: %s", sql, st_rc_str(rc));
-	return q.v;
+	return sfx_int(F.s, sql, param);
 }
 
 static inline enum st_rc fx_account_unit(struct tx *tx, void *arg)

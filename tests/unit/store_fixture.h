@@ -81,26 +81,52 @@ static inline void sfx_put(struct store *s, const char *k)
 	cr_assert_eq(store_run(s, sfx_put_unit, (void *)k), ST_OK, "put %s", k);
 }
 
+struct sfx_int_q {
+	const char *sql;   /* a string literal (statements are cached by address) */
+	const char *param; /* bound as $1 when not NULL */
+	int64_t v;
+};
+
+static inline enum st_rc sfx_int_unit(struct tx *tx, void *arg)
+{
+	struct sfx_int_q *q = arg;
+	struct st_rows *r = NULL;
+	enum st_rc rc = q->param ? tx_query(tx, q->sql, ST_ARGS(SV_S(q->param)), &r)
+				 : tx_query(tx, q->sql, ST_NOARGS, &r);
+
+	if (rc)
+		return rc;
+	q->v = rows_i64(r, 0, 0);
+	rows_free(r);
+	return ST_OK;
+}
+
+/* The first cell of sql's first row as an integer (0 when NULL or no row),
+ * read through store_read. */
+static inline int64_t sfx_int(struct store *s, const char *sql, const char *param)
+{
+	struct sfx_int_q q = { sql, param, 0 };
+	enum st_rc rc = store_read(s, sfx_int_unit, &q);
+
+	cr_assert_eq(rc, ST_OK, "%s: %s", sql, st_rc_str(rc));
+	return q.v;
+}
+
 struct sfx_count_q {
 	const char *k; /* NULL: all rows */
 	int64_t n;
 };
 
+/* Rows of kv with key k (NULL: all), inside a unit of the caller's. */
 static inline enum st_rc sfx_count_unit(struct tx *tx, void *arg)
 {
-	struct sfx_count_q *q = arg;
-	struct st_rows *r = NULL;
-	enum st_rc rc;
+	struct sfx_count_q *c = arg;
+	struct sfx_int_q q = { c->k ? "SELECT count(*) FROM kv WHERE k = $1" : "SELECT count(*) FROM kv",
+			       c->k, 0 };
+	enum st_rc rc = sfx_int_unit(tx, &q);
 
-	if (q->k)
-		rc = tx_query(tx, "SELECT count(*) FROM kv WHERE k = $1", ST_ARGS(SV_S(q->k)), &r);
-	else
-		rc = tx_query(tx, "SELECT count(*) FROM kv", ST_NOARGS, &r);
-	if (rc)
-		return rc;
-	q->n = rows_i64(r, 0, 0);
-	rows_free(r);
-	return ST_OK;
+	c->n = q.v;
+	return rc;
 }
 
 /* Rows with key k (NULL: all), read through store_read. */

@@ -3,6 +3,7 @@
  * through jw_intent_members, and the json_t form is parsed from it. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "intent.h"
@@ -71,4 +72,30 @@ Test(present, members_written_into_a_larger_answer)
 	cr_assert_str_eq(out.ptr + alone.len - 1, ",\"expires_at\":\"1970-01-01T00:00:02.000Z\"}");
 	buf_release(&out);
 	buf_release(&alone);
+}
+
+Test(present, amounts_are_strings_of_base_units)
+{
+	static const struct {
+		int64_t v;
+		const char *want;
+	} cases[] = { { 0, "0" }, { 1, "1" }, { 100, "100" }, { INT64_MAX, "9223372036854775807" },
+		      { -5, "-5" } };
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *v = present_amount(cases[i].v);
+		struct buf out = BUF_INIT(64);
+		struct json_writer w;
+		char want[64];
+
+		cr_assert_str_eq(json_string_value(v), cases[i].want);
+		json_decref(v);
+		/* the writer form says the same */
+		jw_begin(&w, &out);
+		jw_amount(&w, "a", cases[i].v);
+		cr_assert_eq(jw_end(&w), ST_OK);
+		snprintf(want, sizeof(want), "{\"a\":\"%s\"}", cases[i].want);
+		cr_assert_str_eq(out.ptr, want);
+		buf_release(&out);
+	}
 }
