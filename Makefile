@@ -28,7 +28,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 
-.PHONY: all run test unit integration integration-pg integration-pg-1 integration-pg-2 check asan valgrind bench chaos clean deps deps-run format-check \
+.PHONY: all run test unit integration integration-pg integration-pg-1 integration-pg-2 check asan valgrind bench chaos clean deps deps-run \
         fuzz fuzz-smoke fuzz-build fuzz-bins
 all: settled
 
@@ -192,10 +192,9 @@ fuzz: fuzz-build
 fuzz-smoke: fuzz-build
 	FUZZ_KEEP=0 FUZZ_JOBS=$(FUZZ_SMOKE_JOBS) scripts/fuzz $(FUZZ_SMOKE_SECONDS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
 
-format-check:
-	clang-format --dry-run --Werror src/*.c src/*.h
-
 clean:
 	rm -rf build build-asan build-vg build-fuzz settled
 
--include $(wildcard $(BUILD)/*.d)
+# Objects, unit-test and fuzz binaries alike: editing a header a test
+# includes (tests/unit/*_fixture.h, src/*.h) rebuilds what depends on it.
+-include $(wildcard $(BUILD)/*.d $(BUILD)/tests/*.d $(BUILD)/fuzz/*.d)

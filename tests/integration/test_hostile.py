@@ -644,8 +644,6 @@ def test_api_key_name_with_sql_metacharacters_is_stored_verbatim(server, meta):
     name = f"n{meta}x{meta}"
     key = new_key()
     r = server.post("/api/admin/api-keys", {"name": name}, headers=ADMIN, key=key)
-    if r.status == 404:
-        pytest.skip("no API key routes in this build")
     assert r.status == 201, r
     assert r.json["name"] == name
     again = server.post("/api/admin/api-keys", {"name": name}, headers=ADMIN, key=key)
@@ -655,15 +653,12 @@ def test_api_key_name_with_sql_metacharacters_is_stored_verbatim(server, meta):
 
 def test_payout_reference_with_sql_metacharacters_is_stored_verbatim(server):
     r = server.post("/api/admin/api-keys", {"name": "payouts"}, headers=ADMIN, key=new_key())
-    if r.status == 404:
-        pytest.skip("no API key routes in this build")
+    assert r.status == 201, r
     auth = {"Authorization": f"Bearer {r.json['key']}"}
     for meta in METAS:
         ref = f"ref{meta}{new_key()}{meta}"
         body = {"reference": ref, "items": [{"wallet": new_wallet(), "amount": "5"}]}
         r = server.post("/api/v2/payouts/batch", body, headers=auth, key=new_key())
-        if r.status == 404:
-            pytest.skip("no payout routes in this build")
         assert r.status == 201, r
         assert r.json["reference"] == ref
         got = server.get(f"/api/v2/payouts/batch/{r.json['id']}", headers=auth)
