@@ -2,6 +2,7 @@
 #include "clock.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "fmt.h"
 #include "banned.h"
@@ -45,4 +46,12 @@ void format_rfc3339(int64_t ms, char out[RFC3339_LEN])
 	fmt_pad(out + 20, (uint64_t)(msod % 1000), 3);
 	out[23] = 'Z';
 	out[24] = '\0';
+}
+
+int64_t clock_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

@@ -133,6 +133,15 @@ struct bootstrap {
 
 /* System accounts, then the treasury's one-time funding (SPEC section 6):
  * idempotent, so every start may run it. */
+/* The store's writer calls this for each batch refused for want of storage. */
+static void count_write_fault(void *arg, enum store_write_fault f)
+{
+	struct settled *app = arg;
+	const char *const lv[] = { store_write_fault_str(f) };
+
+	metrics_inc(app->m.store_write_faults, lv);
+}
+
 static enum st_rc bootstrap_unit(struct tx *tx, void *arg)
 {
 	struct bootstrap *b = arg;
@@ -192,6 +201,10 @@ static int serve(struct settled *app, const sigset_t *sigs)
 		log_msg(&app->log, LOG_ERROR, "cannot open the store: %s", err.ptr);
 		goto out;
 	}
+	/* Set before the first unit: the writer reads it after taking a unit
+	 * from its locked queue, which orders this store before that read. */
+	app->store->on_write_fault = count_write_fault;
+	app->store->on_write_fault_arg = app;
 	rc = store_run(app->store, bootstrap_unit, &boot);
 	if (rc) {
 		log_msg(&app->log, LOG_ERROR, "cannot create the system accounts: %s", st_rc_str(rc));

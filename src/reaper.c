@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "clock.h"
 #include "banned.h"
 
 struct reaper_conn {
@@ -41,14 +42,6 @@ struct reaper {
 	struct reaper_conn *head;   /* under lock */
 	atomic_uint_fast64_t reaped;
 };
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void reap_expired(struct reaper *r, int64_t now)
 {
@@ -83,7 +76,7 @@ static void *reaper_main(void *arg)
 		}
 		pthread_cond_timedwait(&r->wake, &r->lock, &until);
 		if (!r->stopping)
-			reap_expired(r, mono_ms());
+			reap_expired(r, clock_mono_ms());
 	}
 	pthread_mutex_unlock(&r->lock);
 	return NULL;
@@ -154,7 +147,7 @@ struct reaper_conn *reaper_watch(struct reaper *r, int fd)
 		return NULL;
 	c->fd = fd;
 	c->owner = r;
-	atomic_init(&c->deadline_ms, mono_ms() + r->timeout_ms);
+	atomic_init(&c->deadline_ms, clock_mono_ms() + r->timeout_ms);
 	pthread_mutex_lock(&r->lock);
 	c->next = r->head;
 	if (r->head)
@@ -182,7 +175,7 @@ void reaper_unwatch(struct reaper *r, struct reaper_conn *c)
 void reaper_arm(struct reaper_conn *c)
 {
 	if (c)
-		atomic_store(&c->deadline_ms, mono_ms() + c->owner->timeout_ms);
+		atomic_store(&c->deadline_ms, clock_mono_ms() + c->owner->timeout_ms);
 }
 
 void reaper_disarm(struct reaper_conn *c)

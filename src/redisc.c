@@ -39,6 +39,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
 #include "banned.h"
 
 #define REDISC_POOL_DEFAULT     8
@@ -72,14 +73,6 @@ struct redisc {
 	char last_error[160];      /* why it is down (no secrets) */
 	struct redisc_stats stats;
 };
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void errf(struct buf *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -358,7 +351,7 @@ static bool may_connect(struct redisc *r, bool *probe)
 {
 	if (!r->down)
 		return true;
-	if (r->probing || mono_ms() < r->retry_at)
+	if (r->probing || clock_mono_ms() < r->retry_at)
 		return false;
 	r->probing = true;
 	*probe = true;
@@ -367,7 +360,7 @@ static bool may_connect(struct redisc *r, bool *probe)
 
 static void fast_failure(struct redisc *r, struct buf *err)
 {
-	int64_t wait = r->retry_at - mono_ms();
+	int64_t wait = r->retry_at - clock_mono_ms();
 
 	r->stats.fast_failures++;
 	errf(err, "redis at %s:%d is unavailable (%s); next attempt in %lld ms", r->url.host,
@@ -387,7 +380,7 @@ static void mark_down(struct redisc *r, bool *probe, const char *why)
 		r->probing = false;
 		*probe = false;
 	}
-	r->retry_at = mono_ms() + r->backoff;
+	r->retry_at = clock_mono_ms() + r->backoff;
 	snprintf(r->last_error, sizeof(r->last_error), "%s", why);
 	for (struct redisc_conn *c = r->free; c; c = c->next) {
 		if (c->ctx) {

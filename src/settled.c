@@ -98,6 +98,27 @@ static enum st_rc settled_webhook_metrics_init(struct settled_metrics *m, struct
 	return ST_OK;
 }
 
+/* Write batches the store refused for want of storage; both reasons
+ * exported from the start so an alert sees a 0 before the first fault. */
+static enum st_rc settled_store_metrics_init(struct settled_metrics *m, struct metrics *reg)
+{
+	static const char *const labels[] = { "reason" };
+	static const enum store_write_fault faults[] = { STORE_WRITE_DISK_FULL, STORE_WRITE_IO_ERROR };
+
+	m->store_write_faults = metrics_counter(reg, "settled_store_write_faults_total",
+						"Write batches refused for want of storage (disk full, I/O error).",
+						1, labels);
+	if (!m->store_write_faults)
+		return ST_NOMEM;
+	for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+		const char *const lv[] = { store_write_fault_str(faults[i]) };
+
+		if (!metric_series_get(m->store_write_faults, lv))
+			return ST_NOMEM;
+	}
+	return ST_OK;
+}
+
 enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
 {
 	static const char *const http_labels[] = { "method", "route", "status" };
@@ -136,6 +157,8 @@ enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
 	if (settled_payout_metrics_init(m, reg))
 		return ST_NOMEM;
 	if (settled_webhook_metrics_init(m, reg))
+		return ST_NOMEM;
+	if (settled_store_metrics_init(m, reg))
 		return ST_NOMEM;
 	return ST_OK;
 }

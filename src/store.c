@@ -177,3 +177,16 @@ void rows_free(struct st_rows *r)
 	free(r->lens);
 	free(r);
 }
+
+const char *store_write_fault_str(enum store_write_fault f)
+{
+	switch (f) {
+	case STORE_WRITE_DISK_FULL:
+		return "disk_full";
+	case STORE_WRITE_IO_ERROR:
+		return "io_error";
+	case STORE_WRITE_OK:
+		break;
+	}
+	return "ok";
+}

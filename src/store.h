@@ -27,6 +27,7 @@
 #ifndef SETTLED_STORE_H
 #define SETTLED_STORE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -110,9 +111,22 @@ struct store_ops {
 
 struct randpool;
 
+/* Why the store last refused a write for want of storage (SQLite's disk
+ * full or I/O error), or STORE_WRITE_OK. Kept so that /health/ready names
+ * the store while writes fail and reads still work. */
+enum store_write_fault { STORE_WRITE_OK = 0, STORE_WRITE_DISK_FULL, STORE_WRITE_IO_ERROR };
+const char *store_write_fault_str(enum store_write_fault f);   /* "disk_full", "io_error", "ok" */
+
+/* Told, on the writer's thread, each time a batch of writes fails for want
+ * of storage; the server counts it (settled_store_write_faults_total). */
+typedef void store_fault_fn(void *arg, enum store_write_fault f);
+
 struct store {
 	const struct store_ops *ops;
 	const struct logger *log;
+	store_fault_fn *on_write_fault;     /* may be NULL */
+	void *on_write_fault_arg;
+	_Atomic int write_fault;            /* enum store_write_fault of the last batch */
 	int64_t (*clock_ms)(void *clock_arg); /* NULL = wall clock */
 	void *clock_arg;
 	struct randpool *rand;              /* ids made in units; NULL = RAND_bytes */

@@ -84,6 +84,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "clock.h"
 #include "banned.h"
 
 #define PG_WRITE_CONNS_DEFAULT 8
@@ -214,14 +215,6 @@ static struct pg_tx *pg_tx_downcast(struct tx *tx)
 
 /* ---- clocks, jitter, messages ---- */
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t store_clock(const struct store *s)
 {
 	struct timespec ts;
@@ -294,7 +287,7 @@ static void conn_init(struct pg_conn *c, struct pg_store *s, const char *role, u
 	c->role = role;
 	c->idx = idx;
 	c->writer = writer;
-	c->rng = (uint64_t)mono_ms() * 0x9e3779b97f4a7c15ULL ^ ((uint64_t)idx << 32) ^ (uintptr_t)c;
+	c->rng = (uint64_t)clock_mono_ms() * 0x9e3779b97f4a7c15ULL ^ ((uint64_t)idx << 32) ^ (uintptr_t)c;
 }
 
 static void cache_clear(struct pg_conn *c)
@@ -331,7 +324,7 @@ static void backoff_step(struct pg_conn *c)
 	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : PG_RECONNECT_MIN_MS;
 	if (c->backoff_ms > PG_RECONNECT_MAX_MS)
 		c->backoff_ms = PG_RECONNECT_MAX_MS;
-	c->failed_at_ms = mono_ms();
+	c->failed_at_ms = clock_mono_ms();
 	c->next_try_ms = c->failed_at_ms + jitter_ms(&c->rng, c->backoff_ms);
 }
 
@@ -367,7 +360,7 @@ static enum st_rc conn_ensure(struct pg_conn *c, const char *timeout)
 
 	if (c->pg)
 		return ST_OK;
-	now = mono_ms();
+	now = clock_mono_ms();
 	if (now < c->next_try_ms && atomic_load(&s->up_at_ms) <= c->failed_at_ms)
 		return ST_UNAVAILABLE;
 	c->pg = pg_connect(s, timeout, &why);
@@ -385,7 +378,7 @@ static enum st_rc conn_ensure(struct pg_conn *c, const char *timeout)
 		log_msg(s->base.log, LOG_INFO, "postgres: %s connection %u reconnected", c->role, c->idx);
 	c->down_logged = false;
 	c->backoff_ms = 0;
-	atomic_store(&s->up_at_ms, mono_ms());
+	atomic_store(&s->up_at_ms, clock_mono_ms());
 	if (c->writer)
 		atomic_fetch_add(&s->healthy, 1);
 	return ST_OK;
@@ -1121,7 +1114,7 @@ static void *worker_main(void *arg)
 		}
 		/* Down and backing off while another writer is up: leave the
 		 * work to it rather than failing units that could succeed. */
-		if (!c->pg && !s->stopping && atomic_load(&s->healthy) > 0 && mono_ms() < c->next_try_ms) {
+		if (!c->pg && !s->stopping && atomic_load(&s->healthy) > 0 && clock_mono_ms() < c->next_try_ms) {
 			timed_wait_until(s, c->next_try_ms);
 			continue;
 		}
@@ -1216,7 +1209,7 @@ static enum st_rc pg_read(struct store *base, store_unit_fn *fn, void *arg)
 /* SELECT 1 with a deadline, so a hung server cannot hang /health/ready. */
 static enum st_rc ping_query(struct pg_conn *c, int timeout_ms, struct buf *why)
 {
-	int64_t deadline = mono_ms() + timeout_ms;
+	int64_t deadline = clock_mono_ms() + timeout_ms;
 	PGresult *res;
 	bool ok = false;
 
@@ -1224,7 +1217,7 @@ static enum st_rc ping_query(struct pg_conn *c, int timeout_ms, struct buf *why)
 		goto lost;
 	while (PQisBusy(c->pg)) {
 		struct pollfd pfd = { .fd = PQsocket(c->pg), .events = POLLIN };
-		int64_t left = deadline - mono_ms();
+		int64_t left = deadline - clock_mono_ms();
 		int n;
 
 		if (left <= 0) {
@@ -1271,7 +1264,7 @@ static enum st_rc pg_ping(struct store *base, struct buf *why)
 		if (c->pg && c->down_logged)
 			log_msg(s->base.log, LOG_INFO, "postgres: ping connection reconnected");
 		if (c->pg)
-			atomic_store(&s->up_at_ms, mono_ms()); /* the pool may retry now */
+			atomic_store(&s->up_at_ms, clock_mono_ms()); /* the pool may retry now */
 		c->down_logged = !c->pg;
 	}
 	rc = c->pg ? ping_query(c, PG_PING_TIMEOUT_MS, &reason) : ST_UNAVAILABLE;

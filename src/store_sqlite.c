@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "banned.h"
 
@@ -53,6 +54,11 @@ struct sqlite_conn {
 	sqlite3 *db;
 	struct stmt_slot *slots;  /* open addressing on the sql pointer */
 	size_t nslots, used;
+	/* The storage fault (disk full, I/O error) of this connection's last
+	 * failed call, kept at the failure: sqlite3_errcode() is undefined
+	 * once a later call (a ROLLBACK TO) succeeded. The writer reads and
+	 * clears it per batch. */
+	enum store_write_fault fault;
 };
 
 struct sqlite_tx {
@@ -89,6 +95,8 @@ struct sqlite_store {
 	int checkpoint_stopping;
 	int checkpoint_started;
 	int checkpoint_asked_at; /* WAL pages when last asked; the writer's own */
+
+	_Atomic int64_t write_fault_at_ms; /* monotonic ms of the last storage fault */
 
 	struct sqlite_conn *readers;
 	unsigned nreaders;
@@ -150,6 +158,18 @@ static enum st_rc map_sqlite_error(int rc)
 	}
 }
 
+/* Maps the connection's last error, remembering a storage fault. */
+static enum st_rc conn_error(struct sqlite_conn *c)
+{
+	int ec = sqlite3_extended_errcode(c->db);
+
+	if ((ec & 0xff) == SQLITE_FULL)
+		c->fault = STORE_WRITE_DISK_FULL;
+	else if ((ec & 0xff) == SQLITE_IOERR)
+		c->fault = STORE_WRITE_IO_ERROR;
+	return map_sqlite_error(ec);
+}
+
 /* ---- statement cache ---- */
 
 static size_t slot_hash(const char *sql, size_t n)
@@ -201,7 +221,7 @@ static enum st_rc conn_stmt(struct sqlite_conn *c, const char *sql, sqlite3_stmt
 	}
 	rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
 	if (rc != SQLITE_OK)
-		return map_sqlite_error(sqlite3_extended_errcode(c->db));
+		return conn_error(c);
 	c->slots[h].sql = sql;
 	c->slots[h].stmt = *out;
 	c->used++;
@@ -324,7 +344,7 @@ static enum st_rc sqlite_exec(struct tx *tx, const char *sql, int n, const struc
 			goto out;
 	}
 	if (rc != SQLITE_DONE) {
-		ret = map_sqlite_error(sqlite3_extended_errcode(t->conn->db));
+		ret = conn_error(t->conn);
 		goto out;
 	}
 	if (changes)
@@ -356,7 +376,7 @@ static enum st_rc conn_simple(struct sqlite_conn *c, const char *sql)
 	rc = sqlite3_step(st);
 	ret = rc == SQLITE_DONE || rc == SQLITE_ROW
 		      ? ST_OK
-		      : map_sqlite_error(sqlite3_extended_errcode(c->db));
+		      : conn_error(c);
 	sqlite3_reset(st);
 	return ret;
 }
@@ -382,7 +402,7 @@ static enum st_rc savepoint_cmd(struct tx *tx, enum savepoint_verb verb, int dep
 		return conn_simple(t->conn, savepoint_sql[depth][verb]);
 	snprintf(sql, sizeof(sql), "%s sp%d", verbs[verb], depth);
 	rc = sqlite3_exec(t->conn->db, sql, NULL, NULL, NULL);
-	return rc == SQLITE_OK ? ST_OK : map_sqlite_error(sqlite3_extended_errcode(t->conn->db));
+	return rc == SQLITE_OK ? ST_OK : conn_error(t->conn);
 }
 
 static enum st_rc sqlite_savepoint(struct tx *tx, int depth)
@@ -409,12 +429,30 @@ static const struct tx_ops sqlite_tx_ops = {
 
 /* ---- writer ---- */
 
+/* After a batch: publishes whether writes are failing for want of storage
+ * (for readiness) and tells the server of each failing batch (a metric). A
+ * fault seen by a unit whose batch still committed was that unit's alone
+ * (SQLite rolled its statement back) and counts too: the disk is full. */
+static void note_write_fault(struct sqlite_store *s)
+{
+	enum store_write_fault f = s->writer.fault;
+
+	if (f != STORE_WRITE_OK)
+		atomic_store(&s->write_fault_at_ms, clock_mono_ms());
+	atomic_store(&s->base.write_fault, (int)f);
+	if (f != STORE_WRITE_OK && s->base.on_write_fault)
+		s->base.on_write_fault(s->base.on_write_fault_arg, f);
+}
+
 static void run_batch(struct sqlite_store *s, struct unit *batch)
 {
 	struct sqlite_tx t = { .base = { .ops = &sqlite_tx_ops, .dialect = ST_SQLITE, .rand = s->base.rand },
 			       .conn = &s->writer };
-	enum st_rc rc = conn_simple(&s->writer, "BEGIN IMMEDIATE");
+	enum st_rc rc;
 	int any_ok = 0;
+
+	s->writer.fault = STORE_WRITE_OK;
+	rc = conn_simple(&s->writer, "BEGIN IMMEDIATE");
 
 	for (struct unit *u = batch; u; u = u->next) {
 		if (rc) {
@@ -428,6 +466,8 @@ static void run_batch(struct sqlite_store *s, struct unit *batch)
 	}
 	if (rc == ST_OK) {
 		rc = any_ok ? conn_simple(&s->writer, "COMMIT") : conn_simple(&s->writer, "ROLLBACK");
+		if (rc == ST_OK && any_ok)
+			s->writer.fault = STORE_WRITE_OK; /* a durable write: storage is back */
 		if (rc) {
 			log_msg(s->base.log, LOG_ERROR, "sqlite commit failed: %s",
 				sqlite3_errmsg(s->writer.db));
@@ -438,6 +478,7 @@ static void run_batch(struct sqlite_store *s, struct unit *batch)
 					u->rc = rc == ST_BUSY ? ST_UNAVAILABLE : rc;
 		}
 	}
+	note_write_fault(s);
 	while (batch) {
 		struct unit *next = batch->next;
 
@@ -603,13 +644,34 @@ static enum st_rc ping_unit(struct tx *tx, void *arg)
 	return rc;
 }
 
+/* Readiness fails while writes fail for want of storage, so a load
+ * balancer and an operator see it although reads still work. The fault
+ * counts for STORE_FAULT_FRESH_MS after the last failing batch: a probe
+ * write of its own would prove little (a one-page write can still fit in
+ * the space a failed batch gave back), and without traffic nothing would
+ * ever clear it. A committed batch clears it at once. */
+#define STORE_FAULT_FRESH_MS 10000
+
 static enum st_rc sqlite_ping(struct store *base, struct buf *why)
 {
+	struct sqlite_store *s = sqlite_downcast(base);
 	enum st_rc rc = sqlite_read(base, ping_unit, NULL);
+	enum store_write_fault f = (enum store_write_fault)atomic_load(&base->write_fault);
+	int64_t age_ms;
 
-	if (rc && why)
-		buf_printf(why, "sqlite: %s", st_rc_str(rc));
-	return rc;
+	if (rc) {
+		if (why)
+			buf_printf(why, "sqlite: %s", st_rc_str(rc));
+		return rc;
+	}
+	age_ms = clock_mono_ms() - atomic_load(&s->write_fault_at_ms);
+	if (f == STORE_WRITE_OK || age_ms > STORE_FAULT_FRESH_MS)
+		return ST_OK;
+	if (why)
+		buf_printf(why, "sqlite: writes failing: %s (%lld ms ago)",
+			   f == STORE_WRITE_DISK_FULL ? "database or disk is full" : "I/O error",
+			   (long long)age_ms);
+	return ST_UNAVAILABLE;
 }
 
 static void sqlite_close(struct store *base)

@@ -22,6 +22,7 @@
 #include "reconcile.h"
 #include "settled.h"
 #include "worker.h"
+#include "clock.h"
 #include "banned.h"
 
 #define SWEEP_BATCH 500
@@ -42,14 +43,6 @@ struct ticker {
 	char *seen_queues[MAX_GAUGE_QUEUES];
 	int nseen;
 };
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- tasks ---- */
 
@@ -341,7 +334,7 @@ static void *ticker_main(void *arg)
 
 	pthread_mutex_lock(&t->mu);
 	while (!t->stopping) {
-		int64_t now = mono_ms(), soonest = INT64_MAX;
+		int64_t now = clock_mono_ms(), soonest = INT64_MAX;
 
 		for (int i = 0; i < T_COUNT && !t->stopping; i++) {
 			if (t->next[i] > now)
@@ -350,7 +343,7 @@ static void *ticker_main(void *arg)
 			pthread_mutex_unlock(&t->mu);
 			tasks[i](t);
 			pthread_mutex_lock(&t->mu);
-			now = mono_ms();
+			now = clock_mono_ms();
 		}
 		for (int i = 0; i < T_COUNT; i++)
 			if (t->next[i] < soonest)
@@ -377,7 +370,7 @@ enum st_rc ticker_start(struct settled *app, struct ticker **out, struct buf *er
 {
 	struct ticker *t = calloc(1, sizeof(*t));
 	pthread_condattr_t ca;
-	int64_t stuck_every, now = mono_ms();
+	int64_t stuck_every, now = clock_mono_ms();
 
 	*out = NULL;
 	if (!t)
@@ -400,7 +393,7 @@ enum st_rc ticker_start(struct settled *app, struct ticker **out, struct buf *er
 	t->next[T_IDEM] = now + 5000;
 	t->next[T_PURGE] = now + 10000;
 	task_reconcile(t);
-	t->next[T_RECONCILE] = mono_ms() + t->every[T_RECONCILE];
+	t->next[T_RECONCILE] = clock_mono_ms() + t->every[T_RECONCILE];
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

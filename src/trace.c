@@ -33,6 +33,7 @@
 #include "metrics.h"
 #include "validate.h"
 #include "fmt.h"
+#include "clock.h"
 #include "banned.h"
 
 #define TRACE_DEFAULT_CAPACITY 4096
@@ -90,14 +91,6 @@ int64_t trace_now_ns(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* nbytes random bytes as lower-case hex (never all zeros: W3C invalid). */
@@ -628,12 +621,12 @@ static int past_deadline(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_o
 	(void)dlnow;
 	(void)ultotal;
 	(void)ulnow;
-	return d && mono_ms() >= d;
+	return d && clock_mono_ms() >= d;
 }
 
 static void export_failed(struct tracer *tr, size_t n, const char *why)
 {
-	int64_t now = mono_ms();
+	int64_t now = clock_mono_ms();
 
 	tr->nfailures++;
 	metric_inc(tr->failures);
@@ -719,7 +712,7 @@ static void *exporter_main(void *arg)
 	/* Shutdown: what fits in the budget goes out; trace_free drops the rest. */
 	until_ms = atomic_load(&tr->deadline_ms);
 	for (;;) {
-		int64_t left = until_ms - mono_ms();
+		int64_t left = until_ms - clock_mono_ms();
 
 		if (left < 50 || !export_batch(tr, left < tr->timeout_ms ? left : tr->timeout_ms))
 			break;
@@ -873,7 +866,7 @@ void trace_free(struct tracer *tr)
 	if (!tr)
 		return;
 	if (tr->started) {
-		atomic_store(&tr->deadline_ms, (long long)(mono_ms() + tr->shutdown_ms));
+		atomic_store(&tr->deadline_ms, (long long)(clock_mono_ms() + tr->shutdown_ms));
 		pthread_mutex_lock(&tr->mu);
 		tr->stopping = true;
 		pthread_cond_signal(&tr->cv);
