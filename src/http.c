@@ -443,11 +443,31 @@ static void resolve_client_ip(struct req_ctx *rq)
 			    (const char *const *)cfg->trust_proxy, cfg->n_trust_proxy, rq->client_ip);
 }
 
-static bool cors_origin_allowed(const struct req_ctx *rq, const char *origin)
+/* How a response answers CORS (SETTLED_CORS_ORIGINS):
+ *   CORS_OFF      no list: no CORS headers, nothing depends on Origin;
+ *   CORS_ANY      "*" in the list: "Access-Control-Allow-Origin: *" on
+ *                 every response, whatever the Origin, so nothing depends
+ *                 on it either (no Vary). Never with credentials: settled
+ *                 sends no Access-Control-Allow-Credentials at all, and
+ *                 browsers refuse "*" with credentialed requests anyway;
+ *   CORS_LISTED / CORS_REFUSED   a list of origins: the answer depends on
+ *                 the request's Origin, so every response (also one to a
+ *                 request without Origin) carries "Vary: Origin" and a
+ *                 cache never serves one origin's answer to another. */
+enum cors_answer { CORS_OFF, CORS_ANY, CORS_LISTED, CORS_REFUSED };
+
+static enum cors_answer cors_answer(const struct req_ctx *rq)
 {
 	const struct config *cfg = rq->h->app->cfg;
+	const char *origin;
 
-	return origin && ip_in_list(origin, cfg->cors_origins, cfg->n_cors_origins);
+	if (!cfg->n_cors_origins)
+		return CORS_OFF;
+	if (ip_in_list("*", cfg->cors_origins, cfg->n_cors_origins))
+		return CORS_ANY;
+	origin = req_header(rq, "Origin");
+	return origin && ip_in_list(origin, cfg->cors_origins, cfg->n_cors_origins) ? CORS_LISTED
+										     : CORS_REFUSED;
 }
 
 /* Constant-time token check: both sides are hashed first so that neither
@@ -565,7 +585,7 @@ static void add_rate_limit_headers(const struct req_ctx *rq, struct MHD_Response
 
 static void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 {
-	const char *origin = req_header(rq, "Origin");
+	enum cors_answer cors = cors_answer(rq);
 	struct trace_ctx tc = { .flags = rq->trace_flags, .state = NULL };
 	char traceparent[TRACE_CONTEXT_MAX];
 
@@ -581,9 +601,11 @@ static void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 	memcpy(tc.span_id, rq->span_id, sizeof(tc.span_id));
 	trace_ctx_format(&tc, traceparent);
 	MHD_add_response_header(r, "traceparent", traceparent);
-	if (cors_origin_allowed(rq, origin)) {
-		MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+	if (cors == CORS_LISTED || cors == CORS_REFUSED)
 		MHD_add_response_header(r, "Vary", "Origin");
+	if (cors == CORS_LISTED || cors == CORS_ANY) {
+		MHD_add_response_header(r, "Access-Control-Allow-Origin",
+					cors == CORS_ANY ? "*" : req_header(rq, "Origin"));
 		MHD_add_response_header(r, "Access-Control-Expose-Headers",
 					"X-Request-Id, Location, Retry-After, X-Idempotency, "
 					"Idempotent-Replayed, RateLimit, RateLimit-Policy, "
@@ -960,7 +982,7 @@ enum st_rc req_commit(struct req_ctx *rq, req_unit_fn *fn, void *arg)
 
 static enum MHD_Result answer_options(struct req_ctx *rq, const char *allow)
 {
-	const char *origin = req_header(rq, "Origin");
+	enum cors_answer cors = cors_answer(rq);
 	struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
 	enum MHD_Result ret;
 
@@ -969,7 +991,7 @@ static enum MHD_Result answer_options(struct req_ctx *rq, const char *allow)
 	rq->resp.status = 204;
 	add_common_headers(rq, r);
 	MHD_add_response_header(r, "Allow", allow);
-	if (cors_origin_allowed(rq, origin)) {
+	if (cors == CORS_LISTED || cors == CORS_ANY) {
 		MHD_add_response_header(r, "Access-Control-Allow-Methods", allow);
 		MHD_add_response_header(r, "Access-Control-Allow-Headers",
 					"Authorization, Content-Type, Idempotency-Key, X-Request-Id, "
@@ -1388,6 +1410,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	return MHD_YES; /* RQ_WAITING: a spurious call while suspended */
 }
 
+/* The method as metrics and spans name it: one of RFC 9110's methods or
+ * PATCH, else "_OTHER" (OpenTelemetry's convention), so that a client
+ * sending made-up methods cannot add a metric series or a span name per
+ * method. The log line keeps the method as sent (escaped). */
+static const char *method_label(const char *method)
+{
+	static const char *const known[] = { "GET", "HEAD", "POST", "PUT", "DELETE",
+					     "CONNECT", "OPTIONS", "TRACE", "PATCH" };
+
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (!strcmp(method, known[i]))
+			return known[i];
+	return "_OTHER";
+}
+
 static void log_request(struct req_ctx *rq, double secs, int status)
 {
 	const struct settled *app = rq->h->app;
@@ -1412,17 +1449,12 @@ static void log_request(struct req_ctx *rq, double secs, int status)
  * before the span was built, so it is adopted rather than drawn. */
 static void trace_request(struct req_ctx *rq, int status)
 {
-	static const char *const known[] = { "GET", "HEAD", "POST", "PUT", "DELETE",
-					     "CONNECT", "OPTIONS", "TRACE", "PATCH" };
-	const char *method = "_OTHER", *host = req_header(rq, "Host");
+	const char *method = method_label(rq->method), *host = req_header(rq, "Host");
 	struct trace_span sp;
 	struct trace_ctx parent;
 	char name[160], hostname[256];
 	int64_t port = rq->h->port;
 
-	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-		if (!strcmp(rq->method, known[i]))
-			method = known[i];
 	if (rq->route)
 		snprintf(name, sizeof(name), "%s %s", method, rq->route->path);
 	else
@@ -1480,7 +1512,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		status = 499;
 	fmt_i64(status_s, status);
 	{
-		const char *const lv[] = { rq->method, req_route(rq), status_s };
+		const char *const lv[] = { method_label(rq->method), req_route(rq), status_s };
 
 		metrics_inc(h->app->m.http_requests, lv);
 		metrics_observe(h->app->m.http_duration, lv, secs);

@@ -1,6 +1,7 @@
 """SPEC sections 8 (health, metrics) and 11 (metrics, logs)."""
 
 import json
+import re
 import time
 
 import pytest
@@ -118,3 +119,29 @@ def test_logs_are_json_lines_with_request_ids_and_no_secrets(server):
     everything = server.stdout() + server.stderr()
     assert b"secret-token-abc" not in everything, "the Authorization header was logged"
     assert b"alice@example.com" not in everything, "an e-mail address was logged unredacted"
+
+
+def test_unknown_methods_share_one_metric_label(server):
+    """A made-up method is counted as _OTHER (OpenTelemetry's convention),
+    so random methods cannot grow /metrics: 60 of them add no series."""
+    server.get("/healthz")
+    before = len(server.metrics())
+    methods = [f"X{i:02d}{'Q' * 40}" for i in range(60)]
+    for m in methods:
+        r = server.raw(f"{m} /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
+                       method="GET")
+        assert r.status in (400, 404, 405), r
+        r = server.raw(f"{m} /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
+                       method="GET")
+        assert r.status in (400, 404, 405), r
+    text = server.metrics()
+    for m in methods:
+        assert m not in text
+    assert 'method="_OTHER"' in text
+    # Two new label sets (405 on /healthz, 404 unmatched) in two families,
+    # not 120: far below one series per method.
+    assert len(text) - before < 8000, len(text) - before
+    for line in text.splitlines():
+        if line.startswith("http_requests_total{"):
+            assert re.search(r'method="(GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH|_OTHER)"',
+                             line), line

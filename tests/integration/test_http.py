@@ -310,9 +310,56 @@ def test_cors_other_origin_gets_no_cors_headers(cors_server, origin):
     assert r.headers.get("Access-Control-Allow-Origin") is None
 
 
+def test_cors_vary_origin_on_every_answer_of_a_listed_server(cors_server):
+    """With a list of origins the answer depends on Origin, also when the
+    request has none or an unlisted one: a cache must not hand the answer
+    without Access-Control-Allow-Origin to the listed origin (or back)."""
+    for headers in ({}, {"Origin": "https://evil.example"}, {"Origin": ORIGIN}):
+        r = cors_server.get("/healthz", headers=headers)
+        assert r.status == 200, r
+        assert "origin" in _tokens(r.headers.get("Vary")), (headers, r)
+    r = cors_server.get("/nope", headers={"Origin": ORIGIN})
+    assert r.status == 404 and "origin" in _tokens(r.headers.get("Vary")), r
+    r = _preflight(cors_server, "https://evil.example")
+    assert "origin" in _tokens(r.headers.get("Vary")), r
+
+
+@pytest.fixture
+def wildcard_server(start_server):
+    return start_server(env={"SETTLED_CORS_ORIGINS": "*"})
+
+
+@pytest.mark.parametrize("origin", [ORIGIN, "https://other.example", "null", None])
+def test_cors_wildcard_allows_every_origin_without_credentials(wildcard_server, origin):
+    headers = {"Origin": origin} if origin else {}
+    r = wildcard_server.get("/healthz", headers=headers)
+    assert r.status == 200, r
+    assert r.headers.get("Access-Control-Allow-Origin") == "*", r
+    assert r.headers.get("Access-Control-Allow-Credentials") is None, r
+    # "*" is the same answer for every origin: nothing to vary on.
+    assert "origin" not in _tokens(r.headers.get("Vary")), r
+    assert "x-request-id" in _tokens(r.headers.get("Access-Control-Expose-Headers"))
+    if origin:
+        with wildcard_server.unchanged():
+            r = _preflight(wildcard_server, origin)
+        assert r.status == 204, r
+        assert r.headers.get("Access-Control-Allow-Origin") == "*", r
+        assert r.headers.get("Access-Control-Allow-Credentials") is None, r
+        assert r.headers.get("Access-Control-Max-Age") == "86400"
+        assert "post" in _tokens(r.headers.get("Access-Control-Allow-Methods"))
+        assert "origin" not in _tokens(r.headers.get("Vary")), r
+
+
+def test_cors_wildcard_among_origins_wins(start_server):
+    srv = start_server(env={"SETTLED_CORS_ORIGINS": f"{ORIGIN},*"})
+    r = srv.get("/healthz", headers={"Origin": "https://other.example"})
+    assert r.headers.get("Access-Control-Allow-Origin") == "*", r
+
+
 def test_cors_off_by_default(server):
     r = _preflight(server, ORIGIN)
     assert r.status < 500, r
     assert r.headers.get("Access-Control-Allow-Origin") is None
     r = server.get("/healthz", headers={"Origin": ORIGIN})
     assert r.headers.get("Access-Control-Allow-Origin") is None
+    assert "origin" not in _tokens(r.headers.get("Vary")), r
