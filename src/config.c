@@ -859,7 +859,10 @@ void config_help(FILE *out)
 	      "Every flag is also an environment variable; a flag beats the environment,\n"
 	      "an empty value means the default. Durations: 250ms, 90s, 15m, 24h, 7d or\n"
 	      "seconds. Booleans: 1/0, true/false, yes/no, on/off. Lists: comma separated.\n\n"
-	      "  -h, --help\n      print this help and exit\n",
+	      "  -h, --help\n      print this help and exit\n"
+	      "  --version\n      print the version and the git commit, and exit\n"
+	      "  backup PATH [--db FILE]\n      copy the embedded store to PATH while the server runs\n"
+	      "  restore PATH [--db FILE] [--force]\n      put a backup back (the server stopped)\n",
 	      out);
 	for (size_t i = 0; i < N_OPTS; i++) {
 		const struct opt *o = &opts[i];

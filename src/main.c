@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "account.h"
+#include "backup.h"
 #include "config.h"
 #include "http.h"
 #include "idempotency.h"
@@ -30,6 +31,7 @@
 #include "store.h"
 #include "ticker.h"
 #include "trace.h"
+#include "version.h"
 #include "worker.h"
 #include "banned.h"
 
@@ -288,6 +290,13 @@ int main(int argc, char **argv)
 	int code;
 
 	memset(&app, 0, sizeof(app));
+	/* The operator's commands come before any server start-up. */
+	if (argc >= 2 && !strcmp(argv[1], "--version")) {
+		printf("settled %s (commit %s)\n", settled_version, settled_commit);
+		return 0;
+	}
+	if (argc >= 2 && (!strcmp(argv[1], "backup") || !strcmp(argv[1], "restore")))
+		return backup_main(argc, argv, environ);
 	if (config_load(&cfg, environ, argc, argv, &help, &err)) {
 		fprintf(stderr, "settled: %s\n", err.ptr);
 		fprintf(stderr, "settled: see settled --help\n");
