@@ -377,7 +377,13 @@ enum st_rc intent_expire(struct tx *tx, int64_t now_ms, int limit, const char *a
 			rc = fail_with(tx, &it, actor, "hold_expired", true);
 			failed += rc == ST_OK;
 		} else if (rc == ST_OK || rc == ST_NOT_FOUND) {
-			rc = ledger_hold_expire_one(tx, due[i].id); /* not an intent's, or orphaned */
+			/* Not an intent's (a client's hold), or orphaned. One that
+			 * was captured or voided since the list was read (READ
+			 * COMMITTED) is left as it is: failing the batch would
+			 * hold back every other expiry. */
+			rc = ledger_hold_expire_one(tx, due[i].id);
+			if (rc == ST_CONFLICT)
+				rc = ST_OK;
 		}
 	}
 	free(due);

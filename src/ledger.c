@@ -155,10 +155,26 @@ enum st_rc ledger_fund_treasury(struct tx *tx, int64_t amount, bool *funded)
 /* ---- holds ---- */
 
 static const char *const hold_status_names[] = { "pending", "captured", "released", "expired" };
+static const char *const hold_state_names[] = { "PENDING", "CAPTURED", "VOIDED", "EXPIRED" };
 
 const char *hold_status_str(enum hold_status s)
 {
 	return (unsigned)s < 4 ? hold_status_names[s] : "unknown";
+}
+
+const char *hold_state_str(enum hold_status s)
+{
+	return (unsigned)s < 4 ? hold_state_names[s] : "UNKNOWN";
+}
+
+bool hold_state_parse(const char *s, enum hold_status *out)
+{
+	for (int i = 0; i < 4; i++)
+		if (s && !strcmp(s, hold_state_names[i])) {
+			*out = (enum hold_status)i;
+			return true;
+		}
+	return false;
 }
 
 static enum hold_status hold_status_parse(const char *s)
@@ -169,11 +185,20 @@ static enum hold_status hold_status_parse(const char *s)
 	return HOLD_PENDING; /* the CHECK constraint makes this unreachable */
 }
 
-#define HOLD_COLS "id, account_id, intent_id, amount, status, expires_at, created_at, resolved_at"
+/* The amount captured is not stored: it is the net debit of the hold's
+ * account in the one transaction that carries the hold's id. */
+#define HOLD_COLS                                                                                \
+	"id, account_id, intent_id, amount, status, expires_at, created_at, resolved_at,"        \
+	" to_account, client_id, CASE status WHEN 'captured' THEN (SELECT"                       \
+	" sum(CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END)"                   \
+	" FROM ledger_tx t JOIN ledger_entries e ON e.tx_id = t.id"                              \
+	" WHERE t.hold_id = holds.id AND e.account_id = holds.account_id) ELSE 0 END"
 
 static void hold_from_row(const struct st_rows *r, int row, struct ledger_hold *h)
 {
 	const char *intent = rows_text(r, row, 2);
+	const char *to = rows_text(r, row, 8);
+	const char *client = rows_text(r, row, 9);
 
 	memset(h, 0, sizeof(*h));
 	fmt_str(h->id, sizeof(h->id), rows_text(r, row, 0));
@@ -184,6 +209,26 @@ static void hold_from_row(const struct st_rows *r, int row, struct ledger_hold *
 	h->expires_at = rows_i64(r, row, 5);
 	h->created_at = rows_i64(r, row, 6);
 	h->resolved_at = rows_i64(r, row, 7);
+	fmt_str(h->to_account, sizeof(h->to_account), to ? to : "");
+	fmt_str(h->client_id, sizeof(h->client_id), client ? client : "");
+	h->captured = rows_i64(r, row, 10);
+}
+
+/* Every row of r as holds: *out malloc'd (NULL when none). */
+static enum st_rc holds_from_rows(const struct st_rows *r, int n, struct ledger_hold **out)
+{
+	struct ledger_hold *v = NULL;
+
+	*out = NULL;
+	if (n <= 0)
+		return ST_OK;
+	v = calloc((size_t)n, sizeof(*v));
+	if (!v)
+		return ST_NOMEM;
+	for (int i = 0; i < n; i++)
+		hold_from_row(r, i, &v[i]);
+	*out = v;
+	return ST_OK;
 }
 
 enum st_rc ledger_hold_get(struct tx *tx, const char *hold_id, struct ledger_hold *out)
@@ -202,42 +247,69 @@ enum st_rc ledger_hold_get(struct tx *tx, const char *hold_id, struct ledger_hol
 	return rc;
 }
 
-enum st_rc ledger_hold_create(struct tx *tx, const char *account_id, int64_t amount,
-			      int64_t expires_at, const char *intent_id, struct ledger_hold *out)
+enum st_rc ledger_hold_metadata(struct tx *tx, const char *hold_id, char **out)
 {
-	struct account a;
+	struct st_rows *rows = NULL;
+	enum st_rc rc = tx_query(tx, "SELECT metadata FROM holds WHERE id = $1", ST_ARGS(SV_S(hold_id)),
+				 &rows);
+	const char *m;
+
+	*out = NULL;
+	if (rc)
+		return rc;
+	if (!rows->nrows) {
+		rows_free(rows);
+		return ST_NOT_FOUND;
+	}
+	m = rows_text(rows, 0, 0);
+	if (m && !(*out = strdup(m)))
+		rc = ST_NOMEM;
+	rows_free(rows);
+	return rc;
+}
+
+enum st_rc ledger_hold_open(struct tx *tx, const struct ledger_hold_spec *spec, struct ledger_hold *out)
+{
+	struct account a, to;
 	struct ledger_hold h;
 	int64_t held_after, available;
 	enum st_rc rc;
 
-	if (amount <= 0)
+	if (spec->amount <= 0 || (spec->metadata && strlen(spec->metadata) > LEDGER_METADATA_MAX) ||
+	    (spec->to_account && !strcmp(spec->to_account, spec->account_id)))
 		return ST_INVALID;
-	rc = account_by_id(tx, account_id, &a);
+	rc = account_by_id(tx, spec->account_id, &a);
+	if (rc == ST_OK && spec->to_account)
+		rc = account_by_id(tx, spec->to_account, &to);
 	if (rc)
 		return rc;
 	/* Checked here to answer 422 without an error on the store; the
 	 * accounts CHECK refuses the same over-commit if two units race
 	 * (PostgreSQL), which we report the same way. */
-	if (__builtin_add_overflow(a.held, amount, &held_after))
+	if (__builtin_add_overflow(a.held, spec->amount, &held_after))
 		return ST_UNPROCESSABLE;
 	if (!a.may_go_negative &&
-	    (__builtin_sub_overflow(a.balance, a.held, &available) || available < amount))
+	    (__builtin_sub_overflow(a.balance, a.held, &available) || available < spec->amount))
 		return ST_UNPROCESSABLE;
 
 	memset(&h, 0, sizeof(h));
 	ledger_new_id(tx, "hold_", h.id);
-	fmt_str(h.account_id, sizeof(h.account_id), account_id);
-	fmt_str(h.intent_id, sizeof(h.intent_id), intent_id ? intent_id : "");
-	h.amount = amount;
+	fmt_str(h.account_id, sizeof(h.account_id), spec->account_id);
+	fmt_str(h.intent_id, sizeof(h.intent_id), spec->intent_id ? spec->intent_id : "");
+	fmt_str(h.to_account, sizeof(h.to_account), spec->to_account ? spec->to_account : "");
+	fmt_str(h.client_id, sizeof(h.client_id), spec->client_id ? spec->client_id : "");
+	h.amount = spec->amount;
 	h.status = HOLD_PENDING;
-	h.expires_at = expires_at > 0 ? expires_at : 0;
+	h.expires_at = spec->expires_at > 0 ? spec->expires_at : 0;
 	h.created_at = tx_now_ms(tx);
 	rc = tx_exec(tx,
-		     "INSERT INTO holds (id, account_id, amount, status, expires_at, intent_id, created_at)"
-		     " VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
-		     ST_ARGS(SV_S(h.id), SV_S(account_id), SV_I(amount),
-			     h.expires_at ? SV_I(h.expires_at) : SV_NULLV, SV_SOPT(intent_id),
-			     SV_I(h.created_at)),
+		     "INSERT INTO holds (id, account_id, amount, status, expires_at, intent_id, created_at,"
+		     " to_account, client_id, metadata)"
+		     " VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9)",
+		     ST_ARGS(SV_S(h.id), SV_S(spec->account_id), SV_I(spec->amount),
+			     h.expires_at ? SV_I(h.expires_at) : SV_NULLV, SV_SOPT(spec->intent_id),
+			     SV_I(h.created_at), SV_SOPT(spec->to_account), SV_SOPT(spec->client_id),
+			     SV_SOPT(spec->metadata)),
 		     NULL);
 	if (rc == ST_CONFLICT)
 		return ST_UNPROCESSABLE; /* the store's over-commit check */
@@ -245,6 +317,15 @@ enum st_rc ledger_hold_create(struct tx *tx, const char *account_id, int64_t amo
 		return rc;
 	*out = h;
 	return ST_OK;
+}
+
+enum st_rc ledger_hold_create(struct tx *tx, const char *account_id, int64_t amount,
+			      int64_t expires_at, const char *intent_id, struct ledger_hold *out)
+{
+	const struct ledger_hold_spec spec = { .account_id = account_id, .amount = amount,
+					       .expires_at = expires_at, .intent_id = intent_id };
+
+	return ledger_hold_open(tx, &spec, out);
 }
 
 /* Resolves a pending hold as status; exactly one row must change. */
@@ -291,9 +372,9 @@ enum st_rc ledger_hold_keep(struct tx *tx, const char *hold_id)
 	return rc ? rc : ST_CONFLICT;
 }
 
-enum st_rc ledger_hold_capture(struct tx *tx, const char *hold_id, const char *to_account,
-			       const char *kind, const char *intent_id,
-			       char tx_id_out[LEDGER_ID_MAX + 1])
+enum st_rc ledger_hold_capture_amount(struct tx *tx, const char *hold_id, int64_t amount,
+				      const char *to_account, const char *kind,
+				      const char *intent_id, char tx_id_out[LEDGER_ID_MAX + 1])
 {
 	struct ledger_hold h;
 	struct ledger_entry e[2];
@@ -304,22 +385,36 @@ enum st_rc ledger_hold_capture(struct tx *tx, const char *hold_id, const char *t
 		return rc;
 	if (h.status != HOLD_PENDING)
 		return ST_CONFLICT;
-	e[0] = (struct ledger_entry){ h.account_id, LEDGER_DEBIT, h.amount };
-	e[1] = (struct ledger_entry){ to_account, LEDGER_CREDIT, h.amount };
+	if (!to_account || !*to_account)
+		to_account = h.to_account;
+	if (amount == 0)
+		amount = h.amount;
+	if (amount < 0 || amount > h.amount || !*to_account ||
+	    (h.to_account[0] && strcmp(to_account, h.to_account)))
+		return ST_INVALID;
+	e[0] = (struct ledger_entry){ h.account_id, LEDGER_DEBIT, amount };
+	e[1] = (struct ledger_entry){ to_account, LEDGER_CREDIT, amount };
 	p = (struct ledger_post){ .kind = kind, .intent_id = intent_id, .n = 2, .entries = e };
 	rc = ledger_check(&p);
 	if (rc)
 		return rc;
-	/* The store resolves the hold as 'captured' when this row lands and
-	 * accepts one such row per hold (ledger_tx.hold_id is unique). */
+	/* The store resolves the hold as 'captured' when this row lands,
+	 * releasing all of its reservation, and accepts one such row per hold
+	 * (ledger_tx.hold_id is unique). */
 	return post(tx, &p, h.id, tx_id_out);
+}
+
+enum st_rc ledger_hold_capture(struct tx *tx, const char *hold_id, const char *to_account,
+			       const char *kind, const char *intent_id,
+			       char tx_id_out[LEDGER_ID_MAX + 1])
+{
+	return ledger_hold_capture_amount(tx, hold_id, 0, to_account, kind, intent_id, tx_id_out);
 }
 
 enum st_rc ledger_holds_due(struct tx *tx, int64_t now_ms, int limit, struct ledger_hold **out,
 			    size_t *n_out)
 {
 	struct st_rows *rows = NULL;
-	struct ledger_hold *v = NULL;
 	enum st_rc rc;
 
 	*out = NULL;
@@ -332,35 +427,88 @@ enum st_rc ledger_holds_due(struct tx *tx, int64_t now_ms, int limit, struct led
 		      ST_ARGS(SV_I(now_ms), SV_I(limit)), &rows);
 	if (rc)
 		return rc;
-	if (rows->nrows) {
-		v = calloc((size_t)rows->nrows, sizeof(*v));
-		if (!v) {
-			rows_free(rows);
-			return ST_NOMEM;
-		}
-		for (int i = 0; i < rows->nrows; i++)
-			hold_from_row(rows, i, &v[i]);
-	}
-	*out = v;
-	*n_out = (size_t)rows->nrows;
+	rc = holds_from_rows(rows, rows->nrows, out);
+	if (rc == ST_OK)
+		*n_out = (size_t)rows->nrows;
 	rows_free(rows);
-	return ST_OK;
+	return rc;
 }
 
 enum st_rc ledger_hold_expire(struct tx *tx, int64_t now_ms, int limit, int64_t *n_out)
 {
 	struct ledger_hold *due = NULL;
 	size_t n = 0;
+	int64_t expired = 0;
 	enum st_rc rc;
 
 	*n_out = 0;
 	rc = ledger_holds_due(tx, now_ms, limit, &due, &n);
-	for (size_t i = 0; i < n && rc == ST_OK; i++)
+	for (size_t i = 0; i < n && rc == ST_OK; i++) {
 		rc = ledger_hold_expire_one(tx, due[i].id);
+		expired += rc == ST_OK;
+		if (rc == ST_CONFLICT)
+			rc = ST_OK; /* resolved since the list was read */
+	}
 	free(due);
 	if (rc == ST_OK)
-		*n_out = (int64_t)n;
+		*n_out = expired;
 	return rc;
+}
+
+enum st_rc ledger_holds_page(struct tx *tx, const char *client_id, const enum hold_status *state,
+			     const char *after, int limit, struct ledger_hold **out, size_t *n_out,
+			     bool *more)
+{
+	struct st_rows *rows = NULL;
+	size_t n;
+	enum st_rc rc;
+
+	*out = NULL;
+	*n_out = 0;
+	*more = false;
+	if (limit < 1 || limit > LEDGER_PAGE_MAX)
+		return ST_INVALID;
+	/* NULL parameters match everything: one statement serves every
+	 * filter. One row beyond the page says whether another follows. */
+	rc = tx_query(tx,
+		      "SELECT " HOLD_COLS " FROM holds"
+		      " WHERE (CAST($1 AS TEXT) IS NULL OR client_id = $1)"
+		      " AND (CAST($2 AS TEXT) IS NULL OR status = $2)"
+		      " AND id > $3 ORDER BY id LIMIT $4",
+		      ST_ARGS(SV_SOPT(client_id), state ? SV_S(hold_status_str(*state)) : SV_NULLV,
+			      SV_S(after ? after : ""), SV_I(limit + 1)),
+		      &rows);
+	if (rc)
+		return rc;
+	n = rows->nrows > limit ? (size_t)limit : (size_t)rows->nrows;
+	rc = holds_from_rows(rows, (int)n, out);
+	if (rc == ST_OK) {
+		*n_out = n;
+		*more = rows->nrows > limit;
+	}
+	rows_free(rows);
+	return rc;
+}
+
+enum st_rc ledger_hold_stats(struct tx *tx, struct ledger_hold_stats *out)
+{
+	struct st_rows *rows = NULL;
+	enum st_rc rc = tx_query(tx,
+				 "SELECT status, count(*), coalesce(sum(amount), 0) FROM holds GROUP BY status",
+				 ST_NOARGS, &rows);
+
+	memset(out, 0, sizeof(*out));
+	if (rc)
+		return rc;
+	for (int i = 0; i < rows->nrows; i++) {
+		enum hold_status s = hold_status_parse(rows_text(rows, i, 0));
+
+		out->count[s] = rows_i64(rows, i, 1);
+		if (s == HOLD_PENDING)
+			out->held = rows_i64(rows, i, 2);
+	}
+	rows_free(rows);
+	return ST_OK;
 }
 
 /* ---- reads ---- */

@@ -12,7 +12,8 @@
  *
  * Holds reserve funds like TigerBeetle's pending transfers: available =
  * balance - held. A hold is captured (a posted transaction debiting the
- * held account), released or expired exactly once.
+ * held account by all or part of the hold; the rest goes back), released
+ * or expired exactly once.
  *
  * Every function runs inside a write unit's transaction (or a read
  * transaction for the readers) and touches only this module's tables. */
@@ -76,36 +77,77 @@ enum st_rc ledger_fund_treasury(struct tx *tx, int64_t amount, bool *funded);
 /* ---- holds ---- */
 
 enum hold_status { HOLD_PENDING = 0, HOLD_CAPTURED, HOLD_RELEASED, HOLD_EXPIRED };
-const char *hold_status_str(enum hold_status s);   /* "pending", ... */
+const char *hold_status_str(enum hold_status s);   /* "pending", ... (the store's) */
+/* The API's names (SPEC section 13): PENDING, CAPTURED, VOIDED (the
+ * store's 'released'), EXPIRED. hold_state_parse is its inverse: false for
+ * anything else. */
+const char *hold_state_str(enum hold_status s);
+bool hold_state_parse(const char *s, enum hold_status *out);
+
+#define LEDGER_CLIENT_MAX 40        /* an API key's client id ("key_" + 24 hex) */
+#define LEDGER_METADATA_MAX 4096    /* bytes of a hold's metadata (JSON text) */
 
 struct ledger_hold {
 	char id[LEDGER_ID_MAX + 1];
 	char account_id[ACCOUNT_ID_MAX + 1];
 	char intent_id[LEDGER_ID_MAX + 1];  /* "" when none */
+	char to_account[ACCOUNT_ID_MAX + 1]; /* "" when the capture names it */
+	char client_id[LEDGER_CLIENT_MAX + 1]; /* owner; "" for the operator's and intents' */
 	int64_t amount;
+	int64_t captured;                   /* what its capture posted; 0 unless captured */
 	enum hold_status status;
 	int64_t expires_at;                 /* ms; 0 = no timeout */
 	int64_t created_at;
 	int64_t resolved_at;                /* 0 while pending */
 };
 
-/* Reserves amount on account_id until expires_at (ms since epoch; 0 = no
- * timeout). intent_id may be NULL. Fills *out.
- * ST_INVALID: amount <= 0. ST_NOT_FOUND: no such account.
+/* What a new hold reserves, where its capture goes and whose it is.
+ * Strings are borrowed for the call; NULL for the optional ones. */
+struct ledger_hold_spec {
+	const char *account_id;   /* reserved on ("from") */
+	int64_t amount;           /* > 0 */
+	int64_t expires_at;       /* ms since epoch; 0 = no timeout */
+	const char *to_account;   /* where a capture posts, or NULL (named then) */
+	const char *client_id;    /* owner, or NULL */
+	const char *metadata;     /* JSON text (<= LEDGER_METADATA_MAX bytes), or NULL */
+	const char *intent_id;    /* or NULL */
+};
+
+/* Reserves spec->amount on spec->account_id (available drops, balance does
+ * not). Fills *out.
+ * ST_INVALID: amount <= 0, metadata too long, to_account == account_id.
+ * ST_NOT_FOUND: no such account (from or to).
  * ST_UNPROCESSABLE: available (balance - held) < amount on an account that
  * may not go negative, or held would overflow. */
+enum st_rc ledger_hold_open(struct tx *tx, const struct ledger_hold_spec *spec, struct ledger_hold *out);
+
+/* ledger_hold_open of {account_id, amount, expires_at, intent_id}. */
 enum st_rc ledger_hold_create(struct tx *tx, const char *account_id, int64_t amount,
 			      int64_t expires_at, const char *intent_id, struct ledger_hold *out);
 
 /* Reads a hold. ST_NOT_FOUND if none. */
 enum st_rc ledger_hold_get(struct tx *tx, const char *hold_id, struct ledger_hold *out);
 
-/* Captures a pending hold: posts {debit hold account, credit to_account}
- * of the hold's amount with the hold's id, which the store accepts once per
- * hold and which resolves the hold as 'captured' in the same statement.
+/* Reads a hold's metadata: *out is malloc'd JSON text (caller frees), or
+ * NULL when it has none. ST_NOT_FOUND if no such hold. */
+enum st_rc ledger_hold_metadata(struct tx *tx, const char *hold_id, char **out);
+
+/* Captures amount of a pending hold (0: all of it) into to_account (NULL:
+ * the hold's own destination): posts {debit hold account, credit
+ * to_account} of amount with the hold's id, which the store accepts once
+ * per hold and which resolves the hold as 'captured' in the same statement,
+ * releasing the whole reservation: what was not captured goes back.
  * kind/intent_id as in struct ledger_post. tx_id_out may be NULL.
- * ST_NOT_FOUND: no such hold. ST_CONFLICT: not pending (already captured,
- * released or expired) or the store refused the posting. */
+ * ST_NOT_FOUND: no such hold. ST_INVALID: amount < 0 or above the hold's,
+ * no destination, or a destination other than the hold's.
+ * ST_CONFLICT: not pending (already captured, released or expired) or the
+ * store refused the posting. Expiry is the caller's: a pending hold past
+ * its timeout is captured like any other (see ledger_hold_expire_one). */
+enum st_rc ledger_hold_capture_amount(struct tx *tx, const char *hold_id, int64_t amount,
+				      const char *to_account, const char *kind,
+				      const char *intent_id, char tx_id_out[LEDGER_ID_MAX + 1]);
+
+/* ledger_hold_capture_amount of all of the hold into to_account. */
 enum st_rc ledger_hold_capture(struct tx *tx, const char *hold_id, const char *to_account,
 			       const char *kind, const char *intent_id,
 			       char tx_id_out[LEDGER_ID_MAX + 1]);
@@ -128,9 +170,27 @@ enum st_rc ledger_holds_due(struct tx *tx, int64_t now_ms, int limit, struct led
 			    size_t *n_out);
 
 /* Expires up to limit due holds (ledger_holds_due). *n_out gets how many.
+ * A hold resolved meanwhile (PostgreSQL: captured or released by a unit
+ * that committed after the list was read) is skipped, not an error.
  * Holds owned by an intent should be expired through intent_expire()
  * instead, which fails the intent with its hold. */
 enum st_rc ledger_hold_expire(struct tx *tx, int64_t now_ms, int limit, int64_t *n_out);
+
+/* A page of holds in id order (ids sort by creation time): client_id's
+ * (NULL: everyone's), in state (NULL: any), with id > after (NULL or "":
+ * from the first). limit 1..LEDGER_PAGE_MAX. *out is malloc'd (caller
+ * frees; NULL when *n_out == 0); *more says whether more follow. */
+enum st_rc ledger_holds_page(struct tx *tx, const char *client_id, const enum hold_status *state,
+			     const char *after, int limit, struct ledger_hold **out, size_t *n_out,
+			     bool *more);
+
+/* Counts and sums of holds for the metrics: per status, how many; and the
+ * amount currently held (pending) over all accounts. */
+struct ledger_hold_stats {
+	int64_t count[4];        /* by enum hold_status */
+	int64_t held;            /* sum of pending amounts */
+};
+enum st_rc ledger_hold_stats(struct tx *tx, struct ledger_hold_stats *out);
 
 /* ---- reads ---- */
 

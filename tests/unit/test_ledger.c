@@ -473,6 +473,281 @@ BOTH(holds, expire_past_timeout_exactly_once)
 	fx_assert_ledger_invariants("after expiry");
 }
 
+/* ---- holds of the Ledger API: destination, owner, part captures ------- */
+
+struct open_arg {
+	struct ledger_hold_spec spec;
+	struct ledger_hold h;
+};
+
+static enum st_rc open_unit(struct tx *tx, void *arg)
+{
+	struct open_arg *a = arg;
+
+	return ledger_hold_open(tx, &a->spec, &a->h);
+}
+
+struct capture_arg {
+	const char *id;
+	int64_t amount;
+	const char *to;
+	char tx_id[LEDGER_ID_MAX + 1];
+};
+
+static enum st_rc capture_unit(struct tx *tx, void *arg)
+{
+	struct capture_arg *c = arg;
+
+	return ledger_hold_capture_amount(tx, c->id, c->amount, c->to, "test", NULL, c->tx_id);
+}
+
+static enum st_rc capture(const char *id, int64_t amount, const char *to)
+{
+	struct capture_arg c = { .id = id, .amount = amount, .to = to };
+
+	return store_run(F.s, capture_unit, &c);
+}
+
+struct get_arg {
+	const char *id;
+	struct ledger_hold h;
+	char *meta;
+};
+
+static enum st_rc get_unit(struct tx *tx, void *arg)
+{
+	struct get_arg *g = arg;
+	enum st_rc rc = ledger_hold_get(tx, g->id, &g->h);
+
+	return rc ? rc : ledger_hold_metadata(tx, g->id, &g->meta);
+}
+
+static struct ledger_hold hold_read(const char *id)
+{
+	struct get_arg g = { .id = id };
+
+	cr_assert_eq(store_read(F.s, get_unit, &g), ST_OK, "hold %s", id);
+	free(g.meta);
+	return g.h;
+}
+
+BOTH(holds, open_keeps_destination_owner_and_metadata)
+{
+	struct account w = wallet(20);
+	struct open_arg a = { .spec = { .account_id = ACCT_TREASURY, .amount = 500, .to_account = w.id,
+					.client_id = "key_c1", .metadata = "{\"campaign\":\"x\"}",
+					.expires_at = FX_NOW0 + 5000 } };
+	struct get_arg g;
+	struct fx_snap s;
+
+	cr_assert_eq(store_run(F.s, open_unit, &a), ST_OK);
+	g = (struct get_arg){ .id = a.h.id };
+	cr_assert_eq(store_read(F.s, get_unit, &g), ST_OK);
+	cr_assert_str_eq(g.h.to_account, w.id);
+	cr_assert_str_eq(g.h.client_id, "key_c1");
+	cr_assert_str_eq(g.meta, "{\"campaign\":\"x\"}");
+	cr_assert_eq(g.h.amount, 500);
+	cr_assert_eq(g.h.captured, 0);
+	cr_assert_eq(g.h.expires_at, FX_NOW0 + 5000);
+	cr_assert_str_eq(hold_state_str(g.h.status), "PENDING");
+	free(g.meta);
+	cr_assert_eq(fx_account(ACCT_TREASURY).held, 500);
+
+	s = fx_snapshot();
+	a.spec.to_account = "nope";
+	cr_assert_eq(store_run(F.s, open_unit, &a), ST_NOT_FOUND, "unknown destination");
+	a.spec.to_account = ACCT_TREASURY;
+	cr_assert_eq(store_run(F.s, open_unit, &a), ST_INVALID, "to itself");
+	fx_assert_unchanged(&s, "refused holds");
+
+	/* What a hold is, whose and where it goes never change. */
+	cr_assert_eq(RAW("UPDATE holds SET client_id = 'key_other'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE holds SET to_account = 'revenue'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE holds SET metadata = '{}'"), ST_CONFLICT);
+	fx_assert_unchanged(&s, "rewriting a hold");
+	fx_assert_ledger_invariants("after opening");
+}
+
+BOTH(holds, capture_part_releases_the_rest_once)
+{
+	struct account w = wallet(21);
+	struct open_arg a = { .spec = { .account_id = ACCT_TREASURY, .amount = 1000, .to_account = w.id } };
+	struct ledger_hold h;
+	struct fx_snap s;
+
+	cr_assert_eq(store_run(F.s, open_unit, &a), ST_OK);
+	s = fx_snapshot();
+	cr_assert_eq(capture(a.h.id, 1001, NULL), ST_INVALID, "more than it holds");
+	cr_assert_eq(capture(a.h.id, -1, NULL), ST_INVALID, "negative");
+	cr_assert_eq(capture(a.h.id, 10, ACCT_REVENUE), ST_INVALID, "another destination");
+	fx_assert_unchanged(&s, "refused captures");
+
+	cr_assert_eq(capture(a.h.id, 300, NULL), ST_OK);
+	h = hold_read(a.h.id);
+	cr_assert_eq(h.status, HOLD_CAPTURED);
+	cr_assert_eq(h.captured, 300);
+	cr_assert_str_eq(hold_state_str(h.status), "CAPTURED");
+	cr_assert_eq(fx_account(w.id).balance, 300);
+	cr_assert_eq(fx_account(ACCT_TREASURY).balance, FX_FUNDING - 300);
+	cr_assert_eq(fx_account(ACCT_TREASURY).held, 0, "the other 700 went back");
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_tx WHERE hold_id = $1", a.h.id), 1);
+
+	s = fx_snapshot();
+	cr_assert_eq(capture(a.h.id, 700, NULL), ST_CONFLICT, "the rest cannot be captured later");
+	cr_assert_eq(capture(a.h.id, 0, NULL), ST_CONFLICT);
+	cr_assert_eq(hold_do(a.h.id, 1, NULL), ST_CONFLICT, "void after capture");
+	cr_assert_eq(hold_do(a.h.id, 2, NULL), ST_CONFLICT, "expiry after capture");
+	fx_assert_unchanged(&s, "acting on a captured hold");
+
+	/* The whole of it, to a destination named at capture. */
+	cr_assert_eq(hold(ACCT_TREASURY, 40, 0, &h), ST_OK);
+	cr_assert_eq(capture(h.id, 0, NULL), ST_INVALID, "no destination anywhere");
+	cr_assert_eq(capture(h.id, 0, ACCT_REVENUE), ST_OK);
+	cr_assert_eq(hold_read(h.id).captured, 40);
+	cr_assert_eq(fx_account(ACCT_REVENUE).balance, 40);
+	fx_assert_ledger_invariants("after part captures");
+}
+
+BOTH(holds, store_refuses_captures_beyond_the_hold_or_elsewhere)
+{
+	struct account w = wallet(22);
+	struct open_arg a = { .spec = { .account_id = ACCT_TREASURY, .amount = 100, .to_account = w.id } };
+	char sql_over[512], sql_else[512], sql_zero[512];
+	struct fx_snap s;
+
+	cr_assert_eq(store_run(F.s, open_unit, &a), ST_OK);
+	snprintf(sql_over, sizeof(sql_over),
+		 "INSERT INTO ledger_tx (id, kind, hold_id, created_at) VALUES ('rc1', 'raw', '%s', 0)", a.h.id);
+	memcpy(sql_else, sql_over, sizeof(sql_over));
+	memcpy(sql_zero, sql_over, sizeof(sql_over));
+	s = fx_snapshot();
+	/* 101 from a hold of 100. */
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " SELECT 'rc1', 'treasury', 'debit', 101, 0",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " SELECT 'rc1', id, 'credit', 101, 0 FROM accounts WHERE wallet = '0x0000000000000000000000000000000000000016'",
+			 sql_over),
+		     ST_CONFLICT);
+	/* 50 to revenue when the hold goes to the wallet. */
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('rc1', 'treasury', 'debit', 50, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('rc1', 'revenue', 'credit', 50, 0)",
+			 sql_else),
+		     ST_CONFLICT);
+	/* A debit taken back in the same transaction captures nothing. */
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('rc1', 'treasury', 'debit', 50, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('rc1', 'treasury', 'credit', 50, 0)",
+			 sql_zero),
+		     ST_CONFLICT);
+	fx_assert_unchanged(&s, "raw captures");
+	/* A raw capture of part of it, to its destination, is what ledger.c does. */
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('rc1', 'treasury', 'debit', 60, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " SELECT 'rc1', id, 'credit', 60, 0 FROM accounts WHERE wallet = '0x0000000000000000000000000000000000000016'",
+			 sql_over),
+		     ST_OK);
+	cr_assert_eq(hold_read(a.h.id).captured, 60);
+	cr_assert_eq(fx_account(w.id).balance, 60);
+	cr_assert_eq(fx_account(ACCT_TREASURY).held, 0);
+	fx_assert_ledger_invariants("after a raw part capture");
+}
+
+struct holds_page_arg {
+	const char *client;
+	const enum hold_status *state;
+	char after[LEDGER_ID_MAX + 1];
+	int limit;
+	struct ledger_hold *v;
+	size_t n;
+	bool more;
+};
+
+static enum st_rc holds_page_unit(struct tx *tx, void *arg)
+{
+	struct holds_page_arg *p = arg;
+
+	return ledger_holds_page(tx, p->client, p->state, p->after, p->limit, &p->v, &p->n, &p->more);
+}
+
+static enum st_rc stats_unit(struct tx *tx, void *arg)
+{
+	return ledger_hold_stats(tx, arg);
+}
+
+BOTH(holds, expiry_skips_what_was_resolved_and_pages_filter)
+{
+	struct ledger_hold a, b, c;
+	struct ledger_hold_stats st;
+	struct open_arg o = { .spec = { .account_id = ACCT_TREASURY, .amount = 7, .client_id = "key_c2",
+					.expires_at = FX_NOW0 + 10 } };
+	int64_t n = -1;
+	enum hold_status pending = HOLD_PENDING;
+
+	cr_assert_eq(store_run(F.s, open_unit, &o), ST_OK);
+	a = o.h;
+	cr_assert_eq(store_run(F.s, open_unit, &o), ST_OK);
+	b = o.h;
+	cr_assert_eq(hold(ACCT_TREASURY, 5, FX_NOW0 + 10, &c), ST_OK);
+	cr_assert_eq(hold_do(b.id, 1, NULL), ST_OK, "void b");
+	fx_advance(10);
+	cr_assert_eq(store_run(F.s, expire_unit, &n), ST_OK);
+	cr_assert_eq(n, 2, "a and c, once each");
+	cr_assert_eq(hold_read(a.id).status, HOLD_EXPIRED);
+	cr_assert_eq(hold_read(b.id).status, HOLD_RELEASED);
+	cr_assert_str_eq(hold_state_str(HOLD_RELEASED), "VOIDED");
+	cr_assert_eq(store_run(F.s, expire_unit, &n), ST_OK);
+	cr_assert_eq(n, 0);
+
+	{
+		struct ledger_hold h;
+		enum hold_status parsed;
+
+		cr_assert(hold_state_parse("VOIDED", &parsed));
+		cr_assert_eq(parsed, HOLD_RELEASED);
+		cr_assert_not(hold_state_parse("released", &parsed));
+		cr_assert_eq(hold(ACCT_TREASURY, 9, 0, &h), ST_OK);
+	}
+
+	/* Pages: the client's two, one at a time; everyone's pending one. */
+	{
+		struct holds_page_arg p = { .client = "key_c2", .limit = 1 };
+
+		cr_assert_eq(store_read(F.s, holds_page_unit, &p), ST_OK);
+		cr_assert_eq(p.n, 1);
+		cr_assert(p.more);
+		cr_assert_str_eq(p.v[0].id, strcmp(a.id, b.id) < 0 ? a.id : b.id);
+		snprintf(p.after, sizeof(p.after), "%s", p.v[0].id);
+		free(p.v);
+		cr_assert_eq(store_read(F.s, holds_page_unit, &p), ST_OK);
+		cr_assert_eq(p.n, 1);
+		cr_assert_not(p.more);
+		free(p.v);
+		p = (struct holds_page_arg){ .state = &pending, .limit = 10 };
+		cr_assert_eq(store_read(F.s, holds_page_unit, &p), ST_OK);
+		cr_assert_eq(p.n, 1, "only the last one is pending");
+		cr_assert_eq(p.v[0].amount, 9);
+		cr_assert_str_eq(p.v[0].client_id, "");
+		free(p.v);
+		p = (struct holds_page_arg){ .client = "key_none", .limit = 10 };
+		cr_assert_eq(store_read(F.s, holds_page_unit, &p), ST_OK);
+		cr_assert_eq(p.n, 0);
+		cr_assert_null(p.v);
+		p = (struct holds_page_arg){ .limit = LEDGER_PAGE_MAX + 1 };
+		cr_assert_eq(store_read(F.s, holds_page_unit, &p), ST_INVALID);
+	}
+	cr_assert_eq(store_read(F.s, stats_unit, &st), ST_OK);
+	cr_assert_eq(st.count[HOLD_PENDING], 1);
+	cr_assert_eq(st.count[HOLD_EXPIRED], 2);
+	cr_assert_eq(st.count[HOLD_RELEASED], 1);
+	cr_assert_eq(st.count[HOLD_CAPTURED], 0);
+	cr_assert_eq(st.held, 9);
+	fx_assert_ledger_invariants("after expiry");
+}
+
 /* Many threads reserve the treasury at once: exactly as many holds as the
  * funds cover succeed, the rest are refused, held never exceeds balance. */
 #define RACERS 16
