@@ -236,14 +236,33 @@ static bool name_ok(const char *name)
 	return n > 0 && n <= APIKEY_NAME_MAX;
 }
 
-enum st_rc apikey_create(struct tx *tx, const char *name, struct api_key *out,
-			 char key[APIKEY_LEN + 1])
+/* Does any key (live or not) carry client_id? */
+static enum st_rc client_exists(struct tx *tx, const char *client_id)
 {
-	struct insert_arg a = { .name = name };
+	struct st_rows *r = NULL;
+	enum st_rc rc = tx_query(tx, "SELECT 1 FROM api_keys WHERE client_id = $1 LIMIT 1",
+				 ST_ARGS(SV_S(client_id)), &r);
+
+	if (rc)
+		return rc;
+	rc = r->nrows ? ST_OK : ST_NOT_FOUND;
+	rows_free(r);
+	return rc;
+}
+
+enum st_rc apikey_create(struct tx *tx, const char *name, const char *client_id,
+			 struct api_key *out, char key[APIKEY_LEN + 1])
+{
+	struct insert_arg a = { .name = name, .client_id = client_id };
 	enum st_rc rc;
 
-	if (!name_ok(name))
+	if (!name_ok(name) || (client_id && (!*client_id || strlen(client_id) > APIKEY_ID_MAX)))
 		return ST_INVALID;
+	if (client_id) {
+		rc = client_exists(tx, client_id);
+		if (rc)
+			return rc;
+	}
 	rc = insert_key(tx, &a);
 	if (rc)
 		return rc;
@@ -300,12 +319,32 @@ enum st_rc apikey_rotate(struct tx *tx, const char *id, int64_t grace_ms, struct
 	return ST_OK;
 }
 
+/* The rotation chain through a key: its predecessors (rows whose
+ * replaced_by leads to it) and its successors (its replaced_by, theirs...).
+ * Every live key of it is revoked together with the key named: a leaked
+ * key is usually leaked with its pair, and a predecessor left working in
+ * its grace period could not even be rotated any more. The key named is
+ * revoked whatever its state (as before: DELETE marks it); the others only
+ * while live, so an expired predecessor keeps its history as it was. */
 enum st_rc apikey_revoke(struct tx *tx, const char *id, struct api_key *out)
 {
 	struct api_key k;
 	enum st_rc rc;
 
-	rc = tx_exec(tx, "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+	rc = apikey_get(tx, id, &k);
+	if (rc)
+		return rc;
+	rc = tx_exec(tx,
+		     "WITH RECURSIVE back(id) AS ("
+		     "  SELECT id FROM api_keys WHERE id = $1"
+		     "  UNION SELECT k.id FROM api_keys k JOIN back b ON k.replaced_by = b.id),"
+		     " fwd(id) AS ("
+		     "  SELECT id FROM api_keys WHERE id = $1"
+		     "  UNION SELECT k.replaced_by FROM api_keys k JOIN fwd f ON k.id = f.id"
+		     "  WHERE k.replaced_by IS NOT NULL)"
+		     " UPDATE api_keys SET revoked_at = $2"
+		     " WHERE id IN (SELECT id FROM back UNION SELECT id FROM fwd) AND revoked_at IS NULL"
+		     " AND (id = $1 OR expires_at IS NULL OR expires_at > $2)",
 		     ST_ARGS(SV_S(id), SV_I(tx_now_ms(tx))), NULL);
 	if (rc)
 		return rc;

@@ -11,7 +11,8 @@
  *
  * Rotation creates a successor with the same name and keeps the old row
  * valid until now + grace (expires_at), pointing at the successor
- * (replaced_by). Revocation is immediate and per key.
+ * (replaced_by). Revocation is immediate and takes the whole rotation
+ * chain's live keys (apikey_revoke).
  *
  * Identity: every key carries a client_id, its own id when created and its
  * predecessor's client_id when it comes from a rotation. The client id is
@@ -70,11 +71,15 @@ void apikey_hash(const char *key, size_t len, char hex[APIKEY_HASH_HEX + 1]);
  * (a key is valid while now < expires_at). */
 bool apikey_active(const struct api_key *k, int64_t now_ms);
 
-/* Creates a key named name (1..APIKEY_NAME_MAX bytes, caller validated).
+/* Creates a key named name (1..APIKEY_NAME_MAX bytes, caller validated)
+ * for client_id: NULL makes a new client (the key's own id becomes its
+ * client id); otherwise the id of an existing client (one some key, live or
+ * not, carries), so a partner may hold several independent keys.
  * *out gets the stored row, key the whole key (shown once; the caller
- * must not log or store it). ST_INVALID for a bad name. */
-enum st_rc apikey_create(struct tx *tx, const char *name, struct api_key *out,
-			 char key[APIKEY_LEN + 1]);
+ * must not log or store it). ST_INVALID for a bad name or client id,
+ * ST_NOT_FOUND when no key carries client_id. */
+enum st_rc apikey_create(struct tx *tx, const char *name, const char *client_id,
+			 struct api_key *out, char key[APIKEY_LEN + 1]);
 
 /* Rotates key id: creates its successor (same name; *out, key as for
  * apikey_create) and makes the old key expire at now + grace_ms (or
@@ -85,9 +90,10 @@ enum st_rc apikey_create(struct tx *tx, const char *name, struct api_key *out,
 enum st_rc apikey_rotate(struct tx *tx, const char *id, int64_t grace_ms, struct api_key *out,
 			 char key[APIKEY_LEN + 1], struct api_key *old_out);
 
-/* Revokes key id at once. Revoking a revoked key changes nothing and
- * succeeds (DELETE is idempotent); *out (may be NULL) gets the row.
- * ST_NOT_FOUND: no such key. */
+/* Revokes key id at once, and with it every live key of its rotation
+ * chain (its predecessors still in their grace period, its successors).
+ * Revoking a revoked key changes nothing and succeeds (DELETE is
+ * idempotent); *out (may be NULL) gets the row. ST_NOT_FOUND: no such key. */
 enum st_rc apikey_revoke(struct tx *tx, const char *id, struct api_key *out);
 
 /* Reads one key by id. ST_NOT_FOUND if none. */

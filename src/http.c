@@ -800,15 +800,18 @@ static bool idempotency_precheck(struct req_ctx *rq)
 		return false;
 	}
 	rq->idem_key = key;
-	idem_fingerprint(rq->h->app->idem, rq->method, rq->route->path, rq->body.ptr, rq->body.len,
+	/* The concrete path, never the template: one key sent to
+	 * /api/admin/api-keys/A/rotate and then to .../B/rotate are two
+	 * requests, and B's must run, not replay A's answer. */
+	idem_fingerprint(rq->h->app->idem, rq->method, rq->url, rq->body.ptr, rq->body.len,
 			 rq->fingerprint);
-	n = strlen(rq->client_id) + strlen(rq->method) + strlen(rq->route->path) + 3;
+	n = strlen(rq->client_id) + strlen(rq->method) + strlen(rq->url) + 3;
 	rq->idem_scope = req_alloc(rq, n);
 	if (!rq->idem_scope) {
 		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
 		return false;
 	}
-	snprintf(rq->idem_scope, n, "%s %s %s", rq->client_id, rq->method, rq->route->path);
+	snprintf(rq->idem_scope, n, "%s %s %s", rq->client_id, rq->method, rq->url);
 
 	/* A finished key is answered from a read connection: no writer, no
 	 * write. This comes before the running check, so any number of

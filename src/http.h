@@ -85,7 +85,11 @@ const char *req_header(const struct req_ctx *rq, const char *name);  /* NULL if 
 const char *req_query(const struct req_ctx *rq, const char *name);   /* NULL if absent */
 const char *req_param(const struct req_ctx *rq, const char *name);   /* path parameter, NUL-terminated copy */
 const char *req_client_ip(const struct req_ctx *rq);  /* peer, or trusted X-Forwarded-For hop */
-const char *req_client_id(const struct req_ctx *rq);  /* API key id, "admin", or "anon": idempotency scope */
+/* Who the caller is: the API key's client id (the rotation chain's first
+ * key id, "key_…", kept across rotations), "admin" for the admin token,
+ * "anon" on routes without authentication. The idempotency scope, the v2
+ * rate-limit key and the owner of everything a client creates. */
+const char *req_client_id(const struct req_ctx *rq);
 json_t *req_json(const struct req_ctx *rq);           /* parsed body (borrowed) or NULL */
 const char *req_body(const struct req_ctx *rq, size_t *len);  /* raw body bytes */
 int64_t req_now_ms(const struct req_ctx *rq);         /* the server clock at request start */

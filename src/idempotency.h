@@ -13,8 +13,9 @@
  *     same instance is answered 409 idempotency_key_in_use from an
  *     in-memory table of running keys (struct idem), without queueing.
  *
- * Scope = client id + method + route template; fingerprint = SHA-256 over
- * method, route template and raw body. */
+ * Scope = client id + method + the request's concrete path (never the
+ * route template: /api/admin/api-keys/A/rotate and .../B/rotate are two
+ * requests); fingerprint = SHA-256 over method, concrete path and raw body. */
 #ifndef SETTLED_IDEMPOTENCY_H
 #define SETTLED_IDEMPOTENCY_H
 
@@ -38,7 +39,7 @@ bool idem_begin(struct idem *ix, const char *scope, const char *key);
 /* Unmarks it; call exactly once after a successful idem_begin. */
 void idem_end(struct idem *ix, const char *scope, const char *key);
 
-/* Hex SHA-256 over method, route and body, each length-prefixed so that
+/* Hex SHA-256 over method, path and body, each length-prefixed so that
  * no two different triples hash the same input. out gets 64 hex + NUL. */
 void idem_fingerprint(const struct idem *ix, const char *method, const char *route, const char *body,
 		      size_t body_len, char out[IDEM_FINGERPRINT_LEN + 1]);

@@ -2,7 +2,10 @@
  * All ROUTE_ADMIN: the dispatcher has checked the admin token (401
  * without, 403 wrong) before any of this runs.
  *
- *   POST   /api/admin/api-keys {name}        201 {id, key, prefix, name, ...}
+ *   POST   /api/admin/api-keys {name, client_id?}
+ *                                            201 {id, client_id, key, prefix, name, ...};
+ *                                            client_id: another key for an existing
+ *                                            client (else a new client, client_id = id)
  *   POST   /api/admin/api-keys/{id}/rotate   201 the successor; the old key
  *                                            works until now + SETTLED_API_KEY_GRACE
  *   DELETE /api/admin/api-keys/{id}          200 the key, revoked at once
@@ -10,8 +13,9 @@
  * A key is shown once: the 201 carries it, and the idempotency record (so a
  * replay of the same Idempotency-Key) holds the same answer with "key":
  * null (resp_replay_json), so the secret is never stored in plain text.
- * Error codes: invalid_name (400); key_not_found (404); key_inactive,
- * already_rotated (409). */
+ * Error codes: invalid_name, invalid_client_id (400); key_not_found,
+ * unknown_client (404); key_inactive, already_rotated (409). Revoking a
+ * key revokes its rotation chain's live keys (apikey_revoke). */
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -76,6 +80,7 @@ static enum st_rc reply_new_key(struct resp *resp, const struct api_key *k, cons
 
 struct create_req {
 	char name[APIKEY_NAME_MAX + 1];
+	char client_id[APIKEY_ID_MAX + 1];  /* "" : a new client */
 };
 
 static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
@@ -85,7 +90,10 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 	char key[APIKEY_LEN + 1];
 	enum st_rc rc;
 
-	rc = apikey_create(tx, r->name, &k, key);
+	rc = apikey_create(tx, r->name, r->client_id[0] ? r->client_id : NULL, &k, key);
+	if (rc == ST_NOT_FOUND)
+		return unit_fail(resp, ST_NOT_FOUND, "unknown_client", "no API key belongs to this client",
+				 json_pack("{s:s}", "field", "client_id"));
 	if (rc)
 		return rc;
 	rc = reply_new_key(resp, &k, key, NULL);
@@ -105,9 +113,21 @@ static bool name_valid(const char *s, size_t len)
 	return true;
 }
 
+/* A client id as keys carry it: "key_" + 24 lower-case hex digits. */
+static bool client_id_valid(const char *s, size_t len)
+{
+	if (len != 28 || strlen(s) != len || memcmp(s, "key_", 4))
+		return false;
+	for (size_t i = 4; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
 enum st_rc route_apikey_create(struct req_ctx *rq)
 {
 	json_t *name = json_object_get(req_json(rq), "name");
+	json_t *client = json_object_get(req_json(rq), "client_id");
 	struct create_req *r = req_alloc(rq, sizeof(*r));
 
 	if (!r)
@@ -117,6 +137,14 @@ enum st_rc route_apikey_create(struct req_ctx *rq)
 				      "name must be a string of 1 to 100 bytes without control characters",
 				      "name");
 	snprintf(r->name, sizeof(r->name), "%s", json_string_value(name));
+	if (client && !json_is_null(client)) {
+		if (!json_is_string(client) || !client_id_valid(json_string_value(client),
+								json_string_length(client)))
+			return req_fail_field(rq, ST_INVALID, "invalid_client_id",
+					      "client_id must be the id of an existing client (key_ + 24 hex digits)",
+					      "client_id");
+		snprintf(r->client_id, sizeof(r->client_id), "%s", json_string_value(client));
+	}
 	return req_commit(rq, create_unit, r);
 }
 

@@ -255,11 +255,18 @@ def test_revoked_key_fails_at_once(srv):
                      "key_inactive")
 
 
-def test_revoking_the_old_key_in_grace_ends_it(srv):
+def test_revoking_the_old_key_in_grace_ends_the_chain(srv):
+    """Revoking any key of a rotation chain revokes its live keys (a leaked
+    key is cut off with its pair); a fresh key for the same client
+    (client_id) keeps the client's identity."""
     old = create(srv)
     new = rotate(srv, old["id"]).json
     assert revoke(srv, old["id"]).status == 200
-    assert not authenticated(srv, old["key"]) and authenticated(srv, new["key"])
+    assert not authenticated(srv, old["key"]) and not authenticated(srv, new["key"])
+    fresh = srv.post("/api/admin/api-keys", {"name": "again", "client_id": old["client_id"]},
+                     headers=ADMIN, key=new_key())
+    assert fresh.status == 201 and fresh.json["client_id"] == old["client_id"], fresh
+    assert authenticated(srv, fresh.json["key"])
 
 
 # --------------------------------------------------------------------------
@@ -376,3 +383,100 @@ def test_v2_claim_refusals_write_nothing(start_server):
         assert_error(r, 409, "tx_hash_already_recorded")
     treasury = srv.get("/api/v2/accounts/treasury", headers=ADMIN).json
     assert treasury["held"] == "10"
+
+
+# --------------------------------------------------------------------------
+# the concrete path in the idempotency scope; revoking a rotation chain;
+# more keys for one client
+
+
+def test_one_idempotency_key_on_two_rotate_paths_rotates_both(srv):
+    a, b = create(srv, "a"), create(srv, "b")
+    idem = new_key("rotate")
+    ra = rotate(srv, a["id"], key=idem)
+    rb = rotate(srv, b["id"], key=idem)
+    assert ra.status == rb.status == 201, (ra, rb)
+    assert ra.headers["X-Idempotency"] == rb.headers["X-Idempotency"] == "MISS"
+    assert ra.json["replaces"]["id"] == a["id"] and rb.json["replaces"]["id"] == b["id"]
+    assert rb.json["key"] and authenticated(srv, rb.json["key"])
+    replaced = dict(rows(srv, f"SELECT id, replaced_by FROM api_keys WHERE id IN ('{a['id']}', '{b['id']}')"))
+    assert replaced == {a["id"]: ra.json["id"], b["id"]: rb.json["id"]}
+    # Each path replays its own answer.
+    again = rotate(srv, b["id"], key=idem)
+    assert again.headers["X-Idempotency"] == "HIT" and again.json["id"] == rb.json["id"]
+
+
+def test_one_idempotency_key_on_two_batch_approvals_approves_both(start_server):
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS="86400000")
+    k = create(srv)
+    ids = []
+    for _ in range(2):
+        r = srv.post("/api/v2/payouts/batch",
+                     {"reference": new_key("ref"), "items": [{"wallet": new_wallet(), "amount": "1"}]},
+                     headers=bearer(k["key"]), key=new_key())
+        assert r.status == 201, r
+        ids.append(r.json["id"])
+    idem = new_key("approve")
+    answers = [srv.post(f"/api/v2/payouts/batch/{i}/approve", headers=ADMIN, key=idem) for i in ids]
+    for i, r in zip(ids, answers):
+        assert r.headers.get("X-Idempotency") == "MISS", r
+        assert r.json["id"] == i, r
+    status = dict(rows(srv, "SELECT id, status FROM payout_batches"))
+    assert all(status[i] != "PENDING_APPROVAL" for i in ids), status
+
+
+def test_revoking_a_successor_revokes_its_predecessor_in_grace(srv):
+    old = create(srv)
+    new = rotate(srv, old["id"]).json
+    assert authenticated(srv, old["key"]) and authenticated(srv, new["key"])
+    r = revoke(srv, new["id"])
+    assert r.status == 200 and r.json["revoked_at"], r
+    assert not authenticated(srv, new["key"]) and not authenticated(srv, old["key"])
+    with srv.unchanged():
+        for k in (old, new):
+            assert_error(srv.post(f"/api/admin/api-keys/{k['id']}/rotate", headers=ADMIN), 409,
+                         "key_inactive")
+
+
+def test_revoking_a_key_in_the_middle_of_a_chain_revokes_both_ends(srv):
+    k1 = create(srv)
+    k2 = rotate(srv, k1["id"]).json
+    k3 = rotate(srv, k2["id"]).json
+    other = create(srv, "other")
+    assert revoke(srv, k2["id"]).status == 200
+    for k in (k1, k2, k3):
+        assert not authenticated(srv, k["key"]), k["id"]
+    assert authenticated(srv, other["key"]), "another client's key is not in the chain"
+
+
+def test_a_second_key_for_a_client_shares_its_identity(srv):
+    a = create(srv, "a")
+    assert a["client_id"] == a["id"]
+    r = srv.post("/api/admin/api-keys", {"name": "a-ci", "client_id": a["client_id"]}, headers=ADMIN,
+                 key=new_key())
+    assert r.status == 201, r
+    a2 = r.json
+    assert a2["client_id"] == a["client_id"] and a2["id"] != a["id"]
+    # One client: an Idempotency-Key used with the first key replays with the second.
+    idem = new_key("shared")
+    body = {"reference": "r1", "items": [{"wallet": new_wallet(), "amount": "1"}]}
+    r1 = srv.post("/api/v2/payouts/batch", body, headers=bearer(a["key"]), key=idem)
+    r2 = srv.post("/api/v2/payouts/batch", body, headers=bearer(a2["key"]), key=idem)
+    assert r1.status == 201 and r2.headers["X-Idempotency"] == "HIT" and r2.body == r1.body
+    # Independent chains: revoking one key leaves the other.
+    assert revoke(srv, a["id"]).status == 200
+    assert authenticated(srv, a2["key"])
+
+
+@pytest.mark.parametrize("client_id, status, code", [
+    ("key_" + "0" * 24, 404, "unknown_client"),
+    ("nope", 400, "invalid_client_id"),
+    (42, 400, "invalid_client_id"),
+    ("key_" + "A" * 24, 400, "invalid_client_id"),
+])
+def test_a_key_for_an_unknown_or_malformed_client_is_refused(srv, client_id, status, code):
+    create(srv)
+    with srv.unchanged():
+        body = assert_error(srv.post("/api/admin/api-keys", {"name": "x", "client_id": client_id},
+                                     headers=ADMIN), status, code)
+        assert body["field"] == "client_id"

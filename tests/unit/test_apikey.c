@@ -106,7 +106,7 @@ static enum st_rc create_unit(struct tx *tx, void *arg)
 {
 	struct op *o = arg;
 
-	return apikey_create(tx, o->name, &o->k, o->key);
+	return apikey_create(tx, o->name, NULL, &o->k, o->key);
 }
 
 static enum st_rc rotate_unit(struct tx *tx, void *arg)
@@ -310,9 +310,12 @@ BOTH(apikey_store, revoked_fails_at_once)
 	cr_assert_eq(store_run(F.s, rotate_unit, &rot), ST_CONFLICT, "a revoked key cannot rotate");
 }
 
-BOTH(apikey_store, revoking_a_key_in_grace_ends_it_early)
+/* Revoking any key of a rotation chain revokes the chain's live keys:
+ * the predecessor in its grace period with the successor, and the other
+ * way round; an unrelated key stays. */
+BOTH(apikey_store, revoking_a_key_in_grace_ends_its_chain)
 {
-	struct op a = create_key("k");
+	struct op a = create_key("k"), other = create_key("other");
 	struct op r = { .id = a.k.id, .grace_ms = 3600000 };
 	struct op rev = { .id = a.k.id };
 
@@ -320,5 +323,19 @@ BOTH(apikey_store, revoking_a_key_in_grace_ends_it_early)
 	assert_auth(a.key, a.k.id, "old key in grace");
 	cr_assert_eq(store_run(F.s, revoke_unit, &rev), ST_OK);
 	assert_refused(a.key, "old key revoked in grace");
-	assert_auth(r.key, r.k.id, "new key");
+	assert_refused(r.key, "its successor with it");
+	assert_auth(other.key, other.k.id, "another chain");
+}
+
+BOTH(apikey_store, revoking_a_successor_ends_its_predecessor)
+{
+	struct op a = create_key("k");
+	struct op r = { .id = a.k.id, .grace_ms = 3600000 };
+	struct op rev = { 0 };
+
+	cr_assert_eq(store_run(F.s, rotate_unit, &r), ST_OK);
+	rev.id = r.k.id;
+	cr_assert_eq(store_run(F.s, revoke_unit, &rev), ST_OK);
+	assert_refused(r.key, "successor revoked");
+	assert_refused(a.key, "predecessor in grace revoked with it");
 }
