@@ -68,6 +68,16 @@ bool webhook_id_valid(const char *s, size_t len)
 	return true;
 }
 
+bool webhook_std_id_valid(const char *s, size_t len)
+{
+	if (!s || len == 0 || len > WEBHOOK_ID_MAX || s[0] == ' ' || s[len - 1] == ' ')
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+			return false;
+	return true;
+}
+
 bool webhook_fresh(int64_t ts_ms, int64_t now_ms)
 {
 	/* Compare without subtracting first: ts may be anything a sender wrote. */
@@ -408,10 +418,11 @@ enum wh_verdict webhook_verify_standard(const char *id, const char *ts, const ch
 		return WH_BAD_SIGNATURE;
 	id_len = strlen(id);
 	ts_len = strlen(ts);
-	/* The id is the first field of the signed content: a '.' in it would
-	 * make "id.ts.body" ambiguous, so it is refused. */
-	if (!webhook_id_valid(id, id_len) || memchr(id, '.', id_len) ||
-	    !parse_unix_seconds(ts, ts_len, &ts_ms))
+	/* The id may contain '.' (the scheme allows any id): "id.ts.body"
+	 * still has one reading that passes, since ts is digits only and the
+	 * body must be a JSON object, so no other split of the signed bytes
+	 * gives a fresh timestamp and a body that parses (webhooks.md). */
+	if (!webhook_std_id_valid(id, id_len) || !parse_unix_seconds(ts, ts_len, &ts_ms))
 		return WH_BAD_SIGNATURE;
 	end = sig + strlen(sig);
 	for (s = sig; s < end;) {
@@ -606,7 +617,7 @@ enum st_rc webhook_event_parse(enum wh_provider p, const json_t *body, const cha
 		type = path_token(body, P("type"), WEBHOOK_TYPE_MAX);
 		break;
 	case WH_STANDARD:
-		id = std_id && webhook_id_valid(std_id, strlen(std_id)) ? std_id : NULL;
+		id = std_id && webhook_std_id_valid(std_id, strlen(std_id)) ? std_id : NULL;
 		type = path_token(body, P("type"), WEBHOOK_TYPE_MAX);
 		break;
 	default:
@@ -689,7 +700,12 @@ enum st_rc webhook_payment_parse(enum wh_provider p, const json_t *body, const c
 		break;
 	case WH_STRIPE:
 		wallet = path_get(body, P("data", "object", "metadata", "wallet"));
-		amount = path_get(body, P("data", "object", "amount"));
+		/* What was captured, not what was authorized: a partial
+		 * capture receives less than amount. amount only when
+		 * amount_received is absent (older API versions). */
+		amount = path_get(body, P("data", "object", "amount_received"));
+		if (!amount)
+			amount = path_get(body, P("data", "object", "amount"));
 		cur = path_get(body, P("data", "object", "currency"));
 		break;
 	case WH_STANDARD:
@@ -725,8 +741,14 @@ enum st_rc webhook_payment_parse(enum wh_provider p, const json_t *body, const c
 	}
 	case WH_STRIPE:
 		if (!json_is_integer(amount))
-			return fail(err, "invalid_amount: data.object.amount must be an integer");
+			return fail(err, "invalid_amount: data.object.amount_received (or amount) must "
+				    "be an integer");
 		pay.amount = json_integer_value(amount);
+		/* Nothing received is nothing to credit; never fall back to
+		 * amount, which was only authorized. */
+		if (pay.amount == 0)
+			return fail(err, "invalid_amount: the payment received nothing "
+				    "(amount_received is 0)");
 		break;
 	default:
 		if (!json_is_string(amount) ||

@@ -74,7 +74,7 @@ enum wh_verdict webhook_verify_stripe(const char *header, const void *body, size
 
 /* Standard Webhooks: id, ts and sig are the webhook-id, webhook-timestamp
  * and webhook-signature headers (any may be NULL). id must satisfy
- * webhook_id_valid() and must not contain '.', ts is unix seconds (digits
+ * webhook_std_id_valid() ('.' allowed), ts is unix seconds (digits
  * only), sig is space-separated "v1,<base64 of 32 bytes>" entries (other
  * versions, e.g. v1a, are ignored). Signed content: "<id>.<ts>.<body>".
  * Secrets are "whsec_<base64>" (the prefix may be absent); the decoded
@@ -100,6 +100,11 @@ enum st_rc webhook_parse_rfc3339(const char *s, size_t len, int64_t *ms_out);
 
 /* 1..WEBHOOK_ID_MAX bytes, each 0x21..0x7e (printable, no blanks). */
 bool webhook_id_valid(const char *s, size_t len);
+
+/* A Standard Webhooks id (the webhook-id header): 1..WEBHOOK_ID_MAX bytes
+ * of printable ASCII (0x20..0x7e, so '.' and inner blanks too), neither
+ * first nor last a blank; control bytes and non-ASCII are refused. */
+bool webhook_std_id_valid(const char *s, size_t len);
 
 /* What the intake needs from an event's body. */
 struct wh_event {
@@ -130,8 +135,10 @@ struct wh_payment {
 /* Extracts the payment from a paying event's body:
  *   Coinbase  event.data.metadata.wallet, event.data.pricing.local.amount
  *             (decimal string) + .currency;
- *   Stripe    data.object.metadata.wallet, data.object.amount (integer,
- *             minor units) + data.object.currency;
+ *   Stripe    data.object.metadata.wallet, data.object.amount_received
+ *             (integer, minor units; data.object.amount only when
+ *             amount_received is absent; 0 received is invalid_amount) +
+ *             data.object.currency;
  *   Standard  data.wallet, data.amount (base-unit string) + data.asset.
  * The currency must equal asset (case-insensitive) and asset must be one
  * webhook_asset_decimals() knows. Decimal amounts convert exactly

@@ -114,8 +114,9 @@ static bool payload_parse(const char *payload, struct wh_job *j)
 	json_t *root = json_loads(payload, 0, NULL);
 	json_t *p = json_object_get(root, "provider"), *id = json_object_get(root, "event_id");
 	int prov = json_is_string(p) ? webhook_provider_parse(json_string_value(p)) : -1;
+	/* Any id intake accepts (Standard Webhooks ids are the widest). */
 	bool ok = prov >= 0 && json_is_string(id) &&
-		  webhook_id_valid(json_string_value(id), json_string_length(id));
+		  webhook_std_id_valid(json_string_value(id), json_string_length(id));
 
 	if (ok) {
 		j->p = (enum wh_provider)prov;

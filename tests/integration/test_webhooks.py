@@ -94,12 +94,13 @@ def coinbase(wallet, amount="12.34", currency="USD", type_="charge:confirmed", e
 
 
 def stripe(wallet, amount=1234, currency="usd", type_="payment_intent.succeeded", event_id=None,
-           t=None, secret=STRIPE_SECRETS[0]):
+           t=None, secret=STRIPE_SECRETS[0], **extra):
+    """extra: more fields of data.object (amount_received=...)."""
     event_id = event_id or f"evt_{secrets.token_hex(8)}"
     t = int(time.time()) if t is None else int(t)
     body = json.dumps({"id": event_id, "type": type_, "created": t,
                        "data": {"object": {"amount": amount, "currency": currency,
-                                           "metadata": {"wallet": wallet}}}}).encode()
+                                           "metadata": {"wallet": wallet}, **extra}}}).encode()
     sig = hex_hmac(secret, f"{t}.".encode() + body)
     return Delivery("stripe", body, {"Stripe-Signature": f"t={t},v1={sig}"}, event_id)
 
@@ -548,6 +549,67 @@ def test_wrong_currency_goes_to_dlq(wh):
     job = wait_until(lambda: dlq_job_for(wh, d), timeout=10, what="the job in the DLQ")
     assert job["last_error"].startswith("currency_mismatch"), job
     assert balance(wh, wallet) == 0
+
+
+def test_stripe_partial_capture_credits_amount_received(wh):
+    """A partial capture authorizes amount and receives amount_received:
+    only what was received is credited (and the commission is on that)."""
+    wallet, referrer = register_pair(wh)
+    d = stripe(wallet, amount=5000, amount_received=1234)
+    r = d.send(wh)
+    assert r.status == 200 and r.json == {"status": "accepted"}, r
+    wait_balance(wh, wallet, 1234)
+    wait_balance(wh, referrer, 123)
+    [credit] = entries(wh, wallet)
+    assert credit["amount"] == "1234"
+    # Without amount_received (older API versions) amount is credited.
+    d = stripe(wallet, amount=66)
+    assert d.send(wh).status == 200
+    wait_balance(wh, wallet, 1234 + 66)
+
+
+def test_stripe_zero_received_credits_nothing_and_goes_to_dlq(wh):
+    """amount_received 0: nothing was paid, so nothing is credited and the
+    event is not read as its authorized amount; it is dead at once with
+    invalid_amount for an operator to look at."""
+    wallet = new_wallet()
+    assert wh.register(wallet).status == 201
+    d = stripe(wallet, amount=5000, amount_received=0)
+    before = snapshot(wh)
+    assert d.send(wh).status == 200
+    job = wait_until(lambda: dlq_job_for(wh, d), timeout=10, what="the job in the DLQ")
+    assert job["attempts"] == 1, job
+    assert job["last_error"].startswith("invalid_amount"), job
+    assert "amount_received" in job["last_error"], job
+    after = snapshot(wh)
+    assert after["ledger_tx"] == before["ledger_tx"]
+    assert balance(wh, wallet) == 0
+
+
+@pytest.mark.parametrize("event_id", ["msg.1.2", "evt 42", "a:b/c?d=e#f~!", "x" * 255,
+                                      f"a.{int(time.time())}"])
+def test_standard_ids_with_dots_and_printable_characters(wh, event_id):
+    """Standard Webhooks allows any id: '.', blanks and other printable
+    ASCII are accepted (and the event is credited once)."""
+    wallet = new_wallet()
+    assert wh.register(wallet).status == 201
+    d = standard(wallet, amount="321", event_id=event_id)
+    r = d.send(wh)
+    assert r.status == 200 and r.json == {"status": "accepted"}, r
+    wait_balance(wh, wallet, 321)
+    with nothing_written(wh):
+        r = d.send(wh)
+        assert r.status == 200 and r.json == {"status": "duplicate"}, r
+
+
+@pytest.mark.parametrize("event_id", [" lead", "x" * 256, "tab\there", "del\x7f"])
+def test_standard_ids_out_of_range_are_refused(wh, event_id):
+    wallet = new_wallet()
+    d = standard(wallet, event_id=event_id)
+    with nothing_written(wh):
+        r = d.send(wh)
+        assert r.status in (400, 401), r
+        assert r.json["error"] in ("invalid_signature", "invalid_request", "invalid_header"), r
 
 
 # --------------------------------------------------------------------------
