@@ -155,3 +155,23 @@ void client_addr_resolve(const struct sockaddr *peer, const char *const *xff, si
 	/* Every hop was a trusted proxy: the left-most one seen is the answer. */
 }
 
+
+void client_addr_rl_key(const char *canon, char out[CLIENT_ADDR_LEN])
+{
+	struct in6_addr a6;
+	size_t len;
+
+	/* Canonical IPv4 text has no ':'; only IPv6 is cut to its prefix. */
+	if (!strchr(canon, ':') || inet_pton(AF_INET6, canon, &a6) != 1) {
+		fmt_str(out, CLIENT_ADDR_LEN, canon);
+		return;
+	}
+	memset(&a6.s6_addr[8], 0, 8);
+	/* The longest /64 text, "ffff:ffff:ffff:ffff::", plus "/64" fits. */
+	if (!inet_ntop(AF_INET6, &a6, out, CLIENT_ADDR_LEN)) {
+		fmt_str(out, CLIENT_ADDR_LEN, canon);
+		return;
+	}
+	len = strlen(out);
+	memcpy(out + len, "/64", sizeof("/64"));
+}

@@ -39,4 +39,12 @@ bool client_addr_of_peer(const struct sockaddr *peer, char out[CLIENT_ADDR_LEN])
 void client_addr_resolve(const struct sockaddr *peer, const char *const *xff, size_t n_xff,
 			 const char *const *trusted, size_t n_trusted, char out[CLIENT_ADDR_LEN]);
 
+/* The key per-address rate limits use for the canonical address canon (as
+ * client_addr_resolve writes it): an IPv4 address as it is, an IPv6 address
+ * as its /64 prefix in canonical text plus "/64" ("2001:db8:1:2::/64"),
+ * since one host is routinely given a whole /64 (2^64 addresses to rotate
+ * through). IPv4-mapped addresses are already IPv4 in canonical form.
+ * Anything that is not an address ("unknown") is copied unchanged. */
+void client_addr_rl_key(const char *canon, char out[CLIENT_ADDR_LEN]);
+
 #endif

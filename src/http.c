@@ -104,6 +104,7 @@ struct req_ctx {
 	char *trace_context;
 	int64_t start_ns, submit_ns;
 	char client_ip[CLIENT_ADDR_LEN];
+	char client_rl_key[CLIENT_ADDR_LEN]; /* client_ip as per-address limits key it (IPv6: /64) */
 	const char *client_id;
 	struct buf body;
 	bool body_too_large;
@@ -441,6 +442,7 @@ static void resolve_client_ip(struct req_ctx *rq)
 		MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, xff_collect, &x);
 	client_addr_resolve(ci ? ci->client_addr : NULL, x.v, x.n,
 			    (const char *const *)cfg->trust_proxy, cfg->n_trust_proxy, rq->client_ip);
+	client_addr_rl_key(rq->client_ip, rq->client_rl_key);
 }
 
 /* How a response answers CORS (SETTLED_CORS_ORIGINS):
@@ -691,7 +693,7 @@ static bool apply_rate_limits(struct req_ctx *rq, bool body_keys)
 		if (p->limit <= 0)
 			continue; /* disabled: no decision, no headers */
 		switch (src) {
-		case RL_KEY_CLIENT_IP: key = rq->client_ip; break;
+		case RL_KEY_CLIENT_IP: key = rq->client_rl_key; break;
 		case RL_KEY_API_KEY: key = rq->client_id; break;
 		case RL_KEY_PROVIDER: key = rq->route->path; break;
 		case RL_KEY_BODY_WALLET: {

@@ -337,12 +337,35 @@ def test_xff_ipv6_forms_are_one_key(start_server):
     assert register(srv, xff="::ffff:192.0.2.9").status in PASSED
     assert_limited(register(srv, xff="192.0.2.9"), "register_ip", 2)
     # Some proxies append the client's port: it is not part of the key.
-    assert register(srv, xff="[2001:db8::7]:443").status in PASSED
-    assert register(srv, xff="2001:db8::7").status in PASSED
-    assert_limited(register(srv, xff="[2001:DB8::7]"), "register_ip", 2)
+    # (Another /64 than 2001:db8::5's, which is limited by now.)
+    assert register(srv, xff="[2001:db8:7::7]:443").status in PASSED
+    assert register(srv, xff="2001:db8:7::7").status in PASSED
+    assert_limited(register(srv, xff="[2001:DB8:7::7]"), "register_ip", 2)
     assert register(srv, xff="198.51.100.7:1234").status in PASSED
     assert register(srv, xff="198.51.100.7:1235").status in PASSED
     assert_limited(register(srv, xff="198.51.100.7"), "register_ip", 2)
+
+
+def test_ipv6_clients_are_keyed_by_64_prefix(start_server):
+    """One host holding a /64 cannot rotate addresses to escape a per-IP
+    limit: every address of a /64 is one key; the next /64 is another;
+    IPv4 (and IPv4-mapped IPv6) stays per address."""
+    srv = start_server(env={"RL_REGISTER_PER_HOUR": "2", "SETTLED_TRUST_PROXY": "127.0.0.1"})
+    assert register(srv, xff="2001:db8:1:2::1").status in PASSED
+    assert register(srv, xff="2001:db8:1:2:ffff:ffff:ffff:fffe").status in PASSED
+    for addr in ("2001:db8:1:2::abcd", "2001:db8:1:2:1:2:3:4", "[2001:db8:1:2::9]:80"):
+        assert_limited(register(srv, xff=addr), "register_ip", 2)
+    # The neighbouring /64s are other clients.
+    assert register(srv, xff="2001:db8:1:3::1").status in PASSED
+    assert register(srv, xff="2001:db8:1:1::1").status in PASSED
+    # IPv4 neighbours are not grouped.
+    assert register(srv, xff="192.0.2.1").status in PASSED
+    assert register(srv, xff="::ffff:192.0.2.1").status in PASSED
+    assert_limited(register(srv, xff="192.0.2.1"), "register_ip", 2)
+    assert register(srv, xff="192.0.2.2").status in PASSED
+    # The log keeps the whole address (only the limiter groups by /64).
+    srv.wait_for_log(lambda r: r.get("client_ip") == "2001:db8:1:2::abcd",
+                     what="a request line with the whole IPv6 address")
 
 
 @pytest.mark.parametrize("xff", ["", "garbage", "1.2.3.4:", "1.2.3.4:80:80", "[::1",

@@ -199,3 +199,61 @@ Test(client_addr, garbage_stops_the_walk_at_the_last_trustworthy_answer)
 				 garbage[i]);
 	}
 }
+
+/* Per-address rate limits key IPv6 by /64: a host given a /64 cannot rotate
+ * through its 2^64 addresses to escape a limit. */
+Test(client_addr, rate_limit_key_is_the_ipv6_64_prefix)
+{
+	static const struct {
+		const char *in, *want;
+	} t[] = {
+		{ "203.0.113.7", "203.0.113.7" },
+		{ "2001:db8:1:2::1", "2001:db8:1:2::/64" },
+		{ "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64" },
+		{ "2001:db8:1:3::1", "2001:db8:1:3::/64" },
+		{ "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff::/64" },
+		{ "::1", "::/64" },
+		{ "fe80::1", "fe80::/64" },
+		{ "2001:db8::", "2001:db8::/64" },
+		{ "unknown", "unknown" },
+	};
+	char out[CLIENT_ADDR_LEN];
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		memset(out, 'z', sizeof(out));
+		client_addr_rl_key(t[i].in, out);
+		cr_expect_str_eq(out, t[i].want, "%s", t[i].in);
+	}
+}
+
+/* Through the resolver: an IPv4-mapped peer keys as its IPv4 address (the
+ * same key as a plain IPv4 peer), two addresses of one /64 share a key, a
+ * neighbouring /64 does not. */
+Test(client_addr, rate_limit_keys_of_resolved_peers)
+{
+	char ip[CLIENT_ADDR_LEN], k1[CLIENT_ADDR_LEN], k2[CLIENT_ADDR_LEN], k3[CLIENT_ADDR_LEN];
+	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6 };
+	struct sockaddr_in s4 = { .sin_family = AF_INET };
+
+	inet_pton(AF_INET6, "::ffff:198.51.100.9", &s6.sin6_addr);
+	client_addr_resolve((struct sockaddr *)&s6, NULL, 0, NULL, 0, ip);
+	client_addr_rl_key(ip, k1);
+	inet_pton(AF_INET, "198.51.100.9", &s4.sin_addr);
+	client_addr_resolve((struct sockaddr *)&s4, NULL, 0, NULL, 0, ip);
+	client_addr_rl_key(ip, k2);
+	cr_expect_str_eq(k1, "198.51.100.9");
+	cr_expect_str_eq(k1, k2);
+
+	inet_pton(AF_INET6, "2001:db8:aa:bb:1:2:3:4", &s6.sin6_addr);
+	client_addr_resolve((struct sockaddr *)&s6, NULL, 0, NULL, 0, ip);
+	cr_expect_str_eq(ip, "2001:db8:aa:bb:1:2:3:4", "the logged address stays whole");
+	client_addr_rl_key(ip, k1);
+	inet_pton(AF_INET6, "2001:db8:aa:bb:9:9:9:9", &s6.sin6_addr);
+	client_addr_resolve((struct sockaddr *)&s6, NULL, 0, NULL, 0, ip);
+	client_addr_rl_key(ip, k2);
+	inet_pton(AF_INET6, "2001:db8:aa:bc:1:2:3:4", &s6.sin6_addr);
+	client_addr_resolve((struct sockaddr *)&s6, NULL, 0, NULL, 0, ip);
+	client_addr_rl_key(ip, k3);
+	cr_expect_str_eq(k1, k2);
+	cr_expect_str_neq(k1, k3);
+}
