@@ -41,6 +41,12 @@ struct rl_ops {
 	const char *name;
 	enum st_rc (*check)(struct ratelimit *rl, const struct rl_policy *p, const char *key,
 			    size_t key_len, int64_t now_ms, struct rl_decision *out);
+	/* What check() would decide for the same arguments, recording
+	 * nothing: the key's state is left as it was (a fresh key stays
+	 * absent). For a gate that only a later event charges (the failed
+	 * authentications of an address). Same errors as check(). */
+	enum st_rc (*peek)(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+			   size_t key_len, int64_t now_ms, struct rl_decision *out);
 	/* Bytes of state held (for the memory bound test and a metric). */
 	size_t (*memory)(struct ratelimit *rl);
 	void (*free)(struct ratelimit *rl);
@@ -107,6 +113,13 @@ static inline enum st_rc rl_check(struct ratelimit *rl, const struct rl_policy *
 				  size_t key_len, int64_t now_ms, struct rl_decision *out)
 {
 	return rl->ops->check(rl, p, key, key_len, now_ms, out);
+}
+
+/* rl_check() without recording the request (see struct rl_ops.peek). */
+static inline enum st_rc rl_peek(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+				 size_t key_len, int64_t now_ms, struct rl_decision *out)
+{
+	return rl->ops->peek(rl, p, key, key_len, now_ms, out);
 }
 
 /* Whether the backend can decide now: ST_OK for the in-process backend. */

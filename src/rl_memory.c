@@ -71,12 +71,15 @@ struct rl_memory {
 
 static enum st_rc mem_check(struct ratelimit *rl, const struct rl_policy *p, const char *key,
 			    size_t key_len, int64_t now_ms, struct rl_decision *out);
+static enum st_rc mem_peek(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+			   size_t key_len, int64_t now_ms, struct rl_decision *out);
 static size_t mem_memory(struct ratelimit *rl);
 static void mem_free(struct ratelimit *rl);
 
 static const struct rl_ops rl_memory_ops = {
 	.name = "memory",
 	.check = mem_check,
+	.peek = mem_peek,
 	.memory = mem_memory,
 	.free = mem_free,
 };
@@ -225,8 +228,10 @@ static void shard_make_room(struct rl_shard *s, int64_t now)
 		shard_grow(s);
 }
 
-static enum st_rc mem_check(struct ratelimit *rl, const struct rl_policy *p, const char *key,
-			    size_t key_len, int64_t now_ms, struct rl_decision *out)
+/* One decision; with record false nothing is stored (a peek): the found
+ * entry's TAT is stepped on a copy and a fresh key gets no entry. */
+static enum st_rc mem_decide(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+			     size_t key_len, int64_t now_ms, struct rl_decision *out, bool record)
 {
 	struct rl_memory *m = mem_downcast(rl);
 	unsigned char id[RL_ID_MAX];
@@ -270,8 +275,10 @@ static enum st_rc mem_check(struct ratelimit *rl, const struct rl_policy *p, con
 			pp = &e->next;
 		}
 	}
-	if (found) {
-		rl_gcra_exact(p, &found->tat, now, &d);
+	if (found || !record) {
+		struct rl_tat copy = found ? found->tat : (struct rl_tat){ 0, 0 };
+
+		rl_gcra_exact(p, record ? &found->tat : &copy, now, &d);
 		goto out;
 	}
 
@@ -298,6 +305,18 @@ out:
 	if (!rc)
 		*out = d;
 	return rc;
+}
+
+static enum st_rc mem_check(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+			    size_t key_len, int64_t now_ms, struct rl_decision *out)
+{
+	return mem_decide(rl, p, key, key_len, now_ms, out, true);
+}
+
+static enum st_rc mem_peek(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+			   size_t key_len, int64_t now_ms, struct rl_decision *out)
+{
+	return mem_decide(rl, p, key, key_len, now_ms, out, false);
 }
 
 static size_t mem_memory(struct ratelimit *rl)

@@ -44,8 +44,10 @@
 #define RL_REDIS_KEY_MAX        (RL_PREFIX_MAX + RL_NAME_MAX + 1 + 64)
 
 /* KEYS[1] the state; ARGV now, limit, period, T's whole ms, T's fraction
- * (in units of limit), TTL slack. Returns {allowed, ms and frac as read
- * (0 0 = none), ms and frac now stored}. Mirrors rl_gcra_exact(). */
+ * (in units of limit), TTL slack, and "1" to store the new state or "0"
+ * (a peek: decide, store nothing). Returns {allowed, ms and frac as read
+ * (0 0 = none), ms and frac now stored (or that would be)}. Mirrors
+ * rl_gcra_exact(). */
 static const char GCRA_LUA[] =
 	"local now, limit, period = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
 	"local t_ms, t_frac, slack = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])\n"
@@ -69,7 +71,7 @@ static const char GCRA_LUA[] =
 	"if n_ms < h or (n_ms == h and n_frac == 0) then\n"
 	"  allowed, ms, frac = 1, n_ms, n_frac\n"
 	"end\n"
-	"if allowed == 1 or ms ~= old_ms or frac ~= old_frac then\n"
+	"if ARGV[7] == '1' and (allowed == 1 or ms ~= old_ms or frac ~= old_frac) then\n"
 	"  local ttl = ms - now + slack\n"
 	"  if frac > 0 then ttl = ttl + 1 end\n"
 	"  redis.call('SET', KEYS[1], string.format('%.0f %.0f', ms, frac), 'PX',\n"
@@ -88,6 +90,8 @@ struct rl_redis {
 
 static enum st_rc redis_check(struct ratelimit *rl, const struct rl_policy *p, const char *key,
 			      size_t key_len, int64_t now_ms, struct rl_decision *out);
+static enum st_rc redis_peek(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+			     size_t key_len, int64_t now_ms, struct rl_decision *out);
 static size_t redis_memory(struct ratelimit *rl);
 static void redis_free(struct ratelimit *rl);
 static enum st_rc redis_ping(struct ratelimit *rl, struct buf *err);
@@ -95,6 +99,7 @@ static enum st_rc redis_ping(struct ratelimit *rl, struct buf *err);
 static const struct rl_ops rl_redis_ops = {
 	.name = "redis",
 	.check = redis_check,
+	.peek = redis_peek,
 	.memory = redis_memory,
 	.free = redis_free,
 	.ping = redis_ping,
@@ -148,14 +153,15 @@ static bool reply_int(const redisReply *r, long long *v)
 	return true;
 }
 
-static enum st_rc redis_check(struct ratelimit *rl, const struct rl_policy *p, const char *key,
-			      size_t key_len, int64_t now_ms, struct rl_decision *out)
+/* One decision in one script call; record false stores nothing (a peek). */
+static enum st_rc redis_decide(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+			       size_t key_len, int64_t now_ms, struct rl_decision *out, bool record)
 {
 	struct rl_redis *r = redis_downcast(rl);
 	char rkey[RL_REDIS_KEY_MAX];
 	char a[5][24];
-	const char *args[7];
-	size_t lens[7];
+	const char *args[8];
+	size_t lens[8];
 	redisReply *rep = NULL;
 	long long v[5];
 	struct rl_tat tat;
@@ -195,8 +201,10 @@ static enum st_rc redis_check(struct ratelimit *rl, const struct rl_policy *p, c
 	}
 	args[6] = r->slack;
 	lens[6] = strlen(r->slack);
+	args[7] = record ? "1" : "0";
+	lens[7] = 1;
 
-	rc = redisc_eval(r->rc, &r->gcra, 1, 7, args, lens, &rep, NULL);
+	rc = redisc_eval(r->rc, &r->gcra, 1, 8, args, lens, &rep, NULL);
 	if (rc)
 		return rc;
 	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5) {
@@ -221,6 +229,18 @@ static enum st_rc redis_check(struct ratelimit *rl, const struct rl_policy *p, c
 out:
 	freeReplyObject(rep);
 	return rc;
+}
+
+static enum st_rc redis_check(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+			      size_t key_len, int64_t now_ms, struct rl_decision *out)
+{
+	return redis_decide(rl, p, key, key_len, now_ms, out, true);
+}
+
+static enum st_rc redis_peek(struct ratelimit *rl, const struct rl_policy *p, const char *key,
+			     size_t key_len, int64_t now_ms, struct rl_decision *out)
+{
+	return redis_decide(rl, p, key, key_len, now_ms, out, false);
 }
 
 static enum st_rc redis_ping(struct ratelimit *rl, struct buf *err)

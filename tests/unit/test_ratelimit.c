@@ -437,6 +437,45 @@ Test(ratelimit, burst_then_429, .init = setup, .fini = teardown)
 	cr_assert_not(check(&p, "203.0.113.7", NOW0 + 720000).allowed);
 }
 
+/* peek: the decision check() would take, with nothing recorded. */
+Test(ratelimit, peek_decides_like_check_and_records_nothing, .init = setup, .fini = teardown)
+{
+	struct rl_policy p = pol("auth_fail", 3, 60000);
+	struct rl_decision d, c;
+	size_t mem0 = rl->ops->memory(rl);
+
+	/* A fresh key: allowed with L - 1 left, and still no entry. */
+	for (int i = 0; i < 10; i++) {
+		cr_assert_eq(rl_peek(rl, &p, "198.51.100.1", 12, NOW0, &d), ST_OK);
+		cr_assert(d.allowed);
+		cr_assert_eq(d.remaining, 2);
+	}
+	cr_assert_eq(rl->ops->memory(rl), mem0, "a peek must not create an entry");
+	/* Peeks between checks change nothing: exactly 3 checks pass. */
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(rl_peek(rl, &p, "198.51.100.1", 12, NOW0 + i, &d), ST_OK);
+		c = check(&p, "198.51.100.1", NOW0 + i);
+		cr_assert(c.allowed && d.allowed);
+		cr_assert_eq(d.remaining, c.remaining);
+		cr_assert_eq(d.reset_ms, c.reset_ms);
+	}
+	cr_assert_eq(rl_peek(rl, &p, "198.51.100.1", 12, NOW0 + 3, &d), ST_OK);
+	c = check(&p, "198.51.100.1", NOW0 + 3);
+	cr_assert(!d.allowed && !c.allowed);
+	cr_assert_eq(d.retry_after_ms, c.retry_after_ms);
+	cr_assert_eq(d.reset_ms, c.reset_ms);
+	/* Once the first unit is back, a peek says so, and records nothing. */
+	cr_assert_eq(rl_peek(rl, &p, "198.51.100.1", 12, NOW0 + 20000, &d), ST_OK);
+	cr_assert(d.allowed);
+	cr_assert_eq(rl_peek(rl, &p, "198.51.100.1", 12, NOW0 + 20000, &d), ST_OK);
+	cr_assert(d.allowed);
+	cr_assert(check(&p, "198.51.100.1", NOW0 + 20000).allowed);
+	cr_assert_not(check(&p, "198.51.100.1", NOW0 + 20000).allowed);
+	/* Same argument checks as check(). */
+	cr_assert_eq(rl_peek(rl, &(struct rl_policy){ NULL, 1, 1, false }, "k", 1, NOW0, &d),
+		     ST_INVALID);
+}
+
 Test(ratelimit, keys_and_policies_are_independent, .init = setup, .fini = teardown)
 {
 	struct rl_policy ip = pol("register_ip", 2, HOUR_MS);

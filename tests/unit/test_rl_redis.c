@@ -251,6 +251,49 @@ Test(rl_redis, random_sequences_match_memory, .init = setup, .fini = teardown, .
 	cr_assert_gt(invalid, 0);
 }
 
+/* peek in the script: the same decisions as the in-process peek, and no
+ * state written (random peeks between checks change no later decision,
+ * and a peek at a fresh key leaves no key in Redis). */
+Test(rl_redis, peek_matches_memory_and_writes_nothing, .init = setup, .fini = teardown)
+{
+	struct rl_policy p = pol("auth_fail", 5, 60000);
+	int64_t now = NOW0;
+	redisContext *c = direct(url, -1);
+	redisReply *rep;
+
+	for (int i = 0; i < 400; i++) {
+		const char *key = (next_rand() & 1) ? "10.0.0.1" : "2001:db8::/64";
+		struct rl_decision a, b;
+
+		now += (int64_t)(next_rand() % 9000);
+		if (next_rand() % 3) {
+			memset(&a, 0x5a, sizeof(a));
+			memset(&b, 0x5a, sizeof(b));
+			cr_assert_eq(rl_peek(mem, &p, key, strlen(key), now, &a), ST_OK);
+			cr_assert_eq(rl_peek(red, &p, key, strlen(key), now, &b), ST_OK);
+			cr_assert_eq(b.allowed, a.allowed, "step %d", i);
+			cr_assert_eq(b.remaining, a.remaining, "step %d", i);
+			cr_assert_eq(b.reset_ms, a.reset_ms, "step %d", i);
+			cr_assert_eq(b.retry_after_ms, a.retry_after_ms, "step %d", i);
+		} else {
+			both_s(&p, key, now);
+		}
+	}
+	{
+		struct rl_decision d;
+		char k[256];
+
+		cr_assert_eq(rl_peek(red, &p, "never-checked", 13, now, &d), ST_OK);
+		cr_assert(d.allowed);
+		snprintf(k, sizeof(k), "%sauth_fail:never-checked", prefix);
+		rep = redisCommand(c, "EXISTS %s", k);
+		cr_assert(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0,
+			  "a peek wrote %s", k);
+		freeReplyObject(rep);
+	}
+	redisFree(c);
+}
+
 Test(rl_redis, invalid_inputs_match_memory, .init = setup, .fini = teardown)
 {
 	char name[80];
