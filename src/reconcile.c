@@ -54,6 +54,98 @@ static enum st_rc query_named_counts(struct tx *tx, const char *sql, int n,
 	return ST_OK;
 }
 
+/* The first RECONCILE_EXAMPLES ids of what a failed check found. Each
+ * query repeats its check's condition, selecting ids instead of counting
+ * them, and runs only when the count was not zero: a healthy ledger pays
+ * nothing for it. $1 of the stuck intents' query is the cut-off. */
+static const char *const example_sql[RC_NAMED_CHECKS] = {
+	[RC_TRANSACTIONS_BALANCED] =
+		"SELECT id FROM ("
+		" SELECT tx_id AS id FROM ledger_entries GROUP BY tx_id"
+		"  HAVING sum(CASE WHEN direction = 'debit' THEN amount ELSE 0 END)"
+		"   <> sum(CASE WHEN direction = 'credit' THEN amount ELSE 0 END) OR count(*) < 2"
+		" UNION SELECT t.id FROM ledger_tx t"
+		"  WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.tx_id = t.id)"
+		") x ORDER BY id LIMIT 10",
+	[RC_BALANCES_MATCH_ENTRIES] =
+		"SELECT a.id FROM accounts a LEFT JOIN ("
+		" SELECT account_id, sum(CASE WHEN direction = 'credit' THEN amount ELSE -amount END)"
+		"  AS net FROM ledger_entries GROUP BY account_id) e ON e.account_id = a.id"
+		" WHERE a.balance <> coalesce(e.net, 0) ORDER BY a.id LIMIT 10",
+	[RC_HELD_MATCHES_HOLDS] =
+		"SELECT a.id FROM accounts a LEFT JOIN ("
+		" SELECT account_id, sum(amount) AS held FROM holds WHERE status = 'pending'"
+		" GROUP BY account_id) h ON h.account_id = a.id"
+		" WHERE a.held <> coalesce(h.held, 0) ORDER BY a.id LIMIT 10",
+	[RC_NO_OVERDRAFT] =
+		"SELECT id FROM accounts WHERE may_go_negative = 0 AND balance - held < 0"
+		" ORDER BY id LIMIT 10",
+	[RC_HOLDS_MATCH_INTENTS] =
+		"SELECT id FROM ("
+		" SELECT i.id AS id FROM intents i LEFT JOIN holds h ON h.id = i.hold_id"
+		"  WHERE (i.status IN ('PENDING', 'LOCKED', 'SUBMITTED', 'CONFIRMED')"
+		"   AND (h.status IS NULL OR h.status <> 'pending'))"
+		"  OR (i.status = 'SETTLED' AND (h.status IS NULL OR h.status <> 'captured'))"
+		"  OR (i.status = 'FAILED' AND (h.status IS NULL OR h.status NOT IN ('released', 'expired')))"
+		" UNION SELECT h.id FROM holds h LEFT JOIN intents i ON i.id = h.intent_id"
+		"  WHERE h.status = 'pending' AND h.intent_id IS NOT NULL"
+		"  AND (i.id IS NULL OR i.status IN ('SETTLED', 'FAILED'))"
+		") x ORDER BY id LIMIT 10",
+	[RC_SETTLED_POSTED_ONCE] =
+		"SELECT i.id FROM intents i LEFT JOIN ("
+		" SELECT intent_id, count(*) AS n FROM ledger_tx WHERE intent_id IS NOT NULL"
+		" GROUP BY intent_id) t ON t.intent_id = i.id"
+		" WHERE ((i.status = 'SETTLED' AND coalesce(t.n, 0) <> 1)"
+		" OR (i.status <> 'SETTLED' AND coalesce(t.n, 0) <> 0))"
+		" ORDER BY i.id LIMIT 10",
+	[RC_NO_STUCK_INTENTS] =
+		"SELECT id FROM intents WHERE status IN ('LOCKED', 'SUBMITTED') AND updated_at <= $1"
+		" ORDER BY id LIMIT 10",
+};
+
+static enum st_rc query_examples(struct tx *tx, enum reconcile_check c, int64_t stuck_cutoff,
+				 struct reconcile_examples *out)
+{
+	struct st_rows *rows = NULL;
+	const struct st_val cutoff = SV_I(stuck_cutoff);
+	enum st_rc rc = tx_query(tx, example_sql[c], c == RC_NO_STUCK_INTENTS ? 1 : 0,
+				 c == RC_NO_STUCK_INTENTS ? &cutoff : NULL, &rows);
+
+	if (rc)
+		return rc;
+	out->n = 0;
+	for (int i = 0; i < rows->nrows && out->n < RECONCILE_EXAMPLES; i++)
+		rows_copy(rows, i, 0, out->id[out->n++], sizeof(out->id[0]));
+	rows_free(rows);
+	return ST_OK;
+}
+
+/* Whether each named check failed, from the counts. */
+static bool check_failed(const struct reconcile_report *r, enum reconcile_check c)
+{
+	switch (c) {
+	case RC_TRANSACTIONS_BALANCED:
+		return r->unbalanced_tx != 0;
+	case RC_BALANCES_MATCH_ENTRIES:
+		return r->balance_mismatches != 0;
+	case RC_HELD_MATCHES_HOLDS:
+		return r->held_mismatches != 0;
+	case RC_NO_OVERDRAFT:
+		return r->overdrafts != 0;
+	case RC_HOLDS_MATCH_INTENTS:
+		return r->open_intents_without_pending_hold + r->pending_holds_of_closed_intents +
+			       r->settled_without_capture + r->failed_with_open_or_captured_hold !=
+		       0;
+	case RC_SETTLED_POSTED_ONCE:
+		return r->settled_posting_mismatches != 0;
+	case RC_NO_STUCK_INTENTS:
+		return r->stuck_locked + r->stuck_submitted != 0;
+	case RC_NAMED_CHECKS:
+		break;
+	}
+	return false;
+}
+
 enum st_rc reconcile_run(struct tx *tx, int64_t stuck_after_ms, struct reconcile_report *out)
 {
 	struct reconcile_report r;
@@ -178,6 +270,13 @@ enum st_rc reconcile_run(struct tx *tx, int64_t stuck_after_ms, struct reconcile
 		return rc;
 	r.stuck_locked = stuck[1];
 	r.stuck_submitted = stuck[2];
+	for (int c = 0; c < RC_NAMED_CHECKS; c++) {
+		if (!check_failed(&r, (enum reconcile_check)c))
+			continue;
+		rc = query_examples(tx, (enum reconcile_check)c, r.ran_at - stuck_after_ms, &r.examples[c]);
+		if (rc)
+			return rc;
+	}
 	rc = query_named_counts(tx, "SELECT state, count(*) FROM jobs GROUP BY state", ST_NOARGS,
 				job_state_names, 4, r.jobs);
 	if (rc)
@@ -226,6 +325,24 @@ static json_t *check(bool ok, json_t *details)
 	return details;
 }
 
+/* A named check's object gains "examples": the ids it found wrong. */
+static json_t *named_check(const struct reconcile_report *r, enum reconcile_check c, json_t *details)
+{
+	json_t *ids;
+
+	details = check(!check_failed(r, c), details);
+	if (!details || !check_failed(r, c))
+		return details;
+	ids = json_array();
+	for (int i = 0; ids && i < r->examples[c].n; i++)
+		json_array_append_new(ids, json_string(r->examples[c].id[i]));
+	if (!ids || json_object_set_new(details, "examples", ids)) {
+		json_decref(details);
+		return NULL;
+	}
+	return details;
+}
+
 json_t *reconcile_report_json(const struct reconcile_report *r)
 {
 	char ran[RFC3339_LEN];
@@ -235,7 +352,7 @@ json_t *reconcile_report_json(const struct reconcile_report *r)
 	checks = json_pack(
 		"{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
 		"transactions_balanced",
-		check(!r->unbalanced_tx, json_pack("{s:I, s:o}", "unbalanced_transactions",
+		named_check(r, RC_TRANSACTIONS_BALANCED, json_pack("{s:I, s:o}", "unbalanced_transactions",
 						   (json_int_t)r->unbalanced_tx, "unbalanced_amount",
 						   money(r->unbalanced_amount))),
 		"global_sum_zero",
@@ -243,16 +360,15 @@ json_t *reconcile_report_json(const struct reconcile_report *r)
 		      json_pack("{s:o, s:o}", "balance_sum", money(r->balance_sum), "entry_sum",
 				money(r->entry_sum))),
 		"balances_match_entries",
-		check(!r->balance_mismatches,
+		named_check(r, RC_BALANCES_MATCH_ENTRIES,
 		      json_pack("{s:I}", "mismatched_accounts", (json_int_t)r->balance_mismatches)),
 		"held_matches_holds",
-		check(!r->held_mismatches,
+		named_check(r, RC_HELD_MATCHES_HOLDS,
 		      json_pack("{s:I}", "mismatched_accounts", (json_int_t)r->held_mismatches)),
 		"no_overdraft",
-		check(!r->overdrafts, json_pack("{s:I}", "overdrawn_accounts", (json_int_t)r->overdrafts)),
+		named_check(r, RC_NO_OVERDRAFT, json_pack("{s:I}", "overdrawn_accounts", (json_int_t)r->overdrafts)),
 		"holds_match_intents",
-		check(!(r->open_intents_without_pending_hold + r->pending_holds_of_closed_intents +
-			r->settled_without_capture + r->failed_with_open_or_captured_hold),
+		named_check(r, RC_HOLDS_MATCH_INTENTS,
 		      json_pack("{s:I, s:I, s:I, s:I}", "open_intents_without_pending_hold",
 				(json_int_t)r->open_intents_without_pending_hold,
 				"pending_holds_of_closed_intents",
@@ -260,10 +376,10 @@ json_t *reconcile_report_json(const struct reconcile_report *r)
 				(json_int_t)r->settled_without_capture, "failed_with_open_or_captured_hold",
 				(json_int_t)r->failed_with_open_or_captured_hold)),
 		"settled_claims_posted_once",
-		check(!r->settled_posting_mismatches,
+		named_check(r, RC_SETTLED_POSTED_ONCE,
 		      json_pack("{s:I}", "mismatched_intents", (json_int_t)r->settled_posting_mismatches)),
 		"no_stuck_intents",
-		check(!(r->stuck_locked + r->stuck_submitted),
+		named_check(r, RC_NO_STUCK_INTENTS,
 		      json_pack("{s:I, s:I, s:I}", "locked", (json_int_t)r->stuck_locked, "submitted",
 				(json_int_t)r->stuck_submitted, "stuck_after_ms",
 				(json_int_t)r->stuck_after_ms)));

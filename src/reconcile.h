@@ -20,6 +20,7 @@
  *   settled_claims_posted_once  a SETTLED intent has exactly one ledger tx, others none
  *   no_stuck_intents            no intent LOCKED or SUBMITTED for longer than
  *                               SETTLED_STUCK_AFTER
+ * A failed check names what it found in "examples" (ids, reconcile_check).
  * Counts reported alongside (not checks): accounts, transactions, entries,
  * intents by status, pending holds, jobs by state, dead-letter jobs.
  *
@@ -37,6 +38,26 @@
 #include "store.h"
 
 #define RECONCILE_KEEP 100   /* reports kept in the table */
+#define RECONCILE_EXAMPLES 10 /* offending ids a failed check names */
+#define RECONCILE_ID_MAX 63
+
+/* The checks that name what they found wrong: which transactions, accounts
+ * or intents (up to RECONCILE_EXAMPLES each, in id order), so an operator
+ * starts from the rows instead of from a count. */
+enum reconcile_check {
+	RC_TRANSACTIONS_BALANCED = 0, /* ledger tx ids */
+	RC_BALANCES_MATCH_ENTRIES,    /* account ids */
+	RC_HELD_MATCHES_HOLDS,        /* account ids */
+	RC_NO_OVERDRAFT,              /* account ids */
+	RC_HOLDS_MATCH_INTENTS,       /* intent ids, then hold ids of pending holds of closed intents */
+	RC_SETTLED_POSTED_ONCE,       /* intent ids */
+	RC_NO_STUCK_INTENTS,          /* intent ids */
+	RC_NAMED_CHECKS
+};
+struct reconcile_examples {
+	int n;
+	char id[RECONCILE_EXAMPLES][RECONCILE_ID_MAX + 1];
+};
 
 struct reconcile_report {
 	int64_t ran_at;
@@ -60,6 +81,8 @@ struct reconcile_report {
 	int64_t accounts, transactions, entries, pending_holds, held_total;
 	int64_t intents[6];             /* by enum intent_status */
 	int64_t jobs[4];                /* by enum job_state */
+	/* what each failed check found; filled only for a failed check */
+	struct reconcile_examples examples[RC_NAMED_CHECKS];
 };
 
 /* The imbalance gauge: |balance_sum| + |entry_sum| + unbalanced_amount, in
