@@ -7,6 +7,7 @@
 #   make valgrind   the SQLite integration suite under Valgrind memcheck (build-vg/)
 #   make bench      benchmarks with wrk (ops/wrk), printed as a table
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (build-fuzz/)
+#   make deb        the Debian package, build/settled_VERSION_ARCH.deb
 
 PKGS    = libmicrohttpd jansson sqlite3 libpq hiredis openssl libcurl
 BUILD  ?= build
@@ -28,7 +29,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 
-.PHONY: FORCE all run test unit integration integration-pg integration-pg-1 integration-pg-2 check asan valgrind bench chaos clean deps deps-run \
+.PHONY: FORCE all deb run test unit integration integration-pg integration-pg-1 integration-pg-2 check asan valgrind bench chaos clean deps deps-run \
         fuzz fuzz-smoke fuzz-build fuzz-bins
 all: settled
 
@@ -79,6 +80,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libsettled.a | $(BUILD)/tests
 
 $(BUILD) $(BUILD)/tests:
 	@mkdir -p $@
+
+# The Debian package: $(BUILD)/settled_$(VERSION)_<arch>.deb, by dpkg-deb
+# (scripts/mkdeb says what goes in; tests/integration/test_deb.py installs
+# it into a scratch root).
+deb: $(BUILD)/settled
+	scripts/mkdeb $(BUILD)/settled $(VERSION) $(BUILD)
 
 deps:
 	@scripts/deps
