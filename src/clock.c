@@ -55,3 +55,24 @@ int64_t clock_mono_ms(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+int64_t clock_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void clock_anchor_init(struct clock_anchor *a)
+{
+	a->mono0_ms = clock_mono_ms();
+	a->wall0_ms = clock_wall_ms();
+}
+
+int64_t clock_anchor_now_ms(void *anchor)
+{
+	const struct clock_anchor *a = anchor;
+
+	return a->wall0_ms + (clock_mono_ms() - a->mono0_ms);
+}

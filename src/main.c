@@ -207,6 +207,8 @@ static int serve(struct settled *app, const sigset_t *sigs)
 	 * from its locked queue, which orders this store before that read. */
 	app->store->on_write_fault = count_write_fault;
 	app->store->on_write_fault_arg = app;
+	app->store->clock_ms = app->clock_ms;
+	app->store->clock_arg = app->clock_arg;
 	rc = store_run(app->store, bootstrap_unit, &boot);
 	if (rc) {
 		log_msg(&app->log, LOG_ERROR, "cannot create the system accounts: %s", st_rc_str(rc));
@@ -325,6 +327,9 @@ int main(int argc, char **argv)
 	if (cfg.log_buffer && log_buffer_start(&app.log))
 		log_msg(&app.log, LOG_WARN, "cannot start the log buffer: writing lines one by one");
 	fit_fd_limit(&app.log, &cfg.conn_limit);
+	clock_anchor_init(&app.clock);
+	app.clock_ms = clock_anchor_now_ms;
+	app.clock_arg = &app.clock;
 	app.started_ms = settled_now_ms(&app);
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
 		memset(rnd, 0, sizeof(rnd));

@@ -105,6 +105,11 @@ static enum st_rc settled_store_metrics_init(struct settled_metrics *m, struct m
 	static const char *const labels[] = { "reason" };
 	static const enum store_write_fault faults[] = { STORE_WRITE_DISK_FULL, STORE_WRITE_IO_ERROR };
 
+	m->clock_step = metrics_gauge(reg, "settled_clock_step_seconds",
+				      "How far the system clock was stepped from the server clock since start.",
+				      0, NULL);
+	if (!m->clock_step || !metric_series_get(m->clock_step, NULL))
+		return ST_NOMEM;
 	m->store_write_faults = metrics_counter(reg, "settled_store_write_faults_total",
 						"Write batches refused for want of storage (disk full, I/O error).",
 						1, labels);

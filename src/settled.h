@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -52,6 +53,7 @@ struct settled_metrics {
 	struct metric_family *stuck_intents;      /* settled_stuck_intents_total{action} */
 	struct metric_family *ledger_imbalance;   /* settled_ledger_imbalance gauge (must be 0) */
 	struct metric_family *store_write_faults; /* settled_store_write_faults_total{reason} */
+	struct metric_family *clock_step;         /* settled_clock_step_seconds gauge: system - server clock */
 	struct metric_family *recon_runs;         /* settled_reconciliation_runs_total{result} */
 	struct metric_family *recon_problems;     /* settled_reconciliation_problems gauge */
 	/* webhooks (routes_webhooks.c) */
@@ -83,12 +85,15 @@ struct settled {
 	char instance_id[40];        /* random per process: owner of leases */
 	int64_t started_ms;
 	atomic_bool stopping;
-	/* Injectable clock (tests); NULL = wall clock. */
+	/* The server's clock (clock.h: anchored at start, deaf to steps of the
+	 * system clock), or one a test injects; NULL = the system's wall clock.
+	 * main hands the same clock to the store. */
 	int64_t (*clock_ms)(void *arg);
 	void *clock_arg;
+	struct clock_anchor clock;
 };
 
-/* Wall-clock (or injected) milliseconds since the epoch. */
+/* The server clock's milliseconds since the epoch. */
 int64_t settled_now_ms(const struct settled *app);
 
 #endif

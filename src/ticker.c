@@ -42,6 +42,7 @@ struct ticker {
 	/* queues seen by the gauge task, so a vanished (queue, state) drops to 0 */
 	char *seen_queues[MAX_GAUGE_QUEUES];
 	int nseen;
+	int64_t clock_step_logged; /* the step last logged (ms); 0 = none */
 };
 
 /* ---- tasks ---- */
@@ -186,6 +187,24 @@ static void remember_queue(struct ticker *t, const char *q)
 		t->nseen++;
 }
 
+/* A step of the system clock leaves the server clock where it was (see
+ * clock.h): export the gap, and say so once per new step of a second or more,
+ * since stored times drift from the system's until the next start. */
+static void check_clock_step(struct ticker *t)
+{
+	struct settled *app = t->app;
+	int64_t step = clock_wall_ms() - settled_now_ms(app);
+
+	metric_set(metric_series_get(app->m.clock_step, NULL), (double)step / 1000.0);
+	if (llabs(step - t->clock_step_logged) < 1000)
+		return;
+	t->clock_step_logged = step;
+	log_msg(&app->log, LOG_WARN,
+		"the system clock was stepped %lld ms from the server clock; settled keeps its own "
+		"time (deadlines stay durations) until it is restarted",
+		(long long)step);
+}
+
 static void task_gauges(struct ticker *t)
 {
 	struct settled *app = t->app;
@@ -193,6 +212,7 @@ static void task_gauges(struct ticker *t)
 	const char *known[MAX_GAUGE_QUEUES];
 	size_t nknown;
 
+	check_clock_step(t);
 	if (!g)
 		return;
 	if (store_read(app->store, gauge_unit, g)) {
