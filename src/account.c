@@ -2,6 +2,7 @@
 #include "account.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fmt.h"
@@ -21,20 +22,50 @@ static const struct {
 	{ ACCT_PAYOUTS_CLEARING, false },
 };
 
-#define ACCOUNT_COLS "id, wallet, referrer, balance, held, created_at, may_go_negative"
+#define ACCOUNT_COLS \
+	"id, wallet, referrer, balance, held, created_at, may_go_negative, client_id, name, metadata"
+
+static const char *const kind_names[] = { "wallet", "system", "client" };
+
+const char *account_kind_str(enum account_kind k)
+{
+	return (unsigned)k < 3 ? kind_names[k] : "unknown";
+}
+
+static void account_from_row_at(const struct st_rows *r, int row, struct account *a)
+{
+	const char *w = rows_text(r, row, 1), *ref = rows_text(r, row, 2);
+	const char *client = rows_text(r, row, 7), *name = rows_text(r, row, 8);
+	const char *meta = rows_text(r, row, 9);
+
+	memset(a, 0, sizeof(*a));
+	fmt_str(a->id, sizeof(a->id), rows_text(r, row, 0));
+	fmt_str(a->wallet, sizeof(a->wallet), w ? w : "");
+	fmt_str(a->referrer, sizeof(a->referrer), ref ? ref : "");
+	a->balance = rows_i64(r, row, 3);
+	a->held = rows_i64(r, row, 4);
+	a->created_at = rows_i64(r, row, 5);
+	a->may_go_negative = rows_i64(r, row, 6) != 0;
+	fmt_str(a->client_id, sizeof(a->client_id), client ? client : "");
+	fmt_str(a->metadata, sizeof(a->metadata), meta ? meta : "");
+	if (w) {
+		a->kind = ACCOUNT_WALLET;
+	} else if (client) {
+		/* the stored name is "<client_id>/<name>": keep the name */
+		size_t n = strlen(client);
+
+		a->kind = ACCOUNT_CLIENT;
+		if (name && strlen(name) > n && name[n] == '/')
+			fmt_str(a->name, sizeof(a->name), name + n + 1);
+	} else {
+		a->kind = ACCOUNT_SYSTEM;
+		fmt_str(a->name, sizeof(a->name), name ? name : a->id);
+	}
+}
 
 static void account_from_row(const struct st_rows *r, struct account *a)
 {
-	const char *w = rows_text(r, 0, 1), *ref = rows_text(r, 0, 2);
-
-	memset(a, 0, sizeof(*a));
-	fmt_str(a->id, sizeof(a->id), rows_text(r, 0, 0));
-	fmt_str(a->wallet, sizeof(a->wallet), w ? w : "");
-	fmt_str(a->referrer, sizeof(a->referrer), ref ? ref : "");
-	a->balance = rows_i64(r, 0, 3);
-	a->held = rows_i64(r, 0, 4);
-	a->created_at = rows_i64(r, 0, 5);
-	a->may_go_negative = rows_i64(r, 0, 6) != 0;
+	account_from_row_at(r, 0, a);
 }
 
 static enum st_rc account_query(struct tx *tx, const char *sql, const char *arg, struct account *out)
@@ -110,4 +141,200 @@ enum st_rc account_ensure_system(struct tx *tx)
 			return rc;
 	}
 	return ST_OK;
+}
+
+/* ---- client accounts (SPEC section 13) ---- */
+
+static bool is_system_name(const char *name)
+{
+	for (size_t i = 0; i < sizeof(system_accounts) / sizeof(system_accounts[0]); i++)
+		if (!strcmp(name, system_accounts[i].name))
+			return true;
+	return false;
+}
+
+bool account_name_valid(const char *name, size_t len)
+{
+	if (!name || len == 0 || len > ACCOUNT_NAME_MAX || strlen(name) != len)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == ':' || c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	if (name[0] == '0' && len > 1 && (name[1] == 'x' || name[1] == 'X'))
+		return false;
+	return !is_system_name(name);
+}
+
+/* "<client_id>/<name>" into out; false if it would not fit. */
+static bool qualify(const char *client_id, const char *name, char out[ACCOUNT_QNAME_MAX + 1])
+{
+	size_t c = strlen(client_id), n = strlen(name);
+
+	if (c == 0 || c > ACCOUNT_CLIENT_MAX || n > ACCOUNT_NAME_MAX)
+		return false;
+	memcpy(out, client_id, c);
+	out[c] = '/';
+	memcpy(out + c + 1, name, n + 1);
+	return true;
+}
+
+enum st_rc account_create_client(struct tx *tx, const char *client_id, const char *name,
+				 bool overdraft, const char *metadata, struct account *out)
+{
+	char qname[ACCOUNT_QNAME_MAX + 1], id[ACCOUNT_ID_MAX + 1];
+	enum st_rc rc;
+
+	if (!account_name_valid(name, strlen(name)) || !qualify(client_id, name, qname) ||
+	    (metadata && strlen(metadata) > ACCOUNT_METADATA_MAX))
+		return ST_INVALID;
+	ledger_new_id(tx, "acct_", id);
+	/* UNIQUE (name) of 001 holds "<client_id>/<name>": unique per client. */
+	rc = tx_exec(tx,
+		     "INSERT INTO accounts (id, wallet, name, kind, may_go_negative, client_id, metadata,"
+		     " created_at) VALUES ($1, NULL, $2, 'system', $3, $4, $5, $6)",
+		     ST_ARGS(SV_S(id), SV_S(qname), SV_I(overdraft ? 1 : 0), SV_S(client_id),
+			     SV_SOPT(metadata), SV_I(tx_now_ms(tx))),
+		     NULL);
+	if (rc == ST_UNIQUE)
+		return ST_CONFLICT;
+	if (rc)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	fmt_str(out->id, sizeof(out->id), id);
+	out->kind = ACCOUNT_CLIENT;
+	fmt_str(out->client_id, sizeof(out->client_id), client_id);
+	fmt_str(out->name, sizeof(out->name), name);
+	fmt_str(out->metadata, sizeof(out->metadata), metadata ? metadata : "");
+	out->may_go_negative = overdraft;
+	out->created_at = tx_now_ms(tx);
+	return ST_OK;
+}
+
+enum st_rc account_list_client(struct tx *tx, const char *client_id, const char *after, int limit,
+			       struct account **out, size_t *n_out, bool *more)
+{
+	char from[ACCOUNT_QNAME_MAX + 1] = "";
+	struct st_rows *r = NULL;
+	struct account *list = NULL;
+	enum st_rc rc;
+
+	*out = NULL;
+	*n_out = 0;
+	*more = false;
+	if (limit < 1 || limit > 500)
+		return ST_INVALID;
+	if (after && *after) {
+		if (client_id ? !qualify(client_id, after, from) : strlen(after) > ACCOUNT_QNAME_MAX)
+			return ST_INVALID;
+		if (!client_id)
+			fmt_str(from, sizeof(from), after);
+	}
+	/* One client's names share the "<client_id>/" prefix, so ordering by
+	 * the stored name orders by the client's own name. */
+	if (client_id)
+		rc = tx_query(tx,
+			      "SELECT " ACCOUNT_COLS " FROM accounts WHERE client_id = $1 AND name > $2"
+			      " ORDER BY name LIMIT $3",
+			      ST_ARGS(SV_S(client_id), SV_S(from), SV_I(limit + 1)), &r);
+	else
+		rc = tx_query(tx,
+			      "SELECT " ACCOUNT_COLS " FROM accounts WHERE client_id IS NOT NULL AND name > $1"
+			      " ORDER BY name LIMIT $2",
+			      ST_ARGS(SV_S(from), SV_I(limit + 1)), &r);
+	if (rc)
+		return rc;
+	if (r->nrows) {
+		int n = r->nrows > limit ? limit : r->nrows;
+
+		list = calloc((size_t)n, sizeof(*list));
+		if (!list) {
+			rows_free(r);
+			return ST_NOMEM;
+		}
+		for (int i = 0; i < n; i++)
+			account_from_row_at(r, i, &list[i]);
+		*n_out = (size_t)n;
+		*more = r->nrows > limit;
+	}
+	rows_free(r);
+	*out = list;
+	return ST_OK;
+}
+
+/* A client's own account by its name. */
+static enum st_rc own_account(struct tx *tx, const char *client_id, const char *name,
+			      struct account *out)
+{
+	char qname[ACCOUNT_QNAME_MAX + 1];
+
+	if (!account_name_valid(name, strlen(name)) || !qualify(client_id, name, qname))
+		return ST_NOT_FOUND;
+	return account_query(tx, "SELECT " ACCOUNT_COLS " FROM accounts WHERE name = $1 AND client_id IS NOT NULL",
+			     qname, out);
+}
+
+/* The rules of SPEC section 13; see account.h. Each branch decides the
+ * kind of name first, then whether this caller may use it so. */
+enum st_rc account_resolve(struct tx *tx, const char *caller, const char *name,
+			   enum account_use use, struct account *out)
+{
+	bool admin = caller && !strcmp(caller, "admin");
+	const char *slash;
+	char wallet[WALLET_LEN + 1];
+
+	if (!caller || !name || !*name)
+		return ST_NOT_FOUND;
+	if (name[0] == '0' && (name[1] == 'x' || name[1] == 'X')) {
+		/* Wallets are shared: every client reads them and pays into
+		 * them; money leaves one only through its claims, payouts, or
+		 * the operator. */
+		if (parse_wallet(name, strlen(name), wallet) || (use == ACCOUNT_DEBIT && !admin))
+			return ST_NOT_FOUND;
+		return account_by_wallet(tx, wallet, out);
+	}
+	slash = strchr(name, '/');
+	if (slash) {
+		char cid[ACCOUNT_CLIENT_MAX + 1];
+		size_t n = (size_t)(slash - name);
+
+		if (n == 0 || n > ACCOUNT_CLIENT_MAX)
+			return ST_NOT_FOUND;
+		memcpy(cid, name, n);
+		cid[n] = '\0';
+		if (!admin && strcmp(cid, caller))
+			return ST_NOT_FOUND;
+		return own_account(tx, cid, slash + 1, out);
+	}
+	if (admin) {
+		if (!is_system_name(name))
+			return ST_NOT_FOUND;
+		return account_by_id(tx, name, out);
+	}
+	if (!strcmp(name, ACCT_REVENUE))
+		return use == ACCOUNT_CREDIT ? account_by_id(tx, ACCT_REVENUE, out) : ST_NOT_FOUND;
+	return own_account(tx, caller, name, out);
+}
+
+void account_display_name(const struct account *a, const char *caller,
+			  char out[ACCOUNT_QNAME_MAX + 1])
+{
+	switch (a->kind) {
+	case ACCOUNT_WALLET:
+		fmt_str(out, ACCOUNT_QNAME_MAX + 1, a->wallet);
+		return;
+	case ACCOUNT_CLIENT:
+		if (caller && !strcmp(caller, a->client_id))
+			fmt_str(out, ACCOUNT_QNAME_MAX + 1, a->name);
+		else if (!qualify(a->client_id, a->name, out))
+			fmt_str(out, ACCOUNT_QNAME_MAX + 1, a->id);
+		return;
+	case ACCOUNT_SYSTEM:
+	default:
+		fmt_str(out, ACCOUNT_QNAME_MAX + 1, a->name[0] ? a->name : a->id);
+		return;
+	}
 }

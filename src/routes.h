@@ -13,7 +13,9 @@ extern const size_t settled_nroutes;
 route_handler route_healthz, route_health_ready, route_metrics, route_openapi; /* routes_ops.c */
 route_handler route_register;                                     /* routes_register.c */
 route_handler route_claim_prepare, route_claim_record, route_intent_get; /* routes_claims.c */
-route_handler route_account_get, route_ledger_transactions;        /* routes_ledger.c */
+route_handler route_ledger_transactions;                           /* routes_ledger.c */
+route_handler route_account_create, route_account_list, route_account_get,
+	route_account_get_qualified;                                /* routes_accounts.c */
 route_handler route_admin_dlq_list, route_admin_dlq_retry, route_admin_dlq_delete,
 	route_admin_reconciliation, route_admin_reconcile_now;      /* routes_admin.c */
 route_handler route_webhook_coinbase, route_webhook_stripe, route_webhook_standard; /* routes_webhooks.c */

@@ -1,9 +1,8 @@
 /* routes_ledger.c — ledger reads of the v2 API (SPEC section 8):
  *
- *   GET /api/v2/accounts/{wallet}                          balance, held, available
  *   GET /api/v2/ledger/transactions?account=&after=&limit= keyset-paginated entries
  *
- * Both take an API key or the admin token (ROUTE_API_KEY) and read on a
+ * (The accounts themselves are routes_accounts.c's.) It takes an API key or the admin token (ROUTE_API_KEY) and read on a
  * read connection (store_read): a consistent snapshot, no writer involved.
  * {wallet} and account= name a wallet (0x + 40 hex, any case) or any
  * account id, so the system accounts ("treasury", "external", ...) can be
@@ -64,49 +63,6 @@ static enum st_rc find_account(struct tx *tx, const char *name, struct account *
 	if (strlen(name) > ACCOUNT_ID_MAX)
 		return ST_NOT_FOUND;
 	return account_by_id(tx, name, out);
-}
-
-/* ---- GET /api/v2/accounts/{wallet} ---- */
-
-struct account_read {
-	const char *name;
-	struct account a;
-	struct ledger_balance b;
-};
-
-static enum st_rc account_read_unit(struct tx *tx, void *arg)
-{
-	struct account_read *r = arg;
-	enum st_rc rc = find_account(tx, r->name, &r->a);
-
-	return rc ? rc : ledger_balance(tx, r->a.id, &r->b);
-}
-
-enum st_rc route_account_get(struct req_ctx *rq)
-{
-	struct account_read r = { .name = req_param(rq, "wallet") };
-	bool wallet;
-	enum st_rc rc;
-
-	if (!r.name)
-		return req_fail(rq, ST_NOT_FOUND, "account_not_found", "no such account");
-	rc = store_read(req_app(rq)->store, account_read_unit, &r);
-	if (rc == ST_INVALID)
-		return req_fail_field(rq, ST_INVALID, "invalid_wallet",
-				      "wallet must be 0x followed by 40 hex digits", "wallet");
-	if (rc == ST_NOT_FOUND)
-		return req_fail(rq, ST_NOT_FOUND, "account_not_found", "no such account");
-	if (rc)
-		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
-	wallet = r.a.wallet[0] != '\0';
-	return req_reply(rq, 200,
-			 json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:b, s:o}", "id", r.a.id, "kind",
-				   wallet ? "wallet" : "system", "wallet",
-				   wallet ? json_string(r.a.wallet) : json_null(), "referrer",
-				   r.a.referrer[0] ? json_string(r.a.referrer) : json_null(), "balance",
-				   present_amount(r.b.balance), "held", present_amount(r.b.held), "available",
-				   present_amount(r.b.available), "may_go_negative", r.a.may_go_negative,
-				   "created_at", present_time(r.a.created_at)));
 }
 
 /* ---- GET /api/v2/ledger/transactions ---- */

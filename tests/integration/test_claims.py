@@ -269,9 +269,9 @@ def test_account_read(slow):
     assert (r.json["balance"], r.json["held"], r.json["available"]) == ("0", "0", "0")
     ext = slow.get("/api/v2/accounts/external", headers=AUTH).json
     assert ext["balance"] == "-100000" and ext["may_go_negative"] is True
-    assert_error(slow.get(f"/api/v2/accounts/{new_wallet()}", headers=AUTH), 404, "account_not_found")
+    assert_error(slow.get(f"/api/v2/accounts/{new_wallet()}", headers=AUTH), 404, "not_found")
     assert_error(slow.get("/api/v2/accounts/0x1234", headers=AUTH), 400, "invalid_wallet")
-    assert_error(slow.get("/api/v2/accounts/nobody", headers=AUTH), 404, "account_not_found")
+    assert_error(slow.get("/api/v2/accounts/nobody", headers=AUTH), 404, "not_found")
 
 
 @pytest.mark.parametrize("query,field", [

@@ -765,9 +765,26 @@ def test_live_answers_match_the_document(start_server):
     c.call("GET", f"/api/v2/intents/{prep['id']}", 401, "unauthorized",
            headers={"Authorization": "Bearer sk_live_AAAAAAAA_" + "B" * 32})
     c.call("GET", f"/api/v2/accounts/{w}", 200, headers=K)
-    c.call("GET", "/api/v2/accounts/treasury", 200, headers=K)
+    c.call("GET", "/api/v2/accounts/treasury", 200, headers=ADMIN)
+    c.call("GET", "/api/v2/accounts/treasury", 404, "not_found", headers=K)
     c.call("GET", "/api/v2/accounts/0xzz", 400, "invalid_wallet", headers=K)
-    c.call("GET", f"/api/v2/accounts/{new_wallet()}", 404, "account_not_found", headers=K)
+    c.call("GET", f"/api/v2/accounts/{new_wallet()}", 404, "not_found", headers=K)
+    # ---- the Ledger API: accounts
+    c.call("POST", "/api/v2/accounts", 201, json_body={"name": "shop:1", "metadata": {"a": 1}},
+           headers=K, key=new_key())
+    c.call("POST", "/api/v2/accounts", 409, "account_exists", json_body={"name": "shop:1"}, headers=K)
+    c.call("POST", "/api/v2/accounts", 400, "invalid_account_name", json_body={"name": "a b"},
+           headers=K)
+    c.call("POST", "/api/v2/accounts", 400, "unknown_field", json_body={"name": "a", "x": 1},
+           headers=K)
+    c.call("POST", "/api/v2/accounts", 403, "forbidden", json_body={"name": "a"}, headers=ADMIN)
+    c.call("GET", "/api/v2/accounts", 200, headers=K)
+    c.call("GET", "/api/v2/accounts?limit=1", 200, headers=ADMIN)
+    c.call("GET", "/api/v2/accounts?limit=x", 400, "invalid_parameter", headers=K)
+    c.call("GET", "/api/v2/accounts/shop:1", 200, headers=K)
+    c.call("GET", "/api/v2/accounts/shop:1", 404, "not_found", headers=K2)
+    c.call("GET", f"/api/v2/accounts/{created['client_id']}/shop:1", 200, headers=ADMIN)
+    c.call("GET", f"/api/v2/accounts/{created['client_id']}/shop:1", 404, "not_found", headers=K2)
     c.call("GET", "/api/v2/ledger/transactions", 200, headers=K)
     c.call("GET", f"/api/v2/ledger/transactions?account={w}&limit=1", 200, headers=K)
     c.call("GET", "/api/v2/ledger/transactions?limit=0", 400, "invalid_parameter", headers=K)

@@ -1,0 +1,79 @@
+/* reqcheck.c — see reqcheck.h. */
+#include "reqcheck.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "banned.h"
+
+bool reqcheck_fields(struct req_ctx *rq, const json_t *body, const char *const *fields)
+{
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(body)) {
+		req_fail(rq, ST_INVALID, "invalid_body", "the body must be a JSON object");
+		return true;
+	}
+	json_object_foreach((json_t *)body, key, v) {
+		bool known = false;
+
+		for (const char *const *f = fields; *f && !known; f++)
+			known = !strcmp(*f, key);
+		if (!known) {
+			req_fail_field(rq, ST_INVALID, "unknown_field", "this route does not take this field",
+				       key);
+			return true;
+		}
+	}
+	return false;
+}
+
+bool reqcheck_metadata(struct req_ctx *rq, const json_t *v, char **out)
+{
+	char *text, *copy;
+	size_t n;
+
+	*out = NULL;
+	if (!v || json_is_null(v))
+		return false;
+	text = json_is_object(v) ? json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	n = text ? strlen(text) : 0;
+	if (!text || n > REQCHECK_METADATA_MAX) {
+		free(text);
+		req_fail_field(rq, ST_INVALID, "invalid_metadata",
+			       "metadata must be a JSON object of at most 2048 bytes", "metadata");
+		return true;
+	}
+	copy = req_alloc(rq, n + 1);
+	if (copy)
+		memcpy(copy, text, n + 1);
+	free(text);
+	if (!copy) {
+		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		return true;
+	}
+	*out = copy;
+	return false;
+}
+
+bool reqcheck_limit(struct req_ctx *rq, const char *s, int max, int *out)
+{
+	size_t n = strlen(s);
+	long v = 0;
+
+	if (n == 0 || n > 9 || (n > 1 && s[0] == '0'))
+		goto bad;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			goto bad;
+		v = v * 10 + (s[i] - '0');
+	}
+	if (v < 1)
+		goto bad;
+	*out = v > max ? max : (int)v;
+	return false;
+bad:
+	req_fail_field(rq, ST_INVALID, "invalid_parameter", "limit must be an integer from 1 to 500", "limit");
+	return true;
+}

@@ -1,0 +1,31 @@
+/* reqcheck.h — request checks shared by the Ledger API's routes
+ * (accounts, transfers): unknown body fields, metadata, page limits.
+ *
+ * Each returns false when the request may go on, true when it has already
+ * answered with the error (req_fail_field), so a handler writes
+ * `if (reqcheck_limit(...)) return ST_OK;`. */
+#ifndef SETTLED_REQCHECK_H
+#define SETTLED_REQCHECK_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "http.h"
+
+/* Refuses a body member not in fields (NULL-terminated) with 400
+ * unknown_field naming it (SPEC section 3): a client's typo never becomes
+ * a different request than intended. A body that is not an object is 400
+ * invalid_body. */
+bool reqcheck_fields(struct req_ctx *rq, const json_t *body, const char *const *fields);
+
+/* Reads an optional "metadata": absent or null gives *out = NULL; a JSON
+ * object gives its compact text (req_alloc'd, at most
+ * REQCHECK_METADATA_MAX bytes); anything else is 400 invalid_metadata. */
+#define REQCHECK_METADATA_MAX 2048
+bool reqcheck_metadata(struct req_ctx *rq, const json_t *v, char **out);
+
+/* Parses ?limit= (1..max; larger values are capped at max): else 400
+ * invalid_parameter naming limit. */
+bool reqcheck_limit(struct req_ctx *rq, const char *s, int max, int *out);
+
+#endif
