@@ -7,8 +7,9 @@
  *      dribbled bodies are cut off; it is disarmed while the request is
  *      handled and re-armed when the answer is done;
  *   1. first callback: req_ctx created, request id and trace context set,
- *      ambiguous framing (smuggling) and header bytes that are no token /
- *      not UTF-8 refused (400, connection closed), route matched
+ *      ambiguous framing (smuggling: docs/internals/http-framing.md) and
+ *      header bytes that are no token / not UTF-8 refused (400,
+ *      connection closed), route matched
  *      (404/405/OPTIONS answered here), Content-Length checked against
  *      SETTLED_MAX_BODY (413 before the body is read);
  *   2. body callbacks: bytes appended to a capped buf (an over-long chunked
@@ -43,6 +44,7 @@
 #include "apikey.h"
 #include "client_addr.h"
 #include "fmt.h"
+#include "hdr_layout.h"
 #include "idempotency.h"
 #include "json_out.h"
 #include "log.h"
@@ -73,6 +75,7 @@ struct http {
 	uint16_t port;
 	atomic_int inflight;
 	struct reaper *reaper;  /* request deadline (reaper.h); NULL: none */
+	bool layout_checks;     /* the libmicrohttpd whose layout hdr_layout.h knows */
 };
 
 enum rq_state { RQ_NEW = 0, RQ_BODY, RQ_WAITING, RQ_READY, RQ_SENT };
@@ -1241,8 +1244,12 @@ static void init_request(struct req_ctx *rq)
 struct hdr_scan {
 	unsigned content_length;     /* Content-Length lines */
 	unsigned transfer_encoding;  /* Transfer-Encoding lines */
+	unsigned authorization;      /* Authorization lines */
+	unsigned host;               /* Host lines */
 	bool te_not_chunked;         /* one that is not exactly "chunked" */
 	bool bad_bytes;              /* a name that is no token, a value not UTF-8 */
+	bool layout_on;              /* walk the section (hdr_layout.h) */
+	struct hdr_layout layout;
 };
 
 /* RFC 9110 section 5.1: a field name is a token. This also refuses
@@ -1262,11 +1269,11 @@ static bool header_name_ok(const char *s, size_t n)
 	return n > 0;
 }
 
-/* Values must be UTF-8 (issue 11); other control bytes are left to each
- * header's own validator (an Idempotency-Key with one is refused as
+/* Values must be UTF-8; other control bytes are left to each header's own
+ * validator (an Idempotency-Key with one is refused as
  * invalid_idempotency_key). The NUL test is for libmicrohttpd versions
  * that report the true length: 0.9.75 measures values with strlen(), so
- * there a NUL just ends the value early. */
+ * there a NUL ends the value early and hdr_layout.h finds it. */
 static bool header_value_ok(const char *s, size_t n)
 {
 	return !memchr(s, '\0', n) && utf8_valid(s, n);
@@ -1280,7 +1287,13 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 	(void)kind;
 	if (!header_name_ok(key, key_size) || (value && !header_value_ok(value, value_size)))
 		sc->bad_bytes = true;
-	if (key_size == 14 && !strncasecmp(key, "Content-Length", 14)) {
+	if (sc->layout_on)
+		hdr_layout_field(&sc->layout, key, key_size, value, value_size);
+	if (key_size == 13 && !strncasecmp(key, "Authorization", 13)) {
+		sc->authorization++;
+	} else if (key_size == 4 && !strncasecmp(key, "Host", 4)) {
+		sc->host++;
+	} else if (key_size == 14 && !strncasecmp(key, "Content-Length", 14)) {
 		sc->content_length++;
 	} else if (key_size == 17 && !strncasecmp(key, "Transfer-Encoding", 17)) {
 		sc->transfer_encoding++;
@@ -1291,7 +1304,11 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 }
 
 /* Refuses, before a byte of the body is read, what libmicrohttpd 0.9.75
- * lets through (issue 11):
+ * lets through (docs/internals/http-framing.md):
+ *   0. what its parser hides (hdr_layout.h): a folded line, a NUL or a
+ *      bare CR in a line, a line ended by a bare LF; two Authorization or
+ *      two Host lines, or an HTTP/1.1 request without Host (RFC 9112
+ *      section 3.2: 400), which two parsers could also resolve differently;
  *   1. a body length two parsers could read differently, the setup of
  *      request smuggling (RFC 9112 sections 6.1 and 6.3): Content-Length
  *      with Transfer-Encoding (libmicrohttpd goes by the chunks), two
@@ -1303,13 +1320,32 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
  *      UTF-8 or holds a NUL (see header_value_ok for the NUL).
  * The answer is 400 with Connection: close: after a framing doubt nothing
  * else on the connection can be trusted. True when it answered. */
-static bool refuse_bad_headers(struct req_ctx *rq, enum MHD_Result *ret)
+static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD_Result *ret)
 {
 	struct hdr_scan sc = { 0 };
 	const char *code = "invalid_framing", *msg;
+	const union MHD_ConnectionInfo *size =
+		MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+	enum hdr_fault fault = HDR_OK;
 
+	/* The method is the section's first byte (hdr_layout.h). */
+	sc.layout_on = rq->h->layout_checks && size;
+	if (sc.layout_on)
+		hdr_layout_begin(&sc.layout, rq->method, size->header_size);
 	MHD_get_connection_values_n(rq->conn, MHD_HEADER_KIND, scan_header, &sc);
-	if (sc.content_length && sc.transfer_encoding) {
+	if (sc.layout_on)
+		fault = hdr_layout_end(&sc.layout);
+	if (fault) {
+		code = "invalid_header";
+		msg = hdr_fault_str(fault);
+	} else if (sc.authorization > 1 || sc.host > 1) {
+		code = "invalid_header";
+		msg = sc.host > 1 ? "a request can have only one Host"
+				  : "a request can have only one Authorization";
+	} else if (!sc.host && version && !strcmp(version, MHD_HTTP_VERSION_1_1)) {
+		code = "invalid_header";
+		msg = "an HTTP/1.1 request needs a Host header";
+	} else if (sc.content_length && sc.transfer_encoding) {
 		msg = "a request cannot have both Content-Length and Transfer-Encoding";
 	} else if (sc.content_length > 1) {
 		msg = "a request can have only one Content-Length";
@@ -1343,7 +1379,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct http *h = cls;
 	struct req_ctx *rq = *con_cls;
 
-	(void)version;
 	if (!rq) {
 		const char *cl;
 		bool answered;
@@ -1363,7 +1398,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		buf_init(&rq->body, h->app->cfg->max_body);
 		resp_init(&rq->resp);
 		init_request(rq);
-		if (refuse_bad_headers(rq, &ret))
+		if (refuse_bad_headers(rq, version, &ret))
 			return ret;
 		/* Shutting down: new requests get a quick 503 and Connection:
 		 * close (send_resp), in-flight ones finish. This stands in for
@@ -1620,6 +1655,15 @@ enum st_rc http_start(struct settled *app, const struct route *routes, size_t nr
 		free(h);
 		return ST_NOMEM;
 	}
+	/* hdr_layout.h reads libmicrohttpd 0.9.75's buffer layout; another
+	 * version may lay it out differently, and the walk would refuse
+	 * every request or miss what it is for: it is only used on the
+	 * version it was checked against (docs/internals/http-framing.md). */
+	h->layout_checks = !strcmp(MHD_get_version(), "0.9.75");
+	if (!h->layout_checks)
+		log_msg(&app->log, LOG_WARN,
+			"libmicrohttpd %s: the header-layout checks (obs-fold, NUL, bare CR/LF) "
+			"are only known to fit 0.9.75 and are off", MHD_get_version());
 	/* The logger goes first so that errors about later options reach it. */
 	h->daemon = MHD_start_daemon(flags, cfg->listen_port, NULL, NULL, on_request, h,
 				     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,

@@ -1,0 +1,168 @@
+"""Header-section framing over raw sockets: what libmicrohttpd 0.9.75's
+parser hides from settled (docs/internals/http-framing.md).
+
+Each refused request gets exactly one answer: 400 invalid_header, settled's
+JSON body and security headers, Connection: close, and nothing after it on
+the connection. A smuggled request hidden behind the refused one never runs
+(nothing written, no second answer carrying its X-Request-Id).
+"""
+
+import select
+import time
+
+import pytest
+
+from conftest import (
+    ADMIN_TOKEN,
+    assert_common_headers,
+    assert_error,
+    build_request,
+    new_wallet,
+    param_id,
+)
+
+JSON = {"Content-Type": "application/json"}
+
+
+def read_to_eof(conn, timeout=5.0):
+    """Everything the server sends until it closes the connection."""
+    deadline = time.monotonic() + timeout
+    data = conn.buf
+    conn.buf = b""
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([conn.sock], [], [], deadline - time.monotonic())
+        if not r:
+            break
+        try:
+            chunk = conn.sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError(f"connection still open after {timeout} s: {data[:200]!r}")
+
+
+def register_body(wallet=None):
+    return b'{"wallet": "%s"}' % (wallet or new_wallet()).encode()
+
+
+def smuggled(rid="smuggled-1"):
+    """A whole request that writes (a registration), to hide in a body."""
+    return build_request("POST", "/api/register", register_body(),
+                         {**JSON, "X-Request-Id": rid})
+
+
+def head(lines, method="POST", path="/api/register", version="HTTP/1.1"):
+    return ("\r\n".join([f"{method} {path} {version}", *lines]) + "\r\n\r\n").encode("latin-1")
+
+
+def _cases():
+    inner = smuggled()
+    n = len(inner)
+    clean = ["Host: 127.0.0.1", "Content-Type: application/json"]
+    return {
+        # The finding: the fold makes Content-Length vanish, the body is
+        # read as the next request.
+        "cl-folded-sp": head([*clean, "Content-Length:", f" {n}"]) + inner,
+        "cl-folded-tab": head([*clean, "Content-Length:", f"\t{n}"]) + inner,
+        "cl-value-folded": head([*clean, "Content-Length: 1", f" {n}"]) + inner,
+        "te-folded": head([*clean, "Transfer-Encoding:", " chunked"]) + b"0\r\n\r\n" + inner,
+        "other-folded": head([*clean, "X-Note: a", " b", f"Content-Length: {n}"]) + inner,
+        "folded-twice": head([*clean, "X-Note: a", " b", "\tc", f"Content-Length: {n}"]) + inner,
+        "fold-after-host": head(["Host: 127.0.0.1", " evil.example", *clean[1:],
+                                 f"Content-Length: {n}"]) + inner,
+        # NUL and CR inside lines, LF without CR.
+        "nul-in-value": head([*clean, "X-Note: a\x00b", f"Content-Length: {n}"]) + inner,
+        "nul-ends-value": head([*clean, "X-Note: ab\x00", f"Content-Length: {n}"]) + inner,
+        "nul-hides-cl": head([*clean, f"X-Note: a\x00Content-Length: {n}"]) + inner,
+        "nul-last-line": head([*clean, f"Content-Length: {n}", "X-Note: a\x00b"]) + inner,
+        "bare-cr-in-value": head([*clean, "X-Note: a\rb", f"Content-Length: {n}"]) + inner,
+        "bare-cr-hides-cl": head([*clean, f"X-Note: a\rContent-Length: {n}"]) + inner,
+        "bare-cr-at-end": head([*clean, "X-Note: a\r", f"Content-Length: {n}"]) + inner,
+        "bare-lf-line": (head(clean)[:-4] + f"\r\nX-Note: a\nContent-Length: {n}\r\n\r\n"
+                         .encode()) + inner,
+        "bare-lf-request-line": (f"POST /api/register HTTP/1.1\nHost: 127.0.0.1\r\n"
+                                 f"Content-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
+                                 .encode()) + inner,
+        "bare-lf-end": (head([*clean, f"Content-Length: {n}"])[:-4] + b"\n\n") + inner,
+        # Two credentials, two hosts, none.
+        "two-authorization": head([*clean, f"Authorization: Bearer {ADMIN_TOKEN}",
+                                   "Authorization: Bearer other", f"Content-Length: {n}"]) + inner,
+        "two-host": head([*clean, "Host: evil.example", f"Content-Length: {n}"]) + inner,
+        "no-host": head(["Content-Type: application/json", f"Content-Length: {n}"]) + inner,
+    }
+
+
+CASES = list(_cases())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hidden_framing_is_refused_once_and_runs_nothing(server, case):
+    data = _cases()[case]
+    with server.unchanged():
+        with server.connect_raw(timeout=5) as c:
+            c.send(data, ignore_reset=True)
+            r = c.read_response()
+            assert_error(r, 400, "invalid_header")
+            assert (r.headers.get("Connection") or "").lower() == "close", r
+            assert r.headers.get("X-Request-Id") != "smuggled-1", r
+            rest = read_to_eof(c)
+            assert b"HTTP/1." not in rest, rest
+    assert server.get("/healthz").status == 200
+
+
+@pytest.mark.parametrize("line", [
+    b"X-Note: a\x00b", b"X-Note: a\rb", b"X-Note: a\r\n b", b"X-A: 1\r\nAuthorization: x\r\nAuthorization: y",
+], ids=param_id)
+def test_hidden_framing_on_get_is_refused(server, line):
+    data = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + line + b"\r\n\r\n"
+    r = server.raw(data, method="GET")
+    assert_error(r, 400, "invalid_header")
+    assert (r.headers.get("Connection") or "").lower() == "close", r
+
+
+def test_http10_without_host_is_accepted(server):
+    r = server.raw(b"GET /healthz HTTP/1.0\r\n\r\n", method="GET")
+    assert r.status == 200, r
+
+
+@pytest.mark.parametrize("lines", [
+    ["Host: 127.0.0.1"],
+    ["Host: 127.0.0.1", "X-Empty:", "X-Blank:   ", "X-Tab:\tv", "X-Trail: v  "],
+    ["Host: 127.0.0.1", "Cookie: a=b; c=d", "Accept: */*", "User-Agent: t/1"],
+    ["Host: 127.0.0.1", *[f"X-H{i}: {'v' * (i % 7)}" for i in range(60)]],
+    ["Host: 127.0.0.1", "X-Long: " + "x" * 3000],
+    ["host: 127.0.0.1", "authorization: Bearer nothing"],
+], ids=["host", "odd-blanks", "common", "many", "long", "lower-case"])
+def test_clean_header_sections_are_accepted(server, lines):
+    for path in ("/healthz", "/healthz?x=1&y=%41"):
+        r = server.raw(head(lines, method="GET", path=path), method="GET")
+        assert r.status == 200, r
+        assert r.headers.get("Connection") is None, r
+
+
+def test_keepalive_requests_after_a_clean_one_are_checked_too(server):
+    """The second request on a connection gets the same checks."""
+    with server.connect_raw(timeout=5) as c:
+        c.send(head(["Host: 127.0.0.1"], method="GET", path="/healthz"))
+        assert c.read_response(method="GET").status == 200
+        c.send(head(["Host: 127.0.0.1", "X-Note: a", " b"], method="GET", path="/healthz"))
+        r = c.read_response(method="GET")
+        assert_error(r, 400, "invalid_header")
+        assert b"HTTP/1." not in read_to_eof(c)
+
+
+def test_smuggled_request_after_fold_never_answers(server):
+    """The finding as reported: before, two answers came back, the second
+    with the smuggled request's X-Request-Id."""
+    inner = build_request("GET", "/healthz", headers={"X-Request-Id": "smuggled-2"})
+    data = head(["Host: 127.0.0.1", "Content-Type: application/json", "Content-Length:",
+                 f" {len(inner)}"]) + inner
+    with server.connect_raw(timeout=5) as c:
+        c.send(data, ignore_reset=True)
+        r = c.read_response()
+        assert_common_headers(r)
+        assert r.status == 400, r
+        rest = read_to_eof(c)
+        assert b"smuggled-2" not in rest and b"HTTP/1." not in rest, rest
