@@ -71,7 +71,7 @@ struct opt {
 };
 
 static opt_check_fn check_origin, check_ip, check_pg_url, check_redis_url, check_redis_prefix,
-	check_http_url, check_asset;
+	check_http_url, check_asset, check_admin_token;
 
 #define FIELD(f) offsetof(struct config, f)
 #define FIELD_SIZE(f) sizeof(((struct config *)0)->f)
@@ -116,7 +116,9 @@ static const struct opt opts[] = {
 
 	/* auth and secrets */
 	{ "SETTLED_ADMIN_TOKEN", "--admin-token", OPT_STR, OPT_SECRET, FIELD(admin_token), 0, 0,
-	  0, 0, NULL, NULL, "TOKEN", "bearer token of the admin routes; disabled when unset" },
+	  0, 0, check_admin_token, NULL, "TOKEN",
+	  "bearer token of the admin routes, at least " CONFIG_ADMIN_TOKEN_MIN_STR
+	  " characters (openssl rand -hex 32); disabled when unset" },
 	{ "SETTLED_WEBHOOK_SECRET", "--webhook-secret", OPT_LIST, OPT_SECRET,
 	  FIELD(webhook_secrets), 0, FIELD(n_webhook_secrets), 0, 0, NULL, NULL, "SECRET,...",
 	  "Coinbase Commerce webhook secrets (several while rotating)" },
@@ -191,6 +193,10 @@ static const struct opt opts[] = {
 	  0, 1000000000, NULL, "600", "N", "health checks per minute per IP (0 = no limit)" },
 	{ "RL_API_PER_MIN", "--rl-api-per-min", OPT_I64, 0, FIELD(rl_api_per_min), 0, 0, 0,
 	  1000000000, NULL, "1000", "N", "v2 API calls per minute per API key (0 = no limit)" },
+	{ "RL_AUTH_FAIL_PER_MIN", "--rl-auth-fail-per-min", OPT_I64, 0, FIELD(rl_auth_fail_per_min),
+	  0, 0, 0, 1000000000, NULL, "20", "N",
+	  "failed authentications (401/403) per minute per client IP; past it every "
+	  "authenticated route answers 429 to that IP (0 = no limit)" },
 	{ "SETTLED_RL_FAIL", "--rl-fail", OPT_RL_FAIL, 0, FIELD(rl_fail_open_money), 0, 0, 0, 0,
 	  NULL, NULL, "open|closed",
 	  "when the rate-limit store is down: allow (open) or refuse (closed); unset = health "
@@ -465,6 +471,15 @@ static const char *check_http_url(const char *v)
 	if ((has_prefix(v, "http://") && v[7]) || (has_prefix(v, "https://") && v[8]))
 		return NULL;
 	return "not an http:// or https:// URL";
+}
+
+/* A short admin token can be guessed, throttling or not. */
+static const char *check_admin_token(const char *v)
+{
+	if (strlen(v) < CONFIG_ADMIN_TOKEN_MIN)
+		return "shorter than " CONFIG_ADMIN_TOKEN_MIN_STR
+		       " characters (generate one with: openssl rand -hex 32)";
+	return NULL;
 }
 
 static const char *check_asset(const char *v)

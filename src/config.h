@@ -16,6 +16,9 @@
 #include "rc.h"
 
 #define CONFIG_MAX_LIST 16
+/* Shortest SETTLED_ADMIN_TOKEN accepted at start (exit 2 below it). */
+#define CONFIG_ADMIN_TOKEN_MIN 32
+#define CONFIG_ADMIN_TOKEN_MIN_STR "32"
 
 struct config {
 	/* network */
@@ -39,7 +42,8 @@ struct config {
 	char *redis_prefix;         /* SETTLED_REDIS_PREFIX, default "settled:rl:" */
 
 	/* auth and secrets (never logged) */
-	char *admin_token;          /* SETTLED_ADMIN_TOKEN, NULL = admin routes disabled (401) */
+	char *admin_token;          /* SETTLED_ADMIN_TOKEN, NULL = admin routes disabled (401);
+	                             * at least CONFIG_ADMIN_TOKEN_MIN characters */
 	char *webhook_secrets[CONFIG_MAX_LIST];   /* SETTLED_WEBHOOK_SECRET (Coinbase Commerce) */
 	size_t n_webhook_secrets;
 	char *stripe_secrets[CONFIG_MAX_LIST];    /* SETTLED_STRIPE_WEBHOOK_SECRET */
@@ -74,6 +78,7 @@ struct config {
 	int64_t rl_webhook_per_min;        /* RL_WEBHOOK_PER_MIN, 100 */
 	int64_t rl_health_per_min;         /* RL_HEALTH_PER_MIN, 600 */
 	int64_t rl_api_per_min;            /* RL_API_PER_MIN, 1000 */
+	int64_t rl_auth_fail_per_min;      /* RL_AUTH_FAIL_PER_MIN, 20: 401/403 per client IP */
 	bool rl_fail_open_money;           /* SETTLED_RL_FAIL: "open" / "closed" / default (health open, money closed) */
 	bool rl_fail_open_other;
 };

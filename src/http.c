@@ -132,8 +132,8 @@ struct req_ctx {
 
 	/* rate limits: the policies decided, in route order, and which one the
 	 * headers report (the refusing one, else the most restrictive) */
-	const struct rl_policy *rl_pol[ROUTE_MAX_LIMITS];
-	struct rl_decision rl_dec[ROUTE_MAX_LIMITS];
+	const struct rl_policy *rl_pol[ROUTE_MAX_LIMITS + 1]; /* + the failed-authentication policy */
+	struct rl_decision rl_dec[ROUTE_MAX_LIMITS + 1];
 	int rl_n;                   /* 0: no RateLimit headers */
 	int rl_shown;
 	int64_t rl_now_ms;          /* the clock the decisions were taken at */
@@ -672,6 +672,48 @@ static bool rl_tighter(const struct rl_decision *a, const struct rl_decision *b)
 	       (a->remaining == b->remaining && a->reset_ms > b->reset_ms);
 }
 
+/* Records the decision d of p for the RateLimit headers. */
+static void rl_record(struct req_ctx *rq, const struct rl_policy *p, const struct rl_decision *d)
+{
+	if (rq->rl_n == ROUTE_MAX_LIMITS + 1)
+		return;
+	rq->rl_pol[rq->rl_n] = p;
+	rq->rl_dec[rq->rl_n] = *d;
+	if (!rq->rl_n || !d->allowed || rl_tighter(d, &rq->rl_dec[rq->rl_shown]))
+		rq->rl_shown = rq->rl_n;
+	rq->rl_n++;
+}
+
+/* Fills the 429 of p's refusal d (recorded already: the headers report it). */
+static void rl_refuse(struct req_ctx *rq, const struct rl_policy *p, const struct rl_decision *d)
+{
+	struct settled *app = rq->h->app;
+	const char *const lv[] = { p->name };
+	int64_t secs = rl_secs(d->retry_after_ms);
+	char ra[32];
+
+	metrics_inc(app->m.rate_limited, lv);
+	snprintf(ra, sizeof(ra), "%lld", (long long)secs);
+	resp_release(&rq->resp);
+	resp_error(&rq->resp, ST_LIMITED, "rate_limited", "too many requests; slow down",
+		   json_pack("{s:I, s:s}", "retry_after", (json_int_t)secs, "policy", p->name));
+	resp_header(&rq->resp, "Retry-After", ra);
+}
+
+/* The backend could not decide p: counts it and applies p's fail mode.
+ * True when the request goes on (fail open), else the 503 is filled. */
+static bool rl_backend_down(struct req_ctx *rq, const struct rl_policy *p)
+{
+	const char *const lv[] = { p->name, p->fail_open ? "open" : "closed" };
+
+	metrics_inc(rq->h->app->m.rl_backend_errors, lv);
+	if (p->fail_open)
+		return true;
+	req_fail(rq, ST_UNAVAILABLE, "rate_limiter_unavailable",
+		 "the rate limiter is unavailable; try again later");
+	return false;
+}
+
 /* Applies the route's policies whose key is known now: with body_keys
  * false those keyed by address, API key or provider (before the body is
  * parsed, so malformed requests count too), with body_keys true those
@@ -716,35 +758,86 @@ static bool apply_rate_limits(struct req_ctx *rq, bool body_keys)
 			rq->rl_now_ms = settled_now_ms(app); /* now, not when the headers came */
 		rc = rl_check(app->rl, p, key, strlen(key), rq->rl_now_ms, &d);
 		if (rc) {
-			const char *const lv[] = { p->name, p->fail_open ? "open" : "closed" };
-
-			metrics_inc(app->m.rl_backend_errors, lv);
-			if (p->fail_open)
+			if (rl_backend_down(rq, p))
 				continue;
-			req_fail(rq, ST_UNAVAILABLE, "rate_limiter_unavailable",
-				 "the rate limiter is unavailable; try again later");
 			return false;
 		}
-		rq->rl_pol[rq->rl_n] = p;
-		rq->rl_dec[rq->rl_n] = d;
-		if (!rq->rl_n || !d.allowed || rl_tighter(&d, &rq->rl_dec[rq->rl_shown]))
-			rq->rl_shown = rq->rl_n;
-		rq->rl_n++;
+		rl_record(rq, p, &d);
 		if (!d.allowed) {
-			const char *const lv[] = { p->name };
-			int64_t secs = rl_secs(d.retry_after_ms);
-			char ra[32];
-
-			metrics_inc(app->m.rate_limited, lv);
-			snprintf(ra, sizeof(ra), "%lld", (long long)secs);
-			resp_release(&rq->resp);
-			resp_error(&rq->resp, ST_LIMITED, "rate_limited", "too many requests; slow down",
-				   json_pack("{s:I, s:s}", "retry_after", (json_int_t)secs, "policy", p->name));
-			resp_header(&rq->resp, "Retry-After", ra);
+			rl_refuse(rq, p, &d);
 			return false;
 		}
 	}
 	return true;
+}
+
+/* ---------------------------------------------------------------- failed authentications */
+
+/* Failed authentications per client address (RLP_AUTH_FAIL, keyed like
+ * every per-address limit; docs/internals/ratelimit.md "Authentication
+ * failures"). Only failures are charged, so clients that authenticate are
+ * never slowed; but the budget is looked at (a peek, charging nothing)
+ * before a guessable credential is checked: an address past it is
+ * answered 429 whatever it sends, its right guesses included, else a
+ * guesser would just read 429 as "wrong" and 200 as "right". */
+static void auth_fail_count(struct req_ctx *rq, const char *result)
+{
+	const char *const lv[] = { rq->route->path, result };
+
+	metrics_inc(rq->h->app->m.auth_failures, lv);
+}
+
+/* Before the credential: false with the 429 (or 503, backend down and
+ * fail closed) filled when the address is past its budget. */
+static bool auth_fail_gate(struct req_ctx *rq)
+{
+	struct settled *app = rq->h->app;
+	const struct rl_policy *p = &app->policies[RLP_AUTH_FAIL];
+	struct rl_decision d;
+
+	if (p->limit <= 0)
+		return true;
+	rq->rl_now_ms = settled_now_ms(app);
+	if (rl_peek(app->rl, p, rq->client_rl_key, strlen(rq->client_rl_key), rq->rl_now_ms, &d))
+		return rl_backend_down(rq, p);
+	if (d.allowed)
+		return true;
+	auth_fail_count(rq, "limited");
+	rl_record(rq, p, &d);
+	rl_refuse(rq, p, &d);
+	return false;
+}
+
+/* After a 401/403: charges the failure. The answer keeps its status and
+ * gains the policy's headers, or, if this failure is past the budget
+ * (concurrent failures that all passed the gate), becomes the 429. A
+ * backend that cannot decide leaves the 401/403 as it is. */
+static void auth_fail_charge(struct req_ctx *rq)
+{
+	struct settled *app = rq->h->app;
+	const struct rl_policy *p = &app->policies[RLP_AUTH_FAIL];
+	struct rl_decision d;
+
+	if (p->limit <= 0) {
+		auth_fail_count(rq, "refused");
+		return;
+	}
+	if (!rq->rl_n)
+		rq->rl_now_ms = settled_now_ms(app);
+	if (rl_check(app->rl, p, rq->client_rl_key, strlen(rq->client_rl_key), rq->rl_now_ms, &d)) {
+		const char *const lv[] = { p->name, p->fail_open ? "open" : "closed" };
+
+		metrics_inc(app->m.rl_backend_errors, lv); /* the 401/403 stands */
+		auth_fail_count(rq, "refused");
+		return;
+	}
+	rl_record(rq, p, &d);
+	if (d.allowed) {
+		auth_fail_count(rq, "refused");
+		return;
+	}
+	auth_fail_count(rq, "limited");
+	rl_refuse(rq, p, &d);
 }
 
 /* ---------------------------------------------------------------- idempotency */
@@ -1185,6 +1278,20 @@ static bool parse_body(struct req_ctx *rq)
 	return true;
 }
 
+/* authenticate() behind the failed-authentication budget. */
+static bool authenticate_throttled(struct req_ctx *rq)
+{
+	if (!(rq->route->flags & (ROUTE_ADMIN | ROUTE_API_KEY)))
+		return authenticate(rq);
+	if (!auth_fail_gate(rq))
+		return false;
+	if (authenticate(rq))
+		return true;
+	if (rq->resp.status == 401 || rq->resp.status == 403)
+		auth_fail_charge(rq);
+	return false;
+}
+
 /* Runs everything between the last body byte and the handler. */
 static enum MHD_Result dispatch(struct req_ctx *rq)
 {
@@ -1192,7 +1299,7 @@ static enum MHD_Result dispatch(struct req_ctx *rq)
 
 	if (rq->body_too_large)
 		return fail_now(rq, ST_TOO_LARGE, "payload_too_large", "the request body is too large");
-	if (!authenticate(rq) || !apply_rate_limits(rq, false) || !parse_body(rq) ||
+	if (!authenticate_throttled(rq) || !apply_rate_limits(rq, false) || !parse_body(rq) ||
 	    !apply_rate_limits(rq, true))
 		return send_resp(rq);
 	if ((rq->route->flags & ROUTE_IDEMPOTENT) && !idempotency_precheck(rq))

@@ -80,6 +80,8 @@ static void policies_init(struct settled *app)
 	app->policies[RLP_WEBHOOK] = (struct rl_policy){ "webhook", c->rl_webhook_per_min, min, c->rl_fail_open_money };
 	app->policies[RLP_HEALTH] = (struct rl_policy){ "health", c->rl_health_per_min, min, c->rl_fail_open_other };
 	app->policies[RLP_API] = (struct rl_policy){ "api", c->rl_api_per_min, min, c->rl_fail_open_other };
+	/* Open by default: a limiter outage must not lock everyone out. */
+	app->policies[RLP_AUTH_FAIL] = (struct rl_policy){ "auth_fail", c->rl_auth_fail_per_min, min, c->rl_fail_open_other };
 }
 
 /* Scale-out rate limits (SPEC section 1): the Redis backend. Redis being

@@ -130,6 +130,7 @@ enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
 	static const char *const result[] = { "result" };
 	static const char *const policy[] = { "policy" };
 	static const char *const policy_decision[] = { "policy", "decision" };
+	static const char *const route_result[] = { "route", "result" };
 	static const char *const intent_status[] = { "status" };
 	/* Settlement spans the rail's confirmation: tenths of a second to hours. */
 	static const double settle_buckets[] = { 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600, 1800, 3600 };
@@ -147,6 +148,9 @@ enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
 	m->rl_backend_errors = metrics_counter(reg, "settled_rate_limit_backend_errors_total",
 					       "Rate-limit decisions taken while the backend was down.", 2,
 					       policy_decision);
+	m->auth_failures = metrics_counter(reg, "settled_auth_failures_total",
+					   "Failed authentications (401/403) by route; limited: "
+					   "answered 429 past RL_AUTH_FAIL_PER_MIN.", 2, route_result);
 	m->intents = metrics_counter(reg, "settled_intents_total",
 				     "Intents that entered each status.", 1,
 				     intent_status);
@@ -155,7 +159,7 @@ enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
 						   settle_buckets,
 						   sizeof(settle_buckets) / sizeof(settle_buckets[0]));
 	if (!m->http_requests || !m->http_duration || !m->idempotency || !m->rate_limited ||
-	    !m->rl_backend_errors || !m->intents || !m->settlement_duration)
+	    !m->rl_backend_errors || !m->auth_failures || !m->intents || !m->settlement_duration)
 		return ST_NOMEM;
 	if (settled_job_metrics_init(m, reg))
 		return ST_NOMEM;

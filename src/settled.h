@@ -25,6 +25,7 @@ enum rl_policy_id {
 	RLP_WEBHOOK,
 	RLP_HEALTH,
 	RLP_API,
+	RLP_AUTH_FAIL,      /* failed authentications per address: charged after a 401/403 */
 	RLP_COUNT
 };
 
@@ -42,6 +43,7 @@ struct settled_metrics {
 	struct metric_family *idempotency;       /* settled_idempotency_total{result} */
 	struct metric_family *rate_limited;      /* settled_rate_limited_total{policy} */
 	struct metric_family *rl_backend_errors; /* settled_rate_limit_backend_errors_total{policy,decision} */
+	struct metric_family *auth_failures;     /* settled_auth_failures_total{route,result}: refused | limited */
 	struct metric_family *intents;           /* settled_intents_total{status}: intents entering status */
 	struct metric_family *settlement_duration; /* settled_settlement_duration_seconds: created -> SETTLED */
 	/* jobs, sweeper, reconciliation (worker.c, ticker.c) */

@@ -80,7 +80,7 @@ VALGRIND = bool(WRAPPER) and os.path.basename(WRAPPER[0]).startswith("valgrind")
 # are upper bounds, so scaling them only costs time when something hangs.
 TIME_FACTOR = float(os.environ.get("SETTLED_TEST_TIME_FACTOR") or (10 if WRAPPER else 1))
 
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123"   # >= 32 characters
 BOOT_TIMEOUT = 10.0 * TIME_FACTOR      # seconds for the port file to appear
 STOP_TIMEOUT = 10.0 * TIME_FACTOR      # seconds between SIGTERM and SIGKILL
 HTTP_TIMEOUT = 15.0 * TIME_FACTOR      # socket timeout of every helper request
@@ -115,6 +115,7 @@ DEFAULT_ENV = {
     "RL_WEBHOOK_PER_MIN": "1000000",
     "RL_HEALTH_PER_MIN": "1000000",
     "RL_API_PER_MIN": "1000000",
+    "RL_AUTH_FAIL_PER_MIN": "1000000",
 }
 
 # Variables of the developer's shell that must not leak into a test server.

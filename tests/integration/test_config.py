@@ -15,7 +15,8 @@ DOCUMENTED = [
     "SETTLED_WORKERS", "SETTLED_LOG_LEVEL", "SETTLED_IDEMPOTENCY_TTL",
     "SETTLED_TRUST_PROXY", "SETTLED_REQUIRE_IDEMPOTENCY_KEY",
     "RL_REGISTER_PER_HOUR", "RL_REGISTER_PER_DAY_WALLET", "RL_CLAIM_PER_HOUR",
-    "RL_WEBHOOK_PER_MIN", "RL_HEALTH_PER_MIN", "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "RL_WEBHOOK_PER_MIN", "RL_HEALTH_PER_MIN", "RL_AUTH_FAIL_PER_MIN",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
 ]
 
 
@@ -46,6 +47,8 @@ def _start_args(tmp_path):
     ("SETTLED_IDEMPOTENCY_TTL", "forever"),
     ("SETTLED_WORKERS", "many"),
     ("SETTLED_REQUIRE_IDEMPOTENCY_KEY", "perhaps"),
+    ("RL_AUTH_FAIL_PER_MIN", "-1"),
+    ("RL_AUTH_FAIL_PER_MIN", "lots"),
 ])
 def test_bad_value_exits_2_naming_the_variable(tmp_path, name, value):
     env = {name: value}
@@ -59,6 +62,31 @@ def test_bad_value_exits_2_naming_the_variable(tmp_path, name, value):
     assert not (tmp_path / "settled.db").exists(), "a bad configuration created the store"
 
 
+@pytest.mark.parametrize("token", ["x", "changeme", "t" * 31, "test-admin-token"])
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_short_admin_token_exits_2(tmp_path, token, how):
+    """An admin token under 32 characters can be guessed: refused at start
+    with one clear line that names the variable and never echoes the value."""
+    args, env = _start_args(tmp_path), {"SETTLED_ADMIN_TOKEN": None}
+    if how == "env":
+        env["SETTLED_ADMIN_TOKEN"] = token
+    else:
+        args += ["--admin-token", token]
+    rc, out, err = run_settled(args, env=env, cwd=tmp_path)
+    assert rc == 2, f"exit {rc} for a {len(token)}-character token\nstderr: {err}"
+    assert ("SETTLED_ADMIN_TOKEN" if how == "env" else "--admin-token") in err, err
+    assert "shorter than 32 characters" in err, err
+    assert token not in err.replace("SETTLED_ADMIN_TOKEN", "") or len(token) == 1, err
+    assert not (tmp_path / "port").exists(), "the server started anyway"
+    assert not (tmp_path / "settled.db").exists(), "a bad configuration created the store"
+
+
+def test_admin_token_of_32_characters_is_accepted(start_server):
+    token = "k" * 32
+    srv = start_server(env={"SETTLED_ADMIN_TOKEN": token})
+    assert srv.get("/api/admin/dlq", headers={"Authorization": f"Bearer {token}"}).status == 200
+
+
 def test_unknown_flag_exits_2(tmp_path):
     rc, out, err = run_settled(_start_args(tmp_path) + ["--definitely-not-a-flag"], cwd=tmp_path)
     assert rc == 2, f"exit {rc}\nstderr: {err}"
@@ -66,7 +94,7 @@ def test_unknown_flag_exits_2(tmp_path):
 
 
 SECRETS = {
-    "SETTLED_ADMIN_TOKEN": "supersecret-xyz",
+    "SETTLED_ADMIN_TOKEN": "supersecret-xyz-0123456789abcdefghij",
     "SETTLED_WEBHOOK_SECRET": "cc-sekrit-123,cc-sekrit-old-124",
     "SETTLED_STRIPE_WEBHOOK_SECRET": "whsec_stripesekrit456",
     "SETTLED_STANDARD_WEBHOOK_SECRET": "whsec_c2VrcmV0LXN0YW5kYXJkLTc4OQ==",
@@ -76,7 +104,7 @@ SECRETS = {
 def test_effective_config_is_logged_without_secrets(start_server):
     srv = start_server(env=SECRETS)
     # use the token so a careless request log would show it
-    srv.get("/api/admin/dlq", headers={"Authorization": "Bearer supersecret-xyz"})
+    srv.get("/api/admin/dlq", headers={"Authorization": "Bearer supersecret-xyz-0123456789abcdefghij"})
     srv.get("/api/admin/dlq", headers={"Authorization": "Bearer wrong-token-" + ADMIN_TOKEN})
     assert srv.stop() == 0
     out = srv.stdout().decode("utf-8", "replace")

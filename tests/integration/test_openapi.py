@@ -426,12 +426,21 @@ def test_each_operation_matches_its_route_flags():
              "requestBody iff ROUTE_JSON_BODY")
         want((("header", "x-request-id") in pnames) and (("header", "traceparent") in pnames),
              "X-Request-Id / traceparent parameters")
+        # Authenticated routes are limited too: failed authentications per
+        # address (auth_fail) make them answer 429.
+        authed = "ROUTE_ADMIN" in r["flags"] or "ROUTE_API_KEY" in r["flags"]
         if r["limits"]:
-            want("429" in responses, "rate limited but no 429")
             ok = next(v for s, v in responses.items() if s.startswith("2"))
             want("RateLimit" in checker.resolve(ok).get("headers", {}), "no RateLimit header on 2xx")
+        if r["limits"] or authed:
+            want("429" in responses, "rate limited but no 429")
         else:
             want("429" not in responses, "429 documented but the route has no rate limit")
+        if authed:
+            for st in ("401", "403"):
+                if st in responses:
+                    want("RateLimit" in checker.resolve(responses[st]).get("headers", {}),
+                         f"no RateLimit header on {st} (auth_fail)")
         tpl_params = set(re.findall(r"\{(\w+)\}", r["path"]))
         doc_params = {p["name"] for p in params if p["in"] == "path"}
         want(tpl_params == doc_params, f"path parameters {doc_params} != template's {tpl_params}")

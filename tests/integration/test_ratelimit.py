@@ -17,6 +17,7 @@ import time
 import pytest
 
 from conftest import (
+    ADMIN_TOKEN,
     assert_error,
     concurrent_requests,
     find_samples,
@@ -445,3 +446,90 @@ def test_policies_with_equal_limits_are_advertised_once(start_server):
     r = register(srv)
     limit, rem, reset, policies = rl_state(r)
     assert (limit, rem, [p["name"] for _, p in policies]) == (5, 3, ["register_ip"]), r
+
+
+# --------------------------------------------------------------------------
+# Failed authentications per address (RL_AUTH_FAIL_PER_MIN)
+
+
+def auth_failures(srv, route, result):
+    s = find_samples(parse_metrics(srv.metrics()), "settled_auth_failures_total",
+                     route=route, result=result)
+    return s[0][2] if s else 0.0
+
+
+def bearer(token, xff=None):
+    h = {"Authorization": f"Bearer {token}"}
+    if xff:
+        h["X-Forwarded-For"] = xff
+    return h
+
+
+def test_auth_failures_are_limited_per_address(start_server):
+    """401/403 answers count against the address; past the budget every
+    authenticated route answers 429 to it, the right token included (else
+    guessing would go on, reading 429 as "wrong"); other addresses and
+    successful requests are not affected."""
+    srv = start_server(env={"RL_AUTH_FAIL_PER_MIN": "3", "SETTLED_TRUST_PROXY": "127.0.0.1"})
+    good = ADMIN_TOKEN
+    bad = "x" * 40
+    attacker, other = "198.51.100.10", "198.51.100.11"
+    # Successes never count.
+    for _ in range(10):
+        assert srv.get("/api/admin/dlq", headers=bearer(good, attacker)).status == 200
+    with srv.unchanged():
+        for i, (path, token) in enumerate([("/api/admin/dlq", bad),          # 403
+                                           ("/api/v2/intents/in_x", bad),    # 401
+                                           ("/api/admin/dlq", None)]):       # 401, no token
+            h = bearer(token, attacker) if token else {"X-Forwarded-For": attacker}
+            r = srv.get(path, headers=h)
+            assert r.status in (401, 403), r
+            lim, remaining, _, policies = rl_state(r)
+            assert (lim, remaining) == (3, 2 - i), r
+            assert policy_named(policies, "auth_fail")
+        r = srv.post("/api/admin/reconciliation", headers=bearer(bad, attacker), key=new_key())
+        assert_limited(r, "auth_fail", 3)
+        # The right token from that address: refused too, before it is checked.
+        assert_limited(srv.get("/api/admin/dlq", headers=bearer(good, attacker)), "auth_fail", 3)
+        assert_limited(srv.get("/api/v2/intents/in_x", headers=bearer(good, attacker)),
+                       "auth_fail", 3)
+    # Routes without authentication are not gated.
+    assert register(srv, xff=attacker).status in PASSED
+    # Another address is untouched.
+    assert srv.get("/api/admin/dlq", headers=bearer(good, other)).status == 200
+    assert srv.get("/api/admin/dlq", headers=bearer(bad, other)).status == 403
+    assert auth_failures(srv, "/api/admin/dlq", "refused") == 3
+    assert auth_failures(srv, "/api/v2/intents/{id}", "refused") == 1
+    assert auth_failures(srv, "/api/admin/dlq", "limited") == 1
+    assert auth_failures(srv, "/api/admin/reconciliation", "limited") == 1
+    assert auth_failures(srv, "/api/v2/intents/{id}", "limited") == 1
+    assert limited_count(srv, "auth_fail") == 3
+
+
+def test_auth_failures_of_one_ipv6_64_share_a_budget(start_server):
+    srv = start_server(env={"RL_AUTH_FAIL_PER_MIN": "2", "SETTLED_TRUST_PROXY": "127.0.0.1"})
+    bad = "y" * 40
+    assert srv.get("/api/admin/dlq", headers=bearer(bad, "2001:db8:5:5::1")).status == 403
+    assert srv.get("/api/admin/dlq", headers=bearer(bad, "2001:db8:5:5::2")).status == 403
+    assert_limited(srv.get("/api/admin/dlq", headers=bearer(ADMIN_TOKEN, "2001:db8:5:5:ffff::3")),
+                   "auth_fail", 2)
+    assert srv.get("/api/admin/dlq", headers=bearer(ADMIN_TOKEN, "2001:db8:5:6::1")).status == 200
+
+
+def test_concurrent_auth_failures_pass_the_budget_exactly(start_server):
+    """20 wrong tokens at once against a budget of 5: exactly 5 are
+    answered 401 (charged), the other 15 are 429, on either backend."""
+    srv = start_server(env={"RL_AUTH_FAIL_PER_MIN": "5"})
+    reqs = [{"method": "GET", "path": "/api/v2/intents/in_x",
+             "headers": {"Authorization": f"Bearer wrong-{i:02d}-" + "z" * 30}} for i in range(20)]
+    statuses = sorted(r.status for r in only_responses(concurrent_requests(srv.port, reqs)))
+    assert statuses == [401] * 5 + [429] * 15, statuses
+
+
+def test_auth_fail_limit_zero_disables_it(start_server):
+    srv = start_server(env={"RL_AUTH_FAIL_PER_MIN": "0"})
+    for _ in range(30):
+        r = srv.get("/api/admin/dlq", headers=bearer("q" * 40))
+        assert r.status == 403, r
+        assert_no_rl_headers(r)
+    assert srv.get("/api/admin/dlq", headers=bearer(ADMIN_TOKEN)).status == 200

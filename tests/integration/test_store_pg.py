@@ -20,7 +20,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import assert_error, backend_name, new_key, new_wallet, pgctl, wait_until
+from conftest import ADMIN_TOKEN, assert_error, backend_name, new_key, new_wallet, pgctl, wait_until
 
 pytestmark = pytest.mark.skipif(backend_name() != "pg",
                                 reason="PostgreSQL backend only (SETTLED_TEST_BACKEND=pg)")
@@ -46,7 +46,7 @@ def test_postgres_down_gives_503_then_recovers(server):
         # Reads fail the same way, quickly (no hanging on a dead server).
         t0 = time.monotonic()
         r = server.get(f"/api/v2/accounts/{wallet}",
-                       headers={"Authorization": "Bearer test-admin-token"})
+                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert_error(r, 503, "store_unavailable")
         assert time.monotonic() - t0 < 5
         assert server.running

@@ -138,7 +138,7 @@ Test(config, from_env)
 			 "SETTLED_CORS_ORIGINS= https://a.example.com , http://localhost:3000,,",
 			 "SETTLED_TRUST_PROXY=10.0.0.1,::1",
 			 "SETTLED_DATABASE_URL=postgres://app:pw@db:5432/settled",
-			 "SETTLED_REDIS_URL=redis://:pw@cache:6379/0", "SETTLED_ADMIN_TOKEN=tok",
+			 "SETTLED_REDIS_URL=redis://:pw@cache:6379/0", "SETTLED_ADMIN_TOKEN=tok-0123456789abcdef0123456789abcdef",
 			 "SETTLED_WEBHOOK_SECRET=s1,s2", "SETTLED_STRIPE_WEBHOOK_SECRET=whsec_a",
 			 "SETTLED_STANDARD_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 			 "SETTLED_WORKERS=0", "SETTLED_LOG_LEVEL=debug",
@@ -169,7 +169,7 @@ Test(config, from_env)
 	cr_assert_str_eq(c.trust_proxy[1], "::1");
 	cr_assert_str_eq(c.database_url, "postgres://app:pw@db:5432/settled");
 	cr_assert_str_eq(c.redis_url, "redis://:pw@cache:6379/0");
-	cr_assert_str_eq(c.admin_token, "tok");
+	cr_assert_str_eq(c.admin_token, "tok-0123456789abcdef0123456789abcdef");
 	cr_assert_eq(c.n_webhook_secrets, 2);
 	cr_assert_str_eq(c.webhook_secrets[1], "s2");
 	cr_assert_eq(c.n_stripe_secrets, 1);
@@ -233,11 +233,11 @@ Test(config, flags_override_env)
 {
 	struct config c;
 	char **env = ENV("SETTLED_LISTEN=127.0.0.1:1111", "SETTLED_DB=/env.db",
-			 "SETTLED_ADMIN_TOKEN=from-env", "SETTLED_CORS_ORIGINS=https://env.example",
+			 "SETTLED_ADMIN_TOKEN=from-env-0123456789abcdef0123456789", "SETTLED_CORS_ORIGINS=https://env.example",
 			 "RL_CLAIM_PER_HOUR=1", "SETTLED_RL_FAIL=open");
 
 	load_ok(&c, env,
-		AV("--listen", "[::1]:0", "--db=/flag.db", "--admin-token", "from-flag",
+		AV("--listen", "[::1]:0", "--db=/flag.db", "--admin-token", "from-flag-0123456789abcdef0123456789",
 		   "--cors-origins=https://a.example,https://b.example", "--rl-claim-per-hour", "7",
 		   "--port-file", "/tmp/p", "--require-idempotency-key", "--rl-fail=closed",
 		   "--otel-exporter-otlp-endpoint=https://otel.example/v1", "--max-body=2MiB",
@@ -245,7 +245,7 @@ Test(config, flags_override_env)
 	cr_assert_str_eq(c.listen_host, "::1");
 	cr_assert_eq(c.listen_port, 0);
 	cr_assert_str_eq(c.db_path, "/flag.db");
-	cr_assert_str_eq(c.admin_token, "from-flag");
+	cr_assert_str_eq(c.admin_token, "from-flag-0123456789abcdef0123456789");
 	cr_assert_eq(c.n_cors_origins, 2);
 	cr_assert_str_eq(c.cors_origins[1], "https://b.example");
 	cr_assert_eq(c.rl_claim_per_hour, 7);
@@ -296,7 +296,7 @@ Test(config, empty_flag_resets_to_default)
 {
 	struct config c;
 
-	load_ok(&c, ENV("SETTLED_ADMIN_TOKEN=t", "SETTLED_WORKERS=9"),
+	load_ok(&c, ENV("SETTLED_ADMIN_TOKEN=t0123456789abcdef0123456789abcdef", "SETTLED_WORKERS=9"),
 		AV("--admin-token=", "--workers", ""));
 	cr_assert_null(c.admin_token);
 	cr_assert_eq(c.workers, 4);
@@ -440,6 +440,10 @@ Test(config, secrets_never_echoed)
 		  "SETTLED_WEBHOOK_SECRET", "hunter2" },
 		{ "SETTLED_STANDARD_WEBHOOK_SECRET=hunter2,a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p",
 		  "SETTLED_STANDARD_WEBHOOK_SECRET", "hunter2" },
+		/* too short: refused, and still never echoed */
+		{ "SETTLED_ADMIN_TOKEN=hunter2", "SETTLED_ADMIN_TOKEN", "hunter2" },
+		{ "SETTLED_ADMIN_TOKEN=hunter2-hunter2-hunter2-hunter2", "SETTLED_ADMIN_TOKEN",
+		  "hunter2" },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -453,6 +457,23 @@ Test(config, secrets_never_echoed)
 
 		load_bad(no_env, AV("--database-url", "sqlite://hunter2"), needles, "hunter2");
 	}
+}
+
+/* An admin token under 32 characters is refused at start (exit 2 in main):
+ * the line names the variable and the minimum; 32 is enough. */
+Test(config, admin_token_at_least_32_characters)
+{
+	const char *const needles[] = { "SETTLED_ADMIN_TOKEN", "shorter than 32", NULL };
+	const char *const flag_needles[] = { "--admin-token", "shorter than 32", NULL };
+	struct config c;
+
+	load_bad(ENV("SETTLED_ADMIN_TOKEN=0123456789012345678901234567890"), 1, no_args, needles,
+		 "0123456789");
+	load_bad(ENV("SETTLED_ADMIN_TOKEN=x"), 1, no_args, needles, NULL);
+	load_bad(no_env, AV("--admin-token", "short"), flag_needles, "short:");
+	load_ok(&c, ENV("SETTLED_ADMIN_TOKEN=01234567890123456789012345678901"), 1, no_args);
+	cr_assert_str_eq(c.admin_token, "01234567890123456789012345678901");
+	config_release(&c);
 }
 
 Test(config, bad_flags)
@@ -526,7 +547,8 @@ Test(config, help_text_lists_every_option)
 		"SETTLED_JOB_MAX_ATTEMPTS", "SETTLED_JOB_LEASE", "SETTLED_API_KEY_GRACE",
 		"OTEL_EXPORTER_OTLP_ENDPOINT",
 		"RL_REGISTER_PER_HOUR", "RL_REGISTER_PER_DAY_WALLET", "RL_CLAIM_PER_HOUR",
-		"RL_WEBHOOK_PER_MIN", "RL_HEALTH_PER_MIN", "RL_API_PER_MIN", "SETTLED_RL_FAIL",
+		"RL_WEBHOOK_PER_MIN", "RL_HEALTH_PER_MIN", "RL_API_PER_MIN", "RL_AUTH_FAIL_PER_MIN",
+		"SETTLED_RL_FAIL",
 	};
 	size_t n_opts = 0;
 
@@ -613,7 +635,7 @@ Test(config, describe_defaults)
 	cr_assert(json_is_null(json_object_get(j, "otel_exporter_otlp_endpoint")));
 	cr_assert(json_is_array(json_object_get(j, "cors_origins")));
 	cr_assert_str_eq(json_string_value(json_object_get(j, "job_lease")), "30s");
-	cr_assert_eq(json_object_size(j), 41);
+	cr_assert_eq(json_object_size(j), 42);
 	json_decref(j);
 	free(raw);
 	config_release(&c);
@@ -627,7 +649,7 @@ Test(config, describe_redacts_secrets)
 	char **env = ENV(
 		"SETTLED_DATABASE_URL=postgresql://app:S3cretPW@db:5432/settled?sslmode=require&password=S3cretQ",
 		"SETTLED_REDIS_URL=redis://default:R3disPW@cache:6380/0",
-		"SETTLED_ADMIN_TOKEN=AdminTok3n", "SETTLED_WEBHOOK_SECRET=WhSecretA,WhSecretB",
+		"SETTLED_ADMIN_TOKEN=AdminTok3n-0123456789abcdef0123456789", "SETTLED_WEBHOOK_SECRET=WhSecretA,WhSecretB",
 		"SETTLED_STRIPE_WEBHOOK_SECRET=whsec_Str1pe",
 		"SETTLED_STANDARD_WEBHOOK_SECRET=whsec_St4ndard",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=https://u:Ot3lPW@otel.example:4318",
