@@ -23,7 +23,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, ROOT, run_settled
+from conftest import ADMIN_TOKEN, BIN, ROOT, run_settled
 
 OPS = ROOT / "ops"
 PROM = OPS / "prometheus.yml"
@@ -203,6 +203,12 @@ def test_env_example_names_only_known_variables_and_boots(start_server):
     assert not missing, (f"ops/settled.env.example does not mention {missing}: add each new "
                          "setting there (commented out, with its default)")
     # The harness's --listen/--db flags beat the example's values.
-    srv = start_server(env={k: every[k] for k in active})
+    boot = {k: every[k] for k in active}
+    # The admin token is a placeholder settled refuses (under 32 characters),
+    # so an installed, unedited file cannot start with a token everyone
+    # knows; the boot uses a real one.
+    assert len(boot.get("SETTLED_ADMIN_TOKEN", "")) < 32, "the example's admin token would work"
+    boot["SETTLED_ADMIN_TOKEN"] = ADMIN_TOKEN
+    srv = start_server(env=boot)
     r = srv.get("/health/ready")
     assert r.status == 200, r
