@@ -26,7 +26,7 @@
 
 #define ACCOUNT_NAME_MAX 128          /* a client account's name (SPEC 13) */
 #define ACCOUNT_CLIENT_MAX 40         /* a client id ("key_" + 24 hex) */
-#define ACCOUNT_METADATA_MAX 2048     /* bytes of compact JSON */
+#define ACCOUNT_METADATA_MAX 4096     /* bytes of compact JSON */
 /* "<client_id>/<name>": how the admin token names a client account. */
 #define ACCOUNT_QNAME_MAX (ACCOUNT_CLIENT_MAX + 1 + ACCOUNT_NAME_MAX)
 

@@ -111,10 +111,11 @@ static enum st_rc post(struct tx *tx, const struct ledger_post *p, const char *h
 	/* Closing the transaction: the store checks the balance here and
 	 * moves the balances (and resolves the captured hold). */
 	rc = tx_exec(tx,
-		     "INSERT INTO ledger_tx (id, kind, ref, intent_id, hold_id, created_at)"
-		     " VALUES ($1, $2, $3, $4, $5, $6)",
+		     "INSERT INTO ledger_tx (id, kind, ref, intent_id, hold_id, created_at, client_id,"
+		     " description, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
 		     ST_ARGS(SV_S(id), SV_S(p->kind), SV_SOPT(p->ref), SV_SOPT(p->intent_id),
-			     SV_SOPT(hold_id), SV_I(now)),
+			     SV_SOPT(hold_id), SV_I(now), SV_SOPT(p->client_id), SV_SOPT(p->description),
+			     SV_SOPT(p->metadata)),
 		     NULL);
 	if (rc)
 		return rc;
@@ -128,6 +129,50 @@ enum st_rc ledger_post(struct tx *tx, const struct ledger_post *p, char tx_id_ou
 	enum st_rc rc = ledger_check(p);
 
 	return rc ? rc : post(tx, p, NULL, tx_id_out);
+}
+
+enum st_rc ledger_tx_get(struct tx *tx, const char *owner, const char *id, struct ledger_tx_view *out)
+{
+	struct st_rows *r = NULL;
+	enum st_rc rc;
+
+	/* The owner filter is part of the query: another client's transaction
+	 * is never read, so it cannot be answered differently from none. */
+	if (owner)
+		rc = tx_query(tx,
+			      "SELECT id, kind, client_id, description, metadata, created_at FROM ledger_tx"
+			      " WHERE id = $1 AND client_id = $2",
+			      ST_ARGS(SV_S(id), SV_S(owner)), &r);
+	else
+		rc = tx_query(tx,
+			      "SELECT id, kind, client_id, description, metadata, created_at FROM ledger_tx"
+			      " WHERE id = $1",
+			      ST_ARGS(SV_S(id)), &r);
+	if (rc)
+		return rc;
+	if (r->nrows == 0) {
+		rows_free(r);
+		return ST_NOT_FOUND;
+	}
+	memset(out, 0, sizeof(*out));
+	rows_copy(r, 0, 0, out->id, sizeof(out->id));
+	rows_copy(r, 0, 1, out->kind, sizeof(out->kind));
+	rows_copy(r, 0, 2, out->client_id, sizeof(out->client_id));
+	rows_copy(r, 0, 3, out->description, sizeof(out->description));
+	rows_copy(r, 0, 4, out->metadata, sizeof(out->metadata));
+	out->created_at = rows_i64(r, 0, 5);
+	rows_free(r);
+	rc = tx_query(tx, "SELECT account_id, direction, amount FROM ledger_entries WHERE tx_id = $1 ORDER BY id",
+		      ST_ARGS(SV_S(id)), &r);
+	if (rc)
+		return rc;
+	for (int i = 0; i < r->nrows && out->n < LEDGER_MAX_ENTRIES; i++, out->n++) {
+		rows_copy(r, i, 0, out->entries[out->n].account_id, sizeof(out->entries[0].account_id));
+		out->entries[out->n].dir = !strcmp(rows_text(r, i, 1), "credit") ? LEDGER_CREDIT : LEDGER_DEBIT;
+		out->entries[out->n].amount = rows_i64(r, i, 2);
+	}
+	rows_free(r);
+	return ST_OK;
 }
 
 enum st_rc ledger_fund_treasury(struct tx *tx, int64_t amount, bool *funded)

@@ -52,6 +52,11 @@ struct ledger_post {
 	const char *intent_id;    /* or NULL */
 	size_t n;
 	const struct ledger_entry *entries;
+	/* A transfer's (POST /api/v2/transfers) owner, description and
+	 * metadata (compact JSON); NULL for the server's own postings. */
+	const char *client_id;
+	const char *description;
+	const char *metadata;
 };
 
 /* Checks a transaction without writing: 2..LEDGER_MAX_ENTRIES entries,
@@ -67,6 +72,29 @@ enum st_rc ledger_check(const struct ledger_post *p);
  * account). On PostgreSQL an error aborts the enclosing transaction: run
  * inside tx_nested to survive one. */
 enum st_rc ledger_post(struct tx *tx, const struct ledger_post *p, char tx_id_out[LEDGER_ID_MAX + 1]);
+
+/* A posted transaction as ledger_tx_get reads it back. */
+#define LEDGER_DESCRIPTION_MAX 500
+struct ledger_tx_view {
+	char id[LEDGER_ID_MAX + 1];
+	char kind[32];
+	char client_id[ACCOUNT_CLIENT_MAX + 1];          /* "" when none */
+	char description[LEDGER_DESCRIPTION_MAX + 1];    /* "" when none */
+	char metadata[ACCOUNT_METADATA_MAX + 1];         /* JSON text, "" when none */
+	int64_t created_at;
+	size_t n;
+	struct {
+		char account_id[ACCOUNT_ID_MAX + 1];
+		enum ledger_dir dir;
+		int64_t amount;
+	} entries[LEDGER_MAX_ENTRIES];               /* in posting order */
+};
+
+/* Reads transaction id with its entries. owner: a client id, to see only
+ * the transactions that client posted (the filter is in the SQL), or NULL
+ * for any (the admin token). ST_NOT_FOUND when there is none, or it is not
+ * owner's: the same answer. */
+enum st_rc ledger_tx_get(struct tx *tx, const char *owner, const char *id, struct ledger_tx_view *out);
 
 /* Funds the treasury from external with amount, once: the posting carries
  * the fixed reference LEDGER_TREASURY_FUNDING_REF, so later calls (later

@@ -42,7 +42,7 @@ bool reqcheck_metadata(struct req_ctx *rq, const json_t *v, char **out)
 	if (!text || n > REQCHECK_METADATA_MAX) {
 		free(text);
 		req_fail_field(rq, ST_INVALID, "invalid_metadata",
-			       "metadata must be a JSON object of at most 2048 bytes", "metadata");
+			       "metadata must be a JSON object of at most 4096 bytes", "metadata");
 		return true;
 	}
 	copy = req_alloc(rq, n + 1);

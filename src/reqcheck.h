@@ -21,7 +21,7 @@ bool reqcheck_fields(struct req_ctx *rq, const json_t *body, const char *const *
 /* Reads an optional "metadata": absent or null gives *out = NULL; a JSON
  * object gives its compact text (req_alloc'd, at most
  * REQCHECK_METADATA_MAX bytes); anything else is 400 invalid_metadata. */
-#define REQCHECK_METADATA_MAX 2048
+#define REQCHECK_METADATA_MAX 4096
 bool reqcheck_metadata(struct req_ctx *rq, const json_t *v, char **out);
 
 /* Parses ?limit= (1..max; larger values are capped at max): else 400

@@ -28,6 +28,9 @@ const struct route settled_routes[] = {
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) } },
 	{ "GET", "/api/v2/accounts/{client}/{name}", route_account_get_qualified, ROUTE_API_KEY,
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) } },
+	{ "POST", "/api/v2/transfers", route_transfer_create,
+	  ROUTE_API_KEY | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY, { LIMIT(RLP_API, RL_KEY_API_KEY) } },
+	{ "GET", "/api/v2/transfers/{id}", route_transfer_get, ROUTE_API_KEY, { LIMIT(RLP_API, RL_KEY_API_KEY) } },
 	{ "GET", "/api/v2/ledger/transactions", route_ledger_transactions, ROUTE_API_KEY,
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) } },
 	/* Webhooks: not ROUTE_IDEMPOTENT, the provider's event id is the key. */

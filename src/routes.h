@@ -16,6 +16,7 @@ route_handler route_claim_prepare, route_claim_record, route_intent_get; /* rout
 route_handler route_ledger_transactions;                           /* routes_ledger.c */
 route_handler route_account_create, route_account_list, route_account_get,
 	route_account_get_qualified;                                /* routes_accounts.c */
+route_handler route_transfer_create, route_transfer_get;           /* routes_transfers.c */
 route_handler route_admin_dlq_list, route_admin_dlq_retry, route_admin_dlq_delete,
 	route_admin_reconciliation, route_admin_reconcile_now;      /* routes_admin.c */
 route_handler route_webhook_coinbase, route_webhook_stripe, route_webhook_standard; /* routes_webhooks.c */

@@ -119,7 +119,7 @@ def test_a_bad_account_name_is_400(srv, name):
     ({"name": "a", "bogus": 1}, "unknown_field", "bogus"),
     ({"name": "a", "overdraft": "yes"}, "invalid_body", "overdraft"),
     ({"name": "a", "metadata": [1]}, "invalid_metadata", "metadata"),
-    ({"name": "a", "metadata": {"k": "v" * 2100}}, "invalid_metadata", "metadata"),
+    ({"name": "a", "metadata": {"k": "v" * 4200}}, "invalid_metadata", "metadata"),
 ])
 def test_a_bad_account_body_is_400(srv, body, code, field):
     c = Client(srv)
@@ -178,3 +178,180 @@ def test_reading_accounts_follows_ownership(srv):
         r = c.get(f"/api/v2/accounts/{w}")
         assert r.status == 200 and r.json["kind"] == "wallet" and r.json["name"] == w, r
     assert_error(a.get("/api/v2/accounts/0xzz"), 400, "invalid_wallet")
+
+
+# --------------------------------------------------------------------------
+# transfers
+
+
+def bal(srv, name, headers=ADMIN):
+    r = srv.get(f"/api/v2/accounts/{name}", headers=headers)
+    assert r.status == 200, r
+    return int(r.json["balance"])
+
+
+def assert_sum_zero(srv):
+    assert rows(srv, "SELECT coalesce(sum(balance), 0) FROM accounts") == [("0",)]
+    neg = rows(srv, "SELECT id FROM accounts WHERE may_go_negative = 0 AND balance - held < 0")
+    assert neg == [], neg
+
+
+def test_operator_allocations_and_a_clients_transfers(srv):
+    c = Client(srv)
+    c.account("credits")
+    w = new_wallet()
+    assert srv.register(w).status == 201
+    t0 = bal(srv, "treasury")
+    # The operator allocates to a wallet and to a client's account.
+    r = admin_transfer(srv, "treasury", w, 300)
+    assert r.status == 201, r
+    assert [(e["account"], e["direction"], e["amount"]) for e in r.json["entries"]] == \
+        [("treasury", "debit", "300"), (w, "credit", "300")]
+    assert r.json["kind"] == "transfer" and r.json["client_id"] is None
+    assert r.headers["Location"] == f"/api/v2/transfers/{r.json['id']}"
+    assert admin_transfer(srv, "treasury", f"{c.id}/credits", 1000).status == 201
+    assert bal(srv, "treasury") == t0 - 1300 and bal(srv, w) == 300
+    # The client moves its credits: to a wallet, to revenue, and between its
+    # own accounts, in one transaction.
+    c.account("spent")
+    r = c.post("/api/v2/transfers", {"postings": [
+        {"from": "credits", "to": w, "amount": "100"},
+        {"from": "credits", "to": "revenue", "amount": "50"},
+        {"from": "credits", "to": "spent", "amount": "25"}],
+        "description": "campaign 7", "metadata": {"campaign": 7}})
+    assert r.status == 201, r
+    t = r.json
+    assert t["client_id"] == c.id and t["description"] == "campaign 7" and t["metadata"] == {"campaign": 7}
+    assert [(e["account"], e["direction"]) for e in t["entries"]] == [
+        ("credits", "debit"), (w, "credit"), ("credits", "debit"), ("revenue", "credit"),
+        ("credits", "debit"), ("spent", "credit")]
+    assert bal(srv, "credits", c.h) == 825 and bal(srv, "spent", c.h) == 25 and bal(srv, w) == 400
+    got = c.get(f"/api/v2/transfers/{t['id']}")
+    assert got.status == 200 and got.json == t, got
+    adm = srv.get(f"/api/v2/transfers/{t['id']}", headers=ADMIN).json
+    assert adm["entries"][0]["account"] == f"{c.id}/credits"
+    assert_sum_zero(srv)
+
+
+def test_a_transfer_replays_with_its_idempotency_key(srv):
+    c = Client(srv)
+    c.account("a")
+    assert admin_transfer(srv, "treasury", f"{c.id}/a", 10).status == 201
+    k = new_key()
+    body = {"from": "a", "to": "revenue", "amount": "4"}
+    r1, r2 = c.post("/api/v2/transfers", body, key=k), c.post("/api/v2/transfers", body, key=k)
+    assert r1.status == r2.status == 201 and r2.headers["X-Idempotency"] == "HIT" and r1.body == r2.body
+    assert bal(srv, "a", c.h) == 6
+
+
+def test_who_may_debit_and_credit_what(srv):
+    a, b = Client(srv, "a"), Client(srv, "b")
+    a.account("mine")
+    b.account("theirs")
+    assert admin_transfer(srv, "treasury", f"{a.id}/mine", 100).status == 201
+    assert admin_transfer(srv, "treasury", f"{b.id}/theirs", 100).status == 201
+    w = new_wallet()
+    assert srv.register(w).status == 201
+    assert admin_transfer(srv, "treasury", w, 100).status == 201
+    before = balances(srv)
+
+    def refused(body, field):
+        return assert_error(a.post("/api/v2/transfers", body, key=None), 422, "unknown_account",
+                            field=field)
+
+    with srv.unchanged():
+        # Debits: never a wallet, a system account or another client's account;
+        # each answers exactly as an account that does not exist.
+        missing = refused({"from": "nothing", "to": "revenue", "amount": "1"}, "from")
+        for frm in (w, "treasury", "revenue", "external", "theirs", f"{b.id}/theirs",
+                    "0x" + "0" * 40, f"{a.id}/nothing"):
+            assert refused({"from": frm, "to": "revenue", "amount": "1"}, "from") == missing
+        # Credits: the caller's own, a wallet, revenue -- nothing else.
+        for to in ("treasury", "external", "commissions", "payouts_clearing", "theirs",
+                   f"{b.id}/theirs", "nothing"):
+            refused({"from": "mine", "to": to, "amount": "1"}, "to")
+        refused({"postings": [{"from": "mine", "to": "revenue", "amount": "1"},
+                              {"from": "mine", "to": "theirs", "amount": "1"}]}, "postings[1].to")
+    assert balances(srv) == before
+    # The admin token may name anything, a client's account qualified.
+    assert admin_transfer(srv, f"{b.id}/theirs", "treasury", 1).status == 201
+    assert admin_transfer(srv, w, "treasury", 1).status == 201
+    assert admin_transfer(srv, "theirs", "treasury", 1).status == 422
+    assert_sum_zero(srv)
+
+
+def test_insufficient_funds_names_the_account_and_moves_nothing(srv):
+    c = Client(srv)
+    c.account("a")
+    c.account("b")
+    c.account("od", overdraft=True)
+    assert admin_transfer(srv, "treasury", f"{c.id}/a", 100).status == 201
+    before = balances(srv)
+    with srv.unchanged():
+        body = assert_error(c.post("/api/v2/transfers", {"from": "a", "to": "b", "amount": "101"}, key=None),
+                            422, "insufficient_funds", field="from")
+        assert body["account"] == "a"
+        # All or none: the first posting fits, the second does not.
+        body = assert_error(c.post("/api/v2/transfers", {"postings": [
+            {"from": "a", "to": "b", "amount": "60"},
+            {"from": "b", "to": "revenue", "amount": "61"}]}, key=None), 422, "insufficient_funds",
+            field="postings[1].from")
+        assert body["account"] == "b"
+        # Net: 60 out of a and 60 back is fine only if a covers it.
+        assert_error(c.post("/api/v2/transfers", {"postings": [
+            {"from": "a", "to": "b", "amount": "70"},
+            {"from": "a", "to": "revenue", "amount": "31"}]}, key=None), 422, "insufficient_funds",
+            field="postings[0].from")
+    assert balances(srv) == before
+    # What the postings credit back counts: 100 + 50 - 120 >= 0.
+    r = c.post("/api/v2/transfers", {"postings": [
+        {"from": "a", "to": "b", "amount": "50"},
+        {"from": "b", "to": "a", "amount": "50"},
+        {"from": "a", "to": "revenue", "amount": "100"}]})
+    assert r.status == 201, r
+    # An overdraft account goes negative.
+    assert c.post("/api/v2/transfers", {"from": "od", "to": "revenue", "amount": "500"}).status == 201
+    assert bal(srv, "od", c.h) == -500
+    assert_sum_zero(srv)
+
+
+@pytest.mark.parametrize("body, code, field", [
+    ({"from": "a", "to": "b", "amount": "1", "bogus": 1}, "unknown_field", "bogus"),
+    ({"postings": [{"from": "a", "to": "b", "amount": "1", "x": 2}]}, "unknown_field", "x"),
+    ({"postings": [{"from": "a", "to": "b", "amount": "1"}], "from": "a"}, "unknown_field", "from"),
+    ({"from": "a", "to": "b", "amount": "-1"}, "invalid_amount", "amount"),
+    ({"from": "a", "to": "b", "amount": 5}, "invalid_amount", "amount"),
+    ({"postings": [{"from": "a", "to": "b", "amount": "0"}]}, "invalid_amount", "postings[0].amount"),
+    ({"from": "a", "amount": "1"}, "invalid_body", "to"),
+    ({"from": 1, "to": "b", "amount": "1"}, "invalid_body", "from"),
+    ({"postings": []}, "invalid_body", "postings"),
+    ({"postings": [{"from": "a", "to": "b", "amount": "1"}] * 33}, "invalid_body", "postings"),
+    ({"postings": ["x"]}, "invalid_body", "postings[0]"),
+    ({"from": "a", "to": "b", "amount": "1", "description": 5}, "invalid_body", "description"),
+    ({"from": "a", "to": "b", "amount": "1", "metadata": "x"}, "invalid_metadata", "metadata"),
+])
+def test_a_bad_transfer_body_is_400(srv, body, code, field):
+    c = Client(srv)
+    with srv.unchanged():
+        assert_error(c.post("/api/v2/transfers", body, key=None), 400, code, field=field)
+
+
+def test_a_transfer_to_the_same_account_is_400(srv):
+    c = Client(srv)
+    c.account("a")
+    with srv.unchanged():
+        assert_error(c.post("/api/v2/transfers", {"from": "a", "to": "a", "amount": "1"}, key=None),
+                     400, "invalid_body", field="to")
+
+
+def test_another_clients_transfer_is_not_found(srv):
+    a, b = Client(srv, "a"), Client(srv, "b")
+    a.account("x")
+    assert admin_transfer(srv, "treasury", f"{a.id}/x", 10).status == 201
+    t = a.post("/api/v2/transfers", {"from": "x", "to": "revenue", "amount": "1"}).json
+    missing = assert_error(b.get("/api/v2/transfers/ltx_nope"), 404, "not_found")
+    assert b.get(f"/api/v2/transfers/{t['id']}").json == missing
+    assert srv.get(f"/api/v2/transfers/{t['id']}", headers=ADMIN).status == 200
+    # The operator's allocation is the admin's, not the client's.
+    alloc = admin_transfer(srv, "treasury", f"{a.id}/x", 1).json
+    assert a.get(f"/api/v2/transfers/{alloc['id']}").json == missing

@@ -794,6 +794,21 @@ def test_live_answers_match_the_document(start_server):
     c.call("GET", "/api/v2/accounts/shop:1", 404, "not_found", headers=K2)
     c.call("GET", f"/api/v2/accounts/{created['client_id']}/shop:1", 200, headers=ADMIN)
     c.call("GET", f"/api/v2/accounts/{created['client_id']}/shop:1", 404, "not_found", headers=K2)
+    # ---- the Ledger API: transfers
+    t = c.call("POST", "/api/v2/transfers", 201, json_body={"from": "treasury", "to": f"{created['client_id']}/shop:1",
+               "amount": "10"}, headers=ADMIN, key=new_key()).json
+    c.call("POST", "/api/v2/transfers", 201, json_body={"postings": [{"from": "shop:1", "to": "revenue",
+           "amount": "1"}], "description": "d", "metadata": {"m": 1}}, headers=K, key=new_key())
+    c.call("POST", "/api/v2/transfers", 422, "insufficient_funds",
+           json_body={"from": "shop:1", "to": "revenue", "amount": "100"}, headers=K)
+    c.call("POST", "/api/v2/transfers", 422, "unknown_account",
+           json_body={"from": "treasury", "to": "revenue", "amount": "1"}, headers=K)
+    c.call("POST", "/api/v2/transfers", 400, "invalid_amount",
+           json_body={"from": "shop:1", "to": "revenue", "amount": "1.5"}, headers=K)
+    c.call("POST", "/api/v2/transfers", 400, "unknown_field",
+           json_body={"from": "shop:1", "to": "revenue", "amount": "1", "x": 1}, headers=K)
+    c.call("GET", f"/api/v2/transfers/{t['id']}", 200, headers=ADMIN)
+    c.call("GET", f"/api/v2/transfers/{t['id']}", 404, "not_found", headers=K)
     c.call("GET", "/api/v2/ledger/transactions", 200, headers=K)
     c.call("GET", f"/api/v2/ledger/transactions?account={w}&limit=1", 200, headers=K)
     c.call("GET", "/api/v2/ledger/transactions?limit=0", 400, "invalid_parameter", headers=K)

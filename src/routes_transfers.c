@@ -1,0 +1,366 @@
+/* routes_transfers.c — transfers of the Ledger API (SPEC section 13):
+ *
+ *   POST /api/v2/transfers {postings:[{from, to, amount}...], description?, metadata?}
+ *                          or one posting {from, to, amount, description?, metadata?}
+ *                          201 the transaction with its entries
+ *   GET  /api/v2/transfers/{id}   one transaction with its entries
+ *
+ * A transfer is ONE balanced ledger transaction (kind 'transfer'): every
+ * posting or none. Each posting debits `from` and credits `to`; who may
+ * name which account is account_resolve's (account.h): a client debits
+ * only its own accounts and credits its own, a wallet or revenue; the admin
+ * token any account (an operator's allocation is a transfer from treasury
+ * to a wallet or to "<client_id>/<name>"). A name the caller may not use
+ * so is 422 unknown_account naming the field, whether or not it exists.
+ *
+ * Funds: the net debit of each account that may not go negative must fit
+ * its available balance (balance - held); else 422 insufficient_funds with
+ * `account` (as the caller names it) and `field`. The check is made before
+ * posting (to name the account), and the store's CHECK refuses an
+ * over-commit anyway: if a concurrent writer got in between (PostgreSQL),
+ * the posting fails in its savepoint and the accounts are read again to
+ * name the one that fell short.
+ *
+ * The transaction carries the caller's client id: GET answers a client's
+ * own transfers only (the filter is in ledger_tx_get's SQL), anything else
+ * is 404 not_found; the admin token reads every ledger transaction.
+ *
+ * Error codes: invalid_body, invalid_amount, invalid_metadata,
+ * unknown_field (400); not_found (404); unknown_account,
+ * insufficient_funds, balance_overflow (422). */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "account.h"
+#include "http.h"
+#include "input.h"
+#include "ledger.h"
+#include "reqcheck.h"
+#include "routes.h"
+#include "settled.h"
+#include "present.h"
+#include "banned.h"
+
+#define TRANSFER_MAX_POSTINGS (LEDGER_MAX_ENTRIES / 2)
+#define FIELD_MAX 40
+
+struct posting {
+	char from[ACCOUNT_QNAME_MAX + 1];
+	char to[ACCOUNT_QNAME_MAX + 1];
+	int64_t amount;
+	char from_field[FIELD_MAX];   /* "from" or "postings[3].from" */
+	char to_field[FIELD_MAX];
+};
+
+struct transfer_req {
+	char caller[ACCOUNT_CLIENT_MAX + 1];
+	size_t n;
+	struct posting p[TRANSFER_MAX_POSTINGS];
+	char *description;            /* req_alloc'd or NULL */
+	char *metadata;               /* req_alloc'd compact JSON or NULL */
+	/* filled by the unit (each run): the resolved account ids */
+	char from_id[TRANSFER_MAX_POSTINGS][ACCOUNT_ID_MAX + 1];
+	char to_id[TRANSFER_MAX_POSTINGS][ACCOUNT_ID_MAX + 1];
+};
+
+/* One transaction as both routes answer it, accounts named as the caller
+ * names them. */
+static json_t *transfer_json(struct tx *tx, const struct ledger_tx_view *v, const char *caller)
+{
+	json_t *entries = json_array(), *meta = NULL, *o;
+
+	for (size_t i = 0; entries && i < v->n; i++) {
+		char shown[ACCOUNT_QNAME_MAX + 1];
+		struct account a;
+
+		if (account_by_id(tx, v->entries[i].account_id, &a) == ST_OK)
+			account_display_name(&a, caller, shown);
+		else
+			snprintf(shown, sizeof(shown), "%s", v->entries[i].account_id);
+		if (json_array_append_new(entries,
+					  json_pack("{s:s, s:s, s:o}", "account", shown, "direction",
+						    v->entries[i].dir == LEDGER_CREDIT ? "credit" : "debit",
+						    "amount", present_amount(v->entries[i].amount)))) {
+			json_decref(entries);
+			return NULL;
+		}
+	}
+	if (!entries)
+		return NULL;
+	if (v->metadata[0])
+		meta = json_loads(v->metadata, 0, NULL);
+	o = json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o}", "id", v->id, "kind", v->kind, "client_id",
+		      present_opt_str(v->client_id), "description", present_opt_str(v->description),
+		      "metadata", meta ? meta : json_null(), "entries", entries, "created_at",
+		      present_time(v->created_at));
+	return o;
+}
+
+/* ---- POST /api/v2/transfers ---- */
+
+/* The first debited account of the transfer that may not go negative and
+ * whose net debit (what the transfer takes from it less what it pays into
+ * it) exceeds its available balance; -1 if none. from[i] is posting i's
+ * debited account as resolved, read again in tx when reread. */
+static int short_account(struct tx *tx, const struct transfer_req *r, const struct account *from,
+			 bool reread)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		struct account a = from[i];
+		int64_t net = 0;
+		bool first = true;
+
+		for (size_t j = 0; j < i && first; j++)
+			first = strcmp(r->from_id[j], a.id) != 0;
+		if (!first || a.may_go_negative)
+			continue;
+		if (reread && account_by_id(tx, a.id, &a) != ST_OK)
+			continue;
+		for (size_t j = 0; j < r->n; j++) {
+			if (!strcmp(r->from_id[j], a.id) && __builtin_add_overflow(net, r->p[j].amount, &net))
+				return (int)i;
+			if (!strcmp(r->to_id[j], a.id) && __builtin_sub_overflow(net, r->p[j].amount, &net))
+				return (int)i;
+		}
+		if (net > 0 && a.balance - a.held < net)
+			return (int)i;
+	}
+	return -1;
+}
+
+struct post_arg {
+	const struct ledger_post *post;
+	char tx_id[LEDGER_ID_MAX + 1];
+};
+
+static enum st_rc post_nested(struct tx *tx, void *arg)
+{
+	struct post_arg *a = arg;
+
+	return ledger_post(tx, a->post, a->tx_id);
+}
+
+static enum st_rc insufficient(struct resp *resp, const struct transfer_req *r, const struct account *from,
+			       int i)
+{
+	char shown[ACCOUNT_QNAME_MAX + 1];
+
+	account_display_name(&from[i], r->caller, shown);
+	return unit_fail(resp, ST_UNPROCESSABLE, "insufficient_funds",
+			 "the account's available balance does not cover this transfer",
+			 json_pack("{s:s, s:s}", "field", r->p[i].from_field, "account", shown));
+}
+
+static enum st_rc transfer_unit(struct tx *tx, void *arg, struct resp *resp)
+{
+	struct transfer_req *r = arg;
+	struct account *from = NULL, to;
+	struct ledger_entry e[LEDGER_MAX_ENTRIES];
+	struct ledger_post post = { .kind = "transfer", .entries = e, .n = 2 * r->n,
+				    .description = r->description, .metadata = r->metadata };
+	struct post_arg pa = { .post = &post };
+	struct ledger_tx_view *v = NULL;
+	char location[64];
+	enum st_rc rc;
+	int i;
+
+	post.client_id = strcmp(r->caller, "admin") ? r->caller : NULL;
+	from = calloc(r->n, sizeof(*from));
+	v = malloc(sizeof(*v));
+	if (!from || !v) {
+		rc = ST_NOMEM;
+		goto out;
+	}
+	for (size_t k = 0; k < r->n; k++) {
+		rc = account_resolve(tx, r->caller, r->p[k].from, ACCOUNT_DEBIT, &from[k]);
+		if (rc == ST_NOT_FOUND) {
+			rc = unit_fail(resp, ST_UNPROCESSABLE, "unknown_account",
+				       "no account of this name that this caller may debit",
+				       json_pack("{s:s}", "field", r->p[k].from_field));
+			goto out;
+		}
+		if (rc == ST_OK)
+			rc = account_resolve(tx, r->caller, r->p[k].to, ACCOUNT_CREDIT, &to);
+		if (rc == ST_NOT_FOUND) {
+			rc = unit_fail(resp, ST_UNPROCESSABLE, "unknown_account",
+				       "no account of this name that this caller may credit",
+				       json_pack("{s:s}", "field", r->p[k].to_field));
+			goto out;
+		}
+		if (rc)
+			goto out;
+		if (!strcmp(from[k].id, to.id)) {
+			rc = unit_fail(resp, ST_INVALID, "invalid_body", "a posting's from and to must differ",
+				       json_pack("{s:s}", "field", r->p[k].to_field));
+			goto out;
+		}
+		memcpy(r->from_id[k], from[k].id, sizeof(r->from_id[k]));
+		memcpy(r->to_id[k], to.id, sizeof(r->to_id[k]));
+		e[2 * k] = (struct ledger_entry){ r->from_id[k], LEDGER_DEBIT, r->p[k].amount };
+		e[2 * k + 1] = (struct ledger_entry){ r->to_id[k], LEDGER_CREDIT, r->p[k].amount };
+	}
+	i = short_account(tx, r, from, false);
+	if (i >= 0) {
+		rc = insufficient(resp, r, from, i);
+		goto out;
+	}
+	rc = tx_nested(tx, post_nested, &pa);
+	if (rc == ST_CONFLICT) {
+		/* The store refused it: a concurrent writer took the funds
+		 * after the check, or a balance would overflow. */
+		i = short_account(tx, r, from, true);
+		if (i >= 0)
+			rc = insufficient(resp, r, from, i);
+		else
+			rc = unit_fail(resp, ST_UNPROCESSABLE, "balance_overflow",
+				       "an account's balance would overflow", NULL);
+		goto out;
+	}
+	if (rc == ST_INVALID) {
+		rc = unit_fail(resp, ST_INVALID, "invalid_amount", "the postings' amounts overflow", NULL);
+		goto out;
+	}
+	if (rc)
+		goto out;
+	rc = ledger_tx_get(tx, NULL, pa.tx_id, v);
+	if (rc)
+		goto out;
+	snprintf(location, sizeof(location), "/api/v2/transfers/%s", pa.tx_id);
+	rc = resp_location(resp, location);
+	if (rc == ST_OK)
+		rc = resp_json(resp, 201, transfer_json(tx, v, r->caller));
+out:
+	free(from);
+	free(v);
+	return rc;
+}
+
+/* Reads one posting object at field prefix pre ("" or "postings[i]."). */
+static bool read_posting(struct req_ctx *rq, const json_t *o, const char *pre, struct posting *p,
+			 bool single)
+{
+	static const char *const fields[] = { "from", "to", "amount", NULL };
+	const json_t *from = json_object_get(o, "from"), *to = json_object_get(o, "to");
+	char field[FIELD_MAX];
+
+	if (!single && !json_is_object(o)) {
+		snprintf(field, sizeof(field), "%.*s", (int)strlen(pre) - 1, pre);
+		req_fail_field(rq, ST_INVALID, "invalid_body", "a posting is an object {from, to, amount}",
+			       field);
+		return true;
+	}
+	if (!single && reqcheck_fields(rq, o, fields))
+		return true;
+	snprintf(p->from_field, sizeof(p->from_field), "%sfrom", pre);
+	snprintf(p->to_field, sizeof(p->to_field), "%sto", pre);
+	if (!json_is_string(from) || json_string_length(from) == 0 ||
+	    json_string_length(from) > ACCOUNT_QNAME_MAX) {
+		req_fail_field(rq, ST_INVALID, "invalid_body", "from must name an account", p->from_field);
+		return true;
+	}
+	if (!json_is_string(to) || json_string_length(to) == 0 || json_string_length(to) > ACCOUNT_QNAME_MAX) {
+		req_fail_field(rq, ST_INVALID, "invalid_body", "to must name an account", p->to_field);
+		return true;
+	}
+	if (input_amount(json_object_get(o, "amount"), &p->amount)) {
+		snprintf(field, sizeof(field), "%samount", pre);
+		req_fail_field(rq, ST_INVALID, "invalid_amount", INPUT_AMOUNT_MSG, field);
+		return true;
+	}
+	snprintf(p->from, sizeof(p->from), "%s", json_string_value(from));
+	snprintf(p->to, sizeof(p->to), "%s", json_string_value(to));
+	return false;
+}
+
+enum st_rc route_transfer_create(struct req_ctx *rq)
+{
+	static const char *const many[] = { "postings", "description", "metadata", NULL };
+	static const char *const one[] = { "from", "to", "amount", "description", "metadata", NULL };
+	json_t *body = req_json(rq);
+	const json_t *postings = json_object_get(body, "postings");
+	const json_t *desc = json_object_get(body, "description");
+	struct transfer_req *r;
+
+	if (reqcheck_fields(rq, body, postings ? many : one))
+		return ST_OK;
+	r = req_alloc(rq, sizeof(*r));
+	if (!r)
+		return ST_NOMEM;
+	snprintf(r->caller, sizeof(r->caller), "%s", req_client_id(rq));
+	if (postings) {
+		if (!json_is_array(postings) || json_array_size(postings) == 0 ||
+		    json_array_size(postings) > TRANSFER_MAX_POSTINGS)
+			return req_fail_field(rq, ST_INVALID, "invalid_body",
+					      "postings must be an array of 1 to 32 postings", "postings");
+		for (size_t i = 0; i < json_array_size(postings); i++) {
+			char pre[FIELD_MAX];
+
+			snprintf(pre, sizeof(pre), "postings[%zu].", i);
+			if (read_posting(rq, json_array_get(postings, i), pre, &r->p[i], false))
+				return ST_OK;
+		}
+		r->n = json_array_size(postings);
+	} else {
+		if (read_posting(rq, body, "", &r->p[0], true))
+			return ST_OK;
+		r->n = 1;
+	}
+	if (desc && !json_is_null(desc)) {
+		size_t n = json_is_string(desc) ? json_string_length(desc) : 0;
+
+		if (!json_is_string(desc) || n > LEDGER_DESCRIPTION_MAX || strlen(json_string_value(desc)) != n)
+			return req_fail_field(rq, ST_INVALID, "invalid_body",
+					      "description must be a string of at most 500 bytes", "description");
+		r->description = req_alloc(rq, n + 1);
+		if (!r->description)
+			return ST_NOMEM;
+		memcpy(r->description, json_string_value(desc), n + 1);
+	}
+	if (reqcheck_metadata(rq, json_object_get(body, "metadata"), &r->metadata))
+		return ST_OK;
+	return req_commit(rq, transfer_unit, r);
+}
+
+/* ---- GET /api/v2/transfers/{id} ---- */
+
+struct transfer_read {
+	const char *caller;
+	const char *id;
+	json_t *body;
+};
+
+static enum st_rc transfer_read_unit(struct tx *tx, void *arg)
+{
+	struct transfer_read *r = arg;
+	struct ledger_tx_view *v = malloc(sizeof(*v));
+	enum st_rc rc;
+
+	if (!v)
+		return ST_NOMEM;
+	rc = ledger_tx_get(tx, strcmp(r->caller, "admin") ? r->caller : NULL, r->id, v);
+	if (rc == ST_OK) {
+		r->body = transfer_json(tx, v, r->caller);
+		rc = r->body ? ST_OK : ST_NOMEM;
+	}
+	free(v);
+	return rc;
+}
+
+enum st_rc route_transfer_get(struct req_ctx *rq)
+{
+	struct transfer_read r = { .caller = req_client_id(rq), .id = req_param(rq, "id") };
+	enum st_rc rc;
+
+	if (!r.id || strlen(r.id) > LEDGER_ID_MAX)
+		return req_fail(rq, ST_NOT_FOUND, "not_found", "no such transfer");
+	rc = store_read(req_app(rq)->store, transfer_read_unit, &r);
+	if (rc == ST_NOT_FOUND)
+		return req_fail(rq, ST_NOT_FOUND, "not_found", "no such transfer");
+	if (rc == ST_NOMEM)
+		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+	if (rc)
+		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
+	return req_reply(rq, 200, r.body);
+}
