@@ -17,6 +17,7 @@
 static const char *const intent_status_names[6] = { "PENDING", "LOCKED", "SUBMITTED",
 						     "CONFIRMED", "SETTLED", "FAILED" };
 static const char *const job_state_names[4] = { "available", "running", "completed", "dead" };
+static const char *const hold_status_names[4] = { "pending", "captured", "released", "expired" };
 
 /* One row of integers: out[0..ncols) (0 for SQL NULL). */
 static enum st_rc query_ints(struct tx *tx, const char *sql, int n, const struct st_val *params,
@@ -257,6 +258,34 @@ enum st_rc reconcile_run(struct tx *tx, int64_t stuck_after_ms, struct reconcile
 	if (rc)
 		return rc;
 
+	/* Every hold resolved once: a captured hold has exactly one posting,
+	 * which took 1 .. its amount from its account; other holds none. */
+	rc = query_ints(tx,
+			"SELECT count(*) FROM holds h LEFT JOIN ("
+			" SELECT t.hold_id, count(DISTINCT t.id) AS n,"
+			"  sum(CASE WHEN e.account_id = hh.account_id THEN"
+			"   CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END ELSE 0 END) AS net"
+			" FROM ledger_tx t JOIN holds hh ON hh.id = t.hold_id"
+			" JOIN ledger_entries e ON e.tx_id = t.id GROUP BY t.hold_id) p ON p.hold_id = h.id"
+			" WHERE (h.status = 'captured' AND (coalesce(p.n, 0) <> 1 OR p.net < 1 OR p.net > h.amount))"
+			" OR (h.status <> 'captured' AND coalesce(p.n, 0) <> 0)",
+			ST_NOARGS, &r.hold_posting_mismatches, 1);
+	if (rc)
+		return rc;
+	/* Pending past expiry for long: the sweep is not running. Holds of
+	 * intents past PENDING wait for the stuck-intent sweep instead. */
+	rc = query_ints(tx,
+			"SELECT count(*) FROM holds h LEFT JOIN intents i ON i.id = h.intent_id"
+			" WHERE h.status = 'pending' AND h.expires_at IS NOT NULL AND h.expires_at <= $1"
+			" AND (h.intent_id IS NULL OR i.status = 'PENDING')",
+			ST_ARGS(SV_I(r.ran_at - RECONCILE_HOLD_GRACE_MS)), &r.overdue_holds, 1);
+	if (rc)
+		return rc;
+	rc = query_named_counts(tx, "SELECT status, count(*) FROM holds GROUP BY status", ST_NOARGS,
+				hold_status_names, 4, r.holds);
+	if (rc)
+		return rc;
+
 	/* Intents by status, the stuck ones, jobs by state. */
 	rc = query_named_counts(tx, "SELECT status, count(*) FROM intents GROUP BY status", ST_NOARGS,
 				intent_status_names, 6, r.intents);
@@ -307,7 +336,8 @@ int reconcile_problems(const struct reconcile_report *r)
 	       (r->balance_mismatches != 0) + (r->held_mismatches != 0) + (r->overdrafts != 0) +
 	       (r->open_intents_without_pending_hold + r->pending_holds_of_closed_intents +
 			r->settled_without_capture + r->failed_with_open_or_captured_hold != 0) +
-	       (r->settled_posting_mismatches != 0) + (r->stuck_locked + r->stuck_submitted != 0);
+	       (r->settled_posting_mismatches != 0) + (r->stuck_locked + r->stuck_submitted != 0) +
+	       (r->hold_posting_mismatches != 0) + (r->overdue_holds != 0);
 }
 
 static json_t *money(int64_t v)
@@ -346,11 +376,11 @@ static json_t *named_check(const struct reconcile_report *r, enum reconcile_chec
 json_t *reconcile_report_json(const struct reconcile_report *r)
 {
 	char ran[RFC3339_LEN];
-	json_t *checks, *counts, *intents, *jobs, *root;
+	json_t *checks, *counts, *intents, *jobs, *holds, *root;
 
 	format_rfc3339(r->ran_at, ran);
 	checks = json_pack(
-		"{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+		"{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
 		"transactions_balanced",
 		named_check(r, RC_TRANSACTIONS_BALANCED, json_pack("{s:I, s:o}", "unbalanced_transactions",
 						   (json_int_t)r->unbalanced_tx, "unbalanced_amount",
@@ -382,19 +412,29 @@ json_t *reconcile_report_json(const struct reconcile_report *r)
 		named_check(r, RC_NO_STUCK_INTENTS,
 		      json_pack("{s:I, s:I, s:I}", "locked", (json_int_t)r->stuck_locked, "submitted",
 				(json_int_t)r->stuck_submitted, "stuck_after_ms",
-				(json_int_t)r->stuck_after_ms)));
+				(json_int_t)r->stuck_after_ms)),
+		"holds_resolved_once",
+		check(!r->hold_posting_mismatches,
+		      json_pack("{s:I}", "mismatched_holds", (json_int_t)r->hold_posting_mismatches)),
+		"no_overdue_holds",
+		check(!r->overdue_holds,
+		      json_pack("{s:I, s:I}", "overdue_holds", (json_int_t)r->overdue_holds, "grace_ms",
+				(json_int_t)RECONCILE_HOLD_GRACE_MS)));
 	intents = json_object();
 	for (int i = 0; intents && i < 6; i++)
 		json_object_set_new(intents, intent_status_names[i], json_integer(r->intents[i]));
+	holds = json_object();
+	for (int i = 0; holds && i < 4; i++)
+		json_object_set_new(holds, hold_status_names[i], json_integer(r->holds[i]));
 	jobs = json_object();
 	for (int i = 0; jobs && i < 4; i++)
 		json_object_set_new(jobs, job_state_names[i], json_integer(r->jobs[i]));
-	counts = json_pack("{s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:I}", "accounts",
+	counts = json_pack("{s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:I}", "accounts",
 			   (json_int_t)r->accounts, "transactions", (json_int_t)r->transactions,
 			   "entries", (json_int_t)r->entries, "pending_holds",
 			   (json_int_t)r->pending_holds, "held_total", money(r->held_total), "intents",
-			   intents ? intents : json_null(), "jobs", jobs ? jobs : json_null(),
-			   "dlq_jobs", (json_int_t)r->jobs[3]);
+			   intents ? intents : json_null(), "holds", holds ? holds : json_null(), "jobs",
+			   jobs ? jobs : json_null(), "dlq_jobs", (json_int_t)r->jobs[3]);
 	root = json_pack("{s:s, s:b, s:i, s:o, s:o, s:o}", "ran_at", ran, "ok",
 			 reconcile_problems(r) == 0, "problems", reconcile_problems(r), "imbalance",
 			 money(reconcile_imbalance(r)), "checks", checks ? checks : json_null(),

@@ -18,11 +18,20 @@
  *   holds_match_intents         open intents have a pending hold; SETTLED ones a captured
  *                               hold; FAILED ones a released or expired hold
  *   settled_claims_posted_once  a SETTLED intent has exactly one ledger tx, others none
+ *   holds_resolved_once         every hold (claims', payouts', clients'): a captured one
+ *                               has exactly one ledger tx, which took 1 .. its amount
+ *                               from its account; any other has none
+ *   no_overdue_holds            no pending hold (a client's, or a PENDING intent's) past
+ *                               its expiry by more than RECONCILE_HOLD_GRACE_MS: the
+ *                               ticker expires them every second
  *   no_stuck_intents            no intent LOCKED or SUBMITTED for longer than
  *                               SETTLED_STUCK_AFTER
  * A failed check names what it found in "examples" (ids, reconcile_check).
  * Counts reported alongside (not checks): accounts, transactions, entries,
- * intents by status, pending holds, jobs by state, dead-letter jobs.
+ * intents by status, holds by state (pending, captured, released, expired)
+ * and the amount held, jobs by state, dead-letter jobs. The ticker exports
+ * the hold counts as settled_holds{state} and the amount held (every
+ * account type) as settled_held_amount.
  *
  * It reads the tables of the ledger, intent and queue modules directly, on
  * purpose: an audit that went through the code it audits would share its
@@ -58,6 +67,7 @@ struct reconcile_examples {
 	int n;
 	char id[RECONCILE_EXAMPLES][RECONCILE_ID_MAX + 1];
 };
+#define RECONCILE_HOLD_GRACE_MS (5 * 60 * 1000)
 
 struct reconcile_report {
 	int64_t ran_at;
@@ -77,12 +87,15 @@ struct reconcile_report {
 	int64_t settled_posting_mismatches;
 	int64_t stuck_locked;
 	int64_t stuck_submitted;
+	int64_t hold_posting_mismatches;   /* holds whose postings break "captured once" */
+	int64_t overdue_holds;
 	/* counts */
 	int64_t accounts, transactions, entries, pending_holds, held_total;
 	int64_t intents[6];             /* by enum intent_status */
 	int64_t jobs[4];                /* by enum job_state */
 	/* what each failed check found; filled only for a failed check */
 	struct reconcile_examples examples[RC_NAMED_CHECKS];
+	int64_t holds[4];               /* by enum hold_status */
 };
 
 /* The imbalance gauge: |balance_sum| + |entry_sum| + unbalanced_amount, in

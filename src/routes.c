@@ -62,6 +62,15 @@ const struct route settled_routes[] = {
 	  ROUTE_ADMIN | ROUTE_IDEMPOTENT | ROUTE_MONEY, { { 0 } } },
 	{ "GET", "/api/v2/payouts/batch/{id}", route_payout_batch_get, ROUTE_API_KEY,
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) } },
+	/* Holds of the Ledger API (SPEC section 13): money-moving, per-client. */
+	{ "POST", "/api/v2/holds", route_hold_create,
+	  ROUTE_API_KEY | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY, { LIMIT(RLP_API, RL_KEY_API_KEY) } },
+	{ "GET", "/api/v2/holds", route_hold_list, ROUTE_API_KEY, { LIMIT(RLP_API, RL_KEY_API_KEY) } },
+	{ "POST", "/api/v2/holds/{id}/capture", route_hold_capture,
+	  ROUTE_API_KEY | ROUTE_IDEMPOTENT | ROUTE_MONEY, { LIMIT(RLP_API, RL_KEY_API_KEY) } },
+	{ "POST", "/api/v2/holds/{id}/void", route_hold_void, ROUTE_API_KEY | ROUTE_IDEMPOTENT | ROUTE_MONEY,
+	  { LIMIT(RLP_API, RL_KEY_API_KEY) } },
+	{ "GET", "/api/v2/holds/{id}", route_hold_get, ROUTE_API_KEY, { LIMIT(RLP_API, RL_KEY_API_KEY) } },
 	/* The OpenAPI document of this table (docs/openapi.json, built in; issue 12). */
 	{ "GET", "/api/docs/openapi.json", route_openapi, 0, { { 0 } } },
 };

@@ -24,5 +24,7 @@ route_handler route_apikey_create, route_apikey_rotate, route_apikey_revoke; /* 
 route_handler route_v2_claim;                                     /* routes_v2_claims.c */
 route_handler route_payout_batch_create, route_payout_batch_approve,
 	route_payout_batch_get;                                     /* routes_payouts.c */
+route_handler route_hold_create, route_hold_capture, route_hold_void, route_hold_get,
+	route_hold_list;                                            /* routes_holds.c */
 
 #endif

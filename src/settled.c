@@ -23,6 +23,7 @@ static enum st_rc settled_job_metrics_init(struct settled_metrics *m, struct met
 	static const char *const queue_kind[] = { "queue", "kind" };
 	static const char *const action[] = { "action" };
 	static const char *const result[] = { "result" };
+	static const char *const state[] = { "state" };
 	static const double job_buckets[] = { 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120 };
 
 	m->jobs = metrics_gauge(reg, "settled_jobs", "Jobs in the store by queue and state.", 2,
@@ -47,8 +48,16 @@ static enum st_rc settled_job_metrics_init(struct settled_metrics *m, struct met
 					"Reconciliation runs by result (ok, problems, error).", 1, result);
 	m->recon_problems = metrics_gauge(reg, "settled_reconciliation_problems",
 					  "Failed checks in the last reconciliation report.", 0, NULL);
+	m->holds = metrics_gauge(reg, "settled_holds",
+				 "Holds by state (every account type), as of the last reconciliation.", 1,
+				 state);
+	m->held_amount = metrics_gauge(reg, "settled_held_amount",
+				       "Base units held by pending holds over all accounts, as of the last"
+				       " reconciliation.",
+				       0, NULL);
 	if (!m->jobs || !m->job_duration || !m->job_retries || !m->dlq_jobs || !m->lease_reclaims ||
-	    !m->stuck_intents || !m->ledger_imbalance || !m->recon_runs || !m->recon_problems)
+	    !m->stuck_intents || !m->ledger_imbalance || !m->recon_runs || !m->recon_problems ||
+	    !m->holds || !m->held_amount)
 		return ST_NOMEM;
 	return ST_OK;
 }

@@ -52,6 +52,8 @@ struct settled_metrics {
 	struct metric_family *job_retries;        /* settled_job_retries_total{queue,kind} */
 	struct metric_family *dlq_jobs;           /* settled_dlq_jobs gauge */
 	struct metric_family *lease_reclaims;     /* settled_job_lease_reclaims_total */
+	struct metric_family *holds;              /* settled_holds{state} gauge (reconciliation) */
+	struct metric_family *held_amount;        /* settled_held_amount gauge (reconciliation) */
 	struct metric_family *stuck_intents;      /* settled_stuck_intents_total{action} */
 	struct metric_family *ledger_imbalance;   /* settled_ledger_imbalance gauge (must be 0) */
 	struct metric_family *store_write_faults; /* settled_store_write_faults_total{reason} */

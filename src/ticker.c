@@ -290,6 +290,12 @@ void ticker_reconciled(struct settled *app, const struct reconcile_report *r)
 	metric_set(metric_series_get(app->m.recon_problems, NULL), (double)problems);
 	metrics_inc(app->m.recon_runs, lv);
 	metric_set(metric_series_get(app->m.dlq_jobs, NULL), (double)r->jobs[JOB_DEAD]);
+	for (int s = 0; s < 4; s++) {
+		const char *const st[] = { hold_state_str((enum hold_status)s) };
+
+		metrics_set(app->m.holds, st, (double)r->holds[s]);
+	}
+	metric_set(metric_series_get(app->m.held_amount, NULL), (double)r->held_total);
 }
 
 struct recon_call {

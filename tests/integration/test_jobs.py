@@ -231,7 +231,8 @@ def test_reconciliation_report_at_start_and_on_demand(server):
     assert rep["ok"] is True and rep["problems"] == 0 and rep["imbalance"] == "0"
     assert set(rep["checks"]) == {"transactions_balanced", "global_sum_zero", "balances_match_entries",
                                   "held_matches_holds", "no_overdraft", "holds_match_intents",
-                                  "settled_claims_posted_once", "no_stuck_intents"}
+                                  "settled_claims_posted_once", "no_stuck_intents",
+                                  "holds_resolved_once", "no_overdue_holds"}
     assert all(c["ok"] for c in rep["checks"].values())
     assert rep["counts"]["transactions"] >= 1   # the treasury funding
     fresh = reconcile_now(server)

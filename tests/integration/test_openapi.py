@@ -854,6 +854,35 @@ def test_live_answers_match_the_document(start_server):
     c.call("POST", "/api/v2/payouts/batch/pb_nope/approve", 404, "batch_not_found",
            headers=ADMIN)
 
+    # ---- holds (SPEC section 13)
+    hw = new_wallet()
+    c.call("POST", "/api/register", 201, json_body={"wallet": hw}, key=new_key())
+    h = c.call("POST", "/api/v2/holds", 201, json_body={"from": "treasury", "to": hw, "amount": "9",
+                                                      "metadata": {"job": 1}},
+               headers=ADMIN, key=new_key()).json
+    c.call("GET", f"/api/v2/holds/{h['id']}", 200, headers=ADMIN)
+    c.call("GET", f"/api/v2/holds/{h['id']}", 404, "not_found", headers=K)
+    c.call("GET", "/api/v2/holds?state=PENDING&limit=1", 200, headers=ADMIN)
+    c.call("GET", "/api/v2/holds?state=nope", 400, "invalid_state", headers=K)
+    c.call("POST", f"/api/v2/holds/{h['id']}/capture", 400, "invalid_amount",
+           json_body={"amount": "10"}, headers=ADMIN)
+    c.call("POST", f"/api/v2/holds/{h['id']}/capture", 200, json_body={"amount": "4"},
+           headers=ADMIN, key=new_key())
+    c.call("POST", f"/api/v2/holds/{h['id']}/void", 409, "hold_not_pending", headers=ADMIN)
+    c.call("POST", f"/api/v2/holds/{h['id']}/capture", 404, "not_found", headers=K)
+    h2 = c.call("POST", "/api/v2/holds", 201, json_body={"from": "treasury", "to": hw, "amount": "1",
+                                                       "expires_in": 60}, headers=ADMIN).json
+    c.call("POST", f"/api/v2/holds/{h2['id']}/void", 200, headers=ADMIN, key=new_key())
+    c.call("POST", "/api/v2/holds/hold_nope/void", 404, "not_found", headers=ADMIN)
+    c.call("POST", "/api/v2/holds", 400, "invalid_expires_in",
+           json_body={"from": "treasury", "to": hw, "amount": "1", "expires_in": 0}, headers=ADMIN)
+    c.call("POST", "/api/v2/holds", 422, "unknown_account",
+           json_body={"from": "treasury", "to": new_wallet(), "amount": "1"}, headers=ADMIN)
+    c.call("POST", "/api/v2/holds", 422, "insufficient_funds",
+           json_body={"from": "treasury", "to": hw, "amount": "9000000000000000000"}, headers=ADMIN)
+    c.call("POST", "/api/v2/holds", 401, "unauthorized",
+           json_body={"from": "treasury", "to": hw, "amount": "1"})
+
     # ---- API key rotation and revocation
     rot = c.call("POST", f"/api/admin/api-keys/{other['id']}/rotate", 201, headers=ADMIN,
                  key=new_key()).json
