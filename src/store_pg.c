@@ -35,9 +35,14 @@
  *     connection before the unit sees any result (pg_exec), as BEGIN on
  *     its own used to be.
  * At most PG_UNIT_ATTEMPTS runs, with full-jitter exponential backoff for
- * 1 and 2. A connection lost *during* COMMIT is never retried: the outcome
- * is unknown, the unit gets ST_UNAVAILABLE, and the client's idempotency
- * key sorts it out. Units must therefore be re-runnable: fill outputs from
+ * 1 and 2. A connection lost *during* COMMIT leaves the outcome unknown to
+ * us: every write transaction learns its id (pg_current_xact_id, sent with
+ * its first statement, no extra round trip), and a COMMIT whose answer is
+ * lost is looked up by that id on a new connection (pg_xact_status):
+ * committed means the unit succeeded (its client gets its answer, not a
+ * false failure); aborted means nothing happened and the unit runs again;
+ * only when the server stays unreachable does the unit get ST_UNAVAILABLE
+ * and the client's idempotency key sort it out. Units must therefore be re-runnable: fill outputs from
  * scratch, touch nothing outside tx. Every unit in the tree already is.
  *
  * Reads: a separate pool of read_conns connections (default 4), borrowed
@@ -127,7 +132,7 @@ struct pg_conn {
 
 /* A command whose result nothing waits for: held back on the pg_tx and
  * sent in one pipeline with the next command that needs an answer. */
-enum pg_pend_kind { PEND_BEGIN, PEND_SAVEPOINT, PEND_RELEASE };
+enum pg_pend_kind { PEND_BEGIN, PEND_XID, PEND_SAVEPOINT, PEND_RELEASE };
 
 struct pg_pending {
 	enum pg_pend_kind kind;
@@ -143,6 +148,7 @@ struct pg_tx {
 	unsigned drops; /* conn->drops when the transaction started: if it
 			 * moved, the server rolled the transaction back */
 	const char *begin; /* the BEGIN command of this kind of transaction */
+	char xid[24];      /* the write transaction's id (pg_current_xact_id), "" until known */
 	int npending;
 	struct pg_pending pending[PG_PENDING_MAX];
 };
@@ -487,6 +493,8 @@ static const char *pending_sql(const struct pg_tx *t, const struct pg_pending *p
 	switch (p->kind) {
 	case PEND_BEGIN:
 		return t->begin;
+	case PEND_XID:
+		return "SELECT pg_current_xact_id()";
 	case PEND_SAVEPOINT:
 		snprintf(buf, size, "SAVEPOINT sp%d", p->depth);
 		return buf;
@@ -571,6 +579,9 @@ static enum st_rc tx_pipeline(struct pg_tx *t, const struct pg_cmd *cmds, int n,
 		if (!res)
 			break;
 		status = PQresultStatus(res);
+		if (status == PGRES_TUPLES_OK && got < t->npending && t->pending[got].kind == PEND_XID &&
+		    PQntuples(res) == 1)
+			snprintf(t->xid, sizeof(t->xid), "%s", PQgetvalue(res, 0, 0));
 		if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
 			if (got == total - 1 && last && !fail)
 				keep = res;
@@ -993,6 +1004,11 @@ static void tx_start(struct pg_tx *t, struct pg_store *s, struct pg_conn *c, boo
 	t->begin = read_only ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 			     : "BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE";
 	t->pending[t->npending++] = (struct pg_pending){ .kind = PEND_BEGIN };
+	/* A write transaction learns its id with its first statement, in the
+	 * same round trip, so that a COMMIT whose answer is lost can be
+	 * resolved (resolve_commit). */
+	if (!read_only)
+		t->pending[t->npending++] = (struct pg_pending){ .kind = PEND_XID };
 }
 
 /* Ends t with COMMIT, sent with the commands still held back (RELEASEs).
@@ -1029,6 +1045,56 @@ static void tx_rollback(struct pg_tx *t)
 }
 
 /* ---- writers ---- */
+
+/* What became of a transaction whose COMMIT was sent but whose answer was
+ * lost with its connection: the server either committed it before the link
+ * went, or rolled it back. Ask, on a new connection, by the transaction's
+ * id (pg_xact_status). ST_OK: committed. ST_CONFLICT: it was not (aborted,
+ * or rolled back when its connection died): nothing of it happened.
+ * ST_UNAVAILABLE: no answer within PG_RESOLVE_MS (the server is down): the
+ * outcome stays unknown and the client's idempotency key must decide. */
+#define PG_RESOLVE_MS 5000
+
+static enum st_rc resolve_commit(struct pg_conn *c, const char *xid)
+{
+	int64_t deadline = clock_mono_ms() + PG_RESOLVE_MS;
+	const char *params[1] = { xid };
+
+	while (clock_mono_ms() < deadline) {
+		PGresult *res;
+		const char *status;
+		enum st_rc rc = ST_UNAVAILABLE;
+		bool again = true;
+
+		if (conn_ensure(c, PG_CONNECT_TIMEOUT) != ST_OK) {
+			sleep_ms(50);
+			continue;
+		}
+		res = PQexecParams(c->pg, "SELECT pg_xact_status($1::xid8)", 1, NULL, params, NULL, NULL, 0);
+		if (result_rc(NULL, c, res, "pg_xact_status") == ST_OK && PQntuples(res) == 1) {
+			status = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
+			if (!strcmp(status, "committed"))
+				rc = ST_OK, again = false;
+			else if (!strcmp(status, "aborted"))
+				rc = ST_CONFLICT, again = false;
+			else if (!strcmp(status, "in progress"))
+				again = true; /* its backend is still finishing it */
+			else
+				again = false; /* too old to know: unknown */
+		}
+		PQclear(res);
+		if (!again) {
+			log_msg(c->s->base.log, rc == ST_UNAVAILABLE ? LOG_ERROR : LOG_WARN,
+				"postgres: a COMMIT's answer was lost; transaction %s %s", xid,
+				rc == ST_OK ? "committed" : rc == ST_CONFLICT ? "did not commit" : "is unknown");
+			return rc;
+		}
+		sleep_ms(20);
+	}
+	log_msg(c->s->base.log, LOG_ERROR,
+		"postgres: a COMMIT's answer was lost and transaction %s could not be looked up", xid);
+	return ST_UNAVAILABLE;
+}
 
 /* One run of u, then retries as the header comment says. */
 static enum st_rc run_unit(struct pg_conn *c, struct pg_unit *u)
@@ -1071,6 +1137,15 @@ static enum st_rc run_unit(struct pg_conn *c, struct pg_unit *u)
 				rc = ST_INTERNAL; /* the server rolled back */
 			if (rc == ST_BUSY)
 				committing = false; /* refused, definitely not committed */
+			if (rc == ST_UNAVAILABLE && c->drops != drops && t.xid[0]) {
+				/* The link died with the COMMIT: find out instead of
+				 * answering a failure that may be false. */
+				rc = resolve_commit(c, t.xid);
+				if (rc == ST_CONFLICT) {
+					committing = false; /* nothing happened: run it again */
+					rc = ST_UNAVAILABLE;
+				}
+			}
 		} else {
 			tx_rollback(&t);
 		}
