@@ -23,7 +23,7 @@ CFLAGS += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP -Isrc -I$(BUILD) \
 LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
 SRCS     = $(filter-out src/main.c,$(wildcard src/*.c))
-OBJS     = $(SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/migrations.o $(BUILD)/openapi.o $(BUILD)/version.o
+OBJS     = $(SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/migrations.o $(BUILD)/openapi.o $(BUILD)/console_assets.o $(BUILD)/version.o
 MIGS     = $(sort $(wildcard migrations/sqlite/*.sql migrations/pg/*.sql))
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -57,6 +57,14 @@ $(BUILD)/openapi.c: docs/openapi.json scripts/embed-openapi | $(BUILD)
 	scripts/embed-openapi docs/openapi.json > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/openapi.o: $(BUILD)/openapi.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# GET /console and GET /api/docs serve console/ as built in (routes_console.c).
+CONSOLE = $(sort $(wildcard console/*.html console/*.css console/*.js console/*.svg))
+$(BUILD)/console_assets.c: $(CONSOLE) scripts/embed-console | $(BUILD)
+	scripts/embed-console $(CONSOLE) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/console_assets.o: $(BUILD)/console_assets.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 # settled --version: the release is the VERSION file, the commit is git's

@@ -600,7 +600,9 @@ static void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
 	MHD_add_response_header(r, "X-Frame-Options", "DENY");
 	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
-	MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'");
+	/* The console's pages bring a policy of their own (routes_console.c). */
+	if (!resp_has_header(&rq->resp, "Content-Security-Policy"))
+		MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'");
 	MHD_add_response_header(r, "Cache-Control", "no-store");
 	memcpy(tc.trace_id, rq->trace_id, sizeof(tc.trace_id));
 	memcpy(tc.span_id, rq->span_id, sizeof(tc.span_id));

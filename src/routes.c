@@ -73,6 +73,14 @@ const struct route settled_routes[] = {
 	{ "GET", "/api/v2/holds/{id}", route_hold_get, ROUTE_API_KEY, { LIMIT(RLP_API, RL_KEY_API_KEY) } },
 	/* The OpenAPI document of this table (docs/openapi.json, built in; issue 12). */
 	{ "GET", "/api/docs/openapi.json", route_openapi, 0, { { 0 } } },
+	/* The operator console and the API reference rendered from the
+	 * document above (console/, built in), and the admin lists it reads. */
+	{ "GET", "/console", route_console_index, 0, { { 0 } } },
+	{ "GET", "/console/{asset}", route_console_asset, 0, { { 0 } } },
+	{ "GET", "/api/docs", route_api_docs, 0, { { 0 } } },
+	{ "GET", "/api/admin/intents", route_admin_intents, ROUTE_ADMIN, { { 0 } } },
+	{ "GET", "/api/admin/payouts/batches", route_admin_payout_batches, ROUTE_ADMIN, { { 0 } } },
+	{ "GET", "/api/admin/api-keys", route_admin_api_keys, ROUTE_ADMIN, { { 0 } } },
 };
 
 const size_t settled_nroutes = sizeof(settled_routes) / sizeof(settled_routes[0]);

@@ -26,5 +26,8 @@ route_handler route_payout_batch_create, route_payout_batch_approve,
 	route_payout_batch_get;                                     /* routes_payouts.c */
 route_handler route_hold_create, route_hold_capture, route_hold_void, route_hold_get,
 	route_hold_list;                                            /* routes_holds.c */
+route_handler route_admin_intents, route_admin_payout_batches,
+	route_admin_api_keys;                                       /* routes_admin_lists.c */
+route_handler route_console_index, route_console_asset, route_api_docs; /* routes_console.c */
 
 #endif

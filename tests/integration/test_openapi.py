@@ -950,6 +950,28 @@ def test_live_answers_match_the_document(start_server):
     c.call("POST", "/api/admin/reconciliation", 403, "forbidden",
            headers={"Authorization": "Bearer wrong"})
 
+    # ---- the operator's lists and the console's pages
+    page = c.call("GET", f"/api/admin/intents?wallet={w}&limit=1", 200, headers=ADMIN).json
+    c.call("GET", f"/api/admin/intents?after={page['next_after']}&status=SETTLED", 200,
+           headers=ADMIN)
+    c.call("GET", "/api/admin/intents?status=DONE", 400, "invalid_parameter", headers=ADMIN)
+    c.call("GET", "/api/admin/intents?wallet=0x12", 400, "invalid_parameter", headers=ADMIN)
+    c.call("GET", "/api/admin/intents", 401, "unauthorized")
+    c.call("GET", "/api/admin/payouts/batches?status=PENDING_APPROVAL", 200, headers=ADMIN)
+    c.call("GET", "/api/admin/payouts/batches?limit=0", 400, "invalid_parameter", headers=ADMIN)
+    c.call("GET", "/api/admin/payouts/batches", 403, "forbidden", headers=K2)
+    c.call("GET", "/api/admin/api-keys?limit=1", 200, headers=ADMIN)
+    c.call("GET", "/api/admin/api-keys?limit=x", 400, "invalid_parameter", headers=ADMIN)
+    c.call("GET", "/api/admin/api-keys", 401, "unauthorized")
+    c.call("GET", "/console", 200)
+    c.call("GET", "/console/app.js", 200)
+    c.call("GET", "/console/console.css", 200)
+    c.call("GET", "/console/nope.js", 404, "not_found")
+    c.call("GET", "/api/docs", 200)
+    for path in ("/console", "/console/app.js", "/api/docs"):
+        c.call("GET", path, 415, "unsupported_media_type", body=b"x",
+               headers={"Content-Type": "text/plain"})
+
     c.assert_every_operation_answered(2)
     c.assert_every_operation_answered(4)
 
