@@ -46,9 +46,9 @@
     return h('time', { datetime: iso, title: iso + ' (UTC)' },
       d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' }));
   }
-  const GOOD = new Set(['ok', 'SETTLED', 'COMPLETED', 'active', 'APPROVED', 'CONFIRMED', 'completed', 'captured']);
+  const GOOD = new Set(['ok', 'CAPTURED', 'SETTLED', 'COMPLETED', 'active', 'APPROVED', 'CONFIRMED', 'completed', 'captured']);
   const BAD = new Set(['FAILED', 'dead', 'revoked', 'unavailable', 'failing']);
-  const WARN = new Set(['PENDING_APPROVAL', 'PENDING', 'LOCKED', 'SUBMITTED', 'expiring', 'pending', 'not run']);
+  const WARN = new Set(['PENDING_APPROVAL', 'PENDING', 'VOIDED', 'EXPIRED', 'LOCKED', 'SUBMITTED', 'expiring', 'pending', 'not run']);
   function badge(text) {
     const cls = GOOD.has(text) ? 'ok' : BAD.has(text) ? 'bad' : WARN.has(text) ? 'warn' : '';
     return h('span', { class: 'badge ' + cls }, text);
@@ -293,36 +293,52 @@
     const lists = h('div', { id: 'account-lists' });
     root.replaceChildren(h('div', { class: 'card' }, h('h2', {}, 'Accounts and holds'), form, out), lists);
 
-    // Lists of accounts and holds, where this server has them.
+    // Lists of accounts and holds (the admin token sees every client's).
+    // A server without these routes still has the lookup above.
+    const accountPath = (name) => '/api/v2/accounts/' + name.split('/').map(encodeURIComponent).join('/');
     async function showLists() {
       const parts = [];
       const acc = await api('GET', '/api/v2/accounts' + qs({ limit: 1 }), { accept: [404, 405] }).catch(() => null);
       if (acc && acc.status === 200) {
-        parts.push(h('div', { class: 'card' }, h('h2', {}, 'Accounts'), pagedTable({
+        parts.push(h('div', { class: 'card' }, h('h2', {}, 'Client accounts'), h('div', { id: 'account-list' }, pagedTable({
           what: 'Accounts',
           load: (after) => api('GET', '/api/v2/accounts' + qs({ after, limit: PAGE })).then((r) => r.data),
           columns: [
-            { title: 'Account', cell: (r) => short(r.wallet || r.name || r.id) },
+            { title: 'Account', cell: (r) => short(r.name || r.wallet || r.id) },
+            { title: 'Kind', cell: (r) => r.kind },
             { title: 'Balance', num: true, cell: (r) => money(r.balance) },
             { title: 'Held', num: true, cell: (r) => money(r.held) },
             { title: 'Available', num: true, cell: (r) => money(r.available) },
+            { title: 'Overdraft', cell: (r) => (r.overdraft || r.may_go_negative ? 'allowed' : '—') },
           ],
-          onRow: (r) => { q.value = r.wallet || r.name || r.id; lookup(); },
-        })));
+          empty: 'No client accounts yet.',
+          onRow: (r) => { q.value = r.name || r.wallet || r.id; lookup(); },
+        }))));
       }
       const holds = await api('GET', '/api/v2/holds' + qs({ limit: 1 }), { accept: [404, 405] }).catch(() => null);
       if (holds && holds.status === 200) {
-        parts.push(h('div', { class: 'card' }, h('h2', {}, 'Holds'), pagedTable({
+        const state = h('select', { id: 'hold-state' }, h('option', { value: '' }, 'any state'),
+          ['PENDING', 'CAPTURED', 'VOIDED', 'EXPIRED'].map((x) => h('option', { value: x }, x)));
+        const box = h('div', { id: 'hold-list' });
+        const load = () => box.replaceChildren(pagedTable({
           what: 'Holds',
-          load: (after) => api('GET', '/api/v2/holds' + qs({ after, limit: PAGE })).then((r) => r.data),
+          load: (after) => api('GET', '/api/v2/holds' + qs({ state: state.value, after, limit: PAGE })).then((r) => r.data),
           columns: [
+            { title: 'Created', cell: (r) => when(r.created_at) },
             { title: 'Hold', cell: (r) => short(r.id) },
-            { title: 'Account', cell: (r) => short(r.account || r.wallet || '') },
+            { title: 'From', cell: (r) => short(r.from || '') },
+            { title: 'To', cell: (r) => (r.to ? short(r.to) : '—') },
             { title: 'Amount', num: true, cell: (r) => money(r.amount) },
-            { title: 'Status', cell: (r) => badge(r.status) },
+            { title: 'Captured', num: true, cell: (r) => money(r.captured) },
+            { title: 'State', cell: (r) => badge(r.state || r.status) },
             { title: 'Expires', cell: (r) => when(r.expires_at) },
           ],
-        })));
+          empty: 'No holds.',
+        }));
+        state.addEventListener('change', load);
+        load();
+        parts.push(h('div', { class: 'card' }, h('div', { class: 'row' }, h('h2', {}, 'Holds'), h('span', { class: 'spacer' }),
+          h('label', { for: 'hold-state' }, 'State'), state), box));
       }
       if (!parts.length) parts.push(h('p', { class: 'muted' }, 'This server has no account or hold listing; look an account up by its wallet or name.'));
       lists.replaceChildren(...parts);
@@ -332,7 +348,7 @@
       const v = q.value.trim();
       if (!v) return;
       try {
-        const r = await api('GET', '/api/v2/accounts/' + encodeURIComponent(v), { accept: [404, 400] });
+        const r = await api('GET', accountPath(v), { accept: [404, 400] });
         if (r.status !== 200) { out.replaceChildren(h('p', { class: 'error' }, (r.data && r.data.message) || 'Not found')); return; }
         const a = r.data;
         const account = a.wallet || a.name || a.id || v;

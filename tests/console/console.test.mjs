@@ -173,8 +173,17 @@ try {
   const treasury = (await api('GET', '/api/v2/accounts/treasury')).body;
   const shownBalance = await page.$eval('#account-balance', (e) => e.textContent);
   check(shownBalance === money(treasury.balance), `treasury ${shownBalance} vs ${treasury.balance}`);
+  // The lists: every client's accounts and everyone's holds, as the API says.
+  await page.waitForSelector('#account-list tbody tr');
+  await page.waitForSelector('#hold-list tbody tr');
+  const accounts = (await api('GET', '/api/v2/accounts?limit=20')).body.data;
+  const shownAccounts = await page.$$eval('#account-list tbody tr', (trs) => trs.map((t) => t.children[0].textContent));
+  check(JSON.stringify(shownAccounts) === JSON.stringify(accounts.map((a) => a.name)), 'accounts listed: ' + shownAccounts);
+  const holdsApi = (await api('GET', '/api/v2/holds?limit=20')).body.data;
+  const shownHolds = await page.$$eval('#hold-list tbody tr', (trs) => trs.map((t) => t.dataset.id));
+  check(JSON.stringify(shownHolds) === JSON.stringify(holdsApi.map((x) => x.id)), 'holds listed');
   await page.screenshot({ path: join(SHOTS, 'accounts.png'), fullPage: true });
-  results.accounts = { treasury: shownBalance };
+  results.accounts = { treasury: shownBalance, accounts: shownAccounts.length, holds: shownHolds.length };
 
   // ---- the API reference, rendered from the served document
   await page.goto(BASE + '/api/docs', { waitUntil: 'networkidle0' });

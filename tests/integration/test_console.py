@@ -73,7 +73,11 @@ def prepare(srv):
     assert r.status == 201, r
     key = r.json
     partner = {"Authorization": f"Bearer {key['key']}"}
-    # Money in the treasury's hands comes from claims; a few, some settled.
+    # A client account (the accounts list), and claims: each holds funds on
+    # the treasury (the holds list).
+    r = srv.post("/api/v2/accounts", {"name": "float", "metadata": {"desk": "ops"}}, headers=partner,
+                 key=new_key())
+    assert r.status == 201, r
     wallets = [new_wallet() for _ in range(3)]
     for i, w in enumerate(wallets):
         assert srv.register(w).status == 201
