@@ -131,11 +131,24 @@ static enum st_rc transition(struct tx *tx, struct intent *it, enum intent_statu
 
 enum st_rc intent_get(struct tx *tx, const char *id, struct intent *out)
 {
+	return intent_get_owned(tx, NULL, id, out);
+}
+
+enum st_rc intent_get_owned(struct tx *tx, const char *owner, const char *id, struct intent *out)
+{
 	struct st_rows *r = NULL;
 	struct intent it;
-	enum st_rc rc = tx_query(tx, "SELECT " INTENT_COLS " FROM intents WHERE id = $1",
-				 ST_ARGS(SV_S(id)), &r);
+	enum st_rc rc;
 
+	/* The owner filter is in the query (public claims have none and are
+	 * anyone's to read, as /api/claim/record is anyone's to call). */
+	if (owner)
+		rc = tx_query(tx,
+			      "SELECT " INTENT_COLS " FROM intents WHERE id = $1"
+			      " AND (client_id IS NULL OR client_id = $2)",
+			      ST_ARGS(SV_S(id), SV_S(owner)), &r);
+	else
+		rc = tx_query(tx, "SELECT " INTENT_COLS " FROM intents WHERE id = $1", ST_ARGS(SV_S(id)), &r);
 	if (rc)
 		return rc;
 	if (!r->nrows) {
@@ -220,6 +233,15 @@ enum st_rc intent_payout_create(struct tx *tx, const char *wallet, int64_t amoun
 				const char *actor, struct intent *out, struct ledger_hold *hold)
 {
 	return create_intent(tx, INTENT_KIND_PAYOUT, wallet, amount, NULL, 0, actor, out, hold);
+}
+
+enum st_rc intent_set_owner(struct tx *tx, const char *id, const char *client_id)
+{
+	int64_t changed = 0;
+	enum st_rc rc = tx_exec(tx, "UPDATE intents SET client_id = $2 WHERE id = $1 AND client_id IS NULL",
+				ST_ARGS(SV_S(id), SV_S(client_id)), &changed);
+
+	return rc ? rc : changed == 1 ? ST_OK : ST_CONFLICT;
 }
 
 static void set_out(struct intent *out, const struct intent *it)

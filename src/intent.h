@@ -99,6 +99,13 @@ enum st_rc intent_payout_create(struct tx *tx, const char *wallet, int64_t amoun
 
 /* Reads an intent. ST_NOT_FOUND if none. */
 enum st_rc intent_get(struct tx *tx, const char *id, struct intent *out);
+/* As intent_get for a client (owner: a client id; NULL: any, the admin
+ * token): an intent another client owns is ST_NOT_FOUND, as a missing one
+ * (public claims, owned by nobody, are anyone's to read). */
+enum st_rc intent_get_owned(struct tx *tx, const char *owner, const char *id, struct intent *out);
+/* Gives a new intent its owner (the client whose /api/v2/claims or payout
+ * batch made it), in the unit that created it. ST_CONFLICT if it has one. */
+enum st_rc intent_set_owner(struct tx *tx, const char *id, const char *client_id);
 
 /* Records the chain transaction of a PENDING intent: PENDING -> LOCKED ->
  * SUBMITTED in the caller's transaction, storing tx_hash (canonical,

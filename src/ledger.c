@@ -565,6 +565,13 @@ enum st_rc ledger_hold_stats(struct tx *tx, struct ledger_hold_stats *out)
 enum st_rc ledger_entries_page(struct tx *tx, const char *account_id, int64_t after, int limit,
 			       struct ledger_entry_row **out, size_t *n_out, bool *more)
 {
+	return ledger_entries_page_owned(tx, NULL, account_id, after, limit, out, n_out, more);
+}
+
+enum st_rc ledger_entries_page_owned(struct tx *tx, const char *owner, const char *account_id,
+				     int64_t after, int limit, struct ledger_entry_row **out,
+				     size_t *n_out, bool *more)
+{
 	struct st_rows *rows = NULL;
 	struct ledger_entry_row *v = NULL;
 	size_t n;
@@ -573,7 +580,11 @@ enum st_rc ledger_entries_page(struct tx *tx, const char *account_id, int64_t af
 	if (limit < 1 || limit > LEDGER_PAGE_MAX || after < 0)
 		return ST_INVALID;
 	/* One row beyond the page says whether another page follows. */
-	if (account_id)
+	if (owner && !account_id)
+		rc = tx_query(tx, "SELECT " ENTRY_COLS " WHERE a.client_id = $1 AND e.id > $2"
+			      " ORDER BY e.id LIMIT $3",
+			      ST_ARGS(SV_S(owner), SV_I(after), SV_I(limit + 1)), &rows);
+	else if (account_id)
 		rc = tx_query(tx, "SELECT " ENTRY_COLS " WHERE e.account_id = $1 AND e.id > $2"
 			      " ORDER BY e.id LIMIT $3",
 			      ST_ARGS(SV_S(account_id), SV_I(after), SV_I(limit + 1)), &rows);

@@ -244,6 +244,14 @@ struct ledger_entry_row {
  * lock so ids are assigned in commit order). */
 enum st_rc ledger_entries_page(struct tx *tx, const char *account_id, int64_t after, int limit,
 			       struct ledger_entry_row **out, size_t *n_out, bool *more);
+/* As ledger_entries_page for a client: owner (a client id) with
+ * account_id NULL lists the entries of owner's accounts only (the filter is
+ * in the SQL); with account_id (which the caller resolved with
+ * account_resolve, so it may read it) that account's. owner NULL: as
+ * ledger_entries_page. */
+enum st_rc ledger_entries_page_owned(struct tx *tx, const char *owner, const char *account_id,
+				     int64_t after, int limit, struct ledger_entry_row **out,
+				     size_t *n_out, bool *more);
 
 /* An account's balance, held and available (= balance - held). */
 struct ledger_balance {

@@ -93,11 +93,24 @@ void payout_item_rail_ref(const char *batch_id, int64_t idx, char out[TX_HASH_LE
 
 enum st_rc payout_batch_get(struct tx *tx, const char *id, struct payout_batch *out)
 {
+	return payout_batch_get_owned(tx, NULL, id, out);
+}
+
+enum st_rc payout_batch_get_owned(struct tx *tx, const char *owner, const char *id,
+				  struct payout_batch *out)
+{
 	struct st_rows *r = NULL;
 	struct payout_batch b;
-	enum st_rc rc = tx_query(tx, "SELECT " BATCH_COLS " FROM payout_batches WHERE id = $1",
-				 ST_ARGS(SV_S(id)), &r);
+	enum st_rc rc;
 
+	/* The owner is part of the query: another client's batch is never
+	 * read, so it cannot be answered differently from a missing one. */
+	if (owner)
+		rc = tx_query(tx, "SELECT " BATCH_COLS " FROM payout_batches WHERE id = $1 AND client_id = $2",
+			      ST_ARGS(SV_S(id), SV_S(owner)), &r);
+	else
+		rc = tx_query(tx, "SELECT " BATCH_COLS " FROM payout_batches WHERE id = $1", ST_ARGS(SV_S(id)),
+			      &r);
 	if (rc)
 		return rc;
 	if (!r->nrows) {

@@ -98,6 +98,10 @@ enum st_rc payout_batch_create(struct tx *tx, const char *client_id, const char 
 
 /* Reads a batch. ST_NOT_FOUND if none. */
 enum st_rc payout_batch_get(struct tx *tx, const char *id, struct payout_batch *out);
+/* As payout_batch_get, seeing only owner's batches (a client id; NULL: any,
+ * the admin token and the jobs). ST_NOT_FOUND for another client's. */
+enum st_rc payout_batch_get_owned(struct tx *tx, const char *owner, const char *id,
+				  struct payout_batch *out);
 
 /* PENDING_APPROVAL -> APPROVED by approver, every item PENDING -> QUEUED.
  * *out gets the approved batch. ST_NOT_FOUND; ST_CONFLICT when the batch

@@ -139,7 +139,15 @@ static enum st_rc create_submit_unit(struct tx *tx, void *arg)
 	char ref[TX_HASH_LEN + 1];
 	enum st_rc rc;
 
+	struct payout_batch b;
+
 	rc = intent_payout_create(tx, e->item.wallet, e->item.amount, e->actor, &e->it, NULL);
+	if (rc)
+		return rc;
+	/* The payout's intent is the batch's client's, like the batch. */
+	rc = payout_batch_get(tx, e->batch_id, &b);
+	if (rc == ST_OK)
+		rc = intent_set_owner(tx, e->it.id, b.client_id);
 	if (rc)
 		return rc;
 	payout_item_rail_ref(e->batch_id, e->idx, ref);

@@ -180,6 +180,7 @@ enum st_rc route_claim_record(struct req_ctx *rq)
 
 struct intent_read {
 	const char *id;
+	const char *owner;   /* the caller's client id; NULL for the admin token */
 	json_t *out;
 };
 
@@ -211,7 +212,7 @@ static enum st_rc intent_read_unit(struct tx *tx, void *arg)
 	json_t *body = NULL, *hold = NULL, *trans = NULL;
 	enum st_rc rc;
 
-	rc = intent_get(tx, r->id, &it);
+	rc = intent_get_owned(tx, r->owner, r->id, &it);
 	if (rc)
 		return rc;
 	rc = ledger_hold_get(tx, it.hold_id, &h);
@@ -240,7 +241,8 @@ static enum st_rc intent_read_unit(struct tx *tx, void *arg)
 
 enum st_rc route_intent_get(struct req_ctx *rq)
 {
-	struct intent_read r = { .id = req_param(rq, "id") };
+	const char *caller = req_client_id(rq);
+	struct intent_read r = { .id = req_param(rq, "id"), .owner = strcmp(caller, "admin") ? caller : NULL };
 	enum st_rc rc;
 
 	if (!r.id || strlen(r.id) > LEDGER_ID_MAX)

@@ -1,12 +1,16 @@
-/* routes_ledger.c — ledger reads of the v2 API (SPEC section 8):
+/* routes_ledger.c — ledger reads of the v2 API (SPEC sections 8, 13):
  *
  *   GET /api/v2/ledger/transactions?account=&after=&limit= keyset-paginated entries
  *
- * (The accounts themselves are routes_accounts.c's.) It takes an API key or the admin token (ROUTE_API_KEY) and read on a
- * read connection (store_read): a consistent snapshot, no writer involved.
- * {wallet} and account= name a wallet (0x + 40 hex, any case) or any
- * account id, so the system accounts ("treasury", "external", ...) can be
- * inspected too. Amounts are JSON strings.
+ * (The accounts themselves are routes_accounts.c's.) It takes an API key
+ * or the admin token (ROUTE_API_KEY) and reads on a read connection
+ * (store_read): a consistent snapshot, no writer involved. account= names
+ * a wallet (0x + 40 hex, any case) or an account. The admin token reads
+ * every entry and names any account (system accounts by name, a client's
+ * as <client_id>/<name>, any by id); a client reads the entries of its own
+ * accounts (all of them when account= is absent) or of a wallet, and any
+ * other name is 404 account_not_found, as a missing one. Amounts are JSON
+ * strings.
  *
  * Pagination: entries in id order; `after` is the last id seen (0 or
  * absent: from the start), `limit` 1..500 (default 50; larger values are
@@ -49,9 +53,11 @@ static bool parse_count(const char *s, int64_t *out)
 	return true;
 }
 
-/* Resolves a wallet or account id to the account. ST_INVALID: a 0x name
- * that is not a wallet; ST_NOT_FOUND: no such account. */
-static enum st_rc find_account(struct tx *tx, const char *name, struct account *out)
+/* Resolves account= for the caller. The admin token names any account by
+ * wallet or id (system accounts by name); a client what account_resolve
+ * lets it read (its own accounts, wallets). ST_INVALID: a 0x name that is
+ * not a wallet; ST_NOT_FOUND: none the caller may read. */
+static enum st_rc find_account(struct tx *tx, const char *caller, const char *name, struct account *out)
 {
 	char wallet[WALLET_LEN + 1];
 
@@ -60,6 +66,10 @@ static enum st_rc find_account(struct tx *tx, const char *name, struct account *
 			return ST_INVALID;
 		return account_by_wallet(tx, wallet, out);
 	}
+	if (strcmp(caller, "admin"))
+		return account_resolve(tx, caller, name, ACCOUNT_READ, out);
+	if (strchr(name, '/'))
+		return account_resolve(tx, caller, name, ACCOUNT_READ, out);
 	if (strlen(name) > ACCOUNT_ID_MAX)
 		return ST_NOT_FOUND;
 	return account_by_id(tx, name, out);
@@ -68,6 +78,7 @@ static enum st_rc find_account(struct tx *tx, const char *name, struct account *
 /* ---- GET /api/v2/ledger/transactions ---- */
 
 struct page_read {
+	const char *caller;      /* req_client_id */
 	const char *account;     /* as given, or NULL */
 	int64_t after;
 	int limit;
@@ -84,12 +95,15 @@ static enum st_rc page_read_unit(struct tx *tx, void *arg)
 	enum st_rc rc;
 
 	if (r->account) {
-		rc = find_account(tx, r->account, &a);
+		rc = find_account(tx, r->caller, r->account, &a);
 		if (rc)
 			return rc;
 		account_id = a.id;
 	}
-	return ledger_entries_page(tx, account_id, r->after, r->limit, &r->rows, &r->n, &r->more);
+	/* A client sees the entries of its own accounts (or of the one it
+	 * named); the admin token every entry. */
+	return ledger_entries_page_owned(tx, strcmp(r->caller, "admin") ? r->caller : NULL, account_id,
+					 r->after, r->limit, &r->rows, &r->n, &r->more);
 }
 
 static json_t *entry_json(const struct ledger_entry_row *e)
@@ -103,7 +117,8 @@ static json_t *entry_json(const struct ledger_entry_row *e)
 
 enum st_rc route_ledger_transactions(struct req_ctx *rq)
 {
-	struct page_read r = { .account = req_query(rq, "account"), .limit = PAGE_DEFAULT };
+	struct page_read r = { .caller = req_client_id(rq), .account = req_query(rq, "account"),
+			       .limit = PAGE_DEFAULT };
 	const char *after = req_query(rq, "after"), *limit = req_query(rq, "limit");
 	json_t *data, *body;
 	int64_t v;

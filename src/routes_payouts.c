@@ -275,12 +275,10 @@ static enum st_rc batch_read_unit(struct tx *tx, void *arg)
 	enum st_rc rc;
 
 	r->out = NULL;
-	rc = payout_batch_get(tx, r->id, &b);
+	/* Another client's batch does not exist, as far as this one knows. */
+	rc = payout_batch_get_owned(tx, strcmp(r->client_id, "admin") ? r->client_id : NULL, r->id, &b);
 	if (rc)
 		return rc;
-	/* Another client's batch does not exist, as far as this one knows. */
-	if (strcmp(r->client_id, "admin") && strcmp(r->client_id, b.client_id))
-		return ST_NOT_FOUND;
 	rc = payout_items_list(tx, r->id, &items, &n);
 	if (rc)
 		return rc;

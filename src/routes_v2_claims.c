@@ -34,6 +34,7 @@ struct v2_claim_req {
 	int64_t amount;
 	char tx_hash[TX_HASH_LEN + 1];
 	char actor[INTENT_ACTOR_MAX + 1];
+	char client_id[INTENT_ACTOR_MAX + 1];
 	const struct settled *app;
 };
 
@@ -52,6 +53,10 @@ static enum st_rc v2_claim_unit(struct tx *tx, void *arg, struct resp *resp)
 	if (rc == ST_UNPROCESSABLE)
 		return unit_fail(resp, ST_UNPROCESSABLE, "insufficient_funds",
 				 "the treasury cannot cover this claim right now", NULL);
+	if (rc)
+		return rc;
+	/* The claim is the calling client's (SPEC 13): another's key reads 404. */
+	rc = intent_set_owner(tx, it.id, r->client_id);
 	if (rc)
 		return rc;
 	rc = intent_record(tx, it.id, r->tx_hash, r->actor, &it);
@@ -99,6 +104,7 @@ enum st_rc route_v2_claim(struct req_ctx *rq)
 		return req_fail_field(rq, ST_INVALID, "invalid_tx_hash",
 				      INPUT_TX_HASH_MSG, "tx_hash");
 	r->app = req_app(rq);
+	snprintf(r->client_id, sizeof(r->client_id), "%s", req_client_id(rq));
 	snprintf(r->actor, sizeof(r->actor), "req:%s", req_id(rq));
 	return req_commit(rq, v2_claim_unit, r);
 }

@@ -355,3 +355,64 @@ def test_another_clients_transfer_is_not_found(srv):
     # The operator's allocation is the admin's, not the client's.
     alloc = admin_transfer(srv, "treasury", f"{a.id}/x", 1).json
     assert a.get(f"/api/v2/transfers/{alloc['id']}").json == missing
+
+
+# --------------------------------------------------------------------------
+# ownership on the routes that existed before the Ledger API
+
+
+def tx_hash():
+    return "0x" + secrets.token_hex(32)
+
+
+def test_another_clients_v2_claim_is_not_found(srv):
+    a, b = Client(srv, "a"), Client(srv, "b")
+    w = new_wallet()
+    assert srv.register(w).status == 201
+    # Funded first, so the claim stands whether claims draw on the wallet or not.
+    assert admin_transfer(srv, "treasury", w, 50).status == 201
+    r = a.post("/api/v2/claims", {"wallet": w, "amount": "10", "tx_hash": tx_hash()})
+    assert r.status == 201, r
+    assert rows(srv, f"SELECT client_id FROM intents WHERE id = '{r.json['id']}'") == [(a.id,)]
+    missing = b.get("/api/v2/intents/int_nope")
+    assert missing.status == 404
+    with srv.unchanged():
+        got = b.get(f"/api/v2/intents/{r.json['id']}")
+        assert (got.status, got.json) == (404, missing.json)
+    assert a.get(f"/api/v2/intents/{r.json['id']}").status == 200
+    assert srv.get(f"/api/v2/intents/{r.json['id']}", headers=ADMIN).status == 200
+    # A public claim has no owner: anyone's to read, as /api/claim/record is.
+    p = srv.post("/api/claim/prepare", {"wallet": w, "amount": "1"}, key=new_key())
+    assert p.status == 201, p
+    assert b.get(f"/api/v2/intents/{p.json['id']}").status == 200
+
+
+def test_another_clients_payout_batch_is_not_found(srv):
+    a, b = Client(srv, "a"), Client(srv, "b")
+    r = a.post("/api/v2/payouts/batch", {"reference": "r1", "items": [{"wallet": new_wallet(), "amount": "1"}]})
+    assert r.status == 201, r
+    missing = b.get("/api/v2/payouts/batch/pb_nope")
+    assert missing.status == 404
+    with srv.unchanged():
+        got = b.get(f"/api/v2/payouts/batch/{r.json['id']}")
+        assert (got.status, got.json) == (404, missing.json)
+    assert a.get(f"/api/v2/payouts/batch/{r.json['id']}").status == 200
+    assert srv.get(f"/api/v2/payouts/batch/{r.json['id']}", headers=ADMIN).status == 200
+
+
+def test_ledger_entries_are_the_callers(srv):
+    a, b = Client(srv, "a"), Client(srv, "b")
+    a.account("x")
+    b.account("y")
+    assert admin_transfer(srv, "treasury", f"{a.id}/x", 10).status == 201
+    assert admin_transfer(srv, "treasury", f"{b.id}/y", 20).status == 201
+    ids = {r[0]: r[1] for r in rows(srv, "SELECT name, id FROM accounts WHERE client_id IS NOT NULL")}
+    ea = a.get("/api/v2/ledger/transactions").json["data"]
+    assert {e["account_id"] for e in ea} == {ids[f"{a.id}/x"]}
+    missing = assert_error(b.get("/api/v2/ledger/transactions?account=nothing"), 404, "account_not_found")
+    for name in ("x", f"{a.id}/x", "treasury", ids[f"{a.id}/x"]):
+        assert b.get(f"/api/v2/ledger/transactions?account={name}").json == missing, name
+    assert a.get("/api/v2/ledger/transactions?account=x").json["data"] == ea
+    every = srv.get("/api/v2/ledger/transactions?limit=500", headers=ADMIN).json["data"]
+    assert {ids[f"{a.id}/x"], ids[f"{b.id}/y"], "treasury"} <= {e["account_id"] for e in every}
+    assert srv.get(f"/api/v2/ledger/transactions?account={b.id}/y", headers=ADMIN).status == 200
