@@ -85,12 +85,21 @@ struct rq_alloc {
 	max_align_t data[];
 };
 
+/* One query argument, name and value percent-decoded (route_decode);
+ * value NULL for "?flag". All req_alloc'd. */
+struct query_arg {
+	struct query_arg *next;
+	const char *name, *value;
+};
+
 struct req_ctx {
 	struct http *h;
 	struct MHD_Connection *conn;
 	enum rq_state state;
 	const char *method;
-	const char *url;                /* path, borrowed from MHD for the request's life */
+	const char *url;                /* path as sent (percent-encoded), borrowed from MHD */
+	char *path;                     /* url percent-decoded (req_alloc'd): the concrete path */
+	struct query_arg *query;        /* query arguments, decoded, in arrival order */
 	const struct route *route;
 	struct route_params params;
 	char *param_copies[ROUTE_MAX_PARAMS];
@@ -303,7 +312,10 @@ const char *req_header(const struct req_ctx *rq, const char *name)
 
 const char *req_query(const struct req_ctx *rq, const char *name)
 {
-	return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+	for (const struct query_arg *q = rq->query; q; q = q->next)
+		if (!strcmp(q->name, name))
+			return q->value;
+	return NULL;
 }
 
 const char *req_param(const struct req_ctx *rq, const char *name)
@@ -903,15 +915,15 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	/* The concrete path, never the template: one key sent to
 	 * /api/admin/api-keys/A/rotate and then to .../B/rotate are two
 	 * requests, and B's must run, not replay A's answer. */
-	idem_fingerprint(rq->h->app->idem, rq->method, rq->url, rq->body.ptr, rq->body.len,
+	idem_fingerprint(rq->h->app->idem, rq->method, rq->path, rq->body.ptr, rq->body.len,
 			 rq->fingerprint);
-	n = strlen(rq->client_id) + strlen(rq->method) + strlen(rq->url) + 3;
+	n = strlen(rq->client_id) + strlen(rq->method) + strlen(rq->path) + 3;
 	rq->idem_scope = req_alloc(rq, n);
 	if (!rq->idem_scope) {
 		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
 		return false;
 	}
-	snprintf(rq->idem_scope, n, "%s %s %s", rq->client_id, rq->method, rq->url);
+	snprintf(rq->idem_scope, n, "%s %s %s", rq->client_id, rq->method, rq->path);
 
 	/* A finished key is answered from a read connection: no writer, no
 	 * write. This comes before the running check, so any number of
@@ -1143,6 +1155,8 @@ static enum MHD_Result route_request(struct req_ctx *rq, bool *answered)
 		ret = send_resp(rq);
 		*answered = true;
 	} else {
+		/* Matched on the path as sent; the parameters are decoded
+		 * only now (docs/internals/http-framing.md "Paths"). */
 		for (size_t i = 0; i < rq->params.n; i++) {
 			char *c = req_alloc(rq, rq->params.p[i].value_len + 1);
 
@@ -1151,7 +1165,12 @@ static enum MHD_Result route_request(struct req_ctx *rq, bool *answered)
 				*answered = true;
 				break;
 			}
-			memcpy(c, rq->params.p[i].value, rq->params.p[i].value_len);
+			if (route_decode(rq->params.p[i].value, rq->params.p[i].value_len, c, NULL)) {
+				ret = fail_now(rq, ST_INVALID, "invalid_path",
+					       "a path parameter holds a control character or is not UTF-8");
+				*answered = true;
+				break;
+			}
 			rq->param_copies[i] = c;
 		}
 	}
@@ -1472,6 +1491,85 @@ static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD
 	return true;
 }
 
+struct query_scan {
+	struct req_ctx *rq;
+	struct query_arg **tail;
+	bool bad;
+};
+
+/* Decodes one query argument into the request's list (route_decode). */
+static enum MHD_Result collect_query(void *cls, enum MHD_ValueKind kind, const char *key,
+				     const char *value)
+{
+	struct query_scan *qs = cls;
+	struct query_arg *q;
+	size_t kn = strlen(key), vn = value ? strlen(value) : 0;
+	char *k, *v = NULL;
+
+	(void)kind;
+	q = req_alloc(qs->rq, sizeof(*q) + kn + 1 + (value ? vn + 1 : 0));
+	if (!q) {
+		qs->bad = true;
+		return MHD_NO;
+	}
+	k = (char *)(q + 1);
+	if (value)
+		v = k + kn + 1;
+	if (route_decode(key, kn, k, NULL) || (value && route_decode(value, vn, v, NULL))) {
+		qs->bad = true;
+		return MHD_NO;
+	}
+	q->name = k;
+	q->value = v;
+	*qs->tail = q;
+	qs->tail = &q->next;
+	return MHD_YES;
+}
+
+/* The request target as sent: libmicrohttpd hands it over undecoded
+ * (keep_escaped), so the route is matched on the bytes a proxy in front
+ * saw. Refuses (400) a path with %00, an encoded '/', a malformed escape,
+ * a raw byte that is not visible ASCII, or one that decodes to a control
+ * character or to something that is not UTF-8; and a query argument that
+ * does. Sets rq->path (the decoded path: idempotency's concrete path) and
+ * rq->query. True when it answered. */
+static bool refuse_bad_target(struct req_ctx *rq, enum MHD_Result *ret)
+{
+	size_t n = strlen(rq->url);
+	struct query_scan qs = { .rq = rq, .tail = &rq->query };
+
+	rq->path = req_alloc(rq, n + 1);
+	if (!rq->path) {
+		*ret = fail_now(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		return true;
+	}
+	if (route_path_check(rq->url) || route_decode(rq->url, n, rq->path, NULL)) {
+		*ret = fail_now(rq, ST_INVALID, "invalid_path",
+				"the path holds %00, an encoded '/', a malformed escape, a byte that "
+				"is not visible ASCII, or decodes to a control character or to "
+				"something that is not UTF-8");
+		return true;
+	}
+	MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, collect_query, &qs);
+	if (qs.bad) {
+		*ret = fail_now(rq, ST_INVALID, "invalid_query",
+				"a query argument holds a malformed escape or a control character, "
+				"or is not UTF-8");
+		return true;
+	}
+	return false;
+}
+
+/* libmicrohttpd's unescape callback: leave the path and the query as
+ * sent ('+' in the query is already a space by then); http.c decodes
+ * them itself, after routing (refuse_bad_target, route_decode). */
+static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s)
+{
+	(void)cls;
+	(void)conn;
+	return strlen(s);
+}
+
 /* The connection's deadline (reaper.h), or NULL when it is not watched. */
 static struct reaper_conn *conn_deadline(struct MHD_Connection *conn)
 {
@@ -1515,6 +1613,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (atomic_load(&h->app->stopping))
 			return fail_now(rq, ST_UNAVAILABLE, "unavailable",
 					"the server is shutting down; retry");
+		if (refuse_bad_target(rq, &ret))
+			return ret;
 		ret = route_request(rq, &answered);
 		if (answered)
 			return ret;
@@ -1784,6 +1884,7 @@ enum st_rc http_start(struct settled *app, const struct route *routes, size_t nr
 				     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
 				     MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
 				     MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+				     MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
 				     MHD_OPTION_END);
 	if (!h->daemon) {
 		buf_printf(err, "cannot listen on %s:%u", cfg->listen_host, cfg->listen_port);

@@ -20,6 +20,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "validate.h"
+
 #include "banned.h"
 
 #define ROUTE_PATH_MAX 2048
@@ -154,4 +156,65 @@ const char *route_param(const struct route_params *params, const char *name, siz
 		}
 	}
 	return NULL;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+enum st_rc route_path_check(const char *path)
+{
+	if (!path)
+		return ST_INVALID;
+	for (const char *p = path; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c <= 0x20 || c >= 0x7f)
+			return ST_INVALID;
+		if (c == '%') {
+			int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+
+			if (lo < 0)
+				return ST_INVALID;
+			if ((hi << 4 | lo) == 0 || (hi << 4 | lo) == '/')
+				return ST_INVALID;
+			p += 2;
+		}
+	}
+	return ST_OK;
+}
+
+enum st_rc route_decode(const char *in, size_t n, char *out, size_t *out_len)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)in[i];
+
+		if (c == '%') {
+			int hi = i + 2 < n ? hexval(in[i + 1]) : -1;
+			int lo = hi < 0 ? -1 : hexval(in[i + 2]);
+
+			if (lo < 0)
+				return ST_INVALID;
+			c = (unsigned char)(hi << 4 | lo);
+			i += 2;
+		}
+		if (c < 0x20 || c == 0x7f)
+			return ST_INVALID;
+		out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	if (!utf8_valid(out, o))
+		return ST_INVALID;
+	if (out_len)
+		*out_len = o;
+	return ST_OK;
 }

@@ -61,12 +61,28 @@ enum route_result { ROUTE_FOUND = 0, ROUTE_NOT_FOUND, ROUTE_METHOD_NOT_ALLOWED }
  * empty segment ("//"), or over 2048 bytes, never matches. HEAD matches GET
  * routes. Trailing slash is not stripped: "/healthz/" is not "/healthz".
  * The first route in table order whose template and method match wins.
- * Methods compare case-sensitively; nothing is percent-decoded. found,
+ * Methods compare case-sensitively; nothing is percent-decoded (see
+ * route_path_check and route_decode for what comes before and after). found,
  * params and allow may each be NULL. If allow cannot hold the whole list
  * (its cap, or no memory) it is left as it was; the result is still 405. */
 enum route_result route_match(const struct route *table, size_t n, const char *method,
 			      const char *path, const struct route **found,
 			      struct route_params *params, struct buf *allow);
+
+/* Checks a request path as it arrived (still percent-encoded: http.c
+ * keeps libmicrohttpd from decoding it) before it is matched. ST_INVALID
+ * for an escape that decodes to NUL or '/' (%00, %2F, %2f: a proxy
+ * would route "/a%2Fb" as one segment, a decoder as two), a '%' not
+ * followed by two hex digits, or a byte that is not visible ASCII
+ * (RFC 3986 has no raw space, control or non-ASCII byte in a path). */
+enum st_rc route_path_check(const char *path);
+
+/* Percent-decodes in[0..n) into out (room for n + 1 bytes), NUL-terminated,
+ * *out_len its length (may be NULL). ST_INVALID, out unspecified, for a
+ * '%' not followed by two hex digits, a decoded control character (below
+ * 0x20, or 0x7f) or a result that is not UTF-8: path parameters and query
+ * values are decoded this way after matching, never before. */
+enum st_rc route_decode(const char *in, size_t n, char *out, size_t *out_len);
 
 /* Looks up a matched parameter by name; NULL when absent. *len_out gets its length. */
 const char *route_param(const struct route_params *params, const char *name, size_t *len_out);

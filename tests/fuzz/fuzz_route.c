@@ -13,7 +13,15 @@
  *   - ROUTE_METHOD_NOT_ALLOWED: the Allow list is non-empty (or the cap
  *     was hit), holds no repeats and only methods of the table.
  *   - A path over 2048 bytes, with "//", or not starting with '/' never
- *     matches. */
+ *     matches.
+ *   - route_path_check (the path as sent, before matching) accepts iff
+ *     every byte is visible ASCII and every '%' starts two hex digits that
+ *     are not 00 or 2F; a path it accepts never decodes to a '/' or a NUL
+ *     that was not there raw.
+ *   - route_decode (parameters and query values, after matching) agrees
+ *     with a decoder written here, and refuses iff an escape is malformed,
+ *     a decoded byte is a control character, or the result is not UTF-8;
+ *     every parameter of a match decodes the same way. */
 #include <stdbool.h>
 
 #include "buf.h"
@@ -57,6 +65,81 @@ static bool rebuild_equals(const char *tpl, const struct route_params *p, const 
 	return eq;
 }
 
+static int hexdigit(uint8_t c)
+{
+	static const char digits[] = "0123456789abcdefABCDEF";
+	const char *p = c ? strchr(digits, c) : NULL;
+
+	if (!p)
+		return -1;
+	return p - digits < 16 ? (int)(p - digits) : (int)(p - digits) - 6;
+}
+
+static bool ref_path_ok(const uint8_t *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < 0x21 || s[i] > 0x7e)
+			return false;
+		if (s[i] == '%') {
+			int v;
+
+			if (i + 2 >= n)
+				return false;
+			if (hexdigit(s[i + 1]) < 0 || hexdigit(s[i + 2]) < 0)
+				return false;
+			v = hexdigit(s[i + 1]) * 16 + hexdigit(s[i + 2]);
+			if (v == 0 || v == '/')
+				return false;
+			i += 2;
+		}
+	}
+	return true;
+}
+
+/* Decodes into out (n + 1 bytes); -1 when it must be refused. */
+static long ref_decode(const uint8_t *s, size_t n, uint8_t *out)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = s[i];
+
+		if (c == '%') {
+			if (i + 2 >= n)
+				return -1;
+			if (hexdigit(s[i + 1]) < 0 || hexdigit(s[i + 2]) < 0)
+				return -1;
+			c = (uint8_t)(hexdigit(s[i + 1]) * 16 + hexdigit(s[i + 2]));
+			i += 2;
+		}
+		if (c < 0x20 || c == 0x7f)
+			return -1;
+		out[o++] = c;
+	}
+	return fuzz_utf8_valid(out, o) ? (long)o : -1;
+}
+
+static void check_decode(const char *s, size_t n)
+{
+	char *got = malloc(n + 1);
+	uint8_t *want = malloc(n + 1);
+	size_t glen = 0;
+	long wlen;
+	bool ok;
+
+	if (!got || !want)
+		abort();
+	ok = route_decode(s, n, got, &glen) == ST_OK;
+	wlen = ref_decode((const uint8_t *)s, n, want);
+	FUZZ_CHECK(ok == (wlen >= 0));
+	if (ok) {
+		FUZZ_CHECK(glen == (size_t)wlen && !memcmp(got, want, glen) && got[glen] == '\0');
+		FUZZ_CHECK(!memchr(got, '\0', glen));
+	}
+	free(got);
+	free(want);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const struct route *found = NULL;
@@ -92,6 +175,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (plen == 0 || plen > 2048 || path[0] != '/' || strstr(path, "//"))
 		FUZZ_CHECK(res == ROUTE_NOT_FOUND);
+	{
+		bool ok = route_path_check(path) == ST_OK;
+
+		FUZZ_CHECK(ok == ref_path_ok((const uint8_t *)path, plen));
+		check_decode(path, plen);
+		if (ok) {
+			/* An accepted path has no slash or NUL hidden in escapes. */
+			uint8_t *dec = malloc(plen + 1);
+			long n;
+			size_t raw_slashes = 0, dec_slashes = 0;
+
+			if (!dec)
+				abort();
+			n = ref_decode((const uint8_t *)path, plen, dec);
+			for (size_t i = 0; i < plen; i++)
+				raw_slashes += path[i] == '/';
+			for (long i = 0; i < n; i++)
+				dec_slashes += dec[i] == '/';
+			FUZZ_CHECK(n < 0 || raw_slashes == dec_slashes);
+			free(dec);
+		}
+	}
 	switch (res) {
 	case ROUTE_FOUND:
 		FUZZ_CHECK(found >= settled_routes && found < settled_routes + settled_nroutes);
@@ -110,6 +215,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			name[params.p[i].name_len] = '\0';
 			v = route_param(&params, name, &vlen);
 			FUZZ_CHECK(v == params.p[i].value && vlen == params.p[i].value_len);
+			check_decode(params.p[i].value, params.p[i].value_len);
 		}
 		FUZZ_CHECK(rebuild_equals(found->path, &params, path));
 		/* First match wins: nothing earlier matches too. */

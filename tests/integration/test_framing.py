@@ -166,3 +166,79 @@ def test_smuggled_request_after_fold_never_answers(server):
         assert r.status == 400, r
         rest = read_to_eof(c)
         assert b"smuggled-2" not in rest and b"HTTP/1." not in rest, rest
+
+
+# ---- paths: routed as sent, parameters decoded after --------------------------------
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.mark.parametrize("path", ["/api/%61dmin/dlq", "/api/admin/%64lq", "/%61pi/admin/dlq",
+                                  "/healthz%2F", "/api/admin%2Fdlq"])
+def test_encoded_route_segments_never_reach_the_route(server, path):
+    """A proxy's rule on /api/admin/ sees these as other paths: so does the
+    router (404), or the path is refused (encoded '/': 400)."""
+    with server.unchanged():
+        r = server.get(path, headers=ADMIN)
+    assert r.status in (400, 404), r
+    assert r.error in ("not_found", "invalid_path"), r
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v2/accounts/treasury%00", "/api/v2/accounts/%00treasury", "/api/v2/accounts/a%2Fb",
+    "/api/v2/accounts/a%2fb", "/api/v2/accounts/treasury%0a", "/api/v2/accounts/treasury%7F",
+    "/api/v2/accounts/%ff", "/api/v2/accounts/tr%zzeasury", "/api/v2/accounts/treasury%",
+    "/api/v2/intents/int_%01",
+])
+def test_bad_escapes_and_control_characters_in_paths_are_400(server, path):
+    with server.unchanged():
+        r = server.get(path, headers=ADMIN)
+    assert_error(r, 400, "invalid_path")
+
+
+def test_raw_bytes_in_paths_are_400(server):
+    for path in (b"/api/v2/accounts/tre\x01asury", b"/api/v2/accounts/caf\xc3\xa9",
+                 b"/api/v2/accounts/a\x7f"):
+        data = b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " \
+            + ADMIN_TOKEN.encode() + b"\r\n\r\n"
+        r = server.raw(data, method="GET")
+        assert_error(r, 400, "invalid_path")
+
+
+def test_parameters_are_decoded_after_matching(server):
+    r = server.get("/api/v2/accounts/tre%61sury", headers=ADMIN)
+    assert r.status == 200, r
+    assert r.json["id"] == "treasury", r.json
+
+
+@pytest.mark.parametrize("query", ["account=%00", "account=a%0Db", "limit=%ff", "after=%zz",
+                                   "%00=1"])
+def test_bad_query_arguments_are_400(server, query):
+    with server.unchanged():
+        r = server.get(f"/api/v2/ledger/transactions?{query}", headers=ADMIN)
+    assert_error(r, 400, "invalid_query")
+
+
+def test_query_arguments_are_decoded(server):
+    r = server.get("/api/v2/ledger/transactions?account=tre%61sury&lim%69t=1", headers=ADMIN)
+    assert r.status == 200, r
+    assert len(r.json["data"]) == 1 and r.json["data"][0]["account"] == "treasury", r.json
+
+
+def test_idempotency_scope_is_the_decoded_path(server):
+    """/x/id and /x/%69d are the same resource: a retry through either
+    spelling replays the first answer instead of running again."""
+    created = server.post("/api/admin/api-keys", {"name": "enc"}, headers=ADMIN,
+                          key=f"k-{time.monotonic_ns()}")
+    assert created.status == 201, created
+    key_id = created.json["id"]
+    idem = f"rot-{time.monotonic_ns()}"
+    first = server.post(f"/api/admin/api-keys/{key_id}/rotate", headers=ADMIN, key=idem)
+    assert first.status in (200, 201), first
+    spelled = "%" + format(ord(key_id[0]), "02X") + key_id[1:]
+    with server.unchanged():
+        again = server.post(f"/api/admin/api-keys/{spelled}/rotate", headers=ADMIN, key=idem)
+    assert again.status == first.status, again
+    assert again.headers.get("X-Idempotency") == "HIT", again
+    # (a replay shows the new secret redacted: compare the key, not the bytes)
+    assert again.json["id"] == first.json["id"], again

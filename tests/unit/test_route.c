@@ -368,3 +368,54 @@ Test(route, degenerate_inputs)
 	cr_expect_eq(route_match(table, NELEM(table), "GET", "/api/v2/intents/9", NULL, NULL, NULL),
 		     ROUTE_FOUND);
 }
+
+/* The path as sent is checked before matching: what a decoder and a proxy
+ * could split or end differently is refused. */
+Test(route, path_check_refuses_nul_encoded_slash_and_raw_bytes)
+{
+	static const char *const ok[] = {
+		"/healthz", "/api/v2/accounts/tre%61sury", "/a/%25/b", "/a/%7e%7E", "/x/+306912345678",
+		"/a;b=c/d:e@f", "/%C3%A9",
+	};
+	static const char *const bad[] = {
+		"/api/v2/accounts/treasury%00", "/a%2Fb", "/a%2fb", "/a%2", "/a%", "/a%zz", "/a%0g",
+		"/a b", "/a\tb", "/a\x7f", "/caf\xc3\xa9", "/a\x01",
+	};
+
+	for (size_t i = 0; i < NELEM(ok); i++)
+		cr_expect_eq(route_path_check(ok[i]), ST_OK, "%s", ok[i]);
+	for (size_t i = 0; i < NELEM(bad); i++)
+		cr_expect_eq(route_path_check(bad[i]), ST_INVALID, "%s", bad[i]);
+	cr_expect_eq(route_path_check(NULL), ST_INVALID);
+}
+
+/* Parameters are matched raw and decoded after: an encoded admin segment
+ * never reaches the admin route, a decoded parameter never holds a
+ * control character or invalid UTF-8. */
+Test(route, match_is_raw_and_parameters_decode_after)
+{
+	const struct route *r = NULL;
+	struct route_params pp;
+	char out[64];
+	size_t n = 0;
+
+	cr_expect_eq(match("GET", "/api/%61dmin/dlq", &r, &pp), ROUTE_NOT_FOUND);
+	cr_assert_eq(match("GET", "/api/v2/accounts/tre%61sury", &r, &pp), ROUTE_FOUND);
+	cr_assert_eq(route_decode(pp.p[0].value, pp.p[0].value_len, out, &n), ST_OK);
+	cr_expect_str_eq(out, "treasury");
+	cr_expect_eq(n, 8);
+	cr_assert_eq(route_decode("a%25b%C3%A9+", 12, out, &n), ST_OK);
+	cr_expect_str_eq(out, "a%b\xc3\xa9+");
+	cr_expect_eq(n, 6);
+	cr_expect_eq(route_decode("%00", 3, out, NULL), ST_INVALID);
+	cr_expect_eq(route_decode("a%0Ab", 5, out, NULL), ST_INVALID);
+	cr_expect_eq(route_decode("a%7f", 4, out, NULL), ST_INVALID);
+	cr_expect_eq(route_decode("a\tb", 3, out, NULL), ST_INVALID);
+	cr_expect_eq(route_decode("%ff", 3, out, NULL), ST_INVALID);
+	cr_expect_eq(route_decode("%C3", 3, out, NULL), ST_INVALID);
+	cr_expect_eq(route_decode("%4", 2, out, NULL), ST_INVALID);
+	cr_expect_eq(route_decode("%4", 1, out, NULL), ST_INVALID);
+	cr_expect_eq(route_decode("ab%41", 4, out, &n), ST_INVALID); /* n cuts the escape */
+	cr_expect_eq(route_decode("", 0, out, &n), ST_OK);
+	cr_expect_eq(n, 0);
+}
