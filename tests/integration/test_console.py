@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ADMIN_TOKEN, ROOT, backend_name, new_key, new_wallet, wait_until
+from conftest import ADMIN_TOKEN, ROOT, TIME_FACTOR, backend_name, new_key, new_wallet, wait_until
 from test_webhooks import ENV as WEBHOOK_ENV, stripe
 
 pytestmark = pytest.mark.skipif(backend_name() != "sqlite",
@@ -112,9 +112,9 @@ def test_console_in_chromium(start_server, tmp_path):
     env = {**os.environ, "SETTLED_URL": srv.url, "ADMIN_TOKEN": ADMIN_TOKEN,
            "BATCH_ID": ids["batch"], "DEAD_JOB": str(ids["job"]), "KEY_ID": ids["key"],
            "SHOTS": str(shots), "PUPPETEER_SKIP_DOWNLOAD": "1", "CHROMIUM": CHROMIUM,
-           "HOME": str(tmp_path)}
+           "HOME": str(tmp_path), "TIME_FACTOR": str(TIME_FACTOR)}
     p = subprocess.run(["node", str(d / "console.test.mjs")], capture_output=True, text=True,
-                       timeout=300, env=env, cwd=tmp_path)
+                       timeout=300 * TIME_FACTOR, env=env, cwd=tmp_path)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     assert lines, f"no result from the browser test:\n{p.stdout}\n{p.stderr}"
     out = json.loads(lines[-1])
