@@ -189,7 +189,7 @@ static const struct opt opts[] = {
 	{ "RL_CLAIM_PER_HOUR", "--rl-claim-per-hour", OPT_I64, 0, FIELD(rl_claim_per_hour), 0, 0,
 	  0, 1000000000, NULL, "60", "N", "claims per hour per wallet (0 = no limit)" },
 	{ "RL_WEBHOOK_PER_MIN", "--rl-webhook-per-min", OPT_I64, 0, FIELD(rl_webhook_per_min), 0,
-	  0, 0, 1000000000, NULL, "100", "N", "webhooks per minute per source (0 = no limit)" },
+	  0, 0, 1000000000, NULL, "100", "N", "correctly signed webhook deliveries per minute per source address (0 = no limit)" },
 	{ "RL_HEALTH_PER_MIN", "--rl-health-per-min", OPT_I64, 0, FIELD(rl_health_per_min), 0, 0,
 	  0, 1000000000, NULL, "600", "N", "health checks per minute per IP (0 = no limit)" },
 	{ "RL_API_PER_MIN", "--rl-api-per-min", OPT_I64, 0, FIELD(rl_api_per_min), 0, 0, 0,

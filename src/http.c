@@ -118,6 +118,7 @@ struct req_ctx {
 	char client_ip[CLIENT_ADDR_LEN];
 	char client_rl_key[CLIENT_ADDR_LEN]; /* client_ip as per-address limits key it (IPv6: /64) */
 	const char *client_id;
+	bool verifying;                 /* ROUTE_SIGNED: the handler's signature pass */
 	struct buf body;
 	bool body_too_large;
 	size_t discarded;
@@ -300,6 +301,7 @@ const char *req_route(const struct req_ctx *rq) { return rq->route ? rq->route->
 const char *req_id(const struct req_ctx *rq) { return rq->request_id; }
 const char *req_trace_id(const struct req_ctx *rq) { return rq->trace_id; }
 const char *req_client_ip(const struct req_ctx *rq) { return rq->client_ip; }
+bool req_verifying(const struct req_ctx *rq) { return rq->verifying; }
 const char *req_client_id(const struct req_ctx *rq) { return rq->client_id; }
 json_t *req_json(const struct req_ctx *rq) { return rq->json; }
 int64_t req_now_ms(const struct req_ctx *rq) { return rq->now_ms; }
@@ -754,7 +756,6 @@ static bool apply_rate_limits(struct req_ctx *rq, bool body_keys)
 		switch (src) {
 		case RL_KEY_CLIENT_IP: key = rq->client_rl_key; break;
 		case RL_KEY_API_KEY: key = rq->client_id; break;
-		case RL_KEY_PROVIDER: key = rq->route->path; break;
 		case RL_KEY_BODY_WALLET: {
 			json_t *w = rq->json ? json_object_get(rq->json, "wallet") : NULL;
 
@@ -1299,9 +1300,30 @@ static bool parse_body(struct req_ctx *rq)
 	return true;
 }
 
-/* authenticate() behind the failed-authentication budget. */
+/* authenticate() behind the failed-authentication budget. A signed route
+ * (ROUTE_SIGNED) has its signature checked by its handler (req_verifying)
+ * with no gate: an HMAC key cannot
+ * be guessed, so refusing an address before verifying protects nothing,
+ * while junk from an address the provider shares (a proxy not named in
+ * SETTLED_TRUST_PROXY) would then block the provider's genuine deliveries.
+ * Its failures are still charged, and past the budget answered 429. */
 static bool authenticate_throttled(struct req_ctx *rq)
 {
+	if (rq->route->flags & ROUTE_SIGNED) {
+		enum st_rc rc;
+
+		rq->client_id = "anon";
+		rq->verifying = true;
+		rc = rq->route->handler(rq);
+		rq->verifying = false;
+		if (!rc && !rq->resp.status)
+			return true;
+		if (!rq->resp.status)
+			req_fail(rq, rc, st_rc_str(rc), "the request could not be completed");
+		if (rq->resp.status == 401 || rq->resp.status == 403)
+			auth_fail_charge(rq);
+		return false;
+	}
 	if (!(rq->route->flags & (ROUTE_ADMIN | ROUTE_API_KEY)))
 		return authenticate(rq);
 	if (!auth_fail_gate(rq))

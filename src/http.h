@@ -85,6 +85,12 @@ const char *req_header(const struct req_ctx *rq, const char *name);  /* NULL if 
 const char *req_query(const struct req_ctx *rq, const char *name);   /* NULL if absent */
 const char *req_param(const struct req_ctx *rq, const char *name);   /* path parameter, NUL-terminated copy */
 const char *req_client_ip(const struct req_ctx *rq);  /* peer, or trusted X-Forwarded-For hop */
+/* ROUTE_SIGNED routes: true while the dispatcher calls the handler for its
+ * signature pass (before the body is parsed and limits are charged): the
+ * handler checks the signature over req_body() and answers a refusal
+ * (req_fail, 401), or answers nothing to let the request go on; its second
+ * call (false) is the usual one. */
+bool req_verifying(const struct req_ctx *rq);
 /* Who the caller is: the API key's client id (the rotation chain's first
  * key id, "key_…", kept across rotations), "admin" for the admin token,
  * "anon" on routes without authentication. The idempotency scope, the v2

@@ -175,6 +175,12 @@ void jw_null(struct json_writer *w, const char *key)
 		w->rc = buf_puts(w->out, "null");
 }
 
+void jw_bool(struct json_writer *w, const char *key, bool v)
+{
+	if (jw_key(w, key))
+		w->rc = buf_puts(w->out, v ? "true" : "false");
+}
+
 void jw_object(struct json_writer *w, const char *key)
 {
 	if (!jw_key(w, key))

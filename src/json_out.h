@@ -42,6 +42,7 @@ void jw_begin(struct json_writer *w, struct buf *out); /* '{' */
 void jw_str(struct json_writer *w, const char *key, const char *v); /* null when v is NULL */
 void jw_i64(struct json_writer *w, const char *key, int64_t v);
 void jw_null(struct json_writer *w, const char *key);
+void jw_bool(struct json_writer *w, const char *key, bool v);
 void jw_object(struct json_writer *w, const char *key); /* opens "key":{ */
 void jw_close(struct json_writer *w);                   /* closes it */
 enum st_rc jw_end(struct json_writer *w);              /* the final '}' */

@@ -24,10 +24,13 @@ enum {
 	ROUTE_ADMIN = 1 << 3,       /* needs the admin token */
 	ROUTE_API_KEY = 1 << 4,     /* needs an API key or the admin token */
 	ROUTE_NO_LOG_BODY = 1 << 5, /* never logged (secrets in body) */
+	ROUTE_SIGNED = 1 << 6,      /* signed body (webhooks): the handler is first called with
+	                             * req_verifying() true to check the signature, before the
+	                             * body is parsed or any limit is charged */
 };
 
 /* One rate-limit policy applied to a route, with where its key comes from. */
-enum rl_key_source { RL_KEY_NONE = 0, RL_KEY_CLIENT_IP, RL_KEY_BODY_WALLET, RL_KEY_API_KEY, RL_KEY_PROVIDER };
+enum rl_key_source { RL_KEY_NONE = 0, RL_KEY_CLIENT_IP, RL_KEY_BODY_WALLET, RL_KEY_API_KEY };
 #define ROUTE_MAX_LIMITS 2
 
 struct route {

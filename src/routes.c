@@ -34,12 +34,14 @@ const struct route settled_routes[] = {
 	{ "GET", "/api/v2/ledger/transactions", route_ledger_transactions, ROUTE_API_KEY,
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) } },
 	/* Webhooks: not ROUTE_IDEMPOTENT, the provider's event id is the key. */
-	{ "POST", "/api/commerce/webhook", route_webhook_coinbase, ROUTE_JSON_BODY,
-	  { LIMIT(RLP_WEBHOOK, RL_KEY_PROVIDER) } },
-	{ "POST", "/api/webhooks/stripe", route_webhook_stripe, ROUTE_JSON_BODY,
-	  { LIMIT(RLP_WEBHOOK, RL_KEY_PROVIDER) } },
-	{ "POST", "/api/webhooks/standard", route_webhook_standard, ROUTE_JSON_BODY,
-	  { LIMIT(RLP_WEBHOOK, RL_KEY_PROVIDER) } },
+	/* The signature is checked first (ROUTE_SIGNED); only signed deliveries
+	 * are charged to the per-address webhook limit, failures to auth_fail. */
+	{ "POST", "/api/commerce/webhook", route_webhook_coinbase, ROUTE_JSON_BODY | ROUTE_SIGNED,
+	  { LIMIT(RLP_WEBHOOK, RL_KEY_CLIENT_IP) } },
+	{ "POST", "/api/webhooks/stripe", route_webhook_stripe, ROUTE_JSON_BODY | ROUTE_SIGNED,
+	  { LIMIT(RLP_WEBHOOK, RL_KEY_CLIENT_IP) } },
+	{ "POST", "/api/webhooks/standard", route_webhook_standard, ROUTE_JSON_BODY | ROUTE_SIGNED,
+	  { LIMIT(RLP_WEBHOOK, RL_KEY_CLIENT_IP) } },
 	{ "GET", "/api/admin/dlq", route_admin_dlq_list, ROUTE_ADMIN, { { 0 } } },
 	{ "POST", "/api/admin/dlq/{job}/retry", route_admin_dlq_retry, ROUTE_ADMIN | ROUTE_IDEMPOTENT, { { 0 } } },
 	{ "DELETE", "/api/admin/dlq/{job}", route_admin_dlq_delete, ROUTE_ADMIN, { { 0 } } },

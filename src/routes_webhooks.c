@@ -11,8 +11,23 @@
  *      either way -> 401 stale_webhook (checked only once the signature is
  *      valid: an unsigned timestamp proves nothing);
  *   3. the event's id and type -> 400 invalid_event; for Coinbase, which
- *      signs no timestamp, event.created_at (RFC 3339) is the timestamp of
- *      step 2 and is checked here.
+ *      signs no timestamp, event.created_at (RFC 3339) more than 5 minutes
+ *      ahead is 401 stale_webhook, and more than 5 minutes behind is
+ *      accepted as late (below).
+ * Steps 1 and 2 are the handler's signature pass (ROUTE_SIGNED: the
+ * dispatcher calls it with req_verifying() true before it parses the body
+ * or charges a limit): a failure is charged to the
+ * sender's failed authentications (auth_fail, past it 429), and only signed
+ * deliveries reach the per-address webhook limit, so unsigned traffic never
+ * spends the budget of genuine deliveries (docs/internals/webhooks.md).
+ *
+ * Late Coinbase events: Coinbase retries a failed delivery for days with
+ * the same body, so the same created_at; refusing it as stale would lose
+ * the payment. A valid signature proves the provider made the event, and
+ * (provider, event id) is unique for ever (rows are never deleted), so
+ * accepting it can pay at most once: a first delivery of any age is stored
+ * and answered {"status":"accepted","late":true} (metric result "late", a
+ * warning in the log); a redelivery of a known event is a duplicate.
  * Then one write unit stores the event (unique on provider + event id) and,
  * for a paying type, enqueues its processing job; 200 {"status":"accepted"}
  * goes out only once that is durable. A redelivery inserts nothing and is
@@ -41,6 +56,7 @@ struct wh_req {
 	const char *raw;           /* req_body: borrowed until the request ends */
 	size_t len;
 	const char *request_id;
+	int64_t late_ms;           /* Coinbase: how far created_at is behind; 0: fresh */
 };
 
 static void count(struct settled *app, enum wh_provider p, const char *result)
@@ -61,9 +77,15 @@ static enum st_rc intake_unit(struct tx *tx, void *arg, struct resp *resp)
 				 r->app->cfg->job_max_attempts, &inserted);
 	if (rc)
 		return rc;
-	count(r->app, r->p, inserted ? "accepted" : "duplicate");
+	count(r->app, r->p, !inserted ? "duplicate" : r->late_ms ? "late" : "accepted");
+	if (inserted && r->late_ms)
+		log_msg(&r->app->log, LOG_WARN,
+			"webhook %s event %s accepted late: created %lld s before it arrived",
+			webhook_provider_str(r->p), r->ev.id, (long long)(r->late_ms / 1000));
 	resp_object_begin(resp, &w);
 	jw_str(&w, "status", inserted ? "accepted" : "duplicate");
+	if (inserted && r->late_ms)
+		jw_bool(&w, "late", true);
 	return resp_object_end(resp, &w, 200);
 }
 
@@ -79,17 +101,15 @@ static enum st_rc refuse(struct req_ctx *rq, enum wh_provider p, enum wh_verdict
 			"the webhook signature is missing or does not match");
 }
 
-static enum st_rc intake(struct req_ctx *rq, enum wh_provider p)
+/* The signature pass (req_verifying): signature and signed timestamp; a
+ * refusal is answered, else nothing is. */
+static enum st_rc verify(struct req_ctx *rq, enum wh_provider p)
 {
-	struct settled *app = req_app(rq);
-	const struct config *cfg = app->cfg;
+	const struct config *cfg = req_app(rq)->cfg;
 	int64_t now = req_now_ms(rq);
-	struct buf why = BUF_INIT(256);
-	struct wh_req *r;
 	enum wh_verdict v;
 	const char *raw;
 	size_t len = 0;
-	enum st_rc rc;
 
 	raw = req_body(rq, &len);
 	switch (p) {
@@ -108,9 +128,21 @@ static enum st_rc intake(struct req_ctx *rq, enum wh_provider p)
 					    cfg->standard_secrets, cfg->n_standard_secrets, now);
 		break;
 	}
-	if (v != WH_VALID)
-		return refuse(rq, p, v);
+	return v == WH_VALID ? ST_OK : refuse(rq, p, v);
+}
 
+/* Runs after verify passed and the body parsed as a JSON object. */
+static enum st_rc intake(struct req_ctx *rq, enum wh_provider p)
+{
+	struct settled *app = req_app(rq);
+	int64_t now = req_now_ms(rq);
+	struct buf why = BUF_INIT(256);
+	struct wh_req *r;
+	const char *raw;
+	size_t len = 0;
+	enum st_rc rc;
+
+	raw = req_body(rq, &len);
 	r = req_alloc(rq, sizeof(*r));
 	if (!r)
 		return ST_NOMEM;
@@ -121,8 +153,12 @@ static enum st_rc intake(struct req_ctx *rq, enum wh_provider p)
 		return rc;
 	}
 	buf_release(&why);
-	if (p == WH_COINBASE && !webhook_fresh(r->ev.created_ms, now))
-		return refuse(rq, p, WH_STALE);
+	r->late_ms = 0;
+	if (p == WH_COINBASE && !webhook_fresh(r->ev.created_ms, now)) {
+		if (r->ev.created_ms > now)
+			return refuse(rq, p, WH_STALE); /* from the future: wait for it */
+		r->late_ms = now - r->ev.created_ms;
+	}
 
 	r->app = app;
 	r->p = p;
@@ -134,15 +170,15 @@ static enum st_rc intake(struct req_ctx *rq, enum wh_provider p)
 
 enum st_rc route_webhook_coinbase(struct req_ctx *rq)
 {
-	return intake(rq, WH_COINBASE);
+	return req_verifying(rq) ? verify(rq, WH_COINBASE) : intake(rq, WH_COINBASE);
 }
 
 enum st_rc route_webhook_stripe(struct req_ctx *rq)
 {
-	return intake(rq, WH_STRIPE);
+	return req_verifying(rq) ? verify(rq, WH_STRIPE) : intake(rq, WH_STRIPE);
 }
 
 enum st_rc route_webhook_standard(struct req_ctx *rq)
 {
-	return intake(rq, WH_STANDARD);
+	return req_verifying(rq) ? verify(rq, WH_STANDARD) : intake(rq, WH_STANDARD);
 }

@@ -90,8 +90,8 @@ static enum st_rc settled_webhook_metrics_init(struct settled_metrics *m, struct
 {
 	static const char *const labels[] = { "provider", "result" };
 	static const char *const providers[] = { "coinbase", "stripe", "standard" };
-	static const char *const results[] = { "accepted", "duplicate", "bad_signature", "stale",
-					       "malformed" };
+	static const char *const results[] = { "accepted", "late", "duplicate", "bad_signature",
+					       "stale", "malformed" };
 
 	m->webhook_events = metrics_counter(reg, "settled_webhook_events_total",
 					    "Webhook deliveries by provider and outcome.", 2, labels);

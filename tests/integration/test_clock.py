@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ADMIN_TOKEN, new_key, new_wallet, wait_until
-from test_webhooks import ENV as WEBHOOK_ENV, standard
+from test_webhooks import ENV as WEBHOOK_ENV, coinbase, standard
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
@@ -149,3 +149,29 @@ def test_clock_step_moves_no_deadline(start_server, tmp_path, step):
     # Webhooks: a delivery signed with the right time is fresh.
     w = standard(payer, amount="5").send(server)
     assert w.status == 200, w
+
+
+def test_coinbase_redelivery_of_a_known_event_after_5_minutes_is_a_duplicate(start_server,
+                                                                            tmp_path):
+    """Coinbase's freshness is the event's created_at, the same on every
+    retry: a redelivery of a known event that comes 10 minutes later (the
+    server restarted with its clock 10 minutes on) is answered duplicate,
+    not 401 stale_webhook (which would make Coinbase retry for days), and
+    credits nothing more."""
+    offset = tmp_path / "faketime"
+    offset.write_text("+0\n")
+    server = start_server(env=faked_env(offset, {**WEBHOOK_ENV, "RL_WEBHOOK_PER_MIN": "100000"}))
+    wallet = new_wallet()
+    assert server.register(wallet).status == 201
+    d = coinbase(wallet, amount="12.34")
+    r = d.send(server)
+    assert r.status == 200 and r.json == {"status": "accepted"}, r
+    wait_until(lambda: balance(server, wallet) == "1234", timeout=15, what="the payment")
+    assert server.stop() == 0
+    offset.write_text("+10m\n")
+    server.start()
+    with server.unchanged():
+        r = d.send(server)
+        assert r.status == 200 and r.json == {"status": "duplicate"}, r
+        time.sleep(0.3)
+    assert balance(server, wallet) == "1234"

@@ -388,7 +388,8 @@ def test_each_operation_matches_its_route_flags():
     checker = SchemaChecker(doc)
     problems = []
     flag_names = {"ROUTE_JSON_BODY": "json", "ROUTE_IDEMPOTENT": "idempotent",
-                  "ROUTE_MONEY": "money", "ROUTE_ADMIN": "admin", "ROUTE_API_KEY": "api_key"}
+                  "ROUTE_MONEY": "money", "ROUTE_ADMIN": "admin", "ROUTE_API_KEY": "api_key",
+                  "ROUTE_SIGNED": "signed"}
     ids = set()
     for r in parse_routes():
         op = doc["paths"].get(r["path"], {}).get(r["method"].lower())
@@ -428,7 +429,7 @@ def test_each_operation_matches_its_route_flags():
              "X-Request-Id / traceparent parameters")
         # Authenticated routes are limited too: failed authentications per
         # address (auth_fail) make them answer 429.
-        authed = "ROUTE_ADMIN" in r["flags"] or "ROUTE_API_KEY" in r["flags"]
+        authed = bool({"ROUTE_ADMIN", "ROUTE_API_KEY", "ROUTE_SIGNED"} & r["flags"])
         if r["limits"]:
             ok = next(v for s, v in responses.items() if s.startswith("2"))
             want("RateLimit" in checker.resolve(ok).get("headers", {}), "no RateLimit header on 2xx")
@@ -901,12 +902,15 @@ def test_live_answers_match_the_document(start_server):
     c.call("POST", "/api/commerce/webhook", 200, body=body, headers=hdrs)  # duplicate
     c.call("POST", "/api/commerce/webhook", 401, "invalid_signature", body=body,
            headers={**hdrs, "X-CC-Webhook-Signature": "0" * 64})
-    body2, hdrs2 = coinbase_delivery(w, created=time.time() - 3600)
+    body2, hdrs2 = coinbase_delivery(w, created=time.time() + 3600)
     c.call("POST", "/api/commerce/webhook", 401, "stale_webhook", body=body2, headers=hdrs2)
+    body2, hdrs2 = coinbase_delivery(lost, created=time.time() - 3600)   # late: accepted
+    c.call("POST", "/api/commerce/webhook", 200, body=body2, headers=hdrs2)
     body3, hdrs3 = coinbase_delivery(w, event_id="")
     c.call("POST", "/api/commerce/webhook", 400, "invalid_event", body=body3, headers=hdrs3)
     c.call("POST", "/api/commerce/webhook", 400, "invalid_json", body=b"",
-           headers={"Content-Type": "application/json"})
+           headers={"Content-Type": "application/json",
+                    "X-CC-Webhook-Signature": hmac_hex("cb-openapi-secret", b"")})
     body, hdrs = stripe_delivery(w)
     c.call("POST", "/api/webhooks/stripe", 200, body=body, headers=hdrs)
     c.call("POST", "/api/webhooks/stripe", 401, "invalid_signature", body=body + b" ",

@@ -303,9 +303,9 @@ def tamper_cases(provider, wallet):
     """(name, delivery, extra headers, body override) for every tampering."""
     d = MAKERS[provider](wallet)
     body = d.body
-    # Tampered bodies stay valid JSON (else the 400 invalid_json of the
-    # JSON parser would answer first): a byte inside the wallet string,
-    # trailing whitespace, and the same JSON serialized differently.
+    # Tampered bodies: a byte inside the wallet string, trailing whitespace,
+    # and the same JSON serialized differently (the signature is checked
+    # before the body is parsed, so invalid JSON would be a 401 as well).
     pos = body.index(wallet.encode()) + 5
     cases = [("body byte", d, None, flip(body, pos)),
              ("body extra byte", d, None, body + b" "),
@@ -383,6 +383,8 @@ def test_each_tampering_is_401_and_writes_nothing(wh, provider):
 # +301 s truncated could land inside the window), and far past.
 @pytest.mark.parametrize("offset", [-303, -3600, 303, 3600], ids=lambda o: f"{o:+d}s")
 def test_old_and_future_timestamps_are_stale(wh, provider, offset):
+    if provider == "coinbase" and offset < 0:
+        pytest.skip("a late Coinbase event is accepted: test_coinbase_late_first_delivery_...")
     wallet = new_wallet()
     assert wh.register(wallet).status == 201
     ts = time.time() + offset
@@ -628,6 +630,149 @@ def test_no_secret_configured_refuses_everything(start_server):
 def test_metric_family_is_exported_at_zero(wh):
     samples = parse_metrics(wh.metrics())
     for provider in PROVIDERS:
-        for result in ("accepted", "duplicate", "bad_signature", "stale", "malformed"):
+        for result in ("accepted", "late", "duplicate", "bad_signature", "stale", "malformed"):
             s = find_samples(samples, "settled_webhook_events_total", provider=provider, result=result)
             assert len(s) == 1 and s[0][2] == 0, (provider, result, s)
+
+
+# --------------------------------------------------------------------------
+# Late Coinbase deliveries: no paid event lost, none paid twice
+
+
+@pytest.mark.parametrize("age", [303, 3600, 3 * 86400], ids=lambda a: f"{a}s")
+def test_coinbase_late_first_delivery_is_accepted_and_credited_once(wh, age):
+    """Coinbase signs no timestamp and retries a failed delivery for days with
+    the same body (the same created_at): a correctly signed first delivery
+    of any age is the provider's genuine event. It is accepted, flagged
+    late, and credited once; every redelivery is a duplicate."""
+    wallet, referrer = register_pair(wh)
+    d = coinbase(wallet, amount="12.34", created=time.time() - age)
+    r = d.send(wh)
+    assert r.status == 200 and r.json == {"status": "accepted", "late": True}, r
+    wait_balance(wh, wallet, 1234)
+    wait_balance(wh, referrer, 123)
+    with nothing_written(wh):
+        for _ in range(3):
+            r = d.send(wh)
+            assert r.status == 200 and r.json == {"status": "duplicate"}, r
+        time.sleep(0.3)
+    assert balance(wh, wallet) == 1234
+    assert len(entries(wh, wallet)) == 1
+    assert webhook_metric(wh, "coinbase", "late") == 1
+    assert webhook_metric(wh, "coinbase", "accepted") == 0
+    assert webhook_metric(wh, "coinbase", "duplicate") == 3
+    assert webhook_metric(wh, "coinbase", "stale") == 0
+    wh.wait_for_log(lambda rec: rec.get("level") == "warn" and d.event_id in rec.get("msg", "")
+                    and "late" in rec.get("msg", ""), what="the late-acceptance warning")
+
+
+def test_coinbase_late_concurrent_deliveries_credit_once(wh):
+    wallet, _ = register_pair(wh)
+    d = coinbase(wallet, amount="12.34", created=time.time() - 7200)
+    results = only_responses(concurrent_requests(wh.port, [d.request()] * 12))
+    got = sorted((r.status, r.json.get("status"), r.json.get("late")) for r in results)
+    assert got == sorted([(200, "accepted", True)] + [(200, "duplicate", None)] * 11), got
+    wait_balance(wh, wallet, 1234)
+    time.sleep(0.5)
+    assert len(entries(wh, wallet)) == 1
+
+
+def test_coinbase_future_event_stays_stale_and_tampered_late_event_is_401(wh):
+    wallet = new_wallet()
+    assert wh.register(wallet).status == 201
+    with nothing_written(wh):
+        assert_error(coinbase(wallet, created=time.time() + 3600).send(wh), 401, "stale_webhook")
+        # A late event is only accepted with a valid signature.
+        d = coinbase(wallet, created=time.time() - 3600)
+        assert_error(d.send(wh, headers={"X-CC-Webhook-Signature": "0" * 64}), 401,
+                     "invalid_signature")
+        assert_error(coinbase(wallet, created=time.time() - 3600, secret="cb-wrong").send(wh),
+                     401, "invalid_signature")
+
+
+# --------------------------------------------------------------------------
+# Limits: per source address; unsigned traffic never spends signed budget
+
+
+LIMITED_ENV = {**ENV, "RL_WEBHOOK_PER_MIN": "4", "RL_AUTH_FAIL_PER_MIN": "3",
+               "SETTLED_TRUST_PROXY": "127.0.0.1"}
+
+
+def junk(provider, xff):
+    """An unsigned (badly signed) delivery from xff."""
+    d = MAKERS[provider](new_wallet())
+    bad = {"coinbase": {"X-CC-Webhook-Signature": "0" * 64},
+           "stripe": {"Stripe-Signature": f"t={int(time.time())},v1={'0' * 64}"},
+           "standard": {"webhook-signature": "v1," + "A" * 43 + "="}}[provider]
+    return d, {**bad, "X-Forwarded-For": xff}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_unsigned_flood_does_not_starve_signed_deliveries(start_server, provider):
+    """Before: one bucket per route, checked before the signature, so 100
+    junk POSTs a minute made every real delivery a 429. Now the signature
+    is checked first: junk is charged to its sender's failed
+    authentications (401, then 429 past RL_AUTH_FAIL_PER_MIN), signed
+    deliveries to their source address's webhook budget."""
+    srv = start_server(env=LIMITED_ENV)
+    attacker, provider_ip = "203.0.113.66", "198.51.100.5"
+    wallet = new_wallet()
+    assert srv.register(wallet).status == 201
+    with nothing_written(srv):
+        for i in range(30):
+            d, h = junk(provider, attacker)
+            r = d.send(srv, headers=h)
+            if i < 3:
+                assert_error(r, 401, "invalid_signature")
+            else:
+                body = assert_error(r, 429, "rate_limited")
+                assert body["policy"] == "auth_fail", body
+                assert int(r.headers["Retry-After"]) >= 1
+    # The provider's deliveries all pass, up to its own address's budget.
+    for i in range(4):
+        d = MAKERS[provider](wallet)
+        r = d.send(srv, headers={"X-Forwarded-For": provider_ip})
+        assert r.status == 200 and r.json == {"status": "accepted"}, (i, r)
+        assert r.headers.get("RateLimit-Policy") and 'name="webhook"' in r.headers["RateLimit-Policy"]
+    r = MAKERS[provider](wallet).send(srv, headers={"X-Forwarded-For": provider_ip})
+    body = assert_error(r, 429, "rate_limited")
+    assert body["policy"] == "webhook", body
+    # Signed deliveries from the junk sender's own address are not blocked
+    # by its failures either (the key cannot be guessed: nothing to gate).
+    r = MAKERS[provider](wallet).send(srv, headers={"X-Forwarded-For": attacker})
+    assert r.status == 200 and r.json == {"status": "accepted"}, r
+    # Another address has its own budget.
+    r = MAKERS[provider](wallet).send(srv, headers={"X-Forwarded-For": "198.51.100.6"})
+    assert r.status == 200, r
+    wait_balance(srv, wallet, 6 * 1234)
+    assert webhook_metric(srv, provider, "bad_signature") == 30
+    s = find_samples(parse_metrics(srv.metrics()), "settled_auth_failures_total",
+                     route=PATHS[provider])
+    got = {x[1]["result"]: x[2] for x in s}
+    assert got == {"refused": 3, "limited": 27}, got
+
+
+def test_stale_signed_timestamp_counts_against_the_sender(start_server):
+    """A Stripe/Standard delivery whose signed timestamp is stale is a
+    replay (a genuine retry is signed anew): a failure of its sender."""
+    srv = start_server(env=LIMITED_ENV)
+    wallet = new_wallet()
+    for i in range(3):
+        assert_error(stripe(wallet, t=time.time() - 3600).send(srv, headers={"X-Forwarded-For": "192.0.2.77"}),
+                     401, "stale_webhook")
+    r = stripe(wallet, t=time.time() - 3600).send(srv, headers={"X-Forwarded-For": "192.0.2.77"})
+    assert_error(r, 429, "rate_limited")
+
+
+def test_signature_is_checked_before_the_body_is_parsed(wh):
+    """Unsigned bytes are never parsed: junk that is not JSON is a 401 (a
+    failure of its sender), signed junk a 400."""
+    with nothing_written(wh):
+        for provider in PROVIDERS:
+            d = MAKERS[provider](new_wallet())
+            assert_error(d.send(wh, body=b"{not json"), 401, "invalid_signature")
+        body = b"{not json"
+        assert_error(wh.post(PATHS["coinbase"], body=body,
+                             headers={"Content-Type": "application/json",
+                                      "X-CC-Webhook-Signature": hex_hmac(CB_SECRETS[0], body)}),
+                     400, "invalid_json")

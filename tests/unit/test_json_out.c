@@ -193,6 +193,19 @@ Test(json_writer, members_of_every_kind_match_json_out)
 	buf_release(&out);
 }
 
+Test(json_writer, booleans)
+{
+	struct buf out = BUF_INIT(64);
+	struct json_writer w;
+
+	jw_begin(&w, &out);
+	jw_bool(&w, "yes", true);
+	jw_bool(&w, "no", false);
+	cr_assert_eq(jw_end(&w), ST_OK);
+	writer_matches(&out, json_pack("{s:b, s:b}", "yes", 1, "no", 0));
+	buf_release(&out);
+}
+
 Test(json_writer, an_empty_object)
 {
 	struct buf out = BUF_INIT(64);
