@@ -29,7 +29,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 
-.PHONY: FORCE all deb run test unit integration integration-pg integration-pg-1 integration-pg-2 check asan valgrind bench chaos clean deps deps-run \
+.PHONY: FORCE all deb run test unit faultsim integration integration-pg integration-pg-1 integration-pg-2 check asan valgrind bench chaos clean deps deps-run \
         fuzz fuzz-smoke fuzz-build fuzz-bins
 all: settled
 
@@ -38,6 +38,16 @@ settled: $(BUILD)/settled
 
 $(BUILD)/settled: $(BUILD)/main.o $(BUILD)/libsettled.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# The faultsim build: the same objects, every allocation settled's code
+# makes wrapped by tests/faultsim/faultsim.c, which fails the N-th one on
+# demand (tests/integration/test_faultsim.py walks N). Under make asan it is
+# an ASan build, so a leak on an error path fails the walk too.
+FAULTSIM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup
+$(BUILD)/faultsim.o: tests/faultsim/faultsim.c | $(BUILD)
+	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/settled-faultsim: $(BUILD)/main.o $(BUILD)/libsettled.a $(BUILD)/faultsim.o
+	$(CC) $(CFLAGS) $(FAULTSIM_WRAP) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libsettled.a: $(OBJS)
 	@rm -f $@
@@ -147,7 +157,13 @@ integration-pg-2: $(BUILD)/settled
 check:
 	PGCTL_FSYNC=off $(WITH_SERVICES) sh -c \
 		'$(MAKE) unit && $(MAKE) -j3 -O integration integration-pg-1 integration-pg-2'
+	$(MAKE) faultsim
 	$(MAKE) fuzz-smoke
+
+# Allocation failures walked over each kind of request and job (embedded).
+faultsim: $(BUILD)/settled-faultsim
+	SETTLED_BIN=$(abspath $(BUILD))/settled-faultsim SETTLED_FAULTSIM=1 \
+		$(PYTHON) -m pytest -q tests/integration/test_faultsim.py $(PYTEST_ARGS)
 
 test: deps
 	$(MAKE) all

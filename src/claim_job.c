@@ -21,15 +21,19 @@
 #include "settled.h"
 #include "banned.h"
 
-void claim_job_payload(const char *intent_id, char out[CLAIM_JOB_PAYLOAD_MAX])
+enum st_rc claim_job_payload(const char *intent_id, char out[CLAIM_JOB_PAYLOAD_MAX])
 {
 	struct buf b = BUF_INIT(CLAIM_JOB_PAYLOAD_MAX - 1);
+	enum st_rc rc = buf_puts(&b, "{\"intent_id\":\"");
 
-	buf_puts(&b, "{\"intent_id\":\"");
-	buf_json_escape(&b, intent_id, strlen(intent_id));
-	buf_puts(&b, "\"}");
-	snprintf(out, CLAIM_JOB_PAYLOAD_MAX, "%s", b.ptr);
+	if (!rc)
+		rc = buf_json_escape(&b, intent_id, strlen(intent_id));
+	if (!rc)
+		rc = buf_puts(&b, "\"}");
+	if (!rc)
+		snprintf(out, CLAIM_JOB_PAYLOAD_MAX, "%s", b.ptr);
 	buf_release(&b);
+	return rc;
 }
 
 enum st_rc claim_job_enqueue(struct tx *tx, const struct settled *app, const char *intent_id,
@@ -46,7 +50,10 @@ enum st_rc claim_job_enqueue(struct tx *tx, const struct settled *app, const cha
 		.max_attempts = app->cfg->job_max_attempts,
 	};
 
-	claim_job_payload(intent_id, payload);
+	enum st_rc rc = claim_job_payload(intent_id, payload);
+
+	if (rc)
+		return rc;
 	if (generation > 0)
 		snprintf(key, sizeof(key), CLAIM_JOB_KIND ":%s:%lld", intent_id, (long long)generation);
 	else
@@ -203,7 +210,9 @@ static enum st_rc stuck_one_unit(struct tx *tx, void *arg)
 		o->acted = rc == ST_OK;
 		return rc;
 	}
-	claim_job_payload(o->id, payload);
+	rc = claim_job_payload(o->id, payload);
+	if (rc)
+		return rc;
 	rc = queue_count_payload(tx, CLAIM_JOB_KIND, payload,
 				 (1u << JOB_AVAILABLE) | (1u << JOB_RUNNING) | (1u << JOB_DEAD), &live);
 	if (rc || live)

@@ -23,7 +23,7 @@ struct settled;
 
 /* Writes the job's payload, {"intent_id":"<id>"}, into out: the same bytes
  * for the same intent, so jobs can be found by payload. */
-void claim_job_payload(const char *intent_id, char out[CLAIM_JOB_PAYLOAD_MAX]);
+enum st_rc claim_job_payload(const char *intent_id, char out[CLAIM_JOB_PAYLOAD_MAX]); /* ST_NOMEM, ST_TOO_LARGE */
 
 /* Enqueues the confirmation of intent_id in tx (the unit that made it
  * SUBMITTED), to run when the rail expects confirmation (now +

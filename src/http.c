@@ -76,6 +76,7 @@ struct http {
 	atomic_int inflight;
 	struct reaper *reaper;  /* request deadline (reaper.h); NULL: none */
 	bool layout_checks;     /* the libmicrohttpd whose layout hdr_layout.h knows */
+	char oom_marker;        /* its address marks a request answered for want of memory */
 };
 
 enum rq_state { RQ_NEW = 0, RQ_BODY, RQ_WAITING, RQ_READY, RQ_SENT };
@@ -120,7 +121,8 @@ struct req_ctx {
 	const char *client_id;
 	bool verifying;                 /* ROUTE_SIGNED: the handler's signature pass */
 	struct buf body;
-	bool body_too_large;
+	bool body_too_large;        /* the body is being dropped: over the cap, or ... */
+	bool body_nomem;            /* ... no memory to keep it (a 503, not a 413) */
 	size_t discarded;
 	json_t *json;
 	struct resp resp;
@@ -636,6 +638,48 @@ static void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 		add_rate_limit_headers(rq, r);
 }
 
+/* The answer when memory for the request's own answer could not be had: a
+ * constant body handed to libmicrohttpd as is (MHD_RESPMEM_PERSISTENT), so
+ * it needs no allocation of ours. A client sees a 503 it can retry, never a
+ * connection dropped without an answer. */
+static const char oom_body[] =
+	"{\"error\":\"out_of_memory\",\"message\":\"the server is short of memory; retry\"}";
+
+static struct MHD_Response *oom_response(void)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(sizeof(oom_body) - 1, (void *)oom_body,
+								  MHD_RESPMEM_PERSISTENT);
+
+	if (r)
+		MHD_add_response_header(r, "Retry-After", "1");
+	return r;
+}
+
+/* Before a req_ctx exists: the security headers of every answer, and a
+ * request id made on the stack. */
+static enum MHD_Result answer_oom(struct http *h, struct MHD_Connection *conn)
+{
+	struct MHD_Response *r = oom_response();
+	unsigned char raw[16];
+	char id[2 * sizeof(raw) + 1];
+	enum MHD_Result ret;
+
+	if (!r)
+		return MHD_NO;
+	random_bytes(&h->app->rand, raw, sizeof(raw));
+	fmt_hex(raw, sizeof(raw), id);
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "X-Request-Id", id);
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(r, "X-Frame-Options", "DENY");
+	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+	MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	ret = MHD_queue_response(conn, 503, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
 static enum MHD_Result send_resp(struct req_ctx *rq)
 {
 	struct MHD_Response *r;
@@ -650,8 +694,15 @@ static enum MHD_Result send_resp(struct req_ctx *rq)
 
 	if (!rq->resp.status)
 		resp_error(&rq->resp, ST_INTERNAL, "internal_error", "the handler gave no answer", NULL);
-	r = MHD_create_response_from_buffer(rq->resp.body.len, rq->resp.body.ptr,
-					    MHD_RESPMEM_MUST_COPY);
+	if (!rq->resp.status || (rq->resp.status >= 400 && !rq->resp.body.len)) {
+		/* Even the error answer could not be built. */
+		resp_release(&rq->resp);
+		rq->resp.status = 503;
+		r = oom_response();
+	} else {
+		r = MHD_create_response_from_buffer(rq->resp.body.len, rq->resp.body.ptr,
+						    MHD_RESPMEM_MUST_COPY);
+	}
 	if (!r)
 		return MHD_NO;
 	add_common_headers(rq, r);
@@ -948,7 +999,12 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	/* Not finished. If it is running here, say so at once. If it finishes
 	 * between the read above and this mark, the unit's claim finds the
 	 * committed record and replays it: no second effect either way. */
-	if (!idem_begin(app->idem, rq->idem_scope, key)) {
+	rc = idem_begin(app->idem, rq->idem_scope, key);
+	if (rc == ST_NOMEM) {
+		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is short of memory; retry");
+		return false;
+	}
+	if (rc) {
 		idem_count(rq, "in_use");
 		req_fail(rq, ST_CONFLICT, "idempotency_key_in_use",
 			 "a request with this Idempotency-Key is still running; retry shortly");
@@ -1340,6 +1396,8 @@ static enum MHD_Result dispatch(struct req_ctx *rq)
 {
 	enum st_rc rc;
 
+	if (rq->body_nomem)
+		return fail_now(rq, ST_NOMEM, "out_of_memory", "the server is short of memory; retry");
 	if (rq->body_too_large)
 		return fail_now(rq, ST_TOO_LARGE, "payload_too_large", "the request body is too large");
 	if (!authenticate_throttled(rq) || !apply_rate_limits(rq, false) || !parse_body(rq) ||
@@ -1608,14 +1666,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct http *h = cls;
 	struct req_ctx *rq = *con_cls;
 
+	if (rq == (void *)&h->oom_marker) {
+		*upload_data_size = 0; /* answered: drop the body */
+		return MHD_YES;
+	}
 	if (!rq) {
 		const char *cl;
 		bool answered;
 		enum MHD_Result ret;
 
 		rq = calloc(1, sizeof(*rq));
-		if (!rq)
-			return MHD_NO;
+		if (!rq) {
+			*con_cls = &h->oom_marker;
+			return answer_oom(h, conn);
+		}
 		*con_cls = rq;
 		atomic_fetch_add(&h->inflight, 1);
 		rq->h = h;
@@ -1658,9 +1722,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
-		if (!rq->body_too_large && buf_append(&rq->body, upload_data, *upload_data_size)) {
-			rq->body_too_large = true;
-			buf_release(&rq->body);
+		if (!rq->body_too_large) {
+			enum st_rc brc = buf_append(&rq->body, upload_data, *upload_data_size);
+
+			if (brc) {
+				rq->body_too_large = true;
+				rq->body_nomem = brc == ST_NOMEM;
+				buf_release(&rq->body);
+			}
 		}
 		if (rq->body_too_large) {
 			rq->discarded += *upload_data_size;
@@ -1773,7 +1842,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	int status;
 	char status_s[FMT_I64_LEN];
 
-	if (!rq)
+	if (!rq || rq == (void *)&h->oom_marker)
 		return;
 	/* The connection may carry another request: a full timeout for it. */
 	reaper_arm(conn_deadline(conn));

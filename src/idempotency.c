@@ -75,20 +75,20 @@ static char *running_id(const char *scope, const char *key, unsigned *shard)
 	return id;
 }
 
-bool idem_begin(struct idem *ix, const char *scope, const char *key)
+enum st_rc idem_begin(struct idem *ix, const char *scope, const char *key)
 {
 	unsigned s;
 	char *id = running_id(scope, key, &s);
 	struct running *r;
 
 	if (!id)
-		return false;
+		return ST_NOMEM;
 	pthread_mutex_lock(&ix->shard[s].mu);
 	for (r = ix->shard[s].head; r; r = r->next) {
 		if (!strcmp(r->id, id)) {
 			pthread_mutex_unlock(&ix->shard[s].mu);
 			free(id);
-			return false;
+			return ST_CONFLICT;
 		}
 	}
 	r = malloc(sizeof(*r));
@@ -98,9 +98,11 @@ bool idem_begin(struct idem *ix, const char *scope, const char *key)
 		ix->shard[s].head = r;
 	}
 	pthread_mutex_unlock(&ix->shard[s].mu);
-	if (!r)
+	if (!r) {
 		free(id);
-	return r != NULL;
+		return ST_NOMEM;
+	}
+	return ST_OK;
 }
 
 void idem_end(struct idem *ix, const char *scope, const char *key)

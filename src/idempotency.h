@@ -34,8 +34,9 @@ struct idem;
 struct idem *idem_new(void);
 void idem_free(struct idem *ix); /* accepts NULL */
 
-/* Marks scope+key running. false when it already is (answer 409). */
-bool idem_begin(struct idem *ix, const char *scope, const char *key);
+/* Marks scope+key running. ST_CONFLICT when it already is (answer 409),
+ * ST_NOMEM when it could not be marked (answer 503: never "in use"). */
+enum st_rc idem_begin(struct idem *ix, const char *scope, const char *key);
 /* Unmarks it; call exactly once after a successful idem_begin. */
 void idem_end(struct idem *ix, const char *scope, const char *key);
 

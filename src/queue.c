@@ -128,6 +128,7 @@ enum st_rc queue_enqueue_spec(struct tx *tx, const struct job_spec *spec, int64_
 {
 	struct st_rows *rows = NULL;
 	int64_t now = tx_now_ms(tx);
+	json_error_t jerr;
 	json_t *check;
 	enum st_rc rc;
 
@@ -136,9 +137,9 @@ enum st_rc queue_enqueue_spec(struct tx *tx, const struct job_spec *spec, int64_
 		return ST_INVALID;
 	/* A job whose payload cannot be parsed could only ever fail: refuse it
 	 * here, with its cause, rather than find it in the DLQ later. */
-	check = json_loads(spec->payload, JSON_DECODE_ANY, NULL);
+	check = json_loads(spec->payload, JSON_DECODE_ANY, &jerr);
 	if (!check)
-		return ST_INVALID;
+		return json_error_code(&jerr) == json_error_out_of_memory ? ST_NOMEM : ST_INVALID;
 	json_decref(check);
 	rc = tx_query(tx,
 		      "INSERT INTO jobs (queue, kind, payload, state, attempts, max_attempts, run_at,"
