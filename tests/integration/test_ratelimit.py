@@ -11,13 +11,19 @@ A 429 adds Retry-After (delta seconds, >= 1) equal to "retry_after" in the
 body and to RateLimit's reset, and names the refusing policy in "policy".
 """
 
+import contextlib
 import re
+import socket
 import time
 
 import pytest
 
 from conftest import (
     ADMIN_TOKEN,
+    BIN,
+    TIME_FACTOR,
+    Server,
+    wrapped,
     assert_error,
     concurrent_requests,
     find_samples,
@@ -533,3 +539,61 @@ def test_auth_fail_limit_zero_disables_it(start_server):
         assert r.status == 403, r
         assert_no_rl_headers(r)
     assert srv.get("/api/admin/dlq", headers=bearer(ADMIN_TOKEN)).status == 200
+
+
+# --------------------------------------------------------------------------
+# A server listening on [::1]: the IPv6 peer path end to end
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class _V6Server(Server):
+    """The harness's Server, listening on [::1] instead of 127.0.0.1."""
+
+    def command(self):
+        return wrapped([BIN, "--listen", "[::1]:0", "--port-file", str(self.port_file),
+                        *self.backend.server_args(), *self.args], self.dir)
+
+    def _wait_port(self):
+        deadline = time.monotonic() + 10 * TIME_FACTOR
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "settled exited"
+            port = self._read_port()
+            if port:
+                with contextlib.suppress(OSError):
+                    socket.create_connection(("::1", port), timeout=1).close()
+                    return port
+            time.sleep(0.01)
+        pytest.fail("settled did not listen on [::1]")
+
+
+def _get_v6(port, path):
+    with socket.create_connection(("::1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_peer_is_limited_and_logged(tmp_path):
+    """A client connecting over IPv6 is keyed by its /64 (::/64 for ::1) and
+    limited like any other; the log keeps its whole address."""
+    srv = _V6Server(tmp_path / "v6", env={"RL_HEALTH_PER_MIN": "2"})
+    try:
+        srv.start()
+        assert [_get_v6(srv.port, "/healthz") for _ in range(3)] == [200, 200, 429]
+        srv.wait_for_log(lambda r: r.get("client_ip") == "::1" and r.get("status") == 429,
+                         what="the 429 logged with client_ip ::1")
+    finally:
+        if srv.running:
+            srv.stop()
+        srv.backend.close()
