@@ -24,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "account.h"
 #include "config.h"
 #include "banned.h"
 
@@ -680,10 +681,36 @@ static size_t fraction_digits(const char *s, size_t len)
 	return dot ? len - (size_t)(dot - s) - 1 : 0;
 }
 
+/* A client account's qualified name, "<client_id>/<name>": a client id
+ * of [A-Za-z0-9_] (the API key ids) and an account name
+ * (account_name_valid). Copies it into out. */
+static bool account_qname_valid(const json_t *v, char out[WH_ACCOUNT_MAX + 1])
+{
+	const char *s = json_string_value(v);
+	size_t n = s ? json_string_length(v) : 0;
+	const char *slash = s ? memchr(s, '/', n) : NULL;
+	size_t cid;
+
+	if (!slash || n > WH_ACCOUNT_MAX)
+		return false;
+	cid = (size_t)(slash - s);
+	if (cid == 0 || cid > ACCOUNT_CLIENT_MAX)
+		return false;
+	for (size_t i = 0; i < cid; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			return false;
+	if (!account_name_valid(slash + 1, n - cid - 1))
+		return false;
+	memcpy(out, s, n);
+	out[n] = '\0';
+	return true;
+}
+
 enum st_rc webhook_payment_parse(enum wh_provider p, const json_t *body, const char *asset,
 				 struct wh_payment *out, struct buf *err)
 {
-	const json_t *wallet, *amount, *cur;
+	const json_t *wallet, *account, *amount, *cur;
 	struct wh_payment pay;
 	int decimals = webhook_asset_decimals(asset);
 	enum st_rc rc;
@@ -695,11 +722,13 @@ enum st_rc webhook_payment_parse(enum wh_provider p, const json_t *body, const c
 	switch (p) {
 	case WH_COINBASE:
 		wallet = path_get(body, P("event", "data", "metadata", "wallet"));
+		account = path_get(body, P("event", "data", "metadata", "account"));
 		amount = path_get(body, P("event", "data", "pricing", "local", "amount"));
 		cur = path_get(body, P("event", "data", "pricing", "local", "currency"));
 		break;
 	case WH_STRIPE:
 		wallet = path_get(body, P("data", "object", "metadata", "wallet"));
+		account = path_get(body, P("data", "object", "metadata", "account"));
 		/* What was captured, not what was authorized: a partial
 		 * capture receives less than amount. amount only when
 		 * amount_received is absent (older API versions). */
@@ -710,15 +739,22 @@ enum st_rc webhook_payment_parse(enum wh_provider p, const json_t *body, const c
 		break;
 	case WH_STANDARD:
 		wallet = path_get(body, P("data", "wallet"));
+		account = path_get(body, P("data", "account"));
 		amount = path_get(body, P("data", "amount"));
 		cur = path_get(body, P("data", "asset"));
 		break;
 	default:
 		return fail(err, "invalid_event: unknown provider");
 	}
-	if (!json_is_string(wallet) ||
-	    parse_wallet(json_string_value(wallet), json_string_length(wallet), pay.wallet))
+	if (account && wallet)
+		return fail(err, "invalid_account: the event names both a wallet and an account");
+	if (account) {
+		if (!account_qname_valid(account, pay.account))
+			return fail(err, "invalid_account: metadata.account must be <client_id>/<name>");
+	} else if (!json_is_string(wallet) ||
+		   parse_wallet(json_string_value(wallet), json_string_length(wallet), pay.wallet)) {
 		return fail(err, "invalid_wallet: the event names no wallet (0x + 40 hex digits)");
+	}
 	rc = check_currency(cur, asset, err);
 	if (rc)
 		return rc;

@@ -126,9 +126,12 @@ enum st_rc webhook_event_parse(enum wh_provider p, const json_t *body, const cha
  * payment.confirmed)? */
 bool webhook_type_pays(enum wh_provider p, const char *type);
 
-/* A paying event's payment, in the ledger's base units. */
+/* A paying event's payment, in the ledger's base units: to a wallet, or
+ * to a client's account (SPEC section 13: a shop buying credits). */
+#define WH_ACCOUNT_MAX 169        /* "<client_id>/<name>": 40 + 1 + 128 */
 struct wh_payment {
-	char wallet[WALLET_LEN + 1];
+	char wallet[WALLET_LEN + 1];      /* "" when it names an account */
+	char account[WH_ACCOUNT_MAX + 1]; /* "<client_id>/<name>", or "" for a wallet */
 	int64_t amount;   /* > 0 */
 };
 
@@ -140,11 +143,16 @@ struct wh_payment {
  *             amount_received is absent; 0 received is invalid_amount) +
  *             data.object.currency;
  *   Standard  data.wallet, data.amount (base-unit string) + data.asset.
+ * Instead of the wallet, a payment may name a client's account as
+ * metadata.account (Standard: data.account) = "<client_id>/<name>"; an
+ * event naming both, or neither, is invalid. The form is checked here,
+ * the account's existence when the payment is posted.
  * The currency must equal asset (case-insensitive) and asset must be one
  * webhook_asset_decimals() knows. Decimal amounts convert exactly
  * (parse_decimal_amount): more decimals than the asset has is an error,
  * never a rounding. ST_INVALID with "<code>: <detail>" in err, code one of
- * invalid_wallet, invalid_amount, currency_mismatch, unsupported_asset. */
+ * invalid_wallet, invalid_account, invalid_amount, currency_mismatch,
+ * unsupported_asset. */
 enum st_rc webhook_payment_parse(enum wh_provider p, const json_t *body, const char *asset,
 				 struct wh_payment *out, struct buf *err);
 

@@ -15,7 +15,11 @@
  * Commission: floor(amount * bps / 10000) (webhook_commission), paid from
  * `commissions`; the wallet is credited the whole amount from `revenue`.
  * A zero commission (small amounts, bps 0) posts the two wallet entries
- * only: the ledger takes no zero-amount entry. */
+ * only: the ledger takes no zero-amount entry. A payment naming a client's
+ * account (metadata.account = "<client_id>/<name>", SPEC section 13: a shop
+ * buying credits) credits that account from `revenue`, no commission; an
+ * account that is not a client's fails the job permanently
+ * (unknown_account), like an unregistered wallet. */
 #include "webhook_job.h"
 
 #include <jansson.h>
@@ -182,7 +186,13 @@ static enum st_rc process_unit(struct tx *tx, void *arg)
 		return ST_OK;
 	}
 
-	rc = account_by_wallet(tx, j->pay.wallet, &wallet);
+	/* A client's account is named as the operator names it, and only a
+	 * client account (the qualified form): a payment never credits a
+	 * system account. */
+	rc = j->pay.account[0] ? account_resolve(tx, "admin", j->pay.account, ACCOUNT_CREDIT, &wallet)
+			       : account_by_wallet(tx, j->pay.wallet, &wallet);
+	if (rc == ST_OK && j->pay.account[0] && wallet.kind != ACCOUNT_CLIENT)
+		rc = ST_NOT_FOUND;
 	if (rc == ST_NOT_FOUND)
 		j->unknown_wallet = true;
 	if (rc)
@@ -306,7 +316,7 @@ enum st_rc webhook_process_job(struct job_ctx *ctx)
 			job_logf(ctx, LOG_INFO,
 				 "webhook %s:%s credited %lld to %s (commission %lld to %s) in %s",
 				 webhook_provider_str(j->p), j->event_id, (long long)j->pay.amount,
-				 j->pay.wallet, (long long)j->commission,
+				 j->pay.account[0] ? j->pay.account : j->pay.wallet, (long long)j->commission,
 				 j->referrer[0] ? j->referrer : "nobody", j->tx_id);
 		goto out;
 	}
@@ -314,8 +324,13 @@ enum st_rc webhook_process_job(struct job_ctx *ctx)
 		goto out;
 	if (j->unknown_wallet) {
 		ctx->permanent = true;
-		rc = give_up(ctx, j, job_failf(ctx, ST_NOT_FOUND,
-					       "unknown_wallet: %s is not registered", j->pay.wallet));
+		if (j->pay.account[0])
+			rc = give_up(ctx, j, job_failf(ctx, ST_NOT_FOUND,
+						       "unknown_account: %s is no client's account",
+						       j->pay.account));
+		else
+			rc = give_up(ctx, j, job_failf(ctx, ST_NOT_FOUND,
+						       "unknown_wallet: %s is not registered", j->pay.wallet));
 		goto out;
 	}
 	rc = give_up(ctx, j, job_failf(ctx, rc, "cannot post webhook %s:%s: %s",

@@ -227,3 +227,74 @@ def test_example_retries_safely_through_faults(start_server, name):
     reads = proxy.attempts("GET /api/v2/intents/{id}")
     assert reads[0]["status"] == 500 and any(e["status"] == 200 for e in reads[1:]), reads
     assert_settled_once(srv, key, intent_id)
+
+
+# --------------------------------------------------------------------------
+# examples/credits.py: credit reservations with holds (SPEC section 13)
+
+STRIPE_SECRET = "whsec_examples_credits"
+
+
+def run_credits(env):
+    full = {k: v for k, v in os.environ.items()
+            if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+            and not k.startswith(("SETTLED_", "CLAIM_"))}
+    full.update(env)
+    p = subprocess.run(["/usr/bin/python3", str(EXAMPLES / "credits.py")], env=full,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, f"credits example failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+def test_credit_reservation_example(start_server):
+    """Buy credits by a Stripe webhook naming the account, reserve 500,
+    capture 320 (the rest back, once), a crashed sender's hold expires."""
+    srv = start_server(env={"SETTLED_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET})
+    revenue = int(srv.get("/api/v2/accounts/revenue", headers=ADMIN).json["balance"])
+    p = run_credits({"SETTLED_URL": srv.url, "SETTLED_ADMIN_TOKEN": ADMIN_TOKEN,
+                     "SETTLED_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET, "CRASH_EXPIRES_IN": "1"})
+    out = p.stdout
+    for step in ("onboarded the shop", "bought 1000 credits", "reserved 500",
+                 "captured 320 of 500 (CAPTURED)", "the crashed sender's hold EXPIRED"):
+        assert step in out, out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("OK shop:") and last.endswith("balance=680 held=0"), out
+    assert "retrying" not in p.stderr, p.stderr
+    # What the server holds: the account 680, revenue paid 1000 and got 320
+    # back from the capture, the two holds CAPTURED and EXPIRED.
+    holds = srv.get("/api/v2/holds?limit=100", headers=ADMIN).json["data"]
+    assert sorted((h["state"], h["captured"]) for h in holds) == \
+        [("CAPTURED", "320"), ("EXPIRED", "0")], holds
+    acct = holds[0]["from"]
+    a = srv.get(f"/api/v2/accounts/{acct}", headers=ADMIN).json
+    assert (a["balance"], a["held"]) == ("680", "0"), a
+    assert int(srv.get("/api/v2/accounts/revenue", headers=ADMIN).json["balance"]) == \
+        revenue - 1000 + 320
+
+
+def test_a_payment_to_an_unknown_account_credits_nothing(start_server):
+    """metadata.account naming no client's account: the event is accepted
+    (Stripe must not retry), its job fails permanently (DLQ), nothing moves."""
+    import hashlib
+    import hmac
+    srv = start_server(env={"SETTLED_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET})
+    t = int(time.time())
+    body = json.dumps({"id": "evt_unknown_acct", "type": "payment_intent.succeeded", "created": t,
+                       "data": {"object": {"amount_received": 500, "currency": "usd",
+                                           "metadata": {"account": "key_nobody/shop:1:credits"}}}}
+                      ).encode()
+    sig = hmac.new(STRIPE_SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    r = srv.post("/api/webhooks/stripe", body=body,
+                 headers={"Content-Type": "application/json", "Stripe-Signature": f"t={t},v1={sig}"})
+    assert r.status == 200, r
+
+    def dead():
+        d = srv.get("/api/admin/dlq", headers=ADMIN).json["data"]
+        return d if d else None
+    jobs = None
+    deadline = time.monotonic() + 15
+    while jobs is None and time.monotonic() < deadline:
+        jobs = dead()
+        time.sleep(0.1)
+    assert jobs and "unknown_account" in json.dumps(jobs), jobs
+    assert srv.count("ledger_entries") == 2   # only the treasury funding

@@ -920,3 +920,49 @@ Test(webhook_payment, asset_decimals)
 	cr_expect_eq(webhook_asset_decimals("XYZ"), -1);
 	cr_expect_eq(webhook_asset_decimals(NULL), -1);
 }
+
+/* A payment may name a client's account instead of a wallet (SPEC 13). */
+Test(webhook_payment, client_account_instead_of_a_wallet)
+{
+	static const char *const good[] = { "key_0123456789abcdef01234567/shop:42:credits", "k/a",
+					    "key_x/A.b_c-d:1" };
+	static const char *const bad[] = { "shop:42:credits", "/shop", "key_x/", "key_x/treasury",
+					   "key x/shop", "key_x/0xabc", "key_x/a/b", "key-x/shop",
+					   "key_x/sp ace" };
+	char json[512];
+	struct buf err = BUF_INIT(256);
+	struct wh_payment pay;
+	json_t *j;
+
+	for (size_t i = 0; i < NELEM(good); i++) {
+		snprintf(json, sizeof(json),
+			 "{\"data\":{\"object\":{\"metadata\":{\"account\":\"%s\"},\"amount_received\":500,"
+			 "\"currency\":\"usd\"}}}",
+			 good[i]);
+		j = J(json);
+		cr_expect_eq(webhook_payment_parse(WH_STRIPE, j, "USD", &pay, &err), ST_OK, "%s: %s", good[i],
+			     err.ptr);
+		cr_expect_str_eq(pay.account, good[i]);
+		cr_expect_str_eq(pay.wallet, "");
+		cr_expect_eq(pay.amount, 500);
+		json_decref(j);
+	}
+	for (size_t i = 0; i < NELEM(bad); i++) {
+		snprintf(json, sizeof(json),
+			 "{\"data\":{\"account\":\"%s\",\"amount\":\"5\",\"asset\":\"USD\"}}", bad[i]);
+		j = J(json);
+		cr_expect_eq(webhook_payment_parse(WH_STANDARD, j, "USD", &pay, &err), ST_INVALID, "%s", bad[i]);
+		cr_expect(!strncmp(err.ptr, "invalid_account:", 16), "%s: %s", bad[i], err.ptr);
+		json_decref(j);
+	}
+	/* Both a wallet and an account: which one was meant? Refused. */
+	snprintf(json, sizeof(json),
+		 "{\"event\":{\"data\":{\"metadata\":{\"wallet\":\"%s\",\"account\":\"k/a\"},"
+		 "\"pricing\":{\"local\":{\"amount\":\"1\",\"currency\":\"USD\"}}}}}",
+		 WALLET);
+	j = J(json);
+	cr_expect_eq(webhook_payment_parse(WH_COINBASE, j, "USD", &pay, &err), ST_INVALID);
+	cr_expect(!strncmp(err.ptr, "invalid_account:", 16), "%s", err.ptr);
+	json_decref(j);
+	buf_release(&err);
+}
