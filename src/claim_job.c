@@ -106,6 +106,47 @@ static enum st_rc effect_unit(struct tx *tx, void *arg)
 	return rc;
 }
 
+/* Pending: this job completes and a fresh one is enqueued for later, so
+ * waiting for confirmations spends no attempt (attempts and the DLQ are
+ * for failures); the wait is bounded by SETTLED_STUCK_AFTER instead. */
+struct recheck {
+	const struct settled *app;
+	const char *intent_id;
+	int64_t run_at;
+};
+
+static enum st_rc recheck_unit(struct tx *tx, void *arg)
+{
+	struct recheck *r = arg;
+	char payload[CLAIM_JOB_PAYLOAD_MAX], key[LEDGER_ID_MAX + 64];
+	struct job_spec spec = {
+		.queue = CLAIM_JOB_QUEUE,
+		.kind = CLAIM_JOB_KIND,
+		.payload = payload,
+		.unique_key = key,
+		.run_at = r->run_at,
+		.max_attempts = r->app->cfg->job_max_attempts,
+	};
+
+	claim_job_payload(r->intent_id, payload);
+	snprintf(key, sizeof(key), CLAIM_JOB_KIND ":%s:recheck:%lld", r->intent_id,
+		 (long long)tx_now_ms(tx));
+	return queue_enqueue_spec(tx, &spec, NULL, NULL);
+}
+
+/* The next check: at least the rail's delay, then a quarter of the time
+ * already waited (exponential in effect), at most a minute. */
+static int64_t recheck_delay(int64_t rail_delay, int64_t waited)
+{
+	int64_t d = waited / 4;
+
+	if (d > 60000)
+		d = 60000;
+	if (d < rail_delay)
+		d = rail_delay;
+	return d < 100 ? 100 : d;
+}
+
 static bool payload_intent_id(const char *payload, char out[LEDGER_ID_MAX + 1])
 {
 	json_t *root = json_loads(payload, 0, NULL);
@@ -127,6 +168,8 @@ enum st_rc claim_confirm_job(struct job_ctx *ctx)
 	struct buf why = BUF_INIT(512);
 	struct rail_tx rt;
 	enum rail_result verdict;
+	const char *reason = NULL;
+	int64_t now, waited;
 	enum st_rc rc;
 
 	if (!payload_intent_id(ctx->job->payload, intent_id)) {
@@ -148,23 +191,44 @@ enum st_rc claim_confirm_job(struct job_ctx *ctx)
 	}
 
 	rt = (struct rail_tx){ .intent_id = intent_id, .tx_hash = e.it.tx_hash,
-			       .wallet = e.it.wallet, .amount = e.it.amount };
-	verdict = rail_check_traced(app->rail, &ctx->span, &rt, &why);
+			       .wallet = e.it.wallet, .amount = e.it.amount,
+			       .submitted_at = e.it.updated_at };
+	verdict = rail_check_traced(app->rail, &ctx->span, &rt, &reason, &why);
 	switch (verdict) {
 	case RAIL_CONFIRMED:
 		break;
 	case RAIL_REJECTED:
 		e.settle = false;
-		e.reason = "rail_rejected";
+		e.reason = reason ? reason : "rail_rejected";
+		job_logf(ctx, LOG_INFO, "intent %s: rail rejected %s: %s", intent_id, e.it.tx_hash,
+			 why.ptr);
 		break;
 	case RAIL_PENDING:
-		/* Not a verdict: ask again after the rail's confirmation delay. */
-		ctx->retry_in_ms = rail_confirm_delay_ms(app->rail);
-		if (ctx->retry_in_ms < 100)
-			ctx->retry_in_ms = 100;
-		rc = job_failf(ctx, ST_UNAVAILABLE, "rail: not yet confirmed: %s", why.ptr);
-		buf_release(&why);
-		return rc;
+		/* Not a verdict. Past SETTLED_STUCK_AFTER (since submission) it
+		 * becomes one: the intent fails with what it was waiting for. */
+		now = settled_now_ms(app);
+		waited = now - e.it.updated_at;
+		if (waited >= app->cfg->stuck_after_ms) {
+			e.settle = false;
+			e.reason = reason ? reason : "rail_not_confirmed";
+			job_logf(ctx, LOG_INFO, "intent %s: still pending after %lld ms: %s", intent_id,
+				 (long long)waited, why.ptr);
+			break;
+		}
+		{
+			struct recheck r = { .app = app, .intent_id = intent_id,
+					     .run_at = now + recheck_delay(rail_confirm_delay_ms(app->rail),
+									   waited) };
+
+			job_logf(ctx, LOG_DEBUG, "intent %s: %s; next check in %lld ms", intent_id, why.ptr,
+				 (long long)(r.run_at - now));
+			buf_release(&why);
+			rc = job_commit(ctx, recheck_unit, &r);
+			if (rc && !ctx->lost)
+				return job_failf(ctx, rc, "cannot schedule the next check of intent %s: %s",
+						 intent_id, st_rc_str(rc));
+			return rc;
+		}
 	case RAIL_ERROR:
 	default:
 		rc = job_failf(ctx, ST_UNAVAILABLE, "%s", why.len ? why.ptr : "rail error");

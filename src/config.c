@@ -30,6 +30,7 @@
 
 #include "log.h"
 #include "redisc.h"
+#include "webhook.h"
 #include "banned.h"
 
 enum opt_type {
@@ -71,7 +72,8 @@ struct opt {
 };
 
 static opt_check_fn check_origin, check_ip, check_pg_url, check_redis_url, check_redis_prefix,
-	check_http_url, check_asset, check_admin_token;
+	check_http_url, check_asset, check_admin_token, check_rail, check_payout_rail,
+	check_address, check_whsec;
 
 #define FIELD(f) offsetof(struct config, f)
 #define FIELD_SIZE(f) sizeof(((struct config *)0)->f)
@@ -178,6 +180,49 @@ static const struct opt opts[] = {
 	{ "OTEL_EXPORTER_OTLP_ENDPOINT", "--otel-exporter-otlp-endpoint", OPT_URL, 0,
 	  FIELD(otel_endpoint), 0, 0, 0, 0, check_http_url, NULL, "URL",
 	  "OTLP/HTTP endpoint for traces; tracing off when unset" },
+
+	/* rails */
+	{ "SETTLED_RAIL", "--rail", OPT_PATH, 0, FIELD(rail), FIELD_SIZE(rail), 0, 0, 0,
+	  check_rail, "sim", "sim|evm",
+	  "what confirms a claim's tx_hash: sim (test rail) or evm (JSON-RPC providers)" },
+	{ "SETTLED_EVM_RPC_URLS", "--evm-rpc-urls", OPT_LIST, OPT_SECRET, FIELD(evm_rpc_urls), 0,
+	  FIELD(n_evm_rpc_urls), 0, 0, check_http_url, NULL, "URL,...",
+	  "evm rail: JSON-RPC provider URLs (may carry API keys: never logged)" },
+	{ "SETTLED_EVM_CHAIN_ID", "--evm-chain-id", OPT_I64, 0, FIELD(evm_chain_id), 0, 0, 0,
+	  INT64_MAX, NULL, "0", "ID",
+	  "evm rail: the chain id every provider must serve (required with the evm rail)" },
+	{ "SETTLED_EVM_CONFIRMATIONS", "--evm-confirmations", OPT_INT, 0,
+	  FIELD(evm_confirmations), 0, 0, 1, 10000, NULL, "12", "N",
+	  "evm rail: blocks (the transaction's included) before a claim settles" },
+	{ "SETTLED_EVM_TOKEN", "--evm-token", OPT_STR, 0, FIELD(evm_token), 0, 0, 0, 0,
+	  check_address, NULL, "ADDRESS",
+	  "evm rail: ERC-20 contract whose Transfer pays claims; native value when unset" },
+	{ "SETTLED_EVM_DECIMALS", "--evm-decimals", OPT_INT, 0, FIELD(evm_decimals), 0, 0, 0, 58,
+	  NULL, "0", "N", "evm rail: on-chain amount = ledger amount x 10^N, exactly" },
+	{ "SETTLED_EVM_POLL_INTERVAL", "--evm-poll-interval", OPT_DURATION, 0, FIELD(evm_poll_ms),
+	  0, 0, 100, 3600 * SEC, NULL, "5s", "DURATION",
+	  "evm rail: first check after a claim is recorded; least delay between checks" },
+	{ "SETTLED_EVM_RPC_TIMEOUT", "--evm-rpc-timeout", OPT_DURATION, 0,
+	  FIELD(evm_rpc_timeout_ms), 0, 0, 100, 300 * SEC, NULL, "5s", "DURATION",
+	  "evm rail: timeout of one JSON-RPC request" },
+	{ "SETTLED_EVM_BREAKER_FAILURES", "--evm-breaker-failures", OPT_INT, 0,
+	  FIELD(evm_breaker_failures), 0, 0, 1, 1000, NULL, "3", "N",
+	  "evm rail: consecutive failures that open a provider's circuit" },
+	{ "SETTLED_EVM_BREAKER_COOLDOWN", "--evm-breaker-cooldown", OPT_DURATION, 0,
+	  FIELD(evm_breaker_cooldown_ms), 0, 0, 100, 3600 * SEC, NULL, "30s", "DURATION",
+	  "evm rail: how long an open circuit waits before one probe" },
+	{ "SETTLED_PAYOUT_RAIL", "--payout-rail", OPT_PATH, 0, FIELD(payout_rail),
+	  FIELD_SIZE(payout_rail), 0, 0, 0, check_payout_rail, "sim", "sim|http",
+	  "what pays payout items: sim (test rail) or http (the operator's payout service)" },
+	{ "SETTLED_PAYOUT_URL", "--payout-url", OPT_STR, OPT_SECRET, FIELD(payout_url), 0, 0, 0,
+	  0, check_http_url, NULL, "URL",
+	  "http payout rail: where each item is POSTed (may carry a key: never logged)" },
+	{ "SETTLED_PAYOUT_SECRET", "--payout-secret", OPT_STR, OPT_SECRET, FIELD(payout_secret),
+	  0, 0, 0, 0, check_whsec, NULL, "SECRET",
+	  "http payout rail: Standard Webhooks signing secret (whsec_<base64>)" },
+	{ "SETTLED_PAYOUT_TIMEOUT", "--payout-timeout", OPT_DURATION, 0, FIELD(payout_timeout_ms),
+	  0, 0, 100, 300 * SEC, NULL, "10s", "DURATION",
+	  "http payout rail: timeout of one POST" },
 
 	/* rate limits (SPEC section 5); 0 disables a policy */
 	{ "RL_REGISTER_PER_HOUR", "--rl-register-per-hour", OPT_I64, 0,
@@ -481,6 +526,40 @@ static const char *check_admin_token(const char *v)
 		return "shorter than " CONFIG_ADMIN_TOKEN_MIN_STR
 		       " characters (generate one with: openssl rand -hex 32)";
 	return NULL;
+}
+
+static const char *check_rail(const char *v)
+{
+	return !strcmp(v, "sim") || !strcmp(v, "evm") ? NULL : "not a rail (sim or evm)";
+}
+
+static const char *check_payout_rail(const char *v)
+{
+	return !strcmp(v, "sim") || !strcmp(v, "http") ? NULL : "not a payout rail (sim or http)";
+}
+
+/* An EVM address: 0x + 40 hex digits, any case. */
+static const char *check_address(const char *v)
+{
+	if (strlen(v) != 42 || v[0] != '0' || (v[1] != 'x' && v[1] != 'X'))
+		return "not an address (0x + 40 hex digits)";
+	for (const char *p = v + 2; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F')))
+			return "not an address (0x + 40 hex digits)";
+	return NULL;
+}
+
+static const char *check_whsec(const char *v)
+{
+	unsigned char key[WEBHOOK_KEY_MAX];
+	size_t n = 0;
+	enum st_rc rc;
+
+	if (!has_prefix(v, "whsec_"))
+		return "not a whsec_<base64> secret";
+	rc = webhook_secret_decode(v, key, &n);
+	explicit_bzero(key, sizeof(key));
+	return rc ? "not a whsec_<base64> secret" : NULL;
 }
 
 static const char *check_asset(const char *v)
@@ -812,6 +891,20 @@ static enum st_rc check_cross(const struct config *c, struct buf *err)
 		if (err) {
 			buf_reset(err);
 			buf_puts(err, "SETTLED_JOB_BASE_DELAY: longer than SETTLED_JOB_MAX_DELAY");
+		}
+		return ST_INVALID;
+	}
+	if (!strcmp(c->rail, "evm") && (!c->n_evm_rpc_urls || !c->evm_chain_id)) {
+		if (err) {
+			buf_reset(err);
+			buf_puts(err, "SETTLED_RAIL=evm needs SETTLED_EVM_RPC_URLS and SETTLED_EVM_CHAIN_ID");
+		}
+		return ST_INVALID;
+	}
+	if (!strcmp(c->payout_rail, "http") && (!c->payout_url || !c->payout_secret)) {
+		if (err) {
+			buf_reset(err);
+			buf_puts(err, "SETTLED_PAYOUT_RAIL=http needs SETTLED_PAYOUT_URL and SETTLED_PAYOUT_SECRET");
 		}
 		return ST_INVALID;
 	}

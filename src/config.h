@@ -71,6 +71,23 @@ struct config {
 	int64_t api_key_grace_ms;   /* SETTLED_API_KEY_GRACE, default 24h */
 	char *otel_endpoint;        /* OTEL_EXPORTER_OTLP_ENDPOINT, NULL = tracing off */
 
+	/* rails (rail.h, rail_evm.c, rpc_pool.c, rail_http.c) */
+	char rail[8];               /* SETTLED_RAIL: "sim" (default) or "evm" */
+	char *evm_rpc_urls[CONFIG_MAX_LIST]; /* SETTLED_EVM_RPC_URLS (secret: may carry API keys) */
+	size_t n_evm_rpc_urls;
+	int64_t evm_chain_id;       /* SETTLED_EVM_CHAIN_ID, required with the evm rail */
+	int evm_confirmations;      /* SETTLED_EVM_CONFIRMATIONS, default 12 */
+	char *evm_token;            /* SETTLED_EVM_TOKEN: ERC-20 contract; NULL = native value */
+	int evm_decimals;           /* SETTLED_EVM_DECIMALS: chain units = amount x 10^decimals */
+	int64_t evm_poll_ms;        /* SETTLED_EVM_POLL_INTERVAL, default 5s */
+	int64_t evm_rpc_timeout_ms; /* SETTLED_EVM_RPC_TIMEOUT, default 5s */
+	int evm_breaker_failures;   /* SETTLED_EVM_BREAKER_FAILURES, default 3 */
+	int64_t evm_breaker_cooldown_ms; /* SETTLED_EVM_BREAKER_COOLDOWN, default 30s */
+	char payout_rail[8];        /* SETTLED_PAYOUT_RAIL: "sim" (default) or "http" */
+	char *payout_url;           /* SETTLED_PAYOUT_URL (secret: may carry a key) */
+	char *payout_secret;        /* SETTLED_PAYOUT_SECRET, whsec_<base64> */
+	int64_t payout_timeout_ms;  /* SETTLED_PAYOUT_TIMEOUT, default 10s */
+
 	/* rate limits (SPEC section 5); 0 disables a policy */
 	int64_t rl_register_per_hour;      /* RL_REGISTER_PER_HOUR, 5 */
 	int64_t rl_register_per_day_wallet;/* RL_REGISTER_PER_DAY_WALLET, 10 */

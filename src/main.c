@@ -221,9 +221,14 @@ static int serve(struct settled *app, const sigset_t *sigs)
 			(long long)boot.treasury_funding);
 	/* Jobs and housekeeping start once the store is ready, before the
 	 * first request can enqueue anything. */
-	app->rail = rail_new(cfg);
-	if (!app->rail) {
-		log_msg(&app->log, LOG_ERROR, "cannot create the settlement rail: out of memory");
+	rc = rail_new(cfg, app->metrics, &app->log, &app->rail, &err);
+	if (rc) {
+		log_msg(&app->log, LOG_ERROR, "cannot create the settlement rail: %s", err.ptr);
+		goto out;
+	}
+	rc = rail_payout_new(cfg, &app->payout_rail, &err);
+	if (rc) {
+		log_msg(&app->log, LOG_ERROR, "cannot create the payout rail: %s", err.ptr);
 		goto out;
 	}
 	rc = worker_pool_start(app, &app->workers, &err);
@@ -273,6 +278,8 @@ out:
 	app->store = NULL;
 	rail_free(app->rail);
 	app->rail = NULL;
+	rail_free(app->payout_rail);
+	app->payout_rail = NULL;
 	trace_free(app->tracer);
 	app->tracer = NULL;
 	if (exit_code == 0)

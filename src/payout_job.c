@@ -37,7 +37,8 @@ static void count_payout(const struct settled *app, enum payout_item_status s)
 
 static int64_t confirm_delay(const struct settled *app)
 {
-	int64_t d = app->rail ? rail_confirm_delay_ms(app->rail) : app->cfg->sim_confirm_ms;
+	const struct rail *r = app->payout_rail ? app->payout_rail : app->rail;
+	int64_t d = r ? rail_confirm_delay_ms(r) : app->cfg->sim_confirm_ms;
 
 	return d > 0 ? d : 0;
 }
@@ -301,6 +302,8 @@ enum st_rc payout_confirm_job(struct job_ctx *ctx)
 	struct buf why = BUF_INIT(512);
 	struct rail_tx rt;
 	enum rail_result verdict;
+	const char *reason = NULL;
+	char item_ref[PAYOUT_ID_MAX + 24];
 	enum st_rc rc;
 
 	if (!parse_payload(ctx->job->payload, e.batch_id, &e.idx, e.intent_id)) {
@@ -319,15 +322,19 @@ enum st_rc payout_confirm_job(struct job_ctx *ctx)
 				 st_rc_str(rc));
 
 	if (awaiting_rail(&e.it)) {
+		snprintf(item_ref, sizeof(item_ref), "%s:%lld", e.batch_id, (long long)e.idx);
 		rt = (struct rail_tx){ .intent_id = e.intent_id, .tx_hash = e.it.tx_hash,
-				       .wallet = e.it.wallet, .amount = e.it.amount };
-		verdict = rail_check_traced(app->rail, &ctx->span, &rt, &why);
+				       .wallet = e.it.wallet, .amount = e.it.amount, .ref = item_ref,
+				       .submitted_at = e.it.updated_at };
+		verdict = rail_check_traced(app->payout_rail ? app->payout_rail : app->rail, &ctx->span,
+					    &rt, &reason, &why);
 		switch (verdict) {
 		case RAIL_CONFIRMED:
 			break;
 		case RAIL_REJECTED:
 			e.settle = false;
-			e.reason = "rail_rejected";
+			e.reason = reason ? reason : "rail_rejected";
+			job_logf(ctx, LOG_WARN, "payout %s rejected: %s", item_ref, why.ptr);
 			break;
 		case RAIL_PENDING:
 			ctx->retry_in_ms = confirm_delay(app) < 100 ? 100 : confirm_delay(app);

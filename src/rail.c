@@ -10,8 +10,11 @@
 #include "rail.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "config.h"
+#include "rail_evm.h"
+#include "rail_http.h"
 #include "trace.h"
 #include "banned.h"
 
@@ -28,11 +31,14 @@ static int64_t sim_confirm_delay(const struct rail *r)
 	return ((const struct sim_rail *)r)->confirm_ms;
 }
 
-static enum rail_result sim_check(struct rail *r, const struct rail_tx *t, struct buf *why)
+static enum rail_result sim_check(struct rail *r, const struct rail_tx *t, const char **reason,
+				  struct buf *why)
 {
 	struct sim_rail *s = (struct sim_rail *)r;
 	/* A uniform draw in [0, 1): the top 53 bits of a 64-bit value. */
 	double u = (double)(s->rnd(s->rnd_arg) >> 11) * (1.0 / 9007199254740992.0);
+
+	(void)reason;
 
 	if (u < s->fail_rate) {
 		buf_printf(why, "sim rail: injected failure for %s (SETTLED_SIM_FAIL_RATE=%g)",
@@ -68,9 +74,37 @@ struct rail *rail_sim_new(int64_t confirm_ms, double fail_rate, queue_rand_fn *r
 	return &s->base;
 }
 
-struct rail *rail_new(const struct config *cfg)
+static enum st_rc sim_from_config(const struct config *cfg, struct rail **out, struct buf *err)
 {
-	return rail_sim_new(cfg->sim_confirm_ms, cfg->sim_fail_rate, NULL, NULL);
+	*out = rail_sim_new(cfg->sim_confirm_ms, cfg->sim_fail_rate, NULL, NULL);
+	if (*out)
+		return ST_OK;
+	buf_puts(err, "out of memory");
+	return ST_NOMEM;
+}
+
+enum st_rc rail_new(const struct config *cfg, struct metrics *metrics, const struct logger *log,
+		    struct rail **out, struct buf *err)
+{
+	*out = NULL;
+	if (!strcmp(cfg->rail, "evm"))
+		return rail_evm_new(cfg, metrics, log, out, err);
+	return sim_from_config(cfg, out, err);
+}
+
+enum st_rc rail_payout_new(const struct config *cfg, struct rail **out, struct buf *err)
+{
+	*out = NULL;
+	if (!strcmp(cfg->payout_rail, "http"))
+		return rail_http_new(cfg, out, err);
+	return sim_from_config(cfg, out, err);
+}
+
+json_t *rail_health(struct rail *r)
+{
+	if (r->ops->health)
+		return r->ops->health(r);
+	return json_pack("{s:s, s:s}", "name", r->ops->name, "status", "ok");
 }
 
 void rail_free(struct rail *r)
@@ -91,19 +125,19 @@ const char *rail_result_str(enum rail_result r)
 }
 
 enum rail_result rail_check_traced(struct rail *r, const struct trace_span *parent,
-				   const struct rail_tx *t, struct buf *why)
+				   const struct rail_tx *t, const char **reason, struct buf *why)
 {
 	struct trace_span sp;
 	enum rail_result v;
 
 	if (!parent || !parent->tr)
-		return rail_check(r, t, why);
+		return rail_check(r, t, reason, why);
 	trace_span_child(&sp, parent, "rail.check", TRACE_CLIENT);
 	trace_span_set_str(&sp, "rpc.system", "settled.rail");
 	trace_span_set_str(&sp, "rpc.method", "check");
 	trace_span_set_str(&sp, "settled.rail.name", r->ops->name);
 	trace_span_set_str(&sp, "settled.intent_id", t->intent_id);
-	v = rail_check(r, t, why);
+	v = rail_check(r, t, reason, why);
 	trace_span_set_str(&sp, "settled.rail.result", rail_result_str(v));
 	if (v == RAIL_ERROR)
 		trace_span_set_status(&sp, TRACE_ERROR, why->len ? why->ptr : "rail error");

@@ -1,11 +1,14 @@
 /* rail.h — settlement rails: what confirms a submitted transaction.
  *
  * A rail answers one question for the confirmation job: is the chain
- * transaction of this intent confirmed? Real rails (an RPC node, a payment
- * processor) plug in by filling struct rail_ops; the built-in `sim` rail
- * (SPEC section 1) confirms every transaction SETTLED_SIM_CONFIRM_MS after
- * submission and fails a fraction SETTLED_SIM_FAIL_RATE of the checks, so
- * tests can inject faults.
+ * transaction of this intent confirmed? Real rails plug in by filling
+ * struct rail_ops; the built-in `sim` rail (SPEC section 1) confirms every
+ * transaction SETTLED_SIM_CONFIRM_MS after submission and fails a fraction
+ * SETTLED_SIM_FAIL_RATE of the checks, so tests can inject faults. The
+ * `evm` rail (rail_evm.c) verifies a claim's tx_hash on an EVM chain
+ * through JSON-RPC providers (rpc_pool.c). Payout items have a rail of
+ * their own (SETTLED_PAYOUT_RAIL): `sim`, or `http` (rail_http.c), which
+ * asks the operator's payout service to pay each item.
  *
  * rail_check() runs on a worker thread outside any transaction and may
  * block on I/O; it must be thread-safe (several workers call it at once). */
@@ -18,7 +21,11 @@
 #include "queue.h"
 #include "rc.h"
 
+#include <jansson.h>
+
 struct config;
+struct logger;
+struct metrics;
 struct trace_span;
 
 enum rail_result {
@@ -34,6 +41,8 @@ struct rail_tx {
 	const char *tx_hash;
 	const char *wallet;
 	int64_t amount;
+	const char *ref;        /* payouts: the item's id "<batch>:<idx>"; NULL for claims */
+	int64_t submitted_at;   /* ms since the epoch the intent was submitted (0: unknown) */
 };
 
 struct rail;
@@ -43,8 +52,15 @@ struct rail_ops {
 	 * (the confirmation job is enqueued to run then). */
 	int64_t (*confirm_delay_ms)(const struct rail *r);
 	/* The verdict on t; why (never NULL) gets a reason for anything but
-	 * RAIL_CONFIRMED. */
-	enum rail_result (*check)(struct rail *r, const struct rail_tx *t, struct buf *why);
+	 * RAIL_CONFIRMED. *reason (never NULL; NULL on entry) may get a static
+	 * failure-reason code for the intent: for RAIL_REJECTED why it was
+	 * rejected (NULL: "rail_rejected"); for RAIL_PENDING what the intent
+	 * fails with if it stays pending past SETTLED_STUCK_AFTER. */
+	enum rail_result (*check)(struct rail *r, const struct rail_tx *t, const char **reason,
+				  struct buf *why);
+	/* Optional: a JSON object for /health/ready's checks.rail (new
+	 * reference); NULL: {"name": ..., "status": "ok"}. */
+	json_t *(*health)(struct rail *r);
 	void (*free)(struct rail *r);
 };
 struct rail {
@@ -55,17 +71,29 @@ struct rail {
  * that probability, drawn from rnd (NULL = queue_rand_default). */
 struct rail *rail_sim_new(int64_t confirm_ms, double fail_rate, queue_rand_fn *rnd, void *rnd_arg);
 
-/* The rail the configuration names (today: always sim). NULL on ENOMEM. */
-struct rail *rail_new(const struct config *cfg);
+/* The claims' rail the configuration names (SETTLED_RAIL). The evm rail
+ * checks its providers' chain here: ST_INVALID with err when one serves
+ * another chain. metrics and log are borrowed for the rail's life. */
+enum st_rc rail_new(const struct config *cfg, struct metrics *metrics, const struct logger *log,
+		    struct rail **out, struct buf *err);
+
+/* The payout items' rail (SETTLED_PAYOUT_RAIL): sim, or http. */
+enum st_rc rail_payout_new(const struct config *cfg, struct rail **out, struct buf *err);
 
 static inline int64_t rail_confirm_delay_ms(const struct rail *r)
 {
 	return r->ops->confirm_delay_ms(r);
 }
-static inline enum rail_result rail_check(struct rail *r, const struct rail_tx *t, struct buf *why)
+static inline enum rail_result rail_check(struct rail *r, const struct rail_tx *t,
+					  const char **reason, struct buf *why)
 {
-	return r->ops->check(r, t, why);
+	*reason = NULL;
+	return r->ops->check(r, t, reason, why);
 }
+
+/* /health/ready's checks.rail: the rail's own health object, or
+ * {"name": ..., "status": "ok"}. "degraded" never fails readiness. */
+json_t *rail_health(struct rail *r);
 void rail_free(struct rail *r); /* accepts NULL */
 
 /* rail_check inside a CLIENT span "rail.check" (trace.h), a child of parent
@@ -73,7 +101,7 @@ void rail_free(struct rail *r); /* accepts NULL */
  * the verdict as attributes; RAIL_ERROR marks it failed. A real rail that
  * calls out over HTTP would pass this span on as the request's traceparent. */
 enum rail_result rail_check_traced(struct rail *r, const struct trace_span *parent,
-				   const struct rail_tx *t, struct buf *why);
+				   const struct rail_tx *t, const char **reason, struct buf *why);
 
 /* "confirmed", "pending", "rejected", "error". */
 const char *rail_result_str(enum rail_result r);

@@ -6,6 +6,7 @@
 
 #include "http.h"
 #include "openapi.h"
+#include "rail.h"
 #include "routes.h"
 #include "settled.h"
 #include "banned.h"
@@ -46,6 +47,15 @@ enum st_rc route_health_ready(struct req_ctx *rq)
 		}
 		json_object_set_new(checks, app->rl->ops->name, c);
 		buf_release(&rwhy);
+	}
+	/* The rail is reported but never fails readiness: with every RPC
+	 * provider down claims still record (and wait), and everything else
+	 * works; taking the instance out of the load balancer would not help. */
+	if (app->rail) {
+		json_t *r = rail_health(app->rail);
+
+		if (r)
+			json_object_set_new(checks, "rail", r);
 	}
 	if (atomic_load(&app->stopping)) {
 		ok = false;

@@ -82,7 +82,8 @@ struct settled {
 	struct rl_policy policies[RLP_COUNT];
 	struct idem *idem;           /* in-flight idempotency keys of this instance */
 	struct http *http;
-	struct rail *rail;           /* the settlement rail (rail.h) */
+	struct rail *rail;           /* the claims' settlement rail (rail.h, SETTLED_RAIL) */
+	struct rail *payout_rail;    /* the payout items' rail (SETTLED_PAYOUT_RAIL) */
 	struct worker_pool *workers; /* job workers (worker.h); NULL when none */
 	struct ticker *ticker;       /* sweepers and reconciliation (ticker.h) */
 	struct tracer *tracer;       /* span export (trace.h); NULL when OTEL_EXPORTER_OTLP_ENDPOINT is unset */

@@ -810,3 +810,35 @@ enum st_rc webhook_commission(int64_t amount, int64_t bps, int64_t *out)
 	*out = (int64_t)c;
 	return ST_OK;
 }
+
+enum st_rc webhook_sign_standard(const char *secret, const char *id, int64_t ts_s,
+				 const void *body, size_t len, char out[WEBHOOK_STD_SIG_MAX])
+{
+	unsigned char key[WEBHOOK_KEY_MAX], mac[DIGEST_LEN];
+	char prefix[WEBHOOK_ID_MAX + 32];
+	size_t key_len = 0;
+	const void *p[3];
+	size_t n[3];
+	enum st_rc rc = ST_INVALID;
+
+	out[0] = '\0';
+	if (webhook_secret_decode(secret, key, &key_len))
+		goto out;
+	snprintf(prefix, sizeof(prefix), "%s.%lld.", id, (long long)ts_s);
+	p[0] = prefix;
+	n[0] = strlen(prefix);
+	p[1] = body;
+	n[1] = len;
+	p[2] = "";
+	n[2] = 0;
+	rc = ST_INTERNAL;
+	if (!hmac_sha256(key, key_len, p, n, mac))
+		goto out;
+	memcpy(out, "v1,", 3);
+	EVP_EncodeBlock((unsigned char *)out + 3, mac, DIGEST_LEN); /* 44 chars + NUL */
+	rc = ST_OK;
+out:
+	OPENSSL_cleanse(key, sizeof(key));
+	OPENSSL_cleanse(mac, sizeof(mac));
+	return rc;
+}

@@ -83,6 +83,14 @@ enum wh_verdict webhook_verify_standard(const char *id, const char *ts, const ch
 					const void *body, size_t len, char *const *secrets,
 					size_t nsecrets, int64_t now_ms);
 
+/* Signs like a Standard Webhooks sender: out gets "v1,<base64 of
+ * HMAC-SHA256(key, "<id>.<ts_s>.<body>")>" with the key decoded from
+ * secret (webhook_secret_decode). ST_INVALID when the secret does not
+ * decode; ST_INTERNAL on an OpenSSL failure. */
+#define WEBHOOK_STD_SIG_MAX 48
+enum st_rc webhook_sign_standard(const char *secret, const char *id, int64_t ts_s,
+				 const void *body, size_t len, char out[WEBHOOK_STD_SIG_MAX]);
+
 /* |now_ms - ts_ms| <= WEBHOOK_TOLERANCE_MS (overflow-safe). */
 bool webhook_fresh(int64_t ts_ms, int64_t now_ms);
 

@@ -37,6 +37,7 @@ struct script_rail {
 	struct rail base;
 	enum rail_result verdict;
 	int calls;
+	const char *reason;   /* the rail's failure-reason code (NULL: none) */
 };
 
 static int64_t script_delay(const struct rail *r)
@@ -45,12 +46,14 @@ static int64_t script_delay(const struct rail *r)
 	return 250;
 }
 
-static enum rail_result script_check(struct rail *r, const struct rail_tx *t, struct buf *why)
+static enum rail_result script_check(struct rail *r, const struct rail_tx *t, const char **reason,
+				     struct buf *why)
 {
 	struct script_rail *s = (struct script_rail *)r;
 
 	cr_assert_str_eq(t->wallet, WALLET);
 	s->calls++;
+	*reason = s->reason;
 	if (s->verdict != RAIL_CONFIRMED)
 		buf_printf(why, "scripted %s", rail_result_str(s->verdict));
 	return s->verdict;
@@ -61,8 +64,8 @@ static void script_free(struct rail *r)
 	(void)r;
 }
 
-static const struct rail_ops script_ops = { "script", script_delay, script_check, script_free };
-static struct script_rail rail = { { &script_ops }, RAIL_CONFIRMED, 0 };
+static const struct rail_ops script_ops = { "script", script_delay, script_check, NULL, script_free };
+static struct script_rail rail = { { &script_ops }, RAIL_CONFIRMED, 0, NULL };
 
 static int64_t fake_clock(void *arg)
 {
@@ -110,6 +113,9 @@ static void setup(void)
 	log_init(&app.log, 2, LOG_ERROR);
 	rail.verdict = RAIL_CONFIRMED;
 	rail.calls = 0;
+	rail.reason = NULL;
+	cfg.stuck_after_ms = 600000;
+	app.clock_ms = fake_clock;
 	cr_assert_eq(store_run(st, boot_unit, NULL), ST_OK);
 }
 
@@ -304,12 +310,13 @@ Test(claim_job, the_sim_rail_fails_all_or_nothing_at_the_extremes)
 {
 	struct rail *always = rail_sim_new(10, 1.0, NULL, NULL);
 	struct rail *never = rail_sim_new(10, 0.0, NULL, NULL);
-	struct rail_tx t = { "int_x", "0xabc", WALLET, 1 };
+	struct rail_tx t = { "int_x", "0xabc", WALLET, 1, NULL, 0 };
 	struct buf why = BUF_INIT(256);
+	const char *reason;
 
 	for (int i = 0; i < 200; i++) {
-		cr_assert_eq(rail_check(always, &t, &why), RAIL_ERROR);
-		cr_assert_eq(rail_check(never, &t, &why), RAIL_CONFIRMED);
+		cr_assert_eq(rail_check(always, &t, &reason, &why), RAIL_ERROR);
+		cr_assert_eq(rail_check(never, &t, &reason, &why), RAIL_CONFIRMED);
 	}
 	cr_assert_not_null(strstr(why.ptr, "injected failure"));
 	cr_assert_eq(rail_confirm_delay_ms(always), 10);
@@ -331,12 +338,13 @@ Test(claim_job, sim_rail_fraction_is_exact_with_an_even_source)
 {
 	uint64_t x = 0;
 	struct rail *r = rail_sim_new(10, 0.25, step_rand, &x);
-	struct rail_tx t = { "int_x", "0xabc", WALLET, 1 };
+	struct rail_tx t = { "int_x", "0xabc", WALLET, 1, NULL, 0 };
 	struct buf why = BUF_INIT(256);
+	const char *reason;
 	int fails = 0;
 
 	for (int i = 0; i < 1000; i++)
-		fails += rail_check(r, &t, &why) == RAIL_ERROR;
+		fails += rail_check(r, &t, &reason, &why) == RAIL_ERROR;
 	cr_assert_eq(fails, 250);
 	rail_free(r);
 	buf_release(&why);
@@ -363,19 +371,65 @@ Test(claim_job, rejected_fails_the_intent_and_releases_the_hold, .init = setup, 
 	take_release(&c);
 }
 
-Test(claim_job, pending_retries_after_the_rail_delay, .init = setup, .fini = teardown)
+Test(claim_job, pending_checks_again_later_without_spending_an_attempt, .init = setup,
+     .fini = teardown)
 {
 	struct intent it = new_claim(true);
-	struct jobs_claim c;
+	struct jobs_claim c, d;
 	struct job_ctx ctx;
 
 	rail.verdict = RAIL_PENDING;
 	fake_now += 250;
 	cr_assert_eq(take(&c, "w#1"), 1);
-	cr_assert_neq(run_handler(&c.jobs[0], &ctx), ST_OK);
-	cr_assert_eq(ctx.retry_in_ms, 250);
+	cr_assert_eq(run_handler(&c.jobs[0], &ctx), ST_OK, "pending is not a failed attempt");
+	cr_assert(ctx.committed);
 	buf_release(&ctx.error);
 	cr_assert_eq(look(it.id).it.status, INTENT_SUBMITTED);
+	cr_assert_eq(look(it.id).jobs_live, 1, "the next check is enqueued");
+	cr_assert_eq(take(&d, "w#2"), 0, "not before the rail's delay");
+	fake_now += 250;
+	cr_assert_eq(take(&d, "w#2"), 1);
+	cr_assert_eq(d.jobs[0].attempts, 0, "a fresh job: no attempt spent");
+	cr_assert_neq(d.jobs[0].id, c.jobs[0].id);
+	take_release(&c);
+	take_release(&d);
+}
+
+Test(claim_job, pending_past_stuck_after_fails_with_the_rails_reason, .init = setup,
+     .fini = teardown)
+{
+	struct intent it = new_claim(true);
+	struct jobs_claim c;
+	struct job_ctx ctx;
+	struct look l;
+
+	rail.verdict = RAIL_PENDING;
+	rail.reason = "evm_tx_not_found";
+	fake_now += cfg.stuck_after_ms;
+	cr_assert_eq(take(&c, "w#1"), 1);
+	cr_assert_eq(run_handler(&c.jobs[0], &ctx), ST_OK);
+	buf_release(&ctx.error);
+	l = look(it.id);
+	cr_assert_eq(l.it.status, INTENT_FAILED);
+	cr_assert_str_eq(l.it.failure_reason, "evm_tx_not_found");
+	cr_assert_eq(l.h.status, HOLD_RELEASED);
+	cr_assert_eq(l.jobs_live, 0);
+	take_release(&c);
+}
+
+Test(claim_job, rejected_fails_with_the_rails_reason_code, .init = setup, .fini = teardown)
+{
+	struct intent it = new_claim(true);
+	struct jobs_claim c;
+	struct job_ctx ctx;
+
+	rail.verdict = RAIL_REJECTED;
+	rail.reason = "evm_wrong_recipient";
+	fake_now += 250;
+	cr_assert_eq(take(&c, "w#1"), 1);
+	cr_assert_eq(run_handler(&c.jobs[0], &ctx), ST_OK);
+	buf_release(&ctx.error);
+	cr_assert_str_eq(look(it.id).it.failure_reason, "evm_wrong_recipient");
 	take_release(&c);
 }
 

@@ -407,6 +407,22 @@ Test(config, bad_values_name_variable_and_value)
 		  "SETTLED_TRUST_PROXY", "too many" },
 		{ "OTEL_EXPORTER_OTLP_ENDPOINT=otel:4318", "OTEL_EXPORTER_OTLP_ENDPOINT",
 		  "otel:4318" },
+		/* rails */
+		{ "SETTLED_RAIL=eth", "SETTLED_RAIL", "eth" },
+		{ "SETTLED_PAYOUT_RAIL=ftp", "SETTLED_PAYOUT_RAIL", "ftp" },
+		{ "SETTLED_EVM_CHAIN_ID=-1", "SETTLED_EVM_CHAIN_ID", "-1" },
+		{ "SETTLED_EVM_CONFIRMATIONS=0", "SETTLED_EVM_CONFIRMATIONS", "0" },
+		{ "SETTLED_EVM_CONFIRMATIONS=10001", "SETTLED_EVM_CONFIRMATIONS", "10001" },
+		{ "SETTLED_EVM_DECIMALS=59", "SETTLED_EVM_DECIMALS", "59" },
+		{ "SETTLED_EVM_DECIMALS=1.5", "SETTLED_EVM_DECIMALS", "1.5" },
+		{ "SETTLED_EVM_TOKEN=0x12", "SETTLED_EVM_TOKEN", "0x12" },
+		{ "SETTLED_EVM_TOKEN=0xg000000000000000000000000000000000000000", "SETTLED_EVM_TOKEN",
+		  "0xg0" },
+		{ "SETTLED_EVM_POLL_INTERVAL=50ms", "SETTLED_EVM_POLL_INTERVAL", "50ms" },
+		{ "SETTLED_EVM_RPC_TIMEOUT=10m", "SETTLED_EVM_RPC_TIMEOUT", "10m" },
+		{ "SETTLED_EVM_BREAKER_FAILURES=0", "SETTLED_EVM_BREAKER_FAILURES", "0" },
+		{ "SETTLED_EVM_BREAKER_COOLDOWN=2h", "SETTLED_EVM_BREAKER_COOLDOWN", "2h" },
+		{ "SETTLED_PAYOUT_TIMEOUT=0", "SETTLED_PAYOUT_TIMEOUT", "0" },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -444,6 +460,11 @@ Test(config, secrets_never_echoed)
 		{ "SETTLED_ADMIN_TOKEN=hunter2", "SETTLED_ADMIN_TOKEN", "hunter2" },
 		{ "SETTLED_ADMIN_TOKEN=hunter2-hunter2-hunter2-hunter2", "SETTLED_ADMIN_TOKEN",
 		  "hunter2" },
+		{ "SETTLED_EVM_RPC_URLS=https://ok.example/v3/hunter2,ftp://x/hunter2",
+		  "SETTLED_EVM_RPC_URLS", "hunter2" },
+		{ "SETTLED_PAYOUT_URL=ftp://pay.example/hunter2", "SETTLED_PAYOUT_URL", "hunter2" },
+		{ "SETTLED_PAYOUT_SECRET=hunter2", "SETTLED_PAYOUT_SECRET", "hunter2" },
+		{ "SETTLED_PAYOUT_SECRET=whsec_hunter2!", "SETTLED_PAYOUT_SECRET", "hunter2" },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -473,6 +494,48 @@ Test(config, admin_token_at_least_32_characters)
 	load_bad(no_env, AV("--admin-token", "short"), flag_needles, "short:");
 	load_ok(&c, ENV("SETTLED_ADMIN_TOKEN=01234567890123456789012345678901"), 1, no_args);
 	cr_assert_str_eq(c.admin_token, "01234567890123456789012345678901");
+	config_release(&c);
+}
+
+Test(config, rails_need_their_settings)
+{
+	const char *const evm[] = { "SETTLED_RAIL=evm needs SETTLED_EVM_RPC_URLS and "
+				    "SETTLED_EVM_CHAIN_ID", NULL };
+	const char *const http[] = { "SETTLED_PAYOUT_RAIL=http needs", NULL };
+	struct config c;
+
+	load_bad(ENV("SETTLED_RAIL=evm"), 1, no_args, evm, NULL);
+	load_bad(ENV("SETTLED_RAIL=evm", "SETTLED_EVM_CHAIN_ID=1"), 1, no_args, evm, NULL);
+	load_bad(ENV("SETTLED_RAIL=evm", "SETTLED_EVM_RPC_URLS=http://a/v3/k"), 1, no_args, evm,
+		 "v3/k");
+	load_bad(ENV("SETTLED_PAYOUT_RAIL=http", "SETTLED_PAYOUT_URL=https://pay.example/k"), 1,
+		 no_args, http, "pay.example");
+	load_bad(ENV("SETTLED_PAYOUT_RAIL=http", "SETTLED_PAYOUT_SECRET=whsec_c2VjcmV0"), 1,
+		 no_args, http, NULL);
+	load_ok(&c, ENV("SETTLED_RAIL=evm", "SETTLED_EVM_CHAIN_ID=31337",
+			"SETTLED_EVM_RPC_URLS=http://a:8545/k1,https://b.example/v3/k2",
+			"SETTLED_EVM_TOKEN=0xAbCdEf0000000000000000000000000000000001",
+			"SETTLED_EVM_DECIMALS=58", "SETTLED_EVM_CONFIRMATIONS=1",
+			"SETTLED_PAYOUT_RAIL=http", "SETTLED_PAYOUT_URL=https://pay.example/k",
+			"SETTLED_PAYOUT_SECRET=whsec_c2VjcmV0", "SETTLED_EVM_POLL_INTERVAL=100ms"),
+		1, no_args);
+	cr_assert_str_eq(c.rail, "evm");
+	cr_assert_eq(c.n_evm_rpc_urls, 2);
+	cr_assert_str_eq(c.evm_rpc_urls[1], "https://b.example/v3/k2");
+	cr_assert_eq(c.evm_chain_id, 31337);
+	cr_assert_eq(c.evm_decimals, 58);
+	cr_assert_eq(c.evm_confirmations, 1);
+	cr_assert_eq(c.evm_poll_ms, 100);
+	cr_assert_str_eq(c.payout_rail, "http");
+	config_release(&c);
+	load_ok(&c, no_env, 1, no_args);
+	cr_assert_str_eq(c.rail, "sim", "sim stays the default");
+	cr_assert_str_eq(c.payout_rail, "sim");
+	cr_assert_eq(c.evm_confirmations, 12);
+	cr_assert_eq(c.evm_breaker_failures, 3);
+	cr_assert_eq(c.evm_breaker_cooldown_ms, 30000);
+	cr_assert_eq(c.evm_rpc_timeout_ms, 5000);
+	cr_assert_null(c.evm_token);
 	config_release(&c);
 }
 
@@ -545,7 +608,11 @@ Test(config, help_text_lists_every_option)
 		"SETTLED_SIM_CONFIRM_MS", "SETTLED_SIM_FAIL_RATE", "SETTLED_STUCK_AFTER",
 		"SETTLED_HOLD_TIMEOUT", "SETTLED_JOB_BASE_DELAY", "SETTLED_JOB_MAX_DELAY",
 		"SETTLED_JOB_MAX_ATTEMPTS", "SETTLED_JOB_LEASE", "SETTLED_API_KEY_GRACE",
-		"OTEL_EXPORTER_OTLP_ENDPOINT",
+		"OTEL_EXPORTER_OTLP_ENDPOINT", "SETTLED_RAIL", "SETTLED_EVM_RPC_URLS",
+		"SETTLED_EVM_CHAIN_ID", "SETTLED_EVM_CONFIRMATIONS", "SETTLED_EVM_TOKEN",
+		"SETTLED_EVM_DECIMALS", "SETTLED_EVM_POLL_INTERVAL", "SETTLED_EVM_RPC_TIMEOUT",
+		"SETTLED_EVM_BREAKER_FAILURES", "SETTLED_EVM_BREAKER_COOLDOWN", "SETTLED_PAYOUT_RAIL",
+		"SETTLED_PAYOUT_URL", "SETTLED_PAYOUT_SECRET", "SETTLED_PAYOUT_TIMEOUT",
 		"RL_REGISTER_PER_HOUR", "RL_REGISTER_PER_DAY_WALLET", "RL_CLAIM_PER_HOUR",
 		"RL_WEBHOOK_PER_MIN", "RL_HEALTH_PER_MIN", "RL_API_PER_MIN", "RL_AUTH_FAIL_PER_MIN",
 		"SETTLED_RL_FAIL",
@@ -635,7 +702,9 @@ Test(config, describe_defaults)
 	cr_assert(json_is_null(json_object_get(j, "otel_exporter_otlp_endpoint")));
 	cr_assert(json_is_array(json_object_get(j, "cors_origins")));
 	cr_assert_str_eq(json_string_value(json_object_get(j, "job_lease")), "30s");
-	cr_assert_eq(json_object_size(j), 42);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "rail")), "sim");
+	cr_assert(json_is_null(json_object_get(j, "evm_rpc_urls")));
+	cr_assert_eq(json_object_size(j), 56);
 	json_decref(j);
 	free(raw);
 	config_release(&c);
@@ -654,9 +723,12 @@ Test(config, describe_redacts_secrets)
 		"SETTLED_STANDARD_WEBHOOK_SECRET=whsec_St4ndard",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=https://u:Ot3lPW@otel.example:4318",
 		"SETTLED_LISTEN=[::1]:9000", "SETTLED_CORS_ORIGINS=https://a.example",
-		"SETTLED_SIM_FAIL_RATE=0.5", "SETTLED_RL_FAIL=closed", "SETTLED_JOB_BASE_DELAY=1500ms");
+		"SETTLED_SIM_FAIL_RATE=0.5", "SETTLED_RL_FAIL=closed", "SETTLED_JOB_BASE_DELAY=1500ms",
+		"SETTLED_EVM_RPC_URLS=https://rpc.example/v3/RpcK3y,http://u:RpcPW@b:8545/",
+		"SETTLED_PAYOUT_URL=https://pay.example/PayK3y", "SETTLED_PAYOUT_SECRET=whsec_UGF5U2Vj");
 	static const char *const secrets[] = { "S3cretPW", "S3cretQ", "R3disPW", "AdminTok3n",
-					       "WhSecret", "Str1pe", "St4ndard", "Ot3lPW" };
+					       "WhSecret", "Str1pe", "St4ndard", "Ot3lPW",
+					       "RpcK3y", "RpcPW", "PayK3y", "UGF5U2Vj" };
 
 	load_ok(&c, env, 1, no_args);
 	j = describe(&c, &raw);
@@ -674,6 +746,9 @@ Test(config, describe_redacts_secrets)
 			 "[redacted]");
 	cr_assert_str_eq(json_string_value(json_object_get(j, "standard_webhook_secret")),
 			 "[redacted]");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "evm_rpc_urls")), "[redacted]");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "payout_url")), "[redacted]");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "payout_secret")), "[redacted]");
 	cr_assert_str_eq(json_string_value(json_object_get(j, "listen")), "[::1]:9000");
 	cr_assert_str_eq(json_string_value(
 				 json_array_get(json_object_get(j, "cors_origins"), 0)),

@@ -43,11 +43,13 @@ static int64_t script_delay(const struct rail *r)
 	return RAIL_DELAY;
 }
 
-static enum rail_result script_check(struct rail *r, const struct rail_tx *t, struct buf *why)
+static enum rail_result script_check(struct rail *r, const struct rail_tx *t, const char **reason,
+				     struct buf *why)
 {
 	struct script_rail *s = (struct script_rail *)r;
 
 	(void)t;
+	(void)reason;
 	s->calls++;
 	if (s->verdict != RAIL_CONFIRMED)
 		buf_printf(why, "scripted %s", rail_result_str(s->verdict));
@@ -59,7 +61,7 @@ static void script_free(struct rail *r)
 	(void)r;
 }
 
-static const struct rail_ops script_ops = { "script", script_delay, script_check, script_free };
+static const struct rail_ops script_ops = { "script", script_delay, script_check, NULL, script_free };
 static struct script_rail rail = { { &script_ops }, RAIL_CONFIRMED, 0 };
 
 /* ---- set-up: two registered wallets, RICH funded with 1000 ---- */
