@@ -1391,6 +1391,30 @@ static bool authenticate_throttled(struct req_ctx *rq)
 	return false;
 }
 
+/* A member the route does not declare (route.h) is refused before a limit
+ * keyed on the body is charged and before the idempotency record: a
+ * client's typo must never become a different request than it meant. */
+static bool refuse_unknown_fields(struct req_ctx *rq)
+{
+	struct buf path = BUF_INIT(rq->body.len + 64), msg = BUF_INIT(rq->body.len + 128);
+	enum st_rc rc;
+
+	if (!rq->json || (rq->route->flags & ROUTE_FOREIGN_BODY))
+		return true;
+	rc = route_unknown_field(rq->route->fields, rq->json, &path);
+	if (rc == ST_INVALID &&
+	    !buf_printf(&msg, "unknown field %s: this route does not define it", path.ptr)) {
+		resp_release(&rq->resp);
+		resp_error(&rq->resp, ST_INVALID, "unknown_field", msg.ptr,
+			   json_pack("{s:s}", "field", path.ptr));
+	} else if (rc) {
+		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+	}
+	buf_release(&msg);
+	buf_release(&path);
+	return rc == ST_OK;
+}
+
 /* Runs everything between the last body byte and the handler. */
 static enum MHD_Result dispatch(struct req_ctx *rq)
 {
@@ -1401,7 +1425,7 @@ static enum MHD_Result dispatch(struct req_ctx *rq)
 	if (rq->body_too_large)
 		return fail_now(rq, ST_TOO_LARGE, "payload_too_large", "the request body is too large");
 	if (!authenticate_throttled(rq) || !apply_rate_limits(rq, false) || !parse_body(rq) ||
-	    !apply_rate_limits(rq, true))
+	    !refuse_unknown_fields(rq) || !apply_rate_limits(rq, true))
 		return send_resp(rq);
 	if ((rq->route->flags & ROUTE_IDEMPOTENT) && !idempotency_precheck(rq))
 		return send_resp(rq);

@@ -218,3 +218,74 @@ enum st_rc route_decode(const char *in, size_t n, char *out, size_t *out_len)
 		*out_len = o;
 	return ST_OK;
 }
+
+/* ---------------------------------------------------------------- body fields */
+
+static const struct route_field *field_find(const struct route_field *fields, const char *name)
+{
+	for (const struct route_field *f = fields; f && f->name; f++)
+		if (strcmp(f->name, name) == 0)
+			return f;
+	return NULL;
+}
+
+/* Drops what was appended to path after len. */
+static void path_cut(struct buf *path, size_t len)
+{
+	if (path->len > len) {
+		path->len = len;
+		path->ptr[len] = '\0';
+	}
+}
+
+/* Recursion follows the declared shapes, never the document, so its depth
+ * is the table's (two levels today) whatever a client nests. */
+static enum st_rc unknown_in(const struct route_field *fields, const json_t *obj, struct buf *path)
+{
+	size_t mark = path->len;
+	const char *key;
+	json_t *v;
+
+	json_object_foreach ((json_t *)obj, key, v) {
+		const struct route_field *f = field_find(fields, key);
+		enum st_rc rc = ST_OK;
+
+		if (mark)
+			rc = buf_putc(path, '.');
+		if (!rc)
+			rc = buf_puts(path, key);
+		if (rc)
+			return rc;
+		if (!f)
+			return ST_INVALID;
+		if (f->members && json_is_object(v)) {
+			rc = unknown_in(f->members, v, path);
+		} else if (f->members && json_is_array(v)) {
+			size_t i, at = path->len;
+			json_t *item;
+
+			json_array_foreach (v, i, item) {
+				if (!json_is_object(item))
+					continue; /* the handler refuses a malformed item */
+				rc = buf_printf(path, "[%zu]", i);
+				if (!rc)
+					rc = unknown_in(f->members, item, path);
+				if (rc)
+					break;
+				path_cut(path, at);
+			}
+		}
+		if (rc)
+			return rc;
+		path_cut(path, mark);
+	}
+	return ST_OK;
+}
+
+enum st_rc route_unknown_field(const struct route_field *fields, const json_t *body,
+			       struct buf *path)
+{
+	if (!json_is_object(body))
+		return ST_OK;
+	return unknown_in(fields, body, path);
+}

@@ -1,5 +1,29 @@
 /* route.h — the route table: method + path template -> handler and flags.
  *
+ * Declaring a route's body fields. Every route lists the JSON members its
+ * body may carry, as its entry's last member (`fields`): a static array of
+ * struct route_field built with the macros below and ended by
+ * ROUTE_FIELDS_END. The dispatcher refuses any other member before the
+ * handler runs: 400 unknown_field with "field" naming it ("bogus",
+ * "items[2].bogus"), nothing written, no idempotency record. A member whose
+ * value has a fixed shape names that shape's own list (ROUTE_SHAPE); it
+ * applies to an object value and to every object in an array value (payout
+ * items, transfer postings). ROUTE_FIELD's value is not looked into:
+ * scalars, and free-form objects such as `metadata`. A route with no body,
+ * or whose body has no members, gives NULL (then only {} is accepted).
+ * Webhooks are the sender's format: ROUTE_FOREIGN_BODY skips the check,
+ * unknown members are ignored. Keep docs/openapi.json in step: its request
+ * schemas say additionalProperties: false and name the same members
+ * (test_openapi.py compares them). Example (routes.c):
+ *
+ *   static const struct route_field item_fields[] = {
+ *           ROUTE_FIELD("wallet"), ROUTE_FIELD("amount"), ROUTE_FIELDS_END };
+ *   static const struct route_field batch_fields[] = {
+ *           ROUTE_FIELD("reference"), ROUTE_SHAPE("items", item_fields),
+ *           ROUTE_FIELD("metadata"), ROUTE_FIELDS_END };
+ *   { "POST", "/api/v2/payouts/batch", route_payout_batch_create, flags, { limits },
+ *     batch_fields },
+ *
  * Templates are literal segments and "{name}" parameters that match one
  * non-empty segment ("/api/v2/intents/{id}"). The template string doubles
  * as the metrics label for the route, so cardinality stays bounded whatever
@@ -8,6 +32,7 @@
 #ifndef SETTLED_ROUTE_H
 #define SETTLED_ROUTE_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "buf.h"
@@ -27,7 +52,17 @@ enum {
 	ROUTE_SIGNED = 1 << 6,      /* signed body (webhooks): the handler is first called with
 	                             * req_verifying() true to check the signature, before the
 	                             * body is parsed or any limit is charged */
+	ROUTE_FOREIGN_BODY = 1 << 7, /* a third party's format (webhooks): fields not checked */
 };
+
+/* One member a request body may carry (see the top of this file). */
+struct route_field {
+	const char *name;
+	const struct route_field *members; /* a fixed shape's own list; NULL: not looked into */
+};
+#define ROUTE_FIELD(name) { (name), NULL }
+#define ROUTE_SHAPE(name, members) { (name), (members) }
+#define ROUTE_FIELDS_END { NULL, NULL }
 
 /* One rate-limit policy applied to a route, with where its key comes from. */
 enum rl_key_source { RL_KEY_NONE = 0, RL_KEY_CLIENT_IP, RL_KEY_BODY_WALLET, RL_KEY_API_KEY };
@@ -42,6 +77,7 @@ struct route {
 		int policy;     /* index into the server's policy table (enum rl_policy_id) */
 		enum rl_key_source key;
 	} limits[ROUTE_MAX_LIMITS];
+	const struct route_field *fields; /* the body's members; NULL: none allowed */
 };
 
 #define ROUTE_MAX_PARAMS 4
@@ -86,6 +122,14 @@ enum st_rc route_path_check(const char *path);
  * 0x20, or 0x7f) or a result that is not UTF-8: path parameters and query
  * values are decoded this way after matching, never before. */
 enum st_rc route_decode(const char *in, size_t n, char *out, size_t *out_len);
+
+/* Checks body's members against fields (NULL: none allowed), depth first in
+ * document order. ST_OK: all declared. ST_INVALID: path (appended to) names
+ * the first undeclared one, "bogus" or "items[2].bogus". ST_NOMEM or
+ * ST_TOO_LARGE: path could not hold it. body is borrowed; a non-object
+ * body is left to the handler (ST_OK). */
+enum st_rc route_unknown_field(const struct route_field *fields, const json_t *body,
+			       struct buf *path);
 
 /* Looks up a matched parameter by name; NULL when absent. *len_out gets its length. */
 const char *route_param(const struct route_params *params, const char *name, size_t *len_out);

@@ -15,21 +15,21 @@
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 static const struct route table[] = {
-	/*  0 */ { "GET", "/healthz", NULL, 0, { { 0 } } },
-	/*  1 */ { "GET", "/metrics", NULL, 0, { { 0 } } },
-	/*  2 */ { "POST", "/api/register", NULL, ROUTE_JSON_BODY | ROUTE_IDEMPOTENT, { { 0 } } },
-	/*  3 */ { "GET", "/api/v2/intents/{id}", NULL, ROUTE_API_KEY, { { 0 } } },
-	/*  4 */ { "POST", "/api/v2/payouts/batch", NULL, ROUTE_API_KEY | ROUTE_MONEY, { { 0 } } },
-	/*  5 */ { "POST", "/api/v2/payouts/batch/{id}/approve", NULL, ROUTE_ADMIN, { { 0 } } },
-	/*  6 */ { "GET", "/api/v2/payouts/batch/{id}", NULL, ROUTE_API_KEY, { { 0 } } },
-	/*  7 */ { "DELETE", "/api/admin/api-keys/{id}", NULL, ROUTE_ADMIN, { { 0 } } },
-	/*  8 */ { "POST", "/api/admin/api-keys/{id}/rotate", NULL, ROUTE_ADMIN, { { 0 } } },
-	/*  9 */ { "GET", "/api/admin/dlq", NULL, ROUTE_ADMIN, { { 0 } } },
-	/* 10 */ { "POST", "/api/admin/dlq/{job}/retry", NULL, ROUTE_ADMIN, { { 0 } } },
-	/* 11 */ { "DELETE", "/api/admin/dlq/{job}", NULL, ROUTE_ADMIN, { { 0 } } },
-	/* 12 */ { "GET", "/api/v2/accounts/{wallet}", NULL, ROUTE_API_KEY, { { 0 } } },
-	/* 13 */ { "POST", "/api/admin/api-keys", NULL, ROUTE_ADMIN, { { 0 } } },
-	/* 14 */ { "GET", "/t/{a}/x/{b}/{c}/{d}", NULL, 0, { { 0 } } },
+	/*  0 */ { "GET", "/healthz", NULL, 0, { { 0 } }, NULL },
+	/*  1 */ { "GET", "/metrics", NULL, 0, { { 0 } }, NULL },
+	/*  2 */ { "POST", "/api/register", NULL, ROUTE_JSON_BODY | ROUTE_IDEMPOTENT, { { 0 } }, NULL },
+	/*  3 */ { "GET", "/api/v2/intents/{id}", NULL, ROUTE_API_KEY, { { 0 } }, NULL },
+	/*  4 */ { "POST", "/api/v2/payouts/batch", NULL, ROUTE_API_KEY | ROUTE_MONEY, { { 0 } }, NULL },
+	/*  5 */ { "POST", "/api/v2/payouts/batch/{id}/approve", NULL, ROUTE_ADMIN, { { 0 } }, NULL },
+	/*  6 */ { "GET", "/api/v2/payouts/batch/{id}", NULL, ROUTE_API_KEY, { { 0 } }, NULL },
+	/*  7 */ { "DELETE", "/api/admin/api-keys/{id}", NULL, ROUTE_ADMIN, { { 0 } }, NULL },
+	/*  8 */ { "POST", "/api/admin/api-keys/{id}/rotate", NULL, ROUTE_ADMIN, { { 0 } }, NULL },
+	/*  9 */ { "GET", "/api/admin/dlq", NULL, ROUTE_ADMIN, { { 0 } }, NULL },
+	/* 10 */ { "POST", "/api/admin/dlq/{job}/retry", NULL, ROUTE_ADMIN, { { 0 } }, NULL },
+	/* 11 */ { "DELETE", "/api/admin/dlq/{job}", NULL, ROUTE_ADMIN, { { 0 } }, NULL },
+	/* 12 */ { "GET", "/api/v2/accounts/{wallet}", NULL, ROUTE_API_KEY, { { 0 } }, NULL },
+	/* 13 */ { "POST", "/api/admin/api-keys", NULL, ROUTE_ADMIN, { { 0 } }, NULL },
+	/* 14 */ { "GET", "/t/{a}/x/{b}/{c}/{d}", NULL, 0, { { 0 } }, NULL },
 };
 
 static struct buf allow;
@@ -186,12 +186,12 @@ Test(route, method_not_allowed)
 Test(route, allow_lists_every_method_once)
 {
 	static const struct route multi[] = {
-		{ "GET", "/things/{id}", NULL, 0, { { 0 } } },
-		{ "POST", "/things/special", NULL, 0, { { 0 } } },
-		{ "DELETE", "/things/{id}", NULL, 0, { { 0 } } },
-		{ "GET", "/things/special", NULL, 0, { { 0 } } },  /* GET again: no repeat */
-		{ "PATCH", "/other/{id}", NULL, 0, { { 0 } } },
-		{ "POST", "/things/{x}", NULL, 0, { { 0 } } },      /* POST again */
+		{ "GET", "/things/{id}", NULL, 0, { { 0 } }, NULL },
+		{ "POST", "/things/special", NULL, 0, { { 0 } }, NULL },
+		{ "DELETE", "/things/{id}", NULL, 0, { { 0 } }, NULL },
+		{ "GET", "/things/special", NULL, 0, { { 0 } }, NULL },  /* GET again: no repeat */
+		{ "PATCH", "/other/{id}", NULL, 0, { { 0 } }, NULL },
+		{ "POST", "/things/{x}", NULL, 0, { { 0 } }, NULL },      /* POST again */
 	};
 	const struct route *r = NULL;
 
@@ -225,8 +225,8 @@ Test(route, allow_appends_and_is_all_or_nothing)
 
 	/* a buffer too small for the list is left as it was, not truncated */
 	static const struct route multi[] = {
-		{ "GET", "/x", NULL, 0, { { 0 } } },
-		{ "POST", "/x", NULL, 0, { { 0 } } },
+		{ "GET", "/x", NULL, 0, { { 0 } }, NULL },
+		{ "POST", "/x", NULL, 0, { { 0 } }, NULL },
 	};
 	buf_init(&small, 5);
 	cr_assert_eq(buf_puts(&small, "A:"), ST_OK);
@@ -362,7 +362,7 @@ Test(route, degenerate_inputs)
 		     ROUTE_NOT_FOUND);
 	/* "//" is refused before any template is looked at, even one that
 	 * (wrongly) contains it */
-	static const struct route odd[] = { { "GET", "/x//y", NULL, 0, { { 0 } } } };
+	static const struct route odd[] = { { "GET", "/x//y", NULL, 0, { { 0 } }, NULL } };
 	cr_expect_eq(route_match(odd, 1, "GET", "/x//y", &r, &pp, &allow), ROUTE_NOT_FOUND);
 	/* found and params may be NULL */
 	cr_expect_eq(route_match(table, NELEM(table), "GET", "/api/v2/intents/9", NULL, NULL, NULL),
@@ -418,4 +418,69 @@ Test(route, match_is_raw_and_parameters_decode_after)
 	cr_expect_eq(route_decode("ab%41", 4, out, &n), ST_INVALID); /* n cuts the escape */
 	cr_expect_eq(route_decode("", 0, out, &n), ST_OK);
 	cr_expect_eq(n, 0);
+}
+
+/* ---------------------------------------------------------------- body fields */
+
+static const struct route_field t_item[] = { ROUTE_FIELD("wallet"), ROUTE_FIELD("amount"),
+					     ROUTE_FIELDS_END };
+static const struct route_field t_body[] = { ROUTE_FIELD("reference"), ROUTE_SHAPE("items", t_item),
+					     ROUTE_SHAPE("one", t_item), ROUTE_FIELD("metadata"),
+					     ROUTE_FIELDS_END };
+
+/* "ok" when every member is declared, else the named path. */
+static const char *unknown(const struct route_field *fields, const char *doc)
+{
+	static char out[256];
+	struct buf path = BUF_INIT(256);
+	json_t *j = json_loads(doc, JSON_REJECT_DUPLICATES, NULL);
+	enum st_rc rc;
+
+	cr_assert(j, "bad test JSON %s", doc);
+	rc = route_unknown_field(fields, j, &path);
+	cr_assert(rc == ST_OK || rc == ST_INVALID, "%s: rc %d", doc, rc);
+	cr_assert(rc == ST_INVALID || path.len == 0, "%s: path '%s' with rc %d", doc, path.ptr, rc);
+	snprintf(out, sizeof(out), "%s", rc == ST_OK ? "ok" : path.ptr);
+	buf_release(&path);
+	json_decref(j);
+	return out;
+}
+
+Test(route, body_fields)
+{
+	static const struct {
+		const char *doc, *want;
+	} t[] = {
+		{ "{}", "ok" },
+		{ "{\"reference\":\"r\",\"items\":[{\"wallet\":\"w\",\"amount\":\"1\"}]}", "ok" },
+		{ "{\"bogus\":1}", "bogus" },
+		{ "{\"reference\":\"r\",\"bogus\":1,\"later\":2}", "bogus" },   /* the first, in body order */
+		{ "{\"items\":[{\"wallet\":\"w\"},{\"amount\":\"1\",\"memo\":\"x\"}]}", "items[1].memo" },
+		{ "{\"items\":[1,\"x\",null,[{\"memo\":1}],{\"bad\":1}]}", "items[4].bad" }, /* non-objects: the handler's */
+		{ "{\"one\":{\"wallet\":\"w\",\"x\":{\"y\":1}}}", "one.x" },
+		{ "{\"one\":\"not an object\"}", "ok" },
+		{ "{\"metadata\":{\"anything\":{\"goes\":[1]}}}", "ok" },   /* free-form */
+		{ "{\"Reference\":\"r\"}", "Reference" },                   /* names are exact */
+		{ "{\"\":1}", "" },                                       /* an empty name is a name too */
+		{ "{\"items\":[]}", "ok" },
+	};
+
+	for (size_t i = 0; i < NELEM(t); i++)
+		cr_expect_str_eq(unknown(t_body, t[i].doc), t[i].want, "case %zu: %s", i, t[i].doc);
+	/* NULL: no member at all; a body that is no object is the handler's */
+	cr_expect_str_eq(unknown(NULL, "{}"), "ok");
+	cr_expect_str_eq(unknown(NULL, "{\"a\":1}"), "a");
+	cr_expect_str_eq(unknown(NULL, "[1]"), "ok");
+}
+
+Test(route, body_fields_path_cap)
+{
+	struct buf path = BUF_INIT(4);
+	json_t *j = json_loads("{\"longer_than_four\":1}", 0, NULL);
+
+	/* the path buffer is the caller's cap: too small is an error, not a
+	 * truncated name */
+	cr_expect_eq(route_unknown_field(t_item, j, &path), ST_TOO_LARGE);
+	buf_release(&path);
+	json_decref(j);
 }
