@@ -150,8 +150,9 @@ def _send_chunked(conn, total, chunk=256):
     head = build_request("POST", "/api/register", headers={
         "Content-Type": "application/json", "Transfer-Encoding": "chunked"})
     conn.send(head)
-    payload = b'{"wallet": "%s", "pad": "' % new_wallet().encode()
-    payload += b"x" * max(0, total - len(payload) - 2) + b'"}'
+    # padded with whitespace: a "pad" member would be 400 unknown_field
+    payload = b'{"wallet": "%s"' % new_wallet().encode()
+    payload += b" " * max(0, total - len(payload) - 1) + b"}"
     for i in range(0, len(payload), chunk):
         part = payload[i:i + chunk]
         if not conn.send(b"%x\r\n%s\r\n" % (len(part), part), ignore_reset=True):

@@ -67,12 +67,18 @@ def test_bad_wallet_is_400(server, wallet):
     {"wallet": ["0x" + "a" * 40]},
     {"wallet": {"address": "0x" + "a" * 40}},
     {"wallet": True},
-    {"Wallet": "0x" + "a" * 40},
 ])
 def test_missing_or_non_string_wallet_is_400(server, body):
     with server.unchanged():
         r = server.post("/api/register", body)
         assert_error(r, 400, "invalid_wallet", field="wallet")
+
+
+def test_a_misspelt_wallet_member_is_unknown_field(server):
+    # "Wallet" is not "wallet": the member is named, not read as missing
+    with server.unchanged():
+        r = server.post("/api/register", {"Wallet": "0x" + "a" * 40})
+        assert_error(r, 400, "unknown_field", field="Wallet")
 
 
 def test_unknown_referrer_is_404(server):
