@@ -18,7 +18,8 @@ static const struct route_field claim_record_fields[] = {
 	ROUTE_FIELD("intent_id"), ROUTE_FIELD("tx_hash"), ROUTE_FIELDS_END };
 static const struct route_field v2_claim_fields[] = {
 	ROUTE_FIELD("wallet"), ROUTE_FIELD("amount"), ROUTE_FIELD("tx_hash"), ROUTE_FIELDS_END };
-static const struct route_field apikey_create_fields[] = { ROUTE_FIELD("name"), ROUTE_FIELDS_END };
+static const struct route_field apikey_create_fields[] = {
+	ROUTE_FIELD("name"), ROUTE_FIELD("client_id"), ROUTE_FIELDS_END };
 static const struct route_field account_create_fields[] = {
 	ROUTE_FIELD("name"), ROUTE_FIELD("overdraft"), ROUTE_FIELD("metadata"), ROUTE_FIELDS_END };
 /* a transfer is postings[] or one posting's members at the top */
