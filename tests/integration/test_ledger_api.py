@@ -317,7 +317,7 @@ def test_insufficient_funds_names_the_account_and_moves_nothing(srv):
 
 @pytest.mark.parametrize("body, code, field", [
     ({"from": "a", "to": "b", "amount": "1", "bogus": 1}, "unknown_field", "bogus"),
-    ({"postings": [{"from": "a", "to": "b", "amount": "1", "x": 2}]}, "unknown_field", "x"),
+    ({"postings": [{"from": "a", "to": "b", "amount": "1", "x": 2}]}, "unknown_field", "postings[0].x"),
     ({"postings": [{"from": "a", "to": "b", "amount": "1"}], "from": "a"}, "unknown_field", "from"),
     ({"from": "a", "to": "b", "amount": "-1"}, "invalid_amount", "amount"),
     ({"from": "a", "to": "b", "amount": 5}, "invalid_amount", "amount"),
