@@ -1796,7 +1796,7 @@ static void log_request(struct req_ctx *rq, double secs, int status)
 
 	log_field_str(&f, "method", rq->method);
 	log_field_str(&f, "route", req_route(rq));
-	log_field_str(&f, "path", rq->url);
+	log_field_target(&f, "path", rq->url);
 	log_field_int(&f, "status", status);
 	log_field_fixed(&f, "duration_ms", secs * 1000.0, 3); /* to the microsecond */
 	log_field_str(&f, "client_ip", rq->client_ip);
@@ -1830,7 +1830,14 @@ static void trace_request(struct req_ctx *rq, int status)
 	if (method[0] == '_')
 		trace_span_set_str(&sp, "http.request.method_original", rq->method);
 	trace_span_set_str(&sp, "url.scheme", "http");
-	trace_span_set_str(&sp, "url.path", rq->url);
+	{
+		/* Spans leave the process like log lines: the same redaction. */
+		struct buf path = BUF_INIT(4096);
+
+		if (!log_redact_target(rq->url, &path) && path.len)
+			trace_span_set_str(&sp, "url.path", path.ptr);
+		buf_release(&path);
+	}
 	if (rq->route)
 		trace_span_set_str(&sp, "http.route", rq->route->path);
 	if (status != 499)

@@ -348,6 +348,27 @@ void log_field_str(struct buf *fields, const char *key, const char *val)
 	buf_release(&red);
 }
 
+void log_field_target(struct buf *fields, const char *key, const char *target)
+{
+	struct buf red = BUF_INIT(fields->max);
+	size_t start = fields->len;
+	struct fw w;
+
+	fw_init(&w, fields);
+	fw_key(&w, key);
+	if (!target) {
+		fw_put(&w, LIT("null"));
+	} else if (!w.rc) {
+		w.rc = log_redact_target(target, &red);
+		fw_put(&w, LIT("\""));
+		if (!w.rc)
+			fw_json(&w, red.len ? red.ptr : "", red.len);
+		fw_put(&w, LIT("\""));
+	}
+	fw_done(&w, start);
+	buf_release(&red);
+}
+
 void log_field_int(struct buf *fields, const char *key, int64_t val)
 {
 	size_t start = fields->len;

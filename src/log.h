@@ -115,6 +115,22 @@ void log_msg(const struct logger *lg, enum log_level lvl, const char *fmt, ...)
  * Returns ST_OK or the buf error. */
 enum st_rc log_redact(const char *s, struct buf *out);
 
+/* log_redact for a request target: a path as sent (percent-encoded), with
+ * or without "?query". Each path segment and each query name and value
+ * (split at '&', '=' and ';') is percent-decoded, '+' read as a space in
+ * the query, and checked on its own with the rules above; one that holds
+ * an e-mail address or a phone number is replaced as a whole:
+ *   "/x/+306912345678"                  -> "/x/[phone]"
+ *   "/u/alice%40example.com/orders"     -> "/u/[email]/orders"
+ *   "/s?tel=%2B44%2020%207946%200958"  -> "/s?tel=[phone]"
+ * Ids, wallets, tx hashes and amounts stay (the same rules keep them).
+ * A target without '%', '@' or a run of phone characters is copied as is.
+ * Appends to out; on error out is left as it was. */
+enum st_rc log_redact_target(const char *target, struct buf *out);
+
+/* log_field_str for a request target: log_redact_target, then escaped. */
+void log_field_target(struct buf *fields, const char *key, const char *target);
+
 /* log_redact without the shortcuts: both passes over the whole text, the
  * e-mail pass into an intermediate buf. The reference the unit tests hold
  * log_redact to, byte for byte; not for production use. */

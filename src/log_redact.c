@@ -11,6 +11,12 @@
  * passes with none of these shortcuts; the unit tests hold the two to the
  * same output byte for byte.
  *
+ * Request targets (log_redact_target) are split first: each path segment
+ * and query name or value is percent-decoded on its own and replaced as a
+ * whole when it holds an address or a number, since in a URL they are
+ * glued by '/' and hidden by escapes ("/x/+306912345678",
+ * "?email=bob%40example.org") where the free-text rules would not look.
+ *
  * Workload: every string a log line carries (msg and each string field)
  * passes through here, a handful per request; nothing matches in the
  * common case. */
@@ -359,6 +365,93 @@ enum st_rc log_redact_full(const char *s, struct buf *out)
 	else if (!rc)
 		rc = buf_append(out, mid.ptr, mid.len);
 	buf_release(&mid);
+	if (rc)
+		buf_truncate(out, start);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- targets */
+
+static int hex_digit(char c)
+{
+	if (is_digit(c))
+		return c - '0';
+	if ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))
+		return (c | 0x20) - 'a' + 10;
+	return -1;
+}
+
+/* What one component of a target (a path segment, a query name or value)
+ * holds once percent-decoded ('+' a space in the query): -1 nothing, else
+ * the redact_kind. Malformed escapes stay as they are. */
+static int component_pii(const char *s, size_t n, bool plus_space, struct buf *dec)
+{
+	size_t ms, me;
+
+	buf_reset(dec);
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (c == '%' && i + 2 < n && hex_digit(s[i + 1]) >= 0 && hex_digit(s[i + 2]) >= 0) {
+			c = (char)(hex_digit(s[i + 1]) << 4 | hex_digit(s[i + 2]));
+			i += 2;
+		} else if (c == '+' && plus_space) {
+			c = ' ';
+		}
+		if (buf_putc(dec, c))
+			return -1;
+	}
+	if (!dec->len)
+		return -1;
+	if (memchr(dec->ptr, '@', dec->len) && email_find(dec->ptr, dec->len, 0, &ms, &me))
+		return REDACT_EMAIL;
+	if (phone_possible(dec->ptr, dec->len) && phone_find(dec->ptr, dec->len, 0, &ms, &me))
+		return REDACT_PHONE;
+	return -1;
+}
+
+/* Appends s[0..n) split at each of seps, every piece that holds PII
+ * replaced by its label. */
+static enum st_rc redact_pieces(const char *s, size_t n, const char *seps, bool plus_space,
+				struct buf *dec, struct buf *out)
+{
+	static const char *const label[] = { "[email]", "[phone]" };
+	enum st_rc rc = ST_OK;
+
+	for (size_t i = 0; i <= n && !rc;) {
+		size_t e = i;
+		int kind;
+
+		while (e < n && !strchr(seps, s[e]))
+			e++;
+		kind = component_pii(s + i, e - i, plus_space, dec);
+		rc = kind < 0 ? buf_append(out, s + i, e - i) : buf_append(out, label[kind], 7);
+		if (!rc && e < n)
+			rc = buf_putc(out, s[e]);
+		i = e + 1;
+	}
+	return rc;
+}
+
+enum st_rc log_redact_target(const char *target, struct buf *out)
+{
+	size_t start = out->len, n = strlen(target);
+	const char *q = memchr(target, '?', n);
+	size_t pn = q ? (size_t)(q - target) : n;
+	struct buf dec = BUF_INIT(n + 1);
+	enum st_rc rc;
+
+	/* Most paths have no escape, no '@' and no run of phone characters:
+	 * copied as they are. */
+	if (!memchr(target, '%', n) && !memchr(target, '@', n) && !phone_possible(target, n))
+		return buf_append(out, target, n);
+	rc = redact_pieces(target, pn, "/", false, &dec, out);
+	if (!rc && q) {
+		rc = buf_putc(out, '?');
+		if (!rc)
+			rc = redact_pieces(q + 1, n - pn - 1, "&=;", true, &dec, out);
+	}
+	buf_release(&dec);
 	if (rc)
 		buf_truncate(out, start);
 	return rc;

@@ -11,7 +11,12 @@
  *     and parses as a JSON object whose msg is the redacted message when
  *     the message was valid UTF-8 and short enough not to be cut — whatever
  *     bytes the caller passed (log.c promises this for hostile paths,
- *     headers and ids). */
+ *     headers and ids);
+ *   - log_redact_target (request paths and query strings) never fails on
+ *     a roomy buf, leaves a target without '%', '@' or phone characters
+ *     as it was, and a planted path segment or query value holding a phone
+ *     number or an e-mail address, plain or percent-encoded, between
+ *     fuzzed segments, never survives. */
 #include <jansson.h>
 #include <stdbool.h>
 #include <sys/mman.h>
@@ -106,6 +111,52 @@ static void check_line(const char *msg, const char *val, const char *rid)
 	buf_release(&fields);
 }
 
+/* The planted target components; each decodes to a phone number or an
+ * address the rules must catch on its own. */
+static const char *const planted_segments[] = {
+	"+306912345678", "%2B306912345678", "+44%2020%207946%200958", "020%207946%200958",
+	"john.doe%40example.com", "john.doe@example.com",
+};
+static const char *const planted_values[] = {
+	"+30+691+234+5678", "%2B306912345678", "john.doe%40example.com", "555-123-4567",
+};
+
+/* a / b: fuzzed text made target-safe ('/', '?', '&', '=', ';' and '%'
+ * become '_', so the planted piece stays a component of its own). */
+static void check_target(char *a, char *b)
+{
+	struct buf t = BUF_INIT(1 << 20), out = BUF_INIT(1 << 21);
+	size_t pick = (strlen(a) + 3 * strlen(b)) % 6;
+
+	for (char *p = a; *p; p++)
+		if (strchr("/?&=;%", *p))
+			*p = '_';
+	for (char *p = b; *p; p++)
+		if (strchr("/?&=;%", *p))
+			*p = '_';
+	/* Unplanted: never fails; a target redaction cannot touch is kept. */
+	buf_puts(&t, "/");
+	buf_puts(&t, a);
+	FUZZ_CHECK(log_redact_target(t.ptr, &out) == ST_OK);
+	if (!strchr(t.ptr, '@') && !strpbrk(t.ptr, "0123456789"))
+		FUZZ_CHECK(out.len == t.len && !memcmp(out.ptr, t.ptr, t.len));
+	buf_reset(&out);
+	/* Planted in the path and in the query. */
+	buf_puts(&t, "/");
+	buf_puts(&t, planted_segments[pick]);
+	buf_puts(&t, "/");
+	buf_puts(&t, b);
+	buf_puts(&t, "?q=");
+	buf_puts(&t, planted_values[pick % 4]);
+	buf_puts(&t, "&r=");
+	buf_puts(&t, a);
+	FUZZ_CHECK(log_redact_target(t.ptr, &out) == ST_OK);
+	FUZZ_CHECK(strstr(out.ptr, "/[phone]/") || strstr(out.ptr, "/[email]/"));
+	FUZZ_CHECK(strstr(out.ptr, "?q=[phone]&r=") || strstr(out.ptr, "?q=[email]&r="));
+	buf_release(&t);
+	buf_release(&out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *s = fuzz_strndup(data, size);
@@ -119,6 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_redact(parts[0]);
 	check_line(parts[0], parts[1], parts[2][0] ? parts[2] : NULL);
 	check_planted(parts[3], parts[0]);
+	check_target(parts[1], parts[2]);
 	free(s);
 	return 0;
 }

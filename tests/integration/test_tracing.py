@@ -345,3 +345,15 @@ def test_tracing_off_without_endpoint(start_server):
                             what="the job's log line")
     assert done["trace_id"] == TRACE_ID and HEX16.match(done["span_id"])
     assert rows(srv, "SELECT traceparent FROM jobs") == [(f"00-{TRACE_ID}-{span_id}-01",)]
+
+
+def test_pii_in_the_path_is_masked_in_the_span(start_server, otlp):
+    """url.path leaves the process like a log line: the same redaction."""
+    srv = start_server(env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url})
+    r = srv.get("/x/+306912345678", headers={"traceparent": TRACEPARENT})
+    assert r.status == 404, r
+    span_id = TRACEPARENT_RE.match(r.headers["traceparent"]).group(3)
+    sp = wait_until(lambda: [s for s in otlp.spans() if s["spanId"] == span_id], timeout=10,
+                    what="the request span")[0]
+    assert attrs(sp)["url.path"] == "/x/[phone]", attrs(sp)
+    assert "306912345678" not in json.dumps(otlp.spans())

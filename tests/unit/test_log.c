@@ -927,3 +927,81 @@ Test(log_buffer, flusher_sleeps_while_idle)
 	cr_assert_leq(s1 - s0, 1, "the idle flusher woke up %ld times", s1 - s0);
 	log_buffer_stop(&lg);
 }
+
+static void check_target(const char *in, const char *want)
+{
+	struct buf out = BUF_INIT(1 << 16);
+
+	cr_assert_eq(log_redact_target(in, &out), ST_OK, "%s", in);
+	cr_expect_str_eq(out.len ? out.ptr : "", want, "%s", in);
+	buf_release(&out);
+}
+
+/* Paths and query strings: PII glued by '/' or hidden by escapes. */
+Test(log, redact_targets_phones)
+{
+	/* E.164, with and without escapes and separators */
+	check_target("/x/+306912345678", "/x/[phone]");
+	check_target("/x/%2B306912345678", "/x/[phone]");
+	check_target("/users/+44%2020%207946%200958/orders", "/users/[phone]/orders");
+	check_target("/users/%2B1-555-123-4567", "/users/[phone]");
+	check_target("/c/tel:+306912345678", "/c/[phone]");
+	/* national formats with spaces, dashes, dots, parentheses */
+	check_target("/lookup/020%207946%200958", "/lookup/[phone]");
+	check_target("/lookup/555-123-4567", "/lookup/[phone]");
+	check_target("/lookup/555.123.4567/x", "/lookup/[phone]/x");
+	check_target("/lookup/(555)%20123-4567", "/lookup/[phone]");
+	check_target("/lookup/691%20234%205678", "/lookup/[phone]");
+	/* in the query: '+' is a space there */
+	check_target("/search?phone=%2B306912345678&limit=10", "/search?phone=[phone]&limit=10");
+	check_target("/search?phone=+30+691+234+5678", "/search?phone=[phone]");
+	check_target("/search?tel=691-234-5678;x=1", "/search?tel=[phone];x=1");
+	check_target("/search?%2B306912345678", "/search?[phone]");
+}
+
+Test(log, redact_targets_emails)
+{
+	check_target("/u/alice@example.com", "/u/[email]");
+	check_target("/u/alice%40example.com/orders", "/u/[email]/orders");
+	check_target("/u/ALICE%40Example.CO.UK", "/u/[email]");
+	check_target("/u/first.last%2Btag%40sub.example.org", "/u/[email]");
+	check_target("/search?email=bob%40example.org&after=12", "/search?email=[email]&after=12");
+	check_target("/search?q=mail+bob%40example.org+now", "/search?q=[email]");
+	check_target("/search?email%40example.com=1", "/search?[email]=1");
+}
+
+/* What a path of settled is made of stays readable. */
+Test(log, redact_targets_keep_ids_wallets_hashes_amounts)
+{
+	static const char *const keep[] = {
+		"/healthz",
+		"/api/v2/accounts/0x52908400098527886E0F7030069857D2E4169EE7",
+		"/api/v2/accounts/treasury",
+		"/api/v2/intents/int_01a24d2d6253eb5b6f036496",
+		"/api/claim/record/0x88df016429689c079f3b2f6ad39fa052532c56795b733da78a91ebe6a713944b",
+		"/api/v2/holds/hold_5f1c0a/capture",
+		"/api/v2/ledger/transactions?account=treasury&after=1234567890&limit=100",
+		"/api/v2/payouts/batch/pb_20261206/approve",
+		"/api/admin/api-keys/key_3f9a1c2e/rotate",
+		"/api/admin/dlq/123456789/retry",
+		"/amount/100000000",
+		"/x?amount=123456789012&ts=2026-12-06T21:00:00Z",
+		"/x/550e8400-e29b-41d4-a716-446655440000",
+		"/x?ip=192.168.100.200&d=2026-12-06",
+		"/api/v2/accounts/tre%61sury",
+		"/x/%zz/%4",
+		"/", "", "?", "/a//b?&&==",
+	};
+
+	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+		check_target(keep[i], keep[i]);
+}
+
+Test(log, field_target_redacts_and_escapes)
+{
+	struct buf f = BUF_INIT(4096);
+
+	log_field_target(&f, "path", "/x/+306912345678/\"q\"");
+	cr_expect_str_eq(f.ptr, ",\"path\":\"/x/[phone]/\\\"q\\\"\"");
+	buf_release(&f);
+}
