@@ -19,6 +19,27 @@ static const char *const intent_status_names[6] = { "PENDING", "LOCKED", "SUBMIT
 static const char *const job_state_names[4] = { "available", "running", "completed", "dead" };
 static const char *const hold_status_names[4] = { "pending", "captured", "released", "expired" };
 
+/* Holds whose postings break "captured once": a captured hold without
+ * exactly one capture transaction taking 1 .. its amount from its
+ * account, or another hold with one. */
+#define HOLDS_POSTED_WRONG                                                                       \
+	"FROM holds h LEFT JOIN ("                                                               \
+	" SELECT t.hold_id, count(DISTINCT t.id) AS n,"                                          \
+	"  sum(CASE WHEN e.account_id = hh.account_id THEN"                                      \
+	"   CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END ELSE 0 END) AS net"   \
+	" FROM ledger_tx t JOIN holds hh ON hh.id = t.hold_id"                                   \
+	" JOIN ledger_entries e ON e.tx_id = t.id GROUP BY t.hold_id) p ON p.hold_id = h.id"    \
+	" WHERE (h.status = 'captured' AND (coalesce(p.n, 0) <> 1 OR p.net < 1 OR p.net > h.amount))" \
+	" OR (h.status <> 'captured' AND coalesce(p.n, 0) <> 0)"
+
+/* Pending holds past their expiry by more than the grace ($1 = the
+ * cut-off): a client's, or a PENDING intent's (an intent further on waits
+ * for the stuck-intent sweep, not for its hold's timeout). */
+#define HOLDS_OVERDUE                                                                            \
+	"FROM holds h LEFT JOIN intents i ON i.id = h.intent_id"                                 \
+	" WHERE h.status = 'pending' AND h.expires_at IS NOT NULL AND h.expires_at <= $1"        \
+	" AND (h.intent_id IS NULL OR i.status = 'PENDING')"
+
 /* One row of integers: out[0..ncols) (0 for SQL NULL). */
 static enum st_rc query_ints(struct tx *tx, const char *sql, int n, const struct st_val *params,
 			     int64_t *out, int ncols)
@@ -102,15 +123,17 @@ static const char *const example_sql[RC_NAMED_CHECKS] = {
 	[RC_NO_STUCK_INTENTS] =
 		"SELECT id FROM intents WHERE status IN ('LOCKED', 'SUBMITTED') AND updated_at <= $1"
 		" ORDER BY id LIMIT 10",
+	[RC_HOLDS_RESOLVED_ONCE] = "SELECT h.id " HOLDS_POSTED_WRONG " ORDER BY h.id LIMIT 10",
+	[RC_NO_OVERDUE_HOLDS] = "SELECT h.id " HOLDS_OVERDUE " ORDER BY h.id LIMIT 10",
 };
 
 static enum st_rc query_examples(struct tx *tx, enum reconcile_check c, int64_t stuck_cutoff,
-				 struct reconcile_examples *out)
+				 int64_t hold_cutoff, struct reconcile_examples *out)
 {
 	struct st_rows *rows = NULL;
-	const struct st_val cutoff = SV_I(stuck_cutoff);
-	enum st_rc rc = tx_query(tx, example_sql[c], c == RC_NO_STUCK_INTENTS ? 1 : 0,
-				 c == RC_NO_STUCK_INTENTS ? &cutoff : NULL, &rows);
+	const struct st_val cutoff = SV_I(c == RC_NO_OVERDUE_HOLDS ? hold_cutoff : stuck_cutoff);
+	bool param = c == RC_NO_STUCK_INTENTS || c == RC_NO_OVERDUE_HOLDS;
+	enum st_rc rc = tx_query(tx, example_sql[c], param ? 1 : 0, param ? &cutoff : NULL, &rows);
 
 	if (rc)
 		return rc;
@@ -141,6 +164,10 @@ static bool check_failed(const struct reconcile_report *r, enum reconcile_check 
 		return r->settled_posting_mismatches != 0;
 	case RC_NO_STUCK_INTENTS:
 		return r->stuck_locked + r->stuck_submitted != 0;
+	case RC_HOLDS_RESOLVED_ONCE:
+		return r->hold_posting_mismatches != 0;
+	case RC_NO_OVERDUE_HOLDS:
+		return r->overdue_holds != 0;
 	case RC_NAMED_CHECKS:
 		break;
 	}
@@ -260,24 +287,13 @@ enum st_rc reconcile_run(struct tx *tx, int64_t stuck_after_ms, struct reconcile
 
 	/* Every hold resolved once: a captured hold has exactly one posting,
 	 * which took 1 .. its amount from its account; other holds none. */
-	rc = query_ints(tx,
-			"SELECT count(*) FROM holds h LEFT JOIN ("
-			" SELECT t.hold_id, count(DISTINCT t.id) AS n,"
-			"  sum(CASE WHEN e.account_id = hh.account_id THEN"
-			"   CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END ELSE 0 END) AS net"
-			" FROM ledger_tx t JOIN holds hh ON hh.id = t.hold_id"
-			" JOIN ledger_entries e ON e.tx_id = t.id GROUP BY t.hold_id) p ON p.hold_id = h.id"
-			" WHERE (h.status = 'captured' AND (coalesce(p.n, 0) <> 1 OR p.net < 1 OR p.net > h.amount))"
-			" OR (h.status <> 'captured' AND coalesce(p.n, 0) <> 0)",
-			ST_NOARGS, &r.hold_posting_mismatches, 1);
+	rc = query_ints(tx, "SELECT count(*) " HOLDS_POSTED_WRONG, ST_NOARGS,
+			&r.hold_posting_mismatches, 1);
 	if (rc)
 		return rc;
 	/* Pending past expiry for long: the sweep is not running. Holds of
 	 * intents past PENDING wait for the stuck-intent sweep instead. */
-	rc = query_ints(tx,
-			"SELECT count(*) FROM holds h LEFT JOIN intents i ON i.id = h.intent_id"
-			" WHERE h.status = 'pending' AND h.expires_at IS NOT NULL AND h.expires_at <= $1"
-			" AND (h.intent_id IS NULL OR i.status = 'PENDING')",
+	rc = query_ints(tx, "SELECT count(*) " HOLDS_OVERDUE,
 			ST_ARGS(SV_I(r.ran_at - RECONCILE_HOLD_GRACE_MS)), &r.overdue_holds, 1);
 	if (rc)
 		return rc;
@@ -302,7 +318,8 @@ enum st_rc reconcile_run(struct tx *tx, int64_t stuck_after_ms, struct reconcile
 	for (int c = 0; c < RC_NAMED_CHECKS; c++) {
 		if (!check_failed(&r, (enum reconcile_check)c))
 			continue;
-		rc = query_examples(tx, (enum reconcile_check)c, r.ran_at - stuck_after_ms, &r.examples[c]);
+		rc = query_examples(tx, (enum reconcile_check)c, r.ran_at - stuck_after_ms,
+				    r.ran_at - RECONCILE_HOLD_GRACE_MS, &r.examples[c]);
 		if (rc)
 			return rc;
 	}
@@ -414,10 +431,10 @@ json_t *reconcile_report_json(const struct reconcile_report *r)
 				(json_int_t)r->stuck_submitted, "stuck_after_ms",
 				(json_int_t)r->stuck_after_ms)),
 		"holds_resolved_once",
-		check(!r->hold_posting_mismatches,
+		named_check(r, RC_HOLDS_RESOLVED_ONCE,
 		      json_pack("{s:I}", "mismatched_holds", (json_int_t)r->hold_posting_mismatches)),
 		"no_overdue_holds",
-		check(!r->overdue_holds,
+		named_check(r, RC_NO_OVERDUE_HOLDS,
 		      json_pack("{s:I, s:I}", "overdue_holds", (json_int_t)r->overdue_holds, "grace_ms",
 				(json_int_t)RECONCILE_HOLD_GRACE_MS)));
 	intents = json_object();

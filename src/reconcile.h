@@ -61,6 +61,8 @@ enum reconcile_check {
 	RC_HOLDS_MATCH_INTENTS,       /* intent ids, then hold ids of pending holds of closed intents */
 	RC_SETTLED_POSTED_ONCE,       /* intent ids */
 	RC_NO_STUCK_INTENTS,          /* intent ids */
+	RC_HOLDS_RESOLVED_ONCE,       /* hold ids */
+	RC_NO_OVERDUE_HOLDS,          /* hold ids */
 	RC_NAMED_CHECKS
 };
 struct reconcile_examples {

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "ops" / "alerts.yml"
 CHECKS = ("transactions_balanced", "global_sum_zero", "balances_match_entries",
           "held_matches_holds", "no_overdraft", "holds_match_intents",
-          "settled_claims_posted_once", "no_stuck_intents")
+          "settled_claims_posted_once", "no_stuck_intents", "holds_resolved_once",
+          "no_overdue_holds")
 
 
 # --------------------------------------------------------------------------
@@ -239,6 +240,14 @@ def case_no_stuck_intents(s):
             ["no_stuck_intents"], [f"'{s['submitted']}'"], {})
 
 
+def case_holds_resolved_once(s):
+    # The settled claim's capture no longer names its hold: a captured hold
+    # without its one posting (the intent's own posting still says SETTLED).
+    hold = f"SELECT hold_id FROM intents WHERE id = '{s['settled']}'"
+    return ([f"UPDATE ledger_tx SET hold_id = NULL WHERE hold_id = ({hold})"],
+            ["holds_resolved_once"], [hold], {})
+
+
 CASES = {
     "transactions_balanced": (case_transactions_balanced, {}),
     "global_sum_zero": (case_global_sum_zero, {}),
@@ -247,6 +256,7 @@ CASES = {
     "no_overdraft": (case_no_overdraft, {}),
     "holds_match_intents": (case_holds_match_intents, {}),
     "settled_claims_posted_once": (case_settled_claims_posted_once, {}),
+    "holds_resolved_once": (case_holds_resolved_once, {}),
     # The rail never confirms and nothing counts as stuck for an hour, so
     # only the tampered intent is (the sweeper, on the same cut-off, would
     # move it next, which is why reconciliation runs right after).
