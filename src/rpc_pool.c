@@ -509,10 +509,35 @@ json_t *rpc_pool_health(struct rpc_pool *p)
 	return out;
 }
 
+static const char *const req_labels[] = { "provider", "method", "result" };
+static const char *const prov_labels[] = { "provider" };
+
+static struct metric_family *requests_family(struct metrics *m)
+{
+	return metrics_counter(m, "settled_rpc_requests_total",
+			       "JSON-RPC requests to the evm rail's providers, by result.", 3, req_labels);
+}
+
+static struct metric_family *up_family(struct metrics *m)
+{
+	return metrics_gauge(m, "settled_rpc_provider_up",
+			     "1 when the provider is usable (circuit not open, right chain).", 1,
+			     prov_labels);
+}
+
+static struct metric_family *duration_family(struct metrics *m)
+{
+	return metrics_histogram(m, "settled_rpc_request_duration_seconds",
+				 "Duration of JSON-RPC HTTP requests, by provider.", 1, prov_labels, NULL, 0);
+}
+
+enum st_rc rpc_pool_register_metrics(struct metrics *m)
+{
+	return requests_family(m) && up_family(m) && duration_family(m) ? ST_OK : ST_NOMEM;
+}
+
 enum st_rc rpc_pool_new(const struct rpc_pool_opts *o, struct rpc_pool **out, struct buf *err)
 {
-	static const char *const req_labels[] = { "provider", "method", "result" };
-	static const char *const prov_labels[] = { "provider" };
 	struct rpc_pool *p;
 	struct metric_family *up = NULL, *dur = NULL;
 
@@ -542,15 +567,9 @@ enum st_rc rpc_pool_new(const struct rpc_pool_opts *o, struct rpc_pool **out, st
 	if (!p->headers)
 		goto nomem;
 	if (o->metrics) {
-		p->requests = metrics_counter(o->metrics, "settled_rpc_requests_total",
-					      "JSON-RPC requests to the evm rail's providers, by result.",
-					      3, req_labels);
-		up = metrics_gauge(o->metrics, "settled_rpc_provider_up",
-				   "1 when the provider is usable (circuit not open, right chain).", 1,
-				   prov_labels);
-		dur = metrics_histogram(o->metrics, "settled_rpc_request_duration_seconds",
-					"Duration of JSON-RPC HTTP requests, by provider.", 1, prov_labels,
-					NULL, 0);
+		p->requests = requests_family(o->metrics);
+		up = up_family(o->metrics);
+		dur = duration_family(o->metrics);
 		if (!p->requests || !up || !dur)
 			goto nomem;
 	}

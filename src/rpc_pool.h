@@ -58,6 +58,10 @@ struct rpc_pool_opts {
 /* Checks an answer's shape: true when it is what the caller asked for. */
 typedef bool rpc_valid_fn(const json_t *answer, void *arg);
 
+/* Registers settled_rpc_requests_total, settled_rpc_request_duration_seconds
+ * and settled_rpc_provider_up in m (idempotent). ST_NOMEM on failure. */
+enum st_rc rpc_pool_register_metrics(struct metrics *m);
+
 enum st_rc rpc_pool_new(const struct rpc_pool_opts *o, struct rpc_pool **out, struct buf *err);
 void rpc_pool_free(struct rpc_pool *p); /* accepts NULL */
 

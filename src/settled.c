@@ -3,6 +3,7 @@
 
 #include <time.h>
 
+#include "rpc_pool.h"
 #include "banned.h"
 
 int64_t settled_now_ms(const struct settled *app)
@@ -178,5 +179,7 @@ enum st_rc settled_metrics_init(struct settled_metrics *m, struct metrics *reg)
 		return ST_NOMEM;
 	if (settled_store_metrics_init(m, reg))
 		return ST_NOMEM;
-	return ST_OK;
+	/* The evm rail's families exist (empty) with any rail, so dashboards
+	 * and alerts see them; rpc_pool_new finds them by name. */
+	return rpc_pool_register_metrics(reg);
 }

@@ -19,7 +19,8 @@ import time
 import pytest
 
 import evmchain
-from conftest import (ADMIN_TOKEN, find_samples, new_wallet, parse_metrics, wait_until)
+from conftest import (ADMIN_TOKEN, concurrent_requests, find_samples, new_wallet, only_responses,
+                      parse_metrics, wait_until)
 
 pytestmark = pytest.mark.skipif(not evmchain.have_node(), reason="node/npm not installed")
 
@@ -370,3 +371,27 @@ def test_all_providers_down_degrades_the_rail_not_readiness(start_server, chain,
     assert final(srv, iid, timeout=60)["status"] == "SETTLED"
     assert srv.get("/health/ready").json["checks"]["rail"]["status"] == "ok"
     assert_no_url_in_logs(srv)
+
+
+def test_one_tx_hash_one_intent_under_concurrent_records(start_server, chain, native_env):
+    """Eight intents race to record one real hash: exactly one is accepted
+    (UNIQUE(intents.tx_hash), the same on both backends and for every
+    instance sharing the store), and it is the one that settles."""
+    srv = start(start_server, base_env(chain, [chain.url], **native_env))
+    w = new_wallet()
+    assert srv.register(w).status == 201
+    fund(srv, w, 8 * 250)
+    ids = []
+    for _ in range(8):
+        r = srv.post("/api/claim/prepare", {"wallet": w, "amount": "250"})
+        assert r.status == 201, r
+        ids.append(r.json["id"])
+    h = chain.pay_native(w, 250 * GWEI)
+    results = concurrent_requests(srv.port, [
+        {"method": "POST", "path": "/api/claim/record",
+         "json_body": {"intent_id": i, "tx_hash": h}} for i in ids])
+    statuses = sorted(r.status for r in only_responses(results))
+    assert statuses == [200] + [409] * 7, statuses
+    winner = next(i for i, r in zip(ids, results) if r.status == 200)
+    assert final(srv, winner)["status"] == "SETTLED"
+    assert sum(intent(srv, i)["status"] == "PENDING" for i in ids) == 7
