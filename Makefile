@@ -202,11 +202,16 @@ bench: deps settled
 	$(WITH_SERVICES) ops/bench
 
 # SIGKILL under load, then the invariants (ops/chaos): 25 kills over 90 s on
-# SQLite, then on PostgreSQL (+ Redis) from tests/with-services. A short run
+# SQLite, then on PostgreSQL (+ Redis) from tests/with-services; then the
+# faults beneath the server: PostgreSQL crashed (pg_ctl -m immediate) and
+# Redis killed 8 times each, and 25 link faults through the fault proxy. A short run
 # (3 kills) is part of the integration suite. CHAOS_ARGS="--seed 7 -v".
 chaos: deps settled
 	ops/chaos --backend sqlite $(CHAOS_ARGS)
 	$(WITH_SERVICES) ops/chaos --backend pg $(CHAOS_ARGS)
+	$(WITH_SERVICES) ops/chaos --backend pg --fault pg-crash --kills 8 $(CHAOS_ARGS)
+	$(WITH_SERVICES) ops/chaos --backend pg --fault redis-kill --kills 8 $(CHAOS_ARGS)
+	$(WITH_SERVICES) ops/chaos --backend pg --fault proxy $(CHAOS_ARGS)
 
 # Fuzzing with libFuzzer (clang): tests/fuzz/fuzz_<name>.c, each linked with
 # an instrumented (ASan + UBSan + coverage) build of src/ in build-fuzz/.
