@@ -489,13 +489,14 @@ enum st_rc rpc_pool_call(struct rpc_pool *p, const char *method, json_t *req,
 json_t *rpc_pool_health(struct rpc_pool *p)
 {
 	json_t *list = json_array(), *out;
-	int64_t now = mono_ms();
 	int up = 0;
 
 	pthread_mutex_lock(&p->mu);
 	for (size_t i = 0; i < p->n; i++) {
 		const struct provider *v = &p->prov[i];
-		bool u = v->chain != CHAIN_WRONG && (v->br != BR_OPEN || usable_now(p, v, now));
+		/* As settled_rpc_provider_up: an open circuit is down until a
+		 * probe closes it, cool-down elapsed or not. */
+		bool u = v->chain != CHAIN_WRONG && v->br != BR_OPEN;
 
 		up += u;
 		json_array_append_new(list, json_pack("{s:s, s:b, s:s, s:i, s:s}", "provider", v->label,
