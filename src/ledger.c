@@ -535,27 +535,6 @@ enum st_rc ledger_holds_page(struct tx *tx, const char *client_id, const enum ho
 	return rc;
 }
 
-enum st_rc ledger_hold_stats(struct tx *tx, struct ledger_hold_stats *out)
-{
-	struct st_rows *rows = NULL;
-	enum st_rc rc = tx_query(tx,
-				 "SELECT status, count(*), coalesce(sum(amount), 0) FROM holds GROUP BY status",
-				 ST_NOARGS, &rows);
-
-	memset(out, 0, sizeof(*out));
-	if (rc)
-		return rc;
-	for (int i = 0; i < rows->nrows; i++) {
-		enum hold_status s = hold_status_parse(rows_text(rows, i, 0));
-
-		out->count[s] = rows_i64(rows, i, 1);
-		if (s == HOLD_PENDING)
-			out->held = rows_i64(rows, i, 2);
-	}
-	rows_free(rows);
-	return ST_OK;
-}
-
 /* ---- reads ---- */
 
 #define ENTRY_COLS \

@@ -212,14 +212,6 @@ enum st_rc ledger_holds_page(struct tx *tx, const char *client_id, const enum ho
 			     const char *after, int limit, struct ledger_hold **out, size_t *n_out,
 			     bool *more);
 
-/* Counts and sums of holds for the metrics: per status, how many; and the
- * amount currently held (pending) over all accounts. */
-struct ledger_hold_stats {
-	int64_t count[4];        /* by enum hold_status */
-	int64_t held;            /* sum of pending amounts */
-};
-enum st_rc ledger_hold_stats(struct tx *tx, struct ledger_hold_stats *out);
-
 /* ---- reads ---- */
 
 /* One entry as listed by ledger_entries_page(). */
