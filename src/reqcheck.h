@@ -1,5 +1,5 @@
 /* reqcheck.h — request checks shared by the Ledger API's routes
- * (accounts, transfers): unknown body fields, metadata, page limits.
+ * (accounts, transfers, holds): either/or body shapes, metadata, page limits.
  *
  * Each returns false when the request may go on, true when it has already
  * answered with the error (req_fail_field), so a handler writes
@@ -13,9 +13,10 @@
 #include "http.h"
 
 /* Refuses a body member not in fields (NULL-terminated) with 400
- * unknown_field naming it (SPEC section 3): a client's typo never becomes
- * a different request than intended. A body that is not an object is 400
- * invalid_body. */
+ * unknown_field naming it. The dispatcher already refuses every member a
+ * route does not declare (route.h); this is only for what the table cannot
+ * say, an either/or shape: a transfer is `postings` or one posting's
+ * members, never both. A body that is not an object is 400 invalid_body. */
 bool reqcheck_fields(struct req_ctx *rq, const json_t *body, const char *const *fields);
 
 /* Reads an optional "metadata": absent or null gives *out = NULL; a JSON

@@ -93,7 +93,6 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 
 enum st_rc route_account_create(struct req_ctx *rq)
 {
-	static const char *const fields[] = { "name", "overdraft", "metadata", NULL };
 	json_t *body = req_json(rq);
 	json_t *name = json_object_get(body, "name"), *od = json_object_get(body, "overdraft");
 	json_t *meta = json_object_get(body, "metadata");
@@ -102,8 +101,6 @@ enum st_rc route_account_create(struct req_ctx *rq)
 	if (!strcmp(req_client_id(rq), "admin"))
 		return req_fail(rq, ST_FORBIDDEN, "forbidden",
 				"accounts belong to clients: create them with the client's API key");
-	if (reqcheck_fields(rq, body, fields))
-		return ST_OK;
 	r = req_alloc(rq, sizeof(*r));
 	if (!r)
 		return ST_NOMEM;

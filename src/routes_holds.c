@@ -217,15 +217,12 @@ static bool str_field(const json_t *v, char *out, size_t max)
 
 enum st_rc route_hold_create(struct req_ctx *rq)
 {
-	static const char *const fields[] = { "from", "to", "amount", "expires_in", "metadata", NULL };
 	json_t *body = req_json(rq);
 	json_t *exp = json_object_get(body, "expires_in");
 	struct create_req *r = req_alloc(rq, sizeof(*r));
 
 	if (!r)
 		return ST_NOMEM;
-	if (reqcheck_fields(rq, body, fields))
-		return ST_OK;
 	caller_of(rq, &r->c);
 	if (!str_field(json_object_get(body, "from"), r->from, HOLD_REF_MAX))
 		return req_fail_field(rq, ST_INVALID, "invalid_account",
@@ -322,16 +319,12 @@ static enum st_rc resolve_unit(struct tx *tx, void *arg, struct resp *resp)
 
 static enum st_rc resolve_route(struct req_ctx *rq, bool capture)
 {
-	static const char *const capture_fields[] = { "amount", NULL };
-	static const char *const void_fields[] = { NULL };
 	json_t *body = req_json(rq);
 	struct resolve_req *r = req_alloc(rq, sizeof(*r));
 	const char *id = req_param(rq, "id");
 
 	if (!r)
 		return ST_NOMEM;
-	if (body && reqcheck_fields(rq, body, capture ? capture_fields : void_fields))
-		return ST_OK;
 	caller_of(rq, &r->c);
 	r->capture = capture;
 	if (!id || strlen(id) > LEDGER_ID_MAX)

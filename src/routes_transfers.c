@@ -241,7 +241,6 @@ out:
 static bool read_posting(struct req_ctx *rq, const json_t *o, const char *pre, struct posting *p,
 			 bool single)
 {
-	static const char *const fields[] = { "from", "to", "amount", NULL };
 	const json_t *from = json_object_get(o, "from"), *to = json_object_get(o, "to");
 	char field[FIELD_MAX];
 
@@ -251,8 +250,6 @@ static bool read_posting(struct req_ctx *rq, const json_t *o, const char *pre, s
 			       field);
 		return true;
 	}
-	if (!single && reqcheck_fields(rq, o, fields))
-		return true;
 	snprintf(p->from_field, sizeof(p->from_field), "%sfrom", pre);
 	snprintf(p->to_field, sizeof(p->to_field), "%sto", pre);
 	if (!json_is_string(from) || json_string_length(from) == 0 ||
