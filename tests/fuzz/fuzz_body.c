@@ -17,11 +17,18 @@
  *     the handlers' C-string uses assume) and only valid UTF-8;
  *   - it survives a dump/reload round trip unchanged;
  *   - each route's field validators accept exactly what they should
- *     (wallet and tx_hash canonical lower-case, amount 1..INT64_MAX). */
+ *     (wallet and tx_hash canonical lower-case, amount 1..INT64_MAX);
+ *   - for every route of the table, route_unknown_field() (the
+ *     dispatcher's unknown_field refusal) accepts exactly the bodies whose
+ *     members are all declared, by an independent walk of the declared
+ *     shapes; a refusal names a path that packs into the error answer. */
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "buf.h"
 #include "fuzz.h"
+#include "route.h"
+#include "routes.h"
 #include "validate.h"
 
 static void check_strings(const json_t *j, int depth)
@@ -93,6 +100,58 @@ static void check_routes(const json_t *body)
 		FUZZ_CHECK(strlen(hash) == TX_HASH_LEN);
 }
 
+/* The oracle: every member of obj declared in fields, looked up by walking
+ * the declared list for each member rather than as route.c does. */
+static bool all_declared(const struct route_field *fields, const json_t *obj)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach((json_t *)obj, key, v) {
+		const struct route_field *f = NULL;
+
+		for (size_t i = 0; fields && fields[i].name; i++)
+			if (!strcmp(fields[i].name, key))
+				f = &fields[i];
+		if (!f)
+			return false;
+		if (f->members && json_is_object(v) && !all_declared(f->members, v))
+			return false;
+		if (f->members && json_is_array(v)) {
+			for (size_t i = 0; i < json_array_size(v); i++) {
+				json_t *item = json_array_get(v, i);
+
+				if (json_is_object(item) && !all_declared(f->members, item))
+					return false;
+			}
+		}
+	}
+	return true;
+}
+
+/* http.c refuse_unknown_fields() for every route of the table. */
+static void check_fields(const json_t *body, size_t size)
+{
+	for (size_t r = 0; r < settled_nroutes; r++) {
+		const struct route_field *fields = settled_routes[r].fields;
+		struct buf path = BUF_INIT(size + 64);
+		enum st_rc rc = route_unknown_field(fields, body, &path);
+		json_t *extra;
+
+		FUZZ_CHECK(rc == ST_OK || rc == ST_INVALID);
+		FUZZ_CHECK((rc == ST_OK) == all_declared(fields, body));
+		if (rc == ST_OK) {
+			FUZZ_CHECK(path.len == 0);
+		} else {
+			FUZZ_CHECK(strlen(path.ptr) == path.len);
+			extra = json_pack("{s:s}", "field", path.ptr);
+			FUZZ_CHECK(extra != NULL);
+			json_decref(extra);
+		}
+		buf_release(&path);
+	}
+}
+
 /* What http.c parse_body() sends for a body jansson refused. */
 static void check_error_answer(const json_error_t *jerr, size_t size)
 {
@@ -141,8 +200,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(again != NULL && json_equal(j, again));
 	json_decref(again);
 	free(dumped);
-	if (json_is_object(j))
+	if (json_is_object(j)) {
 		check_routes(j);
+		check_fields(j, size);
+	}
 	json_decref(j);
 	return 0;
 }
