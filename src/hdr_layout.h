@@ -41,13 +41,29 @@ struct hdr_layout {
 	const char *start;  /* the request line's first byte */
 	const char *end;    /* one past the empty line that ends the section */
 	const char *next;   /* where the next field line must start; NULL: unknown yet */
+	const char *q;      /* the next query argument's place; NULL: no query */
+	const char *qend;   /* the query's end (the NUL that was the space) */
 	enum hdr_fault fault;
-	bool any;           /* a field was seen */
 };
 
 /* section: the request line's first byte (the method libmicrohttpd hands
  * the handler); size: MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE. */
 void hdr_layout_begin(struct hdr_layout *l, const char *section, size_t size);
+
+/* The request line (optional; before any field): the method is the
+ * section's first byte; url and version as libmicrohttpd hands them to
+ * the handler, url undecoded (http.c keeps it so). In a clean line
+ *     method NUL url [NUL(?) query] NUL(space) version
+ * lie back to back, one space apart, and the query's arguments follow each
+ * other: key [NUL(=) value], NUL(&) between. A NUL in the method, the path
+ * or the query, or a second space, breaks that (HDR_NUL / HDR_LAYOUT);
+ * after it the first field is checked against the version's end. */
+void hdr_layout_request(struct hdr_layout *l, const char *url, const char *version);
+
+/* One query argument as libmicrohttpd stored it (value NULL for "?flag"),
+ * in order, after hdr_layout_request and before the fields. */
+void hdr_layout_arg(struct hdr_layout *l, const char *key, size_t key_len, const char *value,
+		    size_t value_len);
 
 /* One header field as libmicrohttpd stored it, in arrival order. The first
  * fault found is kept; later calls then do nothing. */

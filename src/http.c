@@ -1535,10 +1535,19 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 	return MHD_YES;
 }
 
+static enum MHD_Result scan_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+				size_t key_size, const char *value, size_t value_size)
+{
+	(void)kind;
+	hdr_layout_arg(cls, key, key_size, value, value_size);
+	return MHD_YES;
+}
+
 /* Refuses, before a byte of the body is read, what libmicrohttpd 0.9.75
  * lets through (docs/internals/http-framing.md):
  *   0. what its parser hides (hdr_layout.h): a folded line, a NUL or a
- *      bare CR in a line, a line ended by a bare LF; two Authorization or
+ *      bare CR in a line (the request line too), a line ended by a bare
+ *      LF, a second space after the method; two Authorization or
  *      two Host lines, or an HTTP/1.1 request without Host (RFC 9112
  *      section 3.2: 400), which two parsers could also resolve differently;
  *   1. a body length two parsers could read differently, the setup of
@@ -1562,8 +1571,11 @@ static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD
 
 	/* The method is the section's first byte (hdr_layout.h). */
 	sc.layout_on = rq->h->layout_checks && size;
-	if (sc.layout_on)
+	if (sc.layout_on) {
 		hdr_layout_begin(&sc.layout, rq->method, size->header_size);
+		hdr_layout_request(&sc.layout, rq->url, version);
+		MHD_get_connection_values_n(rq->conn, MHD_GET_ARGUMENT_KIND, scan_arg, &sc.layout);
+	}
 	MHD_get_connection_values_n(rq->conn, MHD_HEADER_KIND, scan_header, &sc);
 	if (sc.layout_on)
 		fault = hdr_layout_end(&sc.layout);

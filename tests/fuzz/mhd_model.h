@@ -27,15 +27,22 @@ struct model {
 	size_t section;     /* bytes of request line + fields + empty line */
 	struct model_field f[MODEL_FIELDS_MAX];
 	size_t n;
+	/* the request line (parse_initial_message_line, MHD_parse_arguments_
+	 * with an unescape callback that changes nothing) */
+	const char *url, *version;
+	struct model_field arg[MODEL_FIELDS_MAX];
+	size_t nargs;
 };
 
 /* Next line from *pos: its start, the line end turned into NULs; NULL when
- * no line end is left. */
-static inline char *model_line(struct model *m, size_t *pos)
+ * no line end is left. *n (may be NULL) gets the line's length. */
+static inline char *model_line_n(struct model *m, size_t *pos, size_t *n)
 {
 	for (size_t i = *pos; i < m->len; i++) {
 		char *line = m->buf + *pos;
 
+		if (n)
+			*n = i - *pos;
 		if (m->buf[i] == '\r' && i + 1 < m->len && m->buf[i + 1] == '\n') {
 			m->buf[i] = m->buf[i + 1] = '\0';
 			*pos = i + 2;
@@ -48,6 +55,78 @@ static inline char *model_line(struct model *m, size_t *pos)
 		}
 	}
 	return NULL;
+}
+
+static inline char *model_line(struct model *m, size_t *pos)
+{
+	return model_line_n(m, pos, NULL);
+}
+
+static inline void model_arg(struct model *m, char *key, char *value)
+{
+	for (char *p = key; *p; p++)
+		if (*p == '+')
+			*p = ' ';
+	for (char *p = value; p && *p; p++)
+		if (*p == '+')
+			*p = ' ';
+	if (m->nargs < MODEL_FIELDS_MAX) {
+		m->arg[m->nargs].name = key;
+		m->arg[m->nargs].name_len = strlen(key);
+		m->arg[m->nargs].value = value;
+		m->arg[m->nargs].value_len = value ? strlen(value) : 0;
+		m->nargs++;
+	}
+}
+
+/* The request line line[0..n): method SP uri SP version, split in place. */
+static inline bool model_request_line(struct model *m, char *line, size_t n)
+{
+	char *uri = memchr(line, ' ', n), *ver, *args;
+	size_t ulen;
+
+	m->nargs = 0;
+	if (!uri || uri == line)
+		return false;
+	*uri++ = '\0';
+	while (*uri == ' ' && (size_t)(uri - line) < n)
+		uri++;
+	if ((size_t)(uri - line) == n)
+		return false;
+	ver = line + n - 1;
+	while (*ver == ' ' && ver > uri)
+		ver--;
+	while (*ver != ' ' && ver > uri)
+		ver--;
+	if (ver <= uri)
+		return false;
+	*ver = '\0';
+	m->version = ver + 1;
+	ulen = (size_t)(ver - uri);
+	args = memchr(uri, '?', ulen);
+	m->url = uri;
+	if (!args)
+		return true;
+	*args++ = '\0';
+	while (*args) {
+		char *eq = strchr(args, '='), *amp = strchr(args, '&');
+
+		if (!amp) {
+			if (eq)
+				*eq++ = '\0';
+			model_arg(m, args, eq);
+			break;
+		}
+		*amp++ = '\0';
+		if (!eq || eq >= amp) {
+			model_arg(m, args, NULL);
+		} else {
+			*eq++ = '\0';
+			model_arg(m, args, eq);
+		}
+		args = amp;
+	}
+	return true;
 }
 
 /* process_header_line: name, value start; false without a colon (C string). */
@@ -72,10 +151,12 @@ static inline bool model_parse(struct model *m)
 	size_t pos = 0;
 	char *line, *last = NULL, *value = NULL;
 
+	size_t rl;
+
 	m->top = m->len;
 	m->n = 0;
-	line = model_line(m, &pos);
-	if (!line || !*line || !memchr(line, ' ', strlen(line)))
+	line = model_line_n(m, &pos, &rl);
+	if (!line || !*line || !model_request_line(m, line, rl))
 		return false;
 	for (;;) {
 		line = model_line(m, &pos);

@@ -122,6 +122,27 @@ def test_hidden_framing_on_get_is_refused(server, line):
     assert (r.headers.get("Connection") or "").lower() == "close", r
 
 
+@pytest.mark.parametrize("line", [
+    b"GET /healthz\x00/../api/admin/dlq HTTP/1.1",   # the path is cut at the NUL
+    b"GET /api/v2/accounts/treasury\x00x HTTP/1.1",
+    b"GET /healthz?a=1\x00b HTTP/1.1",
+    b"GET /healthz?\x00a=1 HTTP/1.1",
+    b"GET\x00X /healthz HTTP/1.1",                   # the method is cut at the NUL
+    b"GET  /healthz HTTP/1.1",                       # two spaces
+], ids=param_id)
+def test_nul_or_odd_spacing_in_the_request_line_is_400(server, line):
+    r = server.raw(line + b"\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + ADMIN_TOKEN.encode()
+                   + b"\r\n\r\n", method="GET")
+    assert_error(r, 400, "invalid_header")
+    assert (r.headers.get("Connection") or "").lower() == "close", r
+
+
+@pytest.mark.parametrize("target", ["/healthz?", "/healthz?a=1&b&c=&=d&&", "/healthz?a=1=2+3&x=%41"])
+def test_odd_but_clean_queries_are_accepted(server, target):
+    r = server.raw(head(["Host: 127.0.0.1"], method="GET", path=target), method="GET")
+    assert r.status == 200, r
+
+
 def test_http10_without_host_is_accepted(server):
     r = server.raw(b"GET /healthz HTTP/1.0\r\n\r\n", method="GET")
     assert r.status == 200, r

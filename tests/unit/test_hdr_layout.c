@@ -96,3 +96,46 @@ Test(hdr_layout, names_outside_or_out_of_order_are_refused)
 	cr_assert_neq(hdr_layout_end(&l), HDR_OK);
 	cr_assert_str_eq(hdr_fault_str(HDR_FOLDED), "a folded header line (obs-fold)");
 }
+
+/* The request line walked as well: method, path and query back to back. */
+static enum hdr_fault check_line(const char *raw, size_t len)
+{
+	static char mem[8192];
+	struct model m = { .buf = mem, .len = len, .cap = sizeof(mem) };
+	struct hdr_layout l;
+
+	memcpy(mem, raw, len);
+	cr_assert(model_parse(&m), "the model refused %s", raw);
+	hdr_layout_begin(&l, m.buf, m.section);
+	hdr_layout_request(&l, m.url, m.version);
+	for (size_t i = 0; i < m.nargs; i++)
+		hdr_layout_arg(&l, m.arg[i].name, m.arg[i].name_len, m.arg[i].value, m.arg[i].value_len);
+	for (size_t i = 0; i < m.n; i++)
+		hdr_layout_field(&l, m.f[i].name, m.f[i].name_len, m.f[i].value, m.f[i].value_len);
+	return hdr_layout_end(&l);
+}
+
+#define LINE(lit) check_line(lit, sizeof(lit) - 1)
+
+Test(hdr_layout, clean_request_lines_pass)
+{
+	cr_assert_eq(LINE("GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_OK);
+	cr_assert_eq(LINE("GET /healthz HTTP/1.0\r\n\r\n"), HDR_OK);
+	cr_assert_eq(LINE("GET /h? HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_OK);
+	cr_assert_eq(LINE("GET /h?a=1&b&c=&=d&& HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_OK);
+	cr_assert_eq(LINE("GET /h?a=1=2+3&x=%41 HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_OK);
+	cr_assert_eq(LINE("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_OK);
+}
+
+Test(hdr_layout, nul_in_the_request_line_is_found)
+{
+	cr_assert_eq(LINE("GET /healthz\0/admin HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_NUL);
+	cr_assert_eq(LINE("GET /h\0x?a=1 HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_NUL);
+	cr_assert_eq(LINE("GET /h?a=1\0b HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_NUL);
+	cr_assert_eq(LINE("GET /h?\0a=1 HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_NUL);
+	cr_assert_eq(LINE("GET /h?a=1&b=2\0c HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_NUL);
+	cr_assert_eq(LINE("GET\0X /h HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_NUL);
+	cr_assert_eq(LINE("GET /h HTTP/1.1\0\r\nHost: a\r\n\r\n"), HDR_NUL);
+	cr_assert_eq(LINE("GET  /h HTTP/1.1\r\nHost: a\r\n\r\n"), HDR_LAYOUT);
+	cr_assert_eq(LINE("GET /h HTTP/1.1\nHost: a\r\n\r\n"), HDR_BARE_LF);
+}
