@@ -89,9 +89,13 @@ static enum st_rc post(struct tx *tx, const struct ledger_post *p, const char *h
 	}
 	if (tx_dialect(tx) == ST_PG) {
 		/* Entry ids must become visible in id order for keyset pages to
-		 * be stable: serialise ledger appends until commit. */
-		rc = tx_exec(tx, "SELECT pg_advisory_xact_lock($1)", ST_ARGS(SV_I(LEDGER_PG_APPEND_LOCK)),
-			     NULL);
+		 * be stable. Writers hold the append lock SHARED until commit, so
+		 * they never wait for one another; a page reader takes it
+		 * exclusively (ledger_page_begin), so it reads once no append is
+		 * in flight and none starts until it is done. Taken before the
+		 * first entry's id is drawn. */
+		rc = tx_exec(tx, "SELECT pg_advisory_xact_lock_shared($1)",
+			     ST_ARGS(SV_I(LEDGER_PG_APPEND_LOCK)), NULL);
 		if (rc)
 			return rc;
 	}
@@ -540,6 +544,25 @@ enum st_rc ledger_holds_page(struct tx *tx, const char *client_id, const enum ho
 #define ENTRY_COLS \
 	"e.id, e.tx_id, t.kind, e.account_id, a.wallet, e.direction, e.amount, e.created_at" \
 	" FROM ledger_entries e JOIN ledger_tx t ON t.id = e.tx_id JOIN accounts a ON a.id = e.account_id"
+
+enum st_rc ledger_page_begin(struct tx *tx)
+{
+	enum st_rc rc;
+
+	if (tx_dialect(tx) != ST_PG)
+		return ST_OK;
+	/* READ COMMITTED, set before any query takes the snapshot: the page's
+	 * SELECT then gets a snapshot taken AFTER the lock below is granted,
+	 * i.e. after every posting in flight committed (or rolled back). A
+	 * REPEATABLE READ snapshot would be taken at the lock statement's
+	 * start, before the wait, and miss a posting with a smaller id that
+	 * committed during it. */
+	rc = tx_exec(tx, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED", ST_NOARGS, NULL);
+	if (rc == ST_OK)
+		rc = tx_exec(tx, "SELECT pg_advisory_xact_lock($1)", ST_ARGS(SV_I(LEDGER_PG_APPEND_LOCK)),
+			     NULL);
+	return rc;
+}
 
 enum st_rc ledger_entries_page(struct tx *tx, const char *account_id, int64_t after, int limit,
 			       struct ledger_entry_row **out, size_t *n_out, bool *more)

@@ -236,6 +236,14 @@ struct ledger_entry_row {
  * lock so ids are assigned in commit order). */
 enum st_rc ledger_entries_page(struct tx *tx, const char *account_id, int64_t after, int limit,
 			       struct ledger_entry_row **out, size_t *n_out, bool *more);
+/* Call first in a read unit that pages entries (before any other query):
+ * on PostgreSQL it waits until no posting is in flight and keeps new ones
+ * out until the read ends (ledger_post holds the same lock shared), and
+ * switches the read to READ COMMITTED so its snapshot is taken after the
+ * wait. Then every entry with an id below the page's last is visible, and
+ * a later page never finds one it skipped. A no-op on SQLite (one writer). */
+enum st_rc ledger_page_begin(struct tx *tx);
+
 /* As ledger_entries_page for a client: owner (a client id) with
  * account_id NULL lists the entries of owner's accounts only (the filter is
  * in the SQL); with account_id (which the caller resolved with

@@ -94,6 +94,9 @@ static enum st_rc page_read_unit(struct tx *tx, void *arg)
 	const char *account_id = NULL;
 	enum st_rc rc;
 
+	rc = ledger_page_begin(tx);
+	if (rc)
+		return rc;
 	if (r->account) {
 		rc = find_account(tx, r->caller, r->account, &a);
 		if (rc)

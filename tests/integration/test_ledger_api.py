@@ -416,3 +416,60 @@ def test_ledger_entries_are_the_callers(srv):
     every = srv.get("/api/v2/ledger/transactions?limit=500", headers=ADMIN).json["data"]
     assert {ids[f"{a.id}/x"], ids[f"{b.id}/y"], "treasury"} <= {e["account_id"] for e in every}
     assert srv.get(f"/api/v2/ledger/transactions?account={b.id}/y", headers=ADMIN).status == 200
+
+
+# --------------------------------------------------------------------------
+# keyset pages under concurrent postings (PostgreSQL: writers share the
+# append lock, a page reader takes it alone)
+
+
+def test_a_pager_following_concurrent_transfers_skips_no_entry(srv):
+    import threading
+    c = Client(srv)
+    names = [f"p{i}" for i in range(8)]
+    for n in names:
+        c.account(n)
+        assert admin_transfer(srv, "treasury", f"{c.id}/{n}", 10 ** 6).status == 201
+    stop = threading.Event()
+    errors = []
+
+    def writer(name):
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        body = ('{"from":"%s","to":"revenue","amount":"1"}' % name).encode()
+        while not stop.is_set():
+            conn.request("POST", "/api/v2/transfers", body,
+                         {"Content-Type": "application/json", **c.h})
+            r = conn.getresponse()
+            r.read()
+            if r.status != 201:
+                errors.append(r.status)
+        conn.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    seen, after = [], 0
+    deadline = __import__("time").time() + 4
+    try:
+        while __import__("time").time() < deadline:
+            r = srv.get(f"/api/v2/ledger/transactions?after={after}&limit=50", headers=ADMIN)
+            assert r.status == 200, r
+            data = r.json["data"]
+            seen += [e["id"] for e in data]
+            if data:
+                after = data[-1]["id"]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    while True:
+        data = srv.get(f"/api/v2/ledger/transactions?after={after}&limit=500", headers=ADMIN).json["data"]
+        if not data:
+            break
+        seen += [e["id"] for e in data]
+        after = data[-1]["id"]
+    assert not errors, errors[:5]
+    every = [int(r[0]) for r in rows(srv, "SELECT id FROM ledger_entries ORDER BY id")]
+    assert seen == every, f"skipped: {sorted(set(every) - set(seen))[:10]}"
+    assert len(every) > 100

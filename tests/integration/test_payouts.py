@@ -397,7 +397,7 @@ AMOUNT = 100
 
 def n_items():
     """10,000 on the embedded store (~30 s here). On PostgreSQL every
-    settlement is its own WAL flush behind the ledger's advisory lock, so
+    settlement is its own WAL flush behind the payouts_clearing row lock, so
     10,000 take minutes on this 2-core machine: the suite runs 2,000 there
     to stay well inside CI's budget, and the full 10,000 with
     SETTLED_SLOW_TESTS=1 (figures in docs/internals/payouts.md)."""
