@@ -7,7 +7,6 @@ operator funded from the treasury (an admin hold captured into it); the
 client then reserves on it and captures to revenue or a wallet.
 """
 
-import json
 import time
 
 import pytest
