@@ -14,7 +14,8 @@
  *     fuzzed extra items that cannot be valid candidates or timestamps, is
  *     accepted (VALID when its timestamp is fresh, STALE otherwise).
  * Dates are checked against timegm(); event and payment readers must give
- * printable ids, canonical wallets, positive amounts and UTF-8 errors. */
+ * printable ids, canonical wallets (or a client account's qualified name),
+ * positive amounts and UTF-8 errors. */
 #include <ctype.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -294,8 +295,14 @@ static void mode_body(const uint8_t *data, size_t size, const char *std_id)
 				char w[WALLET_LEN + 1];
 
 				FUZZ_CHECK(pay.amount > 0);
-				FUZZ_CHECK(parse_wallet(pay.wallet, strlen(pay.wallet), w) == ST_OK &&
-					   !strcmp(w, pay.wallet));
+				/* Exactly one of a canonical wallet and a client account
+				 * "<client_id>/<name>". */
+				if (pay.account[0])
+					FUZZ_CHECK(!pay.wallet[0] && strchr(pay.account, '/') &&
+						   strlen(pay.account) <= WH_ACCOUNT_MAX);
+				else
+					FUZZ_CHECK(parse_wallet(pay.wallet, strlen(pay.wallet), w) == ST_OK &&
+						   !strcmp(w, pay.wallet));
 			} else {
 				/* Stored as the job's error and shown by the DLQ API. */
 				FUZZ_CHECK(err.len > 0 && utf8_valid(err.ptr, err.len));
