@@ -517,16 +517,25 @@ enum st_rc ledger_holds_page(struct tx *tx, const char *client_id, const enum ho
 	*more = false;
 	if (limit < 1 || limit > LEDGER_PAGE_MAX)
 		return ST_INVALID;
-	/* NULL parameters match everything: one statement serves every
-	 * filter. One row beyond the page says whether another follows. */
-	rc = tx_query(tx,
-		      "SELECT " HOLD_COLS " FROM holds"
-		      " WHERE (CAST($1 AS TEXT) IS NULL OR client_id = $1)"
-		      " AND (CAST($2 AS TEXT) IS NULL OR status = $2)"
-		      " AND id > $3 ORDER BY id LIMIT $4",
-		      ST_ARGS(SV_SOPT(client_id), state ? SV_S(hold_status_str(*state)) : SV_NULLV,
-			      SV_S(after ? after : ""), SV_I(limit + 1)),
-		      &rows);
+	/* A client's page is a range of the holds_client index; everyone's
+	 * walks the primary key. A NULL state matches every state. One row
+	 * beyond the page says whether another follows. */
+	if (client_id)
+		rc = tx_query(tx,
+			      "SELECT " HOLD_COLS " FROM holds WHERE client_id = $1"
+			      " AND (CAST($2 AS TEXT) IS NULL OR status = $2)"
+			      " AND id > $3 ORDER BY client_id, id LIMIT $4",
+			      ST_ARGS(SV_S(client_id), state ? SV_S(hold_status_str(*state)) : SV_NULLV,
+				      SV_S(after ? after : ""), SV_I(limit + 1)),
+			      &rows);
+	else
+		rc = tx_query(tx,
+			      "SELECT " HOLD_COLS " FROM holds"
+			      " WHERE (CAST($1 AS TEXT) IS NULL OR status = $1)"
+			      " AND id > $2 ORDER BY id LIMIT $3",
+			      ST_ARGS(state ? SV_S(hold_status_str(*state)) : SV_NULLV,
+				      SV_S(after ? after : ""), SV_I(limit + 1)),
+			      &rows);
 	if (rc)
 		return rc;
 	n = rows->nrows > limit ? (size_t)limit : (size_t)rows->nrows;
