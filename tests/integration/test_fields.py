@@ -10,10 +10,11 @@ ignored.
   C text, as test_openapi.py reads the route table) names exactly the
   properties of its OpenAPI request schema, which says
   additionalProperties: false, nested fixed shapes included.
-* Every operation of the document except the webhooks, sent its example
-  body (or none) plus one undeclared member, answers 400 unknown_field
-  naming it, and writes nothing. The operations come from the document, so
-  a route added later is covered once it is documented.
+* Every operation of the document except the webhooks lists 400
+  unknown_field and, sent its example body (or none) plus one undeclared
+  member, answers 400 unknown_field naming it, and writes nothing. The
+  operations come from the document, so a route added later is covered
+  once it is documented.
 * Webhooks with extra members, top-level and nested, are still accepted.
 """
 
@@ -25,7 +26,8 @@ import time
 import pytest
 
 from conftest import ADMIN_TOKEN, assert_error, new_key, new_wallet, wait_until
-from test_openapi import ROUTES_C, load_doc, parse_routes, split_top, strip_c_comments
+from test_openapi import (ROUTES_C, documented_codes, load_doc, parse_routes, split_top,
+                          strip_c_comments)
 from test_webhooks import (CB_SECRETS, ENV as WEBHOOK_ENV, PATHS as WEBHOOK_PATHS, STD_KEYS,
                            STRIPE_SECRETS, b64_hmac, hex_hmac, rfc3339)
 
@@ -132,6 +134,13 @@ def test_route_field_lists_match_the_openapi_request_schemas():
         if documented != declared:
             problems.append(f"{where}: routes.c declares {declared}, the document {documented}")
     assert not problems, "\n".join(problems)
+
+
+def test_every_operation_documents_unknown_field():
+    doc = load_doc()
+    missing = [f"{m} {p}" for m, p, op in operations()
+               if "unknown_field" not in documented_codes(doc, op).get(400, ())]
+    assert not missing, f"400 unknown_field not documented on: {missing}"
 
 
 # --------------------------------------------------------------------------
