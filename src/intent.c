@@ -460,6 +460,25 @@ void intent_count(struct metric_family *intents_total, enum intent_status status
 		metric_add(s, n);
 }
 
+static void add_to_series(void *series, int64_t n)
+{
+	metric_add(series, (double)n);
+}
+
+enum st_rc intent_count_at_commit(struct tx *tx, struct metric_family *intents_total,
+				  enum intent_status status, int64_t n)
+{
+	const char *const lv[] = { intent_status_str(status) };
+	struct metric_series *s;
+
+	if (!intents_total || n <= 0)
+		return ST_OK;
+	/* The series is looked up now: its pointer lives as long as the
+	 * registry, so the after-commit step needs nothing of the unit. */
+	s = metric_series_get(intents_total, lv);
+	return s ? tx_after_commit(tx, add_to_series, s, n) : ST_NOMEM;
+}
+
 void intent_observe(struct metric_family *intents_total, struct metric_family *duration,
 		    const struct intent *it)
 {

@@ -18,9 +18,9 @@
  * id>" for requests, "job:<job id>" for jobs, "sweeper" for the ticker.
  *
  * Metrics are not counted here: the store may still roll the unit back.
- * Callers count with intent_count() / intent_observe(): workers after
- * store_run() returned ST_OK; request units (which have no after-commit
- * hook) just before returning ST_OK, see routes_claims.c. */
+ * Callers count with intent_count() / intent_observe() after their unit
+ * committed (workers, after job_commit), or from inside a unit with
+ * intent_count_at_commit(), which the store runs after the COMMIT. */
 #ifndef SETTLED_INTENT_H
 #define SETTLED_INTENT_H
 
@@ -157,6 +157,11 @@ enum st_rc intent_history(struct tx *tx, const char *id, struct intent_transitio
 /* Metrics, for callers after their unit committed:
  * settled_intents_total{status} += n for status. */
 void intent_count(struct metric_family *intents_total, enum intent_status status, double n);
+/* The same from inside a unit: counted once its transaction has committed
+ * (tx_after_commit), never for a run that rolled back or was re-run.
+ * ST_NOMEM when it could not be registered (the unit should fail). */
+enum st_rc intent_count_at_commit(struct tx *tx, struct metric_family *intents_total,
+				  enum intent_status status, int64_t n);
 /* Counts the intent's current status once and, when it is SETTLED,
  * observes settled_settlement_duration_seconds (created -> settled). */
 void intent_observe(struct metric_family *intents_total, struct metric_family *duration,

@@ -11,10 +11,9 @@
  * invalid_transition, tx_hash_already_recorded (409); insufficient_funds
  * (422).
  *
- * Metrics are counted inside the units, just before they return ST_OK: the
- * request API has no after-commit hook, and a unit that returns ST_OK
- * commits unless the whole batch's COMMIT fails (then the client gets a
- * 503 and the count is one too high). Workers count after store_run. */
+ * Metrics are registered by the units with intent_count_at_commit: the
+ * store counts them once the unit's transaction has committed, never for a
+ * run that was rolled back or re-run. Workers count after job_commit. */
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -75,7 +74,7 @@ static enum st_rc prepare_unit(struct tx *tx, void *arg, struct resp *resp)
 	jw_time(&w, "expires_at", h.expires_at);
 	rc = resp_object_end(resp, &w, 201);
 	if (rc == ST_OK)
-		intent_observe(r->m->intents, NULL, &it);
+		rc = intent_count_at_commit(tx, r->m->intents, it.status, 1);
 	return rc;
 }
 
@@ -144,10 +143,10 @@ static enum st_rc record_unit(struct tx *tx, void *arg, struct resp *resp)
 	if (rc)
 		return rc;
 	rc = resp_json(resp, 200, present_intent(&it));
-	if (rc == ST_OK) {
-		intent_count(r->m->intents, INTENT_LOCKED, 1);
-		intent_count(r->m->intents, INTENT_SUBMITTED, 1);
-	}
+	if (rc == ST_OK)
+		rc = intent_count_at_commit(tx, r->m->intents, INTENT_LOCKED, 1);
+	if (rc == ST_OK)
+		rc = intent_count_at_commit(tx, r->m->intents, INTENT_SUBMITTED, 1);
 	return rc;
 }
 

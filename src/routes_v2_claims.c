@@ -74,12 +74,9 @@ static enum st_rc v2_claim_unit(struct tx *tx, void *arg, struct resp *resp)
 	if (rc)
 		return rc;
 	rc = resp_json(resp, 201, present_intent(&it));
-	if (rc == ST_OK) {
-		/* Counted before the commit, as the claim routes do (see there). */
-		intent_count(r->app->m.intents, INTENT_PENDING, 1);
-		intent_count(r->app->m.intents, INTENT_LOCKED, 1);
-		intent_count(r->app->m.intents, INTENT_SUBMITTED, 1);
-	}
+	/* Counted once the unit has committed (see routes_claims.c). */
+	for (enum intent_status st = INTENT_PENDING; rc == ST_OK && st <= INTENT_SUBMITTED; st++)
+		rc = intent_count_at_commit(tx, r->app->m.intents, st, 1);
 	return rc;
 }
 

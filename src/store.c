@@ -122,15 +122,18 @@ int64_t tx_now_ms(const struct tx *tx)
 enum st_rc tx_nested(struct tx *tx, store_unit_fn *fn, void *arg)
 {
 	int depth = tx->depth + 1;
+	int mark;
 	enum st_rc rc, rc2;
 
 	rc = tx->ops->savepoint(tx, depth);
 	if (rc)
 		return rc;
 	tx->depth = depth;
+	mark = tx->nafter;
 	rc = fn(tx, arg);
 	tx->depth = depth - 1;
 	if (rc) {
+		tx->nafter = mark; /* its after-commit work goes with its writes */
 		rc2 = tx->ops->rollback_to(tx, depth);
 		if (rc2)
 			return rc2;
@@ -189,4 +192,19 @@ const char *store_write_fault_str(enum store_write_fault f)
 		break;
 	}
 	return "ok";
+}
+
+enum st_rc tx_after_commit(struct tx *tx, tx_after_fn *fn, void *arg, int64_t n)
+{
+	if (tx->nafter >= TX_AFTER_MAX)
+		return ST_NOMEM;
+	tx->after[tx->nafter++] = (struct tx_after){ .fn = fn, .arg = arg, .n = n };
+	return ST_OK;
+}
+
+void tx_after_run(struct tx *tx)
+{
+	for (int i = 0; i < tx->nafter; i++)
+		tx->after[i].fn(tx->after[i].arg, tx->after[i].n);
+	tx->nafter = 0;
 }

@@ -98,8 +98,23 @@ typedef enum st_rc store_unit_fn(struct tx *tx, void *arg);
 typedef void store_done_fn(void *arg, enum st_rc rc);
 
 /* Runs fn inside a savepoint of tx: if fn fails, only its work is undone
- * and its rc is returned; the enclosing unit may go on. */
+ * (after-commit work it registered included) and its rc is returned; the
+ * enclosing unit may go on. */
 enum st_rc tx_nested(struct tx *tx, store_unit_fn *fn, void *arg);
+
+/* Work that must happen only once the unit's writes are durable: metrics,
+ * log lines about the effect, waking a worker. A unit may run more than
+ * once (PostgreSQL re-runs it after a serialization failure) and its
+ * transaction may still roll back after it returns (a failed batch COMMIT),
+ * so nothing observable may happen inside it. tx_after_commit registers
+ * fn(arg, n) to run once, on the store's thread, after the COMMIT that makes
+ * this run of the unit durable; it is dropped with the work if the unit (or
+ * the tx_nested step that registered it) rolls back, if the unit is re-run,
+ * or if the COMMIT fails. arg is borrowed until then (a unit's arg lives
+ * until its done() callback, which runs after these). ST_NOMEM when the
+ * unit registered TX_AFTER_MAX already (return it: the unit rolls back). */
+typedef void tx_after_fn(void *arg, int64_t n);
+enum st_rc tx_after_commit(struct tx *tx, tx_after_fn *fn, void *arg, int64_t n);
 
 struct store_ops {
 	const char *name;
@@ -186,6 +201,13 @@ struct tx_ops {
 	enum st_rc (*rollback_to)(struct tx *tx, int depth);
 	enum st_rc (*release)(struct tx *tx, int depth);
 };
+#define TX_AFTER_MAX 16
+struct tx_after {
+	tx_after_fn *fn;
+	void *arg;
+	int64_t n;
+};
+
 struct tx {
 	const struct tx_ops *ops;
 	enum st_dialect dialect;
@@ -194,7 +216,17 @@ struct tx {
 	bool read_only;
 	const char *trace_context; /* see tx_trace_context(); NULL when none */
 	struct randpool *rand;     /* the store's; NULL = RAND_bytes each time */
+	int nafter;                /* after-commit work registered (tx_after_commit) */
+	struct tx_after after[TX_AFTER_MAX];
 };
+
+/* Backend-private: runs and forgets tx's after-commit work (after its
+ * COMMIT succeeded), or forgets it (the transaction rolled back). */
+void tx_after_run(struct tx *tx);
+static inline void tx_after_drop(struct tx *tx)
+{
+	tx->nafter = 0;
+}
 
 /* Fills out with n random bytes for an identifier made inside a unit (from
  * the store's randpool, see randpool.h). On the impossible CSPRNG failure

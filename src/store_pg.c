@@ -1146,6 +1146,10 @@ static enum st_rc run_unit(struct pg_conn *c, struct pg_unit *u)
 					rc = ST_UNAVAILABLE;
 				}
 			}
+			/* Committed: this run's after-commit work, once. A run that
+			 * is retried or rolled back takes its work along. */
+			if (rc == ST_OK)
+				tx_after_run(&t.base);
 		} else {
 			tx_rollback(&t);
 		}

@@ -468,6 +468,12 @@ static void run_batch(struct sqlite_store *s, struct unit *batch)
 		rc = any_ok ? conn_simple(&s->writer, "COMMIT") : conn_simple(&s->writer, "ROLLBACK");
 		if (rc == ST_OK && any_ok)
 			s->writer.fault = STORE_WRITE_OK; /* a durable write: storage is back */
+		/* The units' after-commit work runs now that it is durable, before
+		 * any client hears of it; with a failed COMMIT it never happened. */
+		if (rc == ST_OK)
+			tx_after_run(&t.base);
+		else
+			tx_after_drop(&t.base);
 		if (rc) {
 			log_msg(s->base.log, LOG_ERROR, "sqlite commit failed: %s",
 				sqlite3_errmsg(s->writer.db));

@@ -956,3 +956,122 @@ PG_ONLY(read_only_server_is_unavailable_not_internal)
 	}
 	cr_assert_eq(count(NULL), 20);
 }
+
+/* ---- after-commit work ------------------------------------------------- */
+
+struct after_probe {
+	atomic_int ran;        /* callbacks run */
+	atomic_long total;     /* sum of their n */
+	int runs;              /* times the unit ran */
+	bool fail_inner;
+	bool busy_first;       /* PostgreSQL: ask for a re-run the first time */
+	const char *key;
+};
+
+static void after_count(void *arg, int64_t n)
+{
+	struct after_probe *p = arg;
+
+	atomic_fetch_add(&p->ran, 1);
+	atomic_fetch_add(&p->total, (long)n);
+}
+
+static enum st_rc after_inner(struct tx *tx, void *arg)
+{
+	struct after_probe *p = arg;
+	enum st_rc rc = tx_after_commit(tx, after_count, p, 100);
+
+	return rc ? rc : ST_NOT_FOUND; /* rolled back with its registration */
+}
+
+static enum st_rc after_unit(struct tx *tx, void *arg)
+{
+	struct after_probe *p = arg;
+	enum st_rc rc;
+
+	p->runs++;
+	rc = tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S(p->key)), NULL);
+	if (!rc)
+		rc = tx_after_commit(tx, after_count, p, 1);
+	if (!rc && p->fail_inner && tx_nested(tx, after_inner, p) != ST_NOT_FOUND)
+		rc = ST_INTERNAL;
+	if (!rc && p->busy_first && p->runs == 1)
+		return ST_BUSY;
+	return rc;
+}
+
+CONTRACT(after_commit_work_runs_once_after_commit)
+{
+	struct after_probe p = { .key = "after1", .fail_inner = true };
+
+	cr_assert_eq(store_run(S, after_unit, &p), ST_OK);
+	cr_assert_eq(atomic_load(&p.ran), 1, "the outer registration once, the nested one dropped");
+	cr_assert_eq(atomic_load(&p.total), 1);
+	cr_assert_eq(count("after1"), 1);
+}
+
+static enum st_rc after_then_fail(struct tx *tx, void *arg)
+{
+	enum st_rc rc = after_unit(tx, arg);
+
+	return rc ? rc : ST_CONFLICT;
+}
+
+CONTRACT(after_commit_work_goes_with_a_failed_unit)
+{
+	struct after_probe p = { .key = "after2" };
+
+	cr_assert_eq(store_run(S, after_then_fail, &p), ST_CONFLICT);
+	cr_assert_eq(atomic_load(&p.ran), 0);
+	cr_assert_eq(count("after2"), 0);
+}
+
+/* The unit succeeds, then the COMMIT itself fails (a deferred foreign key
+ * checked only at COMMIT): its after-commit work must not run. On SQLite
+ * this is the whole batch's COMMIT. */
+static enum st_rc after_fk_setup(struct tx *tx, void *arg)
+{
+	enum st_rc rc;
+
+	(void)arg;
+	rc = tx_exec(tx, "CREATE TABLE IF NOT EXISTS after_parent (id INTEGER PRIMARY KEY)", ST_NOARGS, NULL);
+	if (!rc)
+		rc = tx_exec(tx,
+			     "CREATE TABLE IF NOT EXISTS after_child (id INTEGER PRIMARY KEY, parent INTEGER"
+			     " REFERENCES after_parent (id) DEFERRABLE INITIALLY DEFERRED)",
+			     ST_NOARGS, NULL);
+	return rc;
+}
+
+static enum st_rc after_fk_unit(struct tx *tx, void *arg)
+{
+	enum st_rc rc = after_unit(tx, arg);
+
+	if (!rc)
+		rc = tx_exec(tx, "INSERT INTO after_child (id, parent) VALUES (1, 424242)", ST_NOARGS, NULL);
+	return rc;
+}
+
+CONTRACT(after_commit_work_goes_with_a_failed_commit)
+{
+	struct after_probe p = { .key = "after3" };
+
+	cr_assert_eq(store_run(S, after_fk_setup, NULL), ST_OK);
+	cr_assert_neq(store_run(S, after_fk_unit, &p), ST_OK, "the COMMIT must fail");
+	cr_assert_eq(p.runs, 1);
+	cr_assert_eq(atomic_load(&p.ran), 0, "work of a transaction that did not commit ran");
+	cr_assert_eq(count("after3"), 0);
+}
+
+/* PostgreSQL re-runs a unit after a serialization failure (here: the unit
+ * asks for it with ST_BUSY): only the run that committed counts. */
+PG_ONLY(after_commit_work_of_a_rerun_unit_runs_once)
+{
+	struct after_probe p = { .key = "after4", .busy_first = true };
+
+	need_backend();
+	cr_assert_eq(store_run(S, after_unit, &p), ST_OK);
+	cr_assert_eq(p.runs, 2);
+	cr_assert_eq(atomic_load(&p.ran), 1);
+	cr_assert_eq(count("after4"), 1);
+}
