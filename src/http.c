@@ -1105,7 +1105,7 @@ static void request_done(void *arg, enum st_rc rc)
 		trace_store_span(rq->h->app->tracer, &tc, rq->h->app->store->ops->name, rq->submit_ns, rc);
 	}
 
-	if (rc && !(rc == rq->handler_rc && rq->resp.status > 0 && rq->resp.status < 500)) {
+	if (rc && !(rc == rq->handler_rc && rq->resp.status >= 400 && rq->resp.status < 500)) {
 		/* Rolled back as a whole by a store failure or a 5xx from the
 		 * handler (a 4xx from the handler keeps its own answer). Keep
 		 * the handler's own 5xx answer if it made one. */

@@ -196,15 +196,29 @@ const char *store_write_fault_str(enum store_write_fault f)
 
 enum st_rc tx_after_commit(struct tx *tx, tx_after_fn *fn, void *arg, int64_t n)
 {
-	if (tx->nafter >= TX_AFTER_MAX)
-		return ST_NOMEM;
+	if (tx->nafter == tx->after_cap) {
+		int cap = tx->after_cap ? 2 * tx->after_cap : 16;
+		struct tx_after *a = cap > tx->after_cap ? realloc(tx->after, (size_t)cap * sizeof(*a)) : NULL;
+
+		if (!a)
+			return ST_NOMEM;
+		tx->after = a;
+		tx->after_cap = cap;
+	}
 	tx->after[tx->nafter++] = (struct tx_after){ .fn = fn, .arg = arg, .n = n };
 	return ST_OK;
+}
+
+void tx_after_drop(struct tx *tx)
+{
+	free(tx->after);
+	tx->after = NULL;
+	tx->nafter = tx->after_cap = 0;
 }
 
 void tx_after_run(struct tx *tx)
 {
 	for (int i = 0; i < tx->nafter; i++)
 		tx->after[i].fn(tx->after[i].arg, tx->after[i].n);
-	tx->nafter = 0;
+	tx_after_drop(tx);
 }

@@ -111,8 +111,8 @@ enum st_rc tx_nested(struct tx *tx, store_unit_fn *fn, void *arg);
  * this run of the unit durable; it is dropped with the work if the unit (or
  * the tx_nested step that registered it) rolls back, if the unit is re-run,
  * or if the COMMIT fails. arg is borrowed until then (a unit's arg lives
- * until its done() callback, which runs after these). ST_NOMEM when the
- * unit registered TX_AFTER_MAX already (return it: the unit rolls back). */
+ * until its done() callback, which runs after these). ST_NOMEM when it
+ * could not be recorded (return it: the unit rolls back). */
 typedef void tx_after_fn(void *arg, int64_t n);
 enum st_rc tx_after_commit(struct tx *tx, tx_after_fn *fn, void *arg, int64_t n);
 
@@ -201,7 +201,6 @@ struct tx_ops {
 	enum st_rc (*rollback_to)(struct tx *tx, int depth);
 	enum st_rc (*release)(struct tx *tx, int depth);
 };
-#define TX_AFTER_MAX 16
 struct tx_after {
 	tx_after_fn *fn;
 	void *arg;
@@ -216,17 +215,16 @@ struct tx {
 	bool read_only;
 	const char *trace_context; /* see tx_trace_context(); NULL when none */
 	struct randpool *rand;     /* the store's; NULL = RAND_bytes each time */
-	int nafter;                /* after-commit work registered (tx_after_commit) */
-	struct tx_after after[TX_AFTER_MAX];
+	/* After-commit work registered (tx_after_commit): on SQLite, that of
+	 * every unit of the batch. malloc'd; tx_after_run/_drop free it. */
+	struct tx_after *after;
+	int nafter, after_cap;
 };
 
 /* Backend-private: runs and forgets tx's after-commit work (after its
  * COMMIT succeeded), or forgets it (the transaction rolled back). */
 void tx_after_run(struct tx *tx);
-static inline void tx_after_drop(struct tx *tx)
-{
-	tx->nafter = 0;
-}
+void tx_after_drop(struct tx *tx);
 
 /* Fills out with n random bytes for an identifier made inside a unit (from
  * the store's randpool, see randpool.h). On the impossible CSPRNG failure

@@ -1153,6 +1153,7 @@ static enum st_rc run_unit(struct pg_conn *c, struct pg_unit *u)
 		} else {
 			tx_rollback(&t);
 		}
+		tx_after_drop(&t.base); /* a run that did not commit takes its work along */
 		if (rc == ST_BUSY && attempt < PG_UNIT_ATTEMPTS) {
 			sleep_ms(jitter_ms(&c->rng, PG_RETRY_BASE_MS << attempt));
 			continue;
@@ -1272,6 +1273,7 @@ static enum st_rc pg_read(struct store *base, store_unit_fn *fn, void *arg)
 			tx_commit(&t, NULL, 0);
 		else
 			tx_rollback(&t);
+		tx_after_drop(&t.base); /* reads have no after-commit work */
 		if (rc != ST_OK && c->drops != t.drops)
 			rc = ST_UNAVAILABLE; /* as when BEGIN found no server */
 	}

@@ -631,6 +631,7 @@ static enum st_rc sqlite_read(struct store *base, store_unit_fn *fn, void *arg)
 	if (rc == ST_OK) {
 		rc = fn(&t.base, arg);
 		conn_simple(t.conn, "COMMIT");
+		tx_after_drop(&t.base); /* reads have no after-commit work */
 	}
 
 	pthread_mutex_lock(&s->rmu);
