@@ -19,8 +19,8 @@ import time
 import pytest
 
 import evmchain
-from conftest import (ADMIN_TOKEN, concurrent_requests, find_samples, new_wallet, only_responses,
-                      parse_metrics, wait_until)
+from conftest import (ADMIN_TOKEN, TIME_FACTOR, concurrent_requests, find_samples, new_wallet,
+                      only_responses, parse_metrics, wait_until)
 
 pytestmark = pytest.mark.skipif(not evmchain.have_node(), reason="node/npm not installed")
 
@@ -305,14 +305,20 @@ def test_failover_past_a_dead_and_a_misbehaving_provider(start_server, chain, na
     the fastest, hence the healthiest, provider) and then misbehaves, rpc2
     is healthy but slower. Every claim still settles through rpc2; rpc0's
     and rpc1's circuits open; the metrics show it all."""
-    bad = proxies(chain, "ok", stall_s=3.0)
-    good = proxies(chain, "ok", delay_s=0.2)
+    # The healthy provider's extra latency must dwarf timing noise (a
+    # server under valgrind), and the timeout must stay above it.
+    delay = 0.2 * TIME_FACTOR
+    timeout = max(1.0, 0.5 * TIME_FACTOR)
+    bad = proxies(chain, "ok", stall_s=timeout + 2)
+    good = proxies(chain, "ok", delay_s=delay)
     dead = evmchain.free_port()
     urls = [f"http://user:pw@127.0.0.1:{dead}/v3/{API_KEY}",
             bad.url(f"/rpc?apikey={API_KEY}"),
             good.url(f"/v3/{API_KEY}")]
     srv = start(start_server, base_env(chain, urls, SETTLED_EVM_BREAKER_FAILURES=1,
-                                       SETTLED_EVM_BREAKER_COOLDOWN="60s", **native_env))
+                                       SETTLED_EVM_BREAKER_COOLDOWN="60s",
+                                       SETTLED_EVM_RPC_TIMEOUT=f"{int(timeout * 1000)}ms",
+                                       **native_env))
     bad.mode = fault
     ids = []
     for i in range(3):
