@@ -26,8 +26,8 @@ int64_t clock_wall_ms(void);
  * true time; only steps are ignored until the next start, and the ticker
  * exports and logs the gap (settled_clock_step_seconds). */
 struct clock_anchor {
-	int64_t wall0_ms;
-	int64_t mono0_ms;
+	int64_t wall0_ns;
+	int64_t mono0_ns;
 };
 void clock_anchor_init(struct clock_anchor *a);
 /* Now on the anchored clock; takes the anchor as void * so that it fits the
