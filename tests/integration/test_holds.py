@@ -573,3 +573,48 @@ def test_concurrent_capture_and_void_on_two_instances_resolve_once(two_instances
            for _ in range(8)]
     results = race_resolutions([a, b], ids, c.h)
     check_resolved_once(a, ids, results, name, c.q(name), 1000)
+
+
+# --------------------------------------------------------------------------
+# the dispatcher's rules apply: money-moving, v2 rate limit, rotation
+
+
+def test_every_hold_post_needs_a_key_when_keys_are_required(start_server):
+    srv = start(start_server, SETTLED_REQUIRE_IDEMPOTENCY_KEY="1")
+    c = Client(srv)
+    c.account("a")
+    r = srv.post("/api/v2/transfers", {"from": "treasury", "to": c.q("a"), "amount": "10"},
+                 headers=ADMIN, key=new_key())
+    assert r.status == 201, r
+    hid = hold(srv, {"from": "a", "to": "revenue", "amount": "5"}, headers=c.h, key=new_key()).json["id"]
+    with srv.unchanged():
+        assert_error(hold(srv, {"from": "a", "to": "revenue", "amount": "5"}, headers=c.h), 400,
+                     "idempotency_key_required")
+        assert_error(capture(srv, hid, headers=c.h), 400, "idempotency_key_required")
+        assert_error(void(srv, hid, headers=c.h), 400, "idempotency_key_required")
+    assert get_hold(srv, hid, headers=c.h).json["state"] == "PENDING"
+
+
+def test_holds_count_against_the_clients_v2_limit(start_server):
+    srv = start(start_server, RL_API_PER_MIN="3")
+    c = Client(srv)
+    for _ in range(3):
+        assert srv.get("/api/v2/holds", headers=c.h).status == 200
+    with srv.unchanged():
+        r = hold(srv, {"from": "a", "to": "revenue", "amount": "5"}, headers=c.h, key=new_key())
+    assert_error(r, 429, "rate_limited")
+    assert r.header("Retry-After")
+    # Another client has its own budget.
+    assert srv.get("/api/v2/holds", headers=Client(srv, "other").h).status == 200
+
+
+def test_a_rotated_key_keeps_its_clients_holds(srv):
+    c, name = funded_account(srv, 100)
+    hid = hold(srv, {"from": name, "to": "revenue", "amount": "30"}, headers=c.h).json["id"]
+    # The client's first key's id is its client id.
+    r = srv.post(f"/api/admin/api-keys/{c.id}/rotate", None, headers=ADMIN, key=new_key())
+    assert r.status == 201, r
+    new = bearer(r.json["key"])
+    assert get_hold(srv, hid, headers=new).status == 200
+    r = capture(srv, hid, 12, headers=new)
+    assert r.status == 200 and r.json["captured"] == "12", r
