@@ -124,20 +124,41 @@ const char *rail_result_str(enum rail_result r)
 	return "unknown";
 }
 
+/* t with traceparent set from sp: the W3C header alone, without the
+ * stored form's tracestate. */
+static void with_traceparent(const struct trace_span *sp, const struct rail_tx *t,
+			     struct rail_tx *out, char tp[TRACE_CONTEXT_MAX])
+{
+	struct trace_ctx c;
+
+	*out = *t;
+	trace_span_ctx(sp, &c);
+	trace_ctx_format(&c, tp);
+	tp[TRACE_PARENT_LEN] = '\0';
+	out->traceparent = tp;
+}
+
 enum rail_result rail_check_traced(struct rail *r, const struct trace_span *parent,
 				   const struct rail_tx *t, const char **reason, struct buf *why)
 {
 	struct trace_span sp;
+	struct rail_tx tt;
+	char tp[TRACE_CONTEXT_MAX];
 	enum rail_result v;
 
-	if (!parent || !parent->tr)
+	if (!parent || !parent->span_id[0])
 		return rail_check(r, t, reason, why);
+	if (!parent->tr) {
+		with_traceparent(parent, t, &tt, tp);
+		return rail_check(r, &tt, reason, why);
+	}
 	trace_span_child(&sp, parent, "rail.check", TRACE_CLIENT);
 	trace_span_set_str(&sp, "rpc.system", "settled.rail");
 	trace_span_set_str(&sp, "rpc.method", "check");
 	trace_span_set_str(&sp, "settled.rail.name", r->ops->name);
 	trace_span_set_str(&sp, "settled.intent_id", t->intent_id);
-	v = rail_check(r, t, reason, why);
+	with_traceparent(&sp, t, &tt, tp);
+	v = rail_check(r, &tt, reason, why);
 	trace_span_set_str(&sp, "settled.rail.result", rail_result_str(v));
 	if (v == RAIL_ERROR)
 		trace_span_set_status(&sp, TRACE_ERROR, why->len ? why->ptr : "rail error");

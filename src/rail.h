@@ -43,6 +43,10 @@ struct rail_tx {
 	int64_t amount;
 	const char *ref;        /* payouts: the item's id "<batch>:<idx>"; NULL for claims */
 	int64_t submitted_at;   /* ms since the epoch the intent was submitted (0: unknown) */
+	/* W3C traceparent of the rail.check span (or of the job's span when
+	 * tracing is off), for a rail that calls out over HTTP to send on;
+	 * set by rail_check_traced, NULL otherwise. */
+	const char *traceparent;
 };
 
 struct rail;
@@ -98,8 +102,9 @@ void rail_free(struct rail *r); /* accepts NULL */
 
 /* rail_check inside a CLIENT span "rail.check" (trace.h), a child of parent
  * (the job's span; NULL: no span), with the rail's name, the intent and
- * the verdict as attributes; RAIL_ERROR marks it failed. A real rail that
- * calls out over HTTP would pass this span on as the request's traceparent. */
+ * the verdict as attributes; RAIL_ERROR marks it failed. The rail gets the
+ * span's traceparent in t->traceparent (the job span's when tracing is
+ * off), which the http payout rail sends on. */
 enum rail_result rail_check_traced(struct rail *r, const struct trace_span *parent,
 				   const struct rail_tx *t, const char **reason, struct buf *why);
 

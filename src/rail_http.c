@@ -113,7 +113,7 @@ static enum rail_result http_check(struct rail *r, const struct rail_tx *t, cons
 {
 	struct http_rail *h = (struct http_rail *)r;
 	struct buf ans = BUF_INIT(ANSWER_MAX + 1);
-	char sig[WEBHOOK_STD_SIG_MAX], hdr[3][WEBHOOK_ID_MAX + 64], amount[24];
+	char sig[WEBHOOK_STD_SIG_MAX], hdr[4][WEBHOOK_ID_MAX + 64], amount[24];
 	const char *item = t->ref ? t->ref : t->intent_id;
 	int64_t ts = (int64_t)time(NULL);
 	struct curl_slist *headers = NULL;
@@ -137,8 +137,11 @@ static enum rail_result http_check(struct rail *r, const struct rail_tx *t, cons
 	snprintf(hdr[0], sizeof(hdr[0]), "webhook-id: %s", item);
 	snprintf(hdr[1], sizeof(hdr[1]), "webhook-timestamp: %lld", (long long)ts);
 	snprintf(hdr[2], sizeof(hdr[2]), "webhook-signature: %s", sig);
+	/* The job's trace continues at the service (W3C Trace Context). */
+	if (t->traceparent)
+		snprintf(hdr[3], sizeof(hdr[3]), "traceparent: %s", t->traceparent);
 	headers = curl_slist_append(headers, "Content-Type: application/json");
-	for (int i = 0; i < 3 && headers; i++)
+	for (int i = 0; i < (t->traceparent ? 4 : 3) && headers; i++)
 		headers = curl_slist_append(headers, hdr[i]);
 	c = headers ? handle_get(h) : NULL;
 	if (!c) {

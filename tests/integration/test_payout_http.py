@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import re
 import threading
 import time
 
@@ -54,7 +55,7 @@ class PayoutService:
                 ok = sig == f"v1,{want}" and abs(int(ts) - time.time()) < 300
                 msg = json.loads(body)
                 with svc.lock:
-                    svc.calls.append((wid, msg, ok, self.path))
+                    svc.calls.append((wid, msg, ok, self.path, self.headers.get("traceparent")))
                     script = svc.answers.get(msg["data"]["wallet"], [(200, {"paid": True})])
                     n = sum(1 for c in svc.calls if c[0] == wid)
                     status, answer = script[min(n, len(script)) - 1]
@@ -143,6 +144,11 @@ def test_items_settle_or_fail_from_the_services_answer(paying, service):
 
     out = (srv.stdout() + srv.stderr()).decode(errors="replace")
     assert URL_KEY not in out and SECRET not in out
+    # Each request continues the payout.confirm job's trace (W3C traceparent;
+    # the job's log lines carry the same trace_id).
+    tps = [c[4] for c in service.calls]
+    assert all(tp and re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", tp) for tp in tps), tps
+    assert all(f'"trace_id":"{tp[3:35]}"' in out for tp in tps)
     assert "account closed" in out, "the service's reason is logged with the job"
     samples = parse_metrics(srv.metrics())
     assert find_samples(samples, "settled_payouts_total", status="SETTLED")[0][2] == 2
