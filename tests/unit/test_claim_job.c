@@ -310,7 +310,7 @@ Test(claim_job, the_sim_rail_fails_all_or_nothing_at_the_extremes)
 {
 	struct rail *always = rail_sim_new(10, 1.0, NULL, NULL);
 	struct rail *never = rail_sim_new(10, 0.0, NULL, NULL);
-	struct rail_tx t = { "int_x", "0xabc", WALLET, 1, NULL, 0 };
+	struct rail_tx t = { .intent_id = "int_x", .tx_hash = "0xabc", .wallet = WALLET, .amount = 1 };
 	struct buf why = BUF_INIT(256);
 	const char *reason;
 
@@ -338,7 +338,7 @@ Test(claim_job, sim_rail_fraction_is_exact_with_an_even_source)
 {
 	uint64_t x = 0;
 	struct rail *r = rail_sim_new(10, 0.25, step_rand, &x);
-	struct rail_tx t = { "int_x", "0xabc", WALLET, 1, NULL, 0 };
+	struct rail_tx t = { .intent_id = "int_x", .tx_hash = "0xabc", .wallet = WALLET, .amount = 1 };
 	struct buf why = BUF_INIT(256);
 	const char *reason;
 	int fails = 0;
