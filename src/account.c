@@ -22,8 +22,13 @@ static const struct {
 	{ ACCT_PAYOUTS_CLEARING, false },
 };
 
+/* balance: the stored one plus the hot account's deltas not folded yet
+ * (migration 008; always none on SQLite and for accounts that may not go
+ * negative). */
 #define ACCOUNT_COLS \
-	"id, wallet, referrer, balance, held, created_at, may_go_negative, client_id, name, metadata"
+	"id, wallet, referrer," \
+	" balance + coalesce((SELECT sum(d.delta) FROM account_deltas d WHERE d.account_id = accounts.id), 0)," \
+	" held, created_at, may_go_negative, client_id, name, metadata"
 
 static const char *const kind_names[] = { "wallet", "system", "client" };
 

@@ -261,4 +261,14 @@ struct ledger_balance {
 };
 enum st_rc ledger_balance(struct tx *tx, const char *account_id, struct ledger_balance *out);
 
+/* Hot accounts (PostgreSQL, migration 008): a posting does not update the
+ * balance of an account that may go negative in place (that row lock
+ * serialised every writer into revenue, external, ...) but appends its net
+ * change to account_deltas; readers add the unfolded deltas (account.c,
+ * the account_balances view). This folds up to limit of the oldest deltas
+ * into accounts.balance; *folded gets how many accounts it updated. Run by
+ * the ticker; safe to run from several instances at once. A no-op on
+ * SQLite, whose single writer updates every balance in place. */
+enum st_rc ledger_fold_deltas(struct tx *tx, int limit, int64_t *folded);
+
 #endif

@@ -90,7 +90,7 @@ static const char *const example_sql[RC_NAMED_CHECKS] = {
 		"  WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.tx_id = t.id)"
 		") x ORDER BY id LIMIT 10",
 	[RC_BALANCES_MATCH_ENTRIES] =
-		"SELECT a.id FROM accounts a LEFT JOIN ("
+		"SELECT a.id FROM account_balances a LEFT JOIN ("
 		" SELECT account_id, sum(CASE WHEN direction = 'credit' THEN amount ELSE -amount END)"
 		"  AS net FROM ledger_entries GROUP BY account_id) e ON e.account_id = a.id"
 		" WHERE a.balance <> coalesce(e.net, 0) ORDER BY a.id LIMIT 10",
@@ -100,7 +100,7 @@ static const char *const example_sql[RC_NAMED_CHECKS] = {
 		" GROUP BY account_id) h ON h.account_id = a.id"
 		" WHERE a.held <> coalesce(h.held, 0) ORDER BY a.id LIMIT 10",
 	[RC_NO_OVERDRAFT] =
-		"SELECT id FROM accounts WHERE may_go_negative = 0 AND balance - held < 0"
+		"SELECT id FROM account_balances WHERE may_go_negative = 0 AND balance - held < 0"
 		" ORDER BY id LIMIT 10",
 	[RC_HOLDS_MATCH_INTENTS] =
 		"SELECT id FROM ("
@@ -205,7 +205,7 @@ enum st_rc reconcile_run(struct tx *tx, int64_t stuck_after_ms, struct reconcile
 	r.unbalanced_tx += v[0];
 
 	/* Global sums and sizes. */
-	rc = query_ints(tx, "SELECT coalesce(sum(balance), 0), count(*), coalesce(sum(held), 0) FROM accounts",
+	rc = query_ints(tx, "SELECT coalesce(sum(balance), 0), count(*), coalesce(sum(held), 0) FROM account_balances",
 			ST_NOARGS, v, 3);
 	if (rc)
 		return rc;
@@ -226,7 +226,7 @@ enum st_rc reconcile_run(struct tx *tx, int64_t stuck_after_ms, struct reconcile
 
 	/* Per account: balance == its entries, held == its pending holds. */
 	rc = query_ints(tx,
-			"SELECT count(*) FROM accounts a LEFT JOIN ("
+			"SELECT count(*) FROM account_balances a LEFT JOIN ("
 			" SELECT account_id, sum(CASE WHEN direction = 'credit' THEN amount ELSE -amount END)"
 			"  AS net FROM ledger_entries GROUP BY account_id) e ON e.account_id = a.id"
 			" WHERE a.balance <> coalesce(e.net, 0)",
@@ -241,7 +241,7 @@ enum st_rc reconcile_run(struct tx *tx, int64_t stuck_after_ms, struct reconcile
 			ST_NOARGS, &r.held_mismatches, 1);
 	if (rc)
 		return rc;
-	rc = query_ints(tx, "SELECT count(*) FROM accounts WHERE may_go_negative = 0 AND balance - held < 0",
+	rc = query_ints(tx, "SELECT count(*) FROM account_balances WHERE may_go_negative = 0 AND balance - held < 0",
 			ST_NOARGS, &r.overdrafts, 1);
 	if (rc)
 		return rc;

@@ -16,6 +16,7 @@
 #include "claim_job.h"
 #include "idempotency.h"
 #include "intent.h"
+#include "ledger.h"
 #include "log.h"
 #include "metrics.h"
 #include "queue.h"
@@ -27,9 +28,10 @@
 
 #define SWEEP_BATCH 500
 #define IDEM_SWEEP_BATCH 5000
+#define FOLD_BATCH 10000
 #define MAX_GAUGE_QUEUES 32
 
-enum task { T_LEASES = 0, T_HOLDS, T_STUCK, T_GAUGES, T_IDEM, T_PURGE, T_RECONCILE, T_COUNT };
+enum task { T_LEASES = 0, T_HOLDS, T_STUCK, T_GAUGES, T_IDEM, T_PURGE, T_RECONCILE, T_FOLD, T_COUNT };
 
 struct ticker {
 	struct settled *app;
@@ -318,6 +320,30 @@ static enum st_rc recon_store_unit(struct tx *tx, void *arg)
 	return reconcile_store(tx, &c->r, c->json);
 }
 
+static enum st_rc fold_unit(struct tx *tx, void *arg)
+{
+	return ledger_fold_deltas(tx, FOLD_BATCH, arg);
+}
+
+/* Hot accounts' deltas into their balances (ledger_fold_deltas), a batch
+ * at a time until none is left, so the table stays short. */
+static void task_fold(struct ticker *t)
+{
+	struct settled *app = t->app;
+	int64_t n = 0;
+
+	for (int i = 0; i < 20; i++) {
+		enum st_rc rc = store_run(app->store, fold_unit, &n);
+
+		if (rc) {
+			log_msg(&app->log, LOG_WARN, "hot account fold failed: %s", st_rc_str(rc));
+			return;
+		}
+		if (n == 0)
+			return;
+	}
+}
+
 static void task_reconcile(struct ticker *t)
 {
 	struct settled *app = t->app;
@@ -349,7 +375,7 @@ static void task_reconcile(struct ticker *t)
 static void (*const tasks[T_COUNT])(struct ticker *) = {
 	[T_LEASES] = task_leases, [T_HOLDS] = task_holds, [T_STUCK] = task_stuck,
 	[T_GAUGES] = task_gauges, [T_IDEM] = task_idem, [T_PURGE] = task_purge,
-	[T_RECONCILE] = task_reconcile,
+	[T_RECONCILE] = task_reconcile, [T_FOLD] = task_fold,
 };
 
 /* ---- the thread ---- */
@@ -410,6 +436,7 @@ enum st_rc ticker_start(struct settled *app, struct ticker **out, struct buf *er
 	t->every[T_IDEM] = 60000;
 	t->every[T_PURGE] = 60000;
 	t->every[T_RECONCILE] = 60000;
+	t->every[T_FOLD] = 1000;
 	/* The sweeps run once right away, the minute-scale cleanups a little
 	 * later. The first reconciliation runs here, before the server accepts
 	 * a request: a report exists from the start, and its write never

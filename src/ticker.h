@@ -7,6 +7,8 @@
  *   stuck/4      stuck intents (SETTLED_STUCK_AFTER; between 250 ms and 10 s):
  *                LOCKED -> FAILED, SUBMITTED without a job -> re-enqueued;
  *                settled_stuck_intents_total{action}
+ *   every 1 s    hot accounts (PostgreSQL): account_deltas folded into the
+ *                balances (ledger_fold_deltas), until none is left
  *   every 2 s    settled_jobs{queue,state} and settled_dlq_jobs from a count query
  *   every 60 s   idempotency key expiry; completed jobs older than 24 h purged
  *   every 60 s   reconciliation (and once in ticker_start, before the server

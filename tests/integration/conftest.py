@@ -585,7 +585,10 @@ class Backend:
 
 # Tables the server's own background tasks write on a schedule (not requests):
 # left out of snapshots, or every "nothing was written" check would race them.
-BACKGROUND_TABLES = frozenset({"reconciliation_reports"})
+BACKGROUND_TABLES = frozenset({"reconciliation_reports",
+                               # hot accounts' deltas, folded by the ticker every second
+                               # (PostgreSQL; migration 008)
+                               "account_deltas"})
 
 
 class SqliteBackend(Backend):

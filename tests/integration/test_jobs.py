@@ -317,8 +317,8 @@ def test_crash_with_claims_in_flight(start_server):
     assert scalar(srv, "SELECT count(*) FROM holds WHERE status = 'pending'") == 0
     assert scalar(srv, "SELECT count(*) FROM (SELECT tx_id FROM ledger_entries GROUP BY tx_id HAVING "
                        "sum(CASE WHEN direction = 'debit' THEN amount ELSE -amount END) <> 0) t") == 0
-    assert scalar(srv, "SELECT coalesce(sum(balance), 0) FROM accounts") == 0
-    assert scalar(srv, "SELECT count(*) FROM accounts a WHERE balance <> (SELECT coalesce(sum("
+    assert scalar(srv, "SELECT coalesce(sum(balance), 0) FROM account_balances") == 0
+    assert scalar(srv, "SELECT count(*) FROM account_balances a WHERE balance <> (SELECT coalesce(sum("
                        "CASE WHEN direction = 'credit' THEN amount ELSE -amount END), 0) "
                        "FROM ledger_entries e WHERE e.account_id = a.id)") == 0
     assert scalar(srv, "SELECT count(*) FROM accounts WHERE held <> 0") == 0

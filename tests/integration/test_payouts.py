@@ -124,7 +124,7 @@ def assert_ledger_balanced(srv):
     rep = reconcile_now(srv)
     bad = {k: v for k, v in rep["checks"].items() if not v["ok"]}
     assert rep["imbalance"] == "0" and not bad, rep
-    assert scalar(srv, "SELECT coalesce(sum(balance), 0) FROM accounts") == 0
+    assert scalar(srv, "SELECT coalesce(sum(balance), 0) FROM account_balances") == 0
     clearing = account(srv, "payouts_clearing")
     assert clearing["balance"] >= 0 and clearing["held"] == 0
 
