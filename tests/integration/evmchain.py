@@ -158,6 +158,7 @@ class FaultProxy:
       stall     hold the request for `stall_s`, then forward
     delay_s slows every answer (a provider that is healthy but slower).
       reorg     forward, but eth_getBlockByNumber answers another hash
+      mempool   forward, but the transaction is not mined yet (no receipt)
       chain:<n> forward, but transactions (and eth_chainId) name chain n
     Counts requests; remembers the paths asked for."""
 
@@ -200,7 +201,7 @@ class FaultProxy:
                                              headers={"Content-Type": "application/json"})
                 with urllib.request.urlopen(req, timeout=30) as r:
                     out = r.read()
-                if mode == "reorg" or mode.startswith("chain:"):
+                if mode in ("reorg", "mempool") or mode.startswith("chain:"):
                     out = json.dumps(proxy.rewrite(json.loads(body), json.loads(out))).encode()
                 try:
                     self.reply(200, out)
@@ -221,6 +222,10 @@ class FaultProxy:
             m, res = methods.get(a.get("id")), a.get("result")
             if self.mode == "reorg" and m == "eth_getBlockByNumber" and isinstance(res, dict):
                 res["hash"] = "0x" + "ee" * 32
+            if self.mode == "mempool" and m == "eth_getTransactionReceipt":
+                a["result"] = None
+            if self.mode == "mempool" and m == "eth_getTransactionByHash" and isinstance(res, dict):
+                res.update(blockHash=None, blockNumber=None, transactionIndex=None)
             if self.mode.startswith("chain:") and m == "eth_getTransactionByHash" and \
                     isinstance(res, dict):
                 res["chainId"] = hex(int(self.mode.split(":")[1]))

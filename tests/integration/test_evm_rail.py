@@ -215,6 +215,26 @@ def test_a_reorged_block_does_not_settle(start_server, chain, native_env, proxie
     assert final(srv, iid)["status"] == "SETTLED"
 
 
+def test_a_transaction_not_yet_mined_is_waited_for(start_server, chain, native_env, proxies):
+    """Known to the provider but without a receipt (in the mempool): the
+    claim waits, checked again with backoff, no attempt spent; once mined
+    it settles."""
+    p = proxies(chain, "mempool")
+    srv = start(start_server, base_env(chain, [p.url()], **native_env))
+    w, iid = new_claim(srv, 600)
+    h = chain.pay_native(w, 600 * GWEI)
+    record(srv, iid, h)
+    wait_until(lambda: "is not mined yet" in logs(srv), timeout=15,
+               what="the rail to see an unmined transaction")
+    time.sleep(1)
+    assert intent(srv, iid)["status"] == "SUBMITTED"
+    p.mode = "ok"
+    assert final(srv, iid)["status"] == "SETTLED"
+    samples = parse_metrics(srv.metrics())
+    assert not [s for s in find_samples(samples, "settled_job_retries_total")
+                if s[1].get("kind") == "claim.confirm" and s[2] > 0]
+
+
 def test_wrong_chain_transaction_fails(start_server, chain, native_env, proxies):
     # A provider that serves our chain id but hands back a transaction
     # signed for another chain (EIP-155 chainId).
