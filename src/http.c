@@ -316,8 +316,9 @@ const char *req_header(const struct req_ctx *rq, const char *name)
 
 const char *req_query(const struct req_ctx *rq, const char *name)
 {
+	/* Names compare without case, as libmicrohttpd's lookup did. */
 	for (const struct query_arg *q = rq->query; q; q = q->next)
-		if (!strcmp(q->name, name))
+		if (!strcasecmp(q->name, name))
 			return q->value;
 	return NULL;
 }

@@ -244,6 +244,9 @@ def test_query_arguments_are_decoded(server):
     r = server.get("/api/v2/ledger/transactions?account=tre%61sury&lim%69t=1", headers=ADMIN)
     assert r.status == 200, r
     assert len(r.json["data"]) == 1 and r.json["data"][0]["account"] == "treasury", r.json
+    # names compare without case, as before
+    r = server.get("/api/v2/ledger/transactions?account=treasury&LIMIT=1", headers=ADMIN)
+    assert r.status == 200 and len(r.json["data"]) == 1, r
 
 
 def test_idempotency_scope_is_the_decoded_path(server):
