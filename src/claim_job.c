@@ -82,28 +82,9 @@ static enum st_rc read_intent_unit(struct tx *tx, void *arg)
 static enum st_rc effect_unit(struct tx *tx, void *arg)
 {
 	struct claim_effect *e = arg;
-	enum st_rc rc;
 
-	e->confirmed = e->applied = false;
-	rc = intent_get(tx, e->intent_id, &e->it);
-	if (rc)
-		return rc;
-	if (e->it.status != INTENT_SUBMITTED && e->it.status != INTENT_CONFIRMED)
-		return ST_OK; /* settled or failed already: nothing to apply */
-	if (!e->settle)
-		rc = intent_fail(tx, e->intent_id, e->actor, e->reason, &e->it);
-	else {
-		if (e->it.status == INTENT_SUBMITTED) {
-			rc = intent_confirm(tx, e->intent_id, e->actor, &e->it);
-			if (rc)
-				return rc;
-			e->confirmed = true;
-		}
-		rc = intent_settle(tx, e->intent_id, e->actor, &e->it);
-	}
-	if (rc == ST_OK)
-		e->applied = true;
-	return rc;
+	return intent_apply_verdict(tx, e->intent_id, e->actor, e->settle, e->reason, &e->it,
+				    &e->confirmed, &e->applied);
 }
 
 /* Pending: this job completes and a fresh one is enqueued for later, so
@@ -249,78 +230,5 @@ enum st_rc claim_confirm_job(struct job_ctx *ctx)
 			intent_count(app->m.intents, INTENT_CONFIRMED, 1);
 		intent_observe(app->m.intents, app->m.settlement_duration, &e.it);
 	}
-	return ST_OK;
-}
-
-/* ---- the stuck-intent sweep ---- */
-
-struct stuck_one {
-	const struct settled *app;
-	const char *id;
-	bool locked;
-	bool acted;
-};
-
-static enum st_rc stuck_one_unit(struct tx *tx, void *arg)
-{
-	struct stuck_one *o = arg;
-	char payload[CLAIM_JOB_PAYLOAD_MAX];
-	int64_t live = 0;
-	enum st_rc rc;
-
-	o->acted = false;
-	if (o->locked) {
-		rc = intent_fail(tx, o->id, "sweeper", "stuck_locked", NULL);
-		o->acted = rc == ST_OK;
-		return rc;
-	}
-	rc = claim_job_payload(o->id, payload);
-	if (rc)
-		return rc;
-	rc = queue_count_payload(tx, CLAIM_JOB_KIND, payload,
-				 (1u << JOB_AVAILABLE) | (1u << JOB_RUNNING) | (1u << JOB_DEAD), &live);
-	if (rc || live)
-		return rc;
-	rc = claim_job_enqueue(tx, o->app, o->id, tx_now_ms(tx));
-	o->acted = rc == ST_OK;
-	return rc;
-}
-
-enum st_rc claim_job_sweep_stuck(struct tx *tx, const struct settled *app, struct claim_sweep *s)
-{
-	struct st_rows *rows = NULL;
-	enum st_rc rc;
-
-	s->seen = 0;
-	rc = tx_query(tx,
-		      "SELECT id, status, updated_at FROM intents"
-		      /* A stuck payout is not ours to re-confirm: payout.confirm
-		       * jobs drive it; only its LOCKED state is failed here. */
-		      " WHERE (status = 'LOCKED' OR (status = 'SUBMITTED' AND kind = 'claim'))"
-		      " AND updated_at <= $1"
-		      " AND (updated_at > $2 OR (updated_at = $2 AND id > $3))"
-		      " ORDER BY updated_at, id LIMIT $4",
-		      ST_ARGS(SV_I(s->cutoff_ms), SV_I(s->cur_at), SV_S(s->cur_id), SV_I(s->limit)),
-		      &rows);
-	if (rc)
-		return rc;
-	for (int i = 0; i < rows->nrows; i++) {
-		struct stuck_one o = { .app = app, .id = rows_text(rows, i, 0) };
-
-		o.locked = !strcmp(rows_text(rows, i, 1), "LOCKED");
-		rc = tx_nested(tx, stuck_one_unit, &o);
-		if (rc && rc != ST_CONFLICT && rc != ST_NOT_FOUND) {
-			rows_free(rows);
-			return rc;
-		}
-		if (o.acted && o.locked)
-			s->failed++;
-		else if (o.acted)
-			s->requeued++;
-		s->cur_at = rows_i64(rows, i, 2);
-		snprintf(s->cur_id, sizeof(s->cur_id), "%s", o.id);
-	}
-	s->seen = rows->nrows;
-	rows_free(rows);
 	return ST_OK;
 }

@@ -30,37 +30,12 @@ enum st_rc claim_job_payload(const char *intent_id, char out[CLAIM_JOB_PAYLOAD_M
  * rail_confirm_delay_ms; cfg->sim_confirm_ms without a rail), with
  * cfg->job_max_attempts. generation 0 is the first job of the intent
  * (unique key "claim.confirm:<id>", so recording twice cannot enqueue two);
- * the stuck sweeper re-enqueues with generation > 0 (key
+ * the stuck sweeper (stuck_sweep.c) re-enqueues with generation > 0 (key
  * "claim.confirm:<id>:<generation>"). */
 enum st_rc claim_job_enqueue(struct tx *tx, const struct settled *app, const char *intent_id,
 			     int64_t generation);
 
-/* The handler (worker.c's table). */
+/* The handler (job_kinds.c's table). */
 enum st_rc claim_confirm_job(struct job_ctx *ctx);
-
-/* The stuck-intent sweep (SPEC section 10), one batch per call, in the
- * caller's write unit. Looks at up to limit claim intents LOCKED or
- * SUBMITTED with updated_at <= cutoff_ms, after the keyset cursor
- * (*cur_at, cur_id; start with INT64_MIN and ""), oldest first:
- *   - LOCKED: the request that locked it never finished; the chain
- *     transaction was never recorded, so the intent is FAILED
- *     ("stuck_locked") and its hold released;
- *   - SUBMITTED with no confirmation job left (available, running or dead):
- *     the confirmation is enqueued again (generation = now), so the rail
- *     decides; with a live job it is progressing, and with a dead one it
- *     waits for the operator (the DLQ), so neither is touched.
- * Each intent is handled in its own savepoint, so one failure does not
- * undo the others. Advances the cursor; *seen gets how many rows the batch
- * read (< limit: the sweep is done). */
-struct claim_sweep {
-	int64_t cutoff_ms;
-	int64_t cur_at;
-	char cur_id[LEDGER_ID_MAX + 1];
-	int limit;
-	int seen;
-	int64_t failed;     /* LOCKED -> FAILED */
-	int64_t requeued;   /* SUBMITTED re-enqueued */
-};
-enum st_rc claim_job_sweep_stuck(struct tx *tx, const struct settled *app, struct claim_sweep *s);
 
 #endif

@@ -414,6 +414,70 @@ enum st_rc intent_expire(struct tx *tx, int64_t now_ms, int limit, const char *a
 	return rc;
 }
 
+enum st_rc intent_apply_verdict(struct tx *tx, const char *id, const char *actor, bool settle,
+				const char *reason, struct intent *it, bool *confirmed,
+				bool *applied)
+{
+	enum st_rc rc;
+
+	*confirmed = *applied = false;
+	rc = intent_get(tx, id, it);
+	if (rc)
+		return rc;
+	if (it->status != INTENT_SUBMITTED && it->status != INTENT_CONFIRMED)
+		return ST_OK; /* settled or failed already: nothing to apply */
+	if (!settle) {
+		rc = intent_fail(tx, id, actor, reason, it);
+	} else {
+		if (it->status == INTENT_SUBMITTED) {
+			rc = intent_confirm(tx, id, actor, it);
+			if (rc)
+				return rc;
+			*confirmed = true;
+		}
+		rc = intent_settle(tx, id, actor, it);
+	}
+	if (rc == ST_OK)
+		*applied = true;
+	return rc;
+}
+
+enum st_rc intent_list_stuck(struct tx *tx, int64_t cutoff_ms, int64_t cur_at, const char *cur_id,
+			     int limit, struct intent_stuck **out, size_t *n)
+{
+	struct st_rows *rows = NULL;
+	struct intent_stuck *v = NULL;
+	enum st_rc rc;
+
+	*out = NULL;
+	*n = 0;
+	rc = tx_query(tx,
+		      "SELECT id, status, updated_at FROM intents"
+		      " WHERE (status = 'LOCKED' OR (status = 'SUBMITTED' AND kind = 'claim'))"
+		      " AND updated_at <= $1"
+		      " AND (updated_at > $2 OR (updated_at = $2 AND id > $3))"
+		      " ORDER BY updated_at, id LIMIT $4",
+		      ST_ARGS(SV_I(cutoff_ms), SV_I(cur_at), SV_S(cur_id), SV_I(limit)), &rows);
+	if (rc)
+		return rc;
+	if (rows->nrows > 0) {
+		v = calloc((size_t)rows->nrows, sizeof(*v));
+		if (!v) {
+			rows_free(rows);
+			return ST_NOMEM;
+		}
+	}
+	for (int i = 0; i < rows->nrows; i++) {
+		snprintf(v[i].id, sizeof(v[i].id), "%s", rows_text(rows, i, 0));
+		v[i].locked = !strcmp(rows_text(rows, i, 1), "LOCKED");
+		v[i].updated_at = rows_i64(rows, i, 2);
+	}
+	*out = v;
+	*n = (size_t)rows->nrows;
+	rows_free(rows);
+	return ST_OK;
+}
+
 enum st_rc intent_history(struct tx *tx, const char *id, struct intent_transition **out,
 			  size_t *n_out)
 {

@@ -140,6 +140,31 @@ enum st_rc intent_fail(struct tx *tx, const char *id, const char *actor, const c
 enum st_rc intent_expire(struct tx *tx, int64_t now_ms, int limit, const char *actor,
 			 int64_t *n_failed);
 
+/* The rail's verdict on a submitted intent, applied in the caller's unit
+ * (the claim and payout confirmation jobs share it). When the intent still
+ * waits for one (SUBMITTED or CONFIRMED): settle (SUBMITTED -> CONFIRMED ->
+ * SETTLED) or fail with reason; otherwise nothing changes. *it gets the
+ * intent as it is after the unit; *confirmed: this call made it CONFIRMED;
+ * *applied: this call applied the verdict. ST_NOT_FOUND; other rcs from
+ * intent_confirm / intent_settle / intent_fail. */
+enum st_rc intent_apply_verdict(struct tx *tx, const char *id, const char *actor, bool settle,
+				const char *reason, struct intent *it, bool *confirmed,
+				bool *applied);
+
+/* An intent the stuck sweeper looks at. */
+struct intent_stuck {
+	char id[LEDGER_ID_MAX + 1];
+	bool locked;          /* LOCKED (else SUBMITTED) */
+	int64_t updated_at;
+};
+
+/* Up to limit intents LOCKED (any kind) or SUBMITTED claims with
+ * updated_at <= cutoff_ms, after the keyset cursor (cur_at, cur_id),
+ * oldest first. A SUBMITTED payout is not listed: its payout.confirm jobs
+ * drive it. *out is malloc'd (caller frees; NULL when *n == 0). */
+enum st_rc intent_list_stuck(struct tx *tx, int64_t cutoff_ms, int64_t cur_at, const char *cur_id,
+			     int limit, struct intent_stuck **out, size_t *n);
+
 /* One stored transition. */
 struct intent_transition {
 	enum intent_status from;   /* meaningless when from_none */

@@ -257,26 +257,11 @@ static enum st_rc confirm_effect_unit(struct tx *tx, void *arg)
 	struct confirm_effect *e = arg;
 	enum st_rc rc;
 
-	e->applied = e->confirmed = e->item_done = e->completed = false;
-	rc = intent_get(tx, e->intent_id, &e->it);
+	e->item_done = e->completed = false;
+	rc = intent_apply_verdict(tx, e->intent_id, e->actor, e->settle, e->reason, &e->it,
+				  &e->confirmed, &e->applied);
 	if (rc)
 		return rc;
-	if (awaiting_rail(&e->it)) {
-		if (!e->settle) {
-			rc = intent_fail(tx, e->intent_id, e->actor, e->reason, &e->it);
-		} else {
-			if (e->it.status == INTENT_SUBMITTED) {
-				rc = intent_confirm(tx, e->intent_id, e->actor, &e->it);
-				if (rc)
-					return rc;
-				e->confirmed = true;
-			}
-			rc = intent_settle(tx, e->intent_id, e->actor, &e->it);
-		}
-		if (rc)
-			return rc;
-		e->applied = true;
-	}
 	if (!intent_status_terminal(e->it.status))
 		return ST_OK;
 	rc = payout_item_get(tx, e->batch_id, e->idx, &e->item);

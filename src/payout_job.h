@@ -1,5 +1,5 @@
 /* payout_job.h — the jobs that carry out an approved payout batch
- * (issue 9; docs/internals/payouts.md), both on the "payouts" queue:
+ * (docs/internals/payouts.md), both on the "payouts" queue:
  *
  *   payout.execute {"batch_id","idx"}   one per item, enqueued by the
  *       approval (unique key "payout.execute:<batch>:<idx>"): creates the
@@ -40,7 +40,7 @@ struct settled;
 enum st_rc payout_job_enqueue_batch(struct tx *tx, const struct settled *app, const char *batch_id,
 				    int64_t n, int64_t *enqueued);
 
-/* The handlers (worker.c's table). */
+/* The handlers (job_kinds.c's table). */
 enum st_rc payout_execute_job(struct job_ctx *ctx);
 enum st_rc payout_confirm_job(struct job_ctx *ctx);
 

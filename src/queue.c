@@ -477,6 +477,21 @@ enum st_rc queue_count_payload(struct tx *tx, const char *kind, const char *payl
 	return ST_OK;
 }
 
+enum st_rc queue_count_due(struct tx *tx, const char *queue, int64_t limit, int64_t *n)
+{
+	struct st_rows *rows = NULL;
+	enum st_rc rc = tx_query(tx,
+				 "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'available'"
+				 " AND queue = $1 AND run_at <= $2 LIMIT $3) t",
+				 ST_ARGS(SV_S(queue), SV_I(tx_now_ms(tx)), SV_I(limit)), &rows);
+
+	if (rc)
+		return rc;
+	*n = rows_i64(rows, 0, 0);
+	rows_free(rows);
+	return ST_OK;
+}
+
 /* ---- backoff ---- */
 
 uint64_t queue_rand_default(void *arg)

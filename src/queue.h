@@ -157,6 +157,10 @@ enum st_rc queue_count_state(struct tx *tx, enum job_state state, int64_t *n);
 enum st_rc queue_count_payload(struct tx *tx, const char *kind, const char *payload,
 			       unsigned state_mask, int64_t *n);
 
+/* How many available jobs of queue are due now (run_at <= tx_now_ms),
+ * counted up to limit: the fetcher's cheap peek on a read connection. */
+enum st_rc queue_count_due(struct tx *tx, const char *queue, int64_t limit, int64_t *n);
+
 /* ---- backoff ---- */
 
 /* A source of uniformly distributed 64-bit values. */

@@ -13,7 +13,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "claim_job.h"
 #include "idempotency.h"
 #include "intent.h"
 #include "ledger.h"
@@ -22,6 +21,7 @@
 #include "queue.h"
 #include "reconcile.h"
 #include "settled.h"
+#include "stuck_sweep.h"
 #include "worker.h"
 #include "clock.h"
 #include "banned.h"
@@ -97,53 +97,9 @@ static void task_holds(struct ticker *t)
 	}
 }
 
-struct stuck_call {
-	const struct settled *app;
-	struct claim_sweep s;
-};
-
-static enum st_rc stuck_unit(struct tx *tx, void *arg)
-{
-	struct stuck_call *c = arg;
-
-	return claim_job_sweep_stuck(tx, c->app, &c->s);
-}
-
 static void task_stuck(struct ticker *t)
 {
-	struct settled *app = t->app;
-	struct stuck_call c = { .app = app };
-	enum st_rc rc;
-
-	c.s.cutoff_ms = settled_now_ms(app) - app->cfg->stuck_after_ms;
-	c.s.cur_at = INT64_MIN;
-	c.s.limit = SWEEP_BATCH;
-	do {
-		int64_t failed = c.s.failed;
-
-		rc = store_run(app->store, stuck_unit, &c);
-		if (rc) {
-			log_msg(&app->log, LOG_WARN, "stuck-intent sweep failed: %s", st_rc_str(rc));
-			break;
-		}
-		if (c.s.failed > failed)
-			intent_count(app->m.intents, INTENT_FAILED, (double)(c.s.failed - failed));
-	} while (c.s.seen == c.s.limit);
-	if (c.s.failed) {
-		const char *const lv[] = { "failed" };
-
-		metric_add(metric_series_get(app->m.stuck_intents, lv), (double)c.s.failed);
-	}
-	if (c.s.requeued) {
-		const char *const lv[] = { "requeued" };
-
-		metric_add(metric_series_get(app->m.stuck_intents, lv), (double)c.s.requeued);
-		worker_pool_nudge(app->workers);
-	}
-	if (c.s.failed || c.s.requeued)
-		log_msg(&app->log, LOG_WARN,
-			"stuck intents: %lld LOCKED failed, %lld SUBMITTED re-enqueued for confirmation",
-			(long long)c.s.failed, (long long)c.s.requeued);
+	stuck_sweep_run(t->app, SWEEP_BATCH);
 }
 
 struct gauge_row {

@@ -5,7 +5,7 @@
  * webhook_event_store() inside the request's write unit; a paying event
  * enqueues WEBHOOK_JOB_KIND in the same unit, so an event is never stored
  * without its job nor a job queued without its event. The job
- * (webhook_process_job, in worker.c's table) credits the wallet named in
+ * (webhook_process_job, in job_kinds.c's table) credits the wallet named in
  * the event from `revenue` and, when the wallet has a referrer, pays the
  * commission from `commissions`: ONE balanced ledger transaction, posted in
  * the unit that completes the job and marks the event processed, so it
@@ -44,7 +44,7 @@ enum st_rc webhook_event_store(struct tx *tx, enum wh_provider p, const struct w
 			       const char *raw, size_t len, const char *request_id,
 			       int max_attempts, bool *inserted);
 
-/* The job handler (worker.c's table). Payload: {"provider":..,"event_id":..}. */
+/* The job handler (job_kinds.c's table). Payload: {"provider":..,"event_id":..}. */
 enum st_rc webhook_process_job(struct job_ctx *ctx);
 
 #endif

@@ -23,51 +23,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "claim_job.h"
+#include "job_kinds.h"
 #include "log.h"
 #include "metrics.h"
-#include "payout_job.h"
 #include "settled.h"
-#include "webhook_job.h"
 #include "banned.h"
-
-/* ---- the handler table: one line per job kind ---- */
-
-static job_handler_fn noop_job;
-
-struct job_kind {
-	const char *kind;
-	const char *queue;
-	job_handler_fn *handler;
-};
-
-static const struct job_kind job_kinds[] = {
-	{ CLAIM_JOB_KIND, CLAIM_JOB_QUEUE, claim_confirm_job },  /* claim_job.c */
-	{ WEBHOOK_JOB_KIND, WEBHOOK_JOB_QUEUE, webhook_process_job }, /* webhook_job.c */
-	{ PAYOUT_EXECUTE_KIND, PAYOUT_JOB_QUEUE, payout_execute_job }, /* payout_job.c */
-	{ PAYOUT_CONFIRM_KIND, PAYOUT_JOB_QUEUE, payout_confirm_job }, /* payout_job.c */
-	{ "noop", "default", noop_job },   /* benchmarks and tests: completes at once */
-};
-#define NKINDS (sizeof(job_kinds) / sizeof(job_kinds[0]))
-
-/* Per-queue concurrency: at most this many jobs of the queue run (or wait
- * to run) at once on this instance. Queues not listed may use every worker. */
-static const struct {
-	const char *queue;
-	int max_running;
-} queue_limits[] = {
-	{ CLAIM_JOB_QUEUE, 0 },   /* 0 = the pool's size */
-	{ "default", 0 },
-};
 
 #define MAX_QUEUES 16
 #define CLAIM_MAX 32
-
-static enum st_rc noop_job(struct job_ctx *ctx)
-{
-	(void)ctx;
-	return ST_OK;
-}
 
 /* ---- the pool ---- */
 
@@ -102,21 +65,22 @@ static int build_queue_list(const char **out, int *limits, int pool_size)
 {
 	int n = 0;
 
-	for (size_t k = 0; k < NKINDS; k++) {
+	for (size_t k = 0; k < settled_njob_kinds; k++) {
+		const struct job_kind *kind = &settled_job_kinds[k];
 		int i;
 
 		for (i = 0; i < n; i++)
-			if (!strcmp(out[i], job_kinds[k].queue))
+			if (!strcmp(out[i], kind->queue))
 				break;
-		if (i < n || n == MAX_QUEUES)
-			continue;
-		out[n] = job_kinds[k].queue;
-		limits[n] = pool_size;
-		for (size_t l = 0; l < sizeof(queue_limits) / sizeof(queue_limits[0]); l++)
-			if (!strcmp(queue_limits[l].queue, out[n]) && queue_limits[l].max_running > 0 &&
-			    queue_limits[l].max_running < pool_size)
-				limits[n] = queue_limits[l].max_running;
-		n++;
+		if (i == n) {
+			if (n == MAX_QUEUES)
+				continue;
+			out[n] = kind->queue;
+			limits[n] = pool_size;
+			n++;
+		}
+		if (kind->max_running > 0 && kind->max_running < limits[i])
+			limits[i] = kind->max_running;
 	}
 	out[n] = NULL;
 	return n;
@@ -136,9 +100,9 @@ size_t worker_queue_names(const char **out, size_t max)
 
 static const struct job_kind *kind_find(const char *kind)
 {
-	for (size_t k = 0; k < NKINDS; k++)
-		if (!strcmp(job_kinds[k].kind, kind))
-			return &job_kinds[k];
+	for (size_t k = 0; k < settled_njob_kinds; k++)
+		if (!strcmp(settled_job_kinds[k].name, kind))
+			return &settled_job_kinds[k];
 	return NULL;
 }
 
@@ -449,21 +413,16 @@ static enum st_rc peek_unit(struct tx *tx, void *arg)
 	struct claim_call *c = arg;
 
 	for (int q = 0; q < c->p->nqueues; q++) {
-		struct st_rows *rows = NULL;
+		int64_t n = 0;
 		enum st_rc rc;
 
 		c->due[q] = 0;
 		if (c->room[q] <= 0)
 			continue;
-		rc = tx_query(tx,
-			      "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'available'"
-			      " AND queue = $1 AND run_at <= $2 LIMIT $3) t",
-			      ST_ARGS(SV_S(c->p->queues[q]), SV_I(tx_now_ms(tx)), SV_I(c->room[q])),
-			      &rows);
+		rc = queue_count_due(tx, c->p->queues[q], c->room[q], &n);
 		if (rc)
 			return rc;
-		c->due[q] = (int)rows_i64(rows, 0, 0);
-		rows_free(rows);
+		c->due[q] = (int)n;
 	}
 	return ST_OK;
 }

@@ -3,7 +3,7 @@
  * One fetcher thread claims due jobs for every queue the handler table
  * names, within each queue's concurrency limit and the pool's free
  * capacity, and hands them to SETTLED_WORKERS worker threads. A worker looks
- * the job's kind up in a static table (worker.c: one line per kind) and
+ * the job's kind up in the kind table (job_kinds.c: one line per kind) and
  * calls its handler on the worker thread, outside any transaction, so a
  * handler may do I/O (ask a rail, deliver a webhook). The handler then
  * commits its effect with job_commit(), which runs the effect and the job's
@@ -61,6 +61,16 @@ struct job_ctx {
  * failed attempt. Runs on a worker thread, outside any transaction. */
 typedef enum st_rc job_handler_fn(struct job_ctx *ctx);
 
+/* A registered job kind: jobs whose kind is name run handler; queue is
+ * where they are enqueued. max_running > 0 caps the jobs of that queue
+ * running (or waiting to run) at once on this instance. */
+struct job_kind {
+	const char *name;
+	const char *queue;
+	job_handler_fn *handler;
+	int max_running;
+};
+
 /* Runs effect(tx, arg) and the job's completion in one write unit. ST_OK:
  * both committed. ST_CONFLICT with ctx->lost set: the lease is gone, the
  * effect was rolled back, and the job is someone else's now (the handler
@@ -91,7 +101,7 @@ void worker_pool_nudge(struct worker_pool *p);
  * Call before the store closes. Accepts NULL. */
 void worker_pool_stop(struct worker_pool *p);
 
-/* Copies up to max names of the queues the handler table uses (static
+/* Copies up to max names of the queues the kind table uses (static
  * strings) into out; returns how many. For the settled_jobs gauge. */
 size_t worker_queue_names(const char **out, size_t max);
 

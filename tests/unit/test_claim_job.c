@@ -19,6 +19,7 @@
 #include "rail.h"
 #include "settled.h"
 #include "store.h"
+#include "stuck_sweep.h"
 #include "worker.h"
 
 #include "banned.h"
@@ -499,17 +500,17 @@ static enum st_rc lock_unit(struct tx *tx, void *arg)
 }
 
 struct sweep_call {
-	struct claim_sweep s;
+	struct stuck_sweep s;
 };
 
 static enum st_rc sweep_unit(struct tx *tx, void *arg)
 {
 	struct sweep_call *c = arg;
 
-	return claim_job_sweep_stuck(tx, &app, &c->s);
+	return stuck_sweep_batch(tx, &app, &c->s);
 }
 
-static struct claim_sweep sweep(int64_t cutoff, int limit)
+static struct stuck_sweep sweep(int64_t cutoff, int limit)
 {
 	struct sweep_call c = { .s = { .cutoff_ms = cutoff, .cur_at = INT64_MIN, .limit = limit } };
 
@@ -523,7 +524,7 @@ Test(claim_job, stuck_sweep_fails_locked_and_requeues_orphans, .init = setup, .f
 {
 	struct claim_setup lk = { 0 };
 	struct intent orphan1 = new_claim(false), orphan2 = new_claim(false), tracked = new_claim(true);
-	struct claim_sweep s;
+	struct stuck_sweep s;
 	struct look l;
 
 	cr_assert_eq(store_run(st, lock_unit, &lk), ST_OK);
