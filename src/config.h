@@ -64,6 +64,7 @@ struct config {
 	double sim_fail_rate;       /* SETTLED_SIM_FAIL_RATE 0..1, default 0 */
 	int64_t stuck_after_ms;     /* SETTLED_STUCK_AFTER, default 10m */
 	int64_t hold_timeout_ms;    /* SETTLED_HOLD_TIMEOUT, default 1h: claim holds expire after this */
+	int64_t claim_max;          /* SETTLED_CLAIM_MAX base units, 0 (default) = no cap on one claim */
 	int64_t job_base_delay_ms;  /* SETTLED_JOB_BASE_DELAY, default 1s */
 	int64_t job_max_delay_ms;   /* SETTLED_JOB_MAX_DELAY, default 10m */
 	int job_max_attempts;       /* SETTLED_JOB_MAX_ATTEMPTS, default 8 */

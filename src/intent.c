@@ -6,9 +6,9 @@
  * makes it touch no row, reported as ST_CONFLICT) and appends the change to
  * intent_transitions. The store's CHECK keeps statuses inside the machine.
  *
- * Side effects on money are the ledger's: creating a claim holds treasury
- * funds, SETTLED captures the hold (one posted transaction), FAILED
- * releases it. Each public function does its ledger work and its
+ * Side effects on money are the ledger's: creating a claim (or a payout)
+ * holds funds on the wallet's own account, SETTLED captures the hold (one
+ * posted transaction out to external), FAILED releases it. Each public function does its ledger work and its
  * transition in the caller's transaction, so both commit or neither does. */
 #include "intent.h"
 
@@ -175,10 +175,11 @@ enum st_rc intent_get_owned(struct tx *tx, const char *owner, const char *id, st
 }
 
 /* Creates an intent of kind (PENDING) for a registered wallet with a hold
- * of amount on hold_account (NULL: the wallet's own account). */
+ * of amount on the wallet's own account: an intent only ever spends what
+ * its wallet holds. */
 static enum st_rc create_intent(struct tx *tx, const char *kind, const char *wallet, int64_t amount,
-				const char *hold_account, int64_t hold_timeout_ms, const char *actor,
-				struct intent *out, struct ledger_hold *hold)
+				int64_t hold_timeout_ms, const char *actor, struct intent *out,
+				struct ledger_hold *hold)
 {
 	struct account a;
 	struct ledger_hold h;
@@ -195,7 +196,7 @@ static enum st_rc create_intent(struct tx *tx, const char *kind, const char *wal
 	ledger_new_id(tx, "int_", it.id);
 	if (hold_timeout_ms > 0 && __builtin_add_overflow(now, hold_timeout_ms, &expires))
 		expires = INT64_MAX;
-	rc = ledger_hold_create(tx, hold_account ? hold_account : a.id, amount, expires, it.id, &h);
+	rc = ledger_hold_create(tx, a.id, amount, expires, it.id, &h);
 	if (rc)
 		return rc;
 	fmt_str(it.kind, sizeof(it.kind), kind);
@@ -225,14 +226,14 @@ enum st_rc intent_claim_create(struct tx *tx, const char *wallet, int64_t amount
 			       int64_t hold_timeout_ms, const char *actor, struct intent *out,
 			       struct ledger_hold *hold)
 {
-	return create_intent(tx, INTENT_KIND_CLAIM, wallet, amount, ACCT_TREASURY, hold_timeout_ms,
-			     actor, out, hold);
+	return create_intent(tx, INTENT_KIND_CLAIM, wallet, amount, hold_timeout_ms, actor, out,
+			     hold);
 }
 
 enum st_rc intent_payout_create(struct tx *tx, const char *wallet, int64_t amount,
 				const char *actor, struct intent *out, struct ledger_hold *hold)
 {
-	return create_intent(tx, INTENT_KIND_PAYOUT, wallet, amount, NULL, 0, actor, out, hold);
+	return create_intent(tx, INTENT_KIND_PAYOUT, wallet, amount, 0, actor, out, hold);
 }
 
 enum st_rc intent_set_owner(struct tx *tx, const char *id, const char *client_id)
@@ -319,7 +320,6 @@ enum st_rc intent_settle(struct tx *tx, const char *id, const char *actor, struc
 {
 	char ltx[LEDGER_ID_MAX + 1];
 	struct transition_extra x = { .ledger_tx_id = ltx };
-	struct account a;
 	struct intent it;
 	enum st_rc rc = intent_get(tx, id, &it);
 
@@ -327,14 +327,12 @@ enum st_rc intent_settle(struct tx *tx, const char *id, const char *actor, struc
 		return rc;
 	if (!intent_transition_valid(it.status, INTENT_SETTLED))
 		return ST_CONFLICT; /* before any ledger write */
-	if (!strcmp(it.kind, INTENT_KIND_PAYOUT)) {
+	/* A claim leaves the wallet straight to external (the chain paid it);
+	 * the hold is on the wallet's account, so the capture debits it. */
+	if (!strcmp(it.kind, INTENT_KIND_PAYOUT))
 		rc = settle_payout(tx, &it, ltx);
-	} else {
-		rc = account_by_wallet(tx, it.wallet, &a);
-		if (rc)
-			return rc == ST_NOT_FOUND ? ST_INTERNAL : rc; /* the FK makes it unreachable */
-		rc = ledger_hold_capture(tx, it.hold_id, a.id, "claim", it.id, ltx);
-	}
+	else
+		rc = ledger_hold_capture(tx, it.hold_id, ACCT_EXTERNAL, "claim", it.id, ltx);
 	if (rc)
 		return rc;
 	rc = transition(tx, &it, INTENT_SETTLED, actor, &x);

@@ -9,9 +9,13 @@
  * change returns ST_CONFLICT and writes nothing (the routes answer 409
  * invalid_transition).
  *
- * A claim is an intent to move amount from treasury to a wallet: creating
- * it puts a hold on treasury; SETTLED captures the hold (a posted
- * treasury -> wallet transaction); FAILED releases it.
+ * A claim is a wallet withdrawing what it is owed (SPEC section 7): an
+ * intent to move amount from the wallet's own account to external (the
+ * chain). Creating it puts a hold on the wallet's account, so only its
+ * available balance can be claimed; SETTLED captures the hold (a posted
+ * wallet -> external transaction); FAILED releases it. Nothing leaves
+ * treasury or any other account through a claim. A payout is the same
+ * machine with the same kind of hold (see intent_payout_create).
  *
  * Every function runs inside a write unit's transaction (reads: any
  * transaction). Actors are short strings naming who acted: "req:<request
@@ -75,11 +79,11 @@ struct intent {
 #define INTENT_KIND_PAYOUT "payout"
 
 /* Creates a claim intent (PENDING) for a registered wallet (canonical,
- * parse_wallet) and a hold of amount on treasury that expires at
- * now + hold_timeout_ms (<= 0: no timeout). Fills *out and, when hold is
- * not NULL, *hold.
+ * parse_wallet) and a hold of amount on the wallet's own account that
+ * expires at now + hold_timeout_ms (<= 0: no timeout). Fills *out and,
+ * when hold is not NULL, *hold.
  * ST_INVALID: amount <= 0. ST_NOT_FOUND: the wallet is not registered.
- * ST_UNPROCESSABLE: treasury's available funds are below amount. */
+ * ST_UNPROCESSABLE: the wallet's available balance is below amount. */
 enum st_rc intent_claim_create(struct tx *tx, const char *wallet, int64_t amount,
 			       int64_t hold_timeout_ms, const char *actor, struct intent *out,
 			       struct ledger_hold *hold);
@@ -120,9 +124,9 @@ enum st_rc intent_record(struct tx *tx, const char *id, const char *tx_hash, con
  * worker. out may be NULL. ST_NOT_FOUND; ST_CONFLICT: invalid transition. */
 enum st_rc intent_confirm(struct tx *tx, const char *id, const char *actor, struct intent *out);
 
-/* CONFIRMED -> SETTLED: captures the hold, i.e. posts the treasury -> wallet
- * transaction (a payout: wallet -> payouts_clearing, then payouts_clearing
- * -> external in the same unit), exactly once. out may be NULL (out->updated_at -
+/* CONFIRMED -> SETTLED: captures the hold, i.e. posts the wallet ->
+ * external transaction (a payout: wallet -> payouts_clearing, then
+ * payouts_clearing -> external in the same unit), exactly once. out may be NULL (out->updated_at -
  * out->created_at is the settlement duration). ST_NOT_FOUND; ST_CONFLICT:
  * invalid transition or the hold is not pending. */
 enum st_rc intent_settle(struct tx *tx, const char *id, const char *actor, struct intent *out);

@@ -2,7 +2,9 @@
 #ifndef SETTLED_ROUTES_H
 #define SETTLED_ROUTES_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "route.h"
 
@@ -13,6 +15,15 @@ extern const size_t settled_nroutes;
 route_handler route_healthz, route_health_ready, route_metrics, route_openapi; /* routes_ops.c */
 route_handler route_register;                                     /* routes_register.c */
 route_handler route_claim_prepare, route_claim_record, route_intent_get; /* routes_claims.c */
+/* Shared by the two claim routes (routes_claims.c). claim_refuse_over_max
+ * answers 422 claim_too_large (field amount, max) and returns true when
+ * amount is over SETTLED_CLAIM_MAX (0: no cap), else returns false.
+ * claim_create_fail turns intent_claim_create's error rc into the unit's
+ * answer: 404 unknown_wallet, 422 insufficient_funds naming the wallet's
+ * account; other codes pass through. */
+struct resp;
+bool claim_refuse_over_max(struct req_ctx *rq, int64_t amount);
+enum st_rc claim_create_fail(struct resp *resp, enum st_rc rc, const char *wallet);
 route_handler route_ledger_transactions;                           /* routes_ledger.c */
 route_handler route_account_create, route_account_list, route_account_get,
 	route_account_get_qualified;                                /* routes_accounts.c */

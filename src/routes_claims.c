@@ -1,6 +1,6 @@
 /* routes_claims.c — the claim flow and its intents (SPEC sections 7, 8):
  *
- *   POST /api/claim/prepare {wallet, amount}     -> 201 intent (PENDING), hold on treasury
+ *   POST /api/claim/prepare {wallet, amount}     -> 201 intent (PENDING), hold on the wallet
  *   POST /api/claim/record  {intent_id, tx_hash} -> 200 intent (SUBMITTED, via LOCKED)
  *   GET  /api/v2/intents/{id}                    -> the intent, its hold and its history
  *
@@ -8,8 +8,13 @@
  * already applied auth, rate limits and idempotency (routes.c). Error
  * codes: invalid_wallet, invalid_amount, invalid_intent_id,
  * invalid_tx_hash (400); unknown_wallet, intent_not_found (404);
- * invalid_transition, tx_hash_already_recorded (409); insufficient_funds
- * (422).
+ * invalid_transition, tx_hash_already_recorded (409); insufficient_funds,
+ * claim_too_large (422).
+ *
+ * A claim is the wallet withdrawing what it is owed (SPEC section 7): the
+ * hold is on the wallet's own account, so a wallet can claim its available
+ * balance and nothing more; settling moves it to external. Claims never
+ * draw on treasury: operators allocate to wallets with transfers instead.
  *
  * Metrics are registered by the units with intent_count_at_commit: the
  * store counts them once the unit's transaction has committed, never for a
@@ -37,6 +42,34 @@ static void set_actor(struct req_ctx *rq, char out[INTENT_ACTOR_MAX + 1])
 	snprintf(out, INTENT_ACTOR_MAX + 1, ACTOR_PREFIX "%s", req_id(rq));
 }
 
+/* Checked before the unit: the cap is configuration, not state, so the
+ * refusal needs no transaction and, like the 400s, stores nothing. */
+bool claim_refuse_over_max(struct req_ctx *rq, int64_t amount)
+{
+	int64_t max = req_app(rq)->cfg->claim_max;
+	struct resp *resp = req_resp(rq);
+
+	if (max <= 0 || amount <= max)
+		return false;
+	resp_release(resp);
+	resp_error(resp, ST_UNPROCESSABLE, "claim_too_large",
+		   "amount is over the largest amount one claim may withdraw (SETTLED_CLAIM_MAX)",
+		   json_pack("{s:s, s:o}", "field", "amount", "max", present_amount(max)));
+	return true;
+}
+
+enum st_rc claim_create_fail(struct resp *resp, enum st_rc rc, const char *wallet)
+{
+	if (rc == ST_NOT_FOUND)
+		return unit_fail(resp, ST_NOT_FOUND, "unknown_wallet", "the wallet is not registered",
+				 json_pack("{s:s, s:s}", "field", "wallet", "wallet", wallet));
+	if (rc == ST_UNPROCESSABLE)
+		return unit_fail(resp, ST_UNPROCESSABLE, "insufficient_funds",
+				 "the wallet's available balance is below amount",
+				 json_pack("{s:s, s:s}", "field", "amount", "account", wallet));
+	return rc;
+}
+
 /* ---- POST /api/claim/prepare ---- */
 
 struct prepare_req {
@@ -57,14 +90,8 @@ static enum st_rc prepare_unit(struct tx *tx, void *arg, struct resp *resp)
 	enum st_rc rc;
 
 	rc = intent_claim_create(tx, r->wallet, r->amount, r->hold_timeout_ms, r->actor, &it, &h);
-	if (rc == ST_NOT_FOUND)
-		return unit_fail(resp, ST_NOT_FOUND, "unknown_wallet", "the wallet is not registered",
-				 json_pack("{s:s, s:s}", "field", "wallet", "wallet", r->wallet));
-	if (rc == ST_UNPROCESSABLE)
-		return unit_fail(resp, ST_UNPROCESSABLE, "insufficient_funds",
-				 "the treasury cannot cover this claim right now", NULL);
 	if (rc)
-		return rc;
+		return claim_create_fail(resp, rc, r->wallet);
 	snprintf(location, sizeof(location), "/api/v2/intents/%s", it.id);
 	rc = resp_location(resp, location);
 	if (rc)
@@ -97,6 +124,8 @@ enum st_rc route_claim_prepare(struct req_ctx *rq)
 		return req_fail_field(rq, ST_INVALID, "invalid_amount",
 				      INPUT_AMOUNT_MSG,
 				      "amount");
+	if (claim_refuse_over_max(rq, r->amount))
+		return ST_OK;
 	r->hold_timeout_ms = app->cfg->hold_timeout_ms;
 	r->m = &app->m;
 	set_actor(rq, r->actor);

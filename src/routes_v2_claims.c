@@ -3,7 +3,7 @@
  * /api/claim/prepare and /api/claim/record do, in ONE write unit, so a
  * client never sees (or leaves behind) a prepared-but-unrecorded claim:
  *
- *   intent_claim_create  -> PENDING, hold on treasury
+ *   intent_claim_create  -> PENDING, hold on the wallet's own account
  *   intent_record        -> LOCKED -> SUBMITTED with tx_hash
  *   claim_job_enqueue    -> the confirmation job (claim_job.c)
  *
@@ -13,7 +13,8 @@
  * the per-wallet claim limit, and idempotency are the dispatcher's
  * (routes.c). Error codes: invalid_wallet, invalid_amount, invalid_tx_hash
  * (400); unknown_wallet (404); tx_hash_already_recorded (409);
- * insufficient_funds (422). */
+ * insufficient_funds, claim_too_large (422), answered as the claim routes
+ * answer them (routes_claims.c). */
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,14 +48,8 @@ static enum st_rc v2_claim_unit(struct tx *tx, void *arg, struct resp *resp)
 
 	rc = intent_claim_create(tx, r->wallet, r->amount, r->app->cfg->hold_timeout_ms, r->actor, &it,
 				 NULL);
-	if (rc == ST_NOT_FOUND)
-		return unit_fail(resp, ST_NOT_FOUND, "unknown_wallet", "the wallet is not registered",
-				 json_pack("{s:s, s:s}", "field", "wallet", "wallet", r->wallet));
-	if (rc == ST_UNPROCESSABLE)
-		return unit_fail(resp, ST_UNPROCESSABLE, "insufficient_funds",
-				 "the treasury cannot cover this claim right now", NULL);
 	if (rc)
-		return rc;
+		return claim_create_fail(resp, rc, r->wallet);
 	/* The claim is the calling client's (SPEC 13): another's key reads 404. */
 	rc = intent_set_owner(tx, it.id, r->client_id);
 	if (rc)
@@ -97,6 +92,8 @@ enum st_rc route_v2_claim(struct req_ctx *rq)
 		return req_fail_field(rq, ST_INVALID, "invalid_amount",
 				      INPUT_AMOUNT_MSG,
 				      "amount");
+	if (claim_refuse_over_max(rq, r->amount))
+		return ST_OK;
 	if (input_tx_hash(h, r->tx_hash))
 		return req_fail_field(rq, ST_INVALID, "invalid_tx_hash",
 				      INPUT_TX_HASH_MSG, "tx_hash");

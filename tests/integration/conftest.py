@@ -30,6 +30,12 @@ What every test gets from here (STYLE.md section 8):
   malformed requests. ``concurrent_requests`` runs N threads, each with its
   own connection already open, released together by a ``threading.Barrier``.
 
+* ``fund_wallet(server, wallet, amount)`` — money reaches a wallet only
+  through the API (a claim withdraws what the wallet holds, SPEC section 7):
+  a signed Standard Webhooks payment that the webhook job credits from
+  ``revenue``; it returns once the wallet's balance shows it.
+  ``account_of(server, name)`` reads balance, held and available as ints.
+
 * ``assert_common_headers(resp)`` — X-Request-Id and the security headers of
   SPEC section 3. Every helper here calls it on every response it returns
   (pass ``check=False`` to opt out, e.g. while a server is being killed).
@@ -50,7 +56,10 @@ What every test gets from here (STYLE.md section 8):
 Run: ``SETTLED_BIN=build/settled python3 -m pytest -q tests/integration``.
 """
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import http.client
 import io
 import json
@@ -81,6 +90,10 @@ VALGRIND = bool(WRAPPER) and os.path.basename(WRAPPER[0]).startswith("valgrind")
 TIME_FACTOR = float(os.environ.get("SETTLED_TEST_TIME_FACTOR") or (10 if WRAPPER else 1))
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123"   # >= 32 characters
+# The Standard Webhooks secret every server gets by default, so fund_wallet
+# can pay a wallet through the API (a signed payment, SPEC section 9).
+FUND_WEBHOOK_KEY = hashlib.sha256(b"settled-tests: funding payments").digest()
+FUND_WEBHOOK_SECRET = "whsec_" + base64.b64encode(FUND_WEBHOOK_KEY).decode()
 BOOT_TIMEOUT = 10.0 * TIME_FACTOR      # seconds for the port file to appear
 STOP_TIMEOUT = 10.0 * TIME_FACTOR      # seconds between SIGTERM and SIGKILL
 HTTP_TIMEOUT = 15.0 * TIME_FACTOR      # socket timeout of every helper request
@@ -116,6 +129,7 @@ DEFAULT_ENV = {
     "RL_HEALTH_PER_MIN": "1000000",
     "RL_API_PER_MIN": "1000000",
     "RL_AUTH_FAIL_PER_MIN": "1000000",
+    "SETTLED_STANDARD_WEBHOOK_SECRET": FUND_WEBHOOK_SECRET,
 }
 
 # Variables of the developer's shell that must not leak into a test server.
@@ -1128,6 +1142,62 @@ class Server:
         resp = self.get("/metrics")
         assert resp.status == 200, resp
         return resp.body.decode()
+
+
+# --------------------------------------------------------------------------
+# Money into wallets, through the API
+
+
+def account_of(server, name):
+    """GET /api/v2/accounts/{name} (admin token): balance, held and
+    available as ints."""
+    r = server.get(f"/api/v2/accounts/{name}",
+                   headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert r.status == 200, r
+    return {k: int(r.json[k]) for k in ("balance", "held", "available")}
+
+
+def _fund_key(server):
+    """The key of the server's first Standard Webhooks secret."""
+    env = getattr(server, "env", None) or {}
+    secrets_ = env.get("SETTLED_STANDARD_WEBHOOK_SECRET", FUND_WEBHOOK_SECRET)
+    assert secrets_, "fund_wallet needs SETTLED_STANDARD_WEBHOOK_SECRET on the server"
+    first = secrets_.split(",")[0].strip()
+    assert first.startswith("whsec_"), first
+    return base64.b64decode(first[len("whsec_"):])
+
+
+def payment_delivery(server, wallet, amount, event_id=None):
+    """(path, body bytes, headers) of a signed Standard Webhooks payment of
+    amount base units to wallet."""
+    event_id = event_id or f"msg_fund_{secrets.token_hex(8)}"
+    ts = str(int(time.time()))
+    body = json.dumps({"type": "payment.confirmed",
+                       "data": {"wallet": wallet, "amount": str(amount), "asset": "USD"}}).encode()
+    sig = base64.b64encode(hmac.new(_fund_key(server), f"{event_id}.{ts}.".encode() + body,
+                                    hashlib.sha256).digest()).decode()
+    return "/api/webhooks/standard", body, {
+        "Content-Type": "application/json", "webhook-id": event_id,
+        "webhook-timestamp": ts, "webhook-signature": f"v1,{sig}"}
+
+
+def fund_wallet(server, wallet, amount, register=False, timeout=30.0):
+    """Pays amount base units into wallet through the API and waits until
+    its balance shows it: a signed Standard Webhooks payment (SPEC section
+    9), which the webhook job credits from revenue (and, when the wallet has
+    a referrer, pays the referrer's commission from commissions). register:
+    register the wallet first. Needs a server running workers. Returns the
+    wallet's account after."""
+    if register:
+        r = server.register(wallet)
+        assert r.status == 201, r
+    before = account_of(server, wallet)["balance"]
+    path, body, headers = payment_delivery(server, wallet, amount)
+    r = server.post(path, body=body, headers=headers)
+    assert r.status == 200, r
+    return wait_until(lambda: (lambda a: a if a["balance"] >= before + int(amount) else None)(
+        account_of(server, wallet)), timeout=timeout, interval=0.02,
+        what=f"the payment of {amount} to {wallet} to be credited")
 
 
 def diff_snapshots(before, after):

@@ -17,7 +17,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_error, backend_name, find_samples, new_key,
+from conftest import (ADMIN_TOKEN, account_of, assert_error, backend_name, find_samples,
+                      fund_wallet, new_key,
                       new_wallet, parse_metrics, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -320,7 +321,7 @@ def test_v2_claim_prepares_records_and_settles(start_server):
     srv = start(start_server, SETTLED_SIM_CONFIRM_MS="50")
     k = create(srv)
     w = new_wallet()
-    assert srv.register(w).status == 201
+    fund_wallet(srv, w, 1000, register=True)
     h = tx_hash()
     idem = new_key()
     r = srv.post("/api/v2/claims", {"wallet": w, "amount": "250", "tx_hash": h},
@@ -342,8 +343,8 @@ def test_v2_claim_prepares_records_and_settles(start_server):
     steps = [(t["from"], t["to"]) for t in body["transitions"]]
     assert steps == [(None, "PENDING"), ("PENDING", "LOCKED"), ("LOCKED", "SUBMITTED"),
                      ("SUBMITTED", "CONFIRMED"), ("CONFIRMED", "SETTLED")]
-    acct = srv.get(f"/api/v2/accounts/{w}", headers=ADMIN).json
-    assert acct["balance"] == "250"
+    # The wallet withdrew 250 of the 1000 it was paid.
+    assert account_of(srv, w) == {"balance": 750, "held": 0, "available": 750}
     assert rows(srv, "SELECT count(*) FROM jobs WHERE kind = 'claim.confirm'") == [("1",)]
 
 
@@ -365,7 +366,7 @@ def test_v2_claim_refusals_write_nothing(start_server):
     srv = start(start_server, SETTLED_SIM_CONFIRM_MS="86400000", SETTLED_TREASURY_FUNDING="1000")
     k = create(srv)
     w = new_wallet()
-    assert srv.register(w).status == 201
+    fund_wallet(srv, w, 1000, register=True)
     used = tx_hash()
     assert srv.post("/api/v2/claims", {"wallet": w, "amount": "10", "tx_hash": used},
                     headers=bearer(k["key"]), key=new_key()).status == 201
@@ -376,13 +377,13 @@ def test_v2_claim_refusals_write_nothing(start_server):
         assert_error(r, 404, "unknown_wallet")
         r = srv.post("/api/v2/claims", {"wallet": w, "amount": "991", "tx_hash": tx_hash()},
                      headers=bearer(k["key"]))
-        assert_error(r, 422, "insufficient_funds")
+        assert_error(r, 422, "insufficient_funds", field="amount")
         # The tx_hash is checked after the hold was made: all of it rolls back.
         r = srv.post("/api/v2/claims", {"wallet": w, "amount": "5", "tx_hash": used},
                      headers=bearer(k["key"]))
         assert_error(r, 409, "tx_hash_already_recorded")
-    treasury = srv.get("/api/v2/accounts/treasury", headers=ADMIN).json
-    assert treasury["held"] == "10"
+    assert account_of(srv, w) == {"balance": 1000, "held": 10, "available": 990}
+    assert account_of(srv, "treasury") == {"balance": 1000, "held": 0, "available": 1000}
 
 
 # --------------------------------------------------------------------------

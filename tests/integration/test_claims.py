@@ -1,6 +1,11 @@
 """The claim flow, intents, accounts and ledger reads (SPEC sections 3, 6-8;
 issue 5).
 
+A claim is a wallet withdrawing what it is owed (SPEC section 7): the hold
+is on the wallet's own account and settling moves the amount to external.
+Wallets are funded first, through the API (fund_wallet: a signed webhook
+payment credited from revenue); nothing ever leaves treasury through a claim.
+
 Most tests run with SETTLED_SIM_CONFIRM_MS at a day, so a recorded claim
 stays SUBMITTED (the confirmation job of issue 6 is due tomorrow); the flow
 and pagination tests use a fast rail and watch claims settle.
@@ -12,8 +17,8 @@ import time
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_error, concurrent_requests, find_samples, new_key,
-                      new_wallet, only_responses, parse_metrics, wait_until)
+from conftest import (ADMIN_TOKEN, account_of, assert_error, concurrent_requests, find_samples,
+                      fund_wallet, new_key, new_wallet, only_responses, parse_metrics, wait_until)
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 DAY_MS = "86400000"
@@ -36,7 +41,7 @@ def start(start_server, **env):
 
 @pytest.fixture
 def slow(start_server):
-    """Funds for 100 claims of 1000; recorded claims are not confirmed."""
+    """A treasury of 100000; recorded claims are not confirmed."""
     return start(start_server, SETTLED_TREASURY_FUNDING="100000", SETTLED_SIM_CONFIRM_MS=DAY_MS)
 
 
@@ -44,6 +49,13 @@ def registered(srv):
     w = new_wallet()
     r = srv.register(w)
     assert r.status == 201, r
+    return w
+
+
+def funded(srv, amount=100000):
+    """A registered wallet the API paid amount into."""
+    w = registered(srv)
+    fund_wallet(srv, w, amount)
     return w
 
 
@@ -55,10 +67,7 @@ def record(srv, intent_id, h=None, **kw):
     return srv.post("/api/claim/record", {"intent_id": intent_id, "tx_hash": h or tx_hash()}, **kw)
 
 
-def account(srv, name):
-    r = srv.get(f"/api/v2/accounts/{name}", headers=AUTH)
-    assert r.status == 200, r
-    return {k: int(r.json[k]) for k in ("balance", "held", "available")}
+account = account_of
 
 
 def intent(srv, intent_id):
@@ -79,8 +88,11 @@ def entries(srv, query=""):
 
 def test_claim_flow_prepare_record_settle(start_server):
     srv = start(start_server, SETTLED_TREASURY_FUNDING="5000", SETTLED_SIM_CONFIRM_MS="50")
-    w = registered(srv)
-    assert account(srv, "treasury") == {"balance": 5000, "held": 0, "available": 5000}
+    w = funded(srv, 2000)
+    assert account(srv, w) == {"balance": 2000, "held": 0, "available": 2000}
+    treasury = {"balance": 5000, "held": 0, "available": 5000}
+    assert account(srv, "treasury") == treasury
+    external = account(srv, "external")
 
     prep = prepare(srv, w.upper().replace("0X", "0x"), "1234", key=new_key())
     assert prep.status == 201, prep
@@ -90,7 +102,8 @@ def test_claim_flow_prepare_record_settle(start_server):
     assert it["id"].startswith("int_") and it["tx_hash"] is None
     assert it["created_at"].endswith("Z") and it["expires_at"].endswith("Z")
     assert prep.headers.get("Location") == f"/api/v2/intents/{it['id']}"
-    assert account(srv, "treasury") == {"balance": 5000, "held": 1234, "available": 3766}
+    assert account(srv, w) == {"balance": 2000, "held": 1234, "available": 766}
+    assert account(srv, "treasury") == treasury
 
     h = tx_hash()
     r = record(srv, it["id"], h.upper().replace("0X", "0x"), key=new_key())
@@ -109,11 +122,16 @@ def test_claim_flow_prepare_record_settle(start_server):
     assert done["transitions"][1]["actor"] == "req:" + r.headers.get("X-Request-Id")
     assert done["transitions"][2]["actor"] == "req:" + r.headers.get("X-Request-Id")
 
-    assert account(srv, w) == {"balance": 1234, "held": 0, "available": 1234}
-    assert account(srv, "treasury") == {"balance": 3766, "held": 0, "available": 3766}
+    # The wallet paid out what it claimed, to external; treasury never moved.
+    assert account(srv, w) == {"balance": 766, "held": 0, "available": 766}
+    assert account(srv, "treasury") == treasury
+    assert account(srv, "external")["balance"] == external["balance"] + 1234
     mine = entries(srv, f"?account={w}")["data"]
-    assert [(e["direction"], e["amount"], e["kind"], e["account"]) for e in mine] == \
-        [("credit", "1234", "claim", w)]
+    assert [(e["direction"], e["amount"], e["account"]) for e in mine] == \
+        [("credit", "2000", w), ("debit", "1234", w)]
+    assert mine[1]["kind"] == "claim"
+    out = [e for e in entries(srv, "?account=external")["data"] if e["kind"] == "claim"]
+    assert [(e["direction"], e["amount"]) for e in out] == [("credit", "1234")]
 
     samples = parse_metrics(srv.metrics())
     for status in ("PENDING", "LOCKED", "SUBMITTED"):
@@ -122,7 +140,7 @@ def test_claim_flow_prepare_record_settle(start_server):
 
 
 def test_prepare_is_idempotent_with_a_key(slow):
-    w = registered(slow)
+    w = funded(slow)
     key = new_key()
     a = prepare(slow, w, "10", key=key)
     before = slow.snapshot()
@@ -130,7 +148,8 @@ def test_prepare_is_idempotent_with_a_key(slow):
     assert a.status == b.status == 201
     assert b.body == a.body and b.headers.get("X-Idempotency") == "HIT"
     assert slow.snapshot() == before
-    assert account(slow, "treasury")["held"] == 10
+    assert account(slow, w)["held"] == 10
+    assert account(slow, "treasury")["held"] == 0
 
 
 # ---------------------------------------------------------------------------
@@ -158,9 +177,11 @@ def test_missing_amount_is_400(slow):
 
 
 def test_largest_amount_is_valid_but_unaffordable(slow):
-    w = registered(slow)
+    w = funded(slow, 1)
     with slow.unchanged():
-        assert_error(prepare(slow, w, str(INT64_MAX)), 422, "insufficient_funds")
+        body = assert_error(prepare(slow, w, str(INT64_MAX)), 422, "insufficient_funds",
+                            field="amount")
+        assert body["account"] == w
 
 
 @pytest.mark.parametrize("wallet", ["", "0x123", "0x" + "g" * 40, 42, None, "a" * 42])
@@ -175,14 +196,98 @@ def test_unknown_wallet_is_404(slow):
 
 
 def test_insufficient_funds_is_422_and_writes_nothing(slow):
-    w = registered(slow)
+    w = funded(slow, 100000)
     assert prepare(slow, w, "99000").status == 201
     with slow.unchanged():
-        assert_error(prepare(slow, w, "1001"), 422, "insufficient_funds")
+        body = assert_error(prepare(slow, w, "1001"), 422, "insufficient_funds", field="amount")
+        assert body["account"] == w
     assert prepare(slow, w, "1000").status == 201
-    assert account(slow, "treasury") == {"balance": 100000, "held": 100000, "available": 0}
+    assert account(slow, w) == {"balance": 100000, "held": 100000, "available": 0}
     with slow.unchanged():
-        assert_error(prepare(slow, w, "1"), 422, "insufficient_funds")
+        assert_error(prepare(slow, w, "1"), 422, "insufficient_funds", field="amount")
+    assert account(slow, "treasury") == {"balance": 100000, "held": 0, "available": 100000}
+
+
+TREASURY = {"balance": 100000000, "held": 0, "available": 100000000}
+
+
+def test_a_new_wallet_cannot_drain_the_treasury(start_server):
+    """The reported attack: register, prepare the treasury's whole available
+    balance, record any tx_hash. A wallet that was paid nothing can claim
+    nothing: 422, treasury untouched, nothing written (on both claim routes)."""
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS="0")
+    w = registered(srv)
+    assert account(srv, "treasury") == TREASURY
+    key = srv.post("/api/admin/api-keys", {"name": "drain"}, headers=AUTH, key=new_key()).json["key"]
+    with srv.unchanged():
+        body = assert_error(prepare(srv, w, str(TREASURY["available"])), 422, "insufficient_funds",
+                            field="amount")
+        assert body["account"] == w
+        assert_error(prepare(srv, w, "1"), 422, "insufficient_funds")
+        r = srv.post("/api/v2/claims", {"wallet": w, "amount": str(TREASURY["available"]),
+                                        "tx_hash": tx_hash()},
+                     headers={"Authorization": f"Bearer {key}"})
+        assert_error(r, 422, "insufficient_funds", field="amount")
+    assert account(srv, "treasury") == TREASURY
+    assert account(srv, w) == {"balance": 0, "held": 0, "available": 0}
+
+    # Funded with 10, the wallet can claim 10 -- still not the treasury.
+    fund_wallet(srv, w, 10)
+    with srv.unchanged():
+        assert_error(prepare(srv, w, str(TREASURY["available"])), 422, "insufficient_funds")
+        assert_error(prepare(srv, w, "11"), 422, "insufficient_funds")
+    assert account(srv, "treasury") == TREASURY
+
+
+def test_a_funded_wallet_claims_its_available_balance_and_no_more(start_server):
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS="0")
+    key = srv.post("/api/admin/api-keys", {"name": "p"}, headers=AUTH, key=new_key()).json["key"]
+    w = funded(srv, 5000)
+    external = account(srv, "external")["balance"]
+    assert account(srv, w) == {"balance": 5000, "held": 0, "available": 5000}
+
+    a = prepare(srv, w, "3000", key=new_key())
+    assert a.status == 201, a
+    assert account(srv, w) == {"balance": 5000, "held": 3000, "available": 2000}
+    with srv.unchanged():
+        assert_error(prepare(srv, w, "2001"), 422, "insufficient_funds", field="amount")
+        r = srv.post("/api/v2/claims", {"wallet": w, "amount": "2001", "tx_hash": tx_hash()},
+                     headers={"Authorization": f"Bearer {key}"})
+        assert_error(r, 422, "insufficient_funds", field="amount")
+    b = srv.post("/api/v2/claims", {"wallet": w, "amount": "2000", "tx_hash": tx_hash()},
+                 headers={"Authorization": f"Bearer {key}"}, key=new_key())
+    assert b.status == 201, b
+    assert account(srv, w) == {"balance": 5000, "held": 5000, "available": 0}
+    assert record(srv, a.json["id"]).status == 200
+    wait_until(lambda: all(intent(srv, i)["status"] == "SETTLED" for i in (a.json["id"], b.json["id"])),
+               timeout=20, what="both claims to settle")
+    assert account(srv, w) == {"balance": 0, "held": 0, "available": 0}
+    assert account(srv, "external")["balance"] == external + 5000
+    assert account(srv, "treasury") == TREASURY
+    with srv.unchanged():
+        assert_error(prepare(srv, w, "1"), 422, "insufficient_funds")
+
+
+@pytest.mark.parametrize("route", ["prepare", "v2"])
+def test_claim_over_the_cap_is_422_claim_too_large(start_server, route):
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS=DAY_MS, SETTLED_CLAIM_MAX="1000")
+    key = srv.post("/api/admin/api-keys", {"name": "p"}, headers=AUTH, key=new_key()).json["key"]
+    w = funded(srv, 5000)
+
+    def claim(amount, **kw):
+        if route == "prepare":
+            return prepare(srv, w, amount, **kw)
+        return srv.post("/api/v2/claims", {"wallet": w, "amount": amount, "tx_hash": tx_hash()},
+                        headers={"Authorization": f"Bearer {key}"}, **kw)
+
+    with srv.unchanged():
+        for amount in ("1001", str(INT64_MAX)):
+            body = assert_error(claim(amount), 422, "claim_too_large", field="amount")
+            assert body["max"] == "1000"
+            assert_error(claim(amount, key=new_key()), 422, "claim_too_large", field="amount")
+    assert account(srv, w) == {"balance": 5000, "held": 0, "available": 5000}
+    assert claim("1000", key=new_key()).status == 201
+    assert account(srv, w)["held"] == 1000
 
 
 BAD_HASHES = ["", "0x", "0x" + "a" * 63, "0x" + "a" * 65, "a" * 66, "0x" + "g" * 64,
@@ -191,7 +296,7 @@ BAD_HASHES = ["", "0x", "0x" + "a" * 63, "0x" + "a" * 65, "a" * 66, "0x" + "g" *
 
 @pytest.mark.parametrize("h", BAD_HASHES, ids=repr)
 def test_bad_tx_hash_is_400(slow, h):
-    w = registered(slow)
+    w = funded(slow)
     it = prepare(slow, w, "5").json
     with slow.unchanged():
         r = slow.post("/api/claim/record", {"intent_id": it["id"], "tx_hash": h})
@@ -213,7 +318,7 @@ def test_unknown_intent_is_404(slow, intent_id):
 
 
 def test_second_record_is_409_invalid_transition(slow):
-    w = registered(slow)
+    w = funded(slow)
     it = prepare(slow, w, "5").json
     assert record(slow, it["id"]).status == 200
     with slow.unchanged():
@@ -229,7 +334,7 @@ def test_second_record_is_409_invalid_transition(slow):
 
 
 def test_one_tx_hash_records_one_intent(slow):
-    w = registered(slow)
+    w = funded(slow)
     a = prepare(slow, w, "5").json
     b = prepare(slow, w, "6").json
     h = tx_hash()
@@ -250,7 +355,7 @@ def test_v2_reads_need_a_token(slow):
 
 
 def test_intent_read(slow):
-    w = registered(slow)
+    w = funded(slow)
     it = prepare(slow, w, "77").json
     got = intent(slow, it["id"])
     assert {k: got[k] for k in it if k != "expires_at"} == {k: it[k] for k in it if k != "expires_at"}
@@ -298,7 +403,7 @@ def test_pagination_limit_default_and_cap(slow):
 
 def test_pagination_is_stable_under_concurrent_inserts(start_server):
     srv = start(start_server, SETTLED_TREASURY_FUNDING="1000000", SETTLED_SIM_CONFIRM_MS="0")
-    wallets = [registered(srv) for _ in range(8)]
+    wallets = [funded(srv, 1000000) for _ in range(8)]
 
     def claim(i):
         it = prepare(srv, wallets[i % len(wallets)], str(1 + i)).json
@@ -309,7 +414,7 @@ def test_pagination_is_stable_under_concurrent_inserts(start_server):
     wait_until(lambda: all(intent(srv, i)["status"] == "SETTLED" for i in ids), timeout=20,
                what="20 claims to settle")
     before = entries(srv, "?limit=500")["data"]
-    assert len(before) == 2 + 2 * 20
+    assert len(before) == 2 + 2 * 8 + 2 * 20   # treasury funding, 8 payments, 20 claims
 
     stop = threading.Event()
     errors = []
@@ -354,15 +459,17 @@ def test_pagination_is_stable_under_concurrent_inserts(start_server):
 
 
 def test_100_concurrent_claims_for_50_claims_of_funds(start_server):
-    srv = start(start_server, SETTLED_TREASURY_FUNDING="5000", SETTLED_SIM_CONFIRM_MS=DAY_MS)
-    wallets = [registered(srv) for _ in range(100)]
+    """One wallet owed 5000 claims 100 a hundred times at once: exactly 50
+    holds fit its balance, and it is never over-committed meanwhile."""
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS=DAY_MS)
+    w = funded(srv, 5000)
     before = srv.snapshot()
     watching = threading.Event()
     seen_over = []
 
     def watch():
         while not watching.is_set():
-            t = account(srv, "treasury")
+            t = account(srv, w)
             if t["held"] > t["balance"] or t["available"] < 0:
                 seen_over.append(t)
 
@@ -370,7 +477,7 @@ def test_100_concurrent_claims_for_50_claims_of_funds(start_server):
     watcher.start()
     reqs = [{"method": "POST", "path": "/api/claim/prepare",
              "json_body": {"wallet": w, "amount": "100"},
-             "headers": {"Idempotency-Key": new_key()}} for w in wallets]
+             "headers": {"Idempotency-Key": new_key()}} for _ in range(100)]
     try:
         results = only_responses(concurrent_requests(srv.port, reqs))
     finally:
@@ -382,7 +489,8 @@ def test_100_concurrent_claims_for_50_claims_of_funds(start_server):
         if r.status == 422:
             assert_error(r, 422, "insufficient_funds")
     assert not seen_over, seen_over
-    assert account(srv, "treasury") == {"balance": 5000, "held": 5000, "available": 0}
+    assert account(srv, w) == {"balance": 5000, "held": 5000, "available": 0}
+    assert account(srv, "treasury") == TREASURY
     after = srv.snapshot()
     assert after["intents"] == before["intents"] + 50
     assert after["holds"] == before["holds"] + 50

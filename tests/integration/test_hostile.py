@@ -34,6 +34,7 @@ from conftest import (
     ADMIN_TOKEN,
     REQUEST_ID_RE,
     SqliteBackend,
+    fund_wallet,
     assert_common_headers,
     assert_error,
     build_request,
@@ -585,7 +586,7 @@ def test_request_id_with_like_wildcard_is_stored_verbatim(server):
     """'_', '-' and '.' are allowed in request ids; the id is stored as the
     actor of the intent's transitions exactly as sent."""
     wallet = new_wallet()
-    assert server.register(wallet).status == 201
+    fund_wallet(server, wallet, 5, register=True)
     rid = f"a_b-c.d_{new_key().replace('-', '_')}"
     r = server.post("/api/claim/prepare", {"wallet": wallet, "amount": "5"},
                     headers={"X-Request-Id": rid}, key=new_key())

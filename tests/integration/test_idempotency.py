@@ -10,6 +10,7 @@ import pytest
 from conftest import (
     HTTP_TIMEOUT,
     assert_error,
+    fund_wallet,
     concurrent_requests,
     find_samples,
     http_request,
@@ -158,6 +159,7 @@ def test_key_scope_is_per_route(server):
     key, wallet = new_key(), new_wallet()
     reg = post_register(server, wallet_body(wallet), key)
     assert reg.status == 201, reg
+    fund_wallet(server, wallet, 100)
     claim = server.post("/api/claim/prepare", {"wallet": wallet, "amount": "100"}, key=key)
     assert claim.status == 201, claim
     assert claim.headers.get("X-Idempotency") == "MISS"

@@ -2,7 +2,8 @@
 reconciliation (issue 6; SPEC sections 1, 8, 10).
 
 * A claim recorded through the API is confirmed by a job and reaches
-  SETTLED with exactly one ledger transaction.
+  SETTLED with exactly one ledger transaction (the wallet, funded first by
+  a signed payment, pays out to external; treasury never moves).
 * With SETTLED_SIM_FAIL_RATE=1 the job retries with growing backoff
   ceilings and lands in the DLQ; after a restart with the fault cleared an
   operator retry settles it exactly once; DELETE removes a dead job.
@@ -22,8 +23,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_error, backend_name, find_samples, new_key,
-                      new_wallet, parse_metrics, wait_until)
+from conftest import (ADMIN_TOKEN, account_of, assert_error, backend_name, find_samples,
+                      fund_wallet, new_key, new_wallet, parse_metrics, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 JOB_LEASE_S = 3   # SETTLED_JOB_LEASE of the crash test: how long pg leaves a killed run's jobs
@@ -101,7 +102,9 @@ def reconcile_now(srv):
 def test_recorded_claim_settles_with_one_ledger_transaction(start_server):
     srv = start_server(env={"SETTLED_SIM_CONFIRM_MS": "100"})
     wallet = new_wallet()
-    assert srv.register(wallet).status == 201
+    fund_wallet(srv, wallet, 1000, register=True)
+    treasury = account_of(srv, "treasury")
+    external = account_of(srv, "external")["balance"]
     t0 = time.monotonic()
     intent = prepare_and_record(srv, wallet, "250")
 
@@ -115,15 +118,16 @@ def test_recorded_claim_settles_with_one_ledger_transaction(start_server):
     assert body["hold"]["status"] == "captured"
     assert body["ledger_tx_id"]
 
-    acct = srv.get(f"/api/v2/accounts/{wallet}", headers=ADMIN).json
-    assert (acct["balance"], acct["held"]) == ("250", "0")
+    assert account_of(srv, wallet) == {"balance": 750, "held": 0, "available": 750}
+    assert account_of(srv, "external")["balance"] == external + 250
+    assert account_of(srv, "treasury") == treasury
     assert ledger_txs_of(srv, intent) == 1
     assert rows(srv, "SELECT state, attempts FROM jobs WHERE kind = 'claim.confirm'") == [("completed", "0")]
 
     # Recording the same intent again enqueues nothing (409, one job).
     r = srv.post("/api/claim/record", {"intent_id": intent, "tx_hash": tx_hash()}, key=new_key())
     assert_error(r, 409, "invalid_transition")
-    assert scalar(srv, "SELECT count(*) FROM jobs") == 1
+    assert scalar(srv, "SELECT count(*) FROM jobs WHERE kind = 'claim.confirm'") == 1
 
     samples = parse_metrics(srv.metrics())
     done = find_samples(samples, "settled_job_duration_seconds_count", queue="claims",
@@ -137,7 +141,7 @@ def test_failing_rail_retries_with_backoff_then_dlq_then_operator_retry(start_se
            "SETTLED_JOB_MAX_ATTEMPTS": "4", "SETTLED_SIM_CONFIRM_MS": "20"}
     srv = start_server(env=env)
     wallet = new_wallet()
-    assert srv.register(wallet).status == 201
+    fund_wallet(srv, wallet, 400, register=True)
     a = prepare_and_record(srv, wallet, "300")
     b = prepare_and_record(srv, wallet, "50")
 
@@ -151,6 +155,7 @@ def test_failing_rail_retries_with_backoff_then_dlq_then_operator_retry(start_se
     # The intent waits in SUBMITTED with its hold pending.
     body = intent_status(srv, a)
     assert body["status"] == "SUBMITTED" and body["hold"]["status"] == "pending"
+    assert account_of(srv, wallet) == {"balance": 400, "held": 350, "available": 50}
 
     # Three retries, each after a delay drawn from a doubling ceiling
     # (full jitter: uniform in [0, min(cap, 10ms * 2^n)]), then the DLQ.
@@ -184,6 +189,7 @@ def test_failing_rail_retries_with_backoff_then_dlq_then_operator_retry(start_se
     wait_status(srv, a, "SETTLED", timeout=5)
     assert ledger_txs_of(srv, a) == 1
     assert dead_job_of(srv, a) is None
+    assert account_of(srv, wallet) == {"balance": 100, "held": 50, "available": 50}
 
     # Retrying again is refused (not dead); unknown ids are 404.
     assert_error(srv.post(f"/api/admin/dlq/{job_a['id']}/retry", headers=ADMIN), 409, "job_not_dead")
@@ -250,7 +256,8 @@ def test_crash_with_claims_in_flight(start_server):
     srv = start_server(env=env)
     wallets = [new_wallet() for _ in range(16)]
     for w in wallets:
-        assert srv.register(w).status == 201
+        fund_wallet(srv, w, 1000000, register=True)
+    treasury = account_of(srv, "treasury")
 
     stop = threading.Event()
     recorded = []            # intents whose record answered 200
@@ -322,6 +329,13 @@ def test_crash_with_claims_in_flight(start_server):
                        "CASE WHEN direction = 'credit' THEN amount ELSE -amount END), 0) "
                        "FROM ledger_entries e WHERE e.account_id = a.id)") == 0
     assert scalar(srv, "SELECT count(*) FROM accounts WHERE held <> 0") == 0
+    # Claims spent the wallets' own money: each wallet's balance is what it
+    # was paid less its settled claims, and treasury never moved.
+    assert account_of(srv, "treasury") == treasury
+    for w in wallets:
+        spent = scalar(srv, "SELECT coalesce(sum(amount), 0) FROM intents"
+                            f" WHERE wallet = '{w}' AND status = 'SETTLED'")
+        assert account_of(srv, w)["balance"] == 1000000 - spent, w
     assert scalar(srv, "SELECT count(*) FROM jobs WHERE state IN ('running', 'dead')") == 0
     assert scalar(srv, "SELECT count(*) FROM (SELECT intent_id FROM ledger_tx WHERE intent_id IS NOT NULL"
                        " GROUP BY intent_id HAVING count(*) > 1) t") == 0

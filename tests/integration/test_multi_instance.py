@@ -6,8 +6,9 @@ guarantees of the embedded mode.
   give exactly one account per key; every answer is the 201, a HIT replay
   of it, or 409 idempotency_key_in_use; never a 5xx.
 - Concurrent claims spread over the instances never over-commit the
-  treasury: funding for exactly 50 claims, 100 concurrent prepares, exactly
-  50 pass and 50 are 422 insufficient_funds; held == balance after.
+  claiming wallet: it was paid (through the API) exactly enough for 50
+  claims, 100 concurrent prepares, exactly 50 pass and 50 are 422
+  insufficient_funds; held == balance after, and treasury never moves.
 - Jobs run with workers on every instance are processed exactly once in
   effect: every recorded claim settles with one ledger transaction, each
   claim.confirm job completes once, and several instances ran jobs.
@@ -29,8 +30,9 @@ import secrets
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_common_headers, assert_error, backend_name,
-                      barrier_run, new_key, new_wallet, only_responses, Response, wait_until)
+from conftest import (ADMIN_TOKEN, account_of, assert_common_headers, assert_error, backend_name,
+                      barrier_run, fund_wallet, new_key, new_wallet, only_responses, Response,
+                      wait_until)
 
 pytestmark = pytest.mark.skipif(
     backend_name() != "pg",
@@ -175,9 +177,10 @@ def test_claims_over_instances_never_over_commit(cluster, instances):
     assert sql(a, "SELECT balance, held FROM accounts WHERE name = 'treasury'") == \
         [("5000", "0")], "funded once, by the first start only"
     assert scalar(a, "SELECT count(*) FROM ledger_tx WHERE kind = 'treasury_funding'") == 1
-    wallets = [registered(servers) for _ in range(100)]
+    w = registered(servers)
+    fund_wallet(servers[-1], w, 50 * 100)
     results = spread(servers, [("POST", "/api/claim/prepare", {"wallet": w, "amount": "100"},
-                                {"Idempotency-Key": new_key("p")}) for w in wallets])
+                                {"Idempotency-Key": new_key("p")}) for _ in range(100)])
     codes = sorted((r.status, r.error) for _, r in results)
     ok = [r for _, r in results if r.status == 201]
     refused = [r for _, r in results if r.status == 422]
@@ -185,14 +188,15 @@ def test_claims_over_instances_never_over_commit(cluster, instances):
     for r in refused:
         assert_error(r, 422, "insufficient_funds")
     assert len({i for i, r in results if r.status == 201}) >= 2, "passes on several instances"
+    assert account_of(a, w) == {"balance": 5000, "held": 5000, "available": 0}
     assert sql(a, "SELECT balance, held FROM accounts WHERE name = 'treasury'") == \
-        [("5000", "5000")]
+        [("5000", "0")]
     assert scalar(a, "SELECT count(*) FROM holds WHERE status = 'pending'") == 50
     assert scalar(a, "SELECT coalesce(sum(amount), 0) FROM holds WHERE status = 'pending'") == 5000
     assert scalar(a, "SELECT count(*) FROM intents") == 50
     # One more, on every instance: still refused.
     for srv in servers:
-        r = srv.post("/api/claim/prepare", {"wallet": wallets[0], "amount": "100"},
+        r = srv.post("/api/claim/prepare", {"wallet": w, "amount": "100"},
                      key=new_key("p"))
         assert_error(r, 422, "insufficient_funds")
     assert scalar(a, "SELECT count(*) FROM accounts WHERE held > balance AND may_go_negative = 0") == 0
@@ -203,6 +207,8 @@ def test_jobs_over_instances_run_once_in_effect(cluster, instances):
     servers = cluster(instances, SETTLED_TREASURY_FUNDING=100000, SETTLED_SIM_CONFIRM_MS=50)
     a = servers[0]
     wallets = [registered(servers) for _ in range(40)]
+    for n, w in enumerate(wallets):
+        fund_wallet(servers[n % len(servers)], w, 100)
 
     def claim(w):
         def fn(release):
@@ -233,8 +239,9 @@ def test_jobs_over_instances_run_once_in_effect(cluster, instances):
     assert all(n == "1" and linked == "1" for _, n, linked in per_intent), per_intent
     assert scalar(a, "SELECT count(*) FROM holds WHERE status = 'pending'") == 0
     assert sql(a, "SELECT balance, held FROM accounts WHERE name = 'treasury'") == \
-        [(str(100000 - 40 * 100), "0")]
-    assert scalar(a, "SELECT count(*) FROM accounts WHERE kind = 'wallet' AND balance = 100") == 40
+        [("100000", "0")], "claims never touch treasury"
+    assert scalar(a, "SELECT count(*) FROM accounts WHERE kind = 'wallet' AND balance = 0") == 40, \
+        "each wallet claimed the 100 it was paid"
 
     jobs = sql(a, "SELECT id, state FROM jobs WHERE kind = 'claim.confirm'")
     assert len(jobs) == 40 and all(s == "completed" for _, s in jobs), jobs

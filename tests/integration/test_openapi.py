@@ -35,7 +35,8 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN, ROOT, RawConnection, new_key, new_wallet, wait_until
+from conftest import (ADMIN_TOKEN, ROOT, RawConnection, fund_wallet, new_key, new_wallet,
+                      wait_until)
 
 DOC_PATH = ROOT / "docs" / "openapi.json"
 ROUTES_C = ROOT / "src" / "routes.c"
@@ -614,6 +615,7 @@ WEBHOOK_ENV = {
     "SETTLED_STRIPE_WEBHOOK_SECRET": "whsec_openapi_stripe",
     "SETTLED_STANDARD_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 24).decode(),
     "SETTLED_SIM_CONFIRM_MS": "20",
+    "SETTLED_CLAIM_MAX": "1000000",
 }
 
 
@@ -729,7 +731,8 @@ def test_live_answers_match_the_document(start_server):
     c.call("POST", "/api/register", 415, "unsupported_media_type", body=b"wallet=1",
            headers={"Content-Type": "application/x-www-form-urlencoded"})
 
-    # ---- claims
+    # ---- claims (the wallet claims what it was paid, through the API)
+    fund_wallet(srv, w, 1000)
     prep = c.call("POST", "/api/claim/prepare", 201, json_body={"wallet": w, "amount": "100"},
                   key=new_key()).json
     c.call("POST", "/api/claim/prepare", 400, "invalid_amount",
@@ -739,7 +742,9 @@ def test_live_answers_match_the_document(start_server):
     c.call("POST", "/api/claim/prepare", 404, "unknown_wallet",
            json_body={"wallet": new_wallet(), "amount": "1"})
     c.call("POST", "/api/claim/prepare", 422, "insufficient_funds",
-           json_body={"wallet": w, "amount": "9000000000000000000"}, key=new_key())
+           json_body={"wallet": w, "amount": "1000000"}, key=new_key())
+    c.call("POST", "/api/claim/prepare", 422, "claim_too_large",
+           json_body={"wallet": w, "amount": "9000000000000000000"})
     h1 = tx_hash()
     c.call("POST", "/api/claim/record", 200, json_body={"intent_id": prep["id"], "tx_hash": h1},
            key=new_key())
@@ -828,6 +833,9 @@ def test_live_answers_match_the_document(start_server):
     c.call("POST", "/api/v2/claims", 404, "unknown_wallet",
            json_body={"wallet": new_wallet(), "amount": "5", "tx_hash": tx_hash()}, headers=K)
     c.call("POST", "/api/v2/claims", 422, "insufficient_funds",
+           json_body={"wallet": w, "amount": "1000000", "tx_hash": tx_hash()},
+           headers=K)
+    c.call("POST", "/api/v2/claims", 422, "claim_too_large",
            json_body={"wallet": w, "amount": "9000000000000000000", "tx_hash": tx_hash()},
            headers=K)
     c.call("POST", "/api/v2/claims", 409, "tx_hash_already_recorded",
@@ -991,6 +999,7 @@ def test_live_rate_limits_and_required_keys_match_the_document(start_server):
     assert r.json["policy"] == "health" and r.json["retry_after"] >= 1
     w = new_wallet()
     c.call("POST", "/api/register", 201, json_body={"wallet": w}, key=new_key())
+    fund_wallet(srv, w, 1)
     # The claim limit is per wallet and checked before the key: another wallet.
     c.call("POST", "/api/claim/prepare", 400, "idempotency_key_required",
            json_body={"wallet": new_wallet(), "amount": "1"})

@@ -2,8 +2,9 @@
 create (API key) -> approve (admin) -> one payout.execute job per item ->
 the rail -> SETTLED or FAILED per item, the ledger balanced throughout.
 
-Wallets are funded through /api/v2/claims (treasury -> wallet, settled by
-the sim rail), the way a partner would fund them.
+Wallets are funded through the API first (conftest.fund_wallet: a signed
+webhook payment, revenue -> wallet): a payout, like a claim, spends only
+what the wallet holds.
 """
 
 import os
@@ -15,8 +16,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_error, backend_name, find_samples, new_key,
-                      new_wallet, parse_metrics, wait_until)
+from conftest import (ADMIN_TOKEN, assert_error, backend_name, find_samples, fund_wallet,
+                      new_key, new_wallet, parse_metrics, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FAST = {"SETTLED_SIM_CONFIRM_MS": "0", "SETTLED_WORKERS": "8"}
@@ -62,31 +63,16 @@ def new_api_key(srv, name="partner"):
     return r.json["key"]
 
 
-def tx_hash():
-    return "0x" + secrets.token_hex(32)
-
-
 def account(srv, name):
     r = srv.get(f"/api/v2/accounts/{name}", headers=ADMIN)
     assert r.status == 200, r
     return {k: int(r.json[k]) for k in ("balance", "held", "available")}
 
 
-def fund(srv, key, wallets, amount):
-    """Registers each wallet and claims amount for it through /api/v2/claims;
-    returns once every claim SETTLED (the sim rail must be fast)."""
-    intents = []
+def fund(srv, wallets, amount):
+    """Registers each wallet and pays amount into it through the API."""
     for w in wallets:
-        assert srv.register(w).status == 201
-        r = srv.post("/api/v2/claims", {"wallet": w, "amount": str(amount), "tx_hash": tx_hash()},
-                     headers=bearer(key), key=new_key())
-        assert r.status == 201, r
-        intents.append(r.json["id"])
-
-    def settled():
-        return all(srv.get(f"/api/v2/intents/{i}", headers=ADMIN).json["status"] == "SETTLED"
-                   for i in intents)
-    wait_until(settled, timeout=30, interval=0.05, what="the funding claims to settle")
+        fund_wallet(srv, w, amount, register=True)
 
 
 def create_batch(srv, key, items, reference=None, idem=None, no_idem=False):
@@ -308,7 +294,7 @@ def test_approve_executes_each_item_alone(start_server):
     srv = start_server(env=FAST)
     key = new_api_key(srv)
     rich, poor = new_wallet(), new_wallet()
-    fund(srv, key, [rich], 1000)
+    fund(srv, [rich], 1000)
     assert srv.register(poor).status == 201
     stranger = new_wallet()                       # never registered
     items = [(rich, 300), (poor, 50), (rich, 200), (stranger, 10), (rich, 600), (rich, 100)]
@@ -413,7 +399,7 @@ def test_10000_item_batch_is_processed_and_the_ledger_balances(start_server):
     key = new_api_key(srv)
     wallets = [new_wallet() for _ in range(N_WALLETS)]
     per_wallet = N_ITEMS // N_WALLETS * AMOUNT
-    fund(srv, key, wallets, per_wallet)
+    fund(srv, wallets, per_wallet)
     ext0 = account(srv, "external")
 
     items = [(wallets[i % N_WALLETS], AMOUNT) for i in range(N_ITEMS)]

@@ -3,7 +3,9 @@
  *
  * The handler is called directly (no worker threads): claim the job, build
  * a job_ctx, call claim_confirm_job, look at the intent, the hold, the
- * ledger and the job. */
+ * ledger and the job. The wallet is paid FUNDS first (revenue -> wallet,
+ * as the webhook job does): a claim holds and spends the wallet's own
+ * money, and treasury never moves. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +28,8 @@
 
 #define NOW0 INT64_C(1700000000000)
 #define WALLET "0x00000000000000000000000000000000000000aa"
+#define FUNDS INT64_C(1000000)
+#define TREASURY_FUNDS INT64_C(5000000)
 
 static struct store *st;
 static struct settled app;
@@ -82,9 +86,16 @@ static enum st_rc boot_unit(struct tx *tx, void *arg)
 	(void)arg;
 	rc = account_ensure_system(tx);
 	if (!rc)
-		rc = ledger_fund_treasury(tx, 1000000, NULL);
+		rc = ledger_fund_treasury(tx, TREASURY_FUNDS, NULL);
 	if (!rc)
 		rc = account_register(tx, WALLET, NULL, &a);
+	if (!rc) {
+		const struct ledger_entry e[2] = { { ACCT_REVENUE, LEDGER_DEBIT, FUNDS },
+						   { a.id, LEDGER_CREDIT, FUNDS } };
+		const struct ledger_post p = { .kind = "payment", .n = 2, .entries = e };
+
+		rc = ledger_post(tx, &p, NULL);
+	}
 	return rc;
 }
 
@@ -195,6 +206,7 @@ struct look {
 	struct ledger_hold h;
 	int64_t ltx;
 	int64_t jobs_live;
+	struct account wallet, treasury;
 };
 
 static enum st_rc look_unit(struct tx *tx, void *arg)
@@ -207,6 +219,10 @@ static enum st_rc look_unit(struct tx *tx, void *arg)
 	rc = intent_get(tx, l->id, &l->it);
 	if (!rc)
 		rc = ledger_hold_get(tx, l->it.hold_id, &l->h);
+	if (!rc)
+		rc = account_by_wallet(tx, WALLET, &l->wallet);
+	if (!rc)
+		rc = account_by_id(tx, ACCT_TREASURY, &l->treasury);
 	if (!rc)
 		rc = tx_query(tx, "SELECT count(*) FROM ledger_tx WHERE intent_id = $1",
 			      ST_ARGS(SV_S(l->id)), &rows);
@@ -225,6 +241,9 @@ static struct look look(const char *id)
 	struct look l = { .id = id };
 
 	cr_assert_eq(store_read(st, look_unit, &l), ST_OK);
+	cr_assert_eq(l.treasury.balance, TREASURY_FUNDS, "a claim moved treasury");
+	cr_assert_eq(l.treasury.held, 0, "a claim held treasury");
+	cr_assert_str_eq(l.h.account_id, l.wallet.id, "the hold is on the wallet's account");
 	return l;
 }
 
@@ -273,6 +292,8 @@ Test(claim_job, confirmed_settles_once_with_the_completion, .init = setup, .fini
 	cr_assert_eq(l.it.status, INTENT_SETTLED);
 	cr_assert_eq(l.h.status, HOLD_CAPTURED);
 	cr_assert_eq(l.ltx, 1);
+	cr_assert_eq(l.wallet.balance, FUNDS - 100, "the wallet paid out what it claimed");
+	cr_assert_eq(l.wallet.held, 0);
 	cr_assert_eq(l.jobs_live, 0, "the job completed in the same unit");
 	cr_assert_eq(rail.calls, 1);
 
@@ -303,6 +324,7 @@ Test(claim_job, rail_error_is_a_failed_attempt, .init = setup, .fini = teardown)
 	l = look(it.id);
 	cr_assert_eq(l.it.status, INTENT_SUBMITTED, "the intent waits for the rail");
 	cr_assert_eq(l.h.status, HOLD_PENDING);
+	cr_assert_eq(l.wallet.held, 100);
 	cr_assert_eq(l.ltx, 0);
 	take_release(&c);
 }
@@ -368,6 +390,8 @@ Test(claim_job, rejected_fails_the_intent_and_releases_the_hold, .init = setup, 
 	cr_assert_eq(l.it.status, INTENT_FAILED);
 	cr_assert_str_eq(l.it.failure_reason, "rail_rejected");
 	cr_assert_eq(l.h.status, HOLD_RELEASED);
+	cr_assert_eq(l.wallet.held, 0, "the wallet's hold is released");
+	cr_assert_eq(l.wallet.balance, FUNDS, "and its money is all there");
 	cr_assert_eq(l.ltx, 0);
 	take_release(&c);
 }
@@ -541,6 +565,8 @@ Test(claim_job, stuck_sweep_fails_locked_and_requeues_orphans, .init = setup, .f
 	cr_assert_eq(l.it.status, INTENT_FAILED);
 	cr_assert_str_eq(l.it.failure_reason, "stuck_locked");
 	cr_assert_eq(l.h.status, HOLD_RELEASED);
+	cr_assert_eq(l.wallet.held, 300, "the stuck claim's 100 is back; three others hold 300");
+	cr_assert_eq(l.wallet.balance, FUNDS);
 	cr_assert_eq(look(orphan1.id).jobs_live, 1);
 	cr_assert_eq(look(orphan2.id).jobs_live, 1);
 	cr_assert_eq(look(tracked.id).jobs_live, 1, "a live job is left alone");
@@ -568,4 +594,7 @@ Test(claim_job, stuck_sweep_fails_locked_and_requeues_orphans, .init = setup, .f
 	cr_assert_eq(look(orphan1.id).it.status, INTENT_SETTLED);
 	cr_assert_eq(look(orphan1.id).ltx, 1);
 	cr_assert_eq(look(tracked.id).it.status, INTENT_SETTLED);
+	l = look(tracked.id);
+	cr_assert_eq(l.wallet.balance, FUNDS - 300);
+	cr_assert_eq(l.wallet.held, 0);
 }

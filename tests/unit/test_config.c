@@ -99,6 +99,7 @@ Test(config, defaults)
 	cr_assert_float_eq(c.sim_fail_rate, 0.0, 1e-12);
 	cr_assert_eq(c.stuck_after_ms, 10 * 60 * 1000);
 	cr_assert_eq(c.hold_timeout_ms, 3600 * 1000);
+	cr_assert_eq(c.claim_max, 0); /* no cap */
 	cr_assert_eq(c.job_base_delay_ms, 1000);
 	cr_assert_eq(c.job_max_delay_ms, 10 * 60 * 1000);
 	cr_assert_eq(c.job_max_attempts, 8);
@@ -146,7 +147,7 @@ Test(config, from_env)
 			 "SETTLED_TREASURY_FUNDING=9223372036854775807", "SETTLED_ASSET=EUR",
 			 "SETTLED_COMMISSION_BPS=250", "SETTLED_SIM_CONFIRM_MS=0",
 			 "SETTLED_SIM_FAIL_RATE=0.25", "SETTLED_STUCK_AFTER=90s",
-			 "SETTLED_HOLD_TIMEOUT=15m", "SETTLED_JOB_BASE_DELAY=250ms",
+			 "SETTLED_HOLD_TIMEOUT=15m", "SETTLED_CLAIM_MAX=5000", "SETTLED_JOB_BASE_DELAY=250ms",
 			 "SETTLED_JOB_MAX_DELAY=1h", "SETTLED_JOB_MAX_ATTEMPTS=3",
 			 "SETTLED_API_KEY_GRACE=0", "OTEL_EXPORTER_OTLP_ENDPOINT=http://otel:4318",
 			 "RL_REGISTER_PER_HOUR=0", "RL_REGISTER_PER_DAY_WALLET=11",
@@ -185,6 +186,7 @@ Test(config, from_env)
 	cr_assert_float_eq(c.sim_fail_rate, 0.25, 1e-12);
 	cr_assert_eq(c.stuck_after_ms, 90000);
 	cr_assert_eq(c.hold_timeout_ms, 15 * 60000);
+	cr_assert_eq(c.claim_max, 5000);
 	cr_assert_eq(c.job_base_delay_ms, 250);
 	cr_assert_eq(c.job_max_delay_ms, 3600000);
 	cr_assert_eq(c.job_max_attempts, 3);
@@ -367,6 +369,10 @@ Test(config, bad_values_name_variable_and_value)
 		  "99999999999999999999999" },
 		{ "SETTLED_TREASURY_FUNDING=1e6", "SETTLED_TREASURY_FUNDING", "1e6" },
 		{ "SETTLED_COMMISSION_BPS=10001", "SETTLED_COMMISSION_BPS", "10001" },
+		{ "SETTLED_CLAIM_MAX=-1", "SETTLED_CLAIM_MAX", "-1" },
+		{ "SETTLED_CLAIM_MAX=12.50", "SETTLED_CLAIM_MAX", "12.50" },
+		{ "SETTLED_CLAIM_MAX=9223372036854775808", "SETTLED_CLAIM_MAX",
+		  "9223372036854775808" },
 		{ "SETTLED_JOB_MAX_ATTEMPTS=0", "SETTLED_JOB_MAX_ATTEMPTS", "0" },
 		{ "SETTLED_HTTP_THREADS=4294967296", "SETTLED_HTTP_THREADS", "4294967296" },
 		{ "SETTLED_MAX_CONNECTIONS=0", "SETTLED_MAX_CONNECTIONS", "0" },
@@ -606,7 +612,7 @@ Test(config, help_text_lists_every_option)
 		"SETTLED_IDEMPOTENCY_TTL", "SETTLED_REQUIRE_IDEMPOTENCY_KEY",
 		"SETTLED_TREASURY_FUNDING", "SETTLED_ASSET", "SETTLED_COMMISSION_BPS",
 		"SETTLED_SIM_CONFIRM_MS", "SETTLED_SIM_FAIL_RATE", "SETTLED_STUCK_AFTER",
-		"SETTLED_HOLD_TIMEOUT", "SETTLED_JOB_BASE_DELAY", "SETTLED_JOB_MAX_DELAY",
+		"SETTLED_HOLD_TIMEOUT", "SETTLED_CLAIM_MAX", "SETTLED_JOB_BASE_DELAY", "SETTLED_JOB_MAX_DELAY",
 		"SETTLED_JOB_MAX_ATTEMPTS", "SETTLED_JOB_LEASE", "SETTLED_API_KEY_GRACE",
 		"OTEL_EXPORTER_OTLP_ENDPOINT", "SETTLED_RAIL", "SETTLED_EVM_RPC_URLS",
 		"SETTLED_EVM_CHAIN_ID", "SETTLED_EVM_CONFIRMATIONS", "SETTLED_EVM_TOKEN",
@@ -704,7 +710,8 @@ Test(config, describe_defaults)
 	cr_assert_str_eq(json_string_value(json_object_get(j, "job_lease")), "30s");
 	cr_assert_str_eq(json_string_value(json_object_get(j, "rail")), "sim");
 	cr_assert(json_is_null(json_object_get(j, "evm_rpc_urls")));
-	cr_assert_eq(json_object_size(j), 56);
+	cr_assert_eq(json_integer_value(json_object_get(j, "claim_max")), 0);
+	cr_assert_eq(json_object_size(j), 57);
 	json_decref(j);
 	free(raw);
 	config_release(&c);

@@ -6,9 +6,14 @@
  *    allowed ones move the intent and its money, refused ones answer
  *    ST_CONFLICT and write nothing.
  * 3. A seeded property test: thousands of random operations (register,
- *    prepare, record, confirm, settle, fail, funding, clock + hold expiry)
- *    against a model; after every step the ledger invariants hold and the
- *    store agrees with the model. The seed is printed; replay a failure
+ *    prepare, record, confirm, settle, fail, payments into wallets, clock +
+ *    hold expiry) against a model; after every step the ledger invariants
+ *    hold and the store agrees with the model.
+ *
+ * A claim is a wallet withdrawing what it is owed: the hold is on the
+ * wallet's own account, settling pays it out to external, and treasury
+ * never moves (every test checks that). Wallets are paid here the way the
+ * webhook job pays them: revenue -> wallet. The seed is printed; replay a failure
  *    with SETTLED_TEST_SEED=<seed> (SETTLED_TEST_STEPS sets the length). */
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -48,6 +53,58 @@ static struct account wallet(unsigned n)
 	memset(&a, 0, sizeof(a));
 	snprintf(a.wallet, sizeof(a.wallet), "0x%040x", n);
 	cr_assert_eq(store_run(F.s, wallet_unit, &a), ST_OK);
+	return a;
+}
+
+struct pay_arg {
+	const char *account_id;
+	int64_t amount;
+};
+
+/* What a paying webhook event posts: revenue -> the wallet. */
+static enum st_rc pay_unit(struct tx *tx, void *arg)
+{
+	struct pay_arg *p = arg;
+	const struct ledger_entry e[2] = { { ACCT_REVENUE, LEDGER_DEBIT, p->amount },
+					   { p->account_id, LEDGER_CREDIT, p->amount } };
+	const struct ledger_post post = { .kind = "payment", .n = 2, .entries = e };
+
+	return ledger_post(tx, &post, NULL);
+}
+
+static void pay(const char *account_id, int64_t amount)
+{
+	struct pay_arg p = { account_id, amount };
+
+	cr_assert_eq(store_run(F.s, pay_unit, &p), ST_OK);
+}
+
+/* A registered wallet that was paid amount. */
+static struct account funded(unsigned n, int64_t amount)
+{
+	struct account a = wallet(n);
+
+	pay(a.id, amount);
+	return fx_account(a.id);
+}
+
+static enum st_rc by_wallet_unit(struct tx *tx, void *arg)
+{
+	struct account *a = arg;
+	char w[WALLET_LEN + 1];
+
+	memcpy(w, a->wallet, sizeof(w));
+	return account_by_wallet(tx, w, a);
+}
+
+/* The account of a wallet address, as it is now. */
+static struct account wallet_account(const char *addr)
+{
+	struct account a;
+
+	memset(&a, 0, sizeof(a));
+	snprintf(a.wallet, sizeof(a.wallet), "%s", addr);
+	cr_assert_eq(store_read(F.s, by_wallet_unit, &a), ST_OK, "wallet %s", addr);
 	return a;
 }
 
@@ -234,9 +291,30 @@ Test(intent_metrics, counts_status_and_settlement_duration)
 
 /* ---- the claim flow ---------------------------------------------------- */
 
+/* The reported drain: a wallet that was paid nothing claims the
+ * treasury's available balance. It is refused, and nothing moves. */
+BOTH(intent, an_unpaid_wallet_cannot_claim_the_treasury)
+{
+	struct account w = wallet(9);
+	struct fx_snap s = fx_snapshot();
+
+	cr_assert_eq(fx_account(ACCT_TREASURY).balance, FX_FUNDING);
+	cr_assert_eq(create(w.wallet, FX_FUNDING, NULL), ST_UNPROCESSABLE);
+	cr_assert_eq(create(w.wallet, 1, NULL), ST_UNPROCESSABLE);
+	fx_assert_unchanged(&s, "claims of an unpaid wallet");
+	pay(w.id, 10);
+	s = fx_snapshot();
+	cr_assert_eq(create(w.wallet, 11, NULL), ST_UNPROCESSABLE);
+	cr_assert_eq(create(w.wallet, FX_FUNDING, NULL), ST_UNPROCESSABLE);
+	fx_assert_unchanged(&s, "claims over what the wallet was paid");
+	cr_assert_eq(create(w.wallet, 10, NULL), ST_OK);
+	cr_assert_eq(fx_account(w.id).held, 10);
+	cr_assert_eq(fx_account(ACCT_TREASURY).held, 0);
+}
+
 BOTH(intent, create_checks_wallet_amount_and_funds)
 {
-	struct account w = wallet(1);
+	struct account w = funded(1, FX_FUNDING);
 	struct fx_snap s = fx_snapshot();
 	struct intent it;
 	struct get_arg g;
@@ -256,7 +334,9 @@ BOTH(intent, create_checks_wallet_amount_and_funds)
 	cr_assert_eq(g.h.status, HOLD_PENDING);
 	cr_assert_eq(g.h.expires_at, FX_NOW0 + TIMEOUT_MS);
 	cr_assert_str_eq(g.h.intent_id, it.id);
-	cr_assert_eq(fx_account(ACCT_TREASURY).held, FX_FUNDING);
+	cr_assert_str_eq(g.h.account_id, w.id, "the hold is on the wallet's own account");
+	cr_assert_eq(fx_account(w.id).held, FX_FUNDING);
+	cr_assert_eq(fx_account(ACCT_TREASURY).held, 0);
 	cr_assert_eq(create(w.wallet, 1, NULL), ST_UNPROCESSABLE, "everything is reserved");
 	assert_history_valid(it.id, INTENT_PENDING, "created");
 	fx_assert_ledger_invariants("after create");
@@ -264,7 +344,8 @@ BOTH(intent, create_checks_wallet_amount_and_funds)
 
 BOTH(intent, happy_path_settles_once)
 {
-	struct account w = wallet(2);
+	struct account w = funded(2, 5000);
+	int64_t external = fx_account(ACCT_EXTERNAL).balance;
 	struct intent it, out;
 	struct get_arg g;
 	struct history_arg h;
@@ -289,8 +370,10 @@ BOTH(intent, happy_path_settles_once)
 	cr_assert_eq(g.it.status, INTENT_SETTLED);
 	cr_assert_str_eq(g.it.ledger_tx_id, out.ledger_tx_id);
 	cr_assert_eq(g.h.status, HOLD_CAPTURED);
-	cr_assert_eq(fx_account(w.id).balance, 1234);
-	cr_assert_eq(fx_account(ACCT_TREASURY).balance, FX_FUNDING - 1234);
+	cr_assert_eq(fx_account(w.id).balance, 5000 - 1234);
+	cr_assert_eq(fx_account(w.id).held, 0);
+	cr_assert_eq(fx_account(ACCT_EXTERNAL).balance, external + 1234);
+	cr_assert_eq(fx_account(ACCT_TREASURY).balance, FX_FUNDING);
 	cr_assert_eq(fx_account(ACCT_TREASURY).held, 0);
 	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_tx WHERE intent_id = $1", it.id), 1);
 
@@ -313,7 +396,7 @@ BOTH(intent, happy_path_settles_once)
  * which record passes through inside one transaction, is forced by SQL). */
 static struct intent intent_in(enum intent_status s, unsigned n)
 {
-	struct account w = wallet(100 + n);
+	struct account w = funded(100 + n, 100 + n);
 	struct intent it;
 
 	cr_assert_eq(create(w.wallet, 100 + n, &it), ST_OK);
@@ -354,6 +437,7 @@ BOTH(intent, every_operation_from_every_state)
 			bool allowed = o == OP_RECORD ? from == INTENT_PENDING
 						      : intent_transition_valid(from, target[o]);
 			struct fx_snap before = fx_snapshot();
+			struct account wb = wallet_account(it.wallet), wa;
 			enum st_rc rc = op(it.id, (enum op)o, 9000 + n, &out);
 			struct get_arg g = get(it.id);
 			char what[96];
@@ -368,17 +452,22 @@ BOTH(intent, every_operation_from_every_state)
 			cr_assert_eq(rc, ST_OK, "%s: %s", what, st_rc_str(rc));
 			cr_assert_eq(g.it.status, target[o], "%s", what);
 			cr_assert_eq(out.status, target[o], "%s", what);
+			wa = wallet_account(it.wallet);
 			if (o == OP_SETTLE) {
 				cr_assert_eq(g.h.status, HOLD_CAPTURED, "%s", what);
-				cr_assert_eq(fx_snapshot().treasury_balance, before.treasury_balance - it.amount);
+				cr_assert_eq(wa.balance, wb.balance - it.amount, "%s", what);
+				cr_assert_eq(wa.held, wb.held - it.amount, "%s", what);
 			} else if (o == OP_FAIL) {
 				cr_assert_eq(g.h.status, HOLD_RELEASED, "%s", what);
 				cr_assert_str_eq(g.it.failure_reason, "rail said no");
-				cr_assert_eq(fx_snapshot().treasury_held, before.treasury_held - it.amount);
+				cr_assert_eq(wa.balance, wb.balance, "%s", what);
+				cr_assert_eq(wa.held, wb.held - it.amount, "%s: the hold is released", what);
 			} else {
 				cr_assert_eq(g.h.status, HOLD_PENDING, "%s", what);
-				cr_assert_eq(fx_snapshot().treasury_held, before.treasury_held);
+				cr_assert_eq(wa.held, wb.held, "%s", what);
 			}
+			cr_assert_eq(fx_snapshot().treasury_balance, before.treasury_balance, "%s", what);
+			cr_assert_eq(fx_snapshot().treasury_held, 0, "%s", what);
 			fx_assert_ledger_invariants(what);
 		}
 	}
@@ -390,7 +479,7 @@ BOTH(intent, every_operation_from_every_state)
 
 BOTH(intent, one_tx_hash_settles_one_intent)
 {
-	struct account w = wallet(3);
+	struct account w = funded(3, 30);
 	struct intent a, b;
 	struct fx_snap s;
 
@@ -406,7 +495,7 @@ BOTH(intent, one_tx_hash_settles_one_intent)
 
 BOTH(intent, expiry_fails_pending_claims_only)
 {
-	struct account w = wallet(4);
+	struct account w = funded(4, 70);
 	struct intent pending, recorded, later;
 	struct expire_arg e = { -1 };
 	struct get_arg g;
@@ -427,7 +516,9 @@ BOTH(intent, expiry_fails_pending_claims_only)
 	cr_assert_eq(g.h.status, HOLD_EXPIRED);
 	cr_assert_eq(get(recorded.id).it.status, INTENT_SUBMITTED);
 	cr_assert_eq(get(later.id).it.status, INTENT_PENDING);
-	cr_assert_eq(fx_account(ACCT_TREASURY).held, 60);
+	cr_assert_eq(fx_account(w.id).held, 60, "the expired hold went back to the wallet");
+	cr_assert_eq(fx_account(w.id).balance, 70);
+	cr_assert_eq(fx_account(ACCT_TREASURY).held, 0);
 	cr_assert_eq(store_run(F.s, expire_unit, &e), ST_OK);
 	cr_assert_eq(e.failed, 0, "expired once");
 	cr_assert_eq(op(pending.id, OP_RECORD, 2, NULL), ST_CONFLICT);
@@ -454,7 +545,7 @@ static enum st_rc backdate_hold_unit(struct tx *tx, void *arg)
  * still listed as due. Only PENDING intents expire. */
 BOTH(intent, expiry_leaves_recorded_intents_alone)
 {
-	struct account w = wallet(5);
+	struct account w = funded(5, 30);
 	struct intent it;
 	struct expire_arg e = { -1 };
 	struct get_arg g;
@@ -512,8 +603,8 @@ struct m_intent {
 };
 
 struct model {
-	int64_t t_balance, t_held;
-	int64_t w_balance[P_WALLETS];
+	int64_t t_balance, t_held;        /* treasury: never moves */
+	int64_t w_balance[P_WALLETS], w_held[P_WALLETS];
 	char w_id[P_WALLETS][ACCOUNT_ID_MAX + 1];
 	char w_addr[P_WALLETS][WALLET_LEN + 1];
 	int nwallets;
@@ -521,28 +612,18 @@ struct model {
 	size_t n, cap;
 };
 
-struct fund_arg {
-	int64_t amount;
-};
-
-static enum st_rc fund_unit(struct tx *tx, void *arg)
-{
-	struct fund_arg *f = arg;
-	const struct ledger_entry e[2] = { { ACCT_EXTERNAL, LEDGER_DEBIT, f->amount },
-					   { ACCT_TREASURY, LEDGER_CREDIT, f->amount } };
-	const struct ledger_post p = { .kind = "top_up", .n = 2, .entries = e };
-
-	return ledger_post(tx, &p, NULL);
-}
-
 static void model_check_all(struct model *m, const char *when)
 {
 	struct account t = fx_account(ACCT_TREASURY);
 
 	cr_assert_eq(t.balance, m->t_balance, "%s: treasury balance", when);
 	cr_assert_eq(t.held, m->t_held, "%s: treasury held", when);
-	for (int i = 0; i < m->nwallets; i++)
-		cr_assert_eq(fx_account(m->w_id[i]).balance, m->w_balance[i], "%s: wallet %d", when, i);
+	for (int i = 0; i < m->nwallets; i++) {
+		struct account a = fx_account(m->w_id[i]);
+
+		cr_assert_eq(a.balance, m->w_balance[i], "%s: wallet %d", when, i);
+		cr_assert_eq(a.held, m->w_held[i], "%s: wallet %d held", when, i);
+	}
 	for (size_t i = 0; i < m->n; i++) {
 		struct get_arg g = get(m->it[i].id);
 
@@ -588,7 +669,7 @@ static void property_run(uint64_t seed, int steps)
 			c.wallet = w < m.nwallets ? m.w_addr[w] : "0x00000000000000000000000000000000000000ff";
 			want = amount <= 0 ? ST_INVALID
 			     : w == m.nwallets ? ST_NOT_FOUND
-			     : m.t_balance - m.t_held < amount ? ST_UNPROCESSABLE : ST_OK;
+			     : m.w_balance[w] - m.w_held[w] < amount ? ST_UNPROCESSABLE : ST_OK;
 			rc = store_run(F.s, create_unit, &c);
 			applied += rc == ST_OK;
 			refused += rc != ST_OK;
@@ -604,7 +685,7 @@ static void property_run(uint64_t seed, int steps)
 							       .expires_at = F.now + TIMEOUT_MS };
 				snprintf(m.it[m.n].id, sizeof(m.it[0].id), "%s", c.it.id);
 				m.n++;
-				m.t_held += amount;
+				m.w_held[w] += amount;
 			}
 		} else if (dice < 88 && pick) {
 			/* record / confirm / settle / fail on any intent, valid or not:
@@ -634,20 +715,20 @@ static void property_run(uint64_t seed, int steps)
 				if (o == OP_RECORD)
 					pick->expires_at = 0;
 				if (o == OP_SETTLE) {
-					m.t_balance -= pick->amount;
-					m.t_held -= pick->amount;
-					m.w_balance[pick->wallet] += pick->amount;
+					m.w_balance[pick->wallet] -= pick->amount;
+					m.w_held[pick->wallet] -= pick->amount;
 				} else if (o == OP_FAIL) {
-					m.t_held -= pick->amount;
+					m.w_held[pick->wallet] -= pick->amount;
 				}
 			}
 			cr_assert_eq(get(pick->id).it.status, pick->st, "%s", when);
 		} else if (dice < 93) {
-			/* top up the treasury */
-			struct fund_arg f = { 1 + rng_below(&r, FX_FUNDING / 2) };
+			/* a payment into a wallet (what the webhook job posts) */
+			int w = (int)rng_below(&r, m.nwallets);
+			int64_t amount = 1 + rng_below(&r, FX_FUNDING / 2);
 
-			cr_assert_eq(store_run(F.s, fund_unit, &f), ST_OK, "%s", when);
-			m.t_balance += f.amount;
+			pay(m.w_id[w], amount);
+			m.w_balance[w] += amount;
 		} else {
 			/* time passes; due holds expire with their PENDING intents */
 			struct expire_arg e = { 0 };
@@ -657,7 +738,7 @@ static void property_run(uint64_t seed, int steps)
 			for (size_t i = 0; i < m.n; i++) {
 				if (m.it[i].st == INTENT_PENDING && m.it[i].expires_at && m.it[i].expires_at <= F.now) {
 					m.it[i].st = INTENT_FAILED;
-					m.t_held -= m.it[i].amount;
+					m.w_held[m.it[i].wallet] -= m.it[i].amount;
 					want_failed++;
 				}
 			}
@@ -672,6 +753,12 @@ static void property_run(uint64_t seed, int steps)
 
 			cr_assert_eq(t.balance, m.t_balance, "%s: treasury balance", when);
 			cr_assert_eq(t.held, m.t_held, "%s: treasury held", when);
+			if (pick) {
+				struct account a = fx_account(m.w_id[pick->wallet]);
+
+				cr_assert_eq(a.balance, m.w_balance[pick->wallet], "%s: wallet balance", when);
+				cr_assert_eq(a.held, m.w_held[pick->wallet], "%s: wallet held", when);
+			}
 		}
 		cr_assert_eq(fx_int("SELECT count(*) FROM intents WHERE status NOT IN"
 				    " ('PENDING', 'LOCKED', 'SUBMITTED', 'CONFIRMED', 'SETTLED', 'FAILED')",
