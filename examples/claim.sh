@@ -3,13 +3,20 @@
 # record) and poll the intent until it is SETTLED. No jq: the few fields it
 # needs are read with grep from the server's compact JSON.
 #
-#   SETTLED_URL=http://127.0.0.1:8080 SETTLED_API_KEY=sk_live_... examples/claim.sh
+# A claim is the wallet withdrawing what it is owed: the wallet must have
+# been credited first (a webhook payment, a client's transfer or an
+# operator's allocation), and it can claim at most its available balance
+# (else 422 insufficient_funds).
+#
+#   SETTLED_URL=http://127.0.0.1:8080 SETTLED_API_KEY=sk_live_... \
+#   SETTLED_WALLET=0x... examples/claim.sh
 #
 # Environment:
 #   SETTLED_URL           server (default http://127.0.0.1:8080)
 #   SETTLED_API_KEY       bearer for GET /api/v2/intents/{id} (an API key or
 #                         the admin token); required
-#   SETTLED_WALLET        wallet to claim for (default: a new random one)
+#   SETTLED_WALLET        wallet to claim for, credited with at least
+#                         CLAIM_AMOUNT; required
 #   CLAIM_AMOUNT          base units (default 100)
 #   SETTLED_TIMEOUT       seconds per HTTP attempt (default 10)
 #   SETTLED_MAX_ATTEMPTS  attempts per call before giving up (default 8)
@@ -45,7 +52,7 @@ die() { echo "claim.sh: $*" >&2; exit 1; }
 rand_hex() { od -An -v -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 rand_u32() { od -An -v -tu4 -N4 /dev/urandom | tr -d ' \n'; }
 
-WALLET=${SETTLED_WALLET:-0x$(rand_hex 20)}
+WALLET=${SETTLED_WALLET:-}
 
 # json_str NAME: the first "NAME": "value" of the body in $BODY (top-level
 # fields come first in settled's answers; values hold no quotes).
@@ -98,6 +105,7 @@ call() {
 }
 
 [[ -n $API_KEY ]] || die "set SETTLED_API_KEY (an API key or the admin token) to read intents"
+[[ -n $WALLET ]] || die "set SETTLED_WALLET (a wallet credited with at least $AMOUNT)"
 
 # 1. Register (idempotent by key; an already registered wallet is fine).
 call POST /api/register "{\"wallet\":\"$WALLET\"}" "register-$(rand_hex 12)"
@@ -109,7 +117,7 @@ else
 	die "register: HTTP $STATUS $BODY"
 fi
 
-# 2. Prepare: the claim intent and a hold on the treasury.
+# 2. Prepare: the claim intent and a hold on the wallet's own account.
 call POST /api/claim/prepare "{\"wallet\":\"$WALLET\",\"amount\":\"$AMOUNT\"}" "prepare-$(rand_hex 12)"
 [[ $STATUS == 201 ]] || die "prepare: HTTP $STATUS $BODY"
 INTENT=$(json_str id)

@@ -3,13 +3,20 @@
 // dependencies. Registers a wallet, claims (prepare + record) and polls the
 // intent until it is SETTLED.
 //
-//   SETTLED_URL=http://127.0.0.1:8080 SETTLED_API_KEY=sk_live_... node examples/client.mjs
+// A claim is the wallet withdrawing what it is owed: the wallet must have
+// been credited first (a webhook payment, a client's transfer or an
+// operator's allocation), and it can claim at most its available balance
+// (else 422 insufficient_funds).
+//
+//   SETTLED_URL=http://127.0.0.1:8080 SETTLED_API_KEY=sk_live_... \
+//   SETTLED_WALLET=0x... node examples/client.mjs
 //
 // Environment:
 //   SETTLED_URL           server (default http://127.0.0.1:8080)
 //   SETTLED_API_KEY       bearer for GET /api/v2/intents/{id} (an API key or
 //                         the admin token); required
-//   SETTLED_WALLET        wallet to claim for (default: a new random one)
+//   SETTLED_WALLET        wallet to claim for, credited with at least
+//                         CLAIM_AMOUNT; required
 //   CLAIM_AMOUNT          base units (default "100")
 //   SETTLED_TIMEOUT       seconds per HTTP attempt (default 10)
 //   SETTLED_MAX_ATTEMPTS  attempts per call before giving up (default 8)
@@ -30,7 +37,7 @@ import { randomBytes } from "node:crypto";
 const env = process.env;
 const BASE = (env.SETTLED_URL || "http://127.0.0.1:8080").replace(/\/+$/, "");
 const API_KEY = env.SETTLED_API_KEY || "";
-const WALLET = env.SETTLED_WALLET || "0x" + randomBytes(20).toString("hex");
+const WALLET = env.SETTLED_WALLET || "";
 const AMOUNT = env.CLAIM_AMOUNT || "100";
 const TIMEOUT_MS = Number(env.SETTLED_TIMEOUT || "10") * 1000;
 const MAX_ATTEMPTS = Number(env.SETTLED_MAX_ATTEMPTS || "8");
@@ -108,6 +115,7 @@ function expect({ status, body }, ok, what) {
 
 async function main() {
 	if (!API_KEY) throw new Failed("set SETTLED_API_KEY (an API key or the admin token) to read intents");
+	if (!WALLET) throw new Failed(`set SETTLED_WALLET (a wallet credited with at least ${AMOUNT})`);
 
 	// 1. Register (idempotent by key; an already registered wallet is fine).
 	const reg = await call("POST", "/api/register", { body: { wallet: WALLET }, idemKey: `register-${hex(12)}` });
@@ -117,7 +125,7 @@ async function main() {
 		console.log(`registered ${expect(reg, [201], "register").wallet}`);
 	}
 
-	// 2. Prepare: the claim intent and a hold on the treasury.
+	// 2. Prepare: the claim intent and a hold on the wallet's own account.
 	let intent = expect(await call("POST", "/api/claim/prepare", {
 		body: { wallet: WALLET, amount: AMOUNT }, idemKey: `prepare-${hex(12)}`,
 	}), [201], "prepare");

@@ -2,13 +2,20 @@
 """A settled client in Python, standard library only: register a wallet,
 claim (prepare + record) and poll the intent until it is SETTLED.
 
-    SETTLED_URL=http://127.0.0.1:8080 SETTLED_API_KEY=sk_live_... python3 examples/client.py
+A claim is the wallet withdrawing what it is owed: the wallet must have been
+credited first (a webhook payment, a client's transfer or an operator's
+allocation), and it can claim at most its available balance (else 422
+insufficient_funds).
+
+    SETTLED_URL=http://127.0.0.1:8080 SETTLED_API_KEY=sk_live_... \
+    SETTLED_WALLET=0x... python3 examples/client.py
 
 Environment:
     SETTLED_URL           server (default http://127.0.0.1:8080)
     SETTLED_API_KEY       bearer for GET /api/v2/intents/{id} (an API key or
                           the admin token); required
-    SETTLED_WALLET        wallet to claim for (default: a new random one)
+    SETTLED_WALLET        wallet to claim for, credited with at least
+                          CLAIM_AMOUNT; required
     CLAIM_AMOUNT          base units (default "100")
     SETTLED_TIMEOUT       seconds per HTTP attempt (default 10)
     SETTLED_MAX_ATTEMPTS  attempts per call before giving up (default 8)
@@ -41,7 +48,7 @@ import urllib.request
 
 BASE = os.environ.get("SETTLED_URL", "http://127.0.0.1:8080").rstrip("/")
 API_KEY = os.environ.get("SETTLED_API_KEY", "")
-WALLET = os.environ.get("SETTLED_WALLET") or "0x" + secrets.token_hex(20)
+WALLET = os.environ.get("SETTLED_WALLET", "")
 AMOUNT = os.environ.get("CLAIM_AMOUNT", "100")
 TIMEOUT = float(os.environ.get("SETTLED_TIMEOUT", "10"))
 MAX_ATTEMPTS = int(os.environ.get("SETTLED_MAX_ATTEMPTS", "8"))
@@ -129,6 +136,8 @@ def expect(status, answer, ok, what):
 def main():
     if not API_KEY:
         raise Failed("set SETTLED_API_KEY (an API key or the admin token) to read intents")
+    if not WALLET:
+        raise Failed(f"set SETTLED_WALLET (a wallet credited with at least {AMOUNT})")
 
     # 1. Register (idempotent by key; an already registered wallet is fine).
     status, answer = call("POST", "/api/register", {"wallet": WALLET},
@@ -139,7 +148,7 @@ def main():
         expect(status, answer, {201}, "register")
         print(f"registered {answer['wallet']}")
 
-    # 2. Prepare: the claim intent and a hold on the treasury.
+    # 2. Prepare: the claim intent and a hold on the wallet's own account.
     status, intent = call("POST", "/api/claim/prepare", {"wallet": WALLET, "amount": AMOUNT},
                           idem_key=f"prepare-{secrets.token_hex(12)}")
     expect(status, intent, {201}, "prepare")

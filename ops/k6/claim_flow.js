@@ -6,27 +6,34 @@
 //     2. the same request again (a client retry)     key P  -> identical bytes, HIT
 //     3. POST /api/claim/record {intent_id, tx_hash} key R  -> 200 SUBMITTED, MISS
 //     4. the same request again                      key R  -> identical bytes, HIT
-//     5. with ADMIN_TOKEN set: GET /api/v2/intents/{id} shows the history
+//     5. GET /api/v2/intents/{id} (ADMIN_TOKEN) shows the history
 //   MODE=prepare: only POST /api/claim/prepare {wallet, amount:"1"}, no key,
 //     round-robin over the registered wallets (claim_prepare.lua).
 //
-//   k6 run -e BASE_URL=http://127.0.0.1:8080 -e ADMIN_TOKEN=... ops/k6/claim_flow.js
+//   k6 run -e BASE_URL=http://127.0.0.1:8080 -e ADMIN_TOKEN=... -e SECRET=whsec_... \
+//          ops/k6/claim_flow.js
 //
-// Server settings for a storm: RL_CLAIM_PER_HOUR and RL_REGISTER_* far above
-// the load, and SETTLED_TREASURY_FUNDING large enough for every hold
-// (ops/bench uses 10^15 base units). WALLETS (default 256) wallets are
-// registered in setup(); AMOUNT (default "1") is in base units.
+// A claim spends the wallet's own money (SPEC section 7): setup() registers
+// WALLETS (default 256) wallets and pays each FUNDS (default 10^12) base
+// units through the API, a signed Standard Webhooks payment (SECRET =
+// SETTLED_STANDARD_WEBHOOK_SECRET), waiting with ADMIN_TOKEN until every
+// one is credited. Server settings for a storm: RL_CLAIM_PER_HOUR,
+// RL_REGISTER_* and RL_WEBHOOK_PER_MIN far above the load. AMOUNT (default
+// "1") is in base units.
 import http from 'k6/http';
 import { check, fail } from 'k6';
 import { Counter } from 'k6/metrics';
 import { randomBytes } from 'k6/crypto';
-import { BASE_URL, JSON_HEADERS, closedModel, hex, runNonce, registerWallets } from './lib.js';
+import { BASE_URL, JSON_HEADERS, closedModel, fundWallets, hex, runNonce, registerWallets } from './lib.js';
 
 const MODE = __ENV.MODE || 'flow';
 if (!['flow', 'prepare'].includes(MODE)) throw new Error(`MODE must be flow or prepare, not ${MODE}`);
 const WALLETS = parseInt(__ENV.WALLETS || '256', 10);
 const AMOUNT = __ENV.AMOUNT || '1';
 const ADMIN_TOKEN = __ENV.ADMIN_TOKEN || '';
+const SECRET = __ENV.SECRET || '';
+const FUNDS = __ENV.FUNDS || '1000000000000';
+if (!SECRET || !ADMIN_TOKEN) throw new Error('set -e SECRET=whsec_... (SETTLED_STANDARD_WEBHOOK_SECRET) and -e ADMIN_TOKEN=... to fund the wallets');
 
 const secondEffect = new Counter('idempotency_violations');
 
@@ -41,7 +48,9 @@ export function setup() {
   const nonce = runNonce();
   const probe = http.post(`${BASE_URL}/api/claim/prepare`, '{}', { headers: JSON_HEADERS });
   if (probe.status === 404) fail('POST /api/claim/prepare: route missing (404)');
-  return { nonce, wallets: registerWallets(nonce, WALLETS) };
+  const wallets = registerWallets(nonce, WALLETS);
+  fundWallets(wallets, FUNDS, SECRET, ADMIN_TOKEN);
+  return { nonce, wallets };
 }
 
 function post(path, body, key) {
@@ -89,16 +98,14 @@ export default function (data) {
     secondEffect.add(1);
   }
 
-  if (ADMIN_TOKEN) {
-    const g = http.get(`${BASE_URL}/api/v2/intents/${intent.id}`, {
-      headers: { Authorization: `Bearer ${ADMIN_TOKEN}` }, tags: { name: '/api/v2/intents/{id}' },
-    });
-    check(g, {
-      'intent readable': (r) => r.status === 200,
-      'history has PENDING, LOCKED, SUBMITTED': (r) => {
-        const seen = (r.json('history') || []).map((h) => h.to || h.status);
-        return ['PENDING', 'LOCKED', 'SUBMITTED'].every((s) => seen.includes(s));
-      },
-    });
-  }
+  const g = http.get(`${BASE_URL}/api/v2/intents/${intent.id}`, {
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` }, tags: { name: '/api/v2/intents/{id}' },
+  });
+  check(g, {
+    'intent readable': (r) => r.status === 200,
+    'history has PENDING, LOCKED, SUBMITTED': (r) => {
+      const seen = (r.json('transitions') || r.json('history') || []).map((h) => h.to || h.status);
+      return ['PENDING', 'LOCKED', 'SUBMITTED'].every((s) => seen.includes(s));
+    },
+  });
 }

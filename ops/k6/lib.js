@@ -6,7 +6,9 @@
 //   VUS        virtual users (= wrk connections), default 64
 //   DURATION   default 10s
 import http from 'k6/http';
-import { randomBytes } from 'k6/crypto';
+import { sleep } from 'k6';
+import { hmac, randomBytes } from 'k6/crypto';
+import encoding from 'k6/encoding';
 
 export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/$/, '');
 export const VUS = parseInt(__ENV.VUS || '64', 10);
@@ -75,4 +77,40 @@ export function registerWallets(nonce, count) {
     }
   }
   return out;
+}
+
+// Pays amount base units into each wallet through the API, as a payment
+// provider would: a signed Standard Webhooks payment per wallet (secret =
+// SETTLED_STANDARD_WEBHOOK_SECRET, whsec_...), which the webhook job credits
+// from revenue. Then waits (up to 120 s) until every wallet's balance shows
+// it, reading GET /api/v2/accounts/{wallet} with adminToken. A claim spends
+// only what its wallet holds, so the claim scripts fund their wallets first.
+export function fundWallets(wallets, amount, secret, adminToken) {
+  if (!secret.startsWith('whsec_')) throw new Error('SECRET must be the whsec_ Standard Webhooks secret');
+  const key = encoding.b64decode(secret.slice('whsec_'.length), 'std');
+  const now = Math.floor(Date.now() / 1000);
+  const reqs = wallets.map((w, i) => {
+    const id = `msg_fund_${now}_${i}_${hex(randomBytes(4))}`;
+    const body = JSON.stringify({ type: 'payment.confirmed', data: { wallet: w, amount: String(amount), asset: 'USD' } });
+    const headers = Object.assign({}, JSON_HEADERS, {
+      'webhook-id': id, 'webhook-timestamp': String(now),
+      'webhook-signature': 'v1,' + hmac('sha256', key, `${id}.${now}.${body}`, 'base64'),
+    });
+    return ['POST', `${BASE_URL}/api/webhooks/standard`, body, { headers }];
+  });
+  for (let i = 0; i < reqs.length; i += 50) {
+    for (const r of http.batch(reqs.slice(i, i + 50))) {
+      if (r.status !== 200) throw new Error(`funding wallets: ${r.status} ${r.body}`);
+    }
+  }
+  const auth = { headers: { Authorization: `Bearer ${adminToken}` } };
+  const deadline = Date.now() + 120000;
+  for (const w of wallets) {
+    for (;;) {
+      const r = http.get(`${BASE_URL}/api/v2/accounts/${w}`, auth);
+      if (r.status === 200 && Number(r.json('balance')) >= Number(amount)) break;
+      if (Date.now() > deadline) throw new Error(`funding wallets: ${w} not credited after 120 s (${r.status} ${r.body})`);
+      sleep(0.05);
+    }
+  }
 }

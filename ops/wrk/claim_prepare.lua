@@ -1,7 +1,8 @@
 -- claim_prepare.lua — POST /api/claim/prepare {wallet, amount:"1"}: creates a
--- claim intent and a hold on the treasury (SPEC sections 6-8). Wallets must
--- exist: ops/bench registers NWALLETS wallets first and funds the treasury
--- with a large SETTLED_TREASURY_FUNDING, so nothing fails for lack of funds.
+-- claim intent and a hold on the wallet's own account (SPEC sections 6-8).
+-- A claim spends what the wallet was paid: ops/bench registers NWALLETS
+-- wallets first and pays each a large amount through the API (a signed
+-- webhook payment), so nothing fails for lack of funds.
 --
 --   wrk -t2 -c64 -d10s --latency -s ops/wrk/claim_prepare.lua URL -- NONCE NWALLETS
 --

@@ -2,7 +2,10 @@
 
 Each of examples/claim.sh (curl), examples/client.mjs (Node's fetch) and
 examples/client.py (Python's urllib) must register, claim and see its
-intent SETTLED:
+intent SETTLED. A claim withdraws what the wallet is owed, so the test pays
+the wallet first through the API (fund_wallet, as an operator would) and
+hands it to the client in SETTLED_WALLET; the client's register then finds
+it registered (409 already_registered, an answer it accepts):
 
 * directly against the server;
 * through a fault-injecting proxy (here, standard library) that answers the
@@ -26,7 +29,7 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN, ROOT, new_key
+from conftest import ADMIN_TOKEN, ROOT, account_of, fund_wallet, new_key, new_wallet
 
 EXAMPLES = ROOT / "examples"
 CLIENTS = {
@@ -35,6 +38,7 @@ CLIENTS = {
     "python": ["/usr/bin/python3", str(EXAMPLES / "client.py")],
 }
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+CLAIM = 100                   # the examples' default CLAIM_AMOUNT
 CLIENT_TIMEOUT = 1.0          # SETTLED_TIMEOUT of the faulty runs
 HANG = CLIENT_TIMEOUT + 1.5   # how long the proxy sits on a lost answer
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "date",
@@ -146,14 +150,15 @@ FAULTS = {
 }
 
 
-def run_client(name, url, api_key, timeout=None):
+def run_client(name, url, api_key, wallet, timeout=None):
     tool = CLIENTS[name][0]
     if not shutil.which(tool) and not os.access(tool, os.X_OK):
         pytest.fail(f"{tool} not found (scripts/deps installs it)", pytrace=False)
     env = {k: v for k, v in os.environ.items()
            if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
            and not k.startswith(("SETTLED_", "CLAIM_"))}
-    env.update({"SETTLED_URL": url, "SETTLED_API_KEY": api_key, "SETTLED_POLL_TIMEOUT": "30"})
+    env.update({"SETTLED_URL": url, "SETTLED_API_KEY": api_key, "SETTLED_POLL_TIMEOUT": "30",
+                "SETTLED_WALLET": wallet})
     if timeout is not None:
         env["SETTLED_TIMEOUT"] = str(timeout)
     p = subprocess.run(CLIENTS[name], env=env, capture_output=True, text=True, timeout=120)
@@ -169,32 +174,60 @@ def api_key(srv):
     return r.json["key"]
 
 
-def assert_settled_once(srv, key, intent_id):
+def owed_wallet(srv, amount=3 * CLAIM):
+    """A registered wallet the API paid amount into."""
+    w = new_wallet()
+    fund_wallet(srv, w, amount, register=True)
+    return w
+
+
+def assert_settled_once(srv, key, intent_id, wallet):
     r = srv.get(f"/api/v2/intents/{intent_id}", headers={"Authorization": f"Bearer {key}"})
     assert r.status == 200 and r.json["status"] == "SETTLED", r
     assert [t["to"] for t in r.json["transitions"]] == \
         ["PENDING", "LOCKED", "SUBMITTED", "CONFIRMED", "SETTLED"], r.json["transitions"]
     assert srv.count("intents") == 1, "the example created more than one intent"
+    assert account_of(srv, wallet) == {"balance": 2 * CLAIM, "held": 0, "available": 2 * CLAIM}, \
+        "the wallet paid out its claim once"
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_example_claim_beyond_the_balance_is_refused(start_server, name):
+    srv = start_server(env={"SETTLED_SIM_CONFIRM_MS": "50"})
+    key = api_key(srv)
+    w = new_wallet()
+    fund_wallet(srv, w, CLAIM - 1, register=True)
+    tool = CLIENTS[name][0]
+    if not shutil.which(tool) and not os.access(tool, os.X_OK):
+        pytest.fail(f"{tool} not found (scripts/deps installs it)", pytrace=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SETTLED_", "CLAIM_"))}
+    env.update({"SETTLED_URL": srv.url, "SETTLED_API_KEY": key, "SETTLED_WALLET": w})
+    p = subprocess.run(CLIENTS[name], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p
+    assert "422" in p.stderr and "insufficient_funds" in p.stderr, p.stderr
+    assert srv.count("intents") == 0
 
 
 @pytest.mark.parametrize("name", sorted(CLIENTS))
 def test_example_claims_to_settled(start_server, name):
     srv = start_server(env={"SETTLED_SIM_CONFIRM_MS": "50"})
     key = api_key(srv)
-    p, intent_id = run_client(name, srv.url, key)
+    w = owed_wallet(srv)
+    p, intent_id = run_client(name, srv.url, key, w)
     out = p.stdout
     assert "registered 0x" in out and "prepared int_" in out and "recorded int_" in out, out
     assert "retrying" not in p.stderr, p.stderr
-    assert_settled_once(srv, key, intent_id)
+    assert_settled_once(srv, key, intent_id, w)
 
 
 @pytest.mark.parametrize("name", sorted(CLIENTS))
 def test_example_retries_safely_through_faults(start_server, name):
     srv = start_server(env={"SETTLED_SIM_CONFIRM_MS": "50"})
     key = api_key(srv)
+    w = owed_wallet(srv)
     proxy = FaultProxy(srv.port, FAULTS)
     try:
-        p, intent_id = run_client(name, f"http://127.0.0.1:{proxy.port}", key,
+        p, intent_id = run_client(name, f"http://127.0.0.1:{proxy.port}", key, w,
                                   timeout=CLIENT_TIMEOUT)
     finally:
         proxy.close()
@@ -226,7 +259,7 @@ def test_example_retries_safely_through_faults(start_server, name):
     # The 500 on the read was retried too.
     reads = proxy.attempts("GET /api/v2/intents/{id}")
     assert reads[0]["status"] == 500 and any(e["status"] == 200 for e in reads[1:]), reads
-    assert_settled_once(srv, key, intent_id)
+    assert_settled_once(srv, key, intent_id, w)
 
 
 # --------------------------------------------------------------------------
