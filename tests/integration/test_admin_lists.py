@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from conftest import ADMIN_TOKEN, assert_error, new_key, new_wallet
+from conftest import ADMIN_TOKEN, assert_error, fund_wallet, new_key, new_wallet
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -34,7 +34,9 @@ def all_pages(srv, path, limit):
 
 
 def make_intents(srv, wallet, n):
-    assert srv.register(wallet).status == 201
+    """n claims by wallet, registered and paid first (a claim spends what
+    the wallet holds)."""
+    fund_wallet(srv, wallet, sum(100 + i for i in range(n)), register=True)
     ids = []
     for i in range(n):
         r = srv.post("/api/claim/prepare", {"wallet": wallet, "amount": str(100 + i)}, key=new_key())

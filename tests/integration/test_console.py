@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ADMIN_TOKEN, ROOT, TIME_FACTOR, backend_name, new_key, new_wallet, wait_until
+from conftest import (ADMIN_TOKEN, ROOT, TIME_FACTOR, backend_name, fund_wallet, new_key, new_wallet,
+                      wait_until)
 from test_webhooks import ENV as WEBHOOK_ENV, stripe
 
 pytestmark = pytest.mark.skipif(backend_name() != "sqlite",
@@ -74,13 +75,13 @@ def prepare(srv):
     key = r.json
     partner = {"Authorization": f"Bearer {key['key']}"}
     # A client account (the accounts list), and claims: each holds funds on
-    # the treasury (the holds list).
+    # its wallet's own account (the holds list), so each wallet is paid first.
     r = srv.post("/api/v2/accounts", {"name": "float", "metadata": {"desk": "ops"}}, headers=partner,
                  key=new_key())
     assert r.status == 201, r
     wallets = [new_wallet() for _ in range(3)]
     for i, w in enumerate(wallets):
-        assert srv.register(w).status == 201
+        fund_wallet(srv, w, 1250 * (i + 1), register=True)
         r = srv.post("/api/claim/prepare", {"wallet": w, "amount": str(1250 * (i + 1))},
                      key=new_key())
         assert r.status == 201, r

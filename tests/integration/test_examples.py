@@ -331,3 +331,36 @@ def test_a_payment_to_an_unknown_account_credits_nothing(start_server):
         time.sleep(0.1)
     assert jobs and "unknown_account" in json.dumps(jobs), jobs
     assert srv.count("ledger_entries") == 2   # only the treasury funding
+
+
+# --------------------------------------------------------------------------
+# examples/allocate_and_claim.py: an operator's allocation, then the claim
+
+
+def test_allocation_then_claim_example(start_server):
+    """The operator allocates 500 from treasury (an admin transfer); the
+    wallet's claim of 501 is refused, its claim of 200 settles: the wallet
+    keeps 300, external got 200, treasury gave the 500 and nothing else."""
+    srv = start_server(env={"SETTLED_SIM_CONFIRM_MS": "50"})
+    treasury = account_of(srv, "treasury")["balance"]
+    external = account_of(srv, "external")["balance"]
+    w = new_wallet()
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+           and not k.startswith(("SETTLED_", "CLAIM_", "ALLOCATION"))}
+    env.update({"SETTLED_URL": srv.url, "SETTLED_ADMIN_TOKEN": ADMIN_TOKEN, "SETTLED_WALLET": w,
+                "SETTLED_POLL_TIMEOUT": "30"})
+    p = subprocess.run(["/usr/bin/python3", str(EXAMPLES / "allocate_and_claim.py")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, f"allocate_and_claim failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    out = p.stdout
+    for step in (f"allocated 500 from treasury to {w}", f"refused 501: insufficient_funds on {w}",
+                 "prepared int_", "recorded int_"):
+        assert step in out, out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("SETTLED int_") and last.endswith(f"wallet 300 treasury {treasury - 500}"), out
+    assert account_of(srv, w) == {"balance": 300, "held": 0, "available": 300}
+    assert account_of(srv, "treasury")["balance"] == treasury - 500
+    assert account_of(srv, "external")["balance"] == external + 200
+    assert srv.count("intents") == 1, "the refused claim wrote nothing"
+

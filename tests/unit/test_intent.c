@@ -647,6 +647,7 @@ static void property_run(uint64_t seed, int steps)
 		/* Mostly the newest intents, which are still moving; sometimes any. */
 		int64_t span = rng_below(&r, 4) == 0 || m.n < 12 ? (int64_t)m.n : 12;
 		struct m_intent *pick = m.n ? &m.it[(int64_t)m.n - 1 - rng_below(&r, span)] : NULL;
+		int touched = -1;   /* the wallet this step moved, checked after it */
 		enum st_rc rc, want;
 
 		snprintf(when, sizeof(when), "seed %" PRIu64 " step %d", seed, step);
@@ -671,6 +672,8 @@ static void property_run(uint64_t seed, int steps)
 			     : w == m.nwallets ? ST_NOT_FOUND
 			     : m.w_balance[w] - m.w_held[w] < amount ? ST_UNPROCESSABLE : ST_OK;
 			rc = store_run(F.s, create_unit, &c);
+			pick = NULL; /* m.it may move below */
+			touched = w < m.nwallets ? w : -1;
 			applied += rc == ST_OK;
 			refused += rc != ST_OK;
 			cr_assert_eq(rc, want, "%s: prepare %lld: %s, want %s", when, (long long)amount,
@@ -706,6 +709,7 @@ static void property_run(uint64_t seed, int steps)
 			bool valid = o == OP_RECORD ? pick->st == INTENT_PENDING : intent_transition_valid(pick->st, to);
 
 			rc = op(pick->id, o, (unsigned)step + 1, NULL);
+			touched = pick->wallet;
 			applied += rc == ST_OK;
 			refused += rc != ST_OK;
 			cr_assert_eq(rc, valid ? ST_OK : ST_CONFLICT, "%s: %s from %s: %s", when, op_names[o],
@@ -729,6 +733,7 @@ static void property_run(uint64_t seed, int steps)
 
 			pay(m.w_id[w], amount);
 			m.w_balance[w] += amount;
+			touched = w;
 		} else {
 			/* time passes; due holds expire with their PENDING intents */
 			struct expire_arg e = { 0 };
@@ -753,11 +758,11 @@ static void property_run(uint64_t seed, int steps)
 
 			cr_assert_eq(t.balance, m.t_balance, "%s: treasury balance", when);
 			cr_assert_eq(t.held, m.t_held, "%s: treasury held", when);
-			if (pick) {
-				struct account a = fx_account(m.w_id[pick->wallet]);
+			if (touched >= 0) {
+				struct account a = fx_account(m.w_id[touched]);
 
-				cr_assert_eq(a.balance, m.w_balance[pick->wallet], "%s: wallet balance", when);
-				cr_assert_eq(a.held, m.w_held[pick->wallet], "%s: wallet held", when);
+				cr_assert_eq(a.balance, m.w_balance[touched], "%s: wallet balance", when);
+				cr_assert_eq(a.held, m.w_held[touched], "%s: wallet held", when);
 			}
 		}
 		cr_assert_eq(fx_int("SELECT count(*) FROM intents WHERE status NOT IN"
