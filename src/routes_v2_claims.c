@@ -92,11 +92,11 @@ enum st_rc route_v2_claim(struct req_ctx *rq)
 		return req_fail_field(rq, ST_INVALID, "invalid_amount",
 				      INPUT_AMOUNT_MSG,
 				      "amount");
-	if (claim_refuse_over_max(rq, r->amount))
-		return ST_OK;
 	if (input_tx_hash(h, r->tx_hash))
 		return req_fail_field(rq, ST_INVALID, "invalid_tx_hash",
 				      INPUT_TX_HASH_MSG, "tx_hash");
+	if (claim_refuse_over_max(rq, r->amount))
+		return ST_OK;
 	r->app = req_app(rq);
 	snprintf(r->client_id, sizeof(r->client_id), "%s", req_client_id(rq));
 	snprintf(r->actor, sizeof(r->actor), "req:%s", req_id(rq));
