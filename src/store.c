@@ -1,6 +1,8 @@
 /* store.c — backend-independent parts of the store: choosing a backend,
- * the synchronous wrapper around write units, nested savepoints and the
- * materialised result helpers. See store.h for the contract. */
+ * the synchronous wrapper around write units, nested savepoints, the
+ * materialised result helpers, and what both backends share (the clock,
+ * the statement cache, the migration runner). See store.h for the
+ * contract. */
 #include "store.h"
 
 #include <pthread.h>
@@ -8,8 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include <openssl/rand.h>
 
+#include "fmt.h"
+#include "log.h"
 #include "randpool.h"
 
 #include "banned.h"
@@ -29,6 +35,26 @@ void tx_random(struct tx *tx, void *out, size_t n)
 	}
 	if (RAND_bytes(out, (int)n) != 1)
 		memset(out, 0, n);
+}
+
+void tx_new_id(struct tx *tx, const char *prefix, char out[ST_ID_MAX + 1])
+{
+	unsigned char raw[12];
+	size_t p = strlen(prefix);
+	uint64_t ms = (uint64_t)tx_now_ms(tx);
+
+	if (p > 12)
+		p = 12;
+	/* 6 bytes of milliseconds, then 6 random: ids made together sort
+	 * together, so each primary-key index takes its inserts at its right
+	 * edge (one leaf page per group commit) instead of one random leaf
+	 * per row, each a page the WAL must write again. 48 random bits per
+	 * millisecond keep a clash out of reach; the key would refuse one. */
+	for (int i = 0; i < 6; i++)
+		raw[i] = (unsigned char)(ms >> (40 - 8 * i));
+	tx_random(tx, raw + 6, 6);
+	memcpy(out, prefix, p);
+	fmt_hex(raw, sizeof(raw), out + p);
 }
 
 void store_close(struct store *s)
@@ -221,4 +247,123 @@ void tx_after_run(struct tx *tx)
 	for (int i = 0; i < tx->nafter; i++)
 		tx->after[i].fn(tx->after[i].arg, tx->after[i].n);
 	tx_after_drop(tx);
+}
+
+/* ---- shared by the backends ---- */
+
+#define STMT_CACHE_MIN 64
+
+int64_t store_clock_ms(const struct store *s)
+{
+	struct timespec ts;
+
+	if (s->clock_ms)
+		return s->clock_ms(s->clock_arg);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static size_t slot_hash(const char *sql, size_t n)
+{
+	uintptr_t p = (uintptr_t)sql;
+
+	p ^= p >> 17;
+	p *= (uintptr_t)0x9e3779b97f4a7c15ULL;
+	return (size_t)(p >> 7) & (n - 1);
+}
+
+static enum st_rc cache_grow(struct stmt_cache *c)
+{
+	size_t n = c->nslots ? c->nslots * 2 : STMT_CACHE_MIN;
+	struct stmt_slot *slots = calloc(n, sizeof(*slots));
+
+	if (!slots)
+		return ST_NOMEM;
+	for (size_t i = 0; i < c->nslots; i++) {
+		size_t h;
+
+		if (!c->slots[i].sql)
+			continue;
+		h = slot_hash(c->slots[i].sql, n);
+		while (slots[h].sql)
+			h = (h + 1) & (n - 1);
+		slots[h] = c->slots[i];
+	}
+	free(c->slots);
+	c->slots = slots;
+	c->nslots = n;
+	return ST_OK;
+}
+
+struct stmt_slot *stmt_cache_find(struct stmt_cache *c, const char *sql, bool *found)
+{
+	size_t h;
+
+	*found = false;
+	if (c->used * 2 >= c->nslots && cache_grow(c))
+		return NULL;
+	h = slot_hash(sql, c->nslots);
+	while (c->slots[h].sql) {
+		if (c->slots[h].sql == sql) {
+			*found = true;
+			return &c->slots[h];
+		}
+		h = (h + 1) & (c->nslots - 1);
+	}
+	return &c->slots[h];
+}
+
+void stmt_cache_fill(struct stmt_cache *c, struct stmt_slot *slot, const char *sql)
+{
+	slot->sql = sql;
+	c->used++;
+}
+
+void stmt_cache_clear(struct stmt_cache *c)
+{
+	free(c->slots);
+	c->slots = NULL;
+	c->nslots = c->used = 0;
+}
+
+/* The version is read inside each migration's transaction, under the
+ * backend's lock, so two processes starting at once apply each migration
+ * once. */
+static enum st_rc migrate_one(const struct st_migration *m, const struct st_migrator *mg, void *arg,
+			      const struct logger *log, struct buf *why)
+{
+	int current = 0;
+	enum st_rc rc = mg->begin(arg, &current, why);
+
+	if (rc)
+		return rc;
+	if (m && m->version > current) {
+		rc = mg->apply(arg, m, why);
+		if (rc) {
+			mg->rollback(arg);
+			return rc;
+		}
+		log_msg(log, LOG_INFO, "applied migration %s", m->name);
+	}
+	rc = mg->commit(arg, why);
+	if (rc)
+		mg->rollback(arg);
+	return rc;
+}
+
+enum st_rc store_migrate(const struct st_migration *list, const struct st_migrator *mg, void *arg,
+			 const struct logger *log, struct buf *err)
+{
+	struct buf why = BUF_INIT(1024);
+	/* The first transaction applies nothing: it creates schema_version
+	 * even when there is no migration to apply. */
+	enum st_rc rc = migrate_one(NULL, mg, arg, log, &why);
+
+	for (const struct st_migration *m = list; !rc && m->sql; m++)
+		if ((rc = migrate_one(m, mg, arg, log, &why)))
+			buf_printf(err, "%s: migration %s failed: %s", mg->name, m->name, why.ptr);
+	if (rc && !err->len)
+		buf_printf(err, "%s: migrations: %s", mg->name, why.ptr);
+	buf_release(&why);
+	return rc;
 }

@@ -231,6 +231,12 @@ void tx_after_drop(struct tx *tx);
  * the bytes are zero and the unique constraint on the id catches a clash. */
 void tx_random(struct tx *tx, void *out, size_t n);
 
+/* Fills out with prefix + 24 hex digits: 12 of the unit's clock (ms), 12
+ * random (ids of accounts, ledger rows, holds and intents). prefix must be
+ * short (<= 12 bytes; a longer one is cut). */
+#define ST_ID_MAX 40
+void tx_new_id(struct tx *tx, const char *prefix, char out[ST_ID_MAX + 1]);
+
 /* The trace context of whatever the running unit works for (a request, a
  * job), in the stored form of trace.h ("00-<trace>-<span>-<flags>[ <state>]"),
  * or NULL. queue_enqueue records it on the jobs the unit enqueues (unless
@@ -251,6 +257,35 @@ static inline const char *tx_set_trace_context(struct tx *tx, const char *tc)
 	return prev;
 }
 
+/* Backend-private: what both backends share. */
+
+/* The store's clock: s->clock_ms when set (tests), else the wall clock, in
+ * milliseconds since the epoch. Each transaction's tx_now_ms. */
+int64_t store_clock_ms(const struct store *s);
+
+/* A per-connection statement cache keyed by the SQL text's address (open
+ * addressing, grown at half full). A slot holds what the backend keeps
+ * for a prepared statement: SQLite its handle, PostgreSQL the statement's
+ * name number and parameter count. */
+struct stmt_slot {
+	const char *sql;  /* NULL: empty */
+	void *handle;
+	unsigned id;
+	int nparams;
+};
+struct stmt_cache {
+	struct stmt_slot *slots;
+	size_t nslots, used;
+};
+/* sql's slot: *found says whether it holds a prepared statement; if not,
+ * the backend prepares one, fills the slot's fields and calls
+ * stmt_cache_fill. NULL: out of memory. The slot is valid until the next
+ * lookup or stmt_cache_clear. */
+struct stmt_slot *stmt_cache_find(struct stmt_cache *c, const char *sql, bool *found);
+void stmt_cache_fill(struct stmt_cache *c, struct stmt_slot *slot, const char *sql);
+/* Forgets every slot (the backend has finalised what they held). */
+void stmt_cache_clear(struct stmt_cache *c);
+
 /* Migrations: NULL-terminated arrays of { version, sql } per dialect,
  * generated at build time from migrations/<dialect>/NNN_name.sql. */
 struct st_migration {
@@ -260,5 +295,23 @@ struct st_migration {
 };
 extern const struct st_migration st_migrations_sqlite[];
 extern const struct st_migration st_migrations_pg[];
+
+/* How a backend runs the steps of a migration on its migration connection
+ * (arg); each fills why on failure. */
+struct st_migrator {
+	const char *name;  /* for messages: "sqlite", "postgres" */
+	/* Begins the migration's transaction (with whatever lock keeps two
+	 * processes from migrating at once), creates schema_version if it
+	 * is missing and reads the current version. */
+	enum st_rc (*begin)(void *arg, int *current, struct buf *why);
+	/* Runs m's SQL and records m in schema_version. */
+	enum st_rc (*apply)(void *arg, const struct st_migration *m, struct buf *why);
+	enum st_rc (*commit)(void *arg, struct buf *why);
+	void (*rollback)(void *arg);
+};
+/* Applies every migration of list newer than the stored version, each in
+ * its own transaction, logging each one applied. err says why it failed. */
+enum st_rc store_migrate(const struct st_migration *list, const struct st_migrator *mg, void *arg,
+			 const struct logger *log, struct buf *err);
 
 #endif

@@ -100,16 +100,9 @@
 #define PG_RECONNECT_MAX_MS 1000
 #define PG_CONNECT_TIMEOUT "5"      /* seconds; the URL may override it */
 #define PG_PING_TIMEOUT_MS 2000
-#define PG_STMT_CACHE_MIN 64
 #define PG_MIGRATION_LOCK "7310427712" /* pg_advisory_xact_lock key: "settled" */
 #define PG_BOOLOID 16
 #define PG_PENDING_MAX 16           /* BEGIN and savepoints held back; more are flushed */
-
-struct pg_stmt {
-	const char *sql;  /* cache key: the address, not the text */
-	unsigned id;      /* prepared as "s<id>" */
-	int nparams;
-};
 
 struct pg_store;
 
@@ -119,8 +112,7 @@ struct pg_conn {
 	const char *role;          /* "writer", "reader", "ping": for logs */
 	unsigned idx;
 	bool writer;               /* counted in pg_store.healthy */
-	struct pg_stmt *slots;     /* open addressing on the sql pointer */
-	size_t nslots, used;
+	struct stmt_cache stmts;   /* slot id: prepared as "s<id>"; nparams */
 	unsigned next_id;
 	unsigned drops;            /* times the connection was lost */
 	int64_t backoff_ms;        /* 0 while connecting works */
@@ -221,16 +213,6 @@ static struct pg_tx *pg_tx_downcast(struct tx *tx)
 
 /* ---- clocks, jitter, messages ---- */
 
-static int64_t store_clock(const struct store *s)
-{
-	struct timespec ts;
-
-	if (s->clock_ms)
-		return s->clock_ms(s->clock_arg);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(int64_t ms)
 {
 	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
@@ -296,13 +278,6 @@ static void conn_init(struct pg_conn *c, struct pg_store *s, const char *role, u
 	c->rng = (uint64_t)clock_mono_ms() * 0x9e3779b97f4a7c15ULL ^ ((uint64_t)idx << 32) ^ (uintptr_t)c;
 }
 
-static void cache_clear(struct pg_conn *c)
-{
-	free(c->slots);
-	c->slots = NULL;
-	c->nslots = c->used = 0;
-}
-
 /* Opens a connection. The URL may be a postgres:// URI or a key=value
  * string; our defaults come first, so the URL's own settings win. */
 static PGconn *pg_connect(struct pg_store *s, const char *timeout, struct buf *why)
@@ -348,7 +323,7 @@ static void conn_drop(struct pg_conn *c, const char *why)
 	c->pg = NULL;
 	c->drops++;
 	c->next_try_ms = 0; /* the first reconnect is immediate */
-	cache_clear(c);
+	stmt_cache_clear(&c->stmts);
 	if (c->writer && atomic_fetch_sub(&c->s->healthy, 1) == 1) {
 		/* The last live writer: wake the others so none idles on the
 		 * queue waiting for a peer that is gone too. */
@@ -398,7 +373,7 @@ static void conn_close(struct pg_conn *c)
 		if (c->writer)
 			atomic_fetch_sub(&c->s->healthy, 1);
 	}
-	cache_clear(c);
+	stmt_cache_clear(&c->stmts);
 }
 
 /* ---- errors ---- */
@@ -646,39 +621,7 @@ static enum st_rc tx_defer(struct pg_tx *t, enum pg_pend_kind kind, int depth)
 	return ST_OK;
 }
 
-/* ---- statement cache ---- */
-
-static size_t slot_hash(const char *sql, size_t n)
-{
-	uintptr_t p = (uintptr_t)sql;
-
-	p ^= p >> 17;
-	p *= (uintptr_t)0x9e3779b97f4a7c15ULL;
-	return (size_t)(p >> 7) & (n - 1);
-}
-
-static enum st_rc cache_grow(struct pg_conn *c)
-{
-	size_t n = c->nslots ? c->nslots * 2 : PG_STMT_CACHE_MIN;
-	struct pg_stmt *slots = calloc(n, sizeof(*slots));
-
-	if (!slots)
-		return ST_NOMEM;
-	for (size_t i = 0; i < c->nslots; i++) {
-		size_t h;
-
-		if (!c->slots[i].sql)
-			continue;
-		h = slot_hash(c->slots[i].sql, n);
-		while (slots[h].sql)
-			h = (h + 1) & (n - 1);
-		slots[h] = c->slots[i];
-	}
-	free(c->slots);
-	c->slots = slots;
-	c->nslots = n;
-	return ST_OK;
-}
+/* ---- statement cache (store.c keeps the slots) ---- */
 
 static void stmt_name(char *name, size_t size, unsigned id)
 {
@@ -689,25 +632,22 @@ static void stmt_name(char *name, size_t size, unsigned id)
  * asking the server how many parameters it takes) the first time: one
  * pipeline with t's held-back commands, so inside the transaction as any
  * statement. */
-static enum st_rc conn_stmt(struct pg_tx *t, const char *sql, const struct pg_stmt **out)
+static enum st_rc conn_stmt(struct pg_tx *t, const char *sql, const struct stmt_slot **out)
 {
 	struct pg_conn *c = t->conn;
 	char name[24];
 	PGresult *res = NULL;
+	struct stmt_slot *slot;
 	enum st_rc rc;
 	unsigned id;
-	int nparams;
-	size_t h;
+	bool found;
 
-	if (c->used * 2 >= c->nslots && cache_grow(c))
+	slot = stmt_cache_find(&c->stmts, sql, &found);
+	if (!slot)
 		return ST_NOMEM;
-	h = slot_hash(sql, c->nslots);
-	while (c->slots[h].sql) {
-		if (c->slots[h].sql == sql) {
-			*out = &c->slots[h];
-			return ST_OK;
-		}
-		h = (h + 1) & (c->nslots - 1);
+	if (found) {
+		*out = slot;
+		return ST_OK;
 	}
 	id = ++c->next_id;
 	stmt_name(name, sizeof(name), id);
@@ -719,13 +659,11 @@ static enum st_rc conn_stmt(struct pg_tx *t, const char *sql, const struct pg_st
 			 2, &res);
 	if (rc)
 		return rc;
-	nparams = PQnparams(res);
+	slot->id = id;
+	slot->nparams = PQnparams(res);
 	PQclear(res);
-	c->slots[h].sql = sql;
-	c->slots[h].id = id;
-	c->slots[h].nparams = nparams;
-	c->used++;
-	*out = &c->slots[h];
+	stmt_cache_fill(&c->stmts, slot, sql);
+	*out = slot;
 	return ST_OK;
 }
 
@@ -832,7 +770,7 @@ static enum st_rc exec_once(struct pg_tx *t, const char *sql, int n, const struc
 			    int64_t *changes, struct st_rows **out)
 {
 	struct pg_conn *c = t->conn;
-	const struct pg_stmt *st;
+	const struct stmt_slot *st;
 	const char **values = NULL;
 	char *block = NULL, name[24];
 	PGresult *res = NULL;
@@ -996,7 +934,7 @@ static void tx_start(struct pg_tx *t, struct pg_store *s, struct pg_conn *c, boo
 	t->base.ops = &pg_tx_ops;
 	t->base.dialect = ST_PG;
 	t->base.read_only = read_only;
-	t->base.now_ms = store_clock(&s->base);
+	t->base.now_ms = store_clock_ms(&s->base);
 	t->base.rand = s->base.rand;
 	t->conn = c;
 	t->drops = c->drops;
@@ -1419,64 +1357,83 @@ static enum st_rc simple(struct pg_store *s, PGconn *pg, const char *sql, int n,
 	return PQstatus(pg) == CONNECTION_OK ? ST_INTERNAL : ST_UNAVAILABLE;
 }
 
-/* One transaction: takes the migration lock, reads the current version
- * and applies m if it is newer. */
-static enum st_rc migrate_one(struct pg_store *s, PGconn *pg, const struct st_migration *m, struct buf *err)
-{
-	PGresult *res = NULL;
-	enum st_rc rc;
-	int current;
+/* The migration steps (store.c runs them) on the pinger's connection. */
+struct pg_migrate {
+	struct pg_store *s;
+	PGconn *pg;
+};
 
-	rc = simple(s, pg, "BEGIN", 0, NULL, NULL, err);
+static enum st_rc migrate_begin(void *arg, int *current, struct buf *why)
+{
+	struct pg_migrate *m = arg;
+	PGresult *res = NULL;
+	enum st_rc rc = simple(m->s, m->pg, "BEGIN", 0, NULL, NULL, why);
+
 	if (rc)
 		return rc;
-	rc = simple(s, pg,
+	rc = simple(m->s, m->pg,
 		    "SELECT pg_advisory_xact_lock(" PG_MIGRATION_LOCK ");"
 		    "CREATE TABLE IF NOT EXISTS schema_version ("
 		    " version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-		    0, NULL, NULL, err);
+		    0, NULL, NULL, why);
 	if (!rc)
-		rc = simple(s, pg, "SELECT coalesce(max(version), 0) FROM schema_version", 0, NULL, &res, err);
-	if (rc)
-		goto fail;
-	current = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
-	PQclear(res);
-	res = NULL;
-	if (m && m->version > current) {
-		char version[16];
-		const char *params[2] = { version, m->name };
-
-		snprintf(version, sizeof(version), "%d", m->version);
-		rc = simple(s, pg, m->sql, 0, NULL, NULL, err);
-		if (!rc)
-			rc = simple(s, pg,
-				    "INSERT INTO schema_version (version, name, applied_at)"
-				    " VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
-				    2, params, NULL, err);
-		if (rc)
-			goto fail;
-		log_msg(s->base.log, LOG_INFO, "applied migration %s", m->name);
+		rc = simple(m->s, m->pg, "SELECT coalesce(max(version), 0) FROM schema_version", 0, NULL,
+			    &res, why);
+	if (rc) {
+		if (PQstatus(m->pg) == CONNECTION_OK)
+			PQclear(PQexec(m->pg, "ROLLBACK"));
+		return rc;
 	}
-	return simple(s, pg, "COMMIT", 0, NULL, NULL, err);
-fail:
+	*current = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
-	if (PQstatus(pg) == CONNECTION_OK)
-		PQclear(PQexec(pg, "ROLLBACK"));
+	return ST_OK;
+}
+
+static enum st_rc migrate_apply(void *arg, const struct st_migration *mig, struct buf *why)
+{
+	struct pg_migrate *m = arg;
+	char version[16];
+	const char *params[2] = { version, mig->name };
+	enum st_rc rc;
+
+	snprintf(version, sizeof(version), "%d", mig->version);
+	rc = simple(m->s, m->pg, mig->sql, 0, NULL, NULL, why);
+	if (!rc)
+		rc = simple(m->s, m->pg,
+			    "INSERT INTO schema_version (version, name, applied_at)"
+			    " VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
+			    2, params, NULL, why);
 	return rc;
 }
 
+static enum st_rc migrate_commit(void *arg, struct buf *why)
+{
+	struct pg_migrate *m = arg;
+
+	return simple(m->s, m->pg, "COMMIT", 0, NULL, NULL, why);
+}
+
+static void migrate_rollback(void *arg)
+{
+	struct pg_migrate *m = arg;
+
+	if (PQstatus(m->pg) == CONNECTION_OK)
+		PQclear(PQexec(m->pg, "ROLLBACK"));
+}
+
+static const struct st_migrator pg_migrator = {
+	.name = "postgres",
+	.begin = migrate_begin,
+	.apply = migrate_apply,
+	.commit = migrate_commit,
+	.rollback = migrate_rollback,
+};
+
 static enum st_rc migrate(struct pg_store *s, PGconn *pg, struct buf *err)
 {
-	struct buf why = BUF_INIT(1024);
-	enum st_rc rc = migrate_one(s, pg, NULL, &why);
+	struct pg_migrate m = { .s = s, .pg = pg };
 
-	for (const struct st_migration *m = st_migrations_pg; !rc && m->sql; m++)
-		if ((rc = migrate_one(s, pg, m, &why)))
-			buf_printf(err, "postgres: migration %s failed: %s", m->name, why.ptr);
-	if (rc && !err->len)
-		buf_printf(err, "postgres: migrations: %s", why.ptr);
-	buf_release(&why);
-	return rc;
+	return store_migrate(st_migrations_pg, &pg_migrator, &m, s->base.log, err);
 }
 
 /* The password, if the URL has one, so that messages can be scrubbed. */

@@ -43,17 +43,10 @@
  * the checkpointer has already copied most frames by then, so that
  * checkpoint is short, and it restarts the WAL. */
 #define CHECKPOINT_BACKSTOP_PAGES (4 * CHECKPOINT_PAGES)
-#define STMT_CACHE_MIN 64
-
-struct stmt_slot {
-	const char *sql;
-	sqlite3_stmt *stmt;
-};
 
 struct sqlite_conn {
 	sqlite3 *db;
-	struct stmt_slot *slots;  /* open addressing on the sql pointer */
-	size_t nslots, used;
+	struct stmt_cache stmts;  /* slot handle: the sqlite3_stmt */
 	/* The storage fault (disk full, I/O error) of this connection's last
 	 * failed call, kept at the failure: sqlite3_errcode() is undefined
 	 * once a later call (a ROLLBACK TO) succeeded. The writer reads and
@@ -116,16 +109,6 @@ static struct sqlite_store *sqlite_downcast(struct store *s)
 	return (struct sqlite_store *)s;
 }
 
-static int64_t store_clock(const struct store *s)
-{
-	struct timespec ts;
-
-	if (s->clock_ms)
-		return s->clock_ms(s->clock_arg);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static enum st_rc map_sqlite_error(int rc)
 {
 	switch (rc) {
@@ -170,72 +153,32 @@ static enum st_rc conn_error(struct sqlite_conn *c)
 	return map_sqlite_error(ec);
 }
 
-/* ---- statement cache ---- */
-
-static size_t slot_hash(const char *sql, size_t n)
-{
-	uintptr_t p = (uintptr_t)sql;
-
-	p ^= p >> 17;
-	p *= (uintptr_t)0x9e3779b97f4a7c15ULL;
-	return (size_t)(p >> 7) & (n - 1);
-}
-
-static enum st_rc cache_grow(struct sqlite_conn *c)
-{
-	size_t n = c->nslots ? c->nslots * 2 : STMT_CACHE_MIN;
-	struct stmt_slot *slots = calloc(n, sizeof(*slots));
-
-	if (!slots)
-		return ST_NOMEM;
-	for (size_t i = 0; i < c->nslots; i++) {
-		size_t h;
-
-		if (!c->slots[i].sql)
-			continue;
-		h = slot_hash(c->slots[i].sql, n);
-		while (slots[h].sql)
-			h = (h + 1) & (n - 1);
-		slots[h] = c->slots[i];
-	}
-	free(c->slots);
-	c->slots = slots;
-	c->nslots = n;
-	return ST_OK;
-}
+/* ---- statement cache (store.c keeps the slots) ---- */
 
 static enum st_rc conn_stmt(struct sqlite_conn *c, const char *sql, sqlite3_stmt **out)
 {
-	size_t h;
-	int rc;
+	bool found;
+	struct stmt_slot *slot = stmt_cache_find(&c->stmts, sql, &found);
 
-	if (c->used * 2 >= c->nslots && cache_grow(c))
+	if (!slot)
 		return ST_NOMEM;
-	h = slot_hash(sql, c->nslots);
-	while (c->slots[h].sql) {
-		if (c->slots[h].sql == sql) {
-			*out = c->slots[h].stmt;
-			return ST_OK;
-		}
-		h = (h + 1) & (c->nslots - 1);
+	if (found) {
+		*out = slot->handle;
+		return ST_OK;
 	}
-	rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
-	if (rc != SQLITE_OK)
+	if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)
 		return conn_error(c);
-	c->slots[h].sql = sql;
-	c->slots[h].stmt = *out;
-	c->used++;
+	slot->handle = *out;
+	stmt_cache_fill(&c->stmts, slot, sql);
 	return ST_OK;
 }
 
 static void conn_close(struct sqlite_conn *c)
 {
-	for (size_t i = 0; i < c->nslots; i++)
-		if (c->slots[i].sql)
-			sqlite3_finalize(c->slots[i].stmt);
-	free(c->slots);
-	c->slots = NULL;
-	c->nslots = c->used = 0;
+	for (size_t i = 0; i < c->stmts.nslots; i++)
+		if (c->stmts.slots[i].sql)
+			sqlite3_finalize(c->stmts.slots[i].handle);
+	stmt_cache_clear(&c->stmts);
 	if (c->db)
 		sqlite3_close(c->db);
 	c->db = NULL;
@@ -459,7 +402,7 @@ static void run_batch(struct sqlite_store *s, struct unit *batch)
 			u->rc = rc;
 			continue;
 		}
-		t.base.now_ms = store_clock(&s->base);
+		t.base.now_ms = store_clock_ms(&s->base);
 		t.base.depth = 0;
 		u->rc = tx_nested(&t.base, u->fn, u->arg);
 		any_ok |= u->rc == ST_OK;
@@ -626,7 +569,7 @@ static enum st_rc sqlite_read(struct store *base, store_unit_fn *fn, void *arg)
 	pthread_mutex_unlock(&s->rmu);
 
 	t.conn = &s->readers[idx];
-	t.base.now_ms = store_clock(base);
+	t.base.now_ms = store_clock_ms(base);
 	rc = conn_simple(t.conn, "BEGIN");
 	if (rc == ST_OK) {
 		rc = fn(&t.base, arg);
@@ -752,51 +695,78 @@ static enum st_rc conn_open(struct sqlite_conn *c, const char *path, int readonl
 	return ST_OK;
 }
 
-static enum st_rc migrate(struct sqlite_conn *c, const struct logger *log, struct buf *err)
+/* The migration steps (store.c runs them) on the writer's connection,
+ * before the writer thread starts. */
+static enum st_rc migrate_exec(struct sqlite_conn *c, const char *sql, enum st_rc rc, struct buf *why)
 {
-	sqlite3_stmt *st = NULL;
-	int current = 0;
-
-	if (sqlite3_exec(c->db,
-			 "CREATE TABLE IF NOT EXISTS schema_version ("
-			 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
-			 NULL, NULL, NULL) != SQLITE_OK)
-		goto fail;
-	if (sqlite3_prepare_v2(c->db, "SELECT coalesce(max(version), 0) FROM schema_version", -1, &st, NULL) !=
-	    SQLITE_OK)
-		goto fail;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		current = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
-	st = NULL;
-
-	for (const struct st_migration *m = st_migrations_sqlite; m->sql; m++) {
-		char record[256];
-
-		if (m->version <= current)
-			continue;
-		snprintf(record, sizeof(record),
-			 "INSERT INTO schema_version (version, name, applied_at) "
-			 "VALUES (%d, '%s', CAST(strftime('%%s','now') AS INTEGER) * 1000)",
-			 m->version, m->name);
-		if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-			goto fail;
-		if (sqlite3_exec(c->db, m->sql, NULL, NULL, NULL) != SQLITE_OK ||
-		    sqlite3_exec(c->db, record, NULL, NULL, NULL) != SQLITE_OK) {
-			buf_printf(err, "sqlite: migration %s failed: %s", m->name, sqlite3_errmsg(c->db));
-			sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-			return ST_INTERNAL;
-		}
-		if (sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-			goto fail;
-		log_msg(log, LOG_INFO, "applied migration %s", m->name);
-	}
-	return ST_OK;
-fail:
-	sqlite3_finalize(st);
-	buf_printf(err, "sqlite: migrations: %s", sqlite3_errmsg(c->db));
-	return ST_UNAVAILABLE;
+	if (sqlite3_exec(c->db, sql, NULL, NULL, NULL) == SQLITE_OK)
+		return ST_OK;
+	buf_puts(why, sqlite3_errmsg(c->db));
+	return rc;
 }
+
+static enum st_rc migrate_begin(void *arg, int *current, struct buf *why)
+{
+	struct sqlite_conn *c = arg;
+	sqlite3_stmt *st = NULL;
+	enum st_rc rc = migrate_exec(c, "BEGIN IMMEDIATE", ST_UNAVAILABLE, why);
+
+	if (!rc)
+		rc = migrate_exec(c,
+				  "CREATE TABLE IF NOT EXISTS schema_version ("
+				  " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+				  " applied_at INTEGER NOT NULL)",
+				  ST_UNAVAILABLE, why);
+	if (rc)
+		goto out;
+	if (sqlite3_prepare_v2(c->db, "SELECT coalesce(max(version), 0) FROM schema_version", -1, &st,
+			       NULL) != SQLITE_OK) {
+		buf_puts(why, sqlite3_errmsg(c->db));
+		rc = ST_UNAVAILABLE;
+		goto out;
+	}
+	*current = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+out:
+	sqlite3_finalize(st);
+	if (rc)
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
+static enum st_rc migrate_apply(void *arg, const struct st_migration *m, struct buf *why)
+{
+	struct sqlite_conn *c = arg;
+	char record[256];
+	enum st_rc rc;
+
+	snprintf(record, sizeof(record),
+		 "INSERT INTO schema_version (version, name, applied_at) "
+		 "VALUES (%d, '%s', CAST(strftime('%%s','now') AS INTEGER) * 1000)",
+		 m->version, m->name);
+	rc = migrate_exec(c, m->sql, ST_INTERNAL, why);
+	return rc ? rc : migrate_exec(c, record, ST_INTERNAL, why);
+}
+
+static enum st_rc migrate_commit(void *arg, struct buf *why)
+{
+	return migrate_exec(arg, "COMMIT", ST_UNAVAILABLE, why);
+}
+
+static void migrate_rollback(void *arg)
+{
+	struct sqlite_conn *c = arg;
+
+	if (!sqlite3_get_autocommit(c->db))
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static const struct st_migrator sqlite_migrator = {
+	.name = "sqlite",
+	.begin = migrate_begin,
+	.apply = migrate_apply,
+	.commit = migrate_commit,
+	.rollback = migrate_rollback,
+};
 
 enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out, struct buf *err)
 {
@@ -822,7 +792,7 @@ enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out
 	rc = conn_open(&s->writer, s->path, 0, err);
 	if (rc)
 		goto fail;
-	rc = migrate(&s->writer, opt->log, err);
+	rc = store_migrate(st_migrations_sqlite, &sqlite_migrator, &s->writer, opt->log, err);
 	if (rc)
 		goto fail;
 
