@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "fmt.h"
-#include "ledger.h"
 #include "banned.h"
 
 static const struct {
@@ -112,7 +111,7 @@ enum st_rc account_register(struct tx *tx, const char *wallet, const char *refer
 		if (rc)
 			return rc; /* ST_NOT_FOUND: unknown referrer */
 	}
-	ledger_new_id(tx, "acct_", id);
+	tx_new_id(tx, "acct_", id);
 	/* The unique index on wallet decides a race between two registrations;
 	 * we never check first and insert second. */
 	rc = tx_exec(tx,
@@ -196,7 +195,7 @@ enum st_rc account_create_client(struct tx *tx, const char *client_id, const cha
 	if (!account_name_valid(name, strlen(name)) || !qualify(client_id, name, qname) ||
 	    (metadata && strlen(metadata) > ACCOUNT_METADATA_MAX))
 		return ST_INVALID;
-	ledger_new_id(tx, "acct_", id);
+	tx_new_id(tx, "acct_", id);
 	/* UNIQUE (name) of 001 holds "<client_id>/<name>": unique per client. */
 	rc = tx_exec(tx,
 		     "INSERT INTO accounts (id, wallet, name, kind, may_go_negative, client_id, metadata,"

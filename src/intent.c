@@ -193,7 +193,7 @@ static enum st_rc create_intent(struct tx *tx, const char *kind, const char *wal
 	if (rc)
 		return rc;
 	memset(&it, 0, sizeof(it));
-	ledger_new_id(tx, "int_", it.id);
+	tx_new_id(tx, "int_", it.id);
 	if (hold_timeout_ms > 0 && __builtin_add_overflow(now, hold_timeout_ms, &expires))
 		expires = INT64_MAX;
 	rc = ledger_hold_create(tx, a.id, amount, expires, it.id, &h);

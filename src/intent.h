@@ -88,7 +88,7 @@ enum st_rc intent_claim_create(struct tx *tx, const char *wallet, int64_t amount
 			       int64_t hold_timeout_ms, const char *actor, struct intent *out,
 			       struct ledger_hold *hold);
 
-/* Creates a payout intent (PENDING, issue 9): amount leaves the wallet
+/* Creates a payout intent (PENDING): amount leaves the wallet
  * (canonical) for the outside world when it settles. The hold of amount is
  * on the wallet's own account, without timeout (the payout job drives the
  * intent). Fills *out and, when hold is not NULL, *hold. The rest of the

@@ -22,26 +22,6 @@
 /* Any constant will do: it names "the ledger append lock" on PostgreSQL. */
 #define LEDGER_PG_APPEND_LOCK 0x5e771ed
 
-void ledger_new_id(struct tx *tx, const char *prefix, char out[LEDGER_ID_MAX + 1])
-{
-	unsigned char raw[12];
-	size_t p = strlen(prefix);
-	uint64_t ms = (uint64_t)tx_now_ms(tx);
-
-	if (p > 12)
-		p = 12;
-	/* 6 bytes of milliseconds, then 6 random: ids made together sort
-	 * together, so each primary-key index takes its inserts at its right
-	 * edge (one leaf page per group commit) instead of one random leaf
-	 * per row, each a page the WAL must write again. 48 random bits per
-	 * millisecond keep a clash out of reach; the key would refuse one. */
-	for (int i = 0; i < 6; i++)
-		raw[i] = (unsigned char)(ms >> (40 - 8 * i));
-	tx_random(tx, raw + 6, 6);
-	memcpy(out, prefix, p);
-	fmt_hex(raw, sizeof(raw), out + p);
-}
-
 static const char *dir_str(enum ledger_dir d)
 {
 	return d == LEDGER_CREDIT ? "credit" : "debit";
@@ -99,7 +79,7 @@ static enum st_rc post(struct tx *tx, const struct ledger_post *p, const char *h
 		if (rc)
 			return rc;
 	}
-	ledger_new_id(tx, "ltx_", id);
+	tx_new_id(tx, "ltx_", id);
 	for (size_t i = 0; i < p->n; i++) {
 		const struct ledger_entry *e = &p->entries[i];
 
@@ -342,7 +322,7 @@ enum st_rc ledger_hold_open(struct tx *tx, const struct ledger_hold_spec *spec, 
 		return ST_UNPROCESSABLE;
 
 	memset(&h, 0, sizeof(h));
-	ledger_new_id(tx, "hold_", h.id);
+	tx_new_id(tx, "hold_", h.id);
 	fmt_str(h.account_id, sizeof(h.account_id), spec->account_id);
 	fmt_str(h.intent_id, sizeof(h.intent_id), spec->intent_id ? spec->intent_id : "");
 	fmt_str(h.to_account, sizeof(h.to_account), spec->to_account ? spec->to_account : "");

@@ -28,14 +28,9 @@
 #include "rc.h"
 #include "store.h"
 
-#define LEDGER_ID_MAX 40          /* "ltx_" / "hold_" / "int_" + 24 hex */
+#define LEDGER_ID_MAX ST_ID_MAX   /* "ltx_" / "hold_" / "int_" + 24 hex (tx_new_id) */
 #define LEDGER_MAX_ENTRIES 64     /* per transaction */
 #define LEDGER_TREASURY_FUNDING_REF "treasury_funding"
-
-/* Fills out with prefix + 24 hex digits: 12 of the unit's clock (ms), 12
- * random (ids of accounts, ledger rows, holds and intents). prefix must be
- * short (<= 12 bytes). */
-void ledger_new_id(struct tx *tx, const char *prefix, char out[LEDGER_ID_MAX + 1]);
 
 enum ledger_dir { LEDGER_DEBIT = 0, LEDGER_CREDIT = 1 };
 
