@@ -326,6 +326,52 @@ void stmt_cache_clear(struct stmt_cache *c)
 	c->nslots = c->used = 0;
 }
 
+void reader_pool_init(struct reader_pool *p)
+{
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	p->free = NULL;
+	p->nfree = 0;
+}
+
+enum st_rc reader_pool_fill(struct reader_pool *p, unsigned n)
+{
+	p->free = calloc(n ? n : 1, sizeof(*p->free));
+	if (!p->free)
+		return ST_NOMEM;
+	for (p->nfree = 0; p->nfree < n; p->nfree++)
+		p->free[p->nfree] = p->nfree;
+	return ST_OK;
+}
+
+unsigned reader_pool_take(struct reader_pool *p)
+{
+	unsigned idx;
+
+	pthread_mutex_lock(&p->mu);
+	while (!p->nfree)
+		pthread_cond_wait(&p->cv, &p->mu);
+	idx = p->free[--p->nfree];
+	pthread_mutex_unlock(&p->mu);
+	return idx;
+}
+
+void reader_pool_give(struct reader_pool *p, unsigned idx)
+{
+	pthread_mutex_lock(&p->mu);
+	p->free[p->nfree++] = idx;
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+}
+
+void reader_pool_destroy(struct reader_pool *p)
+{
+	free(p->free);
+	p->free = NULL;
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv);
+}
+
 /* The version is read inside each migration's transaction, under the
  * backend's lock, so two processes starting at once apply each migration
  * once. */

@@ -27,6 +27,7 @@
 #ifndef SETTLED_STORE_H
 #define SETTLED_STORE_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -285,6 +286,20 @@ struct stmt_slot *stmt_cache_find(struct stmt_cache *c, const char *sql, bool *f
 void stmt_cache_fill(struct stmt_cache *c, struct stmt_slot *slot, const char *sql);
 /* Forgets every slot (the backend has finalised what they held). */
 void stmt_cache_clear(struct stmt_cache *c);
+
+/* Which of a backend's n read connections are free: a request thread
+ * takes an index (waiting while all are busy) and gives it back. */
+struct reader_pool {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned *free;   /* stack of indexes */
+	unsigned nfree;
+};
+void reader_pool_init(struct reader_pool *p);                 /* none free yet */
+enum st_rc reader_pool_fill(struct reader_pool *p, unsigned n); /* 0..n-1 free; ST_NOMEM */
+unsigned reader_pool_take(struct reader_pool *p);
+void reader_pool_give(struct reader_pool *p, unsigned idx);
+void reader_pool_destroy(struct reader_pool *p);              /* after init, filled or not */
 
 /* Migrations: NULL-terminated arrays of { version, sql } per dialect,
  * generated at build time from migrations/<dialect>/NNN_name.sql. */

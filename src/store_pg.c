@@ -185,10 +185,7 @@ struct pg_store {
 
 	struct pg_conn *readers;
 	unsigned nreaders;
-	unsigned *free_readers;    /* stack of indexes */
-	unsigned nfree;
-	pthread_mutex_t rmu;
-	pthread_cond_t rcv;
+	struct reader_pool rpool;  /* which readers are free */
 
 	struct pg_conn pinger;     /* migrations at open, then /health/ready */
 	pthread_mutex_t pmu;
@@ -1192,11 +1189,7 @@ static enum st_rc pg_read(struct store *base, store_unit_fn *fn, void *arg)
 	enum st_rc rc = ST_UNAVAILABLE;
 	unsigned idx;
 
-	pthread_mutex_lock(&s->rmu);
-	while (!s->nfree)
-		pthread_cond_wait(&s->rcv, &s->rmu);
-	idx = s->free_readers[--s->nfree];
-	pthread_mutex_unlock(&s->rmu);
+	idx = reader_pool_take(&s->rpool);
 	c = &s->readers[idx];
 
 	/* A connection that died since its last use is replaced by the first
@@ -1216,10 +1209,7 @@ static enum st_rc pg_read(struct store *base, store_unit_fn *fn, void *arg)
 			rc = ST_UNAVAILABLE; /* as when BEGIN found no server */
 	}
 
-	pthread_mutex_lock(&s->rmu);
-	s->free_readers[s->nfree++] = idx;
-	pthread_cond_signal(&s->rcv);
-	pthread_mutex_unlock(&s->rmu);
+	reader_pool_give(&s->rpool, idx);
 	return rc;
 }
 
@@ -1314,11 +1304,9 @@ static void pg_close(struct store *base)
 	conn_close(&s->pinger);
 	free(s->workers);
 	free(s->readers);
-	free(s->free_readers);
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
-	pthread_mutex_destroy(&s->rmu);
-	pthread_cond_destroy(&s->rcv);
+	reader_pool_destroy(&s->rpool);
 	pthread_mutex_destroy(&s->pmu);
 	free(s->url);
 	if (s->password) {
@@ -1476,8 +1464,7 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, &ca);
 	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&s->rmu, NULL);
-	pthread_cond_init(&s->rcv, NULL);
+	reader_pool_init(&s->rpool);
 	pthread_mutex_init(&s->pmu, NULL);
 	atomic_init(&s->healthy, 0);
 	atomic_init(&s->up_at_ms, 0);
@@ -1515,17 +1502,14 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 	s->nreaders = opt->read_conns ? opt->read_conns : PG_READ_CONNS_DEFAULT;
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	s->readers = calloc(s->nreaders, sizeof(*s->readers));
-	s->free_readers = calloc(s->nreaders, sizeof(*s->free_readers));
-	if (!s->workers || !s->readers || !s->free_readers) {
+	if (!s->workers || !s->readers || reader_pool_fill(&s->rpool, s->nreaders)) {
 		rc = ST_NOMEM;
 		goto fail;
 	}
 	/* Connect everything now: a server that cannot get its pool (too
 	 * many clients, bad permissions) should say so at start. */
-	for (unsigned i = 0; i < s->nreaders; i++) {
+	for (unsigned i = 0; i < s->nreaders; i++)
 		conn_init(&s->readers[i], s, "reader", i, false);
-		s->free_readers[s->nfree++] = i;
-	}
 	for (unsigned i = 0; i < s->nworkers; i++)
 		conn_init(&s->workers[i].conn, s, "writer", i, true);
 	for (unsigned i = 0; i < s->nreaders + s->nworkers; i++) {

@@ -93,10 +93,7 @@ struct sqlite_store {
 
 	struct sqlite_conn *readers;
 	unsigned nreaders;
-	unsigned *free_readers;   /* stack of indexes */
-	unsigned nfree;
-	pthread_mutex_t rmu;
-	pthread_cond_t rcv;
+	struct reader_pool rpool;  /* which readers are free */
 };
 
 static const struct store_ops sqlite_store_ops;
@@ -562,11 +559,7 @@ static enum st_rc sqlite_read(struct store *base, store_unit_fn *fn, void *arg)
 	unsigned idx;
 	enum st_rc rc;
 
-	pthread_mutex_lock(&s->rmu);
-	while (!s->nfree)
-		pthread_cond_wait(&s->rcv, &s->rmu);
-	idx = s->free_readers[--s->nfree];
-	pthread_mutex_unlock(&s->rmu);
+	idx = reader_pool_take(&s->rpool);
 
 	t.conn = &s->readers[idx];
 	t.base.now_ms = store_clock_ms(base);
@@ -577,10 +570,7 @@ static enum st_rc sqlite_read(struct store *base, store_unit_fn *fn, void *arg)
 		tx_after_drop(&t.base); /* reads have no after-commit work */
 	}
 
-	pthread_mutex_lock(&s->rmu);
-	s->free_readers[s->nfree++] = idx;
-	pthread_cond_signal(&s->rcv);
-	pthread_mutex_unlock(&s->rmu);
+	reader_pool_give(&s->rpool, idx);
 	return rc;
 }
 
@@ -646,13 +636,11 @@ static void sqlite_close(struct store *base)
 	for (unsigned i = 0; i < s->nreaders; i++)
 		conn_close(&s->readers[i]);
 	free(s->readers);
-	free(s->free_readers);
 	/* A clean close checkpoints the WAL into the database file. */
 	conn_close(&s->writer);
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
-	pthread_mutex_destroy(&s->rmu);
-	pthread_cond_destroy(&s->rcv);
+	reader_pool_destroy(&s->rpool);
 	pthread_mutex_destroy(&s->cmu);
 	pthread_cond_destroy(&s->ccv);
 	free(s->path);
@@ -780,8 +768,7 @@ enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out
 	s->base.log = opt->log;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
-	pthread_mutex_init(&s->rmu, NULL);
-	pthread_cond_init(&s->rcv, NULL);
+	reader_pool_init(&s->rpool);
 	pthread_mutex_init(&s->cmu, NULL);
 	pthread_cond_init(&s->ccv, NULL);
 	s->path = strdup(opt->sqlite_path ? opt->sqlite_path : "settled.db");
@@ -798,8 +785,7 @@ enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out
 
 	s->nreaders = opt->read_conns ? opt->read_conns : 4;
 	s->readers = calloc(s->nreaders, sizeof(*s->readers));
-	s->free_readers = calloc(s->nreaders, sizeof(*s->free_readers));
-	if (!s->readers || !s->free_readers) {
+	if (!s->readers || reader_pool_fill(&s->rpool, s->nreaders)) {
 		rc = ST_NOMEM;
 		goto fail;
 	}
@@ -807,7 +793,6 @@ enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out
 		rc = conn_open(&s->readers[i], s->path, 1, err);
 		if (rc)
 			goto fail;
-		s->free_readers[s->nfree++] = i;
 	}
 	rc = conn_open(&s->checkpointer, s->path, 0, err);
 	if (rc)
