@@ -268,6 +268,22 @@ def test_a_funded_wallet_claims_its_available_balance_and_no_more(start_server):
         assert_error(prepare(srv, w, "1"), 422, "insufficient_funds")
 
 
+def test_an_expired_claim_gives_the_wallet_its_money_back(start_server):
+    """A prepared claim never recorded: its hold on the wallet expires, the
+    intent FAILS (hold_expired) and the wallet can claim the amount again."""
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS=DAY_MS, SETTLED_HOLD_TIMEOUT="1s")
+    w = funded(srv, 700)
+    it = prepare(srv, w, "700", key=new_key()).json
+    assert account(srv, w) == {"balance": 700, "held": 700, "available": 0}
+    assert_error(prepare(srv, w, "1"), 422, "insufficient_funds")
+    done = wait_until(lambda: (lambda j: j if j["status"] == "FAILED" else None)(intent(srv, it["id"])),
+                      timeout=20, what="the claim's hold to expire")
+    assert done["failure_reason"] == "hold_expired" and done["hold"]["status"] == "expired"
+    assert account(srv, w) == {"balance": 700, "held": 0, "available": 700}
+    assert account(srv, "treasury") == {"balance": 100000000, "held": 0, "available": 100000000}
+    assert prepare(srv, w, "700", key=new_key()).status == 201
+
+
 @pytest.mark.parametrize("route", ["prepare", "v2"])
 def test_claim_over_the_cap_is_422_claim_too_large(start_server, route):
     srv = start(start_server, SETTLED_SIM_CONFIRM_MS=DAY_MS, SETTLED_CLAIM_MAX="1000")
