@@ -230,6 +230,60 @@ enum st_rc queue_complete(struct tx *tx, int64_t id, const char *lease_owner)
 	return changes == 1 ? ST_OK : ST_CONFLICT;
 }
 
+enum st_rc queue_complete_many(struct tx *tx, const char *lease_owner, const int64_t *ids, int n,
+			       bool *done)
+{
+	struct st_rows *rows = NULL;
+	struct buf list = BUF_INIT(QUEUE_COMPLETE_MAX * 21 + 2);
+	bool pg = tx_dialect(tx) == ST_PG;
+	enum st_rc rc = ST_OK;
+
+	if (n <= 0)
+		return ST_OK;
+	if (n > QUEUE_COMPLETE_MAX)
+		return ST_INVALID;
+	/* The ids travel as one parameter: a PostgreSQL array literal, or a
+	 * JSON array for SQLite's json_each. One statement, one round trip. */
+	rc = buf_putc(&list, pg ? '{' : '[');
+	for (int i = 0; rc == ST_OK && i < n; i++) {
+		done[i] = false;
+		rc = buf_printf(&list, "%s%lld", i ? "," : "", (long long)ids[i]);
+	}
+	if (rc == ST_OK)
+		rc = buf_putc(&list, pg ? '}' : ']');
+	if (rc)
+		goto out;
+	if (pg)
+		rc = tx_query(tx,
+			      "UPDATE jobs SET state = 'completed', lease_owner = NULL,"
+			      " lease_expires_at = NULL, finished_at = $3, updated_at = $3"
+			      " WHERE id = ANY(CAST($2 AS BIGINT[])) AND state = 'running'"
+			      " AND lease_owner = $1 RETURNING id",
+			      ST_ARGS(SV_S(lease_owner), SV_SN(list.ptr, list.len), SV_I(tx_now_ms(tx))),
+			      &rows);
+	else
+		rc = tx_query(tx,
+			      "UPDATE jobs SET state = 'completed', lease_owner = NULL,"
+			      " lease_expires_at = NULL, finished_at = $3, updated_at = $3"
+			      " WHERE id IN (SELECT value FROM json_each($2)) AND state = 'running'"
+			      " AND lease_owner = $1 RETURNING id",
+			      ST_ARGS(SV_S(lease_owner), SV_SN(list.ptr, list.len), SV_I(tx_now_ms(tx))),
+			      &rows);
+	if (rc)
+		goto out;
+	for (int r = 0; r < rows->nrows; r++) {
+		int64_t id = rows_i64(rows, r, 0);
+
+		for (int i = 0; i < n; i++)
+			if (ids[i] == id)
+				done[i] = true;
+	}
+	rows_free(rows);
+out:
+	buf_release(&list);
+	return rc;
+}
+
 enum st_rc queue_fail(struct tx *tx, int64_t id, const char *lease_owner, const char *error,
 		      int64_t delay_ms, bool permanent, enum job_state *new_state)
 {

@@ -107,6 +107,14 @@ enum st_rc queue_claim(struct tx *tx, const char *queue, int max, const char *le
  * the caller's unit must then roll its effect back by returning the rc. */
 enum st_rc queue_complete(struct tx *tx, int64_t id, const char *lease_owner);
 
+/* queue_complete for n jobs claimed under the same lease_owner, in one
+ * statement: done[i] is set when ids[i] was completed, cleared when it was
+ * no longer running under lease_owner (the caller treats that job as
+ * queue_complete's ST_CONFLICT; the others are unaffected). n <= 1024. */
+#define QUEUE_COMPLETE_MAX 1024
+enum st_rc queue_complete_many(struct tx *tx, const char *lease_owner, const int64_t *ids, int n,
+			       bool *done);
+
 /* Records a failed attempt of a job running under lease_owner: attempts + 1,
  * last_error = error (truncated), and then dead (with finished_at) when the
  * attempts reach max_attempts or permanent is set, else available again at

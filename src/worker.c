@@ -1,9 +1,21 @@
 /* worker.c — the fetcher and worker threads; see worker.h for the design.
  *
  * Invariants, all under pool->mu:
- *   - busy + nready <= capacity (2 x workers): the fetcher never claims more
- *     than the workers can start soon, so a claimed job's lease does not run
- *     out while it waits in the ready list;
+ *   - busy + nready <= capacity: the fetcher never claims more than the
+ *     workers can start soon, so a claimed job's lease does not run out while
+ *     it waits in the ready list. The capacity adapts to what a job costs
+ *     (set_capacity): workers x WORKER_BATCH_MAX when jobs take microseconds,
+ *     2 x workers when they take a sizeable part of the lease, so the
+ *     expected wait stays under a quarter of the lease. A job that still
+ *     waited more than half its lease (the estimate was wrong: a slow job
+ *     after fast ones) is handed back unstarted, without an attempt;
+ *   - a worker takes a share of the ready list at once (a batch) and, for
+ *     the jobs whose handler finished with nothing to commit (ST_OK without
+ *     job_commit), writes every completion in ONE write unit after the
+ *     batch: one commit instead of one per job. Each completion is still
+ *     fenced by its own lease (a lost one changes no row and is reported
+ *     alone); jobs with an effect commit it with job_commit, effect and
+ *     completion in their own unit, exactly as before;
  *   - the fetcher refills in bulk: only when the ready list ran dry or half
  *     the capacity is free. Refilling one slot per finished job would cost
  *     one claim unit (one commit) per job and make the fetcher, not the
@@ -30,13 +42,15 @@
 #include "banned.h"
 
 #define MAX_QUEUES 16
-#define CLAIM_MAX 32
+#define CLAIM_MAX 256          /* jobs of one queue per claim unit */
+#define WORKER_BATCH_MAX 256   /* ready jobs per worker, at most, when jobs are cheap */
 
 /* ---- the pool ---- */
 
 struct ready {
 	struct job job;
 	int qi;
+	double claimed_at;        /* mono_s() when it entered the ready list */
 	struct ready *next;
 };
 
@@ -52,7 +66,9 @@ struct worker_pool {
 	int limit[MAX_QUEUES];
 	int inflight[MAX_QUEUES];
 	int rr;                   /* round-robin start, for fairness between queues */
-	bool stopping, nudged;
+	double job_s;             /* moving average of a job's cost in a batch, seconds */
+	atomic_bool stopping;     /* set under mu; workers also read it between jobs */
+	bool nudged;
 	atomic_uint_fast64_t claim_seq;
 
 	pthread_t fetcher;
@@ -292,43 +308,71 @@ static void job_span_end(struct job_ctx *ctx, const char *result)
 	trace_span_end(&ctx->span);
 }
 
-static void run_job(struct worker_pool *p, struct job *j)
+/* One job of a worker's batch, from its start until its outcome is durable. */
+enum batch_todo {
+	BATCH_DONE = 0,   /* finished: its outcome is written (or it was lost) */
+	BATCH_COMPLETE,   /* handler done with nothing to commit: complete it in the batch unit */
+	BATCH_HANDBACK,   /* not started (stopping, or waited too long): hand it back */
+};
+
+struct batch_item {
+	struct ready *r;
+	struct job_ctx ctx;
+	double t0;
+	enum batch_todo todo;
+	bool lost;                /* batch unit: the completion found the lease gone */
+};
+
+/* Records the job's duration and ends its span and context. */
+static void job_finish(struct worker_pool *p, struct batch_item *b, const char *result)
+{
+	const struct job *j = &b->r->job;
+	const char *const lv[] = { j->queue, j->kind, result };
+
+	metrics_observe(p->app->m.job_duration, lv, mono_s() - b->t0);
+	job_span_end(&b->ctx, result);
+	buf_release(&b->ctx.error);
+}
+
+/* Runs the job's handler. Returns BATCH_COMPLETE when the handler succeeded
+ * without committing anything (its completion is left to the batch unit,
+ * and b->ctx stays open until then), else records the outcome in its own
+ * unit as it always did and returns BATCH_DONE. */
+static enum batch_todo run_job(struct worker_pool *p, struct batch_item *b)
 {
 	struct settled *app = p->app;
 	const struct config *cfg = app->cfg;
+	struct job *j = &b->r->job;
 	const struct job_kind *k = kind_find(j->kind);
-	struct job_ctx ctx = { .app = app, .job = j, .error = BUF_INIT(QUEUE_ERROR_MAX) };
+	struct job_ctx *ctx = &b->ctx;
 	const char *result;
-	double t0 = mono_s();
 	enum st_rc rc;
 
-	job_span_start(&ctx);
+	*ctx = (struct job_ctx){ .app = app, .job = j, .error = BUF_INIT(QUEUE_ERROR_MAX) };
+	b->t0 = mono_s();
+	job_span_start(ctx);
 	if (k)
-		rc = k->handler(&ctx);
+		rc = k->handler(ctx);
 	else
-		rc = job_failf(&ctx, ST_INVALID, "no handler for job kind %s", j->kind);
+		rc = job_failf(ctx, ST_INVALID, "no handler for job kind %s", j->kind);
 
-	if (ctx.lost) {
+	if (ctx->lost) {
 		result = "lost";
-		job_log(p, LOG_WARN, j, "job lease lost: effect rolled back", &ctx, -1, 0);
+		job_log(p, LOG_WARN, j, "job lease lost: effect rolled back", ctx, -1, 0);
 	} else if (rc == ST_OK) {
+		if (!ctx->committed)
+			return BATCH_COMPLETE;
 		result = "completed";
-		if (!ctx.committed) {
-			rc = job_commit(&ctx, NULL, NULL);
-			if (rc)
-				result = ctx.lost ? "lost" : "error";
-		}
-		if (rc == ST_OK)
-			job_log(p, LOG_DEBUG, j, "job completed", &ctx, -1, 0);
+		job_log(p, LOG_DEBUG, j, "job completed", ctx, -1, 0);
 	} else {
-		struct fail_call f = { .job = j, .permanent = ctx.permanent };
+		struct fail_call f = { .job = j, .permanent = ctx->permanent };
 		int64_t cap = queue_backoff_ceiling_ms(j->attempts, cfg->job_base_delay_ms,
 						       cfg->job_max_delay_ms);
 
-		if (!ctx.error.len)
-			job_failf(&ctx, rc, "handler failed: %s", st_rc_str(rc));
-		f.error = ctx.error.ptr;
-		f.delay_ms = ctx.retry_in_ms > 0 ? ctx.retry_in_ms
+		if (!ctx->error.len)
+			job_failf(ctx, rc, "handler failed: %s", st_rc_str(rc));
+		f.error = ctx->error.ptr;
+		f.delay_ms = ctx->retry_in_ms > 0 ? ctx->retry_in_ms
 			     : queue_backoff_ms(j->attempts, cfg->job_base_delay_ms,
 						cfg->job_max_delay_ms, NULL, NULL);
 		rc = store_run(app->store, fail_unit, &f);
@@ -336,28 +380,147 @@ static void run_job(struct worker_pool *p, struct job *j)
 			/* The job stays running under our lease; the sweeper
 			 * returns it when the lease expires. */
 			result = "error";
-			job_logf(&ctx, LOG_ERROR, "job %lld: cannot record the failure: %s",
+			job_logf(ctx, LOG_ERROR, "job %lld: cannot record the failure: %s",
 				 (long long)j->id, st_rc_str(rc));
 		} else if (f.state == JOB_DEAD) {
 			result = "dead";
 			job_log(p, LOG_ERROR, j, "job failed for good: moved to the dead-letter queue",
-				&ctx, -1, 0);
+				ctx, -1, 0);
 		} else {
 			const char *const lv[] = { j->queue, j->kind };
 
 			result = "retry";
 			metrics_inc(app->m.job_retries, lv);
-			job_log(p, LOG_WARN, j, "job failed: retry scheduled", &ctx, f.delay_ms,
-				ctx.retry_in_ms > 0 ? ctx.retry_in_ms : cap);
+			job_log(p, LOG_WARN, j, "job failed: retry scheduled", ctx, f.delay_ms,
+				ctx->retry_in_ms > 0 ? ctx->retry_in_ms : cap);
 		}
 	}
-	{
-		const char *const lv[] = { j->queue, j->kind, result };
+	job_finish(p, b, result);
+	return BATCH_DONE;
+}
 
-		metrics_observe(app->m.job_duration, lv, mono_s() - t0);
+struct batch_call {
+	struct batch_item *items;
+	int n;
+};
+
+/* Every deferred completion and hand-back of a batch in one unit. The
+ * completions of jobs claimed together (one lease owner) are one statement
+ * (queue_complete_many); each is still fenced by its own lease, and one
+ * that finds its lease gone changed no row, so it needs no savepoint: it is
+ * reported lost alone and the others commit. */
+static enum st_rc batch_unit(struct tx *tx, void *arg)
+{
+	struct batch_call *c = arg;
+	int64_t ids[WORKER_BATCH_MAX];
+	bool done[WORKER_BATCH_MAX];
+
+	for (int i = 0; i < c->n; i++)
+		c->items[i].lost = false; /* the unit may run again (PostgreSQL retries) */
+	for (int i = 0; i < c->n;) {
+		struct batch_item *b = &c->items[i];
+		const char *owner = b->r->job.lease_owner;
+		int k = 0, end = i;
+		enum st_rc rc;
+
+		if (b->todo == BATCH_HANDBACK) {
+			rc = queue_release(tx, b->r->job.id, owner);
+			if (rc == ST_CONFLICT)
+				b->lost = true;
+			else if (rc)
+				return rc;
+			i++;
+			continue;
+		}
+		if (b->todo != BATCH_COMPLETE) {
+			i++;
+			continue;
+		}
+		/* The run of completions under this owner (claimed together). */
+		for (; end < c->n && (c->items[end].todo != BATCH_COMPLETE ||
+				      !strcmp(c->items[end].r->job.lease_owner, owner)) &&
+		       c->items[end].todo != BATCH_HANDBACK; end++)
+			if (c->items[end].todo == BATCH_COMPLETE)
+				ids[k++] = c->items[end].r->job.id;
+		rc = queue_complete_many(tx, owner, ids, k, done);
+		if (rc)
+			return rc;
+		k = 0;
+		for (; i < end; i++)
+			if (c->items[i].todo == BATCH_COMPLETE)
+				c->items[i].lost = !done[k++];
 	}
-	job_span_end(&ctx, result);
-	buf_release(&ctx.error);
+	return ST_OK;
+}
+
+/* Runs a batch taken from the ready list and writes the deferred outcomes
+ * in one unit. Returns the batch's cost per job in seconds (handlers and
+ * commit), for the capacity estimate. */
+static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
+{
+	struct batch_call c = { .items = items, .n = n };
+	double start = mono_s(), wait_max = (double)p->app->cfg->job_lease_ms / 2000.0;
+	int deferred = 0;
+	enum st_rc rc;
+
+	for (int i = 0; i < n; i++) {
+		struct batch_item *b = &items[i];
+
+		/* Not started: hand back without an attempt when stopping, or
+		 * when the lease is half gone before the job could start. */
+		if (atomic_load(&p->stopping) || mono_s() - b->r->claimed_at > wait_max)
+			b->todo = BATCH_HANDBACK;
+		else
+			b->todo = run_job(p, b);
+		deferred += b->todo != BATCH_DONE;
+	}
+	if (!deferred)
+		return (mono_s() - start) / n;
+	rc = store_run(p->app->store, batch_unit, &c);
+	for (int i = 0; i < n; i++) {
+		struct batch_item *b = &items[i];
+		const struct job *j = &b->r->job;
+
+		if (b->todo == BATCH_HANDBACK) {
+			if (rc == ST_OK && !b->lost)
+				job_log(p, LOG_DEBUG, j, "job handed back unstarted", NULL, -1, 0);
+			continue;
+		}
+		if (b->todo != BATCH_COMPLETE)
+			continue;
+		if (rc) {
+			/* The job stays running under our lease; the sweeper
+			 * returns it when the lease expires. */
+			job_logf(&b->ctx, LOG_ERROR, "job %lld: cannot record the completion: %s",
+				 (long long)j->id, st_rc_str(rc));
+			job_finish(p, b, "error");
+		} else if (b->lost) {
+			job_log(p, LOG_WARN, j, "job lease lost: effect rolled back", &b->ctx, -1, 0);
+			job_finish(p, b, "lost");
+		} else {
+			job_log(p, LOG_DEBUG, j, "job completed", &b->ctx, -1, 0);
+			job_finish(p, b, "completed");
+		}
+	}
+	return (mono_s() - start) / n;
+}
+
+/* With mu held: folds a batch's cost per job into the average and sizes
+ * the ready list so that a job waits at most about a quarter of its lease
+ * behind the others (capacity / workers jobs at job_s each). */
+static void set_capacity(struct worker_pool *p, double sample_s)
+{
+	double quarter = (double)p->app->cfg->job_lease_ms / 4000.0, per;
+	int workers = (int)p->app->cfg->workers;
+
+	if (sample_s > 0)
+		p->job_s = 0.75 * p->job_s + 0.25 * sample_s;
+	per = p->job_s > 0 ? quarter / p->job_s : WORKER_BATCH_MAX;
+	if (per > WORKER_BATCH_MAX)
+		per = WORKER_BATCH_MAX;
+	if (per < 2)
+		per = 2;
+	p->capacity = workers * (int)per;
 }
 
 /* ---- threads ---- */
@@ -365,33 +528,51 @@ static void run_job(struct worker_pool *p, struct job *j)
 static void *worker_main(void *arg)
 {
 	struct worker_pool *p = arg;
+	struct batch_item *items = calloc(WORKER_BATCH_MAX, sizeof(*items));
+	int workers = (int)p->app->cfg->workers;
 
+	if (!items) {
+		log_msg(&p->app->log, LOG_ERROR, "job worker: out of memory; this worker does not run");
+		return NULL;
+	}
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
-		struct ready *r;
+		int n = 0, share;
+		double cost;
 
 		while (!p->head && !p->stopping)
 			pthread_cond_wait(&p->work_cv, &p->mu);
 		if (p->stopping)
 			break; /* jobs still in the ready list are handed back by stop */
-		r = p->head;
-		p->head = r->next;
+		/* An even share of what is ready, so the other workers get some. */
+		share = (p->nready + workers - 1) / workers;
+		if (share > WORKER_BATCH_MAX)
+			share = WORKER_BATCH_MAX;
+		while (p->head && n < share) {
+			items[n++].r = p->head;
+			p->head = p->head->next;
+		}
 		if (!p->head)
 			p->tail = NULL;
-		p->nready--;
-		p->busy++;
+		p->nready -= n;
+		p->busy += n;
 		pthread_mutex_unlock(&p->mu);
 
-		run_job(p, &r->job);
+		cost = run_batch(p, items, n);
 
 		pthread_mutex_lock(&p->mu);
-		p->busy--;
-		p->inflight[r->qi]--;
+		p->busy -= n;
+		for (int i = 0; i < n; i++) {
+			p->inflight[items[i].r->qi]--;
+			job_release(&items[i].r->job);
+			free(items[i].r);
+			items[i].r = NULL;
+		}
+		set_capacity(p, cost);
 		pthread_cond_signal(&p->fetch_cv);
-		job_release(&r->job);
-		free(r);
 	}
 	pthread_mutex_unlock(&p->mu);
+	free(items);
 	return NULL;
 }
 
@@ -503,6 +684,7 @@ static void *fetcher_main(void *arg)
 	while (!p->stopping) {
 		struct timespec until;
 		int wanted = 0, got = 0;
+		double now;
 		enum st_rc rc = ST_OK;
 
 		p->nudged = false;
@@ -518,6 +700,7 @@ static void *fetcher_main(void *arg)
 				log_msg(&p->app->log, LOG_WARN, "job fetcher: claim failed: %s",
 					st_rc_str(rc));
 			pthread_mutex_lock(&p->mu);
+			now = mono_s();
 			for (int q = 0; rc == ST_OK && q < p->nqueues; q++) {
 				for (int i = 0; i < c->got[q]; i++) {
 					struct ready *r = calloc(1, sizeof(*r));
@@ -529,6 +712,7 @@ static void *fetcher_main(void *arg)
 					}
 					r->job = c->jobs[q][i];
 					r->qi = q;
+					r->claimed_at = now;
 					if (p->tail)
 						p->tail->next = r;
 					else
@@ -595,8 +779,12 @@ enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, stru
 	if (!p)
 		return ST_NOMEM;
 	p->app = app;
-	p->capacity = (int)n * 2;
-	p->nqueues = build_queue_list(p->queues, p->limit, (int)n);
+	/* Until the first batch says what a job costs, assume an eighth of
+	 * the lease: a ready list of 2 x workers. Queues without a limit of
+	 * their own are bounded by the capacity alone. */
+	p->job_s = (double)app->cfg->job_lease_ms / 8000.0;
+	set_capacity(p, 0);
+	p->nqueues = build_queue_list(p->queues, p->limit, (int)n * WORKER_BATCH_MAX);
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->work_cv, NULL);
 	{

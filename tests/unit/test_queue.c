@@ -453,6 +453,59 @@ Test(queue, complete_needs_the_current_lease, .init = setup, .fini = teardown)
 	claim_release(&b);
 }
 
+struct many {
+	const char *owner;
+	int64_t ids[4];
+	int n;
+	bool done[4];
+};
+
+static enum st_rc complete_many_unit(struct tx *tx, void *arg)
+{
+	struct many *m = arg;
+
+	return queue_complete_many(tx, m->owner, m->ids, m->n, m->done);
+}
+
+/* A worker's batch completion: one statement for jobs claimed together,
+ * each still fenced by its own lease; a job whose lease is gone is left
+ * as it is and reported, the others complete. */
+Test(queue, complete_many_fences_each_job_alone, .init = setup, .fini = teardown)
+{
+	int64_t id1 = enqueue("q", NULL, 0, 0), id2 = enqueue("q", NULL, 0, 0),
+		id3 = enqueue("q", NULL, 0, 0);
+	struct claim a, b;
+	struct many m = { .owner = "A#1", .ids = { id1, id2, id3 }, .n = 3 };
+	struct op o = { .id = id2, .owner = "A#1" };
+	struct job j;
+
+	cr_assert_eq(claim(&a, "q", "A#1", 3), 3);
+	/* id2's lease is lost: handed back and claimed again by B. */
+	cr_assert_eq(store_run(st, release_unit, &o), ST_OK);
+	cr_assert_eq(claim(&b, "q", "B#1", 1), 1);
+	cr_assert_eq(b.jobs[0].id, id2);
+
+	cr_assert_eq(store_run(st, complete_many_unit, &m), ST_OK);
+	cr_assert(m.done[0] && !m.done[1] && m.done[2]);
+	j = get_job(id1);
+	cr_assert_eq(j.state, JOB_COMPLETED);
+	cr_assert_eq(j.finished_at, fake_now);
+	job_release(&j);
+	j = get_job(id2);
+	cr_assert_eq(j.state, JOB_RUNNING, "B's job must not be completed by A");
+	cr_assert_str_eq(j.lease_owner, "B#1");
+	job_release(&j);
+	j = get_job(id3);
+	cr_assert_eq(j.state, JOB_COMPLETED);
+	job_release(&j);
+
+	/* Again (a duplicate): nothing is ours any more, nothing changes. */
+	cr_assert_eq(store_run(st, complete_many_unit, &m), ST_OK);
+	cr_assert(!m.done[0] && !m.done[1] && !m.done[2]);
+	claim_release(&a);
+	claim_release(&b);
+}
+
 /* job_commit (worker.c) gives the same guarantee through the worker API. */
 static enum st_rc effect_only_unit(struct tx *tx, void *arg)
 {
