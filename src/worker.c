@@ -468,7 +468,8 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 
 		/* Not started: hand back without an attempt when stopping, or
 		 * when the lease is half gone before the job could start. */
-		if (atomic_load(&p->stopping) || mono_s() - b->r->claimed_at > wait_max)
+		if (atomic_load(&p->stopping) ||
+		    (wait_max > 0 && mono_s() - b->r->claimed_at > wait_max))
 			b->todo = BATCH_HANDBACK;
 		else
 			b->todo = run_job(p, b);
@@ -515,7 +516,10 @@ static void set_capacity(struct worker_pool *p, double sample_s)
 
 	if (sample_s > 0)
 		p->job_s = 0.75 * p->job_s + 0.25 * sample_s;
-	per = p->job_s > 0 ? quarter / p->job_s : WORKER_BATCH_MAX;
+	if (quarter <= 0)
+		per = 2; /* no lease to size against (tests): the old 2 x workers */
+	else
+		per = p->job_s > 0 ? quarter / p->job_s : WORKER_BATCH_MAX;
 	if (per > WORKER_BATCH_MAX)
 		per = WORKER_BATCH_MAX;
 	if (per < 2)
