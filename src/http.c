@@ -932,13 +932,6 @@ struct lookup_arg {
 	struct idem_record rec;
 };
 
-static enum st_rc lookup_unit(struct tx *tx, void *arg)
-{
-	struct lookup_arg *la = arg;
-
-	return idem_lookup(tx, la->rq->idem_scope, la->rq->idem_key, la->rq->fingerprint, &la->rec);
-}
-
 /* Checks the Idempotency-Key header. Returns true when the request should
  * go on to the handler; false when rq->resp already holds the answer. */
 static bool idempotency_precheck(struct req_ctx *rq)
@@ -978,10 +971,12 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	}
 	snprintf(rq->idem_scope, n, "%s %s %s", rq->client_id, rq->method, rq->path);
 
-	/* A finished key is answered from a read connection: no writer, no
-	 * write. This comes before the running check, so any number of
-	 * concurrent retries of a finished request all get its answer. */
-	rc = store_read(app->store, lookup_unit, &la);
+	/* A finished key is answered from the cache of finished records or a
+	 * read connection: no writer, no write. This comes before the running
+	 * check, so any number of concurrent retries of a finished request all
+	 * get its answer. */
+	rc = idem_replay_lookup(app->idem, app->store, settled_now_ms(app), rq->idem_scope, key,
+				rq->fingerprint, &la.rec);
 	if (rc == ST_OK) {
 		if (la.rec.same_fingerprint) {
 			replay_record(rq, &la.rec);

@@ -10,10 +10,34 @@
 #include "banned.h"
 
 #define IDEM_SHARDS 64
+#define CACHE_SHARDS 16
+#define CACHE_BUCKETS 512      /* per shard; chains stay short at the default bound */
 
 struct running {
 	char *id; /* scope + '\n' + key */
 	struct running *next;
+};
+
+/* A cached finished record: one allocation, id and body after the struct. */
+struct cached {
+	struct cached *hnext;          /* bucket chain */
+	struct cached *prev, *next;    /* LRU list, most recent first */
+	uint32_t hash;
+	size_t size;                   /* bytes charged against the bound */
+	int64_t expires_at;
+	int status;
+	char fingerprint[IDEM_FINGERPRINT_LEN + 1];
+	char *location;                /* into the block, or NULL */
+	char *body;                    /* into the block */
+	size_t body_len;
+	char id[];                     /* scope + '\n' + key */
+};
+
+struct cache_shard {
+	pthread_mutex_t mu;
+	struct cached *bucket[CACHE_BUCKETS];
+	struct cached *lru_head, *lru_tail;
+	size_t n, bytes;
 };
 
 /* Running keys, sharded so unrelated requests don't contend. Lists stay
@@ -26,9 +50,13 @@ struct idem {
 		pthread_mutex_t mu;
 		struct running *head;
 	} shard[IDEM_SHARDS];
+	/* The finished-record cache, sharded like the running set; each shard
+	 * holds a share of the bounds. */
+	size_t cache_max_n, cache_max_bytes; /* per shard; max_n 0 = no cache */
+	struct cache_shard cache[CACHE_SHARDS];
 };
 
-struct idem *idem_new(void)
+struct idem *idem_new_bounded(size_t max_entries, size_t max_bytes)
 {
 	struct idem *ix = calloc(1, sizeof(*ix));
 
@@ -36,8 +64,19 @@ struct idem *idem_new(void)
 		return NULL;
 	for (int i = 0; i < IDEM_SHARDS; i++)
 		pthread_mutex_init(&ix->shard[i].mu, NULL);
+	for (int i = 0; i < CACHE_SHARDS; i++)
+		pthread_mutex_init(&ix->cache[i].mu, NULL);
+	if (max_entries && max_bytes) {
+		ix->cache_max_n = (max_entries + CACHE_SHARDS - 1) / CACHE_SHARDS;
+		ix->cache_max_bytes = max_bytes / CACHE_SHARDS;
+	}
 	ix->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL); /* NULL: EVP_sha256() each time */
 	return ix;
+}
+
+struct idem *idem_new(void)
+{
+	return idem_new_bounded(IDEM_CACHE_ENTRIES, IDEM_CACHE_BYTES);
 }
 
 void idem_free(struct idem *ix)
@@ -53,6 +92,15 @@ void idem_free(struct idem *ix)
 			free(r);
 		}
 		pthread_mutex_destroy(&ix->shard[i].mu);
+	}
+	for (int i = 0; i < CACHE_SHARDS; i++) {
+		while (ix->cache[i].lru_head) {
+			struct cached *c = ix->cache[i].lru_head;
+
+			ix->cache[i].lru_head = c->next;
+			free(c);
+		}
+		pthread_mutex_destroy(&ix->cache[i].mu);
 	}
 	EVP_MD_free(ix->sha256);
 	free(ix);
@@ -169,7 +217,9 @@ static enum st_rc record_from_row(const struct st_rows *rows, const char *finger
 
 	memset(out, 0, sizeof(*out));
 	out->same_fingerprint = !strcmp(rows_text(rows, 0, 0), fingerprint);
+	rows_copy(rows, 0, 0, out->fingerprint, sizeof(out->fingerprint));
 	out->status = (int)rows_i64(rows, 0, 1);
+	out->expires_at = rows_i64(rows, 0, 4);
 	out->body = malloc(blen + 1);
 	if (!out->body)
 		return ST_NOMEM;
@@ -190,7 +240,7 @@ enum st_rc idem_lookup(struct tx *tx, const char *scope, const char *key, const 
 	enum st_rc rc;
 
 	rc = tx_query(tx,
-		      "SELECT fingerprint, status, location, body FROM idempotency_keys"
+		      "SELECT fingerprint, status, location, body, expires_at FROM idempotency_keys"
 		      " WHERE scope = $1 AND idem_key = $2 AND expires_at > $3 AND status > 0",
 		      ST_ARGS(SV_S(scope), SV_S(key), SV_I(tx_now_ms(tx))), &rows);
 	if (rc)
@@ -251,6 +301,218 @@ enum st_rc idem_complete(struct tx *tx, const char *scope, const char *key, int 
 		     &changes);
 	if (rc == ST_OK && changes != 1)
 		rc = ST_INTERNAL;
+	return rc;
+}
+
+/* ---- the cache of finished records ---- */
+
+static uint32_t cache_hash(const char *scope, const char *key)
+{
+	uint32_t h = 2166136261u;
+
+	for (const char *p = scope; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ '\n') * 16777619u;
+	for (const char *p = key; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return h;
+}
+
+static bool cached_is(const struct cached *c, uint32_t h, const char *scope, size_t ls,
+		      const char *key)
+{
+	return c->hash == h && !strncmp(c->id, scope, ls) && c->id[ls] == '\n' &&
+	       !strcmp(c->id + ls + 1, key);
+}
+
+/* With the shard locked: the entry for scope+key, or NULL. */
+static struct cached *cache_find(struct cache_shard *sh, uint32_t h, const char *scope,
+				 const char *key)
+{
+	size_t ls = strlen(scope);
+
+	for (struct cached *c = sh->bucket[(h / CACHE_SHARDS) % CACHE_BUCKETS]; c; c = c->hnext)
+		if (cached_is(c, h, scope, ls, key))
+			return c;
+	return NULL;
+}
+
+/* With the shard locked: unlinks c from its bucket and the LRU list, frees it. */
+static void cache_drop(struct cache_shard *sh, struct cached *c)
+{
+	for (struct cached **pp = &sh->bucket[(c->hash / CACHE_SHARDS) % CACHE_BUCKETS]; *pp;
+	     pp = &(*pp)->hnext) {
+		if (*pp == c) {
+			*pp = c->hnext;
+			break;
+		}
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		sh->lru_head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		sh->lru_tail = c->prev;
+	sh->n--;
+	sh->bytes -= c->size;
+	free(c);
+}
+
+static void lru_push_front(struct cache_shard *sh, struct cached *c)
+{
+	c->prev = NULL;
+	c->next = sh->lru_head;
+	if (sh->lru_head)
+		sh->lru_head->prev = c;
+	sh->lru_head = c;
+	if (!sh->lru_tail)
+		sh->lru_tail = c;
+}
+
+static bool cache_live(const struct cached *c, int64_t now_ms)
+{
+	return now_ms < c->expires_at - IDEM_CACHE_SKEW_MS;
+}
+
+enum st_rc idem_cache_get(struct idem *ix, const char *scope, const char *key,
+			  const char *fingerprint, int64_t now_ms, struct idem_record *out)
+{
+	uint32_t h = cache_hash(scope, key);
+	struct cache_shard *sh = &ix->cache[h % CACHE_SHARDS];
+	struct cached *c;
+	enum st_rc rc = ST_NOT_FOUND;
+
+	memset(out, 0, sizeof(*out));
+	if (!ix->cache_max_n)
+		return ST_NOT_FOUND;
+	pthread_mutex_lock(&sh->mu);
+	c = cache_find(sh, h, scope, key);
+	if (c && !cache_live(c, now_ms)) {
+		cache_drop(sh, c); /* expired: the store decides from now on */
+		c = NULL;
+	}
+	if (c) {
+		/* Copied under the lock: the entry may be evicted right after. */
+		out->body = malloc(c->body_len + 1);
+		out->location = c->location ? strdup(c->location) : NULL;
+		if (out->body && (!c->location || out->location)) {
+			memcpy(out->body, c->body, c->body_len);
+			out->body[c->body_len] = '\0';
+			out->body_len = c->body_len;
+			out->status = c->status;
+			out->expires_at = c->expires_at;
+			memcpy(out->fingerprint, c->fingerprint, sizeof(out->fingerprint));
+			out->same_fingerprint = !strcmp(c->fingerprint, fingerprint);
+			rc = ST_OK;
+			if (c != sh->lru_head) {
+				/* Most recently used first: unlink and push. */
+				c->prev->next = c->next;
+				if (c->next)
+					c->next->prev = c->prev;
+				else
+					sh->lru_tail = c->prev;
+				lru_push_front(sh, c);
+			}
+		}
+	}
+	pthread_mutex_unlock(&sh->mu);
+	if (rc != ST_OK)
+		idem_record_release(out); /* OOM on the copy: the store answers instead */
+	return rc;
+}
+
+void idem_cache_put(struct idem *ix, const char *scope, const char *key,
+		    const struct idem_record *rec, int64_t now_ms)
+{
+	uint32_t h = cache_hash(scope, key);
+	struct cache_shard *sh = &ix->cache[h % CACHE_SHARDS];
+	size_t ls = strlen(scope), lk = strlen(key);
+	size_t ll = rec->location ? strlen(rec->location) + 1 : 0;
+	size_t size = sizeof(struct cached) + ls + 1 + lk + 1 + ll + rec->body_len;
+	struct cached *c, *old;
+	char *p;
+
+	if (!ix->cache_max_n || size > ix->cache_max_bytes || rec->status <= 0 ||
+	    now_ms >= rec->expires_at - IDEM_CACHE_SKEW_MS)
+		return;
+	c = malloc(size);
+	if (!c)
+		return; /* a cache: missing an entry is always correct */
+	memset(c, 0, sizeof(*c));
+	c->hash = h;
+	c->size = size;
+	c->expires_at = rec->expires_at;
+	c->status = rec->status;
+	memcpy(c->fingerprint, rec->fingerprint, sizeof(c->fingerprint));
+	c->fingerprint[IDEM_FINGERPRINT_LEN] = '\0';
+	memcpy(c->id, scope, ls);
+	c->id[ls] = '\n';
+	memcpy(c->id + ls + 1, key, lk + 1);
+	p = c->id + ls + 1 + lk + 1;
+	if (rec->location) {
+		memcpy(p, rec->location, ll);
+		c->location = p;
+		p += ll;
+	}
+	memcpy(p, rec->body, rec->body_len);
+	c->body = p;
+	c->body_len = rec->body_len;
+
+	pthread_mutex_lock(&sh->mu);
+	old = cache_find(sh, h, scope, key);
+	if (old)
+		cache_drop(sh, old); /* a newer record of the key (after an expiry) */
+	c->hnext = sh->bucket[(h / CACHE_SHARDS) % CACHE_BUCKETS];
+	sh->bucket[(h / CACHE_SHARDS) % CACHE_BUCKETS] = c;
+	lru_push_front(sh, c);
+	sh->n++;
+	sh->bytes += size;
+	while (sh->n > ix->cache_max_n || sh->bytes > ix->cache_max_bytes)
+		cache_drop(sh, sh->lru_tail); /* never c: c alone fits both bounds */
+	pthread_mutex_unlock(&sh->mu);
+}
+
+void idem_cache_usage(struct idem *ix, size_t *entries, size_t *bytes)
+{
+	size_t n = 0, b = 0;
+
+	for (int i = 0; i < CACHE_SHARDS; i++) {
+		pthread_mutex_lock(&ix->cache[i].mu);
+		n += ix->cache[i].n;
+		b += ix->cache[i].bytes;
+		pthread_mutex_unlock(&ix->cache[i].mu);
+	}
+	if (entries)
+		*entries = n;
+	if (bytes)
+		*bytes = b;
+}
+
+struct replay_call {
+	const char *scope, *key, *fingerprint;
+	struct idem_record *out;
+};
+
+static enum st_rc replay_lookup_unit(struct tx *tx, void *arg)
+{
+	struct replay_call *c = arg;
+
+	return idem_lookup(tx, c->scope, c->key, c->fingerprint, c->out);
+}
+
+enum st_rc idem_replay_lookup(struct idem *ix, struct store *st, int64_t now_ms, const char *scope,
+			      const char *key, const char *fingerprint, struct idem_record *out)
+{
+	struct replay_call c = { .scope = scope, .key = key, .fingerprint = fingerprint, .out = out };
+	enum st_rc rc;
+
+	if (idem_cache_get(ix, scope, key, fingerprint, now_ms, out) == ST_OK)
+		return ST_OK;
+	rc = store_read(st, replay_lookup_unit, &c);
+	if (rc == ST_OK)
+		idem_cache_put(ix, scope, key, out, now_ms);
 	return rc;
 }
 

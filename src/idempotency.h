@@ -29,9 +29,24 @@
 
 #define IDEM_FINGERPRINT_LEN 64
 
-/* Running keys of this instance. */
+/* Running keys of this instance, and its cache of finished records.
+ *
+ * The cache: a finished record never changes until it expires (only an
+ * expired row can be claimed again), so a replay may be answered from
+ * memory, by any instance, without touching the store. It is per process,
+ * bounded in entries and bytes (least recently used first out), filled
+ * only from records read back from the store (so only committed ones), and
+ * an entry is dropped IDEM_CACHE_SKEW_MS before its expires_at, so that an
+ * instance whose clock lags another's a little never replays a record the
+ * other has already let a new request take over. */
+#define IDEM_CACHE_ENTRIES 8192           /* default bound, per process */
+#define IDEM_CACHE_BYTES (16u << 20)      /* default bound, per process: 16 MiB */
+#define IDEM_CACHE_SKEW_MS 1000
 struct idem;
+/* idem_new() = idem_new_bounded(IDEM_CACHE_ENTRIES, IDEM_CACHE_BYTES);
+ * max_entries 0 disables the cache. NULL on OOM. */
 struct idem *idem_new(void);
+struct idem *idem_new_bounded(size_t max_entries, size_t max_bytes);
 void idem_free(struct idem *ix); /* accepts NULL */
 
 /* Marks scope+key running. ST_CONFLICT when it already is (answer 409),
@@ -52,6 +67,8 @@ struct idem_record {
 	char *body;       /* malloc'd */
 	size_t body_len;
 	bool same_fingerprint;
+	char fingerprint[IDEM_FINGERPRINT_LEN + 1]; /* the stored one */
+	int64_t expires_at;
 };
 void idem_record_release(struct idem_record *r);
 
@@ -72,6 +89,24 @@ enum st_rc idem_complete(struct tx *tx, const char *scope, const char *key, int 
  * write). ST_NOT_FOUND when absent or expired. */
 enum st_rc idem_lookup(struct tx *tx, const char *scope, const char *key, const char *fingerprint,
 		       struct idem_record *out);
+
+/* The replay path: the cache first, then idem_lookup on a read connection
+ * of st (a record found there is cached). Same results as idem_lookup;
+ * now_ms is the store's clock (settled_now_ms). */
+enum st_rc idem_replay_lookup(struct idem *ix, struct store *st, int64_t now_ms, const char *scope,
+			      const char *key, const char *fingerprint, struct idem_record *out);
+
+/* The cache alone (unit tests; idem_replay_lookup uses them). get: ST_OK
+ * and *out filled (a copy; caller releases) when a live entry exists,
+ * ST_NOT_FOUND otherwise (an expired entry is dropped). put: caches a
+ * finished record (rec->fingerprint and rec->expires_at set); a record
+ * bigger than the byte bound allows is not cached. */
+enum st_rc idem_cache_get(struct idem *ix, const char *scope, const char *key,
+			  const char *fingerprint, int64_t now_ms, struct idem_record *out);
+void idem_cache_put(struct idem *ix, const char *scope, const char *key,
+		    const struct idem_record *rec, int64_t now_ms);
+/* Entries and bytes held now (tests, metrics). */
+void idem_cache_usage(struct idem *ix, size_t *entries, size_t *bytes);
 
 /* Deletes up to limit expired records; *deleted gets the count. */
 enum st_rc idem_sweep(struct tx *tx, int64_t limit, int64_t *deleted);

@@ -2,6 +2,7 @@
 effect, byte-for-byte replay, concurrency and crash safety."""
 
 import json
+import sqlite3
 import threading
 import time
 
@@ -10,6 +11,7 @@ import pytest
 from conftest import (
     HTTP_TIMEOUT,
     assert_error,
+    backend_name,
     fund_wallet,
     concurrent_requests,
     find_samples,
@@ -291,3 +293,52 @@ def test_crash_mid_flight_then_retry_every_key(start_server):
     # and every key now replays
     for key, body in jobs[:20]:
         assert post_register(srv, body, key).headers.get("X-Idempotency") == "HIT"
+
+
+def _store_exec(srv, sql):
+    """One write statement on the server's store from outside the server."""
+    if backend_name() == "pg":
+        srv.backend.psql(sql)
+        return
+    con = sqlite3.connect(str(srv.backend.path), timeout=10, isolation_level=None)
+    try:
+        con.execute(sql)
+    finally:
+        con.close()
+
+
+def test_replays_are_answered_from_the_cache(server):
+    """A finished record never changes until it expires, so once a replay
+    has read it, later replays come from the process's cache without the
+    store: they still answer byte-for-byte with HIT even when the row is
+    gone from the store (here deleted behind the server's back), and a
+    different body under the key is still 422 from the cache."""
+    key, body = new_key(), wallet_body()
+    first = post_register(server, body, key)
+    assert first.status == 201, first
+    assert_replay(first, post_register(server, body, key))   # read from the store, cached
+    _store_exec(server, "DELETE FROM idempotency_keys WHERE idem_key = '%s'" % key)
+    for _ in range(3):
+        assert_replay(first, post_register(server, body, key))
+    other = post_register(server, wallet_body(), key)
+    assert_error(other, 422, "idempotency_key_reused")
+
+
+def test_cached_record_is_not_replayed_after_expiry(start_server):
+    """An expired key must not replay from the cache: after the TTL the key
+    is free, a different body under it runs (MISS), and from then on the
+    key replays the new answer, never the old one."""
+    srv = start_server(env={"SETTLED_IDEMPOTENCY_TTL": "3s"})
+    key, body_a, body_b = new_key(), wallet_body(), wallet_body()
+    t0 = time.monotonic()
+    a = post_register(srv, body_a, key)
+    assert a.status == 201, a
+    assert_replay(a, post_register(srv, body_a, key))        # cached
+    assert_replay(a, post_register(srv, body_a, key))        # from the cache
+    assert_error(post_register(srv, body_b, key), 422, "idempotency_key_reused")
+    time.sleep(max(0.0, 3.5 - (time.monotonic() - t0)))
+    b = post_register(srv, body_b, key)
+    assert b.status == 201, b
+    assert b.headers.get("X-Idempotency") == "MISS", b
+    assert_replay(b, post_register(srv, body_b, key))
+    assert_error(post_register(srv, body_a, key), 422, "idempotency_key_reused")
