@@ -143,18 +143,15 @@ enum st_rc intent_get_owned(struct tx *tx, const char *owner, const char *id, st
 	/* The owner filter is in the query (public claims have none and are
 	 * anyone's to read, as /api/claim/record is anyone's to call). */
 	if (owner)
-		rc = tx_query(tx,
-			      "SELECT " INTENT_COLS " FROM intents WHERE id = $1"
-			      " AND (client_id IS NULL OR client_id = $2)",
-			      ST_ARGS(SV_S(id), SV_S(owner)), &r);
+		rc = tx_query_one(tx,
+				  "SELECT " INTENT_COLS " FROM intents WHERE id = $1"
+				  " AND (client_id IS NULL OR client_id = $2)",
+				  ST_ARGS(SV_S(id), SV_S(owner)), &r);
 	else
-		rc = tx_query(tx, "SELECT " INTENT_COLS " FROM intents WHERE id = $1", ST_ARGS(SV_S(id)), &r);
+		rc = tx_query_one(tx, "SELECT " INTENT_COLS " FROM intents WHERE id = $1",
+				  ST_ARGS(SV_S(id)), &r);
 	if (rc)
 		return rc;
-	if (!r->nrows) {
-		rows_free(r);
-		return ST_NOT_FOUND;
-	}
 	memset(&it, 0, sizeof(it));
 	rows_copy(r, 0, 0, it.id, sizeof(it.id));
 	rows_copy(r, 0, 1, it.kind, sizeof(it.kind));

@@ -123,21 +123,19 @@ enum st_rc ledger_tx_get(struct tx *tx, const char *owner, const char *id, struc
 	/* The owner filter is part of the query: another client's transaction
 	 * is never read, so it cannot be answered differently from none. */
 	if (owner)
-		rc = tx_query(tx,
-			      "SELECT id, kind, client_id, description, metadata, created_at FROM ledger_tx"
-			      " WHERE id = $1 AND client_id = $2",
-			      ST_ARGS(SV_S(id), SV_S(owner)), &r);
+		rc = tx_query_one(tx,
+				  "SELECT id, kind, client_id, description, metadata, created_at"
+				  " FROM ledger_tx"
+				  " WHERE id = $1 AND client_id = $2",
+				  ST_ARGS(SV_S(id), SV_S(owner)), &r);
 	else
-		rc = tx_query(tx,
-			      "SELECT id, kind, client_id, description, metadata, created_at FROM ledger_tx"
-			      " WHERE id = $1",
-			      ST_ARGS(SV_S(id)), &r);
+		rc = tx_query_one(tx,
+				  "SELECT id, kind, client_id, description, metadata, created_at"
+				  " FROM ledger_tx"
+				  " WHERE id = $1",
+				  ST_ARGS(SV_S(id)), &r);
 	if (rc)
 		return rc;
-	if (r->nrows == 0) {
-		rows_free(r);
-		return ST_NOT_FOUND;
-	}
 	memset(out, 0, sizeof(*out));
 	rows_copy(r, 0, 0, out->id, sizeof(out->id));
 	rows_copy(r, 0, 1, out->kind, sizeof(out->kind));
@@ -279,17 +277,13 @@ enum st_rc ledger_hold_get(struct tx *tx, const char *hold_id, struct ledger_hol
 enum st_rc ledger_hold_metadata(struct tx *tx, const char *hold_id, char **out)
 {
 	struct st_rows *rows = NULL;
-	enum st_rc rc = tx_query(tx, "SELECT metadata FROM holds WHERE id = $1", ST_ARGS(SV_S(hold_id)),
-				 &rows);
+	enum st_rc rc = tx_query_one(tx, "SELECT metadata FROM holds WHERE id = $1",
+				     ST_ARGS(SV_S(hold_id)), &rows);
 	const char *m;
 
 	*out = NULL;
 	if (rc)
 		return rc;
-	if (!rows->nrows) {
-		rows_free(rows);
-		return ST_NOT_FOUND;
-	}
 	m = rows_text(rows, 0, 0);
 	if (m && !(*out = strdup(m)))
 		rc = ST_NOMEM;

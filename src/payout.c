@@ -106,17 +106,14 @@ enum st_rc payout_batch_get_owned(struct tx *tx, const char *owner, const char *
 	/* The owner is part of the query: another client's batch is never
 	 * read, so it cannot be answered differently from a missing one. */
 	if (owner)
-		rc = tx_query(tx, "SELECT " BATCH_COLS " FROM payout_batches WHERE id = $1 AND client_id = $2",
-			      ST_ARGS(SV_S(id), SV_S(owner)), &r);
+		rc = tx_query_one(tx,
+				  "SELECT " BATCH_COLS " FROM payout_batches WHERE id = $1 AND client_id = $2",
+				  ST_ARGS(SV_S(id), SV_S(owner)), &r);
 	else
-		rc = tx_query(tx, "SELECT " BATCH_COLS " FROM payout_batches WHERE id = $1", ST_ARGS(SV_S(id)),
-			      &r);
+		rc = tx_query_one(tx, "SELECT " BATCH_COLS " FROM payout_batches WHERE id = $1",
+				  ST_ARGS(SV_S(id)), &r);
 	if (rc)
 		return rc;
-	if (!r->nrows) {
-		rows_free(r);
-		return ST_NOT_FOUND;
-	}
 	memset(&b, 0, sizeof(b));
 	rows_copy(r, 0, 0, b.id, sizeof(b.id));
 	rows_copy(r, 0, 1, b.client_id, sizeof(b.client_id));

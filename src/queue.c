@@ -405,10 +405,10 @@ enum st_rc queue_get(struct tx *tx, int64_t id, struct job *out)
 	struct st_rows *rows = NULL;
 	enum st_rc rc;
 
-	rc = tx_query(tx, "SELECT " JOB_COLS " FROM jobs WHERE id = $1", ST_ARGS(SV_I(id)), &rows);
+	rc = tx_query_one(tx, "SELECT " JOB_COLS " FROM jobs WHERE id = $1", ST_ARGS(SV_I(id)), &rows);
 	if (rc)
 		return rc;
-	rc = rows->nrows ? job_from_row(rows, 0, out) : ST_NOT_FOUND;
+	rc = job_from_row(rows, 0, out);
 	rows_free(rows);
 	return rc;
 }

@@ -483,14 +483,10 @@ enum st_rc reconcile_latest(struct tx *tx, char **json_out)
 	struct st_rows *rows = NULL;
 	enum st_rc rc;
 
-	rc = tx_query(tx, "SELECT report FROM reconciliation_reports ORDER BY id DESC LIMIT 1",
-		      ST_NOARGS, &rows);
+	rc = tx_query_one(tx, "SELECT report FROM reconciliation_reports ORDER BY id DESC LIMIT 1",
+			  ST_NOARGS, &rows);
 	if (rc)
 		return rc;
-	if (!rows->nrows) {
-		rows_free(rows);
-		return ST_NOT_FOUND;
-	}
 	*json_out = strdup(rows_text(rows, 0, 0));
 	rows_free(rows);
 	return *json_out ? ST_OK : ST_NOMEM;

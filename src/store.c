@@ -135,6 +135,19 @@ enum st_rc tx_query(struct tx *tx, const char *sql, int n, const struct st_val *
 	return tx->ops->exec(tx, sql, n, params, NULL, out);
 }
 
+enum st_rc tx_query_one(struct tx *tx, const char *sql, int n, const struct st_val *params,
+			struct st_rows **out)
+{
+	enum st_rc rc = tx_query(tx, sql, n, params, out);
+
+	if (rc == ST_OK && !(*out)->nrows) {
+		rows_free(*out);
+		*out = NULL;
+		rc = ST_NOT_FOUND;
+	}
+	return rc;
+}
+
 enum st_dialect tx_dialect(const struct tx *tx)
 {
 	return tx->dialect;

@@ -90,6 +90,10 @@ enum st_rc tx_exec(struct tx *tx, const char *sql, int n, const struct st_val *p
  * only on ST_OK. */
 enum st_rc tx_query(struct tx *tx, const char *sql, int n, const struct st_val *params,
 		    struct st_rows **out);
+/* As tx_query for a statement that names one row: ST_NOT_FOUND (and *out
+ * NULL) when it returns none; the caller reads row 0 and frees *out. */
+enum st_rc tx_query_one(struct tx *tx, const char *sql, int n, const struct st_val *params,
+			struct st_rows **out);
 enum st_dialect tx_dialect(const struct tx *tx);
 /* Milliseconds since the epoch, fixed for the whole transaction (the
  * store's clock, injectable in tests). */

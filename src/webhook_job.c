@@ -138,14 +138,11 @@ static enum st_rc read_unit(struct tx *tx, void *arg)
 
 	free(j->body);
 	j->body = NULL;
-	rc = tx_query(tx, "SELECT status, body FROM webhook_events WHERE provider = $1 AND event_id = $2",
-		      ST_ARGS(SV_S(webhook_provider_str(j->p)), SV_S(j->event_id)), &rows);
+	rc = tx_query_one(tx,
+			  "SELECT status, body FROM webhook_events WHERE provider = $1 AND event_id = $2",
+			  ST_ARGS(SV_S(webhook_provider_str(j->p)), SV_S(j->event_id)), &rows);
 	if (rc)
 		return rc;
-	if (rows->nrows == 0) {
-		rows_free(rows);
-		return ST_NOT_FOUND;
-	}
 	j->status = status_parse(rows_text(rows, 0, 0));
 	j->body_len = rows_len(rows, 0, 1);
 	j->body = malloc(j->body_len + 1);
