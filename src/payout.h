@@ -1,4 +1,4 @@
-/* payout.h — payout batches and their items (SPEC section 8, issue 9;
+/* payout.h — payout batches and their items (SPEC section 8;
  * docs/internals/payouts.md). This module owns payout_batches and
  * payout_items and nothing else: the money moves through intents
  * (intent_payout_create & co.), the jobs through payout_job.c.
