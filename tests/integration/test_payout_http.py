@@ -105,7 +105,7 @@ def item(batch, idx):
 def test_items_settle_or_fail_from_the_services_answer(paying, service):
     srv, key = paying
     ok, refused, flaky, down = (new_wallet() for _ in range(4))
-    fund(srv, key, [ok, refused, flaky, down], 1000)
+    fund(srv, [ok, refused, flaky, down], 1000)
     service.answers[refused] = [(422, {"reason": "account closed"})]
     service.answers[flaky] = [(503, {}), (500, {}), (200, {"paid": True})]
     service.answers[down] = [(502, {})]
@@ -158,7 +158,7 @@ def test_items_settle_or_fail_from_the_services_answer(paying, service):
 def test_a_timeout_is_retried_not_a_refusal(paying, service):
     srv, key = paying
     w = new_wallet()
-    fund(srv, key, [w], 500)
+    fund(srv, [w], 500)
     slow_then_ok = threading.Event()
 
     orig = service.server.RequestHandlerClass.do_POST
