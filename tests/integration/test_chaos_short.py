@@ -22,10 +22,11 @@ CHAOS = ROOT / "ops" / "chaos"
 TIMEOUT = 300   # seconds
 
 
-def test_chaos_short_run_loses_nothing():
+def run_chaos(*args):
+    """Runs ops/chaos with a random (or SETTLED_CHAOS_SEED) seed; returns its
+    summary line once it reported no violation."""
     seed = os.environ.get("SETTLED_CHAOS_SEED") or str(random.randrange(1, 2 ** 31))
-    cmd = [str(CHAOS), "--backend", backend_name(), "--kills", "3", "--duration", "20",
-           "--threads", "4", "--seed", seed, "--bin", BIN]
+    cmd = [str(CHAOS), *args, "--threads", "4", "--seed", seed, "--bin", BIN]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT,
                            stdin=subprocess.DEVNULL)
@@ -36,9 +37,14 @@ def test_chaos_short_run_loses_nothing():
     assert p.returncode == 0 and summary and summary[-1].endswith(" violations=0"), \
         (f"{' '.join(cmd)} exited {p.returncode}\n--- stdout ---\n{p.stdout}\n"
          f"--- stderr ---\n{p.stderr}")
-    kills = int(summary[-1].split(" kills=")[1].split()[0])
-    assert kills == 3, summary[-1]
     print(summary[-1])
+    return summary[-1]
+
+
+def test_chaos_short_run_loses_nothing():
+    summary = run_chaos("--backend", backend_name(), "--kills", "3", "--duration", "20")
+    kills = int(summary.split(" kills=")[1].split()[0])
+    assert kills == 3, summary
 
 
 @pytest.mark.skipif(backend_name() != "pg", reason="faults beneath the server: scale-out's services")
@@ -46,19 +52,6 @@ def test_chaos_short_run_loses_nothing():
 def test_chaos_short_run_with_faults_beneath(fault):
     """The same traffic and checks with PostgreSQL crashed, Redis killed, or
     the links to both broken by the fault proxy (ops/chaos --fault)."""
-    seed = os.environ.get("SETTLED_CHAOS_SEED") or str(random.randrange(1, 2 ** 31))
     faults = 4 if fault == "proxy" else 2
-    cmd = [str(CHAOS), "--backend", "pg", "--fault", fault, "--kills", str(faults),
-           "--duration", "15", "--threads", "4", "--seed", seed, "--bin", BIN]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT,
-                           stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"{' '.join(cmd)} still running after {TIMEOUT}s\n"
-                             f"{exc.stdout or ''}\n{exc.stderr or ''}") from None
-    summary = [ln for ln in p.stdout.splitlines() if ln.startswith("chaos: backend=")]
-    assert p.returncode == 0 and summary and summary[-1].endswith(" violations=0"), \
-        (f"{' '.join(cmd)} exited {p.returncode}\n--- stdout ---\n{p.stdout}\n"
-         f"--- stderr ---\n{p.stderr}")
-    assert f" fault={fault} faults={faults} " in summary[-1], summary[-1]
-    print(summary[-1])
+    summary = run_chaos("--backend", "pg", "--fault", fault, "--kills", str(faults), "--duration", "15")
+    assert f" fault={fault} faults={faults} " in summary, summary
