@@ -612,10 +612,24 @@ static enum st_rc peek_unit(struct tx *tx, void *arg)
 	return ST_OK;
 }
 
+/* Frees the jobs a claim holds (a run the store rolled back or re-runs). */
+static void claim_release(struct claim_call *c)
+{
+	for (int q = 0; q < c->p->nqueues; q++) {
+		for (int i = 0; i < c->got[q]; i++)
+			job_release(&c->jobs[q][i]);
+		c->got[q] = 0;
+	}
+}
+
 static enum st_rc claim_unit(struct tx *tx, void *arg)
 {
 	struct claim_call *c = arg;
 
+	/* The store may run a unit more than once (PostgreSQL re-runs it when
+	 * the connection died before COMMIT, or when a lost COMMIT turned out
+	 * not to have committed): start from nothing each time. */
+	claim_release(c);
 	for (int q = 0; q < c->p->nqueues; q++) {
 		enum st_rc rc;
 
@@ -700,6 +714,8 @@ static void *fetcher_main(void *arg)
 			rc = store_read(p->app->store, peek_unit, c);
 			if (rc == ST_OK && (wanted = share_claim(p, c)) > 0)
 				rc = store_run(p->app->store, claim_unit, c);
+			if (rc)
+				claim_release(c); /* a run whose COMMIT failed: nothing is ours */
 			if (rc && !atomic_load(&p->app->stopping))
 				log_msg(&p->app->log, LOG_WARN, "job fetcher: claim failed: %s",
 					st_rc_str(rc));
