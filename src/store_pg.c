@@ -40,9 +40,11 @@
  * its first statement, no extra round trip), and a COMMIT whose answer is
  * lost is looked up by that id on a new connection (pg_xact_status):
  * committed means the unit succeeded (its client gets its answer, not a
- * false failure); aborted means nothing happened and the unit runs again;
- * only when the server stays unreachable does the unit get ST_UNAVAILABLE
- * and the client's idempotency key sort it out. Units must therefore be re-runnable: fill outputs from
+ * false failure); aborted means nothing happened and the unit runs again.
+ * When the server restarted meanwhile (pg_postmaster_start_time changed: a
+ * crash may hand the same id out again) or stays unreachable, the outcome
+ * is unknown: the unit gets ST_UNAVAILABLE and the client's idempotency key
+ * sorts it out. Units must therefore be re-runnable: fill outputs from
  * scratch, touch nothing outside tx. Every unit in the tree already is.
  *
  * Reads: a separate pool of read_conns connections (default 4), borrowed
@@ -141,6 +143,7 @@ struct pg_tx {
 			 * moved, the server rolled the transaction back */
 	const char *begin; /* the BEGIN command of this kind of transaction */
 	char xid[24];      /* the write transaction's id (pg_current_xact_id), "" until known */
+	char started[48];  /* pg_postmaster_start_time() as the transaction saw it */
 	int npending;
 	struct pg_pending pending[PG_PENDING_MAX];
 };
@@ -466,7 +469,7 @@ static const char *pending_sql(const struct pg_tx *t, const struct pg_pending *p
 	case PEND_BEGIN:
 		return t->begin;
 	case PEND_XID:
-		return "SELECT pg_current_xact_id()";
+		return "SELECT pg_current_xact_id(), pg_postmaster_start_time()";
 	case PEND_SAVEPOINT:
 		snprintf(buf, size, "SAVEPOINT sp%d", p->depth);
 		return buf;
@@ -552,8 +555,10 @@ static enum st_rc tx_pipeline(struct pg_tx *t, const struct pg_cmd *cmds, int n,
 			break;
 		status = PQresultStatus(res);
 		if (status == PGRES_TUPLES_OK && got < t->npending && t->pending[got].kind == PEND_XID &&
-		    PQntuples(res) == 1)
+		    PQntuples(res) == 1 && PQnfields(res) == 2) {
 			snprintf(t->xid, sizeof(t->xid), "%s", PQgetvalue(res, 0, 0));
+			snprintf(t->started, sizeof(t->started), "%s", PQgetvalue(res, 0, 1));
+		}
 		if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
 			if (got == total - 1 && last && !fail)
 				keep = res;
@@ -990,10 +995,10 @@ static void tx_rollback(struct pg_tx *t)
  * outcome stays unknown and the client's idempotency key must decide. */
 #define PG_RESOLVE_MS 5000
 
-static enum st_rc resolve_commit(struct pg_conn *c, const char *xid)
+static enum st_rc resolve_commit(struct pg_conn *c, const char *xid, const char *started)
 {
 	int64_t deadline = clock_mono_ms() + PG_RESOLVE_MS;
-	const char *params[1] = { xid };
+	const char *params[2] = { xid, started };
 
 	while (clock_mono_ms() < deadline) {
 		PGresult *res;
@@ -1005,9 +1010,18 @@ static enum st_rc resolve_commit(struct pg_conn *c, const char *xid)
 			sleep_ms(50);
 			continue;
 		}
-		res = PQexecParams(c->pg, "SELECT pg_xact_status($1::xid8)", 1, NULL, params, NULL, NULL, 0);
+		/* A server that restarted since (a crash) may have handed the same
+		 * id to a new transaction: ids assigned but not yet in the WAL at
+		 * the crash are given out again. Then the status says nothing of
+		 * ours, and the outcome stays unknown. */
+		res = PQexecParams(c->pg,
+				   "SELECT pg_xact_status($1::xid8),"
+				   " pg_postmaster_start_time() = $2::timestamptz",
+				   2, NULL, params, NULL, NULL, 0);
 		if (result_rc(NULL, c, res, "pg_xact_status") == ST_OK && PQntuples(res) == 1) {
 			status = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
+			if (strcmp(PQgetvalue(res, 0, 1), "t") != 0)
+				status = "restarted"; /* unknown: the client's key decides */
 			if (!strcmp(status, "committed"))
 				rc = ST_OK, again = false;
 			else if (!strcmp(status, "aborted"))
@@ -1072,10 +1086,10 @@ static enum st_rc run_unit(struct pg_conn *c, struct pg_unit *u)
 				rc = ST_INTERNAL; /* the server rolled back */
 			if (rc == ST_BUSY)
 				committing = false; /* refused, definitely not committed */
-			if (rc == ST_UNAVAILABLE && c->drops != drops && t.xid[0]) {
+			if (rc == ST_UNAVAILABLE && c->drops != drops && t.xid[0] && t.started[0]) {
 				/* The link died with the COMMIT: find out instead of
 				 * answering a failure that may be false. */
-				rc = resolve_commit(c, t.xid);
+				rc = resolve_commit(c, t.xid, t.started);
 				if (rc == ST_CONFLICT) {
 					committing = false; /* nothing happened: run it again */
 					rc = ST_UNAVAILABLE;
