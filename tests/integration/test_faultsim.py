@@ -148,9 +148,12 @@ def test_allocation_failures_in_requests_and_jobs(fs):
         server, faults, "claim_prepare", lambda: {"wallet": payer, "amount": "1"},
         lambda b, k: server.post("/api/claim/prepare", b, key=k), 201)
 
+    recorded = []
+
     def prepared():
         r = server.post("/api/claim/prepare", {"wallet": payer, "amount": "1"}, key=new_key("p"))
         assert r.status == 201, r
+        recorded.append(r.json["id"])
         return {"intent_id": r.json["id"], "tx_hash": "0x" + os.urandom(32).hex()}
 
     report["claim_record"] = walk(
@@ -191,6 +194,12 @@ def test_allocation_failures_in_requests_and_jobs(fs):
                 break
 
     # Jobs: faults armed while webhook jobs run; each credit lands once.
+    # The claims recorded above settle first (each moves its amount out of
+    # the payer's balance), so the balance counted from here is the credits'.
+    def all_settled():
+        return all(server.get(f"/api/v2/intents/{i}", headers=ADMIN).json["status"] == "SETTLED"
+                   for i in recorded)
+    wait_until(all_settled, timeout=60, what="the recorded claims to settle")
     before = int(account(server, payer)["balance"])
     sent = 0
     for n in range(1, 120):
