@@ -167,7 +167,8 @@ def test_random_resets_under_load_lose_and_double_nothing(proxied):
 
     # Every acknowledged registration is there once; every payment credited once.
     for w in paid:
-        wait_until(lambda: (account(server, w) or {}).get("balance") == "7", timeout=20,
+        # Generous: jobs retried after the resets wait out their backoff.
+        wait_until(lambda: (account(server, w) or {}).get("balance") == "7", timeout=60,
                    what=f"the payment of {w}")
     for w in acked:
         assert account(server, w) is not None, w
