@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "hex.h"
 #include "banned.h"
 
 static const char base62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -100,35 +101,16 @@ static void digest(const char *data, size_t len, unsigned char out[32])
 
 void apikey_hash(const char *key, size_t len, char hex[APIKEY_HASH_HEX + 1])
 {
-	static const char digits[] = "0123456789abcdef";
 	unsigned char d[32];
 
 	digest(key, len, d);
-	for (int i = 0; i < 32; i++) {
-		hex[2 * i] = digits[d[i] >> 4];
-		hex[2 * i + 1] = digits[d[i] & 15];
-	}
-	hex[APIKEY_HASH_HEX] = '\0';
+	hex_encode(d, sizeof(d), hex);
 }
 
 /* Stored hex digest back to bytes; false on anything but 64 hex digits. */
 static bool unhex32(const char *hex, unsigned char out[32])
 {
-	if (!hex || strlen(hex) != APIKEY_HASH_HEX)
-		return false;
-	for (int i = 0; i < 64; i++) {
-		char c = hex[i];
-		int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-			: c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-
-		if (v < 0)
-			return false;
-		if (i % 2)
-			out[i / 2] = (unsigned char)(out[i / 2] | v);
-		else
-			out[i / 2] = (unsigned char)(v << 4);
-	}
-	return true;
+	return hex && hex_decode(hex, strlen(hex), out, 32);
 }
 
 bool apikey_active(const struct api_key *k, int64_t now_ms)
@@ -138,17 +120,12 @@ bool apikey_active(const struct api_key *k, int64_t now_ms)
 
 static void new_id(char out[APIKEY_ID_MAX + 1])
 {
-	static const char digits[] = "0123456789abcdef";
 	unsigned char r[12];
 
 	if (RAND_bytes(r, sizeof(r)) != 1)
 		memset(r, 0, sizeof(r)); /* the insert then collides and is retried */
 	memcpy(out, "key_", 4);
-	for (size_t i = 0; i < sizeof(r); i++) {
-		out[4 + 2 * i] = digits[r[i] >> 4];
-		out[5 + 2 * i] = digits[r[i] & 15];
-	}
-	out[4 + 2 * sizeof(r)] = '\0';
+	hex_encode(r, sizeof(r), out + 4);
 }
 
 #define KEY_COLS \

@@ -45,15 +45,3 @@ void fmt_pad(char *out, uint64_t v, size_t width)
 		v /= 10;
 	}
 }
-
-void fmt_hex(const void *raw, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	const unsigned char *in = raw;
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * n] = '\0';
-}

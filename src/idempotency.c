@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fmt.h"
+#include "hex.h"
 #include "banned.h"
 
 #define IDEM_SHARDS 64
@@ -199,7 +200,7 @@ void idem_fingerprint(const struct idem *ix, const char *method, const char *rou
 	EVP_MD_CTX_free(ctx);
 	if (mdlen != 32)
 		memset(md, 0, sizeof(md)); /* only under OOM: all-zero never equals a real digest's row */
-	fmt_hex(md, sizeof(md), out);
+	hex_encode(md, sizeof(md), out);
 }
 
 void idem_record_release(struct idem_record *r)

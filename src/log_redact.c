@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "hex.h"
 #include "log.h"
 #include "banned.h"
 
@@ -371,15 +372,6 @@ enum st_rc log_redact_full(const char *s, struct buf *out)
 }
 
 /* ---------------------------------------------------------------- targets */
-
-static int hex_digit(char c)
-{
-	if (is_digit(c))
-		return c - '0';
-	if ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))
-		return (c | 0x20) - 'a' + 10;
-	return -1;
-}
 
 /* What one component of a target (a path segment, a query name or value)
  * holds once percent-decoded ('+' a space in the query): -1 nothing, else

@@ -18,6 +18,7 @@
 #include "account.h"
 #include "backup.h"
 #include "config.h"
+#include "hex.h"
 #include "http.h"
 #include "idempotency.h"
 #include "intent.h"
@@ -297,6 +298,7 @@ int main(int argc, char **argv)
 	bool help = false;
 	sigset_t sigs;
 	unsigned char rnd[8];
+	char rnd_hex[2 * sizeof(rnd) + 1];
 	enum st_rc rl_rc = ST_OK;
 	int code;
 
@@ -342,8 +344,8 @@ int main(int argc, char **argv)
 	app.started_ms = settled_now_ms(&app);
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
 		memset(rnd, 0, sizeof(rnd));
-	snprintf(app.instance_id, sizeof(app.instance_id), "%ld-%02x%02x%02x%02x%02x%02x%02x%02x",
-		 (long)getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+	hex_encode(rnd, 8, rnd_hex);
+	snprintf(app.instance_id, sizeof(app.instance_id), "%ld-%s", (long)getpid(), rnd_hex);
 	policies_init(&app);
 
 	app.metrics = metrics_new();

@@ -20,6 +20,7 @@
 
 #include "buf.h"
 #include "fmt.h"
+#include "hex.h"
 #include "banned.h"
 
 static const char *const batch_names[PAYOUT_BATCH_STATUS_COUNT] = {
@@ -82,7 +83,7 @@ void payout_item_rail_ref(const char *batch_id, int64_t idx, char out[TX_HASH_LE
 		memset(d, 0, sizeof(d)); /* a colliding ref is refused by the store, never reused */
 	out[0] = '0';
 	out[1] = 'x';
-	fmt_hex(d, 32, out + 2);
+	hex_encode(d, 32, out + 2);
 }
 
 /* ---- batches ---- */
@@ -216,7 +217,7 @@ enum st_rc payout_batch_create(struct tx *tx, const char *client_id, const char 
 	memset(&b, 0, sizeof(b));
 	tx_random(tx, raw, sizeof(raw));
 	memcpy(b.id, "pb_", 3);
-	fmt_hex(raw, sizeof(raw), b.id + 3);
+	hex_encode(raw, sizeof(raw), b.id + 3);
 	snprintf(b.client_id, sizeof(b.client_id), "%s", client_id);
 	snprintf(b.reference, sizeof(b.reference), "%s", reference);
 	b.status = PAYOUT_BATCH_PENDING_APPROVAL;

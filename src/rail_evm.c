@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "config.h"
+#include "hex.h"
 #include "rpc_pool.h"
 #include "banned.h"
 
@@ -23,17 +24,6 @@
 #define TRANSFER_TOPIC "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 
 /* ---- 256-bit numbers ---- */
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 enum st_rc u256_from_hex(const char *s, struct u256 *out)
 {
@@ -43,9 +33,8 @@ enum st_rc u256_from_hex(const char *s, struct u256 *out)
 	if (!s || s[0] != '0' || (s[1] != 'x' && s[1] != 'X') || !s[2])
 		return ST_INVALID;
 	s += 2;
-	for (i = 0; s[i]; i++)
-		if (hexval(s[i]) < 0)
-			return ST_INVALID;
+	if (!hex_all(s, strlen(s)))
+		return ST_INVALID;
 	while (*s == '0' && s[1])
 		s++;
 	n = strlen(s);
@@ -54,7 +43,7 @@ enum st_rc u256_from_hex(const char *s, struct u256 *out)
 	for (i = 0; i < n; i++) {
 		size_t bit = (n - 1 - i) * 4; /* of the digit s[i] */
 
-		out->w[bit / 64] |= (uint64_t)hexval(s[i]) << (bit % 64);
+		out->w[bit / 64] |= (uint64_t)hex_digit(s[i]) << (bit % 64);
 	}
 	return ST_OK;
 }
@@ -136,12 +125,7 @@ static bool u64_of(const json_t *o, const char *key, uint64_t *out)
 
 static bool is_hex_of(const char *s, size_t digits)
 {
-	if (!s || strlen(s) != digits + 2 || s[0] != '0' || s[1] != 'x')
-		return false;
-	for (size_t i = 2; s[i]; i++)
-		if (hexval(s[i]) < 0)
-			return false;
-	return true;
+	return s && strlen(s) == digits + 2 && s[0] == '0' && s[1] == 'x' && hex_all(s + 2, digits);
 }
 
 /* An address as a log topic: 12 zero bytes then the address. */

@@ -40,6 +40,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "hex.h"
 #include "banned.h"
 
 #define REDISC_POOL_DEFAULT     8
@@ -90,14 +91,6 @@ static void errf(struct buf *err, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- URLs */
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c |= 0x20;
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* Percent-decodes [s, e) into out (cap bytes with the NUL). False when it
  * does not fit, has a bad escape or decodes to a NUL. */
 static bool pct_decode(const char *s, const char *e, char *out, size_t cap)
@@ -110,7 +103,7 @@ static bool pct_decode(const char *s, const char *e, char *out, size_t cap)
 		if (c == '%') {
 			int hi, lo;
 
-			if (e - s < 3 || (hi = hexval(s[1])) < 0 || (lo = hexval(s[2])) < 0)
+			if (e - s < 3 || (hi = hex_digit(s[1])) < 0 || (lo = hex_digit(s[2])) < 0)
 				return false;
 			c = hi << 4 | lo;
 			s += 2;
@@ -627,8 +620,7 @@ void redisc_script_init(struct redisc_script *s, const char *source)
 	memset(s->sha1, 0, sizeof(s->sha1));
 	if (!EVP_Digest(source, strlen(source), md, &n, EVP_sha1(), NULL) || n != 20)
 		return; /* an empty sha1: EVALSHA fails with NOSCRIPT, EVAL runs it */
-	for (unsigned i = 0; i < 20; i++)
-		snprintf(s->sha1 + 2 * i, 3, "%02x", md[i]);
+	hex_encode(md, 20, s->sha1);
 }
 
 /* Error replies a server gives while it cannot serve, not because the

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hex.h"
 #include "redisc.h"
 #include "banned.h"
 
@@ -130,17 +131,16 @@ static size_t make_key(const struct rl_redis *r, const char *name, size_t name_l
 		return n + key_len;
 	}
 	{
-		static const char hex[] = "0123456789abcdef";
 		unsigned char md[EVP_MAX_MD_SIZE];
 		unsigned int mdlen = 0;
+		char hex[65];
 
 		if (!EVP_Digest(key, key_len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
 			return 0;
 		out[n++] = '#';
-		for (unsigned i = 0; i < 32; i++) {
-			out[n++] = hex[md[i] >> 4];
-			out[n++] = hex[md[i] & 15];
-		}
+		hex_encode(md, 32, hex); /* out has no room for the NUL */
+		memcpy(out + n, hex, 64);
+		n += 64;
 	}
 	return n;
 }

@@ -15,6 +15,7 @@
 #include <openssl/rand.h>
 
 #include "fmt.h"
+#include "hex.h"
 #include "log.h"
 #include "randpool.h"
 
@@ -54,7 +55,7 @@ void tx_new_id(struct tx *tx, const char *prefix, char out[ST_ID_MAX + 1])
 		raw[i] = (unsigned char)(ms >> (40 - 8 * i));
 	tx_random(tx, raw + 6, 6);
 	memcpy(out, prefix, p);
-	fmt_hex(raw, sizeof(raw), out + p);
+	hex_encode(raw, sizeof(raw), out + p);
 }
 
 void store_close(struct store *s)

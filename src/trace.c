@@ -29,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "hex.h"
 #include "log.h"
 #include "metrics.h"
 #include "validate.h"
@@ -96,7 +97,6 @@ int64_t trace_now_ns(void)
 /* nbytes random bytes as lower-case hex (never all zeros: W3C invalid). */
 static void random_id(char *out, size_t nbytes)
 {
-	static const char hex[] = "0123456789abcdef";
 	unsigned char raw[16];
 	bool zero = true;
 
@@ -109,22 +109,16 @@ static void random_id(char *out, size_t nbytes)
 			raw[i] = (unsigned char)(((uint64_t)ts.tv_nsec * 2654435761u) >> (i % 4 * 8)) ^
 				 (unsigned char)((uintptr_t)out >> (i % 8)) ^ (unsigned char)ts.tv_sec;
 	}
-	for (size_t i = 0; i < nbytes; i++) {
+	for (size_t i = 0; i < nbytes; i++)
 		zero &= raw[i] == 0;
-		out[2 * i] = hex[raw[i] >> 4];
-		out[2 * i + 1] = hex[raw[i] & 15];
-	}
+	hex_encode(raw, nbytes, out);
 	if (zero)
 		out[2 * nbytes - 1] = '1';
-	out[2 * nbytes] = '\0';
 }
 
 static bool is_lower_hex(const char *s, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return s[n] == '\0';
+	return hex_all_lower(s, n) && s[n] == '\0'; /* stops at a NUL: not a digit */
 }
 
 /* ---------------------------------------------------------------- span text */
@@ -405,7 +399,7 @@ void trace_ctx_format(const struct trace_ctx *c, char out[TRACE_CONTEXT_MAX])
 	*p++ = '-';
 	p = stpncpy(p, c->span_id, TRACE_SPAN_ID_LEN);
 	*p++ = '-';
-	fmt_hex(&c->flags, 1, p);
+	hex_encode(&c->flags, 1, p);
 	p += 2;
 	if (st && st <= TRACE_STATE_MAX) {
 		*p++ = ' ';

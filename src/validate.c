@@ -15,29 +15,12 @@
 
 #include <string.h>
 
+#include "hex.h"
 #include "banned.h"
 
 static bool is_digit(unsigned char c)
 {
 	return c >= '0' && c <= '9';
-}
-
-/* Value of a hex digit of either case, or -1. */
-static int hex_val(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Lower-case hex only: W3C trace-context forbids upper case. */
-static bool is_lower_hex(unsigned char c)
-{
-	return is_digit(c) || (c >= 'a' && c <= 'f');
 }
 
 /* v = v * 10 + d, failing (false, v unchanged) when the result would pass
@@ -77,19 +60,16 @@ enum st_rc parse_amount(const char *s, size_t len, int64_t *out)
  * prefix, NUL-terminated (ndigits + 3 bytes). */
 static enum st_rc parse_prefixed_hex(const char *s, size_t len, size_t ndigits, char *out)
 {
-	static const char lower[] = "0123456789abcdef";
-
-	if (!s || len != ndigits + 2 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X'))
+	if (!s || len != ndigits + 2 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X') ||
+	    !hex_all(s + 2, ndigits))
 		return ST_INVALID;
-	for (size_t i = 2; i < len; i++)
-		if (hex_val((unsigned char)s[i]) < 0)
-			return ST_INVALID;
 	/* Second pass only after the whole input is known good: out is left
-	 * untouched on failure. */
+	 * untouched on failure. Setting 0x20 lower-cases A-F and leaves the
+	 * digits as they are. */
 	out[0] = '0';
 	out[1] = 'x';
 	for (size_t i = 2; i < len; i++)
-		out[i] = lower[hex_val((unsigned char)s[i])];
+		out[i] = (char)(s[i] | 0x20);
 	out[len] = '\0';
 	return ST_OK;
 }
@@ -135,16 +115,10 @@ bool request_id_valid(const char *s, size_t len)
  * every one was '0'. */
 static bool lower_hex_run(const char *s, size_t n, bool *all_zero)
 {
-	bool zero = true;
-
-	for (size_t i = 0; i < n; i++) {
-		if (!is_lower_hex((unsigned char)s[i]))
-			return false;
-		if (s[i] != '0')
-			zero = false;
-	}
+	if (!hex_all_lower(s, n))
+		return false;
 	if (all_zero)
-		*all_zero = zero;
+		*all_zero = strspn(s, "0") >= n;
 	return true;
 }
 
@@ -185,8 +159,8 @@ enum st_rc parse_traceparent(const char *s, size_t len, char trace_id[33], char 
 	parent_id[16] = '\0';
 	/* Every flag bit is passed on: unknown bits are for future versions
 	 * of the spec and are not ours to reject. */
-	*flags = (uint8_t)(hex_val((unsigned char)s[TP_FLAGS]) << 4 |
-			   hex_val((unsigned char)s[TP_FLAGS + 1]));
+	*flags = (uint8_t)(hex_digit((unsigned char)s[TP_FLAGS]) << 4 |
+			   hex_digit((unsigned char)s[TP_FLAGS + 1]));
 	return ST_OK;
 }
 

@@ -26,6 +26,7 @@
 
 #include "account.h"
 #include "config.h"
+#include "hex.h"
 #include "banned.h"
 
 #define DIGEST_LEN 32
@@ -128,32 +129,6 @@ out:
 }
 
 /* ---------------------------------------------------------------- decoding */
-
-static int hex_val(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Exactly 64 hex digits (either case) -> 32 bytes. */
-static bool hex_sig_decode(const char *s, size_t len, unsigned char out[DIGEST_LEN])
-{
-	if (len != HEX_SIG_LEN)
-		return false;
-	for (size_t i = 0; i < DIGEST_LEN; i++) {
-		int hi = hex_val((unsigned char)s[2 * i]), lo = hex_val((unsigned char)s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i] = (unsigned char)(hi << 4 | lo);
-	}
-	return true;
-}
 
 static int b64_val(unsigned char c)
 {
@@ -340,7 +315,7 @@ enum wh_verdict webhook_verify_coinbase(const char *sig, const void *body, size_
 		sig++;
 		slen--;
 	}
-	if (!hex_sig_decode(sig, slen, d))
+	if (!hex_decode(sig, slen, d, DIGEST_LEN))
 		return WH_BAD_SIGNATURE;
 	cand_add(&c, d);
 	nkeys = raw_keys(secrets, nsecrets, keys, key_len);
@@ -382,7 +357,7 @@ enum wh_verdict webhook_verify_stripe(const char *header, const void *body, size
 			unsigned char d[DIGEST_LEN];
 
 			/* A malformed v1 is not a candidate; another may still match. */
-			if (hex_sig_decode(eq + 1, (size_t)(ie - eq - 1), d))
+			if (hex_decode(eq + 1, (size_t)(ie - eq - 1), d, DIGEST_LEN))
 				cand_add(&c, d);
 		}
 		/* v0 and any other scheme: ignored. */
