@@ -44,6 +44,7 @@
 #include "log_redact.h"
 #include "clock.h"
 #include "fmt.h"
+#include "validate.h"
 #include "banned.h"
 
 #define LOG_LINE_MAX 16384    /* bytes in one line, '\n' included */
@@ -110,43 +111,6 @@ static size_t fmt_ts(char *out)
 
 /* ---- JSON strings ------------------------------------------------------ */
 
-/* Length of the well-formed UTF-8 sequence at s (1..4), 0 when invalid
- * (stray continuation, overlong form, surrogate, past U+10FFFF, cut). */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0];
-	unsigned long cp;
-	size_t need;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		need = 2;
-	else if ((c & 0xf0) == 0xe0)
-		need = 3;
-	else if (c >= 0xf0 && c <= 0xf4)
-		need = 4;
-	else
-		return 0;
-	if (n < need)
-		return 0;
-	for (size_t k = 1; k < need; k++) {
-		if ((s[k] & 0xc0) != 0x80)
-			return 0;
-	}
-	if (need == 3) {
-		cp = (c & 0x0fUL) << 12 | (s[1] & 0x3fUL) << 6 | (s[2] & 0x3fUL);
-		if (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-	} else if (need == 4) {
-		cp = (c & 0x07UL) << 18 | (s[1] & 0x3fUL) << 12 | (s[2] & 0x3fUL) << 6 |
-		     (s[3] & 0x3fUL);
-		if (cp < 0x10000 || cp > 0x10ffff)
-			return 0;
-	}
-	return need;
-}
-
 /* Bytes that go into a JSON string as they are: printable ASCII and DEL,
  * but not '"' or '\\'. */
 static inline bool json_plain(unsigned char c)
@@ -199,7 +163,7 @@ static size_t json_esc(char *dst, size_t cap, const char *s, size_t n, size_t *p
 
 		for (;;) {
 			r = plain_run(u, r, n);
-			if (r < n && u[r] >= 0x80 && (k = utf8_len(u + r, n - r)) != 0)
+			if (r < n && u[r] >= 0x80 && (k = utf8_char_len(s + r, n - r)) != 0)
 				r += k;
 			else
 				break;

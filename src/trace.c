@@ -123,33 +123,6 @@ static bool is_lower_hex(const char *s, size_t n)
 
 /* ---------------------------------------------------------------- span text */
 
-/* Length of the well-formed UTF-8 sequence at s (1..4), 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0];
-	size_t need;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		need = 2;
-	else if (c >= 0xe0 && c <= 0xef)
-		need = 3;
-	else if (c >= 0xf0 && c <= 0xf4)
-		need = 4;
-	else
-		return 0;
-	if (n < need)
-		return 0;
-	for (size_t k = 1; k < need; k++)
-		if ((s[k] & 0xc0) != 0x80)
-			return 0;
-	if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
-	    (c == 0xf4 && s[1] > 0x8f))
-		return 0; /* overlong, surrogate, past U+10FFFF */
-	return need;
-}
-
 /* Copies s into the arena (at most max bytes, cut on a character
  * boundary, invalid bytes as '?'); returns its offset, or TRACE_NO_TEXT
  * when the arena is full. */
@@ -165,7 +138,7 @@ static uint16_t put_text(struct trace_span *sp, const char *s, size_t max)
 	if (room > max)
 		room = max;
 	while (i < len) {
-		size_t k = utf8_seq((const unsigned char *)s + i, len - i);
+		size_t k = utf8_char_len(s + i, len - i);
 
 		if (!k) {
 			if (o + 1 > room)

@@ -214,46 +214,57 @@ enum st_rc parse_decimal_amount(const char *s, size_t len, int decimals, int64_t
 /* RFC 3629 section 4 table: the first byte fixes the length and the range
  * of the second byte (which is where overlongs, surrogates and code points
  * past U+10FFFF are excluded); later bytes are plain 80..BF. */
+size_t utf8_char_len(const char *s, size_t len)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	unsigned char c, lo = 0x80, hi = 0xbf;
+	size_t need;
+
+	if (len == 0)
+		return 0;
+	c = u[0];
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		need = 2;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		need = 3;
+		if (c == 0xe0)
+			lo = 0xa0; /* overlong */
+		else if (c == 0xed)
+			hi = 0x9f; /* surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		need = 4;
+		if (c == 0xf0)
+			lo = 0x90; /* overlong */
+		else if (c == 0xf4)
+			hi = 0x8f; /* past U+10FFFF */
+	} else {
+		return 0; /* 80..C1 (continuation, overlong lead), F5..FF */
+	}
+	if (len < need || u[1] < lo || u[1] > hi)
+		return 0;
+	for (size_t k = 2; k < need; k++)
+		if ((u[k] & 0xc0) != 0x80)
+			return 0;
+	return need;
+}
+
 bool utf8_valid(const char *s, size_t len)
 {
-	size_t i = 0;
+	size_t i = 0, k;
 
 	if (!s)
 		return len == 0;
 	while (i < len) {
-		unsigned char c = (unsigned char)s[i];
-		unsigned char lo = 0x80, hi = 0xbf;
-		size_t need;
-
-		if (c < 0x80) {
-			i++;
+		if ((unsigned char)s[i] < 0x80) {
+			i++; /* ASCII without the call: most input is */
 			continue;
 		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			need = 1;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			need = 2;
-			if (c == 0xe0)
-				lo = 0xa0; /* overlong */
-			else if (c == 0xed)
-				hi = 0x9f; /* surrogates */
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			need = 3;
-			if (c == 0xf0)
-				lo = 0x90; /* overlong */
-			else if (c == 0xf4)
-				hi = 0x8f; /* past U+10FFFF */
-		} else {
-			return false; /* 80..C1 (continuation, overlong lead), F5..FF */
-		}
-		if (len - i <= need)
+		k = utf8_char_len(s + i, len - i);
+		if (!k)
 			return false;
-		if ((unsigned char)s[i + 1] < lo || (unsigned char)s[i + 1] > hi)
-			return false;
-		for (size_t k = 2; k <= need; k++)
-			if (((unsigned char)s[i + k] & 0xc0) != 0x80)
-				return false;
-		i += need + 1;
+		i += k;
 	}
 	return true;
 }

@@ -58,4 +58,11 @@ enum st_rc parse_decimal_amount(const char *s, size_t len, int decimals, int64_t
  * them check for them separately. */
 bool utf8_valid(const char *s, size_t len);
 
+/* Length (1..4) of the well-formed UTF-8 character at s[0..len), or 0 when
+ * there is none: len 0, a stray continuation byte, an overlong form, a
+ * surrogate, a code point past U+10FFFF or a sequence cut by len. The one
+ * UTF-8 decoder of the tree: utf8_valid, the log and the trace text walk
+ * with it. */
+size_t utf8_char_len(const char *s, size_t len);
+
 #endif

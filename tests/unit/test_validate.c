@@ -539,3 +539,130 @@ Test(validate, utf8_bad)
 	cr_expect_not(utf8_valid("\xc3\xa9", 1));
 	cr_expect(utf8_valid("\xc3\xa9", 2));
 }
+
+/* ---- UTF-8: the one decoder (utf8_char_len) and utf8_valid over it ---- */
+
+struct utf8_case {
+	const char *s;
+	size_t len;
+	size_t want; /* utf8_char_len of the whole */
+	const char *why;
+};
+
+#define U8(lit, want, why) { lit, sizeof(lit) - 1, want, why }
+
+static const struct utf8_case utf8_cases[] = {
+	U8("\x7f", 1, "last ASCII"),
+	U8("\xc2\x80", 2, "first two-byte"),
+	U8("\xdf\xbf", 2, "last two-byte"),
+	U8("\xe0\xa0\x80", 3, "first three-byte"),
+	U8("\xed\x9f\xbf", 3, "U+D7FF, just below the surrogates"),
+	U8("\xee\x80\x80", 3, "U+E000, just above the surrogates"),
+	U8("\xef\xbf\xbf", 3, "U+FFFF"),
+	U8("\xf0\x90\x80\x80", 4, "U+10000"),
+	U8("\xf4\x8f\xbf\xbf", 4, "U+10FFFF"),
+	U8("\xc0\x80", 0, "overlong NUL"),
+	U8("\xc1\xbf", 0, "overlong two-byte"),
+	U8("\xe0\x80\x80", 0, "overlong three-byte NUL"),
+	U8("\xe0\x9f\xbf", 0, "overlong three-byte U+7FF"),
+	U8("\xf0\x80\x80\x80", 0, "overlong four-byte NUL"),
+	U8("\xf0\x8f\xbf\xbf", 0, "overlong four-byte U+FFFF"),
+	U8("\xed\xa0\x80", 0, "U+D800, high surrogate"),
+	U8("\xed\xbf\xbf", 0, "U+DFFF, low surrogate"),
+	U8("\xf4\x90\x80\x80", 0, "U+110000"),
+	U8("\xf5\x80\x80\x80", 0, "F5 lead"),
+	U8("\xf7\xbf\xbf\xbf", 0, "U+1FFFFF"),
+	U8("\xf8\x88\x80\x80\x80", 0, "five-byte form"),
+	U8("\xff", 0, "FF"),
+	U8("\xfe", 0, "FE"),
+	U8("\x80", 0, "stray continuation"),
+	U8("\xbf", 0, "stray continuation BF"),
+	U8("\xc3", 0, "two-byte cut"),
+	U8("\xe2\x82", 0, "three-byte cut"),
+	U8("\xf0\x9f\x98", 0, "four-byte cut"),
+	U8("\xc3\x28", 0, "second byte no continuation"),
+	U8("\xe2\x28\xa1", 0, "three-byte, second byte no continuation"),
+	U8("\xe2\x82\x28", 0, "three-byte, third byte no continuation"),
+	U8("\xf0\x9f\x28\x80", 0, "four-byte, third byte no continuation"),
+	U8("\xf0\x9f\x98\x28", 0, "four-byte, fourth byte no continuation"),
+};
+
+Test(utf8, char_len_and_valid_on_the_edges)
+{
+	for (size_t i = 0; i < sizeof(utf8_cases) / sizeof(utf8_cases[0]); i++) {
+		const struct utf8_case *c = &utf8_cases[i];
+		bool whole = c->want == c->len;
+
+		cr_assert_eq(utf8_char_len(c->s, c->len), c->want, "%s", c->why);
+		cr_assert_eq(utf8_valid(c->s, c->len), whole, "%s", c->why);
+		if (c->len > 1)
+			cr_assert_eq(utf8_char_len(c->s, c->len - 1), (unsigned char)c->s[0] < 0x80 ? 1u : 0u,
+				     "%s, one byte short", c->why);
+	}
+	cr_assert_eq(utf8_char_len("", 0), 0);
+	cr_assert_eq(utf8_char_len("\xc3\xa9", 1), 0, "len cuts the sequence");
+	cr_assert(utf8_valid("", 0));
+	cr_assert(utf8_valid(NULL, 0));
+	cr_assert_not(utf8_valid(NULL, 1));
+	cr_assert(utf8_valid("a\0b", 3), "NUL is well-formed; callers refuse it themselves");
+	cr_assert(utf8_valid("gr\xc3\xbc\xc3\x9f \xe2\x82\xac \xf0\x9f\x98\x80", 15));
+	cr_assert_not(utf8_valid("ok \xe2\x82\xac then \xed\xa0\x80", 16));
+}
+
+/* The code point of a well-formed s[0..n), for the exhaustive check: the
+ * plain decode, then RFC 3629's rules on the result (no overlong, no
+ * surrogate, nothing past U+10FFFF). */
+static bool utf8_reference(const unsigned char *s, size_t n)
+{
+	static const unsigned lead_mask[] = { 0, 0x7f, 0x1f, 0x0f, 0x07 };
+	static const unsigned lead_bits[] = { 0, 0x00, 0xc0, 0xe0, 0xf0 };
+	static const unsigned long min_cp[] = { 0, 0, 0x80, 0x800, 0x10000 };
+	unsigned long cp;
+
+	if ((s[0] & ~lead_mask[n] & 0xff) != lead_bits[n])
+		return false;
+	cp = s[0] & lead_mask[n];
+	for (size_t k = 1; k < n; k++) {
+		if ((s[k] & 0xc0) != 0x80)
+			return false;
+		cp = cp << 6 | (s[k] & 0x3f);
+	}
+	return cp >= min_cp[n] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
+}
+
+Test(utf8, every_one_two_and_three_byte_sequence_agrees_with_the_reference)
+{
+	unsigned char s[3];
+
+	for (unsigned a = 0; a < 256; a++) {
+		s[0] = (unsigned char)a;
+		cr_assert_eq(utf8_char_len((char *)s, 1) == 1, utf8_reference(s, 1), "%02x", a);
+		for (unsigned b = 0; b < 256; b++) {
+			s[1] = (unsigned char)b;
+			if (a >= 0x80)
+				cr_assert_eq(utf8_char_len((char *)s, 2) == 2, utf8_reference(s, 2),
+					     "%02x %02x", a, b);
+			if (a < 0xe0 || a > 0xef)
+				continue;
+			for (unsigned c = 0; c < 256; c++) {
+				s[2] = (unsigned char)c;
+				cr_assert_eq(utf8_char_len((char *)s, 3) == 3, utf8_reference(s, 3),
+					     "%02x %02x %02x", a, b, c);
+			}
+		}
+	}
+}
+
+Test(utf8, four_byte_leads_against_the_reference)
+{
+	unsigned char s[4] = { 0, 0, 0x80, 0xbf };
+
+	for (unsigned a = 0xf0; a < 256; a++) {
+		s[0] = (unsigned char)a;
+		for (unsigned b = 0; b < 256; b++) {
+			s[1] = (unsigned char)b;
+			cr_assert_eq(utf8_char_len((char *)s, 4) == 4, utf8_reference(s, 4), "%02x %02x", a,
+				     b);
+		}
+	}
+}
