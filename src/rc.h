@@ -1,7 +1,7 @@
 /* rc.h — the one project-wide result code.
  *
  * Every fallible function returns enum st_rc (ST_OK == 0), like curl's
- * CURLcode. Domain modules never know HTTP: only http.c maps a code to a
+ * CURLcode. Domain modules never know HTTP: only response.c maps a code to a
  * status through one table (http_status_of()). */
 #ifndef SETTLED_RC_H
 #define SETTLED_RC_H

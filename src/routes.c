@@ -1,5 +1,5 @@
 /* routes.c — every route settled serves, in one table (SPEC section 8).
- * The dispatcher in http.c applies the flags, limits and body fields, so
+ * The dispatcher (dispatch.c) applies the flags, limits and body fields, so
  * handlers never repeat authentication, rate limiting, idempotency or the
  * refusal of an unknown field (route.h says how a route declares them). */
 #include "routes.h"

@@ -247,7 +247,7 @@ void tx_new_id(struct tx *tx, const char *prefix, char out[ST_ID_MAX + 1]);
  * or NULL. queue_enqueue records it on the jobs the unit enqueues (unless
  * the job_spec names one), so a job's span continues the trace of its
  * cause. Set by whoever submits the unit, around the caller's code only
- * (http.c handler_unit, worker.c commit_unit): tx_set_trace_context returns
+ * (dispatch.c handler_unit, worker.c commit_unit): tx_set_trace_context returns
  * the previous value, which the setter restores before returning. The
  * string is borrowed for as long as it is set. */
 static inline const char *tx_trace_context(const struct tx *tx)

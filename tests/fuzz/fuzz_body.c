@@ -1,7 +1,7 @@
 /* fuzz_body.c — the JSON request-body handling of every POST route, as far
  * as it is reachable without a server.
  *
- * http.c parse_body() parses with json_loadb(JSON_REJECT_DUPLICATES) and,
+ * dispatch.c parse_body() parses with json_loadb(JSON_REJECT_DUPLICATES) and,
  * on failure, answers 400 invalid_json built with json_pack from jansson's
  * error text, line, column and position. The handlers then validate their
  * fields with src/validate.h: register {wallet, referrer?}, claim/prepare
@@ -129,7 +129,7 @@ static bool all_declared(const struct route_field *fields, const json_t *obj)
 	return true;
 }
 
-/* http.c refuse_unknown_fields() for every route of the table. */
+/* dispatch.c refuse_unknown_fields() for every route of the table. */
 static void check_fields(const json_t *body, size_t size)
 {
 	for (size_t r = 0; r < settled_nroutes; r++) {
@@ -152,7 +152,7 @@ static void check_fields(const json_t *body, size_t size)
 	}
 }
 
-/* What http.c parse_body() sends for a body jansson refused. */
+/* What dispatch.c parse_body() sends for a body jansson refused. */
 static void check_error_answer(const json_error_t *jerr, size_t size)
 {
 	char msg[256];

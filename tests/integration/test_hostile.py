@@ -511,7 +511,7 @@ def test_nul_in_header_value_is_400(server, line):
     b'\xef\xbb\xbf{"wallet": "0x00"}',       # BOM
     # Found by fuzz_body: jansson quotes the input near a bad escape and cut
     # the 2-byte character in two; the invalid UTF-8 message made json_pack
-    # fail and the answer a 500 (src/http.c parse_body).
+    # fail and the answer a 500 (src/dispatch.c parse_body).
     b'{"wallet":"0xab\\u00e\xc8\x9d"}',
     b'{"wallet":"\\u12\xe2\x82\xac\xe2\x82\xac"}',
 ], ids=param_id)

@@ -8,9 +8,10 @@ against the code and the running server (issue 12).
   JSON body, idempotent, money, rate limits, path parameters) must show in
   its operation (security, parameters, requestBody, 429, ...).
 * The error codes: every code a handler in src/routes_*.c answers (the
-  string after an ST_* result code, mapped to its status with http.c's
+  string after an ST_* result code, mapped to its status with response.c's
   rc_status table) must be documented with that status on one of that
-  file's operations; every code http.c answers must be documented somewhere.
+  file's operations; every code the request pipeline (http.c, dispatch.c,
+  response.c) answers must be documented somewhere.
 * The running server: a scripted set of good and bad requests per route.
   Each answer's status must be documented for its operation, its error code
   listed for that status, its body valid against the documented schema
@@ -40,7 +41,8 @@ from conftest import (ADMIN_TOKEN, ROOT, RawConnection, fund_wallet, new_key, ne
 
 DOC_PATH = ROOT / "docs" / "openapi.json"
 ROUTES_C = ROOT / "src" / "routes.c"
-HTTP_C = ROOT / "src" / "http.c"
+RESPONSE_C = ROOT / "src" / "response.c"
+PIPELINE_C = [ROOT / "src" / name for name in ("http.c", "dispatch.c", "response.c")]
 MAIN_C = ROOT / "src" / "main.c"
 NPM_SRC = ROOT / "tests" / "openapi"
 NPM_DIR = ROOT / "build" / "openapi-validator"
@@ -458,10 +460,10 @@ def test_each_operation_matches_its_route_flags():
 
 
 def rc_statuses():
-    text = HTTP_C.read_text()
+    text = RESPONSE_C.read_text()
     table = dict((rc, int(st)) for rc, st in re.findall(r"\[(ST_\w+)\]\s*=\s*(\d{3})", text))
     assert table.get("ST_INVALID") == 400 and table.get("ST_NOT_FOUND") == 404, \
-        "rc_status table not found in src/http.c"
+        "rc_status table not found in src/response.c"
     return table
 
 
@@ -531,9 +533,10 @@ def test_every_error_code_in_the_source_is_documented():
             everywhere |= c
     nf = documented_codes(doc, {"responses": {"404": doc["components"]["responses"]["NotFound"]}})
     everywhere |= nf[404]
-    for code, _status in sorted(source_error_codes(HTTP_C, statuses)):
-        if code not in everywhere:
-            problems.append(f"http.c: {code!r} is documented nowhere")
+    for path in PIPELINE_C:
+        for code, _status in sorted(source_error_codes(path, statuses)):
+            if code not in everywhere:
+                problems.append(f"{path.name}: {code!r} is documented nowhere")
     assert not problems, "\n".join(problems)
 
 

@@ -138,7 +138,7 @@ static struct op create_key(const char *name)
 	return o;
 }
 
-/* ST_OK and the key's id, or the rc. Reads on a read connection, as http.c does. */
+/* ST_OK and the key's id, or the rc. Reads on a read connection, as dispatch.c does. */
 static enum st_rc auth(const char *token, char id_out[APIKEY_ID_MAX + 1])
 {
 	struct op o = { .token = token };

@@ -1,0 +1,834 @@
+/* dispatch.c — the dispatcher: from a matched route to the handler's answer.
+ *
+ * The transport (http.c) hands over a request whose headers and target
+ * passed its checks; route_request() matches it (404, 405 and OPTIONS are
+ * answered here), and once the whole body is in, dispatch() applies the
+ * route's flags (route.h) in this order, each of which may answer instead
+ * of the handler, none of which writes to the store:
+ *   1. authentication (ROUTE_ADMIN, ROUTE_API_KEY; ROUTE_SIGNED: the
+ *      handler's signature pass), behind the failed-authentication budget;
+ *   2. the rate limits keyed by address or API key (429);
+ *   3. the body: content type (415) and JSON parse (400 with line and
+ *      column; ROUTE_JSON_BODY);
+ *   4. members the route does not declare (400 unknown_field);
+ *   5. the rate limits keyed by a body field;
+ *   6. ROUTE_IDEMPOTENT: the Idempotency-Key checked, a finished key
+ *      replayed from a read connection (no write), a running one refused;
+ *   7. the handler. A handler that writes calls req_commit(): the
+ *      connection is suspended and request_unit() queued on the store's
+ *      writer, where it claims the key, runs the handler's unit in a
+ *      savepoint and records the answer in the same transaction;
+ *      request_done() then resumes the connection and the transport sends
+ *      the answer.
+ * The accessors handlers read the request with (req_*) live here too. */
+#include "dispatch.h"
+
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apikey.h"
+#include "idempotency.h"
+#include "metrics.h"
+#include "request.h"
+#include "response.h"
+#include "settled.h"
+#include "trace.h"
+#include "validate.h"
+#include "banned.h"
+
+/* ---------------------------------------------------------------- accessors */
+
+struct settled *req_app(const struct req_ctx *rq) { return rq->h->app; }
+const char *req_method(const struct req_ctx *rq) { return rq->method; }
+const char *req_route(const struct req_ctx *rq) { return rq->route ? rq->route->path : "unmatched"; }
+const char *req_id(const struct req_ctx *rq) { return rq->request_id; }
+const char *req_trace_id(const struct req_ctx *rq) { return rq->trace_id; }
+const char *req_client_ip(const struct req_ctx *rq) { return rq->client_ip; }
+bool req_verifying(const struct req_ctx *rq) { return rq->verifying; }
+const char *req_client_id(const struct req_ctx *rq) { return rq->client_id; }
+json_t *req_json(const struct req_ctx *rq) { return rq->json; }
+int64_t req_now_ms(const struct req_ctx *rq) { return rq->now_ms; }
+struct resp *req_resp(struct req_ctx *rq) { return &rq->resp; }
+
+const char *req_header(const struct req_ctx *rq, const char *name)
+{
+	return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+const char *req_query(const struct req_ctx *rq, const char *name)
+{
+	/* Names compare without case, as libmicrohttpd's lookup did. */
+	for (const struct query_arg *q = rq->query; q; q = q->next)
+		if (!strcasecmp(q->name, name))
+			return q->value;
+	return NULL;
+}
+
+const char *req_param(const struct req_ctx *rq, const char *name)
+{
+	for (size_t i = 0; i < rq->params.n; i++) {
+		if (strlen(name) == rq->params.p[i].name_len &&
+		    !memcmp(name, rq->params.p[i].name, rq->params.p[i].name_len))
+			return rq->param_copies[i];
+	}
+	return NULL;
+}
+
+const char *req_body(const struct req_ctx *rq, size_t *len)
+{
+	if (len)
+		*len = rq->body.len;
+	return rq->body.ptr;
+}
+
+void *req_alloc(struct req_ctx *rq, size_t size)
+{
+	struct rq_alloc *a = calloc(1, sizeof(*a) + size);
+
+	if (!a)
+		return NULL;
+	a->next = rq->allocs;
+	rq->allocs = a;
+	return a->data;
+}
+
+/* Case-insensitive check that a Content-Type is JSON: "application/json"
+ * with optional parameters, or a "+json" structured suffix. */
+static bool content_type_is_json(const char *ct)
+{
+	size_t n = strcspn(ct, ";");
+
+	while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	if (n == 16 && !strncasecmp(ct, "application/json", 16))
+		return true;
+	return n > 17 && !strncasecmp(ct, "application/", 12) && !strncasecmp(ct + n - 5, "+json", 5);
+}
+
+/* Constant-time token check: both sides are hashed first so that neither
+ * the comparison time nor an early length mismatch reveals anything. */
+static bool token_equal(const char *given, const char *expected)
+{
+	unsigned char a[32], b[32];
+	unsigned int la = 0, lb = 0;
+
+	if (!EVP_Digest(given, strlen(given), a, &la, EVP_sha256(), NULL) ||
+	    !EVP_Digest(expected, strlen(expected), b, &lb, EVP_sha256(), NULL))
+		return false;
+	return CRYPTO_memcmp(a, b, sizeof(a)) == 0;
+}
+
+static const char *bearer_token(const struct req_ctx *rq)
+{
+	const char *auth = req_header(rq, "Authorization");
+
+	if (!auth || strncasecmp(auth, "Bearer ", 7))
+		return NULL;
+	auth += 7;
+	while (*auth == ' ')
+		auth++;
+	return *auth ? auth : NULL;
+}
+
+/* ---------------------------------------------------------------- rate limits */
+
+/* Whether decision a is more restrictive than b: fewer requests left, or as
+ * few but a later reset (a refusal is always reported, see below). */
+static bool rl_tighter(const struct rl_decision *a, const struct rl_decision *b)
+{
+	return a->remaining < b->remaining ||
+	       (a->remaining == b->remaining && a->reset_ms > b->reset_ms);
+}
+
+/* Records the decision d of p for the RateLimit headers. */
+static void rl_record(struct req_ctx *rq, const struct rl_policy *p, const struct rl_decision *d)
+{
+	if (rq->rl_n == ROUTE_MAX_LIMITS + 1)
+		return;
+	rq->rl_pol[rq->rl_n] = p;
+	rq->rl_dec[rq->rl_n] = *d;
+	if (!rq->rl_n || !d->allowed || rl_tighter(d, &rq->rl_dec[rq->rl_shown]))
+		rq->rl_shown = rq->rl_n;
+	rq->rl_n++;
+}
+
+/* Fills the 429 of p's refusal d (recorded already: the headers report it). */
+static void rl_refuse(struct req_ctx *rq, const struct rl_policy *p, const struct rl_decision *d)
+{
+	struct settled *app = rq->h->app;
+	const char *const lv[] = { p->name };
+	int64_t secs = rl_secs(d->retry_after_ms);
+	char ra[32];
+
+	metrics_inc(app->m.rate_limited, lv);
+	snprintf(ra, sizeof(ra), "%lld", (long long)secs);
+	resp_release(&rq->resp);
+	resp_error(&rq->resp, ST_LIMITED, "rate_limited", "too many requests; slow down",
+		   json_pack("{s:I, s:s}", "retry_after", (json_int_t)secs, "policy", p->name));
+	resp_header(&rq->resp, "Retry-After", ra);
+}
+
+/* The backend could not decide p: counts it and applies p's fail mode.
+ * True when the request goes on (fail open), else the 503 is filled. */
+static bool rl_backend_down(struct req_ctx *rq, const struct rl_policy *p)
+{
+	const char *const lv[] = { p->name, p->fail_open ? "open" : "closed" };
+
+	metrics_inc(rq->h->app->m.rl_backend_errors, lv);
+	if (p->fail_open)
+		return true;
+	req_fail(rq, ST_UNAVAILABLE, "rate_limiter_unavailable",
+		 "the rate limiter is unavailable; try again later");
+	return false;
+}
+
+/* Applies the route's policies whose key is known now: with body_keys
+ * false those keyed by address, API key or provider (before the body is
+ * parsed, so malformed requests count too), with body_keys true those
+ * keyed by a body field. Records every decision for the headers; on a
+ * refusal fills the 429 (which reports the refusing policy) and returns
+ * false. Runs before the idempotency lookup. */
+static bool apply_rate_limits(struct req_ctx *rq, bool body_keys)
+{
+	struct settled *app = rq->h->app;
+
+	for (int i = 0; i < ROUTE_MAX_LIMITS; i++) {
+		enum rl_key_source src = rq->route->limits[i].key;
+		const struct rl_policy *p;
+		const char *key = NULL;
+		char wallet[WALLET_LEN + 1];
+		struct rl_decision d;
+		enum st_rc rc;
+
+		if (src == RL_KEY_NONE || (src == RL_KEY_BODY_WALLET) != body_keys)
+			continue;
+		p = &app->policies[rq->route->limits[i].policy];
+		if (p->limit <= 0)
+			continue; /* disabled: no decision, no headers */
+		switch (src) {
+		case RL_KEY_CLIENT_IP: key = rq->client_rl_key; break;
+		case RL_KEY_API_KEY: key = rq->client_id; break;
+		case RL_KEY_BODY_WALLET: {
+			json_t *w = rq->json ? json_object_get(rq->json, "wallet") : NULL;
+
+			/* An invalid wallet is refused later by the handler; only
+			 * canonical wallets count, so case games cannot dodge it. */
+			if (!json_is_string(w) ||
+			    parse_wallet(json_string_value(w), json_string_length(w), wallet))
+				continue;
+			key = wallet;
+			break;
+		}
+		default: continue;
+		}
+		if (!rq->rl_n)
+			rq->rl_now_ms = settled_now_ms(app); /* now, not when the headers came */
+		rc = rl_check(app->rl, p, key, strlen(key), rq->rl_now_ms, &d);
+		if (rc) {
+			if (rl_backend_down(rq, p))
+				continue;
+			return false;
+		}
+		rl_record(rq, p, &d);
+		if (!d.allowed) {
+			rl_refuse(rq, p, &d);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* ---------------------------------------------------------------- failed authentications */
+
+/* Failed authentications per client address (RLP_AUTH_FAIL, keyed like
+ * every per-address limit; docs/internals/ratelimit.md "Authentication
+ * failures"). Only failures are charged, so clients that authenticate are
+ * never slowed; but the budget is looked at (a peek, charging nothing)
+ * before a guessable credential is checked: an address past it is
+ * answered 429 whatever it sends, its right guesses included, else a
+ * guesser would just read 429 as "wrong" and 200 as "right". */
+static void auth_fail_count(struct req_ctx *rq, const char *result)
+{
+	const char *const lv[] = { rq->route->path, result };
+
+	metrics_inc(rq->h->app->m.auth_failures, lv);
+}
+
+/* Before the credential: false with the 429 (or 503, backend down and
+ * fail closed) filled when the address is past its budget. */
+static bool auth_fail_gate(struct req_ctx *rq)
+{
+	struct settled *app = rq->h->app;
+	const struct rl_policy *p = &app->policies[RLP_AUTH_FAIL];
+	struct rl_decision d;
+
+	if (p->limit <= 0)
+		return true;
+	rq->rl_now_ms = settled_now_ms(app);
+	if (rl_peek(app->rl, p, rq->client_rl_key, strlen(rq->client_rl_key), rq->rl_now_ms, &d))
+		return rl_backend_down(rq, p);
+	if (d.allowed)
+		return true;
+	auth_fail_count(rq, "limited");
+	rl_record(rq, p, &d);
+	rl_refuse(rq, p, &d);
+	return false;
+}
+
+/* After a 401/403: charges the failure. The answer keeps its status and
+ * gains the policy's headers, or, if this failure is past the budget
+ * (concurrent failures that all passed the gate), becomes the 429. A
+ * backend that cannot decide leaves the 401/403 as it is. */
+static void auth_fail_charge(struct req_ctx *rq)
+{
+	struct settled *app = rq->h->app;
+	const struct rl_policy *p = &app->policies[RLP_AUTH_FAIL];
+	struct rl_decision d;
+
+	if (p->limit <= 0) {
+		auth_fail_count(rq, "refused");
+		return;
+	}
+	if (!rq->rl_n)
+		rq->rl_now_ms = settled_now_ms(app);
+	if (rl_check(app->rl, p, rq->client_rl_key, strlen(rq->client_rl_key), rq->rl_now_ms, &d)) {
+		const char *const lv[] = { p->name, p->fail_open ? "open" : "closed" };
+
+		metrics_inc(app->m.rl_backend_errors, lv); /* the 401/403 stands */
+		auth_fail_count(rq, "refused");
+		return;
+	}
+	rl_record(rq, p, &d);
+	if (d.allowed) {
+		auth_fail_count(rq, "refused");
+		return;
+	}
+	auth_fail_count(rq, "limited");
+	rl_refuse(rq, p, &d);
+}
+
+/* ---------------------------------------------------------------- idempotency */
+
+static void idem_count(struct req_ctx *rq, const char *result)
+{
+	const char *const lv[] = { result };
+
+	metrics_inc(rq->h->app->m.idempotency, lv);
+}
+
+static void replay_record(struct req_ctx *rq, struct idem_record *rec)
+{
+	resp_release(&rq->resp);
+	rq->resp.status = rec->status;
+	buf_append(&rq->resp.body, rec->body, rec->body_len);
+	if (rec->location)
+		resp_location(&rq->resp, rec->location);
+	rq->idem_result = "HIT";
+	idem_count(rq, "hit");
+}
+
+struct lookup_arg {
+	struct req_ctx *rq;
+	struct idem_record rec;
+};
+
+/* Checks the Idempotency-Key header. Returns true when the request should
+ * go on to the handler; false when rq->resp already holds the answer. */
+static bool idempotency_precheck(struct req_ctx *rq)
+{
+	struct settled *app = rq->h->app;
+	const char *key = req_header(rq, "Idempotency-Key");
+	struct lookup_arg la = { .rq = rq };
+	size_t n;
+	enum st_rc rc;
+
+	if (!key) {
+		if (app->cfg->require_idempotency_key && (rq->route->flags & ROUTE_MONEY)) {
+			idem_count(rq, "invalid");
+			req_fail(rq, ST_INVALID, "idempotency_key_required",
+				 "this endpoint needs an Idempotency-Key header");
+			return false;
+		}
+		return true;
+	}
+	if (!idem_key_valid(key, strlen(key))) {
+		idem_count(rq, "invalid");
+		req_fail(rq, ST_INVALID, "invalid_idempotency_key",
+			 "Idempotency-Key must be 1-255 printable ASCII characters");
+		return false;
+	}
+	rq->idem_key = key;
+	/* The concrete path, never the template: one key sent to
+	 * /api/admin/api-keys/A/rotate and then to .../B/rotate are two
+	 * requests, and B's must run, not replay A's answer. */
+	idem_fingerprint(rq->h->app->idem, rq->method, rq->path, rq->body.ptr, rq->body.len,
+			 rq->fingerprint);
+	n = strlen(rq->client_id) + strlen(rq->method) + strlen(rq->path) + 3;
+	rq->idem_scope = req_alloc(rq, n);
+	if (!rq->idem_scope) {
+		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		return false;
+	}
+	snprintf(rq->idem_scope, n, "%s %s %s", rq->client_id, rq->method, rq->path);
+
+	/* A finished key is answered from the cache of finished records or a
+	 * read connection: no writer, no write. This comes before the running
+	 * check, so any number of concurrent retries of a finished request all
+	 * get its answer. */
+	rc = idem_replay_lookup(app->idem, app->store, settled_now_ms(app), rq->idem_scope, key,
+				rq->fingerprint, &la.rec);
+	if (rc == ST_OK) {
+		if (la.rec.same_fingerprint) {
+			replay_record(rq, &la.rec);
+		} else {
+			idem_count(rq, "reused");
+			req_fail(rq, ST_UNPROCESSABLE, "idempotency_key_reused",
+				 "this Idempotency-Key was used with a different request");
+		}
+		idem_record_release(&la.rec);
+		return false;
+	}
+	if (rc != ST_NOT_FOUND) {
+		req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store is unavailable; retry");
+		return false;
+	}
+	/* Not finished. If it is running here, say so at once. If it finishes
+	 * between the read above and this mark, the unit's claim finds the
+	 * committed record and replays it: no second effect either way. */
+	rc = idem_begin(app->idem, rq->idem_scope, key);
+	if (rc == ST_NOMEM) {
+		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is short of memory; retry");
+		return false;
+	}
+	if (rc) {
+		idem_count(rq, "in_use");
+		req_fail(rq, ST_CONFLICT, "idempotency_key_in_use",
+			 "a request with this Idempotency-Key is still running; retry shortly");
+		resp_header(&rq->resp, "Retry-After", "1");
+		return false;
+	}
+	rq->idem_running = true;
+	return true;
+}
+
+/* The unit the store runs: claim the key, run the handler's unit in a
+ * savepoint, record the answer. See idempotency.h for why this is safe. */
+static enum st_rc handler_unit(struct tx *tx, void *arg)
+{
+	struct req_ctx *rq = arg;
+	enum st_rc rc;
+
+	const char *prev_tc = tx_set_trace_context(tx, rq->trace_context);
+
+	resp_release(&rq->resp);
+	rc = rq->unit(tx, rq->unit_arg, &rq->resp);
+	tx_set_trace_context(tx, prev_tc);
+	rq->handler_rc = rc;
+	if (rc && !rq->resp.status)
+		resp_error(&rq->resp, rc, rc == ST_INTERNAL ? "internal_error" : st_rc_str(rc),
+			   "the request could not be completed", NULL);
+	if (!rc && !rq->resp.status)
+		rq->resp.status = 200;
+	return rc;
+}
+
+static enum st_rc request_unit(struct tx *tx, void *arg)
+{
+	struct req_ctx *rq = arg;
+	struct settled *app = rq->h->app;
+	enum idem_claim claim;
+	struct idem_record found = { 0 };
+	enum st_rc rc, hrc;
+
+	if (!rq->idem_key)
+		return handler_unit(tx, rq);
+
+	rc = idem_claim(tx, rq->idem_scope, rq->idem_key, rq->fingerprint, app->instance_id,
+			app->cfg->idempotency_ttl_ms, &claim, &found);
+	if (rc)
+		return rc;
+	if (claim == IDEM_FOUND) {
+		/* Another request with this key committed first. */
+		if (found.same_fingerprint) {
+			replay_record(rq, &found);
+		} else {
+			idem_count(rq, "reused");
+			req_fail(rq, ST_UNPROCESSABLE, "idempotency_key_reused",
+				 "this Idempotency-Key was used with a different request");
+		}
+		idem_record_release(&found);
+		return ST_OK;
+	}
+	hrc = tx_nested(tx, handler_unit, rq);
+	if (rq->resp.status >= 500)
+		return hrc ? hrc : ST_INTERNAL; /* releases the key: nothing recorded */
+	/* A response that shows a secret once records a redacted body. */
+	if (rq->resp.replay_body)
+		rc = idem_complete(tx, rq->idem_scope, rq->idem_key, rq->resp.status, rq->resp.location,
+				   rq->resp.replay_body, strlen(rq->resp.replay_body));
+	else
+		rc = idem_complete(tx, rq->idem_scope, rq->idem_key, rq->resp.status, rq->resp.location,
+				   rq->resp.body.ptr, rq->resp.body.len);
+	if (rc)
+		return rc;
+	rq->idem_result = "MISS";
+	idem_count(rq, "miss");
+	return ST_OK;
+}
+
+/* The request's trace context: its trace, the caller's span as parent
+ * (parent = true) or our server span (false). */
+void req_trace_ctx(const struct req_ctx *rq, bool parent, struct trace_ctx *c)
+{
+	memcpy(c->trace_id, rq->trace_id, sizeof(c->trace_id));
+	memcpy(c->span_id, parent ? rq->parent_span_id : rq->span_id, sizeof(c->span_id));
+	c->flags = rq->trace_flags;
+	c->state = rq->tracestate;
+}
+
+static void request_done(void *arg, enum st_rc rc)
+{
+	struct req_ctx *rq = arg;
+
+	if (rq->submit_ns) {
+		struct trace_ctx tc;
+
+		req_trace_ctx(rq, false, &tc);
+		trace_store_span(rq->h->app->tracer, &tc, rq->h->app->store->ops->name, rq->submit_ns, rc);
+	}
+
+	if (rc && !(rc == rq->handler_rc && rq->resp.status >= 400 && rq->resp.status < 500)) {
+		/* Rolled back as a whole by a store failure or a 5xx from the
+		 * handler (a 4xx from the handler keeps its own answer). Keep
+		 * the handler's own 5xx answer if it made one. */
+		if (rq->resp.status < 500 || rc != rq->handler_rc) {
+			rq->idem_result = NULL;
+			if (rc == ST_UNAVAILABLE || rc == ST_BUSY || rc == ST_NOMEM)
+				req_fail(rq, ST_UNAVAILABLE, "store_unavailable",
+					 "the store is unavailable; retry with the same Idempotency-Key");
+			else
+				req_fail(rq, ST_INTERNAL, "internal_error", "the request could not be completed");
+		}
+	}
+	rq->state = RQ_READY;
+	MHD_resume_connection(rq->conn);
+}
+
+enum st_rc req_commit(struct req_ctx *rq, req_unit_fn *fn, void *arg)
+{
+	enum st_rc rc;
+
+	rq->unit = fn;
+	rq->unit_arg = arg;
+	rq->state = RQ_WAITING;
+	rq->trace_context = req_alloc(rq, TRACE_CONTEXT_MAX);
+	if (rq->trace_context) {
+		struct trace_ctx tc;
+
+		req_trace_ctx(rq, false, &tc);
+		trace_ctx_format(&tc, rq->trace_context);
+	}
+	if (rq->h->app->tracer)
+		rq->submit_ns = trace_now_ns();
+	/* Suspend before queueing: the writer may finish and resume us before
+	 * this thread gets back to libmicrohttpd. */
+	MHD_suspend_connection(rq->conn);
+	rc = store_submit(rq->h->app->store, request_unit, request_done, rq);
+	if (rc) {
+		MHD_resume_connection(rq->conn);
+		rq->state = RQ_READY;
+		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store is not accepting writes");
+	}
+	return ST_OK;
+}
+
+/* ---------------------------------------------------------------- pipeline */
+
+static enum MHD_Result answer_options(struct req_ctx *rq, const char *allow)
+{
+	enum cors_answer cors = cors_answer(rq);
+	struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+	enum MHD_Result ret;
+
+	if (!r)
+		return MHD_NO;
+	rq->resp.status = 204;
+	add_common_headers(rq, r);
+	MHD_add_response_header(r, "Allow", allow);
+	if (cors == CORS_LISTED || cors == CORS_ANY) {
+		MHD_add_response_header(r, "Access-Control-Allow-Methods", allow);
+		MHD_add_response_header(r, "Access-Control-Allow-Headers",
+					"Authorization, Content-Type, Idempotency-Key, X-Request-Id, "
+					"traceparent, tracestate");
+		MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
+	}
+	ret = MHD_queue_response(rq->conn, 204, r);
+	MHD_destroy_response(r);
+	rq->state = RQ_SENT;
+	return ret;
+}
+
+/* Finds the route; answers 404/405/OPTIONS itself. */
+enum MHD_Result route_request(struct req_ctx *rq, bool *answered)
+{
+	struct buf allow = BUF_INIT(256);
+	const char *method = !strcmp(rq->method, "OPTIONS") ? "GET" : rq->method;
+	enum route_result res;
+	enum MHD_Result ret = MHD_YES;
+
+	*answered = false;
+	res = route_match(rq->h->routes, rq->h->nroutes, method, rq->url, &rq->route, &rq->params, &allow);
+	if (!strcmp(rq->method, "OPTIONS")) {
+		/* Collect every method the path allows for Allow / preflight. */
+		struct buf all = BUF_INIT(256);
+		const struct route *ignored;
+		struct route_params p;
+
+		rq->route = NULL;
+		if (route_match(rq->h->routes, rq->h->nroutes, "OPTIONS", rq->url, &ignored, &p, &all) ==
+		    ROUTE_METHOD_NOT_ALLOWED) {
+			buf_puts(&all, ", OPTIONS");
+			ret = answer_options(rq, all.ptr);
+		} else {
+			ret = fail_now(rq, ST_NOT_FOUND, "not_found", "no such route");
+		}
+		buf_release(&all);
+		*answered = true;
+	} else if (res == ROUTE_NOT_FOUND) {
+		ret = fail_now(rq, ST_NOT_FOUND, "not_found", "no such route");
+		*answered = true;
+	} else if (res == ROUTE_METHOD_NOT_ALLOWED) {
+		req_fail(rq, ST_CONFLICT, "method_not_allowed", "this route does not take that method");
+		rq->resp.status = 405;
+		resp_header(&rq->resp, "Allow", allow.ptr);
+		ret = send_resp(rq);
+		*answered = true;
+	} else {
+		/* Matched on the path as sent; the parameters are decoded
+		 * only now (docs/internals/http-framing.md "Paths"). */
+		for (size_t i = 0; i < rq->params.n; i++) {
+			char *c = req_alloc(rq, rq->params.p[i].value_len + 1);
+
+			if (!c) {
+				ret = fail_now(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+				*answered = true;
+				break;
+			}
+			if (route_decode(rq->params.p[i].value, rq->params.p[i].value_len, c, NULL)) {
+				ret = fail_now(rq, ST_INVALID, "invalid_path",
+					       "a path parameter holds a control character or is not UTF-8");
+				*answered = true;
+				break;
+			}
+			rq->param_copies[i] = c;
+		}
+	}
+	buf_release(&allow);
+	return ret;
+}
+
+/* API keys (apikey.h): looked up by prefix on a read connection, digests
+ * compared in constant time. On success the key's client id (its rotation
+ * chain's first key id; copied into the request, so it outlives the read)
+ * becomes the client id: the idempotency scope and the RL_KEY_API_KEY
+ * rate-limit key, stable across a rotation. A store failure answers 503
+ * (nothing was decided); any other refusal is left to the caller's 401. */
+struct key_auth {
+	const char *token;
+	struct api_key key;
+};
+
+static enum st_rc key_auth_unit(struct tx *tx, void *arg)
+{
+	struct key_auth *a = arg;
+
+	return apikey_authenticate(tx, a->token, strlen(a->token), &a->key);
+}
+
+static bool authenticate_api_key(struct req_ctx *rq, const char *token)
+{
+	struct settled *app = rq->h->app;
+	struct key_auth a = { .token = token };
+	enum st_rc rc;
+	char *id;
+
+	if (!apikey_parse(token, strlen(token), NULL))
+		return false; /* never reaches the store */
+	rc = store_read(app->store, key_auth_unit, &a);
+	if (rc == ST_UNAUTHORIZED)
+		return false;
+	if (rc == ST_OK) {
+		const char *const lv[] = { a.key.prefix };
+
+		id = req_alloc(rq, strlen(a.key.client_id) + 1);
+		if (id) {
+			memcpy(id, a.key.client_id, strlen(a.key.client_id) + 1);
+			rq->client_id = id;
+			metrics_inc(app->m.api_key_requests, lv);
+			return true;
+		}
+	}
+	req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the key could not be checked; retry");
+	return false;
+}
+
+/* Authentication by route flag. Returns false with the answer filled. */
+static bool authenticate(struct req_ctx *rq)
+{
+	const struct config *cfg = rq->h->app->cfg;
+	unsigned flags = rq->route->flags;
+	const char *token;
+
+	rq->client_id = "anon";
+	if (!(flags & (ROUTE_ADMIN | ROUTE_API_KEY)))
+		return true;
+	token = bearer_token(rq);
+	if (!token) {
+		req_fail(rq, ST_UNAUTHORIZED, "unauthorized", "this route needs Authorization: Bearer <token>");
+		resp_header(&rq->resp, "WWW-Authenticate", "Bearer");
+		return false;
+	}
+	if (cfg->admin_token && token_equal(token, cfg->admin_token)) {
+		rq->client_id = "admin";
+		return true;
+	}
+	if (flags & ROUTE_ADMIN) {
+		req_fail(rq, ST_FORBIDDEN, "forbidden", "the token is not valid for this route");
+		return false;
+	}
+	if (authenticate_api_key(rq, token))
+		return true;
+	if (rq->resp.status)
+		return false; /* the store could not be asked: 503 already filled */
+	req_fail(rq, ST_UNAUTHORIZED, "unauthorized", "unknown, expired or revoked key");
+	resp_header(&rq->resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+	return false;
+}
+
+static bool parse_body(struct req_ctx *rq)
+{
+	const char *ct = req_header(rq, "Content-Type");
+	json_error_t jerr;
+
+	if (!rq->body.len) {
+		if (rq->route->flags & ROUTE_JSON_BODY) {
+			resp_release(&rq->resp);
+			resp_error(&rq->resp, ST_INVALID, "invalid_json", "the request body is empty",
+				   json_pack("{s:i, s:i}", "line", 1, "column", 0));
+			return false;
+		}
+		return true;
+	}
+	if (!ct || !content_type_is_json(ct)) {
+		req_fail(rq, ST_UNSUPPORTED, "unsupported_media_type",
+			 "request bodies must be Content-Type: application/json");
+		return false;
+	}
+	rq->json = json_loadb(rq->body.ptr, rq->body.len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!rq->json) {
+		char msg[256];
+
+		snprintf(msg, sizeof(msg), "malformed JSON: %s", jerr.text);
+		/* jansson quotes the input near the error and may cut a UTF-8
+		 * sequence in two ("invalid escape near '\u00e\xc8'"); json_pack
+		 * refuses such a string, which turned this 400 into a 500. */
+		for (char *p = msg; *p; p++)
+			if ((unsigned char)*p >= 0x80)
+				*p = '?';
+		resp_release(&rq->resp);
+		resp_error(&rq->resp, ST_INVALID, "invalid_json", msg,
+			   json_pack("{s:i, s:i, s:i}", "line", jerr.line, "column", jerr.column,
+				     "position", jerr.position));
+		return false;
+	}
+	if (!json_is_object(rq->json)) {
+		req_fail(rq, ST_INVALID, "invalid_body", "the request body must be a JSON object");
+		return false;
+	}
+	return true;
+}
+
+/* authenticate() behind the failed-authentication budget. A signed route
+ * (ROUTE_SIGNED) has its signature checked by its handler (req_verifying)
+ * with no gate: an HMAC key cannot
+ * be guessed, so refusing an address before verifying protects nothing,
+ * while junk from an address the provider shares (a proxy not named in
+ * SETTLED_TRUST_PROXY) would then block the provider's genuine deliveries.
+ * Its failures are still charged, and past the budget answered 429. */
+static bool authenticate_throttled(struct req_ctx *rq)
+{
+	if (rq->route->flags & ROUTE_SIGNED) {
+		enum st_rc rc;
+
+		rq->client_id = "anon";
+		rq->verifying = true;
+		rc = rq->route->handler(rq);
+		rq->verifying = false;
+		if (!rc && !rq->resp.status)
+			return true;
+		if (!rq->resp.status)
+			req_fail(rq, rc, st_rc_str(rc), "the request could not be completed");
+		if (rq->resp.status == 401 || rq->resp.status == 403)
+			auth_fail_charge(rq);
+		return false;
+	}
+	if (!(rq->route->flags & (ROUTE_ADMIN | ROUTE_API_KEY)))
+		return authenticate(rq);
+	if (!auth_fail_gate(rq))
+		return false;
+	if (authenticate(rq))
+		return true;
+	if (rq->resp.status == 401 || rq->resp.status == 403)
+		auth_fail_charge(rq);
+	return false;
+}
+
+/* A member the route does not declare (route.h) is refused before a limit
+ * keyed on the body is charged and before the idempotency record: a
+ * client's typo must never become a different request than it meant. */
+static bool refuse_unknown_fields(struct req_ctx *rq)
+{
+	struct buf path = BUF_INIT(rq->body.len + 64), msg = BUF_INIT(rq->body.len + 128);
+	enum st_rc rc;
+
+	if (!rq->json || (rq->route->flags & ROUTE_FOREIGN_BODY))
+		return true;
+	rc = route_unknown_field(rq->route->fields, rq->json, &path);
+	if (rc == ST_INVALID &&
+	    !buf_printf(&msg, "unknown field %s: this route does not define it", path.ptr)) {
+		resp_release(&rq->resp);
+		resp_error(&rq->resp, ST_INVALID, "unknown_field", msg.ptr,
+			   json_pack("{s:s}", "field", path.ptr));
+	} else if (rc) {
+		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+	}
+	buf_release(&msg);
+	buf_release(&path);
+	return rc == ST_OK;
+}
+
+/* Runs everything between the last body byte and the handler. */
+enum MHD_Result dispatch(struct req_ctx *rq)
+{
+	enum st_rc rc;
+
+	if (rq->body_nomem)
+		return fail_now(rq, ST_NOMEM, "out_of_memory", "the server is short of memory; retry");
+	if (rq->body_too_large)
+		return fail_now(rq, ST_TOO_LARGE, "payload_too_large", "the request body is too large");
+	if (!authenticate_throttled(rq) || !apply_rate_limits(rq, false) || !parse_body(rq) ||
+	    !refuse_unknown_fields(rq) || !apply_rate_limits(rq, true))
+		return send_resp(rq);
+	if ((rq->route->flags & ROUTE_IDEMPOTENT) && !idempotency_precheck(rq))
+		return send_resp(rq);
+	rc = rq->route->handler(rq);
+	if (rc && !rq->resp.status)
+		req_fail(rq, rc, st_rc_str(rc), "the request could not be completed");
+	if (rq->state == RQ_WAITING)
+		return MHD_YES;
+	return send_resp(rq);
+}

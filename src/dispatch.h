@@ -1,0 +1,69 @@
+/* dispatch.h — the request as handlers see it, and how a handler commits
+ * a write.
+ *
+ * The dispatcher (dispatch.c) calls a route's handler once the route's
+ * flags are applied (route.h: authentication, rate limits, body parse,
+ * unknown fields, idempotency); the handler reads its input with the
+ * accessors below. It either answers at once (response.h: req_reply,
+ * req_fail) or commits a write unit with req_commit(): the connection is
+ * suspended, the unit runs on the store's writer together with the
+ * idempotency record, and the connection is resumed with the response once
+ * it is durable. Nothing a handler does before req_commit() may write. */
+#ifndef SETTLED_DISPATCH_H
+#define SETTLED_DISPATCH_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rc.h"
+#include "response.h"
+#include "store.h"
+
+struct settled;
+struct req_ctx;
+
+/* Request accessors. Returned strings are borrowed until the request ends. */
+struct settled *req_app(const struct req_ctx *rq);
+const char *req_method(const struct req_ctx *rq);
+const char *req_route(const struct req_ctx *rq);      /* template, e.g. "/api/v2/intents/{id}" */
+const char *req_id(const struct req_ctx *rq);         /* X-Request-Id, validated or generated */
+const char *req_trace_id(const struct req_ctx *rq);   /* 32 hex, from traceparent or generated */
+const char *req_header(const struct req_ctx *rq, const char *name);  /* NULL if absent */
+const char *req_query(const struct req_ctx *rq, const char *name);   /* NULL if absent */
+const char *req_param(const struct req_ctx *rq, const char *name);   /* path parameter, NUL-terminated copy */
+const char *req_client_ip(const struct req_ctx *rq);  /* peer, or trusted X-Forwarded-For hop */
+/* ROUTE_SIGNED routes: true while the dispatcher calls the handler for its
+ * signature pass (before the body is parsed and limits are charged): the
+ * handler checks the signature over req_body() and answers a refusal
+ * (req_fail, 401), or answers nothing to let the request go on; its second
+ * call (false) is the usual one. */
+bool req_verifying(const struct req_ctx *rq);
+/* Who the caller is: the API key's client id (the rotation chain's first
+ * key id, "key_…", kept across rotations), "admin" for the admin token,
+ * "anon" on routes without authentication. The idempotency scope, the v2
+ * rate-limit key and the owner of everything a client creates. */
+const char *req_client_id(const struct req_ctx *rq);
+json_t *req_json(const struct req_ctx *rq);           /* parsed body (borrowed) or NULL */
+const char *req_body(const struct req_ctx *rq, size_t *len);  /* raw body bytes */
+int64_t req_now_ms(const struct req_ctx *rq);         /* the server clock at request start */
+struct resp *req_resp(struct req_ctx *rq);            /* the response handlers fill */
+
+/* A write unit as handlers write it: runs in the open transaction, fills
+ * resp, returns ST_OK to commit or an error to roll its work back (resp
+ * then holds the error answer; unit_fail in response.h fills it). */
+typedef enum st_rc req_unit_fn(struct tx *tx, void *arg, struct resp *resp);
+
+/* Commits fn through the store's writer together with the request's
+ * idempotency record. arg is borrowed until the response is sent; allocate
+ * it with req_alloc so the request owns it. The handler returns ST_OK right
+ * after; the response is sent when the unit is durable. On a 4xx from fn the
+ * effect is rolled back but the answer is still recorded under the
+ * idempotency key; on 5xx nothing is recorded and the key is free again. */
+enum st_rc req_commit(struct req_ctx *rq, req_unit_fn *fn, void *arg);
+
+/* Zeroed memory freed when the request ends. NULL on ENOMEM. */
+void *req_alloc(struct req_ctx *rq, size_t size);
+
+#endif

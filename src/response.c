@@ -1,0 +1,442 @@
+/* response.c — the answer to a request: struct resp and its writers, the
+ * error answers, the one map from result codes to HTTP statuses, and the
+ * sending of an answer with the headers every answer carries.
+ *
+ * Handlers fill rq->resp through resp_* and req_reply/req_fail; nothing is
+ * sent until the dispatcher (or, for a write, the store's resumption of the
+ * connection) calls send_resp(), which adds, in one place: Content-Type,
+ * X-Request-Id, the security headers (nosniff, DENY, no-referrer, a
+ * default-src 'none' policy, no-store), traceparent, CORS, the RateLimit
+ * headers of the decisions the dispatcher recorded, and X-Idempotency.
+ * When even an error body cannot be allocated, a constant 503 goes out
+ * instead, so a client never sees a connection dropped without an answer.
+ *
+ * Only this file knows HTTP status codes (http_status_of); handlers speak
+ * enum st_rc and a snake_case error code. */
+#include "response.h"
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fmt.h"
+#include "idempotency.h"
+#include "json_out.h"
+#include "request.h"
+#include "settled.h"
+#include "trace.h"
+#include "banned.h"
+
+/* ---------------------------------------------------------------- statuses */
+
+static const int rc_status[ST_RC_COUNT] = {
+	[ST_OK] = 200,
+	[ST_NOMEM] = 503,
+	[ST_INVALID] = 400,
+	[ST_UNAUTHORIZED] = 401,
+	[ST_FORBIDDEN] = 403,
+	[ST_NOT_FOUND] = 404,
+	[ST_CONFLICT] = 409,
+	[ST_UNPROCESSABLE] = 422,
+	[ST_TOO_LARGE] = 413,
+	[ST_UNSUPPORTED] = 415,
+	[ST_LIMITED] = 429,
+	[ST_UNIQUE] = 409,
+	[ST_BUSY] = 503,
+	[ST_UNAVAILABLE] = 503,
+	[ST_INTERNAL] = 500,
+};
+
+int http_status_of(enum st_rc rc)
+{
+	if ((unsigned)rc >= ST_RC_COUNT || !rc_status[rc])
+		return 500;
+	return rc_status[rc];
+}
+
+/* ---------------------------------------------------------------- resp */
+
+void resp_init(struct resp *r)
+{
+	memset(r, 0, sizeof(*r));
+	buf_init(&r->body, (size_t)64 << 20);
+}
+
+void resp_release(struct resp *r)
+{
+	buf_release(&r->body);
+	free(r->location);
+	free(r->replay_body);
+	for (size_t i = 0; i < r->nheaders; i++) {
+		free(r->headers[i].name);
+		free(r->headers[i].value);
+	}
+	resp_init(r);
+}
+
+enum st_rc resp_json(struct resp *r, int status, json_t *body)
+{
+	enum st_rc rc;
+
+	if (!body)
+		return ST_NOMEM;
+	buf_reset(&r->body);
+	rc = json_out(&r->body, body);
+	json_decref(body);
+	if (rc == ST_OK)
+		r->status = status;
+	return rc;
+}
+
+void resp_object_begin(struct resp *r, struct json_writer *w)
+{
+	buf_reset(&r->body);
+	jw_begin(w, &r->body);
+}
+
+enum st_rc resp_object_end(struct resp *r, struct json_writer *w, int status)
+{
+	enum st_rc rc = jw_end(w);
+
+	if (rc == ST_OK)
+		r->status = status;
+	return rc;
+}
+
+enum st_rc resp_replay_json(struct resp *r, json_t *body)
+{
+	struct buf out = BUF_INIT((size_t)64 << 20);
+	enum st_rc rc;
+	char *text;
+
+	if (!body)
+		return ST_NOMEM;
+	rc = json_out(&out, body);
+	json_decref(body);
+	text = rc ? NULL : buf_detach(&out, NULL);
+	buf_release(&out);
+	if (!text)
+		return rc ? rc : ST_NOMEM;
+	free(r->replay_body);
+	r->replay_body = text;
+	return ST_OK;
+}
+
+enum st_rc resp_error(struct resp *r, enum st_rc rc, const char *code, const char *message,
+		      json_t *extra)
+{
+	json_t *o = json_pack("{s:s, s:s}", "error", code, "message", message);
+
+	if (o && extra)
+		json_object_update(o, extra);
+	json_decref(extra);
+	return resp_json(r, http_status_of(rc), o);
+}
+
+enum st_rc unit_fail(struct resp *r, enum st_rc rc, const char *code, const char *message,
+		     json_t *extra)
+{
+	resp_release(r);
+	resp_error(r, rc, code, message, extra);
+	return rc;
+}
+
+enum st_rc resp_header(struct resp *r, const char *name, const char *value)
+{
+	char *n, *v;
+
+	if (r->nheaders == RESP_MAX_HEADERS)
+		return ST_TOO_LARGE;
+	n = strdup(name);
+	v = strdup(value);
+	if (!n || !v) {
+		free(n);
+		free(v);
+		return ST_NOMEM;
+	}
+	r->headers[r->nheaders].name = n;
+	r->headers[r->nheaders].value = v;
+	r->nheaders++;
+	return ST_OK;
+}
+
+enum st_rc resp_location(struct resp *r, const char *location)
+{
+	char *l = strdup(location);
+
+	if (!l)
+		return ST_NOMEM;
+	free(r->location);
+	r->location = l;
+	return ST_OK;
+}
+
+enum st_rc req_reply(struct req_ctx *rq, int status, json_t *body)
+{
+	if (resp_json(&rq->resp, status, body))
+		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+	return ST_OK;
+}
+
+enum st_rc req_reply_text(struct req_ctx *rq, int status, const char *json, size_t len)
+{
+	buf_reset(&rq->resp.body);
+	if (buf_append(&rq->resp.body, json, len))
+		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+	rq->resp.status = status;
+	return ST_OK;
+}
+
+enum st_rc req_fail(struct req_ctx *rq, enum st_rc rc, const char *code, const char *message)
+{
+	resp_release(&rq->resp);
+	resp_error(&rq->resp, rc, code, message, NULL);
+	return ST_OK;
+}
+
+enum st_rc req_fail_field(struct req_ctx *rq, enum st_rc rc, const char *code,
+			  const char *message, const char *field)
+{
+	resp_release(&rq->resp);
+	resp_error(&rq->resp, rc, code, message, json_pack("{s:s}", "field", field));
+	return ST_OK;
+}
+
+static bool ip_in_list(const char *ip, char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(ip, list[i]))
+			return true;
+	return false;
+}
+
+
+/* What each answer means: enum cors_answer in request.h. */
+enum cors_answer cors_answer(const struct req_ctx *rq)
+{
+	const struct config *cfg = rq->h->app->cfg;
+	const char *origin;
+
+	if (!cfg->n_cors_origins)
+		return CORS_OFF;
+	if (ip_in_list("*", cfg->cors_origins, cfg->n_cors_origins))
+		return CORS_ANY;
+	origin = req_header(rq, "Origin");
+	return origin && ip_in_list(origin, cfg->cors_origins, cfg->n_cors_origins) ? CORS_LISTED
+										     : CORS_REFUSED;
+}
+
+/* ---------------------------------------------------------------- sending */
+
+static bool resp_has_header(const struct resp *resp, const char *name)
+{
+	for (size_t i = 0; i < resp->nheaders; i++)
+		if (!strcasecmp(resp->headers[i].name, name))
+			return true;
+	return false;
+}
+
+/* Whole seconds from ms, rounded up and at least 1: a client that waits
+ * that long is not refused again, and a 429 never says 0. */
+int64_t rl_secs(int64_t ms)
+{
+	int64_t s = ms > 0 ? (ms + 999) / 1000 : 0;
+
+	return s < 1 ? 1 : s;
+}
+
+/* The ms until the reported quota resets: the full quota for an allowed
+ * request; on a refusal the instant Retry-After names (draft-07 section 4:
+ * reset and Retry-After reference the same point in time). */
+static int64_t rl_reset_ms(const struct rl_decision *d)
+{
+	return d->allowed ? d->reset_ms : d->retry_after_ms;
+}
+
+/* Whether policy i goes into RateLimit-Policy: draft-07 section 3.5
+ * allows no two items with the same limit, so of policies sharing a limit
+ * only the reported one (else the first) is listed. */
+static bool rl_listed(const struct req_ctx *rq, int i)
+{
+	for (int j = 0; j < rq->rl_n; j++)
+		if (j != i && rq->rl_pol[j]->limit == rq->rl_pol[i]->limit &&
+		    (j == rq->rl_shown || (i != rq->rl_shown && j < i)))
+			return false;
+	return true;
+}
+
+/* RateLimit headers, draft-ietf-httpapi-ratelimit-headers-07 style plus the
+ * X- trio (docs/internals/ratelimit.md "Headers"):
+ *   RateLimit-Policy: 5;w=3600;name="register_ip", 10;w=86400;name="register_wallet"
+ *   RateLimit: limit=5, remaining=4, reset=720
+ *   X-RateLimit-Limit: 5, X-RateLimit-Remaining: 4, X-RateLimit-Reset: <unix s> */
+static void add_rate_limit_headers(const struct req_ctx *rq, struct MHD_Response *r)
+{
+	const struct rl_decision *d = &rq->rl_dec[rq->rl_shown];
+	int64_t reset_ms = rl_reset_ms(d);
+	/* Every response of a limited route carries these five headers, so
+	 * they are put together with fmt_i64 rather than snprintf (fmt.h). */
+	char pol[ROUTE_MAX_LIMITS * (2 * FMT_I64_LEN + RL_NAME_MAX + 16)];
+	char v[3 * FMT_I64_LEN + 32];
+	size_t off = 0;
+
+	for (int i = 0; i < rq->rl_n; i++) {
+		const struct rl_policy *p = rq->rl_pol[i];
+		size_t name_len = strnlen(p->name, RL_NAME_MAX);
+
+		if (!rl_listed(rq, i))
+			continue;
+		if (off)
+			off += (size_t)(stpcpy(pol + off, ", ") - (pol + off));
+		off += fmt_i64(pol + off, p->limit);
+		off += (size_t)(stpcpy(pol + off, ";w=") - (pol + off));
+		off += fmt_i64(pol + off, rl_secs(p->period_ms));
+		off += (size_t)(stpcpy(pol + off, ";name=\"") - (pol + off));
+		memcpy(pol + off, p->name, name_len);
+		off += name_len;
+		pol[off++] = '"';
+	}
+	pol[off] = '\0';
+	MHD_add_response_header(r, "RateLimit-Policy", pol);
+	off = (size_t)(stpcpy(v, "limit=") - v);
+	off += fmt_i64(v + off, d->limit);
+	off += (size_t)(stpcpy(v + off, ", remaining=") - (v + off));
+	off += fmt_i64(v + off, d->remaining);
+	off += (size_t)(stpcpy(v + off, ", reset=") - (v + off));
+	fmt_i64(v + off, rl_secs(reset_ms));
+	MHD_add_response_header(r, "RateLimit", v);
+	fmt_i64(v, d->limit);
+	MHD_add_response_header(r, "X-RateLimit-Limit", v);
+	fmt_i64(v, d->remaining);
+	MHD_add_response_header(r, "X-RateLimit-Remaining", v);
+	/* The instant itself, rounded up: never before the quota is back. */
+	fmt_i64(v, (rq->rl_now_ms + reset_ms + 999) / 1000);
+	MHD_add_response_header(r, "X-RateLimit-Reset", v);
+}
+
+void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
+{
+	enum cors_answer cors = cors_answer(rq);
+	struct trace_ctx tc = { .flags = rq->trace_flags, .state = NULL };
+	char traceparent[TRACE_CONTEXT_MAX];
+
+	if (!resp_has_header(&rq->resp, "Content-Type"))
+		MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "X-Request-Id", rq->request_id);
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(r, "X-Frame-Options", "DENY");
+	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+	/* The console's pages bring a policy of their own (routes_console.c). */
+	if (!resp_has_header(&rq->resp, "Content-Security-Policy"))
+		MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	memcpy(tc.trace_id, rq->trace_id, sizeof(tc.trace_id));
+	memcpy(tc.span_id, rq->span_id, sizeof(tc.span_id));
+	trace_ctx_format(&tc, traceparent);
+	MHD_add_response_header(r, "traceparent", traceparent);
+	if (cors == CORS_LISTED || cors == CORS_REFUSED)
+		MHD_add_response_header(r, "Vary", "Origin");
+	if (cors == CORS_LISTED || cors == CORS_ANY) {
+		MHD_add_response_header(r, "Access-Control-Allow-Origin",
+					cors == CORS_ANY ? "*" : req_header(rq, "Origin"));
+		MHD_add_response_header(r, "Access-Control-Expose-Headers",
+					"X-Request-Id, Location, Retry-After, X-Idempotency, "
+					"Idempotent-Replayed, RateLimit, RateLimit-Policy, "
+					"X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset");
+	}
+	if (rq->rl_n)
+		add_rate_limit_headers(rq, r);
+}
+
+/* The answer when memory for the request's own answer could not be had: a
+ * constant body handed to libmicrohttpd as is (MHD_RESPMEM_PERSISTENT), so
+ * it needs no allocation of ours. A client sees a 503 it can retry, never a
+ * connection dropped without an answer. */
+static const char oom_body[] =
+	"{\"error\":\"out_of_memory\",\"message\":\"the server is short of memory; retry\"}";
+
+static struct MHD_Response *oom_response(void)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(sizeof(oom_body) - 1, (void *)oom_body,
+								  MHD_RESPMEM_PERSISTENT);
+
+	if (r)
+		MHD_add_response_header(r, "Retry-After", "1");
+	return r;
+}
+
+/* Before a req_ctx exists: the security headers of every answer, and a
+ * request id made on the stack. */
+enum MHD_Result answer_oom(struct http *h, struct MHD_Connection *conn)
+{
+	struct MHD_Response *r = oom_response();
+	unsigned char raw[16];
+	char id[2 * sizeof(raw) + 1];
+	enum MHD_Result ret;
+
+	if (!r)
+		return MHD_NO;
+	random_bytes(&h->app->rand, raw, sizeof(raw));
+	fmt_hex(raw, sizeof(raw), id);
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "X-Request-Id", id);
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(r, "X-Frame-Options", "DENY");
+	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+	MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	ret = MHD_queue_response(conn, 503, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+enum MHD_Result send_resp(struct req_ctx *rq)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+
+	/* Unmark the key before the answer leaves: a client that has seen it
+	 * and retries at once must find the stored record, not "in use". */
+	if (rq->idem_running) {
+		idem_end(rq->h->app->idem, rq->idem_scope, rq->idem_key);
+		rq->idem_running = false;
+	}
+
+	if (!rq->resp.status)
+		resp_error(&rq->resp, ST_INTERNAL, "internal_error", "the handler gave no answer", NULL);
+	if (!rq->resp.status || (rq->resp.status >= 400 && !rq->resp.body.len)) {
+		/* Even the error answer could not be built. */
+		resp_release(&rq->resp);
+		rq->resp.status = 503;
+		r = oom_response();
+	} else {
+		r = MHD_create_response_from_buffer(rq->resp.body.len, rq->resp.body.ptr,
+						    MHD_RESPMEM_MUST_COPY);
+	}
+	if (!r)
+		return MHD_NO;
+	add_common_headers(rq, r);
+	if (rq->resp.location)
+		MHD_add_response_header(r, "Location", rq->resp.location);
+	for (size_t i = 0; i < rq->resp.nheaders; i++)
+		MHD_add_response_header(r, rq->resp.headers[i].name, rq->resp.headers[i].value);
+	if (rq->idem_result) {
+		MHD_add_response_header(r, "X-Idempotency", rq->idem_result);
+		if (!strcmp(rq->idem_result, "HIT"))
+			MHD_add_response_header(r, "Idempotent-Replayed", "true");
+	}
+	if (atomic_load(&rq->h->app->stopping))
+		MHD_add_response_header(r, "Connection", "close");
+	ret = MHD_queue_response(rq->conn, (unsigned)rq->resp.status, r);
+	MHD_destroy_response(r);
+	rq->state = RQ_SENT;
+	return ret;
+}
+
+enum MHD_Result fail_now(struct req_ctx *rq, enum st_rc rc, const char *code, const char *msg)
+{
+	req_fail(rq, rc, code, msg);
+	return send_resp(rq);
+}
