@@ -463,9 +463,21 @@ static enum st_rc request_unit(struct tx *tx, void *arg)
 		idem_record_release(&found);
 		return ST_OK;
 	}
+	/* A savepoint that cannot be made never runs the handler: start
+	 * from no answer, not from a previous run's. */
+	rq->handler_rc = ST_OK;
+	resp_release(&rq->resp);
 	hrc = tx_nested(tx, handler_unit, rq);
+	/* Recorded: a success, or the handler's own 4xx refusal (its writes
+	 * were rolled back with its savepoint). Any other failure rolls the
+	 * whole unit back and releases the key: a 5xx, and a failure after
+	 * the handler wrote a 2xx (an after-commit step it could not
+	 * register), whose effect is gone with the savepoint: recording that
+	 * 2xx would replay a success that never happened. */
+	if (hrc && !(hrc == rq->handler_rc && rq->resp.status >= 400 && rq->resp.status < 500))
+		return hrc;
 	if (rq->resp.status >= 500)
-		return hrc ? hrc : ST_INTERNAL; /* releases the key: nothing recorded */
+		return ST_INTERNAL; /* releases the key: nothing recorded */
 	/* A response that shows a secret once records a redacted body. */
 	if (rq->resp.replay_body)
 		rc = idem_complete(tx, rq->idem_scope, rq->idem_key, rq->resp.status, rq->resp.location,

@@ -9,7 +9,10 @@ request no longer reaches the armed allocation. Every step must give the
 expected answer or a clean 500/503 with an error body (never a dropped
 connection or a crash); a 5xx leaves nothing behind, so the same request
 with the same Idempotency-Key then succeeds as a MISS (no key stuck in
-flight, no half-written effect); a success replays as a HIT. Jobs (webhook
+flight, no half-written effect); a success replays as a HIT, and its
+effect is read back from the store (a 2xx is never recorded for a handler
+whose writes rolled back, e.g. when registering its after-commit step failed
+after it wrote the answer). Jobs (webhook
 processing, claim confirmation) are walked the same way: a failed attempt
 is retried and the effect lands exactly once. At the end reconciliation is
 clean and the server exits 0 (and, under ASan, without a leak report).
@@ -104,6 +107,7 @@ def walk(server, faults, name, prepare, send, ok_status, check_once=None, same_b
             again = send(ctx, key)
             assert again.status == ok_status, (name, n, "retry after a 5xx", again)
             assert again.header("X-Idempotency") in (None, "MISS"), (name, n, again)
+            answer = again
         else:
             again = send(ctx, key)
             assert again.status == ok_status, (name, n, "replay", again)
@@ -111,8 +115,11 @@ def walk(server, faults, name, prepare, send, ok_status, check_once=None, same_b
                 assert again.header("X-Idempotency") == "HIT", (name, n, again)
                 # (A new API key is shown once: its replay withholds it.)
                 assert again.body == r.body or not same_body, (name, n, again)
+            answer = r
         if check_once:
-            check_once(ctx)
+            # The success answered is in the store: never a 2xx whose
+            # effect was rolled back behind it.
+            check_once(ctx, answer)
         assert server.get("/healthz").status == 200, (name, n)
         if not reached:
             return n, failures
@@ -141,12 +148,21 @@ def test_allocation_failures_in_requests_and_jobs(fs):
     report["register"] = walk(
         server, faults, "register", new_wallet,
         lambda w, k: server.register(w, key=k), 201,
-        check_once=lambda w: account(server, w) is not None or pytest.fail(w))
+        check_once=lambda w, _r: account(server, w) is not None or pytest.fail(w))
 
     payer = funded_wallet(server, "100000")
+    def intent(intent_id):
+        r = server.get(f"/api/v2/intents/{intent_id}", headers=ADMIN)
+        assert r.status == 200, (intent_id, r)
+        return r.json
+
+    def prepared_once(_body, answer):
+        assert intent(answer.json["id"])["status"] == "PENDING", answer
+
     report["claim_prepare"] = walk(
         server, faults, "claim_prepare", lambda: {"wallet": payer, "amount": "1"},
-        lambda b, k: server.post("/api/claim/prepare", b, key=k), 201)
+        lambda b, k: server.post("/api/claim/prepare", b, key=k), 201,
+        check_once=prepared_once)
 
     recorded = []
 
@@ -156,9 +172,15 @@ def test_allocation_failures_in_requests_and_jobs(fs):
         recorded.append(r.json["id"])
         return {"intent_id": r.json["id"], "tx_hash": "0x" + os.urandom(32).hex()}
 
+    def recorded_once(body, answer):
+        it = intent(body["intent_id"])
+        assert it["tx_hash"] == body["tx_hash"], (it, answer)
+        assert it["status"] in ("SUBMITTED", "CONFIRMED", "SETTLED"), (it, answer)
+
     report["claim_record"] = walk(
         server, faults, "claim_record", prepared,
-        lambda b, k: server.post("/api/claim/record", b, key=k), 200)
+        lambda b, k: server.post("/api/claim/record", b, key=k), 200,
+        check_once=recorded_once)
 
     # Webhook intake: the event id is the key; a 5xx delivery is redelivered.
     def deliver(d, _key):
@@ -172,13 +194,19 @@ def test_allocation_failures_in_requests_and_jobs(fs):
     report["api_key_create"] = walk(
         server, faults, "api_key_create", lambda: {"name": "fs"},
         lambda b, k: server.post("/api/admin/api-keys", b, headers=ADMIN, key=k), 201,
-        same_body=False)
+        same_body=False,
+        check_once=lambda _b, answer: server.get(
+            "/api/v2/accounts", headers={"Authorization": f"Bearer {answer.json['key']}"}
+        ).status == 200 or pytest.fail(answer))
     r = server.post("/api/admin/api-keys", {"name": "payouts"}, headers=ADMIN, key=new_key())
     auth = {"Authorization": f"Bearer {r.json['key']}"}
     report["payout_batch"] = walk(
         server, faults, "payout_batch",
         lambda: {"reference": new_key("ref"), "items": [{"wallet": payer, "amount": "1"}]},
-        lambda b, k: server.post("/api/v2/payouts/batch", b, headers=auth, key=k), 201)
+        lambda b, k: server.post("/api/v2/payouts/batch", b, headers=auth, key=k), 201,
+        check_once=lambda _b, answer: server.get(f"/api/v2/payouts/batch/{answer.json['id']}",
+                                                 headers=auth).status == 200 or
+        pytest.fail(answer))
 
     # Reads: a fault is a clean 5xx, never a wrong answer.
     for name, path, hdrs in [("account_read", f"/api/v2/accounts/{payer}", ADMIN),
@@ -200,6 +228,12 @@ def test_allocation_failures_in_requests_and_jobs(fs):
         return all(server.get(f"/api/v2/intents/{i}", headers=ADMIN).json["status"] == "SETTLED"
                    for i in recorded)
     wait_until(all_settled, timeout=60, what="the recorded claims to settle")
+    # Every delivery the intake walk had accepted is credited once (its
+    # webhook job ran, retried if it hit a fault), and each recorded claim
+    # took its amount out.
+    credited = 100000 + 3 * report["webhook_intake"][0] - len(recorded)
+    wait_until(lambda: int(account(server, payer)["balance"]) == credited, timeout=30,
+               what="the accepted deliveries credited and the claims debited once")
     before = int(account(server, payer)["balance"])
     sent = 0
     for n in range(1, 120):
