@@ -528,17 +528,65 @@ def barrier_run(fns, timeout=60.0):
     return results
 
 
+def store_rows(srv, sql):
+    """A read-only query on the server's store; rows as tuples of str."""
+    if backend_name() == "pg":
+        out = srv.backend.psql(sql)
+        return [tuple(line.split("|")) for line in out.splitlines() if line]
+    uri = "file:" + urllib.parse.quote(str(srv.backend.path)) + "?mode=ro"
+    con = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
+    try:
+        return [tuple("" if v is None else str(v) for v in r) for r in con.execute(sql)]
+    finally:
+        con.close()
+
+
+def store_scalar(srv, sql):
+    return int(store_rows(srv, sql)[0][0])
+
+
+def start_settled(start_server, env=None):
+    """A server with env, once its start-up writes are done: the ticker's
+    first reconciliation report lands right after boot, and would otherwise
+    race the "nothing written" snapshots."""
+    srv = start_server(env=env)
+    wait_until(lambda: srv.snapshot().get("reconciliation_reports", 1) >= 1, timeout=10,
+               what="the first reconciliation report")
+    return srv
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def new_api_key(srv, name="partner"):
+    """A fresh API key (a client of its own) made by the operator."""
+    r = srv.post("/api/admin/api-keys", {"name": name},
+                 headers=bearer(ADMIN_TOKEN), key=new_key())
+    assert r.status == 201, r
+    return r.json["key"]
+
+
+def account_figures(srv, name):
+    """balance, held and available of an account, as the operator reads them."""
+    r = srv.get(f"/api/v2/accounts/{name}", headers=bearer(ADMIN_TOKEN))
+    assert r.status == 200, r
+    return {k: int(r.json[k]) for k in ("balance", "held", "available")}
+
+
 def concurrent_requests(port, requests, timeout=60.0, check=True):
     """requests: list of dicts with method, path and optional json_body, body,
-    headers. Each goes on its own connection, opened before the barrier, and
-    all are sent the moment the barrier releases. Returns the Responses in
-    order (an exception in place of a response that failed)."""
+    headers and port (the instance it goes to; else port). Each goes on its
+    own connection, opened before the barrier, and all are sent the moment
+    the barrier releases. Returns the Responses in order (an exception in
+    place of a response that failed)."""
 
     def make(req):
         body, hdrs = _encode(req.get("json_body"), req.get("body"), req.get("headers"))
+        to = req.get("port", port)
 
         def fn(release):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT)
+            conn = http.client.HTTPConnection("127.0.0.1", to, timeout=HTTP_TIMEOUT)
             try:
                 conn.connect()
                 release()

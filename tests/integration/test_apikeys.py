@@ -11,40 +11,20 @@ SETTLED_API_KEY_GRACE=2s; the exact boundary is the unit test's
 
 import re
 import secrets
-import sqlite3
 import time
-import urllib.parse
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, account_of, assert_error, backend_name, find_samples,
-                      fund_wallet, new_key,
-                      new_wallet, parse_metrics, wait_until)
+from conftest import (ADMIN_TOKEN, account_of, assert_error, find_samples, fund_wallet, new_key,
+                      new_wallet, parse_metrics, start_settled, store_rows as rows, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 KEY_RE = re.compile(r"^sk_live_([0-9A-Za-z]{8})_[0-9A-Za-z]{32}$")
 UNAUTHORIZED_BODY = {"error": "unauthorized", "message": "unknown, expired or revoked key"}
 
 
-def rows(srv, sql):
-    """A read-only query on the server's store; rows as tuples of str."""
-    if backend_name() == "pg":
-        out = srv.backend.psql(sql)
-        return [tuple(line.split("|")) for line in out.splitlines() if line]
-    uri = "file:" + urllib.parse.quote(str(srv.backend.path)) + "?mode=ro"
-    con = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
-    try:
-        return [tuple("" if v is None else str(v) for v in r) for r in con.execute(sql)]
-    finally:
-        con.close()
-
-
 def start(start_server, **env):
-    """A server with env, once its start-up writes are done."""
-    srv = start_server(env=env)
-    wait_until(lambda: srv.snapshot().get("reconciliation_reports", 1) >= 1, timeout=10,
-               what="the first reconciliation report")
-    return srv
+    return start_settled(start_server, env)
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ import time
 import pytest
 
 from conftest import (ADMIN_TOKEN, account_of, assert_error, concurrent_requests, find_samples,
-                      fund_wallet, new_key, new_wallet, only_responses, parse_metrics, wait_until)
+                      fund_wallet, new_key, new_wallet, only_responses, parse_metrics,
+                      start_settled, wait_until)
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 DAY_MS = "86400000"
@@ -30,13 +31,7 @@ def tx_hash(n=None):
 
 
 def start(start_server, **env):
-    """A server with env, once its start-up writes are done: the ticker's
-    first reconciliation report lands right after boot, and would otherwise
-    race the "nothing written" snapshots."""
-    srv = start_server(env=env)
-    wait_until(lambda: srv.snapshot().get("reconciliation_reports", 1) >= 1, timeout=10,
-               what="the first reconciliation report")
-    return srv
+    return start_settled(start_server, env)
 
 
 @pytest.fixture

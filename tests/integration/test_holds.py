@@ -11,11 +11,9 @@ import time
 
 import pytest
 
-import http.client
-
-from conftest import (ADMIN_TOKEN, HTTP_TIMEOUT, _encode, _send, assert_common_headers,
-                      assert_error, backend_name, barrier_run, find_samples, new_key,
-                      new_wallet, only_responses, parse_metrics, wait_until)
+from conftest import (ADMIN_TOKEN, account_figures as balances, assert_error, backend_name, bearer,
+                      concurrent_requests, find_samples, new_key, new_wallet, only_responses,
+                      parse_metrics, start_settled, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -25,26 +23,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def start(start_server, **env):
-    srv = start_server(env=env)
-    wait_until(lambda: srv.snapshot().get("reconciliation_reports", 1) >= 1, timeout=10,
-               what="the first reconciliation report")
-    return srv
-
-
-def bearer(key):
-    return {"Authorization": f"Bearer {key}"}
-
-
-def new_api_key(srv, name="partner"):
-    r = srv.post("/api/admin/api-keys", {"name": name}, headers=ADMIN, key=new_key())
-    assert r.status == 201, r
-    return r.json["key"]
-
-
-def balances(srv, name):
-    r = srv.get(f"/api/v2/accounts/{name}", headers=ADMIN)
-    assert r.status == 200, r
-    return {k: int(r.json[k]) for k in ("balance", "held", "available")}
+    return start_settled(start_server, env)
 
 
 def hold(srv, body, headers=ADMIN, key=None):
@@ -447,28 +426,12 @@ def test_unauthenticated_is_401(srv):
 
 
 def race_holds(srv_list, payer, amount, headers, n=32):
-    reqs = []
-    for i in range(n):
-        s = srv_list[i % len(srv_list)]
-        reqs.append(({"method": "POST", "path": "/api/v2/holds",
-                      "json_body": {"from": payer, "to": "revenue", "amount": str(amount)},
-                      "headers": {**headers, "Idempotency-Key": new_key()}}, s.port))
-    # One barrier for all: requests to every instance are released together.
-    def make(req, port):
-        body, hdrs = _encode(req.get("json_body"), None, req.get("headers"))
-
-        def fn(release):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT)
-            try:
-                conn.connect()
-                release()
-                resp = _send(conn, req["method"], req["path"], body, hdrs)
-            finally:
-                conn.close()
-            assert_common_headers(resp)
-            return resp
-        return fn
-    return only_responses(barrier_run([make(r, p) for r, p in reqs]))
+    """n holds of amount on payer at once, spread over the instances."""
+    return only_responses(concurrent_requests(None, [
+        {"method": "POST", "path": "/api/v2/holds", "port": srv_list[i % len(srv_list)].port,
+         "json_body": {"from": payer, "to": "revenue", "amount": str(amount)},
+         "headers": {**headers, "Idempotency-Key": new_key()}}
+        for i in range(n)]))
 
 
 def check_race(srv, results, payer, qname, amount, covered):
@@ -496,25 +459,10 @@ def race_resolutions(servers, ids, headers):
     for hid in ids:
         for n, (path, body) in enumerate((("capture", None), ("void", None),
                                           ("capture", {"amount": "4"}), ("void", None))):
-            reqs.append(({"method": "POST", "path": f"/api/v2/holds/{hid}/{path}", "json_body": body,
-                          "headers": {**headers, "Idempotency-Key": new_key()}},
-                         servers[n % len(servers)].port))
-
-    def make(req, port):
-        body, hdrs = _encode(req.get("json_body"), None, req.get("headers"))
-
-        def fn(release):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT)
-            try:
-                conn.connect()
-                release()
-                resp = _send(conn, req["method"], req["path"], body, hdrs)
-            finally:
-                conn.close()
-            assert_common_headers(resp)
-            return resp
-        return fn
-    return only_responses(barrier_run([make(r, p) for r, p in reqs]))
+            reqs.append({"method": "POST", "path": f"/api/v2/holds/{hid}/{path}",
+                         "json_body": body, "port": servers[n % len(servers)].port,
+                         "headers": {**headers, "Idempotency-Key": new_key()}})
+    return only_responses(concurrent_requests(None, reqs))
 
 
 def check_resolved_once(srv, ids, results, payer, qname, funded):

@@ -16,7 +16,6 @@ reconciliation (issue 6; SPEC sections 1, 8, 10).
 
 import json
 import random
-import sqlite3
 import threading
 import time
 import urllib.parse
@@ -24,27 +23,11 @@ import urllib.parse
 import pytest
 
 from conftest import (ADMIN_TOKEN, account_of, assert_error, backend_name, find_samples,
-                      fund_wallet, new_key, new_wallet, parse_metrics, wait_until)
+                      fund_wallet, new_key, new_wallet, parse_metrics, store_rows as rows,
+                      store_scalar as scalar, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 JOB_LEASE_S = 3   # SETTLED_JOB_LEASE of the crash test: how long pg leaves a killed run's jobs
-
-
-def rows(srv, sql):
-    """Runs a read-only query on the server's store; rows as tuples of str."""
-    if backend_name() == "pg":
-        out = srv.backend.psql(sql)
-        return [tuple(line.split("|")) for line in out.splitlines() if line]
-    uri = "file:" + urllib.parse.quote(str(srv.backend.path)) + "?mode=ro"
-    con = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
-    try:
-        return [tuple("" if v is None else str(v) for v in r) for r in con.execute(sql)]
-    finally:
-        con.close()
-
-
-def scalar(srv, sql):
-    return int(rows(srv, sql)[0][0])
 
 
 def tx_hash():

@@ -9,28 +9,13 @@ compared where a refused request could only have updated rows).
 """
 
 import secrets
-import sqlite3
-import urllib.parse
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_error, backend_name, new_key, new_wallet,
+from conftest import (ADMIN_TOKEN, assert_error, new_key, new_wallet, store_rows as rows,
                       wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def rows(srv, sql):
-    """A read-only query on the server's store; rows as tuples of str."""
-    if backend_name() == "pg":
-        out = srv.backend.psql(sql)
-        return [tuple(line.split("|")) for line in out.splitlines() if line]
-    uri = "file:" + urllib.parse.quote(str(srv.backend.path)) + "?mode=ro"
-    con = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
-    try:
-        return [tuple("" if v is None else str(v) for v in r) for r in con.execute(sql)]
-    finally:
-        con.close()
 
 
 def balances(srv):

@@ -10,14 +10,13 @@ what the wallet holds.
 import os
 import json
 import secrets
-import sqlite3
 import time
-import urllib.parse
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_error, backend_name, find_samples, fund_wallet,
-                      new_key, new_wallet, parse_metrics, wait_until)
+from conftest import (ADMIN_TOKEN, account_figures as account, assert_error, backend_name, bearer,
+                      find_samples, fund_wallet, new_api_key, new_key, new_wallet, parse_metrics,
+                      start_settled, store_scalar as scalar, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FAST = {"SETTLED_SIM_CONFIRM_MS": "0", "SETTLED_WORKERS": "8"}
@@ -27,46 +26,8 @@ FAST = {"SETTLED_SIM_CONFIRM_MS": "0", "SETTLED_WORKERS": "8"}
 # helpers
 
 
-def rows(srv, sql):
-    """A read-only query on the server's store; rows as tuples of str."""
-    if backend_name() == "pg":
-        out = srv.backend.psql(sql)
-        return [tuple(line.split("|")) for line in out.splitlines() if line]
-    uri = "file:" + urllib.parse.quote(str(srv.backend.path)) + "?mode=ro"
-    con = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
-    try:
-        return [tuple("" if v is None else str(v) for v in r) for r in con.execute(sql)]
-    finally:
-        con.close()
-
-
-def scalar(srv, sql):
-    return int(rows(srv, sql)[0][0])
-
-
 def start(start_server, **env):
-    """A server with env, once its start-up writes are done (the ticker's
-    first reconciliation report would race the "nothing written" checks)."""
-    srv = start_server(env=env)
-    wait_until(lambda: srv.snapshot().get("reconciliation_reports", 1) >= 1, timeout=10,
-               what="the first reconciliation report")
-    return srv
-
-
-def bearer(key):
-    return {"Authorization": f"Bearer {key}"}
-
-
-def new_api_key(srv, name="partner"):
-    r = srv.post("/api/admin/api-keys", {"name": name}, headers=ADMIN, key=new_key())
-    assert r.status == 201, r
-    return r.json["key"]
-
-
-def account(srv, name):
-    r = srv.get(f"/api/v2/accounts/{name}", headers=ADMIN)
-    assert r.status == 200, r
-    return {k: int(r.json[k]) for k in ("balance", "held", "available")}
+    return start_settled(start_server, env)
 
 
 def fund(srv, wallets, amount):

@@ -20,17 +20,14 @@ settled POSTs to {OTEL_EXPORTER_OTLP_ENDPOINT}/v1/traces. The tests check:
 
 import json
 import re
-import sqlite3
 import threading
 import time
-import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, TRACEPARENT_RE, backend_name, find_samples,
-                      fund_wallet, new_key,
-                      new_wallet, parse_metrics, wait_until)
+from conftest import (ADMIN_TOKEN, TRACEPARENT_RE, backend_name, find_samples, fund_wallet,
+                      new_key, new_wallet, parse_metrics, store_rows as rows, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -120,18 +117,6 @@ def attrs(obj):
         else:
             pytest.fail(f"unexpected attribute value {a}")
     return out
-
-
-def rows(srv, sql):
-    if backend_name() == "pg":
-        out = srv.backend.psql(sql)
-        return [tuple(line.split("|")) for line in out.splitlines() if line]
-    uri = "file:" + urllib.parse.quote(str(srv.backend.path)) + "?mode=ro"
-    con = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
-    try:
-        return [tuple("" if v is None else str(v) for v in r) for r in con.execute(sql)]
-    finally:
-        con.close()
 
 
 def check_shape(receiver):
