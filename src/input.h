@@ -4,8 +4,9 @@
  * returns ST_OK with the canonical value, or ST_INVALID for a missing field,
  * a value that is not a JSON string, or one its validate.h parser refuses.
  * Amounts are strings on purpose (SPEC section 3): a JSON number is refused
- * like any other malformed amount. The messages are shared so every route
- * explains a bad field the same way. */
+ * like any other malformed amount. A refusal is answered with the shared
+ * rows ERR_INVALID_WALLET, ERR_INVALID_AMOUNT and ERR_INVALID_TX_HASH
+ * (errors.def), so every route explains a bad field the same way. */
 #ifndef SETTLED_INPUT_H
 #define SETTLED_INPUT_H
 
@@ -14,10 +15,6 @@
 
 #include "rc.h"
 #include "validate.h"
-
-#define INPUT_WALLET_MSG "wallet must be 0x followed by 40 hex digits"
-#define INPUT_AMOUNT_MSG "amount must be a string of base units from 1 to 9223372036854775807"
-#define INPUT_TX_HASH_MSG "tx_hash must be 0x followed by 64 hex digits"
 
 enum st_rc input_wallet(const json_t *v, char out[WALLET_LEN + 1]);
 enum st_rc input_amount(const json_t *v, int64_t *out);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errors.h"
 #include "banned.h"
 
 bool reqcheck_fields(struct req_ctx *rq, const json_t *body, const char *const *fields)
@@ -12,7 +13,7 @@ bool reqcheck_fields(struct req_ctx *rq, const json_t *body, const char *const *
 	json_t *v;
 
 	if (!json_is_object(body)) {
-		req_fail(rq, ST_INVALID, "invalid_body", "the body must be a JSON object");
+		req_error(rq, ERR_BODY_NOT_OBJECT, NULL);
 		return true;
 	}
 	json_object_foreach((json_t *)body, key, v) {
@@ -21,8 +22,7 @@ bool reqcheck_fields(struct req_ctx *rq, const json_t *body, const char *const *
 		for (const char *const *f = fields; *f && !known; f++)
 			known = !strcmp(*f, key);
 		if (!known) {
-			req_fail_field(rq, ST_INVALID, "unknown_field", "this route does not take this field",
-				       key);
+			req_error(rq, ERR_FIELD_NOT_IN_SHAPE, json_pack("{s:s}", "field", key));
 			return true;
 		}
 	}
@@ -41,8 +41,7 @@ bool reqcheck_metadata(struct req_ctx *rq, const json_t *v, char **out)
 	n = text ? strlen(text) : 0;
 	if (!text || n > REQCHECK_METADATA_MAX) {
 		free(text);
-		req_fail_field(rq, ST_INVALID, "invalid_metadata",
-			       "metadata must be a JSON object of at most 4096 bytes", "metadata");
+		req_error(rq, ERR_INVALID_METADATA, NULL);
 		return true;
 	}
 	copy = req_alloc(rq, n + 1);
@@ -50,7 +49,7 @@ bool reqcheck_metadata(struct req_ctx *rq, const json_t *v, char **out)
 		memcpy(copy, text, n + 1);
 	free(text);
 	if (!copy) {
-		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 		return true;
 	}
 	*out = copy;
@@ -74,6 +73,6 @@ bool reqcheck_limit(struct req_ctx *rq, const char *s, int max, int *out)
 	*out = v > max ? max : (int)v;
 	return false;
 bad:
-	req_fail_field(rq, ST_INVALID, "invalid_parameter", "limit must be an integer from 1 to 500", "limit");
+	req_error(rq, ERR_LIMIT_TO_500, NULL);
 	return true;
 }

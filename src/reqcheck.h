@@ -2,7 +2,7 @@
  * (accounts, transfers, holds): either/or body shapes, metadata, page limits.
  *
  * Each returns false when the request may go on, true when it has already
- * answered with the error (req_fail_field), so a handler writes
+ * answered with the error (req_error), so a handler writes
  * `if (reqcheck_limit(...)) return ST_OK;`. */
 #ifndef SETTLED_REQCHECK_H
 #define SETTLED_REQCHECK_H

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "account.h"
+#include "errors.h"
 #include "http.h"
 #include "ledger.h"
 #include "routes.h"
@@ -81,9 +82,7 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 
 	rc = account_create_client(tx, r->client_id, r->name, r->overdraft, r->metadata, &a);
 	if (rc == ST_CONFLICT)
-		return unit_fail(resp, ST_CONFLICT, "account_exists",
-				 "this client already has an account of this name",
-				 json_pack("{s:s, s:s}", "field", "name", "name", r->name));
+		return unit_error(resp, ERR_ACCOUNT_EXISTS, json_pack("{s:s}", "name", r->name));
 	if (rc)
 		return rc;
 	snprintf(location, sizeof(location), "/api/v2/accounts/%s", a.name);
@@ -99,19 +98,14 @@ enum st_rc route_account_create(struct req_ctx *rq)
 	struct create_req *r;
 
 	if (!strcmp(req_client_id(rq), "admin"))
-		return req_fail(rq, ST_FORBIDDEN, "forbidden",
-				"accounts belong to clients: create them with the client's API key");
+		return req_error(rq, ERR_ADMIN_HAS_NO_ACCOUNTS, NULL);
 	r = req_alloc(rq, sizeof(*r));
 	if (!r)
 		return ST_NOMEM;
 	if (!json_is_string(name) || !account_name_valid(json_string_value(name), json_string_length(name)))
-		return req_fail_field(rq, ST_INVALID, "invalid_account_name",
-				      "name must be 1 to 128 of A-Z a-z 0-9 : . _ -, not start with 0x and not be"
-				      " a system account's name",
-				      "name");
+		return req_error(rq, ERR_INVALID_ACCOUNT_NAME, NULL);
 	if (od && !json_is_boolean(od))
-		return req_fail_field(rq, ST_INVALID, "invalid_body", "overdraft must be true or false",
-				      "overdraft");
+		return req_error(rq, ERR_INVALID_OVERDRAFT, NULL);
 	if (reqcheck_metadata(rq, meta, &r->metadata))
 		return ST_OK;
 	snprintf(r->name, sizeof(r->name), "%s", json_string_value(name));
@@ -152,10 +146,9 @@ enum st_rc route_account_list(struct req_ctx *rq)
 		return ST_OK;
 	rc = store_read(req_app(rq)->store, list_unit, &r);
 	if (rc == ST_INVALID)
-		return req_fail_field(rq, ST_INVALID, "invalid_parameter",
-				      "after must be the name of the last account seen", "after");
+		return req_error(rq, ERR_ACCOUNTS_AFTER, NULL);
 	if (rc)
-		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
+		return req_error(rq, ERR_STORE_READ, NULL);
 	data = json_array();
 	for (size_t i = 0; data && i < r.n; i++) {
 		struct ledger_balance b = stored_balance(&r.rows[i]);
@@ -173,7 +166,7 @@ enum st_rc route_account_list(struct req_ctx *rq)
 		    : NULL;
 	free(r.rows);
 	if (!body)
-		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 	return req_reply(rq, 200, body);
 }
 
@@ -200,20 +193,19 @@ static enum st_rc reply_account(struct req_ctx *rq, const char *name)
 	enum st_rc rc;
 
 	if (!name)
-		return req_fail(rq, ST_NOT_FOUND, "not_found", "no such account");
+		return req_error(rq, ERR_ACCOUNT_NOT_FOUND, NULL);
 	if (name[0] == '0' && (name[1] == 'x' || name[1] == 'X')) {
 		char wallet[WALLET_LEN + 1];
 
 		/* A malformed wallet is nobody's account: say what is wrong. */
 		if (parse_wallet(name, strlen(name), wallet))
-			return req_fail_field(rq, ST_INVALID, "invalid_wallet",
-					      "wallet must be 0x followed by 40 hex digits", "account");
+			return req_error(rq, ERR_INVALID_WALLET, json_pack("{s:s}", "field", "account"));
 	}
 	rc = store_read(req_app(rq)->store, account_read_unit, &r);
 	if (rc == ST_NOT_FOUND)
-		return req_fail(rq, ST_NOT_FOUND, "not_found", "no such account");
+		return req_error(rq, ERR_ACCOUNT_NOT_FOUND, NULL);
 	if (rc)
-		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
+		return req_error(rq, ERR_STORE_READ, NULL);
 	return req_reply(rq, 200, account_json(&r.a, r.caller, &r.b));
 }
 
@@ -229,7 +221,7 @@ enum st_rc route_account_get_qualified(struct req_ctx *rq)
 	size_t n;
 
 	if (!client || !name)
-		return req_fail(rq, ST_NOT_FOUND, "not_found", "no such account");
+		return req_error(rq, ERR_ACCOUNT_NOT_FOUND, NULL);
 	n = strlen(client) + strlen(name) + 2;
 	q = req_alloc(rq, n);
 	if (!q)

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "errors.h"
 #include "http.h"
 #include "queue.h"
 #include "reconcile.h"
@@ -96,16 +97,14 @@ enum st_rc route_admin_dlq_list(struct req_ctx *rq)
 	p->limit = DLQ_PAGE_DEFAULT;
 	if (limit) {
 		if (!parse_id(limit, &v) || v < 1)
-			return req_fail_field(rq, ST_INVALID, "invalid_parameter",
-					      "limit must be an integer from 1 to 200", "limit");
+			return req_error(rq, ERR_LIMIT_TO_200, NULL);
 		p->limit = v > DLQ_PAGE_MAX ? DLQ_PAGE_MAX : (int)v;
 	}
 	if (after && !parse_id(after, &p->after))
-		return req_fail_field(rq, ST_INVALID, "invalid_parameter",
-				      "after must be the id of the last job seen", "after");
+		return req_error(rq, ERR_DLQ_AFTER, NULL);
 	rc = store_read(req_app(rq)->store, dlq_page_unit, p);
 	if (rc)
-		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
+		return req_error(rq, ERR_STORE_READ, NULL);
 	more = p->n > p->limit;
 	if (more)
 		p->n = p->limit;
@@ -125,7 +124,7 @@ enum st_rc route_admin_dlq_list(struct req_ctx *rq)
 	for (int i = 0; i < p->n + (more ? 1 : 0); i++)
 		job_release(&p->jobs[i]);
 	if (!body)
-		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 	return req_reply(rq, 200, body);
 }
 
@@ -144,8 +143,7 @@ static enum st_rc dlq_op_unit(struct tx *tx, void *arg, struct resp *resp)
 	enum st_rc rc = o->retry ? queue_dlq_retry(tx, o->id) : queue_dlq_delete(tx, o->id);
 
 	if (rc == ST_NOT_FOUND)
-		return unit_fail(resp, ST_NOT_FOUND, "job_not_found", "no job has this id",
-				 json_pack("{s:I}", "job", (json_int_t)o->id));
+		return unit_error(resp, ERR_JOB_NOT_FOUND, json_pack("{s:I}", "job", (json_int_t)o->id));
 	if (rc == ST_CONFLICT) {
 		json_t *extra = json_pack("{s:I}", "job", (json_int_t)o->id);
 
@@ -153,8 +151,7 @@ static enum st_rc dlq_op_unit(struct tx *tx, void *arg, struct resp *resp)
 			json_object_set_new(extra, "state", json_string(job_state_str(j.state)));
 			job_release(&j);
 		}
-		return unit_fail(resp, ST_CONFLICT, "job_not_dead",
-				 "only jobs in the dead-letter queue can be retried or deleted", extra);
+		return unit_error(resp, ERR_JOB_NOT_DEAD, extra);
 	}
 	if (rc)
 		return rc;
@@ -178,7 +175,7 @@ static enum st_rc dlq_op(struct req_ctx *rq, bool retry)
 	if (!o)
 		return ST_NOMEM;
 	if (!parse_id(req_param(rq, "job"), &o->id))
-		return req_fail(rq, ST_NOT_FOUND, "job_not_found", "no job has this id");
+		return req_error(rq, ERR_JOB_NOT_FOUND, NULL);
 	o->app = req_app(rq);
 	o->retry = retry;
 	return req_commit(rq, dlq_op_unit, o);
@@ -214,14 +211,13 @@ enum st_rc route_admin_reconciliation(struct req_ctx *rq)
 	enum st_rc rc = store_read(req_app(rq)->store, recon_latest_unit, &r);
 
 	if (rc == ST_NOT_FOUND)
-		return req_fail(rq, ST_NOT_FOUND, "reconciliation_not_run",
-				"no reconciliation has run yet; it runs at start and every minute");
+		return req_error(rq, ERR_RECONCILIATION_NOT_RUN, NULL);
 	if (rc)
-		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
+		return req_error(rq, ERR_STORE_READ, NULL);
 	body = json_loads(r.json, 0, NULL);
 	free(r.json);
 	if (!body)
-		return req_fail(rq, ST_INTERNAL, "internal_error", "the stored report is unreadable");
+		return req_error(rq, ERR_REPORT_UNREADABLE, NULL);
 	return req_reply(rq, 200, body);
 }
 
@@ -265,7 +261,7 @@ enum st_rc route_admin_reconcile_now(struct req_ctx *rq)
 	c->app = req_app(rq);
 	rc = store_read(c->app->store, recon_read_unit, c);
 	if (rc)
-		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
+		return req_error(rq, ERR_STORE_READ, NULL);
 	j = reconcile_report_json(&c->r);
 	len = j ? json_dumpb(j, NULL, 0, JSON_COMPACT) : 0;
 	c->json = len ? req_alloc(rq, len + 1) : NULL;
@@ -273,6 +269,6 @@ enum st_rc route_admin_reconcile_now(struct req_ctx *rq)
 		json_dumpb(j, c->json, len, JSON_COMPACT);
 	json_decref(j);
 	if (!c->json)
-		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 	return req_commit(rq, recon_store_unit, c);
 }

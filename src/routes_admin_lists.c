@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <string.h>
 
+#include "errors.h"
 #include "http.h"
 #include "present.h"
 #include "routes.h"
@@ -40,11 +41,12 @@ struct list_col {
 };
 
 /* A query parameter bound as one SQL parameter (NULL when absent): either
- * one of allowed, or (allowed NULL) a wallet address, canonicalised. */
+ * one of allowed, or (allowed NULL) a wallet address, canonicalised; err
+ * answers any other value. */
 struct list_filter {
 	const char *param;
 	const char *const *allowed;
-	const char *message;
+	enum err_id err;
 };
 
 struct list_spec {
@@ -80,9 +82,7 @@ static const struct list_spec intents_list = {
 	.sql = "SELECT id, kind, wallet, amount, status, tx_hash, failure_reason, created_at, updated_at"
 	       " FROM intents WHERE " FILTER("wallet", "1") " AND " FILTER("status", "2")
 	       " AND " AFTER("intents", "3") " ORDER BY created_at DESC, id DESC LIMIT $4",
-	.filters = { { "wallet", NULL, "wallet must be a 0x-prefixed 40-hex-digit address" },
-		     { "status", intent_statuses,
-		       "status must be PENDING, LOCKED, SUBMITTED, CONFIRMED, SETTLED or FAILED" } },
+	.filters = { { "wallet", NULL, ERR_LIST_WALLET }, { "status", intent_statuses, ERR_LIST_INTENT_STATUS } },
 	.nfilters = 2,
 	.cols = intent_cols,
 	.ncols = sizeof(intent_cols) / sizeof(intent_cols[0]),
@@ -99,8 +99,7 @@ static const struct list_spec batches_list = {
 	.sql = "SELECT id, client_id, reference, status, item_count, total_amount, remaining, created_at,"
 	       " approved_at, approved_by, completed_at FROM payout_batches WHERE " FILTER("status", "1")
 	       " AND " AFTER("payout_batches", "2") " ORDER BY created_at DESC, id DESC LIMIT $3",
-	.filters = { { "status", batch_statuses,
-		       "status must be PENDING_APPROVAL, APPROVED or COMPLETED" } },
+	.filters = { { "status", batch_statuses, ERR_LIST_BATCH_STATUS } },
 	.nfilters = 1,
 	.cols = batch_cols,
 	.ncols = sizeof(batch_cols) / sizeof(batch_cols[0]),
@@ -199,25 +198,23 @@ static enum st_rc admin_list(struct req_ctx *rq, const struct list_spec *spec)
 			p->params[p->nparams++] = SV_NULLV;
 		} else if (f->allowed ? !one_of(v, f->allowed)
 				      : parse_wallet(v, strlen(v), wallet) != ST_OK) {
-			return req_fail_field(rq, ST_INVALID, "invalid_parameter", f->message, f->param);
+			return req_error(rq, f->err, NULL);
 		} else {
 			p->params[p->nparams++] = f->allowed ? SV_S(v) : SV_S(wallet);
 		}
 	}
 	if (limit_s && (!parse_limit(limit_s, &limit) || limit < 1))
-		return req_fail_field(rq, ST_INVALID, "invalid_parameter",
-				      "limit must be an integer from 1 to 200", "limit");
+		return req_error(rq, ERR_LIMIT_TO_200, NULL);
 	if (limit > PAGE_MAX)
 		limit = PAGE_MAX;
 	if (after && (!*after || strlen(after) > ID_MAX))
-		return req_fail_field(rq, ST_INVALID, "invalid_parameter",
-				      "after must be the id of the last row seen", "after");
+		return req_error(rq, ERR_LIST_AFTER, NULL);
 	p->params[p->nparams++] = after ? SV_S(after) : SV_NULLV;
 	/* One more than asked: tells whether a next page exists. */
 	p->params[p->nparams++] = SV_I(limit + 1);
 	rc = store_read(req_app(rq)->store, list_unit, p);
 	if (rc)
-		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
+		return req_error(rq, ERR_STORE_READ, NULL);
 	more = p->rows->nrows > limit;
 	n = more ? limit : p->rows->nrows;
 	data = json_array();
@@ -241,7 +238,7 @@ static enum st_rc admin_list(struct req_ctx *rq, const struct list_spec *spec)
 				 limit);
 	rows_free(p->rows);
 	if (!body)
-		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 	return req_reply(rq, 200, body);
 }
 

@@ -23,6 +23,7 @@
 
 #include "apikey.h"
 #include "clock.h"
+#include "errors.h"
 #include "http.h"
 #include "routes.h"
 #include "settled.h"
@@ -92,8 +93,7 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 
 	rc = apikey_create(tx, r->name, r->client_id[0] ? r->client_id : NULL, &k, key);
 	if (rc == ST_NOT_FOUND)
-		return unit_fail(resp, ST_NOT_FOUND, "unknown_client", "no API key belongs to this client",
-				 json_pack("{s:s}", "field", "client_id"));
+		return unit_error(resp, ERR_UNKNOWN_CLIENT, NULL);
 	if (rc)
 		return rc;
 	rc = reply_new_key(resp, &k, key, NULL);
@@ -133,16 +133,12 @@ enum st_rc route_apikey_create(struct req_ctx *rq)
 	if (!r)
 		return ST_NOMEM;
 	if (!json_is_string(name) || !name_valid(json_string_value(name), json_string_length(name)))
-		return req_fail_field(rq, ST_INVALID, "invalid_name",
-				      "name must be a string of 1 to 100 bytes without control characters",
-				      "name");
+		return req_error(rq, ERR_INVALID_KEY_NAME, NULL);
 	snprintf(r->name, sizeof(r->name), "%s", json_string_value(name));
 	if (client && !json_is_null(client)) {
 		if (!json_is_string(client) || !client_id_valid(json_string_value(client),
 								json_string_length(client)))
-			return req_fail_field(rq, ST_INVALID, "invalid_client_id",
-					      "client_id must be the id of an existing client (key_ + 24 hex digits)",
-					      "client_id");
+			return req_error(rq, ERR_INVALID_CLIENT_ID, NULL);
 		snprintf(r->client_id, sizeof(r->client_id), "%s", json_string_value(client));
 	}
 	return req_commit(rq, create_unit, r);
@@ -157,7 +153,7 @@ struct key_req {
 
 static enum st_rc key_not_found(struct resp *resp)
 {
-	return unit_fail(resp, ST_NOT_FOUND, "key_not_found", "no API key has this id", NULL);
+	return unit_error(resp, ERR_KEY_NOT_FOUND, NULL);
 }
 
 static enum st_rc rotate_unit(struct tx *tx, void *arg, struct resp *resp)
@@ -173,11 +169,9 @@ static enum st_rc rotate_unit(struct tx *tx, void *arg, struct resp *resp)
 	if (rc == ST_CONFLICT) {
 		if (apikey_get(tx, r->id, &old) == ST_OK && old.replaced_by[0] &&
 		    apikey_active(&old, tx_now_ms(tx)))
-			return unit_fail(resp, ST_CONFLICT, "already_rotated",
-					 "this key was already rotated; rotate its successor",
-					 json_pack("{s:s}", "replaced_by", old.replaced_by));
-		return unit_fail(resp, ST_CONFLICT, "key_inactive",
-				 "this key is revoked or expired and cannot be rotated", NULL);
+			return unit_error(resp, ERR_KEY_ALREADY_ROTATED,
+					  json_pack("{s:s}", "replaced_by", old.replaced_by));
+		return unit_error(resp, ERR_KEY_INACTIVE, NULL);
 	}
 	if (rc)
 		return rc;
@@ -206,7 +200,7 @@ enum st_rc route_apikey_rotate(struct req_ctx *rq)
 	struct key_req *r = key_req_new(rq);
 
 	if (!r)
-		return req_fail(rq, ST_NOT_FOUND, "key_not_found", "no API key has this id");
+		return req_error(rq, ERR_KEY_NOT_FOUND, NULL);
 	r->grace_ms = req_app(rq)->cfg->api_key_grace_ms;
 	return req_commit(rq, rotate_unit, r);
 }
@@ -232,6 +226,6 @@ enum st_rc route_apikey_revoke(struct req_ctx *rq)
 	struct key_req *r = key_req_new(rq);
 
 	if (!r)
-		return req_fail(rq, ST_NOT_FOUND, "key_not_found", "no API key has this id");
+		return req_error(rq, ERR_KEY_NOT_FOUND, NULL);
 	return req_commit(rq, revoke_unit, r);
 }

@@ -25,6 +25,7 @@
 
 #include "claim_job.h"
 #include "clock.h"
+#include "errors.h"
 #include "http.h"
 #include "input.h"
 #include "intent.h"
@@ -47,26 +48,19 @@ static void set_actor(struct req_ctx *rq, char out[INTENT_ACTOR_MAX + 1])
 bool claim_refuse_over_max(struct req_ctx *rq, int64_t amount)
 {
 	int64_t max = req_app(rq)->cfg->claim_max;
-	struct resp *resp = req_resp(rq);
 
 	if (max <= 0 || amount <= max)
 		return false;
-	resp_release(resp);
-	resp_error(resp, ST_UNPROCESSABLE, "claim_too_large",
-		   "amount is over the largest amount one claim may withdraw (SETTLED_CLAIM_MAX)",
-		   json_pack("{s:s, s:o}", "field", "amount", "max", present_amount(max)));
+	req_error(rq, ERR_CLAIM_TOO_LARGE, json_pack("{s:o}", "max", present_amount(max)));
 	return true;
 }
 
 enum st_rc claim_create_fail(struct resp *resp, enum st_rc rc, const char *wallet)
 {
 	if (rc == ST_NOT_FOUND)
-		return unit_fail(resp, ST_NOT_FOUND, "unknown_wallet", "the wallet is not registered",
-				 json_pack("{s:s, s:s}", "field", "wallet", "wallet", wallet));
+		return unit_error(resp, ERR_UNKNOWN_WALLET, json_pack("{s:s}", "wallet", wallet));
 	if (rc == ST_UNPROCESSABLE)
-		return unit_fail(resp, ST_UNPROCESSABLE, "insufficient_funds",
-				 "the wallet's available balance is below amount",
-				 json_pack("{s:s, s:s}", "field", "amount", "account", wallet));
+		return unit_error(resp, ERR_CLAIM_SHORT, json_pack("{s:s}", "account", wallet));
 	return rc;
 }
 
@@ -116,14 +110,11 @@ enum st_rc route_claim_prepare(struct req_ctx *rq)
 	if (!r)
 		return ST_NOMEM;
 	if (input_wallet(w, r->wallet))
-		return req_fail_field(rq, ST_INVALID, "invalid_wallet",
-				      INPUT_WALLET_MSG, "wallet");
+		return req_error(rq, ERR_INVALID_WALLET, NULL);
 	/* Amounts are JSON strings of base units (SPEC section 3): a JSON
 	 * number is refused like any other malformed amount. */
 	if (input_amount(a, &r->amount))
-		return req_fail_field(rq, ST_INVALID, "invalid_amount",
-				      INPUT_AMOUNT_MSG,
-				      "amount");
+		return req_error(rq, ERR_INVALID_AMOUNT, NULL);
 	if (claim_refuse_over_max(rq, r->amount))
 		return ST_OK;
 	r->hold_timeout_ms = app->cfg->hold_timeout_ms;
@@ -150,20 +141,16 @@ static enum st_rc record_unit(struct tx *tx, void *arg, struct resp *resp)
 
 	rc = intent_record(tx, r->intent_id, r->tx_hash, r->actor, &it);
 	if (rc == ST_NOT_FOUND)
-		return unit_fail(resp, ST_NOT_FOUND, "intent_not_found", "no intent has this id",
-				 json_pack("{s:s}", "field", "intent_id"));
+		return unit_error(resp, ERR_RECORD_INTENT_NOT_FOUND, NULL);
 	if (rc == ST_CONFLICT) {
 		json_t *extra = json_pack("{s:s, s:s}", "intent_id", r->intent_id, "to", "SUBMITTED");
 
 		if (intent_get(tx, r->intent_id, &it) == ST_OK)
 			json_object_set_new(extra, "status", json_string(intent_status_str(it.status)));
-		return unit_fail(resp, ST_CONFLICT, "invalid_transition",
-				 "the intent is not PENDING, so it cannot be recorded", extra);
+		return unit_error(resp, ERR_INTENT_NOT_PENDING, extra);
 	}
 	if (rc == ST_UNIQUE)
-		return unit_fail(resp, ST_CONFLICT, "tx_hash_already_recorded",
-				 "this tx_hash is already recorded for another intent",
-				 json_pack("{s:s}", "field", "tx_hash"));
+		return unit_error(resp, ERR_TX_HASH_ALREADY_RECORDED, NULL);
 	if (rc)
 		return rc;
 	/* Issue 6: the confirmation job is enqueued here, in this same unit,
@@ -189,14 +176,11 @@ enum st_rc route_claim_record(struct req_ctx *rq)
 	if (!r)
 		return ST_NOMEM;
 	if (!json_is_string(id) || json_string_length(id) == 0)
-		return req_fail_field(rq, ST_INVALID, "invalid_intent_id",
-				      "intent_id must be the id prepare returned", "intent_id");
+		return req_error(rq, ERR_INVALID_INTENT_ID, NULL);
 	if (json_string_length(id) > LEDGER_ID_MAX || strlen(json_string_value(id)) != json_string_length(id))
-		return req_fail_field(rq, ST_NOT_FOUND, "intent_not_found", "no intent has this id",
-				      "intent_id");
+		return req_error(rq, ERR_RECORD_INTENT_NOT_FOUND, NULL);
 	if (input_tx_hash(h, r->tx_hash))
-		return req_fail_field(rq, ST_INVALID, "invalid_tx_hash",
-				      INPUT_TX_HASH_MSG, "tx_hash");
+		return req_error(rq, ERR_INVALID_TX_HASH, NULL);
 	snprintf(r->intent_id, sizeof(r->intent_id), "%s", json_string_value(id));
 	r->m = &req_app(rq)->m;
 	r->app = req_app(rq);
@@ -274,12 +258,11 @@ enum st_rc route_intent_get(struct req_ctx *rq)
 	enum st_rc rc;
 
 	if (!r.id || strlen(r.id) > LEDGER_ID_MAX)
-		return req_fail(rq, ST_NOT_FOUND, "intent_not_found", "no intent has this id");
+		return req_error(rq, ERR_INTENT_NOT_FOUND, NULL);
 	rc = store_read(req_app(rq)->store, intent_read_unit, &r);
 	if (rc == ST_NOT_FOUND)
-		return req_fail(rq, ST_NOT_FOUND, "intent_not_found", "no intent has this id");
+		return req_error(rq, ERR_INTENT_NOT_FOUND, NULL);
 	if (rc)
-		return req_fail(rq, rc == ST_NOMEM ? ST_NOMEM : ST_UNAVAILABLE, "store_unavailable",
-				"the store could not be read; retry");
+		return req_error(rq, ERR_STORE_READ, NULL);
 	return req_reply(rq, 200, r.out);
 }

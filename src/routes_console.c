@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "console_assets.h"
+#include "errors.h"
 #include "http.h"
 #include "routes.h"
 #include "banned.h"
@@ -39,7 +40,7 @@ static enum st_rc serve(struct req_ctx *rq, const char *name)
 	enum st_rc rc;
 
 	if (!a)
-		return req_fail(rq, ST_NOT_FOUND, "not_found", "the console has no such file");
+		return req_error(rq, ERR_CONSOLE_FILE_NOT_FOUND, NULL);
 	buf_reset(&resp->body);
 	rc = buf_append(&resp->body, a->data, a->len);
 	if (!rc)

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "account.h"
+#include "errors.h"
 #include "http.h"
 #include "input.h"
 #include "ledger.h"
@@ -125,14 +126,13 @@ static bool may_see(const struct caller *c, const struct ledger_hold *h)
 
 static enum st_rc fail_not_found(struct resp *resp)
 {
-	return unit_fail(resp, ST_NOT_FOUND, "not_found", "no such hold", NULL);
+	return unit_error(resp, ERR_HOLD_NOT_FOUND, NULL);
 }
 
 /* 409 hold_not_pending with the state it is in. */
 static enum st_rc fail_not_pending(struct resp *resp, enum hold_status s)
 {
-	return unit_fail(resp, ST_CONFLICT, "hold_not_pending", "the hold is no longer pending",
-			 json_pack("{s:s}", "state", hold_state_str(s)));
+	return unit_error(resp, ERR_HOLD_NOT_PENDING, json_pack("{s:s}", "state", hold_state_str(s)));
 }
 
 /* ---- POST /api/v2/holds ---------------------------------------------- */
@@ -160,19 +160,16 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 	 * caller may not use is answered as if it did not exist. */
 	rc = account_resolve(tx, r->c.id, r->from, ACCOUNT_DEBIT, &from);
 	if (rc == ST_NOT_FOUND)
-		return unit_fail(resp, ST_UNPROCESSABLE, "unknown_account", "no such account to hold on",
-				 json_pack("{s:s, s:s}", "field", "from", "account", r->from));
+		return unit_error(resp, ERR_HOLD_FROM_UNKNOWN, json_pack("{s:s}", "account", r->from));
 	if (rc)
 		return rc;
 	rc = account_resolve(tx, r->c.id, r->to, ACCOUNT_CREDIT, &to);
 	if (rc == ST_NOT_FOUND)
-		return unit_fail(resp, ST_UNPROCESSABLE, "unknown_account", "no such account to capture to",
-				 json_pack("{s:s, s:s}", "field", "to", "account", r->to));
+		return unit_error(resp, ERR_HOLD_TO_UNKNOWN, json_pack("{s:s}", "account", r->to));
 	if (rc)
 		return rc;
 	if (!strcmp(from.id, to.id))
-		return unit_fail(resp, ST_INVALID, "invalid_account", "from and to are the same account",
-				 json_pack("{s:s}", "field", "to"));
+		return unit_error(resp, ERR_HOLD_SAME_ACCOUNT, NULL);
 	/* The hold is the owner's of the account it reserves: a client's own,
 	 * or, when the operator holds on a client's account, that client's. */
 	spec = (struct ledger_hold_spec){
@@ -185,9 +182,7 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 	};
 	rc = ledger_hold_open(tx, &spec, &h);
 	if (rc == ST_UNPROCESSABLE)
-		return unit_fail(resp, ST_UNPROCESSABLE, "insufficient_funds",
-				 "the account's available balance does not cover the hold",
-				 json_pack("{s:s}", "account", r->from));
+		return unit_error(resp, ERR_HOLD_SHORT, json_pack("{s:s}", "account", r->from));
 	if (rc)
 		return rc;
 	body = present_hold_tx(tx, r->c.id, &h, &rc);
@@ -225,21 +220,17 @@ enum st_rc route_hold_create(struct req_ctx *rq)
 		return ST_NOMEM;
 	caller_of(rq, &r->c);
 	if (!str_field(json_object_get(body, "from"), r->from, HOLD_REF_MAX))
-		return req_fail_field(rq, ST_INVALID, "invalid_account",
-				      "from must name an account (a wallet, an account name)", "from");
+		return req_error(rq, ERR_HOLD_FROM, NULL);
 	if (!str_field(json_object_get(body, "to"), r->to, HOLD_REF_MAX))
-		return req_fail_field(rq, ST_INVALID, "invalid_account",
-				      "to must name an account (a wallet, an account name)", "to");
+		return req_error(rq, ERR_HOLD_TO, NULL);
 	if (input_amount(json_object_get(body, "amount"), &r->amount))
-		return req_fail_field(rq, ST_INVALID, "invalid_amount", INPUT_AMOUNT_MSG, "amount");
+		return req_error(rq, ERR_INVALID_AMOUNT, NULL);
 	r->expires_in_ms = req_app(rq)->cfg->hold_timeout_ms;
 	if (exp) {
 		json_int_t s = json_is_integer(exp) ? json_integer_value(exp) : 0;
 
 		if (s < 1 || s > HOLD_EXPIRES_IN_MAX)
-			return req_fail_field(rq, ST_INVALID, "invalid_expires_in",
-					      "expires_in must be an integer number of seconds from 1 to 31536000",
-					      "expires_in");
+			return req_error(rq, ERR_INVALID_EXPIRES_IN, NULL);
 		r->expires_in_ms = (int64_t)s * 1000;
 	}
 	if (reqcheck_metadata(rq, json_object_get(body, "metadata"), &r->metadata))
@@ -287,16 +278,13 @@ static enum st_rc resolve_unit(struct tx *tx, void *arg, struct resp *resp)
 		rc = ledger_hold_expire_one(tx, h.id);
 		if (rc)
 			return rc;
-		rc = resp_error(resp, ST_CONFLICT, "hold_not_pending", "the hold has expired",
-				json_pack("{s:s}", "state", hold_state_str(HOLD_EXPIRED)));
-		return rc;
+		return resp_set_error(resp, ERR_HOLD_EXPIRED,
+				      json_pack("{s:s}", "state", hold_state_str(HOLD_EXPIRED)));
 	}
 	if (h.status != HOLD_PENDING)
 		return fail_not_pending(resp, h.status);
 	if (r->capture && r->amount > h.amount)
-		return unit_fail(resp, ST_INVALID, "invalid_amount",
-				 "amount cannot exceed the hold's amount",
-				 json_pack("{s:s}", "field", "amount"));
+		return unit_error(resp, ERR_CAPTURE_OVER_HOLD, NULL);
 	/* In a savepoint: on PostgreSQL a unit that committed since the read
 	 * above (READ COMMITTED) makes the store refuse this one, and the
 	 * answer should still say what became of the hold. */
@@ -328,11 +316,11 @@ static enum st_rc resolve_route(struct req_ctx *rq, bool capture)
 	caller_of(rq, &r->c);
 	r->capture = capture;
 	if (!id || strlen(id) > LEDGER_ID_MAX)
-		return req_fail(rq, ST_NOT_FOUND, "not_found", "no such hold");
+		return req_error(rq, ERR_HOLD_NOT_FOUND, NULL);
 	memcpy(r->id, id, strlen(id) + 1);
 	if (capture && json_object_get(body, "amount") &&
 	    input_amount(json_object_get(body, "amount"), &r->amount))
-		return req_fail_field(rq, ST_INVALID, "invalid_amount", INPUT_AMOUNT_MSG, "amount");
+		return req_error(rq, ERR_INVALID_AMOUNT, NULL);
 	return req_commit(rq, resolve_unit, r);
 }
 
@@ -375,10 +363,10 @@ enum st_rc route_hold_get(struct req_ctx *rq)
 
 	caller_of(rq, &r.c);
 	if (!r.id || strlen(r.id) > LEDGER_ID_MAX)
-		return req_fail(rq, ST_NOT_FOUND, "not_found", "no such hold");
+		return req_error(rq, ERR_HOLD_NOT_FOUND, NULL);
 	rc = store_read(req_app(rq)->store, read_unit, &r);
 	if (rc == ST_NOT_FOUND)
-		return req_fail(rq, ST_NOT_FOUND, "not_found", "no such hold");
+		return req_error(rq, ERR_HOLD_NOT_FOUND, NULL);
 	if (rc) {
 		json_decref(r.body);
 		return rc;
@@ -438,12 +426,11 @@ enum st_rc route_hold_list(struct req_ctx *rq)
 	caller_of(rq, &r.c);
 	if (state) {
 		if (!hold_state_parse(state, &st))
-			return req_fail_field(rq, ST_INVALID, "invalid_state",
-					      "state must be PENDING, CAPTURED, VOIDED or EXPIRED", "state");
+			return req_error(rq, ERR_INVALID_HOLD_STATE, NULL);
 		r.state = &st;
 	}
 	if (r.after && strlen(r.after) > LEDGER_ID_MAX)
-		return req_fail_field(rq, ST_INVALID, "invalid_cursor", "after must be a hold id", "after");
+		return req_error(rq, ERR_INVALID_HOLD_CURSOR, NULL);
 	if (limit && reqcheck_limit(rq, limit, HOLD_PAGE_MAX, &r.limit))
 		return ST_OK;
 	rc = store_read(req_app(rq)->store, list_unit, &r);

@@ -24,6 +24,7 @@
 
 #include "account.h"
 #include "clock.h"
+#include "errors.h"
 #include "http.h"
 #include "ledger.h"
 #include "routes.h"
@@ -129,23 +130,20 @@ enum st_rc route_ledger_transactions(struct req_ctx *rq)
 
 	if (limit) {
 		if (!parse_count(limit, &v) || v < 1)
-			return req_fail_field(rq, ST_INVALID, "invalid_parameter",
-					      "limit must be an integer from 1 to 500", "limit");
+			return req_error(rq, ERR_LIMIT_TO_500, NULL);
 		r.limit = v > LEDGER_PAGE_MAX ? LEDGER_PAGE_MAX : (int)v;
 	}
 	if (after && !parse_count(after, &r.after))
-		return req_fail_field(rq, ST_INVALID, "invalid_parameter",
-				      "after must be the non-negative id of the last entry seen", "after");
+		return req_error(rq, ERR_LEDGER_AFTER, NULL);
 	if (r.account && !*r.account)
 		r.account = NULL;
 	rc = store_read(req_app(rq)->store, page_read_unit, &r);
 	if (rc == ST_INVALID)
-		return req_fail_field(rq, ST_INVALID, "invalid_parameter",
-				      "account must be a wallet or an account id", "account");
+		return req_error(rq, ERR_LEDGER_ACCOUNT, NULL);
 	if (rc == ST_NOT_FOUND)
-		return req_fail_field(rq, ST_NOT_FOUND, "account_not_found", "no such account", "account");
+		return req_error(rq, ERR_LEDGER_ACCOUNT_NOT_FOUND, NULL);
 	if (rc)
-		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
+		return req_error(rq, ERR_STORE_READ, NULL);
 	data = json_array();
 	for (size_t i = 0; data && i < r.n; i++) {
 		json_t *e = entry_json(&r.rows[i]);
@@ -161,6 +159,6 @@ enum st_rc route_ledger_transactions(struct req_ctx *rq)
 		    : NULL;
 	free(r.rows);
 	if (!body)
-		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 	return req_reply(rq, 200, body);
 }

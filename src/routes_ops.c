@@ -4,6 +4,7 @@
  * document (openapi.h). */
 #include <jansson.h>
 
+#include "errors.h"
 #include "http.h"
 #include "openapi.h"
 #include "rail.h"
@@ -62,9 +63,8 @@ enum st_rc route_health_ready(struct req_ctx *rq)
 		json_array_append_new(failing, json_string("shutting_down"));
 	}
 	if (!ok)
-		return req_reply(rq, 503, json_pack("{s:s, s:s, s:s, s:o, s:o}", "error", "not_ready",
-						    "message", "a dependency is unavailable", "status",
-						    "unavailable", "failing", failing, "checks", checks));
+		return req_error(rq, ERR_NOT_READY, json_pack("{s:s, s:o, s:o}", "status", "unavailable",
+							      "failing", failing, "checks", checks));
 	json_decref(failing);
 	return req_reply(rq, 200, json_pack("{s:s, s:o}", "status", "ready", "checks", checks));
 }

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "errors.h"
 #include "http.h"
 #include "input.h"
 #include "intent.h"
@@ -48,7 +49,7 @@ static json_t *batch_json(const struct payout_batch *b)
 
 static enum st_rc batch_not_found(struct resp *resp)
 {
-	return unit_fail(resp, ST_NOT_FOUND, "batch_not_found", "no payout batch has this id", NULL);
+	return unit_error(resp, ERR_BATCH_NOT_FOUND, NULL);
 }
 
 /* ---- POST /api/v2/payouts/batch ---- */
@@ -69,9 +70,7 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 
 	rc = payout_batch_create(tx, r->client_id, r->reference, r->items, r->n, &b);
 	if (rc == ST_CONFLICT)
-		return unit_fail(resp, ST_CONFLICT, "duplicate_reference",
-				 "a payout batch with this reference already exists",
-				 json_pack("{s:s, s:s}", "field", "reference", "reference", r->reference));
+		return unit_error(resp, ERR_DUPLICATE_REFERENCE, json_pack("{s:s}", "reference", r->reference));
 	if (rc)
 		return rc;
 	snprintf(location, sizeof(location), "/api/v2/payouts/batch/%s", b.id);
@@ -90,19 +89,18 @@ static bool reference_valid(const char *s, size_t len)
 	return true;
 }
 
-static enum st_rc item_fail(struct req_ctx *rq, size_t i, const char *code, const char *message,
-			    const char *member)
+/* Answers e for item i: "field" names the item, or its member (the row's
+ * field), as "items[3].amount"; "index" is i. */
+static enum st_rc item_fail(struct req_ctx *rq, size_t i, enum err_id e)
 {
+	const char *member = err_row(e)->field;
 	char field[48];
-	json_t *body;
 
 	if (member)
 		snprintf(field, sizeof(field), "items[%zu].%s", i, member);
 	else
 		snprintf(field, sizeof(field), "items[%zu]", i);
-	body = json_pack("{s:s, s:s, s:s, s:I}", "error", code, "message", message, "field", field,
-			 "index", (json_int_t)i);
-	return body ? req_reply(rq, http_status_of(ST_INVALID), body) : ST_NOMEM;
+	return req_error(rq, e, json_pack("{s:s, s:I}", "field", field, "index", (json_int_t)i));
 }
 
 enum st_rc route_payout_batch_create(struct req_ctx *rq)
@@ -117,16 +115,12 @@ enum st_rc route_payout_batch_create(struct req_ctx *rq)
 	if (!r)
 		return ST_NOMEM;
 	if (!json_is_string(ref) || !reference_valid(json_string_value(ref), json_string_length(ref)))
-		return req_fail_field(rq, ST_INVALID, "invalid_reference",
-				      "reference must be a string of 1 to 128 bytes without control characters",
-				      "reference");
+		return req_error(rq, ERR_INVALID_REFERENCE, NULL);
 	if (!json_is_array(items) || json_array_size(items) == 0)
-		return req_fail_field(rq, ST_INVALID, "invalid_items",
-				      "items must be a non-empty array of {wallet, amount}", "items");
+		return req_error(rq, ERR_INVALID_ITEMS, NULL);
 	n = json_array_size(items);
 	if (n > PAYOUT_MAX_ITEMS)
-		return req_fail_field(rq, ST_INVALID, "too_many_items",
-				      "a batch holds at most 10000 items", "items");
+		return req_error(rq, ERR_TOO_MANY_ITEMS, NULL);
 	r->items = req_alloc(rq, n * sizeof(*r->items));
 	if (!r->items)
 		return ST_NOMEM;
@@ -135,18 +129,13 @@ enum st_rc route_payout_batch_create(struct req_ctx *rq)
 		json_t *w = json_object_get(it, "wallet"), *a = json_object_get(it, "amount");
 
 		if (!json_is_object(it))
-			return item_fail(rq, i, "invalid_item", "each item must be an object {wallet, amount}",
-					 NULL);
+			return item_fail(rq, i, ERR_INVALID_ITEM);
 		if (input_wallet(w, r->items[i].wallet))
-			return item_fail(rq, i, "invalid_wallet", INPUT_WALLET_MSG,
-					 "wallet");
+			return item_fail(rq, i, ERR_INVALID_WALLET);
 		if (input_amount(a, &r->items[i].amount))
-			return item_fail(rq, i, "invalid_amount",
-					 INPUT_AMOUNT_MSG,
-					 "amount");
+			return item_fail(rq, i, ERR_INVALID_AMOUNT);
 		if (__builtin_add_overflow(total, r->items[i].amount, &total))
-			return item_fail(rq, i, "invalid_amount",
-					 "the batch total would exceed 9223372036854775807", "amount");
+			return item_fail(rq, i, ERR_BATCH_TOTAL_OVERFLOW);
 	}
 	r->n = n;
 	snprintf(r->client_id, sizeof(r->client_id), "%s", req_client_id(rq));
@@ -178,9 +167,7 @@ static enum st_rc approve_unit(struct tx *tx, void *arg, struct resp *resp)
 
 		if (payout_batch_get(tx, r->id, &b) == ST_OK)
 			json_object_set_new(extra, "status", json_string(payout_batch_status_str(b.status)));
-		return unit_fail(resp, ST_CONFLICT, "invalid_transition",
-				 "the batch is not PENDING_APPROVAL, so it cannot be approved (again)",
-				 extra);
+		return unit_error(resp, ERR_BATCH_NOT_PENDING, extra);
 	}
 	if (rc)
 		return rc;
@@ -209,7 +196,7 @@ enum st_rc route_payout_batch_approve(struct req_ctx *rq)
 	struct approve_req *r;
 
 	if (!id || !*id || strlen(id) > PAYOUT_ID_MAX)
-		return req_fail(rq, ST_NOT_FOUND, "batch_not_found", "no payout batch has this id");
+		return req_error(rq, ERR_BATCH_NOT_FOUND, NULL);
 	r = req_alloc(rq, sizeof(*r));
 	if (!r)
 		return ST_NOMEM;
@@ -350,18 +337,15 @@ enum st_rc route_payout_batch_get(struct req_ctx *rq)
 	enum st_rc rc;
 
 	if (!r.id || !*r.id || strlen(r.id) > PAYOUT_ID_MAX)
-		return req_fail(rq, ST_NOT_FOUND, "batch_not_found", "no payout batch has this id");
+		return req_error(rq, ERR_BATCH_NOT_FOUND, NULL);
 	if (after && !parse_bounded(after, 0, PAYOUT_MAX_ITEMS, &r.after))
-		return req_fail_field(rq, ST_INVALID, "invalid_parameter",
-				      "after must be an item index (0 to 10000)", "after");
+		return req_error(rq, ERR_ITEMS_AFTER, NULL);
 	if (limit && !parse_bounded(limit, 1, PAYOUT_MAX_ITEMS, &r.limit))
-		return req_fail_field(rq, ST_INVALID, "invalid_parameter",
-				      "limit must be an integer from 1 to 10000", "limit");
+		return req_error(rq, ERR_LIMIT_TO_10000, NULL);
 	rc = store_read(req_app(rq)->store, batch_read_unit, &r);
 	if (rc == ST_NOT_FOUND)
-		return req_fail(rq, ST_NOT_FOUND, "batch_not_found", "no payout batch has this id");
+		return req_error(rq, ERR_BATCH_NOT_FOUND, NULL);
 	if (rc)
-		return req_fail(rq, rc == ST_NOMEM ? ST_NOMEM : ST_UNAVAILABLE, "store_unavailable",
-				"the store could not be read; retry");
+		return req_error(rq, ERR_STORE_READ, NULL);
 	return req_reply(rq, 200, r.out);
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "account.h"
+#include "errors.h"
 #include "http.h"
 #include "input.h"
 #include "present.h"
@@ -28,14 +29,11 @@ static enum st_rc register_unit(struct tx *tx, void *arg, struct resp *resp)
 
 	rc = account_register(tx, r->wallet, r->has_referrer ? r->referrer : NULL, &a);
 	if (rc == ST_CONFLICT)
-		return unit_fail(resp, ST_CONFLICT, "already_registered", "this wallet is already registered",
-				 json_pack("{s:s}", "wallet", r->wallet));
+		return unit_error(resp, ERR_ALREADY_REGISTERED, json_pack("{s:s}", "wallet", r->wallet));
 	if (rc == ST_NOT_FOUND)
-		return unit_fail(resp, ST_NOT_FOUND, "unknown_referrer", "the referrer is not registered",
-				 json_pack("{s:s}", "field", "referrer"));
+		return unit_error(resp, ERR_UNKNOWN_REFERRER, NULL);
 	if (rc == ST_INVALID)
-		return unit_fail(resp, ST_INVALID, "invalid_referrer", "a wallet cannot refer itself",
-				 json_pack("{s:s}", "field", "referrer"));
+		return unit_error(resp, ERR_SELF_REFERRAL, NULL);
 	if (rc)
 		return rc;
 	snprintf(location, sizeof(location), "/api/v2/accounts/%s", a.wallet);
@@ -60,12 +58,10 @@ enum st_rc route_register(struct req_ctx *rq)
 	if (!r)
 		return ST_NOMEM;
 	if (input_wallet(w, r->wallet))
-		return req_fail_field(rq, ST_INVALID, "invalid_wallet",
-				      INPUT_WALLET_MSG, "wallet");
+		return req_error(rq, ERR_INVALID_WALLET, NULL);
 	if (ref && !json_is_null(ref)) {
 		if (input_wallet(ref, r->referrer))
-			return req_fail_field(rq, ST_INVALID, "invalid_wallet",
-					      "referrer must be 0x followed by 40 hex digits", "referrer");
+			return req_error(rq, ERR_INVALID_REFERRER, NULL);
 		r->has_referrer = true;
 	}
 	return req_commit(rq, register_unit, r);

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "account.h"
+#include "errors.h"
 #include "http.h"
 #include "input.h"
 #include "ledger.h"
@@ -148,9 +149,8 @@ static enum st_rc insufficient(struct resp *resp, const struct transfer_req *r, 
 	char shown[ACCOUNT_QNAME_MAX + 1];
 
 	account_display_name(&from[i], r->caller, shown);
-	return unit_fail(resp, ST_UNPROCESSABLE, "insufficient_funds",
-			 "the account's available balance does not cover this transfer",
-			 json_pack("{s:s, s:s}", "field", r->p[i].from_field, "account", shown));
+	return unit_error(resp, ERR_TRANSFER_SHORT,
+			  json_pack("{s:s, s:s}", "field", r->p[i].from_field, "account", shown));
 }
 
 static enum st_rc transfer_unit(struct tx *tx, void *arg, struct resp *resp)
@@ -176,24 +176,22 @@ static enum st_rc transfer_unit(struct tx *tx, void *arg, struct resp *resp)
 	for (size_t k = 0; k < r->n; k++) {
 		rc = account_resolve(tx, r->caller, r->p[k].from, ACCOUNT_DEBIT, &from[k]);
 		if (rc == ST_NOT_FOUND) {
-			rc = unit_fail(resp, ST_UNPROCESSABLE, "unknown_account",
-				       "no account of this name that this caller may debit",
-				       json_pack("{s:s}", "field", r->p[k].from_field));
+			rc = unit_error(resp, ERR_TRANSFER_FROM_UNKNOWN,
+					json_pack("{s:s}", "field", r->p[k].from_field));
 			goto out;
 		}
 		if (rc == ST_OK)
 			rc = account_resolve(tx, r->caller, r->p[k].to, ACCOUNT_CREDIT, &to);
 		if (rc == ST_NOT_FOUND) {
-			rc = unit_fail(resp, ST_UNPROCESSABLE, "unknown_account",
-				       "no account of this name that this caller may credit",
-				       json_pack("{s:s}", "field", r->p[k].to_field));
+			rc = unit_error(resp, ERR_TRANSFER_TO_UNKNOWN,
+					json_pack("{s:s}", "field", r->p[k].to_field));
 			goto out;
 		}
 		if (rc)
 			goto out;
 		if (!strcmp(from[k].id, to.id)) {
-			rc = unit_fail(resp, ST_INVALID, "invalid_body", "a posting's from and to must differ",
-				       json_pack("{s:s}", "field", r->p[k].to_field));
+			rc = unit_error(resp, ERR_POSTING_SAME_ACCOUNT,
+					json_pack("{s:s}", "field", r->p[k].to_field));
 			goto out;
 		}
 		memcpy(r->from_id[k], from[k].id, sizeof(r->from_id[k]));
@@ -214,12 +212,11 @@ static enum st_rc transfer_unit(struct tx *tx, void *arg, struct resp *resp)
 		if (i >= 0)
 			rc = insufficient(resp, r, from, i);
 		else
-			rc = unit_fail(resp, ST_UNPROCESSABLE, "balance_overflow",
-				       "an account's balance would overflow", NULL);
+			rc = unit_error(resp, ERR_BALANCE_OVERFLOW, NULL);
 		goto out;
 	}
 	if (rc == ST_INVALID) {
-		rc = unit_fail(resp, ST_INVALID, "invalid_amount", "the postings' amounts overflow", NULL);
+		rc = unit_error(resp, ERR_POSTINGS_OVERFLOW, NULL);
 		goto out;
 	}
 	if (rc)
@@ -246,24 +243,23 @@ static bool read_posting(struct req_ctx *rq, const json_t *o, const char *pre, s
 
 	if (!single && !json_is_object(o)) {
 		snprintf(field, sizeof(field), "%.*s", (int)strlen(pre) - 1, pre);
-		req_fail_field(rq, ST_INVALID, "invalid_body", "a posting is an object {from, to, amount}",
-			       field);
+		req_error(rq, ERR_POSTING_NOT_OBJECT, json_pack("{s:s}", "field", field));
 		return true;
 	}
 	snprintf(p->from_field, sizeof(p->from_field), "%sfrom", pre);
 	snprintf(p->to_field, sizeof(p->to_field), "%sto", pre);
 	if (!json_is_string(from) || json_string_length(from) == 0 ||
 	    json_string_length(from) > ACCOUNT_QNAME_MAX) {
-		req_fail_field(rq, ST_INVALID, "invalid_body", "from must name an account", p->from_field);
+		req_error(rq, ERR_POSTING_FROM, json_pack("{s:s}", "field", p->from_field));
 		return true;
 	}
 	if (!json_is_string(to) || json_string_length(to) == 0 || json_string_length(to) > ACCOUNT_QNAME_MAX) {
-		req_fail_field(rq, ST_INVALID, "invalid_body", "to must name an account", p->to_field);
+		req_error(rq, ERR_POSTING_TO, json_pack("{s:s}", "field", p->to_field));
 		return true;
 	}
 	if (input_amount(json_object_get(o, "amount"), &p->amount)) {
 		snprintf(field, sizeof(field), "%samount", pre);
-		req_fail_field(rq, ST_INVALID, "invalid_amount", INPUT_AMOUNT_MSG, field);
+		req_error(rq, ERR_INVALID_AMOUNT, json_pack("{s:s}", "field", field));
 		return true;
 	}
 	snprintf(p->from, sizeof(p->from), "%s", json_string_value(from));
@@ -289,8 +285,7 @@ enum st_rc route_transfer_create(struct req_ctx *rq)
 	if (postings) {
 		if (!json_is_array(postings) || json_array_size(postings) == 0 ||
 		    json_array_size(postings) > TRANSFER_MAX_POSTINGS)
-			return req_fail_field(rq, ST_INVALID, "invalid_body",
-					      "postings must be an array of 1 to 32 postings", "postings");
+			return req_error(rq, ERR_INVALID_POSTINGS, NULL);
 		for (size_t i = 0; i < json_array_size(postings); i++) {
 			char pre[FIELD_MAX];
 
@@ -308,8 +303,7 @@ enum st_rc route_transfer_create(struct req_ctx *rq)
 		size_t n = json_is_string(desc) ? json_string_length(desc) : 0;
 
 		if (!json_is_string(desc) || n > LEDGER_DESCRIPTION_MAX || strlen(json_string_value(desc)) != n)
-			return req_fail_field(rq, ST_INVALID, "invalid_body",
-					      "description must be a string of at most 500 bytes", "description");
+			return req_error(rq, ERR_INVALID_DESCRIPTION, NULL);
 		r->description = req_alloc(rq, n + 1);
 		if (!r->description)
 			return ST_NOMEM;
@@ -351,13 +345,13 @@ enum st_rc route_transfer_get(struct req_ctx *rq)
 	enum st_rc rc;
 
 	if (!r.id || strlen(r.id) > LEDGER_ID_MAX)
-		return req_fail(rq, ST_NOT_FOUND, "not_found", "no such transfer");
+		return req_error(rq, ERR_TRANSFER_NOT_FOUND, NULL);
 	rc = store_read(req_app(rq)->store, transfer_read_unit, &r);
 	if (rc == ST_NOT_FOUND)
-		return req_fail(rq, ST_NOT_FOUND, "not_found", "no such transfer");
+		return req_error(rq, ERR_TRANSFER_NOT_FOUND, NULL);
 	if (rc == ST_NOMEM)
-		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 	if (rc)
-		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store could not be read; retry");
+		return req_error(rq, ERR_STORE_READ, NULL);
 	return req_reply(rq, 200, r.body);
 }

@@ -21,6 +21,7 @@
 
 #include "claim_job.h"
 #include "clock.h"
+#include "errors.h"
 #include "http.h"
 #include "input.h"
 #include "intent.h"
@@ -56,9 +57,7 @@ static enum st_rc v2_claim_unit(struct tx *tx, void *arg, struct resp *resp)
 		return rc;
 	rc = intent_record(tx, it.id, r->tx_hash, r->actor, &it);
 	if (rc == ST_UNIQUE)
-		return unit_fail(resp, ST_CONFLICT, "tx_hash_already_recorded",
-				 "this tx_hash is already recorded for another intent",
-				 json_pack("{s:s}", "field", "tx_hash"));
+		return unit_error(resp, ERR_TX_HASH_ALREADY_RECORDED, NULL);
 	if (rc)
 		return rc;
 	rc = claim_job_enqueue(tx, r->app, it.id, 0);
@@ -86,15 +85,11 @@ enum st_rc route_v2_claim(struct req_ctx *rq)
 	if (!r)
 		return ST_NOMEM;
 	if (input_wallet(w, r->wallet))
-		return req_fail_field(rq, ST_INVALID, "invalid_wallet",
-				      INPUT_WALLET_MSG, "wallet");
+		return req_error(rq, ERR_INVALID_WALLET, NULL);
 	if (input_amount(a, &r->amount))
-		return req_fail_field(rq, ST_INVALID, "invalid_amount",
-				      INPUT_AMOUNT_MSG,
-				      "amount");
+		return req_error(rq, ERR_INVALID_AMOUNT, NULL);
 	if (input_tx_hash(h, r->tx_hash))
-		return req_fail_field(rq, ST_INVALID, "invalid_tx_hash",
-				      INPUT_TX_HASH_MSG, "tx_hash");
+		return req_error(rq, ERR_INVALID_TX_HASH, NULL);
 	if (claim_refuse_over_max(rq, r->amount))
 		return ST_OK;
 	r->app = req_app(rq);

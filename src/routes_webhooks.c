@@ -41,6 +41,7 @@
 #include <jansson.h>
 #include <string.h>
 
+#include "errors.h"
 #include "http.h"
 #include "metrics.h"
 #include "routes.h"
@@ -93,12 +94,10 @@ static enum st_rc refuse(struct req_ctx *rq, enum wh_provider p, enum wh_verdict
 {
 	if (v == WH_STALE) {
 		count(req_app(rq), p, "stale");
-		return req_fail(rq, ST_UNAUTHORIZED, "stale_webhook",
-				"the webhook's timestamp is more than 5 minutes away from the server's clock");
+		return req_error(rq, ERR_STALE_WEBHOOK, NULL);
 	}
 	count(req_app(rq), p, "bad_signature");
-	return req_fail(rq, ST_UNAUTHORIZED, "invalid_signature",
-			"the webhook signature is missing or does not match");
+	return req_error(rq, ERR_INVALID_SIGNATURE, NULL);
 }
 
 /* The signature pass (req_verifying): signature and signed timestamp; a
@@ -148,7 +147,7 @@ static enum st_rc intake(struct req_ctx *rq, enum wh_provider p)
 		return ST_NOMEM;
 	if (webhook_event_parse(p, req_json(rq), req_header(rq, "webhook-id"), &r->ev, &why)) {
 		count(app, p, "malformed");
-		rc = req_fail(rq, ST_INVALID, "invalid_event", why.ptr);
+		rc = req_error_msg(rq, ERR_INVALID_EVENT, why.ptr, NULL);
 		buf_release(&why);
 		return rc;
 	}

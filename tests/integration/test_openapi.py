@@ -7,11 +7,12 @@ against the code and the running server (issue 12).
   the document may name nothing else; each route's flags (admin, API key,
   JSON body, idempotent, money, rate limits, path parameters) must show in
   its operation (security, parameters, requestBody, 429, ...).
-* The error codes: every code a handler in src/routes_*.c answers (the
-  string after an ST_* result code, mapped to its status with response.c's
-  rc_status table) must be documented with that status on one of that
-  file's operations; every code the request pipeline (http.c, dispatch.c,
-  response.c) answers must be documented somewhere.
+* The error codes: src/errors.def is the one table of them (id, code,
+  status). Every row a handler in src/routes_*.c answers (an ERR_ id in
+  the file, or in a helper function it calls: reqcheck.c) must be documented
+  with its status on one of that file's operations; every code the request
+  pipeline (http.c, dispatch.c, response.c) answers must be documented
+  somewhere.
 * The running server: a scripted set of good and bad requests per route.
   Each answer's status must be documented for its operation, its error code
   listed for that status, its body valid against the documented schema
@@ -41,8 +42,7 @@ from conftest import (ADMIN_TOKEN, ROOT, RawConnection, fund_wallet, new_key, ne
 
 DOC_PATH = ROOT / "docs" / "openapi.json"
 ROUTES_C = ROOT / "src" / "routes.c"
-RESPONSE_C = ROOT / "src" / "response.c"
-PIPELINE_C = [ROOT / "src" / name for name in ("http.c", "dispatch.c", "response.c")]
+ERRORS_DEF = ROOT / "src" / "errors.def"
 MAIN_C = ROOT / "src" / "main.c"
 NPM_SRC = ROOT / "tests" / "openapi"
 NPM_DIR = ROOT / "build" / "openapi-validator"
@@ -459,30 +459,59 @@ def test_each_operation_matches_its_route_flags():
     assert not problems, "docs/openapi.json disagrees with src/routes.c:\n" + "\n".join(problems)
 
 
-def rc_statuses():
-    text = RESPONSE_C.read_text()
-    table = dict((rc, int(st)) for rc, st in re.findall(r"\[(ST_\w+)\]\s*=\s*(\d{3})", text))
-    assert table.get("ST_INVALID") == 400 and table.get("ST_NOT_FOUND") == 404, \
-        "rc_status table not found in src/response.c"
-    return table
+ERR_ROW_RE = re.compile(r'\bERR\(\s*(\w+)\s*,\s*"([a-z][a-z0-9_]*)"\s*,\s*(\d{3})\s*,')
+ERR_USE_RE = re.compile(r'\bERR_([A-Z][A-Z0-9_]*)\b')
 
 
-ERROR_RE = re.compile(r'\b(ST_[A-Z_]+)\s*,\s*"([a-z][a-z0-9_]*)"')
-ITEM_FAIL_RE = re.compile(r'\bitem_fail\s*\([^,]+,[^,]+,\s*"([a-z][a-z0-9_]*)"')
-PACKED_ERROR_RE = re.compile(r'"error"\s*,\s*"([a-z][a-z0-9_]*)"')
+def catalogue():
+    """{row id: (code, status)} from src/errors.def, the one error table."""
+    text = strip_c_comments(ERRORS_DEF.read_text())
+    rows = {}
+    for rid, code, status in ERR_ROW_RE.findall(text):
+        assert rid not in rows, f"src/errors.def: {rid} twice"
+        rows[rid] = (code, int(status))
+    # Every ERR( that opens a row was read as one (a row the regex missed
+    # would go unchecked).
+    assert len(rows) == len(re.findall(r"\bERR\(", text)) and len(rows) >= 50, \
+        f"only {len(rows)} rows read from src/errors.def"
+    return rows
 
 
-def source_error_codes(path, statuses):
-    """{(code, status or None)} answered in one C file."""
-    text = strip_c_comments(path.read_text())
+def used_rows(path, rows):
+    """{(code, status)} of the catalogue rows one C file answers with."""
     found = set()
-    for rc, code in ERROR_RE.findall(text):
-        found.add((code, statuses.get(rc)))
-    for code in ITEM_FAIL_RE.findall(text):
-        found.add((code, 400))
-    for code in PACKED_ERROR_RE.findall(text):
-        found.add((code, None))
+    for rid in ERR_USE_RE.findall(strip_c_comments(path.read_text())):
+        if rid == "COUNT":
+            continue
+        assert rid in rows, f"{path.name}: ERR_{rid} is no row of src/errors.def"
+        found.add(rows[rid])
     return found
+
+
+# Helpers that answer for the routes that call them: the rows of each
+# function count as those of every file that calls it.
+HELPERS = [ROOT / "src" / "reqcheck.c"]
+# The request pipeline answers for any route: its codes must be documented
+# somewhere.
+PIPELINE_C = [ROOT / "src" / name for name in ("http.c", "dispatch.c", "response.c")]
+LITERAL_ERROR_RE = re.compile(r'\bST_[A-Z_]+\s*,\s*"([a-z][a-z0-9_]*)"')
+
+
+def helper_rows(path, rows):
+    """{function: {(code, status)}} of each function a helper file defines."""
+    text = strip_c_comments(path.read_text())
+    defs = list(re.finditer(r"^[a-z][\w *]*?\b(\w+)\s*\([^;{]*\)\s*\{", text, re.M))
+    out = {}
+    for i, m in enumerate(defs):
+        body = text[m.start():defs[i + 1].start() if i + 1 < len(defs) else len(text)]
+        out[m.group(1)] = {rows[r] for r in ERR_USE_RE.findall(body)}
+    assert out, f"no functions found in {path.name}"
+    return out
+
+
+def literal_error_codes(path):
+    """{(code, None)} a file still answers with literal codes (req_fail)."""
+    return {(code, None) for code in LITERAL_ERROR_RE.findall(strip_c_comments(path.read_text()))}
 
 
 def documented_codes(doc, op):
@@ -508,22 +537,23 @@ def documented_codes(doc, op):
 
 def test_every_error_code_in_the_source_is_documented():
     doc = load_doc()
-    statuses = rc_statuses()
+    rows = catalogue()
     routes = parse_routes()
     problems = []
-    # Handler files: each code with its status on one of the file's operations.
+    # Handler files: each row's code with its status on one of the file's operations.
     for path in sorted((ROOT / "src").glob("routes_*.c")):
         text = strip_c_comments(path.read_text())
         handlers = set(re.findall(r"enum\s+st_rc\s+(route_\w+)\s*\(\s*struct\s+req_ctx", text))
         ops = [doc["paths"][r["path"]][r["method"].lower()] for r in routes
                if r["handler"] in handlers and r["path"] in doc["paths"]]
         codes = [documented_codes(doc, op) for op in ops]
-        for code, status in sorted(source_error_codes(path, statuses), key=str):
-            if status is None:
-                ok = any(code in c for d in codes for c in d.values())
-            else:
-                ok = any(code in d.get(status, ()) for d in codes)
-            if not ok:
+        answered = used_rows(path, rows)
+        for helper in HELPERS:
+            for fn, found in helper_rows(helper, rows).items():
+                if re.search(rf"\b{fn}\s*\(", text):
+                    answered |= found
+        for code, status in sorted(answered):
+            if not any(code in d.get(status, ()) for d in codes):
                 problems.append(f"{path.name}: {code!r} ({status}) is documented on none of "
                                 f"its operations")
     # The dispatcher: every code it answers is documented somewhere.
@@ -531,10 +561,11 @@ def test_every_error_code_in_the_source_is_documented():
     for op in (o for ops in doc["paths"].values() for m, o in ops.items() if m in METHODS):
         for c in documented_codes(doc, op).values():
             everywhere |= c
-    nf = documented_codes(doc, {"responses": {"404": doc["components"]["responses"]["NotFound"]}})
-    everywhere |= nf[404]
+    for name in ("NotFound", "MethodNotAllowed", "PayloadTooLarge", "UnsupportedMediaType"):
+        for c in documented_codes(doc, {"responses": {"400": doc["components"]["responses"][name]}}).values():
+            everywhere |= c
     for path in PIPELINE_C:
-        for code, _status in sorted(source_error_codes(path, statuses)):
+        for code, _status in sorted(used_rows(path, rows) | literal_error_codes(path)):
             if code not in everywhere:
                 problems.append(f"{path.name}: {code!r} is documented nowhere")
     assert not problems, "\n".join(problems)
