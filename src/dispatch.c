@@ -3,7 +3,7 @@
  * The transport (http.c) hands over a request whose headers and target
  * passed its checks; route_request() matches it (404, 405 and OPTIONS are
  * answered here), and once the whole body is in, dispatch() applies the
- * route's flags (route.h) in this order, each of which may answer instead
+ * route's flags (route_match.h) in this order, each of which may answer instead
  * of the handler, none of which writes to the store:
  *   1. authentication (ROUTE_ADMIN, ROUTE_API_KEY; ROUTE_SIGNED: the
  *      handler's signature pass), behind the failed-authentication budget;
@@ -799,7 +799,7 @@ static bool authenticate_throttled(struct req_ctx *rq)
 	return false;
 }
 
-/* A member the route does not declare (route.h) is refused before a limit
+/* A member the route does not declare (route_match.h) is refused before a limit
  * keyed on the body is charged and before the idempotency record: a
  * client's typo must never become a different request than it meant. */
 static bool refuse_unknown_fields(struct req_ctx *rq)

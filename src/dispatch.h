@@ -2,7 +2,7 @@
  * a write.
  *
  * The dispatcher (dispatch.c) calls a route's handler once the route's
- * flags are applied (route.h: authentication, rate limits, body parse,
+ * flags are applied (route_match.h: authentication, rate limits, body parse,
  * unknown fields, idempotency); the handler reads its input with the
  * accessors below. It either answers at once (response.h: req_reply,
  * req_fail) or commits a write unit with req_commit(): the connection is

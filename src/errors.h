@@ -14,7 +14,7 @@
  * {"error": code, "message": message, "field": field (if any), ...extra}:
  * extra's members come last, and one named "field" replaces the row's
  * (for inputs named at run time: "items[3].amount"). Success statuses are
- * the route table's (route.h); see docs/internals/errors.md. */
+ * the route table's (route_match.h); see docs/internals/errors.md. */
 #ifndef SETTLED_ERRORS_H
 #define SETTLED_ERRORS_H
 

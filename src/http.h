@@ -25,7 +25,7 @@
 #include "json_out.h"
 #include "rc.h"
 #include "response.h"
-#include "route.h"
+#include "route_match.h"
 #include "store.h"
 
 struct settled;

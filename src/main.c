@@ -26,7 +26,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
-#include "routes.h"
+#include "route_table.h"
 #include "settled.h"
 #include "rail.h"
 #include "store.h"

@@ -14,7 +14,7 @@
 
 /* Refuses a body member not in fields (NULL-terminated) with 400
  * unknown_field naming it. The dispatcher already refuses every member a
- * route does not declare (route.h); this is only for what the table cannot
+ * route does not declare (route_match.h); this is only for what the table cannot
  * say, an either/or shape: a transfer is `postings` or one posting's
  * members, never both. A body that is not an object is 400 invalid_body. */
 bool reqcheck_fields(struct req_ctx *rq, const json_t *body, const char *const *fields);

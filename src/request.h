@@ -30,7 +30,7 @@
 #include "http.h"
 #include "idempotency.h"
 #include "ratelimit.h"
-#include "route.h"
+#include "route_match.h"
 #include "trace.h"
 #include "validate.h"
 

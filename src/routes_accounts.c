@@ -27,7 +27,7 @@
 #include "errors.h"
 #include "http.h"
 #include "ledger.h"
-#include "routes.h"
+#include "route_table.h"
 #include "reqcheck.h"
 #include "settled.h"
 #include "present.h"

@@ -20,7 +20,7 @@
 #include "http.h"
 #include "queue.h"
 #include "reconcile.h"
-#include "routes.h"
+#include "route_table.h"
 #include "settled.h"
 #include "ticker.h"
 #include "worker.h"

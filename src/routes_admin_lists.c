@@ -22,7 +22,7 @@
 #include "errors.h"
 #include "http.h"
 #include "present.h"
-#include "routes.h"
+#include "route_table.h"
 #include "settled.h"
 #include "store.h"
 #include "validate.h"

@@ -1,4 +1,4 @@
-/* routes_apikeys.c — API key administration (SPEC section 8, issue 9).
+/* routes_apikeys.c — API key administration (SPEC section 8).
  * All ROUTE_ADMIN: the dispatcher has checked the admin token (401
  * without, 403 wrong) before any of this runs.
  *
@@ -25,7 +25,7 @@
 #include "clock.h"
 #include "errors.h"
 #include "http.h"
-#include "routes.h"
+#include "route_table.h"
 #include "settled.h"
 #include "present.h"
 #include "banned.h"

@@ -2,10 +2,19 @@
  *
  *   POST /api/claim/prepare {wallet, amount}     -> 201 intent (PENDING), hold on the wallet
  *   POST /api/claim/record  {intent_id, tx_hash} -> 200 intent (SUBMITTED, via LOCKED)
+ *   POST /api/v2/claims {wallet, amount, tx_hash} -> 201 intent (SUBMITTED): both in one
  *   GET  /api/v2/intents/{id}                    -> the intent, its hold and its history
  *
+ * The partner API's one-call claim (POST /api/v2/claims) does what prepare
+ * and record do in ONE write unit, so a client never sees (or leaves
+ * behind) a prepared-but-unrecorded claim: intent_claim_create (PENDING,
+ * hold on the wallet's own account), intent_record (LOCKED -> SUBMITTED
+ * with tx_hash), claim_job_enqueue (the confirmation job, claim_job.c). Any
+ * refusal rolls the whole unit back; it answers 201 with Location
+ * /api/v2/intents/{id}, and the claim belongs to the calling client.
+ *
  * Handlers validate input and build write units; the dispatcher has
- * already applied auth, rate limits and idempotency (routes.c). Error
+ * already applied auth, rate limits and idempotency (route_table.c). Error
  * codes: invalid_wallet, invalid_amount, invalid_intent_id,
  * invalid_tx_hash (400); unknown_wallet, intent_not_found (404);
  * invalid_transition, tx_hash_already_recorded (409); insufficient_funds,
@@ -30,7 +39,7 @@
 #include "input.h"
 #include "intent.h"
 #include "ledger.h"
-#include "routes.h"
+#include "route_table.h"
 #include "settled.h"
 #include "validate.h"
 #include "present.h"
@@ -43,9 +52,11 @@ static void set_actor(struct req_ctx *rq, char out[INTENT_ACTOR_MAX + 1])
 	snprintf(out, INTENT_ACTOR_MAX + 1, ACTOR_PREFIX "%s", req_id(rq));
 }
 
-/* Checked before the unit: the cap is configuration, not state, so the
+/* Answers 422 claim_too_large (field amount, max) and returns true when
+ * amount is over SETTLED_CLAIM_MAX (0: no cap), else returns false.
+ * Checked before the unit: the cap is configuration, not state, so the
  * refusal needs no transaction and, like the 400s, stores nothing. */
-bool claim_refuse_over_max(struct req_ctx *rq, int64_t amount)
+static bool claim_refuse_over_max(struct req_ctx *rq, int64_t amount)
 {
 	int64_t max = req_app(rq)->cfg->claim_max;
 
@@ -55,7 +66,10 @@ bool claim_refuse_over_max(struct req_ctx *rq, int64_t amount)
 	return true;
 }
 
-enum st_rc claim_create_fail(struct resp *resp, enum st_rc rc, const char *wallet)
+/* Turns intent_claim_create's error rc into the unit's answer: 404
+ * unknown_wallet, 422 insufficient_funds naming the wallet's account;
+ * other codes pass through. */
+static enum st_rc claim_create_fail(struct resp *resp, enum st_rc rc, const char *wallet)
 {
 	if (rc == ST_NOT_FOUND)
 		return unit_error(resp, ERR_UNKNOWN_WALLET, json_pack("{s:s}", "wallet", wallet));
@@ -130,7 +144,7 @@ struct record_req {
 	char tx_hash[TX_HASH_LEN + 1];
 	char actor[INTENT_ACTOR_MAX + 1];
 	struct settled_metrics *m;
-	const struct settled *app;   /* issue 6: for claim_job_enqueue */
+	const struct settled *app;   /* for claim_job_enqueue */
 };
 
 static enum st_rc record_unit(struct tx *tx, void *arg, struct resp *resp)
@@ -153,8 +167,8 @@ static enum st_rc record_unit(struct tx *tx, void *arg, struct resp *resp)
 		return unit_error(resp, ERR_TX_HASH_ALREADY_RECORDED, NULL);
 	if (rc)
 		return rc;
-	/* Issue 6: the confirmation job is enqueued here, in this same unit,
-	 * so the intent is SUBMITTED if and only if its job exists. */
+	/* The confirmation job is enqueued here, in this same unit, so the
+	 * intent is SUBMITTED if and only if its job exists. */
 	rc = claim_job_enqueue(tx, r->app, it.id, 0);
 	if (rc)
 		return rc;
@@ -186,6 +200,75 @@ enum st_rc route_claim_record(struct req_ctx *rq)
 	r->app = req_app(rq);
 	set_actor(rq, r->actor);
 	return req_commit(rq, record_unit, r);
+}
+
+/* ---- POST /api/v2/claims ---- */
+
+struct v2_claim_req {
+	char wallet[WALLET_LEN + 1];
+	int64_t amount;
+	char tx_hash[TX_HASH_LEN + 1];
+	char actor[INTENT_ACTOR_MAX + 1];
+	char client_id[INTENT_ACTOR_MAX + 1];
+	const struct settled *app;
+};
+
+static enum st_rc v2_claim_unit(struct tx *tx, void *arg, struct resp *resp)
+{
+	struct v2_claim_req *r = arg;
+	struct intent it;
+	char location[96];
+	enum st_rc rc;
+
+	rc = intent_claim_create(tx, r->wallet, r->amount, r->app->cfg->hold_timeout_ms, r->actor, &it,
+				 NULL);
+	if (rc)
+		return claim_create_fail(resp, rc, r->wallet);
+	/* The claim is the calling client's (SPEC 13): another's key reads 404. */
+	rc = intent_set_owner(tx, it.id, r->client_id);
+	if (rc)
+		return rc;
+	rc = intent_record(tx, it.id, r->tx_hash, r->actor, &it);
+	if (rc == ST_UNIQUE)
+		return unit_error(resp, ERR_TX_HASH_ALREADY_RECORDED, NULL);
+	if (rc)
+		return rc;
+	rc = claim_job_enqueue(tx, r->app, it.id, 0);
+	if (rc)
+		return rc;
+	snprintf(location, sizeof(location), "/api/v2/intents/%s", it.id);
+	rc = resp_location(resp, location);
+	if (rc)
+		return rc;
+	rc = resp_json(resp, 201, present_intent(&it));
+	/* Counted once the unit has committed (see the top of this file). */
+	for (enum intent_status st = INTENT_PENDING; rc == ST_OK && st <= INTENT_SUBMITTED; st++)
+		rc = intent_count_at_commit(tx, r->app->m.intents, st, 1);
+	return rc;
+}
+
+enum st_rc route_v2_claim(struct req_ctx *rq)
+{
+	json_t *body = req_json(rq);
+	json_t *w = json_object_get(body, "wallet");
+	json_t *a = json_object_get(body, "amount");
+	json_t *h = json_object_get(body, "tx_hash");
+	struct v2_claim_req *r = req_alloc(rq, sizeof(*r));
+
+	if (!r)
+		return ST_NOMEM;
+	if (input_wallet(w, r->wallet))
+		return req_error(rq, ERR_INVALID_WALLET, NULL);
+	if (input_amount(a, &r->amount))
+		return req_error(rq, ERR_INVALID_AMOUNT, NULL);
+	if (input_tx_hash(h, r->tx_hash))
+		return req_error(rq, ERR_INVALID_TX_HASH, NULL);
+	if (claim_refuse_over_max(rq, r->amount))
+		return ST_OK;
+	r->app = req_app(rq);
+	snprintf(r->client_id, sizeof(r->client_id), "%s", req_client_id(rq));
+	set_actor(rq, r->actor);
+	return req_commit(rq, v2_claim_unit, r);
 }
 
 /* ---- GET /api/v2/intents/{id} ---- */

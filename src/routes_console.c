@@ -18,7 +18,7 @@
 #include "console_assets.h"
 #include "errors.h"
 #include "http.h"
-#include "routes.h"
+#include "route_table.h"
 #include "banned.h"
 
 #define CONSOLE_CSP \

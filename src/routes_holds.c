@@ -20,7 +20,7 @@
  * exactly as one that does not exist; the admin token sees and acts on all.
  *
  * Authentication, the v2 rate limit, idempotency (scope: client id and the
- * concrete path) and the money-moving flag are the dispatcher's (routes.c).
+ * concrete path) and the money-moving flag are the dispatcher's (route_table.c).
  * Who may hold on and capture to which account is account_resolve's
  * (account.h): a client holds on its own accounts and captures to its own,
  * a wallet or revenue; the admin token on and to any.
@@ -41,7 +41,7 @@
 #include "ledger.h"
 #include "present.h"
 #include "reqcheck.h"
-#include "routes.h"
+#include "route_table.h"
 #include "settled.h"
 #include "validate.h"
 #include "banned.h"

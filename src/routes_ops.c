@@ -8,7 +8,7 @@
 #include "http.h"
 #include "openapi.h"
 #include "rail.h"
-#include "routes.h"
+#include "route_table.h"
 #include "settled.h"
 #include "banned.h"
 

@@ -1,4 +1,4 @@
-/* routes_payouts.c — payout batches (SPEC section 8, issue 9;
+/* routes_payouts.c — payout batches (SPEC section 8;
  * docs/internals/payouts.md):
  *
  *   POST /api/v2/payouts/batch {reference, items:[{wallet, amount}]}
@@ -30,7 +30,7 @@
 #include "intent.h"
 #include "payout.h"
 #include "payout_job.h"
-#include "routes.h"
+#include "route_table.h"
 #include "settled.h"
 #include "validate.h"
 #include "worker.h"

@@ -9,7 +9,7 @@
 #include "http.h"
 #include "input.h"
 #include "present.h"
-#include "routes.h"
+#include "route_table.h"
 #include "validate.h"
 #include "banned.h"
 

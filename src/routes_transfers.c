@@ -39,7 +39,7 @@
 #include "input.h"
 #include "ledger.h"
 #include "reqcheck.h"
-#include "routes.h"
+#include "route_table.h"
 #include "settled.h"
 #include "present.h"
 #include "banned.h"

@@ -44,7 +44,7 @@
 #include "errors.h"
 #include "http.h"
 #include "metrics.h"
-#include "routes.h"
+#include "route_table.h"
 #include "settled.h"
 #include "webhook.h"
 #include "webhook_job.h"

@@ -16,7 +16,7 @@ int64_t settled_now_ms(const struct settled *app)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The job queue's, sweeper's and reconciliation's families (issue 6). */
+/* The job queue's, sweeper's and reconciliation's families. */
 static enum st_rc settled_job_metrics_init(struct settled_metrics *m, struct metrics *reg)
 {
 	static const char *const queue_state[] = { "queue", "state" };
@@ -63,7 +63,7 @@ static enum st_rc settled_job_metrics_init(struct settled_metrics *m, struct met
 	return ST_OK;
 }
 
-/* API keys and payout batches (issue 9). */
+/* API keys and payout batches. */
 static enum st_rc settled_payout_metrics_init(struct settled_metrics *m, struct metrics *reg)
 {
 	static const char *const key_prefix[] = { "key_prefix" };
@@ -85,7 +85,7 @@ static enum st_rc settled_payout_metrics_init(struct settled_metrics *m, struct 
 	return ST_OK;
 }
 
-/* Webhook intake (issue 8). Every provider x result series is created at
+/* Webhook intake. Every provider x result series is created at
  * start, so each reads 0 instead of being absent until its first event. */
 static enum st_rc settled_webhook_metrics_init(struct settled_metrics *m, struct metrics *reg)
 {

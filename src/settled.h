@@ -62,7 +62,7 @@ struct settled_metrics {
 	struct metric_family *recon_problems;     /* settled_reconciliation_problems gauge */
 	/* webhooks (routes_webhooks.c) */
 	struct metric_family *webhook_events;     /* settled_webhook_events_total{provider,result} */
-	/* API keys and payouts (apikey.c, payout.c; issue 9) */
+	/* API keys and payouts (apikey.c, payout.c) */
 	struct metric_family *api_key_requests;   /* settled_api_key_requests_total{key_prefix} */
 	struct metric_family *payouts;            /* settled_payouts_total{status}: items finished (SETTLED, FAILED) */
 	struct metric_family *payout_approval;    /* settled_payout_approval_latency_seconds: created -> approved */

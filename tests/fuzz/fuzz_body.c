@@ -27,8 +27,8 @@
 
 #include "buf.h"
 #include "fuzz.h"
-#include "route.h"
-#include "routes.h"
+#include "route_match.h"
+#include "route_table.h"
 #include "validate.h"
 
 static void check_strings(const json_t *j, int depth)
@@ -101,7 +101,7 @@ static void check_routes(const json_t *body)
 }
 
 /* The oracle: every member of obj declared in fields, looked up by walking
- * the declared list for each member rather than as route.c does. */
+ * the declared list for each member rather than as route_match.c does. */
 static bool all_declared(const struct route_field *fields, const json_t *obj)
 {
 	const char *key;

@@ -1,5 +1,5 @@
-/* fuzz_route.c — route_match (src/route.h) over the server's real table,
- * settled_routes (src/routes.c). The first byte picks the method (the
+/* fuzz_route.c — route_match (src/route_match.h) over the server's real
+ * table, settled_routes (src/route_table.c). The first byte picks the method (the
  * table's methods, HEAD, OPTIONS, odd spellings, or a method made of the
  * next few bytes); the rest is the path, NUL-terminated as libmicrohttpd
  * hands it over.
@@ -26,8 +26,8 @@
 
 #include "buf.h"
 #include "fuzz.h"
-#include "route.h"
-#include "routes.h"
+#include "route_match.h"
+#include "route_table.h"
 
 static const char *const methods[] = {
 	"GET", "POST", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH", "get", "post", "", "GET ",

@@ -1,7 +1,7 @@
 """Body members a route does not define (SPEC section 3): 400 unknown_field.
 
-Every route declares the members its body may carry in src/routes.c
-(struct route_field lists, route.h); the dispatcher refuses any other one
+Every route declares the members its body may carry in src/route_table.c
+(struct route_field lists, route_match.h); the dispatcher refuses any other one
 before the handler runs, so nothing is written and no idempotency record is
 kept. Webhook payloads are the sender's format: extra members there are
 ignored.
@@ -37,11 +37,11 @@ METHODS = ("get", "post", "delete")
 
 
 # --------------------------------------------------------------------------
-# The field lists of src/routes.c
+# The field lists of src/route_table.c
 
 
 def field_lists():
-    """{array name: {member: nested array name or None}} from routes.c."""
+    """{array name: {member: nested array name or None}} from route_table.c."""
     text = strip_c_comments(ROUTES_C.read_text())
     out = {}
     for name, body in re.findall(r"static\s+const\s+struct\s+route_field\s+(\w+)\s*\[\s*\]\s*=\s*"
@@ -127,12 +127,12 @@ def test_route_field_lists_match_the_openapi_request_schemas():
         if name is None:
             problems.append(f"{where}: requestBody documented but the route declares no fields")
             continue
-        assert name in lists, f"{where}: field list {name} not found in routes.c"
+        assert name in lists, f"{where}: field list {name} not found in route_table.c"
         schema = body["content"]["application/json"]["schema"]
         documented = schema_shape(doc, schema, (where, problems))
         declared = table_shape(lists, name)
         if documented != declared:
-            problems.append(f"{where}: routes.c declares {declared}, the document {documented}")
+            problems.append(f"{where}: route_table.c declares {declared}, the document {documented}")
     assert not problems, "\n".join(problems)
 
 

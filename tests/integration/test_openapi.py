@@ -1,7 +1,7 @@
 """The OpenAPI document (docs/openapi.json, served at GET /api/docs/openapi.json)
 against the code and the running server (issue 12).
 
-* The route table: src/routes.c is parsed as C text (comments stripped, the
+* The route table: src/route_table.c is parsed as C text (comments stripped, the
   brace groups of `settled_routes[]` split at depth 0), nothing is added to
   the server for it. Every (method, template) must be in the document and
   the document may name nothing else; each route's flags (admin, API key,
@@ -41,7 +41,7 @@ from conftest import (ADMIN_TOKEN, ROOT, RawConnection, fund_wallet, new_key, ne
                       wait_until)
 
 DOC_PATH = ROOT / "docs" / "openapi.json"
-ROUTES_C = ROOT / "src" / "routes.c"
+ROUTES_C = ROOT / "src" / "route_table.c"
 ERRORS_DEF = ROOT / "src" / "errors.def"
 MAIN_C = ROOT / "src" / "main.c"
 NPM_SRC = ROOT / "tests" / "openapi"
@@ -121,7 +121,7 @@ def parse_routes():
     """[{method, path, handler, flags:set, limits:[policy name]}] in table order."""
     text = strip_c_comments(ROUTES_C.read_text())
     m = re.search(r"settled_routes\s*\[\s*\]\s*=\s*\{", text)
-    assert m, "settled_routes[] not found in src/routes.c"
+    assert m, "settled_routes[] not found in src/route_table.c"
     depth, i = 1, m.end()
     while depth:
         c = text[i]
@@ -144,7 +144,7 @@ def parse_routes():
             limits.append(names[pol])
         routes.append({"method": method, "path": path, "handler": fields[2], "flags": flags,
                        "limits": limits})
-    assert len(routes) >= 20, f"only {len(routes)} routes parsed from src/routes.c"
+    assert len(routes) >= 20, f"only {len(routes)} routes parsed from src/route_table.c"
     return routes
 
 
@@ -382,8 +382,8 @@ def test_every_route_is_documented_and_the_document_names_no_other():
     documented = doc_operations(doc)
     missing = sorted(table - documented)
     extra = sorted(documented - table)
-    assert not missing, f"routes in src/routes.c missing from docs/openapi.json: {missing}"
-    assert not extra, f"docs/openapi.json documents routes src/routes.c does not have: {extra}"
+    assert not missing, f"routes in src/route_table.c missing from docs/openapi.json: {missing}"
+    assert not extra, f"docs/openapi.json documents routes src/route_table.c does not have: {extra}"
 
 
 def test_each_operation_matches_its_route_flags():
@@ -456,7 +456,7 @@ def test_each_operation_matches_its_route_flags():
         want(r["limits"] == ext.get("rate_limits"),
              f"x-settled-route.rate_limits {ext.get('rate_limits')} != the table's {r['limits']}")
     assert None not in ids
-    assert not problems, "docs/openapi.json disagrees with src/routes.c:\n" + "\n".join(problems)
+    assert not problems, "docs/openapi.json disagrees with src/route_table.c:\n" + "\n".join(problems)
 
 
 ERR_ROW_RE = re.compile(r'\bERR\(\s*(\w+)\s*,\s*"([a-z][a-z0-9_]*)"\s*,\s*(\d{3})\s*,')

@@ -1,4 +1,4 @@
-/* test_store_pg.c — the PostgreSQL store's pipelining (issue 10).
+/* test_store_pg.c — the PostgreSQL store's pipelining.
  *
  * A unit's BEGIN, SAVEPOINT and RELEASE SAVEPOINT are held back and sent in
  * one pipeline with the next statement (or COMMIT), so an error can now

@@ -1,4 +1,5 @@
-/* route.c — matching a request's method and path against the route table.
+/* route_match.c — matching a request's method and path against the route
+ * table.
  *
  * A path and a template are both sequences of '/'-prefixed segments and
  * match when they have the same number of segments and each pair matches:
@@ -14,7 +15,7 @@
  * Method names compare case-sensitively (RFC 9110 section 9.1); HEAD also
  * matches GET routes. Workload: one linear scan per request over a few
  * dozen entries, no allocation except the Allow list on the 405 path. */
-#include "route.h"
+#include "route_match.h"
 
 #include <assert.h>
 #include <stdbool.h>

@@ -1,4 +1,9 @@
-/* route.h — the route table: method + path template -> handler and flags.
+/* route_match.h — what a route is, and how a request's path finds one.
+ *
+ * struct route is one entry of the route table (route_table.c): method +
+ * path template -> handler, flags, rate limits and body fields. The
+ * matcher (route_match.c) finds a request's entry, checks and decodes its
+ * path, and checks its body's members against the declared fields.
  *
  * Declaring a route's body fields. Every route lists the JSON members its
  * body may carry, as its entry's last member (`fields`): a static array of
@@ -14,7 +19,7 @@
  * Webhooks are the sender's format: ROUTE_FOREIGN_BODY skips the check,
  * unknown members are ignored. Keep docs/openapi.json in step: its request
  * schemas say additionalProperties: false and name the same members
- * (test_openapi.py compares them). Example (routes.c):
+ * (test_openapi.py compares them). Example (route_table.c):
  *
  *   static const struct route_field item_fields[] = {
  *           ROUTE_FIELD("wallet"), ROUTE_FIELD("amount"), ROUTE_FIELDS_END };
@@ -29,8 +34,8 @@
  * as the metrics label for the route, so cardinality stays bounded whatever
  * paths clients send. Matching is a linear scan: the table has a few dozen
  * entries and a scan is cheaper than any index at that size. */
-#ifndef SETTLED_ROUTE_H
-#define SETTLED_ROUTE_H
+#ifndef SETTLED_ROUTE_MATCH_H
+#define SETTLED_ROUTE_MATCH_H
 
 #include <jansson.h>
 #include <stddef.h>

@@ -1,12 +1,14 @@
-/* routes.h — the route table and the handlers behind it. */
-#ifndef SETTLED_ROUTES_H
-#define SETTLED_ROUTES_H
+/* route_table.h — the route table (route_table.c) and the handlers behind it,
+ * grouped by the routes_*.c file that holds them. The entry type and the
+ * matcher are route_match.h's. */
+#ifndef SETTLED_ROUTE_TABLE_H
+#define SETTLED_ROUTE_TABLE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "route.h"
+#include "route_match.h"
 
 extern const struct route settled_routes[];
 extern const size_t settled_nroutes;
@@ -14,16 +16,8 @@ extern const size_t settled_nroutes;
 /* Handlers, grouped by file. */
 route_handler route_healthz, route_health_ready, route_metrics, route_openapi; /* routes_ops.c */
 route_handler route_register;                                     /* routes_register.c */
-route_handler route_claim_prepare, route_claim_record, route_intent_get; /* routes_claims.c */
-/* Shared by the two claim routes (routes_claims.c). claim_refuse_over_max
- * answers 422 claim_too_large (field amount, max) and returns true when
- * amount is over SETTLED_CLAIM_MAX (0: no cap), else returns false.
- * claim_create_fail turns intent_claim_create's error rc into the unit's
- * answer: 404 unknown_wallet, 422 insufficient_funds naming the wallet's
- * account; other codes pass through. */
-struct resp;
-bool claim_refuse_over_max(struct req_ctx *rq, int64_t amount);
-enum st_rc claim_create_fail(struct resp *resp, enum st_rc rc, const char *wallet);
+route_handler route_claim_prepare, route_claim_record, route_v2_claim,
+	route_intent_get;                                           /* routes_claims.c */
 route_handler route_ledger_transactions;                           /* routes_ledger.c */
 route_handler route_account_create, route_account_list, route_account_get,
 	route_account_get_qualified;                                /* routes_accounts.c */
@@ -32,7 +26,6 @@ route_handler route_admin_dlq_list, route_admin_dlq_retry, route_admin_dlq_delet
 	route_admin_reconciliation, route_admin_reconcile_now;      /* routes_admin.c */
 route_handler route_webhook_coinbase, route_webhook_stripe, route_webhook_standard; /* routes_webhooks.c */
 route_handler route_apikey_create, route_apikey_rotate, route_apikey_revoke; /* routes_apikeys.c */
-route_handler route_v2_claim;                                     /* routes_v2_claims.c */
 route_handler route_payout_batch_create, route_payout_batch_approve,
 	route_payout_batch_get;                                     /* routes_payouts.c */
 route_handler route_hold_create, route_hold_capture, route_hold_void, route_hold_get,

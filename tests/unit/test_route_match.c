@@ -1,4 +1,5 @@
-/* test_route.c — route_match / route_param against a realistic table.
+/* test_route_match.c — route_match / route_param against a realistic
+ * table.
  *
  * The table mirrors SPEC section 8 (a subset, including every shape: bare
  * literal, one and two parameters, a parameter in the middle, the same
@@ -8,7 +9,7 @@
 #include <string.h>
 
 #include "buf.h"
-#include "route.h"
+#include "route_match.h"
 
 #include "banned.h"
 

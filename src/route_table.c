@@ -1,15 +1,15 @@
-/* routes.c — every route settled serves, in one table (SPEC section 8).
+/* route_table.c — every route settled serves, in one table (SPEC section 8).
  * The dispatcher (dispatch.c) applies the flags, limits and body fields, so
  * handlers never repeat authentication, rate limiting, idempotency or the
- * refusal of an unknown field (route.h says how a route declares them). */
-#include "routes.h"
+ * refusal of an unknown field (route_match.h says how a route declares them). */
+#include "route_table.h"
 
 #include "settled.h"
 #include "banned.h"
 
 #define LIMIT(pol, src) { .policy = (pol), .key = (src) }
 
-/* The members each body may carry (route.h). */
+/* The members each body may carry (route_match.h). */
 static const struct route_field register_fields[] = {
 	ROUTE_FIELD("wallet"), ROUTE_FIELD("referrer"), ROUTE_FIELDS_END };
 static const struct route_field claim_prepare_fields[] = {
@@ -85,13 +85,13 @@ const struct route settled_routes[] = {
 	{ "GET", "/api/admin/reconciliation", route_admin_reconciliation, ROUTE_ADMIN, { { 0 } }, NULL },
 	{ "POST", "/api/admin/reconciliation", route_admin_reconcile_now, ROUTE_ADMIN | ROUTE_IDEMPOTENT,
 	  { { 0 } }, NULL },
-	/* API keys (issue 9): a new key is shown once, never replayed. */
+	/* API keys: a new key is shown once, never replayed. */
 	{ "POST", "/api/admin/api-keys", route_apikey_create, ROUTE_ADMIN | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT,
 	  { { 0 } }, apikey_create_fields },
 	{ "POST", "/api/admin/api-keys/{id}/rotate", route_apikey_rotate, ROUTE_ADMIN | ROUTE_IDEMPOTENT,
 	  { { 0 } }, NULL },
 	{ "DELETE", "/api/admin/api-keys/{id}", route_apikey_revoke, ROUTE_ADMIN, { { 0 } }, NULL },
-	/* The partner API (issue 9): per-client v2 limit; v2 claims also count
+	/* The partner API: per-client v2 limit; v2 claims also count
 	 * against the per-wallet claim limit, like /api/claim/prepare. */
 	{ "POST", "/api/v2/claims", route_v2_claim,
 	  ROUTE_API_KEY | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY,
@@ -116,7 +116,7 @@ const struct route settled_routes[] = {
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) }, NULL },
 	{ "GET", "/api/v2/holds/{id}", route_hold_get, ROUTE_API_KEY, { LIMIT(RLP_API, RL_KEY_API_KEY) },
 	  NULL },
-	/* The OpenAPI document of this table (docs/openapi.json, built in; issue 12). */
+	/* The OpenAPI document of this table (docs/openapi.json, built in). */
 	{ "GET", "/api/docs/openapi.json", route_openapi, 0, { { 0 } }, NULL },
 	/* The operator console and the API reference rendered from the
 	 * document above (console/, built in), and the admin lists it reads. */
