@@ -22,7 +22,10 @@
  *     workers, the bottleneck;
  *   - inflight[q] (ready + running jobs of queue q) <= the queue's limit;
  *   - a job is in exactly one place: the ready list, a worker's hands, or
- *     the store (after completion, failure or hand-back).
+ *     the store (after completion, failure or hand-back);
+ *   - no allocation failure leaves a job to its lease: ready-list nodes are
+ *     allocated before the claim, and an outcome whose write failed gets a
+ *     second try (alone, for a batch; record_outcome).
  * The lease owner is "<instance_id>#<claim sequence>", unique per claim
  * unit (queue.h explains why a per-claim fence matters). */
 #include "worker.h"
@@ -321,7 +324,25 @@ struct batch_item {
 	double t0;
 	enum batch_todo todo;
 	bool lost;                /* batch unit: the completion found the lease gone */
+	enum st_rc rc;            /* how writing its deferred outcome went */
 };
+
+/* Writes a job's outcome (completion, failure, hand-back): each is fenced
+ * by the job's lease, so a second try can never apply it twice (a first
+ * try that did commit leaves the second nothing to change: ST_CONFLICT).
+ * It gets that second try because the alternative is worse: a job whose
+ * outcome was not written stays running under our lease, runs again only
+ * once the lease expires and the sweeper takes it back, and is charged an
+ * attempt it did not fail. One failed write (an allocation, a dropped
+ * connection) should not cost that. */
+static enum st_rc record_outcome(struct store *st, store_unit_fn *fn, void *arg)
+{
+	enum st_rc rc = store_run(st, fn, arg);
+
+	if (rc && rc != ST_CONFLICT)
+		rc = store_run(st, fn, arg);
+	return rc;
+}
 
 /* Records the job's duration and ends its span and context. */
 static void job_finish(struct worker_pool *p, struct batch_item *b, const char *result)
@@ -375,7 +396,7 @@ static enum batch_todo run_job(struct worker_pool *p, struct batch_item *b)
 		f.delay_ms = ctx->retry_in_ms > 0 ? ctx->retry_in_ms
 			     : queue_backoff_ms(j->attempts, cfg->job_base_delay_ms,
 						cfg->job_max_delay_ms, NULL, NULL);
-		rc = store_run(app->store, fail_unit, &f);
+		rc = record_outcome(app->store, fail_unit, &f);
 		if (rc) {
 			/* The job stays running under our lease; the sweeper
 			 * returns it when the lease expires. */
@@ -478,13 +499,30 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 	if (!deferred)
 		return (mono_s() - start) / n;
 	rc = store_run(p->app->store, batch_unit, &c);
+	for (int i = 0; i < n; i++)
+		items[i].rc = rc;
+	if (rc) {
+		/* The batch unit failed as a whole: nothing of it was written.
+		 * The second try (see record_outcome) is one unit per job, so
+		 * that one job's trouble holds up no other. */
+		for (int i = 0; i < n; i++) {
+			struct batch_call one = { .items = &items[i], .n = 1 };
+
+			if (items[i].todo != BATCH_DONE)
+				items[i].rc = store_run(p->app->store, batch_unit, &one);
+		}
+	}
 	for (int i = 0; i < n; i++) {
 		struct batch_item *b = &items[i];
 		const struct job *j = &b->r->job;
 
+		rc = b->rc;
 		if (b->todo == BATCH_HANDBACK) {
 			if (rc == ST_OK && !b->lost)
 				job_log(p, LOG_DEBUG, j, "job handed back unstarted", NULL, -1, 0);
+			else if (rc)
+				job_log(p, LOG_WARN, j, "job could not be handed back: its lease will expire",
+					NULL, -1, 0);
 			continue;
 		}
 		if (b->todo != BATCH_COMPLETE)
@@ -589,6 +627,8 @@ struct claim_call {
 	int got[MAX_QUEUES];
 	struct job jobs[MAX_QUEUES][CLAIM_MAX];
 	char owner[QUEUE_OWNER_MAX + 1];
+	struct ready *spare;     /* ready-list nodes allocated ahead of a claim */
+	int nspare;
 };
 
 /* On a read connection, without the writer: how many jobs are due in each
@@ -688,6 +728,35 @@ static int share_claim(struct worker_pool *p, struct claim_call *c)
 	return total;
 }
 
+/* Allocates the ready-list nodes a claim of `wanted` jobs needs BEFORE the
+ * claim, and trims the claim to the nodes it got: a claimed job that found
+ * no node would sit unstarted under our lease until the sweeper took it
+ * back after the lease expired. Nodes left over stay for the next claim.
+ * Returns the number of jobs still wanted. */
+static int reserve_nodes(struct worker_pool *p, struct claim_call *c, int wanted)
+{
+	int left;
+
+	while (c->nspare < wanted) {
+		struct ready *r = malloc(sizeof(*r));
+
+		if (!r)
+			break;
+		r->next = c->spare;
+		c->spare = r;
+		c->nspare++;
+	}
+	if (c->nspare >= wanted)
+		return wanted;
+	left = c->nspare;
+	for (int q = 0; q < p->nqueues; q++) {
+		if (c->want[q] > left)
+			c->want[q] = left;
+		left -= c->want[q];
+	}
+	return c->nspare;
+}
+
 static void *fetcher_main(void *arg)
 {
 	struct worker_pool *p = arg;
@@ -712,7 +781,10 @@ static void *fetcher_main(void *arg)
 				 (unsigned long long)atomic_fetch_add(&p->claim_seq, 1));
 			memset(c->got, 0, sizeof(c->got));
 			rc = store_read(p->app->store, peek_unit, c);
-			if (rc == ST_OK && (wanted = share_claim(p, c)) > 0)
+			if (rc == ST_OK && (wanted = share_claim(p, c)) > 0 &&
+			    (wanted = reserve_nodes(p, c, wanted)) == 0)
+				rc = ST_NOMEM; /* not one node: claim nothing, try again later */
+			if (rc == ST_OK && wanted > 0)
 				rc = store_run(p->app->store, claim_unit, c);
 			if (rc)
 				claim_release(c); /* a run whose COMMIT failed: nothing is ours */
@@ -723,16 +795,12 @@ static void *fetcher_main(void *arg)
 			now = mono_s();
 			for (int q = 0; rc == ST_OK && q < p->nqueues; q++) {
 				for (int i = 0; i < c->got[q]; i++) {
-					struct ready *r = calloc(1, sizeof(*r));
+					/* got <= want <= nspare: every job has its node. */
+					struct ready *r = c->spare;
 
-					if (!r) {
-						/* Keep the lease; the sweeper returns the job. */
-						job_release(&c->jobs[q][i]);
-						continue;
-					}
-					r->job = c->jobs[q][i];
-					r->qi = q;
-					r->claimed_at = now;
+					c->spare = r->next;
+					c->nspare--;
+					*r = (struct ready){ .job = c->jobs[q][i], .qi = q, .claimed_at = now };
 					if (p->tail)
 						p->tail->next = r;
 					else
@@ -755,6 +823,12 @@ static void *fetcher_main(void *arg)
 		pthread_cond_timedwait(&p->fetch_cv, &p->mu, &until);
 	}
 	pthread_mutex_unlock(&p->mu);
+	while (c->spare) {
+		struct ready *r = c->spare;
+
+		c->spare = r->next;
+		free(r);
+	}
 	free(c);
 	return NULL;
 }
@@ -888,7 +962,7 @@ void worker_pool_stop(struct worker_pool *p)
 	/* Claimed but never started: give them back without an attempt. */
 	h.list = p->head;
 	if (h.list) {
-		enum st_rc rc = store_run(p->app->store, handback_unit, &h);
+		enum st_rc rc = record_outcome(p->app->store, handback_unit, &h);
 
 		if (rc)
 			log_msg(&p->app->log, LOG_WARN,

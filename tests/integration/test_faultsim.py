@@ -81,9 +81,12 @@ def fs(start_server, tmp_path):
                                "RL_API_PER_MIN": "0", "SETTLED_SIM_CONFIRM_MS": "20",
                                "SETTLED_JOB_BASE_DELAY": "20ms", "SETTLED_JOB_MAX_DELAY": "200ms",
                                "SETTLED_JOB_MAX_ATTEMPTS": "50",
-                               # A job whose hand-off to a worker found no memory keeps
-                               # its lease until the sweeper takes it back.
-                               "SETTLED_JOB_LEASE": "2s"})
+                               # No job may wait for its lease to expire: an
+                               # allocation failure in the claim, the hand-off to a
+                               # worker or the writing of an outcome is retried or
+                               # the job completed at once, so a lease that outlasts
+                               # the test makes a stranded job fail it.
+                               "SETTLED_JOB_LEASE": "10m"})
     return server, Faults(server, path)
 
 

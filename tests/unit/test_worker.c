@@ -1,8 +1,11 @@
 /* test_worker.c — the worker pool end to end on a real SQLite store:
- * draining a queue, graceful shutdown handing unstarted jobs back, and the
- * embedded-mode reclaim of jobs a killed process left running. Uses the
- * built-in `noop` kind; waits are polls with a deadline. */
+ * draining a queue, graceful shutdown handing unstarted jobs back, the
+ * embedded-mode reclaim of jobs a killed process left running, and a batch
+ * completion that fails. Uses the built-in `noop` kind; waits are polls
+ * with a deadline. Linked with -Wl,--wrap=queue_complete_many (Makefile),
+ * so a test can make the worker's batch completion fail. */
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +20,27 @@
 #include "worker.h"
 
 #include "banned.h"
+
+/* The next complete_many_failures calls of queue_complete_many fail with
+ * ST_NOMEM before touching the store, as an allocation failure in it would
+ * (the whole batch unit then rolls back). */
+static atomic_int complete_many_failures;
+
+enum st_rc __real_queue_complete_many(struct tx *tx, const char *lease_owner, const int64_t *ids,
+				      int n, bool *done);
+enum st_rc __wrap_queue_complete_many(struct tx *tx, const char *lease_owner, const int64_t *ids,
+				      int n, bool *done);
+
+enum st_rc __wrap_queue_complete_many(struct tx *tx, const char *lease_owner, const int64_t *ids,
+				      int n, bool *done)
+{
+	int left = atomic_load(&complete_many_failures);
+
+	while (left > 0)
+		if (atomic_compare_exchange_weak(&complete_many_failures, &left, left - 1))
+			return ST_NOMEM;
+	return __real_queue_complete_many(tx, lease_owner, ids, n, done);
+}
 
 static struct store *st;
 static struct settled app;
@@ -35,6 +59,7 @@ static void setup(void)
 	opt.sqlite_path = path;
 	cr_assert_eq(store_open(&opt, &st, &err), ST_OK, "store_open: %s", err.ptr);
 	buf_release(&err);
+	atomic_store(&complete_many_failures, 0);
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.workers = 4;
 	cfg.job_base_delay_ms = 1000;
@@ -193,5 +218,34 @@ Test(worker, start_reclaims_jobs_a_killed_process_left_running, .init = setup, .
 	cr_assert_eq(s.n[JOB_RUNNING], 0);
 	cr_assert_eq(s.n[JOB_AVAILABLE], 5);
 	cr_assert_eq(s.attempts, 5, "each interrupted run counts as an attempt");
+	buf_release(&err);
+}
+
+/* A batch whose completion unit fails (an allocation failure in it) wrote
+ * nothing: its jobs must still complete now, each in a unit of its own,
+ * not sit running under the worker's lease until it expires and the
+ * sweeper takes them back with an attempt charged. */
+Test(worker, a_failed_batch_completion_completes_each_job_alone, .init = setup, .fini = teardown)
+{
+	struct worker_pool *p = NULL;
+	struct buf err = BUF_INIT(256);
+	struct states s;
+	int waited = 0;
+
+	cfg.job_lease_ms = 600000; /* what is left to the lease does not come back here */
+	atomic_store(&complete_many_failures, 1);
+	enqueue(300);
+	cr_assert_eq(worker_pool_start(&app, &p, &err), ST_OK, "%s", err.ptr);
+	while (states().n[JOB_COMPLETED] < 300 && waited < 20000) {
+		sleep_ms(20);
+		waited += 20;
+	}
+	worker_pool_stop(p);
+	cr_assert_eq(atomic_load(&complete_many_failures), 0, "the failure was injected");
+	s = states();
+	cr_assert_eq(s.n[JOB_COMPLETED], 300, "completed: %lld, running: %lld",
+		     (long long)s.n[JOB_COMPLETED], (long long)s.n[JOB_RUNNING]);
+	cr_assert_eq(s.n[JOB_RUNNING], 0);
+	cr_assert_eq(s.attempts, 0, "no attempt charged for a completion that was not written");
 	buf_release(&err);
 }
