@@ -83,6 +83,11 @@ static enum st_rc buf_grow(struct buf *b, size_t extra)
 	return ST_OK;
 }
 
+enum st_rc buf_reserve(struct buf *b, size_t extra)
+{
+	return buf_grow(b, extra);
+}
+
 enum st_rc buf_append(struct buf *b, const void *data, size_t len)
 {
 	enum st_rc rc = buf_grow(b, len);
@@ -133,41 +138,5 @@ enum st_rc buf_printf(struct buf *b, const char *fmt, ...)
 	va_start(ap, fmt);
 	rc = buf_vprintf(b, fmt, ap);
 	va_end(ap);
-	return rc;
-}
-
-enum st_rc buf_json_escape(struct buf *b, const char *s, size_t len)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t start = b->len;
-	enum st_rc rc = ST_OK;
-
-	for (size_t i = 0; i < len && !rc; i++) {
-		unsigned char c = (unsigned char)s[i];
-		char esc[7];
-
-		switch (c) {
-		case '"': rc = buf_append(b, "\\\"", 2); break;
-		case '\\': rc = buf_append(b, "\\\\", 2); break;
-		case '\n': rc = buf_append(b, "\\n", 2); break;
-		case '\r': rc = buf_append(b, "\\r", 2); break;
-		case '\t': rc = buf_append(b, "\\t", 2); break;
-		default:
-			if (c < 0x20) {
-				memcpy(esc, "\\u00", 4);
-				esc[4] = hex[c >> 4];
-				esc[5] = hex[c & 15];
-				rc = buf_append(b, esc, 6);
-			} else {
-				rc = buf_putc(b, (char)c);
-			}
-		}
-	}
-	if (rc) {
-		/* Leave b as it was: a half-escaped string is never useful. */
-		b->len = start;
-		if (b->alloc)
-			b->ptr[start] = '\0';
-	}
 	return rc;
 }

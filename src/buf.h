@@ -34,14 +34,16 @@ void buf_reset(struct buf *b);
  * unless memory runs out. *len_out may be NULL. */
 char *buf_detach(struct buf *b, size_t *len_out);
 
+/* Room for extra more bytes after len (and the NUL) without another
+ * allocation: ptr[len..alloc - 1) may then be written and len advanced
+ * over it, a NUL stored after. ST_TOO_LARGE past max. */
+enum st_rc buf_reserve(struct buf *b, size_t extra);
 enum st_rc buf_append(struct buf *b, const void *data, size_t len);
 enum st_rc buf_puts(struct buf *b, const char *s);
 enum st_rc buf_putc(struct buf *b, char c);
 enum st_rc buf_printf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 enum st_rc buf_vprintf(struct buf *b, const char *fmt, va_list ap);
-/* Appends s as the inside of a JSON string (no quotes), escaping as RFC 8259 needs. */
-enum st_rc buf_json_escape(struct buf *b, const char *s, size_t len);
 
 
 #endif

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "intent.h"
+#include "json_out.h"
 #include "log.h"
 #include "queue.h"
 #include "rail.h"
@@ -24,14 +25,14 @@
 enum st_rc claim_job_payload(const char *intent_id, char out[CLAIM_JOB_PAYLOAD_MAX])
 {
 	struct buf b = BUF_INIT(CLAIM_JOB_PAYLOAD_MAX - 1);
-	enum st_rc rc = buf_puts(&b, "{\"intent_id\":\"");
+	struct json_writer w;
+	enum st_rc rc;
 
+	jw_begin(&w, &b);
+	jw_str(&w, "intent_id", intent_id);
+	rc = jw_end(&w);
 	if (!rc)
-		rc = buf_json_escape(&b, intent_id, strlen(intent_id));
-	if (!rc)
-		rc = buf_puts(&b, "\"}");
-	if (!rc)
-		snprintf(out, CLAIM_JOB_PAYLOAD_MAX, "%s", b.ptr);
+		memcpy(out, b.ptr, b.len + 1);
 	buf_release(&b);
 	return rc;
 }

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "json_out.h"
 #include "log.h"
 #include "redisc.h"
 #include "webhook.h"
@@ -989,30 +990,21 @@ void config_help(FILE *out)
 
 /* ---- effective configuration ------------------------------------------- */
 
-static enum st_rc put_str(struct buf *out, const char *s)
-{
-	enum st_rc rc = buf_putc(out, '"');
-
-	if (!rc)
-		rc = buf_json_escape(out, s, strlen(s));
-	if (!rc)
-		rc = buf_putc(out, '"');
-	return rc;
-}
-
 /* Masks the password of scheme://user:pass@host/...?password=... . Without
  * "://" the whole value is masked: it cannot be parsed safely. The last
  * '@' ends the user part, so an unescaped '@' or '/' in a password over-masks
  * rather than leaks. */
-static enum st_rc put_url(struct buf *out, const char *url)
+static void put_url(struct json_writer *w, const char *key, const char *url)
 {
 	struct buf tmp = BUF_INIT(4096);
 	const char *auth = strstr(url, "://");
 	const char *at, *rest, *q;
 	enum st_rc rc;
 
-	if (!auth)
-		return put_str(out, "[redacted]");
+	if (!auth) {
+		jw_str(w, key, "[redacted]");
+		return;
+	}
 	auth += 3;
 	at = strrchr(auth, '@');
 	rc = buf_append(&tmp, url, (size_t)(auth - url));
@@ -1048,13 +1040,15 @@ static enum st_rc put_url(struct buf *out, const char *url)
 			rc = buf_putc(&tmp, '&');
 		p = amp ? amp + 1 : NULL;
 	}
-	if (!rc)
-		rc = put_str(out, tmp.ptr);
+	if (rc)
+		jw_fail(w, rc);
+	else
+		jw_strn(w, key, tmp.ptr, tmp.len);
 	buf_release(&tmp);
-	return rc;
 }
 
-static enum st_rc put_value(struct buf *out, const struct config *c, const struct opt *o)
+static void put_value(struct json_writer *w, const char *key, const struct config *c,
+		      const struct opt *o)
 {
 	const void *f = cfield_of(c, o);
 	char tmp[96];
@@ -1063,73 +1057,94 @@ static enum st_rc put_value(struct buf *out, const struct config *c, const struc
 	case OPT_LISTEN:
 		snprintf(tmp, sizeof(tmp), strchr(c->listen_host, ':') ? "[%s]:%u" : "%s:%u",
 			 c->listen_host, (unsigned)c->listen_port);
-		return put_str(out, tmp);
+		jw_str(w, key, tmp);
+		return;
 	case OPT_PATH:
-		return put_str(out, f);
+		jw_str(w, key, f);
+		return;
 	case OPT_STR:
 	case OPT_URL: {
 		const char *s = *(char *const *)f;
 
 		if (!s)
-			return buf_puts(out, "null");
-		if (o->flags & OPT_SECRET && o->type == OPT_STR)
-			return put_str(out, "[redacted]");
-		return o->type == OPT_URL ? put_url(out, s) : put_str(out, s);
+			jw_null(w, key);
+		else if (o->flags & OPT_SECRET && o->type == OPT_STR)
+			jw_str(w, key, "[redacted]");
+		else if (o->type == OPT_URL)
+			put_url(w, key, s);
+		else
+			jw_str(w, key, s);
+		return;
 	}
 	case OPT_LIST: {
 		char *const *items = f;
 		size_t n = *(const size_t *)((const char *)c + o->count_off);
-		enum st_rc rc;
 
-		if (o->flags & OPT_SECRET)
-			return n ? put_str(out, "[redacted]") : buf_puts(out, "null");
-		rc = buf_putc(out, '[');
-		for (size_t i = 0; i < n && !rc; i++) {
-			if (i)
-				rc = buf_putc(out, ',');
-			if (!rc)
-				rc = put_str(out, items[i]);
+		if (o->flags & OPT_SECRET) {
+			if (n)
+				jw_str(w, key, "[redacted]");
+			else
+				jw_null(w, key);
+			return;
 		}
-		return rc ? rc : buf_putc(out, ']');
+		jw_array(w, key);
+		for (size_t i = 0; i < n; i++)
+			jw_str(w, NULL, items[i]);
+		jw_close(w);
+		return;
 	}
 	case OPT_SIZE:
-		return buf_printf(out, "%zu", *(const size_t *)f);
+		jw_i64(w, key, (int64_t)*(const size_t *)f);
+		return;
 	case OPT_UINT:
-		return buf_printf(out, "%u", *(const unsigned *)f);
+		jw_i64(w, key, *(const unsigned *)f);
+		return;
 	case OPT_INT:
-		return buf_printf(out, "%d", *(const int *)f);
+		jw_i64(w, key, *(const int *)f);
+		return;
 	case OPT_I64:
-		return buf_printf(out, "%" PRId64, *(const int64_t *)f);
+		jw_i64(w, key, *(const int64_t *)f);
+		return;
 	case OPT_DURATION:
 		fmt_duration(*(const int64_t *)f, tmp, sizeof(tmp));
-		return put_str(out, tmp);
+		jw_str(w, key, tmp);
+		return;
 	case OPT_DURATION_S:
 		fmt_duration((int64_t)*(const unsigned *)f * SEC, tmp, sizeof(tmp));
-		return put_str(out, tmp);
+		jw_str(w, key, tmp);
+		return;
 	case OPT_BOOL:
-		return buf_puts(out, *(const bool *)f ? "true" : "false");
+		jw_bool(w, key, *(const bool *)f);
+		return;
 	case OPT_LEVEL: {
 		static const char *const names[] = { "debug", "info", "warn", "error" };
 		int l = *(const int *)f;
 
-		return put_str(out, l >= 0 && l <= 3 ? names[l] : "unknown");
+		jw_str(w, key, l >= 0 && l <= 3 ? names[l] : "unknown");
+		return;
 	}
 	case OPT_RATE:
-		return buf_printf(out, "%g", *(const double *)f);
+		jw_raw(w, key, tmp, (size_t)snprintf(tmp, sizeof(tmp), "%g", *(const double *)f));
+		return;
 	case OPT_RL_FAIL:
 		if (c->rl_fail_open_money == c->rl_fail_open_other)
-			return put_str(out, c->rl_fail_open_money ? "open" : "closed");
-		return put_str(out, c->rl_fail_open_other ? "default" : "custom");
+			jw_str(w, key, c->rl_fail_open_money ? "open" : "closed");
+		else
+			jw_str(w, key, c->rl_fail_open_other ? "default" : "custom");
+		return;
 	}
-	return ST_INTERNAL;
+	jw_fail(w, ST_INTERNAL);
 }
 
 enum st_rc config_describe(const struct config *cfg, struct buf *out)
 {
-	size_t start = out->len;
-	enum st_rc rc = ST_OK;
+	struct json_writer w;
 
-	for (size_t i = 0; i < N_OPTS && !rc; i++) {
+	jw_members(&w, out, false);
+	/* Values come from the environment and the command line, unchecked
+	 * bytes: the dump goes into a log line, which must parse. */
+	w.esc = JSON_ESC_REPAIR | JSON_ESC_LOWER;
+	for (size_t i = 0; i < N_OPTS; i++) {
 		char key[64];
 		size_t k;
 
@@ -1137,14 +1152,7 @@ enum st_rc config_describe(const struct config *cfg, struct buf *out)
 		for (k = 0; opts[i].flag[k + 2] && k < sizeof(key) - 1; k++)
 			key[k] = opts[i].flag[k + 2] == '-' ? '_' : opts[i].flag[k + 2];
 		key[k] = '\0';
-		rc = buf_printf(out, "%s\"%s\":", i ? "," : "", key);
-		if (!rc)
-			rc = put_value(out, cfg, &opts[i]);
+		put_value(&w, key, cfg, &opts[i]);
 	}
-	if (rc) {
-		out->len = start;
-		if (out->alloc)
-			out->ptr[start] = '\0';
-	}
-	return rc;
+	return jw_end(&w);
 }

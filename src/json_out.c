@@ -5,46 +5,164 @@
 #include <string.h>
 
 #include "fmt.h"
+#include "validate.h"
 #include "banned.h"
 
-/* The string's text between quotes, escaped as jansson escapes it: '"',
- * '\\' and the control characters (short forms where JSON has them, else
- * \u00XX in upper case); everything else, UTF-8 included, as it is.
- * Runs that need no escaping are copied whole. */
-static enum st_rc put_string(struct buf *out, const char *s, size_t n)
+/* Bytes that go into a JSON string as they are: printable ASCII and DEL,
+ * but not '"' or '\\'. */
+static inline bool json_plain(unsigned char c)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	enum st_rc rc = buf_putc(out, '"');
-	size_t run = 0;
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
 
-	for (size_t i = 0; i < n && !rc; i++) {
-		unsigned char c = (unsigned char)s[i];
-		char esc[6] = { '\\', 0 };
-		size_t esc_len = 2;
+/* End of the run of json_plain bytes starting at u[i]. Eight bytes at a
+ * time while none of them is below 0x20, at or above 0x80, '"' or '\\':
+ * for bytes that are all plain, x - 0x20, (x ^ '"') - 1 and (x ^ '\\') - 1
+ * neither borrow nor set a high bit, while the lowest byte that is not
+ * plain sets one (the bit-twiddling "haszero" test). */
+static size_t plain_run(const unsigned char *u, size_t i, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
 
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		rc = buf_append(out, s + run, i - run);
-		run = i + 1;
-		switch (c) {
-		case '"': esc[1] = '"'; break;
-		case '\\': esc[1] = '\\'; break;
-		case '\b': esc[1] = 'b'; break;
-		case '\f': esc[1] = 'f'; break;
-		case '\n': esc[1] = 'n'; break;
-		case '\r': esc[1] = 'r'; break;
-		case '\t': esc[1] = 't'; break;
-		default:
-			memcpy(esc, "\\u00", 4);
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 15];
-			esc_len = 6;
-		}
-		if (!rc)
-			rc = buf_append(out, esc, esc_len);
+	while (n - i >= 8) {
+		uint64_t x, q, b;
+
+		memcpy(&x, u + i, 8);
+		q = x ^ (ones * '"');
+		b = x ^ (ones * '\\');
+		if (((x - ones * 0x20) | (q - ones) | (b - ones) | x) & high)
+			break;
+		i += 8;
 	}
+	while (i < n && json_plain(u[i]))
+		i++;
+	return i;
+}
+
+/* End of the run starting at u[i] that goes in as it is: plain bytes and
+ * bytes from 0x80 up, those only as whole well-formed UTF-8 characters
+ * under JSON_ESC_REPAIR. */
+static size_t copy_run(const char *s, size_t i, size_t n, unsigned flags)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t k;
+
+	for (;;) {
+		i = plain_run(u, i, n);
+		if (i == n || u[i] < 0x80)
+			return i;
+		if (!(flags & JSON_ESC_REPAIR))
+			i++;
+		else if ((k = utf8_char_len(s + i, n - i)) != 0)
+			i += k;
+		else
+			return i;
+	}
+}
+
+/* The escaped form of the byte c, which copy_run stopped at, into esc[6];
+ * returns its length. */
+static size_t escape_one(unsigned char c, unsigned flags, char esc[6])
+{
+	static const char named[] = { ['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r',
+				      ['\t'] = 't', ['"'] = '"', ['\\'] = '\\' };
+	const char *hex = flags & JSON_ESC_LOWER ? "0123456789abcdef" : "0123456789ABCDEF";
+
+	esc[0] = '\\';
+	if (c >= 0x80) {
+		memcpy(esc, "\\ufffd", 6); /* only under JSON_ESC_REPAIR */
+		return 6;
+	}
+	if (c < sizeof(named) && named[c]) {
+		esc[1] = named[c];
+		return 2;
+	}
+	memcpy(esc, "\\u00", 4);
+	esc[4] = hex[c >> 4];
+	esc[5] = hex[c & 15];
+	return 6;
+}
+
+size_t json_escape(char *dst, size_t cap, const char *s, size_t n, size_t *pos, unsigned flags)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = *pos, o = 0;
+
+	while (i < n) {
+		size_t r = copy_run(s, i, n, flags), k = r - i;
+		char esc[6];
+
+		if (k > cap - o) {
+			/* Cut between characters, never inside a sequence: back over
+			 * at most three continuation bytes to its lead. More (bytes
+			 * copied as they are without JSON_ESC_REPAIR) are no
+			 * character, and any cut does. */
+			size_t cut = cap - o;
+
+			k = cut;
+			while (k > 0 && cut - k < 3 && (u[i + k] & 0xc0) == 0x80)
+				k--;
+			if ((u[i + k] & 0xc0) == 0x80)
+				k = cut;
+			memcpy(dst + o, s + i, k);
+			o += k;
+			i += k;
+			break;
+		}
+		memcpy(dst + o, s + i, k);
+		o += k;
+		i = r;
+		if (i == n)
+			break;
+		k = escape_one(u[i], flags, esc);
+		if (k > cap - o)
+			break;
+		memcpy(dst + o, esc, k);
+		o += k;
+		i++;
+	}
+	*pos = i;
+	return o;
+}
+
+enum st_rc json_escape_buf(struct buf *out, const char *s, size_t n, unsigned flags)
+{
+	size_t start = out->len, pos = 0;
+	enum st_rc rc = ST_OK;
+
+	while (pos < n && !rc) {
+		/* Room for the rest as it is and one escape; escaping more grows
+		 * the buf again. Near the cap, what is left under it. */
+		size_t want = n - pos + 6, k;
+
+		rc = buf_reserve(out, want);
+		if (rc == ST_TOO_LARGE && out->max > out->len)
+			rc = buf_reserve(out, out->max - out->len);
+		if (rc)
+			break;
+		k = json_escape(out->ptr + out->len, out->alloc - 1 - out->len, s, n, &pos, flags);
+		if (!k) {
+			rc = ST_TOO_LARGE; /* not even the next character fits under the cap */
+			break;
+		}
+		out->len += k;
+		out->ptr[out->len] = '\0';
+	}
+	if (rc) {
+		out->len = start;
+		if (out->alloc)
+			out->ptr[start] = '\0';
+	}
+	return rc;
+}
+
+/* The string with its quotes. */
+static enum st_rc put_string(struct buf *out, const char *s, size_t n, unsigned flags)
+{
+	enum st_rc rc = buf_putc(out, '"');
+
 	if (!rc)
-		rc = buf_append(out, s + run, n - run);
+		rc = json_escape_buf(out, s, n, flags);
 	if (!rc)
 		rc = buf_putc(out, '"');
 	return rc;
@@ -85,7 +203,7 @@ static enum st_rc put_value(struct buf *out, const json_t *v, int depth)
 				rc = buf_putc(out, ',');
 			first = 0;
 			if (!rc)
-				rc = put_string(out, key, strlen(key));
+				rc = put_string(out, key, strlen(key), 0);
 			if (!rc)
 				rc = buf_putc(out, ':');
 			if (!rc)
@@ -103,7 +221,7 @@ static enum st_rc put_value(struct buf *out, const json_t *v, int depth)
 		}
 		return rc ? rc : buf_putc(out, ']');
 	case JSON_STRING:
-		return put_string(out, json_string_value(v), json_string_length(v));
+		return put_string(out, json_string_value(v), json_string_length(v), 0);
 	case JSON_INTEGER:
 		return buf_append(out, num, fmt_i64(num, (int64_t)json_integer_value(v)));
 	case JSON_REAL:
@@ -136,11 +254,24 @@ void jw_begin(struct json_writer *w, struct buf *out)
 	w->out = out;
 	w->start = out->len;
 	w->depth = 0;
+	w->esc = 0;
 	w->more[0] = false;
+	w->closer[0] = '}';
 	w->rc = buf_putc(out, '{');
 }
 
-/* The separator and "key": of the next member. */
+void jw_members(struct json_writer *w, struct buf *out, bool more)
+{
+	w->out = out;
+	w->start = out->len;
+	w->depth = 0;
+	w->esc = 0;
+	w->more[0] = more;
+	w->closer[0] = '\0';
+	w->rc = ST_OK;
+}
+
+/* The separator and, in an object, "key": of the next value. */
 static bool jw_key(struct json_writer *w, const char *key)
 {
 	if (w->rc)
@@ -148,17 +279,25 @@ static bool jw_key(struct json_writer *w, const char *key)
 	if (w->more[w->depth])
 		w->rc = buf_putc(w->out, ',');
 	w->more[w->depth] = true;
-	if (!w->rc)
-		w->rc = put_string(w->out, key, strlen(key));
-	if (!w->rc)
+	if (!w->rc && key)
+		w->rc = put_string(w->out, key, strlen(key), w->esc);
+	if (!w->rc && key)
 		w->rc = buf_putc(w->out, ':');
 	return !w->rc;
 }
 
 void jw_str(struct json_writer *w, const char *key, const char *v)
 {
+	if (v)
+		jw_strn(w, key, v, strlen(v));
+	else
+		jw_null(w, key);
+}
+
+void jw_strn(struct json_writer *w, const char *key, const char *v, size_t n)
+{
 	if (jw_key(w, key))
-		w->rc = v ? put_string(w->out, v, strlen(v)) : buf_puts(w->out, "null");
+		w->rc = put_string(w->out, v, n, w->esc);
 }
 
 void jw_i64(struct json_writer *w, const char *key, int64_t v)
@@ -167,6 +306,22 @@ void jw_i64(struct json_writer *w, const char *key, int64_t v)
 
 	if (jw_key(w, key))
 		w->rc = buf_append(w->out, num, fmt_i64(num, v));
+}
+
+void jw_i64_str(struct json_writer *w, const char *key, int64_t v)
+{
+	char num[FMT_I64_LEN + 2];
+	size_t k = fmt_i64(num + 1, v);
+
+	num[0] = num[k + 1] = '"';
+	if (jw_key(w, key))
+		w->rc = buf_append(w->out, num, k + 2);
+}
+
+void jw_raw(struct json_writer *w, const char *key, const char *text, size_t n)
+{
+	if (jw_key(w, key))
+		w->rc = buf_append(w->out, text, n);
 }
 
 void jw_null(struct json_writer *w, const char *key)
@@ -181,7 +336,13 @@ void jw_bool(struct json_writer *w, const char *key, bool v)
 		w->rc = buf_puts(w->out, v ? "true" : "false");
 }
 
-void jw_object(struct json_writer *w, const char *key)
+void jw_json(struct json_writer *w, const char *key, const json_t *v)
+{
+	if (jw_key(w, key))
+		w->rc = json_out(w->out, v);
+}
+
+static void jw_open(struct json_writer *w, const char *key, char open, char close)
 {
 	if (!jw_key(w, key))
 		return;
@@ -189,8 +350,20 @@ void jw_object(struct json_writer *w, const char *key)
 		w->rc = ST_INVALID;
 		return;
 	}
-	w->more[++w->depth] = false;
-	w->rc = buf_putc(w->out, '{');
+	w->depth++;
+	w->more[w->depth] = false;
+	w->closer[w->depth] = close;
+	w->rc = buf_putc(w->out, open);
+}
+
+void jw_object(struct json_writer *w, const char *key)
+{
+	jw_open(w, key, '{', '}');
+}
+
+void jw_array(struct json_writer *w, const char *key)
+{
+	jw_open(w, key, '[', ']');
 }
 
 void jw_close(struct json_writer *w)
@@ -201,16 +374,21 @@ void jw_close(struct json_writer *w)
 		w->rc = ST_INVALID; /* more closes than opens: jw_end closes the outermost */
 		return;
 	}
-	w->depth--;
-	w->rc = buf_putc(w->out, '}');
+	w->rc = buf_putc(w->out, w->closer[w->depth--]);
+}
+
+void jw_fail(struct json_writer *w, enum st_rc rc)
+{
+	if (!w->rc)
+		w->rc = rc;
 }
 
 enum st_rc jw_end(struct json_writer *w)
 {
 	if (!w->rc && w->depth != 0)
 		w->rc = ST_INVALID;
-	if (!w->rc)
-		w->rc = buf_putc(w->out, '}');
+	if (!w->rc && w->closer[0])
+		w->rc = buf_putc(w->out, w->closer[0]);
 	if (w->rc) {
 		w->out->len = w->start;
 		if (w->out->alloc)

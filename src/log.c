@@ -44,7 +44,7 @@
 #include "log_redact.h"
 #include "clock.h"
 #include "fmt.h"
-#include "validate.h"
+#include "json_out.h"
 #include "banned.h"
 
 #define LOG_LINE_MAX 16384    /* bytes in one line, '\n' included */
@@ -55,7 +55,7 @@
  * malloc) instead of growing 64 -> 128 -> 256 -> 512. */
 #define LOG_FIELDS_RESERVE 300
 
-/* A string literal and its length, for put() and fw_put(). */
+/* A string literal and its length, for put(). */
 #define LIT(s) (s), (sizeof(s) - 1)
 
 static const char trunc_mark[] = "\",\"truncated\":true";
@@ -89,13 +89,6 @@ static size_t put(char *dst, const char *s, size_t n)
 	return n;
 }
 
-static void buf_truncate(struct buf *b, size_t len)
-{
-	b->len = len;
-	if (b->alloc)
-		b->ptr[len] = '\0';
-}
-
 /* ---- numbers and time -------------------------------------------------- */
 
 /* RFC 3339 UTC with milliseconds: 2026-11-25T18:55:28.123Z (24 bytes). */
@@ -109,265 +102,89 @@ static size_t fmt_ts(char *out)
 	return strlen(out);
 }
 
-/* ---- JSON strings ------------------------------------------------------ */
-
-/* Bytes that go into a JSON string as they are: printable ASCII and DEL,
- * but not '"' or '\\'. */
-static inline bool json_plain(unsigned char c)
-{
-	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
-}
-
-/* End of the run of json_plain bytes starting at u[i]. Eight bytes at a
- * time while none of them is below 0x20, at or above 0x80, '"' or '\\':
- * for bytes that are all plain, x - 0x20, (x ^ '"') - 1 and (x ^ '\\') - 1
- * neither borrow nor set a high bit, while the lowest byte that is not
- * plain sets one (the bit-twiddling "haszero" test). */
-static size_t plain_run(const unsigned char *u, size_t i, size_t n)
-{
-	const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
-
-	while (n - i >= 8) {
-		uint64_t x, q, b;
-
-		memcpy(&x, u + i, 8);
-		q = x ^ (ones * '"');
-		b = x ^ (ones * '\\');
-		if (((x - ones * 0x20) | (q - ones) | (b - ones) | x) & high)
-			break;
-		i += 8;
-	}
-	while (i < n && json_plain(u[i]))
-		i++;
-	return i;
-}
-
-/* Escapes s[*pos..n) into dst[0..cap) as the inside of a JSON string,
- * stopping before the first character whose escaped form would not fit.
- * A run of bytes that need no escaping (plain ASCII and well-formed UTF-8
- * sequences) is measured first and copied with one memcpy; the rest is
- * escaped one by one, invalid UTF-8 as \ufffd. Advances *pos past what went
- * in; returns the bytes written. */
-static size_t json_esc(char *dst, size_t cap, const char *s, size_t n, size_t *pos)
-{
-	static const char hex[] = "0123456789abcdef";
-	static const char named[] = { ['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r',
-				      ['\t'] = 't' };
-	const unsigned char *u = (const unsigned char *)s;
-	size_t i = *pos, o = 0;
-
-	while (i < n) {
-		size_t r = i, k;
-		char esc[6];
-		unsigned char c;
-
-		for (;;) {
-			r = plain_run(u, r, n);
-			if (r < n && u[r] >= 0x80 && (k = utf8_char_len(s + r, n - r)) != 0)
-				r += k;
-			else
-				break;
-		}
-		k = r - i;
-		if (k > cap - o) {
-			/* Cut between characters, never inside a sequence. */
-			k = cap - o;
-			while (k > 0 && (u[i + k] & 0xc0) == 0x80)
-				k--;
-			memcpy(dst + o, s + i, k);
-			o += k;
-			i += k;
-			break;
-		}
-		memcpy(dst + o, s + i, k);
-		o += k;
-		i = r;
-		if (i == n)
-			break;
-		c = u[i];
-		if (c >= 0x80) {
-			k = put(esc, LIT("\\ufffd"));
-		} else if (c == '"' || c == '\\') {
-			esc[0] = '\\';
-			esc[1] = (char)c;
-			k = 2;
-		} else if (c < sizeof(named) && named[c]) {
-			esc[0] = '\\';
-			esc[1] = named[c];
-			k = 2;
-		} else {
-			memcpy(esc, "\\u00", 4);
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 15];
-			k = 6;
-		}
-		if (k > cap - o)
-			break;
-		o += put(dst + o, esc, k);
-		i++;
-	}
-	*pos = i;
-	return o;
-}
-
 /* ---- fields ------------------------------------------------------------ */
 
-/* Appends to a fields buf through a stack chunk, so a field is one
- * buf_append in the common case rather than one per piece. rc keeps the
- * first error; later pieces are then skipped. */
-struct fw {
-	struct buf *b;
-	enum st_rc rc;
-	size_t len;
-	char chunk[512];
-};
+/* Lines carry text nobody checked (paths, headers, error strings): invalid
+ * UTF-8 becomes \ufffd; \u00xx stays in lower case, as lines always had it. */
+#define LOG_ESC (JSON_ESC_REPAIR | JSON_ESC_LOWER)
 
-static void fw_init(struct fw *w, struct buf *b)
-{
-	w->b = b;
-	w->rc = ST_OK;
-	w->len = 0;
-}
-
-static void fw_flush(struct fw *w)
-{
-	if (!w->rc && w->len)
-		w->rc = buf_append(w->b, w->chunk, w->len);
-	w->len = 0;
-}
-
-static inline void fw_put(struct fw *w, const char *s, size_t n)
-{
-	if (n > sizeof(w->chunk) - w->len) {
-		fw_flush(w);
-		if (n > sizeof(w->chunk)) {
-			if (!w->rc)
-				w->rc = buf_append(w->b, s, n);
-			return;
-		}
-	}
-	memcpy(w->chunk + w->len, s, n);
-	w->len += n;
-}
-
-static void fw_json(struct fw *w, const char *s, size_t n)
-{
-	size_t pos = 0;
-
-	while (pos < n && !w->rc) {
-		w->len += json_esc(w->chunk + w->len, sizeof(w->chunk) - w->len, s, n, &pos);
-		if (pos < n)
-			fw_flush(w); /* room for at least the next character */
-	}
-}
-
-/* Sizes a fresh fields buf for a request's fields in one malloc (the
- * bytes are appended and cut again: buf.h has no reserve call). */
+/* Sizes a fresh fields buf for a request's fields in one malloc instead of
+ * growing 64 -> 128 -> 256 -> 512. */
 static void fields_reserve(struct buf *b)
 {
-	static const char room[LOG_FIELDS_RESERVE];
-
-	if (b->alloc || b->max - b->len < sizeof(room))
-		return;
-	if (!buf_append(b, room, sizeof(room)))
-		buf_truncate(b, b->len - sizeof(room));
+	if (!b->alloc && b->max - b->len >= LOG_FIELDS_RESERVE)
+		(void)buf_reserve(b, LOG_FIELDS_RESERVE);
 }
 
-/* Starts `,"key":`. */
-static void fw_key(struct fw *w, const char *key)
+/* A field is written as one more member of the line's object (each starts
+ * with ','); all of it goes in, or fields is left as it was. */
+static void field_begin(struct json_writer *w, struct buf *fields)
 {
-	fields_reserve(w->b);
-	fw_put(w, LIT(",\""));
-	fw_json(w, key, strlen(key));
-	fw_put(w, LIT("\":"));
-}
-
-/* Ends a field: all of it went in, or fields is as it was at start. */
-static void fw_done(struct fw *w, size_t start)
-{
-	fw_flush(w);
-	if (w->rc)
-		buf_truncate(w->b, start);
+	fields_reserve(fields);
+	jw_members(w, fields, true);
+	w->esc = LOG_ESC;
 }
 
 void log_field_str(struct buf *fields, const char *key, const char *val)
 {
 	struct buf red = BUF_INIT(fields->max);
-	size_t start = fields->len, vn;
+	struct json_writer w;
 	const char *v;
-	struct fw w;
+	size_t vn;
 
-	fw_init(&w, fields);
-	fw_key(&w, key);
-	if (!val) {
-		fw_put(&w, LIT("null"));
-	} else if (!w.rc) {
-		w.rc = log_redact_view(val, strlen(val), &red, &v, &vn);
-		fw_put(&w, LIT("\""));
-		if (!w.rc)
-			fw_json(&w, v, vn);
-		fw_put(&w, LIT("\""));
-	}
-	fw_done(&w, start);
+	field_begin(&w, fields);
+	if (!val)
+		jw_null(&w, key);
+	else if (!log_redact_view(val, strlen(val), &red, &v, &vn))
+		jw_strn(&w, key, v, vn);
+	jw_end(&w);
 	buf_release(&red);
 }
 
 void log_field_target(struct buf *fields, const char *key, const char *target)
 {
 	struct buf red = BUF_INIT(fields->max);
-	size_t start = fields->len;
-	struct fw w;
+	struct json_writer w;
 
-	fw_init(&w, fields);
-	fw_key(&w, key);
-	if (!target) {
-		fw_put(&w, LIT("null"));
-	} else if (!w.rc) {
-		w.rc = log_redact_target(target, &red);
-		fw_put(&w, LIT("\""));
-		if (!w.rc)
-			fw_json(&w, red.len ? red.ptr : "", red.len);
-		fw_put(&w, LIT("\""));
-	}
-	fw_done(&w, start);
+	field_begin(&w, fields);
+	if (!target)
+		jw_null(&w, key);
+	else if (!log_redact_target(target, &red))
+		jw_strn(&w, key, red.len ? red.ptr : "", red.len);
+	jw_end(&w);
 	buf_release(&red);
 }
 
 void log_field_int(struct buf *fields, const char *key, int64_t val)
 {
-	size_t start = fields->len;
-	char num[24];
-	struct fw w;
+	struct json_writer w;
 
-	fw_init(&w, fields);
-	fw_key(&w, key);
-	fw_put(&w, num, fmt_i64(num, val));
-	fw_done(&w, start);
+	field_begin(&w, fields);
+	jw_i64(&w, key, val);
+	jw_end(&w);
 }
 
 void log_field_num(struct buf *fields, const char *key, double val)
 {
-	size_t start = fields->len;
-	struct fw w;
+	struct json_writer w;
+	char num[32];
+	int k;
 
-	fw_init(&w, fields);
-	fw_key(&w, key);
-	fw_flush(&w);
 	/* JSON has no NaN or infinity; six significant digits are plenty for
 	 * rates and the like, and keep lines short. */
-	if (!w.rc)
-		w.rc = isfinite(val) ? buf_printf(fields, "%.6g", val) : buf_puts(fields, "null");
-	if (w.rc)
-		buf_truncate(fields, start);
+	k = isfinite(val) ? snprintf(num, sizeof(num), "%.6g", val) : snprintf(num, sizeof(num), "null");
+	field_begin(&w, fields);
+	jw_raw(&w, key, num, (size_t)k);
+	jw_end(&w);
 }
 
 void log_field_fixed(struct buf *fields, const char *key, double val, unsigned decimals)
 {
 	static const double scale[] = { 1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9 };
-	size_t start = fields->len, k = 0;
+	size_t k = 0;
 	char num[48];
 	double x;
-	struct fw w;
+	struct json_writer w;
 
 	if (decimals > 9)
 		decimals = 9;
@@ -391,10 +208,9 @@ void log_field_fixed(struct buf *fields, const char *key, double val, unsigned d
 	} else {
 		k = (size_t)snprintf(num, sizeof(num), "%.6g", val);
 	}
-	fw_init(&w, fields);
-	fw_key(&w, key);
-	fw_put(&w, num, k);
-	fw_done(&w, start);
+	field_begin(&w, fields);
+	jw_raw(&w, key, num, k);
+	jw_end(&w);
 }
 
 /* ---- output ------------------------------------------------------------ */
@@ -611,7 +427,7 @@ void log_emit(const struct logger *lg, enum log_level lvl, const char *request_i
 
 		if (!ids[k])
 			continue;
-		idlen[k] = json_esc(idesc[k], LOG_ID_MAX, ids[k], strlen(ids[k]), &p);
+		idlen[k] = json_escape(idesc[k], LOG_ID_MAX, ids[k], strlen(ids[k]), &p, LOG_ESC);
 		tail += id_keys_len[k] + idlen[k] + 1;
 	}
 	with_fields = has_fields && pos + sizeof(trunc_mark) + tail + fields->len <= LOG_LINE_MAX;
@@ -626,7 +442,7 @@ void log_emit(const struct logger *lg, enum log_level lvl, const char *request_i
 		mlen = strlen(m);
 	}
 	limit = LOG_LINE_MAX - tail - sizeof(trunc_mark);
-	pos += json_esc(line + pos, limit > pos ? limit - pos : 0, m, mlen, &mpos);
+	pos += json_escape(line + pos, limit > pos ? limit - pos : 0, m, mlen, &mpos, LOG_ESC);
 	if (mpos == mlen)
 		line[pos++] = '"';
 	else

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "intent.h"
+#include "json_out.h"
 #include "log.h"
 #include "payout.h"
 #include "queue.h"
@@ -70,6 +71,27 @@ static bool parse_payload(const char *payload, char batch_id[PAYOUT_ID_MAX + 1],
 
 /* ---- enqueue (the approval unit) ---- */
 
+/* {"batch_id":..,"idx":..} and, for a confirm job, "intent_id" into out
+ * (PAYLOAD_MAX bytes with the NUL). */
+static enum st_rc payload_of(const char *batch_id, int64_t idx, const char *intent_id,
+			     char out[PAYLOAD_MAX])
+{
+	struct buf b = BUF_INIT(PAYLOAD_MAX - 1);
+	struct json_writer w;
+	enum st_rc rc;
+
+	jw_begin(&w, &b);
+	jw_str(&w, "batch_id", batch_id);
+	jw_i64(&w, "idx", idx);
+	if (intent_id)
+		jw_str(&w, "intent_id", intent_id);
+	rc = jw_end(&w);
+	if (!rc)
+		memcpy(out, b.ptr, b.len + 1);
+	buf_release(&b);
+	return rc;
+}
+
 enum st_rc payout_job_enqueue_batch(struct tx *tx, const struct settled *app, const char *batch_id,
 				    int64_t n, int64_t *enqueued)
 {
@@ -87,8 +109,9 @@ enum st_rc payout_job_enqueue_batch(struct tx *tx, const struct settled *app, co
 	for (int64_t i = 0; i < n && rc == ST_OK; i++) {
 		bool inserted = false;
 
-		snprintf(payload, sizeof(payload), "{\"batch_id\":\"%s\",\"idx\":%lld}", batch_id,
-			 (long long)i);
+		rc = payload_of(batch_id, i, NULL, payload);
+		if (rc)
+			break;
 		snprintf(key, sizeof(key), PAYOUT_EXECUTE_KIND ":%s:%lld", batch_id, (long long)i);
 		rc = queue_enqueue_spec(tx, &spec, NULL, &inserted);
 		count += inserted;
@@ -110,9 +133,10 @@ static enum st_rc enqueue_confirm(struct tx *tx, const struct settled *app, cons
 		.run_at = tx_now_ms(tx) + confirm_delay(app),
 		.max_attempts = app->cfg->job_max_attempts,
 	};
+	enum st_rc rc = payload_of(batch_id, idx, intent_id, payload);
 
-	snprintf(payload, sizeof(payload), "{\"batch_id\":\"%s\",\"idx\":%lld,\"intent_id\":\"%s\"}",
-		 batch_id, (long long)idx, intent_id);
+	if (rc)
+		return rc;
 	snprintf(key, sizeof(key), PAYOUT_CONFIRM_KIND ":%s", intent_id);
 	return queue_enqueue_spec(tx, &spec, NULL, NULL);
 }

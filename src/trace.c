@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "hex.h"
+#include "json_out.h"
 #include "log.h"
 #include "metrics.h"
 #include "validate.h"
@@ -400,122 +401,94 @@ enum st_rc trace_ctx_parse(const char *s, struct trace_ctx *out)
 
 /* ---------------------------------------------------------------- OTLP JSON */
 
-struct enc {
-	struct buf *b;
-	enum st_rc rc;
-};
-
-static void put(struct enc *e, const char *s)
-{
-	if (!e->rc)
-		e->rc = buf_puts(e->b, s);
-}
-
-static void put_str(struct enc *e, const char *s)
-{
-	put(e, "\"");
-	if (!e->rc)
-		e->rc = buf_json_escape(e->b, s, strlen(s));
-	put(e, "\"");
-}
-
-static void put_i64(struct enc *e, int64_t v)
-{
-	if (!e->rc)
-		e->rc = buf_printf(e->b, "%lld", (long long)v);
-}
-
 /* {"key":k,"value":{"stringValue":v}} */
-static void put_str_attr(struct enc *e, const char *k, const char *v)
+static void put_str_attr(struct json_writer *w, const char *k, const char *v)
 {
-	put(e, "{\"key\":");
-	put_str(e, k);
-	put(e, ",\"value\":{\"stringValue\":");
-	put_str(e, v);
-	put(e, "}}");
+	jw_object(w, NULL);
+	jw_str(w, "key", k);
+	jw_object(w, "value");
+	jw_str(w, "stringValue", v);
+	jw_close(w);
+	jw_close(w);
 }
 
-static void put_span(struct enc *e, const struct trace_span *sp)
+static void put_span(struct json_writer *w, const struct trace_span *sp)
 {
 	const char *state = trace_span_text(sp, sp->state);
 	const char *name = trace_span_text(sp, sp->name);
 	const char *msg = trace_span_text(sp, sp->status_msg);
 
-	put(e, "{\"traceId\":");
-	put_str(e, sp->trace_id);
-	put(e, ",\"spanId\":");
-	put_str(e, sp->span_id);
-	if (sp->parent_id[0]) {
-		put(e, ",\"parentSpanId\":");
-		put_str(e, sp->parent_id);
-	}
-	if (state) {
-		put(e, ",\"traceState\":");
-		put_str(e, state);
-	}
-	put(e, ",\"name\":");
-	put_str(e, name ? name : "span");
-	put(e, ",\"kind\":");
-	put_i64(e, sp->kind);
+	jw_object(w, NULL);
+	jw_str(w, "traceId", sp->trace_id);
+	jw_str(w, "spanId", sp->span_id);
+	if (sp->parent_id[0])
+		jw_str(w, "parentSpanId", sp->parent_id);
+	if (state)
+		jw_str(w, "traceState", state);
+	jw_str(w, "name", name ? name : "span");
+	jw_i64(w, "kind", sp->kind);
 	/* int64 as a decimal string: the proto3 JSON mapping of fixed64. */
-	put(e, ",\"startTimeUnixNano\":\"");
-	put_i64(e, sp->start_ns);
-	put(e, "\",\"endTimeUnixNano\":\"");
-	put_i64(e, sp->end_ns);
-	put(e, "\",\"attributes\":[");
+	jw_i64_str(w, "startTimeUnixNano", sp->start_ns);
+	jw_i64_str(w, "endTimeUnixNano", sp->end_ns);
+	jw_array(w, "attributes");
 	for (unsigned i = 0; i < sp->nattrs; i++) {
 		const struct trace_attr *a = &sp->attrs[i];
 
-		if (i)
-			put(e, ",");
 		if (a->is_int) {
-			put(e, "{\"key\":");
-			put_str(e, a->key);
-			put(e, ",\"value\":{\"intValue\":\"");
-			put_i64(e, a->i);
-			put(e, "\"}}");
+			jw_object(w, NULL);
+			jw_str(w, "key", a->key);
+			jw_object(w, "value");
+			jw_i64_str(w, "intValue", a->i);
+			jw_close(w);
+			jw_close(w);
 		} else {
 			const char *v = trace_span_text(sp, a->off);
 
-			put_str_attr(e, a->key, v ? v : "");
+			put_str_attr(w, a->key, v ? v : "");
 		}
 	}
-	put(e, "],\"status\":{\"code\":");
-	put_i64(e, sp->status);
-	if (sp->status == TRACE_ERROR && msg) {
-		put(e, ",\"message\":");
-		put_str(e, msg);
-	}
-	put(e, "}}");
+	jw_close(w);
+	jw_object(w, "status");
+	jw_i64(w, "code", sp->status);
+	if (sp->status == TRACE_ERROR && msg)
+		jw_str(w, "message", msg);
+	jw_close(w);
+	jw_close(w);
 }
 
 enum st_rc trace_encode(const struct trace_span *spans, size_t n, const char *service_name,
 			const char *instance_id, struct buf *out)
 {
-	struct enc e = { .b = out };
-	size_t start = out->len;
+	struct json_writer w;
 
-	put(&e, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
-	put_str_attr(&e, "service.name", service_name ? service_name : "settled");
-	if (instance_id) {
-		put(&e, ",");
-		put_str_attr(&e, "service.instance.id", instance_id);
-	}
-	put(&e, ",");
-	put_str_attr(&e, "telemetry.sdk.name", "settled");
-	put(&e, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"settled\"},\"spans\":[");
-	for (size_t i = 0; i < n; i++) {
-		if (i)
-			put(&e, ",");
-		put_span(&e, &spans[i]);
-	}
-	put(&e, "]}]}]}");
-	if (e.rc) {
-		out->len = start;
-		if (out->alloc)
-			out->ptr[start] = '\0';
-	}
-	return e.rc;
+	jw_begin(&w, out);
+	/* Span text is well-formed already (put_text); the service name and
+	 * attribute keys come from configuration and code. */
+	w.esc = JSON_ESC_REPAIR | JSON_ESC_LOWER;
+	jw_array(&w, "resourceSpans");
+	jw_object(&w, NULL);
+	jw_object(&w, "resource");
+	jw_array(&w, "attributes");
+	put_str_attr(&w, "service.name", service_name ? service_name : "settled");
+	if (instance_id)
+		put_str_attr(&w, "service.instance.id", instance_id);
+	put_str_attr(&w, "telemetry.sdk.name", "settled");
+	jw_close(&w);
+	jw_close(&w);
+	jw_array(&w, "scopeSpans");
+	jw_object(&w, NULL);
+	jw_object(&w, "scope");
+	jw_str(&w, "name", "settled");
+	jw_close(&w);
+	jw_array(&w, "spans");
+	for (size_t i = 0; i < n; i++)
+		put_span(&w, &spans[i]);
+	jw_close(&w); /* spans */
+	jw_close(&w); /* the scopeSpans element */
+	jw_close(&w); /* scopeSpans */
+	jw_close(&w); /* the resourceSpans element */
+	jw_close(&w); /* resourceSpans */
+	return jw_end(&w);
 }
 
 /* ---------------------------------------------------------------- the ring */

@@ -265,3 +265,94 @@ Test(json_writer, a_full_buf_is_an_error_and_left_as_it_was)
 	cr_assert_eq(out.len, 2);
 	buf_release(&out);
 }
+
+Test(json_writer, arrays_raw_numbers_and_nested_values)
+{
+	struct buf out = BUF_INIT(4096);
+	struct json_writer w;
+	json_t *tree = json_pack("{s:[i, s]}", "k", 1, "v");
+
+	jw_begin(&w, &out);
+	jw_array(&w, "a");
+	jw_str(&w, NULL, "x");
+	jw_i64(&w, NULL, -1);
+	jw_object(&w, NULL);
+	jw_i64_str(&w, "nano", 1234567890123);
+	jw_close(&w);
+	jw_array(&w, NULL);
+	jw_close(&w);
+	jw_null(&w, NULL);
+	jw_close(&w);
+	jw_raw(&w, "rate", "0.25", 4);
+	jw_strn(&w, "n", "a\0b", 3);
+	jw_json(&w, "tree", tree);
+	cr_assert_eq(jw_end(&w), ST_OK);
+	cr_assert_str_eq(out.ptr, "{\"a\":[\"x\",-1,{\"nano\":\"1234567890123\"},[],null],\"rate\":0.25,"
+				  "\"n\":\"a\\u0000b\",\"tree\":{\"k\":[1,\"v\"]}}");
+	json_decref(tree);
+	buf_release(&out);
+}
+
+Test(json_writer, members_append_to_an_open_object)
+{
+	struct buf out = BUF_INIT(4096);
+	struct json_writer w;
+
+	buf_puts(&out, "{\"first\":1");
+	jw_members(&w, &out, true);
+	jw_str(&w, "second", "2");
+	cr_assert_eq(jw_end(&w), ST_OK);
+	buf_putc(&out, '{');
+	jw_members(&w, &out, false);
+	jw_bool(&w, "only", true);
+	cr_assert_eq(jw_end(&w), ST_OK);
+	cr_assert_str_eq(out.ptr, "{\"first\":1,\"second\":\"2\"{\"only\":true");
+	buf_release(&out);
+}
+
+Test(json_writer, a_callers_error_sticks_and_nothing_is_written)
+{
+	struct buf out = BUF_INIT(4096);
+	struct json_writer w;
+
+	buf_puts(&out, "x");
+	jw_begin(&w, &out);
+	jw_str(&w, "a", "b");
+	jw_fail(&w, ST_NOMEM);
+	jw_fail(&w, ST_INVALID);
+	jw_str(&w, "c", "d");
+	cr_assert_eq(jw_end(&w), ST_NOMEM);
+	cr_assert_str_eq(out.ptr, "x");
+	buf_release(&out);
+}
+
+Test(json_escape, the_log_flags_repair_utf8_and_write_lower_case)
+{
+	static const char in[] = "\x01\x1f\b\f\"\\ \xc3\xa9 \xff \xed\xa0\x80 \xe2\x82";
+	struct buf a = BUF_INIT(4096), b = BUF_INIT(4096);
+
+	cr_assert_eq(json_escape_buf(&a, in, sizeof(in) - 1, 0), ST_OK);
+	cr_assert_eq(json_escape_buf(&b, in, sizeof(in) - 1, JSON_ESC_REPAIR | JSON_ESC_LOWER), ST_OK);
+	cr_assert_str_eq(a.ptr, "\\u0001\\u001F\\b\\f\\\"\\\\ \xc3\xa9 \xff \xed\xa0\x80 \xe2\x82");
+	cr_assert_str_eq(b.ptr, "\\u0001\\u001f\\b\\f\\\"\\\\ \xc3\xa9 \\ufffd \\ufffd\\ufffd\\ufffd "
+				"\\ufffd\\ufffd");
+	buf_release(&a);
+	buf_release(&b);
+}
+
+Test(json_escape, a_window_cuts_between_characters_and_escapes)
+{
+	static const char in[] = "ab\xe2\x82\xac\n";
+	char dst[8];
+	size_t pos = 0, k;
+
+	k = json_escape(dst, 4, in, sizeof(in) - 1, &pos, 0);
+	cr_assert_eq(k, 2, "the euro sign does not fit whole");
+	cr_assert_eq(pos, 2);
+	k = json_escape(dst, 4, in, sizeof(in) - 1, &pos, 0);
+	cr_assert_eq(k, 3);
+	cr_assert_eq(pos, 5);
+	k = json_escape(dst, 1, in, sizeof(in) - 1, &pos, 0);
+	cr_assert_eq(k, 0, "\\n needs two bytes");
+	cr_assert_eq(pos, 5);
+}
