@@ -1,6 +1,9 @@
 /* present.c — see present.h. */
 #include "present.h"
 
+#include <stddef.h>
+#include <string.h>
+
 #include "clock.h"
 #include "fmt.h"
 #include "intent.h"
@@ -54,31 +57,102 @@ void jw_opt_str(struct json_writer *w, const char *key, const char *s)
 	jw_str(w, key, s && *s ? s : NULL);
 }
 
+/* ---- the intent's shape -------------------------------------------------- */
+
+/* How a member of an intent is shown. */
+enum shown { SHOW_STR, SHOW_OPT_STR, SHOW_AMOUNT, SHOW_STATUS, SHOW_TIME };
+
+/* The shape, written down once: the writer (jw_intent_members) and the
+ * tree (present_intent) both walk this table, so the two cannot drift and
+ * the tree needs no text to be parsed back from. */
+static const struct member {
+	const char *key;
+	enum shown how;
+	size_t off; /* in struct intent */
+} intent_shape[] = {
+	{ "id", SHOW_STR, offsetof(struct intent, id) },
+	{ "kind", SHOW_STR, offsetof(struct intent, kind) },
+	{ "status", SHOW_STATUS, offsetof(struct intent, status) },
+	{ "wallet", SHOW_STR, offsetof(struct intent, wallet) },
+	{ "amount", SHOW_AMOUNT, offsetof(struct intent, amount) },
+	{ "tx_hash", SHOW_OPT_STR, offsetof(struct intent, tx_hash) },
+	{ "hold_id", SHOW_STR, offsetof(struct intent, hold_id) },
+	{ "ledger_tx_id", SHOW_OPT_STR, offsetof(struct intent, ledger_tx_id) },
+	{ "failure_reason", SHOW_OPT_STR, offsetof(struct intent, failure_reason) },
+	{ "created_at", SHOW_TIME, offsetof(struct intent, created_at) },
+	{ "updated_at", SHOW_TIME, offsetof(struct intent, updated_at) },
+};
+
+#define N_SHAPE (sizeof(intent_shape) / sizeof(intent_shape[0]))
+
+static const char *text_at(const struct intent *it, const struct member *m)
+{
+	return (const char *)it + m->off;
+}
+
+static int64_t i64_at(const struct intent *it, const struct member *m)
+{
+	int64_t v;
+
+	memcpy(&v, (const char *)it + m->off, sizeof(v));
+	return v;
+}
+
 void jw_intent_members(struct json_writer *w, const struct intent *it)
 {
-	jw_str(w, "id", it->id);
-	jw_str(w, "kind", it->kind);
-	jw_str(w, "status", intent_status_str(it->status));
-	jw_str(w, "wallet", it->wallet);
-	jw_amount(w, "amount", it->amount);
-	jw_opt_str(w, "tx_hash", it->tx_hash);
-	jw_str(w, "hold_id", it->hold_id);
-	jw_opt_str(w, "ledger_tx_id", it->ledger_tx_id);
-	jw_opt_str(w, "failure_reason", it->failure_reason);
-	jw_time(w, "created_at", it->created_at);
-	jw_time(w, "updated_at", it->updated_at);
+	for (size_t i = 0; i < N_SHAPE; i++) {
+		const struct member *m = &intent_shape[i];
+
+		switch (m->how) {
+		case SHOW_STR:
+			jw_str(w, m->key, text_at(it, m));
+			break;
+		case SHOW_OPT_STR:
+			jw_opt_str(w, m->key, text_at(it, m));
+			break;
+		case SHOW_AMOUNT:
+			jw_amount(w, m->key, i64_at(it, m));
+			break;
+		case SHOW_STATUS:
+			jw_str(w, m->key, intent_status_str(it->status));
+			break;
+		case SHOW_TIME:
+			jw_time(w, m->key, i64_at(it, m));
+			break;
+		}
+	}
 }
 
 json_t *present_intent(const struct intent *it)
 {
-	struct buf text = BUF_INIT(1 << 20);
-	struct json_writer w;
-	json_t *v = NULL;
+	json_t *o = json_object();
 
-	jw_begin(&w, &text);
-	jw_intent_members(&w, it);
-	if (jw_end(&w) == ST_OK)
-		v = json_loadb(text.ptr, text.len, 0, NULL);
-	buf_release(&text);
-	return v;
+	for (size_t i = 0; o && i < N_SHAPE; i++) {
+		const struct member *m = &intent_shape[i];
+		json_t *v = NULL;
+
+		switch (m->how) {
+		case SHOW_STR:
+			v = json_string(text_at(it, m));
+			break;
+		case SHOW_OPT_STR:
+			v = present_opt_str(text_at(it, m));
+			break;
+		case SHOW_AMOUNT:
+			v = present_amount(i64_at(it, m));
+			break;
+		case SHOW_STATUS:
+			v = json_string(intent_status_str(it->status));
+			break;
+		case SHOW_TIME:
+			v = present_time(i64_at(it, m));
+			break;
+		}
+		/* json_object_set_new takes v even when it fails. */
+		if (!v || json_object_set_new(o, m->key, v)) {
+			json_decref(o);
+			o = NULL;
+		}
+	}
+	return o;
 }

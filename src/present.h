@@ -26,8 +26,9 @@ void jw_amount(struct json_writer *w, const char *key, int64_t base_units);
 void jw_time(struct json_writer *w, const char *key, int64_t ms);
 void jw_opt_str(struct json_writer *w, const char *key, const char *s);
 /* The intent's members, inside an object the caller opened (so that it can
- * add its own, as claim/prepare adds expires_at). present_intent is built
- * from this: the shape is written down once. */
+ * add its own, as claim/prepare adds expires_at). present_intent builds the
+ * same members as a tree: both walk one table in present.c, so the shape is
+ * written down once. */
 void jw_intent_members(struct json_writer *w, const struct intent *it);
 
 #endif
