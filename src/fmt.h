@@ -10,8 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hex.h"
-
 #define FMT_I64_LEN 21 /* "-9223372036854775808" and the NUL */
 
 /* Decimal of v into out, NUL-terminated; returns its length. */
@@ -27,9 +25,5 @@ size_t fmt_str(char *out, size_t size, const char *s);
 /* v as exactly width digits, zero-padded on the left (higher digits are
  * dropped), no NUL. */
 void fmt_pad(char *out, uint64_t v, size_t width);
-
-/* The request pipeline's old name for hex_encode (hex.h), until it moves
- * over. */
-#define fmt_hex hex_encode
 
 #endif

@@ -41,6 +41,7 @@
 #include "client_addr.h"
 #include "fmt.h"
 #include "hdr_layout.h"
+#include "hex.h"
 #include "idempotency.h"
 #include "log.h"
 #include "metrics.h"
@@ -140,9 +141,9 @@ static void init_request(struct req_ctx *rq)
 	if (rid && request_id_valid(rid, rid_len))
 		fmt_str(rq->request_id, sizeof(rq->request_id), rid);
 	else
-		fmt_hex(rnd, 16, rq->request_id);
+		hex_encode(rnd, 16, rq->request_id);
 	if (!tp || parse_traceparent(tp, tp_len, rq->trace_id, rq->span_id, &rq->trace_flags)) {
-		fmt_hex(rnd + 16, 16, rq->trace_id);
+		hex_encode(rnd + 16, 16, rq->trace_id);
 		rq->trace_flags = 1;
 		rq->span_id[0] = '\0';
 	} else if (MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "tracestate", 10, &ts,
@@ -152,7 +153,7 @@ static void init_request(struct req_ctx *rq)
 	}
 	/* Our span is a child of the caller's: a new span id, same trace. */
 	memcpy(rq->parent_span_id, rq->span_id, sizeof(rq->parent_span_id));
-	fmt_hex(rnd + 32, 8, rq->span_id);
+	hex_encode(rnd + 32, 8, rq->span_id);
 	if (rq->h->app->tracer)
 		rq->start_ns = trace_now_ns();
 	resolve_client_ip(rq);

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "fmt.h"
+#include "hex.h"
 #include "idempotency.h"
 #include "json_out.h"
 #include "request.h"
@@ -379,7 +380,7 @@ enum MHD_Result answer_oom(struct http *h, struct MHD_Connection *conn)
 	if (!r)
 		return MHD_NO;
 	random_bytes(&h->app->rand, raw, sizeof(raw));
-	fmt_hex(raw, sizeof(raw), id);
+	hex_encode(raw, sizeof(raw), id);
 	MHD_add_response_header(r, "Content-Type", "application/json");
 	MHD_add_response_header(r, "X-Request-Id", id);
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
