@@ -249,6 +249,15 @@ enum st_rc json_out(struct buf *out, const json_t *v)
 	return rc;
 }
 
+char *json_out_text(const json_t *v)
+{
+	struct buf out = BUF_INIT(SIZE_MAX - 1);
+	char *text = json_out(&out, v) ? NULL : buf_detach(&out, NULL);
+
+	buf_release(&out);
+	return text;
+}
+
 void jw_begin(struct json_writer *w, struct buf *out)
 {
 	w->out = out;

@@ -24,6 +24,11 @@
  * then left as it was. */
 enum st_rc json_out(struct buf *out, const json_t *v);
 
+/* v's text in a new NUL-terminated string the caller frees: where
+ * json_dumps(v, JSON_COMPACT) was used. NULL when v is NULL, nests too deep
+ * or memory runs out. */
+char *json_out_text(const json_t *v);
+
 /* ---- strings: the one escaper of the tree ----------------------------- */
 
 /* How json_escape writes. Without flags, as jansson does (tests/unit/

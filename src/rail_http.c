@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "json_out.h"
 #include "webhook.h"
 #include "banned.h"
 
@@ -117,7 +118,8 @@ static enum rail_result http_check(struct rail *r, const struct rail_tx *t, cons
 	const char *item = t->ref ? t->ref : t->intent_id;
 	int64_t ts = (int64_t)time(NULL);
 	struct curl_slist *headers = NULL;
-	json_t *msg;
+	struct buf text = BUF_INIT(1 << 16);
+	struct json_writer w;
 	char *body = NULL;
 	enum rail_result v = RAIL_ERROR;
 	long status = 0;
@@ -125,11 +127,20 @@ static enum rail_result http_check(struct rail *r, const struct rail_tx *t, cons
 	CURLcode cc;
 
 	snprintf(amount, sizeof(amount), "%lld", (long long)t->amount);
-	msg = json_pack("{s:s, s:I, s:{s:s, s:s, s:s, s:s, s:s}}", "type", "payout.requested",
-			"timestamp", (json_int_t)ts, "data", "item_id", item, "intent_id", t->intent_id,
-			"wallet", t->wallet, "amount", amount, "asset", h->asset);
-	body = msg ? json_dumps(msg, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-	json_decref(msg);
+	/* Members in sorted order: the bytes the service has always been sent
+	 * and has verified the signature over. */
+	jw_begin(&w, &text);
+	jw_object(&w, "data");
+	jw_str(&w, "amount", amount);
+	jw_str(&w, "asset", h->asset);
+	jw_str(&w, "intent_id", t->intent_id);
+	jw_str(&w, "item_id", item);
+	jw_str(&w, "wallet", t->wallet);
+	jw_close(&w);
+	jw_i64(&w, "timestamp", ts);
+	jw_str(&w, "type", "payout.requested");
+	body = jw_end(&w) ? NULL : buf_detach(&text, NULL);
+	buf_release(&text);
 	if (!body || webhook_sign_standard(h->secret, item, ts, body, strlen(body), sig)) {
 		buf_puts(why, "payout rail: cannot build or sign the request");
 		goto out;

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "json_out.h"
 #include "log.h"
 #include "metrics.h"
 #include "banned.h"
@@ -407,7 +408,7 @@ static enum st_rc ensure_chain(struct rpc_pool *p, size_t i, struct buf *err, co
 		return ST_INVALID;
 	req = json_pack("{s:s, s:I, s:s, s:[]}", "jsonrpc", "2.0", "id",
 			(json_int_t)atomic_fetch_add(&p->next_id, 1), "method", "eth_chainId", "params");
-	text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	text = json_out_text(req);
 	*res = "client_error";
 	rc = text ? try_provider(p, i, "eth_chainId", text, req, chain_valid, &got, &ans, res)
 		  : ST_NOMEM;
@@ -460,7 +461,7 @@ enum st_rc rpc_pool_call(struct rpc_pool *p, const char *method, json_t *req,
 {
 	size_t order[RPC_MAX_PROVIDERS];
 	size_t n = pick_order(p, order), i;
-	char *text = json_dumps(req, JSON_COMPACT);
+	char *text = json_out_text(req);
 	enum st_rc rc = ST_UNAVAILABLE;
 
 	*answer = NULL;

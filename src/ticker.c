@@ -16,6 +16,7 @@
 #include "idempotency.h"
 #include "intent.h"
 #include "ledger.h"
+#include "json_out.h"
 #include "log.h"
 #include "metrics.h"
 #include "queue.h"
@@ -315,7 +316,7 @@ static void task_reconcile(struct ticker *t)
 		return;
 	}
 	j = reconcile_report_json(&c.r);
-	c.json = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	c.json = json_out_text(j);
 	json_decref(j);
 	if (!c.json || store_run(app->store, recon_store_unit, &c))
 		log_msg(&app->log, LOG_WARN, "reconciliation report could not be stored");

@@ -29,6 +29,7 @@
 
 #include "account.h"
 #include "ledger.h"
+#include "json_out.h"
 #include "log.h"
 #include "queue.h"
 #include "settled.h"
@@ -49,12 +50,19 @@ static enum ev_status status_parse(const char *s)
 
 /* ---------------------------------------------------------------- intake */
 
+/* {"event_id":..,"provider":..}: the members in sorted order, as the
+ * payloads of stored jobs have always been written. */
 static char *job_payload(enum wh_provider p, const char *event_id)
 {
-	json_t *o = json_pack("{s:s, s:s}", "provider", webhook_provider_str(p), "event_id", event_id);
-	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	struct buf b = BUF_INIT(1 << 16);
+	struct json_writer w;
+	char *s;
 
-	json_decref(o);
+	jw_begin(&w, &b);
+	jw_str(&w, "event_id", event_id);
+	jw_str(&w, "provider", webhook_provider_str(p));
+	s = jw_end(&w) ? NULL : buf_detach(&b, NULL);
+	buf_release(&b);
 	return s;
 }
 

@@ -356,3 +356,15 @@ Test(json_escape, a_window_cuts_between_characters_and_escapes)
 	cr_assert_eq(k, 0, "\\n needs two bytes");
 	cr_assert_eq(pos, 5);
 }
+
+Test(json_out, text_is_json_dumps_compact)
+{
+	json_t *v = json_pack("{s:[i, f, s], s:{}}", "a", 1, 0.5, "é\n", "o");
+	char *want = json_dumps(v, JSON_COMPACT), *got = json_out_text(v);
+
+	cr_assert_str_eq(got, want);
+	free(want);
+	free(got);
+	json_decref(v);
+	cr_assert_null(json_out_text(NULL));
+}
