@@ -208,8 +208,9 @@ bench: deps settled
 # SIGKILL under load, then the invariants (ops/chaos): 25 kills over 90 s on
 # SQLite, then on PostgreSQL (+ Redis) from tests/with-services; then the
 # faults beneath the server: PostgreSQL crashed (pg_ctl -m immediate) and
-# Redis killed 8 times each, and 25 link faults through the fault proxy. A short run
-# (3 kills) is part of the integration suite. CHAOS_ARGS="--seed 7 -v".
+# Redis killed 8 times each, and 25 link faults through the fault proxy. Short
+# runs (3 kills; 2 PostgreSQL crashes, 2 Redis kills, 4 link faults over 15 s)
+# are part of the integration suite (test_chaos_short.py). CHAOS_ARGS="--seed 7 -v".
 chaos: deps settled
 	ops/chaos --backend sqlite $(CHAOS_ARGS)
 	$(WITH_SERVICES) ops/chaos --backend pg $(CHAOS_ARGS)
