@@ -104,6 +104,7 @@
 #define PG_PING_TIMEOUT_MS 2000
 #define PG_MIGRATION_LOCK "7310427712" /* pg_advisory_xact_lock key: "settled" */
 #define PG_BOOLOID 16
+#define PG_BATCH_MAX 128            /* units a writer takes into one transaction */
 #define PG_PENDING_MAX 16           /* BEGIN and savepoints held back; more are flushed */
 
 struct pg_store;
@@ -144,6 +145,11 @@ struct pg_tx {
 	const char *begin; /* the BEGIN command of this kind of transaction */
 	char xid[24];      /* the write transaction's id (pg_current_xact_id), "" until known */
 	char started[48];  /* pg_postmaster_start_time() as the transaction saw it */
+	/* Batches: pending[0..unit_base) were held back before the running
+	 * unit began (the previous unit's RELEASE, BEGIN). A failure of one of
+	 * them is no failure of this unit: the batch is broken (run_batch). */
+	int unit_base;
+	bool broken;
 	int npending;
 	struct pg_pending pending[PG_PENDING_MAX];
 };
@@ -164,6 +170,8 @@ struct pg_unit {
 	store_done_fn *done;
 	void *arg;
 	struct pg_unit *next;
+	int runs;          /* runs so far, in batches and alone */
+	enum st_rc rc;     /* its answer in the batch that ran it last */
 };
 
 struct pg_worker {
@@ -566,6 +574,8 @@ static enum st_rc tx_pipeline(struct pg_tx *t, const struct pg_cmd *cmds, int n,
 				PQclear(res);
 		} else if (!fail && status != PGRES_PIPELINE_ABORTED) {
 			fail = res;
+			if (got < t->unit_base)
+				t->broken = true;
 			if (got < t->npending)
 				snprintf(what, sizeof(what), "%s",
 					 pending_sql(t, &t->pending[got], text, sizeof(text)));
@@ -590,6 +600,7 @@ static enum st_rc tx_pipeline(struct pg_tx *t, const struct pg_cmd *cmds, int n,
 	}
 out:
 	t->npending = 0;
+	t->unit_base = 0;
 	if (!in_step && PQstatus(pg) == CONNECTION_OK) {
 		t->aborted = true;
 		log_msg(c->s->base.log, LOG_ERROR, "postgres: %s connection %u: pipeline out of step (%d of %d results)",
@@ -819,7 +830,7 @@ static enum st_rc pg_exec(struct tx *tx, const char *sql, int n, const struct st
 	struct pg_tx *t = pg_tx_downcast(tx);
 	struct pg_conn *c = t->conn;
 	struct pg_pending held[PG_PENDING_MAX];
-	int nheld = t->npending;
+	int nheld = t->npending, base = t->unit_base;
 	bool first = !t->begun;
 	unsigned drops = c->drops;
 	enum st_rc rc;
@@ -835,8 +846,10 @@ static enum st_rc pg_exec(struct tx *tx, const char *sql, int n, const struct st
 	if (rc == ST_UNAVAILABLE && first && c->drops != drops && conn_ensure(c, PG_CONNECT_TIMEOUT) == ST_OK) {
 		memcpy(t->pending, held, sizeof(held[0]) * (size_t)nheld);
 		t->npending = nheld;
+		t->unit_base = base;
 		t->begun = false;
 		t->aborted = false;
+		t->broken = false;
 		t->drops = c->drops;
 		rc = exec_once(t, sql, n, params, changes, out);
 	}
@@ -1045,16 +1058,19 @@ static enum st_rc resolve_commit(struct pg_conn *c, const char *xid, const char 
 	return ST_UNAVAILABLE;
 }
 
-/* One run of u, then retries as the header comment says. */
+/* Runs u alone, as its own transaction, with the retries the header
+ * comment lists. u->runs counts the runs it had already (in a batch that
+ * did not commit): PG_UNIT_ATTEMPTS bounds them all. */
 static enum st_rc run_unit(struct pg_conn *c, struct pg_unit *u)
 {
 	struct pg_store *s = c->s;
 	enum st_rc rc = ST_UNAVAILABLE;
 
-	for (int attempt = 1; attempt <= PG_UNIT_ATTEMPTS; attempt++) {
+	while (u->runs < PG_UNIT_ATTEMPTS) {
 		struct pg_tx t;
 		unsigned drops = c->drops;
 		bool committing = false;
+		int attempt = ++u->runs;
 
 		rc = conn_ensure(c, PG_CONNECT_TIMEOUT);
 		if (rc)
@@ -1118,6 +1134,153 @@ static enum st_rc run_unit(struct pg_conn *c, struct pg_unit *u)
 	return rc;
 }
 
+/* ---- group commit ---- */
+
+/* What became of a batch's transaction (run_batch). */
+enum pg_batch_end {
+	BATCH_COMMITTED,   /* each unit's rc is its answer */
+	BATCH_RERUN,       /* nothing of it happened: run every unit again */
+	BATCH_FAILED,      /* not committed, or unknown: every unit gets rc */
+};
+
+/* One unit of a batch, under its own savepoint sp1 (its tx_nested steps
+ * are sp2 and deeper). A unit that fails, saw 40001/40P01 anywhere, or
+ * returned ok after a failed statement is rolled back to sp1 alone, its
+ * after-commit work with it; the transaction goes on for the others.
+ * false: the batch itself is broken (connection gone, a command of an
+ * earlier unit failed, the savepoint could not be rolled back). */
+static bool batch_unit(struct pg_tx *t, struct pg_unit *u)
+{
+	struct pg_conn *c = t->conn;
+	int mark = t->base.nafter;
+	enum st_rc rc;
+
+	u->runs++;
+	t->base.now_ms = store_clock_ms(&c->s->base);
+	t->retry = false;
+	t->unit_base = t->npending;
+	if (t->base.ops->savepoint(&t->base, 1))
+		return false;
+	t->base.depth = 1;
+	rc = u->fn(&t->base, u->arg);
+	t->base.depth = 0;
+	if (c->drops != t->drops || t->broken)
+		return false;
+	if (t->retry) {
+		rc = ST_BUSY;
+	} else if (rc == ST_OK && t->aborted) {
+		log_msg(c->s->base.log, LOG_ERROR,
+			"postgres: a write unit returned ok after a failed statement;"
+			" rolled back (contain expected errors with tx_nested)");
+		rc = ST_INTERNAL;
+	}
+	u->rc = rc;
+	if (rc) {
+		t->base.nafter = mark;
+		if (t->base.ops->rollback_to(&t->base, 1) || t->broken)
+			return false;
+	}
+	return t->base.ops->release(&t->base, 1) == ST_OK && !t->broken && c->drops == t->drops;
+}
+
+/* Runs the units of batch (two or more) in one transaction, each under its
+ * own savepoint, and commits once: one round trip and one WAL flush for
+ * all instead of one each. Every unit's rc is set; *rc is what units get
+ * when the batch ends BATCH_FAILED. */
+static enum pg_batch_end batch_once(struct pg_conn *c, struct pg_unit *batch, enum st_rc *rc)
+{
+	struct pg_store *s = c->s;
+	struct pg_tx t;
+	bool any_ok = false;
+	char tag[32] = "";
+	enum st_rc crc;
+
+	*rc = conn_ensure(c, PG_CONNECT_TIMEOUT);
+	if (*rc)
+		return BATCH_FAILED;
+	tx_start(&t, s, c, false);
+	for (struct pg_unit *u = batch; u; u = u->next) {
+		if (!batch_unit(&t, u)) {
+			tx_rollback(&t);
+			tx_after_drop(&t.base);
+			return BATCH_RERUN;
+		}
+		any_ok |= u->rc == ST_OK;
+	}
+	if (!any_ok) {
+		/* Each failed against the committed state and the batch-mates
+		 * before it, all rolled back: their answers stand. */
+		tx_rollback(&t);
+		tx_after_drop(&t.base);
+		return BATCH_COMMITTED;
+	}
+	crc = tx_commit(&t, tag, sizeof(tag));
+	if (crc == ST_OK && strcmp(tag, "COMMIT") != 0)
+		crc = ST_CONFLICT; /* the server rolled back */
+	if (crc == ST_UNAVAILABLE && c->drops != t.drops && t.xid[0] && t.started[0]) {
+		/* The link died with the COMMIT: every unit of the batch shares
+		 * its outcome. */
+		crc = resolve_commit(c, t.xid, t.started);
+		if (crc == ST_CONFLICT) {
+			tx_after_drop(&t.base);
+			return BATCH_RERUN; /* aborted: nothing happened */
+		}
+	}
+	if (crc == ST_OK) {
+		tx_after_run(&t.base); /* each committed unit's work, once */
+		return BATCH_COMMITTED;
+	}
+	tx_after_drop(&t.base);
+	if (crc == ST_UNAVAILABLE) {
+		/* Unknown (the COMMIT's answer is lost and cannot be looked up),
+		 * or refused for want of resources: no unit's answer is known to
+		 * hold, the failed ones' included (they saw batch-mates' writes
+		 * that may not have committed). The clients' keys decide. */
+		*rc = ST_UNAVAILABLE;
+		return BATCH_FAILED;
+	}
+	/* Refused at COMMIT (a deferred constraint, 40001): rolled back, but
+	 * which unit caused it is unknown. Each runs again alone and gets its
+	 * own answer. */
+	return BATCH_RERUN;
+}
+
+/* Group commit: batch (a list of two or more units) shares one
+ * transaction when it can. Units that must run again (a batch that did not
+ * commit; 40001/40P01 in a unit) run alone, with run_unit's retries, after
+ * the batch; their earlier runs count. Every unit is answered and freed. */
+static void run_batch(struct pg_conn *c, struct pg_unit *batch)
+{
+	struct pg_unit *again = NULL, **tail = &again;
+	enum st_rc rc = ST_OK;
+	enum pg_batch_end end = batch_once(c, batch, &rc);
+
+	while (batch) {
+		struct pg_unit *u = batch;
+
+		batch = u->next;
+		u->next = NULL;
+		if (end == BATCH_RERUN || (end == BATCH_COMMITTED && u->rc == ST_BUSY)) {
+			*tail = u;
+			tail = &u->next;
+			continue;
+		}
+		u->done(u->arg, end == BATCH_FAILED ? rc : u->rc);
+		free(u);
+	}
+	if (again && end == BATCH_COMMITTED)
+		sleep_ms(jitter_ms(&c->rng, PG_RETRY_BASE_MS << 1)); /* a conflict: let it clear */
+	while (again) {
+		struct pg_unit *u = again;
+
+		again = u->next;
+		u->next = NULL;
+		rc = run_unit(c, u);
+		u->done(u->arg, rc);
+		free(u);
+	}
+}
+
 static void timed_wait_until(struct pg_store *s, int64_t mono_deadline)
 {
 	struct timespec ts = { (time_t)(mono_deadline / 1000), (long)(mono_deadline % 1000) * 1000000L };
@@ -1132,8 +1295,8 @@ static void *worker_main(void *arg)
 
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
-		struct pg_unit *u;
-		enum st_rc rc;
+		struct pg_unit *batch, *last;
+		int n = 1;
 
 		if (!s->head) {
 			if (s->stopping)
@@ -1147,15 +1310,26 @@ static void *worker_main(void *arg)
 			timed_wait_until(s, c->next_try_ms);
 			continue;
 		}
-		u = s->head;
-		s->head = u->next;
+		/* Everything queued, up to PG_BATCH_MAX: the group commit. */
+		batch = last = s->head;
+		while (last->next && n < PG_BATCH_MAX) {
+			last = last->next;
+			n++;
+		}
+		s->head = last->next;
 		if (!s->head)
 			s->tail = NULL;
+		last->next = NULL;
 		pthread_mutex_unlock(&s->mu);
 
-		rc = run_unit(c, u);
-		u->done(u->arg, rc);
-		free(u);
+		if (n == 1) {
+			enum st_rc rc = run_unit(c, batch);
+
+			batch->done(batch->arg, rc);
+			free(batch);
+		} else {
+			run_batch(c, batch);
+		}
 
 		pthread_mutex_lock(&s->mu);
 	}

@@ -13,6 +13,7 @@
  * (`make unit` starts one through tests/with-services); skipped without. */
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -609,4 +610,310 @@ PG_TEST(read_whose_first_statement_fails)
 	}
 	cr_assert_eq(count("sneaky"), 0);
 	cr_assert_eq(store_read(S, empty_unit, &(enum st_rc){ ST_OK }), ST_OK);
+}
+
+/* ---- group commit ------------------------------------------------------ */
+
+/* With one writer connection, a gate unit holds the writer while the test
+ * queues units from several threads at once; when the gate opens the
+ * writer takes everything queued as one batch: one transaction, each unit
+ * under its own savepoint, one COMMIT. Each unit records the transaction
+ * it ran in, so the tests can tell that the units really shared one. */
+
+struct gate {
+	atomic_bool open;
+	atomic_bool entered;
+};
+
+static enum st_rc gate_unit(struct tx *tx, void *arg)
+{
+	struct gate *g = arg;
+
+	atomic_store(&g->entered, true);
+	while (!atomic_load(&g->open))
+		usleep(1000);
+	return insert(tx, "gate");
+}
+
+enum bu_kind {
+	BU_OK,        /* inserts its key */
+	BU_DUP,       /* inserts its key, then one that exists: ST_UNIQUE */
+	BU_CHECK,     /* inserts its key, then breaks kv's CHECK: ST_CONFLICT */
+	BU_SWALLOW,   /* inserts its key, ignores a failed statement, says ok */
+	BU_BUSY_ONCE, /* 40001 in a nested step on its first run, recovered */
+	BU_DEFERRED,  /* a deferred unique key broken: fails only at COMMIT */
+	BU_KILL_ONCE, /* its connection dies on its first run */
+};
+
+static enum st_rc dk_create_unit(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec(tx, "CREATE TABLE dk (k TEXT UNIQUE DEFERRABLE INITIALLY DEFERRED)", ST_NOARGS, NULL);
+}
+
+struct bunit {
+	enum bu_kind kind;
+	char key[32];
+	char xid[32];          /* the transaction of its last run */
+	atomic_int runs;
+	atomic_int after;      /* its after-commit work, run count */
+	atomic_int done;
+	enum st_rc rc;
+};
+
+static void bunit_after(void *arg, int64_t n)
+{
+	struct bunit *u = arg;
+
+	(void)n;
+	atomic_fetch_add(&u->after, 1);
+}
+
+static enum st_rc bunit_fn(struct tx *tx, void *arg)
+{
+	struct bunit *u = arg;
+	int run = atomic_fetch_add(&u->runs, 1) + 1;
+	struct st_rows *r = NULL;
+	enum st_rc rc;
+
+	rc = tx_query(tx, "SELECT pg_current_xact_id()::text", ST_NOARGS, &r);
+	if (rc)
+		return rc;
+	rows_copy(r, 0, 0, u->xid, sizeof(u->xid));
+	rows_free(r);
+	rc = insert(tx, u->key);
+	if (!rc)
+		rc = tx_after_commit(tx, bunit_after, u, 0);
+	if (rc)
+		return rc;
+	switch (u->kind) {
+	case BU_OK:
+		return ST_OK;
+	case BU_DUP:
+		return insert(tx, "gate");
+	case BU_CHECK:
+		return tx_exec(tx, "UPDATE kv SET n = n - 1 WHERE k = $1", ST_ARGS(SV_S(u->key)), NULL);
+	case BU_SWALLOW:
+		(void)insert(tx, "gate");
+		return ST_OK;
+	case BU_BUSY_ONCE:
+		if (run == 1)
+			(void)tx_nested(tx, sfx_raise_40001, NULL);
+		return ST_OK;
+	case BU_DEFERRED:
+		return tx_exec(tx, "INSERT INTO dk (k) VALUES ('same')", ST_NOARGS, NULL);
+	case BU_KILL_ONCE:
+		if (run == 1)
+			(void)tx_exec(tx, "SELECT pg_terminate_backend(pg_backend_pid())", ST_NOARGS, NULL);
+		return ST_OK;
+	}
+	return ST_INTERNAL;
+}
+
+static void bunit_done(void *arg, enum st_rc rc)
+{
+	struct bunit *u = arg;
+
+	u->rc = rc;
+	atomic_fetch_add(&u->done, 1);
+}
+
+struct bsubmit {
+	struct store *s;
+	struct bunit *units;
+	int from, to;
+};
+
+static void *bsubmit_main(void *arg)
+{
+	struct bsubmit *b = arg;
+
+	for (int i = b->from; i < b->to; i++)
+		cr_assert_eq(store_submit(b->s, bunit_fn, bunit_done, &b->units[i]), ST_OK);
+	return NULL;
+}
+
+#define BU_THREADS 4
+
+static void gate_done(void *arg, enum st_rc rc)
+{
+	struct gate *g = arg;
+
+	cr_assert_eq(rc, ST_OK, "the gate unit: %s", st_rc_str(rc));
+	(void)g;
+}
+
+/* Queues units[0..n) behind a gate from BU_THREADS threads at once, opens
+ * the gate and waits until every unit is answered. */
+static void run_gated_batch(struct store *s, struct gate *g, struct bunit *units, int n)
+{
+	struct bsubmit sub[BU_THREADS];
+	pthread_t th[BU_THREADS];
+
+	cr_assert_eq(store_submit(s, gate_unit, gate_done, g), ST_OK);
+	while (!atomic_load(&g->entered))
+		usleep(1000);
+	for (int t = 0; t < BU_THREADS; t++) {
+		sub[t] = (struct bsubmit){ s, units, n * t / BU_THREADS, n * (t + 1) / BU_THREADS };
+		cr_assert_eq(pthread_create(&th[t], NULL, bsubmit_main, &sub[t]), 0);
+	}
+	for (int t = 0; t < BU_THREADS; t++)
+		pthread_join(th[t], NULL);
+	atomic_store(&g->open, true);
+	for (int i = 0; i < n; i++)
+		while (!atomic_load(&units[i].done))
+			usleep(1000);
+}
+
+static struct store *one_writer(void)
+{
+	struct store_options o = { .database_url = pg_url, .write_conns = 1, .read_conns = 1 };
+	struct buf err = BUF_INIT(1024);
+	struct store *one = NULL;
+
+	cr_assert_eq(store_open(&o, &one, &err), ST_OK, "%s", err.ptr);
+	buf_release(&err);
+	return one;
+}
+
+#define BU_N 24
+
+static void bunits_init(struct bunit *units, int n)
+{
+	for (int i = 0; i < n; i++) {
+		units[i] = (struct bunit){ .kind = BU_OK };
+		snprintf(units[i].key, sizeof(units[i].key), "u%02d", i);
+	}
+}
+
+/* Units that fail in the middle of a batch (a unique key, a CHECK, an
+ * error ignored) roll back alone, their after-commit work with them, and
+ * get their own answers; the others commit together in one transaction
+ * and each one's after-commit work runs once. */
+PG_TEST(failing_units_in_a_batch_roll_back_alone)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+	const char *xid = NULL;
+
+	need_backend();
+	bunits_init(units, BU_N);
+	units[3].kind = BU_DUP;
+	units[9].kind = BU_CHECK;
+	units[15].kind = BU_SWALLOW;
+	units[BU_N - 1].kind = BU_DUP; /* the last: nothing after it */
+	one = one_writer();
+	run_gated_batch(one, &g, units, BU_N);
+	store_close(one);
+	for (int i = 0; i < BU_N; i++) {
+		struct bunit *u = &units[i];
+		enum st_rc want = u->kind == BU_DUP ? ST_UNIQUE : u->kind == BU_CHECK ? ST_CONFLICT
+				  : u->kind == BU_SWALLOW ? ST_INTERNAL : ST_OK;
+
+		cr_assert_eq(u->rc, want, "unit %d: %s, want %s", i, st_rc_str(u->rc), st_rc_str(want));
+		cr_assert_eq(atomic_load(&u->runs), 1, "unit %d ran %d times", i, atomic_load(&u->runs));
+		cr_assert_eq(atomic_load(&u->done), 1);
+		cr_assert_eq(count(u->key), want == ST_OK ? 1 : 0, "unit %d", i);
+		cr_assert_eq(atomic_load(&u->after), want == ST_OK ? 1 : 0, "unit %d after-commit", i);
+		if (!xid)
+			xid = u->xid;
+		cr_assert_str_eq(u->xid, xid, "unit %d ran in another transaction: not batched", i);
+	}
+	cr_assert_eq(count("gate"), 1);
+	cr_assert_eq(count(NULL), 1 + BU_N - 4);
+}
+
+/* A unit that saw 40001 (even in a nested step it recovered from) is
+ * rolled back to its savepoint and run again after the batch commits: its
+ * rows and its after-commit work once, the batch-mates' once. */
+PG_TEST(serialization_failure_in_a_batch_reruns_that_unit_alone)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+
+	need_backend();
+	bunits_init(units, BU_N);
+	units[5].kind = BU_BUSY_ONCE;
+	units[6].kind = BU_DUP;
+	one = one_writer();
+	run_gated_batch(one, &g, units, BU_N);
+	store_close(one);
+	for (int i = 0; i < BU_N; i++) {
+		struct bunit *u = &units[i];
+		enum st_rc want = i == 6 ? ST_UNIQUE : ST_OK;
+
+		cr_assert_eq(u->rc, want, "unit %d: %s", i, st_rc_str(u->rc));
+		cr_assert_eq(atomic_load(&u->runs), i == 5 ? 2 : 1, "unit %d ran %d times", i,
+			     atomic_load(&u->runs));
+		cr_assert_eq(count(u->key), want == ST_OK ? 1 : 0, "unit %d", i);
+		cr_assert_eq(atomic_load(&u->after), want == ST_OK ? 1 : 0, "unit %d after-commit", i);
+		if (i != 5)
+			cr_assert_str_eq(u->xid, units[0].xid, "unit %d not batched", i);
+	}
+	cr_assert_str_neq(units[5].xid, units[0].xid, "the re-run is a transaction of its own");
+}
+
+/* A failure only COMMIT finds (a deferred constraint) cannot be pinned on
+ * one unit: the batch rolls back and each unit runs again alone, so each
+ * gets its own answer; after-commit work runs once, for the committed. */
+PG_TEST(failure_at_commit_reruns_each_unit_alone)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+
+	need_backend();
+	cr_assert_eq(store_run(S, dk_create_unit, NULL), ST_OK);
+	bunits_init(units, BU_N);
+	units[4].kind = BU_DEFERRED;
+	units[17].kind = BU_DEFERRED;
+	one = one_writer();
+	run_gated_batch(one, &g, units, BU_N);
+	store_close(one);
+	/* Alone, the first of the two to run (the threads queued them in
+	 * either order) commits, and the other breaks the key. */
+	cr_assert((units[4].rc == ST_OK) != (units[17].rc == ST_OK), "4: %s, 17: %s",
+		  st_rc_str(units[4].rc), st_rc_str(units[17].rc));
+	for (int i = 0; i < BU_N; i++) {
+		struct bunit *u = &units[i];
+		enum st_rc want = u->kind == BU_DEFERRED && u->rc != ST_OK ? ST_UNIQUE : ST_OK;
+
+		cr_assert_eq(u->rc, want, "unit %d: %s", i, st_rc_str(u->rc));
+		cr_assert_eq(atomic_load(&u->runs), 2, "unit %d ran %d times", i, atomic_load(&u->runs));
+		cr_assert_eq(count(u->key), want == ST_OK ? 1 : 0, "unit %d", i);
+		cr_assert_eq(atomic_load(&u->after), want == ST_OK ? 1 : 0, "unit %d after-commit", i);
+	}
+}
+
+/* The connection dies in the middle of a batch, before COMMIT: nothing of
+ * the batch happened, and every unit runs again (alone): each row once,
+ * each after-commit work once, failures keep their own answers. */
+PG_TEST(connection_lost_in_a_batch_reruns_every_unit)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+
+	need_backend();
+	bunits_init(units, BU_N);
+	units[2].kind = BU_DUP;
+	units[11].kind = BU_KILL_ONCE;
+	one = one_writer();
+	run_gated_batch(one, &g, units, BU_N);
+	store_close(one);
+	for (int i = 0; i < BU_N; i++) {
+		struct bunit *u = &units[i];
+		enum st_rc want = i == 2 ? ST_UNIQUE : ST_OK;
+		int runs = atomic_load(&u->runs);
+
+		cr_assert_eq(u->rc, want, "unit %d: %s", i, st_rc_str(u->rc));
+		/* The units queued before the one that died ran twice, the ones
+		 * after it once (the threads queued them in any order). */
+
+		cr_assert(i == 11 ? runs == 2 : runs == 1 || runs == 2, "unit %d ran %d times", i, runs);
+		cr_assert_eq(count(u->key), want == ST_OK ? 1 : 0, "unit %d", i);
+		cr_assert_eq(atomic_load(&u->after), want == ST_OK ? 1 : 0, "unit %d after-commit", i);
+	}
 }
