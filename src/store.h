@@ -12,9 +12,11 @@
  * fsync per batch); a failing unit rolls back to its savepoint alone. Only
  * that thread writes, so writes never see SQLITE_BUSY. Reads run on a pool
  * of read-only connections (WAL lets them run beside the writer).
- * PostgreSQL: a pool of connections; each unit is one transaction, retried
- * as a whole (up to 5 times) on serialization failure or deadlock, and when
- * the connection died before COMMIT was sent. A unit may therefore run more
+ * PostgreSQL: a pool of connections; each takes every queued unit into one
+ * transaction, each unit under its own savepoint as on SQLite (a unit alone
+ * in the queue is a transaction of its own). A unit is re-run as a whole
+ * (up to 5 runs) on serialization failure or deadlock, and when the
+ * connection died before COMMIT was sent. A unit may therefore run more
  * than once before done() is called: it must fill its outputs from scratch
  * each time and have no effects outside tx (see docs/internals/store.md).
  *

@@ -2,13 +2,30 @@
  *
  * Writes: a pool of N connections (store_options.write_conns, default 8),
  * each owned by one worker thread. Workers take write units from one shared
- * FIFO and run each as its own transaction (BEGIN ISOLATION LEVEL READ
- * COMMITTED READ WRITE ... COMMIT). There is no group commit: PostgreSQL commits many
- * transactions per WAL flush by itself, and units on different connections
- * run in parallel, serialised only by the row locks they take. The ledger's
- * invariants live in the schema (CHECK constraints, triggers), uniqueness in
- * unique indexes, so READ COMMITTED is enough: ON CONFLICT and row locks
- * give the right answer under it without serialization failures.
+ * FIFO. A worker that finds one unit queued runs it as its own transaction
+ * (BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE ... COMMIT); one that
+ * finds several takes them all (up to PG_BATCH_MAX) into one transaction,
+ * each under its own savepoint, and commits once (group commit, as the
+ * SQLite backend does): one COMMIT round trip and one WAL flush for the
+ * batch instead of one each. A unit that fails rolls back to its savepoint
+ * alone and its caller gets its own answer; the batch-mates commit. Units
+ * on different connections run in parallel, serialised only by the row
+ * locks they take. The ledger's invariants live in the schema (CHECK
+ * constraints, triggers), uniqueness in unique indexes, so READ COMMITTED
+ * is enough: ON CONFLICT and row locks give the right answer under it
+ * without serialization failures.
+ *
+ * What a batch cannot pin on one unit is settled by running the units
+ * again, each alone (run_batch): a connection lost before COMMIT (nothing
+ * of the batch happened), a failure only COMMIT finds (a deferred
+ * constraint), a held-back command of one unit failing in another's
+ * pipeline. A unit that saw 40001/40P01, or waited longer than the
+ * batch's lock_timeout (55P03) for a lock another transaction holds, is
+ * rolled back to its savepoint and run again alone after the batch. A COMMIT whose answer is lost is
+ * resolved once for the batch (below): committed, every unit that
+ * succeeded in it gets ok; aborted, all run again; unknown, all get
+ * ST_UNAVAILABLE (the failed ones too: they failed against batch-mates'
+ * writes that may not have committed).
  *
  * Round trips. On loopback a round trip (two context switches and a backend
  * wakeup) costs more CPU than most of our statements, so the commands whose
@@ -24,9 +41,10 @@
  * transactions in one flush by itself.
  *
  * Retries. A unit is re-run as a whole, on a fresh transaction, when
- *  1. PostgreSQL reports serialization_failure (40001) or deadlock_detected
- *     (40P01) anywhere in it, even inside a tx_nested the unit recovered
- *     from (tx_exec returns ST_BUSY; the flag sticks to the transaction);
+ *  1. PostgreSQL reports serialization_failure (40001), deadlock_detected
+ *     (40P01) or, in a batch, lock_not_available (55P03) anywhere in it,
+ *     even inside a tx_nested the unit recovered from (tx_exec returns
+ *     ST_BUSY; the flag sticks to the unit's run);
  *  2. the unit itself returns ST_BUSY;
  *  3. the connection died before COMMIT was sent (the server rolls back an
  *     open transaction on disconnect, so nothing of the unit happened).
@@ -105,6 +123,13 @@
 #define PG_MIGRATION_LOCK "7310427712" /* pg_advisory_xact_lock key: "settled" */
 #define PG_BOOLOID 16
 #define PG_BATCH_MAX 128            /* units a writer takes into one transaction */
+/* How long a unit in a batch waits for a row lock another transaction
+ * holds before it is rolled back to its savepoint and run again alone after
+ * its batch: a batch holds every unit's locks until its COMMIT, so waiting
+ * batches would queue behind one another (and deadlock, found only after
+ * PostgreSQL's deadlock_timeout, 1 s). A unit alone waits as long as it
+ * takes. */
+#define PG_BATCH_LOCK_TIMEOUT "'10ms'"
 #define PG_PENDING_MAX 16           /* BEGIN and savepoints held back; more are flushed */
 
 struct pg_store;
@@ -127,7 +152,7 @@ struct pg_conn {
 
 /* A command whose result nothing waits for: held back on the pg_tx and
  * sent in one pipeline with the next command that needs an answer. */
-enum pg_pend_kind { PEND_BEGIN, PEND_XID, PEND_SAVEPOINT, PEND_RELEASE };
+enum pg_pend_kind { PEND_BEGIN, PEND_XID, PEND_LOCK_TIMEOUT, PEND_SAVEPOINT, PEND_RELEASE };
 
 struct pg_pending {
 	enum pg_pend_kind kind;
@@ -411,7 +436,8 @@ static enum st_rc map_sqlstate(const char *st)
 		return ST_CONFLICT;
 	if (sqlstate_is(st, "P0001"))              /* raise_exception: our triggers */
 		return ST_CONFLICT;
-	if (sqlstate_is(st, "40001") || sqlstate_is(st, "40P01"))
+	/* 55P03: a batch's unit waited too long for a lock (lock_timeout) */
+	if (sqlstate_is(st, "40001") || sqlstate_is(st, "40P01") || sqlstate_is(st, "55P03"))
 		return ST_BUSY;
 	if (sqlstate_conn_gone(st))
 		return ST_UNAVAILABLE;
@@ -478,6 +504,8 @@ static const char *pending_sql(const struct pg_tx *t, const struct pg_pending *p
 		return t->begin;
 	case PEND_XID:
 		return "SELECT pg_current_xact_id(), pg_postmaster_start_time()";
+	case PEND_LOCK_TIMEOUT:
+		return "SET LOCAL lock_timeout = " PG_BATCH_LOCK_TIMEOUT;
 	case PEND_SAVEPOINT:
 		snprintf(buf, size, "SAVEPOINT sp%d", p->depth);
 		return buf;
@@ -1199,6 +1227,7 @@ static enum pg_batch_end batch_once(struct pg_conn *c, struct pg_unit *batch, en
 	if (*rc)
 		return BATCH_FAILED;
 	tx_start(&t, s, c, false);
+	t.pending[t.npending++] = (struct pg_pending){ .kind = PEND_LOCK_TIMEOUT };
 	for (struct pg_unit *u = batch; u; u = u->next) {
 		if (!batch_unit(&t, u)) {
 			tx_rollback(&t);
@@ -1268,8 +1297,6 @@ static void run_batch(struct pg_conn *c, struct pg_unit *batch)
 		u->done(u->arg, end == BATCH_FAILED ? rc : u->rc);
 		free(u);
 	}
-	if (again && end == BATCH_COMMITTED)
-		sleep_ms(jitter_ms(&c->rng, PG_RETRY_BASE_MS << 1)); /* a conflict: let it clear */
 	while (again) {
 		struct pg_unit *u = again;
 

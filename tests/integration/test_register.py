@@ -140,3 +140,29 @@ def test_64_concurrent_same_wallet_one_201(server):
     for r in conflicts:
         assert_error(r, 409, "already_registered")
     assert server.snapshot()["accounts"] == before["accounts"] + 1
+
+
+def test_64_concurrent_mixed_wallets_each_gets_its_own_answer(server):
+    """New wallets and repeats of four wallets, all at once: the writes share
+    group commits (one transaction per batch on PostgreSQL, one on SQLite),
+    so a repeat that fails inside a batch must roll back alone, answer 409
+    itself, and leave every batch-mate's registration in place."""
+    before = server.snapshot()
+    fresh = [new_wallet() for _ in range(48)]
+    repeated = [new_wallet() for _ in range(4)]
+    wallets = fresh + repeated * 4
+    reqs = [{"method": "POST", "path": "/api/register", "json_body": {"wallet": w}} for w in wallets]
+    results = only_responses(concurrent_requests(server.port, reqs))
+    for w, r in zip(wallets, results):
+        if w in fresh:
+            assert r.status == 201 and r.json["wallet"] == w, r
+    for w in repeated:
+        answers = [r for x, r in zip(wallets, results) if x == w]
+        assert sorted(r.status for r in answers) == [201, 409, 409, 409], [r.status for r in answers]
+        for r in answers:
+            if r.status == 409:
+                assert_error(r, 409, "already_registered")
+            else:
+                assert r.json["wallet"] == w
+    assert len({r.json["id"] for r in results if r.status == 201}) == 52
+    assert server.snapshot()["accounts"] == before["accounts"] + 52

@@ -643,6 +643,7 @@ enum bu_kind {
 	BU_BUSY_ONCE, /* 40001 in a nested step on its first run, recovered */
 	BU_DEFERRED,  /* a deferred unique key broken: fails only at COMMIT */
 	BU_KILL_ONCE, /* its connection dies on its first run */
+	BU_WAITS,     /* inserts its key, then one another transaction holds */
 };
 
 static enum st_rc dk_create_unit(struct tx *tx, void *arg)
@@ -702,6 +703,8 @@ static enum st_rc bunit_fn(struct tx *tx, void *arg)
 		return ST_OK;
 	case BU_DEFERRED:
 		return tx_exec(tx, "INSERT INTO dk (k) VALUES ('same')", ST_NOARGS, NULL);
+	case BU_WAITS:
+		return insert(tx, "locked");
 	case BU_KILL_ONCE:
 		if (run == 1)
 			(void)tx_exec(tx, "SELECT pg_terminate_backend(pg_backend_pid())", ST_NOARGS, NULL);
@@ -744,8 +747,9 @@ static void gate_done(void *arg, enum st_rc rc)
 }
 
 /* Queues units[0..n) behind a gate from BU_THREADS threads at once, opens
- * the gate and waits until every unit is answered. */
-static void run_gated_batch(struct store *s, struct gate *g, struct bunit *units, int n)
+ * the gate and waits until every unit but units[skip] (-1: none) is
+ * answered. */
+static void run_gated_batch_but(struct store *s, struct gate *g, struct bunit *units, int n, int skip)
 {
 	struct bsubmit sub[BU_THREADS];
 	pthread_t th[BU_THREADS];
@@ -761,8 +765,13 @@ static void run_gated_batch(struct store *s, struct gate *g, struct bunit *units
 		pthread_join(th[t], NULL);
 	atomic_store(&g->open, true);
 	for (int i = 0; i < n; i++)
-		while (!atomic_load(&units[i].done))
+		while (i != skip && !atomic_load(&units[i].done))
 			usleep(1000);
+}
+
+static void run_gated_batch(struct store *s, struct gate *g, struct bunit *units, int n)
+{
+	run_gated_batch_but(s, g, units, n, -1);
 }
 
 static struct store *one_writer(void)
@@ -916,4 +925,46 @@ PG_TEST(connection_lost_in_a_batch_reruns_every_unit)
 		cr_assert_eq(count(u->key), want == ST_OK ? 1 : 0, "unit %d", i);
 		cr_assert_eq(atomic_load(&u->after), want == ST_OK ? 1 : 0, "unit %d after-commit", i);
 	}
+}
+
+/* A unit of a batch that waits for a lock another transaction holds does
+ * not hold up its batch: after a short lock_timeout it is rolled back to
+ * its savepoint, the batch-mates commit and are answered while the lock is
+ * still held, and the unit then runs alone, waiting as long as it takes. */
+PG_TEST(unit_waiting_for_a_lock_leaves_its_batch)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+	PGconn *holder;
+	PGresult *r;
+
+	need_backend();
+	bunits_init(units, BU_N);
+	units[7].kind = BU_WAITS;
+	holder = PQconnectdb(pg_url);
+	cr_assert(PQstatus(holder) == CONNECTION_OK, "%s", PQerrorMessage(holder));
+	r = PQexec(holder, "BEGIN; INSERT INTO kv (k, v) VALUES ('locked', 'x')");
+	cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(holder));
+	PQclear(r);
+	one = one_writer();
+	run_gated_batch_but(one, &g, units, BU_N, 7);
+	/* Everyone else is answered, and the lock is still held. */
+	cr_assert_eq(atomic_load(&units[7].done), 0, "answered while the lock was held");
+	for (int i = 0; i < BU_N; i++)
+		if (i != 7)
+			cr_assert_eq(units[i].rc, ST_OK, "unit %d: %s", i, st_rc_str(units[i].rc));
+	r = PQexec(holder, "ROLLBACK");
+	PQclear(r);
+	PQfinish(holder);
+	while (!atomic_load(&units[7].done))
+		usleep(1000);
+	store_close(one);
+	cr_assert_eq(units[7].rc, ST_OK, "%s", st_rc_str(units[7].rc));
+	cr_assert_eq(atomic_load(&units[7].runs), 2);
+	for (int i = 0; i < BU_N; i++) {
+		cr_assert_eq(count(units[i].key), 1, "unit %d", i);
+		cr_assert_eq(atomic_load(&units[i].after), 1, "unit %d after-commit", i);
+	}
+	cr_assert_eq(count("locked"), 1);
 }
