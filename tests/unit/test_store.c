@@ -782,6 +782,11 @@ PG_ONLY(deadlock_is_retried)
 	put("x");
 	put("y");
 	pthread_create(&ta, NULL, dl_thread, &a);
+	/* b is queued once a holds its first row, so that a writer has taken
+	 * a alone: queued together, both would share one batch (one
+	 * transaction), where they cannot deadlock. */
+	while (atomic_load(&sh.holding) < 1)
+		usleep(1000);
 	pthread_create(&tb, NULL, dl_thread, &b);
 	pthread_join(ta, &ra);
 	pthread_join(tb, &rb);
