@@ -21,7 +21,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import ADMIN_TOKEN, backend_name, new_key, new_wallet, wait_until
+from conftest import (ADMIN_TOKEN, backend_name, concurrent_requests, new_key, new_wallet,
+                      only_responses, wait_until)
 from faultproxy import FaultProxy
 from test_webhooks import ENV as WEBHOOK_ENV, standard
 
@@ -108,6 +109,37 @@ def test_lost_commit_answer_is_resolved_not_failed(proxied):
         log = server.stdout_path.read_text()[len(log_before):]
         return log.count("a COMMIT's answer was lost; transaction") >= pg.commits_cut
     wait_until(resolved, timeout=5, what="a log line for each lost COMMIT answer")
+    log = server.stdout_path.read_text()[len(log_before):]
+    assert "did not commit" not in log and "is unknown" not in log
+
+
+def test_lost_commit_answer_of_concurrent_writes_is_resolved_for_each(proxied):
+    """Concurrent registrations share group commits (one transaction per
+    batch): when a COMMIT's answer is lost, its outcome, looked up once, is
+    every unit's in it. Each fresh wallet is answered 201 and exists once;
+    of each repeated wallet's four requests one is 201 and three 409 (their
+    failures rolled back alone, inside the batch or not)."""
+    server, pg, _ = proxied()
+    log_before = server.stdout_path.read_text()
+    fresh = [new_wallet() for _ in range(24)]
+    repeated = [new_wallet() for _ in range(2)]
+    wallets = fresh + repeated * 4
+    pg.cut_after_commit(1, touching=b"INSERT INTO accounts")
+    reqs = [{"method": "POST", "path": "/api/register", "json_body": {"wallet": w}} for w in wallets]
+    results = only_responses(concurrent_requests(server.port, reqs))
+    assert pg.commits_cut == 1
+    for w, r in zip(wallets, results):
+        if w in fresh:
+            assert r.status == 201 and r.json["wallet"] == w, r
+    for w in repeated:
+        statuses = sorted(r.status for x, r in zip(wallets, results) if x == w)
+        assert statuses == [201, 409, 409, 409], statuses
+    for w in fresh + repeated:
+        assert server.register(w).status == 409, w  # there, once
+
+    def resolved():
+        return "a COMMIT's answer was lost; transaction" in server.stdout_path.read_text()[len(log_before):]
+    wait_until(resolved, timeout=5, what="the lost COMMIT's log line")
     log = server.stdout_path.read_text()[len(log_before):]
     assert "did not commit" not in log and "is unknown" not in log
 
