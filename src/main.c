@@ -176,6 +176,51 @@ static enum st_rc tracing_start(struct settled *app, struct buf *err)
 /* Periodic housekeeping (idempotency expiry, hold expiry, the job and
  * intent sweepers, reconciliation) runs on the ticker thread: ticker.h. */
 
+/* settled migrate [server flags]: applies the pending migrations to the
+ * configured store and exits, so that a deployment can migrate once before
+ * it starts a fleet of instances (each would otherwise migrate at start,
+ * serialised by the backend's lock). Opening the store is what migrates. */
+static int migrate_main(int argc, char **argv, char **envp)
+{
+	struct config cfg;
+	struct logger log;
+	struct buf err = BUF_INIT(1024);
+	struct store *store = NULL;
+	bool help = false;
+	int code = 1;
+
+	argv[1] = argv[0]; /* config_load sees the server's own flags */
+	if (config_load(&cfg, envp, argc - 1, argv + 1, &help, &err)) {
+		fprintf(stderr, "settled migrate: %s\n", err.ptr);
+		code = 2;
+		goto out;
+	}
+	if (help) {
+		printf("usage: settled migrate [--db PATH]\n"
+		       "Applies pending migrations to the store that SETTLED_DATABASE_URL (PostgreSQL)\n"
+		       "or --db / SETTLED_DB (SQLite) names, then exits.\n");
+		code = 0;
+		goto out;
+	}
+	log_init(&log, STDOUT_FILENO, (enum log_level)cfg.log_level);
+	{
+		struct store_options so = { .sqlite_path = cfg.db_path, .database_url = cfg.database_url,
+					    .read_conns = 1, .write_conns = 1, .log = &log };
+
+		buf_reset(&err);
+		if (store_open(&so, &store, &err)) {
+			fprintf(stderr, "settled migrate: %s\n", err.ptr);
+			goto out;
+		}
+	}
+	store_close(store);
+	code = 0;
+out:
+	config_release(&cfg);
+	buf_release(&err);
+	return code;
+}
+
 static int serve(struct settled *app, const sigset_t *sigs)
 {
 	const struct config *cfg = app->cfg;
@@ -310,6 +355,8 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 2 && (!strcmp(argv[1], "backup") || !strcmp(argv[1], "restore")))
 		return backup_main(argc, argv, environ);
+	if (argc >= 2 && !strcmp(argv[1], "migrate"))
+		return migrate_main(argc, argv, environ);
 	if (config_load(&cfg, environ, argc, argv, &help, &err)) {
 		fprintf(stderr, "settled: %s\n", err.ptr);
 		fprintf(stderr, "settled: see settled --help\n");

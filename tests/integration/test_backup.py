@@ -12,6 +12,7 @@ The rest are the commands' refusals: an existing backup path, a restore over
 an existing store without --force or while the server has it open, and
 PostgreSQL mode pointing at the runbook."""
 
+import json
 import os
 import re
 import sqlite3
@@ -22,8 +23,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, BIN, backend_name, new_wallet, pg_admin_url, pg_drop_database,
-                      pg_new_database, pg_url_with_db, psql, run_settled, wait_until)
+from conftest import (ADMIN_TOKEN, BIN, ROOT, backend_name, new_wallet, pg_admin_url, pg_drop_database,
+                      pg_empty_database, pg_url_with_db, psql, run_settled, wait_until)
 from test_webhooks import ENV as WEBHOOK_ENV, stripe
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -145,7 +146,7 @@ def take_backup_pg(server, tmp_path):
 
 
 def restore_pg(dump, tmp_path):
-    db = pg_new_database()
+    db = pg_empty_database()
     url = pg_url_with_db(pg_admin_url(), db)
     p = subprocess.run(["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error",
                         "-d", url, str(dump)], capture_output=True, text=True, timeout=300)
@@ -274,3 +275,69 @@ def test_version_prints_version_and_commit():
     assert re.fullmatch(r"settled \d+\.\d+\.\d+\S* \(commit ([0-9a-f]{7,40}(-dirty)?|unknown)\)\n",
                         out), out
     assert os.access(BIN, os.X_OK)
+
+
+# ---- settled migrate (both stores)
+
+def applied_migrations(text):
+    return [json.loads(ln)["msg"].removeprefix("applied migration ")
+            for ln in text.splitlines() if '"applied migration ' in ln]
+
+
+def test_migrate_applies_each_migration_once_and_a_server_starts_on_it(start_server, tmp_path):
+    """`settled migrate` brings an empty store to the binary's schema and
+    exits; run again it applies nothing; a server started on the migrated
+    store applies nothing either and serves. On PostgreSQL a server started
+    on a second empty database migrates it itself (the test suite's servers
+    start on copies of a migrated database, so this is where migrating at
+    start is covered there)."""
+    pg = backend_name() == "pg"
+    names = sorted(f.removesuffix(".sql")
+                   for f in os.listdir(ROOT / "migrations" / backend_name()) if f.endswith(".sql"))
+    assert len(names) >= 8
+    if pg:
+        dbs = [pg_empty_database(), pg_empty_database()]
+        urls = [pg_url_with_db(pg_admin_url(), db) for db in dbs]
+        where = [({"SETTLED_DATABASE_URL": u}, []) for u in urls]
+        versions = [lambda u=u: int(psql(u, "SELECT count(*) FROM schema_version")) for u in urls]
+    else:
+        paths = [tmp_path / "a.db", tmp_path / "b.db"]
+        where = [({}, ["--db", str(p)]) for p in paths]
+        versions = [lambda p=p: sqlite3.connect(p).execute(
+            "SELECT count(*) FROM schema_version").fetchone()[0] for p in paths]
+    servers = []
+    try:
+        env, args = where[0]
+        rc, out, err = run_settled(["migrate", *args], env=env)
+        assert rc == 0, err
+        assert applied_migrations(out) == names, out
+        assert versions[0]() == len(names)
+        rc, out, err = run_settled(["migrate", *args], env=env)
+        assert rc == 0 and applied_migrations(out) == [], out + err
+
+        for (env, args), migrated in zip(where, (False, True)):
+            srv = start_server(env=env, args=args)
+            servers.append(srv)
+            assert srv.get("/health/ready").status == 200
+            assert srv.register(new_wallet()).status == 201
+            log = srv.stdout_path.read_text()
+            assert applied_migrations(log) == (names if migrated else []), log[-2000:]
+        assert versions[1]() == len(names)
+    finally:
+        if pg:
+            for srv in servers:
+                if srv.running:
+                    assert srv.stop() == 0
+            for db in dbs:
+                pg_drop_database(pg_admin_url(), db)
+
+
+def test_migrate_refuses_a_bad_flag_and_an_unreachable_store(tmp_path):
+    rc, _, err = run_settled(["migrate", "--no-such-flag"])
+    assert rc == 2 and err.startswith("settled migrate:"), err
+    if backend_name() == "pg":
+        env = {"SETTLED_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+        rc, _, err = run_settled(["migrate"], env=env)
+    else:
+        rc, _, err = run_settled(["migrate", "--db", str(tmp_path / "no" / "such" / "dir.db")])
+    assert rc == 1 and err.startswith("settled migrate:"), err
