@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "errors.h"
+#include "json_out.h"
 #include "banned.h"
 
 bool reqcheck_fields(struct req_ctx *rq, const json_t *body, const char *const *fields)
@@ -31,23 +32,25 @@ bool reqcheck_fields(struct req_ctx *rq, const json_t *body, const char *const *
 
 bool reqcheck_metadata(struct req_ctx *rq, const json_t *v, char **out)
 {
-	char *text, *copy;
-	size_t n;
+	struct buf text = BUF_INIT(REQCHECK_METADATA_MAX);
+	enum st_rc rc;
+	char *copy;
 
 	*out = NULL;
 	if (!v || json_is_null(v))
 		return false;
-	text = json_is_object(v) ? json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	n = text ? strlen(text) : 0;
-	if (!text || n > REQCHECK_METADATA_MAX) {
-		free(text);
-		req_error(rq, ERR_INVALID_METADATA, NULL);
+	/* The text the answers will show: more than the cap, or nested past
+	 * what the writer writes (JSON_OUT_MAX_DEPTH), would fail every read. */
+	rc = json_is_object(v) ? json_out(&text, v) : ST_INVALID;
+	if (rc) {
+		buf_release(&text);
+		req_error(rq, rc == ST_NOMEM ? ERR_OUT_OF_MEMORY : ERR_INVALID_METADATA, NULL);
 		return true;
 	}
-	copy = req_alloc(rq, n + 1);
+	copy = req_alloc(rq, text.len + 1);
 	if (copy)
-		memcpy(copy, text, n + 1);
-	free(text);
+		memcpy(copy, text.ptr, text.len + 1);
+	buf_release(&text);
 	if (!copy) {
 		req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 		return true;

@@ -21,7 +21,8 @@ bool reqcheck_fields(struct req_ctx *rq, const json_t *body, const char *const *
 
 /* Reads an optional "metadata": absent or null gives *out = NULL; a JSON
  * object gives its compact text (req_alloc'd, at most
- * REQCHECK_METADATA_MAX bytes); anything else is 400 invalid_metadata. */
+ * REQCHECK_METADATA_MAX bytes, nested at most JSON_OUT_MAX_DEPTH deep: the
+ * answers write it back); anything else is 400 invalid_metadata. */
 #define REQCHECK_METADATA_MAX 4096
 bool reqcheck_metadata(struct req_ctx *rq, const json_t *v, char **out);
 

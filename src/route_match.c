@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "hex.h"
 #include "validate.h"
 
 #include "banned.h"
@@ -159,17 +160,6 @@ const char *route_param(const struct route_params *params, const char *name, siz
 	return NULL;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 enum st_rc route_path_check(const char *path)
 {
 	if (!path)
@@ -180,7 +170,8 @@ enum st_rc route_path_check(const char *path)
 		if (c <= 0x20 || c >= 0x7f)
 			return ST_INVALID;
 		if (c == '%') {
-			int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+			int hi = hex_digit((unsigned char)p[1]);
+			int lo = hi < 0 ? -1 : hex_digit((unsigned char)p[2]);
 
 			if (lo < 0)
 				return ST_INVALID;
@@ -200,8 +191,8 @@ enum st_rc route_decode(const char *in, size_t n, char *out, size_t *out_len)
 		unsigned char c = (unsigned char)in[i];
 
 		if (c == '%') {
-			int hi = i + 2 < n ? hexval(in[i + 1]) : -1;
-			int lo = hi < 0 ? -1 : hexval(in[i + 2]);
+			int hi = i + 2 < n ? hex_digit((unsigned char)in[i + 1]) : -1;
+			int lo = hi < 0 ? -1 : hex_digit((unsigned char)in[i + 2]);
 
 			if (lo < 0)
 				return ST_INVALID;

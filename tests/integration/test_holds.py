@@ -566,3 +566,26 @@ def test_a_rotated_key_keeps_its_clients_holds(srv):
     assert get_hold(srv, hid, headers=new).status == 200
     r = capture(srv, hid, 12, headers=new)
     assert r.status == 200 and r.json["captured"] == "12", r
+
+
+def nested(depth):
+    v = {"leaf": True}
+    for _ in range(depth - 1):
+        v = {"k": v}
+    return v
+
+
+def test_metadata_nested_deeper_than_answers_go_is_refused(srv):
+    """Metadata is stored as the text the answers later show it with: what
+    cannot be written as JSON (nesting past the writer's limit of 64) is
+    refused at the door, not stored to fail every read of the hold."""
+    c, name = funded_account(srv, 100)
+    body = {"from": name, "to": "revenue", "amount": "10", "metadata": nested(70)}
+    with srv.unchanged():
+        assert_error(hold(srv, body, headers=c.h), 400, "invalid_metadata", field="metadata")
+    assert balances(srv, c.q(name)) == {"balance": 100, "held": 0, "available": 100}
+    # Nesting the writer can show is stored and shown back as it came.
+    body["metadata"] = nested(40)
+    r = hold(srv, body, headers=c.h)
+    assert r.status == 201, r
+    assert r.json["metadata"] == nested(40)
