@@ -78,6 +78,17 @@ static enum st_rc claim_create_fail(struct resp *resp, enum st_rc rc, const char
 	return rc;
 }
 
+/* The intent as the answer of a write unit: written straight into the
+ * response, no jansson tree inside the writer's transaction. */
+static enum st_rc answer_intent(struct resp *resp, int status, const struct intent *it)
+{
+	struct json_writer w;
+
+	resp_object_begin(resp, &w);
+	jw_intent_members(&w, it);
+	return resp_object_end(resp, &w, status);
+}
+
 /* ---- POST /api/claim/prepare ---- */
 
 struct prepare_req {
@@ -172,7 +183,7 @@ static enum st_rc record_unit(struct tx *tx, void *arg, struct resp *resp)
 	rc = claim_job_enqueue(tx, r->app, it.id, 0);
 	if (rc)
 		return rc;
-	rc = resp_json(resp, 200, present_intent(&it));
+	rc = answer_intent(resp, 200, &it);
 	if (rc == ST_OK)
 		rc = intent_count_at_commit(tx, r->m->intents, INTENT_LOCKED, 1);
 	if (rc == ST_OK)
@@ -240,7 +251,7 @@ static enum st_rc v2_claim_unit(struct tx *tx, void *arg, struct resp *resp)
 	rc = resp_location(resp, location);
 	if (rc)
 		return rc;
-	rc = resp_json(resp, 201, present_intent(&it));
+	rc = answer_intent(resp, 201, &it);
 	/* Counted once the unit has committed (see the top of this file). */
 	for (enum intent_status st = INTENT_PENDING; rc == ST_OK && st <= INTENT_SUBMITTED; st++)
 		rc = intent_count_at_commit(tx, r->app->m.intents, st, 1);
