@@ -258,17 +258,6 @@ char *json_out_text(const json_t *v)
 	return text;
 }
 
-void jw_begin(struct json_writer *w, struct buf *out)
-{
-	w->out = out;
-	w->start = out->len;
-	w->depth = 0;
-	w->esc = 0;
-	w->more[0] = false;
-	w->closer[0] = '}';
-	w->rc = buf_putc(out, '{');
-}
-
 void jw_members(struct json_writer *w, struct buf *out, bool more)
 {
 	w->out = out;
@@ -278,6 +267,13 @@ void jw_members(struct json_writer *w, struct buf *out, bool more)
 	w->more[0] = more;
 	w->closer[0] = '\0';
 	w->rc = ST_OK;
+}
+
+void jw_begin(struct json_writer *w, struct buf *out)
+{
+	jw_members(w, out, false);
+	w->closer[0] = '}';
+	w->rc = buf_putc(out, '{');
 }
 
 /* The separator and, in an object, "key": of the next value. */
