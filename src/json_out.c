@@ -156,16 +156,55 @@ enum st_rc json_escape_buf(struct buf *out, const char *s, size_t n, unsigned fl
 	return rc;
 }
 
-/* The string with its quotes. */
-static enum st_rc put_string(struct buf *out, const char *s, size_t n, unsigned flags)
+/* lead (a separator, or '\0' for none), the quoted string and tail (':',
+ * or '\0'). In one reservation and one escaping call when the escaped text
+ * fits the room left for it, the common case (keys, ids, short text): the
+ * answers and log fields write a handful of strings each. */
+static enum st_rc put_string_in(struct buf *out, char lead, const char *s, size_t n, char tail,
+				unsigned flags)
 {
-	enum st_rc rc = buf_putc(out, '"');
+	size_t start = out->len, pos = 0, k;
+	enum st_rc rc;
 
+	if (buf_reserve(out, n + 16) == ST_OK) {
+		char *p = out->ptr + out->len;
+		size_t o = 0, room = out->alloc - 1 - out->len - 3; /* closing '"', tail */
+
+		if (lead)
+			p[o++] = lead;
+		p[o++] = '"';
+		k = json_escape(p + o, room - o, s, n, &pos, flags);
+		if (pos == n) {
+			o += k;
+			p[o++] = '"';
+			if (tail)
+				p[o++] = tail;
+			out->len += o;
+			out->ptr[out->len] = '\0';
+			return ST_OK;
+		}
+	}
+	/* Longer once escaped, or near the cap: piece by piece. */
+	rc = lead ? buf_putc(out, lead) : ST_OK;
+	if (!rc)
+		rc = buf_putc(out, '"');
 	if (!rc)
 		rc = json_escape_buf(out, s, n, flags);
 	if (!rc)
 		rc = buf_putc(out, '"');
+	if (!rc && tail)
+		rc = buf_putc(out, tail);
+	if (rc) {
+		out->len = start;
+		if (out->alloc)
+			out->ptr[start] = '\0';
+	}
 	return rc;
+}
+
+static enum st_rc put_string(struct buf *out, const char *s, size_t n, unsigned flags)
+{
+	return put_string_in(out, '\0', s, n, '\0', flags);
 }
 
 /* Reals are rare in settled's answers (amounts are integers), and their
@@ -199,13 +238,8 @@ static enum st_rc put_value(struct buf *out, const json_t *v, int depth)
 		json_object_foreach ((json_t *)v, key, member) {
 			if (rc)
 				break;
-			if (!first)
-				rc = buf_putc(out, ',');
+			rc = put_string_in(out, first ? '\0' : ',', key, strlen(key), ':', 0);
 			first = 0;
-			if (!rc)
-				rc = put_string(out, key, strlen(key), 0);
-			if (!rc)
-				rc = buf_putc(out, ':');
 			if (!rc)
 				rc = put_value(out, member, depth + 1);
 		}
@@ -279,15 +313,15 @@ void jw_begin(struct json_writer *w, struct buf *out)
 /* The separator and, in an object, "key": of the next value. */
 static bool jw_key(struct json_writer *w, const char *key)
 {
+	char sep = w->more[w->depth] ? ',' : '\0';
+
 	if (w->rc)
 		return false;
-	if (w->more[w->depth])
-		w->rc = buf_putc(w->out, ',');
 	w->more[w->depth] = true;
-	if (!w->rc && key)
-		w->rc = put_string(w->out, key, strlen(key), w->esc);
-	if (!w->rc && key)
-		w->rc = buf_putc(w->out, ':');
+	if (key)
+		w->rc = put_string_in(w->out, sep, key, strlen(key), ':', w->esc);
+	else if (sep)
+		w->rc = buf_putc(w->out, sep);
 	return !w->rc;
 }
 
