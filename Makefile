@@ -29,7 +29,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 
-.PHONY: FORCE all deb run test unit faultsim integration integration-pg integration-pg-1 integration-pg-2 check asan valgrind bench chaos clean deps deps-run \
+.PHONY: FORCE all deb run test unit faultsim integration integration-pg integration-pg-1 integration-pg-2 integration-pg-3 check asan valgrind bench chaos clean deps deps-run \
         fuzz fuzz-smoke fuzz-build fuzz-bins
 all: settled
 
@@ -140,28 +140,34 @@ PG_PYTEST = $(WITH_SERVICES) env SETTLED_TEST_BACKEND=pg SETTLED_BIN=$(abspath $
 integration-pg: $(BUILD)/settled
 	$(PG_PYTEST) tests/integration $(PYTEST_ARGS)
 
-# make check runs the PostgreSQL suite as two halves of about equal time (a
-# server start there costs a database and 13 connections, so it is the long
-# pole); together they are exactly integration-pg. Each half gets a cluster
-# of its own: test_store_pg.py restarts its cluster under load, which would
-# cut the other half's connections.
-PG_HALF_1 = $(addprefix tests/integration/,test_apikeys.py test_chaos_short.py test_config.py \
+# make check runs the PostgreSQL suite as three parts of about equal time (a
+# server start there costs a database copy and 13 connections, so it is the
+# long pole); together they are exactly integration-pg. Each part gets a
+# cluster of its own: test_store_pg.py restarts its cluster under load, which
+# would cut the other parts' connections.
+PG_PART_1 = $(addprefix tests/integration/,test_apikeys.py test_chaos_short.py test_config.py \
 	    test_examples.py test_hostile.py test_http.py)
+PG_PART_2 = $(addprefix tests/integration/,test_claims.py test_payouts.py test_framing.py \
+	    test_holds.py test_evm_rail.py)
 OWN_PG = env -u SETTLED_TEST_PG -u SETTLED_TEST_PG_DIR
 integration-pg-1: $(BUILD)/settled
-	$(OWN_PG) $(PG_PYTEST) $(PG_HALF_1) $(PYTEST_ARGS)
+	$(OWN_PG) $(PG_PYTEST) $(PG_PART_1) $(PYTEST_ARGS)
 integration-pg-2: $(BUILD)/settled
-	$(OWN_PG) $(PG_PYTEST) tests/integration $(addprefix --ignore=,$(PG_HALF_1)) $(PYTEST_ARGS)
+	$(OWN_PG) $(PG_PYTEST) $(PG_PART_2) $(PYTEST_ARGS)
+integration-pg-3: $(BUILD)/settled
+	$(OWN_PG) $(PG_PYTEST) tests/integration $(addprefix --ignore=,$(PG_PART_1) $(PG_PART_2)) \
+		$(PYTEST_ARGS)
 
 # The test cluster runs with fsync off (tests/pg/pgctl says why); make bench
-# and make chaos start theirs with fsync on. The integration suites run side
-# by side (they mostly wait on servers and clocks, not on the CPU: make test
-# used a quarter of the 2 cores when they ran one after the other), each
-# one's output printed whole when it ends (-O); any failing fails check.
-# faultsim (about 10 s) takes the first slot the embedded run frees.
+# and make chaos start theirs with fsync on. The unit suites and the
+# integration suites run side by side (they mostly wait on servers and
+# clocks, not on the CPU: make test used a quarter of the 2 cores when they
+# ran one after the other), each one's output printed whole when it ends
+# (-O); any failing fails check. faultsim (about 10 s) takes the first slot
+# that frees.
 check:
 	PGCTL_FSYNC=off $(WITH_SERVICES) sh -c \
-		'$(MAKE) unit && $(MAKE) -j3 -O integration integration-pg-1 integration-pg-2 faultsim'
+		'$(MAKE) -j5 -O unit integration integration-pg-1 integration-pg-2 integration-pg-3 faultsim'
 	$(MAKE) fuzz-smoke
 
 # Allocation failures walked over each kind of request and job (embedded).
