@@ -1,7 +1,7 @@
 -- replay.lua — the idempotent replay path: the same 100 (key, body) pairs
 -- over and over. ops/bench first sends each pair once (201, MISS), so every
 -- request wrk sends is a HIT: the stored response replayed, no handler, no
--- store write. SPEC section 4; issue 3 wants it within 2x of GET /healthz.
+-- store write. SPEC section 4; it should stay within 2x of GET /healthz.
 --
 --   wrk -t2 -c64 -d10s --latency -s ops/wrk/replay.lua URL -- NONCE
 --

@@ -1,4 +1,4 @@
-"""API keys and the v2 claims route (SPEC sections 4, 5, 8; issue 9):
+"""API keys and the v2 claims route (SPEC sections 4, 5, 8):
 create / rotate / revoke (admin), Bearer authentication of /api/v2 routes
 (401 without, 401 for an unknown, expired or revoked key -- the same answer
 for all), the key's client id as idempotency scope and rate-limit key, and

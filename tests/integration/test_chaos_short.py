@@ -1,4 +1,4 @@
-"""The short chaos run (issue 11; SPEC section 12): ops/chaos with 3 SIGKILLs
+"""The short chaos run (SPEC section 12): ops/chaos with 3 SIGKILLs
 over 20 s of mixed traffic on the backend under test (SETTLED_TEST_BACKEND;
 pg uses SETTLED_TEST_PG and SETTLED_TEST_REDIS from tests/with-services),
 then its checks: one effect per idempotency key, every acknowledged write

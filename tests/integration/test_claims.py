@@ -1,5 +1,4 @@
-"""The claim flow, intents, accounts and ledger reads (SPEC sections 3, 6-8;
-issue 5).
+"""The claim flow, intents, accounts and ledger reads (SPEC sections 3, 6-8).
 
 A claim is a wallet withdrawing what it is owed (SPEC section 7): the hold
 is on the wallet's own account and settling moves the amount to external.
@@ -7,7 +6,7 @@ Wallets are funded first, through the API (fund_wallet: a signed webhook
 payment credited from revenue); nothing ever leaves treasury through a claim.
 
 Most tests run with SETTLED_SIM_CONFIRM_MS at a day, so a recorded claim
-stays SUBMITTED (the confirmation job of issue 6 is due tomorrow); the flow
+stays SUBMITTED (the confirmation job is due tomorrow); the flow
 and pagination tests use a fast rail and watch claims settle.
 """
 

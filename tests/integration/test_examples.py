@@ -1,4 +1,4 @@
-"""The example clients in examples/ (issue 12) against a live server.
+"""The example clients in examples/ against a live server.
 
 Each of examples/claim.sh (curl), examples/client.mjs (Node's fetch) and
 examples/client.py (Python's urllib) must register, claim and see its

@@ -1,4 +1,4 @@
-"""SPEC section 4 and issue 3: Idempotency-Key on every POST, exactly-once
+"""SPEC section 4: Idempotency-Key on every POST, exactly-once
 effect, byte-for-byte replay, concurrency and crash safety."""
 
 import json
@@ -97,7 +97,7 @@ def test_invalid_key_is_400(server, key):
         r = server.request("POST", "/api/register", body=wallet_body(),
                            headers={"Content-Type": "application/json", "Idempotency-Key": key})
         # Bytes that are not UTF-8 are refused for every header before the
-        # key is looked at (issue 11, http.c refuse_bad_headers).
+        # key is looked at (http.c refuse_bad_headers).
         code = "invalid_header" if key == b"\xff\xfe" else "invalid_idempotency_key"
         assert_error(r, 400, code)
 

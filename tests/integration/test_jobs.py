@@ -1,5 +1,5 @@
 """Jobs, the sim rail, the dead-letter queue, the sweepers and
-reconciliation (issue 6; SPEC sections 1, 8, 10).
+reconciliation (SPEC sections 1, 8, 10).
 
 * A claim recorded through the API is confirmed by a job and reaches
   SETTLED with exactly one ledger transaction (the wallet, funded first by

@@ -1,5 +1,5 @@
 """The OpenAPI document (docs/openapi.json, served at GET /api/docs/openapi.json)
-against the code and the running server (issue 12).
+against the code and the running server.
 
 * The route table: src/route_table.c is parsed as C text (comments stripped, the
   brace groups of `settled_routes[]` split at depth 0), nothing is added to

@@ -1,4 +1,4 @@
-"""The operations files of issue 12 are valid and name what settled exports.
+"""The operations files in ops/ are valid and name what settled exports.
 
 * ops/prometheus.yml: `promtool check config` (which also loads the rule
   files it names); ops/alerts.yml: `promtool check rules`, and the unit
@@ -8,10 +8,10 @@
   (ops/grafana/settled.json) is one a live server exports (# TYPE lines of
   GET /metrics, histograms with their _bucket/_sum/_count series), and each
   dashboard query is valid PromQL (checked by promtool as recording rules).
-  The dashboard and the alerts cover what issue 12 lists.
+  The dashboard and the alerts cover the golden signals, the queue and the ledger.
 * Every alert has a severity, a summary and a runbook that exists.
 * ops/settled.service passes `systemd-analyze verify` with no warning and
-  has the hardening issue 12 asks for; every variable of
+  has the systemd hardening a money service needs; every variable of
   ops/settled.env.example is one `settled --help` knows, and the server
   starts with the example's active settings.
 """
@@ -126,7 +126,7 @@ def test_dashboard_and_alerts_use_only_exported_metrics(server):
     used_alerts = set(METRIC_RE.findall(ALERTS.read_text()))
     unknown = sorted((used | used_alerts) - exported)
     assert not unknown, f"metrics not exported by settled: {unknown}"
-    # What issue 12 asks the dashboard to show.
+    # What an operator must see on the dashboard.
     for metric in ("http_requests_total", "http_request_duration_seconds_bucket",
                    "settled_idempotency_total", "settled_rate_limited_total", "settled_jobs",
                    "settled_dlq_jobs", "settled_job_retries_total",

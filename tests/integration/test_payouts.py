@@ -1,4 +1,4 @@
-"""Payout batches (SPEC section 8; issue 9; docs/internals/payouts.md):
+"""Payout batches (SPEC section 8; docs/internals/payouts.md):
 create (API key) -> approve (admin) -> one payout.execute job per item ->
 the rail -> SETTLED or FAILED per item, the ledger balanced throughout.
 

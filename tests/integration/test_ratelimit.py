@@ -1,4 +1,4 @@
-"""SPEC section 5 and issue 4: tiered rate limits with standard headers.
+"""SPEC section 5: tiered rate limits with standard headers.
 
 Header syntax (draft-ietf-httpapi-ratelimit-headers-07 style, see
 docs/internals/ratelimit.md "Headers"):

@@ -1,4 +1,4 @@
-"""POST /api/register (SPEC sections 3 and 8, issue 2)."""
+"""POST /api/register (SPEC sections 3 and 8)."""
 
 import pytest
 

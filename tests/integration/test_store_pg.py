@@ -1,4 +1,4 @@
-"""The PostgreSQL backend's own promises (issue 7; SPEC section 1), which the
+"""The PostgreSQL backend's own promises (SPEC section 1), which the
 shared suite cannot show because they need the database to misbehave:
 
 * PostgreSQL stopped: writes answer 503 store_unavailable, /health/ready

@@ -1,4 +1,4 @@
-"""Tracing (issue 12; SPEC section 11): spans exported as OTLP/HTTP JSON.
+"""Tracing (SPEC section 11): spans exported as OTLP/HTTP JSON.
 
 A small OTLP receiver (http.server on a free loopback port) collects what
 settled POSTs to {OTEL_EXPORTER_OTLP_ENDPOINT}/v1/traces. The tests check:

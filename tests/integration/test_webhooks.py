@@ -1,4 +1,4 @@
-"""Signed webhook intake and affiliate commissions (SPEC section 9, issue 8).
+"""Signed webhook intake and affiliate commissions (SPEC section 9).
 
 Every signature here is computed in Python (hmac, hashlib, base64), never
 by the server's code. Each test runs its own server with two active secrets
