@@ -644,6 +644,7 @@ enum bu_kind {
 	BU_DEFERRED,  /* a deferred unique key broken: fails only at COMMIT */
 	BU_KILL_ONCE, /* its connection dies on its first run */
 	BU_WAITS,     /* inserts its key, then one another transaction holds */
+	BU_RELEASES,  /* releases its batch savepoint itself: a bug, found late */
 };
 
 static enum st_rc dk_create_unit(struct tx *tx, void *arg)
@@ -705,6 +706,8 @@ static enum st_rc bunit_fn(struct tx *tx, void *arg)
 		return tx_exec(tx, "INSERT INTO dk (k) VALUES ('same')", ST_NOARGS, NULL);
 	case BU_WAITS:
 		return insert(tx, "locked");
+	case BU_RELEASES:
+		return tx_nested(tx, releases_itself, NULL);
 	case BU_KILL_ONCE:
 		if (run == 1)
 			(void)tx_exec(tx, "SELECT pg_terminate_backend(pg_backend_pid())", ST_NOARGS, NULL);
@@ -967,4 +970,30 @@ PG_TEST(unit_waiting_for_a_lock_leaves_its_batch)
 		cr_assert_eq(atomic_load(&units[i].after), 1, "unit %d after-commit", i);
 	}
 	cr_assert_eq(count("locked"), 1);
+}
+
+/* A unit that breaks the savepoint nesting (it releases sp1 itself, so its
+ * own held-back RELEASE fails, in the next unit's pipeline): the failure is
+ * not the next unit's. Nobody's answer may come from it: the batch runs
+ * again unit by unit, the culprit gets ST_INTERNAL, the rest commit once. */
+PG_TEST(a_units_late_failure_is_not_its_batch_mates)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+
+	need_backend();
+	bunits_init(units, BU_N);
+	units[8].kind = BU_RELEASES;
+	one = one_writer();
+	run_gated_batch(one, &g, units, BU_N);
+	store_close(one);
+	for (int i = 0; i < BU_N; i++) {
+		struct bunit *u = &units[i];
+		enum st_rc want = i == 8 ? ST_INTERNAL : ST_OK;
+
+		cr_assert_eq(u->rc, want, "unit %d: %s", i, st_rc_str(u->rc));
+		cr_assert_eq(count(u->key), want == ST_OK ? 1 : 0, "unit %d", i);
+		cr_assert_eq(atomic_load(&u->after), want == ST_OK ? 1 : 0, "unit %d after-commit", i);
+	}
 }
