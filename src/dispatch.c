@@ -166,9 +166,8 @@ static void rl_refuse(struct req_ctx *rq, const struct rl_policy *p, const struc
 
 	metrics_inc(app->m.rate_limited, lv);
 	snprintf(ra, sizeof(ra), "%lld", (long long)secs);
-	resp_release(&rq->resp);
-	resp_error(&rq->resp, ST_LIMITED, "rate_limited", "too many requests; slow down",
-		   json_pack("{s:I, s:s}", "retry_after", (json_int_t)secs, "policy", p->name));
+	resp_set_error(&rq->resp, ERR_RATE_LIMITED,
+		       json_pack("{s:I, s:s}", "retry_after", (json_int_t)secs, "policy", p->name));
 	resp_header(&rq->resp, "Retry-After", ra);
 }
 
@@ -181,8 +180,7 @@ static bool rl_backend_down(struct req_ctx *rq, const struct rl_policy *p)
 	metrics_inc(rq->h->app->m.rl_backend_errors, lv);
 	if (p->fail_open)
 		return true;
-	req_fail(rq, ST_UNAVAILABLE, "rate_limiter_unavailable",
-		 "the rate limiter is unavailable; try again later");
+	req_error(rq, ERR_RATE_LIMITER_DOWN, NULL);
 	return false;
 }
 
@@ -349,16 +347,14 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	if (!key) {
 		if (app->cfg->require_idempotency_key && (rq->route->flags & ROUTE_MONEY)) {
 			idem_count(rq, "invalid");
-			req_fail(rq, ST_INVALID, "idempotency_key_required",
-				 "this endpoint needs an Idempotency-Key header");
+			req_error(rq, ERR_IDEMPOTENCY_KEY_REQUIRED, NULL);
 			return false;
 		}
 		return true;
 	}
 	if (!idem_key_valid(key, strlen(key))) {
 		idem_count(rq, "invalid");
-		req_fail(rq, ST_INVALID, "invalid_idempotency_key",
-			 "Idempotency-Key must be 1-255 printable ASCII characters");
+		req_error(rq, ERR_INVALID_IDEMPOTENCY_KEY, NULL);
 		return false;
 	}
 	rq->idem_key = key;
@@ -370,7 +366,7 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	n = strlen(rq->client_id) + strlen(rq->method) + strlen(rq->path) + 3;
 	rq->idem_scope = req_alloc(rq, n);
 	if (!rq->idem_scope) {
-		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 		return false;
 	}
 	snprintf(rq->idem_scope, n, "%s %s %s", rq->client_id, rq->method, rq->path);
@@ -386,14 +382,13 @@ static bool idempotency_precheck(struct req_ctx *rq)
 			replay_record(rq, &la.rec);
 		} else {
 			idem_count(rq, "reused");
-			req_fail(rq, ST_UNPROCESSABLE, "idempotency_key_reused",
-				 "this Idempotency-Key was used with a different request");
+			req_error(rq, ERR_IDEMPOTENCY_KEY_REUSED, NULL);
 		}
 		idem_record_release(&la.rec);
 		return false;
 	}
 	if (rc != ST_NOT_FOUND) {
-		req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store is unavailable; retry");
+		req_error(rq, ERR_STORE_DOWN, NULL);
 		return false;
 	}
 	/* Not finished. If it is running here, say so at once. If it finishes
@@ -401,13 +396,12 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	 * committed record and replays it: no second effect either way. */
 	rc = idem_begin(app->idem, rq->idem_scope, key);
 	if (rc == ST_NOMEM) {
-		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is short of memory; retry");
+		req_error(rq, ERR_SHORT_OF_MEMORY, NULL);
 		return false;
 	}
 	if (rc) {
 		idem_count(rq, "in_use");
-		req_fail(rq, ST_CONFLICT, "idempotency_key_in_use",
-			 "a request with this Idempotency-Key is still running; retry shortly");
+		req_error(rq, ERR_IDEMPOTENCY_KEY_IN_USE, NULL);
 		resp_header(&rq->resp, "Retry-After", "1");
 		return false;
 	}
@@ -429,10 +423,9 @@ static enum st_rc handler_unit(struct tx *tx, void *arg)
 	tx_set_trace_context(tx, prev_tc);
 	rq->handler_rc = rc;
 	if (rc && !rq->resp.status)
-		resp_error(&rq->resp, rc, rc == ST_INTERNAL ? "internal_error" : st_rc_str(rc),
-			   "the request could not be completed", NULL);
+		resp_set_error(&rq->resp, err_of_rc(rc), NULL);
 	if (!rc && !rq->resp.status)
-		rq->resp.status = 200;
+		resp_ok_body(&rq->resp);
 	return rc;
 }
 
@@ -457,8 +450,7 @@ static enum st_rc request_unit(struct tx *tx, void *arg)
 			replay_record(rq, &found);
 		} else {
 			idem_count(rq, "reused");
-			req_fail(rq, ST_UNPROCESSABLE, "idempotency_key_reused",
-				 "this Idempotency-Key was used with a different request");
+			req_error(rq, ERR_IDEMPOTENCY_KEY_REUSED, NULL);
 		}
 		idem_record_release(&found);
 		return ST_OK;
@@ -520,10 +512,9 @@ static void request_done(void *arg, enum st_rc rc)
 		if (rq->resp.status < 500 || rc != rq->handler_rc) {
 			rq->idem_result = NULL;
 			if (rc == ST_UNAVAILABLE || rc == ST_BUSY || rc == ST_NOMEM)
-				req_fail(rq, ST_UNAVAILABLE, "store_unavailable",
-					 "the store is unavailable; retry with the same Idempotency-Key");
+				req_error(rq, ERR_STORE_COMMIT, NULL);
 			else
-				req_fail(rq, ST_INTERNAL, "internal_error", "the request could not be completed");
+				req_error(rq, ERR_INTERNAL, NULL);
 		}
 	}
 	rq->state = RQ_READY;
@@ -553,7 +544,7 @@ enum st_rc req_commit(struct req_ctx *rq, req_unit_fn *fn, void *arg)
 	if (rc) {
 		MHD_resume_connection(rq->conn);
 		rq->state = RQ_READY;
-		return req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the store is not accepting writes");
+		return req_error(rq, ERR_STORE_NO_WRITES, NULL);
 	}
 	return ST_OK;
 }
@@ -606,33 +597,33 @@ enum MHD_Result route_request(struct req_ctx *rq, bool *answered)
 			buf_puts(&all, ", OPTIONS");
 			ret = answer_options(rq, all.ptr);
 		} else {
-			ret = fail_now(rq, ST_NOT_FOUND, "not_found", "no such route");
+			ret = fail_now(rq, ERR_ROUTE_NOT_FOUND);
 		}
 		buf_release(&all);
 		*answered = true;
 	} else if (res == ROUTE_NOT_FOUND) {
-		ret = fail_now(rq, ST_NOT_FOUND, "not_found", "no such route");
+		ret = fail_now(rq, ERR_ROUTE_NOT_FOUND);
 		*answered = true;
 	} else if (res == ROUTE_METHOD_NOT_ALLOWED) {
-		req_fail(rq, ST_CONFLICT, "method_not_allowed", "this route does not take that method");
-		rq->resp.status = 405;
+		req_error(rq, ERR_METHOD_NOT_ALLOWED, NULL);
 		resp_header(&rq->resp, "Allow", allow.ptr);
 		ret = send_resp(rq);
 		*answered = true;
 	} else {
+		/* What a success answers is the route's to say (route_match.h). */
+		rq->resp.ok_status = (rq->route->flags & ROUTE_CREATED) ? 201 : 200;
 		/* Matched on the path as sent; the parameters are decoded
 		 * only now (docs/internals/http-framing.md "Paths"). */
 		for (size_t i = 0; i < rq->params.n; i++) {
 			char *c = req_alloc(rq, rq->params.p[i].value_len + 1);
 
 			if (!c) {
-				ret = fail_now(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+				ret = fail_now(rq, ERR_OUT_OF_MEMORY);
 				*answered = true;
 				break;
 			}
 			if (route_decode(rq->params.p[i].value, rq->params.p[i].value_len, c, NULL)) {
-				ret = fail_now(rq, ST_INVALID, "invalid_path",
-					       "a path parameter holds a control character or is not UTF-8");
+				ret = fail_now(rq, ERR_INVALID_PATH_PARAM);
 				*answered = true;
 				break;
 			}
@@ -684,7 +675,7 @@ static bool authenticate_api_key(struct req_ctx *rq, const char *token)
 			return true;
 		}
 	}
-	req_fail(rq, ST_UNAVAILABLE, "store_unavailable", "the key could not be checked; retry");
+	req_error(rq, ERR_STORE_KEY_CHECK, NULL);
 	return false;
 }
 
@@ -700,7 +691,7 @@ static bool authenticate(struct req_ctx *rq)
 		return true;
 	token = bearer_token(rq);
 	if (!token) {
-		req_fail(rq, ST_UNAUTHORIZED, "unauthorized", "this route needs Authorization: Bearer <token>");
+		req_error(rq, ERR_UNAUTHORIZED, NULL);
 		resp_header(&rq->resp, "WWW-Authenticate", "Bearer");
 		return false;
 	}
@@ -709,14 +700,14 @@ static bool authenticate(struct req_ctx *rq)
 		return true;
 	}
 	if (flags & ROUTE_ADMIN) {
-		req_fail(rq, ST_FORBIDDEN, "forbidden", "the token is not valid for this route");
+		req_error(rq, ERR_FORBIDDEN, NULL);
 		return false;
 	}
 	if (authenticate_api_key(rq, token))
 		return true;
 	if (rq->resp.status)
 		return false; /* the store could not be asked: 503 already filled */
-	req_fail(rq, ST_UNAUTHORIZED, "unauthorized", "unknown, expired or revoked key");
+	req_error(rq, ERR_KEY_NOT_VALID, NULL);
 	resp_header(&rq->resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
 	return false;
 }
@@ -728,16 +719,13 @@ static bool parse_body(struct req_ctx *rq)
 
 	if (!rq->body.len) {
 		if (rq->route->flags & ROUTE_JSON_BODY) {
-			resp_release(&rq->resp);
-			resp_error(&rq->resp, ST_INVALID, "invalid_json", "the request body is empty",
-				   json_pack("{s:i, s:i}", "line", 1, "column", 0));
+			req_error(rq, ERR_EMPTY_BODY, json_pack("{s:i, s:i}", "line", 1, "column", 0));
 			return false;
 		}
 		return true;
 	}
 	if (!ct || !content_type_is_json(ct)) {
-		req_fail(rq, ST_UNSUPPORTED, "unsupported_media_type",
-			 "request bodies must be Content-Type: application/json");
+		req_error(rq, ERR_UNSUPPORTED_MEDIA_TYPE, NULL);
 		return false;
 	}
 	rq->json = json_loadb(rq->body.ptr, rq->body.len, JSON_REJECT_DUPLICATES, &jerr);
@@ -751,14 +739,13 @@ static bool parse_body(struct req_ctx *rq)
 		for (char *p = msg; *p; p++)
 			if ((unsigned char)*p >= 0x80)
 				*p = '?';
-		resp_release(&rq->resp);
-		resp_error(&rq->resp, ST_INVALID, "invalid_json", msg,
-			   json_pack("{s:i, s:i, s:i}", "line", jerr.line, "column", jerr.column,
-				     "position", jerr.position));
+		req_error_msg(rq, ERR_INVALID_JSON, msg,
+			      json_pack("{s:i, s:i, s:i}", "line", jerr.line, "column", jerr.column,
+					"position", jerr.position));
 		return false;
 	}
 	if (!json_is_object(rq->json)) {
-		req_fail(rq, ST_INVALID, "invalid_body", "the request body must be a JSON object");
+		req_error(rq, ERR_BODY_NOT_OBJECT, NULL);
 		return false;
 	}
 	return true;
@@ -783,7 +770,7 @@ static bool authenticate_throttled(struct req_ctx *rq)
 		if (!rc && !rq->resp.status)
 			return true;
 		if (!rq->resp.status)
-			req_fail(rq, rc, st_rc_str(rc), "the request could not be completed");
+			req_error(rq, err_of_rc(rc), NULL);
 		if (rq->resp.status == 401 || rq->resp.status == 403)
 			auth_fail_charge(rq);
 		return false;
@@ -812,11 +799,9 @@ static bool refuse_unknown_fields(struct req_ctx *rq)
 	rc = route_unknown_field(rq->route->fields, rq->json, &path);
 	if (rc == ST_INVALID &&
 	    !buf_printf(&msg, "unknown field %s: this route does not define it", path.ptr)) {
-		resp_release(&rq->resp);
-		resp_error(&rq->resp, ST_INVALID, "unknown_field", msg.ptr,
-			   json_pack("{s:s}", "field", path.ptr));
+		req_error_msg(rq, ERR_UNKNOWN_FIELD, msg.ptr, json_pack("{s:s}", "field", path.ptr));
 	} else if (rc) {
-		req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 	}
 	buf_release(&msg);
 	buf_release(&path);
@@ -829,9 +814,9 @@ enum MHD_Result dispatch(struct req_ctx *rq)
 	enum st_rc rc;
 
 	if (rq->body_nomem)
-		return fail_now(rq, ST_NOMEM, "out_of_memory", "the server is short of memory; retry");
+		return fail_now(rq, ERR_SHORT_OF_MEMORY);
 	if (rq->body_too_large)
-		return fail_now(rq, ST_TOO_LARGE, "payload_too_large", "the request body is too large");
+		return fail_now(rq, ERR_BODY_TOO_LARGE);
 	if (!authenticate_throttled(rq) || !apply_rate_limits(rq, false) || !parse_body(rq) ||
 	    !refuse_unknown_fields(rq) || !apply_rate_limits(rq, true))
 		return send_resp(rq);
@@ -839,7 +824,7 @@ enum MHD_Result dispatch(struct req_ctx *rq)
 		return send_resp(rq);
 	rc = rq->route->handler(rq);
 	if (rc && !rq->resp.status)
-		req_fail(rq, rc, st_rc_str(rc), "the request could not be completed");
+		req_error(rq, err_of_rc(rc), NULL);
 	if (rq->state == RQ_WAITING)
 		return MHD_YES;
 	return send_resp(rq);

@@ -4,8 +4,8 @@
  * The dispatcher (dispatch.c) calls a route's handler once the route's
  * flags are applied (route_match.h: authentication, rate limits, body parse,
  * unknown fields, idempotency); the handler reads its input with the
- * accessors below. It either answers at once (response.h: req_reply,
- * req_fail) or commits a write unit with req_commit(): the connection is
+ * accessors below. It either answers at once (response.h: req_ok,
+ * req_error) or commits a write unit with req_commit(): the connection is
  * suspended, the unit runs on the store's writer together with the
  * idempotency record, and the connection is resumed with the response once
  * it is durable. Nothing a handler does before req_commit() may write. */
@@ -37,7 +37,7 @@ const char *req_client_ip(const struct req_ctx *rq);  /* peer, or trusted X-Forw
 /* ROUTE_SIGNED routes: true while the dispatcher calls the handler for its
  * signature pass (before the body is parsed and limits are charged): the
  * handler checks the signature over req_body() and answers a refusal
- * (req_fail, 401), or answers nothing to let the request go on; its second
+ * (req_error, 401), or answers nothing to let the request go on; its second
  * call (false) is the usual one. */
 bool req_verifying(const struct req_ctx *rq);
 /* Who the caller is: the API key's client id (the rotation chain's first
@@ -52,7 +52,7 @@ struct resp *req_resp(struct req_ctx *rq);            /* the response handlers f
 
 /* A write unit as handlers write it: runs in the open transaction, fills
  * resp, returns ST_OK to commit or an error to roll its work back (resp
- * then holds the error answer; unit_fail in response.h fills it). */
+ * then holds the error answer; unit_error in response.h fills it). */
 typedef enum st_rc req_unit_fn(struct tx *tx, void *arg, struct resp *resp);
 
 /* Commits fn through the store's writer together with the request's

@@ -1,8 +1,9 @@
-/* errors.c — the catalogue of errors.def as a table, and the answers made
- * from its rows (errors.h). */
+/* errors.c — the catalogue of errors.def as a table (errors.h); the
+ * answers made from its rows are response.c's. */
 #include "errors.h"
 
-#include "http.h"
+#include <stddef.h>
+
 #include "banned.h"
 
 static const struct err_row rows[ERR_COUNT] = {
@@ -60,43 +61,4 @@ enum st_rc err_rc(enum err_id e)
 enum err_id err_of_rc(enum st_rc rc)
 {
 	return (unsigned)rc < ST_RC_COUNT ? rc_err[rc] : ERR_INTERNAL;
-}
-
-static enum st_rc fill(struct resp *r, enum err_id e, const char *message, json_t *extra)
-{
-	const struct err_row *row = err_row(e);
-	json_t *o = json_pack("{s:s, s:s}", "error", row->code, "message", message ? message : row->message);
-
-	resp_release(r);
-	if (o && row->field && json_object_set_new(o, "field", json_string(row->field))) {
-		json_decref(o);
-		o = NULL;
-	}
-	if (o && extra)
-		json_object_update(o, extra);
-	json_decref(extra);
-	return resp_json(r, row->status, o);
-}
-
-enum st_rc resp_set_error(struct resp *r, enum err_id e, json_t *extra)
-{
-	return fill(r, e, NULL, extra);
-}
-
-enum st_rc unit_error(struct resp *r, enum err_id e, json_t *extra)
-{
-	fill(r, e, NULL, extra);
-	return err_rc(e);
-}
-
-enum st_rc req_error(struct req_ctx *rq, enum err_id e, json_t *extra)
-{
-	fill(req_resp(rq), e, NULL, extra);
-	return ST_OK;
-}
-
-enum st_rc req_error_msg(struct req_ctx *rq, enum err_id e, const char *message, json_t *extra)
-{
-	fill(req_resp(rq), e, message, extra);
-	return ST_OK;
 }

@@ -1,4 +1,4 @@
-/* errors.h — the error catalogue, and answering with one of its rows.
+/* errors.h — the error catalogue.
  *
  * Every error settled answers is a row of errors.def: an id (ERR_...), the
  * wire code, the HTTP status, the message and, where one input is at fault,
@@ -9,16 +9,12 @@
  *   return unit_error(resp, ERR_HOLD_NOT_PENDING,
  *                     json_pack("{s:s}", "state", hold_state_str(s)));
  *
- * Adding an error is adding a row (and documenting its code on the
- * operations that answer it, docs/openapi.json). The body is
- * {"error": code, "message": message, "field": field (if any), ...extra}:
- * extra's members come last, and one named "field" replaces the row's
- * (for inputs named at run time: "items[3].amount"). Success statuses are
- * the route table's (route_match.h); see docs/internals/errors.md. */
+ * (req_error and unit_error are response.h's.) Adding an error is adding
+ * a row, and documenting its code on the operations that answer it
+ * (docs/openapi.json). Success statuses are the route table's (route_match.h);
+ * see docs/internals/errors.md. */
 #ifndef SETTLED_ERRORS_H
 #define SETTLED_ERRORS_H
-
-#include <jansson.h>
 
 #include "rc.h"
 
@@ -49,24 +45,5 @@ enum st_rc err_rc(enum err_id e);
 /* The row a bare result code answers when a handler returns it without
  * answering (ST_NOT_FOUND -> ERR_RC_NOT_FOUND, ST_INTERNAL -> ERR_INTERNAL). */
 enum err_id err_of_rc(enum st_rc rc);
-
-struct resp;
-struct req_ctx;
-
-/* Replaces whatever r holds with e's answer. extra (may be NULL) is merged
- * in and its reference stolen. ST_OK, or ST_NOMEM (r then has no status:
- * the transport answers a bare 503). For a write unit whose work must
- * commit with the error answer (a hold found expired is expired for
- * good); otherwise use unit_error. */
-enum st_rc resp_set_error(struct resp *r, enum err_id e, json_t *extra);
-/* For write units: resp_set_error, then err_rc(e), so that
- * `return unit_error(resp, ERR_..., NULL);` answers e and rolls back. */
-enum st_rc unit_error(struct resp *r, enum err_id e, json_t *extra);
-/* For handlers: answers e at once (no store write); returns ST_OK so a
- * handler can `return req_error(rq, ERR_..., NULL);`. */
-enum st_rc req_error(struct req_ctx *rq, enum err_id e, json_t *extra);
-/* As req_error with message (copied) instead of the row's: for the few
- * rows whose text is made at run time (a JSON parse error's, an event's). */
-enum st_rc req_error_msg(struct req_ctx *rq, enum err_id e, const char *message, json_t *extra);
 
 #endif

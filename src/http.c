@@ -252,7 +252,8 @@ static enum MHD_Result scan_arg(void *cls, enum MHD_ValueKind kind, const char *
 static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD_Result *ret)
 {
 	struct hdr_scan sc = { 0 };
-	const char *code = "invalid_framing", *msg;
+	enum err_id err = ERR_INVALID_FRAMING;
+	const char *msg;
 	const union MHD_ConnectionInfo *size =
 		MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 	enum hdr_fault fault = HDR_OK;
@@ -268,14 +269,14 @@ static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD
 	if (sc.layout_on)
 		fault = hdr_layout_end(&sc.layout);
 	if (fault) {
-		code = "invalid_header";
+		err = ERR_INVALID_HEADER;
 		msg = hdr_fault_str(fault);
 	} else if (sc.authorization > 1 || sc.host > 1) {
-		code = "invalid_header";
+		err = ERR_INVALID_HEADER;
 		msg = sc.host > 1 ? "a request can have only one Host"
 				  : "a request can have only one Authorization";
 	} else if (!sc.host && version && !strcmp(version, MHD_HTTP_VERSION_1_1)) {
-		code = "invalid_header";
+		err = ERR_INVALID_HEADER;
 		msg = "an HTTP/1.1 request needs a Host header";
 	} else if (sc.content_length && sc.transfer_encoding) {
 		msg = "a request cannot have both Content-Length and Transfer-Encoding";
@@ -284,12 +285,12 @@ static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD
 	} else if (sc.transfer_encoding > 1 || sc.te_not_chunked) {
 		msg = "the only Transfer-Encoding accepted is chunked";
 	} else if (sc.bad_bytes) {
-		code = "invalid_header";
+		err = ERR_INVALID_HEADER;
 		msg = "header names must be tokens and header values UTF-8";
 	} else {
 		return false;
 	}
-	req_fail(rq, ST_INVALID, code, msg);
+	req_error_msg(rq, err, msg, NULL);
 	resp_header(&rq->resp, "Connection", "close");
 	*ret = send_resp(rq);
 	return true;
@@ -344,21 +345,16 @@ static bool refuse_bad_target(struct req_ctx *rq, enum MHD_Result *ret)
 
 	rq->path = req_alloc(rq, n + 1);
 	if (!rq->path) {
-		*ret = fail_now(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+		*ret = fail_now(rq, ERR_OUT_OF_MEMORY);
 		return true;
 	}
 	if (route_path_check(rq->url) || route_decode(rq->url, n, rq->path, NULL)) {
-		*ret = fail_now(rq, ST_INVALID, "invalid_path",
-				"the path holds %00, an encoded '/', a malformed escape, a byte that "
-				"is not visible ASCII, or decodes to a control character or to "
-				"something that is not UTF-8");
+		*ret = fail_now(rq, ERR_INVALID_PATH);
 		return true;
 	}
 	MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, collect_query, &qs);
 	if (qs.bad) {
-		*ret = fail_now(rq, ST_INVALID, "invalid_query",
-				"a query argument holds a malformed escape or a control character, "
-				"or is not UTF-8");
+		*ret = fail_now(rq, ERR_INVALID_QUERY);
 		return true;
 	}
 	return false;
@@ -421,8 +417,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		 * close (send_resp), in-flight ones finish. This stands in for
 		 * MHD_quiesce_daemon: see http_stop(). */
 		if (atomic_load(&h->app->stopping))
-			return fail_now(rq, ST_UNAVAILABLE, "unavailable",
-					"the server is shutting down; retry");
+			return fail_now(rq, ERR_SHUTTING_DOWN);
 		if (refuse_bad_target(rq, &ret))
 			return ret;
 		ret = route_request(rq, &answered);
@@ -435,8 +430,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 			/* Refuse before reading a byte of it. */
 			if (*end || n > h->app->cfg->max_body)
-				return fail_now(rq, ST_TOO_LARGE, "payload_too_large",
-						"the request body is larger than SETTLED_MAX_BODY");
+				return fail_now(rq, ERR_BODY_OVER_MAX);
 		}
 		rq->state = RQ_BODY;
 		return MHD_YES;

@@ -8,7 +8,8 @@
  *               completion; this header's http_start/http_stop;
  *   dispatch.c  the dispatcher: route flags, the handler, req_commit
  *               (dispatch.h: the accessors and req_commit handlers use);
- *   response.c  the response: resp_*, req_reply/req_fail, statuses,
+ *   response.c  the response: resp_*, req_ok/req_error (a success answers
+ *               its route's status, an error its errors.def row's),
  *               headers, sending (response.h).
  * A request's path: MHD thread -> req_ctx (capped body) -> route match ->
  * pre-checks (method, content type, size, auth, rate limit; no store

@@ -1,8 +1,9 @@
 /* rc.h — the one project-wide result code.
  *
  * Every fallible function returns enum st_rc (ST_OK == 0), like curl's
- * CURLcode. Domain modules never know HTTP: only response.c maps a code to a
- * status through one table (http_status_of()). */
+ * CURLcode. Domain modules never know HTTP: an error answer is a row of
+ * errors.def (code, status, message), and a code a handler returns
+ * unanswered is answered by its row (err_of_rc()). */
 #ifndef SETTLED_RC_H
 #define SETTLED_RC_H
 

@@ -152,8 +152,8 @@ enum MHD_Result answer_oom(struct http *h, struct MHD_Connection *conn);
  * not even the error could be built) and sets RQ_SENT. Releases the
  * request's running mark on its Idempotency-Key first. */
 enum MHD_Result send_resp(struct req_ctx *rq);
-/* req_fail() then send_resp(): answers at once. */
-enum MHD_Result fail_now(struct req_ctx *rq, enum st_rc rc, const char *code, const char *msg);
+/* req_error() then send_resp(): answers e at once. */
+enum MHD_Result fail_now(struct req_ctx *rq, enum err_id e);
 
 /* ---------------------------------------------------------------- dispatch.c */
 

@@ -2,7 +2,7 @@
  * error answers, the one map from result codes to HTTP statuses, and the
  * sending of an answer with the headers every answer carries.
  *
- * Handlers fill rq->resp through resp_* and req_reply/req_fail; nothing is
+ * Handlers fill rq->resp through resp_* and req_ok/req_error; nothing is
  * sent until the dispatcher (or, for a write, the store's resumption of the
  * connection) calls send_resp(), which adds, in one place: Content-Type,
  * X-Request-Id, the security headers (nosniff, DENY, no-referrer, a
@@ -11,8 +11,9 @@
  * When even an error body cannot be allocated, a constant 503 goes out
  * instead, so a client never sees a connection dropped without an answer.
  *
- * Only this file knows HTTP status codes (http_status_of); handlers speak
- * enum st_rc and a snake_case error code. */
+ * Handlers name no HTTP status: a success answers its route's
+ * (resp->ok_status, set by the dispatcher from route_match.h's ROUTE_CREATED),
+ * an error its catalogue row's (errors.def). */
 #include "response.h"
 
 #include <microhttpd.h>
@@ -30,33 +31,6 @@
 #include "trace.h"
 #include "banned.h"
 
-/* ---------------------------------------------------------------- statuses */
-
-static const int rc_status[ST_RC_COUNT] = {
-	[ST_OK] = 200,
-	[ST_NOMEM] = 503,
-	[ST_INVALID] = 400,
-	[ST_UNAUTHORIZED] = 401,
-	[ST_FORBIDDEN] = 403,
-	[ST_NOT_FOUND] = 404,
-	[ST_CONFLICT] = 409,
-	[ST_UNPROCESSABLE] = 422,
-	[ST_TOO_LARGE] = 413,
-	[ST_UNSUPPORTED] = 415,
-	[ST_LIMITED] = 429,
-	[ST_UNIQUE] = 409,
-	[ST_BUSY] = 503,
-	[ST_UNAVAILABLE] = 503,
-	[ST_INTERNAL] = 500,
-};
-
-int http_status_of(enum st_rc rc)
-{
-	if ((unsigned)rc >= ST_RC_COUNT || !rc_status[rc])
-		return 500;
-	return rc_status[rc];
-}
-
 /* ---------------------------------------------------------------- resp */
 
 void resp_init(struct resp *r)
@@ -67,6 +41,8 @@ void resp_init(struct resp *r)
 
 void resp_release(struct resp *r)
 {
+	int ok_status = r->ok_status;
+
 	buf_release(&r->body);
 	free(r->location);
 	free(r->replay_body);
@@ -75,9 +51,17 @@ void resp_release(struct resp *r)
 		free(r->headers[i].value);
 	}
 	resp_init(r);
+	r->ok_status = ok_status;
 }
 
-enum st_rc resp_json(struct resp *r, int status, json_t *body)
+/* What a success answers: the route's, 200 for a resp of no route. */
+static int success_status(const struct resp *r)
+{
+	return r->ok_status ? r->ok_status : 200;
+}
+
+/* Sets status and a JSON body (steals the reference to body). */
+static enum st_rc set_json(struct resp *r, int status, json_t *body)
 {
 	enum st_rc rc;
 
@@ -91,19 +75,29 @@ enum st_rc resp_json(struct resp *r, int status, json_t *body)
 	return rc;
 }
 
+enum st_rc resp_ok(struct resp *r, json_t *body)
+{
+	return set_json(r, success_status(r), body);
+}
+
 void resp_object_begin(struct resp *r, struct json_writer *w)
 {
 	buf_reset(&r->body);
 	jw_begin(w, &r->body);
 }
 
-enum st_rc resp_object_end(struct resp *r, struct json_writer *w, int status)
+enum st_rc resp_object_end(struct resp *r, struct json_writer *w)
 {
 	enum st_rc rc = jw_end(w);
 
 	if (rc == ST_OK)
-		r->status = status;
+		r->status = success_status(r);
 	return rc;
+}
+
+void resp_ok_body(struct resp *r)
+{
+	r->status = success_status(r);
 }
 
 enum st_rc resp_replay_json(struct resp *r, json_t *body)
@@ -125,23 +119,32 @@ enum st_rc resp_replay_json(struct resp *r, json_t *body)
 	return ST_OK;
 }
 
-enum st_rc resp_error(struct resp *r, enum st_rc rc, const char *code, const char *message,
-		      json_t *extra)
+/* e's answer, message (NULL: the row's) and extra as response.h says. */
+static enum st_rc set_error(struct resp *r, enum err_id e, const char *message, json_t *extra)
 {
-	json_t *o = json_pack("{s:s, s:s}", "error", code, "message", message);
+	const struct err_row *row = err_row(e);
+	json_t *o = json_pack("{s:s, s:s}", "error", row->code, "message", message ? message : row->message);
 
+	resp_release(r);
+	if (o && row->field && json_object_set_new(o, "field", json_string(row->field))) {
+		json_decref(o);
+		o = NULL;
+	}
 	if (o && extra)
 		json_object_update(o, extra);
 	json_decref(extra);
-	return resp_json(r, http_status_of(rc), o);
+	return set_json(r, row->status, o);
 }
 
-enum st_rc unit_fail(struct resp *r, enum st_rc rc, const char *code, const char *message,
-		     json_t *extra)
+enum st_rc resp_set_error(struct resp *r, enum err_id e, json_t *extra)
 {
-	resp_release(r);
-	resp_error(r, rc, code, message, extra);
-	return rc;
+	return set_error(r, e, NULL, extra);
+}
+
+enum st_rc unit_error(struct resp *r, enum err_id e, json_t *extra)
+{
+	set_error(r, e, NULL, extra);
+	return err_rc(e);
 }
 
 enum st_rc resp_header(struct resp *r, const char *name, const char *value)
@@ -174,34 +177,31 @@ enum st_rc resp_location(struct resp *r, const char *location)
 	return ST_OK;
 }
 
-enum st_rc req_reply(struct req_ctx *rq, int status, json_t *body)
+enum st_rc req_ok(struct req_ctx *rq, json_t *body)
 {
-	if (resp_json(&rq->resp, status, body))
-		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
+	if (resp_ok(&rq->resp, body))
+		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 	return ST_OK;
 }
 
-enum st_rc req_reply_text(struct req_ctx *rq, int status, const char *json, size_t len)
+enum st_rc req_ok_text(struct req_ctx *rq, const char *json, size_t len)
 {
 	buf_reset(&rq->resp.body);
 	if (buf_append(&rq->resp.body, json, len))
-		return req_fail(rq, ST_NOMEM, "out_of_memory", "the server is out of memory");
-	rq->resp.status = status;
+		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
+	resp_ok_body(&rq->resp);
 	return ST_OK;
 }
 
-enum st_rc req_fail(struct req_ctx *rq, enum st_rc rc, const char *code, const char *message)
+enum st_rc req_error(struct req_ctx *rq, enum err_id e, json_t *extra)
 {
-	resp_release(&rq->resp);
-	resp_error(&rq->resp, rc, code, message, NULL);
+	set_error(&rq->resp, e, NULL, extra);
 	return ST_OK;
 }
 
-enum st_rc req_fail_field(struct req_ctx *rq, enum st_rc rc, const char *code,
-			  const char *message, const char *field)
+enum st_rc req_error_msg(struct req_ctx *rq, enum err_id e, const char *message, json_t *extra)
 {
-	resp_release(&rq->resp);
-	resp_error(&rq->resp, rc, code, message, json_pack("{s:s}", "field", field));
+	set_error(&rq->resp, e, message, extra);
 	return ST_OK;
 }
 
@@ -406,7 +406,7 @@ enum MHD_Result send_resp(struct req_ctx *rq)
 	}
 
 	if (!rq->resp.status)
-		resp_error(&rq->resp, ST_INTERNAL, "internal_error", "the handler gave no answer", NULL);
+		resp_set_error(&rq->resp, ERR_NO_ANSWER, NULL);
 	if (!rq->resp.status || (rq->resp.status >= 400 && !rq->resp.body.len)) {
 		/* Even the error answer could not be built. */
 		resp_release(&rq->resp);
@@ -436,8 +436,8 @@ enum MHD_Result send_resp(struct req_ctx *rq)
 	return ret;
 }
 
-enum MHD_Result fail_now(struct req_ctx *rq, enum st_rc rc, const char *code, const char *msg)
+enum MHD_Result fail_now(struct req_ctx *rq, enum err_id e)
 {
-	req_fail(rq, rc, code, msg);
+	req_error(rq, e, NULL);
 	return send_resp(rq);
 }

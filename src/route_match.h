@@ -58,6 +58,8 @@ enum {
 	                             * req_verifying() true to check the signature, before the
 	                             * body is parsed or any limit is charged */
 	ROUTE_FOREIGN_BODY = 1 << 7, /* a third party's format (webhooks): fields not checked */
+	ROUTE_CREATED = 1 << 8,     /* a success is 201 Created (else 200): the status handlers'
+	                             * resp_ok/req_ok answer, so no handler names one */
 };
 
 /* One member a request body may carry (see the top of this file). */

@@ -87,7 +87,7 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 		return rc;
 	snprintf(location, sizeof(location), "/api/v2/accounts/%s", a.name);
 	rc = resp_location(resp, location);
-	return rc ? rc : resp_json(resp, 201, account_json(&a, r->client_id, &b));
+	return rc ? rc : resp_ok(resp, account_json(&a, r->client_id, &b));
 }
 
 enum st_rc route_account_create(struct req_ctx *rq)
@@ -167,7 +167,7 @@ enum st_rc route_account_list(struct req_ctx *rq)
 	free(r.rows);
 	if (!body)
 		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
-	return req_reply(rq, 200, body);
+	return req_ok(rq, body);
 }
 
 /* ---- GET /api/v2/accounts/{account} and /{client}/{name} ---- */
@@ -206,7 +206,7 @@ static enum st_rc reply_account(struct req_ctx *rq, const char *name)
 		return req_error(rq, ERR_ACCOUNT_NOT_FOUND, NULL);
 	if (rc)
 		return req_error(rq, ERR_STORE_READ, NULL);
-	return req_reply(rq, 200, account_json(&r.a, r.caller, &r.b));
+	return req_ok(rq, account_json(&r.a, r.caller, &r.b));
 }
 
 enum st_rc route_account_get(struct req_ctx *rq)

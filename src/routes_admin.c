@@ -125,7 +125,7 @@ enum st_rc route_admin_dlq_list(struct req_ctx *rq)
 		job_release(&p->jobs[i]);
 	if (!body)
 		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
-	return req_reply(rq, 200, body);
+	return req_ok(rq, body);
 }
 
 /* ---- POST /api/admin/dlq/{job}/retry, DELETE /api/admin/dlq/{job} ---- */
@@ -156,11 +156,11 @@ static enum st_rc dlq_op_unit(struct tx *tx, void *arg, struct resp *resp)
 	if (rc)
 		return rc;
 	if (!o->retry)
-		return resp_json(resp, 200, json_pack("{s:I, s:b}", "id", (json_int_t)o->id, "deleted", 1));
+		return resp_ok(resp, json_pack("{s:I, s:b}", "id", (json_int_t)o->id, "deleted", 1));
 	rc = queue_get(tx, o->id, &j);
 	if (rc)
 		return rc;
-	rc = resp_json(resp, 200, job_json(&j));
+	rc = resp_ok(resp, job_json(&j));
 	job_release(&j);
 	/* A hint only: the fetcher's claim queues behind this unit on the
 	 * writer (SQLite) or finds the job at its next poll (PostgreSQL). */
@@ -218,7 +218,7 @@ enum st_rc route_admin_reconciliation(struct req_ctx *rq)
 	free(r.json);
 	if (!body)
 		return req_error(rq, ERR_REPORT_UNREADABLE, NULL);
-	return req_reply(rq, 200, body);
+	return req_ok(rq, body);
 }
 
 struct recon_now {
@@ -241,7 +241,7 @@ static enum st_rc recon_store_unit(struct tx *tx, void *arg, struct resp *resp)
 
 	if (rc)
 		return rc;
-	rc = resp_json(resp, 200, json_loads(c->json, 0, NULL));
+	rc = resp_ok(resp, json_loads(c->json, 0, NULL));
 	if (rc == ST_OK)
 		ticker_reconciled(c->app, &c->r);
 	return rc;

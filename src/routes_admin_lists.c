@@ -239,7 +239,7 @@ static enum st_rc admin_list(struct req_ctx *rq, const struct list_spec *spec)
 	rows_free(p->rows);
 	if (!body)
 		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
-	return req_reply(rq, 200, body);
+	return req_ok(rq, body);
 }
 
 enum st_rc route_admin_intents(struct req_ctx *rq)

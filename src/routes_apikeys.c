@@ -74,7 +74,7 @@ static enum st_rc reply_new_key(struct resp *resp, const struct api_key *k, cons
 		json_decref(shown);
 		return rc;
 	}
-	return resp_json(resp, 201, shown);
+	return resp_ok(resp, shown);
 }
 
 /* ---- POST /api/admin/api-keys ---- */
@@ -218,7 +218,7 @@ static enum st_rc revoke_unit(struct tx *tx, void *arg, struct resp *resp)
 		return key_not_found(resp);
 	if (rc)
 		return rc;
-	return resp_json(resp, 200, key_json(&k));
+	return resp_ok(resp, key_json(&k));
 }
 
 enum st_rc route_apikey_revoke(struct req_ctx *rq)

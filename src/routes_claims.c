@@ -80,13 +80,13 @@ static enum st_rc claim_create_fail(struct resp *resp, enum st_rc rc, const char
 
 /* The intent as the answer of a write unit: written straight into the
  * response, no jansson tree inside the writer's transaction. */
-static enum st_rc answer_intent(struct resp *resp, int status, const struct intent *it)
+static enum st_rc answer_intent(struct resp *resp, const struct intent *it)
 {
 	struct json_writer w;
 
 	resp_object_begin(resp, &w);
 	jw_intent_members(&w, it);
-	return resp_object_end(resp, &w, status);
+	return resp_object_end(resp, &w);
 }
 
 /* ---- POST /api/claim/prepare ---- */
@@ -118,7 +118,7 @@ static enum st_rc prepare_unit(struct tx *tx, void *arg, struct resp *resp)
 	resp_object_begin(resp, &w);
 	jw_intent_members(&w, &it);
 	jw_time(&w, "expires_at", h.expires_at);
-	rc = resp_object_end(resp, &w, 201);
+	rc = resp_object_end(resp, &w);
 	if (rc == ST_OK)
 		rc = intent_count_at_commit(tx, r->m->intents, it.status, 1);
 	return rc;
@@ -183,7 +183,7 @@ static enum st_rc record_unit(struct tx *tx, void *arg, struct resp *resp)
 	rc = claim_job_enqueue(tx, r->app, it.id, 0);
 	if (rc)
 		return rc;
-	rc = answer_intent(resp, 200, &it);
+	rc = answer_intent(resp, &it);
 	if (rc == ST_OK)
 		rc = intent_count_at_commit(tx, r->m->intents, INTENT_LOCKED, 1);
 	if (rc == ST_OK)
@@ -251,7 +251,7 @@ static enum st_rc v2_claim_unit(struct tx *tx, void *arg, struct resp *resp)
 	rc = resp_location(resp, location);
 	if (rc)
 		return rc;
-	rc = answer_intent(resp, 201, &it);
+	rc = answer_intent(resp, &it);
 	/* Counted once the unit has committed (see the top of this file). */
 	for (enum intent_status st = INTENT_PENDING; rc == ST_OK && st <= INTENT_SUBMITTED; st++)
 		rc = intent_count_at_commit(tx, r->app->m.intents, st, 1);
@@ -358,5 +358,5 @@ enum st_rc route_intent_get(struct req_ctx *rq)
 		return req_error(rq, ERR_INTENT_NOT_FOUND, NULL);
 	if (rc)
 		return req_error(rq, ERR_STORE_READ, NULL);
-	return req_reply(rq, 200, r.out);
+	return req_ok(rq, r.out);
 }

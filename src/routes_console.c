@@ -49,7 +49,7 @@ static enum st_rc serve(struct req_ctx *rq, const char *name)
 		rc = resp_header(resp, "Content-Security-Policy", CONSOLE_CSP);
 	if (rc)
 		return rc;
-	resp->status = 200;
+	resp_ok_body(resp);
 	return ST_OK;
 }
 

@@ -194,7 +194,7 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 		json_decref(body);
 		return rc;
 	}
-	return resp_json(resp, 201, body);
+	return resp_ok(resp, body);
 }
 
 /* Copies a string field of at most max bytes; false when absent, not a
@@ -302,7 +302,7 @@ static enum st_rc resolve_unit(struct tx *tx, void *arg, struct resp *resp)
 	if (rc)
 		return rc;
 	body = present_hold_tx(tx, r->c.id, &h, &rc);
-	return body ? resp_json(resp, 200, body) : rc;
+	return body ? resp_ok(resp, body) : rc;
 }
 
 static enum st_rc resolve_route(struct req_ctx *rq, bool capture)
@@ -371,7 +371,7 @@ enum st_rc route_hold_get(struct req_ctx *rq)
 		json_decref(r.body);
 		return rc;
 	}
-	return req_reply(rq, 200, r.body);
+	return req_ok(rq, r.body);
 }
 
 /* ---- GET /api/v2/holds ----------------------------------------------- */
@@ -438,5 +438,5 @@ enum st_rc route_hold_list(struct req_ctx *rq)
 		json_decref(r.body);
 		return rc;
 	}
-	return req_reply(rq, 200, r.body);
+	return req_ok(rq, r.body);
 }

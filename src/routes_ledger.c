@@ -160,5 +160,5 @@ enum st_rc route_ledger_transactions(struct req_ctx *rq)
 	free(r.rows);
 	if (!body)
 		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
-	return req_reply(rq, 200, body);
+	return req_ok(rq, body);
 }

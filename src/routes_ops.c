@@ -16,7 +16,7 @@ enum st_rc route_healthz(struct req_ctx *rq)
 {
 	static const char ok[] = "{\"status\":\"ok\"}";
 
-	return req_reply_text(rq, 200, ok, sizeof(ok) - 1);
+	return req_ok_text(rq, ok, sizeof(ok) - 1);
 }
 
 enum st_rc route_health_ready(struct req_ctx *rq)
@@ -66,7 +66,7 @@ enum st_rc route_health_ready(struct req_ctx *rq)
 		return req_error(rq, ERR_NOT_READY, json_pack("{s:s, s:o, s:o}", "status", "unavailable",
 							      "failing", failing, "checks", checks));
 	json_decref(failing);
-	return req_reply(rq, 200, json_pack("{s:s, s:o}", "status", "ready", "checks", checks));
+	return req_ok(rq, json_pack("{s:s, s:o}", "status", "ready", "checks", checks));
 }
 
 enum st_rc route_metrics(struct req_ctx *rq)
@@ -78,7 +78,7 @@ enum st_rc route_metrics(struct req_ctx *rq)
 	rc = metrics_render(req_app(rq)->metrics, &resp->body);
 	if (rc)
 		return rc;
-	resp->status = 200;
+	resp_ok_body(resp);
 	return resp_header(resp, "Content-Type", METRICS_CONTENT_TYPE);
 }
 
@@ -93,6 +93,6 @@ enum st_rc route_openapi(struct req_ctx *rq)
 	rc = buf_append(&resp->body, settled_openapi_json, settled_openapi_json_len);
 	if (rc)
 		return rc;
-	resp->status = 200;
+	resp_ok_body(resp);
 	return ST_OK;
 }

@@ -75,7 +75,7 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 		return rc;
 	snprintf(location, sizeof(location), "/api/v2/payouts/batch/%s", b.id);
 	rc = resp_location(resp, location);
-	return rc ? rc : resp_json(resp, 201, batch_json(&b));
+	return rc ? rc : resp_ok(resp, batch_json(&b));
 }
 
 /* A reference: 1..PAYOUT_REFERENCE_MAX bytes, no control characters. */
@@ -178,7 +178,7 @@ static enum st_rc approve_unit(struct tx *tx, void *arg, struct resp *resp)
 	if (!body)
 		return ST_NOMEM;
 	json_object_set_new(body, "enqueued", json_integer((json_int_t)enqueued));
-	rc = resp_json(resp, 200, body);
+	rc = resp_ok(resp, body);
 	if (rc == ST_OK) {
 		/* Counted before the commit, like the claim routes' metrics. */
 		const char *const none[] = { NULL };
@@ -347,5 +347,5 @@ enum st_rc route_payout_batch_get(struct req_ctx *rq)
 		return req_error(rq, ERR_BATCH_NOT_FOUND, NULL);
 	if (rc)
 		return req_error(rq, ERR_STORE_READ, NULL);
-	return req_reply(rq, 200, r.out);
+	return req_ok(rq, r.out);
 }

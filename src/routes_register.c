@@ -45,7 +45,7 @@ static enum st_rc register_unit(struct tx *tx, void *arg, struct resp *resp)
 	jw_str(&w, "wallet", a.wallet);
 	jw_str(&w, "referrer", r->has_referrer ? r->referrer : NULL);
 	jw_time(&w, "created_at", a.created_at);
-	return resp_object_end(resp, &w, 201);
+	return resp_object_end(resp, &w);
 }
 
 enum st_rc route_register(struct req_ctx *rq)

@@ -227,7 +227,7 @@ static enum st_rc transfer_unit(struct tx *tx, void *arg, struct resp *resp)
 	snprintf(location, sizeof(location), "/api/v2/transfers/%s", pa.tx_id);
 	rc = resp_location(resp, location);
 	if (rc == ST_OK)
-		rc = resp_json(resp, 201, transfer_json(tx, v, r->caller));
+		rc = resp_ok(resp, transfer_json(tx, v, r->caller));
 out:
 	free(from);
 	free(v);
@@ -353,5 +353,5 @@ enum st_rc route_transfer_get(struct req_ctx *rq)
 		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 	if (rc)
 		return req_error(rq, ERR_STORE_READ, NULL);
-	return req_reply(rq, 200, r.body);
+	return req_ok(rq, r.body);
 }

@@ -87,7 +87,7 @@ static enum st_rc intake_unit(struct tx *tx, void *arg, struct resp *resp)
 	jw_str(&w, "status", inserted ? "accepted" : "duplicate");
 	if (inserted && r->late_ms)
 		jw_bool(&w, "late", true);
-	return resp_object_end(resp, &w, 200);
+	return resp_object_end(resp, &w);
 }
 
 static enum st_rc refuse(struct req_ctx *rq, enum wh_provider p, enum wh_verdict v)

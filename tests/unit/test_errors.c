@@ -91,26 +91,42 @@ Test(errors, every_code_in_the_spec_is_catalogued_with_its_status)
 	}
 }
 
+/* A unit that answers a row returns a result code that, answered bare,
+ * has the row's status again: the two maps agree. */
 Test(errors, a_unit_rolls_back_with_the_rows_class)
 {
 	for (int e = 0; e < ERR_COUNT; e++) {
 		enum st_rc rc = err_rc(e);
+		int back = err_row(err_of_rc(rc))->status;
 
 		cr_assert(rc != ST_OK && rc != ST_BUSY, "%s: unit rc %s", err_row(e)->name, st_rc_str(rc));
-		if (err_row(e)->status != 405)
-			cr_assert_eq(http_status_of(rc), err_row(e)->status, "%s: %s is %d, the row %d",
-				     err_row(e)->name, st_rc_str(rc), http_status_of(rc), err_row(e)->status);
+		if (err_row(e)->status != 405) /* the dispatcher's alone, never a unit's */
+			cr_assert_eq(back, err_row(e)->status, "%s: %s answers %d, the row %d",
+				     err_row(e)->name, st_rc_str(rc), back, err_row(e)->status);
 	}
 	cr_assert_eq(err_rc(ERR_HOLD_NOT_FOUND), ST_NOT_FOUND);
 	cr_assert_eq(err_rc(ERR_OUT_OF_MEMORY), ST_UNAVAILABLE);
 }
 
+/* What a handler's bare result code answers (the rc -> status map that
+ * response.c's rc_status table was, before the catalogue). */
 Test(errors, every_result_code_answers_a_row_of_its_status)
 {
-	for (int rc = ST_NOMEM; rc < ST_RC_COUNT; rc++)
-		cr_assert_eq(err_row(err_of_rc(rc))->status, http_status_of(rc), "%s", st_rc_str(rc));
+	static const int status[ST_RC_COUNT] = {
+		[ST_NOMEM] = 503,	  [ST_INVALID] = 400,	 [ST_UNAUTHORIZED] = 401,
+		[ST_FORBIDDEN] = 403,	  [ST_NOT_FOUND] = 404,	 [ST_CONFLICT] = 409,
+		[ST_UNPROCESSABLE] = 422, [ST_TOO_LARGE] = 413,	 [ST_UNSUPPORTED] = 415,
+		[ST_LIMITED] = 429,	  [ST_UNIQUE] = 409,	 [ST_BUSY] = 503,
+		[ST_UNAVAILABLE] = 503,	  [ST_INTERNAL] = 500,
+	};
+
+	for (int rc = ST_NOMEM; rc < ST_RC_COUNT; rc++) {
+		cr_assert_eq(err_row(err_of_rc(rc))->status, status[rc], "%s", st_rc_str(rc));
+		cr_assert_str_eq(err_row(err_of_rc(rc))->message, "the request could not be completed");
+	}
 	cr_assert_eq(err_of_rc(ST_INTERNAL), ERR_INTERNAL);
 	cr_assert_str_eq(err_row(err_of_rc(ST_NOT_FOUND))->code, "not_found");
+	cr_assert_str_eq(err_row(err_of_rc(ST_BUSY))->code, "busy");
 }
 
 static json_t *body_of(const struct resp *r)
@@ -173,5 +189,25 @@ Test(errors, a_field_named_at_run_time_replaces_the_rows_in_place)
 	cr_assert_eq(json_object_size(o), 2);
 	cr_assert_eq(r.status, 404);
 	json_decref(o);
+	resp_release(&r);
+}
+
+Test(errors, a_success_answers_the_routes_status_and_an_error_its_rows)
+{
+	struct resp r = { 0 };
+
+	resp_release(&r);
+	cr_assert_eq(resp_ok(&r, json_pack("{s:s}", "id", "x")), ST_OK);
+	cr_assert_eq(r.status, 200, "a resp of no route answers 200");
+	r.ok_status = 201; /* what the dispatcher sets for a ROUTE_CREATED route */
+	resp_location(&r, "/x");
+	resp_release(&r);
+	cr_assert_eq(r.ok_status, 201, "kept across a release (a unit's re-run)");
+	cr_assert_eq(resp_ok(&r, json_pack("{s:s}", "id", "x")), ST_OK);
+	cr_assert_eq(r.status, 201);
+	cr_assert_eq(unit_error(&r, ERR_ACCOUNT_EXISTS, NULL), ST_CONFLICT);
+	cr_assert_eq(r.status, 409);
+	resp_ok_body(&r);
+	cr_assert_eq(r.status, 201);
 	resp_release(&r);
 }
