@@ -1,13 +1,18 @@
-/* json_out.h — compact JSON text of a jansson value, appended to a buf.
+/* json_out.h — the one JSON writer of the tree: compact JSON text of a
+ * jansson value (json_out), the one string escaper (json_escape) and a
+ * streaming writer (struct json_writer) for text built member by member.
+ * Responses, job payloads, log fields, the OTLP export, the config dump and
+ * the RPC and rail requests all write through here; jansson only parses.
  *
- * Byte for byte what json_dumps(v, JSON_COMPACT) writes (tests/unit/
- * test_json_out.c compares the two on random values), without its cost:
- * jansson 2.14 guards every object and array against reference loops by
- * formatting the node's address with snprintf("%p") into a hashtable, and
- * builds the text in a strbuffer that is then copied once more. callgrind
- * put json_dumps at ~14,000 instructions for a 200-byte response, a tenth
- * of a registration. Values here are trees built by settled itself, so a
- * depth limit replaces the loop check. */
+ * json_out writes byte for byte what json_dumps(v, JSON_COMPACT) writes
+ * (tests/unit/test_json_out.c compares the two on random values), without
+ * its cost: jansson 2.14 guards every object and array against reference
+ * loops by formatting the node's address with snprintf("%p") into a
+ * hashtable, and builds the text in a strbuffer that is then copied once
+ * more. callgrind put json_dumps at ~14,000 instructions for a 200-byte
+ * response, a tenth of a registration. Values here are trees built by
+ * settled or parsed by jansson, neither of which makes a loop, so a depth
+ * limit replaces the loop check. */
 #ifndef SETTLED_JSON_OUT_H
 #define SETTLED_JSON_OUT_H
 
