@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fmt.h"
+#include "hex.h"
 #include "validate.h"
 #include "banned.h"
 
@@ -60,13 +61,13 @@ static size_t copy_run(const char *s, size_t i, size_t n, unsigned flags)
 	}
 }
 
-/* The escaped form of the byte c, which copy_run stopped at, into esc[6];
- * returns its length. */
-static size_t escape_one(unsigned char c, unsigned flags, char esc[6])
+/* The escaped form of the byte c, which copy_run stopped at, into esc[7]
+ * (the NUL hex_encode leaves after it is no part of it); returns its
+ * length. */
+static size_t escape_one(unsigned char c, unsigned flags, char esc[7])
 {
 	static const char named[] = { ['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r',
 				      ['\t'] = 't', ['"'] = '"', ['\\'] = '\\' };
-	const char *hex = flags & JSON_ESC_LOWER ? "0123456789abcdef" : "0123456789ABCDEF";
 
 	esc[0] = '\\';
 	if (c >= 0x80) {
@@ -78,8 +79,10 @@ static size_t escape_one(unsigned char c, unsigned flags, char esc[6])
 		return 2;
 	}
 	memcpy(esc, "\\u00", 4);
-	esc[4] = hex[c >> 4];
-	esc[5] = hex[c & 15];
+	hex_encode(&c, 1, esc + 4);
+	/* jansson's upper case: c < 0x20, so only the last digit can be a-f */
+	if (!(flags & JSON_ESC_LOWER) && esc[5] >= 'a')
+		esc[5] = (char)(esc[5] - 'a' + 'A');
 	return 6;
 }
 
@@ -90,7 +93,7 @@ size_t json_escape(char *dst, size_t cap, const char *s, size_t n, size_t *pos, 
 
 	while (i < n) {
 		size_t r = copy_run(s, i, n, flags), k = r - i;
-		char esc[6];
+		char esc[7];
 
 		if (k > cap - o) {
 			/* Cut between characters, never inside a sequence: back over
