@@ -11,8 +11,9 @@
  *               in order (authentication, rate limits, body parse, unknown
  *               fields, idempotency), the handler, and req_commit's write
  *               unit on the store;
- *   response.c  the response: struct resp, error answers, the status of a
- *               result code, the headers every answer carries, sending.
+ *   response.c  the response: struct resp, success answers (the route's
+ *               status), error answers (errors.def's rows), the headers
+ *               every answer carries, sending.
  * docs/internals/request.md walks one POST through them.
  *
  * The functions declared here are for those three files only. */

@@ -1,6 +1,7 @@
 /* response.c — the answer to a request: struct resp and its writers, the
- * error answers, the one map from result codes to HTTP statuses, and the
- * sending of an answer with the headers every answer carries.
+ * success answers (the route's status), the error answers (a row of the
+ * catalogue, errors.def), and the sending of an answer with the headers
+ * every answer carries.
  *
  * Handlers fill rq->resp through resp_* and req_ok/req_error; nothing is
  * sent until the dispatcher (or, for a write, the store's resumption of the
