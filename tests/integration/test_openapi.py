@@ -568,6 +568,25 @@ def test_every_error_code_in_the_source_is_documented():
     assert not problems, "\n".join(problems)
 
 
+STATUS_SET_RE = re.compile(r"\b\w*resp\w*\s*(?:\([^)]*\))?\s*(?:->|\.)\s*status\s*=(?!=)")
+PACKED_CODE_RE = re.compile(r'"error"\s*,\s*"[a-z][a-z0-9_]*"')
+
+
+def test_handlers_name_no_status_and_write_no_error_body():
+    """Statuses are the route table's and the catalogue's: a handler that set
+    one, or packed an {"error": "<code>"} body itself, would bypass both."""
+    for bad in ('resp->status = 200;', 'req_resp(rq)->status = 201;', 'rq->resp.status = 405;',
+                'json_pack("{s:s}", "error", "not_ready")'):
+        assert STATUS_SET_RE.search(bad) or PACKED_CODE_RE.search(bad), bad
+    assert not STATUS_SET_RE.search("it->status = PAYOUT_ITEM_FAILED;")
+    problems = []
+    for path in sorted((ROOT / "src").glob("routes_*.c")) + HELPERS:
+        text = strip_c_comments(path.read_text())
+        for m in list(STATUS_SET_RE.finditer(text)) + list(PACKED_CODE_RE.finditer(text)):
+            problems.append(f"{path.name}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}")
+    assert not problems, "handlers answering around errors.def / ROUTE_CREATED:\n" + "\n".join(problems)
+
+
 def test_every_catalogued_error_is_answered_somewhere():
     """A row no C file names is dead: remove it (or the code that should use it is wrong)."""
     rows = catalogue()
