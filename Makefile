@@ -41,8 +41,9 @@ $(BUILD)/settled: $(BUILD)/main.o $(BUILD)/libsettled.a
 
 # The faultsim build: the same objects, every allocation settled's code
 # makes wrapped by tests/faultsim/faultsim.c, which fails the N-th one on
-# demand (tests/integration/test_faultsim.py walks N). Under make asan it is
-# an ASan build, so a leak on an error path fails the walk too.
+# demand (tests/integration/test_faultsim.py walks N), and whose SQLite VFS
+# fails the database's writes or fsyncs on demand (test_ioerr.py). Under
+# make asan it is an ASan build, so a leak on an error path fails the walk too.
 FAULTSIM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup
 $(BUILD)/faultsim.o: tests/faultsim/faultsim.c | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -170,10 +171,11 @@ check:
 		'$(MAKE) -j5 -O unit integration integration-pg-1 integration-pg-2 integration-pg-3 faultsim'
 	$(MAKE) fuzz-smoke
 
-# Allocation failures walked over each kind of request and job (embedded).
+# Allocation failures walked over each kind of request and job, and storage
+# I/O errors under load (embedded).
 faultsim: $(BUILD)/settled-faultsim
 	SETTLED_BIN=$(abspath $(BUILD))/settled-faultsim SETTLED_FAULTSIM=1 \
-		$(PYTHON) -m pytest -q tests/integration/test_faultsim.py $(PYTEST_ARGS)
+		$(PYTHON) -m pytest -q tests/integration/test_faultsim.py tests/integration/test_ioerr.py $(PYTEST_ARGS)
 
 test: deps
 	$(MAKE) all

@@ -15,13 +15,26 @@
  * half done. Counted across all threads: what a request's allocations are
  * interleaved with (the ticker, workers) is part of what is walked.
  *
+ * Storage I/O errors the same way, through SQLite's VFS (libsqlite3 is a
+ * shared library, so --wrap cannot reach its writes): a VFS that wraps the
+ * default one ("unix") is registered as the default at start-up. While the
+ * file named by SETTLED_FAULTSIM_IOERR_FILE holds "write" and/or "fsync",
+ * every xWrite (SQLITE_IOERR_WRITE) and/or xSync (SQLITE_IOERR_FSYNC) of a
+ * main database or WAL file fails without touching the file; an absent or
+ * empty file lets them through (tests/integration/test_ioerr.py). The file
+ * is read at each call: this is a test build, and the test flips it while
+ * requests run.
+ *
  * The state is process-global on purpose: it is a test harness wrapped
  * around the whole program, not part of it. */
+#include <fcntl.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t k, size_t n);
@@ -84,9 +97,299 @@ static void faultsim_arm(int sig)
 	}
 }
 
+/* ---- storage I/O errors: a VFS over the default one ---- */
+
+enum { IOERR_WRITE = 1, IOERR_FSYNC = 2 };
+
+static sqlite3_vfs *ioerr_real;      /* the VFS wrapped (the "unix" one) */
+static const char *ioerr_path;       /* SETTLED_FAULTSIM_IOERR_FILE */
+
+struct ioerr_file {
+	sqlite3_file base;
+	sqlite3_file *real;              /* follows this struct in the same block */
+	int faultable;                   /* a main database or WAL file */
+};
+
+/* The modes in force now: the control file's words. */
+static int ioerr_mode(void)
+{
+	char buf[64];
+	ssize_t n;
+	int fd, mode = 0;
+
+	if (!ioerr_path || (fd = open(ioerr_path, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	if (strstr(buf, "write"))
+		mode |= IOERR_WRITE;
+	if (strstr(buf, "fsync"))
+		mode |= IOERR_FSYNC;
+	return mode;
+}
+
+static sqlite3_file *ioerr_inner(sqlite3_file *f)
+{
+	return ((struct ioerr_file *)f)->real;
+}
+
+static int ioerr_close(sqlite3_file *f)
+{
+	return ioerr_inner(f)->pMethods->xClose(ioerr_inner(f));
+}
+
+static int ioerr_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off)
+{
+	return ioerr_inner(f)->pMethods->xRead(ioerr_inner(f), p, n, off);
+}
+
+static int ioerr_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
+{
+	if (((struct ioerr_file *)f)->faultable && (ioerr_mode() & IOERR_WRITE))
+		return SQLITE_IOERR_WRITE;
+	return ioerr_inner(f)->pMethods->xWrite(ioerr_inner(f), p, n, off);
+}
+
+static int ioerr_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+	return ioerr_inner(f)->pMethods->xTruncate(ioerr_inner(f), size);
+}
+
+static int ioerr_sync(sqlite3_file *f, int flags)
+{
+	if (((struct ioerr_file *)f)->faultable && (ioerr_mode() & IOERR_FSYNC))
+		return SQLITE_IOERR_FSYNC;
+	return ioerr_inner(f)->pMethods->xSync(ioerr_inner(f), flags);
+}
+
+static int ioerr_file_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+	return ioerr_inner(f)->pMethods->xFileSize(ioerr_inner(f), size);
+}
+
+static int ioerr_lock(sqlite3_file *f, int lock)
+{
+	return ioerr_inner(f)->pMethods->xLock(ioerr_inner(f), lock);
+}
+
+static int ioerr_unlock(sqlite3_file *f, int lock)
+{
+	return ioerr_inner(f)->pMethods->xUnlock(ioerr_inner(f), lock);
+}
+
+static int ioerr_check_reserved(sqlite3_file *f, int *out)
+{
+	return ioerr_inner(f)->pMethods->xCheckReservedLock(ioerr_inner(f), out);
+}
+
+static int ioerr_file_control(sqlite3_file *f, int op, void *arg)
+{
+	return ioerr_inner(f)->pMethods->xFileControl(ioerr_inner(f), op, arg);
+}
+
+static int ioerr_sector_size(sqlite3_file *f)
+{
+	return ioerr_inner(f)->pMethods->xSectorSize(ioerr_inner(f));
+}
+
+static int ioerr_device_chars(sqlite3_file *f)
+{
+	return ioerr_inner(f)->pMethods->xDeviceCharacteristics(ioerr_inner(f));
+}
+
+static int ioerr_shm_map(sqlite3_file *f, int pg, int pgsz, int extend, void volatile **pp)
+{
+	return ioerr_inner(f)->pMethods->xShmMap(ioerr_inner(f), pg, pgsz, extend, pp);
+}
+
+static int ioerr_shm_lock(sqlite3_file *f, int offset, int n, int flags)
+{
+	return ioerr_inner(f)->pMethods->xShmLock(ioerr_inner(f), offset, n, flags);
+}
+
+static void ioerr_shm_barrier(sqlite3_file *f)
+{
+	ioerr_inner(f)->pMethods->xShmBarrier(ioerr_inner(f));
+}
+
+static int ioerr_shm_unmap(sqlite3_file *f, int del)
+{
+	return ioerr_inner(f)->pMethods->xShmUnmap(ioerr_inner(f), del);
+}
+
+static int ioerr_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
+{
+	return ioerr_inner(f)->pMethods->xFetch(ioerr_inner(f), off, n, pp);
+}
+
+static int ioerr_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
+{
+	return ioerr_inner(f)->pMethods->xUnfetch(ioerr_inner(f), off, p);
+}
+
+/* Version 3, as the unix VFS's files are; a file whose methods are older
+ * (none of unix's) gets ioerr_methods_v1, so SQLite never calls an absent
+ * method through the wrapper. */
+#define IOERR_METHODS_V1                                                          \
+	.xClose = ioerr_close, .xRead = ioerr_read, .xWrite = ioerr_write,            \
+	.xTruncate = ioerr_truncate, .xSync = ioerr_sync, .xFileSize = ioerr_file_size, \
+	.xLock = ioerr_lock, .xUnlock = ioerr_unlock,                                 \
+	.xCheckReservedLock = ioerr_check_reserved, .xFileControl = ioerr_file_control, \
+	.xSectorSize = ioerr_sector_size, .xDeviceCharacteristics = ioerr_device_chars
+static const sqlite3_io_methods ioerr_methods_v1 = { .iVersion = 1, IOERR_METHODS_V1 };
+static const sqlite3_io_methods ioerr_methods_v3 = {
+	.iVersion = 3, IOERR_METHODS_V1,
+	.xShmMap = ioerr_shm_map, .xShmLock = ioerr_shm_lock, .xShmBarrier = ioerr_shm_barrier,
+	.xShmUnmap = ioerr_shm_unmap, .xFetch = ioerr_fetch, .xUnfetch = ioerr_unfetch,
+};
+
+static int ioerr_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out_flags)
+{
+	struct ioerr_file *w = (struct ioerr_file *)f;
+	int rc;
+
+	(void)vfs;
+	w->real = (sqlite3_file *)(w + 1);
+	w->faultable = (flags & (SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_WAL)) != 0;
+	w->real->pMethods = NULL;
+	rc = ioerr_real->xOpen(ioerr_real, name, w->real, flags, out_flags);
+	/* SQLite calls xClose when pMethods is set, even after a failed open;
+	 * the wrapper's xClose then closes the real file. */
+	if (!w->real->pMethods)
+		w->base.pMethods = NULL;
+	else if (w->real->pMethods->iVersion >= 3)
+		w->base.pMethods = &ioerr_methods_v3;
+	else
+		w->base.pMethods = &ioerr_methods_v1;
+	return rc;
+}
+
+static int ioerr_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)
+{
+	(void)vfs;
+	return ioerr_real->xDelete(ioerr_real, name, sync_dir);
+}
+
+static int ioerr_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)
+{
+	(void)vfs;
+	return ioerr_real->xAccess(ioerr_real, name, flags, out);
+}
+
+static int ioerr_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
+{
+	(void)vfs;
+	return ioerr_real->xFullPathname(ioerr_real, name, n, out);
+}
+
+static void *ioerr_dlopen(sqlite3_vfs *vfs, const char *name)
+{
+	(void)vfs;
+	return ioerr_real->xDlOpen(ioerr_real, name);
+}
+
+static void ioerr_dlerror(sqlite3_vfs *vfs, int n, char *msg)
+{
+	(void)vfs;
+	ioerr_real->xDlError(ioerr_real, n, msg);
+}
+
+static void (*ioerr_dlsym(sqlite3_vfs *vfs, void *h, const char *sym))(void)
+{
+	(void)vfs;
+	return ioerr_real->xDlSym(ioerr_real, h, sym);
+}
+
+static void ioerr_dlclose(sqlite3_vfs *vfs, void *h)
+{
+	(void)vfs;
+	ioerr_real->xDlClose(ioerr_real, h);
+}
+
+static int ioerr_randomness(sqlite3_vfs *vfs, int n, char *out)
+{
+	(void)vfs;
+	return ioerr_real->xRandomness(ioerr_real, n, out);
+}
+
+static int ioerr_sleep(sqlite3_vfs *vfs, int us)
+{
+	(void)vfs;
+	return ioerr_real->xSleep(ioerr_real, us);
+}
+
+static int ioerr_current_time(sqlite3_vfs *vfs, double *out)
+{
+	(void)vfs;
+	return ioerr_real->xCurrentTime(ioerr_real, out);
+}
+
+static int ioerr_last_error(sqlite3_vfs *vfs, int n, char *out)
+{
+	(void)vfs;
+	return ioerr_real->xGetLastError(ioerr_real, n, out);
+}
+
+static int ioerr_current_time64(sqlite3_vfs *vfs, sqlite3_int64 *out)
+{
+	(void)vfs;
+	return ioerr_real->xCurrentTimeInt64(ioerr_real, out);
+}
+
+static int ioerr_set_syscall(sqlite3_vfs *vfs, const char *name, sqlite3_syscall_ptr p)
+{
+	(void)vfs;
+	return ioerr_real->xSetSystemCall(ioerr_real, name, p);
+}
+
+static sqlite3_syscall_ptr ioerr_get_syscall(sqlite3_vfs *vfs, const char *name)
+{
+	(void)vfs;
+	return ioerr_real->xGetSystemCall(ioerr_real, name);
+}
+
+static const char *ioerr_next_syscall(sqlite3_vfs *vfs, const char *name)
+{
+	(void)vfs;
+	return ioerr_real->xNextSystemCall(ioerr_real, name);
+}
+
+static sqlite3_vfs ioerr_vfs = {
+	.iVersion = 3,
+	.zName = "faultsim-ioerr",
+	.xOpen = ioerr_open, .xDelete = ioerr_delete, .xAccess = ioerr_access,
+	.xFullPathname = ioerr_full_pathname, .xDlOpen = ioerr_dlopen, .xDlError = ioerr_dlerror,
+	.xDlSym = ioerr_dlsym, .xDlClose = ioerr_dlclose, .xRandomness = ioerr_randomness,
+	.xSleep = ioerr_sleep, .xCurrentTime = ioerr_current_time, .xGetLastError = ioerr_last_error,
+	.xCurrentTimeInt64 = ioerr_current_time64, .xSetSystemCall = ioerr_set_syscall,
+	.xGetSystemCall = ioerr_get_syscall, .xNextSystemCall = ioerr_next_syscall,
+};
+
+static void ioerr_init(void)
+{
+	ioerr_path = getenv("SETTLED_FAULTSIM_IOERR_FILE");
+	ioerr_real = sqlite3_vfs_find(NULL);
+	/* Only over a VFS that has every method the wrapper forwards. */
+	if (!ioerr_real || ioerr_real->iVersion < 3) {
+		fprintf(stderr, "faultsim: no version-3 default SQLite VFS to wrap\n");
+		abort();
+	}
+	ioerr_vfs.szOsFile = (int)sizeof(struct ioerr_file) + ioerr_real->szOsFile;
+	ioerr_vfs.mxPathname = ioerr_real->mxPathname;
+	if (sqlite3_vfs_register(&ioerr_vfs, 1) != SQLITE_OK) {
+		fprintf(stderr, "faultsim: cannot register the I/O-error VFS\n");
+		abort();
+	}
+}
+
 __attribute__((constructor)) static void faultsim_init(void)
 {
 	struct sigaction sa;
+
+	ioerr_init();
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = faultsim_arm;

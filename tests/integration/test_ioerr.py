@@ -1,0 +1,173 @@
+"""Storage I/O errors beneath the server (embedded mode).
+
+Runs against the faultsim build (make faultsim): its SQLite VFS (tests/
+faultsim/faultsim.c) fails every write and/or fsync of the database and
+its WAL while the file named by SETTLED_FAULTSIM_IOERR_FILE says so. Under
+a concurrent load of registrations and transfers, I/O errors are turned
+on: writes answer 503 store_unavailable (never a 500, never a dropped
+connection), reads and liveness keep working, /health/ready is 503 naming
+the store, settled_store_write_faults_total{reason="io_error"} counts the
+failing batches. Turned off, writes resume without a restart. Afterwards
+every acknowledged write is there exactly once, and every refused one left
+nothing behind: retried with its Idempotency-Key it runs afresh (MISS) and
+lands once. Reconciliation is clean.
+"""
+
+import os
+import re
+import threading
+import time
+
+import pytest
+
+from conftest import ADMIN_TOKEN, assert_error, backend_name, new_key, new_wallet, wait_until
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+pytestmark = [
+    pytest.mark.skipif(not os.environ.get("SETTLED_FAULTSIM"),
+                       reason="needs the faultsim build (make faultsim)"),
+    pytest.mark.skipif(backend_name() != "sqlite", reason="the embedded store's files"),
+]
+
+
+def fault_count(server, reason):
+    m = re.search(r'^settled_store_write_faults_total\{reason="%s"\} (\S+)$' % reason,
+                  server.metrics(), re.M)
+    assert m, "settled_store_write_faults_total is not exported"
+    return float(m.group(1))
+
+
+def balance(server, name):
+    r = server.get(f"/api/v2/accounts/{name}", headers=ADMIN)
+    assert r.status == 200, r
+    return int(r.json["balance"])
+
+
+class Load:
+    """Threads sending keyed registrations and 1-unit transfers from
+    treasury to one wallet until stopped; every answer is recorded."""
+
+    def __init__(self, server, target, threads=4):
+        self.server, self.target = server, target
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.done = []       # (kind, key, wallet or None, Response)
+        self.errors = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(threads)]
+
+    def send(self, kind, key, wallet):
+        if kind == "register":
+            return self.server.register(wallet, key=key)
+        return self.server.post("/api/v2/transfers",
+                                {"from": "treasury", "to": self.target, "amount": "1"},
+                                headers=ADMIN, key=key)
+
+    def _run(self, i):
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            if (n + i) % 2:
+                kind, key, wallet = "register", new_key("ioreg"), new_wallet()
+            else:
+                kind, key, wallet = "transfer", new_key("iotx"), None
+            try:
+                r = self.send(kind, key, wallet)
+            except Exception as exc:  # noqa: BLE001 - a dropped connection fails the test
+                with self.lock:
+                    self.errors.append((kind, exc))
+                continue
+            with self.lock:
+                self.done.append((kind, key, wallet, r))
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def count(self, status):
+        with self.lock:
+            return sum(1 for *_, r in self.done if r.status == status)
+
+    def refused(self):
+        with self.lock:
+            return sum(1 for *_, r in self.done if r.status != 201)
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in self.threads), "the load did not stop"
+        assert not self.errors, self.errors[:3]
+
+
+@pytest.mark.parametrize("mode", ["write", "fsync"])
+def test_io_errors_refuse_writes_keep_reads_and_recover(start_server, tmp_path, mode):
+    ctl = tmp_path / "ioerr"
+    server = start_server(env={"SETTLED_FAULTSIM_IOERR_FILE": str(ctl),
+                               "RL_REGISTER_PER_HOUR": "0", "RL_REGISTER_PER_DAY_WALLET": "0"})
+    target = new_wallet()
+    assert server.register(target).status == 201
+    assert fault_count(server, "io_error") == 0
+    treasury0 = balance(server, "treasury")
+
+    load = Load(server, target)
+    load.start()
+    try:
+        wait_until(lambda: load.count(201) >= 20, timeout=30, what="writes before the fault")
+        ctl.write_text(mode + "\n")
+        wait_until(lambda: load.refused() >= 20, timeout=30, what="writes refused by I/O errors")
+
+        # While writes fail: reads and liveness work, readiness names the
+        # store, the metric counts the failing batches.
+        assert server.get("/health/live").status == 200
+        assert balance(server, target) >= 0
+        r = server.get("/api/v2/ledger/transactions?limit=5", headers=ADMIN)
+        assert r.status == 200, r
+        r = server.get("/health/ready")
+        assert r.status == 503, r
+        assert r.json["failing"] == ["store"], r.json
+        assert "I/O error" in r.json["checks"]["store"]["error"], r.json
+        assert fault_count(server, "io_error") >= 1
+        assert fault_count(server, "disk_full") == 0
+
+        ctl.unlink()
+        mark = load.count(201)
+        wait_until(lambda: load.count(201) >= mark + 20, timeout=30,
+                   what="writes to commit again once the I/O errors stop")
+    finally:
+        if ctl.exists():
+            ctl.unlink()
+        load.finish()
+    wait_until(lambda: server.get("/health/ready").status == 200, timeout=15,
+               what="readiness once writes commit again")
+
+    acked = [(k, key, w) for k, key, w, r in load.done if r.status == 201]
+    refused = [(k, key, w) for k, key, w, r in load.done if r.status != 201]
+    assert refused, "no write was refused"
+    # A refused write is a clean 503 store_unavailable, never a 500.
+    for k, key, w, r in load.done:
+        if r.status != 201:
+            assert_error(r, 503, "store_unavailable")
+
+    # A refused registration left nothing behind.
+    for k, key, w in refused:
+        if k == "register":
+            r = server.get(f"/api/v2/accounts/{w}", headers=ADMIN)
+            assert r.status == 404, (w, r)
+    # The refused writes, retried with their keys, run afresh and land once.
+    for k, key, w in refused:
+        r = load.send(k, key, w)
+        assert r.status == 201, r
+        assert r.header("X-Idempotency") == "MISS", r
+    # Every acknowledged write is there, exactly once.
+    for k, key, w in acked + refused:
+        if k == "register":
+            r = server.get(f"/api/v2/accounts/{w}", headers=ADMIN)
+            assert r.status == 200, (w, r)
+    transfers = sum(1 for k, *_ in acked + refused if k == "transfer")
+    assert balance(server, target) == transfers
+    assert balance(server, "treasury") == treasury0 - transfers
+    r = server.post("/api/admin/reconciliation", headers=ADMIN, key=new_key("rec"))
+    assert r.status in (200, 201), r
+    assert r.json["ok"] is True, r.json
