@@ -171,3 +171,54 @@ def test_io_errors_refuse_writes_keep_reads_and_recover(start_server, tmp_path, 
     r = server.post("/api/admin/reconciliation", headers=ADMIN, key=new_key("rec"))
     assert r.status in (200, 201), r
     assert r.json["ok"] is True, r.json
+
+
+@pytest.mark.parametrize("mode", ["write", "fsync"])
+def test_a_crash_while_io_errors_leaves_no_write_half_there(start_server, tmp_path, mode):
+    """The server dies (SIGKILL) while its writes fail and starts again on
+    healthy storage. A refused write's outcome was unknown to the client
+    (store_unavailable: retry with the same key). A failed fsync may leave
+    the refused batch's WAL frames whole in the file (here they are: the
+    shim fails the fsync after the write went through), and recovery then
+    commits that batch whole, answers and all. So each refused write,
+    retried with its key, either replays the answer recorded with its
+    effect (HIT) or runs afresh (MISS): 201 either way, and its effect is
+    there exactly once; none is there in part."""
+    ctl = tmp_path / "ioerr"
+    server = start_server(env={"SETTLED_FAULTSIM_IOERR_FILE": str(ctl),
+                               "RL_REGISTER_PER_HOUR": "0", "RL_REGISTER_PER_DAY_WALLET": "0"})
+    target = new_wallet()
+    assert server.register(target).status == 201
+    treasury0 = balance(server, "treasury")
+
+    load = Load(server, target)
+    load.start()
+    try:
+        wait_until(lambda: load.count(201) >= 20, timeout=30, what="writes before the fault")
+        ctl.write_text(mode + "\n")
+        wait_until(lambda: load.refused() >= 20, timeout=30, what="writes refused by I/O errors")
+    finally:
+        load.finish()
+    server.kill()
+    ctl.unlink()
+    server.start()
+
+    acked = [(k, key, w) for k, key, w, r in load.done if r.status == 201]
+    refused = [(k, key, w) for k, key, w, r in load.done if r.status != 201]
+    for *_, r in load.done:
+        if r.status != 201:
+            assert_error(r, 503, "store_unavailable")
+    for k, key, w in refused:
+        r = load.send(k, key, w)
+        assert r.status == 201, r
+        assert r.header("X-Idempotency") in ("HIT", "MISS"), r
+    for k, key, w in acked + refused:
+        if k == "register":
+            r = server.get(f"/api/v2/accounts/{w}", headers=ADMIN)
+            assert r.status == 200, (w, r)
+    transfers = sum(1 for k, *_ in acked + refused if k == "transfer")
+    assert balance(server, target) == transfers
+    assert balance(server, "treasury") == treasury0 - transfers
+    r = server.post("/api/admin/reconciliation", headers=ADMIN, key=new_key("rec"))
+    assert r.status in (200, 201), r
+    assert r.json["ok"] is True, r.json
