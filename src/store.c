@@ -1,8 +1,8 @@
 /* store.c — backend-independent parts of the store: choosing a backend,
  * the synchronous wrapper around write units, nested savepoints, the
  * materialised result helpers, and what both backends share (the clock,
- * the statement cache, the migration runner). See store.h for the
- * contract. */
+ * the statement cache, the reader pool, the write-unit queue, the
+ * migration runner). See store.h for the contract. */
 #include "store.h"
 
 #include <pthread.h>
@@ -384,6 +384,109 @@ void reader_pool_destroy(struct reader_pool *p)
 	p->free = NULL;
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->cv);
+}
+
+void unit_queue_init(struct unit_queue *q)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	q->head = q->tail = NULL;
+	q->closed = false;
+}
+
+enum st_rc unit_queue_push(struct unit_queue *q, store_unit_fn *fn, store_done_fn *done, void *arg,
+			   bool wake_all)
+{
+	struct write_unit *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return ST_NOMEM;
+	u->fn = fn;
+	u->done = done;
+	u->arg = arg;
+	pthread_mutex_lock(&q->mu);
+	if (q->closed) {
+		pthread_mutex_unlock(&q->mu);
+		free(u);
+		return ST_UNAVAILABLE;
+	}
+	if (q->tail)
+		q->tail->next = u;
+	else
+		q->head = u;
+	q->tail = u;
+	if (wake_all)
+		pthread_cond_broadcast(&q->cv);
+	else
+		pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+	return ST_OK;
+}
+
+struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hold_fn *hold, void *arg)
+{
+	struct write_unit *batch = NULL, *last;
+	int64_t until;
+	int n = 1;
+
+	pthread_mutex_lock(&q->mu);
+	for (;;) {
+		if (!q->head) {
+			if (q->closed)
+				break;
+			pthread_cond_wait(&q->cv, &q->mu);
+			continue;
+		}
+		until = hold ? hold(arg, q->closed) : 0;
+		if (until > 0) {
+			struct timespec ts = { (time_t)(until / 1000), (long)(until % 1000) * 1000000L };
+
+			pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+			continue;
+		}
+		batch = last = q->head;
+		while (last->next && n < max) {
+			last = last->next;
+			n++;
+		}
+		q->head = last->next;
+		if (!q->head)
+			q->tail = NULL;
+		last->next = NULL;
+		break;
+	}
+	pthread_mutex_unlock(&q->mu);
+	return batch;
+}
+
+void unit_queue_wake_all(struct unit_queue *q)
+{
+	pthread_cond_broadcast(&q->cv);
+}
+
+void unit_queue_close(struct unit_queue *q)
+{
+	pthread_mutex_lock(&q->mu);
+	q->closed = true;
+	pthread_cond_broadcast(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+void unit_queue_destroy(struct unit_queue *q)
+{
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->cv);
+}
+
+void write_unit_answer(struct write_unit *u, enum st_rc rc)
+{
+	u->done(u->arg, rc);
+	free(u);
 }
 
 /* The version is read inside each migration's transaction, under the

@@ -307,6 +307,52 @@ unsigned reader_pool_take(struct reader_pool *p);
 void reader_pool_give(struct reader_pool *p, unsigned idx);
 void reader_pool_destroy(struct reader_pool *p);              /* after init, filled or not */
 
+/* The write-unit queue: store_submit's units wait here, first in first
+ * out, for the backend's writer thread(s), which take them in batches.
+ * The queue allocates each unit (unit_queue_push); a writer that takes a
+ * batch owns its units until it answers each once with write_unit_answer,
+ * which calls done and frees it. Closing refuses new units; writers still
+ * take what is queued and see NULL once it is empty, so every accepted
+ * unit is answered. */
+struct write_unit {
+	store_unit_fn *fn;
+	store_done_fn *done;
+	void *arg;
+	struct write_unit *next;  /* the queue's, then the taker's batch list */
+	enum st_rc rc;            /* the backend's: its answer in the batch that ran it */
+	int runs;                 /* the backend's: runs so far (PostgreSQL runs a unit again) */
+};
+struct unit_queue {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;        /* CLOCK_MONOTONIC (unit_queue_take's hold) */
+	struct write_unit *head, *tail;
+	bool closed;
+};
+/* Until when (monotonic ms) a writer leaves the queued units to the
+ * others instead of taking them; 0: take them now. Called with the
+ * queue's lock held, only when a unit is queued; closed: unit_queue_close
+ * has been called. */
+typedef int64_t unit_queue_hold_fn(void *arg, bool closed);
+
+void unit_queue_init(struct unit_queue *q);
+/* Queues fn as a unit and wakes one waiting writer, or every one when
+ * wake_all (a writer that declines units, see unit_queue_hold_fn, might be
+ * the one woken). ST_NOMEM; ST_UNAVAILABLE once the queue is closed. */
+enum st_rc unit_queue_push(struct unit_queue *q, store_unit_fn *fn, store_done_fn *done, void *arg,
+			   bool wake_all);
+/* Blocks until units are queued (and hold, when not NULL, returns 0),
+ * then takes the oldest ones, at most max, as a list in queue order.
+ * NULL: the queue is closed and empty, the writer's signal to exit. */
+struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hold_fn *hold, void *arg);
+/* Wakes every waiting writer (for them to look at hold again). */
+void unit_queue_wake_all(struct unit_queue *q);
+/* Refuses new units from now on and wakes every writer. */
+void unit_queue_close(struct unit_queue *q);
+/* After the writers have exited (the queue is empty), or were never started. */
+void unit_queue_destroy(struct unit_queue *q);
+/* Calls u's done(arg, rc) and frees u. */
+void write_unit_answer(struct write_unit *u, enum st_rc rc);
+
 /* Migrations: NULL-terminated arrays of { version, sql } per dialect,
  * generated at build time from migrations/<dialect>/NNN_name.sql. */
 struct st_migration {

@@ -190,15 +190,6 @@ struct pg_cmd {
 	const char *what;          /* for logs */
 };
 
-struct pg_unit {
-	store_unit_fn *fn;
-	store_done_fn *done;
-	void *arg;
-	struct pg_unit *next;
-	int runs;          /* runs so far, in batches and alone */
-	enum st_rc rc;     /* its answer in the batch that ran it last */
-};
-
 struct pg_worker {
 	struct pg_conn conn;
 	pthread_t thread;
@@ -212,10 +203,7 @@ struct pg_store {
 
 	struct pg_worker *workers;
 	unsigned nworkers;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;         /* CLOCK_MONOTONIC */
-	struct pg_unit *head, *tail;
-	bool stopping;
+	struct unit_queue queue;   /* store_submit's units, for the workers */
 	atomic_uint healthy;       /* writer connections up */
 	_Atomic int64_t up_at_ms;  /* monotonic time of the last successful connect */
 
@@ -360,7 +348,7 @@ static void conn_drop(struct pg_conn *c, const char *why)
 	if (c->writer && atomic_fetch_sub(&c->s->healthy, 1) == 1) {
 		/* The last live writer: wake the others so none idles on the
 		 * queue waiting for a peer that is gone too. */
-		pthread_cond_broadcast(&c->s->cv);
+		unit_queue_wake_all(&c->s->queue);
 	}
 }
 
@@ -1089,7 +1077,7 @@ static enum st_rc resolve_commit(struct pg_conn *c, const char *xid, const char 
 /* Runs u alone, as its own transaction, with the retries the header
  * comment lists. u->runs counts the runs it had already (in a batch that
  * did not commit): PG_UNIT_ATTEMPTS bounds them all. */
-static enum st_rc run_unit(struct pg_conn *c, struct pg_unit *u)
+static enum st_rc run_unit(struct pg_conn *c, struct write_unit *u)
 {
 	struct pg_store *s = c->s;
 	enum st_rc rc = ST_UNAVAILABLE;
@@ -1177,7 +1165,7 @@ enum pg_batch_end {
  * after-commit work with it; the transaction goes on for the others.
  * false: the batch itself is broken (connection gone, a command of an
  * earlier unit failed, the savepoint could not be rolled back). */
-static bool batch_unit(struct pg_tx *t, struct pg_unit *u)
+static bool batch_unit(struct pg_tx *t, struct write_unit *u)
 {
 	struct pg_conn *c = t->conn;
 	int mark = t->base.nafter;
@@ -1215,7 +1203,7 @@ static bool batch_unit(struct pg_tx *t, struct pg_unit *u)
  * own savepoint, and commits once: one round trip and one WAL flush for
  * all instead of one each. Every unit's rc is set; *rc is what units get
  * when the batch ends BATCH_FAILED. */
-static enum pg_batch_end batch_once(struct pg_conn *c, struct pg_unit *batch, enum st_rc *rc)
+static enum pg_batch_end batch_once(struct pg_conn *c, struct write_unit *batch, enum st_rc *rc)
 {
 	struct pg_store *s = c->s;
 	struct pg_tx t;
@@ -1228,7 +1216,7 @@ static enum pg_batch_end batch_once(struct pg_conn *c, struct pg_unit *batch, en
 		return BATCH_FAILED;
 	tx_start(&t, s, c, false);
 	t.pending[t.npending++] = (struct pg_pending){ .kind = PEND_LOCK_TIMEOUT };
-	for (struct pg_unit *u = batch; u; u = u->next) {
+	for (struct write_unit *u = batch; u; u = u->next) {
 		if (!batch_unit(&t, u)) {
 			tx_rollback(&t);
 			tx_after_drop(&t.base);
@@ -1278,14 +1266,14 @@ static enum pg_batch_end batch_once(struct pg_conn *c, struct pg_unit *batch, en
  * transaction when it can. Units that must run again (a batch that did not
  * commit; 40001/40P01 in a unit) run alone, with run_unit's retries, after
  * the batch; their earlier runs count. Every unit is answered and freed. */
-static void run_batch(struct pg_conn *c, struct pg_unit *batch)
+static void run_batch(struct pg_conn *c, struct write_unit *batch)
 {
-	struct pg_unit *again = NULL, **tail = &again;
+	struct write_unit *again = NULL, **tail = &again;
 	enum st_rc rc = ST_OK;
 	enum pg_batch_end end = batch_once(c, batch, &rc);
 
 	while (batch) {
-		struct pg_unit *u = batch;
+		struct write_unit *u = batch;
 
 		batch = u->next;
 		u->next = NULL;
@@ -1294,105 +1282,51 @@ static void run_batch(struct pg_conn *c, struct pg_unit *batch)
 			tail = &u->next;
 			continue;
 		}
-		u->done(u->arg, end == BATCH_FAILED ? rc : u->rc);
-		free(u);
+		write_unit_answer(u, end == BATCH_FAILED ? rc : u->rc);
 	}
 	while (again) {
-		struct pg_unit *u = again;
+		struct write_unit *u = again;
 
 		again = u->next;
 		u->next = NULL;
-		rc = run_unit(c, u);
-		u->done(u->arg, rc);
-		free(u);
+		write_unit_answer(u, run_unit(c, u));
 	}
 }
 
-static void timed_wait_until(struct pg_store *s, int64_t mono_deadline)
+/* unit_queue_hold_fn of worker c: down and backing off while another
+ * writer is up, it leaves the work to that one (until its next reconnect
+ * may be tried) rather than failing units that could succeed. */
+static int64_t worker_hold(void *arg, bool closed)
 {
-	struct timespec ts = { (time_t)(mono_deadline / 1000), (long)(mono_deadline % 1000) * 1000000L };
+	struct pg_conn *c = arg;
 
-	pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+	if (!c->pg && !closed && atomic_load(&c->s->healthy) > 0 && clock_mono_ms() < c->next_try_ms)
+		return c->next_try_ms;
+	return 0;
 }
 
 static void *worker_main(void *arg)
 {
 	struct pg_conn *c = arg;
-	struct pg_store *s = c->s;
+	struct write_unit *batch;
 
-	pthread_mutex_lock(&s->mu);
-	for (;;) {
-		struct pg_unit *batch, *last;
-		int n = 1;
-
-		if (!s->head) {
-			if (s->stopping)
-				break;
-			pthread_cond_wait(&s->cv, &s->mu);
-			continue;
-		}
-		/* Down and backing off while another writer is up: leave the
-		 * work to it rather than failing units that could succeed. */
-		if (!c->pg && !s->stopping && atomic_load(&s->healthy) > 0 && clock_mono_ms() < c->next_try_ms) {
-			timed_wait_until(s, c->next_try_ms);
-			continue;
-		}
-		/* Everything queued, up to PG_BATCH_MAX: the group commit. */
-		batch = last = s->head;
-		while (last->next && n < PG_BATCH_MAX) {
-			last = last->next;
-			n++;
-		}
-		s->head = last->next;
-		if (!s->head)
-			s->tail = NULL;
-		last->next = NULL;
-		pthread_mutex_unlock(&s->mu);
-
-		if (n == 1) {
-			enum st_rc rc = run_unit(c, batch);
-
-			batch->done(batch->arg, rc);
-			free(batch);
-		} else {
+	/* Everything queued, up to PG_BATCH_MAX: the group commit. */
+	while ((batch = unit_queue_take(&c->s->queue, PG_BATCH_MAX, worker_hold, c))) {
+		if (!batch->next)
+			write_unit_answer(batch, run_unit(c, batch));
+		else
 			run_batch(c, batch);
-		}
-
-		pthread_mutex_lock(&s->mu);
 	}
-	pthread_mutex_unlock(&s->mu);
 	return NULL;
 }
 
 static enum st_rc pg_submit(struct store *base, store_unit_fn *fn, store_done_fn *done, void *arg)
 {
 	struct pg_store *s = pg_downcast(base);
-	struct pg_unit *u = calloc(1, sizeof(*u));
 
-	if (!u)
-		return ST_NOMEM;
-	u->fn = fn;
-	u->done = done;
-	u->arg = arg;
-	pthread_mutex_lock(&s->mu);
-	if (s->stopping) {
-		pthread_mutex_unlock(&s->mu);
-		free(u);
-		return ST_UNAVAILABLE;
-	}
-	if (s->tail)
-		s->tail->next = u;
-	else
-		s->head = u;
-	s->tail = u;
 	/* While some writer is down, a signal could wake only a worker that
-	 * declines the unit; wake them all then. */
-	if (atomic_load(&s->healthy) < s->nworkers)
-		pthread_cond_broadcast(&s->cv);
-	else
-		pthread_cond_signal(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-	return ST_OK;
+	 * declines the unit (worker_hold); wake them all then. */
+	return unit_queue_push(&s->queue, fn, done, arg, atomic_load(&s->healthy) < s->nworkers);
 }
 
 /* ---- readers ---- */
@@ -1505,10 +1439,7 @@ static void pg_close(struct store *base)
 {
 	struct pg_store *s = pg_downcast(base);
 
-	pthread_mutex_lock(&s->mu);
-	s->stopping = true; /* workers finish what is queued, then exit */
-	pthread_cond_broadcast(&s->cv);
-	pthread_mutex_unlock(&s->mu);
+	unit_queue_close(&s->queue); /* workers finish what is queued, then exit */
 	for (unsigned i = 0; i < s->nworkers; i++)
 		if (s->workers[i].started)
 			pthread_join(s->workers[i].thread, NULL);
@@ -1519,8 +1450,7 @@ static void pg_close(struct store *base)
 	conn_close(&s->pinger);
 	free(s->workers);
 	free(s->readers);
-	pthread_mutex_destroy(&s->mu);
-	pthread_cond_destroy(&s->cv);
+	unit_queue_destroy(&s->queue);
 	reader_pool_destroy(&s->rpool);
 	pthread_mutex_destroy(&s->pmu);
 	free(s->url);
@@ -1665,7 +1595,6 @@ static enum st_rc url_password(const char *url, char **out)
 enum st_rc store_pg_open(const struct store_options *opt, struct store **out, struct buf *err)
 {
 	struct pg_store *s = calloc(1, sizeof(*s));
-	pthread_condattr_t ca;
 	struct buf why = BUF_INIT(1024);
 	enum st_rc rc;
 
@@ -1674,11 +1603,7 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 	s->base.ops = &pg_store_ops;
 	s->base.log = opt->log;
 	s->base.rand = opt->rand;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cv, &ca);
-	pthread_condattr_destroy(&ca);
+	unit_queue_init(&s->queue);
 	reader_pool_init(&s->rpool);
 	pthread_mutex_init(&s->pmu, NULL);
 	atomic_init(&s->healthy, 0);

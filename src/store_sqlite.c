@@ -59,24 +59,13 @@ struct sqlite_tx {
 	struct sqlite_conn *conn;
 };
 
-struct unit {
-	store_unit_fn *fn;
-	store_done_fn *done;
-	void *arg;
-	enum st_rc rc;
-	struct unit *next;
-};
-
 struct sqlite_store {
 	struct store base;
 	char *path;
 
 	struct sqlite_conn writer;
 	pthread_t writer_thread;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct unit *head, *tail;
-	int stopping;
+	struct unit_queue queue;  /* store_submit's units, for the writer */
 	int writer_started;
 
 	/* the checkpointer (see the top of the file) */
@@ -384,7 +373,7 @@ static void note_write_fault(struct sqlite_store *s)
 		s->base.on_write_fault(s->base.on_write_fault_arg, f);
 }
 
-static void run_batch(struct sqlite_store *s, struct unit *batch)
+static void run_batch(struct sqlite_store *s, struct write_unit *batch)
 {
 	struct sqlite_tx t = { .base = { .ops = &sqlite_tx_ops, .dialect = ST_SQLITE, .rand = s->base.rand },
 			       .conn = &s->writer };
@@ -394,7 +383,7 @@ static void run_batch(struct sqlite_store *s, struct unit *batch)
 	s->writer.fault = STORE_WRITE_OK;
 	rc = conn_simple(&s->writer, "BEGIN IMMEDIATE");
 
-	for (struct unit *u = batch; u; u = u->next) {
+	for (struct write_unit *u = batch; u; u = u->next) {
 		if (rc) {
 			u->rc = rc;
 			continue;
@@ -419,17 +408,16 @@ static void run_batch(struct sqlite_store *s, struct unit *batch)
 				sqlite3_errmsg(s->writer.db));
 			conn_simple(&s->writer, "ROLLBACK");
 			/* Nothing of this batch is durable: tell every unit so. */
-			for (struct unit *u = batch; u; u = u->next)
+			for (struct write_unit *u = batch; u; u = u->next)
 				if (u->rc == ST_OK)
 					u->rc = rc == ST_BUSY ? ST_UNAVAILABLE : rc;
 		}
 	}
 	note_write_fault(s);
 	while (batch) {
-		struct unit *next = batch->next;
+		struct write_unit *next = batch->next;
 
-		batch->done(batch->arg, batch->rc);
-		free(batch);
+		write_unit_answer(batch, batch->rc);
 		batch = next;
 	}
 }
@@ -438,30 +426,11 @@ static void *writer_main(void *arg)
 {
 	struct sqlite_store *s = arg;
 
-	for (;;) {
-		struct unit *batch, *last;
-		int n = 1;
+	struct write_unit *batch;
 
-		pthread_mutex_lock(&s->mu);
-		while (!s->head && !s->stopping)
-			pthread_cond_wait(&s->cv, &s->mu);
-		if (!s->head) {
-			pthread_mutex_unlock(&s->mu);
-			break;
-		}
-		/* Take up to WRITER_BATCH_MAX units: the group commit. */
-		batch = last = s->head;
-		while (last->next && n < WRITER_BATCH_MAX) {
-			last = last->next;
-			n++;
-		}
-		s->head = last->next;
-		if (!s->head)
-			s->tail = NULL;
-		last->next = NULL;
-		pthread_mutex_unlock(&s->mu);
+	/* Up to WRITER_BATCH_MAX units at a time: the group commit. */
+	while ((batch = unit_queue_take(&s->queue, WRITER_BATCH_MAX, NULL, NULL)))
 		run_batch(s, batch);
-	}
 	return NULL;
 }
 
@@ -526,27 +495,8 @@ static void *checkpointer_main(void *arg)
 static enum st_rc sqlite_submit(struct store *base, store_unit_fn *fn, store_done_fn *done, void *arg)
 {
 	struct sqlite_store *s = sqlite_downcast(base);
-	struct unit *u = calloc(1, sizeof(*u));
 
-	if (!u)
-		return ST_NOMEM;
-	u->fn = fn;
-	u->done = done;
-	u->arg = arg;
-	pthread_mutex_lock(&s->mu);
-	if (s->stopping) {
-		pthread_mutex_unlock(&s->mu);
-		free(u);
-		return ST_UNAVAILABLE;
-	}
-	if (s->tail)
-		s->tail->next = u;
-	else
-		s->head = u;
-	s->tail = u;
-	pthread_cond_signal(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-	return ST_OK;
+	return unit_queue_push(&s->queue, fn, done, arg, false); /* one writer */
 }
 
 /* ---- readers ---- */
@@ -619,10 +569,7 @@ static void sqlite_close(struct store *base)
 	struct sqlite_store *s = sqlite_downcast(base);
 
 	if (s->writer_started) {
-		pthread_mutex_lock(&s->mu);
-		s->stopping = 1;
-		pthread_cond_broadcast(&s->cv);
-		pthread_mutex_unlock(&s->mu);
+		unit_queue_close(&s->queue); /* the writer finishes what is queued */
 		pthread_join(s->writer_thread, NULL);
 	}
 	if (s->checkpoint_started) {
@@ -638,8 +585,7 @@ static void sqlite_close(struct store *base)
 	free(s->readers);
 	/* A clean close checkpoints the WAL into the database file. */
 	conn_close(&s->writer);
-	pthread_mutex_destroy(&s->mu);
-	pthread_cond_destroy(&s->cv);
+	unit_queue_destroy(&s->queue);
 	reader_pool_destroy(&s->rpool);
 	pthread_mutex_destroy(&s->cmu);
 	pthread_cond_destroy(&s->ccv);
@@ -766,8 +712,7 @@ enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out
 	s->base.ops = &sqlite_store_ops;
 	s->base.rand = opt->rand;
 	s->base.log = opt->log;
-	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cv, NULL);
+	unit_queue_init(&s->queue);
 	reader_pool_init(&s->rpool);
 	pthread_mutex_init(&s->cmu, NULL);
 	pthread_cond_init(&s->ccv, NULL);
