@@ -344,7 +344,9 @@ enum st_rc unit_queue_push(struct unit_queue *q, store_unit_fn *fn, store_done_f
  * then takes the oldest ones, at most max, as a list in queue order.
  * NULL: the queue is closed and empty, the writer's signal to exit. */
 struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hold_fn *hold, void *arg);
-/* Wakes every waiting writer (for them to look at hold again). */
+/* Wakes every waiting writer, for them to look at hold again. It does not
+ * take the queue's lock, so a writer just about to wait may miss it: meant
+ * for writers held off by hold, whose wait ends by its deadline anyway. */
 void unit_queue_wake_all(struct unit_queue *q);
 /* Refuses new units from now on and wakes every writer. */
 void unit_queue_close(struct unit_queue *q);
