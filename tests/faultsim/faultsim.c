@@ -20,8 +20,9 @@
  * default one ("unix") is registered as the default at start-up. While the
  * file named by SETTLED_FAULTSIM_IOERR_FILE holds "write" and/or "fsync",
  * every xWrite (SQLITE_IOERR_WRITE) and/or xSync (SQLITE_IOERR_FSYNC) of a
- * main database or WAL file fails without touching the file; an absent or
- * empty file lets them through (tests/integration/test_ioerr.py). The file
+ * main database or WAL file fails without touching the file; "torn" makes
+ * each xWrite write the first half of its bytes, then fail (a torn write:
+ * what a crash mid-write leaves); an absent or empty file lets them through (tests/integration/test_ioerr.py). The file
  * is read at each call: this is a test build, and the test flips it while
  * requests run.
  *
@@ -99,7 +100,7 @@ static void faultsim_arm(int sig)
 
 /* ---- storage I/O errors: a VFS over the default one ---- */
 
-enum { IOERR_WRITE = 1, IOERR_FSYNC = 2 };
+enum { IOERR_WRITE = 1, IOERR_FSYNC = 2, IOERR_TORN = 4 };
 
 static sqlite3_vfs *ioerr_real;      /* the VFS wrapped (the "unix" one) */
 static const char *ioerr_path;       /* SETTLED_FAULTSIM_IOERR_FILE */
@@ -128,6 +129,8 @@ static int ioerr_mode(void)
 		mode |= IOERR_WRITE;
 	if (strstr(buf, "fsync"))
 		mode |= IOERR_FSYNC;
+	if (strstr(buf, "torn"))
+		mode |= IOERR_TORN;
 	return mode;
 }
 
@@ -148,8 +151,14 @@ static int ioerr_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off)
 
 static int ioerr_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
 {
-	if (((struct ioerr_file *)f)->faultable && (ioerr_mode() & IOERR_WRITE))
+	int mode = ((struct ioerr_file *)f)->faultable ? ioerr_mode() : 0;
+
+	if (mode & IOERR_WRITE)
 		return SQLITE_IOERR_WRITE;
+	if (mode & IOERR_TORN) {
+		ioerr_inner(f)->pMethods->xWrite(ioerr_inner(f), p, n / 2, off);
+		return SQLITE_IOERR_WRITE;
+	}
 	return ioerr_inner(f)->pMethods->xWrite(ioerr_inner(f), p, n, off);
 }
 

@@ -1,8 +1,9 @@
 """Storage I/O errors beneath the server (embedded mode).
 
 Runs against the faultsim build (make faultsim): its SQLite VFS (tests/
-faultsim/faultsim.c) fails every write and/or fsync of the database and
-its WAL while the file named by SETTLED_FAULTSIM_IOERR_FILE says so. Under
+faultsim/faultsim.c) fails every write (untouched, or torn: half written) or
+fsync of the database and its WAL while the file named by
+SETTLED_FAULTSIM_IOERR_FILE says so. Under
 a concurrent load of registrations and transfers, I/O errors are turned
 on: writes answer 503 store_unavailable (never a 500, never a dropped
 connection), reads and liveness keep working, /health/ready is 503 naming
@@ -101,7 +102,7 @@ class Load:
         assert not self.errors, self.errors[:3]
 
 
-@pytest.mark.parametrize("mode", ["write", "fsync"])
+@pytest.mark.parametrize("mode", ["write", "torn", "fsync"])
 def test_io_errors_refuse_writes_keep_reads_and_recover(start_server, tmp_path, mode):
     ctl = tmp_path / "ioerr"
     server = start_server(env={"SETTLED_FAULTSIM_IOERR_FILE": str(ctl),
@@ -173,14 +174,15 @@ def test_io_errors_refuse_writes_keep_reads_and_recover(start_server, tmp_path, 
     assert r.json["ok"] is True, r.json
 
 
-@pytest.mark.parametrize("mode", ["write", "fsync"])
+@pytest.mark.parametrize("mode", ["write", "torn", "fsync"])
 def test_a_crash_while_io_errors_leaves_no_write_half_there(start_server, tmp_path, mode):
     """The server dies (SIGKILL) while its writes fail and starts again on
     healthy storage. A refused write's outcome was unknown to the client
     (store_unavailable: retry with the same key). A failed fsync may leave
     the refused batch's WAL frames whole in the file (here they are: the
     shim fails the fsync after the write went through), and recovery then
-    commits that batch whole, answers and all. So each refused write,
+    commits that batch whole, answers and all; a torn frame fails its
+    checksum, and recovery stops before it. So each refused write,
     retried with its key, either replays the answer recorded with its
     effect (HIT) or runs afresh (MISS): 201 either way, and its effect is
     there exactly once; none is there in part."""
