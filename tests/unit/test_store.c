@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "store.h"
 #include "store_fixture.h"
 
@@ -680,6 +681,78 @@ Test(store, every_sqlite_migration_has_a_pg_twin)
 				cr_expect_str_eq(a->name, b->name, "version %d named differently", a->version);
 		}
 	}
+}
+
+/* ---- the write-unit queue both backends' writers take from ------------- */
+
+static enum st_rc queued_unit(struct tx *tx, void *arg)
+{
+	(void)tx;
+	(void)arg;
+	return ST_OK;
+}
+
+static void queued_done(void *arg, enum st_rc rc)
+{
+	int *answered = arg;
+
+	cr_assert_eq(rc, ST_CONFLICT);
+	(*answered)++;
+}
+
+Test(store, unit_queue_hands_out_batches_in_order_and_drains_after_close)
+{
+	struct unit_queue q;
+	int answered[5] = { 0 };
+	struct write_unit *batch;
+
+	unit_queue_init(&q);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(unit_queue_push(&q, queued_unit, queued_done, &answered[i], false), ST_OK);
+	unit_queue_close(&q);
+	cr_assert_eq(unit_queue_push(&q, queued_unit, queued_done, &answered[0], false), ST_UNAVAILABLE,
+		     "a closed queue refuses new units");
+	/* Closed, it still hands out what was queued, oldest first, at most
+	 * max at a time; then NULL. */
+	for (int first = 0, n; (batch = unit_queue_take(&q, 2, NULL, NULL)); first += n) {
+		n = 0;
+		for (struct write_unit *u = batch, *next; u; u = next, n++) {
+			next = u->next;
+			cr_assert_eq(u->arg, &answered[first + n], "unit %d out of order", first + n);
+			write_unit_answer(u, ST_CONFLICT);
+		}
+		cr_assert(n == 2 || (first == 4 && n == 1), "batch of %d at %d", n, first);
+	}
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(answered[i], 1, "unit %d answered %d times", i, answered[i]);
+	unit_queue_destroy(&q);
+}
+
+static int64_t hold_until(void *arg, bool closed)
+{
+	int64_t until = *(int64_t *)arg;
+
+	(void)closed;
+	return clock_mono_ms() < until ? until : 0;
+}
+
+Test(store, unit_queue_hold_keeps_a_writer_off_until_its_deadline)
+{
+	struct unit_queue q;
+	int answered = 0;
+	int64_t until = clock_mono_ms() + 100, took_at;
+	struct write_unit *batch;
+
+	unit_queue_init(&q);
+	cr_assert_eq(unit_queue_push(&q, queued_unit, queued_done, &answered, true), ST_OK);
+	batch = unit_queue_take(&q, 8, hold_until, &until);
+	took_at = clock_mono_ms();
+	cr_assert_not_null(batch);
+	cr_assert_geq(took_at, until, "taken %lld ms before the hold ended", (long long)(until - took_at));
+	cr_assert_null(batch->next);
+	write_unit_answer(batch, ST_CONFLICT);
+	cr_assert_eq(answered, 1);
+	unit_queue_destroy(&q);
 }
 
 /* ---- PostgreSQL only --------------------------------------------------- */
