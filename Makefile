@@ -101,6 +101,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libsettled.a | $(BUILD)/tests
 # __wrap_queue_complete_many stands between worker.c and queue.c.
 $(BUILD)/tests/test_worker: UNIT_WRAP = -Wl,--wrap=queue_complete_many
 
+# ops/bench's "libmicrohttpd floor" row: libmicrohttpd alone, with settled's
+# daemon options, answering GET /healthz with settled's bytes (ops/mhd_floor.c).
+$(BUILD)/mhd_floor: ops/mhd_floor.c | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(shell pkg-config --libs libmicrohttpd) -lpthread
+
 $(BUILD) $(BUILD)/tests:
 	@mkdir -p $@
 
@@ -210,7 +215,7 @@ valgrind:
 	@command -v $(VALGRIND) >/dev/null || { echo "settled: make valgrind needs $(VALGRIND) (apt-get install valgrind)" >&2; exit 1; }
 	SETTLED_TEST_WRAPPER="$(VALGRIND) $(VALGRIND_FLAGS)" $(MAKE) BUILD=build-vg OPT="-O1 -g" integration
 
-bench: deps settled
+bench: deps settled $(BUILD)/mhd_floor
 	$(WITH_SERVICES) ops/bench
 
 # SIGKILL under load, then the invariants (ops/chaos): 25 kills over 90 s on
