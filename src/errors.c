@@ -24,20 +24,27 @@ static const struct {
 	{ 429, ST_LIMITED },	  { 500, ST_INTERNAL },	    { 503, ST_UNAVAILABLE },
 };
 
-/* What a bare result code answers (a handler that returned it unanswered). */
+/* What a bare result code answers (a handler that returned it unanswered).
+ * A refusal (invalid, conflict, unprocessable, too large, unique) has no
+ * answer of its own here: a client must only see codes the contract names,
+ * and each refusal it can provoke is answered where it is made (a hold
+ * resolved by someone else: hold_not_pending; a name taken in a race:
+ * account_exists). One that arrives here bare is a path nobody answered,
+ * a bug: 500 internal_error, documented everywhere, rather than a 4xx code
+ * no client could know. */
 static const enum err_id rc_err[ST_RC_COUNT] = {
 	[ST_OK] = ERR_INTERNAL,
 	[ST_NOMEM] = ERR_RC_NOMEM,
-	[ST_INVALID] = ERR_RC_INVALID,
+	[ST_INVALID] = ERR_INTERNAL,
 	[ST_UNAUTHORIZED] = ERR_RC_UNAUTHORIZED,
 	[ST_FORBIDDEN] = ERR_RC_FORBIDDEN,
 	[ST_NOT_FOUND] = ERR_RC_NOT_FOUND,
-	[ST_CONFLICT] = ERR_RC_CONFLICT,
-	[ST_UNPROCESSABLE] = ERR_RC_UNPROCESSABLE,
-	[ST_TOO_LARGE] = ERR_RC_TOO_LARGE,
+	[ST_CONFLICT] = ERR_INTERNAL,
+	[ST_UNPROCESSABLE] = ERR_INTERNAL,
+	[ST_TOO_LARGE] = ERR_INTERNAL,
 	[ST_UNSUPPORTED] = ERR_RC_UNSUPPORTED,
 	[ST_LIMITED] = ERR_RC_LIMITED,
-	[ST_UNIQUE] = ERR_RC_UNIQUE,
+	[ST_UNIQUE] = ERR_INTERNAL,
 	[ST_BUSY] = ERR_RC_BUSY,
 	[ST_UNAVAILABLE] = ERR_RC_UNAVAILABLE,
 	[ST_INTERNAL] = ERR_INTERNAL,

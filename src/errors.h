@@ -43,7 +43,9 @@ const struct err_row *err_row(enum err_id e);
 enum st_rc err_rc(enum err_id e);
 
 /* The row a bare result code answers when a handler returns it without
- * answering (ST_NOT_FOUND -> ERR_RC_NOT_FOUND, ST_INTERNAL -> ERR_INTERNAL). */
+ * answering (ST_NOT_FOUND -> ERR_RC_NOT_FOUND, ST_INTERNAL -> ERR_INTERNAL).
+ * A bare refusal (ST_INVALID, ST_CONFLICT, ST_UNPROCESSABLE, ST_TOO_LARGE,
+ * ST_UNIQUE) is a path nobody answered: ERR_INTERNAL (see errors.c). */
 enum err_id err_of_rc(enum st_rc rc);
 
 #endif

@@ -294,7 +294,10 @@ static enum st_rc resolve_unit(struct tx *tx, void *arg, struct resp *resp)
 
 		if (ledger_hold_get(tx, h.id, &now) == ST_OK && now.status != HOLD_PENDING)
 			return fail_not_pending(resp, now.status);
-		return ST_CONFLICT;
+		/* Refused, yet still pending: no race explains it (the
+		 * store's own guards refuse only a hold resolved already), so
+		 * it is ours to fix, not the client's: 500, nothing written. */
+		return unit_error(resp, ERR_INTERNAL, NULL);
 	}
 	if (rc)
 		return rc;

@@ -7,6 +7,7 @@ operator funded from the treasury (an admin hold captured into it); the
 client then reserves on it and captures to revenue or a wallet.
 """
 
+import sqlite3
 import time
 
 import pytest
@@ -374,6 +375,54 @@ def test_capture_refusals(srv):
             assert_error(f(), 404, "not_found")
     assert get_hold(srv, hid, headers=c.h).json["state"] == "PENDING"
     assert balances(srv, c.q(name)) == {"balance": 100, "held": 50, "available": 50}
+
+
+def refuse_resolving(srv, hold_id, on=True):
+    """A trigger on the store that refuses to move hold_id out of pending
+    (installed behind the server's back, as test_tampering.py goes around
+    the store): the store refuses the resolution while the hold stays
+    pending, which no race can do."""
+    if backend_name() == "sqlite":
+        con = sqlite3.connect(str(srv.backend.path), timeout=30, isolation_level=None)
+        try:
+            con.execute("DROP TRIGGER IF EXISTS test_refuse_resolving")
+            if on:
+                con.execute(f"CREATE TRIGGER test_refuse_resolving BEFORE UPDATE OF status ON holds"
+                            f" WHEN OLD.id = '{hold_id}' AND NEW.status <> 'pending'"
+                            f" BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        finally:
+            con.close()
+        return
+    cmds = ["DROP TRIGGER IF EXISTS test_refuse_resolving ON holds"]
+    if on:
+        cmds += ["CREATE OR REPLACE FUNCTION test_refuse_resolving() RETURNS trigger LANGUAGE plpgsql"
+                 " AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+                 f"CREATE TRIGGER test_refuse_resolving BEFORE UPDATE OF status ON holds FOR EACH ROW"
+                 f" WHEN (OLD.id = '{hold_id}' AND NEW.status <> 'pending')"
+                 f" EXECUTE FUNCTION test_refuse_resolving()"]
+    srv.backend.psql(*cmds)
+
+
+def test_a_resolution_refused_while_pending_is_an_internal_error(srv):
+    """The store refusing to resolve a hold that is still pending is no
+    conflict a client caused: 500 internal_error (documented), never the
+    undocumented 409 "conflict" of a bare result code; nothing is written
+    and the Idempotency-Key is released, so the same request succeeds once
+    the fault is gone."""
+    c, name = funded_account(srv, 100)
+    hid = hold(srv, {"from": name, "to": "revenue", "amount": "50"}, headers=c.h).json["id"]
+    keys = {"capture": new_key(), "void": new_key()}
+    refuse_resolving(srv, hid)
+    with srv.unchanged():
+        assert_error(capture(srv, hid, 20, headers=c.h, key=keys["capture"]), 500, "internal_error")
+        assert_error(void(srv, hid, headers=c.h, key=keys["void"]), 500, "internal_error")
+    assert get_hold(srv, hid, headers=c.h).json["state"] == "PENDING"
+    assert balances(srv, c.q(name)) == {"balance": 100, "held": 50, "available": 50}
+    refuse_resolving(srv, hid, on=False)
+    r = capture(srv, hid, 20, headers=c.h, key=keys["capture"])
+    assert r.status == 200 and r.json["state"] == "CAPTURED" and r.json["captured"] == "20", r
+    assert balances(srv, c.q(name)) == {"balance": 80, "held": 0, "available": 80}
+    reconcile(srv)
 
 
 def test_bad_list_parameters_are_400(srv):

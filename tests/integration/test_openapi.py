@@ -568,6 +568,32 @@ def test_every_error_code_in_the_source_is_documented():
     assert not problems, "\n".join(problems)
 
 
+def test_every_bare_result_code_answers_a_documented_error():
+    """A handler or unit that returns a result code without answering is
+    answered by err_of_rc()'s row (src/errors.c): that answer reaches the
+    wire like any other, so its code must be documented with its status on
+    some operation (a client must never see a code the contract does not
+    name)."""
+    doc = load_doc()
+    rows = catalogue()
+    documented = {}
+    for op in (o for ops in doc["paths"].values() for m, o in ops.items() if m in METHODS):
+        for status, codes in documented_codes(doc, op).items():
+            documented.setdefault(status, set()).update(codes)
+    text = strip_c_comments((ROOT / "src" / "errors.c").read_text())
+    table = re.search(r"rc_err\[ST_RC_COUNT\]\s*=\s*\{(.*?)\};", text, re.S)
+    assert table, "src/errors.c: no rc_err table"
+    mapped = dict(re.findall(r"\[(ST_\w+)\]\s*=\s*ERR_(\w+)", table.group(1)))
+    rc_h = strip_c_comments((ROOT / "src" / "rc.h").read_text())
+    every_rc = set(re.findall(r"\b(ST_[A-Z_]+)\b", re.search(r"enum st_rc \{(.*?)\};", rc_h, re.S).group(1)))
+    assert set(mapped) == every_rc - {"ST_RC_COUNT"}, \
+        f"rc_err names {sorted(mapped)}, rc.h has {sorted(every_rc)}"
+    problems = [f"{rc} answers {rows[rid][0]!r} ({rows[rid][1]}), documented on no operation"
+                for rc, rid in sorted(mapped.items())
+                if rows[rid][0] not in documented.get(rows[rid][1], ())]
+    assert not problems, "\n".join(problems)
+
+
 STATUS_SET_RE = re.compile(r"\b\w*resp\w*\s*(?:\([^)]*\))?\s*(?:->|\.)\s*status\s*=(?!=)")
 PACKED_CODE_RE = re.compile(r'"error"\s*,\s*"[a-z][a-z0-9_]*"')
 
