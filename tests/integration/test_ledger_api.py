@@ -12,7 +12,7 @@ import secrets
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_error, new_key, new_wallet, store_rows as rows,
+from conftest import (ADMIN_TOKEN, assert_error, concurrent_requests, diff_snapshots, new_key, new_wallet, store_rows as rows,
                       wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -88,6 +88,22 @@ def test_an_account_name_is_unique_per_client(srv):
         body = assert_error(a.post("/api/v2/accounts", {"name": "credits"}, key=None), 409,
                             "account_exists", field="name")
         assert body["name"] == "credits"
+
+
+def test_racing_creates_of_one_name_answer_account_exists(srv):
+    """16 creates of one name at once: one 201, every other the documented
+    409 account_exists (the unique index decides the race, never a 5xx or a
+    bare "conflict"), and exactly one row written."""
+    c = Client(srv)
+    before = srv.snapshot()
+    results = concurrent_requests(srv.port, [
+        {"method": "POST", "path": "/api/v2/accounts", "json_body": {"name": "raced"}, "headers": c.h}
+        for _ in range(16)])
+    assert sorted(r.status for r in results) == [201] + [409] * 15, [r.status for r in results]
+    for r in results:
+        if r.status == 409:
+            assert_error(r, 409, "account_exists", field="name")
+    assert diff_snapshots(before, srv.snapshot()) == {"accounts": (before["accounts"], before["accounts"] + 1)}
 
 
 @pytest.mark.parametrize("name", ["", "a b", "x" * 129, "0xabc", "0X1", "treasury", "revenue",

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from conftest import (ADMIN_TOKEN, account_figures as account, assert_error, backend_name, bearer,
+                      concurrent_requests, diff_snapshots,
                       find_samples, fund_wallet, new_api_key, new_key, new_wallet, parse_metrics,
                       start_settled, store_scalar as scalar, wait_until)
 
@@ -125,6 +126,24 @@ def test_create_batch_replays_with_the_same_key(partner):
         r2 = create_batch(srv, key, items, reference="same", idem=idem)
     assert r2.status == 201 and r2.headers["X-Idempotency"] == "HIT"
     assert r2.body == r1.body
+
+
+def test_racing_batches_of_one_reference_answer_duplicate_reference(partner):
+    """16 batches with one reference at once: one 201, every other the
+    documented 409 duplicate_reference (the unique constraint decides the
+    race), and exactly one batch and its item written."""
+    srv, key = partner
+    before = srv.snapshot()
+    results = concurrent_requests(srv.port, [
+        {"method": "POST", "path": "/api/v2/payouts/batch", "headers": bearer(key),
+         "json_body": {"reference": "raced", "items": [{"wallet": new_wallet(), "amount": "3"}]}}
+        for _ in range(16)])
+    assert sorted(r.status for r in results) == [201] + [409] * 15, [r.status for r in results]
+    for r in results:
+        if r.status == 409:
+            assert_error(r, 409, "duplicate_reference")
+    diff = diff_snapshots(before, srv.snapshot())
+    assert {t: b - a for t, (a, b) in diff.items()} == {"payout_batches": 1, "payout_items": 1}, diff
 
 
 def test_duplicate_reference_is_409_per_client(partner):
