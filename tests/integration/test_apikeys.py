@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, account_of, assert_error, find_samples, fund_wallet, new_key,
-                      new_wallet, parse_metrics, start_settled, store_rows as rows, wait_until)
+from conftest import (ADMIN_TOKEN, account_of, assert_error, concurrent_requests, diff_snapshots,
+                      find_samples, fund_wallet, new_key, new_wallet, parse_metrics, start_settled, store_rows as rows, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 KEY_RE = re.compile(r"^sk_live_([0-9A-Za-z]{8})_[0-9A-Za-z]{32}$")
@@ -207,6 +207,23 @@ def test_rotating_twice_in_grace_is_409(srv):
                             "already_rotated")
     assert body["replaced_by"] == r.json["id"]
     assert authenticated(srv, k["key"]) and authenticated(srv, r.json["key"])
+
+
+def test_racing_rotations_of_one_key_rotate_it_once(srv):
+    """12 rotations of one key at once: one 201, every other the documented
+    409 already_rotated naming the winner (the guarded UPDATE decides the
+    race), and exactly one new key written."""
+    k = create(srv)
+    before = srv.snapshot()
+    results = concurrent_requests(srv.port, [
+        {"method": "POST", "path": f"/api/admin/api-keys/{k['id']}/rotate", "headers": ADMIN}
+        for _ in range(12)])
+    assert sorted(r.status for r in results) == [201] + [409] * 11, [r.status for r in results]
+    winner = next(r for r in results if r.status == 201).json
+    for r in results:
+        if r.status == 409:
+            assert assert_error(r, 409, "already_rotated")["replaced_by"] == winner["id"]
+    assert diff_snapshots(before, srv.snapshot()) == {"api_keys": (before["api_keys"], before["api_keys"] + 1)}
 
 
 def test_rotate_replay_does_not_show_the_key_again(srv):
