@@ -16,7 +16,8 @@ import time
 import pytest
 
 from conftest import (ADMIN_TOKEN, account_of, assert_error, concurrent_requests, diff_snapshots,
-                      find_samples, fund_wallet, new_key, new_wallet, parse_metrics, start_settled, store_rows as rows, wait_until)
+                      find_samples, fund_wallet, new_key, new_wallet, parse_metrics, start_settled,
+                      store_rows as rows, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 KEY_RE = re.compile(r"^sk_live_([0-9A-Za-z]{8})_[0-9A-Za-z]{32}$")

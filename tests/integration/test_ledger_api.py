@@ -12,8 +12,8 @@ import secrets
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_error, concurrent_requests, diff_snapshots, new_key, new_wallet, store_rows as rows,
-                      wait_until)
+from conftest import (ADMIN_TOKEN, assert_error, concurrent_requests, diff_snapshots, new_key,
+                      new_wallet, store_rows as rows, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
