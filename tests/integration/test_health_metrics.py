@@ -41,6 +41,11 @@ def _metrics_samples(srv):
 
 def test_metrics_exposition(server):
     server.get("/healthz")
+    # A request is counted when libmicrohttpd reports it completed, which can
+    # be just after the client has read the whole answer.
+    wait_until(lambda: find_samples(_metrics_samples(server)[1],
+                                    "http_request_duration_seconds_bucket", le="+Inf"),
+               what="the /healthz request in the histogram")
     text, samples = _metrics_samples(server)
     assert "# TYPE http_requests_total counter" in text
     assert "# TYPE http_request_duration_seconds histogram" in text
