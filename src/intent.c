@@ -548,3 +548,27 @@ void intent_observe(struct metric_family *intents_total, struct metric_family *d
 		metrics_observe(duration, none, (double)(it->updated_at - it->created_at) / 1000.0);
 	}
 }
+
+enum st_rc intent_count_by_status(struct tx *tx, int64_t stuck_cutoff_ms,
+				  int64_t out[INTENT_STATUS_COUNT])
+{
+	struct st_rows *rows = NULL;
+	enum intent_status st;
+	enum st_rc rc;
+
+	if (stuck_cutoff_ms >= 0)
+		rc = tx_query(tx,
+			      "SELECT status, count(*) FROM intents WHERE status IN ('LOCKED', 'SUBMITTED')"
+			      " AND updated_at <= $1 GROUP BY status",
+			      ST_ARGS(SV_I(stuck_cutoff_ms)), &rows);
+	else
+		rc = tx_query(tx, "SELECT status, count(*) FROM intents GROUP BY status", ST_NOARGS,
+			      &rows);
+	if (rc)
+		return rc;
+	for (int i = 0; i < rows->nrows; i++)
+		if (intent_status_parse(rows_text(rows, i, 0), &st))
+			out[st] += rows_i64(rows, i, 1);
+	rows_free(rows);
+	return ST_OK;
+}

@@ -162,6 +162,12 @@ struct intent_stuck {
 	int64_t updated_at;
 };
 
+/* Adds the number of intents in each status to out[status]; with
+ * stuck_cutoff_ms >= 0, only the LOCKED and SUBMITTED ones last updated at
+ * or before it (reconciliation's "stuck" counts). */
+enum st_rc intent_count_by_status(struct tx *tx, int64_t stuck_cutoff_ms,
+				  int64_t out[INTENT_STATUS_COUNT]);
+
 /* Up to limit intents LOCKED (any kind) or SUBMITTED claims with
  * updated_at <= cutoff_ms, after the keyset cursor (cur_at, cur_id),
  * oldest first. A SUBMITTED payout is not listed: its payout.confirm jobs

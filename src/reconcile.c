@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "clock.h"
+#include "intent.h"
+#include "queue.h"
 #include "banned.h"
 
 static const char *const intent_status_names[6] = { "PENDING", "LOCKED", "SUBMITTED",
@@ -39,6 +41,14 @@ static const char *const hold_status_names[4] = { "pending", "captured", "releas
 	"FROM holds h LEFT JOIN intents i ON i.id = h.intent_id"                                 \
 	" WHERE h.status = 'pending' AND h.expires_at IS NOT NULL AND h.expires_at <= $1"        \
 	" AND (h.intent_id IS NULL OR i.status = 'PENDING')"
+
+static void add_job_count(void *arg, const char *queue, enum job_state state, int64_t n)
+{
+	int64_t *jobs = arg;
+
+	(void)queue;
+	jobs[state] += n;
+}
 
 /* One row of integers: out[0..ncols) (0 for SQL NULL). */
 static enum st_rc query_ints(struct tx *tx, const char *sql, int n, const struct st_val *params,
@@ -178,7 +188,7 @@ enum st_rc reconcile_run(struct tx *tx, int64_t stuck_after_ms, struct reconcile
 {
 	struct reconcile_report r;
 	int64_t v[4];
-	int64_t stuck[6] = { 0 };
+	int64_t stuck[INTENT_STATUS_COUNT] = { 0 };
 	enum st_rc rc;
 
 	memset(&r, 0, sizeof(r));
@@ -303,18 +313,14 @@ enum st_rc reconcile_run(struct tx *tx, int64_t stuck_after_ms, struct reconcile
 		return rc;
 
 	/* Intents by status, the stuck ones, jobs by state. */
-	rc = query_named_counts(tx, "SELECT status, count(*) FROM intents GROUP BY status", ST_NOARGS,
-				intent_status_names, 6, r.intents);
+	rc = intent_count_by_status(tx, -1, r.intents);
 	if (rc)
 		return rc;
-	rc = query_named_counts(tx,
-				"SELECT status, count(*) FROM intents"
-				" WHERE status IN ('LOCKED', 'SUBMITTED') AND updated_at <= $1 GROUP BY status",
-				ST_ARGS(SV_I(r.ran_at - stuck_after_ms)), intent_status_names, 6, stuck);
+	rc = intent_count_by_status(tx, r.ran_at - stuck_after_ms, stuck);
 	if (rc)
 		return rc;
-	r.stuck_locked = stuck[1];
-	r.stuck_submitted = stuck[2];
+	r.stuck_locked = stuck[INTENT_LOCKED];
+	r.stuck_submitted = stuck[INTENT_SUBMITTED];
 	for (int c = 0; c < RC_NAMED_CHECKS; c++) {
 		if (!check_failed(&r, (enum reconcile_check)c))
 			continue;
@@ -323,8 +329,7 @@ enum st_rc reconcile_run(struct tx *tx, int64_t stuck_after_ms, struct reconcile
 		if (rc)
 			return rc;
 	}
-	rc = query_named_counts(tx, "SELECT state, count(*) FROM jobs GROUP BY state", ST_NOARGS,
-				job_state_names, 4, r.jobs);
+	rc = queue_counts(tx, add_job_count, r.jobs);
 	if (rc)
 		return rc;
 	*out = r;
