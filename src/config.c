@@ -975,7 +975,8 @@ void config_help(FILE *out)
 	      "  -h, --help\n      print this help and exit\n"
 	      "  --version\n      print the version and the git commit, and exit\n"
 	      "  backup PATH [--db FILE]\n      copy the embedded store to PATH while the server runs\n"
-	      "  restore PATH [--db FILE] [--force]\n      put a backup back (the server stopped)\n",
+	      "  restore PATH [--db FILE] [--force]\n      put a backup back (the server stopped)\n"
+	      "  migrate [--db FILE]\n      apply pending migrations to the store and exit\n",
 	      out);
 	for (size_t i = 0; i < N_OPTS; i++) {
 		const struct opt *o = &opts[i];

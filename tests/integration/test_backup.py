@@ -333,6 +333,8 @@ def test_migrate_applies_each_migration_once_and_a_server_starts_on_it(start_ser
 
 
 def test_migrate_refuses_a_bad_flag_and_an_unreachable_store(tmp_path):
+    rc, out, _ = run_settled(["--help"])
+    assert rc == 0 and "  migrate [--db FILE]" in out, out
     rc, _, err = run_settled(["migrate", "--no-such-flag"])
     assert rc == 2 and err.startswith("settled migrate:"), err
     if backend_name() == "pg":
