@@ -485,21 +485,19 @@ static const char *method_label(const char *method)
 
 static void log_request(struct req_ctx *rq, double secs, int status)
 {
-	const struct settled *app = rq->h->app;
-	struct buf f = BUF_INIT(4096);
+	const struct log_request line = {
+		.method = rq->method,
+		.route = req_route(rq),
+		.target = rq->url,
+		.client_ip = rq->client_ip,
+		.span_id = rq->span_id,
+		.idempotency = rq->idem_result,
+		.status = status,
+		.duration_ms = secs * 1000.0, /* to the microsecond */
+	};
 
-	log_field_str(&f, "method", rq->method);
-	log_field_str(&f, "route", req_route(rq));
-	log_field_target(&f, "path", rq->url);
-	log_field_int(&f, "status", status);
-	log_field_fixed(&f, "duration_ms", secs * 1000.0, 3); /* to the microsecond */
-	log_field_str(&f, "client_ip", rq->client_ip);
-	log_field_str(&f, "span_id", rq->span_id);
-	if (rq->idem_result)
-		log_field_str(&f, "idempotency", rq->idem_result);
-	log_emit(&app->log, status >= 500 ? LOG_ERROR : LOG_INFO, rq->request_id, rq->trace_id, "request",
-		 &f);
-	buf_release(&f);
+	log_emit_request(&rq->h->app->log, status >= 500 ? LOG_ERROR : LOG_INFO, rq->request_id,
+			 rq->trace_id, &line);
 }
 
 /* The request's SERVER span, with the attributes of the OpenTelemetry

@@ -24,7 +24,12 @@
  * Workload: one to a few lines per request on the hot path (the request
  * line of GET /healthz is the common one). Building a line takes no lock,
  * no printf and no malloc unless the text holds something to redact; no
- * globals (the buffer's state hangs off the logger). */
+ * globals (the buffer's state hangs off the logger). The request line
+ * (log_emit_request) is formatted straight into a stack array: text that
+ * log_text_plain passes (no byte to escape, nothing redaction could match:
+ * most ids, addresses and paths) is copied after one scan, other text
+ * goes through the redaction and the escaper as log_field_* would send it,
+ * and the unit tests hold it to the log_field_* line byte for byte. */
 #include "log.h"
 
 #include <errno.h>
@@ -178,13 +183,13 @@ void log_field_num(struct buf *fields, const char *key, double val)
 	jw_end(&w);
 }
 
-void log_field_fixed(struct buf *fields, const char *key, double val, unsigned decimals)
+/* val with `decimals` (0-9) digits after the point, as log.h says for
+ * log_field_fixed; returns its length (at most 47). */
+static size_t fixed_num(char num[48], double val, unsigned decimals)
 {
 	static const double scale[] = { 1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9 };
 	size_t k = 0;
-	char num[48];
 	double x;
-	struct json_writer w;
 
 	if (decimals > 9)
 		decimals = 9;
@@ -206,8 +211,17 @@ void log_field_fixed(struct buf *fields, const char *key, double val, unsigned d
 			k += decimals;
 		}
 	} else {
-		k = (size_t)snprintf(num, sizeof(num), "%.6g", val);
+		k = (size_t)snprintf(num, 48, "%.6g", val);
 	}
+	return k;
+}
+
+void log_field_fixed(struct buf *fields, const char *key, double val, unsigned decimals)
+{
+	struct json_writer w;
+	char num[48];
+	size_t k = fixed_num(num, val, decimals);
+
 	field_begin(&w, fields);
 	jw_raw(&w, key, num, k);
 	jw_end(&w);
@@ -398,8 +412,9 @@ void log_buffer_stop(struct logger *lg)
 
 /* ---- lines ------------------------------------------------------------- */
 
-void log_emit(const struct logger *lg, enum log_level lvl, const char *request_id,
-	      const char *trace_id, const char *msg, const struct buf *fields)
+/* log_emit with its fields as bytes (fields_len 0: none). */
+static void emit(const struct logger *lg, enum log_level lvl, const char *request_id,
+		 const char *trace_id, const char *msg, const char *fields, size_t fields_len)
 {
 	static const char *const id_keys[] = { ",\"request_id\":\"", ",\"trace_id\":\"" };
 	static const unsigned char id_keys_len[] = { 15, 13 };
@@ -407,11 +422,9 @@ void log_emit(const struct logger *lg, enum log_level lvl, const char *request_i
 	char line[LOG_LINE_MAX], idesc[2][LOG_ID_MAX];
 	size_t pos, tail = 2, idlen[2] = { 0, 0 }, limit, mlen, mpos = 0;
 	struct buf scratch = BUF_INIT(SIZE_MAX / 2);
-	bool has_fields = fields && fields->len, with_fields;
+	bool has_fields = fields_len > 0, with_fields;
 	const char *m;
 
-	if (!lg || lvl < lg->min)
-		return;
 	if ((unsigned)lvl > LOG_ERROR)
 		lvl = LOG_ERROR;
 	pos = put(line, LIT("{\"ts\":\""));
@@ -430,14 +443,17 @@ void log_emit(const struct logger *lg, enum log_level lvl, const char *request_i
 		idlen[k] = json_escape(idesc[k], LOG_ID_MAX, ids[k], strlen(ids[k]), &p, LOG_ESC);
 		tail += id_keys_len[k] + idlen[k] + 1;
 	}
-	with_fields = has_fields && pos + sizeof(trunc_mark) + tail + fields->len <= LOG_LINE_MAX;
+	with_fields = has_fields && pos + sizeof(trunc_mark) + tail + fields_len <= LOG_LINE_MAX;
 	if (has_fields)
-		tail += with_fields ? fields->len : sizeof(dropped_mark) - 1;
+		tail += with_fields ? fields_len : sizeof(dropped_mark) - 1;
 
 	/* Never fall back to the unredacted text. */
 	if (!msg)
 		msg = "";
-	if (log_redact_view(msg, strlen(msg), &scratch, &m, &mlen)) {
+	mlen = strlen(msg);
+	if (log_text_plain(msg, mlen, false)) {
+		m = msg; /* nothing to redact */
+	} else if (log_redact_view(msg, mlen, &scratch, &m, &mlen)) {
 		m = "[message not logged: redaction failed]";
 		mlen = strlen(m);
 	}
@@ -457,7 +473,7 @@ void log_emit(const struct logger *lg, enum log_level lvl, const char *request_i
 		line[pos++] = '"';
 	}
 	if (with_fields)
-		pos += put(line + pos, fields->ptr, fields->len);
+		pos += put(line + pos, fields, fields_len);
 	else if (has_fields)
 		pos += put(line + pos, LIT(dropped_mark));
 	pos += put(line + pos, LIT("}\n"));
@@ -468,6 +484,135 @@ void log_emit(const struct logger *lg, enum log_level lvl, const char *request_i
 		buffer_drain(lg->buffer, line, pos);
 	else
 		buffer_put(lg->buffer, line, pos);
+}
+
+void log_emit(const struct logger *lg, enum log_level lvl, const char *request_id,
+	      const char *trace_id, const char *msg, const struct buf *fields)
+{
+	if (!lg || lvl < lg->min)
+		return;
+	emit(lg, lvl, request_id, trace_id, msg, fields ? fields->ptr : NULL, fields ? fields->len : 0);
+}
+
+/* ---- the request line -------------------------------------------------- */
+
+enum member_text { TEXT_STR, TEXT_TARGET };
+
+/* Appends the member log_field_str (TEXT_STR) or log_field_target
+ * (TEXT_TARGET) would, `,"key":"val"` or `,"key":null`, to f[*len..cap).
+ * False, with *len as it was, when it does not fit or redaction failed:
+ * where log_field_* would leave the member out. */
+static bool put_member(char *f, size_t cap, size_t *len, const char *key, const char *val,
+		       enum member_text kind, struct buf *scratch)
+{
+	size_t o = *len, pos = 0, klen = strlen(key), vn;
+	const char *v;
+	enum st_rc rc;
+
+	/* Keys are literals of plain ASCII: nothing to escape. */
+	if (cap - o < klen + 4)
+		return false;
+	f[o++] = ',';
+	f[o++] = '"';
+	o += put(f + o, key, klen);
+	f[o++] = '"';
+	f[o++] = ':';
+	if (!val) {
+		if (cap - o < 4)
+			return false;
+		o += put(f + o, LIT("null"));
+		*len = o;
+		return true;
+	}
+	vn = strlen(val);
+	if (vn < cap - o && cap - o - vn >= 2 && log_text_plain(val, vn, kind == TEXT_TARGET)) {
+		/* Nothing to redact or escape: the common case. */
+		f[o++] = '"';
+		o += put(f + o, val, vn);
+		f[o++] = '"';
+		*len = o;
+		return true;
+	}
+	rc = kind == TEXT_TARGET ? log_redact_target_view(val, vn, scratch, &v, &vn)
+				 : log_redact_view(val, vn, scratch, &v, &vn);
+	if (rc || cap - o < 2)
+		return false;
+	f[o++] = '"';
+	o += json_escape(f + o, cap - o - 1, v, vn, &pos, LOG_ESC);
+	if (pos != vn)
+		return false;
+	f[o++] = '"';
+	*len = o;
+	return true;
+}
+
+/* Appends `,"key":` and the number text num[0..n). */
+static bool put_number(char *f, size_t cap, size_t *len, const char *key, const char *num, size_t n)
+{
+	size_t o = *len, klen = strlen(key);
+
+	if (cap - o < klen + 4 + n)
+		return false;
+	f[o++] = ',';
+	f[o++] = '"';
+	o += put(f + o, key, klen); /* keys are literals of plain ASCII */
+	f[o++] = '"';
+	f[o++] = ':';
+	o += put(f + o, num, n);
+	*len = o;
+	return true;
+}
+
+/* The same line through a fields buf: for the rare request whose members
+ * do not all fit, which log_field_* then leave out one by one. */
+static void request_via_fields(const struct logger *lg, enum log_level lvl, const char *request_id,
+			       const char *trace_id, const struct log_request *r)
+{
+	struct buf f = BUF_INIT(LOG_REQUEST_FIELDS_MAX);
+
+	log_field_str(&f, "method", r->method);
+	log_field_str(&f, "route", r->route);
+	log_field_target(&f, "path", r->target);
+	log_field_int(&f, "status", r->status);
+	log_field_fixed(&f, "duration_ms", r->duration_ms, 3);
+	log_field_str(&f, "client_ip", r->client_ip);
+	log_field_str(&f, "span_id", r->span_id);
+	if (r->idempotency)
+		log_field_str(&f, "idempotency", r->idempotency);
+	log_emit(lg, lvl, request_id, trace_id, "request", &f);
+	buf_release(&f);
+}
+
+void log_emit_request(const struct logger *lg, enum log_level lvl, const char *request_id,
+		      const char *trace_id, const struct log_request *r)
+{
+	char f[LOG_REQUEST_FIELDS_MAX], num[48];
+	struct buf scratch = BUF_INIT(LOG_REQUEST_FIELDS_MAX);
+	size_t len = 0, k;
+	bool ok;
+
+	if (!lg || lvl < lg->min)
+		return;
+	ok = put_member(f, sizeof(f), &len, "method", r->method, TEXT_STR, &scratch) &&
+	     put_member(f, sizeof(f), &len, "route", r->route, TEXT_STR, &scratch) &&
+	     put_member(f, sizeof(f), &len, "path", r->target, TEXT_TARGET, &scratch);
+	if (ok) {
+		k = fmt_i64(num, r->status);
+		ok = put_number(f, sizeof(f), &len, "status", num, k);
+	}
+	if (ok) {
+		k = fixed_num(num, r->duration_ms, 3);
+		ok = put_number(f, sizeof(f), &len, "duration_ms", num, k);
+	}
+	ok = ok && put_member(f, sizeof(f), &len, "client_ip", r->client_ip, TEXT_STR, &scratch) &&
+	     put_member(f, sizeof(f), &len, "span_id", r->span_id, TEXT_STR, &scratch) &&
+	     (!r->idempotency ||
+	      put_member(f, sizeof(f), &len, "idempotency", r->idempotency, TEXT_STR, &scratch));
+	buf_release(&scratch);
+	if (ok)
+		emit(lg, lvl, request_id, trace_id, "request", f, len);
+	else
+		request_via_fields(lg, lvl, request_id, trace_id, r);
 }
 
 void log_msg(const struct logger *lg, enum log_level lvl, const char *fmt, ...)

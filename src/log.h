@@ -78,6 +78,27 @@ void log_field_fixed(struct buf *fields, const char *key, double val, unsigned d
 void log_emit(const struct logger *lg, enum log_level lvl, const char *request_id,
 	      const char *trace_id, const char *msg, const struct buf *fields);
 
+/* The request log line (http.c), one per request. It holds, in this order,
+ * the members that log_field_str(method), log_field_str(route),
+ * log_field_target(path = target), log_field_int(status),
+ * log_field_fixed(duration_ms, 3), log_field_str(client_ip),
+ * log_field_str(span_id) and, when idempotency is not NULL,
+ * log_field_str(idempotency) add to a fields buf capped at
+ * LOG_REQUEST_FIELDS_MAX, and is written as log_emit(lg, lvl, request_id,
+ * trace_id, "request", fields) writes it: the same bytes, the same
+ * redaction. It is built straight into the line, without the fields buf,
+ * the JSON writer or a copy of text that needs no redaction; only a line
+ * that would drop a member (over the cap) takes the log_field_* path. */
+#define LOG_REQUEST_FIELDS_MAX 4096
+struct log_request {
+	const char *method, *route, *target, *client_ip, *span_id;
+	const char *idempotency; /* NULL: no member */
+	int64_t status;
+	double duration_ms;
+};
+void log_emit_request(const struct logger *lg, enum log_level lvl, const char *request_id,
+		      const char *trace_id, const struct log_request *r);
+
 /* printf-style shorthand without request context. */
 void log_msg(const struct logger *lg, enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -260,6 +260,33 @@ static bool phone_possible(const char *s, size_t n)
 	return false;
 }
 
+bool log_text_plain(const char *s, size_t n, bool target)
+{
+	unsigned digits = 0;
+	bool plus = false;
+
+	/* phone_possible's walk, with the bytes that need escaping or could
+	 * start an e-mail address (or an escape in a target) refused on the
+	 * way. */
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c >= '0' && c <= '9') {
+			if (++digits >= 9 || (digits >= 7 && plus))
+				return false;
+		} else if (c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '@' ||
+			   (c == '%' && target)) {
+			return false;
+		} else if (c == '+') {
+			plus = true;
+		} else if (c != ' ' && c != '-' && c != '.' && c != '(' && c != ')') {
+			digits = 0;
+			plus = false;
+		}
+	}
+	return true;
+}
+
 enum redact_kind { REDACT_EMAIL, REDACT_PHONE };
 
 /* Appends s[0..n) to out with every match of kind replaced, the first
@@ -425,6 +452,32 @@ static enum st_rc redact_pieces(const char *s, size_t n, const char *seps, bool 
 	return rc;
 }
 
+/* Whether a target needs no piece replaced: the shortcut of
+ * log_redact_target, shared with log_redact_target_view. */
+static bool target_plain(const char *target, size_t n)
+{
+	return !memchr(target, '%', n) && !memchr(target, '@', n) && !phone_possible(target, n);
+}
+
+enum st_rc log_redact_target_view(const char *target, size_t n, struct buf *scratch,
+				  const char **res, size_t *res_n)
+{
+	size_t start = scratch->len;
+	enum st_rc rc;
+
+	if (target_plain(target, n)) {
+		*res = target;
+		*res_n = n;
+		return ST_OK;
+	}
+	rc = log_redact_target(target, scratch);
+	if (rc)
+		return rc;
+	*res = scratch->ptr + start;
+	*res_n = scratch->len - start;
+	return ST_OK;
+}
+
 enum st_rc log_redact_target(const char *target, struct buf *out)
 {
 	size_t start = out->len, n = strlen(target);
@@ -435,7 +488,7 @@ enum st_rc log_redact_target(const char *target, struct buf *out)
 
 	/* Most paths have no escape, no '@' and no run of phone characters:
 	 * copied as they are. */
-	if (!memchr(target, '%', n) && !memchr(target, '@', n) && !phone_possible(target, n))
+	if (target_plain(target, n))
 		return buf_append(out, target, n);
 	rc = redact_pieces(target, pn, "/", false, &dec, out);
 	if (!rc && q) {

@@ -6,6 +6,7 @@
 #ifndef SETTLED_LOG_REDACT_H
 #define SETTLED_LOG_REDACT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "buf.h"
@@ -17,5 +18,19 @@
  * Returns ST_OK, or scratch's error with scratch left as it was. */
 enum st_rc log_redact_view(const char *s, size_t n, struct buf *scratch, const char **res,
 			   size_t *res_n);
+
+/* Whether s[0..n) goes into a line as it is: no byte that JSON escapes
+ * (control, '"', '\\', DEL, non-ASCII) and nothing redaction could change
+ * (no '@', no run of phone characters that phone_possible would pass, and
+ * for a target (target set) no '%'). One pass and no copy: the shortcut
+ * for the short ids, addresses and paths of the request line. False says
+ * only "take the full path". */
+bool log_text_plain(const char *s, size_t n, bool target);
+
+/* log_redact_target (log.h) the same way: a target that needs nothing
+ * replaced is handed back where it lies (*res = target); otherwise the
+ * result is appended to scratch. Same contract as log_redact_view. */
+enum st_rc log_redact_target_view(const char *target, size_t n, struct buf *scratch,
+				  const char **res, size_t *res_n);
 
 #endif

@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "json_out.h"
 #include "log.h"
+#include "log_redact.h"
 
 #include "banned.h"
 
@@ -1004,4 +1006,167 @@ Test(log, field_target_redacts_and_escapes)
 	log_field_target(&f, "path", "/x/+306912345678/\"q\"");
 	cr_expect_str_eq(f.ptr, ",\"path\":\"/x/[phone]/\\\"q\\\"\"");
 	buf_release(&f);
+}
+
+/* ---- the request line (log_emit_request) ------------------------------- */
+
+/* The line log_emit_request writes for r, and the one the fields path
+ * writes for it (log_field_* into a buf capped at LOG_REQUEST_FIELDS_MAX,
+ * then log_emit), each with its ts blanked (the two may straddle a ms). */
+static void request_lines(const struct log_request *r, char **fast, char **ref)
+{
+	struct logger lg;
+	struct buf f = BUF_INIT(LOG_REQUEST_FIELDS_MAX);
+	char *lines[2];
+
+	log_init(&lg, pipefd[1], LOG_DEBUG);
+	log_emit_request(&lg, LOG_INFO, "req-1", "0af7651916cd43dd8448eb211c80319c", r);
+	lines[0] = drain();
+	log_field_str(&f, "method", r->method);
+	log_field_str(&f, "route", r->route);
+	log_field_target(&f, "path", r->target);
+	log_field_int(&f, "status", r->status);
+	log_field_fixed(&f, "duration_ms", r->duration_ms, 3);
+	log_field_str(&f, "client_ip", r->client_ip);
+	log_field_str(&f, "span_id", r->span_id);
+	if (r->idempotency)
+		log_field_str(&f, "idempotency", r->idempotency);
+	log_emit(&lg, LOG_INFO, "req-1", "0af7651916cd43dd8448eb211c80319c", "request", &f);
+	buf_release(&f);
+	lines[1] = drain();
+	for (int i = 0; i < 2; i++) {
+		cr_assert_gt(strlen(lines[i]), 32);
+		cr_assert_eq(strncmp(lines[i], "{\"ts\":\"", 7), 0);
+		memset(lines[i] + 7, 'T', 24);
+	}
+	*fast = lines[0];
+	*ref = lines[1];
+}
+
+Test(log, request_line_same_bytes_as_fields_path)
+{
+	static const char *const targets[] = {
+		"/healthz",
+		"/api/v2/holds/hold_123456789/capture",
+		"/x/+306912345678?tel=%2B44%2020%207946%200958",
+		"/u/alice%40example.com/orders?q=\"x\"\\y",
+		"/s?email=bob@example.org&n=555-123-4567",
+		"/caf\xc3\xa9/\xff\x01",
+		"",
+	};
+	static const char *const methods[] = { "GET", "POST", "555-123-4567", "a@b.example.com", "M\"\\\t" };
+	struct log_request r = {
+		.route = "/api/register", .client_ip = "127.0.0.1", .span_id = "b7ad6b7169203331",
+		.status = 201, .duration_ms = 0.0125,
+	};
+
+	for (size_t t = 0; t < sizeof(targets) / sizeof(targets[0]); t++) {
+		for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+			char *fast, *ref;
+
+			r.target = targets[t];
+			r.method = methods[m];
+			r.idempotency = m % 2 ? "HIT" : NULL;
+			r.status = m == 2 ? 503 : 201;
+			r.span_id = m == 3 ? NULL : "b7ad6b7169203331";
+			request_lines(&r, &fast, &ref);
+			cr_assert_str_eq(fast, ref, "target %zu method %zu", t, m);
+			free(fast);
+			free(ref);
+		}
+	}
+}
+
+/* Members that do not all fit under the cap: the same members left out. */
+Test(log, request_line_over_cap_same_bytes_as_fields_path)
+{
+	static const size_t lens[] = { 4000, 4040, 4050, 4060, 4070, 4080, 4096, 5000, 9000 };
+	struct log_request r = {
+		.method = "GET", .route = "unmatched", .client_ip = "2001:db8::1", .span_id = "b7ad6b7169203331",
+		.idempotency = "MISS", .status = 404, .duration_ms = 1e300,
+	};
+
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		char *target = malloc(lens[i] + 1), *fast, *ref;
+
+		cr_assert_not_null(target);
+		target[0] = '/';
+		memset(target + 1, i % 2 ? 'a' : '"', lens[i] - 1);
+		target[lens[i]] = '\0';
+		r.target = target;
+		request_lines(&r, &fast, &ref);
+		cr_assert_str_eq(fast, ref, "target of %zu bytes", lens[i]);
+		free(fast);
+		free(ref);
+		free(target);
+	}
+}
+
+/* Random text over the characters redaction and escaping look at. */
+Test(log, request_line_random_text_same_bytes_as_fields_path)
+{
+	static const char alphabet[] = "0123456789+-.() @%/?&=;_:abcxyzXY\"\\\t\x01\xc3\xa9\xff";
+	unsigned seed = 12345;
+	char text[4][48];
+
+	for (int round = 0; round < 3000; round++) {
+		struct log_request r = { .route = "/healthz", .status = 200, .duration_ms = round * 0.0007 };
+		char *fast, *ref;
+
+		for (int k = 0; k < 4; k++) {
+			size_t n = (size_t)(rand_r(&seed) % 40);
+
+			for (size_t i = 0; i < n; i++)
+				text[k][i] = alphabet[rand_r(&seed) % (sizeof(alphabet) - 1)];
+			text[k][n] = '\0';
+		}
+		r.method = text[0];
+		r.target = text[1];
+		r.client_ip = text[2];
+		r.span_id = text[3];
+		r.idempotency = round % 3 ? NULL : text[0];
+		request_lines(&r, &fast, &ref);
+		cr_assert_str_eq(fast, ref, "round %d", round);
+		free(fast);
+		free(ref);
+	}
+}
+
+/* log_text_plain says "as it is" only of text that redaction leaves alone
+ * (targets too) and JSON does not escape. */
+Test(log, text_plain_only_when_nothing_changes)
+{
+	static const char alphabet[] = "0123456789+-.() @%/?&=;_:abcXY\"\\\t\x7f\xc3\xa9";
+	unsigned seed = 777;
+	char s[40];
+	int plain = 0;
+
+	for (int round = 0; round < 20000; round++) {
+		size_t n = (size_t)(rand_r(&seed) % 32);
+		struct buf red = BUF_INIT(4096), tred = BUF_INIT(4096), esc = BUF_INIT(4096);
+
+		for (size_t i = 0; i < n; i++)
+			s[i] = alphabet[rand_r(&seed) % (sizeof(alphabet) - 1)];
+		s[n] = '\0';
+		cr_assert_eq(log_redact(s, &red), ST_OK);
+		cr_assert_eq(log_redact_target(s, &tred), ST_OK);
+		cr_assert_eq(json_escape_buf(&esc, s, n, JSON_ESC_REPAIR | JSON_ESC_LOWER), ST_OK);
+		if (log_text_plain(s, n, false)) {
+			plain++;
+			cr_assert_str_eq(red.ptr, s);
+			cr_assert_str_eq(esc.ptr, s);
+		}
+		if (log_text_plain(s, n, true))
+			cr_assert_str_eq(tred.ptr, s);
+		buf_release(&red);
+		buf_release(&tred);
+		buf_release(&esc);
+	}
+	cr_assert_gt(plain, 1000); /* the property was tested, not skipped */
+	cr_assert(log_text_plain("127.0.0.1", 9, true));
+	cr_assert(log_text_plain("/api/v2/holds/hold_1/capture", 28, true));
+	cr_assert_not(log_text_plain("555-123-4567", 12, false));
+	cr_assert_not(log_text_plain("a@b", 3, false));
+	cr_assert_not(log_text_plain("/a%40b", 6, true));
+	cr_assert(log_text_plain("/a%40b", 6, false));
 }
