@@ -409,8 +409,8 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	return true;
 }
 
-/* The unit the store runs: claim the key, run the handler's unit in a
- * savepoint, record the answer. See idempotency.h for why this is safe. */
+/* The handler's unit, in a savepoint of the request's unit (a 4xx
+ * refusal rolls its writes back and keeps its answer). */
 static enum st_rc handler_unit(struct tx *tx, void *arg)
 {
 	struct req_ctx *rq = arg;
@@ -429,34 +429,45 @@ static enum st_rc handler_unit(struct tx *tx, void *arg)
 	return rc;
 }
 
+/* Another request with this key committed first: its answer (the replay,
+ * or 422 on another fingerprint) replaces ours, and the unit returns
+ * ST_CONFLICT so the store rolls back everything it wrote. request_done
+ * keeps the answer (idem_replayed). */
+static enum st_rc answer_found(struct req_ctx *rq, struct idem_record *found)
+{
+	if (found->same_fingerprint) {
+		replay_record(rq, found);
+	} else {
+		idem_count(rq, "reused");
+		req_error(rq, ERR_IDEMPOTENCY_KEY_REUSED, NULL);
+	}
+	idem_record_release(found);
+	rq->idem_replayed = true;
+	return ST_CONFLICT;
+}
+
+/* The unit the store runs: the handler's unit in a savepoint, then its
+ * answer recorded under the key, one row write (idem_record). The key row
+ * comes last so that it is written once, with its answer; a request that
+ * loses the race on the key (another instance on PostgreSQL, or a request
+ * whose lookup ran before the first one committed) finds the winner's row
+ * there and rolls its own effect back with the unit. See idempotency.h. */
 static enum st_rc request_unit(struct tx *tx, void *arg)
 {
 	struct req_ctx *rq = arg;
 	struct settled *app = rq->h->app;
-	enum idem_claim claim;
 	struct idem_record found = { 0 };
+	struct idem_answer ans;
+	enum idem_put put;
 	enum st_rc rc, hrc;
 
 	if (!rq->idem_key)
 		return handler_unit(tx, rq);
 
-	rc = idem_claim(tx, rq->idem_scope, rq->idem_key, rq->fingerprint, app->instance_id,
-			app->cfg->idempotency_ttl_ms, &claim, &found);
-	if (rc)
-		return rc;
-	if (claim == IDEM_FOUND) {
-		/* Another request with this key committed first. */
-		if (found.same_fingerprint) {
-			replay_record(rq, &found);
-		} else {
-			idem_count(rq, "reused");
-			req_error(rq, ERR_IDEMPOTENCY_KEY_REUSED, NULL);
-		}
-		idem_record_release(&found);
-		return ST_OK;
-	}
-	/* A savepoint that cannot be made never runs the handler: start
-	 * from no answer, not from a previous run's. */
+	/* A unit may run again (PostgreSQL): start from no answer. A
+	 * savepoint that cannot be made never runs the handler. */
+	rq->idem_replayed = false;
+	rq->idem_result = NULL;
 	rq->handler_rc = ST_OK;
 	resp_release(&rq->resp);
 	hrc = tx_nested(tx, handler_unit, rq);
@@ -465,20 +476,26 @@ static enum st_rc request_unit(struct tx *tx, void *arg)
 	 * whole unit back and releases the key: a 5xx, and a failure after
 	 * the handler wrote a 2xx (an after-commit step it could not
 	 * register), whose effect is gone with the savepoint: recording that
-	 * 2xx would replay a success that never happened. */
-	if (hrc && !(hrc == rq->handler_rc && rq->resp.status >= 400 && rq->resp.status < 500))
-		return hrc;
-	if (rq->resp.status >= 500)
-		return ST_INTERNAL; /* releases the key: nothing recorded */
+	 * 2xx would replay a success that never happened. If a record of the
+	 * key committed meanwhile (its effect may be why this run failed),
+	 * that record is the answer instead. */
+	if ((hrc && !(hrc == rq->handler_rc && rq->resp.status >= 400 && rq->resp.status < 500)) ||
+	    (!hrc && rq->resp.status >= 500)) {
+		if (idem_lookup(tx, rq->idem_scope, rq->idem_key, rq->fingerprint, &found) == ST_OK)
+			return answer_found(rq, &found);
+		return hrc ? hrc : ST_INTERNAL; /* releases the key: nothing recorded */
+	}
 	/* A response that shows a secret once records a redacted body. */
-	if (rq->resp.replay_body)
-		rc = idem_complete(tx, rq->idem_scope, rq->idem_key, rq->resp.status, rq->resp.location,
-				   rq->resp.replay_body, strlen(rq->resp.replay_body));
-	else
-		rc = idem_complete(tx, rq->idem_scope, rq->idem_key, rq->resp.status, rq->resp.location,
-				   rq->resp.body.ptr, rq->resp.body.len);
+	ans.status = rq->resp.status;
+	ans.location = rq->resp.location;
+	ans.body = rq->resp.replay_body ? rq->resp.replay_body : rq->resp.body.ptr;
+	ans.body_len = rq->resp.replay_body ? strlen(rq->resp.replay_body) : rq->resp.body.len;
+	rc = idem_record(tx, rq->idem_scope, rq->idem_key, rq->fingerprint, app->instance_id,
+			 app->cfg->idempotency_ttl_ms, &ans, &put, &found);
 	if (rc)
 		return rc;
+	if (put == IDEM_FOUND)
+		return answer_found(rq, &found);
 	rq->idem_result = "MISS";
 	idem_count(rq, "miss");
 	return ST_OK;
@@ -505,7 +522,8 @@ static void request_done(void *arg, enum st_rc rc)
 		trace_store_span(rq->h->app->tracer, &tc, rq->h->app->store->ops->name, rq->submit_ns, rc);
 	}
 
-	if (rc && !(rc == rq->handler_rc && rq->resp.status >= 400 && rq->resp.status < 500)) {
+	if (rc && !rq->idem_replayed &&
+	    !(rc == rq->handler_rc && rq->resp.status >= 400 && rq->resp.status < 500)) {
 		/* Rolled back as a whole by a store failure or a 5xx from the
 		 * handler (a 4xx from the handler keeps its own answer). Keep
 		 * the handler's own 5xx answer if it made one. */

@@ -251,33 +251,36 @@ enum st_rc idem_lookup(struct tx *tx, const char *scope, const char *key, const 
 	return rc;
 }
 
-enum st_rc idem_claim(struct tx *tx, const char *scope, const char *key, const char *fingerprint,
-		      const char *owner, int64_t ttl_ms, enum idem_claim *res,
-		      struct idem_record *found)
+enum st_rc idem_record(struct tx *tx, const char *scope, const char *key, const char *fingerprint,
+		       const char *owner, int64_t ttl_ms, const struct idem_answer *ans,
+		       enum idem_put *res, struct idem_record *found)
 {
 	int64_t now = tx_now_ms(tx), changes = 0;
 	enum st_rc rc;
 
-	/* The primary key is the claim. An expired row is taken over in the
-	 * same statement, so a key can be reused after its TTL even before the
-	 * sweeper has deleted the old row. On PostgreSQL a concurrent claimer
-	 * blocks here until the first transaction ends, then sees its row. */
+	/* The primary key is the claim, and the row carries its answer from
+	 * its first write: one row write a keyed request. An expired row is
+	 * taken over in the same statement, so a key can be reused after its
+	 * TTL even before the sweeper has deleted the old row. On PostgreSQL
+	 * a concurrent writer of the key blocks here until the first
+	 * transaction ends, then sees its row. */
 	rc = tx_exec(tx,
 		     "INSERT INTO idempotency_keys"
 		     " (scope, idem_key, fingerprint, owner, status, location, body, created_at, expires_at)"
-		     " VALUES ($1, $2, $3, $4, 0, NULL, '', $5, $6)"
+		     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 		     " ON CONFLICT (scope, idem_key) DO UPDATE SET"
-		     "  fingerprint = excluded.fingerprint, owner = excluded.owner, status = 0,"
-		     "  location = NULL, body = '', created_at = excluded.created_at,"
-		     "  expires_at = excluded.expires_at"
+		     "  fingerprint = excluded.fingerprint, owner = excluded.owner,"
+		     "  status = excluded.status, location = excluded.location, body = excluded.body,"
+		     "  created_at = excluded.created_at, expires_at = excluded.expires_at"
 		     " WHERE idempotency_keys.expires_at <= excluded.created_at",
-		     ST_ARGS(SV_S(scope), SV_S(key), SV_S(fingerprint), SV_S(owner), SV_I(now),
+		     ST_ARGS(SV_S(scope), SV_S(key), SV_S(fingerprint), SV_S(owner), SV_I(ans->status),
+			     SV_SOPT(ans->location), SV_SN(ans->body, ans->body_len), SV_I(now),
 			     SV_I(now + ttl_ms)),
 		     &changes);
 	if (rc)
 		return rc;
 	if (changes > 0) {
-		*res = IDEM_CLAIMED;
+		*res = IDEM_RECORDED;
 		return ST_OK;
 	}
 	rc = idem_lookup(tx, scope, key, fingerprint, found);
@@ -285,23 +288,6 @@ enum st_rc idem_claim(struct tx *tx, const char *scope, const char *key, const c
 		rc = ST_BUSY; /* a live row without a response: cannot happen on a committed row */
 	if (rc == ST_OK)
 		*res = IDEM_FOUND;
-	return rc;
-}
-
-enum st_rc idem_complete(struct tx *tx, const char *scope, const char *key, int status,
-			 const char *location, const char *body, size_t body_len)
-{
-	int64_t changes = 0;
-	enum st_rc rc;
-
-	rc = tx_exec(tx,
-		     "UPDATE idempotency_keys SET status = $3, location = $4, body = $5"
-		     " WHERE scope = $1 AND idem_key = $2",
-		     ST_ARGS(SV_S(scope), SV_S(key), SV_I(status), SV_SOPT(location),
-			     SV_SN(body, body_len)),
-		     &changes);
-	if (rc == ST_OK && changes != 1)
-		rc = ST_INTERNAL;
 	return rc;
 }
 

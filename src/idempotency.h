@@ -1,11 +1,12 @@
 /* idempotency.h — exactly-once effects for POST requests (SPEC section 4).
  *
  * Design (docs/internals/idempotency.md): the key is claimed by inserting
- * its row *inside the same write unit* that runs the handler, and the row
- * is completed with the response before that unit commits. So:
+ * its row, answer included, *at the end of the same write unit* that runs
+ * the handler, before that unit commits. So:
  *   - two requests with one key race on the table's primary key; the loser
- *     waits for (PostgreSQL) or runs after (SQLite writer) the winner and
- *     then finds a finished record to replay: never check-then-insert;
+ *     waits for (PostgreSQL) or runs after (SQLite writer) the winner, then
+ *     finds a finished record, rolls its own work back and replays the
+ *     record: never check-then-insert;
  *   - a crash before COMMIT loses the claim together with the effect: no key
  *     is ever stuck "in progress" in the store, so nothing needs a lease
  *     to take over; the crash tests show it;
@@ -72,18 +73,25 @@ struct idem_record {
 };
 void idem_record_release(struct idem_record *r);
 
-enum idem_claim { IDEM_CLAIMED = 0, IDEM_FOUND };
+/* The answer a unit records under its key. */
+struct idem_answer {
+	int status;
+	const char *location; /* or NULL */
+	const char *body;
+	size_t body_len;
+};
 
-/* Claims scope+key in tx. IDEM_CLAIMED: the row is ours (or an expired one
- * was taken over) and must be completed with idem_complete in the same tx.
- * IDEM_FOUND: a live record exists; *found is filled (caller releases). */
-enum st_rc idem_claim(struct tx *tx, const char *scope, const char *key, const char *fingerprint,
-		      const char *owner, int64_t ttl_ms, enum idem_claim *res,
-		      struct idem_record *found);
+enum idem_put { IDEM_RECORDED = 0, IDEM_FOUND };
 
-/* Stores the response on our claimed row. */
-enum st_rc idem_complete(struct tx *tx, const char *scope, const char *key, int status,
-			 const char *location, const char *body, size_t body_len);
+/* Claims scope+key in tx and records ans under it, in one row write, at
+ * the end of the unit whose answer it is (the unit's effect and its record
+ * commit together). IDEM_RECORDED: the row is ours (or an expired one was
+ * taken over). IDEM_FOUND: a live record of another request exists and
+ * nothing was written; *found is filled (caller releases) and the caller
+ * must roll back the effect it made, then answer *found. */
+enum st_rc idem_record(struct tx *tx, const char *scope, const char *key, const char *fingerprint,
+		       const char *owner, int64_t ttl_ms, const struct idem_answer *ans,
+		       enum idem_put *res, struct idem_record *found);
 
 /* Reads a live record without claiming (the read path: replay with no
  * write). ST_NOT_FOUND when absent or expired. */

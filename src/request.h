@@ -107,6 +107,7 @@ struct req_ctx {
 	char *idem_scope;
 	char fingerprint[IDEM_FINGERPRINT_LEN + 1];
 	bool idem_running;          /* holds the in-memory running mark */
+	bool idem_replayed;         /* the unit answered another request's record */
 	const char *idem_result;    /* "HIT" / "MISS" for X-Idempotency */
 
 	/* write unit */
