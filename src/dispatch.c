@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "apikey.h"
+#include "client_addr.h"
 #include "idempotency.h"
 #include "metrics.h"
 #include "request.h"
@@ -198,7 +199,7 @@ static bool apply_rate_limits(struct req_ctx *rq, bool body_keys)
 		enum rl_key_source src = rq->route->limits[i].key;
 		const struct rl_policy *p;
 		const char *key = NULL;
-		char wallet[WALLET_LEN + 1];
+		char wallet[WALLET_LEN + 1], addr_key[CLIENT_ADDR_LEN];
 		struct rl_decision d;
 		enum st_rc rc;
 
@@ -208,7 +209,10 @@ static bool apply_rate_limits(struct req_ctx *rq, bool body_keys)
 		if (p->limit <= 0)
 			continue; /* disabled: no decision, no headers */
 		switch (src) {
-		case RL_KEY_CLIENT_IP: key = rq->client_rl_key; break;
+		case RL_KEY_CLIENT_IP:
+			client_addr_rl_key(rq->client_ip, addr_key);
+			key = addr_key;
+			break;
 		case RL_KEY_API_KEY: key = rq->client_id; break;
 		case RL_KEY_BODY_WALLET: {
 			json_t *w = rq->json ? json_object_get(rq->json, "wallet") : NULL;
@@ -263,11 +267,13 @@ static bool auth_fail_gate(struct req_ctx *rq)
 	struct settled *app = rq->h->app;
 	const struct rl_policy *p = &app->policies[RLP_AUTH_FAIL];
 	struct rl_decision d;
+	char key[CLIENT_ADDR_LEN];
 
 	if (p->limit <= 0)
 		return true;
 	rq->rl_now_ms = settled_now_ms(app);
-	if (rl_peek(app->rl, p, rq->client_rl_key, strlen(rq->client_rl_key), rq->rl_now_ms, &d))
+	client_addr_rl_key(rq->client_ip, key);
+	if (rl_peek(app->rl, p, key, strlen(key), rq->rl_now_ms, &d))
 		return rl_backend_down(rq, p);
 	if (d.allowed)
 		return true;
@@ -286,6 +292,7 @@ static void auth_fail_charge(struct req_ctx *rq)
 	struct settled *app = rq->h->app;
 	const struct rl_policy *p = &app->policies[RLP_AUTH_FAIL];
 	struct rl_decision d;
+	char key[CLIENT_ADDR_LEN];
 
 	if (p->limit <= 0) {
 		auth_fail_count(rq, "refused");
@@ -293,7 +300,8 @@ static void auth_fail_charge(struct req_ctx *rq)
 	}
 	if (!rq->rl_n)
 		rq->rl_now_ms = settled_now_ms(app);
-	if (rl_check(app->rl, p, rq->client_rl_key, strlen(rq->client_rl_key), rq->rl_now_ms, &d)) {
+	client_addr_rl_key(rq->client_ip, key);
+	if (rl_check(app->rl, p, key, strlen(key), rq->rl_now_ms, &d)) {
 		const char *const lv[] = { p->name, p->fail_open ? "open" : "closed" };
 
 		metrics_inc(app->m.rl_backend_errors, lv); /* the 401/403 stands */

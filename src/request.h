@@ -88,11 +88,10 @@ struct req_ctx {
 	const char *tracestate;
 	char *trace_context;
 	int64_t start_ns, submit_ns;
-	char client_ip[CLIENT_ADDR_LEN];
-	char client_rl_key[CLIENT_ADDR_LEN]; /* client_ip as per-address limits key it (IPv6: /64) */
+	char client_ip[CLIENT_ADDR_LEN]; /* per-address limits key it by client_addr_rl_key() */
 	const char *client_id;
-	bool verifying;                 /* ROUTE_SIGNED: the handler's signature pass */
 	struct buf body;
+	bool verifying;                 /* ROUTE_SIGNED: the handler's signature pass */
 	bool body_too_large;        /* the body is being dropped: over the cap, or ... */
 	bool body_nomem;            /* ... no memory to keep it (a 503, not a 413) */
 	size_t discarded;

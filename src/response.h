@@ -23,11 +23,10 @@
 struct req_ctx;
 
 /* A response under construction. Owned by its req_ctx. Route-specific
- * headers only (Retry-After, Allow, WWW-Authenticate, Connection...): no
- * answer sets more than three. Kept small so that struct req_ctx stays
- * under glibc's 1,008-byte small-bin limit: a larger one made every
- * request's calloc consolidate the fast bins (~2,000 instructions). */
-#define RESP_MAX_HEADERS 6
+ * headers only (Retry-After, Allow, WWW-Authenticate, Connection,
+ * Content-Type and a policy of the console's...): no answer sets more than
+ * two. Kept small for struct req_ctx's size (http.c REQ_CTX_MAX). */
+#define RESP_MAX_HEADERS 4
 struct resp {
 	int status;              /* 0 until set */
 	int ok_status;           /* what a success answers: the route's (200, 201); kept by resp_release */
