@@ -7,11 +7,13 @@
  *   2. parse the payment out of the stored raw body (pure, webhook.c): an
  *      event that cannot be parsed never will be, so the job fails
  *      permanently (DLQ) with the reason;
- *   3. job_commit(): in ONE write unit, re-read the event's status, look up
+ *   3. job_commit_later(): in ONE write unit (the worker's batch unit,
+ *      under this job's own savepoint), re-read the event's status, look up
  *      the wallet and its referrer, post the balanced transaction (2 or 4
  *      entries) with ref "webhook:<provider>:<event id>", mark the event
  *      processed, and complete the job under its lease. Any failure rolls
- *      all of it back.
+ *      all of it back (this job's part only); webhook_after then logs the
+ *      outcome or fails the attempt, as the handler did after job_commit.
  * Commission: floor(amount * bps / 10000) (webhook_commission), paid from
  * `commissions`; the wallet is credited the whole amount from `revenue`.
  * A zero commission (small amounts, bps 0) posts the two wallet entries
@@ -264,6 +266,44 @@ static enum st_rc give_up(struct job_ctx *ctx, struct wh_job *j, enum st_rc rc)
 	return rc;
 }
 
+/* After the effect: what job_commit answered for process_unit. Owns j. */
+static enum st_rc webhook_after(struct job_ctx *ctx, void *arg, enum st_rc rc)
+{
+	struct wh_job *j = arg;
+
+	if (rc == ST_OK) {
+		if (j->already)
+			job_logf(ctx, LOG_DEBUG, "webhook %s:%s processed already",
+				 webhook_provider_str(j->p), j->event_id);
+		else
+			job_logf(ctx, LOG_INFO,
+				 "webhook %s:%s credited %lld to %s (commission %lld to %s) in %s",
+				 webhook_provider_str(j->p), j->event_id, (long long)j->pay.amount,
+				 j->pay.account[0] ? j->pay.account : j->pay.wallet, (long long)j->commission,
+				 j->referrer[0] ? j->referrer : "nobody", j->tx_id);
+		goto out;
+	}
+	if (ctx->lost)
+		goto out;
+	if (j->unknown_wallet) {
+		ctx->permanent = true;
+		if (j->pay.account[0])
+			rc = give_up(ctx, j, job_failf(ctx, ST_NOT_FOUND,
+						       "unknown_account: %s is no client's account",
+						       j->pay.account));
+		else
+			rc = give_up(ctx, j, job_failf(ctx, ST_NOT_FOUND,
+						       "unknown_wallet: %s is not registered", j->pay.wallet));
+		goto out;
+	}
+	rc = give_up(ctx, j, job_failf(ctx, rc, "cannot post webhook %s:%s: %s",
+				       webhook_provider_str(j->p), j->event_id, st_rc_str(rc)));
+out:
+	free(j->body);
+	free(j);
+	return rc;
+}
+
 enum st_rc webhook_process_job(struct job_ctx *ctx)
 {
 	struct settled *app = ctx->app;
@@ -312,34 +352,13 @@ enum st_rc webhook_process_job(struct job_ctx *ctx)
 	j->bps = app->cfg->commission_bps;
 	snprintf(j->ref, sizeof(j->ref), "webhook:%s:%s", webhook_provider_str(j->p), j->event_id);
 
-	rc = job_commit(ctx, process_unit, j);
-	if (rc == ST_OK) {
-		if (j->already)
-			job_logf(ctx, LOG_DEBUG, "webhook %s:%s processed already",
-				 webhook_provider_str(j->p), j->event_id);
-		else
-			job_logf(ctx, LOG_INFO,
-				 "webhook %s:%s credited %lld to %s (commission %lld to %s) in %s",
-				 webhook_provider_str(j->p), j->event_id, (long long)j->pay.amount,
-				 j->pay.account[0] ? j->pay.account : j->pay.wallet, (long long)j->commission,
-				 j->referrer[0] ? j->referrer : "nobody", j->tx_id);
-		goto out;
-	}
-	if (ctx->lost)
-		goto out;
-	if (j->unknown_wallet) {
-		ctx->permanent = true;
-		if (j->pay.account[0])
-			rc = give_up(ctx, j, job_failf(ctx, ST_NOT_FOUND,
-						       "unknown_account: %s is no client's account",
-						       j->pay.account));
-		else
-			rc = give_up(ctx, j, job_failf(ctx, ST_NOT_FOUND,
-						       "unknown_wallet: %s is not registered", j->pay.wallet));
-		goto out;
-	}
-	rc = give_up(ctx, j, job_failf(ctx, rc, "cannot post webhook %s:%s: %s",
-				       webhook_provider_str(j->p), j->event_id, st_rc_str(rc)));
+	/* The effect goes in the worker's batch unit (one commit for many
+	 * events); webhook_after runs once it is decided and owns j. */
+	json_decref(body);
+	buf_release(&why);
+	free(j->body);
+	j->body = NULL;
+	return job_commit_later(ctx, process_unit, j, webhook_after);
 out:
 	json_decref(body);
 	buf_release(&why);

@@ -200,6 +200,17 @@ enum st_rc job_commit(struct job_ctx *ctx, store_unit_fn *effect, void *arg)
 	return rc;
 }
 
+enum st_rc job_commit_later(struct job_ctx *ctx, store_unit_fn *effect, void *arg,
+			    job_after_fn *after)
+{
+	if (!ctx->batched || ctx->later_effect)
+		return after(ctx, arg, job_commit(ctx, effect, arg));
+	ctx->later_effect = effect;
+	ctx->later_arg = arg;
+	ctx->later_after = after;
+	return ST_OK;
+}
+
 enum st_rc job_failf(struct job_ctx *ctx, enum st_rc rc, const char *fmt, ...)
 {
 	va_list ap;
@@ -316,6 +327,7 @@ enum batch_todo {
 	BATCH_DONE = 0,   /* finished: its outcome is written (or it was lost) */
 	BATCH_COMPLETE,   /* handler done with nothing to commit: complete it in the batch unit */
 	BATCH_HANDBACK,   /* not started (stopping, or waited too long): hand it back */
+	BATCH_EFFECT,     /* job_commit_later: its effect and completion go in the batch unit */
 };
 
 struct batch_item {
@@ -325,6 +337,8 @@ struct batch_item {
 	enum batch_todo todo;
 	bool lost;                /* batch unit: the completion found the lease gone */
 	enum st_rc rc;            /* how writing its deferred outcome went */
+	enum st_rc effect_rc;     /* BATCH_EFFECT: its savepoint's result in the batch unit */
+	char tc[TRACE_CONTEXT_MAX]; /* BATCH_EFFECT: the job's span, for what the effect enqueues */
 };
 
 /* Writes a job's outcome (completion, failure, hand-back): each is fenced
@@ -359,17 +373,18 @@ static void job_finish(struct worker_pool *p, struct batch_item *b, const char *
  * without committing anything (its completion is left to the batch unit,
  * and b->ctx stays open until then), else records the outcome in its own
  * unit as it always did and returns BATCH_DONE. */
+static void job_outcome(struct worker_pool *p, struct batch_item *b, enum st_rc rc);
+
 static enum batch_todo run_job(struct worker_pool *p, struct batch_item *b)
 {
 	struct settled *app = p->app;
-	const struct config *cfg = app->cfg;
 	struct job *j = &b->r->job;
 	const struct job_kind *k = kind_find(j->kind);
 	struct job_ctx *ctx = &b->ctx;
-	const char *result;
 	enum st_rc rc;
 
-	*ctx = (struct job_ctx){ .app = app, .job = j, .error = BUF_INIT(QUEUE_ERROR_MAX) };
+	*ctx = (struct job_ctx){ .app = app, .job = j, .error = BUF_INIT(QUEUE_ERROR_MAX),
+				 .batched = true };
 	b->t0 = mono_s();
 	job_span_start(ctx);
 	if (k)
@@ -377,12 +392,41 @@ static enum batch_todo run_job(struct worker_pool *p, struct batch_item *b)
 	else
 		rc = job_failf(ctx, ST_INVALID, "no handler for job kind %s", j->kind);
 
+	if (ctx->later_effect) {
+		struct trace_ctx span_ctx;
+
+		if (rc == ST_OK) {
+			b->tc[0] = '\0';
+			trace_span_ctx(&ctx->span, &span_ctx);
+			if (span_ctx.trace_id[0])
+				trace_ctx_format(&span_ctx, b->tc);
+			return BATCH_EFFECT;
+		}
+		/* A handler that failed after handing its effect over broke
+		 * the contract; its after step still owns arg. */
+		rc = ctx->later_after(ctx, ctx->later_arg, rc);
+		ctx->later_effect = NULL;
+	}
+	if (rc == ST_OK && !ctx->committed && !ctx->lost)
+		return BATCH_COMPLETE;
+	job_outcome(p, b, rc);
+	return BATCH_DONE;
+}
+
+/* Records what the handler's rc means (its failure in a unit of its own,
+ * as it always was) and finishes the job. */
+static void job_outcome(struct worker_pool *p, struct batch_item *b, enum st_rc rc)
+{
+	struct settled *app = p->app;
+	const struct config *cfg = app->cfg;
+	struct job *j = &b->r->job;
+	struct job_ctx *ctx = &b->ctx;
+	const char *result;
+
 	if (ctx->lost) {
 		result = "lost";
 		job_log(p, LOG_WARN, j, "job lease lost: effect rolled back", ctx, -1, 0);
 	} else if (rc == ST_OK) {
-		if (!ctx->committed)
-			return BATCH_COMPLETE;
 		result = "completed";
 		job_log(p, LOG_DEBUG, j, "job completed", ctx, -1, 0);
 	} else {
@@ -417,7 +461,6 @@ static enum batch_todo run_job(struct worker_pool *p, struct batch_item *b)
 		}
 	}
 	job_finish(p, b, result);
-	return BATCH_DONE;
 }
 
 struct batch_call {
@@ -438,6 +481,18 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 
 	for (int i = 0; i < c->n; i++)
 		c->items[i].lost = false; /* the unit may run again (PostgreSQL retries) */
+	/* Effects first, each with its fenced completion under its own
+	 * savepoint: one that fails (or finds its lease gone) is rolled back
+	 * alone, and run_batch then commits it in a unit of its own. */
+	for (int i = 0; i < c->n; i++) {
+		struct batch_item *b = &c->items[i];
+		struct commit_call cc = { .ctx = &b->ctx, .effect = b->ctx.later_effect,
+					  .arg = b->ctx.later_arg, .trace_context = b->tc[0] ? b->tc : NULL };
+
+		if (b->todo != BATCH_EFFECT)
+			continue;
+		b->effect_rc = tx_nested(tx, commit_unit, &cc);
+	}
 	for (int i = 0; i < c->n;) {
 		struct batch_item *b = &c->items[i];
 		const char *owner = b->r->job.lease_owner;
@@ -474,6 +529,30 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 	return ST_OK;
 }
 
+/* A job_commit_later effect after its batch unit: committed with it, or
+ * (it failed in its savepoint, or the batch unit failed as a whole) rolled
+ * back and now committed alone, exactly as job_commit does, so the job
+ * gets the rc a unit of its own gives. Then its after step decides the
+ * handler's result, and the job's outcome is recorded as any handler's. */
+static void effect_done(struct worker_pool *p, struct batch_item *b, enum st_rc batch_rc)
+{
+	struct job_ctx *ctx = &b->ctx;
+	enum st_rc rc;
+
+	if (batch_rc == ST_OK && b->effect_rc == ST_OK) {
+		ctx->committed = true;
+		rc = ST_OK;
+	} else {
+		rc = job_commit(ctx, ctx->later_effect, ctx->later_arg);
+	}
+	rc = ctx->later_after(ctx, ctx->later_arg, rc);
+	ctx->later_effect = NULL;
+	if (rc == ST_OK && !ctx->committed)
+		rc = job_failf(ctx, ST_INTERNAL, "job %lld: its after step answered ok for an effect"
+			       " that was not committed", (long long)b->r->job.id);
+	job_outcome(p, b, rc);
+}
+
 /* Runs a batch taken from the ready list and writes the deferred outcomes
  * in one unit. Returns the batch's cost per job in seconds (handlers and
  * commit), for the capacity estimate. */
@@ -508,7 +587,7 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 		for (int i = 0; i < n; i++) {
 			struct batch_call one = { .items = &items[i], .n = 1 };
 
-			if (items[i].todo != BATCH_DONE)
+			if (items[i].todo != BATCH_DONE && items[i].todo != BATCH_EFFECT)
 				items[i].rc = store_run(p->app->store, batch_unit, &one);
 		}
 	}
@@ -523,6 +602,10 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 			else if (rc)
 				job_log(p, LOG_WARN, j, "job could not be handed back: its lease will expire",
 					NULL, -1, 0);
+			continue;
+		}
+		if (b->todo == BATCH_EFFECT) {
+			effect_done(p, b, rc);
 			continue;
 		}
 		if (b->todo != BATCH_COMPLETE)

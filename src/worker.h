@@ -40,6 +40,17 @@
 struct settled;
 struct worker_pool;
 
+struct job_ctx;
+/* What runs once a job_commit_later effect is decided: after(ctx, arg, rc)
+ * with what job_commit would have returned (ST_OK: effect and completion
+ * committed; ST_CONFLICT with ctx->lost: the lease was gone, nothing
+ * applied; any other rc: the effect's or the store's, nothing applied, the
+ * job still ours). It runs on the worker thread outside any transaction,
+ * may log and write like a handler (job_logf, job_failf, ctx->permanent,
+ * its own store units), owns arg (frees it), and returns the handler's
+ * result: ST_OK, or a failed attempt exactly as a handler's return. */
+typedef enum st_rc job_after_fn(struct job_ctx *ctx, void *arg, enum st_rc rc);
+
 /* What a handler gets. */
 struct job_ctx {
 	struct settled *app;
@@ -49,6 +60,12 @@ struct job_ctx {
 	bool permanent;          /* the failure cannot heal: straight to the DLQ */
 	bool committed;          /* job_commit succeeded: the job is completed */
 	bool lost;               /* job_commit found the lease gone: nothing applied */
+	/* job_commit_later: the effect the worker writes in its batch unit,
+	 * and what runs once that is decided (the worker's, not the handler's) */
+	bool batched;            /* run by a worker that can batch effects */
+	store_unit_fn *later_effect;
+	void *later_arg;
+	job_after_fn *later_after;
 	/* This run's span (trace.h): a child of the span that enqueued the job
 	 * (jobs.traceparent), else a new trace. Its ids are in the job's log
 	 * lines (job_logf) even with tracing off; rail calls are its children
@@ -77,6 +94,19 @@ struct job_kind {
  * should return the rc; the worker then leaves the job alone). Any other
  * rc is effect's (or the store's): rolled back, the job is still ours. */
 enum st_rc job_commit(struct job_ctx *ctx, store_unit_fn *effect, void *arg);
+
+/* job_commit without waiting for the commit: the effect and the fenced
+ * completion are written in the worker's batch unit, together with the
+ * other jobs of its batch (one commit for all), each job under its own
+ * savepoint so an effect that fails rolls back alone; such a job is then
+ * committed alone, exactly as job_commit would (so its rc is the one a
+ * unit of its own gives). after then runs with the rc. The handler
+ * must return this call's result at once and not touch arg again: on
+ * ST_OK the worker owns the rest (arg included, through after). A ctx
+ * not run by a worker (tests) runs job_commit and after at once. At most
+ * one call per handler run. */
+enum st_rc job_commit_later(struct job_ctx *ctx, store_unit_fn *effect, void *arg,
+			    job_after_fn *after);
 
 /* Sets ctx->error from a format and returns rc, so a handler can write
  * `return job_failf(ctx, ST_UNAVAILABLE, "rail: %s", why);`. */
