@@ -95,11 +95,22 @@ int64_t trace_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* raw[0..nbytes) as lower-case hex, never all zeros (W3C invalid). */
+static void hex_id(const unsigned char *raw, size_t nbytes, char *out)
+{
+	bool zero = true;
+
+	for (size_t i = 0; i < nbytes; i++)
+		zero &= raw[i] == 0;
+	hex_encode(raw, nbytes, out);
+	if (zero)
+		out[2 * nbytes - 1] = '1';
+}
+
 /* nbytes random bytes as lower-case hex (never all zeros: W3C invalid). */
 static void random_id(char *out, size_t nbytes)
 {
 	unsigned char raw[16];
-	bool zero = true;
 
 	if (RAND_bytes(raw, (int)nbytes) != 1) {
 		/* No entropy source at all: ids need only be unlikely to repeat. */
@@ -110,11 +121,7 @@ static void random_id(char *out, size_t nbytes)
 			raw[i] = (unsigned char)(((uint64_t)ts.tv_nsec * 2654435761u) >> (i % 4 * 8)) ^
 				 (unsigned char)((uintptr_t)out >> (i % 8)) ^ (unsigned char)ts.tv_sec;
 	}
-	for (size_t i = 0; i < nbytes; i++)
-		zero &= raw[i] == 0;
-	hex_encode(raw, nbytes, out);
-	if (zero)
-		out[2 * nbytes - 1] = '1';
+	hex_id(raw, nbytes, out);
 }
 
 static bool is_lower_hex(const char *s, size_t n)
@@ -166,8 +173,26 @@ const char *trace_span_text(const struct trace_span *sp, uint16_t off)
 
 /* ---------------------------------------------------------------- spans */
 
+static void span_start(struct trace_span *sp, struct tracer *tr, const char *name,
+		       enum trace_kind kind, const struct trace_ctx *parent,
+		       const unsigned char *rnd);
+
 void trace_span_start(struct trace_span *sp, struct tracer *tr, const char *name,
 		      enum trace_kind kind, const struct trace_ctx *parent)
+{
+	span_start(sp, tr, name, kind, parent, NULL);
+}
+
+void trace_span_start_rnd(struct trace_span *sp, struct tracer *tr, const char *name,
+			  enum trace_kind kind, const struct trace_ctx *parent,
+			  const unsigned char rnd[TRACE_SPAN_RND])
+{
+	span_start(sp, tr, name, kind, parent, rnd);
+}
+
+static void span_start(struct trace_span *sp, struct tracer *tr, const char *name,
+		       enum trace_kind kind, const struct trace_ctx *parent,
+		       const unsigned char *rnd)
 {
 	/* The arena is not cleared: only arena[0..arena_len) is ever read. */
 	memset(sp, 0, offsetof(struct trace_span, arena));
@@ -178,11 +203,17 @@ void trace_span_start(struct trace_span *sp, struct tracer *tr, const char *name
 			memcpy(sp->parent_id, parent->span_id, sizeof(sp->parent_id));
 		sp->flags = parent->flags;
 	} else {
-		random_id(sp->trace_id, TRACE_ID_LEN / 2);
+		if (rnd)
+			hex_id(rnd, TRACE_ID_LEN / 2, sp->trace_id);
+		else
+			random_id(sp->trace_id, TRACE_ID_LEN / 2);
 		sp->flags = 1;
 		parent = NULL;
 	}
-	random_id(sp->span_id, TRACE_SPAN_ID_LEN / 2);
+	if (rnd)
+		hex_id(rnd + TRACE_ID_LEN / 2, TRACE_SPAN_ID_LEN / 2, sp->span_id);
+	else
+		random_id(sp->span_id, TRACE_SPAN_ID_LEN / 2);
 	sp->tr = (sp->flags & 1) ? tr : NULL;
 	sp->kind = kind;
 	sp->start_ns = trace_now_ns();

@@ -148,6 +148,13 @@ int64_t trace_now_ns(void);
  * sampled. name is copied. */
 void trace_span_start(struct trace_span *sp, struct tracer *tr, const char *name,
 		      enum trace_kind kind, const struct trace_ctx *parent);
+/* As trace_span_start, with the ids' random bytes given (a trace id's,
+ * then a span id's): callers that start many spans draw them from a
+ * randpool (randpool.h) instead of one RAND_bytes call per id. */
+#define TRACE_SPAN_RND (TRACE_ID_LEN / 2 + TRACE_SPAN_ID_LEN / 2)
+void trace_span_start_rnd(struct trace_span *sp, struct tracer *tr, const char *name,
+			  enum trace_kind kind, const struct trace_ctx *parent,
+			  const unsigned char rnd[TRACE_SPAN_RND]);
 /* Starts sp as a child of parent (same tracer, trace and state). */
 void trace_span_child(struct trace_span *sp, const struct trace_span *parent, const char *name,
 		      enum trace_kind kind);

@@ -296,8 +296,14 @@ static void job_span_start(struct job_ctx *ctx)
 	char name[QUEUE_NAME_MAX + 16];
 	bool has_cause = j->traceparent && trace_ctx_parse(j->traceparent, &cause) == ST_OK;
 
+	unsigned char rnd[TRACE_SPAN_RND];
+
+	/* The ids from the server's pool: one RAND_bytes call per id was a
+	 * tenth of a no-op job's cost (randpool.h). */
+	randpool_bytes(&ctx->app->rand, rnd, sizeof(rnd)); /* zeroed on failure: hex_id copes */
 	snprintf(name, sizeof(name), "process %s", j->queue);
-	trace_span_start(&ctx->span, ctx->app->tracer, name, TRACE_CONSUMER, has_cause ? &cause : NULL);
+	trace_span_start_rnd(&ctx->span, ctx->app->tracer, name, TRACE_CONSUMER,
+			     has_cause ? &cause : NULL, rnd);
 	trace_span_set_str(&ctx->span, "messaging.system", "settled");
 	trace_span_set_str(&ctx->span, "messaging.operation.type", "process");
 	trace_span_set_str(&ctx->span, "messaging.operation.name", "process");
