@@ -1,0 +1,244 @@
+/* test_worker_effects.c — job_commit_later: effects written in the
+ * worker's batch unit, each under its own savepoint, on a real SQLite
+ * store. This file defines its own job kind table (settled_job_kinds), so
+ * the linker takes it instead of job_kinds.c's: one kind, `effect`, whose
+ * effect records the job in a table of the test's and fails for payloads
+ * that ask it to. Waits are polls with a deadline. */
+#include <criterion/criterion.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "job_kinds.h"
+#include "metrics.h"
+#include "queue.h"
+#include "settled.h"
+#include "store.h"
+#include "worker.h"
+
+#include "banned.h"
+
+static atomic_int after_ok, after_failed, after_calls;
+
+struct effect_arg {
+	int64_t id;
+	bool fail;
+};
+
+static enum st_rc effect_unit(struct tx *tx, void *arg)
+{
+	struct effect_arg *a = arg;
+	enum st_rc rc = tx_exec(tx, "INSERT INTO t_effects (job_id) VALUES ($1)",
+				ST_ARGS(SV_I(a->id)), NULL);
+
+	/* The row above is written, then the effect fails: only this job's
+	 * savepoint may roll it back. */
+	return rc ? rc : a->fail ? ST_INVALID : ST_OK;
+}
+
+static enum st_rc effect_after(struct job_ctx *ctx, void *arg, enum st_rc rc)
+{
+	atomic_fetch_add(&after_calls, 1);
+	free(arg);
+	if (rc == ST_OK) {
+		atomic_fetch_add(&after_ok, 1);
+		return ST_OK;
+	}
+	atomic_fetch_add(&after_failed, 1);
+	if (ctx->lost)
+		return rc;
+	ctx->permanent = true;
+	return job_failf(ctx, rc, "effect failed: %s", st_rc_str(rc));
+}
+
+static enum st_rc effect_job(struct job_ctx *ctx)
+{
+	struct effect_arg *a = calloc(1, sizeof(*a));
+
+	if (!a)
+		return job_failf(ctx, ST_NOMEM, "out of memory");
+	a->id = ctx->job->id;
+	a->fail = strstr(ctx->job->payload, "fail") != NULL;
+	return job_commit_later(ctx, effect_unit, a, effect_after);
+}
+
+const struct job_kind settled_job_kinds[] = {
+	{ "effect", "default", effect_job, 0 },
+};
+const size_t settled_njob_kinds = 1;
+
+static struct store *st;
+static struct settled app;
+static struct config cfg;
+static char dir[64];
+
+static enum st_rc create_unit(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec(tx, "CREATE TABLE t_effects (job_id INTEGER PRIMARY KEY)", ST_NOARGS, NULL);
+}
+
+static void setup(void)
+{
+	struct store_options opt = { 0 };
+	struct buf err = BUF_INIT(1024);
+	char path[128];
+
+	snprintf(dir, sizeof(dir), "/tmp/settled-wfx-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/settled.db", dir);
+	opt.sqlite_path = path;
+	cr_assert_eq(store_open(&opt, &st, &err), ST_OK, "store_open: %s", err.ptr);
+	buf_release(&err);
+	cr_assert_eq(store_run(st, create_unit, NULL), ST_OK);
+	atomic_store(&after_ok, 0);
+	atomic_store(&after_failed, 0);
+	atomic_store(&after_calls, 0);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.workers = 2;
+	cfg.job_lease_ms = 600000;
+	cfg.job_base_delay_ms = 1000;
+	cfg.job_max_delay_ms = 600000;
+	cfg.job_max_attempts = 8;
+	memset(&app, 0, sizeof(app));
+	app.cfg = &cfg;
+	app.store = st;
+	cr_assert_eq(randpool_init(&app.rand), ST_OK);
+	snprintf(app.instance_id, sizeof(app.instance_id), "test-instance");
+	log_init(&app.log, 2, (enum log_level)(LOG_ERROR + 1)); /* quiet: failures are expected */
+	app.metrics = metrics_new();
+	cr_assert_not_null(app.metrics);
+	cr_assert_eq(settled_metrics_init(&app.m, app.metrics), ST_OK);
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	store_close(st);
+	randpool_destroy(&app.rand);
+	metrics_free(app.metrics);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+struct enq {
+	int n, fail_every;
+};
+
+static enum st_rc enqueue_unit(struct tx *tx, void *arg)
+{
+	struct enq *e = arg;
+
+	for (int i = 1; i <= e->n; i++) {
+		bool fail = e->fail_every && i % e->fail_every == 0;
+		enum st_rc rc = queue_enqueue(tx, "default", "effect", fail ? "{\"fail\":1}" : "{}",
+					      NULL, 0, 0);
+
+		if (rc)
+			return rc;
+	}
+	return ST_OK;
+}
+
+struct seen {
+	int64_t completed, dead, running, available, rows, rows_of_dead, attempts;
+};
+
+static int64_t one(struct tx *tx, const char *sql)
+{
+	struct st_rows *rows = NULL;
+	int64_t n;
+
+	cr_assert_eq(tx_query(tx, sql, ST_NOARGS, &rows), ST_OK, "%s", sql);
+	n = rows_i64(rows, 0, 0);
+	rows_free(rows);
+	return n;
+}
+
+static enum st_rc seen_unit(struct tx *tx, void *arg)
+{
+	struct seen *s = arg;
+
+	s->completed = one(tx, "SELECT count(*) FROM jobs WHERE state = 'completed'");
+	s->dead = one(tx, "SELECT count(*) FROM jobs WHERE state = 'dead'");
+	s->running = one(tx, "SELECT count(*) FROM jobs WHERE state = 'running'");
+	s->available = one(tx, "SELECT count(*) FROM jobs WHERE state = 'available'");
+	s->rows = one(tx, "SELECT count(*) FROM t_effects");
+	s->rows_of_dead = one(tx, "SELECT count(*) FROM t_effects e JOIN jobs j ON j.id = e.job_id"
+				  " WHERE j.state <> 'completed'");
+	s->attempts = one(tx, "SELECT coalesce(sum(attempts), 0) FROM jobs WHERE state = 'completed'");
+	return ST_OK;
+}
+
+static struct seen seen(void)
+{
+	struct seen s;
+
+	memset(&s, 0, sizeof(s));
+	cr_assert_eq(store_read(st, seen_unit, &s), ST_OK);
+	return s;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+static void drain(int n)
+{
+	struct worker_pool *p = NULL;
+	struct buf err = BUF_INIT(256);
+	int waited = 0;
+
+	cr_assert_eq(worker_pool_start(&app, &p, &err), ST_OK, "%s", err.ptr);
+	cr_assert_not_null(p);
+	while (atomic_load(&after_calls) < n && waited < 30000) {
+		sleep_ms(20);
+		waited += 20;
+	}
+	worker_pool_stop(p);
+	buf_release(&err);
+}
+
+/* Every effect commits with its job's completion, exactly once. */
+Test(worker_effects, effects_commit_with_their_completions, .init = setup, .fini = teardown)
+{
+	struct enq e = { .n = 1500 };
+	struct seen s;
+
+	cr_assert_eq(store_run(st, enqueue_unit, &e), ST_OK);
+	drain(e.n);
+	s = seen();
+	cr_assert_eq(atomic_load(&after_calls), e.n, "after ran once per job");
+	cr_assert_eq(atomic_load(&after_ok), e.n);
+	cr_assert_eq(s.completed, e.n);
+	cr_assert_eq(s.rows, e.n, "one effect per job (the table's key refuses a second)");
+	cr_assert_eq(s.attempts, 0);
+}
+
+/* An effect that fails inside a batch rolls back alone: its row is not
+ * written, its job fails by the usual rules (permanent here: the DLQ), and
+ * the other jobs of its batch commit their effects and complete. */
+Test(worker_effects, a_failing_effect_rolls_back_alone, .init = setup, .fini = teardown)
+{
+	struct enq e = { .n = 1000, .fail_every = 7 };
+	int failing = e.n / e.fail_every;
+	struct seen s;
+
+	cr_assert_eq(store_run(st, enqueue_unit, &e), ST_OK);
+	drain(e.n);
+	s = seen();
+	cr_assert_eq(atomic_load(&after_calls), e.n, "after ran once per job");
+	cr_assert_eq(atomic_load(&after_failed), failing);
+	cr_assert_eq(s.dead, failing, "dead: %lld", (long long)s.dead);
+	cr_assert_eq(s.completed, e.n - failing);
+	cr_assert_eq(s.running + s.available, 0);
+	cr_assert_eq(s.rows, e.n - failing, "the failing effects' rows were rolled back");
+	cr_assert_eq(s.rows_of_dead, 0);
+}
