@@ -8,6 +8,9 @@
  *   1. authentication (ROUTE_ADMIN, ROUTE_API_KEY; ROUTE_SIGNED: the
  *      handler's signature pass), behind the failed-authentication budget;
  *   2. the rate limits keyed by address or API key (429);
+ *      then a replay whose exact bytes the cache of finished records
+ *      knows is answered at once (replay_early: the body-keyed limits,
+ *      then the record), without 3-6;
  *   3. the body: content type (415) and JSON parse (400 with line and
  *      column; ROUTE_JSON_BODY);
  *   4. members the route does not declare (400 unknown_field);
@@ -16,8 +19,8 @@
  *      replayed from a read connection (no write), a running one refused;
  *   7. the handler. A handler that writes calls req_commit(): the
  *      connection is suspended and request_unit() queued on the store's
- *      writer, where it claims the key, runs the handler's unit in a
- *      savepoint and records the answer in the same transaction;
+ *      writer, where it runs the handler's unit in a savepoint and then
+ *      claims the key with the answer in one row, in the same transaction;
  *      request_done() then resumes the connection and the transport sends
  *      the answer.
  * The accessors handlers read the request with (req_*) live here too. */
@@ -188,10 +191,11 @@ static bool rl_backend_down(struct req_ctx *rq, const struct rl_policy *p)
 /* Applies the route's policies whose key is known now: with body_keys
  * false those keyed by address, API key or provider (before the body is
  * parsed, so malformed requests count too), with body_keys true those
- * keyed by a body field. Records every decision for the headers; on a
+ * keyed by a body field, whose key is body_key (body_rl_key; NULL when
+ * none counts). Records every decision for the headers; on a
  * refusal fills the 429 (which reports the refusing policy) and returns
  * false. Runs before the idempotency lookup. */
-static bool apply_rate_limits(struct req_ctx *rq, bool body_keys)
+static bool apply_rate_limits(struct req_ctx *rq, bool body_keys, const char *body_key)
 {
 	struct settled *app = rq->h->app;
 
@@ -199,7 +203,7 @@ static bool apply_rate_limits(struct req_ctx *rq, bool body_keys)
 		enum rl_key_source src = rq->route->limits[i].key;
 		const struct rl_policy *p;
 		const char *key = NULL;
-		char wallet[WALLET_LEN + 1], addr_key[CLIENT_ADDR_LEN];
+		char addr_key[CLIENT_ADDR_LEN];
 		struct rl_decision d;
 		enum st_rc rc;
 
@@ -214,17 +218,11 @@ static bool apply_rate_limits(struct req_ctx *rq, bool body_keys)
 			key = addr_key;
 			break;
 		case RL_KEY_API_KEY: key = rq->client_id; break;
-		case RL_KEY_BODY_WALLET: {
-			json_t *w = rq->json ? json_object_get(rq->json, "wallet") : NULL;
-
-			/* An invalid wallet is refused later by the handler; only
-			 * canonical wallets count, so case games cannot dodge it. */
-			if (!json_is_string(w) ||
-			    parse_wallet(json_string_value(w), json_string_length(w), wallet))
+		case RL_KEY_BODY_WALLET:
+			if (!body_key)
 				continue;
-			key = wallet;
+			key = body_key;
 			break;
-		}
 		default: continue;
 		}
 		if (!rq->rl_n)
@@ -242,6 +240,18 @@ static bool apply_rate_limits(struct req_ctx *rq, bool body_keys)
 		}
 	}
 	return true;
+}
+
+/* The key of the limits keyed by a body field (RL_KEY_BODY_WALLET) in
+ * out: the body's wallet, canonical, or "" when none counts. An invalid
+ * wallet is refused later by the handler; only canonical wallets count,
+ * so case games cannot dodge it. */
+static void body_rl_key(const struct req_ctx *rq, char out[WALLET_LEN + 1])
+{
+	json_t *w = rq->json ? json_object_get(rq->json, "wallet") : NULL;
+
+	if (!json_is_string(w) || parse_wallet(json_string_value(w), json_string_length(w), out))
+		out[0] = '\0';
 }
 
 /* ---------------------------------------------------------------- failed authentications */
@@ -342,6 +352,57 @@ struct lookup_arg {
 	struct idem_record rec;
 };
 
+/* Sets rq->idem_key and rq->idem_scope (client id, method, concrete
+ * path) once. false on OOM. */
+static bool idem_identify(struct req_ctx *rq, const char *key)
+{
+	size_t n;
+
+	rq->idem_key = key;
+	if (rq->idem_scope)
+		return true;
+	n = strlen(rq->client_id) + strlen(rq->method) + strlen(rq->path) + 3;
+	rq->idem_scope = req_alloc(rq, n);
+	if (!rq->idem_scope)
+		return false;
+	snprintf(rq->idem_scope, n, "%s %s %s", rq->client_id, rq->method, rq->path);
+	return true;
+}
+
+/* A replay of a finished key answered before its body is parsed or
+ * hashed: the cache holds, beside the record, the raw body of a request
+ * already shown to have the record's fingerprint (idem_cache_note_request,
+ * below). The same bytes have the same fingerprint, parse the same way
+ * (that request passed parse_body and refuse_unknown_fields, or it would
+ * not have been replayed) and give the same body-keyed limit key, which
+ * the cache keeps with them; so the answer is exactly what the long way
+ * would give: the body-keyed limits, then the replay. Anything else (no
+ * entry, other bytes, no JSON Content-Type, no valid key) takes the long
+ * way, which reports errors in its own order. true when rq->resp holds
+ * the answer. */
+static bool replay_early(struct req_ctx *rq)
+{
+	struct settled *app = rq->h->app;
+	const char *key, *ct;
+	struct idem_record rec;
+	char rl_key[IDEM_RL_KEY_MAX + 1];
+
+	if (!(rq->route->flags & ROUTE_IDEMPOTENT) || !rq->body.len)
+		return false;
+	key = req_header(rq, "Idempotency-Key");
+	ct = req_header(rq, "Content-Type");
+	if (!key || !ct || !content_type_is_json(ct) || !idem_key_valid(key, strlen(key)) ||
+	    !idem_identify(rq, key))
+		return false;
+	if (idem_cache_replay(app->idem, rq->idem_scope, key, rq->body.ptr, rq->body.len,
+			      settled_now_ms(app), &rec, rl_key) != ST_OK)
+		return false;
+	if (apply_rate_limits(rq, true, rl_key[0] ? rl_key : NULL))
+		replay_record(rq, &rec);
+	idem_record_release(&rec);
+	return true;
+}
+
 /* Checks the Idempotency-Key header. Returns true when the request should
  * go on to the handler; false when rq->resp already holds the answer. */
 static bool idempotency_precheck(struct req_ctx *rq)
@@ -349,7 +410,6 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	struct settled *app = rq->h->app;
 	const char *key = req_header(rq, "Idempotency-Key");
 	struct lookup_arg la = { .rq = rq };
-	size_t n;
 	enum st_rc rc;
 
 	if (!key) {
@@ -365,19 +425,15 @@ static bool idempotency_precheck(struct req_ctx *rq)
 		req_error(rq, ERR_INVALID_IDEMPOTENCY_KEY, NULL);
 		return false;
 	}
-	rq->idem_key = key;
 	/* The concrete path, never the template: one key sent to
 	 * /api/admin/api-keys/A/rotate and then to .../B/rotate are two
 	 * requests, and B's must run, not replay A's answer. */
 	idem_fingerprint(rq->h->app->idem, rq->method, rq->path, rq->body.ptr, rq->body.len,
 			 rq->fingerprint);
-	n = strlen(rq->client_id) + strlen(rq->method) + strlen(rq->path) + 3;
-	rq->idem_scope = req_alloc(rq, n);
-	if (!rq->idem_scope) {
+	if (!idem_identify(rq, key)) {
 		req_error(rq, ERR_OUT_OF_MEMORY, NULL);
 		return false;
 	}
-	snprintf(rq->idem_scope, n, "%s %s %s", rq->client_id, rq->method, rq->path);
 
 	/* A finished key is answered from the cache of finished records or a
 	 * read connection: no writer, no write. This comes before the running
@@ -387,6 +443,14 @@ static bool idempotency_precheck(struct req_ctx *rq)
 				rq->fingerprint, &la.rec);
 	if (rc == ST_OK) {
 		if (la.rec.same_fingerprint) {
+			char rl_key[WALLET_LEN + 1];
+
+			/* This body has the record's fingerprint: the next
+			 * replay of the same bytes can skip parsing and hashing
+			 * it (replay_early). */
+			body_rl_key(rq, rl_key);
+			idem_cache_note_request(app->idem, rq->idem_scope, key, rq->fingerprint,
+						rq->body.ptr, rq->body.len, rl_key, settled_now_ms(app));
 			replay_record(rq, &la.rec);
 		} else {
 			idem_count(rq, "reused");
@@ -837,14 +901,18 @@ static bool refuse_unknown_fields(struct req_ctx *rq)
 /* Runs everything between the last body byte and the handler. */
 enum MHD_Result dispatch(struct req_ctx *rq)
 {
+	char body_key[WALLET_LEN + 1];
 	enum st_rc rc;
 
 	if (rq->body_nomem)
 		return fail_now(rq, ERR_SHORT_OF_MEMORY);
 	if (rq->body_too_large)
 		return fail_now(rq, ERR_BODY_TOO_LARGE);
-	if (!authenticate_throttled(rq) || !apply_rate_limits(rq, false) || !parse_body(rq) ||
-	    !refuse_unknown_fields(rq) || !apply_rate_limits(rq, true))
+	if (!authenticate_throttled(rq) || !apply_rate_limits(rq, false, NULL) || replay_early(rq) ||
+	    !parse_body(rq) || !refuse_unknown_fields(rq))
+		return send_resp(rq);
+	body_rl_key(rq, body_key);
+	if (!apply_rate_limits(rq, true, body_key[0] ? body_key : NULL))
 		return send_resp(rq);
 	if ((rq->route->flags & ROUTE_IDEMPOTENT) && !idempotency_precheck(rq))
 		return send_resp(rq);

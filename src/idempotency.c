@@ -31,6 +31,11 @@ struct cached {
 	char *location;                /* into the block, or NULL */
 	char *body;                    /* into the block */
 	size_t body_len;
+	/* The request memo (idem_cache_note_request): the raw body of a request
+	 * shown to carry this fingerprint, and its rate-limit key; NULL until
+	 * noted. Malloc'd, charged to size. */
+	char *memo;                    /* body bytes, NUL, rl key, NUL */
+	size_t memo_body_len;
 	char id[];                     /* scope + '\n' + key */
 };
 
@@ -99,6 +104,7 @@ void idem_free(struct idem *ix)
 			struct cached *c = ix->cache[i].lru_head;
 
 			ix->cache[i].lru_head = c->next;
+			free(c->memo);
 			free(c);
 		}
 		pthread_mutex_destroy(&ix->cache[i].mu);
@@ -344,6 +350,7 @@ static void cache_drop(struct cache_shard *sh, struct cached *c)
 		sh->lru_tail = c->prev;
 	sh->n--;
 	sh->bytes -= c->size;
+	free(c->memo);
 	free(c);
 }
 
@@ -356,6 +363,19 @@ static void lru_push_front(struct cache_shard *sh, struct cached *c)
 	sh->lru_head = c;
 	if (!sh->lru_tail)
 		sh->lru_tail = c;
+}
+
+/* With the shard locked: unlinks c from the LRU list and puts it first. */
+static void lru_touch(struct cache_shard *sh, struct cached *c)
+{
+	if (c == sh->lru_head)
+		return;
+	c->prev->next = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		sh->lru_tail = c->prev;
+	lru_push_front(sh, c);
 }
 
 static bool cache_live(const struct cached *c, int64_t now_ms)
@@ -393,15 +413,7 @@ enum st_rc idem_cache_get(struct idem *ix, const char *scope, const char *key,
 			memcpy(out->fingerprint, c->fingerprint, sizeof(out->fingerprint));
 			out->same_fingerprint = !strcmp(c->fingerprint, fingerprint);
 			rc = ST_OK;
-			if (c != sh->lru_head) {
-				/* Most recently used first: unlink and push. */
-				c->prev->next = c->next;
-				if (c->next)
-					c->next->prev = c->prev;
-				else
-					sh->lru_tail = c->prev;
-				lru_push_front(sh, c);
-			}
+			lru_touch(sh, c); /* most recently used first */
 		}
 	}
 	pthread_mutex_unlock(&sh->mu);
@@ -459,6 +471,86 @@ void idem_cache_put(struct idem *ix, const char *scope, const char *key,
 	while (sh->n > ix->cache_max_n || sh->bytes > ix->cache_max_bytes)
 		cache_drop(sh, sh->lru_tail); /* never c: c alone fits both bounds */
 	pthread_mutex_unlock(&sh->mu);
+}
+
+void idem_cache_note_request(struct idem *ix, const char *scope, const char *key,
+			     const char *fingerprint, const char *body, size_t body_len,
+			     const char *rl_key, int64_t now_ms)
+{
+	uint32_t h = cache_hash(scope, key);
+	struct cache_shard *sh = &ix->cache[h % CACHE_SHARDS];
+	size_t lr = strlen(rl_key), size = body_len + 1 + lr + 1;
+	struct cached *c;
+	char *memo;
+
+	if (!ix->cache_max_n || size > ix->cache_max_bytes / 4)
+		return;
+	memo = malloc(size);
+	if (!memo)
+		return; /* a cache: a missing memo only means the long way */
+	memcpy(memo, body, body_len);
+	memo[body_len] = '\0';
+	memcpy(memo + body_len + 1, rl_key, lr + 1);
+	pthread_mutex_lock(&sh->mu);
+	c = cache_find(sh, h, scope, key);
+	/* Only onto the entry whose fingerprint this body was shown to have. */
+	if (c && cache_live(c, now_ms) && !c->memo && !strcmp(c->fingerprint, fingerprint) &&
+	    c->size + size <= ix->cache_max_bytes) {
+		c->memo = memo;
+		c->memo_body_len = body_len;
+		c->size += size;
+		sh->bytes += size;
+		memo = NULL;
+		lru_touch(sh, c);
+		while (sh->bytes > ix->cache_max_bytes)
+			cache_drop(sh, sh->lru_tail); /* never c: it fits the bound alone */
+	}
+	pthread_mutex_unlock(&sh->mu);
+	free(memo);
+}
+
+enum st_rc idem_cache_replay(struct idem *ix, const char *scope, const char *key, const char *body,
+			     size_t body_len, int64_t now_ms, struct idem_record *out,
+			     char rl_key[IDEM_RL_KEY_MAX + 1])
+{
+	uint32_t h = cache_hash(scope, key);
+	struct cache_shard *sh = &ix->cache[h % CACHE_SHARDS];
+	struct cached *c;
+	enum st_rc rc = ST_NOT_FOUND;
+	size_t lr = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (!ix->cache_max_n)
+		return ST_NOT_FOUND;
+	pthread_mutex_lock(&sh->mu);
+	c = cache_find(sh, h, scope, key);
+	if (c && !cache_live(c, now_ms)) {
+		cache_drop(sh, c);
+		c = NULL;
+	}
+	/* The same bytes as a body with the stored fingerprint: the same
+	 * fingerprint, without hashing. Anything else takes the long way. */
+	if (c && c->memo && c->memo_body_len == body_len && !memcmp(c->memo, body, body_len) &&
+	    (lr = strlen(c->memo + body_len + 1)) <= IDEM_RL_KEY_MAX) {
+		out->body = malloc(c->body_len + 1);
+		out->location = c->location ? strdup(c->location) : NULL;
+		if (out->body && (!c->location || out->location)) {
+			memcpy(out->body, c->body, c->body_len);
+			out->body[c->body_len] = '\0';
+			out->body_len = c->body_len;
+			out->status = c->status;
+			out->expires_at = c->expires_at;
+			memcpy(out->fingerprint, c->fingerprint, sizeof(out->fingerprint));
+			out->same_fingerprint = true;
+			memcpy(rl_key, c->memo + body_len + 1, lr + 1);
+			rc = ST_OK;
+			lru_touch(sh, c);
+		}
+	}
+	pthread_mutex_unlock(&sh->mu);
+	if (rc != ST_OK)
+		idem_record_release(out);
+	return rc;
 }
 
 void idem_cache_usage(struct idem *ix, size_t *entries, size_t *bytes)

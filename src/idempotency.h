@@ -113,6 +113,23 @@ enum st_rc idem_cache_get(struct idem *ix, const char *scope, const char *key,
 			  const char *fingerprint, int64_t now_ms, struct idem_record *out);
 void idem_cache_put(struct idem *ix, const char *scope, const char *key,
 		    const struct idem_record *rec, int64_t now_ms);
+/* The request memo: what lets a replay skip parsing and hashing its body.
+ * note_request attaches to the live entry of scope+key, if its stored
+ * fingerprint is fingerprint, the raw body of a request that was hashed
+ * to it and that request's rate-limit key derived from the body ("" when
+ * none counts; at most IDEM_RL_KEY_MAX bytes). idem_cache_replay answers
+ * ST_OK with the record (same_fingerprint true) and that key only when a
+ * live entry holds a memo whose body is byte for byte body: the same
+ * bytes, hence the same fingerprint and the same parse; ST_NOT_FOUND
+ * otherwise (no entry, no memo, other bytes: the caller takes the long
+ * way). The memo is charged to the byte bound with its entry. */
+#define IDEM_RL_KEY_MAX 64
+void idem_cache_note_request(struct idem *ix, const char *scope, const char *key,
+			     const char *fingerprint, const char *body, size_t body_len,
+			     const char *rl_key, int64_t now_ms);
+enum st_rc idem_cache_replay(struct idem *ix, const char *scope, const char *key, const char *body,
+			     size_t body_len, int64_t now_ms, struct idem_record *out,
+			     char rl_key[IDEM_RL_KEY_MAX + 1]);
 /* Entries and bytes held now (tests, metrics). */
 void idem_cache_usage(struct idem *ix, size_t *entries, size_t *bytes);
 

@@ -324,6 +324,39 @@ def test_replays_are_answered_from_the_cache(server):
     assert_error(other, 422, "idempotency_key_reused")
 
 
+def test_cached_replays_answer_like_the_long_way(start_server):
+    """From the second replay on, a replay of the same bytes is answered
+    from the cache before its body is parsed or hashed. It must answer
+    exactly what the long way answers: the body-keyed limit (register's
+    per-wallet budget) is still charged and shown, a wrong Content-Type is
+    still 415, other bytes under the key (even the same JSON) still 422."""
+    srv = start_server(env={"RL_REGISTER_PER_DAY_WALLET": "5"})
+    key, body = new_key(), wallet_body()
+    first = post_register(srv, body, key)
+    assert first.status == 201 and first.headers.get("X-Idempotency") == "MISS", first
+    assert first.headers.get("X-RateLimit-Remaining") == "4", first.headers
+    for remaining in ("3", "2"):   # the store, then the cache
+        again = post_register(srv, body, key)
+        assert_replay(first, again)
+        assert again.headers.get("X-RateLimit-Remaining") == remaining, again.headers
+    # The same wallet in other bytes: another request (charged, then 422).
+    spaced = post_register(srv, body + b" ", key)
+    assert_error(spaced, 422, "idempotency_key_reused")
+    assert spaced.headers.get("X-RateLimit-Remaining") == "1", spaced.headers
+    again = post_register(srv, body, key)
+    assert_replay(first, again)
+    assert again.headers.get("X-RateLimit-Remaining") == "0", again.headers
+    with srv.unchanged():
+        limited = post_register(srv, body, key)
+        body_json = assert_error(limited, 429, "rate_limited")
+        assert body_json.get("policy") == "register_wallet", body_json
+        r = srv.request("POST", "/api/register", body=body,
+                        headers={"Content-Type": "text/plain", "Idempotency-Key": key})
+        assert_error(r, 415, "unsupported_media_type")
+        other = post_register(srv, wallet_body(), key)
+        assert_error(other, 422, "idempotency_key_reused")
+
+
 def test_cached_record_is_not_replayed_after_expiry(start_server):
     """An expired key must not replay from the cache: after the TTL the key
     is free, a different body under it runs (MISS), and from then on the

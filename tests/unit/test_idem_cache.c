@@ -138,3 +138,68 @@ Test(idem_cache, zero_entries_disables_it)
 	cr_assert_eq(idem_cache_get(ix, "s", "k", FP_A, NOW, &out), ST_NOT_FOUND);
 	idem_free(ix);
 }
+
+Test(idem_cache, request_memo_answers_only_the_same_bytes)
+{
+	struct idem *ix = idem_new();
+	struct idem_record in = rec(201, "{\"id\":\"x\"}", "/api/x", NOW + 60000), out;
+	const char *body = "{\"wallet\":\"0xab\"}";
+	char rl[IDEM_RL_KEY_MAX + 1];
+	size_t bytes0, bytes1;
+
+	/* No entry, then an entry without a memo: the long way. */
+	cr_assert_eq(idem_cache_replay(ix, "s", "k", body, strlen(body), NOW, &out, rl), ST_NOT_FOUND);
+	idem_cache_put(ix, "s", "k", &in, NOW);
+	cr_assert_eq(idem_cache_replay(ix, "s", "k", body, strlen(body), NOW, &out, rl), ST_NOT_FOUND);
+	/* A body noted under another fingerprint is not attached. */
+	idem_cache_note_request(ix, "s", "k", FP_B, body, strlen(body), "w", NOW);
+	cr_assert_eq(idem_cache_replay(ix, "s", "k", body, strlen(body), NOW, &out, rl), ST_NOT_FOUND);
+	/* Noted under the record's fingerprint: the same bytes replay, with the
+	 * record and the noted limit key; it is charged to the byte bound. */
+	idem_cache_usage(ix, NULL, &bytes0);
+	idem_cache_note_request(ix, "s", "k", FP_A, body, strlen(body), "0xab", NOW);
+	idem_cache_usage(ix, NULL, &bytes1);
+	cr_assert_gt(bytes1, bytes0 + strlen(body));
+	cr_assert_eq(idem_cache_replay(ix, "s", "k", body, strlen(body), NOW, &out, rl), ST_OK);
+	cr_assert_eq(out.status, 201);
+	cr_assert_str_eq(out.body, "{\"id\":\"x\"}");
+	cr_assert_str_eq(out.location, "/api/x");
+	cr_assert(out.same_fingerprint);
+	cr_assert_str_eq(rl, "0xab");
+	idem_record_release(&out);
+	/* One byte more, one byte different, a prefix: the long way. */
+	cr_assert_eq(idem_cache_replay(ix, "s", "k", "{\"wallet\":\"0xab\"} ", strlen(body) + 1, NOW,
+				       &out, rl), ST_NOT_FOUND);
+	cr_assert_eq(idem_cache_replay(ix, "s", "k", "{\"wallet\":\"0xac\"}", strlen(body), NOW, &out,
+				       rl), ST_NOT_FOUND);
+	cr_assert_eq(idem_cache_replay(ix, "s", "k", body, strlen(body) - 1, NOW, &out, rl),
+		     ST_NOT_FOUND);
+	/* Other scope or key: nothing. */
+	cr_assert_eq(idem_cache_replay(ix, "s2", "k", body, strlen(body), NOW, &out, rl), ST_NOT_FOUND);
+	/* Expiry (less the skew) ends it like the record itself. */
+	cr_assert_eq(idem_cache_replay(ix, "s", "k", body, strlen(body),
+				       NOW + 60000 - IDEM_CACHE_SKEW_MS, &out, rl), ST_NOT_FOUND);
+	cr_assert_eq(idem_cache_get(ix, "s", "k", FP_A, NOW, &out), ST_NOT_FOUND);
+	idem_cache_usage(ix, NULL, &bytes1);
+	cr_assert_eq(bytes1, 0);
+	idem_free(ix);
+}
+
+Test(idem_cache, a_newer_record_drops_the_memo)
+{
+	struct idem *ix = idem_new();
+	struct idem_record in = rec(201, "{}", NULL, NOW + 60000), out;
+	char rl[IDEM_RL_KEY_MAX + 1];
+
+	idem_cache_put(ix, "s", "k", &in, NOW);
+	idem_cache_note_request(ix, "s", "k", FP_A, "b", 1, "", NOW);
+	cr_assert_eq(idem_cache_replay(ix, "s", "k", "b", 1, NOW, &out, rl), ST_OK);
+	cr_assert_str_eq(rl, "");
+	idem_record_release(&out);
+	/* The key taken over after an expiry elsewhere: the new record replaces
+	 * the entry and the old request's memo goes with it. */
+	memcpy(in.fingerprint, FP_B, sizeof(in.fingerprint));
+	idem_cache_put(ix, "s", "k", &in, NOW);
+	cr_assert_eq(idem_cache_replay(ix, "s", "k", "b", 1, NOW, &out, rl), ST_NOT_FOUND);
+	idem_free(ix);
+}
