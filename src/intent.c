@@ -259,15 +259,18 @@ enum st_rc intent_record(struct tx *tx, const char *id, const char *tx_hash, con
 		return rc;
 	if (it.status != INTENT_PENDING)
 		return ST_CONFLICT;
+	/* The chain has the transaction now: the hold must outlive the
+	 * confirmation, however slow; the stuck sweeper bounds it instead.
+	 * First, so that a hold whose time is up refuses the record before
+	 * anything is written (intent_expire_due then fails the intent in the
+	 * same unit). */
+	rc = ledger_hold_keep(tx, it.hold_id);
+	if (rc)
+		return rc;
 	rc = transition(tx, &it, INTENT_LOCKED, actor, &x);
 	if (rc)
 		return rc;
 	rc = transition(tx, &it, INTENT_SUBMITTED, actor, NULL);
-	if (rc)
-		return rc;
-	/* The chain has the transaction now: the hold must outlive the
-	 * confirmation, however slow; the stuck sweeper bounds it instead. */
-	rc = ledger_hold_keep(tx, it.hold_id);
 	if (rc)
 		return rc;
 	set_out(out, &it);
@@ -363,6 +366,28 @@ enum st_rc intent_fail(struct tx *tx, const char *id, const char *actor, const c
 	if (rc)
 		return rc;
 	rc = fail_with(tx, &it, actor, reason, false);
+	if (rc)
+		return rc;
+	set_out(out, &it);
+	return ST_OK;
+}
+
+enum st_rc intent_expire_due(struct tx *tx, const char *id, const char *actor, struct intent *out)
+{
+	struct ledger_hold h;
+	struct intent it;
+	enum st_rc rc = intent_get(tx, id, &it);
+
+	if (rc)
+		return rc;
+	if (it.status != INTENT_PENDING)
+		return ST_CONFLICT;
+	rc = ledger_hold_get(tx, it.hold_id, &h);
+	if (rc)
+		return rc;
+	if (h.status != HOLD_PENDING || !h.expires_at || h.expires_at > tx_now_ms(tx))
+		return ST_CONFLICT;
+	rc = fail_with(tx, &it, actor, "hold_expired", true);
 	if (rc)
 		return rc;
 	set_out(out, &it);

@@ -115,10 +115,19 @@ enum st_rc intent_set_owner(struct tx *tx, const char *id, const char *client_id
  * SUBMITTED in the caller's transaction, storing tx_hash (canonical,
  * parse_tx_hash). The hold's timeout is dropped: from SUBMITTED on the
  * stuck-intent sweeper (SPEC section 10) bounds it. out may be NULL.
- * ST_NOT_FOUND; ST_CONFLICT: not PENDING (invalid transition);
+ * ST_NOT_FOUND; ST_CONFLICT: not PENDING (invalid transition), or its
+ * hold's time is up (nothing written: see intent_expire_due);
  * ST_UNIQUE: tx_hash already recorded for another intent. */
 enum st_rc intent_record(struct tx *tx, const char *id, const char *tx_hash, const char *actor,
 			 struct intent *out);
+
+/* A PENDING intent whose hold's time is up (expires_at <= now) but which
+ * the sweep has not reached yet: FAILED ("hold_expired"), the hold expired,
+ * as the sweep would do, in the caller's transaction. A caller that finds
+ * it too late (a late record) commits this with its refusal, so the answer
+ * states what the intent became. out may be NULL. ST_NOT_FOUND;
+ * ST_CONFLICT: not PENDING or not due (nothing written). */
+enum st_rc intent_expire_due(struct tx *tx, const char *id, const char *actor, struct intent *out);
 
 /* SUBMITTED -> CONFIRMED (the rail confirmed the transaction). For the job
  * worker. out may be NULL. ST_NOT_FOUND; ST_CONFLICT: invalid transition. */

@@ -384,8 +384,9 @@ enum st_rc ledger_hold_keep(struct tx *tx, const char *hold_id)
 	int64_t changed = 0;
 	struct ledger_hold h;
 	enum st_rc rc = tx_exec(tx,
-				"UPDATE holds SET expires_at = NULL WHERE id = $1 AND status = 'pending'",
-				ST_ARGS(SV_S(hold_id)), &changed);
+				"UPDATE holds SET expires_at = NULL WHERE id = $1 AND status = 'pending'"
+				" AND (expires_at IS NULL OR expires_at > $2)",
+				ST_ARGS(SV_S(hold_id), SV_I(tx_now_ms(tx))), &changed);
 
 	if (rc)
 		return rc;

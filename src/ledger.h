@@ -183,7 +183,9 @@ enum st_rc ledger_hold_release(struct tx *tx, const char *hold_id);
 enum st_rc ledger_hold_expire_one(struct tx *tx, const char *hold_id);
 
 /* Drops a pending hold's timeout (the hold then lives until captured or
- * released). ST_NOT_FOUND, or ST_CONFLICT when it is no longer pending. */
+ * released). ST_NOT_FOUND, or ST_CONFLICT when it is no longer pending or
+ * its time is up (expires_at <= now, the sweep's test): a hold that is due
+ * is not brought back to life by a late caller. Writes nothing then. */
 enum st_rc ledger_hold_keep(struct tx *tx, const char *hold_id);
 
 /* Up to limit pending holds whose timeout has passed (expires_at <=

@@ -167,6 +167,17 @@ static enum st_rc record_unit(struct tx *tx, void *arg, struct resp *resp)
 	rc = intent_record(tx, r->intent_id, r->tx_hash, r->actor, &it);
 	if (rc == ST_NOT_FOUND)
 		return unit_error(resp, ERR_RECORD_INTENT_NOT_FOUND, NULL);
+	if (rc == ST_CONFLICT && intent_expire_due(tx, r->intent_id, r->actor, &it) == ST_OK) {
+		/* Too late: its hold expires now, as the sweep would have
+		 * done, and that is committed with the refusal (intent_record
+		 * wrote nothing), so the answer says FAILED. */
+		rc = intent_count_at_commit(tx, r->m->intents, INTENT_FAILED, 1);
+		if (rc)
+			return rc;
+		return resp_set_error(resp, ERR_INTENT_NOT_PENDING,
+				      json_pack("{s:s, s:s, s:s}", "intent_id", r->intent_id, "to",
+						"SUBMITTED", "status", intent_status_str(it.status)));
+	}
 	if (rc == ST_CONFLICT) {
 		json_t *extra = json_pack("{s:s, s:s}", "intent_id", r->intent_id, "to", "SUBMITTED");
 

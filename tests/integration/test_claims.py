@@ -278,6 +278,26 @@ def test_an_expired_claim_gives_the_wallet_its_money_back(start_server):
     assert prepare(srv, w, "700", key=new_key()).status == 201
 
 
+def test_a_record_after_the_hold_is_due_fails_the_claim(start_server):
+    """A record that arrives once the hold's time is up is too late, whether
+    the sweep (every second) has reached the hold or not: 409
+    invalid_transition with status FAILED, the hold expired, the wallet's
+    money back. Before, a record between the expiry and the sweep answered
+    200 and dropped the due hold's timeout (test_intent.c's
+    record_after_the_hold_is_due_is_refused pins that window exactly)."""
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS=DAY_MS, SETTLED_HOLD_TIMEOUT="1s")
+    w = funded(srv, 400)
+    its = [prepare(srv, w, "100", key=new_key()).json for _ in range(4)]
+    time.sleep(1.0)
+    for it in its:
+        body = assert_error(record(srv, it["id"]), 409, "invalid_transition")
+        assert body["status"] == "FAILED", body
+        done = intent(srv, it["id"])
+        assert done["status"] == "FAILED" and done["failure_reason"] == "hold_expired", done
+        assert done["hold"]["status"] == "expired" and done["tx_hash"] is None, done
+    assert account(srv, w) == {"balance": 400, "held": 0, "available": 400}
+
+
 @pytest.mark.parametrize("route", ["prepare", "v2"])
 def test_claim_over_the_cap_is_422_claim_too_large(start_server, route):
     srv = start(start_server, SETTLED_SIM_CONFIRM_MS=DAY_MS, SETTLED_CLAIM_MAX="1000")

@@ -526,6 +526,62 @@ BOTH(intent, expiry_fails_pending_claims_only)
 	fx_assert_ledger_invariants("after expiry");
 }
 
+struct expire_due_arg {
+	const char *id;
+	struct intent out;
+};
+
+static enum st_rc expire_due_unit(struct tx *tx, void *arg)
+{
+	struct expire_due_arg *d = arg;
+
+	return intent_expire_due(tx, d->id, "req:late", &d->out);
+}
+
+/* Regression: a record that comes after the hold's time is up but before
+ * the sweep reached it used to succeed, dropping the timeout of a hold that
+ * was due: the claim went on although SPEC section 6 says the hold had
+ * expired. Now the record is refused with nothing written, and
+ * intent_expire_due (what the record route commits with its refusal) does
+ * what the sweep would have done, once. */
+BOTH(intent, record_after_the_hold_is_due_is_refused)
+{
+	struct account w = funded(6, 50);
+	struct expire_due_arg d = { 0 };
+	struct expire_arg e = { -1 };
+	struct intent it, early;
+	struct get_arg g;
+	struct fx_snap s;
+
+	cr_assert_eq(create(w.wallet, 30, &it), ST_OK);
+	cr_assert_eq(create(w.wallet, 20, &early), ST_OK);
+	fx_advance(TIMEOUT_MS - 1);
+	d.id = early.id;
+	cr_assert_eq(store_run(F.s, expire_due_unit, &d), ST_CONFLICT, "not due yet");
+	cr_assert_eq(op(early.id, OP_RECORD, 1, NULL), ST_OK, "one millisecond before: in time");
+	fx_advance(1);
+	s = fx_snapshot();
+	cr_assert_eq(op(it.id, OP_RECORD, 2, NULL), ST_CONFLICT, "due: too late");
+	fx_assert_unchanged(&s, "a late record");
+	g = get(it.id);
+	cr_assert_eq(g.it.status, INTENT_PENDING);
+	cr_assert_eq(g.h.expires_at, FX_NOW0 + TIMEOUT_MS, "the timeout is still there");
+	d.id = it.id;
+	cr_assert_eq(store_run(F.s, expire_due_unit, &d), ST_OK);
+	cr_assert_eq(d.out.status, INTENT_FAILED);
+	g = get(it.id);
+	cr_assert_eq(g.it.status, INTENT_FAILED);
+	cr_assert_str_eq(g.it.failure_reason, "hold_expired");
+	cr_assert_eq(g.h.status, HOLD_EXPIRED);
+	cr_assert_eq(fx_account(w.id).held, 20, "only the recorded claim still holds");
+	cr_assert_eq(store_run(F.s, expire_due_unit, &d), ST_CONFLICT, "once");
+	cr_assert_eq(store_run(F.s, expire_unit, &e), ST_OK);
+	cr_assert_eq(e.failed, 0, "nothing left for the sweep");
+	cr_assert_eq(get(early.id).it.status, INTENT_SUBMITTED);
+	assert_history_valid(it.id, INTENT_FAILED, "expired by a late record");
+	fx_assert_ledger_invariants("after a late record");
+}
+
 static enum st_rc backdate_hold_unit(struct tx *tx, void *arg)
 {
 	int64_t changed = 0;
