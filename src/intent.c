@@ -76,15 +76,18 @@ static struct st_val text_max(const char *s, size_t max)
 	return SV_SN(s, n > max ? max : n);
 }
 
+/* Deferred (tx_exec_deferred): nothing reads its result, and it can only
+ * fail as a bug would (its intent row is this unit's), so on PostgreSQL it
+ * rides with the unit's next statement or its COMMIT. */
 static enum st_rc append_transition(struct tx *tx, const char *id, const char *from,
 				    enum intent_status to, const char *actor)
 {
-	return tx_exec(tx,
-		       "INSERT INTO intent_transitions (intent_id, from_status, to_status, at, actor)"
-		       " VALUES ($1, $2, $3, $4, $5)",
-		       ST_ARGS(SV_S(id), SV_SOPT(from), SV_S(intent_status_str(to)), SV_I(tx_now_ms(tx)),
-			       text_max(actor ? actor : "unknown", INTENT_ACTOR_MAX)),
-		       NULL);
+	return tx_exec_deferred(tx,
+				"INSERT INTO intent_transitions (intent_id, from_status, to_status, at, actor)"
+				" VALUES ($1, $2, $3, $4, $5)",
+				ST_ARGS(SV_S(id), SV_SOPT(from), SV_S(intent_status_str(to)),
+					SV_I(tx_now_ms(tx)),
+					text_max(actor ? actor : "unknown", INTENT_ACTOR_MAX)));
 }
 
 /* The one place an intent changes status. */
@@ -193,7 +196,13 @@ static enum st_rc create_intent(struct tx *tx, const char *kind, const char *wal
 	tx_new_id(tx, "int_", it.id);
 	if (hold_timeout_ms > 0 && __builtin_add_overflow(now, hold_timeout_ms, &expires))
 		expires = INT64_MAX;
-	rc = ledger_hold_create(tx, a.id, amount, expires, it.id, &h);
+	/* The wallet's row as just read: ledger_hold_open need not read it
+	 * again. */
+	rc = ledger_hold_open(tx,
+			      &(struct ledger_hold_spec){ .account_id = a.id, .amount = amount,
+							  .expires_at = expires, .intent_id = it.id,
+							  .account = &a },
+			      &h);
 	if (rc)
 		return rc;
 	fmt_str(it.kind, sizeof(it.kind), kind);
@@ -202,12 +211,13 @@ static enum st_rc create_intent(struct tx *tx, const char *kind, const char *wal
 	it.amount = amount;
 	it.status = INTENT_PENDING;
 	it.created_at = it.updated_at = now;
-	rc = tx_exec(tx,
-		     "INSERT INTO intents (id, kind, wallet, amount, status, hold_id, created_at, updated_at)"
-		     " VALUES ($1, $6, $2, $3, 'PENDING', $4, $5, $5)",
-		     ST_ARGS(SV_S(it.id), SV_S(it.wallet), SV_I(amount), SV_S(h.id), SV_I(now),
-			     SV_S(kind)),
-		     NULL);
+	/* A new id and this unit's hold: it fails only as a bug would, so it
+	 * is deferred with its first transition (see append_transition). */
+	rc = tx_exec_deferred(tx,
+			      "INSERT INTO intents (id, kind, wallet, amount, status, hold_id, created_at, updated_at)"
+			      " VALUES ($1, $6, $2, $3, 'PENDING', $4, $5, $5)",
+			      ST_ARGS(SV_S(it.id), SV_S(it.wallet), SV_I(amount), SV_S(h.id), SV_I(now),
+				      SV_S(kind)));
 	if (rc)
 		return rc;
 	rc = append_transition(tx, it.id, NULL, INTENT_PENDING, actor);

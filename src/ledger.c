@@ -73,9 +73,11 @@ static enum st_rc post(struct tx *tx, const struct ledger_post *p, const char *h
 		 * they never wait for one another; a page reader takes it
 		 * exclusively (ledger_page_begin), so it reads once no append is
 		 * in flight and none starts until it is done. Taken before the
-		 * first entry's id is drawn. */
-		rc = tx_exec(tx, "SELECT pg_advisory_xact_lock_shared($1)",
-			     ST_ARGS(SV_I(LEDGER_PG_APPEND_LOCK)), NULL);
+		 * first entry's id is drawn. Nothing reads its result: it is
+		 * held back and travels with the entries and the closing row
+		 * below, one round trip for the whole posting. */
+		rc = tx_exec_deferred(tx, "SELECT pg_advisory_xact_lock_shared($1)",
+				      ST_ARGS(SV_I(LEDGER_PG_APPEND_LOCK)));
 		if (rc)
 			return rc;
 	}
@@ -83,12 +85,14 @@ static enum st_rc post(struct tx *tx, const struct ledger_post *p, const char *h
 	for (size_t i = 0; i < p->n; i++) {
 		const struct ledger_entry *e = &p->entries[i];
 
-		rc = tx_exec(tx,
-			     "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
-			     " VALUES ($1, $2, $3, $4, $5)",
-			     ST_ARGS(SV_S(id), SV_S(e->account_id), SV_S(dir_str(e->dir)), SV_I(e->amount),
-				     SV_I(now)),
-			     NULL);
+		/* Deferred (see tx_exec_deferred): an entry's failure (an
+		 * unknown account) is reported by the closing row's INSERT,
+		 * with the entry's own rc, as it was before. */
+		rc = tx_exec_deferred(tx,
+				      "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+				      " VALUES ($1, $2, $3, $4, $5)",
+				      ST_ARGS(SV_S(id), SV_S(e->account_id), SV_S(dir_str(e->dir)),
+					      SV_I(e->amount), SV_I(now)));
 		if (rc)
 			return rc;
 	}
@@ -301,8 +305,10 @@ enum st_rc ledger_hold_open(struct tx *tx, const struct ledger_hold_spec *spec, 
 	if (spec->amount <= 0 || (spec->metadata && strlen(spec->metadata) > LEDGER_METADATA_MAX) ||
 	    (spec->to_account && !strcmp(spec->to_account, spec->account_id)))
 		return ST_INVALID;
-	rc = account_by_id(tx, spec->account_id, &a);
-	if (rc == ST_OK && spec->to_account)
+	if (spec->account)
+		a = *spec->account;
+	rc = spec->account ? ST_OK : account_by_id(tx, spec->account_id, &a);
+	if (rc == ST_OK && spec->to_account && !spec->to)
 		rc = account_by_id(tx, spec->to_account, &to);
 	if (rc)
 		return rc;

@@ -153,6 +153,7 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 	struct ledger_hold h;
 	struct ledger_hold_spec spec;
 	char location[96];
+	char from_ref[ACCOUNT_QNAME_MAX + 1], to_ref[ACCOUNT_QNAME_MAX + 1];
 	enum st_rc rc;
 	json_t *body;
 
@@ -179,15 +180,22 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 		.to_account = to.id,
 		.client_id = from.client_id[0] ? from.client_id : NULL,
 		.metadata = r->metadata,
+		.account = &from, /* just read: not read again */
+		.to = &to,
 	};
 	rc = ledger_hold_open(tx, &spec, &h);
 	if (rc == ST_UNPROCESSABLE)
 		return unit_error(resp, ERR_HOLD_SHORT, json_pack("{s:s}", "account", r->from));
 	if (rc)
 		return rc;
-	body = present_hold_tx(tx, r->c.id, &h, &rc);
+	/* Presented from what this unit read and wrote (the accounts, the
+	 * metadata as stored): reading them again would cost three round
+	 * trips on PostgreSQL for the same answer. */
+	account_display_name(&from, r->c.id, from_ref);
+	account_display_name(&to, r->c.id, to_ref);
+	body = present_hold(&h, from_ref, to_ref, r->metadata);
 	if (!body)
-		return rc;
+		return ST_NOMEM;
 	snprintf(location, sizeof(location), "/api/v2/holds/%s", h.id);
 	rc = resp_location(resp, location);
 	if (rc) {

@@ -130,6 +130,13 @@ enum st_rc tx_exec(struct tx *tx, const char *sql, int n, const struct st_val *p
 	return tx->ops->exec(tx, sql, n, params, changes, NULL);
 }
 
+enum st_rc tx_exec_deferred(struct tx *tx, const char *sql, int n, const struct st_val *params)
+{
+	if (tx->ops->exec_deferred)
+		return tx->ops->exec_deferred(tx, sql, n, params);
+	return tx->ops->exec(tx, sql, n, params, NULL, NULL);
+}
+
 enum st_rc tx_query(struct tx *tx, const char *sql, int n, const struct st_val *params,
 		    struct st_rows **out)
 {

@@ -88,6 +88,18 @@ void rows_free(struct st_rows *r);                                 /* accepts NU
  * must return the error rather than carry on (use tx_nested to contain one). */
 enum st_rc tx_exec(struct tx *tx, const char *sql, int n, const struct st_val *params,
 		   int64_t *changes);
+/* As tx_exec for a statement whose result (rows, row count) the unit does
+ * not read and whose failure is no answer of its own, only the unit's
+ * failure (a transition record, a job, a ledger entry the next statement
+ * closes). SQLite runs it at once. PostgreSQL holds it back and sends it in
+ * one pipeline with the unit's next statement, or with its RELEASE or
+ * COMMIT: one round trip fewer. Its failure is then returned, with its own
+ * rc, by that next statement (so choose a next statement whose rc the
+ * caller does not read as an answer of its own, e.g. ST_UNIQUE), or makes
+ * the unit fail at its end; never another unit's. Always checks rc: a
+ * refusal now (connection gone, transaction already aborted) ends the unit
+ * like any failed statement. */
+enum st_rc tx_exec_deferred(struct tx *tx, const char *sql, int n, const struct st_val *params);
 /* As tx_exec, returning rows (caller frees with rows_free). *out is set
  * only on ST_OK. */
 enum st_rc tx_query(struct tx *tx, const char *sql, int n, const struct st_val *params,
@@ -204,6 +216,8 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 struct tx_ops {
 	enum st_rc (*exec)(struct tx *tx, const char *sql, int n, const struct st_val *params,
 			   int64_t *changes, struct st_rows **out);
+	/* NULL: tx_exec_deferred runs the statement at once */
+	enum st_rc (*exec_deferred)(struct tx *tx, const char *sql, int n, const struct st_val *params);
 	enum st_rc (*savepoint)(struct tx *tx, int depth);
 	enum st_rc (*rollback_to)(struct tx *tx, int depth);
 	enum st_rc (*release)(struct tx *tx, int depth);

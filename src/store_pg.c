@@ -151,12 +151,19 @@ struct pg_conn {
 };
 
 /* A command whose result nothing waits for: held back on the pg_tx and
- * sent in one pipeline with the next command that needs an answer. */
-enum pg_pend_kind { PEND_BEGIN, PEND_XID, PEND_LOCK_TIMEOUT, PEND_SAVEPOINT, PEND_RELEASE };
+ * sent in one pipeline with the next command that needs an answer.
+ * PEND_EXEC is a unit's own statement (tx_exec_deferred). */
+enum pg_pend_kind { PEND_BEGIN, PEND_XID, PEND_LOCK_TIMEOUT, PEND_SAVEPOINT, PEND_RELEASE, PEND_EXEC };
 
 struct pg_pending {
 	enum pg_pend_kind kind;
 	int depth;        /* savepoint sp<depth>; 0 for BEGIN */
+	/* PEND_EXEC: prepared statement s<id>, its parameters as text in
+	 * block (owned; values points into it). */
+	unsigned id;
+	int nparams;
+	const char **values;
+	char *block;
 };
 
 struct pg_tx {
@@ -500,9 +507,33 @@ static const char *pending_sql(const struct pg_tx *t, const struct pg_pending *p
 	case PEND_RELEASE:
 		snprintf(buf, size, "RELEASE SAVEPOINT sp%d", p->depth);
 		return buf;
+	case PEND_EXEC:
+		return "deferred statement";
 	}
 	return "";
 }
+
+/* Forgets the held-back commands from index from on (their parameters
+ * with them): sent, or undone before they were. */
+static void pending_drop(struct pg_tx *t, int from)
+{
+	for (int i = from; i < t->npending; i++) {
+		free(t->pending[i].block);
+		t->pending[i].block = NULL;
+	}
+	if (from < t->npending)
+		t->npending = from;
+}
+
+static bool pending_has_exec(const struct pg_tx *t)
+{
+	for (int i = 0; i < t->npending; i++)
+		if (t->pending[i].kind == PEND_EXEC)
+			return true;
+	return false;
+}
+
+static void stmt_name(char *name, size_t size, unsigned id);
 
 /* Queues one command; libpq's result: 1 on success. */
 static int cmd_send(PGconn *pg, const struct pg_cmd *cmd)
@@ -536,7 +567,7 @@ static enum st_rc tx_pipeline(struct pg_tx *t, const struct pg_cmd *cmds, int n,
 	PGconn *pg = c->pg;
 	int total = t->npending + n, got = 0;
 	PGresult *res, *fail = NULL, *keep = NULL;
-	char what[64] = "", text[48];
+	char what[64] = "", text[48], name[24];
 	bool in_step = false;
 	enum st_rc rc = ST_OK;
 
@@ -559,7 +590,13 @@ static enum st_rc tx_pipeline(struct pg_tx *t, const struct pg_cmd *cmds, int n,
 	for (int i = 0; i < total; i++) {
 		struct pg_cmd pc = { .kind = CMD_SQL };
 
-		if (i < t->npending) {
+		if (i < t->npending && t->pending[i].kind == PEND_EXEC) {
+			const struct pg_pending *p = &t->pending[i];
+
+			stmt_name(name, sizeof(name), p->id);
+			pc = (struct pg_cmd){ .kind = CMD_EXEC, .name = name, .nparams = p->nparams,
+					      .values = p->values };
+		} else if (i < t->npending) {
 			pc.sql = pending_sql(t, &t->pending[i], text, sizeof(text));
 			if (t->pending[i].kind == PEND_BEGIN)
 				t->begun = true;
@@ -615,7 +652,7 @@ static enum st_rc tx_pipeline(struct pg_tx *t, const struct pg_cmd *cmds, int n,
 		in_step = in_step && PQexitPipelineMode(pg);
 	}
 out:
-	t->npending = 0;
+	pending_drop(t, 0);
 	t->unit_base = 0;
 	if (!in_step && PQstatus(pg) == CONNECTION_OK) {
 		t->aborted = true;
@@ -636,18 +673,25 @@ out:
 	return rc;
 }
 
-/* Holds back a command that needs no answer. A full queue goes out first,
- * on its own. */
-static enum st_rc tx_defer(struct pg_tx *t, enum pg_pend_kind kind, int depth)
+/* Holds back a command that needs no answer (p's block, if any, becomes
+ * t's, whatever happens). A full queue goes out first, on its own. */
+static enum st_rc tx_defer_entry(struct pg_tx *t, const struct pg_pending *p)
 {
 	if (t->npending == PG_PENDING_MAX) {
 		enum st_rc rc = tx_pipeline(t, NULL, 0, NULL);
 
-		if (rc)
+		if (rc) {
+			free(p->block);
 			return rc;
+		}
 	}
-	t->pending[t->npending++] = (struct pg_pending){ .kind = kind, .depth = depth };
+	t->pending[t->npending++] = *p;
 	return ST_OK;
+}
+
+static enum st_rc tx_defer(struct pg_tx *t, enum pg_pend_kind kind, int depth)
+{
+	return tx_defer_entry(t, &(struct pg_pending){ .kind = kind, .depth = depth });
 }
 
 /* ---- statement cache (store.c keeps the slots) ---- */
@@ -847,7 +891,9 @@ static enum st_rc pg_exec(struct tx *tx, const char *sql, int n, const struct st
 	struct pg_conn *c = t->conn;
 	struct pg_pending held[PG_PENDING_MAX];
 	int nheld = t->npending, base = t->unit_base;
-	bool first = !t->begun;
+	/* (A held-back statement's parameters go with its pipeline: such a
+	 * unit is run again as a whole instead, rule 3.) */
+	bool first = !t->begun && !pending_has_exec(t);
 	unsigned drops = c->drops;
 	enum st_rc rc;
 
@@ -917,15 +963,22 @@ static enum st_rc pg_savepoint(struct tx *tx, int depth)
 static enum st_rc pg_rollback_to(struct tx *tx, int depth)
 {
 	struct pg_tx *t = pg_tx_downcast(tx);
-	struct pg_pending *p = last_pending(t);
 	enum st_rc rc;
 
 	if (!t->conn->pg)
 		return ST_UNAVAILABLE;
-	/* Nothing has run since the savepoint (it has not even been sent):
-	 * nothing to undo, and t was not aborted when it was held back. */
-	if (p && p->kind == PEND_SAVEPOINT && p->depth == depth)
-		return ST_OK;
+	/* The savepoint has not even been sent: nothing after it ran either
+	 * (statements held back after it are forgotten), so there is nothing
+	 * to undo, and t was not aborted when it was held back. */
+	for (int i = t->npending - 1; i >= 0; i--) {
+		if (t->pending[i].kind == PEND_SAVEPOINT && t->pending[i].depth == depth) {
+			pending_drop(t, i + 1);
+			return ST_OK;
+		}
+	}
+	/* Sent: whatever is still held back came after it and is undone by
+	 * the rollback before it ran (a failing one must not stop it). */
+	pending_drop(t, 0);
 	rc = savepoint_cmd(t, "ROLLBACK TO SAVEPOINT", depth);
 	if (rc == ST_OK)
 		t->aborted = false; /* usable again; retry stays set */
@@ -952,8 +1005,43 @@ static enum st_rc pg_release(struct tx *tx, int depth)
 	return tx_defer(t, PEND_RELEASE, depth);
 }
 
+/* A statement whose result the unit does not read: prepared if new (a
+ * round trip, once per connection), then held back like a SAVEPOINT and
+ * sent in one pipeline with the unit's next statement, or with its
+ * RELEASE/COMMIT. Its failure is reported by that command with its own rc
+ * (see tx_pipeline); in a batch, by the next unit's first statement, which
+ * breaks the batch (run alone, each unit gets its own answer). */
+static enum st_rc pg_exec_deferred(struct tx *tx, const char *sql, int n, const struct st_val *params)
+{
+	struct pg_tx *t = pg_tx_downcast(tx);
+	struct pg_conn *c = t->conn;
+	const struct stmt_slot *st;
+	const char **values = NULL;
+	char *block = NULL;
+	enum st_rc rc;
+
+	if (!c->pg)
+		return ST_UNAVAILABLE;
+	if (t->aborted) /* refused now, as it would be at once */
+		return pg_exec(tx, sql, n, params, NULL, NULL);
+	rc = conn_stmt(t, sql, &st);
+	if (rc)
+		return rc;
+	if (n < st->nparams) {
+		log_msg(c->s->base.log, LOG_ERROR, "postgres: statement takes %d parameters, %d given",
+			st->nparams, n);
+		return ST_INTERNAL;
+	}
+	rc = params_text(st->nparams, params, &values, &block);
+	if (rc)
+		return rc;
+	return tx_defer_entry(t, &(struct pg_pending){ .kind = PEND_EXEC, .id = st->id, .nparams = st->nparams,
+						       .values = values, .block = block });
+}
+
 static const struct tx_ops pg_tx_ops = {
 	.exec = pg_exec,
+	.exec_deferred = pg_exec_deferred,
 	.savepoint = pg_savepoint,
 	.rollback_to = pg_rollback_to,
 	.release = pg_release,
@@ -989,8 +1077,8 @@ static enum st_rc tx_commit(struct pg_tx *t, char *tag, size_t tag_size)
 
 	if (!t->conn->pg)
 		return ST_UNAVAILABLE;
-	if (!t->begun) {
-		t->npending = 0;
+	if (!t->begun && !pending_has_exec(t)) {
+		pending_drop(t, 0);
 		if (tag)
 			snprintf(tag, tag_size, "COMMIT");
 		return ST_OK;
@@ -1008,7 +1096,7 @@ static enum st_rc tx_commit(struct pg_tx *t, char *tag, size_t tag_size)
  * Held-back commands are dropped: ROLLBACK undoes them anyway. */
 static void tx_rollback(struct pg_tx *t)
 {
-	t->npending = 0;
+	pending_drop(t, 0);
 	if (t->conn->pg && t->begun)
 		tx_command(t, "ROLLBACK", NULL, 0);
 }

@@ -167,6 +167,114 @@ PG_TEST(unit_without_statements_needs_no_transaction)
 	cr_assert_eq(count(NULL), 1);
 }
 
+/* ---- deferred statements (tx_exec_deferred) ---------------------------- */
+
+static enum st_rc defer_insert(struct tx *tx, const char *k)
+{
+	return tx_exec_deferred(tx, "INSERT INTO kv (k, v) VALUES ($1, $1)", ST_ARGS(SV_S(k)));
+}
+
+/* A deferred statement is not sent when the unit asks for it: its failure
+ * (a key that exists) comes back from the next statement, with its own rc,
+ * and the unit rolls back as a whole. */
+static enum st_rc defer_then_select_unit(struct tx *tx, void *arg)
+{
+	enum st_rc *seen = arg;
+	struct st_rows *r = NULL;
+
+	seen[0] = defer_insert(tx, "d_new");
+	if (seen[0] == ST_OK)
+		seen[0] = defer_insert(tx, "d_old");
+	if (seen[0])
+		return seen[0];
+	seen[1] = tx_query(tx, "SELECT 1", ST_NOARGS, &r);
+	rows_free(r);
+	return seen[1];
+}
+
+PG_TEST(deferred_statement_fails_with_the_next_one)
+{
+	enum st_rc seen[2] = { ST_INTERNAL, ST_INTERNAL };
+
+	need_backend();
+	put("d_old");
+	cr_assert_eq(store_run(S, defer_then_select_unit, seen), ST_UNIQUE);
+	cr_assert_eq(seen[0], ST_OK, "deferred, not run: %s", st_rc_str(seen[0]));
+	cr_assert_eq(seen[1], ST_UNIQUE, "the next statement reports it: %s", st_rc_str(seen[1]));
+	cr_assert_eq(count("d_new"), 0);
+	cr_assert_eq(count(NULL), 1);
+}
+
+/* A unit of deferred statements only: they ride with its COMMIT, and one
+ * that fails there fails the unit alone, with its own rc. */
+static enum st_rc only_deferred_unit(struct tx *tx, void *arg)
+{
+	const char *const *keys = arg;
+	enum st_rc rc = ST_OK;
+
+	for (int i = 0; keys[i] && rc == ST_OK; i++)
+		rc = defer_insert(tx, keys[i]);
+	return rc;
+}
+
+PG_TEST(deferred_statements_ride_with_the_commit)
+{
+	const char *const ok[] = { "c1", "c2", "c3", NULL };
+	const char *const dup[] = { "c4", "c2", NULL };
+
+	need_backend();
+	cr_assert_eq(store_run(S, only_deferred_unit, (void *)ok), ST_OK);
+	cr_assert_eq(count(NULL), 3);
+	cr_assert_eq(store_run(S, only_deferred_unit, (void *)dup), ST_UNIQUE);
+	cr_assert_eq(count("c4"), 0, "the failed unit's other statement rolled back");
+	put("after"); /* the connection is usable: the aborted transaction ended */
+	cr_assert_eq(count(NULL), 4);
+}
+
+/* A nested step that fails takes its unsent deferred statements with it
+ * (a failing one must not fail the unit), whether its SAVEPOINT was sent
+ * or not. */
+static enum st_rc defer_dup_step(struct tx *tx, void *arg)
+{
+	bool sent = *(bool *)arg;
+	enum st_rc rc = ST_OK;
+
+	if (sent)
+		rc = insert(tx, "n_step"); /* sends the SAVEPOINT */
+	if (rc == ST_OK)
+		rc = defer_insert(tx, "n_old");
+	return rc ? rc : ST_CONFLICT; /* the step refuses */
+}
+
+static enum st_rc defer_nested_unit(struct tx *tx, void *arg)
+{
+	enum st_rc rc = insert(tx, (*(bool *)arg) ? "n_unit1" : "n_unit0");
+
+	if (rc)
+		return rc;
+	rc = tx_nested(tx, defer_dup_step, arg);
+	if (rc != ST_CONFLICT)
+		return ST_INTERNAL;
+	return defer_insert(tx, (*(bool *)arg) ? "n_after1" : "n_after0");
+}
+
+PG_TEST(failed_nested_step_drops_its_deferred_statements)
+{
+	bool sent = false;
+
+	need_backend();
+	put("n_old");
+	cr_assert_eq(store_run(S, defer_nested_unit, &sent), ST_OK);
+	sent = true;
+	cr_assert_eq(store_run(S, defer_nested_unit, &sent), ST_OK);
+	cr_assert_eq(count("n_unit0"), 1);
+	cr_assert_eq(count("n_after0"), 1);
+	cr_assert_eq(count("n_unit1"), 1);
+	cr_assert_eq(count("n_after1"), 1);
+	cr_assert_eq(count("n_step"), 0);
+	cr_assert_eq(count(NULL), 5);
+}
+
 /* ---- nested steps carry their SAVEPOINT -------------------------------- */
 
 static enum st_rc nested_dup(struct tx *tx, void *arg)
@@ -645,6 +753,8 @@ enum bu_kind {
 	BU_KILL_ONCE, /* its connection dies on its first run */
 	BU_WAITS,     /* inserts its key, then one another transaction holds */
 	BU_RELEASES,  /* releases its batch savepoint itself: a bug, found late */
+	BU_DEFER_OK,  /* inserts its key, then a second key deferred */
+	BU_DEFER_DUP, /* inserts its key, then one that exists, deferred */
 };
 
 static enum st_rc dk_create_unit(struct tx *tx, void *arg)
@@ -708,6 +818,14 @@ static enum st_rc bunit_fn(struct tx *tx, void *arg)
 		return insert(tx, "locked");
 	case BU_RELEASES:
 		return tx_nested(tx, releases_itself, NULL);
+	case BU_DEFER_OK: {
+		char k2[40];
+
+		snprintf(k2, sizeof(k2), "%s_2", u->key);
+		return defer_insert(tx, k2);
+	}
+	case BU_DEFER_DUP:
+		return defer_insert(tx, "gate");
 	case BU_KILL_ONCE:
 		if (run == 1)
 			(void)tx_exec(tx, "SELECT pg_terminate_backend(pg_backend_pid())", ST_NOARGS, NULL);
@@ -996,4 +1114,61 @@ PG_TEST(a_units_late_failure_is_not_its_batch_mates)
 		cr_assert_eq(count(u->key), want == ST_OK ? 1 : 0, "unit %d", i);
 		cr_assert_eq(atomic_load(&u->after), want == ST_OK ? 1 : 0, "unit %d after-commit", i);
 	}
+}
+
+/* Deferred statements in a batch: each unit's ride with the next unit's
+ * first statement (or the COMMIT). One that fails there is not that next
+ * unit's failure: every unit gets its own answer (the batch runs again
+ * unit by unit), the culprit its own rc, its rows and after-commit work
+ * nowhere; everyone else's rows and after-commit work once. */
+PG_TEST(deferred_failure_in_a_batch_is_its_own_units)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+	char k2[40];
+
+	need_backend();
+	bunits_init(units, BU_N);
+	for (int i = 0; i < BU_N; i++)
+		units[i].kind = BU_DEFER_OK;
+	units[6].kind = BU_DEFER_DUP;
+	units[BU_N - 1].kind = BU_DEFER_DUP; /* the last: fails with the COMMIT */
+	one = one_writer();
+	run_gated_batch(one, &g, units, BU_N);
+	store_close(one);
+	for (int i = 0; i < BU_N; i++) {
+		struct bunit *u = &units[i];
+		enum st_rc want = u->kind == BU_DEFER_DUP ? ST_UNIQUE : ST_OK;
+
+		cr_assert_eq(u->rc, want, "unit %d: %s, want %s", i, st_rc_str(u->rc), st_rc_str(want));
+		cr_assert_eq(atomic_load(&u->done), 1);
+		cr_assert_eq(count(u->key), want == ST_OK ? 1 : 0, "unit %d", i);
+		snprintf(k2, sizeof(k2), "%s_2", u->key);
+		cr_assert_eq(count(k2), want == ST_OK ? 1 : 0, "unit %d deferred row", i);
+		cr_assert_eq(atomic_load(&u->after), want == ST_OK ? 1 : 0, "unit %d after-commit", i);
+	}
+	cr_assert_eq(count(NULL), 1 + 2 * (BU_N - 2));
+}
+
+/* Deferred statements that succeed keep the batch one transaction. */
+PG_TEST(deferred_statements_keep_the_batch_whole)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+
+	need_backend();
+	bunits_init(units, BU_N);
+	for (int i = 0; i < BU_N; i++)
+		units[i].kind = BU_DEFER_OK;
+	one = one_writer();
+	run_gated_batch(one, &g, units, BU_N);
+	store_close(one);
+	for (int i = 0; i < BU_N; i++) {
+		cr_assert_eq(units[i].rc, ST_OK, "unit %d: %s", i, st_rc_str(units[i].rc));
+		cr_assert_eq(atomic_load(&units[i].runs), 1, "unit %d ran %d times", i, atomic_load(&units[i].runs));
+		cr_assert_str_eq(units[i].xid, units[0].xid, "unit %d not batched", i);
+	}
+	cr_assert_eq(count(NULL), 1 + 2 * BU_N);
 }
