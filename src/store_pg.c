@@ -34,6 +34,9 @@
  * statement, or with COMMIT (tx_pipeline). A unit of k statements takes
  * k + 1 round trips instead of k + 2, and a tx_nested step two fewer than
  * before; a nested step that never reaches the server sends nothing at all.
+ * A unit's own statements whose result it does not read go the same way
+ * (tx_exec_deferred, PEND_EXEC): an audit row, ledger entries before the
+ * row that closes them, a record's completion.
  * Errors keep their meaning: PostgreSQL skips the rest of a pipeline after
  * a failure, so the first failure is the one reported, as the failure of
  * the statement it travelled with. COMMIT still waits for its WAL flush
