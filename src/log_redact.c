@@ -260,8 +260,17 @@ static bool phone_possible(const char *s, size_t n)
 	return false;
 }
 
+/* Classes of the bytes 0x20-0x5f for log_text_plain, one bit each in a
+ * mask indexed by c - 0x20 (0x60-0x7e are all "other": lower-case letters
+ * and "`{|}~"). */
+#define TP_BIT(c) (UINT64_C(1) << ((c) - 0x20))
+#define TP_DIGITS (UINT64_C(0x3ff) << ('0' - 0x20))
+#define TP_RUN (TP_BIT(' ') | TP_BIT('-') | TP_BIT('.') | TP_BIT('(') | TP_BIT(')'))
+#define TP_BAD (TP_BIT('"') | TP_BIT('\\') | TP_BIT('@'))
+
 bool log_text_plain(const char *s, size_t n, bool target)
 {
+	const uint64_t bad = TP_BAD | (target ? TP_BIT('%') : 0);
 	unsigned digits = 0;
 	bool plus = false;
 
@@ -269,17 +278,25 @@ bool log_text_plain(const char *s, size_t n, bool target)
 	 * start an e-mail address (or an escape in a target) refused on the
 	 * way. */
 	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
+		unsigned c = (unsigned char)s[i];
+		uint64_t bit;
 
-		if (c >= '0' && c <= '9') {
+		if (c - 0x60 <= 0x7e - 0x60) { /* "other": ends a run */
+			digits = 0;
+			plus = false;
+			continue;
+		}
+		if (c - 0x20 > 0x5f - 0x20)
+			return false; /* control, DEL, not ASCII */
+		bit = UINT64_C(1) << (c - 0x20);
+		if (bit & TP_DIGITS) {
 			if (++digits >= 9 || (digits >= 7 && plus))
 				return false;
-		} else if (c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '@' ||
-			   (c == '%' && target)) {
+		} else if (bit & bad) {
 			return false;
 		} else if (c == '+') {
 			plus = true;
-		} else if (c != ' ' && c != '-' && c != '.' && c != '(' && c != ')') {
+		} else if (!(bit & TP_RUN)) {
 			digits = 0;
 			plus = false;
 		}

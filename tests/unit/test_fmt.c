@@ -30,6 +30,26 @@ Test(fmt, integers_at_the_edges)
 	cr_assert_str_eq(out, "18446744073709551615");
 }
 
+/* Every length from 1 to 20 digits, and the powers of ten around them. */
+Test(fmt, integers_match_printf)
+{
+	char out[FMT_I64_LEN], want[32];
+	uint64_t v = 1;
+
+	for (int k = 0; k < 20; k++, v *= 10) {
+		const uint64_t vals[] = { v - 1, v, v + 1, v * 3 + 7 };
+
+		for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+			snprintf(want, sizeof(want), "%llu", (unsigned long long)vals[i]);
+			cr_assert_eq(fmt_u64(out, vals[i]), strlen(want));
+			cr_assert_str_eq(out, want);
+			snprintf(want, sizeof(want), "%lld", -(long long)(vals[i] >> 1));
+			cr_assert_eq(fmt_i64(out, -(int64_t)(vals[i] >> 1)), strlen(want));
+			cr_assert_str_eq(out, want);
+		}
+	}
+}
+
 Test(fmt, pad_keeps_the_width)
 {
 	char out[8] = "xxxxxxx";
