@@ -11,7 +11,11 @@
  * routing table, request checks, logging, metrics, rate limiter, tracing or
  * connection reaper. ops/bench measures it beside settled and nginx
  * ("libmicrohttpd floor, same bytes"), so the table shows how much of the
- * gap to nginx is libmicrohttpd's and how much settled's own.
+ * gap to nginx is libmicrohttpd's and how much settled's own. It builds a
+ * response and its 13 headers per request, as a straightforward program
+ * does; settled reuses a connection's last answer and replaces only its
+ * five per-request headers (src/response.c), so it does less
+ * libmicrohttpd work an answer than this floor.
  *
  *   build/mhd_floor --port-file PATH [--threads N]
  *
@@ -99,16 +103,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (!r)
 		return MHD_NO;
 	MHD_add_response_header(r, "Content-Type", "application/json");
-	MHD_add_response_header(r, "X-Request-Id", rid);
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
 	MHD_add_response_header(r, "X-Frame-Options", "DENY");
 	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
 	MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'");
 	MHD_add_response_header(r, "Cache-Control", "no-store");
-	MHD_add_response_header(r, "traceparent", tp);
 	MHD_add_response_header(r, "RateLimit-Policy", FLOOR_RL_POLICY);
-	MHD_add_response_header(r, "RateLimit", FLOOR_RL_NOW);
 	MHD_add_response_header(r, "X-RateLimit-Limit", "1000000000");
+	MHD_add_response_header(r, "X-Request-Id", rid);
+	MHD_add_response_header(r, "traceparent", tp);
+	MHD_add_response_header(r, "RateLimit", FLOOR_RL_NOW);
 	MHD_add_response_header(r, "X-RateLimit-Remaining", "999999999");
 	MHD_add_response_header(r, "X-RateLimit-Reset", reset);
 	ret = MHD_queue_response(conn, MHD_HTTP_OK, r);

@@ -378,13 +378,35 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s)
 	return strlen(s);
 }
 
-/* The connection's deadline (reaper.h), or NULL when it is not watched. */
-static struct reaper_conn *conn_deadline(struct MHD_Connection *conn)
+/* What a connection carries from accept to close (its socket context):
+ * its deadline (reaper.h; NULL: not watched) and its last answer, for
+ * reuse (request.h struct resp_cache). */
+struct conn_state {
+	struct reaper_conn *deadline;
+	struct resp_cache cache;
+};
+
+static struct conn_state *conn_state(struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *ci =
 		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 
 	return ci ? ci->socket_context : NULL;
+}
+
+/* The connection's deadline (reaper.h), or NULL when it is not watched. */
+static struct reaper_conn *conn_deadline(struct MHD_Connection *conn)
+{
+	struct conn_state *cs = conn_state(conn);
+
+	return cs ? cs->deadline : NULL;
+}
+
+struct resp_cache *req_conn_cache(const struct req_ctx *rq)
+{
+	struct conn_state *cs = conn_state(rq->conn);
+
+	return cs ? &cs->cache : NULL;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -623,22 +645,32 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* Every connection is watched by the reaper from accept to close; see
- * reaper.h for why libmicrohttpd's own (idle) timeout is not enough. */
+ * reaper.h for why libmicrohttpd's own (idle) timeout is not enough. Its
+ * state (struct conn_state) lives as long; without memory for it the
+ * connection goes unwatched and answers are not reused. libmicrohttpd
+ * reports the close after the last request's completion. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 			  enum MHD_ConnectionNotificationCode code)
 {
 	struct http *h = cls;
+	struct conn_state *cs = *socket_context;
 
-	if (!h->reaper)
-		return;
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
 		const union MHD_ConnectionInfo *ci =
 			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 
-		*socket_context = ci ? reaper_watch(h->reaper, ci->connect_fd) : NULL;
-	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+		cs = malloc(sizeof(*cs));
+		if (cs) {
+			cs->deadline = h->reaper && ci ? reaper_watch(h->reaper, ci->connect_fd) : NULL;
+			cs->cache.r = NULL;
+		}
+		*socket_context = cs;
+	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED && cs) {
 		/* Before libmicrohttpd closes the socket: see reaper.c. */
-		reaper_unwatch(h->reaper, *socket_context);
+		if (h->reaper)
+			reaper_unwatch(h->reaper, cs->deadline);
+		resp_cache_release(&cs->cache);
+		free(cs);
 		*socket_context = NULL;
 	}
 }

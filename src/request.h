@@ -149,6 +149,28 @@ int64_t rl_secs(int64_t ms);
 void add_common_headers(struct req_ctx *rq, struct MHD_Response *r);
 /* A 503 for a request whose req_ctx could not be allocated. */
 enum MHD_Result answer_oom(struct http *h, struct MHD_Connection *conn);
+
+/* A connection's last answer, kept for the next one (response.c): an
+ * answer with a small body that carries the same headers but for the
+ * per-request ones (a health probe polling on a keep-alive connection)
+ * reuses the libmicrohttpd response, replacing only X-Request-Id,
+ * traceparent and the rate-limit counts, instead of a new response and
+ * its headers (3 mallocs each in libmicrohttpd 0.9.75). What decides the
+ * other headers is kept beside it. Owned by the connection (http.c); the
+ * response holds one reference of ours. */
+#define RESP_CACHE_BODY_MAX 256
+struct resp_cache {
+	struct MHD_Response *r;  /* NULL: none */
+	int status;
+	enum cors_answer cors;
+	int rl_n, rl_shown;
+	const struct rl_policy *rl_pol[ROUTE_MAX_LIMITS + 1];
+	int64_t rl_limit;        /* the reported decision's limit */
+	size_t body_len;
+	char body[RESP_CACHE_BODY_MAX];
+};
+/* Drops c's response; c is empty (reusable) afterwards. */
+void resp_cache_release(struct resp_cache *c);
 /* Queues rq->resp (a 500 if the handler gave none, the constant 503 if
  * not even the error could be built) and sets RQ_SENT. Releases the
  * request's running mark on its Idempotency-Key first. */
@@ -173,5 +195,7 @@ void req_trace_ctx(const struct req_ctx *rq, bool parent, struct trace_ctx *c);
 
 /* n random bytes from pool; never fails (see http.c). */
 void random_bytes(struct randpool *pool, unsigned char *raw, size_t n);
+/* The reusable answer of rq's connection, NULL when it has none. */
+struct resp_cache *req_conn_cache(const struct req_ctx *rq);
 
 #endif

@@ -269,19 +269,29 @@ static bool rl_listed(const struct req_ctx *rq, int i)
 	return true;
 }
 
+/* Adds name: value to r; with replace, first drops the header of that
+ * name r already has (a reused answer, see send_resp). */
+static void put_header(struct MHD_Response *r, const char *name, const char *value, bool replace)
+{
+	const char *old = replace ? MHD_get_response_header(r, name) : NULL;
+
+	if (old)
+		MHD_del_response_header(r, name, old);
+	MHD_add_response_header(r, name, value);
+}
+
 /* RateLimit headers, draft-ietf-httpapi-ratelimit-headers-07 style plus the
  * X- trio (docs/internals/ratelimit.md "Headers"):
  *   RateLimit-Policy: 5;w=3600;name="register_ip", 10;w=86400;name="register_wallet"
- *   RateLimit: limit=5, remaining=4, reset=720
- *   X-RateLimit-Limit: 5, X-RateLimit-Remaining: 4, X-RateLimit-Reset: <unix s> */
-static void add_rate_limit_headers(const struct req_ctx *rq, struct MHD_Response *r)
+ *   X-RateLimit-Limit: 5
+ * here, what the policies decide; rl_count_headers() the counts. */
+static void add_rate_limit_policy(const struct req_ctx *rq, struct MHD_Response *r)
 {
 	const struct rl_decision *d = &rq->rl_dec[rq->rl_shown];
-	int64_t reset_ms = rl_reset_ms(d);
 	/* Every response of a limited route carries these five headers, so
 	 * they are put together with fmt_i64 rather than snprintf (fmt.h). */
 	char pol[ROUTE_MAX_LIMITS * (2 * FMT_I64_LEN + RL_NAME_MAX + 16)];
-	char v[3 * FMT_I64_LEN + 32];
+	char v[FMT_I64_LEN];
 	size_t off = 0;
 
 	for (int i = 0; i < rq->rl_n; i++) {
@@ -302,31 +312,56 @@ static void add_rate_limit_headers(const struct req_ctx *rq, struct MHD_Response
 	}
 	pol[off] = '\0';
 	MHD_add_response_header(r, "RateLimit-Policy", pol);
+	fmt_i64(v, d->limit);
+	MHD_add_response_header(r, "X-RateLimit-Limit", v);
+}
+
+/*   RateLimit: limit=5, remaining=4, reset=720
+ *   X-RateLimit-Remaining: 4, X-RateLimit-Reset: <unix s> */
+static void rl_count_headers(const struct req_ctx *rq, struct MHD_Response *r, bool replace)
+{
+	const struct rl_decision *d = &rq->rl_dec[rq->rl_shown];
+	int64_t reset_ms = rl_reset_ms(d);
+	char v[3 * FMT_I64_LEN + 32];
+	size_t off;
+
 	off = (size_t)(stpcpy(v, "limit=") - v);
 	off += fmt_i64(v + off, d->limit);
 	off += (size_t)(stpcpy(v + off, ", remaining=") - (v + off));
 	off += fmt_i64(v + off, d->remaining);
 	off += (size_t)(stpcpy(v + off, ", reset=") - (v + off));
 	fmt_i64(v + off, rl_secs(reset_ms));
-	MHD_add_response_header(r, "RateLimit", v);
-	fmt_i64(v, d->limit);
-	MHD_add_response_header(r, "X-RateLimit-Limit", v);
+	put_header(r, "RateLimit", v, replace);
 	fmt_i64(v, d->remaining);
-	MHD_add_response_header(r, "X-RateLimit-Remaining", v);
+	put_header(r, "X-RateLimit-Remaining", v, replace);
 	/* The instant itself, rounded up: never before the quota is back. */
 	fmt_i64(v, (rq->rl_now_ms + reset_ms + 999) / 1000);
-	MHD_add_response_header(r, "X-RateLimit-Reset", v);
+	put_header(r, "X-RateLimit-Reset", v, replace);
+}
+
+/* The headers of every answer that are this request's own, after all the
+ * others (so that a reused answer, which replaces them, keeps the order):
+ * X-Request-Id, traceparent and the rate-limit counts. */
+static void per_request_headers(struct req_ctx *rq, struct MHD_Response *r, bool replace)
+{
+	struct trace_ctx tc = { .flags = rq->trace_flags, .state = NULL };
+	char traceparent[TRACE_CONTEXT_MAX];
+
+	put_header(r, "X-Request-Id", rq->request_id, replace);
+	memcpy(tc.trace_id, rq->trace_id, sizeof(tc.trace_id));
+	memcpy(tc.span_id, rq->span_id, sizeof(tc.span_id));
+	trace_ctx_format(&tc, traceparent);
+	put_header(r, "traceparent", traceparent, replace);
+	if (rq->rl_n)
+		rl_count_headers(rq, r, replace);
 }
 
 void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 {
 	enum cors_answer cors = cors_answer(rq);
-	struct trace_ctx tc = { .flags = rq->trace_flags, .state = NULL };
-	char traceparent[TRACE_CONTEXT_MAX];
 
 	if (!resp_has_header(&rq->resp, "Content-Type"))
 		MHD_add_response_header(r, "Content-Type", "application/json");
-	MHD_add_response_header(r, "X-Request-Id", rq->request_id);
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
 	MHD_add_response_header(r, "X-Frame-Options", "DENY");
 	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
@@ -334,10 +369,6 @@ void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 	if (!resp_has_header(&rq->resp, "Content-Security-Policy"))
 		MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'");
 	MHD_add_response_header(r, "Cache-Control", "no-store");
-	memcpy(tc.trace_id, rq->trace_id, sizeof(tc.trace_id));
-	memcpy(tc.span_id, rq->span_id, sizeof(tc.span_id));
-	trace_ctx_format(&tc, traceparent);
-	MHD_add_response_header(r, "traceparent", traceparent);
 	if (cors == CORS_LISTED || cors == CORS_REFUSED)
 		MHD_add_response_header(r, "Vary", "Origin");
 	if (cors == CORS_LISTED || cors == CORS_ANY) {
@@ -349,7 +380,62 @@ void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 					"X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset");
 	}
 	if (rq->rl_n)
-		add_rate_limit_headers(rq, r);
+		add_rate_limit_policy(rq, r);
+	per_request_headers(rq, r, false);
+}
+
+/* ---------------------------------------------------------------- reuse */
+
+void resp_cache_release(struct resp_cache *c)
+{
+	if (c->r)
+		MHD_destroy_response(c->r);
+	c->r = NULL;
+}
+
+/* Whether rq's answer may be a connection's reusable one: its headers are
+ * add_common_headers' alone (no Location, no route header, no
+ * X-Idempotency, no Connection: close), the same for every request that
+ * has the same cache key (CORS not by Origin), and its body is small. */
+static bool reusable(const struct req_ctx *rq, enum cors_answer cors)
+{
+	const struct resp *p = &rq->resp;
+
+	return p->body.len <= RESP_CACHE_BODY_MAX && !p->location && !p->nheaders &&
+	       !rq->idem_result && (cors == CORS_OFF || cors == CORS_ANY) &&
+	       !atomic_load(&rq->h->app->stopping);
+}
+
+/* Whether c holds an answer whose headers other than per_request_headers'
+ * are the ones rq's would get, with rq's status and body. */
+static bool cache_fits(const struct resp_cache *c, const struct req_ctx *rq, enum cors_answer cors)
+{
+	if (!c->r || c->status != rq->resp.status || c->cors != cors || c->rl_n != rq->rl_n ||
+	    c->body_len != rq->resp.body.len || memcmp(c->body, rq->resp.body.ptr, c->body_len))
+		return false;
+	if (rq->rl_n && (c->rl_shown != rq->rl_shown || c->rl_limit != rq->rl_dec[rq->rl_shown].limit))
+		return false;
+	for (int i = 0; i < rq->rl_n; i++)
+		if (c->rl_pol[i] != rq->rl_pol[i])
+			return false;
+	return true;
+}
+
+/* Makes r (one reference handed over) c's answer, keyed as rq's. */
+static void cache_keep(struct resp_cache *c, struct MHD_Response *r, const struct req_ctx *rq,
+		       enum cors_answer cors)
+{
+	resp_cache_release(c);
+	c->r = r;
+	c->status = rq->resp.status;
+	c->cors = cors;
+	c->rl_n = rq->rl_n;
+	c->rl_shown = rq->rl_shown;
+	c->rl_limit = rq->rl_n ? rq->rl_dec[rq->rl_shown].limit : 0;
+	for (int i = 0; i < rq->rl_n; i++)
+		c->rl_pol[i] = rq->rl_pol[i];
+	c->body_len = rq->resp.body.len;
+	memcpy(c->body, rq->resp.body.ptr, c->body_len);
 }
 
 /* The answer when memory for the request's own answer could not be had: a
@@ -397,6 +483,8 @@ enum MHD_Result answer_oom(struct http *h, struct MHD_Connection *conn)
 enum MHD_Result send_resp(struct req_ctx *rq)
 {
 	struct MHD_Response *r;
+	struct resp_cache *cache = NULL;
+	enum cors_answer cors = CORS_OFF;
 	enum MHD_Result ret;
 
 	/* Unmark the key before the answer leaves: a client that has seen it
@@ -414,12 +502,29 @@ enum MHD_Result send_resp(struct req_ctx *rq)
 		rq->resp.status = 503;
 		r = oom_response();
 	} else {
+		cors = cors_answer(rq);
+		cache = reusable(rq, cors) ? req_conn_cache(rq) : NULL;
+		if (cache && cache_fits(cache, rq, cors)) {
+			/* The connection's last answer again: only this
+			 * request's own headers change. */
+			per_request_headers(rq, cache->r, true);
+			ret = MHD_queue_response(rq->conn, (unsigned)rq->resp.status, cache->r);
+			rq->state = RQ_SENT;
+			return ret;
+		}
 		r = MHD_create_response_from_buffer(rq->resp.body.len, rq->resp.body.ptr,
 						    MHD_RESPMEM_MUST_COPY);
 	}
 	if (!r)
 		return MHD_NO;
 	add_common_headers(rq, r);
+	if (cache) {
+		/* Nothing else goes on it (reusable()): kept for the next. */
+		cache_keep(cache, r, rq, cors);
+		ret = MHD_queue_response(rq->conn, (unsigned)rq->resp.status, r);
+		rq->state = RQ_SENT;
+		return ret;
+	}
 	if (rq->resp.location)
 		MHD_add_response_header(r, "Location", rq->resp.location);
 	for (size_t i = 0; i < rq->resp.nheaders; i++)

@@ -2,12 +2,15 @@
 status, its error code, the error body shape, the common headers, and that
 nothing was written to the store."""
 
+import http.client
+
 import pytest
 
 from conftest import (
     TRACEPARENT_RE,
     assert_common_headers,
     assert_error,
+    _send,
     build_request,
     new_wallet,
     param_id,
@@ -364,3 +367,104 @@ def test_cors_off_by_default(server):
     r = server.get("/healthz", headers={"Origin": ORIGIN})
     assert r.headers.get("Access-Control-Allow-Origin") is None
     assert "origin" not in _tokens(r.headers.get("Vary")), r
+
+
+# ---- keep-alive: answers on one connection -------------------------------
+# A connection's answers with the same small body and headers reuse one
+# libmicrohttpd response (response.c): each must still carry its own
+# request id, trace context and rate-limit counts, and nothing of the
+# answers before it.
+
+PER_REQUEST = {"x-request-id", "traceparent", "ratelimit", "x-ratelimit-remaining",
+               "x-ratelimit-reset", "date"}
+
+
+def _keepalive(srv):
+    return http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+
+
+def _fixed_headers(r):
+    return sorted((k.lower(), v) for k, v in r.headers.items() if k.lower() not in PER_REQUEST)
+
+
+def test_keepalive_answers_carry_their_own_ids_trace_and_counts(start_server):
+    srv = start_server(env={"RL_HEALTH_PER_MIN": "600"})
+    fresh = srv.get("/healthz")
+    conn = _keepalive(srv)
+    seen_ids, seen_traces, remaining = set(), set(), []
+    try:
+        for i in range(6):
+            hdrs = {"X-Request-Id": f"ka-{i}"} if i % 2 == 0 else {}
+            if i == 2:
+                hdrs["traceparent"] = VALID_TP
+            r = _send(conn, "GET", "/healthz", None, hdrs)
+            assert r.status == 200 and r.json == {"status": "ok"}, r
+            assert_common_headers(r)
+            assert _fixed_headers(r) == _fixed_headers(fresh), r
+            assert len(r.headers.get_all("X-Request-Id")) == 1, r
+            assert len(r.headers.get_all("traceparent")) == 1, r
+            rid = r.headers["X-Request-Id"]
+            if i % 2 == 0:
+                assert rid == f"ka-{i}", r
+            assert rid not in seen_ids, r
+            seen_ids.add(rid)
+            m = TRACEPARENT_RE.match(r.headers["traceparent"])
+            assert m, r
+            if i == 2:
+                assert m.group(2) == TRACE_ID, r
+            else:
+                assert m.group(2) != TRACE_ID and m.group(2) not in seen_traces, r
+            seen_traces.add(m.group(2))
+            remaining.append(int(r.headers["X-RateLimit-Remaining"]))
+            assert f"remaining={remaining[-1]}," in r.headers["RateLimit"], r
+        assert remaining == sorted(remaining, reverse=True) and remaining[0] > remaining[-1], remaining
+    finally:
+        conn.close()
+
+
+def test_keepalive_other_answers_in_between_keep_their_own_headers(start_server):
+    srv = start_server(env={"RL_HEALTH_PER_MIN": "3"})
+    conn = _keepalive(srv)
+    try:
+        # the same headers, another body: each answer its own
+        for path in ["/healthz", "/health/ready", "/health/live"]:
+            r = _send(conn, "GET", path, None, {})
+            assert r.status == 200, r
+            assert r.json["status"] == ("ready" if path == "/health/ready" else "ok"), r
+        conn.close()
+        srv.restart()  # a full quota again (the limiter is in memory)
+        conn = _keepalive(srv)
+        for i in range(3):
+            r = _send(conn, "GET", "/healthz", None, {"X-Request-Id": f"a-{i}"})
+            assert r.status == 200 and r.headers["X-Request-Id"] == f"a-{i}", r
+            assert r.headers["X-RateLimit-Remaining"] == str(2 - i), r
+            assert r.headers.get("Retry-After") is None, r
+        r = _send(conn, "GET", "/healthz", None, {"X-Request-Id": "limited"})
+        assert_error(r, 429, "rate_limited")
+        assert r.headers["X-Request-Id"] == "limited" and r.headers.get("Retry-After"), r
+        r = _send(conn, "GET", "/api/docs/openapi.json", None, {"X-Request-Id": "other"})
+        assert r.headers["X-Request-Id"] == "other", r
+        assert r.headers.get("Retry-After") is None and r.headers.get("RateLimit") is None, r
+        assert_common_headers(r)
+    finally:
+        conn.close()
+
+
+def test_keepalive_cors_answers_follow_each_origin(cors_server, wildcard_server):
+    conn = _keepalive(cors_server)
+    try:
+        for origin in [ORIGIN, None, ORIGIN, "https://evil.example", ORIGIN]:
+            r = _send(conn, "GET", "/healthz", None, {"Origin": origin} if origin else {})
+            assert r.status == 200, r
+            assert r.headers.get("Access-Control-Allow-Origin") == (ORIGIN if origin == ORIGIN else None), r
+            assert "origin" in _tokens(r.headers.get("Vary")), r
+    finally:
+        conn.close()
+    conn = _keepalive(wildcard_server)
+    try:
+        for i in range(3):
+            r = _send(conn, "GET", "/healthz", None, {"Origin": f"https://o{i}.example"})
+            assert r.status == 200 and r.headers.get("Access-Control-Allow-Origin") == "*", r
+            assert len(r.headers.get_all("Access-Control-Allow-Origin")) == 1, r
+    finally:
+        conn.close()
