@@ -269,12 +269,15 @@ static bool rl_listed(const struct req_ctx *rq, int i)
 	return true;
 }
 
-/* Adds name: value to r; with replace, first drops the header of that
- * name r already has (a reused answer, see send_resp). */
+/* Adds name: value to r; with replace (a reused answer, see send_resp),
+ * the header of that name r already has is kept when it has that value
+ * (the rate-limit counts often do) and dropped first otherwise. */
 static void put_header(struct MHD_Response *r, const char *name, const char *value, bool replace)
 {
 	const char *old = replace ? MHD_get_response_header(r, name) : NULL;
 
+	if (old && !strcmp(old, value))
+		return;
 	if (old)
 		MHD_del_response_header(r, name, old);
 	MHD_add_response_header(r, name, value);
@@ -340,8 +343,9 @@ static void rl_count_headers(const struct req_ctx *rq, struct MHD_Response *r, b
 }
 
 /* The headers of every answer that are this request's own, after all the
- * others (so that a reused answer, which replaces them, keeps the order):
- * X-Request-Id, traceparent and the rate-limit counts. */
+ * others: X-Request-Id, traceparent and the rate-limit counts. A reused
+ * answer replaces those that changed, which moves them to the end (the
+ * order of different fields carries no meaning, RFC 9110 section 5.3). */
 static void per_request_headers(struct req_ctx *rq, struct MHD_Response *r, bool replace)
 {
 	struct trace_ctx tc = { .flags = rq->trace_flags, .state = NULL };
