@@ -436,16 +436,11 @@ static void emit(const struct logger *lg, enum log_level lvl, const char *reques
 	/* The tail (ids, fields, "}\n") is sized first: the msg gets what is
 	 * left. Fields that would leave no room at all are dropped. */
 	for (int k = 0; k < 2; k++) {
-		size_t p = 0, n;
+		size_t p = 0;
 
 		if (!ids[k])
 			continue;
-		n = strlen(ids[k]);
-		/* Ids are escaped, not redacted; most need neither. */
-		if (n <= LOG_ID_MAX && log_text_plain(ids[k], n, false))
-			idlen[k] = put(idesc[k], ids[k], n);
-		else
-			idlen[k] = json_escape(idesc[k], LOG_ID_MAX, ids[k], n, &p, LOG_ESC);
+		idlen[k] = json_escape(idesc[k], LOG_ID_MAX, ids[k], strlen(ids[k]), &p, LOG_ESC);
 		tail += id_keys_len[k] + idlen[k] + 1;
 	}
 	with_fields = has_fields && pos + sizeof(trunc_mark) + tail + fields_len <= LOG_LINE_MAX;
