@@ -260,17 +260,16 @@ static bool phone_possible(const char *s, size_t n)
 	return false;
 }
 
-/* Classes of the bytes 0x20-0x5f for log_text_plain, one bit each in a
- * mask indexed by c - 0x20 (0x60-0x7e are all "other": lower-case letters
- * and "`{|}~"). */
-#define TP_BIT(c) (UINT64_C(1) << ((c) - 0x20))
-#define TP_DIGITS (UINT64_C(0x3ff) << ('0' - 0x20))
-#define TP_RUN (TP_BIT(' ') | TP_BIT('-') | TP_BIT('.') | TP_BIT('(') | TP_BIT(')'))
-#define TP_BAD (TP_BIT('"') | TP_BIT('\\') | TP_BIT('@'))
+/* What each byte from 0x20 to 0x7e is to log_text_plain, one letter a
+ * byte: 'o' other (ends a run of phone characters), 'd' digit, 'r' a run
+ * character (" -.()"), 'p' '+', 'b' refused ('"', '\\', '@'), '%' '%'. */
+static const char text_class[] =
+	"roboo%oorroporroddddddddddoooooo"  /* 0x20 ' ' to 0x3f '?' */
+	"booooooooooooooooooooooooooobooo"  /* 0x40 '@' to 0x5f '_' */
+	"ooooooooooooooooooooooooooooooo";  /* 0x60 '`' to 0x7e '~' */
 
 bool log_text_plain(const char *s, size_t n, bool target)
 {
-	const uint64_t bad = TP_BAD | (target ? TP_BIT('%') : 0);
 	unsigned digits = 0;
 	bool plus = false;
 
@@ -278,26 +277,24 @@ bool log_text_plain(const char *s, size_t n, bool target)
 	 * start an e-mail address (or an escape in a target) refused on the
 	 * way. */
 	for (size_t i = 0; i < n; i++) {
-		unsigned c = (unsigned char)s[i];
-		uint64_t bit;
+		unsigned c = (unsigned char)s[i] - 0x20u;
+		char k;
 
-		if (c - 0x60 <= 0x7e - 0x60) { /* "other": ends a run */
+		if (c >= sizeof(text_class) - 1)
+			return false; /* control, DEL, not ASCII */
+		k = text_class[c];
+		if (k == 'o') {
 			digits = 0;
 			plus = false;
-			continue;
-		}
-		if (c - 0x20 > 0x5f - 0x20)
-			return false; /* control, DEL, not ASCII */
-		bit = UINT64_C(1) << (c - 0x20);
-		if (bit & TP_DIGITS) {
+		} else if (k == 'd') {
 			if (++digits >= 9 || (digits >= 7 && plus))
 				return false;
-		} else if (bit & bad) {
-			return false;
-		} else if (c == '+') {
+		} else if (k == 'p') {
 			plus = true;
-		} else if (!(bit & TP_RUN)) {
-			digits = 0;
+		} else if (k == 'b' || (k == '%' && target)) {
+			return false;
+		} else if (k == '%') {
+			digits = 0; /* a '%' outside a target is other text */
 			plus = false;
 		}
 	}
