@@ -29,6 +29,14 @@ static const struct {
 	" balance + coalesce((SELECT sum(d.delta) FROM account_deltas d WHERE d.account_id = accounts.id), 0)," \
 	" held, created_at, may_go_negative, client_id, name, metadata"
 
+/* The same with the balance as stored, for a system account credited by
+ * id: summing a hot account's unfolded deltas costs a row each (revenue
+ * gathers one per transfer between folds, so a read there grew with the
+ * rate of transfers) and nothing that credits an account reads its
+ * balance. */
+#define ACCOUNT_COLS_STORED \
+	"id, wallet, referrer, balance, held, created_at, may_go_negative, client_id, name, metadata"
+
 static const char *const kind_names[] = { "wallet", "system", "client" };
 
 const char *account_kind_str(enum account_kind k)
@@ -269,58 +277,128 @@ enum st_rc account_list_client(struct tx *tx, const char *client_id, const char 
 	return ST_OK;
 }
 
-/* A client's own account by its name. */
-static enum st_rc own_account(struct tx *tx, const char *client_id, const char *name,
-			      struct account *out)
-{
-	char qname[ACCOUNT_QNAME_MAX + 1];
+/* Which row a name resolves to (resolve_plan): the rules decide the kind
+ * of lookup and its key before anything is read, so that two names can be
+ * looked up in one statement (account_resolve_two). */
+enum lookup_kind { LK_WALLET = 0, LK_ID, LK_ID_STORED, LK_QNAME, LK_KINDS };
 
-	if (!account_name_valid(name, strlen(name)) || !qualify(client_id, name, qname))
-		return ST_NOT_FOUND;
-	return account_query(tx, "SELECT " ACCOUNT_COLS " FROM accounts WHERE name = $1 AND client_id IS NOT NULL",
-			     qname, out);
+struct lookup {
+	enum lookup_kind kind;
+	char key[ACCOUNT_QNAME_MAX + 1];
+};
+
+#define LK_SQL_WALLET(n) "SELECT " ACCOUNT_COLS ", " #n " FROM accounts WHERE wallet = $" #n
+#define LK_SQL_ID(n) "SELECT " ACCOUNT_COLS ", " #n " FROM accounts WHERE id = $" #n
+/* A system account to credit: its balance as stored (ACCOUNT_COLS_STORED). */
+#define LK_SQL_ID_STORED(n) "SELECT " ACCOUNT_COLS_STORED ", " #n " FROM accounts WHERE id = $" #n
+#define LK_SQL_QNAME(n) "SELECT " ACCOUNT_COLS ", " #n " FROM accounts WHERE name = $" #n " AND client_id IS NOT NULL"
+
+static const char *const lookup_sql[LK_KINDS] = {
+	LK_SQL_WALLET(1), LK_SQL_ID(1), LK_SQL_ID_STORED(1), LK_SQL_QNAME(1),
+};
+
+/* Both lookups in one statement: each row says (its last column, 1 or 2)
+ * which one it answers. */
+#define LK_PAIR(a, b) a(1) " UNION ALL " b(2)
+#define LK_PAIRS(a) { LK_PAIR(a, LK_SQL_WALLET), LK_PAIR(a, LK_SQL_ID), LK_PAIR(a, LK_SQL_ID_STORED), \
+		      LK_PAIR(a, LK_SQL_QNAME) }
+static const char *const lookup_pair_sql[LK_KINDS][LK_KINDS] = {
+	LK_PAIRS(LK_SQL_WALLET), LK_PAIRS(LK_SQL_ID), LK_PAIRS(LK_SQL_ID_STORED), LK_PAIRS(LK_SQL_QNAME),
+};
+
+static bool lookup_set(struct lookup *l, enum lookup_kind kind, const char *key)
+{
+	l->kind = kind;
+	fmt_str(l->key, sizeof(l->key), key); /* wallets and system names: short */
+	return true;
 }
 
 /* The rules of SPEC section 13; see account.h. Each branch decides the
- * kind of name first, then whether this caller may use it so. */
-enum st_rc account_resolve(struct tx *tx, const char *caller, const char *name,
-			   enum account_use use, struct account *out)
+ * kind of name first, then whether this caller may use it so. false: the
+ * caller may not use name so (ST_NOT_FOUND, nothing to read). */
+static bool resolve_plan(const char *caller, const char *name, enum account_use use, struct lookup *l)
 {
 	bool admin = caller && !strcmp(caller, "admin");
-	const char *slash;
-	char wallet[WALLET_LEN + 1];
+	const char *slash, *client;
+	char wallet[WALLET_LEN + 1], cid[ACCOUNT_CLIENT_MAX + 1];
 
 	if (!caller || !name || !*name)
-		return ST_NOT_FOUND;
+		return false;
 	if (name[0] == '0' && (name[1] == 'x' || name[1] == 'X')) {
 		/* Wallets are shared: every client reads them and pays into
 		 * them; money leaves one only through its claims, payouts, or
 		 * the operator. */
 		if (parse_wallet(name, strlen(name), wallet) || (use == ACCOUNT_DEBIT && !admin))
-			return ST_NOT_FOUND;
-		return account_by_wallet(tx, wallet, out);
+			return false;
+		return lookup_set(l, LK_WALLET, wallet);
 	}
 	slash = strchr(name, '/');
 	if (slash) {
-		char cid[ACCOUNT_CLIENT_MAX + 1];
 		size_t n = (size_t)(slash - name);
 
 		if (n == 0 || n > ACCOUNT_CLIENT_MAX)
-			return ST_NOT_FOUND;
+			return false;
 		memcpy(cid, name, n);
 		cid[n] = '\0';
 		if (!admin && strcmp(cid, caller))
-			return ST_NOT_FOUND;
-		return own_account(tx, cid, slash + 1, out);
-	}
-	if (admin) {
+			return false;
+		client = cid;
+		name = slash + 1;
+	} else if (admin) {
 		if (!is_system_name(name))
-			return ST_NOT_FOUND;
-		return account_by_id(tx, name, out);
+			return false;
+		return lookup_set(l, use == ACCOUNT_CREDIT ? LK_ID_STORED : LK_ID, name);
+	} else if (!strcmp(name, ACCT_REVENUE)) {
+		return use == ACCOUNT_CREDIT && lookup_set(l, LK_ID_STORED, ACCT_REVENUE);
+	} else {
+		client = caller;
 	}
-	if (!strcmp(name, ACCT_REVENUE))
-		return use == ACCOUNT_CREDIT ? account_by_id(tx, ACCT_REVENUE, out) : ST_NOT_FOUND;
-	return own_account(tx, caller, name, out);
+	/* A client's own account by its name. */
+	l->kind = LK_QNAME;
+	return account_name_valid(name, strlen(name)) && qualify(client, name, l->key);
+}
+
+enum st_rc account_resolve(struct tx *tx, const char *caller, const char *name,
+			   enum account_use use, struct account *out)
+{
+	struct lookup l;
+
+	if (!resolve_plan(caller, name, use, &l))
+		return ST_NOT_FOUND;
+	return account_query(tx, lookup_sql[l.kind], l.key, out);
+}
+
+enum st_rc account_resolve_two(struct tx *tx, const char *caller, const char *name1,
+			       enum account_use use1, struct account *out1, enum st_rc *rc1,
+			       const char *name2, enum account_use use2, struct account *out2,
+			       enum st_rc *rc2)
+{
+	struct lookup l1, l2;
+	struct st_rows *rows = NULL;
+	bool ok1 = resolve_plan(caller, name1, use1, &l1), ok2 = resolve_plan(caller, name2, use2, &l2);
+	enum st_rc rc;
+
+	*rc1 = *rc2 = ST_NOT_FOUND;
+	if (!ok1 || !ok2) {
+		/* One name is refused by the rules alone: look up the other. */
+		rc = ST_OK;
+		if (ok1)
+			rc = *rc1 = account_query(tx, lookup_sql[l1.kind], l1.key, out1);
+		else if (ok2)
+			rc = *rc2 = account_query(tx, lookup_sql[l2.kind], l2.key, out2);
+		return rc == ST_NOT_FOUND ? ST_OK : rc;
+	}
+	rc = tx_query(tx, lookup_pair_sql[l1.kind][l2.kind], ST_ARGS(SV_S(l1.key), SV_S(l2.key)), &rows);
+	if (rc)
+		return rc;
+	for (int i = 0; i < rows->nrows; i++) {
+		bool first = rows_i64(rows, i, rows->ncols - 1) == 1;
+
+		account_from_row_at(rows, i, first ? out1 : out2);
+		*(first ? rc1 : rc2) = ST_OK;
+	}
+	rows_free(rows);
+	return ST_OK;
 }
 
 void account_display_name(const struct account *a, const char *caller,

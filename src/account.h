@@ -92,8 +92,9 @@ enum account_use { ACCOUNT_READ = 0, ACCOUNT_DEBIT, ACCOUNT_CREDIT };
  *         reads, debits and credits every account (the operator corrects
  *         and allocates: a transfer from treasury to a wallet or a client's
  *         account).
- * Returns ST_OK with *out (balance and held as stored) when the caller may
- * use the account so; ST_NOT_FOUND when the name is malformed, names no
+ * Returns ST_OK with *out (balance and held as stored; to credit a system
+ * account, its balance without a hot account's deltas not yet folded,
+ * which nothing that credits reads) when the caller may use the account so; ST_NOT_FOUND when the name is malformed, names no
  * account, or names one the caller may not use that way -- another
  * client's account, a system account, a wallet to debit: all the same
  * answer, so nothing tells a client what exists beyond what it may use.
@@ -102,6 +103,14 @@ enum account_use { ACCOUNT_READ = 0, ACCOUNT_DEBIT, ACCOUNT_CREDIT };
  * they come. */
 enum st_rc account_resolve(struct tx *tx, const char *caller, const char *name,
 			   enum account_use use, struct account *out);
+
+/* Two account_resolve calls in one statement (one round trip on
+ * PostgreSQL): *rc1 and *rc2 get each one's ST_OK or ST_NOT_FOUND (and
+ * *out1, *out2 on ST_OK). Returns a store error, or ST_OK. */
+enum st_rc account_resolve_two(struct tx *tx, const char *caller, const char *name1,
+			       enum account_use use1, struct account *out1, enum st_rc *rc1,
+			       const char *name2, enum account_use use2, struct account *out2,
+			       enum st_rc *rc2);
 
 /* The name a caller shows for an account it may see: the wallet, a
  * client's own account's name, "<cid>/<name>" for the admin token, a

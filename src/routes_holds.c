@@ -154,21 +154,19 @@ static enum st_rc create_unit(struct tx *tx, void *arg, struct resp *resp)
 	struct ledger_hold_spec spec;
 	char location[96];
 	char from_ref[ACCOUNT_QNAME_MAX + 1], to_ref[ACCOUNT_QNAME_MAX + 1];
-	enum st_rc rc;
+	enum st_rc rc, from_rc, to_rc;
 	json_t *body;
 
 	/* Who may hold on what, and capture to what: account_resolve. What a
 	 * caller may not use is answered as if it did not exist. */
-	rc = account_resolve(tx, r->c.id, r->from, ACCOUNT_DEBIT, &from);
-	if (rc == ST_NOT_FOUND)
+	rc = account_resolve_two(tx, r->c.id, r->from, ACCOUNT_DEBIT, &from, &from_rc, r->to, ACCOUNT_CREDIT,
+				 &to, &to_rc);
+	if (rc)
+		return rc;
+	if (from_rc == ST_NOT_FOUND)
 		return unit_error(resp, ERR_HOLD_FROM_UNKNOWN, json_pack("{s:s}", "account", r->from));
-	if (rc)
-		return rc;
-	rc = account_resolve(tx, r->c.id, r->to, ACCOUNT_CREDIT, &to);
-	if (rc == ST_NOT_FOUND)
+	if (to_rc == ST_NOT_FOUND)
 		return unit_error(resp, ERR_HOLD_TO_UNKNOWN, json_pack("{s:s}", "account", r->to));
-	if (rc)
-		return rc;
 	if (!strcmp(from.id, to.id))
 		return unit_error(resp, ERR_HOLD_SAME_ACCOUNT, NULL);
 	/* The hold is the owner's of the account it reserves: a client's own,

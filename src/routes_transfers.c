@@ -183,21 +183,23 @@ static enum st_rc transfer_unit(struct tx *tx, void *arg, struct resp *resp)
 		goto out;
 	}
 	for (size_t k = 0; k < r->n; k++) {
-		rc = account_resolve(tx, r->caller, r->p[k].from, ACCOUNT_DEBIT, &from[k]);
-		if (rc == ST_NOT_FOUND) {
+		enum st_rc from_rc, to_rc;
+
+		/* Both names in one statement (one round trip on PostgreSQL). */
+		rc = account_resolve_two(tx, r->caller, r->p[k].from, ACCOUNT_DEBIT, &from[k], &from_rc,
+					 r->p[k].to, ACCOUNT_CREDIT, &to[k], &to_rc);
+		if (rc)
+			goto out;
+		if (from_rc == ST_NOT_FOUND) {
 			rc = unit_error(resp, ERR_TRANSFER_FROM_UNKNOWN,
 					json_pack("{s:s}", "field", r->p[k].from_field));
 			goto out;
 		}
-		if (rc == ST_OK)
-			rc = account_resolve(tx, r->caller, r->p[k].to, ACCOUNT_CREDIT, &to[k]);
-		if (rc == ST_NOT_FOUND) {
+		if (to_rc == ST_NOT_FOUND) {
 			rc = unit_error(resp, ERR_TRANSFER_TO_UNKNOWN,
 					json_pack("{s:s}", "field", r->p[k].to_field));
 			goto out;
 		}
-		if (rc)
-			goto out;
 		if (!strcmp(from[k].id, to[k].id)) {
 			rc = unit_error(resp, ERR_POSTING_SAME_ACCOUNT,
 					json_pack("{s:s}", "field", r->p[k].to_field));
