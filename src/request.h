@@ -154,11 +154,15 @@ enum MHD_Result answer_oom(struct http *h, struct MHD_Connection *conn);
  * answer with a small body that carries the same headers but for the
  * per-request ones (a health probe polling on a keep-alive connection)
  * reuses the libmicrohttpd response, replacing only X-Request-Id,
- * traceparent and the rate-limit counts, instead of a new response and
+ * traceparent and the rate-limit counts that changed, instead of a new response and
  * its headers (3 mallocs each in libmicrohttpd 0.9.75). What decides the
  * other headers is kept beside it. Owned by the connection (http.c); the
  * response holds one reference of ours. */
 #define RESP_CACHE_BODY_MAX 256
+/* The per-request headers (response.c prh_names) and the longest value
+ * one takes: a client's X-Request-Id. */
+enum { PRH_ID, PRH_TRACEPARENT, PRH_RATELIMIT, PRH_REMAINING, PRH_RESET, PRH_N };
+#define PRH_VALUE_MAX (REQUEST_ID_MAX + 1)
 struct resp_cache {
 	struct MHD_Response *r;  /* NULL: none */
 	int status;
@@ -168,6 +172,7 @@ struct resp_cache {
 	int64_t rl_limit;        /* the reported decision's limit */
 	size_t body_len;
 	char body[RESP_CACHE_BODY_MAX];
+	char prh[PRH_N][PRH_VALUE_MAX]; /* the per-request header values r has */
 };
 /* Drops c's response; c is empty (reusable) afterwards. */
 void resp_cache_release(struct resp_cache *c);

@@ -269,25 +269,11 @@ static bool rl_listed(const struct req_ctx *rq, int i)
 	return true;
 }
 
-/* Adds name: value to r; with replace (a reused answer, see send_resp),
- * the header of that name r already has is kept when it has that value
- * (the rate-limit counts often do) and dropped first otherwise. */
-static void put_header(struct MHD_Response *r, const char *name, const char *value, bool replace)
-{
-	const char *old = replace ? MHD_get_response_header(r, name) : NULL;
-
-	if (old && !strcmp(old, value))
-		return;
-	if (old)
-		MHD_del_response_header(r, name, old);
-	MHD_add_response_header(r, name, value);
-}
-
 /* RateLimit headers, draft-ietf-httpapi-ratelimit-headers-07 style plus the
  * X- trio (docs/internals/ratelimit.md "Headers"):
  *   RateLimit-Policy: 5;w=3600;name="register_ip", 10;w=86400;name="register_wallet"
  *   X-RateLimit-Limit: 5
- * here, what the policies decide; rl_count_headers() the counts. */
+ * here, what the policies decide; per_request_values() the counts. */
 static void add_rate_limit_policy(const struct req_ctx *rq, struct MHD_Response *r)
 {
 	const struct rl_decision *d = &rq->rl_dec[rq->rl_shown];
@@ -319,45 +305,51 @@ static void add_rate_limit_policy(const struct req_ctx *rq, struct MHD_Response 
 	MHD_add_response_header(r, "X-RateLimit-Limit", v);
 }
 
-/*   RateLimit: limit=5, remaining=4, reset=720
- *   X-RateLimit-Remaining: 4, X-RateLimit-Reset: <unix s> */
-static void rl_count_headers(const struct req_ctx *rq, struct MHD_Response *r, bool replace)
-{
-	const struct rl_decision *d = &rq->rl_dec[rq->rl_shown];
-	int64_t reset_ms = rl_reset_ms(d);
-	char v[3 * FMT_I64_LEN + 32];
-	size_t off;
-
-	off = (size_t)(stpcpy(v, "limit=") - v);
-	off += fmt_i64(v + off, d->limit);
-	off += (size_t)(stpcpy(v + off, ", remaining=") - (v + off));
-	off += fmt_i64(v + off, d->remaining);
-	off += (size_t)(stpcpy(v + off, ", reset=") - (v + off));
-	fmt_i64(v + off, rl_secs(reset_ms));
-	put_header(r, "RateLimit", v, replace);
-	fmt_i64(v, d->remaining);
-	put_header(r, "X-RateLimit-Remaining", v, replace);
-	/* The instant itself, rounded up: never before the quota is back. */
-	fmt_i64(v, (rq->rl_now_ms + reset_ms + 999) / 1000);
-	put_header(r, "X-RateLimit-Reset", v, replace);
-}
-
 /* The headers of every answer that are this request's own, after all the
- * others: X-Request-Id, traceparent and the rate-limit counts. A reused
- * answer replaces those that changed, which moves them to the end (the
- * order of different fields carries no meaning, RFC 9110 section 5.3). */
-static void per_request_headers(struct req_ctx *rq, struct MHD_Response *r, bool replace)
+ * others: X-Request-Id, traceparent and the rate-limit counts
+ *   RateLimit: limit=5, remaining=4, reset=720
+ *   X-RateLimit-Remaining: 4, X-RateLimit-Reset: <unix s>
+ * Their values are made apart from the adding, so that a reused answer can
+ * keep the ones it carries for comparing (struct resp_cache). Returns how
+ * many the answer has (PRH_N with rate limits, else 2). */
+static const char *const prh_names[PRH_N] = { "X-Request-Id", "traceparent", "RateLimit",
+					      "X-RateLimit-Remaining", "X-RateLimit-Reset" };
+
+static unsigned per_request_values(const struct req_ctx *rq, char v[PRH_N][PRH_VALUE_MAX])
 {
 	struct trace_ctx tc = { .flags = rq->trace_flags, .state = NULL };
 	char traceparent[TRACE_CONTEXT_MAX];
+	const struct rl_decision *d = &rq->rl_dec[rq->rl_shown];
+	int64_t reset_ms;
+	char *p;
 
-	put_header(r, "X-Request-Id", rq->request_id, replace);
+	fmt_str(v[PRH_ID], PRH_VALUE_MAX, rq->request_id);
 	memcpy(tc.trace_id, rq->trace_id, sizeof(tc.trace_id));
 	memcpy(tc.span_id, rq->span_id, sizeof(tc.span_id));
-	trace_ctx_format(&tc, traceparent);
-	put_header(r, "traceparent", traceparent, replace);
-	if (rq->rl_n)
-		rl_count_headers(rq, r, replace);
+	trace_ctx_format(&tc, traceparent); /* no tracestate: 55 bytes */
+	fmt_str(v[PRH_TRACEPARENT], PRH_VALUE_MAX, traceparent);
+	if (!rq->rl_n)
+		return 2;
+	reset_ms = rl_reset_ms(d);
+	p = stpcpy(v[PRH_RATELIMIT], "limit=");
+	p += fmt_i64(p, d->limit);
+	p = stpcpy(p, ", remaining=");
+	p += fmt_i64(p, d->remaining);
+	p = stpcpy(p, ", reset=");
+	fmt_i64(p, rl_secs(reset_ms));
+	fmt_i64(v[PRH_REMAINING], d->remaining);
+	/* The instant itself, rounded up: never before the quota is back. */
+	fmt_i64(v[PRH_RESET], (rq->rl_now_ms + reset_ms + 999) / 1000);
+	return PRH_N;
+}
+
+static void per_request_headers(const struct req_ctx *rq, struct MHD_Response *r)
+{
+	char v[PRH_N][PRH_VALUE_MAX];
+	unsigned n = per_request_values(rq, v);
+
+	for (unsigned i = 0; i < n; i++)
+		MHD_add_response_header(r, prh_names[i], v[i]);
 }
 
 void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
@@ -385,7 +377,7 @@ void add_common_headers(struct req_ctx *rq, struct MHD_Response *r)
 	}
 	if (rq->rl_n)
 		add_rate_limit_policy(rq, r);
-	per_request_headers(rq, r, false);
+	per_request_headers(rq, r);
 }
 
 /* ---------------------------------------------------------------- reuse */
@@ -425,6 +417,26 @@ static bool cache_fits(const struct resp_cache *c, const struct req_ctx *rq, enu
 	return true;
 }
 
+/* c's answer again, with rq's own headers: those whose value changed are
+ * replaced (which moves them to the end; the order of different fields
+ * carries no meaning, RFC 9110 section 5.3), found by the value c kept. */
+static void cache_reuse(struct resp_cache *c, const struct req_ctx *rq)
+{
+	char v[PRH_N][PRH_VALUE_MAX];
+	unsigned n = per_request_values(rq, v);
+
+	for (unsigned i = 0; i < n; i++) {
+		if (!strcmp(c->prh[i], v[i]))
+			continue;
+		/* After a failed add c kept "": nothing to drop. */
+		MHD_del_response_header(c->r, prh_names[i], c->prh[i]);
+		if (MHD_add_response_header(c->r, prh_names[i], v[i]) == MHD_YES)
+			memcpy(c->prh[i], v[i], strlen(v[i]) + 1);
+		else
+			c->prh[i][0] = '\0';
+	}
+}
+
 /* Makes r (one reference handed over) c's answer, keyed as rq's. */
 static void cache_keep(struct resp_cache *c, struct MHD_Response *r, const struct req_ctx *rq,
 		       enum cors_answer cors)
@@ -440,6 +452,7 @@ static void cache_keep(struct resp_cache *c, struct MHD_Response *r, const struc
 		c->rl_pol[i] = rq->rl_pol[i];
 	c->body_len = rq->resp.body.len;
 	memcpy(c->body, rq->resp.body.ptr, c->body_len);
+	per_request_values(rq, c->prh); /* what add_common_headers put on r */
 }
 
 /* The answer when memory for the request's own answer could not be had: a
@@ -511,7 +524,7 @@ enum MHD_Result send_resp(struct req_ctx *rq)
 		if (cache && cache_fits(cache, rq, cors)) {
 			/* The connection's last answer again: only this
 			 * request's own headers change. */
-			per_request_headers(rq, cache->r, true);
+			cache_reuse(cache, rq);
 			ret = MHD_queue_response(rq->conn, (unsigned)rq->resp.status, cache->r);
 			rq->state = RQ_SENT;
 			return ret;
