@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "client_addr.h"
+#include "fmt.h"
 #include "http.h"
 #include "idempotency.h"
 #include "ratelimit.h"
@@ -158,11 +159,15 @@ enum MHD_Result answer_oom(struct http *h, struct MHD_Connection *conn);
  * its headers (3 mallocs each in libmicrohttpd 0.9.75). What decides the
  * other headers is kept beside it. Owned by the connection (http.c); the
  * response holds one reference of ours. */
-#define RESP_CACHE_BODY_MAX 256
-/* The per-request headers (response.c prh_names) and the longest value
- * one takes: a client's X-Request-Id. */
+#define RESP_CACHE_BODY_MAX 128
+/* The per-request headers (response.c prh_names), and the room each
+ * value takes where a kept answer keeps it: a client's X-Request-Id,
+ * traceparent without tracestate, "limit=N, remaining=N, reset=N", two
+ * numbers. Kept tight: an idle keep-alive connection holds one. */
 enum { PRH_ID, PRH_TRACEPARENT, PRH_RATELIMIT, PRH_REMAINING, PRH_RESET, PRH_N };
 #define PRH_VALUE_MAX (REQUEST_ID_MAX + 1)
+#define PRH_CAPS { REQUEST_ID_MAX + 1, TRACE_PARENT_LEN + 1, 3 * FMT_I64_LEN + 26, FMT_I64_LEN, FMT_I64_LEN }
+#define PRH_BYTES (REQUEST_ID_MAX + 1 + TRACE_PARENT_LEN + 1 + 5 * FMT_I64_LEN + 26)
 struct resp_cache {
 	struct MHD_Response *r;  /* NULL: none */
 	int status;
@@ -172,7 +177,7 @@ struct resp_cache {
 	int64_t rl_limit;        /* the reported decision's limit */
 	size_t body_len;
 	char body[RESP_CACHE_BODY_MAX];
-	char prh[PRH_N][PRH_VALUE_MAX]; /* the per-request header values r has */
+	char prh[PRH_BYTES];     /* the per-request header values r has, PRH_CAPS bytes each */
 };
 /* Drops c's response; c is empty (reusable) afterwards. */
 void resp_cache_release(struct resp_cache *c);

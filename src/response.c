@@ -417,6 +417,22 @@ static bool cache_fits(const struct resp_cache *c, const struct req_ctx *rq, enu
 	return true;
 }
 
+/* A kept value that was cut would no longer find its header to drop. */
+_Static_assert(3 * FMT_I64_LEN + 26 >= sizeof("limit=, remaining=, reset=") + 3 * (FMT_I64_LEN - 1),
+	       "PRH_CAPS: room for the longest RateLimit value");
+
+/* Where c keeps the value of per-request header i, and its room. */
+static char *prh_slot(struct resp_cache *c, unsigned i, size_t *cap)
+{
+	static const size_t caps[PRH_N] = PRH_CAPS;
+	size_t at = 0;
+
+	for (unsigned k = 0; k < i; k++)
+		at += caps[k];
+	*cap = caps[i];
+	return c->prh + at;
+}
+
 /* c's answer again, with rq's own headers: those whose value changed are
  * replaced (which moves them to the end; the order of different fields
  * carries no meaning, RFC 9110 section 5.3), found by the value c kept. */
@@ -426,14 +442,17 @@ static void cache_reuse(struct resp_cache *c, const struct req_ctx *rq)
 	unsigned n = per_request_values(rq, v);
 
 	for (unsigned i = 0; i < n; i++) {
-		if (!strcmp(c->prh[i], v[i]))
+		size_t cap;
+		char *kept = prh_slot(c, i, &cap);
+
+		if (!strcmp(kept, v[i]))
 			continue;
 		/* After a failed add c kept "": nothing to drop. */
-		MHD_del_response_header(c->r, prh_names[i], c->prh[i]);
+		MHD_del_response_header(c->r, prh_names[i], kept);
 		if (MHD_add_response_header(c->r, prh_names[i], v[i]) == MHD_YES)
-			memcpy(c->prh[i], v[i], strlen(v[i]) + 1);
+			fmt_str(kept, cap, v[i]); /* fits: PRH_CAPS */
 		else
-			c->prh[i][0] = '\0';
+			kept[0] = '\0';
 	}
 }
 
@@ -452,7 +471,17 @@ static void cache_keep(struct resp_cache *c, struct MHD_Response *r, const struc
 		c->rl_pol[i] = rq->rl_pol[i];
 	c->body_len = rq->resp.body.len;
 	memcpy(c->body, rq->resp.body.ptr, c->body_len);
-	per_request_values(rq, c->prh); /* what add_common_headers put on r */
+	{
+		char v[PRH_N][PRH_VALUE_MAX];
+		unsigned n = per_request_values(rq, v); /* what add_common_headers put on r */
+
+		for (unsigned i = 0; i < n; i++) {
+			size_t cap;
+			char *kept = prh_slot(c, i, &cap);
+
+			fmt_str(kept, cap, v[i]);
+		}
+	}
 }
 
 /* The answer when memory for the request's own answer could not be had: a
