@@ -384,6 +384,14 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s)
 struct conn_state {
 	struct reaper_conn *deadline;
 	struct resp_cache cache;
+	/* The http_requests and http_duration series of the connection's
+	 * last request, by its labels: the method label and the route are
+	 * constant strings (method_label, the route table), so pointers
+	 * compare them. Series live as long as the metrics (main.c frees
+	 * them after the daemon stops). */
+	const char *m_method, *m_route;
+	int m_status;
+	struct metric_series *m_count, *m_duration;
 };
 
 static struct conn_state *conn_state(struct MHD_Connection *conn)
@@ -596,25 +604,44 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
 	struct http *h = cls;
 	struct req_ctx *rq = *con_cls;
+	struct conn_state *cs;
+	struct metric_series *count, *duration;
+	const char *method, *route;
 	double secs;
 	int status;
 	char status_s[FMT_I64_LEN];
 
 	if (!rq || rq == (void *)&h->oom_marker)
 		return;
+	cs = conn_state(conn);
 	/* The connection may carry another request: a full timeout for it. */
-	reaper_arm(conn_deadline(conn));
+	reaper_arm(cs ? cs->deadline : NULL);
 	secs = elapsed_s(&rq->started);
 	status = rq->state == RQ_SENT ? rq->resp.status : 499; /* 499: the client went away */
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && rq->state != RQ_SENT)
 		status = 499;
-	fmt_i64(status_s, status);
-	{
-		const char *const lv[] = { method_label(rq->method), req_route(rq), status_s };
+	method = method_label(rq->method);
+	route = req_route(rq);
+	if (cs && cs->m_count && cs->m_method == method && cs->m_route == route && cs->m_status == status) {
+		/* As the last request on this connection: no lookups. */
+		count = cs->m_count;
+		duration = cs->m_duration;
+	} else {
+		const char *const lv[] = { method, route, status_s };
 
-		metrics_inc(h->app->m.http_requests, lv);
-		metrics_observe(h->app->m.http_duration, lv, secs);
+		fmt_i64(status_s, status); /* before the lookups read it through lv */
+		count = metric_series_get(h->app->m.http_requests, lv);
+		duration = metric_series_get(h->app->m.http_duration, lv);
+		if (cs && count && duration) {
+			cs->m_method = method;
+			cs->m_route = route;
+			cs->m_status = status;
+			cs->m_count = count;
+			cs->m_duration = duration;
+		}
 	}
+	metric_inc(count);
+	metric_observe(duration, secs);
 	log_request(rq, secs, status);
 	if (h->app->tracer)
 		trace_request(rq, status);
@@ -663,6 +690,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 		if (cs) {
 			cs->deadline = h->reaper && ci ? reaper_watch(h->reaper, ci->connect_fd) : NULL;
 			cs->cache.r = NULL;
+			cs->m_count = NULL;
 		}
 		*socket_context = cs;
 	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED && cs) {

@@ -1,5 +1,6 @@
 """SPEC sections 8 (health, metrics) and 11 (metrics, logs)."""
 
+import http.client
 import json
 import re
 import time
@@ -8,6 +9,7 @@ import pytest
 
 from conftest import (
     ADMIN_TOKEN,
+    _send,
     find_samples,
     new_wallet,
     parse_metrics,
@@ -182,3 +184,28 @@ def test_pii_in_paths_and_queries_never_reaches_logs(server):
     everything = srv.stdout() + srv.stderr()
     for leak in (b"306912345678", b"alice", b"7946", b"bob", b"447946095812"):
         assert leak not in everything, f"{leak!r} reached the logs"
+
+
+def test_keepalive_requests_are_counted_under_their_own_labels(server):
+    """A connection's requests reuse the series of the one before when the
+    labels match (http.c): each still lands under its own route and status."""
+    def count(route, status):
+        _, samples = _metrics_samples(server)
+        hits = find_samples(samples, "http_requests_total", route=route, method="GET", status=status)
+        return sum(float(s[2]) for s in hits)
+
+    before = {k: count(*k) for k in [("/healthz", "200"), ("/health/live", "200"),
+                                      ("/healthz", "429")]}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        for path in ["/healthz", "/healthz", "/health/live", "/healthz", "/health/live", "/healthz"]:
+            assert _send(conn, "GET", path, None, {}).status == 200
+    finally:
+        conn.close()
+    want = {("/healthz", "200"): 4, ("/health/live", "200"): 2, ("/healthz", "429"): 0}
+
+    def counted():
+        got = {k: count(*k) - before[k] for k in want}
+        return got if got == want else None
+
+    wait_until(counted, what="the keep-alive requests counted: %r" % want)
