@@ -61,3 +61,8 @@ void fmt_pad(char *out, uint64_t v, size_t width)
 		v /= 10;
 	}
 }
+
+void fmt_2(char out[2], unsigned v)
+{
+	memcpy(out, two_digits + v % 100 * 2, 2);
+}

@@ -25,5 +25,7 @@ size_t fmt_str(char *out, size_t size, const char *s);
 /* v as exactly width digits, zero-padded on the left (higher digits are
  * dropped), no NUL. */
 void fmt_pad(char *out, uint64_t v, size_t width);
+/* fmt_pad(out, v, 2) by a table lookup, for v < 100 (timestamps). */
+void fmt_2(char out[2], unsigned v);
 
 #endif

@@ -50,6 +50,17 @@ Test(fmt, integers_match_printf)
 	}
 }
 
+Test(fmt, two_digits_as_pad)
+{
+	char a[2], b[2];
+
+	for (unsigned v = 0; v < 100; v++) {
+		fmt_2(a, v);
+		fmt_pad(b, v, 2);
+		cr_assert_eq(memcmp(a, b, 2), 0, "%u", v);
+	}
+}
+
 Test(fmt, pad_keeps_the_width)
 {
 	char out[8] = "xxxxxxx";
