@@ -247,6 +247,8 @@ static void job_log(struct worker_pool *p, enum log_level lvl, const struct job 
 {
 	struct buf f = BUF_INIT(4096);
 
+	if (lvl < p->app->log.min)
+		return; /* "job completed" is debug: most jobs' line is never written */
 	log_field_int(&f, "job_id", j->id);
 	log_field_str(&f, "queue", j->queue);
 	log_field_str(&f, "kind", j->kind);
