@@ -1,5 +1,6 @@
 /* Unit tests for hex.c: the one hex codec. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "hex.h"
@@ -40,6 +41,12 @@ Test(hex, decode_round_trip_and_either_case)
 	for (int i = 0; i < 256; i++)
 		raw[i] = (unsigned char)i;
 	hex_encode(raw, sizeof(raw), text);
+	for (int i = 0; i < 256; i++) {
+		char want[3];
+
+		snprintf(want, sizeof(want), "%02x", i);
+		cr_assert_eq(memcmp(text + 2 * i, want, 2), 0, "byte %d", i);
+	}
 	cr_assert(hex_decode(text, 512, back, sizeof(back)));
 	cr_assert_eq(memcmp(raw, back, sizeof(raw)), 0);
 	cr_assert(hex_decode("DeadBEEF", 8, back, 4));
