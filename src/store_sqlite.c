@@ -172,6 +172,13 @@ static void conn_close(struct sqlite_conn *c)
 
 /* ---- tx ops ---- */
 
+/* Binds every parameter of st, each time: a statement's values are never
+ * carried over from its previous run. Text is bound SQLITE_STATIC, not
+ * copied: params outlive the statement's run (sqlite_exec steps and resets
+ * it before it returns), and a stale pointer left bound after the reset is
+ * never read, because the next run binds every parameter again before it
+ * steps. (Copying each text value, then clearing the bindings, cost ~1,000
+ * instructions a value: ~10k a keyed register.) */
 static enum st_rc bind_params(sqlite3_stmt *st, int n, const struct st_val *params)
 {
 	int count = sqlite3_bind_parameter_count(st);
@@ -182,16 +189,20 @@ static enum st_rc bind_params(sqlite3_stmt *st, int n, const struct st_val *para
 		const struct st_val *v;
 		int rc;
 
-		/* Parameters are "$k": bound by their number, whatever the order. */
+		/* Parameters are "$k": bound by their number, whatever the order.
+		 * One digit without strtol: nearly all of them. */
 		if (!name || name[0] != '$')
 			return ST_INTERNAL;
-		k = strtol(name + 1, NULL, 10);
+		if (name[1] >= '1' && name[1] <= '9' && !name[2])
+			k = name[1] - '0';
+		else
+			k = strtol(name + 1, NULL, 10);
 		if (k < 1 || k > n)
 			return ST_INTERNAL;
 		v = &params[k - 1];
 		switch (v->type) {
 		case SV_INT: rc = sqlite3_bind_int64(st, i, v->i); break;
-		case SV_TEXT: rc = sqlite3_bind_text64(st, i, v->s, v->len, SQLITE_TRANSIENT, SQLITE_UTF8); break;
+		case SV_TEXT: rc = sqlite3_bind_text64(st, i, v->s, v->len, SQLITE_STATIC, SQLITE_UTF8); break;
 		default: rc = sqlite3_bind_null(st, i); break;
 		}
 		if (rc != SQLITE_OK)
@@ -286,7 +297,6 @@ static enum st_rc sqlite_exec(struct tx *tx, const char *sql, int n, const struc
 out:
 	rows_free(rows);
 	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
 	return ret;
 }
 
