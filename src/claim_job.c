@@ -2,7 +2,8 @@
  *
  * The rail is asked on the worker thread, outside any transaction (a real
  * rail does network I/O); only the verdict's effect runs in a write unit,
- * together with the job's completion (job_commit), so it applies at most
+ * together with the job's completion (job_commit_later: in the worker's
+ * batch unit, under the job's own savepoint), so it applies at most
  * once even if the job is retried or its lease stolen. The effect re-reads
  * the intent inside the unit and does nothing when it already left
  * SUBMITTED/CONFIRMED (a duplicate job, an operator's failure): the intent
@@ -11,6 +12,7 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
@@ -142,11 +144,37 @@ static bool payload_intent_id(const char *payload, char out[LEDGER_ID_MAX + 1])
 	return ok;
 }
 
+/* A verdict's effect handed to the worker (job_commit_later): the effect
+ * and what its after step needs, owned by claim_after. */
+struct claim_later {
+	struct claim_effect e;
+	char intent_id[LEDGER_ID_MAX + 1];
+};
+
+/* After the verdict's unit: what job_commit answered for effect_unit. */
+static enum st_rc claim_after(struct job_ctx *ctx, void *arg, enum st_rc rc)
+{
+	struct claim_later *l = arg;
+	struct settled *app = ctx->app;
+
+	if (rc == ST_OK && l->e.applied) {
+		if (l->e.confirmed)
+			intent_count(app->m.intents, INTENT_CONFIRMED, 1);
+		intent_observe(app->m.intents, app->m.settlement_duration, &l->e.it);
+	} else if (rc && !ctx->lost) {
+		rc = job_failf(ctx, rc, "cannot %s intent %s: %s", l->e.settle ? "settle" : "fail",
+			       l->intent_id, st_rc_str(rc));
+	}
+	free(l);
+	return rc;
+}
+
 enum st_rc claim_confirm_job(struct job_ctx *ctx)
 {
 	struct settled *app = ctx->app;
 	char intent_id[LEDGER_ID_MAX + 1];
 	struct claim_effect e = { .intent_id = intent_id, .settle = true };
+	struct claim_later *l;
 	struct buf why = BUF_INIT(512);
 	struct rail_tx rt;
 	enum rail_result verdict;
@@ -219,17 +247,13 @@ enum st_rc claim_confirm_job(struct job_ctx *ctx)
 	}
 	buf_release(&why);
 
-	rc = job_commit(ctx, effect_unit, &e);
-	if (rc) {
-		if (ctx->lost)
-			return rc;
-		return job_failf(ctx, rc, "cannot %s intent %s: %s", e.settle ? "settle" : "fail",
-				 intent_id, st_rc_str(rc));
-	}
-	if (e.applied) {
-		if (e.confirmed)
-			intent_count(app->m.intents, INTENT_CONFIRMED, 1);
-		intent_observe(app->m.intents, app->m.settlement_duration, &e.it);
-	}
-	return ST_OK;
+	/* The verdict's effect goes in the worker's batch unit (one commit
+	 * for many claims, on SQLite); claim_after runs once it is decided. */
+	l = malloc(sizeof(*l));
+	if (!l)
+		return job_failf(ctx, ST_NOMEM, "out of memory");
+	l->e = e;
+	memcpy(l->intent_id, intent_id, sizeof(l->intent_id));
+	l->e.intent_id = l->intent_id;
+	return job_commit_later(ctx, effect_unit, l, claim_after);
 }
