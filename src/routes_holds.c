@@ -374,12 +374,14 @@ enum st_rc route_hold_get(struct req_ctx *rq)
 	if (!r.id || strlen(r.id) > LEDGER_ID_MAX)
 		return req_error(rq, ERR_HOLD_NOT_FOUND, NULL);
 	rc = store_read(req_app(rq)->store, read_unit, &r);
+	if (rc)
+		json_decref(r.body);
 	if (rc == ST_NOT_FOUND)
 		return req_error(rq, ERR_HOLD_NOT_FOUND, NULL);
-	if (rc) {
-		json_decref(r.body);
-		return rc;
-	}
+	if (rc == ST_NOMEM)
+		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
+	if (rc)
+		return req_error(rq, ERR_STORE_READ, NULL);
 	return req_ok(rq, r.body);
 }
 
@@ -443,9 +445,11 @@ enum st_rc route_hold_list(struct req_ctx *rq)
 	if (limit && reqcheck_limit(rq, limit, HOLD_PAGE_MAX, &r.limit))
 		return ST_OK;
 	rc = store_read(req_app(rq)->store, list_unit, &r);
-	if (rc) {
+	if (rc)
 		json_decref(r.body);
-		return rc;
-	}
+	if (rc == ST_NOMEM)
+		return req_error(rq, ERR_OUT_OF_MEMORY, NULL);
+	if (rc)
+		return req_error(rq, ERR_STORE_READ, NULL);
 	return req_ok(rq, r.body);
 }

@@ -49,6 +49,10 @@ def test_postgres_down_gives_503_then_recovers(server):
                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert_error(r, 503, "store_unavailable")
         assert time.monotonic() - t0 < 5
+        # Every read route says so alike, the holds' too.
+        for path in ("/api/v2/holds/hold_0000000000000000", "/api/v2/holds"):
+            r = server.get(path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            assert_error(r, 503, "store_unavailable")
         assert server.running
     finally:
         pgctl("start")
