@@ -181,7 +181,6 @@ static enum st_rc create_intent(struct tx *tx, const char *kind, const char *wal
 				int64_t hold_timeout_ms, const char *actor, struct intent *out,
 				struct ledger_hold *hold)
 {
-	struct account a;
 	struct ledger_hold h;
 	struct intent it;
 	int64_t now = tx_now_ms(tx), expires = 0;
@@ -189,24 +188,16 @@ static enum st_rc create_intent(struct tx *tx, const char *kind, const char *wal
 
 	if (amount <= 0)
 		return ST_INVALID;
-	rc = account_by_wallet(tx, wallet, &a);
-	if (rc)
-		return rc;
 	memset(&it, 0, sizeof(it));
 	tx_new_id(tx, "int_", it.id);
 	if (hold_timeout_ms > 0 && __builtin_add_overflow(now, hold_timeout_ms, &expires))
 		expires = INT64_MAX;
-	/* The wallet's row as just read: ledger_hold_open need not read it
-	 * again. */
-	rc = ledger_hold_open(tx,
-			      &(struct ledger_hold_spec){ .account_id = a.id, .amount = amount,
-							  .expires_at = expires, .intent_id = it.id,
-							  .account = &a },
-			      &h);
+	/* The wallet's account found and reserved on in one statement. */
+	rc = ledger_hold_create_on_wallet(tx, wallet, amount, expires, it.id, &h);
 	if (rc)
 		return rc;
 	fmt_str(it.kind, sizeof(it.kind), kind);
-	fmt_str(it.wallet, sizeof(it.wallet), a.wallet);
+	fmt_str(it.wallet, sizeof(it.wallet), wallet);
 	fmt_str(it.hold_id, sizeof(it.hold_id), h.id);
 	it.amount = amount;
 	it.status = INTENT_PENDING;
