@@ -28,15 +28,10 @@ enum st_rc claim_job_payload(const char *intent_id, char out[CLAIM_JOB_PAYLOAD_M
 {
 	struct buf b = BUF_INIT(CLAIM_JOB_PAYLOAD_MAX - 1);
 	struct json_writer w;
-	enum st_rc rc;
 
 	jw_begin(&w, &b);
 	jw_str(&w, "intent_id", intent_id);
-	rc = jw_end(&w);
-	if (!rc)
-		memcpy(out, b.ptr, b.len + 1);
-	buf_release(&b);
-	return rc;
+	return jw_end_copy(&w, out);
 }
 
 enum st_rc claim_job_enqueue(struct tx *tx, const struct settled *app, const char *intent_id,

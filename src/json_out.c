@@ -438,3 +438,13 @@ enum st_rc jw_end(struct json_writer *w)
 	}
 	return w->rc;
 }
+
+enum st_rc jw_end_copy(struct json_writer *w, char *out)
+{
+	enum st_rc rc = jw_end(w);
+
+	if (!rc)
+		memcpy(out, w->out->ptr, w->out->len + 1);
+	buf_release(w->out);
+	return rc;
+}

@@ -100,5 +100,9 @@ void jw_array(struct json_writer *w, const char *key);  /* opens "key":[ */
 void jw_close(struct json_writer *w);                   /* closes the innermost */
 void jw_fail(struct json_writer *w, enum st_rc rc);     /* a caller's error: jw_end returns it */
 enum st_rc jw_end(struct json_writer *w);              /* the final '}' */
+/* jw_end for a writer begun on an empty buf of the caller's (a job
+ * payload's): on success the text and its NUL are copied into out, which
+ * holds the buf's max + 1 bytes; the buf is released either way. */
+enum st_rc jw_end_copy(struct json_writer *w, char *out);
 
 #endif

@@ -78,18 +78,13 @@ static enum st_rc payload_of(const char *batch_id, int64_t idx, const char *inte
 {
 	struct buf b = BUF_INIT(PAYLOAD_MAX - 1);
 	struct json_writer w;
-	enum st_rc rc;
 
 	jw_begin(&w, &b);
 	jw_str(&w, "batch_id", batch_id);
 	jw_i64(&w, "idx", idx);
 	if (intent_id)
 		jw_str(&w, "intent_id", intent_id);
-	rc = jw_end(&w);
-	if (!rc)
-		memcpy(out, b.ptr, b.len + 1);
-	buf_release(&b);
-	return rc;
+	return jw_end_copy(&w, out);
 }
 
 enum st_rc payout_job_enqueue_batch(struct tx *tx, const struct settled *app, const char *batch_id,

@@ -66,6 +66,30 @@ static bool claim_refuse_over_max(struct req_ctx *rq, int64_t amount)
 	return true;
 }
 
+/* The input both claim routes take: wallet, amount and (for
+ * /api/v2/claims, tx_hash non-NULL) tx_hash, checked in that order, then
+ * the configured maximum. True when it has answered the request (an
+ * error); the route then returns ST_OK. */
+static bool claim_parse(struct req_ctx *rq, char wallet[WALLET_LEN + 1], int64_t *amount,
+			char *tx_hash)
+{
+	json_t *body = req_json(rq);
+	enum err_id e;
+
+	/* Amounts are JSON strings of base units (SPEC section 3): a JSON
+	 * number is refused like any other malformed amount. */
+	if (input_wallet(json_object_get(body, "wallet"), wallet))
+		e = ERR_INVALID_WALLET;
+	else if (input_amount(json_object_get(body, "amount"), amount))
+		e = ERR_INVALID_AMOUNT;
+	else if (tx_hash && input_tx_hash(json_object_get(body, "tx_hash"), tx_hash))
+		e = ERR_INVALID_TX_HASH;
+	else
+		return claim_refuse_over_max(rq, *amount);
+	req_error(rq, e, NULL);
+	return true;
+}
+
 /* Turns intent_claim_create's error rc into the unit's answer: 404
  * unknown_wallet, 422 insufficient_funds naming the wallet's account;
  * other codes pass through. */
@@ -127,20 +151,11 @@ static enum st_rc prepare_unit(struct tx *tx, void *arg, struct resp *resp)
 enum st_rc route_claim_prepare(struct req_ctx *rq)
 {
 	struct settled *app = req_app(rq);
-	json_t *body = req_json(rq);
-	json_t *w = json_object_get(body, "wallet");
-	json_t *a = json_object_get(body, "amount");
 	struct prepare_req *r = req_alloc(rq, sizeof(*r));
 
 	if (!r)
 		return ST_NOMEM;
-	if (input_wallet(w, r->wallet))
-		return req_error(rq, ERR_INVALID_WALLET, NULL);
-	/* Amounts are JSON strings of base units (SPEC section 3): a JSON
-	 * number is refused like any other malformed amount. */
-	if (input_amount(a, &r->amount))
-		return req_error(rq, ERR_INVALID_AMOUNT, NULL);
-	if (claim_refuse_over_max(rq, r->amount))
+	if (claim_parse(rq, r->wallet, &r->amount, NULL))
 		return ST_OK;
 	r->hold_timeout_ms = app->cfg->hold_timeout_ms;
 	r->m = &app->m;
@@ -271,21 +286,11 @@ static enum st_rc v2_claim_unit(struct tx *tx, void *arg, struct resp *resp)
 
 enum st_rc route_v2_claim(struct req_ctx *rq)
 {
-	json_t *body = req_json(rq);
-	json_t *w = json_object_get(body, "wallet");
-	json_t *a = json_object_get(body, "amount");
-	json_t *h = json_object_get(body, "tx_hash");
 	struct v2_claim_req *r = req_alloc(rq, sizeof(*r));
 
 	if (!r)
 		return ST_NOMEM;
-	if (input_wallet(w, r->wallet))
-		return req_error(rq, ERR_INVALID_WALLET, NULL);
-	if (input_amount(a, &r->amount))
-		return req_error(rq, ERR_INVALID_AMOUNT, NULL);
-	if (input_tx_hash(h, r->tx_hash))
-		return req_error(rq, ERR_INVALID_TX_HASH, NULL);
-	if (claim_refuse_over_max(rq, r->amount))
+	if (claim_parse(rq, r->wallet, &r->amount, r->tx_hash))
 		return ST_OK;
 	r->app = req_app(rq);
 	snprintf(r->client_id, sizeof(r->client_id), "%s", req_client_id(rq));

@@ -368,3 +368,23 @@ Test(json_out, text_is_json_dumps_compact)
 	json_decref(v);
 	cr_assert_null(json_out_text(NULL));
 }
+
+Test(json_writer, end_copy_fills_a_fixed_array_or_leaves_it)
+{
+	struct buf b = BUF_INIT(16);
+	struct json_writer w;
+	char out[17] = "untouched";
+
+	jw_begin(&w, &b);
+	jw_str(&w, "a", "bc");
+	cr_assert_eq(jw_end_copy(&w, out), ST_OK);
+	cr_assert_str_eq(out, "{\"a\":\"bc\"}");
+	cr_assert_eq(b.len, 0, "the buf is released");
+
+	snprintf(out, sizeof(out), "untouched");
+	jw_begin(&w, &b);
+	jw_str(&w, "a", "longer than sixteen bytes");
+	cr_assert_eq(jw_end_copy(&w, out), ST_TOO_LARGE);
+	cr_assert_str_eq(out, "untouched");
+	cr_assert_eq(b.len, 0);
+}
