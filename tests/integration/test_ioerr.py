@@ -102,8 +102,11 @@ class Load:
         assert not self.errors, self.errors[:3]
 
 
-@pytest.mark.parametrize("mode", ["write", "torn", "fsync"])
-def test_io_errors_refuse_writes_keep_reads_and_recover(start_server, tmp_path, mode):
+def start_with_load(start_server, tmp_path, mode):
+    """A server whose storage fails as mode says once its control file
+    exists, under a Load of registrations and transfers that has seen 20
+    writes land and then 20 refused. Returns (server, ctl, load, target,
+    treasury0); the caller stops the load (load.finish) and removes ctl."""
     ctl = tmp_path / "ioerr"
     server = start_server(env={"SETTLED_FAULTSIM_IOERR_FILE": str(ctl),
                                "RL_REGISTER_PER_HOUR": "0", "RL_REGISTER_PER_DAY_WALLET": "0"})
@@ -118,7 +121,49 @@ def test_io_errors_refuse_writes_keep_reads_and_recover(start_server, tmp_path, 
         wait_until(lambda: load.count(201) >= 20, timeout=30, what="writes before the fault")
         ctl.write_text(mode + "\n")
         wait_until(lambda: load.refused() >= 20, timeout=30, what="writes refused by I/O errors")
+    except BaseException:
+        load.finish()
+        if ctl.exists():
+            ctl.unlink()
+        raise
+    return server, ctl, load, target, treasury0
 
+
+def split_answers(load):
+    """(acked, refused) as (kind, key, wallet); every refused write was a
+    clean 503 store_unavailable, never a 500."""
+    acked = [(k, key, w) for k, key, w, r in load.done if r.status == 201]
+    refused = [(k, key, w) for k, key, w, r in load.done if r.status != 201]
+    for *_, r in load.done:
+        if r.status != 201:
+            assert_error(r, 503, "store_unavailable")
+    return acked, refused
+
+
+def assert_retries_land_once(server, load, target, treasury0, acked, refused, replays):
+    """The refused writes, retried with their keys, answer 201 with an
+    X-Idempotency in replays; then every write is there exactly once, the
+    balances add up and reconciliation is clean."""
+    for k, key, w in refused:
+        r = load.send(k, key, w)
+        assert r.status == 201, r
+        assert r.header("X-Idempotency") in replays, r
+    for k, key, w in acked + refused:
+        if k == "register":
+            r = server.get(f"/api/v2/accounts/{w}", headers=ADMIN)
+            assert r.status == 200, (w, r)
+    transfers = sum(1 for k, *_ in acked + refused if k == "transfer")
+    assert balance(server, target) == transfers
+    assert balance(server, "treasury") == treasury0 - transfers
+    r = server.post("/api/admin/reconciliation", headers=ADMIN, key=new_key("rec"))
+    assert r.status in (200, 201), r
+    assert r.json["ok"] is True, r.json
+
+
+@pytest.mark.parametrize("mode", ["write", "torn", "fsync"])
+def test_io_errors_refuse_writes_keep_reads_and_recover(start_server, tmp_path, mode):
+    server, ctl, load, target, treasury0 = start_with_load(start_server, tmp_path, mode)
+    try:
         # While writes fail: reads and liveness work, readiness names the
         # store, the metric counts the failing batches.
         assert server.get("/health/live").status == 200
@@ -143,35 +188,15 @@ def test_io_errors_refuse_writes_keep_reads_and_recover(start_server, tmp_path, 
     wait_until(lambda: server.get("/health/ready").status == 200, timeout=15,
                what="readiness once writes commit again")
 
-    acked = [(k, key, w) for k, key, w, r in load.done if r.status == 201]
-    refused = [(k, key, w) for k, key, w, r in load.done if r.status != 201]
+    acked, refused = split_answers(load)
     assert refused, "no write was refused"
-    # A refused write is a clean 503 store_unavailable, never a 500.
-    for k, key, w, r in load.done:
-        if r.status != 201:
-            assert_error(r, 503, "store_unavailable")
-
     # A refused registration left nothing behind.
     for k, key, w in refused:
         if k == "register":
             r = server.get(f"/api/v2/accounts/{w}", headers=ADMIN)
             assert r.status == 404, (w, r)
     # The refused writes, retried with their keys, run afresh and land once.
-    for k, key, w in refused:
-        r = load.send(k, key, w)
-        assert r.status == 201, r
-        assert r.header("X-Idempotency") == "MISS", r
-    # Every acknowledged write is there, exactly once.
-    for k, key, w in acked + refused:
-        if k == "register":
-            r = server.get(f"/api/v2/accounts/{w}", headers=ADMIN)
-            assert r.status == 200, (w, r)
-    transfers = sum(1 for k, *_ in acked + refused if k == "transfer")
-    assert balance(server, target) == transfers
-    assert balance(server, "treasury") == treasury0 - transfers
-    r = server.post("/api/admin/reconciliation", headers=ADMIN, key=new_key("rec"))
-    assert r.status in (200, 201), r
-    assert r.json["ok"] is True, r.json
+    assert_retries_land_once(server, load, target, treasury0, acked, refused, ("MISS",))
 
 
 @pytest.mark.parametrize("mode", ["write", "torn", "fsync"])
@@ -186,41 +211,11 @@ def test_a_crash_while_io_errors_leaves_no_write_half_there(start_server, tmp_pa
     retried with its key, either replays the answer recorded with its
     effect (HIT) or runs afresh (MISS): 201 either way, and its effect is
     there exactly once; none is there in part."""
-    ctl = tmp_path / "ioerr"
-    server = start_server(env={"SETTLED_FAULTSIM_IOERR_FILE": str(ctl),
-                               "RL_REGISTER_PER_HOUR": "0", "RL_REGISTER_PER_DAY_WALLET": "0"})
-    target = new_wallet()
-    assert server.register(target).status == 201
-    treasury0 = balance(server, "treasury")
-
-    load = Load(server, target)
-    load.start()
-    try:
-        wait_until(lambda: load.count(201) >= 20, timeout=30, what="writes before the fault")
-        ctl.write_text(mode + "\n")
-        wait_until(lambda: load.refused() >= 20, timeout=30, what="writes refused by I/O errors")
-    finally:
-        load.finish()
+    server, ctl, load, target, treasury0 = start_with_load(start_server, tmp_path, mode)
+    load.finish()
     server.kill()
     ctl.unlink()
     server.start()
 
-    acked = [(k, key, w) for k, key, w, r in load.done if r.status == 201]
-    refused = [(k, key, w) for k, key, w, r in load.done if r.status != 201]
-    for *_, r in load.done:
-        if r.status != 201:
-            assert_error(r, 503, "store_unavailable")
-    for k, key, w in refused:
-        r = load.send(k, key, w)
-        assert r.status == 201, r
-        assert r.header("X-Idempotency") in ("HIT", "MISS"), r
-    for k, key, w in acked + refused:
-        if k == "register":
-            r = server.get(f"/api/v2/accounts/{w}", headers=ADMIN)
-            assert r.status == 200, (w, r)
-    transfers = sum(1 for k, *_ in acked + refused if k == "transfer")
-    assert balance(server, target) == transfers
-    assert balance(server, "treasury") == treasury0 - transfers
-    r = server.post("/api/admin/reconciliation", headers=ADMIN, key=new_key("rec"))
-    assert r.status in (200, 201), r
-    assert r.json["ok"] is True, r.json
+    acked, refused = split_answers(load)
+    assert_retries_land_once(server, load, target, treasury0, acked, refused, ("HIT", "MISS"))
