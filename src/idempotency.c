@@ -383,6 +383,38 @@ static bool cache_live(const struct cached *c, int64_t now_ms)
 	return now_ms < c->expires_at - IDEM_CACHE_SKEW_MS;
 }
 
+/* cache_find, dropping an entry that is no longer live: the store decides
+ * from then on. The caller holds sh->mu. */
+static struct cached *cache_find_live(struct cache_shard *sh, uint32_t h, const char *scope,
+				      const char *key, int64_t now_ms)
+{
+	struct cached *c = cache_find(sh, h, scope, key);
+
+	if (c && !cache_live(c, now_ms)) {
+		cache_drop(sh, c);
+		c = NULL;
+	}
+	return c;
+}
+
+/* Copies c's answer into out, under the shard's lock: the entry may be
+ * evicted right after it is released. false when short of memory (what was
+ * copied stays in out for idem_record_release). */
+static bool cache_copy_out(const struct cached *c, struct idem_record *out)
+{
+	out->body = malloc(c->body_len + 1);
+	out->location = c->location ? strdup(c->location) : NULL;
+	if (!out->body || (c->location && !out->location))
+		return false;
+	memcpy(out->body, c->body, c->body_len);
+	out->body[c->body_len] = '\0';
+	out->body_len = c->body_len;
+	out->status = c->status;
+	out->expires_at = c->expires_at;
+	memcpy(out->fingerprint, c->fingerprint, sizeof(out->fingerprint));
+	return true;
+}
+
 enum st_rc idem_cache_get(struct idem *ix, const char *scope, const char *key,
 			  const char *fingerprint, int64_t now_ms, struct idem_record *out)
 {
@@ -395,26 +427,11 @@ enum st_rc idem_cache_get(struct idem *ix, const char *scope, const char *key,
 	if (!ix->cache_max_n)
 		return ST_NOT_FOUND;
 	pthread_mutex_lock(&sh->mu);
-	c = cache_find(sh, h, scope, key);
-	if (c && !cache_live(c, now_ms)) {
-		cache_drop(sh, c); /* expired: the store decides from now on */
-		c = NULL;
-	}
-	if (c) {
-		/* Copied under the lock: the entry may be evicted right after. */
-		out->body = malloc(c->body_len + 1);
-		out->location = c->location ? strdup(c->location) : NULL;
-		if (out->body && (!c->location || out->location)) {
-			memcpy(out->body, c->body, c->body_len);
-			out->body[c->body_len] = '\0';
-			out->body_len = c->body_len;
-			out->status = c->status;
-			out->expires_at = c->expires_at;
-			memcpy(out->fingerprint, c->fingerprint, sizeof(out->fingerprint));
-			out->same_fingerprint = !strcmp(c->fingerprint, fingerprint);
-			rc = ST_OK;
-			lru_touch(sh, c); /* most recently used first */
-		}
+	c = cache_find_live(sh, h, scope, key, now_ms);
+	if (c && cache_copy_out(c, out)) {
+		out->same_fingerprint = !strcmp(c->fingerprint, fingerprint);
+		rc = ST_OK;
+		lru_touch(sh, c); /* most recently used first */
 	}
 	pthread_mutex_unlock(&sh->mu);
 	if (rc != ST_OK)
@@ -523,29 +540,15 @@ enum st_rc idem_cache_replay(struct idem *ix, const char *scope, const char *key
 	if (!ix->cache_max_n)
 		return ST_NOT_FOUND;
 	pthread_mutex_lock(&sh->mu);
-	c = cache_find(sh, h, scope, key);
-	if (c && !cache_live(c, now_ms)) {
-		cache_drop(sh, c);
-		c = NULL;
-	}
+	c = cache_find_live(sh, h, scope, key, now_ms);
 	/* The same bytes as a body with the stored fingerprint: the same
 	 * fingerprint, without hashing. Anything else takes the long way. */
 	if (c && c->memo && c->memo_body_len == body_len && !memcmp(c->memo, body, body_len) &&
-	    (lr = strlen(c->memo + body_len + 1)) <= IDEM_RL_KEY_MAX) {
-		out->body = malloc(c->body_len + 1);
-		out->location = c->location ? strdup(c->location) : NULL;
-		if (out->body && (!c->location || out->location)) {
-			memcpy(out->body, c->body, c->body_len);
-			out->body[c->body_len] = '\0';
-			out->body_len = c->body_len;
-			out->status = c->status;
-			out->expires_at = c->expires_at;
-			memcpy(out->fingerprint, c->fingerprint, sizeof(out->fingerprint));
-			out->same_fingerprint = true;
-			memcpy(rl_key, c->memo + body_len + 1, lr + 1);
-			rc = ST_OK;
-			lru_touch(sh, c);
-		}
+	    (lr = strlen(c->memo + body_len + 1)) <= IDEM_RL_KEY_MAX && cache_copy_out(c, out)) {
+		out->same_fingerprint = true;
+		memcpy(rl_key, c->memo + body_len + 1, lr + 1);
+		rc = ST_OK;
+		lru_touch(sh, c);
 	}
 	pthread_mutex_unlock(&sh->mu);
 	if (rc != ST_OK)

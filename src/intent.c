@@ -249,17 +249,25 @@ static void set_out(struct intent *out, const struct intent *it)
 		*out = *it;
 }
 
+/* Reads intent id, which must be PENDING: ST_CONFLICT otherwise. */
+static enum st_rc get_pending(struct tx *tx, const char *id, struct intent *it)
+{
+	enum st_rc rc = intent_get(tx, id, it);
+
+	if (rc)
+		return rc;
+	return it->status == INTENT_PENDING ? ST_OK : ST_CONFLICT;
+}
+
 enum st_rc intent_record(struct tx *tx, const char *id, const char *tx_hash, const char *actor,
 			 struct intent *out)
 {
 	struct transition_extra x = { .tx_hash = tx_hash };
 	struct intent it;
-	enum st_rc rc = intent_get(tx, id, &it);
+	enum st_rc rc = get_pending(tx, id, &it);
 
 	if (rc)
 		return rc;
-	if (it.status != INTENT_PENDING)
-		return ST_CONFLICT;
 	/* The chain has the transaction now: the hold must outlive the
 	 * confirmation, however slow; the stuck sweeper bounds it instead.
 	 * First, so that a hold whose time is up refuses the record before
@@ -377,12 +385,10 @@ enum st_rc intent_expire_due(struct tx *tx, const char *id, const char *actor, s
 {
 	struct ledger_hold h;
 	struct intent it;
-	enum st_rc rc = intent_get(tx, id, &it);
+	enum st_rc rc = get_pending(tx, id, &it);
 
 	if (rc)
 		return rc;
-	if (it.status != INTENT_PENDING)
-		return ST_CONFLICT;
 	rc = ledger_hold_get(tx, it.hold_id, &h);
 	if (rc)
 		return rc;
