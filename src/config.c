@@ -116,6 +116,17 @@ static const struct opt opts[] = {
 	{ "SETTLED_REDIS_PREFIX", "--redis-prefix", OPT_STR, 0, FIELD(redis_prefix), 0, 0, 0, 0,
 	  check_redis_prefix, "settled:rl:", "PREFIX",
 	  "prefix of the rate-limit keys in Redis (deployments sharing one Redis)" },
+	{ "SETTLED_PG_WRITE_CONNS", "--pg-write-conns", OPT_UINT, 0, FIELD(pg_write_conns), 0, 0,
+	  1, 64, NULL, "8", "N",
+	  "PostgreSQL: write connections, one writer thread each (ignored in embedded mode)" },
+	{ "SETTLED_PG_BATCH_MAX", "--pg-batch-max", OPT_UINT, 0, FIELD(pg_batch_max), 0, 0, 1,
+	  1024, NULL, "128", "N",
+	  "PostgreSQL: most write units one writer commits together; 1 = no group commit "
+	  "(ignored in embedded mode)" },
+	{ "SETTLED_PG_LOCK_TIMEOUT", "--pg-lock-timeout", OPT_DURATION, 0,
+	  FIELD(pg_lock_timeout_ms), 0, 0, 1, 10 * SEC, NULL, "10ms", "DURATION",
+	  "PostgreSQL: how long a unit in a group commit waits for a row lock before it is run "
+	  "again alone (ignored in embedded mode)" },
 
 	/* auth and secrets */
 	{ "SETTLED_ADMIN_TOKEN", "--admin-token", OPT_STR, OPT_SECRET, FIELD(admin_token), 0, 0,

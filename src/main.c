@@ -225,7 +225,8 @@ static int serve(struct settled *app, const sigset_t *sigs)
 {
 	const struct config *cfg = app->cfg;
 	struct store_options so = { .sqlite_path = cfg->db_path, .database_url = cfg->database_url, .log = &app->log,
-				   .rand = &app->rand };
+				   .rand = &app->rand, .write_conns = cfg->pg_write_conns,
+				   .batch_max = cfg->pg_batch_max, .lock_timeout_ms = cfg->pg_lock_timeout_ms };
 	struct buf err = BUF_INIT(1024), desc = BUF_INIT(16384);
 	struct bootstrap boot = { .treasury_funding = cfg->treasury_funding };
 	int exit_code = 1;

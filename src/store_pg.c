@@ -1,10 +1,12 @@
 /* store_pg.c — the scale-out backend: PostgreSQL through libpq.
  *
- * Writes: a pool of N connections (store_options.write_conns, default 8),
+ * Writes: a pool of N connections (store_options.write_conns, default 8;
+ * SETTLED_PG_WRITE_CONNS),
  * each owned by one worker thread. Workers take write units from one shared
  * FIFO. A worker that finds one unit queued runs it as its own transaction
  * (BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE ... COMMIT); one that
- * finds several takes them all (up to PG_BATCH_MAX) into one transaction,
+ * finds several takes them all (up to store_options.batch_max, default 128;
+ * SETTLED_PG_BATCH_MAX; 1 = never) into one transaction,
  * each under its own savepoint, and commits once (group commit, as the
  * SQLite backend does): one COMMIT round trip and one WAL flush for the
  * batch instead of one each. A unit that fails rolls back to its savepoint
@@ -125,14 +127,14 @@
 #define PG_PING_TIMEOUT_MS 2000
 #define PG_MIGRATION_LOCK "7310427712" /* pg_advisory_xact_lock key: "settled" */
 #define PG_BOOLOID 16
-#define PG_BATCH_MAX 128            /* units a writer takes into one transaction */
+#define PG_BATCH_MAX_DEFAULT 128    /* units a writer takes into one transaction */
 /* How long a unit in a batch waits for a row lock another transaction
  * holds before it is rolled back to its savepoint and run again alone after
  * its batch: a batch holds every unit's locks until its COMMIT, so waiting
  * batches would queue behind one another (and deadlock, found only after
  * PostgreSQL's deadlock_timeout, 1 s). A unit alone waits as long as it
- * takes. */
-#define PG_BATCH_LOCK_TIMEOUT "'10ms'"
+ * takes. store_options.lock_timeout_ms (SETTLED_PG_LOCK_TIMEOUT) sets it. */
+#define PG_BATCH_LOCK_TIMEOUT_DEFAULT_MS 10
 #define PG_PENDING_MAX 16           /* BEGIN and savepoints held back; more are flushed */
 
 struct pg_store;
@@ -213,6 +215,8 @@ struct pg_store {
 
 	struct pg_worker *workers;
 	unsigned nworkers;
+	unsigned batch_max;        /* units a worker takes into one transaction; 1 = no batches */
+	int64_t lock_timeout_ms;   /* a batched unit's lock_timeout */
 	struct unit_queue queue;   /* store_submit's units, for the workers */
 	atomic_uint healthy;       /* writer connections up */
 	_Atomic int64_t up_at_ms;  /* monotonic time of the last successful connect */
@@ -503,7 +507,9 @@ static const char *pending_sql(const struct pg_tx *t, const struct pg_pending *p
 	case PEND_XID:
 		return "SELECT pg_current_xact_id(), pg_postmaster_start_time()";
 	case PEND_LOCK_TIMEOUT:
-		return "SET LOCAL lock_timeout = " PG_BATCH_LOCK_TIMEOUT;
+		/* A bare number is milliseconds to lock_timeout. */
+		snprintf(buf, size, "SET LOCAL lock_timeout = %lld", (long long)t->conn->s->lock_timeout_ms);
+		return buf;
 	case PEND_SAVEPOINT:
 		snprintf(buf, size, "SAVEPOINT sp%d", p->depth);
 		return buf;
@@ -1401,8 +1407,8 @@ static void *worker_main(void *arg)
 	struct pg_conn *c = arg;
 	struct write_unit *batch;
 
-	/* Everything queued, up to PG_BATCH_MAX: the group commit. */
-	while ((batch = unit_queue_take(&c->s->queue, PG_BATCH_MAX, worker_hold, c))) {
+	/* Everything queued, up to batch_max: the group commit. */
+	while ((batch = unit_queue_take(&c->s->queue, (int)c->s->batch_max, worker_hold, c))) {
 		if (!batch->next)
 			write_unit_answer(batch, run_unit(c, batch));
 		else
@@ -1731,6 +1737,8 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 
 	s->nworkers = opt->write_conns ? opt->write_conns : PG_WRITE_CONNS_DEFAULT;
 	s->nreaders = opt->read_conns ? opt->read_conns : PG_READ_CONNS_DEFAULT;
+	s->batch_max = opt->batch_max ? opt->batch_max : PG_BATCH_MAX_DEFAULT;
+	s->lock_timeout_ms = opt->lock_timeout_ms > 0 ? opt->lock_timeout_ms : PG_BATCH_LOCK_TIMEOUT_DEFAULT_MS;
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	s->readers = calloc(s->nreaders, sizeof(*s->readers));
 	if (!s->workers || !s->readers || reader_pool_fill(&s->rpool, s->nreaders)) {
@@ -1764,8 +1772,11 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 		}
 		s->workers[i].started = true;
 	}
-	log_msg(s->base.log, LOG_INFO, "postgres store: database %s on %s port %s, %u writers, %u readers",
-		PQdb(s->pinger.pg), PQhost(s->pinger.pg), PQport(s->pinger.pg), s->nworkers, s->nreaders);
+	log_msg(s->base.log, LOG_INFO,
+		"postgres store: database %s on %s port %s, %u writers, %u readers, batches of up to %u, "
+		"lock timeout %lld ms",
+		PQdb(s->pinger.pg), PQhost(s->pinger.pg), PQport(s->pinger.pg), s->nworkers, s->nreaders,
+		s->batch_max, (long long)s->lock_timeout_ms);
 	buf_release(&why);
 	*out = &s->base;
 	return ST_OK;

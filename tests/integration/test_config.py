@@ -17,6 +17,7 @@ DOCUMENTED = [
     "RL_REGISTER_PER_HOUR", "RL_REGISTER_PER_DAY_WALLET", "RL_CLAIM_PER_HOUR",
     "RL_WEBHOOK_PER_MIN", "RL_HEALTH_PER_MIN", "RL_AUTH_FAIL_PER_MIN",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "SETTLED_PG_WRITE_CONNS", "SETTLED_PG_BATCH_MAX", "SETTLED_PG_LOCK_TIMEOUT",
 ]
 
 
@@ -58,6 +59,36 @@ def test_bad_value_exits_2_naming_the_variable(tmp_path, name, value):
     rc, out, err = run_settled(args, env=env, cwd=tmp_path)
     assert rc == 2, f"exit {rc} for {name}={value!r}\nstderr: {err}\nstdout: {out}"
     assert name in err, f"stderr does not name {name}: {err!r}"
+    assert not (tmp_path / "port").exists(), "the server started anyway"
+    assert not (tmp_path / "settled.db").exists(), "a bad configuration created the store"
+
+
+@pytest.mark.parametrize("name,value,reason", [
+    ("SETTLED_PG_WRITE_CONNS", "0", "out of range (1..64): 0"),
+    ("SETTLED_PG_WRITE_CONNS", "65", "out of range (1..64): 65"),
+    ("SETTLED_PG_WRITE_CONNS", "eight", "eight"),
+    ("SETTLED_PG_BATCH_MAX", "0", "out of range (1..1024): 0"),
+    ("SETTLED_PG_BATCH_MAX", "1025", "out of range (1..1024): 1025"),
+    ("SETTLED_PG_BATCH_MAX", "-1", "-1"),
+    ("SETTLED_PG_LOCK_TIMEOUT", "0", "out of range (1ms..10s): 0"),
+    ("SETTLED_PG_LOCK_TIMEOUT", "11s", "out of range (1ms..10s): 11s"),
+    ("SETTLED_PG_LOCK_TIMEOUT", "soon", "not a duration"),
+])
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_bad_pg_group_commit_setting_exits_2(tmp_path, name, value, reason, how):
+    """The PostgreSQL group-commit settings are checked at start on either
+    backend (embedded mode ignores them, but a typo should not wait for the
+    move to PostgreSQL to show): exit 2, one line naming the setting and the
+    bad value, nothing created."""
+    args, env = _start_args(tmp_path), {}
+    flag = "--" + name[len("SETTLED_"):].lower().replace("_", "-")
+    if how == "env":
+        env[name] = value
+    else:
+        args += [flag + "=" + value]
+    rc, out, err = run_settled(args, env=env, cwd=tmp_path)
+    assert rc == 2, f"exit {rc} for {name}={value!r}\nstderr: {err}\nstdout: {out}"
+    assert (name if how == "env" else flag) in err and reason in err, err
     assert not (tmp_path / "port").exists(), "the server started anyway"
     assert not (tmp_path / "settled.db").exists(), "a bad configuration created the store"
 

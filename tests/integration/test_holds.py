@@ -501,6 +501,24 @@ def test_32_concurrent_holds_exactly_6_succeed(srv):
     check_race(srv, results, name, c.q(name), 25, 6)
 
 
+@pytest.mark.skipif(backend_name() != "pg", reason="PostgreSQL group-commit settings")
+def test_concurrent_holds_without_group_commit_on_two_writers(start_server):
+    """SETTLED_PG_BATCH_MAX=1 (every unit its own transaction) on
+    SETTLED_PG_WRITE_CONNS=2: the same race still has exactly its answers,
+    and the store says it took the settings."""
+    srv = start(start_server, SETTLED_PG_BATCH_MAX="1", SETTLED_PG_WRITE_CONNS="2",
+                SETTLED_PG_LOCK_TIMEOUT="50ms")
+    c, name = funded_account(srv, 6 * 25)
+    check_race(srv, race_holds([srv], name, 25, c.h), name, c.q(name), 25, 6)
+    c, name = funded_account(srv, 1000)
+    ids = [hold(srv, {"from": name, "to": "revenue", "amount": "10"}, headers=c.h).json["id"]
+           for _ in range(8)]
+    check_resolved_once(srv, ids, race_resolutions([srv], ids, c.h), name, c.q(name), 1000)
+    assert srv.stop() == 0
+    out = srv.stdout().decode("utf-8", "replace")
+    assert "2 writers" in out and "batches of up to 1," in out and "lock timeout 50 ms" in out, out[-3000:]
+
+
 def race_resolutions(servers, ids, headers):
     """For each hold, two captures (one of part) and two voids at once,
     spread over servers; all released together."""
