@@ -205,6 +205,29 @@ Test(config, from_env)
 	cr_assert_eq(c.n_webhook_secrets, 0);
 }
 
+Test(config, pg_group_commit_settings)
+{
+	struct config c;
+	char **env = ENV("SETTLED_PG_WRITE_CONNS=4", "SETTLED_PG_BATCH_MAX=1", "SETTLED_PG_LOCK_TIMEOUT=250ms");
+	char *argv[] = { (char *)"settled", (char *)"--pg-write-conns=64", (char *)"--pg-lock-timeout", (char *)"1ms", NULL };
+
+	load_ok(&c, no_env, 1, no_args);
+	cr_assert_eq(c.pg_write_conns, 8);
+	cr_assert_eq(c.pg_batch_max, 128);
+	cr_assert_eq(c.pg_lock_timeout_ms, 10);
+	config_release(&c);
+	load_ok(&c, env, 1, no_args);
+	cr_assert_eq(c.pg_write_conns, 4);
+	cr_assert_eq(c.pg_batch_max, 1);
+	cr_assert_eq(c.pg_lock_timeout_ms, 250);
+	config_release(&c);
+	load_ok(&c, env, 4, argv);
+	cr_assert_eq(c.pg_write_conns, 64);
+	cr_assert_eq(c.pg_batch_max, 1);
+	cr_assert_eq(c.pg_lock_timeout_ms, 1);
+	config_release(&c);
+}
+
 Test(config, empty_env_is_unset)
 {
 	struct config c;
@@ -358,6 +381,13 @@ Test(config, bad_values_name_variable_and_value)
 		{ "SETTLED_MAX_BODY= 1k", "SETTLED_MAX_BODY", " 1k" },
 		/* integers */
 		{ "SETTLED_WORKERS=four", "SETTLED_WORKERS", "four" },
+		{ "SETTLED_PG_WRITE_CONNS=0", "SETTLED_PG_WRITE_CONNS", "(1..64): 0" },
+		{ "SETTLED_PG_WRITE_CONNS=65", "SETTLED_PG_WRITE_CONNS", "65" },
+		{ "SETTLED_PG_BATCH_MAX=0", "SETTLED_PG_BATCH_MAX", "(1..1024): 0" },
+		{ "SETTLED_PG_BATCH_MAX=1025", "SETTLED_PG_BATCH_MAX", "1025" },
+		{ "SETTLED_PG_LOCK_TIMEOUT=0", "SETTLED_PG_LOCK_TIMEOUT", "(1ms..10s): 0" },
+		{ "SETTLED_PG_LOCK_TIMEOUT=10001ms", "SETTLED_PG_LOCK_TIMEOUT", "10001ms" },
+		{ "SETTLED_PG_LOCK_TIMEOUT=soon", "SETTLED_PG_LOCK_TIMEOUT", "soon" },
 		{ "SETTLED_WORKERS=+4", "SETTLED_WORKERS", "+4" },
 		{ "SETTLED_WORKERS=-4", "SETTLED_WORKERS", "-4" },
 		{ "SETTLED_WORKERS=4 ", "SETTLED_WORKERS", "4 " },
@@ -607,7 +637,8 @@ Test(config, help_text_lists_every_option)
 		"SETTLED_LISTEN", "SETTLED_PORT_FILE", "SETTLED_MAX_BODY", "SETTLED_HTTP_THREADS",
 		"SETTLED_CONN_TIMEOUT", "SETTLED_MAX_CONNECTIONS", "SETTLED_CORS_ORIGINS",
 		"SETTLED_TRUST_PROXY", "SETTLED_DB", "SETTLED_DATABASE_URL", "SETTLED_REDIS_URL",
-		"SETTLED_REDIS_PREFIX", "SETTLED_ADMIN_TOKEN", "SETTLED_WEBHOOK_SECRET", "SETTLED_STRIPE_WEBHOOK_SECRET",
+		"SETTLED_REDIS_PREFIX", "SETTLED_PG_WRITE_CONNS", "SETTLED_PG_BATCH_MAX",
+		"SETTLED_PG_LOCK_TIMEOUT", "SETTLED_ADMIN_TOKEN", "SETTLED_WEBHOOK_SECRET", "SETTLED_STRIPE_WEBHOOK_SECRET",
 		"SETTLED_STANDARD_WEBHOOK_SECRET", "SETTLED_WORKERS", "SETTLED_LOG_LEVEL", "SETTLED_LOG_BUFFER",
 		"SETTLED_IDEMPOTENCY_TTL", "SETTLED_REQUIRE_IDEMPOTENCY_KEY",
 		"SETTLED_TREASURY_FUNDING", "SETTLED_ASSET", "SETTLED_COMMISSION_BPS",
@@ -711,7 +742,10 @@ Test(config, describe_defaults)
 	cr_assert_str_eq(json_string_value(json_object_get(j, "rail")), "sim");
 	cr_assert(json_is_null(json_object_get(j, "evm_rpc_urls")));
 	cr_assert_eq(json_integer_value(json_object_get(j, "claim_max")), 0);
-	cr_assert_eq(json_object_size(j), 57);
+	cr_assert_eq(json_integer_value(json_object_get(j, "pg_write_conns")), 8);
+	cr_assert_eq(json_integer_value(json_object_get(j, "pg_batch_max")), 128);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "pg_lock_timeout")), "10ms");
+	cr_assert_eq(json_object_size(j), 60);
 	json_decref(j);
 	free(raw);
 	config_release(&c);

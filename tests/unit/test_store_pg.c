@@ -767,6 +767,7 @@ struct bunit {
 	enum bu_kind kind;
 	char key[32];
 	char xid[32];          /* the transaction of its last run */
+	char lock_timeout[16]; /* its lock_timeout in that run ("0": none) */
 	atomic_int runs;
 	atomic_int after;      /* its after-commit work, run count */
 	atomic_int done;
@@ -788,10 +789,11 @@ static enum st_rc bunit_fn(struct tx *tx, void *arg)
 	struct st_rows *r = NULL;
 	enum st_rc rc;
 
-	rc = tx_query(tx, "SELECT pg_current_xact_id()::text", ST_NOARGS, &r);
+	rc = tx_query(tx, "SELECT pg_current_xact_id()::text, current_setting('lock_timeout')", ST_NOARGS, &r);
 	if (rc)
 		return rc;
 	rows_copy(r, 0, 0, u->xid, sizeof(u->xid));
+	rows_copy(r, 0, 1, u->lock_timeout, sizeof(u->lock_timeout));
 	rows_free(r);
 	rc = insert(tx, u->key);
 	if (!rc)
@@ -895,15 +897,21 @@ static void run_gated_batch(struct store *s, struct gate *g, struct bunit *units
 	run_gated_batch_but(s, g, units, n, -1);
 }
 
-static struct store *one_writer(void)
+static struct store *one_writer_batching(unsigned batch_max, int64_t lock_timeout_ms)
 {
-	struct store_options o = { .database_url = pg_url, .write_conns = 1, .read_conns = 1 };
+	struct store_options o = { .database_url = pg_url, .write_conns = 1, .read_conns = 1,
+				   .batch_max = batch_max, .lock_timeout_ms = lock_timeout_ms };
 	struct buf err = BUF_INIT(1024);
 	struct store *one = NULL;
 
 	cr_assert_eq(store_open(&o, &one, &err), ST_OK, "%s", err.ptr);
 	buf_release(&err);
 	return one;
+}
+
+static struct store *one_writer(void)
+{
+	return one_writer_batching(0, 0);
 }
 
 #define BU_N 24
@@ -952,6 +960,64 @@ PG_TEST(failing_units_in_a_batch_roll_back_alone)
 	}
 	cr_assert_eq(count("gate"), 1);
 	cr_assert_eq(count(NULL), 1 + BU_N - 4);
+}
+
+/* store_options.batch_max caps a batch (SETTLED_PG_BATCH_MAX): 24 units
+ * queued behind the gate on one writer go as batches of at most 5 (the
+ * fewest such); lock_timeout_ms is the batches' lock_timeout. With a cap of 1
+ * every unit is a transaction of its own, without a lock_timeout. */
+static void check_batches(struct bunit *units, int n, int max, const char *batched_lt)
+{
+	int groups = 0;
+
+	for (int i = 0; i < n; i++) {
+		int size = 0, first = i;
+
+		cr_assert_eq(units[i].rc, ST_OK, "unit %d: %s", i, st_rc_str(units[i].rc));
+		cr_assert_eq(atomic_load(&units[i].runs), 1, "unit %d", i);
+		cr_assert_eq(count(units[i].key), 1, "unit %d", i);
+		cr_assert_str_eq(units[i].lock_timeout, max > 1 ? batched_lt : "0", "unit %d", i);
+		for (int j = 0; j < n; j++) {
+			if (!strcmp(units[j].xid, units[i].xid)) {
+				size++;
+				if (j < first)
+					first = j;
+			}
+		}
+		cr_assert_leq(size, max, "unit %d: a batch of %d, more than %d", i, size, max);
+		if (first == i)
+			groups++;
+	}
+	/* All n were queued before the writer was free: full batches. */
+	cr_assert_eq(groups, (n + max - 1) / max);
+}
+
+PG_TEST(batch_max_caps_a_batch)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+
+	need_backend();
+	bunits_init(units, BU_N);
+	one = one_writer_batching(5, 250);
+	run_gated_batch(one, &g, units, BU_N);
+	store_close(one);
+	check_batches(units, BU_N, 5, "250ms");
+}
+
+PG_TEST(batch_max_1_is_no_group_commit)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+
+	need_backend();
+	bunits_init(units, BU_N);
+	one = one_writer_batching(1, 0);
+	run_gated_batch(one, &g, units, BU_N);
+	store_close(one);
+	check_batches(units, BU_N, 1, NULL);
 }
 
 /* A unit that saw 40001 (even in a nested step it recovered from) is
