@@ -563,6 +563,23 @@ static void effect_done(struct worker_pool *p, struct batch_item *b, enum st_rc 
 	job_outcome(p, b, rc);
 }
 
+/* The store span of an effect committed in a batch unit, under the job's
+ * span as job_commit's own: the batch unit's time, and the effect's result
+ * in it (an effect that failed there gets a second span from the
+ * job_commit that runs it alone). */
+static void effect_store_span(struct worker_pool *p, struct batch_item *b, int64_t t0,
+			      enum st_rc batch_rc)
+{
+	struct trace_ctx span_ctx;
+
+	if (!b->ctx.span.tr)
+		return;
+	trace_span_ctx(&b->ctx.span, &span_ctx);
+	if (span_ctx.trace_id[0])
+		trace_store_span(b->ctx.span.tr, &span_ctx, p->app->store->ops->name, t0,
+				 batch_rc ? batch_rc : b->effect_rc);
+}
+
 /* Runs a batch taken from the ready list and writes the deferred outcomes
  * in one unit. Returns the batch's cost per job in seconds (handlers and
  * commit), for the capacity estimate. */
@@ -571,6 +588,7 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 	struct batch_call c = { .items = items, .n = n };
 	double start = mono_s(), wait_max = (double)p->app->cfg->job_lease_ms / 2000.0;
 	int deferred = 0;
+	int64_t t0;
 	enum st_rc rc;
 
 	for (int i = 0; i < n; i++) {
@@ -598,9 +616,13 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 		while (hi < n && (items[hi].todo != BATCH_EFFECT || effects < WORKER_EFFECTS_PER_UNIT))
 			effects += items[hi++].todo == BATCH_EFFECT;
 		c = (struct batch_call){ .items = items + lo, .n = hi - lo };
+		t0 = trace_now_ns();
 		rc = store_run(p->app->store, batch_unit, &c);
-		for (int i = lo; i < hi; i++)
+		for (int i = lo; i < hi; i++) {
 			items[i].rc = rc;
+			if (items[i].todo == BATCH_EFFECT)
+				effect_store_span(p, &items[i], t0, rc);
+		}
 		if (rc) {
 			/* The batch unit failed as a whole: nothing of it was
 			 * written. The second try (see record_outcome) is one
