@@ -117,7 +117,7 @@ static const struct opt opts[] = {
 	  check_redis_prefix, "settled:rl:", "PREFIX",
 	  "prefix of the rate-limit keys in Redis (deployments sharing one Redis)" },
 	{ "SETTLED_PG_WRITE_CONNS", "--pg-write-conns", OPT_UINT, 0, FIELD(pg_write_conns), 0, 0,
-	  1, 64, NULL, "8", "N",
+	  1, 64, NULL, "4", "N",
 	  "PostgreSQL: write connections, one writer thread each (ignored in embedded mode)" },
 	{ "SETTLED_PG_BATCH_MAX", "--pg-batch-max", OPT_UINT, 0, FIELD(pg_batch_max), 0, 0, 1,
 	  1024, NULL, "128", "N",

@@ -41,7 +41,7 @@ struct config {
 	char *redis_url;            /* SETTLED_REDIS_URL, NULL = in-process rate limits */
 	char *redis_prefix;         /* SETTLED_REDIS_PREFIX, default "settled:rl:" */
 	/* PostgreSQL group commit (store_pg.c); ignored in embedded mode */
-	unsigned pg_write_conns;    /* SETTLED_PG_WRITE_CONNS 1..64, default 8 */
+	unsigned pg_write_conns;    /* SETTLED_PG_WRITE_CONNS 1..64, default 4 */
 	unsigned pg_batch_max;      /* SETTLED_PG_BATCH_MAX 1..1024, default 128; 1 = no group commit */
 	int64_t pg_lock_timeout_ms; /* SETTLED_PG_LOCK_TIMEOUT 1ms..10s, default 10ms */
 

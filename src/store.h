@@ -170,7 +170,7 @@ struct store_options {
 	const char *sqlite_path;    /* embedded mode */
 	const char *database_url;   /* postgres://... selects PostgreSQL */
 	unsigned read_conns;        /* read pool size; 0 = 4 */
-	unsigned write_conns;       /* PostgreSQL write pool size; 0 = 8 (SQLite: one writer) */
+	unsigned write_conns;       /* PostgreSQL write pool size; 0 = 4 (SQLite: one writer) */
 	unsigned batch_max;         /* PostgreSQL: most units one writer commits together;
 				     * 0 = 128, 1 = no group commit (SQLite: ignored) */
 	int64_t lock_timeout_ms;    /* PostgreSQL: a batched unit's lock wait; 0 = 10 ms (SQLite: ignored) */

@@ -208,16 +208,16 @@ Test(config, from_env)
 Test(config, pg_group_commit_settings)
 {
 	struct config c;
-	char **env = ENV("SETTLED_PG_WRITE_CONNS=4", "SETTLED_PG_BATCH_MAX=1", "SETTLED_PG_LOCK_TIMEOUT=250ms");
+	char **env = ENV("SETTLED_PG_WRITE_CONNS=8", "SETTLED_PG_BATCH_MAX=1", "SETTLED_PG_LOCK_TIMEOUT=250ms");
 	char *argv[] = { (char *)"settled", (char *)"--pg-write-conns=64", (char *)"--pg-lock-timeout", (char *)"1ms", NULL };
 
 	load_ok(&c, no_env, 1, no_args);
-	cr_assert_eq(c.pg_write_conns, 8);
+	cr_assert_eq(c.pg_write_conns, 4);
 	cr_assert_eq(c.pg_batch_max, 128);
 	cr_assert_eq(c.pg_lock_timeout_ms, 10);
 	config_release(&c);
 	load_ok(&c, env, 1, no_args);
-	cr_assert_eq(c.pg_write_conns, 4);
+	cr_assert_eq(c.pg_write_conns, 8);
 	cr_assert_eq(c.pg_batch_max, 1);
 	cr_assert_eq(c.pg_lock_timeout_ms, 250);
 	config_release(&c);
@@ -742,7 +742,7 @@ Test(config, describe_defaults)
 	cr_assert_str_eq(json_string_value(json_object_get(j, "rail")), "sim");
 	cr_assert(json_is_null(json_object_get(j, "evm_rpc_urls")));
 	cr_assert_eq(json_integer_value(json_object_get(j, "claim_max")), 0);
-	cr_assert_eq(json_integer_value(json_object_get(j, "pg_write_conns")), 8);
+	cr_assert_eq(json_integer_value(json_object_get(j, "pg_write_conns")), 4);
 	cr_assert_eq(json_integer_value(json_object_get(j, "pg_batch_max")), 128);
 	cr_assert_str_eq(json_string_value(json_object_get(j, "pg_lock_timeout")), "10ms");
 	cr_assert_eq(json_object_size(j), 60);
