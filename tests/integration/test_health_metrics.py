@@ -69,13 +69,16 @@ def test_metrics_label_by_route_template(server):
     server.get("/no-such-route-xyz-123")
     server.get("/healthz")
 
+    # A request is counted when libmicrohttpd reports it complete, which
+    # can come after the client has read the answer: wait for both series.
     def labelled():
         text, samples = _metrics_samples(server)
         hits = find_samples(samples, "http_requests_total",
                             route="/api/v2/intents/{id}", method="GET")
-        return (text, hits, samples) if hits else None
+        health = find_samples(samples, "http_requests_total", route="/healthz", method="GET")
+        return (text, hits, samples) if hits and health else None
 
-    text, hits, samples = wait_until(labelled, what='http_requests_total{route="/api/v2/intents/{id}"}')
+    text, hits, samples = wait_until(labelled, what='http_requests_total for /api/v2/intents/{id} and /healthz')
     assert all("status" in s[1] for s in hits), hits
     assert any(s[1]["status"] == str(r.status) for s in hits), (r.status, hits)
     assert find_samples(samples, "http_request_duration_seconds_bucket",
