@@ -367,6 +367,13 @@ enum st_rc ledger_hold_create_on_wallet(struct tx *tx, const char *wallet, int64
 
 	if (amount <= 0)
 		return ST_INVALID;
+	if (tx_dialect(tx) == ST_SQLITE) {
+		/* No round trips to save on SQLite, and there the INSERT ...
+		 * SELECT ... RETURNING below costs more than a read and an
+		 * INSERT (claim prepare 12.4k -> 8.7k req/s in ops/bench). */
+		rc = account_by_wallet(tx, wallet, &a);
+		return rc ? rc : ledger_hold_create(tx, a.id, amount, expires_at, intent_id, out);
+	}
 	memset(&h, 0, sizeof(h));
 	tx_new_id(tx, "hold_", h.id);
 	fmt_str(h.intent_id, sizeof(h.intent_id), intent_id ? intent_id : "");
