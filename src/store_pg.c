@@ -849,31 +849,41 @@ static enum st_rc rows_from_result(PGresult *res, struct st_rows **out)
 	return ST_OK;
 }
 
+/* sql prepared on t's connection if new (*st), and its parameters as text
+ * (*values pointing into *block, which the caller frees). */
+static enum st_rc stmt_with_params(struct pg_tx *t, const char *sql, int n,
+				   const struct st_val *params, const struct stmt_slot **st,
+				   const char ***values, char **block)
+{
+	enum st_rc rc;
+
+	if (!t->conn->pg)
+		return ST_UNAVAILABLE;
+	rc = conn_stmt(t, sql, st);
+	if (rc)
+		return rc;
+	if (n < (*st)->nparams) {
+		/* SQLite says the same (ST_INTERNAL) for a $k past the params. */
+		log_msg(t->conn->s->base.log, LOG_ERROR,
+			"postgres: statement takes %d parameters, %d given", (*st)->nparams, n);
+		return ST_INTERNAL;
+	}
+	/* Extra params are fine, as on SQLite; the server only takes its count. */
+	return params_text((*st)->nparams, params, values, block);
+}
+
 /* One statement: prepared if new, then executed in one pipeline with t's
  * held-back commands. */
 static enum st_rc exec_once(struct pg_tx *t, const char *sql, int n, const struct st_val *params,
 			    int64_t *changes, struct st_rows **out)
 {
-	struct pg_conn *c = t->conn;
 	const struct stmt_slot *st;
 	const char **values = NULL;
 	char *block = NULL, name[24];
 	PGresult *res = NULL;
 	enum st_rc rc;
 
-	if (!c->pg)
-		return ST_UNAVAILABLE;
-	rc = conn_stmt(t, sql, &st);
-	if (rc)
-		return rc;
-	if (n < st->nparams) {
-		/* SQLite says the same (ST_INTERNAL) for a $k past the params. */
-		log_msg(c->s->base.log, LOG_ERROR, "postgres: statement takes %d parameters, %d given",
-			st->nparams, n);
-		return ST_INTERNAL;
-	}
-	/* Extra params are fine, as on SQLite; the server only takes its count. */
-	rc = params_text(st->nparams, params, &values, &block);
+	rc = stmt_with_params(t, sql, n, params, &st, &values, &block);
 	if (rc)
 		return rc;
 	stmt_name(name, sizeof(name), st->id);
@@ -1026,25 +1036,16 @@ static enum st_rc pg_release(struct tx *tx, int depth)
 static enum st_rc pg_exec_deferred(struct tx *tx, const char *sql, int n, const struct st_val *params)
 {
 	struct pg_tx *t = pg_tx_downcast(tx);
-	struct pg_conn *c = t->conn;
 	const struct stmt_slot *st;
 	const char **values = NULL;
 	char *block = NULL;
 	enum st_rc rc;
 
-	if (!c->pg)
+	if (!t->conn->pg)
 		return ST_UNAVAILABLE;
 	if (t->aborted) /* refused now, as it would be at once */
 		return pg_exec(tx, sql, n, params, NULL, NULL);
-	rc = conn_stmt(t, sql, &st);
-	if (rc)
-		return rc;
-	if (n < st->nparams) {
-		log_msg(c->s->base.log, LOG_ERROR, "postgres: statement takes %d parameters, %d given",
-			st->nparams, n);
-		return ST_INTERNAL;
-	}
-	rc = params_text(st->nparams, params, &values, &block);
+	rc = stmt_with_params(t, sql, n, params, &st, &values, &block);
 	if (rc)
 		return rc;
 	return tx_defer_entry(t, &(struct pg_pending){ .kind = PEND_EXEC, .id = st->id, .nparams = st->nparams,
