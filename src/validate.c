@@ -117,8 +117,14 @@ static bool lower_hex_run(const char *s, size_t n, bool *all_zero)
 {
 	if (!hex_all_lower(s, n))
 		return false;
-	if (all_zero)
-		*all_zero = strspn(s, "0") >= n;
+	if (all_zero) {
+		size_t zeros = 0;
+
+		/* Within n: s need not be NUL-terminated (strspn read past it). */
+		while (zeros < n && s[zeros] == '0')
+			zeros++;
+		*all_zero = zeros == n;
+	}
 	return true;
 }
 
