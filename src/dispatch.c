@@ -620,12 +620,50 @@ static void request_done(void *arg, enum st_rc rc)
 	MHD_resume_connection(rq->conn);
 }
 
-enum st_rc req_commit(struct req_ctx *rq, req_unit_fn *fn, void *arg)
+/* The store's merge of requests of one req_merge (their units are
+ * handler_unit's: no idempotency key): the route's run over their args
+ * and responses, as handler_unit does for one. On a failure the store runs
+ * each request's unit alone, which starts from an empty response again. */
+static enum st_rc request_merge(struct tx *tx, void *const *rqs, int n)
+{
+	const struct req_merge *m = ((struct req_ctx *)rqs[0])->merge;
+	void **args = calloc((size_t)n, sizeof(*args));
+	struct resp **resps = calloc((size_t)n, sizeof(*resps));
+	const char **tcs = calloc((size_t)n, sizeof(*tcs));
+	enum st_rc rc = ST_NOMEM;
+
+	if (!args || !resps || !tcs)
+		goto out;
+	for (int i = 0; i < n; i++) {
+		struct req_ctx *rq = rqs[i];
+
+		resp_release(&rq->resp);
+		rq->handler_rc = ST_OK;
+		args[i] = rq->unit_arg;
+		resps[i] = &rq->resp;
+		tcs[i] = rq->trace_context;
+	}
+	rc = m->run(tx, args, resps, tcs, n);
+	for (int i = 0; rc == ST_OK && i < n; i++) {
+		struct req_ctx *rq = rqs[i];
+
+		if (!rq->resp.status)
+			resp_ok_body(&rq->resp);
+	}
+out:
+	free(args);
+	free(resps);
+	free(tcs);
+	return rc;
+}
+
+static enum st_rc commit(struct req_ctx *rq, const struct req_merge *m, req_unit_fn *fn, void *arg)
 {
 	enum st_rc rc;
 
 	rq->unit = fn;
 	rq->unit_arg = arg;
+	rq->merge = m;
 	rq->state = RQ_WAITING;
 	rq->trace_context = req_alloc(rq, TRACE_CONTEXT_MAX);
 	if (rq->trace_context) {
@@ -639,13 +677,29 @@ enum st_rc req_commit(struct req_ctx *rq, req_unit_fn *fn, void *arg)
 	/* Suspend before queueing: the writer may finish and resume us before
 	 * this thread gets back to libmicrohttpd. */
 	MHD_suspend_connection(rq->conn);
-	rc = store_submit(rq->h->app->store, request_unit, request_done, rq);
+	/* A keyed request's unit records its answer too: never merged. */
+	if (m && !rq->idem_key)
+		rc = store_submit_merged(rq->h->app->store, m, request_merge, request_unit,
+					 request_done, rq);
+	else
+		rc = store_submit(rq->h->app->store, request_unit, request_done, rq);
 	if (rc) {
 		MHD_resume_connection(rq->conn);
 		rq->state = RQ_READY;
 		return req_error(rq, ERR_STORE_NO_WRITES, NULL);
 	}
 	return ST_OK;
+}
+
+enum st_rc req_commit(struct req_ctx *rq, req_unit_fn *fn, void *arg)
+{
+	return commit(rq, NULL, fn, arg);
+}
+
+enum st_rc req_commit_merged(struct req_ctx *rq, const struct req_merge *m, req_unit_fn *fn,
+			     void *arg)
+{
+	return commit(rq, m, fn, arg);
 }
 
 /* ---------------------------------------------------------------- pipeline */

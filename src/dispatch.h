@@ -63,6 +63,25 @@ typedef enum st_rc req_unit_fn(struct tx *tx, void *arg, struct resp *resp);
  * idempotency key; on 5xx nothing is recorded and the key is free again. */
 enum st_rc req_commit(struct req_ctx *rq, req_unit_fn *fn, void *arg);
 
+/* Requests of one route whose units the store may run together
+ * (store_submit_merged): run(tx, args, resps, trace_contexts, n) does what
+ * fn(tx, args[i], resps[i]) would do for each i, in fewer statements, and
+ * fills every resps[i]; each unit's jobs carry trace_contexts[i] (may be
+ * NULL). ST_OK only when every request succeeded; otherwise its work is
+ * rolled back and each request's fn runs alone, so each still gets its own
+ * answer (and a failing one fails alone). Nothing observable may happen in
+ * run before it returns ST_OK (metrics last). */
+typedef enum st_rc req_merge_fn(struct tx *tx, void *const *args, struct resp *const *resps,
+				const char *const *trace_contexts, int n);
+struct req_merge {
+	req_merge_fn *run;
+};
+/* As req_commit, for a unit that may be merged with other requests' units
+ * of m (which must outlive the server: a static const). A request with an
+ * Idempotency-Key is committed alone, as by req_commit. */
+enum st_rc req_commit_merged(struct req_ctx *rq, const struct req_merge *m, req_unit_fn *fn,
+			     void *arg);
+
 /* Zeroed memory freed when the request ends. NULL on ENOMEM. */
 void *req_alloc(struct req_ctx *rq, size_t size);
 

@@ -164,6 +164,50 @@ enum st_rc queue_enqueue_spec(struct tx *tx, const struct job_spec *spec, int64_
 	return ST_OK;
 }
 
+/* A job row as queue_enqueue_spec writes it, for tx_exec_rows. */
+static const struct st_rows_sql enqueue_rows = {
+	.head = "INSERT INTO jobs (queue, kind, payload, state, attempts, max_attempts, run_at,"
+		" unique_key, traceparent, created_at, updated_at) VALUES ",
+	.row = "($1, $2, $3, 'available', 0, $4, $5, $6, $7, $8, $8)",
+	.tail = " ON CONFLICT (unique_key) DO NOTHING",
+	.width = 8,
+};
+
+enum st_rc queue_enqueue_many(struct tx *tx, const struct job_spec *specs, int n,
+			      int64_t *inserted)
+{
+	int64_t now = tx_now_ms(tx);
+	struct st_val *v;
+	enum st_rc rc;
+
+	if (n <= 0)
+		return n == 0 ? ST_OK : ST_INVALID;
+	v = malloc((size_t)n * enqueue_rows.width * sizeof(*v));
+	if (!v)
+		return ST_NOMEM;
+	for (int i = 0; i < n; i++) {
+		const struct job_spec *spec = &specs[i];
+		struct st_val *row = v + (size_t)i * enqueue_rows.width;
+
+		if (!name_ok(spec->queue, QUEUE_NAME_MAX) || !name_ok(spec->kind, QUEUE_KIND_MAX) ||
+		    !spec->payload) {
+			free(v);
+			return ST_INVALID;
+		}
+		row[0] = SV_S(spec->queue);
+		row[1] = SV_S(spec->kind);
+		row[2] = SV_S(spec->payload);
+		row[3] = SV_I(spec->max_attempts > 0 ? spec->max_attempts : QUEUE_DEFAULT_MAX_ATTEMPTS);
+		row[4] = SV_I(spec->run_at > 0 ? spec->run_at : now);
+		row[5] = SV_SOPT(spec->unique_key);
+		row[6] = SV_SOPT(spec->traceparent ? spec->traceparent : tx_trace_context(tx));
+		row[7] = SV_I(now);
+	}
+	rc = tx_exec_rows(tx, &enqueue_rows, n, v, inserted);
+	free(v);
+	return rc;
+}
+
 enum st_rc queue_enqueue(struct tx *tx, const char *queue, const char *kind,
 			 const char *payload_json, const char *unique_key, int64_t run_at,
 			 int max_attempts)

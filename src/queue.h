@@ -89,6 +89,16 @@ struct job_spec {
  * over-long queue/kind; store errors otherwise. */
 enum st_rc queue_enqueue_spec(struct tx *tx, const struct job_spec *spec, int64_t *id_out,
 			      bool *inserted);
+/* Inserts specs[0..n) in tx with one multi-row INSERT (a few for n > 64),
+ * ON CONFLICT (unique_key) DO NOTHING; *inserted (may be NULL) gets how
+ * many rows were inserted (n when no key existed). For jobs a write unit
+ * makes by the dozen (webhook intake merged across requests). Unlike
+ * queue_enqueue_spec the payloads are NOT parsed here (that cost ~10k
+ * instructions a job on the store's writer): the caller vouches that each
+ * is JSON, e.g. made by json_out.h. ST_INVALID on a missing or over-long
+ * queue/kind or payload; store errors otherwise. */
+enum st_rc queue_enqueue_many(struct tx *tx, const struct job_spec *specs, int n,
+			      int64_t *inserted);
 /* Shorthand for the common case (see struct job_spec for the 0/NULL meanings). */
 enum st_rc queue_enqueue(struct tx *tx, const char *queue, const char *kind,
 			 const char *payload_json, const char *unique_key, int64_t run_at,

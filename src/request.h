@@ -113,6 +113,7 @@ struct req_ctx {
 	/* write unit */
 	req_unit_fn *unit;
 	void *unit_arg;
+	const struct req_merge *merge; /* req_commit_merged's; NULL: alone */
 	enum st_rc handler_rc;      /* what the handler's unit returned */
 
 	/* rate limits: the policies decided, in route order, and which one the

@@ -39,6 +39,7 @@
  * duplicate are counted inside the unit (the request API has no
  * after-commit hook; see routes_claims.c for the same trade-off). */
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "errors.h"
@@ -52,11 +53,7 @@
 
 struct wh_req {
 	struct settled *app;
-	enum wh_provider p;
-	struct wh_event ev;
-	const char *raw;           /* req_body: borrowed until the request ends */
-	size_t len;
-	const char *request_id;
+	struct wh_intake in;       /* in.raw: req_body, borrowed until the request ends */
 	int64_t late_ms;           /* Coinbase: how far created_at is behind; 0: fresh */
 };
 
@@ -67,28 +64,68 @@ static void count(struct settled *app, enum wh_provider p, const char *result)
 	metrics_inc(app->m.webhook_events, lv);
 }
 
-static enum st_rc intake_unit(struct tx *tx, void *arg, struct resp *resp)
+static enum st_rc answer(const struct wh_req *r, bool inserted, struct resp *resp)
 {
-	struct wh_req *r = arg;
 	struct json_writer w;
-	bool inserted = false;
-	enum st_rc rc;
 
-	rc = webhook_event_store(tx, r->p, &r->ev, r->raw, r->len, r->request_id,
-				 r->app->cfg->job_max_attempts, &inserted);
-	if (rc)
-		return rc;
-	count(r->app, r->p, !inserted ? "duplicate" : r->late_ms ? "late" : "accepted");
-	if (inserted && r->late_ms)
-		log_msg(&r->app->log, LOG_WARN,
-			"webhook %s event %s accepted late: created %lld s before it arrived",
-			webhook_provider_str(r->p), r->ev.id, (long long)(r->late_ms / 1000));
 	resp_object_begin(resp, &w);
 	jw_str(&w, "status", inserted ? "accepted" : "duplicate");
 	if (inserted && r->late_ms)
 		jw_bool(&w, "late", true);
 	return resp_object_end(resp, &w);
 }
+
+/* Metrics and the late warning: the last thing a unit does. */
+static void counted(const struct wh_req *r, bool inserted)
+{
+	count(r->app, r->in.p, !inserted ? "duplicate" : r->late_ms ? "late" : "accepted");
+	if (inserted && r->late_ms)
+		log_msg(&r->app->log, LOG_WARN,
+			"webhook %s event %s accepted late: created %lld s before it arrived",
+			webhook_provider_str(r->in.p), r->in.ev.id, (long long)(r->late_ms / 1000));
+}
+
+static enum st_rc intake_unit(struct tx *tx, void *arg, struct resp *resp)
+{
+	struct wh_req *r = arg;
+	bool inserted = false;
+	enum st_rc rc;
+
+	rc = webhook_event_store(tx, &r->in, r->app->cfg->job_max_attempts, &inserted);
+	if (rc == ST_OK)
+		rc = answer(r, inserted, resp);
+	if (rc == ST_OK)
+		counted(r, inserted);
+	return rc;
+}
+
+/* Deliveries the store's writer took in one batch, stored with one
+ * multi-row INSERT of their events and one of their jobs instead of two
+ * statements each (webhook_events_store_new). Only when every one is a new
+ * event; a known one (a redelivery) or one event twice in the batch makes
+ * this fail, and then each delivery runs intake_unit alone, which answers
+ * it accepted or duplicate as before. */
+static enum st_rc intake_merge(struct tx *tx, void *const *args, struct resp *const *resps,
+			       const char *const *trace_contexts, int n)
+{
+	const struct wh_intake **in = calloc((size_t)n, sizeof(*in));
+	struct wh_req *const *r = (struct wh_req *const *)args;
+	enum st_rc rc = ST_NOMEM;
+
+	if (!in)
+		return rc;
+	for (int i = 0; i < n; i++)
+		in[i] = &r[i]->in;
+	rc = webhook_events_store_new(tx, in, trace_contexts, n, r[0]->app->cfg->job_max_attempts);
+	free(in);
+	for (int i = 0; rc == ST_OK && i < n; i++)
+		rc = answer(r[i], true, resps[i]);
+	for (int i = 0; rc == ST_OK && i < n; i++)
+		counted(r[i], true);
+	return rc;
+}
+
+static const struct req_merge intake_merged = { .run = intake_merge };
 
 static enum st_rc refuse(struct req_ctx *rq, enum wh_provider p, enum wh_verdict v)
 {
@@ -136,6 +173,7 @@ static enum st_rc intake(struct req_ctx *rq, enum wh_provider p)
 	struct settled *app = req_app(rq);
 	int64_t now = req_now_ms(rq);
 	struct buf why = BUF_INIT(256);
+	struct wh_event ev;
 	struct wh_req *r;
 	const char *raw;
 	size_t len = 0;
@@ -145,7 +183,7 @@ static enum st_rc intake(struct req_ctx *rq, enum wh_provider p)
 	r = req_alloc(rq, sizeof(*r));
 	if (!r)
 		return ST_NOMEM;
-	if (webhook_event_parse(p, req_json(rq), req_header(rq, "webhook-id"), &r->ev, &why)) {
+	if (webhook_event_parse(p, req_json(rq), req_header(rq, "webhook-id"), &ev, &why)) {
 		count(app, p, "malformed");
 		rc = req_error_msg(rq, ERR_INVALID_EVENT, why.ptr, NULL);
 		buf_release(&why);
@@ -153,18 +191,17 @@ static enum st_rc intake(struct req_ctx *rq, enum wh_provider p)
 	}
 	buf_release(&why);
 	r->late_ms = 0;
-	if (p == WH_COINBASE && !webhook_fresh(r->ev.created_ms, now)) {
-		if (r->ev.created_ms > now)
+	if (p == WH_COINBASE && !webhook_fresh(ev.created_ms, now)) {
+		if (ev.created_ms > now)
 			return refuse(rq, p, WH_STALE); /* from the future: wait for it */
-		r->late_ms = now - r->ev.created_ms;
+		r->late_ms = now - ev.created_ms;
 	}
 
 	r->app = app;
-	r->p = p;
-	r->raw = raw;
-	r->len = len;
-	r->request_id = req_id(rq);
-	return req_commit(rq, intake_unit, r);
+	rc = webhook_intake_prepare(&r->in, p, &ev, raw, len, req_id(rq));
+	if (rc)
+		return rc;
+	return req_commit_merged(rq, &intake_merged, intake_unit, r);
 }
 
 enum st_rc route_webhook_coinbase(struct req_ctx *rq)

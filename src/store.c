@@ -340,11 +340,103 @@ void stmt_cache_fill(struct stmt_cache *c, struct stmt_slot *slot, const char *s
 	c->used++;
 }
 
+/* A multi-row statement's text, made for one connection (its cache). */
+struct stmt_rows_text {
+	const struct st_rows_sql *q;
+	int nrows;
+	struct stmt_rows_text *next;
+	char sql[];
+};
+
 void stmt_cache_clear(struct stmt_cache *c)
 {
 	free(c->slots);
 	c->slots = NULL;
 	c->nslots = c->used = 0;
+	while (c->texts) {
+		struct stmt_rows_text *next = c->texts->next;
+
+		free(c->texts);
+		c->texts = next;
+	}
+}
+
+/* q's row with each $k renumbered $(k + r * width). */
+static enum st_rc rows_text_row(struct buf *b, const struct st_rows_sql *q, int r)
+{
+	enum st_rc rc = ST_OK;
+
+	for (const char *p = q->row; rc == ST_OK && *p;) {
+		if (p[0] == '$' && p[1] >= '0' && p[1] <= '9') {
+			char *end;
+			long k = strtol(p + 1, &end, 10);
+
+			rc = buf_printf(b, "$%ld", k + (long)r * q->width);
+			p = end;
+		} else {
+			rc = buf_putc(b, *p++);
+		}
+	}
+	return rc;
+}
+
+/* q's text for nrows rows on the connection of c: made on first use and
+ * kept until the cache is cleared (its address keys the prepared
+ * statement, like a literal's). NULL: out of memory. */
+static const char *rows_text_get(struct stmt_cache *c, const struct st_rows_sql *q, int nrows)
+{
+	struct buf b = BUF_INIT(1 << 20);
+	struct stmt_rows_text *t;
+	enum st_rc rc;
+
+	for (t = c->texts; t; t = t->next)
+		if (t->q == q && t->nrows == nrows)
+			return t->sql;
+	rc = buf_puts(&b, q->head);
+	for (int r = 0; rc == ST_OK && r < nrows; r++) {
+		if (r)
+			rc = buf_puts(&b, ", ");
+		if (rc == ST_OK)
+			rc = rows_text_row(&b, q, r);
+	}
+	if (rc == ST_OK)
+		rc = buf_puts(&b, q->tail);
+	t = rc == ST_OK ? malloc(sizeof(*t) + b.len + 1) : NULL;
+	if (t) {
+		t->q = q;
+		t->nrows = nrows;
+		memcpy(t->sql, b.ptr, b.len + 1);
+		t->next = c->texts;
+		c->texts = t;
+	}
+	buf_release(&b);
+	return t ? t->sql : NULL;
+}
+
+enum st_rc tx_exec_rows(struct tx *tx, const struct st_rows_sql *q, int nrows,
+			const struct st_val *params, int64_t *changes)
+{
+	struct stmt_cache *c = tx->ops->stmts(tx);
+	int64_t total = 0, n = 0;
+	enum st_rc rc = ST_OK;
+
+	/* Chunks of 64, 32, ... 1 rows: at most 7 texts per q a connection. */
+	for (int done = 0, k = ST_ROWS_MAX; rc == ST_OK && done < nrows; k /= 2) {
+		const char *sql;
+
+		if (nrows - done < k)
+			continue;
+		sql = rows_text_get(c, q, k);
+		if (!sql)
+			return ST_NOMEM;
+		rc = tx_exec(tx, sql, k * q->width, params + (size_t)done * q->width, &n);
+		total += n;
+		done += k;
+		k *= 2; /* the same size again while it fits */
+	}
+	if (rc == ST_OK && changes)
+		*changes = total;
+	return rc;
 }
 
 void reader_pool_init(struct reader_pool *p)
@@ -409,6 +501,12 @@ void unit_queue_init(struct unit_queue *q)
 enum st_rc unit_queue_push(struct unit_queue *q, store_unit_fn *fn, store_done_fn *done, void *arg,
 			   bool wake_all)
 {
+	return unit_queue_push_merged(q, NULL, NULL, fn, done, arg, wake_all);
+}
+
+enum st_rc unit_queue_push_merged(struct unit_queue *q, const void *kind, store_merge_fn *merge,
+				  store_unit_fn *fn, store_done_fn *done, void *arg, bool wake_all)
+{
 	struct write_unit *u = calloc(1, sizeof(*u));
 
 	if (!u)
@@ -416,6 +514,8 @@ enum st_rc unit_queue_push(struct unit_queue *q, store_unit_fn *fn, store_done_f
 	u->fn = fn;
 	u->done = done;
 	u->arg = arg;
+	u->merge_kind = merge ? kind : NULL;
+	u->merge = merge;
 	pthread_mutex_lock(&q->mu);
 	if (q->closed) {
 		pthread_mutex_unlock(&q->mu);

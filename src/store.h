@@ -108,6 +108,25 @@ enum st_rc tx_query(struct tx *tx, const char *sql, int n, const struct st_val *
  * NULL) when it returns none; the caller reads row 0 and frees *out. */
 enum st_rc tx_query_one(struct tx *tx, const char *sql, int n, const struct st_val *params,
 			struct st_rows **out);
+/* A multi-row statement: head, then nrows copies of row joined by ", ",
+ * then tail. row names its own parameters $1..$width; copy r gets
+ * $(k + r * width), so params holds the rows' values one row after the
+ * other (nrows * width values). E.g. head "INSERT INTO t (a, b) VALUES ",
+ * row "($1, $2)", tail " ON CONFLICT DO NOTHING". The texts are made once
+ * per connection and row count, and kept with its prepared statements. */
+struct st_rows_sql {
+	const char *head;
+	const char *row;
+	const char *tail;
+	int width;
+};
+/* Runs q for nrows rows (>= 1) as a few statements of at most
+ * ST_ROWS_MAX rows each (chunks of 64, 32, ... 1: a handful of texts per
+ * connection); *changes (may be NULL) gets the sum. The statements are
+ * separate: on a failure the caller rolls the whole unit back. */
+#define ST_ROWS_MAX 64
+enum st_rc tx_exec_rows(struct tx *tx, const struct st_rows_sql *q, int nrows,
+			const struct st_val *params, int64_t *changes);
 enum st_dialect tx_dialect(const struct tx *tx);
 /* Milliseconds since the epoch, fixed for the whole transaction (the
  * store's clock, injectable in tests). */
@@ -115,6 +134,13 @@ int64_t tx_now_ms(const struct tx *tx);
 
 typedef enum st_rc store_unit_fn(struct tx *tx, void *arg);
 typedef void store_done_fn(void *arg, enum st_rc rc);
+/* Runs n (>= 2) units of one kind together, args in queue order: the same
+ * writes as their fns one after the other, done with fewer statements
+ * (multi-row INSERTs). ST_OK only when every unit's work is done and each
+ * would have returned ST_OK alone; anything else and the store rolls the
+ * whole merged run back and runs each unit's fn alone, so a unit that fails
+ * still fails alone, with its own rc (see store_submit_merged). */
+typedef enum st_rc store_merge_fn(struct tx *tx, void *const *args, int n);
 
 /* Runs fn inside a savepoint of tx: if fn fails, only its work is undone
  * (after-commit work it registered included) and its rc is returned; the
@@ -138,6 +164,9 @@ enum st_rc tx_after_commit(struct tx *tx, tx_after_fn *fn, void *arg, int64_t n)
 struct store_ops {
 	const char *name;
 	enum st_rc (*submit)(struct store *s, store_unit_fn *fn, store_done_fn *done, void *arg);
+	/* NULL: store_submit_merged submits the unit alone */
+	enum st_rc (*submit_merged)(struct store *s, const void *kind, store_merge_fn *merge,
+				    store_unit_fn *fn, store_done_fn *done, void *arg);
 	enum st_rc (*read)(struct store *s, store_unit_fn *fn, void *arg);
 	enum st_rc (*ping)(struct store *s, struct buf *why);
 	void (*close)(struct store *s);
@@ -191,6 +220,25 @@ static inline enum st_rc store_submit(struct store *s, store_unit_fn *fn, store_
 	return s->ops->submit(s, fn, done, arg);
 }
 
+/* As store_submit, for a unit that the writer may run together with the
+ * other units of the same kind (a non-NULL token, e.g. the address of a
+ * static const object) that it takes in the same batch: merge(tx, args, n)
+ * once, under one savepoint, in place of the first of them (a batch's
+ * units run in queue order otherwise; units of one kind are independent
+ * of one another and of the units they move ahead of, or must not be
+ * merged). If merge fails, its work is rolled back and each unit runs
+ * alone under its own savepoint, as store_submit would have run it. SQLite
+ * only; PostgreSQL runs every unit alone (its batches re-run units one by
+ * one on many conditions, see docs/internals/store.md). */
+static inline enum st_rc store_submit_merged(struct store *s, const void *kind,
+					     store_merge_fn *merge, store_unit_fn *fn,
+					     store_done_fn *done, void *arg)
+{
+	if (!s->ops->submit_merged)
+		return s->ops->submit(s, fn, done, arg);
+	return s->ops->submit_merged(s, kind, merge, fn, done, arg);
+}
+
 /* Synchronous write unit: blocks until committed or rolled back. For
  * workers, the ticker and tests; request threads use store_submit. */
 enum st_rc store_run(struct store *s, store_unit_fn *fn, void *arg);
@@ -224,6 +272,8 @@ struct tx_ops {
 	enum st_rc (*savepoint)(struct tx *tx, int depth);
 	enum st_rc (*rollback_to)(struct tx *tx, int depth);
 	enum st_rc (*release)(struct tx *tx, int depth);
+	/* the statement cache of tx's connection (tx_exec_rows keeps its texts there) */
+	struct stmt_cache *(*stmts)(struct tx *tx);
 };
 struct tx_after {
 	tx_after_fn *fn;
@@ -297,9 +347,11 @@ struct stmt_slot {
 	unsigned id;
 	int nparams;
 };
+struct stmt_rows_text;
 struct stmt_cache {
 	struct stmt_slot *slots;
 	size_t nslots, used;
+	struct stmt_rows_text *texts;  /* tx_exec_rows's statement texts, freed by clear */
 };
 /* sql's slot: *found says whether it holds a prepared statement; if not,
  * the backend prepares one, fills the slot's fields and calls
@@ -307,7 +359,8 @@ struct stmt_cache {
  * lookup or stmt_cache_clear. */
 struct stmt_slot *stmt_cache_find(struct stmt_cache *c, const char *sql, bool *found);
 void stmt_cache_fill(struct stmt_cache *c, struct stmt_slot *slot, const char *sql);
-/* Forgets every slot (the backend has finalised what they held). */
+/* Forgets every slot (the backend has finalised what they held) and frees
+ * the texts of tx_exec_rows's statements. */
 void stmt_cache_clear(struct stmt_cache *c);
 
 /* Which of a backend's n read connections are free: a request thread
@@ -335,8 +388,11 @@ struct write_unit {
 	store_unit_fn *fn;
 	store_done_fn *done;
 	void *arg;
+	const void *merge_kind;   /* store_submit_merged's kind; NULL: never merged */
+	store_merge_fn *merge;
 	struct write_unit *next;  /* the queue's, then the taker's batch list */
 	enum st_rc rc;            /* the backend's: its answer in the batch that ran it */
+	bool ran;                 /* the backend's: run (SQLite: merged with an earlier unit) */
 	int runs;                 /* the backend's: runs so far (PostgreSQL runs a unit again) */
 };
 struct unit_queue {
@@ -357,6 +413,9 @@ void unit_queue_init(struct unit_queue *q);
  * the one woken). ST_NOMEM; ST_UNAVAILABLE once the queue is closed. */
 enum st_rc unit_queue_push(struct unit_queue *q, store_unit_fn *fn, store_done_fn *done, void *arg,
 			   bool wake_all);
+/* As unit_queue_push for store_submit_merged's unit. */
+enum st_rc unit_queue_push_merged(struct unit_queue *q, const void *kind, store_merge_fn *merge,
+				  store_unit_fn *fn, store_done_fn *done, void *arg, bool wake_all);
 /* Blocks until units are queued (and hold, when not NULL, returns 0),
  * then takes the oldest ones, at most max, as a list in queue order.
  * NULL: the queue is closed and empty, the writer's signal to exit. */

@@ -1052,7 +1052,13 @@ static enum st_rc pg_exec_deferred(struct tx *tx, const char *sql, int n, const 
 						       .values = values, .block = block });
 }
 
+static struct stmt_cache *pg_stmts(struct tx *tx)
+{
+	return &pg_tx_downcast(tx)->conn->stmts;
+}
+
 static const struct tx_ops pg_tx_ops = {
+	.stmts = pg_stmts,
 	.exec = pg_exec,
 	.exec_deferred = pg_exec_deferred,
 	.savepoint = pg_savepoint,

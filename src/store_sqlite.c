@@ -359,11 +359,17 @@ static enum st_rc sqlite_release(struct tx *tx, int depth)
 	return savepoint_cmd(tx, SP_RELEASE, depth);
 }
 
+static struct stmt_cache *sqlite_stmts(struct tx *tx)
+{
+	return &((struct sqlite_tx *)tx)->conn->stmts;
+}
+
 static const struct tx_ops sqlite_tx_ops = {
 	.exec = sqlite_exec,
 	.savepoint = sqlite_savepoint,
 	.rollback_to = sqlite_rollback_to,
 	.release = sqlite_release,
+	.stmts = sqlite_stmts,
 };
 
 /* ---- writer ---- */
@@ -383,8 +389,48 @@ static void note_write_fault(struct sqlite_store *s)
 		s->base.on_write_fault(s->base.on_write_fault_arg, f);
 }
 
+/* The units of one kind that run_batch merges. */
+struct merge_group {
+	struct write_unit **units;
+	void **args;
+	int n;
+};
+
+static enum st_rc merge_step(struct tx *tx, void *arg)
+{
+	struct merge_group *g = arg;
+
+	return g->units[0]->merge(tx, g->args, g->n);
+}
+
+/* Runs u and the later units of its kind in the batch (u->merge_kind)
+ * with one merge call; if there is no other, or the merge fails (then its
+ * savepoint is rolled back), each runs alone. Every unit of the group gets
+ * its rc and ran = true. */
+static void run_merged(struct tx *tx, struct write_unit *u, struct merge_group *g)
+{
+	enum st_rc rc = ST_INTERNAL;
+
+	g->n = 0;
+	for (struct write_unit *v = u; v && g->n < WRITER_BATCH_MAX; v = v->next)
+		if (!v->ran && v->merge_kind == u->merge_kind) {
+			g->units[g->n] = v;
+			g->args[g->n++] = v->arg;
+		}
+	if (g->n > 1)
+		rc = tx_nested(tx, merge_step, g);
+	for (int i = 0; i < g->n; i++) {
+		tx->depth = 0;
+		g->units[i]->rc = rc == ST_OK ? ST_OK : tx_nested(tx, g->units[i]->fn, g->units[i]->arg);
+		g->units[i]->ran = true;
+	}
+}
+
 static void run_batch(struct sqlite_store *s, struct write_unit *batch)
 {
+	struct write_unit *group_units[WRITER_BATCH_MAX];
+	void *group_args[WRITER_BATCH_MAX];
+	struct merge_group g = { .units = group_units, .args = group_args };
 	struct sqlite_tx t = { .base = { .ops = &sqlite_tx_ops, .dialect = ST_SQLITE, .rand = s->base.rand },
 			       .conn = &s->writer };
 	enum st_rc rc;
@@ -398,11 +444,17 @@ static void run_batch(struct sqlite_store *s, struct write_unit *batch)
 			u->rc = rc;
 			continue;
 		}
+		if (u->ran)
+			continue; /* merged with an earlier unit of its kind */
 		t.base.now_ms = store_clock_ms(&s->base);
 		t.base.depth = 0;
-		u->rc = tx_nested(&t.base, u->fn, u->arg);
-		any_ok |= u->rc == ST_OK;
+		if (u->merge_kind)
+			run_merged(&t.base, u, &g);
+		else
+			u->rc = tx_nested(&t.base, u->fn, u->arg);
 	}
+	for (struct write_unit *u = batch; u; u = u->next)
+		any_ok |= u->rc == ST_OK;
 	if (rc == ST_OK) {
 		rc = any_ok ? conn_simple(&s->writer, "COMMIT") : conn_simple(&s->writer, "ROLLBACK");
 		if (rc == ST_OK && any_ok)
@@ -509,6 +561,14 @@ static enum st_rc sqlite_submit(struct store *base, store_unit_fn *fn, store_don
 	return unit_queue_push(&s->queue, fn, done, arg, false); /* one writer */
 }
 
+static enum st_rc sqlite_submit_merged(struct store *base, const void *kind, store_merge_fn *merge,
+				       store_unit_fn *fn, store_done_fn *done, void *arg)
+{
+	struct sqlite_store *s = sqlite_downcast(base);
+
+	return unit_queue_push_merged(&s->queue, kind, merge, fn, done, arg, false);
+}
+
 /* ---- readers ---- */
 
 static enum st_rc sqlite_read(struct store *base, store_unit_fn *fn, void *arg)
@@ -606,6 +666,7 @@ static void sqlite_close(struct store *base)
 static const struct store_ops sqlite_store_ops = {
 	.name = "sqlite",
 	.submit = sqlite_submit,
+	.submit_merged = sqlite_submit_merged,
 	.read = sqlite_read,
 	.ping = sqlite_ping,
 	.close = sqlite_close,

@@ -52,54 +52,111 @@ static enum ev_status status_parse(const char *s)
 
 /* ---------------------------------------------------------------- intake */
 
-/* {"event_id":..,"provider":..}: the members in sorted order, as the
- * payloads of stored jobs have always been written. */
-static char *job_payload(enum wh_provider p, const char *event_id)
+enum st_rc webhook_intake_prepare(struct wh_intake *in, enum wh_provider p, const struct wh_event *ev,
+				  const char *raw, size_t len, const char *request_id)
 {
-	struct buf b = BUF_INIT(1 << 16);
+	struct buf b = BUF_INIT(WH_JOB_PAYLOAD_MAX - 1); /* + its NUL */
 	struct json_writer w;
-	char *s;
+	int n;
 
+	in->p = p;
+	in->ev = *ev;
+	in->raw = raw;
+	in->len = len;
+	in->request_id = request_id;
+	n = snprintf(in->job_key, sizeof(in->job_key), "%s:%s", webhook_provider_str(p), ev->id);
+	if (n < 0 || (size_t)n >= sizeof(in->job_key))
+		return ST_INVALID;
+	/* {"event_id":..,"provider":..}: the members in sorted order, as the
+	 * payloads of stored jobs have always been written. */
 	jw_begin(&w, &b);
-	jw_str(&w, "event_id", event_id);
+	jw_str(&w, "event_id", ev->id);
 	jw_str(&w, "provider", webhook_provider_str(p));
-	s = jw_end(&w) ? NULL : buf_detach(&b, NULL);
-	buf_release(&b);
-	return s;
+	return jw_end_copy(&w, in->job_payload);
 }
 
-enum st_rc webhook_event_store(struct tx *tx, enum wh_provider p, const struct wh_event *ev,
-			       const char *raw, size_t len, const char *request_id,
-			       int max_attempts, bool *inserted)
+static void job_spec_of(const struct wh_intake *in, const char *traceparent, int max_attempts,
+			struct job_spec *spec)
 {
-	const char *provider = webhook_provider_str(p);
-	char key[16 + WEBHOOK_ID_MAX + 2];
-	char *payload = NULL;
+	*spec = (struct job_spec){ .queue = WEBHOOK_JOB_QUEUE, .kind = WEBHOOK_JOB_KIND,
+				   .payload = in->job_payload, .unique_key = in->job_key,
+				   .max_attempts = max_attempts, .traceparent = traceparent };
+}
+
+/* An event row; its status is the only value intake chooses. */
+#define EVENT_ROW_WIDTH 7
+static void event_row(struct tx *tx, const struct wh_intake *in, struct st_val *v)
+{
+	v[0] = SV_S(webhook_provider_str(in->p));
+	v[1] = SV_S(in->ev.id);
+	v[2] = SV_S(in->ev.type);
+	v[3] = SV_S(in->ev.pays ? "stored" : "ignored");
+	v[4] = SV_SN(in->raw, in->len);
+	v[5] = SV_SOPT(in->request_id);
+	v[6] = SV_I(tx_now_ms(tx));
+}
+
+static const struct st_rows_sql event_rows = {
+	.head = "INSERT INTO webhook_events (provider, event_id, type, status, body, request_id,"
+		" received_at) VALUES ",
+	.row = "($1, $2, $3, $4, $5, $6, $7)",
+	.tail = " ON CONFLICT (provider, event_id) DO NOTHING",
+	.width = EVENT_ROW_WIDTH,
+};
+
+enum st_rc webhook_event_store(struct tx *tx, const struct wh_intake *in, int max_attempts,
+			       bool *inserted)
+{
+	struct st_val v[EVENT_ROW_WIDTH];
+	struct job_spec spec;
 	int64_t changes = 0;
 	enum st_rc rc;
 
 	*inserted = false;
+	event_row(tx, in, v);
 	rc = tx_exec(tx,
 		     "INSERT INTO webhook_events (provider, event_id, type, status, body, request_id,"
 		     " received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
 		     " ON CONFLICT (provider, event_id) DO NOTHING",
-		     ST_ARGS(SV_S(provider), SV_S(ev->id), SV_S(ev->type),
-			     SV_S(ev->pays ? "stored" : "ignored"), SV_SN(raw, len),
-			     SV_SOPT(request_id), SV_I(tx_now_ms(tx))),
-		     &changes);
+		     EVENT_ROW_WIDTH, v, &changes);
 	if (rc)
 		return rc;
 	if (changes == 0)
 		return ST_OK; /* a redelivery: the first one stored it */
 	*inserted = true;
-	if (!ev->pays)
+	if (!in->ev.pays)
 		return ST_OK;
-	payload = job_payload(p, ev->id);
-	if (!payload)
-		return ST_NOMEM;
-	snprintf(key, sizeof(key), "%s:%s", provider, ev->id);
-	rc = queue_enqueue(tx, WEBHOOK_JOB_QUEUE, WEBHOOK_JOB_KIND, payload, key, 0, max_attempts);
-	free(payload);
+	job_spec_of(in, NULL, max_attempts, &spec);
+	return queue_enqueue_many(tx, &spec, 1, NULL);
+}
+
+enum st_rc webhook_events_store_new(struct tx *tx, const struct wh_intake *const *in,
+				    const char *const *traceparents, int n, int max_attempts)
+{
+	struct st_val *v = malloc((size_t)n * EVENT_ROW_WIDTH * sizeof(*v));
+	struct job_spec *specs = malloc((size_t)n * sizeof(*specs));
+	int64_t changes = 0;
+	int njobs = 0;
+	enum st_rc rc = ST_NOMEM;
+
+	if (!v || !specs)
+		goto out;
+	for (int i = 0; i < n; i++) {
+		event_row(tx, in[i], v + (size_t)i * EVENT_ROW_WIDTH);
+		if (in[i]->ev.pays)
+			job_spec_of(in[i], traceparents[i], max_attempts, &specs[njobs++]);
+	}
+	rc = tx_exec_rows(tx, &event_rows, n, v, &changes);
+	if (rc == ST_OK && changes != n)
+		rc = ST_CONFLICT; /* a known event, or one twice: each alone tells which */
+	if (rc == ST_OK && njobs) {
+		rc = queue_enqueue_many(tx, specs, njobs, &changes);
+		if (rc == ST_OK && changes != njobs)
+			rc = ST_CONFLICT; /* a job key taken: webhook_event_store's way decides */
+	}
+out:
+	free(v);
+	free(specs);
 	return rc;
 }
 

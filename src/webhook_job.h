@@ -31,18 +31,45 @@
 #define WEBHOOK_JOB_QUEUE "webhooks"
 #define WEBHOOK_LEDGER_KIND "webhook_payment"
 
+/* A verified delivery, ready to store: what the request thread knows, and
+ * the processing job's key and payload, made there (webhook_intake_prepare)
+ * so that the store's writer only inserts. */
+#define WH_JOB_KEY_MAX (16 + WEBHOOK_ID_MAX + 2)
+#define WH_JOB_PAYLOAD_MAX (6 * WEBHOOK_ID_MAX + 64)
+struct wh_intake {
+	enum wh_provider p;
+	struct wh_event ev;
+	const char *raw;           /* the body as received, len bytes: borrowed */
+	size_t len;
+	const char *request_id;    /* may be NULL */
+	char job_key[WH_JOB_KEY_MAX];
+	char job_payload[WH_JOB_PAYLOAD_MAX];
+};
+/* Fills in from a verified, parsed event. ST_INVALID when the payload does
+ * not fit (it always does: ids are at most WEBHOOK_ID_MAX printable bytes). */
+enum st_rc webhook_intake_prepare(struct wh_intake *in, enum wh_provider p, const struct wh_event *ev,
+				  const char *raw, size_t len, const char *request_id);
+
 /* Stores a verified event: INSERT ... ON CONFLICT (provider, event_id) DO
  * NOTHING, never check-then-insert, so concurrent deliveries of one event
  * race on the unique constraint and exactly one inserts. *inserted says
  * whether this call stored it (false: a redelivery; nothing was changed).
- * When inserted and ev->pays, the processing job is enqueued in tx (queue
- * WEBHOOK_JOB_QUEUE, unique key "<provider>:<event id>", max_attempts as
- * given, <= 0 for the queue's default); other types are stored as
- * 'ignored'. raw is the body as received (len bytes); request_id may be
- * NULL. Store errors are returned as they come. */
-enum st_rc webhook_event_store(struct tx *tx, enum wh_provider p, const struct wh_event *ev,
-			       const char *raw, size_t len, const char *request_id,
-			       int max_attempts, bool *inserted);
+ * When inserted and the event pays, the processing job is enqueued in tx
+ * (queue WEBHOOK_JOB_QUEUE, unique key "<provider>:<event id>", max_attempts as
+ * given, <= 0 for the queue's default; its trace context the unit's); other
+ * types are stored as 'ignored'. Store errors are returned as they come. */
+enum st_rc webhook_event_store(struct tx *tx, const struct wh_intake *in, int max_attempts,
+			       bool *inserted);
+
+/* Stores n (>= 1) deliveries at once, each as webhook_event_store would,
+ * with one multi-row INSERT of the events and one of the jobs (a few for n
+ * > 64); traceparents[i] (may be NULL) is delivery i's job's trace context.
+ * Only for deliveries that are all new events: ST_OK when every event was
+ * inserted with its job; ST_CONFLICT when one was known already, or two
+ * are the same event (nothing tells which here: the caller rolls back and
+ * stores each alone, which answers each one). */
+enum st_rc webhook_events_store_new(struct tx *tx, const struct wh_intake *const *in,
+				    const char *const *traceparents, int n, int max_attempts);
 
 /* The job handler (job_kinds.c's table). Payload: {"provider":..,"event_id":..}. */
 enum st_rc webhook_process_job(struct job_ctx *ctx);

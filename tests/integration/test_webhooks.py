@@ -21,7 +21,8 @@ import time
 import pytest
 
 from conftest import (ADMIN_TOKEN, assert_error, concurrent_requests, diff_snapshots,
-                      find_samples, new_wallet, only_responses, parse_metrics, wait_until)
+                      find_samples, new_wallet, only_responses, parse_metrics, store_rows,
+                      wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -463,6 +464,75 @@ def test_twenty_concurrent_deliveries_one_credit(wh, provider):
     assert after["ledger_tx"] == before["ledger_tx"] + 1
     assert after["jobs"] == before["jobs"] + 1
     assert webhook_metric(wh, provider, "duplicate") == 19
+
+
+def traced(d):
+    """d's request with a traceparent of its own; returns (request, trace id)."""
+    t = secrets.token_hex(16)
+    r = d.request()
+    r["headers"] = {**r["headers"], "traceparent": f"00-{t}-{secrets.token_hex(8)}-01"}
+    return r, t
+
+
+def job_traces(server):
+    return dict(store_rows(server, "SELECT unique_key, traceparent FROM jobs"
+                                   " WHERE kind = 'webhook.process'"))
+
+
+def test_concurrent_new_events_are_stored_each_with_its_job_and_trace(wh):
+    """40 new events at once, paying and not, of every provider. On SQLite
+    the writer takes them in a few batches and stores each batch's events
+    and jobs with multi-row INSERTs: every delivery is still answered
+    accepted, each event stored once with its job, and each job carries
+    the trace of the request that caused it."""
+    wallet, referrer = register_pair(wh)
+    new = [MAKERS[p](wallet) for p in PROVIDERS for _ in range(12)]
+    ignored = [standard(wallet, type_="payment.pending") for _ in range(4)]
+    reqs, traces = zip(*[traced(d) for d in new + ignored])
+    before = snapshot(wh)
+    results = only_responses(concurrent_requests(wh.port, list(reqs)))
+    assert [(r.status, r.json) for r in results] == [(200, {"status": "accepted"})] * len(reqs)
+    after = snapshot(wh)
+    assert after["webhook_events"] == before["webhook_events"] + len(reqs)
+    assert after["jobs"] == before["jobs"] + len(new)
+    jobs = job_traces(wh)
+    for d, t in zip(new, traces):
+        assert jobs[f"{d.provider}:{d.event_id}"].split("-")[1] == t, d.event_id
+    rows = store_rows(wh, "SELECT status FROM webhook_events WHERE event_id IN (%s)"
+                      % ",".join(f"'{d.event_id}'" for d in ignored))
+    assert rows == [("ignored",)] * len(ignored)
+    wait_balance(wh, wallet, 1234 * len(new), timeout=30)
+    wait_balance(wh, referrer, 123 * len(new), timeout=30)
+    assert len(entries(wh, wallet)) == len(new)
+
+
+def test_concurrent_mix_of_new_known_and_repeated_events(wh):
+    """New events, redeliveries of an event stored before, and one new event
+    sent three times, all at once: a known or repeated event in a batch
+    makes the writer store that batch's deliveries one at a time, so each
+    gets its own answer: new ones accepted, the known one duplicate, the
+    repeated one accepted once."""
+    wallet, referrer = register_pair(wh)
+    known = MAKERS["stripe"](wallet)
+    assert known.send(wh).json == {"status": "accepted"}
+    wait_balance(wh, wallet, 1234)
+    new = [MAKERS[p](wallet) for p in PROVIDERS for _ in range(6)]
+    twice = MAKERS["coinbase"](wallet)
+    deliveries = new + [known] * 3 + [twice] * 3
+    before = snapshot(wh)
+    results = only_responses(concurrent_requests(wh.port, [d.request() for d in deliveries]))
+    assert all(r.status == 200 for r in results), [r.status for r in results]
+    answers = [r.json["status"] for r in results]
+    assert answers[:len(new)] == ["accepted"] * len(new)
+    assert answers[len(new):len(new) + 3] == ["duplicate"] * 3
+    assert sorted(answers[len(new) + 3:]) == ["accepted", "duplicate", "duplicate"]
+    after = snapshot(wh)
+    assert after["webhook_events"] == before["webhook_events"] + len(new) + 1
+    assert after["jobs"] == before["jobs"] + len(new) + 1
+    paid = 1 + len(new) + 1
+    wait_balance(wh, wallet, 1234 * paid, timeout=30)
+    wait_balance(wh, referrer, 123 * paid, timeout=30)
+    assert len(entries(wh, wallet)) == paid
 
 
 # --------------------------------------------------------------------------

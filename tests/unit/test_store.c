@@ -432,6 +432,131 @@ CONTRACT(failing_unit_does_not_affect_concurrent_ones)
 	cr_assert_eq(count(NULL), ISO_UNITS / 2);
 }
 
+/* store_submit_merged: units queued behind a gate unit (so that the
+ * writer takes them in one batch) are run by one merge call with
+ * multi-row INSERTs (tx_exec_rows: 64 + 32 + 4 rows for 100); a merge that
+ * fails is rolled back and every unit runs alone, the failing ones rolled
+ * back alone. PostgreSQL runs each alone (no merge call). */
+#define MERGE_UNITS 100
+
+struct merge_gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool entered, open;
+};
+
+static enum st_rc gate_run(struct tx *tx, void *arg)
+{
+	struct merge_gate *g = arg;
+
+	(void)tx;
+	pthread_mutex_lock(&g->mu);
+	g->entered = true;
+	pthread_cond_broadcast(&g->cv);
+	while (!g->open)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+	return ST_OK;
+}
+
+static void gate_done(void *arg, enum st_rc rc)
+{
+	(void)arg;
+	(void)rc;
+}
+
+static atomic_int merge_calls, merge_rows;
+
+static const struct st_rows_sql kv_rows = {
+	.head = "INSERT INTO kv (k, v) VALUES ",
+	.row = "($1, $2)",
+	.tail = "",
+	.width = 2,
+};
+
+static enum st_rc merged_kv(struct tx *tx, void *const *args, int n)
+{
+	struct st_val v[2 * MERGE_UNITS];
+	int64_t changes = 0;
+	enum st_rc rc;
+
+	atomic_fetch_add(&merge_calls, 1);
+	cr_assert_leq(n, MERGE_UNITS);
+	for (int i = 0; i < n; i++) {
+		struct iso_unit *u = args[i];
+
+		v[2 * i] = SV_S(u->key);
+		v[2 * i + 1] = SV_S(u->key);
+	}
+	rc = tx_exec_rows(tx, &kv_rows, n, v, &changes);
+	if (rc)
+		return rc;
+	cr_assert_eq(changes, n);
+	atomic_fetch_add(&merge_rows, n);
+	for (int i = 0; i < n; i++)
+		if (((struct iso_unit *)args[i])->fail)
+			return ST_CONFLICT; /* as that unit alone would: all run alone */
+	return ST_OK;
+}
+
+static void merged_batch(int fail_every)
+{
+	static struct iso_unit units[MERGE_UNITS];
+	static const char kind = 0;
+	struct merge_gate g = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false };
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+	atomic_int left = MERGE_UNITS;
+	int ok = 0;
+
+	atomic_store(&merge_calls, 0);
+	atomic_store(&merge_rows, 0);
+	cr_assert_eq(store_submit(S, gate_run, gate_done, &g), ST_OK);
+	pthread_mutex_lock(&g.mu);
+	while (!g.entered)
+		pthread_cond_wait(&g.cv, &g.mu); /* the writer is in the gate: the rest queue */
+	pthread_mutex_unlock(&g.mu);
+	for (int i = 0; i < MERGE_UNITS; i++) {
+		snprintf(units[i].key, sizeof(units[i].key), "m%d-%03d", fail_every, i);
+		units[i].fail = fail_every && i % fail_every == 0;
+		units[i].left = &left;
+		units[i].mu = &mu;
+		units[i].cv = &cv;
+		cr_assert_eq(store_submit_merged(S, &kind, merged_kv, iso_run, iso_done, &units[i]),
+			     ST_OK);
+	}
+	pthread_mutex_lock(&g.mu);
+	g.open = true;
+	pthread_cond_broadcast(&g.cv);
+	pthread_mutex_unlock(&g.mu);
+	pthread_mutex_lock(&mu);
+	while (atomic_load(&left) > 0)
+		pthread_cond_wait(&cv, &mu);
+	pthread_mutex_unlock(&mu);
+	for (int i = 0; i < MERGE_UNITS; i++) {
+		cr_assert_eq(units[i].rc, units[i].fail ? ST_CONFLICT : ST_OK, "unit %d", i);
+		cr_assert_eq(count(units[i].key), units[i].fail ? 0 : 1, "unit %d", i);
+		ok += !units[i].fail;
+	}
+	cr_assert_eq(count(NULL), ok);
+	if (D == ST_SQLITE) {
+		cr_assert_eq(atomic_load(&merge_calls), 1, "one batch, one merge");
+		cr_assert_eq(atomic_load(&merge_rows), MERGE_UNITS);
+	} else {
+		cr_assert_eq(atomic_load(&merge_calls), 0, "PostgreSQL runs each unit alone");
+	}
+}
+
+CONTRACT(merged_units_share_statements)
+{
+	merged_batch(0);
+}
+
+CONTRACT(merged_units_with_a_failing_one_each_run_alone)
+{
+	merged_batch(7);
+}
+
 #define THREADS 16
 #define PER_THREAD 25
 
