@@ -412,6 +412,39 @@ static bool replay_early(struct req_ctx *rq)
 	return true;
 }
 
+/* The answer to a finished key's record found before the handler (rc ==
+ * ST_OK): its replay, or 422 on another fingerprint; 503 when the store
+ * could not say (rc other than ST_NOT_FOUND). true when rq->resp holds
+ * the answer. */
+static bool answer_lookup(struct req_ctx *rq, enum st_rc rc, struct idem_record *rec)
+{
+	struct settled *app = rq->h->app;
+
+	if (rc == ST_OK) {
+		if (rec->same_fingerprint) {
+			char rl_key[WALLET_LEN + 1];
+
+			/* This body has the record's fingerprint: the next
+			 * replay of the same bytes can skip parsing and hashing
+			 * it (replay_early). */
+			body_rl_key(rq, rl_key);
+			idem_cache_note_request(app->idem, rq->idem_scope, rq->idem_key, rq->fingerprint,
+						rq->body.ptr, rq->body.len, rl_key, settled_now_ms(app));
+			replay_record(rq, rec);
+		} else {
+			idem_count(rq, "reused");
+			req_error(rq, ERR_IDEMPOTENCY_KEY_REUSED, NULL);
+		}
+		idem_record_release(rec);
+		return true;
+	}
+	if (rc != ST_NOT_FOUND) {
+		req_error(rq, ERR_STORE_DOWN, NULL);
+		return true;
+	}
+	return false;
+}
+
 /* Checks the Idempotency-Key header. Returns true when the request should
  * go on to the handler; false when rq->resp already holds the answer. */
 static bool idempotency_precheck(struct req_ctx *rq)
@@ -419,6 +452,7 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	struct settled *app = rq->h->app;
 	const char *key = req_header(rq, "Idempotency-Key");
 	struct lookup_arg la = { .rq = rq };
+	bool in_unit = (rq->route->flags & ROUTE_KEY_CHECK_IN_UNIT) && app->store->unit_reads_cheap;
 	enum st_rc rc;
 
 	if (!key) {
@@ -447,31 +481,18 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	/* A finished key is answered from the cache of finished records or a
 	 * read connection: no writer, no write. This comes before the running
 	 * check, so any number of concurrent retries of a finished request all
-	 * get its answer. */
-	rc = idem_replay_lookup(app->idem, app->store, settled_now_ms(app), rq->idem_scope, key,
-				rq->fingerprint, &la.rec);
-	if (rc == ST_OK) {
-		if (la.rec.same_fingerprint) {
-			char rl_key[WALLET_LEN + 1];
-
-			/* This body has the record's fingerprint: the next
-			 * replay of the same bytes can skip parsing and hashing
-			 * it (replay_early). */
-			body_rl_key(rq, rl_key);
-			idem_cache_note_request(app->idem, rq->idem_scope, key, rq->fingerprint,
-						rq->body.ptr, rq->body.len, rl_key, settled_now_ms(app));
-			replay_record(rq, &la.rec);
-		} else {
-			idem_count(rq, "reused");
-			req_error(rq, ERR_IDEMPOTENCY_KEY_REUSED, NULL);
-		}
-		idem_record_release(&la.rec);
+	 * get its answer. On a ROUTE_KEY_CHECK_IN_UNIT route the cache alone
+	 * answers here; a key it does not know (nearly always a new one) is
+	 * looked up by the unit, before the handler's unit runs (request_unit),
+	 * which saves the read connection's lookup: on SQLite its page cache
+	 * starts empty after every commit, so it was the largest cost of a
+	 * keyed request on its HTTP thread. */
+	rc = in_unit ? idem_cache_get(app->idem, rq->idem_scope, key, rq->fingerprint,
+				      settled_now_ms(app), &la.rec)
+		     : idem_replay_lookup(app->idem, app->store, settled_now_ms(app), rq->idem_scope,
+					  key, rq->fingerprint, &la.rec);
+	if (answer_lookup(rq, rc, &la.rec))
 		return false;
-	}
-	if (rc != ST_NOT_FOUND) {
-		req_error(rq, ERR_STORE_DOWN, NULL);
-		return false;
-	}
 	/* Not finished. If it is running here, say so at once. If it finishes
 	 * between the read above and this mark, the unit's claim finds the
 	 * committed record and replays it: no second effect either way. */
@@ -481,13 +502,40 @@ static bool idempotency_precheck(struct req_ctx *rq)
 		return false;
 	}
 	if (rc) {
+		/* Running here. A key the store was not asked about may be
+		 * finished too (a retry of a finished request while another
+		 * retry of it is in its unit): its answer, as without the flag. */
+		if (in_unit &&
+		    answer_lookup(rq, idem_replay_lookup(app->idem, app->store, settled_now_ms(app),
+							 rq->idem_scope, key, rq->fingerprint, &la.rec),
+				  &la.rec))
+			return false;
 		idem_count(rq, "in_use");
 		req_error(rq, ERR_IDEMPOTENCY_KEY_IN_USE, NULL);
 		resp_header(&rq->resp, "Retry-After", "1");
 		return false;
 	}
 	rq->idem_running = true;
+	rq->idem_check_in_unit = in_unit;
 	return true;
+}
+
+/* The handler of a ROUTE_KEY_CHECK_IN_UNIT route answered without a unit
+ * (its own 400): the store was never asked about the key, and a finished
+ * record's answer comes first (as it would have before the handler): the
+ * record's replay, or 422 when this body is another request's. */
+static void answer_unchecked_key(struct req_ctx *rq)
+{
+	struct settled *app = rq->h->app;
+	struct idem_record rec;
+	enum st_rc rc = idem_replay_lookup(app->idem, app->store, settled_now_ms(app), rq->idem_scope,
+					   rq->idem_key, rq->fingerprint, &rec);
+
+	rq->idem_check_in_unit = false;
+	if (rc == ST_NOT_FOUND)
+		return; /* the handler's answer stands */
+	resp_release(&rq->resp);
+	answer_lookup(rq, rc, &rec);
 }
 
 /* The handler's unit, in a savepoint of the request's unit (a 4xx
@@ -551,6 +599,29 @@ static enum st_rc request_unit(struct tx *tx, void *arg)
 	rq->idem_result = NULL;
 	rq->handler_rc = ST_OK;
 	resp_release(&rq->resp);
+	if (rq->idem_check_in_unit) {
+		/* The check the dispatcher left to us (ROUTE_KEY_CHECK_IN_UNIT):
+		 * is the key finished? Inside the write transaction this sees
+		 * every committed record, another process's too. A record found
+		 * here was committed by an earlier batch: only a request holding
+		 * the key's running mark writes its record, and this one holds
+		 * it; so it may be cached, as a read connection's would be. */
+		rc = idem_lookup(tx, rq->idem_scope, rq->idem_key, rq->fingerprint, &found);
+		if (rc == ST_OK) {
+			idem_cache_put(app->idem, rq->idem_scope, rq->idem_key, &found, tx_now_ms(tx));
+			if (found.same_fingerprint) {
+				char rl_key[WALLET_LEN + 1];
+
+				body_rl_key(rq, rl_key);
+				idem_cache_note_request(app->idem, rq->idem_scope, rq->idem_key,
+							rq->fingerprint, rq->body.ptr, rq->body.len, rl_key,
+							tx_now_ms(tx));
+			}
+			return answer_found(rq, &found);
+		}
+		if (rc != ST_NOT_FOUND)
+			return rc;
+	}
 	hrc = tx_nested(tx, handler_unit, rq);
 	/* Recorded: a success, or the handler's own 4xx refusal (its writes
 	 * were rolled back with its savepoint). Any other failure rolls the
@@ -984,5 +1055,7 @@ enum MHD_Result dispatch(struct req_ctx *rq)
 		req_error(rq, err_of_rc(rc), NULL);
 	if (rq->state == RQ_WAITING)
 		return MHD_YES;
+	if (rq->idem_check_in_unit)
+		answer_unchecked_key(rq);
 	return send_resp(rq);
 }

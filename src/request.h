@@ -108,6 +108,8 @@ struct req_ctx {
 	char fingerprint[IDEM_FINGERPRINT_LEN + 1];
 	bool idem_running;          /* holds the in-memory running mark */
 	bool idem_replayed;         /* the unit answered another request's record */
+	bool idem_check_in_unit;    /* the store was not asked whether the key is finished:
+	                             * the unit asks first (ROUTE_KEY_CHECK_IN_UNIT) */
 	const char *idem_result;    /* "HIT" / "MISS" for X-Idempotency */
 
 	/* write unit */

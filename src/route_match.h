@@ -60,6 +60,12 @@ enum {
 	ROUTE_FOREIGN_BODY = 1 << 7, /* a third party's format (webhooks): fields not checked */
 	ROUTE_CREATED = 1 << 8,     /* a success is 201 Created (else 200): the status handlers'
 	                             * resp_ok/req_ok answer, so no handler names one */
+	ROUTE_KEY_CHECK_IN_UNIT = 1 << 9, /* the handler's code before req_commit depends on the
+	                             * request alone (syntax checks; no store, no clock): a key
+	                             * the cache of finished records does not know is looked up
+	                             * first thing in the write unit, not on a read connection
+	                             * before the handler (where the store allows, see
+	                             * store.unit_reads_cheap; docs/internals/idempotency.md) */
 };
 
 /* One member a request body may carry (see the top of this file). */

@@ -193,6 +193,12 @@ struct store {
 	int64_t (*clock_ms)(void *clock_arg); /* NULL = wall clock */
 	void *clock_arg;
 	struct randpool *rand;              /* ids made in units; NULL = RAND_bytes */
+	/* A read inside a write unit is cheap and sees every committed write:
+	 * the writer's own connection, its page cache warm, inside the write
+	 * lock (SQLite). The dispatcher then looks an unknown idempotency key
+	 * up there rather than on a read connection (ROUTE_KEY_CHECK_IN_UNIT).
+	 * false on PostgreSQL, where it would add a statement to the unit. */
+	bool unit_reads_cheap;
 };
 
 struct store_options {

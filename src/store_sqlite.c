@@ -783,6 +783,7 @@ enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out
 	s->base.ops = &sqlite_store_ops;
 	s->base.rand = opt->rand;
 	s->base.log = opt->log;
+	s->base.unit_reads_cheap = true;
 	unit_queue_init(&s->queue);
 	reader_pool_init(&s->rpool);
 	pthread_mutex_init(&s->cmu, NULL);

@@ -82,6 +82,52 @@ def test_same_key_different_body_is_422(server):
         assert_replay(first, post_register(server, body, key))
 
 
+def test_uncached_replay_has_no_effect(server):
+    """The first replay of a key is not in the process's cache (a MISS is
+    never cached): on SQLite the write unit looks the key up before the
+    handler's unit runs (ROUTE_KEY_CHECK_IN_UNIT), on PostgreSQL a read
+    connection does before the handler. Either way: the stored answer, and
+    nothing written."""
+    key, body = new_key(), wallet_body()
+    first = post_register(server, body, key)
+    assert first.status == 201, first
+    with server.unchanged():
+        assert_replay(first, post_register(server, body, key))
+    key, body = new_key(), wallet_body()
+    first = post_register(server, body, key)
+    with server.unchanged():
+        assert_error(post_register(server, wallet_body(), key), 422, "idempotency_key_reused")
+        assert_replay(first, post_register(server, body, key))
+
+
+@pytest.mark.parametrize("bad", [b'{"wallet": "0x123"}', b'{"wallet": 7}', b'{"referrer": "x"}'],
+                         ids=param_id)
+def test_finished_key_beats_the_handlers_own_400(server, bad):
+    """A finished key sent with a body its handler refuses (400
+    invalid_wallet) is another request under the key: 422, as the
+    finished-key check comes before the handler. On SQLite register's key
+    is checked in the unit, after the handler's syntax checks; when those
+    refuse, the store is asked then, and its answer comes first. Checked
+    right after the MISS, so that the cache does not know the key yet."""
+    key, body = new_key(), wallet_body()
+    assert post_register(server, body, key).status == 201
+    with server.unchanged():
+        assert_error(post_register(server, bad, key), 422, "idempotency_key_reused")
+
+
+def test_handlers_400_under_a_new_key_keeps_the_key_free(server):
+    """The handler's own 400 under a key nobody used stores nothing: the
+    key then runs a valid request once."""
+    key = new_key()
+    with server.unchanged():
+        assert_error(post_register(server, b'{"wallet": "0x123"}', key), 400, "invalid_wallet")
+    body = wallet_body()
+    r = post_register(server, body, key)
+    assert r.status == 201, r
+    assert r.headers.get("X-Idempotency") == "MISS"
+    assert_replay(r, post_register(server, body, key))
+
+
 @pytest.mark.parametrize("key", [
     "",
     "k" * 256,
