@@ -780,6 +780,14 @@ enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out
 
 	if (!s)
 		return ST_NOMEM;
+	/* SQLite's memory statistics (sqlite3_status, sqlite3_memory_used),
+	 * which nothing here reads, cost a process-wide mutex around each of
+	 * its allocations (~20 a keyed register on the writer alone), taken by
+	 * the writer, the readers and the checkpointer alike. A library-wide
+	 * setting, only possible before SQLite's first use in the process;
+	 * later calls (a second store, the backup command) are refused
+	 * harmlessly (SQLITE_MISUSE) and change nothing. */
+	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	s->base.ops = &sqlite_store_ops;
 	s->base.rand = opt->rand;
 	s->base.log = opt->log;
