@@ -111,7 +111,8 @@ enum st_rc store_run(struct store *s, store_unit_fn *fn, void *arg)
 
 	pthread_mutex_init(&u.wait.mu, NULL);
 	pthread_cond_init(&u.wait.cv, NULL);
-	rc = store_submit(s, sync_run, sync_unit_done, &u);
+	rc = s->ops->submit_background ? s->ops->submit_background(s, sync_run, sync_unit_done, &u)
+					: store_submit(s, sync_run, sync_unit_done, &u);
 	if (rc == ST_OK) {
 		pthread_mutex_lock(&u.wait.mu);
 		while (!u.wait.finished)
@@ -496,12 +497,29 @@ void unit_queue_init(struct unit_queue *q)
 	pthread_condattr_destroy(&ca);
 	q->head = q->tail = NULL;
 	q->closed = false;
+	q->background_cap = 0;
 }
 
 enum st_rc unit_queue_push(struct unit_queue *q, store_unit_fn *fn, store_done_fn *done, void *arg,
 			   bool wake_all)
 {
 	return unit_queue_push_merged(q, NULL, NULL, fn, done, arg, wake_all);
+}
+
+static enum st_rc push(struct unit_queue *q, struct write_unit *u, bool wake_all);
+
+enum st_rc unit_queue_push_background(struct unit_queue *q, store_unit_fn *fn, store_done_fn *done,
+				      void *arg, bool wake_all)
+{
+	struct write_unit *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return ST_NOMEM;
+	u->fn = fn;
+	u->done = done;
+	u->arg = arg;
+	u->background = true;
+	return push(q, u, wake_all);
 }
 
 enum st_rc unit_queue_push_merged(struct unit_queue *q, const void *kind, store_merge_fn *merge,
@@ -516,6 +534,11 @@ enum st_rc unit_queue_push_merged(struct unit_queue *q, const void *kind, store_
 	u->arg = arg;
 	u->merge_kind = merge ? kind : NULL;
 	u->merge = merge;
+	return push(q, u, wake_all);
+}
+
+static enum st_rc push(struct unit_queue *q, struct write_unit *u, bool wake_all)
+{
 	pthread_mutex_lock(&q->mu);
 	if (q->closed) {
 		pthread_mutex_unlock(&q->mu);
@@ -535,11 +558,55 @@ enum st_rc unit_queue_push_merged(struct unit_queue *q, const void *kind, store_
 	return ST_OK;
 }
 
+/* The oldest units, at most max, out of q (its lock held, q->head set). */
+static struct write_unit *take_prefix(struct unit_queue *q, int max)
+{
+	struct write_unit *batch = q->head, *last = q->head;
+
+	for (int n = 1; last->next && n < max; n++)
+		last = last->next;
+	q->head = last->next;
+	if (!q->head)
+		q->tail = NULL;
+	last->next = NULL;
+	return batch;
+}
+
+/* As take_prefix, but while a unit that is not background is queued, at
+ * most q->background_cap background units: the rest stay where they are,
+ * so the oldest background unit is always the next one taken. */
+static struct write_unit *take_capped(struct unit_queue *q, int max)
+{
+	struct write_unit *batch = NULL, **bt = &batch, **link = &q->head, *u;
+	int n = 0, nbg = 0;
+
+	for (u = q->head; u && u->background; u = u->next)
+		;
+	if (!u || q->background_cap <= 0)
+		return take_prefix(q, max); /* only background units queued: all of them */
+	q->tail = NULL;
+	while ((u = *link) && n < max) {
+		if (u->background && nbg >= q->background_cap) {
+			q->tail = u;
+			link = &u->next; /* keeps its place */
+			continue;
+		}
+		nbg += u->background;
+		n++;
+		*link = u->next;
+		u->next = NULL;
+		*bt = u;
+		bt = &u->next;
+	}
+	for (u = *link; u; u = u->next)
+		q->tail = u;
+	return batch;
+}
+
 struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hold_fn *hold, void *arg)
 {
-	struct write_unit *batch = NULL, *last;
+	struct write_unit *batch = NULL;
 	int64_t until;
-	int n = 1;
 
 	pthread_mutex_lock(&q->mu);
 	for (;;) {
@@ -556,15 +623,7 @@ struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hol
 			pthread_cond_timedwait(&q->cv, &q->mu, &ts);
 			continue;
 		}
-		batch = last = q->head;
-		while (last->next && n < max) {
-			last = last->next;
-			n++;
-		}
-		q->head = last->next;
-		if (!q->head)
-			q->tail = NULL;
-		last->next = NULL;
+		batch = take_capped(q, max);
 		break;
 	}
 	pthread_mutex_unlock(&q->mu);

@@ -164,6 +164,9 @@ enum st_rc tx_after_commit(struct tx *tx, tx_after_fn *fn, void *arg, int64_t n)
 struct store_ops {
 	const char *name;
 	enum st_rc (*submit)(struct store *s, store_unit_fn *fn, store_done_fn *done, void *arg);
+	/* store_run's units (workers, the ticker): NULL = submit */
+	enum st_rc (*submit_background)(struct store *s, store_unit_fn *fn, store_done_fn *done,
+					void *arg);
 	/* NULL: store_submit_merged submits the unit alone */
 	enum st_rc (*submit_merged)(struct store *s, const void *kind, store_merge_fn *merge,
 				    store_unit_fn *fn, store_done_fn *done, void *arg);
@@ -246,7 +249,13 @@ static inline enum st_rc store_submit_merged(struct store *s, const void *kind,
 }
 
 /* Synchronous write unit: blocks until committed or rolled back. For
- * workers, the ticker and tests; request threads use store_submit. */
+ * workers, the ticker and tests; request threads use store_submit. Its
+ * unit is a background one: while units of requests are queued, SQLite's
+ * writer takes at most WRITER_BACKGROUND_PER_BATCH background units into a
+ * batch (the oldest; the others keep their place for the next batches),
+ * so a job backlog cannot fill the batches that answer clients; with no
+ * request queued it takes them all, as before (docs/internals/store.md
+ * "Who gets the writer"). */
 enum st_rc store_run(struct store *s, store_unit_fn *fn, void *arg);
 
 /* Runs fn in a read-only transaction on a read connection (consistent
@@ -399,6 +408,7 @@ struct write_unit {
 	struct write_unit *next;  /* the queue's, then the taker's batch list */
 	enum st_rc rc;            /* the backend's: its answer in the batch that ran it */
 	bool ran;                 /* the backend's: run (SQLite: merged with an earlier unit) */
+	bool background;          /* store_run's: no client waits for it */
 	int runs;                 /* the backend's: runs so far (PostgreSQL runs a unit again) */
 };
 struct unit_queue {
@@ -406,6 +416,9 @@ struct unit_queue {
 	pthread_cond_t cv;        /* CLOCK_MONOTONIC (unit_queue_take's hold) */
 	struct write_unit *head, *tail;
 	bool closed;
+	/* While a unit that is not background is queued, a batch takes at
+	 * most this many background units; 0: no limit (unit_queue_init). */
+	int background_cap;
 };
 /* Until when (monotonic ms) a writer leaves the queued units to the
  * others instead of taking them; 0: take them now. Called with the
@@ -422,8 +435,13 @@ enum st_rc unit_queue_push(struct unit_queue *q, store_unit_fn *fn, store_done_f
 /* As unit_queue_push for store_submit_merged's unit. */
 enum st_rc unit_queue_push_merged(struct unit_queue *q, const void *kind, store_merge_fn *merge,
 				  store_unit_fn *fn, store_done_fn *done, void *arg, bool wake_all);
+/* As unit_queue_push for a background unit (see q->background_cap). */
+enum st_rc unit_queue_push_background(struct unit_queue *q, store_unit_fn *fn, store_done_fn *done,
+				      void *arg, bool wake_all);
 /* Blocks until units are queued (and hold, when not NULL, returns 0),
- * then takes the oldest ones, at most max, as a list in queue order.
+ * then takes the oldest ones, at most max, as a list in queue order
+ * (skipping background units past q->background_cap while others are
+ * queued: those keep their place).
  * NULL: the queue is closed and empty, the writer's signal to exit. */
 struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hold_fn *hold, void *arg);
 /* Wakes every waiting writer, for them to look at hold again. It does not

@@ -36,6 +36,10 @@
 #include "banned.h"
 
 #define WRITER_BATCH_MAX 512
+/* Background units (store_run: jobs' effects and completions, the ticker)
+ * a batch takes while requests' units are queued: see "Who gets the
+ * writer" in docs/internals/store.md. */
+#define WRITER_BACKGROUND_PER_BATCH 1
 #define CHECKPOINT_PAGES 1000          /* SQLite's own autocheckpoint default */
 /* The WAL restarts from its beginning only when a checkpoint has caught up
  * with every frame when the writer begins: under steady writes the
@@ -561,6 +565,14 @@ static enum st_rc sqlite_submit(struct store *base, store_unit_fn *fn, store_don
 	return unit_queue_push(&s->queue, fn, done, arg, false); /* one writer */
 }
 
+static enum st_rc sqlite_submit_background(struct store *base, store_unit_fn *fn,
+					   store_done_fn *done, void *arg)
+{
+	struct sqlite_store *s = sqlite_downcast(base);
+
+	return unit_queue_push_background(&s->queue, fn, done, arg, false);
+}
+
 static enum st_rc sqlite_submit_merged(struct store *base, const void *kind, store_merge_fn *merge,
 				       store_unit_fn *fn, store_done_fn *done, void *arg)
 {
@@ -667,6 +679,7 @@ static const struct store_ops sqlite_store_ops = {
 	.name = "sqlite",
 	.submit = sqlite_submit,
 	.submit_merged = sqlite_submit_merged,
+	.submit_background = sqlite_submit_background,
 	.read = sqlite_read,
 	.ping = sqlite_ping,
 	.close = sqlite_close,
@@ -793,6 +806,7 @@ enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out
 	s->base.log = opt->log;
 	s->base.unit_reads_cheap = true;
 	unit_queue_init(&s->queue);
+	s->queue.background_cap = WRITER_BACKGROUND_PER_BATCH;
 	reader_pool_init(&s->rpool);
 	pthread_mutex_init(&s->cmu, NULL);
 	pthread_cond_init(&s->ccv, NULL);

@@ -608,8 +608,10 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 	/* At most WORKER_EFFECTS_PER_UNIT effects a unit: a unit of 256
 	 * ledger postings holds the one SQLite writer for tens of ms, and
 	 * every request's unit queued behind it (webhook intake halved in
-	 * ops/bench while its jobs drained). Completions without an effect
-	 * are cheap: they ride in the slice their place in the batch falls in. */
+	 * ops/bench while its jobs drained). The writer also takes at most
+	 * one such (background) unit a batch while requests wait (store.h,
+	 * store_run). Completions without an effect are cheap: they ride in
+	 * the slice their place in the batch falls in. */
 	for (int lo = 0; lo < n;) {
 		int hi = lo, effects = 0;
 

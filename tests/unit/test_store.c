@@ -861,6 +861,53 @@ static int64_t hold_until(void *arg, bool closed)
 	return clock_mono_ms() < until ? until : 0;
 }
 
+/* While a request's unit is queued, a batch takes at most background_cap
+ * background units (store_run's), the oldest; the others keep their place
+ * and go first next time. With only background units queued, all of them. */
+Test(store, unit_queue_takes_one_background_unit_a_batch_while_requests_wait)
+{
+	struct unit_queue q;
+	int tags[7], order[7], n = 0;
+	/* b0 b1 f2 b3 f4 | then b5 b6 */
+	const bool bg[7] = { true, true, false, true, false, true, true };
+	struct write_unit *batch, *next;
+
+	unit_queue_init(&q);
+	q.background_cap = 1;
+	for (int i = 0; i < 5; i++) {
+		tags[i] = i;
+		cr_assert_eq(bg[i] ? unit_queue_push_background(&q, queued_unit, queued_done, &tags[i], false)
+				   : unit_queue_push(&q, queued_unit, queued_done, &tags[i], false),
+			     ST_OK);
+	}
+	batch = unit_queue_take(&q, 512, NULL, NULL);
+	for (struct write_unit *u = batch; u; u = u->next)
+		order[n++] = *(int *)u->arg;
+	cr_assert_eq(n, 3);
+	cr_assert(order[0] == 0 && order[1] == 2 && order[2] == 4, "%d %d %d", order[0], order[1],
+		  order[2]);
+	for (struct write_unit *u = batch; u; u = next) {
+		next = u->next;
+		free(u);
+	}
+	for (int i = 5; i < 7; i++) {
+		tags[i] = i;
+		cr_assert_eq(unit_queue_push_background(&q, queued_unit, queued_done, &tags[i], false), ST_OK);
+	}
+	batch = unit_queue_take(&q, 512, NULL, NULL);
+	n = 0;
+	for (struct write_unit *u = batch; u; u = next) {
+		next = u->next;
+		order[n++] = *(int *)u->arg;
+		free(u);
+	}
+	cr_assert_eq(n, 4, "only background units left: all taken");
+	cr_assert(order[0] == 1 && order[1] == 3 && order[2] == 5 && order[3] == 6);
+	cr_assert_null(q.head);
+	cr_assert_null(q.tail);
+	unit_queue_destroy(&q);
+}
+
 Test(store, unit_queue_hold_keeps_a_writer_off_until_its_deadline)
 {
 	struct unit_queue q;
