@@ -138,6 +138,36 @@ enum st_rc account_register(struct tx *tx, const char *wallet, const char *refer
 	return ST_OK;
 }
 
+static const struct st_rows_sql register_rows = {
+	.head = "INSERT INTO accounts (id, wallet, name, kind, referrer, created_at) VALUES ",
+	.row = "($1, $2, NULL, 'wallet', NULL, $3)",
+	.tail = "",
+	.width = 3,
+};
+
+enum st_rc account_register_many(struct tx *tx, const char *const *wallets, int n,
+				 char (*ids)[ACCOUNT_ID_MAX + 1], int64_t *created_at)
+{
+	struct st_val *v = calloc((size_t)n * 3, sizeof(*v));
+	int64_t now = tx_now_ms(tx), changes = 0;
+	enum st_rc rc;
+
+	if (!v)
+		return ST_NOMEM;
+	for (int i = 0; i < n; i++) {
+		tx_new_id(tx, "acct_", ids[i]);
+		v[3 * i] = SV_S(ids[i]);
+		v[3 * i + 1] = SV_S(wallets[i]);
+		v[3 * i + 2] = SV_I(now);
+	}
+	rc = tx_exec_rows(tx, &register_rows, n, v, &changes);
+	free(v);
+	if (rc == ST_UNIQUE || (rc == ST_OK && changes != n))
+		return ST_CONFLICT;
+	*created_at = now;
+	return rc;
+}
+
 enum st_rc account_ensure_system(struct tx *tx)
 {
 	for (size_t i = 0; i < sizeof(system_accounts) / sizeof(system_accounts[0]); i++) {

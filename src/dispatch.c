@@ -728,6 +728,71 @@ out:
 	return rc;
 }
 
+/* The store's merge of keyed requests of one req_merge whose keys are
+ * checked in the unit (m->keyed): what request_unit does for each, in a
+ * few statements. A key of them already finished, an answer that is not a
+ * success, or any failure: the store rolls the run back and runs each
+ * request_unit alone, which replays a finished key without running its
+ * handler's unit, and gives every other request its own answer. The keys
+ * are looked up before the handlers' writes, so a finished key's handler
+ * never runs here either. */
+static enum st_rc request_merge_keyed(struct tx *tx, void *const *rqs, int n)
+{
+	struct settled *app = ((struct req_ctx *)rqs[0])->h->app;
+	const char **scopes = calloc((size_t)n, sizeof(*scopes));
+	const char **keys = calloc((size_t)n, sizeof(*keys));
+	struct idem_new_record *recs = calloc((size_t)n, sizeof(*recs));
+	int64_t count = 0;
+	enum st_rc rc = ST_NOMEM;
+
+	if (!scopes || !keys || !recs)
+		goto out;
+	for (int i = 0; i < n; i++) {
+		struct req_ctx *rq = rqs[i];
+
+		rq->idem_replayed = false;
+		rq->idem_result = NULL;
+		scopes[i] = rq->idem_scope;
+		keys[i] = rq->idem_key;
+	}
+	rc = idem_live_many(tx, scopes, keys, n, &count);
+	if (rc == ST_OK && count)
+		rc = ST_CONFLICT; /* a finished key: each alone, its unit replays it */
+	if (rc == ST_OK)
+		rc = request_merge(tx, rqs, n);
+	for (int i = 0; rc == ST_OK && i < n; i++) {
+		struct req_ctx *rq = rqs[i];
+
+		if (rq->resp.status < 200 || rq->resp.status >= 400) {
+			rc = ST_CONFLICT; /* each alone: request_unit decides what is recorded */
+			break;
+		}
+		recs[i].scope = rq->idem_scope;
+		recs[i].key = rq->idem_key;
+		recs[i].fingerprint = rq->fingerprint;
+		recs[i].ans.status = rq->resp.status;
+		recs[i].ans.location = rq->resp.location;
+		recs[i].ans.body = rq->resp.replay_body ? rq->resp.replay_body : rq->resp.body.ptr;
+		recs[i].ans.body_len = rq->resp.replay_body ? strlen(rq->resp.replay_body)
+							    : rq->resp.body.len;
+	}
+	if (rc == ST_OK)
+		rc = idem_record_many(tx, recs, n, app->instance_id, app->cfg->idempotency_ttl_ms, &count);
+	if (rc == ST_OK && count != n)
+		rc = ST_CONFLICT;
+	for (int i = 0; rc == ST_OK && i < n; i++) {
+		struct req_ctx *rq = rqs[i];
+
+		rq->idem_result = "MISS";
+		idem_count(rq, "miss");
+	}
+out:
+	free(scopes);
+	free(keys);
+	free(recs);
+	return rc;
+}
+
 static enum st_rc commit(struct req_ctx *rq, const struct req_merge *m, req_unit_fn *fn, void *arg)
 {
 	enum st_rc rc;
@@ -748,10 +813,14 @@ static enum st_rc commit(struct req_ctx *rq, const struct req_merge *m, req_unit
 	/* Suspend before queueing: the writer may finish and resume us before
 	 * this thread gets back to libmicrohttpd. */
 	MHD_suspend_connection(rq->conn);
-	/* A keyed request's unit records its answer too: never merged. */
+	/* A keyed request's unit records its answer too: merged only with
+	 * other keyed ones, and only when its key is checked in the unit. */
 	if (m && !rq->idem_key)
 		rc = store_submit_merged(rq->h->app->store, m, request_merge, request_unit,
 					 request_done, rq);
+	else if (m && m->keyed && rq->idem_check_in_unit)
+		rc = store_submit_merged(rq->h->app->store, &m->keyed, request_merge_keyed,
+					 request_unit, request_done, rq);
 	else
 		rc = store_submit(rq->h->app->store, request_unit, request_done, rq);
 	if (rc) {

@@ -75,10 +75,16 @@ typedef enum st_rc req_merge_fn(struct tx *tx, void *const *args, struct resp *c
 				const char *const *trace_contexts, int n);
 struct req_merge {
 	req_merge_fn *run;
+	/* Keyed requests may be merged too (with one another, never with
+	 * unkeyed ones) when their key is checked in the unit
+	 * (ROUTE_KEY_CHECK_IN_UNIT): the keys are looked up together first,
+	 * then run, then their records go in with one multi-row INSERT. */
+	bool keyed;
 };
 /* As req_commit, for a unit that may be merged with other requests' units
  * of m (which must outlive the server: a static const). A request with an
- * Idempotency-Key is committed alone, as by req_commit. */
+ * Idempotency-Key is committed alone, as by req_commit, unless m->keyed
+ * and its key is checked in the unit. */
 enum st_rc req_commit_merged(struct req_ctx *rq, const struct req_merge *m, req_unit_fn *fn,
 			     void *arg);
 

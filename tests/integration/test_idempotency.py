@@ -253,6 +253,50 @@ def test_concurrent_same_key_one_effect(server):
         assert_replay(miss, again)
 
 
+def test_concurrent_keyed_registrations_answer_each_their_own(server):
+    """Many keyed registrations at once: on SQLite the writer takes them in
+    batches and runs a batch's registrations as one merged run (a multi-row
+    INSERT of the accounts, then of the keys' records), falling back to one
+    unit each when any of them would fail or replay. Whatever the mix, each
+    request gets its own answer: new wallets 201 MISS once each, a taken
+    wallet 409 (recorded under its key), a finished key its replay, a bad
+    wallet 400; and every recorded answer replays byte-for-byte."""
+    taken = new_wallet()
+    assert server.register(taken).status == 201
+    for _ in range(5):
+        done_key, done_body = new_key(), wallet_body()
+        done = post_register(server, done_body, done_key)
+        assert done.status == 201, done
+        news = [(new_key(), wallet_body()) for _ in range(40)]
+        takens = [(new_key(), wallet_body(taken)) for _ in range(8)]
+        bads = [(new_key(), b'{"wallet": "0x12"}') for _ in range(4)]
+        replays = [(done_key, done_body)] * 8
+        jobs = news + takens + bads + replays
+
+        def req(key, body):
+            return {"method": "POST", "path": "/api/register", "body": body,
+                    "headers": {"Content-Type": "application/json", "Idempotency-Key": key}}
+
+        before = server.snapshot()
+        results = only_responses(concurrent_requests(server.port, [req(k, b) for k, b in jobs]))
+        after = server.snapshot()
+        assert after["accounts"] == before["accounts"] + len(news), (before, after)
+        for (key, body), r in zip(news, results[:40]):
+            assert r.status == 201, r
+            assert r.headers.get("X-Idempotency") == "MISS", r
+            assert r.json["wallet"] == json.loads(body)["wallet"], r
+        for r in results[40:48]:
+            assert_error(r, 409, "already_registered")
+            assert r.headers.get("X-Idempotency") == "MISS", r
+        for r in results[48:52]:
+            assert_error(r, 400, "invalid_wallet")
+        for r in results[52:]:
+            assert_replay(done, r)
+        with server.unchanged():
+            for (key, body), r in list(zip(jobs, results))[:48]:
+                assert_replay(r, post_register(server, body, key))
+
+
 def test_concurrent_replays_of_a_finished_key_all_hit(server):
     """Regression (found by make bench): 64 simultaneous retries of a key
     whose request has finished must all get the stored answer, never 409
