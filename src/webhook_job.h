@@ -35,7 +35,10 @@
  * the processing job's key and payload, made there (webhook_intake_prepare)
  * so that the store's writer only inserts. */
 #define WH_JOB_KEY_MAX (16 + WEBHOOK_ID_MAX + 2)
-#define WH_JOB_PAYLOAD_MAX (6 * WEBHOOK_ID_MAX + 64)
+/* {"event_id":"<id>","provider":"standard"}: an id is at most
+ * WEBHOOK_ID_MAX bytes of 0x20..0x7e, of which only '"' and '\' are
+ * escaped, in two bytes each. */
+#define WH_JOB_PAYLOAD_MAX (2 * WEBHOOK_ID_MAX + 64)
 struct wh_intake {
 	enum wh_provider p;
 	struct wh_event ev;

@@ -659,7 +659,9 @@ def test_stripe_zero_received_credits_nothing_and_goes_to_dlq(wh):
 
 
 @pytest.mark.parametrize("event_id", ["msg.1.2", "evt 42", "a:b/c?d=e#f~!", "x" * 255,
-                                      f"a.{int(time.time())}"])
+                                      f"a.{int(time.time())}",
+                                      # every byte escaped in the job's JSON payload
+                                      '"\\' * 127 + '"'])
 def test_standard_ids_with_dots_and_printable_characters(wh, event_id):
     """Standard Webhooks allows any id: '.', blanks and other printable
     ASCII are accepted (and the event is credited once)."""
