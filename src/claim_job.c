@@ -182,7 +182,7 @@ enum st_rc claim_confirm_job(struct job_ctx *ctx)
 		return job_failf(ctx, ST_INVALID, "payload has no intent_id: %s", ctx->job->payload);
 	}
 	snprintf(e.actor, sizeof(e.actor), "job:%lld", (long long)ctx->job->id);
-	rc = store_read(app->store, read_intent_unit, &e);
+	rc = store_read_one(app->store, read_intent_unit, &e);
 	if (rc == ST_NOT_FOUND) {
 		ctx->permanent = true;
 		return job_failf(ctx, ST_NOT_FOUND, "intent %s does not exist", intent_id);

@@ -954,7 +954,7 @@ static bool authenticate_api_key(struct req_ctx *rq, const char *token)
 
 	if (!apikey_parse(token, strlen(token), NULL))
 		return false; /* never reaches the store */
-	rc = store_read(app->store, key_auth_unit, &a);
+	rc = store_read_one(app->store, key_auth_unit, &a);
 	if (rc == ST_UNAUTHORIZED)
 		return false;
 	if (rc == ST_OK) {

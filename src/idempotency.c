@@ -659,7 +659,7 @@ enum st_rc idem_replay_lookup(struct idem *ix, struct store *st, int64_t now_ms,
 
 	if (idem_cache_get(ix, scope, key, fingerprint, now_ms, out) == ST_OK)
 		return ST_OK;
-	rc = store_read(st, replay_lookup_unit, &c);
+	rc = store_read_one(st, replay_lookup_unit, &c);
 	if (rc == ST_OK)
 		idem_cache_put(ix, scope, key, out, now_ms);
 	return rc;

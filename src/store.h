@@ -171,6 +171,7 @@ struct store_ops {
 	enum st_rc (*submit_merged)(struct store *s, const void *kind, store_merge_fn *merge,
 				    store_unit_fn *fn, store_done_fn *done, void *arg);
 	enum st_rc (*read)(struct store *s, store_unit_fn *fn, void *arg);
+	enum st_rc (*read_one)(struct store *s, store_unit_fn *fn, void *arg); /* NULL: read */
 	enum st_rc (*ping)(struct store *s, struct buf *why);
 	void (*close)(struct store *s);
 };
@@ -263,6 +264,17 @@ enum st_rc store_run(struct store *s, store_unit_fn *fn, void *arg);
 static inline enum st_rc store_read(struct store *s, store_unit_fn *fn, void *arg)
 {
 	return s->ops->read(s, fn, arg);
+}
+
+/* store_read for a unit that runs exactly one statement (a point lookup on
+ * a request's path: an API key, an idempotency record). A single statement
+ * sees one snapshot by itself, so PostgreSQL runs it alone, without
+ * BEGIN ... COMMIT around it: one round trip and one command instead of two
+ * round trips and three. A second statement (or tx_nested) in fn fails with
+ * ST_INTERNAL (logged): use store_read. SQLite: store_read. */
+static inline enum st_rc store_read_one(struct store *s, store_unit_fn *fn, void *arg)
+{
+	return s->ops->read_one ? s->ops->read_one(s, fn, arg) : s->ops->read(s, fn, arg);
 }
 
 /* Cheap liveness check for /health/ready. */

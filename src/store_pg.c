@@ -74,7 +74,11 @@
  * by the calling thread for one REPEATABLE READ READ ONLY transaction (one
  * snapshot for the whole read, taken at its first statement, which carries
  * the held-back BEGIN). Separate so that reads never queue behind
- * a burst of writes, and a slow read never holds a writer.
+ * a burst of writes, and a slow read never holds a writer. A read of one
+ * statement (store_read_one: an API key, an idempotency record on a
+ * request's path) is sent alone, without BEGIN and COMMIT: a statement is
+ * its own transaction and sees one snapshot, so the answer is the same in
+ * one round trip instead of two (and one command instead of three).
  *
  * Connections die (PostgreSQL restarts, admin kills, network). A statement
  * that finds its connection gone returns ST_UNAVAILABLE and drops the
@@ -190,6 +194,10 @@ struct pg_tx {
 	 * them is no failure of this unit: the batch is broken (run_batch). */
 	int unit_base;
 	bool broken;
+	/* store_read_one: no BEGIN; the one statement runs alone (its own
+	 * implicit transaction). nstmts counts the statements it was asked. */
+	bool single;
+	int nstmts;
 	int npending;
 	struct pg_pending pending[PG_PENDING_MAX];
 };
@@ -371,6 +379,33 @@ static void conn_drop(struct pg_conn *c, const char *why)
 
 /* Makes sure c has a live connection: reconnects if it is down and its
  * backoff has passed. ST_UNAVAILABLE otherwise (at once during backoff). */
+/* A reader's session refuses writes by default: a one-statement read
+ * (store_read_one) has no BEGIN ... READ ONLY of its own. */
+static bool session_read_only(const struct pg_store *s, PGconn *pg, struct buf *why)
+{
+	PGresult *res = PQexec(pg, "SET default_transaction_read_only = on");
+	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+	if (!ok) {
+		buf_puts(why, "cannot make the session read-only: ");
+		put_message(s, why, PQerrorMessage(pg));
+	}
+	PQclear(res);
+	return ok;
+}
+
+/* A new connection for c (pool readers' sessions read-only). */
+static PGconn *conn_connect(struct pg_conn *c, const char *timeout, struct buf *why)
+{
+	PGconn *pg = pg_connect(c->s, timeout, why);
+
+	if (pg && !c->writer && !session_read_only(c->s, pg, why)) {
+		PQfinish(pg);
+		pg = NULL;
+	}
+	return pg;
+}
+
 static enum st_rc conn_ensure(struct pg_conn *c, const char *timeout)
 {
 	struct pg_store *s = c->s;
@@ -382,7 +417,7 @@ static enum st_rc conn_ensure(struct pg_conn *c, const char *timeout)
 	now = clock_mono_ms();
 	if (now < c->next_try_ms && atomic_load(&s->up_at_ms) <= c->failed_at_ms)
 		return ST_UNAVAILABLE;
-	c->pg = pg_connect(s, timeout, &why);
+	c->pg = conn_connect(c, timeout, &why);
 	if (!c->pg) {
 		backoff_step(c);
 		if (!c->down_logged)
@@ -906,6 +941,17 @@ out:
 	return rc;
 }
 
+/* store_read_one's unit asked for more than its one statement (what: the
+ * second statement, a savepoint, a deferred statement): a bug in the unit,
+ * which must use store_read. Refused before anything is sent. */
+static enum st_rc single_misuse(struct pg_tx *t, const char *what)
+{
+	log_msg(t->conn->s->base.log, LOG_ERROR,
+		"postgres: a one-statement read (store_read_one) asked for %s; use store_read", what);
+	t->aborted = true;
+	return ST_INTERNAL;
+}
+
 static enum st_rc pg_exec(struct tx *tx, const char *sql, int n, const struct st_val *params,
 			  int64_t *changes, struct st_rows **out)
 {
@@ -919,6 +965,8 @@ static enum st_rc pg_exec(struct tx *tx, const char *sql, int n, const struct st
 	unsigned drops = c->drops;
 	enum st_rc rc;
 
+	if (t->single && t->nstmts++ > 0)
+		return single_misuse(t, "a second statement");
 	if (first)
 		memcpy(held, t->pending, sizeof(held[0]) * (size_t)nheld);
 	rc = exec_once(t, sql, n, params, changes, out);
@@ -975,6 +1023,8 @@ static enum st_rc pg_savepoint(struct tx *tx, int depth)
 {
 	struct pg_tx *t = pg_tx_downcast(tx);
 
+	if (t->single)
+		return single_misuse(t, "a savepoint (tx_nested)");
 	if (!t->conn->pg)
 		return ST_UNAVAILABLE;
 	if (t->aborted)
@@ -1041,6 +1091,8 @@ static enum st_rc pg_exec_deferred(struct tx *tx, const char *sql, int n, const 
 	char *block = NULL;
 	enum st_rc rc;
 
+	if (t->single)
+		return single_misuse(t, "a deferred statement");
 	if (!t->conn->pg)
 		return ST_UNAVAILABLE;
 	if (t->aborted) /* refused now, as it would be at once */
@@ -1438,7 +1490,7 @@ static enum st_rc pg_submit(struct store *base, store_unit_fn *fn, store_done_fn
 
 /* ---- readers ---- */
 
-static enum st_rc pg_read(struct store *base, store_unit_fn *fn, void *arg)
+static enum st_rc read_on_reader(struct store *base, store_unit_fn *fn, void *arg, bool single)
 {
 	struct pg_store *s = pg_downcast(base);
 	struct pg_conn *c;
@@ -1455,6 +1507,12 @@ static enum st_rc pg_read(struct store *base, store_unit_fn *fn, void *arg)
 		struct pg_tx t;
 
 		tx_start(&t, s, c, true);
+		if (single) {
+			/* No BEGIN: the one statement is a transaction by itself,
+			 * ended by its pipeline's sync; nothing to COMMIT. */
+			t.single = true;
+			t.npending = 0;
+		}
 		rc = fn(&t.base, arg);
 		if (rc == ST_OK && !t.aborted)
 			tx_commit(&t, NULL, 0);
@@ -1467,6 +1525,16 @@ static enum st_rc pg_read(struct store *base, store_unit_fn *fn, void *arg)
 
 	reader_pool_give(&s->rpool, idx);
 	return rc;
+}
+
+static enum st_rc pg_read(struct store *base, store_unit_fn *fn, void *arg)
+{
+	return read_on_reader(base, fn, arg, false);
+}
+
+static enum st_rc pg_read_one(struct store *base, store_unit_fn *fn, void *arg)
+{
+	return read_on_reader(base, fn, arg, true);
 }
 
 /* ---- ping ---- */
@@ -1572,6 +1640,7 @@ static const struct store_ops pg_store_ops = {
 	.name = "postgres",
 	.submit = pg_submit,
 	.read = pg_read,
+	.read_one = pg_read_one,
 	.ping = pg_ping,
 	.close = pg_close,
 };
@@ -1765,7 +1834,7 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 		struct pg_conn *c = i < s->nreaders ? &s->readers[i] : &s->workers[i - s->nreaders].conn;
 
 		buf_reset(&why);
-		c->pg = pg_connect(s, PG_CONNECT_TIMEOUT, &why);
+		c->pg = conn_connect(c, PG_CONNECT_TIMEOUT, &why);
 		if (!c->pg) {
 			buf_printf(err, "postgres: %s connection %u: %s", c->role, c->idx, why.ptr);
 			rc = ST_UNAVAILABLE;

@@ -377,7 +377,7 @@ enum st_rc webhook_process_job(struct job_ctx *ctx)
 		rc = job_failf(ctx, ST_INVALID, "invalid_payload: %.200s", ctx->job->payload);
 		goto out;
 	}
-	rc = store_read(app->store, read_unit, j);
+	rc = store_read_one(app->store, read_unit, j);
 	if (rc == ST_NOT_FOUND) {
 		ctx->permanent = true;
 		rc = job_failf(ctx, rc, "event_not_found: no stored %s event %s",

@@ -720,6 +720,137 @@ PG_TEST(read_whose_first_statement_fails)
 	cr_assert_eq(store_read(S, empty_unit, &(enum st_rc){ ST_OK }), ST_OK);
 }
 
+/* ---- one-statement reads (store_read_one) ------------------------------ */
+
+/* The statement goes alone, without BEGIN ... COMMIT: it runs in its own
+ * implicit transaction, at the session's default isolation level, where a
+ * store_read runs inside BEGIN ISOLATION LEVEL REPEATABLE READ. */
+struct iso {
+	char level[32];
+};
+
+static enum st_rc isolation_read(struct tx *tx, void *arg)
+{
+	struct iso *o = arg;
+	struct st_rows *r = NULL;
+	enum st_rc rc = tx_query(tx, "SELECT current_setting('transaction_isolation')", ST_NOARGS, &r);
+
+	if (rc)
+		return rc;
+	snprintf(o->level, sizeof(o->level), "%s", rows_text(r, 0, 0) ? rows_text(r, 0, 0) : "");
+	rows_free(r);
+	return ST_OK;
+}
+
+static enum st_rc count_warm_read(struct tx *tx, void *arg)
+{
+	struct sfx_count_q *q = arg;
+
+	q->k = "warm";
+	return sfx_count_unit(tx, q);
+}
+
+PG_TEST(read_one_sends_its_statement_alone)
+{
+	struct iso a = { "" };
+
+	need_backend();
+	put("warm");
+	cr_assert_eq(store_read(S, isolation_read, &a), ST_OK);
+	cr_assert_str_eq(a.level, "repeatable read");
+	for (int i = 0; i < 8; i++) { /* every reader connection, twice */
+		struct iso b = { "" };
+		struct sfx_count_q q = { .k = NULL };
+
+		cr_assert_eq(store_read_one(S, isolation_read, &b), ST_OK);
+		cr_assert_str_eq(b.level, "read committed", "read %d ran inside a BEGIN", i);
+		cr_assert_eq(store_read_one(S, count_warm_read, &q), ST_OK);
+		cr_assert_eq(q.n, 1);
+	}
+	/* Nothing was left open on the readers: the REPEATABLE READ of a
+	 * store_read still begins on each of them. */
+	for (int i = 0; i < 8; i++) {
+		memset(&a, 0, sizeof(a));
+		cr_assert_eq(store_read(S, isolation_read, &a), ST_OK);
+		cr_assert_str_eq(a.level, "repeatable read");
+	}
+}
+
+/* Without READ ONLY in a BEGIN, the readers' sessions refuse writes. */
+PG_TEST(read_one_cannot_write)
+{
+	need_backend();
+	for (int i = 0; i < 8; i++)
+		cr_assert_neq(store_read_one(S, read_write_first, NULL), ST_OK, "write %d", i);
+	cr_assert_eq(count("sneaky"), 0);
+	/* Also on connections made again after they were lost. */
+	kill_backends();
+	for (int i = 0; i < 8; i++)
+		cr_assert_neq(store_read_one(S, read_write_first, NULL), ST_OK, "write %d", i);
+	cr_assert_eq(count("sneaky"), 0);
+}
+
+static enum st_rc two_statements_read(struct tx *tx, void *arg)
+{
+	struct sfx_count_q q = { .k = NULL };
+	enum st_rc rc = sfx_count_unit(tx, &q);
+
+	(void)arg;
+	if (rc)
+		return rc;
+	return sfx_count_unit(tx, &q);
+}
+
+static enum st_rc nested_read(struct tx *tx, void *arg)
+{
+	return tx_nested(tx, count_warm_read, arg);
+}
+
+static enum st_rc deferred_read(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec_deferred(tx, "SELECT 1", ST_NOARGS);
+}
+
+/* A unit that asks a one-statement read for more gets ST_INTERNAL (a bug
+ * in the unit), and the reader is left as it was. */
+PG_TEST(read_one_refuses_a_second_statement)
+{
+	struct sfx_count_q q = { .k = NULL };
+
+	need_backend();
+	put("warm");
+	for (int i = 0; i < 8; i++) {
+		cr_assert_eq(store_read_one(S, two_statements_read, NULL), ST_INTERNAL);
+		cr_assert_eq(store_read_one(S, nested_read, &q), ST_INTERNAL);
+		cr_assert_eq(store_read_one(S, deferred_read, NULL), ST_INTERNAL);
+		cr_assert_neq(store_read_one(S, read_fails_first, NULL), ST_OK);
+	}
+	for (int i = 0; i < 8; i++) {
+		struct iso a = { "" };
+
+		cr_assert_eq(store_read_one(S, count_warm_read, &q), ST_OK);
+		cr_assert_eq(q.n, 1);
+		cr_assert_eq(store_read(S, isolation_read, &a), ST_OK);
+		cr_assert_str_eq(a.level, "repeatable read");
+	}
+}
+
+/* A reader found dead is replaced and the statement sent again, before
+ * the unit sees anything. */
+PG_TEST(dead_connection_before_a_one_statement_read_is_retried)
+{
+	need_backend();
+	put("warm");
+	kill_backends();
+	for (int i = 0; i < 8; i++) {
+		struct retry_arg r = { 0 };
+
+		cr_assert_eq(store_read_one(S, counted_read, &r), ST_OK, "read %d", i);
+		cr_assert_eq(atomic_load(&r.attempts), 1);
+	}
+}
+
 /* ---- group commit ------------------------------------------------------ */
 
 /* With one writer connection, a gate unit holds the writer while the test
