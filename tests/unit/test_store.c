@@ -634,6 +634,32 @@ CONTRACT(read_sees_committed_data_and_cannot_write)
 	cr_assert_eq(count("sneaky"), 0);
 }
 
+static enum st_rc count_seen_read(struct tx *tx, void *arg)
+{
+	struct sfx_count_q *q = arg;
+
+	cr_assert(tx->read_only);
+	q->k = "seen";
+	return sfx_count_unit(tx, q);
+}
+
+/* store_read_one (a one-statement read): the same answers as store_read. */
+CONTRACT(read_one_sees_committed_data_and_cannot_write)
+{
+	struct sfx_count_q q = { .k = NULL, .n = -1 };
+
+	cr_assert_eq(store_read_one(S, count_seen_read, &q), ST_OK);
+	cr_assert_eq(q.n, 0);
+	put("seen");
+	for (int i = 0; i < 8; i++) {
+		q.n = -1;
+		cr_assert_eq(store_read_one(S, count_seen_read, &q), ST_OK);
+		cr_assert_eq(q.n, 1);
+		cr_assert_neq(store_read_one(S, write_in_read, NULL), ST_OK);
+	}
+	cr_assert_eq(count("sneaky"), 0);
+}
+
 static enum st_rc changes_unit(struct tx *tx, void *arg)
 {
 	int64_t *ch = arg;
