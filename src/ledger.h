@@ -7,8 +7,11 @@
  * of its entries, so the sum of all balances is zero. ledger_post() checks
  * all of this in code, and the store checks it again on its own (triggers
  * of migrations/<dialect>/002_ledger.sql), so no code path -- not even raw
- * SQL -- can commit an unbalanced transaction. Balances and held amounts
- * are maintained by those triggers only; see docs/internals/ledger.md.
+ * SQL -- can commit an unbalanced transaction. Held amounts are maintained
+ * by those triggers only, and balances too, except that on SQLite
+ * ledger_post() moves a plain posting's balances itself and the store
+ * checks each move against the entries (migration 012); see
+ * docs/internals/ledger.md ("Who moves the balances").
  *
  * Holds reserve funds like TigerBeetle's pending transfers: available =
  * balance - held. A hold is captured (a posted transaction debiting the
@@ -52,6 +55,10 @@ struct ledger_post {
 	const char *client_id;
 	const char *description;
 	const char *metadata;
+	/* The transaction's id, drawn by the caller in this unit with
+	 * tx_new_id(tx, "ltx_", ...) (to write it elsewhere first), or NULL
+	 * to draw a new one. */
+	const char *id;
 };
 
 /* Checks a transaction without writing: 2..LEDGER_MAX_ENTRIES entries,

@@ -8,10 +8,11 @@
  *      event that cannot be parsed never will be, so the job fails
  *      permanently (DLQ) with the reason;
  *   3. job_commit_later(): in ONE write unit (the worker's batch unit,
- *      under this job's own savepoint), re-read the event's status, look up
- *      the wallet and its referrer, post the balanced transaction (2 or 4
- *      entries) with ref "webhook:<provider>:<event id>", mark the event
- *      processed, and complete the job under its lease. Any failure rolls
+ *      under this job's own savepoint), mark the event processed unless
+ *      it is no longer stored or failed (the fence: then nothing to do),
+ *      look up the wallet and its referrer, post the balanced transaction
+ *      (2 or 4 entries) with ref "webhook:<provider>:<event id>" and the
+ *      id the mark named, and complete the job under its lease. Any failure rolls
  *      all of it back (this job's part only); webhook_after then logs the
  *      outcome or fails the attempt, as the handler did after job_commit.
  * Commission: floor(amount * bps / 10000) (webhook_commission), paid from
@@ -225,28 +226,35 @@ static enum st_rc process_unit(struct tx *tx, void *arg)
 {
 	struct wh_job *j = arg;
 	struct ledger_entry e[4];
-	struct ledger_post post = { .kind = WEBHOOK_LEDGER_KIND, .ref = j->ref, .entries = e };
+	struct ledger_post post = { .kind = WEBHOOK_LEDGER_KIND, .ref = j->ref, .entries = e,
+				    .id = j->tx_id };
 	struct account wallet, referrer;
-	struct st_rows *rows = NULL;
-	enum ev_status status;
 	int64_t changes = 0;
 	enum st_rc rc;
 
 	j->already = j->unknown_wallet = false;
 	j->commission = 0;
-	j->referrer[0] = j->tx_id[0] = '\0';
+	j->referrer[0] = '\0';
 
-	/* The second fence (the lease is the first): never post twice. */
-	rc = tx_query(tx, "SELECT status FROM webhook_events WHERE provider = $1 AND event_id = $2",
-		      ST_ARGS(SV_S(webhook_provider_str(j->p)), SV_S(j->event_id)), &rows);
+	/* The second fence (the lease is the first): never post twice. The
+	 * event is marked processed first, with the id its posting will
+	 * have, by an UPDATE that changes nothing unless it is still stored
+	 * or failed (it was read outside this unit); anything that fails
+	 * below rolls the mark back with the rest. One statement instead of
+	 * a read of the status and then the UPDATE. */
+	tx_new_id(tx, "ltx_", j->tx_id);
+	rc = tx_exec(tx,
+		     "UPDATE webhook_events SET status = 'processed', ledger_tx_id = $3, error = NULL,"
+		     " processed_at = $4 WHERE provider = $1 AND event_id = $2"
+		     " AND status IN ('stored', 'failed')",
+		     ST_ARGS(SV_S(webhook_provider_str(j->p)), SV_S(j->event_id), SV_S(j->tx_id),
+			     SV_I(tx_now_ms(tx))),
+		     &changes);
 	if (rc)
 		return rc;
-	status = rows->nrows ? status_parse(rows_text(rows, 0, 0)) : EV_UNKNOWN;
-	rows_free(rows);
-	if (status == EV_UNKNOWN)
-		return ST_NOT_FOUND;
-	if (status == EV_PROCESSED || status == EV_IGNORED) {
-		j->already = true;
+	if (changes != 1) {
+		j->already = true; /* processed (or ignored) meanwhile */
+		j->tx_id[0] = '\0';
 		return ST_OK;
 	}
 
@@ -279,19 +287,7 @@ static enum st_rc process_unit(struct tx *tx, void *arg)
 			memcpy(j->referrer, wallet.referrer, sizeof(j->referrer));
 		}
 	}
-	rc = ledger_post(tx, &post, j->tx_id);
-	if (rc)
-		return rc;
-	rc = tx_exec(tx,
-		     "UPDATE webhook_events SET status = 'processed', ledger_tx_id = $3, error = NULL,"
-		     " processed_at = $4 WHERE provider = $1 AND event_id = $2"
-		     " AND status IN ('stored', 'failed')",
-		     ST_ARGS(SV_S(webhook_provider_str(j->p)), SV_S(j->event_id), SV_S(j->tx_id),
-			     SV_I(tx_now_ms(tx))),
-		     &changes);
-	if (rc == ST_OK && changes != 1)
-		rc = ST_CONFLICT;
-	return rc;
+	return ledger_post(tx, &post, NULL);
 }
 
 static enum st_rc mark_failed_unit(struct tx *tx, void *arg)

@@ -851,3 +851,100 @@ BOTH(ledger, keyset_pages_cover_every_entry_once)
 	cr_assert_eq(p.n, 0);
 	cr_assert_null(p.rows);
 }
+
+/* SQLite: ledger.c moves a posting's balances itself and flags the closing
+ * row (balances_moved = 1); the store checks every move against the
+ * entries (migrations/sqlite/012). Each case goes around ledger.c. */
+Test(ledger_sqlite, store_checks_the_writers_moves, .init = fx_open_sqlite, .fini = fx_close,
+     .timeout = 600)
+{
+	struct fx_snap s = fx_snapshot();
+	int64_t revenue = fx_account(ACCT_REVENUE).balance;
+
+	/* One account of two moved. */
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm1', 'treasury', 'debit', 100, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm1', 'revenue', 'credit', 100, 0)",
+			 "UPDATE accounts SET balance = balance + 100, moved_by = 'wm1', moved_delta = 100"
+			 " WHERE id = 'revenue'",
+			 "INSERT INTO ledger_tx (id, kind, created_at, balances_moved) VALUES ('wm1', 'raw', 0, 1)"),
+		     ST_CONFLICT);
+	/* Both moved, one by the wrong amount (marked with it). */
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm2', 'treasury', 'debit', 100, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm2', 'revenue', 'credit', 100, 0)",
+			 "UPDATE accounts SET balance = balance - 100, moved_by = 'wm2', moved_delta = -100"
+			 " WHERE id = 'treasury'",
+			 "UPDATE accounts SET balance = balance + 99, moved_by = 'wm2', moved_delta = 99"
+			 " WHERE id = 'revenue'",
+			 "INSERT INTO ledger_tx (id, kind, created_at, balances_moved) VALUES ('wm2', 'raw', 0, 1)"),
+		     ST_CONFLICT);
+	/* Both moved right, but the closing row does not say so: the store
+	 * would move them a second time. */
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm3', 'treasury', 'debit', 100, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm3', 'revenue', 'credit', 100, 0)",
+			 "UPDATE accounts SET balance = balance - 100, moved_by = 'wm3', moved_delta = -100"
+			 " WHERE id = 'treasury'",
+			 "UPDATE accounts SET balance = balance + 100, moved_by = 'wm3', moved_delta = 100"
+			 " WHERE id = 'revenue'",
+			 "INSERT INTO ledger_tx (id, kind, created_at) VALUES ('wm3', 'raw', 0)"),
+		     ST_CONFLICT);
+	/* An account in two entries moved once by its net: refused (a move
+	 * must be one entry's own amount). */
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm4', 'treasury', 'debit', 100, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm4', 'treasury', 'credit', 40, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm4', 'revenue', 'credit', 60, 0)",
+			 "UPDATE accounts SET balance = balance - 60, moved_by = 'wm4', moved_delta = -60"
+			 " WHERE id = 'treasury'",
+			 "UPDATE accounts SET balance = balance + 60, moved_by = 'wm4', moved_delta = 60"
+			 " WHERE id = 'revenue'",
+			 "INSERT INTO ledger_tx (id, kind, created_at, balances_moved) VALUES ('wm4', 'raw', 0, 1)"),
+		     ST_CONFLICT);
+	/* A flag other than 1. */
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm5', 'treasury', 'debit', 100, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm5', 'revenue', 'credit', 100, 0)",
+			 "INSERT INTO ledger_tx (id, kind, created_at, balances_moved) VALUES ('wm5', 'raw', 0, 0)"),
+		     ST_CONFLICT);
+	fx_assert_unchanged(&s, "moves that do not match the entries");
+
+	/* Moved right and said so: accepted, moved once. */
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm6', 'treasury', 'debit', 100, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('wm6', 'revenue', 'credit', 100, 0)",
+			 "UPDATE accounts SET balance = balance - 100, moved_by = 'wm6', moved_delta = -100"
+			 " WHERE id = 'treasury'",
+			 "UPDATE accounts SET balance = balance + 100, moved_by = 'wm6', moved_delta = 100"
+			 " WHERE id = 'revenue'",
+			 "INSERT INTO ledger_tx (id, kind, created_at, balances_moved) VALUES ('wm6', 'raw', 0, 1)"),
+		     ST_OK);
+	cr_assert_eq(fx_account(ACCT_REVENUE).balance, revenue + 100);
+	fx_assert_ledger_invariants("after the writer's moves");
+}
+
+/* ledger.c moves the balances itself only when every entry names another
+ * account; one named twice goes the store's way, by its net. */
+BOTH(ledger, an_account_in_two_entries_moves_by_its_net)
+{
+	const struct ledger_entry e[3] = {
+		{ ACCT_TREASURY, LEDGER_DEBIT, 100 },
+		{ ACCT_TREASURY, LEDGER_CREDIT, 40 },
+		{ ACCT_REVENUE, LEDGER_CREDIT, 60 },
+	};
+	struct post_arg a = { .p = { .kind = "test", .n = 3, .entries = e } };
+	int64_t treasury = fx_account(ACCT_TREASURY).balance, revenue = fx_account(ACCT_REVENUE).balance;
+
+	cr_assert_eq(store_run(F.s, post_unit, &a), ST_OK);
+	cr_assert_eq(fx_account(ACCT_TREASURY).balance, treasury - 60);
+	cr_assert_eq(fx_account(ACCT_REVENUE).balance, revenue + 60);
+	fx_assert_ledger_invariants("after a posting naming an account twice");
+}
