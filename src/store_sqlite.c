@@ -145,7 +145,29 @@ static enum st_rc conn_error(struct sqlite_conn *c)
 
 /* ---- statement cache (store.c keeps the slots) ---- */
 
-static enum st_rc conn_stmt(struct sqlite_conn *c, const char *sql, sqlite3_stmt **out)
+/* Whether st's parameters are "$1".."$n" in SQLite's own index order (as
+ * in nearly every statement, and always in tx_exec_rows's texts): then
+ * parameter i binds params[i - 1] without asking SQLite its name. */
+static bool params_in_order(sqlite3_stmt *st)
+{
+	int count = sqlite3_bind_parameter_count(st);
+	char want[16];
+
+	for (int i = 1; i <= count; i++) {
+		const char *name = sqlite3_bind_parameter_name(st, i);
+
+		snprintf(want, sizeof(want), "$%d", i);
+		if (!name || strcmp(name, want))
+			return false;
+	}
+	return true;
+}
+
+/* sql's prepared statement; *in_order (may be NULL) whether its
+ * parameters are $1..$n in index order (params_in_order, kept in the
+ * slot's nparams: n, or -1). */
+static enum st_rc conn_stmt(struct sqlite_conn *c, const char *sql, sqlite3_stmt **out,
+			    bool *in_order)
 {
 	bool found;
 	struct stmt_slot *slot = stmt_cache_find(&c->stmts, sql, &found);
@@ -154,11 +176,16 @@ static enum st_rc conn_stmt(struct sqlite_conn *c, const char *sql, sqlite3_stmt
 		return ST_NOMEM;
 	if (found) {
 		*out = slot->handle;
+		if (in_order)
+			*in_order = slot->nparams >= 0;
 		return ST_OK;
 	}
 	if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)
 		return conn_error(c);
 	slot->handle = *out;
+	slot->nparams = params_in_order(*out) ? sqlite3_bind_parameter_count(*out) : -1;
+	if (in_order)
+		*in_order = slot->nparams >= 0;
 	stmt_cache_fill(&c->stmts, slot, sql);
 	return ST_OK;
 }
@@ -183,21 +210,24 @@ static void conn_close(struct sqlite_conn *c)
  * never read, because the next run binds every parameter again before it
  * steps. (Copying each text value, then clearing the bindings, cost ~1,000
  * instructions a value: ~10k a keyed register.) */
-static enum st_rc bind_params(sqlite3_stmt *st, int n, const struct st_val *params)
+static enum st_rc bind_params(sqlite3_stmt *st, bool in_order, int n, const struct st_val *params)
 {
 	int count = sqlite3_bind_parameter_count(st);
 
 	for (int i = 1; i <= count; i++) {
-		const char *name = sqlite3_bind_parameter_name(st, i);
+		const char *name = in_order ? NULL : sqlite3_bind_parameter_name(st, i);
 		long k;
 		const struct st_val *v;
 		int rc;
 
 		/* Parameters are "$k": bound by their number, whatever the order.
-		 * One digit without strtol: nearly all of them. */
-		if (!name || name[0] != '$')
+		 * One digit without strtol: nearly all of them. In index order
+		 * (conn_stmt found out once): k is i, no name asked. */
+		if (in_order)
+			k = i;
+		else if (!name || name[0] != '$')
 			return ST_INTERNAL;
-		if (name[1] >= '1' && name[1] <= '9' && !name[2])
+		else if (name[1] >= '1' && name[1] <= '9' && !name[2])
 			k = name[1] - '0';
 		else
 			k = strtol(name + 1, NULL, 10);
@@ -266,13 +296,14 @@ static enum st_rc sqlite_exec(struct tx *tx, const char *sql, int n, const struc
 	struct sqlite_tx *t = (struct sqlite_tx *)tx;
 	sqlite3_stmt *st = NULL;
 	struct st_rows *rows = NULL;
+	bool in_order = false;
 	int cap = 0, rc;
 	enum st_rc ret;
 
-	ret = conn_stmt(t->conn, sql, &st);
+	ret = conn_stmt(t->conn, sql, &st, &in_order);
 	if (ret)
 		return ret;
-	ret = bind_params(st, n, params);
+	ret = bind_params(st, in_order, n, params);
 	if (ret)
 		goto out;
 	if (out) {
@@ -311,7 +342,7 @@ out:
 static enum st_rc conn_simple(struct sqlite_conn *c, const char *sql)
 {
 	sqlite3_stmt *st;
-	enum st_rc ret = conn_stmt(c, sql, &st);
+	enum st_rc ret = conn_stmt(c, sql, &st, NULL);
 	int rc;
 
 	if (ret)
