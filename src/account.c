@@ -145,26 +145,23 @@ static const struct st_rows_sql register_rows = {
 	.width = 3,
 };
 
-enum st_rc account_register_many(struct tx *tx, const char *const *wallets, int n,
-				 char (*ids)[ACCOUNT_ID_MAX + 1], int64_t *created_at)
+enum st_rc account_register_many(struct tx *tx, const struct account_new *accts, int n)
 {
 	struct st_val *v = calloc((size_t)n * 3, sizeof(*v));
-	int64_t now = tx_now_ms(tx), changes = 0;
+	int64_t changes = 0;
 	enum st_rc rc;
 
 	if (!v)
 		return ST_NOMEM;
 	for (int i = 0; i < n; i++) {
-		tx_new_id(tx, "acct_", ids[i]);
-		v[3 * i] = SV_S(ids[i]);
-		v[3 * i + 1] = SV_S(wallets[i]);
-		v[3 * i + 2] = SV_I(now);
+		v[3 * i] = SV_S(accts[i].id);
+		v[3 * i + 1] = SV_S(accts[i].wallet);
+		v[3 * i + 2] = SV_I(accts[i].created_at);
 	}
 	rc = tx_exec_rows(tx, &register_rows, n, v, &changes);
 	free(v);
 	if (rc == ST_UNIQUE || (rc == ST_OK && changes != n))
 		return ST_CONFLICT;
-	*created_at = now;
 	return rc;
 }
 

@@ -125,12 +125,15 @@ void account_display_name(const struct account *a, const char *caller,
 enum st_rc account_register(struct tx *tx, const char *wallet, const char *referrer,
 			    struct account *out);
 
-/* The same for n wallets without referrers, in one multi-row INSERT (the
- * SQLite writer's merged units): ids[i] and *created_at filled. ST_CONFLICT
- * when any of them exists (or two are the same): then nothing must be
- * kept, the caller rolls back and registers each alone. */
-enum st_rc account_register_many(struct tx *tx, const char *const *wallets, int n,
-				 char (*ids)[ACCOUNT_ID_MAX + 1], int64_t *created_at);
+/* The same for n wallets without referrers, with ids drawn by the caller
+ * (tx_new_id), in multi-row INSERTs (the SQLite writer's merged units).
+ * ST_CONFLICT when any of them exists (or two are the same): then nothing
+ * must be kept, the caller rolls back and registers each alone. */
+struct account_new {
+	const char *id, *wallet;
+	int64_t created_at;
+};
+enum st_rc account_register_many(struct tx *tx, const struct account_new *accts, int n);
 
 /* Looks up a wallet's account (canonical wallet). ST_NOT_FOUND if none. */
 enum st_rc account_by_wallet(struct tx *tx, const char *wallet, struct account *out);

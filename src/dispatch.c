@@ -729,37 +729,40 @@ out:
 }
 
 /* The store's merge of keyed requests of one req_merge whose keys are
- * checked in the unit (m->keyed): what request_unit does for each, in a
- * few statements. A key of them already finished, an answer that is not a
- * success, or any failure: the store rolls the run back and runs each
- * request_unit alone, which replays a finished key without running its
- * handler's unit, and gives every other request its own answer. The keys
- * are looked up before the handlers' writes, so a finished key's handler
- * never runs here either. */
+ * checked in the unit (m->answer): what request_unit does for each, in a
+ * few statements: the answers, the keys' records with them (one multi-row
+ * INSERT, which also tells whether a key is finished: then it records
+ * fewer rows than keys), then the handlers' writes. A finished key, an
+ * answer that is not a success, or any failure: the store rolls the run
+ * back and runs each request_unit alone, which replays a finished key
+ * without running its handler's unit and gives every other request its own
+ * answer. No handler has written when a finished key stops the run. */
 static enum st_rc request_merge_keyed(struct tx *tx, void *const *rqs, int n)
 {
-	struct settled *app = ((struct req_ctx *)rqs[0])->h->app;
-	const char **scopes = calloc((size_t)n, sizeof(*scopes));
-	const char **keys = calloc((size_t)n, sizeof(*keys));
+	struct req_ctx *first = rqs[0];
+	const struct req_merge *m = first->merge;
+	struct settled *app = first->h->app;
+	void **args = calloc((size_t)n, sizeof(*args));
+	struct resp **resps = calloc((size_t)n, sizeof(*resps));
+	const char **tcs = calloc((size_t)n, sizeof(*tcs));
 	struct idem_new_record *recs = calloc((size_t)n, sizeof(*recs));
 	int64_t count = 0;
 	enum st_rc rc = ST_NOMEM;
 
-	if (!scopes || !keys || !recs)
+	if (!args || !resps || !tcs || !recs)
 		goto out;
 	for (int i = 0; i < n; i++) {
 		struct req_ctx *rq = rqs[i];
 
 		rq->idem_replayed = false;
 		rq->idem_result = NULL;
-		scopes[i] = rq->idem_scope;
-		keys[i] = rq->idem_key;
+		rq->handler_rc = ST_OK;
+		resp_release(&rq->resp);
+		args[i] = rq->unit_arg;
+		resps[i] = &rq->resp;
+		tcs[i] = rq->trace_context;
 	}
-	rc = idem_live_many(tx, scopes, keys, n, &count);
-	if (rc == ST_OK && count)
-		rc = ST_CONFLICT; /* a finished key: each alone, its unit replays it */
-	if (rc == ST_OK)
-		rc = request_merge(tx, rqs, n);
+	rc = m->answer(tx, args, resps, n);
 	for (int i = 0; rc == ST_OK && i < n; i++) {
 		struct req_ctx *rq = rqs[i];
 
@@ -779,7 +782,9 @@ static enum st_rc request_merge_keyed(struct tx *tx, void *const *rqs, int n)
 	if (rc == ST_OK)
 		rc = idem_record_many(tx, recs, n, app->instance_id, app->cfg->idempotency_ttl_ms, &count);
 	if (rc == ST_OK && count != n)
-		rc = ST_CONFLICT;
+		rc = ST_CONFLICT; /* a finished key: each alone, its unit replays it */
+	if (rc == ST_OK)
+		rc = m->run(tx, args, resps, tcs, n);
 	for (int i = 0; rc == ST_OK && i < n; i++) {
 		struct req_ctx *rq = rqs[i];
 
@@ -787,8 +792,9 @@ static enum st_rc request_merge_keyed(struct tx *tx, void *const *rqs, int n)
 		idem_count(rq, "miss");
 	}
 out:
-	free(scopes);
-	free(keys);
+	free(args);
+	free(resps);
+	free(tcs);
 	free(recs);
 	return rc;
 }
@@ -818,8 +824,8 @@ static enum st_rc commit(struct req_ctx *rq, const struct req_merge *m, req_unit
 	if (m && !rq->idem_key)
 		rc = store_submit_merged(rq->h->app->store, m, request_merge, request_unit,
 					 request_done, rq);
-	else if (m && m->keyed && rq->idem_check_in_unit)
-		rc = store_submit_merged(rq->h->app->store, &m->keyed, request_merge_keyed,
+	else if (m && m->answer && rq->idem_check_in_unit)
+		rc = store_submit_merged(rq->h->app->store, &m->answer, request_merge_keyed,
 					 request_unit, request_done, rq);
 	else
 		rc = store_submit(rq->h->app->store, request_unit, request_done, rq);

@@ -73,17 +73,25 @@ enum st_rc req_commit(struct req_ctx *rq, req_unit_fn *fn, void *arg);
  * run before it returns ST_OK (metrics last). */
 typedef enum st_rc req_merge_fn(struct tx *tx, void *const *args, struct resp *const *resps,
 				const char *const *trace_contexts, int n);
+/* A merge's answers before its writes: fills every resps[i] with what run
+ * will answer (drawing what run will then use, e.g. ids, into args[i]),
+ * writing nothing. ST_OK only when it can tell every request succeeds. */
+typedef enum st_rc req_answer_fn(struct tx *tx, void *const *args, struct resp *const *resps,
+				 int n);
 struct req_merge {
 	req_merge_fn *run;
 	/* Keyed requests may be merged too (with one another, never with
 	 * unkeyed ones) when their key is checked in the unit
-	 * (ROUTE_KEY_CHECK_IN_UNIT): the keys are looked up together first,
-	 * then run, then their records go in with one multi-row INSERT. */
-	bool keyed;
+	 * (ROUTE_KEY_CHECK_IN_UNIT) and the route can answer before it
+	 * writes: answer first, then the keys' records in one multi-row
+	 * INSERT (a finished key stops the run there, before any of the
+	 * handlers' writes), then run, which keeps the answers already in
+	 * resps. NULL: keyed requests are committed alone. */
+	req_answer_fn *answer;
 };
 /* As req_commit, for a unit that may be merged with other requests' units
  * of m (which must outlive the server: a static const). A request with an
- * Idempotency-Key is committed alone, as by req_commit, unless m->keyed
+ * Idempotency-Key is committed alone, as by req_commit, unless m->answer
  * and its key is checked in the unit. */
 enum st_rc req_commit_merged(struct req_ctx *rq, const struct req_merge *m, req_unit_fn *fn,
 			     void *arg);

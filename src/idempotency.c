@@ -297,32 +297,6 @@ enum st_rc idem_record(struct tx *tx, const char *scope, const char *key, const 
 	return rc;
 }
 
-/* The live records among many keys: one seek of the key index each. (One
- * multi-row statement cost more: a join with a VALUES list materialised
- * it, an UPDATE of the rows IN a list of lookups opened write cursors on
- * the table and both its indexes; ~13k instructions a key either way,
- * against ~4k for this.) */
-enum st_rc idem_live_many(struct tx *tx, const char *const *scopes, const char *const *keys, int n,
-			  int64_t *live)
-{
-	int64_t now = tx_now_ms(tx);
-
-	*live = 0;
-	for (int i = 0; i < n; i++) {
-		struct st_rows *rows = NULL;
-		enum st_rc rc = tx_query(tx,
-					 "SELECT 1 FROM idempotency_keys WHERE scope = $1 AND idem_key = $2"
-					 " AND expires_at > $3 AND status > 0",
-					 ST_ARGS(SV_S(scopes[i]), SV_S(keys[i]), SV_I(now)), &rows);
-
-		if (rc)
-			return rc;
-		*live += rows->nrows;
-		rows_free(rows);
-	}
-	return ST_OK;
-}
-
 /* idem_record's statement, one row a key. */
 static const struct st_rows_sql record_rows = {
 	.head = "INSERT INTO idempotency_keys"

@@ -93,18 +93,14 @@ enum st_rc idem_record(struct tx *tx, const char *scope, const char *key, const 
 		       const char *owner, int64_t ttl_ms, const struct idem_answer *ans,
 		       enum idem_put *res, struct idem_record *found);
 
-/* Many keys at once, for the SQLite writer's merged units (multi-row
- * statements; SQLite only). idem_live_many: *live = how many of the n
- * (scopes[i], keys[i]) have a live record. idem_record_many: idem_record's
- * INSERT for n keys, each with its answer; *recorded = how many were
- * recorded (fewer than n: a live record of one of them exists, and the
- * caller must roll the whole run back). */
+/* idem_record's INSERT for n keys at once, each with its answer, in
+ * multi-row statements (the SQLite writer's merged units): *recorded = how
+ * many were recorded; fewer than n means a live record of one of them
+ * exists, and the caller must roll the whole run back. */
 struct idem_new_record {
 	const char *scope, *key, *fingerprint;
 	struct idem_answer ans;
 };
-enum st_rc idem_live_many(struct tx *tx, const char *const *scopes, const char *const *keys, int n,
-			  int64_t *live);
 enum st_rc idem_record_many(struct tx *tx, const struct idem_new_record *recs, int n,
 			    const char *owner, int64_t ttl_ms, int64_t *recorded);
 

@@ -17,6 +17,9 @@ struct register_req {
 	char wallet[WALLET_LEN + 1];
 	char referrer[WALLET_LEN + 1];
 	bool has_referrer;
+	/* a merged run's account, drawn by register_answers ("" until then) */
+	char id[ACCOUNT_ID_MAX + 1];
+	int64_t created_at;
 };
 
 /* The 201 of a registration: Location and the account. */
@@ -58,35 +61,64 @@ static enum st_rc register_unit(struct tx *tx, void *arg, struct resp *resp)
 			       a.created_at);
 }
 
+/* Draws the account of each registration of a merged run and answers it
+ * (the 201 register_unit would give), writing nothing: keyed runs record
+ * the answers before the accounts are written. */
+static enum st_rc register_answers(struct tx *tx, void *const *args, struct resp *const *resps,
+				   int n)
+{
+	enum st_rc rc = ST_OK;
+
+	for (int i = 0; rc == ST_OK && i < n; i++) {
+		struct register_req *r = args[i];
+
+		tx_new_id(tx, "acct_", r->id);
+		r->created_at = tx_now_ms(tx);
+		rc = register_answer(resps[i], r->id, r->wallet, NULL, r->created_at);
+	}
+	return rc;
+}
+
 /* The registrations without a referrer that the SQLite writer took in one
  * batch, in one multi-row INSERT: ST_OK only when every one of them is
  * new; else the store registers each alone (register_unit), so a taken
  * wallet still gets its own 409. (A referrer is left out: it must be an
  * account already, which a registration earlier in the same statement
- * would satisfy where running alone, in queue order, might not.) */
+ * would satisfy where running alone, in queue order, might not.) Answers
+ * already made by register_answers are kept. */
 static enum st_rc register_merge(struct tx *tx, void *const *args, struct resp *const *resps,
 				 const char *const *trace_contexts, int n)
 {
-	const char **wallets = calloc((size_t)n, sizeof(*wallets));
-	char (*ids)[ACCOUNT_ID_MAX + 1] = calloc((size_t)n, sizeof(*ids));
-	int64_t created_at = 0;
+	struct account_new *accts = calloc((size_t)n, sizeof(*accts));
 	enum st_rc rc = ST_NOMEM;
 
 	(void)trace_contexts; /* no jobs */
-	if (!wallets || !ids)
-		goto out;
-	for (int i = 0; i < n; i++)
-		wallets[i] = ((const struct register_req *)args[i])->wallet;
-	rc = account_register_many(tx, wallets, n, ids, &created_at);
-	for (int i = 0; rc == ST_OK && i < n; i++)
-		rc = register_answer(resps[i], ids[i], wallets[i], NULL, created_at);
-out:
-	free(wallets);
-	free(ids);
+	if (!accts)
+		return rc;
+	for (int i = 0; i < n; i++) {
+		struct register_req *r = args[i];
+
+		if (!resps[i]->status) { /* not answered yet: unkeyed */
+			tx_new_id(tx, "acct_", r->id);
+			r->created_at = tx_now_ms(tx);
+		}
+		accts[i].id = r->id;
+		accts[i].wallet = r->wallet;
+		accts[i].created_at = r->created_at;
+	}
+	rc = account_register_many(tx, accts, n);
+	for (int i = 0; rc == ST_OK && i < n; i++) {
+		const struct register_req *r = args[i];
+
+		if (!resps[i]->status)
+			rc = register_answer(resps[i], r->id, r->wallet, NULL, r->created_at);
+	}
+	free(accts);
 	return rc;
 }
 
-static const struct req_merge register_merged = { .run = register_merge, .keyed = true };
+static const struct req_merge register_merged = { .run = register_merge,
+						    .answer = register_answers };
 
 enum st_rc route_register(struct req_ctx *rq)
 {
