@@ -190,6 +190,13 @@ enum st_rc tx_nested(struct tx *tx, store_unit_fn *fn, void *arg)
 	return rc ? rc : rc2;
 }
 
+enum st_rc tx_nested_nowait(struct tx *tx, store_unit_fn *fn, void *arg)
+{
+	if (tx->ops->nested_nowait)
+		return tx->ops->nested_nowait(tx, fn, arg);
+	return tx_nested(tx, fn, arg);
+}
+
 const char *rows_text(const struct st_rows *r, int row, int col)
 {
 	if (!r || row < 0 || row >= r->nrows || col < 0 || col >= r->ncols)

@@ -147,6 +147,19 @@ typedef enum st_rc store_merge_fn(struct tx *tx, void *const *args, int n);
  * enclosing unit may go on. */
 enum st_rc tx_nested(struct tx *tx, store_unit_fn *fn, void *arg);
 
+/* As tx_nested, for a step that must not wait long for another
+ * transaction's locks while its unit holds locks of its own (several
+ * independent effects in one unit: each one's rows locked until COMMIT,
+ * taken in no common order, so two such units can wait on each other).
+ * On PostgreSQL fn waits at most the store's lock timeout
+ * (store_options.lock_timeout_ms) for a row lock, alone or in a batch; a
+ * lock it could not get within it fails the step with ST_BUSY (rolled back
+ * to its savepoint, even if fn went on) WITHOUT making the unit run again:
+ * the unit goes on, and the caller may redo the step in a unit of its own,
+ * where it waits as long as it takes. SQLite: tx_nested (one writer, no
+ * lock waits). */
+enum st_rc tx_nested_nowait(struct tx *tx, store_unit_fn *fn, void *arg);
+
 /* Work that must happen only once the unit's writes are durable: metrics,
  * log lines about the effect, waking a worker. A unit may run more than
  * once (PostgreSQL re-runs it after a serialization failure) and its
@@ -301,6 +314,8 @@ struct tx_ops {
 	enum st_rc (*release)(struct tx *tx, int depth);
 	/* the statement cache of tx's connection (tx_exec_rows keeps its texts there) */
 	struct stmt_cache *(*stmts)(struct tx *tx);
+	/* NULL: tx_nested_nowait is tx_nested */
+	enum st_rc (*nested_nowait)(struct tx *tx, store_unit_fn *fn, void *arg);
 };
 struct tx_after {
 	tx_after_fn *fn;

@@ -165,7 +165,8 @@ struct pg_conn {
 /* A command whose result nothing waits for: held back on the pg_tx and
  * sent in one pipeline with the next command that needs an answer.
  * PEND_EXEC is a unit's own statement (tx_exec_deferred). */
-enum pg_pend_kind { PEND_BEGIN, PEND_XID, PEND_LOCK_TIMEOUT, PEND_SAVEPOINT, PEND_RELEASE, PEND_EXEC };
+enum pg_pend_kind { PEND_BEGIN, PEND_XID, PEND_LOCK_TIMEOUT, PEND_LOCK_DEFAULT, PEND_SAVEPOINT,
+		   PEND_RELEASE, PEND_EXEC };
 
 struct pg_pending {
 	enum pg_pend_kind kind;
@@ -182,7 +183,9 @@ struct pg_tx {
 	struct tx base;
 	struct pg_conn *conn;
 	bool aborted;   /* a statement failed: PostgreSQL ignores the rest */
-	bool retry;     /* 40001 / 40P01 seen: the unit is re-run */
+	bool retry;     /* 40001 / 40P01 seen: the unit is re-run; its further
+			 * statements fail at once (ST_BUSY), so that it ends and
+			 * lets go of its locks instead of taking more */
 	bool begun;     /* BEGIN has been sent: there is something to end */
 	unsigned drops; /* conn->drops when the transaction started: if it
 			 * moved, the server rolled the transaction back */
@@ -198,6 +201,9 @@ struct pg_tx {
 	 * implicit transaction). nstmts counts the statements it was asked. */
 	bool single;
 	int nstmts;
+	bool short_locks;  /* runs with the short lock_timeout (a batch) */
+	int nowait;        /* depth of the innermost tx_nested_nowait step, 0 if none */
+	bool nowait_busy;  /* a lock that step could not get within the timeout */
 	int npending;
 	struct pg_pending pending[PG_PENDING_MAX];
 };
@@ -521,8 +527,14 @@ static enum st_rc result_rc(struct pg_tx *t, struct pg_conn *c, PGresult *res, c
 		buf_release(&why);
 		return ST_UNAVAILABLE;
 	}
-	if (rc == ST_BUSY && t)
-		t->retry = true;
+	if (rc == ST_BUSY && t) {
+		/* A lock a tx_nested_nowait step could not get fails that step,
+		 * not the unit's run. */
+		if (t->nowait && sqlstate_is(st, "55P03"))
+			t->nowait_busy = true;
+		else
+			t->retry = true;
+	}
 	if (rc == ST_INTERNAL || rc == ST_UNAVAILABLE) {
 		struct buf why = BUF_INIT(1024);
 
@@ -548,6 +560,9 @@ static const char *pending_sql(const struct pg_tx *t, const struct pg_pending *p
 		/* A bare number is milliseconds to lock_timeout. */
 		snprintf(buf, size, "SET LOCAL lock_timeout = %lld", (long long)t->conn->s->lock_timeout_ms);
 		return buf;
+	case PEND_LOCK_DEFAULT:
+		/* The session's own value again (the URL's options may set one). */
+		return "SET LOCAL lock_timeout = DEFAULT";
 	case PEND_SAVEPOINT:
 		snprintf(buf, size, "SAVEPOINT sp%d", p->depth);
 		return buf;
@@ -967,6 +982,12 @@ static enum st_rc pg_exec(struct tx *tx, const char *sql, int n, const struct st
 
 	if (t->single && t->nstmts++ > 0)
 		return single_misuse(t, "a second statement");
+	/* This run is rolled back and run again whatever comes next: end it
+	 * now rather than let it take (and wait for) more locks, which other
+	 * transactions would then wait on; a deadlock victim that went on to
+	 * its next statement could deadlock again, a second each time. */
+	if (t->retry)
+		return ST_BUSY;
 	if (first)
 		memcpy(held, t->pending, sizeof(held[0]) * (size_t)nheld);
 	rc = exec_once(t, sql, n, params, changes, out);
@@ -1095,7 +1116,7 @@ static enum st_rc pg_exec_deferred(struct tx *tx, const char *sql, int n, const 
 		return single_misuse(t, "a deferred statement");
 	if (!t->conn->pg)
 		return ST_UNAVAILABLE;
-	if (t->aborted) /* refused now, as it would be at once */
+	if (t->aborted || t->retry) /* refused now, as it would be at once */
 		return pg_exec(tx, sql, n, params, NULL, NULL);
 	rc = stmt_with_params(t, sql, n, params, &st, &values, &block);
 	if (rc)
@@ -1109,6 +1130,51 @@ static struct stmt_cache *pg_stmts(struct tx *tx)
 	return &pg_tx_downcast(tx)->conn->stmts;
 }
 
+/* tx_nested_nowait: a savepoint step whose lock waits end after the
+ * store's lock timeout. A batch runs with it already (SET LOCAL in
+ * batch_once); a unit alone sets it for the step, held back like the
+ * SAVEPOINT, and puts the session's value back when the step is released
+ * (a rollback to the savepoint undoes the SET LOCAL by itself). A 55P03
+ * inside is the step's failure (result_rc: nowait_busy), not the unit's
+ * retry: the unit goes on without the step's work. */
+static enum st_rc pg_nested_nowait(struct tx *tx, store_unit_fn *fn, void *arg)
+{
+	struct pg_tx *t = pg_tx_downcast(tx);
+	int depth = tx->depth + 1, mark = tx->nafter, outer = t->nowait;
+	bool outer_busy = t->nowait_busy, set = !t->short_locks && !outer;
+	struct pg_pending *p;
+	enum st_rc rc, rc2;
+
+	rc = pg_savepoint(tx, depth);
+	if (rc == ST_OK && set)
+		rc = tx_defer(t, PEND_LOCK_TIMEOUT, depth);
+	if (rc)
+		return rc;
+	tx->depth = depth;
+	t->nowait = depth;
+	t->nowait_busy = false;
+	rc = fn(tx, arg);
+	tx->depth = depth - 1;
+	if (rc == ST_OK && t->nowait_busy)
+		rc = ST_BUSY; /* fn went on past a lock it did not get */
+	t->nowait = outer;
+	t->nowait_busy = outer_busy;
+	if (rc) {
+		tx->nafter = mark; /* its after-commit work goes with its writes */
+		rc2 = pg_rollback_to(tx, depth);
+		if (rc2)
+			return rc2;
+	} else if (set) {
+		p = last_pending(t);
+		if (p && p->kind == PEND_LOCK_TIMEOUT)
+			t->npending--; /* nothing ran in the step: the SET need not go either */
+		else if ((rc2 = tx_defer(t, PEND_LOCK_DEFAULT, depth)))
+			return rc2;
+	}
+	rc2 = pg_release(tx, depth);
+	return rc ? rc : rc2;
+}
+
 static const struct tx_ops pg_tx_ops = {
 	.stmts = pg_stmts,
 	.exec = pg_exec,
@@ -1116,6 +1182,7 @@ static const struct tx_ops pg_tx_ops = {
 	.savepoint = pg_savepoint,
 	.rollback_to = pg_rollback_to,
 	.release = pg_release,
+	.nested_nowait = pg_nested_nowait,
 };
 
 static void tx_start(struct pg_tx *t, struct pg_store *s, struct pg_conn *c, bool read_only)
@@ -1375,6 +1442,7 @@ static enum pg_batch_end batch_once(struct pg_conn *c, struct write_unit *batch,
 		return BATCH_FAILED;
 	tx_start(&t, s, c, false);
 	t.pending[t.npending++] = (struct pg_pending){ .kind = PEND_LOCK_TIMEOUT };
+	t.short_locks = true;
 	for (struct write_unit *u = batch; u; u = u->next) {
 		if (!batch_unit(&t, u)) {
 			tx_rollback(&t);

@@ -71,7 +71,6 @@ struct worker_pool {
 	int inflight[MAX_QUEUES];
 	int rr;                   /* round-robin start, for fairness between queues */
 	double job_s;             /* moving average of a job's cost in a batch, seconds */
-	bool batch_effects;       /* job_commit_later effects go in the batch unit (SQLite) */
 	atomic_bool stopping;     /* set under mu; workers also read it between jobs */
 	bool nudged;
 	atomic_uint_fast64_t claim_seq;
@@ -394,7 +393,7 @@ static enum batch_todo run_job(struct worker_pool *p, struct batch_item *b)
 	enum st_rc rc;
 
 	*ctx = (struct job_ctx){ .app = app, .job = j, .error = BUF_INIT(QUEUE_ERROR_MAX),
-				 .batched = p->batch_effects };
+				 .batched = true };
 	b->t0 = mono_s();
 	job_span_start(ctx);
 	if (k)
@@ -493,7 +492,14 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 		c->items[i].lost = false; /* the unit may run again (PostgreSQL retries) */
 	/* Effects first, each with its fenced completion under its own
 	 * savepoint: one that fails (or finds its lease gone) is rolled back
-	 * alone, and run_batch then commits it in a unit of its own. */
+	 * alone, and run_batch then commits it in a unit of its own. The
+	 * effects are independent postings whose rows stay locked until the
+	 * unit commits, taken in no common order: on PostgreSQL two such
+	 * units (two workers) waiting for each other's rows deadlocked, again
+	 * and again, and held every writer. So an effect waits only the
+	 * store's short lock timeout (tx_nested_nowait); one that would wait
+	 * longer leaves the unit (ST_BUSY) and is committed alone, where it
+	 * waits holding nothing else. */
 	for (int i = 0; i < c->n; i++) {
 		struct batch_item *b = &c->items[i];
 		struct commit_call cc = { .ctx = &b->ctx, .effect = b->ctx.later_effect,
@@ -501,7 +507,7 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 
 		if (b->todo != BATCH_EFFECT)
 			continue;
-		b->effect_rc = tx_nested(tx, commit_unit, &cc);
+		b->effect_rc = tx_nested_nowait(tx, commit_unit, &cc);
 	}
 	for (int i = 0; i < c->n;) {
 		struct batch_item *b = &c->items[i];
@@ -1004,14 +1010,6 @@ enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, stru
 	if (!p)
 		return ST_NOMEM;
 	p->app = app;
-	/* Effects in the batch unit only on SQLite. On PostgreSQL a batch of
-	 * effects holds its rows' locks until its one COMMIT, and a job whose
-	 * effect then runs alone (job_commit) can wait on them for good: seen
-	 * as a hang in test_backup's restore under load. There job_commit_later
-	 * commits each effect alone, as job_commit does, until that is
-	 * understood. */
-	p->batch_effects = app->store && app->store->ops &&
-			   !strcmp(app->store->ops->name, "sqlite");
 	/* Until the first batch says what a job costs, assume an eighth of
 	 * the lease: a ready list of 2 x workers. Queues without a limit of
 	 * their own are bounded by the capacity alone. */

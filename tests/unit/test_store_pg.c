@@ -886,6 +886,8 @@ enum bu_kind {
 	BU_RELEASES,  /* releases its batch savepoint itself: a bug, found late */
 	BU_DEFER_OK,  /* inserts its key, then a second key deferred */
 	BU_DEFER_DUP, /* inserts its key, then one that exists, deferred */
+	BU_WAITS_NOWAIT, /* inserts its key, then one another transaction holds,
+			  * in a tx_nested_nowait step whose failure it ignores */
 };
 
 static enum st_rc dk_create_unit(struct tx *tx, void *arg)
@@ -903,7 +905,14 @@ struct bunit {
 	atomic_int after;      /* its after-commit work, run count */
 	atomic_int done;
 	enum st_rc rc;
+	enum st_rc step;       /* BU_WAITS_NOWAIT: its step's rc */
 };
+
+static enum st_rc insert_locked(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return insert(tx, "locked");
+}
 
 static void bunit_after(void *arg, int64_t n)
 {
@@ -959,6 +968,9 @@ static enum st_rc bunit_fn(struct tx *tx, void *arg)
 	}
 	case BU_DEFER_DUP:
 		return defer_insert(tx, "gate");
+	case BU_WAITS_NOWAIT:
+		u->step = tx_nested_nowait(tx, insert_locked, NULL);
+		return ST_OK;
 	case BU_KILL_ONCE:
 		if (run == 1)
 			(void)tx_exec(tx, "SELECT pg_terminate_backend(pg_backend_pid())", ST_NOARGS, NULL);
@@ -1368,4 +1380,215 @@ PG_TEST(deferred_statements_keep_the_batch_whole)
 		cr_assert_str_eq(units[i].xid, units[0].xid, "unit %d not batched", i);
 	}
 	cr_assert_eq(count(NULL), 1 + 2 * BU_N);
+}
+
+/* ---- tx_nested_nowait, and a unit marked for a retry ------------------- */
+
+/* A unit in a batch whose tx_nested_nowait step waits for a lock another
+ * transaction holds: the step fails alone after the batch's lock timeout
+ * (ST_BUSY), the unit goes on and commits in its batch, once, without
+ * the step's row; it does not leave the batch to wait as a unit whose
+ * plain statement waits does (unit_waiting_for_a_lock_leaves_its_batch). */
+PG_TEST(nowait_step_in_a_batch_fails_alone_and_the_unit_stays)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+	PGconn *holder;
+	PGresult *r;
+
+	need_backend();
+	bunits_init(units, BU_N);
+	units[7].kind = BU_WAITS_NOWAIT;
+	holder = PQconnectdb(pg_url);
+	cr_assert(PQstatus(holder) == CONNECTION_OK, "%s", PQerrorMessage(holder));
+	r = PQexec(holder, "BEGIN; INSERT INTO kv (k, v) VALUES ('locked', 'x')");
+	cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(holder));
+	PQclear(r);
+	one = one_writer();
+	run_gated_batch(one, &g, units, BU_N); /* all answered while the lock is held */
+	r = PQexec(holder, "ROLLBACK");
+	PQclear(r);
+	PQfinish(holder);
+	store_close(one);
+	cr_assert_eq(units[7].step, ST_BUSY, "the step: %s", st_rc_str(units[7].step));
+	for (int i = 0; i < BU_N; i++) {
+		cr_assert_eq(units[i].rc, ST_OK, "unit %d: %s", i, st_rc_str(units[i].rc));
+		cr_assert_eq(atomic_load(&units[i].runs), 1, "unit %d ran %d times", i, atomic_load(&units[i].runs));
+		cr_assert_str_eq(units[i].xid, units[0].xid, "unit %d not batched", i);
+		cr_assert_eq(count(units[i].key), 1, "unit %d", i);
+	}
+	cr_assert_eq(count("locked"), 0);
+}
+
+/* Two units, each alone on its own connection (no group commit), each
+ * locking one row in a step and then, once both hold theirs, the other's
+ * row in a second step: the crossing that deadlocked workers' effect
+ * units. With tx_nested_nowait steps neither waits longer than the lock
+ * timeout (well under PostgreSQL's deadlock_timeout, 1 s), so no deadlock
+ * is ever detected and neither unit runs twice: the second step of at
+ * least one fails alone with ST_BUSY, each unit commits the rest. Inside
+ * a step lock_timeout is the store's; after it the session's again. */
+struct cross {
+	const char *mine, *theirs;
+	atomic_int *holding;   /* units that hold their first row */
+	atomic_int runs;
+	enum st_rc first, second;
+	char in_step[16], after[16];
+};
+
+struct bump {
+	const char *k;
+	char *lock_timeout;    /* current_setting('lock_timeout') in the step, or NULL */
+};
+
+static enum st_rc bump_step(struct tx *tx, void *arg)
+{
+	struct bump *b = arg;
+	struct st_rows *r = NULL;
+	enum st_rc rc = tx_exec(tx, "UPDATE kv SET n = n + 1 WHERE k = $1", ST_ARGS(SV_S(b->k)), NULL);
+
+	if (rc || !b->lock_timeout)
+		return rc;
+	rc = tx_query(tx, "SELECT current_setting('lock_timeout')", ST_NOARGS, &r);
+	if (rc == ST_OK)
+		rows_copy(r, 0, 0, b->lock_timeout, 16);
+	rows_free(r);
+	return rc;
+}
+
+static enum st_rc cross_unit(struct tx *tx, void *arg)
+{
+	struct cross *c = arg;
+	struct bump first = { c->mine, c->in_step }, second = { c->theirs, NULL };
+	struct st_rows *r = NULL;
+	enum st_rc rc;
+
+	atomic_fetch_add(&c->runs, 1);
+	c->first = tx_nested_nowait(tx, bump_step, &first);
+	if (c->first)
+		return c->first;
+	/* Wait (2 s at most: a second run finds nobody) until the other
+	 * unit holds its row too. */
+	atomic_fetch_add(c->holding, 1);
+	for (int i = 0; i < 2000 && atomic_load(c->holding) < 2; i++)
+		usleep(1000);
+	c->second = tx_nested_nowait(tx, bump_step, &second);
+	rc = tx_query(tx, "SELECT current_setting('lock_timeout')", ST_NOARGS, &r);
+	if (rc == ST_OK)
+		rows_copy(r, 0, 0, c->after, sizeof(c->after));
+	rows_free(r);
+	return rc;
+}
+
+struct cross_run {
+	struct store *s;
+	struct cross *c;
+	enum st_rc rc;
+};
+
+static void *cross_main(void *arg)
+{
+	struct cross_run *cr = arg;
+
+	cr->rc = store_run(cr->s, cross_unit, cr->c);
+	return NULL;
+}
+
+static int64_t deadlocks(void)
+{
+	PGconn *c = sfx_pg_admin();
+	char sql[200];
+	PGresult *r;
+	int64_t n;
+
+	/* The backends' counters reach the statistics when they flush. */
+	r = PQexec(c, "SELECT pg_stat_force_next_flush()");
+	PQclear(r);
+	snprintf(sql, sizeof(sql), "SELECT deadlocks FROM pg_stat_database WHERE datname = '%s'", pg_db);
+	r = PQexec(c, sql);
+	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+	n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	PQfinish(c);
+	return n;
+}
+
+PG_TEST(nowait_steps_of_units_alone_never_deadlock)
+{
+	struct store_options o = { .database_url = pg_url, .write_conns = 2, .read_conns = 1,
+				   .batch_max = 1, .lock_timeout_ms = 100 };
+	struct buf err = BUF_INIT(1024);
+	atomic_int holding = 0;
+	struct cross c[2] = { { .mine = "a", .theirs = "b", .holding = &holding },
+			      { .mine = "b", .theirs = "a", .holding = &holding } };
+	struct cross_run run[2];
+	pthread_t th[2];
+	struct store *two = NULL;
+	int busy = 0;
+
+	need_backend();
+	put("a");
+	put("b");
+	cr_assert_eq(store_open(&o, &two, &err), ST_OK, "%s", err.ptr);
+	buf_release(&err);
+	for (int i = 0; i < 2; i++) {
+		run[i] = (struct cross_run){ two, &c[i], ST_INTERNAL };
+		cr_assert_eq(pthread_create(&th[i], NULL, cross_main, &run[i]), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	store_close(two);
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(run[i].rc, ST_OK, "unit %d: %s", i, st_rc_str(run[i].rc));
+		cr_assert_eq(atomic_load(&c[i].runs), 1, "unit %d ran %d times (a deadlock, retried)", i,
+			     atomic_load(&c[i].runs));
+		cr_assert_eq(c[i].first, ST_OK);
+		cr_assert(c[i].second == ST_OK || c[i].second == ST_BUSY, "unit %d: %s", i,
+			  st_rc_str(c[i].second));
+		busy += c[i].second == ST_BUSY;
+		cr_assert_str_eq(c[i].in_step, "100ms", "unit %d", i);
+		cr_assert_str_eq(c[i].after, "0", "unit %d: lock_timeout after the step", i);
+	}
+	cr_assert_geq(busy, 1, "both second steps got the other's row while it was held");
+	cr_assert_eq(sfx_int(S, "SELECT sum(n) FROM kv", NULL), 4 - busy);
+	cr_assert_eq(deadlocks(), 0);
+}
+
+/* A unit whose run will be rolled back and run again (a 40001 in a step it
+ * recovered from) sends nothing more: its next statement returns ST_BUSY
+ * at once, so the run ends and lets go of its locks instead of taking and
+ * waiting for more. The second run writes. */
+struct doomed {
+	atomic_int runs;
+	enum st_rc step, stmt, deferred, second_run;
+};
+
+static enum st_rc doomed_unit(struct tx *tx, void *arg)
+{
+	struct doomed *d = arg;
+
+	if (atomic_fetch_add(&d->runs, 1) == 0) {
+		d->step = tx_nested(tx, sfx_raise_40001, NULL);
+		d->stmt = insert(tx, "after");
+		d->deferred = tx_exec_deferred(tx, "INSERT INTO kv (k, v) VALUES ('deferred', 'x')", ST_NOARGS);
+		return d->stmt ? d->stmt : d->deferred;
+	}
+	d->second_run = insert(tx, "after");
+	return d->second_run;
+}
+
+PG_TEST(a_unit_marked_for_a_retry_sends_nothing_more)
+{
+	struct doomed d = { .second_run = ST_INTERNAL };
+
+	need_backend();
+	cr_assert_eq(store_run(S, doomed_unit, &d), ST_OK);
+	cr_assert_eq(atomic_load(&d.runs), 2);
+	cr_assert_eq(d.step, ST_BUSY);
+	cr_assert_eq(d.stmt, ST_BUSY, "the doomed run's statement: %s", st_rc_str(d.stmt));
+	cr_assert_eq(d.deferred, ST_BUSY, "the doomed run's deferred statement: %s", st_rc_str(d.deferred));
+	cr_assert_eq(d.second_run, ST_OK);
+	cr_assert_eq(count("after"), 1);
+	cr_assert_eq(count("deferred"), 0);
 }
