@@ -243,7 +243,7 @@ enum st_rc claim_confirm_job(struct job_ctx *ctx)
 	buf_release(&why);
 
 	/* The verdict's effect goes in the worker's batch unit (one commit
-	 * for many claims, on SQLite); claim_after runs once it is decided. */
+	 * for many claims); claim_after runs once it is decided. */
 	l = malloc(sizeof(*l));
 	if (!l)
 		return job_failf(ctx, ST_NOMEM, "out of memory");

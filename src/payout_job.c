@@ -1,14 +1,17 @@
 /* payout_job.c — payout.execute and payout.confirm (see payout_job.h).
  *
  * As in claim_job.c, the rail is asked on the worker thread outside any
- * transaction, and only the verdict's effect runs in a write unit together
- * with the job's completion (job_commit). The intent machine and the item's
- * guarded status changes are the second fence: an effect that finds its
- * work done does nothing. */
+ * transaction, and only the effect runs in a write unit together with the
+ * job's completion: job_commit_later, so the worker writes it in its batch
+ * unit under the job's own savepoint (one commit for many payouts), and the
+ * after step (exec_after, confirm_after) counts, logs and nudges once it is
+ * decided. The intent machine and the item's guarded status changes are the
+ * second fence: an effect that finds its work done does nothing. */
 #include "payout_job.h"
 
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
@@ -206,38 +209,53 @@ static enum st_rc exec_effect_unit(struct tx *tx, void *arg)
 	return rc;
 }
 
-enum st_rc payout_execute_job(struct job_ctx *ctx)
+/* After exec_effect_unit's commit: what job_commit answered. Owns e. */
+static enum st_rc exec_after(struct job_ctx *ctx, void *arg, enum st_rc rc)
 {
+	struct exec_effect *e = arg;
 	struct settled *app = ctx->app;
-	struct exec_effect e = { .app = app, .job_id = ctx->job->id };
-	enum st_rc rc;
 
-	if (!parse_payload(ctx->job->payload, e.batch_id, &e.idx, NULL)) {
-		ctx->permanent = true;
-		return job_failf(ctx, ST_INVALID, "bad payout.execute payload: %s", ctx->job->payload);
-	}
-	actor_of(ctx, e.actor);
-	rc = job_commit(ctx, exec_effect_unit, &e);
 	if (rc) {
-		if (ctx->lost)
-			return rc;
-		if (rc == ST_NOT_FOUND)
-			ctx->permanent = true;
-		return job_failf(ctx, rc, "payout %s/%lld: %s", e.batch_id, (long long)e.idx,
-				 st_rc_str(rc));
+		if (!ctx->lost) {
+			if (rc == ST_NOT_FOUND)
+				ctx->permanent = true;
+			rc = job_failf(ctx, rc, "payout %s/%lld: %s", e->batch_id, (long long)e->idx,
+				       st_rc_str(rc));
+		}
+		goto out;
 	}
-	if (e.submitted) {
+	if (e->submitted) {
 		intent_count(app->m.intents, INTENT_PENDING, 1);
 		intent_count(app->m.intents, INTENT_LOCKED, 1);
 		intent_count(app->m.intents, INTENT_SUBMITTED, 1);
 		worker_pool_nudge(app->workers);
 	}
-	if (e.failed) {
+	if (e->failed) {
 		count_payout(app, PAYOUT_ITEM_FAILED);
-		job_logf(ctx, LOG_INFO, "payout %s/%lld failed: %s", e.batch_id, (long long)e.idx,
-			 e.reason);
+		job_logf(ctx, LOG_INFO, "payout %s/%lld failed: %s", e->batch_id, (long long)e->idx,
+			 e->reason);
 	}
-	return ST_OK;
+out:
+	free(e);
+	return rc;
+}
+
+enum st_rc payout_execute_job(struct job_ctx *ctx)
+{
+	struct exec_effect *e = calloc(1, sizeof(*e));
+
+	if (!e)
+		return job_failf(ctx, ST_NOMEM, "out of memory");
+	e->app = ctx->app;
+	e->job_id = ctx->job->id;
+	if (!parse_payload(ctx->job->payload, e->batch_id, &e->idx, NULL)) {
+		free(e);
+		ctx->permanent = true;
+		return job_failf(ctx, ST_INVALID, "bad payout.execute payload: %s", ctx->job->payload);
+	}
+	actor_of(ctx, e->actor);
+	/* exec_after runs once the worker's batch unit decided; it owns e. */
+	return job_commit_later(ctx, exec_effect_unit, e, exec_after);
 }
 
 /* ---- payout.confirm ---- */
@@ -299,10 +317,39 @@ static enum st_rc confirm_effect_unit(struct tx *tx, void *arg)
 	return rc;
 }
 
+/* After confirm_effect_unit's commit: what job_commit answered. Owns e. */
+static enum st_rc confirm_after(struct job_ctx *ctx, void *arg, enum st_rc rc)
+{
+	struct confirm_effect *e = arg;
+	struct settled *app = ctx->app;
+
+	if (rc) {
+		if (!ctx->lost)
+			rc = job_failf(ctx, rc, "cannot %s payout %s/%lld (intent %s): %s",
+				       e->settle ? "settle" : "fail", e->batch_id, (long long)e->idx,
+				       e->intent_id, st_rc_str(rc));
+		goto out;
+	}
+	if (e->applied) {
+		if (e->confirmed)
+			intent_count(app->m.intents, INTENT_CONFIRMED, 1);
+		/* Not observed in settled_settlement_duration_seconds: that
+		 * histogram is the claims' (created -> SETTLED). */
+		intent_observe(app->m.intents, NULL, &e->it);
+	}
+	if (e->item_done)
+		count_payout(app, e->item.status);
+	if (e->completed)
+		job_logf(ctx, LOG_INFO, "payout batch %s completed", e->batch_id);
+out:
+	free(e);
+	return rc;
+}
+
 enum st_rc payout_confirm_job(struct job_ctx *ctx)
 {
 	struct settled *app = ctx->app;
-	struct confirm_effect e = { .settle = true };
+	struct confirm_effect e = { .settle = true }, *l;
 	struct buf why = BUF_INIT(512);
 	struct rail_tx rt;
 	enum rail_result verdict;
@@ -357,24 +404,11 @@ enum st_rc payout_confirm_job(struct job_ctx *ctx)
 	}
 	buf_release(&why);
 
-	rc = job_commit(ctx, confirm_effect_unit, &e);
-	if (rc) {
-		if (ctx->lost)
-			return rc;
-		return job_failf(ctx, rc, "cannot %s payout %s/%lld (intent %s): %s",
-				 e.settle ? "settle" : "fail", e.batch_id, (long long)e.idx, e.intent_id,
-				 st_rc_str(rc));
-	}
-	if (e.applied) {
-		if (e.confirmed)
-			intent_count(app->m.intents, INTENT_CONFIRMED, 1);
-		/* Not observed in settled_settlement_duration_seconds: that
-		 * histogram is the claims' (created -> SETTLED). */
-		intent_observe(app->m.intents, NULL, &e.it);
-	}
-	if (e.item_done)
-		count_payout(app, e.item.status);
-	if (e.completed)
-		job_logf(ctx, LOG_INFO, "payout batch %s completed", e.batch_id);
-	return ST_OK;
+	/* confirm_after runs once the worker's batch unit decided; it owns
+	 * the copy. */
+	l = malloc(sizeof(*l));
+	if (!l)
+		return job_failf(ctx, ST_NOMEM, "out of memory");
+	*l = e;
+	return job_commit_later(ctx, confirm_effect_unit, l, confirm_after);
 }

@@ -16,7 +16,9 @@
  * transaction, each unit under its own savepoint as on SQLite (a unit alone
  * in the queue is a transaction of its own). A unit is re-run as a whole
  * (up to 5 runs) on serialization failure or deadlock, and when the
- * connection died before COMMIT was sent. A unit may therefore run more
+ * connection died before COMMIT was sent; once a run is bound to be re-run,
+ * its further statements fail at once with ST_BUSY (it ends and lets go of
+ * its locks). A unit may therefore run more
  * than once before done() is called: it must fill its outputs from scratch
  * each time and have no effects outside tx (see docs/internals/store.md).
  *

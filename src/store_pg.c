@@ -49,7 +49,12 @@
  *  1. PostgreSQL reports serialization_failure (40001), deadlock_detected
  *     (40P01) or, in a batch, lock_not_available (55P03) anywhere in it,
  *     even inside a tx_nested the unit recovered from (tx_exec returns
- *     ST_BUSY; the flag sticks to the unit's run);
+ *     ST_BUSY; the flag sticks to the unit's run). From then on the run's
+ *     statements fail at once with ST_BUSY without reaching the server:
+ *     the run ends and lets go of its locks instead of taking more (a
+ *     deadlock victim that went on met the same transactions again). A
+ *     55P03 inside a tx_nested_nowait step is that step's failure only
+ *     (pg_nested_nowait);
  *  2. the unit itself returns ST_BUSY;
  *  3. the connection died before COMMIT was sent (the server rolls back an
  *     open transaction on disconnect, so nothing of the unit happened).
