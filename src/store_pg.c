@@ -1141,7 +1141,10 @@ static struct stmt_cache *pg_stmts(struct tx *tx)
  * SAVEPOINT, and puts the session's value back when the step is released
  * (a rollback to the savepoint undoes the SET LOCAL by itself). A 55P03
  * inside is the step's failure (result_rc: nowait_busy), not the unit's
- * retry: the unit goes on without the step's work. */
+ * retry: the unit goes on without the step's work. (A statement the step
+ * deferred and left unsent reports its 55P03 after the step, as the
+ * unit's: a retry, safe but dearer. Steps end with a statement whose rc
+ * they read, as ledger postings and job completions do.) */
 static enum st_rc pg_nested_nowait(struct tx *tx, store_unit_fn *fn, void *arg)
 {
 	struct pg_tx *t = pg_tx_downcast(tx);
