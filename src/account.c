@@ -100,6 +100,24 @@ enum st_rc account_by_wallet(struct tx *tx, const char *wallet, struct account *
 	return account_query(tx, "SELECT " ACCOUNT_COLS " FROM accounts WHERE wallet = $1", wallet, out);
 }
 
+enum st_rc account_payee_by_wallet(struct tx *tx, const char *wallet, struct account_payee *out)
+{
+	struct st_rows *rows = NULL;
+	/* accounts.referrer references accounts(wallet): the join finds it. */
+	enum st_rc rc = tx_query_one(tx,
+				     "SELECT a.id, a.referrer, r.id FROM accounts a"
+				     " LEFT JOIN accounts r ON r.wallet = a.referrer WHERE a.wallet = $1",
+				     ST_ARGS(SV_S(wallet)), &rows);
+
+	if (rc)
+		return rc;
+	rows_copy(rows, 0, 0, out->id, sizeof(out->id));
+	rows_copy(rows, 0, 1, out->referrer, sizeof(out->referrer));
+	rows_copy(rows, 0, 2, out->referrer_id, sizeof(out->referrer_id));
+	rows_free(rows);
+	return ST_OK;
+}
+
 enum st_rc account_by_id(struct tx *tx, const char *id, struct account *out)
 {
 	return account_query(tx, "SELECT " ACCOUNT_COLS " FROM accounts WHERE id = $1", id, out);

@@ -137,6 +137,17 @@ enum st_rc account_register_many(struct tx *tx, const struct account_new *accts,
 
 /* Looks up a wallet's account (canonical wallet). ST_NOT_FOUND if none. */
 enum st_rc account_by_wallet(struct tx *tx, const char *wallet, struct account *out);
+/* What a payment to a wallet needs: its account's id and its referrer's
+ * wallet and account id ("" when none). */
+struct account_payee {
+	char id[ACCOUNT_ID_MAX + 1];
+	char referrer[WALLET_LEN + 1];
+	char referrer_id[ACCOUNT_ID_MAX + 1];
+};
+/* Looks up wallet's (canonical) account and its referrer's in one
+ * statement, reading nothing else (account_by_wallet reads every column,
+ * twice for a referred wallet). ST_NOT_FOUND if none. */
+enum st_rc account_payee_by_wallet(struct tx *tx, const char *wallet, struct account_payee *out);
 /* Looks up any account by id (system accounts: their name). */
 enum st_rc account_by_id(struct tx *tx, const char *id, struct account *out);
 

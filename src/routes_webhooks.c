@@ -174,6 +174,8 @@ static enum st_rc intake(struct req_ctx *rq, enum wh_provider p)
 	int64_t now = req_now_ms(rq);
 	struct buf why = BUF_INIT(256);
 	struct wh_event ev;
+	struct wh_payment pay;
+	bool have_pay = false;
 	struct wh_req *r;
 	const char *raw;
 	size_t len = 0;
@@ -198,7 +200,15 @@ static enum st_rc intake(struct req_ctx *rq, enum wh_provider p)
 	}
 
 	r->app = app;
-	rc = webhook_intake_prepare(&r->in, p, &ev, raw, len, req_id(rq));
+	/* The payment, parsed here once for the processing job (which, when
+	 * it does not parse, reads the stored body and fails with why). */
+	if (ev.pays) {
+		struct buf pay_why = BUF_INIT(256);
+
+		have_pay = !webhook_payment_parse(p, req_json(rq), app->cfg->asset, &pay, &pay_why);
+		buf_release(&pay_why);
+	}
+	rc = webhook_intake_prepare(&r->in, p, &ev, have_pay ? &pay : NULL, raw, len, req_id(rq));
 	if (rc)
 		return rc;
 	return req_commit_merged(rq, &intake_merged, intake_unit, r);

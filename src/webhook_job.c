@@ -1,7 +1,9 @@
 /* webhook_job.c — the webhook_events table and the webhook.process job
  * (see webhook_job.h).
  *
- * The job runs in three steps, only the last of which writes:
+ * The job runs in three steps, only the last of which writes (intake
+ * puts the payment it parsed in the payload: then steps 1 and 2 are
+ * skipped):
  *   1. read the stored event on a read connection (nothing to do when it
  *      was processed already: a duplicate job, an operator's retry);
  *   2. parse the payment out of the stored raw body (pure, webhook.c): an
@@ -54,7 +56,8 @@ static enum ev_status status_parse(const char *s)
 /* ---------------------------------------------------------------- intake */
 
 enum st_rc webhook_intake_prepare(struct wh_intake *in, enum wh_provider p, const struct wh_event *ev,
-				  const char *raw, size_t len, const char *request_id)
+				  const struct wh_payment *pay, const char *raw, size_t len,
+				  const char *request_id)
 {
 	struct buf b = BUF_INIT(WH_JOB_PAYLOAD_MAX - 1); /* + its NUL */
 	struct json_writer w;
@@ -69,10 +72,17 @@ enum st_rc webhook_intake_prepare(struct wh_intake *in, enum wh_provider p, cons
 	if (n < 0 || (size_t)n >= sizeof(in->job_key))
 		return ST_INVALID;
 	/* {"event_id":..,"provider":..}: the members in sorted order, as the
-	 * payloads of stored jobs have always been written. */
+	 * payloads of stored jobs have always been written; the payment's
+	 * around them. */
 	jw_begin(&w, &b);
+	if (pay && pay->account[0])
+		jw_str(&w, "account", pay->account);
+	if (pay)
+		jw_i64(&w, "amount", pay->amount);
 	jw_str(&w, "event_id", ev->id);
 	jw_str(&w, "provider", webhook_provider_str(p));
+	if (pay && !pay->account[0])
+		jw_str(&w, "wallet", pay->wallet);
 	return jw_end_copy(&w, in->job_payload);
 }
 
@@ -181,18 +191,44 @@ struct wh_job {
 	char tx_id[LEDGER_ID_MAX + 1];
 };
 
-static bool payload_parse(const char *payload, struct wh_job *j)
+/* Copies a string member of at most cap - 1 bytes into dst: false when
+ * it is absent, not a string or too long. */
+static bool member_copy(const json_t *root, const char *key, char *dst, size_t cap)
+{
+	const json_t *v = json_object_get(root, key);
+
+	if (!json_is_string(v) || json_string_length(v) >= cap)
+		return false;
+	memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+	return true;
+}
+
+/* The payload's event, and the payment when intake put it there
+ * (*have_pay): a positive amount and a wallet or (exclusive) an account,
+ * as webhook_payment_parse gave them. */
+static bool payload_parse(const char *payload, struct wh_job *j, bool *have_pay)
 {
 	json_t *root = json_loads(payload, 0, NULL);
 	json_t *p = json_object_get(root, "provider"), *id = json_object_get(root, "event_id");
+	json_t *amount = json_object_get(root, "amount");
 	int prov = json_is_string(p) ? webhook_provider_parse(json_string_value(p)) : -1;
 	/* Any id intake accepts (Standard Webhooks ids are the widest). */
 	bool ok = prov >= 0 && json_is_string(id) &&
 		  webhook_std_id_valid(json_string_value(id), json_string_length(id));
 
+	*have_pay = false;
 	if (ok) {
 		j->p = (enum wh_provider)prov;
 		memcpy(j->event_id, json_string_value(id), json_string_length(id) + 1);
+	}
+	if (ok && json_is_integer(amount) && json_integer_value(amount) > 0) {
+		bool wallet = member_copy(root, "wallet", j->pay.wallet, sizeof(j->pay.wallet));
+		bool account = member_copy(root, "account", j->pay.account, sizeof(j->pay.account));
+
+		j->pay.amount = json_integer_value(amount);
+		*have_pay = wallet != account && (wallet ? j->pay.wallet[0] : j->pay.account[0]);
+		if (!*have_pay)
+			memset(&j->pay, 0, sizeof(j->pay));
 	}
 	json_decref(root);
 	return ok;
@@ -228,7 +264,7 @@ static enum st_rc process_unit(struct tx *tx, void *arg)
 	struct ledger_entry e[4];
 	struct ledger_post post = { .kind = WEBHOOK_LEDGER_KIND, .ref = j->ref, .entries = e,
 				    .id = j->tx_id };
-	struct account wallet, referrer;
+	struct account_payee payee;
 	int64_t changes = 0;
 	enum st_rc rc;
 
@@ -260,31 +296,40 @@ static enum st_rc process_unit(struct tx *tx, void *arg)
 
 	/* A client's account is named as the operator names it, and only a
 	 * client account (the qualified form): a payment never credits a
-	 * system account. */
-	rc = j->pay.account[0] ? account_resolve(tx, "admin", j->pay.account, ACCOUNT_CREDIT, &wallet)
-			       : account_by_wallet(tx, j->pay.wallet, &wallet);
-	if (rc == ST_OK && j->pay.account[0] && wallet.kind != ACCOUNT_CLIENT)
-		rc = ST_NOT_FOUND;
+	 * system account. A client account has no referrer. */
+	if (j->pay.account[0]) {
+		struct account a;
+
+		rc = account_resolve(tx, "admin", j->pay.account, ACCOUNT_CREDIT, &a);
+		if (rc == ST_OK && a.kind != ACCOUNT_CLIENT)
+			rc = ST_NOT_FOUND;
+		if (rc == ST_OK) {
+			memset(&payee, 0, sizeof(payee));
+			memcpy(payee.id, a.id, sizeof(payee.id));
+		}
+	} else {
+		/* The wallet's account and its referrer's in one statement. */
+		rc = account_payee_by_wallet(tx, j->pay.wallet, &payee);
+	}
 	if (rc == ST_NOT_FOUND)
 		j->unknown_wallet = true;
 	if (rc)
 		return rc;
 	e[0] = (struct ledger_entry){ ACCT_REVENUE, LEDGER_DEBIT, j->pay.amount };
-	e[1] = (struct ledger_entry){ wallet.id, LEDGER_CREDIT, j->pay.amount };
+	e[1] = (struct ledger_entry){ payee.id, LEDGER_CREDIT, j->pay.amount };
 	post.n = 2;
-	if (wallet.referrer[0]) {
+	if (payee.referrer[0]) {
 		rc = webhook_commission(j->pay.amount, j->bps, &j->commission);
 		if (rc)
 			return rc;
 		if (j->commission > 0) {
 			/* accounts.referrer references accounts(wallet): it exists. */
-			rc = account_by_wallet(tx, wallet.referrer, &referrer);
-			if (rc)
-				return rc == ST_NOT_FOUND ? ST_INTERNAL : rc;
+			if (!payee.referrer_id[0])
+				return ST_INTERNAL;
 			e[2] = (struct ledger_entry){ ACCT_COMMISSIONS, LEDGER_DEBIT, j->commission };
-			e[3] = (struct ledger_entry){ referrer.id, LEDGER_CREDIT, j->commission };
+			e[3] = (struct ledger_entry){ payee.referrer_id, LEDGER_CREDIT, j->commission };
 			post.n = 4;
-			memcpy(j->referrer, wallet.referrer, sizeof(j->referrer));
+			memcpy(j->referrer, payee.referrer, sizeof(j->referrer));
 		}
 	}
 	return ledger_post(tx, &post, NULL);
@@ -364,15 +409,22 @@ enum st_rc webhook_process_job(struct job_ctx *ctx)
 	struct buf why = BUF_INIT(512);
 	json_t *body = NULL;
 	json_error_t jerr;
+	bool have_pay = false;
 	enum st_rc rc;
 
 	if (!j)
 		return job_failf(ctx, ST_NOMEM, "out of memory");
-	if (!payload_parse(ctx->job->payload, j)) {
+	if (!payload_parse(ctx->job->payload, j, &have_pay)) {
 		ctx->permanent = true;
 		rc = job_failf(ctx, ST_INVALID, "invalid_payload: %.200s", ctx->job->payload);
 		goto out;
 	}
+	/* Intake parsed the payment from the body it stored: nothing to read
+	 * or parse again (the effect's mark is the fence against a second
+	 * posting). Jobs stored without it (older ones, a payment that did
+	 * not parse) read the event and parse the stored body. */
+	if (have_pay)
+		goto post;
 	rc = store_read_one(app->store, read_unit, j);
 	if (rc == ST_NOT_FOUND) {
 		ctx->permanent = true;
@@ -402,6 +454,7 @@ enum st_rc webhook_process_job(struct job_ctx *ctx)
 		rc = give_up(ctx, j, job_failf(ctx, ST_INVALID, "%s", why.ptr));
 		goto out;
 	}
+post:
 	j->bps = app->cfg->commission_bps;
 	snprintf(j->ref, sizeof(j->ref), "webhook:%s:%s", webhook_provider_str(j->p), j->event_id);
 

@@ -37,8 +37,10 @@
 #define WH_JOB_KEY_MAX (16 + WEBHOOK_ID_MAX + 2)
 /* {"event_id":"<id>","provider":"standard"}: an id is at most
  * WEBHOOK_ID_MAX bytes of 0x20..0x7e, of which only '"' and '\' are
- * escaped, in two bytes each. */
-#define WH_JOB_PAYLOAD_MAX (2 * WEBHOOK_ID_MAX + 64)
+ * escaped, in two bytes each; with the payment (webhook_intake_prepare)
+ * "account" (WH_ACCOUNT_MAX of [A-Za-z0-9:._/-], no escapes) or "wallet",
+ * and "amount" (an int64). */
+#define WH_JOB_PAYLOAD_MAX (2 * WEBHOOK_ID_MAX + 64 + WH_ACCOUNT_MAX + 64)
 struct wh_intake {
 	enum wh_provider p;
 	struct wh_event ev;
@@ -48,10 +50,16 @@ struct wh_intake {
 	char job_key[WH_JOB_KEY_MAX];
 	char job_payload[WH_JOB_PAYLOAD_MAX];
 };
-/* Fills in from a verified, parsed event. ST_INVALID when the payload does
- * not fit (it always does: ids are at most WEBHOOK_ID_MAX printable bytes). */
+/* Fills in from a verified, parsed event. pay: the paying event's payment
+ * as webhook_payment_parse found it in the body, or NULL (not a paying
+ * event, or a payment that does not parse: the job then reads the stored
+ * body and fails with the reason). With it the job's payload carries the
+ * payment, and the job neither reads the event nor parses its body again.
+ * ST_INVALID when the payload does not fit (it always does: ids are at
+ * most WEBHOOK_ID_MAX printable bytes). */
 enum st_rc webhook_intake_prepare(struct wh_intake *in, enum wh_provider p, const struct wh_event *ev,
-				  const char *raw, size_t len, const char *request_id);
+				  const struct wh_payment *pay, const char *raw, size_t len,
+				  const char *request_id);
 
 /* Stores a verified event: INSERT ... ON CONFLICT (provider, event_id) DO
  * NOTHING, never check-then-insert, so concurrent deliveries of one event
@@ -74,7 +82,8 @@ enum st_rc webhook_event_store(struct tx *tx, const struct wh_intake *in, int ma
 enum st_rc webhook_events_store_new(struct tx *tx, const struct wh_intake *const *in,
 				    const char *const *traceparents, int n, int max_attempts);
 
-/* The job handler (job_kinds.c's table). Payload: {"provider":..,"event_id":..}. */
+/* The job handler (job_kinds.c's table). Payload: {"provider":..,"event_id":..}
+ * and, from intake, the payment ("wallet" or "account", "amount"). */
 enum st_rc webhook_process_job(struct job_ctx *ctx);
 
 #endif

@@ -16,13 +16,14 @@ import hashlib
 import hmac
 import json
 import secrets
+import sqlite3
 import time
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_error, concurrent_requests, diff_snapshots,
-                      find_samples, new_wallet, only_responses, parse_metrics, store_rows,
-                      wait_until)
+from conftest import (ADMIN_TOKEN, assert_error, backend_name, concurrent_requests,
+                      diff_snapshots, find_samples, new_wallet, only_responses, parse_metrics,
+                      store_rows, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -848,3 +849,47 @@ def test_signature_is_checked_before_the_body_is_parsed(wh):
                              headers={"Content-Type": "application/json",
                                       "X-CC-Webhook-Signature": hex_hmac(CB_SECRETS[0], body)}),
                      400, "invalid_json")
+
+
+# --------------------------------------------------------------------------
+# The job's payload
+
+
+def store_write(server, sql):
+    """One statement straight on the server's store (the server stopped)."""
+    if backend_name() == "pg":
+        server.backend.psql(sql)
+        return
+    con = sqlite3.connect(str(server.backend.path), timeout=30, isolation_level=None)
+    try:
+        con.execute(sql)
+    finally:
+        con.close()
+
+
+def test_the_job_carries_the_payment_and_older_jobs_read_the_event(start_server):
+    """Intake puts the payment it parsed in the job's payload, so the job
+    does not read and parse the stored body again; a job stored before
+    that (the event and provider only) reads it as it always did."""
+    srv = start_server(env={**ENV, "SETTLED_WORKERS": "0"})
+    new_w, new_ref = register_pair(srv)
+    old_w, old_ref = register_pair(srv)
+    new_d, old_d = standard(new_w, amount="1234"), standard(old_w, amount="2000")
+    assert new_d.send(srv).status == 200
+    assert old_d.send(srv).status == 200
+    [(payload,)] = store_rows(srv, "SELECT payload FROM jobs WHERE unique_key = "
+                                   f"'standard:{new_d.event_id}'")
+    assert json.loads(payload) == {"amount": 1234, "event_id": new_d.event_id,
+                                   "provider": "standard", "wallet": new_w}
+    srv.stop()
+    store_write(srv, "UPDATE jobs SET payload = '" +
+                json.dumps({"event_id": old_d.event_id, "provider": "standard"}) +
+                f"' WHERE unique_key = 'standard:{old_d.event_id}'")
+
+    srv.env["SETTLED_WORKERS"] = "2"
+    srv.start()
+    wait_balance(srv, new_w, 1234)
+    wait_balance(srv, new_ref, 123)
+    wait_balance(srv, old_w, 2000)
+    wait_balance(srv, old_ref, 200)
+    assert len(entries(srv, new_w)) == 1 and len(entries(srv, old_w)) == 1
