@@ -56,6 +56,7 @@ struct sqlite_conn {
 	 * once a later call (a ROLLBACK TO) succeeded. The writer reads and
 	 * clears it per batch. */
 	enum store_write_fault fault;
+	bool migrated; /* the open migration transaction applied a migration */
 };
 
 struct sqlite_tx {
@@ -754,11 +755,28 @@ static enum st_rc migrate_exec(struct sqlite_conn *c, const char *sql, enum st_r
 	return rc;
 }
 
+/* Migrations run with foreign keys off, as SQLite's own procedure for
+ * rebuilding a table asks (https://sqlite.org/lang_altertable.html, "Making
+ * Other Kinds Of Table Schema Changes"): DROP TABLE of a table other tables
+ * point at would otherwise fail, or delete what points at it. The pragma
+ * does nothing inside a transaction, so it is set before BEGIN; a
+ * transaction that applied a migration is checked with foreign_key_check
+ * before its COMMIT, and foreign keys are on again after every end. */
+static void migrate_fk_on(struct sqlite_conn *c)
+{
+	sqlite3_exec(c->db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
+}
+
 static enum st_rc migrate_begin(void *arg, int *current, struct buf *why)
 {
 	struct sqlite_conn *c = arg;
 	sqlite3_stmt *st = NULL;
-	enum st_rc rc = migrate_exec(c, "BEGIN IMMEDIATE", ST_UNAVAILABLE, why);
+	enum st_rc rc;
+
+	c->migrated = false;
+	rc = migrate_exec(c, "PRAGMA foreign_keys = OFF", ST_UNAVAILABLE, why);
+	if (!rc)
+		rc = migrate_exec(c, "BEGIN IMMEDIATE", ST_UNAVAILABLE, why);
 
 	if (!rc)
 		rc = migrate_exec(c,
@@ -777,8 +795,10 @@ static enum st_rc migrate_begin(void *arg, int *current, struct buf *why)
 	*current = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
 out:
 	sqlite3_finalize(st);
-	if (rc)
+	if (rc) {
 		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+		migrate_fk_on(c);
+	}
 	return rc;
 }
 
@@ -792,13 +812,41 @@ static enum st_rc migrate_apply(void *arg, const struct st_migration *m, struct 
 		 "INSERT INTO schema_version (version, name, applied_at) "
 		 "VALUES (%d, '%s', CAST(strftime('%%s','now') AS INTEGER) * 1000)",
 		 m->version, m->name);
+	c->migrated = true;
 	rc = migrate_exec(c, m->sql, ST_INTERNAL, why);
 	return rc ? rc : migrate_exec(c, record, ST_INTERNAL, why);
 }
 
 static enum st_rc migrate_commit(void *arg, struct buf *why)
 {
-	return migrate_exec(arg, "COMMIT", ST_UNAVAILABLE, why);
+	struct sqlite_conn *c = arg;
+	sqlite3_stmt *st = NULL;
+	enum st_rc rc = ST_OK;
+
+	if (c->migrated) {
+		int step;
+
+		if (sqlite3_prepare_v2(c->db, "PRAGMA foreign_key_check", -1, &st, NULL) != SQLITE_OK) {
+			buf_puts(why, sqlite3_errmsg(c->db));
+			return ST_INTERNAL;
+		}
+		step = sqlite3_step(st);
+		if (step == SQLITE_ROW) {
+			buf_printf(why, "a row of %s points at a missing row of %s",
+				   (const char *)sqlite3_column_text(st, 0),
+				   (const char *)sqlite3_column_text(st, 2));
+			rc = ST_INTERNAL;
+		} else if (step != SQLITE_DONE) {
+			buf_puts(why, sqlite3_errmsg(c->db));
+			rc = ST_INTERNAL;
+		}
+		sqlite3_finalize(st);
+	}
+	if (!rc)
+		rc = migrate_exec(c, "COMMIT", ST_UNAVAILABLE, why);
+	if (!rc)
+		migrate_fk_on(c);
+	return rc; /* on failure store_migrate calls migrate_rollback */
 }
 
 static void migrate_rollback(void *arg)
@@ -807,6 +855,7 @@ static void migrate_rollback(void *arg)
 
 	if (!sqlite3_get_autocommit(c->db))
 		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+	migrate_fk_on(c);
 }
 
 static const struct st_migrator sqlite_migrator = {
