@@ -170,6 +170,12 @@ struct pg_conn {
 /* A command whose result nothing waits for: held back on the pg_tx and
  * sent in one pipeline with the next command that needs an answer.
  * PEND_EXEC is a unit's own statement (tx_exec_deferred). */
+/* The write transaction's id and the server's start, sent with its first
+ * statement (resolve_commit); prepared on each writer connection under a
+ * name stmt_name never makes. */
+#define PG_XID_STMT "xid"
+#define PG_XID_SQL "SELECT pg_current_xact_id(), pg_postmaster_start_time()"
+
 enum pg_pend_kind { PEND_BEGIN, PEND_XID, PEND_LOCK_TIMEOUT, PEND_LOCK_DEFAULT, PEND_SAVEPOINT,
 		   PEND_RELEASE, PEND_EXEC };
 
@@ -405,12 +411,29 @@ static bool session_read_only(const struct pg_store *s, PGconn *pg, struct buf *
 	return ok;
 }
 
-/* A new connection for c (pool readers' sessions read-only). */
+/* A writer's connection prepares the statement every write transaction
+ * sends first (its id, for resolve_commit): as a simple query it was parsed
+ * and planned in each transaction. */
+static bool prepare_xid(const struct pg_store *s, PGconn *pg, struct buf *why)
+{
+	PGresult *res = PQprepare(pg, PG_XID_STMT, PG_XID_SQL, 0, NULL);
+	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+	if (!ok) {
+		buf_puts(why, "cannot prepare the transaction id statement: ");
+		put_message(s, why, PQerrorMessage(pg));
+	}
+	PQclear(res);
+	return ok;
+}
+
+/* A new connection for c (pool readers' sessions read-only, writers'
+ * with their transaction id statement prepared). */
 static PGconn *conn_connect(struct pg_conn *c, const char *timeout, struct buf *why)
 {
 	PGconn *pg = pg_connect(c->s, timeout, why);
 
-	if (pg && !c->writer && !session_read_only(c->s, pg, why)) {
+	if (pg && !(c->writer ? prepare_xid(c->s, pg, why) : session_read_only(c->s, pg, why))) {
 		PQfinish(pg);
 		pg = NULL;
 	}
@@ -560,7 +583,7 @@ static const char *pending_sql(const struct pg_tx *t, const struct pg_pending *p
 	case PEND_BEGIN:
 		return t->begin;
 	case PEND_XID:
-		return "SELECT pg_current_xact_id(), pg_postmaster_start_time()";
+		return PG_XID_SQL;
 	case PEND_LOCK_TIMEOUT:
 		/* A bare number is milliseconds to lock_timeout. */
 		snprintf(buf, size, "SET LOCAL lock_timeout = %lld", (long long)t->conn->s->lock_timeout_ms);
@@ -663,6 +686,9 @@ static enum st_rc tx_pipeline(struct pg_tx *t, const struct pg_cmd *cmds, int n,
 			stmt_name(name, sizeof(name), p->id);
 			pc = (struct pg_cmd){ .kind = CMD_EXEC, .name = name, .nparams = p->nparams,
 					      .values = p->values };
+		} else if (i < t->npending && t->pending[i].kind == PEND_XID) {
+			/* Prepared when the writer's connection was made. */
+			pc = (struct pg_cmd){ .kind = CMD_EXEC, .name = PG_XID_STMT };
 		} else if (i < t->npending) {
 			pc.sql = pending_sql(t, &t->pending[i], text, sizeof(text));
 			if (t->pending[i].kind == PEND_BEGIN)
