@@ -151,23 +151,19 @@ static enum st_rc post(struct tx *tx, const struct ledger_post *p, const char *h
 	/* Closing the transaction: the store checks the balance here and
 	 * moves the balances, or checks the moves made above (and resolves
 	 * the captured hold). */
-	if (moved)
-		rc = tx_exec(tx,
-			     "INSERT INTO ledger_tx (id, kind, ref, intent_id, hold_id, created_at, client_id,"
+	/* Two statements, not balances_moved as a parameter: PostgreSQL's
+	 * ledger_tx has no such column, and on SQLite NULL (not 0) is what
+	 * tells the trigger to move the balances itself. */
+	rc = tx_exec(tx,
+		     moved ? "INSERT INTO ledger_tx (id, kind, ref, intent_id, hold_id, created_at, client_id,"
 			     " description, metadata, balances_moved)"
-			     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
-			     ST_ARGS(SV_S(id), SV_S(p->kind), SV_SOPT(p->ref), SV_SOPT(p->intent_id),
-				     SV_SOPT(hold_id), SV_I(now), SV_SOPT(p->client_id),
-				     SV_SOPT(p->description), SV_SOPT(p->metadata)),
-			     NULL);
-	else
-		rc = tx_exec(tx,
-			     "INSERT INTO ledger_tx (id, kind, ref, intent_id, hold_id, created_at, client_id,"
+			     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)"
+			   : "INSERT INTO ledger_tx (id, kind, ref, intent_id, hold_id, created_at, client_id,"
 			     " description, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-			     ST_ARGS(SV_S(id), SV_S(p->kind), SV_SOPT(p->ref), SV_SOPT(p->intent_id),
-				     SV_SOPT(hold_id), SV_I(now), SV_SOPT(p->client_id),
-				     SV_SOPT(p->description), SV_SOPT(p->metadata)),
-			     NULL);
+		     ST_ARGS(SV_S(id), SV_S(p->kind), SV_SOPT(p->ref), SV_SOPT(p->intent_id),
+			     SV_SOPT(hold_id), SV_I(now), SV_SOPT(p->client_id), SV_SOPT(p->description),
+			     SV_SOPT(p->metadata)),
+		     NULL);
 	if (rc)
 		return rc;
 	if (tx_id_out)

@@ -515,16 +515,27 @@ enum st_rc unit_queue_push(struct unit_queue *q, store_unit_fn *fn, store_done_f
 
 static enum st_rc push(struct unit_queue *q, struct write_unit *u, bool wake_all);
 
-enum st_rc unit_queue_push_background(struct unit_queue *q, store_unit_fn *fn, store_done_fn *done,
-				      void *arg, bool wake_all)
+/* A new unit for fn, done and arg, for push (which takes it); NULL when
+ * out of memory. */
+static struct write_unit *unit_new(store_unit_fn *fn, store_done_fn *done, void *arg)
 {
 	struct write_unit *u = calloc(1, sizeof(*u));
 
+	if (u) {
+		u->fn = fn;
+		u->done = done;
+		u->arg = arg;
+	}
+	return u;
+}
+
+enum st_rc unit_queue_push_background(struct unit_queue *q, store_unit_fn *fn, store_done_fn *done,
+				      void *arg, bool wake_all)
+{
+	struct write_unit *u = unit_new(fn, done, arg);
+
 	if (!u)
 		return ST_NOMEM;
-	u->fn = fn;
-	u->done = done;
-	u->arg = arg;
 	u->background = true;
 	return push(q, u, wake_all);
 }
@@ -532,13 +543,10 @@ enum st_rc unit_queue_push_background(struct unit_queue *q, store_unit_fn *fn, s
 enum st_rc unit_queue_push_merged(struct unit_queue *q, const void *kind, store_merge_fn *merge,
 				  store_unit_fn *fn, store_done_fn *done, void *arg, bool wake_all)
 {
-	struct write_unit *u = calloc(1, sizeof(*u));
+	struct write_unit *u = unit_new(fn, done, arg);
 
 	if (!u)
 		return ST_NOMEM;
-	u->fn = fn;
-	u->done = done;
-	u->arg = arg;
 	u->merge_kind = merge ? kind : NULL;
 	u->merge = merge;
 	return push(q, u, wake_all);

@@ -394,21 +394,27 @@ static void conn_drop(struct pg_conn *c, const char *why)
 	}
 }
 
-/* Makes sure c has a live connection: reconnects if it is down and its
- * backoff has passed. ST_UNAVAILABLE otherwise (at once during backoff). */
-/* A reader's session refuses writes by default: a one-statement read
- * (store_read_one) has no BEGIN ... READ ONLY of its own. */
-static bool session_read_only(const struct pg_store *s, PGconn *pg, struct buf *why)
+/* Whether res, the answer to a new connection's set-up command, says it
+ * succeeded; if not, what and the server's message go in why. Clears res. */
+static bool setup_ok(const struct pg_store *s, PGconn *pg, PGresult *res, const char *what,
+		     struct buf *why)
 {
-	PGresult *res = PQexec(pg, "SET default_transaction_read_only = on");
 	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 
 	if (!ok) {
-		buf_puts(why, "cannot make the session read-only: ");
+		buf_puts(why, what);
 		put_message(s, why, PQerrorMessage(pg));
 	}
 	PQclear(res);
 	return ok;
+}
+
+/* A reader's session refuses writes by default: a one-statement read
+ * (store_read_one) has no BEGIN ... READ ONLY of its own. */
+static bool session_read_only(const struct pg_store *s, PGconn *pg, struct buf *why)
+{
+	return setup_ok(s, pg, PQexec(pg, "SET default_transaction_read_only = on"),
+			"cannot make the session read-only: ", why);
 }
 
 /* A writer's connection prepares the statement every write transaction
@@ -416,15 +422,8 @@ static bool session_read_only(const struct pg_store *s, PGconn *pg, struct buf *
  * and planned in each transaction. */
 static bool prepare_xid(const struct pg_store *s, PGconn *pg, struct buf *why)
 {
-	PGresult *res = PQprepare(pg, PG_XID_STMT, PG_XID_SQL, 0, NULL);
-	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-
-	if (!ok) {
-		buf_puts(why, "cannot prepare the transaction id statement: ");
-		put_message(s, why, PQerrorMessage(pg));
-	}
-	PQclear(res);
-	return ok;
+	return setup_ok(s, pg, PQprepare(pg, PG_XID_STMT, PG_XID_SQL, 0, NULL),
+			"cannot prepare the transaction id statement: ", why);
 }
 
 /* A new connection for c (pool readers' sessions read-only, writers'
@@ -440,6 +439,8 @@ static PGconn *conn_connect(struct pg_conn *c, const char *timeout, struct buf *
 	return pg;
 }
 
+/* Makes sure c has a live connection: reconnects if it is down and its
+ * backoff has passed. ST_UNAVAILABLE otherwise (at once during backoff). */
 static enum st_rc conn_ensure(struct pg_conn *c, const char *timeout)
 {
 	struct pg_store *s = c->s;
