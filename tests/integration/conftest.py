@@ -541,6 +541,18 @@ def store_rows(srv, sql):
         con.close()
 
 
+def store_exec(srv, sql):
+    """One write statement on the server's store from outside the server."""
+    if backend_name() == "pg":
+        srv.backend.psql(sql)
+        return
+    con = sqlite3.connect(str(srv.backend.path), timeout=30, isolation_level=None)
+    try:
+        con.execute(sql)
+    finally:
+        con.close()
+
+
 def store_scalar(srv, sql):
     return int(store_rows(srv, sql)[0][0])
 

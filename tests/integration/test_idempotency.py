@@ -2,7 +2,6 @@
 effect, byte-for-byte replay, concurrency and crash safety."""
 
 import json
-import sqlite3
 import threading
 import time
 
@@ -11,7 +10,6 @@ import pytest
 from conftest import (
     HTTP_TIMEOUT,
     assert_error,
-    backend_name,
     fund_wallet,
     concurrent_requests,
     find_samples,
@@ -21,6 +19,7 @@ from conftest import (
     only_responses,
     param_id,
     parse_metrics,
+    store_exec,
 )
 
 
@@ -385,18 +384,6 @@ def test_crash_mid_flight_then_retry_every_key(start_server):
         assert post_register(srv, body, key).headers.get("X-Idempotency") == "HIT"
 
 
-def _store_exec(srv, sql):
-    """One write statement on the server's store from outside the server."""
-    if backend_name() == "pg":
-        srv.backend.psql(sql)
-        return
-    con = sqlite3.connect(str(srv.backend.path), timeout=10, isolation_level=None)
-    try:
-        con.execute(sql)
-    finally:
-        con.close()
-
-
 def test_replays_are_answered_from_the_cache(server):
     """A finished record never changes until it expires, so once a replay
     has read it, later replays come from the process's cache without the
@@ -407,7 +394,7 @@ def test_replays_are_answered_from_the_cache(server):
     first = post_register(server, body, key)
     assert first.status == 201, first
     assert_replay(first, post_register(server, body, key))   # read from the store, cached
-    _store_exec(server, "DELETE FROM idempotency_keys WHERE idem_key = '%s'" % key)
+    store_exec(server, "DELETE FROM idempotency_keys WHERE idem_key = '%s'" % key)
     for _ in range(3):
         assert_replay(first, post_register(server, body, key))
     other = post_register(server, wallet_body(), key)

@@ -16,13 +16,12 @@ import hashlib
 import hmac
 import json
 import secrets
-import sqlite3
 import time
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_error, backend_name, concurrent_requests,
-                      diff_snapshots, find_samples, new_wallet, only_responses, parse_metrics,
+from conftest import (ADMIN_TOKEN, assert_error, concurrent_requests, diff_snapshots,
+                      find_samples, new_wallet, only_responses, parse_metrics, store_exec,
                       store_rows, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -855,18 +854,6 @@ def test_signature_is_checked_before_the_body_is_parsed(wh):
 # The job's payload
 
 
-def store_write(server, sql):
-    """One statement straight on the server's store (the server stopped)."""
-    if backend_name() == "pg":
-        server.backend.psql(sql)
-        return
-    con = sqlite3.connect(str(server.backend.path), timeout=30, isolation_level=None)
-    try:
-        con.execute(sql)
-    finally:
-        con.close()
-
-
 def test_the_job_carries_the_payment_and_older_jobs_read_the_event(start_server):
     """Intake puts the payment it parsed in the job's payload, so the job
     does not read and parse the stored body again; a job stored before
@@ -882,7 +869,7 @@ def test_the_job_carries_the_payment_and_older_jobs_read_the_event(start_server)
     assert json.loads(payload) == {"amount": 1234, "event_id": new_d.event_id,
                                    "provider": "standard", "wallet": new_w}
     srv.stop()
-    store_write(srv, "UPDATE jobs SET payload = '" +
+    store_exec(srv, "UPDATE jobs SET payload = '" +
                 json.dumps({"event_id": old_d.event_id, "provider": "standard"}) +
                 f"' WHERE unique_key = 'standard:{old_d.event_id}'")
 

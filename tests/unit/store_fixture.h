@@ -2,13 +2,15 @@
  * connection to the PostgreSQL cluster named by SETTLED_TEST_PG (make unit
  * starts one through tests/with-services), the URL of another database on
  * it, and the kv table every store test writes to, with put and count.
- * Used by test_store.c, test_store_pg.c and ledger_fixture.h. Header-only
+ * Used by test_store.c, test_store_pg.c, test_worker_effects.c and
+ * ledger_fixture.h. Header-only
  * and static inline: each test file is its own program and uses a part. */
 #ifndef SETTLED_STORE_FIXTURE_H
 #define SETTLED_STORE_FIXTURE_H
 
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,27 @@ static inline void sfx_pg_admin_exec(const char *sql)
 		  sql, PQerrorMessage(c));
 	PQclear(r);
 	PQfinish(c);
+}
+
+/* How many deadlocks PostgreSQL has found in database db so far. A
+ * backend's counters reach the statistics when it flushes them (when it
+ * goes idle or ends), so a count read at once may still be short. */
+static inline int64_t sfx_pg_deadlocks(const char *db)
+{
+	PGconn *c = sfx_pg_admin();
+	char sql[200];
+	PGresult *r;
+	int64_t n;
+
+	r = PQexec(c, "SELECT pg_stat_force_next_flush()");
+	PQclear(r);
+	snprintf(sql, sizeof(sql), "SELECT deadlocks FROM pg_stat_database WHERE datname = '%s'", db);
+	r = PQexec(c, sql);
+	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+	n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	PQfinish(c);
+	return n;
 }
 
 /* The admin URL with its database replaced by db (URI or key=value form). */

@@ -1257,6 +1257,29 @@ PG_TEST(connection_lost_in_a_batch_reruns_every_unit)
 	}
 }
 
+/* Another session that has written kv row 'locked' and not committed:
+ * until release_locked_row, a unit that writes that row waits. */
+static PGconn *hold_locked_row(void)
+{
+	PGconn *holder = PQconnectdb(pg_url);
+	PGresult *r;
+
+	cr_assert(PQstatus(holder) == CONNECTION_OK, "%s", PQerrorMessage(holder));
+	r = PQexec(holder, "BEGIN; INSERT INTO kv (k, v) VALUES ('locked', 'x')");
+	cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(holder));
+	PQclear(r);
+	return holder;
+}
+
+/* Rolls back and closes hold_locked_row's session: the row is gone. */
+static void release_locked_row(PGconn *holder)
+{
+	PGresult *r = PQexec(holder, "ROLLBACK");
+
+	PQclear(r);
+	PQfinish(holder);
+}
+
 /* A unit of a batch that waits for a lock another transaction holds does
  * not hold up its batch: after a short lock_timeout it is rolled back to
  * its savepoint, the batch-mates commit and are answered while the lock is
@@ -1267,16 +1290,11 @@ PG_TEST(unit_waiting_for_a_lock_leaves_its_batch)
 	struct gate g = { false, false };
 	struct store *one;
 	PGconn *holder;
-	PGresult *r;
 
 	need_backend();
 	bunits_init(units, BU_N);
 	units[7].kind = BU_WAITS;
-	holder = PQconnectdb(pg_url);
-	cr_assert(PQstatus(holder) == CONNECTION_OK, "%s", PQerrorMessage(holder));
-	r = PQexec(holder, "BEGIN; INSERT INTO kv (k, v) VALUES ('locked', 'x')");
-	cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(holder));
-	PQclear(r);
+	holder = hold_locked_row();
 	one = one_writer();
 	run_gated_batch_but(one, &g, units, BU_N, 7);
 	/* Everyone else is answered, and the lock is still held. */
@@ -1284,9 +1302,7 @@ PG_TEST(unit_waiting_for_a_lock_leaves_its_batch)
 	for (int i = 0; i < BU_N; i++)
 		if (i != 7)
 			cr_assert_eq(units[i].rc, ST_OK, "unit %d: %s", i, st_rc_str(units[i].rc));
-	r = PQexec(holder, "ROLLBACK");
-	PQclear(r);
-	PQfinish(holder);
+	release_locked_row(holder);
 	while (!atomic_load(&units[7].done))
 		usleep(1000);
 	store_close(one);
@@ -1395,21 +1411,14 @@ PG_TEST(nowait_step_in_a_batch_fails_alone_and_the_unit_stays)
 	struct gate g = { false, false };
 	struct store *one;
 	PGconn *holder;
-	PGresult *r;
 
 	need_backend();
 	bunits_init(units, BU_N);
 	units[7].kind = BU_WAITS_NOWAIT;
-	holder = PQconnectdb(pg_url);
-	cr_assert(PQstatus(holder) == CONNECTION_OK, "%s", PQerrorMessage(holder));
-	r = PQexec(holder, "BEGIN; INSERT INTO kv (k, v) VALUES ('locked', 'x')");
-	cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(holder));
-	PQclear(r);
+	holder = hold_locked_row();
 	one = one_writer();
 	run_gated_batch(one, &g, units, BU_N); /* all answered while the lock is held */
-	r = PQexec(holder, "ROLLBACK");
-	PQclear(r);
-	PQfinish(holder);
+	release_locked_row(holder);
 	store_close(one);
 	cr_assert_eq(units[7].step, ST_BUSY, "the step: %s", st_rc_str(units[7].step));
 	for (int i = 0; i < BU_N; i++) {
@@ -1495,25 +1504,6 @@ static void *cross_main(void *arg)
 	return NULL;
 }
 
-static int64_t deadlocks(void)
-{
-	PGconn *c = sfx_pg_admin();
-	char sql[200];
-	PGresult *r;
-	int64_t n;
-
-	/* The backends' counters reach the statistics when they flush. */
-	r = PQexec(c, "SELECT pg_stat_force_next_flush()");
-	PQclear(r);
-	snprintf(sql, sizeof(sql), "SELECT deadlocks FROM pg_stat_database WHERE datname = '%s'", pg_db);
-	r = PQexec(c, sql);
-	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
-	n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	PQclear(r);
-	PQfinish(c);
-	return n;
-}
-
 PG_TEST(nowait_steps_of_units_alone_never_deadlock)
 {
 	struct store_options o = { .database_url = pg_url, .write_conns = 2, .read_conns = 1,
@@ -1552,7 +1542,7 @@ PG_TEST(nowait_steps_of_units_alone_never_deadlock)
 	}
 	cr_assert_geq(busy, 1, "both second steps got the other's row while it was held");
 	cr_assert_eq(sfx_int(S, "SELECT sum(n) FROM kv", NULL), 4 - busy);
-	cr_assert_eq(deadlocks(), 0);
+	cr_assert_eq(sfx_pg_deadlocks(pg_db), 0);
 }
 
 /* A unit whose run will be rolled back and run again (a 40001 in a step it

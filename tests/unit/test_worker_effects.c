@@ -272,7 +272,7 @@ static void drain(int n)
 }
 
 /* Every effect commits with its job's completion, exactly once. */
-Test(worker_effects, effects_commit_with_their_completions, .init = setup, .fini = teardown)
+static void check_effects_commit_with_their_completions(void)
 {
 	struct enq e = { .n = 1500 };
 	struct seen s;
@@ -290,7 +290,7 @@ Test(worker_effects, effects_commit_with_their_completions, .init = setup, .fini
 /* An effect that fails inside a batch rolls back alone: its row is not
  * written, its job fails by the usual rules (permanent here: the DLQ), and
  * the other jobs of its batch commit their effects and complete. */
-Test(worker_effects, a_failing_effect_rolls_back_alone, .init = setup, .fini = teardown)
+static void check_a_failing_effect_rolls_back_alone(void)
 {
 	struct enq e = { .n = 1000, .fail_every = 7 };
 	int failing = e.n / e.fail_every;
@@ -306,6 +306,16 @@ Test(worker_effects, a_failing_effect_rolls_back_alone, .init = setup, .fini = t
 	cr_assert_eq(s.running + s.available, 0);
 	cr_assert_eq(s.rows, e.n - failing, "the failing effects' rows were rolled back");
 	cr_assert_eq(s.rows_of_dead, 0);
+}
+
+Test(worker_effects, effects_commit_with_their_completions, .init = setup, .fini = teardown)
+{
+	check_effects_commit_with_their_completions();
+}
+
+Test(worker_effects, a_failing_effect_rolls_back_alone, .init = setup, .fini = teardown)
+{
+	check_a_failing_effect_rolls_back_alone();
 }
 
 /* PostgreSQL: the same, and effects whose units cross on shared rows. */
@@ -318,54 +328,15 @@ static void need_pg(void)
 Test(worker_effects_pg, effects_commit_with_their_completions, .init = setup_pg, .fini = teardown,
      .timeout = 120)
 {
-	struct enq e = { .n = 1500 };
-	struct seen s;
-
 	need_pg();
-	cr_assert_eq(store_run(st, enqueue_unit, &e), ST_OK);
-	drain(e.n);
-	s = seen();
-	cr_assert_eq(atomic_load(&after_calls), e.n, "after ran once per job");
-	cr_assert_eq(atomic_load(&after_ok), e.n);
-	cr_assert_eq(s.completed, e.n);
-	cr_assert_eq(s.rows, e.n, "one effect per job (the table's key refuses a second)");
-	cr_assert_eq(s.attempts, 0);
+	check_effects_commit_with_their_completions();
 }
 
 Test(worker_effects_pg, a_failing_effect_rolls_back_alone, .init = setup_pg, .fini = teardown,
      .timeout = 120)
 {
-	struct enq e = { .n = 1000, .fail_every = 7 };
-	int failing = e.n / e.fail_every;
-	struct seen s;
-
 	need_pg();
-	cr_assert_eq(store_run(st, enqueue_unit, &e), ST_OK);
-	drain(e.n);
-	s = seen();
-	cr_assert_eq(atomic_load(&after_calls), e.n, "after ran once per job");
-	cr_assert_eq(atomic_load(&after_failed), failing);
-	cr_assert_eq(s.dead, failing, "dead: %lld", (long long)s.dead);
-	cr_assert_eq(s.completed, e.n - failing);
-	cr_assert_eq(s.running + s.available, 0);
-	cr_assert_eq(s.rows, e.n - failing, "the failing effects' rows were rolled back");
-	cr_assert_eq(s.rows_of_dead, 0);
-}
-
-static int64_t pg_deadlocks(void)
-{
-	PGconn *c = sfx_pg_admin();
-	char sql[200];
-	PGresult *r;
-	int64_t n;
-
-	snprintf(sql, sizeof(sql), "SELECT deadlocks FROM pg_stat_database WHERE datname = '%s'", pg_db);
-	r = PQexec(c, sql);
-	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
-	n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	PQclear(r);
-	PQfinish(c);
-	return n;
+	check_a_failing_effect_rolls_back_alone();
 }
 
 /* Every effect also adds one to one of ROWS shared rows, so the batch
@@ -398,7 +369,7 @@ Test(worker_effects_pg, effects_crossing_on_shared_rows_never_deadlock, .init = 
 	/* The backends report their counters when they end. */
 	store_close(st);
 	st = NULL;
-	for (int i = 0; i < 50 && pg_deadlocks() == 0; i++)
+	for (int i = 0; i < 50 && sfx_pg_deadlocks(pg_db) == 0; i++)
 		sleep_ms(20);
-	cr_assert_eq(pg_deadlocks(), 0, "PostgreSQL found deadlocks between the effects' units");
+	cr_assert_eq(sfx_pg_deadlocks(pg_db), 0, "PostgreSQL found deadlocks between the effects' units");
 }
