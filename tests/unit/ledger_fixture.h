@@ -59,7 +59,7 @@ static inline void fx_open(enum st_dialect d, int64_t funding)
 {
 	struct store_options o = { 0 };
 	struct buf err = BUF_INIT(4096);
-	char path[128], url[2048], sql[128];
+	char path[128], url[2048];
 	const char *admin = getenv("SETTLED_TEST_PG");
 	enum st_rc rc;
 
@@ -75,10 +75,7 @@ static inline void fx_open(enum st_dialect d, int64_t funding)
 	} else {
 		if (!admin || !*admin)
 			return; /* fx_need_backend() skips the test */
-		snprintf(F.pg_db, sizeof(F.pg_db), "t_ledger_%d_%u", (int)getpid(), (unsigned)rand());
-		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", F.pg_db);
-		sfx_pg_admin_exec(sql);
-		sfx_url_with_db(admin, F.pg_db, url, sizeof(url));
+		sfx_pg_create_db("t_ledger", F.pg_db, sizeof(F.pg_db), url, sizeof(url));
 		o.database_url = url;
 	}
 	rc = store_open(&o, &F.s, &err);
@@ -109,8 +106,7 @@ static inline void fx_close(void)
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", F.dir);
 		cr_assert_eq(system(cmd), 0);
 	} else if (F.d == ST_PG && F.pg_db[0]) {
-		snprintf(cmd, sizeof(cmd), "DROP DATABASE IF EXISTS %s WITH (FORCE)", F.pg_db);
-		sfx_pg_admin_exec(cmd);
+		sfx_pg_drop_db(F.pg_db);
 	}
 }
 

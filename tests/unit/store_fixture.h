@@ -1,10 +1,10 @@
 /* store_fixture.h — what the store's test suites share: an admin
  * connection to the PostgreSQL cluster named by SETTLED_TEST_PG (make unit
- * starts one through tests/with-services), the URL of another database on
- * it, and the kv table every store test writes to, with put and count.
- * Used by test_store.c, test_store_pg.c, test_worker_effects.c and
- * ledger_fixture.h. Header-only
- * and static inline: each test file is its own program and uses a part. */
+ * starts one through tests/with-services), a database of the test's own on
+ * it and its URL, and the kv table every store test writes to, with put and
+ * count. Used by test_store.c, test_store_pg.c, test_worker_effects.c and
+ * ledger_fixture.h. Header-only and static inline: each test file is its
+ * own program and uses a part. */
 #ifndef SETTLED_STORE_FIXTURE_H
 #define SETTLED_STORE_FIXTURE_H
 
@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store.h"
 
@@ -43,6 +44,44 @@ static inline void sfx_pg_admin_exec(const char *sql)
 	PQfinish(c);
 }
 
+/* The admin URL with its database replaced by db (URI or key=value form). */
+static inline void sfx_url_with_db(const char *admin, const char *db, char *out, size_t size)
+{
+	const char *scheme = strstr(admin, "://");
+	const char *path, *query;
+
+	if (!scheme) {
+		snprintf(out, size, "%s dbname=%s", admin, db);
+		return;
+	}
+	path = scheme + 3 + strcspn(scheme + 3, "/?");
+	query = strchr(path, '?');
+	snprintf(out, size, "%.*s/%s%s", (int)(path - admin), admin, db, query ? query : "");
+}
+
+/* A new database on the SETTLED_TEST_PG cluster, named prefix_<pid>_<random>
+ * (test processes share the cluster): its name in db, a URL
+ * for it in url. sfx_pg_drop_db drops it. */
+static inline void sfx_pg_create_db(const char *prefix, char *db, size_t db_size, char *url,
+				    size_t url_size)
+{
+	char sql[160];
+
+	snprintf(db, db_size, "%s_%d_%u", prefix, (int)getpid(), (unsigned)rand());
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", db);
+	sfx_pg_admin_exec(sql);
+	sfx_url_with_db(getenv("SETTLED_TEST_PG"), db, url, url_size);
+}
+
+/* Drops database db if it is there, whoever is still connected to it. */
+static inline void sfx_pg_drop_db(const char *db)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
+	sfx_pg_admin_exec(sql);
+}
+
 /* How many deadlocks PostgreSQL has found in database db so far. A
  * backend's counters reach the statistics when it flushes them (when it
  * goes idle or ends), so a count read at once may still be short. */
@@ -62,21 +101,6 @@ static inline int64_t sfx_pg_deadlocks(const char *db)
 	PQclear(r);
 	PQfinish(c);
 	return n;
-}
-
-/* The admin URL with its database replaced by db (URI or key=value form). */
-static inline void sfx_url_with_db(const char *admin, const char *db, char *out, size_t size)
-{
-	const char *scheme = strstr(admin, "://");
-	const char *path, *query;
-
-	if (!scheme) {
-		snprintf(out, size, "%s dbname=%s", admin, db);
-		return;
-	}
-	path = scheme + 3 + strcspn(scheme + 3, "/?");
-	query = strchr(path, '?');
-	snprintf(out, size, "%.*s/%s%s", (int)(path - admin), admin, db, query ? query : "");
 }
 
 static inline enum st_rc sfx_create_kv(struct tx *tx, void *arg)

@@ -68,16 +68,12 @@ static void setup_sqlite(void)
 static void setup_pg(void)
 {
 	const char *admin = getenv("SETTLED_TEST_PG");
-	char sql[128];
 
 	D = ST_PG;
 	S = NULL;
 	if (!admin || !*admin)
 		return; /* the test body skips */
-	snprintf(pg_db, sizeof(pg_db), "t_store_%d_%u", (int)getpid(), (unsigned)rand());
-	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", pg_db);
-	sfx_pg_admin_exec(sql);
-	sfx_url_with_db(admin, pg_db, pg_url, sizeof(pg_url));
+	sfx_pg_create_db("t_store", pg_db, sizeof(pg_db), pg_url, sizeof(pg_url));
 	setup_common();
 }
 
@@ -91,8 +87,7 @@ static void teardown(void)
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sqlite_dir);
 		cr_assert_eq(system(cmd), 0);
 	} else if (D == ST_PG && pg_db[0]) {
-		snprintf(cmd, sizeof(cmd), "DROP DATABASE IF EXISTS %s WITH (FORCE)", pg_db);
-		sfx_pg_admin_exec(cmd);
+		sfx_pg_drop_db(pg_db);
 	}
 }
 

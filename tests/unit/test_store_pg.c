@@ -36,16 +36,12 @@ static void setup(void)
 	const char *admin = getenv("SETTLED_TEST_PG");
 	struct store_options o = { 0 };
 	struct buf err = BUF_INIT(4096);
-	char sql[128];
 	enum st_rc rc;
 
 	S = NULL;
 	if (!admin || !*admin)
 		return; /* the test body skips */
-	snprintf(pg_db, sizeof(pg_db), "t_pgpipe_%d_%u", (int)getpid(), (unsigned)rand());
-	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", pg_db);
-	sfx_pg_admin_exec(sql);
-	sfx_url_with_db(admin, pg_db, pg_url, sizeof(pg_url));
+	sfx_pg_create_db("t_pgpipe", pg_db, sizeof(pg_db), pg_url, sizeof(pg_url));
 	o.database_url = pg_url;
 	rc = store_open(&o, &S, &err);
 	cr_assert_eq(rc, ST_OK, "store_open: %s (%s)", st_rc_str(rc), err.ptr);
@@ -55,14 +51,10 @@ static void setup(void)
 
 static void teardown(void)
 {
-	char sql[160];
-
 	store_close(S);
 	S = NULL;
-	if (pg_db[0]) {
-		snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", pg_db);
-		sfx_pg_admin_exec(sql);
-	}
+	if (pg_db[0])
+		sfx_pg_drop_db(pg_db);
 }
 
 #define PG_TEST(name) Test(store_pg, name, .init = setup, .fini = teardown, .timeout = 60)

@@ -149,16 +149,12 @@ static void setup_pg(void)
 {
 	const char *admin = getenv("SETTLED_TEST_PG");
 	struct store_options opt = { 0 };
-	char sql[128];
 
 	dir[0] = pg_db[0] = '\0';
 	st = NULL;
 	if (!admin || !*admin)
 		return; /* the test body skips */
-	snprintf(pg_db, sizeof(pg_db), "t_wfx_%d_%u", (int)getpid(), (unsigned)rand());
-	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", pg_db);
-	sfx_pg_admin_exec(sql);
-	sfx_url_with_db(admin, pg_db, pg_url, sizeof(pg_url));
+	sfx_pg_create_db("t_wfx", pg_db, sizeof(pg_db), pg_url, sizeof(pg_url));
 	opt.database_url = pg_url;
 	setup_common(&opt);
 }
@@ -177,10 +173,8 @@ static void teardown(void)
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 		cr_assert_eq(system(cmd), 0);
 	}
-	if (pg_db[0]) {
-		snprintf(cmd, sizeof(cmd), "DROP DATABASE IF EXISTS %s WITH (FORCE)", pg_db);
-		sfx_pg_admin_exec(cmd);
-	}
+	if (pg_db[0])
+		sfx_pg_drop_db(pg_db);
 }
 
 struct enq {
