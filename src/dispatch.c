@@ -834,6 +834,7 @@ static enum st_rc commit(struct req_ctx *rq, const struct req_merge *m, req_unit
 		rq->state = RQ_READY;
 		return req_error(rq, ERR_STORE_NO_WRITES, NULL);
 	}
+	rq->unit_queued = true;
 	return ST_OK;
 }
 
@@ -1128,7 +1129,9 @@ enum MHD_Result dispatch(struct req_ctx *rq)
 	rc = rq->route->handler(rq);
 	if (rc && !rq->resp.status)
 		req_error(rq, err_of_rc(rc), NULL);
-	if (rq->state == RQ_WAITING)
+	/* Not rq->state: the writer may have answered already (request_done),
+	 * and then the resumed connection sends that answer. */
+	if (rq->unit_queued)
 		return MHD_YES;
 	if (rq->idem_check_in_unit)
 		answer_unchecked_key(rq);

@@ -116,6 +116,11 @@ struct req_ctx {
 	req_unit_fn *unit;
 	void *unit_arg;
 	const struct req_merge *merge; /* req_commit_merged's; NULL: alone */
+	/* The handler queued a unit: its answer comes from request_done, on
+	 * the writer's thread. Written and read by the request's own thread
+	 * only; rq->state is not, since the writer may finish the unit (and
+	 * set RQ_READY) before the handler has returned. */
+	bool unit_queued;
 	enum st_rc handler_rc;      /* what the handler's unit returned */
 
 	/* rate limits: the policies decided, in route order, and which one the

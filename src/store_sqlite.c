@@ -57,6 +57,12 @@ struct sqlite_conn {
 	 * clears it per batch. */
 	enum store_write_fault fault;
 	bool migrated; /* the open migration transaction applied a migration */
+	/* A savepoint command failed in the open transaction (a ROLLBACK TO
+	 * that could not undo a failed unit's writes, on a full disk): what
+	 * the transaction holds is no longer what its units say, so nothing
+	 * more runs in it and it is rolled back whole (conn_in_tx). Cleared
+	 * by each BEGIN. */
+	bool tx_broken;
 };
 
 struct sqlite_tx {
@@ -291,6 +297,17 @@ static enum st_rc rows_append(struct st_rows *r, sqlite3_stmt *st, int *cap)
 	return ST_OK;
 }
 
+/* Every tx runs inside a BEGIN. On some errors (a full disk, an I/O
+ * error, out of memory) SQLite rolls the whole transaction back by itself
+ * rather than only the statement: the batch's earlier units are undone, and
+ * a statement run after that would run in autocommit mode, durable at once,
+ * while its unit is told that the batch failed (a 503 whose write stayed).
+ * So nothing runs on a connection whose transaction is gone. */
+static enum st_rc conn_in_tx(struct sqlite_conn *c)
+{
+	return c->tx_broken || sqlite3_get_autocommit(c->db) ? ST_UNAVAILABLE : ST_OK;
+}
+
 static enum st_rc sqlite_exec(struct tx *tx, const char *sql, int n, const struct st_val *params,
 			      int64_t *changes, struct st_rows **out)
 {
@@ -301,6 +318,9 @@ static enum st_rc sqlite_exec(struct tx *tx, const char *sql, int n, const struc
 	int cap = 0, rc;
 	enum st_rc ret;
 
+	ret = conn_in_tx(t->conn);
+	if (ret)
+		return ret;
 	ret = conn_stmt(t->conn, sql, &st, &in_order);
 	if (ret)
 		return ret;
@@ -371,13 +391,23 @@ static enum st_rc savepoint_cmd(struct tx *tx, enum savepoint_verb verb, int dep
 	static const char *const verbs[] = { "SAVEPOINT", "ROLLBACK TO", "RELEASE" };
 	struct sqlite_tx *t = (struct sqlite_tx *)tx;
 	char sql[64];
+	enum st_rc ret;
 	int rc;
 
-	if (depth >= 0 && depth < (int)(sizeof(savepoint_sql) / sizeof(savepoint_sql[0])))
-		return conn_simple(t->conn, savepoint_sql[depth][verb]);
-	snprintf(sql, sizeof(sql), "%s sp%d", verbs[verb], depth);
-	rc = sqlite3_exec(t->conn->db, sql, NULL, NULL, NULL);
-	return rc == SQLITE_OK ? ST_OK : conn_error(t->conn);
+	/* A SAVEPOINT outside a transaction would begin one of its own, and
+	 * its RELEASE would commit it (conn_in_tx). */
+	if (conn_in_tx(t->conn))
+		return ST_UNAVAILABLE;
+	if (depth >= 0 && depth < (int)(sizeof(savepoint_sql) / sizeof(savepoint_sql[0]))) {
+		ret = conn_simple(t->conn, savepoint_sql[depth][verb]);
+	} else {
+		snprintf(sql, sizeof(sql), "%s sp%d", verbs[verb], depth);
+		rc = sqlite3_exec(t->conn->db, sql, NULL, NULL, NULL);
+		ret = rc == SQLITE_OK ? ST_OK : conn_error(t->conn);
+	}
+	if (ret)
+		t->conn->tx_broken = true;
+	return ret;
 }
 
 static enum st_rc sqlite_savepoint(struct tx *tx, int depth)
@@ -473,6 +503,7 @@ static void run_batch(struct sqlite_store *s, struct write_unit *batch)
 	int any_ok = 0;
 
 	s->writer.fault = STORE_WRITE_OK;
+	s->writer.tx_broken = false;
 	rc = conn_simple(&s->writer, "BEGIN IMMEDIATE");
 
 	for (struct write_unit *u = batch; u; u = u->next) {
@@ -492,7 +523,14 @@ static void run_batch(struct sqlite_store *s, struct write_unit *batch)
 	for (struct write_unit *u = batch; u; u = u->next)
 		any_ok |= u->rc == ST_OK;
 	if (rc == ST_OK) {
-		rc = any_ok ? conn_simple(&s->writer, "COMMIT") : conn_simple(&s->writer, "ROLLBACK");
+		/* conn_in_tx: SQLite may have rolled the batch back itself, and
+		 * then there is nothing to commit, or to roll back. */
+		if (sqlite3_get_autocommit(s->writer.db))
+			rc = any_ok ? ST_UNAVAILABLE : ST_OK;
+		else if (s->writer.tx_broken)
+			rc = ST_UNAVAILABLE; /* rolled back whole below */
+		else
+			rc = any_ok ? conn_simple(&s->writer, "COMMIT") : conn_simple(&s->writer, "ROLLBACK");
 		if (rc == ST_OK && any_ok)
 			s->writer.fault = STORE_WRITE_OK; /* a durable write: storage is back */
 		/* The units' after-commit work runs now that it is durable, before
@@ -627,6 +665,7 @@ static enum st_rc sqlite_read(struct store *base, store_unit_fn *fn, void *arg)
 
 	t.conn = &s->readers[idx];
 	t.base.now_ms = store_clock_ms(base);
+	t.conn->tx_broken = false;
 	rc = conn_simple(t.conn, "BEGIN");
 	if (rc == ST_OK) {
 		rc = fn(&t.base, arg);

@@ -552,6 +552,61 @@ CONTRACT(merged_units_with_a_failing_one_each_run_alone)
 	merged_batch(7);
 }
 
+/* SQLite rolls a whole transaction back by itself on some errors (a full
+ * disk: seen as a failed COMMIT with autocommit on again). A unit that
+ * ends the batch's transaction the same way, between two units of one
+ * batch: every unit of the batch is told it failed, and nothing any of
+ * them wrote is kept. Before the store checked for it, the later unit's
+ * SAVEPOINT began a transaction of its own and its RELEASE committed its
+ * row while the unit was told that its batch failed. */
+static enum st_rc rolled_back_behind_the_store(struct tx *tx, void *arg)
+{
+	struct iso_unit *u = arg;
+	enum st_rc rc = tx_exec(tx, "INSERT INTO kv (k) VALUES ($1)", ST_ARGS(SV_S(u->key)), NULL);
+
+	if (rc == ST_OK)
+		rc = tx_exec(tx, "ROLLBACK", ST_NOARGS, NULL);
+	return rc ? rc : ST_UNAVAILABLE; /* as a statement that hit a full disk */
+}
+
+Test(store_sqlite, a_batch_rolled_back_by_sqlite_itself_keeps_nothing, .init = setup_sqlite,
+     .fini = teardown, .timeout = 60)
+{
+	static struct iso_unit units[3];
+	static store_unit_fn *const fns[3] = { iso_run, rolled_back_behind_the_store, iso_run };
+	struct merge_gate g = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false };
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+	atomic_int left = 3;
+
+	cr_assert_eq(store_submit(S, gate_run, gate_done, &g), ST_OK);
+	pthread_mutex_lock(&g.mu);
+	while (!g.entered)
+		pthread_cond_wait(&g.cv, &g.mu); /* the writer is in the gate: the three queue */
+	pthread_mutex_unlock(&g.mu);
+	for (int i = 0; i < 3; i++) {
+		snprintf(units[i].key, sizeof(units[i].key), "gone%d", i);
+		units[i].left = &left;
+		units[i].mu = &mu;
+		units[i].cv = &cv;
+		cr_assert_eq(store_submit(S, fns[i], iso_done, &units[i]), ST_OK);
+	}
+	pthread_mutex_lock(&g.mu);
+	g.open = true;
+	pthread_cond_broadcast(&g.cv);
+	pthread_mutex_unlock(&g.mu);
+	pthread_mutex_lock(&mu);
+	while (atomic_load(&left) > 0)
+		pthread_cond_wait(&cv, &mu);
+	pthread_mutex_unlock(&mu);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(units[i].rc, ST_UNAVAILABLE, "unit %d", i);
+		cr_assert_eq(count(units[i].key), 0, "unit %d", i);
+	}
+	put("after"); /* the next batch commits as usual */
+	cr_assert_eq(count("after"), 1);
+}
+
 #define THREADS 16
 #define PER_THREAD 25
 
