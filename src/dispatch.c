@@ -666,6 +666,7 @@ void req_trace_ctx(const struct req_ctx *rq, bool parent, struct trace_ctx *c)
 static void request_done(void *arg, enum st_rc rc)
 {
 	struct req_ctx *rq = arg;
+	struct http *h = rq->h; /* rq is not ours once the connection is resumed */
 
 	if (rq->submit_ns) {
 		struct trace_ctx tc;
@@ -689,6 +690,9 @@ static void request_done(void *arg, enum st_rc rc)
 	}
 	rq->state = RQ_READY;
 	MHD_resume_connection(rq->conn);
+	/* Last: the connection's thread may already have sent the answer
+	 * and freed rq. */
+	atomic_fetch_sub(&h->queued, 1);
 }
 
 /* The store's merge of requests of one req_merge (their units are
@@ -819,6 +823,9 @@ static enum st_rc commit(struct req_ctx *rq, const struct req_merge *m, req_unit
 	/* Suspend before queueing: the writer may finish and resume us before
 	 * this thread gets back to libmicrohttpd. */
 	MHD_suspend_connection(rq->conn);
+	/* Counted before queueing: request_done may run before store_submit
+	 * returns. */
+	atomic_fetch_add(&rq->h->queued, 1);
 	/* A keyed request's unit records its answer too: merged only with
 	 * other keyed ones, and only when its key is checked in the unit. */
 	if (m && !rq->idem_key)
@@ -830,6 +837,7 @@ static enum st_rc commit(struct req_ctx *rq, const struct req_merge *m, req_unit
 	else
 		rc = store_submit(rq->h->app->store, request_unit, request_done, rq);
 	if (rc) {
+		atomic_fetch_sub(&rq->h->queued, 1);
 		MHD_resume_connection(rq->conn);
 		rq->state = RQ_READY;
 		return req_error(rq, ERR_STORE_NO_WRITES, NULL);

@@ -806,6 +806,18 @@ void http_stop(struct http *h, int64_t grace_ms)
 	 * flight are waited for. */
 	for (int64_t waited = 0; atomic_load(&h->inflight) > 0 && waited < grace_ms; waited += 10)
 		nanosleep(&step, NULL);
+	/* Past the grace too: a request whose unit is still queued keeps its
+	 * connection suspended, and libmicrohttpd 0.9.75's MHD_stop_daemon()
+	 * aborts the process on a suspended connection; were it closed
+	 * instead, on_completed() would free the req_ctx the store's thread
+	 * is running the unit on and request_done() then resumes. The store
+	 * answers every unit it took (store_submit: done exactly once; it is
+	 * closed after us), so this ends. */
+	if (atomic_load(&h->queued) > 0)
+		log_msg(&h->app->log, LOG_WARN, "stopping: waiting for %d queued write(s)",
+			atomic_load(&h->queued));
+	while (atomic_load(&h->queued) > 0)
+		nanosleep(&step, NULL);
 	MHD_stop_daemon(h->daemon);
 	reaper_free(h->reaper); /* after the daemon: every connection is unwatched */
 	free(h);

@@ -47,6 +47,11 @@ struct http {
 	size_t nroutes;
 	uint16_t port;
 	atomic_int inflight;
+	/* Requests whose unit is queued on the store and not yet answered
+	 * (request_done): their connections are suspended and the writer
+	 * holds their req_ctx. http_stop waits for none before stopping the
+	 * daemon (see there). */
+	atomic_int queued;
 	struct reaper *reaper;  /* request deadline (reaper.h); NULL: none */
 	bool layout_checks;     /* the libmicrohttpd whose layout hdr_layout.h knows */
 	char oom_marker;        /* its address marks a request answered for want of memory */
