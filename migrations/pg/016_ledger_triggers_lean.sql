@@ -1,4 +1,4 @@
--- 015: the same ledger rules for less CPU a posting (PostgreSQL dialect).
+-- 016: the same ledger rules for less CPU a posting (PostgreSQL dialect).
 -- See docs/internals/ledger.md ("What a posting costs PostgreSQL"). No
 -- rule changes; every check stays in the store.
 --
