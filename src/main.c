@@ -33,6 +33,7 @@
 #include "ticker.h"
 #include "trace.h"
 #include "version.h"
+#include "webhook.h"
 #include "worker.h"
 #include "banned.h"
 
@@ -402,12 +403,13 @@ int main(int argc, char **argv)
 	else
 		app.rl = rl_memory_new(0);
 	app.idem = idem_new();
+	app.wh_keys = webhook_keyring_new(&cfg);
 	if (randpool_init(&app.rand)) {
 		fprintf(stderr, "settled: cannot initialise the random pool\n");
 		code = 1;
 	} else if (rl_rc) {
 		code = 1; /* logged */
-	} else if (!app.metrics || !app.rl || !app.idem ||
+	} else if (!app.metrics || !app.rl || !app.idem || !app.wh_keys ||
 		   settled_metrics_init(&app.m, app.metrics)) {
 		fprintf(stderr, "settled: out of memory at start\n");
 		code = 1;
@@ -416,6 +418,7 @@ int main(int argc, char **argv)
 	}
 	randpool_destroy(&app.rand);
 	idem_free(app.idem);
+	webhook_keyring_free(app.wh_keys);
 	rl_free(app.rl);
 	metrics_free(app.metrics);
 	config_release(&cfg);

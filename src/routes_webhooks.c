@@ -138,10 +138,11 @@ static enum st_rc refuse(struct req_ctx *rq, enum wh_provider p, enum wh_verdict
 }
 
 /* The signature pass (req_verifying): signature and signed timestamp; a
- * refusal is answered, else nothing is. */
+ * refusal is answered, else nothing is. The secrets were keyed at start-up
+ * (app->wh_keys, shared read-only; each check works on its own copy). */
 static enum st_rc verify(struct req_ctx *rq, enum wh_provider p)
 {
-	const struct config *cfg = req_app(rq)->cfg;
+	const struct wh_keys *k = &req_app(rq)->wh_keys->p[p];
 	int64_t now = req_now_ms(rq);
 	enum wh_verdict v;
 	const char *raw;
@@ -150,18 +151,18 @@ static enum st_rc verify(struct req_ctx *rq, enum wh_provider p)
 	raw = req_body(rq, &len);
 	switch (p) {
 	case WH_COINBASE:
-		v = webhook_verify_coinbase(req_header(rq, "X-CC-Webhook-Signature"), raw, len,
-					    cfg->webhook_secrets, cfg->n_webhook_secrets);
+		v = webhook_verify_coinbase_keyed(req_header(rq, "X-CC-Webhook-Signature"), raw,
+						  len, k);
 		break;
 	case WH_STRIPE:
-		v = webhook_verify_stripe(req_header(rq, "Stripe-Signature"), raw, len,
-					  cfg->stripe_secrets, cfg->n_stripe_secrets, now, NULL);
+		v = webhook_verify_stripe_keyed(req_header(rq, "Stripe-Signature"), raw, len, k,
+						now, NULL);
 		break;
 	default:
-		v = webhook_verify_standard(req_header(rq, "webhook-id"),
-					    req_header(rq, "webhook-timestamp"),
-					    req_header(rq, "webhook-signature"), raw, len,
-					    cfg->standard_secrets, cfg->n_standard_secrets, now);
+		v = webhook_verify_standard_keyed(req_header(rq, "webhook-id"),
+						  req_header(rq, "webhook-timestamp"),
+						  req_header(rq, "webhook-signature"), raw, len, k,
+						  now);
 		break;
 	}
 	return v == WH_VALID ? ST_OK : refuse(rq, p, v);

@@ -35,6 +35,7 @@ struct worker_pool;
 struct ticker;
 struct rail;
 struct tracer;
+struct wh_keyring;
 
 /* Metric families every module updates, registered once at start. */
 struct settled_metrics {
@@ -81,6 +82,9 @@ struct settled {
 	struct ratelimit *rl;
 	struct rl_policy policies[RLP_COUNT];
 	struct idem *idem;           /* in-flight idempotency keys of this instance */
+	/* The webhook secrets as keyed MAC states (webhook.h), keyed at start-up,
+	 * read-only after (each verification copies the state it uses). */
+	struct wh_keyring *wh_keys;
 	struct http *http;
 	struct rail *rail;           /* the claims' settlement rail (rail.h, SETTLED_RAIL) */
 	struct rail *payout_rail;    /* the payout items' rail (SETTLED_PAYOUT_RAIL) */

@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -32,7 +33,6 @@
 #define DIGEST_LEN 32
 #define HEX_SIG_LEN 64
 #define B64_SIG_LEN 44     /* base64 of 32 bytes: 43 symbols + one '=' */
-#define MAX_KEYS CONFIG_MAX_LIST  /* secrets tried per scheme */
 #define B64_MAX_IN ((WEBHOOK_KEY_MAX + 2) / 3 * 4)
 
 /* ---------------------------------------------------------------- names */
@@ -98,24 +98,38 @@ static void hmac_fetch(void)
 	hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
 }
 
-/* HMAC-SHA256(key, p[0] || p[1] || p[2]) into out. False on any OpenSSL
- * failure (then the caller treats the secret as matching nothing). */
-static bool hmac_sha256(const unsigned char *key, size_t key_len, const void *const p[3],
-			const size_t n[3], unsigned char out[DIGEST_LEN])
+/* A MAC state keyed with key (HMAC-SHA256); NULL on any OpenSSL failure
+ * or an empty key. The caller owns it (EVP_MAC_CTX_free). */
+static EVP_MAC_CTX *hmac_key(const unsigned char *key, size_t key_len)
 {
 	OSSL_PARAM params[] = {
 		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
 		OSSL_PARAM_construct_end(),
 	};
-	EVP_MAC_CTX *ctx = NULL;
-	size_t out_len = 0;
-	bool ok = false;
+	EVP_MAC_CTX *ctx;
 
 	pthread_once(&hmac_once, hmac_fetch);
 	if (!hmac_alg || !key_len)
-		return false;
+		return NULL;
 	ctx = EVP_MAC_CTX_new(hmac_alg);
-	if (!ctx || !EVP_MAC_init(ctx, key, key_len, params))
+	if (ctx && !EVP_MAC_init(ctx, key, key_len, params)) {
+		EVP_MAC_CTX_free(ctx);
+		ctx = NULL;
+	}
+	return ctx;
+}
+
+/* HMAC(keyed's key, p[0] || p[1] || p[2]) into out, on a copy of keyed:
+ * keyed itself is only read, so threads may share it. False on any
+ * OpenSSL failure (then the caller treats the secret as matching nothing). */
+static bool hmac_run(const EVP_MAC_CTX *keyed, const void *const p[3], const size_t n[3],
+		     unsigned char out[DIGEST_LEN])
+{
+	EVP_MAC_CTX *ctx = keyed ? EVP_MAC_CTX_dup(keyed) : NULL;
+	size_t out_len = 0;
+	bool ok = false;
+
+	if (!ctx)
 		goto out;
 	for (int i = 0; i < 3; i++)
 		if (n[i] && !EVP_MAC_update(ctx, p[i], n[i]))
@@ -125,6 +139,17 @@ out:
 	EVP_MAC_CTX_free(ctx);
 	if (!ok)
 		OPENSSL_cleanse(out, DIGEST_LEN);
+	return ok;
+}
+
+/* HMAC-SHA256(key, p[0] || p[1] || p[2]) into out, keyed for this call. */
+static bool hmac_sha256(const unsigned char *key, size_t key_len, const void *const p[3],
+			const size_t n[3], unsigned char out[DIGEST_LEN])
+{
+	EVP_MAC_CTX *ctx = hmac_key(key, key_len);
+	bool ok = hmac_run(ctx, p, n, out);
+
+	EVP_MAC_CTX_free(ctx);
 	return ok;
 }
 
@@ -232,17 +257,16 @@ static void cand_add(struct candidates *c, const unsigned char d[DIGEST_LEN])
 	memcpy(c->sig[c->n++], d, DIGEST_LEN);
 }
 
-/* Computes each key's HMAC over p[] and compares it with every candidate.
- * No early exit: the work done depends only on the counts. keys[i] with
- * key_len[i] == 0 are skipped (an unusable secret). */
-static bool any_match(const unsigned char *const *keys, const size_t *key_len, size_t nkeys,
-		      const void *const p[3], const size_t n[3], const struct candidates *c)
+/* Computes each keyed secret's HMAC over p[] and compares it with every
+ * candidate. No early exit: the work done depends only on the counts. */
+static bool any_match(const struct wh_keys *keys, const void *const p[3], const size_t n[3],
+		      const struct candidates *c)
 {
 	unsigned char mac[DIGEST_LEN];
 	unsigned match = 0;
 
-	for (size_t k = 0; k < nkeys; k++) {
-		if (!key_len[k] || !hmac_sha256(keys[k], key_len[k], p, n, mac))
+	for (size_t k = 0; k < keys->n; k++) {
+		if (!hmac_run(keys->mac[k], p, n, mac))
 			continue;
 		for (size_t i = 0; i < c->n; i++)
 			match |= (unsigned)(CRYPTO_memcmp(mac, c->sig[i], DIGEST_LEN) == 0);
@@ -251,19 +275,78 @@ static bool any_match(const unsigned char *const *keys, const size_t *key_len, s
 	return match != 0;
 }
 
-/* The config's secrets as HMAC keys (raw bytes of the string). */
-static size_t raw_keys(char *const *secrets, size_t nsecrets, const unsigned char **keys,
-		       size_t *key_len)
-{
-	size_t n = 0;
+/* ---------------------------------------------------------------- keys */
 
-	for (size_t i = 0; i < nsecrets && n < MAX_KEYS; i++) {
+_Static_assert(WEBHOOK_KEYS_MAX >= CONFIG_MAX_LIST, "every configured secret gets a state");
+
+void webhook_keys_release(struct wh_keys *k)
+{
+	for (size_t i = 0; i < k->n; i++)
+		EVP_MAC_CTX_free(k->mac[i]);
+	k->n = 0;
+}
+
+enum st_rc webhook_keys_init(struct wh_keys *k, enum wh_provider p, char *const *secrets,
+			     size_t nsecrets)
+{
+	unsigned char kb[WEBHOOK_KEY_MAX];
+	const unsigned char *key;
+	size_t key_len = 0;
+
+	k->n = 0;
+	for (size_t i = 0; i < nsecrets && k->n < WEBHOOK_KEYS_MAX; i++) {
 		if (!secrets[i] || !secrets[i][0])
 			continue;
-		keys[n] = (const unsigned char *)secrets[i];
-		key_len[n++] = strlen(secrets[i]);
+		if (p == WH_STANDARD) {
+			if (webhook_secret_decode(secrets[i], kb, &key_len))
+				continue; /* not base64: it can match nothing */
+			key = kb;
+		} else {
+			key = (const unsigned char *)secrets[i];
+			key_len = strlen(secrets[i]);
+		}
+		k->mac[k->n] = hmac_key(key, key_len);
+		if (!k->mac[k->n]) {
+			OPENSSL_cleanse(kb, sizeof(kb));
+			webhook_keys_release(k);
+			return ST_INTERNAL;
+		}
+		k->n++;
 	}
-	return n;
+	OPENSSL_cleanse(kb, sizeof(kb));
+	return ST_OK;
+}
+
+struct wh_keyring *webhook_keyring_new(const struct config *cfg)
+{
+	struct wh_keyring *r = calloc(1, sizeof(*r));
+	char *const *secrets[WH_PROVIDER_COUNT] = {
+		[WH_COINBASE] = cfg->webhook_secrets,
+		[WH_STRIPE] = cfg->stripe_secrets,
+		[WH_STANDARD] = cfg->standard_secrets,
+	};
+	const size_t n[WH_PROVIDER_COUNT] = {
+		[WH_COINBASE] = cfg->n_webhook_secrets,
+		[WH_STRIPE] = cfg->n_stripe_secrets,
+		[WH_STANDARD] = cfg->n_standard_secrets,
+	};
+
+	for (int i = 0; r && i < WH_PROVIDER_COUNT; i++) {
+		if (webhook_keys_init(&r->p[i], (enum wh_provider)i, secrets[i], n[i])) {
+			webhook_keyring_free(r);
+			r = NULL;
+		}
+	}
+	return r;
+}
+
+void webhook_keyring_free(struct wh_keyring *r)
+{
+	if (!r)
+		return;
+	for (int i = 0; i < WH_PROVIDER_COUNT; i++)
+		webhook_keys_release(&r->p[i]);
+	free(r);
 }
 
 static bool header_ok(const char *h)
@@ -294,11 +377,9 @@ static bool parse_unix_seconds(const char *s, size_t len, int64_t *ms)
 
 /* ---------------------------------------------------------------- schemes */
 
-enum wh_verdict webhook_verify_coinbase(const char *sig, const void *body, size_t len,
-					char *const *secrets, size_t nsecrets)
+enum wh_verdict webhook_verify_coinbase_keyed(const char *sig, const void *body, size_t len,
+					      const struct wh_keys *keys)
 {
-	const unsigned char *keys[MAX_KEYS];
-	size_t key_len[MAX_KEYS], nkeys;
 	struct candidates c = { .n = 0 };
 	unsigned char d[DIGEST_LEN];
 	const void *p[3] = { body, NULL, NULL };
@@ -318,16 +399,13 @@ enum wh_verdict webhook_verify_coinbase(const char *sig, const void *body, size_
 	if (!hex_decode(sig, slen, d, DIGEST_LEN))
 		return WH_BAD_SIGNATURE;
 	cand_add(&c, d);
-	nkeys = raw_keys(secrets, nsecrets, keys, key_len);
-	return any_match(keys, key_len, nkeys, p, n, &c) ? WH_VALID : WH_BAD_SIGNATURE;
+	return any_match(keys, p, n, &c) ? WH_VALID : WH_BAD_SIGNATURE;
 }
 
-enum wh_verdict webhook_verify_stripe(const char *header, const void *body, size_t len,
-				      char *const *secrets, size_t nsecrets, int64_t now_ms,
-				      int64_t *ts_ms_out)
+enum wh_verdict webhook_verify_stripe_keyed(const char *header, const void *body, size_t len,
+					    const struct wh_keys *keys, int64_t now_ms,
+					    int64_t *ts_ms_out)
 {
-	const unsigned char *keys[MAX_KEYS];
-	size_t key_len[MAX_KEYS], nkeys;
 	struct candidates c = { .n = 0 };
 	const char *t = NULL, *s, *end;
 	size_t t_len = 0;
@@ -364,12 +442,11 @@ enum wh_verdict webhook_verify_stripe(const char *header, const void *body, size
 	}
 	if (nt != 1 || !parse_unix_seconds(t, t_len, &ts_ms) || c.n == 0 || c.overflow)
 		return WH_BAD_SIGNATURE;
-	nkeys = raw_keys(secrets, nsecrets, keys, key_len);
 	{
 		const void *p[3] = { t, ".", body };
 		size_t n[3] = { t_len, 1, len };
 
-		if (!any_match(keys, key_len, nkeys, p, n, &c))
+		if (!any_match(keys, p, n, &c))
 			return WH_BAD_SIGNATURE;
 	}
 	if (ts_ms_out)
@@ -377,13 +454,11 @@ enum wh_verdict webhook_verify_stripe(const char *header, const void *body, size
 	return webhook_fresh(ts_ms, now_ms) ? WH_VALID : WH_STALE;
 }
 
-enum wh_verdict webhook_verify_standard(const char *id, const char *ts, const char *sig,
-					const void *body, size_t len, char *const *secrets,
-					size_t nsecrets, int64_t now_ms)
+enum wh_verdict webhook_verify_standard_keyed(const char *id, const char *ts, const char *sig,
+					      const void *body, size_t len,
+					      const struct wh_keys *keys, int64_t now_ms)
 {
-	unsigned char kb[MAX_KEYS][WEBHOOK_KEY_MAX];
-	const unsigned char *keys[MAX_KEYS];
-	size_t key_len[MAX_KEYS], nkeys = 0, id_len, ts_len;
+	size_t id_len, ts_len;
 	char prefix[WEBHOOK_ID_MAX + 1 + WEBHOOK_TS_DIGITS_MAX + 1];
 	struct candidates c = { .n = 0 };
 	const char *s, *end;
@@ -420,14 +495,6 @@ enum wh_verdict webhook_verify_standard(const char *id, const char *ts, const ch
 	if (c.n == 0 || c.overflow)
 		return WH_BAD_SIGNATURE;
 
-	for (size_t i = 0; i < nsecrets && nkeys < MAX_KEYS; i++) {
-		if (!secrets[i] || !secrets[i][0])
-			continue;
-		if (webhook_secret_decode(secrets[i], kb[nkeys], &key_len[nkeys]))
-			continue; /* not base64: it can match nothing */
-		keys[nkeys] = kb[nkeys];
-		nkeys++;
-	}
 	/* Signed content: "<id>.<ts>." then the body. */
 	memcpy(prefix, id, id_len);
 	prefix[id_len] = '.';
@@ -437,10 +504,52 @@ enum wh_verdict webhook_verify_standard(const char *id, const char *ts, const ch
 		const void *p[3] = { prefix, body, NULL };
 		size_t n[3] = { id_len + ts_len + 2, len, 0 };
 
-		if (any_match(keys, key_len, nkeys, p, n, &c))
+		if (any_match(keys, p, n, &c))
 			v = webhook_fresh(ts_ms, now_ms) ? WH_VALID : WH_STALE;
 	}
-	OPENSSL_cleanse(kb, sizeof(kb));
+	return v;
+}
+
+/* The secrets-array forms: the secrets keyed for this one call. */
+
+enum wh_verdict webhook_verify_coinbase(const char *sig, const void *body, size_t len,
+					char *const *secrets, size_t nsecrets)
+{
+	struct wh_keys k;
+	enum wh_verdict v;
+
+	if (webhook_keys_init(&k, WH_COINBASE, secrets, nsecrets))
+		return WH_BAD_SIGNATURE;
+	v = webhook_verify_coinbase_keyed(sig, body, len, &k);
+	webhook_keys_release(&k);
+	return v;
+}
+
+enum wh_verdict webhook_verify_stripe(const char *header, const void *body, size_t len,
+				      char *const *secrets, size_t nsecrets, int64_t now_ms,
+				      int64_t *ts_ms_out)
+{
+	struct wh_keys k;
+	enum wh_verdict v;
+
+	if (webhook_keys_init(&k, WH_STRIPE, secrets, nsecrets))
+		return WH_BAD_SIGNATURE;
+	v = webhook_verify_stripe_keyed(header, body, len, &k, now_ms, ts_ms_out);
+	webhook_keys_release(&k);
+	return v;
+}
+
+enum wh_verdict webhook_verify_standard(const char *id, const char *ts, const char *sig,
+					const void *body, size_t len, char *const *secrets,
+					size_t nsecrets, int64_t now_ms)
+{
+	struct wh_keys k;
+	enum wh_verdict v;
+
+	if (webhook_keys_init(&k, WH_STANDARD, secrets, nsecrets))
+		return WH_BAD_SIGNATURE;
+	v = webhook_verify_standard_keyed(id, ts, sig, body, len, &k, now_ms);
+	webhook_keys_release(&k);
 	return v;
 }
 

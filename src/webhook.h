@@ -21,11 +21,21 @@
  *     unsigned timestamp means nothing); it must lie within
  *     WEBHOOK_TOLERANCE_MS of now, in either direction.
  * Secrets are borrowed (the config's arrays); NULL or empty entries are
- * skipped. */
+ * skipped.
+ *
+ * Pre-keyed states (struct wh_keys): keying HMAC-SHA256 (fetching the
+ * digest, hashing the key into the inner and outer pads) costs about as
+ * much as hashing a small body, so the server keys one MAC state per
+ * configured secret once at start-up (webhook_keyring_new) and every
+ * verification copies the state it needs (EVP_MAC_CTX_dup) and works on
+ * the copy: the shared states are never written after they are keyed, so
+ * any number of HTTP threads verify at once. The secrets-array functions
+ * key the secrets for the one call (tests, fuzzers, tools). */
 #ifndef SETTLED_WEBHOOK_H
 #define SETTLED_WEBHOOK_H
 
 #include <jansson.h>
+#include <openssl/types.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -55,6 +65,43 @@ enum wh_verdict {
 	WH_BAD_SIGNATURE,  /* missing, malformed, or no candidate matches any secret */
 	WH_STALE,          /* signature valid, timestamp outside the tolerance */
 };
+
+#define WEBHOOK_KEYS_MAX 16   /* secrets per provider (CONFIG_MAX_LIST) */
+
+/* One provider's secrets as keyed HMAC-SHA256 states, in the config's
+ * order, unusable secrets (empty; Standard: not base64) left out. Owns the
+ * states; read-only once webhook_keys_init returned. */
+struct wh_keys {
+	EVP_MAC_CTX *mac[WEBHOOK_KEYS_MAX];
+	size_t n;
+};
+
+/* Keys p's secrets (Coinbase and Stripe: the string's bytes; Standard: the
+ * decoded whsec_ key) into *k, at most WEBHOOK_KEYS_MAX. ST_INTERNAL on an
+ * OpenSSL failure (then *k holds nothing). webhook_keys_release frees. */
+enum st_rc webhook_keys_init(struct wh_keys *k, enum wh_provider p, char *const *secrets,
+			     size_t nsecrets);
+void webhook_keys_release(struct wh_keys *k);
+
+/* Every provider's keyed secrets from the config (the server's context
+ * owns it: made at start-up, freed at shutdown). NULL on failure. */
+struct config;
+struct wh_keyring {
+	struct wh_keys p[WH_PROVIDER_COUNT];
+};
+struct wh_keyring *webhook_keyring_new(const struct config *cfg);
+void webhook_keyring_free(struct wh_keyring *r);
+
+/* The verifications below with pre-keyed secrets: the same verdicts as
+ * the secrets-array forms with the secrets keys was made from. */
+enum wh_verdict webhook_verify_coinbase_keyed(const char *sig, const void *body, size_t len,
+					      const struct wh_keys *keys);
+enum wh_verdict webhook_verify_stripe_keyed(const char *header, const void *body, size_t len,
+					    const struct wh_keys *keys, int64_t now_ms,
+					    int64_t *ts_ms_out);
+enum wh_verdict webhook_verify_standard_keyed(const char *id, const char *ts, const char *sig,
+					      const void *body, size_t len,
+					      const struct wh_keys *keys, int64_t now_ms);
 
 /* Coinbase Commerce: sig is X-CC-Webhook-Signature, 64 hex digits (either
  * case) of HMAC-SHA256(secret, body). No signed timestamp: the caller checks

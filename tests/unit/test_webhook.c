@@ -966,3 +966,188 @@ Test(webhook_payment, client_account_instead_of_a_wallet)
 	json_decref(j);
 	buf_release(&err);
 }
+
+/* ---------------------------------------------------------------- pre-keyed states */
+
+#include <pthread.h>
+
+#include "config.h"
+
+/* Secrets of lengths around SHA-256's 64-byte block (longer keys are
+ * hashed first), and bodies around it too. */
+static const size_t KEY_LENS[] = { 1, 13, 32, 63, 64, 65, 100, 200 };
+static const size_t BODY_LENS[] = { 0, 1, 55, 56, 64, 65, 1000, 5000 };
+static char big_body[5000];
+
+static void fill(char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (char)(0x21 + (seed * 31 + i * 7) % 94);
+}
+
+static void keys_setup(void)
+{
+	fill(big_body, sizeof(big_body), 5);
+}
+
+Test(webhook_keys, prekeyed_gives_the_one_shot_mac, .init = keys_setup)
+{
+	char secret[201], hex[65];
+	unsigned char kb[200];
+	char whsec[6 + 272], sig[WEBHOOK_STD_SIG_MAX], expect[45];
+
+	for (size_t k = 0; k < NELEM(KEY_LENS); k++) {
+		char *one[] = { secret };
+		struct wh_keys keys;
+
+		fill(secret, KEY_LENS[k], (unsigned)k);
+		secret[KEY_LENS[k]] = '\0';
+		cr_assert_eq(webhook_keys_init(&keys, WH_COINBASE, one, 1), ST_OK);
+		cr_assert_eq(keys.n, 1);
+		for (size_t b = 0; b < NELEM(BODY_LENS); b++) {
+			size_t n = BODY_LENS[b];
+
+			hex_sig(secret, big_body, n, hex, false);
+			/* The same verdict keyed once and reused, and keyed per call. */
+			cr_expect_eq(webhook_verify_coinbase_keyed(hex, big_body, n, &keys), WH_VALID,
+				     "key %zu body %zu", KEY_LENS[k], n);
+			cr_expect_eq(webhook_verify_coinbase(hex, big_body, n, one, 1), WH_VALID);
+			hex[10] = hex[10] == '0' ? '1' : '0';
+			cr_expect_eq(webhook_verify_coinbase_keyed(hex, big_body, n, &keys),
+				     WH_BAD_SIGNATURE);
+			cr_expect_eq(webhook_verify_coinbase(hex, big_body, n, one, 1), WH_BAD_SIGNATURE);
+		}
+		webhook_keys_release(&keys);
+		cr_expect_eq(keys.n, 0);
+
+		/* Standard: the key is the decoded whsec_ bytes. */
+		for (size_t i = 0; i < KEY_LENS[k]; i++)
+			kb[i] = (unsigned char)(k * 17 + i * 13);
+		memcpy(whsec, "whsec_", 6);
+		EVP_EncodeBlock((unsigned char *)whsec + 6, kb, (int)KEY_LENS[k]);
+		one[0] = whsec;
+		cr_assert_eq(webhook_keys_init(&keys, WH_STANDARD, one, 1), ST_OK);
+		cr_assert_eq(keys.n, 1);
+		for (size_t b = 0; b < NELEM(BODY_LENS); b++) {
+			size_t n = BODY_LENS[b];
+			char msg[6000];
+			int m = snprintf(msg, sizeof(msg), "msg_1.%lld.", NOW_S);
+
+			memcpy(msg + m, big_body, n);
+			b64_sig(kb, KEY_LENS[k], msg, (size_t)m + n, expect);
+			cr_assert_eq(webhook_sign_standard(whsec, "msg_1", NOW_S, big_body, n, sig), ST_OK);
+			cr_expect_str_eq(sig + 3, expect, "key %zu body %zu", KEY_LENS[k], n);
+			cr_expect_eq(webhook_verify_standard_keyed("msg_1", "1700000000", sig, big_body, n,
+								   &keys, NOW_MS),
+				     WH_VALID, "key %zu body %zu", KEY_LENS[k], n);
+			cr_expect_eq(webhook_verify_standard_keyed("msg_2", "1700000000", sig, big_body, n,
+								   &keys, NOW_MS),
+				     WH_BAD_SIGNATURE);
+		}
+		webhook_keys_release(&keys);
+	}
+}
+
+Test(webhook_keys, rotated_and_unusable_secrets)
+{
+	char *st[] = { (char *)"whsec_stripe_old", NULL, (char *)"", (char *)"whsec_stripe_new" };
+	char *std[] = { (char *)"whsec_!!notbase64", (char *)"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" };
+	struct wh_keys keys;
+	char hdr[200], v1[65], msg[200];
+	int n;
+
+	cr_assert_eq(webhook_keys_init(&keys, WH_STRIPE, st, NELEM(st)), ST_OK);
+	cr_expect_eq(keys.n, 2); /* NULL and "" skipped */
+	for (size_t i = 0; i < NELEM(st); i += 3) {
+		n = snprintf(msg, sizeof(msg), "%lld.%s", NOW_S, BODY);
+		hex_sig(st[i], msg, (size_t)n, v1, false);
+		snprintf(hdr, sizeof(hdr), "t=%lld,v1=%s", NOW_S, v1);
+		cr_expect_eq(webhook_verify_stripe_keyed(hdr, BODY, strlen(BODY), &keys, NOW_MS, NULL),
+			     WH_VALID, "secret %zu", i);
+	}
+	webhook_keys_release(&keys);
+
+	cr_assert_eq(webhook_keys_init(&keys, WH_STANDARD, std, NELEM(std)), ST_OK);
+	cr_expect_eq(keys.n, 1); /* the undecodable one is left out */
+	{
+		const char *body = "{\"test\": 2432232314}";
+
+		cr_expect_eq(webhook_verify_standard_keyed("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
+							   "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+							   body, strlen(body), &keys, 1614265330LL * 1000),
+			     WH_VALID);
+	}
+	webhook_keys_release(&keys);
+
+	cr_assert_eq(webhook_keys_init(&keys, WH_COINBASE, S, 0), ST_OK);
+	cr_expect_eq(keys.n, 0);
+	cr_expect_eq(webhook_verify_coinbase_keyed("00", BODY, strlen(BODY), &keys), WH_BAD_SIGNATURE);
+}
+
+Test(webhook_keys, keyring_from_the_config)
+{
+	static struct config cfg;
+	struct wh_keyring *r;
+
+	cfg.webhook_secrets[0] = (char *)"cb-old";
+	cfg.webhook_secrets[1] = (char *)"cb-new";
+	cfg.n_webhook_secrets = 2;
+	cfg.stripe_secrets[0] = (char *)"whsec_s";
+	cfg.n_stripe_secrets = 1;
+	cfg.n_standard_secrets = 0;
+	r = webhook_keyring_new(&cfg);
+	cr_assert_not_null(r);
+	cr_expect_eq(r->p[WH_COINBASE].n, 2);
+	cr_expect_eq(r->p[WH_STRIPE].n, 1);
+	cr_expect_eq(r->p[WH_STANDARD].n, 0);
+	webhook_keyring_free(r);
+	webhook_keyring_free(NULL);
+}
+
+/* Many threads verify against one shared keyed set at once: each works on
+ * its own copy of the state, so every verdict is the single-threaded one. */
+#define VT_THREADS 8
+#define VT_ROUNDS 300
+
+static struct wh_keys vt_keys;
+static char *vt_secrets[] = { (char *)"rot-a", (char *)"rot-b-0123456789-0123456789-0123456789-0123456789-0123456789-xyz",
+			      (char *)"rot-c" };
+
+static void *vt_run(void *arg)
+{
+	unsigned t = (unsigned)(uintptr_t)arg;
+	size_t wrong = 0;
+
+	for (unsigned i = 0; i < VT_ROUNDS; i++) {
+		size_t n = BODY_LENS[(t + i) % NELEM(BODY_LENS)];
+		const char *secret = vt_secrets[(t * 7 + i) % NELEM(vt_secrets)];
+		bool tamper = (i + t) % 3 == 0;
+		char hex[65];
+
+		hex_sig(secret, big_body, n, hex, false);
+		if (tamper)
+			hex[0] = hex[0] == 'a' ? 'b' : 'a';
+		if (webhook_verify_coinbase_keyed(hex, big_body, n, &vt_keys) !=
+		    (tamper ? WH_BAD_SIGNATURE : WH_VALID))
+			wrong++;
+	}
+	return (void *)(uintptr_t)wrong;
+}
+
+Test(webhook_keys, concurrent_verification_shares_the_keyed_states, .init = keys_setup)
+{
+	pthread_t th[VT_THREADS];
+	size_t wrong = 0;
+
+	cr_assert_eq(webhook_keys_init(&vt_keys, WH_COINBASE, vt_secrets, NELEM(vt_secrets)), ST_OK);
+	for (uintptr_t i = 0; i < VT_THREADS; i++)
+		cr_assert_eq(pthread_create(&th[i], NULL, vt_run, (void *)i), 0);
+	for (int i = 0; i < VT_THREADS; i++) {
+		void *w = NULL;
+
+		pthread_join(th[i], &w);
+		wrong += (size_t)(uintptr_t)w;
+	}
+	webhook_keys_release(&vt_keys);
+	cr_expect_eq(wrong, 0, "%zu wrong verdicts", wrong);
+}
