@@ -3,9 +3,15 @@ close the store and exit 0; nothing acknowledged is lost."""
 
 import json
 import signal
+import subprocess
+import threading
 import time
 
-from conftest import assert_error, build_request, new_wallet
+import pytest
+
+from conftest import assert_error, backend_name, build_request, new_wallet, store_rows
+
+SHUTDOWN_GRACE_S = 30  # main.c SHUTDOWN_GRACE_MS
 
 
 def _shutdown_logged(srv, timeout=2.0):
@@ -149,3 +155,47 @@ def test_new_requests_during_shutdown_get_503_and_close(start_server):
         held.send(body[5:])
         assert held.read_response().status == 201
     assert srv.wait_exit(10) == 0
+
+
+@pytest.mark.skipif(backend_name() != "pg", reason="needs a write unit held past the grace: "
+                    "a PostgreSQL lock (a unit alone waits for it as long as it takes)")
+def test_sigterm_waits_past_the_grace_for_a_queued_write(start_server):
+    """A request whose write unit is still queued when the 30 s grace ends:
+    its connection is suspended and the store's thread holds the request.
+    The server waits for the unit, answers it and exits 0 (it used to stop
+    the HTTP daemon anyway: libmicrohttpd aborts on a suspended connection)."""
+    srv = start_server()
+    wallet = new_wallet()
+    locker = subprocess.Popen(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                               "-d", srv.backend.url], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        locker.stdin.write("BEGIN;\nLOCK TABLE accounts IN SHARE ROW EXCLUSIVE MODE;\n"
+                           "\\echo locked\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == "locked"
+        answers = []
+        t = threading.Thread(target=lambda: answers.append(
+            srv.post("/api/register", json_body={"wallet": wallet}, timeout=90, check=False)),
+            daemon=True)
+        t.start()
+        # The unit waits on the lock: the request is suspended, not answered.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not store_rows(
+                srv, "SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'accounts'::regclass"):
+            time.sleep(0.1)
+        assert not answers
+        srv.send_signal(signal.SIGTERM)
+        time.sleep(SHUTDOWN_GRACE_S + 3)  # past the grace, the unit still waiting
+        assert srv.proc.poll() is None, f"exited {srv.proc.returncode} with a write queued"
+        locker.stdin.write("COMMIT;\n")
+        locker.stdin.close()
+        locker.wait(30)
+        t.join(60)
+        assert answers and answers[0].status == 201, answers
+        assert srv.wait_exit(30) == 0
+    finally:
+        if locker.poll() is None:
+            locker.kill()
+            locker.wait()
+    assert store_rows(srv, f"SELECT count(*) FROM accounts WHERE wallet = '{wallet}'") == [("1",)]
