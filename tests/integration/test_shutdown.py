@@ -186,7 +186,7 @@ def test_sigterm_waits_past_the_grace_for_a_queued_write(start_server):
             time.sleep(0.1)
         assert not answers
         srv.send_signal(signal.SIGTERM)
-        time.sleep(SHUTDOWN_GRACE_S + 3)  # past the grace, the unit still waiting
+        time.sleep(SHUTDOWN_GRACE_S + 5)  # past the grace, the unit still waiting
         assert srv.proc.poll() is None, f"exited {srv.proc.returncode} with a write queued"
         locker.stdin.write("COMMIT;\n")
         locker.stdin.close()
