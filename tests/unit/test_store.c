@@ -460,6 +460,32 @@ static void gate_done(void *arg, enum st_rc rc)
 	(void)rc;
 }
 
+/* Queues a gate unit and returns once the writer is in it: units
+ * submitted until gate_open_and_wait are taken in one batch. */
+static void gate_enter(struct merge_gate *g)
+{
+	cr_assert_eq(store_submit(S, gate_run, gate_done, g), ST_OK);
+	pthread_mutex_lock(&g->mu);
+	while (!g->entered)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+}
+
+/* Lets the writer out of the gate and waits for the units counted by left
+ * (iso_done) to be answered. */
+static void gate_open_and_wait(struct merge_gate *g, atomic_int *left, pthread_mutex_t *mu,
+			       pthread_cond_t *cv)
+{
+	pthread_mutex_lock(&g->mu);
+	g->open = true;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+	pthread_mutex_lock(mu);
+	while (atomic_load(left) > 0)
+		pthread_cond_wait(cv, mu);
+	pthread_mutex_unlock(mu);
+}
+
 static atomic_int merge_calls, merge_rows;
 
 static const struct st_rows_sql kv_rows = {
@@ -506,11 +532,7 @@ static void merged_batch(int fail_every)
 
 	atomic_store(&merge_calls, 0);
 	atomic_store(&merge_rows, 0);
-	cr_assert_eq(store_submit(S, gate_run, gate_done, &g), ST_OK);
-	pthread_mutex_lock(&g.mu);
-	while (!g.entered)
-		pthread_cond_wait(&g.cv, &g.mu); /* the writer is in the gate: the rest queue */
-	pthread_mutex_unlock(&g.mu);
+	gate_enter(&g);
 	for (int i = 0; i < MERGE_UNITS; i++) {
 		snprintf(units[i].key, sizeof(units[i].key), "m%d-%03d", fail_every, i);
 		units[i].fail = fail_every && i % fail_every == 0;
@@ -520,14 +542,7 @@ static void merged_batch(int fail_every)
 		cr_assert_eq(store_submit_merged(S, &kind, merged_kv, iso_run, iso_done, &units[i]),
 			     ST_OK);
 	}
-	pthread_mutex_lock(&g.mu);
-	g.open = true;
-	pthread_cond_broadcast(&g.cv);
-	pthread_mutex_unlock(&g.mu);
-	pthread_mutex_lock(&mu);
-	while (atomic_load(&left) > 0)
-		pthread_cond_wait(&cv, &mu);
-	pthread_mutex_unlock(&mu);
+	gate_open_and_wait(&g, &left, &mu, &cv);
 	for (int i = 0; i < MERGE_UNITS; i++) {
 		cr_assert_eq(units[i].rc, units[i].fail ? ST_CONFLICT : ST_OK, "unit %d", i);
 		cr_assert_eq(count(units[i].key), units[i].fail ? 0 : 1, "unit %d", i);
@@ -579,11 +594,7 @@ Test(store_sqlite, a_batch_rolled_back_by_sqlite_itself_keeps_nothing, .init = s
 	pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 	atomic_int left = 3;
 
-	cr_assert_eq(store_submit(S, gate_run, gate_done, &g), ST_OK);
-	pthread_mutex_lock(&g.mu);
-	while (!g.entered)
-		pthread_cond_wait(&g.cv, &g.mu); /* the writer is in the gate: the three queue */
-	pthread_mutex_unlock(&g.mu);
+	gate_enter(&g);
 	for (int i = 0; i < 3; i++) {
 		snprintf(units[i].key, sizeof(units[i].key), "gone%d", i);
 		units[i].left = &left;
@@ -591,14 +602,7 @@ Test(store_sqlite, a_batch_rolled_back_by_sqlite_itself_keeps_nothing, .init = s
 		units[i].cv = &cv;
 		cr_assert_eq(store_submit(S, fns[i], iso_done, &units[i]), ST_OK);
 	}
-	pthread_mutex_lock(&g.mu);
-	g.open = true;
-	pthread_cond_broadcast(&g.cv);
-	pthread_mutex_unlock(&g.mu);
-	pthread_mutex_lock(&mu);
-	while (atomic_load(&left) > 0)
-		pthread_cond_wait(&cv, &mu);
-	pthread_mutex_unlock(&mu);
+	gate_open_and_wait(&g, &left, &mu, &cv);
 	for (int i = 0; i < 3; i++) {
 		cr_assert_eq(units[i].rc, ST_UNAVAILABLE, "unit %d", i);
 		cr_assert_eq(count(units[i].key), 0, "unit %d", i);
