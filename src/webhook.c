@@ -18,7 +18,6 @@
 #include <openssl/crypto.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,17 +89,19 @@ bool webhook_fresh(int64_t ts_ms, int64_t now_ms)
 
 /* ---------------------------------------------------------------- HMAC */
 
-static EVP_MAC *hmac_alg;
-static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
-
-static void hmac_fetch(void)
+/* OpenSSL's HMAC implementation, fetched by whoever keys (no file-level
+ * cache: that would be mutable state outside the server's context). A
+ * keyed state holds its own reference to the algorithm, so the fetcher
+ * frees it as soon as it has keyed what it needed. NULL on failure. */
+static EVP_MAC *hmac_fetch(void)
 {
-	hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	return EVP_MAC_fetch(NULL, "HMAC", NULL);
 }
 
-/* A MAC state keyed with key (HMAC-SHA256); NULL on any OpenSSL failure
- * or an empty key. The caller owns it (EVP_MAC_CTX_free). */
-static EVP_MAC_CTX *hmac_key(const unsigned char *key, size_t key_len)
+/* A MAC state keyed with key (HMAC-SHA256) on alg; NULL on any OpenSSL
+ * failure, a NULL alg or an empty key. The caller owns it
+ * (EVP_MAC_CTX_free); alg stays the caller's. */
+static EVP_MAC_CTX *hmac_key(EVP_MAC *alg, const unsigned char *key, size_t key_len)
 {
 	OSSL_PARAM params[] = {
 		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
@@ -108,10 +109,9 @@ static EVP_MAC_CTX *hmac_key(const unsigned char *key, size_t key_len)
 	};
 	EVP_MAC_CTX *ctx;
 
-	pthread_once(&hmac_once, hmac_fetch);
-	if (!hmac_alg || !key_len)
+	if (!alg || !key_len)
 		return NULL;
-	ctx = EVP_MAC_CTX_new(hmac_alg);
+	ctx = EVP_MAC_CTX_new(alg);
 	if (ctx && !EVP_MAC_init(ctx, key, key_len, params)) {
 		EVP_MAC_CTX_free(ctx);
 		ctx = NULL;
@@ -146,10 +146,12 @@ out:
 static bool hmac_sha256(const unsigned char *key, size_t key_len, const void *const p[3],
 			const size_t n[3], unsigned char out[DIGEST_LEN])
 {
-	EVP_MAC_CTX *ctx = hmac_key(key, key_len);
+	EVP_MAC *alg = hmac_fetch();
+	EVP_MAC_CTX *ctx = hmac_key(alg, key, key_len);
 	bool ok = hmac_run(ctx, p, n, out);
 
 	EVP_MAC_CTX_free(ctx);
+	EVP_MAC_free(alg);
 	return ok;
 }
 
@@ -292,6 +294,9 @@ enum st_rc webhook_keys_init(struct wh_keys *k, enum wh_provider p, char *const 
 	unsigned char kb[WEBHOOK_KEY_MAX];
 	const unsigned char *key;
 	size_t key_len = 0;
+	/* Fetched once for all of p's secrets; each state keeps a reference. */
+	EVP_MAC *alg = nsecrets ? hmac_fetch() : NULL;
+	enum st_rc rc = ST_OK;
 
 	k->n = 0;
 	for (size_t i = 0; i < nsecrets && k->n < WEBHOOK_KEYS_MAX; i++) {
@@ -305,16 +310,17 @@ enum st_rc webhook_keys_init(struct wh_keys *k, enum wh_provider p, char *const 
 			key = (const unsigned char *)secrets[i];
 			key_len = strlen(secrets[i]);
 		}
-		k->mac[k->n] = hmac_key(key, key_len);
+		k->mac[k->n] = hmac_key(alg, key, key_len);
 		if (!k->mac[k->n]) {
-			OPENSSL_cleanse(kb, sizeof(kb));
 			webhook_keys_release(k);
-			return ST_INTERNAL;
+			rc = ST_INTERNAL;
+			break;
 		}
 		k->n++;
 	}
 	OPENSSL_cleanse(kb, sizeof(kb));
-	return ST_OK;
+	EVP_MAC_free(alg);
+	return rc;
 }
 
 struct wh_keyring *webhook_keyring_new(const struct config *cfg)
