@@ -95,6 +95,10 @@ static const struct opt opts[] = {
 	  1024, NULL, "0", "N", "HTTP threads; 0 = one per core" },
 	{ "SETTLED_CONN_TIMEOUT", "--conn-timeout", OPT_DURATION_S, 0, FIELD(conn_timeout_s), 0,
 	  0, SEC, DAY, NULL, "30s", "DURATION", "idle/slow connection timeout (whole seconds)" },
+	{ "SETTLED_SHUTDOWN_GRACE", "--shutdown-grace", OPT_DURATION, 0, FIELD(shutdown_grace_ms),
+	  0, 0, SEC, 3600 * SEC, NULL, "30s", "DURATION",
+	  "at SIGTERM/SIGINT, how long in-flight requests may take to finish before their "
+	  "connections are closed (a write already queued is always waited for)" },
 	{ "SETTLED_MAX_CONNECTIONS", "--max-connections", OPT_UINT, 0, FIELD(conn_limit), 0, 0,
 	  1, 1000000, NULL, "20000", "N", "most concurrent connections" },
 	{ "SETTLED_CORS_ORIGINS", "--cors-origins", OPT_LIST, 0, FIELD(cors_origins), 0,

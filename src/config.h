@@ -29,6 +29,7 @@ struct config {
 	size_t max_body;            /* SETTLED_MAX_BODY bytes, default 1 MiB */
 	unsigned http_threads;      /* SETTLED_HTTP_THREADS, default 0 = number of cores */
 	unsigned conn_timeout_s;    /* SETTLED_CONN_TIMEOUT seconds, default 30 */
+	int64_t shutdown_grace_ms;  /* SETTLED_SHUTDOWN_GRACE, default 30s: http_stop()'s grace at SIGTERM */
 	unsigned conn_limit;        /* SETTLED_MAX_CONNECTIONS, default 20000 */
 	char *cors_origins[CONFIG_MAX_LIST]; /* SETTLED_CORS_ORIGINS, comma separated */
 	size_t n_cors_origins;

@@ -37,8 +37,6 @@
 #include "worker.h"
 #include "banned.h"
 
-#define SHUTDOWN_GRACE_MS 30000
-
 extern char **environ;
 
 /* The fd limit bounds how many connections we can hold: raise the soft
@@ -313,7 +311,7 @@ static int serve(struct settled *app, const sigset_t *sigs)
 	exit_code = 0;
 out:
 	atomic_store(&app->stopping, true);
-	http_stop(app->http, SHUTDOWN_GRACE_MS);
+	http_stop(app->http, cfg->shutdown_grace_ms);
 	app->http = NULL;
 	/* No request can enqueue now. The ticker first (its stuck sweep nudges
 	 * the workers), then the workers: stop claiming, let running jobs

@@ -18,6 +18,7 @@ DOCUMENTED = [
     "RL_WEBHOOK_PER_MIN", "RL_HEALTH_PER_MIN", "RL_AUTH_FAIL_PER_MIN",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "SETTLED_PG_WRITE_CONNS", "SETTLED_PG_BATCH_MAX", "SETTLED_PG_LOCK_TIMEOUT",
+    "SETTLED_SHUTDOWN_GRACE",
 ]
 
 
@@ -89,6 +90,32 @@ def test_bad_pg_group_commit_setting_exits_2(tmp_path, name, value, reason, how)
     rc, out, err = run_settled(args, env=env, cwd=tmp_path)
     assert rc == 2, f"exit {rc} for {name}={value!r}\nstderr: {err}\nstdout: {out}"
     assert (name if how == "env" else flag) in err and reason in err, err
+    assert not (tmp_path / "port").exists(), "the server started anyway"
+    assert not (tmp_path / "settled.db").exists(), "a bad configuration created the store"
+
+
+@pytest.mark.parametrize("value,reason", [
+    ("0", "out of range (1s..1h): 0"),
+    ("500ms", "out of range (1s..1h): 500ms"),
+    ("2h", "out of range (1s..1h): 2h"),
+    ("-1s", "-1s"),
+    ("soon", "not a duration"),
+])
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_bad_shutdown_grace_exits_2(tmp_path, value, reason, how):
+    """SETTLED_SHUTDOWN_GRACE is 1s..1h: a shorter one would cut requests
+    whose body is still arriving at once. Exit 2, one line naming the
+    setting and the bad value, nothing created."""
+    args, env = _start_args(tmp_path), {}
+    if how == "env":
+        env["SETTLED_SHUTDOWN_GRACE"] = value
+    else:
+        args += ["--shutdown-grace=" + value]
+    rc, out, err = run_settled(args, env=env, cwd=tmp_path)
+    name = "SETTLED_SHUTDOWN_GRACE" if how == "env" else "--shutdown-grace"
+    assert rc == 2, f"exit {rc} for {name}={value!r}\nstderr: {err}\nstdout: {out}"
+    assert name in err and reason in err, err
+    assert len(err.strip().splitlines()) <= 2, err     # the reason, then "see settled --help"
     assert not (tmp_path / "port").exists(), "the server started anyway"
     assert not (tmp_path / "settled.db").exists(), "a bad configuration created the store"
 

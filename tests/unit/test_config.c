@@ -104,6 +104,7 @@ Test(config, defaults)
 	cr_assert_eq(c.job_max_delay_ms, 10 * 60 * 1000);
 	cr_assert_eq(c.job_max_attempts, 8);
 	cr_assert_eq(c.api_key_grace_ms, 24LL * 3600 * 1000);
+	cr_assert_eq(c.shutdown_grace_ms, 30 * 1000);
 	cr_assert_null(c.otel_endpoint);
 	cr_assert_eq(c.rl_register_per_hour, 5);
 	cr_assert_eq(c.rl_register_per_day_wallet, 10);
@@ -149,7 +150,8 @@ Test(config, from_env)
 			 "SETTLED_SIM_FAIL_RATE=0.25", "SETTLED_STUCK_AFTER=90s",
 			 "SETTLED_HOLD_TIMEOUT=15m", "SETTLED_CLAIM_MAX=5000", "SETTLED_JOB_BASE_DELAY=250ms",
 			 "SETTLED_JOB_MAX_DELAY=1h", "SETTLED_JOB_MAX_ATTEMPTS=3",
-			 "SETTLED_API_KEY_GRACE=0", "OTEL_EXPORTER_OTLP_ENDPOINT=http://otel:4318",
+			 "SETTLED_API_KEY_GRACE=0", "SETTLED_SHUTDOWN_GRACE=2s",
+			 "OTEL_EXPORTER_OTLP_ENDPOINT=http://otel:4318",
 			 "RL_REGISTER_PER_HOUR=0", "RL_REGISTER_PER_DAY_WALLET=11",
 			 "RL_CLAIM_PER_HOUR=12", "RL_WEBHOOK_PER_MIN=13", "RL_HEALTH_PER_MIN=14",
 			 "RL_API_PER_MIN=15", "SETTLED_RL_FAIL=open");
@@ -191,6 +193,7 @@ Test(config, from_env)
 	cr_assert_eq(c.job_max_delay_ms, 3600000);
 	cr_assert_eq(c.job_max_attempts, 3);
 	cr_assert_eq(c.api_key_grace_ms, 0);
+	cr_assert_eq(c.shutdown_grace_ms, 2000);
 	cr_assert_str_eq(c.otel_endpoint, "http://otel:4318");
 	cr_assert_eq(c.rl_register_per_hour, 0);
 	cr_assert_eq(c.rl_register_per_day_wallet, 11);
@@ -418,6 +421,11 @@ Test(config, bad_values_name_variable_and_value)
 		{ "SETTLED_STUCK_AFTER=h", "SETTLED_STUCK_AFTER", "h" },
 		{ "SETTLED_CONN_TIMEOUT=1500ms", "SETTLED_CONN_TIMEOUT", "1500ms" },
 		{ "SETTLED_CONN_TIMEOUT=0", "SETTLED_CONN_TIMEOUT", "0" },
+		{ "SETTLED_SHUTDOWN_GRACE=0", "SETTLED_SHUTDOWN_GRACE", "0" },
+		{ "SETTLED_SHUTDOWN_GRACE=500ms", "SETTLED_SHUTDOWN_GRACE", "500ms" },
+		{ "SETTLED_SHUTDOWN_GRACE=2h", "SETTLED_SHUTDOWN_GRACE", "2h" },
+		{ "SETTLED_SHUTDOWN_GRACE=-1s", "SETTLED_SHUTDOWN_GRACE", "-1s" },
+		{ "SETTLED_SHUTDOWN_GRACE=soon", "SETTLED_SHUTDOWN_GRACE", "soon" },
 		/* booleans */
 		{ "SETTLED_REQUIRE_IDEMPOTENCY_KEY=2", "SETTLED_REQUIRE_IDEMPOTENCY_KEY", "2" },
 		{ "SETTLED_REQUIRE_IDEMPOTENCY_KEY=yep", "SETTLED_REQUIRE_IDEMPOTENCY_KEY", "yep" },
@@ -635,7 +643,7 @@ Test(config, help_text_lists_every_option)
 	FILE *f = open_memstream(&text, &len);
 	static const char *const envs[] = {
 		"SETTLED_LISTEN", "SETTLED_PORT_FILE", "SETTLED_MAX_BODY", "SETTLED_HTTP_THREADS",
-		"SETTLED_CONN_TIMEOUT", "SETTLED_MAX_CONNECTIONS", "SETTLED_CORS_ORIGINS",
+		"SETTLED_CONN_TIMEOUT", "SETTLED_SHUTDOWN_GRACE", "SETTLED_MAX_CONNECTIONS", "SETTLED_CORS_ORIGINS",
 		"SETTLED_TRUST_PROXY", "SETTLED_DB", "SETTLED_DATABASE_URL", "SETTLED_REDIS_URL",
 		"SETTLED_REDIS_PREFIX", "SETTLED_PG_WRITE_CONNS", "SETTLED_PG_BATCH_MAX",
 		"SETTLED_PG_LOCK_TIMEOUT", "SETTLED_ADMIN_TOKEN", "SETTLED_WEBHOOK_SECRET", "SETTLED_STRIPE_WEBHOOK_SECRET",
@@ -745,7 +753,8 @@ Test(config, describe_defaults)
 	cr_assert_eq(json_integer_value(json_object_get(j, "pg_write_conns")), 4);
 	cr_assert_eq(json_integer_value(json_object_get(j, "pg_batch_max")), 128);
 	cr_assert_str_eq(json_string_value(json_object_get(j, "pg_lock_timeout")), "10ms");
-	cr_assert_eq(json_object_size(j), 60);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "shutdown_grace")), "30s");
+	cr_assert_eq(json_object_size(j), 61);
 	json_decref(j);
 	free(raw);
 	config_release(&c);
