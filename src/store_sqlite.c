@@ -666,12 +666,18 @@ static enum st_rc sqlite_read(struct store *base, store_unit_fn *fn, void *arg)
 	t.conn = &s->readers[idx];
 	t.base.now_ms = store_clock_ms(base);
 	t.conn->tx_broken = false;
+	t.conn->fault = STORE_WRITE_OK;
 	rc = conn_simple(t.conn, "BEGIN");
 	if (rc == ST_OK) {
 		rc = fn(&t.base, arg);
 		conn_simple(t.conn, "COMMIT");
 		tx_after_drop(&t.base); /* reads have no after-commit work */
 	}
+	/* A read the storage refused (the caller answers 503): said once per
+	 * failed read, as the writer says each failed commit. */
+	if (t.conn->fault != STORE_WRITE_OK)
+		log_msg(base->log, LOG_ERROR, "sqlite read failed: %s",
+			store_write_fault_str(t.conn->fault));
 
 	reader_pool_give(&s->rpool, idx);
 	return rc;

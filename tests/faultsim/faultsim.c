@@ -22,7 +22,11 @@
  * every xWrite (SQLITE_IOERR_WRITE) and/or xSync (SQLITE_IOERR_FSYNC) of a
  * main database or WAL file fails without touching the file; "torn" makes
  * each xWrite write the first half of its bytes, then fail (a torn write:
- * what a crash mid-write leaves); an absent or empty file lets them through (tests/integration/test_ioerr.py). The file
+ * what a crash mid-write leaves); "read" makes every xRead of a main
+ * database file opened read-only (the store's read connections; the writer
+ * and the checkpointer open it read-write) fail with SQLITE_IOERR_READ,
+ * and xFetch map nothing there, so every page a reader needs from the file
+ * goes through the failing xRead; an absent or empty file lets them through (tests/integration/test_ioerr.py). The file
  * is read at each call: this is a test build, and the test flips it while
  * requests run.
  *
@@ -100,7 +104,7 @@ static void faultsim_arm(int sig)
 
 /* ---- storage I/O errors: a VFS over the default one ---- */
 
-enum { IOERR_WRITE = 1, IOERR_FSYNC = 2, IOERR_TORN = 4 };
+enum { IOERR_WRITE = 1, IOERR_FSYNC = 2, IOERR_TORN = 4, IOERR_READ = 8 };
 
 static sqlite3_vfs *ioerr_real;      /* the VFS wrapped (the "unix" one) */
 static const char *ioerr_path;       /* SETTLED_FAULTSIM_IOERR_FILE */
@@ -109,6 +113,7 @@ struct ioerr_file {
 	sqlite3_file base;
 	sqlite3_file *real;              /* follows this struct in the same block */
 	int faultable;                   /* a main database or WAL file */
+	int read_faultable;              /* a main database file opened read-only */
 };
 
 /* The modes in force now: the control file's words. */
@@ -131,6 +136,8 @@ static int ioerr_mode(void)
 		mode |= IOERR_FSYNC;
 	if (strstr(buf, "torn"))
 		mode |= IOERR_TORN;
+	if (strstr(buf, "read"))
+		mode |= IOERR_READ;
 	return mode;
 }
 
@@ -146,6 +153,8 @@ static int ioerr_close(sqlite3_file *f)
 
 static int ioerr_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off)
 {
+	if (((struct ioerr_file *)f)->read_faultable && (ioerr_mode() & IOERR_READ))
+		return SQLITE_IOERR_READ;
 	return ioerr_inner(f)->pMethods->xRead(ioerr_inner(f), p, n, off);
 }
 
@@ -231,6 +240,10 @@ static int ioerr_shm_unmap(sqlite3_file *f, int del)
 
 static int ioerr_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
 {
+	if (((struct ioerr_file *)f)->read_faultable && (ioerr_mode() & IOERR_READ)) {
+		*pp = NULL; /* no mapping: SQLite reads the page with xRead */
+		return SQLITE_OK;
+	}
 	return ioerr_inner(f)->pMethods->xFetch(ioerr_inner(f), off, n, pp);
 }
 
@@ -263,6 +276,7 @@ static int ioerr_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int f
 	(void)vfs;
 	w->real = (sqlite3_file *)(w + 1);
 	w->faultable = (flags & (SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_WAL)) != 0;
+	w->read_faultable = (flags & SQLITE_OPEN_MAIN_DB) && (flags & SQLITE_OPEN_READONLY);
 	w->real->pMethods = NULL;
 	rc = ioerr_real->xOpen(ioerr_real, name, w->real, flags, out_flags);
 	/* SQLite calls xClose when pMethods is set, even after a failed open;

@@ -12,6 +12,10 @@ failing batches. Turned off, writes resume without a restart. Afterwards
 every acknowledged write is there exactly once, and every refused one left
 nothing behind: retried with its Idempotency-Key it runs afresh (MISS) and
 lands once. Reconciliation is clean.
+
+Reads too: the "read" mode fails the read connections' reads of the database
+file; a GET then answers 503 store_unavailable, is logged, writes nothing,
+and works again once the storage does.
 """
 
 import os
@@ -219,3 +223,40 @@ def test_a_crash_while_io_errors_leaves_no_write_half_there(start_server, tmp_pa
 
     acked, refused = split_answers(load)
     assert_retries_land_once(server, load, target, treasury0, acked, refused, ("HIT", "MISS"))
+
+
+def test_read_errors_answer_503_write_nothing_and_recover(start_server, tmp_path):
+    """The read connections' pread of the database file fails (EIO: the
+    shim's "read" mode; the writer's own reads are untouched). A GET that
+    needs a page from the file answers 503 store_unavailable (SPEC section
+    3's error shape; never a 500 or a dropped connection) and writes
+    nothing, the failure is logged, readiness is 503 naming the store, and
+    the same GET answers 200 again as soon as the storage does, without a
+    restart."""
+    ctl = tmp_path / "ioerr"
+    server = start_server(env={"SETTLED_FAULTSIM_IOERR_FILE": str(ctl)})
+    wallet = new_wallet()
+    assert server.register(wallet).status == 201
+    # Restarted, the database is checkpointed into its file and no reader
+    # has a page of it cached: the GET below reads from the file.
+    assert server.stop() == 0
+    server.start()
+    ctl.write_text("read\n")
+    try:
+        with server.unchanged():
+            r = server.get(f"/api/v2/accounts/{wallet}", headers=ADMIN)
+            assert_error(r, 503, "store_unavailable")
+            r = server.get("/health/ready")
+            assert r.status == 503, r
+            assert r.json["failing"] == ["store"], r.json
+            assert server.get("/health/live").status == 200
+        server.wait_for_log(lambda rec: rec.get("level") == "error"
+                            and "sqlite read failed: io_error" in rec.get("msg", ""),
+                            what="the failed read logged as an error")
+    finally:
+        ctl.unlink()
+    r = server.get(f"/api/v2/accounts/{wallet}", headers=ADMIN)
+    assert r.status == 200, r
+    assert r.json["wallet"] == wallet
+    wait_until(lambda: server.get("/health/ready").status == 200, timeout=15,
+               what="readiness once reads work again")
