@@ -183,6 +183,62 @@ enum st_rc account_register_many(struct tx *tx, const struct account_new *accts,
 	return rc;
 }
 
+/* The account (ON CONFLICT on the wallet instead of a unique violation,
+ * which would abort the transaction: a taken wallet is an answer, not a
+ * failure) and then the key's record with the answer that matches: `a`
+ * runs first because the record's values read it. The record's ON CONFLICT
+ * is idem_record's: an expired row is taken over, a live one (another
+ * request's, committed: a concurrent writer of the key is waited for) left
+ * alone, and then k returns no row. */
+static const char register_recorded_sql[] =
+	"WITH a AS ("
+	" INSERT INTO accounts (id, wallet, name, kind, referrer, created_at)"
+	" VALUES ($1, $2, NULL, 'wallet', NULL, $3)"
+	" ON CONFLICT (wallet) DO NOTHING RETURNING 1),"
+	" k AS ("
+	" INSERT INTO idempotency_keys"
+	" (scope, idem_key, fingerprint, owner, status, location, body, created_at, expires_at)"
+	" SELECT $4, $5, $6, $7,"
+	"  CASE WHEN s.n > 0 THEN CAST($8 AS BIGINT) ELSE CAST($11 AS BIGINT) END,"
+	"  CASE WHEN s.n > 0 THEN $9 ELSE $12 END,"
+	"  CASE WHEN s.n > 0 THEN $10 ELSE $13 END,"
+	"  $3, CAST($14 AS BIGINT)"
+	" FROM (SELECT count(*) AS n FROM a) AS s"
+	" ON CONFLICT (scope, idem_key) DO UPDATE SET"
+	"  fingerprint = excluded.fingerprint, owner = excluded.owner,"
+	"  status = excluded.status, location = excluded.location, body = excluded.body,"
+	"  created_at = excluded.created_at, expires_at = excluded.expires_at"
+	" WHERE idempotency_keys.expires_at <= excluded.created_at"
+	" RETURNING 1)"
+	" SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM k)";
+
+enum st_rc account_register_recorded(struct tx *tx, const struct account_new *a,
+				     const struct idem_new_record *rec, const struct idem_answer *taken,
+				     const char *owner, int64_t ttl_ms, bool *registered,
+				     bool *recorded)
+{
+	const struct idem_answer *ok = &rec->ans;
+	struct st_rows *rows = NULL;
+	enum st_rc rc;
+
+	*registered = *recorded = false;
+	if (tx_dialect(tx) != ST_PG)
+		return ST_INTERNAL;
+	rc = tx_query_one(tx, register_recorded_sql,
+			  ST_ARGS(SV_S(a->id), SV_S(a->wallet), SV_I(a->created_at), SV_S(rec->scope),
+				  SV_S(rec->key), SV_S(rec->fingerprint), SV_S(owner), SV_I(ok->status),
+				  SV_SOPT(ok->location), SV_SN(ok->body, ok->body_len),
+				  SV_I(taken->status), SV_SOPT(taken->location),
+				  SV_SN(taken->body, taken->body_len), SV_I(a->created_at + ttl_ms)),
+			  &rows);
+	if (rc)
+		return rc;
+	*registered = rows_i64(rows, 0, 0) > 0;
+	*recorded = rows_i64(rows, 0, 1) > 0;
+	rows_free(rows);
+	return ST_OK;
+}
+
 enum st_rc account_ensure_system(struct tx *tx)
 {
 	for (size_t i = 0; i < sizeof(system_accounts) / sizeof(system_accounts[0]); i++) {

@@ -452,7 +452,7 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	struct settled *app = rq->h->app;
 	const char *key = req_header(rq, "Idempotency-Key");
 	struct lookup_arg la = { .rq = rq };
-	bool in_unit = (rq->route->flags & ROUTE_KEY_CHECK_IN_UNIT) && app->store->unit_reads_cheap;
+	bool in_unit = rq->route->flags & ROUTE_KEY_CHECK_IN_UNIT;
 	enum st_rc rc;
 
 	if (!key) {
@@ -483,10 +483,14 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	 * check, so any number of concurrent retries of a finished request all
 	 * get its answer. On a ROUTE_KEY_CHECK_IN_UNIT route the cache alone
 	 * answers here; a key it does not know (nearly always a new one) is
-	 * looked up by the unit, before the handler's unit runs (request_unit),
-	 * which saves the read connection's lookup: on SQLite its page cache
-	 * starts empty after every commit, so it was the largest cost of a
-	 * keyed request on its HTTP thread. */
+	 * left to the write unit (request_unit), which saves the read
+	 * connection's lookup: on SQLite the unit looks the key up before the
+	 * handler's unit runs (a read connection's page cache starts empty
+	 * after every commit, so that lookup was the largest cost of a keyed
+	 * request on its HTTP thread); on PostgreSQL, where a lookup is a
+	 * round trip wherever it runs, the unit's record insert finds a
+	 * finished key (as it finds one that finished during the unit) and
+	 * the handler's work is rolled back. */
 	rc = in_unit ? idem_cache_get(app->idem, rq->idem_scope, key, rq->fingerprint,
 				      settled_now_ms(app), &la.rec)
 		     : idem_replay_lookup(app->idem, app->store, settled_now_ms(app), rq->idem_scope,
@@ -575,6 +579,72 @@ static enum st_rc answer_found(struct req_ctx *rq, struct idem_record *found)
 	return ST_CONFLICT;
 }
 
+/* answer_found for a record the unit read from the store: it is cached
+ * first (with this body as a memo, when it is the record's), as a read
+ * connection's would be. It was committed by another request: only a
+ * request holding the key's running mark writes its record, and this one
+ * holds it, so no batch-mate's uncommitted row can be what it found. */
+static enum st_rc answer_found_cached(struct tx *tx, struct req_ctx *rq, struct idem_record *found)
+{
+	struct settled *app = rq->h->app;
+
+	idem_cache_put(app->idem, rq->idem_scope, rq->idem_key, found, tx_now_ms(tx));
+	if (found->same_fingerprint) {
+		char rl_key[WALLET_LEN + 1];
+
+		body_rl_key(rq, rl_key);
+		idem_cache_note_request(app->idem, rq->idem_scope, rq->idem_key, rq->fingerprint,
+					rq->body.ptr, rq->body.len, rl_key, tx_now_ms(tx));
+	}
+	return answer_found(rq, found);
+}
+
+void req_record_answer(const struct resp *resp, struct idem_answer *ans)
+{
+	/* A response that shows a secret once records a redacted body. */
+	ans->status = resp->status;
+	ans->location = resp->location;
+	ans->body = resp->replay_body ? resp->replay_body : resp->body.ptr;
+	ans->body_len = resp->replay_body ? strlen(resp->replay_body) : resp->body.len;
+}
+
+/* request_unit for a request whose route writes its effect and the key's
+ * record in one statement (req_merge.record, PostgreSQL): one round trip
+ * and no savepoint around the handler. A live record of the key (another
+ * request's, committed) is the answer, and everything this run wrote is
+ * rolled back with the unit (answer_found). */
+static enum st_rc request_record(struct tx *tx, struct req_ctx *rq)
+{
+	struct settled *app = rq->h->app;
+	struct idem_new_record rec = { .scope = rq->idem_scope, .key = rq->idem_key,
+				       .fingerprint = rq->fingerprint };
+	struct idem_record found = { 0 };
+	const char *prev_tc = tx_set_trace_context(tx, rq->trace_context);
+	bool recorded = false;
+	enum st_rc rc;
+
+	rc = rq->merge->record(tx, rq->unit_arg, &rq->resp, &rec, app->instance_id,
+			       app->cfg->idempotency_ttl_ms, &recorded);
+	tx_set_trace_context(tx, prev_tc);
+	if (rc) {
+		/* The statement failed (no answer of the route's own): nothing
+		 * recorded, the key free again, and request_done answers what
+		 * the store's failure means (503 store_unavailable when it is
+		 * down). */
+		resp_release(&rq->resp);
+		return rc;
+	}
+	if (!recorded) {
+		rc = idem_lookup(tx, rq->idem_scope, rq->idem_key, rq->fingerprint, &found);
+		if (rc == ST_NOT_FOUND)
+			rc = ST_BUSY; /* a live row without a response: cannot happen on a committed row */
+		return rc ? rc : answer_found_cached(tx, rq, &found);
+	}
+	rq->idem_result = "MISS";
+	idem_count(rq, "miss");
+	return ST_OK;
+}
+
 /* The unit the store runs: the handler's unit in a savepoint, then its
  * answer recorded under the key, one row write (idem_record). The key row
  * comes last so that it is written once, with its answer; a request that
@@ -599,29 +669,23 @@ static enum st_rc request_unit(struct tx *tx, void *arg)
 	rq->idem_result = NULL;
 	rq->handler_rc = ST_OK;
 	resp_release(&rq->resp);
-	if (rq->idem_check_in_unit) {
+	if (rq->idem_check_in_unit && app->store->unit_reads_cheap) {
 		/* The check the dispatcher left to us (ROUTE_KEY_CHECK_IN_UNIT):
 		 * is the key finished? Inside the write transaction this sees
 		 * every committed record, another process's too. A record found
 		 * here was committed by an earlier batch: only a request holding
 		 * the key's running mark writes its record, and this one holds
-		 * it; so it may be cached, as a read connection's would be. */
+		 * it; so it may be cached, as a read connection's would be.
+		 * Where reads in a unit are not cheap (PostgreSQL) the record's
+		 * insert below finds a finished key instead. */
 		rc = idem_lookup(tx, rq->idem_scope, rq->idem_key, rq->fingerprint, &found);
-		if (rc == ST_OK) {
-			idem_cache_put(app->idem, rq->idem_scope, rq->idem_key, &found, tx_now_ms(tx));
-			if (found.same_fingerprint) {
-				char rl_key[WALLET_LEN + 1];
-
-				body_rl_key(rq, rl_key);
-				idem_cache_note_request(app->idem, rq->idem_scope, rq->idem_key,
-							rq->fingerprint, rq->body.ptr, rq->body.len, rl_key,
-							tx_now_ms(tx));
-			}
-			return answer_found(rq, &found);
-		}
+		if (rc == ST_OK)
+			return answer_found_cached(tx, rq, &found);
 		if (rc != ST_NOT_FOUND)
 			return rc;
 	}
+	if (rq->merge && rq->merge->record && tx_dialect(tx) == ST_PG)
+		return request_record(tx, rq);
 	hrc = tx_nested(tx, handler_unit, rq);
 	/* Recorded: a success, or the handler's own 4xx refusal (its writes
 	 * were rolled back with its savepoint). Any other failure rolls the
@@ -637,17 +701,13 @@ static enum st_rc request_unit(struct tx *tx, void *arg)
 			return answer_found(rq, &found);
 		return hrc ? hrc : ST_INTERNAL; /* releases the key: nothing recorded */
 	}
-	/* A response that shows a secret once records a redacted body. */
-	ans.status = rq->resp.status;
-	ans.location = rq->resp.location;
-	ans.body = rq->resp.replay_body ? rq->resp.replay_body : rq->resp.body.ptr;
-	ans.body_len = rq->resp.replay_body ? strlen(rq->resp.replay_body) : rq->resp.body.len;
+	req_record_answer(&rq->resp, &ans);
 	rc = idem_record(tx, rq->idem_scope, rq->idem_key, rq->fingerprint, app->instance_id,
 			 app->cfg->idempotency_ttl_ms, &ans, &put, &found);
 	if (rc)
 		return rc;
 	if (put == IDEM_FOUND)
-		return answer_found(rq, &found);
+		return answer_found_cached(tx, rq, &found);
 	rq->idem_result = "MISS";
 	idem_count(rq, "miss");
 	return ST_OK;
@@ -777,11 +837,7 @@ static enum st_rc request_merge_keyed(struct tx *tx, void *const *rqs, int n)
 		recs[i].scope = rq->idem_scope;
 		recs[i].key = rq->idem_key;
 		recs[i].fingerprint = rq->fingerprint;
-		recs[i].ans.status = rq->resp.status;
-		recs[i].ans.location = rq->resp.location;
-		recs[i].ans.body = rq->resp.replay_body ? rq->resp.replay_body : rq->resp.body.ptr;
-		recs[i].ans.body_len = rq->resp.replay_body ? strlen(rq->resp.replay_body)
-							    : rq->resp.body.len;
+		req_record_answer(&rq->resp, &recs[i].ans);
 	}
 	if (rc == ST_OK)
 		rc = idem_record_many(tx, recs, n, app->instance_id, app->cfg->idempotency_ttl_ms, &count);

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "idempotency.h"
 #include "rc.h"
 #include "response.h"
 #include "store.h"
@@ -78,6 +79,21 @@ typedef enum st_rc req_merge_fn(struct tx *tx, void *const *args, struct resp *c
  * writing nothing. ST_OK only when it can tell every request succeeds. */
 typedef enum st_rc req_answer_fn(struct tx *tx, void *const *args, struct resp *const *resps,
 				 int n);
+/* A keyed request's whole unit in one statement (PostgreSQL, where every
+ * statement of a unit is a round trip and a savepoint around the handler
+ * two more commands): the route's effect and the key's record rec (scope,
+ * key, fingerprint; the answer is the route's to fill) written together,
+ * as req_unit_fn followed by idem_record would. Fills resp with the answer
+ * it recorded (a success or the route's own 4xx, whose effect it did not
+ * write) and sets *recorded; ST_OK with *recorded false: a live record of
+ * the key exists and nothing of it was changed (the dispatcher rolls the
+ * unit back and answers that record). Another rc: the unit fails (5xx). */
+typedef enum st_rc req_record_fn(struct tx *tx, void *arg, struct resp *resp,
+				 const struct idem_new_record *rec, const char *owner,
+				 int64_t ttl_ms, bool *recorded);
+/* What rec.ans records of resp: its status, Location and body (the
+ * replay body when the answer shows a secret once). Borrowed from resp. */
+void req_record_answer(const struct resp *resp, struct idem_answer *ans);
 struct req_merge {
 	req_merge_fn *run;
 	/* Keyed requests may be merged too (with one another, never with
@@ -88,6 +104,10 @@ struct req_merge {
 	 * handlers' writes), then run, which keeps the answers already in
 	 * resps. NULL: keyed requests are committed alone. */
 	req_answer_fn *answer;
+	/* A keyed request on PostgreSQL: its unit is this one statement (see
+	 * req_record_fn) instead of the handler's unit in a savepoint and the
+	 * record after it. NULL: the usual way. */
+	req_record_fn *record;
 };
 /* As req_commit, for a unit that may be merged with other requests' units
  * of m (which must outlive the server: a static const). A request with an

@@ -152,8 +152,6 @@ enum cors_answer { CORS_OFF, CORS_ANY, CORS_LISTED, CORS_REFUSED };
 
 /* ---------------------------------------------------------------- response.c */
 
-/* An empty resp (body capped at 64 MiB); resp_release() frees it again. */
-void resp_init(struct resp *r);
 /* How rq's answer treats CORS, from SETTLED_CORS_ORIGINS and its Origin. */
 enum cors_answer cors_answer(const struct req_ctx *rq);
 /* Whole seconds from ms, rounded up and at least 1 (Retry-After, w=). */

@@ -58,6 +58,8 @@ void resp_ok_body(struct resp *r);
 enum st_rc resp_replay_json(struct resp *r, json_t *body);
 enum st_rc resp_header(struct resp *r, const char *name, const char *value);
 enum st_rc resp_location(struct resp *r, const char *location);
+/* An empty resp (body capped at 64 MiB); resp_release() frees it again. */
+void resp_init(struct resp *r);
 /* Frees everything r holds; r is reusable (as a fresh resp of the same route). */
 void resp_release(struct resp *r);
 

@@ -62,10 +62,11 @@ enum {
 	                             * resp_ok/req_ok answer, so no handler names one */
 	ROUTE_KEY_CHECK_IN_UNIT = 1 << 9, /* the handler's code before req_commit depends on the
 	                             * request alone (syntax checks; no store, no clock): a key
-	                             * the cache of finished records does not know is looked up
-	                             * first thing in the write unit, not on a read connection
-	                             * before the handler (where the store allows, see
-	                             * store.unit_reads_cheap; docs/internals/idempotency.md) */
+	                             * the cache of finished records does not know is not looked
+	                             * up on a read connection before the handler but in the
+	                             * write unit: first thing where reads there are cheap
+	                             * (store.unit_reads_cheap), else by the key's record insert
+	                             * (docs/internals/idempotency.md) */
 };
 
 /* One member a request body may carry (see the top of this file). */

@@ -117,8 +117,49 @@ static enum st_rc register_merge(struct tx *tx, void *const *args, struct resp *
 	return rc;
 }
 
+/* A keyed registration without a referrer on PostgreSQL: both answers
+ * drawn first (the 201 with the new account, the 409 of a taken wallet),
+ * then the account and the key's record holding the answer that happened,
+ * in one statement (account_register_recorded). resp gets that answer. */
+static enum st_rc register_record(struct tx *tx, void *arg, struct resp *resp,
+				  const struct idem_new_record *key, const char *owner, int64_t ttl_ms,
+				  bool *recorded)
+{
+	struct register_req *r = arg;
+	struct idem_new_record rec = *key;
+	struct idem_answer taken_ans;
+	struct resp taken;
+	bool registered = false;
+	enum st_rc rc;
+
+	resp_init(&taken);
+	rc = register_answers(tx, (void *const[]){ r }, (struct resp *const[]){ resp }, 1);
+	if (rc == ST_OK) {
+		unit_error(&taken, ERR_ALREADY_REGISTERED, json_pack("{s:s}", "wallet", r->wallet));
+		rc = taken.status ? ST_OK : ST_NOMEM;
+	}
+	if (rc == ST_OK) {
+		req_record_answer(resp, &rec.ans);
+		req_record_answer(&taken, &taken_ans);
+		rc = account_register_recorded(
+			tx, &(struct account_new){ .id = r->id, .wallet = r->wallet, .created_at = r->created_at },
+			&rec, &taken_ans, owner, ttl_ms, &registered, recorded);
+	}
+	if (rc == ST_OK && !registered) {
+		int ok_status = resp->ok_status;
+
+		resp_release(resp);
+		*resp = taken; /* the 409 is the answer (and, if recorded, the record) */
+		resp->ok_status = ok_status;
+		resp_init(&taken);
+	}
+	resp_release(&taken);
+	return rc;
+}
+
 static const struct req_merge register_merged = { .run = register_merge,
-						    .answer = register_answers };
+						    .answer = register_answers,
+						    .record = register_record };
 
 enum st_rc route_register(struct req_ctx *rq)
 {

@@ -215,8 +215,9 @@ struct store {
 	/* A read inside a write unit is cheap and sees every committed write:
 	 * the writer's own connection, its page cache warm, inside the write
 	 * lock (SQLite). The dispatcher then looks an unknown idempotency key
-	 * up there rather than on a read connection (ROUTE_KEY_CHECK_IN_UNIT).
-	 * false on PostgreSQL, where it would add a statement to the unit. */
+	 * up there, before the handler's unit (ROUTE_KEY_CHECK_IN_UNIT).
+	 * false on PostgreSQL, where it would add a round trip to the unit:
+	 * there the key's record insert finds a finished key instead. */
 	bool unit_reads_cheap;
 };
 

@@ -84,9 +84,9 @@ def test_same_key_different_body_is_422(server):
 def test_uncached_replay_has_no_effect(server):
     """The first replay of a key is not in the process's cache (a MISS is
     never cached): on SQLite the write unit looks the key up before the
-    handler's unit runs (ROUTE_KEY_CHECK_IN_UNIT), on PostgreSQL a read
-    connection does before the handler. Either way: the stored answer, and
-    nothing written."""
+    handler's unit runs (ROUTE_KEY_CHECK_IN_UNIT), on PostgreSQL the unit's
+    record insert finds it and the unit rolls back what it wrote. Either
+    way: the stored answer, and nothing written."""
     key, body = new_key(), wallet_body()
     first = post_register(server, body, key)
     assert first.status == 201, first

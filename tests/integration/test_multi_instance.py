@@ -170,6 +170,49 @@ def test_same_key_over_instances_has_one_effect(cluster, instances):
 
 
 @pytest.mark.parametrize("instances", INSTANCES)
+def test_same_key_other_wallets_over_instances_registers_one(cluster, instances):
+    """One key sent with a different wallet by every request, spread over
+    the instances: a keyed registration on PostgreSQL writes its account
+    and its key's record in one statement, so a request that finds the key
+    recorded by another instance's request (waiting for it to commit) may
+    have written its own account already; that account must go with the
+    rolled-back unit. Exactly one wallet is registered, its request is the
+    one MISS; every other answer is 422 idempotency_key_reused (the record
+    is another body's), 409 idempotency_key_in_use (its own instance was
+    still running the key) or a replay of the MISS by a request of the
+    winning body (none here: every body differs). Never a 5xx."""
+    servers = cluster(instances)
+    a = servers[0]
+    for _ in range(10):
+        key = new_key("mo")
+        wallets = [new_wallet() for _ in range(32)]
+        accounts_before = a.count("accounts")
+        results = spread(servers, [("POST", "/api/register", {"wallet": w},
+                                    {"Idempotency-Key": key}) for w in wallets])
+        assert not [r for _, r in results if r.status >= 500], \
+            [r for _, r in results if r.status >= 500][:3]
+        misses = [(n, r) for n, (_, r) in enumerate(results)
+                  if r.status == 201 and r.headers.get("X-Idempotency") == "MISS"]
+        assert len(misses) == 1, [(r.status, r.headers.get("X-Idempotency"), r.error)
+                                  for _, r in results]
+        winner = wallets[misses[0][0]]
+        for n, (_, r) in enumerate(results):
+            if n == misses[0][0]:
+                continue
+            if r.status == 409:
+                assert_error(r, 409, "idempotency_key_in_use")
+            else:
+                assert_error(r, 422, "idempotency_key_reused")
+        assert a.count("accounts") == accounts_before + 1
+        listed = ", ".join(f"'{w}'" for w in wallets)
+        assert sql(a, f"SELECT wallet FROM accounts WHERE wallet IN ({listed})") == [(winner,)]
+        for srv in servers:
+            again = srv.register(winner, key=key)
+            assert again.status == 201 and again.headers.get("X-Idempotency") == "HIT", again
+            assert again.body == misses[0][1].body
+
+
+@pytest.mark.parametrize("instances", INSTANCES)
 def test_claims_over_instances_never_over_commit(cluster, instances):
     servers = cluster(instances, SETTLED_TREASURY_FUNDING=50 * 100,
                       SETTLED_SIM_CONFIRM_MS=86400000)

@@ -1,7 +1,7 @@
 /* ledger_fixture.h — a fresh ledger store per test, on SQLite and, when
  * SETTLED_TEST_PG names a PostgreSQL cluster (make unit runs under
- * tests/with-services), on PostgreSQL too; shared by test_ledger.c and
- * test_intent.c.
+ * tests/with-services), on PostgreSQL too; shared by test_ledger.c,
+ * test_intent.c and test_account.c.
  *
  * BOTH(suite, name) { body } defines <suite>_sqlite/name and
  * <suite>_pg/name; the PostgreSQL half skips without SETTLED_TEST_PG.
