@@ -66,7 +66,7 @@ static bool accounts_distinct(const struct ledger_post *p)
  * primary key each, instead of the store's trigger, which updates the
  * accounts through an IN (subquery) SQLite materialises in a temporary
  * b-tree (~107k instructions of a two-entry posting's ~250k). The accounts
- * CHECK refuses an overdraft here (ST_CONFLICT) and accounts_money_integer
+ * CHECKs refuse an overdraft here (ST_CONFLICT) and, accounts_money_integer,
  * an overflow, as they did inside the trigger. */
 static enum st_rc moves_sqlite(struct tx *tx, const struct ledger_post *p, const char *id)
 {
