@@ -86,4 +86,22 @@ enum st_rc webhook_events_store_new(struct tx *tx, const struct wh_intake *const
  * and, from intake, the payment ("wallet" or "account", "amount"). */
 enum st_rc webhook_process_job(struct job_ctx *ctx);
 
+/* What a job's payload names: the event, and the payment when intake put
+ * one there (have_pay: a positive amount and a wallet or, exclusive, an
+ * account; pay all zero otherwise). */
+struct wh_job_payload {
+	enum wh_provider p;
+	char event_id[WEBHOOK_ID_MAX + 1];
+	struct wh_payment pay;
+	bool have_pay;
+};
+
+/* Parses a job's payload: false when it names no valid event (the job
+ * fails for good). The payloads intake writes (webhook_intake_prepare's
+ * members, in its order, nothing escaped) are read by a scanner of that
+ * one form; anything else by jansson (webhook_job_payload_parse_json),
+ * which gives the same answer for those (tests/unit/test_webhook.c). */
+bool webhook_job_payload_parse(const char *payload, struct wh_job_payload *out);
+bool webhook_job_payload_parse_json(const char *payload, struct wh_job_payload *out);
+
 #endif

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "webhook.h"
+#include "webhook_job.h"
 
 #include "banned.h"
 
@@ -1155,4 +1156,129 @@ Test(webhook_keys, concurrent_verification_shares_the_keyed_states, .init = keys
 	}
 	webhook_keys_release(&vt_keys);
 	cr_expect_eq(wrong, 0, "%zu wrong verdicts", wrong);
+}
+
+/* ---- the job's payload: intake's form scanned, anything else by jansson */
+
+static void payload_agrees(const char *payload)
+{
+	struct wh_job_payload a, b;
+	bool ra, rb;
+
+	memset(&a, 0x5a, sizeof(a));
+	memset(&b, 0xa5, sizeof(b));
+	ra = webhook_job_payload_parse(payload, &a);
+	rb = webhook_job_payload_parse_json(payload, &b);
+	cr_assert_eq(ra, rb, "valid differs for %s", payload);
+	if (!ra)
+		return;
+	cr_assert_eq(a.p, b.p, "%s", payload);
+	cr_assert_str_eq(a.event_id, b.event_id, "%s", payload);
+	cr_assert_eq(a.have_pay, b.have_pay, "have_pay differs for %s", payload);
+	cr_assert_str_eq(a.pay.wallet, b.pay.wallet, "%s", payload);
+	cr_assert_str_eq(a.pay.account, b.pay.account, "%s", payload);
+	cr_assert_eq(a.pay.amount, b.pay.amount, "%s", payload);
+}
+
+/* intake's payload for the event id, the payment (NULL: none) */
+static void intake_payload(const char *id, const struct wh_payment *pay, enum wh_provider p,
+			   char out[WH_JOB_PAYLOAD_MAX])
+{
+	struct wh_intake in;
+	struct wh_event ev = { .pays = true };
+
+	snprintf(ev.id, sizeof(ev.id), "%s", id);
+	snprintf(ev.type, sizeof(ev.type), "payment.succeeded");
+	cr_assert_eq(webhook_intake_prepare(&in, p, &ev, pay, "{}", 2, NULL), ST_OK, "%s", id);
+	memcpy(out, in.job_payload, WH_JOB_PAYLOAD_MAX);
+}
+
+Test(webhook_job_payload, intake_forms_read_as_jansson_reads_them)
+{
+	static const char *const ids[] = { "evt_1", "msg_2VkXn8T0ZxA", "a\"b", "back\\slash",
+					   "x", "~!#$%&'()*+,-./:;<=>?@[]^_`{|}" };
+	static const int64_t amounts[] = { 1, 9, 10, 999999, 123456789012345678LL,
+					   999999999999999999LL, 1000000000000000000LL, INT64_MAX };
+	struct wh_payment pay;
+	char payload[WH_JOB_PAYLOAD_MAX];
+	struct wh_job_payload out;
+
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+		for (int p = 0; p < WH_PROVIDER_COUNT; p++) {
+			intake_payload(ids[i], NULL, (enum wh_provider)p, payload);
+			payload_agrees(payload);
+			for (size_t k = 0; k < sizeof(amounts) / sizeof(amounts[0]); k++) {
+				memset(&pay, 0, sizeof(pay));
+				pay.amount = amounts[k];
+				snprintf(pay.wallet, sizeof(pay.wallet), "0x%040d", (int)k);
+				intake_payload(ids[i], &pay, (enum wh_provider)p, payload);
+				payload_agrees(payload);
+				memset(&pay, 0, sizeof(pay));
+				pay.amount = amounts[k];
+				snprintf(pay.account, sizeof(pay.account), "cli_%zu/shop \"credits\" é", k);
+				intake_payload(ids[i], &pay, (enum wh_provider)p, payload);
+				payload_agrees(payload);
+			}
+		}
+	/* The common one is read, with its payment. */
+	memset(&pay, 0, sizeof(pay));
+	pay.amount = 2500;
+	snprintf(pay.wallet, sizeof(pay.wallet), "0x%040d", 7);
+	intake_payload("msg_abc", &pay, WH_STANDARD, payload);
+	cr_assert(webhook_job_payload_parse(payload, &out));
+	cr_assert(out.have_pay);
+	cr_assert_eq(out.pay.amount, 2500);
+	cr_assert_str_eq(out.pay.wallet, pay.wallet);
+	cr_assert_str_eq(out.event_id, "msg_abc");
+	cr_assert_eq(out.p, WH_STANDARD);
+}
+
+/* Every truncation of intake's payloads, and every byte of them replaced
+ * by characters the scanner must stop at: the two readings agree (the
+ * scanner either reads the same or leaves the payload to jansson). */
+Test(webhook_job_payload, damaged_payloads_read_as_jansson_reads_them)
+{
+	static const char subst[] = { '"', '\\', ',', '}', '{', ':', '0', '9', '-', ' ', 'x', '\n',
+				      '\0' };
+	struct wh_payment w = { .amount = 4200 }, a = { .amount = 77 };
+	char forms[3][WH_JOB_PAYLOAD_MAX], buf[WH_JOB_PAYLOAD_MAX];
+	static const char *const extra[] = {
+		"{\"event_id\":\"e1\",\"provider\":\"standard\"}",
+		"{\"amount\":0,\"event_id\":\"e1\",\"provider\":\"standard\",\"wallet\":\"0xab\"}",
+		"{\"amount\":-5,\"event_id\":\"e1\",\"provider\":\"standard\",\"wallet\":\"0xab\"}",
+		"{\"amount\":9999999999999999999,\"event_id\":\"e1\",\"provider\":\"standard\",\"wallet\":\"0xab\"}",
+		"{\"amount\":012,\"event_id\":\"e1\",\"provider\":\"standard\",\"wallet\":\"0xab\"}",
+		"{\"amount\":5,\"event_id\":\"e1\",\"provider\":\"standard\",\"wallet\":\"\"}",
+		"{\"account\":\"c/x\",\"amount\":5,\"event_id\":\"e1\",\"provider\":\"stripe\",\"wallet\":\"0xab\"}",
+		"{\"amount\":5,\"event_id\":\"e1\",\"provider\":\"nobody\",\"wallet\":\"0xab\"}",
+		"{\"amount\":5,\"event_id\":\" e1\",\"provider\":\"stripe\",\"wallet\":\"0xab\"}",
+		"{\"amount\":5,\"event_id\":\"\",\"provider\":\"stripe\",\"wallet\":\"0xab\"}",
+		"{\"provider\":\"stripe\",\"event_id\":\"e1\",\"amount\":5,\"wallet\":\"0xab\"}",
+		"{\"amount\":5,\"event_id\":\"e1\",\"provider\":\"stripe\",\"wallet\":\"0xab\"} ",
+		"{\"amount\":5,\"event_id\":\"e1\",\"provider\":\"stripe\",\"wallet\":\"0xab\",\"wallet\":\"0xcd\"}",
+		"",
+	};
+
+	snprintf(w.wallet, sizeof(w.wallet), "0x%040d", 1);
+	snprintf(a.account, sizeof(a.account), "cli_1/credits");
+	intake_payload("evt_42", &w, WH_STRIPE, forms[0]);
+	intake_payload("evt_43", &a, WH_COINBASE, forms[1]);
+	intake_payload("evt_44", NULL, WH_STANDARD, forms[2]);
+	for (int f = 0; f < 3; f++) {
+		size_t len = strlen(forms[f]);
+
+		for (size_t cut = 0; cut <= len; cut++) {
+			memcpy(buf, forms[f], cut);
+			buf[cut] = '\0';
+			payload_agrees(buf);
+		}
+		for (size_t i = 0; i < len; i++)
+			for (size_t k = 0; k < sizeof(subst); k++) {
+				memcpy(buf, forms[f], len + 1);
+				buf[i] = subst[k];
+				payload_agrees(buf);
+			}
+	}
+	for (size_t i = 0; i < sizeof(extra) / sizeof(extra[0]); i++)
+		payload_agrees(extra[i]);
 }
