@@ -452,7 +452,8 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	struct settled *app = rq->h->app;
 	const char *key = req_header(rq, "Idempotency-Key");
 	struct lookup_arg la = { .rq = rq };
-	bool in_unit = rq->route->flags & ROUTE_KEY_CHECK_IN_UNIT;
+	bool in_unit = (rq->route->flags & ROUTE_KEY_CHECK_IN_UNIT) ||
+		       ((rq->route->flags & ROUTE_KEY_CHECK_BY_RECORD) && !app->store->unit_reads_cheap);
 	enum st_rc rc;
 
 	if (!key) {
@@ -481,8 +482,9 @@ static bool idempotency_precheck(struct req_ctx *rq)
 	/* A finished key is answered from the cache of finished records or a
 	 * read connection: no writer, no write. This comes before the running
 	 * check, so any number of concurrent retries of a finished request all
-	 * get its answer. On a ROUTE_KEY_CHECK_IN_UNIT route the cache alone
-	 * answers here; a key it does not know (nearly always a new one) is
+	 * get its answer. On a ROUTE_KEY_CHECK_IN_UNIT route (and on a
+	 * ROUTE_KEY_CHECK_BY_RECORD one where reads in a unit are not cheap)
+	 * the cache alone answers here; a key it does not know (nearly always a new one) is
 	 * left to the write unit (request_unit), which saves the read
 	 * connection's lookup: on SQLite the unit looks the key up before the
 	 * handler's unit runs (a read connection's page cache starts empty

@@ -67,6 +67,11 @@ enum {
 	                             * write unit: first thing where reads there are cheap
 	                             * (store.unit_reads_cheap), else by the key's record insert
 	                             * (docs/internals/idempotency.md) */
+	ROUTE_KEY_CHECK_BY_RECORD = 1 << 10, /* the same promise, used only where reads in a unit
+	                             * are not cheap (PostgreSQL: a lookup is a round trip
+	                             * wherever it runs): there an unknown key is left to the
+	                             * unit's record insert; elsewhere it is looked up on a read
+	                             * connection before the handler, as without the flag */
 };
 
 /* One member a request body may carry (see the top of this file). */

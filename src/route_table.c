@@ -48,7 +48,8 @@ const struct route settled_routes[] = {
 	  { LIMIT(RLP_REGISTER_IP, RL_KEY_CLIENT_IP), LIMIT(RLP_REGISTER_WALLET, RL_KEY_BODY_WALLET) },
 	  register_fields },
 	{ "POST", "/api/claim/prepare", route_claim_prepare,
-	  ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY | ROUTE_CREATED,
+	  ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY | ROUTE_CREATED |
+	  ROUTE_KEY_CHECK_BY_RECORD,
 	  { LIMIT(RLP_CLAIM_WALLET, RL_KEY_BODY_WALLET) }, claim_prepare_fields },
 	{ "POST", "/api/claim/record", route_claim_record, ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY,
 	  { { 0 } }, claim_record_fields },
@@ -66,7 +67,8 @@ const struct route settled_routes[] = {
 	{ "GET", "/api/v2/accounts/{client}/{name}", route_account_get_qualified, ROUTE_API_KEY,
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) }, NULL },
 	{ "POST", "/api/v2/transfers", route_transfer_create,
-	  ROUTE_API_KEY | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY | ROUTE_CREATED,
+	  ROUTE_API_KEY | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY | ROUTE_CREATED |
+	  ROUTE_KEY_CHECK_BY_RECORD,
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) },
 	  transfer_fields },
 	{ "GET", "/api/v2/transfers/{id}", route_transfer_get, ROUTE_API_KEY, { LIMIT(RLP_API, RL_KEY_API_KEY) },
@@ -98,7 +100,8 @@ const struct route settled_routes[] = {
 	/* The partner API: per-client v2 limit; v2 claims also count
 	 * against the per-wallet claim limit, like /api/claim/prepare. */
 	{ "POST", "/api/v2/claims", route_v2_claim,
-	  ROUTE_API_KEY | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY | ROUTE_CREATED,
+	  ROUTE_API_KEY | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY | ROUTE_CREATED |
+	  ROUTE_KEY_CHECK_BY_RECORD,
 	  { LIMIT(RLP_API, RL_KEY_API_KEY), LIMIT(RLP_CLAIM_WALLET, RL_KEY_BODY_WALLET) },
 	  v2_claim_fields },
 	{ "POST", "/api/v2/payouts/batch", route_payout_batch_create,
@@ -111,7 +114,8 @@ const struct route settled_routes[] = {
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) }, NULL },
 	/* Holds of the Ledger API (SPEC section 13): money-moving, per-client. */
 	{ "POST", "/api/v2/holds", route_hold_create,
-	  ROUTE_API_KEY | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY | ROUTE_CREATED,
+	  ROUTE_API_KEY | ROUTE_JSON_BODY | ROUTE_IDEMPOTENT | ROUTE_MONEY | ROUTE_CREATED |
+	  ROUTE_KEY_CHECK_BY_RECORD,
 	  { LIMIT(RLP_API, RL_KEY_API_KEY) },
 	  hold_create_fields },
 	{ "GET", "/api/v2/holds", route_hold_list, ROUTE_API_KEY, { LIMIT(RLP_API, RL_KEY_API_KEY) }, NULL },

@@ -223,6 +223,30 @@ def test_a_replayed_capture_is_the_same_answer(srv):
     assert balances(srv, c.q(name))["balance"] == 90
 
 
+def test_a_replayed_create_is_the_same_hold_held_once(srv):
+    """The first replay of a create is not in the process's cache: on
+    PostgreSQL no read answers it before the handler (ROUTE_KEY_CHECK_BY_RECORD),
+    the handler's unit runs again and the key's record insert finds the
+    record: the hold it opened is rolled back with the unit. Both with
+    funds left for a second hold and without: the same answer, one hold,
+    held once; another body under the key is 422 and writes nothing."""
+    c, name = funded_account(srv, 100)
+    for amount in ("30", "100"):     # leaves 70 (a second would fit) / leaves 0
+        k = new_key()
+        body = {"from": name, "to": "revenue", "amount": amount}
+        first = hold(srv, body, headers=c.h, key=k)
+        assert first.status == 201 and first.header("X-Idempotency") == "MISS", first
+        with srv.unchanged():
+            again = hold(srv, body, headers=c.h, key=k)
+            assert again.status == 201 and again.body == first.body, again
+            assert again.header("X-Idempotency") == "HIT", again
+            other = hold(srv, {**body, "amount": "1"}, headers=c.h, key=k)
+            assert_error(other, 422, "idempotency_key_reused")
+        assert balances(srv, c.q(name))["held"] == int(amount)
+        r = void(srv, first.json["id"], headers=c.h)
+        assert r.status == 200, r
+
+
 def test_expiry_releases_once_and_refuses_a_late_capture(srv):
     c, name = funded_account(srv, 100)
     a = hold(srv, {"from": name, "to": "revenue", "amount": "30", "expires_in": 1},
