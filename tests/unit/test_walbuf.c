@@ -26,6 +26,7 @@ static sqlite3_vfs *spy_inner;
 static int spy_wal_writes;   /* xWrite calls on WAL files */
 static long spy_wal_bytes;
 static int spy_fail_writes;  /* nonzero: every WAL xWrite fails */
+static int spy_wal_syncs;    /* xSync calls on WAL files */
 
 struct spy_file {
 	sqlite3_file base;
@@ -51,7 +52,11 @@ static int spy_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 o)
 	return SPY_REAL(f)->pMethods->xWrite(SPY_REAL(f), p, n, o);
 }
 static int spy_truncate(sqlite3_file *f, sqlite3_int64 s) { return SPY_REAL(f)->pMethods->xTruncate(SPY_REAL(f), s); }
-static int spy_sync(sqlite3_file *f, int fl) { return SPY_REAL(f)->pMethods->xSync(SPY_REAL(f), fl); }
+static int spy_sync(sqlite3_file *f, int fl)
+{
+	spy_wal_syncs += ((struct spy_file *)f)->wal;
+	return SPY_REAL(f)->pMethods->xSync(SPY_REAL(f), fl);
+}
 static int spy_size(sqlite3_file *f, sqlite3_int64 *s) { return SPY_REAL(f)->pMethods->xFileSize(SPY_REAL(f), s); }
 static int spy_lock(sqlite3_file *f, int l) { return SPY_REAL(f)->pMethods->xLock(SPY_REAL(f), l); }
 static int spy_unlock(sqlite3_file *f, int l) { return SPY_REAL(f)->pMethods->xUnlock(SPY_REAL(f), l); }
@@ -124,6 +129,7 @@ static void setup(void)
 	spy_wal_writes = 0;
 	spy_wal_bytes = 0;
 	spy_fail_writes = 0;
+	spy_wal_syncs = 0;
 }
 
 static void teardown(void)
@@ -373,4 +379,65 @@ Test(walbuf, a_wal_file_holds_what_was_written_in_order)
 		cr_assert_eq((sqlite3_int64)n, size);
 		cr_assert_eq(memcmp(got, model, n), 0);
 	}
+}
+
+/* A checkpoint run right after a COMMIT (as the writer's WAL-restarting
+ * one is) syncs the WAL first: nothing was written since the COMMIT's
+ * sync, so that sync is skipped. A write in between, or a failed sync,
+ * and the next sync reaches the file. */
+Test(walbuf, a_sync_with_nothing_written_since_the_last_is_skipped)
+{
+	sqlite3 *db = open_db(path_a, walbuf_name(&wb));
+	int syncs;
+
+	exec(db, "INSERT INTO t (v) VALUES (randomblob(5000))");
+	syncs = spy_wal_syncs;
+	exec(db, "INSERT INTO t (v) VALUES (randomblob(5000))");
+	cr_assert_eq(spy_wal_syncs, syncs + 1, "a commit syncs the WAL");
+	syncs = spy_wal_syncs;
+	exec(db, "PRAGMA wal_checkpoint(PASSIVE)");
+	cr_assert_eq(spy_wal_syncs, syncs, "the checkpoint's WAL sync after a commit's");
+	/* This commit restarts the WAL: it syncs the new header, then itself. */
+	exec(db, "INSERT INTO t (v) VALUES (randomblob(5000))");
+	cr_assert_geq(spy_wal_syncs, syncs + 1);
+	cr_assert_eq(count_rows(db), 3);
+	sqlite3_close(db);
+}
+
+/* Whatever wrote to the file since the last sync (a write already handed
+ * down by a read, a truncate) makes the next sync reach the file. */
+Test(walbuf, a_sync_after_any_write_reaches_the_file)
+{
+	sqlite3_vfs *vfs = sqlite3_vfs_find(walbuf_name(&wb));
+	sqlite3_file *f = calloc(1, (size_t)vfs->szOsFile);
+	char path[320], byte = 'x', back;
+	int out_flags, syncs;
+
+	cr_assert_not_null(f);
+	snprintf(path, sizeof(path), "%s/y.db", dir);
+	fclose(fopen(path, "w"));
+	snprintf(path, sizeof(path), "%s/y.db-wal", dir);
+	cr_assert_eq(vfs->xOpen(vfs, path, f, SQLITE_OPEN_WAL | SQLITE_OPEN_CREATE | SQLITE_OPEN_READWRITE,
+				&out_flags),
+		     SQLITE_OK);
+	cr_assert_eq(f->pMethods->xWrite(f, &byte, 1, 0), SQLITE_OK);
+	cr_assert_eq(f->pMethods->xSync(f, SQLITE_SYNC_NORMAL), SQLITE_OK);
+	syncs = spy_wal_syncs;
+	cr_assert_eq(f->pMethods->xSync(f, SQLITE_SYNC_NORMAL), SQLITE_OK);
+	cr_assert_eq(spy_wal_syncs, syncs, "nothing written: skipped");
+	cr_assert_eq(f->pMethods->xWrite(f, &byte, 1, 1), SQLITE_OK);
+	cr_assert_eq(f->pMethods->xRead(f, &back, 1, 1), SQLITE_OK); /* hands the write down */
+	cr_assert_eq(f->pMethods->xSync(f, SQLITE_SYNC_NORMAL), SQLITE_OK);
+	cr_assert_eq(spy_wal_syncs, syncs + 1, "a write handed down by a read is synced");
+	cr_assert_eq(f->pMethods->xTruncate(f, 1), SQLITE_OK);
+	cr_assert_eq(f->pMethods->xSync(f, SQLITE_SYNC_NORMAL), SQLITE_OK);
+	cr_assert_eq(spy_wal_syncs, syncs + 2, "a truncate is synced");
+	spy_fail_writes = 1;
+	cr_assert_eq(f->pMethods->xWrite(f, &byte, 1, 1), SQLITE_OK);   /* gathered */
+	cr_assert_neq(f->pMethods->xSync(f, SQLITE_SYNC_NORMAL), SQLITE_OK); /* fails handing it down */
+	spy_fail_writes = 0;
+	cr_assert_eq(f->pMethods->xSync(f, SQLITE_SYNC_NORMAL), SQLITE_OK);
+	cr_assert_eq(spy_wal_syncs, syncs + 3, "after a failed sync the next one reaches the file");
+	cr_assert_eq(f->pMethods->xClose(f), SQLITE_OK);
+	free(f);
 }
