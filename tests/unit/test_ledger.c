@@ -9,6 +9,7 @@
  * each must be refused with nothing written. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -313,6 +314,110 @@ BOTH(ledger, store_rejects_unbalanced_raw_sql)
 	fx_assert_ledger_invariants("after the raw attacks");
 }
 
+/* ---- PostgreSQL: an entry racing the close of its transaction --------- */
+
+static PGconn *pg_conn(void)
+{
+	char url[2048];
+	PGconn *c;
+
+	sfx_url_with_db(getenv("SETTLED_TEST_PG"), F.pg_db, url, sizeof(url));
+	c = PQconnectdb(url);
+	cr_assert(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+	PQsetNoticeProcessor(c, sfx_quiet, NULL);
+	return c;
+}
+
+static void pg_ok(PGconn *c, const char *sql)
+{
+	PGresult *r = PQexec(c, sql);
+
+	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s",
+		  sql, PQerrorMessage(c));
+	PQclear(r);
+}
+
+/* The result of c's command sent with PQsendQuery: its SQLSTATE ("" when
+ * it succeeded). */
+static void pg_finish(PGconn *c, char state[6])
+{
+	PGresult *r;
+
+	state[0] = 0;
+	while ((r = PQgetResult(c))) {
+		if (PQresultStatus(r) == PGRES_FATAL_ERROR)
+			snprintf(state, 6, "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
+		PQclear(r);
+	}
+}
+
+/* Another transaction appends two entries that balance each other (one
+ * statement) to a transaction while its writer closes it. The open-transaction trigger
+ * cannot see the uncommitted closing row, the deferred foreign key finds
+ * it once the closer commits, and the pair keeps the transaction balanced:
+ * what refuses the pair is the lock the open-transaction trigger takes on
+ * the transaction id (migration 020). Without it both entries commit, and
+ * neither ever moves a balance. */
+Test(ledger_pg, an_append_racing_the_close_is_refused, .init = fx_open_pg, .fini = fx_close,
+     .timeout = 120)
+{
+	PGconn *closer, *racer, *watch;
+	char state[6], sql[200];
+	bool blocked = false;
+	struct fx_snap s;
+
+	fx_need_backend();
+	s = fx_snapshot();
+	closer = pg_conn();
+	racer = pg_conn();
+	watch = pg_conn();
+	pg_ok(closer, "BEGIN");
+	pg_ok(closer, "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+		      " VALUES ('race1', 'treasury', 'debit', 100, 0)");
+	pg_ok(closer, "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+		      " VALUES ('race1', 'revenue', 'credit', 100, 0)");
+	pg_ok(closer, "INSERT INTO ledger_tx (id, kind, created_at) VALUES ('race1', 'raw', 0)");
+
+	/* The racer's pair, in one statement, while the closer has not
+	 * committed. */
+	pg_ok(racer, "BEGIN");
+	cr_assert(PQsendQuery(racer, "INSERT INTO ledger_entries (tx_id, account_id, direction, amount,"
+				     " created_at) VALUES ('race1', 'treasury', 'debit', 50, 0),"
+				     " ('race1', 'revenue', 'credit', 50, 0)"));
+	/* Until it either finished (no lock) or waits for the closer's. */
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM pg_locks WHERE pid = %d AND NOT granted", PQbackendPID(racer));
+	for (int i = 0; i < 6000; i++) {
+		PGresult *r;
+
+		cr_assert(PQconsumeInput(racer), "%s", PQerrorMessage(racer));
+		if (!PQisBusy(racer))
+			break;
+		r = PQexec(watch, sql);
+		blocked = PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+		PQclear(r);
+		if (blocked)
+			break;
+		usleep(10 * 1000);
+	}
+	pg_ok(closer, "COMMIT");
+	pg_finish(racer, state);
+	if (!state[0]) {
+		cr_assert(PQsendQuery(racer, "COMMIT"));
+		pg_finish(racer, state);
+	} else {
+		pg_ok(racer, "ROLLBACK");
+	}
+	cr_assert_str_eq(state, "23514", "the racer's pair: SQLSTATE '%s' (committed when empty)", state);
+	cr_assert(blocked, "the racer's entry did not wait for the closer");
+	PQfinish(closer);
+	PQfinish(racer);
+	PQfinish(watch);
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_entries WHERE tx_id = 'race1'", NULL), 2);
+	cr_assert_eq(fx_snapshot().entries, s.entries + 2);
+	fx_assert_ledger_invariants("after an append racing a close");
+}
+
 BOTH(ledger, entries_and_transactions_are_append_only)
 {
 	struct fx_snap s = fx_snapshot();
@@ -324,6 +429,47 @@ BOTH(ledger, entries_and_transactions_are_append_only)
 	cr_assert_eq(RAW("DELETE FROM ledger_tx"), ST_CONFLICT);
 	fx_assert_unchanged(&s, "rewriting the ledger");
 	fx_assert_ledger_invariants("after the rewrites");
+}
+
+/* What an account is never changes by a balance move, and the store
+ * refuses a row that breaks it whichever way it is written (PostgreSQL
+ * tests these only when the columns are written: migration 020). */
+BOTH(ledger, accounts_refuse_bad_kinds_flags_and_wallets)
+{
+	int64_t n = fx_int("SELECT count(*) FROM accounts", NULL);
+	struct fx_snap s = fx_snapshot();
+
+	cr_assert_eq(RAW("INSERT INTO accounts (id, name, kind, may_go_negative, created_at)"
+			 " VALUES ('bad1', 'bad1', 'client', 0, 0)"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW("INSERT INTO accounts (id, name, kind, may_go_negative, created_at)"
+			 " VALUES ('bad2', 'bad2', 'system', 2, 0)"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW("INSERT INTO accounts (id, kind, may_go_negative, created_at)"
+			 " VALUES ('bad3', 'wallet', 0, 0)"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW("INSERT INTO accounts (id, wallet, kind, may_go_negative, created_at)"
+			 " VALUES ('bad4', '0x00000000000000000000000000000000000000b4', 'system', 0, 0)"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE accounts SET kind = 'wallet' WHERE id = 'treasury'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE accounts SET may_go_negative = 7 WHERE id = 'treasury'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE accounts SET wallet = '0x00000000000000000000000000000000000000b5'"
+			 " WHERE id = 'treasury'"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE accounts SET balance = balance + 1, may_go_negative = 3"
+			 " WHERE id = 'revenue'"),
+		     ST_CONFLICT);
+	cr_assert_eq(fx_int("SELECT count(*) FROM accounts", NULL), n);
+	cr_assert_eq(fx_int("SELECT count(*) FROM accounts WHERE id = 'treasury' AND kind = 'system'"
+			    " AND wallet IS NULL AND may_go_negative = 0", NULL),
+		     1);
+	fx_assert_unchanged(&s, "accounts with a bad kind, flag or wallet");
+	/* A good row still goes in, and a balance move still passes. */
+	cr_assert_eq(RAW("INSERT INTO accounts (id, name, kind, may_go_negative, created_at)"
+			 " VALUES ('good1', 'good1', 'system', 1, 0)"),
+		     ST_OK);
+	cr_assert_eq(post(ACCT_TREASURY, "good1", 5), ST_OK);
+	fx_assert_ledger_invariants("after the refused account rows");
 }
 
 BOTH(ledger, no_overdraft_except_mirror_accounts)
