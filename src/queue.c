@@ -350,6 +350,33 @@ enum st_rc queue_complete(struct tx *tx, int64_t id, const char *lease_owner)
 	return changes == 1 ? ST_OK : ST_CONFLICT;
 }
 
+struct complete_all {
+	const char *lease_owner;
+	const struct buf *list;
+	int n;
+};
+
+/* SQLite, the common case first: the UPDATE alone, and ST_CONFLICT (its
+ * savepoint rolls it back) unless it completed every one. A lease is
+ * lost only when a job outlived it, so the SELECT that tells which are
+ * still ours (~4k instructions a job, 7 % of a no-op job's) runs only
+ * then. */
+static enum st_rc complete_all_sqlite(struct tx *tx, void *arg)
+{
+	const struct complete_all *c = arg;
+	int64_t changes = 0;
+	enum st_rc rc = tx_exec(tx,
+				"UPDATE jobs SET state = 'completed', lease_owner = NULL,"
+				" lease_expires_at = NULL, finished_at = $3, updated_at = $3"
+				" WHERE id IN (SELECT value FROM json_each($2)) AND state = 'running'"
+				" AND lease_owner = $1",
+				ST_ARGS(SV_S(c->lease_owner), SV_SN(c->list->ptr, c->list->len),
+					SV_I(tx_now_ms(tx))),
+				&changes);
+
+	return rc ? rc : changes == c->n ? ST_OK : ST_CONFLICT;
+}
+
 enum st_rc queue_complete_many(struct tx *tx, const char *lease_owner, const int64_t *ids, int n,
 			       bool *done)
 {
@@ -376,9 +403,19 @@ enum st_rc queue_complete_many(struct tx *tx, const char *lease_owner, const int
 			      " AND lease_owner = $1 RETURNING id",
 			      ST_ARGS(SV_S(lease_owner), SV_SN(list.ptr, list.len), SV_I(tx_now_ms(tx))),
 			      &rows);
+	} else if ((rc = tx_nested(tx, complete_all_sqlite,
+				   &(struct complete_all){ lease_owner, &list, n })) == ST_OK) {
+		/* Every one was still ours: all done, no SELECT needed. */
+		for (int i = 0; i < n; i++)
+			done[i] = true;
+		goto out;
+	} else if (rc != ST_CONFLICT) {
+		goto out;
 	} else {
-		/* Which are still ours, then the UPDATE of those (same WHERE,
-		 * one writer): cheaper than RETURNING (claim_sqlite says why). */
+		/* One or more leases gone (complete_all_sqlite was rolled
+		 * back): which are still ours, then the UPDATE of those (same
+		 * WHERE, one writer): cheaper than RETURNING (claim_sqlite says
+		 * why). */
 		int64_t changes = 0;
 
 		rc = tx_query(tx,

@@ -506,6 +506,36 @@ Test(queue, complete_many_fences_each_job_alone, .init = setup, .fini = teardown
 	claim_release(&b);
 }
 
+/* The common case, every lease still ours (SQLite completes them with the
+ * UPDATE alone): all reported done, all completed, a job of another owner
+ * in the same queue untouched. */
+Test(queue, complete_many_all_still_ours, .init = setup, .fini = teardown)
+{
+	int64_t id1 = enqueue("q", NULL, 0, 0), id2 = enqueue("q", NULL, 0, 0),
+		id3 = enqueue("q", NULL, 0, 0);
+	struct claim a, b;
+	struct many m = { .owner = "A#1", .ids = { id1, id2 }, .n = 2 };
+	struct job j;
+
+	cr_assert_eq(claim(&a, "q", "A#1", 2), 2);
+	cr_assert_eq(claim(&b, "q", "B#1", 1), 1);
+	cr_assert_eq(b.jobs[0].id, id3);
+	cr_assert_eq(store_run(st, complete_many_unit, &m), ST_OK);
+	cr_assert(m.done[0] && m.done[1]);
+	for (int i = 0; i < 2; i++) {
+		j = get_job(m.ids[i]);
+		cr_assert_eq(j.state, JOB_COMPLETED);
+		cr_assert_eq(j.finished_at, fake_now);
+		job_release(&j);
+	}
+	j = get_job(id3);
+	cr_assert_eq(j.state, JOB_RUNNING);
+	cr_assert_str_eq(j.lease_owner, "B#1");
+	job_release(&j);
+	claim_release(&a);
+	claim_release(&b);
+}
+
 /* job_commit (worker.c) gives the same guarantee through the worker API. */
 static enum st_rc effect_only_unit(struct tx *tx, void *arg)
 {
