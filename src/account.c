@@ -185,11 +185,11 @@ enum st_rc account_register_many(struct tx *tx, const struct account_new *accts,
 
 /* The account (ON CONFLICT on the wallet instead of a unique violation,
  * which would abort the transaction: a taken wallet is an answer, not a
- * failure) and then the key's record with the answer that matches: `a`
- * runs first because the record's values read it. The record's ON CONFLICT
- * is idem_record's: an expired row is taken over, a live one (another
- * request's, committed: a concurrent writer of the key is waited for) left
- * alone, and then k returns no row. */
+ * failure), then, if it was written, the key's record: `a` runs first
+ * because k reads it. The record's ON CONFLICT is idem_record's: an
+ * expired row is taken over, a live one (another request's, committed: a
+ * concurrent writer of the key is waited for) left alone, and then k
+ * returns no row. */
 static const char register_recorded_sql[] =
 	"WITH a AS ("
 	" INSERT INTO accounts (id, wallet, name, kind, referrer, created_at)"
@@ -198,12 +198,8 @@ static const char register_recorded_sql[] =
 	" k AS ("
 	" INSERT INTO idempotency_keys"
 	" (scope, idem_key, fingerprint, owner, status, location, body, created_at, expires_at)"
-	" SELECT $4, $5, $6, $7,"
-	"  CASE WHEN s.n > 0 THEN CAST($8 AS BIGINT) ELSE CAST($11 AS BIGINT) END,"
-	"  CASE WHEN s.n > 0 THEN $9 ELSE $12 END,"
-	"  CASE WHEN s.n > 0 THEN $10 ELSE $13 END,"
-	"  $3, CAST($14 AS BIGINT)"
-	" FROM (SELECT count(*) AS n FROM a) AS s"
+	" SELECT $4, $5, $6, $7, CAST($8 AS BIGINT), $9, $10, $3, CAST($11 AS BIGINT)"
+	" WHERE EXISTS (SELECT 1 FROM a)"
 	" ON CONFLICT (scope, idem_key) DO UPDATE SET"
 	"  fingerprint = excluded.fingerprint, owner = excluded.owner,"
 	"  status = excluded.status, location = excluded.location, body = excluded.body,"
@@ -213,9 +209,8 @@ static const char register_recorded_sql[] =
 	" SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM k)";
 
 enum st_rc account_register_recorded(struct tx *tx, const struct account_new *a,
-				     const struct idem_new_record *rec, const struct idem_answer *taken,
-				     const char *owner, int64_t ttl_ms, bool *registered,
-				     bool *recorded)
+				     const struct idem_new_record *rec, const char *owner,
+				     int64_t ttl_ms, bool *registered, bool *recorded)
 {
 	const struct idem_answer *ok = &rec->ans;
 	struct st_rows *rows = NULL;
@@ -228,8 +223,7 @@ enum st_rc account_register_recorded(struct tx *tx, const struct account_new *a,
 			  ST_ARGS(SV_S(a->id), SV_S(a->wallet), SV_I(a->created_at), SV_S(rec->scope),
 				  SV_S(rec->key), SV_S(rec->fingerprint), SV_S(owner), SV_I(ok->status),
 				  SV_SOPT(ok->location), SV_SN(ok->body, ok->body_len),
-				  SV_I(taken->status), SV_SOPT(taken->location),
-				  SV_SN(taken->body, taken->body_len), SV_I(a->created_at + ttl_ms)),
+				  SV_I(a->created_at + ttl_ms)),
 			  &rows);
 	if (rc)
 		return rc;

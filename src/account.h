@@ -139,17 +139,17 @@ enum st_rc account_register_many(struct tx *tx, const struct account_new *accts,
 /* A keyed registration without a referrer on PostgreSQL, in ONE statement
  * with its idempotency key's record (one round trip, no savepoint): the
  * account a (id and created_at drawn by the caller) unless its wallet is
- * taken, and the key's record (as idem_record) holding rec->ans when the
- * account was written, taken when the wallet was taken (the route's own
- * refusal, recorded like any 4xx). *registered says which; *recorded false
- * means a live record of the key exists and was left alone: the account
- * may have been written, so the caller must roll the unit back and answer
- * that record. rec->ans.created_at is a's. PostgreSQL only (SQLite has no
- * writing CTEs: ST_INTERNAL there). */
+ * taken, and, when it was written, the key's record (as idem_record)
+ * holding rec->ans. *registered says whether the account was written
+ * (false: the wallet is taken, nothing was written, and the caller records
+ * its refusal itself); *recorded false with *registered true means a live
+ * record of the key exists and was left alone: the caller must roll the
+ * unit back (the account is written) and answer that record. The record's
+ * created_at is a's. PostgreSQL only (SQLite has no writing CTEs:
+ * ST_INTERNAL there). */
 enum st_rc account_register_recorded(struct tx *tx, const struct account_new *a,
-				     const struct idem_new_record *rec, const struct idem_answer *taken,
-				     const char *owner, int64_t ttl_ms, bool *registered,
-				     bool *recorded);
+				     const struct idem_new_record *rec, const char *owner,
+				     int64_t ttl_ms, bool *registered, bool *recorded);
 
 /* Looks up a wallet's account (canonical wallet). ST_NOT_FOUND if none. */
 enum st_rc account_by_wallet(struct tx *tx, const char *wallet, struct account *out);

@@ -117,43 +117,41 @@ static enum st_rc register_merge(struct tx *tx, void *const *args, struct resp *
 	return rc;
 }
 
-/* A keyed registration without a referrer on PostgreSQL: both answers
- * drawn first (the 201 with the new account, the 409 of a taken wallet),
- * then the account and the key's record holding the answer that happened,
- * in one statement (account_register_recorded). resp gets that answer. */
+/* A keyed registration without a referrer on PostgreSQL: the 201 drawn
+ * first (its account id), then the account and the key's record holding
+ * it in one statement (account_register_recorded). A taken wallet (rare:
+ * a retry of a finished request the cache does not know, or a wallet
+ * registered under another key) writes nothing there; its 409 is made
+ * then and recorded like any refusal (idem_record, a second statement on
+ * that path only). resp gets the answer. */
 static enum st_rc register_record(struct tx *tx, void *arg, struct resp *resp,
 				  const struct idem_new_record *key, const char *owner, int64_t ttl_ms,
 				  bool *recorded)
 {
 	struct register_req *r = arg;
 	struct idem_new_record rec = *key;
-	struct idem_answer taken_ans;
-	struct resp taken;
+	struct idem_record found = { 0 };
+	enum idem_put put = IDEM_FOUND;
 	bool registered = false;
 	enum st_rc rc;
 
-	resp_init(&taken);
 	rc = register_answers(tx, (void *const[]){ r }, (struct resp *const[]){ resp }, 1);
-	if (rc == ST_OK) {
-		unit_error(&taken, ERR_ALREADY_REGISTERED, json_pack("{s:s}", "wallet", r->wallet));
-		rc = taken.status ? ST_OK : ST_NOMEM;
-	}
-	if (rc == ST_OK) {
-		req_record_answer(resp, &rec.ans);
-		req_record_answer(&taken, &taken_ans);
-		rc = account_register_recorded(
-			tx, &(struct account_new){ .id = r->id, .wallet = r->wallet, .created_at = r->created_at },
-			&rec, &taken_ans, owner, ttl_ms, &registered, recorded);
-	}
-	if (rc == ST_OK && !registered) {
-		int ok_status = resp->ok_status;
-
-		resp_release(resp);
-		*resp = taken; /* the 409 is the answer (and, if recorded, the record) */
-		resp->ok_status = ok_status;
-		resp_init(&taken);
-	}
-	resp_release(&taken);
+	if (rc)
+		return rc;
+	req_record_answer(resp, &rec.ans);
+	rc = account_register_recorded(
+		tx, &(struct account_new){ .id = r->id, .wallet = r->wallet, .created_at = r->created_at },
+		&rec, owner, ttl_ms, &registered, recorded);
+	if (rc || registered)
+		return rc;
+	resp_release(resp);
+	unit_error(resp, ERR_ALREADY_REGISTERED, json_pack("{s:s}", "wallet", r->wallet));
+	if (!resp->status)
+		return ST_NOMEM;
+	req_record_answer(resp, &rec.ans);
+	rc = idem_record(tx, rec.scope, rec.key, rec.fingerprint, owner, ttl_ms, &rec.ans, &put, &found);
+	idem_record_release(&found); /* a live record: the dispatcher reads and answers it */
+	*recorded = rc == ST_OK && put == IDEM_RECORDED;
 	return rc;
 }
 

@@ -1,9 +1,10 @@
 /* test_account.c — account_register_recorded: a keyed registration and
  * its idempotency key's record in one PostgreSQL statement. Each outcome
  * on a real store (ledger_fixture.h; skipped without SETTLED_TEST_PG): a new
- * wallet records the success answer, a taken wallet the refusal, a live
- * record is left alone (and the caller's rollback takes the account it
- * wrote), an expired record is taken over; SQLite refuses the call. */
+ * wallet records the success answer, a taken wallet writes nothing (the
+ * caller records its refusal), a live record is left alone (and the
+ * caller's rollback takes the account it wrote), an expired record is
+ * taken over; SQLite refuses the call. */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -20,7 +21,7 @@
 
 struct call {
 	const char *id, *wallet, *key, *fingerprint;
-	const char *ok_body, *taken_body;
+	const char *ok_body;
 	enum st_rc unit_rc;     /* what the unit returns after the call (ST_OK: commit) */
 	enum st_rc rc;
 	bool registered, recorded;
@@ -35,11 +36,7 @@ static enum st_rc call_unit(struct tx *tx, void *arg)
 		.ans = { .status = 201, .location = "/api/v2/accounts/x", .body = c->ok_body,
 			 .body_len = strlen(c->ok_body) },
 	};
-	struct idem_answer taken = { .status = 409, .location = NULL, .body = c->taken_body,
-				     .body_len = strlen(c->taken_body) };
-
-	c->rc = account_register_recorded(tx, &a, &rec, &taken, "inst", TTL, &c->registered,
-					  &c->recorded);
+	c->rc = account_register_recorded(tx, &a, &rec, "inst", TTL, &c->registered, &c->recorded);
 	return c->rc ? c->rc : c->unit_rc;
 }
 
@@ -47,7 +44,7 @@ static struct call run(const char *id, const char *wallet, const char *key, cons
 		       enum st_rc unit_rc)
 {
 	struct call c = { .id = id, .wallet = wallet, .key = key, .fingerprint = fp,
-			  .ok_body = "{\"ok\":1}", .taken_body = "{\"taken\":1}", .unit_rc = unit_rc };
+			  .ok_body = "{\"ok\":1}", .unit_rc = unit_rc };
 
 	(void)store_run(F.s, call_unit, &c);
 	return c;
@@ -127,7 +124,7 @@ Test(account_pg, new_wallet_records_the_success)
 	idem_record_release(&q.r);
 }
 
-Test(account_pg, taken_wallet_records_the_refusal)
+Test(account_pg, taken_wallet_writes_nothing)
 {
 	struct call c;
 	struct rec_read q;
@@ -138,15 +135,11 @@ Test(account_pg, taken_wallet_records_the_refusal)
 	cr_assert(c.registered && c.recorded);
 	c = run("acct_2", W1, "k2", "fp-a", ST_OK);
 	cr_assert_eq(c.rc, ST_OK, "%s", st_rc_str(c.rc));
-	cr_assert(!c.registered && c.recorded);
+	cr_assert(!c.registered && !c.recorded);
 	cr_assert_eq(account_of(W1, id), ST_OK);
 	cr_assert_str_eq(id, "acct_1"); /* the first one's, untouched */
 	q = record_of("k2");
-	cr_assert_eq(q.rc, ST_OK);
-	cr_assert_eq(q.r.status, 409);
-	cr_assert_str_eq(q.r.body, "{\"taken\":1}");
-	cr_assert_null(q.r.location);
-	idem_record_release(&q.r);
+	cr_assert_eq(q.rc, ST_NOT_FOUND); /* the caller records the refusal */
 }
 
 Test(account_pg, live_record_is_left_alone_and_the_rollback_takes_the_account)
