@@ -947,6 +947,61 @@ static enum st_rc page_unit(struct tx *tx, void *arg)
 	return ledger_entries_page(tx, p->account, p->after, p->limit, &p->rows, &p->n, &p->more);
 }
 
+/* The one-column rules of the ledger's rows: amounts > 0, a direction, a
+ * hold status, an intent kind and status (PostgreSQL: domains since
+ * migration 021, tested where a value is written; SQLite: CHECKs). Each
+ * bad row refused, nothing written; good ones still accepted. */
+BOTH(ledger, rows_refuse_bad_amounts_directions_and_states)
+{
+	struct account w = wallet(7);
+	struct fx_snap s = fx_snapshot();
+	struct ledger_hold h;
+	char sql[400];
+
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('dom1', 'treasury', 'sideways', 100, 0)"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('dom2', 'treasury', 'debit', 0, 0)"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW("INSERT INTO holds (id, account_id, amount, status, created_at)"
+			 " VALUES ('hdom1', 'treasury', 0, 'pending', 0)"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW("INSERT INTO holds (id, account_id, amount, status, created_at)"
+			 " VALUES ('hdom2', 'treasury', -3, 'pending', 0)"),
+		     ST_CONFLICT);
+	fx_assert_unchanged(&s, "entries and holds with a bad amount or direction");
+
+	/* A pending hold and its intent, written by hand with good values. */
+	cr_assert_eq(hold(ACCT_TREASURY, 10, 0, &h), ST_OK);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO intents (id, kind, wallet, amount, status, hold_id, created_at, updated_at)"
+		 " VALUES ('idom0', 'claim', '%s', 10, 'PENDING', '%s', 0, 0)", w.wallet, h.id);
+	cr_assert_eq(RAW(sql), ST_OK);
+	s = fx_snapshot();
+	cr_assert_eq(RAW("UPDATE holds SET status = 'lost', resolved_at = 1"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE intents SET status = 'DONE'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE intents SET kind = 'gift'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE intents SET amount = 0"), ST_CONFLICT);
+	cr_assert_eq(RAW("INSERT INTO intent_transitions (intent_id, from_status, to_status, at, actor)"
+			 " VALUES ('idom0', 'PENDING', 'DONE', 0, 'test')"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW("INSERT INTO intent_transitions (intent_id, from_status, to_status, at, actor)"
+			 " VALUES ('idom0', 'MAYBE', 'PENDING', 0, 'test')"),
+		     ST_CONFLICT);
+	fx_assert_unchanged(&s, "holds and intents with a bad state");
+	cr_assert_eq(fx_int("SELECT count(*) FROM intents WHERE id = 'idom0' AND kind = 'claim'"
+			    " AND status = 'PENDING' AND amount = 10", NULL),
+		     1);
+	/* Good values still pass: a transition with no from, and a release. */
+	cr_assert_eq(RAW("INSERT INTO intent_transitions (intent_id, from_status, to_status, at, actor)"
+			 " VALUES ('idom0', NULL, 'PENDING', 0, 'test')"),
+		     ST_OK);
+	cr_assert_eq(hold_do(h.id, 1, NULL), ST_OK);
+	cr_assert_eq(hold_read(h.id).status, HOLD_RELEASED);
+	fx_assert_ledger_invariants("after the refused rows");
+}
+
 BOTH(ledger, keyset_pages_cover_every_entry_once)
 {
 	struct account w = wallet(6);
