@@ -31,7 +31,7 @@ UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 
 .PHONY: FORCE all deb run test unit faultsim integration integration-pg integration-pg-1 integration-pg-2 integration-pg-3 check asan valgrind bench chaos clean deps deps-run \
-        tsan tsan-check tsan-integration tsan-integration-pg \
+        tsan tsan-check tsan-integration-1 tsan-integration-2 tsan-integration-pg \
         fuzz fuzz-smoke fuzz-build fuzz-bins
 all: settled
 
@@ -207,22 +207,25 @@ asan:
 		LDFLAGS="-fsanitize=address,undefined" UNIT_RUN="$(ASAN_UNIT_RUN)" check
 
 # ThreadSanitizer: every unit suite, then the integration files that run
-# the most threads against each other (TSAN_FILES embedded, TSAN_PG_FILES in
-# scale-out mode, test_ioerr.py on the faultsim build), all in build-tsan/.
-# A report fails the test: the harness fails a server that printed
-# "Sanitizer", tests/sanitized a unit binary. Criterion's runner cannot
-# start under TSan by itself; tests/tsan/criterion_arena.c (linked into the
-# unit binaries of this build only) says why and lets it. libmicrohttpd,
-# SQLite, libpq, hiredis and OpenSSL are not instrumented, so TSan sees
-# their locks but not their own memory: a race inside them is invisible.
-# About 8 minutes on 2 cores (-j3, as check does).
+# the most threads against each other (TSAN_FILES_1 and _2 embedded, the
+# second with test_ioerr.py on the faultsim build; TSAN_PG_FILES in
+# scale-out mode), all in build-tsan/, four at a time as check does (they
+# mostly wait on servers). A report fails the test: the harness fails a
+# server that printed "Sanitizer", tests/sanitized a unit binary.
+# Criterion's runner cannot start under TSan by itself;
+# tests/tsan/criterion_arena.c (linked into this build's unit binaries
+# only) says why and lets it. libmicrohttpd, SQLite, libpq, hiredis and
+# OpenSSL are not instrumented: TSan sees their locks, not the memory they
+# touch inside themselves. TSAN_EXTRA adds TSAN_OPTIONS (e.g.
+# log_path=/tmp/tsan/t to keep every report in files).
 TSAN_OPT = -O1 -g -fsanitize=thread -fno-omit-frame-pointer
-TSAN_FILES = $(addprefix tests/integration/,test_idempotency.py test_register.py \
-	     test_webhooks.py test_shutdown.py test_payouts.py test_claims.py test_holds.py \
-	     test_jobs.py test_ledger_api.py test_holds_property.py test_ratelimit.py \
-	     test_backup.py test_health_metrics.py)
+TSAN_FILES_1 = $(addprefix tests/integration/,test_idempotency.py test_register.py \
+	       test_webhooks.py test_shutdown.py test_ratelimit.py test_backup.py \
+	       test_health_metrics.py)
+TSAN_FILES_2 = $(addprefix tests/integration/,test_payouts.py test_claims.py test_holds.py \
+	       test_jobs.py test_ledger_api.py test_holds_property.py)
 TSAN_PG_FILES = $(addprefix tests/integration/,test_idempotency.py test_register.py \
-	        test_multi_instance.py test_link_faults.py test_claims.py test_jobs.py \
+	        test_shutdown.py test_multi_instance.py test_link_faults.py test_jobs.py \
 	        test_ledger_api.py)
 TSAN_ENV = TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 $(TSAN_EXTRA)"
 
@@ -231,10 +234,14 @@ tsan:
 		UNIT_OBJS=build-tsan/criterion_arena.o UNIT_RUN="$(abspath tests/sanitized)" tsan-check
 
 tsan-check: $(BUILD)/settled $(BUILD)/settled-faultsim $(UNIT_BIN)
-	PGCTL_FSYNC=off $(WITH_SERVICES) sh -c '$(MAKE) -j3 -O unit tsan-integration tsan-integration-pg'
+	PGCTL_FSYNC=off $(WITH_SERVICES) sh -c \
+		'$(MAKE) -j4 -O unit tsan-integration-1 tsan-integration-2 tsan-integration-pg'
 
-tsan-integration:
-	SETTLED_BIN=$(abspath $(BUILD))/settled $(PYTHON) -m pytest -q $(TSAN_FILES) $(PYTEST_ARGS)
+tsan-integration-1:
+	SETTLED_BIN=$(abspath $(BUILD))/settled $(PYTHON) -m pytest -q $(TSAN_FILES_1) $(PYTEST_ARGS)
+
+tsan-integration-2:
+	SETTLED_BIN=$(abspath $(BUILD))/settled $(PYTHON) -m pytest -q $(TSAN_FILES_2) $(PYTEST_ARGS)
 	SETTLED_BIN=$(abspath $(BUILD))/settled-faultsim SETTLED_FAULTSIM=1 \
 		$(PYTHON) -m pytest -q tests/integration/test_ioerr.py $(PYTEST_ARGS)
 
