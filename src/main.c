@@ -304,6 +304,13 @@ static int serve(struct settled *app, const sigset_t *sigs)
 		int sig = sigtimedwait(sigs, NULL, &tick);
 
 		if (sig == SIGTERM || sig == SIGINT) {
+			/* Refusing new requests before saying so: whoever reads
+			 * this line (an operator, a test) may count on a request
+			 * sent after it being answered 503. Logged first, the
+			 * line could leave (the log flusher is another thread)
+			 * while this thread waits for a core, and a request
+			 * sent meanwhile was served. */
+			atomic_store(&app->stopping, true);
 			log_msg(&app->log, LOG_INFO, "signal %d: finishing in-flight requests", sig);
 			break;
 		}

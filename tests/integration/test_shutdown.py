@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import assert_error, backend_name, build_request, new_wallet, store_rows
+from conftest import TIME_FACTOR, assert_error, backend_name, build_request, new_wallet, store_rows
 
 # The grace of the tests that wait it out (SETTLED_SHUTDOWN_GRACE; 30 s by
 # default, which the other tests keep: their in-flight request must finish
@@ -19,12 +19,15 @@ SHORT_GRACE_S = 2
 
 def _shutdown_logged(srv, timeout=2.0):
     """Best-effort sync point: waits (briefly) for a log line saying the
-    server got the signal. Not an assertion: the wording is the server's."""
-    deadline = time.monotonic() + timeout
+    server got the signal. Not an assertion: the wording is the server's.
+    The server refuses new requests before it logs that line, so a request
+    sent after it is answered 503. Only the message is searched: the
+    start-up line's fields name the setting shutdown_grace."""
+    deadline = time.monotonic() + timeout * TIME_FACTOR
     while time.monotonic() < deadline:
         for rec in srv.log_records():
             if isinstance(rec, dict):
-                msg = json.dumps(rec).lower()
+                msg = str(rec.get("msg", "")).lower()
                 if any(w in msg for w in ("sigterm", "signal", "shutting", "stopping", "shutdown")):
                     return True
         time.sleep(0.02)
