@@ -44,14 +44,22 @@
 #define RL_REDIS_SLACK_MS       1000  /* TTL beyond the TAT, by default */
 #define RL_REDIS_KEY_MAX        (RL_PREFIX_MAX + RL_NAME_MAX + 1 + 64)
 
-/* KEYS[1] the state; ARGV now, limit, period, T's whole ms, T's fraction
- * (in units of limit), TTL slack, and "1" to store the new state or "0"
- * (a peek: decide, store nothing). Returns {allowed, ms and frac as read
- * (0 0 = none), ms and frac now stored (or that would be)}. Mirrors
- * rl_gcra_exact(). */
+/* KEYS[1] the state; ARGV[1] seven little-endian int64s (struct "<i8" x 7,
+ * GCRA_ARGS): now, limit, period, T's whole ms, T's fraction (in units of
+ * limit), TTL slack, and 1 to store the new state or 0 (a peek: decide,
+ * store nothing). Returns {allowed, ms and frac as read (0 0 = none), ms
+ * and frac now stored (or that would be)}. Mirrors rl_gcra_exact().
+ *
+ * Cost, not semantics, shapes the encoding: the script runs once per
+ * limited request inside Redis's single thread. One binary argument read
+ * by struct.unpack replaces seven decimal ones that tonumber() parsed with
+ * strtod, and "%d" (an integer conversion: every value is integral and
+ * below 2^53) replaces "%.0f" (libc's multi-precision float printing); the
+ * stored text is byte for byte what "%.0f" wrote. */
+#define GCRA_ARGS 7
 static const char GCRA_LUA[] =
-	"local now, limit, period = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-	"local t_ms, t_frac, slack = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+	"local now, limit, period, t_ms, t_frac, slack, record =\n"
+	"  struct.unpack('<i8i8i8i8i8i8i8', ARGV[1])\n"
 	"local BIG = 4503599627370496 -- 2^52: a larger stored value is junk\n"
 	"local ms, frac = 0, 0\n"
 	"local v = redis.call('GET', KEYS[1])\n"
@@ -72,11 +80,11 @@ static const char GCRA_LUA[] =
 	"if n_ms < h or (n_ms == h and n_frac == 0) then\n"
 	"  allowed, ms, frac = 1, n_ms, n_frac\n"
 	"end\n"
-	"if ARGV[7] == '1' and (allowed == 1 or ms ~= old_ms or frac ~= old_frac) then\n"
+	"if record == 1 and (allowed == 1 or ms ~= old_ms or frac ~= old_frac) then\n"
 	"  local ttl = ms - now + slack\n"
 	"  if frac > 0 then ttl = ttl + 1 end\n"
-	"  redis.call('SET', KEYS[1], string.format('%.0f %.0f', ms, frac), 'PX',\n"
-	"             string.format('%.0f', ttl))\n"
+	"  redis.call('SET', KEYS[1], string.format('%d %d', ms, frac), 'PX',\n"
+	"             string.format('%d', ttl))\n"
 	"end\n"
 	"return {allowed, old_ms, old_frac, ms, frac}\n";
 
@@ -86,7 +94,7 @@ struct rl_redis {
 	struct redisc_script gcra;
 	char prefix[RL_PREFIX_MAX + 1];
 	size_t prefix_len;
-	char slack[24];    /* ttl_slack_ms in decimal */
+	int64_t slack_ms;  /* TTL beyond the TAT */
 };
 
 static enum st_rc redis_check(struct ratelimit *rl, const struct rl_policy *p, const char *key,
@@ -145,6 +153,15 @@ static size_t make_key(const struct rl_redis *r, const char *name, size_t name_l
 	return n;
 }
 
+/* Appends v to *p as 8 little-endian bytes (struct's "<i8"). */
+static void put_le64(unsigned char **p, int64_t v)
+{
+	uint64_t u = (uint64_t)v;
+
+	for (int i = 0; i < 8; i++, u >>= 8)
+		*(*p)++ = (unsigned char)(u & 0xff);
+}
+
 static bool reply_int(const redisReply *r, long long *v)
 {
 	if (r->type != REDIS_REPLY_INTEGER)
@@ -159,9 +176,9 @@ static enum st_rc redis_decide(struct ratelimit *rl, const struct rl_policy *p, 
 {
 	struct rl_redis *r = redis_downcast(rl);
 	char rkey[RL_REDIS_KEY_MAX];
-	char a[5][24];
-	const char *args[8];
-	size_t lens[8];
+	unsigned char a[GCRA_ARGS * 8], *ap = a;
+	const char *args[2];
+	size_t lens[2];
 	redisReply *rep = NULL;
 	long long v[5];
 	struct rl_tat tat;
@@ -188,23 +205,19 @@ static enum st_rc redis_decide(struct ratelimit *rl, const struct rl_policy *p, 
 	rkey_len = make_key(r, p->name, name_len, key, key_len, rkey);
 	if (!rkey_len)
 		return ST_NOMEM;
-	snprintf(a[0], sizeof(a[0]), "%lld", (long long)now);
-	snprintf(a[1], sizeof(a[1]), "%lld", (long long)p->limit);
-	snprintf(a[2], sizeof(a[2]), "%lld", (long long)p->period_ms);
-	snprintf(a[3], sizeof(a[3]), "%lld", (long long)(p->period_ms / p->limit));
-	snprintf(a[4], sizeof(a[4]), "%lld", (long long)(p->period_ms % p->limit));
+	put_le64(&ap, now);
+	put_le64(&ap, p->limit);
+	put_le64(&ap, p->period_ms);
+	put_le64(&ap, p->period_ms / p->limit);
+	put_le64(&ap, p->period_ms % p->limit);
+	put_le64(&ap, r->slack_ms);
+	put_le64(&ap, record ? 1 : 0);
 	args[0] = rkey;
 	lens[0] = rkey_len;
-	for (int i = 0; i < 5; i++) {
-		args[1 + i] = a[i];
-		lens[1 + i] = strlen(a[i]);
-	}
-	args[6] = r->slack;
-	lens[6] = strlen(r->slack);
-	args[7] = record ? "1" : "0";
-	lens[7] = 1;
+	args[1] = (const char *)a;
+	lens[1] = sizeof(a);
 
-	rc = redisc_eval(r->rc, &r->gcra, 1, 8, args, lens, &rep, NULL);
+	rc = redisc_eval(r->rc, &r->gcra, 1, 2, args, lens, &rep, NULL);
 	if (rc)
 		return rc;
 	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5) {
@@ -291,10 +304,9 @@ struct ratelimit *rl_redis_new(const char *url, const struct rl_redis_options *o
 		free(r);
 		return NULL;
 	}
-	snprintf(r->slack, sizeof(r->slack), "%lld",
-		 (long long)(o && o->ttl_slack_ms > 0 && o->ttl_slack_ms <= RL_REDIS_LIMIT_MAX
-				     ? o->ttl_slack_ms
-				     : RL_REDIS_SLACK_MS));
+	r->slack_ms = o && o->ttl_slack_ms > 0 && o->ttl_slack_ms <= RL_REDIS_LIMIT_MAX
+			      ? o->ttl_slack_ms
+			      : RL_REDIS_SLACK_MS;
 	memcpy(r->prefix, prefix, plen + 1);
 	r->prefix_len = plen;
 	redisc_script_init(&r->gcra, GCRA_LUA);

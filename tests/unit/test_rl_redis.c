@@ -324,6 +324,36 @@ Test(rl_redis, invalid_inputs_match_memory, .init = setup, .fini = teardown)
 		     ST_INVALID);
 }
 
+/* The script gets its numbers as binary int64s and prints the TAT with
+ * "%d": at the largest accepted values (16-digit ms, a fraction) the
+ * decisions still match and the stored text is the exact TAT. */
+Test(rl_redis, largest_values_exact_in_args_and_stored_text, .init = setup, .fini = teardown)
+{
+	struct rl_policy p = pol("edge", 3, RL_REDIS_LIMIT_MAX);
+	const int64_t now = RL_REDIS_TIME_MAX - RL_REDIS_LIMIT_MAX, t_ms = RL_REDIS_LIMIT_MAX / 3,
+		      t_frac = RL_REDIS_LIMIT_MAX % 3;
+	redisContext *c = direct(url, -1);
+	char key[256], want[64];
+	redisReply *r;
+
+	cr_assert_eq(t_frac, 1, "the period is not a multiple of the limit");
+	cr_assert(both_s(&p, "k", now).allowed);
+	cr_assert(both_s(&p, "k", now).allowed);
+	snprintf(key, sizeof(key), "%sedge:k", prefix);
+	r = redisCommand(c, "GET %s", key);
+	cr_assert(r && r->type == REDIS_REPLY_STRING);
+	snprintf(want, sizeof(want), "%lld %lld", (long long)(now + 2 * t_ms), (long long)(2 * t_frac));
+	cr_assert_str_eq(r->str, want, "the exact TAT after two steps");
+	freeReplyObject(r);
+	cr_assert(both_s(&p, "k", now).allowed);
+	cr_assert(!both_s(&p, "k", now).allowed, "a burst of 3, then refused");
+	cr_assert(both_s(&p, "k", now + t_ms + 1).allowed, "one emission interval later");
+	p = pol("edge2", RL_REDIS_LIMIT_MAX, RL_REDIS_LIMIT_MAX);
+	for (int i = 0; i < 4; i++)
+		cr_assert(both_s(&p, "k", now - i).allowed);
+	redisFree(c);
+}
+
 /* ---- what only a shared store has ------------------------------------- */
 
 struct hammer {
