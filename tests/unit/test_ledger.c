@@ -1002,6 +1002,37 @@ BOTH(ledger, rows_refuse_bad_amounts_directions_and_states)
 	fx_assert_ledger_invariants("after the refused rows");
 }
 
+/* The jobs table's one-column rules (its state, attempts >= 0,
+ * max_attempts >= 1; PostgreSQL: domains since migration 022), attacked
+ * with raw SQL here because this fixture opens both stores. */
+BOTH(jobs, rows_refuse_bad_states_and_counts)
+{
+#define JOB_COLS_SQL "INSERT INTO jobs (queue, kind, payload, state, attempts, max_attempts, run_at," \
+		     " lease_owner, lease_expires_at, created_at, updated_at) VALUES "
+	cr_assert_eq(RAW(JOB_COLS_SQL "('q', 'noop', '{}', 'available', 0, 8, 1, NULL, NULL, 1, 1)"), ST_OK);
+	cr_assert_eq(RAW(JOB_COLS_SQL "('q', 'noop', '{}', 'waiting', 0, 8, 1, NULL, NULL, 1, 1)"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW(JOB_COLS_SQL "('q', 'noop', '{}', 'available', -1, 8, 1, NULL, NULL, 1, 1)"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW(JOB_COLS_SQL "('q', 'noop', '{}', 'available', 0, 0, 1, NULL, NULL, 1, 1)"),
+		     ST_CONFLICT);
+	/* The state/lease rule is still a table CHECK. */
+	cr_assert_eq(RAW(JOB_COLS_SQL "('q', 'noop', '{}', 'running', 0, 8, 1, NULL, NULL, 1, 1)"),
+		     ST_CONFLICT);
+#undef JOB_COLS_SQL
+	cr_assert_eq(RAW("UPDATE jobs SET state = 'lost'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE jobs SET attempts = attempts - 1"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE jobs SET max_attempts = 0"), ST_CONFLICT);
+	cr_assert_eq(fx_int("SELECT count(*) FROM jobs WHERE queue = 'q' AND state = 'available'"
+			    " AND attempts = 0 AND max_attempts = 8", NULL),
+		     1);
+	cr_assert_eq(fx_int("SELECT count(*) FROM jobs WHERE queue = 'q'", NULL), 1);
+	/* A good move still passes. */
+	cr_assert_eq(RAW("UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = 'w',"
+			 " lease_expires_at = 9 WHERE queue = 'q'"),
+		     ST_OK);
+}
+
 BOTH(ledger, keyset_pages_cover_every_entry_once)
 {
 	struct account w = wallet(6);
