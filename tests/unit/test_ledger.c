@@ -1033,6 +1033,45 @@ BOTH(jobs, rows_refuse_bad_states_and_counts)
 		     ST_OK);
 }
 
+/* webhook_events' one-column rules (provider, event id length, status;
+ * PostgreSQL: domains since migration 023), attacked with raw SQL here
+ * because this fixture opens both stores. */
+BOTH(webhooks, rows_refuse_bad_providers_ids_and_states)
+{
+	/* Two buffers: the store caches a statement by its text's address
+	 * (RAW's statements are meant to be literals). */
+	char sql256[600], sql255[600];
+	char long_id[257];
+
+#define EVENT_SQL "INSERT INTO webhook_events (provider, event_id, type, status, body, received_at) VALUES "
+	cr_assert_eq(RAW(EVENT_SQL "('standard', 'msg_ok', 'payment.confirmed', 'stored', '{}', 1)"), ST_OK);
+	cr_assert_eq(RAW(EVENT_SQL "('paypal', 'msg_1', 'payment.confirmed', 'stored', '{}', 1)"), ST_CONFLICT);
+	cr_assert_eq(RAW(EVENT_SQL "('standard', '', 'payment.confirmed', 'stored', '{}', 1)"), ST_CONFLICT);
+	cr_assert_eq(RAW(EVENT_SQL "('standard', 'msg_2', 'payment.confirmed', 'queued', '{}', 1)"),
+		     ST_CONFLICT);
+	memset(long_id, 'x', 256);
+	long_id[256] = 0;
+	snprintf(sql256, sizeof(sql256),
+		 EVENT_SQL "('standard', '%s', 'payment.confirmed', 'stored', '{}', 1)", long_id);
+	cr_assert_eq(RAW(sql256), ST_CONFLICT);
+	long_id[255] = 0;
+	snprintf(sql255, sizeof(sql255),
+		 EVENT_SQL "('standard', '%s', 'payment.confirmed', 'stored', '{}', 1)", long_id);
+	cr_assert_eq(RAW(sql255), ST_OK);
+	/* processed needs its ledger transaction: still a table CHECK. */
+	cr_assert_eq(RAW(EVENT_SQL "('standard', 'msg_3', 'payment.confirmed', 'processed', '{}', 1)"),
+		     ST_CONFLICT);
+#undef EVENT_SQL
+	cr_assert_eq(RAW("UPDATE webhook_events SET status = 'lost' WHERE event_id = 'msg_ok'"), ST_CONFLICT);
+	cr_assert_eq(fx_int("SELECT count(*) FROM webhook_events", NULL), 2);
+	cr_assert_eq(fx_int("SELECT count(*) FROM webhook_events WHERE event_id = 'msg_ok' AND status = 'stored'",
+			    NULL),
+		     1);
+	cr_assert_eq(RAW("UPDATE webhook_events SET status = 'processed', ledger_tx_id = 'ltx_x'"
+			 " WHERE event_id = 'msg_ok'"),
+		     ST_OK);
+}
+
 BOTH(ledger, keyset_pages_cover_every_entry_once)
 {
 	struct account w = wallet(6);
