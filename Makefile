@@ -173,7 +173,7 @@ integration-pg: $(BUILD)/settled
 PG_PART_1 = $(addprefix tests/integration/,test_apikeys.py test_chaos_short.py test_config.py \
 	    test_examples.py test_hostile.py test_http.py test_fields.py)
 PG_PART_2 = $(addprefix tests/integration/,test_claims.py test_payouts.py test_framing.py \
-	    test_holds.py test_evm_rail.py test_backup.py)
+	    test_holds.py test_evm_rail.py test_backup.py test_clock.py test_shutdown.py)
 OWN_PG = env -u SETTLED_TEST_PG -u SETTLED_TEST_PG_DIR
 integration-pg-1: $(BUILD)/settled
 	$(OWN_PG) $(PG_PYTEST) $(PG_PART_1) $(PYTEST_ARGS)
