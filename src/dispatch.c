@@ -752,6 +752,9 @@ static void request_done(void *arg, enum st_rc rc)
 		}
 	}
 	rq->state = RQ_READY;
+	/* Before the resume (on_completed may follow it at once) and before
+	 * queued drops: http_stop never sees neither count hold this one. */
+	atomic_fetch_add(&h->answering, 1);
 	MHD_resume_connection(rq->conn);
 	/* Last: the connection's thread may already have sent the answer
 	 * and freed rq. */

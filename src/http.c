@@ -65,6 +65,11 @@
  * 100 MB. */
 #define HTTP_CONN_MEMORY (8 * 1024)
 
+/* How long a stop waits, once no unit is queued, for the answers the last
+ * units made to be sent: milliseconds on a live client, so this only
+ * bounds one that stopped reading. */
+#define HTTP_ANSWER_WAIT_MS 5000
+
 /* A req_ctx is malloc'd per request and freed at its end. Up to 1,032
  * bytes glibc serves that from its per-thread cache (tcache); a larger one
  * (or a calloc, which bypasses the cache) takes the large-chunk path,
@@ -648,6 +653,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		trace_request(rq, status);
 	if (rq->idem_running)
 		idem_end(h->app->idem, rq->idem_scope, rq->idem_key);
+	/* Its unit was queued (set by this connection's thread, which runs
+	 * this too), so request_done counted it answering before resuming
+	 * the connection that got us here. */
+	if (rq->unit_queued)
+		atomic_fetch_sub(&h->answering, 1);
 	json_decref(rq->json);
 	buf_release(&rq->body);
 	resp_release(&rq->resp);
@@ -821,6 +831,14 @@ void http_stop(struct http *h, int64_t grace_ms)
 		log_msg(&h->app->log, LOG_WARN, "stopping: waiting for %d queued write(s)",
 			atomic_load(&h->queued));
 	while (atomic_load(&h->queued) > 0)
+		nanosleep(&step, NULL);
+	/* And for the answers those units made: a resumed connection sends
+	 * its answer on its own thread, which MHD_stop_daemon() would
+	 * otherwise beat (the client saw the connection closed unanswered
+	 * while its write had committed). Bounded: a client that does not
+	 * read its answer does not hold the stop for longer. */
+	for (int64_t end = clock_mono_ms() + HTTP_ANSWER_WAIT_MS;
+	     atomic_load(&h->answering) > 0 && clock_mono_ms() < end;)
 		nanosleep(&step, NULL);
 	MHD_stop_daemon(h->daemon);
 	reaper_free(h->reaper); /* after the daemon: every connection is unwatched */

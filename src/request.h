@@ -52,6 +52,10 @@ struct http {
 	 * holds their req_ctx. http_stop waits for none before stopping the
 	 * daemon (see there). */
 	atomic_int queued;
+	/* Requests request_done resumed whose answer is not sent yet
+	 * (on_completed): http_stop waits for them too, else stopping the
+	 * daemon closes a resumed connection before it sends its answer. */
+	atomic_int answering;
 	struct reaper *reaper;  /* request deadline (reaper.h); NULL: none */
 	bool layout_checks;     /* the libmicrohttpd whose layout hdr_layout.h knows */
 	char oom_marker;        /* its address marks a request answered for want of memory */
