@@ -203,7 +203,7 @@ static void check_layout(const uint8_t *data, size_t size)
 			for (size_t i = 0; i < m.n; i++)
 				hdr_layout_field(&l2, m.f[i].name, m.f[i].name_len, m.f[i].value,
 						 m.f[i].value_len);
-			if (clean && spaces == 2)
+			if (clean && spaces == 2 && !m.args_lost)
 				FUZZ_CHECK(hdr_layout_end(&l2) == f);
 			else
 				(void)hdr_layout_end(&l2);

@@ -32,6 +32,11 @@ struct model {
 	const char *url, *version;
 	struct model_field arg[MODEL_FIELDS_MAX];
 	size_t nargs;
+	/* More arguments than arg[] holds: the ones past it were parsed but
+	 * not recorded, so a walk over arg[] cannot be compared with one over
+	 * the whole query (libmicrohttpd itself records them all, or answers
+	 * 431 when its pool runs out). */
+	bool args_lost;
 };
 
 /* Next line from *pos: its start, the line end turned into NULs; NULL when
@@ -70,7 +75,9 @@ static inline void model_arg(struct model *m, char *key, char *value)
 	for (char *p = value; p && *p; p++)
 		if (*p == '+')
 			*p = ' ';
-	if (m->nargs < MODEL_FIELDS_MAX) {
+	if (m->nargs == MODEL_FIELDS_MAX) {
+		m->args_lost = true;
+	} else {
 		m->arg[m->nargs].name = key;
 		m->arg[m->nargs].name_len = strlen(key);
 		m->arg[m->nargs].value = value;
@@ -86,6 +93,7 @@ static inline bool model_request_line(struct model *m, char *line, size_t n)
 	size_t ulen;
 
 	m->nargs = 0;
+	m->args_lost = false;
 	if (!uri || uri == line)
 		return false;
 	*uri++ = '\0';
