@@ -88,20 +88,50 @@ static json_t *literal(struct scan *s, const char *word, size_t len, json_t *v)
 
 static json_t *value(struct scan *s);
 
+/* Where a member or element left the scan: another follows, the
+ * container closed, or the text is not the one form this parser reads. */
+enum member_end { MEMBER_NEXT, MEMBER_CLOSED, MEMBER_BAD };
+
+/* Past a container's opening byte: true when `closer` follows at once
+ * (an empty container, closed). */
+static bool open_empty(struct scan *s, char closer)
+{
+	s->p++;
+	skip_ws(s);
+	if (!at(s, closer))
+		return false;
+	s->p++;
+	s->depth--;
+	return true;
+}
+
+/* After a member or element: ',' and the next, or the container's end. */
+static enum member_end member_end(struct scan *s, char closer)
+{
+	skip_ws(s);
+	if (at(s, ',')) {
+		s->p++;
+		skip_ws(s);
+		return MEMBER_NEXT;
+	}
+	if (at(s, closer)) {
+		s->p++;
+		s->depth--;
+		return MEMBER_CLOSED;
+	}
+	return MEMBER_BAD;
+}
+
 static json_t *object(struct scan *s)
 {
+	enum member_end end = MEMBER_NEXT;
 	json_t *o;
 
 	if (++s->depth > JSON_FAST_MAX_DEPTH || !(o = json_object()))
 		return NULL;
-	s->p++;
-	skip_ws(s);
-	if (at(s, '}')) {
-		s->p++;
-		s->depth--;
+	if (open_empty(s, '}'))
 		return o;
-	}
-	for (;;) {
+	while (end == MEMBER_NEXT) {
 		const char *k;
 		size_t klen;
 		json_t *v;
@@ -118,54 +148,32 @@ static json_t *object(struct scan *s)
 			break;
 		if (json_object_setn_new_nocheck(o, k, klen, v)) /* takes v, even failing */
 			break;
-		skip_ws(s);
-		if (at(s, ',')) {
-			s->p++;
-			skip_ws(s);
-			continue;
-		}
-		if (at(s, '}')) {
-			s->p++;
-			s->depth--;
-			return o;
-		}
-		break;
+		end = member_end(s, '}');
 	}
+	if (end == MEMBER_CLOSED)
+		return o;
 	json_decref(o);
 	return NULL;
 }
 
 static json_t *array(struct scan *s)
 {
+	enum member_end end = MEMBER_NEXT;
 	json_t *a;
 
 	if (++s->depth > JSON_FAST_MAX_DEPTH || !(a = json_array()))
 		return NULL;
-	s->p++;
-	skip_ws(s);
-	if (at(s, ']')) {
-		s->p++;
-		s->depth--;
+	if (open_empty(s, ']'))
 		return a;
-	}
-	for (;;) {
+	while (end == MEMBER_NEXT) {
 		json_t *v = value(s);
 
 		if (!v || json_array_append_new(a, v)) /* takes v, even failing */
 			break;
-		skip_ws(s);
-		if (at(s, ',')) {
-			s->p++;
-			skip_ws(s);
-			continue;
-		}
-		if (at(s, ']')) {
-			s->p++;
-			s->depth--;
-			return a;
-		}
-		break;
+		end = member_end(s, ']');
 	}
+	if (end == MEMBER_CLOSED)
+		return a;
 	json_decref(a);
 	return NULL;
 }
