@@ -146,6 +146,14 @@ static void count_write_fault(void *arg, enum store_write_fault f)
 	metrics_inc(app->m.store_write_faults, lv);
 }
 
+/* The store's writer calls this after each COMMIT that made units durable. */
+static void count_commit(void *arg, unsigned units)
+{
+	struct settled *app = arg;
+
+	metric_observe(app->m.store_commit_units, units);
+}
+
 static enum st_rc bootstrap_unit(struct tx *tx, void *arg)
 {
 	struct bootstrap *b = arg;
@@ -255,6 +263,8 @@ static int serve(struct settled *app, const sigset_t *sigs)
 	 * from its locked queue, which orders this store before that read. */
 	app->store->on_write_fault = count_write_fault;
 	app->store->on_write_fault_arg = app;
+	app->store->on_commit = count_commit;
+	app->store->on_commit_arg = app;
 	app->store->clock_ms = app->clock_ms;
 	app->store->clock_arg = app->clock_arg;
 	rc = store_run(app->store, bootstrap_unit, &boot);

@@ -114,6 +114,9 @@ static enum st_rc settled_store_metrics_init(struct settled_metrics *m, struct m
 {
 	static const char *const labels[] = { "reason" };
 	static const enum store_write_fault faults[] = { STORE_WRITE_DISK_FULL, STORE_WRITE_IO_ERROR };
+	/* Group commit's batch sizes: 1 is a unit committed alone. */
+	static const double unit_buckets[] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
+	struct metric_family *commit_units;
 
 	m->clock_step = metrics_gauge(reg, "settled_clock_step_seconds",
 				      "How far the system clock was stepped from the server clock since start.",
@@ -131,6 +134,11 @@ static enum st_rc settled_store_metrics_init(struct settled_metrics *m, struct m
 		if (!metric_series_get(m->store_write_faults, lv))
 			return ST_NOMEM;
 	}
+	commit_units = metrics_histogram(reg, "settled_store_commit_units",
+					 "Write units made durable by one store COMMIT (group commit's batch size).",
+					 0, NULL, unit_buckets, sizeof(unit_buckets) / sizeof(unit_buckets[0]));
+	if (!commit_units || !(m->store_commit_units = metric_series_get(commit_units, NULL)))
+		return ST_NOMEM;
 	return ST_OK;
 }
 

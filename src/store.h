@@ -203,11 +203,19 @@ const char *store_write_fault_str(enum store_write_fault f);   /* "disk_full", "
  * of storage; the server counts it (settled_store_write_faults_total). */
 typedef void store_fault_fn(void *arg, enum store_write_fault f);
 
+/* Told, on the writer's thread, after each COMMIT that made write units
+ * durable, how many it made durable (group commit's batch size; units
+ * that failed and rolled back alone are not counted); the server observes
+ * it (settled_store_commit_units). */
+typedef void store_commit_fn(void *arg, unsigned units);
+
 struct store {
 	const struct store_ops *ops;
 	const struct logger *log;
 	store_fault_fn *on_write_fault;     /* may be NULL */
 	void *on_write_fault_arg;
+	store_commit_fn *on_commit;         /* may be NULL */
+	void *on_commit_arg;
 	_Atomic int write_fault;            /* enum store_write_fault of the last batch */
 	int64_t (*clock_ms)(void *clock_arg); /* NULL = wall clock */
 	void *clock_arg;
@@ -220,6 +228,13 @@ struct store {
 	 * there the key's record insert finds a finished key instead. */
 	bool unit_reads_cheap;
 };
+
+/* For the backends: tells on_commit that a COMMIT made units durable. */
+static inline void store_note_commit(struct store *s, unsigned units)
+{
+	if (units && s->on_commit)
+		s->on_commit(s->on_commit_arg, units);
+}
 
 struct store_options {
 	const char *sqlite_path;    /* embedded mode */

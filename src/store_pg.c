@@ -1390,8 +1390,10 @@ static enum st_rc run_unit(struct pg_conn *c, struct write_unit *u)
 			}
 			/* Committed: this run's after-commit work, once. A run that
 			 * is retried or rolled back takes its work along. */
-			if (rc == ST_OK)
+			if (rc == ST_OK) {
 				tx_after_run(&t.base);
+				store_note_commit(&s->base, 1);
+			}
 		} else {
 			tx_rollback(&t);
 		}
@@ -1506,7 +1508,12 @@ static enum pg_batch_end batch_once(struct pg_conn *c, struct write_unit *batch,
 		}
 	}
 	if (crc == ST_OK) {
+		unsigned durable = 0;
+
 		tx_after_run(&t.base); /* each committed unit's work, once */
+		for (struct write_unit *u = batch; u; u = u->next)
+			durable += u->rc == ST_OK;
+		store_note_commit(&s->base, durable);
 		return BATCH_COMMITTED;
 	}
 	tx_after_drop(&t.base);

@@ -554,10 +554,16 @@ static void run_batch(struct sqlite_store *s, struct write_unit *batch)
 			s->writer.fault = STORE_WRITE_OK; /* a durable write: storage is back */
 		/* The units' after-commit work runs now that it is durable, before
 		 * any client hears of it; with a failed COMMIT it never happened. */
-		if (rc == ST_OK)
+		if (rc == ST_OK) {
+			unsigned durable = 0;
+
 			tx_after_run(&t.base);
-		else
+			for (struct write_unit *u = batch; u; u = u->next)
+				durable += u->rc == ST_OK;
+			store_note_commit(&s->base, durable);
+		} else {
 			tx_after_drop(&t.base);
+		}
 		if (rc) {
 			log_msg(s->base.log, LOG_ERROR, "sqlite commit failed: %s",
 				sqlite3_errmsg(s->writer.db));

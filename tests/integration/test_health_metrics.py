@@ -10,8 +10,10 @@ import pytest
 from conftest import (
     ADMIN_TOKEN,
     _send,
+    concurrent_requests,
     find_samples,
     new_wallet,
+    only_responses,
     parse_metrics,
     wait_until,
 )
@@ -60,6 +62,38 @@ def test_metrics_exposition(server):
     assert start and abs(start[0][2] - time.time()) < 3600, start
     assert find_samples(samples, "process_cpu_seconds_total")
     assert find_samples(samples, "process_open_fds")
+
+
+def _commit_units(srv):
+    """settled_store_commit_units: (count, sum, {le: cumulative count})."""
+    _, samples = _metrics_samples(srv)
+    count = find_samples(samples, "settled_store_commit_units_count")
+    total = find_samples(samples, "settled_store_commit_units_sum")
+    assert count and total, "settled_store_commit_units is not exported"
+    buckets = {s[1]["le"]: s[2] for s in find_samples(samples, "settled_store_commit_units_bucket")}
+    return count[0][2], total[0][2], buckets
+
+
+def test_commit_units_count_the_durable_units_of_each_commit(server):
+    """Group commit's batch size: every COMMIT that made write units durable
+    is one observation of how many (a unit alone is 1), so the sum grows by
+    at least the units the requests wrote (background units add their own)
+    and the commits are no more than the units."""
+    count0, sum0, _ = _commit_units(server)
+    n = 24
+    reqs = [{"method": "POST", "path": "/api/register", "json_body": {"wallet": new_wallet()},
+             "headers": {"Idempotency-Key": "commit-units-%d-%d" % (i, time.time_ns())}}
+            for i in range(n)]
+    results = only_responses(concurrent_requests(server.port, reqs))
+    assert [r.status for r in results] == [201] * n, [r.status for r in results]
+    # Observed after the COMMIT, before the unit's answer: already counted.
+    count1, sum1, buckets = _commit_units(server)
+    assert sum1 - sum0 >= n, (sum0, sum1)
+    assert 1 <= count1 - count0 <= sum1 - sum0, (count0, count1, sum0, sum1)
+    assert buckets["+Inf"] == count1, buckets
+    les = sorted((float(k), v) for k, v in buckets.items() if k != "+Inf")
+    assert [le for le, _ in les][:2] == [1.0, 2.0], les
+    assert all(a[1] <= b[1] for a, b in zip(les, les[1:])), les
 
 
 def test_metrics_label_by_route_template(server):
