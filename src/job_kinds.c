@@ -10,13 +10,15 @@ static job_handler_fn noop_job;
 
 /* max_running caps how many jobs of the kind's queue run (or wait to run)
  * at once on this instance; 0 = the pool's size. Kinds sharing a queue
- * share its cap (the smallest non-zero one wins). */
+ * share its cap (the smallest non-zero one wins). in_store: the handler
+ * makes no outside call, so in embedded mode its jobs need no lease
+ * (worker.h). */
 const struct job_kind settled_job_kinds[] = {
-	{ CLAIM_JOB_KIND, CLAIM_JOB_QUEUE, claim_confirm_job, 0 },         /* claim_job.c */
-	{ WEBHOOK_JOB_KIND, WEBHOOK_JOB_QUEUE, webhook_process_job, 0 },   /* webhook_job.c */
-	{ PAYOUT_EXECUTE_KIND, PAYOUT_JOB_QUEUE, payout_execute_job, 0 },  /* payout_job.c */
-	{ PAYOUT_CONFIRM_KIND, PAYOUT_JOB_QUEUE, payout_confirm_job, 0 },  /* payout_job.c */
-	{ "noop", "default", noop_job, 0 }, /* benchmarks and tests: completes at once */
+	{ CLAIM_JOB_KIND, CLAIM_JOB_QUEUE, claim_confirm_job, 0, false },  /* claim_job.c */
+	{ WEBHOOK_JOB_KIND, WEBHOOK_JOB_QUEUE, webhook_process_job, 0, true }, /* webhook_job.c */
+	{ PAYOUT_EXECUTE_KIND, PAYOUT_JOB_QUEUE, payout_execute_job, 0, false },/* payout_job.c */
+	{ PAYOUT_CONFIRM_KIND, PAYOUT_JOB_QUEUE, payout_confirm_job, 0, false },/* payout_job.c */
+	{ "noop", "default", noop_job, 0, false }, /* benchmarks and tests: completes at once */
 };
 const size_t settled_njob_kinds = sizeof(settled_job_kinds) / sizeof(settled_job_kinds[0]);
 

@@ -350,6 +350,47 @@ enum st_rc queue_complete(struct tx *tx, int64_t id, const char *lease_owner)
 	return changes == 1 ? ST_OK : ST_CONFLICT;
 }
 
+enum st_rc queue_complete_unleased(struct tx *tx, const struct job *j)
+{
+	int64_t changes = 0;
+	int64_t now = tx_now_ms(tx);
+	enum st_rc rc;
+
+	rc = tx_exec(tx,
+		     "UPDATE jobs SET state = 'completed', finished_at = $4, updated_at = $4"
+		     " WHERE id = $1 AND state = 'available' AND attempts = $2 AND updated_at = $3",
+		     ST_ARGS(SV_I(j->id), SV_I(j->attempts), SV_I(j->updated_at), SV_I(now)),
+		     &changes);
+	if (rc)
+		return rc;
+	return changes == 1 ? ST_OK : ST_CONFLICT;
+}
+
+enum st_rc queue_take_due(struct tx *tx, const char *queue, int max, int64_t after_run_at,
+			  int64_t after_id, struct job *out, int *n_out)
+{
+	struct st_rows *rows = NULL;
+	enum st_rc rc;
+
+	*n_out = 0;
+	if (max <= 0)
+		return ST_OK;
+	/* (run_at, id) past the cursor: the jobs_ready index's order, so the
+	 * scan starts at the cursor. */
+	rc = tx_query(tx,
+		      "SELECT " JOB_COLS " FROM jobs WHERE state = 'available' AND queue = $1"
+		      " AND run_at <= $2 AND (run_at > $3 OR (run_at = $3 AND id > $4))"
+		      " ORDER BY run_at, id LIMIT $5",
+		      ST_ARGS(SV_S(queue), SV_I(tx_now_ms(tx)), SV_I(after_run_at), SV_I(after_id),
+			      SV_I(max)),
+		      &rows);
+	if (rc)
+		return rc;
+	rc = jobs_from_rows(rows, max, out, n_out);
+	rows_free(rows);
+	return rc;
+}
+
 struct complete_all {
 	const char *lease_owner;
 	const struct buf *list;
@@ -453,34 +494,25 @@ out:
 	return rc;
 }
 
-enum st_rc queue_fail(struct tx *tx, int64_t id, const char *lease_owner, const char *error,
-		      int64_t delay_ms, bool permanent, enum job_state *new_state)
+/* A failed attempt's UPDATE up to its WHERE. In an UPDATE, `attempts` on
+ * the right-hand side is the old value in both dialects, so every CASE
+ * sees the same count. $3 error, $4 now, $5 next run_at, $6 permanent. */
+#define FAIL_SET \
+	"UPDATE jobs SET attempts = attempts + 1, last_error = $3, updated_at = $4," \
+	" state = CASE WHEN attempts + 1 >= max_attempts OR $6 = 1 THEN 'dead'" \
+	"  ELSE 'available' END," \
+	" run_at = CASE WHEN attempts + 1 >= max_attempts OR $6 = 1 THEN run_at" \
+	"  ELSE CAST($5 AS BIGINT) END," \
+	" finished_at = CASE WHEN attempts + 1 >= max_attempts OR $6 = 1" \
+	"  THEN CAST($4 AS BIGINT) ELSE NULL END," \
+	" lease_owner = NULL, lease_expires_at = NULL"
+
+static enum st_rc fail_run(struct tx *tx, const char *sql, int nv, const struct st_val *v,
+			   enum job_state *new_state)
 {
 	struct st_rows *rows = NULL;
-	int64_t now = tx_now_ms(tx);
-	size_t elen = error ? strlen(error) : 0;
-	enum st_rc rc;
+	enum st_rc rc = tx_query(tx, sql, nv, v, &rows);
 
-	if (delay_ms < 0)
-		delay_ms = 0;
-	if (elen > QUEUE_ERROR_MAX)
-		elen = QUEUE_ERROR_MAX;
-	/* In an UPDATE, `attempts` on the right-hand side is the old value in
-	 * both dialects, so every CASE sees the same count. */
-	rc = tx_query(tx,
-		      "UPDATE jobs SET attempts = attempts + 1, last_error = $3, updated_at = $4,"
-		      " state = CASE WHEN attempts + 1 >= max_attempts OR $6 = 1 THEN 'dead'"
-		      "  ELSE 'available' END,"
-		      " run_at = CASE WHEN attempts + 1 >= max_attempts OR $6 = 1 THEN run_at"
-		      "  ELSE CAST($5 AS BIGINT) END,"
-		      " finished_at = CASE WHEN attempts + 1 >= max_attempts OR $6 = 1"
-		      "  THEN CAST($4 AS BIGINT) ELSE NULL END,"
-		      " lease_owner = NULL, lease_expires_at = NULL"
-		      " WHERE id = $1 AND state = 'running' AND lease_owner = $2"
-		      " RETURNING state",
-		      ST_ARGS(SV_I(id), SV_S(lease_owner), SV_SN(error ? error : "", elen), SV_I(now),
-			      SV_I(now + delay_ms), SV_I(permanent ? 1 : 0)),
-		      &rows);
 	if (rc)
 		return rc;
 	if (rows->nrows != 1) {
@@ -494,6 +526,40 @@ enum st_rc queue_fail(struct tx *tx, int64_t id, const char *lease_owner, const 
 	}
 	rows_free(rows);
 	return ST_OK;
+}
+
+enum st_rc queue_fail(struct tx *tx, int64_t id, const char *lease_owner, const char *error,
+		      int64_t delay_ms, bool permanent, enum job_state *new_state)
+{
+	int64_t now = tx_now_ms(tx);
+	size_t elen = error ? strlen(error) : 0;
+
+	if (delay_ms < 0)
+		delay_ms = 0;
+	if (elen > QUEUE_ERROR_MAX)
+		elen = QUEUE_ERROR_MAX;
+	return fail_run(tx, FAIL_SET " WHERE id = $1 AND state = 'running' AND lease_owner = $2"
+			" RETURNING state",
+			ST_ARGS(SV_I(id), SV_S(lease_owner), SV_SN(error ? error : "", elen), SV_I(now),
+				SV_I(now + delay_ms), SV_I(permanent ? 1 : 0)),
+			new_state);
+}
+
+enum st_rc queue_fail_unleased(struct tx *tx, const struct job *j, const char *error,
+			       int64_t delay_ms, bool permanent, enum job_state *new_state)
+{
+	int64_t now = tx_now_ms(tx);
+	size_t elen = error ? strlen(error) : 0;
+
+	if (delay_ms < 0)
+		delay_ms = 0;
+	if (elen > QUEUE_ERROR_MAX)
+		elen = QUEUE_ERROR_MAX;
+	return fail_run(tx, FAIL_SET " WHERE id = $1 AND state = 'available' AND attempts = $2"
+			" AND updated_at = $7 RETURNING state",
+			ST_ARGS(SV_I(j->id), SV_I(j->attempts), SV_SN(error ? error : "", elen), SV_I(now),
+				SV_I(now + delay_ms), SV_I(permanent ? 1 : 0), SV_I(j->updated_at)),
+			new_state);
 }
 
 enum st_rc queue_release(struct tx *tx, int64_t id, const char *lease_owner)

@@ -16,7 +16,9 @@
  * max_attempts (the dead-letter queue); dead -> available (operator retry).
  * A lease that expires (a crashed worker) is swept back to available and
  * counts as an attempt, so a job that kills its worker ends in the DLQ
- * instead of looping.
+ * instead of looping. In embedded mode the jobs of in_store kinds
+ * (worker.h) are never leased: available -> completed, or a failed
+ * attempt recorded straight from available ("Unleased jobs" below).
  *
  * Lease owners are "<instance_id>#<claim sequence>": unique per claim, so two
  * claims of the same job (after a lease was swept) never share a fence, even
@@ -132,6 +134,26 @@ enum st_rc queue_complete_many(struct tx *tx, const char *lease_owner, const int
  * ST_CONFLICT when the job is no longer ours. */
 enum st_rc queue_fail(struct tx *tx, int64_t id, const char *lease_owner, const char *error,
 		      int64_t delay_ms, bool permanent, enum job_state *new_state);
+
+/* Unleased jobs (embedded mode, kinds whose handler makes no outside
+ * call: worker.h). The fetcher reads them on a read connection without
+ * writing them running; the worker's completion or failure is then fenced
+ * by the job being still available with the attempts and updated_at it
+ * was read with (every write of a job row changes updated_at or
+ * attempts): ST_CONFLICT when it moved, and the caller's unit rolls its
+ * effect back, as for a lost lease.
+ *
+ * queue_take_due: up to max available jobs of queue due now, in (run_at,
+ * id) order past the cursor (after_run_at, after_id) (0, 0 = from the
+ * start), into out; read only. Caller releases each with job_release. */
+enum st_rc queue_take_due(struct tx *tx, const char *queue, int max, int64_t after_run_at,
+			  int64_t after_id, struct job *out, int *n_out);
+/* available -> completed for a job read by queue_take_due. */
+enum st_rc queue_complete_unleased(struct tx *tx, const struct job *j);
+/* queue_fail for a job read by queue_take_due: the same attempt count,
+ * error, backoff and dead-lettering. */
+enum st_rc queue_fail_unleased(struct tx *tx, const struct job *j, const char *error,
+			       int64_t delay_ms, bool permanent, enum job_state *new_state);
 
 /* Hands a running job back without counting an attempt (graceful shutdown):
  * available, lease cleared, run_at unchanged. ST_CONFLICT when not ours. */

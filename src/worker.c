@@ -48,6 +48,7 @@
 #define CLAIM_MAX 256          /* jobs of one queue per claim unit */
 #define WORKER_BATCH_MAX 256   /* ready jobs per worker, at most, when jobs are cheap */
 #define WORKER_EFFECTS_PER_UNIT 16 /* job_commit_later effects per write unit */
+#define UNLEASED_RESTART_S 1.0 /* an unleased queue is read from its start at least this often */
 
 /* ---- the pool ---- */
 
@@ -69,6 +70,17 @@ struct worker_pool {
 	const char *queues[MAX_QUEUES + 1];
 	int limit[MAX_QUEUES];
 	int inflight[MAX_QUEUES];
+	/* Unleased queues (embedded mode, in_store kinds only; worker.h): the
+	 * fetcher reads their due jobs without claiming them. While some are
+	 * in flight it reads only past the last one it handed out, (run_at,
+	 * id) in the jobs_ready index's order, so it never hands a job out
+	 * twice; it starts again from the queue's start once none is in
+	 * flight, and stops taking more after UNLEASED_RESTART_S so that that
+	 * happens at least that often (a job committed behind the cursor, or
+	 * a retry due before it, waits at most that long). */
+	bool unleased[MAX_QUEUES];
+	int64_t cursor_run_at[MAX_QUEUES], cursor_id[MAX_QUEUES];
+	double restarted_at[MAX_QUEUES];
 	int rr;                   /* round-robin start, for fairness between queues */
 	double job_s;             /* moving average of a job's cost in a batch, seconds */
 	atomic_bool stopping;     /* set under mu; workers also read it between jobs */
@@ -81,7 +93,9 @@ struct worker_pool {
 	unsigned nthreads;
 };
 
-static int build_queue_list(const char **out, int *limits, int pool_size)
+/* The queues the kind table names, each with its limit and whether every
+ * kind in it is in_store (in_store may be NULL). */
+static int build_queue_list(const char **out, int *limits, bool *in_store, int pool_size)
 {
 	int n = 0;
 
@@ -97,8 +111,12 @@ static int build_queue_list(const char **out, int *limits, int pool_size)
 				continue;
 			out[n] = kind->queue;
 			limits[n] = pool_size;
+			if (in_store)
+				in_store[n] = true;
 			n++;
 		}
+		if (in_store && !kind->in_store)
+			in_store[i] = false;
 		if (kind->max_running > 0 && kind->max_running < limits[i])
 			limits[i] = kind->max_running;
 	}
@@ -110,7 +128,7 @@ size_t worker_queue_names(const char **out, size_t max)
 {
 	const char *names[MAX_QUEUES + 1];
 	int limits[MAX_QUEUES];
-	size_t n = (size_t)build_queue_list(names, limits, 1);
+	size_t n = (size_t)build_queue_list(names, limits, NULL, 1);
 
 	if (n > max)
 		n = max;
@@ -170,8 +188,11 @@ static enum st_rc commit_unit(struct tx *tx, void *arg)
 			return rc;
 	}
 	/* The fence: only the holder of the current lease may complete the
-	 * job, and with it commit the effect. */
-	rc = queue_complete(tx, c->ctx->job->id, c->ctx->job->lease_owner);
+	 * job, and with it commit the effect; an unleased job only while its
+	 * row is as it was read. */
+	rc = c->ctx->job->lease_owner[0]
+		     ? queue_complete(tx, c->ctx->job->id, c->ctx->job->lease_owner)
+		     : queue_complete_unleased(tx, c->ctx->job);
 	if (rc == ST_CONFLICT)
 		c->lost = true;
 	return rc;
@@ -237,6 +258,8 @@ static enum st_rc fail_unit(struct tx *tx, void *arg)
 {
 	struct fail_call *f = arg;
 
+	if (!f->job->lease_owner[0])
+		return queue_fail_unleased(tx, f->job, f->error, f->delay_ms, f->permanent, &f->state);
 	return queue_fail(tx, f->job->id, f->job->lease_owner, f->error, f->delay_ms, f->permanent,
 			  &f->state);
 }
@@ -515,6 +538,10 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 		int k = 0, end = i;
 		enum st_rc rc;
 
+		if (b->todo == BATCH_HANDBACK && !owner[0]) {
+			i++; /* unleased: it is available already */
+			continue;
+		}
 		if (b->todo == BATCH_HANDBACK) {
 			rc = queue_release(tx, b->r->job.id, owner);
 			if (rc == ST_CONFLICT)
@@ -525,6 +552,17 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 			continue;
 		}
 		if (b->todo != BATCH_COMPLETE) {
+			i++;
+			continue;
+		}
+		if (!owner[0]) {
+			/* Unleased: fenced by its row, one by one (rare: a
+			 * webhook job with nothing left to do). */
+			rc = queue_complete_unleased(tx, &b->r->job);
+			if (rc == ST_CONFLICT)
+				b->lost = true;
+			else if (rc)
+				return rc;
 			i++;
 			continue;
 		}
@@ -603,7 +641,8 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 		/* Not started: hand back without an attempt when stopping, or
 		 * when the lease is half gone before the job could start. */
 		if (atomic_load(&p->stopping) ||
-		    (wait_max > 0 && mono_s() - b->r->claimed_at > wait_max))
+		    (wait_max > 0 && b->r->job.lease_owner[0] &&
+		     mono_s() - b->r->claimed_at > wait_max))
 			b->todo = BATCH_HANDBACK;
 		else
 			b->todo = run_job(p, b);
@@ -766,10 +805,21 @@ struct claim_call {
 	char owner[QUEUE_OWNER_MAX + 1];
 	struct ready *spare;     /* ready-list nodes allocated ahead of a claim */
 	int nspare;
+	int64_t cursor_run_at[MAX_QUEUES], cursor_id[MAX_QUEUES]; /* unleased queues' */
+	bool any_leased;         /* share_claim: a leased queue is wanted (a claim unit) */
 };
 
+static void release_queue(struct claim_call *c, int q, int keep)
+{
+	while (c->got[q] > keep)
+		job_release(&c->jobs[q][--c->got[q]]);
+}
+
 /* On a read connection, without the writer: how many jobs are due in each
- * queue that has room (counted up to its room)? */
+ * queue that has room (counted up to its room)? An unleased queue's due
+ * jobs past its cursor are read here (a count would also see those in
+ * flight, which are still available): they are the take, trimmed later
+ * to what the pool wants. */
 static enum st_rc peek_unit(struct tx *tx, void *arg)
 {
 	struct claim_call *c = arg;
@@ -779,8 +829,21 @@ static enum st_rc peek_unit(struct tx *tx, void *arg)
 		enum st_rc rc;
 
 		c->due[q] = 0;
+		if (c->p->unleased[q])
+			release_queue(c, q, 0); /* a read run again starts from nothing */
 		if (c->room[q] <= 0)
 			continue;
+		if (c->p->unleased[q]) {
+			/* No more than the pool can take: what is read past
+			 * that is read again next time. */
+			rc = queue_take_due(tx, c->p->queues[q],
+					    c->room[q] < c->free_slots ? c->room[q] : c->free_slots,
+					    c->cursor_run_at[q], c->cursor_id[q], c->jobs[q], &c->got[q]);
+			if (rc)
+				return rc;
+			c->due[q] = c->got[q];
+			continue;
+		}
 		rc = queue_count_due(tx, c->p->queues[q], c->room[q], &n);
 		if (rc)
 			return rc;
@@ -799,6 +862,19 @@ static void claim_release(struct claim_call *c)
 	}
 }
 
+/* Frees what a claim took of the leased queues (the unleased ones' jobs
+ * were read before it and stay). */
+static void claim_release_leased(struct claim_call *c)
+{
+	for (int q = 0; q < c->p->nqueues; q++) {
+		if (c->p->unleased[q])
+			continue;
+		for (int i = 0; i < c->got[q]; i++)
+			job_release(&c->jobs[q][i]);
+		c->got[q] = 0;
+	}
+}
+
 static enum st_rc claim_unit(struct tx *tx, void *arg)
 {
 	struct claim_call *c = arg;
@@ -806,20 +882,16 @@ static enum st_rc claim_unit(struct tx *tx, void *arg)
 	/* The store may run a unit more than once (PostgreSQL re-runs it when
 	 * the connection died before COMMIT, or when a lost COMMIT turned out
 	 * not to have committed): start from nothing each time. */
-	claim_release(c);
+	claim_release_leased(c);
 	for (int q = 0; q < c->p->nqueues; q++) {
 		enum st_rc rc;
 
-		c->got[q] = 0;
-		if (!c->want[q])
+		if (!c->want[q] || c->p->unleased[q])
 			continue;
 		rc = queue_claim(tx, c->p->queues[q], c->want[q], c->owner, c->p->app->cfg->job_lease_ms,
 				 c->jobs[q], &c->got[q]);
 		if (rc) {
-			for (int z = 0; z <= q; z++)
-				for (int i = 0; i < c->got[z]; i++)
-					job_release(&c->jobs[z][i]);
-			memset(c->got, 0, sizeof(c->got));
+			claim_release_leased(c);
 			return rc;
 		}
 	}
@@ -837,6 +909,18 @@ static int plan_claim(struct worker_pool *p, struct claim_call *c)
 	for (int q = 0; q < p->nqueues; q++) {
 		int room = p->limit[q] - p->inflight[q];
 
+		if (p->unleased[q]) {
+			double now = mono_s();
+
+			if (p->inflight[q] == 0) {
+				p->cursor_run_at[q] = p->cursor_id[q] = 0;
+				p->restarted_at[q] = now;
+			} else if (now - p->restarted_at[q] > UNLEASED_RESTART_S) {
+				room = 0; /* let it drain, then read from the start */
+			}
+			c->cursor_run_at[q] = p->cursor_run_at[q];
+			c->cursor_id[q] = p->cursor_id[q];
+		}
 		c->room[q] = room < 0 ? 0 : room > CLAIM_MAX ? CLAIM_MAX : room;
 		any |= c->room[q] > 0;
 	}
@@ -851,6 +935,7 @@ static int share_claim(struct worker_pool *p, struct claim_call *c)
 	int free_slots = c->free_slots, total = 0;
 
 	memset(c->want, 0, sizeof(c->want));
+	c->any_leased = false;
 	for (int i = 0; i < p->nqueues && free_slots > 0; i++) {
 		int q = (p->rr + i) % p->nqueues;
 		int n = c->due[q] < free_slots ? c->due[q] : free_slots;
@@ -860,6 +945,8 @@ static int share_claim(struct worker_pool *p, struct claim_call *c)
 		c->want[q] = n;
 		free_slots -= n;
 		total += n;
+		if (!p->unleased[q])
+			c->any_leased = true;
 	}
 	p->rr = (p->rr + 1) % (p->nqueues ? p->nqueues : 1);
 	return total;
@@ -921,7 +1008,10 @@ static void *fetcher_main(void *arg)
 			if (rc == ST_OK && (wanted = share_claim(p, c)) > 0 &&
 			    (wanted = reserve_nodes(p, c, wanted)) == 0)
 				rc = ST_NOMEM; /* not one node: claim nothing, try again later */
-			if (rc == ST_OK && wanted > 0)
+			for (int q = 0; q < p->nqueues; q++)
+				if (p->unleased[q]) /* read by the peek: keep what is wanted */
+					release_queue(c, q, rc == ST_OK ? c->want[q] : 0);
+			if (rc == ST_OK && wanted > 0 && c->any_leased)
 				rc = store_run(p->app->store, claim_unit, c);
 			if (rc)
 				claim_release(c); /* a run whose COMMIT failed: nothing is ours */
@@ -938,6 +1028,10 @@ static void *fetcher_main(void *arg)
 					c->spare = r->next;
 					c->nspare--;
 					*r = (struct ready){ .job = c->jobs[q][i], .qi = q, .claimed_at = now };
+					if (p->unleased[q]) {
+						p->cursor_run_at[q] = r->job.run_at;
+						p->cursor_id[q] = r->job.id;
+					}
 					if (p->tail)
 						p->tail->next = r;
 					else
@@ -972,27 +1066,35 @@ static void *fetcher_main(void *arg)
 
 /* ---- start and stop ---- */
 
+struct reclaim_call {
+	int64_t counts[2];
+	bool embedded;
+};
+
 static enum st_rc reclaim_unit(struct tx *tx, void *arg)
 {
-	int64_t *counts = arg;
+	struct reclaim_call *r = arg;
 
 	/* Only in embedded mode is every running job an orphan: one process
 	 * owns the file. With PostgreSQL other instances may be running theirs;
 	 * the lease sweeper waits for expiry there. */
-	if (tx_dialect(tx) != ST_SQLITE)
+	r->embedded = tx_dialect(tx) == ST_SQLITE;
+	if (!r->embedded)
 		return ST_OK;
-	return queue_sweep_leases(tx, INT64_MAX, true, &counts[0], &counts[1]);
+	return queue_sweep_leases(tx, INT64_MAX, true, &r->counts[0], &r->counts[1]);
 }
 
 enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, struct buf *err)
 {
 	struct worker_pool *p;
-	int64_t counts[2] = { 0, 0 };
+	struct reclaim_call rec = { { 0, 0 }, false };
+	int64_t *counts = rec.counts;
+	bool in_store[MAX_QUEUES];
 	unsigned n = app->cfg->workers;
 	enum st_rc rc;
 
 	*out = NULL;
-	rc = store_run(app->store, reclaim_unit, counts);
+	rc = store_run(app->store, reclaim_unit, &rec);
 	if (rc) {
 		buf_printf(err, "cannot reclaim the jobs of the previous run: %s", st_rc_str(rc));
 		return rc;
@@ -1015,7 +1117,12 @@ enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, stru
 	 * their own are bounded by the capacity alone. */
 	p->job_s = (double)app->cfg->job_lease_ms / 8000.0;
 	set_capacity(p, 0);
-	p->nqueues = build_queue_list(p->queues, p->limit, (int)n * WORKER_BATCH_MAX);
+	p->nqueues = build_queue_list(p->queues, p->limit, in_store, (int)n * WORKER_BATCH_MAX);
+	/* No lease for in_store kinds where one process owns the store: no
+	 * other instance can take their jobs, and a crash leaves them
+	 * available (worker.h, queue.h). */
+	for (int q = 0; q < p->nqueues; q++)
+		p->unleased[q] = rec.embedded && in_store[q];
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->work_cv, NULL);
 	{
@@ -1070,7 +1177,11 @@ static enum st_rc handback_unit(struct tx *tx, void *arg)
 
 	h->n = 0;
 	for (struct ready *r = h->list; r; r = r->next) {
-		enum st_rc rc = queue_release(tx, r->job.id, r->job.lease_owner);
+		enum st_rc rc;
+
+		if (!r->job.lease_owner[0])
+			continue; /* unleased: available already */
+		rc = queue_release(tx, r->job.id, r->job.lease_owner);
 
 		if (rc == ST_OK)
 			h->n++;

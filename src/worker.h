@@ -13,6 +13,12 @@
  * commit failed) records a failed attempt: retry after backoff with full
  * jitter, or the dead-letter queue after max_attempts.
  *
+ * In embedded mode the jobs of in_store kinds (struct job_kind) are not
+ * claimed at all: the fetcher reads them on a read connection and their
+ * completion or failure is fenced by the job's row instead of a lease
+ * (queue.h, "Unleased jobs"): no claim unit on the writer, no running
+ * state. job_ctx.job->lease_owner is "" for them.
+ *
  * Claiming never blocks the writer for nothing: the fetcher first peeks on a
  * read connection for a due job and only then runs the claim unit. It polls
  * every WORKER_POLL_MS (short, so the sim rail's confirmation delay is
@@ -86,6 +92,14 @@ struct job_kind {
 	const char *queue;
 	job_handler_fn *handler;
 	int max_running;
+	/* The handler makes no call outside the store (no rail, no network):
+	 * what it does is computed from the job and committed in the store.
+	 * In embedded mode (one process owns the file) the jobs of a queue
+	 * whose kinds are all in_store are never leased: read on a read
+	 * connection and completed straight from available, fenced by the
+	 * row being unchanged since it was read (queue.h, "Unleased jobs";
+	 * docs/internals/queue.md). */
+	bool in_store;
 };
 
 /* Runs effect(tx, arg) and the job's completion in one write unit. ST_OK:

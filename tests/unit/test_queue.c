@@ -636,6 +636,196 @@ Test(queue, failures_back_off_then_go_dead, .init = setup, .fini = teardown)
 	cr_assert_eq(store_run(st, fail_unit, &o), ST_CONFLICT);
 }
 
+/* ---- unleased jobs: read, then completed or failed fenced by the row ---- */
+
+struct take {
+	const char *queue;
+	int max;
+	int64_t after_run_at, after_id;
+	struct job jobs[8];
+	int n;
+};
+
+static enum st_rc take_unit(struct tx *tx, void *arg)
+{
+	struct take *t = arg;
+
+	return queue_take_due(tx, t->queue, t->max, t->after_run_at, t->after_id, t->jobs, &t->n);
+}
+
+static int take(struct take *t, const char *queue, int max, int64_t after_run_at, int64_t after_id)
+{
+	memset(t, 0, sizeof(*t));
+	t->queue = queue;
+	t->max = max;
+	t->after_run_at = after_run_at;
+	t->after_id = after_id;
+	cr_assert_eq(store_read(st, take_unit, t), ST_OK, "a read connection is enough");
+	return t->n;
+}
+
+static void take_release(struct take *t)
+{
+	for (int i = 0; i < t->n; i++)
+		job_release(&t->jobs[i]);
+}
+
+struct unleased_op {
+	const struct job *j;
+	const char *error;
+	int64_t delay;
+	bool permanent;
+	enum job_state state;
+};
+
+static enum st_rc complete_unleased_unit(struct tx *tx, void *arg)
+{
+	struct unleased_op *o = arg;
+
+	return queue_complete_unleased(tx, o->j);
+}
+
+static enum st_rc fail_unleased_unit(struct tx *tx, void *arg)
+{
+	struct unleased_op *o = arg;
+
+	return queue_fail_unleased(tx, o->j, o->error, o->delay, o->permanent, &o->state);
+}
+
+/* What worker.c's commit unit does for an unleased job. */
+static enum st_rc effect_and_complete_unleased_unit(struct tx *tx, void *arg)
+{
+	struct unleased_op *o = arg;
+	enum st_rc rc = tx_exec(tx, "INSERT INTO test_effects (job_id) VALUES ($1)",
+				ST_ARGS(SV_I(o->j->id)), NULL);
+
+	return rc ? rc : queue_complete_unleased(tx, o->j);
+}
+
+Test(queue, unleased_jobs_are_read_past_a_cursor_and_never_written_running,
+     .init = setup, .fini = teardown)
+{
+	int64_t id1 = enqueue("q", NULL, 0, 0), id2 = enqueue("q", NULL, 0, 0);
+	int64_t later = enqueue("q", NULL, NOW0 + 5000, 0), other = enqueue("r", NULL, 0, 0);
+	struct take t, u;
+	struct job j;
+
+	(void)other;
+	cr_assert_eq(take(&t, "q", 8, 0, 0), 2, "due jobs of the queue only");
+	cr_assert_eq(t.jobs[0].id, id1);
+	cr_assert_eq(t.jobs[1].id, id2);
+	cr_assert_eq(t.jobs[0].state, JOB_AVAILABLE);
+	cr_assert_str_eq(t.jobs[0].lease_owner, "");
+	cr_assert_eq(take(&u, "q", 1, 0, 0), 1, "max is honoured");
+	take_release(&u);
+	/* Past the cursor (the last one handed out): nothing due yet. */
+	cr_assert_eq(take(&u, "q", 8, t.jobs[1].run_at, t.jobs[1].id), 0);
+	cr_assert_eq(take(&u, "q", 8, t.jobs[0].run_at, t.jobs[0].id), 1);
+	cr_assert_eq(u.jobs[0].id, id2);
+	take_release(&u);
+	advance(5000);
+	cr_assert_eq(take(&u, "q", 8, t.jobs[1].run_at, t.jobs[1].id), 1);
+	cr_assert_eq(u.jobs[0].id, later);
+	take_release(&u);
+	/* Reading wrote nothing. */
+	j = get_job(id1);
+	cr_assert_eq(j.state, JOB_AVAILABLE);
+	cr_assert_eq(j.updated_at, NOW0);
+	job_release(&j);
+	cr_assert_eq(count_state(JOB_RUNNING), 0);
+	take_release(&t);
+}
+
+Test(queue, unleased_completion_and_failure_are_fenced_by_the_row, .init = setup, .fini = teardown)
+{
+	int64_t id = enqueue("q", NULL, 0, 3);
+	struct take t, stale;
+	struct unleased_op o = { .error = "cannot post: busy", .delay = 1000 };
+	struct job j;
+
+	cr_assert_eq(store_run(st, effect_setup_unit, NULL), ST_OK);
+	cr_assert_eq(take(&stale, "q", 1, 0, 0), 1);
+
+	/* Attempt 1 fails: recorded as for a leased job (attempts, error,
+	 * backoff), straight from available. */
+	advance(10);
+	o.j = &stale.jobs[0];
+	cr_assert_eq(store_run(st, fail_unleased_unit, &o), ST_OK);
+	cr_assert_eq(o.state, JOB_AVAILABLE);
+	j = get_job(id);
+	cr_assert_eq(j.state, JOB_AVAILABLE);
+	cr_assert_eq(j.attempts, 1);
+	cr_assert_eq(j.run_at, NOW0 + 10 + 1000);
+	cr_assert_str_eq(j.last_error, "cannot post: busy");
+	cr_assert_eq(j.finished_at, 0);
+	job_release(&j);
+
+	/* The copy read before the failure can neither fail the job again
+	 * nor complete it, and its effect rolls back with the completion. */
+	cr_assert_eq(store_run(st, fail_unleased_unit, &o), ST_CONFLICT);
+	cr_assert_eq(store_run(st, effect_and_complete_unleased_unit, &o), ST_CONFLICT);
+	cr_assert_eq(effects_of(id), 0, "a stale copy's effect must not commit");
+	cr_assert_eq(take(&t, "q", 1, 0, 0), 0, "not before the backoff elapsed");
+	advance(1000);
+
+	/* The retry, read again, commits its effect and completes, once. */
+	cr_assert_eq(take(&t, "q", 1, 0, 0), 1);
+	cr_assert_eq(t.jobs[0].attempts, 1);
+	o.j = &t.jobs[0];
+	cr_assert_eq(store_run(st, effect_and_complete_unleased_unit, &o), ST_OK);
+	cr_assert_eq(effects_of(id), 1);
+	j = get_job(id);
+	cr_assert_eq(j.state, JOB_COMPLETED);
+	cr_assert_eq(j.finished_at, fake_now);
+	cr_assert_str_eq(j.lease_owner, "");
+	job_release(&j);
+	cr_assert_eq(store_run(st, effect_and_complete_unleased_unit, &o), ST_CONFLICT);
+	cr_assert_eq(store_run(st, complete_unleased_unit, &o), ST_CONFLICT);
+	cr_assert_eq(store_run(st, fail_unleased_unit, &o), ST_CONFLICT);
+	cr_assert_eq(effects_of(id), 1);
+	take_release(&t);
+	take_release(&stale);
+}
+
+Test(queue, unleased_failures_go_dead_after_max_attempts_or_when_permanent,
+     .init = setup, .fini = teardown)
+{
+	int64_t id = enqueue("q", NULL, 0, 2), perm = enqueue("p", NULL, 0, 8);
+	struct take t;
+	struct unleased_op o = { .error = "down", .delay = 0 };
+	struct job j;
+
+	cr_assert_eq(take(&t, "q", 1, 0, 0), 1);
+	o.j = &t.jobs[0];
+	cr_assert_eq(store_run(st, fail_unleased_unit, &o), ST_OK);
+	cr_assert_eq(o.state, JOB_AVAILABLE);
+	take_release(&t);
+	advance(1);
+	cr_assert_eq(take(&t, "q", 1, 0, 0), 1);
+	o.j = &t.jobs[0];
+	cr_assert_eq(store_run(st, fail_unleased_unit, &o), ST_OK);
+	cr_assert_eq(o.state, JOB_DEAD, "the last attempt goes to the DLQ");
+	take_release(&t);
+	j = get_job(id);
+	cr_assert_eq(j.state, JOB_DEAD);
+	cr_assert_eq(j.attempts, 2);
+	cr_assert_eq(j.finished_at, fake_now);
+	job_release(&j);
+	advance(INT64_C(86400000));
+	cr_assert_eq(take(&t, "q", 1, 0, 0), 0, "dead jobs are not read");
+
+	cr_assert_eq(take(&t, "p", 1, 0, 0), 1);
+	o.j = &t.jobs[0];
+	o.permanent = true;
+	cr_assert_eq(store_run(st, fail_unleased_unit, &o), ST_OK);
+	cr_assert_eq(o.state, JOB_DEAD);
+	take_release(&t);
+	j = get_job(perm);
+	cr_assert_eq(j.attempts, 1);
+	cr_assert_eq(j.state, JOB_DEAD);
+	job_release(&j);
+}
+
 Test(queue, permanent_failure_goes_dead_at_once, .init = setup, .fini = teardown)
 {
 	int64_t id = enqueue("q", NULL, 0, 8);

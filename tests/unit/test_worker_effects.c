@@ -31,6 +31,7 @@ static atomic_int after_ok, after_failed, after_calls;
 struct effect_arg {
 	int64_t id;
 	bool fail;
+	bool once;  /* fails on the job's first attempt only (not permanently) */
 	int row;    /* > 0: the shared row (t_rows) the effect adds one to */
 };
 
@@ -47,11 +48,13 @@ static enum st_rc effect_unit(struct tx *tx, void *arg)
 
 	/* The row above is written, then the effect fails: only this job's
 	 * savepoint may roll it back. */
-	return rc ? rc : a->fail ? ST_INVALID : ST_OK;
+	return rc ? rc : a->fail ? ST_INVALID : a->once ? ST_UNPROCESSABLE : ST_OK;
 }
 
 static enum st_rc effect_after(struct job_ctx *ctx, void *arg, enum st_rc rc)
 {
+	bool once = ((struct effect_arg *)arg)->once;
+
 	atomic_fetch_add(&after_calls, 1);
 	free(arg);
 	if (rc == ST_OK) {
@@ -61,7 +64,7 @@ static enum st_rc effect_after(struct job_ctx *ctx, void *arg, enum st_rc rc)
 	atomic_fetch_add(&after_failed, 1);
 	if (ctx->lost)
 		return rc;
-	ctx->permanent = true;
+	ctx->permanent = !once;
 	return job_failf(ctx, rc, "effect failed: %s", st_rc_str(rc));
 }
 
@@ -74,14 +77,18 @@ static enum st_rc effect_job(struct job_ctx *ctx)
 		return job_failf(ctx, ST_NOMEM, "out of memory");
 	a->id = ctx->job->id;
 	a->fail = strstr(ctx->job->payload, "fail") != NULL;
+	a->once = strstr(ctx->job->payload, "once") != NULL && ctx->job->attempts == 0;
 	a->row = row ? (int)strtol(row + 6, NULL, 10) : 0;
 	return job_commit_later(ctx, effect_unit, a, effect_after);
 }
 
 const struct job_kind settled_job_kinds[] = {
-	{ "effect", "default", effect_job, 0 },
+	{ "effect", "default", effect_job, 0, false },
+	/* The same handler declared in_store: in embedded mode its jobs are
+	 * never leased (worker.h). */
+	{ "stored_effect", "stored", effect_job, 0, true },
 };
-const size_t settled_njob_kinds = 1;
+const size_t settled_njob_kinds = 2;
 
 static struct store *st;
 static struct settled app;
@@ -180,6 +187,8 @@ static void teardown(void)
 struct enq {
 	int n, fail_every;
 	bool rows;  /* job i adds one to t_rows (i % ROWS) + 1 */
+	int once_every; /* job i (not failing) fails its first attempt only */
+	bool in_store;  /* the stored_effect kind */
 };
 
 static enum st_rc enqueue_unit(struct tx *tx, void *arg)
@@ -193,9 +202,12 @@ static enum st_rc enqueue_unit(struct tx *tx, void *arg)
 
 		if (fail)
 			snprintf(payload, sizeof(payload), "{\"fail\":1}");
+		else if (e->once_every && i % e->once_every == 0)
+			snprintf(payload, sizeof(payload), "{\"once\":1}");
 		else if (e->rows)
 			snprintf(payload, sizeof(payload), "{\"row\":%d}", i % ROWS + 1);
-		rc = queue_enqueue(tx, "default", "effect", payload, NULL, 0, 0);
+		rc = queue_enqueue(tx, e->in_store ? "stored" : "default",
+				   e->in_store ? "stored_effect" : "effect", payload, NULL, 0, 0);
 
 		if (rc)
 			return rc;
@@ -312,6 +324,67 @@ Test(worker_effects, a_failing_effect_rolls_back_alone, .init = setup, .fini = t
 	check_a_failing_effect_rolls_back_alone();
 }
 
+/* SQLite: records every job that is ever written running. */
+static enum st_rc running_trigger_unit(struct tx *tx, void *arg)
+{
+	enum st_rc rc;
+
+	(void)arg;
+	rc = tx_exec(tx, "CREATE TABLE t_running (job_id BIGINT)", ST_NOARGS, NULL);
+	if (!rc)
+		rc = tx_exec(tx,
+			     "CREATE TRIGGER t_running_seen AFTER UPDATE OF state ON jobs"
+			     " WHEN NEW.state = 'running' BEGIN"
+			     " INSERT INTO t_running (job_id) VALUES (NEW.id); END",
+			     ST_NOARGS, NULL);
+	return rc;
+}
+
+/* An in_store kind: each effect commits once with its job's completion;
+ * a failing one rolls back alone and its job goes to the DLQ; one that
+ * fails its first attempt has that attempt recorded (attempts, error) and
+ * is retried after its backoff, then completes. In embedded mode none of
+ * these jobs is ever written running (no lease); on PostgreSQL they are
+ * leased as any other. */
+static void check_in_store_jobs(bool unleased)
+{
+	struct enq e = { .n = 700, .fail_every = 7, .once_every = 11, .in_store = true };
+	int failing = e.n / e.fail_every, once = 0;
+	struct seen s;
+
+	for (int i = 1; i <= e.n; i++)
+		once += i % e.fail_every != 0 && i % e.once_every == 0;
+	cfg.job_base_delay_ms = 50; /* the retries' backoff: up to 50 ms */
+	if (unleased)
+		cr_assert_eq(store_run(st, running_trigger_unit, NULL), ST_OK);
+	cr_assert_eq(store_run(st, enqueue_unit, &e), ST_OK);
+	drain(e.n + once);
+	s = seen();
+	cr_assert_eq(atomic_load(&after_calls), e.n + once, "after ran once per attempt (%d)",
+		     atomic_load(&after_calls));
+	cr_assert_eq(atomic_load(&after_failed), failing + once);
+	cr_assert_eq(s.dead, failing, "dead: %lld", (long long)s.dead);
+	cr_assert_eq(s.completed, e.n - failing);
+	cr_assert_eq(s.running + s.available, 0);
+	cr_assert_eq(s.rows, e.n - failing, "one effect per completed job, none of the failed");
+	cr_assert_eq(s.rows_of_dead, 0);
+	cr_assert_eq(s.attempts, once, "each first-attempt failure recorded");
+	cr_assert_eq(sfx_int(st, "SELECT count(*) FROM jobs WHERE state = 'completed' AND attempts = 1"
+				 " AND last_error = 'effect failed: unprocessable'", NULL),
+		     once, "the failed attempt's error kept");
+	cr_assert_eq(sfx_int(st, "SELECT count(*) FROM jobs WHERE state = 'dead' AND attempts = 1"
+				 " AND last_error = 'effect failed: invalid'", NULL),
+		     failing);
+	if (unleased)
+		cr_assert_eq(sfx_int(st, "SELECT count(*) FROM t_running", NULL), 0,
+			     "an in_store job was written running");
+}
+
+Test(worker_effects, in_store_jobs_need_no_lease, .init = setup, .fini = teardown, .timeout = 120)
+{
+	check_in_store_jobs(true);
+}
+
 /* PostgreSQL: the same, and effects whose units cross on shared rows. */
 
 static void need_pg(void)
@@ -331,6 +404,13 @@ Test(worker_effects_pg, a_failing_effect_rolls_back_alone, .init = setup_pg, .fi
 {
 	need_pg();
 	check_a_failing_effect_rolls_back_alone();
+}
+
+Test(worker_effects_pg, in_store_jobs_are_leased_as_any, .init = setup_pg, .fini = teardown,
+     .timeout = 120)
+{
+	need_pg();
+	check_in_store_jobs(false);
 }
 
 /* Every effect also adds one to one of ROWS shared rows, so the batch
