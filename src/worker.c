@@ -49,6 +49,7 @@
 #define WORKER_BATCH_MAX 256   /* ready jobs per worker, at most, when jobs are cheap */
 #define WORKER_EFFECTS_PER_UNIT 16 /* job_commit_later effects per write unit */
 #define UNLEASED_RESTART_S 1.0 /* an unleased queue is read from its start at least this often */
+#define SAVEPOINTS_AFTER_FAILURE_S 1.0 /* effects in savepoints again this long after one failed */
 
 /* ---- the pool ---- */
 
@@ -86,6 +87,11 @@ struct worker_pool {
 	atomic_bool stopping;     /* set under mu; workers also read it between jobs */
 	bool nudged;
 	atomic_uint_fast64_t claim_seq;
+	/* SQLite: a batch unit's effects run without a savepoint each (the
+	 * unit's own rolls back whole) until one fails; then, until this
+	 * mono_us(), each has its savepoint again (batch_unit). */
+	bool embedded;
+	atomic_uint_fast64_t savepoints_until_us;
 
 	pthread_t fetcher;
 	bool fetcher_started;
@@ -150,6 +156,14 @@ static double mono_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint_fast64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint_fast64_t)ts.tv_sec * 1000000u + (uint_fast64_t)ts.tv_nsec / 1000u;
 }
 
 static void deadline_in(struct timespec *ts, int64_t ms)
@@ -498,6 +512,8 @@ static void job_outcome(struct worker_pool *p, struct batch_item *b, enum st_rc 
 struct batch_call {
 	struct batch_item *items;
 	int n;
+	bool plain;          /* effects without a savepoint each (SQLite only) */
+	bool effect_failed;  /* plain: an effect failed, and with it the unit */
 };
 
 /* Every deferred completion and hand-back of a batch in one unit. The
@@ -523,6 +539,7 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 	 * store's short lock timeout (tx_nested_nowait); one that would wait
 	 * longer leaves the unit (ST_BUSY) and is committed alone, where it
 	 * waits holding nothing else. */
+	c->effect_failed = false;
 	for (int i = 0; i < c->n; i++) {
 		struct batch_item *b = &c->items[i];
 		struct commit_call cc = { .ctx = &b->ctx, .effect = b->ctx.later_effect,
@@ -530,7 +547,21 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 
 		if (b->todo != BATCH_EFFECT)
 			continue;
-		b->effect_rc = tx_nested_nowait(tx, commit_unit, &cc);
+		if (!c->plain) {
+			b->effect_rc = tx_nested_nowait(tx, commit_unit, &cc);
+			continue;
+		}
+		/* Plain: no savepoint of its own (its SAVEPOINT, RELEASE and
+		 * the pages journaled again were ~8k instructions of a webhook
+		 * job). One that fails takes the whole unit with it: every
+		 * write of this unit is rolled back by the store (each unit
+		 * has its own savepoint in the writer's batch), and run_batch
+		 * runs it again with savepoints. */
+		b->effect_rc = commit_unit(tx, &cc);
+		if (b->effect_rc) {
+			c->effect_failed = true;
+			return b->effect_rc;
+		}
 	}
 	for (int i = 0; i < c->n;) {
 		struct batch_item *b = &c->items[i];
@@ -662,9 +693,24 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 
 		while (hi < n && (items[hi].todo != BATCH_EFFECT || effects < WORKER_EFFECTS_PER_UNIT))
 			effects += items[hi++].todo == BATCH_EFFECT;
-		c = (struct batch_call){ .items = items + lo, .n = hi - lo };
+		c = (struct batch_call){ .items = items + lo, .n = hi - lo,
+					 .plain = p->embedded &&
+						  mono_us() >= atomic_load(&p->savepoints_until_us) };
 		t0 = trace_now_ns();
 		rc = store_run(p->app->store, batch_unit, &c);
+		if (rc && c.effect_failed) {
+			/* An effect failed without a savepoint of its own, and
+			 * nothing of the unit was written: run it again with
+			 * one each, so the failing effect rolls back alone and
+			 * is committed alone afterwards (effect_done), and the
+			 * others commit together. Failures come in runs (an
+			 * unknown wallet's retries, a chaos fault): keep the
+			 * savepoints for a while rather than pay twice each time. */
+			atomic_store(&p->savepoints_until_us,
+				     mono_us() + (uint_fast64_t)(SAVEPOINTS_AFTER_FAILURE_S * 1e6));
+			c.plain = false;
+			rc = store_run(p->app->store, batch_unit, &c);
+		}
 		for (int i = lo; i < hi; i++) {
 			items[i].rc = rc;
 			if (items[i].todo == BATCH_EFFECT)
@@ -1123,6 +1169,7 @@ enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, stru
 	 * available (worker.h, queue.h). */
 	for (int q = 0; q < p->nqueues; q++)
 		p->unleased[q] = rec.embedded && in_store[q];
+	p->embedded = rec.embedded;
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->work_cv, NULL);
 	{
