@@ -65,6 +65,31 @@
  * 100 MB. */
 #define HTTP_CONN_MEMORY (8 * 1024)
 
+/* What of that pool a request may take (docs/internals/http-framing.md,
+ * "The connection's memory"). libmicrohttpd 0.9.75 files each header
+ * field, query argument and cookie as a record of 64 bytes (56, aligned)
+ * in the pool beside the section's bytes, and builds the answer's header
+ * block there too: a request that leaves less than the block needs is
+ * run and then closed unanswered ("failed to create response header").
+ * So a section (its bytes, its records) over HTTP_SECTION_MAX is refused
+ * 431 before anything runs, leaving HTTP_ANSWER_ROOM for the answer (a
+ * 201 with rate-limit, CORS and trace headers takes ~1 KiB). */
+#define HTTP_MHD_RECORD 64
+#define HTTP_ANSWER_ROOM 2048
+#define HTTP_SECTION_MAX (HTTP_CONN_MEMORY - HTTP_ANSWER_ROOM)
+
+/* The request target settled takes; longer, or with more query arguments,
+ * is answered 414. 0.9.75 files the query's arguments while it parses
+ * the request line, and when their records do not fit it queues its 431
+ * page, but its caller then overwrites the connection's state: the
+ * connection waits, neither reading nor writing, until its timeout. On
+ * the request line's first read at most half the pool holds bytes, and
+ * 32 records take 2 KiB of the other half, so within these bounds the
+ * arguments always fit; on_target() keeps the library from filing those
+ * of a longer target. */
+#define HTTP_TARGET_MAX 2048
+#define HTTP_QUERY_ARGS_MAX 32
+
 /* How long a stop waits, once no unit is queued, for the answers the last
  * units made to be sent: milliseconds on a live client, so this only
  * bounds one that stopped reading. */
@@ -384,6 +409,62 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s)
 	return strlen(s);
 }
 
+/* libmicrohttpd's URI log callback: it sees the request target as sent,
+ * before the library files the query's arguments. A target over
+ * HTTP_TARGET_MAX bytes or HTTP_QUERY_ARGS_MAX arguments gets the marker,
+ * which on_request() answers 414; on 0.9.75 its query is also cut to
+ * nothing in the library's buffer (a NUL after the '?'), so that the
+ * library files no argument and cannot fail the way HTTP_TARGET_MAX
+ * says. The bytes are the library's read buffer, writable, and only the
+ * answer reads the request after this. */
+static void *on_target(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct http *h = cls;
+	const char *q = NULL;
+	size_t n = 0, args = 0;
+
+	(void)conn;
+	if (!uri)
+		return NULL; /* no target at all: the library answers that */
+	for (; uri[n]; n++) {
+		if (uri[n] == '?' && !q)
+			q = uri + n;
+		else if (uri[n] == '&' && q)
+			args++;
+	}
+	if (q && q[1])
+		args++;
+	if (n <= HTTP_TARGET_MAX && args <= HTTP_QUERY_ARGS_MAX)
+		return NULL;
+	if (q && h->layout_checks)
+		((char *)q)[1] = '\0';
+	return &h->target_marker;
+}
+
+/* Refuses (431) a request whose header section, query arguments and
+ * cookies take more than HTTP_SECTION_MAX of the connection's pool (see
+ * there), so that its answer always fits. True when it answered. */
+static bool refuse_large_section(struct req_ctx *rq, enum MHD_Result *ret)
+{
+	const union MHD_ConnectionInfo *size =
+		MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+	int records = MHD_get_connection_values(
+		rq->conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND | MHD_COOKIE_KIND, NULL, NULL);
+	const char *cookie = NULL;
+	size_t cookie_len = 0, used;
+
+	/* The library copies the Cookie value to parse it. */
+	MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "Cookie", 6, &cookie, &cookie_len);
+	used = (size ? size->header_size : 0) + (size_t)(records > 0 ? records : 0) * HTTP_MHD_RECORD +
+	       cookie_len;
+	if (used <= HTTP_SECTION_MAX)
+		return false;
+	req_error(rq, ERR_HEADERS_TOO_LARGE, NULL);
+	resp_header(&rq->resp, "Connection", "close");
+	*ret = send_resp(rq);
+	return true;
+}
+
 /* What a connection carries from accept to close (its socket context):
  * its deadline (reaper.h; NULL: not watched) and its last answer, for
  * reuse (request.h struct resp_cache). */
@@ -429,7 +510,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
 	struct http *h = cls;
 	struct req_ctx *rq = *con_cls;
+	bool target_too_long = rq == (void *)&h->target_marker;
 
+	if (target_too_long)
+		rq = NULL; /* on_target() refused it: answered below */
 	if (rq == (void *)&h->oom_marker) {
 		*upload_data_size = 0; /* answered: drop the body */
 		return MHD_YES;
@@ -460,6 +544,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		buf_init(&rq->body, h->app->cfg->max_body);
 		resp_init(&rq->resp);
 		init_request(rq);
+		/* Before the layout walk: on_target() cut the query. */
+		if (target_too_long) {
+			req_error(rq, ERR_URI_TOO_LONG, NULL);
+			resp_header(&rq->resp, "Connection", "close");
+			return send_resp(rq);
+		}
+		if (refuse_large_section(rq, &ret))
+			return ret;
 		if (refuse_bad_headers(rq, version, &ret))
 			return ret;
 		/* Shutting down: new requests get a quick 503 and Connection:
@@ -617,8 +709,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	int status;
 	char status_s[FMT_I64_LEN];
 
-	if (!rq || rq == (void *)&h->oom_marker)
-		return;
+	if (!rq || rq == (void *)&h->oom_marker || rq == (void *)&h->target_marker)
+		return; /* a marker: the connection closed before on_request() ran */
 	cs = conn_state(conn);
 	/* The connection may carry another request: a full timeout for it. */
 	reaper_arm(cs ? cs->deadline : NULL);
@@ -783,6 +875,7 @@ enum st_rc http_start(struct settled *app, const struct route *routes, size_t nr
 				     MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
 				     MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
 				     MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
+				     MHD_OPTION_URI_LOG_CALLBACK, on_target, h,
 				     MHD_OPTION_END);
 	if (!h->daemon) {
 		buf_printf(err, "cannot listen on %s:%u", cfg->listen_host, cfg->listen_port);

@@ -59,6 +59,7 @@ struct http {
 	struct reaper *reaper;  /* request deadline (reaper.h); NULL: none */
 	bool layout_checks;     /* the libmicrohttpd whose layout hdr_layout.h knows */
 	char oom_marker;        /* its address marks a request answered for want of memory */
+	char target_marker;     /* its address marks a request target too long (on_target) */
 };
 
 enum rq_state { RQ_NEW = 0, RQ_BODY, RQ_WAITING, RQ_READY, RQ_SENT };

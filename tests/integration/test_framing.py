@@ -266,3 +266,138 @@ def test_idempotency_scope_is_the_decoded_path(server):
     assert again.headers.get("X-Idempotency") == "HIT", again
     # (a replay shows the new secret redacted: compare the key, not the bytes)
     assert again.json["id"] == first.json["id"], again
+
+
+# ---- the connection's memory: request targets and header sections ---------------------
+#
+# libmicrohttpd keeps the request line, the header fields and the query
+# arguments in an 8 KiB pool per connection (http.c HTTP_CONN_MEMORY). 0.9.75
+# left a query whose arguments outgrew it unanswered until the connection
+# timed out; settled refuses what would come near the pool's end itself.
+
+def refused_and_closed(c, status, code, method="POST"):
+    """One answer (settled's JSON error, Connection: close), then EOF."""
+    r = c.read_response(method=method)
+    assert_error(r, status, code)
+    assert (r.headers.get("Connection") or "").lower() == "close", r
+    assert b"HTTP/1." not in read_to_eof(c)
+    return r
+
+
+TOO_LONG_TARGETS = {
+    "amp-33": "/healthz?" + "&" * 32,
+    "amp-200": "/healthz?" + "&" * 200,
+    "amp-2000": "/healthz?" + "&" * 2000,
+    "args-300": "/healthz?" + "&".join(["a=1"] * 300),
+    "long-query": "/healthz?a=" + "a" * 3000,
+    "long-path": "/" + "a" * 3000,
+}
+
+
+@pytest.mark.parametrize("target", TOO_LONG_TARGETS.values(), ids=TOO_LONG_TARGETS.keys())
+def test_too_long_request_targets_are_414(server, target):
+    """Before, a query of 116+ arguments left the connection waiting,
+    unanswered, until SETTLED_CONN_TIMEOUT closed it."""
+    with server.connect_raw() as c:
+        c.send(head(["Host: 127.0.0.1"], method="GET", path=target))
+        refused_and_closed(c, 414, "uri_too_long", method="GET")
+    assert server.get("/healthz").status == 200
+
+
+def test_too_long_target_of_a_write_is_414_and_writes_nothing(server):
+    body = register_body()
+    data = head(["Host: 127.0.0.1", "Content-Type: application/json",
+                 f"Content-Length: {len(body)}"], path="/api/register?" + "&" * 200) + body
+    with server.unchanged():
+        with server.connect_raw() as c:
+            c.send(data, ignore_reset=True)
+            refused_and_closed(c, 414, "uri_too_long")
+
+
+def test_targets_at_the_limits_are_accepted(server):
+    """2048 bytes and 32 arguments are still taken."""
+    args = "&".join(f"k{i:02d}=v" for i in range(32))
+    target = "/healthz?" + args
+    target += "x" * (2048 - len(target))  # the last argument's value grows
+    assert len(target) == 2048
+    r = server.raw(head(["Host: 127.0.0.1"], method="GET", path=target), method="GET")
+    assert r.status == 200, r
+    r = server.raw(head(["Host: 127.0.0.1"], method="GET", path="/healthz?" + "&" * 31),
+                   method="GET")
+    assert r.status == 200, r
+
+
+# Over the 6 KiB settled takes (bytes and 64 bytes a field, argument or
+# cookie), and short enough of the pool's end for the refusal to fit.
+LARGE_SECTIONS = {
+    "90-fields": [f"X-H-{i}: v" for i in range(90)],
+    "one-6500": ["X-A: " + "a" * 6500],
+    "18x300": [f"X-H-{i}: {'v' * 300}" for i in range(18)],
+    "cookies": ["Cookie: " + "a=b; " * 90],
+    "fields-and-args": [f"X-H-{i}: v" for i in range(60)],
+}
+
+
+@pytest.mark.parametrize("name", LARGE_SECTIONS.keys())
+def test_large_header_sections_are_431_and_write_nothing(server, name):
+    """Before, these ran (a write committed) and libmicrohttpd then closed
+    the connection unanswered: the answer's headers no longer fit the pool."""
+    body = register_body()
+    path = "/api/register" + ("?" + "&".join(["a=1"] * 30) if name == "fields-and-args" else "")
+    data = head(["Host: 127.0.0.1", "Content-Type: application/json",
+                 f"Content-Length: {len(body)}", *LARGE_SECTIONS[name]], path=path) + body
+    with server.unchanged():
+        with server.connect_raw() as c:
+            c.send(data, ignore_reset=True)
+            refused_and_closed(c, 431, "headers_too_large")
+
+
+def answered_or_closed(c):
+    """The first status line, or None when the server closed without one.
+    A connection left waiting fails on the socket timeout."""
+    data = read_to_eof(c, timeout=c.sock.gettimeout())
+    return int(data[9:12]) if data.startswith(b"HTTP/1.1 ") else None
+
+
+def test_no_request_near_the_pool_end_is_left_waiting(start_server):
+    """Sweeps targets and sections up to past the pool: each gets an answer
+    at once, or (within a few hundred bytes of the pool's end, where not
+    even the refusal's headers fit) the connection closed at once; none
+    waits for the connection timeout, set far beyond the socket's here."""
+    srv = start_server(env={"SETTLED_CONN_TIMEOUT": "600"})
+    seen = {}
+    requests = []
+    for n in range(0, 300, 9):
+        requests.append(("amp", n, head(["Host: 127.0.0.1", "Connection: close"], method="GET",
+                                        path="/healthz?" + "&" * n)))
+    for n in range(1000, 8400, 150):
+        requests.append(("query", n, head(["Host: 127.0.0.1", "Connection: close"], method="GET",
+                                          path="/healthz?" + "&".join(["a=1"] * 20) + "&b=" + "b" * n)))
+        requests.append(("field", n, head(["Host: 127.0.0.1", "Connection: close",
+                                           "X-A: " + "a" * n], method="GET", path="/healthz")))
+    for kind, n, data in requests:
+        with srv.connect_raw() as c:
+            c.send(data, ignore_reset=True)
+            status = answered_or_closed(c)
+        assert status in (200, 414, 431, None), (kind, n, status)
+        seen.setdefault(kind, set()).add(status)
+    assert {200, 414} <= seen["amp"], seen
+    assert {200, 414, 431} <= seen["query"] | seen["field"], seen
+    assert srv.get("/healthz").status == 200
+
+
+def test_a_write_whose_answer_would_not_fit_never_runs(server):
+    """Before, a registration whose header section left the pool too little
+    for the answer's headers ran, committed, and was closed unanswered. Now
+    it is refused before it runs: a 431, or, within a few hundred bytes of
+    the pool's end, the connection closed at once; never a row."""
+    statuses = set()
+    with server.unchanged():
+        for n in range(6000, 8300, 100):
+            body = register_body()
+            data = head(["Host: 127.0.0.1", "Connection: close", "Content-Type: application/json",
+                         f"Content-Length: {len(body)}", "X-A: " + "a" * n]) + body
+            with server.connect_raw() as c:
+                c.send(data, ignore_reset=True)
+                statuses.add(answered_or_closed(c))
+    assert statuses <= {431, None} and 431 in statuses, statuses

@@ -101,7 +101,8 @@ Test(errors, a_unit_rolls_back_with_the_rows_class)
 		enum st_rc rc = err_rc(e);
 		int status = err_row(e)->status;
 		int back = err_row(err_of_rc(rc))->status;
-		bool refusal = status == 400 || status == 409 || status == 413 || status == 422;
+		bool refusal = status == 400 || status == 409 || status == 413 || status == 414 ||
+			       status == 422 || status == 431;
 
 		cr_assert(rc != ST_OK && rc != ST_BUSY, "%s: unit rc %s", err_row(e)->name, st_rc_str(rc));
 		if (status != 405) /* the dispatcher's alone, never a unit's */
