@@ -44,9 +44,11 @@ $(BUILD)/settled: $(BUILD)/main.o $(BUILD)/libsettled.a
 # The faultsim build: the same objects, every allocation settled's code
 # makes wrapped by tests/faultsim/faultsim.c, which fails the N-th one on
 # demand (tests/integration/test_faultsim.py walks N), and whose SQLite VFS
-# fails the database's writes or fsyncs on demand (test_ioerr.py). Under
-# make asan it is an ASan build, so a leak on an error path fails the walk too.
-FAULTSIM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup
+# fails the database's writes or fsyncs on demand (test_ioerr.py), and whose
+# send_resp() wrapper holds a resumed answer past a stop's start on demand
+# (test_stop_answers.py). Under make asan it is an ASan build, so a leak on
+# an error path fails the walk too.
+FAULTSIM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup,--wrap=send_resp
 $(BUILD)/faultsim.o: tests/faultsim/faultsim.c | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 $(BUILD)/criterion_arena.o: tests/tsan/criterion_arena.c | $(BUILD)
@@ -197,11 +199,12 @@ check:
 		'$(MAKE) -j6 -O unit integration-1 integration-2 integration-pg-1 integration-pg-2 integration-pg-3 faultsim'
 	$(MAKE) fuzz-smoke
 
-# Allocation failures walked over each kind of request and job, and storage
-# I/O errors under load (embedded).
+# Allocation failures walked over each kind of request and job, storage
+# I/O errors under load, and a stop racing a resumed answer (embedded).
 faultsim: $(BUILD)/settled-faultsim
 	SETTLED_BIN=$(abspath $(BUILD))/settled-faultsim SETTLED_FAULTSIM=1 \
-		$(PYTHON) -m pytest -q tests/integration/test_faultsim.py tests/integration/test_ioerr.py $(PYTEST_ARGS)
+		$(PYTHON) -m pytest -q tests/integration/test_faultsim.py tests/integration/test_ioerr.py \
+		tests/integration/test_stop_answers.py $(PYTEST_ARGS)
 
 test: deps
 	$(MAKE) all

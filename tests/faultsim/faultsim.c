@@ -30,6 +30,17 @@
  * is read at each call: this is a test build, and the test flips it while
  * requests run.
  *
+ * A resumed answer held until the stop (SETTLED_FAULTSIM_HOLD_ANSWER set):
+ * send_resp() is wrapped too (-Wl,--wrap=send_resp reaches http.c's call
+ * for a connection the store's thread resumed), and holds the answer of a
+ * request whose write unit was queued until the server is stopping, then
+ * three seconds more (past the shortest grace, 1 s, and inside http_stop's
+ * 5 s wait for the answers), so that the stop runs while that answer is
+ * not sent yet
+ * (tests/integration/test_stop_answers.py): what a loaded machine did now
+ * and then to a past-the-grace stop before http_stop waited for the
+ * answering requests.
+ *
  * The state is process-global on purpose: it is a test harness wrapped
  * around the whole program, not part of it. */
 #include <fcntl.h>
@@ -39,7 +50,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "log.h"
+#include "request.h"
+#include "settled.h"
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t k, size_t n);
@@ -54,6 +70,8 @@ void *__wrap_realloc(void *p, size_t n);
 void *__wrap_aligned_alloc(size_t a, size_t n);
 char *__wrap_strdup(const char *s);
 char *__wrap_strndup(const char *s, size_t n);
+enum MHD_Result __real_send_resp(struct req_ctx *rq);
+enum MHD_Result __wrap_send_resp(struct req_ctx *rq);
 
 static _Atomic long faultsim_countdown;   /* > 0: fail when it reaches 0 */
 
@@ -448,4 +466,23 @@ char *__wrap_strdup(const char *s)
 char *__wrap_strndup(const char *s, size_t n)
 {
 	return faultsim_fail() ? NULL : __real_strndup(s, n);
+}
+
+/* The answer of a resumed connection (its unit was queued: request_done
+ * set RQ_READY), held as the header comment says; at most 30 s waiting
+ * for the stop, so a test that never stops the server is not hung. */
+enum MHD_Result __wrap_send_resp(struct req_ctx *rq)
+{
+	const char *hold = getenv("SETTLED_FAULTSIM_HOLD_ANSWER");
+	struct settled *app = rq->h->app;
+	struct timespec step = { 0, 10 * 1000 * 1000 }, more = { 3, 0 };
+
+	if (hold && *hold && rq->state == RQ_READY && rq->unit_queued) {
+		log_msg(&app->log, LOG_WARN, "faultsim: holding a resumed answer until the stop");
+		for (int i = 0; i < 3000 && !atomic_load(&app->stopping); i++)
+			nanosleep(&step, NULL);
+		nanosleep(&more, NULL);
+		log_msg(&app->log, LOG_WARN, "faultsim: sending the held answer");
+	}
+	return __real_send_resp(rq);
 }
