@@ -462,6 +462,28 @@ Test(ledger_pg, a_balance_read_probes_the_deltas_index_after_analyze, .init = fx
 	fx_assert_ledger_invariants("after the plans");
 }
 
+/* Only an account that may go negative has unfolded deltas (postings move
+ * the others in place), so a lookup sums them only for such an account: a
+ * hold or transfer from a client account no longer reads account_deltas.
+ * A delta written by hand to another account is still in the view, where
+ * reconciliation looks. */
+BOTH(ledger, a_lookup_sums_deltas_only_of_accounts_that_may_go_negative)
+{
+	int64_t treasury = fx_int("SELECT balance FROM accounts WHERE id = 'treasury'", NULL);
+	int64_t revenue = fx_int("SELECT balance FROM account_balances WHERE id = 'revenue'", NULL);
+
+	cr_assert_eq(RAW("INSERT INTO account_deltas (account_id, delta) VALUES ('treasury', 7), ('revenue', 5)"),
+		     ST_OK);
+	cr_assert_eq(fx_account("treasury").balance, treasury, "a checked account's lookup read a delta");
+	cr_assert_eq(fx_account("revenue").balance, revenue + 5, "a hot account's lookup missed its delta");
+	cr_assert_eq(fx_int("SELECT balance FROM account_balances WHERE id = 'treasury'", NULL), treasury + 7);
+	/* ours, the two newest */
+	cr_assert_eq(RAW("DELETE FROM account_deltas WHERE id IN"
+			 " (SELECT id FROM account_deltas ORDER BY id DESC LIMIT 2)"),
+		     ST_OK);
+	fx_assert_ledger_invariants("after the hand-written deltas");
+}
+
 BOTH(ledger, entries_and_transactions_are_append_only)
 {
 	struct fx_snap s = fx_snapshot();
