@@ -445,6 +445,71 @@ static void slot_release(struct redisc *r, struct redisc_conn *c, bool *probe)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/* Appends n as decimal digits to p; returns the end. */
+static char *put_decimal(char *p, size_t n)
+{
+	char tmp[24];
+	int k = 0;
+
+	do {
+		tmp[k++] = (char)('0' + n % 10);
+		n /= 10;
+	} while (n);
+	while (k)
+		*p++ = tmp[--k];
+	return p;
+}
+
+/* The command in RESP ("*argc\r\n" then "$len\r\n<bytes>\r\n" per argument)
+ * in buf (cap bytes) or, when it needs more, in *heap (malloc'd; the caller
+ * frees it). What hiredis's redisCommandArgv formats with sdscatfmt, for a
+ * tenth of the instructions (this is one rate-limit decision's command).
+ * Returns the length, 0 on ENOMEM. */
+static size_t resp_format(int argc, const char *const *argv, const size_t *lens, char *buf,
+			  size_t cap, char **heap, const char **out)
+{
+	size_t need = 16, n;
+	char *p;
+
+	*heap = NULL;
+	for (int i = 0; i < argc; i++)
+		need += (lens ? lens[i] : strlen(argv[i])) + 24 + 3;
+	p = buf;
+	if (need > cap && !(p = *heap = malloc(need)))
+		return 0;
+	*out = p;
+	*p++ = '*';
+	p = put_decimal(p, (size_t)argc);
+	*p++ = '\r';
+	*p++ = '\n';
+	for (int i = 0; i < argc; i++) {
+		n = lens ? lens[i] : strlen(argv[i]);
+		*p++ = '$';
+		p = put_decimal(p, n);
+		*p++ = '\r';
+		*p++ = '\n';
+		if (n)
+			memcpy(p, argv[i], n);
+		p += n;
+		*p++ = '\r';
+		*p++ = '\n';
+	}
+	return (size_t)(p - *out);
+}
+
+/* Sends the formatted command cmd and reads its reply on ctx (blocking):
+ * the reply, or NULL with ctx->err set. */
+static redisReply *send_formatted(redisContext *ctx, const char *cmd, size_t len)
+{
+	void *rep = NULL;
+
+	if (redisAppendFormattedCommand(ctx, cmd, len) != REDIS_OK)
+		return NULL;
+	if (redisGetReply(ctx, &rep) != REDIS_OK)
+		return NULL;
+	return rep;
+}
+
 /* Runs a command on a fresh context during the handshake (AUTH, SELECT):
  * ST_OK on a status reply, else the reason in why (the server's error
  * text, which never repeats the password). */
@@ -534,16 +599,26 @@ enum st_rc redisc_command(struct redisc *r, int argc, const char *const *argv, c
 	struct redisc_conn *c;
 	redisReply *rep = NULL;
 	bool probe = false, fresh, retried = false;
-	char why[160];
+	char why[160], small[512], *heap = NULL;
+	const char *cmd = NULL;
+	size_t cmd_len;
 	enum st_rc rc;
 
 	if (!r || argc < 1 || !argv || !reply) {
 		errf(err, "bad arguments");
 		return ST_INVALID;
 	}
+	/* Formatted once: a retry on a new connection sends the same bytes. */
+	cmd_len = resp_format(argc, argv, lens, small, sizeof(small), &heap, &cmd);
+	if (!cmd_len) {
+		errf(err, "out of memory");
+		return ST_NOMEM;
+	}
 	rc = slot_acquire(r, &c, &probe, err);
-	if (rc)
+	if (rc) {
+		free(heap);
 		return rc;
+	}
 	for (;;) {
 		int ctx_err, saved_errno;
 
@@ -565,7 +640,7 @@ enum st_rc redisc_command(struct redisc *r, int argc, const char *const *argv, c
 			}
 		}
 		errno = 0;
-		rep = redisCommandArgv(c->ctx, argc, (const char **)argv, lens);
+		rep = send_formatted(c->ctx, cmd, cmd_len);
 		if (rep) {
 			pthread_mutex_lock(&r->lock);
 			if (r->down || probe)
@@ -604,6 +679,7 @@ enum st_rc redisc_command(struct redisc *r, int argc, const char *const *argv, c
 		break;
 	}
 	slot_release(r, c, &probe);
+	free(heap);
 	if (rc == ST_OK)
 		*reply = rep;
 	return rc;

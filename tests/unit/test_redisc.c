@@ -131,6 +131,83 @@ Test(redisc, ping_and_commands, .init = setup)
 	buf_release(&err);
 }
 
+/* The command is formatted by redisc itself (RESP), in a stack buffer or,
+ * past it, on the heap: values of every size around that edge, with the
+ * bytes RESP frames with (CR, LF, '$', '*') and NULs inside, and an empty
+ * one, come back byte for byte, and a command of many arguments too. */
+Test(redisc, values_of_every_size_come_back_exact, .init = setup, .timeout = 60)
+{
+	static const size_t sizes[] = { 0, 1, 9, 10, 99, 100, 400, 450, 480, 490, 500, 511,
+					512, 513, 1000, 4096, 70000, 1 << 20 };
+	const char *url = need_redis();
+	struct redisc *r = NULL;
+	struct buf err = BUF_INIT(512);
+	char prefix[64], key[96];
+	char *val = malloc(1 << 20);
+	const char *argv[40];
+	size_t lens[40];
+	redisReply *rep = NULL;
+	redisContext *c;
+
+	cr_assert_not_null(val);
+	for (size_t i = 0; i < (1u << 20); i++)
+		val[i] = "\r\n$*\0ab"[i % 7];
+	random_prefix(prefix, sizeof(prefix), "redisc");
+	snprintf(key, sizeof(key), "%sk", prefix);
+	cr_assert_eq(redisc_new(url, NULL, &r, &err), ST_OK, "%s", err.ptr);
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		const char *set[3] = { "SET", key, val };
+		size_t setl[3] = { 3, strlen(key), sizes[k] };
+		const char *get[2] = { "GET", key };
+
+		cr_assert_eq(redisc_command(r, 3, set, setl, &rep, &err), ST_OK, "%s", err.ptr);
+		cr_assert_eq(rep->type, REDIS_REPLY_STATUS, "size %zu", sizes[k]);
+		freeReplyObject(rep);
+		cr_assert_eq(redisc_command(r, 2, get, NULL, &rep, &err), ST_OK, "%s", err.ptr);
+		cr_assert_eq(rep->type, REDIS_REPLY_STRING, "size %zu", sizes[k]);
+		cr_assert_eq((size_t)rep->len, sizes[k]);
+		cr_assert_eq(memcmp(rep->str, val, sizes[k]), 0, "size %zu", sizes[k]);
+		freeReplyObject(rep);
+	}
+	/* RPUSH key v0 .. v37: 40 arguments, each a different length. */
+	argv[0] = "RPUSH";
+	lens[0] = 5;
+	argv[1] = key;
+	lens[1] = strlen(key);
+	for (int i = 2; i < 40; i++) {
+		argv[i] = val;
+		lens[i] = (size_t)(i * 13);
+	}
+	{
+		const char *del[2] = { "DEL", key };
+
+		cr_assert_eq(redisc_command(r, 2, del, NULL, &rep, &err), ST_OK, "%s", err.ptr);
+		freeReplyObject(rep);
+	}
+	cr_assert_eq(redisc_command(r, 40, argv, lens, &rep, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(rep->type, REDIS_REPLY_INTEGER);
+	cr_assert_eq(rep->integer, 38);
+	freeReplyObject(rep);
+	{
+		const char *range[4] = { "LRANGE", key, "0", "-1" };
+
+		cr_assert_eq(redisc_command(r, 4, range, NULL, &rep, &err), ST_OK, "%s", err.ptr);
+		cr_assert_eq(rep->type, REDIS_REPLY_ARRAY);
+		cr_assert_eq(rep->elements, 38);
+		for (int i = 2; i < 40; i++) {
+			cr_assert_eq((size_t)rep->element[i - 2]->len, (size_t)(i * 13));
+			cr_assert_eq(memcmp(rep->element[i - 2]->str, val, (size_t)(i * 13)), 0);
+		}
+		freeReplyObject(rep);
+	}
+	redisc_free(r);
+	c = direct(url, -1);
+	cr_assert_eq(delete_prefix(c, prefix), 1);
+	redisFree(c);
+	buf_release(&err);
+	free(val);
+}
+
 static const char INCR_LUA[] = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
 
 Test(redisc, eval_loads_the_script_when_redis_forgot_it, .init = setup)
