@@ -205,6 +205,8 @@ struct hdr_scan {
 	unsigned transfer_encoding;  /* Transfer-Encoding lines */
 	unsigned authorization;      /* Authorization lines */
 	unsigned host;               /* Host lines */
+	size_t cookie_bytes;         /* the Cookie value's length */
+	size_t cookies;              /* the cookies the library files from it */
 	bool te_not_chunked;         /* one that is not exactly "chunked" */
 	bool bad_bytes;              /* a name that is no token, a value not UTF-8 */
 	bool layout_on;              /* walk the section (hdr_layout.h) */
@@ -258,6 +260,13 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 		sc->transfer_encoding++;
 		if (!value || value_size != 7 || strncasecmp(value, "chunked", 7))
 			sc->te_not_chunked = true;
+	} else if (key_size == 6 && !strncasecmp(key, "Cookie", 6) && value) {
+		/* The library copies the value and files each "a=b" of it. */
+		sc->cookie_bytes += value_size;
+		sc->cookies++;
+		for (const char *p = value; (p = memchr(p, ';', value_size - (size_t)(p - value)));
+		     p++)
+			sc->cookies++;
 	}
 	return MHD_YES;
 }
@@ -268,6 +277,20 @@ static enum MHD_Result scan_arg(void *cls, enum MHD_ValueKind kind, const char *
 	(void)kind;
 	hdr_layout_arg(cls, key, key_size, value, value_size);
 	return MHD_YES;
+}
+
+/* Whether a section (its bytes, and a record for each header field, query
+ * argument and cookie, plus the copy of the Cookie value) takes more than
+ * HTTP_SECTION_MAX of the connection's pool (see there), so that its
+ * answer might not fit: 431 then. */
+static bool section_too_large(const union MHD_ConnectionInfo *size, int args, int fields,
+			      const struct hdr_scan *sc)
+{
+	size_t records = (size_t)(args > 0 ? args : 0) + (size_t)(fields > 0 ? fields : 0) +
+			 sc->cookies;
+
+	return (size ? size->header_size : 0) + records * HTTP_MHD_RECORD + sc->cookie_bytes >
+	       HTTP_SECTION_MAX;
 }
 
 /* Refuses, before a byte of the body is read, what libmicrohttpd 0.9.75
@@ -287,7 +310,9 @@ static enum MHD_Result scan_arg(void *cls, enum MHD_ValueKind kind, const char *
  *      before the colon, no bytes above 0x7e), or a value that is not
  *      UTF-8 or holds a NUL (see header_value_ok for the NUL).
  * The answer is 400 with Connection: close: after a framing doubt nothing
- * else on the connection can be trusted. True when it answered. */
+ * else on the connection can be trusted. First, from the same pass, a
+ * section too large for its answer to fit the pool: 431, Connection:
+ * close (section_too_large). True when it answered. */
 static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD_Result *ret)
 {
 	struct hdr_scan sc = { 0 };
@@ -297,16 +322,27 @@ static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD
 		MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 	enum hdr_fault fault = HDR_OK;
 
+	int args, fields;
+
 	/* The method is the section's first byte (hdr_layout.h). */
 	sc.layout_on = rq->h->layout_checks && size;
 	if (sc.layout_on) {
 		hdr_layout_begin(&sc.layout, rq->method, size->header_size);
 		hdr_layout_request(&sc.layout, rq->url, version);
-		MHD_get_connection_values_n(rq->conn, MHD_GET_ARGUMENT_KIND, scan_arg, &sc.layout);
+		args = MHD_get_connection_values_n(rq->conn, MHD_GET_ARGUMENT_KIND, scan_arg,
+						   &sc.layout);
+	} else {
+		args = MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, NULL, NULL);
 	}
-	MHD_get_connection_values_n(rq->conn, MHD_HEADER_KIND, scan_header, &sc);
+	fields = MHD_get_connection_values_n(rq->conn, MHD_HEADER_KIND, scan_header, &sc);
 	if (sc.layout_on)
 		fault = hdr_layout_end(&sc.layout);
+	if (section_too_large(size, args, fields, &sc)) {
+		req_error(rq, ERR_HEADERS_TOO_LARGE, NULL);
+		resp_header(&rq->resp, "Connection", "close");
+		*ret = send_resp(rq);
+		return true;
+	}
 	if (fault) {
 		err = ERR_INVALID_HEADER;
 		msg = hdr_fault_str(fault);
@@ -420,49 +456,22 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s)
 static void *on_target(void *cls, const char *uri, struct MHD_Connection *conn)
 {
 	struct http *h = cls;
-	const char *q = NULL;
-	size_t n = 0, args = 0;
+	const char *q;
+	size_t n, args = 0;
 
 	(void)conn;
 	if (!uri)
 		return NULL; /* no target at all: the library answers that */
-	for (; uri[n]; n++) {
-		if (uri[n] == '?' && !q)
-			q = uri + n;
-		else if (uri[n] == '&' && q)
-			args++;
-	}
+	n = strlen(uri);
+	q = memchr(uri, '?', n);
 	if (q && q[1])
-		args++;
+		for (const char *p = q; p && args <= HTTP_QUERY_ARGS_MAX; p = strchr(p + 1, '&'))
+			args++;
 	if (n <= HTTP_TARGET_MAX && args <= HTTP_QUERY_ARGS_MAX)
 		return NULL;
 	if (q && h->layout_checks)
 		((char *)q)[1] = '\0';
 	return &h->target_marker;
-}
-
-/* Refuses (431) a request whose header section, query arguments and
- * cookies take more than HTTP_SECTION_MAX of the connection's pool (see
- * there), so that its answer always fits. True when it answered. */
-static bool refuse_large_section(struct req_ctx *rq, enum MHD_Result *ret)
-{
-	const union MHD_ConnectionInfo *size =
-		MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-	int records = MHD_get_connection_values(
-		rq->conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND | MHD_COOKIE_KIND, NULL, NULL);
-	const char *cookie = NULL;
-	size_t cookie_len = 0, used;
-
-	/* The library copies the Cookie value to parse it. */
-	MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, "Cookie", 6, &cookie, &cookie_len);
-	used = (size ? size->header_size : 0) + (size_t)(records > 0 ? records : 0) * HTTP_MHD_RECORD +
-	       cookie_len;
-	if (used <= HTTP_SECTION_MAX)
-		return false;
-	req_error(rq, ERR_HEADERS_TOO_LARGE, NULL);
-	resp_header(&rq->resp, "Connection", "close");
-	*ret = send_resp(rq);
-	return true;
 }
 
 /* What a connection carries from accept to close (its socket context):
@@ -550,8 +559,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			resp_header(&rq->resp, "Connection", "close");
 			return send_resp(rq);
 		}
-		if (refuse_large_section(rq, &ret))
-			return ret;
 		if (refuse_bad_headers(rq, version, &ret))
 			return ret;
 		/* Shutting down: new requests get a quick 503 and Connection:
