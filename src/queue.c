@@ -507,12 +507,31 @@ out:
 	"  THEN CAST($4 AS BIGINT) ELSE NULL END," \
 	" lease_owner = NULL, lease_expires_at = NULL"
 
-static enum st_rc fail_run(struct tx *tx, const char *sql, int nv, const struct st_val *v,
-			   enum job_state *new_state)
+/* Runs sql (FAIL_SET and a WHERE naming the job by $1 and $2, and by $7
+ * when fence7 is given) for a failed attempt: error cut to
+ * QUEUE_ERROR_MAX, retry after delay_ms (0 when negative). */
+static enum st_rc fail_run(struct tx *tx, const char *sql, struct st_val key1,
+			   struct st_val key2, const int64_t *fence7, const char *error,
+			   int64_t delay_ms, bool permanent, enum job_state *new_state)
 {
 	struct st_rows *rows = NULL;
-	enum st_rc rc = tx_query(tx, sql, nv, v, &rows);
+	int64_t now = tx_now_ms(tx);
+	size_t elen = error ? strlen(error) : 0;
+	struct st_val v[7];
+	enum st_rc rc;
 
+	if (delay_ms < 0)
+		delay_ms = 0;
+	if (elen > QUEUE_ERROR_MAX)
+		elen = QUEUE_ERROR_MAX;
+	v[0] = key1;
+	v[1] = key2;
+	v[2] = SV_SN(error ? error : "", elen);
+	v[3] = SV_I(now);
+	v[4] = SV_I(now + delay_ms);
+	v[5] = SV_I(permanent ? 1 : 0);
+	v[6] = SV_I(fence7 ? *fence7 : 0);
+	rc = tx_query(tx, sql, fence7 ? 7 : 6, v, &rows);
 	if (rc)
 		return rc;
 	if (rows->nrows != 1) {
@@ -531,34 +550,17 @@ static enum st_rc fail_run(struct tx *tx, const char *sql, int nv, const struct 
 enum st_rc queue_fail(struct tx *tx, int64_t id, const char *lease_owner, const char *error,
 		      int64_t delay_ms, bool permanent, enum job_state *new_state)
 {
-	int64_t now = tx_now_ms(tx);
-	size_t elen = error ? strlen(error) : 0;
-
-	if (delay_ms < 0)
-		delay_ms = 0;
-	if (elen > QUEUE_ERROR_MAX)
-		elen = QUEUE_ERROR_MAX;
 	return fail_run(tx, FAIL_SET " WHERE id = $1 AND state = 'running' AND lease_owner = $2"
 			" RETURNING state",
-			ST_ARGS(SV_I(id), SV_S(lease_owner), SV_SN(error ? error : "", elen), SV_I(now),
-				SV_I(now + delay_ms), SV_I(permanent ? 1 : 0)),
-			new_state);
+			SV_I(id), SV_S(lease_owner), NULL, error, delay_ms, permanent, new_state);
 }
 
 enum st_rc queue_fail_unleased(struct tx *tx, const struct job *j, const char *error,
 			       int64_t delay_ms, bool permanent, enum job_state *new_state)
 {
-	int64_t now = tx_now_ms(tx);
-	size_t elen = error ? strlen(error) : 0;
-
-	if (delay_ms < 0)
-		delay_ms = 0;
-	if (elen > QUEUE_ERROR_MAX)
-		elen = QUEUE_ERROR_MAX;
 	return fail_run(tx, FAIL_SET " WHERE id = $1 AND state = 'available' AND attempts = $2"
 			" AND updated_at = $7 RETURNING state",
-			ST_ARGS(SV_I(j->id), SV_I(j->attempts), SV_SN(error ? error : "", elen), SV_I(now),
-				SV_I(now + delay_ms), SV_I(permanent ? 1 : 0), SV_I(j->updated_at)),
+			SV_I(j->id), SV_I(j->attempts), &j->updated_at, error, delay_ms, permanent,
 			new_state);
 }
 
