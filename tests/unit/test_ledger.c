@@ -635,6 +635,34 @@ BOTH(holds, capture_happens_exactly_once)
 	fx_assert_ledger_invariants("after capture");
 }
 
+/* A hold is pending exactly when it has no resolved_at, however the row is
+ * written (PostgreSQL checks it in the holds triggers since migration 026,
+ * SQLite by a CHECK). */
+BOTH(holds, rows_keep_status_and_resolved_at_in_step)
+{
+	struct ledger_hold h;
+	struct fx_snap s;
+
+	cr_assert_eq(hold(ACCT_TREASURY, 300, 0, &h), ST_OK);
+	s = fx_snapshot();
+	cr_assert_eq(RAW("INSERT INTO holds (id, account_id, amount, status, created_at, resolved_at)"
+			 " VALUES ('h-early', 'treasury', 1, 'pending', 0, 5)"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE holds SET status = 'released' WHERE status = 'pending'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE holds SET status = 'expired' WHERE status = 'pending'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE holds SET resolved_at = 5 WHERE status = 'pending'"), ST_CONFLICT);
+	fx_assert_unchanged(&s, "holds out of step");
+	cr_assert_eq(fx_int("SELECT count(*) FROM holds WHERE status = 'pending' AND resolved_at IS NULL",
+			    NULL),
+		     1);
+	cr_assert_eq(fx_account(ACCT_TREASURY).held, 300);
+	/* released with its time: accepted, and the reservation goes */
+	cr_assert_eq(RAW("UPDATE holds SET status = 'released', resolved_at = 5 WHERE status = 'pending'"),
+		     ST_OK);
+	cr_assert_eq(fx_account(ACCT_TREASURY).held, 0);
+	fx_assert_ledger_invariants("after holds out of step");
+}
+
 BOTH(holds, store_refuses_captures_that_bypass_posting)
 {
 	struct account w = wallet(5);
