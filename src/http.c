@@ -321,7 +321,6 @@ static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD
 	const union MHD_ConnectionInfo *size =
 		MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 	enum hdr_fault fault = HDR_OK;
-
 	int args, fields;
 
 	/* The method is the section's first byte (hdr_layout.h). */
