@@ -411,6 +411,7 @@ int main(int argc, char **argv)
 	hex_encode(rnd, 8, rnd_hex);
 	snprintf(app.instance_id, sizeof(app.instance_id), "%ld-%s", (long)getpid(), rnd_hex);
 	policies_init(&app);
+	settled_hash_admin_token(&app);
 
 	app.metrics = metrics_new();
 	if (cfg.redis_url)

@@ -1,6 +1,8 @@
 /* settled.c — the server context's own helpers: clock and shared metrics. */
 #include "settled.h"
 
+#include <openssl/evp.h>
+#include <string.h>
 #include <time.h>
 
 #include "rpc_pool.h"
@@ -14,6 +16,15 @@ int64_t settled_now_ms(const struct settled *app)
 		return app->clock_ms(app->clock_arg);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void settled_hash_admin_token(struct settled *app)
+{
+	const char *t = app->cfg->admin_token;
+	unsigned int n = 0;
+
+	app->admin_hashed = t && EVP_Digest(t, strlen(t), app->admin_sha256, &n, EVP_sha256(), NULL) &&
+			    n == sizeof(app->admin_sha256);
 }
 
 /* The job queue's, sweeper's and reconciliation's families. */

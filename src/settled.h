@@ -93,6 +93,11 @@ struct settled {
 	struct ticker *ticker;       /* sweepers and reconciliation (ticker.h) */
 	struct tracer *tracer;       /* span export (trace.h); NULL when OTEL_EXPORTER_OTLP_ENDPOINT is unset */
 	char instance_id[40];        /* random per process: owner of leases */
+	/* SHA-256 of cfg->admin_token, made once at start-up by
+	 * settled_hash_admin_token (admin_hashed), so an authenticated request
+	 * hashes only the token it sent; without it both are hashed each time. */
+	bool admin_hashed;
+	unsigned char admin_sha256[32];
 	int64_t started_ms;
 	atomic_bool stopping;
 	/* The server's clock (clock.h: anchored at start, deaf to steps of the
@@ -105,5 +110,9 @@ struct settled {
 
 /* The server clock's milliseconds since the epoch. */
 int64_t settled_now_ms(const struct settled *app);
+
+/* Hashes app->cfg->admin_token into app->admin_sha256 (nothing without a
+ * token). Called once at start-up, before any request. */
+void settled_hash_admin_token(struct settled *app);
 
 #endif
