@@ -1369,3 +1369,46 @@ Test(ledger_sqlite, a_transactions_entries_are_read_from_the_index_alone, .init 
 		cr_assert_null(strstr(a.detail, "TEMP B-TREE"), "read %zu: %s", i, a.detail);
 	}
 }
+
+/* SQLite: one transaction a hold, by a unique index of the captures alone
+ * (migrations/sqlite/027): a posting that captures nothing writes no key
+ * there. The capture check refuses a second capture first (the hold is no
+ * longer pending: capture_happens_exactly_once), so the index is tried
+ * here with the triggers that stand before it dropped, inside a unit that
+ * fails and takes the drops back with it. */
+Test(ledger_sqlite, one_transaction_a_hold_by_an_index_of_captures_alone, .init = fx_open_sqlite,
+     .fini = fx_close, .timeout = 600)
+{
+	static const char *const hold_index =
+		"SELECT count(*) FROM pragma_index_list('ledger_tx') l, pragma_index_info(l.name) i"
+		" WHERE i.name = 'hold_id' AND l.\"unique\" = 1 AND l.partial = ($1 = 'partial')";
+	struct account w = wallet(7);
+	struct ledger_hold h;
+	struct fx_snap s;
+	char sql[3][512];
+
+	cr_assert_eq(fx_int(hold_index, "partial"), 1);
+	cr_assert_eq(fx_int(hold_index, "whole"), 0, "a unique index of every row's hold_id");
+
+	cr_assert_eq(hold(ACCT_TREASURY, 100, 0, &h), ST_OK);
+	for (int i = 0; i < 2; i++)
+		snprintf(sql[i], sizeof(sql[i]),
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('hc%d', 'treasury', 'debit', 10, 0), ('hc%d', 'revenue', 'credit', 10, 0)",
+			 i, i);
+	snprintf(sql[2], sizeof(sql[2]),
+		 "INSERT INTO ledger_tx (id, kind, hold_id, created_at)"
+		 " SELECT 'hc' || value, 'raw', '%s', 0 FROM json_each('[0, 1]')", h.id);
+	s = fx_snapshot();
+	cr_assert_eq(RAW("DROP TRIGGER ledger_tx_close_capture", "DROP TRIGGER ledger_tx_post", sql[0], sql[1],
+			 sql[2]),
+		     ST_UNIQUE);
+	fx_assert_unchanged(&s, "two transactions for one hold");
+	cr_assert_eq(fx_int("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = $1",
+			    "ledger_tx"),
+		     5);
+	/* The hold is still captured once, through ledger.c. */
+	cr_assert_eq(hold_do(h.id, 0, w.id), ST_OK);
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_tx WHERE hold_id = $1", h.id), 1);
+	fx_assert_ledger_invariants("after the capture");
+}
