@@ -282,18 +282,49 @@ static enum MHD_Result scan_arg(void *cls, enum MHD_ValueKind kind, const char *
 	return MHD_YES;
 }
 
-/* Whether a section (its bytes, and a record for each header field, query
- * argument and cookie, plus the copy of the Cookie value) takes more than
- * HTTP_SECTION_MAX of the connection's pool (see there), so that its
- * answer might not fit: 431 then. */
-static bool section_too_large(const union MHD_ConnectionInfo *size, int args, int fields,
-			      const struct hdr_scan *sc)
+/* What of the connection's pool a section takes: its bytes, and a record
+ * for each header field, query argument and cookie, plus the copy of the
+ * Cookie value. Over HTTP_SECTION_MAX (see there) its answer might not
+ * fit: 431 then. */
+static size_t section_used(const union MHD_ConnectionInfo *size, int args, int fields,
+			   const struct hdr_scan *sc)
 {
 	size_t records = (size_t)(args > 0 ? args : 0) + (size_t)(fields > 0 ? fields : 0) +
 			 sc->cookies;
 
-	return (size ? size->header_size : 0) + records * HTTP_MHD_RECORD + sc->cookie_bytes >
-	       HTTP_SECTION_MAX;
+	return (size ? size->header_size : 0) + records * HTTP_MHD_RECORD + sc->cookie_bytes;
+}
+
+static enum MHD_Result add_trailer(void *cls, enum MHD_ValueKind kind, const char *key,
+				   size_t key_size, const char *value, size_t value_size)
+{
+	size_t *used = cls;
+
+	(void)kind;
+	(void)key;
+	(void)value;
+	*used += key_size + value_size + 4 + HTTP_MHD_RECORD; /* ": ", CRLF, its record */
+	return MHD_YES;
+}
+
+/* A chunked body's trailer fields are filed in the pool after the
+ * section was estimated, beside it: with them the request is refused 431
+ * as a section of that size would have been (a registration with ~70
+ * trailers ran, committed and was closed unanswered). True when it
+ * answered. */
+static bool refuse_large_trailers(struct req_ctx *rq, enum MHD_Result *ret)
+{
+	size_t used = rq->chunked_section;
+
+	if (!used)
+		return false;
+	MHD_get_connection_values_n(rq->conn, MHD_FOOTER_KIND, add_trailer, &used);
+	if (used <= HTTP_SECTION_MAX)
+		return false;
+	req_error(rq, ERR_HEADERS_TOO_LARGE, NULL);
+	resp_header(&rq->resp, "Connection", "close");
+	*ret = send_resp(rq);
+	return true;
 }
 
 /* Refuses, before a byte of the body is read, what libmicrohttpd 0.9.75
@@ -315,7 +346,7 @@ static bool section_too_large(const union MHD_ConnectionInfo *size, int args, in
  * The answer is 400 with Connection: close: after a framing doubt nothing
  * else on the connection can be trusted. First, from the same pass, a
  * section too large for its answer to fit the pool: 431, Connection:
- * close (section_too_large). True when it answered. */
+ * close (section_used). True when it answered. */
 static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD_Result *ret)
 {
 	struct hdr_scan sc = { 0 };
@@ -325,6 +356,7 @@ static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD
 		MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 	enum hdr_fault fault = HDR_OK;
 	int args, fields;
+	size_t used;
 
 	/* The method is the section's first byte (hdr_layout.h). */
 	sc.layout_on = rq->h->layout_checks && size;
@@ -339,7 +371,10 @@ static bool refuse_bad_headers(struct req_ctx *rq, const char *version, enum MHD
 	fields = MHD_get_connection_values_n(rq->conn, MHD_HEADER_KIND, scan_header, &sc);
 	if (sc.layout_on)
 		fault = hdr_layout_end(&sc.layout);
-	if (section_too_large(size, args, fields, &sc)) {
+	used = section_used(size, args, fields, &sc);
+	if (sc.transfer_encoding)
+		rq->chunked_section = used; /* its trailers add to it (refuse_large_trailers) */
+	if (used > HTTP_SECTION_MAX) {
 		req_error(rq, ERR_HEADERS_TOO_LARGE, NULL);
 		resp_header(&rq->resp, "Connection", "close");
 		*ret = send_resp(rq);
@@ -608,9 +643,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return MHD_YES;
 	}
 	if (rq->state == RQ_BODY) {
+		enum MHD_Result ret;
+
 		/* All of it is in: no deadline while the handler (and the
 		 * store) take their time; on_completed() arms the next one. */
 		reaper_disarm(conn_deadline(conn));
+		if (refuse_large_trailers(rq, &ret))
+			return ret;
 		return dispatch(rq);
 	}
 	if (rq->state == RQ_READY)

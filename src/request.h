@@ -106,6 +106,7 @@ struct req_ctx {
 	bool body_too_large;        /* the body is being dropped: over the cap, or ... */
 	bool body_nomem;            /* ... no memory to keep it (a 503, not a 413) */
 	size_t discarded;
+	size_t chunked_section;     /* chunked: the section's pool estimate (http.c), else 0 */
 	json_t *json;
 	struct resp resp;
 	struct timespec started;

@@ -403,3 +403,26 @@ def test_a_write_whose_answer_would_not_fit_never_runs(server):
                 c.send(data, ignore_reset=True)
                 statuses.add(answered_or_closed(c))
     assert statuses <= {431, None} and 431 in statuses, statuses
+
+
+def test_a_chunked_write_whose_trailers_fill_the_pool_never_runs(server):
+    """The trailer fields of a chunked body are filed in the pool after the
+    header section was estimated: before, a registration with ~70-100 of
+    them ran, committed and was closed unanswered (its answer's headers no
+    longer fit). Now the trailers count too: a 431 before it runs, or the
+    library's own refusal; never a row without its answer."""
+    statuses = set()
+    for n, size in [(n, size) for n in range(0, 120, 6) for size in (1, 40)]:
+        body = register_body()
+        trailers = "".join(f"X-T-{i}: {'t' * size}\r\n" for i in range(n)).encode()
+        data = head(["Host: 127.0.0.1", "Connection: close", "Content-Type: application/json",
+                     "Transfer-Encoding: chunked"]) + \
+            b"%x\r\n" % len(body) + body + b"\r\n0\r\n" + trailers + b"\r\n"
+        before = server.snapshot()
+        with server.connect_raw() as c:
+            c.send(data, ignore_reset=True)
+            status = answered_or_closed(c)
+        if status != 201:
+            assert server.snapshot() == before, (n, size, status)
+        statuses.add(status)
+    assert {201, 431} <= statuses, statuses
