@@ -573,8 +573,12 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 			i++; /* unleased: it is available already */
 			continue;
 		}
-		if (b->todo == BATCH_HANDBACK) {
-			rc = queue_release(tx, b->r->job.id, owner);
+		if (b->todo == BATCH_HANDBACK || (b->todo == BATCH_COMPLETE && !owner[0])) {
+			/* A hand-back, or an unleased completion: fenced by its
+			 * row, one by one (rare: a webhook job with nothing
+			 * left to do). */
+			rc = b->todo == BATCH_HANDBACK ? queue_release(tx, b->r->job.id, owner)
+						       : queue_complete_unleased(tx, &b->r->job);
 			if (rc == ST_CONFLICT)
 				b->lost = true;
 			else if (rc)
@@ -583,17 +587,6 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 			continue;
 		}
 		if (b->todo != BATCH_COMPLETE) {
-			i++;
-			continue;
-		}
-		if (!owner[0]) {
-			/* Unleased: fenced by its row, one by one (rare: a
-			 * webhook job with nothing left to do). */
-			rc = queue_complete_unleased(tx, &b->r->job);
-			if (rc == ST_CONFLICT)
-				b->lost = true;
-			else if (rc)
-				return rc;
 			i++;
 			continue;
 		}
