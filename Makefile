@@ -325,7 +325,9 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SMOKE_JOBS ?= 2
-FUZZ_SMOKE_SEED ?= $(shell c=$$(git rev-parse --short=7 HEAD 2>/dev/null) && printf '%d' $$((0x$$c + 1)) || echo 1)
+# (cut, not --short=7: that prints more digits when 7 are ambiguous, and 9
+# overflow libFuzzer's int -seed)
+FUZZ_SMOKE_SEED ?= $(shell c=$$(git rev-parse HEAD 2>/dev/null | cut -c1-7) && [ -n "$$c" ] && printf '%d' $$((0x$$c + 1)) || echo 1)
 FUZZ_OPT = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
            -fno-sanitize-recover=undefined
 FUZZ_SRC = $(wildcard tests/fuzz/fuzz_*.c)
