@@ -663,6 +663,23 @@ BOTH(holds, rows_keep_status_and_resolved_at_in_step)
 	fx_assert_ledger_invariants("after holds out of step");
 }
 
+/* held is never below zero, on an account that may go negative too (where
+ * the over-commit check lets any held through); PostgreSQL checks it by
+ * the account_held domain since migration 028. */
+BOTH(holds, held_never_goes_below_zero)
+{
+	struct fx_snap s = fx_snapshot();
+
+	cr_assert_eq(RAW("UPDATE accounts SET held = -1 WHERE id = 'revenue'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE accounts SET held = held - 1 WHERE id = 'external'"), ST_CONFLICT);
+	cr_assert_eq(RAW("INSERT INTO accounts (id, name, kind, held, may_go_negative, created_at)"
+			 " VALUES ('neg1', 'neg1', 'system', -5, 1, 0)"),
+		     ST_CONFLICT);
+	fx_assert_unchanged(&s, "negative held");
+	cr_assert_eq(fx_int("SELECT count(*) FROM accounts WHERE held < 0 OR id = 'neg1'", NULL), 0);
+	fx_assert_ledger_invariants("after negative held");
+}
+
 BOTH(holds, store_refuses_captures_that_bypass_posting)
 {
 	struct account w = wallet(5);
