@@ -25,10 +25,11 @@
  *
  * Pre-keyed states (struct wh_keys): keying HMAC-SHA256 (fetching the
  * digest, hashing the key into the inner and outer pads) costs about as
- * much as hashing a small body, so the server keys one MAC state per
- * configured secret once at start-up (webhook_keyring_new) and every
- * verification copies the state it needs (EVP_MAC_CTX_dup) and works on
- * the copy: the shared states are never written after they are keyed, so
+ * much as hashing a small body, so the server keys each configured
+ * secret once at start-up (webhook_keyring_new): two SHA-256 states, the
+ * inner and outer pads absorbed (RFC 2104). Every verification copies
+ * them into a digest context of its own (EVP_MD_CTX_copy_ex) and hashes
+ * there: the shared states are never written after they are keyed, so
  * any number of HTTP threads verify at once. The secrets-array functions
  * key the secrets for the one call (tests, fuzzers, tools). */
 #ifndef SETTLED_WEBHOOK_H
@@ -68,11 +69,17 @@ enum wh_verdict {
 
 #define WEBHOOK_KEYS_MAX 16   /* secrets per provider (CONFIG_MAX_LIST) */
 
+/* One secret keyed for HMAC-SHA256: the SHA-256 states that absorbed
+ * the padded key XOR ipad (inner) and XOR opad (outer), RFC 2104. */
+struct wh_key {
+	EVP_MD_CTX *inner, *outer;
+};
+
 /* One provider's secrets as keyed HMAC-SHA256 states, in the config's
  * order, unusable secrets (empty; Standard: not base64) left out. Owns the
  * states; read-only once webhook_keys_init returned. */
 struct wh_keys {
-	EVP_MAC_CTX *mac[WEBHOOK_KEYS_MAX];
+	struct wh_key k[WEBHOOK_KEYS_MAX];
 	size_t n;
 };
 
