@@ -1282,3 +1282,75 @@ Test(webhook_job_payload, damaged_payloads_read_as_jansson_reads_them)
 	for (size_t i = 0; i < sizeof(extra) / sizeof(extra[0]); i++)
 		payload_agrees(extra[i]);
 }
+
+/* intake's payload is, byte for byte, jansson's compact sorted dump of the
+ * same members: ids and accounts with quotes, backslashes, every printable
+ * byte and UTF-8 escaped as jansson escapes them, the amount as an integer
+ * (the payload the job reads is the JSON the queue stores and shows). */
+static void payload_is_jansson_dump(const char *id, const struct wh_payment *pay,
+				    enum wh_provider p)
+{
+	char payload[WH_JOB_PAYLOAD_MAX];
+	json_t *o = json_object();
+	char *want;
+
+	intake_payload(id, pay, p, payload);
+	if (pay && pay->account[0])
+		json_object_set_new(o, "account", json_string(pay->account));
+	if (pay)
+		json_object_set_new(o, "amount", json_integer(pay->amount));
+	json_object_set_new(o, "event_id", json_string(id));
+	json_object_set_new(o, "provider", json_string(webhook_provider_str(p)));
+	if (pay && !pay->account[0])
+		json_object_set_new(o, "wallet", json_string(pay->wallet));
+	want = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	cr_assert_not_null(want);
+	cr_expect_str_eq(payload, want, "id %s", id);
+	free(want);
+	json_decref(o);
+}
+
+Test(webhook_job_payload, intake_payload_is_jansson_compact_sorted)
+{
+	static const char *const ids[] = { "evt_1", "a\"b", "back\\slash", "\"\\\"\\",
+					   "~!#$%&'()*+,-./:;<=>?@[]^_`{|}", "sp ace" };
+	char all[0x7f - 0x20 + 1], wide[WEBHOOK_ID_MAX + 1];
+	struct wh_payment pay;
+
+	for (int c = 0x20; c < 0x7f; c++)
+		all[c - 0x20] = (char)c;
+	all[sizeof(all) - 1] = '\0';
+	memset(wide, '"', WEBHOOK_ID_MAX); /* the longest id, every byte escaped */
+	wide[WEBHOOK_ID_MAX] = '\0';
+	for (int p = 0; p < WH_PROVIDER_COUNT; p++) {
+		for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+			payload_is_jansson_dump(ids[i], NULL, (enum wh_provider)p);
+			memset(&pay, 0, sizeof(pay));
+			pay.amount = INT64_MAX;
+			snprintf(pay.wallet, sizeof(pay.wallet), "0x%040d", (int)i);
+			payload_is_jansson_dump(ids[i], &pay, (enum wh_provider)p);
+			memset(&pay, 0, sizeof(pay));
+			pay.amount = 1;
+			snprintf(pay.account, sizeof(pay.account), "cli_%zu/shop \"cr\\edits\" é", i);
+			payload_is_jansson_dump(ids[i], &pay, (enum wh_provider)p);
+		}
+		payload_is_jansson_dump(all, NULL, (enum wh_provider)p);
+		payload_is_jansson_dump(wide, NULL, (enum wh_provider)p);
+	}
+}
+
+/* The job's unique key is "<provider>:<event id>", the id as it is. */
+Test(webhook_job_payload, job_key_is_provider_and_id)
+{
+	struct wh_intake in;
+	struct wh_event ev = { .pays = true };
+
+	snprintf(ev.id, sizeof(ev.id), "%s", "a\"b:c");
+	cr_assert_eq(webhook_intake_prepare(&in, WH_STRIPE, &ev, NULL, "{}", 2, NULL), ST_OK);
+	cr_expect_str_eq(in.job_key, "stripe:a\"b:c");
+	memset(ev.id, 'x', WEBHOOK_ID_MAX);
+	ev.id[WEBHOOK_ID_MAX] = '\0';
+	cr_assert_eq(webhook_intake_prepare(&in, WH_STANDARD, &ev, NULL, "{}", 2, NULL), ST_OK);
+	cr_expect_eq(strlen(in.job_key), strlen("standard:") + WEBHOOK_ID_MAX);
+	cr_expect_eq(strncmp(in.job_key, "standard:xxx", 12), 0);
+}
