@@ -46,9 +46,10 @@ $(BUILD)/settled: $(BUILD)/main.o $(BUILD)/libsettled.a
 # demand (tests/integration/test_faultsim.py walks N), and whose SQLite VFS
 # fails the database's writes or fsyncs on demand (test_ioerr.py), and whose
 # send_resp() wrapper holds a resumed answer past a stop's start on demand
-# (test_stop_answers.py). Under make asan it is an ASan build, so a leak on
-# an error path fails the walk too.
-FAULTSIM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup,--wrap=send_resp
+# (test_stop_answers.py), and whose webhook_process_job() wrapper abort()s
+# the process on a marked payload (test_poison_job.py). Under make asan it
+# is an ASan build, so a leak on an error path fails the walk too.
+FAULTSIM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup,--wrap=send_resp,--wrap=webhook_process_job
 $(BUILD)/faultsim.o: tests/faultsim/faultsim.c | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 $(BUILD)/criterion_arena.o: tests/tsan/criterion_arena.c | $(BUILD)
@@ -200,11 +201,12 @@ check:
 	$(MAKE) fuzz-smoke
 
 # Allocation failures walked over each kind of request and job, storage
-# I/O errors under load, and a stop racing a resumed answer (embedded).
+# I/O errors under load, a stop racing a resumed answer, and a job that
+# aborts the process every time it runs (embedded).
 faultsim: $(BUILD)/settled-faultsim
 	SETTLED_BIN=$(abspath $(BUILD))/settled-faultsim SETTLED_FAULTSIM=1 \
 		$(PYTHON) -m pytest -q tests/integration/test_faultsim.py tests/integration/test_ioerr.py \
-		tests/integration/test_stop_answers.py $(PYTEST_ARGS)
+		tests/integration/test_stop_answers.py tests/integration/test_poison_job.py $(PYTEST_ARGS)
 
 test: deps
 	$(MAKE) all

@@ -18,7 +18,9 @@
  * counts as an attempt, so a job that kills its worker ends in the DLQ
  * instead of looping. In embedded mode the jobs of in_store kinds
  * (worker.h) are never leased: available -> completed, or a failed
- * attempt recorded straight from available ("Unleased jobs" below).
+ * attempt recorded straight from available ("Unleased jobs" below); one
+ * the process died running is counted at the next start from the guard
+ * file (jobguard.h), with queue_fail_unleased.
  *
  * Lease owners are "<instance_id>#<claim sequence>": unique per claim, so two
  * claims of the same job (after a lease was swept) never share a fence, even

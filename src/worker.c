@@ -38,7 +38,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "fmt.h"
 #include "job_kinds.h"
+#include "jobguard.h"
 #include "log.h"
 #include "metrics.h"
 #include "settled.h"
@@ -92,6 +94,13 @@ struct worker_pool {
 	 * mono_us(), each has its savepoint again (batch_unit). */
 	bool embedded;
 	atomic_uint_fast64_t savepoints_until_us;
+	/* Embedded mode with unleased queues: each worker names the unleased
+	 * job it is working on in its slot of the guard file, so that a
+	 * process that dies in it counts the job an attempt at the next start
+	 * (jobguard.h; guard_recover). NULL: no guard (PostgreSQL, every queue
+	 * leased, or the file could not be used). */
+	struct jobguard *guard;
+	atomic_uint next_slot;    /* a worker's slot: the order it started in */
 
 	pthread_t fetcher;
 	bool fetcher_started;
@@ -404,6 +413,17 @@ static enum st_rc record_outcome(struct store *st, store_unit_fn *fn, void *arg)
 	return rc;
 }
 
+/* Names an unleased job in the worker's guard slot while code of that job
+ * alone runs (its handler, its effect, its after step, its outcome's
+ * write), so that a process dying there counts it an attempt at the next
+ * start (jobguard.h). A leased job has its lease for that. Memory stores
+ * into the mapped file: no syscall, nothing for the store's writer. */
+static void guard_mark(struct jobguard *g, unsigned slot, const struct job *j)
+{
+	if (g && !j->lease_owner[0])
+		jobguard_mark(g, slot, j->id, j->attempts, j->updated_at);
+}
+
 /* Records the job's duration and ends its span and context. */
 static void job_finish(struct worker_pool *p, struct batch_item *b, const char *result)
 {
@@ -512,6 +532,8 @@ static void job_outcome(struct worker_pool *p, struct batch_item *b, enum st_rc 
 struct batch_call {
 	struct batch_item *items;
 	int n;
+	struct jobguard *guard;  /* the pool's, and the slot of the worker whose batch it is */
+	unsigned slot;
 	bool plain;          /* effects without a savepoint each (SQLite only) */
 	bool effect_failed;  /* plain: an effect failed, and with it the unit */
 };
@@ -547,6 +569,9 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 
 		if (b->todo != BATCH_EFFECT)
 			continue;
+		/* The writer runs this on the worker's behalf (the worker
+		 * waits in store_run): a crash in this effect is this job's. */
+		guard_mark(c->guard, c->slot, &b->r->job);
 		if (!c->plain) {
 			b->effect_rc = tx_nested_nowait(tx, commit_unit, &cc);
 			continue;
@@ -559,10 +584,13 @@ static enum st_rc batch_unit(struct tx *tx, void *arg)
 		 * runs it again with savepoints. */
 		b->effect_rc = commit_unit(tx, &cc);
 		if (b->effect_rc) {
+			jobguard_clear(c->guard, c->slot);
 			c->effect_failed = true;
 			return b->effect_rc;
 		}
 	}
+	/* What follows is the batch's, no one job's. */
+	jobguard_clear(c->guard, c->slot);
 	for (int i = 0; i < c->n;) {
 		struct batch_item *b = &c->items[i];
 		const char *owner = b->r->job.lease_owner;
@@ -651,7 +679,7 @@ static void effect_store_span(struct worker_pool *p, struct batch_item *b, int64
 /* Runs a batch taken from the ready list and writes the deferred outcomes
  * in one unit. Returns the batch's cost per job in seconds (handlers and
  * commit), for the capacity estimate. */
-static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
+static double run_batch(struct worker_pool *p, struct batch_item *items, int n, unsigned slot)
 {
 	struct batch_call c = { .items = items, .n = n };
 	double start = mono_s(), wait_max = (double)p->app->cfg->job_lease_ms / 2000.0;
@@ -668,8 +696,11 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 		    (wait_max > 0 && b->r->job.lease_owner[0] &&
 		     mono_s() - b->r->claimed_at > wait_max))
 			b->todo = BATCH_HANDBACK;
-		else
+		else {
+			guard_mark(p->guard, slot, &b->r->job);
 			b->todo = run_job(p, b);
+			jobguard_clear(p->guard, slot);
+		}
 		deferred += b->todo != BATCH_DONE;
 	}
 	if (!deferred)
@@ -687,6 +718,7 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 		while (hi < n && (items[hi].todo != BATCH_EFFECT || effects < WORKER_EFFECTS_PER_UNIT))
 			effects += items[hi++].todo == BATCH_EFFECT;
 		c = (struct batch_call){ .items = items + lo, .n = hi - lo,
+					 .guard = p->guard, .slot = slot,
 					 .plain = p->embedded &&
 						  mono_us() >= atomic_load(&p->savepoints_until_us) };
 		t0 = trace_now_ns();
@@ -737,7 +769,9 @@ static double run_batch(struct worker_pool *p, struct batch_item *items, int n)
 			continue;
 		}
 		if (b->todo == BATCH_EFFECT) {
+			guard_mark(p->guard, slot, j);
 			effect_done(p, b, rc);
+			jobguard_clear(p->guard, slot);
 			continue;
 		}
 		if (b->todo != BATCH_COMPLETE)
@@ -787,6 +821,7 @@ static void *worker_main(void *arg)
 	struct worker_pool *p = arg;
 	struct batch_item *items = calloc(WORKER_BATCH_MAX, sizeof(*items));
 	int workers = (int)p->app->cfg->workers;
+	unsigned slot = atomic_fetch_add(&p->next_slot, 1); /* its guard slot */
 
 	if (!items) {
 		log_msg(&p->app->log, LOG_ERROR, "job worker: out of memory; this worker does not run");
@@ -815,7 +850,7 @@ static void *worker_main(void *arg)
 		p->busy += n;
 		pthread_mutex_unlock(&p->mu);
 
-		cost = run_batch(p, items, n);
+		cost = run_batch(p, items, n, slot);
 
 		pthread_mutex_lock(&p->mu);
 		p->busy -= n;
@@ -1123,10 +1158,177 @@ static enum st_rc reclaim_unit(struct tx *tx, void *arg)
 	return queue_sweep_leases(tx, INT64_MAX, true, &r->counts[0], &r->counts[1]);
 }
 
+/* ---- the crash guard of unleased jobs (jobguard.h) ---- */
+
+#define GUARD_ERROR "process died while running this job"
+
+struct recovered {
+	int64_t id;
+	char queue[QUEUE_NAME_MAX + 1];
+	char kind[QUEUE_KIND_MAX + 1];
+	int attempts, max_attempts;  /* attempts before this one */
+	int64_t delay_ms;
+	enum job_state state;
+};
+
+struct recover_call {
+	const struct config *cfg;
+	const struct jobguard_mark *marks;
+	int n;
+	struct recovered *out;       /* n entries */
+	int counted;
+};
+
+/* Each job the guard names that is still available with the fence it was
+ * marked with died with the previous process: a failed attempt, recorded
+ * exactly as a handler's (queue_fail_unleased: the same fence, attempts +
+ * 1, the error, the backoff, dead after max_attempts). A job that moved
+ * since (its effect committed with its completion, its failure recorded,
+ * a DLQ retry) fails the fence and is left alone: nothing is counted for
+ * a job whose outcome was written. */
+static enum st_rc recover_unit(struct tx *tx, void *arg)
+{
+	struct recover_call *c = arg;
+
+	c->counted = 0; /* the store may run a unit again */
+	for (int i = 0; i < c->n; i++) {
+		const struct jobguard_mark *m = &c->marks[i];
+		const struct job_kind *k;
+		struct recovered *r = &c->out[c->counted];
+		struct job j;
+		enum st_rc rc = queue_get(tx, m->id, &j);
+
+		if (rc == ST_NOT_FOUND)
+			continue;
+		if (rc)
+			return rc;
+		k = kind_find(j.kind);
+		if (j.state != JOB_AVAILABLE || j.attempts != m->attempts ||
+		    j.updated_at != m->updated_at || !k || !k->in_store) {
+			job_release(&j);
+			continue;
+		}
+		r->id = j.id;
+		fmt_str(r->queue, sizeof(r->queue), j.queue);
+		fmt_str(r->kind, sizeof(r->kind), j.kind);
+		r->attempts = j.attempts;
+		r->max_attempts = j.max_attempts;
+		r->delay_ms = queue_backoff_ms(j.attempts, c->cfg->job_base_delay_ms,
+					       c->cfg->job_max_delay_ms, NULL, NULL);
+		rc = queue_fail_unleased(tx, &j, GUARD_ERROR, r->delay_ms, false, &r->state);
+		job_release(&j);
+		if (rc == ST_OK)
+			c->counted++;
+		else if (rc != ST_CONFLICT)
+			return rc;
+	}
+	return ST_OK;
+}
+
+/* The log lines and metrics of a failed attempt (job_outcome's), for the
+ * jobs recover_unit counted. */
+static void recovered_report(struct settled *app, const struct recover_call *c)
+{
+	int dead = 0;
+
+	for (int i = 0; i < c->counted; i++) {
+		const struct recovered *r = &c->out[i];
+		const char *const lv[] = { r->queue, r->kind };
+		bool is_dead = r->state == JOB_DEAD;
+		struct buf f = BUF_INIT(4096);
+
+		dead += is_dead;
+		if (!is_dead)
+			metrics_inc(app->m.job_retries, lv);
+		log_field_int(&f, "job_id", r->id);
+		log_field_str(&f, "queue", r->queue);
+		log_field_str(&f, "kind", r->kind);
+		log_field_int(&f, "attempt", r->attempts + 1);
+		log_field_int(&f, "max_attempts", r->max_attempts);
+		log_field_str(&f, "error", GUARD_ERROR);
+		if (!is_dead) {
+			log_field_int(&f, "delay_ms", r->delay_ms);
+			log_field_int(&f, "backoff_cap_ms",
+				      queue_backoff_ceiling_ms(r->attempts, app->cfg->job_base_delay_ms,
+							       app->cfg->job_max_delay_ms));
+		}
+		log_emit(&app->log, is_dead ? LOG_ERROR : LOG_WARN, NULL, NULL,
+			 is_dead ? "job failed for good: moved to the dead-letter queue"
+				 : "job failed: retry scheduled",
+			 &f);
+		buf_release(&f);
+	}
+	if (c->counted)
+		log_msg(&app->log, LOG_WARN,
+			"counted an attempt for %d jobs the previous process died running (%d now dead)",
+			c->counted, dead);
+}
+
+/* Embedded mode with unleased queues: opens the guard file, counts the
+ * attempts of what the previous process died running, and arms the file
+ * for this one's workers (one slot each). Never stops a start: a guard
+ * that cannot be used is logged and the pool runs without one (as before
+ * the guard: a crash in an unleased job then counts nothing). NULL then,
+ * and when workers is 0 (the guard is only read and emptied). */
+static struct jobguard *guard_start(struct settled *app, unsigned workers)
+{
+	const char *path = app->cfg->db_path;
+	struct buf err = BUF_INIT(1024);
+	struct jobguard *g = NULL;
+	struct recover_call c = { .cfg = app->cfg };
+	enum st_rc rc;
+
+	/* No file for an in-memory or URI database (tests). */
+	if (!path[0] || !strcmp(path, ":memory:") || !strncmp(path, "file:", 5))
+		return NULL;
+	rc = jobguard_open(path, &g, &err);
+	if (rc) {
+		log_msg(&app->log, LOG_WARN,
+			"job crash guard off: %s (a crash in a webhook job counts no attempt)", err.ptr);
+		goto out;
+	}
+	c.marks = jobguard_previous(g, &c.n, NULL);
+	if (c.n) {
+		c.out = calloc((size_t)c.n, sizeof(*c.out));
+		rc = c.out ? store_run(app->store, recover_unit, &c) : ST_NOMEM;
+		if (rc) {
+			/* Not armed: the file keeps its marks for the next start. */
+			log_msg(&app->log, LOG_ERROR,
+				"job crash guard: cannot count the attempts of the jobs the previous"
+				" process died running: %s; the guard is off", st_rc_str(rc));
+			jobguard_close(g);
+			g = NULL;
+			goto out;
+		}
+		recovered_report(app, &c);
+	}
+	{
+		int invalid = 0;
+
+		jobguard_previous(g, &c.n, &invalid);
+		if (invalid)
+			log_msg(&app->log, LOG_WARN,
+				"job crash guard: %d slots of the previous run were unreadable and were"
+				" ignored", invalid);
+	}
+	rc = jobguard_arm(g, workers ? workers : 1, &err);
+	if (rc)
+		log_msg(&app->log, LOG_WARN, "job crash guard off: %s", err.ptr);
+	if (rc || !workers) {
+		jobguard_close(g);
+		g = NULL;
+	}
+out:
+	free(c.out);
+	buf_release(&err);
+	return g;
+}
+
 enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, struct buf *err)
 {
 	struct worker_pool *p;
 	struct reclaim_call rec = { { 0, 0 }, false };
+	struct jobguard *guard = NULL;
 	int64_t *counts = rec.counts;
 	bool in_store[MAX_QUEUES];
 	unsigned n = app->cfg->workers;
@@ -1144,13 +1346,27 @@ enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, stru
 			"took back %lld jobs left running by the previous process (%lld now dead)",
 			(long long)counts[0], (long long)counts[1]);
 	}
+	if (rec.embedded) {
+		const char *names[MAX_QUEUES + 1];
+		int limits[MAX_QUEUES];
+		int nq = build_queue_list(names, limits, in_store, 1);
+		bool any_unleased = false;
+
+		for (int q = 0; q < nq; q++)
+			any_unleased |= in_store[q];
+		if (any_unleased)
+			guard = guard_start(app, n);
+	}
 	if (!n)
 		return ST_OK;
 
 	p = calloc(1, sizeof(*p));
-	if (!p)
+	if (!p) {
+		jobguard_close(guard);
 		return ST_NOMEM;
+	}
 	p->app = app;
+	p->guard = guard;
 	/* Until the first batch says what a job costs, assume an eighth of
 	 * the lease: a ready list of 2 x workers. Queues without a limit of
 	 * their own are bounded by the capacity alone. */
@@ -1266,6 +1482,8 @@ void worker_pool_stop(struct worker_pool *p)
 		job_release(&r->job);
 		free(r);
 	}
+	/* Every job is finished or handed back: nothing in flight. */
+	jobguard_close(p->guard);
 	pthread_cond_destroy(&p->work_cv);
 	pthread_cond_destroy(&p->fetch_cv);
 	pthread_mutex_destroy(&p->mu);

@@ -17,7 +17,12 @@
  * claimed at all: the fetcher reads them on a read connection and their
  * completion or failure is fenced by the job's row instead of a lease
  * (queue.h, "Unleased jobs"): no claim unit on the writer, no running
- * state. job_ctx.job->lease_owner is "" for them.
+ * state. job_ctx.job->lease_owner is "" for them. What a lease does for a
+ * job that kills its process (an attempt counted at the next start, so it
+ * ends in the DLQ) the guard file does for them: each worker names the
+ * unleased job it is running in a memory-mapped file next to the database
+ * (jobguard.h), and worker_pool_start counts such a job a failed attempt
+ * before any worker runs.
  *
  * Claiming never blocks the writer for nothing: the fetcher first peeks on a
  * read connection for a due job and only then runs the claim unit. It polls
@@ -133,7 +138,10 @@ void job_logf(const struct job_ctx *ctx, enum log_level lvl, const char *fmt, ..
 	__attribute__((format(printf, 3, 4)));
 
 /* In embedded mode, first returns every job left running by a previous
- * process to available (counting the lost attempt); then, when
+ * process to available (counting the lost attempt), and counts an attempt
+ * for each unleased job the previous process died running (the guard
+ * file, jobguard.h; a guard that cannot be used is logged, never fatal);
+ * then, when
  * app->cfg->workers > 0, starts the fetcher and the workers. *out is NULL
  * when no workers run. The pool uses app->store, metrics, log, cfg. */
 enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, struct buf *err);

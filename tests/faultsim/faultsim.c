@@ -41,6 +41,13 @@
  * and then to a past-the-grace stop before http_stop waited for the
  * answering requests.
  *
+ * A poison job (SETTLED_FAULTSIM_ABORT_JOB set): webhook_process_job is
+ * wrapped too (-Wl,--wrap=webhook_process_job reaches job_kinds.c's
+ * table), and a job whose payload contains that text abort()s the process
+ * in its handler, every time it runs: a settled bug triggered by one
+ * payload (tests/integration/test_poison_job.py: such a job must end in
+ * the DLQ after max_attempts restarts, not crash-loop the server).
+ *
  * The state is process-global on purpose: it is a test harness wrapped
  * around the whole program, not part of it. */
 #include <fcntl.h>
@@ -56,6 +63,8 @@
 #include "log.h"
 #include "request.h"
 #include "settled.h"
+#include "webhook_job.h"
+#include "worker.h"
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t k, size_t n);
@@ -71,6 +80,8 @@ void *__wrap_aligned_alloc(size_t a, size_t n);
 char *__wrap_strdup(const char *s);
 char *__wrap_strndup(const char *s, size_t n);
 enum MHD_Result __real_send_resp(struct req_ctx *rq);
+enum st_rc __real_webhook_process_job(struct job_ctx *ctx);
+enum st_rc __wrap_webhook_process_job(struct job_ctx *ctx);
 enum MHD_Result __wrap_send_resp(struct req_ctx *rq);
 
 static _Atomic long faultsim_countdown;   /* > 0: fail when it reaches 0 */
@@ -485,4 +496,17 @@ enum MHD_Result __wrap_send_resp(struct req_ctx *rq)
 		log_msg(&app->log, LOG_WARN, "faultsim: sending the held answer");
 	}
 	return __real_send_resp(rq);
+}
+
+/* The poison job: see the header comment. */
+enum st_rc __wrap_webhook_process_job(struct job_ctx *ctx)
+{
+	const char *poison = getenv("SETTLED_FAULTSIM_ABORT_JOB");
+
+	if (poison && *poison && ctx->job->payload && strstr(ctx->job->payload, poison)) {
+		log_msg(&ctx->app->log, LOG_ERROR, "faultsim: job %lld is poison: abort()",
+			(long long)ctx->job->id);
+		abort();
+	}
+	return __real_webhook_process_job(ctx);
 }

@@ -1,0 +1,218 @@
+"""A job that crashes the process every time ends in the DLQ (embedded mode).
+
+In embedded mode webhook.process jobs are never leased (queue.md, "In-store
+jobs: no lease in embedded mode"): a process that died in one left it
+`available` with no attempt counted, so a job whose handler crashes the
+process every time crash-looped for ever, and under a supervisor
+(Restart=always) the server was down for everyone. The crash guard
+(src/jobguard.h: each worker names the unleased job it is working on in a
+file next to the database) counts such a job an attempt at the next start,
+so after max_attempts crashes it is dead.
+
+test_poison_job_ends_in_the_dlq needs the faultsim build (make faultsim):
+its webhook_process_job() wrapper abort()s the process for a job whose
+payload names SETTLED_FAULTSIM_ABORT_JOB (tests/faultsim/faultsim.c). The
+test restarts the server after each crash, as a supervisor would. The
+other tests run on any build.
+"""
+
+import os
+import signal
+
+import pytest
+
+from conftest import (ADMIN_TOKEN, account_of, backend_name, new_key, new_wallet, parse_metrics,
+                      find_samples, payment_delivery, store_rows, store_scalar, wait_until)
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+GUARD_ERROR = "process died while running this job"
+MAX_ATTEMPTS = 3
+
+pytestmark = pytest.mark.skipif(backend_name() != "sqlite",
+                                reason="embedded mode only: PostgreSQL leases every job")
+
+
+def pay(srv, wallet, amount):
+    path, body, headers = payment_delivery(srv, wallet, amount)
+    r = srv.post(path, body=body, headers=headers)
+    assert r.status == 200, r
+
+
+def webhook_jobs(srv):
+    return store_rows(srv, "SELECT id, state, attempts, coalesce(last_error, ''), payload"
+                           " FROM jobs WHERE kind = 'webhook.process' ORDER BY id")
+
+
+def reconciled(srv):
+    r = srv.post("/api/admin/reconciliation", headers=ADMIN, key=new_key("rec"))
+    assert r.status in (200, 201), r
+    return r.json["ok"] is True
+
+
+@pytest.mark.skipif(not os.environ.get("SETTLED_FAULTSIM"),
+                    reason="needs the faultsim build (make faultsim)")
+def test_poison_job_ends_in_the_dlq(start_server):
+    poison_wallet = new_wallet()
+    # One worker: the job in its hands when the process dies is the poison
+    # job, so the test can say which jobs are counted (with more workers,
+    # a job another worker was running at that instant is counted one
+    # attempt too, as a swept lease would be; queue.md).
+    env = {"SETTLED_FAULTSIM_ABORT_JOB": poison_wallet, "SETTLED_WORKERS": "0",
+           "SETTLED_JOB_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+           "SETTLED_JOB_BASE_DELAY": "10ms", "SETTLED_JOB_MAX_DELAY": "50ms"}
+    srv = start_server(env=env)
+    wallets = [new_wallet() for _ in range(8)]
+    for w in wallets + [poison_wallet]:
+        assert srv.register(w).status == 201
+    # Queued with no worker running (the first run of the poison job ends
+    # the process): payments before the poison one and after it, so that
+    # it shares its batches with them; they must neither be counted nor
+    # lost.
+    for i, w in enumerate(wallets):
+        pay(srv, w, 100 + i)
+    pay(srv, poison_wallet, 7)
+    for w in wallets:
+        for k in range(5):
+            pay(srv, w, 1000 + k)
+    assert srv.stop() == 0
+    # One worker: the job in its hands when the process dies is the poison
+    # job, so the test can say which jobs are counted (with more workers,
+    # a job another worker was running at that instant is counted one
+    # attempt too, as a swept lease would be; queue.md).
+    srv.env["SETTLED_WORKERS"] = "1"
+    srv.start()
+
+    crashes = 0
+    while True:
+        # Either the poison job kills this process, or (its attempts
+        # spent at this start) it is dead and the server stays up.
+        def settled_or_crashed():
+            if not srv.running:
+                return "crashed"
+            states = [row[1] for row in webhook_jobs(srv)]
+            if "available" not in states and "running" not in states:
+                return "settled"
+            return None
+        outcome = wait_until(settled_or_crashed, timeout=60, what="a crash or a drained queue")
+        if outcome == "settled":
+            break
+        assert srv.proc.returncode == -signal.SIGABRT, srv.proc.returncode
+        crashes += 1
+        assert crashes <= MAX_ATTEMPTS, "the poison job is crash-looping the server"
+        srv.start()  # the supervisor's restart
+
+    # Exactly max_attempts crashes: each start after one counted an attempt,
+    # and the one after the last put the job in the DLQ.
+    assert crashes == MAX_ATTEMPTS, crashes
+    jobs = webhook_jobs(srv)
+    poison = [j for j in jobs if poison_wallet in j[4]]
+    assert len(poison) == 1, poison
+    pid, state, attempts, error, _ = poison[0]
+    assert (state, int(attempts), error) == ("dead", MAX_ATTEMPTS, GUARD_ERROR), poison[0]
+    # Every other job completed, none was counted an attempt.
+    others = [j for j in jobs if j[0] != pid]
+    assert len(others) == len(wallets) * 6, len(others)
+    assert all(j[1] == "completed" and j[2] == "0" for j in others), others
+
+    # The DLQ through the admin API, and the gauge.
+    r = srv.get("/api/admin/dlq", headers=ADMIN)
+    assert r.status == 200, r
+    assert [(str(j["id"]), j["last_error"]) for j in r.json["data"]] == [(pid, GUARD_ERROR)], r.json
+    wait_until(lambda: find_samples(parse_metrics(srv.metrics()), "settled_dlq_jobs")[0][2] == 1,
+               timeout=10, what="settled_dlq_jobs == 1")
+    srv.wait_for_log(lambda rec: rec.get("msg") == "job failed for good: moved to the dead-letter"
+                     " queue" and rec.get("job_id") == int(pid) and rec.get("error") == GUARD_ERROR,
+                     what="the dead-letter log line")
+
+    # Exactly once: each wallet got each payment once, the poison one none.
+    for i, w in enumerate(wallets):
+        assert account_of(srv, w)["balance"] == 100 + i + sum(1000 + k for k in range(5)), w
+    assert account_of(srv, poison_wallet)["balance"] == 0
+    assert store_scalar(srv, "SELECT count(*) FROM ledger_tx WHERE ref LIKE 'webhook:%'") == \
+        len(wallets) * 6
+    wait_until(lambda: reconciled(srv), timeout=30, what="a clean reconciliation")
+
+    # An operator retry runs it again (and it crashes again: the bug is
+    # still there); the next start counts that attempt too, before any
+    # worker runs (here none: a start without workers still counts).
+    r = srv.post(f"/api/admin/dlq/{pid}/retry", headers=ADMIN)
+    assert r.status == 200, r
+    wait_until(lambda: not srv.running, timeout=30, what="the retried poison job's crash")
+    assert srv.proc.returncode == -signal.SIGABRT, srv.proc.returncode
+    srv.env["SETTLED_WORKERS"] = "0"
+    srv.start()
+    assert [j[1:4] for j in webhook_jobs(srv) if j[0] == pid] == [("available", "1", GUARD_ERROR)]
+
+
+def guard_path(srv):
+    return srv.dir / "settled.db-inflight"
+
+
+def test_a_clean_stop_counts_nothing(start_server):
+    """Jobs in flight at a SIGTERM finish or are handed back: nothing is
+    counted at the next start, and the guard file is left empty."""
+    srv = start_server(env={"SETTLED_WORKERS": "2"})
+    wallets = [new_wallet() for _ in range(4)]
+    for w in wallets:
+        assert srv.register(w).status == 201
+    for k in range(60):
+        pay(srv, wallets[k % 4], 1 + k)
+    # Stopped while the jobs drain (some may be done, some not yet).
+    assert srv.stop() == 0
+    assert guard_path(srv).exists()
+    assert guard_path(srv).stat().st_size == 0
+    srv.start()
+    wait_until(lambda: all(j[1] == "completed" for j in webhook_jobs(srv)), timeout=30,
+               what="every webhook job completed")
+    assert [j for j in webhook_jobs(srv) if j[2] != "0" or j[3]] == []
+    total = sum(1 + k for k in range(60))
+    assert sum(account_of(srv, w)["balance"] for w in wallets) == total
+    assert not any(rec and rec.get("error") == GUARD_ERROR for rec in srv.log_records())
+
+
+def test_kills_count_nothing_for_committed_jobs(start_server):
+    """SIGKILLs while webhook jobs drain (what make chaos does): a job
+    whose effect committed is completed, and nothing is counted for it;
+    every payment is credited exactly once whatever was in flight."""
+    srv = start_server(env={"SETTLED_WORKERS": "4", "SETTLED_JOB_BASE_DELAY": "10ms",
+                            "SETTLED_JOB_MAX_DELAY": "50ms"})
+    wallets = [new_wallet() for _ in range(8)]
+    for w in wallets:
+        assert srv.register(w).status == 201
+    total = 0
+    for rnd in range(4):
+        for k in range(100):
+            pay(srv, wallets[k % 8], 1 + k)
+            total += 1 + k
+        srv.kill()
+        srv.start()
+    wait_until(lambda: all(j[1] == "completed" for j in webhook_jobs(srv)), timeout=60,
+               what="every webhook job completed")
+    assert sum(account_of(srv, w)["balance"] for w in wallets) == total
+    # At most one attempt a kill and a worker can be counted (a job in a
+    # worker's hands at the kill), and no job is counted to death.
+    counted = store_scalar(srv, "SELECT coalesce(sum(attempts), 0) FROM jobs"
+                                " WHERE kind = 'webhook.process'")
+    assert counted <= 4 * 4, counted
+    assert store_scalar(srv, "SELECT count(*) FROM jobs WHERE state = 'dead'") == 0
+    wait_until(lambda: reconciled(srv), timeout=30, what="a clean reconciliation")
+
+
+@pytest.mark.parametrize("content", [
+    b"",
+    b"garbage that is not a guard file",
+    b"settled-inflight" + b"\x01\x00\x00\x00",           # a truncated header
+    os.urandom(64 + 32 * 4),
+])
+def test_a_bad_guard_file_never_blocks_a_start(start_server, content):
+    """A guard file that is empty, short or garbage counts nothing and the
+    server starts."""
+    srv = start_server(env={"SETTLED_WORKERS": "1"})
+    w = new_wallet()
+    assert srv.register(w).status == 201
+    assert srv.stop() == 0
+    guard_path(srv).write_bytes(content)
+    srv.start()
+    pay(srv, w, 5)
+    wait_until(lambda: account_of(srv, w)["balance"] == 5, timeout=30, what="the payment")
+    assert [j for j in webhook_jobs(srv) if j[2] != "0"] == []
