@@ -28,8 +28,8 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 GUARD_ERROR = "process died while running this job"
 MAX_ATTEMPTS = 3
 
-pytestmark = pytest.mark.skipif(backend_name() != "sqlite",
-                                reason="embedded mode only: PostgreSQL leases every job")
+embedded_only = pytest.mark.skipif(backend_name() != "sqlite",
+                                   reason="embedded mode only: PostgreSQL leases every job")
 
 
 def pay(srv, wallet, amount):
@@ -49,6 +49,7 @@ def reconciled(srv):
     return r.json["ok"] is True
 
 
+@embedded_only
 @pytest.mark.skipif(not os.environ.get("SETTLED_FAULTSIM"),
                     reason="needs the faultsim build (make faultsim)")
 def test_poison_job_ends_in_the_dlq(start_server):
@@ -148,6 +149,7 @@ def guard_path(srv):
     return srv.dir / "settled.db-inflight"
 
 
+@embedded_only
 def test_a_clean_stop_counts_nothing(start_server):
     """Jobs in flight at a SIGTERM finish or are handed back: nothing is
     counted at the next start, and the guard file is left empty."""
@@ -170,6 +172,7 @@ def test_a_clean_stop_counts_nothing(start_server):
     assert not any(rec and rec.get("error") == GUARD_ERROR for rec in srv.log_records())
 
 
+@embedded_only
 def test_kills_count_nothing_for_committed_jobs(start_server):
     """SIGKILLs while webhook jobs drain (what make chaos does): a job
     whose effect committed is completed, and nothing is counted for it;
@@ -198,6 +201,7 @@ def test_kills_count_nothing_for_committed_jobs(start_server):
     wait_until(lambda: reconciled(srv), timeout=30, what="a clean reconciliation")
 
 
+@embedded_only
 @pytest.mark.parametrize("content", [
     b"",
     b"garbage that is not a guard file",
@@ -216,3 +220,16 @@ def test_a_bad_guard_file_never_blocks_a_start(start_server, content):
     pay(srv, w, 5)
     wait_until(lambda: account_of(srv, w)["balance"] == 5, timeout=30, what="the payment")
     assert [j for j in webhook_jobs(srv) if j[2] != "0"] == []
+
+
+@pytest.mark.skipif(backend_name() != "pg", reason="scale-out mode")
+def test_postgresql_keeps_leases_and_has_no_guard(start_server):
+    """Scale-out mode is unchanged: every job is leased there (other
+    instances share the table), so no guard file is made or read."""
+    srv = start_server(env={"SETTLED_WORKERS": "2"})
+    w = new_wallet()
+    assert srv.register(w).status == 201
+    pay(srv, w, 9)
+    wait_until(lambda: account_of(srv, w)["balance"] == 9, timeout=30, what="the payment")
+    assert list(srv.dir.glob("*" + "-inflight")) == []
+    assert not any("crash guard" in (rec or {}).get("msg", "") for rec in srv.log_records())
