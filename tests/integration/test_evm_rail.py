@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import socket
 import time
 
 import pytest
@@ -320,7 +321,7 @@ def rpc_counts(srv):
 
 @pytest.mark.parametrize("fault", ["429", "500", "garbage", "stall"])
 def test_failover_past_a_dead_and_a_misbehaving_provider(start_server, chain, native_env,
-                                                         proxies, fault):
+                                                         proxies, fault, request):
     """rpc0 is dead (nothing listens), rpc1 answers well at start (so it is
     the fastest, hence the healthiest, provider) and then misbehaves, rpc2
     is healthy but slower. Every claim still settles through rpc2; rpc0's
@@ -331,7 +332,12 @@ def test_failover_past_a_dead_and_a_misbehaving_provider(start_server, chain, na
     timeout = max(1.0, 0.5 * TIME_FACTOR)
     bad = proxies(chain, "ok", stall_s=timeout + 2)
     good = proxies(chain, "ok", delay_s=delay)
-    dead = evmchain.free_port()
+    # Bound, never listening (connections refused), and kept so to the
+    # end: a port closed at once could be taken by another suite's server.
+    dead_sock = socket.socket()
+    dead_sock.bind(("127.0.0.1", 0))
+    request.addfinalizer(dead_sock.close)
+    dead = dead_sock.getsockname()[1]
     urls = [f"http://user:pw@127.0.0.1:{dead}/v3/{API_KEY}",
             bad.url(f"/rpc?apikey={API_KEY}"),
             good.url(f"/v3/{API_KEY}")]

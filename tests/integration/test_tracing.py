@@ -290,13 +290,15 @@ def test_requests_without_traceparent_start_new_traces(start_server, otlp):
     assert "http.route" not in attrs(nf) and nf["name"] == "GET"
 
 
-def test_collector_down_costs_only_counted_failures(start_server):
+def test_collector_down_costs_only_counted_failures(start_server, request):
     # A port nothing listens on: every export fails at once (connection refused).
+    # It stays bound (not listening) to the end: closed, any other process
+    # (the other suites run servers meanwhile) could bind it first.
     import socket
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     dead_port = s.getsockname()[1]
-    s.close()
+    request.addfinalizer(s.close)
     srv = start_server(env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead_port}"})
     t0 = time.monotonic()
     for _ in range(20):

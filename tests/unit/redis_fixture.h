@@ -120,17 +120,19 @@ static void random_prefix(char *out, size_t cap, const char *what)
 	snprintf(out, cap, "test:%s:%d:%08x:", what, (int)getpid(), r);
 }
 
-/* A loopback port nothing listens on (bound, then closed). */
-static int closed_port(void)
+/* A loopback port nothing listens on: bound, not listening, so a connect
+ * is refused. *fd keeps it bound until the caller closes it: a port closed
+ * at once could be bound again by any other process (the other suites run
+ * servers at the same time) before the test connects. */
+static int closed_port(int *fd)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
-	cr_assert(fd >= 0);
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	close(fd);
+	*fd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert(*fd >= 0);
+	cr_assert_eq(bind(*fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
 	return ntohs(a.sin_port);
 }
 

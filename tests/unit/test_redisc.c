@@ -314,8 +314,9 @@ Test(redisc, refused_port_fails_fast_and_backs_off, .init = setup)
 	struct buf err = BUF_INIT(512);
 	struct redisc_stats st;
 	double t0;
+	int fd;
 
-	snprintf(url, sizeof(url), "redis://:hunter2@127.0.0.1:%d", closed_port());
+	snprintf(url, sizeof(url), "redis://:hunter2@127.0.0.1:%d", closed_port(&fd));
 	cr_assert_eq(redisc_new(url, NULL, &r, &err), ST_OK, "creating a pool connects nothing");
 	t0 = now_s();
 	cr_assert_eq(redisc_ping(r, &err), ST_UNAVAILABLE);
@@ -331,6 +332,7 @@ Test(redisc, refused_port_fails_fast_and_backs_off, .init = setup)
 	cr_assert_leq(st.connect_failures, 10, "one probe per backoff step");
 	cr_assert_eq(st.open, 0);
 	redisc_free(r);
+	close(fd);
 	buf_release(&err);
 }
 

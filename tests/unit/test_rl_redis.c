@@ -493,8 +493,9 @@ Test(rl_redis, redis_down_is_unavailable_quickly, .init = setup, .fini = teardow
 	struct rl_policy p = pol("register_ip", 5, HOUR_MS);
 	struct rl_decision d;
 	double t0;
+	int fd;
 
-	snprintf(down_url, sizeof(down_url), "redis://:pw-not-logged@127.0.0.1:%d/2", closed_port());
+	snprintf(down_url, sizeof(down_url), "redis://:pw-not-logged@127.0.0.1:%d/2", closed_port(&fd));
 	rl = rl_redis_new(down_url, NULL, &err);
 	cr_assert_not_null(rl, "creation connects nothing: %s", err.ptr);
 	memset(&d, 0x5a, sizeof(d));
@@ -514,6 +515,7 @@ Test(rl_redis, redis_down_is_unavailable_quickly, .init = setup, .fini = teardow
 		     ST_OK);
 	cr_assert(d.allowed);
 	rl_free(rl);
+	close(fd);
 	buf_release(&err);
 }
 
