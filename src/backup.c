@@ -19,6 +19,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "jobguard.h"
 #include "rc.h"
 #include "banned.h"
 
@@ -215,6 +216,21 @@ out:
 	return rc;
 }
 
+/* The job crash guard's file beside the store (jobguard.h) names the jobs
+ * the old store's last process was running; they say nothing about the
+ * restored rows, so it goes (no file: nothing is counted at the next
+ * start). A file that cannot be removed is only reported: the guard
+ * counts a job only while its row is exactly as it was marked. */
+static void forget_inflight(const char *db_path)
+{
+	char path[4096];
+
+	if (snprintf(path, sizeof(path), "%s%s", db_path, JOBGUARD_SUFFIX) >= (int)sizeof(path))
+		return;
+	if (unlink(path) && errno != ENOENT)
+		fprintf(stderr, "settled restore: cannot remove %s: %s\n", path, strerror(errno));
+}
+
 /* The backup is checked before anything is touched. An existing store is
  * replaced only with --force, and only while nothing else has it open:
  * the exclusive locking mode takes the database file's exclusive lock and
@@ -265,9 +281,11 @@ static enum st_rc do_restore(const char *backup, const char *db_path, bool force
 	}
 	dst = NULL;
 	rc = sync_file_and_dir(db_path, err);
-	if (!rc)
+	if (!rc) {
 		printf("settled: %s restored from %s: %d pages, schema version %d%s\n", db_path, backup,
 		       pages, schema, existed ? " (replaced the previous store)" : "");
+		forget_inflight(db_path);
+	}
 out:
 	sqlite3_close(src);
 	sqlite3_close(dst);

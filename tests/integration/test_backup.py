@@ -239,8 +239,13 @@ def test_restore_refuses_a_running_store_and_an_existing_one(server, tmp_path):
     # Stopped, --force replaces it: the registration after the backup is gone.
     before = server.count("accounts")
     assert server.stop() == 0
+    # The old store's job crash guard (src/jobguard.h) goes with it: what
+    # it names says nothing about the restored rows.
+    inflight = server.backend.path.parent / (server.backend.path.name + "-inflight")
+    inflight.write_bytes(b"the old store's")
     rc, out, err = run_settled(["restore", str(backup), "--db", str(server.backend.path), "--force"])
     assert rc == 0 and "replaced the previous store" in out, err
+    assert not inflight.exists()
     server.start()
     assert server.count("accounts") == before - 1
     assert reconcile(server)["ok"] is True
