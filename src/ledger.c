@@ -99,7 +99,7 @@ static enum st_rc post(struct tx *tx, const struct ledger_post *p, const char *h
 	bool moved = sqlite && !hold_id && accounts_distinct(p);
 	enum st_rc rc;
 
-	if (p->ref) {
+	if (p->ref && !p->ref_at_close) {
 		/* Answer a repeated reference before writing entries: on
 		 * PostgreSQL a failing INSERT would abort the whole unit, and on
 		 * SQLite the entries and moves before it would stay behind for a

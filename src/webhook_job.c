@@ -406,8 +406,12 @@ static enum st_rc process_unit(struct tx *tx, void *arg)
 {
 	struct wh_job *j = arg;
 	struct ledger_entry e[4];
+	/* ref_at_close: a failure here rolls back the whole effect (the
+	 * mark included), so a repeated ref needs no lookup of its own: the
+	 * closing row's UNIQUE refuses it (the third fence; the mark below
+	 * and the job's own are the others). */
 	struct ledger_post post = { .kind = WEBHOOK_LEDGER_KIND, .ref = j->ref, .entries = e,
-				    .id = j->tx_id };
+				    .id = j->tx_id, .ref_at_close = true };
 	struct account_payee payee;
 	int64_t changes = 0;
 	enum st_rc rc;

@@ -245,6 +245,59 @@ BOTH(ledger, balanced_post_moves_balances)
 	}
 }
 
+/* A posting whose caller lets its unit take a failure back (ref_at_close:
+ * the webhook job's effect) skips the lookup of its ref; the closing row's
+ * UNIQUE index refuses a repeated one all the same, ST_UNIQUE, and the
+ * entries and moves written before it go with the unit or the savepoint
+ * (without that index the repeat posts a second time: checked). */
+struct nested_ref_arg {
+	struct post_arg dup, other;
+	enum st_rc dup_rc;
+};
+
+static enum st_rc nested_ref_unit(struct tx *tx, void *arg)
+{
+	struct nested_ref_arg *a = arg;
+
+	a->dup_rc = tx_nested(tx, post_unit, &a->dup);
+	return post_unit(tx, &a->other);
+}
+
+BOTH(ledger, a_repeated_ref_checked_at_close_is_refused_by_the_store)
+{
+	struct account w = wallet(1);
+	struct ledger_entry e[2] = { { ACCT_TREASURY, LEDGER_DEBIT, 300 }, { w.id, LEDGER_CREDIT, 300 } };
+	struct ledger_entry e2[2] = { { ACCT_TREASURY, LEDGER_DEBIT, 70 }, { ACCT_REVENUE, LEDGER_CREDIT, 70 } };
+	struct post_arg a = { .p = { .kind = "test", .ref = "r-close", .n = 2, .entries = e,
+				     .ref_at_close = true } };
+	struct nested_ref_arg n = {
+		.dup = { .p = { .kind = "test", .ref = "r-close", .n = 2, .entries = e2, .ref_at_close = true } },
+		.other = { .p = { .kind = "test", .ref = "r-other", .n = 2, .entries = e2, .ref_at_close = true } },
+	};
+	struct fx_snap s;
+	int64_t revenue;
+
+	cr_assert_eq(store_run(F.s, post_unit, &a), ST_OK);
+	cr_assert_eq(fx_account(w.id).balance, 300);
+
+	/* Alone in its unit: refused, nothing of it written. */
+	s = fx_snapshot();
+	cr_assert_eq(store_run(F.s, post_unit, &n.dup), ST_UNIQUE);
+	fx_assert_unchanged(&s, "a repeated reference refused at the closing row");
+
+	/* In a savepoint of a unit that goes on: refused, its entries and
+	 * moves taken back, the unit's other posting kept. */
+	revenue = fx_account(ACCT_REVENUE).balance;
+	cr_assert_eq(store_run(F.s, nested_ref_unit, &n), ST_OK);
+	cr_assert_eq(n.dup_rc, ST_UNIQUE);
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_tx WHERE ref = $1", "r-close"), 1);
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_entries WHERE tx_id = $1", n.other.id), 2);
+	cr_assert_eq(fx_snapshot().entries, s.entries + 2);
+	cr_assert_eq(fx_account(ACCT_REVENUE).balance, revenue + 70);
+	cr_assert_eq(fx_account(w.id).balance, 300);
+	fx_assert_ledger_invariants("after a repeated reference refused at the closing row");
+}
+
 BOTH(ledger, code_rejects_unbalanced_and_writes_nothing)
 {
 	struct ledger_entry e[2] = { { ACCT_TREASURY, LEDGER_DEBIT, 10 }, { ACCT_REVENUE, LEDGER_CREDIT, 9 } };
