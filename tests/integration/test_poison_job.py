@@ -18,6 +18,7 @@ other tests run on any build.
 
 import os
 import signal
+import struct
 
 import pytest
 
@@ -212,6 +213,85 @@ def test_kills_count_nothing_for_committed_jobs(start_server):
     assert counted <= 4 * 4, counted
     assert store_scalar(srv, "SELECT count(*) FROM jobs WHERE state = 'dead'") == 0
     wait_until(lambda: reconciled(srv), timeout=30, what="a clean reconciliation")
+
+
+# The guard file's bytes as src/jobguard.c writes them (a test of the
+# format: the server must read these).
+M64 = (1 << 64) - 1
+CHECK_SEED = 0x5e771ed1f11e0001
+
+
+def _mix(x):
+    x = (x + 0x9e3779b97f4a7c15) & M64
+    x = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & M64
+    x = ((x ^ (x >> 27)) * 0x94d049bb133111eb) & M64
+    return x ^ (x >> 31)
+
+
+def guard_bytes(marks):
+    """A guard file of len(marks) slots; marks[i] = (id, attempts,
+    updated_at) or None (empty)."""
+    n = len(marks)
+    out = b"settled-inflight" + struct.pack("<IIII", 1, 32, n, 0)
+    out += struct.pack("<Q", _mix(_mix(_mix(CHECK_SEED ^ 1) ^ 32) ^ n))
+    out += bytes(64 - len(out))
+    for i, m in enumerate(marks):
+        if m is None:
+            out += bytes(32)
+            continue
+        job_id, attempts, updated_at = m
+        h = _mix(CHECK_SEED ^ i)
+        for v in (job_id, updated_at, attempts):
+            h = _mix(h ^ (v & M64))
+        out += struct.pack("<qqqQ", job_id, updated_at, attempts, h or 1)
+    return out
+
+
+@embedded_only
+def test_only_a_job_still_as_it_was_marked_is_counted(start_server):
+    """The start reads the guard and counts an attempt only for a job still
+    available with the fence it was marked with: not for one whose effect
+    committed after the mark (a kill between the commit and the clear),
+    nor for one that moved since (its failure written, a DLQ retry)."""
+    srv = start_server(env={"SETTLED_WORKERS": "1"})
+    wallets = [new_wallet() for _ in range(3)]
+    for w in wallets:
+        assert srv.register(w).status == 201
+    pay(srv, wallets[0], 10)
+    wait_until(lambda: account_of(srv, wallets[0])["balance"] == 10, timeout=30,
+               what="the first payment")
+    assert srv.stop() == 0
+    srv.env["SETTLED_WORKERS"] = "0"
+    srv.start()
+    pay(srv, wallets[1], 20)
+    pay(srv, wallets[2], 30)
+    assert srv.stop() == 0
+    rows = store_rows(srv, "SELECT id, state, attempts, created_at, updated_at FROM jobs"
+                           " WHERE kind = 'webhook.process' ORDER BY id")
+    (done, s0, _, created0, _), (b, s1, a1, _, u1), (c, s2, a2, _, u2) = rows
+    assert (s0, s1, s2) == ("completed", "available", "available"), rows
+    # The completed job as a worker marked it before its effect committed
+    # (enqueued: updated_at = created_at), b as it is, c with a stale fence.
+    guard_path(srv).write_bytes(guard_bytes([
+        (int(done), 0, int(created0)), None, (int(b), int(a1), int(u1)),
+        (int(c), int(a2), int(u2) - 1)]))
+    srv.start()
+    after = {r[0]: r[1:] for r in webhook_jobs(srv)}
+    assert after[done][:3] == ("completed", "0", ""), after[done]
+    assert after[b][:3] == ("available", "1", GUARD_ERROR), after[b]
+    assert after[c][:3] == ("available", "0", ""), after[c]
+    srv.wait_for_log(lambda rec: rec.get("msg") == "job failed: retry scheduled"
+                     and rec.get("job_id") == int(b) and rec.get("error") == GUARD_ERROR,
+                     what="the retry log line")
+    assert guard_path(srv).stat().st_size == 0  # read, counted, emptied
+    # Counted once: the next start finds nothing.
+    assert srv.stop() == 0
+    srv.env["SETTLED_WORKERS"] = "1"
+    srv.start()
+    wait_until(lambda: all(j[1] == "completed" for j in webhook_jobs(srv)), timeout=30,
+               what="every webhook job completed")
+    assert [(j[0], j[2]) for j in webhook_jobs(srv)] == [(done, "0"), (b, "1"), (c, "0")]
+    assert [account_of(srv, w)["balance"] for w in wallets] == [10, 20, 30]
 
 
 @embedded_only
