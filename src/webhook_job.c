@@ -483,16 +483,31 @@ static enum st_rc process_unit(struct tx *tx, void *arg)
 	return ledger_post(tx, &post, NULL);
 }
 
+static enum st_rc mark_failed(struct tx *tx, enum wh_provider p, const char *event_id,
+			      const char *error)
+{
+	return tx_exec(tx,
+		       "UPDATE webhook_events SET status = 'failed', error = $3, processed_at = $4"
+		       " WHERE provider = $1 AND event_id = $2 AND status IN ('stored', 'failed')",
+		       ST_ARGS(SV_S(webhook_provider_str(p)), SV_S(event_id), SV_S(error),
+			       SV_I(tx_now_ms(tx))),
+		       NULL);
+}
+
 static enum st_rc mark_failed_unit(struct tx *tx, void *arg)
 {
 	struct wh_job *j = arg;
 
-	return tx_exec(tx,
-		       "UPDATE webhook_events SET status = 'failed', error = $3, processed_at = $4"
-		       " WHERE provider = $1 AND event_id = $2 AND status IN ('stored', 'failed')",
-		       ST_ARGS(SV_S(webhook_provider_str(j->p)), SV_S(j->event_id), SV_S(j->error),
-			       SV_I(tx_now_ms(tx))),
-		       NULL);
+	return mark_failed(tx, j->p, j->event_id, j->error);
+}
+
+enum st_rc webhook_job_dead(struct tx *tx, const struct job *job, const char *error)
+{
+	struct wh_job_payload pl;
+
+	if (!webhook_job_payload_parse(job->payload, &pl))
+		return ST_OK;
+	return mark_failed(tx, pl.p, pl.event_id, error);
 }
 
 /* Records why the event will not be processed, when this attempt is its

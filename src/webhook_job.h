@@ -85,6 +85,10 @@ enum st_rc webhook_events_store_new(struct tx *tx, const struct wh_intake *const
 /* The job handler (job_kinds.c's table). Payload: {"provider":..,"event_id":..}
  * and, from intake, the payment ("wallet" or "account", "amount"). */
 enum st_rc webhook_process_job(struct job_ctx *ctx);
+/* The kind's on_dead (worker.h): the event the job names is marked failed
+ * with error, as the handler's last failed attempt marks it. A payload
+ * that names no event: nothing to mark (ST_OK). */
+enum st_rc webhook_job_dead(struct tx *tx, const struct job *job, const char *error);
 
 /* What a job's payload names: the event, and the payment when intake put
  * one there (have_pay: a positive amount and a wallet or, exclusive, an

@@ -1169,6 +1169,7 @@ struct recovered {
 	int attempts, max_attempts;  /* attempts before this one */
 	int64_t delay_ms;
 	enum job_state state;
+	enum st_rc note_rc;          /* the kind's on_dead, when it went dead */
 };
 
 struct recover_call {
@@ -1178,6 +1179,18 @@ struct recover_call {
 	struct recovered *out;       /* n entries */
 	int counted;
 };
+
+struct dead_call {
+	const struct job_kind *kind;
+	const struct job *job;
+};
+
+static enum st_rc dead_unit(struct tx *tx, void *arg)
+{
+	struct dead_call *d = arg;
+
+	return d->kind->on_dead(tx, d->job, GUARD_ERROR);
+}
 
 /* Each job the guard names that is still available with the fence it was
  * marked with died with the previous process: a failed attempt, recorded
@@ -1216,6 +1229,9 @@ static enum st_rc recover_unit(struct tx *tx, void *arg)
 		r->delay_ms = queue_backoff_ms(j.attempts, c->cfg->job_base_delay_ms,
 					       c->cfg->job_max_delay_ms, NULL, NULL);
 		rc = queue_fail_unleased(tx, &j, GUARD_ERROR, r->delay_ms, false, &r->state);
+		r->note_rc = ST_OK;
+		if (rc == ST_OK && r->state == JOB_DEAD && k->on_dead)
+			r->note_rc = tx_nested(tx, dead_unit, &(struct dead_call){ k, &j });
 		job_release(&j);
 		if (rc == ST_OK)
 			c->counted++;
@@ -1257,6 +1273,9 @@ static void recovered_report(struct settled *app, const struct recover_call *c)
 				 : "job failed: retry scheduled",
 			 &f);
 		buf_release(&f);
+		if (r->note_rc)
+			log_msg(&app->log, LOG_WARN, "job %lld (%s): cannot note its failure: %s",
+				(long long)r->id, r->kind, st_rc_str(r->note_rc));
 	}
 	if (c->counted)
 		log_msg(&app->log, LOG_WARN,

@@ -89,6 +89,14 @@ struct job_ctx {
  * failed attempt. Runs on a worker thread, outside any transaction. */
 typedef enum st_rc job_handler_fn(struct job_ctx *ctx);
 
+/* What a handler's last failed attempt notes beside its job (the webhook
+ * event marked failed), for a job moved to the DLQ without its handler:
+ * the crash guard's count at start, when the process died running it on
+ * its last attempt (jobguard.h). Runs in that write unit under a savepoint
+ * of its own; best effort, as a handler's note is: its failure is logged
+ * and the job is dead all the same. */
+typedef enum st_rc job_dead_fn(struct tx *tx, const struct job *job, const char *error);
+
 /* A registered job kind: jobs whose kind is name run handler; queue is
  * where they are enqueued. max_running > 0 caps the jobs of that queue
  * running (or waiting to run) at once on this instance. */
@@ -105,6 +113,7 @@ struct job_kind {
 	 * row being unchanged since it was read (queue.h, "Unleased jobs";
 	 * docs/internals/queue.md). */
 	bool in_store;
+	job_dead_fn *on_dead;    /* may be NULL */
 };
 
 /* Runs effect(tx, arg) and the job's completion in one write unit. ST_OK:

@@ -124,6 +124,14 @@ def test_poison_job_ends_in_the_dlq(start_server):
     assert len(poison) == 1, poison
     pid, state, attempts, error, _ = poison[0]
     assert (state, int(attempts), error) == ("dead", MAX_ATTEMPTS, GUARD_ERROR), poison[0]
+    # Its event is marked failed with the same text, as a handler's last
+    # failure marks it; the others are processed.
+    events = store_rows(srv, "SELECT status, coalesce(error, ''), CAST(body AS TEXT)"
+                             " FROM webhook_events")
+    assert [(st, err) for st, err, body in events if poison_wallet in body] == \
+        [("failed", GUARD_ERROR)], events
+    assert sorted(st for st, _, body in events if poison_wallet not in body) == \
+        ["processed"] * len(wallets) * 6
     # Every other job completed, none was counted an attempt.
     others = [j for j in jobs if j[0] != pid]
     assert len(others) == len(wallets) * 6, len(others)

@@ -83,10 +83,10 @@ static enum st_rc effect_job(struct job_ctx *ctx)
 }
 
 const struct job_kind settled_job_kinds[] = {
-	{ "effect", "default", effect_job, 0, false },
+	{ "effect", "default", effect_job, 0, false, NULL },
 	/* The same handler declared in_store: in embedded mode its jobs are
 	 * never leased (worker.h). */
-	{ "stored_effect", "stored", effect_job, 0, true },
+	{ "stored_effect", "stored", effect_job, 0, true, NULL },
 };
 const size_t settled_njob_kinds = 2;
 
