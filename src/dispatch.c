@@ -7,7 +7,9 @@
  * of the handler, none of which writes to the store:
  *   1. authentication (ROUTE_ADMIN, ROUTE_API_KEY; ROUTE_SIGNED: the
  *      handler's signature pass), behind the failed-authentication budget;
- *   2. the rate limits keyed by address or API key (429);
+ *   2. the rate limits keyed by address or API key (429; on a route
+ *      that also has body-keyed limits they wait for those, rl_deferred,
+ *      so that all are decided in one backend call);
  *      then a replay whose exact bytes the cache of finished records
  *      knows is answered at once (replay_early: the body-keyed limits,
  *      then the record), without 3-6;
@@ -195,26 +197,62 @@ static bool rl_backend_down(struct req_ctx *rq, const struct rl_policy *p)
 	return false;
 }
 
-/* Applies the route's policies whose key is known now: with body_keys
- * false those keyed by address, API key or provider (before the body is
- * parsed, so malformed requests count too), with body_keys true those
- * keyed by a body field, whose key is body_key (body_rl_key; NULL when
- * none counts). Records every decision for the headers; on a
- * refusal fills the 429 (which reports the refusing policy) and returns
- * false. Runs before the idempotency lookup. */
-static bool apply_rate_limits(struct req_ctx *rq, bool body_keys, const char *body_key)
+/* Which of a route's policies apply_rate_limits decides. */
+enum rl_phase {
+	RL_EARLY, /* keyed by address, API key or provider: known before the body */
+	RL_BODY,  /* keyed by a body field */
+	RL_ALL,   /* both, in route order (rl_deferred: one backend call) */
+};
+
+/* Whether the route's early policies wait for its body-keyed ones, so that
+ * all are decided in one rl_check_seq (with Redis one script call, one
+ * round trip, instead of two: register's address and wallet limits).
+ * The answers are the same as deciding the early ones first: nothing
+ * between the two points charges or answers anything a refusal would
+ * have stopped (no store access, no idempotency mark), and a body refused
+ * before the body-keyed limits has its early limits decided then
+ * (limits_after_refusal), its 429 before its 400. */
+static bool rl_deferred(const struct route *route)
+{
+	bool early = false, body = false;
+
+	for (int i = 0; i < ROUTE_MAX_LIMITS; i++) {
+		enum rl_key_source src = route->limits[i].key;
+
+		if (src == RL_KEY_NONE)
+			continue;
+		if (src == RL_KEY_BODY_WALLET)
+			body = true;
+		else
+			early = true;
+	}
+	return early && body;
+}
+
+/* Applies the route's policies of phase ph (body_key: the key of those
+ * keyed by a body field, body_rl_key; NULL when none counts), in route
+ * order and in one rl_check_seq. Records every decision for the headers;
+ * on a refusal fills the 429 (which reports the refusing policy) and
+ * returns false. A backend that cannot decide a policy has its fail mode
+ * applied (rl_backend_down), and the policies after it are asked again,
+ * as each alone was before. Runs before the idempotency lookup. */
+static bool apply_rate_limits(struct req_ctx *rq, enum rl_phase ph, const char *body_key)
 {
 	struct settled *app = rq->h->app;
+	const struct rl_policy *pols[ROUTE_MAX_LIMITS];
+	const char *keys[ROUTE_MAX_LIMITS];
+	size_t lens[ROUTE_MAX_LIMITS];
+	struct rl_decision dec[ROUTE_MAX_LIMITS];
+	char addr_key[CLIENT_ADDR_LEN];
+	int n = 0;
 
 	for (int i = 0; i < ROUTE_MAX_LIMITS; i++) {
 		enum rl_key_source src = rq->route->limits[i].key;
 		const struct rl_policy *p;
 		const char *key = NULL;
-		char addr_key[CLIENT_ADDR_LEN];
-		struct rl_decision d;
-		enum st_rc rc;
 
-		if (src == RL_KEY_NONE || (src == RL_KEY_BODY_WALLET) != body_keys)
+		if (src == RL_KEY_NONE ||
+		    (ph != RL_ALL && (src == RL_KEY_BODY_WALLET) != (ph == RL_BODY)))
 			continue;
 		p = &app->policies[rq->route->limits[i].policy];
 		if (p->limit <= 0)
@@ -232,21 +270,51 @@ static bool apply_rate_limits(struct req_ctx *rq, bool body_keys, const char *bo
 			break;
 		default: continue;
 		}
-		if (!rq->rl_n)
-			rq->rl_now_ms = settled_now_ms(app); /* now, not when the headers came */
-		rc = rl_check(app->rl, p, key, strlen(key), rq->rl_now_ms, &d);
-		if (rc) {
-			if (rl_backend_down(rq, p))
-				continue;
-			return false;
+		pols[n] = p;
+		keys[n] = key;
+		lens[n] = strlen(key);
+		n++;
+	}
+	if (n && !rq->rl_n)
+		rq->rl_now_ms = settled_now_ms(app); /* now, not when the headers came */
+	for (int i = 0; i < n;) {
+		int decided = 0;
+		enum st_rc rc = rl_check_seq(app->rl, pols + i, keys + i, lens + i, n - i,
+					     rq->rl_now_ms, dec + i, &decided);
+
+		for (int j = i; j < i + decided; j++) {
+			rl_record(rq, pols[j], &dec[j]);
+			if (!dec[j].allowed) {
+				rl_refuse(rq, pols[j], &dec[j]);
+				return false;
+			}
 		}
-		rl_record(rq, p, &d);
-		if (!d.allowed) {
-			rl_refuse(rq, p, &d);
+		i += decided;
+		if (rc == ST_OK)
+			break;
+		if (!rl_backend_down(rq, pols[i]))
 			return false;
-		}
+		i++; /* failed open: the policies after it are still decided */
 	}
 	return true;
+}
+
+/* A body refused (400, 415) on a route whose early limits wait for the
+ * body (rl_deferred): the early limits are decided now, as they were
+ * before the body was looked at, and their 429 (or 503, fail closed)
+ * replaces the refusal; else the refusal stands, with their headers. */
+static void limits_after_refusal(struct req_ctx *rq)
+{
+	struct resp refusal = rq->resp;
+
+	resp_init(&rq->resp);
+	rq->resp.ok_status = refusal.ok_status;
+	if (apply_rate_limits(rq, RL_EARLY, NULL)) {
+		resp_release(&rq->resp);
+		rq->resp = refusal;
+	} else {
+		resp_release(&refusal);
+	}
 }
 
 /* The key of the limits keyed by a body field (RL_KEY_BODY_WALLET) in
@@ -413,7 +481,8 @@ static bool replay_early(struct req_ctx *rq)
 	if (idem_cache_replay(app->idem, rq->idem_scope, key, rq->body.ptr, rq->body.len,
 			      settled_now_ms(app), &rec, rl_key) != ST_OK)
 		return false;
-	if (apply_rate_limits(rq, true, rl_key[0] ? rl_key : NULL))
+	if (apply_rate_limits(rq, rl_deferred(rq->route) ? RL_ALL : RL_BODY,
+			      rl_key[0] ? rl_key : NULL))
 		replay_record(rq, &rec);
 	idem_record_release(&rec);
 	return true;
@@ -1192,17 +1261,23 @@ static bool refuse_unknown_fields(struct req_ctx *rq)
 enum MHD_Result dispatch(struct req_ctx *rq)
 {
 	char body_key[WALLET_LEN + 1];
+	bool deferred = rl_deferred(rq->route);
 	enum st_rc rc;
 
 	if (rq->body_nomem)
 		return fail_now(rq, ERR_SHORT_OF_MEMORY);
 	if (rq->body_too_large)
 		return fail_now(rq, ERR_BODY_TOO_LARGE);
-	if (!authenticate_throttled(rq) || !apply_rate_limits(rq, false, NULL) || replay_early(rq) ||
-	    !parse_body(rq) || !refuse_unknown_fields(rq))
+	if (!authenticate_throttled(rq) || (!deferred && !apply_rate_limits(rq, RL_EARLY, NULL)) ||
+	    replay_early(rq))
 		return send_resp(rq);
+	if (!parse_body(rq) || !refuse_unknown_fields(rq)) {
+		if (deferred)
+			limits_after_refusal(rq);
+		return send_resp(rq);
+	}
 	body_rl_key(rq, body_key);
-	if (!apply_rate_limits(rq, true, body_key[0] ? body_key : NULL))
+	if (!apply_rate_limits(rq, deferred ? RL_ALL : RL_BODY, body_key[0] ? body_key : NULL))
 		return send_resp(rq);
 	if ((rq->route->flags & ROUTE_IDEMPOTENT) && !idempotency_precheck(rq))
 		return send_resp(rq);

@@ -18,7 +18,8 @@
  * Clocks and policies are clamped into ranges where no sum can overflow
  * (RL_TIME_MAX, RL_LIMIT_MAX, RL_PERIOD_MAX in ratelimit.h).
  *
- * Everything here is pure: no state, no locks, no allocation. */
+ * Everything here is pure: no state, no locks, no allocation (rl_check_seq,
+ * at the end, only calls a backend). */
 #include "ratelimit.h"
 
 #include "banned.h"
@@ -146,4 +147,25 @@ int64_t rl_gcra(const struct rl_policy *p, int64_t tat_ms, int64_t now_ms, struc
 		return tat_ms;
 	/* Round a fractional TAT up: never more permissive than the policy. */
 	return t.ms + (t.frac > 0);
+}
+
+enum st_rc rl_check_seq(struct ratelimit *rl, const struct rl_policy *const *p,
+			const char *const *keys, const size_t *key_lens, int n, int64_t now_ms,
+			struct rl_decision *out, int *decided)
+{
+	*decided = 0;
+	if (n < 0 || n > RL_SEQ_MAX)
+		return ST_INVALID;
+	if (rl->ops->check_seq)
+		return rl->ops->check_seq(rl, p, keys, key_lens, n, now_ms, out, decided);
+	for (int i = 0; i < n; i++) {
+		enum st_rc rc = rl->ops->check(rl, p[i], keys[i], key_lens[i], now_ms, &out[i]);
+
+		if (rc)
+			return rc;
+		*decided = i + 1;
+		if (!out[i].allowed)
+			break;
+	}
+	return ST_OK;
 }

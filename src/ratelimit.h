@@ -47,6 +47,11 @@ struct rl_ops {
 	 * authentications of an address). Same errors as check(). */
 	enum st_rc (*peek)(struct ratelimit *rl, const struct rl_policy *p, const char *key,
 			   size_t key_len, int64_t now_ms, struct rl_decision *out);
+	/* rl_check_seq in one step (Redis: one script call, one round trip);
+	 * NULL: rl_check_seq calls check() for each in turn. */
+	enum st_rc (*check_seq)(struct ratelimit *rl, const struct rl_policy *const *p,
+				const char *const *keys, const size_t *key_lens, int n, int64_t now_ms,
+				struct rl_decision *out, int *decided);
 	/* Bytes of state held (for the memory bound test and a metric). */
 	size_t (*memory)(struct ratelimit *rl);
 	void (*free)(struct ratelimit *rl);
@@ -114,6 +119,19 @@ static inline enum st_rc rl_check(struct ratelimit *rl, const struct rl_policy *
 {
 	return rl->ops->check(rl, p, key, key_len, now_ms, out);
 }
+
+/* Decides the requests of one client under n policies in order, p[i]
+ * for keys[i] (key_lens[i] bytes), as rl_check() for each in turn would,
+ * stopping at the first refusal: a policy after it is not charged (an
+ * earlier one is). *decided is how many decisions are in out: n, or fewer
+ * when the last of them refused, or when the backend failed on
+ * p[*decided] (then the error is returned; the Redis backend decides all
+ * or none in one script call, so there *decided is 0). n is at most
+ * RL_SEQ_MAX (ST_INVALID beyond). Thread-safe. */
+#define RL_SEQ_MAX 4
+enum st_rc rl_check_seq(struct ratelimit *rl, const struct rl_policy *const *p,
+			const char *const *keys, const size_t *key_lens, int n, int64_t now_ms,
+			struct rl_decision *out, int *decided);
 
 /* rl_check() without recording the request (see struct rl_ops.peek). */
 static inline enum st_rc rl_peek(struct ratelimit *rl, const struct rl_policy *p, const char *key,

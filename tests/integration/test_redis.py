@@ -17,6 +17,7 @@ limiter is independent of the store.
 import http.client
 import json
 import secrets
+import socket
 import threading
 import time
 
@@ -106,6 +107,64 @@ def test_instances_share_a_limit_of_50(start_server, private_redis, instances):
     # the limit holds for a later request on every instance
     for srv in servers:
         assert_error(register_on(srv.port), 429, "rate_limited")
+
+
+def script_calls(redis):
+    """EVALSHA + EVAL calls Redis has run (INFO commandstats)."""
+    host, port = redis.url[len("redis://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        data = b""
+        while not data.endswith(b"\r\n") or data.count(b"\r\n") < 2 or \
+                len(data) < int(data.split(b"\r\n", 1)[0][1:]) + 4:
+            data += s.recv(65536)
+    calls = 0
+    for line in data.decode().splitlines():
+        if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")):
+            calls += int(line.split("calls=", 1)[1].split(",", 1)[0])
+    return calls
+
+
+def test_a_registration_decides_its_two_limits_in_one_call(start_server, private_redis):
+    # Register's address and wallet limits are decided by one script call
+    # (one round trip to Redis, not one a limit), in route order: a wallet
+    # past its limit still charges the address, an address past its limit
+    # charges no wallet, and a malformed body, whose wallet is unknown,
+    # still charges the address (its own call) and is refused by it.
+    srv = start_server(env=redis_env(private_redis, RL_REGISTER_PER_HOUR=4,
+                                     RL_REGISTER_PER_DAY_WALLET=1,
+                                     SETTLED_TRUST_PROXY="127.0.0.1"))
+
+    def reg(addr, wallet):
+        return http_request(srv.port, "POST", "/api/register", json_body={"wallet": wallet},
+                            headers={"Idempotency-Key": new_key("r"),
+                                     "X-Forwarded-For": addr}, check=False)
+
+    def bad(addr):
+        return http_request(srv.port, "POST", "/api/register", body=b"{not json",
+                            headers={"Content-Type": "application/json",
+                                     "X-Forwarded-For": addr}, check=False)
+
+    w1, w2, w3 = new_wallet(), new_wallet(), new_wallet()
+    # Redis learns the script first (NOSCRIPT, then EVAL: two calls once).
+    assert reg("203.0.113.9", new_wallet()).status == 201
+    before = script_calls(private_redis)
+    assert reg("203.0.113.1", w1).status == 201
+    assert script_calls(private_redis) - before == 1, "two limits, one call"
+    body = assert_error(reg("203.0.113.1", w1), 429, "rate_limited")
+    assert body["policy"] == "register_wallet", body
+    r = bad("203.0.113.1")
+    assert r.status == 400, r
+    assert r.headers["X-RateLimit-Remaining"] == "1", "the address charged 3 times of 4"
+    assert script_calls(private_redis) - before == 3
+    assert reg("203.0.113.1", w2).status == 201
+    body = assert_error(reg("203.0.113.1", w3), 429, "rate_limited")
+    assert body["policy"] == "register_ip", body
+    assert_error(bad("203.0.113.1"), 429, "rate_limited")
+    assert script_calls(private_redis) - before == 6
+    # w3 was not charged by the refusal of its address: from another
+    # address it registers (its limit is 1 a day).
+    assert reg("203.0.113.2", w3).status == 201
 
 
 def test_instances_with_other_prefixes_do_not_share(start_server, private_redis):

@@ -251,6 +251,104 @@ Test(rl_redis, random_sequences_match_memory, .init = setup, .fini = teardown, .
 	cr_assert_gt(invalid, 0);
 }
 
+/* rl_check_seq: several policies of one request in one script call decide
+ * what rl_check one by one decides (the in-process backend has no
+ * check_seq: rl_check_seq calls its check() in turn), stop at the same
+ * refusal and charge the same policies: a walk over two and three
+ * policies with low limits, every decision compared field by field, and
+ * the state after each step compared through a peek of every key. */
+Test(rl_redis, check_seq_decides_like_one_by_one, .init = setup, .fini = teardown, .timeout = 120)
+{
+	const struct rl_policy pols[] = {
+		pol("seq_ip", 5, HOUR_MS), pol("seq_wallet", 3, DAY_MS), pol("seq_off", 0, HOUR_MS),
+		pol("seq_fast", 4, 1000),
+	};
+	static const char *const keys[] = { "10.0.0.1", "0xabc", "", "10.0.0.2" };
+	int64_t now = NOW0;
+	int refused_at[RL_SEQ_MAX] = { 0 };
+
+	for (int step = 0; step < 3000; step++) {
+		const struct rl_policy *p[RL_SEQ_MAX];
+		const char *k[RL_SEQ_MAX];
+		size_t l[RL_SEQ_MAX];
+		struct rl_decision a[RL_SEQ_MAX], b[RL_SEQ_MAX];
+		int n = 2 + (int)(next_rand() % 2), da = -1, db = -1;
+		enum st_rc ra, rb;
+
+		for (int i = 0; i < n; i++) {
+			p[i] = &pols[next_rand() % 4];
+			k[i] = keys[next_rand() % 4];
+			l[i] = strlen(k[i]);
+		}
+		now += (int64_t)(next_rand() % 400);
+		ra = rl_check_seq(mem, p, k, l, n, now, a, &da);
+		rb = rl_check_seq(red, p, k, l, n, now, b, &db);
+		cr_assert_eq(ra, ST_OK, "step %d: %s", step, st_rc_str(ra));
+		cr_assert_eq(rb, ST_OK, "step %d: %s", step, st_rc_str(rb));
+		cr_assert_eq(db, da, "step %d: %d decided in Redis, %d one by one", step, db, da);
+		for (int i = 0; i < da; i++) {
+			cr_assert_eq(b[i].allowed, a[i].allowed, "step %d policy %d", step, i);
+			cr_assert_eq(b[i].limit, a[i].limit, "step %d policy %d", step, i);
+			cr_assert_eq(b[i].remaining, a[i].remaining, "step %d policy %d", step, i);
+			cr_assert_eq(b[i].reset_ms, a[i].reset_ms, "step %d policy %d", step, i);
+			cr_assert_eq(b[i].retry_after_ms, a[i].retry_after_ms, "step %d policy %d", step, i);
+			if (i < da - 1)
+				cr_assert(a[i].allowed, "step %d: a decision after a refusal", step);
+		}
+		if (da < n) {
+			cr_assert_not(a[da - 1].allowed, "step %d: stopped without a refusal", step);
+			refused_at[da - 1]++;
+		}
+		/* Same state everywhere: what each key would be told now. */
+		for (int pi = 0; pi < 4; pi++)
+			for (int ki = 0; ki < 4; ki++) {
+				struct rl_decision x, y;
+
+				cr_assert_eq(rl_peek(mem, &pols[pi], keys[ki], strlen(keys[ki]), now, &x), ST_OK);
+				cr_assert_eq(rl_peek(red, &pols[pi], keys[ki], strlen(keys[ki]), now, &y), ST_OK);
+				cr_assert_eq(y.allowed, x.allowed, "step %d: state of %s/%s", step,
+					     pols[pi].name, keys[ki]);
+				cr_assert_eq(y.remaining, x.remaining, "step %d: state of %s/%s", step,
+					     pols[pi].name, keys[ki]);
+			}
+	}
+	/* The walk refused at the first policy and at a later one. */
+	cr_assert_gt(refused_at[0], 50, "%d", refused_at[0]);
+	cr_assert_gt(refused_at[1] + refused_at[2], 50, "%d", refused_at[1] + refused_at[2]);
+}
+
+/* The policy after a refusal is not charged, the one before it is: in one
+ * script call as one by one. */
+Test(rl_redis, check_seq_charges_up_to_the_refusal, .init = setup, .fini = teardown)
+{
+	struct rl_policy ip = pol("seq_ip", 2, HOUR_MS), wallet = pol("seq_wallet", 1, DAY_MS);
+	const struct rl_policy *p[2] = { &ip, &wallet };
+	const char *k[2] = { "10.0.0.9", "0xfeed" };
+	size_t l[2] = { 8, 6 };
+	struct rl_decision d[2], x;
+	int decided = -1;
+
+	cr_assert_eq(rl_check_seq(red, p, k, l, 2, NOW0, d, &decided), ST_OK);
+	cr_assert_eq(decided, 2);
+	cr_assert(d[0].allowed && d[1].allowed);
+	/* the wallet refuses: the address was charged (1 of 2 left -> 0) */
+	cr_assert_eq(rl_check_seq(red, p, k, l, 2, NOW0, d, &decided), ST_OK);
+	cr_assert_eq(decided, 2);
+	cr_assert(d[0].allowed);
+	cr_assert_not(d[1].allowed);
+	cr_assert_eq(rl_peek(red, &ip, k[0], l[0], NOW0, &x), ST_OK);
+	cr_assert_not(x.allowed, "the address was not charged before the wallet's refusal");
+	/* the address refuses: another wallet is not charged */
+	k[1] = "0xbeef";
+	cr_assert_eq(rl_check_seq(red, p, k, l, 2, NOW0, d, &decided), ST_OK);
+	cr_assert_eq(decided, 1);
+	cr_assert_not(d[0].allowed);
+	cr_assert_eq(rl_peek(red, &wallet, k[1], l[1], NOW0, &x), ST_OK);
+	cr_assert(x.allowed && x.remaining == 0, "a policy after the refusal was charged");
+	cr_assert_eq(rl_check_seq(red, p, k, l, RL_SEQ_MAX + 1, NOW0, d, &decided), ST_INVALID);
+	cr_assert_eq(decided, 0);
+}
+
 /* peek in the script: the same decisions as the in-process peek, and no
  * state written (random peeks between checks change no later decision,
  * and a peek at a fresh key leaves no key in Redis). */
