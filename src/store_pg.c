@@ -1462,6 +1462,65 @@ static bool batch_unit(struct pg_tx *t, struct write_unit *u)
 	return t->base.ops->release(&t->base, 1) == ST_OK && !t->broken && c->drops == t->drops;
 }
 
+/* Most units of one kind batch_merged gives one merge call. */
+#define PG_MERGE_MAX 128
+
+/* u and the later units of its kind (store_submit_merged) in the batch
+ * that have not run, in one merge call under one savepoint (sp1): a
+ * batch of registrations is one multi-row statement or two (the keys'
+ * records, the accounts) instead of a SAVEPOINT, a statement and a
+ * RELEASE each, which PostgreSQL ran as a subtransaction each. A merge
+ * that fails in any way (a finished key, a taken wallet, 40001, a lock
+ * timeout, ok after a failed statement) is rolled back to sp1, with its
+ * after-commit work, and each of its units runs alone (batch_unit): each
+ * still gets its own answer, and a failing one rolls back alone. Every
+ * unit of the group is marked ran. false: the batch itself is broken, as
+ * batch_unit's. */
+static bool batch_merged(struct pg_tx *t, struct write_unit *u)
+{
+	struct pg_conn *c = t->conn;
+	struct write_unit *units[PG_MERGE_MAX];
+	void *args[PG_MERGE_MAX];
+	int n = 0, mark = t->base.nafter;
+	enum st_rc rc;
+
+	for (struct write_unit *v = u; v && n < PG_MERGE_MAX; v = v->next) {
+		if (!v->ran && v->merge_kind == u->merge_kind) {
+			v->ran = true;
+			units[n] = v;
+			args[n++] = v->arg;
+		}
+	}
+	if (n > 1) {
+		t->base.now_ms = store_clock_ms(&c->s->base);
+		t->retry = false;
+		t->unit_base = t->npending;
+		if (t->base.ops->savepoint(&t->base, 1))
+			return false;
+		t->base.depth = 1;
+		rc = units[0]->merge(&t->base, args, n);
+		t->base.depth = 0;
+		if (c->drops != t->drops || t->broken)
+			return false;
+		if (rc == ST_OK && !t->retry && !t->aborted) {
+			for (int i = 0; i < n; i++) {
+				units[i]->runs++;
+				units[i]->rc = ST_OK;
+			}
+			return t->base.ops->release(&t->base, 1) == ST_OK && !t->broken &&
+			       c->drops == t->drops;
+		}
+		t->base.nafter = mark;
+		if (t->base.ops->rollback_to(&t->base, 1) || t->broken ||
+		    t->base.ops->release(&t->base, 1) || t->broken || c->drops != t->drops)
+			return false;
+	}
+	for (int i = 0; i < n; i++)
+		if (!batch_unit(t, units[i]))
+			return false;
+	return true;
+}
+
 /* Runs the units of batch (two or more) in one transaction, each under its
  * own savepoint, and commits once: one round trip and one WAL flush for
  * all instead of one each. Every unit's rc is set; *rc is what units get
@@ -1480,14 +1539,19 @@ static enum pg_batch_end batch_once(struct pg_conn *c, struct write_unit *batch,
 	tx_start(&t, s, c, false);
 	t.pending[t.npending++] = (struct pg_pending){ .kind = PEND_LOCK_TIMEOUT };
 	t.short_locks = true;
+	for (struct write_unit *u = batch; u; u = u->next)
+		u->ran = false;
 	for (struct write_unit *u = batch; u; u = u->next) {
-		if (!batch_unit(&t, u)) {
+		if (u->ran)
+			continue; /* merged with an earlier unit of its kind */
+		if (u->merge_kind ? !batch_merged(&t, u) : !batch_unit(&t, u)) {
 			tx_rollback(&t);
 			tx_after_drop(&t.base);
 			return BATCH_RERUN;
 		}
-		any_ok |= u->rc == ST_OK;
 	}
+	for (struct write_unit *u = batch; u; u = u->next)
+		any_ok |= u->rc == ST_OK;
 	if (!any_ok) {
 		/* Each failed against the committed state and the batch-mates
 		 * before it, all rolled back: their answers stand. */
@@ -1599,6 +1663,17 @@ static enum st_rc pg_submit(struct store *base, store_unit_fn *fn, store_done_fn
 }
 
 /* ---- readers ---- */
+
+/* As pg_submit, merged by batch_merged with the units of its kind that
+ * the same batch takes. */
+static enum st_rc pg_submit_merged(struct store *base, const void *kind, store_merge_fn *merge,
+				   store_unit_fn *fn, store_done_fn *done, void *arg)
+{
+	struct pg_store *s = pg_downcast(base);
+
+	return unit_queue_push_merged(&s->queue, kind, merge, fn, done, arg,
+				      atomic_load(&s->healthy) < s->nworkers);
+}
 
 static enum st_rc read_on_reader(struct store *base, store_unit_fn *fn, void *arg, bool single)
 {
@@ -1749,6 +1824,7 @@ static void pg_close(struct store *base)
 static const struct store_ops pg_store_ops = {
 	.name = "postgres",
 	.submit = pg_submit,
+	.submit_merged = pg_submit_merged,
 	.read = pg_read,
 	.read_one = pg_read_one,
 	.ping = pg_ping,
