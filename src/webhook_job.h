@@ -108,4 +108,13 @@ struct wh_job_payload {
 bool webhook_job_payload_parse(const char *payload, struct wh_job_payload *out);
 bool webhook_job_payload_parse_json(const char *payload, struct wh_job_payload *out);
 
+/* The info line a credited payment logs: "webhook <provider>:<event id>
+ * credited <amount> to <payee> (commission <commission> to <referrer, or
+ * nobody when NULL or empty>) in <tx id>", into out[0..cap) without
+ * printf. False, out then holding a prefix, when it does not fit. */
+#define WH_CREDITED_MSG_MAX 1024
+bool webhook_credited_msg(char *out, size_t cap, enum wh_provider p, const char *event_id,
+			  int64_t amount, const char *payee, int64_t commission,
+			  const char *referrer, const char *tx_id);
+
 #endif

@@ -145,6 +145,8 @@ enum st_rc job_failf(struct job_ctx *ctx, enum st_rc rc, const char *fmt, ...)
  * trace_id / span_id of the job's span. For handlers instead of log_msg. */
 void job_logf(const struct job_ctx *ctx, enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* job_logf with the message already made (NUL-terminated). */
+void job_log_text(const struct job_ctx *ctx, enum log_level lvl, const char *msg);
 
 /* In embedded mode, first returns every job left running by a previous
  * process to available (counting the lost attempt), and counts an attempt

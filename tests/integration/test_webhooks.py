@@ -221,6 +221,12 @@ def test_valid_event_credits_once_with_commission(wh, provider):
     assert credit["kind"] == "webhook_payment"
     [commission] = entries(wh, referrer)
     assert commission["tx_id"] == credit["tx_id"] and commission["amount"] == "123"
+    # The job's info line.
+    want = (f"webhook {provider}:{d.event_id} credited 1234 to {wallet} "
+            f"(commission 123 to {referrer}) in {credit['tx_id']}")
+    rec = wh.wait_for_log(lambda r: "credited" in str(r.get("msg")), what="the credited line")
+    assert rec["msg"] == want and rec["level"] == "info", rec
+    assert rec["queue"] == "webhooks" and rec["kind"] == "webhook.process", rec
 
     # A redelivery changes nothing, now or later.
     with nothing_written(wh):
@@ -271,6 +277,10 @@ def test_wallet_without_referrer_gets_two_entries(wh):
     after = snapshot(wh)
     assert after["ledger_entries"] == before["ledger_entries"] + 2
     assert balance(wh, "commissions") == 0
+    [credit] = entries(wh, wallet)
+    rec = wh.wait_for_log(lambda r: "credited" in str(r.get("msg")), what="the credited line")
+    assert rec["msg"].endswith(f" credited 999 to {wallet} (commission 0 to nobody) "
+                               f"in {credit['tx_id']}"), rec
 
 
 def test_non_paying_event_is_stored_not_processed(wh):

@@ -1354,3 +1354,46 @@ Test(webhook_job_payload, job_key_is_provider_and_id)
 	cr_expect_eq(strlen(in.job_key), strlen("standard:") + WEBHOOK_ID_MAX);
 	cr_expect_eq(strncmp(in.job_key, "standard:xxx", 12), 0);
 }
+
+/* The credited line, made without printf, is the printf form it replaced. */
+Test(webhook_job_log, credited_message_is_the_printf_form)
+{
+	static const char *const ids[] = { "evt_1", "a\"b%s%d", "" };
+	static const int64_t amounts[] = { 1, 1234, INT64_MAX };
+	static const int64_t commissions[] = { 0, 123, INT64_MAX };
+	char long_id[WEBHOOK_ID_MAX + 1], msg[WH_CREDITED_MSG_MAX], want[2048];
+	const char *payees[] = { "0x00000000000000000000000000000000000000aa",
+				 "key_abc/shop \"credits\" é" };
+	const char *refs[] = { NULL, "", "0x00000000000000000000000000000000000000bb" };
+
+	memset(long_id, '%', WEBHOOK_ID_MAX);
+	long_id[WEBHOOK_ID_MAX] = '\0';
+	for (int p = 0; p < WH_PROVIDER_COUNT; p++)
+		for (size_t i = 0; i < 4; i++)
+			for (size_t a = 0; a < 3; a++)
+				for (size_t c = 0; c < 3; c++)
+					for (size_t y = 0; y < 2; y++)
+						for (size_t r = 0; r < 3; r++) {
+							const char *id = i < 3 ? ids[i] : long_id;
+
+							snprintf(want, sizeof(want),
+								 "webhook %s:%s credited %lld to %s "
+								 "(commission %lld to %s) in %s",
+								 webhook_provider_str((enum wh_provider)p),
+								 id, (long long)amounts[a], payees[y],
+								 (long long)commissions[c],
+								 refs[r] && refs[r][0] ? refs[r] : "nobody",
+								 "ltx_01a2513078262466516a1247");
+							cr_assert(webhook_credited_msg(
+								msg, sizeof(msg), (enum wh_provider)p, id,
+								amounts[a], payees[y], commissions[c], refs[r],
+								"ltx_01a2513078262466516a1247"));
+							cr_assert_str_eq(msg, want);
+						}
+	/* Too small: false, never past cap. */
+	memset(msg, 'z', sizeof(msg));
+	cr_assert_not(webhook_credited_msg(msg, 20, WH_STRIPE, "evt_1", 5, payees[0], 0, NULL, "t"));
+	cr_assert_eq(msg[20], 'z');
+	cr_assert_lt(strlen(msg), 20);
+	cr_assert_not(webhook_credited_msg(msg, 0, WH_STRIPE, "evt_1", 5, payees[0], 0, NULL, "t"));
+}

@@ -249,3 +249,72 @@ Test(worker, a_failed_batch_completion_completes_each_job_alone, .init = setup, 
 	cr_assert_eq(s.attempts, 0, "no attempt charged for a completion that was not written");
 	buf_release(&err);
 }
+
+/* ---- job_logf / job_log_text: the job's line, short and long messages */
+
+static char *read_all(int fd)
+{
+	static char out[1 << 16];
+	ssize_t n = 0, k;
+
+	while ((k = read(fd, out + n, sizeof(out) - 1 - (size_t)n)) > 0)
+		n += k;
+	out[n > 0 ? n : 0] = '\0';
+	return out;
+}
+
+Test(worker_log, job_lines_short_long_and_made)
+{
+	struct settled a;
+	struct job j = { .id = 42 };
+	struct job_ctx ctx;
+	static char big[3001];
+	int p[2];
+	char *out, *line2;
+
+	snprintf(j.queue, sizeof(j.queue), "webhooks");
+	snprintf(j.kind, sizeof(j.kind), "webhook.process");
+	cr_assert_eq(pipe(p), 0);
+	memset(&a, 0, sizeof(a));
+	log_init(&a.log, p[1], LOG_INFO);
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.app = &a;
+	ctx.job = &j;
+	memset(big, 'b', sizeof(big) - 1);
+	/* 1000 bytes: on the stack; 3000: past it, through the heap buffer;
+	 * a made message as it is; below the level: nothing. */
+	job_logf(&ctx, LOG_INFO, "short %s %d", "x", 7);
+	job_logf(&ctx, LOG_INFO, "%.*s|%s", 1000, big, "end");
+	job_logf(&ctx, LOG_INFO, "%s|%s", big, "end");
+	job_log_text(&ctx, LOG_INFO, "made as it is");
+	job_logf(&ctx, LOG_DEBUG, "never %d", 1);
+	job_log_text(&ctx, LOG_DEBUG, "never");
+	close(p[1]);
+	out = read_all(p[0]);
+	close(p[0]);
+	cr_assert_not_null(strstr(out, "\"msg\":\"short x 7\""), "%s", out);
+	cr_assert_not_null(strstr(out, "\"job_id\":42,\"queue\":\"webhooks\",\"kind\":\"webhook.process\""),
+			   "%s", out);
+	line2 = strchr(out, '\n');
+	cr_assert_not_null(line2);
+	cr_assert_not_null(strstr(line2, "bbbbbbbb|end\""), "the 1000-byte message whole");
+	cr_assert_not_null(strstr(out, "\"msg\":\"made as it is\""), "%s", out);
+	cr_assert_null(strstr(out, "never"));
+	/* The 3000-byte one: whole (a line holds 16 KiB), not replaced by
+	 * the error text. */
+	cr_assert_null(strstr(out, "message not logged"));
+	{
+		char *line3 = strchr(line2 + 1, '\n'), want[3000 + 8];
+
+		snprintf(want, sizeof(want), "%s|end\"", big);
+		cr_assert_not_null(line3);
+		cr_assert_not_null(strstr(line3, want), "the 3000-byte message whole");
+	}
+	{
+		int lines = 0;
+
+		for (char *s = out; (s = strchr(s, '\n')); s++)
+			lines++;
+		cr_assert_eq(lines, 4, "%s", out);
+	}
+}
