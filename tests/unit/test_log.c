@@ -577,13 +577,20 @@ Test(log, ts_is_now_in_utc)
 	struct logger lg;
 	json_t *j;
 	struct tm tm = { 0 };
+	struct timespec b, a;
 	time_t before, after, ts;
 	const char *s;
 
+	/* The bounds come from the clock the line's ts is read from
+	 * (CLOCK_REALTIME): time(NULL) is the coarse clock, which names the
+	 * previous second for up to a tick after the boundary, so a line
+	 * stamped in that tick failed "ts <= after" by chance. */
 	log_init(&lg, pipefd[1], LOG_DEBUG);
-	before = time(NULL);
+	clock_gettime(CLOCK_REALTIME, &b);
 	log_emit(&lg, LOG_INFO, NULL, NULL, "tick", NULL);
-	after = time(NULL);
+	clock_gettime(CLOCK_REALTIME, &a);
+	before = b.tv_sec;
+	after = a.tv_sec;
 	j = one_line(NULL);
 	s = str_member(j, "ts");
 	cr_assert_not_null(strptime(s, "%Y-%m-%dT%H:%M:%S", &tm), "ts: %s", s);
