@@ -222,7 +222,11 @@ void rows_copy(const struct st_rows *r, int row, int col, char *dst, size_t cap)
 {
 	const char *t = rows_text(r, row, col);
 
-	snprintf(dst, cap, "%s", t ? t : "");
+	/* fmt_str, not snprintf(dst, cap, "%s", t): the same bytes without
+	 * vfprintf (~570 instructions a call; a webhook job's payee lookup
+	 * on the writer makes three). */
+	if (cap)
+		fmt_str(dst, cap, t ? t : "");
 }
 
 void rows_free(struct st_rows *r)

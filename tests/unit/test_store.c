@@ -877,6 +877,35 @@ CONTRACT(savepoints_nest_twelve_deep)
 	cr_assert_eq(q.n, 12);
 }
 
+/* rows_copy's contract (store.h): always NUL-terminated, cut to fit, SQL
+ * NULL as "", stopping at a NUL inside a cell as "%s" did; a zero cap
+ * writes nothing. */
+Test(store, rows_copy_cuts_to_fit_and_reads_null_as_empty)
+{
+	char a[] = "abcdef", b[] = { 'x', 'y', '\0', 'z', '\0' };
+	char *cells[] = { a, NULL, b };
+	size_t lens[] = { 6, 0, 4 };
+	struct st_rows r = { .nrows = 1, .ncols = 3, .cells = cells, .lens = lens };
+	char dst[8];
+
+	rows_copy(&r, 0, 0, dst, sizeof(dst));
+	cr_assert_str_eq(dst, "abcdef");
+	rows_copy(&r, 0, 0, dst, 7);
+	cr_assert_str_eq(dst, "abcdef");
+	rows_copy(&r, 0, 0, dst, 4);
+	cr_assert_str_eq(dst, "abc");
+	rows_copy(&r, 0, 0, dst, 1);
+	cr_assert_str_eq(dst, "");
+	memcpy(dst, "keep", 5);
+	rows_copy(&r, 0, 1, dst, sizeof(dst));
+	cr_assert_str_eq(dst, "");
+	rows_copy(&r, 0, 2, dst, sizeof(dst));
+	cr_assert_str_eq(dst, "xy");
+	memcpy(dst, "keep", 5);
+	rows_copy(&r, 0, 0, dst, 0);
+	cr_assert_str_eq(dst, "keep");
+}
+
 Test(store, every_sqlite_migration_has_a_pg_twin)
 {
 	const struct st_migration *a, *b;
