@@ -161,17 +161,23 @@ class Dribbler(threading.Thread):
 
 
 def serve_others_while(server, threads, seconds):
-    """Checks other clients get answers quickly while threads run."""
+    """Other clients' requests while threads (slow clients the server will
+    cut) run; returns how many were answered while every slow client was
+    still connected. That order, not a time per answer, shows the server
+    did not wait for the slow clients: a server held by them answers
+    nobody until it cuts them. (Five answers in the ~2 s before the cut,
+    each within a second, held only while an answer and the client's
+    0.2 s pause took under ~0.4 s: a wall-clock bound that a loaded
+    machine, ASan and the other suites sharing two cores, can break.)"""
     deadline = time.monotonic() + seconds
-    served = 0
+    during = 0
     while time.monotonic() < deadline and any(t.is_alive() for t in threads):
-        t0 = time.monotonic()
-        r = server.get("/healthz", timeout=2)
+        r = server.get("/healthz")
         assert r.status == 200, r
-        assert time.monotonic() - t0 < 1.0, "another client waited over a second"
-        served += 1
+        if all(t.cut_after is None for t in threads):
+            during += 1
         time.sleep(0.2)
-    return served
+    return during
 
 
 # ---- timeouts ---------------------------------------------------------------
@@ -189,7 +195,7 @@ def test_slowloris_headers_are_cut_off_while_others_are_served(timeout_server):
         assert TIMEOUT_S - 0.5 <= t.cut_after <= CUT_BY_S, f"cut after {t.cut_after:.2f}s"
         assert t.sent < len(head)
         assert b"HTTP/1.1" not in t.received, t.received
-    assert served >= 5
+    assert served >= 2, f"{served} answers while the slow clients were connected"
     assert_alive(srv)
 
 
@@ -237,7 +243,7 @@ def test_slow_bodies_do_not_starve_other_clients(timeout_server):
             assert t.cut_after is not None and t.cut_after <= CUT_BY_S, t.cut_after
             assert t.sent < len(body)
             assert b"HTTP/1.1" not in t.received, t.received
-        assert served >= 5
+        assert served >= 2, f"{served} answers while the slow clients were connected"
     assert_alive(srv)
 
 
@@ -363,11 +369,11 @@ def test_one_gigabyte_content_length_is_refused_before_reading(server):
     head = build_request("POST", "/api/register",
                          headers={**JSON, "Content-Length": str(1 << 30)})
     with server.unchanged():
+        # Not one byte of the body is sent: an answer at all (the read
+        # times out otherwise) shows the refusal came before reading it.
         with server.connect_raw(timeout=5) as c:
-            t0 = time.monotonic()
-            c.send(head)                    # not one byte of the body
+            c.send(head)
             r = c.read_response()
-            assert time.monotonic() - t0 < 1.0
             assert_error(r, 413, "payload_too_large")
             assert read_to_eof(c) == b""
     assert_alive(server)
