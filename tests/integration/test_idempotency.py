@@ -217,9 +217,14 @@ def test_key_scope_is_per_route(server):
                                      {"wallet": wallet, "amount": "100"}, key=key))
 
 
-def _check_round(results, before, after):
+def _check_round(server, results, before, after):
     statuses = sorted(r.status for r in results)
-    assert all(r.status < 500 for r in results), statuses
+    # A 5xx names itself and the server's warnings with it: CI keeps only
+    # the log, and a bare list of statuses cannot tell a store failure from
+    # a rate limiter that did not answer in time.
+    failed = [(r.status, r.body[:200]) for r in results if r.status >= 500]
+    assert not failed, (failed, [rec for rec in server.log_records()
+                                 if isinstance(rec, dict) and rec.get("level") in ("warn", "error")][-10:])
     misses = [r for r in results if r.status == 201 and r.headers.get("X-Idempotency") == "MISS"]
     assert len(misses) == 1, f"{len(misses)} executions; statuses {statuses}"
     first = misses[0]
@@ -243,7 +248,7 @@ def test_concurrent_same_key_one_effect(server):
                "headers": {"Content-Type": "application/json", "Idempotency-Key": key}}
         before = server.snapshot()
         results = only_responses(concurrent_requests(server.port, [req] * 64))
-        _check_round(results, before, server.snapshot())
+        _check_round(server, results, before, server.snapshot())
         # once every answer is in, the key answers with the replay
         miss = next(r for r in results if r.headers.get("X-Idempotency") == "MISS")
         again = post_register(server, body, key)
