@@ -278,7 +278,7 @@ class Response:
     body or None when the body is not JSON. Unpacks as
     (status, headers, body, json)."""
 
-    __slots__ = ("status", "reason", "headers", "body", "json")
+    __slots__ = ("status", "reason", "headers", "body", "json", "sent_at")
 
     def __init__(self, status, reason, headers, body):
         self.status = status
@@ -286,6 +286,7 @@ class Response:
         self.headers = headers
         self.body = body
         self.json = None
+        self.sent_at = None     # time.time() just before the request was sent
         if body:
             try:
                 self.json = json.loads(body)
@@ -363,10 +364,13 @@ def _encode(json_body, body, headers):
 
 
 def _send(conn, method, path, body, hdrs):
+    sent_at = time.time()
     conn.request(method, path, body=body, headers=hdrs)
     r = conn.getresponse()
     data = r.read()
-    return Response(r.status, r.reason, r.msg, data)
+    resp = Response(r.status, r.reason, r.msg, data)
+    resp.sent_at = sent_at
+    return resp
 
 
 def http_request(port, method, path, json_body=None, body=None, headers=None,
