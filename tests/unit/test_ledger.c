@@ -537,6 +537,63 @@ BOTH(ledger, a_lookup_sums_deltas_only_of_accounts_that_may_go_negative)
 	fx_assert_ledger_invariants("after the hand-written deltas");
 }
 
+/* An entry or a hold naming an account that does not exist is refused,
+ * whichever way it is written. On PostgreSQL since migration 031 these
+ * references are checked by existence in the triggers (no foreign key, so
+ * no KEY SHARE lock on revenue's row from every hold and transfer); on
+ * SQLite by the foreign keys. */
+BOTH(ledger, entries_and_holds_naming_no_account_are_refused)
+{
+	struct fx_snap s = fx_snapshot();
+
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('ghost1', 'nosuch', 'debit', 3, 0), ('ghost1', 'revenue', 'credit', 3, 0)",
+			 "INSERT INTO ledger_tx (id, kind, created_at) VALUES ('ghost1', 'raw', 0)"),
+		     ST_CONFLICT, "an entry debiting no account");
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('ghost2', 'revenue', 'debit', 3, 0), ('ghost2', 'nosuch', 'credit', 3, 0)",
+			 "INSERT INTO ledger_tx (id, kind, created_at) VALUES ('ghost2', 'raw', 0)"),
+		     ST_CONFLICT, "an entry crediting no account");
+	cr_assert_eq(RAW("INSERT INTO holds (id, account_id, amount, created_at)"
+			 " VALUES ('ghosth1', 'nosuch', 1, 0)"),
+		     ST_CONFLICT, "a hold on no account");
+	cr_assert_eq(RAW("INSERT INTO holds (id, account_id, amount, created_at, to_account)"
+			 " VALUES ('ghosth2', 'revenue', 1, 0, 'nosuch')"),
+		     ST_CONFLICT, "a hold payable to no account");
+	fx_assert_unchanged(&s, "references to no account");
+	cr_assert_eq(fx_int("SELECT count(*) FROM holds WHERE id LIKE 'ghost%'", NULL), 0);
+	/* the same shapes naming accounts that exist are accepted */
+	cr_assert_eq(RAW("INSERT INTO holds (id, account_id, amount, created_at, to_account)"
+			 " VALUES ('okh1', 'revenue', 1, 0, 'external')"),
+		     ST_OK);
+	fx_assert_ledger_invariants("after references to no account");
+}
+
+/* PostgreSQL (migration 031): the references above are checked without a
+ * lock on the account row, which is sound only because an account, once
+ * committed, stays: no DELETE, no TRUNCATE, no new id. */
+Test(ledger_pg, accounts_are_permanent, .init = fx_open_pg, .fini = fx_close)
+{
+	struct fx_snap s;
+
+	fx_need_backend();
+	cr_assert_eq(RAW("INSERT INTO accounts (id, name, kind, may_go_negative, created_at)"
+			 " VALUES ('perm1', 'perm1', 'system', 1, 0)"),
+		     ST_OK);
+	s = fx_snapshot();
+	cr_assert_eq(RAW("DELETE FROM accounts WHERE id = 'perm1'"), ST_CONFLICT, "an unused account deleted");
+	cr_assert_eq(RAW("UPDATE accounts SET id = 'perm2' WHERE id = 'perm1'"), ST_CONFLICT,
+		     "an account renumbered");
+	cr_assert_eq(RAW("UPDATE accounts SET id = 'revenue2' WHERE id = 'revenue'"), ST_CONFLICT,
+		     "a used account renumbered");
+	cr_assert_neq(RAW("TRUNCATE accounts CASCADE"), ST_OK, "accounts truncated");
+	/* what moves an account is untouched */
+	cr_assert_eq(RAW("UPDATE accounts SET metadata = '{}' WHERE id = 'perm1'"), ST_OK);
+	fx_assert_unchanged(&s, "removing accounts");
+	cr_assert_eq(fx_int("SELECT count(*) FROM accounts WHERE id IN ('perm1', 'revenue')", NULL), 2);
+	fx_assert_ledger_invariants("after removing accounts");
+}
+
 BOTH(ledger, entries_and_transactions_are_append_only)
 {
 	struct fx_snap s = fx_snapshot();
