@@ -1,7 +1,17 @@
 /* backup.c — `settled backup` and `settled restore` (backup.h says why the
  * online backup API, in one step). Both run as their own short process
  * beside (backup) or instead of (restore) the server, on connections of
- * their own; nothing here touches a running server's state. */
+ * their own; nothing here touches a running server's state.
+ *
+ * The store's process lock (storelock.h): restore takes it, backup does
+ * not. A restore replaces the store's pages, so it must run with no
+ * server on the store and no server may start while it runs (one would
+ * open a half-restored store, or read the old store's crash guard before
+ * it is removed). A backup only reads, inside one read transaction of its
+ * own (WAL: it never blocks the server's writer nor sees half a commit),
+ * which is its point: it runs beside a live server. Taking the lock would
+ * refuse every backup of a running server, and a server restarted while a
+ * long backup ran would refuse to start. */
 #include "backup.h"
 
 #include <errno.h>
@@ -21,6 +31,7 @@
 #include "config.h"
 #include "jobguard.h"
 #include "rc.h"
+#include "storelock.h"
 #include "banned.h"
 
 #define BUSY_RETRIES 300        /* x 100 ms: a source in WAL recovery, a lock held briefly */
@@ -158,7 +169,8 @@ static off_t file_size(const char *path)
 /* The copy goes to PATH.tmp-PID first and is renamed into place only once
  * it is whole, checked and on disk: a crash or a full disk never leaves a
  * PATH that looks like a backup but is not one. The copy is turned into a
- * single self-contained file (rollback journal mode, no -wal beside it). */
+ * single self-contained file (rollback journal mode, no -wal beside it).
+ * No store lock: it runs beside the server (the top of this file). */
 static enum st_rc do_backup(const char *db_path, const char *dest, struct buf *err)
 {
 	char tmp[4200], mode[32];
@@ -232,14 +244,18 @@ static void forget_inflight(const char *db_path)
 }
 
 /* The backup is checked before anything is touched. An existing store is
- * replaced only with --force, and only while nothing else has it open:
- * the exclusive locking mode takes the database file's exclusive lock and
- * keeps it until we close, which fails at once while a server holds the
- * store. The pages go in through SQLite on that connection, so a stale WAL
+ * replaced only with --force, and only while nothing else has it open: the
+ * store's process lock (storelock.h) first, held until the crash guard's
+ * file is gone, which refuses while a server runs on it and makes a server
+ * started meanwhile refuse; then the exclusive locking mode takes the
+ * database file's exclusive lock and keeps it until we close, which fails
+ * at once while any other program (the sqlite3 shell) has the file open.
+ * The pages go in through SQLite on that connection, so a stale WAL
  * beside the old store cannot be replayed over the restored one. */
 static enum st_rc do_restore(const char *backup, const char *db_path, bool force, struct buf *err)
 {
 	sqlite3 *src = NULL, *dst = NULL;
+	struct storelock *lock = NULL;
 	int pages = 0, schema = 0, check = 0;
 	bool existed = access(db_path, F_OK) == 0;
 	enum st_rc rc;
@@ -259,6 +275,9 @@ static enum st_rc do_restore(const char *backup, const char *db_path, bool force
 		rc = ST_CONFLICT;
 		goto out;
 	}
+	rc = storelock_take(db_path, "settled restore", &lock, err);
+	if (rc)
+		goto out;
 	rc = open_db(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &dst, err);
 	if (rc)
 		goto out;
@@ -289,6 +308,7 @@ static enum st_rc do_restore(const char *backup, const char *db_path, bool force
 out:
 	sqlite3_close(src);
 	sqlite3_close(dst);
+	storelock_free(lock);
 	return rc;
 }
 

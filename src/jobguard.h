@@ -34,8 +34,10 @@
  *
  * One process at a time: the file is locked (flock, LOCK_EX | LOCK_NB)
  * while open; a second process on the same database finds it locked and
- * runs without a guard (and counts nothing from it). Backups need not
- * know the file: a restored database without it counts nothing. */
+ * runs without a guard (and counts nothing from it). A second server
+ * never gets that far: the store's own lock (storelock.h) refuses it at
+ * start; this one stays for whatever opens a guard without that. Backups
+ * need not know the file: a restored database without it counts nothing. */
 #ifndef SETTLED_JOBGUARD_H
 #define SETTLED_JOBGUARD_H
 

@@ -30,6 +30,7 @@
 #include "settled.h"
 #include "rail.h"
 #include "store.h"
+#include "storelock.h"
 #include "ticker.h"
 #include "trace.h"
 #include "version.h"
@@ -193,6 +194,7 @@ static int migrate_main(int argc, char **argv, char **envp)
 	struct logger log;
 	struct buf err = BUF_INIT(1024);
 	struct store *store = NULL;
+	struct storelock *lock = NULL;
 	bool help = false;
 	int code = 1;
 
@@ -210,6 +212,15 @@ static int migrate_main(int argc, char **argv, char **envp)
 		goto out;
 	}
 	log_init(&log, STDOUT_FILENO, (enum log_level)cfg.log_level);
+	/* Not beside a server on an embedded store: a newer binary's
+	 * migrations would change the schema under the running one's
+	 * statements and code (a server migrates its store itself at start).
+	 * And while this runs, a server started on the store refuses. */
+	buf_reset(&err);
+	if (!cfg.database_url && storelock_take(cfg.db_path, "settled migrate", &lock, &err)) {
+		fprintf(stderr, "settled migrate: %s\n", err.ptr);
+		goto out;
+	}
 	{
 		struct store_options so = { .sqlite_path = cfg.db_path, .database_url = cfg.database_url,
 					    .read_conns = 1, .write_conns = 1, .log = &log };
@@ -223,6 +234,7 @@ static int migrate_main(int argc, char **argv, char **envp)
 	store_close(store);
 	code = 0;
 out:
+	storelock_free(lock); /* after the store is closed */
 	config_release(&cfg);
 	buf_release(&err);
 	return code;
@@ -236,6 +248,7 @@ static int serve(struct settled *app, const sigset_t *sigs)
 				   .batch_max = cfg->pg_batch_max, .lock_timeout_ms = cfg->pg_lock_timeout_ms };
 	struct buf err = BUF_INIT(1024), desc = BUF_INIT(16384);
 	struct bootstrap boot = { .treasury_funding = cfg->treasury_funding };
+	struct storelock *lock = NULL;
 	int exit_code = 1;
 	enum st_rc rc;
 
@@ -249,6 +262,16 @@ static int serve(struct settled *app, const sigset_t *sigs)
 		buf_release(&f);
 	}
 
+	/* Embedded mode: one process on the store (storelock.h), checked
+	 * before anything touches it: no migration, no sweep of "orphaned"
+	 * running jobs that are in fact another live server's, no listen. */
+	if (!cfg->database_url) {
+		rc = storelock_take(cfg->db_path, "settled", &lock, &err);
+		if (rc) {
+			log_msg(&app->log, LOG_ERROR, "cannot start: %s", err.ptr);
+			goto out;
+		}
+	}
 	rc = tracing_start(app, &err);
 	if (rc) {
 		log_msg(&app->log, LOG_ERROR, "cannot start tracing: %s", err.ptr);
@@ -345,6 +368,10 @@ out:
 	app->payout_rail = NULL;
 	trace_free(app->tracer);
 	app->tracer = NULL;
+	/* Last: every connection to the store is closed and the job crash
+	 * guard emptied, so the next process finds the store as this one left
+	 * it. A process that dies instead loses the lock with its descriptors. */
+	storelock_free(lock);
 	if (exit_code == 0)
 		log_msg(&app->log, LOG_INFO, "stopped cleanly");
 	buf_release(&err);

@@ -1,0 +1,189 @@
+"""One process at a time on an embedded store (src/storelock.h).
+
+Embedded mode assumes it is the only process on its SQLite file: at start
+it takes every `running` job back as an orphan of a dead process. A second
+server started on the same file must therefore refuse before it touches
+anything (no migration, no sweep, no listen), with a message naming the
+holder and a non-zero exit, while the first keeps running untouched: here
+a payout whose rail call is in flight (its job `running`) when the second
+one starts is paid exactly once. The lock dies with its process: after a
+SIGKILL a new server starts at once, as after a SIGTERM.
+
+`settled migrate` and `settled restore` take the same lock (they must not
+run beside a server, and no server may start while they run); `settled
+backup` does not (it reads a snapshot beside the live server). That part
+holds the lock file from this test process, as any other holder would.
+PostgreSQL mode takes no lock (several instances share one database:
+test_multi_instance.py)."""
+
+import fcntl
+import os
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import (BAD_OUTPUT, BIN, TIME_FACTOR, backend_name, new_wallet, run_settled, server_environment,
+                      store_rows as rows, valgrind_problems, wait_until, wrapped)
+from test_payout_http import SECRET, PayoutService
+from test_payouts import (approve, assert_ledger_balanced, create_batch, fund, get_batch,
+                          new_api_key, start, wait_completed)
+
+pytestmark = pytest.mark.skipif(backend_name() != "sqlite", reason="the embedded store's lock")
+
+IN_USE = "is in use by another process"
+
+
+def lock_path(db):
+    return db.parent / (db.name + "-lock")
+
+
+def run_second_server(db, workdir, env):
+    """A second `settled` on db, in workdir (its own port file). Returns
+    (exit code, stdout, stderr, started): started is True when it wrote its
+    port file instead of refusing; it is then killed after a moment, long
+    enough for its workers to run what its start-up sweep took back."""
+    workdir.mkdir(exist_ok=True)
+    port_file = workdir / "port"
+    with tempfile.TemporaryDirectory(prefix="settled-run-") as log_dir:
+        p = subprocess.Popen(
+            wrapped([BIN, "--listen", "127.0.0.1:0", "--port-file", str(port_file),
+                     "--db", str(db)], log_dir),
+            env=server_environment(env), cwd=workdir, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        started = False
+        deadline = time.monotonic() + 30 * TIME_FACTOR
+        while p.poll() is None and time.monotonic() < deadline:
+            if port_file.exists():
+                started = True
+                time.sleep(3)
+                break
+            time.sleep(0.02)
+        if p.poll() is None:
+            p.kill()
+        out, err = p.communicate()
+        assert not valgrind_problems(log_dir)
+    out, err = out.decode(errors="replace"), err.decode(errors="replace")
+    for marker in BAD_OUTPUT:   # a sanitizer's report
+        assert marker not in out and marker not in err, f"{marker!r} in output:\n{err}\n{out}"
+    return p.returncode, out, err, started
+
+
+@pytest.fixture
+def service():
+    s = PayoutService()
+    yield s
+    s.close()
+
+
+def test_a_second_server_on_the_store_refuses_and_the_first_pays_once(start_server, service,
+                                                                       tmp_path):
+    # The payout service holds the first call until the test lets it go:
+    # meanwhile the payout.confirm job is `running` under the first
+    # server's lease, which a second server's start-up sweep would take
+    # back and run again (a second rail call).
+    gate = threading.Event()
+    orig = service.server.RequestHandlerClass.do_POST
+
+    def held(handler):
+        gate.wait(120)
+        return orig(handler)
+
+    service.server.RequestHandlerClass.do_POST = held
+    env = {"SETTLED_SIM_CONFIRM_MS": "0", "SETTLED_PAYOUT_RAIL": "http",
+           "SETTLED_PAYOUT_URL": service.url, "SETTLED_PAYOUT_SECRET": SECRET,
+           "SETTLED_PAYOUT_TIMEOUT": "60s"}
+    first = start(start_server, **env)
+    db = first.backend.path
+    key = new_api_key(first)
+    wallet = new_wallet()
+    fund(first, [wallet], 1000)
+    r = create_batch(first, key, [(wallet, 250)])
+    assert r.status == 201, r
+    bid = r.json["id"]
+    assert approve(first, bid).status == 200
+    wait_until(lambda: rows(first, "SELECT state FROM jobs WHERE kind = 'payout.confirm'")
+               == [("running",)], timeout=30, what="the payout's job to be running")
+    # (the service counts a call once it is answered; the job is in it now)
+
+    rc, out, err, started = run_second_server(db, tmp_path / "second", env)
+    if started:
+        gate.set()
+        wait_until(lambda: len(service.calls) >= 1, timeout=30, what="the rail calls")
+        time.sleep(1)
+        pytest.fail(f"a second server started on {db} (exit {rc}); the payout's rail was "
+                    f"called {len(service.calls)} times:\n{out[-3000:]}")
+    assert rc == 1, f"exit {rc}\n{out}\n{err}"
+    refusal = [ln for ln in out.splitlines() if IN_USE in ln]
+    assert refusal, out
+    assert f"(holder: settled, pid {first.proc.pid} on host " in refusal[0], refusal[0]
+    assert str(lock_path(db)) in refusal[0], refusal[0]
+    assert '"level":"error"' in refusal[0]
+    # Before it touched anything: no migration, no sweep, no listen.
+    assert "applied migration" not in out and "took back" not in out, out
+    assert "listening on" not in out and not (tmp_path / "second" / "port").exists()
+
+    # The first one is untouched: it answers, its job is still its own
+    # (running, no attempt counted), and once the service answers the
+    # payout is paid once.
+    assert first.get("/healthz").status == 200
+    assert rows(first, "SELECT state, attempts FROM jobs WHERE kind = 'payout.confirm'") == [
+        ("running", "0")]
+    gate.set()
+    wait_completed(first, bid)
+    assert get_batch(first, bid)["items"][0]["status"] == "SETTLED"
+    assert [c[0] for c in service.calls] == [f"{bid}:0"], "the rail was called once"
+    assert rows(first, "SELECT state, attempts FROM jobs WHERE kind = 'payout.confirm'") == [
+        ("completed", "0")]
+    assert_ledger_balanced(first)
+
+    # The lock dies with its process: after a SIGKILL a new server starts at
+    # once on the same store (start() fails the test if it exits instead);
+    # after a SIGTERM too.
+    first.kill()
+    first.start()
+    assert first.get("/healthz").status == 200
+    assert first.stop() == 0
+    first.start()
+    assert first.get("/health/ready").status == 200
+    assert get_batch(first, bid)["items"][0]["status"] == "SETTLED"
+
+
+def test_migrate_restore_and_a_server_refuse_a_held_store_and_backup_does_not(start_server,
+                                                                              tmp_path):
+    srv = start_server()
+    assert srv.register(new_wallet()).status == 201
+    db = srv.backend.path
+    backup = tmp_path / "b.db"
+    assert srv.stop() == 0
+
+    # Any other process holding the lock file: here this one, through a
+    # symlink to the store for the commands (the lock is the real file's).
+    alias = tmp_path / "alias.db"
+    alias.symlink_to(db)
+    fd = os.open(lock_path(db), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        before = srv.snapshot()
+        rc, out, err = run_settled(["backup", str(backup), "--db", str(alias)])
+        assert rc == 0, err
+        rc, _, err = run_settled(["migrate", "--db", str(alias)])
+        assert rc == 1 and err.startswith("settled migrate: ") and IN_USE in err, err
+        assert str(lock_path(db)) in err and "it has not named itself" in err, err
+        rc, _, err = run_settled(["restore", str(backup), "--db", str(alias), "--force"])
+        assert rc == 1 and err.startswith("settled restore: ") and IN_USE in err, err
+        rc, out, err, started = run_second_server(alias, tmp_path / "second", {})
+        assert not started and rc == 1 and IN_USE in out, out + err
+        assert srv.snapshot() == before
+    finally:
+        os.close(fd)
+
+    # Released: each runs.
+    rc, _, err = run_settled(["restore", str(backup), "--db", str(alias), "--force"])
+    assert rc == 0, err
+    rc, _, err = run_settled(["migrate", "--db", str(db)])
+    assert rc == 0, err
+    srv.start()
+    assert srv.count("accounts") == before["accounts"]
