@@ -120,6 +120,10 @@ static const struct opt opts[] = {
 	{ "SETTLED_REDIS_PREFIX", "--redis-prefix", OPT_STR, 0, FIELD(redis_prefix), 0, 0, 0, 0,
 	  check_redis_prefix, "settled:rl:", "PREFIX",
 	  "prefix of the rate-limit keys in Redis (deployments sharing one Redis)" },
+	{ "SETTLED_REDIS_TIMEOUT", "--redis-timeout", OPT_DURATION, 0, FIELD(redis_timeout_ms), 0,
+	  0, 1, 60 * SEC, NULL, "200ms", "DURATION",
+	  "how long a connect to Redis and a command's answer may take before the call counts "
+	  "as Redis unavailable (SETTLED_RL_FAIL then decides)" },
 	{ "SETTLED_PG_WRITE_CONNS", "--pg-write-conns", OPT_UINT, 0, FIELD(pg_write_conns), 0, 0,
 	  1, 64, NULL, "4", "N",
 	  "PostgreSQL: write connections, one writer thread each (ignored in embedded mode)" },

@@ -41,6 +41,7 @@ struct config {
 	char *database_url;         /* SETTLED_DATABASE_URL (secret: contains a password), NULL = embedded */
 	char *redis_url;            /* SETTLED_REDIS_URL, NULL = in-process rate limits */
 	char *redis_prefix;         /* SETTLED_REDIS_PREFIX, default "settled:rl:" */
+	int64_t redis_timeout_ms;   /* SETTLED_REDIS_TIMEOUT 1ms..60s, default 200ms: connect and command */
 	/* PostgreSQL group commit (store_pg.c); ignored in embedded mode */
 	unsigned pg_write_conns;    /* SETTLED_PG_WRITE_CONNS 1..64, default 4 */
 	unsigned pg_batch_max;      /* SETTLED_PG_BATCH_MAX 1..1024, default 128; 1 = no group commit */

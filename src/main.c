@@ -95,7 +95,9 @@ static enum st_rc rate_limits_in_redis(struct settled *app)
 	const struct config *c = app->cfg;
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned threads = c->http_threads ? c->http_threads : cores > 0 ? (unsigned)cores : 1;
-	struct rl_redis_options o = { .prefix = c->redis_prefix, .pool_size = threads + 1 };
+	struct rl_redis_options o = { .prefix = c->redis_prefix, .pool_size = threads + 1,
+				      .connect_timeout_ms = (int)c->redis_timeout_ms,
+				      .command_timeout_ms = (int)c->redis_timeout_ms };
 	struct buf err = BUF_INIT(512);
 
 	if (o.pool_size > 64)

@@ -924,7 +924,8 @@ class PgBackend(Backend):
     def server_env(self):
         return {"SETTLED_DATABASE_URL": self.url,
                 "SETTLED_REDIS_URL": redis_test_url(),
-                "SETTLED_REDIS_PREFIX": f"test:{self.db}:"}
+                "SETTLED_REDIS_PREFIX": f"test:{self.db}:",
+                "SETTLED_REDIS_TIMEOUT": TEST_REDIS_TIMEOUT}
 
     def psql(self, *commands):
         """Runs SQL on this backend's database (see psql())."""
@@ -956,6 +957,16 @@ BACKENDS = {"sqlite": SqliteBackend, "pg": PgBackend}
 # Redis (rate limits in scale-out mode)
 
 REDISCTL = ROOT / "tests" / "redis" / "redisctl"
+# SETTLED_REDIS_TIMEOUT of the PostgreSQL-suite servers. The product's 200 ms
+# is a production figure (a Redis that slow is in trouble); the one shared
+# test Redis, on a CI machine running six suites on two cores (load ~24),
+# can be kept off the CPU that long by scheduling alone, and its servers
+# then answered 503 rate_limiter_unavailable in tests about something else
+# (test_idempotency's 64 concurrent same-key registrations, once). Well
+# past any scheduling delay, well under HTTP_TIMEOUT: a Redis that is really
+# hung still shows as a 503. test_redis.py tests the product's default on
+# purpose (its redis_env drops this).
+TEST_REDIS_TIMEOUT = "5s"
 _redis_server = {}   # the private Redis this session started, if any
 
 

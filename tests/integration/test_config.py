@@ -18,7 +18,7 @@ DOCUMENTED = [
     "RL_WEBHOOK_PER_MIN", "RL_HEALTH_PER_MIN", "RL_AUTH_FAIL_PER_MIN",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "SETTLED_PG_WRITE_CONNS", "SETTLED_PG_BATCH_MAX", "SETTLED_PG_LOCK_TIMEOUT",
-    "SETTLED_SHUTDOWN_GRACE",
+    "SETTLED_SHUTDOWN_GRACE", "SETTLED_REDIS_TIMEOUT",
 ]
 
 
@@ -74,13 +74,18 @@ def test_bad_value_exits_2_naming_the_variable(tmp_path, name, value):
     ("SETTLED_PG_LOCK_TIMEOUT", "0", "out of range (1ms..10s): 0"),
     ("SETTLED_PG_LOCK_TIMEOUT", "11s", "out of range (1ms..10s): 11s"),
     ("SETTLED_PG_LOCK_TIMEOUT", "soon", "not a duration"),
+    ("SETTLED_REDIS_TIMEOUT", "0", "out of range (1ms..1m): 0"),
+    ("SETTLED_REDIS_TIMEOUT", "61s", "out of range (1ms..1m): 61s"),
+    ("SETTLED_REDIS_TIMEOUT", "-5ms", "-5ms"),
+    ("SETTLED_REDIS_TIMEOUT", "soon", "not a duration"),
 ])
 @pytest.mark.parametrize("how", ["env", "flag"])
 def test_bad_pg_group_commit_setting_exits_2(tmp_path, name, value, reason, how):
     """The PostgreSQL group-commit settings are checked at start on either
     backend (embedded mode ignores them, but a typo should not wait for the
-    move to PostgreSQL to show): exit 2, one line naming the setting and the
-    bad value, nothing created."""
+    move to PostgreSQL to show), and SETTLED_REDIS_TIMEOUT likewise without
+    a Redis URL: exit 2, one line naming the setting and the bad value,
+    nothing created."""
     args, env = _start_args(tmp_path), {}
     flag = "--" + name[len("SETTLED_"):].lower().replace("_", "-")
     if how == "env":
@@ -186,3 +191,12 @@ def test_effective_config_is_logged_without_secrets(start_server):
         if isinstance(rec, dict) and db and db in json.dumps(rec) and "127.0.0.1" in json.dumps(rec):
             config_lines.append(rec)
     assert config_lines, f"no JSON log line with the effective config (db {db}, listen) in:\n{out[:3000]}"
+
+
+def test_redis_timeout_is_in_the_effective_config(start_server):
+    """SETTLED_REDIS_TIMEOUT shows in the configuration logged at start, in
+    the form it was given (test_redis.py shows it taking effect)."""
+    srv = start_server(env={"SETTLED_REDIS_TIMEOUT": "750ms"})
+    assert srv.stop() == 0
+    out = srv.stdout().decode("utf-8", "replace")
+    assert '"redis_timeout":"750ms"' in out, out[:3000]

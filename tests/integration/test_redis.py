@@ -16,14 +16,18 @@ limiter is independent of the store.
 
 import http.client
 import json
+import os
 import secrets
+import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import (
+    TEST_REDIS_TIMEOUT,
     PrivateRedis,
     assert_error,
     barrier_run,
@@ -39,9 +43,13 @@ from conftest import (
 
 
 def redis_env(redis, prefix=None, **extra):
+    # The product's own Redis timeout (200 ms), not the long one the harness
+    # gives PostgreSQL-suite servers (conftest.TEST_REDIS_TIMEOUT): the
+    # outage tests here are about what the default does.
     env = {"SETTLED_REDIS_URL": redis.url,
-           "SETTLED_REDIS_PREFIX": prefix or f"it:{secrets.token_hex(6)}:"}
-    env.update({k: str(v) for k, v in extra.items()})
+           "SETTLED_REDIS_PREFIX": prefix or f"it:{secrets.token_hex(6)}:",
+           "SETTLED_REDIS_TIMEOUT": None}
+    env.update({k: None if v is None else str(v) for k, v in extra.items()})
     return env
 
 
@@ -256,6 +264,55 @@ def test_redis_stopped_under_load_fails_closed_then_recovers(start_server, priva
     for srv in servers:
         r = ready(srv)
         assert r.status == 200 and r.json["checks"]["redis"]["status"] == "ok", r
+
+
+def unread_bytes(port):
+    """Bytes waiting unread in the receive queues of the connections
+    accepted on 127.0.0.1:port (/proc/net/tcp): a command sent to a Redis
+    that is not running yet."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            local, state, queues = cols[1], cols[3], cols[4]
+            if local == f"0100007F:{port:04X}" and state == "01":
+                n += int(queues.split(":")[1], 16)
+    return n
+
+
+@pytest.mark.parametrize("timeout,status", [(None, 503), (TEST_REDIS_TIMEOUT, 201)])
+def test_redis_stalled_past_the_timeout_is_unavailable(start_server, private_redis, timeout,
+                                                       status):
+    """SETTLED_REDIS_TIMEOUT bounds how long a command waits for Redis.
+    Redis is stopped (SIGSTOP: its connections stay open, nothing answers,
+    as a Redis starved of CPU on a loaded machine) until a registration's
+    script call is sent, then for 0.6 s more: longer than the default
+    200 ms, so that refuses (503: money routes fail closed); far shorter
+    than the harness's timeout (the one every PostgreSQL-suite server
+    gets), under which the same stall is only a slower 201."""
+    srv = start_server(env=redis_env(private_redis, SETTLED_REDIS_TIMEOUT=timeout))
+    assert register_on(srv.port).status == 201       # the pool's connection is open
+    pid = int((Path(private_redis.dir) / "redis.pid").read_text())
+    port = int(private_redis.url.rsplit(":", 1)[1])
+    answer = {}
+    before = srv.snapshot()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=lambda: answer.update(r=register_on(srv.port, check=False)))
+        t.start()
+        wait_until(lambda: unread_bytes(port) > 0 or not t.is_alive(), timeout=30,
+                   what="the registration's command waiting in Redis's socket")
+        time.sleep(0.6)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    t.join(60)
+    r = answer["r"]
+    assert r.status == status, r
+    if status == 503:
+        assert_error(r, 503, "rate_limiter_unavailable")
+        assert srv.snapshot() == before, "a refusal writes nothing"
+    else:
+        assert srv.snapshot()["accounts"] == before["accounts"] + 1
 
 
 def test_server_starts_while_redis_is_down(start_server, tmp_path):

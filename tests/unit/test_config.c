@@ -231,6 +231,24 @@ Test(config, pg_group_commit_settings)
 	config_release(&c);
 }
 
+/* SETTLED_REDIS_TIMEOUT: the Redis pool's connect and command timeout
+ * (rate_limits_in_redis passes it to rl_redis_new). */
+Test(config, redis_timeout)
+{
+	struct config c;
+	char *argv[] = { (char *)"settled", (char *)"--redis-timeout", (char *)"5s", NULL };
+
+	load_ok(&c, no_env, 1, no_args);
+	cr_assert_eq(c.redis_timeout_ms, 200);
+	config_release(&c);
+	load_ok(&c, ENV("SETTLED_REDIS_TIMEOUT=750ms"), 1, no_args);
+	cr_assert_eq(c.redis_timeout_ms, 750);
+	config_release(&c);
+	load_ok(&c, ENV("SETTLED_REDIS_TIMEOUT=750ms"), 3, argv);
+	cr_assert_eq(c.redis_timeout_ms, 5000, "the flag wins over the environment");
+	config_release(&c);
+}
+
 Test(config, empty_env_is_unset)
 {
 	struct config c;
@@ -391,6 +409,10 @@ Test(config, bad_values_name_variable_and_value)
 		{ "SETTLED_PG_LOCK_TIMEOUT=0", "SETTLED_PG_LOCK_TIMEOUT", "(1ms..10s): 0" },
 		{ "SETTLED_PG_LOCK_TIMEOUT=10001ms", "SETTLED_PG_LOCK_TIMEOUT", "10001ms" },
 		{ "SETTLED_PG_LOCK_TIMEOUT=soon", "SETTLED_PG_LOCK_TIMEOUT", "soon" },
+		{ "SETTLED_REDIS_TIMEOUT=0", "SETTLED_REDIS_TIMEOUT", "(1ms..1m): 0" },
+		{ "SETTLED_REDIS_TIMEOUT=61s", "SETTLED_REDIS_TIMEOUT", "61s" },
+		{ "SETTLED_REDIS_TIMEOUT=-1s", "SETTLED_REDIS_TIMEOUT", "-1s" },
+		{ "SETTLED_REDIS_TIMEOUT=soon", "SETTLED_REDIS_TIMEOUT", "soon" },
 		{ "SETTLED_WORKERS=+4", "SETTLED_WORKERS", "+4" },
 		{ "SETTLED_WORKERS=-4", "SETTLED_WORKERS", "-4" },
 		{ "SETTLED_WORKERS=4 ", "SETTLED_WORKERS", "4 " },
@@ -645,7 +667,7 @@ Test(config, help_text_lists_every_option)
 		"SETTLED_LISTEN", "SETTLED_PORT_FILE", "SETTLED_MAX_BODY", "SETTLED_HTTP_THREADS",
 		"SETTLED_CONN_TIMEOUT", "SETTLED_SHUTDOWN_GRACE", "SETTLED_MAX_CONNECTIONS", "SETTLED_CORS_ORIGINS",
 		"SETTLED_TRUST_PROXY", "SETTLED_DB", "SETTLED_DATABASE_URL", "SETTLED_REDIS_URL",
-		"SETTLED_REDIS_PREFIX", "SETTLED_PG_WRITE_CONNS", "SETTLED_PG_BATCH_MAX",
+		"SETTLED_REDIS_PREFIX", "SETTLED_REDIS_TIMEOUT", "SETTLED_PG_WRITE_CONNS", "SETTLED_PG_BATCH_MAX",
 		"SETTLED_PG_LOCK_TIMEOUT", "SETTLED_ADMIN_TOKEN", "SETTLED_WEBHOOK_SECRET", "SETTLED_STRIPE_WEBHOOK_SECRET",
 		"SETTLED_STANDARD_WEBHOOK_SECRET", "SETTLED_WORKERS", "SETTLED_LOG_LEVEL", "SETTLED_LOG_BUFFER",
 		"SETTLED_IDEMPOTENCY_TTL", "SETTLED_REQUIRE_IDEMPOTENCY_KEY",
@@ -753,8 +775,9 @@ Test(config, describe_defaults)
 	cr_assert_eq(json_integer_value(json_object_get(j, "pg_write_conns")), 4);
 	cr_assert_eq(json_integer_value(json_object_get(j, "pg_batch_max")), 128);
 	cr_assert_str_eq(json_string_value(json_object_get(j, "pg_lock_timeout")), "10ms");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "redis_timeout")), "200ms");
 	cr_assert_str_eq(json_string_value(json_object_get(j, "shutdown_grace")), "30s");
-	cr_assert_eq(json_object_size(j), 61);
+	cr_assert_eq(json_object_size(j), 62);
 	json_decref(j);
 	free(raw);
 	config_release(&c);
