@@ -1422,6 +1422,21 @@ enum pg_batch_end {
 	BATCH_FAILED,      /* not committed, or unknown: every unit gets rc */
 };
 
+/* The start of a batch's unit, or of a merged run of units (batch_merged):
+ * its clock, no retry asked yet, its own pending statements, and its
+ * savepoint sp1. false: the savepoint could not be made (the batch is
+ * broken). */
+static bool unit_savepoint(struct pg_tx *t)
+{
+	t->base.now_ms = store_clock_ms(&t->conn->s->base);
+	t->retry = false;
+	t->unit_base = t->npending;
+	if (t->base.ops->savepoint(&t->base, 1))
+		return false;
+	t->base.depth = 1;
+	return true;
+}
+
 /* One unit of a batch, under its own savepoint sp1 (its tx_nested steps
  * are sp2 and deeper). A unit that fails, saw 40001/40P01 anywhere, or
  * returned ok after a failed statement is rolled back to sp1 alone, its
@@ -1435,12 +1450,8 @@ static bool batch_unit(struct pg_tx *t, struct write_unit *u)
 	enum st_rc rc;
 
 	u->runs++;
-	t->base.now_ms = store_clock_ms(&c->s->base);
-	t->retry = false;
-	t->unit_base = t->npending;
-	if (t->base.ops->savepoint(&t->base, 1))
+	if (!unit_savepoint(t))
 		return false;
-	t->base.depth = 1;
 	rc = u->fn(&t->base, u->arg);
 	t->base.depth = 0;
 	if (c->drops != t->drops || t->broken)
@@ -1492,12 +1503,8 @@ static bool batch_merged(struct pg_tx *t, struct write_unit *u)
 		}
 	}
 	if (n > 1) {
-		t->base.now_ms = store_clock_ms(&c->s->base);
-		t->retry = false;
-		t->unit_base = t->npending;
-		if (t->base.ops->savepoint(&t->base, 1))
+		if (!unit_savepoint(t))
 			return false;
-		t->base.depth = 1;
 		rc = units[0]->merge(&t->base, args, n);
 		t->base.depth = 0;
 		if (c->drops != t->drops || t->broken)
