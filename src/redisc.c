@@ -11,7 +11,9 @@
  *  1. A failed connect, or a command that got no answer (timeout, reset),
  *     marks the pool down: the slot is closed, every idle slot is closed
  *     too (a server that refuses connections has dropped them), and the
- *     next connect may happen only after retry_at.
+ *     next connect may happen only after retry_at. Except a timeout while
+ *     another command was answered: the server is serving, this command
+ *     or connection was slow; only its slot is closed.
  *  2. While down, a call that would need to connect fails at once with
  *     ST_UNAVAILABLE unless it is the one probe allowed after retry_at.
  *     The probe's failure doubles the backoff (up to backoff_max); its
@@ -31,6 +33,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,6 +69,10 @@ struct redisc {
 	struct redisc_conn *slots;
 	unsigned n;
 	struct redisc_conn *free;
+	/* Replies received, on any slot: a command that times out while this
+	 * moved was slow alone (rule 1). Atomic, not under the lock: the
+	 * lock stays off the path of a command that is answered. */
+	_Atomic uint64_t answers;
 	/* down state (rule 1, 2) */
 	bool down;
 	bool probing;              /* a probe is connecting */
@@ -621,6 +628,7 @@ enum st_rc redisc_command(struct redisc *r, int argc, const char *const *argv, c
 	}
 	for (;;) {
 		int ctx_err, saved_errno;
+		uint64_t answers_before;
 
 		fresh = !c->ctx;
 		if (fresh) {
@@ -640,8 +648,10 @@ enum st_rc redisc_command(struct redisc *r, int argc, const char *const *argv, c
 			}
 		}
 		errno = 0;
+		answers_before = atomic_load_explicit(&r->answers, memory_order_relaxed);
 		rep = send_formatted(c->ctx, cmd, cmd_len);
 		if (rep) {
+			atomic_fetch_add_explicit(&r->answers, 1, memory_order_relaxed);
 			pthread_mutex_lock(&r->lock);
 			if (r->down || probe)
 				mark_up(r, &probe);
@@ -672,7 +682,15 @@ enum st_rc redisc_command(struct redisc *r, int argc, const char *const *argv, c
 			retried = true;
 			continue;
 		}
-		mark_down(r, &probe, why);
+		/* Rule 1's exception: a timeout during which another command
+		 * was answered says this command (a slow script, a blocking
+		 * one) or this connection was slow, not that the server is
+		 * gone: the pool stays up and its other connections open. A
+		 * stall with nothing answered (a hung or starved server) still
+		 * marks it down, so that callers stop waiting for it. */
+		if (!(ctx_err == REDIS_ERR_IO && saved_errno == EAGAIN &&
+		      atomic_load_explicit(&r->answers, memory_order_relaxed) != answers_before))
+			mark_down(r, &probe, why);
 		pthread_mutex_unlock(&r->lock);
 		errf(err, "redis at %s:%d: %s", r->url.host, r->url.port, why);
 		rc = ST_UNAVAILABLE;

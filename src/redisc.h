@@ -77,7 +77,9 @@ void redisc_free(struct redisc *r);
  *
  * A connection found dead on its first use after an idle spell (reset or
  * closed by a server restart) is replaced and the command sent once more
- * on the new one; a timeout is never retried (the command may have run). */
+ * on the new one; a timeout is never retried (the command may have run).
+ * A timeout marks the pool down (calls refused at once for the backoff)
+ * unless another command was answered while this one waited. */
 enum st_rc redisc_command(struct redisc *r, int argc, const char *const *argv, const size_t *lens,
 			  redisReply **reply, struct buf *err);
 

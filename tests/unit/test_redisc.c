@@ -360,6 +360,91 @@ Test(redisc, hung_server_times_out, .init = setup)
 	buf_release(&err);
 }
 
+/* Redis's count of clients blocked in BLPOP and the like (INFO clients). */
+static long blocked_clients(redisContext *c)
+{
+	redisReply *rep = redisCommand(c, "INFO clients");
+	const char *p;
+	long n;
+
+	cr_assert(rep && rep->type == REDIS_REPLY_STRING, "INFO clients failed");
+	p = strstr(rep->str, "blocked_clients:");
+	cr_assert_not_null(p, "%s", rep->str);
+	n = strtol(p + strlen("blocked_clients:"), NULL, 10);
+	freeReplyObject(rep);
+	return n;
+}
+
+struct blpop_arg {
+	struct redisc *r;
+	char key[96];
+	enum st_rc rc;
+	char err[256];
+};
+
+static void *blpop_thread(void *p)
+{
+	struct blpop_arg *a = p;
+	const char *argv[3] = { "BLPOP", a->key, "30" };
+	struct buf err = BUF_INIT(256);
+	redisReply *rep = NULL;
+
+	a->rc = redisc_command(a->r, 3, argv, NULL, &rep, &err);
+	if (rep)
+		freeReplyObject(rep);
+	snprintf(a->err, sizeof(a->err), "%s", err.ptr ? err.ptr : "");
+	buf_release(&err);
+	return NULL;
+}
+
+/* One slow command is not a down server: a command that times out while
+ * another was answered closes its own connection only. The pool stays up
+ * (no fast failures), its other connection stays open, and the next call
+ * reconnects at once. Before, the timeout marked the pool down: the idle
+ * connection was closed and the next call refused for the backoff. A
+ * timeout with nothing answered meanwhile still marks it down
+ * (hung_server_times_out). */
+Test(redisc, a_slow_command_while_others_are_answered_leaves_the_pool_up, .init = setup,
+     .timeout = 60)
+{
+	const char *url = need_redis();
+	struct redisc_options o = { .pool_size = 2, .command_timeout_ms = 3000 };
+	struct redisc *r = NULL;
+	struct blpop_arg a = { 0 };
+	struct redisc_stats st;
+	redisContext *d = direct(url, -1);
+	struct buf err = BUF_INIT(256);
+	pthread_t t;
+	long base = blocked_clients(d);
+
+	cr_assert_eq(redisc_new(url, &o, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_ping(r, NULL), ST_OK, "one connection open");
+	a.r = r;
+	random_prefix(a.key, sizeof(a.key), "blpop");
+	/* BLPOP on a key nobody pushes to: Redis holds that client alone, and
+	 * answers everyone else, until our command timeout gives up on it. */
+	cr_assert_eq(pthread_create(&t, NULL, blpop_thread, &a), 0);
+	for (int i = 0; blocked_clients(d) <= base; i++) {
+		cr_assert_lt(i, 10000, "the BLPOP never reached Redis");
+		usleep(1000);
+	}
+	cr_assert_eq(redisc_ping(r, &err), ST_OK, "answered while the BLPOP waits: %s", err.ptr);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(a.rc, ST_UNAVAILABLE, "the BLPOP timed out");
+	cr_assert(strstr(a.err, "timeout"), "%s", a.err);
+
+	cr_assert_eq(redisc_ping(r, &err), ST_OK, "the next call is not refused: %s", err.ptr);
+	cr_assert_eq(redisc_ping(r, &err), ST_OK, "%s", err.ptr);
+	redisc_stats(r, &st);
+	cr_assert_eq(st.fast_failures, 0, "never refused during a backoff");
+	cr_assert_eq(st.io_errors, 1);
+	cr_assert_eq(st.open, 2, "the idle connection stayed open, the slow one was replaced");
+	cr_assert_eq(st.connects, 3);
+	redisc_free(r);
+	redisFree(d);
+	buf_release(&err);
+}
+
 Test(redisc, recovers_when_redis_comes_back, .init = setup, .timeout = 60)
 {
 	struct private_redis p = { 0 };
