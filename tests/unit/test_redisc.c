@@ -8,6 +8,10 @@
 
 #include "banned.h"
 
+/* Options for a test that is not about timeouts (TEST_REDIS_TIMEOUT_MS). */
+static const struct redisc_options patient = { .connect_timeout_ms = TEST_REDIS_TIMEOUT_MS,
+					       .command_timeout_ms = TEST_REDIS_TIMEOUT_MS };
+
 static void setup(void)
 {
 	signal(SIGPIPE, SIG_IGN); /* as main.c: hiredis writes with write(2) */
@@ -110,7 +114,7 @@ Test(redisc, ping_and_commands, .init = setup)
 	setl[0] = 3;
 	setl[1] = strlen(key);
 	setl[2] = 3; /* binary-safe: an embedded NUL */
-	cr_assert_eq(redisc_new(url, NULL, &r, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(redisc_new(url, &patient, &r, &err), ST_OK, "%s", err.ptr);
 	cr_assert_eq(redisc_ping(r, &err), ST_OK, "%s", err.ptr);
 	cr_assert_eq(redisc_command(r, 3, set, setl, &rep, &err), ST_OK, "%s", err.ptr);
 	cr_assert_eq(rep->type, REDIS_REPLY_STATUS);
@@ -154,7 +158,7 @@ Test(redisc, values_of_every_size_come_back_exact, .init = setup, .timeout = 60)
 		val[i] = "\r\n$*\0ab"[i % 7];
 	random_prefix(prefix, sizeof(prefix), "redisc");
 	snprintf(key, sizeof(key), "%sk", prefix);
-	cr_assert_eq(redisc_new(url, NULL, &r, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(redisc_new(url, &patient, &r, &err), ST_OK, "%s", err.ptr);
 	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
 		const char *set[3] = { "SET", key, val };
 		size_t setl[3] = { 3, strlen(key), sizes[k] };
@@ -224,7 +228,7 @@ Test(redisc, eval_loads_the_script_when_redis_forgot_it, .init = setup)
 	snprintf(key, sizeof(key), "%sn", prefix);
 	redisc_script_init(&s, INCR_LUA);
 	cr_assert_eq(strlen(s.sha1), 40);
-	cr_assert_eq(redisc_new(url, NULL, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_new(url, &patient, &r, NULL), ST_OK);
 	for (int i = 1; i <= 3; i++) {
 		if (i == 3) { /* as after a restart or a failover */
 			redisReply *f = redisCommand(c, "SCRIPT FLUSH");
@@ -258,7 +262,7 @@ Test(redisc, script_error_is_internal, .init = setup)
 	redisReply *rep = NULL;
 
 	redisc_script_init(&s, "return redis.call('NOSUCHCOMMAND')");
-	cr_assert_eq(redisc_new(url, NULL, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_new(url, &patient, &r, NULL), ST_OK);
 	cr_assert_eq(redisc_eval(r, &s, 0, 0, NULL, NULL, &rep, &err), ST_INTERNAL);
 	cr_assert_null(rep);
 	cr_assert(strstr(err.ptr, "script error"), "%s", err.ptr);
@@ -284,12 +288,13 @@ static void *ping_many(void *arg)
 Test(redisc, sixteen_threads_share_four_connections, .init = setup, .timeout = 60)
 {
 	const char *url = need_redis();
-	struct redisc_options o = { .pool_size = 4 };
+	struct redisc_options o = patient;
 	struct redisc *r = NULL;
 	pthread_t t[16];
 	struct pinger p[16];
 	struct redisc_stats st;
 
+	o.pool_size = 4;
 	cr_assert_eq(redisc_new(url, &o, &r, NULL), ST_OK);
 	for (int i = 0; i < 16; i++) {
 		p[i] = (struct pinger){ r, 0 };
@@ -455,7 +460,7 @@ Test(redisc, recovers_when_redis_comes_back, .init = setup, .timeout = 60)
 	int fails = 0;
 
 	private_start(&p, NULL);
-	cr_assert_eq(redisc_new(p.url, NULL, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_new(p.url, &patient, &r, NULL), ST_OK);
 	cr_assert_eq(redisc_ping(r, &err), ST_OK, "%s", err.ptr);
 
 	/* Restarted between two calls: the stale connection is replaced and
@@ -499,19 +504,19 @@ Test(redisc, password_and_database, .init = setup, .timeout = 60)
 	private_start(&p, "--requirepass s3cr3t-pw");
 	/* Wrong password: unavailable, and the reason does not repeat it. */
 	snprintf(url, sizeof(url), "redis://:wrong-pw@%s", p.url + 8);
-	cr_assert_eq(redisc_new(url, NULL, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_new(url, &patient, &r, NULL), ST_OK);
 	cr_assert_eq(redisc_ping(r, &err), ST_UNAVAILABLE);
 	cr_assert(strstr(err.ptr, "AUTH"), "%s", err.ptr);
 	cr_assert_null(strstr(err.ptr, "wrong-pw"), "%s", err.ptr);
 	redisc_free(r);
 	/* No password: the server answers NOAUTH, which is not ready. */
-	cr_assert_eq(redisc_new(p.url, NULL, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_new(p.url, &patient, &r, NULL), ST_OK);
 	cr_assert_eq(redisc_ping(r, &err), ST_UNAVAILABLE);
 	cr_assert(strstr(err.ptr, "NOAUTH"), "%s", err.ptr);
 	redisc_free(r);
 	/* Right password, database 5. */
 	snprintf(url, sizeof(url), "redis://:s3cr3t-pw@%s/5", p.url + 8);
-	cr_assert_eq(redisc_new(url, NULL, &r, NULL), ST_OK);
+	cr_assert_eq(redisc_new(url, &patient, &r, NULL), ST_OK);
 	cr_assert_eq(redisc_ping(r, &err), ST_OK, "%s", err.ptr);
 	cr_assert_eq(redisc_command(r, 3, set, NULL, &rep, NULL), ST_OK);
 	freeReplyObject(rep);

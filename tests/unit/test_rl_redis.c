@@ -43,8 +43,8 @@ static void setup(void)
 	/* These tests compare decisions, not timeouts: a loaded machine (make
 	 * asan, valgrind beside it) once took Redis past the 200 ms default and
 	 * failed a step with ST_UNAVAILABLE. test_redisc.c tests the timeouts. */
-	o.connect_timeout_ms = 5000;
-	o.command_timeout_ms = 5000;
+	o.connect_timeout_ms = TEST_REDIS_TIMEOUT_MS;
+	o.command_timeout_ms = TEST_REDIS_TIMEOUT_MS;
 	mem = rl_memory_new(0);
 	red = rl_redis_new(url, &o, &err);
 	cr_assert_not_null(mem);
@@ -506,7 +506,8 @@ Test(rl_redis, sixteen_threads_limit_50_exactly_50, .init = setup, .fini = teard
 
 Test(rl_redis, two_backends_on_one_redis_share_state, .init = setup, .fini = teardown)
 {
-	struct rl_redis_options o = { .prefix = prefix };
+	struct rl_redis_options o = { .prefix = prefix, .connect_timeout_ms = TEST_REDIS_TIMEOUT_MS,
+				      .command_timeout_ms = TEST_REDIS_TIMEOUT_MS };
 	struct ratelimit *other = rl_redis_new(url, &o, NULL);
 	struct rl_policy p = pol("shared", 4, HOUR_MS);
 	struct rl_decision d;
@@ -536,7 +537,9 @@ Test(rl_redis, keys_expire_with_their_tat_and_long_keys_are_hashed, .init = setu
      .fini = teardown)
 {
 	struct rl_policy p = pol("ttl", 5, HOUR_MS);
-	struct rl_redis_options o = { .prefix = prefix }; /* the default slack, 1 s */
+	struct rl_redis_options o = { .prefix = prefix, /* the default slack, 1 s */
+				      .connect_timeout_ms = TEST_REDIS_TIMEOUT_MS,
+				      .command_timeout_ms = TEST_REDIS_TIMEOUT_MS };
 	struct ratelimit *rl = rl_redis_new(url, &o, NULL);
 	redisContext *c = direct(url, -1);
 	char key[256], name[300], longkey[200];
@@ -648,7 +651,9 @@ Test(rl_redis, restart_loses_state_then_decides_again, .init = setup, .fini = te
 	double t0;
 
 	private_start(&pr, NULL);
-	rl = rl_redis_new(pr.url, NULL, NULL);
+	rl = rl_redis_new(pr.url, &(struct rl_redis_options){ .connect_timeout_ms = TEST_REDIS_TIMEOUT_MS,
+							    .command_timeout_ms = TEST_REDIS_TIMEOUT_MS },
+			  NULL);
 	cr_assert_not_null(rl);
 	for (int i = 0; i < 3; i++) {
 		cr_assert_eq(rl_check(rl, &p, "k", 1, NOW0, &d), ST_OK);
