@@ -360,11 +360,16 @@ struct stmt_rows_text {
 	char sql[];
 };
 
-void stmt_cache_clear(struct stmt_cache *c)
+void stmt_cache_forget(struct stmt_cache *c)
 {
 	free(c->slots);
 	c->slots = NULL;
 	c->nslots = c->used = 0;
+}
+
+void stmt_cache_clear(struct stmt_cache *c)
+{
+	stmt_cache_forget(c);
 	while (c->texts) {
 		struct stmt_rows_text *next = c->texts->next;
 

@@ -422,6 +422,12 @@ void stmt_cache_fill(struct stmt_cache *c, struct stmt_slot *slot, const char *s
 /* Forgets every slot (the backend has finalised what they held) and frees
  * the texts of tx_exec_rows's statements. */
 void stmt_cache_clear(struct stmt_cache *c);
+/* Forgets every slot but keeps the texts: for a connection that died and
+ * is made again while a statement may be on its way. A caller of
+ * tx_exec_rows holds its text's address across the reconnect (the first
+ * pipeline is sent again on the new connection), so the texts, which do
+ * not depend on the connection, live until stmt_cache_clear. */
+void stmt_cache_forget(struct stmt_cache *c);
 
 /* Which of a backend's n read connections are free: a request thread
  * takes an index (waiting while all are busy) and gives it back. */

@@ -386,7 +386,10 @@ static void conn_drop(struct pg_conn *c, const char *why)
 	c->pg = NULL;
 	c->drops++;
 	c->next_try_ms = 0; /* the first reconnect is immediate */
-	stmt_cache_clear(&c->stmts);
+	/* The prepared statements died with the connection; the multi-row
+	 * texts did not, and pg_exec may send the one it holds again on the
+	 * new connection (stmt_cache_forget). */
+	stmt_cache_forget(&c->stmts);
 	if (c->writer && atomic_fetch_sub(&c->s->healthy, 1) == 1) {
 		/* The last live writer: wake the others so none idles on the
 		 * queue waiting for a peer that is gone too. */

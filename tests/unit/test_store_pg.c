@@ -1049,6 +1049,40 @@ static struct store *one_writer(void)
 	return one_writer_batching(0, 0);
 }
 
+static const struct st_rows_sql kv_pair_rows = {
+	.head = "INSERT INTO kv (k, v) VALUES ",
+	.row = "($1, $1)",
+	.tail = "",
+	.width = 1,
+};
+
+static enum st_rc put_pair(struct tx *tx, void *arg)
+{
+	const char *const *keys = arg;
+
+	return tx_exec_rows(tx, &kv_pair_rows, 2, (const struct st_val[]){ SV_S(keys[0]), SV_S(keys[1]) },
+			    NULL);
+}
+
+/* The same with a multi-row statement (tx_exec_rows) first, whose text
+ * the connection's cache made on an earlier unit: the reconnect between
+ * the two sends must not free the text the resend uses (it did: a
+ * heap-use-after-free under make asan, seen by ThreadSanitizer in
+ * test_link_faults' random resets of merged registrations). */
+PG_TEST(dead_connection_before_a_multi_row_first_statement_is_retried)
+{
+	struct store *one;
+
+	need_backend();
+	one = one_writer();
+	cr_assert_eq(store_run(one, put_pair, (void *)(const char *const[]){ "warm1", "warm2" }), ST_OK);
+	kill_backends();
+	cr_assert_eq(store_run(one, put_pair, (void *)(const char *const[]){ "pair1", "pair2" }), ST_OK);
+	store_close(one);
+	cr_assert_eq(count("pair1"), 1);
+	cr_assert_eq(count("pair2"), 1);
+}
+
 #define BU_N 24
 
 static void bunits_init(struct bunit *units, int n)
