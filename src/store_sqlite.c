@@ -52,7 +52,8 @@
  * itself, as soon as the checkpointer has copied all but
  * CHECKPOINT_FINISH_GAP frames and synced the database file (it runs again
  * after every commit meanwhile), and at CHECKPOINT_LIMIT_PAGES whatever is
- * left: the WAL stays bounded. */
+ * left, waiting for the checkpointer's run to end if one holds SQLite's
+ * checkpoint lock: the WAL stays bounded. */
 #define CHECKPOINT_BACKSTOP_PAGES (4 * CHECKPOINT_PAGES)
 #define CHECKPOINT_FINISH_GAP 256
 #define CHECKPOINT_LIMIT_PAGES (CHECKPOINT_BACKSTOP_PAGES + CHECKPOINT_PAGES)
@@ -97,7 +98,9 @@ struct sqlite_store {
 	pthread_t checkpoint_thread;
 	pthread_mutex_t cmu;
 	pthread_cond_t ccv;
+	pthread_cond_t cidle; /* checkpoint_running went to 0 */
 	int checkpoint_wanted;
+	int checkpoint_running; /* the checkpointer is inside a checkpoint */
 	int checkpoint_finishing; /* the WAL is past the backstop: see checkpointer_main */
 	int checkpoint_stopping;
 	int checkpoint_started;
@@ -606,6 +609,25 @@ static void checkpoint_ask(struct sqlite_store *s, bool finishing)
 	pthread_mutex_unlock(&s->cmu);
 }
 
+/* The writer's checkpoint at CHECKPOINT_LIMIT_PAGES, which must not come
+ * back BUSY: SQLite's checkpoint lock never waits (not even for a busy
+ * handler), and while the checkpointer holds it every commit adds to the
+ * WAL. Where fsync costs nothing (tmpfs, a write-back cache) or the
+ * checkpointer is starved of CPU, the writer committed thousands of frames
+ * during one of its runs and the WAL grew past 120 MB. So the writer waits
+ * for that run to end (the batch's answers wait with it: the price of the
+ * bound, paid only when the checkpointer has fallen this far behind) and
+ * holds cmu through its own checkpoint, so no run starts in between. */
+static void wal_checkpoint_now(struct sqlite_store *s, sqlite3 *db)
+{
+	pthread_mutex_lock(&s->cmu);
+	s->checkpoint_wanted = 0; /* this one does the job */
+	while (s->checkpoint_running)
+		pthread_cond_wait(&s->cidle, &s->cmu);
+	sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	pthread_mutex_unlock(&s->cmu);
+}
+
 /* Called by SQLite on the writer after each COMMIT with the WAL's size.
  *
  * Past the backstop the writer checkpoints itself, to restart the WAL: the
@@ -629,8 +651,9 @@ static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
 
 		/* log > pages: the figures are from before the WAL restarted.
 		 * BUSY while the checkpointer runs; the next commit tries again. */
-		if (pages >= CHECKPOINT_LIMIT_PAGES ||
-		    (log <= pages && done >= pages - CHECKPOINT_FINISH_GAP))
+		if (pages >= CHECKPOINT_LIMIT_PAGES)
+			wal_checkpoint_now(s, db);
+		else if (log <= pages && done >= pages - CHECKPOINT_FINISH_GAP)
 			sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 		else
 			checkpoint_ask(s, true);
@@ -679,6 +702,7 @@ static void *checkpointer_main(void *arg)
 		finishing = s->checkpoint_finishing;
 		s->checkpoint_wanted = 0;
 		s->checkpoint_finishing = 0;
+		s->checkpoint_running = 1;
 		pthread_mutex_unlock(&s->cmu);
 		rc = sqlite3_wal_checkpoint_v2(s->checkpointer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log,
 					       &done);
@@ -704,6 +728,8 @@ static void *checkpointer_main(void *arg)
 		atomic_store(&s->checkpoint_log, log);
 		atomic_store(&s->checkpoint_done, rc == SQLITE_OK ? done : 0);
 		pthread_mutex_lock(&s->cmu);
+		s->checkpoint_running = 0;
+		pthread_cond_signal(&s->cidle);
 	}
 	pthread_mutex_unlock(&s->cmu);
 	return NULL;
@@ -830,6 +856,7 @@ static void sqlite_close(struct store *base)
 	reader_pool_destroy(&s->rpool);
 	pthread_mutex_destroy(&s->cmu);
 	pthread_cond_destroy(&s->ccv);
+	pthread_cond_destroy(&s->cidle);
 	free(s->path);
 	free(s);
 }
@@ -1029,6 +1056,7 @@ enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out
 	reader_pool_init(&s->rpool);
 	pthread_mutex_init(&s->cmu, NULL);
 	pthread_cond_init(&s->ccv, NULL);
+	pthread_cond_init(&s->cidle, NULL);
 	s->path = strdup(opt->sqlite_path ? opt->sqlite_path : "settled.db");
 	if (!s->path) {
 		rc = ST_NOMEM;
