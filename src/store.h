@@ -227,6 +227,11 @@ struct store {
 	 * false on PostgreSQL, where it would add a round trip to the unit:
 	 * there the key's record insert finds a finished key instead. */
 	bool unit_reads_cheap;
+	/* Every write unit runs on one thread (SQLite's writer): a read a
+	 * unit can do without (an immutable fact a worker can look up on a
+	 * read connection first) is worth keeping off it, where on
+	 * PostgreSQL it would only add a round trip. */
+	bool one_writer;
 };
 
 /* For the backends: tells on_commit that a COMMIT made units durable. */

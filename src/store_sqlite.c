@@ -1051,6 +1051,7 @@ enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out
 	s->base.rand = opt->rand;
 	s->base.log = opt->log;
 	s->base.unit_reads_cheap = true;
+	s->base.one_writer = true;
 	unit_queue_init(&s->queue);
 	s->queue.background_cap = WRITER_BACKGROUND_PER_BATCH;
 	reader_pool_init(&s->rpool);

@@ -232,6 +232,10 @@ struct wh_job {
 	enum ev_status status;
 	char *body;             /* malloc'd copy of the stored body */
 	size_t body_len;
+	/* The wallet's account and its referrer's, when the worker read them
+	 * before the effect (payee_read_unit); else process_unit reads them. */
+	bool have_payee;
+	struct account_payee payee;
 	/* process_unit's outputs, filled from scratch on every run */
 	bool already, unknown_wallet;
 	int64_t commission;
@@ -455,6 +459,9 @@ static enum st_rc process_unit(struct tx *tx, void *arg)
 			memset(&payee, 0, sizeof(payee));
 			memcpy(payee.id, a.id, sizeof(payee.id));
 		}
+	} else if (j->have_payee) {
+		payee = j->payee; /* read by the worker: immutable (payee_read_unit) */
+		rc = ST_OK;
 	} else {
 		/* The wallet's account and its referrer's in one statement. */
 		rc = account_payee_by_wallet(tx, j->pay.wallet, &payee);
@@ -481,6 +488,23 @@ static enum st_rc process_unit(struct tx *tx, void *arg)
 		}
 	}
 	return ledger_post(tx, &post, NULL);
+}
+
+/* The payee of a wallet's payment, read by the worker on a read connection
+ * before the effect, so that the one SQLite writer does not (~7.7k of its
+ * ~170k instructions a job, callgrind). What it reads never changes once
+ * written: an account's id, wallet and referrer are set at registration
+ * and nothing updates them (only balances and holds move), and a system
+ * account is never a wallet's. So the effect posts to exactly what it
+ * would have read itself, and the entries' foreign keys still refuse an
+ * account that is not there. A wallet not found (or a failed read) is
+ * left to the effect, which decides it as before: after its mark, so an
+ * event processed meanwhile is still "processed already". */
+static enum st_rc payee_read_unit(struct tx *tx, void *arg)
+{
+	struct wh_job *j = arg;
+
+	return account_payee_by_wallet(tx, j->pay.wallet, &j->payee);
 }
 
 static enum st_rc mark_failed(struct tx *tx, enum wh_provider p, const char *event_id,
@@ -681,6 +705,8 @@ enum st_rc webhook_process_job(struct job_ctx *ctx)
 post:
 	j->bps = app->cfg->commission_bps;
 	snprintf(j->ref, sizeof(j->ref), "webhook:%s:%s", webhook_provider_str(j->p), j->event_id);
+	if (!j->pay.account[0] && app->store->one_writer)
+		j->have_payee = store_read_one(app->store, payee_read_unit, j) == ST_OK;
 
 	/* The effect goes in the worker's batch unit (one commit for many
 	 * events); webhook_after runs once it is decided and owns j. */
