@@ -108,6 +108,14 @@ struct rl_redis_options {
 struct ratelimit *rl_redis_new(const char *url, const struct rl_redis_options *o,
 			       struct buf *err);
 
+struct redisc_stats;
+
+/* The Redis backend's connection pool counters (redisc_stats): connects,
+ * failed connects, calls refused during a backoff. For tests and metrics:
+ * they show what a down Redis costs without timing it. rl must come from
+ * rl_redis_new. */
+void rl_redis_stats(struct ratelimit *rl, struct redisc_stats *out);
+
 #define RL_REDIS_TIME_MAX  (INT64_C(1) << 51) /* ms, year ~73000 */
 #define RL_REDIS_LIMIT_MAX (INT64_C(1) << 50) /* also the largest period_ms */
 

@@ -366,6 +366,11 @@ static void redis_free(struct ratelimit *rl)
 	free(r);
 }
 
+void rl_redis_stats(struct ratelimit *rl, struct redisc_stats *out)
+{
+	redisc_stats(redis_downcast(rl)->rc, out);
+}
+
 struct ratelimit *rl_redis_new(const char *url, const struct rl_redis_options *o,
 			       struct buf *err)
 {

@@ -14,6 +14,8 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -159,6 +161,54 @@ static int silent_server(int *port)
 	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
 	*port = ntohs(a.sin_port);
 	return fd;
+}
+
+/* How many connections reached silent_server's listening fd fd since it
+ * was made: the ones waiting in its backlog (it never accepts them, and
+ * the kernel keeps one a client has since closed). Accepts them all, so
+ * call it once, at the end. */
+static int silent_server_connections(int fd)
+{
+	int n = 0, c;
+
+	cr_assert_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+	while ((c = accept(fd, NULL, NULL)) >= 0) {
+		close(c);
+		n++;
+	}
+	cr_assert(errno == EAGAIN || errno == EWOULDBLOCK, "accept: %s", strerror(errno));
+	return n;
+}
+
+/* The most connects a pool whose server refuses them can have tried in
+ * elapsed_s seconds of calls: its first call's, then one probe each time a
+ * backoff step ran out (backoff_min_ms doubling up to backoff_max_ms,
+ * redisc.c's mark_down). A step of b ms lets the next probe through after
+ * more than b - 1 ms (both ends read clock_mono_ms, truncated to the ms).
+ * A bound from what the pool guarantees, not a guess at the machine's
+ * speed: a starved caller makes fewer calls a step, never more probes. */
+static unsigned long long probes_within(double elapsed_s, int backoff_min_ms, int backoff_max_ms)
+{
+	unsigned long long n = 1;
+	double t = 0;
+	int b = backoff_min_ms;
+
+	for (;;) {
+		t += b - 1;
+		if (t >= elapsed_s * 1000)
+			return n;
+		n++;
+		b = b > backoff_max_ms / 2 ? backoff_max_ms : b * 2;
+	}
+}
+
+/* The wait a fast failure's reason names ("next attempt in N ms"), or -1
+ * when err is not a fast failure's. */
+static long long next_attempt_ms(const char *err)
+{
+	const char *p = err ? strstr(err, "next attempt in ") : NULL;
+
+	return p ? strtoll(p + strlen("next attempt in "), NULL, 10) : -1;
 }
 
 /* ---- a private server (tests/redis/redisctl) ---- */
