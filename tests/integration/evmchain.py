@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import http.server
 import json
+import secrets
 import shutil
 import socket
 import subprocess
@@ -79,29 +80,24 @@ class Chain:
 
     def __init__(self, tmp_dir):
         self.mods = npm_dir()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tmp_dir) / "ganache.log"
         self.log = open(self.log_path, "w")
-        # Instamine "eager": each transaction is mined into its own block
-        # before eth_sendTransaction answers; evm_mine adds empty blocks,
-        # so the tests decide how many confirmations a transaction has.
-        self.proc = subprocess.Popen(
-            ["node", str(self.mods / "ganache" / "dist" / "node" / "cli.js"),
-             "--server.host", "127.0.0.1", "--server.port", str(self.port),
-             "--chain.chainId", str(CHAIN_ID), "--wallet.deterministic",
-             "--miner.instamine", "eager", "--logging.quiet"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while True:
-            try:
-                self.accounts = rpc_at(self.url, "eth_accounts", timeout=2)
+        # ganache cannot listen on port 0 and tell us the port (it prints
+        # the port it was given, and --logging.quiet prints nothing), so
+        # the port is picked by a bind(0) that is closed before ganache
+        # binds it, seconds later (node starts slowly): any other bind(0)
+        # on the machine (the suites run side by side, the other backend
+        # starts its own ganache) may take it meanwhile. So each start has
+        # a network id of its own, and the chain is ours only when the
+        # port answers net_version with it; a ganache that lost its port
+        # exits (EADDRINUSE) and the start is tried again on a new port.
+        self.proc = None
+        for attempt in range(1, 6):
+            if self._start(attempt):
                 break
-            except Exception:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    self.close()
-                    raise RuntimeError("ganache did not start:\n" + self.log_path.read_text()[-2000:])
-                time.sleep(0.2)
+        else:
+            raise RuntimeError("ganache did not start on any of 5 ports:\n"
+                               + self.log_path.read_text()[-2000:])
         self.payer = self.accounts[0]
         art = subprocess.run(["node", str(NPM_SRC / "compile.js"), str(self.mods),
                               str(NPM_SRC / "TestToken.sol")],
@@ -109,6 +105,52 @@ class Chain:
         self.bytecode = json.loads(art.stdout)["bytecode"]
         self.token = self.deploy(10**30)
         self.other_token = self.deploy(10**30)
+
+    def _start(self, attempt):
+        """Starts ganache on a free port; True once that port answers with
+        this start's network id, False when this ganache exited (its port
+        was taken) or another server answers there: the caller tries a new
+        port."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        network_id = secrets.randbelow(2**31 - 2**20) + 2**20
+        self.log.write(f"-- start {attempt}: port {self.port}, network id {network_id}\n")
+        self.log.flush()
+        # Instamine "eager": each transaction is mined into its own block
+        # before eth_sendTransaction answers; evm_mine adds empty blocks,
+        # so the tests decide how many confirmations a transaction has.
+        self.proc = subprocess.Popen(
+            ["node", str(self.mods / "ganache" / "dist" / "node" / "cli.js"),
+             "--server.host", "127.0.0.1", "--server.port", str(self.port),
+             "--chain.chainId", str(CHAIN_ID), "--chain.networkId", str(network_id),
+             "--wallet.deterministic", "--miner.instamine", "eager", "--logging.quiet"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = rpc_at(self.url, "net_version", timeout=2)
+            except Exception:
+                answer = None
+            if answer is not None and str(answer) == str(network_id):
+                self.accounts = rpc_at(self.url, "eth_accounts")
+                return True
+            if answer is not None or self.proc.poll() is not None:
+                # Another server on the port, or ours died (port taken).
+                self._stop_proc()
+                return False
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("ganache did not start:\n" + self.log_path.read_text()[-2000:])
+            time.sleep(0.2)
+
+    def _stop_proc(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
     def rpc(self, method, params=None):
         return rpc_at(self.url, method, params)
@@ -140,13 +182,7 @@ class Chain:
         return int(self.rpc("eth_blockNumber"), 16)
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self._stop_proc()
         self.log.close()
 
 
