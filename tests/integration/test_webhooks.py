@@ -396,17 +396,35 @@ def test_each_tampering_is_401_and_writes_nothing(wh, provider):
 def test_old_and_future_timestamps_are_stale(wh, provider, offset):
     if provider == "coinbase" and offset < 0:
         pytest.skip("a late Coinbase event is accepted: test_coinbase_late_first_delivery_...")
-    wallet = new_wallet()
-    assert wh.register(wallet).status == 201
-    ts = time.time() + offset
-    if provider == "coinbase":
-        d = coinbase(wallet, created=ts)
-    elif provider == "stripe":
-        d = stripe(wallet, t=ts)
+    # The server judges the timestamp against its clock when the request
+    # reaches the check, some time after ts was computed here: a timestamp
+    # in the past only gets older, but one 303 s ahead is inside the
+    # window if the check runs more than ~2 s later (a loaded machine, the
+    # server descheduled). So an acceptance is a failure only when the
+    # timestamp was still more than 300 s ahead when the answer arrived
+    # (the check ran before that); an acceptance the delay explains is no
+    # verdict, and the delivery is made again with a fresh timestamp.
+    for attempt in range(5):
+        wallet = new_wallet()
+        assert wh.register(wallet).status == 201
+        ts = time.time() + offset
+        if provider == "coinbase":
+            d = coinbase(wallet, created=ts)
+        elif provider == "stripe":
+            d = stripe(wallet, t=ts)
+        else:
+            d = standard(wallet, ts=ts)
+        before = snapshot(wh)
+        r = d.send(wh)
+        ahead_at_answer = int(ts) - time.time()
+        if r.status == 200 and 0 < ahead_at_answer <= 300:
+            continue    # the check may have run inside the window: no verdict
+        assert_error(r, 401, "stale_webhook")
+        after = snapshot(wh)
+        assert after == before, f"rows were written: {diff_snapshots(before, after)}"
+        break
     else:
-        d = standard(wallet, ts=ts)
-    with nothing_written(wh):
-        assert_error(d.send(wh), 401, "stale_webhook")
+        pytest.fail("5 deliveries 303 s ahead each took over 2 s to be answered")
     assert webhook_metric(wh, provider, "stale") == 1
     assert webhook_metric(wh, provider, "bad_signature") == 0
 
