@@ -137,7 +137,24 @@ static enum st_rc post(struct tx *tx, const struct ledger_post *p, const char *h
 
 		/* Deferred (see tx_exec_deferred): an entry's failure (an
 		 * unknown account) is reported by the closing row's INSERT,
-		 * with the entry's own rc, as it was before. */
+		 * with the entry's own rc, as it was before. On PostgreSQL
+		 * two entries a statement: the store checks an open
+		 * transaction once a statement (migration 032), and each
+		 * statement is an executor start and a trigger call. */
+		if (!sqlite && i + 1 < p->n) {
+			const struct ledger_entry *f = &p->entries[i + 1];
+
+			rc = tx_exec_deferred(tx,
+					      "INSERT INTO ledger_entries (tx_id, account_id, direction, amount,"
+					      " created_at) VALUES ($1, $2, $3, $4, $5), ($1, $6, $7, $8, $5)",
+					      ST_ARGS(SV_S(id), SV_S(e->account_id), SV_S(dir_str(e->dir)),
+						      SV_I(e->amount), SV_I(now), SV_S(f->account_id),
+						      SV_S(dir_str(f->dir)), SV_I(f->amount)));
+			if (rc)
+				return rc;
+			i++;
+			continue;
+		}
 		rc = tx_exec_deferred(tx,
 				      "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
 				      " VALUES ($1, $2, $3, $4, $5)",

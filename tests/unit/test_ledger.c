@@ -542,6 +542,86 @@ BOTH(ledger, a_lookup_sums_deltas_only_of_accounts_that_may_go_negative)
  * references are checked by existence in the triggers (no foreign key, so
  * no KEY SHARE lock on revenue's row from every hold and transfer); on
  * SQLite by the foreign keys. */
+/* Every entry of a statement is checked, not only its first: PostgreSQL
+ * checks a statement's entries together (one statement-level trigger,
+ * migration 032), SQLite each row. Here the second of two entries appends
+ * to a closed transaction, and the rest of the unit makes the open one
+ * balance and closes it: only the open-transaction check can refuse it. */
+BOTH(ledger, each_entry_of_a_statement_is_checked)
+{
+	struct fx_snap s;
+
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('stc', 'treasury', 'debit', 20, 0), ('stc', 'revenue', 'credit', 20, 0)",
+			 "INSERT INTO ledger_tx (id, kind, created_at) VALUES ('stc', 'raw', 0)"),
+		     ST_OK);
+	s = fx_snapshot();
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('sto1', 'treasury', 'debit', 5, 0), ('stc', 'revenue', 'credit', 5, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('sto1', 'revenue', 'credit', 5, 0)",
+			 "INSERT INTO ledger_tx (id, kind, created_at) VALUES ('sto1', 'raw', 0)"),
+		     ST_CONFLICT, "the second entry of a statement appended to a closed transaction");
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('stc', 'treasury', 'debit', 5, 0), ('sto2', 'revenue', 'credit', 5, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('sto2', 'treasury', 'debit', 5, 0)",
+			 "INSERT INTO ledger_tx (id, kind, created_at) VALUES ('sto2', 'raw', 0)"),
+		     ST_CONFLICT, "the first entry of a statement appended to a closed transaction");
+	fx_assert_unchanged(&s, "entries appended to a closed transaction");
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_entries WHERE tx_id = 'stc'", NULL), 2);
+	/* three entries of two open transactions in one statement, closed:
+	 * accepted */
+	cr_assert_eq(RAW("INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('sto3', 'treasury', 'debit', 5, 0), ('sto3', 'revenue', 'credit', 5, 0),"
+			 " ('sto4', 'treasury', 'debit', 7, 0)",
+			 "INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+			 " VALUES ('sto4', 'revenue', 'credit', 7, 0)",
+			 "INSERT INTO ledger_tx (id, kind, created_at) VALUES ('sto3', 'raw', 0), ('sto4', 'raw', 0)"),
+		     ST_OK);
+	cr_assert_eq(fx_account(ACCT_REVENUE).balance, 32);
+	fx_assert_ledger_invariants("after appends to a closed transaction");
+}
+
+/* No account that may not go negative is ever left with less than nothing
+ * available (balance - held < 0), whichever column a write changes:
+ * PostgreSQL by the trigger accounts_available since migration 032 (a
+ * table CHECK before), SQLite by the table CHECK. */
+BOTH(ledger, no_account_is_over_committed_however_written)
+{
+	struct account w = wallet(7);
+	struct fx_snap s;
+
+	cr_assert_eq(post(ACCT_REVENUE, w.id, 10), ST_OK);
+	cr_assert_eq(hold(w.id, 4, 0, NULL), ST_OK);
+	/* a mirror account whose stored balance is below zero (revenue's
+	 * moves wait in account_deltas on PostgreSQL) */
+	cr_assert_eq(RAW("INSERT INTO accounts (id, name, kind, balance, may_go_negative, created_at)"
+			 " VALUES ('ocm', 'ocm', 'system', -6, 1, 0)"),
+		     ST_OK);
+	s = fx_snapshot();
+	cr_assert_eq(RAW("UPDATE accounts SET balance = -1 WHERE id = 'treasury'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE accounts SET balance = balance - 7 WHERE kind = 'wallet'"), ST_CONFLICT,
+		     "below what is held");
+	cr_assert_eq(RAW("UPDATE accounts SET held = balance + 1 WHERE id = 'treasury'"), ST_CONFLICT);
+	cr_assert_eq(RAW("UPDATE accounts SET may_go_negative = 0 WHERE id = 'ocm'"), ST_CONFLICT,
+		     "a negative mirror account made a checked one");
+	cr_assert_eq(RAW("INSERT INTO accounts (id, name, kind, balance, may_go_negative, created_at)"
+			 " VALUES ('oc1', 'oc1', 'system', -1, 0, 0)"),
+		     ST_CONFLICT);
+	cr_assert_eq(RAW("INSERT INTO accounts (id, name, kind, balance, held, may_go_negative, created_at)"
+			 " VALUES ('oc2', 'oc2', 'system', 5, 6, 0, 0)"),
+		     ST_CONFLICT);
+	fx_assert_unchanged(&s, "over-committed accounts");
+	cr_assert_eq(fx_int("SELECT count(*) FROM accounts WHERE id IN ('oc1', 'oc2')", NULL), 0);
+	/* exactly nothing available is allowed; a mirror account may go below */
+	cr_assert_eq(RAW("INSERT INTO accounts (id, name, kind, balance, held, may_go_negative, created_at)"
+			 " VALUES ('oc3', 'oc3', 'system', 6, 6, 0, 0)"),
+		     ST_OK);
+	cr_assert_eq(RAW("UPDATE accounts SET balance = balance - 1 WHERE id = 'ocm'"), ST_OK);
+	cr_assert_eq(post(ACCT_REVENUE, w.id, 1), ST_OK);
+}
+
 BOTH(ledger, entries_and_holds_naming_no_account_are_refused)
 {
 	struct fx_snap s = fx_snapshot();
@@ -758,6 +838,12 @@ BOTH(holds, rows_keep_status_and_resolved_at_in_step)
 	cr_assert_eq(RAW("INSERT INTO holds (id, account_id, amount, status, created_at, resolved_at)"
 			 " VALUES ('h-early', 'treasury', 1, 'pending', 0, 5)"),
 		     ST_CONFLICT);
+	cr_assert_eq(RAW("INSERT INTO holds (id, account_id, amount, status, created_at, resolved_at)"
+			 " VALUES ('h-done', 'treasury', 1, 'released', 0, 5)"),
+		     ST_CONFLICT, "a hold stored resolved");
+	cr_assert_eq(RAW("INSERT INTO holds (id, account_id, amount, status, created_at)"
+			 " VALUES ('h-took', 'treasury', 1, 'captured', 0)"),
+		     ST_CONFLICT, "a hold stored captured");
 	cr_assert_eq(RAW("UPDATE holds SET status = 'released' WHERE status = 'pending'"), ST_CONFLICT);
 	cr_assert_eq(RAW("UPDATE holds SET status = 'expired' WHERE status = 'pending'"), ST_CONFLICT);
 	cr_assert_eq(RAW("UPDATE holds SET resolved_at = 5 WHERE status = 'pending'"), ST_CONFLICT);
