@@ -17,6 +17,7 @@ limiter is independent of the store.
 import http.client
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -59,6 +60,21 @@ def redis_env(redis, prefix=None, **extra):
 def register_on(port, wallet=None, check=True):
     return http_request(port, "POST", "/api/register", json_body={"wallet": wallet or new_wallet()},
                         headers={"Idempotency-Key": new_key("r")}, check=check)
+
+
+def register_201(port):
+    """A registration that gets 201, made again while the server answers
+    503 rate_limiter_unavailable: the setup step of the outage tests,
+    whose servers keep the product's 200 ms Redis timeout, so a Redis
+    starved of CPU for longer on a loaded machine refuses it. A refusal
+    writes nothing (test_redis_stalled_past_the_timeout_is_unavailable)."""
+    def attempt():
+        r = register_on(port, check=False)
+        if r.status == 503 and r.error == "rate_limiter_unavailable":
+            return None
+        assert r.status == 201, r
+        return r
+    return wait_until(attempt, timeout=30, interval=0.1, what="a registration's 201")
 
 
 def backend_errors(srv, policy, decision):
@@ -194,7 +210,7 @@ def test_redis_stopped_under_load_fails_closed_then_recovers(start_server, priva
     servers = [start_server(env=env), start_server(env=env)]
     pids = [s.proc.pid for s in servers]
     for srv in servers:
-        assert register_on(srv.port).status == 201
+        register_201(srv.port)
 
     stop = threading.Event()
     seen = {}            # status -> count, from the load threads
@@ -224,10 +240,12 @@ def test_redis_stopped_under_load_fails_closed_then_recovers(start_server, priva
         t_down = time.monotonic()
         for srv in servers:
             # Money-moving: fail closed, fast, and nothing written.
+            # (That a refusal does not wait for Redis is counted by
+            # test_redisc and test_rl_redis: one connect tried, then
+            # refusals at once during the backoff. No wall-clock ceiling
+            # here: a server descheduled for a second fails "< 1 s".)
             before = srv.snapshot()
-            t0 = time.monotonic()
             r = register_on(srv.port)
-            assert time.monotonic() - t0 < 1.0, "a refusal must not wait for Redis"
             body = assert_error(r, 503, "rate_limiter_unavailable")
             assert "retry_after" not in body
             after = srv.snapshot()
@@ -245,15 +263,38 @@ def test_redis_stopped_under_load_fails_closed_then_recovers(start_server, priva
             assert backend_errors(srv, "register_ip", "closed") >= 1
             assert backend_errors(srv, "health", "open") >= 1
         time.sleep(1.0)        # a while under load with Redis down
+        # The load met the outage (waited for, not assumed from the sleep:
+        # a starved load thread may not have finished a request in it).
+        wait_until(lambda: seen.get((503, "rate_limiter_unavailable"), 0) > 0, timeout=30,
+                   what="a load thread's refusal while Redis is down")
         private_redis.start()
-        t_up = time.monotonic()
+
+        # Found again within the backoff cap (1 s): while a server is not
+        # ready yet, the wait its pool names ("next attempt in N ms") is at
+        # most the cap; test_redisc shows the first call after that wait
+        # finds the server. The pool's own figure, not a wall-clock
+        # ceiling ("< 5 s" included Redis's and the servers' scheduling).
+        waits = []
 
         def recovered():
-            return all(register_on(s.port).status == 201 and ready(s).status == 200
-                       for s in servers)
-        wait_until(recovered, timeout=5.0, interval=0.1, what="recovery after Redis restarted")
-        recovery = time.monotonic() - t_up
-        time.sleep(0.5)
+            for s in servers:
+                r = ready(s)
+                if r.status != 200:
+                    m = re.search(r"next attempt in (\d+) ms",
+                                  (r.json or {}).get("checks", {}).get("redis", {}).get("error", ""))
+                    if m:
+                        waits.append(int(m.group(1)))
+                    return False
+                if register_on(s.port).status != 201:
+                    return False
+            return True
+        wait_until(recovered, timeout=30, interval=0.1, what="recovery after Redis restarted")
+        assert all(w <= 1000 for w in waits), f"a wait past the 1 s backoff cap: {waits}"
+        # The load got through again after the recovery (so 201 and 503
+        # both came from the load threads themselves).
+        ok_before = seen.get((201, None), 0)
+        wait_until(lambda: seen.get((201, None), 0) > ok_before, timeout=30,
+                   what="a load thread's 201 after Redis came back")
     finally:
         stop.set()
         for t in threads:
@@ -263,7 +304,7 @@ def test_redis_stopped_under_load_fails_closed_then_recovers(start_server, priva
     assert seen.get((201, None), 0) > 0, seen
     assert [s.proc.pid for s in servers] == pids and all(s.running for s in servers), \
         "no server restarted or died"
-    assert recovery < 5.0 and time.monotonic() - t_down > 1.0
+    assert time.monotonic() - t_down > 1.0
     for srv in servers:
         r = ready(srv)
         assert r.status == 200 and r.json["checks"]["redis"]["status"] == "ok", r
@@ -294,7 +335,7 @@ def test_redis_stalled_past_the_timeout_is_unavailable(start_server, private_red
     than the harness's timeout (the one every PostgreSQL-suite server
     gets), under which the same stall is only a slower 201."""
     srv = start_server(env=redis_env(private_redis, SETTLED_REDIS_TIMEOUT=timeout))
-    assert register_on(srv.port).status == 201       # the pool's connection is open
+    register_201(srv.port)                           # the pool's connection is open
     pid = int((Path(private_redis.dir) / "redis.pid").read_text())
     port = int(private_redis.url.rsplit(":", 1)[1])
     answer = {}
@@ -305,7 +346,14 @@ def test_redis_stalled_past_the_timeout_is_unavailable(start_server, private_red
         t.start()
         wait_until(lambda: unread_bytes(port) > 0 or not t.is_alive(), timeout=30,
                    what="the registration's command waiting in Redis's socket")
-        time.sleep(0.6)
+        if status == 503:
+            # Stalled until the server answers: the 200 ms timeout must
+            # end the wait while Redis still cannot answer. (A fixed
+            # 0.6 s stall let a server thread starved past it find the
+            # reply in its socket once Redis resumed, and answer 201.)
+            t.join(60)
+        else:
+            time.sleep(0.6)
     finally:
         os.kill(pid, signal.SIGCONT)
     t.join(60)
@@ -334,7 +382,7 @@ def test_server_starts_while_redis_is_down(start_server, tmp_path):
         # took longer than 5 s once.
         wait_until(lambda: ready(srv).status == 200, timeout=15.0, interval=0.1,
                    what="readiness once Redis is up")
-        assert register_on(srv.port).status == 201
+        register_201(srv.port)
     finally:
         redis.stop()
 
