@@ -1,10 +1,12 @@
 /* account.c — the accounts table. See account.h. */
 #include "account.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "fmt.h"
 #include "banned.h"
 
@@ -239,6 +241,138 @@ enum st_rc account_register_recorded(struct tx *tx, const struct account_new *a,
 	*recorded = rows_i64(rows, 0, 1) > 0;
 	rows_free(rows);
 	return ST_OK;
+}
+
+/* account_register_recorded_many's statement, one for any n: the rows
+ * come as one array a column (unnest), not as n rows of parameters, so a
+ * merged run of any size is one prepared statement and one round trip
+ * (tx_exec_rows' chunks of 64, 32, ... 1 rows would be one round trip
+ * each). The records first (k, idem_record's ON CONFLICT: a live row is
+ * left alone and returns no row), then the accounts, only when k wrote
+ * every row of v (a finished key stops the run before any account is
+ * written, as the two-statement way did), ON CONFLICT (wallet) DO NOTHING
+ * so a taken wallet is a short count, not an error. The rows it returns
+ * are the accounts written: n exactly when all of it was. */
+static const char register_recorded_many_sql[] =
+	"WITH v AS (SELECT * FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]),"
+	" CAST($3 AS TEXT[]), CAST($4 AS BIGINT[]), CAST($5 AS TEXT[]), CAST($6 AS TEXT[]),"
+	" CAST($7 AS TEXT[]), CAST($8 AS TEXT[]), CAST($9 AS BIGINT[]))"
+	" AS v (scope, idem_key, fingerprint, status, location, body, id, wallet, acct_created_at)),"
+	" k AS ("
+	" INSERT INTO idempotency_keys"
+	" (scope, idem_key, fingerprint, owner, status, location, body, created_at, expires_at)"
+	" SELECT scope, idem_key, fingerprint, $10, status, location, body,"
+	" CAST($11 AS BIGINT), CAST($12 AS BIGINT) FROM v"
+	" ON CONFLICT (scope, idem_key) DO UPDATE SET"
+	"  fingerprint = excluded.fingerprint, owner = excluded.owner,"
+	"  status = excluded.status, location = excluded.location, body = excluded.body,"
+	"  created_at = excluded.created_at, expires_at = excluded.expires_at"
+	" WHERE idempotency_keys.expires_at <= excluded.created_at"
+	" RETURNING 1),"
+	" a AS ("
+	" INSERT INTO accounts (id, wallet, name, kind, referrer, created_at)"
+	" SELECT id, wallet, NULL, 'wallet', NULL, acct_created_at FROM v"
+	" WHERE (SELECT count(*) FROM k) = (SELECT count(*) FROM v)"
+	" ON CONFLICT (wallet) DO NOTHING RETURNING 1)"
+	" SELECT 1 FROM a";
+
+/* Appends one element to a PostgreSQL array literal under construction in
+ * b ("{" already there): s[0..len) double-quoted with '"' and '\\'
+ * escaped, or NULL when s is. Written in place after one reserve: this
+ * runs for every byte of every answer a merged run records. */
+static enum st_rc array_text_elem(struct buf *b, const char *s, size_t len)
+{
+	enum st_rc rc;
+	char *o;
+
+	if (!s)
+		return buf_puts(b, b->len > 1 ? ",NULL" : "NULL");
+	if (len > (SIZE_MAX - 4) / 2)
+		return ST_TOO_LARGE;
+	rc = buf_reserve(b, 2 * len + 3); /* ',' '"' every byte escaped '"' */
+	if (rc)
+		return rc;
+	o = b->ptr + b->len;
+	if (b->len > 1)
+		*o++ = ',';
+	*o++ = '"';
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '"' || s[i] == '\\')
+			*o++ = '\\';
+		*o++ = s[i];
+	}
+	*o++ = '"';
+	*o = '\0';
+	b->len = (size_t)(o - b->ptr);
+	return ST_OK;
+}
+
+static enum st_rc array_int_elem(struct buf *b, int64_t v)
+{
+	char tmp[24];
+	int n = snprintf(tmp, sizeof(tmp), b->len > 1 ? ",%lld" : "%lld", (long long)v);
+
+	return n > 0 && (size_t)n < sizeof(tmp) ? buf_append(b, tmp, (size_t)n) : ST_INTERNAL;
+}
+
+#define RRM_ARRAYS 9
+#define RRM_ARRAY_MAX (64u << 20) /* a column's literal; far above any batch */
+
+enum st_rc account_register_recorded_many(struct tx *tx, const struct account_new *accts,
+					  const struct idem_new_record *recs, int n,
+					  const char *owner, int64_t ttl_ms, bool *all)
+{
+	struct buf col[RRM_ARRAYS];
+	int64_t now = tx_now_ms(tx), written = 0;
+	enum st_rc rc = ST_OK;
+
+	*all = false;
+	if (tx_dialect(tx) != ST_PG)
+		return ST_INTERNAL;
+	for (int c = 0; c < RRM_ARRAYS; c++) {
+		buf_init(&col[c], RRM_ARRAY_MAX);
+		if (rc == ST_OK)
+			rc = buf_putc(&col[c], '{');
+	}
+	for (int i = 0; rc == ST_OK && i < n; i++) {
+		const struct idem_answer *ans = &recs[i].ans;
+
+		rc = array_text_elem(&col[0], recs[i].scope, strlen(recs[i].scope));
+		if (rc == ST_OK)
+			rc = array_text_elem(&col[1], recs[i].key, strlen(recs[i].key));
+		if (rc == ST_OK)
+			rc = array_text_elem(&col[2], recs[i].fingerprint, strlen(recs[i].fingerprint));
+		if (rc == ST_OK)
+			rc = array_int_elem(&col[3], ans->status);
+		if (rc == ST_OK)
+			rc = array_text_elem(&col[4], ans->location,
+					     ans->location ? strlen(ans->location) : 0);
+		if (rc == ST_OK)
+			rc = array_text_elem(&col[5], ans->body, ans->body_len);
+		if (rc == ST_OK)
+			rc = array_text_elem(&col[6], accts[i].id, strlen(accts[i].id));
+		if (rc == ST_OK)
+			rc = array_text_elem(&col[7], accts[i].wallet, strlen(accts[i].wallet));
+		if (rc == ST_OK)
+			rc = array_int_elem(&col[8], accts[i].created_at);
+	}
+	for (int c = 0; rc == ST_OK && c < RRM_ARRAYS; c++)
+		rc = buf_putc(&col[c], '}');
+	/* tx_exec's changes of a SELECT: the rows returned, here the accounts
+	 * written. */
+	if (rc == ST_OK)
+		rc = tx_exec(tx, register_recorded_many_sql,
+			     ST_ARGS(SV_SN(col[0].ptr, col[0].len), SV_SN(col[1].ptr, col[1].len),
+				     SV_SN(col[2].ptr, col[2].len), SV_SN(col[3].ptr, col[3].len),
+				     SV_SN(col[4].ptr, col[4].len), SV_SN(col[5].ptr, col[5].len),
+				     SV_SN(col[6].ptr, col[6].len), SV_SN(col[7].ptr, col[7].len),
+				     SV_SN(col[8].ptr, col[8].len), SV_S(owner), SV_I(now),
+				     SV_I(now + ttl_ms)),
+			     &written);
+	for (int c = 0; c < RRM_ARRAYS; c++)
+		buf_release(&col[c]);
+	*all = rc == ST_OK && written == n;
+	return rc;
 }
 
 enum st_rc account_ensure_system(struct tx *tx)

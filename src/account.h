@@ -151,6 +151,19 @@ enum st_rc account_register_recorded(struct tx *tx, const struct account_new *a,
 				     const struct idem_new_record *rec, const char *owner,
 				     int64_t ttl_ms, bool *registered, bool *recorded);
 
+/* The same for n keyed registrations at once (a merged run of them on
+ * PostgreSQL): the keys' records recs[i] (as idem_record_many, created_at
+ * the transaction's now) and the accounts accts[i] in one statement a
+ * chunk (tx_exec_rows' chunks) instead of two, so a merged run is one round
+ * trip, not two. The accounts are written only when every record of the
+ * chunk was. *all true: every record and every account written; false: a
+ * key has a live record or a wallet is taken (or two are the same), and
+ * the caller must roll back and run each alone. PostgreSQL only
+ * (ST_INTERNAL on SQLite). */
+enum st_rc account_register_recorded_many(struct tx *tx, const struct account_new *accts,
+					  const struct idem_new_record *recs, int n,
+					  const char *owner, int64_t ttl_ms, bool *all);
+
 /* Looks up a wallet's account (canonical wallet). ST_NOT_FOUND if none. */
 enum st_rc account_by_wallet(struct tx *tx, const char *wallet, struct account *out);
 /* What a payment to a wallet needs: its account's id and its referrer's

@@ -91,6 +91,15 @@ typedef enum st_rc req_answer_fn(struct tx *tx, void *const *args, struct resp *
 typedef enum st_rc req_record_fn(struct tx *tx, void *arg, struct resp *resp,
 				 const struct idem_new_record *rec, const char *owner,
 				 int64_t ttl_ms, bool *recorded);
+/* A merged run of keyed requests on PostgreSQL in one statement a chunk:
+ * the keys' records recs[i] (answers already made by req_answer_fn) and
+ * run's writes together, as idem_record_many followed by run would, in one
+ * round trip instead of two. *all true: every key recorded and every write
+ * done; false: a key has a live record or a write was refused, and the
+ * store rolls the run back and runs each request alone. */
+typedef enum st_rc req_run_recorded_fn(struct tx *tx, void *const *args,
+				       const struct idem_new_record *recs, int n,
+				       const char *owner, int64_t ttl_ms, bool *all);
 /* What rec.ans records of resp: its status, Location and body (the
  * replay body when the answer shows a secret once). Borrowed from resp. */
 void req_record_answer(const struct resp *resp, struct idem_answer *ans);
@@ -108,6 +117,10 @@ struct req_merge {
 	 * req_record_fn) instead of the handler's unit in a savepoint and the
 	 * record after it. NULL: the usual way. */
 	req_record_fn *record;
+	/* A merged keyed run on PostgreSQL: records and writes in one
+	 * statement (see req_run_recorded_fn) instead of idem_record_many and
+	 * run. NULL: those two. */
+	req_run_recorded_fn *run_recorded;
 };
 /* As req_commit, for a unit that may be merged with other requests' units
  * of m (which must outlive the server: a static const). A request with an

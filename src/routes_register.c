@@ -2,6 +2,7 @@
  * wallet's ledger account (SPEC section 8). */
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "account.h"
@@ -155,9 +156,34 @@ static enum st_rc register_record(struct tx *tx, void *arg, struct resp *resp,
 	return rc;
 }
 
+/* A merged keyed run on PostgreSQL: the keys' records and the accounts
+ * drawn by register_answers in one statement a chunk
+ * (account_register_recorded_many). */
+static enum st_rc register_run_recorded(struct tx *tx, void *const *args,
+					const struct idem_new_record *recs, int n,
+					const char *owner, int64_t ttl_ms, bool *all)
+{
+	struct account_new *accts = calloc((size_t)n, sizeof(*accts));
+	enum st_rc rc;
+
+	*all = false;
+	if (!accts)
+		return ST_NOMEM;
+	for (int i = 0; i < n; i++) {
+		const struct register_req *r = args[i];
+
+		accts[i] = (struct account_new){ .id = r->id, .wallet = r->wallet,
+						 .created_at = r->created_at };
+	}
+	rc = account_register_recorded_many(tx, accts, recs, n, owner, ttl_ms, all);
+	free(accts);
+	return rc;
+}
+
 static const struct req_merge register_merged = { .run = register_merge,
 						    .answer = register_answers,
-						    .record = register_record };
+						    .record = register_record,
+						    .run_recorded = register_run_recorded };
 
 enum st_rc route_register(struct req_ctx *rq)
 {

@@ -2,6 +2,7 @@
 effect, byte-for-byte replay, concurrency and crash safety."""
 
 import json
+import subprocess
 import threading
 import time
 
@@ -10,6 +11,8 @@ import pytest
 from conftest import (
     HTTP_TIMEOUT,
     assert_error,
+    backend_name,
+    build_request,
     fund_wallet,
     concurrent_requests,
     find_samples,
@@ -20,6 +23,7 @@ from conftest import (
     param_id,
     parse_metrics,
     store_exec,
+    store_rows,
 )
 
 
@@ -299,6 +303,79 @@ def test_concurrent_keyed_registrations_answer_each_their_own(server):
         with server.unchanged():
             for (key, body), r in list(zip(jobs, results))[:48]:
                 assert_replay(r, post_register(server, body, key))
+
+
+@pytest.mark.skipif(backend_name() != "pg", reason="holds the writer with a PostgreSQL lock "
+                    "(a unit alone waits for it as long as it takes)")
+def test_keyed_registrations_queued_behind_a_held_writer_answer_each_their_own(start_server):
+    """PostgreSQL's merged keyed registrations (one statement writing the
+    keys' records and the accounts): with one writer held on a lock, keyed
+    registrations queue up and the writer takes them as one batch, where
+    they run as one merged run. A taken wallet among them makes the run
+    short: it is rolled back and each runs alone, so every new wallet still
+    gets its 201 and the taken one its own recorded 409, all replayable.
+    (Whether they all made one batch depends on timing; nothing asserted
+    here does.)"""
+    srv = start_server(env={"SETTLED_PG_WRITE_CONNS": "1"})
+    taken = new_wallet()
+    assert srv.register(taken).status == 201
+    news = [(new_key(), wallet_body()) for _ in range(20)]
+    takens = [(new_key(), wallet_body(taken)) for _ in range(3)]
+    jobs = news[:10] + takens + news[10:]
+
+    def req(key, body):
+        return build_request("POST", "/api/register", body=body, headers={
+            "Content-Type": "application/json", "Idempotency-Key": key})
+
+    before = srv.snapshot()
+    locker = subprocess.Popen(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                               "-d", srv.backend.url], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    conns = []
+    try:
+        locker.stdin.write("BEGIN;\nLOCK TABLE accounts IN SHARE ROW EXCLUSIVE MODE;\n"
+                           "\\echo locked\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == "locked"
+        first_key, first_body = new_key(), wallet_body()
+        first = []
+        t = threading.Thread(target=lambda: first.append(
+            post_register(srv, first_body, first_key, timeout=120, check=False)), daemon=True)
+        t.start()
+        # The first unit, alone, waits on the lock and holds the only writer.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not store_rows(
+                srv, "SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'accounts'::regclass"):
+            time.sleep(0.05)
+        for key, body in jobs:
+            c = srv.connect_raw(timeout=120)
+            conns.append(c)
+            c.send(req(key, body))
+        locker.stdin.write("COMMIT;\n")
+        locker.stdin.close()
+        locker.wait(60)
+        results = [c.read_response() for c in conns]
+        t.join(120)
+    finally:
+        for c in conns:
+            c.sock.close()
+        if locker.poll() is None:
+            locker.kill()
+            locker.wait()
+    assert first and first[0].status == 201, first
+    after = srv.snapshot()
+    assert after["accounts"] == before["accounts"] + len(news) + 1, (before, after)
+    for (key, body), r in zip(jobs, results):
+        if json.loads(body)["wallet"] == taken:
+            assert_error(r, 409, "already_registered")
+        else:
+            assert r.status == 201, r
+            assert r.json["wallet"] == json.loads(body)["wallet"], r
+        assert r.headers.get("X-Idempotency") == "MISS", r
+    assert len({r.json["id"] for r in results if r.status == 201}) == len(news)
+    with srv.unchanged():
+        for (key, body), r in zip(jobs, results):
+            assert_replay(r, post_register(srv, body, key))
 
 
 def test_concurrent_replays_of_a_finished_key_all_hit(server):

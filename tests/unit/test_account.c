@@ -4,7 +4,10 @@
  * wallet records the success answer, a taken wallet writes nothing (the
  * caller records its refusal), a live record is left alone (and the
  * caller's rollback takes the account it wrote), an expired record is
- * taken over; SQLite refuses the call. */
+ * taken over; SQLite refuses the call. The same for
+ * account_register_recorded_many (a merged run of them): every row written,
+ * or a short count when a key is live (no account written) or
+ * a wallet taken (no error: the caller rolls back). */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -190,5 +193,196 @@ Test(account_sqlite, recorded_registration_is_postgresql_only)
 
 	cr_assert_eq(c.rc, ST_INTERNAL);
 	cr_assert(!c.registered && !c.recorded);
+	cr_assert_eq(account_of(W1, NULL), ST_NOT_FOUND);
+}
+
+/* ---- account_register_recorded_many: a merged run of keyed registrations ---- */
+
+#define MANY 5
+/* quotes, backslashes, a comma and braces: what an array literal escapes */
+#define MANY_BODY "{\"ok\":\"2\\\\,}\"}"
+
+struct many {
+	const char *ids[MANY], *wallets[MANY], *keys[MANY];
+	int n;
+	enum st_rc rc;
+	bool all;
+	/* read in the unit right after the call, before any rollback */
+	int64_t accounts_seen;
+	enum st_rc after_rc;   /* a statement after the call: the tx is not aborted */
+};
+
+static enum st_rc many_unit(struct tx *tx, void *arg)
+{
+	struct many *m = arg;
+	struct account_new a[MANY];
+	struct idem_new_record recs[MANY];
+	struct st_rows *rows = NULL;
+
+	for (int i = 0; i < m->n; i++) {
+		a[i] = (struct account_new){ .id = m->ids[i], .wallet = m->wallets[i],
+					     .created_at = tx_now_ms(tx) };
+		recs[i] = (struct idem_new_record){
+			.scope = SCOPE, .key = m->keys[i], .fingerprint = "fp-a",
+			.ans = { .status = 201, .location = i % 2 ? "/a/\"b\\" : NULL,
+				 .body = MANY_BODY, .body_len = sizeof(MANY_BODY) - 1 },
+		};
+	}
+	m->rc = account_register_recorded_many(tx, a, recs, m->n, "inst", TTL, &m->all);
+	if (m->rc)
+		return m->rc;
+	m->after_rc = tx_query(tx, "SELECT count(*) FROM accounts WHERE id LIKE 'acct_m%'", ST_NOARGS,
+			       &rows);
+	if (m->after_rc == ST_OK) {
+		m->accounts_seen = rows_i64(rows, 0, 0);
+		rows_free(rows);
+	}
+	/* As the dispatcher: a short run is rolled back, each runs alone. */
+	return m->all ? ST_OK : ST_CONFLICT;
+}
+
+static struct many run_many(const char *const *wallets, const char *const *keys)
+{
+	static const char *const ids[MANY] = { "acct_m1", "acct_m2", "acct_m3", "acct_m4", "acct_m5" };
+	struct many m = { .n = MANY };
+
+	for (int i = 0; i < MANY; i++) {
+		m.ids[i] = ids[i];
+		m.wallets[i] = wallets[i];
+		m.keys[i] = keys[i];
+	}
+	(void)store_run(F.s, many_unit, &m);
+	return m;
+}
+
+#define W4 "0x00000000000000000000000000000000000000a4"
+#define W5 "0x00000000000000000000000000000000000000a5"
+#define W6 "0x00000000000000000000000000000000000000a6"
+
+static const char *const many_wallets[MANY] = { W1, W2, W3, W4, W5 };
+static const char *const many_keys[MANY] = { "m1", "m2", "m3", "m4", "m5" };
+
+Test(account_pg, many_new_wallets_record_every_success)
+{
+	struct many m;
+
+	fx_need_backend();
+	m = run_many(many_wallets, many_keys);
+	cr_assert_eq(m.rc, ST_OK, "%s", st_rc_str(m.rc));
+	cr_assert(m.all);
+	cr_assert_eq(m.accounts_seen, MANY);
+	for (int i = 0; i < MANY; i++) {
+		char id[ACCOUNT_ID_MAX + 1];
+		struct rec_read q;
+
+		cr_assert_eq(account_of(many_wallets[i], id), ST_OK, "%d", i);
+		cr_assert_str_eq(id, m.ids[i]);
+		q = record_of(many_keys[i]);
+		cr_assert_eq(q.rc, ST_OK, "%d", i);
+		cr_assert_eq(q.r.status, 201);
+		cr_assert_str_eq(q.r.body, MANY_BODY);
+		if (i % 2)
+			cr_assert_str_eq(q.r.location, "/a/\"b\\");
+		else
+			cr_assert_eq(q.r.location, NULL);
+		cr_assert_eq(q.r.expires_at, FX_NOW0 + TTL);
+		idem_record_release(&q.r);
+	}
+}
+
+/* A live record of one key: no account is written (the accounts wait for
+ * every record), the run reports itself short, and the rollback leaves the
+ * live record as it was. */
+Test(account_pg, a_live_key_writes_no_account)
+{
+	struct call c;
+	struct many m;
+	struct rec_read q;
+
+	fx_need_backend();
+	c = run("acct_1", W6, "m3", "fp-a", ST_OK);
+	cr_assert(c.recorded);
+	m = run_many(many_wallets, many_keys);
+	cr_assert_eq(m.rc, ST_OK, "%s", st_rc_str(m.rc));
+	cr_assert(!m.all);
+	cr_assert_eq(m.after_rc, ST_OK, "%s", st_rc_str(m.after_rc));
+	cr_assert_eq(m.accounts_seen, 0, "%lld", (long long)m.accounts_seen);
+	for (int i = 0; i < MANY; i++)
+		cr_assert_eq(account_of(many_wallets[i], NULL), ST_NOT_FOUND, "%d", i);
+	q = record_of("m3");
+	cr_assert_eq(q.rc, ST_OK);
+	cr_assert_str_eq(q.r.body, "{\"ok\":1}"); /* the first request's answer */
+	idem_record_release(&q.r);
+	cr_assert_eq(record_of("m1").rc, ST_NOT_FOUND);
+}
+
+/* A taken wallet is a short count, not an error: the transaction goes on
+ * (the next statement runs), and the rollback takes the rest. */
+Test(account_pg, a_taken_wallet_is_a_short_count_not_an_error)
+{
+	struct call c;
+	struct many m;
+	char id[ACCOUNT_ID_MAX + 1];
+
+	fx_need_backend();
+	c = run("acct_1", W2, "k0", "fp-a", ST_OK);
+	cr_assert(c.registered && c.recorded);
+	m = run_many(many_wallets, many_keys);
+	cr_assert_eq(m.rc, ST_OK, "%s", st_rc_str(m.rc));
+	cr_assert(!m.all);
+	cr_assert_eq(m.after_rc, ST_OK, "%s", st_rc_str(m.after_rc));
+	cr_assert_eq(m.accounts_seen, MANY - 1);
+	cr_assert_eq(account_of(W2, id), ST_OK);
+	cr_assert_str_eq(id, "acct_1");
+	for (int i = 0; i < MANY; i++) {
+		if (i != 1)
+			cr_assert_eq(account_of(many_wallets[i], NULL), ST_NOT_FOUND, "%d", i);
+		cr_assert_eq(record_of(many_keys[i]).rc, ST_NOT_FOUND, "%d", i);
+	}
+}
+
+/* Two registrations of one wallet in one run (two keys): the second is a
+ * short count too (ON CONFLICT sees the row the same statement wrote). */
+Test(account_pg, a_wallet_twice_in_one_run_is_a_short_count)
+{
+	static const char *const twice[MANY] = { W1, W2, W3, W2, W5 };
+	struct many m;
+
+	fx_need_backend();
+	m = run_many(twice, many_keys);
+	cr_assert_eq(m.rc, ST_OK, "%s", st_rc_str(m.rc));
+	cr_assert(!m.all);
+	cr_assert_eq(m.after_rc, ST_OK, "%s", st_rc_str(m.after_rc));
+	cr_assert_eq(m.accounts_seen, MANY - 1);
+	for (int i = 0; i < MANY; i++)
+		cr_assert_eq(account_of(twice[i], NULL), ST_NOT_FOUND, "%d", i);
+}
+
+Test(account_pg, many_take_over_an_expired_record)
+{
+	struct call c;
+	struct many m;
+	struct rec_read q;
+
+	fx_need_backend();
+	c = run("acct_1", W6, "m4", "fp-x", ST_OK);
+	cr_assert(c.recorded);
+	fx_advance(TTL);
+	m = run_many(many_wallets, many_keys);
+	cr_assert_eq(m.rc, ST_OK, "%s", st_rc_str(m.rc));
+	cr_assert(m.all);
+	q = record_of("m4");
+	cr_assert_eq(q.rc, ST_OK);
+	cr_assert(q.r.same_fingerprint);
+	cr_assert_eq(q.r.expires_at, FX_NOW0 + 2 * TTL);
+	idem_record_release(&q.r);
+}
+
+Test(account_sqlite, recorded_registrations_are_postgresql_only)
+{
+	struct many m = run_many(many_wallets, many_keys);
+
+	cr_assert_eq(m.rc, ST_INTERNAL);
+	cr_assert(!m.all);
 	cr_assert_eq(account_of(W1, NULL), ST_NOT_FOUND);
 }
