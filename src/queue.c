@@ -581,8 +581,19 @@ enum st_rc queue_release(struct tx *tx, int64_t id, const char *lease_owner)
 
 /* ---- sweeping ---- */
 
-enum st_rc queue_sweep_leases(struct tx *tx, int64_t limit, bool all, int64_t *reclaimed,
-			      int64_t *dead)
+/* The sweep's UPDATE returns every swept row whole (JOB_COLS): a job it
+ * moved to dead is handed to dead_fn as it now is. Sweeps are rare (a
+ * lost worker) and small, so RETURNING's per-row cost does not matter. */
+#define SWEEP_SET \
+	"UPDATE jobs SET attempts = attempts + 1, updated_at = $1," \
+	" last_error = 'lease expired: the worker running it was lost'," \
+	" state = CASE WHEN attempts + 1 >= max_attempts THEN 'dead' ELSE 'available' END," \
+	" finished_at = CASE WHEN attempts + 1 >= max_attempts THEN CAST($1 AS BIGINT)" \
+	"  ELSE NULL END," \
+	" lease_owner = NULL, lease_expires_at = NULL"
+
+enum st_rc queue_sweep_leases(struct tx *tx, int64_t limit, bool all, queue_dead_fn *dead_fn,
+			      void *dead_arg, int64_t *reclaimed, int64_t *dead)
 {
 	struct st_rows *rows = NULL;
 	int64_t now = tx_now_ms(tx), nd = 0;
@@ -590,40 +601,44 @@ enum st_rc queue_sweep_leases(struct tx *tx, int64_t limit, bool all, int64_t *r
 
 	if (tx_dialect(tx) == ST_PG)
 		rc = tx_query(tx,
-			      "UPDATE jobs SET attempts = attempts + 1, updated_at = $1,"
-			      " last_error = 'lease expired: the worker running it was lost',"
-			      " state = CASE WHEN attempts + 1 >= max_attempts THEN 'dead' ELSE 'available' END,"
-			      " finished_at = CASE WHEN attempts + 1 >= max_attempts THEN CAST($1 AS BIGINT)"
-			      "  ELSE NULL END,"
-			      " lease_owner = NULL, lease_expires_at = NULL"
+			      SWEEP_SET
 			      " WHERE id IN (SELECT id FROM jobs WHERE state = 'running'"
 			      "  AND (lease_expires_at <= $1 OR $3 = 1) ORDER BY lease_expires_at LIMIT $2"
 			      "  FOR UPDATE SKIP LOCKED)"
 			      " AND state = 'running'"
-			      " RETURNING state",
+			      " RETURNING " JOB_COLS,
 			      ST_ARGS(SV_I(now), SV_I(limit), SV_I(all ? 1 : 0)), &rows);
 	else
 		rc = tx_query(tx,
-			      "UPDATE jobs SET attempts = attempts + 1, updated_at = $1,"
-			      " last_error = 'lease expired: the worker running it was lost',"
-			      " state = CASE WHEN attempts + 1 >= max_attempts THEN 'dead' ELSE 'available' END,"
-			      " finished_at = CASE WHEN attempts + 1 >= max_attempts THEN CAST($1 AS BIGINT)"
-			      "  ELSE NULL END,"
-			      " lease_owner = NULL, lease_expires_at = NULL"
+			      SWEEP_SET
 			      " WHERE id IN (SELECT id FROM jobs WHERE state = 'running'"
 			      "  AND (lease_expires_at <= $1 OR $3 = 1) ORDER BY lease_expires_at LIMIT $2)"
-			      " RETURNING state",
+			      " RETURNING " JOB_COLS,
 			      ST_ARGS(SV_I(now), SV_I(limit), SV_I(all ? 1 : 0)), &rows);
 	if (rc)
 		return rc;
-	for (int i = 0; i < rows->nrows; i++)
-		nd += job_state_parse(rows_text(rows, i, 0)) == JOB_DEAD;
-	if (reclaimed)
-		*reclaimed = rows->nrows;
-	if (dead)
-		*dead = nd;
+	for (int i = 0; rc == ST_OK && i < rows->nrows; i++) {
+		struct job j;
+
+		if (job_state_parse(rows_text(rows, i, 4)) != JOB_DEAD)
+			continue;
+		nd++;
+		if (!dead_fn)
+			continue;
+		rc = job_from_row(rows, i, &j);
+		if (rc == ST_OK) {
+			rc = dead_fn(tx, dead_arg, &j);
+			job_release(&j);
+		}
+	}
+	if (rc == ST_OK) {
+		if (reclaimed)
+			*reclaimed = rows->nrows;
+		if (dead)
+			*dead = nd;
+	}
 	rows_free(rows);
-	return ST_OK;
+	return rc;
 }
 
 enum st_rc queue_purge_completed(struct tx *tx, int64_t before_ms, int64_t limit,

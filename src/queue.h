@@ -161,14 +161,24 @@ enum st_rc queue_fail_unleased(struct tx *tx, const struct job *j, const char *e
  * available, lease cleared, run_at unchanged. ST_CONFLICT when not ours. */
 enum st_rc queue_release(struct tx *tx, int64_t id, const char *lease_owner);
 
+/* What queue_sweep_leases calls, in its transaction, for each job it
+ * moved to dead (job as it now is: state dead, last_error the sweep's
+ * text; borrowed for the call). A non-OK rc fails the sweep (the caller's
+ * unit rolls back, the jobs stay running): a note that may fail alone
+ * must contain itself (tx_nested). The queue knows no kinds: the caller
+ * (worker.h, job_note_dead) gives the kind its on_dead here, so a job and
+ * what its death notes are written together or not at all. */
+typedef enum st_rc queue_dead_fn(struct tx *tx, void *arg, const struct job *job);
+
 /* The lease sweeper: up to limit running jobs whose lease expired at or
  * before now go back to available (or dead, when that was their last
  * attempt), counting the lost attempt. With all set, every running job is
  * swept whatever its lease (embedded mode at start: one process owns the
- * file, so every running job belongs to a dead predecessor). *reclaimed and
- * *dead (may be NULL) get the counts. */
-enum st_rc queue_sweep_leases(struct tx *tx, int64_t limit, bool all, int64_t *reclaimed,
-			      int64_t *dead);
+ * file, so every running job belongs to a dead predecessor). dead_fn (may
+ * be NULL) is called for each job moved to dead. *reclaimed and *dead
+ * (may be NULL) get the counts. */
+enum st_rc queue_sweep_leases(struct tx *tx, int64_t limit, bool all, queue_dead_fn *dead_fn,
+			      void *dead_arg, int64_t *reclaimed, int64_t *dead);
 
 /* Deletes up to limit completed jobs finished before before_ms. */
 enum st_rc queue_purge_completed(struct tx *tx, int64_t before_ms, int64_t limit,

@@ -50,28 +50,42 @@ struct ticker {
 
 /* ---- tasks ---- */
 
+struct leases_call {
+	int64_t c[2];
+	struct job_dead_notes notes;
+};
+
+/* A job the sweep moves to dead gets its kind's on_dead in this unit
+ * (job_sweep_dead): the webhook event of a job whose workers kept dying
+ * is marked failed with the job's death, not left `stored`. */
 static enum st_rc leases_unit(struct tx *tx, void *arg)
 {
-	int64_t *c = arg;
+	struct leases_call *l = arg;
 
-	return queue_sweep_leases(tx, SWEEP_BATCH, false, &c[0], &c[1]);
+	l->notes = (struct job_dead_notes){ 0 }; /* the store may run a unit again */
+	return queue_sweep_leases(tx, SWEEP_BATCH, false, job_sweep_dead, &l->notes, &l->c[0],
+				  &l->c[1]);
 }
 
 static void task_leases(struct ticker *t)
 {
 	struct settled *app = t->app;
-	int64_t c[2] = { 0, 0 };
+	struct leases_call l = { { 0, 0 }, { 0 } };
 
 	do {
-		if (store_run(app->store, leases_unit, c))
+		if (store_run(app->store, leases_unit, &l))
 			return;
-		if (c[0]) {
-			metric_add(metric_series_get(app->m.lease_reclaims, NULL), (double)c[0]);
+		if (l.c[0]) {
+			metric_add(metric_series_get(app->m.lease_reclaims, NULL), (double)l.c[0]);
 			log_msg(&app->log, LOG_WARN,
 				"lease sweeper: %lld expired job leases taken back (%lld now dead)",
-				(long long)c[0], (long long)c[1]);
+				(long long)l.c[0], (long long)l.c[1]);
 		}
-	} while (c[0] == SWEEP_BATCH);
+		if (l.notes.failed)
+			log_msg(&app->log, LOG_WARN,
+				"lease sweeper: %d dead jobs could not note their failure (job %lld: %s)",
+				l.notes.failed, (long long)l.notes.last_id, st_rc_str(l.notes.last_rc));
+	} while (l.c[0] == SWEEP_BATCH);
 }
 
 static enum st_rc holds_unit(struct tx *tx, void *arg)

@@ -227,7 +227,6 @@ struct wh_job {
 	int64_t bps;
 	struct wh_payment pay;
 	char ref[REF_MAX];
-	const char *error;      /* mark_failed: the reason */
 	/* read_unit's outputs */
 	enum ev_status status;
 	char *body;             /* malloc'd copy of the stored body */
@@ -518,13 +517,6 @@ static enum st_rc mark_failed(struct tx *tx, enum wh_provider p, const char *eve
 		       NULL);
 }
 
-static enum st_rc mark_failed_unit(struct tx *tx, void *arg)
-{
-	struct wh_job *j = arg;
-
-	return mark_failed(tx, j->p, j->event_id, j->error);
-}
-
 enum st_rc webhook_job_dead(struct tx *tx, const struct job *job, const char *error)
 {
 	struct wh_job_payload pl;
@@ -532,23 +524,6 @@ enum st_rc webhook_job_dead(struct tx *tx, const struct job *job, const char *er
 	if (!webhook_job_payload_parse(job->payload, &pl))
 		return ST_OK;
 	return mark_failed(tx, pl.p, pl.event_id, error);
-}
-
-/* Records why the event will not be processed, when this attempt is its
- * last (permanent, or out of attempts): the job goes to the DLQ with the
- * same text. Best effort: the job's state is the source of truth. */
-static enum st_rc give_up(struct job_ctx *ctx, struct wh_job *j, enum st_rc rc)
-{
-	if (ctx->permanent || ctx->job->attempts + 1 >= ctx->job->max_attempts) {
-		enum st_rc mrc;
-
-		j->error = ctx->error.ptr;
-		mrc = store_run(ctx->app->store, mark_failed_unit, j);
-		if (mrc)
-			job_logf(ctx, LOG_WARN, "webhook %s:%s: cannot mark it failed: %s",
-				 webhook_provider_str(j->p), j->event_id, st_rc_str(mrc));
-	}
-	return rc;
 }
 
 /* After the effect: what job_commit answered for process_unit. Owns j. */
@@ -629,16 +604,15 @@ static enum st_rc webhook_after(struct job_ctx *ctx, void *arg, enum st_rc rc)
 	if (j->unknown_wallet) {
 		ctx->permanent = true;
 		if (j->pay.account[0])
-			rc = give_up(ctx, j, job_failf(ctx, ST_NOT_FOUND,
-						       "unknown_account: %s is no client's account",
-						       j->pay.account));
+			rc = job_failf(ctx, ST_NOT_FOUND, "unknown_account: %s is no client's account",
+				       j->pay.account);
 		else
-			rc = give_up(ctx, j, job_failf(ctx, ST_NOT_FOUND,
-						       "unknown_wallet: %s is not registered", j->pay.wallet));
+			rc = job_failf(ctx, ST_NOT_FOUND, "unknown_wallet: %s is not registered",
+				       j->pay.wallet);
 		goto out;
 	}
-	rc = give_up(ctx, j, job_failf(ctx, rc, "cannot post webhook %s:%s: %s",
-				       webhook_provider_str(j->p), j->event_id, st_rc_str(rc)));
+	rc = job_failf(ctx, rc, "cannot post webhook %s:%s: %s", webhook_provider_str(j->p),
+		       j->event_id, st_rc_str(rc));
 out:
 	free(j->body);
 	free(j);
@@ -681,7 +655,7 @@ enum st_rc webhook_process_job(struct job_ctx *ctx)
 		goto out;
 	}
 	if (rc) {
-		rc = give_up(ctx, j, job_failf(ctx, rc, "cannot read the event: %s", st_rc_str(rc)));
+		rc = job_failf(ctx, rc, "cannot read the event: %s", st_rc_str(rc));
 		goto out;
 	}
 	if (j->status == EV_PROCESSED || j->status == EV_IGNORED) {
@@ -693,13 +667,13 @@ enum st_rc webhook_process_job(struct job_ctx *ctx)
 	body = json_loadb(j->body, j->body_len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!body) {
 		ctx->permanent = true;
-		rc = give_up(ctx, j, job_failf(ctx, ST_INVALID, "invalid_event: the stored body is not JSON: %s",
-					       jerr.text));
+		rc = job_failf(ctx, ST_INVALID, "invalid_event: the stored body is not JSON: %s",
+			       jerr.text);
 		goto out;
 	}
 	if (webhook_payment_parse(j->p, body, app->cfg->asset, &j->pay, &why)) {
 		ctx->permanent = true;
-		rc = give_up(ctx, j, job_failf(ctx, ST_INVALID, "%s", why.ptr));
+		rc = job_failf(ctx, ST_INVALID, "%s", why.ptr);
 		goto out;
 	}
 post:

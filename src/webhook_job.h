@@ -86,7 +86,8 @@ enum st_rc webhook_events_store_new(struct tx *tx, const struct wh_intake *const
  * and, from intake, the payment ("wallet" or "account", "amount"). */
 enum st_rc webhook_process_job(struct job_ctx *ctx);
 /* The kind's on_dead (worker.h): the event the job names is marked failed
- * with error, as the handler's last failed attempt marks it. A payload
+ * with error, in the unit that moves the job to dead (whatever moved it:
+ * the handler's last failed attempt, a swept lease, the crash guard). A payload
  * that names no event: nothing to mark (ST_OK). */
 enum st_rc webhook_job_dead(struct tx *tx, const struct job *job, const char *error);
 

@@ -161,6 +161,41 @@ static const struct job_kind *kind_find(const char *kind)
 	return NULL;
 }
 
+struct dead_call {
+	const struct job_kind *kind;
+	const struct job *job;
+	const char *error;
+};
+
+static enum st_rc dead_unit(struct tx *tx, void *arg)
+{
+	struct dead_call *d = arg;
+
+	return d->kind->on_dead(tx, d->job, d->error);
+}
+
+enum st_rc job_note_dead(struct tx *tx, const struct job *job, const char *error)
+{
+	const struct job_kind *k = kind_find(job->kind);
+
+	if (!k || !k->on_dead)
+		return ST_OK;
+	return tx_nested(tx, dead_unit, &(struct dead_call){ k, job, error ? error : "" });
+}
+
+enum st_rc job_sweep_dead(struct tx *tx, void *arg, const struct job *job)
+{
+	struct job_dead_notes *n = arg;
+	enum st_rc rc = job_note_dead(tx, job, job->last_error);
+
+	if (rc && n) {
+		n->failed++;
+		n->last_rc = rc;
+		n->last_id = job->id;
+	}
+	return ST_OK;
+}
+
 static double mono_s(void)
 {
 	struct timespec ts;
@@ -277,16 +312,26 @@ struct fail_call {
 	int64_t delay_ms;
 	bool permanent;
 	enum job_state state;
+	enum st_rc note_rc;      /* the kind's on_dead, when the job went dead */
 };
 
+/* A failed attempt; one that moves the job to dead gives its kind its
+ * on_dead in this same unit, so the job and its note (the webhook event
+ * marked failed) commit together: never one without the other. */
 static enum st_rc fail_unit(struct tx *tx, void *arg)
 {
 	struct fail_call *f = arg;
+	enum st_rc rc;
 
+	f->note_rc = ST_OK; /* the store may run a unit again */
 	if (!f->job->lease_owner[0])
-		return queue_fail_unleased(tx, f->job, f->error, f->delay_ms, f->permanent, &f->state);
-	return queue_fail(tx, f->job->id, f->job->lease_owner, f->error, f->delay_ms, f->permanent,
-			  &f->state);
+		rc = queue_fail_unleased(tx, f->job, f->error, f->delay_ms, f->permanent, &f->state);
+	else
+		rc = queue_fail(tx, f->job->id, f->job->lease_owner, f->error, f->delay_ms,
+				f->permanent, &f->state);
+	if (rc == ST_OK && f->state == JOB_DEAD)
+		f->note_rc = job_note_dead(tx, f->job, f->error);
+	return rc;
 }
 
 static void job_log(struct worker_pool *p, enum log_level lvl, const struct job *j,
@@ -543,6 +588,9 @@ static void job_outcome(struct worker_pool *p, struct batch_item *b, enum st_rc 
 			result = "dead";
 			job_log(p, LOG_ERROR, j, "job failed for good: moved to the dead-letter queue",
 				ctx, -1, 0);
+			if (f.note_rc)
+				job_logf(ctx, LOG_WARN, "job %lld: cannot note its failure: %s",
+					 (long long)j->id, st_rc_str(f.note_rc));
 		} else {
 			const char *const lv[] = { j->queue, j->kind };
 
@@ -1169,6 +1217,7 @@ static void *fetcher_main(void *arg)
 struct reclaim_call {
 	int64_t counts[2];
 	bool embedded;
+	struct job_dead_notes notes;
 };
 
 static enum st_rc reclaim_unit(struct tx *tx, void *arg)
@@ -1179,9 +1228,11 @@ static enum st_rc reclaim_unit(struct tx *tx, void *arg)
 	 * owns the file. With PostgreSQL other instances may be running theirs;
 	 * the lease sweeper waits for expiry there. */
 	r->embedded = tx_dialect(tx) == ST_SQLITE;
+	r->notes = (struct job_dead_notes){ 0 };
 	if (!r->embedded)
 		return ST_OK;
-	return queue_sweep_leases(tx, INT64_MAX, true, &r->counts[0], &r->counts[1]);
+	return queue_sweep_leases(tx, INT64_MAX, true, job_sweep_dead, &r->notes, &r->counts[0],
+				  &r->counts[1]);
 }
 
 /* ---- the crash guard of unleased jobs (jobguard.h) ---- */
@@ -1205,18 +1256,6 @@ struct recover_call {
 	struct recovered *out;       /* n entries */
 	int counted;
 };
-
-struct dead_call {
-	const struct job_kind *kind;
-	const struct job *job;
-};
-
-static enum st_rc dead_unit(struct tx *tx, void *arg)
-{
-	struct dead_call *d = arg;
-
-	return d->kind->on_dead(tx, d->job, GUARD_ERROR);
-}
 
 /* Each job the guard names that is still available with the fence it was
  * marked with died with the previous process: a failed attempt, recorded
@@ -1256,8 +1295,8 @@ static enum st_rc recover_unit(struct tx *tx, void *arg)
 					       c->cfg->job_max_delay_ms, NULL, NULL);
 		rc = queue_fail_unleased(tx, &j, GUARD_ERROR, r->delay_ms, false, &r->state);
 		r->note_rc = ST_OK;
-		if (rc == ST_OK && r->state == JOB_DEAD && k->on_dead)
-			r->note_rc = tx_nested(tx, dead_unit, &(struct dead_call){ k, &j });
+		if (rc == ST_OK && r->state == JOB_DEAD)
+			r->note_rc = job_note_dead(tx, &j, GUARD_ERROR);
 		job_release(&j);
 		if (rc == ST_OK)
 			c->counted++;
@@ -1372,7 +1411,7 @@ out:
 enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, struct buf *err)
 {
 	struct worker_pool *p;
-	struct reclaim_call rec = { { 0, 0 }, false };
+	struct reclaim_call rec = { { 0, 0 }, false, { 0 } };
 	struct jobguard *guard = NULL;
 	int64_t *counts = rec.counts;
 	bool in_store[MAX_QUEUES];
@@ -1391,6 +1430,10 @@ enum st_rc worker_pool_start(struct settled *app, struct worker_pool **out, stru
 			"took back %lld jobs left running by the previous process (%lld now dead)",
 			(long long)counts[0], (long long)counts[1]);
 	}
+	if (rec.notes.failed)
+		log_msg(&app->log, LOG_WARN,
+			"%d dead jobs could not note their failure (job %lld: %s)", rec.notes.failed,
+			(long long)rec.notes.last_id, st_rc_str(rec.notes.last_rc));
 	if (rec.embedded) {
 		const char *names[MAX_QUEUES + 1];
 		int limits[MAX_QUEUES];

@@ -89,12 +89,15 @@ struct job_ctx {
  * failed attempt. Runs on a worker thread, outside any transaction. */
 typedef enum st_rc job_handler_fn(struct job_ctx *ctx);
 
-/* What a handler's last failed attempt notes beside its job (the webhook
- * event marked failed), for a job moved to the DLQ without its handler:
- * the crash guard's count at start, when the process died running it on
- * its last attempt (jobguard.h). Runs in that write unit under a savepoint
- * of its own; best effort, as a handler's note is: its failure is logged
- * and the job is dead all the same. */
+/* What a job's death notes beside it (the webhook event marked failed),
+ * run in the very write unit that moves the job to dead, on every path
+ * there: a handler's last failed attempt (or a permanent one), a lease
+ * swept at its last attempt (the ticker's sweep, the embedded start-up
+ * sweep), the crash guard's count at start (jobguard.h). So the job and
+ * its note commit together or not at all. Runs under a savepoint of its
+ * own; best effort: its failure is logged and the job is dead all the
+ * same (the job's state is the source of truth). error is the job's new
+ * last_error. */
 typedef enum st_rc job_dead_fn(struct tx *tx, const struct job *job, const char *error);
 
 /* A registered job kind: jobs whose kind is name run handler; queue is
@@ -163,6 +166,22 @@ void worker_pool_nudge(struct worker_pool *p);
 /* Stops claiming, waits for running jobs, hands the others back, frees.
  * Call before the store closes. Accepts NULL. */
 void worker_pool_stop(struct worker_pool *p);
+
+/* Gives a job just moved to dead its kind's on_dead (job_dead_fn) in tx,
+ * under a savepoint; returns the note's rc (ST_OK when the kind has none)
+ * without failing the unit: the caller logs it. For paths outside the
+ * worker pool that move jobs to dead (the ticker's lease sweep). */
+enum st_rc job_note_dead(struct tx *tx, const struct job *job, const char *error);
+
+/* queue_dead_fn for queue_sweep_leases: job_note_dead with the sweep's
+ * last_error. arg: a struct job_dead_notes (reset it before each run of
+ * the unit: a unit may run again), counting the notes that failed. */
+struct job_dead_notes {
+	int failed;              /* notes that failed (rolled back alone) */
+	enum st_rc last_rc;      /* the last one's rc */
+	int64_t last_id;         /* and its job */
+};
+enum st_rc job_sweep_dead(struct tx *tx, void *arg, const struct job *job);
 
 /* Copies up to max names of the queues the kind table uses (static
  * strings) into out; returns how many. For the settled_jobs gauge. */

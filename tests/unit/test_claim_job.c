@@ -461,7 +461,7 @@ Test(claim_job, rejected_fails_with_the_rails_reason_code, .init = setup, .fini 
 static enum st_rc sweep_all_unit(struct tx *tx, void *arg)
 {
 	(void)arg;
-	return queue_sweep_leases(tx, 100, true, NULL, NULL);
+	return queue_sweep_leases(tx, 100, true, NULL, NULL, NULL, NULL);
 }
 
 Test(claim_job, a_lost_lease_applies_nothing, .init = setup, .fini = teardown)

@@ -177,7 +177,7 @@ static enum st_rc sweep_unit(struct tx *tx, void *arg)
 {
 	struct op *o = arg;
 
-	return queue_sweep_leases(tx, 1000, o->all, &o->a, &o->b);
+	return queue_sweep_leases(tx, 1000, o->all, NULL, NULL, &o->a, &o->b);
 }
 
 static enum st_rc retry_unit(struct tx *tx, void *arg)
@@ -907,6 +907,98 @@ Test(queue, sweep_all_takes_every_running_job, .init = setup, .fini = teardown)
 	cr_assert_eq(store_run(st, sweep_unit, &o), ST_OK);
 	cr_assert_eq(o.a, 2, "embedded restart: leases of the dead process need no expiry");
 	cr_assert_eq(count_state(JOB_AVAILABLE), 2);
+}
+
+/* queue_sweep_leases hands each job it moved to dead to its dead_fn in
+ * the sweep's own transaction: the callback's writes (the kind's on_dead:
+ * the webhook event marked failed) commit with the job's death or not at
+ * all, and a callback that fails fails the sweep. */
+struct dead_seen {
+	int calls;
+	int64_t id;
+	enum job_state state;
+	int attempts;
+	char kind[QUEUE_KIND_MAX + 1];
+	char payload[64];
+	char last_error[128];
+	enum st_rc fail_with;    /* the callback's rc (after its write) */
+	bool then_fail;          /* the unit fails after the sweep */
+};
+
+static enum st_rc dead_cb(struct tx *tx, void *arg, const struct job *j)
+{
+	struct dead_seen *d = arg;
+	enum st_rc rc;
+
+	d->calls++;
+	d->id = j->id;
+	d->state = j->state;
+	d->attempts = j->attempts;
+	snprintf(d->kind, sizeof(d->kind), "%s", j->kind);
+	snprintf(d->payload, sizeof(d->payload), "%s", j->payload);
+	snprintf(d->last_error, sizeof(d->last_error), "%s", j->last_error ? j->last_error : "");
+	rc = tx_exec(tx, "INSERT INTO test_effects (job_id) VALUES ($1)", ST_ARGS(SV_I(j->id)), NULL);
+	return rc ? rc : d->fail_with;
+}
+
+static enum st_rc sweep_dead_unit(struct tx *tx, void *arg)
+{
+	struct dead_seen *d = arg;
+	int64_t a = 0, b = 0;
+	enum st_rc rc;
+
+	d->calls = 0;
+	rc = queue_sweep_leases(tx, 1000, false, dead_cb, d, &a, &b);
+	if (rc == ST_OK && (a != 2 || b != 1))
+		return ST_INTERNAL;
+	return rc ? rc : d->then_fail ? ST_CONFLICT : ST_OK;
+}
+
+Test(queue, a_job_swept_to_dead_is_handed_to_dead_fn_in_the_sweeps_unit, .init = setup,
+     .fini = teardown)
+{
+	int64_t last = enqueue("q", NULL, 0, 1);   /* its first lease is its last attempt */
+	int64_t other = enqueue("q", NULL, 0, 2);
+	struct dead_seen d = { 0 };
+	struct claim c;
+	struct job j;
+
+	cr_assert_eq(store_run(st, effect_setup_unit, NULL), ST_OK);
+	cr_assert_eq(claim(&c, "q", "w#1", 2), 2);
+	claim_release(&c);
+	advance(LEASE);
+
+	/* The unit fails after the sweep: neither the death nor the note. */
+	d.then_fail = true;
+	cr_assert_eq(store_run(st, sweep_dead_unit, &d), ST_CONFLICT);
+	cr_assert_eq(d.calls, 1);
+	cr_assert_eq(count_state(JOB_RUNNING), 2);
+	cr_assert_eq(effects_of(last), 0);
+
+	/* The callback fails: so does the sweep, nothing written. */
+	d = (struct dead_seen){ .fail_with = ST_UNAVAILABLE };
+	cr_assert_eq(store_run(st, sweep_dead_unit, &d), ST_UNAVAILABLE);
+	cr_assert_eq(count_state(JOB_RUNNING), 2);
+	cr_assert_eq(effects_of(last), 0);
+
+	/* Committed: the dead job and its note together, the job as it now is. */
+	d = (struct dead_seen){ 0 };
+	cr_assert_eq(store_run(st, sweep_dead_unit, &d), ST_OK);
+	cr_assert_eq(d.calls, 1, "only the job moved to dead");
+	cr_assert_eq(d.id, last);
+	cr_assert_eq(d.state, JOB_DEAD);
+	cr_assert_eq(d.attempts, 1);
+	cr_assert_str_eq(d.kind, "noop");
+	cr_assert_str_eq(d.payload, "{\"n\":1}");
+	cr_assert_not_null(strstr(d.last_error, "lease expired"), "%s", d.last_error);
+	cr_assert_eq(effects_of(last), 1);
+	cr_assert_eq(effects_of(other), 0);
+	j = get_job(last);
+	cr_assert_eq(j.state, JOB_DEAD);
+	job_release(&j);
+	j = get_job(other);
+	cr_assert_eq(j.state, JOB_AVAILABLE);
+	job_release(&j);
 }
 
 Test(queue, handing_back_counts_no_attempt, .init = setup, .fini = teardown)
