@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -235,12 +236,13 @@ out:
  * counts a job only while its row is exactly as it was marked. */
 static void forget_inflight(const char *db_path)
 {
-	char path[4096];
+	struct buf path = BUF_INIT(PATH_MAX + 64);
 
-	if (snprintf(path, sizeof(path), "%s%s", db_path, JOBGUARD_SUFFIX) >= (int)sizeof(path))
-		return;
-	if (unlink(path) && errno != ENOENT)
-		fprintf(stderr, "settled restore: cannot remove %s: %s\n", path, strerror(errno));
+	/* Where the server puts it: beside the real file (storelock.h). */
+	if (storelock_sidecar_path(db_path, JOBGUARD_SUFFIX, &path) == ST_OK &&
+	    unlink(path.ptr) && errno != ENOENT)
+		fprintf(stderr, "settled restore: cannot remove %s: %s\n", path.ptr, strerror(errno));
+	buf_release(&path);
 }
 
 /* The backup is checked before anything is touched. An existing store is

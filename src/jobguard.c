@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "storelock.h"
 #include "banned.h"
 
 #define CHECK_SEED 0x5e771ed1f11e0001ULL
@@ -197,7 +199,8 @@ enum st_rc jobguard_open(const char *db_path, struct jobguard **out, struct buf 
 {
 	struct jobguard *g = NULL;
 	unsigned char *data = NULL;
-	size_t len = 0, plen = strlen(db_path) + sizeof(JOBGUARD_SUFFIX);
+	struct buf path = BUF_INIT(PATH_MAX + 64);
+	size_t len = 0;
 	enum st_rc rc = ST_NOMEM;
 
 	*out = NULL;
@@ -205,10 +208,17 @@ enum st_rc jobguard_open(const char *db_path, struct jobguard **out, struct buf 
 	if (!g)
 		goto out;
 	g->fd = -1;
-	g->path = malloc(plen);
+	/* Beside the database's real file, as its -wal, -shm and -lock are
+	 * (storelock.h): a symlinked --db must not put it by the link. */
+	rc = storelock_sidecar_path(db_path, JOBGUARD_SUFFIX, &path);
+	if (rc) {
+		buf_printf(err, "cannot name the guard file of %s: %s", db_path, st_rc_str(rc));
+		goto out;
+	}
+	rc = ST_NOMEM;
+	g->path = strdup(path.ptr);
 	if (!g->path)
 		goto out;
-	snprintf(g->path, plen, "%s%s", db_path, JOBGUARD_SUFFIX);
 	g->fd = open(g->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (g->fd < 0) {
 		buf_printf(err, "cannot open %s: %s", g->path, strerror(errno));
@@ -234,6 +244,7 @@ enum st_rc jobguard_open(const char *db_path, struct jobguard **out, struct buf 
 	rc = ST_OK;
 out:
 	free(data);
+	buf_release(&path);
 	if (rc) {
 		jobguard_close(g); /* unlocks; the file is left as it was read */
 		return rc;

@@ -10,7 +10,9 @@
  * a leased job ends in the DLQ instead (its orphaned lease counts an
  * attempt at the next start).
  *
- * The guard is a small file next to the database (`<db>-inflight`) with
+ * The guard is a small file next to the database's real file
+ * (`<db>-inflight`, the path resolved as the store's lock, -wal and -shm
+ * are: storelock_sidecar_path, so a symlinked --db names the same file) with
  * one slot per worker thread naming the unleased job that worker is
  * working on right now (its handler, its effect, its after step, its
  * outcome's write), with the row's fence values as read (attempts,

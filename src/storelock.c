@@ -30,7 +30,7 @@ static int has_file(const char *db_path)
 	return db_path[0] && strcmp(db_path, ":memory:") != 0;
 }
 
-enum st_rc storelock_path(const char *db_path, struct buf *out)
+enum st_rc storelock_sidecar_path(const char *db_path, const char *suffix, struct buf *out)
 {
 	char *real = realpath(db_path, NULL);
 	enum st_rc rc;
@@ -42,19 +42,24 @@ enum st_rc storelock_path(const char *db_path, struct buf *out)
 
 		if (d && b && (rdir = realpath(dirname(d), NULL)) != NULL)
 			rc = buf_printf(out, "%s%s%s%s", rdir, strcmp(rdir, "/") ? "/" : "", basename(b),
-					STORELOCK_SUFFIX);
+					suffix);
 		else
-			rc = d && b ? buf_printf(out, "%s%s", db_path, STORELOCK_SUFFIX) : ST_NOMEM;
+			rc = d && b ? buf_printf(out, "%s%s", db_path, suffix) : ST_NOMEM;
 		free(rdir);
 		free(d);
 		free(b);
 		return rc;
 	}
 	/* Unresolvable otherwise (a missing directory, no permission): the
-	 * path as given; opening the lock file then fails with the reason. */
-	rc = buf_printf(out, "%s%s", real ? real : db_path, STORELOCK_SUFFIX);
+	 * path as given; opening the file then fails with the reason. */
+	rc = buf_printf(out, "%s%s", real ? real : db_path, suffix);
 	free(real);
 	return rc;
+}
+
+enum st_rc storelock_path(const char *db_path, struct buf *out)
+{
+	return storelock_sidecar_path(db_path, STORELOCK_SUFFIX, out);
 }
 
 /* "owner, pid N on host H, since T": what the holder writes in the file.

@@ -59,9 +59,16 @@
 
 struct storelock;
 
-/* The lock file's path for the store at db_path into out (what
- * storelock_take locks): db_path resolved as described above, plus
- * STORELOCK_SUFFIX. ST_TOO_LARGE / ST_NOMEM from the buf. */
+/* The path of a file of the store's beside its database (suffix appended)
+ * into out: db_path resolved as described above, as SQLite resolves it for
+ * its -wal and -shm, so every file of one store sits by the real file
+ * whatever path names it (a symlink, a relative path). For the lock and
+ * the job crash guard's `-inflight` (jobguard.h). ST_TOO_LARGE / ST_NOMEM
+ * from the buf. */
+enum st_rc storelock_sidecar_path(const char *db_path, const char *suffix, struct buf *out);
+
+/* The lock file's path (what storelock_take locks):
+ * storelock_sidecar_path with STORELOCK_SUFFIX. */
 enum st_rc storelock_path(const char *db_path, struct buf *out);
 
 /* Takes the store's lock for this process, without waiting. owner names

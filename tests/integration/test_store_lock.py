@@ -187,3 +187,37 @@ def test_migrate_restore_and_a_server_refuse_a_held_store_and_backup_does_not(st
     assert rc == 0, err
     srv.start()
     assert srv.count("accounts") == before["accounts"]
+
+
+def test_the_guard_file_sits_by_the_real_store_like_the_lock(start_server, tmp_path):
+    """The job crash guard's `<db>-inflight` (src/jobguard.h) is named as
+    the lock, -wal and -shm are: by the database's real file, whatever path
+    names it. With a symlinked --db it was made by the link, so a server
+    started through the link and one started through the real path kept
+    two guard files for one store, and `settled restore` through the link
+    left the real one's marks behind."""
+    srv = start_server(env={"SETTLED_WORKERS": "1"})
+    db = srv.backend.path.resolve()
+    assert srv.stop() == 0
+    guard = db.parent / (db.name + "-inflight")
+    guard.unlink()
+    links = tmp_path / "links"
+    links.mkdir()
+    alias = links / "alias.db"
+    alias.symlink_to(db)
+
+    # A server through the link (killed once it listens: its guard stays).
+    rc, out, err, started = run_second_server(alias, tmp_path / "via-link", {"SETTLED_WORKERS": "1"})
+    assert started, out + err
+    assert guard.exists()
+    assert list(links.iterdir()) == [alias], list(links.iterdir())
+    assert lock_path(db).exists()
+
+    # restore through the link removes that guard file.
+    backup = tmp_path / "b.db"
+    rc, _, err = run_settled(["backup", str(backup), "--db", str(db)])
+    assert rc == 0, err
+    rc, _, err = run_settled(["restore", str(backup), "--db", str(alias), "--force"])
+    assert rc == 0, err
+    assert not guard.exists()
+    assert list(links.iterdir()) == [alias], list(links.iterdir())

@@ -4,6 +4,7 @@
  * (it dies without closing), and that a clean close leaves nothing. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,8 +169,16 @@ static char dir[64], db[128], guard[160];
 
 static void setup(void)
 {
+	char *real;
+
 	snprintf(dir, sizeof(dir), "/tmp/settled-jobguard-XXXXXX");
 	cr_assert_not_null(mkdtemp(dir));
+	/* The guard sits by the real file (a /tmp that is a symlink too). */
+	real = realpath(dir, NULL);
+	cr_assert_not_null(real);
+	cr_assert_lt(strlen(real), sizeof(dir));
+	snprintf(dir, sizeof(dir), "%s", real);
+	free(real);
 	snprintf(db, sizeof(db), "%s/settled.db", dir);
 	snprintf(guard, sizeof(guard), "%s%s", db, JOBGUARD_SUFFIX);
 }
@@ -270,6 +279,44 @@ Test(jobguard_file, a_second_process_finds_it_locked, .init = setup, .fini = tea
 	cr_assert_eq(jobguard_parse(file, read_guard(), (struct jobguard_mark[1]){ { 0 } }, 1, NULL), 1);
 	jobguard_close(g);
 	buf_release(&err);
+}
+
+/* Named as the store's lock, -wal and -shm are (storelock.h): by the
+ * database's real file. Through a symlink (in another directory) or a
+ * relative path it is the same file, so one guard a store, locked once. */
+Test(jobguard_file, a_symlinked_or_relative_db_names_the_real_files_guard, .init = setup,
+     .fini = teardown)
+{
+	struct buf err = BUF_INIT(512);
+	struct jobguard *g = NULL, *other = NULL;
+	char links[96], alias[128], by_alias[160], cwd[PATH_MAX];
+
+	snprintf(links, sizeof(links), "%s/links", dir);
+	cr_assert_eq(mkdir(links, 0700), 0);
+	snprintf(alias, sizeof(alias), "%s/alias.db", links);
+	snprintf(by_alias, sizeof(by_alias), "%s%s", alias, JOBGUARD_SUFFIX);
+	close(open(db, O_RDWR | O_CREAT, 0600)); /* the store exists (the server opens it first) */
+	cr_assert_eq(symlink(db, alias), 0);
+
+	cr_assert_eq(jobguard_open(alias, &g, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(access(guard, F_OK), 0, "no guard by the real file");
+	cr_assert_neq(access(by_alias, F_OK), 0, "a guard by the link");
+	cr_assert_eq(jobguard_arm(g, 1, &err), ST_OK, "%s", err.ptr);
+	jobguard_mark(g, 0, 9, 1, 200);
+	/* The real path and a relative one name the same, locked, file. */
+	cr_assert_eq(jobguard_open(db, &other, &err), ST_CONFLICT, "%s", err.ptr);
+	cr_assert_not_null(getcwd(cwd, sizeof(cwd)));
+	cr_assert_eq(chdir(links), 0);
+	buf_reset(&err);
+	cr_assert_eq(jobguard_open("../settled.db", &other, &err), ST_CONFLICT, "%s", err.ptr);
+	cr_assert_eq(chdir(cwd), 0);
+	/* What one path marked, another reads (the next start). */
+	cr_assert_eq(jobguard_parse(file, read_guard(), (struct jobguard_mark[1]){ { 0 } }, 1, NULL), 1);
+	unlink(alias);
+	rmdir(links);
+	unlink(db);
+	buf_release(&err);
+	jobguard_close(g);
 }
 
 Test(jobguard_file, garbage_in_the_file_is_read_as_nothing_and_replaced,
