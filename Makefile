@@ -47,9 +47,10 @@ $(BUILD)/settled: $(BUILD)/main.o $(BUILD)/libsettled.a
 # fails the database's writes or fsyncs on demand (test_ioerr.py), and whose
 # send_resp() wrapper holds a resumed answer past a stop's start on demand
 # (test_stop_answers.py), and whose webhook_process_job() wrapper abort()s
-# the process on a marked payload (test_poison_job.py). Under make asan it
+# the process on a marked payload (test_poison_job.py), and which keeps
+# SQLite on libc's malloc (sqlalloc_install wrapped). Under make asan it
 # is an ASan build, so a leak on an error path fails the walk too.
-FAULTSIM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup,--wrap=send_resp,--wrap=webhook_process_job
+FAULTSIM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup,--wrap=send_resp,--wrap=webhook_process_job,--wrap=sqlalloc_install
 $(BUILD)/faultsim.o: tests/faultsim/faultsim.c | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 $(BUILD)/criterion_arena.o: tests/tsan/criterion_arena.c | $(BUILD)

@@ -35,6 +35,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "sqlalloc.h"
 #include "walbuf.h"
 #include "banned.h"
 
@@ -1037,6 +1038,9 @@ enum st_rc store_sqlite_open(const struct store_options *opt, struct store **out
 	 * later calls (a second store, the backup command) are refused
 	 * harmlessly (SQLITE_MISUSE) and change nothing. */
 	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	/* Small blocks from per-thread caches instead of malloc (sqlalloc.h:
+	 * this SQLite has no lookaside). Library-wide, before first use. */
+	(void)sqlalloc_install();
 	/* The writer's savepoint journal (every batch unit, every job effect
 	 * and every statement with a trigger runs under a savepoint, and each
 	 * keeps the original of every page it changes) in memory up to 4 MiB,
