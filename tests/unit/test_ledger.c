@@ -649,6 +649,92 @@ BOTH(ledger, entries_and_holds_naming_no_account_are_refused)
 	fx_assert_ledger_invariants("after references to no account");
 }
 
+/* PostgreSQL: the statements that change one pending hold by id
+ * (release, expiry, keep) find it by the primary key, whatever the
+ * planner knows of holds. With `AND status = 'pending'` they matched the
+ * predicate of the partial index holds_pending_account, and a plan made
+ * before holds had statistics (a young database: this one) took it and
+ * read every pending hold to find the one id; settled prepares its
+ * statements per connection, so that plan stayed. Checked on the very
+ * statements settled prepared: each is looked up in this connection's
+ * pg_prepared_statements and EXPLAINed by name with the generic plan
+ * (what a connection's cached plan becomes) and with a custom one. */
+struct hold_plans {
+	int n;                 /* statements found */
+	char plans[4][1024];   /* generic and custom plan of each, concatenated */
+	char sql[2][256];
+};
+
+static enum st_rc explain_into(struct tx *tx, const char *sql, char *out, size_t cap)
+{
+	struct st_rows *r = NULL;
+	enum st_rc rc = tx_query(tx, sql, ST_NOARGS, &r);
+	size_t len = strlen(out);
+
+	if (rc)
+		return rc;
+	for (int i = 0; i < r->nrows && len < cap; i++)
+		len += (size_t)snprintf(out + len, cap - len, "%s\n", rows_text(r, i, 0));
+	rows_free(r);
+	return ST_OK;
+}
+
+static enum st_rc hold_plans_unit(struct tx *tx, void *arg)
+{
+	struct hold_plans *p = arg;
+	struct ledger_hold h;
+	struct st_rows *r = NULL;
+	enum st_rc rc;
+
+	memset(p, 0, sizeof(*p));
+	rc = ledger_hold_create(tx, ACCT_TREASURY, 5, F.now + 60000, NULL, &h);
+	if (rc == ST_OK)
+		rc = ledger_hold_keep(tx, h.id);
+	if (rc == ST_OK)
+		rc = ledger_hold_release(tx, h.id);
+	if (rc == ST_OK)
+		rc = tx_query(tx, "SELECT name, statement FROM pg_prepared_statements"
+			      " WHERE statement LIKE 'UPDATE holds SET %' ORDER BY name",
+			      ST_NOARGS, &r);
+	if (rc)
+		return rc;
+	for (int i = 0; i < r->nrows && i < 2 && rc == ST_OK; i++) {
+		const char *stmt = rows_text(r, i, 1);
+		bool resolve = !strncmp(stmt, "UPDATE holds SET status", 23);
+		char sql[160];
+
+		snprintf(p->sql[i], sizeof(p->sql[i]), "%s", stmt);
+		snprintf(sql, sizeof(sql), "EXPLAIN EXECUTE %s('%s', %s0)", rows_text(r, i, 0), h.id,
+			 resolve ? "'released', " : "");
+		rc = tx_exec(tx, "SET LOCAL plan_cache_mode = force_generic_plan", ST_NOARGS, NULL);
+		if (rc == ST_OK)
+			rc = explain_into(tx, sql, p->plans[i], sizeof(p->plans[i]));
+		if (rc == ST_OK)
+			rc = tx_exec(tx, "SET LOCAL plan_cache_mode = force_custom_plan", ST_NOARGS, NULL);
+		if (rc == ST_OK)
+			rc = explain_into(tx, sql, p->plans[i], sizeof(p->plans[i]));
+		p->n++;
+	}
+	rows_free(r);
+	return rc;
+}
+
+Test(ledger_pg, a_pending_hold_is_changed_through_its_primary_key, .init = fx_open_pg,
+     .fini = fx_close)
+{
+	struct hold_plans p;
+
+	fx_need_backend();
+	cr_assert_eq(store_run(F.s, hold_plans_unit, &p), ST_OK);
+	cr_assert_eq(p.n, 2, "release and keep were not both prepared in the unit's connection");
+	for (int i = 0; i < p.n; i++) {
+		cr_assert_not_null(strstr(p.plans[i], "Index Cond: (id = "), "%s\n%s", p.sql[i],
+				   p.plans[i]);
+		cr_assert_null(strstr(p.plans[i], "holds_pending"), "%s\n%s", p.sql[i], p.plans[i]);
+	}
+	fx_assert_ledger_invariants("after the plans");
+}
+
 /* PostgreSQL (migration 031): the references above are checked without a
  * lock on the account row, which is sound only because an account, once
  * committed, stays: no DELETE, no TRUNCATE, no new id. */
