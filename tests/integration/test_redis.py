@@ -123,10 +123,8 @@ def test_instances_share_a_limit_of_50(start_server, private_redis, instances):
     limited = [r for r in results if r[1] == 429]
     assert len(passed) == 50, sorted(r[1] for r in results)
     assert len(limited) == 150
-    # One shared state: the 50 passes saw remaining 49, 48, ..., 0 once each,
-    # whichever instance answered.
-    remaining = sorted(int(r[2]["X-RateLimit-Remaining"]) for r in passed)
-    assert remaining == list(range(50)), remaining
+    # One shared state, whichever instance answered.
+    assert_one_sequence([int(r[2]["X-RateLimit-Remaining"]) for r in passed], 50)
     assert len({r[0] for r in passed}) >= 2, "the passes came from several instances"
     for _, _, headers, _ in limited:
         assert headers["X-RateLimit-Remaining"] == "0"
@@ -134,6 +132,26 @@ def test_instances_share_a_limit_of_50(start_server, private_redis, instances):
     # the limit holds for a later request on every instance
     for srv in servers:
         assert_error(register_on(srv.port), 429, "rate_limited")
+
+
+def assert_one_sequence(remaining, limit):
+    """The X-RateLimit-Remaining values of the passes of one key decided
+    in one shared state: the j-th decision to reach it (j = 1..limit)
+    reports limit - j, or limit - j - 1 when its request read the clock
+    (now_ms, taken before the Redis call) earlier than the first decision
+    did. That happens when a thread is descheduled between its clock read
+    and its call while a later request overtakes it: GCRA then sees the
+    same TAT from an earlier now, one interval less room (shown with a
+    gdb-held thread: [.., 47, 47, 49]; correct, not a lost update). The
+    values never rise in the order the decisions were made, so sorted
+    from the top the j-th is limit - j or one less, and the first is
+    limit - 1. Two states (or a lost update) would repeat a value from
+    the top, or let more than limit through."""
+    got = sorted(remaining, reverse=True)
+    assert len(got) == limit, got
+    assert got[0] == limit - 1, got
+    for j, v in enumerate(got, start=1):
+        assert v in (limit - j, limit - j - 1), (j, got)
 
 
 def script_calls(redis):
