@@ -245,10 +245,21 @@ def new_key(prefix="k"):
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
+# The least time wait_until gives an event before failing. Every caller
+# waits for something that must happen (a job run, a counter, a log line,
+# a recovery): its timeout is a guard against it never happening, not a
+# claim about how soon (a test that means "within N s" measures that
+# itself). On a loaded 2-core CI machine (six suites side by side, ASan) a
+# background thread can be kept off the CPU for seconds, so a 5 s guard
+# could fail a test that was only slow. Failing tests wait longer; passing
+# ones do not.
+WAIT_FLOOR_S = 30.0
+
+
 def wait_until(predicate, timeout=5.0, interval=0.02, what="condition"):
     """Polls predicate() until it returns a truthy value, which is returned;
-    fails the test after timeout seconds."""
-    timeout *= TIME_FACTOR
+    fails the test after timeout seconds (at least WAIT_FLOOR_S)."""
+    timeout = max(timeout, WAIT_FLOOR_S) * TIME_FACTOR
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
