@@ -17,12 +17,16 @@ from conftest import TIME_FACTOR, assert_error, backend_name, build_request, new
 SHORT_GRACE_S = 2
 
 
-def _shutdown_logged(srv, timeout=2.0):
-    """Best-effort sync point: waits (briefly) for a log line saying the
-    server got the signal. Not an assertion: the wording is the server's.
-    The server refuses new requests before it logs that line, so a request
-    sent after it is answered 503. Only the message is searched: the
-    start-up line's fields name the setting shutdown_grace."""
+def _shutdown_logged(srv, timeout=30.0):
+    """Sync point: waits for a log line saying the server got the signal
+    ("signal 15: finishing in-flight requests"). Not an assertion: the
+    wording is the server's. The server refuses new requests before it
+    logs that line, so a request sent after it is answered 503. Only the
+    message is searched: the start-up line's fields name the setting
+    shutdown_grace. The wait is long because it is the synchronisation
+    the tests rely on: a loaded machine can take seconds to run the
+    handler and flush the buffered line, and a 2 s best effort let a
+    request sent meanwhile be answered 200 instead of 503."""
     deadline = time.monotonic() + timeout * TIME_FACTOR
     while time.monotonic() < deadline:
         for rec in srv.log_records():
@@ -50,7 +54,7 @@ def test_sigterm_finishes_in_flight_request(start_server):
         c.send(head)
         # 100 Continue proves the server has parsed the headers: the request
         # is in flight. (A server that does not send it is still tested.)
-        if c.readable(2.0):
+        if c.readable(30.0):   # 100 Continue: headers parsed, in flight
             interim = c.read_response(interim=True, check=False)
             assert interim.status == 100, interim
         c.send(body[:half])
@@ -148,7 +152,7 @@ def test_new_requests_during_shutdown_get_503_and_close(start_server):
         other.send(build_request("GET", "/healthz"))
         assert other.read_response().status == 200          # kept alive
         held.send(head)
-        if held.readable(2.0):
+        if held.readable(30.0):
             assert held.read_response(interim=True, check=False).status == 100
         held.send(body[:5])
         time.sleep(0.1)
@@ -222,7 +226,7 @@ def test_sigterm_closes_a_request_still_arriving_after_the_grace(start_server):
         "Expect": "100-continue"})
     with srv.connect_raw(timeout=60) as c:
         c.send(head)
-        if c.readable(2.0):
+        if c.readable(30.0):   # 100 Continue: headers parsed, in flight
             assert c.read_response(interim=True, check=False).status == 100
         c.send(body[:5])
         time.sleep(0.1)
