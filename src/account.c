@@ -33,11 +33,17 @@ static const struct {
  * a hold 0.61M -> 0.83M PostgreSQL instructions with ~250 deltas pending).
  * The account_balances view still sums every account's deltas, so
  * reconciliation sees a delta written by hand to any account. */
-#define ACCOUNT_COLS \
-	"id, wallet, referrer," \
-	" CASE WHEN may_go_negative = 1 THEN balance + coalesce((SELECT sum(d.delta)" \
-	" FROM account_deltas d WHERE d.account_id = accounts.id), 0) ELSE balance END," \
+#define ACCOUNT_COLS_WITH(unfolded) \
+	"id, wallet, referrer, CASE WHEN may_go_negative = 1 THEN balance + " unfolded " ELSE balance END," \
 	" held, created_at, may_go_negative, client_id, name, metadata"
+#define ACCOUNT_COLS_SQLITE \
+	ACCOUNT_COLS_WITH("coalesce((SELECT sum(d.delta) FROM account_deltas d WHERE d.account_id = accounts.id), 0)")
+/* PostgreSQL builds every subquery of a plan at each execution, used or
+ * not: the sum above cost every lookup ~27k instructions (a hold's 433k)
+ * even where the CASE never ran it. The function (migration 034, the same
+ * sum on account_deltas_account, its plan kept per connection) costs
+ * nothing where it is not called. */
+#define ACCOUNT_COLS_PG ACCOUNT_COLS_WITH("account_unfolded(accounts.id)")
 
 /* The same with the balance as stored, for a system account credited by
  * id: summing a hot account's unfolded deltas costs a row each (revenue
@@ -107,7 +113,10 @@ static enum st_rc account_query(struct tx *tx, const char *sql, const char *arg,
 
 enum st_rc account_by_wallet(struct tx *tx, const char *wallet, struct account *out)
 {
-	return account_query(tx, "SELECT " ACCOUNT_COLS " FROM accounts WHERE wallet = $1", wallet, out);
+	return account_query(tx, tx_dialect(tx) == ST_PG
+					 ? "SELECT " ACCOUNT_COLS_PG " FROM accounts WHERE wallet = $1"
+					 : "SELECT " ACCOUNT_COLS_SQLITE " FROM accounts WHERE wallet = $1",
+			     wallet, out);
 }
 
 enum st_rc account_payee_by_wallet(struct tx *tx, const char *wallet, struct account_payee *out)
@@ -130,7 +139,10 @@ enum st_rc account_payee_by_wallet(struct tx *tx, const char *wallet, struct acc
 
 enum st_rc account_by_id(struct tx *tx, const char *id, struct account *out)
 {
-	return account_query(tx, "SELECT " ACCOUNT_COLS " FROM accounts WHERE id = $1", id, out);
+	return account_query(tx, tx_dialect(tx) == ST_PG
+					 ? "SELECT " ACCOUNT_COLS_PG " FROM accounts WHERE id = $1"
+					 : "SELECT " ACCOUNT_COLS_SQLITE " FROM accounts WHERE id = $1",
+			     id, out);
 }
 
 enum st_rc account_register(struct tx *tx, const char *wallet, const char *referrer,
@@ -469,6 +481,7 @@ enum st_rc account_list_client(struct tx *tx, const char *client_id, const char 
 	char from[ACCOUNT_QNAME_MAX + 1] = "";
 	struct st_rows *r = NULL;
 	struct account *list = NULL;
+	bool pg = tx_dialect(tx) == ST_PG;
 	enum st_rc rc;
 
 	*out = NULL;
@@ -484,16 +497,16 @@ enum st_rc account_list_client(struct tx *tx, const char *client_id, const char 
 	}
 	/* One client's names share the "<client_id>/" prefix, so ordering by
 	 * the stored name orders by the client's own name. */
+#define LIST_CLIENT(cols) "SELECT " cols " FROM accounts WHERE client_id = $1 AND name > $2 ORDER BY name LIMIT $3"
+#define LIST_ALL(cols) "SELECT " cols " FROM accounts WHERE client_id IS NOT NULL AND name > $1 ORDER BY name LIMIT $2"
 	if (client_id)
-		rc = tx_query(tx,
-			      "SELECT " ACCOUNT_COLS " FROM accounts WHERE client_id = $1 AND name > $2"
-			      " ORDER BY name LIMIT $3",
+		rc = tx_query(tx, pg ? LIST_CLIENT(ACCOUNT_COLS_PG) : LIST_CLIENT(ACCOUNT_COLS_SQLITE),
 			      ST_ARGS(SV_S(client_id), SV_S(from), SV_I(limit + 1)), &r);
 	else
-		rc = tx_query(tx,
-			      "SELECT " ACCOUNT_COLS " FROM accounts WHERE client_id IS NOT NULL AND name > $1"
-			      " ORDER BY name LIMIT $2",
+		rc = tx_query(tx, pg ? LIST_ALL(ACCOUNT_COLS_PG) : LIST_ALL(ACCOUNT_COLS_SQLITE),
 			      ST_ARGS(SV_S(from), SV_I(limit + 1)), &r);
+#undef LIST_CLIENT
+#undef LIST_ALL
 	if (rc)
 		return rc;
 	if (r->nrows) {
@@ -524,24 +537,34 @@ struct lookup {
 	char key[ACCOUNT_QNAME_MAX + 1];
 };
 
-#define LK_SQL_WALLET(n) "SELECT " ACCOUNT_COLS ", " #n " FROM accounts WHERE wallet = $" #n
-#define LK_SQL_ID(n) "SELECT " ACCOUNT_COLS ", " #n " FROM accounts WHERE id = $" #n
+/* c: the columns for the dialect (ACCOUNT_COLS_SQLITE or ACCOUNT_COLS_PG). */
+#define LK_SQL_WALLET(c, n) "SELECT " c ", " #n " FROM accounts WHERE wallet = $" #n
+#define LK_SQL_ID(c, n) "SELECT " c ", " #n " FROM accounts WHERE id = $" #n
 /* A system account to credit: its balance as stored (ACCOUNT_COLS_STORED). */
-#define LK_SQL_ID_STORED(n) "SELECT " ACCOUNT_COLS_STORED ", " #n " FROM accounts WHERE id = $" #n
-#define LK_SQL_QNAME(n) "SELECT " ACCOUNT_COLS ", " #n " FROM accounts WHERE name = $" #n " AND client_id IS NOT NULL"
+#define LK_SQL_ID_STORED(c, n) "SELECT " ACCOUNT_COLS_STORED ", " #n " FROM accounts WHERE id = $" #n
+#define LK_SQL_QNAME(c, n) "SELECT " c ", " #n " FROM accounts WHERE name = $" #n " AND client_id IS NOT NULL"
 
-static const char *const lookup_sql[LK_KINDS] = {
-	LK_SQL_WALLET(1), LK_SQL_ID(1), LK_SQL_ID_STORED(1), LK_SQL_QNAME(1),
+/* [0] SQLite, [1] PostgreSQL (lookup_dialect). */
+#define LK_ONE(c) { LK_SQL_WALLET(c, 1), LK_SQL_ID(c, 1), LK_SQL_ID_STORED(c, 1), LK_SQL_QNAME(c, 1) }
+static const char *const lookup_sql[2][LK_KINDS] = {
+	LK_ONE(ACCOUNT_COLS_SQLITE), LK_ONE(ACCOUNT_COLS_PG),
 };
 
 /* Both lookups in one statement: each row says (its last column, 1 or 2)
  * which one it answers. */
-#define LK_PAIR(a, b) a(1) " UNION ALL " b(2)
-#define LK_PAIRS(a) { LK_PAIR(a, LK_SQL_WALLET), LK_PAIR(a, LK_SQL_ID), LK_PAIR(a, LK_SQL_ID_STORED), \
-		      LK_PAIR(a, LK_SQL_QNAME) }
-static const char *const lookup_pair_sql[LK_KINDS][LK_KINDS] = {
-	LK_PAIRS(LK_SQL_WALLET), LK_PAIRS(LK_SQL_ID), LK_PAIRS(LK_SQL_ID_STORED), LK_PAIRS(LK_SQL_QNAME),
+#define LK_PAIR(c, a, b) a(c, 1) " UNION ALL " b(c, 2)
+#define LK_PAIRS(c, a) { LK_PAIR(c, a, LK_SQL_WALLET), LK_PAIR(c, a, LK_SQL_ID), \
+			 LK_PAIR(c, a, LK_SQL_ID_STORED), LK_PAIR(c, a, LK_SQL_QNAME) }
+#define LK_ALL_PAIRS(c) { LK_PAIRS(c, LK_SQL_WALLET), LK_PAIRS(c, LK_SQL_ID), LK_PAIRS(c, LK_SQL_ID_STORED), \
+			  LK_PAIRS(c, LK_SQL_QNAME) }
+static const char *const lookup_pair_sql[2][LK_KINDS][LK_KINDS] = {
+	LK_ALL_PAIRS(ACCOUNT_COLS_SQLITE), LK_ALL_PAIRS(ACCOUNT_COLS_PG),
 };
+
+static int lookup_dialect(const struct tx *tx)
+{
+	return tx_dialect(tx) == ST_PG;
+}
 
 static bool lookup_set(struct lookup *l, enum lookup_kind kind, const char *key)
 {
@@ -602,7 +625,7 @@ enum st_rc account_resolve(struct tx *tx, const char *caller, const char *name,
 
 	if (!resolve_plan(caller, name, use, &l))
 		return ST_NOT_FOUND;
-	return account_query(tx, lookup_sql[l.kind], l.key, out);
+	return account_query(tx, lookup_sql[lookup_dialect(tx)][l.kind], l.key, out);
 }
 
 enum st_rc account_resolve_two(struct tx *tx, const char *caller, const char *name1,
@@ -620,12 +643,13 @@ enum st_rc account_resolve_two(struct tx *tx, const char *caller, const char *na
 		/* One name is refused by the rules alone: look up the other. */
 		rc = ST_OK;
 		if (ok1)
-			rc = *rc1 = account_query(tx, lookup_sql[l1.kind], l1.key, out1);
+			rc = *rc1 = account_query(tx, lookup_sql[lookup_dialect(tx)][l1.kind], l1.key, out1);
 		else if (ok2)
-			rc = *rc2 = account_query(tx, lookup_sql[l2.kind], l2.key, out2);
+			rc = *rc2 = account_query(tx, lookup_sql[lookup_dialect(tx)][l2.kind], l2.key, out2);
 		return rc == ST_NOT_FOUND ? ST_OK : rc;
 	}
-	rc = tx_query(tx, lookup_pair_sql[l1.kind][l2.kind], ST_ARGS(SV_S(l1.key), SV_S(l2.key)), &rows);
+	rc = tx_query(tx, lookup_pair_sql[lookup_dialect(tx)][l1.kind][l2.kind],
+		      ST_ARGS(SV_S(l1.key), SV_S(l2.key)), &rows);
 	if (rc)
 		return rc;
 	for (int i = 0; i < rows->nrows; i++) {

@@ -510,6 +510,16 @@ Test(ledger_pg, a_balance_read_probes_the_deltas_index_after_analyze, .init = fx
 	cr_assert_not(pg_plan_scans_deltas(c, "EXPLAIN SELECT balance FROM account_balances"
 					      " WHERE id = 'treasury'"),
 		      "the view scans every pending delta");
+	/* account_unfolded()'s query (migration 034), as PL/pgSQL plans it
+	 * for the connection once it goes generic: the account a parameter */
+	pg_ok(c, "PREPARE unfolded(text) AS SELECT coalesce(sum(d.delta), 0) FROM account_deltas d"
+		 " WHERE d.account_id = $1");
+	pg_ok(c, "SET plan_cache_mode = force_generic_plan");
+	cr_assert_not(pg_plan_scans_deltas(c, "EXPLAIN EXECUTE unfolded('treasury')"),
+		      "account_unfolded() scans every pending delta");
+	cr_assert_eq(fx_int("SELECT account_unfolded('revenue') - coalesce((SELECT sum(delta) FROM account_deltas"
+			    " WHERE account_id = 'revenue'), 0)", NULL),
+		     0);
 	pg_ok(c, sql); /* ours only: the funding's deltas stay */
 	PQfinish(c);
 	fx_assert_ledger_invariants("after the plans");
