@@ -9,7 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+/* SQLALLOC_FORCE_ON (tests/unit/test_sqlalloc_forced.c, which compiles
+ * this file into itself with it): on under ASan and TSan too, so that the
+ * sanitizer suites see SQLite's real use of it at least once (ASan: a
+ * block freed by the wrong allocator, written past its end, or left in a
+ * cache at a thread's exit (LSan); TSan: a block handed between threads
+ * without a lock). */
+#if defined(SQLALLOC_FORCE_ON)
+#define SQLALLOC_SANITIZED 0
+#elif defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SQLALLOC_SANITIZED 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
