@@ -1166,7 +1166,11 @@ static enum st_rc dl_unit(struct tx *tx, void *arg)
 	if (rc)
 		return rc;
 	atomic_fetch_add(&a->sh->holding, 1);
-	for (int i = 0; i < 500 && atomic_load(&a->sh->holding) < 2; i++)
+	/* Until the other unit holds its first row (the retry finds the count
+	 * past 2). 60 s is a guard, not a timing: with 5 s, a writer kept off
+	 * the CPU that long let this unit take both rows before the other
+	 * held one, no deadlock, and "one deadlock, one retry" failed. */
+	for (int i = 0; i < 6000 && atomic_load(&a->sh->holding) < 2; i++)
 		usleep(10000);
 	return tx_exec(tx, "UPDATE kv SET n = n + 1 WHERE k = $1", ST_ARGS(SV_S(a->second)), NULL);
 }

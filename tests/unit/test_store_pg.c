@@ -1503,10 +1503,13 @@ static enum st_rc cross_unit(struct tx *tx, void *arg)
 	c->first = tx_nested_nowait(tx, bump_step, &first);
 	if (c->first)
 		return c->first;
-	/* Wait (2 s at most: a second run finds nobody) until the other
-	 * unit holds its row too. */
+	/* Wait until the other unit holds its row too. A second run (after a
+	 * deadlock, itself a failure below) finds the count at 2 already;
+	 * the 60 s cap is a guard, not a timing: with 2 s, a writer thread
+	 * kept off the CPU that long let this unit take the other's row
+	 * before it was held, and the test failed "busy >= 1". */
 	atomic_fetch_add(c->holding, 1);
-	for (int i = 0; i < 2000 && atomic_load(c->holding) < 2; i++)
+	for (int i = 0; i < 60000 && atomic_load(c->holding) < 2; i++)
 		usleep(1000);
 	c->second = tx_nested_nowait(tx, bump_step, &second);
 	rc = tx_query(tx, "SELECT current_setting('lock_timeout')", ST_NOARGS, &r);
