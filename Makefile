@@ -220,7 +220,8 @@ test: deps
 	$(MAKE) check
 
 # Unit binaries run through tests/sanitized: Criterion counts a test whose
-# worker LeakSanitizer reports as passed, so the report itself must fail it.
+# worker LeakSanitizer reports as passed, so the report itself must fail it;
+# a binary still running after SANITIZED_LIMIT s (30 min) fails as a hang.
 # They unwind every malloc fully (not by frame pointers, which libcriterion
 # lacks) so tests/lsan.supp can name Criterion's own runner; that doubles
 # their time (~1 -> ~2 min), so the servers keep the fast unwinder.
