@@ -176,9 +176,15 @@ def test_native_mismatches_fail_with_their_reason(start_server, chain, native_en
 def test_unknown_hash_fails_after_stuck_after(start_server, chain, native_env):
     srv = start(start_server, base_env(chain, [chain.url], SETTLED_STUCK_AFTER="3s", **native_env))
     w, iid = new_claim(srv, 100)
+    t0 = time.monotonic()
     record(srv, iid, "0x" + secrets.token_hex(32))
     time.sleep(1.5)
-    assert intent(srv, iid)["status"] == "SUBMITTED", "an unknown hash is waited for first"
+    status = intent(srv, iid)["status"]
+    # Judged only when read within the 3 s (measured to the answer: the
+    # server's timer starts after t0): a test descheduled past them may
+    # rightly find it FAILED already, which the rest still checks.
+    if time.monotonic() - t0 < 3:
+        assert status == "SUBMITTED", "an unknown hash is waited for first"
     done = final(srv, iid, timeout=30)
     assert (done["status"], done["failure_reason"]) == ("FAILED", "evm_tx_not_found"), done
     # Waiting is not failing: no attempt of the confirmation job was spent.
