@@ -28,7 +28,8 @@
  * the error reports are as strict as without this file (one more frame in
  * their stacks). Test processes (started with BoxFort's BXFI_MAP in their
  * environment) do not install the handler: a test that forks keeps the
- * sanitizer's allocator in its child.
+ * sanitizer's allocator in its child, so a test needing a second process
+ * starts it with posix_spawn instead (tests/unit/spawn_fixture.h).
  *
  * Built without TSan's instrumentation (-fno-sanitize=thread): TSan's own
  * start calls malloc before its per-thread state exists, and an

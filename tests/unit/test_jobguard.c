@@ -15,6 +15,9 @@
 
 #include "jobguard.h"
 
+#define SPAWN_ROLES jobguard_helper
+#include "spawn_fixture.h"
+
 #define FILE_MAX (JOBGUARD_HEADER + JOBGUARD_SLOTS_MAX * JOBGUARD_SLOT)
 
 static unsigned char file[FILE_MAX];
@@ -201,6 +204,37 @@ static size_t read_guard(void)
 	return (size_t)n;
 }
 
+/* The second processes of the tests below (spawn_fixture.h: a fork would
+ * run this code in a child of a threaded process). args[0] is the db. */
+static int jobguard_helper(const char *role, char **args, int nargs)
+{
+	struct buf err = BUF_INIT(512);
+	struct jobguard *g = NULL;
+
+	if (nargs != 1)
+		return 10;
+	if (!strcmp(role, "mark-and-die")) {
+		/* A process that marks jobs and dies without closing. */
+		if (jobguard_open(args[0], &g, &err) || jobguard_arm(g, 4, &err))
+			return 2;
+		jobguard_mark(g, 0, 11, 0, 1000);
+		jobguard_mark(g, 1, 12, 1, 2000);
+		jobguard_clear(g, 1);      /* finished */
+		jobguard_mark(g, 2, 13, 2, 3000);
+		jobguard_mark(g, 2, 14, 3, 4000); /* the next job in the same slot */
+		jobguard_mark(g, 9, 99, 0, 1); /* out of range: nothing */
+		kill(getpid(), SIGKILL);       /* as the OOM killer would: no exit path runs */
+		return 3;
+	}
+	if (!strcmp(role, "open-refused")) {
+		int rc = jobguard_open(args[0], &g, &err) == ST_CONFLICT && !g ? 0 : 1;
+
+		buf_release(&err);
+		return rc;
+	}
+	return 11;
+}
+
 Test(jobguard_file, marks_outlive_a_process_that_dies_and_a_clean_close_leaves_none,
      .init = setup, .fini = teardown)
 {
@@ -209,22 +243,8 @@ Test(jobguard_file, marks_outlive_a_process_that_dies_and_a_clean_close_leaves_n
 	const struct jobguard_mark *prev;
 	struct jobguard_mark out[8];
 	int n = -1, invalid = -1, status = 0;
-	pid_t pid = fork();
+	pid_t pid = spawn_self("mark-and-die", (const char *[]){ db, NULL });
 
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		/* A process that marks jobs and dies without closing. */
-		if (jobguard_open(db, &g, &err) || jobguard_arm(g, 4, &err))
-			_exit(2);
-		jobguard_mark(g, 0, 11, 0, 1000);
-		jobguard_mark(g, 1, 12, 1, 2000);
-		jobguard_clear(g, 1);      /* finished */
-		jobguard_mark(g, 2, 13, 2, 3000);
-		jobguard_mark(g, 2, 14, 3, 4000); /* the next job in the same slot */
-		jobguard_mark(g, 9, 99, 0, 1); /* out of range: nothing */
-		kill(getpid(), SIGKILL);       /* as the OOM killer would: no exit path runs */
-		_exit(3);
-	}
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status %d", status);
 
@@ -265,14 +285,7 @@ Test(jobguard_file, a_second_process_finds_it_locked, .init = setup, .fini = tea
 	cr_assert_eq(jobguard_open(db, &g, &err), ST_OK, "%s", err.ptr);
 	cr_assert_eq(jobguard_arm(g, 1, &err), ST_OK, "%s", err.ptr);
 	jobguard_mark(g, 0, 5, 0, 100);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		struct jobguard *other = NULL;
-		struct buf e = BUF_INIT(512);
-
-		_exit(jobguard_open(db, &other, &e) == ST_CONFLICT && !other ? 0 : 1);
-	}
+	pid = spawn_self("open-refused", (const char *[]){ db, NULL });
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
 	/* The refused open changed nothing. */

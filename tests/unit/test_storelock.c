@@ -13,11 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "storelock.h"
+
+#define SPAWN_ROLES storelock_helper
+#include "spawn_fixture.h"
 
 static char dir[64], db[128];
 
@@ -61,31 +65,57 @@ static enum st_rc take_again(const char *path, struct buf *err)
 	return rc;
 }
 
-/* A child process takes the lock (as uid when that is not -1), says so
+/* The second processes of the tests below (spawn_fixture.h: a fork would
+ * run this code in a child of a threaded process). "hold" db fd uid ppid:
+ * takes the lock (as uid when that is not -1), says so on fd and waits to
+ * be killed, or for the test process (ppid) to end: a failed test leaves
+ * no holder behind; "refused" db: exits 0 when the lock is refused to it. */
+static int storelock_helper(const char *role, char **args, int nargs)
+{
+	struct buf err = BUF_INIT(1024);
+	struct storelock *l = NULL;
+
+	if (!strcmp(role, "hold") && nargs == 4) {
+		int fd = atoi(args[1]);
+		long uid = atol(args[2]);
+
+		if (uid != -1 && setuid((uid_t)uid))
+			return 4;
+		/* After setuid, which clears it; then the parent may already be gone. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != (pid_t)atol(args[3]))
+			return 5;
+		if (storelock_take(args[0], "the child", &l, &err) || !l)
+			return 2;
+		if (write(fd, "y", 1) != 1)
+			return 3;
+		for (;;)
+			pause();
+	}
+	if (!strcmp(role, "refused") && nargs == 1) {
+		int rc = storelock_take(args[0], "child", &l, &err) == ST_CONFLICT ? 0 : 1;
+
+		storelock_free(l);
+		buf_release(&err);
+		return rc;
+	}
+	return 10;
+}
+
+/* A helper process takes the lock (as uid when that is not -1), says so
  * through a pipe and waits to be killed; returns its pid. */
 static pid_t holder_child(const char *path, uid_t uid)
 {
 	int p[2];
-	char c;
+	char c, fd[16], id[24], me[24];
 	pid_t pid;
 
-	cr_assert_eq(pipe(p), 0);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		struct buf err = BUF_INIT(1024);
-		struct storelock *l = NULL;
-
-		close(p[0]);
-		if (uid != (uid_t)-1 && setuid(uid))
-			_exit(4);
-		if (storelock_take(path, "the child", &l, &err) || !l)
-			_exit(2);
-		if (write(p[1], "y", 1) != 1)
-			_exit(3);
-		for (;;)
-			pause();
-	}
+	/* Only the write end goes to the helper. */
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	cr_assert_eq(fcntl(p[1], F_SETFD, 0), 0);
+	snprintf(fd, sizeof(fd), "%d", p[1]);
+	snprintf(id, sizeof(id), "%ld", uid == (uid_t)-1 ? -1L : (long)uid);
+	snprintf(me, sizeof(me), "%ld", (long)getpid());
+	pid = spawn_self("hold", (const char *[]){ path, fd, id, me, NULL });
 	close(p[1]);
 	cr_assert_eq(read(p[0], &c, 1), 1, "the child did not take the lock");
 	close(p[0]);
@@ -165,13 +195,7 @@ Test(storelock, closing_another_descriptor_of_the_file_keeps_it)
 	cr_assert_geq(fd, 0);
 	close(fd);
 	/* Another process, so that only the lock itself can refuse it. */
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		struct storelock *l2 = NULL;
-
-		_exit(storelock_take(db, "child", &l2, &err) == ST_CONFLICT ? 0 : 1);
-	}
+	pid = spawn_self("refused", (const char *[]){ db, NULL });
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the lock was dropped");
 	storelock_free(l);
