@@ -837,8 +837,13 @@ static enum st_rc fat_put_unit(struct tx *tx, void *arg)
 }
 
 /* Threads that only burn CPU, so the checkpointer loses the CPU in the
- * middle of its runs as it does on a loaded machine. */
-#define SPINNERS 3
+ * middle of its runs as on a loaded machine: STORE_TEST_WAL_SPINNERS=3
+ * made the old writer (a BUSY checkpoint skipped) fail this test in 3 of
+ * 5 runs. Not by default: every unit here is a hand-off between two
+ * threads, and beside spinners on a loaded machine (an ASan build at load
+ * 18) each hand-off waited for a time slice and the test ran past its
+ * timeout. The bound holds however the threads are scheduled. */
+#define SPINNERS_MAX 8
 static atomic_int spin_stop;
 
 static void *spin_main(void *arg)
@@ -849,6 +854,14 @@ static void *spin_main(void *arg)
 	while (!atomic_load_explicit(&spin_stop, memory_order_relaxed))
 		n++;
 	return NULL;
+}
+
+static int spinners_wanted(void)
+{
+	const char *v = getenv("STORE_TEST_WAL_SPINNERS");
+	long n = v ? strtol(v, NULL, 10) : 0;
+
+	return n < 0 ? 0 : n > SPINNERS_MAX ? SPINNERS_MAX : (int)n;
 }
 
 /* tmpfs if the machine has one with room for the test's ~90 MB (a
@@ -867,17 +880,19 @@ static void setup_sqlite_free_fsync(void)
 	setup_common();
 }
 
+/* The timeout is a hang guard: 8,192 hand-offs took 44 s under ASan at load 14. */
 Test(store_sqlite, wal_stays_bounded_by_the_checkpointer, .init = setup_sqlite_free_fsync, .fini = teardown,
-     .timeout = 120)
+     .timeout = 600)
 {
 	char wal[600], k[32];
 	struct stat st;
 	off_t biggest = 0;
-	pthread_t spinner[SPINNERS];
+	pthread_t spinner[SPINNERS_MAX];
+	int spinners = spinners_wanted();
 
 	snprintf(wal, sizeof(wal), "%s/store.db-wal", sqlite_dir);
 	atomic_store(&spin_stop, 0);
-	for (int i = 0; i < SPINNERS; i++)
+	for (int i = 0; i < spinners; i++)
 		cr_assert_eq(pthread_create(&spinner[i], NULL, spin_main, NULL), 0);
 	for (int i = 0; i < 8192; i++) {
 		snprintf(k, sizeof(k), "fat%d", i);
@@ -886,7 +901,7 @@ Test(store_sqlite, wal_stays_bounded_by_the_checkpointer, .init = setup_sqlite_f
 			biggest = st.st_size;
 	}
 	atomic_store(&spin_stop, 1);
-	for (int i = 0; i < SPINNERS; i++)
+	for (int i = 0; i < spinners; i++)
 		pthread_join(spinner[i], NULL);
 	cr_assert_lt(biggest, (off_t)24 << 20, "WAL grew to %lld bytes", (long long)biggest);
 }
