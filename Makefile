@@ -149,7 +149,11 @@ run: deps-run settled
 WITH_SERVICES = tests/with-services
 
 # Unit tests (Criterion), then the integration suite against the real binary.
-# UNIT_RUN: a prefix for each unit binary's command (make asan sets it).
+# UNIT_RUN: a prefix for each unit binary's command (make asan/tsan set
+# theirs). Every build runs them through tests/sanitized: a binary still
+# running after SANITIZED_LIMIT s (30 min) is a hang, printed with its
+# processes, killed and failed, instead of holding CI to its own limit.
+UNIT_RUN = $(abspath tests/sanitized)
 unit: $(UNIT_BIN)
 	@$(WITH_SERVICES) sh -c 'set -e; for t in $(UNIT_BIN); do echo "== $$t"; $(UNIT_RUN) $$t --jobs 2; done'
 
