@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,26 +31,82 @@ static int has_file(const char *db_path)
 	return db_path[0] && strcmp(db_path, ":memory:") != 0;
 }
 
+/* A symlink's target as a path: its text when absolute, else joined to
+ * the link's directory (a relative target is read from there). NULL when
+ * out of memory or the link cannot be read (errno says why). */
+static char *link_target(const char *link)
+{
+	char target[PATH_MAX], *d, *out;
+	ssize_t n = readlink(link, target, sizeof(target) - 1);
+	size_t len;
+
+	if (n < 0)
+		return NULL;
+	if ((size_t)n >= sizeof(target) - 1) {
+		errno = ENAMETOOLONG;
+		return NULL;
+	}
+	target[n] = '\0';
+	if (target[0] == '/')
+		return strdup(target);
+	if (!(d = strdup(link)))
+		return NULL;
+	len = strlen(dirname(d)) + 1 + (size_t)n + 1;
+	out = malloc(len);
+	if (out)
+		snprintf(out, len, "%s/%s", d, target);
+	free(d);
+	return out;
+}
+
+/* The path SQLite will create when db_path does not exist yet: a dangling
+ * symlink (chain) followed to its last target, as SQLite does (its
+ * unixFullPathname follows every link, existing target or not), then the
+ * directory's real path and the name. NULL when it cannot be resolved,
+ * *nomem then says whether for want of memory. */
+static char *future_path(const char *db_path, bool *nomem)
+{
+	char *p = strdup(db_path), *d = NULL, *b = NULL, *rdir = NULL, *out = NULL;
+	struct stat st;
+	size_t len;
+
+	*nomem = false;
+	/* As many hops as the kernel follows in a path (ELOOP past that). */
+	for (int hops = 0; p && !lstat(p, &st) && S_ISLNK(st.st_mode); hops++) {
+		char *next = hops < 40 ? link_target(p) : NULL;
+
+		if (hops >= 40)
+			errno = ELOOP;
+		free(p);
+		p = next;
+	}
+	if (p && (d = strdup(p)) && (b = strdup(p)) && (rdir = realpath(dirname(d), NULL))) {
+		len = strlen(rdir) + 1 + strlen(basename(b)) + 1;
+		if ((out = malloc(len)))
+			snprintf(out, len, "%s%s%s", rdir, strcmp(rdir, "/") ? "/" : "", basename(b));
+	}
+	*nomem = !out && errno == ENOMEM;
+	free(rdir);
+	free(b);
+	free(d);
+	free(p);
+	return out;
+}
+
 enum st_rc storelock_sidecar_path(const char *db_path, const char *suffix, struct buf *out)
 {
 	char *real = realpath(db_path, NULL);
+	bool nomem = false;
 	enum st_rc rc;
 
-	if (!real && errno == ENOENT) {
-		/* Not created yet (a first start): the directory's real path
-		 * and the name, where SQLite will create it. */
-		char *d = strdup(db_path), *b = strdup(db_path), *rdir = NULL;
-
-		if (d && b && (rdir = realpath(dirname(d), NULL)) != NULL)
-			rc = buf_printf(out, "%s%s%s%s", rdir, strcmp(rdir, "/") ? "/" : "", basename(b),
-					suffix);
-		else
-			rc = d && b ? buf_printf(out, "%s%s", db_path, suffix) : ST_NOMEM;
-		free(rdir);
-		free(d);
-		free(b);
-		return rc;
-	}
+	/* Not created yet (a first start): where SQLite will create it, also
+	 * through a symlink whose target does not exist yet, so that two
+	 * processes naming the store by the link and by the target take one
+	 * lock before either has created it. */
+	if (!real && errno == ENOENT)
+		real = future_path(db_path, &nomem);
+	if (nomem)
+		return ST_NOMEM; /* not a lock by another name */
 	/* Unresolvable otherwise (a missing directory, no permission): the
 	 * path as given; opening the file then fails with the reason. */
 	rc = buf_printf(out, "%s%s", real ? real : db_path, suffix);

@@ -40,9 +40,11 @@
  *     not say who holds the store. A file of our own carries the holder's
  *     name, and nothing but this module ever opens it.
  *   - The lock file sits next to the database's real file: the path is
- *     resolved (realpath, of the directory when the file does not exist
- *     yet) the way SQLite resolves it for its `-wal` and `-shm`, so a
- *     symlink to the store or a relative path names the same lock. Two
+ *     resolved (realpath; when the file does not exist yet, a dangling
+ *     symlink followed to its target, then the directory's realpath) the
+ *     way SQLite resolves it for its `-wal` and `-shm` and for the file it
+ *     creates, so a symlink to the store or a relative path names the same
+ *     lock, also before the store exists. Two
  *     containers mounting one volume share the file, and flock works
  *     between them (one kernel). Across machines (NFS) Linux maps flock to
  *     NFS locks; SQLite itself is not safe on a network file system.

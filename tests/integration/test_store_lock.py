@@ -221,3 +221,57 @@ def test_the_guard_file_sits_by_the_real_store_like_the_lock(start_server, tmp_p
     assert rc == 0, err
     assert not guard.exists()
     assert list(links.iterdir()) == [alias], list(links.iterdir())
+
+
+def test_a_first_start_through_a_dangling_symlink_locks_the_store_it_creates(tmp_path):
+    """--db a symlink whose target does not exist yet (a first start: the
+    store is created through the link, SQLite following it): the lock is
+    taken by the file the store is created as, so a second server started
+    by the real path, or by another link, is refused. It was taken by the
+    link, and a second server through the real path started beside the
+    first on one store."""
+    real = tmp_path / "data"
+    real.mkdir()
+    links = tmp_path / "links"
+    links.mkdir()
+    db = real / "store.db"
+    alias = links / "alias.db"
+    alias.symlink_to(os.path.join("..", "data", "store.db"))   # relative, dangling
+    other = tmp_path / "other.db"
+    other.symlink_to(alias)                                    # a link to the link
+    assert not db.exists()
+
+    workdir = tmp_path / "first"
+    workdir.mkdir()
+    port_file = workdir / "port"
+    output = workdir / "output"
+    with tempfile.TemporaryDirectory(prefix="settled-run-") as log_dir, open(output, "wb") as log:
+        first = subprocess.Popen(
+            wrapped([BIN, "--listen", "127.0.0.1:0", "--port-file", str(port_file),
+                     "--db", str(alias)], log_dir),
+            env=server_environment({}), cwd=workdir, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: port_file.exists() or first.poll() is not None, timeout=60,
+                       what="the first server to listen")
+            assert first.poll() is None, output.read_text(errors="replace")
+            assert db.is_file() and not db.is_symlink()
+            assert lock_path(db).exists()
+            assert list(links.iterdir()) == [alias], list(links.iterdir())
+
+            for path, name in ((db, "by-path"), (other, "by-other-link")):
+                rc, out, err, started = run_second_server(path, tmp_path / name, {})
+                assert not started and rc == 1 and IN_USE in out, out + err
+                assert str(lock_path(db)) in out, out
+            assert first.poll() is None
+        finally:
+            first.terminate()
+            try:
+                first.wait(timeout=60 * TIME_FACTOR)
+            except subprocess.TimeoutExpired:
+                first.kill()
+                first.wait()
+        assert first.returncode == 0, output.read_text(errors="replace")
+        assert not valgrind_problems(log_dir)
+        for marker in BAD_OUTPUT:
+            assert marker not in output.read_text(errors="replace"), marker

@@ -244,6 +244,69 @@ Test(storelock, every_name_of_the_store_is_one_lock)
 	buf_release(&b);
 }
 
+/* --db a symlink whose target does not exist yet (a first start through
+ * a link): SQLite follows the link and creates the target, so the lock is
+ * the target's, and a taker naming the store by the target, or by another
+ * link (relative, a chain), before either created the store, is refused.
+ * Both orders: the link's taker first, and the target's first. */
+Test(storelock, a_dangling_symlink_locks_where_the_store_will_be_created)
+{
+	struct buf err = BUF_INIT(4096), a = BUF_INIT(PATH_MAX + 64), b = BUF_INIT(PATH_MAX + 64);
+	struct storelock *l = NULL;
+	char alias[160], chain[160], loop[160], cwd[PATH_MAX];
+	struct stat st;
+
+	make_dir();
+	snprintf(alias, sizeof(alias), "%s/alias.db", dir);
+	snprintf(chain, sizeof(chain), "%s/chain.db", dir);
+	snprintf(loop, sizeof(loop), "%s/loop.db", dir);
+	/* A relative target (read from the link's directory), and a link to
+	 * that link, also relative; the store itself is not there. */
+	cr_assert_eq(symlink("./settled.db", alias), 0);
+	cr_assert_eq(symlink("alias.db", chain), 0);
+	cr_assert_eq(symlink("loop.db", loop), 0);
+	cr_assert_eq(lstat(db, &st), -1);
+
+	cr_assert_eq(storelock_path(db, &a), ST_OK);
+	cr_assert_eq(storelock_path(alias, &b), ST_OK);
+	cr_assert_str_eq(a.ptr, b.ptr);
+	buf_reset(&b);
+	cr_assert_eq(storelock_path(chain, &b), ST_OK);
+	cr_assert_str_eq(a.ptr, b.ptr);
+	/* From another directory, with the link named relatively. */
+	cr_assert_not_null(getcwd(cwd, sizeof(cwd)));
+	cr_assert_eq(chdir("/"), 0);
+	buf_reset(&b);
+	cr_assert_eq(storelock_path(alias + 1, &b), ST_OK);
+	cr_assert_str_eq(a.ptr, b.ptr);
+	cr_assert_eq(chdir(cwd), 0);
+	/* A loop resolves to nothing SQLite could open either: the path as
+	 * given (opening the store then fails with ELOOP). */
+	buf_reset(&b);
+	cr_assert_eq(storelock_path(loop, &b), ST_OK);
+	cr_assert(strstr(b.ptr, "/loop.db-lock"), "%s", b.ptr);
+
+	/* The link's taker first: the target's, and the chain's, are refused. */
+	cr_assert_eq(storelock_take(alias, "settled", &l, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(lstat(db, &st), -1, "taking the lock created the store");
+	cr_assert_eq(stat(a.ptr, &st), 0, "no lock file by the store's future file");
+	cr_assert_eq(take_again(db, &err), ST_CONFLICT, "%s", err.ptr);
+	cr_assert_eq(take_again(chain, &err), ST_CONFLICT, "%s", err.ptr);
+	storelock_free(l);
+	l = NULL;
+	/* The target's taker first: the link's is refused. */
+	cr_assert_eq(storelock_take(db, "settled", &l, &err), ST_OK, "%s", err.ptr);
+	cr_assert_eq(take_again(alias, &err), ST_CONFLICT, "%s", err.ptr);
+	cr_assert_eq(take_again(chain, &err), ST_CONFLICT, "%s", err.ptr);
+	storelock_free(l);
+	/* Nothing was made by the links. */
+	snprintf(loop, sizeof(loop), "%s/alias.db-lock", dir);
+	cr_assert_eq(lstat(loop, &st), -1, "a lock file by the link");
+	buf_release(&err);
+	buf_release(&a);
+	buf_release(&b);
+}
+
 /* A lock file someone else created, which this process may only read
  * (an operator ran `settled migrate` as root, the service runs as its own
  * user): it still locks, without the holder's line. Run as root, the
