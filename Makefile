@@ -147,6 +147,13 @@ run: deps-run settled
 # it; an outer one (or a developer's SETTLED_TEST_PG) is reused, so `make
 # check` starts one cluster for everything.
 WITH_SERVICES = tests/with-services
+# The make that runs inside tests/with-services (check, tsan-check). Not
+# written $(MAKE) in those recipes: GNU make runs a line naming $(MAKE)
+# even under -n/-t/-q (it is taken for a recursive make), and there the
+# line first starts PostgreSQL and Redis, so `make -n check` started and
+# stopped both. Through this name the line is only printed by a dry run.
+# (Its -jN makes it its own jobserver either way.)
+SERVICES_MAKE = $(MAKE)
 
 # Unit tests (Criterion), then the integration suite against the real binary.
 # UNIT_RUN: a prefix for each unit binary's command (make asan/tsan set
@@ -208,7 +215,7 @@ integration-pg-3: $(BUILD)/settled
 # that frees.
 check:
 	PGCTL_FSYNC=off $(WITH_SERVICES) sh -c \
-		'$(MAKE) -j6 -O unit integration-1 integration-2 integration-pg-1 integration-pg-2 integration-pg-3 faultsim'
+		'$(SERVICES_MAKE) -j6 -O unit integration-1 integration-2 integration-pg-1 integration-pg-2 integration-pg-3 faultsim'
 	$(MAKE) fuzz-smoke
 
 # Allocation failures walked over each kind of request and job, storage
@@ -270,7 +277,7 @@ tsan:
 
 tsan-check: $(BUILD)/settled $(BUILD)/settled-faultsim $(UNIT_BIN)
 	PGCTL_FSYNC=off $(WITH_SERVICES) sh -c \
-		'$(MAKE) -j4 -O unit tsan-integration-1 tsan-integration-2 tsan-integration-pg'
+		'$(SERVICES_MAKE) -j4 -O unit tsan-integration-1 tsan-integration-2 tsan-integration-pg'
 
 tsan-integration-1:
 	SETTLED_BIN=$(abspath $(BUILD))/settled $(PYTHON) -m pytest -q $(TSAN_FILES_1) $(PYTEST_ARGS)
