@@ -170,13 +170,19 @@ enum MHD_Result answer_oom(struct http *h, struct MHD_Connection *conn);
 
 /* A connection's last answer, kept for the next one (response.c): an
  * answer with a small body that carries the same headers but for the
- * per-request ones (a health probe polling on a keep-alive connection)
- * reuses the libmicrohttpd response, replacing only X-Request-Id,
- * traceparent and the rate-limit counts that changed, instead of a new response and
- * its headers (3 mallocs each in libmicrohttpd 0.9.75). What decides the
- * other headers is kept beside it. Owned by the connection (http.c); the
- * response holds one reference of ours. */
-#define RESP_CACHE_BODY_MAX 128
+ * per-request ones (a health probe polling on a keep-alive connection, a
+ * client registering wallet after wallet) reuses the libmicrohttpd
+ * response, replacing only X-Request-Id, traceparent, the rate-limit
+ * counts and Location where they changed, instead of a new response and
+ * its headers (3 mallocs each in libmicrohttpd 0.9.75). The body is the
+ * kept array itself (MHD_RESPMEM_PERSISTENT): an answer of the same length
+ * is copied over it, which is safe because a connection answers one
+ * request at a time and libmicrohttpd has sent the last answer in full
+ * before the next request is handed to us. What decides the other headers
+ * is kept beside it. Owned by the connection (http.c); the response holds
+ * one reference of ours. */
+#define RESP_CACHE_BODY_MAX 256
+#define RESP_CACHE_LOCATION_MAX 128
 /* The per-request headers (response.c prh_names), and the room each
  * value takes where a kept answer keeps it: a client's X-Request-Id,
  * traceparent without tracestate, "limit=N, remaining=N, reset=N", two
@@ -192,9 +198,12 @@ struct resp_cache {
 	int rl_n, rl_shown;
 	const struct rl_policy *rl_pol[ROUTE_MAX_LIMITS + 1];
 	int64_t rl_limit;        /* the reported decision's limit */
+	const char *idem_result; /* X-Idempotency's value (a literal), NULL: none */
+	bool has_location;       /* then location is Location's value */
 	size_t body_len;
-	char body[RESP_CACHE_BODY_MAX];
+	char body[RESP_CACHE_BODY_MAX]; /* r's body (not a copy: r points here) */
 	char prh[PRH_BYTES];     /* the per-request header values r has, PRH_CAPS bytes each */
+	char location[RESP_CACHE_LOCATION_MAX];
 };
 /* Drops c's response; c is empty (reusable) afterwards. */
 void resp_cache_release(struct resp_cache *c);

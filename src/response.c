@@ -390,24 +390,32 @@ void resp_cache_release(struct resp_cache *c)
 }
 
 /* Whether rq's answer may be a connection's reusable one: its headers are
- * add_common_headers' alone (no Location, no route header, no
- * X-Idempotency, no Connection: close), the same for every request that
- * has the same cache key (CORS not by Origin), and its body is small. */
+ * add_common_headers' and add_own_headers' Location and X-Idempotency
+ * alone (no route header, no Connection: close), the same for every
+ * request that has the same cache key (CORS not by Origin), and its body
+ * and Location are small. */
 static bool reusable(const struct req_ctx *rq, enum cors_answer cors)
 {
 	const struct resp *p = &rq->resp;
 
-	return p->body.len <= RESP_CACHE_BODY_MAX && !p->location && !p->nheaders &&
-	       !rq->idem_result && (cors == CORS_OFF || cors == CORS_ANY) &&
-	       !atomic_load(&rq->h->app->stopping);
+	return p->body.len <= RESP_CACHE_BODY_MAX && !p->nheaders &&
+	       (!p->location || strlen(p->location) < RESP_CACHE_LOCATION_MAX) &&
+	       (cors == CORS_OFF || cors == CORS_ANY) && !atomic_load(&rq->h->app->stopping);
+}
+
+static bool same_text(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
 }
 
 /* Whether c holds an answer whose headers other than per_request_headers'
- * are the ones rq's would get, with rq's status and body. */
+ * and Location's value are the ones rq's would get, with rq's status and a
+ * body of the same length (cache_reuse writes rq's over it). */
 static bool cache_fits(const struct resp_cache *c, const struct req_ctx *rq, enum cors_answer cors)
 {
 	if (!c->r || c->status != rq->resp.status || c->cors != cors || c->rl_n != rq->rl_n ||
-	    c->body_len != rq->resp.body.len || memcmp(c->body, rq->resp.body.ptr, c->body_len))
+	    c->body_len != rq->resp.body.len || c->has_location != !!rq->resp.location ||
+	    !same_text(c->idem_result, rq->idem_result))
 		return false;
 	if (rq->rl_n && (c->rl_shown != rq->rl_shown || c->rl_limit != rq->rl_dec[rq->rl_shown].limit))
 		return false;
@@ -433,13 +441,26 @@ static char *prh_slot(struct resp_cache *c, unsigned i, size_t *cap)
 	return c->prh + at;
 }
 
-/* c's answer again, with rq's own headers: those whose value changed are
- * replaced (which moves them to the end; the order of different fields
- * carries no meaning, RFC 9110 section 5.3), found by the value c kept. */
+/* c's answer again, with rq's body and own headers: those whose value
+ * changed are replaced (which moves them to the end; the order of
+ * different fields carries no meaning, RFC 9110 section 5.3), found by the
+ * value c kept. The body is written over the one c->r sends (the same
+ * length: cache_fits); the connection's last answer has been sent. */
 static void cache_reuse(struct resp_cache *c, const struct req_ctx *rq)
 {
 	char v[PRH_N][PRH_VALUE_MAX];
 	unsigned n = per_request_values(rq, v);
+
+	if (c->body_len)
+		memcpy(c->body, rq->resp.body.ptr, c->body_len);
+	if (c->has_location && strcmp(c->location, rq->resp.location)) {
+		/* After a failed add c kept "": nothing to drop. */
+		MHD_del_response_header(c->r, "Location", c->location);
+		if (MHD_add_response_header(c->r, "Location", rq->resp.location) == MHD_YES)
+			fmt_str(c->location, sizeof(c->location), rq->resp.location); /* fits: reusable() */
+		else
+			c->location[0] = '\0';
+	}
 
 	for (unsigned i = 0; i < n; i++) {
 		size_t cap;
@@ -456,11 +477,22 @@ static void cache_reuse(struct resp_cache *c, const struct req_ctx *rq)
 	}
 }
 
-/* Makes r (one reference handed over) c's answer, keyed as rq's. */
+/* A new answer for c, its body rq's in c->body (NULL only without
+ * memory); c's last answer is dropped first. */
+static struct MHD_Response *cache_response(struct resp_cache *c, const struct req_ctx *rq)
+{
+	resp_cache_release(c);
+	c->body_len = rq->resp.body.len;
+	if (c->body_len)
+		memcpy(c->body, rq->resp.body.ptr, c->body_len);
+	return MHD_create_response_from_buffer(c->body_len, c->body, MHD_RESPMEM_PERSISTENT);
+}
+
+/* Makes r (cache_response's, one reference handed over) c's answer, keyed
+ * as rq's. */
 static void cache_keep(struct resp_cache *c, struct MHD_Response *r, const struct req_ctx *rq,
 		       enum cors_answer cors)
 {
-	resp_cache_release(c);
 	c->r = r;
 	c->status = rq->resp.status;
 	c->cors = cors;
@@ -469,8 +501,10 @@ static void cache_keep(struct resp_cache *c, struct MHD_Response *r, const struc
 	c->rl_limit = rq->rl_n ? rq->rl_dec[rq->rl_shown].limit : 0;
 	for (int i = 0; i < rq->rl_n; i++)
 		c->rl_pol[i] = rq->rl_pol[i];
-	c->body_len = rq->resp.body.len;
-	memcpy(c->body, rq->resp.body.ptr, c->body_len);
+	c->idem_result = rq->idem_result;
+	c->has_location = rq->resp.location != NULL;
+	/* What add_own_headers put on r (fits: reusable()). */
+	fmt_str(c->location, sizeof(c->location), c->has_location ? rq->resp.location : "");
 	{
 		char v[PRH_N][PRH_VALUE_MAX];
 		unsigned n = per_request_values(rq, v); /* what add_common_headers put on r */
@@ -526,6 +560,23 @@ enum MHD_Result answer_oom(struct http *h, struct MHD_Connection *conn)
 	return ret;
 }
 
+/* The headers of rq's answer after add_common_headers': Location, the
+ * route's own, X-Idempotency, and Connection: close while stopping. */
+static void add_own_headers(struct req_ctx *rq, struct MHD_Response *r)
+{
+	if (rq->resp.location)
+		MHD_add_response_header(r, "Location", rq->resp.location);
+	for (size_t i = 0; i < rq->resp.nheaders; i++)
+		MHD_add_response_header(r, rq->resp.headers[i].name, rq->resp.headers[i].value);
+	if (rq->idem_result) {
+		MHD_add_response_header(r, "X-Idempotency", rq->idem_result);
+		if (!strcmp(rq->idem_result, "HIT"))
+			MHD_add_response_header(r, "Idempotent-Replayed", "true");
+	}
+	if (atomic_load(&rq->h->app->stopping))
+		MHD_add_response_header(r, "Connection", "close");
+}
+
 enum MHD_Result send_resp(struct req_ctx *rq)
 {
 	struct MHD_Response *r;
@@ -558,30 +609,21 @@ enum MHD_Result send_resp(struct req_ctx *rq)
 			rq->state = RQ_SENT;
 			return ret;
 		}
-		r = MHD_create_response_from_buffer(rq->resp.body.len, rq->resp.body.ptr,
-						    MHD_RESPMEM_MUST_COPY);
+		r = cache ? cache_response(cache, rq)
+			  : MHD_create_response_from_buffer(rq->resp.body.len, rq->resp.body.ptr,
+							    MHD_RESPMEM_MUST_COPY);
 	}
 	if (!r)
 		return MHD_NO;
 	add_common_headers(rq, r);
+	add_own_headers(rq, r);
 	if (cache) {
-		/* Nothing else goes on it (reusable()): kept for the next. */
+		/* Kept for the next answer of the connection. */
 		cache_keep(cache, r, rq, cors);
 		ret = MHD_queue_response(rq->conn, (unsigned)rq->resp.status, r);
 		rq->state = RQ_SENT;
 		return ret;
 	}
-	if (rq->resp.location)
-		MHD_add_response_header(r, "Location", rq->resp.location);
-	for (size_t i = 0; i < rq->resp.nheaders; i++)
-		MHD_add_response_header(r, rq->resp.headers[i].name, rq->resp.headers[i].value);
-	if (rq->idem_result) {
-		MHD_add_response_header(r, "X-Idempotency", rq->idem_result);
-		if (!strcmp(rq->idem_result, "HIT"))
-			MHD_add_response_header(r, "Idempotent-Replayed", "true");
-	}
-	if (atomic_load(&rq->h->app->stopping))
-		MHD_add_response_header(r, "Connection", "close");
 	ret = MHD_queue_response(rq->conn, (unsigned)rq->resp.status, r);
 	MHD_destroy_response(r);
 	rq->state = RQ_SENT;

@@ -7,9 +7,11 @@ import http.client
 import pytest
 
 from conftest import (
+    ADMIN_TOKEN,
     TRACEPARENT_RE,
     assert_common_headers,
     assert_error,
+    bearer,
     _send,
     build_request,
     new_wallet,
@@ -445,6 +447,55 @@ def test_keepalive_other_answers_in_between_keep_their_own_headers(start_server)
         assert_common_headers(r)
     finally:
         conn.close()
+
+
+def test_keepalive_registrations_carry_their_own_body_location_and_key_result(server):
+    """Answers of the same length on one connection reuse one response whose
+    body is written over (response.c cache_reuse): each 201 must still be
+    its own registration, with its own Location and X-Idempotency, and a
+    replay, an unkeyed 201 and a 409 in between must be their own too."""
+    conn = _keepalive(server)
+    ids, bodies = [], []
+
+    def register(wallet, key=None):
+        hdrs = dict(JSON)
+        if key:
+            hdrs["Idempotency-Key"] = key
+        return _send(conn, "POST", "/api/register", '{"wallet":"%s"}' % wallet, hdrs)
+
+    def check_201(r, wallet, idem):
+        assert r.status == 201, r
+        assert r.json["wallet"] == wallet and r.json["id"] not in ids, r
+        assert r.headers["Location"] == "/api/v2/accounts/" + wallet, r
+        assert len(r.headers.get_all("Location")) == 1, r
+        assert r.headers.get("X-Idempotency") == idem, r
+        assert r.headers.get("Idempotent-Replayed") is None, r
+        assert_common_headers(r)
+        ids.append(r.json["id"])
+        bodies.append(r.body)
+
+    try:
+        wallets = [new_wallet() for _ in range(6)]
+        first_key = "ka-reg-" + wallets[0]
+        for i, w in enumerate(wallets[:3]):
+            check_201(register(w, "ka-reg-" + w), w, "MISS")
+        # the same length each time: the reused answer's body was written over
+        assert len({len(b) for b in bodies}) == 1 and len(set(bodies)) == 3, bodies
+        r = register(wallets[0], first_key)
+        assert r.status == 201 and r.body == bodies[0], r
+        assert r.headers["X-Idempotency"] == "HIT" and r.headers["Idempotent-Replayed"] == "true", r
+        assert r.headers["Location"] == "/api/v2/accounts/" + wallets[0], r
+        for w in wallets[3:5]:
+            check_201(register(w), w, None)
+        r = register(wallets[1])
+        assert_error(r, 409, "already_registered")
+        assert r.headers.get("Location") is None and r.headers.get("X-Idempotency") is None, r
+        check_201(register(wallets[5], "ka-reg-" + wallets[5]), wallets[5], "MISS")
+    finally:
+        conn.close()
+    for w, i in zip(wallets, ids):
+        r = server.get("/api/v2/accounts/" + w, headers=bearer(ADMIN_TOKEN))
+        assert r.status == 200 and r.json["id"] == i, r
 
 
 def test_keepalive_cors_answers_follow_each_origin(cors_server, wildcard_server):
