@@ -11,19 +11,26 @@ it): one kept off the CPU past 200 ms made the money-moving routes answer
 harness does (conftest TEST_REDIS_TIMEOUT); --redis-timeout and
 BENCH_REDIS_TIMEOUT choose another.
 
-Each tool's own code starts a real server here (chaos: its PgBackend and
-Server; bench: run_pg_instances with no rows), and the configuration the
-server logged at start says which timeout it runs with."""
+Each tool's own code composes the server's environment (chaos: its
+PgBackend and Server, which also starts the server; bench:
+run_pg_instances, whose server this test starts with that environment),
+and the configuration the server logged at start says which timeout it
+runs with. The waits are the harness's (the tools' own 30 s boot bounds
+are for a bench machine, not a loaded CI one); the server listens on a
+port of its choosing."""
 
 import importlib.machinery
 import importlib.util
 import json
 import os
+import subprocess
 import types
+import urllib.parse
 
 import pytest
 
-from conftest import BIN, ROOT, TEST_REDIS_TIMEOUT, backend_name, redis_test_url, wait_until
+from conftest import (BAD_OUTPUT, BIN, ROOT, STOP_TIMEOUT, TEST_REDIS_TIMEOUT, backend_name,
+                      psql, redis_test_url, wait_until)
 
 pytestmark = pytest.mark.skipif(backend_name() != "pg", reason="the tools' scale-out servers")
 
@@ -64,30 +71,77 @@ def services():
     return {"SETTLED_TEST_PG": os.environ["SETTLED_TEST_PG"], "SETTLED_TEST_REDIS": redis_test_url()}
 
 
+def run_until_listening(proc, port_file, output):
+    """Waits for proc to listen (its port file), then stops it: its exit
+    code. Fails with its output when it exits first."""
+    try:
+        wait_until(lambda: port_file.exists() or proc.poll() is not None, timeout=60,
+                   what="the server to listen")
+        assert proc.poll() is None, output.read_text(errors="replace")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for marker in BAD_OUTPUT:
+        assert marker not in output.read_text(errors="replace"), marker
+    return proc.returncode
+
+
 def test_chaos_servers_get_the_harness_redis_timeout(services, tmp_path):
     chaos = load_tool("chaos", services)
     backend = chaos.PgBackend(str(tmp_path), types.SimpleNamespace(fault="kill"))
-    srv = None
     try:
         assert backend.redis_url == services["SETTLED_TEST_REDIS"]
         workdir = tmp_path / "server"
         workdir.mkdir()
         srv = chaos.Server(BIN, str(workdir), backend, {})
-        srv.spawn()
-        assert srv.wait_listening(), open(srv.stderr_path).read()
-        cfg = wait_until(lambda: logged_config(srv.stdout_path), timeout=30,
-                         what="the server's logged configuration")
-        assert cfg["redis_url"] and cfg["redis_timeout"] == TEST_REDIS_TIMEOUT, cfg
+        proc = srv.spawn(port=0)
+        rc = run_until_listening(proc, workdir / "port", workdir / "stdout.log")
+        assert rc == 0, (workdir / "stdout.log").read_text(errors="replace")
+        cfg = logged_config(srv.stdout_path)
+        assert cfg and cfg["redis_url"] and cfg["redis_timeout"] == TEST_REDIS_TIMEOUT, cfg
     finally:
-        if srv is not None:
-            assert srv.stop() == 0
         backend.close(False)
 
 
-def test_bench_pg_rows_get_the_harness_redis_timeout(services, tmp_path):
+def test_bench_pg_rows_get_the_harness_redis_timeout(services, tmp_path, monkeypatch):
     bench = load_tool("bench", {**services, "SETTLED_BIN": BIN, "BENCH_REDIS_TIMEOUT": ""})
-    notes = []
-    # No rows: the instance is started, answers, and is stopped.
-    bench.run_pg_instances(str(tmp_path), 1, [], [], [], notes)
-    cfg = logged_config(tmp_path / "pg1-0" / "settled.log")
+    made = []
+
+    class Recorded(bench.Settled):
+        """The bench's server as run_pg_instances makes it, not started."""
+
+        def start(self):
+            made.append(self)
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(bench, "Settled", Recorded)
+    bench.run_pg_instances(str(tmp_path / "bench"), 1, [], [], [], [])
+    assert len(made) == 1
+    env = made[0].env()
+    assert env.get("SETTLED_REDIS_URL") == services["SETTLED_TEST_REDIS"], env
+
+    # That environment, on a database of its own (the bench dropped its own).
+    db = "ops_" + os.urandom(6).hex()
+    psql(services["SETTLED_TEST_PG"], f'CREATE DATABASE "{db}"')
+    try:
+        env["SETTLED_DATABASE_URL"] = urllib.parse.urlsplit(
+            services["SETTLED_TEST_PG"])._replace(path="/" + db).geturl()
+        workdir = tmp_path / "server"
+        workdir.mkdir()
+        output = workdir / "output"
+        with open(output, "wb") as log:
+            proc = subprocess.Popen([BIN, "--listen", "127.0.0.1:0", "--port-file",
+                                     str(workdir / "port")], env=env, cwd=workdir,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        assert run_until_listening(proc, workdir / "port", output) == 0, \
+            output.read_text(errors="replace")
+    finally:
+        psql(services["SETTLED_TEST_PG"], f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    cfg = logged_config(output)
     assert cfg and cfg["redis_url"] and cfg["redis_timeout"] == TEST_REDIS_TIMEOUT, cfg
