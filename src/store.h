@@ -307,7 +307,8 @@ static inline enum st_rc store_read(struct store *s, store_unit_fn *fn, void *ar
  * sees one snapshot by itself, so PostgreSQL runs it alone, without
  * BEGIN ... COMMIT around it: one round trip and one command instead of two
  * round trips and three. A second statement (or tx_nested) in fn fails with
- * ST_INTERNAL (logged): use store_read. SQLite: store_read. */
+ * ST_INTERNAL (logged): use store_read. SQLite likewise: no BEGIN/COMMIT on
+ * the reader, the statement alone in autocommit mode (two statements less). */
 static inline enum st_rc store_read_one(struct store *s, store_unit_fn *fn, void *arg)
 {
 	return s->ops->read_one ? s->ops->read_one(s, fn, arg) : s->ops->read(s, fn, arg);
