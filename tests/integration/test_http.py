@@ -424,6 +424,27 @@ def test_keepalive_answers_carry_their_own_ids_trace_and_counts(start_server):
         conn.close()
 
 
+def test_keepalive_counts_that_change_length_are_replaced(start_server):
+    """A kept answer's header values of the same length are written over in
+    place, others replaced (response.c set_value): remaining 11 -> 10 -> 9
+    changes length twice, ids and trace contexts stay in place, and each
+    answer carries its own values, once."""
+    srv = start_server(env={"RL_HEALTH_PER_MIN": "12"})
+    conn = _keepalive(srv)
+    try:
+        for i in range(6):
+            r = _send(conn, "GET", "/healthz", None, {"X-Request-Id": "len-%d" % i} if i == 3 else {})
+            assert r.status == 200 and r.json == {"status": "ok"}, r
+            for name in PER_REQUEST - {"date"}:
+                assert len(r.headers.get_all(name)) == 1, (name, r)
+            assert r.headers["X-RateLimit-Remaining"] == str(11 - i), r
+            assert r.headers["RateLimit"].startswith("limit=12, remaining=%d, reset=" % (11 - i)), r
+            if i == 3:
+                assert r.headers["X-Request-Id"] == "len-3", r
+    finally:
+        conn.close()
+
+
 def test_keepalive_other_answers_in_between_keep_their_own_headers(start_server):
     srv = start_server(env={"RL_HEALTH_PER_MIN": "6"})
     conn = _keepalive(srv)
