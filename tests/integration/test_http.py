@@ -3,12 +3,14 @@ status, its error code, the error body shape, the common headers, and that
 nothing was written to the store."""
 
 import http.client
+import json
 
 import pytest
 
 from conftest import (
     ADMIN_TOKEN,
     TRACEPARENT_RE,
+    RawConnection,
     assert_common_headers,
     assert_error,
     bearer,
@@ -517,6 +519,65 @@ def test_keepalive_registrations_carry_their_own_body_location_and_key_result(se
     for w, i in zip(wallets, ids):
         r = server.get("/api/v2/accounts/" + w, headers=bearer(ADMIN_TOKEN))
         assert r.status == 200 and r.json["id"] == i, r
+
+
+def test_pipelined_answers_on_one_connection_are_each_their_own(server):
+    """Requests sent at once on one connection (HTTP/1.1 pipelining): the
+    kept answer's body and header values are written over in place for the
+    next answer (response.c cache_reuse), which is right only if
+    libmicrohttpd has sent an answer in full before it hands us the next
+    request. Each answer must be its own request's, byte for byte: keyed,
+    replayed, unkeyed and refused registrations (bodies of one length),
+    HEAD and GET probes in between, request ids of changing lengths."""
+    kinds = ("keyed", "unkeyed", "replay", "dup", "get", "keyed", "head", "unkeyed")
+    keyed, n = [], 0
+    with RawConnection(server.port) as c:
+        for _ in range(4):
+            sent, data = [], b""
+            for kind in kinds * 3:
+                n += 1
+                rid = "pl-%d%s" % (n, "x" * (n % 7))
+                hdrs = {"X-Request-Id": rid}
+                if kind in ("get", "head"):
+                    method = kind.upper()
+                    data += build_request(method, "/healthz", headers=hdrs)
+                    sent.append((kind, rid, method, None, None))
+                    continue
+                if kind == "replay" and keyed:
+                    key, wallet, _ = keyed[n % len(keyed)]
+                elif kind == "dup" and keyed:
+                    key, wallet = None, keyed[n % len(keyed)][1]
+                else:
+                    kind = "keyed" if kind in ("replay", "dup") else kind
+                    wallet = new_wallet()
+                    key = "pl-" + wallet if kind == "keyed" else None
+                hdrs["Content-Type"] = "application/json"
+                if key:
+                    hdrs["Idempotency-Key"] = key
+                data += build_request("POST", "/api/register",
+                                      json.dumps({"wallet": wallet}).encode(), hdrs)
+                sent.append((kind, rid, "POST", key, wallet))
+            c.send(data)   # every request of the round in one send
+            for kind, rid, method, key, wallet in sent:
+                r = c.read_response(method=method)
+                assert r.headers["X-Request-Id"] == rid, (kind, rid, r)
+                if kind in ("get", "head"):
+                    assert r.status == 200 and r.body == (b"" if kind == "head" else b'{"status":"ok"}'), r
+                    assert r.headers.get("Location") is None, r
+                    continue
+                if kind == "dup":
+                    assert_error(r, 409, "already_registered")
+                    assert r.headers.get("Location") is None, r
+                    assert r.headers.get("X-Idempotency") is None, r
+                    continue
+                assert r.status == 201 and r.json["wallet"] == wallet, (kind, wallet, r)
+                assert r.headers["Location"] == "/api/v2/accounts/" + wallet, r
+                assert r.headers.get("X-Idempotency") == {"keyed": "MISS", "replay": "HIT"}.get(kind), r
+                assert r.headers.get("Idempotent-Replayed") == ("true" if kind == "replay" else None), r
+                if kind == "keyed":
+                    keyed.append((key, wallet, r.body))
+                if kind == "replay":
+                    assert r.body == next(b for k, _, b in keyed if k == key), r
 
 
 def test_keepalive_cors_answers_follow_each_origin(cors_server, wildcard_server):
