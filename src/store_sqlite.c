@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "fmt.h"
 #include "log.h"
 #include "sqlalloc.h"
 #include "walbuf.h"
@@ -301,15 +302,26 @@ static enum st_rc rows_append(struct st_rows *r, sqlite3_stmt *st, int *cap)
 	}
 	for (int c = 0; c < nc; c++) {
 		size_t idx = (size_t)r->nrows * (size_t)nc + (size_t)c;
+		char num[FMT_I64_LEN];
 		const unsigned char *t;
-		int len;
+		int type = sqlite3_column_type(st, c), len;
 
 		r->cells[idx] = NULL;
 		r->lens[idx] = 0;
-		if (sqlite3_column_type(st, c) == SQLITE_NULL)
+		if (type == SQLITE_NULL)
 			continue;
-		t = sqlite3_column_text(st, c);
-		len = sqlite3_column_bytes(st, c);
+		if (type == SQLITE_INTEGER) {
+			/* The same digits sqlite3_column_text would give, written
+			 * here: SQLite's own conversion renders the value into a
+			 * buffer it allocates for the column and its length is a
+			 * third call (~150 instructions an integer; a job row has
+			 * eight). */
+			len = (int)fmt_i64(num, sqlite3_column_int64(st, c));
+			t = (const unsigned char *)num;
+		} else {
+			t = sqlite3_column_text(st, c);
+			len = sqlite3_column_bytes(st, c);
+		}
 		r->cells[idx] = malloc((size_t)len + 1);
 		if (!r->cells[idx]) {
 			/* Count the partial row so rows_free releases what it holds. */
