@@ -32,6 +32,52 @@ json_t *present_opt_str(const char *s)
 	return s && *s ? json_string(s) : json_null();
 }
 
+#define REGISTERED_TEXT_MAX 64 /* id, wallet, referrer: longer ones take the writer */
+
+/* Appends s (plain, REGISTERED_TEXT_MAX at most) quoted; false when it is
+ * not both. */
+static bool put_plain(char **p, const char *s)
+{
+	size_t n = 0;
+
+	for (; s[n]; n++) {
+		unsigned char c = (unsigned char)s[n];
+
+		if (n == REGISTERED_TEXT_MAX ||
+		    !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      c == '_' || c == '-' || c == '.'))
+			return false;
+	}
+	*(*p)++ = '"';
+	memcpy(*p, s, n);
+	*p += n;
+	*(*p)++ = '"';
+	return true;
+}
+
+bool present_registered(struct buf *out, const char *id, const char *wallet, const char *referrer,
+			int64_t created_at)
+{
+	char text[3 * (REGISTERED_TEXT_MAX + 2) + RFC3339_LEN + 64], t[RFC3339_LEN];
+	char *p = stpcpy(text, "{\"id\":");
+
+	if (created_at <= 0 || !put_plain(&p, id))
+		return false;
+	p = stpcpy(p, ",\"wallet\":");
+	if (!put_plain(&p, wallet))
+		return false;
+	p = stpcpy(p, ",\"referrer\":");
+	if (!referrer)
+		p = stpcpy(p, "null");
+	else if (!put_plain(&p, referrer))
+		return false;
+	format_rfc3339(created_at, t);
+	p = stpcpy(p, ",\"created_at\":\"");
+	p = stpcpy(p, t);
+	p = stpcpy(p, "\"}");
+	return buf_append(out, text, (size_t)(p - text)) == ST_OK;
+}
+
 void jw_amount(struct json_writer *w, const char *key, int64_t base_units)
 {
 	char s[FMT_I64_LEN];

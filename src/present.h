@@ -11,7 +11,10 @@
 #define SETTLED_PRESENT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
+
+#include "buf.h"
 
 #include "json_out.h"
 
@@ -21,6 +24,16 @@ json_t *present_amount(int64_t base_units);   /* "1234" */
 json_t *present_time(int64_t ms);             /* "2026-11-25T18:55:28.123Z"; null when ms <= 0 */
 json_t *present_opt_str(const char *s);       /* null for NULL or "" */
 json_t *present_intent(const struct intent *it);
+
+/* The 201 of POST /api/register, {"id":..,"wallet":..,"referrer":..,
+ * "created_at":..}, the bytes the json_writer would write (jw_str, jw_time;
+ * referrer NULL: null), put together straight into out (appended): it is
+ * drawn on the store's one writer thread, once a registration. Only when
+ * id, wallet and referrer are short and plain (letters, digits, '_', '-',
+ * '.': nothing any escaping changes) and created_at > 0; else false and
+ * out is untouched, and the caller writes it through a json_writer. */
+bool present_registered(struct buf *out, const char *id, const char *wallet, const char *referrer,
+			int64_t created_at);
 
 void jw_amount(struct json_writer *w, const char *key, int64_t base_units);
 void jw_time(struct json_writer *w, const char *key, int64_t ms);

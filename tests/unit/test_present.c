@@ -127,3 +127,73 @@ Test(present, the_tree_and_the_writer_agree)
 		}
 	}
 }
+
+/* ---- the 201 of POST /api/register ---- */
+
+/* What register_answer wrote before present_registered: the json_writer. */
+static void registered_by_writer(struct buf *out, const char *id, const char *wallet,
+				 const char *referrer, int64_t created_at)
+{
+	struct json_writer w;
+
+	jw_begin(&w, out);
+	jw_str(&w, "id", id);
+	jw_str(&w, "wallet", wallet);
+	jw_str(&w, "referrer", referrer);
+	jw_time(&w, "created_at", created_at);
+	cr_assert_eq(jw_end(&w), ST_OK);
+}
+
+Test(present, registered_is_the_writers_bytes)
+{
+	static const char *const ids[] = { "acct_0192a3b4c5d6e7f8a9b0c1d2", "acct_", "a", "A-Z_a.z-09" };
+	static const char *const wallets[] = { "0x00000000000000000000000000000000000000ab",
+					       "0xffffffffffffffffffffffffffffffffffffffff" };
+	static const int64_t times[] = { 1, 999, 1700000000000, INT64_C(1796679159123),
+					 INT64_C(253402300799999) };
+	int checked = 0;
+
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+		for (size_t k = 0; k < sizeof(wallets) / sizeof(wallets[0]); k++)
+			for (int r = 0; r < 3; r++)
+				for (size_t t = 0; t < sizeof(times) / sizeof(times[0]); t++) {
+					const char *ref = r == 0 ? NULL : wallets[(k + r) % 2];
+					struct buf fast = BUF_INIT(1 << 20), slow = BUF_INIT(1 << 20);
+
+					cr_assert(present_registered(&fast, ids[i], wallets[k], ref, times[t]));
+					registered_by_writer(&slow, ids[i], wallets[k], ref, times[t]);
+					cr_assert_eq(fast.len, slow.len);
+					cr_assert_str_eq(fast.ptr, slow.ptr);
+					buf_release(&fast);
+					buf_release(&slow);
+					checked++;
+				}
+	cr_assert_eq(checked, 4 * 2 * 3 * 5);
+}
+
+Test(present, registered_leaves_what_needs_escaping_or_no_time_to_the_writer)
+{
+	static const char *const bad[] = { "a\"b", "a\\b", "a/b", "a b", "\x01", "\xc3\xa9",
+					   "0123456789012345678901234567890123456789012345678901234567890123456789" };
+	const char *w = "0x00000000000000000000000000000000000000ab";
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct buf out = BUF_INIT(1 << 20);
+
+		cr_assert(buf_append(&out, "x", 1) == ST_OK);
+		cr_assert_not(present_registered(&out, bad[i], w, NULL, 1), "id %zu", i);
+		cr_assert_not(present_registered(&out, "acct_1", bad[i], NULL, 1), "wallet %zu", i);
+		cr_assert_not(present_registered(&out, "acct_1", w, bad[i], 1), "referrer %zu", i);
+		cr_assert_eq(out.len, 1);
+		cr_assert_str_eq(out.ptr, "x");
+		buf_release(&out);
+	}
+	{
+		struct buf out = BUF_INIT(1 << 20);
+
+		cr_assert_not(present_registered(&out, "acct_1", w, NULL, 0));
+		cr_assert_not(present_registered(&out, "acct_1", w, NULL, -5));
+		cr_assert_eq(out.len, 0);
+		buf_release(&out);
+	}
+}
