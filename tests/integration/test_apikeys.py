@@ -174,26 +174,34 @@ def test_v2_routes_need_a_key_and_never_say_why_one_is_refused(srv):
 # rotation and revocation
 
 
-# The grace is long enough that the rotation and the two checks inside it
-# fit on a loaded machine (under ASan with the other suites: the server can
-# stall for a second); the check after it waits from the rotation's answer,
-# which came after the server stamped the grace's start, so a rotation
-# answered late cannot leave the old key valid then.
+# The checks inside the grace are judged only when answered within it of
+# the rotation's send (else made again); the check after it waits from the
+# rotation's answer, which came after the server stamped the grace's start,
+# so a rotation answered late cannot leave the old key valid then.
 GRACE_S = 4.0
 
 
 def test_rotation_keeps_the_old_key_for_the_grace_period(start_server):
     srv = start(start_server, SETTLED_API_KEY_GRACE=f"{GRACE_S:g}s")
-    old = create(srv, "rotating")
-    r = rotate(srv, old["id"])
-    answered = time.monotonic()
-    assert r.status == 201, r
-    new = r.json
-    assert KEY_RE.match(new["key"]) and new["key"] != old["key"]
-    assert new["id"] != old["id"] and new["client_id"] == old["id"] and new["name"] == "rotating"
-    assert new["replaces"]["id"] == old["id"] and new["replaces"]["expires_at"]
-    # Inside the grace period: both.
-    assert authenticated(srv, old["key"]) and authenticated(srv, new["key"])
+    for _attempt in range(5):
+        old = create(srv, "rotating")
+        sent = time.monotonic()
+        r = rotate(srv, old["id"])
+        answered = time.monotonic()
+        assert r.status == 201, r
+        new = r.json
+        assert KEY_RE.match(new["key"]) and new["key"] != old["key"]
+        assert new["id"] != old["id"] and new["client_id"] == old["id"] and new["name"] == "rotating"
+        assert new["replaces"]["id"] == old["id"] and new["replaces"]["expires_at"]
+        # Inside the grace period: both. The grace began after the rotation
+        # was sent, so checks answered within GRACE_S of that are inside it;
+        # later ones (a loaded machine) prove nothing: a new key, again.
+        both = authenticated(srv, old["key"]), authenticated(srv, new["key"])
+        if time.monotonic() - sent < GRACE_S:
+            break
+    else:
+        pytest.fail(f"every rotation's checks came more than {GRACE_S} s after it")
+    assert both == (True, True), both
     # After it (it began before the answer): only the new one.
     time.sleep(max(0.0, GRACE_S + 0.1 - (time.monotonic() - answered)))
     assert not authenticated(srv, old["key"])
