@@ -157,6 +157,15 @@ static void count_commit(void *arg, unsigned units)
 	metric_observe(app->m.store_commit_units, units);
 }
 
+/* The store's writer calls this each time it runs a unit again. */
+static void count_retry(void *arg, enum store_retry_cause c)
+{
+	struct settled *app = arg;
+	const char *const lv[] = { store_retry_cause_str(c) };
+
+	metrics_inc(app->m.store_unit_retries, lv);
+}
+
 static enum st_rc bootstrap_unit(struct tx *tx, void *arg)
 {
 	struct bootstrap *b = arg;
@@ -290,6 +299,8 @@ static int serve(struct settled *app, const sigset_t *sigs)
 	app->store->on_write_fault_arg = app;
 	app->store->on_commit = count_commit;
 	app->store->on_commit_arg = app;
+	app->store->on_retry = count_retry;
+	app->store->on_retry_arg = app;
 	app->store->clock_ms = app->clock_ms;
 	app->store->clock_arg = app->clock_arg;
 	rc = store_run(app->store, bootstrap_unit, &boot);

@@ -124,6 +124,7 @@ static enum st_rc settled_webhook_metrics_init(struct settled_metrics *m, struct
 static enum st_rc settled_store_metrics_init(struct settled_metrics *m, struct metrics *reg)
 {
 	static const char *const labels[] = { "reason" };
+	static const char *const causes[] = { "cause" };
 	static const enum store_write_fault faults[] = { STORE_WRITE_DISK_FULL, STORE_WRITE_IO_ERROR };
 	/* Group commit's batch sizes: 1 is a unit committed alone. */
 	static const double unit_buckets[] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
@@ -150,6 +151,20 @@ static enum st_rc settled_store_metrics_init(struct settled_metrics *m, struct m
 					 0, NULL, unit_buckets, sizeof(unit_buckets) / sizeof(unit_buckets[0]));
 	if (!commit_units || !(m->store_commit_units = metric_series_get(commit_units, NULL)))
 		return ST_NOMEM;
+	/* Units run again and why (PostgreSQL): lock waits past a batch's
+	 * lock_timeout, deadlocks, serialization failures show up here before
+	 * they show up as latency. Every cause exported from the start. */
+	m->store_unit_retries = metrics_counter(reg, "settled_store_unit_retries_total",
+						"Write units run again by the store, by cause (PostgreSQL).",
+						1, causes);
+	if (!m->store_unit_retries)
+		return ST_NOMEM;
+	for (int c = 0; c < STORE_RETRY_CAUSES; c++) {
+		const char *const lv[] = { store_retry_cause_str((enum store_retry_cause)c) };
+
+		if (!metric_series_get(m->store_unit_retries, lv))
+			return ST_NOMEM;
+	}
 	return ST_OK;
 }
 

@@ -253,6 +253,26 @@ const char *store_write_fault_str(enum store_write_fault f)
 	return "ok";
 }
 
+const char *store_retry_cause_str(enum store_retry_cause c)
+{
+	switch (c) {
+	case STORE_RETRY_DEADLOCK:
+		return "deadlock";
+	case STORE_RETRY_SERIALIZATION:
+		return "serialization";
+	case STORE_RETRY_LOCK_TIMEOUT:
+		return "lock_timeout";
+	case STORE_RETRY_BUSY:
+		return "busy";
+	case STORE_RETRY_BATCH:
+		return "batch";
+	case STORE_RETRY_CONNECTION:
+	case STORE_RETRY_CAUSES:
+		break;
+	}
+	return "connection";
+}
+
 enum st_rc tx_after_commit(struct tx *tx, tx_after_fn *fn, void *arg, int64_t n)
 {
 	if (tx->nafter == tx->after_cap) {

@@ -209,6 +209,28 @@ typedef void store_fault_fn(void *arg, enum store_write_fault f);
  * it (settled_store_commit_units). */
 typedef void store_commit_fn(void *arg, unsigned units);
 
+/* Why a write unit was run again (PostgreSQL; SQLite never runs one twice):
+ * PostgreSQL refused it with deadlock_detected (40P01), serialization_failure
+ * (40001) or, in a batch, lock_not_available (55P03: it waited longer than
+ * the batch's lock_timeout for a row another transaction holds); the unit
+ * returned ST_BUSY itself; its batch did not commit (broken or refused at
+ * COMMIT: every unit runs again alone); its connection died before COMMIT. */
+enum store_retry_cause {
+	STORE_RETRY_DEADLOCK = 0,
+	STORE_RETRY_SERIALIZATION,
+	STORE_RETRY_LOCK_TIMEOUT,
+	STORE_RETRY_BUSY,
+	STORE_RETRY_BATCH,
+	STORE_RETRY_CONNECTION,
+	STORE_RETRY_CAUSES
+};
+/* "deadlock", "serialization", "lock_timeout", "busy", "batch", "connection" */
+const char *store_retry_cause_str(enum store_retry_cause c);
+
+/* Told, on the writer's thread, each time a unit is about to be run again
+ * and why; the server counts it (settled_store_unit_retries_total). */
+typedef void store_retry_fn(void *arg, enum store_retry_cause c);
+
 struct store {
 	const struct store_ops *ops;
 	const struct logger *log;
@@ -216,6 +238,8 @@ struct store {
 	void *on_write_fault_arg;
 	store_commit_fn *on_commit;         /* may be NULL */
 	void *on_commit_arg;
+	store_retry_fn *on_retry;           /* may be NULL */
+	void *on_retry_arg;
 	_Atomic int write_fault;            /* enum store_write_fault of the last batch */
 	int64_t (*clock_ms)(void *clock_arg); /* NULL = wall clock */
 	void *clock_arg;
@@ -239,6 +263,13 @@ static inline void store_note_commit(struct store *s, unsigned units)
 {
 	if (units && s->on_commit)
 		s->on_commit(s->on_commit_arg, units);
+}
+
+/* For the backends: tells on_retry that a unit runs again, and why. */
+static inline void store_note_retry(struct store *s, enum store_retry_cause c)
+{
+	if (s->on_retry)
+		s->on_retry(s->on_retry_arg, c);
 }
 
 struct store_options {
@@ -467,6 +498,7 @@ struct write_unit {
 	bool ran;                 /* the backend's: run (SQLite: merged with an earlier unit) */
 	bool background;          /* store_run's: no client waits for it */
 	int runs;                 /* the backend's: runs so far (PostgreSQL runs a unit again) */
+	enum store_retry_cause retry_cause; /* the backend's: why its batch asks a run again */
 };
 struct unit_queue {
 	pthread_mutex_t mu;

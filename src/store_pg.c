@@ -197,6 +197,7 @@ struct pg_tx {
 	bool retry;     /* 40001 / 40P01 seen: the unit is re-run; its further
 			 * statements fail at once (ST_BUSY), so that it ends and
 			 * lets go of its locks instead of taking more */
+	enum store_retry_cause retry_cause; /* which state set retry first */
 	bool begun;     /* BEGIN has been sent: there is something to end */
 	unsigned drops; /* conn->drops when the transaction started: if it
 			 * moved, the server rolled the transaction back */
@@ -562,10 +563,14 @@ static enum st_rc result_rc(struct pg_tx *t, struct pg_conn *c, PGresult *res, c
 	if (rc == ST_BUSY && t) {
 		/* A lock a tx_nested_nowait step could not get fails that step,
 		 * not the unit's run. */
-		if (t->nowait && sqlstate_is(st, "55P03"))
+		if (t->nowait && sqlstate_is(st, "55P03")) {
 			t->nowait_busy = true;
-		else
+		} else if (!t->retry) {
 			t->retry = true;
+			t->retry_cause = sqlstate_is(st, "40P01") ? STORE_RETRY_DEADLOCK
+					 : sqlstate_is(st, "40001") ? STORE_RETRY_SERIALIZATION
+					 : STORE_RETRY_LOCK_TIMEOUT;
+		}
 	}
 	if (rc == ST_INTERNAL || rc == ST_UNAVAILABLE) {
 		struct buf why = BUF_INIT(1024);
@@ -1402,12 +1407,16 @@ static enum st_rc run_unit(struct pg_conn *c, struct write_unit *u)
 		}
 		tx_after_drop(&t.base); /* a run that did not commit takes its work along */
 		if (rc == ST_BUSY && attempt < PG_UNIT_ATTEMPTS) {
+			store_note_retry(&s->base, t.retry ? t.retry_cause : STORE_RETRY_BUSY);
 			sleep_ms(jitter_ms(&c->rng, PG_RETRY_BASE_MS << attempt));
 			continue;
 		}
 		if (rc == ST_UNAVAILABLE && c->drops != drops && !committing &&
-		    attempt < PG_UNIT_ATTEMPTS)
-			continue; /* nothing of it happened: run it on a new connection */
+		    attempt < PG_UNIT_ATTEMPTS) {
+			/* nothing of it happened: run it on a new connection */
+			store_note_retry(&s->base, STORE_RETRY_CONNECTION);
+			continue;
+		}
 		if (rc == ST_BUSY)
 			log_msg(s->base.log, LOG_WARN, "postgres: a write unit still conflicted after %d attempts",
 				attempt);
@@ -1459,8 +1468,10 @@ static bool batch_unit(struct pg_tx *t, struct write_unit *u)
 	t->base.depth = 0;
 	if (c->drops != t->drops || t->broken)
 		return false;
+	u->retry_cause = STORE_RETRY_BUSY; /* the unit's own ST_BUSY, if any */
 	if (t->retry) {
 		rc = ST_BUSY;
+		u->retry_cause = t->retry_cause;
 	} else if (rc == ST_OK && t->aborted) {
 		log_msg(c->s->base.log, LOG_ERROR,
 			"postgres: a write unit returned ok after a failed statement;"
@@ -1621,6 +1632,11 @@ static void run_batch(struct pg_conn *c, struct write_unit *batch)
 		batch = u->next;
 		u->next = NULL;
 		if (end == BATCH_RERUN || (end == BATCH_COMMITTED && u->rc == ST_BUSY)) {
+			/* Counted as a run again only if it ran in the batch (a
+			 * broken batch may not have reached it) and may run again. */
+			if (u->runs > 0 && u->runs < PG_UNIT_ATTEMPTS)
+				store_note_retry(&c->s->base, end == BATCH_RERUN ? STORE_RETRY_BATCH
+										: u->retry_cause);
 			*tail = u;
 			tail = &u->next;
 			continue;

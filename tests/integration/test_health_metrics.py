@@ -10,6 +10,7 @@ import pytest
 from conftest import (
     ADMIN_TOKEN,
     _send,
+    backend_name,
     concurrent_requests,
     find_samples,
     new_wallet,
@@ -94,6 +95,21 @@ def test_commit_units_count_the_durable_units_of_each_commit(server):
     les = sorted((float(k), v) for k, v in buckets.items() if k != "+Inf")
     assert [le for le, _ in les][:2] == [1.0, 2.0], les
     assert all(a[1] <= b[1] for a, b in zip(les, les[1:])), les
+
+
+def test_unit_retries_are_exported_by_cause(server):
+    """settled_store_unit_retries_total: the units the store ran again, one
+    series per cause from the start (an alert sees 0 before the first).
+    The embedded store never runs a unit twice: all stay 0 there."""
+    server.post("/api/register", {"wallet": new_wallet()})
+    text, samples = _metrics_samples(server)
+    assert "# TYPE settled_store_unit_retries_total counter" in text
+    got = {s[1]["cause"]: s[2] for s in find_samples(samples, "settled_store_unit_retries_total")}
+    assert sorted(got) == ["batch", "busy", "connection", "deadlock", "lock_timeout",
+                           "serialization"], got
+    assert all(v >= 0 for v in got.values()), got
+    if backend_name() == "sqlite":
+        assert all(v == 0 for v in got.values()), got
 
 
 def test_metrics_label_by_route_template(server):

@@ -504,6 +504,36 @@ PG_TEST(failing_held_back_release_fails_the_commit_and_ends_it)
 
 /* ---- retries ----------------------------------------------------------- */
 
+/* Re-runs the store reported by cause (store.on_retry). Set on a store
+ * before its first unit; read after the units were answered. */
+struct retries {
+	atomic_int n[STORE_RETRY_CAUSES];
+};
+
+static void count_retry(void *arg, enum store_retry_cause c)
+{
+	struct retries *r = arg;
+
+	cr_assert(c >= 0 && c < STORE_RETRY_CAUSES);
+	atomic_fetch_add(&r->n[c], 1);
+}
+
+static void watch_retries(struct store *s, struct retries *r)
+{
+	for (int i = 0; i < STORE_RETRY_CAUSES; i++)
+		atomic_store(&r->n[i], 0);
+	s->on_retry = count_retry;
+	s->on_retry_arg = r;
+}
+
+/* Every cause but want is 0, want is n. */
+static void assert_retries(struct retries *r, enum store_retry_cause want, int n)
+{
+	for (int i = 0; i < STORE_RETRY_CAUSES; i++)
+		cr_assert_eq(atomic_load(&r->n[i]), i == (int)want ? n : 0, "retries of cause %s: %d",
+			     store_retry_cause_str((enum store_retry_cause)i), atomic_load(&r->n[i]));
+}
+
 struct retry_arg {
 	atomic_int attempts;
 	int fail_until;   /* fail while attempts <= this */
@@ -529,11 +559,61 @@ static enum st_rc retry_first_unit(struct tx *tx, void *arg)
 PG_TEST(serialization_failure_in_first_statement_is_retried)
 {
 	struct retry_arg r = { .fail_until = 2 };
+	struct retries n;
 
 	need_backend();
+	watch_retries(S, &n);
 	cr_assert_eq(store_run(S, retry_first_unit, &r), ST_OK);
 	cr_assert_eq(atomic_load(&r.attempts), 3);
 	cr_assert_eq(count("once"), 1);
+	assert_retries(&n, STORE_RETRY_SERIALIZATION, 2);
+}
+
+/* A unit run again is counted once a run, by what PostgreSQL said
+ * (settled_store_unit_retries_total): here a deadlock, then a
+ * serialization failure, then the unit's own ST_BUSY, then success. */
+static enum st_rc raise_state(struct tx *tx, const char *state)
+{
+	char sql[128];
+
+	snprintf(sql, sizeof(sql), "DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '%s'; END $$", state);
+	return tx_exec(tx, sql, ST_NOARGS, NULL);
+}
+
+static enum st_rc each_cause_unit(struct tx *tx, void *arg)
+{
+	struct retry_arg *r = arg;
+
+	switch (atomic_fetch_add(&r->attempts, 1)) {
+	case 0:
+		return raise_state(tx, "40P01");
+	case 1:
+		(void)tx_nested(tx, sfx_raise_40001, NULL); /* recovered from: still a re-run */
+		return insert(tx, "not_kept");
+	case 2:
+		return ST_BUSY;
+	default:
+		return insert(tx, "once");
+	}
+}
+
+PG_TEST(each_run_again_is_counted_by_its_cause)
+{
+	struct retry_arg r = { 0 };
+	struct retries n;
+
+	need_backend();
+	watch_retries(S, &n);
+	cr_assert_eq(store_run(S, each_cause_unit, &r), ST_OK);
+	cr_assert_eq(atomic_load(&r.attempts), 4);
+	cr_assert_eq(atomic_load(&n.n[STORE_RETRY_DEADLOCK]), 1);
+	cr_assert_eq(atomic_load(&n.n[STORE_RETRY_SERIALIZATION]), 1);
+	cr_assert_eq(atomic_load(&n.n[STORE_RETRY_BUSY]), 1);
+	cr_assert_eq(atomic_load(&n.n[STORE_RETRY_LOCK_TIMEOUT]), 0);
+	cr_assert_eq(atomic_load(&n.n[STORE_RETRY_BATCH]), 0);
+	cr_assert_eq(atomic_load(&n.n[STORE_RETRY_CONNECTION]), 0);
+	cr_assert_eq(count("once"), 1);
+	cr_assert_eq(count("not_kept"), 0);
 }
 
 PG_TEST(serialization_failure_in_first_nested_step_is_retried)
@@ -549,11 +629,14 @@ PG_TEST(serialization_failure_in_first_nested_step_is_retried)
 PG_TEST(serialization_failure_retry_stays_bounded)
 {
 	struct retry_arg r = { .fail_until = 1000 };
+	struct retries n;
 
 	need_backend();
+	watch_retries(S, &n);
 	cr_assert_eq(store_run(S, retry_first_unit, &r), ST_BUSY);
 	cr_assert_eq(atomic_load(&r.attempts), 5);
 	cr_assert_eq(count("once"), 0);
+	assert_retries(&n, STORE_RETRY_SERIALIZATION, 4); /* the fifth run is the last */
 }
 
 /* ---- connections ------------------------------------------------------- */
@@ -1316,12 +1399,14 @@ PG_TEST(unit_waiting_for_a_lock_leaves_its_batch)
 	struct gate g = { false, false };
 	struct store *one;
 	PGconn *holder;
+	struct retries n;
 
 	need_backend();
 	bunits_init(units, BU_N);
 	units[7].kind = BU_WAITS;
 	holder = hold_locked_row();
 	one = one_writer();
+	watch_retries(one, &n);
 	run_gated_batch_but(one, &g, units, BU_N, 7);
 	/* Everyone else is answered, and the lock is still held. */
 	cr_assert_eq(atomic_load(&units[7].done), 0, "answered while the lock was held");
@@ -1334,6 +1419,7 @@ PG_TEST(unit_waiting_for_a_lock_leaves_its_batch)
 	store_close(one);
 	cr_assert_eq(units[7].rc, ST_OK, "%s", st_rc_str(units[7].rc));
 	cr_assert_eq(atomic_load(&units[7].runs), 2);
+	assert_retries(&n, STORE_RETRY_LOCK_TIMEOUT, 1);
 	for (int i = 0; i < BU_N; i++) {
 		cr_assert_eq(count(units[i].key), 1, "unit %d", i);
 		cr_assert_eq(atomic_load(&units[i].after), 1, "unit %d after-commit", i);
@@ -1350,13 +1436,21 @@ PG_TEST(a_units_late_failure_is_not_its_batch_mates)
 	static struct bunit units[BU_N];
 	struct gate g = { false, false };
 	struct store *one;
+	struct retries n;
+	int again = 0;
 
 	need_backend();
 	bunits_init(units, BU_N);
 	units[8].kind = BU_RELEASES;
 	one = one_writer();
+	watch_retries(one, &n);
 	run_gated_batch(one, &g, units, BU_N);
 	store_close(one);
+	/* each unit the broken batch had run is counted once as run again */
+	for (int i = 0; i < BU_N; i++)
+		again += atomic_load(&units[i].runs) == 2;
+	cr_assert_gt(again, 0);
+	assert_retries(&n, STORE_RETRY_BATCH, again);
 	for (int i = 0; i < BU_N; i++) {
 		struct bunit *u = &units[i];
 		enum st_rc want = i == 8 ? ST_INTERNAL : ST_OK;
@@ -1437,15 +1531,18 @@ PG_TEST(nowait_step_in_a_batch_fails_alone_and_the_unit_stays)
 	struct gate g = { false, false };
 	struct store *one;
 	PGconn *holder;
+	struct retries n;
 
 	need_backend();
 	bunits_init(units, BU_N);
 	units[7].kind = BU_WAITS_NOWAIT;
 	holder = hold_locked_row();
 	one = one_writer();
+	watch_retries(one, &n);
 	run_gated_batch(one, &g, units, BU_N); /* all answered while the lock is held */
 	release_locked_row(holder);
 	store_close(one);
+	assert_retries(&n, STORE_RETRY_LOCK_TIMEOUT, 0); /* nothing ran again */
 	cr_assert_eq(units[7].step, ST_BUSY, "the step: %s", st_rc_str(units[7].step));
 	for (int i = 0; i < BU_N; i++) {
 		cr_assert_eq(units[i].rc, ST_OK, "unit %d: %s", i, st_rc_str(units[i].rc));
