@@ -525,6 +525,79 @@ Test(ledger_pg, a_balance_read_probes_the_deltas_index_after_analyze, .init = fx
 	fx_assert_ledger_invariants("after the plans");
 }
 
+/* A posting's checks look each entry's account and transaction up by
+ * primary key, whatever the table held when the connection planned them
+ * (migration 035). PL/pgSQL plans the open-transaction trigger's check
+ * statement (032) once per connection, and with no parameter that plan is
+ * generic: planned against a young accounts table (the bootstrap's
+ * posting, five accounts), 032's NOT EXISTS over the statement's entries
+ * became a hash anti-join over a sequential scan of accounts, kept for the
+ * connection's life, so every later posting on it read every account (the
+ * bench: ~50k accounts after its register rows, 11-15 ms an entries
+ * statement, batches holding their row locks for up to a second). Here
+ * one unit (one connection) posts while accounts is young, adds 2,000
+ * accounts, posts again like a transfer into revenue, and counts the
+ * second posting's sequential scans of accounts and ledger_tx in this
+ * transaction's own statistics (pg_stat_xact_user_tables): none. */
+struct young_plan {
+	const char *from;              /* a checked account, funded by the first posting */
+	int64_t scans[2], rows[2];     /* before and after the second posting */
+};
+
+static enum st_rc xact_seq_scans(struct tx *tx, int64_t *scans, int64_t *rows)
+{
+	struct st_rows *r = NULL;
+	enum st_rc rc = tx_query(tx, "SELECT coalesce(sum(seq_scan), 0), coalesce(sum(seq_tup_read), 0)"
+				 " FROM pg_stat_xact_user_tables WHERE relname IN ('accounts', 'ledger_tx')",
+				 ST_NOARGS, &r);
+
+	if (rc)
+		return rc;
+	*scans = rows_i64(r, 0, 0);
+	*rows = rows_i64(r, 0, 1);
+	rows_free(r);
+	return ST_OK;
+}
+
+static enum st_rc young_plan_unit(struct tx *tx, void *arg)
+{
+	struct young_plan *y = arg;
+	struct ledger_entry fund[2] = { { ACCT_TREASURY, LEDGER_DEBIT, 10 }, { y->from, LEDGER_CREDIT, 10 } };
+	struct ledger_entry spend[2] = { { y->from, LEDGER_DEBIT, 1 }, { ACCT_REVENUE, LEDGER_CREDIT, 1 } };
+	struct ledger_post p = { .kind = "test", .n = 2, .entries = fund };
+	enum st_rc rc = ledger_post(tx, &p, NULL);
+
+	if (rc == ST_OK)
+		rc = tx_exec(tx, "INSERT INTO accounts (id, kind, may_go_negative, created_at)"
+			     " SELECT 'young' || g, 'system', 0, 0 FROM generate_series(1, 2000) g",
+			     ST_NOARGS, NULL);
+	if (rc == ST_OK)
+		rc = xact_seq_scans(tx, &y->scans[0], &y->rows[0]);
+	p.entries = spend;
+	if (rc == ST_OK)
+		rc = ledger_post(tx, &p, NULL);
+	if (rc == ST_OK)
+		rc = xact_seq_scans(tx, &y->scans[1], &y->rows[1]);
+	return rc;
+}
+
+Test(ledger_pg, a_posting_probes_accounts_by_key_whatever_the_cached_plan_saw, .init = fx_open_pg,
+     .fini = fx_close)
+{
+	struct account w;
+	struct young_plan y;
+
+	fx_need_backend();
+	w = wallet(9);
+	y = (struct young_plan){ .from = w.id };
+	cr_assert_eq(store_run(F.s, young_plan_unit, &y), ST_OK);
+	cr_assert_eq(y.scans[1] - y.scans[0], 0,
+		     "the posting scanned accounts or ledger_tx %lld times (%lld rows read)",
+		     (long long)(y.scans[1] - y.scans[0]), (long long)(y.rows[1] - y.rows[0]));
+	cr_assert_eq(fx_account(w.id).balance, 9);
+	fx_assert_ledger_invariants("after the postings");
+}
+
 /* Only an account that may go negative has unfolded deltas (postings move
  * the others in place), so a lookup sums them only for such an account: a
  * hold or transfer from a client account no longer reads account_deltas.
