@@ -131,8 +131,8 @@ def read_to_eof(conn, timeout=15.0):
 
 class Dribbler(threading.Thread):
     """Sends prefix at once, then data one byte every interval seconds until
-    the server cuts the connection; records when (seconds after connect)
-    and what came back."""
+    the server cuts the connection; records when (seconds from just before
+    it connected) and what came back."""
 
     def __init__(self, port, data, interval=1.0, prefix=b""):
         super().__init__(daemon=True)
@@ -142,8 +142,12 @@ class Dribbler(threading.Thread):
         self.received = b""
 
     def run(self):
-        sock = connect(self.port)
+        # Taken before the connect: the server's deadline starts when it
+        # accepts, after the handshake connect() waits for, so a client
+        # stalled between connect() and this line (a loaded machine) could
+        # otherwise measure a cut at the timeout as early.
         start = time.monotonic()
+        sock = connect(self.port)
         try:
             sock.sendall(self.prefix)
             for b in self.data:
