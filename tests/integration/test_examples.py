@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN, ROOT, account_of, fund_wallet, new_key, new_wallet
+from conftest import ADMIN_TOKEN, ROOT, account_of, fund_wallet, new_key, new_wallet, wait_until
 
 EXAMPLES = ROOT / "examples"
 CLIENTS = {
@@ -338,12 +338,8 @@ def test_a_payment_to_an_unknown_account_credits_nothing(start_server):
     def dead():
         d = srv.get("/api/admin/dlq", headers=ADMIN).json["data"]
         return d if d else None
-    jobs = None
-    deadline = time.monotonic() + 15
-    while jobs is None and time.monotonic() < deadline:
-        jobs = dead()
-        time.sleep(0.1)
-    assert jobs and "unknown_account" in json.dumps(jobs), jobs
+    jobs = wait_until(dead, timeout=30, what="the payment's job in the dead-letter queue")
+    assert "unknown_account" in json.dumps(jobs), jobs
     assert srv.count("ledger_entries") == 2   # only the treasury funding
 
 
