@@ -191,22 +191,46 @@ def serve_others_while(server, threads, seconds):
     return during
 
 
+def served_beside_slow_clients(server, start_clients, check_clients, tries=5):
+    """serve_others_while() for a fresh set of slow clients until at least
+    two answers came while all of them were connected. A loaded machine
+    that keeps the server (or this test) off the CPU for the ~2 s before
+    the cut leaves no room for them: that run proves nothing and is made
+    again; a server the slow clients hold answers nobody in any run.
+    check_clients(clients) asserts each run's cuts."""
+    counts = []
+    for _ in range(tries):
+        clients = start_clients()
+        served = serve_others_while(server, clients, CUT_GUARD_S)
+        for t in clients:
+            t.join(CUT_GUARD_S)
+        check_clients(clients)
+        if served >= 2:
+            return
+        counts.append(served)
+    pytest.fail(f"{counts} answers while the slow clients were connected, in {tries} runs")
+
+
 # ---- timeouts ---------------------------------------------------------------
 
 def test_slowloris_headers_are_cut_off_while_others_are_served(timeout_server):
     srv = timeout_server
     head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 64 + b"\r\n\r\n"
-    lorises = [Dribbler(srv.port, head) for _ in range(3)]
-    for t in lorises:
-        t.start()
-    served = serve_others_while(srv, lorises, CUT_GUARD_S)
-    for t in lorises:
-        t.join(CUT_GUARD_S)
-        assert t.cut_after is not None, f"slowloris still connected after {t.sent} bytes"
-        assert TIMEOUT_S - 0.5 <= t.cut_after <= CUT_GUARD_S, f"cut after {t.cut_after:.2f}s"
-        assert t.sent < len(head)
-        assert b"HTTP/1.1" not in t.received, t.received
-    assert served >= 2, f"{served} answers while the slow clients were connected"
+
+    def start():
+        lorises = [Dribbler(srv.port, head) for _ in range(3)]
+        for t in lorises:
+            t.start()
+        return lorises
+
+    def check(lorises):
+        for t in lorises:
+            assert t.cut_after is not None, f"slowloris still connected after {t.sent} bytes"
+            assert TIMEOUT_S - 0.5 <= t.cut_after <= CUT_GUARD_S, f"cut after {t.cut_after:.2f}s"
+            assert t.sent < len(head)
+            assert b"HTTP/1.1" not in t.received, t.received
+
+    served_beside_slow_clients(srv, start, check)
     assert_alive(srv)
 
 
@@ -244,17 +268,21 @@ def test_slow_bodies_do_not_starve_other_clients(timeout_server):
     srv = timeout_server
     body = register_body()
     head = build_request("POST", "/api/register", headers={**JSON, "Content-Length": str(len(body))})
-    with srv.unchanged():
+
+    def start():
         slow_clients = [Dribbler(srv.port, body, prefix=head) for _ in range(8)]
         for t in slow_clients:
             t.start()
-        served = serve_others_while(srv, slow_clients, CUT_GUARD_S)
+        return slow_clients
+
+    def check(slow_clients):
         for t in slow_clients:
-            t.join(CUT_GUARD_S)
             assert t.cut_after is not None and t.cut_after <= CUT_GUARD_S, t.cut_after
             assert t.sent < len(body)
             assert b"HTTP/1.1" not in t.received, t.received
-        assert served >= 2, f"{served} answers while the slow clients were connected"
+
+    with srv.unchanged():
+        served_beside_slow_clients(srv, start, check)
     assert_alive(srv)
 
 
