@@ -598,6 +598,80 @@ Test(ledger_pg, a_posting_probes_accounts_by_key_whatever_the_cached_plan_saw, .
 	fx_assert_ledger_invariants("after the postings");
 }
 
+/* The closing trigger's statement (033: the transaction's nets, the moves
+ * of the checked accounts by UPDATE ... FROM, the deltas of the others)
+ * has a parameter (NEW.id), so PL/pgSQL plans it afresh for its first five
+ * runs on a connection, then may keep one generic plan, made with the
+ * statistics of that moment, until they change. Made while accounts was
+ * young, that plan moved the accounts by a nested loop over a sequential
+ * scan of accounts: every later posting on the connection read every
+ * account (40 ms a posting with 50,000). Migration 036 plans that
+ * function's statements without sequential scans (a key probe whatever
+ * the table held). Here one unit (one connection) makes twelve postings
+ * while accounts is young, past the five custom plans, adds 2,000
+ * accounts, posts a transfer into revenue and counts that posting's
+ * sequential scans of accounts: none (one, 2,006 rows read, without 036). */
+struct generic_plan {
+	const char *from;
+	int64_t scans[2], rows[2];
+};
+
+static enum st_rc accounts_seq_scans(struct tx *tx, int64_t *scans, int64_t *rows)
+{
+	struct st_rows *r = NULL;
+	enum st_rc rc = tx_query(tx, "SELECT coalesce(sum(seq_scan), 0), coalesce(sum(seq_tup_read), 0)"
+				 " FROM pg_stat_xact_user_tables WHERE relname = 'accounts'",
+				 ST_NOARGS, &r);
+
+	if (rc)
+		return rc;
+	*scans = rows_i64(r, 0, 0);
+	*rows = rows_i64(r, 0, 1);
+	rows_free(r);
+	return ST_OK;
+}
+
+static enum st_rc generic_plan_unit(struct tx *tx, void *arg)
+{
+	struct generic_plan *g = arg;
+	struct ledger_entry fund[2] = { { ACCT_TREASURY, LEDGER_DEBIT, 10 }, { g->from, LEDGER_CREDIT, 10 } };
+	struct ledger_entry spend[2] = { { g->from, LEDGER_DEBIT, 1 }, { ACCT_REVENUE, LEDGER_CREDIT, 1 } };
+	struct ledger_post p = { .kind = "test", .n = 2, .entries = fund };
+	enum st_rc rc = ST_OK;
+
+	for (int i = 0; i < 12 && rc == ST_OK; i++)
+		rc = ledger_post(tx, &p, NULL);
+	if (rc == ST_OK)
+		rc = tx_exec(tx, "INSERT INTO accounts (id, kind, may_go_negative, created_at)"
+			     " SELECT 'grown' || g, 'system', 0, 0 FROM generate_series(1, 2000) g",
+			     ST_NOARGS, NULL);
+	if (rc == ST_OK)
+		rc = accounts_seq_scans(tx, &g->scans[0], &g->rows[0]);
+	p.entries = spend;
+	if (rc == ST_OK)
+		rc = ledger_post(tx, &p, NULL);
+	if (rc == ST_OK)
+		rc = accounts_seq_scans(tx, &g->scans[1], &g->rows[1]);
+	return rc;
+}
+
+Test(ledger_pg, a_closing_posting_probes_accounts_by_key_after_its_plan_went_generic,
+     .init = fx_open_pg, .fini = fx_close)
+{
+	struct account w;
+	struct generic_plan g;
+
+	fx_need_backend();
+	w = wallet(10);
+	g = (struct generic_plan){ .from = w.id };
+	cr_assert_eq(store_run(F.s, generic_plan_unit, &g), ST_OK);
+	cr_assert_eq(g.scans[1] - g.scans[0], 0,
+		     "the posting scanned accounts %lld times (%lld rows read)",
+		     (long long)(g.scans[1] - g.scans[0]), (long long)(g.rows[1] - g.rows[0]));
+	cr_assert_eq(fx_account(w.id).balance, 12 * 10 - 1);
+	fx_assert_ledger_invariants("after the postings");
+}
+
 /* Only an account that may go negative has unfolded deltas (postings move
  * the others in place), so a lookup sums them only for such an account: a
  * hold or transfer from a client account no longer reads account_deltas.

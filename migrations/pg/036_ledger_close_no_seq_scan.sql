@@ -1,0 +1,25 @@
+-- 036: the closing trigger plans its statements without sequential scans,
+-- so a posting moves its accounts by primary-key probes whatever plan the
+-- connection cached (docs/internals/ledger.md, "Fewer steps a posting on
+-- PostgreSQL"). See also migrations/sqlite/036 (a no-op twin).
+--
+-- 035 made the open-transaction trigger's check a probe by key; the
+-- closing trigger (033) had the same exposure by another way. Its
+-- statement (the nets, UPDATE accounts ... FROM the nets for the checked
+-- accounts, the deltas of the others) has a parameter, NEW.id, so PL/pgSQL
+-- plans it afresh for its first five runs on a connection and then may
+-- keep one generic plan, made with the statistics of that moment, until
+-- they change. Made while accounts is young (a fresh database: a handful
+-- of accounts, never analyzed, estimated at ten pages), the UPDATE's join
+-- is a nested loop over a sequential scan of accounts, and every later
+-- posting on that connection reads every account (40 ms a posting with
+-- 50,000 accounts, until autovacuum's ANALYZE replans it).
+--
+-- Every statement of this function reads by key (the hold by id, the
+-- entries by tx_id, the accounts by id), so planning it without
+-- sequential scans costs no plan anything: a probe of the primary key
+-- whatever the table held at planning. A later CREATE OR REPLACE of the
+-- function must keep this setting (SET clause); the test
+-- ledger_pg/a_closing_posting_probes_accounts_by_key_after_its_plan_went_generic
+-- fails without it.
+ALTER FUNCTION ledger_tx_after_insert() SET enable_seqscan = off;
