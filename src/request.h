@@ -204,11 +204,6 @@ struct resp_cache {
 	char body[RESP_CACHE_BODY_MAX]; /* r's body (not a copy: r points here) */
 	char prh[PRH_BYTES];     /* the per-request header values r has, PRH_CAPS bytes each */
 	char location[RESP_CACHE_LOCATION_MAX];
-	/* Where r holds those values (libmicrohttpd's copies, found by
-	 * MHD_get_response_header; NULL: not known): a new value of the same
-	 * length is written over them (response.c set_value). */
-	char *prh_at[PRH_N];
-	char *location_at;
 };
 /* Drops c's response; c is empty (reusable) afterwards. */
 void resp_cache_release(struct resp_cache *c);

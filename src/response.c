@@ -441,43 +441,11 @@ static char *prh_slot(struct resp_cache *c, unsigned i, size_t *cap)
 	return c->prh + at;
 }
 
-/* Header name of c->r gets value v in place of kept (cap bytes), at
- * (*at) where c->r holds it. libmicrohttpd keeps a header's value as its
- * own NUL-terminated copy with its length beside it
- * (MHD_get_response_header returns that copy), and reads it only when it
- * sends the answer: a value of the same length (an id, a trace context, a
- * count that did not change its digits, a wallet's Location) is written
- * over the copy, no free and three mallocs. Any other is replaced
- * (MHD_del_response_header + MHD_add_response_header, which moves it to
- * the end; the order of different fields carries no meaning, RFC 9110
- * section 5.3), found by the value c kept. */
-static void set_value(struct MHD_Response *r, const char *name, char **at, char *kept, size_t cap,
-		      const char *v)
-{
-	size_t len = strlen(v);
-
-	if (!strcmp(kept, v))
-		return;
-	if (*at && strlen(kept) == len) {
-		memcpy(*at, v, len);
-		memcpy(kept, v, len);
-		return;
-	}
-	/* After a failed add c kept "": nothing to drop. */
-	MHD_del_response_header(r, name, kept);
-	if (MHD_add_response_header(r, name, v) == MHD_YES) {
-		fmt_str(kept, cap, v); /* fits: PRH_CAPS, reusable() */
-		/* Ours: the response's one copy of a header it has once. */
-		*at = (char *)MHD_get_response_header(r, name);
-	} else {
-		kept[0] = '\0';
-		*at = NULL;
-	}
-}
-
-/* c's answer again, with rq's body and own headers (set_value). The body
- * is written over the one c->r sends (the same length: cache_fits); the
- * connection's last answer has been sent. */
+/* c's answer again, with rq's body and own headers: those whose value
+ * changed are replaced (which moves them to the end; the order of
+ * different fields carries no meaning, RFC 9110 section 5.3), found by the
+ * value c kept. The body is written over the one c->r sends (the same
+ * length: cache_fits); the connection's last answer has been sent. */
 static void cache_reuse(struct resp_cache *c, const struct req_ctx *rq)
 {
 	char v[PRH_N][PRH_VALUE_MAX];
@@ -485,14 +453,27 @@ static void cache_reuse(struct resp_cache *c, const struct req_ctx *rq)
 
 	if (c->body_len)
 		memcpy(c->body, rq->resp.body.ptr, c->body_len);
-	if (c->has_location)
-		set_value(c->r, "Location", &c->location_at, c->location, sizeof(c->location),
-			  rq->resp.location);
+	if (c->has_location && strcmp(c->location, rq->resp.location)) {
+		/* After a failed add c kept "": nothing to drop. */
+		MHD_del_response_header(c->r, "Location", c->location);
+		if (MHD_add_response_header(c->r, "Location", rq->resp.location) == MHD_YES)
+			fmt_str(c->location, sizeof(c->location), rq->resp.location); /* fits: reusable() */
+		else
+			c->location[0] = '\0';
+	}
+
 	for (unsigned i = 0; i < n; i++) {
 		size_t cap;
 		char *kept = prh_slot(c, i, &cap);
 
-		set_value(c->r, prh_names[i], &c->prh_at[i], kept, cap, v[i]);
+		if (!strcmp(kept, v[i]))
+			continue;
+		/* After a failed add c kept "": nothing to drop. */
+		MHD_del_response_header(c->r, prh_names[i], kept);
+		if (MHD_add_response_header(c->r, prh_names[i], v[i]) == MHD_YES)
+			fmt_str(kept, cap, v[i]); /* fits: PRH_CAPS */
+		else
+			kept[0] = '\0';
 	}
 }
 
@@ -524,10 +505,6 @@ static void cache_keep(struct resp_cache *c, struct MHD_Response *r, const struc
 	c->has_location = rq->resp.location != NULL;
 	/* What add_own_headers put on r (fits: reusable()). */
 	fmt_str(c->location, sizeof(c->location), c->has_location ? rq->resp.location : "");
-	/* Ours: the response's one copy of each (set_value). */
-	c->location_at = c->has_location ? (char *)MHD_get_response_header(r, "Location") : NULL;
-	for (unsigned i = 0; i < PRH_N; i++)
-		c->prh_at[i] = (char *)MHD_get_response_header(r, prh_names[i]);
 	{
 		char v[PRH_N][PRH_VALUE_MAX];
 		unsigned n = per_request_values(rq, v); /* what add_common_headers put on r */

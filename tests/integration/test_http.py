@@ -427,10 +427,10 @@ def test_keepalive_answers_carry_their_own_ids_trace_and_counts(start_server):
 
 
 def test_keepalive_counts_that_change_length_are_replaced(start_server):
-    """A kept answer's header values of the same length are written over in
-    place, others replaced (response.c set_value): remaining 11 -> 10 -> 9
-    changes length twice, ids and trace contexts stay in place, and each
-    answer carries its own values, once."""
+    """A kept answer's header values that change are replaced (response.c
+    cache_reuse): remaining 11 -> 10 -> 9 changes length twice, ids and
+    trace contexts change in place, and each answer carries its own
+    values, once."""
     srv = start_server(env={"RL_HEALTH_PER_MIN": "12"})
     conn = _keepalive(srv)
     try:
