@@ -149,7 +149,7 @@ enum st_rc queue_enqueue_spec(struct tx *tx, const struct job_spec *spec, int64_
 		      "INSERT INTO jobs (queue, kind, payload, state, attempts, max_attempts, run_at,"
 		      " unique_key, traceparent, created_at, updated_at)"
 		      " VALUES ($1, $2, $3, 'available', 0, $4, $5, $6, $7, $8, $8)"
-		      " ON CONFLICT (unique_key) DO NOTHING RETURNING id",
+		      " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id",
 		      ST_ARGS(SV_S(spec->queue), SV_S(spec->kind), SV_S(spec->payload),
 			      SV_I(spec->max_attempts > 0 ? spec->max_attempts : QUEUE_DEFAULT_MAX_ATTEMPTS),
 			      SV_I(spec->run_at > 0 ? spec->run_at : now), SV_SOPT(spec->unique_key),
@@ -171,7 +171,9 @@ static const struct st_rows_sql enqueue_rows = {
 	.head = "INSERT INTO jobs (queue, kind, payload, state, attempts, max_attempts, run_at,"
 		" unique_key, traceparent, created_at, updated_at) VALUES ",
 	.row = "($1, $2, $3, 'available', 0, $4, $5, $6, $7, $8, $8)",
-	.tail = " ON CONFLICT (unique_key) DO NOTHING",
+	/* The predicate names the partial unique index on PostgreSQL (035)
+	 * and matches the column's UNIQUE on SQLite. */
+	.tail = " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
 	.width = 8,
 };
 
