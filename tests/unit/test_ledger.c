@@ -1585,7 +1585,7 @@ BOTH(jobs, rows_refuse_bad_states_and_counts)
 
 /* jobs.unique_key: a second job with a taken key is refused, jobs without
  * a key never conflict, with raw SQL as with queue.c's ON CONFLICT. On
- * PostgreSQL the rule is a partial unique index since migration 036 (no
+ * PostgreSQL the rule is a partial unique index since migration 037 (no
  * entry for a job without a key, none re-written by its claim and its
  * completion); SQLite keeps the column's UNIQUE. */
 BOTH(jobs, unique_keys_refuse_a_second_keyed_job_only)

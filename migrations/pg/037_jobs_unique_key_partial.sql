@@ -1,4 +1,4 @@
--- 036: jobs.unique_key's uniqueness as a partial unique index (PostgreSQL
+-- 037: jobs.unique_key's uniqueness as a partial unique index (PostgreSQL
 -- dialect). See docs/internals/queue.md ("Storage").
 --
 -- The column's UNIQUE constraint indexed every job, NULL keys included (a

@@ -1,4 +1,4 @@
--- 036: the PostgreSQL twin makes jobs.unique_key's uniqueness a partial
+-- 037: the PostgreSQL twin makes jobs.unique_key's uniqueness a partial
 -- unique index, because there every claim and completion (non-HOT
 -- updates) wrote a new entry into it, NULL keys included. SQLite updates
 -- only the indexes whose columns an UPDATE changes, and no claim or
