@@ -89,13 +89,27 @@ def service():
     s.close()
 
 
-@pytest.fixture
-def paying(start_server, service):
+def paying_server(start_server, service, timeout):
     srv = start(start_server, SETTLED_SIM_CONFIRM_MS="0", SETTLED_PAYOUT_RAIL="http",
                 SETTLED_PAYOUT_URL=service.url, SETTLED_PAYOUT_SECRET=SECRET,
-                SETTLED_PAYOUT_TIMEOUT="1s", SETTLED_JOB_BASE_DELAY="100ms",
+                SETTLED_PAYOUT_TIMEOUT=timeout, SETTLED_JOB_BASE_DELAY="100ms",
                 SETTLED_JOB_MAX_DELAY="300ms", SETTLED_JOB_MAX_ATTEMPTS="4")
     return srv, new_api_key(srv)
+
+
+@pytest.fixture
+def paying(start_server, service):
+    """A server whose payout calls never time out by chance: the tests
+    count calls and attempts exactly, and the service answers from this
+    process, which a loaded machine can hold for seconds (a 1 s timeout
+    made a call a timeout, retried: one call more than its script)."""
+    return paying_server(start_server, service, "60s")
+
+
+@pytest.fixture
+def paying_1s(start_server, service):
+    """SETTLED_PAYOUT_TIMEOUT=1s, for the test whose service stalls past it."""
+    return paying_server(start_server, service, "1s")
 
 
 def item(batch, idx):
@@ -155,8 +169,8 @@ def test_items_settle_or_fail_from_the_services_answer(paying, service):
     assert find_samples(samples, "settled_payouts_total", status="FAILED")[0][2] == 1
 
 
-def test_a_timeout_is_retried_not_a_refusal(paying, service):
-    srv, key = paying
+def test_a_timeout_is_retried_not_a_refusal(paying_1s, service):
+    srv, key = paying_1s
     w = new_wallet()
     fund(srv, [w], 500)
     slow_then_ok = threading.Event()
