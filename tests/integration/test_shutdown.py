@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import TIME_FACTOR, assert_error, backend_name, build_request, new_wallet, store_rows
+from conftest import (TIME_FACTOR, assert_error, backend_name, build_request, new_wallet, store_rows,
+                      wait_until)
 
 # The grace of the tests that wait it out (SETTLED_SHUTDOWN_GRACE; 30 s by
 # default, which the other tests keep: their in-flight request must finish
@@ -129,7 +130,10 @@ def test_sigterm_under_load_exits_0_every_time(start_server):
         threads = [threading.Thread(target=client, daemon=True) for _ in range(8)]
         for t in threads:
             t.start()
-        time.sleep(0.2)
+        # The signal lands while the clients are busy: once one was
+        # answered (a fixed 0.2 s could pass before any was, with the
+        # server or the clients held by a loaded machine).
+        wait_until(lambda: 200 in statuses, timeout=30, what="a first answer before SIGTERM")
         srv.send_signal(signal.SIGTERM)
         rc = srv.wait_exit(EXIT_GUARD_S)
         stop.set()
