@@ -14,6 +14,7 @@
 
 #include <openssl/rand.h>
 
+#include "clock.h"
 #include "fmt.h"
 #include "hex.h"
 #include "log.h"
@@ -594,6 +595,7 @@ static enum st_rc push(struct unit_queue *q, struct write_unit *u, bool wake_all
 	else
 		q->head = u;
 	q->tail = u;
+	u->queued_ms = clock_mono_ms();
 	if (wake_all)
 		pthread_cond_broadcast(&q->cv);
 	else
@@ -677,6 +679,33 @@ struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hol
 void unit_queue_wake_all(struct unit_queue *q)
 {
 	pthread_cond_broadcast(&q->cv);
+}
+
+int64_t unit_queue_gather_until(const struct unit_queue *q, bool others_busy, int max,
+				int64_t hold_ms, int64_t now_ms)
+{
+	const struct write_unit *u = q->head;
+	int64_t until;
+	int n = 0;
+
+	if (!others_busy || !u || q->closed || hold_ms <= 0)
+		return 0;
+	until = u->queued_ms + hold_ms;
+	if (now_ms >= until)
+		return 0;
+	for (; u && n < max; u = u->next)
+		n++;
+	return n >= max ? 0 : until;
+}
+
+void unit_queue_wake_held(struct unit_queue *q, bool wake_all)
+{
+	pthread_mutex_lock(&q->mu);
+	if (q->head && wake_all)
+		pthread_cond_broadcast(&q->cv);
+	else if (q->head)
+		pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
 }
 
 void unit_queue_close(struct unit_queue *q)

@@ -498,6 +498,7 @@ struct write_unit {
 	bool ran;                 /* the backend's: run (SQLite: merged with an earlier unit) */
 	bool background;          /* store_run's: no client waits for it */
 	int runs;                 /* the backend's: runs so far (PostgreSQL runs a unit again) */
+	int64_t queued_ms;        /* monotonic time it was queued (a hold_fn's bound) */
 	enum store_retry_cause retry_cause; /* the backend's: why its batch asks a run again */
 };
 struct unit_queue {
@@ -537,6 +538,17 @@ struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hol
  * take the queue's lock, so a writer just about to wait may miss it: meant
  * for writers held off by hold, whose wait ends by its deadline anyway. */
 void unit_queue_wake_all(struct unit_queue *q);
+/* For a unit_queue_hold_fn (q's lock held, a unit queued): while another
+ * writer is running a batch (others_busy), a writer leaves the queued units
+ * to gather for that writer's next batch -- fewer commits, bigger merged
+ * runs -- until max are queued or the oldest has waited hold_ms. Returns
+ * until when (monotonic ms) to hold, 0 to take them now. */
+int64_t unit_queue_gather_until(const struct unit_queue *q, bool others_busy, int max,
+				int64_t hold_ms, int64_t now_ms);
+/* When a unit is queued, wakes one waiting writer (every one when
+ * wake_all), under the queue's lock: a writer that has just decided to hold
+ * (unit_queue_gather_until) cannot miss it. Nothing queued: nobody. */
+void unit_queue_wake_held(struct unit_queue *q, bool wake_all);
 /* Refuses new units from now on and wakes every writer. */
 void unit_queue_close(struct unit_queue *q);
 /* After the writers have exited (the queue is empty), or were never started. */

@@ -147,6 +147,16 @@
  * PostgreSQL's deadlock_timeout, 1 s). A unit alone waits as long as it
  * takes. store_options.lock_timeout_ms (SETTLED_PG_LOCK_TIMEOUT) sets it. */
 #define PG_BATCH_LOCK_TIMEOUT_DEFAULT_MS 10
+/* While one writer runs a batch (until its units are answered), the others
+ * leave new units queued for the next batch, up to this long (counted from
+ * the oldest unit's arrival) or until a full batch (batch_max) waits. Fewer
+ * writers in flight make bigger batches: fewer commits and statements
+ * (merged runs), less PostgreSQL CPU a unit -- what one writer instead of
+ * four measured (docs/internals/store.md) -- while the bound gives slow
+ * batches (ledger rows) and a writer stuck on a lock the others' parallelism
+ * back. A unit that arrives while no writer runs a batch is taken at once:
+ * no wait at low load. */
+#define PG_GATHER_MS 2
 #define PG_PENDING_MAX 16           /* BEGIN and savepoints held back; more are flushed */
 
 struct pg_store;
@@ -248,6 +258,10 @@ struct pg_store {
 	int64_t lock_timeout_ms;   /* a batched unit's lock_timeout */
 	struct unit_queue queue;   /* store_submit's units, for the workers */
 	atomic_uint healthy;       /* writer connections up */
+	/* Writers running a batch (from taking it to its answers). While one
+	 * is, the others let new units gather for the next batch (a bounded
+	 * wait, worker_hold): see PG_GATHER_MS. */
+	atomic_int busy;
 	_Atomic int64_t up_at_ms;  /* monotonic time of the last successful connect */
 
 	struct pg_conn *readers;
@@ -1658,10 +1672,27 @@ static void run_batch(struct pg_conn *c, struct write_unit *batch)
 static int64_t worker_hold(void *arg, bool closed)
 {
 	struct pg_conn *c = arg;
+	int64_t now = clock_mono_ms();
 
-	if (!c->pg && !closed && atomic_load(&c->s->healthy) > 0 && clock_mono_ms() < c->next_try_ms)
+	if (!c->pg && !closed && atomic_load(&c->s->healthy) > 0 && now < c->next_try_ms)
 		return c->next_try_ms;
-	return 0;
+	/* Another writer is running a batch: let the units gather for the
+	 * next one (bounded: PG_GATHER_MS, or a full batch). */
+	return unit_queue_gather_until(&c->s->queue, atomic_load(&c->s->busy) > 0,
+				       (int)c->s->batch_max, PG_GATHER_MS, now);
+}
+
+/* Counts writer c in (busy) or out of pg_store.busy; out, it wakes a
+ * writer holding units for it (worker_hold) to take them -- every writer
+ * while some is down, as pg_submit does: a woken one may decline. */
+static void writer_busy(struct pg_conn *c, bool busy)
+{
+	if (busy) {
+		atomic_fetch_add(&c->s->busy, 1);
+		return;
+	}
+	atomic_fetch_sub(&c->s->busy, 1);
+	unit_queue_wake_held(&c->s->queue, atomic_load(&c->s->healthy) < c->s->nworkers);
 }
 
 static void *worker_main(void *arg)
@@ -1671,10 +1702,12 @@ static void *worker_main(void *arg)
 
 	/* Everything queued, up to batch_max: the group commit. */
 	while ((batch = unit_queue_take(&c->s->queue, (int)c->s->batch_max, worker_hold, c))) {
+		writer_busy(c, true);
 		if (!batch->next)
 			write_unit_answer(batch, run_unit(c, batch));
 		else
 			run_batch(c, batch);
+		writer_busy(c, false);
 	}
 	return NULL;
 }
@@ -1995,6 +2028,7 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 	reader_pool_init(&s->rpool);
 	pthread_mutex_init(&s->pmu, NULL);
 	atomic_init(&s->healthy, 0);
+	atomic_init(&s->busy, 0);
 	atomic_init(&s->up_at_ms, 0);
 	conn_init(&s->pinger, s, "ping", 0, false);
 

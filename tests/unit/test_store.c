@@ -1200,6 +1200,49 @@ Test(store, unit_queue_hold_keeps_a_writer_off_until_its_deadline)
 	unit_queue_destroy(&q);
 }
 
+/* The PostgreSQL writers' gathering rule (unit_queue_gather_until): while
+ * another writer runs a batch, a writer holds the queued units back for the
+ * next batch -- until the oldest has waited hold_ms or max are queued; with
+ * no writer busy, or the queue closed, it takes them at once. Times are
+ * given, not read from the clock: nothing here depends on timing. */
+Test(store, unit_queue_gather_holds_only_while_another_writer_is_busy_and_within_bounds)
+{
+	struct unit_queue q;
+	int answered = 0;
+	int64_t t0;
+	struct write_unit *batch;
+
+	unit_queue_init(&q);
+	cr_assert_eq(unit_queue_push(&q, queued_unit, queued_done, &answered, false), ST_OK);
+	t0 = q.head->queued_ms;
+	cr_assert_gt(t0, 0, "push stamps the unit with its arrival");
+	/* No other writer busy: take at once, whatever the age. */
+	cr_assert_eq(unit_queue_gather_until(&q, false, 4, 2, t0), 0);
+	/* Another writer busy: hold until the oldest unit is hold_ms old. */
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2, t0), t0 + 2);
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2, t0 + 1), t0 + 2);
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2, t0 + 2), 0, "bound reached: take");
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 0, t0), 0, "hold_ms 0: never hold");
+	/* A full batch (max queued) is taken at once. */
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2, t0), t0 + 2, "%d queued", i + 1);
+		cr_assert_eq(unit_queue_push(&q, queued_unit, queued_done, &answered, false), ST_OK);
+	}
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2, t0), 0, "4 queued, max 4: take");
+	cr_assert_eq(unit_queue_gather_until(&q, true, 5, 2, t0), t0 + 2);
+	/* Closing: no hold, the writers drain the queue. */
+	unit_queue_close(&q);
+	cr_assert_eq(unit_queue_gather_until(&q, true, 5, 2, t0), 0);
+	batch = unit_queue_take(&q, 8, NULL, NULL);
+	for (struct write_unit *u = batch, *next; u; u = next) {
+		next = u->next;
+		write_unit_answer(u, ST_CONFLICT);
+	}
+	cr_assert_eq(answered, 4);
+	cr_assert_null(unit_queue_take(&q, 8, NULL, NULL));
+	unit_queue_destroy(&q);
+}
+
 /* ---- PostgreSQL only --------------------------------------------------- */
 
 struct retry_arg {
