@@ -234,8 +234,14 @@ void rows_free(struct st_rows *r)
 {
 	if (!r)
 		return;
-	for (int i = 0; i < r->nrows * r->ncols; i++)
-		free(r->cells[i]);
+	if (r->blocks) {
+		for (int i = 0; i < r->nrows; i++)
+			free(r->blocks[i]);
+		free(r->blocks);
+	} else {
+		for (int i = 0; i < r->nrows * r->ncols; i++)
+			free(r->cells[i]);
+	}
 	free(r->cells);
 	free(r->lens);
 	free(r);

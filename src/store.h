@@ -73,6 +73,10 @@ struct st_rows {
 	int ncols;
 	char **cells;   /* nrows * ncols; row-major */
 	size_t *lens;
+	/* NULL: each cell is its own allocation (PostgreSQL). Else one
+	 * allocation per row (SQLite), blocks[row], which that row's cells
+	 * point into; rows_free frees these instead of the cells. */
+	char **blocks;
 };
 const char *rows_text(const struct st_rows *r, int row, int col); /* NULL if SQL NULL */
 size_t rows_len(const struct st_rows *r, int row, int col);

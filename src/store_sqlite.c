@@ -282,14 +282,28 @@ static enum st_rc bind_params(sqlite3_stmt *st, bool in_order, int n, const stru
 	return ST_OK;
 }
 
+/* rows_append's marks, between its two passes, of what a cell holds: a
+ * column's type is not to be asked again once sqlite3_column_text has
+ * converted it (SQLite leaves sqlite3_column_type undefined then). */
+static const char integer_cell, text_cell;
+
+/* One row of st into r: its cells in one allocation (r->blocks[row]),
+ * each NUL-terminated, instead of one a cell (a job row is 16 columns: 16
+ * mallocs and frees). NULL cells point nowhere. On a failed allocation
+ * the row is counted with every cell NULL (rows_free frees what there
+ * is) and ST_NOMEM returned. */
 static enum st_rc rows_append(struct st_rows *r, sqlite3_stmt *st, int *cap)
 {
 	int nc = r->ncols;
+	size_t base = (size_t)r->nrows * (size_t)nc, total = 0, at = 0;
+	char num[FMT_I64_LEN];
+	char *block;
 
 	if (r->nrows == *cap) {
 		int ncap = *cap ? *cap * 2 : 8;
 		char **cells = realloc(r->cells, sizeof(char *) * (size_t)ncap * (size_t)nc);
 		size_t *lens;
+		char **blocks;
 
 		if (!cells)
 			return ST_NOMEM;
@@ -298,41 +312,64 @@ static enum st_rc rows_append(struct st_rows *r, sqlite3_stmt *st, int *cap)
 		if (!lens)
 			return ST_NOMEM;
 		r->lens = lens;
+		blocks = realloc(r->blocks, sizeof(char *) * (size_t)ncap);
+		if (!blocks)
+			return ST_NOMEM;
+		r->blocks = blocks;
 		*cap = ncap;
 	}
+	/* First each cell's kind and length (text: SQLite's bytes once it is
+	 * text; an integer: the digits fmt_i64 writes for it), then the
+	 * copies into one block. */
 	for (int c = 0; c < nc; c++) {
-		size_t idx = (size_t)r->nrows * (size_t)nc + (size_t)c;
-		char num[FMT_I64_LEN];
-		const unsigned char *t;
-		int type = sqlite3_column_type(st, c), len;
+		char **cell = &r->cells[base + (size_t)c];
+		size_t *len = &r->lens[base + (size_t)c];
 
-		r->cells[idx] = NULL;
-		r->lens[idx] = 0;
-		if (type == SQLITE_NULL)
+		switch (sqlite3_column_type(st, c)) {
+		case SQLITE_NULL:
+			*cell = NULL;
+			*len = 0;
 			continue;
-		if (type == SQLITE_INTEGER) {
-			/* The same digits sqlite3_column_text would give, written
-			 * here: SQLite's own conversion renders the value into a
-			 * buffer it allocates for the column and its length is a
-			 * third call (~150 instructions an integer; a job row has
-			 * eight). */
-			len = (int)fmt_i64(num, sqlite3_column_int64(st, c));
-			t = (const unsigned char *)num;
-		} else {
-			t = sqlite3_column_text(st, c);
-			len = sqlite3_column_bytes(st, c);
+		case SQLITE_INTEGER:
+			*cell = (char *)&integer_cell;
+			*len = fmt_i64(num, sqlite3_column_int64(st, c));
+			break;
+		default:
+			*cell = (char *)&text_cell;
+			/* Converted first, then its length; a NULL pointer (a
+			 * conversion that failed) reads as "" as it always did. */
+			*len = sqlite3_column_text(st, c) ? (size_t)sqlite3_column_bytes(st, c) : 0;
+			break;
 		}
-		r->cells[idx] = malloc((size_t)len + 1);
-		if (!r->cells[idx]) {
-			/* Count the partial row so rows_free releases what it holds. */
-			for (int z = c + 1; z < nc; z++)
-				r->cells[(size_t)r->nrows * (size_t)nc + (size_t)z] = NULL;
-			r->nrows++;
-			return ST_NOMEM;
+		total += *len + 1;
+	}
+	block = malloc(total ? total : 1);
+	r->blocks[r->nrows] = block;
+	if (!block) {
+		for (int c = 0; c < nc; c++) {
+			r->cells[base + (size_t)c] = NULL;
+			r->lens[base + (size_t)c] = 0;
 		}
-		memcpy(r->cells[idx], t, (size_t)len);
-		r->cells[idx][len] = '\0';
-		r->lens[idx] = (size_t)len;
+		r->nrows++;
+		return ST_NOMEM;
+	}
+	for (int c = 0; c < nc; c++) {
+		char **cell = &r->cells[base + (size_t)c];
+		size_t len = r->lens[base + (size_t)c];
+
+		if (!*cell)
+			continue;
+		/* An integer's digits written here are the ones
+		 * sqlite3_column_text would give, without SQLite rendering them
+		 * into a buffer it allocates for the column (~150 instructions
+		 * an integer; a job row has eight). */
+		if (*cell == &integer_cell)
+			fmt_i64(block + at, sqlite3_column_int64(st, c));
+		else if (len)
+			memcpy(block + at, sqlite3_column_text(st, c), len);
+		block[at + len] = '\0';
+		*cell = block + at;
+		at += len + 1;
 	}
 	r->nrows++;
 	return ST_OK;

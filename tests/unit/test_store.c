@@ -277,6 +277,49 @@ Test(store_sqlite, integer_cells_read_as_sqlite_writes_them, .init = setup_sqlit
 	rows_free(o.rows);
 }
 
+static enum st_rc mixed_read(struct tx *tx, void *arg)
+{
+	struct row_out *o = arg;
+
+	return tx_query(tx,
+			"SELECT 1.5, x'616263', x'', '', NULL, 7, 'tail' UNION ALL"
+			" SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL UNION ALL"
+			" SELECT -2.25, x'00', 'a''b', 'é', 0, -7, ''",
+			ST_NOARGS, &o->rows);
+}
+
+/* SQLite keeps a row's cells in one allocation: every kind of value
+ * (real, blob, empty blob and text, NULL, integer) reads back as its text
+ * with its length, NULL as NULL, a row of NULLs included. */
+Test(store_sqlite, a_rows_cells_of_every_kind_read_back, .init = setup_sqlite, .fini = teardown,
+     .timeout = 60)
+{
+	static const char *const want[3][7] = {
+		{ "1.5", "abc", "", "", NULL, "7", "tail" },
+		{ NULL, NULL, NULL, NULL, NULL, NULL, NULL },
+		{ "-2.25", "", "a'b", "\xc3\xa9", "0", "-7", "" },
+	};
+	static const size_t want_len[3][7] = {
+		{ 3, 3, 0, 0, 0, 1, 4 }, { 0 }, { 5, 1, 3, 2, 1, 2, 0 },
+	};
+	struct row_out o = { 0 };
+
+	cr_assert_eq(store_read(S, mixed_read, &o), ST_OK);
+	cr_assert_eq(o.rows->nrows, 3);
+	cr_assert_eq(o.rows->ncols, 7);
+	for (int r = 0; r < 3; r++)
+		for (int c = 0; c < 7; c++) {
+			cr_assert_eq(rows_len(o.rows, r, c), want_len[r][c], "row %d col %d", r, c);
+			if (!want[r][c])
+				cr_assert_null(rows_text(o.rows, r, c), "row %d col %d", r, c);
+			else if (r == 2 && c == 1) /* x'00': one NUL byte */
+				cr_assert_eq(rows_text(o.rows, r, c)[0], '\0');
+			else
+				cr_assert_str_eq(rows_text(o.rows, r, c), want[r][c], "row %d col %d", r, c);
+		}
+	rows_free(o.rows);
+}
+
 static enum st_rc dup_unit(struct tx *tx, void *arg)
 {
 	enum st_rc *seen = arg;
