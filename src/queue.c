@@ -171,8 +171,9 @@ static const struct st_rows_sql enqueue_rows = {
 	.head = "INSERT INTO jobs (queue, kind, payload, state, attempts, max_attempts, run_at,"
 		" unique_key, traceparent, created_at, updated_at) VALUES ",
 	.row = "($1, $2, $3, 'available', 0, $4, $5, $6, $7, $8, $8)",
-	/* The predicate names the partial unique index on PostgreSQL (035)
-	 * and matches the column's UNIQUE on SQLite. */
+	/* The predicate infers the column's UNIQUE today and would infer a
+	 * partial unique index too (queue.md "Storage"): a later schema can
+	 * swap one for the other without breaking this version. */
 	.tail = " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
 	.width = 8,
 };
