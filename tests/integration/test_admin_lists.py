@@ -33,6 +33,17 @@ def all_pages(srv, path, limit):
         assert len(page["data"]) == limit and after == page["data"][-1]["id"]
 
 
+def newest_first(rows, made):
+    """The ids of rows (as listed) against made (ids in the order they were
+    created): newest first is created_at then id, both descending. Rows made
+    one after another can share a millisecond on fast storage (each request
+    answered in under one): those come by id, not by when they were made."""
+    at = {r["id"]: r["created_at"] for r in rows}
+    assert set(at) == set(made), (rows, made)
+    assert [at[i] for i in made] == sorted(at[i] for i in made), (rows, made)  # RFC 3339, ms
+    return [r["id"] for r in rows] == sorted(made, key=lambda i: (at[i], i), reverse=True)
+
+
 def make_intents(srv, wallet, n):
     """n claims by wallet, registered and paid first (a claim spends what
     the wallet holds)."""
@@ -50,19 +61,20 @@ def test_intents_newest_first_paginated_and_filtered(server):
     ids_a = make_intents(server, a, 5)
     ids_b = make_intents(server, b, 2)
     rows = all_pages(server, "/api/admin/intents", 3)
-    assert [r["id"] for r in rows] == list(reversed(ids_a + ids_b))
-    assert rows[0]["amount"] == "101" and rows[0]["status"] == "PENDING" and rows[0]["kind"] == "claim"
-    assert rows[0]["created_at"].endswith("Z") and rows[0]["tx_hash"] is None
+    assert newest_first(rows, ids_a + ids_b), rows
+    last = next(r for r in rows if r["id"] == ids_b[-1])
+    assert last["amount"] == "101" and last["status"] == "PENDING" and last["kind"] == "claim"
+    assert last["created_at"].endswith("Z") and last["tx_hash"] is None
     # Filters: a wallet (any case), a status.
     only_a = all_pages(server, f"/api/admin/intents?wallet={a.upper().replace('0X', '0x')}", 2)
-    assert [r["id"] for r in only_a] == list(reversed(ids_a))
+    assert newest_first(only_a, ids_a), only_a
     assert get(server, "/api/admin/intents?status=SETTLED")["data"] == []
     assert len(get(server, f"/api/admin/intents?status=PENDING&wallet={b}")["data"]) == 2
     # Rows written after a page was read do not shift the next page.
     first = get(server, "/api/admin/intents?limit=2")
     make_intents(server, new_wallet(), 1)
     second = get(server, f"/api/admin/intents?limit=2&after={first['next_after']}")
-    assert [r["id"] for r in second["data"]] == list(reversed(ids_a + ids_b))[2:4]
+    assert [r["id"] for r in second["data"]] == [r["id"] for r in rows][2:4]
     # An unknown cursor: an empty page.
     assert get(server, "/api/admin/intents?after=int_nope") == \
         {"data": [], "next_after": None, "limit": 50}
@@ -104,7 +116,8 @@ def test_payout_batches_and_api_keys(server):
                           key=new_key())
     assert rotated.status == 201 or rotated.status == 200, rotated
     keys = all_pages(server, "/api/admin/api-keys", 1)
-    assert [k["id"] for k in keys] == [rotated.json["id"], created.json["id"]]
+    assert newest_first(keys, [created.json["id"], rotated.json["id"]]), keys
+    keys = sorted(keys, key=lambda k: k["id"] == created.json["id"])  # the rotated one first
     for k in keys:
         assert set(k) == {"id", "client_id", "prefix", "name", "created_at", "expires_at",
                           "revoked_at", "replaced_by"}, k      # never a secret or its hash
@@ -120,13 +133,13 @@ def test_payout_batches_and_api_keys(server):
         assert r.status == 201, r
         ids.append(r.json["id"])
     pending = all_pages(server, "/api/admin/payouts/batches?status=PENDING_APPROVAL", 2)
-    assert [b["id"] for b in pending] == list(reversed(ids))
+    assert newest_first(pending, ids), pending
     assert pending[0]["total_amount"] == "7" and pending[0]["item_count"] == 1
     assert pending[0]["approved_at"] is None and pending[0]["client_id"] == created.json["client_id"]
     r = server.post(f"/api/v2/payouts/batch/{ids[0]}/approve", headers=ADMIN, key=new_key())
     assert r.status == 200, r
     still = get(server, "/api/admin/payouts/batches?status=PENDING_APPROVAL")["data"]
-    assert [b["id"] for b in still] == list(reversed(ids[1:]))
+    assert newest_first(still, ids[1:]), still
     assert {b["id"] for b in get(server, "/api/admin/payouts/batches")["data"]} == set(ids)
 
 
