@@ -16,6 +16,7 @@ test restarts the server after each crash, as a supervisor would. The
 other tests run on any build.
 """
 
+import http.client
 import os
 import signal
 import struct
@@ -158,8 +159,15 @@ def test_poison_job_ends_in_the_dlq(start_server):
     # An operator retry runs it again (and it crashes again: the bug is
     # still there); the next start counts that attempt too, before any
     # worker runs (here none: a start without workers still counts).
-    r = srv.post(f"/api/admin/dlq/{pid}/retry", headers=ADMIN)
-    assert r.status == 200, r
+    # The retry's commit wakes the worker, which can run the job and abort
+    # the process before the answer is written (seen under load): then the
+    # connection closes unanswered. That the retry committed either way is
+    # what the restart below shows (available again, its run counted).
+    try:
+        r = srv.post(f"/api/admin/dlq/{pid}/retry", headers=ADMIN)
+        assert r.status == 200, r
+    except (http.client.RemoteDisconnected, ConnectionError):
+        pass
     wait_until(lambda: not srv.running, timeout=30, what="the retried poison job's crash")
     assert srv.proc.returncode == -signal.SIGABRT, srv.proc.returncode
     srv.env["SETTLED_WORKERS"] = "0"
