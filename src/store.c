@@ -541,6 +541,7 @@ void unit_queue_init(struct unit_queue *q)
 	q->head = q->tail = NULL;
 	q->closed = false;
 	q->background_cap = 0;
+	q->waiting = q->holding = 0;
 }
 
 enum st_rc unit_queue_push(struct unit_queue *q, store_unit_fn *fn, store_done_fn *done, void *arg,
@@ -604,8 +605,10 @@ static enum st_rc push(struct unit_queue *q, struct write_unit *u, bool wake_all
 	u->queued_ms = clock_mono_ms();
 	if (wake_all)
 		pthread_cond_broadcast(&q->cv);
-	else
+	else if (q->waiting > q->holding)
 		pthread_cond_signal(&q->cv);
+	/* else every waiting writer is held: their holds end by deadline or
+	 * by the wake of the writer they hold for (unit_queue_wake_held). */
 	pthread_mutex_unlock(&q->mu);
 	return ST_OK;
 }
@@ -665,14 +668,20 @@ struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hol
 		if (!q->head) {
 			if (q->closed)
 				break;
+			q->waiting++;
 			pthread_cond_wait(&q->cv, &q->mu);
+			q->waiting--;
 			continue;
 		}
 		until = hold ? hold(arg, q->closed) : 0;
 		if (until > 0) {
 			struct timespec ts = { (time_t)(until / 1000), (long)(until % 1000) * 1000000L };
 
+			q->waiting++;
+			q->holding++;
 			pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+			q->holding--;
+			q->waiting--;
 			continue;
 		}
 		batch = take_capped(q, max);

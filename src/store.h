@@ -513,6 +513,11 @@ struct unit_queue {
 	/* While a unit that is not background is queued, a batch takes at
 	 * most this many background units; 0: no limit (unit_queue_init). */
 	int background_cap;
+	/* Writers waiting in unit_queue_take, and of those the ones a hold
+	 * keeps off queued units: a push wakes a writer only when one waits
+	 * for units (a held one would look, hold again and sleep: a wake-up
+	 * for nothing a unit). */
+	int waiting, holding;
 };
 /* Until when (monotonic ms) a writer leaves the queued units to the
  * others instead of taking them; 0: take them now. Called with the
@@ -521,9 +526,11 @@ struct unit_queue {
 typedef int64_t unit_queue_hold_fn(void *arg, bool closed);
 
 void unit_queue_init(struct unit_queue *q);
-/* Queues fn as a unit and wakes one waiting writer, or every one when
- * wake_all (a writer that declines units, see unit_queue_hold_fn, might be
- * the one woken). ST_NOMEM; ST_UNAVAILABLE once the queue is closed. */
+/* Queues fn as a unit and wakes one waiting writer (none when every
+ * waiting writer is held off by its hold: it looks again at its deadline or
+ * when woken by unit_queue_wake_held), or every one when wake_all (a writer
+ * that declines units, see unit_queue_hold_fn, might be the one woken).
+ * ST_NOMEM; ST_UNAVAILABLE once the queue is closed. */
 enum st_rc unit_queue_push(struct unit_queue *q, store_unit_fn *fn, store_done_fn *done, void *arg,
 			   bool wake_all);
 /* As unit_queue_push for store_submit_merged's unit. */
