@@ -280,8 +280,23 @@ static enum st_rc resolve_unit(struct tx *tx, void *arg, struct resp *resp)
 		return rc;
 	if (h.status == HOLD_PENDING && h.expires_at && h.expires_at <= tx_now_ms(tx)) {
 		/* Too late: it expires now, as the sweep would have, and that
-		 * is committed with the answer. */
+		 * is committed with the answer. On PostgreSQL (READ COMMITTED)
+		 * the sweep, or a late capture or void on another writer, may
+		 * have resolved it since the read above: the expiry then
+		 * changes no row (ST_CONFLICT, nothing written, no error
+		 * raised, so no savepoint is needed) and the answer is the
+		 * state it is in now, not a 500. */
 		rc = ledger_hold_expire_one(tx, h.id);
+		if (rc == ST_CONFLICT) {
+			struct ledger_hold now;
+
+			rc = ledger_hold_get(tx, h.id, &now);
+			if (rc)
+				return rc;
+			if (now.status != HOLD_PENDING)
+				return fail_not_pending(resp, now.status);
+			return unit_error(resp, ERR_INTERNAL, NULL);
+		}
 		if (rc)
 			return rc;
 		return resp_set_error(resp, ERR_HOLD_EXPIRED,

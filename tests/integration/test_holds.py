@@ -582,6 +582,44 @@ def test_concurrent_capture_and_void_resolve_once(srv):
     check_resolved_once(srv, ids, results, name, c.q(name), 1000)
 
 
+def test_late_captures_and_voids_racing_each_other_and_the_sweep_are_409(start_server):
+    """Holds past their expiry, each captured and voided from four
+    connections at once while the sweep runs: whoever expires a hold, the
+    others are 409 hold_not_pending EXPIRED, never 500. On PostgreSQL each
+    unit its own transaction on four writers, so a late capture that read
+    the hold still pending can find it expired by another connection's
+    commit before its own expiry lands (it answered 500 internal_error)."""
+    pg = backend_name() == "pg"
+    srv = start(start_server, **({"SETTLED_PG_BATCH_MAX": "1", "SETTLED_PG_WRITE_CONNS": "4"}
+                                 if pg else {}))
+    c, name = funded_account(srv, 10000)
+    for rnd in range(3):
+        ids = []
+        for _ in range(16):
+            r = hold(srv, {"from": name, "to": "revenue", "amount": "10", "expires_in": 1},
+                     headers=c.h)
+            assert r.status == 201, r
+            ids.append(r.json["id"])
+        # Past every hold's expiry (1 s after its create, on the clock the
+        # server shares with us); from then on whichever request or sweep
+        # comes first expires it, and every answer is the same.
+        time.sleep(1.1)
+        reqs = []
+        for hid in ids:
+            for path in ("capture", "void", "capture", "void"):
+                reqs.append({"method": "POST", "path": f"/api/v2/holds/{hid}/{path}",
+                             "headers": {**c.h, "Idempotency-Key": new_key()}})
+        results = only_responses(concurrent_requests(srv.port, reqs))
+        for i, hid in enumerate(ids):
+            mine = results[4 * i:4 * i + 4]
+            for r in mine:
+                assert r.status == 409 and r.json["error"] == "hold_not_pending" \
+                    and r.json["state"] == "EXPIRED", (rnd, hid, r.status, r.json)
+            assert get_hold(srv, hid, headers=c.h).json["state"] == "EXPIRED"
+        assert balances(srv, c.q(name)) == {"balance": 10000, "held": 0, "available": 10000}
+    reconcile(srv)
+
+
 @pytest.fixture
 def two_instances(start_server):
     """Two servers on one PostgreSQL database and Redis prefix (as in
