@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, account_of, assert_error, concurrent_requests, find_samples,
+from conftest import (ADMIN_TOKEN, account_of, assert_error, backend_name, concurrent_requests,
+                      find_samples,
                       fund_wallet, new_key, new_wallet, only_responses, parse_metrics,
                       start_settled, wait_until)
 
@@ -537,3 +538,45 @@ def test_100_concurrent_claims_for_50_claims_of_funds(start_server):
     assert after["holds"] == before["holds"] + 50
     assert after["ledger_entries"] == before["ledger_entries"]
     assert after["idempotency_keys"] == before["idempotency_keys"] + 100
+
+
+def test_records_racing_each_other_and_the_sweep_are_409_never_500(start_server):
+    """Intents recorded from four connections at once, once in time and once
+    after their hold is due while the sweep runs: on PostgreSQL (each unit
+    its own transaction on four writers) a record that read the intent
+    PENDING can find it moved by another connection's commit before its own
+    UPDATE lands. In time: one record wins, the others are 409
+    invalid_transition (SUBMITTED); too late: every one is 409 with status
+    FAILED. Never 500; the wallet's money is held once per recorded claim and
+    back for every failed one."""
+    pg = backend_name() == "pg"
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS=DAY_MS, SETTLED_HOLD_TIMEOUT="1s",
+                **({"SETTLED_PG_BATCH_MAX": "1", "SETTLED_PG_WRITE_CONNS": "4"} if pg else {}))
+    w = funded(srv, 100000)
+    submitted = 0
+    for late in (False, True, False, True):
+        its = [prepare(srv, w, "10", key=new_key()).json for _ in range(16)]
+        if late:
+            time.sleep(1.1)
+        reqs = [{"method": "POST", "path": "/api/claim/record",
+                 "json_body": {"intent_id": it["id"], "tx_hash": tx_hash()},
+                 "headers": {"Idempotency-Key": new_key()}} for it in its for _ in range(4)]
+        results = only_responses(concurrent_requests(srv.port, reqs))
+        for i, it in enumerate(its):
+            mine = results[4 * i:4 * i + 4]
+            got = sorted(r.status for r in mine)
+            done = intent(srv, it["id"])
+            if late or done["status"] == "FAILED":
+                assert got == [409] * 4, (late, it["id"], [(r.status, r.json) for r in mine])
+                for r in mine:
+                    assert assert_error(r, 409, "invalid_transition")["status"] == "FAILED"
+                assert done["status"] == "FAILED" and done["hold"]["status"] == "expired", done
+            else:
+                assert got == [200, 409, 409, 409], (it["id"], [(r.status, r.json) for r in mine])
+                for r in mine:
+                    if r.status == 409:
+                        assert assert_error(r, 409, "invalid_transition")["status"] == "SUBMITTED"
+                assert done["status"] == "SUBMITTED" and done["hold"]["status"] == "pending", done
+                submitted += 1
+        assert account(srv, w) == {"balance": 100000, "held": 10 * submitted,
+                                   "available": 100000 - 10 * submitted}
