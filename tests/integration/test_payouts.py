@@ -422,3 +422,28 @@ def test_10000_item_batch_is_processed_and_the_ledger_balances(start_server):
     assert account(srv, "external")["balance"] == ext0["balance"] + total
     assert account(srv, "payouts_clearing")["balance"] == 0
     assert_ledger_balanced(srv)
+
+
+def test_racing_approvals_of_one_batch_approve_it_once(start_server):
+    """Batches each approved from eight connections at once: one 200 that
+    enqueued every item, every other the documented 409 invalid_transition
+    with the batch's status, never 500, each item's job written once. On
+    PostgreSQL (each unit its own transaction on four writers) the losers'
+    guarded UPDATE waits for the winner's commit and then changes no row."""
+    pg = backend_name() == "pg"
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS="86400000",
+                **({"SETTLED_PG_BATCH_MAX": "1", "SETTLED_PG_WRITE_CONNS": "4"} if pg else {}))
+    key = new_api_key(srv)
+    for _ in range(4):
+        b = create_batch(srv, key, [(new_wallet(), 1), (new_wallet(), 2), (new_wallet(), 3)]).json
+        results = concurrent_requests(srv.port, [
+            {"method": "POST", "path": f"/api/v2/payouts/batch/{b['id']}/approve",
+             "headers": {**ADMIN, "Idempotency-Key": new_key()}} for _ in range(8)])
+        assert sorted(r.status for r in results) == [200] + [409] * 7, \
+            [(r.status, r.json) for r in results]
+        for r in results:
+            if r.status == 200:
+                assert r.json["status"] == "APPROVED" and r.json["enqueued"] == 3, r.json
+            else:
+                assert assert_error(r, 409, "invalid_transition")["status"] != "PENDING_APPROVAL"
+        assert execute_jobs(srv, b["id"]) == 3
