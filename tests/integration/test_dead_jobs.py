@@ -23,7 +23,8 @@ tests do: no worker is killed, nothing is timed.
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, backend_name, new_wallet, payment_delivery, store_exec,
+from conftest import (ADMIN_TOKEN, backend_name, concurrent_requests, new_wallet, payment_delivery,
+                      store_exec,
                       store_rows, wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -158,3 +159,41 @@ def test_a_handlers_permanent_failure_marks_its_event_failed_in_its_unit(start_s
     assert (status, ev_error) == ("failed", last_error)
     assert marks_seen(srv, event_id) == ["dead"]
     assert int(finished_at) > 0 and processed_at == finished_at, (finished_at, processed_at)
+
+
+def test_racing_retries_and_deletes_of_a_dead_job_act_once(start_server):
+    """A dead job retried and deleted from eight connections at once: one
+    200, every other 409 job_not_dead (a retry won: the job is available)
+    or 404 job_not_found (a delete won), never 500. On PostgreSQL (each
+    unit its own transaction on four writers) the losers' guarded UPDATE or
+    DELETE waits for the winner's commit and changes no row; the unit reads
+    why (queue.c's why_not_dead)."""
+    pg = backend_name() == "pg"
+    srv = start_server(env={"SETTLED_WORKERS": "0",
+                            **({"SETTLED_PG_BATCH_MAX": "1", "SETTLED_PG_WRITE_CONNS": "4"}
+                               if pg else {})})
+    w = new_wallet()
+    assert srv.register(w).status == 201
+    for rnd in range(4):
+        event_id = pay(srv, w, 25 + rnd)
+        store_exec(srv, "UPDATE jobs SET state = 'dead', finished_at = 1"
+                        f" WHERE kind = 'webhook.process' AND payload LIKE '%{event_id}%'")
+        job_id = store_rows(srv, "SELECT id FROM jobs WHERE kind = 'webhook.process'"
+                                 f" AND payload LIKE '%{event_id}%'")[0][0]
+        reqs = [{"method": "POST" if i % 2 == 0 else "DELETE",
+                 "path": f"/api/admin/dlq/{job_id}" + ("/retry" if i % 2 == 0 else ""),
+                 "headers": ADMIN} for i in range(8)]
+        results = concurrent_requests(srv.port, reqs)
+        won = [(i, r) for i, r in enumerate(results) if r.status == 200]
+        assert len(won) == 1, [(r.status, r.json) for r in results]
+        retried = won[0][0] % 2 == 0
+        for i, r in enumerate(results):
+            if i == won[0][0]:
+                continue
+            if retried:
+                assert r.json["error"] == "job_not_dead" and r.status == 409, (r.status, r.json)
+                assert r.json["state"] == "available", r.json
+            else:
+                assert r.json["error"] == "job_not_found" and r.status == 404, (r.status, r.json)
+        left = store_rows(srv, f"SELECT state, attempts FROM jobs WHERE id = {job_id}")
+        assert left == ([("available", "0")] if retried else []), left
