@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, account_of, assert_error, concurrent_requests, diff_snapshots,
+from conftest import (ADMIN_TOKEN, account_of, assert_error, backend_name, concurrent_requests,
+                      diff_snapshots,
                       find_samples, fund_wallet, new_key, new_wallet, parse_metrics, start_settled,
                       store_rows as rows, wait_until)
 
@@ -494,3 +495,28 @@ def test_a_key_for_an_unknown_or_malformed_client_is_refused(srv, client_id, sta
         body = assert_error(srv.post("/api/admin/api-keys", {"name": "x", "client_id": client_id},
                                      headers=ADMIN), status, code)
         assert body["field"] == "client_id"
+
+
+def test_a_revocation_racing_rotations_leaves_no_key_of_the_chain_live(start_server):
+    """A key revoked while it is rotated from three other connections: the
+    revocation ends the whole chain, so whichever rotation committed first,
+    neither the key nor any successor a rotation answered 201 authenticates
+    afterwards, and every answer is 200, 201 or 409, never 500. On
+    PostgreSQL (each unit its own transaction on four writers) a rotation
+    that commits while the revocation's statement waits for the key's row
+    wrote a successor that statement's snapshot did not see."""
+    pg = backend_name() == "pg"
+    srv = start(start_server, **({"SETTLED_PG_BATCH_MAX": "1", "SETTLED_PG_WRITE_CONNS": "4"}
+                                 if pg else {}))
+    for rnd in range(8):
+        k = create(srv)
+        reqs = [{"method": "DELETE", "path": f"/api/admin/api-keys/{k['id']}", "headers": ADMIN}]
+        reqs += [{"method": "POST", "path": f"/api/admin/api-keys/{k['id']}/rotate",
+                  "headers": {**ADMIN, "Idempotency-Key": new_key()}} for _ in range(3)]
+        results = concurrent_requests(srv.port, reqs)
+        assert results[0].status == 200, results[0]
+        assert all(r.status in (201, 409) for r in results[1:]), [(r.status, r.json) for r in results]
+        assert not authenticated(srv, k["key"]), rnd
+        for r in results[1:]:
+            if r.status == 201:
+                assert not authenticated(srv, r.json["key"]), (rnd, r.json["id"])
