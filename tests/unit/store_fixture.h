@@ -185,6 +185,32 @@ static inline int64_t sfx_count(struct store *s, const char *k)
 	return q.n;
 }
 
+/* Units that ask a one-statement read (store_read_one) for more than its
+ * one statement, which it must refuse with ST_INTERNAL: test_store.c
+ * (SQLite) and test_store_pg.c each run them. arg is the count each one
+ * asks for (a struct sfx_count_q): two statements of it, or it inside a
+ * savepoint. */
+static inline enum st_rc sfx_two_statements_read(struct tx *tx, void *arg)
+{
+	enum st_rc rc = sfx_count_unit(tx, arg);
+
+	if (rc)
+		return rc;
+	return sfx_count_unit(tx, arg);
+}
+
+static inline enum st_rc sfx_nested_read(struct tx *tx, void *arg)
+{
+	return tx_nested(tx, sfx_count_unit, arg);
+}
+
+/* A statement held back for the next one (tx_exec_deferred): a second. */
+static inline enum st_rc sfx_deferred_read(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return tx_exec_deferred(tx, "SELECT 1", ST_NOARGS);
+}
+
 /* A statement that fails with serialization_failure (40001): PostgreSQL
  * only, for the store's retry rules. */
 static inline enum st_rc sfx_raise_40001(struct tx *tx, void *arg)

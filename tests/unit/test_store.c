@@ -801,28 +801,6 @@ CONTRACT(read_one_sees_committed_data_and_cannot_write)
 	cr_assert_eq(count("sneaky"), 0);
 }
 
-static enum st_rc two_statements_read(struct tx *tx, void *arg)
-{
-	struct sfx_count_q q = { .k = "seen", .n = -1 };
-	enum st_rc rc = sfx_count_unit(tx, &q);
-
-	(void)arg;
-	if (rc)
-		return rc;
-	return sfx_count_unit(tx, &q);
-}
-
-static enum st_rc nested_read(struct tx *tx, void *arg)
-{
-	return tx_nested(tx, count_seen_read, arg);
-}
-
-static enum st_rc deferred_read(struct tx *tx, void *arg)
-{
-	(void)arg;
-	return tx_exec_deferred(tx, "SELECT 1", ST_NOARGS);
-}
-
 static enum st_rc failing_read(struct tx *tx, void *arg)
 {
 	(void)arg;
@@ -841,11 +819,12 @@ Test(store_sqlite, read_one_refuses_more_than_its_statement, .init = setup_sqlit
 	struct sfx_count_q q = { .k = NULL, .n = -1 };
 
 	for (int i = 0; i < 8; i++) {
+		struct sfx_count_q seen = { .k = "seen", .n = -1 };
 		char k[16];
 
-		cr_assert_eq(store_read_one(S, two_statements_read, NULL), ST_INTERNAL);
-		cr_assert_eq(store_read_one(S, nested_read, &q), ST_INTERNAL);
-		cr_assert_eq(store_read_one(S, deferred_read, NULL), ST_INTERNAL);
+		cr_assert_eq(store_read_one(S, sfx_two_statements_read, &seen), ST_INTERNAL);
+		cr_assert_eq(store_read_one(S, sfx_nested_read, &seen), ST_INTERNAL);
+		cr_assert_eq(store_read_one(S, sfx_deferred_read, NULL), ST_INTERNAL);
 		cr_assert_neq(store_read_one(S, failing_read, NULL), ST_OK);
 		q = (struct sfx_count_q){ .k = NULL, .n = -1 };
 		cr_assert_eq(store_read_one(S, sfx_count_unit, &q), ST_OK);

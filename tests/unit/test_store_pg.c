@@ -865,28 +865,6 @@ PG_TEST(read_one_cannot_write)
 	cr_assert_eq(count("sneaky"), 0);
 }
 
-static enum st_rc two_statements_read(struct tx *tx, void *arg)
-{
-	struct sfx_count_q q = { .k = NULL };
-	enum st_rc rc = sfx_count_unit(tx, &q);
-
-	(void)arg;
-	if (rc)
-		return rc;
-	return sfx_count_unit(tx, &q);
-}
-
-static enum st_rc nested_read(struct tx *tx, void *arg)
-{
-	return tx_nested(tx, count_warm_read, arg);
-}
-
-static enum st_rc deferred_read(struct tx *tx, void *arg)
-{
-	(void)arg;
-	return tx_exec_deferred(tx, "SELECT 1", ST_NOARGS);
-}
-
 /* A unit that asks a one-statement read for more gets ST_INTERNAL (a bug
  * in the unit), and the reader is left as it was. */
 PG_TEST(read_one_refuses_a_second_statement)
@@ -896,9 +874,11 @@ PG_TEST(read_one_refuses_a_second_statement)
 	need_backend();
 	put("warm");
 	for (int i = 0; i < 8; i++) {
-		cr_assert_eq(store_read_one(S, two_statements_read, NULL), ST_INTERNAL);
-		cr_assert_eq(store_read_one(S, nested_read, &q), ST_INTERNAL);
-		cr_assert_eq(store_read_one(S, deferred_read, NULL), ST_INTERNAL);
+		struct sfx_count_q all = { .k = NULL }, warm = { .k = "warm" };
+
+		cr_assert_eq(store_read_one(S, sfx_two_statements_read, &all), ST_INTERNAL);
+		cr_assert_eq(store_read_one(S, sfx_nested_read, &warm), ST_INTERNAL);
+		cr_assert_eq(store_read_one(S, sfx_deferred_read, NULL), ST_INTERNAL);
 		cr_assert_neq(store_read_one(S, read_fails_first, NULL), ST_OK);
 	}
 	for (int i = 0; i < 8; i++) {
