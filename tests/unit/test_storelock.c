@@ -65,6 +65,15 @@ static enum st_rc take_again(const char *path, struct buf *err)
 	return rc;
 }
 
+/* path names the store whose lock file is want (storelock_path's answer
+ * for the store's own path): the same lock file. b is scratch. */
+static void assert_same_lock(const char *path, const struct buf *want, struct buf *b)
+{
+	buf_reset(b);
+	cr_assert_eq(storelock_path(path, b), ST_OK, "%s", path);
+	cr_assert_str_eq(want->ptr, b->ptr, "%s", path);
+}
+
 /* The second processes of the tests below (spawn_fixture.h: a fork would
  * run this code in a child of a threaded process). "hold" db fd uid ppid:
  * takes the lock (as uid when that is not -1), says so on fd and waits to
@@ -223,11 +232,8 @@ Test(storelock, every_name_of_the_store_is_one_lock)
 	snprintf(rel, sizeof(rel), "./settled.db");
 
 	cr_assert_eq(storelock_path(db, &a), ST_OK);
-	cr_assert_eq(storelock_path(via_dir, &b), ST_OK);
-	cr_assert_str_eq(a.ptr, b.ptr);
-	buf_reset(&b);
-	cr_assert_eq(storelock_path(rel, &b), ST_OK);
-	cr_assert_str_eq(a.ptr, b.ptr);
+	assert_same_lock(via_dir, &a, &b);
+	assert_same_lock(rel, &a, &b);
 
 	cr_assert_eq(storelock_take(db, "settled", &l, &err), ST_OK, "%s", err.ptr);
 	cr_assert_eq(take_again(via_dir, &err), ST_CONFLICT, "%s", err.ptr);
@@ -268,17 +274,12 @@ Test(storelock, a_dangling_symlink_locks_where_the_store_will_be_created)
 	cr_assert_eq(lstat(db, &st), -1);
 
 	cr_assert_eq(storelock_path(db, &a), ST_OK);
-	cr_assert_eq(storelock_path(alias, &b), ST_OK);
-	cr_assert_str_eq(a.ptr, b.ptr);
-	buf_reset(&b);
-	cr_assert_eq(storelock_path(chain, &b), ST_OK);
-	cr_assert_str_eq(a.ptr, b.ptr);
+	assert_same_lock(alias, &a, &b);
+	assert_same_lock(chain, &a, &b);
 	/* From another directory, with the link named relatively. */
 	cr_assert_not_null(getcwd(cwd, sizeof(cwd)));
 	cr_assert_eq(chdir("/"), 0);
-	buf_reset(&b);
-	cr_assert_eq(storelock_path(alias + 1, &b), ST_OK);
-	cr_assert_str_eq(a.ptr, b.ptr);
+	assert_same_lock(alias + 1, &a, &b);
 	cr_assert_eq(chdir(cwd), 0);
 	/* A loop resolves to nothing SQLite could open either: the path as
 	 * given (opening the store then fails with ELOOP). */
