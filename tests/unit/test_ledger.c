@@ -525,6 +525,72 @@ Test(ledger_pg, a_balance_read_probes_the_deltas_index_after_analyze, .init = fx
 	fx_assert_ledger_invariants("after the plans");
 }
 
+/* What the two tests below share: one unit (one connection) makes `early`
+ * postings of 10 from treasury into a new wallet while accounts is young,
+ * adds 2,000 accounts (prefix1 ...), then posts 1 from the wallet into
+ * revenue like a transfer, reading this transaction's own statistics
+ * (pg_stat_xact_user_tables) just before and after that last posting: it
+ * made no sequential scan of the tables watched. */
+struct grown_plan {
+	const char *from;      /* the wallet, funded by the early postings */
+	int early;             /* postings while accounts is young */
+	const char *prefix;    /* of the accounts added */
+	const char *scans_sql; /* a literal: the watched tables' sum(seq_scan), sum(seq_tup_read) */
+	int64_t scans[2], rows[2]; /* before and after the last posting */
+};
+
+static enum st_rc xact_seq_scans(struct tx *tx, const char *sql, int64_t *scans, int64_t *rows)
+{
+	struct st_rows *r = NULL;
+	enum st_rc rc = tx_query(tx, sql, ST_NOARGS, &r);
+
+	if (rc)
+		return rc;
+	*scans = rows_i64(r, 0, 0);
+	*rows = rows_i64(r, 0, 1);
+	rows_free(r);
+	return ST_OK;
+}
+
+static enum st_rc grown_plan_unit(struct tx *tx, void *arg)
+{
+	struct grown_plan *g = arg;
+	struct ledger_entry fund[2] = { { ACCT_TREASURY, LEDGER_DEBIT, 10 }, { g->from, LEDGER_CREDIT, 10 } };
+	struct ledger_entry spend[2] = { { g->from, LEDGER_DEBIT, 1 }, { ACCT_REVENUE, LEDGER_CREDIT, 1 } };
+	struct ledger_post p = { .kind = "test", .n = 2, .entries = fund };
+	enum st_rc rc = ST_OK;
+
+	for (int i = 0; i < g->early && rc == ST_OK; i++)
+		rc = ledger_post(tx, &p, NULL);
+	if (rc == ST_OK)
+		rc = tx_exec(tx, "INSERT INTO accounts (id, kind, may_go_negative, created_at)"
+			     " SELECT $1::text || g, 'system', 0, 0 FROM generate_series(1, 2000) g",
+			     ST_ARGS(SV_S(g->prefix)), NULL);
+	if (rc == ST_OK)
+		rc = xact_seq_scans(tx, g->scans_sql, &g->scans[0], &g->rows[0]);
+	p.entries = spend;
+	if (rc == ST_OK)
+		rc = ledger_post(tx, &p, NULL);
+	if (rc == ST_OK)
+		rc = xact_seq_scans(tx, g->scans_sql, &g->scans[1], &g->rows[1]);
+	return rc;
+}
+
+/* grown_plan_unit for wallet n: the last posting scanned none of the
+ * tables (named in the message), and the wallet and ledger add up. */
+static void posting_after_growth_scans_nothing(unsigned n, int early, const char *prefix,
+					       const char *scans_sql, const char *tables)
+{
+	struct account w = wallet(n);
+	struct grown_plan g = { .from = w.id, .early = early, .prefix = prefix, .scans_sql = scans_sql };
+
+	cr_assert_eq(store_run(F.s, grown_plan_unit, &g), ST_OK);
+	cr_assert_eq(g.scans[1] - g.scans[0], 0, "the posting scanned %s %lld times (%lld rows read)", tables,
+		     (long long)(g.scans[1] - g.scans[0]), (long long)(g.rows[1] - g.rows[0]));
+	cr_assert_eq(fx_account(w.id).balance, early * 10 - 1);
+	fx_assert_ledger_invariants("after the postings");
+}
+
 /* A posting's checks look each entry's account and transaction up by
  * primary key, whatever the table held when the connection planned them
  * (migration 035). PL/pgSQL plans the open-transaction trigger's check
@@ -539,63 +605,14 @@ Test(ledger_pg, a_balance_read_probes_the_deltas_index_after_analyze, .init = fx
  * accounts, posts again like a transfer into revenue, and counts the
  * second posting's sequential scans of accounts and ledger_tx in this
  * transaction's own statistics (pg_stat_xact_user_tables): none. */
-struct young_plan {
-	const char *from;              /* a checked account, funded by the first posting */
-	int64_t scans[2], rows[2];     /* before and after the second posting */
-};
-
-static enum st_rc xact_seq_scans(struct tx *tx, int64_t *scans, int64_t *rows)
-{
-	struct st_rows *r = NULL;
-	enum st_rc rc = tx_query(tx, "SELECT coalesce(sum(seq_scan), 0), coalesce(sum(seq_tup_read), 0)"
-				 " FROM pg_stat_xact_user_tables WHERE relname IN ('accounts', 'ledger_tx')",
-				 ST_NOARGS, &r);
-
-	if (rc)
-		return rc;
-	*scans = rows_i64(r, 0, 0);
-	*rows = rows_i64(r, 0, 1);
-	rows_free(r);
-	return ST_OK;
-}
-
-static enum st_rc young_plan_unit(struct tx *tx, void *arg)
-{
-	struct young_plan *y = arg;
-	struct ledger_entry fund[2] = { { ACCT_TREASURY, LEDGER_DEBIT, 10 }, { y->from, LEDGER_CREDIT, 10 } };
-	struct ledger_entry spend[2] = { { y->from, LEDGER_DEBIT, 1 }, { ACCT_REVENUE, LEDGER_CREDIT, 1 } };
-	struct ledger_post p = { .kind = "test", .n = 2, .entries = fund };
-	enum st_rc rc = ledger_post(tx, &p, NULL);
-
-	if (rc == ST_OK)
-		rc = tx_exec(tx, "INSERT INTO accounts (id, kind, may_go_negative, created_at)"
-			     " SELECT 'young' || g, 'system', 0, 0 FROM generate_series(1, 2000) g",
-			     ST_NOARGS, NULL);
-	if (rc == ST_OK)
-		rc = xact_seq_scans(tx, &y->scans[0], &y->rows[0]);
-	p.entries = spend;
-	if (rc == ST_OK)
-		rc = ledger_post(tx, &p, NULL);
-	if (rc == ST_OK)
-		rc = xact_seq_scans(tx, &y->scans[1], &y->rows[1]);
-	return rc;
-}
-
 Test(ledger_pg, a_posting_probes_accounts_by_key_whatever_the_cached_plan_saw, .init = fx_open_pg,
      .fini = fx_close)
 {
-	struct account w;
-	struct young_plan y;
-
 	fx_need_backend();
-	w = wallet(9);
-	y = (struct young_plan){ .from = w.id };
-	cr_assert_eq(store_run(F.s, young_plan_unit, &y), ST_OK);
-	cr_assert_eq(y.scans[1] - y.scans[0], 0,
-		     "the posting scanned accounts or ledger_tx %lld times (%lld rows read)",
-		     (long long)(y.scans[1] - y.scans[0]), (long long)(y.rows[1] - y.rows[0]));
-	cr_assert_eq(fx_account(w.id).balance, 9);
-	fx_assert_ledger_invariants("after the postings");
+	posting_after_growth_scans_nothing(9, 1, "young",
+					   "SELECT coalesce(sum(seq_scan), 0), coalesce(sum(seq_tup_read), 0)"
+					   " FROM pg_stat_xact_user_tables WHERE relname IN ('accounts', 'ledger_tx')",
+					   "accounts or ledger_tx");
 }
 
 /* The closing trigger's statement (033: the transaction's nets, the moves
@@ -611,65 +628,14 @@ Test(ledger_pg, a_posting_probes_accounts_by_key_whatever_the_cached_plan_saw, .
  * while accounts is young, past the five custom plans, adds 2,000
  * accounts, posts a transfer into revenue and counts that posting's
  * sequential scans of accounts: none (one, 2,006 rows read, without 036). */
-struct generic_plan {
-	const char *from;
-	int64_t scans[2], rows[2];
-};
-
-static enum st_rc accounts_seq_scans(struct tx *tx, int64_t *scans, int64_t *rows)
-{
-	struct st_rows *r = NULL;
-	enum st_rc rc = tx_query(tx, "SELECT coalesce(sum(seq_scan), 0), coalesce(sum(seq_tup_read), 0)"
-				 " FROM pg_stat_xact_user_tables WHERE relname = 'accounts'",
-				 ST_NOARGS, &r);
-
-	if (rc)
-		return rc;
-	*scans = rows_i64(r, 0, 0);
-	*rows = rows_i64(r, 0, 1);
-	rows_free(r);
-	return ST_OK;
-}
-
-static enum st_rc generic_plan_unit(struct tx *tx, void *arg)
-{
-	struct generic_plan *g = arg;
-	struct ledger_entry fund[2] = { { ACCT_TREASURY, LEDGER_DEBIT, 10 }, { g->from, LEDGER_CREDIT, 10 } };
-	struct ledger_entry spend[2] = { { g->from, LEDGER_DEBIT, 1 }, { ACCT_REVENUE, LEDGER_CREDIT, 1 } };
-	struct ledger_post p = { .kind = "test", .n = 2, .entries = fund };
-	enum st_rc rc = ST_OK;
-
-	for (int i = 0; i < 12 && rc == ST_OK; i++)
-		rc = ledger_post(tx, &p, NULL);
-	if (rc == ST_OK)
-		rc = tx_exec(tx, "INSERT INTO accounts (id, kind, may_go_negative, created_at)"
-			     " SELECT 'grown' || g, 'system', 0, 0 FROM generate_series(1, 2000) g",
-			     ST_NOARGS, NULL);
-	if (rc == ST_OK)
-		rc = accounts_seq_scans(tx, &g->scans[0], &g->rows[0]);
-	p.entries = spend;
-	if (rc == ST_OK)
-		rc = ledger_post(tx, &p, NULL);
-	if (rc == ST_OK)
-		rc = accounts_seq_scans(tx, &g->scans[1], &g->rows[1]);
-	return rc;
-}
-
 Test(ledger_pg, a_closing_posting_probes_accounts_by_key_after_its_plan_went_generic,
      .init = fx_open_pg, .fini = fx_close)
 {
-	struct account w;
-	struct generic_plan g;
-
 	fx_need_backend();
-	w = wallet(10);
-	g = (struct generic_plan){ .from = w.id };
-	cr_assert_eq(store_run(F.s, generic_plan_unit, &g), ST_OK);
-	cr_assert_eq(g.scans[1] - g.scans[0], 0,
-		     "the posting scanned accounts %lld times (%lld rows read)",
-		     (long long)(g.scans[1] - g.scans[0]), (long long)(g.rows[1] - g.rows[0]));
-	cr_assert_eq(fx_account(w.id).balance, 12 * 10 - 1);
-	fx_assert_ledger_invariants("after the postings");
+	posting_after_growth_scans_nothing(10, 12, "grown",
+					   "SELECT coalesce(sum(seq_scan), 0), coalesce(sum(seq_tup_read), 0)"
+					   " FROM pg_stat_xact_user_tables WHERE relname = 'accounts'",
+					   "accounts");
 }
 
 /* Only an account that may go negative has unfolded deltas (postings move
