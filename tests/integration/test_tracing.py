@@ -98,11 +98,19 @@ class OtlpReceiver:
         self.httpd.server_close()
 
 
-@pytest.fixture
-def otlp():
-    r = OtlpReceiver()
-    yield r
-    r.close()
+def collector_fixture(collector):
+    """A fixture that starts a collector (collector(): a class with close())
+    for the test and closes it after. Pytest names the fixture by the
+    module attribute it is assigned to."""
+    @pytest.fixture
+    def fixture():
+        c = collector()
+        yield c
+        c.close()
+    return fixture
+
+
+otlp = collector_fixture(OtlpReceiver)
 
 
 def attrs(obj):
@@ -356,11 +364,7 @@ class HangingCollector:
         self.lsock.close()
 
 
-@pytest.fixture
-def hanging_collector():
-    c = HangingCollector()
-    yield c
-    c.close()
+hanging_collector = collector_fixture(HangingCollector)
 
 
 def failures_counted(srv):
