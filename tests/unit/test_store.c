@@ -133,9 +133,31 @@ static int64_t count(const char *k)
 
 /* ---- the contract ------------------------------------------------------ */
 
-struct row_out {
+/* A query read through store_read: sql (a string literal: statements are
+ * cached by address) and its parameters; its rows, the caller's to free. */
+struct rows_q {
+	const char *sql;
+	int n;
+	const struct st_val *params;
 	struct st_rows *rows;
 };
+
+static enum st_rc rows_unit(struct tx *tx, void *arg)
+{
+	struct rows_q *q = arg;
+
+	return tx_query(tx, q->sql, q->n, q->params, &q->rows);
+}
+
+/* sql's rows read through store_read (n, params: ST_ARGS or ST_NOARGS);
+ * the caller frees them. */
+static struct st_rows *read_rows(const char *sql, int n, const struct st_val *params)
+{
+	struct rows_q q = { sql, n, params, NULL };
+
+	cr_assert_eq(store_read(S, rows_unit, &q), ST_OK, "%s", sql);
+	return q.rows;
+}
 
 static enum st_rc params_write(struct tx *tx, void *arg)
 {
@@ -156,48 +178,34 @@ static enum st_rc params_write(struct tx *tx, void *arg)
 		       NULL);
 }
 
-static enum st_rc params_read(struct tx *tx, void *arg)
-{
-	struct row_out *o = arg;
-
-	/* Reversed order again, and an extra parameter the statement ignores. */
-	return tx_query(tx, "SELECT k, v, n FROM kv WHERE n = $2 AND k = $1 ORDER BY k",
-			ST_ARGS(SV_S("a"), SV_I(42), SV_S("unused")), &o->rows);
-}
-
-static enum st_rc all_rows(struct tx *tx, void *arg)
-{
-	struct row_out *o = arg;
-
-	return tx_query(tx, "SELECT k, v, n FROM kv ORDER BY k", ST_NOARGS, &o->rows);
-}
-
 CONTRACT(params_any_order_and_reused)
 {
-	struct row_out o = { 0 };
+	struct st_rows *rows;
 
 	cr_assert_eq(store_run(S, params_write, NULL), ST_OK);
-	cr_assert_eq(store_read(S, params_read, &o), ST_OK);
-	cr_assert_eq(o.rows->nrows, 1);
-	cr_assert_eq(o.rows->ncols, 3);
-	cr_assert_str_eq(rows_text(o.rows, 0, 0), "a");
-	cr_assert_str_eq(rows_text(o.rows, 0, 1), "a");
-	cr_assert_str_eq(rows_text(o.rows, 0, 2), "42");
-	cr_assert_eq(rows_i64(o.rows, 0, 2), 42);
-	rows_free(o.rows);
+	/* Reversed order again, and an extra parameter the statement ignores. */
+	rows = read_rows("SELECT k, v, n FROM kv WHERE n = $2 AND k = $1 ORDER BY k",
+			 ST_ARGS(SV_S("a"), SV_I(42), SV_S("unused")));
+	cr_assert_eq(rows->nrows, 1);
+	cr_assert_eq(rows->ncols, 3);
+	cr_assert_str_eq(rows_text(rows, 0, 0), "a");
+	cr_assert_str_eq(rows_text(rows, 0, 1), "a");
+	cr_assert_str_eq(rows_text(rows, 0, 2), "42");
+	cr_assert_eq(rows_i64(rows, 0, 2), 42);
+	rows_free(rows);
 
-	cr_assert_eq(store_read(S, all_rows, &o), ST_OK);
-	cr_assert_eq(o.rows->nrows, 3);
-	cr_assert_str_eq(rows_text(o.rows, 1, 0), "b");
-	cr_assert_str_eq(rows_text(o.rows, 1, 1), "abc");
-	cr_assert_eq(rows_len(o.rows, 1, 1), 3);
-	cr_assert_eq(rows_i64(o.rows, 1, 2), INT64_MAX);
-	cr_assert_str_eq(rows_text(o.rows, 2, 0), "quote'\"\\");
-	cr_assert_str_eq(rows_text(o.rows, 2, 1), "\xc3\xa9t\xc3\xa9");
+	rows = read_rows("SELECT k, v, n FROM kv ORDER BY k", ST_NOARGS);
+	cr_assert_eq(rows->nrows, 3);
+	cr_assert_str_eq(rows_text(rows, 1, 0), "b");
+	cr_assert_str_eq(rows_text(rows, 1, 1), "abc");
+	cr_assert_eq(rows_len(rows, 1, 1), 3);
+	cr_assert_eq(rows_i64(rows, 1, 2), INT64_MAX);
+	cr_assert_str_eq(rows_text(rows, 2, 0), "quote'\"\\");
+	cr_assert_str_eq(rows_text(rows, 2, 1), "\xc3\xa9t\xc3\xa9");
 	/* Out of range cells read as NULL, not a crash. */
-	cr_assert_null(rows_text(o.rows, 3, 0));
-	cr_assert_null(rows_text(o.rows, 0, 3));
-	rows_free(o.rows);
+	cr_assert_null(rows_text(rows, 3, 0));
+	cr_assert_null(rows_text(rows, 0, 3));
+	rows_free(rows);
 }
 
 static enum st_rc nulls_write(struct tx *tx, void *arg)
@@ -214,45 +222,24 @@ static enum st_rc nulls_write(struct tx *tx, void *arg)
 	return rc;
 }
 
-static enum st_rc nulls_read(struct tx *tx, void *arg)
-{
-	struct row_out *o = arg;
-
-	return tx_query(tx, "SELECT k, v, v IS NULL FROM kv WHERE k LIKE 'n%' ORDER BY k", ST_NOARGS, &o->rows);
-}
-
 CONTRACT(null_round_trip)
 {
-	struct row_out o = { 0 };
+	struct st_rows *rows;
 
 	cr_assert_eq(store_run(S, nulls_write, NULL), ST_OK);
-	cr_assert_eq(store_read(S, nulls_read, &o), ST_OK);
-	cr_assert_eq(o.rows->nrows, 3);
-	cr_assert_null(rows_text(o.rows, 0, 1));
-	cr_assert_eq(rows_len(o.rows, 0, 1), 0);
-	cr_assert_null(rows_text(o.rows, 1, 1));
+	rows = read_rows("SELECT k, v, v IS NULL FROM kv WHERE k LIKE 'n%' ORDER BY k", ST_NOARGS);
+	cr_assert_eq(rows->nrows, 3);
+	cr_assert_null(rows_text(rows, 0, 1));
+	cr_assert_eq(rows_len(rows, 0, 1), 0);
+	cr_assert_null(rows_text(rows, 1, 1));
 	/* The empty string is not NULL. */
-	cr_assert_not_null(rows_text(o.rows, 2, 1));
-	cr_assert_str_eq(rows_text(o.rows, 2, 1), "");
+	cr_assert_not_null(rows_text(rows, 2, 1));
+	cr_assert_str_eq(rows_text(rows, 2, 1), "");
 	/* Booleans read as 1/0 on both backends. */
-	cr_assert_str_eq(rows_text(o.rows, 0, 2), "1");
-	cr_assert_str_eq(rows_text(o.rows, 2, 2), "0");
-	cr_assert_eq(rows_i64(o.rows, 0, 1), 0); /* NULL reads as 0 */
-	rows_free(o.rows);
-}
-
-static enum st_rc ints_read(struct tx *tx, void *arg)
-{
-	struct row_out *o = arg;
-
-	/* Each value twice: as the integer it is, and as SQLite's own text of
-	 * it (CAST: a text column, which the rows copy as SQLite gives it). */
-	return tx_query(tx,
-			"WITH v(x) AS (VALUES (0), (1), (-1), (9), (10), (-10), (99), (100), (12345),"
-			" (-9007199254740993), (4294967296), (9223372036854775807),"
-			" (-9223372036854775807 - 1), ($1))"
-			" SELECT x, CAST(x AS TEXT), typeof(x) FROM v",
-			ST_ARGS(SV_I(-1234567890123)), &o->rows);
+	cr_assert_str_eq(rows_text(rows, 0, 2), "1");
+	cr_assert_str_eq(rows_text(rows, 2, 2), "0");
+	cr_assert_eq(rows_i64(rows, 0, 1), 0); /* NULL reads as 0 */
+	rows_free(rows);
 }
 
 /* SQLite: an integer column's text in the rows is written by the store
@@ -261,31 +248,27 @@ static enum st_rc ints_read(struct tx *tx, void *arg)
 Test(store_sqlite, integer_cells_read_as_sqlite_writes_them, .init = setup_sqlite, .fini = teardown,
      .timeout = 60)
 {
-	struct row_out o = { 0 };
+	struct st_rows *rows;
 
-	cr_assert_eq(store_read(S, ints_read, &o), ST_OK);
-	cr_assert_eq(o.rows->nrows, 14);
-	for (int i = 0; i < o.rows->nrows; i++) {
-		cr_assert_str_eq(rows_text(o.rows, i, 2), "integer");
-		cr_assert_str_eq(rows_text(o.rows, i, 0), rows_text(o.rows, i, 1), "row %d", i);
-		cr_assert_eq(rows_len(o.rows, i, 0), strlen(rows_text(o.rows, i, 1)), "row %d", i);
+	/* Each value twice: as the integer it is, and as SQLite's own text of
+	 * it (CAST: a text column, which the rows copy as SQLite gives it). */
+	rows = read_rows(
+		"WITH v(x) AS (VALUES (0), (1), (-1), (9), (10), (-10), (99), (100), (12345),"
+		" (-9007199254740993), (4294967296), (9223372036854775807),"
+		" (-9223372036854775807 - 1), ($1))"
+		" SELECT x, CAST(x AS TEXT), typeof(x) FROM v",
+		ST_ARGS(SV_I(-1234567890123)));
+	cr_assert_eq(rows->nrows, 14);
+	for (int i = 0; i < rows->nrows; i++) {
+		cr_assert_str_eq(rows_text(rows, i, 2), "integer");
+		cr_assert_str_eq(rows_text(rows, i, 0), rows_text(rows, i, 1), "row %d", i);
+		cr_assert_eq(rows_len(rows, i, 0), strlen(rows_text(rows, i, 1)), "row %d", i);
 	}
-	cr_assert_str_eq(rows_text(o.rows, 12, 0), "-9223372036854775808");
-	cr_assert_eq(rows_i64(o.rows, 11, 0), INT64_MAX);
-	cr_assert_eq(rows_i64(o.rows, 12, 0), INT64_MIN);
-	cr_assert_eq(rows_i64(o.rows, 13, 0), -1234567890123);
-	rows_free(o.rows);
-}
-
-static enum st_rc mixed_read(struct tx *tx, void *arg)
-{
-	struct row_out *o = arg;
-
-	return tx_query(tx,
-			"SELECT 1.5, x'616263', x'', '', NULL, 7, 'tail' UNION ALL"
-			" SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL UNION ALL"
-			" SELECT -2.25, x'00', 'a''b', 'é', 0, -7, ''",
-			ST_NOARGS, &o->rows);
+	cr_assert_str_eq(rows_text(rows, 12, 0), "-9223372036854775808");
+	cr_assert_eq(rows_i64(rows, 11, 0), INT64_MAX);
+	cr_assert_eq(rows_i64(rows, 12, 0), INT64_MIN);
+	cr_assert_eq(rows_i64(rows, 13, 0), -1234567890123);
+	rows_free(rows);
 }
 
 /* SQLite keeps a row's cells in one allocation: every kind of value
@@ -302,22 +285,25 @@ Test(store_sqlite, a_rows_cells_of_every_kind_read_back, .init = setup_sqlite, .
 	static const size_t want_len[3][7] = {
 		{ 3, 3, 0, 0, 0, 1, 4 }, { 0 }, { 5, 1, 3, 2, 1, 2, 0 },
 	};
-	struct row_out o = { 0 };
+	struct st_rows *rows = read_rows(
+		"SELECT 1.5, x'616263', x'', '', NULL, 7, 'tail' UNION ALL"
+		" SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL UNION ALL"
+		" SELECT -2.25, x'00', 'a''b', 'é', 0, -7, ''",
+		ST_NOARGS);
 
-	cr_assert_eq(store_read(S, mixed_read, &o), ST_OK);
-	cr_assert_eq(o.rows->nrows, 3);
-	cr_assert_eq(o.rows->ncols, 7);
+	cr_assert_eq(rows->nrows, 3);
+	cr_assert_eq(rows->ncols, 7);
 	for (int r = 0; r < 3; r++)
 		for (int c = 0; c < 7; c++) {
-			cr_assert_eq(rows_len(o.rows, r, c), want_len[r][c], "row %d col %d", r, c);
+			cr_assert_eq(rows_len(rows, r, c), want_len[r][c], "row %d col %d", r, c);
 			if (!want[r][c])
-				cr_assert_null(rows_text(o.rows, r, c), "row %d col %d", r, c);
+				cr_assert_null(rows_text(rows, r, c), "row %d col %d", r, c);
 			else if (r == 2 && c == 1) /* x'00': one NUL byte */
-				cr_assert_eq(rows_text(o.rows, r, c)[0], '\0');
+				cr_assert_eq(rows_text(rows, r, c)[0], '\0');
 			else
-				cr_assert_str_eq(rows_text(o.rows, r, c), want[r][c], "row %d col %d", r, c);
+				cr_assert_str_eq(rows_text(rows, r, c), want[r][c], "row %d col %d", r, c);
 		}
-	rows_free(o.rows);
+	rows_free(rows);
 }
 
 static enum st_rc dup_unit(struct tx *tx, void *arg)
