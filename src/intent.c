@@ -423,7 +423,25 @@ enum st_rc intent_expire(struct tx *tx, int64_t now_ms, int limit, const char *a
 		if (rc == ST_OK && !intent_status_terminal(it.status) && it.status != INTENT_PENDING)
 			continue;
 		if (rc == ST_OK && !intent_status_terminal(it.status)) {
-			rc = fail_with(tx, &it, actor, "hold_expired", true);
+			struct transition_extra x = { .reason = "hold_expired" };
+
+			/* The hold first, as fail_with does. A record can still
+			 * commit between the read above and this UPDATE (it waits
+			 * for the record's row lock): the hold is kept then, and
+			 * the expiry's due guard changes no row (ST_CONFLICT,
+			 * nothing written). Skipped, as a hold resolved since is:
+			 * failing the sweep would roll back every other expiry
+			 * and hold them back a tick. Once the hold is expired
+			 * under its row lock, the intent cannot leave PENDING
+			 * any more (every way out of it touches the hold first),
+			 * so the transition does not lose a race. */
+			rc = ledger_hold_expire_one(tx, it.hold_id);
+			if (rc == ST_CONFLICT) {
+				rc = ST_OK;
+				continue;
+			}
+			if (rc == ST_OK)
+				rc = transition(tx, &it, INTENT_FAILED, actor, &x);
 			failed += rc == ST_OK;
 		} else if (rc == ST_OK || rc == ST_NOT_FOUND) {
 			/* Not an intent's (a client's hold), or orphaned. One that

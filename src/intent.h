@@ -148,8 +148,11 @@ enum st_rc intent_fail(struct tx *tx, const char *id, const char *actor, const c
 
 /* Fails up to limit PENDING intents whose hold timed out (expires_at <=
  * now_ms), resolving the hold as 'expired' (reason "hold_expired"); then
- * expires any other pending hold past its timeout. *n_failed gets the
- * number of intents failed (for settled_intents_total{status="FAILED"}). */
+ * expires any other pending hold past its timeout. now_ms is the
+ * transaction's clock (tx_now_ms): each expiry checks the hold is still due
+ * by it. A hold recorded (kept), captured or voided since the list was read
+ * is skipped, and the rest commit. *n_failed gets the number of intents
+ * failed (for settled_intents_total{status="FAILED"}). */
 enum st_rc intent_expire(struct tx *tx, int64_t now_ms, int limit, const char *actor,
 			 int64_t *n_failed);
 

@@ -502,14 +502,12 @@ enum st_rc ledger_hold_create_on_wallet(struct tx *tx, const char *wallet, int64
  * there is for these (migration 029 did the same for the capture
  * triggers). */
 
-/* Resolves a pending hold as status; exactly one row must change. */
-static enum st_rc hold_resolve(struct tx *tx, const char *hold_id, const char *status)
+/* Resolves a pending hold with sql (its status, and for an expiry its
+ * due guard); exactly one row must change. */
+static enum st_rc hold_resolve(struct tx *tx, const char *hold_id, const char *sql)
 {
 	int64_t changed = 0;
-	enum st_rc rc = tx_exec(tx,
-				"UPDATE holds SET status = $2, resolved_at = $3"
-				" WHERE id = $1 AND resolved_at IS NULL",
-				ST_ARGS(SV_S(hold_id), SV_S(status), SV_I(tx_now_ms(tx))), &changed);
+	enum st_rc rc = tx_exec(tx, sql, ST_ARGS(SV_S(hold_id), SV_I(tx_now_ms(tx))), &changed);
 	struct ledger_hold h;
 
 	if (rc)
@@ -522,12 +520,26 @@ static enum st_rc hold_resolve(struct tx *tx, const char *hold_id, const char *s
 
 enum st_rc ledger_hold_release(struct tx *tx, const char *hold_id)
 {
-	return hold_resolve(tx, hold_id, "released");
+	return hold_resolve(tx, hold_id,
+			    "UPDATE holds SET status = 'released', resolved_at = $2"
+			    " WHERE id = $1 AND resolved_at IS NULL");
 }
 
+/* Only a hold that is still due expires. Every caller read it due first,
+ * but on PostgreSQL (READ COMMITTED) a claim record can commit between that
+ * read and this UPDATE, keeping the hold (expires_at NULL): the UPDATE
+ * waits for the record's row lock and then re-checks its WHERE on the
+ * record's version. With `resolved_at IS NULL` alone it expired the kept
+ * hold, the intent's transition then found SUBMITTED, and the sweep's whole
+ * transaction rolled back (every due hold waited a tick). With the due
+ * guard it changes no row: ST_CONFLICT, nothing written, and the caller
+ * skips it (intent_expire) or answers the state it is in. */
 enum st_rc ledger_hold_expire_one(struct tx *tx, const char *hold_id)
 {
-	return hold_resolve(tx, hold_id, "expired");
+	return hold_resolve(tx, hold_id,
+			    "UPDATE holds SET status = 'expired', resolved_at = $2"
+			    " WHERE id = $1 AND resolved_at IS NULL"
+			    " AND expires_at IS NOT NULL AND expires_at <= $2");
 }
 
 enum st_rc ledger_hold_keep(struct tx *tx, const char *hold_id)

@@ -207,7 +207,9 @@ enum st_rc ledger_hold_capture(struct tx *tx, const char *hold_id, const char *t
  * status = 'pending' must change exactly one row. ST_NOT_FOUND, or
  * ST_CONFLICT when it is no longer pending. */
 enum st_rc ledger_hold_release(struct tx *tx, const char *hold_id);
-/* As ledger_hold_release, resolving it as 'expired'. */
+/* As ledger_hold_release, resolving it as 'expired', and only while it is
+ * due (expires_at <= now): ST_CONFLICT, writing nothing, for a hold kept
+ * (its timeout dropped) or not yet due. */
 enum st_rc ledger_hold_expire_one(struct tx *tx, const char *hold_id);
 
 /* Drops a pending hold's timeout (the hold then lives until captured or

@@ -11,6 +11,7 @@ and pagination tests use a fast rail and watch claims settle.
 """
 
 import secrets
+import subprocess
 import threading
 import time
 
@@ -19,7 +20,7 @@ import pytest
 from conftest import (ADMIN_TOKEN, account_of, assert_error, backend_name, concurrent_requests,
                       find_samples,
                       fund_wallet, new_key, new_wallet, only_responses, parse_metrics,
-                      start_settled, wait_until)
+                      start_settled, store_rows, wait_until)
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 DAY_MS = "86400000"
@@ -580,3 +581,87 @@ def test_records_racing_each_other_and_the_sweep_are_409_never_500(start_server)
                 submitted += 1
         assert account(srv, w) == {"balance": 100000, "held": 10 * submitted,
                                    "available": 100000 - 10 * submitted}
+
+
+def lock_waiters(srv, like):
+    """The server's statements waiting on a lock whose text starts with like."""
+    return store_rows(srv, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                           f" AND wait_event_type = 'Lock' AND query LIKE '{like}%'")
+
+
+@pytest.mark.skipif(backend_name() != "pg", reason="orders a record and the sweep on a "
+                    "PostgreSQL row lock (one writer on SQLite: they cannot interleave)")
+def test_a_record_committing_under_the_sweep_is_skipped_and_the_rest_of_the_sweep_commits(
+        start_server):
+    """On PostgreSQL (READ COMMITTED) a claim record can commit between the
+    hold sweep's read of a due hold's intent (PENDING) and the sweep's UPDATE
+    of that hold: the record, still in time by its own clock, kept the hold
+    (expires_at NULL) and made the intent SUBMITTED. The sweep's UPDATE
+    waited for the record's row lock and then expired the kept hold; the
+    intent's transition found SUBMITTED and the whole sweep rolled back with
+    a warning, every other due hold waiting a tick. Now the UPDATE requires
+    the hold still due: the kept hold is skipped, the rest commits.
+
+    The order is forced, not hoped for: a psql session locks hold A's row,
+    A's record (in time) waits on it, then the sweep (A due by its clock)
+    waits behind the record; the lock is let go, the record goes first. A
+    round is judged only when the record was in time (200; a record that
+    started after A was due is refused, and the round is made again)."""
+    srv = start(start_server, SETTLED_SIM_CONFIRM_MS=DAY_MS, SETTLED_HOLD_TIMEOUT="4s",
+                SETTLED_PG_BATCH_MAX="1", SETTLED_PG_WRITE_CONNS="4")
+    w = funded(srv, 100000)
+    submitted = 0
+    for attempt in range(5):
+        a = prepare(srv, w, "10", key=new_key()).json
+        b = prepare(srv, w, "10", key=new_key()).json   # due just after a
+        (hold_a,), = store_rows(srv, f"SELECT hold_id FROM intents WHERE id = '{a['id']}'")
+        locker = subprocess.Popen(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                                   "-d", srv.backend.url], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        got = []
+        try:
+            locker.stdin.write(f"BEGIN;\nSELECT 1 FROM holds WHERE id = '{hold_a}'"
+                               " FOR UPDATE;\n\\echo locked\n")
+            locker.stdin.flush()
+            assert locker.stdout.readline().strip() == "1"
+            assert locker.stdout.readline().strip() == "locked"
+            t = threading.Thread(target=lambda: got.append(
+                record(srv, a["id"], key=new_key(), timeout=120, check=False)), daemon=True)
+            t.start()
+            wait_until(lambda: lock_waiters(srv, "UPDATE holds SET expires_at = NULL"),
+                       timeout=60, interval=0.1, what="the record waiting on the hold's row lock")
+            wait_until(lambda: lock_waiters(srv, "UPDATE holds SET status"),
+                       timeout=60, interval=0.1, what="the sweep waiting on the hold's row lock")
+            locker.stdin.write("ROLLBACK;\n")
+            locker.stdin.close()
+            locker.wait(60)
+            t.join(120)
+        finally:
+            if locker.poll() is None:
+                locker.kill()
+                locker.wait()
+        assert got, "the record was not answered"
+        # b is due after a and only the sweep fails it: once it is FAILED,
+        # the sweep that waited behind the record has ended (the ticker
+        # runs one sweep at a time) and logged what became of it.
+        wait_until(lambda: intent(srv, b["id"])["status"] == "FAILED", timeout=60,
+                   what="the sweep failing b")
+        warned = [r for r in srv.log_records()
+                  if isinstance(r, dict) and "hold expiry failed" in r.get("msg", "")]
+        assert not warned, warned
+        assert intent(srv, b["id"])["hold"]["status"] == "expired"
+        if got[0].status == 409:
+            # Started after a was due: refused, a FAILED with it. No race.
+            assert assert_error(got[0], 409, "invalid_transition")["status"] == "FAILED"
+            assert intent(srv, a["id"])["status"] == "FAILED"
+            continue
+        assert got[0].status == 200, got[0]
+        done = intent(srv, a["id"])
+        assert done["status"] == "SUBMITTED" and done["hold"]["status"] == "pending", done
+        submitted += 1
+        break
+    assert submitted == 1, "no round had its record in time"
+    assert account(srv, w) == {"balance": 100000, "held": 10, "available": 100000 - 10}
+    r = srv.post("/api/admin/reconciliation", None, headers=AUTH, key=new_key())
+    assert r.status in (200, 201), r
+    assert not {k: v for k, v in r.json["checks"].items() if not v["ok"]}, r.json
