@@ -30,6 +30,37 @@
 
 #define CLAIM_LIST_MAX (1024 * 21 + 2) /* a JSON array of up to 1024 ids */
 
+/* "Still running under this lease", for the WHERE of every write a lease
+ * holder makes (complete, fail, hand back). The table's CHECK makes
+ * `state = 'running'` the same as both lease columns being set, so this
+ * names the same rows without naming the state: a planner that sees the
+ * literal may (and PostgreSQL did, EXPLAIN) read the `jobs_running`
+ * partial index end to end and filter it by id, every running job's row
+ * visited for each completion, rather than look the ids up in the primary
+ * key (queue.md "Claiming"). */
+#define LEASE_HELD(owner) " lease_owner = " owner " AND lease_expires_at IS NOT NULL"
+
+/* PostgreSQL's claim. The due rows are locked and collected as an array
+ * first (an InitPlan, run once), and the UPDATE finds them by primary key:
+ * `id IN (SELECT ...)` was planned as a hash semi-join over a sequential
+ * scan of the whole table, completed rows included (queue.md "Claiming"). */
+const char queue_claim_pg_sql[] =
+	"UPDATE jobs SET state = 'running', lease_owner = $2, lease_expires_at = $3,"
+	" updated_at = $4"
+	" WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE state = 'available' AND queue = $1"
+	"  AND run_at <= $4 ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED))"
+	" RETURNING " JOB_COLS;
+
+const char queue_complete_many_pg_sql[] =
+	"UPDATE jobs SET state = 'completed', lease_owner = NULL,"
+	" lease_expires_at = NULL, finished_at = $3, updated_at = $3"
+	" WHERE id = ANY(CAST($2 AS BIGINT[])) AND" LEASE_HELD("$1") " RETURNING id";
+
+const char queue_complete_sql[] =
+	"UPDATE jobs SET state = 'completed', lease_owner = NULL, lease_expires_at = NULL,"
+	" finished_at = $3, updated_at = $3"
+	" WHERE id = $1 AND" LEASE_HELD("$2");
+
 static const char *const state_names[JOB_STATE_COUNT] = { "available", "running", "completed",
 							   "dead" };
 
@@ -319,12 +350,7 @@ enum st_rc queue_claim(struct tx *tx, const char *queue, int max, const char *le
 	if (!name_ok(lease_owner, QUEUE_OWNER_MAX))
 		return ST_INVALID;
 	if (tx_dialect(tx) == ST_PG)
-		rc = tx_query(tx,
-			      "UPDATE jobs SET state = 'running', lease_owner = $2, lease_expires_at = $3,"
-			      " updated_at = $4"
-			      " WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND queue = $1"
-			      "  AND run_at <= $4 ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)"
-			      " RETURNING " JOB_COLS,
+		rc = tx_query(tx, queue_claim_pg_sql,
 			      ST_ARGS(SV_S(queue), SV_S(lease_owner), SV_I(now + lease_ms), SV_I(now),
 				      SV_I(max)),
 			      &rows);
@@ -343,11 +369,8 @@ enum st_rc queue_complete(struct tx *tx, int64_t id, const char *lease_owner)
 	int64_t now = tx_now_ms(tx);
 	enum st_rc rc;
 
-	rc = tx_exec(tx,
-		     "UPDATE jobs SET state = 'completed', lease_owner = NULL, lease_expires_at = NULL,"
-		     " finished_at = $3, updated_at = $3"
-		     " WHERE id = $1 AND state = 'running' AND lease_owner = $2",
-		     ST_ARGS(SV_I(id), SV_S(lease_owner), SV_I(now)), &changes);
+	rc = tx_exec(tx, queue_complete_sql, ST_ARGS(SV_I(id), SV_S(lease_owner), SV_I(now)),
+		     &changes);
 	if (rc)
 		return rc;
 	return changes == 1 ? ST_OK : ST_CONFLICT;
@@ -440,11 +463,7 @@ enum st_rc queue_complete_many(struct tx *tx, const char *lease_owner, const int
 	if (rc)
 		goto out;
 	if (pg) {
-		rc = tx_query(tx,
-			      "UPDATE jobs SET state = 'completed', lease_owner = NULL,"
-			      " lease_expires_at = NULL, finished_at = $3, updated_at = $3"
-			      " WHERE id = ANY(CAST($2 AS BIGINT[])) AND state = 'running'"
-			      " AND lease_owner = $1 RETURNING id",
+		rc = tx_query(tx, queue_complete_many_pg_sql,
 			      ST_ARGS(SV_S(lease_owner), SV_SN(list.ptr, list.len), SV_I(tx_now_ms(tx))),
 			      &rows);
 	} else if ((rc = tx_nested(tx, complete_all_sqlite,
@@ -553,8 +572,7 @@ static enum st_rc fail_run(struct tx *tx, const char *sql, struct st_val key1,
 enum st_rc queue_fail(struct tx *tx, int64_t id, const char *lease_owner, const char *error,
 		      int64_t delay_ms, bool permanent, enum job_state *new_state)
 {
-	return fail_run(tx, FAIL_SET " WHERE id = $1 AND state = 'running' AND lease_owner = $2"
-			" RETURNING state",
+	return fail_run(tx, FAIL_SET " WHERE id = $1 AND" LEASE_HELD("$2") " RETURNING state",
 			SV_I(id), SV_S(lease_owner), NULL, error, delay_ms, permanent, new_state);
 }
 
@@ -574,8 +592,7 @@ enum st_rc queue_release(struct tx *tx, int64_t id, const char *lease_owner)
 
 	rc = tx_exec(tx,
 		     "UPDATE jobs SET state = 'available', lease_owner = NULL, lease_expires_at = NULL,"
-		     " updated_at = $3"
-		     " WHERE id = $1 AND state = 'running' AND lease_owner = $2",
+		     " updated_at = $3 WHERE id = $1 AND" LEASE_HELD("$2"),
 		     ST_ARGS(SV_I(id), SV_S(lease_owner), SV_I(tx_now_ms(tx))), &changes);
 	if (rc)
 		return rc;

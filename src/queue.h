@@ -129,6 +129,15 @@ enum st_rc queue_complete(struct tx *tx, int64_t id, const char *lease_owner);
 enum st_rc queue_complete_many(struct tx *tx, const char *lease_owner, const int64_t *ids, int n,
 			       bool *done);
 
+/* The statements of PostgreSQL's claim ($1 queue, $2 lease owner, $3 lease
+ * expiry, $4 now, $5 max), queue_complete_many ($1 lease owner, $2 the ids
+ * as an array literal, $3 now) and queue_complete ($1 id, $2 lease owner,
+ * $3 now; both dialects), exported so that tests can EXPLAIN what runs:
+ * their plans are part of what makes a job cheap (queue.md "Claiming"). */
+extern const char queue_claim_pg_sql[];
+extern const char queue_complete_many_pg_sql[];
+extern const char queue_complete_sql[];
+
 /* Records a failed attempt of a job running under lease_owner: attempts + 1,
  * last_error = error (truncated), and then dead (with finished_at) when the
  * attempts reach max_attempts or permanent is set, else available again at
