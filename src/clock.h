@@ -12,6 +12,9 @@
 
 /* Milliseconds on CLOCK_MONOTONIC (an arbitrary origin): for durations only. */
 int64_t clock_mono_ms(void);
+/* Microseconds on the same clock: for waits shorter than a millisecond
+ * matters (the PostgreSQL writers' gathering). */
+int64_t clock_mono_us(void);
 /* The system's wall clock, ms since the epoch (log lines, the skew check). */
 int64_t clock_wall_ms(void);
 

@@ -131,6 +131,10 @@ static const struct opt opts[] = {
 	  1024, NULL, "128", "N",
 	  "PostgreSQL: most write units one writer commits together; 1 = no group commit "
 	  "(ignored in embedded mode)" },
+	{ "SETTLED_PG_GATHER_US", "--pg-gather-us", OPT_UINT, 0, FIELD(pg_gather_us), 0, 0, 0,
+	  100000, NULL, "2000", "MICROSECONDS",
+	  "PostgreSQL: longest a queued write waits to be committed with later ones while "
+	  "writes arrive fast (group commit's gathering); 0 = never waits (ignored in embedded mode)" },
 	{ "SETTLED_PG_LOCK_TIMEOUT", "--pg-lock-timeout", OPT_DURATION, 0,
 	  FIELD(pg_lock_timeout_ms), 0, 0, 1, 10 * SEC, NULL, "10ms", "DURATION",
 	  "PostgreSQL: how long a unit in a group commit waits for a row lock before it is run "

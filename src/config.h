@@ -45,6 +45,7 @@ struct config {
 	/* PostgreSQL group commit (store_pg.c); ignored in embedded mode */
 	unsigned pg_write_conns;    /* SETTLED_PG_WRITE_CONNS 1..64, default 4 */
 	unsigned pg_batch_max;      /* SETTLED_PG_BATCH_MAX 1..1024, default 128; 1 = no group commit */
+	unsigned pg_gather_us;      /* SETTLED_PG_GATHER_US 0..100000, default 2000; 0 = no gathering */
 	int64_t pg_lock_timeout_ms; /* SETTLED_PG_LOCK_TIMEOUT 1ms..10s, default 10ms */
 
 	/* auth and secrets (never logged) */

@@ -256,7 +256,9 @@ static int serve(struct settled *app, const sigset_t *sigs)
 	const struct config *cfg = app->cfg;
 	struct store_options so = { .sqlite_path = cfg->db_path, .database_url = cfg->database_url, .log = &app->log,
 				   .rand = &app->rand, .write_conns = cfg->pg_write_conns,
-				   .batch_max = cfg->pg_batch_max, .lock_timeout_ms = cfg->pg_lock_timeout_ms };
+				   .batch_max = cfg->pg_batch_max, .lock_timeout_ms = cfg->pg_lock_timeout_ms,
+				   /* 0 in the configuration is "never wait", not the default */
+				   .gather_us = cfg->pg_gather_us ? (int64_t)cfg->pg_gather_us : -1 };
 	struct buf err = BUF_INIT(1024), desc = BUF_INIT(16384);
 	struct bootstrap boot = { .treasury_funding = cfg->treasury_funding };
 	struct storelock *lock = NULL;

@@ -602,7 +602,7 @@ static enum st_rc push(struct unit_queue *q, struct write_unit *u, bool wake_all
 	else
 		q->head = u;
 	q->tail = u;
-	u->queued_ms = clock_mono_ms();
+	u->queued_us = clock_mono_us();
 	if (wake_all)
 		pthread_cond_broadcast(&q->cv);
 	else if (q->waiting > q->holding)
@@ -675,7 +675,7 @@ struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hol
 		}
 		until = hold ? hold(arg, q->closed) : 0;
 		if (until > 0) {
-			struct timespec ts = { (time_t)(until / 1000), (long)(until % 1000) * 1000000L };
+			struct timespec ts = { (time_t)(until / 1000000), (long)(until % 1000000) * 1000L };
 
 			q->waiting++;
 			q->holding++;
@@ -697,16 +697,16 @@ void unit_queue_wake_all(struct unit_queue *q)
 }
 
 int64_t unit_queue_gather_until(const struct unit_queue *q, bool others_busy, int max,
-				int64_t hold_ms, int64_t now_ms)
+				int64_t hold_us, int64_t now_us)
 {
 	const struct write_unit *u = q->head;
 	int64_t until;
 	int n = 0;
 
-	if (!others_busy || !u || q->closed || hold_ms <= 0)
+	if (!others_busy || !u || q->closed || hold_us <= 0)
 		return 0;
-	until = u->queued_ms + hold_ms;
-	if (now_ms >= until)
+	until = u->queued_us + hold_us;
+	if (now_us >= until)
 		return 0;
 	for (; u && n < max; u = u->next)
 		n++;

@@ -284,6 +284,10 @@ struct store_options {
 	unsigned batch_max;         /* PostgreSQL: most units one writer commits together;
 				     * 0 = 128, 1 = no group commit (SQLite: ignored) */
 	int64_t lock_timeout_ms;    /* PostgreSQL: a batched unit's lock wait; 0 = 10 ms (SQLite: ignored) */
+	/* PostgreSQL: longest a queued unit is held back for a later batch
+	 * while another writer runs one (gathering); 0 = 2000 us, negative =
+	 * never held (SQLite: ignored). */
+	int64_t gather_us;
 	const struct logger *log;
 	struct randpool *rand;      /* borrowed, for tx_random(); may be NULL */
 };
@@ -502,7 +506,7 @@ struct write_unit {
 	bool ran;                 /* the backend's: run (SQLite: merged with an earlier unit) */
 	bool background;          /* store_run's: no client waits for it */
 	int runs;                 /* the backend's: runs so far (PostgreSQL runs a unit again) */
-	int64_t queued_ms;        /* monotonic time it was queued (a hold_fn's bound) */
+	int64_t queued_us;        /* monotonic time it was queued, us (a hold_fn's bound) */
 	enum store_retry_cause retry_cause; /* the backend's: why its batch asks a run again */
 };
 struct unit_queue {
@@ -519,7 +523,7 @@ struct unit_queue {
 	 * for nothing a unit). */
 	int waiting, holding;
 };
-/* Until when (monotonic ms) a writer leaves the queued units to the
+/* Until when (monotonic us, clock_mono_us) a writer leaves the queued units to the
  * others instead of taking them; 0: take them now. Called with the
  * queue's lock held, only when a unit is queued; closed: unit_queue_close
  * has been called. */
@@ -552,10 +556,10 @@ void unit_queue_wake_all(struct unit_queue *q);
 /* For a unit_queue_hold_fn (q's lock held, a unit queued): while another
  * writer is running a batch (others_busy), a writer leaves the queued units
  * to gather for that writer's next batch -- fewer commits, bigger merged
- * runs -- until max are queued or the oldest has waited hold_ms. Returns
- * until when (monotonic ms) to hold, 0 to take them now. */
+ * runs -- until max are queued or the oldest has waited hold_us (0: never
+ * holds). Returns until when (monotonic us) to hold, 0 to take them now. */
 int64_t unit_queue_gather_until(const struct unit_queue *q, bool others_busy, int max,
-				int64_t hold_ms, int64_t now_ms);
+				int64_t hold_us, int64_t now_us);
 /* When a unit is queued, wakes one waiting writer (every one when
  * wake_all), under the queue's lock: a writer that has just decided to hold
  * (unit_queue_gather_until) cannot miss it. Nothing queued: nobody. */

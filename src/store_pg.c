@@ -155,8 +155,10 @@
  * four measured (docs/internals/store.md) -- while the bound gives slow
  * batches (ledger rows) and a writer stuck on a lock the others' parallelism
  * back. A unit that arrives while no writer runs a batch is taken at once:
- * no wait at low load. */
-#define PG_GATHER_MS 2
+ * no wait at low load. store_options.gather_us (SETTLED_PG_GATHER_US) sets
+ * it; with several instances on one database each gathers only its own
+ * share of the arrivals (docs/internals/store.md, session 13). */
+#define PG_GATHER_US_DEFAULT 2000
 #define PG_PENDING_MAX 16           /* BEGIN and savepoints held back; more are flushed */
 
 struct pg_store;
@@ -260,8 +262,9 @@ struct pg_store {
 	atomic_uint healthy;       /* writer connections up */
 	/* Writers running a batch (from taking it to its answers). While one
 	 * is, the others let new units gather for the next batch (a bounded
-	 * wait, worker_hold): see PG_GATHER_MS. */
+	 * wait, worker_hold): see PG_GATHER_US_DEFAULT. */
 	atomic_int busy;
+	int64_t gather_us;         /* that wait's bound; 0: never wait */
 	_Atomic int64_t up_at_ms;  /* monotonic time of the last successful connect */
 
 	struct pg_conn *readers;
@@ -1675,11 +1678,11 @@ static int64_t worker_hold(void *arg, bool closed)
 	int64_t now = clock_mono_ms();
 
 	if (!c->pg && !closed && atomic_load(&c->s->healthy) > 0 && now < c->next_try_ms)
-		return c->next_try_ms;
+		return c->next_try_ms * 1000;
 	/* Another writer is running a batch: let the units gather for the
-	 * next one (bounded: PG_GATHER_MS, or a full batch). */
+	 * next one (bounded: gather_us, or a full batch). */
 	return unit_queue_gather_until(&c->s->queue, atomic_load(&c->s->busy) > 0,
-				       (int)c->s->batch_max, PG_GATHER_MS, now);
+				       (int)c->s->batch_max, c->s->gather_us, clock_mono_us());
 }
 
 /* Counts writer c in (busy) or out of pg_store.busy; out, it wakes a
@@ -2063,6 +2066,7 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 	s->nworkers = opt->write_conns ? opt->write_conns : PG_WRITE_CONNS_DEFAULT;
 	s->nreaders = opt->read_conns ? opt->read_conns : PG_READ_CONNS_DEFAULT;
 	s->batch_max = opt->batch_max ? opt->batch_max : PG_BATCH_MAX_DEFAULT;
+	s->gather_us = opt->gather_us < 0 ? 0 : opt->gather_us ? opt->gather_us : PG_GATHER_US_DEFAULT;
 	s->lock_timeout_ms = opt->lock_timeout_ms > 0 ? opt->lock_timeout_ms : PG_BATCH_LOCK_TIMEOUT_DEFAULT_MS;
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	s->readers = calloc(s->nreaders, sizeof(*s->readers));

@@ -18,7 +18,7 @@ DOCUMENTED = [
     "RL_WEBHOOK_PER_MIN", "RL_HEALTH_PER_MIN", "RL_AUTH_FAIL_PER_MIN",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "SETTLED_PG_WRITE_CONNS", "SETTLED_PG_BATCH_MAX", "SETTLED_PG_LOCK_TIMEOUT",
-    "SETTLED_SHUTDOWN_GRACE", "SETTLED_REDIS_TIMEOUT",
+    "SETTLED_PG_GATHER_US", "SETTLED_SHUTDOWN_GRACE", "SETTLED_REDIS_TIMEOUT",
 ]
 
 
@@ -71,6 +71,9 @@ def test_bad_value_exits_2_naming_the_variable(tmp_path, name, value):
     ("SETTLED_PG_BATCH_MAX", "0", "out of range (1..1024): 0"),
     ("SETTLED_PG_BATCH_MAX", "1025", "out of range (1..1024): 1025"),
     ("SETTLED_PG_BATCH_MAX", "-1", "-1"),
+    ("SETTLED_PG_GATHER_US", "100001", "out of range (0..100000): 100001"),
+    ("SETTLED_PG_GATHER_US", "-1", "-1"),
+    ("SETTLED_PG_GATHER_US", "2ms", "2ms"),
     ("SETTLED_PG_LOCK_TIMEOUT", "0", "out of range (1ms..10s): 0"),
     ("SETTLED_PG_LOCK_TIMEOUT", "11s", "out of range (1ms..10s): 11s"),
     ("SETTLED_PG_LOCK_TIMEOUT", "soon", "not a duration"),

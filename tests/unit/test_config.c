@@ -211,23 +211,28 @@ Test(config, from_env)
 Test(config, pg_group_commit_settings)
 {
 	struct config c;
-	char **env = ENV("SETTLED_PG_WRITE_CONNS=8", "SETTLED_PG_BATCH_MAX=1", "SETTLED_PG_LOCK_TIMEOUT=250ms");
-	char *argv[] = { (char *)"settled", (char *)"--pg-write-conns=64", (char *)"--pg-lock-timeout", (char *)"1ms", NULL };
+	char **env = ENV("SETTLED_PG_WRITE_CONNS=8", "SETTLED_PG_BATCH_MAX=1", "SETTLED_PG_LOCK_TIMEOUT=250ms",
+			 "SETTLED_PG_GATHER_US=0");
+	char *argv[] = { (char *)"settled", (char *)"--pg-write-conns=64", (char *)"--pg-lock-timeout", (char *)"1ms",
+			 (char *)"--pg-gather-us=4500", NULL };
 
 	load_ok(&c, no_env, 1, no_args);
 	cr_assert_eq(c.pg_write_conns, 4);
 	cr_assert_eq(c.pg_batch_max, 128);
 	cr_assert_eq(c.pg_lock_timeout_ms, 10);
+	cr_assert_eq(c.pg_gather_us, 2000);
 	config_release(&c);
 	load_ok(&c, env, 1, no_args);
 	cr_assert_eq(c.pg_write_conns, 8);
 	cr_assert_eq(c.pg_batch_max, 1);
 	cr_assert_eq(c.pg_lock_timeout_ms, 250);
+	cr_assert_eq(c.pg_gather_us, 0, "0: never wait");
 	config_release(&c);
-	load_ok(&c, env, 4, argv);
+	load_ok(&c, env, 5, argv);
 	cr_assert_eq(c.pg_write_conns, 64);
 	cr_assert_eq(c.pg_batch_max, 1);
 	cr_assert_eq(c.pg_lock_timeout_ms, 1);
+	cr_assert_eq(c.pg_gather_us, 4500);
 	config_release(&c);
 }
 
@@ -406,6 +411,9 @@ Test(config, bad_values_name_variable_and_value)
 		{ "SETTLED_PG_WRITE_CONNS=65", "SETTLED_PG_WRITE_CONNS", "65" },
 		{ "SETTLED_PG_BATCH_MAX=0", "SETTLED_PG_BATCH_MAX", "(1..1024): 0" },
 		{ "SETTLED_PG_BATCH_MAX=1025", "SETTLED_PG_BATCH_MAX", "1025" },
+		{ "SETTLED_PG_GATHER_US=100001", "SETTLED_PG_GATHER_US", "(0..100000): 100001" },
+		{ "SETTLED_PG_GATHER_US=-1", "SETTLED_PG_GATHER_US", "-1" },
+		{ "SETTLED_PG_GATHER_US=2ms", "SETTLED_PG_GATHER_US", "2ms" },
 		{ "SETTLED_PG_LOCK_TIMEOUT=0", "SETTLED_PG_LOCK_TIMEOUT", "(1ms..10s): 0" },
 		{ "SETTLED_PG_LOCK_TIMEOUT=10001ms", "SETTLED_PG_LOCK_TIMEOUT", "10001ms" },
 		{ "SETTLED_PG_LOCK_TIMEOUT=soon", "SETTLED_PG_LOCK_TIMEOUT", "soon" },
@@ -668,7 +676,7 @@ Test(config, help_text_lists_every_option)
 		"SETTLED_CONN_TIMEOUT", "SETTLED_SHUTDOWN_GRACE", "SETTLED_MAX_CONNECTIONS", "SETTLED_CORS_ORIGINS",
 		"SETTLED_TRUST_PROXY", "SETTLED_DB", "SETTLED_DATABASE_URL", "SETTLED_REDIS_URL",
 		"SETTLED_REDIS_PREFIX", "SETTLED_REDIS_TIMEOUT", "SETTLED_PG_WRITE_CONNS", "SETTLED_PG_BATCH_MAX",
-		"SETTLED_PG_LOCK_TIMEOUT", "SETTLED_ADMIN_TOKEN", "SETTLED_WEBHOOK_SECRET", "SETTLED_STRIPE_WEBHOOK_SECRET",
+		"SETTLED_PG_GATHER_US", "SETTLED_PG_LOCK_TIMEOUT", "SETTLED_ADMIN_TOKEN", "SETTLED_WEBHOOK_SECRET", "SETTLED_STRIPE_WEBHOOK_SECRET",
 		"SETTLED_STANDARD_WEBHOOK_SECRET", "SETTLED_WORKERS", "SETTLED_LOG_LEVEL", "SETTLED_LOG_BUFFER",
 		"SETTLED_IDEMPOTENCY_TTL", "SETTLED_REQUIRE_IDEMPOTENCY_KEY",
 		"SETTLED_TREASURY_FUNDING", "SETTLED_ASSET", "SETTLED_COMMISSION_BPS",
@@ -775,9 +783,10 @@ Test(config, describe_defaults)
 	cr_assert_eq(json_integer_value(json_object_get(j, "pg_write_conns")), 4);
 	cr_assert_eq(json_integer_value(json_object_get(j, "pg_batch_max")), 128);
 	cr_assert_str_eq(json_string_value(json_object_get(j, "pg_lock_timeout")), "10ms");
+	cr_assert_eq(json_integer_value(json_object_get(j, "pg_gather_us")), 2000);
 	cr_assert_str_eq(json_string_value(json_object_get(j, "redis_timeout")), "200ms");
 	cr_assert_str_eq(json_string_value(json_object_get(j, "shutdown_grace")), "30s");
-	cr_assert_eq(json_object_size(j), 62);
+	cr_assert_eq(json_object_size(j), 63);
 	json_decref(j);
 	free(raw);
 	config_release(&c);

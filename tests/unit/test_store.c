@@ -1139,7 +1139,7 @@ static int64_t hold_until(void *arg, bool closed)
 	int64_t until = *(int64_t *)arg;
 
 	(void)closed;
-	return clock_mono_ms() < until ? until : 0;
+	return clock_mono_us() < until ? until : 0;
 }
 
 /* While a request's unit is queued, a batch takes at most background_cap
@@ -1193,15 +1193,15 @@ Test(store, unit_queue_hold_keeps_a_writer_off_until_its_deadline)
 {
 	struct unit_queue q;
 	int answered = 0;
-	int64_t until = clock_mono_ms() + 100, took_at;
+	int64_t until = clock_mono_us() + 100000, took_at;
 	struct write_unit *batch;
 
 	unit_queue_init(&q);
 	cr_assert_eq(unit_queue_push(&q, queued_unit, queued_done, &answered, true), ST_OK);
 	batch = unit_queue_take(&q, 8, hold_until, &until);
-	took_at = clock_mono_ms();
+	took_at = clock_mono_us();
 	cr_assert_not_null(batch);
-	cr_assert_geq(took_at, until, "taken %lld ms before the hold ended", (long long)(until - took_at));
+	cr_assert_geq(took_at, until, "taken %lld us before the hold ended", (long long)(until - took_at));
 	cr_assert_null(batch->next);
 	write_unit_answer(batch, ST_CONFLICT);
 	cr_assert_eq(answered, 1);
@@ -1210,9 +1210,11 @@ Test(store, unit_queue_hold_keeps_a_writer_off_until_its_deadline)
 
 /* The PostgreSQL writers' gathering rule (unit_queue_gather_until): while
  * another writer runs a batch, a writer holds the queued units back for the
- * next batch -- until the oldest has waited hold_ms or max are queued; with
- * no writer busy, or the queue closed, it takes them at once. Times are
- * given, not read from the clock: nothing here depends on timing. */
+ * next batch -- until the oldest has waited hold_us (SETTLED_PG_GATHER_US)
+ * or max are queued; with no writer busy, hold_us 0, or the queue closed, it
+ * takes them at once. The bound is in microseconds: a setting of 2500 holds
+ * to 2.5 ms, not to a whole millisecond. Times are given, not read from the
+ * clock: nothing here depends on timing. */
 Test(store, unit_queue_gather_holds_only_while_another_writer_is_busy_and_within_bounds)
 {
 	struct unit_queue q;
@@ -1222,25 +1224,29 @@ Test(store, unit_queue_gather_holds_only_while_another_writer_is_busy_and_within
 
 	unit_queue_init(&q);
 	cr_assert_eq(unit_queue_push(&q, queued_unit, queued_done, &answered, false), ST_OK);
-	t0 = q.head->queued_ms;
+	t0 = q.head->queued_us;
 	cr_assert_gt(t0, 0, "push stamps the unit with its arrival");
 	/* No other writer busy: take at once, whatever the age. */
-	cr_assert_eq(unit_queue_gather_until(&q, false, 4, 2, t0), 0);
-	/* Another writer busy: hold until the oldest unit is hold_ms old. */
-	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2, t0), t0 + 2);
-	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2, t0 + 1), t0 + 2);
-	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2, t0 + 2), 0, "bound reached: take");
-	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 0, t0), 0, "hold_ms 0: never hold");
+	cr_assert_eq(unit_queue_gather_until(&q, false, 4, 2000, t0), 0);
+	/* Another writer busy: hold until the oldest unit is hold_us old. */
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2000, t0), t0 + 2000);
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2000, t0 + 1999), t0 + 2000);
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2000, t0 + 2000), 0, "bound reached: take");
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2500, t0 + 2000), t0 + 2500,
+		     "2500 us: held past 2 ms");
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 250, t0), t0 + 250, "a quarter of a ms");
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 250, t0 + 250), 0);
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 0, t0), 0, "hold_us 0: never hold");
 	/* A full batch (max queued) is taken at once. */
 	for (int i = 0; i < 3; i++) {
-		cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2, t0), t0 + 2, "%d queued", i + 1);
+		cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2000, t0), t0 + 2000, "%d queued", i + 1);
 		cr_assert_eq(unit_queue_push(&q, queued_unit, queued_done, &answered, false), ST_OK);
 	}
-	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2, t0), 0, "4 queued, max 4: take");
-	cr_assert_eq(unit_queue_gather_until(&q, true, 5, 2, t0), t0 + 2);
+	cr_assert_eq(unit_queue_gather_until(&q, true, 4, 2000, t0), 0, "4 queued, max 4: take");
+	cr_assert_eq(unit_queue_gather_until(&q, true, 5, 2000, t0), t0 + 2000);
 	/* Closing: no hold, the writers drain the queue. */
 	unit_queue_close(&q);
-	cr_assert_eq(unit_queue_gather_until(&q, true, 5, 2, t0), 0);
+	cr_assert_eq(unit_queue_gather_until(&q, true, 5, 2000, t0), 0);
 	batch = unit_queue_take(&q, 8, NULL, NULL);
 	for (struct write_unit *u = batch, *next; u; u = next) {
 		next = u->next;
@@ -1266,7 +1272,7 @@ static int64_t hold_far(void *arg, bool closed)
 	struct held_taker *h = arg;
 
 	h->hold_calls++;
-	return closed ? 0 : clock_mono_ms() + 600000;
+	return closed ? 0 : clock_mono_us() + 600000000;
 }
 
 static void *held_taker_main(void *arg)
