@@ -606,20 +606,26 @@ def test_a_record_committing_under_the_sweep_is_skipped_and_the_rest_of_the_swee
     A's record (in time) waits on it, then the sweep (A due by its clock)
     waits behind the record; the lock is let go, the record goes first. A
     round is judged only when the record was in time (200; a record that
-    started after A was due is refused, and the round is made again)."""
+    started after A was due is refused, and the round is made again). The
+    record must start within A's 4 s: psql is connected before A is
+    prepared, so only A's prepare, one GET and the lock come between; a
+    late record waits on the lock with its own expiry (not a keep), which
+    ends the round at once instead of waiting out wait_until."""
     srv = start(start_server, SETTLED_SIM_CONFIRM_MS=DAY_MS, SETTLED_HOLD_TIMEOUT="4s",
                 SETTLED_PG_BATCH_MAX="1", SETTLED_PG_WRITE_CONNS="4")
     w = funded(srv, 100000)
     submitted = 0
     for attempt in range(5):
-        a = prepare(srv, w, "10", key=new_key()).json
-        b = prepare(srv, w, "10", key=new_key()).json   # due just after a
-        (hold_a,), = store_rows(srv, f"SELECT hold_id FROM intents WHERE id = '{a['id']}'")
         locker = subprocess.Popen(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
                                    "-d", srv.backend.url], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
         got = []
         try:
+            locker.stdin.write("SELECT 1;\n")       # connected before a's timeout starts
+            locker.stdin.flush()
+            assert locker.stdout.readline().strip() == "1"
+            a = prepare(srv, w, "10", key=new_key()).json
+            hold_a = intent(srv, a["id"])["hold"]["id"]
             locker.stdin.write(f"BEGIN;\nSELECT 1 FROM holds WHERE id = '{hold_a}'"
                                " FOR UPDATE;\n\\echo locked\n")
             locker.stdin.flush()
@@ -628,10 +634,14 @@ def test_a_record_committing_under_the_sweep_is_skipped_and_the_rest_of_the_swee
             t = threading.Thread(target=lambda: got.append(
                 record(srv, a["id"], key=new_key(), timeout=120, check=False)), daemon=True)
             t.start()
-            wait_until(lambda: lock_waiters(srv, "UPDATE holds SET expires_at = NULL"),
-                       timeout=60, interval=0.1, what="the record waiting on the hold's row lock")
-            wait_until(lambda: lock_waiters(srv, "UPDATE holds SET status"),
-                       timeout=60, interval=0.1, what="the sweep waiting on the hold's row lock")
+            b = prepare(srv, w, "10", key=new_key()).json   # due just after a
+            # The record keeping a's hold, in time; or (late) expiring it,
+            # or the sweep expiring it, with the record not waiting first.
+            wait_until(lambda: lock_waiters(srv, "UPDATE holds SET"), timeout=60, interval=0.1,
+                       what="the record or the sweep waiting on the hold's row lock")
+            if lock_waiters(srv, "UPDATE holds SET expires_at = NULL"):
+                wait_until(lambda: lock_waiters(srv, "UPDATE holds SET status"),
+                           timeout=60, interval=0.1, what="the sweep waiting on the hold's row lock")
             locker.stdin.write("ROLLBACK;\n")
             locker.stdin.close()
             locker.wait(60)

@@ -1135,6 +1135,32 @@ BOTH(holds, expire_past_timeout_exactly_once)
 	fx_assert_ledger_invariants("after expiry");
 }
 
+/* ledger_hold_expire_one expires a hold only while it is due by the unit's
+ * clock (d900c23): one not due yet, or kept (its timeout dropped, as a
+ * claim record does), is ST_CONFLICT with nothing written. On PostgreSQL a
+ * sweep that read a hold due can reach its UPDATE after a record kept it;
+ * with `resolved_at IS NULL` alone the UPDATE expired the kept hold. */
+BOTH(holds, expire_one_expires_only_a_hold_still_due)
+{
+	struct ledger_hold a, k;
+	struct fx_snap s;
+
+	cr_assert_eq(hold(ACCT_TREASURY, 10, FX_NOW0 + 1000, &a), ST_OK);
+	cr_assert_eq(hold(ACCT_TREASURY, 20, FX_NOW0 + 1000, &k), ST_OK);
+	cr_assert_eq(hold_do(k.id, 3, NULL), ST_OK, "keep");
+	s = fx_snapshot();
+	cr_assert_eq(hold_do(a.id, 2, NULL), ST_CONFLICT, "expiry before the hold is due");
+	cr_assert_eq(hold_do(k.id, 2, NULL), ST_CONFLICT, "expiry of a kept hold");
+	fx_advance(1000);
+	cr_assert_eq(hold_do(k.id, 2, NULL), ST_CONFLICT, "expiry of a kept hold past its old timeout");
+	fx_assert_unchanged(&s, "expiring holds that are not due");
+	cr_assert_eq(hold_do(a.id, 2, NULL), ST_OK, "expiry once due");
+	cr_assert_eq(fx_int("SELECT count(*) FROM holds WHERE id = $1 AND status = 'expired'", a.id), 1);
+	cr_assert_eq(fx_int("SELECT count(*) FROM holds WHERE id = $1 AND status = 'pending'", k.id), 1);
+	cr_assert_eq(fx_account(ACCT_TREASURY).held, 20);
+	fx_assert_ledger_invariants("after the expiries");
+}
+
 /* ---- holds of the Ledger API: destination, owner, part captures ------- */
 
 struct open_arg {
