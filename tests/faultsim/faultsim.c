@@ -30,6 +30,23 @@
  * is read at each call: this is a test build, and the test flips it while
  * requests run.
  *
+ * A power cut (SETTLED_FAULTSIM_POWERCUT set at start, then "powercut" in
+ * that file): from the start, every write or truncate of a main database
+ * or WAL file first keeps what it overwrites (its old bytes, the file's
+ * size before), per file name, across every connection and thread; a
+ * successful xSync of a file forgets what was kept for the writes to that
+ * file made before the sync began (the writes fdatasync covers; one made
+ * while it ran stays undoable). Once the control file says "powercut", the
+ * next write, sync, truncate or read of such a file undoes, newest first,
+ * every write not covered by a completed sync, cuts each file back to its
+ * size at its last sync, and _exit()s with POWERCUT_EXIT while holding the
+ * lock every such write takes: nothing written after the cut, nothing
+ * unsynced kept. What a power failure may leave at worst (the page cache
+ * lost whole); directory entries and the -shm file are not modelled (the
+ * next start recovers the WAL index from the WAL). Durability of an
+ * acknowledged write means it survives this
+ * (tests/integration/test_power_cut.py).
+ *
  * A resumed answer held until the stop (SETTLED_FAULTSIM_HOLD_ANSWER set):
  * send_resp() is wrapped too (-Wl,--wrap=send_resp reaches http.c's call
  * for a connection the store's thread resumed), and holds the answer of a
@@ -51,12 +68,14 @@
  * The state is process-global on purpose: it is a test harness wrapped
  * around the whole program, not part of it. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -134,16 +153,19 @@ static void faultsim_arm(int sig)
 
 /* ---- storage I/O errors: a VFS over the default one ---- */
 
-enum { IOERR_WRITE = 1, IOERR_FSYNC = 2, IOERR_TORN = 4, IOERR_READ = 8 };
+enum { IOERR_WRITE = 1, IOERR_FSYNC = 2, IOERR_TORN = 4, IOERR_READ = 8, IOERR_POWERCUT = 16 };
 
 static sqlite3_vfs *ioerr_real;      /* the VFS wrapped (the "unix" one) */
 static const char *ioerr_path;       /* SETTLED_FAULTSIM_IOERR_FILE */
+
+struct pc_file;
 
 struct ioerr_file {
 	sqlite3_file base;
 	sqlite3_file *real;              /* follows this struct in the same block */
 	int faultable;                   /* a main database or WAL file */
 	int read_faultable;              /* a main database file opened read-only */
+	struct pc_file *pc;              /* its power-cut record; NULL when not kept */
 };
 
 /* The modes in force now: the control file's words. */
@@ -168,7 +190,123 @@ static int ioerr_mode(void)
 		mode |= IOERR_TORN;
 	if (strstr(buf, "read"))
 		mode |= IOERR_READ;
+	if (strstr(buf, "powercut"))
+		mode |= IOERR_POWERCUT;
 	return mode;
+}
+
+/* ---- the power cut (see the header comment) ---- */
+
+#define POWERCUT_EXIT 86
+
+/* What one write or truncate overwrote: n old bytes at off (n may be 0: it
+ * wrote past the end), and the file's size before it. */
+struct pc_undo {
+	struct pc_undo *older;
+	unsigned long seq;
+	sqlite3_int64 off, size_before;
+	size_t n;
+	unsigned char old[];
+};
+
+/* One file name's unsynced writes, whichever connection made them. fd is
+ * our own descriptor, opened once and never closed (closing a descriptor
+ * of the database file would drop SQLite's POSIX locks on it). */
+struct pc_file {
+	struct pc_file *next;
+	char *name;
+	int fd;
+	unsigned long seq; /* the last write's */
+	struct pc_undo *newest;
+};
+
+static pthread_mutex_t pc_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct pc_file *pc_files;
+static int pc_on; /* SETTLED_FAULTSIM_POWERCUT: keep what writes overwrite */
+
+/* With pc_mu held. */
+static struct pc_file *pc_find(const char *name)
+{
+	struct pc_file *p;
+
+	for (p = pc_files; p; p = p->next)
+		if (!strcmp(p->name, name))
+			return p;
+	p = __real_calloc(1, sizeof(*p));
+	if (!p || !(p->name = __real_strdup(name)) || (p->fd = open(name, O_RDWR | O_CLOEXEC)) < 0) {
+		fprintf(stderr, "faultsim: power cut: cannot keep %s\n", name);
+		abort();
+	}
+	p->next = pc_files;
+	pc_files = p;
+	return p;
+}
+
+/* The cut, with pc_mu held: never returns. */
+static void pc_cut(void)
+{
+	unsigned long undone = 0;
+
+	for (struct pc_file *p = pc_files; p; p = p->next) {
+		sqlite3_int64 size = -1;
+
+		for (struct pc_undo *u = p->newest; u; u = u->older) {
+			if (u->n && pwrite(p->fd, u->old, u->n, (off_t)u->off) != (ssize_t)u->n)
+				abort();
+			size = u->size_before;
+			undone++;
+		}
+		if (size >= 0 && ftruncate(p->fd, (off_t)size))
+			abort();
+	}
+	fprintf(stderr, "faultsim: power cut: %lu unsynced writes undone\n", undone);
+	_exit(POWERCUT_EXIT);
+}
+
+/* Before a write or truncate of f (pc_mu held): cuts if asked, else keeps
+ * the n bytes at off it will overwrite. */
+static void pc_keep(struct ioerr_file *f, sqlite3_int64 off, sqlite3_int64 n)
+{
+	struct pc_file *p = f->pc;
+	struct stat st;
+	struct pc_undo *u;
+	size_t old = 0;
+
+	if (ioerr_mode() & IOERR_POWERCUT)
+		pc_cut();
+	if (fstat(p->fd, &st))
+		abort();
+	if (off < (sqlite3_int64)st.st_size)
+		old = (size_t)((sqlite3_int64)st.st_size - off < n ? (sqlite3_int64)st.st_size - off : n);
+	u = __real_malloc(sizeof(*u) + old);
+	if (!u || (old && pread(p->fd, u->old, old, (off_t)off) != (ssize_t)old))
+		abort();
+	u->off = off;
+	u->n = old;
+	u->size_before = (sqlite3_int64)st.st_size;
+	u->seq = ++p->seq;
+	u->older = p->newest;
+	p->newest = u;
+}
+
+/* After a successful sync of f that began after write number seq: those
+ * writes are on disk. */
+static void pc_synced(struct ioerr_file *f, unsigned long seq)
+{
+	struct pc_undo **link, *u;
+
+	pthread_mutex_lock(&pc_mu);
+	for (link = &f->pc->newest; *link && (*link)->seq > seq; link = &(*link)->older)
+		;
+	u = *link;
+	*link = NULL;
+	pthread_mutex_unlock(&pc_mu);
+	while (u) {
+		struct pc_undo *older = u->older;
+
+		free(u);
+		u = older;
+	}
 }
 
 static sqlite3_file *ioerr_inner(sqlite3_file *f)
@@ -183,6 +321,10 @@ static int ioerr_close(sqlite3_file *f)
 
 static int ioerr_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off)
 {
+	if (((struct ioerr_file *)f)->pc && (ioerr_mode() & IOERR_POWERCUT)) {
+		pthread_mutex_lock(&pc_mu);
+		pc_cut();
+	}
 	if (((struct ioerr_file *)f)->read_faultable && (ioerr_mode() & IOERR_READ))
 		return SQLITE_IOERR_READ;
 	return ioerr_inner(f)->pMethods->xRead(ioerr_inner(f), p, n, off);
@@ -192,25 +334,59 @@ static int ioerr_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
 {
 	int mode = ((struct ioerr_file *)f)->faultable ? ioerr_mode() : 0;
 
+	int rc;
+
 	if (mode & IOERR_WRITE)
 		return SQLITE_IOERR_WRITE;
 	if (mode & IOERR_TORN) {
 		ioerr_inner(f)->pMethods->xWrite(ioerr_inner(f), p, n / 2, off);
 		return SQLITE_IOERR_WRITE;
 	}
-	return ioerr_inner(f)->pMethods->xWrite(ioerr_inner(f), p, n, off);
+	if (!((struct ioerr_file *)f)->pc)
+		return ioerr_inner(f)->pMethods->xWrite(ioerr_inner(f), p, n, off);
+	pthread_mutex_lock(&pc_mu);
+	pc_keep((struct ioerr_file *)f, off, n);
+	rc = ioerr_inner(f)->pMethods->xWrite(ioerr_inner(f), p, n, off);
+	pthread_mutex_unlock(&pc_mu);
+	return rc;
 }
 
 static int ioerr_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
-	return ioerr_inner(f)->pMethods->xTruncate(ioerr_inner(f), size);
+	struct stat st;
+	int rc;
+
+	if (!((struct ioerr_file *)f)->pc)
+		return ioerr_inner(f)->pMethods->xTruncate(ioerr_inner(f), size);
+	pthread_mutex_lock(&pc_mu);
+	if (fstat(((struct ioerr_file *)f)->pc->fd, &st))
+		abort();
+	/* What the cut takes away, kept as a write over it would be. */
+	pc_keep((struct ioerr_file *)f, size, (sqlite3_int64)st.st_size - size);
+	rc = ioerr_inner(f)->pMethods->xTruncate(ioerr_inner(f), size);
+	pthread_mutex_unlock(&pc_mu);
+	return rc;
 }
 
 static int ioerr_sync(sqlite3_file *f, int flags)
 {
-	if (((struct ioerr_file *)f)->faultable && (ioerr_mode() & IOERR_FSYNC))
+	struct ioerr_file *w = (struct ioerr_file *)f;
+	unsigned long seq = 0;
+	int rc;
+
+	if (w->faultable && (ioerr_mode() & IOERR_FSYNC))
 		return SQLITE_IOERR_FSYNC;
-	return ioerr_inner(f)->pMethods->xSync(ioerr_inner(f), flags);
+	if (!w->pc)
+		return ioerr_inner(f)->pMethods->xSync(ioerr_inner(f), flags);
+	pthread_mutex_lock(&pc_mu);
+	if (ioerr_mode() & IOERR_POWERCUT)
+		pc_cut();
+	seq = w->pc->seq; /* the writes this sync covers */
+	pthread_mutex_unlock(&pc_mu);
+	rc = ioerr_inner(f)->pMethods->xSync(ioerr_inner(f), flags);
+	if (rc == SQLITE_OK)
+		pc_synced(w, seq);
+	return rc;
 }
 
 static int ioerr_file_size(sqlite3_file *f, sqlite3_int64 *size)
@@ -308,7 +484,14 @@ static int ioerr_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int f
 	w->faultable = (flags & (SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_WAL)) != 0;
 	w->read_faultable = (flags & SQLITE_OPEN_MAIN_DB) && (flags & SQLITE_OPEN_READONLY);
 	w->real->pMethods = NULL;
+	w->pc = NULL;
 	rc = ioerr_real->xOpen(ioerr_real, name, w->real, flags, out_flags);
+	/* After the open: the file exists now (our descriptor needs it). */
+	if (rc == SQLITE_OK && pc_on && w->faultable && name) {
+		pthread_mutex_lock(&pc_mu);
+		w->pc = pc_find(name);
+		pthread_mutex_unlock(&pc_mu);
+	}
 	/* SQLite calls xClose when pMethods is set, even after a failed open;
 	 * the wrapper's xClose then closes the real file. */
 	if (!w->real->pMethods)
@@ -424,6 +607,7 @@ static sqlite3_vfs ioerr_vfs = {
 static void ioerr_init(void)
 {
 	ioerr_path = getenv("SETTLED_FAULTSIM_IOERR_FILE");
+	pc_on = getenv("SETTLED_FAULTSIM_POWERCUT") && *getenv("SETTLED_FAULTSIM_POWERCUT");
 	ioerr_real = sqlite3_vfs_find(NULL);
 	/* Only over a VFS that has every method the wrapper forwards. */
 	if (!ioerr_real || ioerr_real->iVersion < 3) {
