@@ -19,7 +19,9 @@
  * posting (to name the account), and the store's CHECK refuses an
  * over-commit anyway: if a concurrent writer got in between (PostgreSQL),
  * the posting fails in its savepoint and the accounts are read again to
- * name the one that fell short.
+ * name the one that fell short (or, when none is short any more because a
+ * third writer put the funds back, the transfer is posted again).
+ * balance_overflow only when a balance it touches could leave int64.
  *
  * The transaction carries the caller's client id: GET answers a client's
  * own transfers only (the filter is in ledger_tx_get's SQL), anything else
@@ -139,6 +141,58 @@ static int short_account(struct tx *tx, const struct transfer_req *r, const stru
 	return -1;
 }
 
+/* Could this transfer move a balance it touches out of int64, from the
+ * balances read again in tx? The store refuses that (SQLite's CHECK
+ * accounts_money_integer, PostgreSQL's BIGINT arithmetic). Judged per
+ * account from all its credits, all its debits and what it holds, in any
+ * order: a superset of what the store's sequence of moves can hit. */
+static bool may_overflow(struct tx *tx, const struct transfer_req *r)
+{
+	for (size_t k = 0; k < 2 * r->n; k++) {
+		const char *id = k < r->n ? r->from_id[k] : r->to_id[k - r->n];
+		int64_t credits = 0, debits = 0, x;
+		struct account a;
+
+		if (account_by_id(tx, id, &a) != ST_OK)
+			continue;
+		for (size_t j = 0; j < r->n; j++) {
+			if ((!strcmp(r->to_id[j], id) && __builtin_add_overflow(credits, r->p[j].amount, &credits)) ||
+			    (!strcmp(r->from_id[j], id) && __builtin_add_overflow(debits, r->p[j].amount, &debits)))
+				return true;
+		}
+		if (__builtin_add_overflow(a.balance, credits, &x) ||
+		    __builtin_sub_overflow(a.balance, debits, &x) || __builtin_sub_overflow(x, a.held, &x))
+			return true;
+	}
+	return false;
+}
+
+/* The first debited account of the transfer that may not go negative and
+ * whose net debit is positive: the one a refusal that no balance explains
+ * any more was for (see TRANSFER_REPOSTS); -1 if none. */
+static int debited_account(const struct transfer_req *r, const struct account *from)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		int64_t net = 0;
+
+		if (from[i].may_go_negative)
+			continue;
+		for (size_t j = 0; j < r->n; j++) {
+			if (!strcmp(r->from_id[j], from[i].id) && __builtin_add_overflow(net, r->p[j].amount, &net))
+				return (int)i;
+			if (!strcmp(r->to_id[j], from[i].id) && __builtin_sub_overflow(net, r->p[j].amount, &net))
+				return (int)i;
+		}
+		if (net > 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+/* Posts a transfer the store refused with no balance explaining it any
+ * more at most this many times again (below). */
+#define TRANSFER_REPOSTS 8
+
 struct post_arg {
 	const struct ledger_post *post;
 	char tx_id[LEDGER_ID_MAX + 1];
@@ -215,16 +269,36 @@ static enum st_rc transfer_unit(struct tx *tx, void *arg, struct resp *resp)
 		rc = insufficient(resp, r, from, i);
 		goto out;
 	}
-	rc = tx_nested(tx, post_nested, &pa);
-	if (rc == ST_CONFLICT) {
-		/* The store refused it: a concurrent writer took the funds
-		 * after the check, or a balance would overflow. */
+	for (int reposts = 0;; reposts++) {
+		rc = tx_nested(tx, post_nested, &pa);
+		if (rc != ST_CONFLICT)
+			break;
+		/* The store refused it (nothing of it is left): a concurrent
+		 * writer took the funds after the check (PostgreSQL), or a
+		 * balance would overflow. The accounts are read again to say
+		 * which. On PostgreSQL (READ COMMITTED) another writer may
+		 * have put the funds back between the refusal and this read:
+		 * then no balance explains it, and answering
+		 * balance_overflow for it (as this did) was wrong. It is
+		 * posted again instead, against the balances as they are
+		 * now; a transfer refused that way TRANSFER_REPOSTS times
+		 * over was short each time: insufficient_funds, naming its
+		 * debited account. */
 		i = short_account(tx, r, from, true);
-		if (i >= 0)
+		if (i >= 0) {
 			rc = insufficient(resp, r, from, i);
-		else
+			goto out;
+		}
+		if (may_overflow(tx, r)) {
 			rc = unit_error(resp, ERR_BALANCE_OVERFLOW, NULL);
-		goto out;
+			goto out;
+		}
+		i = debited_account(r, from);
+		if (reposts == TRANSFER_REPOSTS || i < 0) {
+			rc = i >= 0 ? insufficient(resp, r, from, i)
+				    : unit_error(resp, ERR_BALANCE_OVERFLOW, NULL);
+			goto out;
+		}
 	}
 	if (rc == ST_INVALID) {
 		rc = unit_error(resp, ERR_POSTINGS_OVERFLOW, NULL);

@@ -532,6 +532,13 @@ static enum st_rc map_sqlstate(const char *st)
 		return ST_CONFLICT;
 	if (sqlstate_is(st, "P0001"))              /* raise_exception: our triggers */
 		return ST_CONFLICT;
+	/* numeric_value_out_of_range: BIGINT arithmetic overflowed (a
+	 * balance, or held, moved past 2^63-1). The store refusing the write,
+	 * as SQLite's CHECK accounts_money_integer does (017), not our bug:
+	 * a transfer answers 422 balance_overflow for it, not 500. Our
+	 * parameters are formatted from int64s, so no parameter raises it. */
+	if (sqlstate_is(st, "22003"))
+		return ST_CONFLICT;
 	/* 55P03: a batch's unit waited too long for a lock (lock_timeout) */
 	if (sqlstate_is(st, "40001") || sqlstate_is(st, "40P01") || sqlstate_is(st, "55P03"))
 		return ST_BUSY;

@@ -316,6 +316,29 @@ def test_insufficient_funds_names_the_account_and_moves_nothing(srv):
     assert_sum_zero(srv)
 
 
+def test_a_balance_that_would_overflow_is_422_balance_overflow_and_moves_nothing(srv):
+    """A credit past 2^63-1 is refused by the store (SQLite's CHECK, BIGINT
+    arithmetic on PostgreSQL): 422 balance_overflow, nothing written. On
+    PostgreSQL it answered 500 internal_error (22003 was not mapped)."""
+    c = Client(srv)
+    c.account("big")
+    c.account("src", overdraft=True)
+    big, src = f"{c.id}/big", f"{c.id}/src"
+    assert admin_transfer(srv, src, big, 2**62).status == 201
+    assert admin_transfer(srv, src, big, 2**62 - 1).status == 201
+    before = balances(srv)
+    with srv.unchanged():
+        assert_error(admin_transfer(srv, "external", big, 1, key=None), 422, "balance_overflow")
+        # Net +1 on big, through a debit that fits.
+        assert_error(srv.post("/api/v2/transfers", {"postings": [
+            {"from": big, "to": "revenue", "amount": "5"},
+            {"from": "revenue", "to": big, "amount": "6"}]}, headers=ADMIN), 422,
+            "balance_overflow")
+    assert balances(srv) == before
+    assert bal(srv, "big", c.h) == 2**63 - 1
+    assert_sum_zero(srv)
+
+
 @pytest.mark.parametrize("body, code, field", [
     ({"from": "a", "to": "b", "amount": "1", "bogus": 1}, "unknown_field", "bogus"),
     ({"postings": [{"from": "a", "to": "b", "amount": "1", "x": 2}]}, "unknown_field", "postings[0].x"),
@@ -510,3 +533,51 @@ def test_hot_account_balances_are_exact_before_and_after_the_fold(srv):
     assert rows(srv, "SELECT balance FROM accounts WHERE id = 'revenue'") == [(str(rev0 + 100),)]
     assert bal(srv, "revenue") == rev0 + 100
     assert_sum_zero(srv)
+
+
+def test_transfers_racing_to_drain_and_refill_an_account_are_201_or_insufficient_funds(start_server):
+    """An account kept near empty from 64 connections at once: 40 transfers
+    of 100 out of it and 24 into it a round (PostgreSQL: each transfer its
+    own transaction on four writers). A transfer whose funds a concurrent
+    one took after its check is refused by the store, and the accounts are
+    read again to name the one that fell short. When a refill had put the
+    funds back before that read, nothing was short any more and the answer
+    was 422 balance_overflow, with no balance anywhere near 2^63. Every
+    drain is 201 or 422 insufficient_funds naming the account, every refill
+    201; the balance is exactly what the 201s moved; the ledger balances and
+    reconciliation is clean. Each transfer locks only the pool's row (the
+    overdraft source and revenue take deltas), so no deadlock can make a
+    unit run out of attempts."""
+    srv = start(start_server, SETTLED_PG_BATCH_MAX="1", SETTLED_PG_WRITE_CONNS="4")
+    c = Client(srv)
+    c.account("pool")
+    c.account("src", overdraft=True)
+    units = 0   # the pool's balance in 100s
+    refused = 0
+    drain = {"from": "pool", "to": "revenue", "amount": "100"}
+    refill = {"from": "src", "to": "pool", "amount": "100"}
+    for _ in range(8):
+        bodies = [drain] * 40 + [refill] * 24
+        bodies = [b for pair in zip(bodies[:32], bodies[32:]) for b in pair]
+        reqs = [{"method": "POST", "path": "/api/v2/transfers", "json_body": b,
+                 "headers": {**c.h, "Idempotency-Key": new_key()}} for b in bodies]
+        results = concurrent_requests(srv.port, reqs)
+        assert len(results) == len(reqs)
+        for b, r in zip(bodies, results):
+            assert not isinstance(r, Exception), r
+            if b is refill:
+                assert r.status == 201, r
+                units += 1
+            elif r.status == 201:
+                units -= 1
+            else:
+                refused += 1
+                body = assert_error(r, 422, "insufficient_funds", field="from")
+                assert body["account"] == "pool", body
+        assert units >= 0
+        assert bal(srv, "pool", c.h) == 100 * units
+    assert refused > 0
+    assert_sum_zero(srv)
+    r = srv.post("/api/admin/reconciliation", None, headers=ADMIN, key=new_key())
+    assert r.status in (200, 201), r
+    assert not {k: v for k, v in r.json["checks"].items() if not v["ok"]}, r.json
