@@ -45,7 +45,8 @@
  * lost whole); directory entries and the -shm file are not modelled (the
  * next start recovers the WAL index from the WAL). Durability of an
  * acknowledged write means it survives this
- * (tests/integration/test_power_cut.py).
+ * (tests/integration/test_ioerr.py,
+ * test_a_power_cut_keeps_every_acknowledged_write).
  *
  * A resumed answer held until the stop (SETTLED_FAULTSIM_HOLD_ANSWER set):
  * send_resp() is wrapped too (-Wl,--wrap=send_resp reaches http.c's call
