@@ -117,8 +117,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libsettled.a $(UNIT_OBJS) | $(BUILD)/t
 	$(CC) $(CFLAGS) -Wno-missing-prototypes $(UNIT_WRAP) -o $@ $< $(UNIT_OBJS) $(BUILD)/libsettled.a $(LDLIBS) $(TEST_LIBS)
 
 # test_worker fails the worker's batch completion on demand: its
-# __wrap_queue_complete_many stands between worker.c and queue.c.
-$(BUILD)/tests/test_worker: UNIT_WRAP = -Wl,--wrap=queue_complete_many
+# __wrap_queue_complete_many stands between worker.c and queue.c; its
+# wraps of queue_claim and queue_count_due count the fetcher's calls.
+$(BUILD)/tests/test_worker: UNIT_WRAP = -Wl,--wrap=queue_complete_many \
+	-Wl,--wrap=queue_claim -Wl,--wrap=queue_count_due
 
 # ops/bench's "libmicrohttpd floor" row: libmicrohttpd alone, with settled's
 # daemon options, answering GET /healthz with settled's bytes (ops/mhd_floor.c).

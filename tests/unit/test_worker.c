@@ -3,7 +3,8 @@
  * embedded-mode reclaim of jobs a killed process left running, and a batch
  * completion that fails. Uses the built-in `noop` kind; waits are polls
  * with a deadline. Linked with -Wl,--wrap=queue_complete_many (Makefile),
- * so a test can make the worker's batch completion fail. */
+ * so a test can make the worker's batch completion fail, and with wraps of
+ * queue_claim and queue_count_due that count the fetcher's calls. */
 #include <criterion/criterion.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -42,6 +43,37 @@ enum st_rc __wrap_queue_complete_many(struct tx *tx, const char *lease_owner, co
 	return __real_queue_complete_many(tx, lease_owner, ids, n, done);
 }
 
+/* The fetcher's claims and peeks (counts of due jobs) of queue "default",
+ * counted while jobs_to_claim is above zero: each claim's jobs are taken
+ * off it. Off (0) unless a test sets it. */
+static atomic_int jobs_to_claim, default_claims, default_peeks;
+
+enum st_rc __real_queue_claim(struct tx *tx, const char *queue, int max, const char *lease_owner,
+			      int64_t lease_ms, struct job *out, int *n_out);
+enum st_rc __wrap_queue_claim(struct tx *tx, const char *queue, int max, const char *lease_owner,
+			      int64_t lease_ms, struct job *out, int *n_out);
+enum st_rc __real_queue_count_due(struct tx *tx, const char *queue, int64_t limit, int64_t *n);
+enum st_rc __wrap_queue_count_due(struct tx *tx, const char *queue, int64_t limit, int64_t *n);
+
+enum st_rc __wrap_queue_claim(struct tx *tx, const char *queue, int max, const char *lease_owner,
+			      int64_t lease_ms, struct job *out, int *n_out)
+{
+	enum st_rc rc = __real_queue_claim(tx, queue, max, lease_owner, lease_ms, out, n_out);
+
+	if (rc == ST_OK && !strcmp(queue, "default") && atomic_load(&jobs_to_claim) > 0) {
+		atomic_fetch_add(&default_claims, 1);
+		atomic_fetch_sub(&jobs_to_claim, *n_out);
+	}
+	return rc;
+}
+
+enum st_rc __wrap_queue_count_due(struct tx *tx, const char *queue, int64_t limit, int64_t *n)
+{
+	if (!strcmp(queue, "default") && atomic_load(&jobs_to_claim) > 0)
+		atomic_fetch_add(&default_peeks, 1);
+	return __real_queue_count_due(tx, queue, limit, n);
+}
+
 static struct store *st;
 static struct settled app;
 static struct config cfg;
@@ -60,6 +92,9 @@ static void setup(void)
 	cr_assert_eq(store_open(&opt, &st, &err), ST_OK, "store_open: %s", err.ptr);
 	buf_release(&err);
 	atomic_store(&complete_many_failures, 0);
+	atomic_store(&jobs_to_claim, 0);
+	atomic_store(&default_claims, 0);
+	atomic_store(&default_peeks, 0);
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.workers = 4;
 	cfg.job_base_delay_ms = 1000;
@@ -164,6 +199,37 @@ Test(worker, drains_a_queue, .init = setup, .fini = teardown)
 	worker_pool_stop(p);
 	cr_assert_eq(states().n[JOB_COMPLETED], 2000, "drained within 20 s");
 	cr_assert_eq(states().attempts, 0);
+	buf_release(&err);
+}
+
+/* After a claim that got every job it asked for, the fetcher claims the
+ * queue again without counting its due jobs first (worker.c peek_unit):
+ * draining a backlog counts once at the start, not before every claim.
+ * The capacity is 2 a worker here (no lease), so the 600 jobs take many
+ * claims, and every claim but the last is full. */
+Test(worker, a_backlog_is_claimed_without_a_count_before_each_claim, .init = setup,
+     .fini = teardown)
+{
+	struct worker_pool *p = NULL;
+	struct buf err = BUF_INIT(256);
+	int waited = 0;
+
+	enqueue(600);
+	atomic_store(&jobs_to_claim, 600);
+	cr_assert_eq(worker_pool_start(&app, &p, &err), ST_OK, "%s", err.ptr);
+	while (states().n[JOB_COMPLETED] < 600 && waited < 60000) {
+		sleep_ms(20);
+		waited += 20;
+	}
+	worker_pool_stop(p);
+	cr_assert_eq(states().n[JOB_COMPLETED], 600);
+	cr_assert_eq(states().attempts, 0);
+	cr_assert_leq(atomic_load(&jobs_to_claim), 0);
+	cr_assert_geq(atomic_load(&default_claims), 600 / 8, "claims: %d", atomic_load(&default_claims));
+	/* The first peek, and one after a claim that found fewer than it
+	 * asked for (only the last can: all 600 are due from the start). */
+	cr_assert_leq(atomic_load(&default_peeks), 2, "peeks: %d for %d claims",
+		      atomic_load(&default_peeks), atomic_load(&default_claims));
 	buf_release(&err);
 }
 
