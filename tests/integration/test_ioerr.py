@@ -336,3 +336,77 @@ def test_a_power_cut_keeps_every_acknowledged_write(start_server, tmp_path, acks
         assert r.status == 201 or r.status == 503, r
     assert len(acked) >= acks
     assert_retries_land_once(server, load, target, treasury0, acked, unknown, ("HIT", "MISS"))
+
+
+def test_a_power_cut_keeps_every_acknowledged_webhook_and_credits_it_once(start_server, tmp_path):
+    """The same power cut under signed webhook deliveries, with the jobs
+    crediting them draining meanwhile. Started again: every delivery that
+    was answered "accepted" was stored (sent again it is a duplicate); every
+    unanswered one, sent again, is accepted or a duplicate; and once the
+    jobs have drained, each wallet holds exactly one credit per distinct
+    delivery to it (none lost by the cut, none applied twice by a job run
+    again), revenue the opposite, and reconciliation is clean."""
+    from test_webhooks import ENV as WH_ENV, standard
+
+    ctl = tmp_path / "ioerr"
+    server = start_server(env={**WH_ENV, "SETTLED_FAULTSIM_IOERR_FILE": str(ctl),
+                               "SETTLED_FAULTSIM_POWERCUT": "1", "RL_WEBHOOK_PER_MIN": "0",
+                               "RL_REGISTER_PER_HOUR": "0", "RL_REGISTER_PER_DAY_WALLET": "0"})
+    wallets = [new_wallet() for _ in range(8)]
+    for w in wallets:
+        assert server.register(w).status == 201
+    revenue0 = balance(server, "revenue")
+    stop = threading.Event()
+    lock = threading.Lock()
+    sent = []   # (delivery, wallet, status or None: no answer)
+
+    def run(i):
+        n = 0
+        while not stop.is_set():
+            n += 1
+            w = wallets[(n * 4 + i) % len(wallets)]
+            d = standard(w, amount="100")
+            try:
+                r = d.send(server)
+                st = r.status if r.status != 200 else r.json.get("status")
+            except Exception:  # noqa: BLE001 - no answer: the outcome is unknown
+                st = None
+                time.sleep(0.01)
+            with lock:
+                sent.append((d, w, st))
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: sum(1 for *_, st in sent if st == "accepted") >= 300, timeout=120,
+                   what="deliveries before the cut")
+        ctl.write_text("powercut\n")
+        rc = server.wait_exit(60)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        if ctl.exists():
+            ctl.unlink()
+    assert not any(t.is_alive() for t in threads), "the load did not stop"
+    assert rc == POWERCUT_EXIT, f"settled exited with {rc}, not at the power cut"
+    server.start()
+
+    want = {w: 0 for w in wallets}
+    for d, w, st in sent:
+        assert st in ("accepted", None), (st, d.event_id)
+        r = d.send(server)
+        assert r.status == 200, r
+        if st == "accepted":
+            assert r.json == {"status": "duplicate"}, (d.event_id, r.json)
+        else:
+            assert r.json["status"] in ("accepted", "duplicate"), r.json
+        want[w] += 100
+    for w in wallets:
+        wait_until(lambda w=w: balance(server, w) == want[w], timeout=60,
+                   what=f"{w}'s credits once the jobs drained (want {want[w]})")
+    assert balance(server, "revenue") == revenue0 - sum(want.values())
+    r = server.post("/api/admin/reconciliation", headers=ADMIN, key=new_key("rec"))
+    assert r.status in (200, 201), r
+    assert r.json["ok"] is True, r.json
