@@ -661,9 +661,19 @@ enum st_rc queue_sweep_leases(struct tx *tx, int64_t limit, bool all, queue_dead
 	return rc;
 }
 
+/* PostgreSQL's purge: the ids gathered once, then found by primary key,
+ * as the claim does (queue_claim_pg_sql): `id IN (SELECT ...)` was planned
+ * as a hash semi-join over a sequential scan of the whole table for each
+ * batch of SWEEP_BATCH rows. SQLite looks the list up by rowid either way. */
+const char queue_purge_pg_sql[] =
+	"DELETE FROM jobs WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE state = 'completed'"
+	" AND finished_at < $1 ORDER BY finished_at LIMIT $2))";
+
 enum st_rc queue_purge_completed(struct tx *tx, int64_t before_ms, int64_t limit,
 				 int64_t *deleted)
 {
+	if (tx_dialect(tx) == ST_PG)
+		return tx_exec(tx, queue_purge_pg_sql, ST_ARGS(SV_I(before_ms), SV_I(limit)), deleted);
 	return tx_exec(tx,
 		       "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = 'completed'"
 		       " AND finished_at < $1 ORDER BY finished_at LIMIT $2)",

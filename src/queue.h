@@ -131,12 +131,15 @@ enum st_rc queue_complete_many(struct tx *tx, const char *lease_owner, const int
 
 /* The statements of PostgreSQL's claim ($1 queue, $2 lease owner, $3 lease
  * expiry, $4 now, $5 max), queue_complete_many ($1 lease owner, $2 the ids
- * as an array literal, $3 now) and queue_complete ($1 id, $2 lease owner,
- * $3 now; both dialects), exported so that tests can EXPLAIN what runs:
- * their plans are part of what makes a job cheap (queue.md "Claiming"). */
+ * as an array literal, $3 now), queue_complete ($1 id, $2 lease owner,
+ * $3 now; both dialects) and PostgreSQL's queue_purge_completed ($1
+ * finished before, $2 limit), exported so that tests can EXPLAIN what
+ * runs: their plans are part of what makes a job cheap (queue.md
+ * "Claiming"). */
 extern const char queue_claim_pg_sql[];
 extern const char queue_complete_many_pg_sql[];
 extern const char queue_complete_sql[];
+extern const char queue_purge_pg_sql[];
 
 /* Records a failed attempt of a job running under lease_owner: attempts + 1,
  * last_error = error (truncated), and then dead (with finished_at) when the

@@ -328,3 +328,39 @@ BOTH(queue_plans, only_the_lease_holder_writes_its_job)
 	cr_assert_eq(state_count("completed"), 3);
 	cr_assert_eq(state_count("running"), 1);
 }
+
+/* PostgreSQL's purge of completed jobs: the ids gathered once and found by
+ * primary key, as the claim; and it deletes what is due, oldest first,
+ * and nothing else (both stores). */
+static enum st_rc purge_unit(struct tx *tx, void *arg)
+{
+	int64_t *deleted = arg;
+
+	return queue_purge_completed(tx, 2, 500, deleted);
+}
+
+BOTH(queue_plans, the_purge_finds_its_rows_by_primary_key)
+{
+	static char sql[2048];
+	static struct plan_q q;
+	int64_t ids[256], deleted = 0;
+	struct st_val v[2] = { SV_I(2), SV_I(500) };
+
+	busy_table(ids); /* 3,000 completed with finished_at 1 */
+	cr_assert_eq(RAW("UPDATE jobs SET finished_at = 5 WHERE state = 'completed' AND id > 2900"), ST_OK);
+	if (F.d == ST_PG) {
+		explain(&q, sql, sizeof(sql), queue_purge_pg_sql, 2, v);
+		cr_assert_null(strstr(q.out, "Seq Scan"), "purge plan:\n%s", q.out);
+		cr_assert_not_null(strstr(q.out, "Index Scan using jobs_pkey on jobs "), "purge plan:\n%s",
+				   q.out);
+	}
+	for (int i = 0; i < 5; i++) {
+		cr_assert_eq(store_run(F.s, purge_unit, &deleted), ST_OK);
+		cr_assert_eq(deleted, 500);
+	}
+	cr_assert_eq(store_run(F.s, purge_unit, &deleted), ST_OK);
+	cr_assert_eq(deleted, 400); /* the 100 finished at 5 are not due */
+	cr_assert_eq(state_count("completed"), 100);
+	cr_assert_eq(state_count("running"), 256);
+	cr_assert_eq(state_count("available"), 1000 - 256);
+}
