@@ -288,6 +288,12 @@ struct store_options {
 	 * while another writer runs one (gathering); 0 = 2000 us, negative =
 	 * never held (SQLite: ignored). */
 	int64_t gather_us;
+	/* PostgreSQL: how long a unit run again alone after its batch (it
+	 * waited past lock_timeout_ms there, or the batch did not commit)
+	 * waits for a row lock in each of its runs; past it the run ends as a
+	 * retry, and a unit out of runs gets ST_BUSY. 0 = 1000 ms, and never
+	 * below lock_timeout_ms (SQLite: ignored). */
+	int64_t rerun_lock_timeout_ms;
 	const struct logger *log;
 	struct randpool *rand;      /* borrowed, for tx_random(); may be NULL */
 };

@@ -23,7 +23,8 @@
  * constraint), a held-back command of one unit failing in another's
  * pipeline. A unit that saw 40001/40P01, or waited longer than the
  * batch's lock_timeout (55P03) for a lock another transaction holds, is
- * rolled back to its savepoint and run again alone after the batch. A COMMIT whose answer is lost is
+ * rolled back to its savepoint and run again alone after the batch, where
+ * each run waits for a lock at most PG_RERUN_LOCK_TIMEOUT_DEFAULT_MS. A COMMIT whose answer is lost is
  * resolved once for the batch (below): committed, every unit that
  * succeeded in it gets ok; aborted, all run again; unknown, all get
  * ST_UNAVAILABLE (the failed ones too: they failed against batch-mates'
@@ -145,8 +146,23 @@
  * its batch: a batch holds every unit's locks until its COMMIT, so waiting
  * batches would queue behind one another (and deadlock, found only after
  * PostgreSQL's deadlock_timeout, 1 s). A unit alone waits as long as it
- * takes. store_options.lock_timeout_ms (SETTLED_PG_LOCK_TIMEOUT) sets it. */
+ * takes; run again alone after its batch, a bounded while
+ * (PG_RERUN_LOCK_TIMEOUT_DEFAULT_MS). store_options.lock_timeout_ms
+ * (SETTLED_PG_LOCK_TIMEOUT) sets it. */
 #define PG_BATCH_LOCK_TIMEOUT_DEFAULT_MS 10
+/* How long a unit run again alone after its batch (run_batch) waits for a
+ * row lock in each run. It used to wait as long as it took, on its writer:
+ * behind a slow batch (a bad plan, a starved CPU) or a session holding the
+ * row, that writer served nothing else meanwhile, and the batches left to
+ * the others grew longer (the convoy pgfix12 measured). Past this bound the
+ * run ends with 55P03, a retry like any other (jittered backoff), and a unit
+ * that runs out of its PG_UNIT_ATTEMPTS answers ST_BUSY: 503 `busy`, its
+ * idempotency key released for the client's retry. So a rerun holds its
+ * writer for at most about (PG_UNIT_ATTEMPTS - 1) times this. A second is
+ * PostgreSQL's default deadlock_timeout: a wait that long is no queue
+ * behind a batch any more. A unit alone from the start still waits as
+ * long as it takes. store_options.rerun_lock_timeout_ms sets it. */
+#define PG_RERUN_LOCK_TIMEOUT_DEFAULT_MS 1000
 /* While one writer runs a batch (until its units are answered), the others
  * leave new units queued for the next batch, up to this long (counted from
  * the oldest unit's arrival) or until a full batch (batch_max) waits. Fewer
@@ -188,8 +204,8 @@ struct pg_conn {
 #define PG_XID_STMT "xid"
 #define PG_XID_SQL "SELECT pg_current_xact_id(), pg_postmaster_start_time()"
 
-enum pg_pend_kind { PEND_BEGIN, PEND_XID, PEND_LOCK_TIMEOUT, PEND_LOCK_DEFAULT, PEND_SAVEPOINT,
-		   PEND_RELEASE, PEND_EXEC };
+enum pg_pend_kind { PEND_BEGIN, PEND_XID, PEND_LOCK_TIMEOUT, PEND_LOCK_DEFAULT, PEND_LOCK_RERUN,
+		   PEND_SAVEPOINT, PEND_RELEASE, PEND_EXEC };
 
 struct pg_pending {
 	enum pg_pend_kind kind;
@@ -226,6 +242,7 @@ struct pg_tx {
 	bool single;
 	int nstmts;
 	bool short_locks;  /* runs with the short lock_timeout (a batch) */
+	bool rerun_locks;  /* runs with the rerun's lock_timeout (a unit after its batch) */
 	int nowait;        /* depth of the innermost tx_nested_nowait step, 0 if none */
 	bool nowait_busy;  /* a lock that step could not get within the timeout */
 	int npending;
@@ -258,6 +275,7 @@ struct pg_store {
 	unsigned nworkers;
 	unsigned batch_max;        /* units a worker takes into one transaction; 1 = no batches */
 	int64_t lock_timeout_ms;   /* a batched unit's lock_timeout */
+	int64_t rerun_lock_timeout_ms; /* a unit's, run again alone after its batch */
 	struct unit_queue queue;   /* store_submit's units, for the workers */
 	atomic_uint healthy;       /* writer connections up */
 	/* Writers running a batch (from taking it to its answers). While one
@@ -622,8 +640,15 @@ static const char *pending_sql(const struct pg_tx *t, const struct pg_pending *p
 		snprintf(buf, size, "SET LOCAL lock_timeout = %lld", (long long)t->conn->s->lock_timeout_ms);
 		return buf;
 	case PEND_LOCK_DEFAULT:
-		/* The session's own value again (the URL's options may set one). */
-		return "SET LOCAL lock_timeout = DEFAULT";
+		/* The transaction's own value again: a rerun's bound, else the
+		 * session's (the URL's options may set one). */
+		if (!t->rerun_locks)
+			return "SET LOCAL lock_timeout = DEFAULT";
+		/* fall through */
+	case PEND_LOCK_RERUN:
+		snprintf(buf, size, "SET LOCAL lock_timeout = %lld",
+			 (long long)t->conn->s->rerun_lock_timeout_ms);
+		return buf;
 	case PEND_SAVEPOINT:
 		snprintf(buf, size, "SAVEPOINT sp%d", p->depth);
 		return buf;
@@ -1374,6 +1399,9 @@ static enum st_rc run_unit(struct pg_conn *c, struct write_unit *u)
 {
 	struct pg_store *s = c->s;
 	enum st_rc rc = ST_UNAVAILABLE;
+	/* Run before, in a batch: every run from here waits for a lock at
+	 * most rerun_lock_timeout_ms (PG_RERUN_LOCK_TIMEOUT_DEFAULT_MS). */
+	bool rerun = u->runs > 0;
 
 	while (u->runs < PG_UNIT_ATTEMPTS) {
 		struct pg_tx t;
@@ -1385,6 +1413,10 @@ static enum st_rc run_unit(struct pg_conn *c, struct write_unit *u)
 		if (rc)
 			return rc;
 		tx_start(&t, s, c, false);
+		if (rerun) {
+			t.pending[t.npending++] = (struct pg_pending){ .kind = PEND_LOCK_RERUN };
+			t.rerun_locks = true;
+		}
 		rc = u->fn(&t.base, u->arg);
 		if (c->drops != t.drops) {
 			/* Whatever the unit made of it, the connection died under
@@ -2075,6 +2107,10 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 	s->batch_max = opt->batch_max ? opt->batch_max : PG_BATCH_MAX_DEFAULT;
 	s->gather_us = opt->gather_us < 0 ? 0 : opt->gather_us ? opt->gather_us : PG_GATHER_US_DEFAULT;
 	s->lock_timeout_ms = opt->lock_timeout_ms > 0 ? opt->lock_timeout_ms : PG_BATCH_LOCK_TIMEOUT_DEFAULT_MS;
+	s->rerun_lock_timeout_ms = opt->rerun_lock_timeout_ms > 0 ? opt->rerun_lock_timeout_ms
+								  : PG_RERUN_LOCK_TIMEOUT_DEFAULT_MS;
+	if (s->rerun_lock_timeout_ms < s->lock_timeout_ms)
+		s->rerun_lock_timeout_ms = s->lock_timeout_ms;
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	s->readers = calloc(s->nreaders, sizeof(*s->readers));
 	if (!s->workers || !s->readers || reader_pool_fill(&s->rpool, s->nreaders)) {
@@ -2110,9 +2146,9 @@ enum st_rc store_pg_open(const struct store_options *opt, struct store **out, st
 	}
 	log_msg(s->base.log, LOG_INFO,
 		"postgres store: database %s on %s port %s, %u writers, %u readers, batches of up to %u, "
-		"lock timeout %lld ms",
+		"lock timeout %lld ms (%lld ms a run after its batch)",
 		PQdb(s->pinger.pg), PQhost(s->pinger.pg), PQport(s->pinger.pg), s->nworkers, s->nreaders,
-		s->batch_max, (long long)s->lock_timeout_ms);
+		s->batch_max, (long long)s->lock_timeout_ms, (long long)s->rerun_lock_timeout_ms);
 	buf_release(&why);
 	*out = &s->base;
 	return ST_OK;

@@ -1112,6 +1112,20 @@ static struct store *one_writer(void)
 	return one_writer_batching(0, 0);
 }
 
+/* One writer, batching, whose units run again alone after their batch
+ * wait at most rerun_ms for a lock in each run. */
+static struct store *one_writer_reruns(int64_t rerun_ms)
+{
+	struct store_options o = { .database_url = pg_url, .write_conns = 1, .read_conns = 1,
+				   .rerun_lock_timeout_ms = rerun_ms };
+	struct buf err = BUF_INIT(1024);
+	struct store *one = NULL;
+
+	cr_assert_eq(store_open(&o, &one, &err), ST_OK, "%s", err.ptr);
+	buf_release(&err);
+	return one;
+}
+
 static const struct st_rows_sql kv_pair_rows = {
 	.head = "INSERT INTO kv (k, v) VALUES ",
 	.row = "($1, $1)",
@@ -1372,7 +1386,8 @@ static void release_locked_row(PGconn *holder)
 /* A unit of a batch that waits for a lock another transaction holds does
  * not hold up its batch: after a short lock_timeout it is rolled back to
  * its savepoint, the batch-mates commit and are answered while the lock is
- * still held, and the unit then runs alone, waiting as long as it takes. */
+ * still held, and the unit then runs alone, waiting for the lock up to the
+ * rerun's bound (here ten minutes: the lock is let go long before). */
 PG_TEST(unit_waiting_for_a_lock_leaves_its_batch)
 {
 	static struct bunit units[BU_N];
@@ -1385,7 +1400,7 @@ PG_TEST(unit_waiting_for_a_lock_leaves_its_batch)
 	bunits_init(units, BU_N);
 	units[7].kind = BU_WAITS;
 	holder = hold_locked_row();
-	one = one_writer();
+	one = one_writer_reruns(600000);
 	watch_retries(one, &n);
 	run_gated_batch_but(one, &g, units, BU_N, 7);
 	/* Everyone else is answered, and the lock is still held. */
@@ -1405,6 +1420,55 @@ PG_TEST(unit_waiting_for_a_lock_leaves_its_batch)
 		cr_assert_eq(atomic_load(&units[i].after), 1, "unit %d after-commit", i);
 	}
 	cr_assert_eq(count("locked"), 1);
+	cr_assert_str_eq(units[7].lock_timeout, "10min", "its run after the batch");
+}
+
+static enum st_rc insert_other(struct tx *tx, void *arg)
+{
+	(void)arg;
+	return insert(tx, "other");
+}
+
+/* The same unit, when the lock is not let go: its runs after the batch
+ * each end after the rerun's lock bound (55P03, a retry), and once it is
+ * out of runs (PG_UNIT_ATTEMPTS, 5) it is answered ST_BUSY -- 503 busy,
+ * the retryable answer -- while the lock is still held, with nothing of it
+ * written; its writer then serves the next unit. It used to wait for the
+ * lock as long as it took, holding the store's only writer. */
+PG_TEST(a_unit_after_its_batch_that_cannot_get_its_lock_is_busy_and_frees_its_writer)
+{
+	static struct bunit units[BU_N];
+	struct gate g = { false, false };
+	struct store *one;
+	PGconn *holder;
+	struct retries n;
+
+	need_backend();
+	bunits_init(units, BU_N);
+	units[7].kind = BU_WAITS;
+	holder = hold_locked_row();
+	one = one_writer_reruns(50);
+	watch_retries(one, &n);
+	run_gated_batch_but(one, &g, units, BU_N, 7);
+	/* The test's own timeout (60 s) fails it if the unit waits on. */
+	while (!atomic_load(&units[7].done))
+		usleep(1000);
+	cr_assert_eq(units[7].rc, ST_BUSY, "%s", st_rc_str(units[7].rc));
+	cr_assert_eq(store_run(one, insert_other, NULL), ST_OK, "the writer serves the next unit");
+	release_locked_row(holder);
+	store_close(one);
+	cr_assert_eq(atomic_load(&units[7].runs), 5);
+	cr_assert_str_eq(units[7].lock_timeout, "50ms", "its last run");
+	assert_retries(&n, STORE_RETRY_LOCK_TIMEOUT, 4); /* out of its batch, then 3 */
+	cr_assert_eq(count(units[7].key), 0);
+	cr_assert_eq(atomic_load(&units[7].after), 0);
+	for (int i = 0; i < BU_N; i++)
+		if (i != 7) {
+			cr_assert_eq(units[i].rc, ST_OK, "unit %d: %s", i, st_rc_str(units[i].rc));
+			cr_assert_eq(count(units[i].key), 1, "unit %d", i);
+		}
+	cr_assert_eq(count("other"), 1);
+	cr_assert_eq(count("locked"), 0);
 }
 
 /* A unit that breaks the savepoint nesting (it releases sp1 itself, so its
