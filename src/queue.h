@@ -87,14 +87,19 @@ struct job_spec {
 };
 
 /* Inserts the job in tx. If unique_key is set and a job with that key
- * already exists (in any state), nothing is inserted (ON CONFLICT DO
- * NOTHING): *inserted (may be NULL) says which. *id_out (may be NULL) gets
+ * already exists (in any state), nothing is inserted (`ON CONFLICT
+ * (unique_key) WHERE unique_key IS NOT NULL DO NOTHING`: the predicate
+ * infers today's UNIQUE column and would infer a partial unique index on
+ * the keyed rows as well, so the schema can later swap one for the other
+ * without breaking this version in a rolling upgrade; queue.md "Storage"):
+ * *inserted (may be NULL) says which. *id_out (may be NULL) gets
  * the new id, or 0 when nothing was inserted. ST_INVALID on a missing or
  * over-long queue/kind; store errors otherwise. */
 enum st_rc queue_enqueue_spec(struct tx *tx, const struct job_spec *spec, int64_t *id_out,
 			      bool *inserted);
 /* Inserts specs[0..n) in tx with one multi-row INSERT (a few for n > 64),
- * ON CONFLICT (unique_key) DO NOTHING; *inserted (may be NULL) gets how
+ * with the same ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO
+ * NOTHING as queue_enqueue_spec; *inserted (may be NULL) gets how
  * many rows were inserted (n when no key existed). For jobs a write unit
  * makes by the dozen (webhook intake merged across requests). Unlike
  * queue_enqueue_spec the payloads are NOT parsed here (that cost ~10k

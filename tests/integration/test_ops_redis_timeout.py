@@ -71,13 +71,20 @@ def services():
     return {"SETTLED_TEST_PG": os.environ["SETTLED_TEST_PG"], "SETTLED_TEST_REDIS": redis_test_url()}
 
 
-def run_until_listening(proc, port_file, output):
+def read_outputs(outputs):
+    return "".join(f"--- {p.name} ---\n{p.read_text(errors='replace') if p.exists() else ''}"
+                   for p in outputs)
+
+
+def run_until_listening(proc, port_file, outputs):
     """Waits for proc to listen (its port file), then stops it: its exit
-    code. Fails with its output when it exits first."""
+    code. Fails with its output when it exits first, or when any of its
+    output files (stdout and stderr: a sanitizer reports on stderr) holds a
+    sanitizer's report."""
     try:
         wait_until(lambda: port_file.exists() or proc.poll() is not None, timeout=60,
                    what="the server to listen")
-        assert proc.poll() is None, output.read_text(errors="replace")
+        assert proc.poll() is None, read_outputs(outputs)
     finally:
         proc.terminate()
         try:
@@ -85,8 +92,10 @@ def run_until_listening(proc, port_file, output):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    for marker in BAD_OUTPUT:
-        assert marker not in output.read_text(errors="replace"), marker
+    for p in outputs:
+        text = p.read_text(errors="replace") if p.exists() else ""
+        for marker in BAD_OUTPUT:
+            assert marker not in text, f"{marker!r} in {p.name}:\n{text[-3000:]}"
     return proc.returncode
 
 
@@ -99,8 +108,9 @@ def test_chaos_servers_get_the_harness_redis_timeout(services, tmp_path):
         workdir.mkdir()
         srv = chaos.Server(BIN, str(workdir), backend, {})
         proc = srv.spawn(port=0)
-        rc = run_until_listening(proc, workdir / "port", workdir / "stdout.log")
-        assert rc == 0, (workdir / "stdout.log").read_text(errors="replace")
+        outputs = [workdir / "stdout.log", workdir / "stderr.log"]
+        rc = run_until_listening(proc, workdir / "port", outputs)
+        assert rc == 0, read_outputs(outputs)
         cfg = logged_config(srv.stdout_path)
         assert cfg and cfg["redis_url"] and cfg["redis_timeout"] == TEST_REDIS_TIMEOUT, cfg
     finally:
@@ -139,8 +149,8 @@ def test_bench_pg_rows_get_the_harness_redis_timeout(services, tmp_path, monkeyp
             proc = subprocess.Popen([BIN, "--listen", "127.0.0.1:0", "--port-file",
                                      str(workdir / "port")], env=env, cwd=workdir,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        assert run_until_listening(proc, workdir / "port", output) == 0, \
-            output.read_text(errors="replace")
+        assert run_until_listening(proc, workdir / "port", [output]) == 0, \
+            read_outputs([output])
     finally:
         psql(services["SETTLED_TEST_PG"], f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     cfg = logged_config(output)
