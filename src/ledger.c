@@ -195,6 +195,77 @@ enum st_rc ledger_post(struct tx *tx, const struct ledger_post *p, char tx_id_ou
 	return rc ? rc : post(tx, p, NULL, tx_id_out);
 }
 
+static const struct st_rows_sql many_entries_sql = {
+	"INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at) VALUES ",
+	"($1, $2, $3, $4, $5)", "", 5,
+};
+static const struct st_rows_sql many_closing_sql = {
+	"INSERT INTO ledger_tx (id, kind, ref, intent_id, hold_id, created_at, client_id, description,"
+	" metadata) VALUES ",
+	"($1, $2, NULL, NULL, NULL, $3, $4, $5, $6)", "", 6,
+};
+
+enum st_rc ledger_post_many(struct tx *tx, const struct ledger_post *const *posts, int n,
+			    char (*ids)[LEDGER_ID_MAX + 1])
+{
+	int64_t now = tx_now_ms(tx);
+	size_t nentries = 0;
+	struct st_val *v = NULL;
+	enum st_rc rc;
+	int k = 0;
+
+	if (tx_dialect(tx) != ST_PG || n < 1)
+		return ST_INVALID;
+	for (int i = 0; i < n; i++) {
+		const struct ledger_post *p = posts[i];
+
+		if (p->ref || p->intent_id || p->id || ledger_check(p) != ST_OK)
+			return ST_INVALID;
+		nentries += p->n;
+	}
+	v = calloc(nentries * (size_t)many_entries_sql.width, sizeof(*v));
+	if (!v)
+		return ST_NOMEM;
+	for (int i = 0; i < n; i++) {
+		const struct ledger_post *p = posts[i];
+
+		tx_new_id(tx, "ltx_", ids[i]);
+		for (size_t j = 0; j < p->n; j++) {
+			const struct ledger_entry *e = &p->entries[j];
+
+			v[k++] = SV_S(ids[i]);
+			v[k++] = SV_S(e->account_id);
+			v[k++] = SV_S(dir_str(e->dir));
+			v[k++] = SV_I(e->amount);
+			v[k++] = SV_I(now);
+		}
+	}
+	/* The append lock first, as ledger_post takes it (held shared until
+	 * commit, before any entry's id is drawn); it travels with the first
+	 * entries statement. Then every entry, then every closing row: a
+	 * transaction is closed only after all its entries are in. */
+	rc = tx_exec_deferred(tx, "SELECT pg_advisory_xact_lock_shared($1)",
+			      ST_ARGS(SV_I(LEDGER_PG_APPEND_LOCK)));
+	if (!rc)
+		rc = tx_exec_rows(tx, &many_entries_sql, (int)nentries, v, NULL);
+	if (!rc) {
+		k = 0;
+		for (int i = 0; i < n; i++) {
+			const struct ledger_post *p = posts[i];
+
+			v[k++] = SV_S(ids[i]);
+			v[k++] = SV_S(p->kind);
+			v[k++] = SV_I(now);
+			v[k++] = SV_SOPT(p->client_id);
+			v[k++] = SV_SOPT(p->description);
+			v[k++] = SV_SOPT(p->metadata);
+		}
+		rc = tx_exec_rows(tx, &many_closing_sql, n, v, NULL);
+	}
+	free(v);
+	return rc;
+}
+
 enum st_rc ledger_tx_get(struct tx *tx, const char *owner, const char *id, struct ledger_tx_view *out)
 {
 	struct st_rows *r = NULL;

@@ -84,6 +84,18 @@ enum st_rc ledger_check(const struct ledger_post *p);
  * inside tx_nested to survive one. */
 enum st_rc ledger_post(struct tx *tx, const struct ledger_post *p, char tx_id_out[LEDGER_ID_MAX + 1]);
 
+/* PostgreSQL: posts n plain postings (no ref, intent or hold; at most
+ * LEDGER_MAX_ENTRIES entries each) as n ledger transactions in a few
+ * statements: every entry in multi-row INSERTs, then every closing row in
+ * multi-row INSERTs. The store checks each transaction as it checks one
+ * posted alone (the open-transaction trigger once a statement, the closing
+ * trigger once a row). ids[i] gets posting i's id. ST_INVALID: a posting
+ * fails ledger_check or is not plain (nothing written). Any failure of a
+ * statement aborts the enclosing transaction, and refuses the whole run:
+ * the caller rolls it back and posts each alone to learn which failed. */
+enum st_rc ledger_post_many(struct tx *tx, const struct ledger_post *const *posts, int n,
+			    char (*ids)[LEDGER_ID_MAX + 1]);
+
 /* A posted transaction as ledger_tx_get reads it back. */
 #define LEDGER_DESCRIPTION_MAX 500
 struct ledger_tx_view {

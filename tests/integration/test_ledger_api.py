@@ -12,8 +12,9 @@ import secrets
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, assert_error, concurrent_requests, diff_snapshots, new_key,
-                      new_wallet, store_rows as rows, wait_until)
+from conftest import (ADMIN_TOKEN, assert_error, backend_name, concurrent_requests, diff_snapshots,
+                      find_samples, new_key, new_wallet, parse_metrics, store_rows as rows,
+                      wait_until)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -114,6 +115,108 @@ def test_a_bad_account_name_is_400(srv, name):
         assert_error(c.post("/api/v2/accounts", {"name": name}, key=None), 400,
                      "invalid_account_name", field="name")
     assert c.account("x" * 128)["name"] == "x" * 128
+
+
+def test_transfers_sent_at_once_each_get_their_own_answer(srv):
+    """32 one-posting transfers at once, each on its own connection: on
+    PostgreSQL the writer posts those of one batch together in a few
+    statements (transfer_merge), on SQLite each in its unit. Whichever
+    batches they fall in, every answer is its own: a funded account's 201
+    names its own transaction, entries and description, a short account's
+    422 names that account, one account's two transfers take its funds
+    once, and the ledger holds exactly the 201s."""
+    c = Client(srv)
+    names = [f"m{i}" for i in range(16)]
+    for n in names:
+        c.account(n)
+    for n in names[:8]:  # m0..m7 hold 5; m8..m15 nothing
+        assert admin_transfer(srv, "treasury", f"{c.id}/{n}", 5).status == 201
+    before_rev = bal(srv, "revenue")
+    # every account pays 5 twice: a funded one can pay once
+    reqs = [{"method": "POST", "path": "/api/v2/transfers", "headers": c.h,
+             "json_body": {"from": n, "to": "revenue", "amount": "5", "description": f"{n}/{k}"}}
+            for k in range(2) for n in names]
+    results = concurrent_requests(srv.port, reqs)
+    ids = set()
+    for req, r in zip(reqs, results):
+        frm = req["json_body"]["from"]
+        if r.status == 201:
+            assert frm in names[:8], (frm, r)
+            assert r.json["description"] == req["json_body"]["description"], r.json
+            assert [(e["account"], e["direction"], e["amount"]) for e in r.json["entries"]] == [
+                (frm, "debit", "5"), ("revenue", "credit", "5")], r.json
+            assert r.headers["Location"] == "/api/v2/transfers/" + r.json["id"]
+            got = c.get(r.headers["Location"])
+            assert got.status == 200 and got.json == r.json, (got, r.json)
+            ids.add(r.json["id"])
+        else:
+            body = assert_error(r, 422, "insufficient_funds", field="from")
+            assert body["account"] == frm, body
+    paid = sorted(req["json_body"]["from"] for req, r in zip(reqs, results) if r.status == 201)
+    assert paid == names[:8], paid  # each funded account exactly once
+    assert len(ids) == 8
+    for n in names:
+        assert bal(srv, n, c.h) == 0
+    assert bal(srv, "revenue") == before_rev + 40
+    assert rows(srv, "SELECT count(*) FROM ledger_tx WHERE description LIKE 'm%/%'") == [("8",)]
+    assert_sum_zero(srv)
+
+
+def unit_retries(srv):
+    samples = parse_metrics(srv.metrics())
+    return {s[1]["cause"]: s[2] for s in find_samples(samples, "settled_store_unit_retries_total")}
+
+
+@pytest.mark.skipif(backend_name() != "pg", reason="PostgreSQL's way of posting a transfer")
+def test_a_post_refused_after_the_funds_check_runs_again_under_its_savepoint(srv):
+    """PostgreSQL: a transfer's first run posts without a savepoint of its
+    own (a subtransaction inside the unit's: about a quarter of its database
+    work). When the store refuses the post anyway, as accounts_available
+    does when a concurrent writer took the funds after the check, the unit
+    rolls back alone and the store runs it again (a retry of cause busy);
+    that run checks the funds afresh and posts under tx_nested, so its
+    answer is what the funds and the store say then. A trigger the test adds
+    refuses chosen closing rows: every other one once (the first run
+    refused, the second accepted: 201, one posting), or always (the answer
+    is the one the savepointed post gives, 422 insufficient_funds after its
+    reposts, nothing written). Without the change no unit runs again."""
+    c = Client(srv)
+    c.account("a")
+    assert admin_transfer(srv, "treasury", f"{c.id}/a", 100).status == 201
+    srv.backend.psql(
+        "CREATE SEQUENCE test_refusals",
+        "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.description = 'refuse always' THEN"
+        "  RAISE EXCEPTION 'test: refused' USING ERRCODE = 'check_violation';"
+        " END IF;"
+        " IF NEW.description = 'refuse once' THEN"
+        "  IF nextval('test_refusals') % 2 = 1 THEN"
+        "   RAISE EXCEPTION 'test: refused' USING ERRCODE = 'check_violation';"
+        "  END IF;"
+        " END IF;"
+        " RETURN NEW; END $$",
+        "CREATE TRIGGER test_refuse BEFORE INSERT ON ledger_tx FOR EACH ROW EXECUTE FUNCTION test_refuse()")
+    busy = unit_retries(srv)["busy"]
+    # With and without an Idempotency-Key (the keyed unit nests the
+    # handler in a savepoint of the dispatcher's and records its answer).
+    for key in ("new", None):
+        r = c.post("/api/v2/transfers", {"from": "a", "to": "revenue", "amount": "10",
+                                         "description": "refuse once"}, key=key)
+        assert r.status == 201, r
+        assert [(e["account"], e["direction"], e["amount"]) for e in r.json["entries"]] == [
+            ("a", "debit", "10"), ("revenue", "credit", "10")], r.json
+    assert rows(srv, "SELECT count(*) FROM ledger_tx WHERE description = 'refuse once'") == [("2",)]
+    assert bal(srv, "a", c.h) == 80
+    assert unit_retries(srv)["busy"] >= busy + 2
+    before = balances(srv)
+    with srv.unchanged():
+        body = assert_error(c.post("/api/v2/transfers", {"from": "a", "to": "revenue", "amount": "10",
+                                                         "description": "refuse always"}, key=None),
+                            422, "insufficient_funds", field="from")
+        assert body["account"] == "a", body
+    assert balances(srv) == before
+    assert unit_retries(srv)["busy"] >= busy + 3
+    assert_sum_zero(srv)
 
 
 @pytest.mark.parametrize("body, code, field", [

@@ -861,6 +861,121 @@ Test(ledger_pg, a_pending_hold_is_changed_through_its_primary_key, .init = fx_op
 /* PostgreSQL (migration 031): the references above are checked without a
  * lock on the account row, which is sound only because an account, once
  * committed, stays: no DELETE, no TRUNCATE, no new id. */
+/* ledger_post_many (the merged transfers of one PostgreSQL batch): n
+ * postings in a few statements, each its own transaction as if posted
+ * alone, or none of them. */
+struct many_arg {
+	const struct ledger_post *const *posts;
+	int n;
+	char ids[4][LEDGER_ID_MAX + 1];
+};
+
+static enum st_rc many_unit(struct tx *tx, void *arg)
+{
+	struct many_arg *a = arg;
+
+	return ledger_post_many(tx, a->posts, a->n, a->ids);
+}
+
+Test(ledger_pg, many_postings_post_each_as_its_own_transaction, .init = fx_open_pg, .fini = fx_close)
+{
+	struct account w1, w2;
+	struct ledger_entry e1[2], e2[2], e3[4];
+	struct ledger_post p1, p2, p3;
+	struct many_arg a;
+	int64_t t0, w1b, w2b;
+
+	fx_need_backend();
+	w1 = wallet(1);
+	w2 = wallet(2);
+	t0 = fx_int("SELECT balance FROM account_balances WHERE id = 'treasury'", NULL);
+	e1[0] = (struct ledger_entry){ ACCT_TREASURY, LEDGER_DEBIT, 10 };
+	e1[1] = (struct ledger_entry){ w1.id, LEDGER_CREDIT, 10 };
+	e2[0] = (struct ledger_entry){ ACCT_TREASURY, LEDGER_DEBIT, 20 };
+	e2[1] = (struct ledger_entry){ w2.id, LEDGER_CREDIT, 20 };
+	/* four entries, revenue (a hot account) credited twice */
+	e3[0] = (struct ledger_entry){ w1.id, LEDGER_DEBIT, 3 };
+	e3[1] = (struct ledger_entry){ ACCT_REVENUE, LEDGER_CREDIT, 3 };
+	e3[2] = (struct ledger_entry){ w2.id, LEDGER_DEBIT, 4 };
+	e3[3] = (struct ledger_entry){ ACCT_REVENUE, LEDGER_CREDIT, 4 };
+	p1 = (struct ledger_post){ .kind = "transfer", .n = 2, .entries = e1, .client_id = "c1" };
+	p2 = (struct ledger_post){ .kind = "transfer", .n = 2, .entries = e2, .description = "two",
+				   .metadata = "{\"k\":1}" };
+	p3 = (struct ledger_post){ .kind = "test", .n = 4, .entries = e3 };
+	a = (struct many_arg){ .posts = (const struct ledger_post *const[]){ &p1, &p2, &p3 }, .n = 3 };
+	cr_assert_eq(store_run(F.s, many_unit, &a), ST_OK);
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < i; j++)
+			cr_assert_str_neq(a.ids[i], a.ids[j]);
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_entries WHERE tx_id = $1", a.ids[0]), 2);
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_entries WHERE tx_id = $1", a.ids[1]), 2);
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_entries WHERE tx_id = $1", a.ids[2]), 4);
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_tx WHERE id = $1 AND kind = 'transfer'"
+			    " AND client_id = 'c1' AND description IS NULL AND metadata IS NULL",
+			    a.ids[0]),
+		     1);
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_tx WHERE id = $1 AND client_id IS NULL"
+			    " AND description = 'two' AND metadata = '{\"k\":1}'",
+			    a.ids[1]),
+		     1);
+	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_entries WHERE tx_id = $1 AND account_id = 'revenue'"
+			    " AND direction = 'credit'",
+			    a.ids[2]),
+		     2);
+	w1b = fx_int("SELECT balance FROM account_balances WHERE id = $1", w1.id);
+	w2b = fx_int("SELECT balance FROM account_balances WHERE id = $1", w2.id);
+	cr_assert_eq(w1b, 7);
+	cr_assert_eq(w2b, 16);
+	cr_assert_eq(fx_int("SELECT balance FROM account_balances WHERE id = 'treasury'", NULL), t0 - 30);
+	fx_assert_ledger_invariants("after the postings");
+}
+
+Test(ledger_pg, many_postings_are_refused_together, .init = fx_open_pg, .fini = fx_close)
+{
+	struct account w1;
+	struct ledger_entry ok[2], shortf[2], unknown[2], unbalanced[2];
+	struct ledger_post pok, pshort, punknown, punbal, pref;
+	struct many_arg a;
+	struct fx_snap s;
+
+	fx_need_backend();
+	w1 = wallet(1);
+	ok[0] = (struct ledger_entry){ ACCT_TREASURY, LEDGER_DEBIT, 10 };
+	ok[1] = (struct ledger_entry){ w1.id, LEDGER_CREDIT, 10 };
+	/* w1 holds nothing before the run: its first posting's 10 are not
+	 * enough for 11 (the store's over-commit rule, in the run's order) */
+	shortf[0] = (struct ledger_entry){ w1.id, LEDGER_DEBIT, 11 };
+	shortf[1] = (struct ledger_entry){ ACCT_REVENUE, LEDGER_CREDIT, 11 };
+	unknown[0] = (struct ledger_entry){ ACCT_TREASURY, LEDGER_DEBIT, 1 };
+	unknown[1] = (struct ledger_entry){ "acct_nobody", LEDGER_CREDIT, 1 };
+	unbalanced[0] = (struct ledger_entry){ ACCT_TREASURY, LEDGER_DEBIT, 2 };
+	unbalanced[1] = (struct ledger_entry){ w1.id, LEDGER_CREDIT, 1 };
+	pok = (struct ledger_post){ .kind = "transfer", .n = 2, .entries = ok };
+	pshort = (struct ledger_post){ .kind = "transfer", .n = 2, .entries = shortf };
+	punknown = (struct ledger_post){ .kind = "transfer", .n = 2, .entries = unknown };
+	punbal = (struct ledger_post){ .kind = "transfer", .n = 2, .entries = unbalanced };
+	pref = (struct ledger_post){ .kind = "transfer", .n = 2, .entries = ok, .ref = "r1" };
+	s = fx_snapshot();
+	a = (struct many_arg){ .posts = (const struct ledger_post *const[]){ &pok, &pshort }, .n = 2 };
+	cr_assert_eq(store_run(F.s, many_unit, &a), ST_CONFLICT, "an over-committed account");
+	a = (struct many_arg){ .posts = (const struct ledger_post *const[]){ &pok, &punknown }, .n = 2 };
+	cr_assert_eq(store_run(F.s, many_unit, &a), ST_CONFLICT, "an unknown account");
+	/* refused before anything is written */
+	a = (struct many_arg){ .posts = (const struct ledger_post *const[]){ &pok, &punbal }, .n = 2 };
+	cr_assert_eq(store_run(F.s, many_unit, &a), ST_INVALID, "an unbalanced posting");
+	a = (struct many_arg){ .posts = (const struct ledger_post *const[]){ &pok, &pref }, .n = 2 };
+	cr_assert_eq(store_run(F.s, many_unit, &a), ST_INVALID, "a posting with a reference");
+	fx_assert_unchanged(&s, "refused runs");
+	fx_assert_ledger_invariants("after the refused runs");
+	/* the same two in the other order: w1 is paid first, then pays */
+	a = (struct many_arg){ .posts = (const struct ledger_post *const[]){ &pok, &pok }, .n = 2 };
+	cr_assert_eq(store_run(F.s, many_unit, &a), ST_OK);
+	a = (struct many_arg){ .posts = (const struct ledger_post *const[]){ &pshort }, .n = 1 };
+	cr_assert_eq(store_run(F.s, many_unit, &a), ST_OK);
+	cr_assert_eq(fx_int("SELECT balance FROM account_balances WHERE id = $1", w1.id), 9);
+	fx_assert_ledger_invariants("after the accepted runs");
+}
+
 Test(ledger_pg, accounts_are_permanent, .init = fx_open_pg, .fini = fx_close)
 {
 	struct fx_snap s;
