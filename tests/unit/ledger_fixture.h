@@ -116,6 +116,32 @@ static inline void fx_need_backend(void)
 		cr_skip_test("SETTLED_TEST_PG is not set: run under tests/with-services (make unit does)");
 }
 
+/* Raw SQL, run in order in one unit of F.s; the first failure is
+ * returned: RAW("UPDATE ...", "DELETE ..."). The texts must be string
+ * literals (statements are cached by address). */
+struct fx_raw {
+	const char *const *sql;
+	size_t n;
+};
+
+static inline enum st_rc fx_raw_unit(struct tx *tx, void *arg)
+{
+	const struct fx_raw *r = arg;
+
+	for (size_t i = 0; i < r->n; i++) {
+		enum st_rc rc = tx_exec(tx, r->sql[i], ST_NOARGS, NULL);
+
+		if (rc)
+			return rc;
+	}
+	return ST_OK;
+}
+
+#define RAW(...)                                                                          \
+	store_run(F.s, fx_raw_unit,                                                       \
+		  &(struct fx_raw){ (const char *const[]){ __VA_ARGS__ },                 \
+				    sizeof((const char *const[]){ __VA_ARGS__ }) / sizeof(char *) })
+
 #define BOTH(suite, name, ...)                                                                  \
 	static void name##_body(void);                                                          \
 	Test(suite##_sqlite, name, .init = fx_open_sqlite, .fini = fx_close, .timeout = 600,   \

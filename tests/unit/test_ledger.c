@@ -45,30 +45,6 @@ static enum st_rc post(const char *from, const char *to, int64_t amount)
 	return store_run(F.s, post_unit, &a);
 }
 
-/* Raw SQL, run in order in one unit; the first failure is returned. */
-struct raw {
-	const char *const *sql;   /* string literals */
-	size_t n;
-};
-
-static enum st_rc raw_unit(struct tx *tx, void *arg)
-{
-	const struct raw *r = arg;
-
-	for (size_t i = 0; i < r->n; i++) {
-		enum st_rc rc = tx_exec(tx, r->sql[i], ST_NOARGS, NULL);
-
-		if (rc)
-			return rc;
-	}
-	return ST_OK;
-}
-
-#define RAW(...)                                                                          \
-	store_run(F.s, raw_unit,                                                          \
-		  &(struct raw){ (const char *const[]){ __VA_ARGS__ },                    \
-				 sizeof((const char *const[]){ __VA_ARGS__ }) / sizeof(char *) })
-
 struct hold_arg {
 	const char *account;
 	int64_t amount;

@@ -29,29 +29,6 @@
 
 #define LEASE_MS 30000
 
-struct raw {
-	const char *const *sql;
-	size_t n;
-};
-
-static enum st_rc raw_unit(struct tx *tx, void *arg)
-{
-	const struct raw *r = arg;
-
-	for (size_t i = 0; i < r->n; i++) {
-		enum st_rc rc = tx_exec(tx, r->sql[i], ST_NOARGS, NULL);
-
-		if (rc)
-			return rc;
-	}
-	return ST_OK;
-}
-
-#define RAW(...)                                                                          \
-	store_run(F.s, raw_unit,                                                          \
-		  &(struct raw){ (const char *const[]){ __VA_ARGS__ },                    \
-				 sizeof((const char *const[]){ __VA_ARGS__ }) / sizeof(char *) })
-
 struct claim_arg {
 	const char *owner;
 	int max;
