@@ -166,6 +166,16 @@ static void count_retry(void *arg, enum store_retry_cause c)
 	metrics_inc(app->m.store_unit_retries, lv);
 }
 
+/* A PostgreSQL writer calls this when it takes units it held back to
+ * gather, saying whether the wait ran to its bound. */
+static void count_gather(void *arg, bool deadline)
+{
+	struct settled *app = arg;
+	const char *const lv[] = { deadline ? "deadline" : "woken" };
+
+	metrics_inc(app->m.store_gather_waits, lv);
+}
+
 static enum st_rc bootstrap_unit(struct tx *tx, void *arg)
 {
 	struct bootstrap *b = arg;
@@ -303,6 +313,8 @@ static int serve(struct settled *app, const sigset_t *sigs)
 	app->store->on_commit_arg = app;
 	app->store->on_retry = count_retry;
 	app->store->on_retry_arg = app;
+	app->store->on_gather = count_gather;
+	app->store->on_gather_arg = app;
 	app->store->clock_ms = app->clock_ms;
 	app->store->clock_arg = app->clock_arg;
 	rc = store_run(app->store, bootstrap_unit, &boot);

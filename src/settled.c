@@ -125,6 +125,8 @@ static enum st_rc settled_store_metrics_init(struct settled_metrics *m, struct m
 {
 	static const char *const labels[] = { "reason" };
 	static const char *const causes[] = { "cause" };
+	static const char *const ends[] = { "end" };
+	static const char *const end_values[] = { "deadline", "woken" };
 	static const enum store_write_fault faults[] = { STORE_WRITE_DISK_FULL, STORE_WRITE_IO_ERROR };
 	/* Group commit's batch sizes: 1 is a unit committed alone. */
 	static const double unit_buckets[] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
@@ -163,6 +165,21 @@ static enum st_rc settled_store_metrics_init(struct settled_metrics *m, struct m
 		const char *const lv[] = { store_retry_cause_str((enum store_retry_cause)c) };
 
 		if (!metric_series_get(m->store_unit_retries, lv))
+			return ST_NOMEM;
+	}
+	/* PostgreSQL writers' gathering (SETTLED_PG_GATHER_US): takes after a
+	 * wait, by whether it ran to its bound. Mostly "deadline" under load
+	 * means batches are cut by the bound, not by the busy writer's end. */
+	m->store_gather_waits = metrics_counter(reg, "settled_store_gather_waits_total",
+						"Write batches a PostgreSQL writer took after holding them back "
+						"to gather, by how the wait ended (deadline, woken).",
+						1, ends);
+	if (!m->store_gather_waits)
+		return ST_NOMEM;
+	for (size_t i = 0; i < sizeof(end_values) / sizeof(end_values[0]); i++) {
+		const char *const lv[] = { end_values[i] };
+
+		if (!metric_series_get(m->store_gather_waits, lv))
 			return ST_NOMEM;
 	}
 	return ST_OK;

@@ -60,6 +60,7 @@ struct settled_metrics {
 	struct metric_family *store_write_faults; /* settled_store_write_faults_total{reason} */
 	struct metric_series *store_commit_units; /* settled_store_commit_units: units a COMMIT made durable */
 	struct metric_family *store_unit_retries; /* settled_store_unit_retries_total{cause} */
+	struct metric_family *store_gather_waits; /* settled_store_gather_waits_total{end} */
 	struct metric_family *clock_step;         /* settled_clock_step_seconds gauge: system - server clock */
 	struct metric_family *recon_runs;         /* settled_reconciliation_runs_total{result} */
 	struct metric_family *recon_problems;     /* settled_reconciliation_problems gauge */

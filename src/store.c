@@ -5,6 +5,7 @@
  * migration runner). See store.h for the contract. */
 #include "store.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -658,9 +659,11 @@ static struct write_unit *take_capped(struct unit_queue *q, int max)
 	return batch;
 }
 
-struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hold_fn *hold, void *arg)
+struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hold_fn *hold, void *arg,
+				   enum unit_take_held *held)
 {
 	struct write_unit *batch = NULL;
+	enum unit_take_held how = UNIT_TAKE_AT_ONCE;
 	int64_t until;
 
 	pthread_mutex_lock(&q->mu);
@@ -679,7 +682,8 @@ struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hol
 
 			q->waiting++;
 			q->holding++;
-			pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+			how = pthread_cond_timedwait(&q->cv, &q->mu, &ts) == ETIMEDOUT ? UNIT_TAKE_HELD_DEADLINE
+											 : UNIT_TAKE_HELD_WOKEN;
 			q->holding--;
 			q->waiting--;
 			continue;
@@ -688,6 +692,8 @@ struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hol
 		break;
 	}
 	pthread_mutex_unlock(&q->mu);
+	if (held)
+		*held = how;
 	return batch;
 }
 

@@ -235,6 +235,13 @@ const char *store_retry_cause_str(enum store_retry_cause c);
  * and why; the server counts it (settled_store_unit_retries_total). */
 typedef void store_retry_fn(void *arg, enum store_retry_cause c);
 
+/* Told, on a PostgreSQL writer's thread, each time it takes units it held
+ * back to gather (SETTLED_PG_GATHER_US) while another writer ran a batch:
+ * deadline when the wait ran to its bound, false when the busy writer's end
+ * (or a closing queue) woke it first. The server counts it
+ * (settled_store_gather_waits_total{end}). */
+typedef void store_gather_fn(void *arg, bool deadline);
+
 struct store {
 	const struct store_ops *ops;
 	const struct logger *log;
@@ -244,6 +251,8 @@ struct store {
 	void *on_commit_arg;
 	store_retry_fn *on_retry;           /* may be NULL */
 	void *on_retry_arg;
+	store_gather_fn *on_gather;         /* may be NULL */
+	void *on_gather_arg;
 	_Atomic int write_fault;            /* enum store_write_fault of the last batch */
 	int64_t (*clock_ms)(void *clock_arg); /* NULL = wall clock */
 	void *clock_arg;
@@ -274,6 +283,13 @@ static inline void store_note_retry(struct store *s, enum store_retry_cause c)
 {
 	if (s->on_retry)
 		s->on_retry(s->on_retry_arg, c);
+}
+
+/* For the backends: tells on_gather how a writer's gathering wait ended. */
+static inline void store_note_gather(struct store *s, bool deadline)
+{
+	if (s->on_gather)
+		s->on_gather(s->on_gather_arg, deadline);
 }
 
 struct store_options {
@@ -553,8 +569,12 @@ enum st_rc unit_queue_push_background(struct unit_queue *q, store_unit_fn *fn, s
  * then takes the oldest ones, at most max, as a list in queue order
  * (skipping background units past q->background_cap while others are
  * queued: those keep their place).
- * NULL: the queue is closed and empty, the writer's signal to exit. */
-struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hold_fn *hold, void *arg);
+ * NULL: the queue is closed and empty, the writer's signal to exit.
+ * held (may be NULL) is set to UNIT_TAKE_AT_ONCE when hold never held the
+ * writer off before this take, else to how its last hold ended. */
+enum unit_take_held { UNIT_TAKE_AT_ONCE, UNIT_TAKE_HELD_WOKEN, UNIT_TAKE_HELD_DEADLINE };
+struct write_unit *unit_queue_take(struct unit_queue *q, int max, unit_queue_hold_fn *hold, void *arg,
+				   enum unit_take_held *held);
 /* Wakes every waiting writer, for them to look at hold again. It does not
  * take the queue's lock, so a writer just about to wait may miss it: meant
  * for writers held off by hold, whose wait ends by its deadline anyway. */

@@ -1741,9 +1741,13 @@ static void *worker_main(void *arg)
 {
 	struct pg_conn *c = arg;
 	struct write_unit *batch;
+	enum unit_take_held held;
 
 	/* Everything queued, up to batch_max: the group commit. */
-	while ((batch = unit_queue_take(&c->s->queue, (int)c->s->batch_max, worker_hold, c))) {
+	while ((batch = unit_queue_take(&c->s->queue, (int)c->s->batch_max, worker_hold, c, &held))) {
+		/* A writer that was down held for its backoff, not to gather. */
+		if (held != UNIT_TAKE_AT_ONCE && c->pg)
+			store_note_gather(&c->s->base, held == UNIT_TAKE_HELD_DEADLINE);
 		writer_busy(c, true);
 		if (!batch->next)
 			write_unit_answer(batch, run_unit(c, batch));

@@ -684,7 +684,7 @@ static void *writer_main(void *arg)
 	struct write_unit *batch;
 
 	/* Up to WRITER_BATCH_MAX units at a time: the group commit. */
-	while ((batch = unit_queue_take(&s->queue, WRITER_BATCH_MAX, NULL, NULL)))
+	while ((batch = unit_queue_take(&s->queue, WRITER_BATCH_MAX, NULL, NULL, NULL)))
 		run_batch(s, batch);
 	return NULL;
 }

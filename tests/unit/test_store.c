@@ -1120,7 +1120,7 @@ Test(store, unit_queue_hands_out_batches_in_order_and_drains_after_close)
 		     "a closed queue refuses new units");
 	/* Closed, it still hands out what was queued, oldest first, at most
 	 * max at a time; then NULL. */
-	for (int first = 0, n; (batch = unit_queue_take(&q, 2, NULL, NULL)); first += n) {
+	for (int first = 0, n; (batch = unit_queue_take(&q, 2, NULL, NULL, NULL)); first += n) {
 		n = 0;
 		for (struct write_unit *u = batch, *next; u; u = next, n++) {
 			next = u->next;
@@ -1161,7 +1161,7 @@ Test(store, unit_queue_takes_one_background_unit_a_batch_while_requests_wait)
 				   : unit_queue_push(&q, queued_unit, queued_done, &tags[i], false),
 			     ST_OK);
 	}
-	batch = unit_queue_take(&q, 512, NULL, NULL);
+	batch = unit_queue_take(&q, 512, NULL, NULL, NULL);
 	for (struct write_unit *u = batch; u; u = u->next)
 		order[n++] = *(int *)u->arg;
 	cr_assert_eq(n, 3);
@@ -1175,7 +1175,7 @@ Test(store, unit_queue_takes_one_background_unit_a_batch_while_requests_wait)
 		tags[i] = i;
 		cr_assert_eq(unit_queue_push_background(&q, queued_unit, queued_done, &tags[i], false), ST_OK);
 	}
-	batch = unit_queue_take(&q, 512, NULL, NULL);
+	batch = unit_queue_take(&q, 512, NULL, NULL, NULL);
 	n = 0;
 	for (struct write_unit *u = batch; u; u = next) {
 		next = u->next;
@@ -1195,10 +1195,14 @@ Test(store, unit_queue_hold_keeps_a_writer_off_until_its_deadline)
 	int answered = 0;
 	int64_t until = clock_mono_us() + 100000, took_at;
 	struct write_unit *batch;
+	enum unit_take_held held = UNIT_TAKE_AT_ONCE;
 
 	unit_queue_init(&q);
 	cr_assert_eq(unit_queue_push(&q, queued_unit, queued_done, &answered, true), ST_OK);
-	batch = unit_queue_take(&q, 8, hold_until, &until);
+	batch = unit_queue_take(&q, 8, hold_until, &until, &held);
+	/* Nothing signals the queue: the hold ran to its bound (what
+	 * settled_store_gather_waits_total{end="deadline"} counts). */
+	cr_assert_eq(held, UNIT_TAKE_HELD_DEADLINE);
 	took_at = clock_mono_us();
 	cr_assert_not_null(batch);
 	cr_assert_geq(took_at, until, "taken %lld us before the hold ended", (long long)(until - took_at));
@@ -1247,13 +1251,13 @@ Test(store, unit_queue_gather_holds_only_while_another_writer_is_busy_and_within
 	/* Closing: no hold, the writers drain the queue. */
 	unit_queue_close(&q);
 	cr_assert_eq(unit_queue_gather_until(&q, true, 5, 2000, t0), 0);
-	batch = unit_queue_take(&q, 8, NULL, NULL);
+	batch = unit_queue_take(&q, 8, NULL, NULL, NULL);
 	for (struct write_unit *u = batch, *next; u; u = next) {
 		next = u->next;
 		write_unit_answer(u, ST_CONFLICT);
 	}
 	cr_assert_eq(answered, 4);
-	cr_assert_null(unit_queue_take(&q, 8, NULL, NULL));
+	cr_assert_null(unit_queue_take(&q, 8, NULL, NULL, NULL));
 	unit_queue_destroy(&q);
 }
 
@@ -1265,6 +1269,7 @@ struct held_taker {
 	struct unit_queue *q;
 	int hold_calls;               /* under q->mu (hold runs with it held) */
 	struct write_unit *batch;
+	enum unit_take_held held;
 };
 
 static int64_t hold_far(void *arg, bool closed)
@@ -1279,7 +1284,7 @@ static void *held_taker_main(void *arg)
 {
 	struct held_taker *h = arg;
 
-	h->batch = unit_queue_take(h->q, 8, hold_far, h);
+	h->batch = unit_queue_take(h->q, 8, hold_far, h, &h->held);
 	return NULL;
 }
 
@@ -1316,6 +1321,7 @@ Test(store, unit_queue_push_does_not_wake_a_writer_that_is_held, .timeout = 120)
 	/* Once when it first held, once when the close woke it; the pushes
 	 * in between woke nobody. */
 	cr_assert_eq(h.hold_calls, 2, "hold asked %d times", h.hold_calls);
+	cr_assert_eq(h.held, UNIT_TAKE_HELD_WOKEN, "its hold was ended by the close, not its bound");
 	for (struct write_unit *u = h.batch, *next; u; u = next, n++) {
 		next = u->next;
 		write_unit_answer(u, ST_CONFLICT);
