@@ -64,19 +64,29 @@
  * by struct.unpack replaces seven decimal ones that tonumber() parsed with
  * strtod, and "%d" (an integer conversion: every value is integral and
  * below 2^53) replaces "%.0f" (libc's multi-precision float printing); the
- * stored text is byte for byte what "%.0f" wrote. */
+ * stored text is byte for byte what "%.0f" wrote. The result table is made
+ * with a register's ten slots (growing it from {} rehashed it five times,
+ * 7k of the call's 88k instructions in Redis; docs/internals/ratelimit.md,
+ * "Cost inside Redis"), and the library functions are locals. */
 #define GCRA_ARGS 7
 static const char GCRA_LUA[] =
-	"local out = {}\n"
+	"local unpack, call, match, format = struct.unpack, redis.call, string.match, string.format\n"
+	"local BIG = 4503599627370496 -- 2^52: a larger stored value is junk\n"
+	"-- sized for two decisions (a register) up front: growing an empty table\n"
+	"-- to 10 entries rehashes it five times, the dearest part of the script\n"
+	"local out, o = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0\n"
 	"for i = 1, #KEYS do\n"
 	"local now, limit, period, t_ms, t_frac, slack, record =\n"
-	"  struct.unpack('<i8i8i8i8i8i8i8', ARGV[i])\n"
-	"local BIG = 4503599627370496 -- 2^52: a larger stored value is junk\n"
+	"  unpack('<i8i8i8i8i8i8i8', ARGV[i])\n"
 	"local ms, frac = 0, 0\n"
-	"local v = redis.call('GET', KEYS[i])\n"
+	"local v = call('GET', KEYS[i])\n"
 	"if v then\n"
-	"  local a, b = string.match(v, '^(%d+) (%d+)$')\n"
-	"  if a then ms, frac = math.min(tonumber(a), BIG), math.min(tonumber(b), BIG) end\n"
+	"  local a, b = match(v, '^(%d+) (%d+)$')\n"
+	"  if a then\n"
+	"    ms, frac = tonumber(a), tonumber(b)\n"
+	"    if ms > BIG then ms = BIG end\n"
+	"    if frac > BIG then frac = BIG end\n"
+	"  end\n"
 	"end\n"
 	"local old_ms, old_frac = ms, frac\n"
 	"-- a state from another limit rounds up; one beyond the horizon is pulled in\n"
@@ -94,14 +104,15 @@ static const char GCRA_LUA[] =
 	"if record == 1 and (allowed == 1 or ms ~= old_ms or frac ~= old_frac) then\n"
 	"  local ttl = ms - now + slack\n"
 	"  if frac > 0 then ttl = ttl + 1 end\n"
-	"  redis.call('SET', KEYS[i], string.format('%d %d', ms, frac), 'PX',\n"
-	"             string.format('%d', ttl))\n"
+	"  call('SET', KEYS[i], format('%d %d', ms, frac), 'PX', format('%d', ttl))\n"
 	"end\n"
-	"local o = #out\n"
 	"out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] =\n"
 	"  allowed, old_ms, old_frac, ms, frac\n"
+	"o = o + 5\n"
 	"if allowed == 0 then break end\n"
 	"end\n"
+	"-- the reply is the entries up to the first nil: drop the unused zeros\n"
+	"for j = o + 1, #out do out[j] = nil end\n"
 	"return out\n";
 
 struct rl_redis {
