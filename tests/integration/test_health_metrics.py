@@ -138,15 +138,20 @@ def test_gather_waits_are_exported_by_end(server):
 @pytest.mark.skipif(backend_name() != "pg", reason="PostgreSQL's writers gather; a PostgreSQL "
                     "lock keeps one busy (a unit alone waits for it as long as it takes)")
 def test_no_gathering_wait_with_pg_gather_us_0(start_server):
-    """SETTLED_PG_GATHER_US=0 turns the gathering off: with one writer of two
+    """SETTLED_PG_GATHER_US=0 turns the gathering off: with a writer
     busy (its unit waits on a table lock an outside transaction holds), a
     unit pushed then is taken by the free writer at once, and no wait is
     counted. (The other way round is not asserted here: whether a free
     writer holds depends on it running before the bound has passed, which
     a loaded machine does not promise; test_store.c covers the rule and
     how a hold's end is reported.) Counts are compared with a baseline
-    taken once the first unit waits; nothing here depends on timing."""
-    srv = start_server(env={"SETTLED_PG_WRITE_CONNS": "2", "SETTLED_PG_GATHER_US": "0"})
+    taken once the first unit waits; nothing here depends on timing.
+    Three writers, not two: the ticker's hot-account fold (an UPDATE of
+    accounts, every second, on its one thread) waits on the table lock too
+    and keeps a writer while it does; with two, a fold landing before the
+    second registration left that registration queued with no free writer,
+    and the test timed out."""
+    srv = start_server(env={"SETTLED_PG_WRITE_CONNS": "3", "SETTLED_PG_GATHER_US": "0"})
     # Registrations' units waiting on the lock (not a background unit that might).
     waiting = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                "AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO accounts%'")
