@@ -288,45 +288,6 @@ static const char register_recorded_many_sql[] =
 	" ON CONFLICT (wallet) DO NOTHING RETURNING 1)"
 	" SELECT 1 FROM a";
 
-/* Appends one element to a PostgreSQL array literal under construction in
- * b ("{" already there): s[0..len) double-quoted with '"' and '\\'
- * escaped, or NULL when s is. Written in place after one reserve: this
- * runs for every byte of every answer a merged run records. */
-static enum st_rc array_text_elem(struct buf *b, const char *s, size_t len)
-{
-	enum st_rc rc;
-	char *o;
-
-	if (!s)
-		return buf_puts(b, b->len > 1 ? ",NULL" : "NULL");
-	if (len > (SIZE_MAX - 4) / 2)
-		return ST_TOO_LARGE;
-	rc = buf_reserve(b, 2 * len + 3); /* ',' '"' every byte escaped '"' */
-	if (rc)
-		return rc;
-	o = b->ptr + b->len;
-	if (b->len > 1)
-		*o++ = ',';
-	*o++ = '"';
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] == '"' || s[i] == '\\')
-			*o++ = '\\';
-		*o++ = s[i];
-	}
-	*o++ = '"';
-	*o = '\0';
-	b->len = (size_t)(o - b->ptr);
-	return ST_OK;
-}
-
-static enum st_rc array_int_elem(struct buf *b, int64_t v)
-{
-	char tmp[24];
-	int n = snprintf(tmp, sizeof(tmp), b->len > 1 ? ",%lld" : "%lld", (long long)v);
-
-	return n > 0 && (size_t)n < sizeof(tmp) ? buf_append(b, tmp, (size_t)n) : ST_INTERNAL;
-}
-
 #define RRM_ARRAYS 9
 #define RRM_ARRAY_MAX (64u << 20) /* a column's literal; far above any batch */
 
@@ -349,24 +310,24 @@ enum st_rc account_register_recorded_many(struct tx *tx, const struct account_ne
 	for (int i = 0; rc == ST_OK && i < n; i++) {
 		const struct idem_answer *ans = &recs[i].ans;
 
-		rc = array_text_elem(&col[0], recs[i].scope, strlen(recs[i].scope));
+		rc = buf_pg_array_text(&col[0], recs[i].scope, strlen(recs[i].scope));
 		if (rc == ST_OK)
-			rc = array_text_elem(&col[1], recs[i].key, strlen(recs[i].key));
+			rc = buf_pg_array_text(&col[1], recs[i].key, strlen(recs[i].key));
 		if (rc == ST_OK)
-			rc = array_text_elem(&col[2], recs[i].fingerprint, strlen(recs[i].fingerprint));
+			rc = buf_pg_array_text(&col[2], recs[i].fingerprint, strlen(recs[i].fingerprint));
 		if (rc == ST_OK)
-			rc = array_int_elem(&col[3], ans->status);
+			rc = buf_pg_array_int(&col[3], ans->status);
 		if (rc == ST_OK)
-			rc = array_text_elem(&col[4], ans->location,
+			rc = buf_pg_array_text(&col[4], ans->location,
 					     ans->location ? strlen(ans->location) : 0);
 		if (rc == ST_OK)
-			rc = array_text_elem(&col[5], ans->body, ans->body_len);
+			rc = buf_pg_array_text(&col[5], ans->body, ans->body_len);
 		if (rc == ST_OK)
-			rc = array_text_elem(&col[6], accts[i].id, strlen(accts[i].id));
+			rc = buf_pg_array_text(&col[6], accts[i].id, strlen(accts[i].id));
 		if (rc == ST_OK)
-			rc = array_text_elem(&col[7], accts[i].wallet, strlen(accts[i].wallet));
+			rc = buf_pg_array_text(&col[7], accts[i].wallet, strlen(accts[i].wallet));
 		if (rc == ST_OK)
-			rc = array_int_elem(&col[8], accts[i].created_at);
+			rc = buf_pg_array_int(&col[8], accts[i].created_at);
 	}
 	for (int c = 0; rc == ST_OK && c < RRM_ARRAYS; c++)
 		rc = buf_putc(&col[c], '}');

@@ -140,3 +140,42 @@ enum st_rc buf_printf(struct buf *b, const char *fmt, ...)
 	va_end(ap);
 	return rc;
 }
+
+/* Appends one element to a PostgreSQL array literal under construction in
+ * b ("{" already there): s[0..len) double-quoted with '"' and '\\'
+ * escaped, or NULL when s is. Written in place after one reserve: this
+ * runs for every byte of every answer a merged run records. */
+enum st_rc buf_pg_array_text(struct buf *b, const char *s, size_t len)
+{
+	enum st_rc rc;
+	char *o;
+
+	if (!s)
+		return buf_puts(b, b->len > 1 ? ",NULL" : "NULL");
+	if (len > (SIZE_MAX - 4) / 2)
+		return ST_TOO_LARGE;
+	rc = buf_reserve(b, 2 * len + 3); /* ',' '"' every byte escaped '"' */
+	if (rc)
+		return rc;
+	o = b->ptr + b->len;
+	if (b->len > 1)
+		*o++ = ',';
+	*o++ = '"';
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '"' || s[i] == '\\')
+			*o++ = '\\';
+		*o++ = s[i];
+	}
+	*o++ = '"';
+	*o = '\0';
+	b->len = (size_t)(o - b->ptr);
+	return ST_OK;
+}
+
+enum st_rc buf_pg_array_int(struct buf *b, int64_t v)
+{
+	char tmp[24];
+	int n = snprintf(tmp, sizeof(tmp), b->len > 1 ? ",%lld" : "%lld", (long long)v);
+
+	return n > 0 && (size_t)n < sizeof(tmp) ? buf_append(b, tmp, (size_t)n) : ST_INTERNAL;
+}

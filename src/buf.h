@@ -12,6 +12,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "rc.h"
 
@@ -44,6 +45,14 @@ enum st_rc buf_putc(struct buf *b, char c);
 enum st_rc buf_printf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 enum st_rc buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+
+/* PostgreSQL array literals built element by element (b starts as "{",
+ * the caller closes it with '}'): a text element double-quoted with '"'
+ * and '\\' escaped, or NULL when s is; an integer element. Used to pass
+ * a merged run's rows as one array a column (unnest). */
+enum st_rc buf_pg_array_text(struct buf *b, const char *s, size_t len);
+enum st_rc buf_pg_array_int(struct buf *b, int64_t v);
+
 
 
 #endif

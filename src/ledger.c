@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "fmt.h"
 #include "banned.h"
 
@@ -195,24 +196,42 @@ enum st_rc ledger_post(struct tx *tx, const struct ledger_post *p, char tx_id_ou
 	return rc ? rc : post(tx, p, NULL, tx_id_out);
 }
 
-static const struct st_rows_sql many_entries_sql = {
-	"INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at) VALUES ",
-	"($1, $2, $3, $4, $5)", "", 5,
-};
-static const struct st_rows_sql many_closing_sql = {
+/* ledger_post_many's two statements, one each for any n: the rows come as
+ * one array a column (unnest ... WITH ORDINALITY, inserted in that order,
+ * so entry ids follow the postings and their entries), not as rows of
+ * parameters, so a run of any size is one prepared statement each and the
+ * open-transaction trigger runs once for all the entries (tx_exec_rows'
+ * chunks of 64, 32, ... 1 rows would be one statement and one trigger run
+ * each). */
+static const char many_entries_sql[] =
+	"INSERT INTO ledger_entries (tx_id, account_id, direction, amount, created_at)"
+	" SELECT v.tx_id, v.account_id, v.direction, v.amount, CAST($5 AS BIGINT)"
+	" FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]),"
+	"  CAST($4 AS BIGINT[])) WITH ORDINALITY AS v (tx_id, account_id, direction, amount, n)"
+	" ORDER BY v.n";
+static const char many_closing_sql[] =
 	"INSERT INTO ledger_tx (id, kind, ref, intent_id, hold_id, created_at, client_id, description,"
-	" metadata) VALUES ",
-	"($1, $2, NULL, NULL, NULL, $3, $4, $5, $6)", "", 6,
-};
+	" metadata)"
+	" SELECT v.id, v.kind, NULL, NULL, NULL, CAST($1 AS BIGINT), v.client_id, v.description,"
+	"  v.metadata"
+	" FROM unnest(CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), CAST($4 AS TEXT[]), CAST($5 AS TEXT[]),"
+	"  CAST($6 AS TEXT[])) WITH ORDINALITY AS v (id, kind, client_id, description, metadata, n)"
+	" ORDER BY v.n";
+
+#define MANY_COLS 9 /* entries: tx_id, account, direction, amount; closing: id, kind, client, description, metadata */
+#define MANY_ARRAY_MAX (64u << 20)
+
+static enum st_rc many_text(struct buf *b, const char *s)
+{
+	return buf_pg_array_text(b, s, s ? strlen(s) : 0);
+}
 
 enum st_rc ledger_post_many(struct tx *tx, const struct ledger_post *const *posts, int n,
 			    char (*ids)[LEDGER_ID_MAX + 1])
 {
 	int64_t now = tx_now_ms(tx);
-	size_t nentries = 0;
-	struct st_val *v = NULL;
-	enum st_rc rc;
-	int k = 0;
+	struct buf col[MANY_COLS];
+	enum st_rc rc = ST_OK;
 
 	if (tx_dialect(tx) != ST_PG || n < 1)
 		return ST_INVALID;
@@ -221,48 +240,61 @@ enum st_rc ledger_post_many(struct tx *tx, const struct ledger_post *const *post
 
 		if (p->ref || p->intent_id || p->id || ledger_check(p) != ST_OK)
 			return ST_INVALID;
-		nentries += p->n;
 	}
-	v = calloc(nentries * (size_t)many_entries_sql.width, sizeof(*v));
-	if (!v)
-		return ST_NOMEM;
-	for (int i = 0; i < n; i++) {
+	for (int c = 0; c < MANY_COLS; c++) {
+		buf_init(&col[c], MANY_ARRAY_MAX);
+		if (rc == ST_OK)
+			rc = buf_putc(&col[c], '{');
+	}
+	for (int i = 0; rc == ST_OK && i < n; i++) {
 		const struct ledger_post *p = posts[i];
 
 		tx_new_id(tx, "ltx_", ids[i]);
-		for (size_t j = 0; j < p->n; j++) {
+		for (size_t j = 0; rc == ST_OK && j < p->n; j++) {
 			const struct ledger_entry *e = &p->entries[j];
 
-			v[k++] = SV_S(ids[i]);
-			v[k++] = SV_S(e->account_id);
-			v[k++] = SV_S(dir_str(e->dir));
-			v[k++] = SV_I(e->amount);
-			v[k++] = SV_I(now);
+			rc = many_text(&col[0], ids[i]);
+			if (rc == ST_OK)
+				rc = many_text(&col[1], e->account_id);
+			if (rc == ST_OK)
+				rc = many_text(&col[2], dir_str(e->dir));
+			if (rc == ST_OK)
+				rc = buf_pg_array_int(&col[3], e->amount);
 		}
+		if (rc == ST_OK)
+			rc = many_text(&col[4], ids[i]);
+		if (rc == ST_OK)
+			rc = many_text(&col[5], p->kind);
+		if (rc == ST_OK)
+			rc = many_text(&col[6], p->client_id);
+		if (rc == ST_OK)
+			rc = many_text(&col[7], p->description);
+		if (rc == ST_OK)
+			rc = many_text(&col[8], p->metadata);
 	}
+	for (int c = 0; rc == ST_OK && c < MANY_COLS; c++)
+		rc = buf_putc(&col[c], '}');
 	/* The append lock first, as ledger_post takes it (held shared until
-	 * commit, before any entry's id is drawn); it travels with the first
-	 * entries statement. Then every entry, then every closing row: a
-	 * transaction is closed only after all its entries are in. */
-	rc = tx_exec_deferred(tx, "SELECT pg_advisory_xact_lock_shared($1)",
-			      ST_ARGS(SV_I(LEDGER_PG_APPEND_LOCK)));
-	if (!rc)
-		rc = tx_exec_rows(tx, &many_entries_sql, (int)nentries, v, NULL);
-	if (!rc) {
-		k = 0;
-		for (int i = 0; i < n; i++) {
-			const struct ledger_post *p = posts[i];
-
-			v[k++] = SV_S(ids[i]);
-			v[k++] = SV_S(p->kind);
-			v[k++] = SV_I(now);
-			v[k++] = SV_SOPT(p->client_id);
-			v[k++] = SV_SOPT(p->description);
-			v[k++] = SV_SOPT(p->metadata);
-		}
-		rc = tx_exec_rows(tx, &many_closing_sql, n, v, NULL);
-	}
-	free(v);
+	 * commit, before any entry's id is drawn), then every entry, then
+	 * every closing row (a transaction is closed only after all its
+	 * entries are in): deferred, the three travel in one round trip, and
+	 * an entry's failure is reported by the closing statement. */
+	if (rc == ST_OK)
+		rc = tx_exec_deferred(tx, "SELECT pg_advisory_xact_lock_shared($1)",
+				      ST_ARGS(SV_I(LEDGER_PG_APPEND_LOCK)));
+	if (rc == ST_OK)
+		rc = tx_exec_deferred(tx, many_entries_sql,
+				      ST_ARGS(SV_SN(col[0].ptr, col[0].len), SV_SN(col[1].ptr, col[1].len),
+					      SV_SN(col[2].ptr, col[2].len), SV_SN(col[3].ptr, col[3].len),
+					      SV_I(now)));
+	if (rc == ST_OK)
+		rc = tx_exec(tx, many_closing_sql,
+			     ST_ARGS(SV_I(now), SV_SN(col[4].ptr, col[4].len), SV_SN(col[5].ptr, col[5].len),
+				     SV_SN(col[6].ptr, col[6].len), SV_SN(col[7].ptr, col[7].len),
+				     SV_SN(col[8].ptr, col[8].len)),
+			     NULL);
+	for (int c = 0; c < MANY_COLS; c++)
+		buf_release(&col[c]);
 	return rc;
 }
 

@@ -875,8 +875,9 @@ Test(ledger_pg, many_postings_post_each_as_its_own_transaction, .init = fx_open_
 	e3[2] = (struct ledger_entry){ w2.id, LEDGER_DEBIT, 4 };
 	e3[3] = (struct ledger_entry){ ACCT_REVENUE, LEDGER_CREDIT, 4 };
 	p1 = (struct ledger_post){ .kind = "transfer", .n = 2, .entries = e1, .client_id = "c1" };
-	p2 = (struct ledger_post){ .kind = "transfer", .n = 2, .entries = e2, .description = "two",
-				   .metadata = "{\"k\":1}" };
+	/* passed as array elements: quotes, backslashes, commas, braces */
+	p2 = (struct ledger_post){ .kind = "transfer", .n = 2, .entries = e2,
+				   .description = "two, {\"x\"} \\ NULL", .metadata = "{\"k\":[1,2]}" };
 	p3 = (struct ledger_post){ .kind = "test", .n = 4, .entries = e3 };
 	a = (struct many_arg){ .posts = (const struct ledger_post *const[]){ &p1, &p2, &p3 }, .n = 3 };
 	cr_assert_eq(store_run(F.s, many_unit, &a), ST_OK);
@@ -891,9 +892,20 @@ Test(ledger_pg, many_postings_post_each_as_its_own_transaction, .init = fx_open_
 			    a.ids[0]),
 		     1);
 	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_tx WHERE id = $1 AND client_id IS NULL"
-			    " AND description = 'two' AND metadata = '{\"k\":1}'",
+			    " AND description = 'two, {\"x\"} \\ NULL' AND metadata = '{\"k\":[1,2]}'",
 			    a.ids[1]),
 		     1);
+	/* entry ids follow the postings and each posting's entries */
+	cr_assert_lt(fx_int("SELECT max(id) FROM ledger_entries WHERE tx_id = $1", a.ids[0]),
+		     fx_int("SELECT min(id) FROM ledger_entries WHERE tx_id = $1", a.ids[1]));
+	cr_assert_lt(fx_int("SELECT max(id) FROM ledger_entries WHERE tx_id = $1", a.ids[1]),
+		     fx_int("SELECT min(id) FROM ledger_entries WHERE tx_id = $1", a.ids[2]));
+	cr_assert_eq(fx_int("SELECT count(*) FROM (SELECT account_id, direction, amount,"
+			    " row_number() OVER (ORDER BY id) AS k FROM ledger_entries WHERE tx_id = $1) e"
+			    " WHERE (k, direction, amount) IN ((1, 'debit', 3), (2, 'credit', 3),"
+			    " (3, 'debit', 4), (4, 'credit', 4))",
+			    a.ids[2]),
+		     4);
 	cr_assert_eq(fx_int("SELECT count(*) FROM ledger_entries WHERE tx_id = $1 AND account_id = 'revenue'"
 			    " AND direction = 'credit'",
 			    a.ids[2]),
