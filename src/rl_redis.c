@@ -49,9 +49,10 @@
  * T's fraction (in units of limit), TTL slack, and 1 to store the new
  * state or 0 (a peek: decide, store nothing). The decisions are taken in
  * order and the first refusal ends them (rl_check_seq: a later policy is
- * not charged). Returns, for each decision taken, {allowed, ms and frac as
- * read (0 0 = none), ms and frac now stored (or that would be)}, one flat
- * list. Mirrors rl_gcra_exact().
+ * not charged). Returns one string: for each decision taken, five
+ * little-endian int64s (struct "<i8" x 5, GCRA_OUT bytes): allowed, ms and
+ * frac as read (0 0 = none), ms and frac now stored (or that would be).
+ * Mirrors rl_gcra_exact().
  *
  * Several decisions in one call (a register's address and wallet limits)
  * because the call's fixed cost, in Redis and in the kernel, is most of a
@@ -64,17 +65,19 @@
  * by struct.unpack replaces seven decimal ones that tonumber() parsed with
  * strtod, and "%d" (an integer conversion: every value is integral and
  * below 2^53) replaces "%.0f" (libc's multi-precision float printing); the
- * stored text is byte for byte what "%.0f" wrote. The result table is made
- * with a register's ten slots (growing it from {} rehashed it five times,
- * 7k of the call's 88k instructions in Redis; docs/internals/ratelimit.md,
- * "Cost inside Redis"), and the library functions are locals. */
+ * stored text is byte for byte what "%.0f" wrote. The reply is one binary
+ * string, not a list of integers: a Lua table grown to ten entries (five
+ * rehashes) and converted to ten replies cost Redis more than two
+ * struct.pack calls, and hiredis built eleven reply objects (~6k
+ * instructions in settled) for what is now one (docs/internals/ratelimit.md,
+ * "Cost inside Redis"). The library functions are locals. */
 #define GCRA_ARGS 7
+#define GCRA_OUT  (5 * 8) /* a decision's part of the reply: five "<i8" */
 static const char GCRA_LUA[] =
-	"local unpack, call, match, format = struct.unpack, redis.call, string.match, string.format\n"
+	"local unpack, pack, call, match, format =\n"
+	"  struct.unpack, struct.pack, redis.call, string.match, string.format\n"
 	"local BIG = 4503599627370496 -- 2^52: a larger stored value is junk\n"
-	"-- sized for two decisions (a register) up front: growing an empty table\n"
-	"-- to 10 entries rehashes it five times, the dearest part of the script\n"
-	"local out, o = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0\n"
+	"local out = ''\n"
 	"for i = 1, #KEYS do\n"
 	"local now, limit, period, t_ms, t_frac, slack, record =\n"
 	"  unpack('<i8i8i8i8i8i8i8', ARGV[i])\n"
@@ -106,13 +109,9 @@ static const char GCRA_LUA[] =
 	"  if frac > 0 then ttl = ttl + 1 end\n"
 	"  call('SET', KEYS[i], format('%d %d', ms, frac), 'PX', format('%d', ttl))\n"
 	"end\n"
-	"out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] =\n"
-	"  allowed, old_ms, old_frac, ms, frac\n"
-	"o = o + 5\n"
+	"out = out .. pack('<i8i8i8i8i8', allowed, old_ms, old_frac, ms, frac)\n"
 	"if allowed == 0 then break end\n"
 	"end\n"
-	"-- the reply is the entries up to the first nil: drop the unused zeros\n"
-	"for j = o + 1, #out do out[j] = nil end\n"
 	"return out\n";
 
 struct rl_redis {
@@ -193,12 +192,14 @@ static void put_le64(unsigned char **p, int64_t v)
 		*(*p)++ = (unsigned char)(u & 0xff);
 }
 
-static bool reply_int(const redisReply *r, long long *v)
+/* The little-endian int64 at p (struct's "<i8"). */
+static long long get_le64(const unsigned char *p)
 {
-	if (r->type != REDIS_REPLY_INTEGER)
-		return false;
-	*v = r->integer;
-	return true;
+	uint64_t u = 0;
+
+	for (int i = 7; i >= 0; i--)
+		u = (u << 8) | p[i];
+	return (long long)u;
 }
 
 /* One policy's part of a script call: its key and its seven numbers. */
@@ -281,12 +282,12 @@ static enum st_rc redis_decide(struct ratelimit *rl, const struct rl_policy *con
 		rc = redisc_eval(r->rc, &r->gcra, nsent, 2 * nsent, args, lens, &rep, NULL);
 		if (rc)
 			return rc;
-		if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 5 || !rep->elements ||
-		    rep->elements > 5 * (size_t)nsent) {
+		if (rep->type != REDIS_REPLY_STRING || rep->len % GCRA_OUT || !rep->len ||
+		    rep->len > GCRA_OUT * (size_t)nsent) {
 			rc = ST_INTERNAL;
 			goto out;
 		}
-		got = (int)(rep->elements / 5);
+		got = (int)(rep->len / GCRA_OUT);
 	}
 	/* Replay each step on the state the script read: the fields come from
 	 * rl_gcra_exact itself, and the script must have done the same, and
@@ -303,12 +304,8 @@ static enum st_rc redis_decide(struct ratelimit *rl, const struct rl_policy *con
 			rc = ST_INTERNAL; /* the script stopped without a refusal */
 			goto out;
 		}
-		for (int e = 0; e < 5; e++) {
-			if (!reply_int(rep->element[5 * used + e], &v[e])) {
-				rc = ST_INTERNAL;
-				goto out;
-			}
-		}
+		for (int e = 0; e < 5; e++)
+			v[e] = get_le64((const unsigned char *)rep->str + GCRA_OUT * used + 8 * e);
 		used++;
 		tat = (struct rl_tat){ v[1], v[2] };
 		rl_gcra_exact(p[i], &tat, now, &out[i]);
