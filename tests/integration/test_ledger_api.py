@@ -684,3 +684,49 @@ def test_transfers_racing_to_drain_and_refill_an_account_are_201_or_insufficient
     r = srv.post("/api/admin/reconciliation", None, headers=ADMIN, key=new_key())
     assert r.status in (200, 201), r
     assert not {k: v for k, v in r.json["checks"].items() if not v["ok"]}, r.json
+
+
+def test_an_overdraft_account_taken_past_int64_is_422_balance_overflow_and_the_fold_goes_on(srv):
+    """An overdraft account (a hot account on PostgreSQL: its postings are
+    deltas, folded into its row later) taken below -2^63 or above 2^63-1 is
+    refused as on SQLite: 422 balance_overflow, nothing written. On
+    PostgreSQL nothing range-checked a delta: the transfer was 201 and the
+    fold, whose UPDATE then left BIGINT, rolled back every tick, leaving
+    every other hot account's deltas unfolded."""
+    c = Client(srv)
+    c.account("od", overdraft=True)
+    c.account("a")
+    c.account("b")
+    od, a, b = f"{c.id}/od", f"{c.id}/a", f"{c.id}/b"
+    assert admin_transfer(srv, od, a, 2**62).status == 201
+    assert admin_transfer(srv, od, b, 2**62 - 1).status == 201
+    assert bal(srv, od) == -(2**63 - 1)
+    before = balances(srv)
+    with srv.unchanged():
+        assert_error(admin_transfer(srv, od, "revenue", 2, key=None), 422, "balance_overflow")
+        # Net -2 on od through postings that each fit alone.
+        assert_error(srv.post("/api/v2/transfers", {"postings": [
+            {"from": od, "to": "revenue", "amount": "5"},
+            {"from": "revenue", "to": od, "amount": "3"}]}, headers=ADMIN), 422,
+            "balance_overflow")
+    assert balances(srv) == before
+    # The edge itself is a balance: -2^63 fits.
+    assert admin_transfer(srv, od, "revenue", 1).status == 201
+    assert bal(srv, od) == -(2**63)
+    with srv.unchanged():
+        assert_error(admin_transfer(srv, od, "revenue", 1, key=None), 422, "balance_overflow")
+    # Back up, and above: an overdraft account credited past 2^63-1.
+    c.account("up", overdraft=True)
+    c.account("down", overdraft=True)
+    up, down = f"{c.id}/up", f"{c.id}/down"
+    assert admin_transfer(srv, down, up, 2**63 - 1).status == 201
+    with srv.unchanged():
+        assert_error(admin_transfer(srv, "revenue", up, 1, key=None), 422, "balance_overflow")
+    # The fold still folds: another hot account's deltas reach its row.
+    assert admin_transfer(srv, "treasury", "revenue", 7).status == 201
+    if backend_name() == "pg":
+        wait_until(lambda: rows(srv, "SELECT count(*) FROM account_deltas") == [("0",)], timeout=30,
+                   what="every delta folded")
+    assert bal(srv, od) == -(2**63)
+    assert bal(srv, up) == 2**63 - 1
+    assert_sum_zero(srv)
